@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Builds the small ONNX models that the demo config, the tests and the benchmarks use.
+
+Weights are random but seeded, so every run writes the same bytes.
+Needs only Debian's python3-onnx and python3-numpy:  /usr/bin/python3 models/generate.py [OUT_DIR]
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+rng = np.random.default_rng(20261122)
+
+
+def weight(name, shape, scale=None):
+    scale = scale if scale is not None else 1.0 / np.sqrt(shape[0])
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def save(graph, out_dir, file):
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="infergate/models/generate.py")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(out_dir, file))
+
+
+def identity(out_dir):
+    """y = x for any [N, D]: the gateway-overhead model (a 4 KB tensor is [1, 1024])."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "D"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "D"])],
+    )
+    save(graph, out_dir, "identity.onnx")
+
+
+def mlp(out_dir, file, sizes):
+    """A ReLU multilayer perceptron with a softmax head: x [N, sizes[0]] -> probs [N, sizes[-1]]."""
+    nodes, inits, prev = [], [], "x"
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        inits += [weight(f"w{i}", [a, b]), numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"h{i}"]))
+        prev = f"h{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
+            prev = f"r{i}"
+    nodes.append(helper.make_node("Softmax", [prev], ["probs"], axis=-1))
+    graph = helper.make_graph(
+        nodes,
+        file.removesuffix(".onnx"),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", sizes[-1]])],
+        inits,
+    )
+    save(graph, out_dir, file)
+
+
+def dtypes(out_dir):
+    """One input and one output per KServe datatype, so every codec path runs through ONNX Runtime."""
+    kinds = [("fp32", TensorProto.FLOAT), ("fp16", TensorProto.FLOAT16), ("i64", TensorProto.INT64),
+             ("i32", TensorProto.INT32), ("u8", TensorProto.UINT8), ("flag", TensorProto.BOOL)]
+    nodes = []
+    for name, _ in kinds:
+        # Real work per dtype (not only Identity): numbers are doubled, booleans negated.
+        if name == "flag":
+            nodes.append(helper.make_node("Not", [name], [f"{name}_out"]))
+        else:
+            nodes.append(helper.make_node("Add", [name, name], [f"{name}_out"]))
+    graph = helper.make_graph(
+        nodes,
+        "dtypes",
+        [helper.make_tensor_value_info(n, t, ["N", 4]) for n, t in kinds],
+        [helper.make_tensor_value_info(f"{n}_out", t, ["N", 4]) for n, t in kinds],
+    )
+    save(graph, out_dir, "dtypes.onnx")
+
+
+def slow(out_dir, steps=20000):
+    """x [N, 16] -> y [N, 16] after `steps` sequential tanh(x @ W) steps: a model that takes tens of ms
+    whatever the batch, so tests can fill queues and pass deadlines without big weights."""
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h_in", "w"], ["m"]), helper.make_node("Tanh", ["m"], ["h_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "step",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["N", 16])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["steps", "", "x"], ["y"], body=body)],
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+        [numpy_helper.from_array(np.array(steps, np.int64), "steps"), weight("w", [16, 16])],
+    )
+    save(graph, out_dir, "slow.onnx")
+
+
+def cnn(out_dir, file, channels, size=32, classes=10):
+    """A small image classifier, x [N, 3, size, size] -> probs [N, classes]: 3x3 convolutions reuse
+    their few weights at every pixel, so a batch costs milliseconds while the file stays small."""
+    nodes, inits, prev = [], [], "x"
+    for i, (a, b) in enumerate(zip(channels, channels[1:])):
+        inits += [weight(f"k{i}", [b, a, 3, 3], scale=1.0 / np.sqrt(9 * a)), numpy_helper.from_array(np.zeros(b, np.float32), f"c{i}")]
+        nodes += [helper.make_node("Conv", [prev, f"k{i}", f"c{i}"], [f"v{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"v{i}"], [f"a{i}"])]
+        prev = f"a{i}"
+    inits += [weight("head", [channels[-1], classes]), numpy_helper.from_array(np.array([0, -1], np.int64), "flat")]
+    nodes += [helper.make_node("GlobalAveragePool", [prev], ["pool"]),
+              helper.make_node("Reshape", ["pool", "flat"], ["feat"]),
+              helper.make_node("MatMul", ["feat", "head"], ["logits"]),
+              helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]
+    graph = helper.make_graph(
+        nodes,
+        file.removesuffix(".onnx"),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels[0], size, size])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes])],
+        inits,
+    )
+    save(graph, out_dir, file)
+
+
+if __name__ == "__main__":
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "examples", "models")
+    os.makedirs(out, exist_ok=True)
+    identity(out)
+    mlp(out, "mlp.onnx", [64, 128, 10])
+    dtypes(out)
+    slow(out)
+    cnn(out, "cnn-bench.onnx", [3, 16, 16, 16])
+    for f in sorted(os.listdir(out)):
+        print(f"{f}: {os.path.getsize(os.path.join(out, f))} bytes")

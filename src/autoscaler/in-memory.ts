@@ -1,0 +1,63 @@
+import { EventEmitter } from 'node:events';
+import { unavailable } from '../errors/index.js';
+import type { Inputs } from '../tensor/index.js';
+import type { Replica, ReplicaProvider, ReplicaStartSpec, ReplicaState } from './replica.js';
+
+export type ModelFn = (inputs: Inputs) => Inputs | Promise<Inputs>;
+
+/**
+ * Replicas that run a JavaScript function in this process: the fake beside the real process provider,
+ * for unit tests of pools and batchers that need no ONNX Runtime.
+ */
+export class InMemoryProvider implements ReplicaProvider {
+  readonly started: InMemoryReplica[] = [];
+  constructor(private fn: ModelFn) {}
+
+  async start(spec: ReplicaStartSpec): Promise<Replica> {
+    const replica = new InMemoryReplica(spec.replicaId, this.fn);
+    this.started.push(replica);
+    return replica;
+  }
+}
+
+export class InMemoryReplica extends EventEmitter<{ exit: [reason: string] }> implements Replica {
+  state: ReplicaState = 'ready';
+  readonly provider = 'memory';
+  readonly pid = undefined;
+  inFlight = 0;
+  /** Every batch this replica was given, in order. */
+  readonly batches: Inputs[] = [];
+  private rejectAll = new Set<(e: Error) => void>();
+
+  constructor(
+    readonly id: string,
+    private fn: ModelFn,
+  ) {
+    super();
+  }
+
+  async infer(inputs: Inputs): Promise<Inputs> {
+    if (this.state !== 'ready') throw unavailable('replica_unavailable', `replica ${this.id} is ${this.state}`);
+    this.batches.push(inputs);
+    this.inFlight++;
+    try {
+      return await new Promise<Inputs>((resolve, reject) => {
+        this.rejectAll.add(reject);
+        Promise.resolve(this.fn(inputs)).then(resolve, reject);
+      });
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /** Dies like a killed process: in-flight batches fail, the pool is told. */
+  crash(reason = 'killed by SIGKILL'): void {
+    this.state = 'stopped';
+    for (const reject of this.rejectAll) reject(unavailable('replica_lost', `replica ${this.id} ${reason} during the batch`));
+    this.emit('exit', reason);
+  }
+
+  async stop(): Promise<void> {
+    this.state = 'stopped';
+  }
+}

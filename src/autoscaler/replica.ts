@@ -1,0 +1,148 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { unavailable } from '../errors/index.js';
+import { type FailedMessage, FrameReader, type ReadyMessage, type ReplicaSpec, replicaEntry, writeFrame } from '../models/index.js';
+import type { Inputs } from '../tensor/index.js';
+
+export type ReplicaState = 'starting' | 'ready' | 'draining' | 'stopped';
+
+/** One running copy of a model. The pool sees only this; the process behind it is the provider's business. */
+export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
+  readonly id: string;
+  readonly state: ReplicaState;
+  readonly pid?: number;
+  readonly provider: string;
+  /** Batches sent and not yet answered. */
+  readonly inFlight: number;
+  infer(inputs: Inputs): Promise<Inputs>;
+  /** Stops taking batches, lets in-flight ones finish, then exits. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export type ReplicaStartSpec = Omit<ReplicaSpec, 'socket'>;
+
+export interface ReplicaProvider {
+  start(spec: ReplicaStartSpec, opts: { startupTimeoutMs: number }): Promise<Replica>;
+}
+
+/** Replicas as child processes on this machine, reached over Unix sockets. */
+export class LocalProcessProvider implements ReplicaProvider {
+  async start(spec: ReplicaStartSpec, { startupTimeoutMs }: { startupTimeoutMs: number }): Promise<Replica> {
+    const socket = join(tmpdir(), `infergate-${process.pid}-${spec.replicaId}.sock`);
+    const entry = replicaEntry();
+    const child = fork(entry.file, [], {
+      execArgv: entry.execArgv,
+      env: { ...process.env, INFERGATE_REPLICA: JSON.stringify({ ...spec, socket }) },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const ready = await waitForReady(child, startupTimeoutMs, spec.replicaId);
+    const conn = await new Promise<Socket>((resolve, reject) => {
+      const s = connect(socket, () => resolve(s)).once('error', reject);
+    }).catch((err) => {
+      child.kill('SIGKILL');
+      throw err;
+    });
+    return new ProcessReplica(spec.replicaId, child, conn, ready);
+  }
+}
+
+function waitForReady(child: ChildProcess, timeoutMs: number, id: string): Promise<ReadyMessage> {
+  return new Promise((resolve, reject) => {
+    const fail = (message: string) => {
+      cleanup();
+      child.kill('SIGKILL');
+      reject(new Error(`replica ${id} failed to start: ${message}`));
+    };
+    const onMessage = (m: ReadyMessage | FailedMessage) => {
+      if (m.type === 'failed') return fail(m.message);
+      cleanup();
+      resolve(m);
+    };
+    const onExit = (code: number | null, signal: string | null) => fail(`exited (${signal ?? `code ${code}`}) before it was ready`);
+    const onError = (err: Error) => fail(err.message);
+    const timer = setTimeout(() => fail(`not ready after ${timeoutMs} ms`), timeoutMs);
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.off('message', onMessage).off('exit', onExit).off('error', onError);
+    };
+    child.on('message', onMessage).on('exit', onExit).on('error', onError);
+  });
+}
+
+class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements Replica {
+  state: ReplicaState = 'ready';
+  private nextId = 1;
+  private pending = new Map<number, { resolve: (o: Inputs) => void; reject: (e: Error) => void }>();
+  private drained?: () => void;
+  private exited: Promise<void>;
+
+  constructor(
+    readonly id: string,
+    private child: ChildProcess,
+    private socket: Socket,
+    readonly ready: ReadyMessage,
+  ) {
+    super();
+    const reader = new FrameReader();
+    socket.on('data', (chunk) => {
+      for (const { header, tensors } of reader.push(chunk)) {
+        const waiter = this.pending.get(header.id);
+        if (!waiter) continue;
+        this.pending.delete(header.id);
+        if (header.op === 'result') waiter.resolve(tensors);
+        else waiter.reject(new Error(`replica ${id}: ${String(header.message)}`));
+        if (this.pending.size === 0) this.drained?.();
+      }
+    });
+    // A broken socket means the replica is unusable even if its process lingers.
+    socket.on('close', () => this.child.kill('SIGKILL'));
+    socket.on('error', () => {});
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        const reason = signal ? `killed by ${signal}` : `exited with code ${code}`;
+        const wasStopping = this.state === 'draining';
+        this.state = 'stopped';
+        socket.destroy();
+        for (const w of this.pending.values()) w.reject(unavailable('replica_lost', `replica ${id} of the model ${reason} during the batch`));
+        this.pending.clear();
+        this.drained?.();
+        if (!wasStopping) this.emit('exit', reason);
+        resolve();
+      });
+    });
+  }
+
+  get pid() {
+    return this.child.pid;
+  }
+  get provider() {
+    return this.ready.provider;
+  }
+  get inFlight() {
+    return this.pending.size;
+  }
+
+  infer(inputs: Inputs): Promise<Inputs> {
+    if (this.state !== 'ready') return Promise.reject(unavailable('replica_unavailable', `replica ${this.id} is ${this.state}`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      writeFrame(this.socket, { id, op: 'infer' }, inputs);
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'stopped') return this.exited;
+    if (this.state === 'ready') {
+      this.state = 'draining';
+      if (this.pending.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+      this.child.kill('SIGTERM');
+      const force = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+      force.unref();
+    }
+    return this.exited;
+  }
+}

@@ -1,0 +1,171 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { InMemoryProvider, ReplicaPool } from '../autoscaler/index.js';
+import type { Inputs } from '../tensor/index.js';
+import { Batcher, type BatcherOptions } from './batcher.js';
+
+const row = (...values: number[]): Inputs => ({ x: { dtype: 'FP32', shape: [1, values.length], data: Float32Array.from(values) } });
+const values = (inputs: Inputs) => Array.from(inputs.y.data as Float32Array);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** y = 2x, taking `delayMs`; gate() holds every batch until released. */
+function harness(opts: Partial<BatcherOptions> = {}, delayMs = 0) {
+  let release: () => void = () => {};
+  let gate = Promise.resolve();
+  const provider = new InMemoryProvider(async (inputs) => {
+    await gate;
+    await sleep(delayMs);
+    const x = inputs.x;
+    return { y: { dtype: 'FP32', shape: x.shape, data: (x.data as Float32Array).map((v) => v * 2) } };
+  });
+  const pool = new ReplicaPool({ model: 'm', size: 1, maxInputs: 1, provider, spec: { path: '', device: 'cpu', threads: 0, warmupShapes: {} } });
+  const batcher = new Batcher({ model: 'm', pool, batchable: true, maxBatchSize: 4, waitMs: 5, maxQueueSize: 8, timeoutMs: 1000, ...opts });
+  return {
+    pool,
+    batcher,
+    provider,
+    hold() {
+      gate = new Promise((r) => (release = r));
+    },
+    release: () => release(),
+    batches: () => provider.started[0].batches.map((b) => b.x.shape[0]),
+  };
+}
+
+let cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup) await c();
+  cleanup = [];
+});
+
+async function started(opts?: Partial<BatcherOptions>, delayMs?: number) {
+  const h = harness(opts, delayMs);
+  await h.pool.start();
+  cleanup.push(async () => {
+    h.batcher.close();
+    await h.pool.stop();
+  });
+  return h;
+}
+
+describe('Batcher', () => {
+  it('batches concurrent requests and splits results back in order', async () => {
+    const h = await started();
+    const results = await Promise.all([1, 2, 3].map((v) => h.batcher.submit(row(v, v + 10))));
+    expect(results.map((r) => values(r.outputs))).toEqual([
+      [2, 22],
+      [4, 24],
+      [6, 26],
+    ]);
+    expect(h.batches()).toEqual([3]);
+    expect(results.every((r) => r.batchSize === 3)).toBe(true);
+  });
+
+  it('never exceeds max_batch_size rows, counting rows not requests', async () => {
+    const h = await started();
+    h.hold();
+    const busy = h.batcher.submit(row(0));
+    await sleep(10); // the first batch occupies the only slot
+    const two = (a: number) => ({ x: { dtype: 'FP32' as const, shape: [2, 1], data: Float32Array.from([a, a]) } });
+    const pending = [h.batcher.submit(two(1)), h.batcher.submit(two(2)), h.batcher.submit(two(3))];
+    h.release();
+    await Promise.all([busy, ...pending]);
+    expect(h.batches()).toEqual([1, 4, 2]);
+  });
+
+  it('waits wait_ms for company, then sends a partial batch', async () => {
+    const h = await started({ waitMs: 30 });
+    const a = h.batcher.submit(row(1));
+    await sleep(10);
+    const b = h.batcher.submit(row(2));
+    await Promise.all([a, b]);
+    expect(h.batches()).toEqual([2]);
+  });
+
+  it('batches different non-batch shapes separately', async () => {
+    const h = await started();
+    const out = await Promise.all([h.batcher.submit(row(1, 1)), h.batcher.submit(row(2, 2, 2)), h.batcher.submit(row(3, 3))]);
+    expect(out.map((r) => values(r.outputs))).toEqual([
+      [2, 2],
+      [4, 4, 4],
+      [6, 6],
+    ]);
+    expect(h.batches().sort()).toEqual([1, 2]);
+  });
+
+  it('answers 503 with Retry-After when the queue is full, and keeps serving', async () => {
+    const h = await started({ maxQueueSize: 2 });
+    h.hold();
+    const busy = h.batcher.submit(row(0));
+    await sleep(10);
+    const queued = [h.batcher.submit(row(1)), h.batcher.submit(row(2))];
+    await expect(h.batcher.submit(row(3))).rejects.toMatchObject({ status: 503, code: 'queue_full', options: { retryAfterS: 1 } });
+    h.release();
+    await Promise.all([busy, ...queued]);
+    await expect(h.batcher.submit(row(4))).resolves.toBeTruthy();
+    expect(h.batcher.stats().shed.queue_full).toBe(1);
+  });
+
+  it('fails a queued request with 504 by a timer when its deadline passes, while the replica is still busy', async () => {
+    const h = await started({ timeoutMs: 30 });
+    h.hold();
+    const busy = h.batcher.submit(row(0));
+    await sleep(15);
+    const t0 = Date.now();
+    await expect(h.batcher.submit(row(1))).rejects.toMatchObject({ status: 504 });
+    expect(Date.now() - t0).toBeLessThan(500); // the replica is still held: a timer failed it
+    h.release();
+    await busy;
+  });
+
+  it('removes a cancelled request from the queue and never runs it', async () => {
+    const h = await started();
+    h.hold();
+    const busy = h.batcher.submit(row(0));
+    await sleep(10);
+    const ac = new AbortController();
+    const gone = h.batcher.submit(row(7), { signal: ac.signal });
+    const kept = h.batcher.submit(row(8));
+    expect(h.batcher.stats().queuedRequests).toBe(2);
+    ac.abort();
+    await expect(gone).rejects.toMatchObject({ status: 499 });
+    expect(h.batcher.stats().queuedRequests).toBe(1);
+    h.release();
+    await busy;
+    expect(values((await kept).outputs)).toEqual([16]);
+    expect(h.provider.started[0].batches.flatMap((b) => Array.from(b.x.data as Float32Array))).toEqual([0, 8]);
+  });
+
+  it('drops a cancelled row from a batch already running, and serves the rest', async () => {
+    const h = await started({}, 20);
+    const ac = new AbortController();
+    const gone = h.batcher.submit(row(1), { signal: ac.signal });
+    const kept = h.batcher.submit(row(2));
+    await sleep(10);
+    ac.abort();
+    await expect(gone).rejects.toMatchObject({ status: 499 });
+    expect(values((await kept).outputs)).toEqual([4]);
+  });
+
+  it('fails every request of a batch when its replica dies', async () => {
+    const h = await started();
+    h.hold();
+    const a = h.batcher.submit(row(1));
+    await sleep(10);
+    h.provider.started[0].crash();
+    await expect(a).rejects.toMatchObject({ status: 503, code: 'replica_lost' });
+  });
+
+  it('rejects a request with more rows than max_batch_size', async () => {
+    const h = await started();
+    const big = { x: { dtype: 'FP32' as const, shape: [5, 1], data: new Float32Array(5) } };
+    await expect(h.batcher.submit(big)).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('idle() resolves once queued and in-flight work is done', async () => {
+    const h = await started({}, 20);
+    const work = [h.batcher.submit(row(1)), h.batcher.submit(row(2))];
+    await h.batcher.idle();
+    expect(h.batcher.stats()).toMatchObject({ queuedRequests: 0, inFlightBatches: 0 });
+    await Promise.all(work);
+  });
+});

@@ -1,0 +1,239 @@
+import { EventEmitter } from 'node:events';
+import { badInput, cancelled, deadlineExceeded, GatewayError, internal, unavailable } from '../errors/index.js';
+import type { Inputs } from '../tensor/index.js';
+import { type BatchRule, decideBatch, type QueuedView } from './decide.js';
+import { groupKey, type PadRule, splitOutputs, stackInputs } from './stack.js';
+
+/** What the batcher needs of a replica pool (the autoscaler's pool is one). */
+export interface BatchTarget {
+  dispatch(batch: Inputs, opts: { signal?: AbortSignal }): Promise<Inputs>;
+  /** Batches the pool could start right now. */
+  freeSlots(): number;
+  on(event: 'capacity', listener: () => void): unknown;
+  off(event: 'capacity', listener: () => void): unknown;
+}
+
+export type BatcherOptions = {
+  model: string;
+  pool: BatchTarget;
+  /** Whether requests may be stacked along axis 0; when false every request is its own batch. */
+  batchable: boolean;
+  /** Most rows per batch. */
+  maxBatchSize: number;
+  /** Longest the first request of a batch waits for company, in ms. */
+  waitMs: number;
+  /** Most rows queued; past it submit rejects with 503. */
+  maxQueueSize: number;
+  /** Time a request may wait in the queue, in ms, before it fails with 504. */
+  timeoutMs: number;
+  /** Paddable axes by input name. @default {} */
+  pad?: Record<string, PadRule>;
+  /** @default performance.now */
+  now?: () => number;
+};
+
+export type SubmitOptions = {
+  signal?: AbortSignal;
+  /** Absolute time (on the batcher's clock) after which the request is failed with 504; the sooner of this and timeoutMs wins. */
+  deadline?: number;
+  /** Higher goes first. @default 0 */
+  priority?: number;
+};
+
+export type Submitted = { outputs: Inputs; queueMs: number; batchSize: number };
+
+type Item = QueuedView & {
+  inputs: Inputs;
+  signal?: AbortSignal;
+  settled: boolean;
+  resolve(s: Submitted): void;
+  reject(e: Error): void;
+  cleanup(): void;
+};
+
+export type BatcherStats = {
+  queuedRequests: number;
+  queuedRows: number;
+  inFlightBatches: number;
+  requests: number;
+  batches: number;
+  rows: number;
+  shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
+};
+
+/**
+ * A model's dynamic batcher: a bounded queue, and a thin shell of timers and I/O around the pure
+ * `decideBatch`. Every submitted promise settles exactly once.
+ */
+export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: number }]; shed: [{ reason: string }] }> {
+  private queue: Item[] = [];
+  private queuedRows = 0;
+  private inFlight = 0;
+  private timer?: NodeJS.Timeout;
+  private timerAt = Number.POSITIVE_INFINITY;
+  private readonly now: () => number;
+  private readonly rule: BatchRule;
+  private readonly onCapacity = () => this.pump();
+  private idleWaiters: (() => void)[] = [];
+  readonly counts = { requests: 0, batches: 0, rows: 0, shed: { queue_full: 0, deadline: 0, cancelled: 0 } };
+
+  constructor(private opts: BatcherOptions) {
+    super();
+    this.now = opts.now ?? (() => performance.now());
+    this.rule = { maxBatchSize: opts.batchable ? opts.maxBatchSize : 1, waitMs: opts.waitMs };
+    opts.pool.on('capacity', this.onCapacity);
+  }
+
+  submit(inputs: Inputs, opts: SubmitOptions = {}): Promise<Submitted> {
+    const { signal } = opts;
+    if (signal?.aborted) return Promise.reject(cancelled());
+    const first = Object.values(inputs)[0];
+    const rows = this.opts.batchable && first ? first.shape[0] : 1;
+    if (rows > this.rule.maxBatchSize) {
+      return Promise.reject(badInput(`the request has ${rows} rows; model ${this.opts.model} takes at most max_batch_size ${this.rule.maxBatchSize} per batch`));
+    }
+    if (this.queuedRows + rows > this.opts.maxQueueSize) {
+      this.shed('queue_full');
+      return Promise.reject(unavailable('queue_full', `the queue of model ${this.opts.model} is full (${this.queuedRows} of ${this.opts.maxQueueSize} rows)`));
+    }
+    const now = this.now();
+    return new Promise<Submitted>((resolve, reject) => {
+      const item: Item = {
+        rows,
+        group: this.opts.batchable ? groupKey(inputs, this.opts.pad ?? {}) : '',
+        enqueuedAt: now,
+        deadline: Math.min(opts.deadline ?? Number.POSITIVE_INFINITY, now + this.opts.timeoutMs),
+        priority: opts.priority ?? 0,
+        inputs,
+        signal,
+        settled: false,
+        resolve,
+        reject,
+        cleanup: () => signal?.removeEventListener('abort', onAbort),
+      };
+      // A client that goes away leaves the queue at once; in a formed batch its row is dropped from the result.
+      const onAbort = () => {
+        if (this.remove(item)) this.pump();
+        this.shed('cancelled');
+        this.settle(item, cancelled());
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.queue.push(item);
+      this.queuedRows += rows;
+      this.counts.requests++;
+      this.pump();
+    });
+  }
+
+  stats(): BatcherStats {
+    return { queuedRequests: this.queue.length, queuedRows: this.queuedRows, inFlightBatches: this.inFlight, ...this.counts, shed: { ...this.counts.shed } };
+  }
+
+  /** Resolves when nothing is queued or in flight (for graceful shutdown). */
+  idle(): Promise<void> {
+    if (this.queue.length === 0 && this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Stops listening to the pool; queued requests still fail by their deadlines. */
+  close(): void {
+    this.opts.pool.off('capacity', this.onCapacity);
+  }
+
+  private pump(): void {
+    for (;;) {
+      const now = this.now();
+      const decision = decideBatch(this.queue, { freeSlots: this.opts.pool.freeSlots(), now, rule: this.rule });
+      const expired = decision.expire.map((i) => this.queue[i]);
+      const batch = decision.dispatch.map((i) => this.queue[i]);
+      for (const item of [...expired, ...batch]) this.remove(item);
+      for (const item of expired) {
+        this.shed('deadline');
+        this.settle(item, deadlineExceeded(`model ${this.opts.model}: waited ${Math.round(now - item.enqueuedAt)} ms in the queue, past the request's deadline`));
+      }
+      if (batch.length > 0) {
+        this.send(batch, now);
+        continue;
+      }
+      this.arm(decision.wakeAt);
+      this.notifyIdle();
+      return;
+    }
+  }
+
+  private arm(at: number | null): void {
+    if (at === this.timerAt) return;
+    clearTimeout(this.timer);
+    this.timerAt = at ?? Number.POSITIVE_INFINITY;
+    if (at === null) return;
+    this.timer = setTimeout(
+      () => {
+        this.timerAt = Number.POSITIVE_INFINITY;
+        this.pump();
+      },
+      Math.max(0, at - this.now()),
+    );
+  }
+
+  private send(items: Item[], now: number): void {
+    const rows = items.map((i) => i.rows);
+    const batchSize = rows.reduce((a, b) => a + b, 0);
+    this.inFlight++;
+    this.counts.batches++;
+    this.counts.rows += batchSize;
+    this.emit('batch', { requests: items.length, rows: batchSize });
+    let batch: Inputs;
+    try {
+      batch = this.opts.batchable ? stackInputs(items.map((i) => i.inputs), this.opts.pad ?? {}) : items[0].inputs;
+    } catch (err) {
+      this.inFlight--;
+      for (const item of items) this.settle(item, internal(`could not form a batch: ${(err as Error).message}`, err));
+      return;
+    }
+    // Every row cancelled: the batch's signal tells the pool it need not run at all.
+    const allGone = new AbortController();
+    const onAbort = () => items.every((i) => i.settled) && allGone.abort();
+    for (const item of items) item.signal?.addEventListener('abort', onAbort, { once: true });
+    this.opts.pool
+      .dispatch(batch, { signal: allGone.signal })
+      .then((outputs) => {
+        const parts = this.opts.batchable ? splitOutputs(outputs, rows) : [outputs];
+        items.forEach((item, i) => this.settle(item, null, { outputs: parts[i], queueMs: now - item.enqueuedAt, batchSize }));
+      })
+      .catch((err: Error) => {
+        const error = err instanceof GatewayError ? err : internal(`model ${this.opts.model} failed: ${err.message}`, err);
+        for (const item of items) this.settle(item, error);
+      })
+      .finally(() => {
+        for (const item of items) item.signal?.removeEventListener('abort', onAbort);
+        this.inFlight--;
+        this.pump();
+      });
+  }
+
+  private remove(item: Item): boolean {
+    const at = this.queue.indexOf(item);
+    if (at < 0) return false;
+    this.queue.splice(at, 1);
+    this.queuedRows -= item.rows;
+    return true;
+  }
+
+  private settle(item: Item, error: Error | null, result?: Submitted): void {
+    if (item.settled) return;
+    item.settled = true;
+    item.cleanup();
+    if (error) item.reject(error);
+    else item.resolve(result as Submitted);
+  }
+
+  private shed(reason: keyof BatcherStats['shed']): void {
+    this.counts.shed[reason]++;
+    this.emit('shed', { reason });
+  }
+
+  private notifyIdle(): void {
+    if (this.queue.length > 0 || this.inFlight > 0) return;
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+}

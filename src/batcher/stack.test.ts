@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import type { Inputs } from '../tensor/index.js';
+import { groupKey, splitOutputs, stackInputs } from './stack.js';
+
+const f32 = (shape: number[], values: number[]): Inputs => ({ x: { dtype: 'FP32', shape, data: Float32Array.from(values) } });
+
+describe('stacking a batch', () => {
+  it('concatenates rows of equal shape in order', () => {
+    const batch = stackInputs([f32([1, 2], [1, 2]), f32([2, 2], [3, 4, 5, 6])], {});
+    expect(batch.x.shape).toEqual([3, 2]);
+    expect(Array.from(batch.x.data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it('zero-pads a paddable axis to the longest request', () => {
+    const batch = stackInputs([f32([1, 2, 2], [1, 2, 3, 4]), f32([1, 2, 3], [5, 6, 7, 8, 9, 10])], { x: { axes: [2], value: 0 } });
+    expect(batch.x.shape).toEqual([2, 2, 3]);
+    expect(Array.from(batch.x.data as Float32Array)).toEqual([1, 2, 0, 3, 4, 0, 5, 6, 7, 8, 9, 10]);
+  });
+
+  it('pads with the configured value, also for int64', () => {
+    const a: Inputs = { ids: { dtype: 'INT64', shape: [1, 1], data: BigInt64Array.from([7n]) } };
+    const b: Inputs = { ids: { dtype: 'INT64', shape: [1, 3], data: BigInt64Array.from([1n, 2n, 3n]) } };
+    const batch = stackInputs([a, b], { ids: { axes: [1], value: -1 } });
+    expect(Array.from(batch.ids.data as BigInt64Array)).toEqual([7n, -1n, -1n, 1n, 2n, 3n]);
+  });
+
+  it('groups by dtype and non-batch dims, ignoring padded axes', () => {
+    expect(groupKey(f32([1, 2], [0, 0]), {})).toBe(groupKey(f32([5, 2], new Array(10).fill(0)), {}));
+    expect(groupKey(f32([1, 2], [0, 0]), {})).not.toBe(groupKey(f32([1, 3], [0, 0, 0]), {}));
+    expect(groupKey(f32([1, 2], [0, 0]), { x: { axes: [1], value: 0 } })).toBe(groupKey(f32([1, 3], [0, 0, 0]), { x: { axes: [1], value: 0 } }));
+  });
+
+  it('splits outputs back exactly, by rows', () => {
+    const out = { y: { dtype: 'FP32' as const, shape: [3, 2], data: Float32Array.from([1, 2, 3, 4, 5, 6]) } };
+    const [a, b] = splitOutputs(out, [1, 2]);
+    expect(a.y.shape).toEqual([1, 2]);
+    expect(Array.from(a.y.data as Float32Array)).toEqual([1, 2]);
+    expect(Array.from(b.y.data as Float32Array)).toEqual([3, 4, 5, 6]);
+  });
+
+  it('refuses outputs whose row count does not match the batch', () => {
+    const out = { y: { dtype: 'FP32' as const, shape: [2, 1], data: Float32Array.from([1, 2]) } };
+    expect(() => splitOutputs(out, [1, 2])).toThrow(/2 rows for a batch of 3/);
+  });
+});

@@ -1,0 +1,48 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseConfig } from './load.js';
+
+const model = { path: 'm.onnx' };
+
+describe('parseConfig', () => {
+  it('fills Modal-like defaults', () => {
+    const config = parseConfig({ models: { m: model } });
+    expect(config.server.port).toBe(8080);
+    expect(config.models.m.device).toBe('auto');
+    expect(config.models.m.batching).toMatchObject({ max_batch_size: 8, wait_ms: 2, max_queue_size: 1024, max_inputs: 1 });
+    expect(config.models.m.scaling.min_containers).toBe(1);
+  });
+
+  it.each([
+    [{ models: { resnet: { ...model, batching: { wait_ms: 'abc' } } } }, 'models.resnet.batching.wait_ms: expected number, got "abc"'],
+    [{ models: { resnet: { ...model, batching: { wait_ms: -1 } } } }, 'models.resnet.batching.wait_ms: expected number to be >=0, got -1'],
+    [{ models: { resnet: { ...model, device: 'gpu' } } }, 'models.resnet.device: expected cpu, cuda, cuda:N or auto, got "gpu"'],
+    [{ models: { resnet: { ...model, batching: { max_batch: 4 } } } }, 'models.resnet.batching.max_batch: unknown option'],
+    [{ models: { resnet: {} } }, 'models.resnet.path: expected string, but it is missing'],
+    [{ models: {} }, 'models: expected at least one model'],
+    [{ server: { port: 70000 }, models: { m: model } }, 'server.port: expected number to be <=65535, got 70000'],
+  ])('names the path, the value and what was expected: %j', (raw, message) => {
+    expect(() => parseConfig(raw)).toThrow(ConfigError);
+    expect(() => parseConfig(raw)).toThrow(message);
+  });
+});
+
+describe('loadConfig', () => {
+  it('resolves model paths against the file and lets $PORT override the port', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-config-'));
+    const file = join(dir, 'c.yaml');
+    await writeFile(file, 'server: { port: 9000 }\nmodels:\n  m: { path: models/m.onnx }\n');
+    const config = await loadConfig(file, { PORT: '1234' });
+    expect(config.server.port).toBe(1234);
+    expect(config.models.m.path).toBe(join(dir, 'models/m.onnx'));
+  });
+
+  it('rejects YAML that does not parse', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-config-'));
+    const file = join(dir, 'c.yaml');
+    await writeFile(file, 'models: [unclosed\n');
+    await expect(loadConfig(file, {})).rejects.toThrow(/is not valid YAML/);
+  });
+});

@@ -1,0 +1,54 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { type Config, configSchema } from './schema.js';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Reads, validates and resolves a config file: model paths become absolute, relative to the file. */
+export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config ${file}: ${(err as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`${file} is not valid YAML: ${(err as Error).message}`);
+  }
+  const config = parseConfig(raw, file);
+  if (env.PORT !== undefined) {
+    const port = Number(env.PORT);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`PORT: expected a port number, got ${JSON.stringify(env.PORT)}`);
+    config.server.port = port;
+  }
+  const base = dirname(resolve(file));
+  for (const model of Object.values(config.models)) {
+    if (!isAbsolute(model.path)) model.path = resolve(base, model.path);
+  }
+  return config;
+}
+
+export function parseConfig(raw: unknown, source = 'config'): Config {
+  const result = configSchema.safeParse(raw ?? {}, { reportInput: true });
+  if (result.success) return result.data;
+  const lines = result.error.issues.map(describeIssue);
+  throw new ConfigError(`invalid ${source}:\n  ${lines.join('\n  ')}`);
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String).join('.') || '(top level)';
+  if (issue.code === 'unrecognized_keys') {
+    const at = issue.path.length ? `${path}.` : '';
+    return `${issue.keys.map((k) => at + k).join(', ')}: unknown option`;
+  }
+  const expected = issue.message.replace(/^(Invalid input|Too small|Too big|Invalid string): /, '').replace(/, received \w+$/, '');
+  const got = 'input' in issue && issue.input !== undefined ? `, got ${JSON.stringify(issue.input)}` : ', but it is missing';
+  return `${path}: ${expected}${got}`;
+}

@@ -1,0 +1,28 @@
+/**
+ * The one error family of the data path. Every failure a caller can see carries an HTTP status and a
+ * machine code; the gateway renders it once (in `app.onError`), whichever layer threw it.
+ */
+export class GatewayError extends Error {
+  override name = 'GatewayError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly options: { cause?: unknown; retryAfterS?: number } = {},
+  ) {
+    super(message, { cause: options.cause });
+  }
+}
+
+/** 400: the request's tensors do not fit the model. */
+export const badInput = (message: string) => new GatewayError(400, 'bad_input', message);
+/** 404: no such model (or route). */
+export const notFound = (message: string) => new GatewayError(404, 'not_found', message);
+/** 503 with Retry-After: capacity is short right now; the same request may succeed later. */
+export const unavailable = (code: string, message: string, retryAfterS = 1) => new GatewayError(503, code, message, { retryAfterS });
+/** 504: the request's deadline passed before it could run. */
+export const deadlineExceeded = (message: string) => new GatewayError(504, 'deadline_exceeded', message);
+/** 499 (nginx's "client closed request"): nobody is left to answer; only logs and metrics see it. */
+export const cancelled = (message = 'the client went away') => new GatewayError(499, 'cancelled', message);
+/** 500: the model or a replica failed in a way the caller cannot fix. */
+export const internal = (message: string, cause?: unknown) => new GatewayError(500, 'internal', message, { cause });

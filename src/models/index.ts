@@ -1,0 +1,3 @@
+export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } from './protocol.js';
+export { type FailedMessage, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';
+export { type Dim, type ModelSignature, parseSignature, readSignature, type TensorSpec } from './signature.js';

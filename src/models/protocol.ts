@@ -1,0 +1,109 @@
+import type { Inputs } from '../tensor/index.js';
+import { bytesOf, isDType, viewBytes } from '../tensor/index.js';
+
+/**
+ * The replica protocol: frames over a stream socket (a Unix socket here, TCP for remote replicas).
+ *
+ *   u32 LE header length | JSON header | raw little-endian tensor bytes, in header order
+ *
+ * The JSON header describes the tensors (name, dtype, shape, byteLength) but never holds their values:
+ * no JSON number arrays and no base64 on this path.
+ */
+export type TensorMeta = { name: string; dtype: string; shape: number[]; byteLength: number };
+export type FrameHeader = { id: number; op: string; tensors?: TensorMeta[]; [extra: string]: unknown };
+export type Frame = { header: FrameHeader; tensors: Inputs };
+
+/** Largest header a peer may send; anything bigger is a corrupt stream, not a request. */
+const MAX_HEADER_BYTES = 1 << 20;
+
+/** The frame as a list of chunks for `socket.cork()` + writes: tensor bytes are sent without copying. */
+export function encodeFrame(header: Omit<FrameHeader, 'tensors'>, tensors: Inputs = {}): Uint8Array[] {
+  const metas: TensorMeta[] = [];
+  const bodies: Uint8Array[] = [];
+  for (const [name, t] of Object.entries(tensors)) {
+    const bytes = bytesOf(t.data);
+    metas.push({ name, dtype: t.dtype, shape: t.shape, byteLength: bytes.byteLength });
+    bodies.push(bytes);
+  }
+  const json = Buffer.from(JSON.stringify({ ...header, tensors: metas }));
+  const prefix = Buffer.allocUnsafe(4);
+  prefix.writeUInt32LE(json.byteLength, 0);
+  return [prefix, json, ...bodies];
+}
+
+/** Reassembles frames from stream chunks of any size. */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private header: FrameHeader | null = null;
+  private bodyLength = 0;
+
+  push(chunk: Buffer): Frame[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.byteLength;
+    const frames: Frame[] = [];
+    for (;;) {
+      if (!this.header) {
+        if (this.buffered < 4) break;
+        const length = this.peek(4).readUInt32LE(0);
+        if (length > MAX_HEADER_BYTES) throw new Error(`frame header of ${length} bytes exceeds ${MAX_HEADER_BYTES}`);
+        if (this.buffered < 4 + length) break;
+        this.take(4);
+        this.header = JSON.parse(this.take(length).toString('utf8')) as FrameHeader;
+        this.bodyLength = (this.header.tensors ?? []).reduce((n, t) => n + t.byteLength, 0);
+      }
+      if (this.buffered < this.bodyLength) break;
+      const header = this.header;
+      const body = this.take(this.bodyLength);
+      this.header = null;
+      frames.push({ header, tensors: decodeTensors(header.tensors ?? [], body) });
+    }
+    return frames;
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0].byteLength < n) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0];
+  }
+
+  /** Removes n bytes from the front; copies only when they span chunks. */
+  private take(n: number): Buffer {
+    this.buffered -= n;
+    if (n === 0) return Buffer.alloc(0);
+    const first = this.chunks[0];
+    if (first.byteLength >= n) {
+      if (first.byteLength === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.chunks[0];
+      const used = Math.min(c.byteLength, n - filled);
+      c.copy(out, filled, 0, used);
+      filled += used;
+      if (used === c.byteLength) this.chunks.shift();
+      else this.chunks[0] = c.subarray(used);
+    }
+    return out;
+  }
+}
+
+function decodeTensors(metas: TensorMeta[], body: Buffer): Inputs {
+  const tensors: Inputs = {};
+  let offset = 0;
+  for (const m of metas) {
+    if (!isDType(m.dtype)) throw new Error(`frame tensor ${m.name} has unknown dtype ${m.dtype}`);
+    tensors[m.name] = { dtype: m.dtype, shape: m.shape, data: viewBytes(m.dtype, body.subarray(offset, offset + m.byteLength)) };
+    offset += m.byteLength;
+  }
+  return tensors;
+}
+
+/** Writes one frame as a single burst (corked), without copying tensor bytes. */
+export function writeFrame(socket: import('node:net').Socket, header: Omit<FrameHeader, 'tensors'>, tensors?: Inputs): void {
+  socket.cork();
+  for (const chunk of encodeFrame(header, tensors)) socket.write(chunk);
+  process.nextTick(() => socket.uncork());
+}

@@ -1,0 +1,78 @@
+/**
+ * A replica process: one ONNX Runtime session, served over a Unix socket with the frame protocol.
+ * Started by the autoscaler's local provider with fork(); its spec arrives in INFERGATE_REPLICA.
+ * A crash or an out-of-memory here takes down this replica only, and exiting frees its device.
+ */
+import { rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { FrameReader, writeFrame } from './protocol.js';
+import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
+import { openSession, runSession, warmupInputs } from './session.js';
+import { readSignature } from './signature.js';
+
+const spec = JSON.parse(process.env.INFERGATE_REPLICA ?? 'null') as ReplicaSpec | null;
+if (!spec || !process.send) {
+  console.error('replica-main is started by the gateway (INFERGATE_REPLICA and an IPC channel are required)');
+  process.exit(2);
+}
+
+// The gateway going away (even by SIGKILL) closes the IPC channel: never outlive it holding a GPU.
+process.on('disconnect', () => process.exit(0));
+
+async function main(spec: ReplicaSpec): Promise<void> {
+  const mainAt = performance.now();
+  const signature = await readSignature(spec.path);
+  const { session, provider, fallback } = await openSession(spec.path, spec.device, spec.threads);
+  const sessionAt = performance.now();
+  await runSession(session, warmupInputs(signature, spec.warmupShapes));
+  const warmupAt = performance.now();
+
+  let running = 0;
+  const server = createServer((socket) => serve(socket));
+  const serve = (socket: Socket) => {
+    const reader = new FrameReader();
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (chunk) => {
+      let frames;
+      try {
+        frames = reader.push(chunk);
+      } catch (err) {
+        console.error(`replica ${spec.replicaId}: bad frame stream, closing it: ${(err as Error).message}`);
+        return socket.destroy();
+      }
+      for (const { header, tensors } of frames) {
+        if (header.op !== 'infer') {
+          writeFrame(socket, { id: header.id, op: 'error', message: `unknown op ${header.op}` });
+          continue;
+        }
+        const startedAt = performance.now();
+        running++;
+        runSession(session, tensors)
+          .then((outputs) => writeFrame(socket, { id: header.id, op: 'result', computeMs: performance.now() - startedAt }, outputs))
+          .catch((err: Error) => writeFrame(socket, { id: header.id, op: 'error', message: err.message }))
+          .finally(() => running--);
+      }
+    });
+  };
+
+  rmSync(spec.socket, { force: true });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(spec.socket, resolve));
+  const ready: ReadyMessage = {
+    type: 'ready',
+    provider,
+    fallback,
+    timings: { spawnMs: mainAt, sessionMs: sessionAt - mainAt, warmupMs: warmupAt - sessionAt },
+  };
+  process.send?.(ready);
+
+  // SIGTERM after the gateway drained us: finish what is running, then leave.
+  process.on('SIGTERM', () => {
+    server.close();
+    const exitWhenIdle = () => (running === 0 ? process.exit(0) : setTimeout(exitWhenIdle, 5));
+    exitWhenIdle();
+  });
+}
+
+main(spec).catch((err: Error) => {
+  process.send?.({ type: 'failed', message: err.message }, () => process.exit(1));
+});

@@ -1,0 +1,34 @@
+import { fileURLToPath } from 'node:url';
+import type { Provider } from './session.js';
+
+/** What a replica process is told to serve. */
+export type ReplicaSpec = {
+  model: string;
+  replicaId: string;
+  path: string;
+  device: string;
+  threads: number;
+  /** Unix socket path the replica listens on. */
+  socket: string;
+  warmupShapes: Record<string, number[]>;
+};
+
+/** The replica's first IPC message: it is loaded, warm and listening. */
+export type ReadyMessage = {
+  type: 'ready';
+  provider: Provider;
+  fallback?: string;
+  /** spawnMs: process start to main; sessionMs: session creation; warmupMs: the first run. */
+  timings: { spawnMs: number; sessionMs: number; warmupMs: number };
+};
+export type FailedMessage = { type: 'failed'; message: string };
+
+/** The replica entry point beside this file: `.ts` under tsx/vitest, `.js` once built. */
+export function replicaEntry(): { file: string; execArgv: string[] } {
+  const self = fileURLToPath(import.meta.url);
+  const isSource = self.endsWith('.ts');
+  return {
+    file: self.replace(/replica-spec\.(ts|js)$/, `replica-main.${isSource ? 'ts' : 'js'}`),
+    execArgv: isSource ? ['--import', 'tsx'] : [],
+  };
+}

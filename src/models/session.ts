@@ -1,0 +1,76 @@
+import * as ort from 'onnxruntime-node';
+import type { DType, Inputs, TypedArray } from '../tensor/index.js';
+import { allocate, elementCount } from '../tensor/index.js';
+import type { ModelSignature } from './signature.js';
+
+export type DeviceSpec = string; // cpu | cuda | cuda:N | auto
+export type Provider = 'cpu' | `cuda:${number}`;
+
+const ORT_TYPES: Record<DType, ort.Tensor.Type> = {
+  FP32: 'float32',
+  FP64: 'float64',
+  FP16: 'float16',
+  INT8: 'int8',
+  INT16: 'int16',
+  INT32: 'int32',
+  INT64: 'int64',
+  UINT8: 'uint8',
+  UINT16: 'uint16',
+  UINT32: 'uint32',
+  UINT64: 'uint64',
+  BOOL: 'bool',
+};
+const FROM_ORT = Object.fromEntries(Object.entries(ORT_TYPES).map(([k, v]) => [v, k])) as Record<string, DType>;
+
+export type OpenedSession = {
+  session: ort.InferenceSession;
+  provider: Provider;
+  /** Why CUDA was not used when `auto` asked for it. */
+  fallback?: string;
+};
+
+/**
+ * Opens an ONNX Runtime session on the requested device. `auto` tries CUDA first and falls back to the
+ * CPU: onnxruntime-node throws (rather than falling back itself) when its CUDA provider cannot load.
+ */
+export async function openSession(path: string, device: DeviceSpec, threads = 0): Promise<OpenedSession> {
+  const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
+  if (threads > 0) base.intraOpNumThreads = threads;
+  if (device === 'cpu') return { session: await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] }), provider: 'cpu' };
+  const deviceId = device.startsWith('cuda:') ? Number(device.slice(5)) : 0;
+  const cuda = { ...base, executionProviders: [{ name: 'cuda', deviceId } as ort.InferenceSession.ExecutionProviderConfig] };
+  try {
+    return { session: await ort.InferenceSession.create(path, cuda), provider: `cuda:${deviceId}` };
+  } catch (err) {
+    if (device !== 'auto') throw new Error(`CUDA provider for ${device} failed to load: ${firstLine(err)}`, { cause: err });
+    const session = await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] });
+    return { session, provider: 'cpu', fallback: firstLine(err) };
+  }
+}
+
+export async function runSession(session: ort.InferenceSession, inputs: Inputs): Promise<Inputs> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor(ORT_TYPES[t.dtype], t.data as never, t.shape);
+  const results = await session.run(feeds);
+  const outputs: Inputs = {};
+  for (const [name, t] of Object.entries(results)) {
+    const dtype = FROM_ORT[t.type];
+    if (!dtype) throw new Error(`output ${name} has unsupported type ${t.type}`);
+    outputs[name] = { dtype, shape: [...t.dims], data: t.data as TypedArray };
+  }
+  return outputs;
+}
+
+/** Zero-filled inputs for the warm-up run; dynamic dimensions take `shapes[name]` or 1. */
+export function warmupInputs(signature: ModelSignature, shapes: Record<string, number[]> = {}): Inputs {
+  const inputs: Inputs = {};
+  for (const spec of signature.inputs) {
+    const shape = shapes[spec.name] ?? spec.shape.map((d) => (typeof d === 'number' ? d : 1));
+    inputs[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, elementCount(shape)) };
+  }
+  return inputs;
+}
+
+function firstLine(err: unknown): string {
+  return String((err as Error)?.message ?? err).split('\n')[0];
+}
