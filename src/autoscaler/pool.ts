@@ -103,7 +103,9 @@ export class ReplicaPool extends EventEmitter<{ capacity: []; replica: [event: {
     const member = { replica, queue: new PQueue({ concurrency: this.opts.maxInputs }) };
     this.members.push(member);
     replica.once('exit', (reason) => this.onCrash(member, reason));
-    this.opts.log?.info({ model: this.opts.model, replica: replicaId, pid: replica.pid, provider: replica.provider }, 'replica ready');
+    const where = { model: this.opts.model, replica: replicaId, pid: replica.pid, provider: replica.provider };
+    if (replica.fallback) this.opts.log?.warn({ ...where, reason: replica.fallback }, `replica ready on the CPU: CUDA is not available`);
+    else this.opts.log?.info(where, `replica ready on ${replica.provider}`);
     this.emit('replica', { id: replicaId, state: 'ready' });
     this.emit('capacity');
   }

@@ -15,6 +15,8 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   readonly state: ReplicaState;
   readonly pid?: number;
   readonly provider: string;
+  /** Why the replica is not on CUDA although `auto` asked for it. */
+  readonly fallback?: string;
   /** Batches sent and not yet answered. */
   readonly inFlight: number;
   infer(inputs: Inputs): Promise<Inputs>;
@@ -120,6 +122,9 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
   }
   get provider() {
     return this.ready.provider;
+  }
+  get fallback() {
+    return this.ready.fallback;
   }
   get inFlight() {
     return this.pending.size;

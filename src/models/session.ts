@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { DType, Inputs, TypedArray } from '../tensor/index.js';
 import { allocate, elementCount } from '../tensor/index.js';
@@ -39,6 +42,10 @@ export async function openSession(path: string, device: DeviceSpec, threads = 0)
   if (device === 'cpu') return { session: await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] }), provider: 'cpu' };
   const deviceId = device.startsWith('cuda:') ? Number(device.slice(5)) : 0;
   const cuda = { ...base, executionProviders: [{ name: 'cuda', deviceId } as ort.InferenceSession.ExecutionProviderConfig] };
+  const missing = missingCudaProvider();
+  if (missing && device === 'auto') {
+    return { session: await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] }), provider: 'cpu', fallback: missing };
+  }
   try {
     return { session: await ort.InferenceSession.create(path, cuda), provider: `cuda:${deviceId}` };
   } catch (err) {
@@ -69,6 +76,13 @@ export function warmupInputs(signature: ModelSignature, shapes: Record<string, n
     inputs[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, elementCount(shape)) };
   }
   return inputs;
+}
+
+/** Checked before trying CUDA so that `auto` on a CPU-only machine falls back quietly and says why. */
+function missingCudaProvider(): string | undefined {
+  const binding = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
+  const lib = join(binding, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so');
+  return existsSync(lib) ? undefined : `the CUDA execution provider is not installed (${lib} is missing; see the README's GPU section)`;
 }
 
 function firstLine(err: unknown): string {

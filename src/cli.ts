@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { pino } from 'pino';
+import { ConfigError, loadConfig } from './config/index.js';
+import { formatShape } from './tensor/index.js';
+import { loadSignatures, startGateway } from './start.js';
+import { VERSION } from './version.js';
+
+const program = new Command('infergate').description('HTTP inference gateway with dynamic batching over ONNX Runtime replicas').version(VERSION);
+
+program
+  .command('serve')
+  .description('start the gateway (PORT overrides server.port)')
+  .requiredOption('-c, --config <file>', 'YAML config file')
+  .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
+  .action(async ({ config: file, logLevel }: { config: string; logLevel: string }) => {
+    const log = pino({ level: logLevel, base: { service: 'infergate' } });
+    const config = await loadConfig(file);
+    const gateway = await startGateway(config, { log });
+    const stop = (signal: string) => {
+      log.info({ signal }, 'signal received');
+      gateway.shutdown().then(
+        () => process.exit(0),
+        (err) => {
+          log.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+
+program
+  .command('validate')
+  .description('check a config file and the models it names, without starting anything')
+  .requiredOption('-c, --config <file>', 'YAML config file')
+  .action(async ({ config: file }: { config: string }) => {
+    const config = await loadConfig(file);
+    const signatures = await loadSignatures(config);
+    for (const [name, sig] of signatures) {
+      const io = (ts: typeof sig.inputs) => ts.map((t) => `${t.name} ${t.dtype} ${formatShape(t.shape)}`).join(', ');
+      console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${sig.batchAxis === 0 ? '' : ' (not batchable)'}`);
+    }
+    console.log(`${file}: ok (${signatures.size} model${signatures.size === 1 ? '' : 's'})`);
+  });
+
+program.parseAsync().catch((err: Error) => {
+  console.error(err instanceof ConfigError ? `infergate: ${err.message}` : err);
+  process.exit(1);
+});

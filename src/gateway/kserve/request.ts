@@ -1,0 +1,94 @@
+import { badInput } from '../../errors/index.js';
+import type { ModelSignature, TensorSpec } from '../../models/index.js';
+import type { Inputs } from '../../tensor/index.js';
+import { bytesPerElement, elementCount, formatShape, isDType, viewBytes } from '../../tensor/index.js';
+import { fromJsonData } from './json-data.js';
+
+export type InferRequest = {
+  id?: string;
+  inputs: Inputs;
+  /** Outputs to return, in order, and whether each goes back as binary data. */
+  outputs: { name: string; binary: boolean }[];
+  /** The caller spoke the binary extension (the response may then use it too). */
+  binary: boolean;
+};
+
+type JsonTensor = { name?: unknown; shape?: unknown; datatype?: unknown; data?: unknown; parameters?: Record<string, unknown> };
+
+/**
+ * Parses a KServe v2 infer body (JSON, or JSON plus binary tensor data after
+ * `Inference-Header-Content-Length` bytes) and checks it against the model's signature.
+ * Every problem is a 400 that names the input and what was wrong.
+ */
+export function parseInferRequest(body: Uint8Array, headerLength: string | undefined, signature: ModelSignature): InferRequest {
+  let jsonBytes = body;
+  let binary: Uint8Array = new Uint8Array(0);
+  if (headerLength !== undefined) {
+    if (!/^\d+$/.test(headerLength)) throw badInput(`Inference-Header-Content-Length must be a byte count, got ${JSON.stringify(headerLength)}`);
+    const n = Number(headerLength);
+    if (n > body.byteLength) throw badInput(`Inference-Header-Content-Length is ${n} but the body has only ${body.byteLength} bytes`);
+    jsonBytes = body.subarray(0, n);
+    binary = body.subarray(n);
+  }
+  let json: { id?: unknown; inputs?: unknown; outputs?: unknown; parameters?: Record<string, unknown> };
+  try {
+    json = JSON.parse(new TextDecoder().decode(jsonBytes));
+  } catch (err) {
+    throw badInput(`malformed JSON: ${(err as Error).message}`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw badInput('the request body must be a JSON object');
+  if (!Array.isArray(json.inputs) || json.inputs.length === 0) throw badInput('"inputs" must be a non-empty array');
+
+  const specs = new Map(signature.inputs.map((s) => [s.name, s]));
+  const inputs: Inputs = {};
+  let offset = 0;
+  for (const raw of json.inputs as JsonTensor[]) {
+    if (typeof raw !== 'object' || raw === null) throw badInput('each input must be an object');
+    const { name, shape, datatype } = raw;
+    if (typeof name !== 'string') throw badInput('each input needs a "name"');
+    const spec = specs.get(name);
+    if (!spec) throw badInput(`unknown input ${JSON.stringify(name)}; the model takes ${[...specs.keys()].join(', ')}`);
+    if (inputs[name]) throw badInput(`input ${name} is given twice`);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) throw badInput(`input ${name}: "shape" must be an array of non-negative integers`);
+    if (!isDType(datatype)) throw badInput(`input ${name}: unknown datatype ${JSON.stringify(datatype)}`);
+    if (datatype !== spec.dtype) throw badInput(`input ${name}: datatype ${datatype} but the model takes ${spec.dtype}`);
+    checkShape(name, shape, spec);
+    const count = elementCount(shape);
+    const size = raw.parameters?.binary_data_size;
+    if (size !== undefined) {
+      const want = count * bytesPerElement(datatype);
+      if (size !== want) throw badInput(`input ${name}: binary_data_size is ${JSON.stringify(size)} but ${datatype} ${formatShape(shape)} takes ${want} bytes`);
+      if (offset + want > binary.byteLength) throw badInput(`input ${name}: binary data ends after ${binary.byteLength - offset} of its ${want} bytes`);
+      inputs[name] = { dtype: datatype, shape, data: viewBytes(datatype, binary.subarray(offset, offset + want)) };
+      offset += want;
+    } else {
+      inputs[name] = { dtype: datatype, shape, data: fromJsonData(name, datatype, raw.data, count) };
+    }
+  }
+  if (offset !== binary.byteLength) throw badInput(`the body has ${binary.byteLength - offset} bytes of binary data that no input claims`);
+  const missing = signature.inputs.filter((s) => !inputs[s.name]).map((s) => s.name);
+  if (missing.length) throw badInput(`missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
+  if (signature.batchAxis === 0) {
+    const rows = new Set(Object.values(inputs).map((t) => t.shape[0]));
+    if (rows.size > 1) throw badInput(`inputs disagree on the batch dimension: ${[...rows].join(' vs ')}`);
+    if (rows.has(0)) throw badInput('the batch dimension must be at least 1');
+  }
+
+  const binaryAll = json.parameters?.binary_data_output === true;
+  const known = new Set(signature.outputs.map((o) => o.name));
+  let outputs = signature.outputs.map((o) => ({ name: o.name, binary: binaryAll }));
+  if (json.outputs !== undefined) {
+    if (!Array.isArray(json.outputs)) throw badInput('"outputs" must be an array');
+    outputs = (json.outputs as JsonTensor[]).map((o) => {
+      if (typeof o?.name !== 'string' || !known.has(o.name)) throw badInput(`unknown output ${JSON.stringify(o?.name)}; the model has ${[...known].join(', ')}`);
+      return { name: o.name, binary: o.parameters?.binary_data === true || (binaryAll && o.parameters?.binary_data !== false) };
+    });
+  }
+  const id = typeof json.id === 'string' ? json.id : undefined;
+  return { id, inputs, outputs, binary: headerLength !== undefined };
+}
+
+function checkShape(name: string, shape: number[], spec: TensorSpec): void {
+  const fits = shape.length === spec.shape.length && spec.shape.every((d, i) => typeof d !== 'number' || d === shape[i]);
+  if (!fits) throw badInput(`input ${name}: shape ${formatShape(shape)} does not match the model's ${formatShape(spec.shape)}`);
+}

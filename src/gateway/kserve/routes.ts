@@ -1,0 +1,79 @@
+import { type Context, Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { GatewayError, notFound } from '../../errors/index.js';
+import type { GatewayEnv, ServedModel } from '../types.js';
+import { parseInferRequest } from './request.js';
+import { encodeInferResponse } from './response.js';
+
+export type KServeOptions = {
+  models: ReadonlyMap<string, ServedModel>;
+  /** Largest request body, in bytes, enforced while reading. */
+  maxBodyBytes: number;
+  version: string;
+};
+
+/** The KServe v2 / Open Inference Protocol REST routes, with the binary tensor data extension. */
+export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+  const model = (c: Context<GatewayEnv>): ServedModel => {
+    const name = c.req.param('model') ?? '';
+    const m = models.get(name);
+    if (!m) throw notFound(`unknown model ${JSON.stringify(name)}; this gateway serves ${[...models.keys()].join(', ')}`);
+    return m;
+  };
+  const limit = bodyLimit({
+    maxSize: maxBodyBytes,
+    onError: () => {
+      throw new GatewayError(413, 'body_too_large', `the request body exceeds the limit of ${maxBodyBytes} bytes`);
+    },
+  });
+
+  app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions: ['binary_tensor_data', 'model_statistics'] }));
+  app.get('/v2/health/live', (c) => c.json({ live: true }));
+  app.get('/v2/health/ready', (c) => {
+    const ready = [...models.values()].every((m) => m.isReady());
+    return c.json({ ready }, ready ? 200 : 503);
+  });
+
+  for (const prefix of ['/v2/models/:model', '/v2/models/:model/versions/:version']) {
+    app.get(prefix, (c) => c.json(metadata(model(c))));
+    app.get(`${prefix}/ready`, (c) => {
+      const m = model(c);
+      const ready = m.isReady();
+      return c.json({ name: m.name, ready }, ready ? 200 : 503);
+    });
+    app.get(`${prefix}/stats`, (c) => {
+      const m = model(c);
+      return c.json({ name: m.name, ...m.batcher.stats(), replicas: m.replicas() });
+    });
+    app.post(`${prefix}/infer`, limit, async (c) => {
+      const m = model(c);
+      const body = new Uint8Array(await c.req.arrayBuffer());
+      const request = parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
+      const result = await m.batcher.submit(request.inputs, { signal: c.req.raw.signal });
+      const response = encodeInferResponse(m.name, request, result.outputs);
+      return c.body(response.body as string, 200, {
+        ...response.headers,
+        'x-queue-ms': result.queueMs.toFixed(2),
+        'x-batch-size': String(result.batchSize),
+      });
+    });
+  }
+  return app;
+}
+
+function metadata(m: ServedModel) {
+  const tensor = (t: ServedModel['signature']['inputs'][number]) => ({
+    name: t.name,
+    datatype: t.dtype,
+    shape: t.shape.map((d) => (typeof d === 'number' ? d : -1)),
+  });
+  return {
+    name: m.name,
+    versions: ['1'],
+    platform: 'onnxruntime_onnx',
+    inputs: m.signature.inputs.map(tensor),
+    outputs: m.signature.outputs.map(tensor),
+    parameters: { max_batch_size: m.maxBatchSize, batch_axis: m.signature.batchAxis, device: m.device },
+  };
+}
