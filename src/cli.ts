@@ -2,8 +2,8 @@
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
-import { formatShape } from './tensor/index.js';
 import { loadSignatures, startGateway } from './start.js';
+import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
 
 const program = new Command('infergate').description('HTTP inference gateway with dynamic batching over ONNX Runtime replicas').version(VERSION);

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { LocalProcessProvider, type ReplicaProvider, ReplicaPool } from './autoscaler/index.js';
+import { LocalProcessProvider, ReplicaPool, type ReplicaProvider } from './autoscaler/index.js';
 import { Batcher } from './batcher/index.js';
 import type { Config, ModelConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
@@ -36,7 +36,8 @@ function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSigna
     const spec = inputs.get(input);
     if (!spec) throw new ConfigError(`models.${name}.batching.pad.${input}: the model has no input ${input} (it has ${[...inputs.keys()].join(', ')})`);
     const bad = rule.axes.find((a) => a >= spec.shape.length || typeof spec.shape[a] === 'number');
-    if (bad !== undefined) throw new ConfigError(`models.${name}.batching.pad.${input}.axes: axis ${bad} is not a dynamic axis of ${input} [${spec.shape.join(', ')}]`);
+    if (bad !== undefined)
+      throw new ConfigError(`models.${name}.batching.pad.${input}.axes: axis ${bad} is not a dynamic axis of ${input} [${spec.shape.join(', ')}]`);
   }
   for (const input of Object.keys(model.warmup_shapes)) {
     if (!inputs.has(input)) throw new ConfigError(`models.${name}.warmup_shapes.${input}: the model has no input ${input}`);

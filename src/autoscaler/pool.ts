@@ -27,7 +27,6 @@ type Member = { replica: Replica; queue: PQueue };
  */
 export class ReplicaPool extends EventEmitter<{ capacity: []; replica: [event: { id: string; state: string; reason?: string }] }> {
   private members: Member[] = [];
-  private starting = 0;
   private seq = 0;
   private failures = 0;
   private stopped = false;
@@ -87,17 +86,11 @@ export class ReplicaPool extends EventEmitter<{ capacity: []; replica: [event: {
 
   private async startOne(): Promise<void> {
     const replicaId = `${this.opts.model}-${++this.seq}`;
-    this.starting++;
     this.emit('replica', { id: replicaId, state: 'starting' });
-    let replica: Replica;
-    try {
-      replica = await this.opts.provider.start(
-        { ...this.opts.spec, model: this.opts.model, replicaId },
-        { startupTimeoutMs: this.opts.startupTimeoutMs ?? 120_000 },
-      );
-    } finally {
-      this.starting--;
-    }
+    const replica = await this.opts.provider.start(
+      { ...this.opts.spec, model: this.opts.model, replicaId },
+      { startupTimeoutMs: this.opts.startupTimeoutMs ?? 120_000 },
+    );
     if (this.stopped) return void (await replica.stop());
     this.failures = 0;
     const member = { replica, queue: new PQueue({ concurrency: this.opts.maxInputs }) };

@@ -90,7 +90,9 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
     const first = Object.values(inputs)[0];
     const rows = this.opts.batchable && first ? first.shape[0] : 1;
     if (rows > this.rule.maxBatchSize) {
-      return Promise.reject(badInput(`the request has ${rows} rows; model ${this.opts.model} takes at most max_batch_size ${this.rule.maxBatchSize} per batch`));
+      return Promise.reject(
+        badInput(`the request has ${rows} rows; model ${this.opts.model} takes at most max_batch_size ${this.rule.maxBatchSize} per batch`),
+      );
     }
     if (this.queuedRows + rows > this.opts.maxQueueSize) {
       this.shed('queue_full');
@@ -149,7 +151,10 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
       for (const item of [...expired, ...batch]) this.remove(item);
       for (const item of expired) {
         this.shed('deadline');
-        this.settle(item, deadlineExceeded(`model ${this.opts.model}: waited ${Math.round(now - item.enqueuedAt)} ms in the queue, past the request's deadline`));
+        this.settle(
+          item,
+          deadlineExceeded(`model ${this.opts.model}: waited ${Math.round(now - item.enqueuedAt)} ms in the queue, past the request's deadline`),
+        );
       }
       if (batch.length > 0) {
         this.send(batch, now);
@@ -184,7 +189,12 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
     this.emit('batch', { requests: items.length, rows: batchSize });
     let batch: Inputs;
     try {
-      batch = this.opts.batchable ? stackInputs(items.map((i) => i.inputs), this.opts.pad ?? {}) : items[0].inputs;
+      batch = this.opts.batchable
+        ? stackInputs(
+            items.map((i) => i.inputs),
+            this.opts.pad ?? {},
+          )
+        : items[0].inputs;
     } catch (err) {
       this.inFlight--;
       for (const item of items) this.settle(item, internal(`could not form a batch: ${(err as Error).message}`, err));
@@ -198,7 +208,7 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
       .dispatch(batch, { signal: allGone.signal })
       .then((outputs) => {
         const parts = this.opts.batchable ? splitOutputs(outputs, rows) : [outputs];
-        items.forEach((item, i) => this.settle(item, null, { outputs: parts[i], queueMs: now - item.enqueuedAt, batchSize }));
+        for (const [i, item] of items.entries()) this.settle(item, null, { outputs: parts[i], queueMs: now - item.enqueuedAt, batchSize });
       })
       .catch((err: Error) => {
         const error = err instanceof GatewayError ? err : internal(`model ${this.opts.model} failed: ${err.message}`, err);

@@ -1,3 +1,3 @@
-export { type BatcherOptions, type BatcherStats, Batcher, type BatchTarget, type SubmitOptions, type Submitted } from './batcher.js';
+export { Batcher, type BatcherOptions, type BatcherStats, type BatchTarget, type SubmitOptions, type Submitted } from './batcher.js';
 export { type BatchDecision, type BatchRule, decideBatch, type QueuedView } from './decide.js';
 export { groupKey, type PadRule, splitOutputs, stackInputs } from './stack.js';

@@ -19,7 +19,11 @@ export function groupKey(inputs: Inputs, pad: Record<string, PadRule>): string {
 export function stackInputs(requests: Inputs[], pad: Record<string, PadRule>): Inputs {
   if (requests.length === 1) return requests[0];
   const batch: Inputs = {};
-  for (const name of Object.keys(requests[0])) batch[name] = stack(requests.map((r) => r[name]), pad[name]?.value ?? 0);
+  for (const name of Object.keys(requests[0]))
+    batch[name] = stack(
+      requests.map((r) => r[name]),
+      pad[name]?.value ?? 0,
+    );
   return batch;
 }
 

@@ -6,9 +6,7 @@ import { z } from 'zod';
 const positiveInt = z.number().int().positive();
 const nonNegative = z.number().min(0);
 
-const device = z
-  .string()
-  .regex(/^(cpu|cuda|cuda:\d+|auto)$/, 'expected cpu, cuda, cuda:N or auto');
+const device = z.string().regex(/^(cpu|cuda|cuda:\d+|auto)$/, 'expected cpu, cuda, cuda:N or auto');
 
 const padding = z
   .object({

@@ -24,6 +24,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     const e = toGatewayError(err);
     if (e.status >= 500) opts.onServerError?.(e, c.req.path);
     if (e.options.retryAfterS !== undefined) c.header('Retry-After', String(e.options.retryAfterS));
+    // The unread rest of an oversized body would otherwise be parsed as the next request: close instead.
+    if (e.status === 413) c.header('Connection', 'close');
     return c.json({ error: e.message }, e.status as 400);
   });
   return app;

@@ -5,7 +5,7 @@
  */
 import { rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
-import { FrameReader, writeFrame } from './protocol.js';
+import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
 import { openSession, runSession, warmupInputs } from './session.js';
 import { readSignature } from './signature.js';
@@ -33,7 +33,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
     const reader = new FrameReader();
     socket.on('error', () => socket.destroy());
     socket.on('data', (chunk) => {
-      let frames;
+      let frames: Frame[];
       try {
         frames = reader.push(chunk);
       } catch (err) {

@@ -44,8 +44,10 @@ export function parseSignature(bytes: Uint8Array): ModelSignature {
   const outputs: TensorSpec[] = [];
   for (const f of fields(graph)) {
     if (!f.bytes) continue;
-    if (f.no === 5) initializers.add(nameOfTensor(f.bytes)); // GraphProto.initializer
-    else if (f.no === 11) inputs.push(valueInfo(f.bytes)); // GraphProto.input
+    if (f.no === 5)
+      initializers.add(nameOfTensor(f.bytes)); // GraphProto.initializer
+    else if (f.no === 11)
+      inputs.push(valueInfo(f.bytes)); // GraphProto.input
     else if (f.no === 12) outputs.push(valueInfo(f.bytes)); // GraphProto.output
   }
   // Models exported with IR < 4 list their weights as graph inputs too; those are not user inputs.

