@@ -18,15 +18,19 @@ export type Tensor = { name: string; shape: number[]; datatype: string; data: un
 
 export async function infer(url: string, model: string, inputs: Tensor[], extra: object = {}) {
   const res = await fetch(`${url}/v2/models/${model}/infer`, { method: 'POST', body: JSON.stringify({ inputs, ...extra }) });
-  return { status: res.status, headers: res.headers, body: (await res.json()) as { outputs?: { name: string; shape: number[]; datatype: string; data: number[] }[]; error?: string } };
+  return {
+    status: res.status,
+    headers: res.headers,
+    body: (await res.json()) as { outputs?: { name: string; shape: number[]; datatype: string; data: number[] }[]; error?: string },
+  };
 }
 
 /** A KServe binary-extension body: JSON header then raw tensor bytes. */
-export function binaryBody(header: object, ...tensors: ArrayBufferView[]): { body: Buffer; headers: Record<string, string> } {
+export function binaryBody(header: object, ...tensors: ArrayBufferView[]): { body: Uint8Array<ArrayBuffer>; headers: Record<string, string> } {
   const json = Buffer.from(JSON.stringify(header));
   const bytes = tensors.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength));
   return {
-    body: Buffer.concat([json, ...bytes]),
+    body: new Uint8Array(Buffer.concat([json, ...bytes])),
     headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(json.byteLength) },
   };
 }

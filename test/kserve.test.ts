@@ -56,7 +56,10 @@ describe('inference through real replica processes', () => {
   it('classifies with the real PP-OCR direction model, over the binary extension both ways', async () => {
     const x = Float32Array.from(random(3 * 48 * 96, 3));
     const { body, headers } = binaryBody(
-      { inputs: [{ name: 'x', shape: [1, 3, 48, 96], datatype: 'FP32', parameters: { binary_data_size: x.byteLength } }], parameters: { binary_data_output: true } },
+      {
+        inputs: [{ name: 'x', shape: [1, 3, 48, 96], datatype: 'FP32', parameters: { binary_data_size: x.byteLength } }],
+        parameters: { binary_data_output: true },
+      },
       x,
     );
     const res = await fetch(`${gw.url}/v2/models/ocr-direction/infer`, { method: 'POST', body, headers });
@@ -126,10 +129,10 @@ describe('inference through real replica processes', () => {
     expect(answers.every((a) => a.status === 200 && a.headers.get('x-queue-ms') !== null)).toBe(true);
     const ref = await direct(`${MODELS}mlp.onnx`, 'x', Float32Array.from(xs.flat()), [24, 64]);
     const expected = Array.from(ref.data as Float32Array);
-    answers.forEach((a, i) => {
+    for (const [i, a] of answers.entries()) {
       const got = a.body.outputs?.[0].data ?? [];
-      expected.slice(i * 10, i * 10 + 10).forEach((v, j) => expect(got[j]).toBeCloseTo(v, 6));
-    });
+      for (const [j, v] of expected.slice(i * 10, i * 10 + 10).entries()) expect(got[j]).toBeCloseTo(v, 6);
+    }
   });
 
   it('pads text lines of different widths into one batch when the model entry allows it', async () => {
@@ -145,7 +148,7 @@ describe('inference through real replica processes', () => {
 
 describe('bad input gets a precise 4xx and changes nothing', () => {
   const good = () => infer(gw.url, 'mlp', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: random(64) }]);
-  const post = (body: string | Buffer, headers: Record<string, string> = {}, model = 'mlp') =>
+  const post = (body: BodyInit, headers: Record<string, string> = {}, model = 'mlp') =>
     fetch(`${gw.url}/v2/models/${model}/infer`, { method: 'POST', body, headers });
   const x = (over: object) => JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: random(64), ...over }] });
   const f32 = new Float32Array(64);
@@ -189,7 +192,7 @@ describe('bad input gets a precise 4xx and changes nothing', () => {
     ],
     ['header length past the body', () => post('{}', { 'inference-header-content-length': '999' }), 400, /only 2 bytes/],
     ['unknown model', () => post(x({}), {}, 'resnet'), 404, /unknown model "resnet"/],
-    ['body over the limit', () => post(Buffer.alloc(1_000_001, 32)), 413, /exceeds the limit of 1000000 bytes/],
+    ['body over the limit', () => post(new Uint8Array(1_000_001).fill(32)), 413, /exceeds the limit of 1000000 bytes/],
   ] as const)('%s', async (_name, send, status, message) => {
     const res = await send();
     expect(res.status).toBe(status);

@@ -1,0 +1,98 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { MODELS, ROOT } from './helpers.js';
+
+/** The real CLI from source, as a separate process. */
+function cli(args: string[], env: Record<string, string> = {}): ChildProcess & { output: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+  let output = '';
+  child.stdout?.on('data', (d) => (output += d));
+  child.stderr?.on('data', (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return Object.assign(child, { output: () => output, exited });
+}
+
+async function configFile(yaml: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'infergate-cli-'));
+  const file = join(dir, 'config.yaml');
+  await writeFile(file, yaml);
+  return file;
+}
+
+describe('infergate validate', () => {
+  it('accepts the demo config and lists each model signature', async () => {
+    const run = cli(['validate', '-c', 'examples/demo.yaml']);
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toMatch(/mlp: x FP32 \[N, 64\] -> probs FP32 \[N, 10\]/);
+    expect(run.output()).toMatch(/ok \(3 models\)/);
+  });
+
+  it('names the bad option, its value and what was expected, and exits non-zero', async () => {
+    const file = await configFile(`models:\n  resnet:\n    path: ${MODELS}mlp.onnx\n    batching: { wait_ms: soon }\n`);
+    const run = cli(['validate', '-c', file]);
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toContain('models.resnet.batching.wait_ms: expected number, got "soon"');
+  });
+
+  it('refuses a model file that is not ONNX', async () => {
+    const file = await configFile(`models:\n  m: { path: ${join(ROOT, 'package.json')} }\n`);
+    const run = cli(['validate', '-c', file]);
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toMatch(/models\.m\.path: cannot read an ONNX model/);
+  });
+});
+
+describe('infergate serve', () => {
+  it('exits non-zero before listening when the config is invalid', async () => {
+    const file = await configFile(`server: { port: 18181 }\nmodels:\n  m: { path: ${MODELS}mlp.onnx, device: tpu }\n`);
+    const run = cli(['serve', '-c', file]);
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toContain('models.m.device: expected cpu, cuda, cuda:N or auto, got "tpu"');
+    await expect(fetch('http://127.0.0.1:18181/v2')).rejects.toThrow();
+  });
+
+  it('on SIGTERM finishes every accepted request, stops its replicas and exits 0', async () => {
+    const port = 18000 + Math.floor(Math.random() * 1000);
+    const file = await configFile(
+      `models:\n  slow:\n    path: ${MODELS}slow.onnx\n    device: cpu\n    threads: 1\n    batching: { max_batch_size: 2, wait_ms: 0, timeout_ms: 20000 }\n`,
+    );
+    const run = cli(['serve', '-c', file], { PORT: String(port) });
+    const url = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 200; i++) {
+      if (
+        await fetch(`${url}/v2/health/ready`).then(
+          (r) => r.ok,
+          () => false,
+        )
+      )
+        break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const { replicas } = await (await fetch(`${url}/v2/models/slow/stats`)).json();
+    expect(replicas).toHaveLength(1);
+    const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 16], datatype: 'FP32', data: new Array(16).fill(1) }] });
+    // 12 requests at ~50 ms per batch of 2: about 300 ms of work is queued when SIGTERM arrives.
+    const requests = Array.from({ length: 12 }, () => fetch(`${url}/v2/models/slow/infer`, { method: 'POST', body }));
+    for (let i = 0; i < 100; i++) {
+      const s = await (await fetch(`${url}/v2/models/slow/stats`)).json();
+      if (s.requests >= 12) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    run.kill('SIGTERM');
+    const statuses = await Promise.all(
+      requests.map((r) =>
+        r.then(
+          (res) => res.status,
+          (e) => String(e.cause),
+        ),
+      ),
+    );
+    expect(statuses).toEqual(new Array(12).fill(200));
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toContain('shutdown complete');
+    expect(() => process.kill(replicas[0].pid, 0)).toThrow(/ESRCH/);
+  });
+});
