@@ -1,0 +1,82 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A server process (the gateway or a baseline), ready once `readyUrl` answers 200. */
+export async function startServer(args: string[], readyUrl: string, env: Record<string, string> = {}): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited with ${child.exitCode}`);
+    if (
+      await fetch(readyUrl).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return child;
+    await sleep(100);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`${readyUrl} not ready`);
+}
+
+export async function stopServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/** A KServe v2 binary-extension request body with one FP32 input. */
+export function binaryRequest(name: string, shape: number[]): { file: string; headerLength: number } {
+  const count = shape.reduce((a, b) => a * b, 1);
+  const data = Float32Array.from({ length: count }, (_, i) => Math.sin(i));
+  const header = Buffer.from(
+    JSON.stringify({
+      inputs: [{ name, shape, datatype: 'FP32', parameters: { binary_data_size: data.byteLength } }],
+      parameters: { binary_data_output: true },
+    }),
+  );
+  const file = join(tmpdir(), `infergate-bench-${name}-${shape.join('x')}.bin`);
+  writeFileSync(file, Buffer.concat([header, Buffer.from(data.buffer)]));
+  return { file, headerLength: header.byteLength };
+}
+
+export type Load = { connections: number; durationS: number; url: string; bodyFile: string; headerLength: number };
+export type LoadResult = { requestsPerS: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number; total: number };
+
+/** autocannon in its own process (the load generator must not share the gateway's event loop). */
+export async function autocannon(load: Load): Promise<LoadResult> {
+  const bin = join(ROOT, 'node_modules/autocannon/autocannon.js');
+  const args = [bin, '-j', '-c', String(load.connections), '-d', String(load.durationS), '-m', 'POST', '-i', load.bodyFile];
+  args.push('-H', 'content-type=application/octet-stream', '-H', `inference-header-content-length=${load.headerLength}`, load.url);
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  await new Promise((r) => child.once('exit', r));
+  const r = JSON.parse(out);
+  return {
+    requestsPerS: r.requests.average,
+    p50Ms: r.latency.p50,
+    p99Ms: r.latency.p99,
+    errors: r.errors,
+    non2xx: r.non2xx,
+    total: r.requests.total,
+  };
+}
+
+export function machine() {
+  return {
+    cpu: cpus()[0]?.model,
+    cores: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    onnxruntime: '1.29.0 (CPU execution provider)',
+    date: new Date().toISOString(),
+  };
+}

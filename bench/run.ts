@@ -1,0 +1,151 @@
+/**
+ * The core benchmarks, CPU execution provider, side by side in one run (see bench/README.md):
+ *   1. batching efficiency: cnn-bench through the gateway at 64 clients vs in-process session.run at
+ *      batch 32 (the ceiling) vs the same gateway with batching off;
+ *   2. gateway overhead: identity with a 4 KB binary tensor, gateway vs a bare node:http server.
+ * Writes bench/results/cpu-core.json and cpu-core.md.
+ *   npm run bench [-- --duration 10]
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { openSession, runSession, warmupInputs } from '../src/models/session.js';
+import { readSignature } from '../src/models/signature.js';
+import { autocannon, binaryRequest, machine, ROOT, startServer, stopServer } from './lib.js';
+
+const durationS = Number(process.argv[process.argv.indexOf('--duration') + 1]) || 10;
+const THREADS = 1; // one ONNX Runtime thread per replica: the other core runs the gateway and the load
+const CNN = join(ROOT, 'examples/models/cnn-bench.onnx');
+const IDENTITY = join(ROOT, 'examples/models/identity.onnx');
+const PORT = 18700;
+
+/** The ceiling: session.run in this process at a fixed batch, inputs already in memory. */
+async function inProcess(path: string, shape: number[], seconds: number) {
+  const { session } = await openSession(path, 'cpu', THREADS);
+  const inputs = warmupInputs(await readSignature(path), { x: shape });
+  for (let i = 0; i < 5; i++) await runSession(session, inputs);
+  let runs = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000) {
+    await runSession(session, inputs);
+    runs++;
+  }
+  const s = (performance.now() - t0) / 1000;
+  await session.release();
+  return { rowsPerS: (runs * shape[0]) / s, msPerBatch: (s * 1000) / runs };
+}
+
+async function gateway(model: string, path: string, batching: object, load: { shape: number[]; connections: number }) {
+  const config = join(ROOT, 'bench/.gateway.yaml');
+  writeFileSync(config, stringify({ server: { port: PORT, host: '127.0.0.1' }, models: { [model]: { path, device: 'cpu', threads: THREADS, batching } } }));
+  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
+  try {
+    const body = binaryRequest('x', load.shape);
+    const url = `http://127.0.0.1:${PORT}/v2/models/${model}/infer`;
+    await autocannon({ ...body, url, connections: load.connections, durationS: 2 }); // warm-up
+    const before = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json();
+    const result = await autocannon({ ...body, url, connections: load.connections, durationS });
+    const after = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json();
+    return { ...result, meanBatchSize: (after.rows - before.rows) / Math.max(1, after.batches - before.batches) };
+  } finally {
+    await stopServer(server);
+  }
+}
+
+async function bare(path: string, shape: number[], connections: number) {
+  const server = await startServer(['bench/bare-server.ts', path, String(PORT), String(THREADS)], `http://127.0.0.1:${PORT}/`);
+  try {
+    const body = binaryRequest('x', shape);
+    const url = `http://127.0.0.1:${PORT}/`;
+    await autocannon({ ...body, url, connections, durationS: 2 });
+    return await autocannon({ ...body, url, connections, durationS });
+  } finally {
+    await stopServer(server);
+  }
+}
+
+const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
+
+async function main() {
+  console.log(`each load runs ${durationS} s after a 2 s warm-up`);
+  const ceiling = await inProcess(CNN, [32, 3, 32, 32], durationS);
+  console.log('ceiling', ceiling);
+  const batched = await gateway('cnn', CNN, { max_batch_size: 32, wait_ms: 2, max_queue_size: 4096 }, { shape: [1, 3, 32, 32], connections: 64 });
+  console.log('gateway batched', batched);
+  const unbatched = await gateway('cnn', CNN, { max_batch_size: 1, wait_ms: 0, max_queue_size: 4096 }, { shape: [1, 3, 32, 32], connections: 64 });
+  console.log('gateway unbatched', unbatched);
+  const overheadGateway = await gateway('identity', IDENTITY, { max_batch_size: 32, wait_ms: 0, max_queue_size: 4096 }, { shape: [1, 1024], connections: 32 });
+  console.log('identity gateway', overheadGateway);
+  const overheadBare = await bare(IDENTITY, [1, 1024], 32);
+  console.log('identity bare', overheadBare);
+
+  const results = {
+    machine: machine(),
+    durationS,
+    threadsPerReplica: THREADS,
+    batching: {
+      model: 'cnn-bench [N,3,32,32] FP32, 12 KB per row, binary extension',
+      clients: 64,
+      ceiling_in_process_batch32: { rowsPerS: round(ceiling.rowsPerS), msPerBatch: round(ceiling.msPerBatch) },
+      gateway_batched: { max_batch_size: 32, wait_ms: 2, ...batched },
+      gateway_unbatched: { max_batch_size: 1, ...unbatched },
+      fraction_of_ceiling: round(batched.requestsPerS / ceiling.rowsPerS, 3),
+      batched_over_unbatched: round(batched.requestsPerS / unbatched.requestsPerS, 2),
+    },
+    overhead: {
+      model: 'identity [1,1024] FP32 (4 KB), binary extension',
+      clients: 32,
+      gateway: { max_batch_size: 32, wait_ms: 0, ...overheadGateway },
+      bare_node_http_in_process: overheadBare,
+      gateway_over_bare: round(overheadGateway.requestsPerS / overheadBare.requestsPerS, 3),
+    },
+  };
+  mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+  writeFileSync(join(ROOT, 'bench/results/cpu-core.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join(ROOT, 'bench/results/cpu-core.md'), markdown(results));
+  console.log(markdown(results));
+}
+
+function markdown(r: {
+  machine: ReturnType<typeof machine>;
+  durationS: number;
+  batching: Record<string, unknown> & { fraction_of_ceiling: number; batched_over_unbatched: number };
+  overhead: Record<string, unknown> & { gateway_over_bare: number };
+}): string {
+  const b = r.batching as unknown as Record<
+    string,
+    { requestsPerS: number; p50Ms: number; p99Ms: number; meanBatchSize?: number; rowsPerS?: number; msPerBatch?: number }
+  >;
+  const o = r.overhead as unknown as Record<string, { requestsPerS: number; p50Ms: number; p99Ms: number; meanBatchSize?: number }>;
+  const row = (name: string, x: { requestsPerS: number; p50Ms: number; p99Ms: number; meanBatchSize?: number }) =>
+    `| ${name} | ${Math.round(x.requestsPerS)} | ${x.p50Ms} | ${x.p99Ms} | ${x.meanBatchSize === undefined ? '–' : round(x.meanBatchSize, 1)} |`;
+  return `# CPU core benchmarks
+
+${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memoryGiB} GiB, Node ${r.machine.node}, onnxruntime-node ${r.machine.onnxruntime};
+${r.durationS} s per load (autocannon in its own process, after a 2 s warm-up), one ONNX Runtime thread per replica. ${r.machine.date}
+
+## 1. Batching efficiency — cnn-bench, 64 clients, one row per request
+
+| path | rows/s | p50 ms | p99 ms | mean batch |
+|---|---|---|---|---|
+| in-process \`session.run\`, batch 32 (ceiling) | ${Math.round(b.ceiling_in_process_batch32.rowsPerS ?? 0)} | – | – | 32 (${b.ceiling_in_process_batch32.msPerBatch} ms/batch) |
+${row('gateway, max_batch_size 32, wait_ms 2', b.gateway_batched)}
+${row('gateway, batching off', b.gateway_unbatched)}
+
+Gateway over ceiling: **${r.batching.fraction_of_ceiling}** (aim ≥ 0.9). Batched over unbatched: **${r.batching.batched_over_unbatched}×** (aim ≥ 3×).
+
+## 2. Gateway overhead — identity, 4 KB binary tensor, 32 clients
+
+| path | requests/s | p50 ms | p99 ms | mean batch |
+|---|---|---|---|---|
+${row('gateway (replica process, max_batch_size 32, wait_ms 0)', o.gateway)}
+${row('bare node:http + in-process session', o.bare_node_http_in_process)}
+
+Gateway over bare: **${r.overhead.gateway_over_bare}** (aim ≥ 0.8).
+`;
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
