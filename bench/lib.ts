@@ -33,7 +33,7 @@ export async function stopServer(child: ChildProcess): Promise<void> {
 }
 
 /** A KServe v2 binary-extension request body with one FP32 input. */
-export function binaryRequest(name: string, shape: number[]): { file: string; headerLength: number } {
+export function binaryRequest(name: string, shape: number[]): { bodyFile: string; headerLength: number } {
   const count = shape.reduce((a, b) => a * b, 1);
   const data = Float32Array.from({ length: count }, (_, i) => Math.sin(i));
   const header = Buffer.from(
@@ -44,7 +44,7 @@ export function binaryRequest(name: string, shape: number[]): { file: string; he
   );
   const file = join(tmpdir(), `infergate-bench-${name}-${shape.join('x')}.bin`);
   writeFileSync(file, Buffer.concat([header, Buffer.from(data.buffer)]));
-  return { file, headerLength: header.byteLength };
+  return { bodyFile: file, headerLength: header.byteLength };
 }
 
 export type Load = { connections: number; durationS: number; url: string; bodyFile: string; headerLength: number };
