@@ -39,6 +39,9 @@ export class LocalProcessProvider implements ReplicaProvider {
       execArgv: entry.execArgv,
       env: { ...process.env, INFERGATE_REPLICA: JSON.stringify({ ...spec, socket }) },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      // Its own process group: a Ctrl-C or a group SIGTERM meant for the gateway must not kill replicas
+      // before the gateway drains them. It still dies with the gateway (IPC disconnect, see replica-main).
+      detached: true,
     });
     const ready = await waitForReady(child, startupTimeoutMs, spec.replicaId);
     const conn = await new Promise<Socket>((resolve, reject) => {
