@@ -52,14 +52,13 @@ export type LoadResult = { requestsPerS: number; p50Ms: number; p99Ms: number; e
 
 /** autocannon in its own process (the load generator must not share the gateway's event loop). */
 export async function autocannon(load: Load): Promise<LoadResult> {
-  const bin = join(ROOT, 'node_modules/autocannon/autocannon.js');
-  const args = [bin, '-j', '-c', String(load.connections), '-d', String(load.durationS), '-m', 'POST', '-i', load.bodyFile];
-  args.push('-H', 'content-type=application/octet-stream', '-H', `inference-header-content-length=${load.headerLength}`, load.url);
+  const args = ['--import', 'tsx', join(ROOT, 'bench/load.ts'), JSON.stringify(load)];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   await new Promise((r) => child.once('exit', r));
   const r = JSON.parse(out);
+  if (r.non2xx > 0 || r.errors > 0) console.warn(`${load.url}: ${r.non2xx} non-2xx answers and ${r.errors} errors of ${r.requests.total}`);
   return {
     requestsPerS: r.requests.average,
     p50Ms: r.latency.p50,

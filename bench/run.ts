@@ -70,11 +70,26 @@ async function main() {
   console.log(`each load runs ${durationS} s after a 2 s warm-up`);
   const ceiling = await inProcess(CNN, [32, 3, 32, 32], durationS);
   console.log('ceiling', ceiling);
-  const batched = await gateway('cnn', CNN, { max_batch_size: 32, wait_ms: 2, max_queue_size: 4096 }, { shape: [1, 3, 32, 32], connections: 64 });
+  const batched = await gateway(
+    'cnn',
+    CNN,
+    { max_batch_size: 32, wait_ms: 2, max_queue_size: 4096, max_inputs: 2 },
+    { shape: [1, 3, 32, 32], connections: 64 },
+  );
   console.log('gateway batched', batched);
-  const unbatched = await gateway('cnn', CNN, { max_batch_size: 1, wait_ms: 0, max_queue_size: 4096 }, { shape: [1, 3, 32, 32], connections: 64 });
+  const unbatched = await gateway(
+    'cnn',
+    CNN,
+    { max_batch_size: 1, wait_ms: 0, max_queue_size: 4096, max_inputs: 2 },
+    { shape: [1, 3, 32, 32], connections: 64 },
+  );
   console.log('gateway unbatched', unbatched);
-  const overheadGateway = await gateway('identity', IDENTITY, { max_batch_size: 32, wait_ms: 0, max_queue_size: 4096 }, { shape: [1, 1024], connections: 32 });
+  const overheadGateway = await gateway(
+    'identity',
+    IDENTITY,
+    { max_batch_size: 32, wait_ms: 0, max_queue_size: 4096, max_inputs: 2 },
+    { shape: [1, 1024], connections: 32 },
+  );
   console.log('identity gateway', overheadGateway);
   const overheadBare = await bare(IDENTITY, [1, 1024], 32);
   console.log('identity bare', overheadBare);

@@ -28,6 +28,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
   const warmupAt = performance.now();
 
   let running = 0;
+  let chain = Promise.resolve();
   const server = createServer((socket) => serve(socket));
   const serve = (socket: Socket) => {
     const reader = new FrameReader();
@@ -45,12 +46,20 @@ async function main(spec: ReplicaSpec): Promise<void> {
           writeFrame(socket, { id: header.id, op: 'error', message: `unknown op ${header.op}` });
           continue;
         }
-        const startedAt = performance.now();
         running++;
-        runSession(session, tensors)
-          .then((outputs) => writeFrame(socket, { id: header.id, op: 'result', computeMs: performance.now() - startedAt }, outputs))
-          .catch((err: Error) => writeFrame(socket, { id: header.id, op: 'error', message: err.message }))
-          .finally(() => running--);
+        // One batch at a time: with max_inputs > 1 the next batch waits here, already transferred,
+        // and starts the moment the current one ends (no round trip in between, no oversubscribed cores).
+        chain = chain.then(async () => {
+          const startedAt = performance.now();
+          try {
+            const outputs = await runSession(session, tensors);
+            writeFrame(socket, { id: header.id, op: 'result', computeMs: performance.now() - startedAt }, outputs);
+          } catch (err) {
+            writeFrame(socket, { id: header.id, op: 'error', message: (err as Error).message });
+          } finally {
+            running--;
+          }
+        });
       }
     });
   };

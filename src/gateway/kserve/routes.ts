@@ -1,6 +1,6 @@
 import { type Context, Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
-import { GatewayError, notFound } from '../../errors/index.js';
+import { notFound } from '../../errors/index.js';
+import { clientSignal, readBody } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
@@ -21,12 +21,6 @@ export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): 
     if (!m) throw notFound(`unknown model ${JSON.stringify(name)}; this gateway serves ${[...models.keys()].join(', ')}`);
     return m;
   };
-  const limit = bodyLimit({
-    maxSize: maxBodyBytes,
-    onError: () => {
-      throw new GatewayError(413, 'body_too_large', `the request body exceeds the limit of ${maxBodyBytes} bytes`);
-    },
-  });
 
   app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions: ['binary_tensor_data', 'model_statistics'] }));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
@@ -46,11 +40,11 @@ export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): 
       const m = model(c);
       return c.json({ name: m.name, ...m.batcher.stats(), replicas: m.replicas() });
     });
-    app.post(`${prefix}/infer`, limit, async (c) => {
+    app.post(`${prefix}/infer`, async (c) => {
       const m = model(c);
-      const body = new Uint8Array(await c.req.arrayBuffer());
+      const body = await readBody(c, maxBodyBytes);
       const request = parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
-      const result = await m.batcher.submit(request.inputs, { signal: c.req.raw.signal });
+      const result = await m.batcher.submit(request.inputs, { signal: clientSignal(c) });
       const response = encodeInferResponse(m.name, request, result.outputs);
       return c.body(response.body as string, 200, {
         ...response.headers,

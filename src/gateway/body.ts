@@ -1,0 +1,57 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Context } from 'hono';
+import { GatewayError } from '../errors/index.js';
+
+type NodeBindings = { incoming?: IncomingMessage; outgoing?: ServerResponse };
+
+const tooLarge = (limit: number) => new GatewayError(413, 'body_too_large', `the request body exceeds the limit of ${limit} bytes`);
+
+/**
+ * The request body, refused with 413 as soon as it passes `limit` bytes (by Content-Length up front,
+ * otherwise while reading). Under @hono/node-server it reads the Node stream directly: building a web
+ * Request with a ReadableStream body costs more than the whole rest of a small inference request.
+ */
+export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
+  const declared = Number(c.req.header('content-length') ?? 0);
+  if (declared > limit) throw tooLarge(limit);
+  const incoming = (c.env as NodeBindings | undefined)?.incoming;
+  if (!incoming || incoming.readableEnded) {
+    const body = new Uint8Array(await c.req.arrayBuffer());
+    if (body.byteLength > limit) throw tooLarge(limit);
+    return body;
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.byteLength;
+      if (size > limit) {
+        cleanup();
+        incoming.pause();
+        reject(tooLarge(limit));
+      } else chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(new GatewayError(400, 'bad_body', `could not read the request body: ${err.message}`, { cause: err }));
+    };
+    const cleanup = () => incoming.off('data', onData).off('end', onEnd).off('error', onError).off('aborted', onAborted);
+    const onAborted = () => onError(new Error('the client went away'));
+    incoming.on('data', onData).once('end', onEnd).once('error', onError).once('aborted', onAborted);
+  });
+}
+
+/** Aborts when the client goes away before its response is written (Node's own close event, no web Request needed). */
+export function clientSignal(c: Context): AbortSignal {
+  const outgoing = (c.env as NodeBindings | undefined)?.outgoing;
+  if (!outgoing) return c.req.raw.signal;
+  const controller = new AbortController();
+  outgoing.once('close', () => {
+    if (!outgoing.writableFinished) controller.abort();
+  });
+  return controller.signal;
+}
