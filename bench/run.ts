@@ -4,16 +4,18 @@
  *      batch 32 (the ceiling) vs the same gateway with batching off;
  *   2. gateway overhead: identity with a 4 KB binary tensor, gateway vs a bare node:http server.
  * Writes bench/results/cpu-core.json and cpu-core.md.
- *   npm run bench [-- --duration 10]
+ *   npm run bench [-- --duration 10 --rounds 3]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { openSession, runSession, warmupInputs } from '../src/models/session.js';
 import { readSignature } from '../src/models/signature.js';
-import { autocannon, binaryRequest, machine, ROOT, startServer, stopServer } from './lib.js';
+import { autocannon, binaryRequest, type LoadResult, machine, ROOT, startServer, stopServer } from './lib.js';
 
-const durationS = Number(process.argv[process.argv.indexOf('--duration') + 1]) || 10;
+const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
+const durationS = arg('--duration') ?? 10;
+const rounds = arg('--rounds') ?? 3;
 const THREADS = 1; // one ONNX Runtime thread per replica: the other core runs the gateway and the load
 const CNN = join(ROOT, 'examples/models/cnn-bench.onnx');
 const IDENTITY = join(ROOT, 'examples/models/identity.onnx');
@@ -66,37 +68,41 @@ async function bare(path: string, shape: number[], connections: number) {
 
 const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
 
+/** The run with the median throughput: the machine is noisy, so every load runs `rounds` times, interleaved. */
+function median<T extends { requestsPerS: number }>(runs: T[]): T & { runs: number[] } {
+  const sorted = [...runs].sort((a, b) => a.requestsPerS - b.requestsPerS);
+  return { ...sorted[Math.floor(sorted.length / 2)], runs: runs.map((r) => Math.round(r.requestsPerS)) };
+}
+
 async function main() {
-  console.log(`each load runs ${durationS} s after a 2 s warm-up`);
+  console.log(`each load runs ${durationS} s after a 2 s warm-up, ${rounds} rounds interleaved`);
   const ceiling = await inProcess(CNN, [32, 3, 32, 32], durationS);
   console.log('ceiling', ceiling);
-  const batched = await gateway(
-    'cnn',
-    CNN,
-    { max_batch_size: 32, wait_ms: 2, max_queue_size: 4096, max_inputs: 2 },
-    { shape: [1, 3, 32, 32], connections: 64 },
-  );
-  console.log('gateway batched', batched);
-  const unbatched = await gateway(
-    'cnn',
-    CNN,
-    { max_batch_size: 1, wait_ms: 0, max_queue_size: 4096, max_inputs: 2 },
-    { shape: [1, 3, 32, 32], connections: 64 },
-  );
-  console.log('gateway unbatched', unbatched);
-  const overheadGateway = await gateway(
-    'identity',
-    IDENTITY,
-    { max_batch_size: 32, wait_ms: 0, max_queue_size: 4096, max_inputs: 2 },
-    { shape: [1, 1024], connections: 32 },
-  );
-  console.log('identity gateway', overheadGateway);
-  const overheadBare = await bare(IDENTITY, [1, 1024], 32);
-  console.log('identity bare', overheadBare);
+  const cnn = { shape: [1, 3, 32, 32], connections: 64 };
+  const scenarios = {
+    batched: () => gateway('cnn', CNN, { max_batch_size: 32, wait_ms: 2, max_queue_size: 4096, max_inputs: 2 }, cnn),
+    unbatched: () => gateway('cnn', CNN, { max_batch_size: 1, wait_ms: 0, max_queue_size: 4096, max_inputs: 2 }, cnn),
+    overheadGateway: () =>
+      gateway('identity', IDENTITY, { max_batch_size: 32, wait_ms: 0, max_queue_size: 4096, max_inputs: 2 }, { shape: [1, 1024], connections: 32 }),
+    overheadBare: () => bare(IDENTITY, [1, 1024], 32),
+  };
+  const runs = Object.fromEntries(Object.keys(scenarios).map((k) => [k, [] as (LoadResult & { meanBatchSize?: number })[]]));
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, run] of Object.entries(scenarios)) {
+      const r = await run();
+      console.log(round, name, Math.round(r.requestsPerS), 'req/s');
+      runs[name].push(r);
+    }
+  }
+  const batched = median(runs.batched);
+  const unbatched = median(runs.unbatched);
+  const overheadGateway = median(runs.overheadGateway);
+  const overheadBare = median(runs.overheadBare);
 
   const results = {
     machine: machine(),
     durationS,
+    rounds,
     threadsPerReplica: THREADS,
     batching: {
       model: 'cnn-bench [N,3,32,32] FP32, 12 KB per row, binary extension',
@@ -124,6 +130,7 @@ async function main() {
 function markdown(r: {
   machine: ReturnType<typeof machine>;
   durationS: number;
+  rounds: number;
   batching: Record<string, unknown> & { fraction_of_ceiling: number; batched_over_unbatched: number };
   overhead: Record<string, unknown> & { gateway_over_bare: number };
 }): string {
@@ -137,7 +144,8 @@ function markdown(r: {
   return `# CPU core benchmarks
 
 ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memoryGiB} GiB, Node ${r.machine.node}, onnxruntime-node ${r.machine.onnxruntime};
-${r.durationS} s per load (autocannon in its own process, after a 2 s warm-up), one ONNX Runtime thread per replica. ${r.machine.date}
+${r.durationS} s per load (autocannon in its own process, after a 2 s warm-up), ${r.rounds} rounds interleaved, the median shown;
+one ONNX Runtime thread per replica, \`max_inputs: 2\`. ${r.machine.date}
 
 ## 1. Batching efficiency — cnn-bench, 64 clients, one row per request
 
