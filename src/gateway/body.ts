@@ -20,20 +20,28 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
     if (body.byteLength > limit) throw tooLarge(limit);
     return body;
   }
+  // With a Content-Length, read straight into one buffer laid out so that the binary tensor data after
+  // `Inference-Header-Content-Length` starts 8-byte aligned: typed arrays can then view it without a copy.
+  const headerLength = Number(c.req.header('inference-header-content-length') ?? 0);
+  const shift = declared > 0 && headerLength > 0 ? (8 - (headerLength % 8)) % 8 : 0;
+  const target = declared > 0 ? new Uint8Array(new ArrayBuffer(declared + shift), shift, declared) : undefined;
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
-      size += chunk.byteLength;
-      if (size > limit) {
+      if (size + chunk.byteLength > limit || (target && size + chunk.byteLength > declared)) {
         cleanup();
         incoming.pause();
-        reject(tooLarge(limit));
-      } else chunks.push(chunk);
+        return reject(tooLarge(limit));
+      }
+      if (target) target.set(chunk, size);
+      else chunks.push(chunk);
+      size += chunk.byteLength;
     };
     const onEnd = () => {
       cleanup();
-      resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+      if (target) resolve(size === declared ? target : target.subarray(0, size));
+      else resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
     };
     const onError = (err: Error) => {
       cleanup();
