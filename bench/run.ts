@@ -6,7 +6,7 @@
  * Writes bench/results/cpu-core.json and cpu-core.md.
  *   npm run bench [-- --duration 10 --rounds 3]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { openSession, runSession, warmupInputs } from '../src/models/session.js';
@@ -37,6 +37,18 @@ async function inProcess(path: string, shape: number[], seconds: number) {
   return { rowsPerS: (runs * shape[0]) / s, msPerBatch: (s * 1000) / runs };
 }
 
+const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
+
+/** User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere). */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return Number.NaN;
+  }
+}
+
 async function gateway(model: string, path: string, batching: object, load: { shape: number[]; connections: number }) {
   const config = join(ROOT, 'bench/.gateway.yaml');
   writeFileSync(config, stringify({ server: { port: PORT, host: '127.0.0.1' }, models: { [model]: { path, device: 'cpu', threads: THREADS, batching } } }));
@@ -46,9 +58,21 @@ async function gateway(model: string, path: string, batching: object, load: { sh
     const url = `http://127.0.0.1:${PORT}/v2/models/${model}/infer`;
     await autocannon({ ...body, url, connections: load.connections, durationS: 2 }); // warm-up
     const before = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json();
+    const pids = { gateway: server.pid as number, replica: before.replicas[0].pid as number };
+    const cpu0 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
     const result = await autocannon({ ...body, url, connections: load.connections, durationS });
+    const cpu1 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
     const after = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json();
-    return { ...result, meanBatchSize: (after.rows - before.rows) / Math.max(1, after.batches - before.batches) };
+    const requests = after.requests - before.requests;
+    return {
+      ...result,
+      meanBatchSize: (after.rows - before.rows) / Math.max(1, after.batches - before.batches),
+      // CPU time per request, from /proc: where a 2-core machine's budget goes.
+      cpuUsPerRequest: {
+        gateway: round((1e6 * (cpu1.gateway - cpu0.gateway)) / requests, 0),
+        replica: round((1e6 * (cpu1.replica - cpu0.replica)) / requests, 0),
+      },
+    };
   } finally {
     await stopServer(server);
   }
@@ -65,8 +89,6 @@ async function bare(path: string, shape: number[], connections: number) {
     await stopServer(server);
   }
 }
-
-const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
 
 /** The run with the median throughput: the machine is noisy, so every load runs `rounds` times, interleaved. */
 function median<T extends { requestsPerS: number }>(runs: T[]): T & { runs: number[] } {
@@ -134,12 +156,11 @@ function markdown(r: {
   batching: Record<string, unknown> & { fraction_of_ceiling: number; batched_over_unbatched: number };
   overhead: Record<string, unknown> & { gateway_over_bare: number };
 }): string {
-  const b = r.batching as unknown as Record<
-    string,
-    { requestsPerS: number; p50Ms: number; p99Ms: number; meanBatchSize?: number; rowsPerS?: number; msPerBatch?: number }
-  >;
-  const o = r.overhead as unknown as Record<string, { requestsPerS: number; p50Ms: number; p99Ms: number; meanBatchSize?: number }>;
-  const row = (name: string, x: { requestsPerS: number; p50Ms: number; p99Ms: number; meanBatchSize?: number }) =>
+  type Row = { requestsPerS: number; p50Ms: number; p99Ms: number; meanBatchSize?: number; cpuUsPerRequest?: { gateway: number; replica: number } };
+  const b = r.batching as unknown as Record<string, Row & { rowsPerS?: number; msPerBatch?: number }>;
+  const o = r.overhead as unknown as Record<string, Row>;
+  const cpu = (x: Row) => `${x.cpuUsPerRequest?.gateway} µs, replica process ${x.cpuUsPerRequest?.replica} µs`;
+  const row = (name: string, x: Row) =>
     `| ${name} | ${Math.round(x.requestsPerS)} | ${x.p50Ms} | ${x.p99Ms} | ${x.meanBatchSize === undefined ? '–' : round(x.meanBatchSize, 1)} |`;
   return `# CPU core benchmarks
 
@@ -155,6 +176,8 @@ one ONNX Runtime thread per replica, \`max_inputs: 2\`. ${r.machine.date}
 ${row('gateway, max_batch_size 32, wait_ms 2', b.gateway_batched)}
 ${row('gateway, batching off', b.gateway_unbatched)}
 
+CPU per request with batching (from /proc): gateway ${cpu(b.gateway_batched)}.
+
 Gateway over ceiling: **${r.batching.fraction_of_ceiling}** (aim ≥ 0.9). Batched over unbatched: **${r.batching.batched_over_unbatched}×** (aim ≥ 3×).
 
 ## 2. Gateway overhead — identity, 4 KB binary tensor, 32 clients
@@ -163,6 +186,8 @@ Gateway over ceiling: **${r.batching.fraction_of_ceiling}** (aim ≥ 0.9). Batch
 |---|---|---|---|---|
 ${row('gateway (replica process, max_batch_size 32, wait_ms 0)', o.gateway)}
 ${row('bare node:http + in-process session', o.bare_node_http_in_process)}
+
+CPU per request: gateway ${cpu(o.gateway)}.
 
 Gateway over bare: **${r.overhead.gateway_over_bare}** (aim ≥ 0.8).
 `;
