@@ -1,5 +1,14 @@
 import type { Logger } from 'pino';
-import { LocalProcessProvider, ReplicaPool, type ReplicaProvider } from './autoscaler/index.js';
+import {
+  Autoscaler,
+  cpuThreadsPerReplica,
+  GpuPlacement,
+  LocalProcessProvider,
+  ReplicaPool,
+  type ReplicaProvider,
+  type ScalingPolicy,
+  visibleGpus,
+} from './autoscaler/index.js';
 import { Batcher } from './batcher/index.js';
 import type { Config, ModelConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
@@ -9,7 +18,7 @@ import { VERSION } from './version.js';
 
 export type Gateway = {
   port: number;
-  models: Map<string, ServedModel & { pool: ReplicaPool; batcher: Batcher }>;
+  models: Map<string, ServedModel & { pool: ReplicaPool; batcher: Batcher; autoscaler: Autoscaler }>;
   /** Graceful and idempotent: stop accepting, finish accepted requests, stop replicas. */
   shutdown(): Promise<void>;
 };
@@ -44,23 +53,34 @@ function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSigna
   }
 }
 
-export async function startGateway(config: Config, opts: { log: Logger; provider?: ReplicaProvider }): Promise<Gateway> {
+const maxContainers = (m: ModelConfig) => m.scaling.max_containers ?? Math.max(1, m.scaling.min_containers);
+
+export async function startGateway(config: Config, opts: { log: Logger; provider?: ReplicaProvider; gpus?: number }): Promise<Gateway> {
   const { log } = opts;
   const provider = opts.provider ?? new LocalProcessProvider();
   const signatures = await loadSignatures(config);
+  const gpus = new GpuPlacement(opts.gpus ?? visibleGpus());
+  const onGpu = (m: ModelConfig) => m.device.startsWith('cuda') || (m.device === 'auto' && gpus.gpus > 0);
+  const cpuModels = Object.values(config.models).filter((m) => !onGpu(m));
+  const cpuThreads = cpuThreadsPerReplica(cpuModels.reduce((n, m) => n + maxContainers(m), 0));
+  if (gpus.gpus > 0) log.info({ gpus: gpus.gpus }, `${gpus.gpus} GPU(s) visible`);
+
   const models: Gateway['models'] = new Map();
   for (const [name, model] of Object.entries(config.models)) {
     const signature = signatures.get(name) as ModelSignature;
     const b = model.batching;
+    const s = model.scaling;
     if (signature.batchAxis === null && b.max_batch_size > 1) {
       log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
     }
     const pool = new ReplicaPool({
       model: name,
-      size: model.scaling.min_containers,
       maxInputs: b.max_inputs,
       provider,
-      spec: { path: model.path, device: model.device, threads: model.threads, warmupShapes: model.warmup_shapes },
+      spec: { path: model.path, device: model.device, threads: model.threads || (onGpu(model) ? 0 : cpuThreads), warmupShapes: model.warmup_shapes },
+      // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
+      place: onGpu(model) && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(name, s.replicas_per_gpu) : undefined,
+      startupTimeoutMs: s.startup_timeout * 1000,
       log,
     });
     const batcher = new Batcher({
@@ -73,25 +93,63 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       timeoutMs: b.timeout_ms,
       pad: b.pad,
     });
+    const policy: ScalingPolicy = {
+      minContainers: s.min_containers,
+      maxContainers: maxContainers(model),
+      bufferContainers: s.buffer_containers,
+      targetInputs: s.target_inputs ?? b.max_inputs,
+      maxBatchSize: signature.batchAxis === 0 ? b.max_batch_size : 1,
+      scaledownWindowMs: s.scaledown_window * 1000,
+    };
+    const autoscaler = new Autoscaler({
+      pool,
+      policy,
+      demand: () => {
+        const stats = batcher.stats();
+        return { queuedRows: stats.queuedRows, arrivedRows: stats.arrivedRows };
+      },
+      log,
+    });
+    batcher.on('starved', autoscaler.poke);
     models.set(name, {
       name,
       signature,
       device: model.device,
-      maxBatchSize: signature.batchAxis === 0 ? b.max_batch_size : 1,
+      maxBatchSize: policy.maxBatchSize,
       batcher,
       pool,
-      isReady: () => pool.readyCount() > 0,
+      autoscaler,
+      // Ready: a replica is up, or none is required (scale to zero) and starting one is not failing.
+      isReady: () => pool.readyCount() > 0 || (s.min_containers === 0 && !pool.failure),
+      notReadyReason: () => pool.failure,
       replicas: () => pool.describe(),
+      admin: () => ({
+        model: name,
+        device: model.device,
+        policy: {
+          min_containers: policy.minContainers,
+          max_containers: policy.maxContainers,
+          buffer_containers: policy.bufferContainers,
+          target_inputs: policy.targetInputs,
+          scaledown_window_s: s.scaledown_window,
+        },
+        desired: autoscaler.last?.desired ?? pool.liveCount(),
+        reason: autoscaler.last?.reason ?? 'no decision yet',
+        failure: pool.failure,
+        queue: { rows: batcher.stats().queuedRows, inFlightBatches: batcher.stats().inFlightBatches },
+        replicas: pool.describe(),
+      }),
     });
   }
 
-  const pools = [...models.values()].map((m) => m.pool);
+  const all = [...models.values()];
   try {
-    await Promise.all(pools.map((p) => p.start()));
+    await Promise.all(all.map((m) => m.pool.startReplicas(config.models[m.name].scaling.min_containers)));
   } catch (err) {
-    await Promise.all(pools.map((p) => p.stop()));
+    await Promise.all(all.map((m) => m.pool.stop()));
     throw err;
   }
+  for (const m of all) m.autoscaler.start();
 
   const app = createApp({
     models,
@@ -109,10 +167,12 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     shutdown() {
       stopping ??= (async () => {
         log.info('shutting down: finishing accepted requests');
+        // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
         await server.close(config.server.shutdown_timeout_s * 1000);
-        await Promise.all([...models.values()].map((m) => m.batcher.idle()));
-        for (const m of models.values()) m.batcher.close();
-        await Promise.all(pools.map((p) => p.stop()));
+        for (const m of all) m.autoscaler.stop();
+        await Promise.all(all.map((m) => m.batcher.idle()));
+        for (const m of all) m.batcher.close();
+        await Promise.all(all.map((m) => m.pool.stop()));
         log.info('shutdown complete');
       })();
       return stopping;

@@ -57,7 +57,7 @@ describe('infergate serve', () => {
   it('on SIGTERM finishes every accepted request, stops its replicas and exits 0', async () => {
     const port = 18000 + Math.floor(Math.random() * 1000);
     const file = await configFile(
-      `models:\n  slow:\n    path: ${MODELS}slow.onnx\n    device: cpu\n    threads: 1\n    batching: { max_batch_size: 2, wait_ms: 0, timeout_ms: 20000 }\n`,
+      `models:\n  slow:\n    path: ${MODELS}slow.onnx\n    device: cpu\n    threads: 1\n    scaling: { min_containers: 1 }\n    batching: { max_batch_size: 2, wait_ms: 0, timeout_ms: 20000 }\n`,
     );
     const run = cli(['serve', '-c', file], { PORT: String(port) });
     const url = `http://127.0.0.1:${port}`;

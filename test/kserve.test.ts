@@ -10,9 +10,15 @@ beforeAll(async () => {
   gw = await startTestGateway({
     server: { max_body_bytes: 1_000_000 },
     models: {
-      mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', batching: { max_batch_size: 16, wait_ms: 20 } },
-      dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu' },
-      'ocr-direction': { path: OCR_CLS, device: 'cpu', warmup_shapes: { x: [1, 3, 48, 64] }, batching: { max_batch_size: 4, pad: { x: { axes: [3] } } } },
+      mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 }, batching: { max_batch_size: 16, wait_ms: 20 } },
+      dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      'ocr-direction': {
+        path: OCR_CLS,
+        device: 'cpu',
+        scaling: { min_containers: 1 },
+        warmup_shapes: { x: [1, 3, 48, 64] },
+        batching: { max_batch_size: 4, pad: { x: { axes: [3] } } },
+      },
     },
   });
 });

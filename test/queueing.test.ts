@@ -9,8 +9,20 @@ beforeAll(async () => {
   const batching = { max_batch_size: 1, wait_ms: 0 };
   gw = await startTestGateway({
     models: {
-      short: { path: `${MODELS}mlp.onnx`, device: 'cpu', threads: 1, batching: { ...batching, max_queue_size: 2, timeout_ms: 300 } },
-      patient: { path: `${MODELS}mlp.onnx`, device: 'cpu', threads: 1, batching: { ...batching, max_queue_size: 8, timeout_ms: 20_000 } },
+      short: {
+        path: `${MODELS}mlp.onnx`,
+        device: 'cpu',
+        threads: 1,
+        scaling: { min_containers: 1 },
+        batching: { ...batching, max_queue_size: 2, timeout_ms: 300 },
+      },
+      patient: {
+        path: `${MODELS}mlp.onnx`,
+        device: 'cpu',
+        threads: 1,
+        scaling: { min_containers: 1 },
+        batching: { ...batching, max_queue_size: 8, timeout_ms: 20_000 },
+      },
     },
   });
   await fetch(`${gw.url}/v2`); // the first fetch() of a process loads undici

@@ -7,14 +7,25 @@ export type ModelFn = (inputs: Inputs) => Inputs | Promise<Inputs>;
 
 /**
  * Replicas that run a JavaScript function in this process: the fake beside the real process provider,
- * for unit tests of pools and batchers that need no ONNX Runtime.
+ * for unit tests of pools, autoscalers and batchers that need no ONNX Runtime.
  */
 export class InMemoryProvider implements ReplicaProvider {
   readonly started: InMemoryReplica[] = [];
-  constructor(private fn: ModelFn) {}
+  /** Starts still to fail, for crash-loop tests. */
+  failStarts = 0;
+
+  constructor(
+    private fn: ModelFn,
+    private opts: { startDelayMs?: number } = {},
+  ) {}
 
   async start(spec: ReplicaStartSpec): Promise<Replica> {
-    const replica = new InMemoryReplica(spec.replicaId, this.fn);
+    if (this.opts.startDelayMs) await new Promise((r) => setTimeout(r, this.opts.startDelayMs));
+    if (this.failStarts > 0) {
+      this.failStarts--;
+      throw new Error(`replica ${spec.replicaId} failed to start: injected failure`);
+    }
+    const replica = new InMemoryReplica(spec.replicaId, this.fn, spec.device);
     this.started.push(replica);
     return replica;
   }
@@ -28,10 +39,12 @@ export class InMemoryReplica extends EventEmitter<{ exit: [reason: string] }> im
   /** Every batch this replica was given, in order. */
   readonly batches: Inputs[] = [];
   private rejectAll = new Set<(e: Error) => void>();
+  private idle?: () => void;
 
   constructor(
     readonly id: string,
     private fn: ModelFn,
+    readonly device: string,
   ) {
     super();
   }
@@ -46,7 +59,7 @@ export class InMemoryReplica extends EventEmitter<{ exit: [reason: string] }> im
         Promise.resolve(this.fn(inputs)).then(resolve, reject);
       });
     } finally {
-      this.inFlight--;
+      if (--this.inFlight === 0) this.idle?.();
     }
   }
 
@@ -58,6 +71,9 @@ export class InMemoryReplica extends EventEmitter<{ exit: [reason: string] }> im
   }
 
   async stop(): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.state = 'draining';
+    if (this.inFlight > 0) await new Promise<void>((r) => (this.idle = r));
     this.state = 'stopped';
   }
 }

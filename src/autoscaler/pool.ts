@@ -2,123 +2,247 @@ import { EventEmitter } from 'node:events';
 import PQueue from 'p-queue';
 import { unavailable } from '../errors/index.js';
 import type { Inputs } from '../tensor/index.js';
-import type { Replica, ReplicaProvider, ReplicaStartSpec } from './replica.js';
+import type { PoolMetrics } from './policy.js';
+import type { ColdStart, Replica, ReplicaProvider, ReplicaStartSpec } from './replica.js';
+
+export type Logger = { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void };
 
 export type PoolOptions = {
   model: string;
-  /** Replicas kept running (the autoscaling issue makes this elastic). */
-  size: number;
   /** Batches in flight per replica. */
   maxInputs: number;
   provider: ReplicaProvider;
   spec: Omit<ReplicaStartSpec, 'replicaId' | 'model'>;
+  /** Chooses the device of each new replica (GPU spreading); returns a release function. @default spec.device */
+  place?: () => { device: string; release(): void } | null;
   /** @default 120000 */
   startupTimeoutMs?: number;
-  /** First delay before restarting a crashed replica; doubles per consecutive failure. @default 500 */
+  /** First delay after a replica fails to start (or dies young); doubles per consecutive failure. @default 1000 */
   restartBackoffMs?: number;
-  log?: { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void };
+  log?: Logger;
+  /** @default performance.now */
+  now?: () => number;
 };
 
-type Member = { replica: Replica; queue: PQueue };
+type Member = {
+  id: string;
+  state: 'starting' | 'ready' | 'draining';
+  device: string;
+  startedAt: number;
+  replica?: Replica;
+  queue?: PQueue;
+  /** Ready with nothing in flight since this time (policy clock); undefined while busy. */
+  idleSince?: number;
+  release(): void;
+};
+
+export type ReplicaView = {
+  id: string;
+  pid?: number;
+  state: Member['state'];
+  device: string;
+  provider?: string;
+  inFlight: number;
+  startedAt: string;
+  idleForS?: number;
+  coldStart?: ColdStart;
+};
 
 /**
- * A model's replicas. `dispatch` sends a batch to the ready replica with the most free slots;
- * a per-replica p-queue caps batches in flight at `maxInputs`.
+ * A model's replicas, from zero up. `scaleTo` starts replicas or drains one; `dispatch` sends a batch
+ * to the least-loaded ready replica, with a p-queue per replica capping batches in flight at maxInputs.
+ * What size the pool should be is the policy's business (see policy.ts and autoscaler.ts).
  */
-export class ReplicaPool extends EventEmitter<{ capacity: []; replica: [event: { id: string; state: string; reason?: string }] }> {
+export class ReplicaPool extends EventEmitter<{ capacity: []; change: [] }> {
   private members: Member[] = [];
   private seq = 0;
   private failures = 0;
+  private retryAt = 0;
   private stopped = false;
-  private restartTimer?: NodeJS.Timeout;
+  /** Why the last start failed, while the pool is backing off. */
+  failure?: string;
+  private readonly now: () => number;
 
   constructor(private opts: PoolOptions) {
     super();
+    this.now = opts.now ?? (() => performance.now());
   }
 
-  /** Starts the pool and resolves once every replica is ready (rejects if the first start fails). */
-  async start(): Promise<void> {
-    await Promise.all(Array.from({ length: this.opts.size }, () => this.startOne()));
+  get model(): string {
+    return this.opts.model;
   }
 
   freeSlots(): number {
     let free = 0;
-    for (const m of this.members) if (m.replica.state === 'ready') free += Math.max(0, this.opts.maxInputs - m.queue.pending - m.queue.size);
+    for (const m of this.members) if (m.state === 'ready' && m.queue) free += Math.max(0, this.opts.maxInputs - m.queue.pending - m.queue.size);
     return free;
   }
 
   readyCount(): number {
-    return this.members.filter((m) => m.replica.state === 'ready').length;
+    return this.members.filter((m) => m.state === 'ready').length;
+  }
+
+  /** Starting or ready: what the policy counts as the pool's size. */
+  liveCount(): number {
+    return this.members.filter((m) => m.state !== 'draining').length;
+  }
+
+  metrics(): Omit<PoolMetrics, 'queuedRows' | 'arrivalRate'> {
+    const count = (s: Member['state']) => this.members.filter((m) => m.state === s).length;
+    let inFlightBatches = 0;
+    const idleSince: number[] = [];
+    for (const m of this.members) {
+      if (m.queue) inFlightBatches += m.queue.pending + m.queue.size;
+      if (m.state === 'ready' && m.idleSince !== undefined) idleSince.push(m.idleSince);
+    }
+    return { starting: count('starting'), ready: count('ready'), draining: count('draining'), inFlightBatches, idleSince };
   }
 
   dispatch(batch: Inputs, opts: { signal?: AbortSignal } = {}): Promise<Inputs> {
     const member = this.pick();
-    if (!member) return Promise.reject(unavailable('no_replica', `model ${this.opts.model} has no ready replica`));
-    return member.queue.add(() => member.replica.infer(batch), { signal: opts.signal }).finally(() => this.emit('capacity'));
+    if (!member?.queue || !member.replica) return Promise.reject(unavailable('no_replica', `model ${this.opts.model} has no ready replica`));
+    const { queue, replica } = member;
+    member.idleSince = undefined;
+    return queue
+      .add(() => replica.infer(batch), { signal: opts.signal })
+      .finally(() => {
+        if (queue.pending + queue.size === 0) member.idleSince = this.now();
+        this.emit('capacity');
+      });
   }
 
-  describe() {
-    return this.members.map(({ replica, queue }) => ({
-      id: replica.id,
-      pid: replica.pid,
-      state: replica.state,
-      provider: replica.provider,
-      inFlight: queue.pending + queue.size,
+  /**
+   * Moves toward `desired` replicas: starts the missing ones at once (unless backing off after failed
+   * starts), or drains one idle ready replica — the one idle longest; a starting replica is never stopped.
+   */
+  scaleTo(desired: number, reason: string): void {
+    if (this.stopped) return;
+    const live = this.liveCount();
+    if (desired > live) {
+      if (this.now() < this.retryAt) return;
+      this.opts.log?.info({ model: this.opts.model, from: live, to: desired, reason }, 'scaling up');
+      for (let i = live; i < desired; i++) this.startOne().catch(() => {});
+    } else if (desired < live) {
+      const idle = this.members
+        .filter((m) => m.state === 'ready' && m.idleSince !== undefined)
+        .sort((a, b) => (a.idleSince as number) - (b.idleSince as number))[0];
+      if (!idle) return;
+      this.opts.log?.info({ model: this.opts.model, from: live, to: live - 1, replica: idle.id, reason }, 'scaling down');
+      this.drain(idle);
+    }
+  }
+
+  /** Starts `n` replicas and resolves once all are ready; rejects if any fails (used at boot). */
+  async startReplicas(n: number): Promise<void> {
+    await Promise.all(Array.from({ length: n }, () => this.startOne()));
+  }
+
+  describe(): ReplicaView[] {
+    const now = this.now();
+    return this.members.map((m) => ({
+      id: m.id,
+      pid: m.replica?.pid,
+      state: m.state,
+      device: m.device,
+      provider: m.replica?.provider,
+      inFlight: m.queue ? m.queue.pending + m.queue.size : 0,
+      startedAt: new Date(Date.now() - (now - m.startedAt)).toISOString(),
+      idleForS: m.idleSince === undefined ? undefined : Math.round(now - m.idleSince) / 1000,
+      coldStart: m.replica?.coldStart,
     }));
   }
 
   /** Drains every replica (in-flight batches finish) and stops it. Idempotent. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.restartTimer);
-    await Promise.all(this.members.map((m) => m.replica.stop()));
+    await Promise.all(this.members.map((m) => this.drain(m)));
   }
 
   private pick(): Member | undefined {
     let best: Member | undefined;
     let bestLoad = Number.POSITIVE_INFINITY;
     for (const m of this.members) {
+      if (m.state !== 'ready' || !m.queue) continue;
       const load = m.queue.pending + m.queue.size;
-      if (m.replica.state === 'ready' && load < bestLoad) [best, bestLoad] = [m, load];
+      if (load < bestLoad) [best, bestLoad] = [m, load];
     }
     return best;
   }
 
   private async startOne(): Promise<void> {
-    const replicaId = `${this.opts.model}-${++this.seq}`;
-    this.emit('replica', { id: replicaId, state: 'starting' });
-    const replica = await this.opts.provider.start(
-      { ...this.opts.spec, model: this.opts.model, replicaId },
-      { startupTimeoutMs: this.opts.startupTimeoutMs ?? 120_000 },
-    );
-    if (this.stopped) return void (await replica.stop());
-    this.failures = 0;
-    const member = { replica, queue: new PQueue({ concurrency: this.opts.maxInputs }) };
+    const placed = this.opts.place ? this.opts.place() : { device: this.opts.spec.device, release() {} };
+    if (!placed) {
+      this.opts.log?.warn({ model: this.opts.model }, 'no device has room for another replica (replicas_per_gpu)');
+      return;
+    }
+    const member: Member = { id: `${this.opts.model}-${++this.seq}`, state: 'starting', device: placed.device, startedAt: this.now(), release: placed.release };
     this.members.push(member);
+    this.emit('change');
+    let replica: Replica;
+    try {
+      replica = await this.opts.provider.start(
+        { ...this.opts.spec, device: placed.device, model: this.opts.model, replicaId: member.id },
+        { startupTimeoutMs: this.opts.startupTimeoutMs ?? 120_000 },
+      );
+    } catch (err) {
+      this.remove(member);
+      this.backOff((err as Error).message);
+      throw err;
+    }
+    if (this.stopped || member.state !== 'starting') {
+      this.remove(member);
+      await replica.stop();
+      return;
+    }
+    Object.assign(member, { state: 'ready', replica, queue: new PQueue({ concurrency: this.opts.maxInputs }), idleSince: this.now() });
+    this.failures = 0;
+    this.failure = undefined;
     replica.once('exit', (reason) => this.onCrash(member, reason));
-    const where = { model: this.opts.model, replica: replicaId, pid: replica.pid, provider: replica.provider };
-    if (replica.fallback) this.opts.log?.warn({ ...where, reason: replica.fallback }, `replica ready on the CPU: CUDA is not available`);
+    const where = {
+      model: this.opts.model,
+      replica: member.id,
+      pid: replica.pid,
+      device: member.device,
+      provider: replica.provider,
+      coldStart: replica.coldStart,
+    };
+    if (replica.fallback) this.opts.log?.warn({ ...where, reason: replica.fallback }, 'replica ready on the CPU: CUDA is not available');
     else this.opts.log?.info(where, `replica ready on ${replica.provider}`);
-    this.emit('replica', { id: replicaId, state: 'ready' });
+    this.emit('change');
     this.emit('capacity');
   }
 
-  private onCrash(member: Member, reason: string): void {
-    this.members = this.members.filter((m) => m !== member);
-    this.opts.log?.error({ model: this.opts.model, replica: member.replica.id, reason }, 'replica died');
-    this.emit('replica', { id: member.replica.id, state: 'stopped', reason });
-    if (!this.stopped) this.scheduleRestart();
+  private drain(member: Member): Promise<void> {
+    if (member.state === 'starting') {
+      member.state = 'draining'; // startOne stops it once it is up
+      return Promise.resolve();
+    }
+    member.state = 'draining';
+    this.emit('change');
+    return (member.replica as Replica).stop().finally(() => this.remove(member));
   }
 
-  private scheduleRestart(): void {
-    const delay = (this.opts.restartBackoffMs ?? 500) * 2 ** Math.min(this.failures, 6);
-    this.restartTimer = setTimeout(() => {
-      this.startOne().catch((err: Error) => {
-        this.failures++;
-        this.opts.log?.error({ model: this.opts.model, err: err.message }, 'replica restart failed');
-        if (!this.stopped) this.scheduleRestart();
-      });
-    }, delay);
-    this.restartTimer.unref();
+  private onCrash(member: Member, reason: string): void {
+    this.remove(member);
+    this.opts.log?.error({ model: this.opts.model, replica: member.id, pid: member.replica?.pid, reason }, 'replica died');
+    // Dying within a minute of starting counts as a failed start: a crash loop backs off.
+    if (this.now() - member.startedAt < 60_000) this.backOff(`replica ${member.id} ${reason} soon after starting`);
+  }
+
+  private backOff(reason: string): void {
+    const delay = (this.opts.restartBackoffMs ?? 1000) * 2 ** Math.min(this.failures, 6);
+    this.failures++;
+    this.failure = reason;
+    this.retryAt = this.now() + delay;
+    this.opts.log?.error({ model: this.opts.model, reason, retryInMs: delay, failures: this.failures }, 'replica failed to start; backing off');
+    setTimeout(() => this.emit('change'), delay).unref();
+  }
+
+  private remove(member: Member): void {
+    const at = this.members.indexOf(member);
+    if (at < 0) return;
+    this.members.splice(at, 1);
+    member.release();
+    this.emit('change');
   }
 }

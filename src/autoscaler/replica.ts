@@ -19,12 +19,15 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   readonly fallback?: string;
   /** Batches sent and not yet answered. */
   readonly inFlight: number;
+  /** Cold start, measured from spawn to ready: process start and module load, session creation, warm-up. */
+  readonly coldStart?: ColdStart;
   infer(inputs: Inputs): Promise<Inputs>;
   /** Stops taking batches, lets in-flight ones finish, then exits. Idempotent. */
   stop(): Promise<void>;
 }
 
 export type ReplicaStartSpec = Omit<ReplicaSpec, 'socket'>;
+export type ColdStart = { totalMs: number; spawnMs: number; sessionMs: number; warmupMs: number };
 
 export interface ReplicaProvider {
   start(spec: ReplicaStartSpec, opts: { startupTimeoutMs: number }): Promise<Replica>;
@@ -34,6 +37,7 @@ export interface ReplicaProvider {
 export class LocalProcessProvider implements ReplicaProvider {
   async start(spec: ReplicaStartSpec, { startupTimeoutMs }: { startupTimeoutMs: number }): Promise<Replica> {
     const socket = join(tmpdir(), `infergate-${process.pid}-${spec.replicaId}.sock`);
+    const forkedAt = performance.now();
     const entry = replicaEntry();
     const child = fork(entry.file, [], {
       execArgv: entry.execArgv,
@@ -50,7 +54,10 @@ export class LocalProcessProvider implements ReplicaProvider {
       child.kill('SIGKILL');
       throw err;
     });
-    return new ProcessReplica(spec.replicaId, child, conn, ready);
+    const totalMs = performance.now() - forkedAt;
+    const { sessionMs, warmupMs } = ready.timings;
+    const coldStart = { totalMs, spawnMs: totalMs - sessionMs - warmupMs, sessionMs, warmupMs };
+    return new ProcessReplica(spec.replicaId, child, conn, ready, coldStart);
   }
 }
 
@@ -89,6 +96,7 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
     private child: ChildProcess,
     private socket: Socket,
     readonly ready: ReadyMessage,
+    readonly coldStart: ColdStart,
   ) {
     super();
     const reader = new FrameReader();

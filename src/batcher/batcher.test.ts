@@ -17,7 +17,7 @@ function harness(opts: Partial<BatcherOptions> = {}, delayMs = 0) {
     const x = inputs.x;
     return { y: { dtype: 'FP32', shape: x.shape, data: (x.data as Float32Array).map((v) => v * 2) } };
   });
-  const pool = new ReplicaPool({ model: 'm', size: 1, maxInputs: 1, provider, spec: { path: '', device: 'cpu', threads: 0, warmupShapes: {} } });
+  const pool = new ReplicaPool({ model: 'm', maxInputs: 1, provider, spec: { path: '', device: 'cpu', threads: 0, warmupShapes: {} } });
   const batcher = new Batcher({ model: 'm', pool, batchable: true, maxBatchSize: 4, waitMs: 5, maxQueueSize: 8, timeoutMs: 1000, ...opts });
   return {
     pool,
@@ -39,7 +39,7 @@ afterEach(async () => {
 
 async function started(opts?: Partial<BatcherOptions>, delayMs?: number) {
   const h = harness(opts, delayMs);
-  await h.pool.start();
+  await h.pool.startReplicas(1);
   cleanup.push(async () => {
     h.batcher.close();
     await h.pool.stop();
@@ -146,12 +146,36 @@ describe('Batcher', () => {
     expect(values((await kept).outputs)).toEqual([4]);
   });
 
-  it('fails every request of a batch when its replica dies', async () => {
+  it('retries a batch once on another replica when its replica dies mid-batch', async () => {
     const h = await started();
     h.hold();
     const a = h.batcher.submit(row(1));
     await sleep(10);
+    await h.pool.startReplicas(1); // the replacement
+    h.release();
     h.provider.started[0].crash();
+    expect(values((await a).outputs)).toEqual([2]);
+    expect(h.provider.started[1].batches).toHaveLength(1);
+  });
+
+  it('answers 503 with Retry-After when no replica is up by the deadline (cold start that never came)', async () => {
+    const h = await started({ timeoutMs: 100 });
+    h.hold();
+    const a = h.batcher.submit(row(1));
+    await sleep(10);
+    h.provider.started[0].crash();
+    await expect(a).rejects.toMatchObject({ status: 503, code: 'no_replica', options: { retryAfterS: 5 } });
+  });
+
+  it('fails with 503 replica_lost when the retry dies too', async () => {
+    const h = await started();
+    h.hold();
+    const a = h.batcher.submit(row(1));
+    await sleep(10);
+    await h.pool.startReplicas(1);
+    h.provider.started[0].crash();
+    await sleep(10);
+    h.provider.started[1].crash();
     await expect(a).rejects.toMatchObject({ status: 503, code: 'replica_lost' });
   });
 

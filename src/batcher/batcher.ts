@@ -9,6 +9,8 @@ export interface BatchTarget {
   dispatch(batch: Inputs, opts: { signal?: AbortSignal }): Promise<Inputs>;
   /** Batches the pool could start right now. */
   freeSlots(): number;
+  /** Replicas ready to take a batch (0: requests wait for a cold start). */
+  readyCount(): number;
   on(event: 'capacity', listener: () => void): unknown;
   off(event: 'capacity', listener: () => void): unknown;
 }
@@ -46,6 +48,8 @@ type Item = QueuedView & {
   inputs: Inputs;
   signal?: AbortSignal;
   settled: boolean;
+  /** Sent again once after its replica died mid-batch (inference is idempotent). */
+  retried: boolean;
   resolve(s: Submitted): void;
   reject(e: Error): void;
   cleanup(): void;
@@ -56,6 +60,8 @@ export type BatcherStats = {
   queuedRows: number;
   inFlightBatches: number;
   requests: number;
+  /** Rows accepted into the queue, ever (the arrival rate is its slope). */
+  arrivedRows: number;
   batches: number;
   rows: number;
   shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
@@ -65,7 +71,7 @@ export type BatcherStats = {
  * A model's dynamic batcher: a bounded queue, and a thin shell of timers and I/O around the pure
  * `decideBatch`. Every submitted promise settles exactly once.
  */
-export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: number }]; shed: [{ reason: string }] }> {
+export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: number }]; shed: [{ reason: string }]; starved: [] }> {
   private queue: Item[] = [];
   private queuedRows = 0;
   private inFlight = 0;
@@ -75,7 +81,7 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
   private readonly rule: BatchRule;
   private readonly onCapacity = () => this.pump();
   private idleWaiters: (() => void)[] = [];
-  readonly counts = { requests: 0, batches: 0, rows: 0, shed: { queue_full: 0, deadline: 0, cancelled: 0 } };
+  readonly counts = { requests: 0, arrivedRows: 0, batches: 0, rows: 0, shed: { queue_full: 0, deadline: 0, cancelled: 0 } };
 
   constructor(private opts: BatcherOptions) {
     super();
@@ -109,6 +115,7 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
         inputs,
         signal,
         settled: false,
+        retried: false,
         resolve,
         reject,
         cleanup: () => signal?.removeEventListener('abort', onAbort),
@@ -123,6 +130,9 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
       this.queue.push(item);
       this.queuedRows += rows;
       this.counts.requests++;
+      this.counts.arrivedRows += rows;
+      // No replica can take it now: tell the autoscaler at once (a burst must not wait for its tick).
+      if (this.opts.pool.freeSlots() === 0) this.emit('starved');
       this.pump();
     });
   }
@@ -151,10 +161,13 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
       for (const item of [...expired, ...batch]) this.remove(item);
       for (const item of expired) {
         this.shed('deadline');
-        this.settle(
-          item,
-          deadlineExceeded(`model ${this.opts.model}: waited ${Math.round(now - item.enqueuedAt)} ms in the queue, past the request's deadline`),
-        );
+        const waited = Math.round(now - item.enqueuedAt);
+        // With no replica up, the deadline passed waiting for a cold start: capacity, not this request, is short.
+        const error =
+          this.opts.pool.readyCount() === 0
+            ? unavailable('no_replica', `model ${this.opts.model} has no ready replica: waited ${waited} ms for one to start`, 5)
+            : deadlineExceeded(`model ${this.opts.model}: waited ${waited} ms in the queue, past the request's deadline`);
+        this.settle(item, error);
       }
       if (batch.length > 0) {
         this.send(batch, now);
@@ -212,13 +225,23 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
       })
       .catch((err: Error) => {
         const error = err instanceof GatewayError ? err : internal(`model ${this.opts.model} failed: ${err.message}`, err);
-        for (const item of items) this.settle(item, error);
+        for (const item of items) {
+          if (error.code === 'replica_lost' && !item.retried && !item.settled) this.requeue(item);
+          else this.settle(item, error);
+        }
       })
       .finally(() => {
         for (const item of items) item.signal?.removeEventListener('abort', onAbort);
         this.inFlight--;
         this.pump();
       });
+  }
+
+  /** Back to the front of the queue, keeping its deadline: it waits for a replica like any other. */
+  private requeue(item: Item): void {
+    item.retried = true;
+    this.queue.unshift(item);
+    this.queuedRows += item.rows;
   }
 
   private remove(item: Item): boolean {

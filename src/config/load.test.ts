@@ -12,7 +12,7 @@ describe('parseConfig', () => {
     expect(config.server.port).toBe(8080);
     expect(config.models.m.device).toBe('auto');
     expect(config.models.m.batching).toMatchObject({ max_batch_size: 8, wait_ms: 2, max_queue_size: 1024, max_inputs: 1 });
-    expect(config.models.m.scaling.min_containers).toBe(1);
+    expect(config.models.m.scaling).toMatchObject({ min_containers: 0, buffer_containers: 0, scaledown_window: 60, startup_timeout: 120 });
   });
 
   it.each([
@@ -22,6 +22,10 @@ describe('parseConfig', () => {
     [{ models: { resnet: { ...model, batching: { max_batch: 4 } } } }, 'models.resnet.batching.max_batch: unknown option'],
     [{ models: { resnet: {} } }, 'models.resnet.path: expected string, but it is missing'],
     [{ models: {} }, 'models: expected at least one model'],
+    [
+      { models: { m: { ...model, scaling: { min_containers: 3, max_containers: 2 } } } },
+      'models.m.scaling.max_containers: max_containers must be at least min_containers',
+    ],
     [{ server: { port: 70000 }, models: { m: model } }, 'server.port: expected number to be <=65535, got 70000'],
   ])('names the path, the value and what was expected: %j', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);

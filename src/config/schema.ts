@@ -36,10 +36,26 @@ export const batchingSchema = z
 
 export const scalingSchema = z
   .object({
-    /** Replicas kept running. @default 1 */
-    min_containers: z.number().int().min(0).default(1),
+    /** Replicas kept running with no traffic; 0 scales to zero. @default 0 */
+    min_containers: z.number().int().min(0).default(0),
+    /** Most replicas. @default max(1, min_containers) */
+    max_containers: positiveInt.optional(),
+    /** Extra idle replicas kept warm above what the load needs, while there is load. @default 0 */
+    buffer_containers: z.number().int().min(0).default(0),
+    /** In-flight batches per replica the autoscaler aims for (max_inputs stays the hard cap). @default batching.max_inputs */
+    target_inputs: positiveInt.optional(),
+    /** Seconds a replica must sit idle before it may be stopped. @default 60 */
+    scaledown_window: nonNegative.default(60),
+    /** Seconds a replica may take to become ready (process, session, warm-up). @default 120 */
+    startup_timeout: z.number().positive().default(120),
+    /** Replicas of this model per GPU, for device cuda/auto on GPU machines. @default 1 */
+    replicas_per_gpu: positiveInt.default(1),
   })
-  .strict();
+  .strict()
+  .refine((s) => s.max_containers === undefined || s.max_containers >= s.min_containers, {
+    message: 'max_containers must be at least min_containers',
+    path: ['max_containers'],
+  });
 
 export const modelSchema = z
   .object({

@@ -12,7 +12,7 @@ const signature: ModelSignature = {
   batchAxis: 0,
 };
 const provider = new InMemoryProvider((inputs) => ({ y: { ...inputs.x, data: (inputs.x.data as Float32Array).map((v) => -v) } }));
-const pool = new ReplicaPool({ model: 'neg', size: 1, maxInputs: 1, provider, spec: { path: '', device: 'cpu', threads: 0, warmupShapes: {} } });
+const pool = new ReplicaPool({ model: 'neg', maxInputs: 1, provider, spec: { path: '', device: 'cpu', threads: 0, warmupShapes: {} } });
 const batcher = new Batcher({ model: 'neg', pool, batchable: true, maxBatchSize: 4, waitMs: 1, maxQueueSize: 16, timeoutMs: 1000 });
 const model: ServedModel = {
   name: 'neg',
@@ -25,7 +25,7 @@ const model: ServedModel = {
 };
 const app = createApp({ models: new Map([['neg', model]]), maxBodyBytes: 1024 });
 
-beforeAll(() => pool.start());
+beforeAll(() => pool.startReplicas(1));
 afterAll(async () => {
   batcher.close();
   await pool.stop();

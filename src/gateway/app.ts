@@ -19,6 +19,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.use(requestId());
   app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes: opts.maxBodyBytes ?? 64 * 1024 * 1024, version: opts.version ?? '0.0.0' }));
+  app.get('/admin/pools', (c) => c.json({ models: [...opts.models.values()].map((m) => m.admin?.() ?? { model: m.name, replicas: m.replicas() }) }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {
     const e = toGatewayError(err);

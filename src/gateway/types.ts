@@ -10,8 +10,13 @@ export interface ServedModel {
   device: string;
   maxBatchSize: number;
   batcher: { submit(inputs: Inputs, opts?: SubmitOptions): Promise<Submitted>; stats(): BatcherStats };
+  /** A replica is ready, or none is required (scale to zero) and starting one is not failing. */
   isReady(): boolean;
+  /** Why replicas fail to start, while they do. */
+  notReadyReason?(): string | undefined;
   replicas(): object[];
+  /** The pool as /admin/pools shows it. */
+  admin?(): object;
 }
 
 export type GatewayEnv = { Variables: { requestId: string } };

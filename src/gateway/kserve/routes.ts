@@ -34,7 +34,8 @@ export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): 
     app.get(`${prefix}/ready`, (c) => {
       const m = model(c);
       const ready = m.isReady();
-      return c.json({ name: m.name, ready }, ready ? 200 : 503);
+      const reason = m.notReadyReason?.();
+      return c.json({ name: m.name, ready, ...(reason && { reason }) }, ready ? 200 : 503);
     });
     app.get(`${prefix}/stats`, (c) => {
       const m = model(c);
