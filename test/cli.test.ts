@@ -54,6 +54,38 @@ describe('infergate serve', () => {
     await expect(fetch('http://127.0.0.1:18181/v2')).rejects.toThrow();
   });
 
+  it('on SIGTERM still answers requests that were waiting for a cold start (scaled to zero)', async () => {
+    const port = 19000 + Math.floor(Math.random() * 1000);
+    const file = await configFile(`models:\n  mlp:\n    path: ${MODELS}mlp.onnx\n    device: cpu\n    scaling: { min_containers: 0 }\n`);
+    const run = cli(['serve', '-c', file], { PORT: String(port) });
+    const url = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 200; i++) {
+      if (
+        await fetch(`${url}/v2/health/ready`).then(
+          (r) => r.ok,
+          () => false,
+        )
+      )
+        break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect((await (await fetch(`${url}/v2/models/mlp/stats`)).json()).replicas).toHaveLength(0);
+    const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(1) }] });
+    const requests = Array.from({ length: 5 }, () =>
+      fetch(`${url}/v2/models/mlp/infer`, { method: 'POST', body }).then(
+        (r) => r.status,
+        (e) => String(e.cause),
+      ),
+    );
+    for (let i = 0; i < 100; i++) {
+      if ((await (await fetch(`${url}/v2/models/mlp/stats`)).json()).requests >= 5) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    run.kill('SIGTERM');
+    expect(await Promise.all(requests)).toEqual([200, 200, 200, 200, 200]);
+    expect(await run.exited).toBe(0);
+  });
+
   it('on SIGTERM finishes every accepted request, stops its replicas and exits 0', async () => {
     const port = 18000 + Math.floor(Math.random() * 1000);
     const file = await configFile(
