@@ -10,6 +10,7 @@ const signature: ModelSignature = {
   inputs: [{ name: 'x', dtype: 'FP32', shape: ['N', 2] }],
   outputs: [{ name: 'y', dtype: 'FP32', shape: ['N', 2] }],
   batchAxis: 0,
+  metadata: {},
 };
 const provider = new InMemoryProvider((inputs) => ({ y: { ...inputs.x, data: (inputs.x.data as Float32Array).map((v) => -v) } }));
 const pool = new ReplicaPool({ model: 'neg', maxInputs: 1, provider, spec: { path: '', device: 'cpu', threads: 0, warmupShapes: {} } });

@@ -9,6 +9,8 @@ export type ModelSignature = {
   outputs: TensorSpec[];
   /** 0 when every input and output starts with a dynamic dimension the batcher may stack along; else null. */
   batchAxis: 0 | null;
+  /** The model's metadata_props (key/value strings its exporter wrote). */
+  metadata: Record<string, string>;
 };
 
 // ONNX TensorProto.DataType numbers -> KServe names. Strings, complex and bfloat16 are not served.
@@ -37,7 +39,16 @@ export async function readSignature(path: string): Promise<ModelSignature> {
 
 export function parseSignature(bytes: Uint8Array): ModelSignature {
   let graph: Uint8Array | undefined;
-  for (const f of fields(bytes)) if (f.no === 7 && f.bytes) graph = f.bytes; // ModelProto.graph
+  const metadata: Record<string, string> = {};
+  for (const f of fields(bytes)) {
+    if (f.no === 7 && f.bytes) graph = f.bytes; // ModelProto.graph
+    if (f.no === 14 && f.bytes) {
+      // ModelProto.metadata_props: StringStringEntryProto { key = 1, value = 2 }
+      const entry: string[] = [];
+      for (const e of fields(f.bytes)) if (e.bytes) entry[e.no] = utf8(e.bytes);
+      if (entry[1]) metadata[entry[1]] = entry[2] ?? '';
+    }
+  }
   if (!graph) throw new Error('not an ONNX model: no graph');
   const initializers = new Set<string>();
   const inputs: TensorSpec[] = [];
@@ -54,7 +65,7 @@ export function parseSignature(bytes: Uint8Array): ModelSignature {
   const userInputs = inputs.filter((i) => !initializers.has(i.name));
   const dynamicFirst = (t: TensorSpec) => t.shape.length > 0 && typeof t.shape[0] === 'string';
   const batchable = userInputs.length > 0 && userInputs.every(dynamicFirst) && outputs.every(dynamicFirst);
-  return { inputs: userInputs, outputs, batchAxis: batchable ? 0 : null };
+  return { inputs: userInputs, outputs, batchAxis: batchable ? 0 : null, metadata };
 }
 
 function nameOfTensor(bytes: Uint8Array): string {

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Builds a GPT-2-shaped decoder (random, seeded weights) with a KV cache, for the streaming endpoints.
+
+    /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt.onnx     # committed: tests and demo
+    /usr/bin/python3 models/gpt.py small /tmp/gpt2-small.onnx              # GPT-2 small dims, for the GPU bench
+
+Inputs:  input_ids INT64 [batch, seq], position_ids INT64 [batch, seq], attention_mask INT64 [batch, past+seq],
+         past_key_values.{i}.key / .value FP32 [batch, heads, past, head_dim]
+Outputs: logits FP32 [batch, seq, vocab], present.{i}.key / .value FP32 [batch, heads, past+seq, head_dim]
+The vocabulary is GPT-2's 50257 tokens, so the real GPT-2 tokenizer (gpt-tokenizer) drives it.
+Only Debian's python3-onnx and python3-numpy are needed.
+"""
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SIZES = {
+    "tiny": dict(n_embd=32, n_layer=2, n_head=2, n_ctx=512),
+    "small": dict(n_embd=768, n_layer=12, n_head=12, n_ctx=1024),
+}
+VOCAB = 50257
+
+
+def build(n_embd, n_layer, n_head, n_ctx, seed=20261122):
+    rng = np.random.default_rng(seed)
+    head_dim = n_embd // n_head
+    inits, nodes = [], []
+
+    def init(name, array):
+        inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def w(name, shape, std=0.02):
+        return init(name, (rng.standard_normal(shape) * std).astype(np.float32))
+
+    def const(name, values, dtype=np.int64):
+        return init(name, np.array(values, dtype=dtype))
+
+    def node(op, inputs, name, **attrs):
+        nodes.append(helper.make_node(op, inputs, [name], **attrs))
+        return name
+
+    # The token embedding is the biggest tensor (vocab x n_embd): stored as FP16 to halve the file, used as FP32.
+    wte16 = init("wte16", (rng.standard_normal((VOCAB, n_embd)) * 0.02).astype(np.float16))
+    wte = node("Cast", [wte16], "wte", to=TensorProto.FLOAT)
+    wpe = w("wpe", [n_ctx, n_embd], 0.01)
+    h = node("Add", [node("Gather", [wte, "input_ids"], "tok_emb"), node("Gather", [wpe, "position_ids"], "pos_emb")], "h0")
+
+    # Additive attention bias [batch, 1, seq, past+seq]: 0 where a query may look (causal and not padding), -1e9 elsewhere.
+    past_len = node("Squeeze", [node("Shape", ["past_key_values.0.key"], "past_shape", start=2, end=3)], "past_len")
+    seq_len = node("Squeeze", [node("Shape", ["input_ids"], "seq_shape", start=1, end=2)], "seq_len")
+    total = node("Add", [past_len, seq_len], "total_len")
+    one = const("one", 1)
+    k_pos = node("Range", [const("zero", 0), total, one], "k_pos")
+    q_pos = node("Range", [past_len, total, one], "q_pos")
+    causal = node("LessOrEqual", [node("Unsqueeze", [k_pos, const("ax0", [0])], "k_row"), node("Unsqueeze", [q_pos, const("ax1", [1])], "q_col")], "causal")
+    keep = node("Cast", [node("Unsqueeze", ["attention_mask", const("ax12", [1, 2])], "mask4")], "mask_bool", to=TensorProto.BOOL)
+    allowed = node("And", [causal, keep], "allowed")
+    bias = node("Where", [allowed, const("zero_f", 0.0, np.float32), const("neg_f", -1e9, np.float32)], "attn_bias")
+    scale = const("scale", 1.0 / np.sqrt(head_dim), np.float32)
+    heads_shape = const("heads_shape", [0, 0, n_head, head_dim])
+    merge_shape = const("merge_shape", [0, 0, n_embd])
+    split = const("split3", [n_embd, n_embd, n_embd])
+
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", VOCAB])]
+    for i in range(n_layer):
+        p = f"l{i}_"
+        past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
+        inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", n_head, "past", head_dim]) for n in (past_k, past_v)]
+        outputs += [helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT, ["batch", n_head, "total", head_dim]) for kv in ("key", "value")]
+
+        a = node("LayerNormalization", [h, init(p + "ln1_g", np.ones(n_embd, np.float32)), init(p + "ln1_b", np.zeros(n_embd, np.float32))], p + "ln1", axis=-1, epsilon=1e-5)
+        qkv = node("Add", [node("MatMul", [a, w(p + "w_qkv", [n_embd, 3 * n_embd])], p + "qkv_mm"), init(p + "b_qkv", np.zeros(3 * n_embd, np.float32))], p + "qkv")
+        nodes.append(helper.make_node("Split", [qkv, split], [p + "q", p + "k", p + "v"], axis=-1))
+        to_heads = lambda x: node("Transpose", [node("Reshape", [x, heads_shape], x + "_r")], x + "_t", perm=[0, 2, 1, 3])
+        q, k, v = to_heads(p + "q"), to_heads(p + "k"), to_heads(p + "v")
+        k_all = node("Concat", [past_k, k], f"present.{i}.key", axis=2)
+        v_all = node("Concat", [past_v, v], f"present.{i}.value", axis=2)
+        scores = node("Mul", [node("MatMul", [q, node("Transpose", [k_all], p + "k_T", perm=[0, 1, 3, 2])], p + "qk"), scale], p + "scores")
+        probs = node("Softmax", [node("Add", [scores, bias], p + "masked")], p + "probs", axis=-1)
+        ctx = node("Reshape", [node("Transpose", [node("MatMul", [probs, v_all], p + "ctx")], p + "ctx_t", perm=[0, 2, 1, 3]), merge_shape], p + "ctx_m")
+        attn = node("Add", [node("MatMul", [ctx, w(p + "w_o", [n_embd, n_embd])], p + "o_mm"), init(p + "b_o", np.zeros(n_embd, np.float32))], p + "attn")
+        h = node("Add", [h, attn], p + "h_attn")
+
+        m = node("LayerNormalization", [h, init(p + "ln2_g", np.ones(n_embd, np.float32)), init(p + "ln2_b", np.zeros(n_embd, np.float32))], p + "ln2", axis=-1, epsilon=1e-5)
+        f = node("Add", [node("MatMul", [m, w(p + "w_fc", [n_embd, 4 * n_embd])], p + "fc_mm"), init(p + "b_fc", np.zeros(4 * n_embd, np.float32))], p + "fc")
+        # GELU (exact): 0.5 * x * (1 + erf(x / sqrt 2))
+        erf = node("Erf", [node("Mul", [f, const(p + "rsqrt2", 1 / np.sqrt(2), np.float32)], p + "fc_s")], p + "erf")
+        gelu = node("Mul", [node("Mul", [f, const(p + "half", 0.5, np.float32)], p + "fc_h"), node("Add", [erf, const(p + "onef", 1.0, np.float32)], p + "erf1")], p + "gelu")
+        proj = node("Add", [node("MatMul", [gelu, w(p + "w_proj", [4 * n_embd, n_embd])], p + "proj_mm"), init(p + "b_proj", np.zeros(n_embd, np.float32))], p + "proj")
+        h = node("Add", [h, proj], p + "h_out")
+
+    hf = node("LayerNormalization", [h, init("lnf_g", np.ones(n_embd, np.float32)), init("lnf_b", np.zeros(n_embd, np.float32))], "lnf", axis=-1, epsilon=1e-5)
+    node("MatMul", [hf, node("Transpose", [wte], "wte_T", perm=[1, 0])], "logits")
+    graph = helper.make_graph(nodes, "gpt", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="infergate/models/gpt.py")
+    model.ir_version = 8
+    helper.set_model_props(model, {k: str(v) for k, v in dict(n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_ctx=n_ctx, vocab=VOCAB, tokenizer="gpt2").items()})
+    return model
+
+
+if __name__ == "__main__":
+    size, out = sys.argv[1], sys.argv[2]
+    model = build(**SIZES[size])
+    if size == "tiny":
+        onnx.checker.check_model(model)
+        onnx.save(model, out)
+    else:  # over 2 GB of protobuf is not allowed: keep the weights beside the graph
+        onnx.save(model, out, save_as_external_data=True, location=out.split("/")[-1] + ".data")
+    print(out, sum(np.prod(t.dims) for t in model.graph.initializer), "parameters")

@@ -1,0 +1,73 @@
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Decoder } from './decoder.js';
+import { type GenerativeSpec, generativeSpec } from './generative.js';
+import { readSignature } from './signature.js';
+
+const path = fileURLToPath(new URL('../../examples/models/tiny-gpt.onnx', import.meta.url));
+let session: ort.InferenceSession;
+let spec: GenerativeSpec;
+const greedy = { temperature: 0, topP: 1, topK: 0, seed: 1 };
+
+beforeAll(async () => {
+  session = await ort.InferenceSession.create(path);
+  spec = generativeSpec(await readSignature(path)) as GenerativeSpec;
+});
+
+/** Greedy tokens by full recomputation (no cache): the reference the cached, batched steps must match. */
+async function reference(prompt: number[], steps: number): Promise<number[]> {
+  const ids = [...prompt];
+  const out: number[] = [];
+  for (let s = 0; s < steps; s++) {
+    const n = ids.length;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, n]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from(ids, (_, i) => BigInt(i)), [1, n]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
+    };
+    for (let l = 0; l < spec.layers; l++)
+      for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, spec.heads, 0, spec.headDim]);
+    const logits = (await session.run(feeds)).logits.data as Float32Array;
+    const last = logits.subarray((n - 1) * spec.vocab, n * spec.vocab);
+    let best = 0;
+    for (let i = 1; i < last.length; i++) if (last[i] > last[best]) best = i;
+    ids.push(best);
+    out.push(best);
+  }
+  return out;
+}
+
+describe('Decoder', () => {
+  it('reads the decoder layout from the signature', () => {
+    expect(spec).toEqual({ layers: 2, heads: 2, headDim: 16, vocab: 50257, context: 512, tokenizer: 'gpt2' });
+  });
+
+  it('generates with its KV cache exactly what full recomputation does, for sequences of different lengths batched together', async () => {
+    const decoder = new Decoder(session, spec);
+    const prompts = { a: [15496, 995], b: [40, 1101, 257, 1332, 11, 290], c: [464] };
+    const got: Record<string, number[]> = { a: [], b: [], c: [] };
+    // a and b start together; c joins two steps later (continuous batching); b leaves early.
+    const first = await decoder.step({ join: [{ seq: 'a', prompt: prompts.a, sampling: greedy }, { seq: 'b', prompt: prompts.b, sampling: greedy }], advance: [], release: [] });
+    got.a.push(first.tokens.a);
+    got.b.push(first.tokens.b);
+    for (let step = 0; step < 6; step++) {
+      const join = step === 2 ? [{ seq: 'c', prompt: prompts.c, sampling: greedy }] : [];
+      const advance = ['a', ...(step < 3 ? ['b'] : []), ...(step > 2 ? ['c'] : [])];
+      const r = await decoder.step({ join, advance, release: step === 3 ? ['b'] : [] });
+      for (const [seq, token] of Object.entries(r.tokens)) got[seq].push(token);
+      if (step === 4) expect(r.decodeBatch).toBe(2);
+    }
+    expect(got.a).toEqual(await reference(prompts.a, got.a.length));
+    expect(got.b).toEqual(await reference(prompts.b, got.b.length));
+    expect(got.c).toEqual(await reference(prompts.c, got.c.length));
+    expect(decoder.active).toBe(2); // b was released
+  });
+
+  it('grows a cache past its first capacity', async () => {
+    const decoder = new Decoder(session, spec);
+    const tokens = [(await decoder.step({ join: [{ seq: 'x', prompt: [1, 2, 3], sampling: greedy }], advance: [], release: [] })).tokens.x];
+    for (let i = 0; i < 20; i++) tokens.push((await decoder.step({ join: [], advance: ['x'], release: [] })).tokens.x);
+    expect(tokens).toEqual(await reference([1, 2, 3], 21));
+  });
+});

@@ -1,0 +1,32 @@
+import type { ModelSignature } from './signature.js';
+
+/** What the gateway and the replica need to know of a decoder with a KV cache. */
+export type GenerativeSpec = {
+  layers: number;
+  heads: number;
+  headDim: number;
+  vocab: number;
+  /** Longest prompt + completion, in tokens (the model's `n_ctx` metadata), if known. */
+  context?: number;
+  /** Tokenizer name (metadata `tokenizer`); only GPT-2 BPE is bundled. */
+  tokenizer: string;
+};
+
+/**
+ * Recognises a GPT-2-style decoder (the layout of Hugging Face / Optimum exports): input_ids,
+ * attention_mask, position_ids, past_key_values.{i}.key/value in; logits, present.{i}.key/value out.
+ */
+export function generativeSpec(sig: ModelSignature): GenerativeSpec | null {
+  const names = new Set(sig.inputs.map((i) => i.name));
+  const logits = sig.outputs.find((o) => o.name === 'logits');
+  if (!names.has('input_ids') || !names.has('attention_mask') || !names.has('position_ids') || !logits) return null;
+  const past = sig.inputs.filter((i) => /^past_key_values\.\d+\.(key|value)$/.test(i.name));
+  const layers = past.length / 2;
+  const first = sig.inputs.find((i) => i.name === 'past_key_values.0.key');
+  if (!first || layers < 1 || !Number.isInteger(layers)) return null;
+  const [, heads, , headDim] = first.shape;
+  const vocab = logits.shape[2];
+  if (typeof heads !== 'number' || typeof headDim !== 'number' || typeof vocab !== 'number') return null;
+  const context = Number(sig.metadata.n_ctx) || undefined;
+  return { layers, heads, headDim, vocab, context, tokenizer: sig.metadata.tokenizer ?? 'gpt2' };
+}
