@@ -63,6 +63,10 @@ export class InMemoryReplica extends EventEmitter<{ exit: [reason: string] }> im
     }
   }
 
+  async request(op: string): Promise<Record<string, unknown>> {
+    throw new Error(`in-memory replicas do not answer ${op}`);
+  }
+
   /** Dies like a killed process: in-flight batches fail, the pool is told. */
   crash(reason = 'killed by SIGKILL'): void {
     this.state = 'stopped';

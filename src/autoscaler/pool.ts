@@ -33,6 +33,8 @@ type Member = {
   queue?: PQueue;
   /** Ready with nothing in flight since this time (policy clock); undefined while busy. */
   idleSince?: number;
+  /** Holders that keep state in this replica (generation loops): it is busy while any holds it. */
+  holds: number;
   release(): void;
 };
 
@@ -92,7 +94,7 @@ export class ReplicaPool extends EventEmitter<{ capacity: []; change: [] }> {
     let inFlightBatches = 0;
     const idleSince: number[] = [];
     for (const m of this.members) {
-      if (m.queue) inFlightBatches += m.queue.pending + m.queue.size;
+      if (m.queue) inFlightBatches += m.queue.pending + m.queue.size + m.holds;
       if (m.state === 'ready' && m.idleSince !== undefined) idleSince.push(m.idleSince);
     }
     return { starting: count('starting'), ready: count('ready'), draining: count('draining'), inFlightBatches, idleSince };
@@ -106,9 +108,29 @@ export class ReplicaPool extends EventEmitter<{ capacity: []; change: [] }> {
     return queue
       .add(() => replica.infer(batch), { signal: opts.signal })
       .finally(() => {
-        if (queue.pending + queue.size === 0) member.idleSince = this.now();
+        if (queue.pending + queue.size === 0 && member.holds === 0) member.idleSince = this.now();
         this.emit('capacity');
       });
+  }
+
+  /** Ready replicas, for callers that keep state in one (a generation loop and its KV caches). */
+  ready(): Replica[] {
+    return this.members.filter((m) => m.state === 'ready' && m.replica).map((m) => m.replica as Replica);
+  }
+
+  /** Marks a replica busy until the returned function is called: never idle, so never scaled down. */
+  hold(replicaId: string): () => void {
+    const member = this.members.find((m) => m.id === replicaId);
+    if (!member) return () => {};
+    member.holds++;
+    member.idleSince = undefined;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--member.holds === 0 && (!member.queue || member.queue.pending + member.queue.size === 0)) member.idleSince = this.now();
+      this.emit('capacity');
+    };
   }
 
   /**
@@ -145,7 +167,7 @@ export class ReplicaPool extends EventEmitter<{ capacity: []; change: [] }> {
       state: m.state,
       device: m.device,
       provider: m.replica?.provider,
-      inFlight: m.queue ? m.queue.pending + m.queue.size : 0,
+      inFlight: (m.queue ? m.queue.pending + m.queue.size : 0) + m.holds,
       startedAt: new Date(Date.now() - (now - m.startedAt)).toISOString(),
       idleForS: m.idleSince === undefined ? undefined : Math.round(now - m.idleSince) / 1000,
       coldStart: m.replica?.coldStart,
@@ -175,7 +197,7 @@ export class ReplicaPool extends EventEmitter<{ capacity: []; change: [] }> {
       this.opts.log?.warn({ model: this.opts.model }, 'no device has room for another replica (replicas_per_gpu)');
       return;
     }
-    const member: Member = { id: `${this.opts.model}-${++this.seq}`, state: 'starting', device: placed.device, startedAt: this.now(), release: placed.release };
+    const member: Member = { id: `${this.opts.model}-${++this.seq}`, state: 'starting', device: placed.device, startedAt: this.now(), release: placed.release, holds: 0 };
     this.members.push(member);
     this.emit('change');
     let replica: Replica;

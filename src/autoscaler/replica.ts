@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unavailable } from '../errors/index.js';
-import { type FailedMessage, FrameReader, type ReadyMessage, type ReplicaSpec, replicaEntry, writeFrame } from '../models/index.js';
+import { type FailedMessage, type Frame, FrameReader, type ReadyMessage, type ReplicaSpec, replicaEntry, writeFrame } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
 export type ReplicaState = 'starting' | 'ready' | 'draining' | 'stopped';
@@ -22,6 +22,8 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   /** Cold start, measured from spawn to ready: process start and module load, session creation, warm-up. */
   readonly coldStart?: ColdStart;
   infer(inputs: Inputs): Promise<Inputs>;
+  /** A request with a JSON body and a JSON answer (a generation step); rejects like infer. */
+  request(op: string, body: object): Promise<Record<string, unknown>>;
   /** Stops taking batches, lets in-flight ones finish, then exits. Idempotent. */
   stop(): Promise<void>;
 }
@@ -87,7 +89,7 @@ function waitForReady(child: ChildProcess, timeoutMs: number, id: string): Promi
 class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements Replica {
   state: ReplicaState = 'ready';
   private nextId = 1;
-  private pending = new Map<number, { resolve: (o: Inputs) => void; reject: (e: Error) => void }>();
+  private pending = new Map<number, { resolve: (frame: Frame) => void; reject: (e: Error) => void }>();
   private drained?: () => void;
   private exited: Promise<void>;
 
@@ -101,12 +103,12 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
     super();
     const reader = new FrameReader();
     socket.on('data', (chunk) => {
-      for (const { header, tensors } of reader.push(chunk)) {
-        const waiter = this.pending.get(header.id);
+      for (const frame of reader.push(chunk)) {
+        const waiter = this.pending.get(frame.header.id);
         if (!waiter) continue;
-        this.pending.delete(header.id);
-        if (header.op === 'result') waiter.resolve(tensors);
-        else waiter.reject(new Error(`replica ${id}: ${String(header.message)}`));
+        this.pending.delete(frame.header.id);
+        if (frame.header.op === 'result') waiter.resolve(frame);
+        else waiter.reject(new Error(`replica ${id}: ${String(frame.header.message)}`));
         if (this.pending.size === 0) this.drained?.();
       }
     });
@@ -141,12 +143,20 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
     return this.pending.size;
   }
 
-  infer(inputs: Inputs): Promise<Inputs> {
+  async infer(inputs: Inputs): Promise<Inputs> {
+    return (await this.send('infer', {}, inputs)).tensors;
+  }
+
+  async request(op: string, body: object): Promise<Record<string, unknown>> {
+    return (await this.send(op, body)).header;
+  }
+
+  private send(op: string, body: object, tensors?: Inputs): Promise<Frame> {
     if (this.state !== 'ready') return Promise.reject(unavailable('replica_unavailable', `replica ${this.id} is ${this.state}`));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      writeFrame(this.socket, { id, op: 'infer' }, inputs);
+      writeFrame(this.socket, { ...body, id, op }, tensors);
     });
   }
 

@@ -5,7 +5,10 @@
  */
 import { rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import type { Inputs } from '../tensor/index.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
+import { Decoder, type StepRequest } from './decoder.js';
+import { generativeSpec } from './generative.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
 import { openSession, runSession, warmupInputs } from './session.js';
 import { readSignature } from './signature.js';
@@ -24,7 +27,14 @@ async function main(spec: ReplicaSpec): Promise<void> {
   const signature = await readSignature(spec.path);
   const { session, provider, fallback } = await openSession(spec.path, spec.device, spec.threads);
   const sessionAt = performance.now();
-  await runSession(session, warmupInputs(signature, spec.warmupShapes));
+  const generative = generativeSpec(signature);
+  const decoder = generative ? new Decoder(session, generative) : undefined;
+  if (decoder) {
+    const sampling = { temperature: 0, topP: 1, topK: 0, seed: 0 };
+    await decoder.step({ join: [{ seq: 'warmup', prompt: [0, 1], sampling }], advance: [], release: [] });
+    await decoder.step({ join: [], advance: ['warmup'], release: [] });
+    await decoder.step({ join: [], advance: [], release: ['warmup'] });
+  } else await runSession(session, warmupInputs(signature, spec.warmupShapes));
   const warmupAt = performance.now();
 
   let running = 0;
@@ -42,7 +52,8 @@ async function main(spec: ReplicaSpec): Promise<void> {
         return socket.destroy();
       }
       for (const { header, tensors } of frames) {
-        if (header.op !== 'infer') {
+        const run = header.op === 'infer' ? () => runSession(session, tensors) : header.op === 'step' && decoder ? () => decoder.step(header as unknown as StepRequest) : null;
+        if (!run) {
           writeFrame(socket, { id: header.id, op: 'error', message: `unknown op ${header.op}` });
           continue;
         }
@@ -52,8 +63,10 @@ async function main(spec: ReplicaSpec): Promise<void> {
         chain = chain.then(async () => {
           const startedAt = performance.now();
           try {
-            const outputs = await runSession(session, tensors);
-            writeFrame(socket, { id: header.id, op: 'result', computeMs: performance.now() - startedAt }, outputs);
+            const result = await run();
+            const computeMs = performance.now() - startedAt;
+            if (header.op === 'step') writeFrame(socket, { id: header.id, op: 'result', computeMs, ...result });
+            else writeFrame(socket, { id: header.id, op: 'result', computeMs }, result as Inputs);
           } catch (err) {
             writeFrame(socket, { id: header.id, op: 'error', message: (err as Error).message });
           } finally {

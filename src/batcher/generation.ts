@@ -1,0 +1,252 @@
+import { EventEmitter } from 'node:events';
+import { cancelled, deadlineExceeded, GatewayError, internal, unavailable } from '../errors/index.js';
+
+/** The sampling parameters a replica needs (see src/models/sampling.ts). */
+export type SamplingParams = { temperature: number; topP: number; topK: number; seed: number };
+
+/** A replica that keeps KV caches and answers generation steps. */
+export interface StepReplica {
+  readonly id: string;
+  request(op: string, body: object): Promise<Record<string, unknown>>;
+}
+
+/** What the scheduler needs of a pool (the autoscaler's pool is one). */
+export interface GenerationTarget {
+  ready(): StepReplica[];
+  /** Marks a replica busy while a loop runs on it. */
+  hold(replicaId: string): () => void;
+  readyCount(): number;
+  on(event: 'capacity' | 'change', listener: () => void): unknown;
+  off(event: 'capacity' | 'change', listener: () => void): unknown;
+}
+
+export type GenerationOptions = {
+  model: string;
+  pool: GenerationTarget;
+  /** Most sequences generating at once on one replica (max_batch_size). */
+  maxSequences: number;
+  /** Most sequences waiting for a slot; past it generate() rejects with 503. */
+  maxQueue: number;
+  /** Longest a sequence may wait for a slot, in ms (then 504, or 503 when no replica is up). */
+  timeoutMs: number;
+};
+
+export type GenerateRequest = { prompt: number[]; sampling: SamplingParams; maxTokens: number };
+export type GenerateHooks = {
+  signal?: AbortSignal;
+  /** Called with each new token; return false when the sequence is finished (a stop token or sequence). */
+  onToken(token: number): boolean;
+  /** While true the sequence is skipped (it keeps its slot and cache): its reader is not keeping up. */
+  paused?(): boolean;
+};
+export type GenerateResult = { finishReason: 'stop' | 'length'; completionTokens: number; queueMs: number };
+
+type Seq = {
+  id: string;
+  req: GenerateRequest;
+  hooks: GenerateHooks;
+  tokens: number;
+  enqueuedAt: number;
+  queueMs: number;
+  settled: boolean;
+  timer?: NodeJS.Timeout;
+  resolve(r: GenerateResult): void;
+  reject(e: Error): void;
+  cleanup(): void;
+};
+
+type Loop = { replica: StepReplica; active: Map<string, Seq>; joining: Seq[]; release: string[]; running: boolean };
+
+export type GenerationStats = {
+  queued: number;
+  active: number;
+  sequences: number;
+  steps: number;
+  tokens: number;
+  /** How many steps ran with N sequences in them (join + advance): the proof that streams share steps. */
+  stepSizes: Record<number, number>;
+  shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
+};
+
+let nextId = 0;
+
+/**
+ * Continuous (iteration-level) batching: one loop per replica advances all of its sequences one token per
+ * step in one batched run; new sequences join and finished ones leave between steps, so a long
+ * generation never blocks a short one. Sequences beyond `maxSequences` per replica wait in a bounded
+ * queue with a deadline, like the tensor batcher.
+ */
+export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ size: number }] }> {
+  private queue: Seq[] = [];
+  private loops = new Map<string, Loop>();
+  private idleWaiters: (() => void)[] = [];
+  private readonly counts = { sequences: 0, steps: 0, tokens: 0, stepSizes: {} as Record<number, number>, shed: { queue_full: 0, deadline: 0, cancelled: 0 } };
+  private readonly onCapacity = () => this.admit();
+
+  constructor(private opts: GenerationOptions) {
+    super();
+    opts.pool.on('capacity', this.onCapacity);
+    opts.pool.on('change', this.onCapacity);
+  }
+
+  generate(req: GenerateRequest, hooks: GenerateHooks): Promise<GenerateResult> {
+    if (hooks.signal?.aborted) return Promise.reject(cancelled());
+    if (this.queue.length >= this.opts.maxQueue) {
+      this.counts.shed.queue_full++;
+      return Promise.reject(unavailable('queue_full', `the queue of model ${this.opts.model} is full (${this.queue.length} sequences waiting)`));
+    }
+    return new Promise<GenerateResult>((resolve, reject) => {
+      const seq: Seq = {
+        id: `s${++nextId}`,
+        req,
+        hooks,
+        tokens: 0,
+        enqueuedAt: performance.now(),
+        queueMs: 0,
+        settled: false,
+        resolve,
+        reject,
+        cleanup: () => hooks.signal?.removeEventListener('abort', onAbort),
+      };
+      const onAbort = () => {
+        this.counts.shed.cancelled++;
+        this.queue = this.queue.filter((s) => s !== seq);
+        clearTimeout(seq.timer);
+        this.settle(seq, cancelled()); // an active one leaves at the next step (see run)
+      };
+      hooks.signal?.addEventListener('abort', onAbort, { once: true });
+      seq.timer = setTimeout(() => this.expire(seq), this.opts.timeoutMs);
+      this.queue.push(seq);
+      this.counts.sequences++;
+      this.admit();
+      if (this.queue.includes(seq)) this.emit('starved');
+    });
+  }
+
+  stats(): GenerationStats {
+    let active = 0;
+    for (const loop of this.loops.values()) active += loop.active.size + loop.joining.length;
+    return { queued: this.queue.length, active, ...this.counts, stepSizes: { ...this.counts.stepSizes }, shed: { ...this.counts.shed } };
+  }
+
+  /** Resolves when nothing is queued or generating (for graceful shutdown). */
+  idle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  close(): void {
+    this.opts.pool.off('capacity', this.onCapacity);
+    this.opts.pool.off('change', this.onCapacity);
+  }
+
+  /** Gives queued sequences to the replicas with the most free slots, and starts their loops. */
+  private admit(): void {
+    const ready = this.opts.pool.ready();
+    for (const replica of ready) if (!this.loops.has(replica.id)) this.loops.set(replica.id, { replica, active: new Map(), joining: [], release: [], running: false });
+    for (const [id, loop] of this.loops) if (!ready.includes(loop.replica) && !loop.running) this.loops.delete(id);
+    while (this.queue.length > 0) {
+      let best: Loop | undefined;
+      let bestFree = 0;
+      for (const loop of this.loops.values()) {
+        if (!ready.includes(loop.replica)) continue;
+        const free = this.opts.maxSequences - loop.active.size - loop.joining.length;
+        if (free > bestFree) [best, bestFree] = [loop, free];
+      }
+      if (!best) break;
+      const seq = this.queue.shift() as Seq;
+      clearTimeout(seq.timer);
+      seq.queueMs = performance.now() - seq.enqueuedAt;
+      best.joining.push(seq);
+      if (!best.running) this.run(best);
+    }
+    this.notifyIdle();
+  }
+
+  private async run(loop: Loop): Promise<void> {
+    loop.running = true;
+    const unhold = this.opts.pool.hold(loop.replica.id);
+    try {
+      while (loop.active.size > 0 || loop.joining.length > 0) {
+        for (const [id, seq] of loop.active) if (seq.settled) this.leave(loop, id); // cancelled since the last step
+        const join = loop.joining.splice(0).filter((s) => !s.settled);
+        for (const s of join) loop.active.set(s.id, s);
+        const advance = [...loop.active.values()].filter((s) => !join.includes(s) && !s.hooks.paused?.()).map((s) => s.id);
+        if (join.length === 0 && advance.length === 0) {
+          if (loop.active.size > 0) await new Promise((r) => setTimeout(r, 5)); // every reader is behind: wait for one
+          continue;
+        }
+        const body = { join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling })), advance, release: loop.release.splice(0) };
+        let tokens: Record<string, number>;
+        try {
+          tokens = (await loop.replica.request('step', body)).tokens as Record<string, number>;
+        } catch (err) {
+          const error = err instanceof GatewayError ? err : internal(`model ${this.opts.model} failed a generation step: ${(err as Error).message}`, err);
+          for (const seq of loop.active.values()) this.settle(seq, error);
+          loop.active.clear();
+          break;
+        }
+        const size = join.length + advance.length;
+        this.counts.steps++;
+        this.counts.stepSizes[size] = (this.counts.stepSizes[size] ?? 0) + 1;
+        this.emit('step', { size });
+        for (const [id, token] of Object.entries(tokens)) {
+          const seq = loop.active.get(id);
+          if (!seq || seq.settled) continue;
+          seq.tokens++;
+          this.counts.tokens++;
+          const more = seq.hooks.onToken(token);
+          if (!more || seq.tokens >= seq.req.maxTokens) {
+            this.leave(loop, id);
+            this.settle(seq, null, { finishReason: more ? 'length' : 'stop', completionTokens: seq.tokens, queueMs: seq.queueMs });
+          }
+        }
+        this.admit();
+      }
+      // Free the caches of the last sequences to leave.
+      if (loop.release.length > 0) await loop.replica.request('step', { join: [], advance: [], release: loop.release.splice(0) }).catch(() => {});
+    } finally {
+      loop.running = false;
+      unhold();
+      this.admit();
+    }
+  }
+
+  private leave(loop: Loop, id: string): void {
+    loop.active.delete(id);
+    loop.release.push(id);
+  }
+
+  private expire(seq: Seq): void {
+    if (!this.queue.includes(seq)) return;
+    this.queue = this.queue.filter((s) => s !== seq);
+    this.counts.shed.deadline++;
+    const waited = Math.round(performance.now() - seq.enqueuedAt);
+    this.settle(
+      seq,
+      this.opts.pool.readyCount() === 0
+        ? unavailable('no_replica', `model ${this.opts.model} has no ready replica: waited ${waited} ms for one to start`, 5)
+        : deadlineExceeded(`model ${this.opts.model}: waited ${waited} ms for a free generation slot`),
+    );
+    this.notifyIdle();
+  }
+
+  private settle(seq: Seq, error: Error | null, result?: GenerateResult): void {
+    if (seq.settled) return;
+    seq.settled = true;
+    clearTimeout(seq.timer);
+    seq.cleanup();
+    if (error) seq.reject(error);
+    else seq.resolve(result as GenerateResult);
+  }
+
+  private isIdle(): boolean {
+    if (this.queue.length > 0) return false;
+    for (const loop of this.loops.values()) if (loop.running) return false;
+    return true;
+  }
+
+  private notifyIdle(): void {
+    if (this.isIdle()) for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+}

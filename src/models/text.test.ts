@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { chatPrompt, decode, gpt2, TextStream } from './text.js';
+
+const run = (text: string, stops: string[] = []) => {
+  const stream = new TextStream(gpt2, stops);
+  const pieces: string[] = [];
+  for (const t of gpt2.encode(text)) {
+    const piece = stream.push(t);
+    if (piece) pieces.push(piece);
+    if (stream.stopped) break;
+  }
+  if (!stream.stopped) pieces.push(stream.flush());
+  return { text: pieces.join(''), pieces, stopped: stream.stopped };
+};
+
+describe('gpt2 tokenizer', () => {
+  it('is the real GPT-2 BPE', () => {
+    expect(gpt2.encode('Hello world')).toEqual([15496, 995]);
+    expect(gpt2.eos).toBe(50256);
+    expect(decode(gpt2, [15496, 995])).toBe('Hello world');
+    expect(decode(gpt2, gpt2.encode('héllo 🎉'))).toBe('héllo 🎉');
+  });
+});
+
+describe('TextStream', () => {
+  it('streams text whose concatenation is the whole text, never splitting a character', () => {
+    const r = run('héllo 🎉 wörld');
+    expect(r.text).toBe('héllo 🎉 wörld');
+    expect(r.pieces.every((p) => !p.includes('\uFFFD'))).toBe(true);
+    expect(r.pieces.length).toBeGreaterThan(3);
+  });
+
+  it('ends at a stop sequence, without it, even when it spans tokens', () => {
+    expect(run('one two. END three', ['END'])).toMatchObject({ text: 'one two. ', stopped: true });
+    expect(run('alpha\n\nbeta', ['\n\n'])).toMatchObject({ text: 'alpha', stopped: true });
+  });
+
+  it('holds back only what could still become a stop sequence', () => {
+    const stream = new TextStream(gpt2, ['STOP']);
+    const [hello, world] = gpt2.encode('Hello world');
+    expect(stream.push(hello)).toBe('He'); // the last 3 characters could begin "STOP"
+    expect(stream.push(world)).toBe('llo wo');
+    expect(stream.flush()).toBe('rld');
+  });
+
+  it('stops at the end-of-text token', () => {
+    const stream = new TextStream(gpt2);
+    expect(stream.push(gpt2.encode('Hi')[0])).toBe('Hi');
+    stream.push(gpt2.eos);
+    expect(stream.stopped).toBe(true);
+  });
+});
+
+describe('chatPrompt', () => {
+  it('lays messages out as a dialogue ending with the assistant turn', () => {
+    expect(
+      chatPrompt([
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'Hi' },
+      ]),
+    ).toBe('Be brief.\n\nUser: Hi\nAssistant:');
+  });
+});

@@ -1,0 +1,95 @@
+import gpt2Encoding, { EndOfText, encode } from 'gpt-tokenizer/encoding/gpt2';
+
+export type Tokenizer = {
+  name: string;
+  encode(text: string): number[];
+  /** The raw bytes of one token (a byte-level BPE token may end in the middle of a UTF-8 character). */
+  bytes(token: number): Uint8Array;
+  /** The end-of-text token: generating it finishes a sequence. */
+  eos: number;
+};
+
+// gpt-tokenizer's decode() shares one streaming TextDecoder across calls, so bytes of an unfinished
+// character leak from one call into the next. We take each token's bytes and decode them ourselves.
+const core = (gpt2Encoding as unknown as { bytePairEncodingCoreProcessor: { tryDecodeToken(t: number): Uint8Array | string | undefined } })
+  .bytePairEncodingCoreProcessor;
+const utf8 = new TextEncoder();
+
+/** The real GPT-2 byte-level BPE (50257 tokens), from gpt-tokenizer. */
+export const gpt2: Tokenizer = {
+  name: 'gpt2',
+  encode: (text) => encode(text, { allowedSpecial: new Set([EndOfText]) }),
+  bytes: (token) => {
+    const b = core.tryDecodeToken(token);
+    if (b === undefined) throw new Error(`token ${token} is not in the GPT-2 vocabulary`);
+    return typeof b === 'string' ? utf8.encode(b) : b;
+  },
+  eos: encode(EndOfText, { allowedSpecial: new Set([EndOfText]) })[0],
+};
+
+export function decode(tokenizer: Tokenizer, tokens: number[]): string {
+  const decoder = new TextDecoder();
+  return tokens.map((t) => decoder.decode(tokenizer.bytes(t), { stream: true })).join('') + decoder.decode();
+}
+
+export function tokenizerFor(name: string): Tokenizer {
+  if (name === 'gpt2') return gpt2;
+  throw new Error(`tokenizer ${JSON.stringify(name)} is not bundled (only gpt2 is)`);
+}
+
+/** Chat messages as one prompt for a model without a chat template of its own. */
+export function chatPrompt(messages: { role: string; content: string }[]): string {
+  const lines = messages.map((m) => (m.role === 'system' || m.role === 'developer' ? `${m.content}\n` : `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`));
+  return `${lines.join('\n')}\nAssistant:`;
+}
+
+/**
+ * Turns a stream of tokens into text as it may be shown: a token that ends in the middle of a UTF-8
+ * character is held until the character is whole, and text that could be the start of a stop sequence is
+ * held until it is known not to be one. A stop sequence ends the text (it is not included).
+ */
+export class TextStream {
+  private decoder = new TextDecoder();
+  /** Decoded text not yet shown (it might be the start of a stop sequence). */
+  private pending = '';
+  private readonly holdBack: number;
+  stopped = false;
+
+  constructor(
+    private tokenizer: Tokenizer,
+    private stops: string[] = [],
+  ) {
+    this.holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
+  }
+
+  /** The text that became safe to show with this token ('' if none); sets `stopped` on EOS or a stop sequence. */
+  push(token: number): string {
+    if (this.stopped) return '';
+    if (token === this.tokenizer.eos) {
+      this.stopped = true;
+      return this.flush();
+    }
+    // A streaming decoder keeps the bytes of a character split across tokens until it is whole.
+    this.pending += this.decoder.decode(this.tokenizer.bytes(token), { stream: true });
+    for (const stop of this.stops) {
+      const at = this.pending.indexOf(stop);
+      if (at >= 0) {
+        this.stopped = true;
+        return this.take(at);
+      }
+    }
+    return this.take(Math.max(0, this.pending.length - this.holdBack));
+  }
+
+  /** The rest of the text, at the end of generation. */
+  flush(): string {
+    this.pending += this.decoder.decode();
+    return this.take(this.pending.length);
+  }
+
+  private take(n: number): string {
+    const out = this.pending.slice(0, n);
+    this.pending = this.pending.slice(n);
+    return out;
+  }
+}
