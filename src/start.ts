@@ -9,16 +9,16 @@ import {
   type ScalingPolicy,
   visibleGpus,
 } from './autoscaler/index.js';
-import { Batcher } from './batcher/index.js';
+import { Batcher, GenerationScheduler } from './batcher/index.js';
 import type { Config, ModelConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import { createApp, listen, type ServedModel } from './gateway/index.js';
-import { type ModelSignature, readSignature } from './models/index.js';
+import { generativeSpec, type ModelSignature, readSignature, tokenizerFor } from './models/index.js';
 import { VERSION } from './version.js';
 
 export type Gateway = {
   port: number;
-  models: Map<string, ServedModel & { pool: ReplicaPool; batcher: Batcher; autoscaler: Autoscaler }>;
+  models: Map<string, ServedModel & { pool: ReplicaPool; autoscaler: Autoscaler; queue: Batcher | GenerationScheduler }>;
   /** Graceful and idempotent: stop accepting, finish accepted requests, stop replicas. */
   shutdown(): Promise<void>;
 };
@@ -83,40 +83,51 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       startupTimeoutMs: s.startup_timeout * 1000,
       log,
     });
-    const batcher = new Batcher({
-      model: name,
-      pool,
-      batchable: signature.batchAxis === 0,
-      maxBatchSize: b.max_batch_size,
-      waitMs: b.wait_ms,
-      maxQueueSize: b.max_queue_size,
-      timeoutMs: b.timeout_ms,
-      pad: b.pad,
-    });
+    // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);
+    // every other model the dynamic batcher (max_batch_size rows per batch).
+    const generative = generativeSpec(signature);
+    const batcher = generative
+      ? undefined
+      : new Batcher({
+          model: name,
+          pool,
+          batchable: signature.batchAxis === 0,
+          maxBatchSize: b.max_batch_size,
+          waitMs: b.wait_ms,
+          maxQueueSize: b.max_queue_size,
+          timeoutMs: b.timeout_ms,
+          pad: b.pad,
+        });
+    const scheduler = generative
+      ? new GenerationScheduler({ model: name, pool, maxSequences: b.max_batch_size, maxQueue: b.max_queue_size, timeoutMs: b.timeout_ms })
+      : undefined;
+    const queue = (batcher ?? scheduler) as Batcher | GenerationScheduler;
+    const queued = () => (batcher ? batcher.stats().queuedRows : (scheduler as GenerationScheduler).stats().queued);
+    const arrived = () => (batcher ? batcher.stats().arrivedRows : (scheduler as GenerationScheduler).stats().sequences);
     const policy: ScalingPolicy = {
       minContainers: s.min_containers,
       maxContainers: maxContainers(model),
       bufferContainers: s.buffer_containers,
       targetInputs: s.target_inputs ?? b.max_inputs,
-      maxBatchSize: signature.batchAxis === 0 ? b.max_batch_size : 1,
+      maxBatchSize: signature.batchAxis === 0 || generative ? b.max_batch_size : 1,
       scaledownWindowMs: s.scaledown_window * 1000,
     };
     const autoscaler = new Autoscaler({
       pool,
       policy,
-      demand: () => {
-        const stats = batcher.stats();
-        return { queuedRows: stats.queuedRows, arrivedRows: stats.arrivedRows };
-      },
+      demand: () => ({ queuedRows: queued(), arrivedRows: arrived() }),
       log,
     });
-    batcher.on('starved', autoscaler.poke);
+    queue.on('starved', autoscaler.poke);
     models.set(name, {
       name,
       signature,
       device: model.device,
       maxBatchSize: policy.maxBatchSize,
       batcher,
+      generation: generative && scheduler ? { scheduler, tokenizer: tokenizerFor(generative.tokenizer), context: generative.context ?? 1024 } : undefined,
+      stats: () => queue.stats(),
+      queue,
       pool,
       autoscaler,
       // Ready: a replica is up, or none is required (scale to zero) and starting one is not failing.
@@ -136,7 +147,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
         desired: autoscaler.last?.desired ?? pool.liveCount(),
         reason: autoscaler.last?.reason ?? 'no decision yet',
         failure: pool.failure,
-        queue: { rows: batcher.stats().queuedRows, inFlightBatches: batcher.stats().inFlightBatches },
+        queue: { rows: queued(), inFlightBatches: pool.metrics().inFlightBatches },
         replicas: pool.describe(),
       }),
     });
@@ -170,8 +181,8 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
         // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
         await server.close(config.server.shutdown_timeout_s * 1000);
         for (const m of all) m.autoscaler.stop();
-        await Promise.all(all.map((m) => m.batcher.idle()));
-        for (const m of all) m.batcher.close();
+        await Promise.all(all.map((m) => m.queue.idle()));
+        for (const m of all) m.queue.close();
         await Promise.all(all.map((m) => m.pool.stop()));
         log.info('shutdown complete');
       })();

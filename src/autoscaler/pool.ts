@@ -197,7 +197,14 @@ export class ReplicaPool extends EventEmitter<{ capacity: []; change: [] }> {
       this.opts.log?.warn({ model: this.opts.model }, 'no device has room for another replica (replicas_per_gpu)');
       return;
     }
-    const member: Member = { id: `${this.opts.model}-${++this.seq}`, state: 'starting', device: placed.device, startedAt: this.now(), release: placed.release, holds: 0 };
+    const member: Member = {
+      id: `${this.opts.model}-${++this.seq}`,
+      state: 'starting',
+      device: placed.device,
+      startedAt: this.now(),
+      release: placed.release,
+      holds: 0,
+    };
     this.members.push(member);
     this.emit('change');
     let replica: Replica;

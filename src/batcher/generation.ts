@@ -143,7 +143,8 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
   /** Gives queued sequences to the replicas with the most free slots, and starts their loops. */
   private admit(): void {
     const ready = this.opts.pool.ready();
-    for (const replica of ready) if (!this.loops.has(replica.id)) this.loops.set(replica.id, { replica, active: new Map(), joining: [], release: [], running: false });
+    for (const replica of ready)
+      if (!this.loops.has(replica.id)) this.loops.set(replica.id, { replica, active: new Map(), joining: [], release: [], running: false });
     for (const [id, loop] of this.loops) if (!ready.includes(loop.replica) && !loop.running) this.loops.delete(id);
     while (this.queue.length > 0) {
       let best: Loop | undefined;

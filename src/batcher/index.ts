@@ -1,3 +1,14 @@
 export { Batcher, type BatcherOptions, type BatcherStats, type BatchTarget, type SubmitOptions, type Submitted } from './batcher.js';
 export { type BatchDecision, type BatchRule, decideBatch, type QueuedView } from './decide.js';
+export {
+  type GenerateHooks,
+  type GenerateRequest,
+  type GenerateResult,
+  type GenerationOptions,
+  GenerationScheduler,
+  type GenerationStats,
+  type GenerationTarget,
+  type SamplingParams,
+  type StepReplica,
+} from './generation.js';
 export { groupKey, type PadRule, splitOutputs, stackInputs } from './stack.js';

@@ -8,14 +8,14 @@ export class GatewayError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
-    readonly options: { cause?: unknown; retryAfterS?: number } = {},
+    readonly options: { cause?: unknown; retryAfterS?: number /** The request field at fault (OpenAI's `param`). */; param?: string } = {},
   ) {
     super(message, { cause: options.cause });
   }
 }
 
-/** 400: the request's tensors do not fit the model. */
-export const badInput = (message: string) => new GatewayError(400, 'bad_input', message);
+/** 400: the request's tensors (or parameters) do not fit the model. */
+export const badInput = (message: string, param?: string, code = 'bad_input') => new GatewayError(400, code, message, { param });
 /** 404: no such model (or route). */
 export const notFound = (message: string) => new GatewayError(404, 'not_found', message);
 /** 503 with Retry-After: capacity is short right now; the same request may succeed later. */

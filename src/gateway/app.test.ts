@@ -23,6 +23,7 @@ const model: ServedModel = {
   batcher,
   isReady: () => pool.readyCount() > 0,
   replicas: () => pool.describe(),
+  stats: () => batcher.stats(),
 };
 const app = createApp({ models: new Map([['neg', model]]), maxBodyBytes: 1024 });
 

@@ -3,6 +3,7 @@ import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { GatewayError } from '../errors/index.js';
 import { kserveRoutes } from './kserve/routes.js';
+import { openaiError, openaiRoutes } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
 export type AppOptions = {
@@ -19,6 +20,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.use(requestId());
   app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes: opts.maxBodyBytes ?? 64 * 1024 * 1024, version: opts.version ?? '0.0.0' }));
+  app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes: opts.maxBodyBytes ?? 64 * 1024 * 1024 }));
   app.get('/admin/pools', (c) => c.json({ models: [...opts.models.values()].map((m) => m.admin?.() ?? { model: m.name, replicas: m.replicas() }) }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {
@@ -27,6 +29,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     if (e.options.retryAfterS !== undefined) c.header('Retry-After', String(e.options.retryAfterS));
     // The unread rest of an oversized body would otherwise be parsed as the next request: close instead.
     if (e.status === 413) c.header('Connection', 'close');
+    // OpenAI routes answer OpenAI's error object; KServe routes (and the rest) answer {"error": "..."}.
+    if (c.req.path.startsWith('/v1/')) return c.json(openaiError(e).body, e.status as 400);
     return c.json({ error: e.message }, e.status as 400);
   });
   return app;

@@ -1,5 +1,5 @@
-import type { BatcherStats, SubmitOptions, Submitted } from '../batcher/index.js';
-import type { ModelSignature } from '../models/index.js';
+import type { GenerateHooks, GenerateRequest, GenerateResult, SubmitOptions, Submitted } from '../batcher/index.js';
+import type { ModelSignature, Tokenizer } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
 /** What the gateway needs of a served model: its signature, a way in, and how it is doing. */
@@ -9,7 +9,12 @@ export interface ServedModel {
   /** The configured device (cpu, cuda, cuda:N, auto). */
   device: string;
   maxBatchSize: number;
-  batcher: { submit(inputs: Inputs, opts?: SubmitOptions): Promise<Submitted>; stats(): BatcherStats };
+  /** Tensor models: the dynamic batcher. */
+  batcher?: { submit(inputs: Inputs, opts?: SubmitOptions): Promise<Submitted> };
+  /** Generative models: continuous batching, the tokenizer and the context length in tokens. */
+  generation?: { scheduler: { generate(req: GenerateRequest, hooks: GenerateHooks): Promise<GenerateResult> }; tokenizer: Tokenizer; context: number };
+  /** Queue and throughput counters, as /v2/models/{m}/stats shows them. */
+  stats(): object;
   /** A replica is ready, or none is required (scale to zero) and starting one is not failing. */
   isReady(): boolean;
   /** Why replicas fail to start, while they do. */

@@ -23,7 +23,11 @@ async function reference(prompt: number[], steps: number): Promise<number[]> {
     const n = ids.length;
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, n]),
-      position_ids: new ort.Tensor('int64', BigInt64Array.from(ids, (_, i) => BigInt(i)), [1, n]),
+      position_ids: new ort.Tensor(
+        'int64',
+        BigInt64Array.from(ids, (_, i) => BigInt(i)),
+        [1, n],
+      ),
       attention_mask: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
     };
     for (let l = 0; l < spec.layers; l++)
@@ -48,7 +52,14 @@ describe('Decoder', () => {
     const prompts = { a: [15496, 995], b: [40, 1101, 257, 1332, 11, 290], c: [464] };
     const got: Record<string, number[]> = { a: [], b: [], c: [] };
     // a and b start together; c joins two steps later (continuous batching); b leaves early.
-    const first = await decoder.step({ join: [{ seq: 'a', prompt: prompts.a, sampling: greedy }, { seq: 'b', prompt: prompts.b, sampling: greedy }], advance: [], release: [] });
+    const first = await decoder.step({
+      join: [
+        { seq: 'a', prompt: prompts.a, sampling: greedy },
+        { seq: 'b', prompt: prompts.b, sampling: greedy },
+      ],
+      advance: [],
+      release: [],
+    });
     got.a.push(first.tokens.a);
     got.b.push(first.tokens.b);
     for (let step = 0; step < 6; step++) {

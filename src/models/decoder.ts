@@ -89,8 +89,16 @@ export class Decoder {
       mask[i * (past + 1) + past] = 1n; // the new token sits after the padding
     });
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(seqs, (s) => BigInt(s.last)), [b, 1]),
-      position_ids: new ort.Tensor('int64', BigInt64Array.from(seqs, (s) => BigInt(s.length)), [b, 1]),
+      input_ids: new ort.Tensor(
+        'int64',
+        BigInt64Array.from(seqs, (s) => BigInt(s.last)),
+        [b, 1],
+      ),
+      position_ids: new ort.Tensor(
+        'int64',
+        BigInt64Array.from(seqs, (s) => BigInt(s.length)),
+        [b, 1],
+      ),
       attention_mask: new ort.Tensor('int64', mask, [b, past + 1]),
     };
     for (let l = 0; l < layers; l++) {
@@ -99,7 +107,7 @@ export class Decoder {
         seqs.forEach((s, i) => {
           const cache = (kind === 'key' ? s.keys : s.values)[l];
           for (let h = 0; h < heads; h++) {
-            batch.set(cache.subarray(h * s.capacity * headDim, (h * s.capacity + s.length) * headDim), ((i * heads + h) * past) * headDim);
+            batch.set(cache.subarray(h * s.capacity * headDim, (h * s.capacity + s.length) * headDim), (i * heads + h) * past * headDim);
           }
         });
         feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', batch, [b, heads, past, headDim]);

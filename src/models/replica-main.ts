@@ -6,9 +6,9 @@
 import { rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { Inputs } from '../tensor/index.js';
-import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import { Decoder, type StepRequest } from './decoder.js';
 import { generativeSpec } from './generative.js';
+import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
 import { openSession, runSession, warmupInputs } from './session.js';
 import { readSignature } from './signature.js';
@@ -52,7 +52,12 @@ async function main(spec: ReplicaSpec): Promise<void> {
         return socket.destroy();
       }
       for (const { header, tensors } of frames) {
-        const run = header.op === 'infer' ? () => runSession(session, tensors) : header.op === 'step' && decoder ? () => decoder.step(header as unknown as StepRequest) : null;
+        const run =
+          header.op === 'infer'
+            ? () => runSession(session, tensors)
+            : header.op === 'step' && decoder
+              ? () => decoder.step(header as unknown as StepRequest)
+              : null;
         if (!run) {
           writeFrame(socket, { id: header.id, op: 'error', message: `unknown op ${header.op}` });
           continue;

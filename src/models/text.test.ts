@@ -32,6 +32,9 @@ describe('TextStream', () => {
 
   it('ends at a stop sequence, without it, even when it spans tokens', () => {
     expect(run('one two. END three', ['END'])).toMatchObject({ text: 'one two. ', stopped: true });
+    const stream = new TextStream(gpt2, ['END']);
+    for (const t of gpt2.encode('one END two')) stream.push(t);
+    expect(stream.flush()).toBe(''); // nothing of the stop sequence or after it comes out at the end
     expect(run('alpha\n\nbeta', ['\n\n'])).toMatchObject({ text: 'alpha', stopped: true });
   });
 

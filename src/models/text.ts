@@ -39,7 +39,9 @@ export function tokenizerFor(name: string): Tokenizer {
 
 /** Chat messages as one prompt for a model without a chat template of its own. */
 export function chatPrompt(messages: { role: string; content: string }[]): string {
-  const lines = messages.map((m) => (m.role === 'system' || m.role === 'developer' ? `${m.content}\n` : `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`));
+  const lines = messages.map((m) =>
+    m.role === 'system' || m.role === 'developer' ? `${m.content}\n` : `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`,
+  );
   return `${lines.join('\n')}\nAssistant:`;
 }
 
@@ -75,7 +77,9 @@ export class TextStream {
       const at = this.pending.indexOf(stop);
       if (at >= 0) {
         this.stopped = true;
-        return this.take(at);
+        const out = this.take(at);
+        this.pending = ''; // the stop sequence and anything after it are never shown
+        return out;
       }
     }
     return this.take(Math.max(0, this.pending.length - this.holdBack));

@@ -1,5 +1,5 @@
 import { type Context, Hono } from 'hono';
-import { notFound } from '../../errors/index.js';
+import { badInput, notFound } from '../../errors/index.js';
 import { clientSignal, readBody } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { parseInferRequest } from './request.js';
@@ -39,10 +39,11 @@ export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): 
     });
     app.get(`${prefix}/stats`, (c) => {
       const m = model(c);
-      return c.json({ name: m.name, ...m.batcher.stats(), replicas: m.replicas() });
+      return c.json({ name: m.name, ...m.stats(), replicas: m.replicas() });
     });
     app.post(`${prefix}/infer`, async (c) => {
       const m = model(c);
+      if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
       const body = await readBody(c, maxBodyBytes);
       const request = parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
       const result = await m.batcher.submit(request.inputs, { signal: clientSignal(c) });

@@ -1,0 +1,93 @@
+import { randomInt } from 'node:crypto';
+import type { GenerateResult } from '../../batcher/index.js';
+import { badInput } from '../../errors/index.js';
+import { TextStream } from '../../models/index.js';
+import type { ServedModel } from '../types.js';
+
+/** Text pieces a reader may leave unread before its sequence is paused (it keeps its slot, not the batch). */
+const MAX_BUFFERED_PIECES = 64;
+
+export type GenerationParams = {
+  max_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+};
+
+/**
+ * One running generation as text: started at once, read as an async iterable of pieces (bounded: an
+ * unread backlog pauses the sequence), finished with `result`. Shared by SSE, plain JSON and WebSocket.
+ */
+export class Generation {
+  readonly result: Promise<GenerateResult>;
+  /** Settles when the first token arrives (or the generation fails before it). */
+  readonly started: Promise<void>;
+  readonly promptTokens: number;
+  private pieces: string[] = [];
+  private text: TextStream;
+  private wake?: () => void;
+  private settled = false;
+
+  constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal) {
+    const gen = m.generation as NonNullable<ServedModel['generation']>;
+    if (prompt.length === 0) prompt = [gen.tokenizer.eos]; // GPT-2 starts a text from <|endoftext|>
+    if (prompt.length + maxTokens > gen.context) {
+      throw badInput(
+        `This model's maximum context length is ${gen.context} tokens. However, you requested ${prompt.length + maxTokens} tokens (${prompt.length} in the prompt, ${maxTokens} for the completion).`,
+        'max_tokens',
+        'context_length_exceeded',
+      );
+    }
+    this.promptTokens = prompt.length;
+    const stops = params.stop === undefined || params.stop === null ? [] : typeof params.stop === 'string' ? [params.stop] : params.stop;
+    this.text = new TextStream(gen.tokenizer, stops);
+    let started: () => void = () => {};
+    const first = new Promise<void>((r) => (started = r));
+    this.result = gen.scheduler.generate(
+      {
+        prompt,
+        maxTokens,
+        sampling: { temperature: params.temperature ?? 1, topP: params.top_p ?? 1, topK: params.top_k ?? 0, seed: params.seed ?? randomInt(2 ** 31) },
+      },
+      {
+        signal,
+        onToken: (token) => {
+          const piece = this.text.push(token);
+          if (piece) this.pieces.push(piece);
+          started();
+          this.wake?.();
+          return !this.text.stopped;
+        },
+        paused: () => this.pieces.length >= MAX_BUFFERED_PIECES,
+      },
+    );
+    this.result.then(
+      () => this.finish(),
+      () => this.finish(),
+    );
+    this.started = Promise.race([first, this.result.then(() => {})]);
+  }
+
+  /** The text as it becomes safe to show; throws the generation's error, if any. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<string> {
+    for (;;) {
+      while (this.pieces.length > 0) yield this.pieces.shift() as string;
+      if (this.settled) break;
+      await new Promise<void>((r) => (this.wake = r));
+    }
+    await this.result;
+    const tail = this.text.flush();
+    if (tail) yield tail;
+  }
+
+  usage(r: GenerateResult) {
+    return { prompt_tokens: this.promptTokens, completion_tokens: r.completionTokens, total_tokens: this.promptTokens + r.completionTokens };
+  }
+
+  private finish(): void {
+    this.settled = true;
+    this.wake?.();
+  }
+}

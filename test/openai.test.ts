@@ -1,0 +1,169 @@
+import { createParser } from 'eventsource-parser';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODELS, startTestGateway } from './helpers.js';
+
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+let client: OpenAI;
+beforeAll(async () => {
+  gw = await startTestGateway({
+    models: {
+      'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 16 }, scaling: { min_containers: 1 } },
+      mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu' },
+    },
+  });
+  client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'not-needed', maxRetries: 0 });
+});
+afterAll(() => gw?.shutdown());
+
+const stats = async () => (await fetch(`${gw.url}/v2/models/tiny-gpt/stats`)).json();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(condition: () => Promise<boolean>) {
+  for (let i = 0; i < 500 && !(await condition()); i++) await sleep(10);
+}
+
+/** A POSTed SSE stream read with eventsource-parser: the data of each event, and how many network reads it took. */
+async function sse(path: string, body: object, onEvent?: (data: string) => void | Promise<void>, signal?: AbortSignal) {
+  const res = await fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal });
+  const events: string[] = [];
+  const pending: Promise<void>[] = [];
+  const parser = createParser({ onEvent: (e) => (events.push(e.data), pending.push(Promise.resolve(onEvent?.(e.data)))) });
+  let reads = 0;
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    reads++;
+    parser.feed(decoder.decode(chunk, { stream: true }));
+    await Promise.all(pending.splice(0));
+  }
+  return { status: res.status, contentType: res.headers.get('content-type'), events, reads };
+}
+
+describe('OpenAI-compatible API with the official openai client', () => {
+  it('lists the generative models only', async () => {
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(['tiny-gpt']);
+  });
+
+  it('completes a prompt (non-streaming) with usage and finish_reason length', async () => {
+    const r = await client.completions.create({ model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 8, seed: 1 });
+    expect(r.object).toBe('text_completion');
+    expect(r.choices[0].finish_reason).toBe('length');
+    expect(r.choices[0].text.length).toBeGreaterThan(0);
+    expect(r.usage).toEqual({ prompt_tokens: 4, completion_tokens: 8, total_tokens: 12 });
+  });
+
+  it('streams completion chunks whose concatenation equals the non-streamed answer for the same seed', async () => {
+    const params = { model: 'tiny-gpt', prompt: 'Once upon a time', max_tokens: 24, seed: 42, temperature: 0.8, top_p: 0.95 };
+    const whole = await client.completions.create(params);
+    const stream = await client.completions.create({ ...params, stream: true, stream_options: { include_usage: true } });
+    const texts: string[] = [];
+    let usage: OpenAI.CompletionUsage | undefined | null;
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        texts.push(c.text);
+        finish = c.finish_reason ?? finish;
+      }
+    }
+    expect(texts.length).toBeGreaterThan(5);
+    expect(texts.join('')).toBe(whole.choices[0].text);
+    expect(finish).toBe('length');
+    expect(usage).toEqual(whole.usage);
+  });
+
+  it('streams chat completions: a role chunk, content deltas, a finish chunk, [DONE]', async () => {
+    const params = { model: 'tiny-gpt', messages: [{ role: 'user' as const, content: 'Say something.' }], max_tokens: 12, seed: 7 };
+    const whole = await client.chat.completions.create(params);
+    expect(whole.object).toBe('chat.completion');
+    expect(whole.choices[0].message.role).toBe('assistant');
+    const deltas: string[] = [];
+    const roles: string[] = [];
+    for await (const chunk of await client.chat.completions.create({ ...params, stream: true })) {
+      expect(chunk.object).toBe('chat.completion.chunk');
+      for (const c of chunk.choices) {
+        if (c.delta.role) roles.push(c.delta.role);
+        if (c.delta.content) deltas.push(c.delta.content);
+      }
+    }
+    expect(roles).toEqual(['assistant']);
+    expect(deltas.join('')).toBe(whole.choices[0].message.content);
+  });
+
+  it('ends at a stop sequence with finish_reason stop', async () => {
+    const params = { model: 'tiny-gpt', prompt: 'Hello', max_tokens: 30, seed: 5 };
+    const text = (await client.completions.create(params)).choices[0].text;
+    const stop = text.slice(10, 14);
+    const r = await client.completions.create({ ...params, stop: [stop] });
+    expect(r.choices[0].finish_reason).toBe('stop');
+    expect(r.choices[0].text).toBe(text.slice(0, text.indexOf(stop)));
+  });
+
+  it.each([
+    ['an unknown model', { model: 'gpt-5', prompt: 'x' }, 404, 'model', 'model_not_found'],
+    ['a tensor model', { model: 'mlp', prompt: 'x' }, 404, 'model', 'model_not_found'],
+    ['negative max_tokens', { model: 'tiny-gpt', prompt: 'x', max_tokens: -1 }, 400, 'max_tokens', null],
+    ['a string temperature', { model: 'tiny-gpt', prompt: 'x', temperature: 'hot' }, 400, 'temperature', null],
+    ['n = 2', { model: 'tiny-gpt', prompt: 'x', n: 2 }, 400, 'n', null],
+    ['more tokens than the context', { model: 'tiny-gpt', prompt: 'x', max_tokens: 5000 }, 400, 'max_tokens', 'context_length_exceeded'],
+    ['no prompt', { model: 'tiny-gpt' }, 400, 'prompt', null],
+  ])('refuses %s with OpenAI’s error object', async (_name, body, status, param, code) => {
+    const err = await client.completions.create(body as never).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect(err).toMatchObject({ status, param, code, type: status === 404 || status === 400 ? 'invalid_request_error' : expect.any(String) });
+  });
+});
+
+describe('streaming mechanics (eventsource-parser over fetch)', () => {
+  it('delivers tokens incrementally: the first event arrives while the sequence is still generating', async () => {
+    let activeAtFirst = -1;
+    const r = await sse('/v1/completions', { model: 'tiny-gpt', prompt: 'Streaming', max_tokens: 200, stream: true, seed: 3 }, async () => {
+      if (activeAtFirst === -1) activeAtFirst = (await stats()).active;
+    });
+    expect(r.status).toBe(200);
+    expect(r.contentType).toMatch(/text\/event-stream/);
+    expect(activeAtFirst).toBe(1);
+    expect(r.reads).toBeGreaterThan(1);
+    expect(r.events.at(-1)).toBe('[DONE]');
+  });
+
+  it('lets many concurrent streams share generation steps', async () => {
+    const before = await stats();
+    const runs = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => sse('/v1/completions', { model: 'tiny-gpt', prompt: `Stream ${i}`, max_tokens: 30, stream: true })),
+    );
+    expect(runs.every((r) => r.events.at(-1) === '[DONE]')).toBe(true);
+    const after = await stats();
+    const shared = Object.entries(after.stepSizes as Record<string, number>).filter(([size, n]) => Number(size) > 1 && n > (before.stepSizes[size] ?? 0));
+    expect(shared.length).toBeGreaterThan(0); // steps that carried several sequences at once
+    expect(Math.max(...Object.keys(after.stepSizes).map(Number))).toBeGreaterThanOrEqual(4);
+  });
+
+  it('frees the slot of a client that disconnects mid-stream', async () => {
+    const before = await stats();
+    const abort = new AbortController();
+    let events = 0;
+    await sse(
+      '/v1/completions',
+      { model: 'tiny-gpt', prompt: 'Goodbye', max_tokens: 400, stream: true },
+      () => {
+        if (++events === 3) abort.abort();
+      },
+      abort.signal,
+    ).catch(() => {});
+    await until(async () => (await stats()).active === 0);
+    const after = await stats();
+    expect(after.active).toBe(0);
+    expect(after.shed.cancelled - before.shed.cancelled).toBe(1);
+    expect(after.tokens - before.tokens).toBeLessThan(400); // it stopped early
+  });
+
+  it('answers an error before the first byte as a status code', async () => {
+    const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', messages: [], stream: true }) });
+    expect(r.status).toBe(400);
+    expect((await r.json()).error).toMatchObject({ type: 'invalid_request_error', param: 'messages' });
+  });
+});
