@@ -1,0 +1,137 @@
+import { EventEmitter } from 'node:events';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type GenerateHooks, GenerationScheduler, type StepReplica } from './generation.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sampling = { temperature: 0, topP: 1, topK: 0, seed: 1 };
+
+/** A replica that "generates" token = step number, and records every step it was asked for. */
+class FakeReplica implements StepReplica {
+  steps: { join: string[]; advance: string[]; release: string[] }[] = [];
+  private n = 0;
+  constructor(
+    readonly id: string,
+    private stepMs = 2,
+  ) {}
+  async request(_op: string, body: { join: { seq: string }[]; advance: string[]; release: string[] }) {
+    await sleep(this.stepMs);
+    this.steps.push({ join: body.join.map((j) => j.seq), advance: body.advance, release: body.release });
+    const tokens: Record<string, number> = {};
+    for (const s of [...body.join.map((j) => j.seq), ...body.advance]) tokens[s] = ++this.n;
+    return { tokens };
+  }
+}
+
+class FakePool extends EventEmitter {
+  replicas: FakeReplica[] = [];
+  holds = 0;
+  ready() {
+    return this.replicas;
+  }
+  readyCount() {
+    return this.replicas.length;
+  }
+  hold() {
+    this.holds++;
+    return () => this.holds--;
+  }
+}
+
+let schedulers: GenerationScheduler[] = [];
+afterEach(() => {
+  for (const s of schedulers) s.close();
+  schedulers = [];
+});
+
+function setup(opts: { replicas?: number; maxSequences?: number; maxQueue?: number; timeoutMs?: number; stepMs?: number } = {}) {
+  const pool = new FakePool();
+  pool.replicas = Array.from({ length: opts.replicas ?? 1 }, (_, i) => new FakeReplica(`r${i}`, opts.stepMs));
+  const scheduler = new GenerationScheduler({ model: 'g', pool, maxSequences: opts.maxSequences ?? 4, maxQueue: opts.maxQueue ?? 8, timeoutMs: opts.timeoutMs ?? 1000 });
+  schedulers.push(scheduler);
+  const run = (maxTokens: number, hooks: Partial<GenerateHooks> = {}) => {
+    const tokens: number[] = [];
+    const done = scheduler.generate({ prompt: [1], sampling, maxTokens }, { onToken: (t) => (tokens.push(t), true), ...hooks });
+    return { tokens, done };
+  };
+  return { pool, scheduler, run };
+}
+
+describe('GenerationScheduler', () => {
+  it('advances concurrent sequences together, one token each per step, and lets a short one leave early', async () => {
+    const { pool, run } = setup();
+    const long = run(6);
+    const short = run(2);
+    expect(await short.done).toMatchObject({ finishReason: 'length', completionTokens: 2 });
+    expect(await long.done).toMatchObject({ finishReason: 'length', completionTokens: 6 });
+    await sleep(10); // the last release travels after the last token
+    const steps = pool.replicas[0].steps;
+    expect(Math.max(...steps.map((s) => s.join.length + s.advance.length))).toBe(2); // both in one step
+    expect(steps.flatMap((s) => s.release)).toHaveLength(2); // every cache freed
+    expect(steps.length).toBeLessThan(8); // 6 + 2 tokens in far fewer than 8 steps: shared
+  });
+
+  it('lets a new sequence join between steps of a running one', async () => {
+    const { pool, run } = setup({ stepMs: 5 });
+    const first = run(10);
+    await sleep(20);
+    const second = run(2);
+    await Promise.all([first.done, second.done]);
+    const joinedAt = pool.replicas[0].steps.findIndex((s) => s.join.length === 1 && s.advance.length > 0);
+    expect(joinedAt).toBeGreaterThan(0);
+  });
+
+  it('caps sequences per replica at max_batch_size; the rest wait, then run', async () => {
+    const { pool, run } = setup({ maxSequences: 2 });
+    const runs = [run(3), run(3), run(3)];
+    await Promise.all(runs.map((r) => r.done));
+    expect(Math.max(...pool.replicas[0].steps.map((s) => s.join.length + s.advance.length))).toBe(2);
+  });
+
+  it('answers 503 when the queue is full and 503 (no replica) or 504 at the deadline', async () => {
+    const { pool, run } = setup({ maxSequences: 1, maxQueue: 1, timeoutMs: 50, stepMs: 20 });
+    const busy = run(10);
+    const waiting = run(1);
+    await expect(run(1).done).rejects.toMatchObject({ status: 503, code: 'queue_full' });
+    await expect(waiting.done).rejects.toMatchObject({ status: 504 });
+    await busy.done;
+    pool.replicas = [];
+    await expect(run(1).done).rejects.toMatchObject({ status: 503, code: 'no_replica' });
+  });
+
+  it('drops a cancelled sequence at the next step and frees its cache', async () => {
+    const { pool, scheduler, run } = setup({ stepMs: 5 });
+    const ac = new AbortController();
+    const gone = run(1000, { signal: ac.signal });
+    const kept = run(8);
+    await sleep(20);
+    ac.abort();
+    await expect(gone.done).rejects.toMatchObject({ status: 499 });
+    await kept.done;
+    await sleep(15); // the last release travels after the last token
+    expect(gone.tokens.length).toBeLessThan(20);
+    expect(pool.replicas[0].steps.flatMap((s) => s.release).length).toBe(2);
+    expect(scheduler.stats()).toMatchObject({ active: 0, queued: 0 });
+  });
+
+  it('skips a paused sequence (a slow reader) without holding back the others', async () => {
+    const { run } = setup();
+    let paused = true;
+    const slow = run(5, { paused: () => paused });
+    const fast = run(5);
+    await fast.done;
+    expect(slow.tokens.length).toBe(1); // its first token (prefill), then nothing while paused
+    paused = false;
+    await slow.done;
+    expect(slow.tokens).toHaveLength(5);
+  });
+
+  it('holds the replica (never idle, never scaled down) while a loop runs', async () => {
+    const { pool, run } = setup({ stepMs: 5 });
+    const r = run(5);
+    await sleep(8);
+    expect(pool.holds).toBe(1);
+    await r.done;
+    await sleep(10);
+    expect(pool.holds).toBe(0);
+  });
+});
