@@ -46,7 +46,13 @@ afterEach(() => {
 function setup(opts: { replicas?: number; maxSequences?: number; maxQueue?: number; timeoutMs?: number; stepMs?: number } = {}) {
   const pool = new FakePool();
   pool.replicas = Array.from({ length: opts.replicas ?? 1 }, (_, i) => new FakeReplica(`r${i}`, opts.stepMs));
-  const scheduler = new GenerationScheduler({ model: 'g', pool, maxSequences: opts.maxSequences ?? 4, maxQueue: opts.maxQueue ?? 8, timeoutMs: opts.timeoutMs ?? 1000 });
+  const scheduler = new GenerationScheduler({
+    model: 'g',
+    pool,
+    maxSequences: opts.maxSequences ?? 4,
+    maxQueue: opts.maxQueue ?? 8,
+    timeoutMs: opts.timeoutMs ?? 1000,
+  });
   schedulers.push(scheduler);
   const run = (maxTokens: number, hooks: Partial<GenerateHooks> = {}) => {
     const tokens: number[] = [];

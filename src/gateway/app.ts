@@ -5,6 +5,7 @@ import { GatewayError } from '../errors/index.js';
 import { kserveRoutes } from './kserve/routes.js';
 import { openaiError, openaiRoutes } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
+import { wsRoutes } from './ws.js';
 
 export type AppOptions = {
   models: ReadonlyMap<string, ServedModel>;
@@ -21,6 +22,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.use(requestId());
   app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes: opts.maxBodyBytes ?? 64 * 1024 * 1024, version: opts.version ?? '0.0.0' }));
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes: opts.maxBodyBytes ?? 64 * 1024 * 1024 }));
+  app.route('/', wsRoutes(opts.models));
   app.get('/admin/pools', (c) => c.json({ models: [...opts.models.values()].map((m) => m.admin?.() ?? { model: m.name, replicas: m.replicas() }) }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {

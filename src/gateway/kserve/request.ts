@@ -30,12 +30,20 @@ export function parseInferRequest(body: Uint8Array, headerLength: string | undef
     jsonBytes = body.subarray(0, n);
     binary = body.subarray(n);
   }
-  let json: { id?: unknown; inputs?: unknown; outputs?: unknown; parameters?: Record<string, unknown> };
+  let json: unknown;
   try {
     json = JSON.parse(new TextDecoder().decode(jsonBytes));
   } catch (err) {
     throw badInput(`malformed JSON: ${(err as Error).message}`);
   }
+  return inferRequestFromJson(json, binary, signature, headerLength !== undefined);
+}
+
+type InferJson = { id?: unknown; inputs?: unknown; outputs?: unknown; parameters?: Record<string, unknown> };
+
+/** The same checks for a request that arrived as parsed JSON (a WebSocket message), with its binary section if any. */
+export function inferRequestFromJson(body: unknown, binary: Uint8Array, signature: ModelSignature, binaryExtension = false): InferRequest {
+  const json = body as InferJson;
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw badInput('the request body must be a JSON object');
   if (!Array.isArray(json.inputs) || json.inputs.length === 0) throw badInput('"inputs" must be a non-empty array');
 
@@ -87,7 +95,7 @@ export function parseInferRequest(body: Uint8Array, headerLength: string | undef
     });
   }
   const id = typeof json.id === 'string' ? json.id : undefined;
-  return { id, inputs, outputs, binary: headerLength !== undefined };
+  return { id, inputs, outputs, binary: binaryExtension };
 }
 
 function checkShape(name: string, shape: number[], spec: TensorSpec): void {

@@ -68,6 +68,7 @@ export class Generation {
       () => this.finish(),
     );
     this.started = Promise.race([first, this.result.then(() => {})]);
+    this.started.catch(() => {}); // only a signal: whoever awaits it still sees the error
   }
 
   /** The text as it becomes safe to show; throws the generation's error, if any. */

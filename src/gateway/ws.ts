@@ -1,0 +1,127 @@
+import { upgradeWebSocket } from '@hono/node-server';
+import { Hono } from 'hono';
+import type { WSContext } from 'hono/ws';
+import type { z } from 'zod';
+import { badInput, GatewayError, notFound } from '../errors/index.js';
+import { chatPrompt } from '../models/index.js';
+import { inferRequestFromJson } from './kserve/request.js';
+import { encodeInferResponse } from './kserve/response.js';
+import { Generation } from './openai/generation.js';
+import { chatSchema, completionSchema, parseBody } from './openai/schema.js';
+import type { GatewayEnv, ServedModel } from './types.js';
+
+/** Bytes a socket may have unsent before its streams wait (their sequences then pause in the scheduler). */
+const MAX_UNSENT_BYTES = 1 << 20;
+
+type Message = { id?: unknown; type?: unknown; model?: unknown; [field: string]: unknown };
+
+/**
+ * One WebSocket, many requests: JSON messages with an `id` multiplex KServe-style `infer` requests and
+ * `completion` / `chat` generation streams; every answer carries the `id` it belongs to.
+ *
+ *   → {"id": "1", "type": "infer", "model": "mlp", "inputs": [...]}        ← {"id": "1", "type": "result", "outputs": [...]}
+ *   → {"id": "2", "type": "completion", "model": "tiny-gpt", "prompt": "Hi", "max_tokens": 8}
+ *                                          ← {"id": "2", "type": "token", "text": "..."} … {"id": "2", "type": "done", "finish_reason": "length", "usage": {...}}
+ *   → {"id": "2", "type": "cancel"}        ← {"id": "2", "type": "done", "finish_reason": "cancelled"}
+ *   ← {"id": …, "type": "error", "error": {"status": 400, "code": …, "message": …}}   (the socket stays open)
+ *
+ * Closing the socket cancels everything it started.
+ */
+export function wsRoutes(models: ReadonlyMap<string, ServedModel>): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+  app.get(
+    '/v1/ws',
+    upgradeWebSocket(() => {
+      const work = new Map<string, AbortController>();
+      return {
+        onMessage(event, ws) {
+          void handle(event.data, ws, work, models);
+        },
+        onClose() {
+          for (const controller of work.values()) controller.abort();
+          work.clear();
+        },
+      };
+    }),
+  );
+  return app;
+}
+
+async function handle(data: unknown, ws: WSContext, work: Map<string, AbortController>, models: ReadonlyMap<string, ServedModel>): Promise<void> {
+  const send = (msg: object) => ws.readyState === 1 && ws.send(JSON.stringify(msg));
+  let id: string | null = null;
+  try {
+    if (typeof data !== 'string') throw badInput('send JSON text messages (binary messages are not supported)');
+    let msg: Message;
+    try {
+      msg = JSON.parse(data);
+    } catch (err) {
+      throw badInput(`malformed JSON: ${(err as Error).message}`);
+    }
+    if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) throw badInput('a message must be a JSON object');
+    if (typeof msg.id !== 'string' && typeof msg.id !== 'number') throw badInput('every message needs an "id" (string or number)');
+    id = String(msg.id);
+    if (msg.type === 'cancel') return void work.get(id)?.abort();
+    if (work.has(id)) throw badInput(`id ${id} is already in use on this socket`);
+    const controller = new AbortController();
+    work.set(id, controller);
+    try {
+      if (msg.type === 'infer') await infer(msg, id, models, controller.signal, send);
+      else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, models, controller.signal, send, ws);
+      else throw badInput(`unknown message type ${JSON.stringify(msg.type)} (expected infer, completion, chat or cancel)`);
+    } finally {
+      work.delete(id);
+    }
+  } catch (err) {
+    const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
+    if (e.status === 499) return void send({ id, type: 'done', finish_reason: 'cancelled' });
+    send({ id, type: 'error', error: { status: e.status, code: e.code, message: e.message, ...(e.options.param && { param: e.options.param }) } });
+  }
+}
+
+function lookup(models: ReadonlyMap<string, ServedModel>, name: unknown): ServedModel {
+  const m = typeof name === 'string' ? models.get(name) : undefined;
+  if (!m) throw notFound(`unknown model ${JSON.stringify(name)}; this gateway serves ${[...models.keys()].join(', ')}`);
+  return m;
+}
+
+async function infer(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void) {
+  const m = lookup(models, msg.model);
+  if (!m.batcher) throw badInput(`model ${m.name} is generative: send a "completion" or "chat" message`);
+  const request = inferRequestFromJson({ inputs: msg.inputs, outputs: msg.outputs }, new Uint8Array(0), m.signature);
+  for (const o of request.outputs) o.binary = false; // JSON only on a text socket
+  const result = await m.batcher.submit(request.inputs, { signal });
+  const body = JSON.parse(encodeInferResponse(m.name, request, result.outputs).body as string);
+  send({ id, type: 'result', ...body, queue_ms: Math.round(result.queueMs * 100) / 100, batch_size: result.batchSize });
+}
+
+async function generate(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void, ws: WSContext) {
+  const m = lookup(models, msg.model);
+  if (!m.generation) throw badInput(`model ${m.name} is not a generative model: send an "infer" message`, 'model');
+  const gen = m.generation;
+  const { type: _type, id: _id, ...fields } = msg;
+  let prompt: number[];
+  let req: z.infer<typeof completionSchema> | z.infer<typeof chatSchema>;
+  if (msg.type === 'chat') {
+    const chat = parseBody(chatSchema, fields);
+    req = chat;
+    prompt = gen.tokenizer.encode(
+      chatPrompt(chat.messages.map((x) => ({ role: x.role, content: typeof x.content === 'string' ? x.content : x.content.map((p) => p.text).join('') }))),
+    );
+  } else {
+    const completion = parseBody(completionSchema, fields);
+    req = completion;
+    const p = completion.prompt;
+    prompt = typeof p === 'string' ? gen.tokenizer.encode(p) : typeof p[0] === 'string' ? gen.tokenizer.encode(p[0] as string) : (p as number[]);
+  }
+  const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);
+  const generation = new Generation(m, req, prompt, maxTokens, signal);
+  const raw = ws.raw as { bufferedAmount?: number } | undefined;
+  for await (const text of generation) {
+    // A socket that is not being read stops taking text; the sequence pauses (see Generation).
+    while ((raw?.bufferedAmount ?? 0) > MAX_UNSENT_BYTES && !signal.aborted) await new Promise((r) => setTimeout(r, 10));
+    send({ id, type: 'token', text });
+  }
+  const done = await generation.result;
+  send({ id, type: 'done', finish_reason: done.finishReason, usage: generation.usage(done) });
+}

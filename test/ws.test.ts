@@ -1,0 +1,107 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { MODELS, startTestGateway } from './helpers.js';
+
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+beforeAll(async () => {
+  gw = await startTestGateway({
+    models: {
+      'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } },
+      mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+    },
+  });
+});
+afterAll(() => gw?.shutdown());
+
+type Msg = { id: string | null; type: string; [k: string]: unknown };
+
+/** A `ws` client that collects messages and can wait for one matching a predicate. */
+async function connect() {
+  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  const received: Msg[] = [];
+  const waiters: { match: (m: Msg) => boolean; resolve: (m: Msg) => void }[] = [];
+  ws.on('message', (data) => {
+    const msg = JSON.parse(String(data)) as Msg;
+    received.push(msg);
+    for (const w of waiters.filter((x) => x.match(msg))) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(msg);
+    }
+  });
+  const next = (match: (m: Msg) => boolean) =>
+    new Promise<Msg>((resolve) => {
+      const seen = received.find(match);
+      if (seen) resolve(seen);
+      else waiters.push({ match, resolve });
+    });
+  return { ws, received, next, send: (m: object | string) => ws.send(typeof m === 'string' ? m : JSON.stringify(m)) };
+}
+
+const stats = async () => (await fetch(`${gw.url}/v2/models/tiny-gpt/stats`)).json();
+
+describe('WebSocket /v1/ws', () => {
+  it('multiplexes an infer request and two generation streams on one socket, each answer tagged with its id', async () => {
+    const c = await connect();
+    c.send({ id: 'a', type: 'completion', model: 'tiny-gpt', prompt: 'Hello', max_tokens: 10, seed: 1 });
+    c.send({ id: 'b', type: 'chat', model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, seed: 2 });
+    c.send({ id: 7, type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.1) }] });
+    const [doneA, doneB, result] = await Promise.all([
+      c.next((m) => m.id === 'a' && m.type === 'done'),
+      c.next((m) => m.id === 'b' && m.type === 'done'),
+      c.next((m) => m.id === '7' && m.type === 'result'),
+    ]);
+    expect(doneA).toMatchObject({ finish_reason: 'length', usage: { prompt_tokens: 1, completion_tokens: 10 } });
+    expect(doneB).toMatchObject({ finish_reason: 'length', usage: { completion_tokens: 6 } });
+    expect(result).toMatchObject({ model_name: 'mlp', outputs: [{ name: 'probs', shape: [1, 10] }] });
+    const textA = c.received.filter((m) => m.id === 'a' && m.type === 'token').map((m) => m.text);
+    expect(textA.length).toBeGreaterThan(1);
+    // The same request over HTTP with the same seed gives the same text.
+    const http = await (
+      await fetch(`${gw.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', prompt: 'Hello', max_tokens: 10, seed: 1 }) })
+    ).json();
+    expect(textA.join('')).toBe(http.choices[0].text);
+    c.ws.close();
+  });
+
+  it('answers malformed messages with an error message and keeps the socket up', async () => {
+    const c = await connect();
+    c.send('{not json');
+    c.send({ type: 'infer' });
+    c.send({ id: 'x', type: 'teleport' });
+    c.send({ id: 'y', type: 'completion', model: 'nope', prompt: 'x' });
+    c.send({ id: 'z', type: 'completion', model: 'tiny-gpt', prompt: 'x', max_tokens: -3 });
+    c.send({ id: 'w', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] });
+    const errors = await Promise.all([
+      c.next((m) => m.type === 'error' && /malformed JSON/.test(String((m.error as { message: string }).message))),
+      c.next((m) => m.type === 'error' && /needs an "id"/.test(String((m.error as { message: string }).message))),
+      c.next((m) => m.id === 'x' && m.type === 'error'),
+      c.next((m) => m.id === 'y' && m.type === 'error'),
+      c.next((m) => m.id === 'z' && m.type === 'error'),
+      c.next((m) => m.id === 'w' && m.type === 'error'),
+    ]);
+    expect(errors.map((e) => (e.error as { status: number }).status)).toEqual([400, 400, 400, 404, 400, 400]);
+    expect((errors[4].error as { param: string }).param).toBe('max_tokens');
+    // Still up: a good request works on the same socket.
+    c.send({ id: 'ok', type: 'completion', model: 'tiny-gpt', prompt: 'x', max_tokens: 2 });
+    expect(await c.next((m) => m.id === 'ok' && m.type === 'done')).toMatchObject({ finish_reason: 'length' });
+    expect(c.ws.readyState).toBe(WebSocket.OPEN);
+    c.ws.close();
+  });
+
+  it('cancels one stream on request, and everything when the socket closes', async () => {
+    const c = await connect();
+    c.send({ id: 'long', type: 'completion', model: 'tiny-gpt', prompt: 'a', max_tokens: 400 });
+    await c.next((m) => m.id === 'long' && m.type === 'token');
+    c.send({ id: 'long', type: 'cancel' });
+    expect(await c.next((m) => m.id === 'long' && m.type === 'done')).toMatchObject({ finish_reason: 'cancelled' });
+
+    c.send({ id: 'l1', type: 'completion', model: 'tiny-gpt', prompt: 'b', max_tokens: 400 });
+    c.send({ id: 'l2', type: 'completion', model: 'tiny-gpt', prompt: 'c', max_tokens: 400 });
+    await Promise.all([c.next((m) => m.id === 'l1' && m.type === 'token'), c.next((m) => m.id === 'l2' && m.type === 'token')]);
+    expect((await stats()).active).toBe(2);
+    c.ws.terminate();
+    for (let i = 0; i < 200 && (await stats()).active > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect((await stats()).active).toBe(0);
+  });
+});
