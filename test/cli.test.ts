@@ -27,7 +27,7 @@ describe('infergate validate', () => {
     const run = cli(['validate', '-c', 'examples/demo.yaml']);
     expect(await run.exited).toBe(0);
     expect(run.output()).toMatch(/mlp: x FP32 \[N, 64\] -> probs FP32 \[N, 10\]/);
-    expect(run.output()).toMatch(/ok \(3 models\)/);
+    expect(run.output()).toMatch(/ok \(4 models\)/);
   });
 
   it('names the bad option, its value and what was expected, and exits non-zero', async () => {

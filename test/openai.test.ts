@@ -27,7 +27,12 @@ async function sse(path: string, body: object, onEvent?: (data: string) => void 
   const res = await fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal });
   const events: string[] = [];
   const pending: Promise<void>[] = [];
-  const parser = createParser({ onEvent: (e) => (events.push(e.data), pending.push(Promise.resolve(onEvent?.(e.data)))) });
+  const parser = createParser({
+    onEvent: (e) => {
+      events.push(e.data);
+      pending.push(Promise.resolve(onEvent?.(e.data)));
+    },
+  });
   let reads = 0;
   const decoder = new TextDecoder();
   for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {

@@ -56,7 +56,11 @@ function setup(opts: { replicas?: number; maxSequences?: number; maxQueue?: numb
   schedulers.push(scheduler);
   const run = (maxTokens: number, hooks: Partial<GenerateHooks> = {}) => {
     const tokens: number[] = [];
-    const done = scheduler.generate({ prompt: [1], sampling, maxTokens }, { onToken: (t) => (tokens.push(t), true), ...hooks });
+    const onToken = (t: number) => {
+      tokens.push(t);
+      return true;
+    };
+    const done = scheduler.generate({ prompt: [1], sampling, maxTokens }, { onToken, ...hooks });
     return { tokens, done };
   };
   return { pool, scheduler, run };
