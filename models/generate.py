@@ -126,6 +126,25 @@ def cnn(out_dir, file, channels, size=32, classes=10):
     save(graph, out_dir, file)
 
 
+def sampler(out_path):
+    """The replica's sampling head: softmax(logits * inv_temperature) and argmax per row, vectorised by
+    ONNX Runtime (a JavaScript Math.exp loop over a 50257-token vocabulary costs ~1 ms per token)."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["logits", "inv_temperature"], ["scaled"]),
+         helper.make_node("Softmax", ["scaled"], ["probs"], axis=-1),
+         helper.make_node("ArgMax", ["logits"], ["best"], axis=-1, keepdims=0)],
+        "sampler",
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"]),
+         helper.make_tensor_value_info("inv_temperature", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", "vocab"]),
+         helper.make_tensor_value_info("best", TensorProto.INT64, ["batch"])],
+    )
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="infergate/models/generate.py")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, out_path)
+
+
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "examples", "models")
     os.makedirs(out, exist_ok=True)
@@ -134,5 +153,6 @@ if __name__ == "__main__":
     dtypes(out)
     slow(out)
     cnn(out, "cnn-bench.onnx", [3, 16, 16, 16])
+    sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler.onnx"))
     for f in sorted(os.listdir(out)):
         print(f"{f}: {os.path.getsize(os.path.join(out, f))} bytes")

@@ -135,6 +135,16 @@ describe('GenerationScheduler', () => {
     expect(slow.tokens).toHaveLength(5);
   });
 
+  it('never strands a sequence that arrives while the last release is in flight', async () => {
+    const { pool, run } = setup({ stepMs: 20 });
+    const first = run(1);
+    await first.done; // its release step is now on its way (20 ms)
+    await sleep(5);
+    const second = run(2);
+    expect(await second.done).toMatchObject({ completionTokens: 2 });
+    expect(pool.replicas[0].steps.flatMap((s) => s.release)).toContain(pool.replicas[0].steps[0].join[0]);
+  });
+
   it('holds the replica (never idle, never scaled down) while a loop runs', async () => {
     const { pool, run } = setup({ stepMs: 5 });
     const r = run(5);

@@ -145,7 +145,12 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
     const ready = this.opts.pool.ready();
     for (const replica of ready)
       if (!this.loops.has(replica.id)) this.loops.set(replica.id, { replica, active: new Map(), joining: [], release: [], running: false });
-    for (const [id, loop] of this.loops) if (!ready.includes(loop.replica) && !loop.running) this.loops.delete(id);
+    for (const [id, loop] of this.loops) {
+      if (ready.includes(loop.replica) || loop.running) continue;
+      // Its replica is gone: sequences that had not started yet go back to the front of the queue.
+      this.queue.unshift(...loop.joining.filter((s) => !s.settled));
+      this.loops.delete(id);
+    }
     while (this.queue.length > 0) {
       let best: Loop | undefined;
       let bestFree = 0;
@@ -168,13 +173,15 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
     loop.running = true;
     const unhold = this.opts.pool.hold(loop.replica.id);
     try {
-      while (loop.active.size > 0 || loop.joining.length > 0) {
+      // Runs while anything is active, joining, or waiting to have its cache freed; a sequence that joins
+      // while the last release is in flight is picked up by the next turn, never stranded.
+      while (loop.active.size > 0 || loop.joining.length > 0 || loop.release.length > 0) {
         for (const [id, seq] of loop.active) if (seq.settled) this.leave(loop, id); // cancelled since the last step
         const join = loop.joining.splice(0).filter((s) => !s.settled);
         for (const s of join) loop.active.set(s.id, s);
         const advance = [...loop.active.values()].filter((s) => !join.includes(s) && !s.hooks.paused?.()).map((s) => s.id);
-        if (join.length === 0 && advance.length === 0) {
-          if (loop.active.size > 0) await new Promise((r) => setTimeout(r, 5)); // every reader is behind: wait for one
+        if (join.length === 0 && advance.length === 0 && loop.release.length === 0) {
+          await new Promise((r) => setTimeout(r, 5)); // every reader is behind: wait for one
           continue;
         }
         const body = { join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling })), advance, release: loop.release.splice(0) };
@@ -188,9 +195,11 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
           break;
         }
         const size = join.length + advance.length;
-        this.counts.steps++;
-        this.counts.stepSizes[size] = (this.counts.stepSizes[size] ?? 0) + 1;
-        this.emit('step', { size });
+        if (size > 0) {
+          this.counts.steps++;
+          this.counts.stepSizes[size] = (this.counts.stepSizes[size] ?? 0) + 1;
+          this.emit('step', { size });
+        }
         for (const [id, token] of Object.entries(tokens)) {
           const seq = loop.active.get(id);
           if (!seq || seq.settled) continue;
@@ -204,8 +213,6 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
         }
         this.admit();
       }
-      // Free the caches of the last sequences to leave.
-      if (loop.release.length > 0) await loop.replica.request('step', { join: [], advance: [], release: loop.release.splice(0) }).catch(() => {});
     } finally {
       loop.running = false;
       unhold();

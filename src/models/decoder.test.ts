@@ -3,16 +3,19 @@ import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Decoder } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
+import { Sampler } from './sampling.js';
 import { readSignature } from './signature.js';
 
 const path = fileURLToPath(new URL('../../examples/models/tiny-gpt.onnx', import.meta.url));
 let session: ort.InferenceSession;
 let spec: GenerativeSpec;
+let sampler: Sampler;
 const greedy = { temperature: 0, topP: 1, topK: 0, seed: 1 };
 
 beforeAll(async () => {
   session = await ort.InferenceSession.create(path);
   spec = generativeSpec(await readSignature(path)) as GenerativeSpec;
+  sampler = await Sampler.create();
 });
 
 /** Greedy tokens by full recomputation (no cache): the reference the cached, batched steps must match. */
@@ -48,7 +51,7 @@ describe('Decoder', () => {
   });
 
   it('generates with its KV cache exactly what full recomputation does, for sequences of different lengths batched together', async () => {
-    const decoder = new Decoder(session, spec);
+    const decoder = new Decoder(session, spec, sampler);
     const prompts = { a: [15496, 995], b: [40, 1101, 257, 1332, 11, 290], c: [464] };
     const got: Record<string, number[]> = { a: [], b: [], c: [] };
     // a and b start together; c joins two steps later (continuous batching); b leaves early.
@@ -76,7 +79,7 @@ describe('Decoder', () => {
   });
 
   it('grows a cache past its first capacity', async () => {
-    const decoder = new Decoder(session, spec);
+    const decoder = new Decoder(session, spec, sampler);
     const tokens = [(await decoder.step({ join: [{ seq: 'x', prompt: [1, 2, 3], sampling: greedy }], advance: [], release: [] })).tokens.x];
     for (let i = 0; i < 20; i++) tokens.push((await decoder.step({ join: [], advance: ['x'], release: [] })).tokens.x);
     expect(tokens).toEqual(await reference([1, 2, 3], 21));

@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
-import { type Sampling, sample, seededRandom } from './sampling.js';
+import { type Sampler, type Sampling, seededRandom } from './sampling.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
@@ -32,6 +32,7 @@ export class Decoder {
   constructor(
     private session: ort.InferenceSession,
     private spec: GenerativeSpec,
+    private sampler: Sampler,
   ) {}
 
   get active(): number {
@@ -73,7 +74,7 @@ export class Decoder {
       }
     }
     const logits = out.logits.data as Float32Array; // [1, n, vocab]
-    seq.last = sample(logits.subarray((n - 1) * this.spec.vocab, n * this.spec.vocab), sampling, seq.random);
+    [seq.last] = await this.sampler.sample(logits.subarray((n - 1) * this.spec.vocab, n * this.spec.vocab), this.spec.vocab, [seq]);
     this.seqs.set(id, seq);
     return seq.last;
   }
@@ -114,7 +115,7 @@ export class Decoder {
       }
     }
     const out = await this.session.run(feeds);
-    const logits = out.logits.data as Float32Array; // [b, 1, vocab]
+    const next = await this.sampler.sample(out.logits.data as Float32Array, vocab, seqs); // logits [b, 1, vocab]
     const tokens: Record<string, number> = {};
     seqs.forEach((s, i) => {
       if (s.length === s.capacity) grow(s, heads, headDim);
@@ -131,7 +132,7 @@ export class Decoder {
         }
       }
       s.length++;
-      s.last = sample(logits.subarray(i * vocab, (i + 1) * vocab), s.sampling, s.random);
+      s.last = next[i];
       tokens[ids[i]] = s.last;
     });
     return tokens;

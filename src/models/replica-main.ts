@@ -10,6 +10,7 @@ import { Decoder, type StepRequest } from './decoder.js';
 import { generativeSpec } from './generative.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
+import { Sampler } from './sampling.js';
 import { openSession, runSession, warmupInputs } from './session.js';
 import { readSignature } from './signature.js';
 
@@ -28,7 +29,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
   const { session, provider, fallback } = await openSession(spec.path, spec.device, spec.threads);
   const sessionAt = performance.now();
   const generative = generativeSpec(signature);
-  const decoder = generative ? new Decoder(session, generative) : undefined;
+  const decoder = generative ? new Decoder(session, generative, await Sampler.create()) : undefined;
   if (decoder) {
     const sampling = { temperature: 0, topP: 1, topK: 0, seed: 0 };
     await decoder.step({ join: [{ seq: 'warmup', prompt: [0, 1], sampling }], advance: [], release: [] });

@@ -1,13 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { sample, seededRandom } from './sampling.js';
+import { pickToken, Sampler, seededRandom } from './sampling.js';
 
 const logits = Float32Array.from([1, 3, 2, 0.5, 2.9]);
-const draw = (n: number, s: Partial<Parameters<typeof sample>[1]>, seed = 1) => {
+const softmax = (l: Float32Array, t = 1) => {
+  const e = Array.from(l, (x) => Math.exp(x / t));
+  const z = e.reduce((a, b) => a + b);
+  return Float32Array.from(e, (x) => x / z);
+};
+const draw = (n: number, s: Partial<Parameters<typeof pickToken>[2]>, seed = 1) => {
   const random = seededRandom(seed);
-  return Array.from({ length: n }, () => sample(logits, { temperature: 1, topP: 1, topK: 0, seed, ...s }, random));
+  const probs = softmax(logits, s.temperature || 1);
+  return Array.from({ length: n }, () => pickToken(probs, 1, { temperature: 1, topP: 1, topK: 0, seed, ...s }, random));
 };
 
-describe('sample', () => {
+describe('pickToken', () => {
   it('is greedy at temperature 0', () => {
     expect(draw(5, { temperature: 0 })).toEqual([1, 1, 1, 1, 1]);
   });
@@ -26,10 +32,24 @@ describe('sample', () => {
     expect(new Set(draw(300, { topP: 0.7 }))).toEqual(new Set([1, 4]));
   });
 
-  it('follows the softmax distribution', () => {
+  it('follows the distribution', () => {
     const counts = new Array(5).fill(0);
     for (const t of draw(20_000, {})) counts[t]++;
-    const z = Array.from(logits, Math.exp).reduce((a, b) => a + b);
-    for (let i = 0; i < 5; i++) expect(counts[i] / 20_000).toBeCloseTo(Math.exp(logits[i]) / z, 1);
+    const p = softmax(logits);
+    for (let i = 0; i < 5; i++) expect(counts[i] / 20_000).toBeCloseTo(p[i], 1);
+  });
+});
+
+describe('Sampler (ONNX Runtime softmax + argmax)', () => {
+  it('applies each row its own temperature, and greedy rows take the argmax', async () => {
+    const sampler = await Sampler.create();
+    const rows = Float32Array.from([...logits, 5, 1, 1, 1, 1]);
+    const greedy = { sampling: { temperature: 0, topP: 1, topK: 0, seed: 1 }, random: seededRandom(1) };
+    const hot = { sampling: { temperature: 100, topP: 1, topK: 0, seed: 1 }, random: seededRandom(2) };
+    expect(await sampler.sample(rows, 5, [greedy, greedy])).toEqual([1, 0]);
+    // At temperature 100 the second row is nearly uniform: all five tokens turn up.
+    const seen = new Set<number>();
+    for (let i = 0; i < 200; i++) seen.add((await sampler.sample(rows, 5, [greedy, hot]))[1]);
+    expect(seen.size).toBe(5);
   });
 });

@@ -1,3 +1,5 @@
+import * as ort from 'onnxruntime-node';
+
 /** How the next token is drawn from a row of logits (OpenAI's parameters, plus top_k as vLLM has it). */
 export type Sampling = {
   /** 0: greedy (always the most likely token). */
@@ -22,28 +24,22 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-export function sample(logits: Float32Array, s: Sampling, random: () => number): number {
-  const n = logits.length;
-  let best = 0;
-  for (let i = 1; i < n; i++) if (logits[i] > logits[best]) best = i;
+/**
+ * Draws a token from one row of probabilities (already softmaxed at the sequence's temperature), given
+ * its most likely token. Top-k / top-p need the row in order (a sort); without them it is one scan.
+ */
+export function pickToken(probs: Float32Array, best: number, s: Sampling, random: () => number): number {
   if (s.temperature === 0 || s.topK === 1) return best;
-
-  const probs = new Float64Array(n);
-  const max = logits[best];
-  let sum = 0;
-  for (let i = 0; i < n; i++) {
-    probs[i] = Math.exp((logits[i] - max) / s.temperature);
-    sum += probs[i];
-  }
-  // Truncation (top_k, top_p) needs the probabilities in order; skipped (one linear pass) when both are off.
+  const n = probs.length;
   let floor = 0;
+  let sum = 1;
   if ((s.topK > 0 && s.topK < n) || s.topP < 1) {
-    const sorted = Float64Array.from(probs).sort().reverse();
+    const sorted = probs.slice().sort().reverse();
     let keep = s.topK > 0 ? Math.min(s.topK, n) : n;
     if (s.topP < 1) {
       let cumulative = 0;
       for (let i = 0; i < keep; i++) {
-        cumulative += sorted[i] / sum;
+        cumulative += sorted[i];
         if (cumulative >= s.topP) {
           keep = i + 1;
           break;
@@ -52,7 +48,7 @@ export function sample(logits: Float32Array, s: Sampling, random: () => number):
     }
     floor = sorted[keep - 1];
     sum = 0;
-    for (let i = 0; i < n; i++) if (probs[i] >= floor) sum += probs[i];
+    for (let i = 0; i < keep; i++) sum += sorted[i];
   }
   let r = random() * sum;
   for (let i = 0; i < n; i++) {
@@ -60,5 +56,31 @@ export function sample(logits: Float32Array, s: Sampling, random: () => number):
     r -= probs[i];
     if (r <= 0) return i;
   }
-  return best;
+  return best; // float rounding left a sliver at the end
+}
+
+/**
+ * The sampling head of a replica: softmax at each row's temperature and argmax, vectorised by ONNX
+ * Runtime (models/sampler.onnx; a JavaScript Math.exp loop over GPT-2's 50257 tokens costs ~1 ms a row).
+ */
+export class Sampler {
+  private constructor(private session: ort.InferenceSession) {}
+
+  static async create(): Promise<Sampler> {
+    const path = new URL('../../models/sampler.onnx', import.meta.url);
+    return new Sampler(await ort.InferenceSession.create(decodeURIComponent(path.pathname), { intraOpNumThreads: 1 }));
+  }
+
+  /** One token per row of `logits` ([rows, vocab]), each with its own sampling parameters and random stream. */
+  async sample(logits: Float32Array, vocab: number, rows: { sampling: Sampling; random: () => number }[]): Promise<number[]> {
+    const b = rows.length;
+    const inv = Float32Array.from(rows, (r) => (r.sampling.temperature > 0 ? 1 / r.sampling.temperature : 1));
+    const out = await this.session.run({
+      logits: new ort.Tensor('float32', logits.subarray(0, b * vocab), [b, vocab]),
+      inv_temperature: new ort.Tensor('float32', inv, [b, 1]),
+    });
+    const probs = out.probs.data as Float32Array;
+    const best = out.best.data as BigInt64Array;
+    return rows.map((r, i) => pickToken(probs.subarray(i * vocab, (i + 1) * vocab), Number(best[i]), r.sampling, r.random));
+  }
 }

@@ -1,0 +1,93 @@
+/**
+ * Streaming on CPU with tiny-gpt: aggregate tokens/s, time to first token and inter-token latency
+ * (p50/p99) at 1, 8 and 32 concurrent streams, continuous batching (max_batch_size 32) vs one
+ * sequence at a time (max_batch_size 1), side by side in one run on one gateway.
+ * Writes bench/results/streaming-cpu.{json,md}.   npm run bench:streaming [-- --seconds 10]
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { machine, ROOT, startServer, stopServer } from './lib.js';
+
+const PORT = 18702;
+const seconds = Number(process.argv[process.argv.indexOf('--seconds') + 1]) || 10;
+const maxTokens = 64;
+const concurrency = [1, 8, 32];
+const variants = { continuous: 32, sequential: 1 };
+
+const pct = (xs: number[], p: number) => {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))];
+};
+
+async function load(model: string, clients: number) {
+  const plan = { url: `http://127.0.0.1:${PORT}`, model, clients, seconds, maxTokens };
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/stream-load.ts'), JSON.stringify(plan)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  await new Promise((r) => child.once('exit', r));
+  const { elapsedS, streams } = JSON.parse(out) as { elapsedS: number; streams: [number, number, number, number[]][] };
+  const tokens = streams.reduce((n, s) => n + s[2], 0);
+  const ttft = streams.map((s) => s[1]).filter((t) => t >= 0);
+  const gaps = streams.flatMap((s) => s[3]);
+  return {
+    streams: streams.length,
+    tokensPerS: Math.round(tokens / elapsedS),
+    ttftMs: { p50: pct(ttft, 0.5), p99: pct(ttft, 0.99) },
+    interTokenMs: { p50: pct(gaps, 0.5), p99: pct(gaps, 0.99) },
+  };
+}
+
+async function main() {
+  const config = join(ROOT, 'bench/.streaming.yaml');
+  const model = (batch: number) => ({
+    path: join(ROOT, 'examples/models/tiny-gpt.onnx'),
+    device: 'cpu',
+    threads: 1,
+    batching: { max_batch_size: batch, max_queue_size: 256, timeout_ms: 120_000 },
+    scaling: { min_containers: 1, max_containers: 1 },
+  });
+  writeFileSync(
+    config,
+    stringify({ server: { port: PORT, host: '127.0.0.1' }, models: Object.fromEntries(Object.entries(variants).map(([name, batch]) => [name, model(batch)])) }),
+  );
+  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
+  const rows: { clients: number; variant: string; result: Awaited<ReturnType<typeof load>> }[] = [];
+  try {
+    for (const clients of concurrency) {
+      for (const variant of Object.keys(variants)) {
+        const result = await load(variant, clients);
+        console.log(clients, variant, JSON.stringify(result));
+        rows.push({ clients, variant, result });
+      }
+    }
+  } finally {
+    await stopServer(server);
+  }
+  const results = { machine: machine(), model: 'tiny-gpt (2 layers, 32 wide, GPT-2 vocabulary), 1 ONNX Runtime thread', seconds, maxTokens, rows };
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'streaming-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
+  const md = `# Streaming (CPU, tiny-gpt)
+
+${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.node}. ${results.machine.date}
+
+${results.model}. Each client streams completions of ${maxTokens} tokens back to back (SSE, \`stream_options.include_usage\`) for ${seconds} s;
+continuous batching is \`max_batch_size: 32\` (all streams advance in one step), sequential is \`max_batch_size: 1\` (one stream at a time, the rest queue).
+
+| streams | batching | tokens/s | TTFT p50 ms | TTFT p99 ms | inter-token p50 ms | inter-token p99 ms | streams done |
+|---|---|---|---|---|---|---|---|
+${rows.map((r) => `| ${r.clients} | ${r.variant} | ${r.result.tokensPerS} | ${r.result.ttftMs.p50} | ${r.result.ttftMs.p99} | ${r.result.interTokenMs.p50} | ${r.result.interTokenMs.p99} | ${r.result.streams} |`).join('\n')}
+`;
+  writeFileSync(join(dir, 'streaming-cpu.md'), md);
+  console.log(md);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
