@@ -15,6 +15,30 @@ function cli(args: string[], env: Record<string, string> = {}): ChildProcess & {
   return Object.assign(child, { output: () => output, exited });
 }
 
+/** `infergate serve` on a random port, once /v2/health/ready answers. */
+async function serveUntilReady(file: string) {
+  const port = 18000 + Math.floor(Math.random() * 2000);
+  const run = cli(['serve', '-c', file], { PORT: String(port) });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    const ok = await fetch(`${url}/v2/health/ready`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { run, url };
+}
+
+/** Waits until the model's queue has taken `n` requests (they are accepted). */
+async function accepted(url: string, model: string, n: number) {
+  for (let i = 0; i < 100; i++) {
+    if ((await (await fetch(`${url}/v2/models/${model}/stats`)).json()).requests >= n) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 async function configFile(yaml: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'infergate-cli-'));
   const file = join(dir, 'config.yaml');
@@ -55,20 +79,8 @@ describe('infergate serve', () => {
   });
 
   it('on SIGTERM still answers requests that were waiting for a cold start (scaled to zero)', async () => {
-    const port = 19000 + Math.floor(Math.random() * 1000);
     const file = await configFile(`models:\n  mlp:\n    path: ${MODELS}mlp.onnx\n    device: cpu\n    scaling: { min_containers: 0 }\n`);
-    const run = cli(['serve', '-c', file], { PORT: String(port) });
-    const url = `http://127.0.0.1:${port}`;
-    for (let i = 0; i < 200; i++) {
-      if (
-        await fetch(`${url}/v2/health/ready`).then(
-          (r) => r.ok,
-          () => false,
-        )
-      )
-        break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const { run, url } = await serveUntilReady(file);
     expect((await (await fetch(`${url}/v2/models/mlp/stats`)).json()).replicas).toHaveLength(0);
     const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(1) }] });
     const requests = Array.from({ length: 5 }, () =>
@@ -77,42 +89,23 @@ describe('infergate serve', () => {
         (e) => String(e.cause),
       ),
     );
-    for (let i = 0; i < 100; i++) {
-      if ((await (await fetch(`${url}/v2/models/mlp/stats`)).json()).requests >= 5) break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await accepted(url, 'mlp', 5);
     run.kill('SIGTERM');
     expect(await Promise.all(requests)).toEqual([200, 200, 200, 200, 200]);
     expect(await run.exited).toBe(0);
   });
 
   it('on SIGTERM finishes every accepted request, stops its replicas and exits 0', async () => {
-    const port = 18000 + Math.floor(Math.random() * 1000);
     const file = await configFile(
       `models:\n  slow:\n    path: ${MODELS}slow.onnx\n    device: cpu\n    threads: 1\n    scaling: { min_containers: 1 }\n    batching: { max_batch_size: 2, wait_ms: 0, timeout_ms: 20000 }\n`,
     );
-    const run = cli(['serve', '-c', file], { PORT: String(port) });
-    const url = `http://127.0.0.1:${port}`;
-    for (let i = 0; i < 200; i++) {
-      if (
-        await fetch(`${url}/v2/health/ready`).then(
-          (r) => r.ok,
-          () => false,
-        )
-      )
-        break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const { run, url } = await serveUntilReady(file);
     const { replicas } = await (await fetch(`${url}/v2/models/slow/stats`)).json();
     expect(replicas).toHaveLength(1);
     const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 16], datatype: 'FP32', data: new Array(16).fill(1) }] });
     // 12 requests at ~50 ms per batch of 2: about 300 ms of work is queued when SIGTERM arrives.
     const requests = Array.from({ length: 12 }, () => fetch(`${url}/v2/models/slow/infer`, { method: 'POST', body }));
-    for (let i = 0; i < 100; i++) {
-      const s = await (await fetch(`${url}/v2/models/slow/stats`)).json();
-      if (s.requests >= 12) break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await accepted(url, 'slow', 12);
     run.kill('SIGTERM');
     const statuses = await Promise.all(
       requests.map((r) =>
