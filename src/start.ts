@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import {
   Autoscaler,
@@ -10,9 +11,9 @@ import {
   visibleGpus,
 } from './autoscaler/index.js';
 import { Batcher, GenerationScheduler } from './batcher/index.js';
-import type { Config, ModelConfig } from './config/index.js';
+import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
-import { createApp, listen, type ServedModel } from './gateway/index.js';
+import { authenticate, createApp, type EndpointRoute, jwtVerifier, listen, type Policy, RateLimiter, rateLimit, type ServedModel } from './gateway/index.js';
 import { generativeSpec, type ModelSignature, readSignature, tokenizerFor } from './models/index.js';
 import { VERSION } from './version.js';
 
@@ -51,6 +52,28 @@ function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSigna
   for (const input of Object.keys(model.warmup_shapes)) {
     if (!inputs.has(input)) throw new ConfigError(`models.${name}.warmup_shapes.${input}: the model has no input ${input}`);
   }
+}
+
+/** The auth and rate-limit middleware of the built-in routes and of each configured endpoint. */
+async function security(config: Config): Promise<{ guard: ReturnType<typeof authenticate>[]; endpoints: EndpointRoute[] }> {
+  const verify = config.auth.jwt ? await jwtVerifier(config.auth.jwt) : undefined;
+  const keys = new Map(config.auth.keys.map((k) => [k.id, k.secret]));
+  const guardFor = (policy: Policy, scopes: string[], limit?: RateLimitConfig) => [
+    authenticate({ policy, scopes, verify, keys }),
+    ...(limit ? [rateLimit(new RateLimiter({ perSecond: limit.per_second, burst: limit.burst ?? Math.max(1, Math.ceil(limit.per_second)) }))] : []),
+  ];
+  const a = config.auth;
+  const open = a.default === 'public' && !a.rate_limit;
+  return {
+    guard: open ? [] : guardFor(a.default, a.scopes, a.rate_limit),
+    endpoints: config.endpoints.map((e) => ({
+      path: e.path,
+      model: e.model,
+      protocol: e.protocol,
+      guard: guardFor(e.auth ?? a.default, e.scopes, e.rate_limit ?? a.rate_limit),
+      maxBodyBytes: e.max_body_bytes,
+    })),
+  };
 }
 
 const maxContainers = (m: ModelConfig) => m.scaling.max_containers ?? Math.max(1, m.scaling.min_containers);
@@ -162,14 +185,20 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
   }
   for (const m of all) m.autoscaler.start();
 
+  const { guard, endpoints } = await security(config);
   const app = createApp({
     models,
+    guard,
+    endpoints,
     maxBodyBytes: config.server.max_body_bytes,
     version: VERSION,
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
   });
-  const server = await listen(app, { port: config.server.port, host: config.server.host });
-  log.info({ port: server.port, models: [...models.keys()] }, `infergate listening on port ${server.port}`);
+  const tlsConfig = config.server.tls;
+  const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };
+  const server = await listen(app, { port: config.server.port, host: config.server.host, tls });
+  const scheme = tls ? (tls.http2 ? 'https (HTTP/2 + HTTP/1.1)' : 'https') : 'http';
+  log.info({ port: server.port, scheme, models: [...models.keys()] }, `infergate listening on port ${server.port} (${scheme})`);
 
   let stopping: Promise<void> | undefined;
   return {

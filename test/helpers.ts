@@ -8,7 +8,11 @@ export const OCR_CLS = fileURLToPath(new URL('../node_modules/@gutenye/ocr-model
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** A gateway on a free port with real replica processes, from a config object (model paths absolute). */
-export async function startTestGateway(raw: { server?: object; models: Record<string, object> }): Promise<Gateway & { url: string }> {
+export async function startTestGateway(raw: {
+  server?: object;
+  models: Record<string, object>;
+  [section: string]: unknown;
+}): Promise<Gateway & { url: string }> {
   const config = parseConfig({ ...raw, server: { port: 0, host: '127.0.0.1', ...raw.server } });
   const gateway = await startGateway(config, { log: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) });
   return Object.assign(gateway, { url: `http://127.0.0.1:${gateway.port}` });

@@ -1,2 +1,2 @@
 export { ConfigError, loadConfig, parseConfig } from './load.js';
-export type { BatchingConfig, Config, ModelConfig, ScalingConfig, ServerConfig } from './schema.js';
+export type { AuthConfig, BatchingConfig, Config, EndpointConfig, ModelConfig, RateLimitConfig, ScalingConfig, ServerConfig } from './schema.js';

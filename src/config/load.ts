@@ -29,9 +29,9 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     config.server.port = port;
   }
   const base = dirname(resolve(file));
-  for (const model of Object.values(config.models)) {
-    if (!isAbsolute(model.path)) model.path = resolve(base, model.path);
-  }
+  const within = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  for (const model of Object.values(config.models)) model.path = within(model.path);
+  if (config.server.tls) Object.assign(config.server.tls, { cert: within(config.server.tls.cert), key: within(config.server.tls.key) });
   return config;
 }
 

@@ -72,6 +72,17 @@ export const modelSchema = z
   })
   .strict();
 
+const tlsSchema = z
+  .object({
+    /** PEM certificate (chain) file, relative to the config file. */
+    cert: z.string().min(1),
+    /** PEM private key file, relative to the config file. */
+    key: z.string().min(1),
+    /** Offer HTTP/2 by ALPN (HTTP/1.1 stays available for WebSocket and older clients). @default true */
+    http2: z.boolean().default(true),
+  })
+  .strict();
+
 export const serverSchema = z
   .object({
     /** Overridden by $PORT. @default 8080 */
@@ -82,20 +93,117 @@ export const serverSchema = z
     max_body_bytes: positiveInt.default(64 * 1024 * 1024),
     /** How long shutdown waits for accepted requests before stopping replicas anyway, in s. @default 30 */
     shutdown_timeout_s: nonNegative.default(30),
+    /** HTTPS (and HTTP/2) from these files; plain HTTP without. */
+    tls: tlsSchema.optional(),
+  })
+  .strict();
+
+const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+
+const jwtSchema = z
+  .object({
+    /** Expected `iss`. */
+    issuer: z.string().min(1),
+    /** Expected `aud` (one of). */
+    audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    /** Where the signing keys are published (fetched, cached, refetched on an unknown `kid`). */
+    jwks_url: z.url().optional(),
+    /** Static public keys: PEM (SPKI) with its algorithm, or a public JWK (with `alg` and `kid`). */
+    keys: z
+      .array(z.union([z.object({ pem: z.string().min(1), alg: z.enum(ASYMMETRIC), kid: z.string().optional() }).strict(), z.record(z.string(), z.unknown())]))
+      .optional(),
+    /** Accepted algorithms; asymmetric only (never `none`, never HMAC: a public key must not verify a MAC). @default [RS256, ES256, EdDSA] */
+    algorithms: z
+      .array(z.enum(ASYMMETRIC, { error: `expected asymmetric algorithms only (${ASYMMETRIC.join(', ')})` }))
+      .min(1)
+      .default(['RS256', 'ES256', 'EdDSA']),
+    /** Leeway for exp / nbf / iat, in seconds. @default 30 */
+    clock_tolerance_s: nonNegative.default(30),
+    /** Least time between two JWKS refetches for unknown `kid`s, in seconds. @default 30 */
+    jwks_cooldown_s: nonNegative.default(30),
+    /** Claim whose value picks the caller's batch priority (see `priorities`). */
+    priority_claim: z.string().optional(),
+    /** Priority by claim value; higher goes first. @default {} */
+    priorities: z.record(z.string(), z.number().int()).default({}),
+    /** Claims copied into the request context (logs, limits). @default [] */
+    claims: z.array(z.string()).default([]),
+  })
+  .strict()
+  .refine((j) => j.jwks_url || j.keys?.length, { message: 'give jwks_url or keys', path: ['jwks_url'] });
+
+const policy = z.enum(['public', 'jwt', 'key']);
+
+const rateLimitSchema = z
+  .object({
+    /** Sustained requests per second per caller (subject, key id, or IP for public routes). */
+    per_second: z.number().positive(),
+    /** Requests a caller may burst above the rate. @default per_second */
+    burst: positiveInt.optional(),
+  })
+  .strict();
+
+export const authSchema = z
+  .object({
+    /** Policy of the built-in routes (/v2/models/…, /v1/…, /admin); health routes stay public. @default public */
+    default: policy.default('public'),
+    /** Scopes the built-in routes require under jwt. @default [] */
+    scopes: z.array(z.string()).default([]),
+    jwt: jwtSchema.optional(),
+    /** Static key/secret pairs for service-to-service calls: headers `Infergate-Key` and `Infergate-Secret`. */
+    keys: z.array(z.object({ id: z.string().min(1), secret: z.string().min(16, 'secrets must be at least 16 characters') }).strict()).default([]),
+    /** Per-caller token bucket for the built-in routes. */
+    rate_limit: rateLimitSchema.optional(),
+  })
+  .strict();
+
+export const endpointSchema = z
+  .object({
+    /** The public path, e.g. /classify. */
+    path: z.string().regex(/^\/[A-Za-z0-9._~/-]*$/, 'expected a path like /classify'),
+    model: z.string().min(1),
+    /** kserve: POST is infer (KServe v2 body), GET is metadata. openai-chat / openai-completions: that OpenAI route, model fixed. */
+    protocol: z.enum(['kserve', 'openai-chat', 'openai-completions']).default('kserve'),
+    /** @default auth.default */
+    auth: policy.optional(),
+    /** Required under jwt. @default [] */
+    scopes: z.array(z.string()).default([]),
+    rate_limit: rateLimitSchema.optional(),
+    /** Overrides server.max_body_bytes for this endpoint. */
+    max_body_bytes: positiveInt.optional(),
   })
   .strict();
 
 export const configSchema = z
   .object({
     server: serverSchema.default(() => serverSchema.parse({})),
+    auth: authSchema.default(() => authSchema.parse({})),
+    endpoints: z.array(endpointSchema).default([]),
     models: z
       .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected a model name of letters, digits, _ . -'), modelSchema)
       .refine((m) => Object.keys(m).length > 0, 'expected at least one model'),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    const policies = [c.auth.default, ...c.endpoints.map((e) => e.auth)];
+    if (policies.includes('jwt') && !c.auth.jwt)
+      ctx.addIssue({ code: 'custom', path: ['auth', 'jwt'], message: 'a jwt policy is used but auth.jwt is not configured' });
+    if (policies.includes('key') && c.auth.keys.length === 0)
+      ctx.addIssue({ code: 'custom', path: ['auth', 'keys'], message: 'a key policy is used but auth.keys is empty' });
+    c.endpoints.forEach((e, i) => {
+      if (!c.models[e.model]) ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'model'], message: `no model named ${e.model}`, input: e.model });
+    });
+    const paths = c.endpoints.map((e) => e.path);
+    paths.forEach((p, i) => {
+      if (paths.indexOf(p) !== i) ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'path'], message: `${p} is declared twice` });
+      if (/^\/(v1|v2|admin)(\/|$)/.test(p)) ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'path'], message: `${p} collides with the built-in routes` });
+    });
+  });
 
 export type Config = z.infer<typeof configSchema>;
 export type ModelConfig = z.infer<typeof modelSchema>;
 export type BatchingConfig = z.infer<typeof batchingSchema>;
 export type ScalingConfig = z.infer<typeof scalingSchema>;
 export type ServerConfig = z.infer<typeof serverSchema>;
+export type AuthConfig = z.infer<typeof authSchema>;
+export type EndpointConfig = z.infer<typeof endpointSchema>;
+export type RateLimitConfig = z.infer<typeof rateLimitSchema>;

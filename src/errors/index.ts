@@ -8,7 +8,14 @@ export class GatewayError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
-    readonly options: { cause?: unknown; retryAfterS?: number /** The request field at fault (OpenAI's `param`). */; param?: string } = {},
+    readonly options: {
+      cause?: unknown;
+      retryAfterS?: number;
+      /** The request field at fault (OpenAI's `param`). */
+      param?: string;
+      /** Response headers that belong to the error (WWW-Authenticate, RateLimit-*). */
+      headers?: Record<string, string>;
+    } = {},
   ) {
     super(message, { cause: options.cause });
   }

@@ -1,13 +1,25 @@
-import { Hono } from 'hono';
+import { Hono, type MiddlewareHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { GatewayError } from '../errors/index.js';
-import { kserveRoutes } from './kserve/routes.js';
-import { openaiError, openaiRoutes } from './openai/routes.js';
+import { infer, kserveRoutes, metadata } from './kserve/routes.js';
+import { chat, completions, generativeModelOf, openaiError, openaiRoutes } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
 
+/** A public path of the config, bound to one model and protocol, with its own guard (auth, rate limit). */
+export type EndpointRoute = {
+  path: string;
+  model: string;
+  protocol: 'kserve' | 'openai-chat' | 'openai-completions';
+  guard: MiddlewareHandler<GatewayEnv>[];
+  maxBodyBytes?: number;
+};
+
 export type AppOptions = {
+  /** Middleware run before the built-in model, OpenAI and admin routes (health stays open). @default [] */
+  guard?: MiddlewareHandler<GatewayEnv>[];
+  endpoints?: EndpointRoute[];
   models: ReadonlyMap<string, ServedModel>;
   /** @default 67108864 (64 MiB) */
   maxBodyBytes?: number;
@@ -19,9 +31,24 @@ export type AppOptions = {
 /** The gateway as a Hono app; only server.ts binds it to a socket. */
 export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
+  const maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024 * 1024;
   app.use(requestId());
-  app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes: opts.maxBodyBytes ?? 64 * 1024 * 1024, version: opts.version ?? '0.0.0' }));
-  app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes: opts.maxBodyBytes ?? 64 * 1024 * 1024 }));
+  // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
+  if (opts.guard?.length) for (const path of ['/v2/models/*', '/v1/*', '/admin/*']) app.use(path, ...opts.guard);
+  for (const e of opts.endpoints ?? []) {
+    const model = () => opts.models.get(e.model) as ServedModel;
+    const limit = e.maxBodyBytes ?? maxBodyBytes;
+    if (e.guard.length) app.use(e.path, ...e.guard);
+    if (e.protocol === 'kserve') {
+      app.post(e.path, (c) => infer(c, model(), limit));
+      app.get(e.path, (c) => c.json(metadata(model())));
+    } else {
+      const handler = e.protocol === 'openai-chat' ? chat : completions;
+      app.post(e.path, (c) => handler(c, generativeModelOf(opts.models), limit, e.model));
+    }
+  }
+  app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0' }));
+  app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
   app.route('/', wsRoutes(opts.models));
   app.get('/admin/pools', (c) => c.json({ models: [...opts.models.values()].map((m) => m.admin?.() ?? { model: m.name, replicas: m.replicas() }) }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
@@ -29,10 +56,12 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     const e = toGatewayError(err);
     if (e.status >= 500) opts.onServerError?.(e, c.req.path);
     if (e.options.retryAfterS !== undefined) c.header('Retry-After', String(e.options.retryAfterS));
+    for (const [name, value] of Object.entries(e.options.headers ?? {})) c.header(name, value);
     // The unread rest of an oversized body would otherwise be parsed as the next request: close instead.
     if (e.status === 413) c.header('Connection', 'close');
     // OpenAI routes answer OpenAI's error object; KServe routes (and the rest) answer {"error": "..."}.
-    if (c.req.path.startsWith('/v1/')) return c.json(openaiError(e).body, e.status as 400);
+    const endpoint = opts.endpoints?.find((x) => x.path === c.req.path);
+    if (c.req.path.startsWith('/v1/') || (endpoint && endpoint.protocol !== 'kserve')) return c.json(openaiError(e).body, e.status as 400);
     return c.json({ error: e.message }, e.status as 400);
   });
   return app;

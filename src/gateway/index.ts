@@ -1,3 +1,6 @@
-export { type AppOptions, createApp } from './app.js';
+export { type AppOptions, createApp, type EndpointRoute } from './app.js';
+export { jwtVerifier } from './auth/jwt.js';
+export { authenticate, type Caller, type Policy, rateLimit } from './auth/middleware.js';
+export { RateLimiter } from './auth/rate-limit.js';
 export { type Listening, listen } from './server.js';
 export type { GatewayEnv, ServedModel } from './types.js';

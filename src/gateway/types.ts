@@ -24,4 +24,4 @@ export interface ServedModel {
   admin?(): object;
 }
 
-export type GatewayEnv = { Variables: { requestId: string } };
+export type GatewayEnv = { Variables: { requestId: string; caller?: import('./auth/middleware.js').Caller } };

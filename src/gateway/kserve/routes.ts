@@ -41,24 +41,26 @@ export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): 
       const m = model(c);
       return c.json({ name: m.name, ...m.stats(), replicas: m.replicas() });
     });
-    app.post(`${prefix}/infer`, async (c) => {
-      const m = model(c);
-      if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
-      const body = await readBody(c, maxBodyBytes);
-      const request = parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
-      const result = await m.batcher.submit(request.inputs, { signal: clientSignal(c) });
-      const response = encodeInferResponse(m.name, request, result.outputs);
-      return c.body(response.body as string, 200, {
-        ...response.headers,
-        'x-queue-ms': result.queueMs.toFixed(2),
-        'x-batch-size': String(result.batchSize),
-      });
-    });
+    app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes));
   }
   return app;
 }
 
-function metadata(m: ServedModel) {
+/** POST infer for one model: the built-in route and every kserve endpoint of the config. */
+export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number): Promise<Response> {
+  if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
+  const body = await readBody(c, maxBodyBytes);
+  const request = parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
+  const result = await m.batcher.submit(request.inputs, { signal: clientSignal(c), priority: c.get('caller')?.priority });
+  const response = encodeInferResponse(m.name, request, result.outputs);
+  return c.body(response.body as string, 200, {
+    ...response.headers,
+    'x-queue-ms': result.queueMs.toFixed(2),
+    'x-batch-size': String(result.batchSize),
+  });
+}
+
+export function metadata(m: ServedModel) {
   const tensor = (t: ServedModel['signature']['inputs'][number]) => ({
     name: t.name,
     datatype: t.dtype,

@@ -17,56 +17,66 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   const generative = () => [...models.values()].filter((m) => m.generation);
   const listed = (m: ServedModel) => ({ id: m.name, object: 'model', created, owned_by: 'infergate' });
 
+  const model = generativeModelOf(models);
   app.get('/v1/models', (c) => c.json({ object: 'list', data: generative().map(listed) }));
   app.get('/v1/models/:model', (c) => c.json(listed(model(c.req.param('model')))));
-
-  const model = (name: string): ServedModel => {
-    const m = models.get(name);
-    if (!m?.generation) {
-      const known = generative()
-        .map((g) => g.name)
-        .join(', ');
-      throw new GatewayError(
-        404,
-        'model_not_found',
-        `The model \`${name}\` does not exist or is not a generative model (this gateway generates with: ${known})`,
-        { param: 'model' },
-      );
-    }
-    return m;
-  };
-  const json = async (c: Context) => {
-    try {
-      return JSON.parse(new TextDecoder().decode(await readBody(c, maxBodyBytes)));
-    } catch (err) {
-      if (err instanceof GatewayError) throw err;
-      throw badInput(`the body is not valid JSON: ${(err as Error).message}`, undefined, 'invalid_request_error');
-    }
-  };
-
-  app.post('/v1/completions', async (c) => {
-    const req = parseBody(completionSchema, await json(c));
-    const m = model(req.model);
-    const prompt = typeof req.prompt === 'string' ? req.prompt : req.prompt.length === 1 && typeof req.prompt[0] === 'string' ? req.prompt[0] : null;
-    const tokens = prompt === null ? (req.prompt as number[]) : (m.generation?.tokenizer.encode(prompt) ?? []);
-    return generate(c, m, req, tokens, req.max_tokens ?? 16, 'text_completion');
-  });
-
-  app.post('/v1/chat/completions', async (c) => {
-    const req = parseBody(chatSchema, await json(c));
-    const m = model(req.model);
-    const text = chatPrompt(
-      req.messages.map((msg) => ({ role: msg.role, content: typeof msg.content === 'string' ? msg.content : msg.content.map((p) => p.text).join('') })),
-    );
-    const tokens = m.generation?.tokenizer.encode(text) ?? [];
-    const context = m.generation?.context ?? 0;
-    return generate(c, m, req, tokens, req.max_completion_tokens ?? req.max_tokens ?? Math.min(256, context - tokens.length), 'chat.completion');
-  });
-
+  app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
+  app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
   return app;
 }
 
+/** Looks a model up by name for the OpenAI routes: 404 model_not_found unless it is generative. */
+export function generativeModelOf(models: ReadonlyMap<string, ServedModel>): (name: string) => ServedModel {
+  return (name) => {
+    const m = models.get(name);
+    if (m?.generation) return m;
+    const known = [...models.values()].filter((g) => g.generation).map((g) => g.name);
+    throw new GatewayError(
+      404,
+      'model_not_found',
+      `The model \`${name}\` does not exist or is not a generative model (this gateway generates with: ${known.join(', ')})`,
+      {
+        param: 'model',
+      },
+    );
+  };
+}
+
 type Kind = 'text_completion' | 'chat.completion';
+type ModelOf = (name: string) => ServedModel;
+
+async function json(c: Context, maxBodyBytes: number, fixedModel?: string): Promise<unknown> {
+  let body: unknown;
+  try {
+    body = JSON.parse(new TextDecoder().decode(await readBody(c, maxBodyBytes)));
+  } catch (err) {
+    if (err instanceof GatewayError) throw err;
+    throw badInput(`the body is not valid JSON: ${(err as Error).message}`, undefined, 'invalid_request_error');
+  }
+  // An endpoint bound to a model serves that model, whatever the body names.
+  return fixedModel && typeof body === 'object' && body !== null ? { ...body, model: fixedModel } : body;
+}
+
+/** POST /v1/completions (and openai-completions endpoints, with `fixedModel`). */
+export async function completions(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
+  const req = parseBody(completionSchema, await json(c, maxBodyBytes, fixedModel));
+  const m = model(req.model);
+  const prompt = typeof req.prompt === 'string' ? req.prompt : req.prompt.length === 1 && typeof req.prompt[0] === 'string' ? req.prompt[0] : null;
+  const tokens = prompt === null ? (req.prompt as number[]) : (m.generation?.tokenizer.encode(prompt) ?? []);
+  return generate(c, m, req, tokens, req.max_tokens ?? 16, 'text_completion');
+}
+
+/** POST /v1/chat/completions (and openai-chat endpoints, with `fixedModel`). */
+export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
+  const req = parseBody(chatSchema, await json(c, maxBodyBytes, fixedModel));
+  const m = model(req.model);
+  const text = chatPrompt(
+    req.messages.map((msg) => ({ role: msg.role, content: typeof msg.content === 'string' ? msg.content : msg.content.map((p) => p.text).join('') })),
+  );
+  const tokens = m.generation?.tokenizer.encode(text) ?? [];
+  const context = m.generation?.context ?? 0;
+  return generate(c, m, req, tokens, req.max_completion_tokens ?? req.max_tokens ?? Math.min(256, context - tokens.length), 'chat.completion');
+}
 
 async function generate(c: Context, m: ServedModel, req: CompletionRequest | ChatRequest, prompt: number[], maxTokens: number, kind: Kind) {
   if (req.stream_options && !req.stream) throw badInput('stream_options is only allowed when stream is true', 'stream_options', 'invalid_request_error');

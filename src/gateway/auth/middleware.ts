@@ -1,0 +1,108 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { MiddlewareHandler } from 'hono';
+import { GatewayError } from '../../errors/index.js';
+import type { GatewayEnv } from '../types.js';
+import { type TokenCaller, TokenError } from './jwt.js';
+import type { RateLimiter } from './rate-limit.js';
+
+export type Policy = 'public' | 'jwt' | 'key';
+
+/** Who is calling, as the rest of the request sees it (logs, limits, batch priority). */
+export type Caller = { kind: Policy; id: string; subject?: string; claims?: Record<string, unknown>; priority?: number };
+
+export type AuthOptions = {
+  policy: Policy;
+  /** Scopes a jwt caller must hold. @default [] */
+  scopes?: string[];
+  verify?: (token: string) => Promise<TokenCaller>;
+  /** Static key id → secret. */
+  keys?: ReadonlyMap<string, string>;
+};
+
+const unauthorized = (scheme: string, description: string) =>
+  new GatewayError(401, 'unauthorized', `unauthorized: ${description}`, {
+    headers: { 'WWW-Authenticate': `${scheme} realm="infergate", error="invalid_token", error_description="${description.replace(/"/g, "'")}"` },
+  });
+
+/**
+ * Authenticates the caller before anything else happens: a refused caller never reaches the body, the
+ * queue or a replica. 401 with WWW-Authenticate for a missing or bad credential, 403 for a valid one
+ * without the scopes.
+ */
+export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
+  return async function authenticate(c, next) {
+    if (opts.policy === 'public') {
+      c.set('caller', { kind: 'public', id: `ip:${clientIp(c)}` });
+      return next();
+    }
+    if (opts.policy === 'key') {
+      const id = c.req.header('infergate-key');
+      const secret = c.req.header('infergate-secret');
+      if (!id || !secret) throw unauthorized('Infergate-Key', 'send Infergate-Key and Infergate-Secret headers');
+      const expected = opts.keys?.get(id);
+      if (!expected || !sameSecret(expected, secret)) throw unauthorized('Infergate-Key', 'the key or secret is not valid');
+      c.set('caller', { kind: 'key', id: `key:${id}`, subject: id });
+      return next();
+    }
+    const header = c.req.header('authorization');
+    // Browsers cannot set headers on a WebSocket: /v1/ws may carry the token as ?access_token=.
+    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : c.req.query('access_token');
+    if (!token) throw unauthorized('Bearer', 'send Authorization: Bearer <token>');
+    let who: TokenCaller;
+    try {
+      who = await (opts.verify as NonNullable<AuthOptions['verify']>)(token);
+    } catch (err) {
+      throw unauthorized('Bearer', err instanceof TokenError ? err.message : 'the token could not be verified');
+    }
+    const missing = (opts.scopes ?? []).filter((s) => !who.scopes.includes(s));
+    if (missing.length) {
+      throw new GatewayError(403, 'forbidden', `forbidden: the token lacks the scope${missing.length > 1 ? 's' : ''} ${missing.join(' ')}`, {
+        headers: { 'WWW-Authenticate': `Bearer realm="infergate", error="insufficient_scope", scope="${(opts.scopes ?? []).join(' ')}"` },
+      });
+    }
+    c.set('caller', { kind: 'jwt', id: `sub:${who.subject}`, subject: who.subject, claims: who.claims, priority: who.priority });
+    return next();
+  };
+}
+
+/**
+ * A token bucket per caller (subject, key, or IP): 429 with Retry-After and RateLimit-* headers when
+ * empty — distinct from the 503 of a full queue, which is about capacity, not the caller.
+ */
+export function rateLimit(limiter: RateLimiter): MiddlewareHandler<GatewayEnv> {
+  return async function rateLimit(c, next) {
+    const caller = c.get('caller');
+    const v = limiter.check(caller?.id ?? `ip:${clientIp(c)}`);
+    const headers = {
+      'RateLimit-Limit': String(limiter.limit.burst),
+      'RateLimit-Remaining': String(v.remaining),
+      'RateLimit-Reset': String(v.resetS),
+      'RateLimit-Policy': `${limiter.limit.burst};w=${Math.max(1, Math.round(limiter.limit.burst / limiter.limit.perSecond))}`,
+    };
+    if (!v.allowed) {
+      throw new GatewayError(
+        429,
+        'rate_limited',
+        `too many requests from this caller: ${limiter.limit.perSecond} per second, bursts of ${limiter.limit.burst}`,
+        {
+          retryAfterS: v.resetS,
+          headers,
+        },
+      );
+    }
+    await next();
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
+  };
+}
+
+function sameSecret(expected: string, given: string): boolean {
+  const a = Buffer.from(expected);
+  const b = Buffer.from(given);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function clientIp(c: { env: unknown }): string {
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  return incoming?.socket?.remoteAddress ?? 'unknown';
+}
