@@ -69,6 +69,7 @@ beforeAll(async () => {
       { path: '/classify', model: 'mlp', scopes: ['classify'] },
       { path: '/internal/classify', model: 'mlp', auth: 'key' },
       { path: '/public/classify', model: 'mlp', auth: 'public', rate_limit: { per_second: 2, burst: 3 } },
+      { path: '/public/small', model: 'mlp', auth: 'public', max_body_bytes: 100 },
     ],
     models: { mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 0 } } },
   } as never);
@@ -163,6 +164,12 @@ describe('key/secret and public endpoints', () => {
     const bad = await call('/internal/classify', { 'infergate-key': 'billing', 'infergate-secret': 'guess' });
     expect(bad.status).toBe(401);
     expect(bad.headers.get('www-authenticate')).toMatch(/^Infergate-Key/);
+  });
+
+  it('enforces an endpoint’s own body limit', async () => {
+    const res = await call('/public/small');
+    expect(res.status).toBe(413);
+    expect((await res.json()).error).toMatch(/exceeds the limit of 100 bytes/);
   });
 
   it('rate-limits a public caller with 429, Retry-After and RateLimit headers, and recovers', async () => {

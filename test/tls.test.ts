@@ -1,0 +1,91 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { connect } from 'node:http2';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createParser } from 'eventsource-parser';
+import { generate } from 'selfsigned';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { MODELS, startTestGateway } from './helpers.js';
+
+// A certificate made in the test; HTTPS with HTTP/2 by ALPN and HTTP/1.1 beside it.
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+let ca: string;
+let origin: string;
+beforeAll(async () => {
+  const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
+    keySize: 2048,
+    extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }],
+  } as never);
+  ca = pems.cert;
+  const dir = await mkdtemp(join(tmpdir(), 'infergate-tls-'));
+  await writeFile(join(dir, 'cert.pem'), pems.cert);
+  await writeFile(join(dir, 'key.pem'), pems.private);
+  gw = await startTestGateway({
+    server: { tls: { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') } },
+    models: {
+      mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+    },
+  });
+  origin = `https://127.0.0.1:${gw.port}`;
+});
+afterAll(() => gw?.shutdown());
+
+const inferBody = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.5) }] });
+
+describe('HTTPS', () => {
+  it('serves HTTP/2 (ALPN h2) end to end', async () => {
+    const session = connect(origin, { ca });
+    await new Promise((resolve, reject) => session.once('connect', resolve).once('error', reject));
+    expect(session.alpnProtocol).toBe('h2');
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const stream = session.request({ ':method': 'POST', ':path': '/v2/models/mlp/infer', 'content-type': 'application/json' });
+      let status = 0;
+      let body = '';
+      stream.on('response', (h) => (status = Number(h[':status'])));
+      stream.on('data', (d) => (body += d));
+      stream.on('end', () => resolve({ status, body }));
+      stream.on('error', reject);
+      stream.end(inferBody);
+    });
+    session.close();
+    expect(answer.status).toBe(200);
+    expect(JSON.parse(answer.body).outputs[0].shape).toEqual([1, 10]);
+  });
+
+  it('serves HTTP/1.1 over TLS, including an SSE stream', async () => {
+    const body = JSON.stringify({ model: 'tiny-gpt', prompt: 'Hi', max_tokens: 5, stream: true });
+    const events = await new Promise<string[]>((resolve, reject) => {
+      const options = { method: 'POST', ca, ALPNProtocols: ['http/1.1'], headers: { 'content-type': 'application/json' } };
+      const req = httpsRequest(`${origin}/v1/completions`, options as never, (res) => {
+        expect(res.statusCode).toBe(200);
+        expect((res.socket as unknown as { alpnProtocol: string }).alpnProtocol).toBe('http/1.1');
+        const data: string[] = [];
+        const parser = createParser({ onEvent: (e) => data.push(e.data) });
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => parser.feed(d));
+        res.on('end', () => resolve(data));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    expect(events.at(-1)).toBe('[DONE]');
+    expect(events.length).toBeGreaterThan(3);
+  });
+
+  it('upgrades a WebSocket over TLS (wss://)', async () => {
+    const ws = new WebSocket(`wss://127.0.0.1:${gw.port}/v1/ws`, { ca });
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const done = new Promise<{ type: string; finish_reason: string }>((resolve) =>
+      ws.on('message', (d) => {
+        const m = JSON.parse(String(d));
+        if (m.type === 'done') resolve(m);
+      }),
+    );
+    ws.send(JSON.stringify({ id: 1, type: 'completion', model: 'tiny-gpt', prompt: 'Hi', max_tokens: 3 }));
+    expect(await done).toMatchObject({ finish_reason: 'length' });
+    ws.close();
+  });
+});
