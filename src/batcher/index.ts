@@ -1,4 +1,4 @@
-export { Batcher, type BatcherOptions, type BatcherStats, type BatchTarget, type SubmitOptions, type Submitted } from './batcher.js';
+export { type BatchEvent, Batcher, type BatcherOptions, type BatcherStats, type BatchTarget, type SubmitOptions, type Submitted } from './batcher.js';
 export { type BatchDecision, type BatchRule, decideBatch, type QueuedView } from './decide.js';
 export {
   type GenerateHooks,
@@ -9,6 +9,7 @@ export {
   type GenerationStats,
   type GenerationTarget,
   type SamplingParams,
+  type SequenceEvent,
   type StepReplica,
 } from './generation.js';
 export { groupKey, type PadRule, splitOutputs, stackInputs } from './stack.js';

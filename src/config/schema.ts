@@ -173,9 +173,28 @@ export const endpointSchema = z
   })
   .strict();
 
+export const telemetrySchema = z
+  .object({
+    /** Prometheus metrics on GET /metrics. @default true */
+    metrics: z.boolean().default(true),
+    traces: z
+      .object({
+        /** none (default: no spans at all), console, or otlp (OTLP/HTTP). */
+        exporter: z.enum(['none', 'console', 'otlp']).default('none'),
+        /** OTLP/HTTP traces URL. @default http://localhost:4318/v1/traces */
+        endpoint: z.url().optional(),
+        /** Share of new traces kept; a sampled incoming traceparent is always followed. @default 1 */
+        sample_ratio: z.number().min(0).max(1).default(1),
+      })
+      .strict()
+      .default({ exporter: 'none', sample_ratio: 1 }),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     server: serverSchema.default(() => serverSchema.parse({})),
+    telemetry: telemetrySchema.default(() => telemetrySchema.parse({})),
     auth: authSchema.default(() => authSchema.parse({})),
     endpoints: z.array(endpointSchema).default([]),
     models: z

@@ -1,8 +1,11 @@
 import { Hono, type MiddlewareHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
+import type { Logger } from 'pino';
 import { GatewayError } from '../errors/index.js';
+import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
+import { observe, observeRoutes } from './observe.js';
 import { chat, completions, generativeModelOf, openaiError, openaiRoutes } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
@@ -24,6 +27,10 @@ export type AppOptions = {
   /** @default 67108864 (64 MiB) */
   maxBodyBytes?: number;
   version?: string;
+  /** Spans, metrics (/metrics) and the dashboard's numbers. @default metrics on, traces off */
+  telemetry?: Telemetry;
+  /** One info line per request. */
+  log?: Logger;
   /** Told about every 5xx. */
   onServerError?: (err: Error, path: string) => void;
 };
@@ -32,9 +39,12 @@ export type AppOptions = {
 export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024 * 1024;
+  const telemetry = opts.telemetry ?? new Telemetry({ metrics: true, traces: { exporter: 'none' } });
+  const windows = new Map<string, LatencyWindow>();
   app.use(requestId());
+  app.use(observe({ telemetry, log: opts.log, windows }));
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
-  if (opts.guard?.length) for (const path of ['/v2/models/*', '/v1/*', '/admin/*']) app.use(path, ...opts.guard);
+  if (opts.guard?.length) for (const path of ['/v2/models/*', '/v1/*', '/admin/*', '/dashboard']) app.use(path, ...opts.guard);
   for (const e of opts.endpoints ?? []) {
     const model = () => opts.models.get(e.model) as ServedModel;
     const limit = e.maxBodyBytes ?? maxBodyBytes;
@@ -50,6 +60,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0' }));
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
   app.route('/', wsRoutes(opts.models));
+  app.route('/', observeRoutes({ telemetry, models: opts.models, windows }));
   app.get('/admin/pools', (c) => c.json({ models: [...opts.models.values()].map((m) => m.admin?.() ?? { model: m.name, replicas: m.replicas() }) }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {

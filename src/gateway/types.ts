@@ -24,4 +24,15 @@ export interface ServedModel {
   admin?(): object;
 }
 
-export type GatewayEnv = { Variables: { requestId: string; caller?: import('./auth/middleware.js').Caller } };
+export type GatewayEnv = {
+  Variables: {
+    requestId: string;
+    caller?: import('./auth/middleware.js').Caller;
+    /** The request's server span (a no-op span when tracing is off). */
+    span?: import('@opentelemetry/api').Span;
+    /** Set by handlers, read by the request log and metrics. */
+    model?: string;
+    queueMs?: number;
+    batchSize?: number;
+  };
+};

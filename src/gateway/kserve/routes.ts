@@ -48,10 +48,14 @@ export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): 
 
 /** POST infer for one model: the built-in route and every kserve endpoint of the config. */
 export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number): Promise<Response> {
+  c.set('model', m.name);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
   const body = await readBody(c, maxBodyBytes);
   const request = parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
-  const result = await m.batcher.submit(request.inputs, { signal: clientSignal(c), priority: c.get('caller')?.priority });
+  const trace = c.get('span')?.spanContext();
+  const result = await m.batcher.submit(request.inputs, { signal: clientSignal(c), priority: c.get('caller')?.priority, trace });
+  c.set('queueMs', result.queueMs);
+  c.set('batchSize', result.batchSize);
   const response = encodeInferResponse(m.name, request, result.outputs);
   return c.body(response.body as string, 200, {
     ...response.headers,

@@ -1,0 +1,79 @@
+import { SpanStatusCode } from '@opentelemetry/api';
+import { Hono, type MiddlewareHandler } from 'hono';
+import { routePath } from 'hono/route';
+import type { Logger } from 'pino';
+import { LatencyWindow, type Telemetry } from '../telemetry/index.js';
+import { dashboardHtml } from './dashboard.js';
+import type { GatewayEnv, ServedModel } from './types.js';
+
+/**
+ * One span, one histogram sample and one log line per request; W3C `traceparent` from the client is
+ * the parent. The log line carries ids, model, status and timings — never a credential or a body.
+ */
+export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map<string, LatencyWindow> }): MiddlewareHandler<GatewayEnv> {
+  const { telemetry, log, windows } = opts;
+  return async function observe(c, next) {
+    const start = performance.now();
+    const method = c.req.method;
+    const span = telemetry.startServerSpan(method, telemetry.extract(c.req.raw.headers), { 'http.request.method': method, 'url.path': c.req.path });
+    c.set('span', span);
+    await next();
+    const status = c.res.status;
+    const route = routePath(c);
+    const model = c.get('model');
+    const seconds = (performance.now() - start) / 1000;
+    const attributes = { 'http.request.method': method, 'http.route': route, 'http.response.status_code': status, ...(model && { 'infergate.model': model }) };
+    span.updateName(`${method} ${route}`);
+    span.setAttributes(attributes);
+    if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    span.end();
+    telemetry.instruments.requestDuration.record(seconds, attributes);
+    if (status === 429) telemetry.instruments.shed.add(1, { reason: 'rate_limited', ...(model && { 'infergate.model': model }) });
+    if (model && status < 400) {
+      let window = windows.get(model);
+      if (!window) windows.set(model, (window = new LatencyWindow()));
+      window.add(seconds * 1000);
+    }
+    if (log?.isLevelEnabled('info') && route !== '/metrics' && !route.startsWith('/v2/health')) {
+      log.info(
+        {
+          requestId: c.get('requestId'),
+          traceId: span.spanContext().traceId,
+          method,
+          route,
+          status,
+          model,
+          caller: c.get('caller')?.id,
+          ms: Math.round(seconds * 100_000) / 100,
+          queueMs: c.get('queueMs') === undefined ? undefined : Math.round((c.get('queueMs') as number) * 100) / 100,
+          batchSize: c.get('batchSize'),
+        },
+        'request',
+      );
+    }
+  };
+}
+
+/** GET /metrics (Prometheus text), GET /admin/stats (the dashboard's numbers), GET /dashboard. */
+export function observeRoutes(opts: { telemetry: Telemetry; models: ReadonlyMap<string, ServedModel>; windows: Map<string, LatencyWindow> }): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+  app.get('/metrics', async (c) => {
+    if (!opts.telemetry.config.metrics) return c.json({ error: 'metrics are off (telemetry.metrics: false)' }, 404);
+    return c.body(await opts.telemetry.metricsText(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+  });
+  app.get('/admin/stats', (c) =>
+    c.json({
+      at: new Date().toISOString(),
+      models: [...opts.models.values()].map((m) => ({
+        model: m.name,
+        kind: m.generation ? 'generative' : 'tensor',
+        ready: m.isReady(),
+        latency: opts.windows.get(m.name)?.read(10) ?? { perSecond: 0, p50Ms: 0, p99Ms: 0, count: 0 },
+        stats: m.stats(),
+        replicas: m.replicas(),
+      })),
+    }),
+  );
+  app.get('/dashboard', (c) => c.html(dashboardHtml));
+  return app;
+}

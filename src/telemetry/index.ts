@@ -1,0 +1,2 @@
+export { Telemetry, type TelemetryConfig } from './telemetry.js';
+export { LatencyWindow } from './window.js';

@@ -1,0 +1,125 @@
+import { type Attributes, type Context, context, type Meter, metrics, ROOT_CONTEXT, type SpanContext, SpanKind, type Tracer, trace } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  InMemorySpanExporter,
+  ParentBasedSampler,
+  SimpleSpanProcessor,
+  type SpanExporter,
+  TraceIdRatioBasedSampler,
+} from '@opentelemetry/sdk-trace-base';
+
+export type TelemetryConfig = {
+  /** Serve Prometheus metrics on GET /metrics. */
+  metrics: boolean;
+  traces: {
+    /** none: no tracing at all (no-op spans); memory: kept for tests. */
+    exporter: 'none' | 'console' | 'otlp' | 'memory';
+    /** OTLP/HTTP traces URL. @default http://localhost:4318/v1/traces */
+    endpoint?: string;
+    /** Share of new traces kept (a sampled parent's decision is always followed). @default 1 */
+    sampleRatio?: number;
+  };
+};
+
+const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const ROW_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+/**
+ * The gateway's OpenTelemetry: its own tracer and meter providers (nothing global, so several gateways
+ * can live in one process), the instruments, W3C trace-context extraction and the Prometheus text.
+ * With traces off, spans are the API's no-op spans; with metrics off, instruments are no-ops.
+ */
+export class Telemetry {
+  readonly tracer: Tracer;
+  readonly meter: Meter;
+  readonly memory?: InMemorySpanExporter;
+  private readonly prometheus?: PrometheusExporter;
+  private readonly serializer = new PrometheusSerializer(undefined, false, undefined, true, true);
+  private readonly propagator = new W3CTraceContextPropagator();
+  private readonly shutdowns: (() => Promise<void>)[] = [];
+  readonly instruments;
+
+  constructor(readonly config: TelemetryConfig) {
+    const resource = resourceFromAttributes({ 'service.name': 'infergate' });
+    if (config.traces.exporter !== 'none') {
+      let exporter: SpanExporter;
+      if (config.traces.exporter === 'memory') exporter = this.memory = new InMemorySpanExporter();
+      else if (config.traces.exporter === 'console') exporter = new ConsoleSpanExporter();
+      else exporter = new OTLPTraceExporter({ url: config.traces.endpoint ?? 'http://localhost:4318/v1/traces' });
+      const processor = config.traces.exporter === 'memory' ? new SimpleSpanProcessor(exporter) : new BatchSpanProcessor(exporter);
+      const provider = new BasicTracerProvider({
+        resource,
+        spanProcessors: [processor],
+        sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.traces.sampleRatio ?? 1) }),
+      });
+      this.tracer = provider.getTracer('infergate');
+      this.shutdowns.push(() => provider.shutdown());
+    } else this.tracer = trace.getTracerProvider().getTracer('infergate'); // no provider registered: no-op
+    if (config.metrics) {
+      this.prometheus = new PrometheusExporter({ preventServerStart: true });
+      const provider = new MeterProvider({ resource, readers: [this.prometheus] });
+      this.meter = provider.getMeter('infergate');
+      this.shutdowns.push(() => provider.shutdown());
+    } else this.meter = metrics.getMeterProvider().getMeter('infergate'); // no-op
+
+    const m = this.meter;
+    const seconds = (name: string, description: string) =>
+      m.createHistogram(name, { unit: 's', description, advice: { explicitBucketBoundaries: SECONDS_BUCKETS } });
+    this.instruments = {
+      requestDuration: seconds('http.server.request.duration', 'Duration of HTTP requests, until the response starts (streams: until their first byte).'),
+      queueDuration: seconds('infergate.queue.duration', 'Time a request waited in the model queue before its batch was sent.'),
+      batchDuration: seconds('infergate.batch.duration', 'Time from sending a batch to a replica to its answer (compute plus the replica hop).'),
+      batchSize: m.createHistogram('infergate.batch.size', {
+        unit: '{row}',
+        description: 'Rows per batch sent to a replica.',
+        advice: { explicitBucketBoundaries: ROW_BUCKETS },
+      }),
+      rows: m.createCounter('infergate.rows', { unit: '{row}', description: 'Rows inferred (the rate is rows per second).' }),
+      batches: m.createCounter('infergate.batches', { unit: '{batch}', description: 'Batches run by replicas.' }),
+      shed: m.createCounter('infergate.shed', {
+        unit: '{request}',
+        description: 'Requests refused or dropped, by reason (queue_full, deadline, cancelled, rate_limited).',
+      }),
+      coldStart: seconds('infergate.replica.cold_start.duration', 'Replica start to ready: process, session creation, warm-up.'),
+      tokens: m.createCounter('infergate.generation.tokens', { unit: '{token}', description: 'Tokens generated.' }),
+      ttft: seconds('gen_ai.server.time_to_first_token', 'Time from a generation request to its first token.'),
+      timePerToken: seconds('gen_ai.server.time_per_output_token', 'Mean time between output tokens of a sequence after the first.'),
+    };
+  }
+
+  /** The context a client's `traceparent` / `tracestate` headers carry (or the root context). */
+  extract(headers: Headers): Context {
+    return this.propagator.extract(ROOT_CONTEXT, headers, { get: (h, key) => h.get(key) ?? undefined, keys: (h) => [...h.keys()] });
+  }
+
+  startServerSpan(name: string, parent: Context, attributes: Attributes) {
+    return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+  }
+
+  /** A span for work whose times are known after the fact (a batch on a replica, a cold start), linked to the spans it served. */
+  recordSpan(name: string, startMs: number, endMs: number, attributes: Attributes, links: SpanContext[] = []): void {
+    const span = this.tracer.startSpan(
+      name,
+      { kind: SpanKind.INTERNAL, startTime: startMs, attributes, links: links.map((c) => ({ context: c })) },
+      context.active(),
+    );
+    span.end(endMs);
+  }
+
+  async metricsText(): Promise<string> {
+    if (!this.prometheus) return '';
+    const { resourceMetrics } = await this.prometheus.collect();
+    return this.serializer.serialize(resourceMetrics);
+  }
+
+  async shutdown(): Promise<void> {
+    await Promise.all(this.shutdowns.map((s) => s().catch(() => {})));
+  }
+}

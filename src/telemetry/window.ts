@@ -1,0 +1,35 @@
+/**
+ * Recent request latencies of one model, for the live dashboard: p50/p99 and throughput over a sliding
+ * window. Bounded (a ring of the last `capacity` samples), O(n log n) only when read.
+ */
+export class LatencyWindow {
+  private at: Float64Array;
+  private ms: Float64Array;
+  private next = 0;
+  private count = 0;
+
+  constructor(
+    private capacity = 4096,
+    private now: () => number = Date.now,
+  ) {
+    this.at = new Float64Array(capacity);
+    this.ms = new Float64Array(capacity);
+  }
+
+  add(ms: number): void {
+    this.at[this.next] = this.now();
+    this.ms[this.next] = ms;
+    this.next = (this.next + 1) % this.capacity;
+    this.count = Math.min(this.count + 1, this.capacity);
+  }
+
+  /** Over the last `windowS` seconds: requests per second, p50 and p99 latency in ms. */
+  read(windowS = 10): { perSecond: number; p50Ms: number; p99Ms: number; count: number } {
+    const since = this.now() - windowS * 1000;
+    const recent: number[] = [];
+    for (let i = 0; i < this.count; i++) if (this.at[i] >= since) recent.push(this.ms[i]);
+    recent.sort((a, b) => a - b);
+    const pick = (p: number) => (recent.length ? Math.round(recent[Math.min(recent.length - 1, Math.floor(recent.length * p))] * 100) / 100 : 0);
+    return { perSecond: Math.round((recent.length / windowS) * 100) / 100, p50Ms: pick(0.5), p99Ms: pick(0.99), count: recent.length };
+  }
+}
