@@ -30,8 +30,8 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
     telemetry.instruments.requestDuration.record(seconds, attributes);
     if (status === 429) telemetry.instruments.shed.add(1, { reason: 'rate_limited', ...(model && { 'infergate.model': model }) });
     if (model && status < 400) {
-      let window = windows.get(model);
-      if (!window) windows.set(model, (window = new LatencyWindow()));
+      const window = windows.get(model) ?? new LatencyWindow();
+      windows.set(model, window);
       window.add(seconds * 1000);
     }
     if (log?.isLevelEnabled('info') && route !== '/metrics' && !route.startsWith('/v2/health')) {
