@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -78,4 +79,62 @@ export function machine() {
     onnxruntime: '1.29.0 (CPU execution provider)',
     date: new Date().toISOString(),
   };
+}
+
+const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
+
+/** User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere). */
+export function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return Number.NaN;
+  }
+}
+
+export type GatewayLoad = {
+  port: number;
+  model: { name: string; path: string; threads: number; batching: object };
+  /** The config's telemetry section. @default the gateway's defaults */
+  telemetry?: object;
+  load: { shape: number[]; connections: number };
+  durationS: number;
+};
+
+/**
+ * The gateway as a separate process (CLI, one replica), a 2 s warm-up, then autocannon at the model: the
+ * load result with the mean batch size (from /stats) and CPU time per request of gateway and replica.
+ */
+export async function gatewayUnderLoad(g: GatewayLoad) {
+  const config = join(ROOT, `bench/.gateway-${g.port}.yaml`);
+  const models = {
+    [g.model.name]: { path: g.model.path, device: 'cpu', threads: g.model.threads, batching: g.model.batching, scaling: { min_containers: 1 } },
+  };
+  writeFileSync(config, stringify({ server: { port: g.port, host: '127.0.0.1' }, ...(g.telemetry && { telemetry: g.telemetry }), models }));
+  const base = `http://127.0.0.1:${g.port}`;
+  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `${base}/v2/health/ready`);
+  try {
+    const body = binaryRequest('x', g.load.shape);
+    const url = `${base}/v2/models/${g.model.name}/infer`;
+    await autocannon({ ...body, url, connections: g.load.connections, durationS: 2 }); // warm-up
+    const before = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();
+    const pids = { gateway: server.pid as number, replica: before.replicas[0].pid as number };
+    const cpu0 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
+    const result = await autocannon({ ...body, url, connections: g.load.connections, durationS: g.durationS });
+    const cpu1 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
+    const after = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();
+    const requests = after.requests - before.requests;
+    return {
+      ...result,
+      meanBatchSize: (after.rows - before.rows) / Math.max(1, after.batches - before.batches),
+      // CPU time per request, from /proc: where a 2-core machine's budget goes.
+      cpuUsPerRequest: {
+        gateway: round((1e6 * (cpu1.gateway - cpu0.gateway)) / requests, 0),
+        replica: round((1e6 * (cpu1.replica - cpu0.replica)) / requests, 0),
+      },
+    };
+  } finally {
+    await stopServer(server);
+  }
 }

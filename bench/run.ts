@@ -6,12 +6,11 @@
  * Writes bench/results/cpu-core.json and cpu-core.md.
  *   npm run bench [-- --duration 10 --rounds 3]
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
 import { openSession, runSession, warmupInputs } from '../src/models/session.js';
 import { readSignature } from '../src/models/signature.js';
-import { autocannon, binaryRequest, type LoadResult, machine, ROOT, startServer, stopServer } from './lib.js';
+import { autocannon, binaryRequest, gatewayUnderLoad, type LoadResult, machine, ROOT, startServer, stopServer } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 10;
@@ -38,45 +37,8 @@ async function inProcess(path: string, shape: number[], seconds: number) {
 }
 
 const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
-
-/** User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere). */
-function cpuSeconds(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return Number.NaN;
-  }
-}
-
-async function gateway(model: string, path: string, batching: object, load: { shape: number[]; connections: number }) {
-  const config = join(ROOT, 'bench/.gateway.yaml');
-  writeFileSync(config, stringify({ server: { port: PORT, host: '127.0.0.1' }, models: { [model]: { path, device: 'cpu', threads: THREADS, batching } } }));
-  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
-  try {
-    const body = binaryRequest('x', load.shape);
-    const url = `http://127.0.0.1:${PORT}/v2/models/${model}/infer`;
-    await autocannon({ ...body, url, connections: load.connections, durationS: 2 }); // warm-up
-    const before = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json();
-    const pids = { gateway: server.pid as number, replica: before.replicas[0].pid as number };
-    const cpu0 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
-    const result = await autocannon({ ...body, url, connections: load.connections, durationS });
-    const cpu1 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
-    const after = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json();
-    const requests = after.requests - before.requests;
-    return {
-      ...result,
-      meanBatchSize: (after.rows - before.rows) / Math.max(1, after.batches - before.batches),
-      // CPU time per request, from /proc: where a 2-core machine's budget goes.
-      cpuUsPerRequest: {
-        gateway: round((1e6 * (cpu1.gateway - cpu0.gateway)) / requests, 0),
-        replica: round((1e6 * (cpu1.replica - cpu0.replica)) / requests, 0),
-      },
-    };
-  } finally {
-    await stopServer(server);
-  }
-}
+const gateway = (model: string, path: string, batching: object, load: { shape: number[]; connections: number }) =>
+  gatewayUnderLoad({ port: PORT, model: { name: model, path, threads: THREADS, batching }, load, durationS });
 
 async function bare(path: string, shape: number[], connections: number) {
   const server = await startServer(['bench/bare-server.ts', path, String(PORT), String(THREADS)], `http://127.0.0.1:${PORT}/`);

@@ -23,9 +23,11 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
     const model = c.get('model');
     const seconds = (performance.now() - start) / 1000;
     const attributes = { 'http.request.method': method, 'http.route': route, 'http.response.status_code': status, ...(model && { 'infergate.model': model }) };
-    span.updateName(`${method} ${route}`);
-    span.setAttributes(attributes);
-    if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    if (span.isRecording()) {
+      span.updateName(`${method} ${route}`);
+      span.setAttributes(attributes);
+      if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    }
     span.end();
     telemetry.instruments.requestDuration.record(seconds, attributes);
     if (status === 429) telemetry.instruments.shed.add(1, { reason: 'rate_limited', ...(model && { 'infergate.model': model }) });
