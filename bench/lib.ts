@@ -4,6 +4,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { numberToFloat16 } from '../src/tensor/index.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -33,18 +34,24 @@ export async function stopServer(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-/** A KServe v2 binary-extension request body with one FP32 input. */
-export function binaryRequest(name: string, shape: number[]): { bodyFile: string; headerLength: number } {
+/** A KServe v2 binary-extension request body with one input of small, finite values. */
+export function binaryRequest(name: string, shape: number[], dtype: 'FP32' | 'FP16' | 'UINT8' = 'FP32'): { bodyFile: string; headerLength: number } {
   const count = shape.reduce((a, b) => a * b, 1);
-  const data = Float32Array.from({ length: count }, (_, i) => Math.sin(i));
+  const values = Array.from({ length: count }, (_, i) => Math.sin(i));
+  const data =
+    dtype === 'FP32'
+      ? Float32Array.from(values)
+      : dtype === 'FP16'
+        ? Uint16Array.from(values, numberToFloat16)
+        : Uint8Array.from(values, (v) => Math.round((v + 1) * 127));
   const header = Buffer.from(
     JSON.stringify({
-      inputs: [{ name, shape, datatype: 'FP32', parameters: { binary_data_size: data.byteLength } }],
+      inputs: [{ name, shape, datatype: dtype, parameters: { binary_data_size: data.byteLength } }],
       parameters: { binary_data_output: true },
     }),
   );
-  const file = join(tmpdir(), `infergate-bench-${name}-${shape.join('x')}.bin`);
-  writeFileSync(file, Buffer.concat([header, Buffer.from(data.buffer)]));
+  const file = join(tmpdir(), `infergate-bench-${name}-${dtype}-${shape.join('x')}.bin`);
+  writeFileSync(file, Buffer.concat([header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
   return { bodyFile: file, headerLength: header.byteLength };
 }
 

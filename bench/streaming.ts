@@ -10,11 +10,17 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { machine, ROOT, startServer, stopServer } from './lib.js';
 
+// Defaults are the CPU run; the GPU script passes --model (GPT-2 small), --device cuda, --streams 1,16,64.
+const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
 const PORT = 18702;
-const seconds = Number(process.argv[process.argv.indexOf('--seconds') + 1]) || 10;
-const maxTokens = 64;
-const concurrency = [1, 8, 32];
-const variants = { continuous: 32, sequential: 1 };
+const seconds = Number(flag('seconds', '10'));
+const maxTokens = Number(flag('max-tokens', '64'));
+const concurrency = flag('streams', '1,8,32').split(',').map(Number);
+const modelPath = flag('model', join(ROOT, 'examples/models/tiny-gpt.onnx'));
+const device = flag('device', 'cpu');
+const outName = flag('name', 'streaming-cpu');
+const outDir = flag('out', join(ROOT, 'bench/results'));
+const variants = { continuous: Math.max(...concurrency), sequential: 1 };
 
 const pct = (xs: number[], p: number) => {
   if (xs.length === 0) return 0;
@@ -45,9 +51,9 @@ async function load(model: string, clients: number) {
 async function main() {
   const config = join(ROOT, 'bench/.streaming.yaml');
   const model = (batch: number) => ({
-    path: join(ROOT, 'examples/models/tiny-gpt.onnx'),
-    device: 'cpu',
-    threads: 1,
+    path: modelPath,
+    device,
+    threads: device === 'cpu' ? 1 : 0,
     batching: { max_batch_size: batch, max_queue_size: 256, timeout_ms: 120_000 },
     scaling: { min_containers: 1, max_containers: 1 },
   });
@@ -68,22 +74,23 @@ async function main() {
   } finally {
     await stopServer(server);
   }
-  const results = { machine: machine(), model: 'tiny-gpt (2 layers, 32 wide, GPT-2 vocabulary), 1 ONNX Runtime thread', seconds, maxTokens, rows };
-  const dir = join(ROOT, 'bench/results');
+  const described = device === 'cpu' ? 'tiny-gpt (2 layers, 32 wide, GPT-2 vocabulary), 1 ONNX Runtime thread' : `${modelPath} on ${device}`;
+  const results = { machine: machine(), model: described, device, seconds, maxTokens, rows };
+  const dir = outDir;
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'streaming-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
-  const md = `# Streaming (CPU, tiny-gpt)
+  writeFileSync(join(dir, `${outName}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  const md = `# Streaming (${device}, ${device === 'cpu' ? 'tiny-gpt' : modelPath.split('/').at(-1)})
 
 ${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.node}. ${results.machine.date}
 
 ${results.model}. Each client streams completions of ${maxTokens} tokens back to back (SSE, \`stream_options.include_usage\`) for ${seconds} s;
-continuous batching is \`max_batch_size: 32\` (all streams advance in one step), sequential is \`max_batch_size: 1\` (one stream at a time, the rest queue).
+continuous batching is \`max_batch_size: ${variants.continuous}\` (all streams advance in one step), sequential is \`max_batch_size: 1\` (one stream at a time, the rest queue).
 
 | streams | batching | tokens/s | TTFT p50 ms | TTFT p99 ms | inter-token p50 ms | inter-token p99 ms | streams done |
 |---|---|---|---|---|---|---|---|
 ${rows.map((r) => `| ${r.clients} | ${r.variant} | ${r.result.tokensPerS} | ${r.result.ttftMs.p50} | ${r.result.ttftMs.p99} | ${r.result.interTokenMs.p50} | ${r.result.interTokenMs.p99} | ${r.result.streams} |`).join('\n')}
 `;
-  writeFileSync(join(dir, 'streaming-cpu.md'), md);
+  writeFileSync(join(dir, `${outName}.md`), md);
   console.log(md);
 }
 

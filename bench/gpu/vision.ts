@@ -1,0 +1,157 @@
+/**
+ * A vision model on one device, side by side in one run: raw in-process `session.run` at each batch size
+ * (the ceiling) vs the gateway (a separate process, replicas on the device) under autocannon over the
+ * KServe binary extension, with enough clients to fill that batch size. Writes gpu-<name>.json with
+ * `gateway_over_raw` per batch size, and a markdown table.
+ *
+ *   node --import tsx bench/gpu/vision.ts --model resnet50-fp16.onnx --name resnet50-fp16 --shape 3,224,224 \
+ *        --dtype FP16 --device cuda --batches 32,128,256 [--replicas-per-gpu 1] [--rows 8] [--seconds 10] --out $OUT
+ * On CPU for a dry run: --model examples/models/cnn-bench.onnx --shape 3,32,32 --device cpu --batches 32 --seconds 3
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import { openSession, runSession, warmupInputs } from '../../src/models/session.js';
+import { readSignature } from '../../src/models/signature.js';
+import { autocannon, binaryRequest, machine, ROOT, startServer, stopServer } from '../lib.js';
+
+const args = new Map<string, string>();
+for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
+const opt = (k: string, d?: string) =>
+  args.get(k) ??
+  d ??
+  (() => {
+    throw new Error(`--${k} is required`);
+  })();
+const modelPath = resolve(opt('model'));
+const name = opt('name', 'vision');
+const inner = opt('shape').split(',').map(Number);
+const dtype = opt('dtype', 'FP32') as 'FP32' | 'FP16' | 'UINT8';
+const device = opt('device', 'cuda');
+const batches = opt('batches', '32,128,256').split(',').map(Number);
+const replicasPerGpu = Number(opt('replicas-per-gpu', '1'));
+const rowsPerRequest = Number(opt('rows', '8'));
+const seconds = Number(opt('seconds', '10'));
+const out = resolve(opt('out', join(ROOT, 'bench/results')));
+const PORT = 18710;
+
+/** The ceiling: session.run in this process, inputs already in host memory, one batch at a time. */
+async function raw(batch: number) {
+  const { session, provider } = await openSession(modelPath, device, 0);
+  const sig = await readSignature(modelPath);
+  const inputs = warmupInputs(sig, { [sig.inputs[0].name]: [batch, ...inner] });
+  for (let i = 0; i < 5; i++) await runSession(session, inputs);
+  let runs = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000) {
+    await runSession(session, inputs);
+    runs++;
+  }
+  const s = (performance.now() - t0) / 1000;
+  await session.release();
+  return { provider, rowsPerS: Math.round((runs * batch) / s), msPerBatch: Math.round((s * 100_000) / runs) / 100 };
+}
+
+function gpuMemoryMiB(): number[] | undefined {
+  try {
+    return execFileSync('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits'], { encoding: 'utf8' }).trim().split('\n').map(Number);
+  } catch {
+    return undefined;
+  }
+}
+
+async function gateway(batch: number) {
+  const sig = await readSignature(modelPath);
+  const input = sig.inputs[0].name;
+  const replicas = device === 'cpu' ? 1 : replicasPerGpu;
+  const config = join(ROOT, 'bench/.gpu-vision.yaml');
+  writeFileSync(
+    config,
+    stringify({
+      server: { port: PORT, host: '127.0.0.1', max_body_bytes: 512 * 1024 * 1024 },
+      models: {
+        [name]: {
+          path: modelPath,
+          device,
+          batching: { max_batch_size: batch, wait_ms: 2, max_queue_size: 65536, max_inputs: 2, timeout_ms: 60_000 },
+          scaling: { min_containers: replicas, max_containers: replicas, replicas_per_gpu: replicas },
+        },
+      },
+    }),
+  );
+  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
+  try {
+    const body = binaryRequest(input, [rowsPerRequest, ...inner], dtype);
+    const url = `http://127.0.0.1:${PORT}/v2/models/${name}/infer`;
+    // Enough requests in flight to fill two batches per replica.
+    const connections = Math.max(8, Math.ceil((2 * batch * replicas) / rowsPerRequest));
+    await autocannon({ ...body, url, connections, durationS: 3 });
+    const before = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();
+    const r = await autocannon({ ...body, url, connections, durationS: seconds });
+    const after = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();
+    const pools = await (await fetch(`http://127.0.0.1:${PORT}/admin/pools`)).json();
+    return {
+      rowsPerS: Math.round(r.requestsPerS * rowsPerRequest),
+      requestsPerS: Math.round(r.requestsPerS),
+      p50Ms: r.p50Ms,
+      p99Ms: r.p99Ms,
+      errors: r.errors + r.non2xx,
+      connections,
+      meanBatchRows: Math.round(((after.rows - before.rows) / Math.max(1, after.batches - before.batches)) * 10) / 10,
+      replicas: pools.models[0].replicas.map((x: { device: string; provider: string; coldStart?: object }) => ({
+        device: x.device,
+        provider: x.provider,
+        coldStart: x.coldStart,
+      })),
+      gpuMemoryMiB: gpuMemoryMiB(),
+    };
+  } finally {
+    await stopServer(server);
+  }
+}
+
+async function main() {
+  const rows = [];
+  for (const batch of batches) {
+    const ceiling = await raw(batch);
+    console.log(name, batch, 'raw', ceiling);
+    const served = await gateway(batch);
+    console.log(name, batch, 'gateway', served);
+    rows.push({ batch, raw: ceiling, gateway: served, gateway_over_raw: Math.round((served.rowsPerS / ceiling.rowsPerS) * 1000) / 1000 });
+  }
+  const results = {
+    machine: { ...machine(), gpu: gpuName() },
+    model: name,
+    input: { dtype, shape: ['N', ...inner] },
+    device,
+    rowsPerRequest,
+    replicasPerGpu,
+    seconds,
+    gateway_over_raw: Object.fromEntries(rows.map((r) => [r.batch, r.gateway_over_raw])),
+    rows,
+  };
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, `gpu-${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  const md = `## ${name} (${dtype} ${['N', ...inner].join('×')}) on ${device}${results.machine.gpu ? ` (${results.machine.gpu})` : ''}, ${replicasPerGpu} replica(s) per GPU
+
+| batch | raw session.run rows/s | gateway rows/s | gateway / raw | p50 ms | p99 ms | mean batch | clients × rows |
+|---|---|---|---|---|---|---|---|
+${rows.map((r) => `| ${r.batch} | ${r.raw.rowsPerS} | ${r.gateway.rowsPerS} | **${r.gateway_over_raw}** | ${r.gateway.p50Ms} | ${r.gateway.p99Ms} | ${r.gateway.meanBatchRows} | ${r.gateway.connections} × ${rowsPerRequest} |`).join('\n')}
+`;
+  writeFileSync(join(out, `gpu-${name}.md`), md);
+  console.log(md);
+}
+
+function gpuName(): string | undefined {
+  try {
+    return execFileSync('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader'], { encoding: 'utf8' }).trim().split('\n')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
