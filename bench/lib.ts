@@ -4,6 +4,8 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { openSession, runSession, warmupInputs } from '../src/models/session.js';
+import { readSignature } from '../src/models/signature.js';
 import { numberToFloat16 } from '../src/tensor/index.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -144,4 +146,21 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
   } finally {
     await stopServer(server);
   }
+}
+
+/** The ceiling: session.run in this process at a fixed batch, inputs already in host memory, one batch at a time. */
+export async function inProcessRate(path: string, device: string, threads: number, shape: number[], seconds: number) {
+  const { session, provider } = await openSession(path, device, threads);
+  const sig = await readSignature(path);
+  const inputs = warmupInputs(sig, { [sig.inputs[0].name]: shape });
+  for (let i = 0; i < 5; i++) await runSession(session, inputs);
+  let runs = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000) {
+    await runSession(session, inputs);
+    runs++;
+  }
+  const s = (performance.now() - t0) / 1000;
+  await session.release();
+  return { provider, rowsPerS: (runs * shape[0]) / s, msPerBatch: (s * 1000) / runs };
 }

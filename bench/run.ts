@@ -8,9 +8,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openSession, runSession, warmupInputs } from '../src/models/session.js';
-import { readSignature } from '../src/models/signature.js';
-import { autocannon, binaryRequest, gatewayUnderLoad, type LoadResult, machine, ROOT, startServer, stopServer } from './lib.js';
+import { autocannon, binaryRequest, gatewayUnderLoad, inProcessRate, type LoadResult, machine, ROOT, startServer, stopServer } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 10;
@@ -20,21 +18,7 @@ const CNN = join(ROOT, 'examples/models/cnn-bench.onnx');
 const IDENTITY = join(ROOT, 'examples/models/identity.onnx');
 const PORT = 18700;
 
-/** The ceiling: session.run in this process at a fixed batch, inputs already in memory. */
-async function inProcess(path: string, shape: number[], seconds: number) {
-  const { session } = await openSession(path, 'cpu', THREADS);
-  const inputs = warmupInputs(await readSignature(path), { x: shape });
-  for (let i = 0; i < 5; i++) await runSession(session, inputs);
-  let runs = 0;
-  const t0 = performance.now();
-  while (performance.now() - t0 < seconds * 1000) {
-    await runSession(session, inputs);
-    runs++;
-  }
-  const s = (performance.now() - t0) / 1000;
-  await session.release();
-  return { rowsPerS: (runs * shape[0]) / s, msPerBatch: (s * 1000) / runs };
-}
+const inProcess = (path: string, shape: number[], seconds: number) => inProcessRate(path, 'cpu', THREADS, shape, seconds);
 
 const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
 const gateway = (model: string, path: string, batching: object, load: { shape: number[]; connections: number }) =>

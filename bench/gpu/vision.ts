@@ -12,9 +12,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
-import { openSession, runSession, warmupInputs } from '../../src/models/session.js';
 import { readSignature } from '../../src/models/signature.js';
-import { autocannon, binaryRequest, machine, ROOT, startServer, stopServer } from '../lib.js';
+import { autocannon, binaryRequest, inProcessRate, machine, ROOT, startServer, stopServer } from '../lib.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
@@ -36,21 +35,9 @@ const seconds = Number(opt('seconds', '10'));
 const out = resolve(opt('out', join(ROOT, 'bench/results')));
 const PORT = 18710;
 
-/** The ceiling: session.run in this process, inputs already in host memory, one batch at a time. */
 async function raw(batch: number) {
-  const { session, provider } = await openSession(modelPath, device, 0);
-  const sig = await readSignature(modelPath);
-  const inputs = warmupInputs(sig, { [sig.inputs[0].name]: [batch, ...inner] });
-  for (let i = 0; i < 5; i++) await runSession(session, inputs);
-  let runs = 0;
-  const t0 = performance.now();
-  while (performance.now() - t0 < seconds * 1000) {
-    await runSession(session, inputs);
-    runs++;
-  }
-  const s = (performance.now() - t0) / 1000;
-  await session.release();
-  return { provider, rowsPerS: Math.round((runs * batch) / s), msPerBatch: Math.round((s * 100_000) / runs) / 100 };
+  const r = await inProcessRate(modelPath, device, 0, [batch, ...inner], seconds);
+  return { provider: r.provider, rowsPerS: Math.round(r.rowsPerS), msPerBatch: Math.round(r.msPerBatch * 100) / 100 };
 }
 
 function gpuMemoryMiB(): number[] | undefined {
