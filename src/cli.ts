@@ -18,7 +18,10 @@ program
     const destination = pino.destination({ sync: false, minLength: 4096 });
     const log = pino({ level: logLevel, base: { service: 'infergate' } }, destination);
     const config = await loadConfig(file);
-    const gateway = await startGateway(config, { log });
+    const gateway = await startGateway(config, { log }).catch((err) => {
+      destination.flushSync(); // what the replicas said before failing is the useful part
+      throw err;
+    });
     const stop = (signal: string) => {
       log.info({ signal }, 'signal received');
       gateway.shutdown().then(
