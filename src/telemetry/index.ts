@@ -1,2 +1,3 @@
+export { measureModel, observePools } from './measure.js';
 export { Telemetry, type TelemetryConfig } from './telemetry.js';
 export { LatencyWindow } from './window.js';

@@ -1,0 +1,61 @@
+import type { SpanContext } from '@opentelemetry/api';
+import type { ReplicaPool } from '../autoscaler/index.js';
+import type { Batcher, GenerationScheduler } from '../batcher/index.js';
+import type { Telemetry } from './telemetry.js';
+
+/** Turns the queues' and the pool's events into metrics and spans (nothing is attached when both are off). */
+export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaPool, batcher?: Batcher, scheduler?: GenerationScheduler): void {
+  if (!telemetry.config.metrics && telemetry.config.traces.exporter === 'none') return;
+  const i = telemetry.instruments;
+  const m = { 'infergate.model': model };
+  const shed = ({ reason }: { reason: string }) => i.shed.add(1, { ...m, reason });
+  batcher?.on('shed', shed);
+  batcher?.on('batch', (e) => {
+    i.batches.add(1, m);
+    i.rows.add(e.rows, m);
+    i.batchSize.record(e.rows, m);
+    i.batchDuration.record(e.durationMs / 1000, m);
+    for (const q of e.queueMs) i.queueDuration.record(q / 1000, m);
+    const attributes = { ...m, 'infergate.batch.rows': e.rows, 'infergate.batch.requests': e.requests, 'infergate.batch.ok': e.ok };
+    telemetry.recordSpan('infergate.batch', e.startedAt, e.startedAt + e.durationMs, attributes, e.traces as SpanContext[]);
+  });
+  scheduler?.on('shed', shed);
+  scheduler?.on('sequence', (e) => {
+    i.tokens.add(e.tokens, { 'gen_ai.request.model': model });
+    if (e.ttftMs !== undefined) i.ttft.record(e.ttftMs / 1000, { 'gen_ai.request.model': model });
+    if (e.ttftMs !== undefined && e.tokens > 1) i.timePerToken.record((e.durationMs - e.ttftMs) / 1000 / (e.tokens - 1), { 'gen_ai.request.model': model });
+  });
+  pool.on('ready', (e) => {
+    if (!e.coldStart) return;
+    i.coldStart.record(e.coldStart.totalMs / 1000, m);
+    telemetry.recordSpan('infergate.replica.cold_start', e.startedAt, e.startedAt + e.coldStart.totalMs, {
+      ...m,
+      'infergate.replica': e.replica,
+      'infergate.device': e.device,
+      'infergate.cold_start.spawn_ms': e.coldStart.spawnMs,
+      'infergate.cold_start.session_ms': e.coldStart.sessionMs,
+      'infergate.cold_start.warmup_ms': e.coldStart.warmupMs,
+    });
+  });
+}
+
+/** Gauges read when /metrics is scraped: replicas by state, and requests pending per model. */
+export function observePools(telemetry: Telemetry, models: ReadonlyMap<string, { pool: ReplicaPool; queue: Batcher | GenerationScheduler }>): void {
+  const replicas = telemetry.meter.createObservableGauge('infergate.replicas', { unit: '{replica}', description: 'Replicas by state.' });
+  const pending = telemetry.meter.createObservableGauge('infergate.queue.pending', {
+    unit: '{request}',
+    description: 'Requests (or sequences) waiting in the queue.',
+  });
+  replicas.addCallback((r) => {
+    for (const [name, m] of models) {
+      const counts = m.pool.metrics();
+      for (const state of ['starting', 'ready', 'draining'] as const) r.observe(counts[state], { 'infergate.model': name, state });
+    }
+  });
+  pending.addCallback((r) => {
+    for (const [name, m] of models) {
+      const s = m.queue.stats();
+      r.observe('queuedRequests' in s ? s.queuedRequests : s.queued, { 'infergate.model': name });
+    }
+  });
+}
