@@ -4,6 +4,8 @@ import type { Inputs } from '../../tensor/index.js';
 import { bytesPerElement, elementCount, formatShape, isDType, viewBytes } from '../../tensor/index.js';
 import { fromJsonData } from './json-data.js';
 
+const utf8 = new TextDecoder();
+
 export type InferRequest = {
   id?: string;
   inputs: Inputs;
@@ -32,7 +34,7 @@ export function parseInferRequest(body: Uint8Array, headerLength: string | undef
   }
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder().decode(jsonBytes));
+    json = JSON.parse(utf8.decode(jsonBytes));
   } catch (err) {
     throw badInput(`malformed JSON: ${(err as Error).message}`);
   }

@@ -48,7 +48,7 @@ type ModelOf = (name: string) => ServedModel;
 async function json(c: Context, maxBodyBytes: number, fixedModel?: string): Promise<unknown> {
   let body: unknown;
   try {
-    body = JSON.parse(new TextDecoder().decode(await readBody(c, maxBodyBytes)));
+    body = JSON.parse(Buffer.from(await readBody(c, maxBodyBytes)).toString('utf8'));
   } catch (err) {
     if (err instanceof GatewayError) throw err;
     throw badInput(`the body is not valid JSON: ${(err as Error).message}`, undefined, 'invalid_request_error');
