@@ -10,6 +10,8 @@ beforeAll(async () => {
       cold: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 0, max_containers: 2, scaledown_window: 1 } },
       burst: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: one, scaling: { min_containers: 0, max_containers: 3, scaledown_window: 30 } },
       crashy: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: one, scaling: { min_containers: 2, max_containers: 2 } },
+      // Warm-up with a shape the model cannot take: every start fails inside the replica process.
+      broken: { path: `${MODELS}mlp.onnx`, device: 'cpu', warmup_shapes: { x: [1, 3] }, batching: { timeout_ms: 1500 }, scaling: { min_containers: 0 } },
       starting: {
         path: OCR_CLS,
         device: 'cpu',
@@ -119,5 +121,19 @@ describe('a replica that is starting', () => {
       return p.replicas.length === 0;
     });
     expect([...states]).toContain('ready');
+  });
+});
+
+describe('a replica that keeps failing to start', () => {
+  it('backs off, answers 503, and the model reports not ready with the reason', async () => {
+    expect((await fetch(`${gw.url}/v2/models/broken/ready`)).status).toBe(200); // may cold-start: not failing yet
+    const res = await infer(gw.url, 'broken', mlpInput);
+    expect(res.status).toBe(503);
+    const ready = await fetch(`${gw.url}/v2/models/broken/ready`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ ready: false, reason: expect.stringMatching(/failed to start/) });
+    const admin = (await (await fetch(`${gw.url}/admin/pools`)).json()).models.find((m: { model: string }) => m.model === 'broken');
+    expect(admin.failure).toMatch(/failed to start/);
+    expect((await fetch(`${gw.url}/v2/health/ready`)).status).toBe(503);
   });
 });
