@@ -97,6 +97,19 @@ describe('GenerationScheduler', () => {
     expect(Math.max(...pool.replicas[0].steps.map((s) => s.join.length + s.advance.length))).toBe(2);
   });
 
+  it('gives a free slot to the highest priority first, arrival order among equals', async () => {
+    const { pool, run } = setup({ maxSequences: 1, stepMs: 5 });
+    const busy = run(3);
+    const low = run(1, { priority: 0 });
+    const high = run(1, { priority: 5 });
+    const low2 = run(1, { priority: 0 });
+    await Promise.all([busy.done, low.done, high.done, low2.done]);
+    expect(pool.replicas[0].steps.flatMap((s) => s.join)).toHaveLength(4);
+    // The fake numbers tokens in the order it makes them: a smaller first token joined earlier.
+    expect(high.tokens[0]).toBeLessThan(low.tokens[0]);
+    expect(low.tokens[0]).toBeLessThan(low2.tokens[0]);
+  });
+
   it('answers 503 when the queue is full and 503 (no replica) or 504 at the deadline', async () => {
     const { pool, run } = setup({ maxSequences: 1, maxQueue: 1, timeoutMs: 50, stepMs: 20 });
     const busy = run(10);

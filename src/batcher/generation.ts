@@ -38,6 +38,8 @@ export type GenerateHooks = {
   onToken(token: number): boolean;
   /** While true the sequence is skipped (it keeps its slot and cache): its reader is not keeping up. */
   paused?(): boolean;
+  /** Higher waits less for a free slot (ties keep arrival order). @default 0 */
+  priority?: number;
 };
 export type GenerateResult = { finishReason: 'stop' | 'length'; completionTokens: number; queueMs: number };
 
@@ -122,7 +124,9 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
       };
       hooks.signal?.addEventListener('abort', onAbort, { once: true });
       seq.timer = setTimeout(() => this.expire(seq), this.opts.timeoutMs);
-      this.queue.push(seq);
+      // Before the first waiting sequence of lower priority: ties keep arrival order.
+      const at = this.queue.findIndex((s) => (s.hooks.priority ?? 0) < (hooks.priority ?? 0));
+      this.queue.splice(at < 0 ? this.queue.length : at, 0, seq);
       this.counts.sequences++;
       this.admit();
       if (this.queue.includes(seq)) this.emit('starved');

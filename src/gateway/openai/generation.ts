@@ -30,7 +30,7 @@ export class Generation {
   private wake?: () => void;
   private settled = false;
 
-  constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal) {
+  constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, priority?: number) {
     const gen = m.generation as NonNullable<ServedModel['generation']>;
     if (prompt.length === 0) prompt = [gen.tokenizer.eos]; // GPT-2 starts a text from <|endoftext|>
     if (prompt.length + maxTokens > gen.context) {
@@ -53,6 +53,7 @@ export class Generation {
       },
       {
         signal,
+        priority,
         onToken: (token) => {
           const piece = this.text.push(token);
           if (piece) this.pieces.push(piece);

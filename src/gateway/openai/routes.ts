@@ -81,7 +81,7 @@ export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fix
 async function generate(c: Context, m: ServedModel, req: CompletionRequest | ChatRequest, prompt: number[], maxTokens: number, kind: Kind) {
   c.set('model', m.name);
   if (req.stream_options && !req.stream) throw badInput('stream_options is only allowed when stream is true', 'stream_options', 'invalid_request_error');
-  const gen = new Generation(m, req, prompt, maxTokens, clientSignal(c));
+  const gen = new Generation(m, req, prompt, maxTokens, clientSignal(c), c.get('caller')?.priority);
   const base = {
     id: `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
     created: Math.floor(Date.now() / 1000),
