@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import jwt from 'jsonwebtoken';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { MODELS, startTestGateway } from './helpers.js';
 
 // Tokens are minted by an independent library (jsonwebtoken) and keys served by a local JWKS server.
@@ -148,6 +149,20 @@ describe('JWT-authenticated endpoints', () => {
     expect((await call('/v2/models/mlp/infer')).status).toBe(401);
     expect((await call('/v2/models/mlp/infer', bearer(sign(ec)))).status).toBe(200);
     expect((await fetch(`${gw.url}/v2/health/ready`)).status).toBe(200);
+  });
+
+  it('guards the WebSocket: refused without a token, open with ?access_token=', async () => {
+    const wsUrl = `${gw.url.replace('http', 'ws')}/v1/ws`;
+    const refused = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(wsUrl);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('open', () => resolve(101));
+      ws.on('error', () => {});
+    });
+    expect(refused).toBe(401);
+    const ws = new WebSocket(`${wsUrl}?access_token=${sign(ec)}`);
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    ws.close();
   });
 
   it('picks up a rotated key from the JWKS without a restart', async () => {
