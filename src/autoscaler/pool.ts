@@ -74,10 +74,6 @@ export class ReplicaPool extends EventEmitter<{
     this.now = opts.now ?? (() => performance.now());
   }
 
-  get model(): string {
-    return this.opts.model;
-  }
-
   freeSlots(): number {
     let free = 0;
     for (const m of this.members) if (m.state === 'ready' && m.queue) free += Math.max(0, this.opts.maxInputs - m.queue.pending - m.queue.size);

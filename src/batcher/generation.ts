@@ -82,7 +82,7 @@ let nextId = 0;
 /** Told when a sequence ends: what telemetry needs (time to first token, tokens, time per token). */
 export type SequenceEvent = { ttftMs?: number; tokens: number; durationMs: number; ok: boolean };
 
-export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ size: number }]; sequence: [SequenceEvent]; shed: [{ reason: string }] }> {
+export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [SequenceEvent]; shed: [{ reason: string }] }> {
   private queue: Seq[] = [];
   private loops = new Map<string, Loop>();
   private idleWaiters: (() => void)[] = [];
@@ -208,7 +208,6 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; step: [{ si
         if (size > 0) {
           this.counts.steps++;
           this.counts.stepSizes[size] = (this.counts.stepSizes[size] ?? 0) + 1;
-          this.emit('step', { size });
         }
         for (const [id, token] of Object.entries(tokens)) {
           const seq = loop.active.get(id);

@@ -41,8 +41,6 @@ const ARRAYS: Record<DType, ArrayCtor> = {
   BOOL: Uint8Array,
 } as unknown as Record<DType, ArrayCtor>;
 
-export const DTYPES = Object.keys(ARRAYS) as DType[];
-
 export function isDType(value: unknown): value is DType {
   return typeof value === 'string' && Object.hasOwn(ARRAYS, value);
 }
