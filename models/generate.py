@@ -126,6 +126,20 @@ def cnn(out_dir, file, channels, size=32, classes=10):
     save(graph, out_dir, file)
 
 
+def pixels(out_dir):
+    """UINT8 images [N, 224, 224, 3] -> each image's first pixel [N, 3]: no compute, so a benchmark of it
+    measures only how fast image-sized tensors travel from the client to a replica."""
+    const = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["corner"]), helper.make_node("Reshape", ["corner", "flat"], ["y"])],
+        "pixels",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 224, 224, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, ["N", 3])],
+        [const("starts", [0, 0]), const("ends", [1, 1]), const("axes", [1, 2]), const("flat", [0, 3])],
+    )
+    save(graph, out_dir, "pixels.onnx")
+
+
 def sampler(out_path):
     """The replica's sampling head: softmax(logits * inv_temperature) and argmax per row, vectorised by
     ONNX Runtime (a JavaScript Math.exp loop over a 50257-token vocabulary costs ~1 ms per token)."""
@@ -153,6 +167,7 @@ if __name__ == "__main__":
     dtypes(out)
     slow(out)
     cnn(out, "cnn-bench.onnx", [3, 16, 16, 16])
+    pixels(out)
     sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler.onnx"))
     for f in sorted(os.listdir(out)):
         print(f"{f}: {os.path.getsize(os.path.join(out, f))} bytes")

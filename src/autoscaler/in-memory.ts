@@ -34,6 +34,7 @@ export class InMemoryProvider implements ReplicaProvider {
 export class InMemoryReplica extends EventEmitter<{ exit: [reason: string] }> implements Replica {
   state: ReplicaState = 'ready';
   readonly provider = 'memory';
+  readonly transport = 'memory';
   readonly pid = undefined;
   inFlight = 0;
   /** Every batch this replica was given, in order. */

@@ -44,6 +44,7 @@ export type ReplicaView = {
   state: Member['state'];
   device: string;
   provider?: string;
+  transport?: Replica['transport'];
   inFlight: number;
   startedAt: string;
   idleForS?: number;
@@ -167,6 +168,7 @@ export class ReplicaPool extends EventEmitter<{
       state: m.state,
       device: m.device,
       provider: m.replica?.provider,
+      transport: m.replica?.transport,
       inFlight: (m.queue ? m.queue.pending + m.queue.size : 0) + m.holds,
       startedAt: new Date(Date.now() - (now - m.startedAt)).toISOString(),
       idleForS: m.idleSince === undefined ? undefined : Math.round(now - m.idleSince) / 1000,
@@ -233,6 +235,7 @@ export class ReplicaPool extends EventEmitter<{
       pid: replica.pid,
       device: member.device,
       provider: replica.provider,
+      transport: replica.transport,
       coldStart: replica.coldStart,
     };
     if (replica.fallback) this.opts.log?.warn({ ...where, reason: replica.fallback }, 'replica ready on the CPU: CUDA is not available');

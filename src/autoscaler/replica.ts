@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unavailable } from '../errors/index.js';
-import { type FailedMessage, type Frame, FrameReader, type ReadyMessage, type ReplicaSpec, replicaEntry, writeFrame } from '../models/index.js';
+import { type FailedMessage, type Frame, FrameReader, type ReadyMessage, type ReplicaSpec, replicaEntry, TensorSlots, writeFrame } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
 export type ReplicaState = 'starting' | 'ready' | 'draining' | 'stopped';
@@ -19,6 +19,8 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   readonly fallback?: string;
   /** Batches sent and not yet answered. */
   readonly inFlight: number;
+  /** How large tensors reach it: shared-memory slots, or the socket itself. */
+  readonly transport: 'shm' | 'socket' | 'memory';
   /** Cold start, measured from spawn to ready: process start and module load, session creation, warm-up. */
   readonly coldStart?: ColdStart;
   infer(inputs: Inputs): Promise<Inputs>;
@@ -39,27 +41,38 @@ export interface ReplicaProvider {
 export class LocalProcessProvider implements ReplicaProvider {
   async start(spec: ReplicaStartSpec, { startupTimeoutMs }: { startupTimeoutMs: number }): Promise<Replica> {
     const socket = join(tmpdir(), `infergate-${process.pid}-${spec.replicaId}.sock`);
+    // One slot per batch in flight; a fifth batch in flight would go through the socket.
+    const slots = TensorSlots.create(spec.replicaId, 4);
     const forkedAt = performance.now();
     const entry = replicaEntry();
     const child = fork(entry.file, [], {
       execArgv: entry.execArgv,
-      env: { ...process.env, INFERGATE_REPLICA: JSON.stringify({ ...spec, socket }) },
+      env: { ...process.env, INFERGATE_REPLICA: JSON.stringify({ ...spec, socket, slots: slots?.paths }) },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       // Its own process group: a Ctrl-C or a group SIGTERM meant for the gateway must not kill replicas
       // before the gateway drains them. It still dies with the gateway (IPC disconnect, see replica-main).
       detached: true,
     });
-    const ready = await waitForReady(child, startupTimeoutMs, spec.replicaId);
-    const conn = await new Promise<Socket>((resolve, reject) => {
-      const s = connect(socket, () => resolve(s)).once('error', reject);
-    }).catch((err) => {
-      child.kill('SIGKILL');
+    try {
+      const ready = await waitForReady(child, startupTimeoutMs, spec.replicaId);
+      const conn = await new Promise<Socket>((resolve, reject) => {
+        const s = connect(socket, () => resolve(s)).once('error', reject);
+      }).catch((err) => {
+        child.kill('SIGKILL');
+        throw err;
+      });
+      const totalMs = performance.now() - forkedAt;
+      const { sessionMs, warmupMs } = ready.timings;
+      const coldStart = { totalMs, spawnMs: totalMs - sessionMs - warmupMs, sessionMs, warmupMs };
+      if (!ready.shm) slots?.close();
+      return new ProcessReplica(spec.replicaId, child, conn, ready, coldStart, ready.shm ? slots : undefined);
+    } catch (err) {
+      slots?.close();
       throw err;
-    });
-    const totalMs = performance.now() - forkedAt;
-    const { sessionMs, warmupMs } = ready.timings;
-    const coldStart = { totalMs, spawnMs: totalMs - sessionMs - warmupMs, sessionMs, warmupMs };
-    return new ProcessReplica(spec.replicaId, child, conn, ready, coldStart);
+    } finally {
+      // Both processes hold the files open by now (or never will): the names can go.
+      slots?.unlink();
+    }
   }
 }
 
@@ -99,9 +112,10 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
     private socket: Socket,
     readonly ready: ReadyMessage,
     readonly coldStart: ColdStart,
+    private slots?: TensorSlots,
   ) {
     super();
-    const reader = new FrameReader();
+    const reader = new FrameReader(slots);
     socket.on('data', (chunk) => {
       for (const frame of reader.push(chunk)) {
         const waiter = this.pending.get(frame.header.id);
@@ -123,6 +137,7 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
         socket.destroy();
         for (const w of this.pending.values()) w.reject(unavailable('replica_lost', `replica ${id} of the model ${reason} during the batch`));
         this.pending.clear();
+        this.slots?.close();
         this.drained?.();
         if (!wasStopping) this.emit('exit', reason);
         resolve();
@@ -142,6 +157,9 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
   get inFlight() {
     return this.pending.size;
   }
+  get transport() {
+    return this.slots ? ('shm' as const) : ('socket' as const);
+  }
 
   async infer(inputs: Inputs): Promise<Inputs> {
     return (await this.send('infer', {}, inputs)).tensors;
@@ -154,10 +172,13 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
   private send(op: string, body: object, tensors?: Inputs): Promise<Frame> {
     if (this.state !== 'ready') return Promise.reject(unavailable('replica_unavailable', `replica ${this.id} is ${this.state}`));
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
+    // A batch holds a shared-memory slot until its answer is read: the answer may come back through it.
+    const slot = tensors ? this.slots?.acquire() : undefined;
+    const free = () => slot !== undefined && this.slots?.release(slot);
+    return new Promise<Frame>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      writeFrame(this.socket, { ...body, id, op }, tensors);
-    });
+      writeFrame(this.socket, { ...body, id, op, slot }, tensors, this.slots);
+    }).finally(free);
   }
 
   async stop(): Promise<void> {

@@ -1,5 +1,5 @@
 import type { Inputs, Tensor, TypedArray } from '../tensor/index.js';
-import { allocate, elementCount, numberToFloat16 } from '../tensor/index.js';
+import { allocate, elementCount, joinedOnRead, numberToFloat16 } from '../tensor/index.js';
 
 export type PadRule = { axes: number[]; value: number };
 
@@ -31,6 +31,12 @@ function stack(parts: Tensor[], padValue: number): Tensor {
   const { dtype } = parts[0];
   const inner = parts[0].shape.slice(1).map((_, i) => Math.max(...parts.map((p) => p.shape[i + 1])));
   const rows = parts.reduce((n, p) => n + p.shape[0], 0);
+  if (parts.every((p) => p.shape.slice(1).every((d, i) => d === inner[i])))
+    return joinedOnRead(
+      dtype,
+      [rows, ...inner],
+      parts.map((p) => p.data),
+    );
   const rowSize = elementCount(inner);
   const data = allocate(dtype, rows * rowSize);
   if (padValue !== 0) fill(data, dtype === 'FP16' ? numberToFloat16(padValue) : padValue);

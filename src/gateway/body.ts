@@ -24,7 +24,8 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
   // `Inference-Header-Content-Length` starts 8-byte aligned: typed arrays can then view it without a copy.
   const headerLength = Number(c.req.header('inference-header-content-length') ?? 0);
   const shift = declared > 0 && headerLength > 0 ? (8 - (headerLength % 8)) % 8 : 0;
-  const target = declared > 0 ? new Uint8Array(new ArrayBuffer(declared + shift), shift, declared) : undefined;
+  // allocUnsafeSlow: its own ArrayBuffer (offset 0, so the shift holds), not zero-filled — every byte is overwritten.
+  const target = declared > 0 ? Buffer.allocUnsafeSlow(declared + shift).subarray(shift) : undefined;
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;

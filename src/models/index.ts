@@ -1,5 +1,6 @@
 export { type GenerativeSpec, generativeSpec } from './generative.js';
 export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } from './protocol.js';
 export { type FailedMessage, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';
+export { TensorSlots } from './shm.js';
 export { type Dim, type ModelSignature, parseSignature, readSignature, type TensorSpec } from './signature.js';
 export { chatPrompt, decode, gpt2, TextStream, type Tokenizer, tokenizerFor } from './text.js';

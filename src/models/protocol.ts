@@ -1,5 +1,6 @@
 import type { Inputs } from '../tensor/index.js';
 import { bytesOf, isDType, viewBytes } from '../tensor/index.js';
+import type { TensorSlots } from './shm.js';
 
 /**
  * The replica protocol: frames over a stream socket (a Unix socket here, TCP for remote replicas).
@@ -8,35 +9,51 @@ import { bytesOf, isDType, viewBytes } from '../tensor/index.js';
  *
  * The JSON header describes the tensors (name, dtype, shape, byteLength) but never holds their values:
  * no JSON number arrays and no base64 on this path.
+ *
+ * Between processes on one machine a request may hold a shared-memory slot (`slot`, see shm.ts); large
+ * tensor bytes then go through the slot instead of the socket (`shm: true`), in both directions.
  */
 export type TensorMeta = { name: string; dtype: string; shape: number[]; byteLength: number };
-export type FrameHeader = { id: number; op: string; tensors?: TensorMeta[]; [extra: string]: unknown };
+export type FrameHeader = { id: number; op: string; tensors?: TensorMeta[]; slot?: number; shm?: boolean; [extra: string]: unknown };
 export type Frame = { header: FrameHeader; tensors: Inputs };
 
 /** Largest header a peer may send; anything bigger is a corrupt stream, not a request. */
 const MAX_HEADER_BYTES = 1 << 20;
+/** Below this the socket is as fast as shared memory (one write, one read) and needs no syscalls more. */
+export const SHM_MIN_BYTES = 128 * 1024;
 
 /** The frame as a list of chunks for `socket.cork()` + writes: tensor bytes are sent without copying. */
-export function encodeFrame(header: Omit<FrameHeader, 'tensors'>, tensors: Inputs = {}): Uint8Array[] {
+export function encodeFrame(header: FrameHeader, tensors: Inputs = {}): Uint8Array[] {
+  const { metas, bodies } = describeTensors(tensors);
+  return [...encodeHeader({ ...header, tensors: metas }), ...bodies];
+}
+
+function describeTensors(tensors: Inputs): { metas: TensorMeta[]; bodies: Uint8Array[] } {
   const metas: TensorMeta[] = [];
   const bodies: Uint8Array[] = [];
   for (const [name, t] of Object.entries(tensors)) {
-    const bytes = bytesOf(t.data);
-    metas.push({ name, dtype: t.dtype, shape: t.shape, byteLength: bytes.byteLength });
-    bodies.push(bytes);
+    const pieces = (t.parts ?? [t.data]).map(bytesOf);
+    metas.push({ name, dtype: t.dtype, shape: t.shape, byteLength: pieces.reduce((n, b) => n + b.byteLength, 0) });
+    bodies.push(...pieces);
   }
-  const json = Buffer.from(JSON.stringify({ ...header, tensors: metas }));
-  const prefix = Buffer.allocUnsafe(4);
-  prefix.writeUInt32LE(json.byteLength, 0);
-  return [prefix, json, ...bodies];
+  return { metas, bodies };
 }
 
-/** Reassembles frames from stream chunks of any size. */
+function encodeHeader(header: FrameHeader): Uint8Array[] {
+  const json = Buffer.from(JSON.stringify(header));
+  const prefix = Buffer.allocUnsafe(4);
+  prefix.writeUInt32LE(json.byteLength, 0);
+  return [prefix, json];
+}
+
+/** Reassembles frames from stream chunks of any size (and from shared-memory slots, given the slots). */
 export class FrameReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private header: FrameHeader | null = null;
   private bodyLength = 0;
+
+  constructor(private slots?: TensorSlots) {}
 
   push(chunk: Buffer): Frame[] {
     this.chunks.push(chunk);
@@ -51,14 +68,23 @@ export class FrameReader {
         this.take(4);
         this.header = JSON.parse(this.take(length).toString('utf8')) as FrameHeader;
         this.bodyLength = (this.header.tensors ?? []).reduce((n, t) => n + t.byteLength, 0);
+        if (this.header.shm) this.bodyLength = 0;
       }
       if (this.buffered < this.bodyLength) break;
       const header = this.header;
-      const body = this.take(this.bodyLength);
+      const body = header.shm ? this.fromSlot(header) : this.take(this.bodyLength);
       this.header = null;
       frames.push({ header, tensors: decodeTensors(header.tensors ?? [], body) });
     }
     return frames;
+  }
+
+  private fromSlot(header: FrameHeader): Buffer {
+    if (!this.slots || header.slot === undefined) throw new Error(`frame ${header.id} names a shared-memory slot this stream has none of`);
+    return this.slots.read(
+      header.slot,
+      (header.tensors ?? []).reduce((n, t) => n + t.byteLength, 0),
+    );
   }
 
   private peek(n: number): Buffer {
@@ -101,9 +127,29 @@ function decodeTensors(metas: TensorMeta[], body: Buffer): Inputs {
   return tensors;
 }
 
-/** Writes one frame as a single burst (corked), without copying tensor bytes. */
-export function writeFrame(socket: import('node:net').Socket, header: Omit<FrameHeader, 'tensors'>, tensors?: Inputs): void {
+/**
+ * Writes one frame as a single burst (corked), without copying tensor bytes into the socket's buffers.
+ * Given slots and a `header.slot`, large tensor bytes go into that slot instead; if the slot can't take
+ * them (a full /dev/shm) they go on the socket as usual.
+ */
+export function writeFrame(socket: import('node:net').Socket, header: FrameHeader, tensors: Inputs = {}, slots?: TensorSlots): void {
+  const { metas, bodies } = describeTensors(tensors);
+  let chunks = [...encodeHeader({ ...header, tensors: metas }), ...bodies];
+  if (slots && header.slot !== undefined && metas.reduce((n, m) => n + m.byteLength, 0) >= SHM_MIN_BYTES) {
+    try {
+      slots.write(header.slot, bodies);
+      chunks = encodeHeader({ ...header, tensors: metas, shm: true });
+    } catch (err) {
+      warnOnce(`shared memory failed, tensors go through the socket: ${(err as Error).message}`);
+    }
+  }
   socket.cork();
-  for (const chunk of encodeFrame(header, tensors)) socket.write(chunk);
+  for (const chunk of chunks) socket.write(chunk);
   process.nextTick(() => socket.uncork());
+}
+
+let warned = false;
+function warnOnce(message: string): void {
+  if (!warned) console.warn(message);
+  warned = true;
 }

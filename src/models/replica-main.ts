@@ -12,6 +12,7 @@ import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
 import { Sampler } from './sampling.js';
 import { openSession, runSession, warmupInputs } from './session.js';
+import { TensorSlots } from './shm.js';
 import { readSignature } from './signature.js';
 
 const spec = JSON.parse(process.env.INFERGATE_REPLICA ?? 'null') as ReplicaSpec | null;
@@ -37,12 +38,13 @@ async function main(spec: ReplicaSpec): Promise<void> {
     await decoder.step({ join: [], advance: [], release: ['warmup'] });
   } else await runSession(session, warmupInputs(signature, spec.warmupShapes));
   const warmupAt = performance.now();
+  const slots = openSlots(spec.slots);
 
   let running = 0;
   let chain = Promise.resolve();
   const server = createServer((socket) => serve(socket));
   const serve = (socket: Socket) => {
-    const reader = new FrameReader();
+    const reader = new FrameReader(slots);
     socket.on('error', () => socket.destroy());
     socket.on('data', (chunk) => {
       let frames: Frame[];
@@ -72,7 +74,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
             const result = await run();
             const computeMs = performance.now() - startedAt;
             if (header.op === 'step') writeFrame(socket, { id: header.id, op: 'result', computeMs, ...result });
-            else writeFrame(socket, { id: header.id, op: 'result', computeMs }, result as Inputs);
+            else writeFrame(socket, { id: header.id, op: 'result', computeMs, slot: header.slot }, result as Inputs, slots);
           } catch (err) {
             writeFrame(socket, { id: header.id, op: 'error', message: (err as Error).message });
           } finally {
@@ -89,6 +91,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
     type: 'ready',
     provider,
     fallback,
+    shm: slots !== undefined,
     timings: { spawnMs: mainAt, sessionMs: sessionAt - mainAt, warmupMs: warmupAt - sessionAt },
   };
   process.send?.(ready);
@@ -99,6 +102,17 @@ async function main(spec: ReplicaSpec): Promise<void> {
     const exitWhenIdle = () => (running === 0 ? process.exit(0) : setTimeout(exitWhenIdle, 5));
     exitWhenIdle();
   });
+}
+
+/** The gateway's shared-memory slots; without them (or if they can't be opened) tensors use the socket. */
+function openSlots(paths: string[] | undefined): TensorSlots | undefined {
+  if (!paths?.length) return undefined;
+  try {
+    return TensorSlots.open(paths);
+  } catch (err) {
+    console.warn(`replica ${spec?.replicaId}: shared memory unavailable, tensors go through the socket: ${(err as Error).message}`);
+    return undefined;
+  }
 }
 
 main(spec).catch((err: Error) => {

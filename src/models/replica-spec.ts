@@ -10,6 +10,8 @@ export type ReplicaSpec = {
   threads: number;
   /** Unix socket path the replica listens on. */
   socket: string;
+  /** Shared-memory slot files for large tensors (shm.ts), when the gateway has them. */
+  slots?: string[];
   warmupShapes: Record<string, number[]>;
 };
 
@@ -18,6 +20,8 @@ export type ReadyMessage = {
   type: 'ready';
   provider: Provider;
   fallback?: string;
+  /** It opened the shared-memory slots (large tensors skip the socket). */
+  shm: boolean;
   /** spawnMs: process start to main; sessionMs: session creation; warmupMs: the first run. */
   timings: { spawnMs: number; sessionMs: number; warmupMs: number };
 };

@@ -16,7 +16,8 @@ export type TypedArray =
   | Uint32Array
   | BigUint64Array;
 
-export type Tensor = { dtype: DType; shape: number[]; data: TypedArray };
+/** `parts`, when present, are the same bytes as `data` in pieces: a batch stacked lazily (see `joinedOnRead`). */
+export type Tensor = { dtype: DType; shape: number[]; data: TypedArray; parts?: readonly TypedArray[] };
 export type Inputs = Record<string, Tensor>;
 
 type ArrayCtor = {
@@ -57,6 +58,34 @@ export function elementCount(shape: readonly number[]): number {
 
 export function allocate(dtype: DType, length: number): TypedArray {
   return new ARRAYS[dtype](length);
+}
+
+/**
+ * A tensor made of parts laid back to back (requests stacked along axis 0), joined into one array only
+ * when something reads `data`. The replica protocol writes the parts straight to the socket or shared
+ * memory, so a batch is copied once on its way to the replica instead of twice.
+ */
+export function joinedOnRead(dtype: DType, shape: number[], parts: readonly TypedArray[]): Tensor {
+  let joined: TypedArray | undefined;
+  return {
+    dtype,
+    shape,
+    parts,
+    get data() {
+      if (!joined) {
+        joined = allocate(
+          dtype,
+          parts.reduce((n, p) => n + p.length, 0),
+        );
+        let at = 0;
+        for (const p of parts) {
+          joined.set(p as never, at);
+          at += p.length;
+        }
+      }
+      return joined;
+    },
+  };
 }
 
 /**

@@ -1,0 +1,100 @@
+import { accessSync, closeSync, constants, openSync, readSync, unlinkSync, writevSync } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * Tensor bytes through shared tmpfs files instead of the socket, between the gateway and a replica on
+ * the same machine (Triton's system shared-memory idea, used inside the server). Through a Unix socket a
+ * 5 MB batch costs dozens of wake-ups of both processes (the kernel buffer holds ~200 KB at a time);
+ * one pwritev into a /dev/shm file and one pread out of it cost two copies and no round trips — about
+ * 5× the bytes per second on the 2-core machine (bench/results/ipc-cpu.md).
+ *
+ * Each slot is one file, used by one request at a time: the gateway writes a batch into a free slot,
+ * the replica reads it and may write the outputs back into the same slot. Files are unlinked as soon as
+ * both processes hold them open, so they vanish with the processes whatever way those end.
+ */
+export class TensorSlots {
+  private free: number[];
+
+  private constructor(
+    private fds: number[],
+    readonly paths: string[],
+  ) {
+    this.free = fds.map((_, i) => i);
+  }
+
+  /** The gateway's side: `count` new empty files, or undefined when there is no usable shared-memory folder. */
+  static create(name: string, count: number, dir = sharedMemoryDir()): TensorSlots | undefined {
+    if (!dir) return undefined;
+    const paths = Array.from({ length: count }, (_, i) => join(dir, `infergate-${process.pid}-${name}-${i}`));
+    const fds: number[] = [];
+    try {
+      for (const path of paths) fds.push(openSync(path, 'w+', 0o600));
+    } catch {
+      for (const fd of fds) closeSync(fd);
+      return undefined;
+    }
+    return new TensorSlots(fds, paths);
+  }
+
+  /** The replica's side: the files the gateway created. */
+  static open(paths: string[]): TensorSlots {
+    return new TensorSlots(
+      paths.map((p) => openSync(p, 'r+')),
+      paths,
+    );
+  }
+
+  /** Once the peer has them open too, the names are not needed (and nothing is left behind on a crash). */
+  unlink(): void {
+    for (const path of this.paths) unlinkSync(path);
+  }
+
+  acquire(): number | undefined {
+    return this.free.shift();
+  }
+
+  release(slot: number): void {
+    this.free.push(slot);
+  }
+
+  /** Writes the chunks back to back from the slot's start; throws (ENOSPC on a small /dev/shm) if they don't fit. */
+  write(slot: number, chunks: Uint8Array[]): void {
+    let at = 0;
+    // A batch of many one-row requests has many chunks; writev takes at most IOV_MAX (1024) at once.
+    for (let i = 0; i < chunks.length; i += 512) {
+      const group = chunks.slice(i, i + 512);
+      const size = group.reduce((n, c) => n + c.byteLength, 0);
+      const written = writevSync(this.fds[slot], group, at);
+      if (written !== size) throw new Error(`shared memory slot ${slot} took ${at + written} bytes, not ${at + size}`);
+      at += size;
+    }
+  }
+
+  /** The slot's first `length` bytes, in a buffer of its own (so aligned for any typed array; not zero-filled). */
+  read(slot: number, length: number): Buffer {
+    const out = Buffer.allocUnsafeSlow(length);
+    let done = 0;
+    while (done < length) {
+      const n = readSync(this.fds[slot], out, done, length - done, done);
+      if (n === 0) throw new Error(`shared memory slot ${slot} ended after ${done} of ${length} bytes`);
+      done += n;
+    }
+    return out;
+  }
+
+  close(): void {
+    for (const fd of this.fds.splice(0)) closeSync(fd);
+  }
+}
+
+/** /dev/shm where it exists and is writable (Linux); elsewhere tensors stay on the socket. */
+export function sharedMemoryDir(): string | undefined {
+  const dir = process.env.INFERGATE_SHM_DIR ?? '/dev/shm';
+  if (dir === 'off') return undefined;
+  try {
+    accessSync(dir, constants.W_OK);
+    return dir;
+  } catch {
+    return undefined;
+  }
+}
