@@ -19,7 +19,9 @@ createServer((req, res) => {
     const n = Number(req.headers['inference-header-content-length']);
     const header = JSON.parse(body.subarray(0, n).toString());
     const input = header.inputs[0];
-    const outputs = await runSession(session, { [input.name]: { dtype: 'FP32', shape: input.shape, data: viewBytes('FP32', body.subarray(n)) } });
+    const outputs = await runSession(session, {
+      [input.name]: { dtype: input.datatype, shape: input.shape, data: viewBytes(input.datatype, body.subarray(n)) },
+    });
     const [name, t] = Object.entries(outputs)[0];
     const bytes = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
     const json = Buffer.from(JSON.stringify({ outputs: [{ name, datatype: t.dtype, shape: t.shape, parameters: { binary_data_size: bytes.byteLength } }] }));

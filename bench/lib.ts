@@ -107,8 +107,10 @@ export type GatewayLoad = {
   model: { name: string; path: string; threads: number; batching: object };
   /** The config's telemetry section. @default the gateway's defaults */
   telemetry?: object;
-  load: { shape: number[]; connections: number };
+  load: { shape: number[]; connections: number; dtype?: 'FP32' | 'FP16' | 'UINT8' };
   durationS: number;
+  /** Extra environment for the gateway process. */
+  env?: Record<string, string>;
 };
 
 /**
@@ -122,9 +124,9 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
   };
   writeFileSync(config, stringify({ server: { port: g.port, host: '127.0.0.1' }, ...(g.telemetry && { telemetry: g.telemetry }), models }));
   const base = `http://127.0.0.1:${g.port}`;
-  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `${base}/v2/health/ready`);
+  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `${base}/v2/health/ready`, g.env);
   try {
-    const body = binaryRequest('x', g.load.shape);
+    const body = binaryRequest('x', g.load.shape, g.load.dtype);
     const url = `${base}/v2/models/${g.model.name}/infer`;
     await autocannon({ ...body, url, connections: g.load.connections, durationS: 2 }); // warm-up
     const before = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();

@@ -120,10 +120,15 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
       for (const frame of reader.push(chunk)) {
         const waiter = this.pending.get(frame.header.id);
         if (!waiter) continue;
-        this.pending.delete(frame.header.id);
-        if (frame.header.op === 'result') waiter.resolve(frame);
-        else waiter.reject(new Error(`replica ${id}: ${String(frame.header.message)}`));
-        if (this.pending.size === 0) this.drained?.();
+        if (frame.header.op !== 'result') {
+          this.settle(frame.header.id, () => waiter.reject(new Error(`replica ${id}: ${String(frame.header.message)}`)));
+          continue;
+        }
+        // Answered only once its tensors are read: until then its slot is still in use.
+        Promise.resolve(frame.tensors).then(
+          (tensors) => this.settle(frame.header.id, () => waiter.resolve({ header: frame.header, tensors })),
+          (err: Error) => this.settle(frame.header.id, () => waiter.reject(err)),
+        );
       }
     });
     // A broken socket means the replica is unusable even if its process lingers.
@@ -145,6 +150,12 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
     });
   }
 
+  private settle(id: number, answer: () => void): void {
+    if (!this.pending.delete(id)) return; // already failed (the replica exited meanwhile)
+    answer();
+    if (this.pending.size === 0) this.drained?.();
+  }
+
   get pid() {
     return this.child.pid;
   }
@@ -162,7 +173,7 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
   }
 
   async infer(inputs: Inputs): Promise<Inputs> {
-    return (await this.send('infer', {}, inputs)).tensors;
+    return (await this.send('infer', {}, inputs)).tensors as Inputs;
   }
 
   async request(op: string, body: object): Promise<Record<string, unknown>> {
@@ -177,7 +188,7 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
     const free = () => slot !== undefined && this.slots?.release(slot);
     return new Promise<Frame>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      writeFrame(this.socket, { ...body, id, op, slot }, tensors, this.slots);
+      void writeFrame(this.socket, { ...body, id, op, slot }, tensors, this.slots);
     }).finally(free);
   }
 

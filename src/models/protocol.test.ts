@@ -8,7 +8,7 @@ describe('replica frames', () => {
     flag: { dtype: 'BOOL' as const, shape: [1], data: Uint8Array.from([1]) },
   };
 
-  it('round-trips header and tensors however the stream is split', () => {
+  it('round-trips header and tensors however the stream is split', async () => {
     const wire = Buffer.concat(encodeFrame({ id: 42, op: 'infer' }, tensors));
     for (const size of [1, 3, 7, wire.length]) {
       const reader = new FrameReader();
@@ -16,10 +16,11 @@ describe('replica frames', () => {
       for (let i = 0; i < wire.length; i += size) frames.push(...reader.push(wire.subarray(i, i + size)));
       expect(frames).toHaveLength(1);
       expect(frames[0].header).toMatchObject({ id: 42, op: 'infer' });
-      expect(Array.from(frames[0].tensors.x.data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6.5]);
-      expect(frames[0].tensors.x.shape).toEqual([2, 3]);
-      expect(Array.from(frames[0].tensors.ids.data as BigInt64Array)).toEqual([7n, -9n]);
-      expect(frames[0].tensors.flag).toMatchObject({ dtype: 'BOOL', shape: [1] });
+      const got = await frames[0].tensors;
+      expect(Array.from(got.x.data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6.5]);
+      expect(got.x.shape).toEqual([2, 3]);
+      expect(Array.from(got.ids.data as BigInt64Array)).toEqual([7n, -9n]);
+      expect(got.flag).toMatchObject({ dtype: 'BOOL', shape: [1] });
     }
   });
 

@@ -15,7 +15,8 @@ import type { TensorSlots } from './shm.js';
  */
 export type TensorMeta = { name: string; dtype: string; shape: number[]; byteLength: number };
 export type FrameHeader = { id: number; op: string; tensors?: TensorMeta[]; slot?: number; shm?: boolean; [extra: string]: unknown };
-export type Frame = { header: FrameHeader; tensors: Inputs };
+/** `tensors` is a promise when they come through shared memory: the slot is read off the event loop. */
+export type Frame = { header: FrameHeader; tensors: Inputs | Promise<Inputs> };
 
 /** Largest header a peer may send; anything bigger is a corrupt stream, not a request. */
 const MAX_HEADER_BYTES = 1 << 20;
@@ -72,19 +73,30 @@ export class FrameReader {
       }
       if (this.buffered < this.bodyLength) break;
       const header = this.header;
-      const body = header.shm ? this.fromSlot(header) : this.take(this.bodyLength);
       this.header = null;
-      frames.push({ header, tensors: decodeTensors(header.tensors ?? [], body) });
+      const tensors = header.shm ? this.fromSlot(header) : decodeTensors(header.tensors ?? [], this.take(this.bodyLength));
+      frames.push({ header, tensors });
     }
     return frames;
   }
 
-  private fromSlot(header: FrameHeader): Buffer {
-    if (!this.slots || header.slot === undefined) throw new Error(`frame ${header.id} names a shared-memory slot this stream has none of`);
-    return this.slots.read(
-      header.slot,
-      (header.tensors ?? []).reduce((n, t) => n + t.byteLength, 0),
-    );
+  /** Starts reading the slot now (the thread pool copies while this process does other work). */
+  private fromSlot(header: FrameHeader): Promise<Inputs> {
+    const { slots } = this;
+    const metas = header.tensors ?? [];
+    const read = async () => {
+      if (!slots || header.slot === undefined) throw new Error(`frame ${header.id} names a shared-memory slot this stream has none of`);
+      return decodeTensors(
+        metas,
+        await slots.read(
+          header.slot,
+          metas.reduce((n, t) => n + t.byteLength, 0),
+        ),
+      );
+    };
+    const tensors = read();
+    tensors.catch(() => {}); // a frame nobody waits for must not become an unhandled rejection
+    return tensors;
   }
 
   private peek(n: number): Buffer {
@@ -129,20 +141,22 @@ function decodeTensors(metas: TensorMeta[], body: Buffer): Inputs {
 
 /**
  * Writes one frame as a single burst (corked), without copying tensor bytes into the socket's buffers.
- * Given slots and a `header.slot`, large tensor bytes go into that slot instead; if the slot can't take
- * them (a full /dev/shm) they go on the socket as usual.
+ * Given slots and a `header.slot`, large tensor bytes go into that slot first (on the thread pool, so
+ * the event loop keeps reading requests meanwhile) and only the header goes on the socket; if the slot
+ * can't take them (a full /dev/shm) they go on the socket as usual. Never rejects.
  */
-export function writeFrame(socket: import('node:net').Socket, header: FrameHeader, tensors: Inputs = {}, slots?: TensorSlots): void {
+export async function writeFrame(socket: import('node:net').Socket, header: FrameHeader, tensors: Inputs = {}, slots?: TensorSlots): Promise<void> {
   const { metas, bodies } = describeTensors(tensors);
   let chunks = [...encodeHeader({ ...header, tensors: metas }), ...bodies];
   if (slots && header.slot !== undefined && metas.reduce((n, m) => n + m.byteLength, 0) >= SHM_MIN_BYTES) {
     try {
-      slots.write(header.slot, bodies);
+      await slots.write(header.slot, bodies);
       chunks = encodeHeader({ ...header, tensors: metas, shm: true });
     } catch (err) {
       warnOnce(`shared memory failed, tensors go through the socket: ${(err as Error).message}`);
     }
   }
+  if (socket.destroyed) return;
   socket.cork();
   for (const chunk of chunks) socket.write(chunk);
   process.nextTick(() => socket.uncork());

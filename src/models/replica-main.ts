@@ -57,12 +57,12 @@ async function main(spec: ReplicaSpec): Promise<void> {
       for (const { header, tensors } of frames) {
         const run =
           header.op === 'infer'
-            ? () => runSession(session, tensors)
+            ? async () => runSession(session, await tensors)
             : header.op === 'step' && decoder
               ? () => decoder.step(header as unknown as StepRequest)
               : null;
         if (!run) {
-          writeFrame(socket, { id: header.id, op: 'error', message: `unknown op ${header.op}` });
+          void writeFrame(socket, { id: header.id, op: 'error', message: `unknown op ${header.op}` });
           continue;
         }
         running++;
@@ -70,16 +70,19 @@ async function main(spec: ReplicaSpec): Promise<void> {
         // and starts the moment the current one ends (no round trip in between, no oversubscribed cores).
         chain = chain.then(async () => {
           const startedAt = performance.now();
+          let answer: Promise<void>;
           try {
             const result = await run();
             const computeMs = performance.now() - startedAt;
-            if (header.op === 'step') writeFrame(socket, { id: header.id, op: 'result', computeMs, ...result });
-            else writeFrame(socket, { id: header.id, op: 'result', computeMs, slot: header.slot }, result as Inputs, slots);
+            answer =
+              header.op === 'step'
+                ? writeFrame(socket, { id: header.id, op: 'result', computeMs, ...result })
+                : writeFrame(socket, { id: header.id, op: 'result', computeMs, slot: header.slot }, result as Inputs, slots);
           } catch (err) {
-            writeFrame(socket, { id: header.id, op: 'error', message: (err as Error).message });
-          } finally {
-            running--;
+            answer = writeFrame(socket, { id: header.id, op: 'error', message: (err as Error).message });
           }
+          // The next batch starts now; this one counts as running until its answer is on its way.
+          void answer.finally(() => running--);
         });
       }
     });

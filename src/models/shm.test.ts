@@ -39,20 +39,20 @@ async function sockets(): Promise<[Socket, Socket]> {
 }
 
 describe('shared-memory tensor slots', () => {
-  it('hands bytes from one process side to the other after the names are gone', () => {
+  it('hands bytes from one process side to the other after the names are gone', async () => {
     const { folder, gateway, replica } = pair();
     expect(readdirSync(folder)).toEqual([]); // nothing to leak if either side dies
-    gateway.write(1, [Uint8Array.from([1, 2, 3]), Uint8Array.from([4, 5])]);
-    expect([...replica.read(1, 5)]).toEqual([1, 2, 3, 4, 5]);
-    replica.write(1, [Uint8Array.from([9])]);
-    expect([...gateway.read(1, 1)]).toEqual([9]);
+    await gateway.write(1, [Uint8Array.from([1, 2, 3]), Uint8Array.from([4, 5])]);
+    expect([...(await replica.read(1, 5))]).toEqual([1, 2, 3, 4, 5]);
+    await replica.write(1, [Uint8Array.from([9])]);
+    expect([...(await gateway.read(1, 1))]).toEqual([9]);
   });
 
-  it('writes batches of more chunks than one writev takes', () => {
+  it('writes batches of more chunks than one writev takes', async () => {
     const { gateway, replica } = pair();
     const chunks = Array.from({ length: 1500 }, (_, i) => Uint8Array.from([i % 256, (i * 7) % 256]));
-    gateway.write(0, chunks);
-    expect(replica.read(0, 3000)).toEqual(Buffer.concat(chunks));
+    await gateway.write(0, chunks);
+    expect(await replica.read(0, 3000)).toEqual(Buffer.concat(chunks));
   });
 
   it('lends each slot to one request at a time', () => {
@@ -86,11 +86,12 @@ describe('frames through shared memory', () => {
       });
     });
     const inputs = Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, { dtype: 'FP32' as const, shape: [v.length], data: v }]));
-    writeFrame(a, { id: 7, op: 'infer', slot: 1 }, inputs, slots);
+    await writeFrame(a, { id: 7, op: 'infer', slot: 1 }, inputs, slots);
     const frames = await got;
+    const decoded = await frames[0].tensors;
     a.destroy();
     b.destroy();
-    return { frame: frames[0], wireBytes };
+    return { frame: { header: frames[0].header, tensors: decoded }, wireBytes };
   }
 
   it('sends large tensors through the slot and only the header on the socket', async () => {

@@ -1,12 +1,16 @@
-import { accessSync, closeSync, constants, openSync, readSync, unlinkSync, writevSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, read, unlinkSync, writev } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const readAt = promisify(read);
+const writevAt = promisify(writev);
 
 /**
  * Tensor bytes through shared tmpfs files instead of the socket, between the gateway and a replica on
  * the same machine (Triton's system shared-memory idea, used inside the server). Through a Unix socket a
  * 5 MB batch costs dozens of wake-ups of both processes (the kernel buffer holds ~200 KB at a time);
- * one pwritev into a /dev/shm file and one pread out of it cost two copies and no round trips — about
- * 5× the bytes per second on the 2-core machine (bench/results/ipc-cpu.md).
+ * one pwritev into a /dev/shm file and one pread out of it cost two copies and no round trips, and both
+ * run on libuv's thread pool, off the event loops (bench/results/ipc-cpu.md).
  *
  * Each slot is one file, used by one request at a time: the gateway writes a batch into a free slot,
  * the replica reads it and may write the outputs back into the same slot. Files are unlinked as soon as
@@ -57,29 +61,37 @@ export class TensorSlots {
     this.free.push(slot);
   }
 
-  /** Writes the chunks back to back from the slot's start; throws (ENOSPC on a small /dev/shm) if they don't fit. */
-  write(slot: number, chunks: Uint8Array[]): void {
+  /** Writes the chunks back to back from the slot's start; rejects (ENOSPC on a small /dev/shm) if they don't fit. */
+  async write(slot: number, chunks: Uint8Array[]): Promise<void> {
+    const fd = this.fd(slot);
     let at = 0;
     // A batch of many one-row requests has many chunks; writev takes at most IOV_MAX (1024) at once.
     for (let i = 0; i < chunks.length; i += 512) {
       const group = chunks.slice(i, i + 512);
       const size = group.reduce((n, c) => n + c.byteLength, 0);
-      const written = writevSync(this.fds[slot], group, at);
-      if (written !== size) throw new Error(`shared memory slot ${slot} took ${at + written} bytes, not ${at + size}`);
+      const { bytesWritten } = await writevAt(fd, group, at);
+      if (bytesWritten !== size) throw new Error(`shared memory slot ${slot} took ${at + bytesWritten} bytes, not ${at + size}`);
       at += size;
     }
   }
 
   /** The slot's first `length` bytes, in a buffer of its own (so aligned for any typed array; not zero-filled). */
-  read(slot: number, length: number): Buffer {
+  async read(slot: number, length: number): Promise<Buffer> {
+    const fd = this.fd(slot);
     const out = Buffer.allocUnsafeSlow(length);
     let done = 0;
     while (done < length) {
-      const n = readSync(this.fds[slot], out, done, length - done, done);
-      if (n === 0) throw new Error(`shared memory slot ${slot} ended after ${done} of ${length} bytes`);
-      done += n;
+      const { bytesRead } = await readAt(fd, out, done, length - done, done);
+      if (bytesRead === 0) throw new Error(`shared memory slot ${slot} ended after ${done} of ${length} bytes`);
+      done += bytesRead;
     }
     return out;
+  }
+
+  private fd(slot: number): number {
+    const fd = this.fds[slot];
+    if (fd === undefined) throw new Error(`shared memory slot ${slot} is closed`);
+    return fd;
   }
 
   close(): void {
