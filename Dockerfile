@@ -48,5 +48,6 @@ ENV PORT=8080 NODE_ENV=production
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD curl -fsS "http://127.0.0.1:${PORT}/v2/health/ready" > /dev/null || exit 1
+# Replicas receive image batches through /dev/shm: run with --shm-size=2g (Docker's default is 64 MB) or --ipc=host.
 ENTRYPOINT ["node", "/app/dist/cli.js", "serve"]
 CMD ["-c", "/app/examples/demo.yaml"]

@@ -57,11 +57,29 @@ export function binaryRequest(name: string, shape: number[], dtype: 'FP32' | 'FP
   return { bodyFile: file, headerLength: header.byteLength };
 }
 
-export type Load = { connections: number; durationS: number; url: string; bodyFile: string; headerLength: number };
+export type Load = { connections: number; durationS: number; url: string; bodyFile: string; headerLength: number; processes?: number };
 export type LoadResult = { requestsPerS: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number; total: number };
 
-/** autocannon in its own process (the load generator must not share the gateway's event loop). */
-export async function autocannon(load: Load): Promise<LoadResult> {
+/**
+ * autocannon in its own process (the load generator must not share the gateway's event loop). With
+ * `processes` > 1 the connections are split over that many autocannon processes, for loads one event
+ * loop cannot push (GB/s of image tensors): rates add up; p50 is the mean and p99 the worst of theirs.
+ */
+export async function autocannon({ processes = 1, ...load }: Load): Promise<LoadResult> {
+  const share = (i: number) => Math.floor(load.connections / processes) + (i < load.connections % processes ? 1 : 0);
+  const runs = await Promise.all(Array.from({ length: processes }, (_, i) => oneAutocannon({ ...load, connections: share(i) })));
+  const sum = (k: 'requestsPerS' | 'errors' | 'non2xx' | 'total') => runs.reduce((n, r) => n + r[k], 0);
+  return {
+    requestsPerS: sum('requestsPerS'),
+    p50Ms: runs.reduce((n, r) => n + r.p50Ms, 0) / runs.length,
+    p99Ms: Math.max(...runs.map((r) => r.p99Ms)),
+    errors: sum('errors'),
+    non2xx: sum('non2xx'),
+    total: sum('total'),
+  };
+}
+
+async function oneAutocannon(load: Load): Promise<LoadResult> {
   const args = ['--import', 'tsx', join(ROOT, 'bench/load.ts'), JSON.stringify(load)];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';

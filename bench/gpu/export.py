@@ -7,6 +7,7 @@ no model hub is reachable):
                        happen inside the graph, in FP16 — a quarter of the bytes to copy per image.
 usage: python3 bench/gpu/export.py OUT_DIR
 """
+import inspect
 import os
 import sys
 
@@ -29,8 +30,10 @@ class Uint8Front(torch.nn.Module):
 
 
 def export(module, example, path):
+    # The TorchScript exporter (dynamo=False) where the dynamo one is the default (torch >= 2.9).
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     torch.onnx.export(module, example, path, input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False)
+                      dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}}, opset_version=17, **legacy)
     print(path, os.path.getsize(path), "bytes")
 
 
@@ -38,9 +41,12 @@ if __name__ == "__main__":
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
-    net = torchvision.models.resnet50(weights=None).eval()
+    # Tracing runs the network once: fp16 convolutions want the GPU (older torch has no CPU fp16 conv).
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = torchvision.models.resnet50(weights=None).eval().to(device)
     with torch.no_grad():
-        export(net, torch.randn(1, 3, 224, 224), os.path.join(out, "resnet50-fp32.onnx"))
+        export(net, torch.randn(1, 3, 224, 224, device=device), os.path.join(out, "resnet50-fp32.onnx"))
         half = net.half()
-        export(half, torch.randn(1, 3, 224, 224).half(), os.path.join(out, "resnet50-fp16.onnx"))
-        export(Uint8Front(half), torch.randint(0, 255, (1, 224, 224, 3), dtype=torch.uint8), os.path.join(out, "resnet50-u8.onnx"))
+        export(half, torch.randn(1, 3, 224, 224, device=device).half(), os.path.join(out, "resnet50-fp16.onnx"))
+        pixels = torch.randint(0, 255, (1, 224, 224, 3), dtype=torch.uint8, device=device)
+        export(Uint8Front(half).to(device), pixels, os.path.join(out, "resnet50-u8.onnx"))

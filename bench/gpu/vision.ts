@@ -5,11 +5,13 @@
  * `gateway_over_raw` per batch size, and a markdown table.
  *
  *   node --import tsx bench/gpu/vision.ts --model resnet50-fp16.onnx --name resnet50-fp16 --shape 3,224,224 \
- *        --dtype FP16 --device cuda --batches 32,128,256 [--replicas-per-gpu 1] [--rows 8] [--seconds 10] --out $OUT
+ *        --dtype FP16 --device cuda --batches 32,128,256 [--replicas-per-gpu 1] [--rows 8] [--seconds 10]
+ *        [--load-processes cores/4] --out $OUT
  * On CPU for a dry run: --model examples/models/cnn-bench.onnx --shape 3,32,32 --device cpu --batches 32 --seconds 3
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { readSignature } from '../../src/models/signature.js';
@@ -32,6 +34,7 @@ const batches = opt('batches', '32,128,256').split(',').map(Number);
 const replicasPerGpu = Number(opt('replicas-per-gpu', '1'));
 const rowsPerRequest = Number(opt('rows', '8'));
 const seconds = Number(opt('seconds', '10'));
+const loadProcesses = Number(opt('load-processes', String(Math.max(1, Math.floor(cpus().length / 4)))));
 const out = resolve(opt('out', join(ROOT, 'bench/results')));
 const PORT = 18710;
 
@@ -71,11 +74,13 @@ async function gateway(batch: number) {
   try {
     const body = binaryRequest(input, [rowsPerRequest, ...inner], dtype);
     const url = `http://127.0.0.1:${PORT}/v2/models/${name}/infer`;
-    // Enough requests in flight to fill two batches per replica.
+    // Enough requests in flight to fill two batches per replica, from several load processes where the
+    // machine has the cores: one autocannon event loop tops out near the GB/s these tensors need.
     const connections = Math.max(8, Math.ceil((2 * batch * replicas) / rowsPerRequest));
-    await autocannon({ ...body, url, connections, durationS: 3 });
+    const processes = Math.max(1, Math.min(loadProcesses, Math.floor(connections / 4)));
+    await autocannon({ ...body, url, connections, processes, durationS: 3 });
     const before = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();
-    const r = await autocannon({ ...body, url, connections, durationS: seconds });
+    const r = await autocannon({ ...body, url, connections, processes, durationS: seconds });
     const after = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();
     const pools = await (await fetch(`http://127.0.0.1:${PORT}/admin/pools`)).json();
     return {
@@ -85,6 +90,7 @@ async function gateway(batch: number) {
       p99Ms: r.p99Ms,
       errors: r.errors + r.non2xx,
       connections,
+      loadProcesses: processes,
       meanBatchRows: Math.round(((after.rows - before.rows) / Math.max(1, after.batches - before.batches)) * 10) / 10,
       replicas: pools.models[0].replicas.map((x: { device: string; provider: string; coldStart?: object }) => ({
         device: x.device,
