@@ -14,7 +14,7 @@ import { Batcher, GenerationScheduler } from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import { authenticate, createApp, type EndpointRoute, jwtVerifier, listen, type Policy, RateLimiter, rateLimit, type ServedModel } from './gateway/index.js';
-import { generativeSpec, type ModelSignature, readSignature, tokenizerFor } from './models/index.js';
+import { generativeSpec, loadTokenizer, type ModelSignature, readSignature } from './models/index.js';
 import { measureModel, observePools, Telemetry } from './telemetry/index.js';
 import { VERSION } from './version.js';
 
@@ -155,7 +155,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       device: model.device,
       maxBatchSize: policy.maxBatchSize,
       batcher,
-      generation: generative && scheduler ? { scheduler, tokenizer: tokenizerFor(generative.tokenizer), context: generative.context ?? 1024 } : undefined,
+      generation: generative && scheduler ? { scheduler, tokenizer: await loadTokenizer(generative.tokenizer), context: generative.context ?? 1024 } : undefined,
       stats: () => queue.stats(),
       queue,
       pool,

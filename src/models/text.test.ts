@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { chatPrompt, decode, gpt2, TextStream } from './text.js';
+import { gpt2 } from './gpt2-tokenizer.js';
+import { chatPrompt, decode, TextStream } from './text.js';
 
 const run = (text: string, stops: string[] = []) => {
   const stream = new TextStream(gpt2, stops);

@@ -1,5 +1,3 @@
-import gpt2Encoding, { EndOfText, encode } from 'gpt-tokenizer/encoding/gpt2';
-
 export type Tokenizer = {
   name: string;
   encode(text: string): number[];
@@ -9,31 +7,17 @@ export type Tokenizer = {
   eos: number;
 };
 
-// gpt-tokenizer's decode() shares one streaming TextDecoder across calls, so bytes of an unfinished
-// character leak from one call into the next. We take each token's bytes and decode them ourselves.
-const core = (gpt2Encoding as unknown as { bytePairEncodingCoreProcessor: { tryDecodeToken(t: number): Uint8Array | string | undefined } })
-  .bytePairEncodingCoreProcessor;
-const utf8 = new TextEncoder();
-
-/** The real GPT-2 byte-level BPE (50257 tokens), from gpt-tokenizer. */
-export const gpt2: Tokenizer = {
-  name: 'gpt2',
-  encode: (text) => encode(text, { allowedSpecial: new Set([EndOfText]) }),
-  bytes: (token) => {
-    const b = core.tryDecodeToken(token);
-    if (b === undefined) throw new Error(`token ${token} is not in the GPT-2 vocabulary`);
-    return typeof b === 'string' ? utf8.encode(b) : b;
-  },
-  eos: encode(EndOfText, { allowedSpecial: new Set([EndOfText]) })[0],
-};
-
 export function decode(tokenizer: Tokenizer, tokens: number[]): string {
   const decoder = new TextDecoder();
   return tokens.map((t) => decoder.decode(tokenizer.bytes(t), { stream: true })).join('') + decoder.decode();
 }
 
-export function tokenizerFor(name: string): Tokenizer {
-  if (name === 'gpt2') return gpt2;
+/**
+ * A bundled tokenizer, loaded on first use: GPT-2's BPE tables are ~20 MB of heap, which a gateway
+ * serving only tensor models should not carry (every full GC marks the whole heap).
+ */
+export async function loadTokenizer(name: string): Promise<Tokenizer> {
+  if (name === 'gpt2') return (await import('./gpt2-tokenizer.js')).gpt2;
   throw new Error(`tokenizer ${JSON.stringify(name)} is not bundled (only gpt2 is)`);
 }
 

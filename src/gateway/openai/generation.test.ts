@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { GenerateHooks, GenerateRequest } from '../../batcher/index.js';
-import { gpt2 } from '../../models/index.js';
+import { gpt2 } from '../../models/gpt2-tokenizer.js';
 import type { ServedModel } from '../types.js';
 import { Generation } from './generation.js';
 
