@@ -155,7 +155,8 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       device: model.device,
       maxBatchSize: policy.maxBatchSize,
       batcher,
-      generation: generative && scheduler ? { scheduler, tokenizer: await loadTokenizer(generative.tokenizer), context: generative.context ?? 1024 } : undefined,
+      generation:
+        generative && scheduler ? { scheduler, tokenizer: await loadTokenizer(generative.tokenizer), context: generative.context ?? 1024 } : undefined,
       stats: () => queue.stats(),
       queue,
       pool,

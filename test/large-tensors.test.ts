@@ -31,22 +31,25 @@ describe.each([
       expect(ours()).toEqual([]); // unlinked as soon as both processes held them
 
       const D = 65_536;
-      const answers = await Promise.all(
-        Array.from({ length: 12 }, async (_, i) => {
-          const x = Float32Array.from({ length: 2 * D }, (_, j) => i * 1000 + (j % 997));
-          const { body, headers } = binaryBody(
-            {
-              inputs: [{ name: 'x', shape: [2, D], datatype: 'FP32', parameters: { binary_data_size: x.byteLength } }],
-              parameters: { binary_data_output: true },
-            },
-            x,
-          );
-          const res = await fetch(`${gw.url}/v2/models/identity/infer`, { method: 'POST', body, headers });
-          const bytes = Buffer.from(await res.arrayBuffer());
-          const headerLength = Number(res.headers.get('inference-header-content-length'));
-          return { status: res.status, batch: Number(res.headers.get('x-batch-size')), x, y: bytes.subarray(headerLength) };
-        }),
-      );
+      // Two waves: the second reuses the first's request buffers and the replica's slot buffers.
+      const wave = (seed: number) =>
+        Promise.all(
+          Array.from({ length: 12 }, async (_, i) => {
+            const x = Float32Array.from({ length: 2 * D }, (_, j) => seed + i * 1000 + (j % 997));
+            const { body, headers } = binaryBody(
+              {
+                inputs: [{ name: 'x', shape: [2, D], datatype: 'FP32', parameters: { binary_data_size: x.byteLength } }],
+                parameters: { binary_data_output: true },
+              },
+              x,
+            );
+            const res = await fetch(`${gw.url}/v2/models/identity/infer`, { method: 'POST', body, headers });
+            const bytes = Buffer.from(await res.arrayBuffer());
+            const headerLength = Number(res.headers.get('inference-header-content-length'));
+            return { status: res.status, batch: Number(res.headers.get('x-batch-size')), x, y: bytes.subarray(headerLength) };
+          }),
+        );
+      const answers = [...(await wave(0)), ...(await wave(0.5))];
       for (const a of answers) {
         expect(a.status).toBe(200);
         expect(a.y.equals(Buffer.from(a.x.buffer))).toBe(true);

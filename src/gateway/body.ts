@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'hono';
 import { GatewayError } from '../errors/index.js';
+import { BufferPool } from './buffer-pool.js';
 
 type NodeBindings = { incoming?: IncomingMessage; outgoing?: ServerResponse };
 
@@ -24,8 +25,9 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
   // `Inference-Header-Content-Length` starts 8-byte aligned: typed arrays can then view it without a copy.
   const headerLength = Number(c.req.header('inference-header-content-length') ?? 0);
   const shift = declared > 0 && headerLength > 0 ? (8 - (headerLength % 8)) % 8 : 0;
-  // allocUnsafeSlow: its own ArrayBuffer (offset 0, so the shift holds), not zero-filled — every byte is overwritten.
-  const target = declared > 0 ? Buffer.allocUnsafeSlow(declared + shift).subarray(shift) : undefined;
+  // A buffer of its own (offset 0, so the shift holds), reused across requests (see buffer-pool.ts), not
+  // zero-filled: every byte handed out is overwritten first.
+  const target = declared > 0 ? new Uint8Array(bodyBuffers.acquire(declared + shift), shift, declared) : undefined;
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -52,6 +54,16 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
     const onAborted = () => onError(new Error('the client went away'));
     incoming.on('data', onData).once('end', onEnd).once('error', onError).once('aborted', onAborted);
   });
+}
+
+const bodyBuffers = new BufferPool();
+
+/**
+ * Gives a body from `readBody` back for reuse. Only once nothing reads it any more: its tensors were
+ * sent to the replica and the response no longer points into it.
+ */
+export function releaseBody(body: Uint8Array): void {
+  bodyBuffers.release(body.buffer);
 }
 
 /** Aborts when the client goes away before its response is written (Node's own close event, no web Request needed). */

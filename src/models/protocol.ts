@@ -54,7 +54,11 @@ export class FrameReader {
   private header: FrameHeader | null = null;
   private bodyLength = 0;
 
-  constructor(private slots?: TensorSlots) {}
+  /** `reuseSlotBuffers`: each slot's tensors are done with before that slot carries the next frame. */
+  constructor(
+    private slots?: TensorSlots,
+    private readonly reuseSlotBuffers = false,
+  ) {}
 
   push(chunk: Buffer): Frame[] {
     this.chunks.push(chunk);
@@ -82,7 +86,7 @@ export class FrameReader {
 
   /** Starts reading the slot now (the thread pool copies while this process does other work). */
   private fromSlot(header: FrameHeader): Promise<Inputs> {
-    const { slots } = this;
+    const { slots, reuseSlotBuffers } = this;
     const metas = header.tensors ?? [];
     const read = async () => {
       if (!slots || header.slot === undefined) throw new Error(`frame ${header.id} names a shared-memory slot this stream has none of`);
@@ -91,6 +95,7 @@ export class FrameReader {
         await slots.read(
           header.slot,
           metas.reduce((n, t) => n + t.byteLength, 0),
+          reuseSlotBuffers,
         ),
       );
     };

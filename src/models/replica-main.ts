@@ -44,7 +44,8 @@ async function main(spec: ReplicaSpec): Promise<void> {
   let chain = Promise.resolve();
   const server = createServer((socket) => serve(socket));
   const serve = (socket: Socket) => {
-    const reader = new FrameReader(slots);
+    // A batch's inputs are done with once it is answered, and only then can its slot carry another.
+    const reader = new FrameReader(slots, true);
     socket.on('error', () => socket.destroy());
     socket.on('data', (chunk) => {
       let frames: Frame[];

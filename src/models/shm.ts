@@ -18,6 +18,8 @@ const writevAt = promisify(writev);
  */
 export class TensorSlots {
   private free: number[];
+  /** Per-slot read buffers, for a reader that is done with a slot's tensors before the slot is reused. */
+  private kept: (Buffer | undefined)[] = [];
 
   private constructor(
     private fds: number[],
@@ -75,10 +77,21 @@ export class TensorSlots {
     }
   }
 
-  /** The slot's first `length` bytes, in a buffer of its own (so aligned for any typed array; not zero-filled). */
-  async read(slot: number, length: number): Promise<Buffer> {
+  /**
+   * The slot's first `length` bytes, at offset 0 of a buffer of their own (so aligned for any typed array).
+   * With `reuse`, the slot's previous read buffer is overwritten: for a reader that has finished with a
+   * slot's tensors before the slot can carry new ones (the replica: it answers, then the slot is reused).
+   * Fresh buffers that live through a batch are what makes V8 run full GCs (see buffer-pool.ts).
+   */
+  async read(slot: number, length: number, reuse = false): Promise<Buffer> {
     const fd = this.fd(slot);
-    const out = Buffer.allocUnsafeSlow(length);
+    const kept = reuse ? this.kept[slot] : undefined;
+    let out: Buffer;
+    if (kept && kept.byteLength >= length) out = kept.subarray(0, length);
+    else {
+      out = Buffer.allocUnsafeSlow(length);
+      if (reuse) this.kept[slot] = out;
+    }
     let done = 0;
     while (done < length) {
       const { bytesRead } = await readAt(fd, out, done, length - done, done);

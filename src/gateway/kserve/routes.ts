@@ -1,6 +1,6 @@
 import { type Context, Hono } from 'hono';
 import { badInput, notFound } from '../../errors/index.js';
-import { clientSignal, readBody } from '../body.js';
+import { clientSignal, readBody, releaseBody } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
@@ -51,12 +51,21 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
   c.set('model', m.name);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
   const body = await readBody(c, maxBodyBytes);
-  const request = parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
+  let request: ReturnType<typeof parseInferRequest>;
+  try {
+    request = parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
+  } catch (err) {
+    releaseBody(body);
+    throw err;
+  }
   const trace = c.get('span')?.spanContext();
   const result = await m.batcher.submit(request.inputs, { signal: clientSignal(c), priority: c.get('caller')?.priority, trace });
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);
   const response = encodeInferResponse(m.name, request, result.outputs);
+  // The batch was sent and answered and the response is a copy: the body can serve the next request.
+  // (A request that failed in the batcher keeps its body: its batch may still be on its way.)
+  releaseBody(body);
   return c.body(response.body as string, 200, {
     ...response.headers,
     'x-queue-ms': result.queueMs.toFixed(2),
