@@ -6,8 +6,10 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { stringify } from 'yaml';
+import { generativeSpec } from '../src/models/generative.js';
+import { readSignature } from '../src/models/signature.js';
 import { machine, ROOT, startServer, stopServer } from './lib.js';
 
 // Defaults are the CPU run; the GPU script passes --model (GPT-2 small), --device cuda, --streams 1,16,64.
@@ -74,12 +76,15 @@ async function main() {
   } finally {
     await stopServer(server);
   }
-  const described = device === 'cpu' ? 'tiny-gpt (2 layers, 32 wide, GPT-2 vocabulary), 1 ONNX Runtime thread' : `${modelPath} on ${device}`;
+  const spec = generativeSpec(await readSignature(modelPath));
+  const name = basename(modelPath, '.onnx');
+  const shape = spec ? `${spec.layers} layers, ${spec.heads * spec.headDim} wide, ${spec.vocab}-token vocabulary` : 'not generative';
+  const described = `${name} (${shape}) on ${device}${device === 'cpu' ? ', 1 ONNX Runtime thread' : ''}`;
   const results = { machine: machine(), model: described, device, seconds, maxTokens, rows };
   const dir = outDir;
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, `${outName}.json`), `${JSON.stringify(results, null, 2)}\n`);
-  const md = `# Streaming (${device}, ${device === 'cpu' ? 'tiny-gpt' : modelPath.split('/').at(-1)})
+  const md = `# Streaming (${device}, ${name})
 
 ${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.node}. ${results.machine.date}
 
