@@ -28,6 +28,13 @@ type Sequence = {
  */
 export class Decoder {
   private seqs = new Map<string, Sequence>();
+  /**
+   * Decode steps' inputs and outputs, reused by name: a step's pasts and presents are as large as all
+   * its sequences' KV caches together (hundreds of MB for GPT-2 small at 64 streams). Fresh arrays every
+   * step would outlive young GCs and make V8 run a full mark-compact per step. Padding left over from an
+   * earlier step is masked out like any padding.
+   */
+  private scratch = new Map<string, Float32Array>();
 
   constructor(
     private session: ort.InferenceSession,
@@ -102,19 +109,25 @@ export class Decoder {
       ),
       attention_mask: new ort.Tensor('int64', mask, [b, past + 1]),
     };
+    // ONNX Runtime writes the outputs straight into reused buffers too (pre-allocated fetches).
+    const fetches: Record<string, ort.Tensor> = { logits: new ort.Tensor('float32', this.buffer('logits', b * vocab), [b, 1, vocab]) };
     for (let l = 0; l < layers; l++) {
       for (const kind of ['key', 'value'] as const) {
-        const batch = new Float32Array(b * heads * past * headDim);
+        const name = `past_key_values.${l}.${kind}`;
+        const batch = this.buffer(name, b * heads * past * headDim);
         seqs.forEach((s, i) => {
           const cache = (kind === 'key' ? s.keys : s.values)[l];
           for (let h = 0; h < heads; h++) {
             batch.set(cache.subarray(h * s.capacity * headDim, (h * s.capacity + s.length) * headDim), (i * heads + h) * past * headDim);
           }
         });
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', batch, [b, heads, past, headDim]);
+        feeds[name] = new ort.Tensor('float32', batch, [b, heads, past, headDim]);
+        const present = `present.${l}.${kind}`;
+        fetches[present] = new ort.Tensor('float32', this.buffer(present, b * heads * (past + 1) * headDim), [b, heads, past + 1, headDim]);
       }
     }
-    const out = await this.session.run(feeds);
+    await this.session.run(feeds, fetches);
+    const out = fetches;
     const next = await this.sampler.sample(out.logits.data as Float32Array, vocab, seqs); // logits [b, 1, vocab]
     const tokens: Record<string, number> = {};
     seqs.forEach((s, i) => {
@@ -136,6 +149,15 @@ export class Decoder {
       tokens[ids[i]] = s.last;
     });
     return tokens;
+  }
+
+  private buffer(name: string, length: number): Float32Array {
+    let buffer = this.scratch.get(name);
+    if (!buffer || buffer.length < length) {
+      buffer = new Float32Array(Math.max(length, 2 * (buffer?.length ?? 0)));
+      this.scratch.set(name, buffer);
+    }
+    return buffer.subarray(0, length);
   }
 
   private emptyPast(batch: number): Record<string, ort.Tensor> {
