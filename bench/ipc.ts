@@ -76,6 +76,9 @@ async function bare() {
   }
 }
 
+const add = <T>(runs: Record<string, T[]>, key: string, value: T) => {
+  runs[key] = [...(runs[key] ?? []), value];
+};
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main() {
@@ -86,16 +89,16 @@ async function main() {
     for (const batch of BATCHES)
       for (const t of Object.keys(TRANSPORTS) as Transport[]) {
         const rate = await roundTrip(t, batch);
-        (trips[`${t} ${batch}`] ??= []).push(rate);
+        add(trips, `${t} ${batch}`, rate);
         console.log('round trip', t, batch, Math.round(rate), 'rows/s');
       }
     for (const t of Object.keys(TRANSPORTS) as Transport[]) {
       const g = await gateway(t);
-      (served[t] ??= []).push({ ...g, rowsPerS: g.requestsPerS * 8 });
+      add(served, t, { ...g, rowsPerS: g.requestsPerS * 8 });
       console.log('gateway', t, Math.round(g.requestsPerS * 8), 'rows/s');
     }
     const b = await bare();
-    (served.bare ??= []).push({ ...b, rowsPerS: b.requestsPerS * 8 });
+    add(served, 'bare', { ...b, rowsPerS: b.requestsPerS * 8 });
     console.log('bare', Math.round(b.requestsPerS * 8), 'rows/s');
   }
 

@@ -38,9 +38,9 @@ export class BufferPool {
     const bytes = buffer.byteLength;
     if (!(buffer instanceof ArrayBuffer) || !this.ours.has(buffer) || this.freeBytes + bytes > this.maxBytes) return;
     if (this.free.get(bytes)?.includes(buffer)) return; // given back twice
-    let list = this.free.get(bytes);
-    if (!list) this.free.set(bytes, (list = []));
+    const list = this.free.get(bytes) ?? [];
     list.push(buffer);
+    this.free.set(bytes, list);
     this.freeBytes += bytes;
   }
 
