@@ -14,7 +14,8 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** A server process (the gateway or a baseline), ready once `readyUrl` answers 200. */
 export async function startServer(args: string[], readyUrl: string, env: Record<string, string> = {}): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
-  for (let i = 0; i < 300; i++) {
+  // Up to 2 minutes: a CUDA replica warming several batch sizes with cuDNN's exhaustive search is slow.
+  for (let i = 0; i < 1200; i++) {
     if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited with ${child.exitCode}`);
     if (
       await fetch(readyUrl).then(

@@ -102,11 +102,19 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     if (signature.batchAxis === null && b.max_batch_size > 1) {
       log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
     }
+    // Fixed batch sizes (padded up to): max_batch_size is always one, and each is warmed up at start.
+    const batchSizes = b.batch_sizes && signature.batchAxis === 0 ? [...new Set([...b.batch_sizes, b.max_batch_size])].sort((x, y) => x - y) : undefined;
     const pool = new ReplicaPool({
       model: name,
       maxInputs: b.max_inputs,
       provider,
-      spec: { path: model.path, device: model.device, threads: model.threads || (onGpu(model) ? 0 : cpuThreads), warmupShapes: model.warmup_shapes },
+      spec: {
+        path: model.path,
+        device: model.device,
+        threads: model.threads || (onGpu(model) ? 0 : cpuThreads),
+        warmupShapes: model.warmup_shapes,
+        warmupBatches: batchSizes,
+      },
       // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
       place: onGpu(model) && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(name, s.replicas_per_gpu) : undefined,
       startupTimeoutMs: s.startup_timeout * 1000,
@@ -126,6 +134,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
           maxQueueSize: b.max_queue_size,
           timeoutMs: b.timeout_ms,
           pad: b.pad,
+          batchSizes,
         });
     const scheduler = generative
       ? new GenerationScheduler({ model: name, pool, maxSequences: b.max_batch_size, maxQueue: b.max_queue_size, timeoutMs: b.timeout_ms })

@@ -11,6 +11,7 @@ beforeAll(async () => {
     server: { max_body_bytes: 1_000_000 },
     models: {
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 }, batching: { max_batch_size: 16, wait_ms: 20 } },
+      'mlp-fixed': { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 }, batching: { max_batch_size: 8, wait_ms: 20, batch_sizes: [4] } },
       dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       'ocr-direction': {
         path: OCR_CLS,
@@ -139,6 +140,23 @@ describe('inference through real replica processes', () => {
       const got = a.body.outputs?.[0].data ?? [];
       for (const [j, v] of expected.slice(i * 10, i * 10 + 10).entries()) expect(got[j]).toBeCloseTo(v, 6);
     }
+  });
+
+  it('pads batches to fixed sizes (batch_sizes) and still returns each caller exactly its own rows', async () => {
+    const xs = Array.from({ length: 11 }, (_, i) => random(64, i + 300));
+    const answers = await Promise.all(xs.map((x) => infer(gw.url, 'mlp-fixed', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: x }])));
+    const ref = await direct(`${MODELS}mlp.onnx`, 'x', Float32Array.from(xs.flat()), [11, 64]);
+    const expected = Array.from(ref.data as Float32Array);
+    for (const [i, a] of answers.entries()) {
+      expect(a.status).toBe(200);
+      expect(a.body.outputs?.[0].shape).toEqual([1, 10]);
+      for (const [j, v] of expected.slice(i * 10, i * 10 + 10).entries()) expect(a.body.outputs?.[0].data[j]).toBeCloseTo(v, 6);
+    }
+    const stats = await (await fetch(`${gw.url}/v2/models/mlp-fixed/stats`)).json();
+    expect(stats.rows).toBe(11);
+    // 11 rows never fill 4s and 8s exactly: some batches were padded up to one of them.
+    expect(stats.paddingRows).toBeGreaterThan(0);
+    expect((stats.rows + stats.paddingRows) % 4).toBe(0);
   });
 
   it('pads text lines of different widths into one batch when the model entry allows it', async () => {

@@ -64,7 +64,16 @@ async function gateway(batch: number) {
         [name]: {
           path: modelPath,
           device,
-          batching: { max_batch_size: batch, wait_ms: 2, max_queue_size: 65536, max_inputs: 2, timeout_ms: 60_000 },
+          // Three fixed batch sizes, all warmed up at start: cuDNN searches convolution algorithms per new
+          // input shape, and requests of 8 rows would otherwise make every multiple of 8 a new shape.
+          batching: {
+            max_batch_size: batch,
+            wait_ms: 2,
+            max_queue_size: 65536,
+            max_inputs: 2,
+            timeout_ms: 60_000,
+            batch_sizes: [...new Set([Math.max(1, batch / 4), Math.max(1, batch / 2), batch].map(Math.round))],
+          },
           scaling: { min_containers: replicas, max_containers: replicas, replicas_per_gpu: replicas },
         },
       },
@@ -92,6 +101,7 @@ async function gateway(batch: number) {
       connections,
       loadProcesses: processes,
       meanBatchRows: Math.round(((after.rows - before.rows) / Math.max(1, after.batches - before.batches)) * 10) / 10,
+      paddingRowsShare: Math.round(((after.paddingRows - before.paddingRows) / Math.max(1, after.rows - before.rows)) * 1000) / 1000,
       replicas: pools.models[0].replicas.map((x: { device: string; provider: string; coldStart?: object }) => ({
         device: x.device,
         provider: x.provider,

@@ -48,6 +48,15 @@ async function started(opts?: Partial<BatcherOptions>, delayMs?: number) {
 }
 
 describe('Batcher', () => {
+  it('pads batches up to the configured sizes and answers each request with its own rows', async () => {
+    const h = await started({ maxBatchSize: 8, batchSizes: [2, 8] });
+    const results = await Promise.all([1, 2, 3].map((v) => h.batcher.submit(row(v))));
+    expect(results.map((r) => values(r.outputs))).toEqual([[2], [4], [6]]);
+    expect(results.every((r) => r.batchSize === 3)).toBe(true); // the caller's view: real rows
+    expect(h.batches()).toEqual([8]); // the model's view: one of the sizes
+    expect(h.batcher.stats()).toMatchObject({ rows: 3, paddingRows: 5, batchSizes: { 3: 1 } });
+  });
+
   it('batches concurrent requests and splits results back in order', async () => {
     const h = await started();
     const results = await Promise.all([1, 2, 3].map((v) => h.batcher.submit(row(v, v + 10))));

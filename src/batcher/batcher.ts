@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { badInput, cancelled, deadlineExceeded, GatewayError, internal, unavailable } from '../errors/index.js';
 import type { Inputs } from '../tensor/index.js';
 import { type BatchRule, decideBatch, type QueuedView } from './decide.js';
-import { groupKey, type PadRule, splitOutputs, stackInputs } from './stack.js';
+import { firstRows, groupKey, type PadRule, paddedSize, padRows, splitOutputs, stackInputs } from './stack.js';
 
 /** What the batcher needs of a replica pool (the autoscaler's pool is one). */
 export interface BatchTarget {
@@ -30,6 +30,8 @@ export type BatcherOptions = {
   timeoutMs: number;
   /** Paddable axes by input name. @default {} */
   pad?: Record<string, PadRule>;
+  /** The only batch sizes sent (increasing): a batch is padded with zero rows up to the nearest. @default any size */
+  batchSizes?: number[];
   /** @default performance.now */
   now?: () => number;
 };
@@ -72,6 +74,7 @@ export type BatcherStats = {
   rows: number;
   /** How many batches had N rows. */
   batchSizes: Record<number, number>;
+  paddingRows: number;
   shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
 };
 
@@ -95,6 +98,8 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     batches: 0,
     rows: 0,
     batchSizes: {} as Record<number, number>,
+    /** Zero rows added to reach one of `batchSizes`. */
+    paddingRows: 0,
     shed: { queue_full: 0, deadline: 0, cancelled: 0 },
   };
 
@@ -239,6 +244,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
       });
     };
     let batch: Inputs;
+    const sent = this.opts.batchable && this.opts.batchSizes ? paddedSize(batchSize, this.opts.batchSizes) : batchSize;
     try {
       batch = this.opts.batchable
         ? stackInputs(
@@ -246,6 +252,10 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
             this.opts.pad ?? {},
           )
         : items[0].inputs;
+      if (sent > batchSize) {
+        batch = padRows(batch, sent);
+        this.counts.paddingRows += sent - batchSize;
+      }
     } catch (err) {
       this.inFlight--;
       for (const item of items) this.settle(item, internal(`could not form a batch: ${(err as Error).message}`, err));
@@ -259,7 +269,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
       .dispatch(batch, { signal: allGone.signal })
       .then((outputs) => {
         report(true);
-        const parts = this.opts.batchable ? splitOutputs(outputs, rows) : [outputs];
+        const parts = this.opts.batchable ? splitOutputs(sent > batchSize ? firstRows(outputs, batchSize) : outputs, rows) : [outputs];
         for (const [i, item] of items.entries()) this.settle(item, null, { outputs: parts[i], queueMs: now - item.enqueuedAt, batchSize });
       })
       .catch((err: Error) => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Inputs } from '../tensor/index.js';
-import { groupKey, splitOutputs, stackInputs } from './stack.js';
+import { firstRows, groupKey, paddedSize, padRows, splitOutputs, stackInputs } from './stack.js';
 
 const f32 = (shape: number[], values: number[]): Inputs => ({ x: { dtype: 'FP32', shape, data: Float32Array.from(values) } });
 
@@ -41,5 +41,17 @@ describe('stacking a batch', () => {
   it('refuses outputs whose row count does not match the batch', () => {
     const out = { y: { dtype: 'FP32' as const, shape: [2, 1], data: Float32Array.from([1, 2]) } };
     expect(() => splitOutputs(out, [1, 2])).toThrow(/2 rows for a batch of 3/);
+  });
+});
+
+describe('fixed batch sizes', () => {
+  it('pads a batch with zero rows up to the nearest size, and keeps only its own rows of the outputs', () => {
+    expect([1, 4, 5, 8, 9].map((n) => paddedSize(n, [4, 8]))).toEqual([4, 4, 8, 8, 9]);
+    const batch = padRows(stackInputs([f32([1, 2], [1, 2]), f32([2, 2], [3, 4, 5, 6])], {}), 4);
+    expect(batch.x.shape).toEqual([4, 2]);
+    expect(Array.from(batch.x.data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6, 0, 0]);
+    const own = firstRows(batch, 3);
+    expect(own.x.shape).toEqual([3, 2]);
+    expect(Array.from(own.x.data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6]);
   });
 });

@@ -1,4 +1,4 @@
-import type { Inputs, Tensor, TypedArray } from '../tensor/index.js';
+import type { DType, Inputs, Tensor, TypedArray } from '../tensor/index.js';
 import { allocate, elementCount, joinedOnRead, numberToFloat16 } from '../tensor/index.js';
 
 export type PadRule = { axes: number[]; value: number };
@@ -72,6 +72,43 @@ function copyPadded(src: Tensor, target: number[], dst: TypedArray, dstOffset: n
     for (let i = 0; i < shape[axis]; i++) walk(axis + 1, s + i * srcStride[axis], d + i * dstStride[axis]);
   };
   walk(0, 0, dstOffset);
+}
+
+/** The smallest of `sizes` (increasing) that holds `rows`, or `rows` itself past the largest. */
+export function paddedSize(rows: number, sizes: readonly number[]): number {
+  return sizes.find((s) => s >= rows) ?? rows;
+}
+
+/** The batch with zero rows appended up to `rows` (a part more, nothing copied). */
+export function padRows(batch: Inputs, rows: number): Inputs {
+  const padded: Inputs = {};
+  for (const [name, t] of Object.entries(batch)) {
+    const inner = t.shape.slice(1);
+    const extra = (rows - t.shape[0]) * elementCount(inner);
+    padded[name] = joinedOnRead(t.dtype, [rows, ...inner], [...(t.parts ?? [t.data]), zeros(t.dtype, extra)]);
+  }
+  return padded;
+}
+
+/** The first `rows` rows of each output, as views (a padded batch's own rows). */
+export function firstRows(outputs: Inputs, rows: number): Inputs {
+  const out: Inputs = {};
+  for (const [name, t] of Object.entries(outputs)) {
+    const rowSize = elementCount(t.shape.slice(1));
+    out[name] = { dtype: t.dtype, shape: [rows, ...t.shape.slice(1)], data: t.data.subarray(0, rows * rowSize) };
+  }
+  return out;
+}
+
+/** Zeros are never written to, so one array per dtype serves every padded batch. */
+const ZEROS = new Map<DType, TypedArray>();
+function zeros(dtype: DType, length: number): TypedArray {
+  let z = ZEROS.get(dtype);
+  if (!z || z.length < length) {
+    z = allocate(dtype, length);
+    ZEROS.set(dtype, z);
+  }
+  return z.subarray(0, length);
 }
 
 /** Splits a batch's outputs back into one Inputs per request, by rows, in order; views, not copies. */

@@ -27,6 +27,11 @@ describe('parseConfig', () => {
       'models.m.scaling.max_containers: max_containers must be at least min_containers',
     ],
     [{ server: { port: 70000 }, models: { m: model } }, 'server.port: expected number to be <=65535, got 70000'],
+    [{ models: { m: { ...model, batching: { batch_sizes: [8, 4] } } } }, 'models.m.batching.batch_sizes: expected increasing sizes'],
+    [
+      { models: { m: { ...model, batching: { max_batch_size: 8, batch_sizes: [4, 16] } } } },
+      'models.m.batching.batch_sizes: batch_sizes must not exceed max_batch_size',
+    ],
   ])('names the path, the value and what was expected: %j', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);
     expect(() => parseConfig(raw)).toThrow(message);

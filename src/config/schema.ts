@@ -31,8 +31,23 @@ export const batchingSchema = z
     max_inputs: positiveInt.default(1),
     /** Inputs that may be padded to batch together, by input name. @default {} */
     pad: z.record(z.string(), padding).default({}),
+    /**
+     * The only batch sizes the model sees: a batch is padded with zero rows up to the nearest (their
+     * results dropped), max_batch_size is always one of them, and each is warmed up when a replica
+     * starts. For CUDA: cuDNN picks convolution algorithms per input shape the first time it meets one.
+     * @default every size up to max_batch_size, unpadded
+     */
+    batch_sizes: z
+      .array(positiveInt)
+      .min(1)
+      .refine((a) => a.every((v, i) => i === 0 || v > a[i - 1]), 'expected increasing sizes')
+      .optional(),
   })
-  .strict();
+  .strict()
+  .refine((b) => !b.batch_sizes || b.batch_sizes[b.batch_sizes.length - 1] <= b.max_batch_size, {
+    message: 'batch_sizes must not exceed max_batch_size',
+    path: ['batch_sizes'],
+  });
 
 export const scalingSchema = z
   .object({

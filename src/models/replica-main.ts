@@ -11,7 +11,7 @@ import { generativeSpec } from './generative.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
 import { Sampler } from './sampling.js';
-import { openSession, runSession, warmupInputs } from './session.js';
+import { openSession, runSession, warmupRuns } from './session.js';
 import { TensorSlots } from './shm.js';
 import { readSignature } from './signature.js';
 
@@ -36,7 +36,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
     await decoder.step({ join: [{ seq: 'warmup', prompt: [0, 1], sampling }], advance: [], release: [] });
     await decoder.step({ join: [], advance: ['warmup'], release: [] });
     await decoder.step({ join: [], advance: [], release: ['warmup'] });
-  } else await runSession(session, warmupInputs(signature, spec.warmupShapes));
+  } else for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches)) await runSession(session, inputs);
   const warmupAt = performance.now();
   const slots = openSlots(spec.slots);
 

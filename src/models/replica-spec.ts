@@ -13,6 +13,8 @@ export type ReplicaSpec = {
   /** Shared-memory slot files for large tensors (shm.ts), when the gateway has them. */
   slots?: string[];
   warmupShapes: Record<string, number[]>;
+  /** Warm up once per batch size (batch_sizes), each input's first dimension set to it. */
+  warmupBatches?: number[];
 };
 
 /** The replica's first IPC message: it is loaded, warm and listening. */

@@ -68,6 +68,25 @@ export async function runSession(session: ort.InferenceSession, inputs: Inputs):
   return outputs;
 }
 
+/**
+ * The warm-up runs: one with `shapes`, or one per batch size with every input's first dimension set to
+ * it (the first run of each shape is where CUDA picks its kernels, so it must not be a user's).
+ */
+export function warmupRuns(signature: ModelSignature, shapes: Record<string, number[]>, batches: number[] = []): Inputs[] {
+  if (batches.length === 0) return [warmupInputs(signature, shapes)];
+  return batches.map((b) =>
+    warmupInputs(
+      signature,
+      Object.fromEntries(
+        signature.inputs.map((spec) => {
+          const shape = shapes[spec.name] ?? spec.shape.map((d) => (typeof d === 'number' ? d : 1));
+          return [spec.name, [b, ...shape.slice(1)]];
+        }),
+      ),
+    ),
+  );
+}
+
 /** Zero-filled inputs for the warm-up run; dynamic dimensions take `shapes[name]` or 1. */
 export function warmupInputs(signature: ModelSignature, shapes: Record<string, number[]> = {}): Inputs {
   const inputs: Inputs = {};
