@@ -211,6 +211,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     guard,
     endpoints,
     maxBodyBytes: config.server.max_body_bytes,
+    clientSharedMemory: config.server.client_shared_memory,
     version: VERSION,
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
   });

@@ -110,6 +110,11 @@ export const serverSchema = z
     shutdown_timeout_s: nonNegative.default(30),
     /** HTTPS (and HTTP/2) from these files; plain HTTP without. */
     tls: tlsSchema.optional(),
+    /**
+     * Triton's system shared-memory extension for clients on this machine (/v2/systemsharedmemory):
+     * tensors read from and written to POSIX shared memory instead of the request. @default false
+     */
+    client_shared_memory: z.boolean().default(false),
   })
   .strict();
 

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { GatewayError } from '../errors/index.js';
 import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
+import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
 import { chat, completions, generativeModelOf, openaiError, openaiRoutes } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -26,6 +27,8 @@ export type AppOptions = {
   models: ReadonlyMap<string, ServedModel>;
   /** @default 67108864 (64 MiB) */
   maxBodyBytes?: number;
+  /** Triton's system shared-memory extension (server.client_shared_memory). @default false */
+  clientSharedMemory?: boolean;
   version?: string;
   /** Spans, metrics (/metrics) and the dashboard's numbers. @default metrics on, traces off */
   telemetry?: Telemetry;
@@ -44,20 +47,21 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.use(requestId());
   app.use(observe({ telemetry, log: opts.log, windows }));
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
-  if (opts.guard?.length) for (const path of ['/v2/models/*', '/v1/*', '/admin/*', '/dashboard']) app.use(path, ...opts.guard);
+  if (opts.guard?.length) for (const path of ['/v2/models/*', '/v2/systemsharedmemory/*', '/v1/*', '/admin/*', '/dashboard']) app.use(path, ...opts.guard);
+  const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;
   for (const e of opts.endpoints ?? []) {
     const model = () => opts.models.get(e.model) as ServedModel;
     const limit = e.maxBodyBytes ?? maxBodyBytes;
     if (e.guard.length) app.use(e.path, ...e.guard);
     if (e.protocol === 'kserve') {
-      app.post(e.path, (c) => infer(c, model(), limit));
+      app.post(e.path, (c) => infer(c, model(), limit, regions));
       app.get(e.path, (c) => c.json(metadata(model())));
     } else {
       const handler = e.protocol === 'openai-chat' ? chat : completions;
       app.post(e.path, (c) => handler(c, generativeModelOf(opts.models), limit, e.model));
     }
   }
-  app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0' }));
+  app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0', regions }));
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
   app.route('/', wsRoutes(opts.models));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows }));

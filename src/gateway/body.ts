@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'hono';
 import { GatewayError } from '../errors/index.js';
-import { BufferPool } from './buffer-pool.js';
+import { requestBuffers } from './buffer-pool.js';
 
 type NodeBindings = { incoming?: IncomingMessage; outgoing?: ServerResponse };
 
@@ -27,7 +27,7 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
   const shift = declared > 0 && headerLength > 0 ? (8 - (headerLength % 8)) % 8 : 0;
   // A buffer of its own (offset 0, so the shift holds), reused across requests (see buffer-pool.ts), not
   // zero-filled: every byte handed out is overwritten first.
-  const target = declared > 0 ? new Uint8Array(bodyBuffers.acquire(declared + shift), shift, declared) : undefined;
+  const target = declared > 0 ? new Uint8Array(requestBuffers.acquire(declared + shift), shift, declared) : undefined;
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -56,14 +56,12 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
   });
 }
 
-const bodyBuffers = new BufferPool();
-
 /**
  * Gives a body from `readBody` back for reuse. Only once nothing reads it any more: its tensors were
  * sent to the replica and the response no longer points into it.
  */
 export function releaseBody(body: Uint8Array): void {
-  bodyBuffers.release(body.buffer);
+  requestBuffers.release(body.buffer);
 }
 
 /** Aborts when the client goes away before its response is written (Node's own close event, no web Request needed). */

@@ -49,6 +49,9 @@ export class BufferPool {
   }
 }
 
+/** The process's pool for request bodies and tensors read from client shared memory. */
+export const requestBuffers = new BufferPool();
+
 /** `n` rounded up to a multiple of an eighth of the power of two below it. */
 export function sizeClass(n: number): number {
   if (n <= 8) return 8;

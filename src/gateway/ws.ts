@@ -89,6 +89,7 @@ async function infer(msg: Message, id: string, models: ReadonlyMap<string, Serve
   const m = lookup(models, msg.model);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: send a "completion" or "chat" message`);
   const request = inferRequestFromJson({ inputs: msg.inputs, outputs: msg.outputs }, new Uint8Array(0), m.signature);
+  if (request.sharedInputs.length || request.outputs.some((o) => o.shm)) throw badInput('shared-memory tensors are for POST .../infer only');
   for (const o of request.outputs) o.binary = false; // JSON only on a text socket
   const result = await m.batcher.submit(request.inputs, { signal });
   const body = JSON.parse(encodeInferResponse(m.name, request, result.outputs).body as string);

@@ -1,4 +1,5 @@
-import { accessSync, closeSync, constants, openSync, read, unlinkSync, writev } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { accessSync, closeSync, constants, openSync, read, rmSync, writev } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -31,12 +32,17 @@ export class TensorSlots {
   /** The gateway's side: `count` new empty files, or undefined when there is no usable shared-memory folder. */
   static create(name: string, count: number, dir = sharedMemoryDir()): TensorSlots | undefined {
     if (!dir) return undefined;
-    const paths = Array.from({ length: count }, (_, i) => join(dir, `infergate-${process.pid}-${name}-${i}`));
+    // Unique and created exclusively: two gateways in one process may both have a replica `m-1`.
+    const tag = randomBytes(4).toString('hex');
+    const paths = Array.from({ length: count }, (_, i) => join(dir, `infergate-${process.pid}-${name}-${tag}-${i}`));
     const fds: number[] = [];
     try {
-      for (const path of paths) fds.push(openSync(path, 'w+', 0o600));
+      for (const path of paths) fds.push(openSync(path, 'wx+', 0o600));
     } catch {
-      for (const fd of fds) closeSync(fd);
+      fds.forEach((fd, i) => {
+        closeSync(fd);
+        rmSync(paths[i], { force: true });
+      });
       return undefined;
     }
     return new TensorSlots(fds, paths);
@@ -52,7 +58,7 @@ export class TensorSlots {
 
   /** Once the peer has them open too, the names are not needed (and nothing is left behind on a crash). */
   unlink(): void {
-    for (const path of this.paths) unlinkSync(path);
+    for (const path of this.paths) rmSync(path, { force: true });
   }
 
   acquire(): number | undefined {

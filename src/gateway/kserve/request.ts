@@ -1,16 +1,21 @@
 import { badInput } from '../../errors/index.js';
 import type { ModelSignature, TensorSpec } from '../../models/index.js';
-import type { Inputs } from '../../tensor/index.js';
+import type { DType, Inputs } from '../../tensor/index.js';
 import { bytesPerElement, elementCount, formatShape, isDType, viewBytes } from '../../tensor/index.js';
 import { fromJsonData } from './json-data.js';
 
 const utf8 = new TextDecoder();
 
+/** A tensor's place in client shared memory (Triton's system shared-memory extension). */
+export type SharedMemoryRef = { region: string; offset: number; byteSize: number };
+
 export type InferRequest = {
   id?: string;
   inputs: Inputs;
-  /** Outputs to return, in order, and whether each goes back as binary data. */
-  outputs: { name: string; binary: boolean }[];
+  /** Inputs whose bytes are in client shared memory: read into `inputs` before the request is batched. */
+  sharedInputs: (SharedMemoryRef & { name: string; dtype: DType; shape: number[] })[];
+  /** Outputs to return, in order, and whether each goes back as binary data or into shared memory. */
+  outputs: { name: string; binary: boolean; shm?: SharedMemoryRef }[];
   /** The caller spoke the binary extension (the response may then use it too). */
   binary: boolean;
 };
@@ -51,6 +56,8 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
 
   const specs = new Map(signature.inputs.map((s) => [s.name, s]));
   const inputs: Inputs = {};
+  const sharedInputs: InferRequest['sharedInputs'] = [];
+  const shapes = new Map<string, number[]>();
   let offset = 0;
   for (const raw of json.inputs as JsonTensor[]) {
     if (typeof raw !== 'object' || raw === null) throw badInput('each input must be an object');
@@ -58,15 +65,23 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
     if (typeof name !== 'string') throw badInput('each input needs a "name"');
     const spec = specs.get(name);
     if (!spec) throw badInput(`unknown input ${JSON.stringify(name)}; the model takes ${[...specs.keys()].join(', ')}`);
-    if (inputs[name]) throw badInput(`input ${name} is given twice`);
+    if (shapes.has(name)) throw badInput(`input ${name} is given twice`);
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0))
       throw badInput(`input ${name}: "shape" must be an array of non-negative integers`);
     if (!isDType(datatype)) throw badInput(`input ${name}: unknown datatype ${JSON.stringify(datatype)}`);
     if (datatype !== spec.dtype) throw badInput(`input ${name}: datatype ${datatype} but the model takes ${spec.dtype}`);
     checkShape(name, shape, spec);
+    shapes.set(name, shape);
     const count = elementCount(shape);
     const size = raw.parameters?.binary_data_size;
-    if (size !== undefined) {
+    const shm = sharedMemoryRef(raw.parameters, `input ${name}`);
+    if (shm) {
+      const want = count * bytesPerElement(datatype);
+      if (size !== undefined) throw badInput(`input ${name}: give shared_memory_region or binary_data_size, not both`);
+      if (shm.byteSize !== want)
+        throw badInput(`input ${name}: shared_memory_byte_size is ${shm.byteSize} but ${datatype} ${formatShape(shape)} takes ${want} bytes`);
+      sharedInputs.push({ ...shm, name, dtype: datatype, shape });
+    } else if (size !== undefined) {
       const want = count * bytesPerElement(datatype);
       if (size !== want) throw badInput(`input ${name}: binary_data_size is ${JSON.stringify(size)} but ${datatype} ${formatShape(shape)} takes ${want} bytes`);
       if (offset + want > binary.byteLength) throw badInput(`input ${name}: binary data ends after ${binary.byteLength - offset} of its ${want} bytes`);
@@ -77,10 +92,10 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
     }
   }
   if (offset !== binary.byteLength) throw badInput(`the body has ${binary.byteLength - offset} bytes of binary data that no input claims`);
-  const missing = signature.inputs.filter((s) => !inputs[s.name]).map((s) => s.name);
+  const missing = signature.inputs.filter((s) => !shapes.has(s.name)).map((s) => s.name);
   if (missing.length) throw badInput(`missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
   if (signature.batchAxis === 0) {
-    const rows = new Set(Object.values(inputs).map((t) => t.shape[0]));
+    const rows = new Set([...shapes.values()].map((shape) => shape[0]));
     if (rows.size > 1) throw badInput(`inputs disagree on the batch dimension: ${[...rows].join(' vs ')}`);
     if (rows.has(0)) throw badInput('the batch dimension must be at least 1');
   }
@@ -93,11 +108,25 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
     outputs = (json.outputs as JsonTensor[]).map((o) => {
       if (typeof o?.name !== 'string' || !known.has(o.name))
         throw badInput(`unknown output ${JSON.stringify(o?.name)}; the model has ${[...known].join(', ')}`);
+      const shm = sharedMemoryRef(o.parameters, `output ${o.name}`);
+      if (shm) return { name: o.name, binary: false, shm };
       return { name: o.name, binary: o.parameters?.binary_data === true || (binaryAll && o.parameters?.binary_data !== false) };
     });
   }
   const id = typeof json.id === 'string' ? json.id : undefined;
-  return { id, inputs, outputs, binary: binaryExtension };
+  return { id, inputs, sharedInputs, outputs, binary: binaryExtension };
+}
+
+/** The shared-memory parameters of a tensor, if it has them: region and byte size both, offset optional. */
+function sharedMemoryRef(params: Record<string, unknown> | undefined, what: string): SharedMemoryRef | undefined {
+  const region = params?.shared_memory_region;
+  const size = params?.shared_memory_byte_size;
+  const offset = params?.shared_memory_offset ?? 0;
+  if (region === undefined && size === undefined) return undefined;
+  if (typeof region !== 'string') throw badInput(`${what}: shared_memory_region must name a registered region`);
+  if (!Number.isSafeInteger(size) || (size as number) < 0) throw badInput(`${what}: shared_memory_byte_size must be a byte count`);
+  if (!Number.isSafeInteger(offset) || (offset as number) < 0) throw badInput(`${what}: shared_memory_offset must be a byte offset`);
+  return { region, offset: offset as number, byteSize: size as number };
 }
 
 function checkShape(name: string, shape: number[], spec: TensorSpec): void {

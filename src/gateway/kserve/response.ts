@@ -8,9 +8,11 @@ export type EncodedResponse = { body: Uint8Array | string; headers: Record<strin
 /** Renders outputs as KServe v2 JSON, with the binary tensor extension for outputs that asked for it. */
 export function encodeInferResponse(model: string, request: InferRequest, outputs: Inputs): EncodedResponse {
   const binaries: Uint8Array[] = [];
-  const rendered = request.outputs.map(({ name, binary }) => {
+  const rendered = request.outputs.map(({ name, binary, shm }) => {
     const t = outputs[name];
     const base = { name, datatype: t.dtype, shape: t.shape };
+    // Already written into the caller's region by the route.
+    if (shm) return { ...base, parameters: { shared_memory_region: shm.region, shared_memory_byte_size: t.data.byteLength } };
     if (!binary) return { ...base, data: toJsonData(t.dtype, t.data) };
     const bytes = bytesOf(t.data);
     binaries.push(bytes);

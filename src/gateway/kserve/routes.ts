@@ -1,19 +1,25 @@
 import { type Context, Hono } from 'hono';
-import { badInput, notFound } from '../../errors/index.js';
+import { badInput, GatewayError, notFound } from '../../errors/index.js';
+import type { Inputs } from '../../tensor/index.js';
+import { bytesOf, viewBytes } from '../../tensor/index.js';
 import { clientSignal, readBody, releaseBody } from '../body.js';
+import { requestBuffers } from '../buffer-pool.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { parseInferRequest } from './request.js';
+import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
+import type { SharedMemoryRegions } from './shared-memory.js';
 
 export type KServeOptions = {
   models: ReadonlyMap<string, ServedModel>;
   /** Largest request body, in bytes, enforced while reading. */
   maxBodyBytes: number;
   version: string;
+  /** Client shared memory (server.client_shared_memory); undefined when off. */
+  regions?: SharedMemoryRegions;
 };
 
 /** The KServe v2 / Open Inference Protocol REST routes, with the binary tensor data extension. */
-export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): Hono<GatewayEnv> {
+export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const model = (c: Context<GatewayEnv>): ServedModel => {
     const name = c.req.param('model') ?? '';
@@ -22,7 +28,8 @@ export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): 
     return m;
   };
 
-  app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions: ['binary_tensor_data', 'model_statistics'] }));
+  const extensions = ['binary_tensor_data', 'model_statistics', ...(regions ? ['system_shared_memory'] : [])];
+  app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions }));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
   app.get('/v2/health/ready', (c) => {
     const ready = [...models.values()].every((m) => m.isReady());
@@ -41,13 +48,38 @@ export function kserveRoutes({ models, maxBodyBytes, version }: KServeOptions): 
       const m = model(c);
       return c.json({ name: m.name, ...m.stats(), replicas: m.replicas() });
     });
-    app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes));
+    app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes, regions));
   }
+
+  const shm = (): SharedMemoryRegions => {
+    if (!regions) throw new GatewayError(403, 'shared_memory_off', 'client shared memory is off on this gateway (server.client_shared_memory)');
+    return regions;
+  };
+  app.get('/v2/systemsharedmemory/status', (c) => c.json(shm().status()));
+  app.get('/v2/systemsharedmemory/region/:region/status', (c) => c.json(shm().status(c.req.param('region'))));
+  app.post('/v2/systemsharedmemory/region/:region/register', async (c) => {
+    const regions = shm();
+    const body = await c.req.json().catch(() => badInputBody());
+    regions.register(c.req.param('region'), body);
+    return c.json({});
+  });
+  app.post('/v2/systemsharedmemory/region/:region/unregister', (c) => {
+    shm().unregister(c.req.param('region'));
+    return c.json({});
+  });
+  app.post('/v2/systemsharedmemory/unregister', (c) => {
+    shm().unregister();
+    return c.json({});
+  });
   return app;
 }
 
+const badInputBody = (): never => {
+  throw badInput('the body must be JSON: {"key": "/name", "offset": 0, "byte_size": N}');
+};
+
 /** POST infer for one model: the built-in route and every kserve endpoint of the config. */
-export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number): Promise<Response> {
+export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, regions?: SharedMemoryRegions): Promise<Response> {
   c.set('model', m.name);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
   const body = await readBody(c, maxBodyBytes);
@@ -58,20 +90,53 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
     releaseBody(body);
     throw err;
   }
+  const shared = await readSharedInputs(request, regions);
   const trace = c.get('span')?.spanContext();
-  const result = await m.batcher.submit(request.inputs, { signal: clientSignal(c), priority: c.get('caller')?.priority, trace });
+  const result = await m.batcher.submit({ ...request.inputs, ...shared.inputs }, { signal: clientSignal(c), priority: c.get('caller')?.priority, trace });
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);
+  await writeSharedOutputs(request, result.outputs, regions);
   const response = encodeInferResponse(m.name, request, result.outputs);
-  // The batch was sent and answered and the response is a copy: the body can serve the next request.
-  // (A request that failed in the batcher keeps its body: its batch may still be on its way.)
+  // The batch was sent and answered and the response is a copy: the body (and the buffers read from
+  // shared memory) can serve the next request. A request that failed in the batcher keeps them: its
+  // batch may still be on its way.
   releaseBody(body);
+  for (const buffer of shared.buffers) requestBuffers.release(buffer);
   return c.body(response.body as string, 200, {
     ...response.headers,
     'x-queue-ms': result.queueMs.toFixed(2),
     'x-batch-size': String(result.batchSize),
   });
 }
+
+/** Inputs given by shared-memory region, read (on the thread pool) into pooled buffers; output regions checked. */
+async function readSharedInputs(request: InferRequest, regions?: SharedMemoryRegions): Promise<{ inputs: Inputs; buffers: ArrayBufferLike[] }> {
+  const inputs: Inputs = {};
+  const buffers: ArrayBufferLike[] = [];
+  const outputs = request.outputs.filter((o) => o.shm);
+  if (request.sharedInputs.length === 0 && outputs.length === 0) return { inputs, buffers };
+  if (!regions) throw offForTensors();
+  // Outputs' regions are checked now, not after the model has run.
+  for (const { shm } of outputs) if (shm) regions.check(shm.region, shm.offset, shm.byteSize);
+  for (const ref of request.sharedInputs) {
+    const bytes = await regions.read(ref.region, ref.offset, ref.byteSize);
+    buffers.push(bytes.buffer);
+    inputs[ref.name] = { dtype: ref.dtype, shape: ref.shape, data: viewBytes(ref.dtype, bytes) };
+  }
+  return { inputs, buffers };
+}
+
+async function writeSharedOutputs(request: InferRequest, outputs: Inputs, regions?: SharedMemoryRegions): Promise<void> {
+  for (const { name, shm } of request.outputs) {
+    if (!shm) continue;
+    if (!regions) throw offForTensors();
+    const bytes = bytesOf(outputs[name].data);
+    if (bytes.byteLength > shm.byteSize) throw badInput(`output ${name} has ${bytes.byteLength} bytes, more than its shared_memory_byte_size ${shm.byteSize}`);
+    await regions.write(shm.region, shm.offset, bytes);
+  }
+}
+
+const offForTensors = () => badInput('client shared memory is off on this gateway (server.client_shared_memory): send tensor data in the request');
 
 export function metadata(m: ServedModel) {
   const tensor = (t: ServedModel['signature']['inputs'][number]) => ({

@@ -1,0 +1,101 @@
+import { closeSync, fstatSync, openSync, read, write } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { badInput, GatewayError, notFound } from '../../errors/index.js';
+import { requestBuffers } from '../buffer-pool.js';
+
+const readAt = promisify(read);
+const writeAt = promisify(write);
+
+export type RegionStatus = { name: string; key: string; offset: number; byte_size: number };
+type Region = RegionStatus & { fd: number };
+
+/** Where POSIX shm_open() keys live (what Triton's clients create with shm_open). */
+const SHM_DIR = '/dev/shm';
+
+/**
+ * Triton's system shared-memory extension: a client on the same machine registers a POSIX shared-memory
+ * object, then names regions of it instead of sending tensor bytes over HTTP — inputs are read from it,
+ * outputs written into it. The copies run on libuv's thread pool, so large tensors never pass through
+ * the event loop. Off unless `server.client_shared_memory: true` (it lets callers make the gateway read
+ * and write /dev/shm objects); behind the same authentication as the model routes.
+ */
+export class SharedMemoryRegions {
+  private regions = new Map<string, Region>();
+
+  register(name: string, body: unknown): void {
+    const { key, offset = 0, byte_size: size } = (body ?? {}) as { key?: unknown; offset?: unknown; byte_size?: unknown };
+    if (typeof key !== 'string' || !/^\/?[A-Za-z0-9_.-]+$/.test(key) || key.replace(/^\//, '').startsWith('.'))
+      throw badInput(`"key" must name a POSIX shared-memory object like "/my_region", got ${JSON.stringify(key)}`, 'key');
+    if (!Number.isSafeInteger(offset) || (offset as number) < 0) throw badInput(`"offset" must be a byte offset, got ${JSON.stringify(offset)}`, 'offset');
+    if (!Number.isSafeInteger(size) || (size as number) <= 0)
+      throw badInput(`"byte_size" must be a positive byte count, got ${JSON.stringify(size)}`, 'byte_size');
+    if (this.regions.has(name)) throw badInput(`shared-memory region ${JSON.stringify(name)} is already registered`);
+    let fd: number;
+    try {
+      fd = openSync(join(SHM_DIR, key.replace(/^\//, '')), 'r+');
+    } catch (err) {
+      throw badInput(`cannot open shared-memory object ${key}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'key');
+    }
+    const objectSize = fstatSync(fd).size;
+    if ((offset as number) + (size as number) > objectSize) {
+      closeSync(fd);
+      throw badInput(`region ${JSON.stringify(name)} (offset ${offset} + ${size} bytes) is past the end of ${key} (${objectSize} bytes)`);
+    }
+    this.regions.set(name, { name, key, offset: offset as number, byte_size: size as number, fd });
+  }
+
+  /** One region, or all when no name is given. */
+  unregister(name?: string): void {
+    for (const region of name === undefined ? [...this.regions.values()] : [this.get(name)]) {
+      closeSync(region.fd);
+      this.regions.delete(region.name);
+    }
+  }
+
+  status(name?: string): RegionStatus[] {
+    const list = name === undefined ? [...this.regions.values()] : [this.get(name)];
+    return list.map(({ fd: _, ...status }) => status);
+  }
+
+  /** `size` bytes at `offset` into the region, in a pooled buffer (give it back with requestBuffers.release). */
+  async read(name: string, offset: number, size: number): Promise<Uint8Array> {
+    const region = this.within(name, offset, size);
+    const out = new Uint8Array(requestBuffers.acquire(size), 0, size);
+    let done = 0;
+    while (done < size) {
+      const { bytesRead } = await readAt(region.fd, out, done, size - done, region.offset + offset + done);
+      if (bytesRead === 0) throw new GatewayError(500, 'shared_memory', `shared-memory object ${region.key} is shorter than its region`);
+      done += bytesRead;
+    }
+    return out;
+  }
+
+  async write(name: string, offset: number, bytes: Uint8Array): Promise<void> {
+    const region = this.within(name, offset, bytes.byteLength);
+    let done = 0;
+    while (done < bytes.byteLength) {
+      const { bytesWritten } = await writeAt(region.fd, bytes, done, bytes.byteLength - done, region.offset + offset + done);
+      done += bytesWritten;
+    }
+  }
+
+  private get(name: string): Region {
+    const region = this.regions.get(name);
+    if (!region) throw notFound(`no shared-memory region ${JSON.stringify(name)} is registered`);
+    return region;
+  }
+
+  /** Throws the 400 a read or write of these bytes would: checked before a request is run. */
+  check(name: string, offset: number, size: number): void {
+    this.within(name, offset, size);
+  }
+
+  private within(name: string, offset: number, size: number): Region {
+    const region = this.regions.get(name);
+    if (!region) throw badInput(`no shared-memory region ${JSON.stringify(name)} is registered`);
+    if (offset + size > region.byte_size)
+      throw badInput(`shared-memory region ${JSON.stringify(name)} has ${region.byte_size} bytes; offset ${offset} + ${size} bytes does not fit`);
+    return region;
+  }
+}
