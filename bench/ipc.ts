@@ -4,12 +4,14 @@
  * measured is the data path the GPU benchmarks will lean on:
  *   1. the replica round trip alone (gateway side → replica process → back, 2 batches in flight), tensors
  *      through /dev/shm slots vs through the replica's Unix socket (INFERGATE_SHM_DIR=off);
- *   2. the whole gateway under autocannon, 8 images per request, the same two transports, beside a bare
+ *   2. the whole gateway under autocannon, 8 images per request, the same two transports, and with the
+ *      images in client shared memory (Triton's extension: requests carry only JSON), beside a bare
  *      node:http server running the same session in its own process (the HTTP ceiling, no replica hop).
  * Writes bench/results/ipc-cpu.json and ipc-cpu.md.
  *   npm run bench:ipc [-- --duration 6 --rounds 3]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalProcessProvider } from '../src/autoscaler/replica.js';
 import { autocannon, binaryRequest, gatewayUnderLoad, machine, ROOT, startServer, stopServer } from './lib.js';
@@ -23,6 +25,7 @@ const IMAGE_BYTES = 224 * 224 * 3;
 const PORT = 18720;
 const BATCHES = [8, 32, 128];
 const TRANSPORTS = { shm: {}, socket: { INFERGATE_SHM_DIR: 'off' } } as const;
+const CLIENT_SHM_KEY = `infergate-bench-${process.pid}`;
 type Transport = keyof typeof TRANSPORTS;
 
 const mbps = (rowsPerS: number) => Math.round((rowsPerS * IMAGE_BYTES) / 1e6);
@@ -55,14 +58,32 @@ async function roundTrip(transport: Transport, batch: number) {
   }
 }
 
-const gateway = (transport: Transport) =>
+const gateway = (transport: Transport, clientShm = false) =>
   gatewayUnderLoad({
     port: PORT,
     model: { name: 'pixels', path: PIXELS, threads: 1, batching: { max_batch_size: 32, wait_ms: 2, max_queue_size: 4096, max_inputs: 2 } },
     load: { shape: [8, ...IMAGE], connections: 8, dtype: 'UINT8' },
     durationS,
     env: { ...TRANSPORTS[transport] },
+    ...(clientShm && { server: { client_shared_memory: true }, prepare: registerClientRegion }),
   });
+
+/** Triton-style client shared memory: the 8 images sit in a /dev/shm object; requests only name them. */
+async function registerClientRegion(base: string) {
+  const bytes = 8 * IMAGE_BYTES;
+  writeFileSync(`/dev/shm/${CLIENT_SHM_KEY}`, Buffer.alloc(bytes, 7));
+  const res = await fetch(`${base}/v2/systemsharedmemory/region/imgs/register`, {
+    method: 'POST',
+    body: JSON.stringify({ key: `/${CLIENT_SHM_KEY}`, byte_size: bytes }),
+  });
+  if (!res.ok) throw new Error(`register: ${res.status} ${await res.text()}`);
+  const json = JSON.stringify({
+    inputs: [{ name: 'x', shape: [8, ...IMAGE], datatype: 'UINT8', parameters: { shared_memory_region: 'imgs', shared_memory_byte_size: bytes } }],
+  });
+  const bodyFile = join(tmpdir(), `${CLIENT_SHM_KEY}.json`);
+  writeFileSync(bodyFile, json);
+  return { bodyFile, headerLength: Buffer.byteLength(json) };
+}
 
 async function bare() {
   const server = await startServer(['bench/bare-server.ts', PIXELS, String(PORT), '1'], `http://127.0.0.1:${PORT}/`);
@@ -97,6 +118,9 @@ async function main() {
       add(served, t, { ...g, rowsPerS: g.requestsPerS * 8 });
       console.log('gateway', t, Math.round(g.requestsPerS * 8), 'rows/s');
     }
+    const c = await gateway('shm', true).finally(() => rmSync(`/dev/shm/${CLIENT_SHM_KEY}`, { force: true }));
+    add(served, 'clientShm', { ...c, rowsPerS: c.requestsPerS * 8 });
+    console.log('gateway, client shared memory', Math.round(c.requestsPerS * 8), 'rows/s');
     const b = await bare();
     add(served, 'bare', { ...b, rowsPerS: b.requestsPerS * 8 });
     console.log('bare', Math.round(b.requestsPerS * 8), 'rows/s');
@@ -112,7 +136,7 @@ async function main() {
     const m = [...runs].sort((a, b) => a.rowsPerS - b.rowsPerS)[Math.floor(runs.length / 2)];
     return { ...m, rowsPerS: Math.round(m.rowsPerS), runs: runs.map((x) => Math.round(x.rowsPerS)) };
   };
-  const gateways = { shm: pick('shm'), socket: pick('socket'), bare: pick('bare') };
+  const gateways = { shm: pick('shm'), socket: pick('socket'), clientShm: pick('clientShm'), bare: pick('bare') };
   const results = { machine: machine(), durationS, rounds, model: 'pixels.onnx UINT8 [N,224,224,3]', roundTrips, gateway: gateways };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(join(ROOT, 'bench/results/ipc-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
@@ -135,9 +159,10 @@ ${roundTrips.map((r) => `| ${r.batch} | ${r.shmRowsPerS} (${mbps(r.shmRowsPerS)}
 |---|---|---|---|---|---|
 | gateway, tensors through /dev/shm | ${gateways.shm.rowsPerS} (${mbps(gateways.shm.rowsPerS)}) | ${gateways.shm.p50Ms} | ${gateways.shm.p99Ms} | ${gateways.shm.meanBatchSize?.toFixed(1)} | ${gateways.shm.runs.join(', ')} |
 | gateway, tensors through the socket | ${gateways.socket.rowsPerS} (${mbps(gateways.socket.rowsPerS)}) | ${gateways.socket.p50Ms} | ${gateways.socket.p99Ms} | ${gateways.socket.meanBatchSize?.toFixed(1)} | ${gateways.socket.runs.join(', ')} |
+| gateway, images in client shared memory (Triton's extension; tensors to the replica through /dev/shm) | ${gateways.clientShm.rowsPerS} (${mbps(gateways.clientShm.rowsPerS)}) | ${gateways.clientShm.p50Ms} | ${gateways.clientShm.p99Ms} | ${gateways.clientShm.meanBatchSize?.toFixed(1)} | ${gateways.clientShm.runs.join(', ')} |
 | bare node:http + in-process session (no replica hop) | ${gateways.bare.rowsPerS} (${mbps(gateways.bare.rowsPerS)}) | ${gateways.bare.p50Ms} | ${gateways.bare.p99Ms} | – | ${gateways.bare.runs.join(', ')} |
 
-Gateway (shm) over bare: **${Math.round((gateways.shm.rowsPerS / gateways.bare.rowsPerS) * 100) / 100}**; shm over socket through the gateway: **${Math.round((gateways.shm.rowsPerS / gateways.socket.rowsPerS) * 100) / 100}×**.
+Gateway (shm) over bare: **${Math.round((gateways.shm.rowsPerS / gateways.bare.rowsPerS) * 100) / 100}**; shm over socket through the gateway: **${Math.round((gateways.shm.rowsPerS / gateways.socket.rowsPerS) * 100) / 100}×**; client shared memory over HTTP bodies: **${Math.round((gateways.clientShm.rowsPerS / gateways.shm.rowsPerS) * 100) / 100}×**.
 `;
   writeFileSync(join(ROOT, 'bench/results/ipc-cpu.md'), md);
   console.log(md);

@@ -130,6 +130,10 @@ export type GatewayLoad = {
   durationS: number;
   /** Extra environment for the gateway process. */
   env?: Record<string, string>;
+  /** Extra server options. */
+  server?: object;
+  /** Run once the gateway is up; may replace the request body (default: a binary request of load.shape). */
+  prepare?: (base: string) => Promise<{ bodyFile: string; headerLength: number }>;
 };
 
 /**
@@ -141,15 +145,16 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
   const models = {
     [g.model.name]: { path: g.model.path, device: 'cpu', threads: g.model.threads, batching: g.model.batching, scaling: { min_containers: 1 } },
   };
-  writeFileSync(config, stringify({ server: { port: g.port, host: '127.0.0.1' }, ...(g.telemetry && { telemetry: g.telemetry }), models }));
+  const server = { port: g.port, host: '127.0.0.1', ...g.server };
+  writeFileSync(config, stringify({ server, ...(g.telemetry && { telemetry: g.telemetry }), models }));
   const base = `http://127.0.0.1:${g.port}`;
-  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `${base}/v2/health/ready`, g.env);
+  const gateway = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `${base}/v2/health/ready`, g.env);
   try {
-    const body = binaryRequest('x', g.load.shape, g.load.dtype);
+    const body = (await g.prepare?.(base)) ?? binaryRequest('x', g.load.shape, g.load.dtype);
     const url = `${base}/v2/models/${g.model.name}/infer`;
     await autocannon({ ...body, url, connections: g.load.connections, durationS: 2 }); // warm-up
     const before = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();
-    const pids = { gateway: server.pid as number, replica: before.replicas[0].pid as number };
+    const pids = { gateway: gateway.pid as number, replica: before.replicas[0].pid as number };
     const cpu0 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
     const result = await autocannon({ ...body, url, connections: g.load.connections, durationS: g.durationS });
     const cpu1 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
@@ -165,7 +170,7 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
       },
     };
   } finally {
-    await stopServer(server);
+    await stopServer(gateway);
   }
 }
 
