@@ -65,6 +65,17 @@ describe('shared-memory tensor slots', () => {
     expect(gateway.acquire()).toBe(0);
   });
 
+  it('closes only once the reads and writes in flight are done (a reused descriptor must not get them)', async () => {
+    const { gateway, replica } = pair();
+    const big = new Uint8Array(32 * 2 ** 20).fill(3);
+    const writing = gateway.write(0, [big]);
+    gateway.close();
+    await expect(writing).resolves.toBeUndefined();
+    expect((await replica.read(0, 4)).every((b) => b === 3)).toBe(true);
+    await expect(gateway.write(0, [big])).rejects.toThrow(/closed/);
+    expect(gateway.acquire()).toBeUndefined();
+  });
+
   it('is not offered where the folder is missing', () => {
     expect(TensorSlots.create('r1', 2, join(dir(), 'missing'))).toBeUndefined();
   });

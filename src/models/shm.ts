@@ -21,6 +21,9 @@ export class TensorSlots {
   private free: number[];
   /** Per-slot read buffers, for a reader that is done with a slot's tensors before the slot is reused. */
   private kept: (Buffer | undefined)[] = [];
+  /** Reads and writes on the thread pool right now: the files are closed only once none is. */
+  private busy = 0;
+  private closing = false;
 
   private constructor(
     private fds: number[],
@@ -62,7 +65,7 @@ export class TensorSlots {
   }
 
   acquire(): number | undefined {
-    return this.free.shift();
+    return this.closing ? undefined : this.free.shift();
   }
 
   release(slot: number): void {
@@ -70,17 +73,18 @@ export class TensorSlots {
   }
 
   /** Writes the chunks back to back from the slot's start; rejects (ENOSPC on a small /dev/shm) if they don't fit. */
-  async write(slot: number, chunks: Uint8Array[]): Promise<void> {
-    const fd = this.fd(slot);
-    let at = 0;
-    // A batch of many one-row requests has many chunks; writev takes at most IOV_MAX (1024) at once.
-    for (let i = 0; i < chunks.length; i += 512) {
-      const group = chunks.slice(i, i + 512);
-      const size = group.reduce((n, c) => n + c.byteLength, 0);
-      const { bytesWritten } = await writevAt(fd, group, at);
-      if (bytesWritten !== size) throw new Error(`shared memory slot ${slot} took ${at + bytesWritten} bytes, not ${at + size}`);
-      at += size;
-    }
+  write(slot: number, chunks: Uint8Array[]): Promise<void> {
+    return this.io(slot, async (fd) => {
+      let at = 0;
+      // A batch of many one-row requests has many chunks; writev takes at most IOV_MAX (1024) at once.
+      for (let i = 0; i < chunks.length; i += 512) {
+        const group = chunks.slice(i, i + 512);
+        const size = group.reduce((n, c) => n + c.byteLength, 0);
+        const { bytesWritten } = await writevAt(fd, group, at);
+        if (bytesWritten !== size) throw new Error(`shared memory slot ${slot} took ${at + bytesWritten} bytes, not ${at + size}`);
+        at += size;
+      }
+    });
   }
 
   /**
@@ -89,31 +93,48 @@ export class TensorSlots {
    * slot's tensors before the slot can carry new ones (the replica: it answers, then the slot is reused).
    * Fresh buffers that live through a batch are what makes V8 run full GCs (see buffer-pool.ts).
    */
-  async read(slot: number, length: number, reuse = false): Promise<Buffer> {
-    const fd = this.fd(slot);
-    const kept = reuse ? this.kept[slot] : undefined;
-    let out: Buffer;
-    if (kept && kept.byteLength >= length) out = kept.subarray(0, length);
-    else {
-      out = Buffer.allocUnsafeSlow(length);
-      if (reuse) this.kept[slot] = out;
-    }
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await readAt(fd, out, done, length - done, done);
-      if (bytesRead === 0) throw new Error(`shared memory slot ${slot} ended after ${done} of ${length} bytes`);
-      done += bytesRead;
-    }
-    return out;
+  read(slot: number, length: number, reuse = false): Promise<Buffer> {
+    return this.io(slot, async (fd) => {
+      const kept = reuse ? this.kept[slot] : undefined;
+      let out: Buffer;
+      if (kept && kept.byteLength >= length) out = kept.subarray(0, length);
+      else {
+        out = Buffer.allocUnsafeSlow(length);
+        if (reuse) this.kept[slot] = out;
+      }
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await readAt(fd, out, done, length - done, done);
+        if (bytesRead === 0) throw new Error(`shared memory slot ${slot} ended after ${done} of ${length} bytes`);
+        done += bytesRead;
+      }
+      return out;
+    });
   }
 
-  private fd(slot: number): number {
+  /**
+   * Runs one read or write on the slot's file. Closing waits for it: a descriptor closed while the thread
+   * pool still holds its number could be reused by another open() and the bytes land in the wrong file.
+   */
+  private async io<T>(slot: number, op: (fd: number) => Promise<T>): Promise<T> {
     const fd = this.fds[slot];
-    if (fd === undefined) throw new Error(`shared memory slot ${slot} is closed`);
-    return fd;
+    if (this.closing || fd === undefined) throw new Error(`shared memory slot ${slot} is closed`);
+    this.busy++;
+    try {
+      return await op(fd);
+    } finally {
+      this.busy--;
+      if (this.closing && this.busy === 0) this.closeFiles();
+    }
   }
 
+  /** Closes the files once no read or write is in flight; no new one starts. Idempotent. */
   close(): void {
+    this.closing = true;
+    if (this.busy === 0) this.closeFiles();
+  }
+
+  private closeFiles(): void {
     for (const fd of this.fds.splice(0)) closeSync(fd);
   }
 }

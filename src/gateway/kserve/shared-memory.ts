@@ -8,7 +8,8 @@ const readAt = promisify(read);
 const writeAt = promisify(write);
 
 export type RegionStatus = { name: string; key: string; offset: number; byte_size: number };
-type Region = RegionStatus & { fd: number };
+/** `busy`: reads and writes in flight; an unregistered region's file is closed once none is. */
+type Region = RegionStatus & { fd: number; busy: number; closing: boolean };
 
 /** Where POSIX shm_open() keys live (what Triton's clients create with shm_open). */
 const SHM_DIR = '/dev/shm';
@@ -42,41 +43,56 @@ export class SharedMemoryRegions {
       closeSync(fd);
       throw badInput(`region ${JSON.stringify(name)} (offset ${offset} + ${size} bytes) is past the end of ${key} (${objectSize} bytes)`);
     }
-    this.regions.set(name, { name, key, offset: offset as number, byte_size: size as number, fd });
+    this.regions.set(name, { name, key, offset: offset as number, byte_size: size as number, fd, busy: 0, closing: false });
   }
 
   /** One region, or all when no name is given. */
   unregister(name?: string): void {
     for (const region of name === undefined ? [...this.regions.values()] : [this.get(name)]) {
-      closeSync(region.fd);
       this.regions.delete(region.name);
+      // A descriptor closed under a read on the thread pool could be reused by another open().
+      region.closing = true;
+      if (region.busy === 0) closeSync(region.fd);
     }
   }
 
   status(name?: string): RegionStatus[] {
     const list = name === undefined ? [...this.regions.values()] : [this.get(name)];
-    return list.map(({ fd: _, ...status }) => status);
+    return list.map(({ name, key, offset, byte_size }) => ({ name, key, offset, byte_size }));
   }
 
   /** `size` bytes at `offset` into the region, in a pooled buffer (give it back with requestBuffers.release). */
-  async read(name: string, offset: number, size: number): Promise<Uint8Array> {
-    const region = this.within(name, offset, size);
-    const out = new Uint8Array(requestBuffers.acquire(size), 0, size);
-    let done = 0;
-    while (done < size) {
-      const { bytesRead } = await readAt(region.fd, out, done, size - done, region.offset + offset + done);
-      if (bytesRead === 0) throw new GatewayError(500, 'shared_memory', `shared-memory object ${region.key} is shorter than its region`);
-      done += bytesRead;
-    }
-    return out;
+  read(name: string, offset: number, size: number): Promise<Uint8Array> {
+    return this.io(name, offset, size, async (region) => {
+      const out = new Uint8Array(requestBuffers.acquire(size), 0, size);
+      let done = 0;
+      while (done < size) {
+        const { bytesRead } = await readAt(region.fd, out, done, size - done, region.offset + offset + done);
+        if (bytesRead === 0) throw new GatewayError(500, 'shared_memory', `shared-memory object ${region.key} is shorter than its region`);
+        done += bytesRead;
+      }
+      return out;
+    });
   }
 
-  async write(name: string, offset: number, bytes: Uint8Array): Promise<void> {
-    const region = this.within(name, offset, bytes.byteLength);
-    let done = 0;
-    while (done < bytes.byteLength) {
-      const { bytesWritten } = await writeAt(region.fd, bytes, done, bytes.byteLength - done, region.offset + offset + done);
-      done += bytesWritten;
+  write(name: string, offset: number, bytes: Uint8Array): Promise<void> {
+    return this.io(name, offset, bytes.byteLength, async (region) => {
+      let done = 0;
+      while (done < bytes.byteLength) {
+        const { bytesWritten } = await writeAt(region.fd, bytes, done, bytes.byteLength - done, region.offset + offset + done);
+        done += bytesWritten;
+      }
+    });
+  }
+
+  private async io<T>(name: string, offset: number, size: number, op: (region: Region) => Promise<T>): Promise<T> {
+    const region = this.within(name, offset, size);
+    region.busy++;
+    try {
+      return await op(region);
+    } finally {
+      region.busy--;
+      if (region.closing && region.busy === 0) closeSync(region.fd);
     }
   }
 
