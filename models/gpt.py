@@ -6,7 +6,8 @@
 
 Inputs:  input_ids INT64 [batch, seq], position_ids INT64 [batch, seq], attention_mask INT64 [batch, past+seq],
          past_key_values.{i}.key / .value FP32 [batch, heads, past, head_dim]
-Outputs: logits FP32 [batch, seq, vocab], present.{i}.key / .value FP32 [batch, heads, past+seq, head_dim]
+Outputs: logits FP32 [batch, seq, vocab], present.{i}.key / .value FP32 [batch, heads, past+seq, head_dim],
+         new_key_values.{i}.key / .value FP32 [batch, heads, seq, head_dim] (this step's only; optional for infergate)
 The vocabulary is GPT-2's 50257 tokens, so the real GPT-2 tokenizer (gpt-tokenizer) drives it.
 Only Debian's python3-onnx and python3-numpy are needed.
 """
@@ -75,12 +76,17 @@ def build(n_embd, n_layer, n_head, n_ctx, seed=20261122):
         past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
         inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", n_head, "past", head_dim]) for n in (past_k, past_v)]
         outputs += [helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT, ["batch", n_head, "total", head_dim]) for kv in ("key", "value")]
+        # The step's own keys/values too: a caller that keeps the cache itself fetches these, not the
+        # whole present, and saves copying every sequence's cache back from the GPU each step.
+        outputs += [helper.make_tensor_value_info(f"new_key_values.{i}.{kv}", TensorProto.FLOAT, ["batch", n_head, "seq", head_dim]) for kv in ("key", "value")]
 
         a = node("LayerNormalization", [h, init(p + "ln1_g", np.ones(n_embd, np.float32)), init(p + "ln1_b", np.zeros(n_embd, np.float32))], p + "ln1", axis=-1, epsilon=1e-5)
         qkv = node("Add", [node("MatMul", [a, w(p + "w_qkv", [n_embd, 3 * n_embd])], p + "qkv_mm"), init(p + "b_qkv", np.zeros(3 * n_embd, np.float32))], p + "qkv")
         nodes.append(helper.make_node("Split", [qkv, split], [p + "q", p + "k", p + "v"], axis=-1))
         to_heads = lambda x: node("Transpose", [node("Reshape", [x, heads_shape], x + "_r")], x + "_t", perm=[0, 2, 1, 3])
         q, k, v = to_heads(p + "q"), to_heads(p + "k"), to_heads(p + "v")
+        nodes.append(helper.make_node("Identity", [k], [f"new_key_values.{i}.key"]))
+        nodes.append(helper.make_node("Identity", [v], [f"new_key_values.{i}.value"]))
         k_all = node("Concat", [past_k, k], f"present.{i}.key", axis=2)
         v_all = node("Concat", [past_v, v], f"present.{i}.value", axis=2)
         scores = node("Mul", [node("MatMul", [q, node("Transpose", [k_all], p + "k_T", perm=[0, 1, 3, 2])], p + "qk"), scale], p + "scores")

@@ -47,36 +47,40 @@ async function reference(prompt: number[], steps: number): Promise<number[]> {
 
 describe('Decoder', () => {
   it('reads the decoder layout from the signature', () => {
-    expect(spec).toEqual({ layers: 2, heads: 2, headDim: 16, vocab: 50257, context: 512, tokenizer: 'gpt2' });
+    expect(spec).toEqual({ layers: 2, heads: 2, headDim: 16, vocab: 50257, context: 512, tokenizer: 'gpt2', newKeyValues: true });
   });
 
-  it('generates with its KV cache exactly what full recomputation does, for sequences of different lengths batched together', async () => {
-    const decoder = new Decoder(session, spec, sampler);
-    const prompts = { a: [15496, 995], b: [40, 1101, 257, 1332, 11, 290], c: [464] };
-    const got: Record<string, number[]> = { a: [], b: [], c: [] };
-    // a and b start together; c joins two steps later (continuous batching); b leaves early.
-    const first = await decoder.step({
-      join: [
-        { seq: 'a', prompt: prompts.a, sampling: greedy },
-        { seq: 'b', prompt: prompts.b, sampling: greedy },
-      ],
-      advance: [],
-      release: [],
-    });
-    got.a.push(first.tokens.a);
-    got.b.push(first.tokens.b);
-    for (let step = 0; step < 6; step++) {
-      const join = step === 2 ? [{ seq: 'c', prompt: prompts.c, sampling: greedy }] : [];
-      const advance = ['a', ...(step < 3 ? ['b'] : []), ...(step > 2 ? ['c'] : [])];
-      const r = await decoder.step({ join, advance, release: step === 3 ? ['b'] : [] });
-      for (const [seq, token] of Object.entries(r.tokens)) got[seq].push(token);
-      if (step === 4) expect(r.decodeBatch).toBe(2);
-    }
-    expect(got.a).toEqual(await reference(prompts.a, got.a.length));
-    expect(got.b).toEqual(await reference(prompts.b, got.b.length));
-    expect(got.c).toEqual(await reference(prompts.c, got.c.length));
-    expect(decoder.active).toBe(2); // b was released
-  });
+  // With the step's own keys/values fetched (models/gpt.py), and with the whole present (Hugging Face exports).
+  it.each([true, false])(
+    'generates with its KV cache exactly what full recomputation does, for sequences of different lengths batched together (new_key_values: %s)',
+    async (newKeyValues) => {
+      const decoder = new Decoder(session, { ...spec, newKeyValues }, sampler);
+      const prompts = { a: [15496, 995], b: [40, 1101, 257, 1332, 11, 290], c: [464] };
+      const got: Record<string, number[]> = { a: [], b: [], c: [] };
+      // a and b start together; c joins two steps later (continuous batching); b leaves early.
+      const first = await decoder.step({
+        join: [
+          { seq: 'a', prompt: prompts.a, sampling: greedy },
+          { seq: 'b', prompt: prompts.b, sampling: greedy },
+        ],
+        advance: [],
+        release: [],
+      });
+      got.a.push(first.tokens.a);
+      got.b.push(first.tokens.b);
+      for (let step = 0; step < 6; step++) {
+        const join = step === 2 ? [{ seq: 'c', prompt: prompts.c, sampling: greedy }] : [];
+        const advance = ['a', ...(step < 3 ? ['b'] : []), ...(step > 2 ? ['c'] : [])];
+        const r = await decoder.step({ join, advance, release: step === 3 ? ['b'] : [] });
+        for (const [seq, token] of Object.entries(r.tokens)) got[seq].push(token);
+        if (step === 4) expect(r.decodeBatch).toBe(2);
+      }
+      expect(got.a).toEqual(await reference(prompts.a, got.a.length));
+      expect(got.b).toEqual(await reference(prompts.b, got.b.length));
+      expect(got.c).toEqual(await reference(prompts.c, got.c.length));
+      expect(decoder.active).toBe(2); // b was released
+    },
+  );
 
   it('grows a cache past its first capacity', async () => {
     const decoder = new Decoder(session, spec, sampler);

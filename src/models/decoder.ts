@@ -109,7 +109,10 @@ export class Decoder {
       ),
       attention_mask: new ort.Tensor('int64', mask, [b, past + 1]),
     };
-    // ONNX Runtime writes the outputs straight into reused buffers too (pre-allocated fetches).
+    // ONNX Runtime writes the outputs straight into reused buffers too (pre-allocated fetches). Only this
+    // step's keys/values are needed; where the model outputs them alone, the whole present is not fetched.
+    const kvOutput = this.spec.newKeyValues ? 'new_key_values' : 'present';
+    const positions = this.spec.newKeyValues ? 1 : past + 1;
     const fetches: Record<string, ort.Tensor> = { logits: new ort.Tensor('float32', this.buffer('logits', b * vocab), [b, 1, vocab]) };
     for (let l = 0; l < layers; l++) {
       for (const kind of ['key', 'value'] as const) {
@@ -122,8 +125,8 @@ export class Decoder {
           }
         });
         feeds[name] = new ort.Tensor('float32', batch, [b, heads, past, headDim]);
-        const present = `present.${l}.${kind}`;
-        fetches[present] = new ort.Tensor('float32', this.buffer(present, b * heads * (past + 1) * headDim), [b, heads, past + 1, headDim]);
+        const out = `${kvOutput}.${l}.${kind}`;
+        fetches[out] = new ort.Tensor('float32', this.buffer(out, b * heads * positions * headDim), [b, heads, positions, headDim]);
       }
     }
     await this.session.run(feeds, fetches);
@@ -137,9 +140,9 @@ export class Decoder {
           ['key', s.keys],
           ['value', s.values],
         ] as const) {
-          const present = out[`present.${l}.${kind}`].data as Float32Array; // [b, heads, past + 1, headDim]
+          const present = out[`${kvOutput}.${l}.${kind}`].data as Float32Array; // [b, heads, positions, headDim]
           for (let h = 0; h < heads; h++) {
-            const from = ((i * heads + h) * (past + 1) + past) * headDim;
+            const from = ((i * heads + h) * positions + positions - 1) * headDim;
             store[l].set(present.subarray(from, from + headDim), (h * s.capacity + s.length) * headDim);
           }
         }

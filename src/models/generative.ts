@@ -10,6 +10,11 @@ export type GenerativeSpec = {
   context?: number;
   /** Tokenizer name (metadata `tokenizer`); only GPT-2 BPE is bundled. */
   tokenizer: string;
+  /**
+   * The model also outputs each step's own keys/values (`new_key_values.{i}.key/value`, models/gpt.py):
+   * a decode step then fetches those instead of every sequence's whole `present` cache.
+   */
+  newKeyValues: boolean;
 };
 
 /**
@@ -28,5 +33,9 @@ export function generativeSpec(sig: ModelSignature): GenerativeSpec | null {
   const vocab = logits.shape[2];
   if (typeof heads !== 'number' || typeof headDim !== 'number' || typeof vocab !== 'number') return null;
   const context = Number(sig.metadata.n_ctx) || undefined;
-  return { layers, heads, headDim, vocab, context, tokenizer: sig.metadata.tokenizer ?? 'gpt2' };
+  const outputs = new Set(sig.outputs.map((o) => o.name));
+  const newKeyValues = Array.from({ length: layers }, (_, l) => l).every(
+    (l) => outputs.has(`new_key_values.${l}.key`) && outputs.has(`new_key_values.${l}.value`),
+  );
+  return { layers, heads, headDim, vocab, context, tokenizer: sig.metadata.tokenizer ?? 'gpt2', newKeyValues };
 }
