@@ -152,19 +152,23 @@ function decodeTensors(metas: TensorMeta[], body: Buffer): Inputs {
  */
 export async function writeFrame(socket: import('node:net').Socket, header: FrameHeader, tensors: Inputs = {}, slots?: TensorSlots): Promise<void> {
   const { metas, bodies } = describeTensors(tensors);
-  let chunks = [...encodeHeader({ ...header, tensors: metas }), ...bodies];
-  if (slots && header.slot !== undefined && metas.reduce((n, m) => n + m.byteLength, 0) >= SHM_MIN_BYTES) {
-    try {
-      await slots.write(header.slot, bodies);
-      chunks = encodeHeader({ ...header, tensors: metas, shm: true });
-    } catch (err) {
-      warnOnce(`shared memory failed, tensors go through the socket: ${(err as Error).message}`);
-    }
-  }
+  const inSlot =
+    slots && header.slot !== undefined && metas.reduce((n, m) => n + m.byteLength, 0) >= SHM_MIN_BYTES && (await written(slots, header.slot, bodies));
+  const chunks = inSlot ? encodeHeader({ ...header, tensors: metas, shm: true }) : [...encodeHeader({ ...header, tensors: metas }), ...bodies];
   if (socket.destroyed) return;
   socket.cork();
   for (const chunk of chunks) socket.write(chunk);
   process.nextTick(() => socket.uncork());
+}
+
+async function written(slots: TensorSlots, slot: number, bodies: Uint8Array[]): Promise<boolean> {
+  try {
+    await slots.write(slot, bodies);
+    return true;
+  } catch (err) {
+    warnOnce(`shared memory failed, tensors go through the socket: ${(err as Error).message}`);
+    return false;
+  }
 }
 
 let warned = false;
