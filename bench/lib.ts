@@ -121,6 +121,16 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/** CPU seconds of a process's main thread alone (its event loop, for Node), from /proc; NaN elsewhere. */
+export function mainThreadCpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 export type GatewayLoad = {
   port: number;
   model: { name: string; path: string; threads: number; batching: object };

@@ -15,7 +15,7 @@ import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { readSignature } from '../../src/models/signature.js';
-import { autocannon, binaryRequest, inProcessRate, machine, ROOT, startServer, stopServer } from '../lib.js';
+import { autocannon, binaryRequest, cpuSeconds, inProcessRate, machine, mainThreadCpuSeconds, ROOT, startServer, stopServer } from '../lib.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
@@ -89,7 +89,10 @@ async function gateway(batch: number) {
     const processes = Math.max(1, Math.min(loadProcesses, Math.floor(connections / 4)));
     await autocannon({ ...body, url, connections, processes, durationS: 3 });
     const before = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();
+    const gw = server.pid as number;
+    const cpu0 = { all: cpuSeconds(gw), main: mainThreadCpuSeconds(gw) };
     const r = await autocannon({ ...body, url, connections, processes, durationS: seconds });
+    const cpu1 = { all: cpuSeconds(gw), main: mainThreadCpuSeconds(gw) };
     const after = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();
     const pools = await (await fetch(`http://127.0.0.1:${PORT}/admin/pools`)).json();
     return {
@@ -101,6 +104,11 @@ async function gateway(batch: number) {
       connections,
       loadProcesses: processes,
       meanBatchRows: Math.round(((after.rows - before.rows) / Math.max(1, after.batches - before.batches)) * 10) / 10,
+      // Where the gateway's time went: near 1.0 of the main thread means its event loop is the limit.
+      gatewayCores: {
+        mainThread: Math.round(((cpu1.main - cpu0.main) / seconds) * 100) / 100,
+        allThreads: Math.round(((cpu1.all - cpu0.all) / seconds) * 100) / 100,
+      },
       paddingRowsShare: Math.round(((after.paddingRows - before.paddingRows) / Math.max(1, after.rows - before.rows)) * 1000) / 1000,
       replicas: pools.models[0].replicas.map((x: { device: string; provider: string; coldStart?: object }) => ({
         device: x.device,
@@ -138,9 +146,9 @@ async function main() {
   writeFileSync(join(out, `gpu-${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
   const md = `## ${name} (${dtype} ${['N', ...inner].join('×')}) on ${device}${results.machine.gpu ? ` (${results.machine.gpu})` : ''}, ${replicasPerGpu} replica(s) per GPU
 
-| batch | raw session.run rows/s | gateway rows/s | gateway / raw | p50 ms | p99 ms | mean batch | clients × rows |
-|---|---|---|---|---|---|---|---|
-${rows.map((r) => `| ${r.batch} | ${r.raw.rowsPerS} | ${r.gateway.rowsPerS} | **${r.gateway_over_raw}** | ${r.gateway.p50Ms} | ${r.gateway.p99Ms} | ${r.gateway.meanBatchRows} | ${r.gateway.connections} × ${rowsPerRequest} |`).join('\n')}
+| batch | raw session.run rows/s | gateway rows/s | gateway / raw | p50 ms | p99 ms | mean batch | clients × rows | gateway event loop busy | gateway cores |
+|---|---|---|---|---|---|---|---|---|---|
+${rows.map((r) => `| ${r.batch} | ${r.raw.rowsPerS} | ${r.gateway.rowsPerS} | **${r.gateway_over_raw}** | ${r.gateway.p50Ms} | ${r.gateway.p99Ms} | ${r.gateway.meanBatchRows} | ${r.gateway.connections} × ${rowsPerRequest} | ${r.gateway.gatewayCores.mainThread} | ${r.gateway.gatewayCores.allThreads} |`).join('\n')}
 `;
   writeFileSync(join(out, `gpu-${name}.md`), md);
   console.log(md);
