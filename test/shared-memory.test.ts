@@ -106,6 +106,13 @@ describe.skipIf(!hasShm)('client shared memory (Triton system shared-memory exte
       expect((await res.json()).error).toMatch(message);
     }
     expect((await post(on, '/v2/systemsharedmemory/region/in/register', { key: `/${key('in')}`, byte_size: 4 })).status).toBe(400); // taken
+    // Each region holds a descriptor: there is a bound.
+    const many = await Promise.all(
+      Array.from({ length: 256 }, (_, i) => post(on, `/v2/systemsharedmemory/region/r${i}/register`, { key: `/${key('in')}`, byte_size: 4 })),
+    );
+    const refused = many.filter((r) => r.status === 400);
+    expect(refused).toHaveLength(2); // 'in' and 'out' count too
+    expect((await refused[0].json()).error).toMatch(/at most 256/);
     expect((await post(on, '/v2/systemsharedmemory/region/in/unregister')).status).toBe(200);
     expect((await fetch(`${on.url}/v2/systemsharedmemory/region/in/status`)).status).toBe(404);
     expect((await post(on, '/v2/systemsharedmemory/unregister')).status).toBe(200);

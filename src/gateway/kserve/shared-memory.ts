@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, read, write } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { badInput, GatewayError, notFound } from '../../errors/index.js';
+import { badInput, notFound } from '../../errors/index.js';
 import { requestBuffers } from '../buffer-pool.js';
 
 const readAt = promisify(read);
@@ -10,6 +10,9 @@ const writeAt = promisify(write);
 export type RegionStatus = { name: string; key: string; offset: number; byte_size: number };
 /** `busy`: reads and writes in flight; an unregistered region's file is closed once none is. */
 type Region = RegionStatus & { fd: number; busy: number; closing: boolean };
+
+/** Each region holds a file descriptor: a bound keeps callers from exhausting them. */
+const MAX_REGIONS = 256;
 
 /** Where POSIX shm_open() keys live (what Triton's clients create with shm_open). */
 const SHM_DIR = '/dev/shm';
@@ -32,6 +35,7 @@ export class SharedMemoryRegions {
     if (!Number.isSafeInteger(size) || (size as number) <= 0)
       throw badInput(`"byte_size" must be a positive byte count, got ${JSON.stringify(size)}`, 'byte_size');
     if (this.regions.has(name)) throw badInput(`shared-memory region ${JSON.stringify(name)} is already registered`);
+    if (this.regions.size >= MAX_REGIONS) throw badInput(`at most ${MAX_REGIONS} shared-memory regions may be registered; unregister some first`);
     let fd: number;
     try {
       fd = openSync(join(SHM_DIR, key.replace(/^\//, '')), 'r+');
@@ -68,7 +72,7 @@ export class SharedMemoryRegions {
       let done = 0;
       while (done < size) {
         const { bytesRead } = await readAt(region.fd, out, done, size - done, region.offset + offset + done);
-        if (bytesRead === 0) throw new GatewayError(500, 'shared_memory', `shared-memory object ${region.key} is shorter than its region`);
+        if (bytesRead === 0) throw badInput(`shared-memory object ${region.key} is shorter than its region (was it truncated?)`);
         done += bytesRead;
       }
       return out;
