@@ -10,11 +10,10 @@
  * Writes bench/results/ipc-cpu.json and ipc-cpu.md.
  *   npm run bench:ipc [-- --duration 6 --rounds 3]
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LocalProcessProvider } from '../src/autoscaler/replica.js';
-import { autocannon, binaryRequest, gatewayUnderLoad, machine, ROOT, startServer, stopServer } from './lib.js';
+import { autocannon, binaryRequest, clientRegionRequest, gatewayUnderLoad, machine, ROOT, startServer, stopServer } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 6;
@@ -25,7 +24,13 @@ const IMAGE_BYTES = 224 * 224 * 3;
 const PORT = 18720;
 const BATCHES = [8, 32, 128];
 const TRANSPORTS = { shm: {}, socket: { INFERGATE_SHM_DIR: 'off' } } as const;
-const CLIENT_SHM_KEY = `infergate-bench-${process.pid}`;
+let removeImages = () => {};
+/** Client shared memory: the 8 images sit in a /dev/shm object; requests only name them. */
+async function registerImages(base: string) {
+  const { remove, ...body } = await clientRegionRequest(base, { name: 'x', shape: [8, ...IMAGE], dtype: 'UINT8' });
+  removeImages = remove;
+  return body;
+}
 type Transport = keyof typeof TRANSPORTS;
 
 const mbps = (rowsPerS: number) => Math.round((rowsPerS * IMAGE_BYTES) / 1e6);
@@ -65,25 +70,8 @@ const gateway = (transport: Transport, clientShm = false) =>
     load: { shape: [8, ...IMAGE], connections: 8, dtype: 'UINT8' },
     durationS,
     env: { ...TRANSPORTS[transport] },
-    ...(clientShm && { server: { client_shared_memory: true }, prepare: registerClientRegion }),
+    ...(clientShm && { server: { client_shared_memory: true }, prepare: registerImages }),
   });
-
-/** Triton-style client shared memory: the 8 images sit in a /dev/shm object; requests only name them. */
-async function registerClientRegion(base: string) {
-  const bytes = 8 * IMAGE_BYTES;
-  writeFileSync(`/dev/shm/${CLIENT_SHM_KEY}`, Buffer.alloc(bytes, 7));
-  const res = await fetch(`${base}/v2/systemsharedmemory/region/imgs/register`, {
-    method: 'POST',
-    body: JSON.stringify({ key: `/${CLIENT_SHM_KEY}`, byte_size: bytes }),
-  });
-  if (!res.ok) throw new Error(`register: ${res.status} ${await res.text()}`);
-  const json = JSON.stringify({
-    inputs: [{ name: 'x', shape: [8, ...IMAGE], datatype: 'UINT8', parameters: { shared_memory_region: 'imgs', shared_memory_byte_size: bytes } }],
-  });
-  const bodyFile = join(tmpdir(), `${CLIENT_SHM_KEY}.json`);
-  writeFileSync(bodyFile, json);
-  return { bodyFile, headerLength: Buffer.byteLength(json) };
-}
 
 async function bare() {
   const server = await startServer(['bench/bare-server.ts', PIXELS, String(PORT), '1'], `http://127.0.0.1:${PORT}/`);
@@ -118,7 +106,7 @@ async function main() {
       add(served, t, { ...g, rowsPerS: g.requestsPerS * 8 });
       console.log('gateway', t, Math.round(g.requestsPerS * 8), 'rows/s');
     }
-    const c = await gateway('shm', true).finally(() => rmSync(`/dev/shm/${CLIENT_SHM_KEY}`, { force: true }));
+    const c = await gateway('shm', true).finally(() => removeImages());
     add(served, 'clientShm', { ...c, rowsPerS: c.requestsPerS * 8 });
     console.log('gateway, client shared memory', Math.round(c.requestsPerS * 8), 'rows/s');
     const b = await bare();

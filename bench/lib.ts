@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +56,31 @@ export function binaryRequest(name: string, shape: number[], dtype: 'FP32' | 'FP
   const file = join(tmpdir(), `infergate-bench-${name}-${dtype}-${shape.join('x')}.bin`);
   writeFileSync(file, Buffer.concat([header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
   return { bodyFile: file, headerLength: header.byteLength };
+}
+
+/**
+ * Triton-style client shared memory: a tensor's bytes in a /dev/shm object registered with the gateway as
+ * region `region`, and a JSON request body that only names it. Returns the body and a cleanup.
+ */
+export async function clientRegionRequest(
+  base: string,
+  input: { name: string; shape: number[]; dtype: 'FP32' | 'FP16' | 'UINT8' },
+  region = 'bench',
+): Promise<{ bodyFile: string; headerLength: number; remove: () => void }> {
+  const bytes = input.shape.reduce((a, b) => a * b, 1) * { FP32: 4, FP16: 2, UINT8: 1 }[input.dtype];
+  const key = `infergate-bench-${process.pid}-${region}`;
+  writeFileSync(`/dev/shm/${key}`, Buffer.alloc(bytes, 7));
+  const res = await fetch(`${base}/v2/systemsharedmemory/region/${region}/register`, {
+    method: 'POST',
+    body: JSON.stringify({ key: `/${key}`, byte_size: bytes }),
+  });
+  if (!res.ok) throw new Error(`register ${region}: ${res.status} ${await res.text()}`);
+  const json = JSON.stringify({
+    inputs: [{ name: input.name, shape: input.shape, datatype: input.dtype, parameters: { shared_memory_region: region, shared_memory_byte_size: bytes } }],
+  });
+  const bodyFile = join(tmpdir(), `${key}.json`);
+  writeFileSync(bodyFile, json);
+  return { bodyFile, headerLength: Buffer.byteLength(json), remove: () => rmSync(`/dev/shm/${key}`, { force: true }) };
 }
 
 export type Load = { connections: number; durationS: number; url: string; bodyFile: string; headerLength: number; processes?: number };

@@ -5,6 +5,7 @@
 #   models     export ResNet-50 fp32/fp16/uint8-NHWC (torchvision, random weights) and GPT-2 small
 #   fp16       raw session.run vs the gateway, ResNet-50 fp16, batch 32/128/256          (goal: >= 0.9 of raw)
 #   u8         the same with uint8 NHWC input, normalisation inside the graph            (goal: >= 10k img/s)
+#   u8-shm     u8 with the images in client shared memory (Triton's extension) instead of HTTP bodies
 #   u8-2rep    u8 with two replicas per GPU (one copies while the other computes)
 #   coldstart  CUDA replica cold start, and GPU memory before / up / after scale to zero
 #   gpt2       GPT-2-small streaming, 1/16/64 streams, continuous batching vs sequential
@@ -16,7 +17,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16 u8 u8-2rep coldstart gpt2 fp32}
+STEPS=${*:-models fp16 u8 u8-shm u8-2rep coldstart gpt2 fp32}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -30,6 +31,7 @@ run_step() {
         { [ -f "$MODELS/gpt2-small.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small.onnx"; } ;;
     fp16) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --shape 3,224,224 --dtype FP16 --batches 32,128,256 ;;
     u8) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8 --shape 224,224,3 --dtype UINT8 --batches 32,128,256 ;;
+    u8-shm) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-shm --shape 224,224,3 --dtype UINT8 --batches 128,256 --client-shm true ;;
     u8-2rep) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-2rep --shape 224,224,3 --dtype UINT8 --batches 128,256 --replicas-per-gpu 2 ;;
     coldstart) node --import tsx bench/gpu/coldstart.ts --model "$MODELS/resnet50-fp16.onnx" --out "$OUT" ;;
     gpt2)

@@ -6,7 +6,7 @@
  *
  *   node --import tsx bench/gpu/vision.ts --model resnet50-fp16.onnx --name resnet50-fp16 --shape 3,224,224 \
  *        --dtype FP16 --device cuda --batches 32,128,256 [--replicas-per-gpu 1] [--rows 8] [--seconds 10]
- *        [--load-processes cores/4] --out $OUT
+ *        [--load-processes cores/4] [--client-shm true] --out $OUT
  * On CPU for a dry run: --model examples/models/cnn-bench.onnx --shape 3,32,32 --device cpu --batches 32 --seconds 3
  */
 import { execFileSync } from 'node:child_process';
@@ -15,7 +15,18 @@ import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { readSignature } from '../../src/models/signature.js';
-import { autocannon, binaryRequest, cpuSeconds, inProcessRate, machine, mainThreadCpuSeconds, ROOT, startServer, stopServer } from '../lib.js';
+import {
+  autocannon,
+  binaryRequest,
+  clientRegionRequest,
+  cpuSeconds,
+  inProcessRate,
+  machine,
+  mainThreadCpuSeconds,
+  ROOT,
+  startServer,
+  stopServer,
+} from '../lib.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
@@ -34,6 +45,8 @@ const batches = opt('batches', '32,128,256').split(',').map(Number);
 const replicasPerGpu = Number(opt('replicas-per-gpu', '1'));
 const rowsPerRequest = Number(opt('rows', '8'));
 const seconds = Number(opt('seconds', '10'));
+/** Images in client shared memory (Triton's extension) instead of HTTP bodies. */
+const clientShm = args.get('client-shm') === 'true';
 const loadProcesses = Number(opt('load-processes', String(Math.max(1, Math.floor(cpus().length / 4)))));
 const out = resolve(opt('out', join(ROOT, 'bench/results')));
 const PORT = 18710;
@@ -59,7 +72,7 @@ async function gateway(batch: number) {
   writeFileSync(
     config,
     stringify({
-      server: { port: PORT, host: '127.0.0.1', max_body_bytes: 512 * 1024 * 1024 },
+      server: { port: PORT, host: '127.0.0.1', max_body_bytes: 512 * 1024 * 1024, client_shared_memory: clientShm },
       models: {
         [name]: {
           path: modelPath,
@@ -81,7 +94,10 @@ async function gateway(batch: number) {
   );
   const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
   try {
-    const body = binaryRequest(input, [rowsPerRequest, ...inner], dtype);
+    const base = `http://127.0.0.1:${PORT}`;
+    const shm = clientShm ? await clientRegionRequest(base, { name: input, shape: [rowsPerRequest, ...inner], dtype }) : undefined;
+    onStop = () => shm?.remove();
+    const body = shm ?? binaryRequest(input, [rowsPerRequest, ...inner], dtype);
     const url = `http://127.0.0.1:${PORT}/v2/models/${name}/infer`;
     // Enough requests in flight to fill two batches per replica, from several load processes where the
     // machine has the cores: one autocannon event loop tops out near the GB/s these tensors need.
@@ -119,8 +135,10 @@ async function gateway(batch: number) {
     };
   } finally {
     await stopServer(server);
+    onStop();
   }
 }
+let onStop = () => {};
 
 async function main() {
   const rows = [];
@@ -138,13 +156,14 @@ async function main() {
     device,
     rowsPerRequest,
     replicasPerGpu,
+    clientShm,
     seconds,
     gateway_over_raw: Object.fromEntries(rows.map((r) => [r.batch, r.gateway_over_raw])),
     rows,
   };
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, `gpu-${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
-  const md = `## ${name} (${dtype} ${['N', ...inner].join('×')}) on ${device}${results.machine.gpu ? ` (${results.machine.gpu})` : ''}, ${replicasPerGpu} replica(s) per GPU
+  const md = `## ${name} (${dtype} ${['N', ...inner].join('×')}) on ${device}${results.machine.gpu ? ` (${results.machine.gpu})` : ''}, ${replicasPerGpu} replica(s) per GPU${clientShm ? ', images in client shared memory' : ', images in HTTP bodies (binary extension)'}
 
 | batch | raw session.run rows/s | gateway rows/s | gateway / raw | p50 ms | p99 ms | mean batch | clients × rows | gateway event loop busy | gateway cores |
 |---|---|---|---|---|---|---|---|---|---|
