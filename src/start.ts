@@ -123,6 +123,8 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);
     // every other model the dynamic batcher (max_batch_size rows per batch).
     const generative = generativeSpec(signature);
+    if (b.batch_sizes && (generative || signature.batchAxis !== 0))
+      log.warn({ model: name }, `batching.batch_sizes is ignored: the model ${generative ? 'is generative (continuous batching)' : 'has no batch axis'}`);
     const batcher = generative
       ? undefined
       : new Batcher({
