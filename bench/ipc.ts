@@ -13,7 +13,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LocalProcessProvider } from '../src/autoscaler/replica.js';
-import { autocannon, binaryRequest, clientRegionRequest, gatewayUnderLoad, machine, ROOT, startServer, stopServer } from './lib.js';
+import { autocannon, binaryRequest, clientRegionRequest, gatewayUnderLoad, machine, medianBy, ROOT, startServer, stopServer } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 6;
@@ -88,7 +88,7 @@ async function bare() {
 const add = <T>(runs: Record<string, T[]>, key: string, value: T) => {
   runs[key] = [...(runs[key] ?? []), value];
 };
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const median = (xs: number[]) => medianBy(xs, (x) => x);
 
 async function main() {
   console.log(`each load runs ${durationS} s, ${rounds} rounds interleaved`);
@@ -121,7 +121,7 @@ async function main() {
   });
   const pick = (k: string) => {
     const runs = served[k];
-    const m = [...runs].sort((a, b) => a.rowsPerS - b.rowsPerS)[Math.floor(runs.length / 2)];
+    const m = medianBy(runs, (x) => x.rowsPerS);
     return { ...m, rowsPerS: Math.round(m.rowsPerS), runs: runs.map((x) => Math.round(x.rowsPerS)) };
   };
   const gateways = { shm: pick('shm'), socket: pick('socket'), clientShm: pick('clientShm'), bare: pick('bare') };

@@ -123,6 +123,11 @@ async function oneAutocannon(load: Load): Promise<LoadResult> {
   };
 }
 
+/** The run with the median rate: the machine is noisy, so every load runs several times, interleaved. */
+export function medianBy<T>(runs: T[], rate: (r: T) => number): T {
+  return [...runs].sort((a, b) => rate(a) - rate(b))[Math.floor(runs.length / 2)];
+}
+
 export function machine() {
   return {
     cpu: cpus()[0]?.model,

@@ -8,7 +8,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { autocannon, binaryRequest, gatewayUnderLoad, inProcessRate, type LoadResult, machine, ROOT, startServer, stopServer } from './lib.js';
+import { autocannon, binaryRequest, gatewayUnderLoad, inProcessRate, type LoadResult, machine, medianBy, ROOT, startServer, stopServer } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 10;
@@ -36,10 +36,9 @@ async function bare(path: string, shape: number[], connections: number) {
   }
 }
 
-/** The run with the median throughput: the machine is noisy, so every load runs `rounds` times, interleaved. */
+/** The median run, with every round's rate beside it. */
 function median<T extends { requestsPerS: number }>(runs: T[]): T & { runs: number[] } {
-  const sorted = [...runs].sort((a, b) => a.requestsPerS - b.requestsPerS);
-  return { ...sorted[Math.floor(sorted.length / 2)], runs: runs.map((r) => Math.round(r.requestsPerS)) };
+  return { ...medianBy(runs, (r) => r.requestsPerS), runs: runs.map((r) => Math.round(r.requestsPerS)) };
 }
 
 async function main() {

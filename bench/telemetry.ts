@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { gatewayUnderLoad, machine, ROOT } from './lib.js';
+import { gatewayUnderLoad, machine, medianBy, ROOT } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 8;
@@ -51,7 +51,7 @@ async function main() {
     }
   }
   sink.close();
-  const median = (xs: typeof runs.on) => [...xs].sort((a, b) => a.requestsPerS - b.requestsPerS)[Math.floor(xs.length / 2)];
+  const median = (xs: typeof runs.on) => medianBy(xs, (r) => r.requestsPerS);
   const off = median(runs.off);
   const on = median(runs.on);
   const metricsOnly = median(runs.metrics);

@@ -80,25 +80,15 @@ export async function runSession(session: ort.InferenceSession, inputs: Inputs):
  * it (the first run of each shape is where CUDA picks its kernels, so it must not be a user's).
  */
 export function warmupRuns(signature: ModelSignature, shapes: Record<string, number[]>, batches: number[] = []): Inputs[] {
-  if (batches.length === 0) return [warmupInputs(signature, shapes)];
-  return batches.map((b) =>
-    warmupInputs(
-      signature,
-      Object.fromEntries(
-        signature.inputs.map((spec) => {
-          const shape = shapes[spec.name] ?? spec.shape.map((d) => (typeof d === 'number' ? d : 1));
-          return [spec.name, [b, ...shape.slice(1)]];
-        }),
-      ),
-    ),
-  );
+  return batches.length === 0 ? [warmupInputs(signature, shapes)] : batches.map((b) => warmupInputs(signature, shapes, b));
 }
 
-/** Zero-filled inputs for the warm-up run; dynamic dimensions take `shapes[name]` or 1. */
-export function warmupInputs(signature: ModelSignature, shapes: Record<string, number[]> = {}): Inputs {
+/** Zero-filled inputs for the warm-up run; dynamic dimensions take `shapes[name]` or 1, the first `batch` if given. */
+export function warmupInputs(signature: ModelSignature, shapes: Record<string, number[]> = {}, batch?: number): Inputs {
   const inputs: Inputs = {};
   for (const spec of signature.inputs) {
-    const shape = shapes[spec.name] ?? spec.shape.map((d) => (typeof d === 'number' ? d : 1));
+    const given = shapes[spec.name] ?? spec.shape.map((d) => (typeof d === 'number' ? d : 1));
+    const shape = batch === undefined ? given : [batch, ...given.slice(1)];
     inputs[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, elementCount(shape)) };
   }
   return inputs;
