@@ -14,8 +14,11 @@ RUN apt-get update \
  && curl -fsSL "https://nodejs.org/dist/v${NODE_VERSION}/node-v${NODE_VERSION}-linux-x64.tar.xz" | tar -xJ -C /usr/local --strip-components=1 \
  && node --version
 
-# Build: dev dependencies compile TypeScript to dist/.
+# Build: dev dependencies compile TypeScript to dist/; gcc compiles the CUDA options shim (native/).
 FROM node AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 # `npm install` against the lockfile rather than `npm ci`: lockfiles npm 11 writes on linux-x64 lack other
@@ -23,7 +26,8 @@ COPY package.json package-lock.json .npmrc ./
 RUN npm install --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build
+COPY native ./native
+RUN INFERGATE_REQUIRE_NATIVE=1 npm run build
 
 # Runtime: production dependencies, the build, the models, and the CUDA provider next to libonnxruntime.
 FROM node

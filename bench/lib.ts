@@ -4,6 +4,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import type { CudaOptions } from '../src/models/cuda-options.js';
 import { openSession, runSession, warmupInputs } from '../src/models/session.js';
 import { readSignature } from '../src/models/signature.js';
 import { numberToFloat16 } from '../src/tensor/index.js';
@@ -215,8 +216,8 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
 }
 
 /** The ceiling: session.run in this process at a fixed batch, inputs already in host memory, one batch at a time. */
-export async function inProcessRate(path: string, device: string, threads: number, shape: number[], seconds: number) {
-  const { session, provider } = await openSession(path, device, threads);
+export async function inProcessRate(path: string, device: string, threads: number, shape: number[], seconds: number, cuda: CudaOptions = {}) {
+  const { session, provider } = await openSession(path, device, threads, cuda);
   const sig = await readSignature(path);
   const inputs = warmupInputs(sig, { [sig.inputs[0].name]: shape });
   for (let i = 0; i < 5; i++) await runSession(session, inputs);

@@ -82,13 +82,21 @@ const maxContainers = (m: ModelConfig) => m.scaling.max_containers ?? Math.max(1
 
 export async function startGateway(config: Config, opts: { log: Logger; provider?: ReplicaProvider; gpus?: number; telemetry?: Telemetry }): Promise<Gateway> {
   const { log } = opts;
+  const gpus = new GpuPlacement(opts.gpus ?? visibleGpus());
+  for (const [name, model] of Object.entries(config.models)) {
+    // Otherwise its replicas would wait forever for a device with room.
+    if (model.device === 'cuda' && gpus.gpus === 0) {
+      throw new ConfigError(
+        `models.${name}.device: cuda, but no GPU is visible (CUDA_VISIBLE_DEVICES, else nvidia-smi -L); auto falls back to the CPU, cuda:N pins a device`,
+      );
+    }
+  }
   const t = config.telemetry;
   const telemetry =
     opts.telemetry ??
     new Telemetry({ metrics: t.metrics, traces: { exporter: t.traces.exporter, endpoint: t.traces.endpoint, sampleRatio: t.traces.sample_ratio } });
   const provider = opts.provider ?? new LocalProcessProvider();
   const signatures = await loadSignatures(config);
-  const gpus = new GpuPlacement(opts.gpus ?? visibleGpus());
   const onGpu = (m: ModelConfig) => m.device.startsWith('cuda') || (m.device === 'auto' && gpus.gpus > 0);
   const cpuModels = Object.values(config.models).filter((m) => !onGpu(m));
   const cpuThreads = cpuThreadsPerReplica(cpuModels.reduce((n, m) => n + maxContainers(m), 0));
@@ -112,6 +120,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
         path: model.path,
         device: model.device,
         threads: model.threads || (onGpu(model) ? 0 : cpuThreads),
+        cuda: model.cuda,
         warmupShapes: model.warmup_shapes,
         warmupBatches: batchSizes,
       },

@@ -1,8 +1,9 @@
 /**
  * Cold start of a replica and scale to zero, on one device: GPU memory before, while the replica is up,
  * and after it has scaled to zero (nvidia-smi), the first request's latency and the replica's cold-start
- * breakdown (spawn + module load, session creation, warm-up). Writes gpu-coldstart.{json,md}.
- *   node --import tsx bench/gpu/coldstart.ts --model resnet50-fp16.onnx [--device cuda] --out $OUT
+ * breakdown (spawn + module load, session creation, warm-up). Writes gpu-NAME.{json,md} (NAME: coldstart).
+ *   node --import tsx bench/gpu/coldstart.ts --model resnet50-fp16.onnx [--device cuda] [--batch-sizes 32,128,256]
+ *     [--cuda '{"cudnn_conv_algo_search":"HEURISTIC"}'] [--name coldstart] --out $OUT
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,6 +16,11 @@ const flag = (name: string, fallback?: string) => (process.argv.includes(`--${na
 const modelPath = resolve(flag('model') ?? join(ROOT, 'examples/models/cnn-bench.onnx'));
 const device = flag('device', 'cuda') as string;
 const out = resolve(flag('out', join(ROOT, 'bench/results')) as string);
+/** CUDA provider options (JSON, the config's `cuda:`) and a name for the result files. */
+const cuda = JSON.parse(flag('cuda', '{}') as string) as Record<string, string | number | boolean>;
+const name = flag('name', 'coldstart') as string;
+/** Fixed batch sizes, each warmed up at replica start (where cuDNN's algorithm search shows). */
+const batchSizes = flag('batch-sizes')?.split(',').map(Number);
 const PORT = 18711;
 
 const gpuMemoryMiB = (): number | null => {
@@ -37,7 +43,10 @@ async function main() {
         m: {
           path: modelPath,
           device,
-          batching: { max_batch_size: 8, timeout_ms: 120_000 },
+          ...(Object.keys(cuda).length > 0 ? { cuda } : {}),
+          batching: batchSizes
+            ? { max_batch_size: batchSizes.at(-1), batch_sizes: batchSizes, timeout_ms: 120_000 }
+            : { max_batch_size: 8, timeout_ms: 120_000 },
           scaling: { min_containers: 0, max_containers: 1, scaledown_window: 2 },
         },
       },
@@ -71,6 +80,8 @@ async function main() {
       machine: machine(),
       model: modelPath.split('/').at(-1),
       device,
+      cuda,
+      batchSizes: batchSizes ?? null,
       statuses: [first.status, second.status],
       firstRequestMs: Math.round(firstMs),
       warmRequestMs: Math.round(warmMs * 10) / 10,
@@ -79,16 +90,16 @@ async function main() {
       gpuMemoryMiB: { before, whileUp: during, afterScaleToZero: after },
     };
     mkdirSync(out, { recursive: true });
-    writeFileSync(join(out, 'gpu-coldstart.json'), `${JSON.stringify(results, null, 2)}\n`);
+    writeFileSync(join(out, `gpu-${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
     const c = up.coldStart ?? {};
-    const md = `## Cold start and scale to zero (${results.model} on ${device})
+    const md = `## Cold start and scale to zero (${results.model} on ${device}${batchSizes ? `, warm-up at batch ${batchSizes.join('/')}` : ''}${Object.keys(cuda).length > 0 ? `, CUDA options ${JSON.stringify(cuda)}` : ''})
 
 First request (cold start included): ${results.firstRequestMs} ms; next request: ${results.warmRequestMs} ms.
 Replica cold start ${Math.round(c.totalMs)} ms = spawn + module load ${Math.round(c.spawnMs)} ms + session ${Math.round(c.sessionMs)} ms + warm-up ${Math.round(c.warmupMs)} ms (provider ${up.provider}).
 Scaled to zero ${results.scaledToZeroAfterS} s after the last request (scaledown_window 2 s).
 GPU memory used: ${before ?? '–'} MiB before, ${during ?? '–'} MiB with the replica up, ${after ?? '–'} MiB after scale to zero.
 `;
-    writeFileSync(join(out, 'gpu-coldstart.md'), md);
+    writeFileSync(join(out, `gpu-${name}.md`), md);
     console.log(md);
   } finally {
     await stopServer(server);

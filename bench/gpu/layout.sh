@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the Dockerfile's runtime image outside Docker, step for step (no Docker engine runs on the
-# development or GPU machines): npm install --omit=dev (see the Dockerfile for why not npm ci), the build, the CUDA 13 provider's two
+# development or GPU machines): npm install --omit=dev (see the Dockerfile for why not npm ci), the build (with the CUDA options shim), the CUDA 13 provider's two
 # libraries from npm next to libonnxruntime.so.1, models and examples. Then checks the layout.
 #
 #   bench/gpu/layout.sh OUT_DIR          (from the project root; needs Node and the npm registry)
@@ -14,8 +14,8 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 BUILD=$(mktemp -d)
 trap 'rm -rf "$BUILD"' EXIT
 cp package.json package-lock.json .npmrc tsconfig.json tsconfig.build.json "$BUILD/"
-cp -r src "$BUILD/src"
-(cd "$BUILD" && npm install --ignore-scripts --no-audit --no-fund > /dev/null && npm run build > /dev/null)
+cp -r src native "$BUILD/"
+(cd "$BUILD" && npm install --ignore-scripts --no-audit --no-fund > /dev/null && INFERGATE_REQUIRE_NATIVE=1 npm run build > /dev/null)
 
 # runtime stage
 cp package.json package-lock.json .npmrc "$OUT/"
@@ -29,7 +29,10 @@ cp -r "$BUILD/dist" "$OUT/dist"
 cp -r "$ROOT/models" "$ROOT/examples" "$OUT/"
 
 # checks: the provider sits next to libonnxruntime, the CLI reads the demo config, dev tools are absent
-ls "$BIN"/libonnxruntime.so.1 "$BIN"/libonnxruntime_providers_cuda.so "$BIN"/libonnxruntime_providers_shared.so > /dev/null
+ls "$BIN"/libonnxruntime.so.1 "$BIN"/libonnxruntime_providers_cuda.so "$BIN"/libonnxruntime_providers_shared.so "$OUT/dist/native/cuda-options.so" > /dev/null
 (cd "$OUT" && node dist/cli.js validate -c examples/demo.yaml)
+# the shim takes hold of the installed binding (what a replica with cuda: options starts with)
+(cd "$OUT" && LD_PRELOAD="$OUT/dist/native/cuda-options.so" node --input-type=module -e "await import('onnxruntime-node');
+  if (process.env.INFERGATE_CUDA_OPTIONS_SHIM !== '1') throw new Error('CUDA options shim inactive: ' + process.env.INFERGATE_CUDA_OPTIONS_SHIM)")
 [ ! -e "$OUT/node_modules/typescript" ] || { echo "dev dependencies leaked into the runtime layout" >&2; exit 1; }
 echo "layout ok: $OUT ($(du -sh "$OUT" | cut -f1))"

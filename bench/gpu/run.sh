@@ -5,9 +5,12 @@
 #   models     export ResNet-50 fp32/fp16/uint8-NHWC (torchvision, random weights) and GPT-2 small
 #   fp16       raw session.run vs the gateway, ResNet-50 fp16, batch 32/128/256          (goal: >= 0.9 of raw)
 #   u8         the same with uint8 NHWC input, normalisation inside the graph            (goal: >= 10k img/s)
+#   u8-nhwc    u8 with the CUDA provider's prefer_nhwc (no layout transposes around convolutions)
 #   u8-shm     u8 with the images in client shared memory (Triton's extension) instead of HTTP bodies
 #   u8-2rep    u8 with two replicas per GPU (one copies while the other computes)
-#   coldstart  CUDA replica cold start, and GPU memory before / up / after scale to zero
+#   coldstart  CUDA replica cold start (warm-up at batch 32/128/256), GPU memory before / up / after scale to zero
+#   coldstart-heuristic  the same with cudnn_conv_algo_search HEURISTIC instead of ONNX Runtime's EXHAUSTIVE
+#   fp16-nhwc  fp16 with prefer_nhwc
 #   gpt2       GPT-2-small streaming, 1/16/64 streams, continuous batching vs sequential
 #   fp32       raw vs gateway, ResNet-50 fp32, batch 32/128
 # A 10-minute device call fits about four steps at SECONDS_PER_LOAD=6; the exported models stay in
@@ -17,13 +20,16 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16 u8 u8-shm u8-2rep coldstart gpt2 fp32}
+STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 fp16-nhwc fp32}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu-device.txt"
 
 vision() { node --import tsx bench/gpu/vision.ts --device cuda --seconds "$SECONDS_PER_LOAD" --out "$OUT" "$@"; }
+# CUDA provider options for the raw in-process session too: the bench process needs the shim itself.
+with_shim() { LD_PRELOAD="$PWD/dist/native/cuda-options.so" "$@"; }
+coldstart() { node --import tsx bench/gpu/coldstart.ts --model "$MODELS/resnet50-fp16.onnx" --batch-sizes 32,128,256 --out "$OUT" "$@"; }
 run_step() {
   case "$1" in
     models)
@@ -31,9 +37,12 @@ run_step() {
         { [ -f "$MODELS/gpt2-small.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small.onnx"; } ;;
     fp16) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --shape 3,224,224 --dtype FP16 --batches 32,128,256 ;;
     u8) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8 --shape 224,224,3 --dtype UINT8 --batches 32,128,256 ;;
+    u8-nhwc) with_shim vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-nhwc --shape 224,224,3 --dtype UINT8 --batches 128,256 --cuda '{"prefer_nhwc":true}' ;;
+    fp16-nhwc) with_shim vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-nhwc --shape 3,224,224 --dtype FP16 --batches 128,256 --cuda '{"prefer_nhwc":true}' ;;
     u8-shm) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-shm --shape 224,224,3 --dtype UINT8 --batches 128,256 --client-shm true ;;
     u8-2rep) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-2rep --shape 224,224,3 --dtype UINT8 --batches 128,256 --replicas-per-gpu 2 ;;
-    coldstart) node --import tsx bench/gpu/coldstart.ts --model "$MODELS/resnet50-fp16.onnx" --out "$OUT" ;;
+    coldstart) coldstart ;;
+    coldstart-heuristic) coldstart --name coldstart-heuristic --cuda '{"cudnn_conv_algo_search":"HEURISTIC"}' ;;
     gpt2)
       node --import tsx bench/streaming.ts --model "$MODELS/gpt2-small.onnx" --device cuda --streams 1,16,64 --max-tokens 128 \
         --seconds "$SECONDS_PER_LOAD" --name gpu-gpt2-small --out "$OUT" ;;

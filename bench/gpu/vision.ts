@@ -47,12 +47,14 @@ const rowsPerRequest = Number(opt('rows', '8'));
 const seconds = Number(opt('seconds', '10'));
 /** Images in client shared memory (Triton's extension) instead of HTTP bodies. */
 const clientShm = args.get('client-shm') === 'true';
+/** CUDA provider options (JSON, the config's `cuda:`), for the raw session and the gateway's replicas alike; the raw one needs this process started with the shim in LD_PRELOAD (run.sh does). */
+const cuda = JSON.parse(opt('cuda', '{}')) as Record<string, string | number | boolean>;
 const loadProcesses = Number(opt('load-processes', String(Math.max(1, Math.floor(cpus().length / 4)))));
 const out = resolve(opt('out', join(ROOT, 'bench/results')));
 const PORT = 18710;
 
 async function raw(batch: number) {
-  const r = await inProcessRate(modelPath, device, 0, [batch, ...inner], seconds);
+  const r = await inProcessRate(modelPath, device, 0, [batch, ...inner], seconds, cuda);
   return { provider: r.provider, rowsPerS: Math.round(r.rowsPerS), msPerBatch: Math.round(r.msPerBatch * 100) / 100 };
 }
 
@@ -77,6 +79,7 @@ async function gateway(batch: number) {
         [name]: {
           path: modelPath,
           device,
+          ...(Object.keys(cuda).length > 0 ? { cuda } : {}),
           // Three fixed batch sizes, all warmed up at start: cuDNN searches convolution algorithms per new
           // input shape, and requests of 8 rows would otherwise make every multiple of 8 a new shape.
           batching: {
@@ -157,13 +160,14 @@ async function main() {
     rowsPerRequest,
     replicasPerGpu,
     clientShm,
+    cuda,
     seconds,
     gateway_over_raw: Object.fromEntries(rows.map((r) => [r.batch, r.gateway_over_raw])),
     rows,
   };
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, `gpu-${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
-  const md = `## ${name} (${dtype} ${['N', ...inner].join('×')}) on ${device}${results.machine.gpu ? ` (${results.machine.gpu})` : ''}, ${replicasPerGpu} replica(s) per GPU${clientShm ? ', images in client shared memory' : ', images in HTTP bodies (binary extension)'}
+  const md = `## ${name} (${dtype} ${['N', ...inner].join('×')}) on ${device}${results.machine.gpu ? ` (${results.machine.gpu})` : ''}, ${replicasPerGpu} replica(s) per GPU${clientShm ? ', images in client shared memory' : ', images in HTTP bodies (binary extension)'}${Object.keys(cuda).length > 0 ? `, CUDA options ${JSON.stringify(cuda)}` : ''}
 
 | batch | raw session.run rows/s | gateway rows/s | gateway / raw | p50 ms | p99 ms | mean batch | clients × rows | gateway event loop busy | gateway cores |
 |---|---|---|---|---|---|---|---|---|---|

@@ -1,5 +1,11 @@
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../config/index.js';
+import { startGateway } from '../start.js';
 import { cpuThreadsPerReplica, GpuPlacement, visibleGpus } from './placement.js';
+
+const MLP = fileURLToPath(new URL('../../examples/models/mlp.onnx', import.meta.url));
 
 describe('GpuPlacement', () => {
   it('spreads one model over the GPUs, then stacks up to replicas_per_gpu, then refuses', () => {
@@ -19,6 +25,13 @@ describe('GpuPlacement', () => {
     a?.release();
     a?.release(); // idempotent
     expect(gpus.place('a', 1)?.device).toBe('cuda:0');
+  });
+});
+
+describe('device: cuda without a GPU', () => {
+  it('is a config error at start, not replicas waiting forever for a device', async () => {
+    const config = parseConfig({ models: { m: { path: MLP, device: 'cuda' } } });
+    await expect(startGateway(config, { log: pino({ level: 'silent' }), gpus: 0 })).rejects.toThrow('models.m.device: cuda, but no GPU is visible');
   });
 });
 

@@ -66,6 +66,7 @@ export class ReplicaPool extends EventEmitter<{
   private failures = 0;
   private retryAt = 0;
   private stopped = false;
+  private devicesFull = false;
   /** Why the last start failed, while the pool is backing off. */
   failure?: string;
   private readonly now: () => number;
@@ -196,9 +197,12 @@ export class ReplicaPool extends EventEmitter<{
   private async startOne(): Promise<void> {
     const placed = this.opts.place ? this.opts.place() : { device: this.opts.spec.device, release() {} };
     if (!placed) {
-      this.opts.log?.warn({ model: this.opts.model }, 'no device has room for another replica (replicas_per_gpu)');
+      // Said once per stretch of full devices, not on every autoscaler tick that asks again.
+      if (!this.devicesFull) this.opts.log?.warn({ model: this.opts.model }, 'no device has room for another replica (replicas_per_gpu)');
+      this.devicesFull = true;
       return;
     }
+    this.devicesFull = false;
     const member: Member = {
       id: `${this.opts.model}-${++this.seq}`,
       state: 'starting',

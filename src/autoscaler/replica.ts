@@ -4,7 +4,17 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unavailable } from '../errors/index.js';
-import { type FailedMessage, type Frame, FrameReader, type ReadyMessage, type ReplicaSpec, replicaEntry, TensorSlots, writeFrame } from '../models/index.js';
+import {
+  cudaOptionsEnv,
+  type FailedMessage,
+  type Frame,
+  FrameReader,
+  type ReadyMessage,
+  type ReplicaSpec,
+  replicaEntry,
+  TensorSlots,
+  writeFrame,
+} from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
 export type ReplicaState = 'starting' | 'ready' | 'draining' | 'stopped';
@@ -47,7 +57,11 @@ export class LocalProcessProvider implements ReplicaProvider {
     const entry = replicaEntry();
     const child = fork(entry.file, [], {
       execArgv: entry.execArgv,
-      env: { ...process.env, INFERGATE_REPLICA: JSON.stringify({ ...spec, socket, slots: slots?.paths }) },
+      env: {
+        ...process.env,
+        ...(spec.device === 'cpu' ? {} : cudaOptionsEnv(spec.cuda, process.env)),
+        INFERGATE_REPLICA: JSON.stringify({ ...spec, socket, slots: slots?.paths }),
+      },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       // Its own process group: a Ctrl-C or a group SIGTERM meant for the gateway must not kill replicas
       // before the gateway drains them. It still dies with the gateway (IPC disconnect, see replica-main).

@@ -13,6 +13,12 @@ describe('parseConfig', () => {
     expect(config.models.m.device).toBe('auto');
     expect(config.models.m.batching).toMatchObject({ max_batch_size: 8, wait_ms: 2, max_queue_size: 1024, max_inputs: 1 });
     expect(config.models.m.scaling).toMatchObject({ min_containers: 0, buffer_containers: 0, scaledown_window: 60, startup_timeout: 120 });
+    expect(config.models.m.cuda).toBeUndefined(); // ONNX Runtime's CUDA defaults
+  });
+
+  it('takes CUDA provider options by their ONNX Runtime names', () => {
+    const cuda = { cudnn_conv_algo_search: 'HEURISTIC', gpu_mem_limit: 8 * 2 ** 30, arena_extend_strategy: 'kSameAsRequested', prefer_nhwc: true };
+    expect(parseConfig({ models: { m: { ...model, device: 'cuda', cuda } } }).models.m.cuda).toEqual(cuda);
   });
 
   it.each([
@@ -32,6 +38,12 @@ describe('parseConfig', () => {
       { models: { m: { ...model, batching: { max_batch_size: 8, batch_sizes: [4, 16] } } } },
       'models.m.batching.batch_sizes: batch_sizes must not exceed max_batch_size',
     ],
+    [
+      { models: { m: { ...model, cuda: { cudnn_conv_algo_search: 'FAST' } } } },
+      'models.m.cuda.cudnn_conv_algo_search: Invalid option: expected one of "EXHAUSTIVE"|"HEURISTIC"|"DEFAULT", got "FAST"',
+    ],
+    [{ models: { m: { ...model, cuda: { enable_cuda_graph: true } } } }, 'models.m.cuda.enable_cuda_graph: CUDA graphs replay fixed GPU addresses'],
+    [{ models: { m: { ...model, cuda: { gpu_mem_limit: '8GB' } } } }, 'models.m.cuda.gpu_mem_limit: expected number'],
   ])('names the path, the value and what was expected: %j', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);
     expect(() => parseConfig(raw)).toThrow(message);

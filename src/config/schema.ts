@@ -72,6 +72,36 @@ export const scalingSchema = z
     path: ['max_containers'],
   });
 
+/**
+ * CUDA execution provider options, by ONNX Runtime's own names, for replicas on a GPU (ignored on the CPU).
+ * onnxruntime-node cannot pass them itself; native/cuda-options.c does (see the README's GPU section).
+ */
+export const cudaSchema = z
+  .object({
+    /** cuDNN's convolution algorithm search: EXHAUSTIVE (ONNX Runtime's default: benchmarks every algorithm per new shape, fastest kernels, slowest first run), HEURISTIC, DEFAULT. */
+    cudnn_conv_algo_search: z.enum(['EXHAUSTIVE', 'HEURISTIC', 'DEFAULT']).optional(),
+    /** Most bytes the provider's memory arena may hold (default: no limit); set it for several replicas on one GPU. */
+    gpu_mem_limit: positiveInt.optional(),
+    /** How the arena grows: kNextPowerOfTwo (default) or kSameAsRequested (holds less memory). */
+    arena_extend_strategy: z.enum(['kNextPowerOfTwo', 'kSameAsRequested']).optional(),
+    /** Convolutions in NHWC layout where the provider has NHWC kernels (fp16 tensor cores). @default false */
+    prefer_nhwc: z.boolean().optional(),
+    /** TF32 tensor-core math for fp32 MatMul and Conv. @default true */
+    use_tf32: z.boolean().optional(),
+    /** Let cuDNN take as much workspace memory as its fastest convolution wants. @default true */
+    cudnn_conv_use_max_workspace: z.boolean().optional(),
+    /** Copies on the default stream; false lets them overlap compute. @default true */
+    do_copy_in_default_stream: z.boolean().optional(),
+    // Named so that asking for it says why it is not here rather than "unrecognized key".
+    enable_cuda_graph: z
+      .never({
+        error:
+          'CUDA graphs replay fixed GPU addresses, so inputs and outputs must be bound to device memory (I/O binding), which onnxruntime-node cannot do: not supported',
+      })
+      .optional(),
+  })
+  .strict();
+
 export const modelSchema = z
   .object({
     /** The .onnx file, relative to the config file. */
@@ -82,6 +112,7 @@ export const modelSchema = z
     threads: z.number().int().min(0).default(0),
     /** Shapes for the warm-up run, by input name; dynamic dimensions not given here warm up as 1. */
     warmup_shapes: z.record(z.string(), z.array(positiveInt)).default({}),
+    cuda: cudaSchema.optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })

@@ -1,3 +1,4 @@
+export { type CudaOptions, cudaOptionsEnv } from './cuda-options.js';
 export { type GenerativeSpec, generativeSpec } from './generative.js';
 export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } from './protocol.js';
 export { type FailedMessage, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';

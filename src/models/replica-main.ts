@@ -27,7 +27,7 @@ process.on('disconnect', () => process.exit(0));
 async function main(spec: ReplicaSpec): Promise<void> {
   const mainAt = performance.now();
   const signature = await readSignature(spec.path);
-  const { session, provider, fallback } = await openSession(spec.path, spec.device, spec.threads);
+  const { session, provider, fallback } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
   const sessionAt = performance.now();
   const generative = generativeSpec(signature);
   const decoder = generative ? new Decoder(session, generative, await Sampler.create()) : undefined;

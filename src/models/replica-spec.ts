@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import type { CudaOptions } from './cuda-options.js';
 import type { Provider } from './session.js';
 
 /** What a replica process is told to serve. */
@@ -8,6 +9,8 @@ export type ReplicaSpec = {
   path: string;
   device: string;
   threads: number;
+  /** CUDA execution provider options (the config's `cuda:`), applied through the preloaded shim. */
+  cuda?: CudaOptions;
   /** Unix socket path the replica listens on. */
   socket: string;
   /** Shared-memory slot files for large tensors (shm.ts), when the gateway has them. */

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { DType, Inputs, TypedArray } from '../tensor/index.js';
 import { allocate, elementCount } from '../tensor/index.js';
+import { type CudaOptions, cudaOptionsString, cudaOptionsUnavailable, hasCudaOptions } from './cuda-options.js';
 import type { ModelSignature } from './signature.js';
 
 export type DeviceSpec = string; // cpu | cuda | cuda:N | auto
@@ -35,8 +36,10 @@ export type OpenedSession = {
 /**
  * Opens an ONNX Runtime session on the requested device. `auto` tries CUDA first and falls back to the
  * CPU: onnxruntime-node throws (rather than falling back itself) when its CUDA provider cannot load.
+ * `cuda` options reach the provider through the preloaded shim (cuda-options.ts), which the replica's
+ * process must have been started with; options that are given are applied or the session fails.
  */
-export async function openSession(path: string, device: DeviceSpec, threads = 0): Promise<OpenedSession> {
+export async function openSession(path: string, device: DeviceSpec, threads = 0, cuda: CudaOptions = {}): Promise<OpenedSession> {
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
     // ONNX Runtime's pool threads spin between runs by default. A replica's runs come in bursts and share
@@ -48,15 +51,27 @@ export async function openSession(path: string, device: DeviceSpec, threads = 0)
   if (threads > 0) base.intraOpNumThreads = threads;
   if (device === 'cpu') return { session: await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] }), provider: 'cpu' };
   const deviceId = device.startsWith('cuda:') ? Number(device.slice(5)) : 0;
-  const cuda = { ...base, executionProviders: [{ name: 'cuda', deviceId } as ort.InferenceSession.ExecutionProviderConfig] };
+  const onCuda = { ...base, executionProviders: [{ name: 'cuda', deviceId } as ort.InferenceSession.ExecutionProviderConfig] };
   const missing = missingCudaProvider();
   if (missing && device === 'auto') {
     return { session: await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] }), provider: 'cpu', fallback: missing };
   }
+  const withOptions = hasCudaOptions(cuda);
+  // Read by the shim when the provider is appended; a process without the shim ignores it (checked below).
+  if (withOptions) process.env.INFERGATE_CUDA_OPTIONS = cudaOptionsString(deviceId, cuda);
   try {
-    return { session: await ort.InferenceSession.create(path, cuda), provider: `cuda:${deviceId}` };
+    const session = await ort.InferenceSession.create(path, onCuda);
+    if (withOptions && process.env.INFERGATE_CUDA_OPTIONS_SHIM !== '1') {
+      await session.release();
+      const why = process.env.INFERGATE_CUDA_OPTIONS_SHIM ?? cudaOptionsUnavailable() ?? 'it was not preloaded';
+      throw new Error(`CUDA options are configured but the shim that applies them is not active: ${why}`);
+    }
+    return { session, provider: `cuda:${deviceId}` };
   } catch (err) {
-    if (device !== 'auto') throw new Error(`CUDA provider for ${device} failed to load: ${firstLine(err)}`, { cause: err });
+    // Options that are wrong for this provider are the user's to fix, not a reason to run on the CPU.
+    if (device !== 'auto' || String(err).includes('CUDA options')) {
+      throw new Error(`CUDA provider for ${device} failed to load: ${firstLine(err)}`, { cause: err });
+    }
     const session = await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] });
     return { session, provider: 'cpu', fallback: firstLine(err) };
   }
