@@ -15,6 +15,9 @@ export const CUDA_OPTIONS_SHIM = join(dirname(fileURLToPath(import.meta.url)), '
 export function cudaOptionsUnavailable(): string | undefined {
   if (process.platform !== 'linux') return `CUDA provider options need Linux (this is ${process.platform})`;
   if (!existsSync(CUDA_OPTIONS_SHIM)) return `CUDA provider options need ${CUDA_OPTIONS_SHIM}: install a C compiler (cc) and run npm run build`;
+  // LD_PRELOAD splits on both and has no escapes.
+  if (/[ :]/.test(CUDA_OPTIONS_SHIM))
+    return `CUDA provider options cannot be preloaded from ${CUDA_OPTIONS_SHIM}: LD_PRELOAD cannot carry a space or colon in a path`;
   return undefined;
 }
 
