@@ -82,10 +82,34 @@ describe('Decoder', () => {
     },
   );
 
+  it('keeps a paused sequence (not advanced for some steps) exactly where it was, seeded sampling included', async () => {
+    const seeded = { temperature: 0.8, topP: 1, topK: 0, seed: 7 };
+    const batched = new Decoder(session, spec, sampler);
+    const first = await batched.step({
+      join: [
+        { seq: 'x', prompt: [464, 3290], sampling: seeded },
+        { seq: 'y', prompt: [15496, 995, 11], sampling: greedy },
+      ],
+      advance: [],
+      release: [],
+    });
+    const got = { x: [first.tokens.x], y: [first.tokens.y] };
+    // x holds row 0 and sits out steps 2 and 3 (a stream whose client stopped reading); y goes on.
+    for (const advance of [['x', 'y'], ['y'], ['y'], ['x', 'y'], ['x', 'y']]) {
+      const r = await batched.step({ join: [], advance, release: [] });
+      for (const [seq, token] of Object.entries(r.tokens)) got[seq as 'x' | 'y'].push(token);
+    }
+    const alone = new Decoder(session, spec, sampler);
+    const solo = [(await alone.step({ join: [{ seq: 'x', prompt: [464, 3290], sampling: seeded }], advance: [], release: [] })).tokens.x];
+    for (let i = 0; i < 3; i++) solo.push((await alone.step({ join: [], advance: ['x'], release: [] })).tokens.x);
+    expect(got.x).toEqual(solo);
+    expect(got.y).toEqual(await reference([15496, 995, 11], got.y.length));
+  });
+
   it('grows a cache past its first capacity', async () => {
     const decoder = new Decoder(session, spec, sampler);
     const tokens = [(await decoder.step({ join: [{ seq: 'x', prompt: [1, 2, 3], sampling: greedy }], advance: [], release: [] })).tokens.x];
-    for (let i = 0; i < 20; i++) tokens.push((await decoder.step({ join: [], advance: ['x'], release: [] })).tokens.x);
-    expect(tokens).toEqual(await reference([1, 2, 3], 21));
+    for (let i = 0; i < 40; i++) tokens.push((await decoder.step({ join: [], advance: ['x'], release: [] })).tokens.x);
+    expect(tokens).toEqual(await reference([1, 2, 3], 41));
   });
 });

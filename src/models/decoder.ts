@@ -11,11 +11,10 @@ export type StepRequest = {
 export type StepResult = { tokens: Record<string, number>; prefillMs: number; decodeMs: number; decodeBatch: number };
 
 type Sequence = {
-  /** Per layer, keys and values laid out [heads][capacity][headDim]; `length` positions are filled. */
-  keys: Float32Array[];
-  values: Float32Array[];
+  /** Its row in the batch caches. */
+  row: number;
+  /** Positions filled in its row. */
   length: number;
-  capacity: number;
   last: number;
   sampling: Sampling;
   random: () => number;
@@ -24,16 +23,25 @@ type Sequence = {
 /**
  * The replica's side of continuous batching: it keeps every sequence's KV cache and runs one step at a
  * time — each joining sequence is prefilled alone, then all advancing sequences decode one token in a
- * single batched run (past caches right-padded to the longest, padding masked out).
+ * single batched run.
+ *
+ * The caches are kept the way a decode step feeds them: per layer, one buffer [rows, heads, positions,
+ * headDim] with a row per sequence, right-padded to a common `positions` (padding masked out). A step's
+ * past is then a view of the first rows, not a gather of every sequence's cache — that copy was as large
+ * as all the caches together, every step (hundreds of MB for GPT-2 small at 64 streams). The price:
+ * attention also runs over the padding, which growth in steps of a quarter keeps small; rows stay
+ * packed (a leaving sequence's row takes the last row's cache), and rows before the last advancing one
+ * that are not advancing this step (paused streams) are computed and their results dropped.
  */
 export class Decoder {
   private seqs = new Map<string, Sequence>();
-  /**
-   * Decode steps' inputs and outputs, reused by name: a step's pasts and presents are as large as all
-   * its sequences' KV caches together (hundreds of MB for GPT-2 small at 64 streams). Fresh arrays every
-   * step would outlive young GCs and make V8 run a full mark-compact per step. Padding left over from an
-   * earlier step is masked out like any padding.
-   */
+  /** Row r holds `byRow[r]`; rows are packed from 0. */
+  private byRow: Sequence[] = [];
+  /** Per layer: keys, then values; each [rowCapacity, heads, positions, headDim]. */
+  private caches: Float32Array[] = [];
+  private rowCapacity = 0;
+  private positions = 0;
+  /** Logits and fetched keys/values, reused by name so that decode steps allocate nothing large. */
   private scratch = new Map<string, Float32Array>();
 
   constructor(
@@ -47,7 +55,7 @@ export class Decoder {
   }
 
   async step(req: StepRequest): Promise<StepResult> {
-    for (const seq of req.release) this.seqs.delete(seq);
+    for (const seq of req.release) this.release(seq);
     const tokens: Record<string, number> = {};
     const t0 = performance.now();
     for (const j of req.join) tokens[j.seq] = await this.prefill(j.seq, j.prompt, j.sampling);
@@ -58,6 +66,7 @@ export class Decoder {
   }
 
   private async prefill(id: string, prompt: number[], sampling: Sampling): Promise<number> {
+    this.release(id);
     const n = prompt.length;
     const positions = prompt.map((_, i) => i);
     const out = await this.session.run({
@@ -66,18 +75,15 @@ export class Decoder {
       attention_mask: int64([prompt.map(() => 1)], [1, n]),
       ...this.emptyPast(1),
     });
+    this.reserve(this.byRow.length + 1, n + 1);
+    const seq: Sequence = { row: this.byRow.length, length: n, last: 0, sampling, random: seededRandom(sampling.seed) };
+    this.byRow.push(seq);
     const { heads, headDim, layers } = this.spec;
-    const capacity = Math.max(16, 2 ** Math.ceil(Math.log2(n + 1)));
-    const seq: Sequence = { keys: [], values: [], length: n, capacity, last: 0, sampling, random: seededRandom(sampling.seed) };
     for (let l = 0; l < layers; l++) {
-      for (const [kind, store] of [
-        ['key', seq.keys],
-        ['value', seq.values],
-      ] as const) {
+      for (const [k, kind] of ['key', 'value'].entries()) {
         const present = out[`present.${l}.${kind}`].data as Float32Array; // [1, heads, n, headDim]
-        const cache = new Float32Array(heads * capacity * headDim);
-        for (let h = 0; h < heads; h++) cache.set(present.subarray(h * n * headDim, (h + 1) * n * headDim), h * capacity * headDim);
-        store.push(cache);
+        const cache = this.caches[2 * l + k];
+        for (let h = 0; h < heads; h++) cache.set(present.subarray(h * n * headDim, (h + 1) * n * headDim), this.offset(seq.row, h, 0));
       }
     }
     const logits = out.logits.data as Float32Array; // [1, n, vocab]
@@ -88,23 +94,26 @@ export class Decoder {
 
   private async decode(ids: string[]): Promise<Record<string, number>> {
     const { heads, headDim, layers, vocab } = this.spec;
-    const seqs = ids.map((id) => this.seqs.get(id) as Sequence);
-    const b = seqs.length;
-    const past = Math.max(...seqs.map((s) => s.length));
+    const advancing = ids.map((id) => this.seqs.get(id) as Sequence);
+    // Room for this step's keys/values after every advancing sequence's cache.
+    this.reserve(this.rowCapacity, Math.max(...advancing.map((s) => s.length)) + 1);
+    const b = Math.max(...advancing.map((s) => s.row)) + 1;
+    const rows = this.byRow.slice(0, b);
+    const past = this.positions;
     const mask = new BigInt64Array(b * (past + 1));
-    seqs.forEach((s, i) => {
+    rows.forEach((s, i) => {
       mask.fill(1n, i * (past + 1), i * (past + 1) + s.length);
       mask[i * (past + 1) + past] = 1n; // the new token sits after the padding
     });
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor(
         'int64',
-        BigInt64Array.from(seqs, (s) => BigInt(s.last)),
+        BigInt64Array.from(rows, (s) => BigInt(s.last)),
         [b, 1],
       ),
       position_ids: new ort.Tensor(
         'int64',
-        BigInt64Array.from(seqs, (s) => BigInt(s.length)),
+        BigInt64Array.from(rows, (s) => BigInt(s.length)),
         [b, 1],
       ),
       attention_mask: new ort.Tensor('int64', mask, [b, past + 1]),
@@ -112,46 +121,84 @@ export class Decoder {
     // ONNX Runtime writes the outputs straight into reused buffers too (pre-allocated fetches). Only this
     // step's keys/values are needed; where the model outputs them alone, the whole present is not fetched.
     const kvOutput = this.spec.newKeyValues ? 'new_key_values' : 'present';
-    const positions = this.spec.newKeyValues ? 1 : past + 1;
+    const fetched = this.spec.newKeyValues ? 1 : past + 1;
     const fetches: Record<string, ort.Tensor> = { logits: new ort.Tensor('float32', this.buffer('logits', b * vocab), [b, 1, vocab]) };
     for (let l = 0; l < layers; l++) {
-      for (const kind of ['key', 'value'] as const) {
-        const name = `past_key_values.${l}.${kind}`;
-        const batch = this.buffer(name, b * heads * past * headDim);
-        seqs.forEach((s, i) => {
-          const cache = (kind === 'key' ? s.keys : s.values)[l];
-          for (let h = 0; h < heads; h++) {
-            batch.set(cache.subarray(h * s.capacity * headDim, (h * s.capacity + s.length) * headDim), (i * heads + h) * past * headDim);
-          }
-        });
-        feeds[name] = new ort.Tensor('float32', batch, [b, heads, past, headDim]);
+      for (const [k, kind] of ['key', 'value'].entries()) {
+        const rowsOfPast = this.caches[2 * l + k].subarray(0, b * heads * past * headDim);
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', rowsOfPast, [b, heads, past, headDim]);
         const out = `${kvOutput}.${l}.${kind}`;
-        fetches[out] = new ort.Tensor('float32', this.buffer(out, b * heads * positions * headDim), [b, heads, positions, headDim]);
+        fetches[out] = new ort.Tensor('float32', this.buffer(out, b * heads * fetched * headDim), [b, heads, fetched, headDim]);
       }
     }
     await this.session.run(feeds, fetches);
-    const out = fetches;
-    const next = await this.sampler.sample(out.logits.data as Float32Array, vocab, seqs); // logits [b, 1, vocab]
+    const logits = fetches.logits.data as Float32Array; // [b, 1, vocab]
+    // A row that is not advancing must not draw from its sequence's random stream (seeded output).
+    const advancingRows = new Set(advancing);
+    const next = await this.sampler.sample(
+      logits,
+      vocab,
+      rows.map((s) => (advancingRows.has(s) ? s : DISCARDED)),
+    );
     const tokens: Record<string, number> = {};
-    seqs.forEach((s, i) => {
-      if (s.length === s.capacity) grow(s, heads, headDim);
+    for (const s of advancing) {
       for (let l = 0; l < layers; l++) {
-        for (const [kind, store] of [
-          ['key', s.keys],
-          ['value', s.values],
-        ] as const) {
-          const present = out[`${kvOutput}.${l}.${kind}`].data as Float32Array; // [b, heads, positions, headDim]
+        for (const [k, kind] of ['key', 'value'].entries()) {
+          const present = fetches[`${kvOutput}.${l}.${kind}`].data as Float32Array; // [b, heads, fetched, headDim]
           for (let h = 0; h < heads; h++) {
-            const from = ((i * heads + h) * positions + positions - 1) * headDim;
-            store[l].set(present.subarray(from, from + headDim), (h * s.capacity + s.length) * headDim);
+            const from = ((s.row * heads + h) * fetched + fetched - 1) * headDim;
+            this.caches[2 * l + k].set(present.subarray(from, from + headDim), this.offset(s.row, h, s.length));
           }
         }
       }
       s.length++;
-      s.last = next[i];
-      tokens[ids[i]] = s.last;
+      s.last = next[s.row];
+    }
+    ids.forEach((id, i) => {
+      tokens[id] = advancing[i].last;
     });
     return tokens;
+  }
+
+  /** Where a row's head's position starts in a cache buffer. */
+  private offset(row: number, head: number, position: number): number {
+    return ((row * this.spec.heads + head) * this.positions + position) * this.spec.headDim;
+  }
+
+  /** Frees a sequence's row; the last row's sequence moves into it, so rows stay packed. */
+  private release(id: string): void {
+    const seq = this.seqs.get(id);
+    if (!seq) return;
+    this.seqs.delete(id);
+    const last = this.byRow.pop() as Sequence;
+    if (last === seq) return;
+    const rowLength = this.spec.heads * this.positions * this.spec.headDim;
+    for (const cache of this.caches) cache.copyWithin(seq.row * rowLength, last.row * rowLength, (last.row + 1) * rowLength);
+    last.row = seq.row;
+    this.byRow[seq.row] = last;
+  }
+
+  /**
+   * Makes the caches hold at least `rows` rows of `positions` positions. Rows double; positions grow by a
+   * quarter (rounded to 16), so that padding stays small while regrowth, a copy of every cache, stays rare.
+   */
+  private reserve(rows: number, positions: number): void {
+    if (rows <= this.rowCapacity && positions <= this.positions) return;
+    const { heads, headDim, layers } = this.spec;
+    const rowCapacity = rows <= this.rowCapacity ? this.rowCapacity : Math.max(4, rows, 2 * this.rowCapacity);
+    const grown = positions <= this.positions ? this.positions : Math.max(positions, Math.ceil((this.positions * 1.25) / 16) * 16, 16);
+    const caches = Array.from({ length: 2 * layers }, () => new Float32Array(rowCapacity * heads * grown * headDim));
+    for (const s of this.byRow) {
+      for (let c = 0; c < caches.length; c++) {
+        for (let h = 0; h < heads; h++) {
+          const from = this.offset(s.row, h, 0);
+          caches[c].set(this.caches[c].subarray(from, from + s.length * headDim), (s.row * heads + h) * grown * headDim);
+        }
+      }
+    }
+    this.caches = caches;
+    this.rowCapacity = rowCapacity;
+    this.positions = grown;
   }
 
   private buffer(name: string, length: number): Float32Array {
@@ -174,17 +221,8 @@ export class Decoder {
   }
 }
 
-function grow(s: Sequence, heads: number, headDim: number): void {
-  const capacity = s.capacity * 2;
-  for (const store of [s.keys, s.values]) {
-    for (let l = 0; l < store.length; l++) {
-      const bigger = new Float32Array(heads * capacity * headDim);
-      for (let h = 0; h < heads; h++) bigger.set(store[l].subarray(h * s.capacity * headDim, (h * s.capacity + s.length) * headDim), h * capacity * headDim);
-      store[l] = bigger;
-    }
-  }
-  s.capacity = capacity;
-}
+/** Sampling for a row whose result is dropped: greedy, no random draws. */
+const DISCARDED = { sampling: { temperature: 0, topP: 1, topK: 0, seed: 0 }, random: () => 0 };
 
 function int64(rows: number[][], dims: number[]): ort.Tensor {
   return new ort.Tensor('int64', BigInt64Array.from(rows.flat(), BigInt), dims);
