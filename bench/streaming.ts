@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { generativeSpec } from '../src/models/generative.js';
 import { readSignature } from '../src/models/signature.js';
@@ -18,7 +18,7 @@ const PORT = 18702;
 const seconds = Number(flag('seconds', '10'));
 const maxTokens = Number(flag('max-tokens', '64'));
 const concurrency = flag('streams', '1,8,32').split(',').map(Number);
-const modelPath = flag('model', join(ROOT, 'examples/models/tiny-gpt.onnx'));
+const modelPath = resolve(flag('model', join(ROOT, 'examples/models/tiny-gpt.onnx')));
 const device = flag('device', 'cpu');
 const outName = flag('name', 'streaming-cpu');
 const outDir = flag('out', join(ROOT, 'bench/results'));

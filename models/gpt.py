@@ -3,11 +3,14 @@
 
     /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt.onnx     # committed: tests and demo
     /usr/bin/python3 models/gpt.py small /tmp/gpt2-small.onnx              # GPT-2 small dims, for the GPU bench
+    /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt-kv16.onnx --kv fp16   # the cache in FP16
 
 Inputs:  input_ids INT64 [batch, seq], position_ids INT64 [batch, seq], attention_mask INT64 [batch, past+seq],
          past_key_values.{i}.key / .value FP32 [batch, heads, past, head_dim]
 Outputs: logits FP32 [batch, seq, vocab], present.{i}.key / .value FP32 [batch, heads, past+seq, head_dim],
          new_key_values.{i}.key / .value FP32 [batch, heads, seq, head_dim] (this step's only; optional for infergate)
+With --kv fp16 the past, present and new_key_values tensors are FLOAT16 (the arithmetic stays FP32, cast at
+the edges): the cache the caller keeps and sends with every decode step is half the bytes.
 The vocabulary is GPT-2's 50257 tokens, so the real GPT-2 tokenizer (gpt-tokenizer) drives it.
 Only Debian's python3-onnx and python3-numpy are needed.
 """
@@ -24,7 +27,7 @@ SIZES = {
 VOCAB = 50257
 
 
-def build(n_embd, n_layer, n_head, n_ctx, seed=20261122):
+def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, seed=20261122):
     rng = np.random.default_rng(seed)
     head_dim = n_embd // n_head
     inits, nodes = [], []
@@ -74,21 +77,28 @@ def build(n_embd, n_layer, n_head, n_ctx, seed=20261122):
     for i in range(n_layer):
         p = f"l{i}_"
         past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
-        inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", n_head, "past", head_dim]) for n in (past_k, past_v)]
-        outputs += [helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT, ["batch", n_head, "total", head_dim]) for kv in ("key", "value")]
+        inputs += [helper.make_tensor_value_info(n, kv, ["batch", n_head, "past", head_dim]) for n in (past_k, past_v)]
+        outputs += [helper.make_tensor_value_info(f"present.{i}.{part}", kv, ["batch", n_head, "total", head_dim]) for part in ("key", "value")]
         # The step's own keys/values too: a caller that keeps the cache itself fetches these, not the
         # whole present, and saves copying every sequence's cache back from the GPU each step.
-        outputs += [helper.make_tensor_value_info(f"new_key_values.{i}.{kv}", TensorProto.FLOAT, ["batch", n_head, "seq", head_dim]) for kv in ("key", "value")]
+        outputs += [helper.make_tensor_value_info(f"new_key_values.{i}.{part}", kv, ["batch", n_head, "seq", head_dim]) for part in ("key", "value")]
 
         a = node("LayerNormalization", [h, init(p + "ln1_g", np.ones(n_embd, np.float32)), init(p + "ln1_b", np.zeros(n_embd, np.float32))], p + "ln1", axis=-1, epsilon=1e-5)
         qkv = node("Add", [node("MatMul", [a, w(p + "w_qkv", [n_embd, 3 * n_embd])], p + "qkv_mm"), init(p + "b_qkv", np.zeros(3 * n_embd, np.float32))], p + "qkv")
         nodes.append(helper.make_node("Split", [qkv, split], [p + "q", p + "k", p + "v"], axis=-1))
         to_heads = lambda x: node("Transpose", [node("Reshape", [x, heads_shape], x + "_r")], x + "_t", perm=[0, 2, 1, 3])
         q, k, v = to_heads(p + "q"), to_heads(p + "k"), to_heads(p + "v")
-        nodes.append(helper.make_node("Identity", [k], [f"new_key_values.{i}.key"]))
-        nodes.append(helper.make_node("Identity", [v], [f"new_key_values.{i}.value"]))
-        k_all = node("Concat", [past_k, k], f"present.{i}.key", axis=2)
-        v_all = node("Concat", [past_v, v], f"present.{i}.value", axis=2)
+        if kv == TensorProto.FLOAT:
+            nodes.append(helper.make_node("Identity", [k], [f"new_key_values.{i}.key"]))
+            nodes.append(helper.make_node("Identity", [v], [f"new_key_values.{i}.value"]))
+            k_all = node("Concat", [past_k, k], f"present.{i}.key", axis=2)
+            v_all = node("Concat", [past_v, v], f"present.{i}.value", axis=2)
+        else:  # the cache crosses the graph's edge in `kv`, the arithmetic stays FP32
+            for part, new, past in (("key", k, past_k), ("value", v, past_v)):
+                nodes.append(helper.make_node("Cast", [new], [f"new_key_values.{i}.{part}"], to=kv))
+                joined = node("Concat", [node("Cast", [past], p + part + "_past32", to=TensorProto.FLOAT), new], p + part + "_all", axis=2)
+                nodes.append(helper.make_node("Cast", [joined], [f"present.{i}.{part}"], to=kv))
+            k_all, v_all = p + "key_all", p + "value_all"
         scores = node("Mul", [node("MatMul", [q, node("Transpose", [k_all], p + "k_T", perm=[0, 1, 3, 2])], p + "qk"), scale], p + "scores")
         probs = node("Softmax", [node("Add", [scores, bias], p + "masked")], p + "probs", axis=-1)
         ctx = node("Reshape", [node("Transpose", [node("MatMul", [probs, v_all], p + "ctx")], p + "ctx_t", perm=[0, 2, 1, 3]), merge_shape], p + "ctx_m")
@@ -114,7 +124,8 @@ def build(n_embd, n_layer, n_head, n_ctx, seed=20261122):
 
 if __name__ == "__main__":
     size, out = sys.argv[1], sys.argv[2]
-    model = build(**SIZES[size])
+    kv = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}[sys.argv[4] if sys.argv[3:4] == ["--kv"] else "fp32"]
+    model = build(**SIZES[size], kv=kv)
     if size == "tiny":
         onnx.checker.check_model(model)
         onnx.save(model, out)

@@ -11,8 +11,10 @@
 #   coldstart  CUDA replica cold start (warm-up at batch 32/128/256), GPU memory before / up / after scale to zero
 #   coldstart-heuristic  the same with cudnn_conv_algo_search HEURISTIC instead of ONNX Runtime's EXHAUSTIVE
 #   fp16-nhwc  fp16 with prefer_nhwc
-#   gpt2       GPT-2-small streaming, 1/16/64 streams, continuous batching vs sequential
+#   gpt2       GPT-2-small streaming, 1/16/64 streams, continuous batching vs sequential; KV cache in FP16
+#              (half the bytes every decode step sends to the GPU)
 #   fp32       raw vs gateway, ResNet-50 fp32, batch 32/128
+#   gpt2-kv32  gpt2 with the KV cache in FP32
 # A 10-minute device call fits about four steps at SECONDS_PER_LOAD=6; the exported models stay in
 # $MODELS while the machine is warm, so the rest can follow in a second call. A failing step is
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
@@ -20,7 +22,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 fp16-nhwc fp32}
+STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 fp16-nhwc fp32 gpt2-kv32}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -31,12 +33,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 vision() { node --import tsx bench/gpu/vision.ts --device cuda --seconds "$SECONDS_PER_LOAD" --out "$OUT" "$@"; }
 # CUDA provider options for the raw in-process session too: the bench process needs the shim itself.
 with_shim() { LD_PRELOAD="$PWD/dist/native/cuda-options.so" "$@"; }
+gpt2() {
+  node --import tsx bench/streaming.ts --model "$MODELS/gpt2-small${1:+-$1}.onnx" --device cuda --streams 1,16,64 --max-tokens 128 \
+    --seconds "$SECONDS_PER_LOAD" --out "$OUT" "${@:2}"
+}
 coldstart() { node --import tsx bench/gpu/coldstart.ts --model "$MODELS/resnet50-fp16.onnx" --batch-sizes 32,128,256 --out "$OUT" "$@"; }
 run_step() {
   case "$1" in
     models)
       { [ -f "$MODELS/resnet50-u8.onnx" ] || python3 bench/gpu/export.py "$MODELS"; } &&
-        { [ -f "$MODELS/gpt2-small.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small.onnx"; } ;;
+        { [ -f "$MODELS/gpt2-small.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small.onnx"; } &&
+        { [ -f "$MODELS/gpt2-small-kv16.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small-kv16.onnx" --kv fp16; } ;;
     fp16) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --shape 3,224,224 --dtype FP16 --batches 32,128,256 ;;
     u8) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8 --shape 224,224,3 --dtype UINT8 --batches 32,128,256 ;;
     u8-nhwc) with_shim vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-nhwc --shape 224,224,3 --dtype UINT8 --batches 128,256 --cuda '{"prefer_nhwc":true}' ;;
@@ -45,9 +52,8 @@ run_step() {
     u8-2rep) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-2rep --shape 224,224,3 --dtype UINT8 --batches 128,256 --replicas-per-gpu 2 ;;
     coldstart) coldstart ;;
     coldstart-heuristic) coldstart --name coldstart-heuristic --cuda '{"cudnn_conv_algo_search":"HEURISTIC"}' ;;
-    gpt2)
-      node --import tsx bench/streaming.ts --model "$MODELS/gpt2-small.onnx" --device cuda --streams 1,16,64 --max-tokens 128 \
-        --seconds "$SECONDS_PER_LOAD" --name gpu-gpt2-small --out "$OUT" ;;
+    gpt2) gpt2 kv16 --name gpu-gpt2-small ;;
+    gpt2-kv32) gpt2 "" --name gpu-gpt2-small-kv32 ;;
     fp32) vision --model "$MODELS/resnet50-fp32.onnx" --name resnet50-fp32 --shape 3,224,224 --dtype FP32 --batches 32,128 ;;
     *) echo "unknown step $1" >&2; return 2 ;;
   esac

@@ -47,7 +47,7 @@ async function reference(prompt: number[], steps: number): Promise<number[]> {
 
 describe('Decoder', () => {
   it('reads the decoder layout from the signature', () => {
-    expect(spec).toEqual({ layers: 2, heads: 2, headDim: 16, vocab: 50257, context: 512, tokenizer: 'gpt2', newKeyValues: true });
+    expect(spec).toEqual({ layers: 2, heads: 2, headDim: 16, vocab: 50257, context: 512, tokenizer: 'gpt2', newKeyValues: true, kvType: 'float32' });
   });
 
   // With the step's own keys/values fetched (models/gpt.py), and with the whole present (Hugging Face exports).
@@ -104,6 +104,39 @@ describe('Decoder', () => {
     for (let i = 0; i < 3; i++) solo.push((await alone.step({ join: [], advance: ['x'], release: [] })).tokens.x);
     expect(got.x).toEqual(solo);
     expect(got.y).toEqual(await reference([15496, 995, 11], got.y.length));
+  });
+
+  it('keeps an FP16 cache (models/gpt.py --kv fp16): batched steps match one sequence run alone on its own cache', async () => {
+    const kv16Path = fileURLToPath(new URL('../../examples/models/tiny-gpt-kv16.onnx', import.meta.url));
+    const kv16 = await ort.InferenceSession.create(kv16Path);
+    const kv16Spec = generativeSpec(await readSignature(kv16Path)) as GenerativeSpec;
+    expect(kv16Spec.kvType).toBe('float16');
+    const alone = async (prompt: number[], steps: number) => {
+      const d = new Decoder(kv16, kv16Spec, sampler);
+      const out = [(await d.step({ join: [{ seq: 's', prompt, sampling: greedy }], advance: [], release: [] })).tokens.s];
+      while (out.length < steps) out.push((await d.step({ join: [], advance: ['s'], release: [] })).tokens.s);
+      return out;
+    };
+    const batched = new Decoder(kv16, kv16Spec, sampler);
+    const prompts = { a: [15496, 995], b: [40, 1101, 257, 1332, 11, 290], c: [464] };
+    const got: Record<string, number[]> = { a: [], b: [], c: [] };
+    const first = await batched.step({
+      join: [
+        { seq: 'a', prompt: prompts.a, sampling: greedy },
+        { seq: 'b', prompt: prompts.b, sampling: greedy },
+      ],
+      advance: [],
+      release: [],
+    });
+    got.a.push(first.tokens.a);
+    got.b.push(first.tokens.b);
+    for (let step = 0; step < 24; step++) {
+      const join = step === 2 ? [{ seq: 'c', prompt: prompts.c, sampling: greedy }] : [];
+      const advance = [...(step === 5 ? [] : ['a']), ...(step < 3 ? ['b'] : []), ...(step > 2 ? ['c'] : [])];
+      const r = await batched.step({ join, advance, release: step === 3 ? ['b'] : [] });
+      for (const [seq, token] of Object.entries(r.tokens)) got[seq].push(token);
+    }
+    for (const seq of ['a', 'b', 'c'] as const) expect(got[seq]).toEqual(await alone(prompts[seq], got[seq].length));
   });
 
   it('grows a cache past its first capacity', async () => {

@@ -37,12 +37,12 @@ export class Decoder {
   private seqs = new Map<string, Sequence>();
   /** Row r holds `byRow[r]`; rows are packed from 0. */
   private byRow: Sequence[] = [];
-  /** Per layer: keys, then values; each [rowCapacity, heads, positions, headDim]. */
-  private caches: Float32Array[] = [];
+  /** Per layer: keys, then values; each [rowCapacity, heads, positions, headDim], FP16 as its bits. */
+  private caches: KvArray[] = [];
   private rowCapacity = 0;
   private positions = 0;
   /** Logits and fetched keys/values, reused by name so that decode steps allocate nothing large. */
-  private scratch = new Map<string, Float32Array>();
+  private scratch = new Map<string, KvArray>();
 
   constructor(
     private session: ort.InferenceSession,
@@ -81,7 +81,7 @@ export class Decoder {
     const { heads, headDim, layers } = this.spec;
     for (let l = 0; l < layers; l++) {
       for (const [k, kind] of ['key', 'value'].entries()) {
-        const present = out[`present.${l}.${kind}`].data as Float32Array; // [1, heads, n, headDim]
+        const present = out[`present.${l}.${kind}`].data as KvArray; // [1, heads, n, headDim]
         const cache = this.caches[2 * l + k];
         for (let h = 0; h < heads; h++) cache.set(present.subarray(h * n * headDim, (h + 1) * n * headDim), this.offset(seq.row, h, 0));
       }
@@ -122,13 +122,14 @@ export class Decoder {
     // step's keys/values are needed; where the model outputs them alone, the whole present is not fetched.
     const kvOutput = this.spec.newKeyValues ? 'new_key_values' : 'present';
     const fetched = this.spec.newKeyValues ? 1 : past + 1;
-    const fetches: Record<string, ort.Tensor> = { logits: new ort.Tensor('float32', this.buffer('logits', b * vocab), [b, 1, vocab]) };
+    const fetches: Record<string, ort.Tensor> = { logits: new ort.Tensor('float32', this.buffer('logits', b * vocab, 'float32'), [b, 1, vocab]) };
+    const kvType = this.spec.kvType;
     for (let l = 0; l < layers; l++) {
       for (const [k, kind] of ['key', 'value'].entries()) {
         const rowsOfPast = this.caches[2 * l + k].subarray(0, b * heads * past * headDim);
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', rowsOfPast, [b, heads, past, headDim]);
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, rowsOfPast, [b, heads, past, headDim]);
         const out = `${kvOutput}.${l}.${kind}`;
-        fetches[out] = new ort.Tensor('float32', this.buffer(out, b * heads * fetched * headDim), [b, heads, fetched, headDim]);
+        fetches[out] = new ort.Tensor(kvType, this.buffer(out, b * heads * fetched * headDim, kvType), [b, heads, fetched, headDim]);
       }
     }
     await this.session.run(feeds, fetches);
@@ -144,7 +145,7 @@ export class Decoder {
     for (const s of advancing) {
       for (let l = 0; l < layers; l++) {
         for (const [k, kind] of ['key', 'value'].entries()) {
-          const present = fetches[`${kvOutput}.${l}.${kind}`].data as Float32Array; // [b, heads, fetched, headDim]
+          const present = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [b, heads, fetched, headDim]
           for (let h = 0; h < heads; h++) {
             const from = ((s.row * heads + h) * fetched + fetched - 1) * headDim;
             this.caches[2 * l + k].set(present.subarray(from, from + headDim), this.offset(s.row, h, s.length));
@@ -187,7 +188,7 @@ export class Decoder {
     const { heads, headDim, layers } = this.spec;
     const rowCapacity = rows <= this.rowCapacity ? this.rowCapacity : Math.max(4, rows, 2 * this.rowCapacity);
     const grown = positions <= this.positions ? this.positions : Math.max(positions, Math.ceil((this.positions * 1.25) / 16) * 16, 16);
-    const caches = Array.from({ length: 2 * layers }, () => new Float32Array(rowCapacity * heads * grown * headDim));
+    const caches = Array.from({ length: 2 * layers }, () => kvArray(this.spec.kvType, rowCapacity * heads * grown * headDim));
     for (const s of this.byRow) {
       for (let c = 0; c < caches.length; c++) {
         for (let h = 0; h < heads; h++) {
@@ -201,10 +202,10 @@ export class Decoder {
     this.positions = grown;
   }
 
-  private buffer(name: string, length: number): Float32Array {
+  private buffer(name: string, length: number, type: KvType): KvArray {
     let buffer = this.scratch.get(name);
     if (!buffer || buffer.length < length) {
-      buffer = new Float32Array(Math.max(length, 2 * (buffer?.length ?? 0)));
+      buffer = kvArray(type, Math.max(length, 2 * (buffer?.length ?? 0)));
       this.scratch.set(name, buffer);
     }
     return buffer.subarray(0, length);
@@ -214,12 +215,17 @@ export class Decoder {
     const feeds: Record<string, ort.Tensor> = {};
     for (let l = 0; l < this.spec.layers; l++) {
       for (const kind of ['key', 'value']) {
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [batch, this.spec.heads, 0, this.spec.headDim]);
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(this.spec.kvType, kvArray(this.spec.kvType, 0), [batch, this.spec.heads, 0, this.spec.headDim]);
       }
     }
     return feeds;
   }
 }
+
+type KvType = GenerativeSpec['kvType'];
+/** A cache's elements; FP16 is kept as its bits (copied, never computed on, here). */
+type KvArray = Float32Array | Uint16Array;
+const kvArray = (type: KvType, length: number): KvArray => (type === 'float16' ? new Uint16Array(length) : new Float32Array(length));
 
 /** Sampling for a row whose result is dropped: greedy, no random draws. */
 const DISCARDED = { sampling: { temperature: 0, topP: 1, topK: 0, seed: 0 }, random: () => 0 };

@@ -15,6 +15,8 @@ export type GenerativeSpec = {
    * a decode step then fetches those instead of every sequence's whole `present` cache.
    */
   newKeyValues: boolean;
+  /** The cache's element type (past_key_values in, present / new_key_values out). */
+  kvType: 'float32' | 'float16';
 };
 
 /**
@@ -30,6 +32,8 @@ export function generativeSpec(sig: ModelSignature): GenerativeSpec | null {
   const first = sig.inputs.find((i) => i.name === 'past_key_values.0.key');
   if (!first || layers < 1 || !Number.isInteger(layers)) return null;
   const [, heads, , headDim] = first.shape;
+  const kvType = ({ FP32: 'float32', FP16: 'float16' } as const)[first.dtype as 'FP32' | 'FP16'];
+  if (!kvType) return null;
   const vocab = logits.shape[2];
   if (typeof heads !== 'number' || typeof headDim !== 'number' || typeof vocab !== 'number') return null;
   const context = Number(sig.metadata.n_ctx) || undefined;
@@ -37,5 +41,5 @@ export function generativeSpec(sig: ModelSignature): GenerativeSpec | null {
   const newKeyValues = Array.from({ length: layers }, (_, l) => l).every(
     (l) => outputs.has(`new_key_values.${l}.key`) && outputs.has(`new_key_values.${l}.value`),
   );
-  return { layers, heads, headDim, vocab, context, tokenizer: sig.metadata.tokenizer ?? 'gpt2', newKeyValues };
+  return { layers, heads, headDim, vocab, context, tokenizer: sig.metadata.tokenizer ?? 'gpt2', newKeyValues, kvType };
 }
