@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Decoder } from './decoder.js';
+import { Decoder, prefillGroups } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { Sampler } from './sampling.js';
 import { readSignature } from './signature.js';
@@ -137,6 +137,15 @@ describe('Decoder', () => {
       for (const [seq, token] of Object.entries(r.tokens)) got[seq].push(token);
     }
     for (const seq of ['a', 'b', 'c'] as const) expect(got[seq]).toEqual(await alone(prompts[seq], got[seq].length));
+  });
+
+  it('prefills joining sequences together, at most 2048 padded prompt positions per run', () => {
+    const joins = (...lengths: number[]) => lengths.map((n, i) => ({ seq: `s${i}`, prompt: new Array(n).fill(1), sampling: greedy }));
+    const sizes = (...lengths: number[]) => prefillGroups(joins(...lengths)).map((g) => g.map((j) => j.prompt.length));
+    expect(sizes(5, 9, 3)).toEqual([[5, 9, 3]]);
+    expect(sizes(500, 500, 500, 500, 500)).toEqual([[500, 500, 500, 500], [500]]);
+    expect(sizes(10, 1000, 10)).toEqual([[10, 1000], [10]]);
+    expect(sizes(3000, 4)).toEqual([[3000], [4]]);
   });
 
   it('grows a cache past its first capacity', async () => {

@@ -58,38 +58,65 @@ export class Decoder {
     for (const seq of req.release) this.release(seq);
     const tokens: Record<string, number> = {};
     const t0 = performance.now();
-    for (const j of req.join) tokens[j.seq] = await this.prefill(j.seq, j.prompt, j.sampling);
+    for (const group of prefillGroups(req.join)) Object.assign(tokens, await this.prefill(group));
     const t1 = performance.now();
     const advancing = req.advance.filter((s) => this.seqs.has(s));
     if (advancing.length > 0) Object.assign(tokens, await this.decode(advancing));
     return { tokens, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length };
   }
 
-  private async prefill(id: string, prompt: number[], sampling: Sampling): Promise<number> {
-    this.release(id);
-    const n = prompt.length;
-    const positions = prompt.map((_, i) => i);
-    const out = await this.session.run({
-      input_ids: int64([prompt], [1, n]),
-      position_ids: int64([positions], [1, n]),
-      attention_mask: int64([prompt.map(() => 1)], [1, n]),
-      ...this.emptyPast(1),
+  /**
+   * Prefills joining sequences together, prompts right-padded to the longest: a padded position comes
+   * after every real one, so causal attention already keeps real tokens from seeing it.
+   */
+  private async prefill(joins: StepRequest['join']): Promise<Record<string, number>> {
+    for (const j of joins) this.release(j.seq);
+    const { heads, headDim, layers, vocab } = this.spec;
+    const count = joins.length;
+    const n = Math.max(...joins.map((j) => j.prompt.length));
+    const ids = new BigInt64Array(count * n);
+    const positions = new BigInt64Array(count * n);
+    const mask = new BigInt64Array(count * n);
+    joins.forEach((j, i) => {
+      for (let p = 0; p < n; p++) positions[i * n + p] = BigInt(p);
+      j.prompt.forEach((token, p) => {
+        ids[i * n + p] = BigInt(token);
+        mask[i * n + p] = 1n;
+      });
     });
-    this.reserve(this.byRow.length + 1, n + 1);
-    const seq: Sequence = { row: this.byRow.length, length: n, last: 0, sampling, random: seededRandom(sampling.seed) };
-    this.byRow.push(seq);
-    const { heads, headDim, layers } = this.spec;
-    for (let l = 0; l < layers; l++) {
-      for (const [k, kind] of ['key', 'value'].entries()) {
-        const present = out[`present.${l}.${kind}`].data as KvArray; // [1, heads, n, headDim]
-        const cache = this.caches[2 * l + k];
-        for (let h = 0; h < heads; h++) cache.set(present.subarray(h * n * headDim, (h + 1) * n * headDim), this.offset(seq.row, h, 0));
+    const out = await this.session.run({
+      input_ids: new ort.Tensor('int64', ids, [count, n]),
+      position_ids: new ort.Tensor('int64', positions, [count, n]),
+      attention_mask: new ort.Tensor('int64', mask, [count, n]),
+      ...this.emptyPast(count),
+    });
+    this.reserve(this.byRow.length + count, n + 1);
+    const logits = out.logits.data as Float32Array; // [count, n, vocab]
+    const lastLogits = this.buffer('prefill-logits', count * vocab, 'float32') as Float32Array;
+    const seqs = joins.map((j, i): Sequence => {
+      const length = j.prompt.length;
+      const seq: Sequence = { row: this.byRow.length, length, last: 0, sampling: j.sampling, random: seededRandom(j.sampling.seed) };
+      this.byRow.push(seq);
+      for (let l = 0; l < layers; l++) {
+        for (const [k, kind] of ['key', 'value'].entries()) {
+          const present = out[`present.${l}.${kind}`].data as KvArray; // [count, heads, n, headDim]
+          for (let h = 0; h < heads; h++) {
+            const from = (i * heads + h) * n * headDim;
+            this.caches[2 * l + k].set(present.subarray(from, from + length * headDim), this.offset(seq.row, h, 0));
+          }
+        }
       }
-    }
-    const logits = out.logits.data as Float32Array; // [1, n, vocab]
-    [seq.last] = await this.sampler.sample(logits.subarray((n - 1) * this.spec.vocab, n * this.spec.vocab), this.spec.vocab, [seq]);
-    this.seqs.set(id, seq);
-    return seq.last;
+      lastLogits.set(logits.subarray((i * n + length - 1) * vocab, (i * n + length) * vocab), i * vocab);
+      return seq;
+    });
+    const next = await this.sampler.sample(lastLogits, vocab, seqs);
+    const tokens: Record<string, number> = {};
+    seqs.forEach((seq, i) => {
+      seq.last = next[i];
+      this.seqs.set(joins[i].seq, seq);
+      tokens[joins[i].seq] = seq.last;
+    });
+    return tokens;
   }
 
   private async decode(ids: string[]): Promise<Record<string, number>> {
@@ -222,6 +249,30 @@ export class Decoder {
   }
 }
 
+/**
+ * Most prompt positions (padding included) prefilled in one run: its logits are [sequences, longest
+ * prompt, vocab], 400 MB at GPT-2's vocabulary.
+ */
+const PREFILL_POSITIONS = 2048;
+
+/** Joining sequences in order, in groups of at most PREFILL_POSITIONS padded positions (or one sequence). */
+export function prefillGroups(joins: StepRequest['join']): StepRequest['join'][] {
+  const groups: StepRequest['join'][] = [];
+  let group: StepRequest['join'] = [];
+  let longest = 0;
+  for (const j of joins) {
+    const widened = Math.max(longest, j.prompt.length);
+    if (group.length > 0 && (group.length + 1) * widened > PREFILL_POSITIONS) {
+      groups.push(group);
+      group = [];
+    }
+    longest = group.length === 0 ? j.prompt.length : widened;
+    group.push(j);
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
+}
+
 type KvType = GenerativeSpec['kvType'];
 /** A cache's elements; FP16 is kept as its bits (copied, never computed on, here). */
 type KvArray = Float32Array | Uint16Array;
@@ -229,7 +280,3 @@ const kvArray = (type: KvType, length: number): KvArray => (type === 'float16' ?
 
 /** Sampling for a row whose result is dropped: greedy, no random draws. */
 const DISCARDED = { sampling: { temperature: 0, topP: 1, topK: 0, seed: 0 }, random: () => 0 };
-
-function int64(rows: number[][], dims: number[]): ort.Tensor {
-  return new ort.Tensor('int64', BigInt64Array.from(rows.flat(), BigInt), dims);
-}
