@@ -61,8 +61,8 @@ static OrtStatus *fail(int code, const char *what, const char *detail) {
   return ((CreateStatusFn)real_api[CREATE_STATUS])(code, msg);
 }
 
-/* Logs the options the provider will really use, read back from ONNX Runtime. */
-static void log_effective(const void *cuda_options) {
+/* The options the provider will really use, as ONNX Runtime reports them. */
+static void report_effective(const void *cuda_options) {
   void *allocator = NULL;
   char *text = NULL;
   OrtStatus *status = ((GetAllocatorFn)real_api[GET_ALLOCATOR_WITH_DEFAULT_OPTIONS])(&allocator);
@@ -71,7 +71,10 @@ static void log_effective(const void *cuda_options) {
     ((ReleaseStatusFn)real_api[RELEASE_STATUS])(status);
     return;
   }
+  /* Logged (a replica that then fails to start shows what it tried) and reported by the replica in
+     /admin/pools; session creation runs on the replica's main thread, so setenv is safe. */
   fprintf(stderr, "infergate: CUDA provider options in effect: %s\n", text);
+  setenv("INFERGATE_CUDA_OPTIONS_EFFECTIVE", text, 1);
   ((AllocatorFreeFn)real_api[ALLOCATOR_FREE])(allocator, text);
 }
 
@@ -98,7 +101,7 @@ static OrtStatus *append_cuda_v2(void *session_options, const void *cuda_options
       ((ReleaseStatusFn)real_api[RELEASE_STATUS])(status);
       return wrapped;
     }
-    log_effective(cuda_options);
+    report_effective(cuda_options);
   }
   return ((AppendCudaFn)real_api[APPEND_CUDA_V2])(session_options, cuda_options);
 }

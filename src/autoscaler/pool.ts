@@ -174,6 +174,7 @@ export class ReplicaPool extends EventEmitter<{
       startedAt: new Date(Date.now() - (now - m.startedAt)).toISOString(),
       idleForS: m.idleSince === undefined ? undefined : Math.round(now - m.idleSince) / 1000,
       coldStart: m.replica?.coldStart,
+      cudaOptions: m.replica?.cudaOptions,
     }));
   }
 
@@ -241,6 +242,7 @@ export class ReplicaPool extends EventEmitter<{
       provider: replica.provider,
       transport: replica.transport,
       coldStart: replica.coldStart,
+      cudaOptions: replica.cudaOptions,
     };
     if (replica.fallback) this.opts.log?.warn({ ...where, reason: replica.fallback }, 'replica ready on the CPU: CUDA is not available');
     else this.opts.log?.info(where, `replica ready on ${replica.provider}`);

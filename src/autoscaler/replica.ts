@@ -27,6 +27,8 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   readonly provider: string;
   /** Why the replica is not on CUDA although `auto` asked for it. */
   readonly fallback?: string;
+  /** The CUDA provider's options in effect (ONNX Runtime's report), where the model sets some. */
+  readonly cudaOptions?: string;
   /** Batches sent and not yet answered. */
   readonly inFlight: number;
   /** How large tensors reach it: shared-memory slots, or the socket itself. */
@@ -178,6 +180,9 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
   }
   get fallback() {
     return this.ready.fallback;
+  }
+  get cudaOptions() {
+    return this.ready.cudaOptions;
   }
   get inFlight() {
     return this.pending.size;

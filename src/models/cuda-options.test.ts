@@ -52,6 +52,8 @@ describe('CUDA provider options', () => {
     if (cudaInstalled) {
       const replica = await start;
       expect(replica.provider).toBe('cuda:0');
+      expect(replica.cudaOptions).toContain('cudnn_conv_algo_search=HEURISTIC');
+      expect(replica.cudaOptions).toContain('prefer_nhwc=1');
       await replica.stop();
     } else {
       await expect(start).rejects.toThrow(/infergate CUDA options \(device_id=0;cudnn_conv_algo_search=HEURISTIC;prefer_nhwc=1\): .*providers/);

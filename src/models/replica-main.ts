@@ -27,7 +27,7 @@ process.on('disconnect', () => process.exit(0));
 async function main(spec: ReplicaSpec): Promise<void> {
   const mainAt = performance.now();
   const signature = await readSignature(spec.path);
-  const { session, provider, fallback } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
+  const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
   const sessionAt = performance.now();
   const generative = generativeSpec(signature);
   const decoder = generative ? new Decoder(session, generative, await Sampler.create()) : undefined;
@@ -95,6 +95,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
     type: 'ready',
     provider,
     fallback,
+    cudaOptions,
     shm: slots !== undefined,
     timings: { spawnMs: mainAt, sessionMs: sessionAt - mainAt, warmupMs: warmupAt - sessionAt },
   };

@@ -25,6 +25,8 @@ export type ReadyMessage = {
   type: 'ready';
   provider: Provider;
   fallback?: string;
+  /** The CUDA provider's options in effect, where the model has `cuda:` options. */
+  cudaOptions?: string;
   /** It opened the shared-memory slots (large tensors skip the socket). */
   shm: boolean;
   /** spawnMs: process start to main; sessionMs: session creation; warmupMs: the first run. */

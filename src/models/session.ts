@@ -31,6 +31,8 @@ export type OpenedSession = {
   provider: Provider;
   /** Why CUDA was not used when `auto` asked for it. */
   fallback?: string;
+  /** The CUDA provider's options as ONNX Runtime reports them, where the model has `cuda:` options. */
+  cudaOptions?: string;
 };
 
 /**
@@ -66,7 +68,7 @@ export async function openSession(path: string, device: DeviceSpec, threads = 0,
       const why = process.env.INFERGATE_CUDA_OPTIONS_SHIM ?? cudaOptionsUnavailable() ?? 'it was not preloaded';
       throw new Error(`CUDA options are configured but the shim that applies them is not active: ${why}`);
     }
-    return { session, provider: `cuda:${deviceId}` };
+    return { session, provider: `cuda:${deviceId}`, cudaOptions: withOptions ? process.env.INFERGATE_CUDA_OPTIONS_EFFECTIVE : undefined };
   } catch (err) {
     // Options that are wrong for this provider are the user's to fix, not a reason to run on the CPU.
     if (device !== 'auto' || String(err).includes('CUDA options')) {
