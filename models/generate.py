@@ -140,6 +140,21 @@ def pixels(out_dir):
     save(graph, out_dir, "pixels.onnx")
 
 
+def pixels_mean(out_dir):
+    """UINT8 images [N, 224, 224, 3] -> mean of each channel / 255 [N, 3]: a few passes over every byte, so a
+    run takes about as long as reading its batch; for the benchmark of where a replica's session runs."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["xf", "scale"], ["xs"]),
+         helper.make_node("ReduceMean", ["xs"], ["y"], axes=[1, 2], keepdims=0)],
+        "pixels-mean",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 224, 224, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.array(1 / 255, np.float32), "scale")],
+    )
+    save(graph, out_dir, "pixels-mean.onnx")
+
+
 def sampler(out_path):
     """The replica's sampling head: softmax(logits * inv_temperature) and argmax per row, vectorised by
     ONNX Runtime (a JavaScript Math.exp loop over a 50257-token vocabulary costs ~1 ms per token)."""
@@ -168,6 +183,7 @@ if __name__ == "__main__":
     slow(out)
     cnn(out, "cnn-bench.onnx", [3, 16, 16, 16])
     pixels(out)
+    pixels_mean(out)
     sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler.onnx"))
     for f in sorted(os.listdir(out)):
         print(f"{f}: {os.path.getsize(os.path.join(out, f))} bytes")

@@ -175,6 +175,7 @@ export class ReplicaPool extends EventEmitter<{
       idleForS: m.idleSince === undefined ? undefined : Math.round(now - m.idleSince) / 1000,
       coldStart: m.replica?.coldStart,
       cudaOptions: m.replica?.cudaOptions,
+      sessionThread: m.replica?.sessionThread,
     }));
   }
 
@@ -243,6 +244,7 @@ export class ReplicaPool extends EventEmitter<{
       transport: replica.transport,
       coldStart: replica.coldStart,
       cudaOptions: replica.cudaOptions,
+      sessionThread: replica.sessionThread,
     };
     if (replica.fallback) this.opts.log?.warn({ ...where, reason: replica.fallback }, 'replica ready on the CPU: CUDA is not available');
     else this.opts.log?.info(where, `replica ready on ${replica.provider}`);

@@ -29,6 +29,8 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   readonly fallback?: string;
   /** The CUDA provider's options in effect (ONNX Runtime's report), where the model sets some. */
   readonly cudaOptions?: string;
+  /** Where its session runs (process replicas): a worker thread or the main thread. */
+  readonly sessionThread?: 'main' | 'worker';
   /** Batches sent and not yet answered. */
   readonly inFlight: number;
   /** How large tensors reach it: shared-memory slots, or the socket itself. */
@@ -183,6 +185,9 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
   }
   get cudaOptions() {
     return this.ready.cudaOptions;
+  }
+  get sessionThread() {
+    return this.ready.sessionThread;
   }
   get inFlight() {
     return this.pending.size;

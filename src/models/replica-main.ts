@@ -7,13 +7,14 @@ import { rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { Inputs } from '../tensor/index.js';
 import { Decoder, type StepRequest } from './decoder.js';
-import { generativeSpec } from './generative.js';
+import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
 import { Sampler } from './sampling.js';
-import { openSession, runSession, warmupRuns } from './session.js';
+import { missingCudaProvider, openSession, runSession, warmupRuns } from './session.js';
+import { SessionWorker, type SessionWorkerReady } from './session-worker.js';
 import { TensorSlots } from './shm.js';
-import { readSignature } from './signature.js';
+import { type ModelSignature, readSignature } from './signature.js';
 
 const spec = JSON.parse(process.env.INFERGATE_REPLICA ?? 'null') as ReplicaSpec | null;
 if (!spec || !process.send) {
@@ -24,22 +25,21 @@ if (!spec || !process.send) {
 // The gateway going away (even by SIGKILL) closes the IPC channel: never outlive it holding a GPU.
 process.on('disconnect', () => process.exit(0));
 
+/** What serves the frames: a decoder for generation steps, or a session for batches. */
+type Engine = SessionWorkerReady & {
+  decoder?: Decoder;
+  infer?: (inputs: Inputs, slot: number | undefined) => Promise<{ outputs: Inputs; computeMs: number }>;
+  /** It runs batches one at a time itself (a worker's queue), so they need not wait for each other here. */
+  queues?: boolean;
+};
+
 async function main(spec: ReplicaSpec): Promise<void> {
   const mainAt = performance.now();
   const signature = await readSignature(spec.path);
-  const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
-  const sessionAt = performance.now();
   const generative = generativeSpec(signature);
-  const decoder = generative ? new Decoder(session, generative, await Sampler.create()) : undefined;
-  if (decoder) {
-    const sampling = { temperature: 0, topP: 1, topK: 0, seed: 0 };
-    await decoder.step({ join: [{ seq: 'warmup', prompt: [0, 1], sampling }], advance: [], release: [] });
-    await decoder.step({ join: [], advance: ['warmup'], release: [] });
-    await decoder.step({ join: [], advance: [], release: ['warmup'] });
-  } else for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches)) await runSession(session, inputs);
-  const warmupAt = performance.now();
   const slots = openSlots(spec.slots);
-
+  const engine = generative ? await decoderEngine(spec, generative) : onWorker(spec) ? await workerEngine(spec, slots) : await sessionEngine(spec, signature);
+  const { decoder, infer } = engine;
   let running = 0;
   let chain = Promise.resolve();
   const server = createServer((socket) => serve(socket));
@@ -56,48 +56,45 @@ async function main(spec: ReplicaSpec): Promise<void> {
         return socket.destroy();
       }
       for (const { header, tensors } of frames) {
-        const run =
-          header.op === 'infer'
-            ? async () => runSession(session, await tensors)
-            : header.op === 'step' && decoder
-              ? () => decoder.step(header as unknown as StepRequest)
-              : null;
-        if (!run) {
+        if (header.op !== 'infer' && !(header.op === 'step' && decoder)) {
           void writeFrame(socket, { id: header.id, op: 'error', message: `unknown op ${header.op}` });
           continue;
         }
         running++;
-        // One batch at a time: with max_inputs > 1 the next batch waits here, already transferred,
-        // and starts the moment the current one ends (no round trip in between, no oversubscribed cores).
-        chain = chain.then(async () => {
-          const startedAt = performance.now();
-          let answer: Promise<void>;
+        const answer = async () => {
+          let written: Promise<void>;
           try {
-            const result = await run();
-            const computeMs = performance.now() - startedAt;
-            answer =
-              header.op === 'step'
-                ? writeFrame(socket, { id: header.id, op: 'result', computeMs, ...result })
-                : writeFrame(socket, { id: header.id, op: 'result', computeMs, slot: header.slot }, result as Inputs, slots);
+            if (header.op === 'infer') {
+              const { outputs, computeMs } = await (infer as NonNullable<Engine['infer']>)(await tensors, header.shm ? header.slot : undefined);
+              written = writeFrame(socket, { id: header.id, op: 'result', computeMs, slot: header.slot }, outputs, slots);
+            } else {
+              const startedAt = performance.now();
+              const result = await (decoder as Decoder).step(header as unknown as StepRequest);
+              written = writeFrame(socket, { id: header.id, op: 'result', computeMs: performance.now() - startedAt, ...result });
+            }
           } catch (err) {
-            answer = writeFrame(socket, { id: header.id, op: 'error', message: (err as Error).message });
+            written = writeFrame(socket, { id: header.id, op: 'error', message: (err as Error).message });
           }
-          // The next batch starts now; this one counts as running until its answer is on its way.
-          void answer.finally(() => running--);
-        });
+          // It counts as running until its answer is on its way.
+          void written.finally(() => running--);
+        };
+        // One batch or step at a time: with max_inputs > 1 the next one waits, already transferred, and
+        // starts the moment the current one ends (a worker keeps that queue itself).
+        if (header.op === 'infer' && engine.queues) void answer();
+        else chain = chain.then(answer);
       }
     });
   };
-
   rmSync(spec.socket, { force: true });
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(spec.socket, resolve));
   const ready: ReadyMessage = {
     type: 'ready',
-    provider,
-    fallback,
-    cudaOptions,
+    provider: engine.provider,
+    fallback: engine.fallback,
+    cudaOptions: engine.cudaOptions,
+    sessionThread: engine.queues ? 'worker' : 'main',
     shm: slots !== undefined,
-    timings: { spawnMs: mainAt, sessionMs: sessionAt - mainAt, warmupMs: warmupAt - sessionAt },
+    timings: { spawnMs: mainAt, sessionMs: engine.sessionMs, warmupMs: engine.warmupMs },
   };
   process.send?.(ready);
 
@@ -107,6 +104,71 @@ async function main(spec: ReplicaSpec): Promise<void> {
     const exitWhenIdle = () => (running === 0 ? process.exit(0) : setTimeout(exitWhenIdle, 5));
     exitWhenIdle();
   });
+}
+
+/** A generative model: its decoder on this thread (a step's request depends on the previous step's answer). */
+async function decoderEngine(spec: ReplicaSpec, generative: GenerativeSpec): Promise<Engine> {
+  const t0 = performance.now();
+  const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
+  const t1 = performance.now();
+  const decoder = new Decoder(session, generative, await Sampler.create());
+  const sampling = { temperature: 0, topP: 1, topK: 0, seed: 0 };
+  await decoder.step({ join: [{ seq: 'warmup', prompt: [0, 1], sampling }], advance: [], release: [] });
+  await decoder.step({ join: [], advance: ['warmup'], release: [] });
+  await decoder.step({ join: [], advance: [], release: ['warmup'] });
+  return { provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs: performance.now() - t1, decoder };
+}
+
+/**
+ * Whether the session runs on a worker thread. A run blocks its thread until it ends; on a GPU that is
+ * time the replica's main thread could spend reading the next batch from /dev/shm, so CUDA replicas
+ * (and `auto` where the provider is installed) use a worker. On the CPU the cores are busy computing
+ * anyway and the hop between threads costs more than it saves on small batches (measured: identity
+ * [8,128] round trips 2.6k vs 6-9k batches/s). INFERGATE_SESSION_THREAD=worker|main overrides.
+ */
+function onWorker(spec: ReplicaSpec): boolean {
+  const forced = process.env.INFERGATE_SESSION_THREAD;
+  if (forced === 'worker' || forced === 'main') return forced === 'worker';
+  return spec.device !== 'cpu' && (spec.device !== 'auto' || !missingCudaProvider());
+}
+
+/** A session on this thread. */
+async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Promise<Engine> {
+  const t0 = performance.now();
+  const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
+  const t1 = performance.now();
+  for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches)) await runSession(session, inputs);
+  const infer = async (inputs: Inputs) => {
+    const startedAt = performance.now();
+    const outputs = await runSession(session, inputs);
+    return { outputs, computeMs: performance.now() - startedAt };
+  };
+  return { provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs: performance.now() - t1, infer };
+}
+
+/**
+ * A session on a worker thread, opened and warmed up there; batches queue on it. A /dev/shm batch's
+ * buffer goes there and back by transfer, not copy, and is each slot's read buffer again afterwards.
+ */
+async function workerEngine(spec: ReplicaSpec, slots: TensorSlots | undefined): Promise<Engine> {
+  const { path, device, threads, cuda, warmupShapes, warmupBatches } = spec;
+  const worker = await SessionWorker.start({ role: 'infergate-session', path, device, threads, cuda, warmupShapes, warmupBatches }, (err) => {
+    console.error(`replica ${spec.replicaId}: its session's worker crashed: ${err.message}`);
+    process.exit(1);
+  });
+  const infer = async (inputs: Inputs, slot: number | undefined) => {
+    const lent = slot !== undefined ? slots?.lend(slot) : undefined;
+    try {
+      const { outputs, giveBack, computeMs } = await worker.run(inputs, lent);
+      if (giveBack && slot !== undefined) slots?.keep(slot, giveBack);
+      return { outputs, computeMs };
+    } catch (err) {
+      const giveBack = (err as { giveBack?: ArrayBuffer }).giveBack;
+      if (giveBack && slot !== undefined) slots?.keep(slot, giveBack);
+      throw err;
+    }
+  };
+  return { ...worker.ready, infer, queues: true };
 }
 
 /** The gateway's shared-memory slots; without them (or if they can't be opened) tensors use the socket. */

@@ -27,6 +27,8 @@ export type ReadyMessage = {
   fallback?: string;
   /** The CUDA provider's options in effect, where the model has `cuda:` options. */
   cudaOptions?: string;
+  /** Where its session runs: a worker thread (CUDA replicas) or the process's main thread. */
+  sessionThread: 'main' | 'worker';
   /** It opened the shared-memory slots (large tensors skip the socket). */
   shm: boolean;
   /** spawnMs: process start to main; sessionMs: session creation; warmupMs: the first run. */

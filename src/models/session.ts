@@ -112,7 +112,7 @@ export function warmupInputs(signature: ModelSignature, shapes: Record<string, n
 }
 
 /** Checked before trying CUDA so that `auto` on a CPU-only machine falls back quietly and says why. */
-function missingCudaProvider(): string | undefined {
+export function missingCudaProvider(): string | undefined {
   const binding = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
   const lib = join(binding, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so');
   return existsSync(lib) ? undefined : `the CUDA execution provider is not installed (${lib} is missing; see the README's GPU section)`;

@@ -128,6 +128,21 @@ export class TensorSlots {
     }
   }
 
+  /**
+   * Hands a slot's reused read buffer over (to the replica's session worker, by transfer): no read may
+   * reuse it until it comes back with `keep`. Undefined when the slot has none.
+   */
+  lend(slot: number): ArrayBuffer | undefined {
+    const kept = this.kept[slot];
+    this.kept[slot] = undefined;
+    return kept?.buffer as ArrayBuffer | undefined;
+  }
+
+  /** Takes a lent read buffer back for the slot's next read. */
+  keep(slot: number, buffer: ArrayBuffer): void {
+    this.kept[slot] = Buffer.from(buffer);
+  }
+
   /** Closes the files once no read or write is in flight; no new one starts. Idempotent. */
   close(): void {
     this.closing = true;

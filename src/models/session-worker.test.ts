@@ -1,0 +1,47 @@
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalProcessProvider, type Replica } from '../autoscaler/index.js';
+
+const IDENTITY = fileURLToPath(new URL('../../examples/models/identity.onnx', import.meta.url));
+
+// CUDA replicas run their session on a worker thread (replica-main's onWorker); on this CPU machine the
+// same path is forced, against a real replica process and its /dev/shm slots.
+describe('a replica whose session runs on a worker thread', () => {
+  let replica: Replica;
+  beforeAll(async () => {
+    process.env.INFERGATE_SESSION_THREAD = 'worker';
+    replica = await new LocalProcessProvider().start(
+      { model: 'identity', replicaId: 'worker-1', path: IDENTITY, device: 'cpu', threads: 1, warmupShapes: {} },
+      { startupTimeoutMs: 30_000 },
+    );
+  });
+  afterAll(async () => {
+    delete process.env.INFERGATE_SESSION_THREAD;
+    await replica?.stop();
+  });
+
+  const batch = (rows: number, cols: number, seed: number) => {
+    const data = Float32Array.from({ length: rows * cols }, (_, i) => (i * 7 + seed) % 1000);
+    return { x: { dtype: 'FP32' as const, shape: [rows, cols], data } };
+  };
+
+  it('answers many batches in flight, large ones through the slots and small ones on the socket, each with its own data', async () => {
+    expect(replica.transport).toBe('shm');
+    expect(replica.sessionThread).toBe('worker');
+    // 1 MiB batches come through /dev/shm and their buffers go to the worker and back; 12 of them over
+    // 4 slots means every slot's buffer is lent and returned several times.
+    const batches = Array.from({ length: 12 }, (_, i) => (i % 3 === 2 ? batch(2, 8, i) : batch(64, 4096, i)));
+    const results = await Promise.all(batches.map((b) => replica.infer(b)));
+    results.forEach((out, i) => {
+      expect(out.y.shape).toEqual(batches[i].x.shape);
+      expect(Array.from(out.y.data as Float32Array)).toEqual(Array.from(batches[i].x.data));
+    });
+  });
+
+  it('answers a batch the session rejects with its error and keeps serving', async () => {
+    const wrongType = { x: { dtype: 'INT32' as const, shape: [64, 4096], data: new Int32Array(64 * 4096) } };
+    await expect(replica.infer(wrongType)).rejects.toThrow(/type|tensor/i);
+    const after = batch(64, 4096, 99);
+    expect(Array.from((await replica.infer(after)).y.data as Float32Array)).toEqual(Array.from(after.x.data));
+  });
+});

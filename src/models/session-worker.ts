@@ -1,0 +1,128 @@
+/**
+ * The replica's ONNX Runtime session, on a worker thread. onnxruntime-node runs a session synchronously
+ * on the calling thread, so a session on the replica's main thread blocks it for the whole batch (on a
+ * GPU, the whole time the GPU computes): the next batch's frame and its read from /dev/shm could only
+ * start once the run had ended. With the session here, the main thread reads batch k+1 while batch k
+ * runs. Tensors move by transfer, not copy: a batch's input buffer comes back with its outputs.
+ */
+import { fileURLToPath } from 'node:url';
+import { isMainThread, parentPort, SHARE_ENV, Worker, workerData } from 'node:worker_threads';
+import type { Inputs } from '../tensor/index.js';
+import type { CudaOptions } from './cuda-options.js';
+import type { Provider } from './session.js';
+
+export type SessionWorkerSpec = {
+  /** Marks the worker's data as this worker's (the module is also imported on main threads). */
+  role: 'infergate-session';
+  path: string;
+  device: string;
+  threads: number;
+  cuda?: CudaOptions;
+  warmupShapes: Record<string, number[]>;
+  warmupBatches?: number[];
+};
+export type SessionWorkerReady = { provider: Provider; fallback?: string; cudaOptions?: string; sessionMs: number; warmupMs: number };
+
+type Request = { id: number; inputs: Inputs; giveBack?: ArrayBuffer };
+type Reply = { id: number; outputs?: Inputs; error?: string; giveBack?: ArrayBuffer; computeMs?: number };
+type Started = ({ type: 'ready' } & SessionWorkerReady) | { type: 'failed'; message: string };
+
+/** The main thread's handle on the worker. */
+export class SessionWorker {
+  private nextId = 1;
+  private pending = new Map<number, { resolve: (r: Reply) => void }>();
+
+  private constructor(
+    private worker: Worker,
+    readonly ready: SessionWorkerReady,
+  ) {
+    worker.on('message', (reply: Reply) => {
+      this.pending.get(reply.id)?.resolve(reply);
+      this.pending.delete(reply.id);
+    });
+  }
+
+  /** Opens and warms up the session in a new worker; rejects with the reason if it cannot. */
+  static async start(spec: SessionWorkerSpec, onCrash: (err: Error) => void): Promise<SessionWorker> {
+    // SHARE_ENV: the CUDA options shim talks through the real environment (getenv/setenv), which a
+    // worker's own copy of process.env would not reach.
+    const worker = isSource()
+      ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(import.meta.url)}); })`, {
+          eval: true,
+          workerData: spec,
+          env: SHARE_ENV,
+        })
+      : new Worker(fileURLToPath(import.meta.url), { workerData: spec, env: SHARE_ENV });
+    const started = await new Promise<Started>((resolve, reject) => {
+      worker.once('message', resolve).once('error', reject);
+    });
+    if (started.type === 'failed') {
+      await worker.terminate();
+      throw new Error(started.message);
+    }
+    worker.on('error', onCrash);
+    const { type: _, ...ready } = started;
+    return new SessionWorker(worker, ready);
+  }
+
+  /**
+   * Runs a batch. `giveBack`, the buffer under the inputs, is transferred (the caller cannot touch it
+   * meanwhile) and returned with the outputs; without it the inputs are copied.
+   */
+  run(inputs: Inputs, giveBack?: ArrayBuffer): Promise<{ outputs: Inputs; giveBack?: ArrayBuffer; computeMs: number }> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, {
+        resolve: (r) =>
+          r.error !== undefined
+            ? reject(Object.assign(new Error(r.error), { giveBack: r.giveBack }))
+            : resolve({ outputs: r.outputs as Inputs, giveBack: r.giveBack, computeMs: r.computeMs ?? 0 }),
+      });
+      this.worker.postMessage({ id, inputs, giveBack } satisfies Request, giveBack ? [giveBack] : []);
+    });
+  }
+}
+
+function isSource(): boolean {
+  return import.meta.url.endsWith('.ts');
+}
+
+/** The worker's side. */
+async function serve(spec: SessionWorkerSpec): Promise<void> {
+  const port = parentPort as NonNullable<typeof parentPort>;
+  const { openSession, runSession, warmupRuns } = await import('./session.js');
+  const { readSignature } = await import('./signature.js');
+  let session: Awaited<ReturnType<typeof openSession>>;
+  const t0 = performance.now();
+  let t1 = t0;
+  try {
+    const signature = await readSignature(spec.path);
+    session = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
+    t1 = performance.now();
+    for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches)) await runSession(session.session, inputs);
+  } catch (err) {
+    port.postMessage({ type: 'failed', message: (err as Error).message } satisfies Started);
+    return;
+  }
+  const { provider, fallback, cudaOptions } = session;
+  port.postMessage({ type: 'ready', provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs: performance.now() - t1 } satisfies Started);
+  // One batch at a time, in the order they were posted.
+  let chain = Promise.resolve();
+  const answer = async ({ id, inputs, giveBack }: Request) => {
+    try {
+      const startedAt = performance.now();
+      const outputs = await runSession(session.session, inputs);
+      const computeMs = performance.now() - startedAt;
+      const transfer = new Set(Object.values(outputs).map((t) => t.data.buffer as ArrayBuffer));
+      if (giveBack) transfer.add(giveBack);
+      port.postMessage({ id, outputs, giveBack, computeMs } satisfies Reply, [...transfer]);
+    } catch (err) {
+      port.postMessage({ id, error: (err as Error).message, giveBack } satisfies Reply, giveBack ? [giveBack] : []);
+    }
+  };
+  port.on('message', (request: Request) => {
+    chain = chain.then(() => answer(request));
+  });
+}
+
+if (!isMainThread && (workerData as SessionWorkerSpec | undefined)?.role === 'infergate-session') await serve(workerData as SessionWorkerSpec);
