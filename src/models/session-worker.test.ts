@@ -45,3 +45,16 @@ describe('a replica whose session runs on a worker thread', () => {
     expect(Array.from((await replica.infer(after)).y.data as Float32Array)).toEqual(Array.from(after.x.data));
   });
 });
+
+describe('where a replica runs its session by default', () => {
+  it('keeps it on the main thread on a machine without the CUDA provider, for cpu and auto alike', async () => {
+    for (const device of ['cpu', 'auto']) {
+      const replica = await new LocalProcessProvider().start(
+        { model: 'identity', replicaId: `thread-${device}`, path: IDENTITY, device, threads: 1, warmupShapes: {} },
+        { startupTimeoutMs: 30_000 },
+      );
+      expect(replica.sessionThread).toBe('main');
+      await replica.stop();
+    }
+  });
+});
