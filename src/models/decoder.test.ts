@@ -45,6 +45,28 @@ async function reference(prompt: number[], steps: number): Promise<number[]> {
   return out;
 }
 
+const PROMPTS = { a: [15496, 995], b: [40, 1101, 257, 1332, 11, 290], c: [464] };
+
+/**
+ * Continuous batching over `steps` decode steps: a and b start together, c joins at step 2, b leaves at
+ * step 3, a sits out step `pauseA` (if given). Every sequence's tokens, and each step's decode batch size.
+ */
+async function scenario(decoder: Decoder, steps: number, pauseA = -1) {
+  const got: Record<'a' | 'b' | 'c', number[]> = { a: [], b: [], c: [] };
+  const join = (seq: 'a' | 'b' | 'c') => ({ seq, prompt: PROMPTS[seq], sampling: greedy });
+  const first = await decoder.step({ join: [join('a'), join('b')], advance: [], release: [] });
+  got.a.push(first.tokens.a);
+  got.b.push(first.tokens.b);
+  const batches: number[] = [];
+  for (let step = 0; step < steps; step++) {
+    const advance = [...(step === pauseA ? [] : ['a']), ...(step < 3 ? ['b'] : []), ...(step > 2 ? ['c'] : [])];
+    const r = await decoder.step({ join: step === 2 ? [join('c')] : [], advance, release: step === 3 ? ['b'] : [] });
+    for (const [seq, token] of Object.entries(r.tokens)) got[seq as 'a' | 'b' | 'c'].push(token);
+    batches.push(r.decodeBatch);
+  }
+  return { got, batches };
+}
+
 describe('Decoder', () => {
   it('reads the decoder layout from the signature', () => {
     expect(spec).toEqual({ layers: 2, heads: 2, headDim: 16, vocab: 50257, context: 512, tokenizer: 'gpt2', newKeyValues: true, kvType: 'float32' });
@@ -55,29 +77,9 @@ describe('Decoder', () => {
     'generates with its KV cache exactly what full recomputation does, for sequences of different lengths batched together (new_key_values: %s)',
     async (newKeyValues) => {
       const decoder = new Decoder(session, { ...spec, newKeyValues }, sampler);
-      const prompts = { a: [15496, 995], b: [40, 1101, 257, 1332, 11, 290], c: [464] };
-      const got: Record<string, number[]> = { a: [], b: [], c: [] };
-      // a and b start together; c joins two steps later (continuous batching); b leaves early.
-      const first = await decoder.step({
-        join: [
-          { seq: 'a', prompt: prompts.a, sampling: greedy },
-          { seq: 'b', prompt: prompts.b, sampling: greedy },
-        ],
-        advance: [],
-        release: [],
-      });
-      got.a.push(first.tokens.a);
-      got.b.push(first.tokens.b);
-      for (let step = 0; step < 6; step++) {
-        const join = step === 2 ? [{ seq: 'c', prompt: prompts.c, sampling: greedy }] : [];
-        const advance = ['a', ...(step < 3 ? ['b'] : []), ...(step > 2 ? ['c'] : [])];
-        const r = await decoder.step({ join, advance, release: step === 3 ? ['b'] : [] });
-        for (const [seq, token] of Object.entries(r.tokens)) got[seq].push(token);
-        if (step === 4) expect(r.decodeBatch).toBe(2);
-      }
-      expect(got.a).toEqual(await reference(prompts.a, got.a.length));
-      expect(got.b).toEqual(await reference(prompts.b, got.b.length));
-      expect(got.c).toEqual(await reference(prompts.c, got.c.length));
+      const { got, batches } = await scenario(decoder, 6);
+      expect(batches[4]).toBe(2);
+      for (const seq of ['a', 'b', 'c'] as const) expect(got[seq]).toEqual(await reference(PROMPTS[seq], got[seq].length));
       expect(decoder.active).toBe(2); // b was released
     },
   );
@@ -117,26 +119,8 @@ describe('Decoder', () => {
       while (out.length < steps) out.push((await d.step({ join: [], advance: ['s'], release: [] })).tokens.s);
       return out;
     };
-    const batched = new Decoder(kv16, kv16Spec, sampler);
-    const prompts = { a: [15496, 995], b: [40, 1101, 257, 1332, 11, 290], c: [464] };
-    const got: Record<string, number[]> = { a: [], b: [], c: [] };
-    const first = await batched.step({
-      join: [
-        { seq: 'a', prompt: prompts.a, sampling: greedy },
-        { seq: 'b', prompt: prompts.b, sampling: greedy },
-      ],
-      advance: [],
-      release: [],
-    });
-    got.a.push(first.tokens.a);
-    got.b.push(first.tokens.b);
-    for (let step = 0; step < 24; step++) {
-      const join = step === 2 ? [{ seq: 'c', prompt: prompts.c, sampling: greedy }] : [];
-      const advance = [...(step === 5 ? [] : ['a']), ...(step < 3 ? ['b'] : []), ...(step > 2 ? ['c'] : [])];
-      const r = await batched.step({ join, advance, release: step === 3 ? ['b'] : [] });
-      for (const [seq, token] of Object.entries(r.tokens)) got[seq].push(token);
-    }
-    for (const seq of ['a', 'b', 'c'] as const) expect(got[seq]).toEqual(await alone(prompts[seq], got[seq].length));
+    const { got } = await scenario(new Decoder(kv16, kv16Spec, sampler), 24, 5);
+    for (const seq of ['a', 'b', 'c'] as const) expect(got[seq]).toEqual(await alone(PROMPTS[seq], got[seq].length));
   });
 
   it('prefills joining sequences together, at most 2048 padded prompt positions per run', () => {
