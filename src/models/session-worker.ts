@@ -45,7 +45,8 @@ export class SessionWorker {
   /** Opens and warms up the session in a new worker; rejects with the reason if it cannot. */
   static async start(spec: SessionWorkerSpec, onCrash: (err: Error) => void): Promise<SessionWorker> {
     // SHARE_ENV: the CUDA options shim talks through the real environment (getenv/setenv), which a
-    // worker's own copy of process.env would not reach.
+    // worker's own copy of process.env would not reach. Under tsx (tests, benchmarks) Node 20 does not
+    // pass a worker's entry through the --import hooks, so the worker registers tsx itself.
     const worker = isSource()
       ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(import.meta.url)}); })`, {
           eval: true,
@@ -54,13 +55,19 @@ export class SessionWorker {
         })
       : new Worker(fileURLToPath(import.meta.url), { workerData: spec, env: SHARE_ENV });
     const started = await new Promise<Started>((resolve, reject) => {
-      worker.once('message', resolve).once('error', reject);
+      worker
+        .once('message', resolve)
+        .once('error', reject)
+        .once('exit', (code) => reject(new Error(`the session's worker exited (code ${code}) before it was ready`)));
     });
     if (started.type === 'failed') {
       await worker.terminate();
       throw new Error(started.message);
     }
-    worker.on('error', onCrash);
+    worker
+      .removeAllListeners('exit')
+      .on('error', onCrash)
+      .on('exit', (code) => onCrash(new Error(`exited with code ${code}`)));
     const { type: _, ...ready } = started;
     return new SessionWorker(worker, ready);
   }
