@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,4 +40,11 @@ export function cudaOptionsString(deviceId: number, options: CudaOptions): strin
 
 export function hasCudaOptions(options: CudaOptions | undefined): options is CudaOptions {
   return Object.values(options ?? {}).some((v) => v !== undefined);
+}
+
+/** Checked before trying CUDA so that `auto` on a CPU-only machine falls back quietly and says why. */
+export function missingCudaProvider(): string | undefined {
+  const binding = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
+  const lib = join(binding, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so');
+  return existsSync(lib) ? undefined : `the CUDA execution provider is not installed (${lib} is missing; see the README's GPU section)`;
 }

@@ -6,12 +6,11 @@
 import { rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { Inputs } from '../tensor/index.js';
-import { Decoder, type StepRequest } from './decoder.js';
+import { missingCudaProvider } from './cuda-options.js';
+import type { Decoder, StepRequest } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
-import { Sampler } from './sampling.js';
-import { missingCudaProvider, openSession, runSession, warmupRuns } from './session.js';
 import { SessionWorker, type SessionWorkerReady } from './session-worker.js';
 import { TensorSlots } from './shm.js';
 import { type ModelSignature, readSignature } from './signature.js';
@@ -108,6 +107,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
 
 /** A generative model: its decoder on this thread (a step's request depends on the previous step's answer). */
 async function decoderEngine(spec: ReplicaSpec, generative: GenerativeSpec): Promise<Engine> {
+  const [{ Decoder }, { Sampler }, { openSession }] = await Promise.all([import('./decoder.js'), import('./sampling.js'), import('./session.js')]);
   const t0 = performance.now();
   const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
   const t1 = performance.now();
@@ -134,6 +134,7 @@ function onWorker(spec: ReplicaSpec): boolean {
 
 /** A session on this thread. */
 async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Promise<Engine> {
+  const { openSession, runSession, warmupRuns } = await import('./session.js');
   const t0 = performance.now();
   const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
   const t1 = performance.now();

@@ -1,10 +1,7 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { DType, Inputs, TypedArray } from '../tensor/index.js';
 import { allocate, elementCount } from '../tensor/index.js';
-import { type CudaOptions, cudaOptionsString, cudaOptionsUnavailable, hasCudaOptions } from './cuda-options.js';
+import { type CudaOptions, cudaOptionsString, cudaOptionsUnavailable, hasCudaOptions, missingCudaProvider } from './cuda-options.js';
 import type { ModelSignature } from './signature.js';
 
 export type DeviceSpec = string; // cpu | cuda | cuda:N | auto
@@ -109,13 +106,6 @@ export function warmupInputs(signature: ModelSignature, shapes: Record<string, n
     inputs[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, elementCount(shape)) };
   }
   return inputs;
-}
-
-/** Checked before trying CUDA so that `auto` on a CPU-only machine falls back quietly and says why. */
-export function missingCudaProvider(): string | undefined {
-  const binding = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
-  const lib = join(binding, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so');
-  return existsSync(lib) ? undefined : `the CUDA execution provider is not installed (${lib} is missing; see the README's GPU section)`;
 }
 
 function firstLine(err: unknown): string {
