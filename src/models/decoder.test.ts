@@ -132,6 +132,23 @@ describe('Decoder', () => {
     expect(sizes(3000, 4)).toEqual([[3000], [4]]);
   });
 
+  it('gives cache memory back as sequences leave, and the one left goes on as if alone', async () => {
+    const decoder = new Decoder(session, spec, sampler);
+    const prompts = Array.from({ length: 8 }, (_, i) => [100 + i, 200 + i, 300 + i]);
+    const ids = prompts.map((_, i) => `s${i}`);
+    const first = await decoder.step({ join: prompts.map((prompt, i) => ({ seq: ids[i], prompt, sampling: greedy })), advance: [], release: [] });
+    const tokens = [first.tokens.s0];
+    for (let i = 0; i < 30; i++) tokens.push((await decoder.step({ join: [], advance: ids, release: [] })).tokens.s0);
+    const full = decoder.cacheBytes;
+    // Seven leave (s0 keeps row 0); the rows shrink to what is left.
+    tokens.push((await decoder.step({ join: [], advance: ['s0'], release: ids.slice(1) })).tokens.s0);
+    expect(decoder.cacheBytes).toBeLessThan(full / 2);
+    for (let i = 0; i < 4; i++) tokens.push((await decoder.step({ join: [], advance: ['s0'], release: [] })).tokens.s0);
+    expect(tokens).toEqual(await reference(prompts[0], tokens.length));
+    await decoder.step({ join: [], advance: [], release: ['s0'] });
+    expect(decoder.cacheBytes).toBe(0);
+  });
+
   it('grows a cache past its first capacity', async () => {
     const decoder = new Decoder(session, spec, sampler);
     const tokens = [(await decoder.step({ join: [{ seq: 'x', prompt: [1, 2, 3], sampling: greedy }], advance: [], release: [] })).tokens.x];

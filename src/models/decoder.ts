@@ -22,8 +22,8 @@ type Sequence = {
 
 /**
  * The replica's side of continuous batching: it keeps every sequence's KV cache and runs one step at a
- * time — each joining sequence is prefilled alone, then all advancing sequences decode one token in a
- * single batched run.
+ * time — joining sequences are prefilled together (prompts right-padded), then all advancing sequences
+ * decode one token in a single batched run.
  *
  * The caches are kept the way a decode step feeds them: per layer, one buffer [rows, heads, positions,
  * headDim] with a row per sequence, right-padded to a common `positions` (padding masked out). A step's
@@ -31,7 +31,8 @@ type Sequence = {
  * as all the caches together, every step (hundreds of MB for GPT-2 small at 64 streams). The price:
  * attention also runs over the padding, which growth in steps of a quarter keeps small; rows stay
  * packed (a leaving sequence's row takes the last row's cache), and rows before the last advancing one
- * that are not advancing this step (paused streams) are computed and their results dropped.
+ * that are not advancing this step (paused streams) are computed and their results dropped. The caches
+ * shrink again when the sequences that made them big have left.
  */
 export class Decoder {
   private seqs = new Map<string, Sequence>();
@@ -52,6 +53,11 @@ export class Decoder {
 
   get active(): number {
     return this.seqs.size;
+  }
+
+  /** Bytes the KV caches hold. */
+  get cacheBytes(): number {
+    return this.caches.reduce((n, c) => n + c.byteLength, 0);
   }
 
   async step(req: StepRequest): Promise<StepResult> {
@@ -199,11 +205,21 @@ export class Decoder {
     if (!seq) return;
     this.seqs.delete(id);
     const last = this.byRow.pop() as Sequence;
-    if (last === seq) return;
-    const rowLength = this.spec.heads * this.positions * this.spec.headDim;
-    for (const cache of this.caches) cache.copyWithin(seq.row * rowLength, last.row * rowLength, (last.row + 1) * rowLength);
-    last.row = seq.row;
-    this.byRow[seq.row] = last;
+    if (last !== seq) {
+      const rowLength = this.spec.heads * this.positions * this.spec.headDim;
+      for (const cache of this.caches) cache.copyWithin(seq.row * rowLength, last.row * rowLength, (last.row + 1) * rowLength);
+      last.row = seq.row;
+      this.byRow[seq.row] = last;
+    }
+    this.shrink();
+  }
+
+  /** Gives memory back once the rows or the longest sequence left use a quarter / half of it. */
+  private shrink(): void {
+    const rows = this.byRow.length;
+    const longest = Math.max(0, ...this.byRow.map((s) => s.length));
+    if (rows === 0) [this.caches, this.rowCapacity, this.positions] = [[], 0, 0];
+    else if (4 * rows <= this.rowCapacity || 2 * (longest + 1) <= this.positions) this.relayout(Math.max(4, rows), longest + 1);
   }
 
   /**
@@ -212,9 +228,14 @@ export class Decoder {
    */
   private reserve(rows: number, positions: number): void {
     if (rows <= this.rowCapacity && positions <= this.positions) return;
-    const { heads, headDim, layers } = this.spec;
     const rowCapacity = rows <= this.rowCapacity ? this.rowCapacity : Math.max(4, rows, 2 * this.rowCapacity);
     const grown = positions <= this.positions ? this.positions : Math.max(positions, Math.ceil((this.positions * 1.25) / 16) * 16, 16);
+    this.relayout(rowCapacity, grown);
+  }
+
+  /** New caches of `rowCapacity` rows and `grown` positions, every sequence's cache copied over. */
+  private relayout(rowCapacity: number, grown: number): void {
+    const { heads, headDim, layers } = this.spec;
     const caches = Array.from({ length: 2 * layers }, () => kvArray(this.spec.kvType, rowCapacity * heads * grown * headDim));
     for (const s of this.byRow) {
       for (let c = 0; c < caches.length; c++) {
