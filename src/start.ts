@@ -123,6 +123,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
         cuda: model.cuda,
         warmupShapes: model.warmup_shapes,
         warmupBatches: batchSizes,
+        maxBatchRows: b.max_batch_size,
       },
       // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
       place: onGpu(model) && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(name, s.replicas_per_gpu) : undefined,

@@ -11,7 +11,7 @@ import type { Decoder, StepRequest } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
-import { SessionWorker, type SessionWorkerReady } from './session-worker.js';
+import { SessionWorker, type SessionWorkerReady, sessionThread } from './session-worker.js';
 import { TensorSlots } from './shm.js';
 import { type ModelSignature, readSignature } from './signature.js';
 
@@ -37,7 +37,18 @@ async function main(spec: ReplicaSpec): Promise<void> {
   const signature = await readSignature(spec.path);
   const generative = generativeSpec(signature);
   const slots = openSlots(spec.slots);
-  const engine = generative ? await decoderEngine(spec, generative) : onWorker(spec) ? await workerEngine(spec, slots) : await sessionEngine(spec, signature);
+  const thread = sessionThread({
+    device: spec.device,
+    cudaInstalled: !missingCudaProvider(),
+    signature,
+    maxBatchRows: spec.maxBatchRows,
+    forced: process.env.INFERGATE_SESSION_THREAD,
+  });
+  const engine = generative
+    ? await decoderEngine(spec, generative)
+    : thread === 'worker'
+      ? await workerEngine(spec, slots)
+      : await sessionEngine(spec, signature);
   const { decoder, infer } = engine;
   let running = 0;
   let chain = Promise.resolve();
@@ -117,19 +128,6 @@ async function decoderEngine(spec: ReplicaSpec, generative: GenerativeSpec): Pro
   await decoder.step({ join: [], advance: ['warmup'], release: [] });
   await decoder.step({ join: [], advance: [], release: ['warmup'] });
   return { provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs: performance.now() - t1, decoder };
-}
-
-/**
- * Whether the session runs on a worker thread. A run blocks its thread until it ends; on a GPU that is
- * time the replica's main thread could spend reading the next batch from /dev/shm, so CUDA replicas
- * (and `auto` where the provider is installed) use a worker. On the CPU the cores are busy computing
- * anyway and the hop between threads costs more than it saves on small batches (measured: identity
- * [8,128] round trips 2.6k vs 6-9k batches/s). INFERGATE_SESSION_THREAD=worker|main overrides.
- */
-function onWorker(spec: ReplicaSpec): boolean {
-  const forced = process.env.INFERGATE_SESSION_THREAD;
-  if (forced === 'worker' || forced === 'main') return forced === 'worker';
-  return spec.device !== 'cpu' && (spec.device !== 'auto' || !missingCudaProvider());
 }
 
 /** A session on this thread. */

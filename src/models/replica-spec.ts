@@ -16,6 +16,8 @@ export type ReplicaSpec = {
   /** Shared-memory slot files for large tensors (shm.ts), when the gateway has them. */
   slots?: string[];
   warmupShapes: Record<string, number[]>;
+  /** Most rows in one batch (batching.max_batch_size): with the signature, how large a batch can be. */
+  maxBatchRows?: number;
   /** Warm up once per batch size (batch_sizes), each input's first dimension set to it. */
   warmupBatches?: number[];
 };

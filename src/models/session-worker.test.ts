@@ -1,6 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalProcessProvider, type Replica } from '../autoscaler/index.js';
+import { sessionThread } from './session-worker.js';
+import type { ModelSignature } from './signature.js';
 
 const IDENTITY = fileURLToPath(new URL('../../examples/models/identity.onnx', import.meta.url));
 
@@ -56,5 +58,34 @@ describe('where a replica runs its session by default', () => {
       expect(replica.sessionThread).toBe('main');
       await replica.stop();
     }
+  });
+});
+
+describe('sessionThread', () => {
+  const signature = (shape: (number | string)[], dtype: 'UINT8' | 'FP32' = 'UINT8', batchAxis: 0 | null = 0): ModelSignature => ({
+    inputs: [{ name: 'x', dtype, shape }],
+    outputs: [{ name: 'y', dtype: 'FP32', shape: ['N', 3] }],
+    batchAxis,
+    metadata: {},
+  });
+  const images = signature(['N', 224, 224, 3]);
+  const cuda = { device: 'cuda', cudaInstalled: true };
+
+  it('puts CUDA sessions whose batches can go through /dev/shm on a worker', () => {
+    expect(sessionThread({ ...cuda, signature: images, maxBatchRows: 8 })).toBe('worker'); // 8 × 147 KiB
+    expect(sessionThread({ ...cuda, device: 'cuda:1', signature: images })).toBe('worker');
+    expect(sessionThread({ ...cuda, device: 'auto', signature: signature(['N', 3, 'H', 'W'], 'FP32'), maxBatchRows: 1 })).toBe('worker'); // size unknown
+  });
+
+  it('keeps the main thread for batches that always fit the socket, for the CPU, and for auto without CUDA', () => {
+    expect(sessionThread({ ...cuda, signature: signature(['N', 64], 'FP32'), maxBatchRows: 32 })).toBe('main'); // 8 KiB
+    expect(sessionThread({ ...cuda, signature: signature([1, 16], 'FP32', null), maxBatchRows: 64 })).toBe('main');
+    expect(sessionThread({ ...cuda, device: 'cpu', signature: images, maxBatchRows: 256 })).toBe('main');
+    expect(sessionThread({ device: 'auto', cudaInstalled: false, signature: images, maxBatchRows: 256 })).toBe('main');
+  });
+
+  it('does what INFERGATE_SESSION_THREAD says', () => {
+    expect(sessionThread({ device: 'cpu', cudaInstalled: false, signature: images, forced: 'worker' })).toBe('worker');
+    expect(sessionThread({ ...cuda, signature: images, maxBatchRows: 256, forced: 'main' })).toBe('main');
   });
 });

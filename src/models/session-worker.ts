@@ -7,9 +7,36 @@
  */
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, SHARE_ENV, Worker, workerData } from 'node:worker_threads';
-import type { Inputs } from '../tensor/index.js';
+import { bytesPerElement, type Inputs } from '../tensor/index.js';
 import type { CudaOptions } from './cuda-options.js';
+import { SHM_MIN_BYTES } from './protocol.js';
 import type { Provider } from './session.js';
+import type { ModelSignature } from './signature.js';
+
+/**
+ * Where a replica runs its session. A run blocks its thread until it ends; on a GPU that is time the
+ * replica's main thread could spend reading the next batch from /dev/shm, so a CUDA replica whose
+ * batches can be that large runs it on a worker. Batches that always fit the socket (under
+ * SHM_MIN_BYTES) have no read to overlap and would only pay the hop between threads (0.4× the round
+ * trips of tiny batches, measured here); on the CPU the cores are busy computing anyway. `forced`
+ * (INFERGATE_SESSION_THREAD=worker|main) overrides.
+ */
+export function sessionThread(o: {
+  device: string;
+  cudaInstalled: boolean;
+  signature: ModelSignature;
+  maxBatchRows?: number;
+  forced?: string;
+}): 'main' | 'worker' {
+  if (o.forced === 'worker' || o.forced === 'main') return o.forced;
+  if (o.device === 'cpu' || (o.device === 'auto' && !o.cudaInstalled)) return 'main';
+  const rows = o.signature.batchAxis === 0 ? (o.maxBatchRows ?? Number.POSITIVE_INFINITY) : 1;
+  const rowBytes = o.signature.inputs.reduce((n, t) => {
+    const inner = o.signature.batchAxis === 0 ? t.shape.slice(1) : t.shape;
+    return n + inner.reduce<number>((m, d) => (typeof d === 'number' ? m * d : Number.POSITIVE_INFINITY), bytesPerElement(t.dtype));
+  }, 0);
+  return rows * rowBytes >= SHM_MIN_BYTES ? 'worker' : 'main';
+}
 
 export type SessionWorkerSpec = {
   /** Marks the worker's data as this worker's (the module is also imported on main threads). */
