@@ -72,7 +72,8 @@ static void report_effective(const void *cuda_options) {
     return;
   }
   /* Logged (a replica that then fails to start shows what it tried) and reported by the replica in
-     /admin/pools; session creation runs on the replica's main thread, so setenv is safe. */
+     /admin/pools. setenv while creating a session is safe: the replica's other thread, if it has one,
+     is only waiting for the session to be ready. */
   fprintf(stderr, "infergate: CUDA provider options in effect: %s\n", text);
   setenv("INFERGATE_CUDA_OPTIONS_EFFECTIVE", text, 1);
   ((AllocatorFreeFn)real_api[ALLOCATOR_FREE])(allocator, text);
