@@ -123,13 +123,17 @@ describe('Decoder', () => {
     for (const seq of ['a', 'b', 'c'] as const) expect(got[seq]).toEqual(await alone(PROMPTS[seq], got[seq].length));
   });
 
-  it('prefills joining sequences together, at most 2048 padded prompt positions per run', () => {
+  it('prefills joining sequences together, up to a number of padded prompt positions per run', () => {
     const joins = (...lengths: number[]) => lengths.map((n, i) => ({ seq: `s${i}`, prompt: new Array(n).fill(1), sampling: greedy }));
-    const sizes = (...lengths: number[]) => prefillGroups(joins(...lengths)).map((g) => g.map((j) => j.prompt.length));
-    expect(sizes(5, 9, 3)).toEqual([[5, 9, 3]]);
+    const sizes = (...lengths: number[]) => prefillGroups(joins(...lengths), 2048).map((g) => g.map((j) => j.prompt.length));
+    expect(sizes(5, 9, 3)).toEqual([[3, 5, 9]]);
     expect(sizes(500, 500, 500, 500, 500)).toEqual([[500, 500, 500, 500], [500]]);
-    expect(sizes(10, 1000, 10)).toEqual([[10, 1000], [10]]);
-    expect(sizes(3000, 4)).toEqual([[3000], [4]]);
+    expect(sizes(10, 1000, 10)).toEqual([[10, 10], [1000]]); // alike lengths together, not 10s padded to 1000
+    expect(sizes(1000, 10, 10, 1000)).toEqual([
+      [10, 10],
+      [1000, 1000],
+    ]);
+    expect(sizes(3000, 4)).toEqual([[4], [3000]]);
   });
 
   it('gives cache memory back as sequences leave, and the one left goes on as if alone', async () => {
