@@ -146,7 +146,7 @@ describe('Decoder', () => {
     const full = decoder.cacheBytes;
     // Seven leave (s0 keeps row 0); the rows shrink to what is left.
     tokens.push((await decoder.step({ join: [], advance: ['s0'], release: ids.slice(1) })).tokens.s0);
-    expect(decoder.cacheBytes).toBeLessThan(full / 2);
+    expect(decoder.cacheBytes).toBeLessThanOrEqual(full / 2);
     for (let i = 0; i < 4; i++) tokens.push((await decoder.step({ join: [], advance: ['s0'], release: [] })).tokens.s0);
     expect(tokens).toEqual(await reference(prompts[0], tokens.length));
     await decoder.step({ join: [], advance: [], release: ['s0'] });

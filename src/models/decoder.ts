@@ -232,8 +232,13 @@ export class Decoder {
   private shrink(): void {
     const rows = this.byRow.length;
     const longest = Math.max(0, ...this.byRow.map((s) => s.length));
-    if (rows === 0) [this.caches, this.rowCapacity, this.positions] = [[], 0, 0];
-    else if (4 * rows <= this.rowCapacity || 2 * (longest + 1) <= this.positions) this.relayout(Math.max(4, rows), longest + 1);
+    if (rows === 0) {
+      [this.caches, this.rowCapacity, this.positions] = [[], 0, 0];
+      return;
+    }
+    const rowCapacity = 4 * rows <= this.rowCapacity ? Math.max(4, rows) : this.rowCapacity;
+    const positions = 2 * (longest + 1) <= this.positions ? longest + 1 : this.positions;
+    if (rowCapacity < this.rowCapacity || positions < this.positions) this.relayout(rowCapacity, positions);
   }
 
   /**
