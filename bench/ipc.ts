@@ -12,8 +12,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LocalProcessProvider } from '../src/autoscaler/replica.js';
-import { autocannon, binaryRequest, clientRegionRequest, gatewayUnderLoad, machine, medianBy, ROOT, startServer, stopServer } from './lib.js';
+import { autocannon, binaryRequest, clientRegionRequest, gatewayUnderLoad, machine, medianBy, ROOT, replicaRoundTrip, startServer, stopServer } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 6;
@@ -35,32 +34,20 @@ type Transport = keyof typeof TRANSPORTS;
 
 const mbps = (rowsPerS: number) => Math.round((rowsPerS * IMAGE_BYTES) / 1e6);
 
-/** Batches sent straight to one replica process, two in flight, for `durationS`. */
+/** Rows/s straight to one replica process, two batches in flight, through /dev/shm or the socket. */
 async function roundTrip(transport: Transport, batch: number) {
-  if (transport === 'socket') process.env.INFERGATE_SHM_DIR = 'off';
-  else delete process.env.INFERGATE_SHM_DIR;
-  const replica = await new LocalProcessProvider().start(
-    { model: 'pixels', replicaId: `bench-${transport}`, path: PIXELS, device: 'cpu', threads: 1, warmupShapes: {} },
-    { startupTimeoutMs: 30_000 },
-  );
-  delete process.env.INFERGATE_SHM_DIR;
-  try {
-    if (replica.transport !== transport) throw new Error(`asked for ${transport}, the replica uses ${replica.transport}`);
-    const inputs = { x: { dtype: 'UINT8' as const, shape: [batch, ...IMAGE], data: new Uint8Array(batch * IMAGE_BYTES).fill(7) } };
-    let rows = 0;
-    const until = performance.now() + durationS * 1000;
-    const t0 = performance.now();
-    const loop = async () => {
-      while (performance.now() < until) {
-        await replica.infer(inputs);
-        rows += batch;
-      }
-    };
-    await Promise.all([loop(), loop()]);
-    return rows / ((performance.now() - t0) / 1000);
-  } finally {
-    await replica.stop();
-  }
+  const inputs = { x: { dtype: 'UINT8' as const, shape: [batch, ...IMAGE], data: new Uint8Array(batch * IMAGE_BYTES).fill(7) } };
+  const batchesPerS = await replicaRoundTrip({
+    name: `pixels-${transport}`,
+    path: PIXELS,
+    inputs,
+    durationS,
+    env: transport === 'socket' ? { INFERGATE_SHM_DIR: 'off' } : {},
+    check: (r) => {
+      if (r.transport !== transport) throw new Error(`asked for ${transport}, the replica uses ${r.transport}`);
+    },
+  });
+  return batchesPerS * batch;
 }
 
 const gateway = (transport: Transport, clientShm = false) =>

@@ -4,10 +4,11 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { LocalProcessProvider, type Replica } from '../src/autoscaler/replica.js';
 import type { CudaOptions } from '../src/models/cuda-options.js';
 import { openSession, runSession, warmupInputs } from '../src/models/session.js';
 import { readSignature } from '../src/models/signature.js';
-import { numberToFloat16 } from '../src/tensor/index.js';
+import { type Inputs, numberToFloat16 } from '../src/tensor/index.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -230,4 +231,44 @@ export async function inProcessRate(path: string, device: string, threads: numbe
   const s = (performance.now() - t0) / 1000;
   await session.release();
   return { provider, rowsPerS: (runs * shape[0]) / s, msPerBatch: (s * 1000) / runs };
+}
+
+/**
+ * Batches sent straight to one replica process (no gateway), two in flight, for `durationS`: batches/s.
+ * `env` is what the replica starts with (read at fork); `check` may refuse the replica it got.
+ */
+export async function replicaRoundTrip(o: {
+  name: string;
+  path: string;
+  inputs: Inputs;
+  durationS: number;
+  env?: Record<string, string>;
+  check?: (r: Replica) => void;
+}) {
+  const saved = Object.fromEntries(Object.keys(o.env ?? {}).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, o.env);
+  const replica = await new LocalProcessProvider()
+    .start({ model: o.name, replicaId: `bench-${o.name}`, path: o.path, device: 'cpu', threads: 1, warmupShapes: {} }, { startupTimeoutMs: 30_000 })
+    .finally(() => {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    });
+  try {
+    o.check?.(replica);
+    let batches = 0;
+    const until = performance.now() + o.durationS * 1000;
+    const t0 = performance.now();
+    const loop = async () => {
+      while (performance.now() < until) {
+        await replica.infer(o.inputs);
+        batches++;
+      }
+    };
+    await Promise.all([loop(), loop()]);
+    return batches / ((performance.now() - t0) / 1000);
+  } finally {
+    await replica.stop();
+  }
 }

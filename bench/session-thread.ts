@@ -11,9 +11,8 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LocalProcessProvider } from '../src/autoscaler/replica.js';
 import type { Inputs } from '../src/tensor/index.js';
-import { machine, medianBy, ROOT } from './lib.js';
+import { machine, medianBy, ROOT, replicaRoundTrip } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -32,29 +31,17 @@ const cases = [
 ];
 type Thread = 'main' | 'worker';
 
-async function roundTrip(c: (typeof cases)[number], thread: Thread) {
-  process.env.INFERGATE_SESSION_THREAD = thread;
-  const replica = await new LocalProcessProvider().start(
-    { model: 'm', replicaId: `bench-${thread}`, path: join(ROOT, 'examples/models', c.model), device: 'cpu', threads: 1, warmupShapes: {} },
-    { startupTimeoutMs: 30_000 },
-  );
-  delete process.env.INFERGATE_SESSION_THREAD;
-  try {
-    if (replica.sessionThread !== thread) throw new Error(`asked for the ${thread} thread, the replica uses ${replica.sessionThread}`);
-    let batches = 0;
-    const until = performance.now() + durationS * 1000;
-    const t0 = performance.now();
-    const loop = async () => {
-      while (performance.now() < until) {
-        await replica.infer(c.inputs);
-        batches++;
-      }
-    };
-    await Promise.all([loop(), loop()]);
-    return batches / ((performance.now() - t0) / 1000);
-  } finally {
-    await replica.stop();
-  }
+function roundTrip(c: (typeof cases)[number], thread: Thread) {
+  return replicaRoundTrip({
+    name: `${c.model}-${thread}`,
+    path: join(ROOT, 'examples/models', c.model),
+    inputs: c.inputs,
+    durationS,
+    env: { INFERGATE_SESSION_THREAD: thread },
+    check: (r) => {
+      if (r.sessionThread !== thread) throw new Error(`asked for the ${thread} thread, the replica uses ${r.sessionThread}`);
+    },
+  });
 }
 
 async function main() {
