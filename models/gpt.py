@@ -6,8 +6,9 @@
     /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt-kv16.onnx --kv fp16   # the cache in FP16
 
 Inputs:  input_ids INT64 [batch, seq], position_ids INT64 [batch, seq], attention_mask INT64 [batch, past+seq],
-         past_key_values.{i}.key / .value FP32 [batch, heads, past, head_dim]
-Outputs: logits FP32 [batch, seq, vocab], present.{i}.key / .value FP32 [batch, heads, past+seq, head_dim],
+         past_key_values.{i}.key / .value FP32 [batch, heads, past, head_dim],
+         logits_to_keep INT64 [1] (Hugging Face's argument: logits of the last N positions only, 0 = all)
+Outputs: logits FP32 [batch, seq or logits_to_keep, vocab], present.{i}.key / .value FP32 [batch, heads, past+seq, head_dim],
          new_key_values.{i}.key / .value FP32 [batch, heads, seq, head_dim] (this step's only; optional for infergate)
 With --kv fp16 the past, present and new_key_values tensors are FLOAT16 (the arithmetic stays FP32, cast at
 the edges): the cache the caller keeps and sends with every decode step is half the bytes.
@@ -72,8 +73,9 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, seed=20261122):
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
+        helper.make_tensor_value_info("logits_to_keep", TensorProto.INT64, [1]),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", VOCAB])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "kept", VOCAB])]
     for i in range(n_layer):
         p = f"l{i}_"
         past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
@@ -114,7 +116,10 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, seed=20261122):
         h = node("Add", [h, proj], p + "h_out")
 
     hf = node("LayerNormalization", [h, init("lnf_g", np.ones(n_embd, np.float32)), init("lnf_b", np.zeros(n_embd, np.float32))], "lnf", axis=-1, epsilon=1e-5)
-    node("MatMul", [hf, node("Transpose", [wte], "wte_T", perm=[1, 0])], "logits")
+    # A prefill needs only the last position's logits, and over a 50257-token vocabulary computing and
+    # writing every position's is most of a small model's prefill: keep the last `logits_to_keep` (0: all).
+    kept = node("Slice", [hf, node("Neg", ["logits_to_keep"], "keep_from"), const("keep_to", [2**62]), const("keep_axis", [1])], "lnf_kept")
+    node("MatMul", [kept, node("Transpose", [wte], "wte_T", perm=[1, 0])], "logits")
     graph = helper.make_graph(nodes, "gpt", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="infergate/models/gpt.py")
     model.ir_version = 8

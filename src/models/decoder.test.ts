@@ -32,6 +32,7 @@ async function reference(prompt: number[], steps: number): Promise<number[]> {
         [1, n],
       ),
       attention_mask: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
+      logits_to_keep: new ort.Tensor('int64', BigInt64Array.of(0n), [1]), // all of them
     };
     for (let l = 0; l < spec.layers; l++)
       for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, spec.heads, 0, spec.headDim]);
@@ -69,14 +70,25 @@ async function scenario(decoder: Decoder, steps: number, pauseA = -1) {
 
 describe('Decoder', () => {
   it('reads the decoder layout from the signature', () => {
-    expect(spec).toEqual({ layers: 2, heads: 2, headDim: 16, vocab: 50257, context: 512, tokenizer: 'gpt2', newKeyValues: true, kvType: 'float32' });
+    expect(spec).toEqual({
+      layers: 2,
+      heads: 2,
+      headDim: 16,
+      vocab: 50257,
+      context: 512,
+      tokenizer: 'gpt2',
+      newKeyValues: true,
+      logitsToKeep: true,
+      kvType: 'float32',
+    });
   });
 
-  // With the step's own keys/values fetched (models/gpt.py), and with the whole present (Hugging Face exports).
+  // models/gpt.py's layout (the step's own keys/values fetched, last-position logits only, prompts left-padded)
+  // and the Hugging Face export's (the whole present fetched, every position's logits, right-padded).
   it.each([true, false])(
-    'generates with its KV cache exactly what full recomputation does, for sequences of different lengths batched together (new_key_values: %s)',
-    async (newKeyValues) => {
-      const decoder = new Decoder(session, { ...spec, newKeyValues }, sampler);
+    'generates with its KV cache exactly what full recomputation does, for sequences of different lengths batched together (gpt.py layout: %s)',
+    async (ours) => {
+      const decoder = new Decoder(session, { ...spec, newKeyValues: ours, logitsToKeep: ours }, sampler);
       const { got, batches } = await scenario(decoder, 6);
       expect(batches[4]).toBe(2);
       for (const seq of ['a', 'b', 'c'] as const) expect(got[seq]).toEqual(await reference(PROMPTS[seq], got[seq].length));
@@ -123,11 +135,17 @@ describe('Decoder', () => {
     for (const seq of ['a', 'b', 'c'] as const) expect(got[seq]).toEqual(await alone(PROMPTS[seq], got[seq].length));
   });
 
-  it('prefills joining sequences together, up to a number of padded prompt positions per run', () => {
+  it('prefills joining sequences together, up to a number of sequences and of padded prompt positions per run', () => {
     const joins = (...lengths: number[]) => lengths.map((n, i) => ({ seq: `s${i}`, prompt: new Array(n).fill(1), sampling: greedy }));
-    const sizes = (...lengths: number[]) => prefillGroups(joins(...lengths), 2048).map((g) => g.map((j) => j.prompt.length));
+    const sizes = (...lengths: number[]) => prefillGroups(joins(...lengths), { sequences: 3, positions: 2048 }).map((g) => g.map((j) => j.prompt.length));
     expect(sizes(5, 9, 3)).toEqual([[3, 5, 9]]);
-    expect(sizes(500, 500, 500, 500, 500)).toEqual([[500, 500, 500, 500], [500]]);
+    expect(sizes(500, 500, 500, 500, 500)).toEqual([
+      [500, 500, 500],
+      [500, 500],
+    ]);
+    expect(sizes(600, 600, 600, 600)).toEqual([[600, 600, 600], [600]]);
+    expect(sizes(700, 700, 700)).toEqual([[700, 700], [700]]);
+    expect(sizes(1, 1, 1, 1, 1, 1, 1)).toEqual([[1, 1, 1], [1, 1, 1], [1]]);
     expect(sizes(10, 1000, 10)).toEqual([[10, 10], [1000]]); // alike lengths together, not 10s padded to 1000
     expect(sizes(1000, 10, 10, 1000)).toEqual([
       [10, 10],

@@ -44,12 +44,16 @@ export class Decoder {
   private positions = 0;
   /** Logits and fetched keys/values, reused by name so that decode steps allocate nothing large. */
   private scratch = new Map<string, KvArray>();
+  /** The session has a `logits_to_keep` input (`spec.logitsToKeep` says whether prefill makes use of it). */
+  private takesKeep: boolean;
 
   constructor(
     private session: ort.InferenceSession,
     private spec: GenerativeSpec,
     private sampler: Sampler,
-  ) {}
+  ) {
+    this.takesKeep = session.inputNames.includes('logits_to_keep');
+  }
 
   get active(): number {
     return this.seqs.size;
@@ -64,38 +68,48 @@ export class Decoder {
     for (const seq of req.release) this.release(seq);
     const tokens: Record<string, number> = {};
     const t0 = performance.now();
-    const positions = Math.max(1, Math.floor(PREFILL_LOGITS_BYTES / (4 * this.spec.vocab)));
-    for (const group of prefillGroups(req.join, positions)) Object.assign(tokens, await this.prefill(group));
+    for (const group of prefillGroups(req.join, this.prefillLimits())) Object.assign(tokens, await this.prefill(group));
     const t1 = performance.now();
     const advancing = req.advance.filter((s) => this.seqs.has(s));
     if (advancing.length > 0) Object.assign(tokens, await this.decode(advancing));
     return { tokens, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length };
   }
 
+  /** How many sequences / padded positions one prefill run takes: bounded by the logits it writes. */
+  private prefillLimits(): PrefillLimits {
+    const logitsRows = Math.max(1, Math.floor(PREFILL_LOGITS_BYTES / (4 * this.spec.vocab)));
+    return this.spec.logitsToKeep ? { sequences: logitsRows, positions: PREFILL_POSITIONS } : { sequences: logitsRows, positions: logitsRows };
+  }
+
   /**
-   * Prefills joining sequences together, prompts right-padded to the longest: a padded position comes
-   * after every real one, so causal attention already keeps real tokens from seeing it.
+   * Prefills joining sequences together, prompts padded to the longest. Where the model keeps only the last
+   * position's logits (`logits_to_keep`), prompts are left-padded so that every prompt ends at the last
+   * position, as Hugging Face's batched generation does; otherwise they are right-padded and each prompt's
+   * last position is picked out of all of them. Either way the attention mask hides the padding.
    */
   private async prefill(joins: StepRequest['join']): Promise<Record<string, number>> {
     for (const j of joins) this.release(j.seq);
-    const { heads, headDim, layers, vocab } = this.spec;
+    const { heads, headDim, layers, vocab, logitsToKeep } = this.spec;
     const count = joins.length;
     const n = Math.max(...joins.map((j) => j.prompt.length));
+    /** Where a prompt starts in its padded row. */
+    const start = (j: StepRequest['join'][number]) => (logitsToKeep ? n - j.prompt.length : 0);
     const ids = new BigInt64Array(count * n);
     const positions = new BigInt64Array(count * n);
     const mask = new BigInt64Array(count * n);
     joins.forEach((j, i) => {
-      for (let p = 0; p < n; p++) positions[i * n + p] = BigInt(p);
       j.prompt.forEach((token, p) => {
-        ids[i * n + p] = BigInt(token);
-        mask[i * n + p] = 1n;
+        const at = i * n + start(j) + p;
+        ids[at] = BigInt(token);
+        positions[at] = BigInt(p);
+        mask[at] = 1n;
       });
     });
-    // Outputs into reused buffers: the logits of every prompt position are the largest tensor of all, and
-    // a fresh one per prefill (page faults, a large external buffer for V8 to collect) cost more than the
-    // run itself on a small model.
+    // Outputs into reused buffers: the logits are the largest tensor of all, and a fresh one per prefill
+    // (page faults, a large external buffer for V8 to collect) cost more than the run itself on a small model.
+    const kept = logitsToKeep ? 1 : n;
     const out: Record<string, ort.Tensor> = {
-      logits: new ort.Tensor('float32', this.buffer('prefill-all-logits', count * n * vocab, 'float32'), [count, n, vocab]),
+      logits: new ort.Tensor('float32', this.buffer('prefill-logits', count * kept * vocab, 'float32'), [count, kept, vocab]),
     };
     for (let l = 0; l < layers; l++) {
       for (const kind of ['key', 'value']) {
@@ -108,11 +122,12 @@ export class Decoder {
       position_ids: new ort.Tensor('int64', positions, [count, n]),
       attention_mask: new ort.Tensor('int64', mask, [count, n]),
       ...this.emptyPast(count),
+      ...this.keep(kept),
     };
     await this.session.run(feeds, out);
     this.reserve(this.byRow.length + count, n + 1);
-    const logits = out.logits.data as Float32Array; // [count, n, vocab]
-    const lastLogits = this.buffer('prefill-logits', count * vocab, 'float32') as Float32Array;
+    const logits = out.logits.data as Float32Array; // [count, kept, vocab]
+    const lastLogits = logitsToKeep ? logits : (this.buffer('prefill-last-logits', count * vocab, 'float32') as Float32Array);
     const seqs = joins.map((j, i): Sequence => {
       const length = j.prompt.length;
       const seq: Sequence = { row: this.byRow.length, length, last: 0, sampling: j.sampling, random: seededRandom(j.sampling.seed) };
@@ -121,12 +136,12 @@ export class Decoder {
         for (const [k, kind] of ['key', 'value'].entries()) {
           const present = out[`present.${l}.${kind}`].data as KvArray; // [count, heads, n, headDim]
           for (let h = 0; h < heads; h++) {
-            const from = (i * heads + h) * n * headDim;
+            const from = ((i * heads + h) * n + start(j)) * headDim;
             this.caches[2 * l + k].set(present.subarray(from, from + length * headDim), this.offset(seq.row, h, 0));
           }
         }
       }
-      lastLogits.set(logits.subarray((i * n + length - 1) * vocab, (i * n + length) * vocab), i * vocab);
+      if (!logitsToKeep) lastLogits.set(logits.subarray((i * n + length - 1) * vocab, (i * n + length) * vocab), i * vocab);
       return seq;
     });
     const next = await this.sampler.sample(lastLogits, vocab, seqs);
@@ -164,6 +179,7 @@ export class Decoder {
         [b, 1],
       ),
       attention_mask: new ort.Tensor('int64', mask, [b, past + 1]),
+      ...this.keep(1),
     };
     // ONNX Runtime writes the outputs straight into reused buffers too (pre-allocated fetches). Only this
     // step's keys/values are needed; where the model outputs them alone, the whole present is not fetched.
@@ -278,6 +294,11 @@ export class Decoder {
     return buffer.subarray(0, length);
   }
 
+  /** `logits_to_keep`, for a model that takes it. */
+  private keep(positions: number): Record<string, ort.Tensor> {
+    return this.takesKeep ? { logits_to_keep: new ort.Tensor('int64', BigInt64Array.of(BigInt(positions)), [1]) } : {};
+  }
+
   private emptyPast(batch: number): Record<string, ort.Tensor> {
     const feeds: Record<string, ort.Tensor> = {};
     for (let l = 0; l < this.spec.layers; l++) {
@@ -290,26 +311,35 @@ export class Decoder {
 }
 
 /**
- * The logits one prefill run may produce: they are [sequences, longest prompt, vocab] (every position's,
- * though only the last one's are used), 200 KB per position at GPT-2's vocabulary, so ~80 positions.
- * Measured on the CPU (20-token prompts): GPT-2 small prefilled 16 prompts in 860 ms one at a time, 530
- * in groups of 4, 680-780 all together; tiny-gpt, whose run is mostly writing those logits, 120 ms one at a
- * time, 150 in fours, 190-230 in sixteens. Past ~16 MB of logits, memory traffic eats the gain.
+ * The logits one prefill run may write. Every position's (the Hugging Face layout: [sequences, longest
+ * prompt, vocab]) is 200 KB per position at GPT-2's vocabulary, so ~80 positions. Measured on the CPU
+ * (20-token prompts): GPT-2 small prefilled 16 prompts in 860 ms one at a time, 530 in groups of 4, 680-780
+ * all together; tiny-gpt, whose run is mostly writing those logits, 120 ms one at a time, 150 in fours,
+ * 190-230 in sixteens. Past ~16 MB of logits, memory traffic eats the gain.
  */
 const PREFILL_LOGITS_BYTES = 16 * 2 ** 20;
+/**
+ * Padded positions per prefill run where only the last position's logits are written (`logits_to_keep`):
+ * then the hidden states bound it. Measured on the CPU, GPT-2 small, 64 prompts of 12-20 tokens: 1.7-1.8 s
+ * in runs of ~80 positions, 1.4-1.9 s of 256 or 512, 1.8-2.6 s all in one; tiny-gpt, 32 prompts: 62-89 ms
+ * one at a time with every position's logits, 15-28 ms with the last one's, in runs of 256 positions.
+ */
+const PREFILL_POSITIONS = 512;
+
+type PrefillLimits = { sequences: number; positions: number };
 
 /**
- * Joining sequences in groups of at most `maxPositions` padded positions (or one sequence), shortest
- * prompts first so that a group's prompts are alike and little of it is padding (all of them answer at
- * the end of the step anyway).
+ * Joining sequences in groups of at most `limits.sequences` sequences and `limits.positions` padded
+ * positions (or one sequence), shortest prompts first so that a group's prompts are alike and little of it
+ * is padding (all of them answer at the end of the step anyway).
  */
-export function prefillGroups(joins: StepRequest['join'], maxPositions: number): StepRequest['join'][] {
+export function prefillGroups(joins: StepRequest['join'], limits: PrefillLimits): StepRequest['join'][] {
   const groups: StepRequest['join'][] = [];
   let group: StepRequest['join'] = [];
   let longest = 0;
   for (const j of [...joins].sort((a, b) => a.prompt.length - b.prompt.length)) {
     const widened = Math.max(longest, j.prompt.length);
-    if (group.length > 0 && (group.length + 1) * widened > maxPositions) {
+    if (group.length > 0 && (group.length === limits.sequences || (group.length + 1) * widened > limits.positions)) {
       groups.push(group);
       group = [];
     }

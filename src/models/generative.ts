@@ -15,6 +15,11 @@ export type GenerativeSpec = {
    * a decode step then fetches those instead of every sequence's whole `present` cache.
    */
   newKeyValues: boolean;
+  /**
+   * The model takes `logits_to_keep` (Hugging Face's argument; models/gpt.py): the logits of only the last N
+   * positions. A prefill then computes and returns one position's logits per prompt instead of every one's.
+   */
+  logitsToKeep: boolean;
   /** The cache's element type (past_key_values in, present / new_key_values out). */
   kvType: 'float32' | 'float16';
 };
@@ -41,5 +46,6 @@ export function generativeSpec(sig: ModelSignature): GenerativeSpec | null {
   const newKeyValues = Array.from({ length: layers }, (_, l) => l).every(
     (l) => outputs.has(`new_key_values.${l}.key`) && outputs.has(`new_key_values.${l}.value`),
   );
-  return { layers, heads, headDim, vocab, context, tokenizer: sig.metadata.tokenizer ?? 'gpt2', newKeyValues, kvType };
+  const logitsToKeep = names.has('logits_to_keep');
+  return { layers, heads, headDim, vocab, context, tokenizer: sig.metadata.tokenizer ?? 'gpt2', newKeyValues, logitsToKeep, kvType };
 }
