@@ -177,7 +177,9 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       maxBatchSize: policy.maxBatchSize,
       batcher,
       generation:
-        generative && scheduler ? { scheduler, tokenizer: await loadTokenizer(generative.tokenizer), context: generative.context ?? 1024 } : undefined,
+        generative && scheduler
+          ? { scheduler, tokenizer: await loadTokenizer(generative.tokenizer), context: generative.context ?? 1024, vocab: generative.vocab }
+          : undefined,
       stats: () => queue.stats(),
       queue,
       pool,

@@ -104,6 +104,27 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(r.choices[0].text).toBe(text.slice(0, text.indexOf(stop)));
   });
 
+  it('biases tokens (logit_bias) and penalises repeating them (frequency_penalty, presence_penalty)', async () => {
+    const params = { model: 'tiny-gpt', prompt: 'Hello there', max_tokens: 24, temperature: 0 };
+    const text = async (extra: object) => (await client.completions.create({ ...params, ...extra })).choices[0].text;
+    const words = (t: string) => new Set(t.trim().split(/\s+/)).size;
+    const plain = await text({});
+    expect(words(plain)).toBeLessThan(4); // random weights, greedy: it repeats itself
+    expect(await text({ logit_bias: { 1000: 100 } })).toBe('ale'.repeat(24)); // token 1000 is "ale"
+    for (const penalty of [{ frequency_penalty: 2 }, { presence_penalty: 2 }]) expect(words(await text(penalty))).toBeGreaterThan(12);
+    // Over chat too, and the two add up: +5 makes "ale" the choice until it was penalised 3 x 2.
+    const chat = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 8,
+      temperature: 0,
+      logit_bias: { 1000: 5 },
+      frequency_penalty: 2,
+    });
+    const content = chat.choices[0].message.content as string;
+    expect(content.startsWith('ale'.repeat(3)) && !content.startsWith('ale'.repeat(4))).toBe(true);
+  });
+
   it.each([
     ['an unknown model', { model: 'gpt-5', prompt: 'x' }, 404, 'model', 'model_not_found'],
     ['a tensor model', { model: 'mlp', prompt: 'x' }, 404, 'model', 'model_not_found'],
@@ -112,6 +133,10 @@ describe('OpenAI-compatible API with the official openai client', () => {
     ['n = 2', { model: 'tiny-gpt', prompt: 'x', n: 2 }, 400, 'n', null],
     ['more tokens than the context', { model: 'tiny-gpt', prompt: 'x', max_tokens: 5000 }, 400, 'max_tokens', 'context_length_exceeded'],
     ['no prompt', { model: 'tiny-gpt' }, 400, 'prompt', null],
+    ['a penalty out of range', { model: 'tiny-gpt', prompt: 'x', frequency_penalty: 2.5 }, 400, 'frequency_penalty', null],
+    ['a logit_bias token outside the vocabulary', { model: 'tiny-gpt', prompt: 'x', logit_bias: { 50257: 1 } }, 400, 'logit_bias', null],
+    ['logprobs (not served)', { model: 'tiny-gpt', prompt: 'x', logprobs: 2 }, 400, 'logprobs', null],
+    ['echo (not served)', { model: 'tiny-gpt', prompt: 'x', echo: true }, 400, 'echo', null],
   ])('refuses %s with OpenAI’s error object', async (_name, body, status, param, code) => {
     const err = await client.completions.create(body as never).then(
       () => null,

@@ -2,7 +2,15 @@ import { EventEmitter } from 'node:events';
 import { cancelled, deadlineExceeded, GatewayError, internal, unavailable } from '../errors/index.js';
 
 /** The sampling parameters a replica needs (see src/models/sampling.ts). */
-export type SamplingParams = { temperature: number; topP: number; topK: number; seed: number };
+export type SamplingParams = {
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed: number;
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  logitBias?: [number, number][];
+};
 
 /** A replica that keeps KV caches and answers generation steps. */
 export interface StepReplica {

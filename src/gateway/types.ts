@@ -11,8 +11,13 @@ export interface ServedModel {
   maxBatchSize: number;
   /** Tensor models: the dynamic batcher. */
   batcher?: { submit(inputs: Inputs, opts?: SubmitOptions): Promise<Submitted> };
-  /** Generative models: continuous batching, the tokenizer and the context length in tokens. */
-  generation?: { scheduler: { generate(req: GenerateRequest, hooks: GenerateHooks): Promise<GenerateResult> }; tokenizer: Tokenizer; context: number };
+  /** Generative models: continuous batching, the tokenizer, the context length and vocabulary size in tokens. */
+  generation?: {
+    scheduler: { generate(req: GenerateRequest, hooks: GenerateHooks): Promise<GenerateResult> };
+    tokenizer: Tokenizer;
+    context: number;
+    vocab: number;
+  };
   /** Queue and throughput counters, as /v2/models/{m}/stats shows them. */
   stats(): object;
   /** A replica is ready, or none is required (scale to zero) and starting one is not failing. */

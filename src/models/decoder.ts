@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
-import { type Sampler, type Sampling, seededRandom } from './sampling.js';
+import { countsTokens, type Sampler, type Sampling, seededRandom } from './sampling.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
@@ -18,6 +18,8 @@ type Sequence = {
   last: number;
   sampling: Sampling;
   random: () => number;
+  /** How often it generated each token, for its penalties (only if it has any). */
+  generated?: Map<number, number>;
 };
 
 /**
@@ -130,7 +132,14 @@ export class Decoder {
     const lastLogits = logitsToKeep ? logits : (this.buffer('prefill-last-logits', count * vocab, 'float32') as Float32Array);
     const seqs = joins.map((j, i): Sequence => {
       const length = j.prompt.length;
-      const seq: Sequence = { row: this.byRow.length, length, last: 0, sampling: j.sampling, random: seededRandom(j.sampling.seed) };
+      const seq: Sequence = {
+        row: this.byRow.length,
+        length,
+        last: 0,
+        sampling: j.sampling,
+        random: seededRandom(j.sampling.seed),
+        generated: countsTokens(j.sampling) ? new Map() : undefined,
+      };
       this.byRow.push(seq);
       for (let l = 0; l < layers; l++) {
         for (const [k, kind] of ['key', 'value'].entries()) {
@@ -147,7 +156,7 @@ export class Decoder {
     const next = await this.sampler.sample(lastLogits, vocab, seqs);
     const tokens: Record<string, number> = {};
     seqs.forEach((seq, i) => {
-      seq.last = next[i];
+      generatedOne(seq, next[i]);
       this.seqs.set(joins[i].seq, seq);
       tokens[joins[i].seq] = seq.last;
     });
@@ -216,7 +225,7 @@ export class Decoder {
         }
       }
       s.length++;
-      s.last = next[s.row];
+      generatedOne(s, next[s.row]);
     }
     ids.forEach((id, i) => {
       tokens[id] = advancing[i].last;
@@ -348,6 +357,12 @@ export function prefillGroups(joins: StepRequest['join'], limits: PrefillLimits)
   }
   if (group.length > 0) groups.push(group);
   return groups;
+}
+
+/** A sequence's next token is drawn: it is the next step's input (and counts for its penalties). */
+function generatedOne(seq: Sequence, token: number): void {
+  seq.last = token;
+  seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
 }
 
 type KvType = GenerativeSpec['kvType'];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { pickToken, Sampler, seededRandom } from './sampling.js';
+import { adjustLogits, pickToken, Sampler, seededRandom } from './sampling.js';
 
 const logits = Float32Array.from([1, 3, 2, 0.5, 2.9]);
 const softmax = (l: Float32Array, t = 1) => {
@@ -40,7 +40,47 @@ describe('pickToken', () => {
   });
 });
 
+describe('adjustLogits (OpenAI logit_bias, frequency and presence penalties)', () => {
+  const base = { temperature: 1, topP: 1, topK: 0, seed: 1 };
+  it('adds the bias of each listed token', () => {
+    const row = logits.slice();
+    adjustLogits(
+      row,
+      {
+        ...base,
+        logitBias: [
+          [0, 100],
+          [4, -3],
+        ],
+      },
+      undefined,
+    );
+    expect(Array.from(row)).toEqual([101, 3, 2, 0.5, expect.closeTo(-0.1, 5)]);
+  });
+
+  it('subtracts frequency x times generated + presence from each generated token', () => {
+    const row = logits.slice();
+    adjustLogits(
+      row,
+      { ...base, frequencyPenalty: 0.5, presencePenalty: 1 },
+      new Map([
+        [1, 3],
+        [3, 1],
+      ]),
+    );
+    expect(Array.from(row)).toEqual([1, 3 - 1.5 - 1, 2, 0.5 - 0.5 - 1, expect.closeTo(2.9, 5)]);
+  });
+});
+
 describe('Sampler (ONNX Runtime softmax + argmax)', () => {
+  it('applies logit bias and penalties before choosing', async () => {
+    const sampler = await Sampler.create();
+    const greedy = { temperature: 0, topP: 1, topK: 0, seed: 1 };
+    const row = { sampling: { ...greedy, presencePenalty: 2 }, random: seededRandom(1), generated: new Map([[1, 1]]) };
+    expect(await sampler.sample(logits.slice(), 5, [row])).toEqual([4]); // token 1 (3 - 2) falls below token 4 (2.9)
+    expect(await sampler.sample(logits.slice(), 5, [{ sampling: { ...greedy, logitBias: [[3, 5]] }, random: seededRandom(1) }])).toEqual([3]);
+  });
+
   it('applies each row its own temperature, and greedy rows take the argmax', async () => {
     const sampler = await Sampler.create();
     const rows = Float32Array.from([...logits, 5, 1, 1, 1, 1]);

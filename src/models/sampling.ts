@@ -10,7 +10,27 @@ export type Sampling = {
   topK: number;
   /** Seeds the sequence's random stream: the same seed, the same tokens. */
   seed: number;
+  /** Subtracted from a token's logit once per time it was generated so far (OpenAI's, -2..2). */
+  frequencyPenalty?: number;
+  /** Subtracted from a token's logit once it was generated at all (OpenAI's, -2..2). */
+  presencePenalty?: number;
+  /** Added to these tokens' logits at every step: [token, bias] (OpenAI's logit_bias, -100..100). */
+  logitBias?: [number, number][];
 };
+
+/** Whether a sequence must count the tokens it generates (for its penalties). */
+export const countsTokens = (s: Sampling): boolean => Boolean(s.frequencyPenalty || s.presencePenalty);
+
+/**
+ * Applies a sequence's logit bias and its frequency / presence penalties to its row of logits, before
+ * temperature and softmax as OpenAI does. Penalties count the generated tokens (not the prompt's), as vLLM.
+ */
+export function adjustLogits(row: Float32Array, s: Sampling, generated: ReadonlyMap<number, number> | undefined): void {
+  for (const [token, bias] of s.logitBias ?? []) row[token] += bias;
+  if (!generated) return;
+  const [frequency, presence] = [s.frequencyPenalty ?? 0, s.presencePenalty ?? 0];
+  for (const [token, count] of generated) row[token] -= count * frequency + presence;
+}
 
 /** mulberry32: a small, fast, seedable PRNG; one per sequence so batching never shares randomness. */
 export function seededRandom(seed: number): () => number {
@@ -59,6 +79,9 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
   return best; // float rounding left a sliver at the end
 }
 
+/** A row to sample: its parameters, its random stream and (with penalties) how often it generated each token. */
+export type SamplingRow = { sampling: Sampling; random: () => number; generated?: Map<number, number> };
+
 /**
  * The sampling head of a replica: softmax at each row's temperature and argmax, vectorised by ONNX
  * Runtime (models/sampler.onnx; a JavaScript Math.exp loop over GPT-2's 50257 tokens costs ~1 ms a row).
@@ -71,9 +94,15 @@ export class Sampler {
     return new Sampler(await ort.InferenceSession.create(decodeURIComponent(path.pathname), { intraOpNumThreads: 1 }));
   }
 
-  /** One token per row of `logits` ([rows, vocab]), each with its own sampling parameters and random stream. */
-  async sample(logits: Float32Array, vocab: number, rows: { sampling: Sampling; random: () => number }[]): Promise<number[]> {
+  /**
+   * One token per row of `logits` ([rows, vocab]), each with its own sampling parameters and random stream;
+   * a row's logits are adjusted in place first (logit bias, penalties on the row's `generated` tokens).
+   */
+  async sample(logits: Float32Array, vocab: number, rows: SamplingRow[]): Promise<number[]> {
     const b = rows.length;
+    rows.forEach((r, i) => {
+      if (r.sampling.logitBias || r.generated) adjustLogits(logits.subarray(i * vocab, (i + 1) * vocab), r.sampling, r.generated);
+    });
     const inv = Float32Array.from(rows, (r) => (r.sampling.temperature > 0 ? 1 / r.sampling.temperature : 1));
     const out = await this.session.run({
       logits: new ort.Tensor('float32', logits.subarray(0, b * vocab), [b, vocab]),

@@ -14,6 +14,9 @@ export type GenerationParams = {
   top_k?: number | null;
   seed?: number | null;
   stop?: string | string[] | null;
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+  logit_bias?: Record<string, number> | null;
 };
 
 /**
@@ -40,6 +43,9 @@ export class Generation {
         'context_length_exceeded',
       );
     }
+    const logitBias = Object.entries(params.logit_bias ?? {}).map(([token, bias]): [number, number] => [Number(token), bias]);
+    const outside = logitBias.find(([token]) => token >= gen.vocab);
+    if (outside) throw badInput(`logit_bias: token ${outside[0]} is not in the model's vocabulary (${gen.vocab} tokens)`, 'logit_bias');
     this.promptTokens = prompt.length;
     const stops = params.stop === undefined || params.stop === null ? [] : typeof params.stop === 'string' ? [params.stop] : params.stop;
     this.text = new TextStream(gen.tokenizer, stops);
@@ -49,7 +55,15 @@ export class Generation {
       {
         prompt,
         maxTokens,
-        sampling: { temperature: params.temperature ?? 1, topP: params.top_p ?? 1, topK: params.top_k ?? 0, seed: params.seed ?? randomInt(2 ** 31) },
+        sampling: {
+          temperature: params.temperature ?? 1,
+          topP: params.top_p ?? 1,
+          topK: params.top_k ?? 0,
+          seed: params.seed ?? randomInt(2 ** 31),
+          frequencyPenalty: params.frequency_penalty ?? 0,
+          presencePenalty: params.presence_penalty ?? 0,
+          logitBias: logitBias.length > 0 ? logitBias : undefined,
+        },
       },
       {
         signal,

@@ -2,7 +2,15 @@ import { z } from 'zod';
 import { badInput } from '../../errors/index.js';
 
 // OpenAI's request bodies, as far as this gateway serves them. Unknown fields are ignored (clients send
-// many); known ones are checked, and an error names the field as OpenAI's `param`.
+// many); known ones are checked, and an error names the field as OpenAI's `param`. A known field that would
+// change the answer in a way this gateway does not serve is refused, not ignored (`unsupported`).
+
+/** Accepts only the values that leave the field off (clients send them by default), with a 400 otherwise. */
+const unsupported = (name: string, ...off: unknown[]) =>
+  z
+    .unknown()
+    .refine((v) => v === null || off.includes(v) || (Array.isArray(v) && v.length === 0), `${name} is not supported by this gateway`)
+    .optional();
 
 const sampling = {
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
@@ -16,11 +24,28 @@ const sampling = {
   n: z.literal(1, 'only n=1 is supported').nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  logit_bias: z
+    .record(z.string(), z.number().min(-100).max(100))
+    .refine((bias) => Object.keys(bias).every((token) => /^\d+$/.test(token)), 'its keys must be token ids')
+    .nullish(),
+  logprobs: unsupported('logprobs', false),
+  top_logprobs: unsupported('top_logprobs', 0),
+  response_format: z
+    .unknown()
+    .refine((f) => f === null || (f as { type?: unknown })?.type === 'text', 'only {"type": "text"} is supported by this gateway')
+    .optional(),
+  tools: unsupported('tools'),
+  functions: unsupported('functions'),
 };
 
 export const completionSchema = z.object({
   ...sampling,
   prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported'), z.array(z.number().int().min(0)).min(1)]),
+  echo: unsupported('echo', false),
+  best_of: unsupported('best_of', 1),
+  suffix: unsupported('suffix', ''),
 });
 
 const content = z.union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1)]);
