@@ -125,6 +125,41 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(content.startsWith('ale'.repeat(3)) && !content.startsWith('ale'.repeat(4))).toBe(true);
   });
 
+  it('returns log-probabilities: completions’ shape, one entry per token, the chosen one the most likely when greedy', async () => {
+    const r = await client.completions.create({ model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 6, temperature: 0, logprobs: 3 });
+    const lp = r.choices[0].logprobs as NonNullable<OpenAI.Completions.CompletionChoice['logprobs']>;
+    expect(lp.tokens?.join('')).toBe(r.choices[0].text);
+    expect(lp.token_logprobs).toHaveLength(r.usage?.completion_tokens as number);
+    lp.top_logprobs?.forEach((top, i) => {
+      const values = Object.values(top ?? {});
+      expect(values).toHaveLength(3);
+      expect(values[0]).toBe(lp.token_logprobs?.[i]); // greedy: the chosen token is the most likely
+      expect([...values].sort((a, b) => b - a)).toEqual(values);
+    });
+    expect(lp.text_offset).toEqual(lp.tokens?.map((_, i) => (lp.tokens as string[]).slice(0, i).join('').length));
+  });
+
+  it('streams chat log-probabilities chunk by chunk, together the same as the answer not streamed', async () => {
+    const params = { model: 'tiny-gpt', messages: [{ role: 'user' as const, content: 'Hi' }], max_tokens: 10, seed: 11, logprobs: true, top_logprobs: 2 };
+    const whole = await client.chat.completions.create(params);
+    const content = whole.choices[0].logprobs?.content ?? [];
+    expect(content).toHaveLength(10);
+    expect(content.map((t) => t.token).join('')).toBe(whole.choices[0].message.content);
+    for (const t of content) {
+      expect(t.top_logprobs).toHaveLength(2);
+      expect(Buffer.from(t.bytes ?? []).toString()).toBe(t.token);
+      expect(t.logprob).toBeLessThanOrEqual(t.top_logprobs[0].logprob); // sampled, not necessarily the most likely
+    }
+    const streamed: unknown[] = [];
+    for await (const chunk of await client.chat.completions.create({ ...params, stream: true }))
+      for (const c of chunk.choices) streamed.push(...(c.logprobs?.content ?? []));
+    expect(streamed).toEqual(content);
+    const plain = await client.chat.completions.create({ ...params, logprobs: undefined, top_logprobs: undefined });
+    expect(plain.choices[0].logprobs).toBeNull();
+    const refused = await client.chat.completions.create({ ...params, logprobs: false }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ status: 400, param: 'top_logprobs' });
+  });
+
   it.each([
     ['an unknown model', { model: 'gpt-5', prompt: 'x' }, 404, 'model', 'model_not_found'],
     ['a tensor model', { model: 'mlp', prompt: 'x' }, 404, 'model', 'model_not_found'],
@@ -135,7 +170,7 @@ describe('OpenAI-compatible API with the official openai client', () => {
     ['no prompt', { model: 'tiny-gpt' }, 400, 'prompt', null],
     ['a penalty out of range', { model: 'tiny-gpt', prompt: 'x', frequency_penalty: 2.5 }, 400, 'frequency_penalty', null],
     ['a logit_bias token outside the vocabulary', { model: 'tiny-gpt', prompt: 'x', logit_bias: { 50257: 1 } }, 400, 'logit_bias', null],
-    ['logprobs (not served)', { model: 'tiny-gpt', prompt: 'x', logprobs: 2 }, 400, 'logprobs', null],
+    ['more than 5 logprobs', { model: 'tiny-gpt', prompt: 'x', logprobs: 6 }, 400, 'logprobs', null],
     ['echo (not served)', { model: 'tiny-gpt', prompt: 'x', echo: true }, 400, 'echo', null],
   ])('refuses %s with OpenAI’s error object', async (_name, body, status, param, code) => {
     const err = await client.completions.create(body as never).then(

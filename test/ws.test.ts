@@ -44,7 +44,7 @@ describe('WebSocket /v1/ws', () => {
   it('multiplexes an infer request and two generation streams on one socket, each answer tagged with its id', async () => {
     const c = await connect();
     c.send({ id: 'a', type: 'completion', model: 'tiny-gpt', prompt: 'Hello', max_tokens: 10, seed: 1 });
-    c.send({ id: 'b', type: 'chat', model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, seed: 2 });
+    c.send({ id: 'b', type: 'chat', model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, seed: 2, logprobs: true });
     c.send({ id: 7, type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.1) }] });
     const [doneA, doneB, result] = await Promise.all([
       c.next((m) => m.id === 'a' && m.type === 'done'),
@@ -54,6 +54,10 @@ describe('WebSocket /v1/ws', () => {
     expect(doneA).toMatchObject({ finish_reason: 'length', usage: { prompt_tokens: 1, completion_tokens: 10 } });
     expect(doneB).toMatchObject({ finish_reason: 'length', usage: { completion_tokens: 6 } });
     expect(result).toMatchObject({ model_name: 'mlp', outputs: [{ name: 'probs', shape: [1, 10] }] });
+    // Log-probabilities (chat's shape) ride on the token messages that asked for them, one entry per token.
+    const logged = c.received.filter((m) => m.id === 'b').flatMap((m) => (m.logprobs as { content: { token: string }[] } | undefined)?.content ?? []);
+    expect(logged).toHaveLength(6);
+    expect(c.received.find((m) => m.id === 'a' && m.type === 'token')).not.toHaveProperty('logprobs');
     const textA = c.received.filter((m) => m.id === 'a' && m.type === 'token').map((m) => m.text);
     expect(textA.length).toBeGreaterThan(1);
     // The same request over HTTP with the same seed gives the same text.

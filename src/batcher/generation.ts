@@ -10,7 +10,11 @@ export type SamplingParams = {
   frequencyPenalty?: number;
   presencePenalty?: number;
   logitBias?: [number, number][];
+  /** Ask for each token's log-probability and this many alternatives. */
+  logprobs?: number;
 };
+/** A token's log-probability and the most likely alternatives, [token, logprob] (see src/models/sampling.ts). */
+export type TokenLogprobs = { logprob: number; top: [number, number][] };
 
 /** A replica that keeps KV caches and answers generation steps. */
 export interface StepReplica {
@@ -42,8 +46,11 @@ export type GenerationOptions = {
 export type GenerateRequest = { prompt: number[]; sampling: SamplingParams; maxTokens: number };
 export type GenerateHooks = {
   signal?: AbortSignal;
-  /** Called with each new token; return false when the sequence is finished (a stop token or sequence). */
-  onToken(token: number): boolean;
+  /**
+   * Called with each new token (and its log-probabilities, if `sampling.logprobs` asked for them); return
+   * false when the sequence is finished (a stop token or sequence).
+   */
+  onToken(token: number, logprobs?: TokenLogprobs): boolean;
   /** While true the sequence is skipped (it keeps its slot and cache): its reader is not keeping up. */
   paused?(): boolean;
   /** Higher waits less for a free slot (ties keep arrival order). @default 0 */
@@ -203,9 +210,9 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           continue;
         }
         const body = { join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling })), advance, release: loop.release.splice(0) };
-        let tokens: Record<string, number>;
+        let step: { tokens: Record<string, number>; logprobs?: Record<string, TokenLogprobs> };
         try {
-          tokens = (await loop.replica.request('step', body)).tokens as Record<string, number>;
+          step = (await loop.replica.request('step', body)) as typeof step;
         } catch (err) {
           const error = err instanceof GatewayError ? err : internal(`model ${this.opts.model} failed a generation step: ${(err as Error).message}`, err);
           for (const seq of loop.active.values()) this.settle(seq, error);
@@ -217,13 +224,13 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           this.counts.steps++;
           this.counts.stepSizes[size] = (this.counts.stepSizes[size] ?? 0) + 1;
         }
-        for (const [id, token] of Object.entries(tokens)) {
+        for (const [id, token] of Object.entries(step.tokens)) {
           const seq = loop.active.get(id);
           if (!seq || seq.settled) continue;
           seq.tokens++;
           seq.firstTokenAt ??= performance.now();
           this.counts.tokens++;
-          const more = seq.hooks.onToken(token);
+          const more = seq.hooks.onToken(token, step.logprobs?.[id]);
           if (!more || seq.tokens >= seq.req.maxTokens) {
             this.leave(loop, id);
             this.settle(seq, null, { finishReason: more ? 'length' : 'stop', completionTokens: seq.tokens, queueMs: seq.queueMs });

@@ -11,5 +11,6 @@ export {
   type SamplingParams,
   type SequenceEvent,
   type StepReplica,
+  type TokenLogprobs,
 } from './generation.js';
 export { groupKey, type PadRule, splitOutputs, stackInputs } from './stack.js';

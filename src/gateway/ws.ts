@@ -7,6 +7,7 @@ import { chatPrompt } from '../models/index.js';
 import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
 import { Generation } from './openai/generation.js';
+import { chatLogprobs } from './openai/logprobs.js';
 import { chatSchema, completionSchema, parseBody } from './openai/schema.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -121,8 +122,9 @@ async function generate(msg: Message, id: string, models: ReadonlyMap<string, Se
   for await (const text of generation) {
     // A socket that is not being read stops taking text; the sequence pauses (see Generation).
     while ((raw?.bufferedAmount ?? 0) > MAX_UNSENT_BYTES && !signal.aborted) await new Promise((r) => setTimeout(r, 10));
-    send({ id, type: 'token', text });
+    send({ id, type: 'token', text, ...(generation.wantsLogprobs && { logprobs: chatLogprobs(gen.tokenizer, generation.takeLogprobs()) }) });
   }
   const done = await generation.result;
-  send({ id, type: 'done', finish_reason: done.finishReason, usage: generation.usage(done) });
+  const rest = generation.wantsLogprobs && { logprobs: chatLogprobs(gen.tokenizer, generation.takeLogprobs()) };
+  send({ id, type: 'done', finish_reason: done.finishReason, usage: generation.usage(done), ...rest });
 }

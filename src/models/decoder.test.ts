@@ -18,26 +18,31 @@ beforeAll(async () => {
   sampler = await Sampler.create();
 });
 
+/** The last position's logits of a full run over `ids` (no cache). */
+async function lastLogits(ids: number[]): Promise<Float32Array> {
+  const n = ids.length;
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, n]),
+    position_ids: new ort.Tensor(
+      'int64',
+      BigInt64Array.from(ids, (_, i) => BigInt(i)),
+      [1, n],
+    ),
+    attention_mask: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
+    logits_to_keep: new ort.Tensor('int64', BigInt64Array.of(0n), [1]), // all of them
+  };
+  for (let l = 0; l < spec.layers; l++)
+    for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, spec.heads, 0, spec.headDim]);
+  const logits = (await session.run(feeds)).logits.data as Float32Array;
+  return logits.subarray((n - 1) * spec.vocab, n * spec.vocab);
+}
+
 /** Greedy tokens by full recomputation (no cache): the reference the cached, batched steps must match. */
 async function reference(prompt: number[], steps: number): Promise<number[]> {
   const ids = [...prompt];
   const out: number[] = [];
   for (let s = 0; s < steps; s++) {
-    const n = ids.length;
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, n]),
-      position_ids: new ort.Tensor(
-        'int64',
-        BigInt64Array.from(ids, (_, i) => BigInt(i)),
-        [1, n],
-      ),
-      attention_mask: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
-      logits_to_keep: new ort.Tensor('int64', BigInt64Array.of(0n), [1]), // all of them
-    };
-    for (let l = 0; l < spec.layers; l++)
-      for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, spec.heads, 0, spec.headDim]);
-    const logits = (await session.run(feeds)).logits.data as Float32Array;
-    const last = logits.subarray((n - 1) * spec.vocab, n * spec.vocab);
+    const last = await lastLogits(ids);
     let best = 0;
     for (let i = 1; i < last.length; i++) if (last[i] > last[best]) best = i;
     ids.push(best);
@@ -95,6 +100,33 @@ describe('Decoder', () => {
       expect(decoder.active).toBe(2); // b was released
     },
   );
+
+  it('reports log-probabilities that match full recomputation, for the joining and the advancing step', async () => {
+    const decoder = new Decoder(session, spec, sampler);
+    const logSoftmax = (row: Float32Array) => {
+      const max = Math.max(...row);
+      const sum = row.reduce((acc, x) => acc + Math.exp(x - max), 0);
+      return (x: number) => x - max - Math.log(sum);
+    };
+    const ids = [...PROMPTS.b];
+    const joined = await decoder.step({
+      join: [
+        { seq: 'b', prompt: ids, sampling: { ...greedy, logprobs: 2 } },
+        { seq: 'a', prompt: PROMPTS.a, sampling: greedy },
+      ],
+      advance: [],
+      release: [],
+    });
+    const advanced = await decoder.step({ join: [], advance: ['b', 'a'], release: [] });
+    for (const step of [joined, advanced]) {
+      const full = await lastLogits(ids);
+      const token = step.tokens.b;
+      expect(step.logprobs?.b.logprob).toBeCloseTo(logSoftmax(full)(full[token]), 4);
+      expect(step.logprobs?.b.top[0][0]).toBe(token);
+      expect(step.logprobs?.a).toBeUndefined();
+      ids.push(token);
+    }
+  });
 
   it('keeps a paused sequence (not advanced for some steps) exactly where it was, seeded sampling included', async () => {
     const seeded = { temperature: 0.8, topP: 1, topK: 0, seed: 7 };

@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
-import { countsTokens, type Sampler, type Sampling, seededRandom } from './sampling.js';
+import { countsTokens, type Sampler, type Sampling, seededRandom, type TokenLogprobs } from './sampling.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
@@ -8,7 +8,16 @@ export type StepRequest = {
   advance: string[];
   release: string[];
 };
-export type StepResult = { tokens: Record<string, number>; prefillMs: number; decodeMs: number; decodeBatch: number };
+export type StepResult = {
+  tokens: Record<string, number>;
+  /** For the sequences that asked for them (`sampling.logprobs`). */
+  logprobs?: Record<string, TokenLogprobs>;
+  prefillMs: number;
+  decodeMs: number;
+  decodeBatch: number;
+};
+/** A step's drawn tokens, by sequence id. */
+type Drawn = Pick<StepResult, 'tokens' | 'logprobs'>;
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -68,13 +77,13 @@ export class Decoder {
 
   async step(req: StepRequest): Promise<StepResult> {
     for (const seq of req.release) this.release(seq);
-    const tokens: Record<string, number> = {};
+    const drawn: Drawn = { tokens: {} };
     const t0 = performance.now();
-    for (const group of prefillGroups(req.join, this.prefillLimits())) Object.assign(tokens, await this.prefill(group));
+    for (const group of prefillGroups(req.join, this.prefillLimits())) await this.prefill(group, drawn);
     const t1 = performance.now();
     const advancing = req.advance.filter((s) => this.seqs.has(s));
-    if (advancing.length > 0) Object.assign(tokens, await this.decode(advancing));
-    return { tokens, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length };
+    if (advancing.length > 0) await this.decode(advancing, drawn);
+    return { ...drawn, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length };
   }
 
   /** How many sequences / padded positions one prefill run takes: bounded by the logits it writes. */
@@ -89,7 +98,7 @@ export class Decoder {
    * position, as Hugging Face's batched generation does; otherwise they are right-padded and each prompt's
    * last position is picked out of all of them. Either way the attention mask hides the padding.
    */
-  private async prefill(joins: StepRequest['join']): Promise<Record<string, number>> {
+  private async prefill(joins: StepRequest['join'], drawn: Drawn): Promise<void> {
     for (const j of joins) this.release(j.seq);
     const { heads, headDim, layers, vocab, logitsToKeep } = this.spec;
     const count = joins.length;
@@ -154,16 +163,13 @@ export class Decoder {
       return seq;
     });
     const next = await this.sampler.sample(lastLogits, vocab, seqs);
-    const tokens: Record<string, number> = {};
     seqs.forEach((seq, i) => {
-      generatedOne(seq, next[i]);
       this.seqs.set(joins[i].seq, seq);
-      tokens[joins[i].seq] = seq.last;
+      drew(drawn, joins[i].seq, seq, next, i);
     });
-    return tokens;
   }
 
-  private async decode(ids: string[]): Promise<Record<string, number>> {
+  private async decode(ids: string[], drawn: Drawn): Promise<void> {
     const { heads, headDim, layers, vocab } = this.spec;
     const advancing = ids.map((id) => this.seqs.get(id) as Sequence);
     // Room for this step's keys/values after every advancing sequence's cache.
@@ -213,8 +219,7 @@ export class Decoder {
       vocab,
       rows.map((s) => (advancingRows.has(s) ? s : DISCARDED)),
     );
-    const tokens: Record<string, number> = {};
-    for (const s of advancing) {
+    advancing.forEach((s, i) => {
       for (let l = 0; l < layers; l++) {
         for (const [k, kind] of ['key', 'value'].entries()) {
           const present = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [b, heads, fetched, headDim]
@@ -225,12 +230,8 @@ export class Decoder {
         }
       }
       s.length++;
-      generatedOne(s, next[s.row]);
-    }
-    ids.forEach((id, i) => {
-      tokens[id] = advancing[i].last;
+      drew(drawn, ids[i], s, next, s.row);
     });
-    return tokens;
   }
 
   /** Where a row's head's position starts in a cache buffer. */
@@ -359,10 +360,17 @@ export function prefillGroups(joins: StepRequest['join'], limits: PrefillLimits)
   return groups;
 }
 
-/** A sequence's next token is drawn: it is the next step's input (and counts for its penalties). */
-function generatedOne(seq: Sequence, token: number): void {
+/**
+ * Sequence `id` drew row `i` of `sampled`: the token is its next step's input, counts for its penalties,
+ * and goes into the step's answer, with its log-probabilities if asked for.
+ */
+function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnType<Sampler['sample']>>, i: number): void {
+  const token = sampled.tokens[i];
   seq.last = token;
   seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
+  drawn.tokens[id] = token;
+  const logprobs = sampled.logprobs[i];
+  if (logprobs) drawn.logprobs = { ...drawn.logprobs, [id]: logprobs };
 }
 
 type KvType = GenerativeSpec['kvType'];

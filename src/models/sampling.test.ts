@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adjustLogits, pickToken, Sampler, seededRandom } from './sampling.js';
+import { adjustLogits, mostLikely, pickToken, Sampler, seededRandom } from './sampling.js';
 
 const logits = Float32Array.from([1, 3, 2, 0.5, 2.9]);
 const softmax = (l: Float32Array, t = 1) => {
@@ -72,13 +72,34 @@ describe('adjustLogits (OpenAI logit_bias, frequency and presence penalties)', (
   });
 });
 
+describe('mostLikely', () => {
+  it('gives the n most likely tokens, most likely first, as log-probabilities', () => {
+    const p = softmax(logits);
+    expect(mostLikely(p, 3).map(([t]) => t)).toEqual([1, 4, 2]);
+    expect(mostLikely(p, 1)[0][1]).toBeCloseTo(Math.log(p[1]), 6);
+    expect(mostLikely(p, 9)).toHaveLength(5);
+    expect(mostLikely(p, 0)).toEqual([]);
+  });
+});
+
 describe('Sampler (ONNX Runtime softmax + argmax)', () => {
+  it('reports the drawn token’s log-probability and the alternatives, at the row’s temperature, only when asked', async () => {
+    const sampler = await Sampler.create();
+    const row = (sampling: object) => ({ sampling: { temperature: 0.5, topP: 1, topK: 0, seed: 3, ...sampling }, random: seededRandom(3) });
+    const { tokens, logprobs } = await sampler.sample(Float32Array.from([...logits, ...logits]), 5, [row({ logprobs: 2 }), row({})]);
+    const p = softmax(logits, 0.5);
+    expect(logprobs[0]?.logprob).toBeCloseTo(Math.log(p[tokens[0]]), 5);
+    expect(logprobs[0]?.top.map(([t]) => t)).toEqual([1, 4]);
+    expect(logprobs[0]?.top[1][1]).toBeCloseTo(Math.log(p[4]), 5);
+    expect(logprobs[1]).toBeUndefined();
+  });
+
   it('applies logit bias and penalties before choosing', async () => {
     const sampler = await Sampler.create();
     const greedy = { temperature: 0, topP: 1, topK: 0, seed: 1 };
     const row = { sampling: { ...greedy, presencePenalty: 2 }, random: seededRandom(1), generated: new Map([[1, 1]]) };
-    expect(await sampler.sample(logits.slice(), 5, [row])).toEqual([4]); // token 1 (3 - 2) falls below token 4 (2.9)
-    expect(await sampler.sample(logits.slice(), 5, [{ sampling: { ...greedy, logitBias: [[3, 5]] }, random: seededRandom(1) }])).toEqual([3]);
+    expect((await sampler.sample(logits.slice(), 5, [row])).tokens).toEqual([4]); // token 1 (3 - 2) falls below token 4 (2.9)
+    expect((await sampler.sample(logits.slice(), 5, [{ sampling: { ...greedy, logitBias: [[3, 5]] }, random: seededRandom(1) }])).tokens).toEqual([3]);
   });
 
   it('applies each row its own temperature, and greedy rows take the argmax', async () => {
@@ -86,10 +107,10 @@ describe('Sampler (ONNX Runtime softmax + argmax)', () => {
     const rows = Float32Array.from([...logits, 5, 1, 1, 1, 1]);
     const greedy = { sampling: { temperature: 0, topP: 1, topK: 0, seed: 1 }, random: seededRandom(1) };
     const hot = { sampling: { temperature: 100, topP: 1, topK: 0, seed: 1 }, random: seededRandom(2) };
-    expect(await sampler.sample(rows, 5, [greedy, greedy])).toEqual([1, 0]);
+    expect((await sampler.sample(rows, 5, [greedy, greedy])).tokens).toEqual([1, 0]);
     // At temperature 100 the second row is nearly uniform: all five tokens turn up.
     const seen = new Set<number>();
-    for (let i = 0; i < 200; i++) seen.add((await sampler.sample(rows, 5, [greedy, hot]))[1]);
+    for (let i = 0; i < 200; i++) seen.add((await sampler.sample(rows, 5, [greedy, hot])).tokens[1]);
     expect(seen.size).toBe(5);
   });
 });

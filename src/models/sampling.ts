@@ -16,7 +16,15 @@ export type Sampling = {
   presencePenalty?: number;
   /** Added to these tokens' logits at every step: [token, bias] (OpenAI's logit_bias, -100..100). */
   logitBias?: [number, number][];
+  /** Report each drawn token's log-probability and this many most likely alternatives (OpenAI's logprobs). */
+  logprobs?: number;
 };
+
+/**
+ * A drawn token's log-probability and the most likely tokens' ([token, logprob], most likely first), in the
+ * distribution it was drawn from: after logit bias, penalties and temperature, before top_k / top_p.
+ */
+export type TokenLogprobs = { logprob: number; top: [number, number][] };
 
 /** Whether a sequence must count the tokens it generates (for its penalties). */
 export const countsTokens = (s: Sampling): boolean => Boolean(s.frequencyPenalty || s.presencePenalty);
@@ -79,6 +87,19 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
   return best; // float rounding left a sliver at the end
 }
 
+/** The `n` most likely tokens of a row of probabilities, as [token, logprob], most likely first. */
+export function mostLikely(probs: Float32Array, n: number): [number, number][] {
+  const top: [number, number][] = []; // [token, probability], kept sorted, at most n
+  for (let t = 0; t < probs.length && n > 0; t++) {
+    if (top.length === n && probs[t] <= top[n - 1][1]) continue;
+    let at = top.length;
+    while (at > 0 && top[at - 1][1] < probs[t]) at--;
+    top.splice(at, 0, [t, probs[t]]);
+    if (top.length > n) top.pop();
+  }
+  return top.map(([t, p]) => [t, Math.log(p)]);
+}
+
 /** A row to sample: its parameters, its random stream and (with penalties) how often it generated each token. */
 export type SamplingRow = { sampling: Sampling; random: () => number; generated?: Map<number, number> };
 
@@ -98,7 +119,7 @@ export class Sampler {
    * One token per row of `logits` ([rows, vocab]), each with its own sampling parameters and random stream;
    * a row's logits are adjusted in place first (logit bias, penalties on the row's `generated` tokens).
    */
-  async sample(logits: Float32Array, vocab: number, rows: SamplingRow[]): Promise<number[]> {
+  async sample(logits: Float32Array, vocab: number, rows: SamplingRow[]): Promise<{ tokens: number[]; logprobs: (TokenLogprobs | undefined)[] }> {
     const b = rows.length;
     rows.forEach((r, i) => {
       if (r.sampling.logitBias || r.generated) adjustLogits(logits.subarray(i * vocab, (i + 1) * vocab), r.sampling, r.generated);
@@ -110,6 +131,11 @@ export class Sampler {
     });
     const probs = out.probs.data as Float32Array;
     const best = out.best.data as BigInt64Array;
-    return rows.map((r, i) => pickToken(probs.subarray(i * vocab, (i + 1) * vocab), Number(best[i]), r.sampling, r.random));
+    const row = (i: number) => probs.subarray(i * vocab, (i + 1) * vocab);
+    const tokens = rows.map((r, i) => pickToken(row(i), Number(best[i]), r.sampling, r.random));
+    const logprobs = rows.map((r, i) =>
+      r.sampling.logprobs === undefined ? undefined : { logprob: Math.log(row(i)[tokens[i]]), top: mostLikely(row(i), r.sampling.logprobs) },
+    );
+    return { tokens, logprobs };
   }
 }

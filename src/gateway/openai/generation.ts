@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import type { GenerateResult } from '../../batcher/index.js';
+import type { GenerateResult, TokenLogprobs } from '../../batcher/index.js';
 import { badInput } from '../../errors/index.js';
 import { TextStream } from '../../models/index.js';
 import type { ServedModel } from '../types.js';
@@ -17,7 +17,13 @@ export type GenerationParams = {
   frequency_penalty?: number | null;
   presence_penalty?: number | null;
   logit_bias?: Record<string, number> | null;
+  /** Completions: how many alternatives (0-5); chat: whether at all, `top_logprobs` saying how many. */
+  logprobs?: number | boolean | null;
+  top_logprobs?: number | null;
 };
+
+/** A generated token with its log-probabilities. */
+export type LoggedToken = TokenLogprobs & { token: number };
 
 /**
  * One running generation as text: started at once, read as an async iterable of pieces (bounded: an
@@ -29,6 +35,9 @@ export class Generation {
   readonly started: Promise<void>;
   readonly promptTokens: number;
   private pieces: string[] = [];
+  /** Tokens with their log-probabilities not yet taken (only if asked for). */
+  private logged: LoggedToken[] = [];
+  readonly wantsLogprobs: boolean;
   private text: TextStream;
   private wake?: () => void;
   private settled = false;
@@ -47,6 +56,8 @@ export class Generation {
     const outside = logitBias.find(([token]) => token >= gen.vocab);
     if (outside) throw badInput(`logit_bias: token ${outside[0]} is not in the model's vocabulary (${gen.vocab} tokens)`, 'logit_bias');
     this.promptTokens = prompt.length;
+    const logprobs = typeof params.logprobs === 'number' ? params.logprobs : params.logprobs ? (params.top_logprobs ?? 0) : undefined;
+    this.wantsLogprobs = logprobs !== undefined;
     const stops = params.stop === undefined || params.stop === null ? [] : typeof params.stop === 'string' ? [params.stop] : params.stop;
     this.text = new TextStream(gen.tokenizer, stops);
     let started: () => void = () => {};
@@ -63,12 +74,14 @@ export class Generation {
           frequencyPenalty: params.frequency_penalty ?? 0,
           presencePenalty: params.presence_penalty ?? 0,
           logitBias: logitBias.length > 0 ? logitBias : undefined,
+          logprobs,
         },
       },
       {
         signal,
         priority,
-        onToken: (token) => {
+        onToken: (token, logprobs) => {
+          if (logprobs) this.logged.push({ token, ...logprobs });
           const piece = this.text.push(token);
           if (piece) this.pieces.push(piece);
           started();
@@ -96,6 +109,14 @@ export class Generation {
     await this.result;
     const tail = this.text.flush();
     if (tail) yield tail;
+  }
+
+  /**
+   * The tokens generated since the last call, with their log-probabilities (if asked for): a streamed chunk
+   * carries those of the tokens drawn since the previous chunk, whose text it (mostly) is.
+   */
+  takeLogprobs(): LoggedToken[] {
+    return this.logged.splice(0);
   }
 
   usage(r: GenerateResult) {

@@ -6,6 +6,7 @@ import { chatPrompt } from '../../models/index.js';
 import { clientSignal, readBody } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { Generation } from './generation.js';
+import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, parseBody } from './schema.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
@@ -82,6 +83,16 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   c.set('model', m.name);
   if (req.stream_options && !req.stream) throw badInput('stream_options is only allowed when stream is true', 'stream_options', 'invalid_request_error');
   const gen = new Generation(m, req, prompt, maxTokens, clientSignal(c), c.get('caller')?.priority);
+  const tokenizer = (m.generation as NonNullable<ServedModel['generation']>).tokenizer;
+  let offset = 0; // completions: where the next token's text starts
+  /** The log-probabilities of the tokens since the last call, in the kind's shape (null when not asked for). */
+  const logprobs = () => {
+    if (!gen.wantsLogprobs) return null;
+    if (kind === 'chat.completion') return chatLogprobs(tokenizer, gen.takeLogprobs());
+    const shaped = completionLogprobs(tokenizer, gen.takeLogprobs(), offset);
+    offset += shaped.tokens.join('').length;
+    return shaped;
+  };
   const base = {
     id: `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
     created: Math.floor(Date.now() / 1000),
@@ -94,8 +105,8 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
     const r = await gen.result;
     const choice =
       kind === 'chat.completion'
-        ? { index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: r.finishReason }
-        : { index: 0, text, logprobs: null, finish_reason: r.finishReason };
+        ? { index: 0, message: { role: 'assistant', content: text }, logprobs: logprobs(), finish_reason: r.finishReason }
+        : { index: 0, text, logprobs: logprobs(), finish_reason: r.finishReason };
     return c.json({ ...base, object: kind, choices: [choice], usage: gen.usage(r) });
   }
 
@@ -106,8 +117,8 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   const chunk = (choices: object[], extra: object = includeUsage ? { usage: null } : {}) => JSON.stringify({ ...base, object, choices, ...extra });
   const delta = (piece: string, finish: string | null = null) =>
     kind === 'chat.completion'
-      ? chunk([{ index: 0, delta: finish ? {} : { content: piece }, logprobs: null, finish_reason: finish }])
-      : chunk([{ index: 0, text: piece, logprobs: null, finish_reason: finish }]);
+      ? chunk([{ index: 0, delta: finish ? {} : { content: piece }, logprobs: logprobs(), finish_reason: finish }])
+      : chunk([{ index: 0, text: piece, logprobs: logprobs(), finish_reason: finish }]);
   return streamSSE(c, async (stream) => {
     try {
       if (kind === 'chat.completion')

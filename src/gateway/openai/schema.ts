@@ -30,8 +30,6 @@ const sampling = {
     .record(z.string(), z.number().min(-100).max(100))
     .refine((bias) => Object.keys(bias).every((token) => /^\d+$/.test(token)), 'its keys must be token ids')
     .nullish(),
-  logprobs: unsupported('logprobs', false),
-  top_logprobs: unsupported('top_logprobs', 0),
   response_format: z
     .unknown()
     .refine((f) => f === null || (f as { type?: unknown })?.type === 'text', 'only {"type": "text"} is supported by this gateway')
@@ -43,17 +41,23 @@ const sampling = {
 export const completionSchema = z.object({
   ...sampling,
   prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported'), z.array(z.number().int().min(0)).min(1)]),
+  /** The log-probabilities of each token and of this many alternatives. */
+  logprobs: z.number().int().min(0).max(5).nullish(),
   echo: unsupported('echo', false),
   best_of: unsupported('best_of', 1),
   suffix: unsupported('suffix', ''),
 });
 
 const content = z.union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1)]);
-export const chatSchema = z.object({
-  ...sampling,
-  max_completion_tokens: z.number().int().min(1).nullish(),
-  messages: z.array(z.object({ role: z.enum(['system', 'developer', 'user', 'assistant']), content })).min(1, 'messages must not be empty'),
-});
+export const chatSchema = z
+  .object({
+    ...sampling,
+    max_completion_tokens: z.number().int().min(1).nullish(),
+    messages: z.array(z.object({ role: z.enum(['system', 'developer', 'user', 'assistant']), content })).min(1, 'messages must not be empty'),
+    logprobs: z.boolean().nullish(),
+    top_logprobs: z.number().int().min(0).max(20).nullish(),
+  })
+  .refine((r) => !r.top_logprobs || r.logprobs === true, { message: 'top_logprobs requires logprobs to be true', path: ['top_logprobs'] });
 
 export type CompletionRequest = z.infer<typeof completionSchema>;
 export type ChatRequest = z.infer<typeof chatSchema>;

@@ -1,0 +1,28 @@
+import type { Tokenizer } from '../../models/index.js';
+import type { LoggedToken } from './generation.js';
+
+// Log-probabilities in OpenAI's two shapes. A token's text is its bytes decoded alone: a byte-level BPE
+// token that ends inside a UTF-8 character shows a replacement character there (chat also gives the bytes).
+
+const textOf = (tokenizer: Tokenizer, token: number) => new TextDecoder().decode(tokenizer.bytes(token));
+
+/** Chat's `logprobs`: `{content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`. */
+export function chatLogprobs(tokenizer: Tokenizer, logged: LoggedToken[]) {
+  const entry = (token: number, logprob: number) => ({ token: textOf(tokenizer, token), logprob, bytes: Array.from(tokenizer.bytes(token)) });
+  return { content: logged.map((t) => ({ ...entry(t.token, t.logprob), top_logprobs: t.top.map(([token, logprob]) => entry(token, logprob)) })) };
+}
+
+/**
+ * Completions' `logprobs`: `{tokens, token_logprobs, top_logprobs, text_offset}`; `offset` is where the
+ * first token's text starts in the completion (a stream's chunks continue from the previous one's end).
+ */
+export function completionLogprobs(tokenizer: Tokenizer, logged: LoggedToken[], offset = 0) {
+  const tokens = logged.map((t) => textOf(tokenizer, t.token));
+  const text_offset = tokens.map((text) => {
+    const at = offset;
+    offset += text.length;
+    return at;
+  });
+  const top_logprobs = logged.map((t) => Object.fromEntries(t.top.map(([token, logprob]) => [textOf(tokenizer, token), logprob])));
+  return { tokens, token_logprobs: logged.map((t) => t.logprob), top_logprobs, text_offset };
+}
