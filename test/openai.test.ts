@@ -125,6 +125,29 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(content.startsWith('ale'.repeat(3)) && !content.startsWith('ale'.repeat(4))).toBe(true);
   });
 
+  it('answers n choices, each the answer one request with the next seed would get, streamed or not', async () => {
+    const params = { model: 'tiny-gpt', prompt: 'Once upon a time', max_tokens: 8, seed: 20, temperature: 0.9 };
+    const r = await client.completions.create({ ...params, n: 3 });
+    expect(r.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    const alone = await Promise.all([0, 1, 2].map(async (i) => (await client.completions.create({ ...params, seed: 20 + i })).choices[0].text));
+    expect(r.choices.map((c) => c.text)).toEqual(alone);
+    expect(new Set(alone).size).toBe(3);
+    expect(r.usage).toEqual({ prompt_tokens: 4, completion_tokens: 24, total_tokens: 28 });
+
+    const chat = { model: 'tiny-gpt', messages: [{ role: 'user' as const, content: 'Hi' }], max_tokens: 6, seed: 3, n: 2 };
+    const whole = await client.chat.completions.create(chat);
+    const texts = ['', ''];
+    const finished: number[] = [];
+    for await (const chunk of await client.chat.completions.create({ ...chat, stream: true })) {
+      for (const c of chunk.choices) {
+        texts[c.index] += c.delta.content ?? '';
+        if (c.finish_reason) finished.push(c.index);
+      }
+    }
+    expect(texts).toEqual(whole.choices.map((c) => c.message.content));
+    expect(finished.sort()).toEqual([0, 1]);
+  });
+
   it('returns log-probabilities: completions’ shape, one entry per token, the chosen one the most likely when greedy', async () => {
     const r = await client.completions.create({ model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 6, temperature: 0, logprobs: 3 });
     const lp = r.choices[0].logprobs as NonNullable<OpenAI.Completions.CompletionChoice['logprobs']>;
@@ -165,7 +188,7 @@ describe('OpenAI-compatible API with the official openai client', () => {
     ['a tensor model', { model: 'mlp', prompt: 'x' }, 404, 'model', 'model_not_found'],
     ['negative max_tokens', { model: 'tiny-gpt', prompt: 'x', max_tokens: -1 }, 400, 'max_tokens', null],
     ['a string temperature', { model: 'tiny-gpt', prompt: 'x', temperature: 'hot' }, 400, 'temperature', null],
-    ['n = 2', { model: 'tiny-gpt', prompt: 'x', n: 2 }, 400, 'n', null],
+    ['n over 16', { model: 'tiny-gpt', prompt: 'x', n: 17 }, 400, 'n', null],
     ['more tokens than the context', { model: 'tiny-gpt', prompt: 'x', max_tokens: 5000 }, 400, 'max_tokens', 'context_length_exceeded'],
     ['no prompt', { model: 'tiny-gpt' }, 400, 'prompt', null],
     ['a penalty out of range', { model: 'tiny-gpt', prompt: 'x', frequency_penalty: 2.5 }, 400, 'frequency_penalty', null],

@@ -116,6 +116,7 @@ async function generate(msg: Message, id: string, models: ReadonlyMap<string, Se
     const p = completion.prompt;
     prompt = typeof p === 'string' ? gen.tokenizer.encode(p) : typeof p[0] === 'string' ? gen.tokenizer.encode(p[0] as string) : (p as number[]);
   }
+  if ((req.n ?? 1) > 1) throw badInput('n > 1 is not served over the WebSocket: send a message per choice', 'n');
   const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);
   const generation = new Generation(m, req, prompt, maxTokens, signal);
   const raw = ws.raw as { bufferedAmount?: number } | undefined;

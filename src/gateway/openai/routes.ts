@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
+import type { GenerateResult } from '../../batcher/index.js';
 import { badInput, GatewayError } from '../../errors/index.js';
-import { chatPrompt } from '../../models/index.js';
+import { chatPrompt, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readBody } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { Generation } from './generation.js';
@@ -82,16 +83,21 @@ export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fix
 async function generate(c: Context, m: ServedModel, req: CompletionRequest | ChatRequest, prompt: number[], maxTokens: number, kind: Kind) {
   c.set('model', m.name);
   if (req.stream_options && !req.stream) throw badInput('stream_options is only allowed when stream is true', 'stream_options', 'invalid_request_error');
-  const gen = new Generation(m, req, prompt, maxTokens, clientSignal(c), c.get('caller')?.priority);
-  const tokenizer = (m.generation as NonNullable<ServedModel['generation']>).tokenizer;
-  let offset = 0; // completions: where the next token's text starts
-  /** The log-probabilities of the tokens since the last call, in the kind's shape (null when not asked for). */
-  const logprobs = () => {
-    if (!gen.wantsLogprobs) return null;
-    if (kind === 'chat.completion') return chatLogprobs(tokenizer, gen.takeLogprobs());
-    const shaped = completionLogprobs(tokenizer, gen.takeLogprobs(), offset);
-    offset += shaped.tokens.join('').length;
-    return shaped;
+  // One sequence per choice (`n`), seeds seed, seed + 1, …; when one fails, the others stop too.
+  const failed = new AbortController();
+  const signal = AbortSignal.any([clientSignal(c), failed.signal]);
+  const gens: Generation[] = [];
+  try {
+    for (let i = 0; i < (req.n ?? 1); i++)
+      gens.push(new Generation(m, { ...req, seed: req.seed == null ? null : req.seed + i }, prompt, maxTokens, signal, c.get('caller')?.priority));
+  } catch (err) {
+    failed.abort();
+    throw err;
+  }
+  const logprobs = gens.map((gen) => logprobsOf(gen, kind, (m.generation as NonNullable<ServedModel['generation']>).tokenizer));
+  const usage = (done: GenerateResult[]) => {
+    const completion = done.reduce((sum, r) => sum + r.completionTokens, 0);
+    return { prompt_tokens: gens[0].promptTokens, completion_tokens: completion, total_tokens: gens[0].promptTokens + completion };
   };
   const base = {
     id: `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
@@ -100,40 +106,77 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   };
 
   if (!req.stream) {
-    let text = '';
-    for await (const piece of gen) text += piece;
-    const r = await gen.result;
-    const choice =
-      kind === 'chat.completion'
-        ? { index: 0, message: { role: 'assistant', content: text }, logprobs: logprobs(), finish_reason: r.finishReason }
-        : { index: 0, text, logprobs: logprobs(), finish_reason: r.finishReason };
-    return c.json({ ...base, object: kind, choices: [choice], usage: gen.usage(r) });
+    const answers = await Promise.all(
+      gens.map(async (gen, index) => {
+        let text = '';
+        for await (const piece of gen) text += piece;
+        const r = await gen.result;
+        const choice =
+          kind === 'chat.completion'
+            ? { index, message: { role: 'assistant', content: text }, logprobs: logprobs[index](), finish_reason: r.finishReason }
+            : { index, text, logprobs: logprobs[index](), finish_reason: r.finishReason };
+        return { choice, r };
+      }),
+    ).catch((err) => {
+      failed.abort();
+      throw err;
+    });
+    return c.json({ ...base, object: kind, choices: answers.map((a) => a.choice), usage: usage(answers.map((a) => a.r)) });
   }
 
   // Errors before the first token still get a status code; after it they travel in the stream.
-  await gen.started;
+  await Promise.all(gens.map((gen) => gen.started)).catch((err) => {
+    failed.abort();
+    throw err;
+  });
   const includeUsage = req.stream_options?.include_usage === true;
   const object = kind === 'chat.completion' ? 'chat.completion.chunk' : 'text_completion';
   const chunk = (choices: object[], extra: object = includeUsage ? { usage: null } : {}) => JSON.stringify({ ...base, object, choices, ...extra });
-  const delta = (piece: string, finish: string | null = null) =>
+  const delta = (index: number, piece: string, finish: string | null = null) =>
     kind === 'chat.completion'
-      ? chunk([{ index: 0, delta: finish ? {} : { content: piece }, logprobs: logprobs(), finish_reason: finish }])
-      : chunk([{ index: 0, text: piece, logprobs: logprobs(), finish_reason: finish }]);
+      ? chunk([{ index, delta: finish ? {} : { content: piece }, logprobs: logprobs[index](), finish_reason: finish }])
+      : chunk([{ index, text: piece, logprobs: logprobs[index](), finish_reason: finish }]);
   return streamSSE(c, async (stream) => {
+    // The choices' chunks interleave as their tokens come, each event written whole and in turn.
+    let written = Promise.resolve();
+    const send = (data: string) => {
+      written = written.then(() => stream.writeSSE({ data }));
+      return written;
+    };
     try {
-      if (kind === 'chat.completion')
-        await stream.writeSSE({ data: chunk([{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]) });
-      for await (const piece of gen) await stream.writeSSE({ data: delta(piece) });
-      const done = await gen.result;
-      await stream.writeSSE({ data: delta('', done.finishReason) });
-      if (includeUsage) await stream.writeSSE({ data: chunk([], { usage: gen.usage(done) }) });
-      await stream.writeSSE({ data: '[DONE]' });
+      const done = await Promise.all(
+        gens.map(async (gen, index) => {
+          if (kind === 'chat.completion') await send(chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]));
+          for await (const piece of gen) await send(delta(index, piece));
+          const r = await gen.result;
+          await send(delta(index, '', r.finishReason));
+          return r;
+        }),
+      );
+      if (includeUsage) await send(chunk([], { usage: usage(done) }));
+      await send('[DONE]');
     } catch (err) {
+      failed.abort();
       if (stream.aborted) return;
       const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
-      await stream.writeSSE({ data: JSON.stringify({ error: openaiError(e).body.error }) });
+      await send(JSON.stringify({ error: openaiError(e).body.error }));
     }
   });
+}
+
+/**
+ * A choice's log-probabilities, in its kind's shape, of the tokens since the last call (null when not
+ * asked for). Completions count `text_offset` on from the previous call's end.
+ */
+function logprobsOf(gen: Generation, kind: Kind, tokenizer: Tokenizer): () => object | null {
+  let offset = 0;
+  return () => {
+    if (!gen.wantsLogprobs) return null;
+    if (kind === 'chat.completion') return chatLogprobs(tokenizer, gen.takeLogprobs());
+    const shaped = completionLogprobs(tokenizer, gen.takeLogprobs(), offset);
+    offset += shaped.tokens.join('').length;
+    return shaped;
+  };
 }
 
 /** OpenAI's error object for a gateway error. */

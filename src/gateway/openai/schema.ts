@@ -12,6 +12,9 @@ const unsupported = (name: string, ...off: unknown[]) =>
     .refine((v) => v === null || off.includes(v) || (Array.isArray(v) && v.length === 0), `${name} is not supported by this gateway`)
     .optional();
 
+/** Most choices (`n`) one request may ask for: each takes a sequence slot, as a request of its own would. */
+export const MAX_CHOICES = 16;
+
 const sampling = {
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
   max_tokens: z.number().int().min(1, 'max_tokens must be at least 1').nullish(),
@@ -21,7 +24,8 @@ const sampling = {
   top_k: z.number().int().min(0).nullish(),
   seed: z.number().int().nullish(),
   stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullish(),
-  n: z.literal(1, 'only n=1 is supported').nullish(),
+  /** Choices, each a sequence of its own (seeds seed, seed + 1, …). */
+  n: z.number().int().min(1).max(MAX_CHOICES).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
