@@ -42,6 +42,20 @@ export async function loadSignatures(config: Config): Promise<Map<string, ModelS
   return signatures;
 }
 
+/** Each model's labels file, if it has one: line i names class i (a trailing empty line is not a class). */
+async function loadLabels(config: Config): Promise<Map<string, string[]>> {
+  const labels = new Map<string, string[]>();
+  for (const [name, { labels: path }] of Object.entries(config.models)) {
+    if (!path) continue;
+    try {
+      labels.set(name, (await readFile(path, 'utf8')).replace(/\r?\n$/, '').split(/\r?\n/));
+    } catch (err) {
+      throw new ConfigError(`models.${name}.labels: cannot read ${path}: ${(err as Error).message}`);
+    }
+  }
+  return labels;
+}
+
 function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSignature): void {
   const inputs = new Map(sig.inputs.map((i) => [i.name, i]));
   for (const [input, rule] of Object.entries(model.batching.pad)) {
@@ -97,6 +111,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     new Telemetry({ metrics: t.metrics, traces: { exporter: t.traces.exporter, endpoint: t.traces.endpoint, sampleRatio: t.traces.sample_ratio } });
   const provider = opts.provider ?? new LocalProcessProvider();
   const signatures = await loadSignatures(config);
+  const labels = await loadLabels(config);
   const onGpu = (m: ModelConfig) => m.device.startsWith('cuda') || (m.device === 'auto' && gpus.gpus > 0);
   const cpuModels = Object.values(config.models).filter((m) => !onGpu(m));
   const cpuThreads = cpuThreadsPerReplica(cpuModels.reduce((n, m) => n + maxContainers(m), 0));
@@ -175,6 +190,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       signature,
       device: model.device,
       maxBatchSize: policy.maxBatchSize,
+      labels: labels.get(name),
       batcher,
       generation:
         generative && scheduler

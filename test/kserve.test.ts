@@ -15,6 +15,7 @@ beforeAll(async () => {
       dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       'ocr-direction': {
         path: OCR_CLS,
+        labels: `${MODELS}ocr-direction.labels.txt`,
         device: 'cpu',
         scaling: { min_containers: 1 },
         warmup_shapes: { x: [1, 3, 48, 64] },
@@ -51,6 +52,54 @@ describe('KServe v2 metadata and health', () => {
 });
 
 describe('inference through real replica processes', () => {
+  it('returns the top classes instead of the values where an output asks for classification (Triton’s extension)', async () => {
+    const x = random(2 * 64, 9);
+    const ref = Array.from((await direct(`${MODELS}mlp.onnx`, 'x', Float32Array.from(x), [2, 64])).data as Float32Array);
+    const res = await infer(gw.url, 'mlp', [{ name: 'x', shape: [2, 64], datatype: 'FP32', data: x }], {
+      outputs: [{ name: 'probs', parameters: { classification: 3 } }],
+    });
+    expect(res.status).toBe(200);
+    const top3 = (row: number[]) =>
+      row
+        .map((v, i) => [v, i])
+        .sort((a, b) => b[0] - a[0])
+        .slice(0, 3)
+        .map(([v, i]) => `${v.toFixed(6)}:${i}`);
+    expect(res.body.outputs?.[0]).toEqual({ name: 'probs', datatype: 'BYTES', shape: [2, 3], data: [...top3(ref.slice(0, 10)), ...top3(ref.slice(10))] });
+
+    // Labelled (models.X.labels) and in the binary extension: BYTES elements, each a 4-byte length then the text.
+    const { body, headers } = binaryBody(
+      {
+        inputs: [{ name: 'x', shape: [1, 3, 48, 64], datatype: 'FP32', parameters: { binary_data_size: 3 * 48 * 64 * 4 } }],
+        outputs: [{ name: 'softmax_0.tmp_0', parameters: { classification: 5, binary_data: true } }],
+      },
+      Float32Array.from(random(3 * 48 * 64, 4)),
+    );
+    const bin = await fetch(`${gw.url}/v2/models/ocr-direction/infer`, { method: 'POST', body, headers });
+    const bytes = Buffer.from(await bin.arrayBuffer());
+    const headerLength = Number(bin.headers.get('inference-header-content-length'));
+    const header = JSON.parse(bytes.subarray(0, headerLength).toString());
+    expect(header.outputs[0]).toMatchObject({ datatype: 'BYTES', shape: [1, 2] }); // 5 asked, the model has 2 classes
+    const strings: string[] = [];
+    for (let at = headerLength; at < bytes.length; at += 4 + bytes.readUInt32LE(at))
+      strings.push(bytes.subarray(at + 4, at + 4 + bytes.readUInt32LE(at)).toString());
+    expect(strings.map((s) => s.split(':').slice(1))).toEqual(
+      expect.arrayContaining([
+        ['0', '0'],
+        ['1', '180'],
+      ]),
+    );
+    expect(Number(strings[0].split(':')[0])).toBeGreaterThanOrEqual(Number(strings[1].split(':')[0]));
+  });
+
+  it.each([0, -1, 2.5, 'three'])('refuses classification %s with a 400', async (classification) => {
+    const res = await infer(gw.url, 'mlp', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: random(64) }], {
+      outputs: [{ name: 'probs', parameters: { classification } }],
+    });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toMatch(/classification/);
+  });
+
   it('answers the MLP exactly as an in-process ONNX Runtime session does', async () => {
     const x = random(2 * 64, 7);
     const res = await infer(gw.url, 'mlp', [{ name: 'x', shape: [2, 64], datatype: 'FP32', data: x }]);

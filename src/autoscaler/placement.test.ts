@@ -35,6 +35,13 @@ describe('device: cuda without a GPU', () => {
   });
 });
 
+describe('models.X.labels', () => {
+  it('is a config error at start when the file cannot be read', async () => {
+    const config = parseConfig({ models: { m: { path: MLP, labels: '/nonexistent/labels.txt', device: 'cpu' } } });
+    await expect(startGateway(config, { log: pino({ level: 'silent' }), gpus: 0 })).rejects.toThrow('models.m.labels: cannot read /nonexistent/labels.txt');
+  });
+});
+
 describe('visibleGpus', () => {
   it.each([
     ['0,1,3', 3],

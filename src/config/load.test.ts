@@ -54,10 +54,11 @@ describe('loadConfig', () => {
   it('resolves model paths against the file and lets $PORT override the port', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'infergate-config-'));
     const file = join(dir, 'c.yaml');
-    await writeFile(file, 'server: { port: 9000 }\nmodels:\n  m: { path: models/m.onnx }\n');
+    await writeFile(file, 'server: { port: 9000 }\nmodels:\n  m: { path: models/m.onnx, labels: m.txt }\n');
     const config = await loadConfig(file, { PORT: '1234' });
     expect(config.server.port).toBe(1234);
     expect(config.models.m.path).toBe(join(dir, 'models/m.onnx'));
+    expect(config.models.m.labels).toBe(join(dir, 'm.txt'));
   });
 
   it('rejects YAML that does not parse', async () => {

@@ -30,7 +30,10 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   }
   const base = dirname(resolve(file));
   const within = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
-  for (const model of Object.values(config.models)) model.path = within(model.path);
+  for (const model of Object.values(config.models)) {
+    model.path = within(model.path);
+    if (model.labels) model.labels = within(model.labels);
+  }
   if (config.server.tls) Object.assign(config.server.tls, { cert: within(config.server.tls.cert), key: within(config.server.tls.key) });
   return config;
 }

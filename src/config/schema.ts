@@ -113,6 +113,11 @@ export const modelSchema = z
     /** Shapes for the warm-up run, by input name; dynamic dimensions not given here warm up as 1. */
     warmup_shapes: z.record(z.string(), z.array(positiveInt)).default({}),
     cuda: cudaSchema.optional(),
+    /**
+     * A text file, one class name per line (line i names class i), relative to the config file: the
+     * classification extension's results then carry labels (Triton's label_filename).
+     */
+    labels: z.string().min(1).optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })

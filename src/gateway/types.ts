@@ -9,6 +9,8 @@ export interface ServedModel {
   /** The configured device (cpu, cuda, cuda:N, auto). */
   device: string;
   maxBatchSize: number;
+  /** Class names by index (the config's `labels` file), for Triton's classification extension. */
+  labels?: readonly string[];
   /** Tensor models: the dynamic batcher. */
   batcher?: { submit(inputs: Inputs, opts?: SubmitOptions): Promise<Submitted> };
   /** Generative models: continuous batching, the tokenizer, the context length and vocabulary size in tokens. */

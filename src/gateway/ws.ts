@@ -93,7 +93,7 @@ async function infer(msg: Message, id: string, models: ReadonlyMap<string, Serve
   if (request.sharedInputs.length || request.outputs.some((o) => o.shm)) throw badInput('shared-memory tensors are for POST .../infer only');
   for (const o of request.outputs) o.binary = false; // JSON only on a text socket
   const result = await m.batcher.submit(request.inputs, { signal });
-  const body = JSON.parse(encodeInferResponse(m.name, request, result.outputs).body as string);
+  const body = JSON.parse(encodeInferResponse(m.name, request, result.outputs, m.labels).body as string);
   send({ id, type: 'result', ...body, queue_ms: Math.round(result.queueMs * 100) / 100, batch_size: result.batchSize });
 }
 

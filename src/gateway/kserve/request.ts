@@ -14,8 +14,11 @@ export type InferRequest = {
   inputs: Inputs;
   /** Inputs whose bytes are in client shared memory: read into `inputs` before the request is batched. */
   sharedInputs: (SharedMemoryRef & { name: string; dtype: DType; shape: number[] })[];
-  /** Outputs to return, in order, and whether each goes back as binary data or into shared memory. */
-  outputs: { name: string; binary: boolean; shm?: SharedMemoryRef }[];
+  /**
+   * Outputs to return, in order, and whether each goes back as binary data or into shared memory, or as its
+   * top classes (`classification`, Triton's extension).
+   */
+  outputs: { name: string; binary: boolean; shm?: SharedMemoryRef; classification?: number }[];
   /** The caller spoke the binary extension (the response may then use it too). */
   binary: boolean;
 };
@@ -109,8 +112,13 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
       if (typeof o?.name !== 'string' || !known.has(o.name))
         throw badInput(`unknown output ${JSON.stringify(o?.name)}; the model has ${[...known].join(', ')}`);
       const shm = sharedMemoryRef(o.parameters, `output ${o.name}`);
+      const classification = o.parameters?.classification;
+      if (classification !== undefined && !(Number.isInteger(classification) && (classification as number) >= 1))
+        throw badInput(`output ${o.name}: classification is the number of top classes to return, a positive integer; got ${JSON.stringify(classification)}`);
+      if (shm && classification !== undefined) throw badInput(`output ${o.name}: a classification result cannot go to shared memory`);
       if (shm) return { name: o.name, binary: false, shm };
-      return { name: o.name, binary: o.parameters?.binary_data === true || (binaryAll && o.parameters?.binary_data !== false) };
+      const binary = o.parameters?.binary_data === true || (binaryAll && o.parameters?.binary_data !== false);
+      return { name: o.name, binary, ...(classification !== undefined && { classification: classification as number }) };
     });
   }
   const id = typeof json.id === 'string' ? json.id : undefined;

@@ -28,7 +28,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
     return m;
   };
 
-  const extensions = ['binary_tensor_data', 'model_statistics', ...(regions ? ['system_shared_memory'] : [])];
+  const extensions = ['binary_tensor_data', 'classification', 'model_statistics', ...(regions ? ['system_shared_memory'] : [])];
   app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions }));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
   app.get('/v2/health/ready', (c) => {
@@ -96,7 +96,7 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);
   await writeSharedOutputs(request, result.outputs, regions);
-  const response = encodeInferResponse(m.name, request, result.outputs);
+  const response = encodeInferResponse(m.name, request, result.outputs, m.labels);
   // The batch was sent and answered and the response is a copy: the body (and the buffers read from
   // shared memory) can serve the next request. A request that failed in the batcher keeps them: its
   // batch may still be on its way.
