@@ -162,6 +162,32 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(lp.text_offset).toEqual(lp.tokens?.map((_, i) => (lp.tokens as string[]).slice(0, i).join('').length));
   });
 
+  it('echoes and scores a prompt as evaluation harnesses ask (echo, logprobs, max_tokens 0)', async () => {
+    const prompt = 'The capital of France is Paris';
+    const scored = await client.completions.create({ model: 'tiny-gpt', prompt, max_tokens: 0, echo: true, logprobs: 1 });
+    const lp = scored.choices[0].logprobs as NonNullable<OpenAI.Completions.CompletionChoice['logprobs']>;
+    expect(scored.choices[0].text).toBe(prompt);
+    expect(lp.tokens?.join('')).toBe(prompt);
+    expect(lp.token_logprobs?.[0]).toBeNull(); // nothing comes before the first token
+    expect(lp.top_logprobs?.[0]).toBeNull();
+    expect(lp.token_logprobs?.slice(1).every((x) => Number.isFinite(x) && x < 0)).toBe(true);
+    expect(scored.usage).toMatchObject({ prompt_tokens: lp.tokens?.length, completion_tokens: 0 });
+
+    // With a completion: the prompt, then what the same request without echo answers.
+    const params = { model: 'tiny-gpt', prompt, max_tokens: 5, seed: 9 };
+    const plain = (await client.completions.create(params)).choices[0].text;
+    const echoed = await client.completions.create({ ...params, echo: true, logprobs: 1 });
+    expect(echoed.choices[0].text).toBe(prompt + plain);
+    const echoedLp = echoed.choices[0].logprobs as NonNullable<OpenAI.Completions.CompletionChoice['logprobs']>;
+    expect(echoedLp.token_logprobs?.slice(0, lp.tokens?.length)).toEqual(lp.token_logprobs);
+    // Streamed: the prompt first, its tokens' log-probabilities with it.
+    const chunks: { text: string; tokens: string[] }[] = [];
+    for await (const chunk of await client.completions.create({ ...params, echo: true, logprobs: 1, stream: true }))
+      for (const c of chunk.choices) chunks.push({ text: c.text, tokens: c.logprobs?.tokens ?? [] });
+    expect(chunks[0]).toEqual({ text: prompt, tokens: lp.tokens });
+    expect(chunks.map((c) => c.text).join('')).toBe(prompt + plain);
+  });
+
   it('streams chat log-probabilities chunk by chunk, together the same as the answer not streamed', async () => {
     const params = { model: 'tiny-gpt', messages: [{ role: 'user' as const, content: 'Hi' }], max_tokens: 10, seed: 11, logprobs: true, top_logprobs: 2 };
     const whole = await client.chat.completions.create(params);
@@ -194,7 +220,8 @@ describe('OpenAI-compatible API with the official openai client', () => {
     ['a penalty out of range', { model: 'tiny-gpt', prompt: 'x', frequency_penalty: 2.5 }, 400, 'frequency_penalty', null],
     ['a logit_bias token outside the vocabulary', { model: 'tiny-gpt', prompt: 'x', logit_bias: { 50257: 1 } }, 400, 'logit_bias', null],
     ['more than 5 logprobs', { model: 'tiny-gpt', prompt: 'x', logprobs: 6 }, 400, 'logprobs', null],
-    ['echo (not served)', { model: 'tiny-gpt', prompt: 'x', echo: true }, 400, 'echo', null],
+    ['max_tokens 0 without echo', { model: 'tiny-gpt', prompt: 'x', max_tokens: 0 }, 400, 'max_tokens', null],
+    ['best_of (not served)', { model: 'tiny-gpt', prompt: 'x', best_of: 3 }, 400, 'best_of', null],
   ])('refuses %s with OpenAI’s error object', async (_name, body, status, param, code) => {
     const err = await client.completions.create(body as never).then(
       () => null,

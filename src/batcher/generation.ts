@@ -12,6 +12,8 @@ export type SamplingParams = {
   logitBias?: [number, number][];
   /** Ask for each token's log-probability and this many alternatives. */
   logprobs?: number;
+  /** Ask for each prompt token's (after the first) log-probability and this many alternatives. */
+  promptLogprobs?: number;
 };
 /** A token's log-probability and the most likely alternatives, [token, logprob] (see src/models/sampling.ts). */
 export type TokenLogprobs = { logprob: number; top: [number, number][] };
@@ -51,6 +53,8 @@ export type GenerateHooks = {
    * false when the sequence is finished (a stop token or sequence).
    */
   onToken(token: number, logprobs?: TokenLogprobs): boolean;
+  /** Called once, before the first token, with the prompt's log-probabilities if `sampling.promptLogprobs` asked. */
+  onPromptLogprobs?(logprobs: TokenLogprobs[]): void;
   /** While true the sequence is skipped (it keeps its slot and cache): its reader is not keeping up. */
   paused?(): boolean;
   /** Higher waits less for a free slot (ties keep arrival order). @default 0 */
@@ -210,7 +214,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           continue;
         }
         const body = { join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling })), advance, release: loop.release.splice(0) };
-        let step: { tokens: Record<string, number>; logprobs?: Record<string, TokenLogprobs> };
+        let step: { tokens: Record<string, number>; logprobs?: Record<string, TokenLogprobs>; promptLogprobs?: Record<string, TokenLogprobs[]> };
         try {
           step = (await loop.replica.request('step', body)) as typeof step;
         } catch (err) {
@@ -227,6 +231,14 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
         for (const [id, token] of Object.entries(step.tokens)) {
           const seq = loop.active.get(id);
           if (!seq || seq.settled) continue;
+          const prompt = step.promptLogprobs?.[id];
+          if (prompt) seq.hooks.onPromptLogprobs?.(prompt);
+          if (seq.req.maxTokens === 0) {
+            // Only the prompt was wanted (scored, echoed): the token drawn after it is dropped.
+            this.leave(loop, id);
+            this.settle(seq, null, { finishReason: 'length', completionTokens: 0, queueMs: seq.queueMs });
+            continue;
+          }
           seq.tokens++;
           seq.firstTokenAt ??= performance.now();
           this.counts.tokens++;

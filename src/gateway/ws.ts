@@ -120,10 +120,10 @@ async function generate(msg: Message, id: string, models: ReadonlyMap<string, Se
   const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);
   const generation = new Generation(m, req, prompt, maxTokens, signal);
   const raw = ws.raw as { bufferedAmount?: number } | undefined;
-  for await (const text of generation) {
+  for await (const { text, logged } of generation) {
     // A socket that is not being read stops taking text; the sequence pauses (see Generation).
     while ((raw?.bufferedAmount ?? 0) > MAX_UNSENT_BYTES && !signal.aborted) await new Promise((r) => setTimeout(r, 10));
-    send({ id, type: 'token', text, ...(generation.wantsLogprobs && { logprobs: chatLogprobs(gen.tokenizer, generation.takeLogprobs()) }) });
+    send({ id, type: 'token', text, ...(generation.wantsLogprobs && { logprobs: chatLogprobs(gen.tokenizer, logged) }) });
   }
   const done = await generation.result;
   const rest = generation.wantsLogprobs && { logprobs: chatLogprobs(gen.tokenizer, generation.takeLogprobs()) };

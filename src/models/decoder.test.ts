@@ -128,6 +128,29 @@ describe('Decoder', () => {
     }
   });
 
+  it('scores a joining prompt (promptLogprobs) as full recomputation does, beside others joining in the same step', async () => {
+    const decoder = new Decoder(session, spec, sampler);
+    const prompt = PROMPTS.b;
+    const step = await decoder.step({
+      join: [
+        { seq: 'a', prompt: PROMPTS.a, sampling: greedy },
+        { seq: 'b', prompt, sampling: { ...greedy, promptLogprobs: 1 } },
+      ],
+      advance: [],
+      release: [],
+    });
+    const scored = step.promptLogprobs?.b ?? [];
+    expect(scored).toHaveLength(prompt.length - 1);
+    for (let p = 1; p < prompt.length; p++) {
+      const full = await lastLogits(prompt.slice(0, p));
+      const max = Math.max(...full);
+      const norm = max + Math.log(full.reduce((acc, x) => acc + Math.exp(x - max), 0));
+      expect(scored[p - 1].logprob).toBeCloseTo(full[prompt[p]] - norm, 4);
+    }
+    expect(step.promptLogprobs?.a).toBeUndefined();
+    expect([step.tokens.a, step.tokens.b]).toEqual([(await reference(PROMPTS.a, 1))[0], (await reference(prompt, 1))[0]]);
+  });
+
   it('keeps a paused sequence (not advanced for some steps) exactly where it was, seeded sampling included', async () => {
     const seeded = { temperature: 0.8, topP: 1, topK: 0, seed: 7 };
     const batched = new Decoder(session, spec, sampler);
@@ -184,6 +207,9 @@ describe('Decoder', () => {
       [1000, 1000],
     ]);
     expect(sizes(3000, 4)).toEqual([[4], [3000]]);
+    const scored = { seq: 'scored', prompt: [1, 2, 3], sampling: { ...greedy, promptLogprobs: 0 } };
+    const groups = prefillGroups([...joins(3, 3), scored], { sequences: 3, positions: 2048 });
+    expect(groups.map((g) => g.map((j) => j.seq))).toEqual([['scored'], ['s0', 's1']]); // scored alone: every position's logits
   });
 
   it('gives cache memory back as sequences leave, and the one left goes on as if alone', async () => {

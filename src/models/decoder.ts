@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
-import { countsTokens, type Sampler, type Sampling, seededRandom, type TokenLogprobs } from './sampling.js';
+import { countsTokens, type Sampler, type Sampling, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
@@ -12,12 +12,14 @@ export type StepResult = {
   tokens: Record<string, number>;
   /** For the sequences that asked for them (`sampling.logprobs`). */
   logprobs?: Record<string, TokenLogprobs>;
+  /** For joining sequences that asked (`sampling.promptLogprobs`): each prompt token's after the first. */
+  promptLogprobs?: Record<string, TokenLogprobs[]>;
   prefillMs: number;
   decodeMs: number;
   decodeBatch: number;
 };
 /** A step's drawn tokens, by sequence id. */
-type Drawn = Pick<StepResult, 'tokens' | 'logprobs'>;
+type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs'>;
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -100,9 +102,12 @@ export class Decoder {
    */
   private async prefill(joins: StepRequest['join'], drawn: Drawn): Promise<void> {
     for (const j of joins) this.release(j.seq);
-    const { heads, headDim, layers, vocab, logitsToKeep } = this.spec;
+    const { heads, headDim, layers, vocab } = this.spec;
     const count = joins.length;
     const n = Math.max(...joins.map((j) => j.prompt.length));
+    // A prompt to be scored prefills alone (prefillGroups), keeping every position's logits.
+    const scored = joins[0].sampling.promptLogprobs;
+    const logitsToKeep = this.spec.logitsToKeep && scored === undefined;
     /** Where a prompt starts in its padded row. */
     const start = (j: StepRequest['join'][number]) => (logitsToKeep ? n - j.prompt.length : 0);
     const ids = new BigInt64Array(count * n);
@@ -162,6 +167,10 @@ export class Decoder {
       if (!logitsToKeep) lastLogits.set(logits.subarray((i * n + length - 1) * vocab, (i * n + length) * vocab), i * vocab);
       return seq;
     });
+    if (scored !== undefined) {
+      const prompt = joins[0].prompt;
+      drawn.promptLogprobs = { ...drawn.promptLogprobs, [joins[0].seq]: scoreTokens(logits, vocab, prompt.slice(1), scored) };
+    }
     const next = await this.sampler.sample(lastLogits, vocab, seqs);
     seqs.forEach((seq, i) => {
       this.seqs.set(joins[i].seq, seq);
@@ -344,7 +353,9 @@ type PrefillLimits = { sequences: number; positions: number };
  * is padding (all of them answer at the end of the step anyway).
  */
 export function prefillGroups(joins: StepRequest['join'], limits: PrefillLimits): StepRequest['join'][] {
-  const groups: StepRequest['join'][] = [];
+  // A prompt to be scored goes alone: it needs every position's logits, so no padding may come into them.
+  const groups: StepRequest['join'][] = joins.filter((j) => j.sampling.promptLogprobs !== undefined).map((j) => [j]);
+  joins = joins.filter((j) => j.sampling.promptLogprobs === undefined);
   let group: StepRequest['join'] = [];
   let longest = 0;
   for (const j of [...joins].sort((a, b) => a.prompt.length - b.prompt.length)) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adjustLogits, mostLikely, pickToken, Sampler, seededRandom } from './sampling.js';
+import { adjustLogits, mostLikely, pickToken, Sampler, scoreTokens, seededRandom } from './sampling.js';
 
 const logits = Float32Array.from([1, 3, 2, 0.5, 2.9]);
 const softmax = (l: Float32Array, t = 1) => {
@@ -73,12 +73,23 @@ describe('adjustLogits (OpenAI logit_bias, frequency and presence penalties)', (
 });
 
 describe('mostLikely', () => {
-  it('gives the n most likely tokens, most likely first, as log-probabilities', () => {
+  it('gives the n most likely tokens, most likely first, with their scores', () => {
     const p = softmax(logits);
     expect(mostLikely(p, 3).map(([t]) => t)).toEqual([1, 4, 2]);
-    expect(mostLikely(p, 1)[0][1]).toBeCloseTo(Math.log(p[1]), 6);
+    expect(mostLikely(p, 1)).toEqual([[1, p[1]]]);
     expect(mostLikely(p, 9)).toHaveLength(5);
     expect(mostLikely(p, 0)).toEqual([]);
+  });
+});
+
+describe('scoreTokens', () => {
+  it('gives each token its log-probability under its row, exactly even where a float32 probability is 0', () => {
+    const rows = Float32Array.from([...logits, 0, 200, 0, 0, 0]);
+    const [first, second] = scoreTokens(rows, 5, [2, 0], 2);
+    expect(first.logprob).toBeCloseTo(Math.log(softmax(logits)[2]), 6);
+    expect(first.top.map(([t]) => t)).toEqual([1, 4]);
+    expect(second.logprob).toBeCloseTo(-200, 6); // e^-200 underflows a float32
+    expect(second.top[0]).toEqual([1, expect.closeTo(0, 6)]);
   });
 });
 

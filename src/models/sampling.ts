@@ -18,6 +18,8 @@ export type Sampling = {
   logitBias?: [number, number][];
   /** Report each drawn token's log-probability and this many most likely alternatives (OpenAI's logprobs). */
   logprobs?: number;
+  /** Report each prompt token's log-probability (after the first) and this many alternatives (for echo). */
+  promptLogprobs?: number;
 };
 
 /**
@@ -87,17 +89,34 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
   return best; // float rounding left a sliver at the end
 }
 
-/** The `n` most likely tokens of a row of probabilities, as [token, logprob], most likely first. */
-export function mostLikely(probs: Float32Array, n: number): [number, number][] {
-  const top: [number, number][] = []; // [token, probability], kept sorted, at most n
-  for (let t = 0; t < probs.length && n > 0; t++) {
-    if (top.length === n && probs[t] <= top[n - 1][1]) continue;
+/** The `n` highest of a row of scores (probabilities, logits), as [token, score], highest first. */
+export function mostLikely(scores: Float32Array, n: number): [number, number][] {
+  const top: [number, number][] = []; // kept sorted, at most n
+  for (let t = 0; t < scores.length && n > 0; t++) {
+    if (top.length === n && scores[t] <= top[n - 1][1]) continue;
     let at = top.length;
-    while (at > 0 && top[at - 1][1] < probs[t]) at--;
-    top.splice(at, 0, [t, probs[t]]);
+    while (at > 0 && top[at - 1][1] < scores[t]) at--;
+    top.splice(at, 0, [t, scores[t]]);
     if (top.length > n) top.pop();
   }
-  return top.map(([t, p]) => [t, Math.log(p)]);
+  return top;
+}
+
+/**
+ * How likely the model found each of `tokens` (a prompt's, each scored by the row before it): row i of
+ * `logits` at temperature 1, log-softmax in double precision — a prompt token can be far less likely than
+ * a float32 probability can hold — with the `top` most likely tokens of that row.
+ */
+export function scoreTokens(logits: Float32Array, vocab: number, tokens: number[], top: number): TokenLogprobs[] {
+  return tokens.map((token, i) => {
+    const row = logits.subarray(i * vocab, (i + 1) * vocab);
+    let max = Number.NEGATIVE_INFINITY;
+    for (const x of row) if (x > max) max = x;
+    let sum = 0;
+    for (const x of row) sum += Math.exp(x - max);
+    const norm = max + Math.log(sum);
+    return { logprob: row[token] - norm, top: mostLikely(row, top).map(([t, x]) => [t, x - norm]) };
+  });
 }
 
 /** A row to sample: its parameters, its random stream and (with penalties) how often it generated each token. */
@@ -134,7 +153,9 @@ export class Sampler {
     const row = (i: number) => probs.subarray(i * vocab, (i + 1) * vocab);
     const tokens = rows.map((r, i) => pickToken(row(i), Number(best[i]), r.sampling, r.random));
     const logprobs = rows.map((r, i) =>
-      r.sampling.logprobs === undefined ? undefined : { logprob: Math.log(row(i)[tokens[i]]), top: mostLikely(row(i), r.sampling.logprobs) },
+      r.sampling.logprobs === undefined
+        ? undefined
+        : { logprob: Math.log(row(i)[tokens[i]]), top: mostLikely(row(i), r.sampling.logprobs).map(([t, p]): [number, number] => [t, Math.log(p)]) },
     );
     return { tokens, logprobs };
   }

@@ -34,7 +34,7 @@ describe('Generation', () => {
     expect(produced.n).toBeGreaterThan(10);
     let read = 0;
     for await (const piece of gen) {
-      expect(piece).toBe(' word');
+      expect(piece).toEqual({ text: ' word', logged: [] });
       if (++read === 200) break;
     }
     expect(produced.n).toBeGreaterThan(64); // reading let it go on

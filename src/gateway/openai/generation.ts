@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import type { GenerateResult, TokenLogprobs } from '../../batcher/index.js';
 import { badInput } from '../../errors/index.js';
-import { TextStream } from '../../models/index.js';
+import { decode, TextStream } from '../../models/index.js';
 import type { ServedModel } from '../types.js';
 
 /** Text pieces a reader may leave unread before its sequence is paused (it keeps its slot, not the batch). */
@@ -20,10 +20,18 @@ export type GenerationParams = {
   /** Completions: how many alternatives (0-5); chat: whether at all, `top_logprobs` saying how many. */
   logprobs?: number | boolean | null;
   top_logprobs?: number | null;
+  /** Completions: the prompt comes back before the completion (with its log-probabilities, if asked). */
+  echo?: boolean | null;
 };
 
-/** A generated token with its log-probabilities. */
-export type LoggedToken = TokenLogprobs & { token: number };
+/**
+ * A token with its log-probabilities; an echoed prompt's first token has none (null), as OpenAI shows it.
+ * Chat never echoes, so its tokens always have them.
+ */
+export type LoggedToken = { token: number; logprob: number | null; top: TokenLogprobs['top'] | null };
+
+/** Text as it may be shown, and the tokens (with log-probabilities, if asked for) drawn since the last piece. */
+export type Piece = { text: string; logged: LoggedToken[] };
 
 /**
  * One running generation as text: started at once, read as an async iterable of pieces (bounded: an
@@ -34,8 +42,8 @@ export class Generation {
   /** Settles when the first token arrives (or the generation fails before it). */
   readonly started: Promise<void>;
   readonly promptTokens: number;
-  private pieces: string[] = [];
-  /** Tokens with their log-probabilities not yet taken (only if asked for). */
+  private pieces: Piece[] = [];
+  /** Tokens with their log-probabilities not yet in a piece (only if asked for). */
   private logged: LoggedToken[] = [];
   readonly wantsLogprobs: boolean;
   private text: TextStream;
@@ -44,6 +52,7 @@ export class Generation {
 
   constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, priority?: number) {
     const gen = m.generation as NonNullable<ServedModel['generation']>;
+    const echoed = params.echo ? prompt : [];
     if (prompt.length === 0) prompt = [gen.tokenizer.eos]; // GPT-2 starts a text from <|endoftext|>
     if (prompt.length + maxTokens > gen.context) {
       throw badInput(
@@ -58,6 +67,14 @@ export class Generation {
     this.promptTokens = prompt.length;
     const logprobs = typeof params.logprobs === 'number' ? params.logprobs : params.logprobs ? (params.top_logprobs ?? 0) : undefined;
     this.wantsLogprobs = logprobs !== undefined;
+    // The echoed prompt is the first piece: at once, or with its log-probabilities when those are asked for.
+    const echo = (scored: TokenLogprobs[]) => {
+      const [first, ...rest] = echoed;
+      if (first !== undefined && this.wantsLogprobs)
+        this.logged.push({ token: first, logprob: null, top: null }, ...rest.map((token, i) => ({ token, ...scored[i] })));
+      this.emit(decode(gen.tokenizer, echoed));
+    };
+    if (!this.wantsLogprobs) echo([]);
     const stops = params.stop === undefined || params.stop === null ? [] : typeof params.stop === 'string' ? [params.stop] : params.stop;
     this.text = new TextStream(gen.tokenizer, stops);
     let started: () => void = () => {};
@@ -75,15 +92,16 @@ export class Generation {
           presencePenalty: params.presence_penalty ?? 0,
           logitBias: logitBias.length > 0 ? logitBias : undefined,
           logprobs,
+          promptLogprobs: params.echo && this.wantsLogprobs ? logprobs : undefined,
         },
       },
       {
         signal,
         priority,
+        onPromptLogprobs: echo,
         onToken: (token, logprobs) => {
           if (logprobs) this.logged.push({ token, ...logprobs });
-          const piece = this.text.push(token);
-          if (piece) this.pieces.push(piece);
+          this.emit(this.text.push(token));
           started();
           this.wake?.();
           return !this.text.stopped;
@@ -99,24 +117,25 @@ export class Generation {
     this.started.catch(() => {}); // only a signal: whoever awaits it still sees the error
   }
 
-  /** The text as it becomes safe to show; throws the generation's error, if any. */
-  async *[Symbol.asyncIterator](): AsyncGenerator<string> {
+  /** The text as it becomes safe to show, in pieces; throws the generation's error, if any. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Piece> {
     for (;;) {
-      while (this.pieces.length > 0) yield this.pieces.shift() as string;
+      while (this.pieces.length > 0) yield this.pieces.shift() as Piece;
       if (this.settled) break;
       await new Promise<void>((r) => (this.wake = r));
     }
     await this.result;
-    const tail = this.text.flush();
-    if (tail) yield tail;
+    this.emit(this.text.flush());
+    if (this.pieces.length > 0) yield this.pieces.shift() as Piece;
   }
 
-  /**
-   * The tokens generated since the last call, with their log-probabilities (if asked for): a streamed chunk
-   * carries those of the tokens drawn since the previous chunk, whose text it (mostly) is.
-   */
+  /** After the last piece: the tokens no piece carried (end-of-text, a stop sequence's), with log-probabilities. */
   takeLogprobs(): LoggedToken[] {
     return this.logged.splice(0);
+  }
+
+  private emit(text: string): void {
+    if (text) this.pieces.push({ text, logged: this.logged.splice(0) });
   }
 
   usage(r: GenerateResult) {

@@ -9,7 +9,9 @@ const textOf = (tokenizer: Tokenizer, token: number) => new TextDecoder().decode
 /** Chat's `logprobs`: `{content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`. */
 export function chatLogprobs(tokenizer: Tokenizer, logged: LoggedToken[]) {
   const entry = (token: number, logprob: number) => ({ token: textOf(tokenizer, token), logprob, bytes: Array.from(tokenizer.bytes(token)) });
-  return { content: logged.map((t) => ({ ...entry(t.token, t.logprob), top_logprobs: t.top.map(([token, logprob]) => entry(token, logprob)) })) };
+  return {
+    content: logged.map((t) => ({ ...entry(t.token, t.logprob as number), top_logprobs: (t.top ?? []).map(([token, logprob]) => entry(token, logprob)) })),
+  };
 }
 
 /**
@@ -23,6 +25,6 @@ export function completionLogprobs(tokenizer: Tokenizer, logged: LoggedToken[], 
     offset += text.length;
     return at;
   });
-  const top_logprobs = logged.map((t) => Object.fromEntries(t.top.map(([token, logprob]) => [textOf(tokenizer, token), logprob])));
+  const top_logprobs = logged.map((t) => t.top && Object.fromEntries(t.top.map(([token, logprob]) => [textOf(tokenizer, token), logprob])));
   return { tokens, token_logprobs: logged.map((t) => t.logprob), top_logprobs, text_offset };
 }

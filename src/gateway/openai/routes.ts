@@ -6,7 +6,7 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import { chatPrompt, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readBody } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { Generation } from './generation.js';
+import { Generation, type LoggedToken, type Piece } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, parseBody } from './schema.js';
 
@@ -109,12 +109,17 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
     const answers = await Promise.all(
       gens.map(async (gen, index) => {
         let text = '';
-        for await (const piece of gen) text += piece;
+        const logged: LoggedToken[] = [];
+        for await (const piece of gen) {
+          text += piece.text;
+          logged.push(...piece.logged);
+        }
         const r = await gen.result;
+        const all = logprobs[index]([...logged, ...gen.takeLogprobs()]);
         const choice =
           kind === 'chat.completion'
-            ? { index, message: { role: 'assistant', content: text }, logprobs: logprobs[index](), finish_reason: r.finishReason }
-            : { index, text, logprobs: logprobs[index](), finish_reason: r.finishReason };
+            ? { index, message: { role: 'assistant', content: text }, logprobs: all, finish_reason: r.finishReason }
+            : { index, text, logprobs: all, finish_reason: r.finishReason };
         return { choice, r };
       }),
     ).catch((err) => {
@@ -132,10 +137,10 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   const includeUsage = req.stream_options?.include_usage === true;
   const object = kind === 'chat.completion' ? 'chat.completion.chunk' : 'text_completion';
   const chunk = (choices: object[], extra: object = includeUsage ? { usage: null } : {}) => JSON.stringify({ ...base, object, choices, ...extra });
-  const delta = (index: number, piece: string, finish: string | null = null) =>
+  const delta = (index: number, { text, logged }: Piece, finish: string | null = null) =>
     kind === 'chat.completion'
-      ? chunk([{ index, delta: finish ? {} : { content: piece }, logprobs: logprobs[index](), finish_reason: finish }])
-      : chunk([{ index, text: piece, logprobs: logprobs[index](), finish_reason: finish }]);
+      ? chunk([{ index, delta: finish ? {} : { content: text }, logprobs: logprobs[index](logged), finish_reason: finish }])
+      : chunk([{ index, text, logprobs: logprobs[index](logged), finish_reason: finish }]);
   return streamSSE(c, async (stream) => {
     // The choices' chunks interleave as their tokens come, each event written whole and in turn.
     let written = Promise.resolve();
@@ -149,7 +154,7 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
           if (kind === 'chat.completion') await send(chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]));
           for await (const piece of gen) await send(delta(index, piece));
           const r = await gen.result;
-          await send(delta(index, '', r.finishReason));
+          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, r.finishReason));
           return r;
         }),
       );
@@ -165,15 +170,15 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
 }
 
 /**
- * A choice's log-probabilities, in its kind's shape, of the tokens since the last call (null when not
- * asked for). Completions count `text_offset` on from the previous call's end.
+ * A choice's log-probabilities of some of its tokens, in its kind's shape (null when not asked for).
+ * Completions count `text_offset` on from the previous call's tokens.
  */
-function logprobsOf(gen: Generation, kind: Kind, tokenizer: Tokenizer): () => object | null {
+function logprobsOf(gen: Generation, kind: Kind, tokenizer: Tokenizer): (logged: LoggedToken[]) => object | null {
   let offset = 0;
-  return () => {
+  return (logged) => {
     if (!gen.wantsLogprobs) return null;
-    if (kind === 'chat.completion') return chatLogprobs(tokenizer, gen.takeLogprobs());
-    const shaped = completionLogprobs(tokenizer, gen.takeLogprobs(), offset);
+    if (kind === 'chat.completion') return chatLogprobs(tokenizer, logged);
+    const shaped = completionLogprobs(tokenizer, logged, offset);
     offset += shaped.tokens.join('').length;
     return shaped;
   };

@@ -17,7 +17,7 @@ export const MAX_CHOICES = 16;
 
 const sampling = {
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
-  max_tokens: z.number().int().min(1, 'max_tokens must be at least 1').nullish(),
+  max_tokens: z.number().int().min(0, 'max_tokens must not be negative').nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   /** Not OpenAI's, but vLLM's and TGI's: only the k most likely tokens. */
@@ -42,15 +42,21 @@ const sampling = {
   functions: unsupported('functions'),
 };
 
-export const completionSchema = z.object({
-  ...sampling,
-  prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported'), z.array(z.number().int().min(0)).min(1)]),
-  /** The log-probabilities of each token and of this many alternatives. */
-  logprobs: z.number().int().min(0).max(5).nullish(),
-  echo: unsupported('echo', false),
-  best_of: unsupported('best_of', 1),
-  suffix: unsupported('suffix', ''),
-});
+export const completionSchema = z
+  .object({
+    ...sampling,
+    prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported'), z.array(z.number().int().min(0)).min(1)]),
+    /** The log-probabilities of each token and of this many alternatives. */
+    logprobs: z.number().int().min(0).max(5).nullish(),
+    /** The prompt comes back before the completion; with max_tokens 0, only the prompt (scored, with logprobs). */
+    echo: z.boolean().nullish(),
+    best_of: unsupported('best_of', 1),
+    suffix: unsupported('suffix', ''),
+  })
+  .refine((r) => r.max_tokens !== 0 || r.echo === true, {
+    message: 'max_tokens must be at least 1 (0 only with echo: the prompt alone)',
+    path: ['max_tokens'],
+  });
 
 const content = z.union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1)]);
 export const chatSchema = z
@@ -61,6 +67,7 @@ export const chatSchema = z
     logprobs: z.boolean().nullish(),
     top_logprobs: z.number().int().min(0).max(20).nullish(),
   })
+  .refine((r) => r.max_tokens !== 0, { message: 'max_tokens must be at least 1', path: ['max_tokens'] })
   .refine((r) => !r.top_logprobs || r.logprobs === true, { message: 'top_logprobs requires logprobs to be true', path: ['top_logprobs'] });
 
 export type CompletionRequest = z.infer<typeof completionSchema>;
