@@ -162,6 +162,29 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(lp.text_offset).toEqual(lp.tokens?.map((_, i) => (lp.tokens as string[]).slice(0, i).join('').length));
   });
 
+  it('answers a batch of prompts (text or tokens), n choices each, in prompt order', async () => {
+    const params = { model: 'tiny-gpt', max_tokens: 4, seed: 30, temperature: 0.9 };
+    const r = await client.completions.create({ ...params, prompt: ['Hello', 'A much longer prompt than that'], n: 2 });
+    const alone = async (prompt: string, n: number) => (await client.completions.create({ ...params, prompt, n })).choices.map((c) => c.text);
+    expect(r.choices.map((c) => c.text)).toEqual([...(await alone('Hello', 2)), ...(await alone('A much longer prompt than that', 2))]);
+    expect(r.choices.map((c) => c.index)).toEqual([0, 1, 2, 3]);
+    expect(r.usage).toMatchObject({ prompt_tokens: 1 + 6, completion_tokens: 16 });
+    // Token lists, as evaluation harnesses send them, scored.
+    const scored = await client.completions.create({
+      model: 'tiny-gpt',
+      prompt: [
+        [464, 2068],
+        [15496, 995, 11],
+      ] as never,
+      max_tokens: 0,
+      echo: true,
+      logprobs: 0,
+    });
+    expect(scored.choices.map((c) => c.logprobs?.tokens?.length)).toEqual([2, 3]);
+    const tooMany = await client.completions.create({ ...params, prompt: ['a', 'b', 'c'], n: 6 }).catch((e: unknown) => e);
+    expect(tooMany).toMatchObject({ status: 400, param: 'n' });
+  });
+
   it('echoes and scores a prompt as evaluation harnesses ask (echo, logprobs, max_tokens 0)', async () => {
     const prompt = 'The capital of France is Paris';
     const scored = await client.completions.create({ model: 'tiny-gpt', prompt, max_tokens: 0, echo: true, logprobs: 1 });

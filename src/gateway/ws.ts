@@ -8,6 +8,7 @@ import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
 import { Generation } from './openai/generation.js';
 import { chatLogprobs } from './openai/logprobs.js';
+import { completionPrompts } from './openai/routes.js';
 import { chatSchema, completionSchema, parseBody } from './openai/schema.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -113,8 +114,9 @@ async function generate(msg: Message, id: string, models: ReadonlyMap<string, Se
   } else {
     const completion = parseBody(completionSchema, fields);
     req = completion;
-    const p = completion.prompt;
-    prompt = typeof p === 'string' ? gen.tokenizer.encode(p) : typeof p[0] === 'string' ? gen.tokenizer.encode(p[0] as string) : (p as number[]);
+    const prompts = completionPrompts(gen.tokenizer, completion.prompt);
+    if (prompts.length > 1) throw badInput('one prompt per message over the WebSocket: send a message per prompt', 'prompt');
+    prompt = prompts[0];
   }
   if ((req.n ?? 1) > 1) throw badInput('n > 1 is not served over the WebSocket: send a message per choice', 'n');
   const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);

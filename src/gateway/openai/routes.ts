@@ -8,7 +8,7 @@ import { clientSignal, readBody } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { Generation, type LoggedToken, type Piece } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
-import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, parseBody } from './schema.js';
+import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, MAX_CHOICES, parseBody } from './schema.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
 
@@ -63,9 +63,18 @@ async function json(c: Context, maxBodyBytes: number, fixedModel?: string): Prom
 export async function completions(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
   const req = parseBody(completionSchema, await json(c, maxBodyBytes, fixedModel));
   const m = model(req.model);
-  const prompt = typeof req.prompt === 'string' ? req.prompt : req.prompt.length === 1 && typeof req.prompt[0] === 'string' ? req.prompt[0] : null;
-  const tokens = prompt === null ? (req.prompt as number[]) : (m.generation?.tokenizer.encode(prompt) ?? []);
-  return generate(c, m, req, tokens, req.max_tokens ?? 16, 'text_completion');
+  const tokenizer = (m.generation as NonNullable<ServedModel['generation']>).tokenizer;
+  const prompts = completionPrompts(tokenizer, req.prompt);
+  if (prompts.length * (req.n ?? 1) > MAX_CHOICES)
+    throw badInput(`${prompts.length} prompts x n ${req.n ?? 1} is more than the ${MAX_CHOICES} choices one request may ask for`, 'n', 'invalid_request_error');
+  return generate(c, m, req, prompts, req.max_tokens ?? 16, 'text_completion');
+}
+
+/** A completion request's prompts as tokens: text or tokens, or a list of either (a batch of prompts). */
+export function completionPrompts(tokenizer: Tokenizer, prompt: CompletionRequest['prompt']): number[][] {
+  if (typeof prompt === 'string') return [tokenizer.encode(prompt)];
+  if (typeof prompt[0] === 'number') return [prompt as number[]];
+  return (prompt as (string | number[])[]).map((p) => (typeof p === 'string' ? tokenizer.encode(p) : p));
 }
 
 /** POST /v1/chat/completions (and openai-chat endpoints, with `fixedModel`). */
@@ -77,27 +86,33 @@ export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fix
   );
   const tokens = m.generation?.tokenizer.encode(text) ?? [];
   const context = m.generation?.context ?? 0;
-  return generate(c, m, req, tokens, req.max_completion_tokens ?? req.max_tokens ?? Math.min(256, context - tokens.length), 'chat.completion');
+  return generate(c, m, req, [tokens], req.max_completion_tokens ?? req.max_tokens ?? Math.min(256, context - tokens.length), 'chat.completion');
 }
 
-async function generate(c: Context, m: ServedModel, req: CompletionRequest | ChatRequest, prompt: number[], maxTokens: number, kind: Kind) {
+/**
+ * Generates `n` choices for each prompt — choice `p * n + i` is prompt p's i-th, with seed `seed + i` — as
+ * one OpenAI response, streamed or not.
+ */
+async function generate(c: Context, m: ServedModel, req: CompletionRequest | ChatRequest, prompts: number[][], maxTokens: number, kind: Kind) {
   c.set('model', m.name);
   if (req.stream_options && !req.stream) throw badInput('stream_options is only allowed when stream is true', 'stream_options', 'invalid_request_error');
-  // One sequence per choice (`n`), seeds seed, seed + 1, …; when one fails, the others stop too.
+  // One sequence per choice; when one fails, the others stop too.
   const failed = new AbortController();
   const signal = AbortSignal.any([clientSignal(c), failed.signal]);
   const gens: Generation[] = [];
   try {
-    for (let i = 0; i < (req.n ?? 1); i++)
-      gens.push(new Generation(m, { ...req, seed: req.seed == null ? null : req.seed + i }, prompt, maxTokens, signal, c.get('caller')?.priority));
+    for (const prompt of prompts)
+      for (let i = 0; i < (req.n ?? 1); i++)
+        gens.push(new Generation(m, { ...req, seed: req.seed == null ? null : req.seed + i }, prompt, maxTokens, signal, c.get('caller')?.priority));
   } catch (err) {
     failed.abort();
     throw err;
   }
+  const promptTokens = gens.filter((_, index) => index % (req.n ?? 1) === 0).reduce((sum, gen) => sum + gen.promptTokens, 0);
   const logprobs = gens.map((gen) => logprobsOf(gen, kind, (m.generation as NonNullable<ServedModel['generation']>).tokenizer));
   const usage = (done: GenerateResult[]) => {
     const completion = done.reduce((sum, r) => sum + r.completionTokens, 0);
-    return { prompt_tokens: gens[0].promptTokens, completion_tokens: completion, total_tokens: gens[0].promptTokens + completion };
+    return { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion };
   };
   const base = {
     id: `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,

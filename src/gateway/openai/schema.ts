@@ -12,7 +12,7 @@ const unsupported = (name: string, ...off: unknown[]) =>
     .refine((v) => v === null || off.includes(v) || (Array.isArray(v) && v.length === 0), `${name} is not supported by this gateway`)
     .optional();
 
-/** Most choices (`n`) one request may ask for: each takes a sequence slot, as a request of its own would. */
+/** Most choices one request may ask for (prompts x `n`): each takes a sequence slot, as a request of its own would. */
 export const MAX_CHOICES = 16;
 
 const sampling = {
@@ -45,7 +45,15 @@ const sampling = {
 export const completionSchema = z
   .object({
     ...sampling,
-    prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported'), z.array(z.number().int().min(0)).min(1)]),
+    /** Text, tokens, or a list of either (a batch of prompts, each answered by its own choices). */
+    prompt: z.union([
+      z.string(),
+      z.array(z.number().int().min(0)).min(1),
+      z
+        .array(z.union([z.string(), z.array(z.number().int().min(0)).min(1)]))
+        .min(1)
+        .max(MAX_CHOICES),
+    ]),
     /** The log-probabilities of each token and of this many alternatives. */
     logprobs: z.number().int().min(0).max(5).nullish(),
     /** The prompt comes back before the completion; with max_tokens 0, only the prompt (scored, with logprobs). */
