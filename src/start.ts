@@ -13,7 +13,18 @@ import {
 import { Batcher, GenerationScheduler } from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
-import { authenticate, createApp, type EndpointRoute, jwtVerifier, listen, type Policy, RateLimiter, rateLimit, type ServedModel } from './gateway/index.js';
+import {
+  type Autoscaling,
+  authenticate,
+  createApp,
+  type EndpointRoute,
+  jwtVerifier,
+  listen,
+  type Policy,
+  RateLimiter,
+  rateLimit,
+  type ServedModel,
+} from './gateway/index.js';
 import { generativeSpec, loadTokenizer, type ModelSignature, readSignature } from './models/index.js';
 import { measureModel, observePools, Telemetry } from './telemetry/index.js';
 import { VERSION } from './version.js';
@@ -71,7 +82,9 @@ function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSigna
 }
 
 /** The auth and rate-limit middleware of the built-in routes and of each configured endpoint. */
-async function security(config: Config): Promise<{ guard: ReturnType<typeof authenticate>[]; endpoints: EndpointRoute[] }> {
+async function security(
+  config: Config,
+): Promise<{ guard: ReturnType<typeof authenticate>[]; adminGuard: ReturnType<typeof authenticate>[]; endpoints: EndpointRoute[] }> {
   const verify = config.auth.jwt ? await jwtVerifier(config.auth.jwt) : undefined;
   const keys = new Map(config.auth.keys.map((k) => [k.id, k.secret]));
   const guardFor = (policy: Policy, scopes: string[], limit?: RateLimitConfig) => [
@@ -82,6 +95,8 @@ async function security(config: Config): Promise<{ guard: ReturnType<typeof auth
   const open = a.default === 'public' && !a.rate_limit;
   return {
     guard: open ? [] : guardFor(a.default, a.scopes, a.rate_limit),
+    // Runtime changes also need the admin scopes (under jwt; the guard above has authenticated already).
+    adminGuard: a.default === 'jwt' && a.admin_scopes.length > 0 ? [authenticate({ policy: 'jwt', scopes: a.admin_scopes, verify, keys })] : [],
     endpoints: config.endpoints.map((e) => ({
       path: e.path,
       model: e.model,
@@ -184,6 +199,27 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       log,
     });
     queue.on('starved', autoscaler.poke);
+    const autoscaling: Autoscaling = {
+      get: () => ({
+        min_containers: policy.minContainers,
+        max_containers: policy.maxContainers,
+        buffer_containers: policy.bufferContainers,
+        target_inputs: policy.targetInputs,
+        scaledown_window: policy.scaledownWindowMs / 1000,
+      }),
+      update: (p) => {
+        const changes: Partial<ScalingPolicy> = {
+          minContainers: p.min_containers,
+          maxContainers: p.max_containers,
+          bufferContainers: p.buffer_containers,
+          targetInputs: p.target_inputs,
+          scaledownWindowMs: p.scaledown_window === undefined ? undefined : p.scaledown_window * 1000,
+        };
+        autoscaler.update(Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)));
+        log.info({ model: name, ...p }, 'autoscaling changed at runtime (until restart)');
+        return autoscaling.get();
+      },
+    };
     measureModel(telemetry, name, pool, batcher, scheduler);
     models.set(name, {
       name,
@@ -201,19 +237,14 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       pool,
       autoscaler,
       // Ready: a replica is up, or none is required (scale to zero) and starting one is not failing.
-      isReady: () => pool.readyCount() > 0 || (s.min_containers === 0 && !pool.failure),
+      isReady: () => pool.readyCount() > 0 || (policy.minContainers === 0 && !pool.failure),
       notReadyReason: () => pool.failure,
       replicas: () => pool.describe(),
+      autoscaling,
       admin: () => ({
         model: name,
         device: model.device,
-        policy: {
-          min_containers: policy.minContainers,
-          max_containers: policy.maxContainers,
-          buffer_containers: policy.bufferContainers,
-          target_inputs: policy.targetInputs,
-          scaledown_window_s: s.scaledown_window,
-        },
+        policy: autoscaling.get(),
         desired: autoscaler.last?.desired ?? pool.liveCount(),
         reason: autoscaler.last?.reason ?? 'no decision yet',
         failure: pool.failure,
@@ -232,7 +263,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
   }
   for (const m of all) m.autoscaler.start();
 
-  const { guard, endpoints } = await security(config);
+  const { guard, adminGuard, endpoints } = await security(config);
   observePools(telemetry, models);
   const app = createApp({
     telemetry,
@@ -242,6 +273,8 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     endpoints,
     maxBodyBytes: config.server.max_body_bytes,
     clientSharedMemory: config.server.client_shared_memory,
+    adminApi: config.server.admin_api,
+    adminGuard,
     version: VERSION,
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
   });

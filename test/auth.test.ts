@@ -65,7 +65,9 @@ beforeAll(async () => {
         clock_tolerance_s: 5,
       },
       keys: [{ id: 'billing', secret: 'a-long-enough-shared-secret' }],
+      admin_scopes: ['admin'],
     },
+    server: { admin_api: true },
     endpoints: [
       { path: '/classify', model: 'mlp', scopes: ['classify'] },
       { path: '/internal/classify', model: 'mlp', auth: 'key' },
@@ -149,6 +151,17 @@ describe('JWT-authenticated endpoints', () => {
     expect((await call('/v2/models/mlp/infer')).status).toBe(401);
     expect((await call('/v2/models/mlp/infer', bearer(sign(ec)))).status).toBe(200);
     expect((await fetch(`${gw.url}/v2/health/ready`)).status).toBe(200);
+  });
+
+  it('asks a runtime change through the admin API for the admin scopes too; reading it, the built-in ones', async () => {
+    const change = (headers: Record<string, string>) =>
+      fetch(`${gw.url}/admin/models/mlp/autoscaler`, { method: 'POST', body: JSON.stringify({ scaledown_window: 60 }), headers });
+    expect((await change({})).status).toBe(401);
+    const lacking = await change(bearer(sign(rsa)));
+    expect(lacking.status).toBe(403);
+    expect(lacking.headers.get('www-authenticate')).toMatch(/scope="admin"/);
+    expect((await change(bearer(sign(rsa, { scope: 'admin' })))).status).toBe(200);
+    expect((await fetch(`${gw.url}/admin/models/mlp/autoscaler`, { headers: bearer(sign(rsa)) })).status).toBe(200);
   });
 
   it('guards the WebSocket: refused without a token, open with ?access_token=', async () => {

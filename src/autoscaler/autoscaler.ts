@@ -70,6 +70,14 @@ export class Autoscaler {
     return decision;
   }
 
+  /** Changes the policy while the pool serves (Modal's update_autoscaler); the pool follows at once. */
+  update(changes: Partial<ScalingPolicy>): ScalingPolicy {
+    Object.assign(this.opts.policy, changes);
+    this.state = {}; // a scale-down window under the old bounds does not carry over
+    this.poke();
+    return this.opts.policy;
+  }
+
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;

@@ -151,6 +151,8 @@ export const serverSchema = z
      * tensors read from and written to POSIX shared memory instead of the request. @default false
      */
     client_shared_memory: z.boolean().default(false),
+    /** Runtime changes through the admin API (POST /admin/models/{m}/autoscaler). @default false */
+    admin_api: z.boolean().default(false),
   })
   .strict();
 
@@ -204,6 +206,8 @@ export const authSchema = z
     default: policy.default('public'),
     /** Scopes the built-in routes require under jwt. @default [] */
     scopes: z.array(z.string()).default([]),
+    /** Scopes a runtime change through the admin API also requires, under jwt. @default [] */
+    admin_scopes: z.array(z.string()).default([]),
     jwt: jwtSchema.optional(),
     /** Static key/secret pairs for service-to-service calls: headers `Infergate-Key` and `Infergate-Secret`. */
     keys: z.array(z.object({ id: z.string().min(1), secret: z.string().min(16, 'secrets must be at least 16 characters') }).strict()).default([]),

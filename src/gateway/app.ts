@@ -4,6 +4,7 @@ import { requestId } from 'hono/request-id';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors/index.js';
 import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
+import { adminRoutes } from './admin.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
@@ -29,6 +30,9 @@ export type AppOptions = {
   maxBodyBytes?: number;
   /** Triton's system shared-memory extension (server.client_shared_memory). @default false */
   clientSharedMemory?: boolean;
+  /** Runtime changes through the admin API (server.admin_api), and what they need beyond `guard`. @default false */
+  adminApi?: boolean;
+  adminGuard?: MiddlewareHandler<GatewayEnv>[];
   version?: string;
   /** Spans, metrics (/metrics) and the dashboard's numbers. @default metrics on, traces off */
   telemetry?: Telemetry;
@@ -65,7 +69,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
   app.route('/', wsRoutes(opts.models));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows }));
-  app.get('/admin/pools', (c) => c.json({ models: [...opts.models.values()].map((m) => m.admin?.() ?? { model: m.name, replicas: m.replicas() }) }));
+  app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {
     const e = toGatewayError(err);

@@ -29,7 +29,19 @@ export interface ServedModel {
   replicas(): object[];
   /** The pool as /admin/pools shows it. */
   admin?(): object;
+  /** The pool's autoscaling, read and changed at runtime (the admin API). */
+  autoscaling?: Autoscaling;
 }
+
+/** A pool's autoscaling settings, by the config's names (models.X.scaling). */
+export type AutoscalingSettings = {
+  min_containers: number;
+  max_containers: number;
+  buffer_containers: number;
+  target_inputs: number;
+  scaledown_window: number;
+};
+export type Autoscaling = { get(): AutoscalingSettings; update(patch: Partial<AutoscalingSettings>): AutoscalingSettings };
 
 export type GatewayEnv = {
   Variables: {

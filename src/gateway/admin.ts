@@ -1,0 +1,66 @@
+import { Hono, type MiddlewareHandler } from 'hono';
+import { z } from 'zod';
+import { badInput, GatewayError, notFound } from '../errors/index.js';
+import { readBody } from './body.js';
+import type { Autoscaling, GatewayEnv, ServedModel } from './types.js';
+
+export type AdminOptions = {
+  models: ReadonlyMap<string, ServedModel>;
+  /** Runtime changes (server.admin_api). Reading is always served, behind the built-in routes' guard. */
+  writable: boolean;
+  /** What a change needs beyond that guard (auth.admin_scopes under jwt). */
+  writeGuard: MiddlewareHandler<GatewayEnv>[];
+};
+
+/** A change to a pool's autoscaling: any of the config's own fields (src/config/schema.ts), nothing else. */
+const autoscalingPatch = z
+  .object({
+    min_containers: z.number().int().min(0),
+    max_containers: z.number().int().positive(),
+    buffer_containers: z.number().int().min(0),
+    target_inputs: z.number().int().positive(),
+    scaledown_window: z.number().min(0),
+  })
+  .partial()
+  .strict();
+
+/**
+ * The admin API: the pools as the autoscaler sees them, and Modal's `update_autoscaler` — a model's
+ * min/max/buffer containers, target inputs and scaledown window changed while it serves, in effect at once
+ * (the pool scales to the new bounds on the spot) and until the gateway restarts (the config is not written).
+ */
+export function adminRoutes({ models, writable, writeGuard }: AdminOptions): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+  const autoscalingOf = (name: string): Autoscaling => {
+    const m = models.get(name);
+    if (!m?.autoscaling) throw notFound(`no model named ${name}`);
+    return m.autoscaling;
+  };
+  app.get('/admin/pools', (c) => c.json({ models: [...models.values()].map((m) => m.admin?.() ?? { model: m.name, replicas: m.replicas() }) }));
+  app.get('/admin/models/:model/autoscaler', (c) => c.json({ model: c.req.param('model'), ...autoscalingOf(c.req.param('model')).get() }));
+  for (const guard of writeGuard) app.post('/admin/models/:model/autoscaler', guard);
+  app.post('/admin/models/:model/autoscaler', async (c) => {
+    if (!writable) throw new GatewayError(403, 'forbidden', 'runtime changes are off: set server.admin_api: true in the config to allow them');
+    const name = c.req.param('model') as string;
+    const autoscaling = autoscalingOf(name);
+    let body: unknown;
+    try {
+      body = JSON.parse(Buffer.from(await readBody(c, 64 * 1024)).toString('utf8'));
+    } catch (err) {
+      if (err instanceof GatewayError) throw err;
+      throw badInput(`the body is not valid JSON: ${(err as Error).message}`);
+    }
+    const patch = autoscalingPatch.safeParse(body);
+    if (!patch.success) {
+      const issue = patch.error.issues[0];
+      if (issue.code === 'unrecognized_keys')
+        throw badInput(`unknown field "${issue.keys[0]}": a change names ${Object.keys(autoscalingPatch.shape).join(', ')}`, issue.keys[0]);
+      throw badInput(`${issue.path.join('.') || 'body'}: ${issue.message}`, issue.path.join('.') || undefined);
+    }
+    const next = { ...autoscaling.get(), ...patch.data };
+    if (next.max_containers < next.min_containers)
+      throw badInput(`max_containers (${next.max_containers}) must be at least min_containers (${next.min_containers})`, 'max_containers');
+    return c.json({ model: name, ...autoscaling.update(patch.data) });
+  });
+  return app;
+}
