@@ -18,13 +18,16 @@ const baseline = flag('baseline', 'd719c82');
 const streams = flag('streams', '16,64').split(',').map(Number);
 const steps = Number(flag('steps', '64'));
 const rounds = Number(flag('rounds', '2'));
+// The baseline decoder and the sampler it was written against, from git (the sampler's answer changed since).
 const BASELINE_FILE = join(ROOT, 'src/models/.decoder-baseline.ts');
+const BASELINE_SAMPLER = join(ROOT, 'src/models/.sampling-baseline.ts');
 
 type Run = { variant: string; streams: number; prefillMs: number; stepMs: number; tokensPerS: number; firstTokens: string };
 
 function model(): string {
-  const given = process.argv.includes('--model') ? resolve(flag('model', '')) : '/tmp/infergate-gpt2-small.onnx';
-  if (!existsSync(given)) execFileSync('python3', [join(ROOT, 'models/gpt.py'), 'small', given], { stdio: 'inherit' });
+  // Hugging Face's inputs only (no logits_to_keep): the baseline decoder predates that input.
+  const given = process.argv.includes('--model') ? resolve(flag('model', '')) : '/tmp/infergate-gpt2-small-hf.onnx';
+  if (!existsSync(given)) execFileSync('python3', [join(ROOT, 'models/gpt.py'), 'small', given, '--no-logits-to-keep'], { stdio: 'inherit' });
   return given;
 }
 
@@ -42,7 +45,7 @@ function measure(variant: 'baseline' | 'current', path: string, n: number): Run 
 async function child(variant: string, path: string, n: number, steps: number) {
   const ort = await import('onnxruntime-node');
   const { generativeSpec } = await import('../src/models/generative.js');
-  const { Sampler } = await import('../src/models/sampling.js');
+  const { Sampler } = await import(variant === 'baseline' ? '../src/models/.sampling-baseline.ts' : '../src/models/sampling.js');
   const { readSignature } = await import('../src/models/signature.js');
   const { Decoder } = await import(variant === 'baseline' ? '../src/models/.decoder-baseline.ts' : '../src/models/decoder.ts');
   const session = await ort.InferenceSession.create(path, { intraOpNumThreads: 2, extra: { session: { intra_op: { allow_spinning: '0' } } } });
@@ -76,7 +79,9 @@ async function child(variant: string, path: string, n: number, steps: number) {
 
 async function main() {
   const path = model();
-  writeFileSync(BASELINE_FILE, execFileSync('git', ['show', `${baseline}:src/models/decoder.ts`], { cwd: ROOT, encoding: 'utf8' }));
+  const fromGit = (path: string) => execFileSync('git', ['show', `${baseline}:${path}`], { cwd: ROOT, encoding: 'utf8' });
+  writeFileSync(BASELINE_FILE, fromGit('src/models/decoder.ts').replaceAll("'./sampling.js'", "'./.sampling-baseline.ts'"));
+  writeFileSync(BASELINE_SAMPLER, fromGit('src/models/sampling.ts'));
   const runs: Run[] = [];
   try {
     for (let round = 0; round < rounds; round++) {
@@ -90,6 +95,7 @@ async function main() {
     }
   } finally {
     rmSync(BASELINE_FILE, { force: true });
+    rmSync(BASELINE_SAMPLER, { force: true });
   }
   const rows = streams.flatMap((n) =>
     (['baseline', 'current'] as const).map((variant) => {

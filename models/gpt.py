@@ -4,6 +4,7 @@
     /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt.onnx     # committed: tests and demo
     /usr/bin/python3 models/gpt.py small /tmp/gpt2-small.onnx              # GPT-2 small dims, for the GPU bench
     /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt-kv16.onnx --kv fp16   # the cache in FP16
+    /usr/bin/python3 models/gpt.py small /tmp/gpt2-hf.onnx --no-logits-to-keep          # Hugging Face's inputs only
 
 Inputs:  input_ids INT64 [batch, seq], position_ids INT64 [batch, seq], attention_mask INT64 [batch, past+seq],
          past_key_values.{i}.key / .value FP32 [batch, heads, past, head_dim],
@@ -15,7 +16,7 @@ the edges): the cache the caller keeps and sends with every decode step is half 
 The vocabulary is GPT-2's 50257 tokens, so the real GPT-2 tokenizer (gpt-tokenizer) drives it.
 Only Debian's python3-onnx and python3-numpy are needed.
 """
-import sys
+import argparse
 
 import numpy as np
 import onnx
@@ -28,7 +29,7 @@ SIZES = {
 VOCAB = 50257
 
 
-def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, seed=20261122):
+def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, logits_to_keep=True, seed=20261122):
     rng = np.random.default_rng(seed)
     head_dim = n_embd // n_head
     inits, nodes = [], []
@@ -73,8 +74,7 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, seed=20261122):
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
-        helper.make_tensor_value_info("logits_to_keep", TensorProto.INT64, [1]),
-    ]
+    ] + ([helper.make_tensor_value_info("logits_to_keep", TensorProto.INT64, [1])] if logits_to_keep else [])
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "kept", VOCAB])]
     for i in range(n_layer):
         p = f"l{i}_"
@@ -118,8 +118,9 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, seed=20261122):
     hf = node("LayerNormalization", [h, init("lnf_g", np.ones(n_embd, np.float32)), init("lnf_b", np.zeros(n_embd, np.float32))], "lnf", axis=-1, epsilon=1e-5)
     # A prefill needs only the last position's logits, and over a 50257-token vocabulary computing and
     # writing every position's is most of a small model's prefill: keep the last `logits_to_keep` (0: all).
-    kept = node("Slice", [hf, node("Neg", ["logits_to_keep"], "keep_from"), const("keep_to", [2**62]), const("keep_axis", [1])], "lnf_kept")
-    node("MatMul", [kept, node("Transpose", [wte], "wte_T", perm=[1, 0])], "logits")
+    if logits_to_keep:
+        hf = node("Slice", [hf, node("Neg", ["logits_to_keep"], "keep_from"), const("keep_to", [2**62]), const("keep_axis", [1])], "lnf_kept")
+    node("MatMul", [hf, node("Transpose", [wte], "wte_T", perm=[1, 0])], "logits")
     graph = helper.make_graph(nodes, "gpt", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="infergate/models/gpt.py")
     model.ir_version = 8
@@ -128,9 +129,15 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, seed=20261122):
 
 
 if __name__ == "__main__":
-    size, out = sys.argv[1], sys.argv[2]
-    kv = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}[sys.argv[4] if sys.argv[3:4] == ["--kv"] else "fp32"]
-    model = build(**SIZES[size], kv=kv)
+    args = argparse.ArgumentParser(description="GPT-2-shaped decoder with random weights")
+    args.add_argument("size", choices=SIZES)
+    args.add_argument("out")
+    args.add_argument("--kv", choices=["fp32", "fp16"], default="fp32", help="the KV cache's element type")
+    args.add_argument("--no-logits-to-keep", action="store_true", help="no logits_to_keep input: every position's logits, always")
+    a = args.parse_args()
+    size, out = a.size, a.out
+    kv = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}[a.kv]
+    model = build(**SIZES[size], kv=kv, logits_to_keep=not a.no_logits_to_keep)
     if size == "tiny":
         onnx.checker.check_model(model)
         onnx.save(model, out)

@@ -1,0 +1,88 @@
+/**
+ * Prefill with only the last position's logits (`logits_to_keep`, prompts left-padded) vs every position's
+ * (the Hugging Face layout, right-padded, runs capped at ~16 MB of logits) — the same model and session,
+ * the decoder told one way or the other, rounds interleaved. tiny-gpt, and GPT-2 small (built with
+ * models/gpt.py under /tmp unless --small PATH is given; --no-small skips it).
+ * Writes bench/results/prefill-cpu.{json,md}.   npm run bench:prefill [-- --rounds 3 --joins 1,16,64]
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { Decoder } from '../src/models/decoder.js';
+import { type GenerativeSpec, generativeSpec } from '../src/models/generative.js';
+import { Sampler } from '../src/models/sampling.js';
+import { readSignature } from '../src/models/signature.js';
+import { machine, ROOT } from './lib.js';
+
+const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
+const rounds = Number(flag('rounds', '3'));
+const joinCounts = flag('joins', '1,16,64').split(',').map(Number);
+const greedy = { temperature: 0, topP: 1, topK: 0, seed: 1 };
+
+function models(): string[] {
+  const tiny = join(ROOT, 'examples/models/tiny-gpt.onnx');
+  if (process.argv.includes('--no-small')) return [tiny];
+  const small = flag('small', '/tmp/infergate-gpt2-small-keep.onnx');
+  if (!existsSync(small)) execFileSync('python3', [join(ROOT, 'models/gpt.py'), 'small', small], { stdio: 'inherit' });
+  return [tiny, small];
+}
+
+/** Prefills `n` joining prompts of 12-20 tokens in one step: milliseconds and the first tokens drawn. */
+async function prefill(session: ort.InferenceSession, spec: GenerativeSpec, sampler: Sampler, n: number) {
+  const decoder = new Decoder(session, spec, sampler);
+  const join = Array.from({ length: n }, (_, i) => ({ seq: `s${i}`, prompt: Array.from({ length: 12 + (i % 9) }, (_, k) => 100 + k + i), sampling: greedy }));
+  const t = performance.now();
+  const r = await decoder.step({ join, advance: [], release: [] });
+  return { ms: performance.now() - t, first: join.map((j) => r.tokens[j.seq]).join(',') };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const rows: { model: string; joins: number; allMs: number; lastMs: number; speedup: number; sameTokens: boolean; allRounds: number[]; lastRounds: number[] }[] =
+  [];
+const sampler = await Sampler.create();
+for (const path of models()) {
+  const session = await ort.InferenceSession.create(path, { intraOpNumThreads: 2, extra: { session: { intra_op: { allow_spinning: '0' } } } });
+  const spec = generativeSpec(await readSignature(path)) as GenerativeSpec;
+  if (!spec.logitsToKeep) throw new Error(`${path} has no logits_to_keep input: build it with models/gpt.py`);
+  await prefill(session, spec, sampler, 4); // warm-up
+  for (const n of joinCounts) {
+    const times = { all: [] as number[], last: [] as number[] };
+    const firsts = new Set<string>();
+    for (let r = 0; r < rounds; r++) {
+      for (const variant of ['all', 'last'] as const) {
+        const { ms, first } = await prefill(session, { ...spec, logitsToKeep: variant === 'last' }, sampler, n);
+        times[variant].push(Math.round(ms));
+        firsts.add(first);
+      }
+    }
+    const row = {
+      model: path.split('/').at(-1) as string,
+      joins: n,
+      allMs: median(times.all),
+      lastMs: median(times.last),
+      allRounds: times.all,
+      lastRounds: times.last,
+    };
+    rows.push({ ...row, speedup: Math.round((row.allMs / row.lastMs) * 100) / 100, sameTokens: firsts.size === 1 });
+    console.log(JSON.stringify(rows.at(-1)));
+  }
+  await session.release();
+}
+
+const out = join(ROOT, 'bench/results');
+mkdirSync(out, { recursive: true });
+writeFileSync(join(out, 'prefill-cpu.json'), `${JSON.stringify({ machine: machine(), rounds, rows }, null, 2)}\n`);
+const md = `## Prefill: last position's logits (\`logits_to_keep\`) vs every position's, CPU
+
+${machine().cpu}, ${machine().cores} cores. One step prefilling N joining prompts of 12-20 tokens; the same model and
+session, the decoder told to keep every position's logits (baseline: the Hugging Face layout, right-padded,
+runs capped at ~16 MB of logits) or only the last (left-padded, runs of up to 512 positions). Median of ${rounds}
+interleaved rounds, 2 ONNX Runtime threads. Same tokens: both drew the same first token for every prompt.
+
+| model | prompts | every position ms | last position ms | speed-up | rounds (every / last) | same tokens |
+|---|---|---|---|---|---|---|
+${rows.map((r) => `| ${r.model} | ${r.joins} | ${r.allMs} | ${r.lastMs} | ${r.speedup}× | ${r.allRounds.join(' ')} / ${r.lastRounds.join(' ')} | ${r.sameTokens ? 'yes' : 'NO'} |`).join('\n')}
+`;
+writeFileSync(join(out, 'prefill-cpu.md'), md);
+console.log(md);
