@@ -151,6 +151,26 @@ describe('Decoder', () => {
     expect([step.tokens.a, step.tokens.b]).toEqual([(await reference(PROMPTS.a, 1))[0], (await reference(prompt, 1))[0]]);
   });
 
+  it('prefills alike prompts once: each sequence still samples on its own, as if it had joined alone', async () => {
+    const hot = (seed: number) => ({ temperature: 0.9, topP: 1, topK: 0, seed });
+    const alone = async (prompt: number[], seed: number, steps: number) => {
+      const d = new Decoder(session, spec, sampler);
+      const out = [(await d.step({ join: [{ seq: 's', prompt, sampling: hot(seed) }], advance: [], release: [] })).tokens.s];
+      while (out.length < steps) out.push((await d.step({ join: [], advance: ['s'], release: [] })).tokens.s);
+      return out;
+    };
+    const decoder = new Decoder(session, spec, sampler);
+    const seqs = { x0: [PROMPTS.b, 1], x1: [PROMPTS.b, 2], y: [PROMPTS.a, 3], x2: [PROMPTS.b, 4] } as const;
+    const join = Object.entries(seqs).map(([seq, [prompt, seed]]) => ({ seq, prompt: [...prompt], sampling: hot(seed) }));
+    const got: Record<string, number[]> = Object.fromEntries(Object.keys(seqs).map((s) => [s, []]));
+    const first = await decoder.step({ join, advance: [], release: [] });
+    for (const [s, t] of Object.entries(first.tokens)) got[s].push(t);
+    for (let i = 0; i < 5; i++)
+      for (const [s, t] of Object.entries((await decoder.step({ join: [], advance: Object.keys(seqs), release: [] })).tokens)) got[s].push(t);
+    for (const [s, [prompt, seed]] of Object.entries(seqs)) expect(got[s]).toEqual(await alone([...prompt], seed, 6));
+    expect(new Set([got.x0.join(), got.x1.join(), got.x2.join()]).size).toBe(3); // different seeds, different text
+  });
+
   it('keeps a paused sequence (not advanced for some steps) exactly where it was, seeded sampling included', async () => {
     const seeded = { temperature: 0.8, topP: 1, topK: 0, seed: 7 };
     const batched = new Decoder(session, spec, sampler);

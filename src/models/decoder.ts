@@ -99,12 +99,22 @@ export class Decoder {
    * position's logits (`logits_to_keep`), prompts are left-padded so that every prompt ends at the last
    * position, as Hugging Face's batched generation does; otherwise they are right-padded and each prompt's
    * last position is picked out of all of them. Either way the attention mask hides the padding.
+   * Alike prompts (a request's `n` choices, a batch repeating a prompt) are computed once, their cache and
+   * logits copied to each sequence, which then samples on its own.
    */
   private async prefill(joins: StepRequest['join'], drawn: Drawn): Promise<void> {
     for (const j of joins) this.release(j.seq);
     const { heads, headDim, layers, vocab } = this.spec;
-    const count = joins.length;
-    const n = Math.max(...joins.map((j) => j.prompt.length));
+    const runs: StepRequest['join'] = [];
+    const runOf = new Map<string, number>();
+    /** The run row each joining sequence takes its cache and logits from. */
+    const source = joins.map((j) => {
+      const key = j.prompt.join(',');
+      if (!runOf.has(key)) runOf.set(key, runs.push(j) - 1);
+      return runOf.get(key) as number;
+    });
+    const count = runs.length;
+    const n = Math.max(...runs.map((j) => j.prompt.length));
     // A prompt to be scored prefills alone (prefillGroups), keeping every position's logits.
     const scored = joins[0].sampling.promptLogprobs;
     const logitsToKeep = this.spec.logitsToKeep && scored === undefined;
@@ -113,7 +123,7 @@ export class Decoder {
     const ids = new BigInt64Array(count * n);
     const positions = new BigInt64Array(count * n);
     const mask = new BigInt64Array(count * n);
-    joins.forEach((j, i) => {
+    runs.forEach((j, i) => {
       j.prompt.forEach((token, p) => {
         const at = i * n + start(j) + p;
         ids[at] = BigInt(token);
@@ -141,10 +151,13 @@ export class Decoder {
       ...this.keep(kept),
     };
     await this.session.run(feeds, out);
-    this.reserve(this.byRow.length + count, n + 1);
+    this.reserve(this.byRow.length + joins.length, n + 1);
     const logits = out.logits.data as Float32Array; // [count, kept, vocab]
-    const lastLogits = logitsToKeep ? logits : (this.buffer('prefill-last-logits', count * vocab, 'float32') as Float32Array);
+    // A row of logits per sequence: the run's own where each run is one sequence and keeps only the last position's.
+    const copied = !logitsToKeep || count < joins.length;
+    const lastLogits = copied ? (this.buffer('prefill-last-logits', joins.length * vocab, 'float32') as Float32Array) : logits;
     const seqs = joins.map((j, i): Sequence => {
+      const r = source[i];
       const length = j.prompt.length;
       const seq: Sequence = {
         row: this.byRow.length,
@@ -159,12 +172,13 @@ export class Decoder {
         for (const [k, kind] of ['key', 'value'].entries()) {
           const present = out[`present.${l}.${kind}`].data as KvArray; // [count, heads, n, headDim]
           for (let h = 0; h < heads; h++) {
-            const from = ((i * heads + h) * n + start(j)) * headDim;
+            const from = ((r * heads + h) * n + start(j)) * headDim;
             this.caches[2 * l + k].set(present.subarray(from, from + length * headDim), this.offset(seq.row, h, 0));
           }
         }
       }
-      if (!logitsToKeep) lastLogits.set(logits.subarray((i * n + length - 1) * vocab, (i * n + length) * vocab), i * vocab);
+      const last = logitsToKeep ? r : r * n + length - 1;
+      if (copied) lastLogits.set(logits.subarray(last * vocab, (last + 1) * vocab), i * vocab);
       return seq;
     });
     if (scored !== undefined) {
