@@ -162,6 +162,25 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(lp.text_offset).toEqual(lp.tokens?.map((_, i) => (lp.tokens as string[]).slice(0, i).join('').length));
   });
 
+  it('goes on past end-of-text (ignore_eos), holds it off (min_tokens) and stops at stop_token_ids, as vLLM', async () => {
+    const eos = 50256;
+    const params = { model: 'tiny-gpt', prompt: 'Hello', max_tokens: 5, temperature: 0, logit_bias: { [eos]: 100 } }; // always end-of-text
+    const done = async (extra: object) => {
+      const r = await client.completions.create({ ...params, ...extra } as never);
+      return { text: r.choices[0].text, finish: r.choices[0].finish_reason, tokens: r.usage?.completion_tokens };
+    };
+    expect(await done({})).toEqual({ text: '', finish: 'stop', tokens: 1 });
+    expect(await done({ ignore_eos: true })).toEqual({ text: '', finish: 'length', tokens: 5 });
+    const held = await done({ min_tokens: 3 });
+    expect(held).toMatchObject({ finish: 'stop', tokens: 4 }); // three drawn without it, then end-of-text
+    expect(held.text.length).toBeGreaterThan(0);
+    const ale = { ...params, logit_bias: { 1000: 100 } }; // always "ale"
+    expect(await done({ ...ale, stop_token_ids: [1000] })).toEqual({ text: '', finish: 'stop', tokens: 1 });
+    expect(await done({ ...ale, stop_token_ids: [1000], min_tokens: 2 })).toMatchObject({ finish: 'stop', tokens: 3 });
+    const refused = await client.completions.create({ ...params, min_tokens: 6 } as never).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ status: 400, param: 'min_tokens' });
+  });
+
   it('answers a batch of prompts (text or tokens), n choices each, in prompt order', async () => {
     const params = { model: 'tiny-gpt', max_tokens: 4, seed: 30, temperature: 0.9 };
     const r = await client.completions.create({ ...params, prompt: ['Hello', 'A much longer prompt than that'], n: 2 });

@@ -14,6 +14,8 @@ export type SamplingParams = {
   logprobs?: number;
   /** Ask for each prompt token's (after the first) log-probability and this many alternatives. */
   promptLogprobs?: number;
+  /** These tokens cannot be drawn before `until` tokens were generated. */
+  suppress?: { tokens: number[]; until: number };
 };
 /** A token's log-probability and the most likely alternatives, [token, logprob] (see src/models/sampling.ts). */
 export type TokenLogprobs = { logprob: number; top: [number, number][] };

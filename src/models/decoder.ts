@@ -31,6 +31,8 @@ type Sequence = {
   random: () => number;
   /** How often it generated each token, for its penalties (only if it has any). */
   generated?: Map<number, number>;
+  /** Tokens it has generated. */
+  produced: number;
 };
 
 /**
@@ -166,6 +168,7 @@ export class Decoder {
         sampling: j.sampling,
         random: seededRandom(j.sampling.seed),
         generated: countsTokens(j.sampling) ? new Map() : undefined,
+        produced: 0,
       };
       this.byRow.push(seq);
       for (let l = 0; l < layers; l++) {
@@ -392,6 +395,7 @@ export function prefillGroups(joins: StepRequest['join'], limits: PrefillLimits)
 function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnType<Sampler['sample']>>, i: number): void {
   const token = sampled.tokens[i];
   seq.last = token;
+  seq.produced++;
   seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
   drawn.tokens[id] = token;
   const logprobs = sampled.logprobs[i];

@@ -58,6 +58,16 @@ describe('adjustLogits (OpenAI logit_bias, frequency and presence penalties)', (
     expect(Array.from(row)).toEqual([101, 3, 2, 0.5, expect.closeTo(-0.1, 5)]);
   });
 
+  it('suppresses tokens until the sequence has generated enough (min_tokens)', () => {
+    const suppress = { tokens: [1], until: 2 };
+    const early = logits.slice();
+    adjustLogits(early, { ...base, suppress }, undefined, 1);
+    expect(early[1]).toBe(Number.NEGATIVE_INFINITY);
+    const late = logits.slice();
+    adjustLogits(late, { ...base, suppress }, undefined, 2);
+    expect(late[1]).toBe(3);
+  });
+
   it('subtracts frequency x times generated + presence from each generated token', () => {
     const row = logits.slice();
     adjustLogits(

@@ -20,6 +20,8 @@ export type Sampling = {
   logprobs?: number;
   /** Report each prompt token's log-probability (after the first) and this many alternatives (for echo). */
   promptLogprobs?: number;
+  /** These tokens cannot be drawn before the sequence has generated `until` (vLLM's min_tokens: EOS, stop ids). */
+  suppress?: { tokens: number[]; until: number };
 };
 
 /**
@@ -32,10 +34,12 @@ export type TokenLogprobs = { logprob: number; top: [number, number][] };
 export const countsTokens = (s: Sampling): boolean => Boolean(s.frequencyPenalty || s.presencePenalty);
 
 /**
- * Applies a sequence's logit bias and its frequency / presence penalties to its row of logits, before
- * temperature and softmax as OpenAI does. Penalties count the generated tokens (not the prompt's), as vLLM.
+ * Applies a sequence's logit bias, its frequency / presence penalties and its suppressed tokens to its row
+ * of logits, before temperature and softmax as OpenAI does. Penalties count the generated tokens (not the
+ * prompt's), as vLLM; `produced` is how many it has generated.
  */
-export function adjustLogits(row: Float32Array, s: Sampling, generated: ReadonlyMap<number, number> | undefined): void {
+export function adjustLogits(row: Float32Array, s: Sampling, generated: ReadonlyMap<number, number> | undefined, produced = 0): void {
+  if (s.suppress && produced < s.suppress.until) for (const token of s.suppress.tokens) row[token] = Number.NEGATIVE_INFINITY;
   for (const [token, bias] of s.logitBias ?? []) row[token] += bias;
   if (!generated) return;
   const [frequency, presence] = [s.frequencyPenalty ?? 0, s.presencePenalty ?? 0];
@@ -120,7 +124,7 @@ export function scoreTokens(logits: Float32Array, vocab: number, tokens: number[
 }
 
 /** A row to sample: its parameters, its random stream and (with penalties) how often it generated each token. */
-export type SamplingRow = { sampling: Sampling; random: () => number; generated?: Map<number, number> };
+export type SamplingRow = { sampling: Sampling; random: () => number; generated?: Map<number, number>; produced?: number };
 
 /**
  * The sampling head of a replica: softmax at each row's temperature and argmax, vectorised by ONNX
@@ -141,7 +145,8 @@ export class Sampler {
   async sample(logits: Float32Array, vocab: number, rows: SamplingRow[]): Promise<{ tokens: number[]; logprobs: (TokenLogprobs | undefined)[] }> {
     const b = rows.length;
     rows.forEach((r, i) => {
-      if (r.sampling.logitBias || r.generated) adjustLogits(logits.subarray(i * vocab, (i + 1) * vocab), r.sampling, r.generated);
+      const s = r.sampling;
+      if (s.logitBias || r.generated || s.suppress) adjustLogits(logits.subarray(i * vocab, (i + 1) * vocab), s, r.generated, r.produced);
     });
     const inv = Float32Array.from(rows, (r) => (r.sampling.temperature > 0 ? 1 / r.sampling.temperature : 1));
     const out = await this.session.run({

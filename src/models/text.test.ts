@@ -53,6 +53,17 @@ describe('TextStream', () => {
     stream.push(gpt2.eos);
     expect(stream.stopped).toBe(true);
   });
+
+  it('stops at stop tokens too, and goes on past end-of-text with ignoreEos, showing nothing for it', () => {
+    const [hi, there] = gpt2.encode('Hi there');
+    const byToken = new TextStream(gpt2, [], { stopTokens: [there] });
+    expect(byToken.push(hi)).toBe('Hi');
+    expect(byToken.push(there)).toBe('');
+    expect(byToken.stopped).toBe(true);
+    const ignoring = new TextStream(gpt2, [], { ignoreEos: true });
+    expect([hi, gpt2.eos, there].map((t) => ignoring.push(t)).join('')).toBe('Hi there');
+    expect(ignoring.stopped).toBe(false);
+  });
 });
 
 describe('chatPrompt', () => {

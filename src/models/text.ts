@@ -39,22 +39,30 @@ export class TextStream {
   /** Decoded text not yet shown (it might be the start of a stop sequence). */
   private pending = '';
   private readonly holdBack: number;
+  private readonly stopTokens: Set<number>;
   stopped = false;
 
+  /**
+   * `stopTokens` end the text too (vLLM's stop_token_ids; their text is not shown); `ignoreEos` goes on past
+   * the end-of-text token, showing nothing for it (vLLM's ignore_eos).
+   */
   constructor(
     private tokenizer: Tokenizer,
     private stops: string[] = [],
+    { stopTokens = [], ignoreEos = false }: { stopTokens?: number[]; ignoreEos?: boolean } = {},
   ) {
     this.holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
+    this.stopTokens = new Set(ignoreEos ? stopTokens : [tokenizer.eos, ...stopTokens]);
   }
 
   /** The text that became safe to show with this token ('' if none); sets `stopped` on EOS or a stop sequence. */
   push(token: number): string {
     if (this.stopped) return '';
-    if (token === this.tokenizer.eos) {
+    if (this.stopTokens.has(token)) {
       this.stopped = true;
       return this.flush();
     }
+    if (token === this.tokenizer.eos) return ''; // ignore_eos: a special token, no text
     // A streaming decoder keeps the bytes of a character split across tokens until it is whole.
     this.pending += this.decoder.decode(this.tokenizer.bytes(token), { stream: true });
     for (const stop of this.stops) {

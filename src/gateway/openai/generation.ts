@@ -22,6 +22,9 @@ export type GenerationParams = {
   top_logprobs?: number | null;
   /** Completions: the prompt comes back before the completion (with its log-probabilities, if asked). */
   echo?: boolean | null;
+  ignore_eos?: boolean | null;
+  min_tokens?: number | null;
+  stop_token_ids?: number[] | null;
 };
 
 /**
@@ -64,6 +67,12 @@ export class Generation {
     const logitBias = Object.entries(params.logit_bias ?? {}).map(([token, bias]): [number, number] => [Number(token), bias]);
     const outside = logitBias.find(([token]) => token >= gen.vocab);
     if (outside) throw badInput(`logit_bias: token ${outside[0]} is not in the model's vocabulary (${gen.vocab} tokens)`, 'logit_bias');
+    const stopTokens = params.stop_token_ids ?? [];
+    const unknown = stopTokens.find((token) => token >= gen.vocab);
+    if (unknown !== undefined) throw badInput(`stop_token_ids: token ${unknown} is not in the model's vocabulary (${gen.vocab} tokens)`, 'stop_token_ids');
+    const minTokens = params.min_tokens ?? 0;
+    if (minTokens > maxTokens) throw badInput(`min_tokens (${minTokens}) is more than max_tokens (${maxTokens})`, 'min_tokens');
+    const ends = [...(params.ignore_eos ? [] : [gen.tokenizer.eos]), ...stopTokens];
     this.promptTokens = prompt.length;
     const logprobs = typeof params.logprobs === 'number' ? params.logprobs : params.logprobs ? (params.top_logprobs ?? 0) : undefined;
     this.wantsLogprobs = logprobs !== undefined;
@@ -76,7 +85,7 @@ export class Generation {
     };
     if (!this.wantsLogprobs) echo([]);
     const stops = params.stop === undefined || params.stop === null ? [] : typeof params.stop === 'string' ? [params.stop] : params.stop;
-    this.text = new TextStream(gen.tokenizer, stops);
+    this.text = new TextStream(gen.tokenizer, stops, { stopTokens, ignoreEos: params.ignore_eos ?? false });
     let started: () => void = () => {};
     const first = new Promise<void>((r) => (started = r));
     this.result = gen.scheduler.generate(
@@ -93,6 +102,7 @@ export class Generation {
           logitBias: logitBias.length > 0 ? logitBias : undefined,
           logprobs,
           promptLogprobs: params.echo && this.wantsLogprobs ? logprobs : undefined,
+          suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
         },
       },
       {

@@ -38,6 +38,12 @@ const sampling = {
     .unknown()
     .refine((f) => f === null || (f as { type?: unknown })?.type === 'text', 'only {"type": "text"} is supported by this gateway')
     .optional(),
+  /** vLLM's: go on past the end-of-text token (benchmarks that need every completion max_tokens long). */
+  ignore_eos: z.boolean().nullish(),
+  /** vLLM's: neither end-of-text nor stop_token_ids before this many tokens. */
+  min_tokens: z.number().int().min(0).nullish(),
+  /** vLLM's: these tokens end the text too (not shown). */
+  stop_token_ids: z.array(z.number().int().min(0)).max(64).nullish(),
   tools: unsupported('tools'),
   functions: unsupported('functions'),
 };
