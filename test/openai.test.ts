@@ -181,6 +181,23 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(refused).toMatchObject({ status: 400, param: 'min_tokens' });
   });
 
+  it('counts tokens and turns them back into text (vLLM’s /tokenize and /detokenize)', async () => {
+    const post = async (path: string, body: object) => {
+      const res = await fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify(body) });
+      return { status: res.status, body: await res.json() };
+    };
+    const counted = await post('/tokenize', { model: 'tiny-gpt', prompt: 'The quick brown fox' });
+    expect(counted).toEqual({ status: 200, body: { count: 4, max_model_len: 512, tokens: [464, 2068, 7586, 21831] } });
+    const completion = await client.completions.create({ model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 1 });
+    expect(completion.usage?.prompt_tokens).toBe(counted.body.count);
+    const chat = await post('/tokenize', { model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }] });
+    const answered = await client.chat.completions.create({ model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1 });
+    expect(chat.body.count).toBe(answered.usage?.prompt_tokens);
+    expect(await post('/detokenize', { model: 'tiny-gpt', tokens: counted.body.tokens })).toEqual({ status: 200, body: { prompt: 'The quick brown fox' } });
+    expect((await post('/detokenize', { model: 'tiny-gpt', tokens: [50257] })).status).toBe(400);
+    expect((await post('/tokenize', { model: 'mlp', prompt: 'x' })).status).toBe(404);
+  });
+
   it('answers a batch of prompts (text or tokens), n choices each, in prompt order', async () => {
     const params = { model: 'tiny-gpt', max_tokens: 4, seed: 30, temperature: 0.9 };
     const r = await client.completions.create({ ...params, prompt: ['Hello', 'A much longer prompt than that'], n: 2 });

@@ -51,7 +51,9 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.use(requestId());
   app.use(observe({ telemetry, log: opts.log, windows }));
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
-  if (opts.guard?.length) for (const path of ['/v2/models/*', '/v2/systemsharedmemory/*', '/v1/*', '/admin/*', '/dashboard']) app.use(path, ...opts.guard);
+  if (opts.guard?.length)
+    for (const path of ['/v2/models/*', '/v2/systemsharedmemory/*', '/v1/*', '/tokenize', '/detokenize', '/admin/*', '/dashboard'])
+      app.use(path, ...opts.guard);
   const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;
   for (const e of opts.endpoints ?? []) {
     const model = () => opts.models.get(e.model) as ServedModel;

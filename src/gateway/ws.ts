@@ -3,12 +3,11 @@ import { Hono } from 'hono';
 import type { WSContext } from 'hono/ws';
 import type { z } from 'zod';
 import { badInput, GatewayError, notFound } from '../errors/index.js';
-import { chatPrompt } from '../models/index.js';
 import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
 import { Generation } from './openai/generation.js';
 import { chatLogprobs } from './openai/logprobs.js';
-import { completionPrompts } from './openai/routes.js';
+import { chatText, completionPrompts } from './openai/routes.js';
 import { chatSchema, completionSchema, parseBody } from './openai/schema.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -108,9 +107,7 @@ async function generate(msg: Message, id: string, models: ReadonlyMap<string, Se
   if (msg.type === 'chat') {
     const chat = parseBody(chatSchema, fields);
     req = chat;
-    prompt = gen.tokenizer.encode(
-      chatPrompt(chat.messages.map((x) => ({ role: x.role, content: typeof x.content === 'string' ? x.content : x.content.map((p) => p.text).join('') }))),
-    );
+    prompt = gen.tokenizer.encode(chatText(chat.messages));
   } else {
     const completion = parseBody(completionSchema, fields);
     req = completion;

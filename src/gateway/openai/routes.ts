@@ -3,12 +3,12 @@ import { type Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { GenerateResult } from '../../batcher/index.js';
 import { badInput, GatewayError } from '../../errors/index.js';
-import { chatPrompt, type Tokenizer } from '../../models/index.js';
+import { chatPrompt, decode, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readBody } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { Generation, type LoggedToken, type Piece } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
-import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, MAX_CHOICES, parseBody } from './schema.js';
+import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
 
@@ -24,6 +24,20 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   app.get('/v1/models/:model', (c) => c.json(listed(model(c.req.param('model')))));
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
+  // vLLM's token counting: what a prompt (or chat) costs in tokens, and text back from tokens.
+  app.post('/tokenize', async (c) => {
+    const req = parseBody(tokenizeSchema, await json(c, maxBodyBytes));
+    const gen = model(req.model).generation as NonNullable<ServedModel['generation']>;
+    const tokens = gen.tokenizer.encode('prompt' in req ? req.prompt : chatText(req.messages));
+    return c.json({ count: tokens.length, max_model_len: gen.context, tokens });
+  });
+  app.post('/detokenize', async (c) => {
+    const req = parseBody(detokenizeSchema, await json(c, maxBodyBytes));
+    const gen = model(req.model).generation as NonNullable<ServedModel['generation']>;
+    const outside = req.tokens.find((t) => t >= gen.vocab);
+    if (outside !== undefined) throw badInput(`token ${outside} is not in the model's vocabulary (${gen.vocab} tokens)`, 'tokens', 'invalid_request_error');
+    return c.json({ prompt: decode(gen.tokenizer, req.tokens) });
+  });
   return app;
 }
 
@@ -70,6 +84,13 @@ export async function completions(c: Context, model: ModelOf, maxBodyBytes: numb
   return generate(c, m, req, prompts, req.max_tokens ?? 16, 'text_completion');
 }
 
+/** Chat messages as the one prompt the model continues. */
+export function chatText(messages: ChatRequest['messages']): string {
+  return chatPrompt(
+    messages.map((msg) => ({ role: msg.role, content: typeof msg.content === 'string' ? msg.content : msg.content.map((p) => p.text).join('') })),
+  );
+}
+
 /** A completion request's prompts as tokens: text or tokens, or a list of either (a batch of prompts). */
 export function completionPrompts(tokenizer: Tokenizer, prompt: CompletionRequest['prompt']): number[][] {
   if (typeof prompt === 'string') return [tokenizer.encode(prompt)];
@@ -81,9 +102,7 @@ export function completionPrompts(tokenizer: Tokenizer, prompt: CompletionReques
 export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
   const req = parseBody(chatSchema, await json(c, maxBodyBytes, fixedModel));
   const m = model(req.model);
-  const text = chatPrompt(
-    req.messages.map((msg) => ({ role: msg.role, content: typeof msg.content === 'string' ? msg.content : msg.content.map((p) => p.text).join('') })),
-  );
+  const text = chatText(req.messages);
   const tokens = m.generation?.tokenizer.encode(text) ?? [];
   const context = m.generation?.context ?? 0;
   return generate(c, m, req, [tokens], req.max_completion_tokens ?? req.max_tokens ?? Math.min(256, context - tokens.length), 'chat.completion');

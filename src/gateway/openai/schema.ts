@@ -73,16 +73,22 @@ export const completionSchema = z
   });
 
 const content = z.union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1)]);
+const chatMessages = z.array(z.object({ role: z.enum(['system', 'developer', 'user', 'assistant']), content })).min(1, 'messages must not be empty');
 export const chatSchema = z
   .object({
     ...sampling,
     max_completion_tokens: z.number().int().min(1).nullish(),
-    messages: z.array(z.object({ role: z.enum(['system', 'developer', 'user', 'assistant']), content })).min(1, 'messages must not be empty'),
+    messages: chatMessages,
     logprobs: z.boolean().nullish(),
     top_logprobs: z.number().int().min(0).max(20).nullish(),
   })
   .refine((r) => r.max_tokens !== 0, { message: 'max_tokens must be at least 1', path: ['max_tokens'] })
   .refine((r) => !r.top_logprobs || r.logprobs === true, { message: 'top_logprobs requires logprobs to be true', path: ['top_logprobs'] });
+
+/** vLLM's /tokenize: a prompt, or chat messages laid out as chat completions do. */
+export const tokenizeSchema = z.union([z.object({ model: sampling.model, prompt: z.string() }), z.object({ model: sampling.model, messages: chatMessages })]);
+/** vLLM's /detokenize. */
+export const detokenizeSchema = z.object({ model: sampling.model, tokens: z.array(z.number().int().min(0)) });
 
 export type CompletionRequest = z.infer<typeof completionSchema>;
 export type ChatRequest = z.infer<typeof chatSchema>;
