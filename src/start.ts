@@ -137,7 +137,10 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     const signature = signatures.get(name) as ModelSignature;
     const b = model.batching;
     const s = model.scaling;
-    if (signature.batchAxis === null && b.max_batch_size > 1) {
+    // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);
+    // every other model the dynamic batcher (max_batch_size rows per batch).
+    const generative = generativeSpec(signature);
+    if (signature.batchAxis === null && b.max_batch_size > 1 && !generative) {
       log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
     }
     // Fixed batch sizes (padded up to): max_batch_size is always one, and each is warmed up at start.
@@ -160,9 +163,6 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       startupTimeoutMs: s.startup_timeout * 1000,
       log,
     });
-    // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);
-    // every other model the dynamic batcher (max_batch_size rows per batch).
-    const generative = generativeSpec(signature);
     if (b.batch_sizes && (generative || signature.batchAxis !== 0))
       log.warn({ model: name }, `batching.batch_sizes is ignored: the model ${generative ? 'is generative (continuous batching)' : 'has no batch axis'}`);
     const batcher = generative
@@ -226,6 +226,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       signature,
       device: model.device,
       maxBatchSize: policy.maxBatchSize,
+      batching: { waitMs: b.wait_ms, maxQueueSize: b.max_queue_size, timeoutMs: b.timeout_ms, batchSizes },
       labels: labels.get(name),
       batcher,
       generation:

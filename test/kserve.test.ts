@@ -51,6 +51,23 @@ describe('KServe v2 metadata and health', () => {
   });
 });
 
+describe('Triton’s model configuration', () => {
+  it('tells Triton’s clients the batch size, the tensors without the batch axis and the batching', async () => {
+    const config = await (await fetch(`${gw.url}/v2/models/mlp-fixed/config`)).json();
+    expect(config).toMatchObject({
+      name: 'mlp-fixed',
+      platform: 'onnxruntime_onnx',
+      max_batch_size: 8,
+      input: [{ name: 'x', data_type: 'TYPE_FP32', dims: [64] }],
+      output: [{ name: 'probs', data_type: 'TYPE_FP32', dims: [10] }],
+      dynamic_batching: { preferred_batch_size: [4, 8], max_queue_delay_microseconds: 20_000 },
+      instance_group: [{ kind: 'KIND_CPU', count: 1 }],
+    });
+    expect((await (await fetch(`${gw.url}/v2/models/ocr-direction/config`)).json()).input).toEqual([{ name: 'x', data_type: 'TYPE_FP32', dims: [3, -1, -1] }]);
+    expect((await fetch(`${gw.url}/v2/models/nope/config`)).status).toBe(404);
+  });
+});
+
 describe('inference through real replica processes', () => {
   it('returns the top classes instead of the values where an output asks for classification (Triton’s extension)', async () => {
     const x = random(2 * 64, 9);

@@ -9,6 +9,8 @@ export interface ServedModel {
   /** The configured device (cpu, cuda, cuda:N, auto). */
   device: string;
   maxBatchSize: number;
+  /** The batching settings Triton's model configuration shows (`batching` in the config). */
+  batching?: { waitMs: number; maxQueueSize: number; timeoutMs: number; batchSizes?: number[] };
   /** Class names by index (the config's `labels` file), for Triton's classification extension. */
   labels?: readonly string[];
   /** Tensor models: the dynamic batcher. */

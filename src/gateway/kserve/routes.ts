@@ -5,6 +5,7 @@ import { bytesOf, viewBytes } from '../../tensor/index.js';
 import { clientSignal, readBody, releaseBody } from '../body.js';
 import { requestBuffers } from '../buffer-pool.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
+import { tritonConfig } from './model-config.js';
 import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
 import type { SharedMemoryRegions } from './shared-memory.js';
@@ -38,6 +39,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
 
   for (const prefix of ['/v2/models/:model', '/v2/models/:model/versions/:version']) {
     app.get(prefix, (c) => c.json(metadata(model(c))));
+    app.get(`${prefix}/config`, (c) => c.json(tritonConfig(model(c))));
     app.get(`${prefix}/ready`, (c) => {
       const m = model(c);
       const ready = m.isReady();
