@@ -16,12 +16,15 @@ const streams: [number, number, number, number[]][] = [];
 let seed = 0;
 
 function stream(): Promise<void> {
+  seed++;
+  // A prompt of its own per stream (alike prompts are prefilled once), every completion max_tokens long.
   const body = JSON.stringify({
     model: plan.model,
-    prompt: 'The gateway streams tokens to many clients at once, and each of them',
+    prompt: `Client ${seed}: the gateway streams tokens to many clients at once, and each of them`,
     max_tokens: plan.maxTokens,
+    ignore_eos: true,
     temperature: 1,
-    seed: ++seed,
+    seed,
     stream: true,
     stream_options: { include_usage: true },
   });
