@@ -66,6 +66,20 @@ describe('Triton’s model configuration', () => {
     expect((await (await fetch(`${gw.url}/v2/models/ocr-direction/config`)).json()).input).toEqual([{ name: 'x', data_type: 'TYPE_FP32', dims: [3, -1, -1] }]);
     expect((await fetch(`${gw.url}/v2/models/nope/config`)).status).toBe(404);
   });
+
+  it('lists the repository with each model’s state (Triton’s repository index)', async () => {
+    const index = await (await fetch(`${gw.url}/v2/repository/index`, { method: 'POST' })).json();
+    expect(index).toEqual(
+      expect.arrayContaining([
+        { name: 'mlp', version: '1', state: 'READY' },
+        { name: 'ocr-direction', version: '1', state: 'READY' },
+      ]),
+    );
+    expect(index).toHaveLength(4);
+    const ready = await (await fetch(`${gw.url}/v2/repository/index`, { method: 'POST', body: '{"ready": true}' })).json();
+    expect(ready).toHaveLength(4);
+    expect((await fetch(`${gw.url}/v2/repository/index`, { method: 'POST', body: '{nope' })).status).toBe(400);
+  });
 });
 
 describe('inference through real replica processes', () => {

@@ -52,7 +52,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.use(observe({ telemetry, log: opts.log, windows }));
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
   if (opts.guard?.length)
-    for (const path of ['/v2/models/*', '/v2/systemsharedmemory/*', '/v1/*', '/tokenize', '/detokenize', '/admin/*', '/dashboard'])
+    for (const path of ['/v2/models/*', '/v2/repository/*', '/v2/systemsharedmemory/*', '/v1/*', '/tokenize', '/detokenize', '/admin/*', '/dashboard'])
       app.use(path, ...opts.guard);
   const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;
   for (const e of opts.endpoints ?? []) {

@@ -37,6 +37,22 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
     return c.json({ ready }, ready ? 200 : 503);
   });
 
+  // Triton's repository index: every model with its state (READY also while it may cold-start from zero).
+  app.post('/v2/repository/index', async (c) => {
+    const body = Buffer.from(await readBody(c, 64 * 1024)).toString('utf8');
+    let readyOnly = false;
+    try {
+      readyOnly = body.trim() !== '' && JSON.parse(body).ready === true;
+    } catch (err) {
+      throw badInput(`the body is not valid JSON: ${(err as Error).message}`);
+    }
+    const index = [...models.values()].map((m) => {
+      const reason = m.isReady() ? undefined : (m.notReadyReason?.() ?? 'no replica is ready');
+      return { name: m.name, version: '1', state: reason ? 'UNAVAILABLE' : 'READY', ...(reason && { reason }) };
+    });
+    return c.json(readyOnly ? index.filter((m) => m.state === 'READY') : index);
+  });
+
   for (const prefix of ['/v2/models/:model', '/v2/models/:model/versions/:version']) {
     app.get(prefix, (c) => c.json(metadata(model(c))));
     app.get(`${prefix}/config`, (c) => c.json(tritonConfig(model(c))));
