@@ -71,6 +71,25 @@ describe('queue limits and deadlines', () => {
   });
 });
 
+describe('a request’s own timeout (Triton’s parameters.timeout, µs)', () => {
+  it('fails it with 504 when its own, shorter, deadline passes in the queue; the model’s still bounds the rest', async () => {
+    await paused('patient', async () => {
+      const running = infer(gw.url, 'patient', x);
+      await until(async () => (await stats('patient')).inFlightBatches === 1);
+      const started = performance.now();
+      const hurried = await infer(gw.url, 'patient', x, { parameters: { timeout: 200_000 } });
+      expect(hurried.status).toBe(504);
+      expect(performance.now() - started).toBeLessThan(5_000); // not the model's 20 s
+      process.kill((await stats('patient')).replicas[0].pid as number, 'SIGCONT');
+      expect((await running).status).toBe(200);
+    });
+    expect((await infer(gw.url, 'patient', x, { parameters: { timeout: 0 } })).status).toBe(200);
+    const bad = await infer(gw.url, 'patient', x, { parameters: { timeout: -5 } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error).toMatch(/parameters.timeout/);
+  });
+});
+
 describe('client disconnect', () => {
   it('removes a queued request when its client goes away; it never runs', async () => {
     const before = await stats('patient');

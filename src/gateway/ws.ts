@@ -92,7 +92,8 @@ async function infer(msg: Message, id: string, models: ReadonlyMap<string, Serve
   const request = inferRequestFromJson({ inputs: msg.inputs, outputs: msg.outputs }, new Uint8Array(0), m.signature);
   if (request.sharedInputs.length || request.outputs.some((o) => o.shm)) throw badInput('shared-memory tensors are for POST .../infer only');
   for (const o of request.outputs) o.binary = false; // JSON only on a text socket
-  const result = await m.batcher.submit(request.inputs, { signal });
+  const deadline = request.timeoutMs === undefined ? undefined : performance.now() + request.timeoutMs;
+  const result = await m.batcher.submit(request.inputs, { signal, deadline });
   const body = JSON.parse(encodeInferResponse(m.name, request, result.outputs, m.labels).body as string);
   send({ id, type: 'result', ...body, queue_ms: Math.round(result.queueMs * 100) / 100, batch_size: result.batchSize });
 }

@@ -21,6 +21,8 @@ export type InferRequest = {
   outputs: { name: string; binary: boolean; shm?: SharedMemoryRef; classification?: number }[];
   /** The caller spoke the binary extension (the response may then use it too). */
   binary: boolean;
+  /** Longest the request may wait for its batch, in ms (Triton's `timeout` parameter, given in µs). */
+  timeoutMs?: number;
 };
 
 type JsonTensor = { name?: unknown; shape?: unknown; datatype?: unknown; data?: unknown; parameters?: Record<string, unknown> };
@@ -122,7 +124,12 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
     });
   }
   const id = typeof json.id === 'string' ? json.id : undefined;
-  return { id, inputs, sharedInputs, outputs, binary: binaryExtension };
+  const timeout = json.parameters?.timeout;
+  if (timeout !== undefined && !(Number.isInteger(timeout) && (timeout as number) >= 0))
+    throw badInput(`parameters.timeout is the request's timeout in microseconds, a non-negative integer; got ${JSON.stringify(timeout)}`);
+  // Triton's 0 is "no timeout of its own": the model's timeout_ms still applies.
+  const timeoutMs = timeout ? (timeout as number) / 1000 : undefined;
+  return { id, inputs, sharedInputs, outputs, binary: binaryExtension, ...(timeoutMs !== undefined && { timeoutMs }) };
 }
 
 /** The shared-memory parameters of a tensor, if it has them: region and byte size both, offset optional. */

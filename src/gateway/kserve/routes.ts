@@ -110,7 +110,11 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
   }
   const shared = await readSharedInputs(request, regions);
   const trace = c.get('span')?.spanContext();
-  const result = await m.batcher.submit({ ...request.inputs, ...shared.inputs }, { signal: clientSignal(c), priority: c.get('caller')?.priority, trace });
+  const deadline = request.timeoutMs === undefined ? undefined : performance.now() + request.timeoutMs;
+  const result = await m.batcher.submit(
+    { ...request.inputs, ...shared.inputs },
+    { signal: clientSignal(c), priority: c.get('caller')?.priority, trace, deadline },
+  );
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);
   await writeSharedOutputs(request, result.outputs, regions);
