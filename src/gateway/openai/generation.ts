@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import type { GenerateResult, TokenLogprobs } from '../../batcher/index.js';
+import type { GenerateResult, SamplingParams, TokenLogprobs } from '../../batcher/index.js';
 import { badInput } from '../../errors/index.js';
 import { decode, TextStream } from '../../models/index.js';
 import type { ServedModel } from '../types.js';
@@ -36,6 +36,41 @@ export type LoggedToken = { token: number; logprob: number | null; top: TokenLog
 /** Text as it may be shown, and the tokens (with log-probabilities, if asked for) drawn since the last piece. */
 export type Piece = { text: string; logged: LoggedToken[] };
 
+type Generative = NonNullable<ServedModel['generation']>;
+
+/** What the replica needs to draw a request's tokens, its parameters checked against the model (400s). */
+function samplingFor(params: GenerationParams, gen: Generative, maxTokens: number): SamplingParams {
+  const inVocabulary = (tokens: number[], param: string) => {
+    const outside = tokens.find((token) => token >= gen.vocab);
+    if (outside !== undefined) throw badInput(`${param}: token ${outside} is not in the model's vocabulary (${gen.vocab} tokens)`, param);
+  };
+  const logitBias = Object.entries(params.logit_bias ?? {}).map(([token, bias]): [number, number] => [Number(token), bias]);
+  inVocabulary(
+    logitBias.map(([token]) => token),
+    'logit_bias',
+  );
+  const stopTokens = params.stop_token_ids ?? [];
+  inVocabulary(stopTokens, 'stop_token_ids');
+  const minTokens = params.min_tokens ?? 0;
+  if (minTokens > maxTokens) throw badInput(`min_tokens (${minTokens}) is more than max_tokens (${maxTokens})`, 'min_tokens');
+  // Until min_tokens, neither end-of-text (unless ignored anyway) nor a stop token may be drawn.
+  const ends = [...(params.ignore_eos ? [] : [gen.tokenizer.eos]), ...stopTokens];
+  // Completions ask with a count; chat with a flag, top_logprobs saying how many alternatives.
+  const logprobs = typeof params.logprobs === 'number' ? params.logprobs : params.logprobs ? (params.top_logprobs ?? 0) : undefined;
+  return {
+    temperature: params.temperature ?? 1,
+    topP: params.top_p ?? 1,
+    topK: params.top_k ?? 0,
+    seed: params.seed ?? randomInt(2 ** 31),
+    frequencyPenalty: params.frequency_penalty ?? 0,
+    presencePenalty: params.presence_penalty ?? 0,
+    logitBias: logitBias.length > 0 ? logitBias : undefined,
+    logprobs,
+    promptLogprobs: params.echo ? logprobs : undefined,
+    suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
+  };
+}
+
 /**
  * One running generation as text: started at once, read as an async iterable of pieces (bounded: an
  * unread backlog pauses the sequence), finished with `result`. Shared by SSE, plain JSON and WebSocket.
@@ -54,7 +89,7 @@ export class Generation {
   private settled = false;
 
   constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, priority?: number) {
-    const gen = m.generation as NonNullable<ServedModel['generation']>;
+    const gen = m.generation as Generative;
     const echoed = params.echo ? prompt : [];
     if (prompt.length === 0) prompt = [gen.tokenizer.eos]; // GPT-2 starts a text from <|endoftext|>
     if (prompt.length + maxTokens > gen.context) {
@@ -64,18 +99,9 @@ export class Generation {
         'context_length_exceeded',
       );
     }
-    const logitBias = Object.entries(params.logit_bias ?? {}).map(([token, bias]): [number, number] => [Number(token), bias]);
-    const outside = logitBias.find(([token]) => token >= gen.vocab);
-    if (outside) throw badInput(`logit_bias: token ${outside[0]} is not in the model's vocabulary (${gen.vocab} tokens)`, 'logit_bias');
-    const stopTokens = params.stop_token_ids ?? [];
-    const unknown = stopTokens.find((token) => token >= gen.vocab);
-    if (unknown !== undefined) throw badInput(`stop_token_ids: token ${unknown} is not in the model's vocabulary (${gen.vocab} tokens)`, 'stop_token_ids');
-    const minTokens = params.min_tokens ?? 0;
-    if (minTokens > maxTokens) throw badInput(`min_tokens (${minTokens}) is more than max_tokens (${maxTokens})`, 'min_tokens');
-    const ends = [...(params.ignore_eos ? [] : [gen.tokenizer.eos]), ...stopTokens];
+    const sampling = samplingFor(params, gen, maxTokens);
     this.promptTokens = prompt.length;
-    const logprobs = typeof params.logprobs === 'number' ? params.logprobs : params.logprobs ? (params.top_logprobs ?? 0) : undefined;
-    this.wantsLogprobs = logprobs !== undefined;
+    this.wantsLogprobs = sampling.logprobs !== undefined;
     // The echoed prompt is the first piece: at once, or with its log-probabilities when those are asked for.
     const echo = (scored: TokenLogprobs[]) => {
       const [first, ...rest] = echoed;
@@ -85,26 +111,11 @@ export class Generation {
     };
     if (!this.wantsLogprobs) echo([]);
     const stops = params.stop === undefined || params.stop === null ? [] : typeof params.stop === 'string' ? [params.stop] : params.stop;
-    this.text = new TextStream(gen.tokenizer, stops, { stopTokens, ignoreEos: params.ignore_eos ?? false });
+    this.text = new TextStream(gen.tokenizer, stops, { stopTokens: params.stop_token_ids ?? [], ignoreEos: params.ignore_eos ?? false });
     let started: () => void = () => {};
     const first = new Promise<void>((r) => (started = r));
     this.result = gen.scheduler.generate(
-      {
-        prompt,
-        maxTokens,
-        sampling: {
-          temperature: params.temperature ?? 1,
-          topP: params.top_p ?? 1,
-          topK: params.top_k ?? 0,
-          seed: params.seed ?? randomInt(2 ** 31),
-          frequencyPenalty: params.frequency_penalty ?? 0,
-          presencePenalty: params.presence_penalty ?? 0,
-          logitBias: logitBias.length > 0 ? logitBias : undefined,
-          logprobs,
-          promptLogprobs: params.echo && this.wantsLogprobs ? logprobs : undefined,
-          suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
-        },
-      },
+      { prompt, maxTokens, sampling },
       {
         signal,
         priority,
