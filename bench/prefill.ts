@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { Decoder } from '../src/models/decoder.js';
 import { type GenerativeSpec, generativeSpec } from '../src/models/generative.js';
+import { PrefixCache } from '../src/models/prefix-cache.js';
 import { Sampler } from '../src/models/sampling.js';
 import { readSignature } from '../src/models/signature.js';
 import { machine, ROOT } from './lib.js';
@@ -40,6 +41,7 @@ async function prefill(session: ort.InferenceSession, spec: GenerativeSpec, samp
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const rows: { model: string; joins: number; allMs: number; lastMs: number; speedup: number; sameTokens: boolean; allRounds: number[]; lastRounds: number[] }[] =
   [];
+const prefixRows: { model: string; wholeMs: number; cachedMs: number; rounds: { whole: number[]; cached: number[] } }[] = [];
 const sampler = await Sampler.create();
 for (const path of models()) {
   const session = await ort.InferenceSession.create(path, { intraOpNumThreads: 2, extra: { session: { intra_op: { allow_spinning: '0' } } } });
@@ -67,12 +69,29 @@ for (const path of models()) {
     rows.push({ ...row, speedup: Math.round((row.allMs / row.lastMs) * 100) / 100, sameTokens: firsts.size === 1 });
     console.log(JSON.stringify(rows.at(-1)));
   }
+  // A long shared prefix (a system prompt of 192 tokens) and a short question of its own: computed whole,
+  // vs after the prefix cache has seen another question with the same system prompt.
+  const system = Array.from({ length: 192 }, (_, k) => 300 + k);
+  const ask = (q: number) => [...system, 5000 + q, 5001 + q, 5002 + q, 5003 + q, 5004 + q];
+  const times = { whole: [] as number[], cached: [] as number[] };
+  for (let r = 0; r < rounds; r++) {
+    for (const variant of ['whole', 'cached'] as const) {
+      const cache = variant === 'cached' ? new PrefixCache(256 * 2 ** 20, spec) : undefined;
+      const decoder = new Decoder(session, spec, sampler, cache);
+      await decoder.step({ join: [{ seq: 'seen', prompt: ask(100), sampling: greedy }], advance: [], release: ['seen'] });
+      const t = performance.now();
+      await decoder.step({ join: [{ seq: 'asked', prompt: ask(r), sampling: greedy }], advance: [], release: [] });
+      times[variant].push(Math.round(performance.now() - t));
+    }
+  }
+  prefixRows.push({ model: path.split('/').at(-1) as string, wholeMs: median(times.whole), cachedMs: median(times.cached), rounds: times });
+  console.log(JSON.stringify(prefixRows.at(-1)));
   await session.release();
 }
 
 const out = join(ROOT, 'bench/results');
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'prefill-cpu.json'), `${JSON.stringify({ machine: machine(), rounds, rows }, null, 2)}\n`);
+writeFileSync(join(out, 'prefill-cpu.json'), `${JSON.stringify({ machine: machine(), rounds, rows, prefixRows }, null, 2)}\n`);
 const md = `## Prefill: last position's logits (\`logits_to_keep\`) vs every position's, CPU
 
 ${machine().cpu}, ${machine().cores} cores. One step prefilling N joining prompts of 12-20 tokens; the same model and
@@ -83,6 +102,15 @@ interleaved rounds, 2 ONNX Runtime threads. Same tokens: both drew the same firs
 | model | prompts | every position ms | last position ms | speed-up | rounds (every / last) | same tokens |
 |---|---|---|---|---|---|---|
 ${rows.map((r) => `| ${r.model} | ${r.joins} | ${r.allMs} | ${r.lastMs} | ${r.speedup}× | ${r.allRounds.join(' ')} / ${r.lastRounds.join(' ')} | ${r.sameTokens ? 'yes' : 'NO'} |`).join('\n')}
+
+### Prefix cache: a 197-token prompt whose first 192 tokens (a system prompt) another prompt had
+
+Computed whole (no prefix cache) vs after the prefix cache kept the other prompt (the first 192 tokens' keys
+and values reused, 5 computed). Median of ${rounds} rounds.
+
+| model | computed whole ms | prefix cached ms | rounds (whole / cached) |
+|---|---|---|---|
+${prefixRows.map((r) => `| ${r.model} | ${r.wholeMs} | ${r.cachedMs} | ${r.rounds.whole.join(' ')} / ${r.rounds.cached.join(' ')} |`).join('\n')}
 `;
 writeFileSync(join(out, 'prefill-cpu.md'), md);
 console.log(md);

@@ -198,6 +198,29 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect((await post('/tokenize', { model: 'mlp', prompt: 'x' })).status).toBe(404);
   });
 
+  it('reuses a cached prompt prefix (a shared system message): same answer, usage says how many tokens were cached', async () => {
+    const system = 'You are a careful assistant. Answer briefly, in plain words, and never make anything up. '.repeat(3);
+    const ask = (content: string) =>
+      client.chat.completions.create({
+        model: 'tiny-gpt',
+        messages: [
+          { role: 'system', content: system },
+          { role: 'user', content },
+        ],
+        max_tokens: 6,
+        temperature: 0,
+      });
+    const before = (await stats()).cachedPromptTokens;
+    const first = await ask('What is a gateway?');
+    const again = await ask('What is a gateway?');
+    const other = await ask('And a batcher?');
+    expect(again.choices[0].message.content).toBe(first.choices[0].message.content);
+    const cached = (r: typeof first) => (r.usage as { prompt_tokens_details?: { cached_tokens: number } }).prompt_tokens_details?.cached_tokens ?? 0;
+    expect(cached(again)).toBe(Math.floor(((first.usage?.prompt_tokens ?? 0) - 1) / 16) * 16);
+    expect(cached(other)).toBeGreaterThanOrEqual(48); // the system message's whole blocks
+    expect((await stats()).cachedPromptTokens - before).toBe(cached(again) + cached(other));
+  });
+
   it('answers a batch of prompts (text or tokens), n choices each, in prompt order', async () => {
     const params = { model: 'tiny-gpt', max_tokens: 4, seed: 30, temperature: 0.9 };
     const r = await client.completions.create({ ...params, prompt: ['Hello', 'A much longer prompt than that'], n: 2 });

@@ -62,13 +62,21 @@ export type GenerateHooks = {
   /** Higher waits less for a free slot (ties keep arrival order). @default 0 */
   priority?: number;
 };
-export type GenerateResult = { finishReason: 'stop' | 'length'; completionTokens: number; queueMs: number };
+export type GenerateResult = {
+  finishReason: 'stop' | 'length';
+  completionTokens: number;
+  queueMs: number;
+  /** Prompt tokens whose keys and values came from the replica's prefix cache instead of being computed. */
+  cachedTokens: number;
+};
 
 type Seq = {
   id: string;
   req: GenerateRequest;
   hooks: GenerateHooks;
   tokens: number;
+  /** Its prompt's tokens taken from the replica's prefix cache. */
+  cachedTokens: number;
   enqueuedAt: number;
   queueMs: number;
   firstTokenAt?: number;
@@ -87,6 +95,8 @@ export type GenerationStats = {
   sequences: number;
   steps: number;
   tokens: number;
+  /** Prompt tokens the replicas' prefix caches spared computing. */
+  cachedPromptTokens: number;
   /** How many steps ran with N sequences in them (join + advance): the proof that streams share steps. */
   stepSizes: Record<number, number>;
   shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
@@ -107,7 +117,14 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
   private queue: Seq[] = [];
   private loops = new Map<string, Loop>();
   private idleWaiters: (() => void)[] = [];
-  private readonly counts = { sequences: 0, steps: 0, tokens: 0, stepSizes: {} as Record<number, number>, shed: { queue_full: 0, deadline: 0, cancelled: 0 } };
+  private readonly counts = {
+    sequences: 0,
+    steps: 0,
+    tokens: 0,
+    cachedPromptTokens: 0,
+    stepSizes: {} as Record<number, number>,
+    shed: { queue_full: 0, deadline: 0, cancelled: 0 },
+  };
   private readonly onCapacity = () => this.admit();
 
   constructor(private opts: GenerationOptions) {
@@ -129,6 +146,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
         req,
         hooks,
         tokens: 0,
+        cachedTokens: 0,
         enqueuedAt: performance.now(),
         queueMs: 0,
         settled: false,
@@ -216,7 +234,12 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           continue;
         }
         const body = { join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling })), advance, release: loop.release.splice(0) };
-        let step: { tokens: Record<string, number>; logprobs?: Record<string, TokenLogprobs>; promptLogprobs?: Record<string, TokenLogprobs[]> };
+        let step: {
+          tokens: Record<string, number>;
+          logprobs?: Record<string, TokenLogprobs>;
+          promptLogprobs?: Record<string, TokenLogprobs[]>;
+          cached?: Record<string, number>;
+        };
         try {
           step = (await loop.replica.request('step', body)) as typeof step;
         } catch (err) {
@@ -235,10 +258,14 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           if (!seq || seq.settled) continue;
           const prompt = step.promptLogprobs?.[id];
           if (prompt) seq.hooks.onPromptLogprobs?.(prompt);
+          if (step.cached?.[id]) {
+            seq.cachedTokens = step.cached[id];
+            this.counts.cachedPromptTokens += seq.cachedTokens;
+          }
           if (seq.req.maxTokens === 0) {
             // Only the prompt was wanted (scored, echoed): the token drawn after it is dropped.
             this.leave(loop, id);
-            this.settle(seq, null, { finishReason: 'length', completionTokens: 0, queueMs: seq.queueMs });
+            this.settle(seq, null, { finishReason: 'length', completionTokens: 0, queueMs: seq.queueMs, cachedTokens: seq.cachedTokens });
             continue;
           }
           seq.tokens++;
@@ -247,7 +274,12 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           const more = seq.hooks.onToken(token, step.logprobs?.[id]);
           if (!more || seq.tokens >= seq.req.maxTokens) {
             this.leave(loop, id);
-            this.settle(seq, null, { finishReason: more ? 'length' : 'stop', completionTokens: seq.tokens, queueMs: seq.queueMs });
+            this.settle(seq, null, {
+              finishReason: more ? 'length' : 'stop',
+              completionTokens: seq.tokens,
+              queueMs: seq.queueMs,
+              cachedTokens: seq.cachedTokens,
+            });
           }
         }
         this.admit();

@@ -118,6 +118,11 @@ export const modelSchema = z
      * classification extension's results then carry labels (Triton's label_filename).
      */
     labels: z.string().min(1).optional(),
+    /**
+     * Generative models: host memory per replica for prompts' KV caches kept after prefill, so that a later
+     * prompt starting the same way (a system prompt, earlier turns) computes only the rest; 0 turns it off. @default 256
+     */
+    prefix_cache_mb: z.number().min(0).default(256),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })

@@ -3,6 +3,7 @@ import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Decoder, prefillGroups } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
+import { PrefixCache } from './prefix-cache.js';
 import { Sampler } from './sampling.js';
 import { readSignature } from './signature.js';
 
@@ -169,6 +170,42 @@ describe('Decoder', () => {
       for (const [s, t] of Object.entries((await decoder.step({ join: [], advance: Object.keys(seqs), release: [] })).tokens)) got[s].push(t);
     for (const [s, [prompt, seed]] of Object.entries(seqs)) expect(got[s]).toEqual(await alone([...prompt], seed, 6));
     expect(new Set([got.x0.join(), got.x1.join(), got.x2.join()]).size).toBe(3); // different seeds, different text
+  });
+
+  it('computes only what follows a cached prefix, and generates exactly what full recomputation does', async () => {
+    const cache = new PrefixCache(64 * 2 ** 20, spec);
+    const decoder = new Decoder(session, spec, sampler, cache);
+    const system = Array.from({ length: 40 }, (_, i) => 1000 + i); // a shared "system prompt" of 40 tokens
+    const first = [...system, 11, 12, 13];
+    const second = [...system, 21, 22]; // shares 2 whole blocks (32 tokens) with the first
+    const run = async (seq: string, prompt: number[]) => {
+      const joined = await decoder.step({ join: [{ seq, prompt, sampling: greedy }], advance: [], release: [] });
+      const tokens = [joined.tokens[seq]];
+      for (let i = 0; i < 4; i++) tokens.push((await decoder.step({ join: [], advance: [seq], release: [] })).tokens[seq]);
+      await decoder.step({ join: [], advance: [], release: [seq] });
+      return { tokens, cached: joined.cached?.[seq] ?? 0 };
+    };
+    expect(await run('a', first)).toEqual({ tokens: await reference(first, 5), cached: 0 });
+    expect(await run('b', second)).toEqual({ tokens: await reference(second, 5), cached: 32 });
+    expect(await run('c', first)).toEqual({ tokens: await reference(first, 5), cached: 32 }); // one token must be computed: 43 → 32
+    const short = [5, 6, 7];
+    expect((await run('d', short)).cached).toBe(0); // under a block: never cached
+    expect(cache.hits).toBe(2);
+  });
+
+  it('drops the least recently used prompts past its budget', () => {
+    const perToken = 2 * spec.layers * spec.heads * spec.headDim * 4;
+    const cache = new PrefixCache(2 * 16 * perToken, spec); // room for two 16-token prompts
+    const read = () => new Float32Array(16 * spec.headDim);
+    const prompt = (start: number) => Array.from({ length: 17 }, (_, i) => start + i);
+    cache.insert(prompt(0), read);
+    cache.insert(prompt(100), read);
+    expect(cache.lookup(prompt(0))?.length).toBe(16); // used: now the most recent
+    cache.insert(prompt(200), read);
+    expect(cache.lookup(prompt(100))).toBeUndefined();
+    expect(cache.lookup(prompt(0))?.length).toBe(16);
+    expect(cache.lookup(prompt(200))?.length).toBe(16);
+    expect(cache.size).toBe(2 * 16 * perToken);
   });
 
   it('keeps a paused sequence (not advanced for some steps) exactly where it was, seeded sampling included', async () => {

@@ -1,5 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
+import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, type Sampler, type Sampling, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
@@ -14,12 +15,14 @@ export type StepResult = {
   logprobs?: Record<string, TokenLogprobs>;
   /** For joining sequences that asked (`sampling.promptLogprobs`): each prompt token's after the first. */
   promptLogprobs?: Record<string, TokenLogprobs[]>;
+  /** Joining sequences whose prompt began with a cached prefix: how many of its tokens were not computed. */
+  cached?: Record<string, number>;
   prefillMs: number;
   decodeMs: number;
   decodeBatch: number;
 };
 /** A step's drawn tokens, by sequence id. */
-type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs'>;
+type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs' | 'cached'>;
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -66,6 +69,8 @@ export class Decoder {
     private session: ort.InferenceSession,
     private spec: GenerativeSpec,
     private sampler: Sampler,
+    /** Prompts' caches kept for later prompts that start the same way (none: every prompt is computed whole). */
+    private prefixCache?: PrefixCache,
   ) {
     this.takesKeep = session.inputNames.includes('logits_to_keep');
   }
@@ -83,7 +88,14 @@ export class Decoder {
     for (const seq of req.release) this.release(seq);
     const drawn: Drawn = { tokens: {} };
     const t0 = performance.now();
-    for (const group of prefillGroups(req.join, this.prefillLimits())) await this.prefill(group, drawn);
+    const computed: StepRequest['join'] = [];
+    for (const j of req.join) {
+      // A prompt to be scored needs every position's logits: it is computed whole.
+      const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt) : undefined;
+      if (hit) await this.prefillAfter(j, hit, drawn);
+      else computed.push(j);
+    }
+    for (const group of prefillGroups(computed, this.prefillLimits())) await this.prefill(group, drawn);
     const t1 = performance.now();
     const advancing = req.advance.filter((s) => this.seqs.has(s));
     if (advancing.length > 0) await this.decode(advancing, drawn);
@@ -161,16 +173,7 @@ export class Decoder {
     const seqs = joins.map((j, i): Sequence => {
       const r = source[i];
       const length = j.prompt.length;
-      const seq: Sequence = {
-        row: this.byRow.length,
-        length,
-        last: 0,
-        sampling: j.sampling,
-        random: seededRandom(j.sampling.seed),
-        generated: countsTokens(j.sampling) ? new Map() : undefined,
-        produced: 0,
-      };
-      this.byRow.push(seq);
+      const seq = this.admit(j);
       for (let l = 0; l < layers; l++) {
         for (const [k, kind] of ['key', 'value'].entries()) {
           const present = out[`present.${l}.${kind}`].data as KvArray; // [count, heads, n, headDim]
@@ -193,6 +196,84 @@ export class Decoder {
       this.seqs.set(joins[i].seq, seq);
       drew(drawn, joins[i].seq, seq, next, i);
     });
+    for (const run of runs) this.keepPrefix(run.prompt, seqs[joins.indexOf(run)]);
+  }
+
+  /**
+   * Prefills one joining sequence whose prompt begins with a cached prefix: only the rest of the prompt is
+   * computed, on the prefix's keys and values as its past.
+   */
+  private async prefillAfter(j: StepRequest['join'][number], hit: PrefixHit, drawn: Drawn): Promise<void> {
+    this.release(j.seq);
+    const { heads, headDim, layers, vocab, kvType, newKeyValues } = this.spec;
+    const cache = this.prefixCache as PrefixCache;
+    const past = hit.length;
+    const rest = j.prompt.slice(past);
+    const n = rest.length;
+    const kept = this.takesKeep ? 1 : n;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(rest, BigInt), [1, n]),
+      position_ids: new ort.Tensor(
+        'int64',
+        BigInt64Array.from(rest, (_, p) => BigInt(past + p)),
+        [1, n],
+      ),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(past + n).fill(1n), [1, past + n]),
+      ...this.keep(kept),
+    };
+    const kvOutput = newKeyValues ? 'new_key_values' : 'present';
+    const fetched = newKeyValues ? n : past + n;
+    const fetches: Record<string, ort.Tensor> = {
+      logits: new ort.Tensor('float32', this.buffer('prefix-logits', kept * vocab, 'float32'), [1, kept, vocab]),
+    };
+    for (let l = 0; l < layers; l++) {
+      for (const [k, kind] of ['key', 'value'].entries()) {
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, cache.past(hit, 2 * l + k), [1, heads, past, headDim]);
+        const out = `${kvOutput}.${l}.${kind}`;
+        fetches[out] = new ort.Tensor(kvType, this.buffer(`prefix-${out}`, heads * fetched * headDim, kvType), [1, heads, fetched, headDim]);
+      }
+    }
+    await this.session.run(feeds, fetches);
+    this.reserve(this.byRow.length + 1, past + n + 1);
+    const seq = this.admit(j);
+    for (let l = 0; l < layers; l++) {
+      for (const [k, kind] of ['key', 'value'].entries()) {
+        const c = 2 * l + k;
+        const stored = hit.entry.kv[c]; // [heads, entry length, headDim]
+        const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [1, heads, fetched, headDim]
+        for (let h = 0; h < heads; h++) {
+          this.caches[c].set(stored.subarray(h * hit.entry.length * headDim, (h * hit.entry.length + past) * headDim), this.offset(seq.row, h, 0));
+          const from = (h * fetched + fetched - n) * headDim;
+          this.caches[c].set(computed.subarray(from, from + n * headDim), this.offset(seq.row, h, past));
+        }
+      }
+    }
+    const logits = (fetches.logits.data as Float32Array).subarray((kept - 1) * vocab, kept * vocab);
+    const next = await this.sampler.sample(logits, vocab, [seq]);
+    this.seqs.set(j.seq, seq);
+    drew(drawn, j.seq, seq, next, 0);
+    drawn.cached = { ...drawn.cached, [j.seq]: past };
+    this.keepPrefix(j.prompt, seq);
+  }
+
+  /** A joining sequence's row, after the last. */
+  private admit(j: StepRequest['join'][number]): Sequence {
+    const seq: Sequence = {
+      row: this.byRow.length,
+      length: j.prompt.length,
+      last: 0,
+      sampling: j.sampling,
+      random: seededRandom(j.sampling.seed),
+      generated: countsTokens(j.sampling) ? new Map() : undefined,
+      produced: 0,
+    };
+    this.byRow.push(seq);
+    return seq;
+  }
+
+  /** Offers a just-prefilled prompt's keys and values to the prefix cache (read from `seq`'s row). */
+  private keepPrefix(prompt: number[], seq: Sequence): void {
+    this.prefixCache?.insert(prompt, (c, head, length) => this.caches[c].subarray(this.offset(seq.row, head, 0), this.offset(seq.row, head, length)));
   }
 
   private async decode(ids: string[], drawn: Drawn): Promise<void> {
@@ -403,8 +484,7 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
 }
 
 type KvType = GenerativeSpec['kvType'];
-/** A cache's elements; FP16 is kept as its bits (copied, never computed on, here). */
-type KvArray = Float32Array | Uint16Array;
+/** A new cache array of the type; FP16 is kept as its bits (copied, never computed on, here). */
 const kvArray = (type: KvType, length: number): KvArray => (type === 'float16' ? new Uint16Array(length) : new Float32Array(length));
 
 /** Sampling for a row whose result is dropped: greedy, no random draws. */

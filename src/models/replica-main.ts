@@ -118,11 +118,17 @@ async function main(spec: ReplicaSpec): Promise<void> {
 
 /** A generative model: its decoder on this thread (a step's request depends on the previous step's answer). */
 async function decoderEngine(spec: ReplicaSpec, generative: GenerativeSpec): Promise<Engine> {
-  const [{ Decoder }, { Sampler }, { openSession }] = await Promise.all([import('./decoder.js'), import('./sampling.js'), import('./session.js')]);
+  const [{ Decoder }, { Sampler }, { openSession }, { PrefixCache }] = await Promise.all([
+    import('./decoder.js'),
+    import('./sampling.js'),
+    import('./session.js'),
+    import('./prefix-cache.js'),
+  ]);
   const t0 = performance.now();
   const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
   const t1 = performance.now();
-  const decoder = new Decoder(session, generative, await Sampler.create());
+  const prefixCache = spec.prefixCacheBytes ? new PrefixCache(spec.prefixCacheBytes, generative) : undefined;
+  const decoder = new Decoder(session, generative, await Sampler.create(), prefixCache);
   const sampling = { temperature: 0, topP: 1, topK: 0, seed: 0 };
   await decoder.step({ join: [{ seq: 'warmup', prompt: [0, 1], sampling }], advance: [], release: [] });
   await decoder.step({ join: [], advance: ['warmup'], release: [] });

@@ -20,6 +20,8 @@ export type ReplicaSpec = {
   maxBatchRows?: number;
   /** Warm up once per batch size (batch_sizes), each input's first dimension set to it. */
   warmupBatches?: number[];
+  /** Generative models: bytes of prompts' KV caches kept for prefix reuse (prefix_cache_mb). */
+  prefixCacheBytes?: number;
 };
 
 /** The replica's first IPC message: it is loaded, warm and listening. */

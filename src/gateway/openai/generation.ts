@@ -38,6 +38,18 @@ export type Piece = { text: string; logged: LoggedToken[] };
 
 type Generative = NonNullable<ServedModel['generation']>;
 
+/** OpenAI's usage of generations from `promptTokens` of prompt; cached tokens as prompt_tokens_details. */
+export function usage(promptTokens: number, done: GenerateResult[]) {
+  const completion = done.reduce((sum, r) => sum + r.completionTokens, 0);
+  const cached = done.reduce((sum, r) => sum + r.cachedTokens, 0);
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completion,
+    total_tokens: promptTokens + completion,
+    ...(cached > 0 && { prompt_tokens_details: { cached_tokens: cached } }),
+  };
+}
+
 /** What the replica needs to draw a request's tokens, its parameters checked against the model (400s). */
 function samplingFor(params: GenerationParams, gen: Generative, maxTokens: number): SamplingParams {
   const inVocabulary = (tokens: number[], param: string) => {
@@ -160,7 +172,7 @@ export class Generation {
   }
 
   usage(r: GenerateResult) {
-    return { prompt_tokens: this.promptTokens, completion_tokens: r.completionTokens, total_tokens: this.promptTokens + r.completionTokens };
+    return usage(this.promptTokens, [r]);
   }
 
   private finish(): void {

@@ -1,12 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import type { GenerateResult } from '../../batcher/index.js';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { chatPrompt, decode, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readBody } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { Generation, type LoggedToken, type Piece } from './generation.js';
+import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
 
@@ -129,10 +128,6 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   }
   const promptTokens = gens.filter((_, index) => index % (req.n ?? 1) === 0).reduce((sum, gen) => sum + gen.promptTokens, 0);
   const logprobs = gens.map((gen) => logprobsOf(gen, kind, (m.generation as NonNullable<ServedModel['generation']>).tokenizer));
-  const usage = (done: GenerateResult[]) => {
-    const completion = done.reduce((sum, r) => sum + r.completionTokens, 0);
-    return { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion };
-  };
   const base = {
     id: `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
     created: Math.floor(Date.now() / 1000),
@@ -160,7 +155,15 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
       failed.abort();
       throw err;
     });
-    return c.json({ ...base, object: kind, choices: answers.map((a) => a.choice), usage: usage(answers.map((a) => a.r)) });
+    return c.json({
+      ...base,
+      object: kind,
+      choices: answers.map((a) => a.choice),
+      usage: usage(
+        promptTokens,
+        answers.map((a) => a.r),
+      ),
+    });
   }
 
   // Errors before the first token still get a status code; after it they travel in the stream.
@@ -192,7 +195,7 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
           return r;
         }),
       );
-      if (includeUsage) await send(chunk([], { usage: usage(done) }));
+      if (includeUsage) await send(chunk([], { usage: usage(promptTokens, done) }));
       await send('[DONE]');
     } catch (err) {
       failed.abort();
