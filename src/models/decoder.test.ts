@@ -245,6 +245,15 @@ describe('Decoder', () => {
     };
     const { got } = await scenario(new Decoder(kv16, kv16Spec, sampler), 24, 5);
     for (const seq of ['a', 'b', 'c'] as const) expect(got[seq]).toEqual(await alone(PROMPTS[seq], got[seq].length));
+    // And on a cached FP16 prefix.
+    const cached = new Decoder(kv16, kv16Spec, sampler, new PrefixCache(2 ** 20, kv16Spec));
+    const prompt = (end: number) => [...Array.from({ length: 20 }, (_, i) => 500 + i), end];
+    await cached.step({ join: [{ seq: 'x', prompt: prompt(1), sampling: greedy }], advance: [], release: [] });
+    const hit = await cached.step({ join: [{ seq: 'y', prompt: prompt(2), sampling: greedy }], advance: [], release: [] });
+    expect(hit.cached?.y).toBe(16);
+    const tokens = [hit.tokens.y];
+    while (tokens.length < 6) tokens.push((await cached.step({ join: [], advance: ['y'], release: [] })).tokens.y);
+    expect(tokens).toEqual(await alone(prompt(2), 6));
   });
 
   it('prefills joining sequences together, up to a number of sequences and of padded prompt positions per run', () => {
