@@ -42,7 +42,50 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const rows: { model: string; joins: number; allMs: number; lastMs: number; speedup: number; sameTokens: boolean; allRounds: number[]; lastRounds: number[] }[] =
   [];
 const prefixRows: { model: string; wholeMs: number; cachedMs: number; rounds: { whole: number[]; cached: number[] } }[] = [];
+const chunkRows: { model: string; chunk: number; worstStepMs: number; medianStepMs: number; firstTokenMs: number; promptTokens: number }[] = [];
 const sampler = await Sampler.create();
+
+/**
+ * 8 sequences decoding when a long prompt (3/4 of the context) joins: the longest step they wait for a
+ * token (the stall) and the long prompt's time to its first token, with the prompt computed whole and in
+ * chunks of 128 and 256 tokens.
+ */
+async function chunked(session: ort.InferenceSession, spec: GenerativeSpec, model: string) {
+  const rows: typeof chunkRows = [];
+  const promptTokens = Math.floor(((spec.context ?? 1024) * 3) / 4);
+  for (const chunk of [0, 128, 256]) {
+    const decoder = new Decoder(session, spec, sampler, undefined, chunk);
+    const ids = Array.from({ length: 8 }, (_, i) => `d${i}`);
+    await decoder.step({ join: ids.map((seq, i) => ({ seq, prompt: [100 + i, 200 + i], sampling: greedy })), advance: [], release: [] });
+    for (let i = 0; i < 3; i++) await decoder.step({ join: [], advance: ids, release: [] });
+    const long = Array.from({ length: promptTokens }, (_, k) => 1000 + (k % 5000));
+    const stepMs: number[] = [];
+    const t0 = performance.now();
+    let firstTokenMs = 0;
+    // Until 4 steps after the long prompt's first token: the padding it brings costs every step from then on.
+    for (let s = 0, after = 0; after < 4; s++) {
+      const t = performance.now();
+      const r = await decoder.step({
+        join: s === 0 ? [{ seq: 'long', prompt: long, sampling: greedy }] : [],
+        advance: s === 0 ? ids : [...ids, 'long'],
+        release: [],
+      });
+      stepMs.push(performance.now() - t);
+      if (firstTokenMs > 0) after++;
+      else if (r.tokens.long !== undefined) firstTokenMs = performance.now() - t0;
+    }
+    rows.push({
+      model,
+      chunk,
+      worstStepMs: Math.round(Math.max(...stepMs)),
+      medianStepMs: Math.round(median(stepMs)),
+      firstTokenMs: Math.round(firstTokenMs),
+      promptTokens,
+    });
+    console.log(JSON.stringify(rows.at(-1)));
+  }
+  return rows;
+}
 for (const path of models()) {
   const session = await ort.InferenceSession.create(path, { intraOpNumThreads: 2, extra: { session: { intra_op: { allow_spinning: '0' } } } });
   const spec = generativeSpec(await readSignature(path)) as GenerativeSpec;
@@ -84,6 +127,7 @@ for (const path of models()) {
       times[variant].push(Math.round(performance.now() - t));
     }
   }
+  chunkRows.push(...(await chunked(session, spec, path.split('/').at(-1) as string)));
   prefixRows.push({ model: path.split('/').at(-1) as string, wholeMs: median(times.whole), cachedMs: median(times.cached), rounds: times });
   console.log(JSON.stringify(prefixRows.at(-1)));
   await session.release();
@@ -91,7 +135,7 @@ for (const path of models()) {
 
 const out = join(ROOT, 'bench/results');
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'prefill-cpu.json'), `${JSON.stringify({ machine: machine(), rounds, rows, prefixRows }, null, 2)}\n`);
+writeFileSync(join(out, 'prefill-cpu.json'), `${JSON.stringify({ machine: machine(), rounds, rows, prefixRows, chunkRows }, null, 2)}\n`);
 const md = `## Prefill: last position's logits (\`logits_to_keep\`) vs every position's, CPU
 
 ${machine().cpu}, ${machine().cores} cores. One step prefilling N joining prompts of 12-20 tokens; the same model and
@@ -111,6 +155,16 @@ and values reused, 5 computed). Median of ${rounds} rounds.
 | model | computed whole ms | prefix cached ms | rounds (whole / cached) |
 |---|---|---|---|
 ${prefixRows.map((r) => `| ${r.model} | ${r.wholeMs} | ${r.cachedMs} | ${r.rounds.whole.join(' ')} / ${r.rounds.cached.join(' ')} |`).join('\n')}
+
+### Chunked prefill: a long prompt joins 8 decoding sequences
+
+The prompt (3/4 of the context) computed whole in the step it joins (\`prefill_chunk: 0\`) or a chunk per step;
+the 8 sequences get a token every step meanwhile. Worst step = the longest they wait for a token; median over
+the steps from the join to 4 steps after the long prompt's first token.
+
+| model | prompt tokens | prefill_chunk | worst step ms | median step ms | long prompt's first token ms |
+|---|---|---|---|---|---|
+${chunkRows.map((r) => `| ${r.model} | ${r.promptTokens} | ${r.chunk || 'whole'} | ${r.worstStepMs} | ${r.medianStepMs} | ${r.firstTokenMs} |`).join('\n')}
 `;
 writeFileSync(join(out, 'prefill-cpu.md'), md);
 console.log(md);

@@ -158,6 +158,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
         warmupBatches: batchSizes,
         maxBatchRows: b.max_batch_size,
         prefixCacheBytes: generative ? model.prefix_cache_mb * 2 ** 20 : undefined,
+        prefillChunk: generative ? b.prefill_chunk : undefined,
       },
       // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
       place: onGpu(model) && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(name, s.replicas_per_gpu) : undefined,

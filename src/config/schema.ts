@@ -32,6 +32,11 @@ export const batchingSchema = z
     /** Inputs that may be padded to batch together, by input name. @default {} */
     pad: z.record(z.string(), padding).default({}),
     /**
+     * Generative models: a prompt longer than this is computed this many tokens per step, so that the other
+     * sequences' tokens keep coming while it prefills (vLLM's chunked prefill); 0 computes it whole. @default 512
+     */
+    prefill_chunk: z.number().int().min(0).default(512),
+    /**
      * The only batch sizes the model sees: a batch is padded with zero rows up to the nearest (their
      * results dropped), max_batch_size is always one of them, and each is warmed up when a replica
      * starts. For CUDA: cuDNN picks convolution algorithms per input shape the first time it meets one.

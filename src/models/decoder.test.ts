@@ -193,6 +193,26 @@ describe('Decoder', () => {
     expect(cache.hits).toBe(2);
   });
 
+  it('computes a long prompt a chunk per step while the others keep decoding, to the same tokens', async () => {
+    const decoder = new Decoder(session, spec, sampler, undefined, 16);
+    const long = Array.from({ length: 50 }, (_, i) => 2000 + i); // 16 + 16 + 16 + 2: its token comes with the 4th step
+    const first = await decoder.step({ join: [{ seq: 'a', prompt: PROMPTS.a, sampling: greedy }], advance: [], release: [] });
+    const a = [first.tokens.a];
+    const l: number[] = [];
+    let steps = 0;
+    const joined = await decoder.step({ join: [{ seq: 'l', prompt: long, sampling: greedy }], advance: ['a'], release: [] });
+    a.push(joined.tokens.a);
+    while (l.length < 5) {
+      const r = await decoder.step({ join: [], advance: ['a', 'l'], release: [] });
+      steps++;
+      a.push(r.tokens.a); // never held up by the long prompt
+      if (r.tokens.l !== undefined) l.push(r.tokens.l);
+    }
+    expect(steps).toBe(3 + 4); // 3 more chunks, the last with its first token, then 4 decode steps
+    expect(l).toEqual(await reference(long, 5));
+    expect(a).toEqual(await reference(PROMPTS.a, a.length));
+  });
+
   it('drops the least recently used prompts past its budget', () => {
     const perToken = 2 * spec.layers * spec.heads * spec.headDim * 4;
     const cache = new PrefixCache(2 * 16 * perToken, spec); // room for two 16-token prompts

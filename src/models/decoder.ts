@@ -36,6 +36,8 @@ type Sequence = {
   generated?: Map<number, number>;
   /** Tokens it has generated. */
   produced: number;
+  /** While its prompt is computed a chunk per step: the prompt, and how much of it is in its row. */
+  prefilling?: { prompt: number[] };
 };
 
 /**
@@ -71,6 +73,8 @@ export class Decoder {
     private sampler: Sampler,
     /** Prompts' caches kept for later prompts that start the same way (none: every prompt is computed whole). */
     private prefixCache?: PrefixCache,
+    /** Longer prompts are computed this many tokens per step (0: whole, in the step they join). */
+    private prefillChunkTokens = 0,
   ) {
     this.takesKeep = session.inputNames.includes('logits_to_keep');
   }
@@ -88,16 +92,21 @@ export class Decoder {
     for (const seq of req.release) this.release(seq);
     const drawn: Drawn = { tokens: {} };
     const t0 = performance.now();
-    const computed: StepRequest['join'] = [];
+    // Long prompts go on: a chunk each per step, so that the others' tokens keep coming meanwhile.
+    const prefilling = req.advance.filter((id) => this.seqs.get(id)?.prefilling);
+    for (const id of prefilling) await this.prefillChunk(id, this.seqs.get(id) as Sequence, drawn);
+    const grouped: StepRequest['join'] = [];
     for (const j of req.join) {
-      // A prompt to be scored needs every position's logits: it is computed whole.
-      const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt) : undefined;
-      if (hit) await this.prefillAfter(j, hit, drawn);
-      else computed.push(j);
+      // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own.
+      const scored = j.sampling.promptLogprobs !== undefined;
+      const hit = scored ? undefined : this.prefixCache?.lookup(j.prompt);
+      const long = !scored && this.prefillChunkTokens > 0 && j.prompt.length - (hit?.length ?? 0) > this.prefillChunkTokens;
+      if (hit || long) await this.startPrefill(j, hit, drawn);
+      else grouped.push(j);
     }
-    for (const group of prefillGroups(computed, this.prefillLimits())) await this.prefill(group, drawn);
+    for (const group of prefillGroups(grouped, this.prefillLimits())) await this.prefill(group, drawn);
     const t1 = performance.now();
-    const advancing = req.advance.filter((s) => this.seqs.has(s));
+    const advancing = req.advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
     if (advancing.length > 0) await this.decode(advancing, drawn);
     return { ...drawn, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length };
   }
@@ -200,22 +209,48 @@ export class Decoder {
   }
 
   /**
-   * Prefills one joining sequence whose prompt begins with a cached prefix: only the rest of the prompt is
-   * computed, on the prefix's keys and values as its past.
+   * Starts one joining sequence whose prompt is computed on its own: after a cached prefix (copied into its
+   * row, the rest computed with it as the past), or a long prompt, a chunk per step.
    */
-  private async prefillAfter(j: StepRequest['join'][number], hit: PrefixHit, drawn: Drawn): Promise<void> {
+  private async startPrefill(j: StepRequest['join'][number], hit: PrefixHit | undefined, drawn: Drawn): Promise<void> {
     this.release(j.seq);
+    const { heads, headDim, layers } = this.spec;
+    const cached = hit?.length ?? 0;
+    // Room for the whole prompt now: growing the caches chunk by chunk would copy them all each time.
+    this.reserve(this.byRow.length + 1, j.prompt.length + 1);
+    const seq = this.admit(j);
+    seq.length = cached;
+    seq.prefilling = { prompt: j.prompt };
+    this.seqs.set(j.seq, seq);
+    if (hit) {
+      for (let c = 0; c < 2 * layers; c++) {
+        const stored = hit.entry.kv[c]; // [heads, entry length, headDim]
+        for (let h = 0; h < heads; h++)
+          this.caches[c].set(stored.subarray(h * hit.entry.length * headDim, (h * hit.entry.length + cached) * headDim), this.offset(seq.row, h, 0));
+      }
+      drawn.cached = { ...drawn.cached, [j.seq]: cached };
+    }
+    await this.prefillChunk(j.seq, seq, drawn);
+  }
+
+  /**
+   * Computes the next chunk of a sequence's prompt (`prefill_chunk` tokens, or all the rest) with what its
+   * row holds as the past, and appends the chunk's keys and values to the row; once the whole prompt is in,
+   * draws its first token.
+   */
+  private async prefillChunk(id: string, seq: Sequence, drawn: Drawn): Promise<void> {
     const { heads, headDim, layers, vocab, kvType, newKeyValues } = this.spec;
-    const cache = this.prefixCache as PrefixCache;
-    const past = hit.length;
-    const rest = j.prompt.slice(past);
-    const n = rest.length;
+    const prompt = (seq.prefilling as { prompt: number[] }).prompt;
+    const past = seq.length;
+    const chunk = prompt.slice(past, this.prefillChunkTokens > 0 ? past + this.prefillChunkTokens : prompt.length);
+    const n = chunk.length;
+    const done = past + n === prompt.length;
     const kept = this.takesKeep ? 1 : n;
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(rest, BigInt), [1, n]),
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(chunk, BigInt), [1, n]),
       position_ids: new ort.Tensor(
         'int64',
-        BigInt64Array.from(rest, (_, p) => BigInt(past + p)),
+        BigInt64Array.from(chunk, (_, p) => BigInt(past + p)),
         [1, n],
       ),
       attention_mask: new ort.Tensor('int64', new BigInt64Array(past + n).fill(1n), [1, past + n]),
@@ -224,36 +259,36 @@ export class Decoder {
     const kvOutput = newKeyValues ? 'new_key_values' : 'present';
     const fetched = newKeyValues ? n : past + n;
     const fetches: Record<string, ort.Tensor> = {
-      logits: new ort.Tensor('float32', this.buffer('prefix-logits', kept * vocab, 'float32'), [1, kept, vocab]),
+      logits: new ort.Tensor('float32', this.buffer('chunk-logits', kept * vocab, 'float32'), [1, kept, vocab]),
     };
     for (let l = 0; l < layers; l++) {
       for (const [k, kind] of ['key', 'value'].entries()) {
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, cache.past(hit, 2 * l + k), [1, heads, past, headDim]);
+        // The row's past, gathered head by head into [1, heads, past, headDim].
+        const rowPast = this.buffer(`chunk-past-${2 * l + k}`, heads * past * headDim, kvType);
+        for (let h = 0; h < heads; h++)
+          rowPast.set(this.caches[2 * l + k].subarray(this.offset(seq.row, h, 0), this.offset(seq.row, h, past)), h * past * headDim);
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, rowPast, [1, heads, past, headDim]);
         const out = `${kvOutput}.${l}.${kind}`;
-        fetches[out] = new ort.Tensor(kvType, this.buffer(`prefix-${out}`, heads * fetched * headDim, kvType), [1, heads, fetched, headDim]);
+        fetches[out] = new ort.Tensor(kvType, this.buffer(`chunk-${out}`, heads * fetched * headDim, kvType), [1, heads, fetched, headDim]);
       }
     }
     await this.session.run(feeds, fetches);
-    this.reserve(this.byRow.length + 1, past + n + 1);
-    const seq = this.admit(j);
+    this.reserve(this.rowCapacity, past + n + 1);
     for (let l = 0; l < layers; l++) {
       for (const [k, kind] of ['key', 'value'].entries()) {
-        const c = 2 * l + k;
-        const stored = hit.entry.kv[c]; // [heads, entry length, headDim]
         const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [1, heads, fetched, headDim]
         for (let h = 0; h < heads; h++) {
-          this.caches[c].set(stored.subarray(h * hit.entry.length * headDim, (h * hit.entry.length + past) * headDim), this.offset(seq.row, h, 0));
           const from = (h * fetched + fetched - n) * headDim;
-          this.caches[c].set(computed.subarray(from, from + n * headDim), this.offset(seq.row, h, past));
+          this.caches[2 * l + k].set(computed.subarray(from, from + n * headDim), this.offset(seq.row, h, past));
         }
       }
     }
+    seq.length = past + n;
+    if (!done) return;
+    seq.prefilling = undefined;
     const logits = (fetches.logits.data as Float32Array).subarray((kept - 1) * vocab, kept * vocab);
-    const next = await this.sampler.sample(logits, vocab, [seq]);
-    this.seqs.set(j.seq, seq);
-    drew(drawn, j.seq, seq, next, 0);
-    drawn.cached = { ...drawn.cached, [j.seq]: past };
-    this.keepPrefix(j.prompt, seq);
+    drew(drawn, id, seq, await this.sampler.sample(logits, vocab, [seq]), 0);
+    this.keepPrefix(prompt, seq);
   }
 
   /** A joining sequence's row, after the last. */

@@ -22,6 +22,8 @@ export type ReplicaSpec = {
   warmupBatches?: number[];
   /** Generative models: bytes of prompts' KV caches kept for prefix reuse (prefix_cache_mb). */
   prefixCacheBytes?: number;
+  /** Generative models: longer prompts are computed this many tokens per step (batching.prefill_chunk). */
+  prefillChunk?: number;
 };
 
 /** The replica's first IPC message: it is loaded, warm and listening. */
