@@ -9,6 +9,14 @@ beforeAll(async () => {
   gw = await startTestGateway({
     models: {
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 16 }, scaling: { min_containers: 1 } },
+      // The same model computing prompts 32 tokens per step, with no prefix cache.
+      'tiny-gpt-chunked': {
+        path: `${MODELS}tiny-gpt.onnx`,
+        device: 'cpu',
+        batching: { max_batch_size: 16, prefill_chunk: 32 },
+        prefix_cache_mb: 0,
+        scaling: { min_containers: 1 },
+      },
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu' },
     },
   });
@@ -46,7 +54,7 @@ async function sse(path: string, body: object, onEvent?: (data: string) => void 
 describe('OpenAI-compatible API with the official openai client', () => {
   it('lists the generative models only', async () => {
     const models = await client.models.list();
-    expect(models.data.map((m) => m.id)).toEqual(['tiny-gpt']);
+    expect(models.data.map((m) => m.id)).toEqual(['tiny-gpt', 'tiny-gpt-chunked']);
   });
 
   it('completes a prompt (non-streaming) with usage and finish_reason length', async () => {
@@ -219,6 +227,19 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(cached(again)).toBe(Math.floor(((first.usage?.prompt_tokens ?? 0) - 1) / 16) * 16);
     expect(cached(other)).toBeGreaterThanOrEqual(48); // the system message's whole blocks
     expect((await stats()).cachedPromptTokens - before).toBe(cached(again) + cached(other));
+  });
+
+  it('answers the same with the prompt computed in chunks (prefill_chunk), streamed beside a short one', async () => {
+    const prompt = 'A long prompt, computed a few tokens per step. '.repeat(12); // ~130 tokens: 5 chunks of 32
+    const params = { prompt, max_tokens: 8, temperature: 0 };
+    const whole = await client.completions.create({ model: 'tiny-gpt', ...params });
+    const [chunked, short] = await Promise.all([
+      client.completions.create({ model: 'tiny-gpt-chunked', ...params }),
+      client.completions.create({ model: 'tiny-gpt-chunked', prompt: 'Short', max_tokens: 8, temperature: 0 }),
+    ]);
+    expect(chunked.choices[0].text).toBe(whole.choices[0].text);
+    expect(chunked.usage).toEqual({ prompt_tokens: whole.usage?.prompt_tokens, completion_tokens: 8, total_tokens: (whole.usage?.prompt_tokens ?? 0) + 8 });
+    expect(short.usage?.completion_tokens).toBe(8);
   });
 
   it('answers a batch of prompts (text or tokens), n choices each, in prompt order', async () => {
