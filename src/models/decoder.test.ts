@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Decoder, prefillGroups } from './decoder.js';
+import { Decoder, prefillGroups, splitByLength } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { PrefixCache } from './prefix-cache.js';
 import { Sampler } from './sampling.js';
@@ -211,6 +211,31 @@ describe('Decoder', () => {
     expect(steps).toBe(3 + 4); // 3 more chunks, the last with its first token, then 4 decode steps
     expect(l).toEqual(await reference(long, 5));
     expect(a).toEqual(await reference(PROMPTS.a, a.length));
+  });
+
+  it('runs short sequences apart from a long one that would pad them all, to the same tokens', async () => {
+    const decoder = new Decoder(session, spec, sampler);
+    const long = Array.from({ length: 400 }, (_, i) => 3000 + i);
+    const shorts = Array.from({ length: 12 }, (_, i) => [100 + i, 200 + i, 300 + i]);
+    const join = [...shorts.map((prompt, i) => ({ seq: `s${i}`, prompt, sampling: greedy })), { seq: 'long', prompt: long, sampling: greedy }];
+    const all = join.map((j) => j.seq);
+    const got: Record<string, number[]> = Object.fromEntries(all.map((id) => [id, []]));
+    const record = (tokens: Record<string, number>) => {
+      for (const [id, t] of Object.entries(tokens)) got[id].push(t);
+    };
+    record((await decoder.step({ join, advance: [], release: [] })).tokens);
+    // s0 sits out step 1 (paused): the short group is then s1..s11.
+    for (let i = 0; i < 3; i++) record((await decoder.step({ join: [], advance: i === 1 ? all.slice(1) : all, release: [] })).tokens);
+    expect(splitByLength([...shorts.map((p) => ({ length: p.length })), { length: 400 }], 416)).not.toBeNull(); // it did split
+    expect(got.long).toEqual(await reference(long, 4));
+    for (const [i, prompt] of shorts.entries()) expect(got[`s${i}`]).toEqual(await reference(prompt, got[`s${i}`].length));
+  });
+
+  it('splits a decode step only where padding would cost more than a second run', () => {
+    const lengths = (...ls: number[]) => ls.map((length) => ({ length }));
+    expect(splitByLength(lengths(5, 6, 7), 16)).toBeNull();
+    expect(splitByLength(lengths(...new Array(12).fill(5), 400), 416)?.map((g) => g.length)).toEqual([12, 1]);
+    expect(splitByLength(lengths(300, 5, 310, 8), 320)).toBeNull(); // 4 rows: at most ~600 row-positions saved
   });
 
   it('drops the least recently used prompts past its budget', () => {

@@ -311,14 +311,38 @@ export class Decoder {
     this.prefixCache?.insert(prompt, (c, head, length) => this.caches[c].subarray(this.offset(seq.row, head, 0), this.offset(seq.row, head, length)));
   }
 
+  /**
+   * One decode step for the advancing sequences. Usually one run over the first rows as they are laid out
+   * (the caches are a view, paused rows computed and dropped). But the layout pads every row to the longest
+   * sequence: when a few long sequences would make many short ones attend over thousands of padded positions,
+   * the short ones run on their own, their pasts gathered to their own longest (`splitByLength`).
+   */
   private async decode(ids: string[], drawn: Drawn): Promise<void> {
-    const { heads, headDim, layers, vocab } = this.spec;
-    const advancing = ids.map((id) => this.seqs.get(id) as Sequence);
+    const { heads, headDim } = this.spec;
+    const advancing = new Map(ids.map((id) => [this.seqs.get(id) as Sequence, id]));
     // Room for this step's keys/values after every advancing sequence's cache.
-    this.reserve(this.rowCapacity, Math.max(...advancing.map((s) => s.length)) + 1);
-    const b = Math.max(...advancing.map((s) => s.row)) + 1;
-    const rows = this.byRow.slice(0, b);
-    const past = this.positions;
+    this.reserve(this.rowCapacity, Math.max(...[...advancing.keys()].map((s) => s.length)) + 1);
+    const groups = splitByLength([...advancing.keys()], this.positions);
+    if (!groups) {
+      const b = Math.max(...[...advancing.keys()].map((s) => s.row)) + 1;
+      const past = this.positions;
+      await this.decodeRows(this.byRow.slice(0, b), advancing, past, (c) => this.caches[c].subarray(0, b * heads * past * headDim), drawn);
+      return;
+    }
+    for (const group of groups) {
+      const past = Math.max(...group.map((s) => s.length));
+      await this.decodeRows(group, advancing, past, (c) => this.gather(group, past, c), drawn);
+    }
+  }
+
+  /**
+   * Runs one decode step over `rows` (those not in `advancing` are computed and dropped) on a past of
+   * `past` positions per row (`pastOf(cache)`: [rows, heads, past, headDim], padding masked), then appends each
+   * advancing sequence's new keys and values to its cache row and draws its token.
+   */
+  private async decodeRows(rows: Sequence[], advancing: Map<Sequence, string>, past: number, pastOf: (cache: number) => KvArray, drawn: Drawn): Promise<void> {
+    const { heads, headDim, layers, vocab } = this.spec;
+    const b = rows.length;
     const mask = new BigInt64Array(b * (past + 1));
     rows.forEach((s, i) => {
       mask.fill(1n, i * (past + 1), i * (past + 1) + s.length);
@@ -346,8 +370,7 @@ export class Decoder {
     const kvType = this.spec.kvType;
     for (let l = 0; l < layers; l++) {
       for (const [k, kind] of ['key', 'value'].entries()) {
-        const rowsOfPast = this.caches[2 * l + k].subarray(0, b * heads * past * headDim);
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, rowsOfPast, [b, heads, past, headDim]);
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, pastOf(2 * l + k), [b, heads, past, headDim]);
         const out = `${kvOutput}.${l}.${kind}`;
         fetches[out] = new ort.Tensor(kvType, this.buffer(out, b * heads * fetched * headDim, kvType), [b, heads, fetched, headDim]);
       }
@@ -355,25 +378,37 @@ export class Decoder {
     await this.session.run(feeds, fetches);
     const logits = fetches.logits.data as Float32Array; // [b, 1, vocab]
     // A row that is not advancing must not draw from its sequence's random stream (seeded output).
-    const advancingRows = new Set(advancing);
     const next = await this.sampler.sample(
       logits,
       vocab,
-      rows.map((s) => (advancingRows.has(s) ? s : DISCARDED)),
+      rows.map((s) => (advancing.has(s) ? s : DISCARDED)),
     );
-    advancing.forEach((s, i) => {
+    rows.forEach((s, i) => {
+      const id = advancing.get(s);
+      if (id === undefined) return;
       for (let l = 0; l < layers; l++) {
         for (const [k, kind] of ['key', 'value'].entries()) {
           const present = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [b, heads, fetched, headDim]
           for (let h = 0; h < heads; h++) {
-            const from = ((s.row * heads + h) * fetched + fetched - 1) * headDim;
+            const from = ((i * heads + h) * fetched + fetched - 1) * headDim;
             this.caches[2 * l + k].set(present.subarray(from, from + headDim), this.offset(s.row, h, s.length));
           }
         }
       }
       s.length++;
-      drew(drawn, ids[i], s, next, s.row);
+      drew(drawn, id, s, next, i);
     });
+  }
+
+  /** Cache `c`'s first `past` positions of `rows`, gathered into [rows, heads, past, headDim] (beyond a row's length: masked). */
+  private gather(rows: Sequence[], past: number, c: number): KvArray {
+    const { heads, headDim } = this.spec;
+    const out = this.buffer(`gathered-${c}`, rows.length * heads * past * headDim, this.spec.kvType);
+    rows.forEach((s, i) => {
+      for (let h = 0; h < heads; h++)
+        out.set(this.caches[c].subarray(this.offset(s.row, h, 0), this.offset(s.row, h, s.length)), (i * heads + h) * past * headDim);
+    });
+    return out;
   }
 
   /** Where a row's head's position starts in a cache buffer. */
@@ -502,6 +537,28 @@ export function prefillGroups(joins: StepRequest['join'], limits: PrefillLimits)
   }
   if (group.length > 0) groups.push(group);
   return groups;
+}
+
+/**
+ * Row-positions of padding one decode run may carry before the short sequences run apart from the long ones.
+ * A second run reads all the weights again (tens of ms for GPT-2 small on this CPU, well under one on a GPU);
+ * padding costs the attention and, on a GPU, the copy of every padded position, every step.
+ */
+const SPLIT_MIN_PADDING = 4096;
+
+/**
+ * The advancing sequences in two groups, short then long, where one run over the padded layout (`positions`
+ * per row) would carry at least SPLIT_MIN_PADDING more row-positions than the two; else null (one run).
+ */
+export function splitByLength<S extends { length: number }>(seqs: S[], positions: number): S[][] | null {
+  const sorted = [...seqs].sort((a, b) => a.length - b.length);
+  const n = sorted.length;
+  let best = { saved: 0, at: 0 };
+  for (let k = 1; k < n; k++) {
+    const saved = n * positions - (k * sorted[k - 1].length + (n - k) * sorted[n - 1].length);
+    if (saved > best.saved) best = { saved, at: k };
+  }
+  return best.saved >= SPLIT_MIN_PADDING ? [sorted.slice(0, best.at), sorted.slice(best.at)] : null;
 }
 
 /**
