@@ -87,14 +87,16 @@ describe('metrics on /metrics after known traffic', () => {
     expect(sample(await scrape(), 'infergate_shed_total', { infergate_model: 'tight', reason: 'queue_full' })).toBe(1);
   });
 
-  it('counts generated tokens and time to first token', async () => {
+  it('counts generated tokens, time to first token and prompt tokens taken from the prefix cache', async () => {
+    const prompt = 'Hi, a prompt long enough to fill a block of sixteen tokens in the prefix cache, and then some.';
     for (const n of [3, 5]) {
-      const r = await fetch(`${gw.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', prompt: 'Hi', max_tokens: n }) });
+      const r = await fetch(`${gw.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', prompt, max_tokens: n }) });
       expect(r.status).toBe(200);
     }
     const text = await scrape();
     expect(sample(text, 'infergate_generation_tokens_total', { gen_ai_request_model: 'tiny-gpt' })).toBe(8);
     expect(sample(text, 'gen_ai_server_time_to_first_token_count', { gen_ai_request_model: 'tiny-gpt' })).toBe(2);
+    expect(sample(text, 'infergate_generation_cached_prompt_tokens_total', { gen_ai_request_model: 'tiny-gpt' })).toBe(16); // the second request: the first whole block of its 22 tokens
   });
 });
 

@@ -111,7 +111,7 @@ let nextId = 0;
  * queue with a deadline, like the tensor batcher.
  */
 /** Told when a sequence ends: what telemetry needs (time to first token, tokens, time per token). */
-export type SequenceEvent = { ttftMs?: number; tokens: number; durationMs: number; ok: boolean };
+export type SequenceEvent = { ttftMs?: number; tokens: number; cachedPromptTokens: number; durationMs: number; ok: boolean };
 
 export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [SequenceEvent]; shed: [{ reason: string }] }> {
   private queue: Seq[] = [];
@@ -317,7 +317,13 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
     clearTimeout(seq.timer);
     seq.cleanup();
     const end = performance.now();
-    this.emit('sequence', { ttftMs: seq.firstTokenAt && seq.firstTokenAt - seq.enqueuedAt, tokens: seq.tokens, durationMs: end - seq.enqueuedAt, ok: !error });
+    this.emit('sequence', {
+      ttftMs: seq.firstTokenAt && seq.firstTokenAt - seq.enqueuedAt,
+      tokens: seq.tokens,
+      cachedPromptTokens: seq.cachedTokens,
+      durationMs: end - seq.enqueuedAt,
+      ok: !error,
+    });
     if (error) seq.reject(error);
     else seq.resolve(result as GenerateResult);
   }

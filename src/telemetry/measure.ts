@@ -22,6 +22,7 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
   scheduler?.on('shed', shed);
   scheduler?.on('sequence', (e) => {
     i.tokens.add(e.tokens, { 'gen_ai.request.model': model });
+    if (e.cachedPromptTokens > 0) i.cachedPromptTokens.add(e.cachedPromptTokens, { 'gen_ai.request.model': model });
     if (e.ttftMs !== undefined) i.ttft.record(e.ttftMs / 1000, { 'gen_ai.request.model': model });
     if (e.ttftMs !== undefined && e.tokens > 1) i.timePerToken.record((e.durationMs - e.ttftMs) / 1000 / (e.tokens - 1), { 'gen_ai.request.model': model });
   });

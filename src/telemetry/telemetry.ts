@@ -89,6 +89,10 @@ export class Telemetry {
       }),
       coldStart: seconds('infergate.replica.cold_start.duration', 'Replica start to ready: process, session creation, warm-up.'),
       tokens: m.createCounter('infergate.generation.tokens', { unit: '{token}', description: 'Tokens generated.' }),
+      cachedPromptTokens: m.createCounter('infergate.generation.cached_prompt_tokens', {
+        unit: '{token}',
+        description: "Prompt tokens taken from the replicas' prefix caches instead of computed.",
+      }),
       ttft: seconds('gen_ai.server.time_to_first_token', 'Time from a generation request to its first token.'),
       timePerToken: seconds('gen_ai.server.time_per_output_token', 'Mean time between output tokens of a sequence after the first.'),
     };
