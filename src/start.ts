@@ -25,7 +25,7 @@ import {
   rateLimit,
   type ServedModel,
 } from './gateway/index.js';
-import { generativeSpec, loadTokenizer, type ModelSignature, readSignature } from './models/index.js';
+import { generativeSpec, loadTokenizer, type ModelSignature, PREFIX_BLOCK, readSignature } from './models/index.js';
 import { measureModel, observePools, Telemetry } from './telemetry/index.js';
 import { VERSION } from './version.js';
 
@@ -181,7 +181,14 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
           batchSizes,
         });
     const scheduler = generative
-      ? new GenerationScheduler({ model: name, pool, maxSequences: b.max_batch_size, maxQueue: b.max_queue_size, timeoutMs: b.timeout_ms })
+      ? new GenerationScheduler({
+          model: name,
+          pool,
+          maxSequences: b.max_batch_size,
+          maxQueue: b.max_queue_size,
+          timeoutMs: b.timeout_ms,
+          affinityTokens: model.prefix_cache_mb > 0 ? PREFIX_BLOCK : 0,
+        })
       : undefined;
     const queue = (batcher ?? scheduler) as Batcher | GenerationScheduler;
     const queued = () => (batcher ? batcher.stats().queuedRows : (scheduler as GenerationScheduler).stats().queued);

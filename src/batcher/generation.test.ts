@@ -43,7 +43,7 @@ afterEach(() => {
   schedulers = [];
 });
 
-function setup(opts: { replicas?: number; maxSequences?: number; maxQueue?: number; timeoutMs?: number; stepMs?: number } = {}) {
+function setup(opts: { replicas?: number; maxSequences?: number; maxQueue?: number; timeoutMs?: number; stepMs?: number; affinityTokens?: number } = {}) {
   const pool = new FakePool();
   pool.replicas = Array.from({ length: opts.replicas ?? 1 }, (_, i) => new FakeReplica(`r${i}`, opts.stepMs));
   const scheduler = new GenerationScheduler({
@@ -52,6 +52,7 @@ function setup(opts: { replicas?: number; maxSequences?: number; maxQueue?: numb
     maxSequences: opts.maxSequences ?? 4,
     maxQueue: opts.maxQueue ?? 8,
     timeoutMs: opts.timeoutMs ?? 1000,
+    affinityTokens: opts.affinityTokens,
   });
   schedulers.push(scheduler);
   const run = (maxTokens: number, hooks: Partial<GenerateHooks> = {}) => {
@@ -78,6 +79,19 @@ describe('GenerationScheduler', () => {
     expect(Math.max(...steps.map((s) => s.join.length + s.advance.length))).toBe(2); // both in one step
     expect(steps.flatMap((s) => s.release)).toHaveLength(2); // every cache freed
     expect(steps.length).toBeLessThan(8); // 6 + 2 tokens in far fewer than 8 steps: shared
+  });
+
+  it('sends a prompt to the replica the last prompt starting the same way went to, while it is not much busier', async () => {
+    const { pool, scheduler } = setup({ replicas: 2, affinityTokens: 4 });
+    const gen = (prompt: number[], maxTokens: number) => scheduler.generate({ prompt, sampling, maxTokens }, { onToken: () => true });
+    const system = [7, 7, 7, 7];
+    const first = gen([9, 9, 9, 9, 1], 60); // r0 (both free: the first)
+    await gen([...system, 1], 2); // r1: the freer
+    const second = gen([8, 8, 8, 8, 1], 60); // r1 (r0 has one)
+    await gen([...system, 2], 2); // both have one: r1 again, where its start went, not r0 (the first of equals)
+    const joined = (r: number) => pool.replicas[r].steps.flatMap((st) => st.join).length;
+    expect([joined(0), joined(1)]).toEqual([1, 3]);
+    await Promise.all([first, second]);
   });
 
   it('lets a new sequence join between steps of a running one', async () => {

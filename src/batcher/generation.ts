@@ -45,7 +45,16 @@ export type GenerationOptions = {
   maxQueue: number;
   /** Longest a sequence may wait for a slot, in ms (then 504, or 503 when no replica is up). */
   timeoutMs: number;
+  /**
+   * Prompts sharing their first this-many tokens go to the replica that had the last such prompt, while it
+   * has room (its prefix cache then holds their common start): the replicas' prefix cache block. 0: off.
+   * @default 0
+   */
+  affinityTokens?: number;
 };
+
+/** Prompt starts remembered for replica affinity. */
+const MAX_AFFINITIES = 4096;
 
 export type GenerateRequest = { prompt: number[]; sampling: SamplingParams; maxTokens: number };
 export type GenerateHooks = {
@@ -116,6 +125,8 @@ export type SequenceEvent = { ttftMs?: number; tokens: number; cachedPromptToken
 export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [SequenceEvent]; shed: [{ reason: string }] }> {
   private queue: Seq[] = [];
   private loops = new Map<string, Loop>();
+  /** Prompt start → the replica the last prompt starting so went to (`affinityTokens`). */
+  private affinity = new Map<string, string>();
   private idleWaiters: (() => void)[] = [];
   private readonly counts = {
     sequences: 0,
@@ -200,22 +211,34 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
       this.queue.unshift(...loop.joining.filter((s) => !s.settled));
       this.loops.delete(id);
     }
+    const free = (loop: Loop) => this.opts.maxSequences - loop.active.size - loop.joining.length;
     while (this.queue.length > 0) {
       let best: Loop | undefined;
-      let bestFree = 0;
-      for (const loop of this.loops.values()) {
-        if (!ready.includes(loop.replica)) continue;
-        const free = this.opts.maxSequences - loop.active.size - loop.joining.length;
-        if (free > bestFree) [best, bestFree] = [loop, free];
-      }
+      for (const loop of this.loops.values()) if (ready.includes(loop.replica) && free(loop) > (best ? free(best) : 0)) best = loop;
       if (!best) break;
-      const seq = this.queue.shift() as Seq;
+      const seq = this.queue[0];
+      // Where a prompt starting the same way went last, if that replica is not much busier than the freest.
+      const start = this.promptStart(seq);
+      const affine = start === undefined ? undefined : this.loops.get(this.affinity.get(start) as string);
+      if (affine && ready.includes(affine.replica) && 2 * free(affine) >= free(best)) best = affine;
+      if (start !== undefined) {
+        this.affinity.delete(start); // most recent last: the oldest is forgotten first
+        this.affinity.set(start, best.replica.id);
+        if (this.affinity.size > MAX_AFFINITIES) this.affinity.delete(this.affinity.keys().next().value as string);
+      }
+      this.queue.shift();
       clearTimeout(seq.timer);
       seq.queueMs = performance.now() - seq.enqueuedAt;
       best.joining.push(seq);
       if (!best.running) this.run(best);
     }
     this.notifyIdle();
+  }
+
+  /** The prompt's first `affinityTokens` tokens as a key, if it is that long and affinity is on. */
+  private promptStart(seq: Seq): string | undefined {
+    const n = this.opts.affinityTokens ?? 0;
+    return n > 0 && seq.req.prompt.length > n ? seq.req.prompt.slice(0, n).join(',') : undefined;
   }
 
   private async run(loop: Loop): Promise<void> {
