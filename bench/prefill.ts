@@ -4,29 +4,34 @@
  * the decoder told one way or the other, rounds interleaved. tiny-gpt, and GPT-2 small (built with
  * models/gpt.py under /tmp unless --small PATH is given; --no-small skips it).
  * Writes bench/results/prefill-cpu.{json,md}.   npm run bench:prefill [-- --rounds 3 --joins 1,16,64]
+ * On a GPU (bench/gpu/run.sh): --device cuda --small MODEL --no-tiny --out DIR --name gpu-prefill.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
+import { join, resolve } from 'node:path';
+import type * as ort from 'onnxruntime-node';
 import { Decoder } from '../src/models/decoder.js';
 import { type GenerativeSpec, generativeSpec } from '../src/models/generative.js';
 import { PrefixCache } from '../src/models/prefix-cache.js';
 import { Sampler } from '../src/models/sampling.js';
+import { type DeviceSpec, openSession } from '../src/models/session.js';
 import { readSignature } from '../src/models/signature.js';
 import { machine, ROOT } from './lib.js';
 
 const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
 const rounds = Number(flag('rounds', '3'));
+const device = flag('device', 'cpu');
+const outDir = resolve(flag('out', join(ROOT, 'bench/results')));
+const outName = flag('name', 'prefill-cpu');
 const joinCounts = flag('joins', '1,16,64').split(',').map(Number);
 const greedy = { temperature: 0, topP: 1, topK: 0, seed: 1 };
 
 function models(): string[] {
-  const tiny = join(ROOT, 'examples/models/tiny-gpt.onnx');
-  if (process.argv.includes('--no-small')) return [tiny];
+  const tiny = process.argv.includes('--no-tiny') ? [] : [join(ROOT, 'examples/models/tiny-gpt.onnx')];
+  if (process.argv.includes('--no-small')) return tiny;
   const small = flag('small', '/tmp/infergate-gpt2-small-keep.onnx');
   if (!existsSync(small)) execFileSync('python3', [join(ROOT, 'models/gpt.py'), 'small', small], { stdio: 'inherit' });
-  return [tiny, small];
+  return [...tiny, small];
 }
 
 /** Prefills `n` joining prompts of 12-20 tokens in one step: milliseconds and the first tokens drawn. */
@@ -87,7 +92,8 @@ async function chunked(session: ort.InferenceSession, spec: GenerativeSpec, mode
   return rows;
 }
 for (const path of models()) {
-  const session = await ort.InferenceSession.create(path, { intraOpNumThreads: 2, extra: { session: { intra_op: { allow_spinning: '0' } } } });
+  const { session, provider } = await openSession(path, device as DeviceSpec, device === 'cpu' ? 2 : 0);
+  if (device !== 'cpu' && provider === 'cpu') throw new Error(`asked for ${device}, got the CPU`);
   const spec = generativeSpec(await readSignature(path)) as GenerativeSpec;
   if (!spec.logitsToKeep) throw new Error(`${path} has no logits_to_keep input: build it with models/gpt.py`);
   await prefill(session, spec, sampler, 4); // warm-up
@@ -133,15 +139,15 @@ for (const path of models()) {
   await session.release();
 }
 
-const out = join(ROOT, 'bench/results');
+const out = outDir;
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'prefill-cpu.json'), `${JSON.stringify({ machine: machine(), rounds, rows, prefixRows, chunkRows }, null, 2)}\n`);
-const md = `## Prefill: last position's logits (\`logits_to_keep\`) vs every position's, CPU
+writeFileSync(join(out, `${outName}.json`), `${JSON.stringify({ machine: machine(), rounds, rows, prefixRows, chunkRows }, null, 2)}\n`);
+const md = `## Prefill: last position's logits (\`logits_to_keep\`) vs every position's, ${device}
 
-${machine().cpu}, ${machine().cores} cores. One step prefilling N joining prompts of 12-20 tokens; the same model and
+${machine().cpu}, ${machine().cores} cores, device ${device}. One step prefilling N joining prompts of 12-20 tokens; the same model and
 session, the decoder told to keep every position's logits (baseline: the Hugging Face layout, right-padded,
 runs capped at ~16 MB of logits) or only the last (left-padded, runs of up to 512 positions). Median of ${rounds}
-interleaved rounds, 2 ONNX Runtime threads. Same tokens: both drew the same first token for every prompt.
+interleaved rounds (on the CPU, 2 ONNX Runtime threads). Same tokens: both drew the same first token for every prompt.
 
 | model | prompts | every position ms | last position ms | speed-up | rounds (every / last) | same tokens |
 |---|---|---|---|---|---|---|
@@ -166,5 +172,5 @@ the steps from the join to 4 steps after the long prompt's first token.
 |---|---|---|---|---|---|
 ${chunkRows.map((r) => `| ${r.model} | ${r.promptTokens} | ${r.chunk || 'whole'} | ${r.worstStepMs} | ${r.medianStepMs} | ${r.firstTokenMs} |`).join('\n')}
 `;
-writeFileSync(join(out, 'prefill-cpu.md'), md);
+writeFileSync(join(out, `${outName}.md`), md);
 console.log(md);

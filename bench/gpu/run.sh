@@ -10,6 +10,8 @@
 #   u8-2rep    u8 with two replicas per GPU (one copies while the other computes)
 #   coldstart  CUDA replica cold start (warm-up at batch 32/128/256), GPU memory before / up / after scale to zero
 #   coldstart-heuristic  the same with cudnn_conv_algo_search HEURISTIC instead of ONNX Runtime's EXHAUSTIVE
+#   prefill    GPT-2 small in the decoder on the GPU: last-position vs every-position logits, the prefix cache,
+#              chunked prefill beside 8 decoding sequences (where to set the short/long decode split)
 #   fp16-nhwc  fp16 with prefer_nhwc
 #   gpt2       GPT-2-small streaming, 1/16/64 streams, continuous batching vs sequential; KV cache in FP16
 #              (half the bytes every decode step sends to the GPU)
@@ -22,7 +24,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 fp16-nhwc fp32 gpt2-kv32}
+STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill fp16-nhwc fp32 gpt2-kv32}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -54,6 +56,7 @@ run_step() {
     coldstart-heuristic) coldstart --name coldstart-heuristic --cuda '{"cudnn_conv_algo_search":"HEURISTIC"}' ;;
     gpt2) gpt2 kv16 --name gpu-gpt2-small ;;
     gpt2-kv32) gpt2 "" --name gpu-gpt2-small-kv32 ;;
+    prefill) node --import tsx bench/prefill.ts --device cuda --no-tiny --small "$MODELS/gpt2-small.onnx" --out "$OUT" --name gpu-prefill ;;
     fp32) vision --model "$MODELS/resnet50-fp32.onnx" --name resnet50-fp32 --shape 3,224,224 --dtype FP32 --batches 32,128 ;;
     *) echo "unknown step $1" >&2; return 2 ;;
   esac
