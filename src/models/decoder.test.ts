@@ -1,11 +1,12 @@
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Decoder, prefillGroups, splitByLength } from './decoder.js';
+import { Decoder } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { PrefixCache } from './prefix-cache.js';
 import { Sampler } from './sampling.js';
 import { readSignature } from './signature.js';
+import { prefillGroups, splitByLength } from './step-plan.js';
 
 const path = fileURLToPath(new URL('../../examples/models/tiny-gpt.onnx', import.meta.url));
 let session: ort.InferenceSession;
