@@ -214,6 +214,26 @@ describe('Decoder', () => {
     expect(a).toEqual(await reference(PROMPTS.a, a.length));
   });
 
+  it('lets a sequence leave in the middle of its chunked prefill; the others go on as before', async () => {
+    const decoder = new Decoder(session, spec, sampler, undefined, 16);
+    const first = await decoder.step({ join: [{ seq: 'a', prompt: PROMPTS.b, sampling: greedy }], advance: [], release: [] });
+    const a = [first.tokens.a];
+    const long = Array.from({ length: 60 }, (_, i) => 2500 + i);
+    a.push((await decoder.step({ join: [{ seq: 'l', prompt: long, sampling: greedy }], advance: ['a'], release: [] })).tokens.a);
+    a.push((await decoder.step({ join: [], advance: ['a', 'l'], release: [] })).tokens.a);
+    const left = await decoder.step({ join: [{ seq: 'c', prompt: PROMPTS.c, sampling: greedy }], advance: ['a'], release: ['l'] });
+    a.push(left.tokens.a);
+    const c = [left.tokens.c];
+    for (let i = 0; i < 3; i++) {
+      const r = await decoder.step({ join: [], advance: ['a', 'c'], release: [] });
+      a.push(r.tokens.a);
+      c.push(r.tokens.c);
+    }
+    expect(decoder.active).toBe(2);
+    expect(a).toEqual(await reference(PROMPTS.b, a.length));
+    expect(c).toEqual(await reference(PROMPTS.c, c.length));
+  });
+
   it('runs short sequences apart from a long one that would pad them all, to the same tokens', async () => {
     const decoder = new Decoder(session, spec, sampler);
     const long = Array.from({ length: 400 }, (_, i) => 3000 + i);
