@@ -259,6 +259,34 @@ describe('Decoder', () => {
     expect(splitByLength(lengths(300, 5, 310, 8), 320)).toBeNull(); // 4 rows: at most ~600 row-positions saved
   });
 
+  it.each([true, false])('prefills several prompts after cached prefixes of different lengths in one run, exactly (gpt.py layout: %s)', async (ours) => {
+    const layout = { ...spec, newKeyValues: ours, logitsToKeep: ours };
+    const decoder = new Decoder(session, layout, sampler, new PrefixCache(2 ** 20, layout));
+    const base = Array.from({ length: 40 }, (_, i) => 700 + i);
+    // Stores 32 tokens of `base` and 16 of another start.
+    await decoder.step({ join: [{ seq: 'p', prompt: [...base, 1], sampling: greedy }], advance: [], release: ['p'] });
+    await decoder.step({
+      join: [{ seq: 'q', prompt: [...base.slice(0, 16), 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9], sampling: greedy }],
+      advance: [],
+      release: ['q'],
+    });
+    const prompts = { x: [...base.slice(0, 35), 5], y: [...base.slice(0, 20), 6, 7, 8], z: [...base.slice(0, 33), 4, 3, 2, 1, 0, 11, 12] };
+    const join = Object.entries(prompts).map(([seq, prompt]) => ({ seq, prompt, sampling: { ...greedy, logprobs: 0 } }));
+    const first = await decoder.step({ join, advance: [], release: [] });
+    expect(first.cached).toEqual({ x: 32, y: 16, z: 32 });
+    // Log-probabilities are far more sensitive than a random model's argmax to what each row attended to.
+    for (const [id, prompt] of Object.entries(prompts)) {
+      const full = await lastLogits(prompt);
+      const max = Math.max(...full);
+      const norm = max + Math.log(full.reduce((acc, v) => acc + Math.exp(v - max), 0));
+      expect(first.logprobs?.[id].logprob).toBeCloseTo(full[first.tokens[id]] - norm, 4);
+    }
+    const got: Record<string, number[]> = { x: [first.tokens.x], y: [first.tokens.y], z: [first.tokens.z] };
+    for (let i = 0; i < 3; i++)
+      for (const [id, t] of Object.entries((await decoder.step({ join: [], advance: ['x', 'y', 'z'], release: [] })).tokens)) got[id].push(t);
+    for (const [id, prompt] of Object.entries(prompts)) expect(got[id]).toEqual(await reference(prompt, 4));
+  });
+
   it('drops the least recently used prompts past its budget', () => {
     const perToken = 2 * spec.layers * spec.heads * spec.headDim * 4;
     const cache = new PrefixCache(2 * 16 * perToken, spec); // room for two 16-token prompts

@@ -2,7 +2,7 @@ import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, type Sampler, type Sampling, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
-import { PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, type PrefillLimits, prefillGroups, splitByLength } from './step-plan.js';
+import { extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, type PrefillLimits, prefillGroups, splitByLength } from './step-plan.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
@@ -22,6 +22,8 @@ export type StepResult = {
   decodeMs: number;
   decodeBatch: number;
 };
+/** A sequence whose prompt is computed on what its row holds, a chunk per run. */
+type Extension = { id: string; seq: Sequence };
 /** A step's drawn tokens, by sequence id. */
 type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs' | 'cached'>;
 
@@ -93,18 +95,20 @@ export class Decoder {
     for (const seq of req.release) this.release(seq);
     const drawn: Drawn = { tokens: {} };
     const t0 = performance.now();
-    // Long prompts go on: a chunk each per step, so that the others' tokens keep coming meanwhile.
+    // Long prompts go on, a chunk each per step, so that the others' tokens keep coming meanwhile; prompts
+    // after a cached prefix start on it.
     const prefilling = req.advance.filter((id) => this.seqs.get(id)?.prefilling);
-    for (const id of prefilling) await this.prefillChunk(id, this.seqs.get(id) as Sequence, drawn);
+    const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
     const grouped: StepRequest['join'] = [];
     for (const j of req.join) {
       // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own.
       const scored = j.sampling.promptLogprobs !== undefined;
       const hit = scored ? undefined : this.prefixCache?.lookup(j.prompt);
       const long = !scored && this.prefillChunkTokens > 0 && j.prompt.length - (hit?.length ?? 0) > this.prefillChunkTokens;
-      if (hit || long) await this.startPrefill(j, hit, drawn);
+      if (hit || long) extending.push(this.startPrefill(j, hit, drawn));
       else grouped.push(j);
     }
+    for (const group of extensionGroups(extending, Math.max(this.prefillChunkTokens, PREFILL_POSITIONS))) await this.extend(group, drawn);
     for (const group of prefillGroups(grouped, this.prefillLimits())) await this.prefill(group, drawn);
     const t1 = performance.now();
     const advancing = req.advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
@@ -210,10 +214,10 @@ export class Decoder {
   }
 
   /**
-   * Starts one joining sequence whose prompt is computed on its own: after a cached prefix (copied into its
-   * row, the rest computed with it as the past), or a long prompt, a chunk per step.
+   * Admits a joining sequence whose prompt is computed on what its row holds: after a cached prefix (copied
+   * into its row now), or a long prompt, a chunk per step (`extend`).
    */
-  private async startPrefill(j: StepRequest['join'][number], hit: PrefixHit | undefined, drawn: Drawn): Promise<void> {
+  private startPrefill(j: StepRequest['join'][number], hit: PrefixHit | undefined, drawn: Drawn): Extension {
     this.release(j.seq);
     const { heads, headDim, layers } = this.spec;
     const cached = hit?.length ?? 0;
@@ -231,65 +235,101 @@ export class Decoder {
       }
       drawn.cached = { ...drawn.cached, [j.seq]: cached };
     }
-    await this.prefillChunk(j.seq, seq, drawn);
+    return { id: j.seq, seq };
   }
 
   /**
-   * Computes the next chunk of a sequence's prompt (`prefill_chunk` tokens, or all the rest) with what its
-   * row holds as the past, and appends the chunk's keys and values to the row; once the whole prompt is in,
-   * draws its first token.
+   * Computes the next chunk of each sequence's prompt (`prefill_chunk` tokens, or all the rest) in one run,
+   * with what the sequences' rows hold as their pasts (gathered, padded to the longest, the padding masked);
+   * chunks are padded to the longest — on the left where only the last position's logits come out, so that
+   * every chunk ends there. Appends each chunk's keys and values to its row; a sequence whose whole prompt is
+   * in draws its first token.
    */
-  private async prefillChunk(id: string, seq: Sequence, drawn: Drawn): Promise<void> {
-    const { heads, headDim, layers, vocab, kvType, newKeyValues } = this.spec;
-    const prompt = (seq.prefilling as { prompt: number[] }).prompt;
-    const past = seq.length;
-    const chunk = prompt.slice(past, this.prefillChunkTokens > 0 ? past + this.prefillChunkTokens : prompt.length);
-    const n = chunk.length;
-    const done = past + n === prompt.length;
-    const kept = this.takesKeep ? 1 : n;
+  private async extend(items: Extension[], drawn: Drawn): Promise<void> {
+    const { heads, headDim, layers, vocab, kvType, newKeyValues, logitsToKeep } = this.spec;
+    const k = items.length;
+    const chunks = items.map(({ seq }) => {
+      const prompt = (seq.prefilling as { prompt: number[] }).prompt;
+      return prompt.slice(seq.length, this.prefillChunkTokens > 0 ? seq.length + this.prefillChunkTokens : prompt.length);
+    });
+    this.reserve(this.rowCapacity, Math.max(...items.map(({ seq }, i) => seq.length + chunks[i].length)) + 1);
+    const past = Math.max(...items.map(({ seq }) => seq.length));
+    const n = Math.max(...chunks.map((c) => c.length));
+    /** Where a chunk starts among the n new positions. */
+    const start = (i: number) => (logitsToKeep ? n - chunks[i].length : 0);
+    const ids = new BigInt64Array(k * n);
+    const positions = new BigInt64Array(k * n);
+    const mask = new BigInt64Array(k * (past + n));
+    items.forEach(({ seq }, i) => {
+      mask.fill(1n, i * (past + n), i * (past + n) + seq.length);
+      chunks[i].forEach((token, t) => {
+        ids[i * n + start(i) + t] = BigInt(token);
+        positions[i * n + start(i) + t] = BigInt(seq.length + t);
+        mask[i * (past + n) + past + start(i) + t] = 1n;
+      });
+    });
+    const kept = this.takesKeep && logitsToKeep ? 1 : n;
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(chunk, BigInt), [1, n]),
-      position_ids: new ort.Tensor(
-        'int64',
-        BigInt64Array.from(chunk, (_, p) => BigInt(past + p)),
-        [1, n],
-      ),
-      attention_mask: new ort.Tensor('int64', new BigInt64Array(past + n).fill(1n), [1, past + n]),
+      input_ids: new ort.Tensor('int64', ids, [k, n]),
+      position_ids: new ort.Tensor('int64', positions, [k, n]),
+      attention_mask: new ort.Tensor('int64', mask, [k, past + n]),
       ...this.keep(kept),
     };
     const kvOutput = newKeyValues ? 'new_key_values' : 'present';
     const fetched = newKeyValues ? n : past + n;
     const fetches: Record<string, ort.Tensor> = {
-      logits: new ort.Tensor('float32', this.buffer('chunk-logits', kept * vocab, 'float32'), [1, kept, vocab]),
+      logits: new ort.Tensor('float32', this.buffer('extend-logits', k * kept * vocab, 'float32'), [k, kept, vocab]),
     };
     for (let l = 0; l < layers; l++) {
-      for (const [k, kind] of ['key', 'value'].entries()) {
-        // The row's past, gathered head by head into [1, heads, past, headDim].
-        const rowPast = this.buffer(`chunk-past-${2 * l + k}`, heads * past * headDim, kvType);
-        for (let h = 0; h < heads; h++)
-          rowPast.set(this.caches[2 * l + k].subarray(this.offset(seq.row, h, 0), this.offset(seq.row, h, past)), h * past * headDim);
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, rowPast, [1, heads, past, headDim]);
+      for (const [c, kind] of ['key', 'value'].entries()) {
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(
+          kvType,
+          this.gather(
+            items.map((x) => x.seq),
+            past,
+            2 * l + c,
+          ),
+          [k, heads, past, headDim],
+        );
         const out = `${kvOutput}.${l}.${kind}`;
-        fetches[out] = new ort.Tensor(kvType, this.buffer(`chunk-${out}`, heads * fetched * headDim, kvType), [1, heads, fetched, headDim]);
+        fetches[out] = new ort.Tensor(kvType, this.buffer(`extend-${out}`, k * heads * fetched * headDim, kvType), [k, heads, fetched, headDim]);
       }
     }
     await this.session.run(feeds, fetches);
-    this.reserve(this.rowCapacity, past + n + 1);
     for (let l = 0; l < layers; l++) {
-      for (const [k, kind] of ['key', 'value'].entries()) {
-        const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [1, heads, fetched, headDim]
-        for (let h = 0; h < heads; h++) {
-          const from = (h * fetched + fetched - n) * headDim;
-          this.caches[2 * l + k].set(computed.subarray(from, from + n * headDim), this.offset(seq.row, h, past));
-        }
+      for (const [c, kind] of ['key', 'value'].entries()) {
+        const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [k, heads, fetched, headDim]
+        items.forEach(({ seq }, i) => {
+          const r = chunks[i].length;
+          for (let h = 0; h < heads; h++) {
+            const from = ((i * heads + h) * fetched + fetched - n + start(i)) * headDim;
+            this.caches[2 * l + c].set(computed.subarray(from, from + r * headDim), this.offset(seq.row, h, seq.length));
+          }
+        });
       }
     }
-    seq.length = past + n;
-    if (!done) return;
-    seq.prefilling = undefined;
-    const logits = (fetches.logits.data as Float32Array).subarray((kept - 1) * vocab, kept * vocab);
-    drew(drawn, id, seq, await this.sampler.sample(logits, vocab, [seq]), 0);
-    this.keepPrefix(prompt, seq);
+    items.forEach(({ seq }, i) => {
+      seq.length += chunks[i].length;
+    });
+    const done = items.map((x, i) => ({ ...x, i })).filter(({ seq }) => seq.length === (seq.prefilling as { prompt: number[] }).prompt.length);
+    if (done.length === 0) return;
+    const logits = fetches.logits.data as Float32Array; // [k, kept, vocab]
+    const last = this.buffer('extend-last-logits', done.length * vocab, 'float32') as Float32Array;
+    done.forEach(({ i }, d) => {
+      const at = i * kept + (kept === 1 ? 0 : start(i) + chunks[i].length - 1);
+      last.set(logits.subarray(at * vocab, (at + 1) * vocab), d * vocab);
+    });
+    const next = await this.sampler.sample(
+      last,
+      vocab,
+      done.map(({ seq }) => seq),
+    );
+    done.forEach(({ id, seq }, d) => {
+      const prompt = (seq.prefilling as { prompt: number[] }).prompt;
+      seq.prefilling = undefined;
+      drew(drawn, id, seq, next, d);
+      this.keepPrefix(prompt, seq);
+    });
   }
 
   /** A joining sequence's row, after the last. */

@@ -66,3 +66,25 @@ export function splitByLength<S extends { length: number }>(seqs: S[], positions
   }
   return best.saved >= SPLIT_MIN_PADDING ? [sorted.slice(0, best.at), sorted.slice(best.at)] : null;
 }
+
+/**
+ * Sequences extending their rows (chunked prompts, prompts after a cached prefix) in runs of at most
+ * `maxTokens` new positions (padded), alike past lengths together so that little of a run's past is padding.
+ */
+export function extensionGroups<S extends { seq: { length: number; prefilling?: { prompt: number[] } } }>(items: S[], maxTokens: number): S[][] {
+  const remaining = (x: S) => (x.seq.prefilling?.prompt.length ?? x.seq.length) - x.seq.length;
+  const groups: S[][] = [];
+  let group: S[] = [];
+  let longest = 0;
+  for (const x of [...items].sort((a, b) => a.seq.length - b.seq.length)) {
+    const widened = Math.max(longest, Math.min(remaining(x), maxTokens));
+    if (group.length > 0 && (group.length + 1) * widened > maxTokens) {
+      groups.push(group);
+      group = [];
+    }
+    longest = group.length === 0 ? Math.min(remaining(x), maxTokens) : widened;
+    group.push(x);
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
+}
