@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Decoder } from './decoder.js';
+import { Decoder, type StepResult } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { PrefixCache } from './prefix-cache.js';
 import { Sampler } from './sampling.js';
@@ -37,6 +37,16 @@ async function lastLogits(ids: number[]): Promise<Float32Array> {
     for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, spec.heads, 0, spec.headDim]);
   const logits = (await session.run(feeds)).logits.data as Float32Array;
   return logits.subarray((n - 1) * spec.vocab, n * spec.vocab);
+}
+
+/**
+ * `token`'s log-probability after `ids` by full recomputation: far more sensitive than a random model's
+ * argmax to what a row attended to (a broken mask can leave the greedy tokens unchanged, never these).
+ */
+async function fullLogprob(ids: number[], token: number): Promise<number> {
+  const logits = await lastLogits(ids);
+  const max = Math.max(...logits);
+  return logits[token] - max - Math.log(logits.reduce((acc, v) => acc + Math.exp(v - max), 0));
 }
 
 /** Greedy tokens by full recomputation (no cache): the reference the cached, batched steps must match. */
@@ -105,11 +115,6 @@ describe('Decoder', () => {
 
   it('reports log-probabilities that match full recomputation, for the joining and the advancing step', async () => {
     const decoder = new Decoder(session, spec, sampler);
-    const logSoftmax = (row: Float32Array) => {
-      const max = Math.max(...row);
-      const sum = row.reduce((acc, x) => acc + Math.exp(x - max), 0);
-      return (x: number) => x - max - Math.log(sum);
-    };
     const ids = [...PROMPTS.b];
     const joined = await decoder.step({
       join: [
@@ -121,9 +126,8 @@ describe('Decoder', () => {
     });
     const advanced = await decoder.step({ join: [], advance: ['b', 'a'], release: [] });
     for (const step of [joined, advanced]) {
-      const full = await lastLogits(ids);
       const token = step.tokens.b;
-      expect(step.logprobs?.b.logprob).toBeCloseTo(logSoftmax(full)(full[token]), 4);
+      expect(step.logprobs?.b.logprob).toBeCloseTo(await fullLogprob(ids, token), 4);
       expect(step.logprobs?.b.top[0][0]).toBe(token);
       expect(step.logprobs?.a).toBeUndefined();
       ids.push(token);
@@ -144,10 +148,7 @@ describe('Decoder', () => {
     const scored = step.promptLogprobs?.b ?? [];
     expect(scored).toHaveLength(prompt.length - 1);
     for (let p = 1; p < prompt.length; p++) {
-      const full = await lastLogits(prompt.slice(0, p));
-      const max = Math.max(...full);
-      const norm = max + Math.log(full.reduce((acc, x) => acc + Math.exp(x - max), 0));
-      expect(scored[p - 1].logprob).toBeCloseTo(full[prompt[p]] - norm, 4);
+      expect(scored[p - 1].logprob).toBeCloseTo(await fullLogprob(prompt.slice(0, p), prompt[p]), 4);
     }
     expect(step.promptLogprobs?.a).toBeUndefined();
     expect([step.tokens.a, step.tokens.b]).toEqual([(await reference(PROMPTS.a, 1))[0], (await reference(prompt, 1))[0]]);
@@ -238,15 +239,20 @@ describe('Decoder', () => {
     const decoder = new Decoder(session, spec, sampler);
     const long = Array.from({ length: 400 }, (_, i) => 3000 + i);
     const shorts = Array.from({ length: 12 }, (_, i) => [100 + i, 200 + i, 300 + i]);
-    const join = [...shorts.map((prompt, i) => ({ seq: `s${i}`, prompt, sampling: greedy })), { seq: 'long', prompt: long, sampling: greedy }];
+    const scored = { ...greedy, logprobs: 0 };
+    const join = [...shorts.map((prompt, i) => ({ seq: `s${i}`, prompt, sampling: scored })), { seq: 'long', prompt: long, sampling: scored }];
+    const prompts = Object.fromEntries(join.map((j) => [j.seq, j.prompt]));
     const all = join.map((j) => j.seq);
     const got: Record<string, number[]> = Object.fromEntries(all.map((id) => [id, []]));
-    const record = (tokens: Record<string, number>) => {
-      for (const [id, t] of Object.entries(tokens)) got[id].push(t);
+    const record = async (r: StepResult, check: boolean) => {
+      for (const [id, t] of Object.entries(r.tokens)) {
+        if (check) expect(r.logprobs?.[id].logprob).toBeCloseTo(await fullLogprob([...prompts[id], ...got[id]], t), 4);
+        got[id].push(t);
+      }
     };
-    record((await decoder.step({ join, advance: [], release: [] })).tokens);
+    await record(await decoder.step({ join, advance: [], release: [] }), false);
     // s0 sits out step 1 (paused): the short group is then s1..s11.
-    for (let i = 0; i < 3; i++) record((await decoder.step({ join: [], advance: i === 1 ? all.slice(1) : all, release: [] })).tokens);
+    for (let i = 0; i < 3; i++) await record(await decoder.step({ join: [], advance: i === 1 ? all.slice(1) : all, release: [] }), true);
     expect(splitByLength([...shorts.map((p) => ({ length: p.length })), { length: 400 }], 416)).not.toBeNull(); // it did split
     expect(got.long).toEqual(await reference(long, 4));
     for (const [i, prompt] of shorts.entries()) expect(got[`s${i}`]).toEqual(await reference(prompt, got[`s${i}`].length));
@@ -274,13 +280,7 @@ describe('Decoder', () => {
     const join = Object.entries(prompts).map(([seq, prompt]) => ({ seq, prompt, sampling: { ...greedy, logprobs: 0 } }));
     const first = await decoder.step({ join, advance: [], release: [] });
     expect(first.cached).toEqual({ x: 32, y: 16, z: 32 });
-    // Log-probabilities are far more sensitive than a random model's argmax to what each row attended to.
-    for (const [id, prompt] of Object.entries(prompts)) {
-      const full = await lastLogits(prompt);
-      const max = Math.max(...full);
-      const norm = max + Math.log(full.reduce((acc, v) => acc + Math.exp(v - max), 0));
-      expect(first.logprobs?.[id].logprob).toBeCloseTo(full[first.tokens[id]] - norm, 4);
-    }
+    for (const [id, prompt] of Object.entries(prompts)) expect(first.logprobs?.[id].logprob).toBeCloseTo(await fullLogprob(prompt, first.tokens[id]), 4);
     const got: Record<string, number[]> = { x: [first.tokens.x], y: [first.tokens.y], z: [first.tokens.z] };
     for (let i = 0; i < 3; i++)
       for (const [id, t] of Object.entries((await decoder.step({ join: [], advance: ['x', 'y', 'z'], release: [] })).tokens)) got[id].push(t);
