@@ -6,7 +6,7 @@ import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { PrefixCache } from './prefix-cache.js';
 import { Sampler } from './sampling.js';
 import { readSignature } from './signature.js';
-import { prefillGroups, splitByLength } from './step-plan.js';
+import { extensionGroups, splitByLength } from './step-plan.js';
 
 const path = fileURLToPath(new URL('../../examples/models/tiny-gpt.onnx', import.meta.url));
 let session: ort.InferenceSession;
@@ -350,26 +350,32 @@ describe('Decoder', () => {
     expect(tokens).toEqual(await alone(prompt(2), 6));
   });
 
-  it('prefills joining sequences together, up to a number of sequences and of padded prompt positions per run', () => {
-    const joins = (...lengths: number[]) => lengths.map((n, i) => ({ seq: `s${i}`, prompt: new Array(n).fill(1), sampling: greedy }));
-    const sizes = (...lengths: number[]) => prefillGroups(joins(...lengths), { sequences: 3, positions: 2048 }).map((g) => g.map((j) => j.prompt.length));
-    expect(sizes(5, 9, 3)).toEqual([[3, 5, 9]]);
-    expect(sizes(500, 500, 500, 500, 500)).toEqual([
+  it('groups runs up to a number of sequences and of padded new positions, alike lengths together, chunks cut', () => {
+    const item = (id: string, promptLength: number, past = 0, promptLogprobs?: number) => ({
+      id,
+      seq: { length: past, prefilling: { prompt: new Array(promptLength).fill(1) }, sampling: { ...greedy, promptLogprobs } },
+    });
+    const joins = (...lengths: number[]) => lengths.map((n, i) => item(`s${i}`, n));
+    const sizes = (lengths: number[], chunk = 0) =>
+      extensionGroups(joins(...lengths), { sequences: 3, tokens: 2048, chunk }).map((g) => g.map((x) => x.seq.prefilling.prompt.length));
+    expect(sizes([5, 9, 3])).toEqual([[3, 5, 9]]);
+    expect(sizes([500, 500, 500, 500, 500])).toEqual([
       [500, 500, 500],
       [500, 500],
     ]);
-    expect(sizes(600, 600, 600, 600)).toEqual([[600, 600, 600], [600]]);
-    expect(sizes(700, 700, 700)).toEqual([[700, 700], [700]]);
-    expect(sizes(1, 1, 1, 1, 1, 1, 1)).toEqual([[1, 1, 1], [1, 1, 1], [1]]);
-    expect(sizes(10, 1000, 10)).toEqual([[10, 10], [1000]]); // alike lengths together, not 10s padded to 1000
-    expect(sizes(1000, 10, 10, 1000)).toEqual([
-      [10, 10],
-      [1000, 1000],
+    expect(sizes([700, 700, 700])).toEqual([[700, 700], [700]]);
+    expect(sizes([1, 1, 1, 1, 1, 1, 1])).toEqual([[1, 1, 1], [1, 1, 1], [1]]);
+    expect(sizes([10, 1000, 10])).toEqual([[10, 10], [1000]]); // alike lengths together, not 10s padded to 1000
+    expect(sizes([3000, 4])).toEqual([[4], [3000]]);
+    expect(sizes([3000, 3000, 4], 512)).toEqual([[4, 3000, 3000]]); // chunks of 512: 3 x 512 fit
+    // Alike pasts together: rows that already hold 100 positions do not pad fresh ones' pasts.
+    const mixed = extensionGroups([item('a', 110, 100), item('b', 12), item('c', 110, 100), item('d', 12)], { sequences: 2, tokens: 2048, chunk: 0 });
+    expect(mixed.map((g) => g.map((x) => x.id))).toEqual([
+      ['b', 'd'],
+      ['a', 'c'],
     ]);
-    expect(sizes(3000, 4)).toEqual([[4], [3000]]);
-    const scored = { seq: 'scored', prompt: [1, 2, 3], sampling: { ...greedy, promptLogprobs: 0 } };
-    const groups = prefillGroups([...joins(3, 3), scored], { sequences: 3, positions: 2048 });
-    expect(groups.map((g) => g.map((j) => j.seq))).toEqual([['scored'], ['s0', 's1']]); // scored alone: every position's logits
+    const scored = extensionGroups([...joins(3, 3), item('scored', 3, 0, 0)], { sequences: 3, tokens: 2048, chunk: 0 });
+    expect(scored.map((g) => g.map((x) => x.id))).toEqual([['scored'], ['s0', 's1']]); // scored alone: every position's logits
   });
 
   it('gives cache memory back as sequences leave, and the one left goes on as if alone', async () => {

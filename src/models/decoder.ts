@@ -2,7 +2,7 @@ import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, type Sampler, type Sampling, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
-import { extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, type PrefillLimits, prefillGroups, splitByLength } from './step-plan.js';
+import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
@@ -95,127 +95,35 @@ export class Decoder {
     for (const seq of req.release) this.release(seq);
     const drawn: Drawn = { tokens: {} };
     const t0 = performance.now();
-    // Long prompts go on, a chunk each per step, so that the others' tokens keep coming meanwhile; prompts
-    // after a cached prefix start on it.
+    // Long prompts go on, a chunk each per step (so that the others' tokens keep coming meanwhile); joining
+    // prompts start, after a cached prefix where there is one.
     const prefilling = req.advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
-    const grouped: StepRequest['join'] = [];
     for (const j of req.join) {
       // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own.
-      const scored = j.sampling.promptLogprobs !== undefined;
-      const hit = scored ? undefined : this.prefixCache?.lookup(j.prompt);
-      const long = !scored && this.prefillChunkTokens > 0 && j.prompt.length - (hit?.length ?? 0) > this.prefillChunkTokens;
-      if (hit || long) extending.push(this.startPrefill(j, hit, drawn));
-      else grouped.push(j);
+      const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt) : undefined;
+      extending.push(this.startPrefill(j, hit, drawn));
     }
-    for (const group of extensionGroups(extending, Math.max(this.prefillChunkTokens, PREFILL_POSITIONS))) await this.extend(group, drawn);
-    for (const group of prefillGroups(grouped, this.prefillLimits())) await this.prefill(group, drawn);
+    for (const group of extensionGroups(extending, this.extensionLimits())) await this.extend(group, drawn);
     const t1 = performance.now();
     const advancing = req.advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
     if (advancing.length > 0) await this.decode(advancing, drawn);
     return { ...drawn, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length };
   }
 
-  /** How many sequences / padded positions one prefill run takes: bounded by the logits it writes. */
-  private prefillLimits(): PrefillLimits {
-    const logitsRows = Math.max(1, Math.floor(PREFILL_LOGITS_BYTES / (4 * this.spec.vocab)));
-    return this.spec.logitsToKeep ? { sequences: logitsRows, positions: PREFILL_POSITIONS } : { sequences: logitsRows, positions: logitsRows };
-  }
-
   /**
-   * Prefills joining sequences together, prompts padded to the longest. Where the model keeps only the last
-   * position's logits (`logits_to_keep`), prompts are left-padded so that every prompt ends at the last
-   * position, as Hugging Face's batched generation does; otherwise they are right-padded and each prompt's
-   * last position is picked out of all of them. Either way the attention mask hides the padding.
-   * Alike prompts (a request's `n` choices, a batch repeating a prompt) are computed once, their cache and
-   * logits copied to each sequence, which then samples on its own.
+   * How many sequences and new (padded) positions one run takes: bounded by the logits it writes — one row a
+   * sequence where only the last position's come out, every position's otherwise — and by the chunk.
    */
-  private async prefill(joins: StepRequest['join'], drawn: Drawn): Promise<void> {
-    for (const j of joins) this.release(j.seq);
-    const { heads, headDim, layers, vocab } = this.spec;
-    const runs: StepRequest['join'] = [];
-    const runOf = new Map<string, number>();
-    /** The run row each joining sequence takes its cache and logits from. */
-    const source = joins.map((j) => {
-      const key = j.prompt.join(',');
-      if (!runOf.has(key)) runOf.set(key, runs.push(j) - 1);
-      return runOf.get(key) as number;
-    });
-    const count = runs.length;
-    const n = Math.max(...runs.map((j) => j.prompt.length));
-    // A prompt to be scored prefills alone (prefillGroups), keeping every position's logits.
-    const scored = joins[0].sampling.promptLogprobs;
-    const logitsToKeep = this.spec.logitsToKeep && scored === undefined;
-    /** Where a prompt starts in its padded row. */
-    const start = (j: StepRequest['join'][number]) => (logitsToKeep ? n - j.prompt.length : 0);
-    const ids = new BigInt64Array(count * n);
-    const positions = new BigInt64Array(count * n);
-    const mask = new BigInt64Array(count * n);
-    runs.forEach((j, i) => {
-      j.prompt.forEach((token, p) => {
-        const at = i * n + start(j) + p;
-        ids[at] = BigInt(token);
-        positions[at] = BigInt(p);
-        mask[at] = 1n;
-      });
-    });
-    // Outputs into reused buffers: the logits are the largest tensor of all, and a fresh one per prefill
-    // (page faults, a large external buffer for V8 to collect) cost more than the run itself on a small model.
-    const kept = logitsToKeep ? 1 : n;
-    const out: Record<string, ort.Tensor> = {
-      logits: new ort.Tensor('float32', this.buffer('prefill-logits', count * kept * vocab, 'float32'), [count, kept, vocab]),
-    };
-    for (let l = 0; l < layers; l++) {
-      for (const kind of ['key', 'value']) {
-        const name = `present.${l}.${kind}`;
-        out[name] = new ort.Tensor(this.spec.kvType, this.buffer(`prefill-${name}`, count * heads * n * headDim, this.spec.kvType), [count, heads, n, headDim]);
-      }
-    }
-    const feeds = {
-      input_ids: new ort.Tensor('int64', ids, [count, n]),
-      position_ids: new ort.Tensor('int64', positions, [count, n]),
-      attention_mask: new ort.Tensor('int64', mask, [count, n]),
-      ...this.emptyPast(count),
-      ...this.keep(kept),
-    };
-    await this.session.run(feeds, out);
-    this.reserve(this.byRow.length + joins.length, n + 1);
-    const logits = out.logits.data as Float32Array; // [count, kept, vocab]
-    // A row of logits per sequence: the run's own where each run is one sequence and keeps only the last position's.
-    const copied = !logitsToKeep || count < joins.length;
-    const lastLogits = copied ? (this.buffer('prefill-last-logits', joins.length * vocab, 'float32') as Float32Array) : logits;
-    const seqs = joins.map((j, i): Sequence => {
-      const r = source[i];
-      const length = j.prompt.length;
-      const seq = this.admit(j);
-      for (let l = 0; l < layers; l++) {
-        for (const [k, kind] of ['key', 'value'].entries()) {
-          const present = out[`present.${l}.${kind}`].data as KvArray; // [count, heads, n, headDim]
-          for (let h = 0; h < heads; h++) {
-            const from = ((r * heads + h) * n + start(j)) * headDim;
-            this.caches[2 * l + k].set(present.subarray(from, from + length * headDim), this.offset(seq.row, h, 0));
-          }
-        }
-      }
-      const last = logitsToKeep ? r : r * n + length - 1;
-      if (copied) lastLogits.set(logits.subarray(last * vocab, (last + 1) * vocab), i * vocab);
-      return seq;
-    });
-    if (scored !== undefined) {
-      const prompt = joins[0].prompt;
-      drawn.promptLogprobs = { ...drawn.promptLogprobs, [joins[0].seq]: scoreTokens(logits, vocab, prompt.slice(1), scored) };
-    }
-    const next = await this.sampler.sample(lastLogits, vocab, seqs);
-    seqs.forEach((seq, i) => {
-      this.seqs.set(joins[i].seq, seq);
-      drew(drawn, joins[i].seq, seq, next, i);
-    });
-    for (const run of runs) this.keepPrefix(run.prompt, seqs[joins.indexOf(run)]);
+  private extensionLimits(): ExtensionLimits {
+    const logitsRows = Math.max(1, Math.floor(PREFILL_LOGITS_BYTES / (4 * this.spec.vocab)));
+    const tokens = this.spec.logitsToKeep ? Math.max(this.prefillChunkTokens, PREFILL_POSITIONS) : logitsRows;
+    return { sequences: logitsRows, tokens, chunk: this.prefillChunkTokens };
   }
 
   /**
-   * Admits a joining sequence whose prompt is computed on what its row holds: after a cached prefix (copied
-   * into its row now), or a long prompt, a chunk per step (`extend`).
+   * Admits a joining sequence: a row of its own, holding a cached prefix of its prompt where there is one;
+   * `extend` computes the rest of the prompt on it.
    */
   private startPrefill(j: StepRequest['join'][number], hit: PrefixHit | undefined, drawn: Drawn): Extension {
     this.release(j.seq);
@@ -240,35 +148,50 @@ export class Decoder {
 
   /**
    * Computes the next chunk of each sequence's prompt (`prefill_chunk` tokens, or all the rest) in one run,
-   * with what the sequences' rows hold as their pasts (gathered, padded to the longest, the padding masked);
-   * chunks are padded to the longest — on the left where only the last position's logits come out, so that
-   * every chunk ends there. Appends each chunk's keys and values to its row; a sequence whose whole prompt is
-   * in draws its first token.
+   * with what the rows hold as their pasts (gathered, padded to the longest, the padding masked). Chunks are
+   * padded to the longest: on the left where only the last position's logits come out (`logits_to_keep`), so
+   * that every chunk ends there, as Hugging Face's batched generation pads; on the right otherwise, each
+   * chunk's last logits picked out. Alike sequences (a request's `n` choices: the same prompt, as far in) are
+   * computed once and copied. Each chunk's keys and values go to its row; a sequence whose whole prompt is in
+   * draws its first token (a scored prompt, alone in its run, gets every position's log-probabilities too).
    */
   private async extend(items: Extension[], drawn: Drawn): Promise<void> {
-    const { heads, headDim, layers, vocab, kvType, newKeyValues, logitsToKeep } = this.spec;
-    const k = items.length;
-    const chunks = items.map(({ seq }) => {
-      const prompt = (seq.prefilling as { prompt: number[] }).prompt;
-      return prompt.slice(seq.length, this.prefillChunkTokens > 0 ? seq.length + this.prefillChunkTokens : prompt.length);
+    const { heads, headDim, layers, vocab, kvType, newKeyValues } = this.spec;
+    const promptOf = (x: Extension) => (x.seq.prefilling as { prompt: number[] }).prompt;
+    const runs: Extension[] = [];
+    const runOf = new Map<string, number>();
+    /** The run each sequence takes its keys, values and logits from. */
+    const source = items.map((x) => {
+      const key = `${x.seq.length}:${promptOf(x).join(',')}`;
+      if (!runOf.has(key)) runOf.set(key, runs.push(x) - 1);
+      return runOf.get(key) as number;
     });
-    this.reserve(this.rowCapacity, Math.max(...items.map(({ seq }, i) => seq.length + chunks[i].length)) + 1);
-    const past = Math.max(...items.map(({ seq }) => seq.length));
+    const scored = runs.length === 1 ? runs[0].seq.sampling.promptLogprobs : undefined;
+    const lastOnly = this.spec.logitsToKeep && scored === undefined;
+    const k = runs.length;
+    const chunks = runs.map((x) => {
+      const { length } = x.seq;
+      return promptOf(x).slice(length, this.prefillChunkTokens > 0 && scored === undefined ? length + this.prefillChunkTokens : undefined);
+    });
+    this.reserve(this.rowCapacity, Math.max(...runs.map(({ seq }, r) => seq.length + chunks[r].length)) + 1);
+    const past = Math.max(...runs.map(({ seq }) => seq.length));
     const n = Math.max(...chunks.map((c) => c.length));
-    /** Where a chunk starts among the n new positions. */
-    const start = (i: number) => (logitsToKeep ? n - chunks[i].length : 0);
+    /** Where run r's chunk starts among the n new positions. */
+    const start = (r: number) => (lastOnly ? n - chunks[r].length : 0);
     const ids = new BigInt64Array(k * n);
     const positions = new BigInt64Array(k * n);
     const mask = new BigInt64Array(k * (past + n));
-    items.forEach(({ seq }, i) => {
-      mask.fill(1n, i * (past + n), i * (past + n) + seq.length);
-      chunks[i].forEach((token, t) => {
-        ids[i * n + start(i) + t] = BigInt(token);
-        positions[i * n + start(i) + t] = BigInt(seq.length + t);
-        mask[i * (past + n) + past + start(i) + t] = 1n;
+    runs.forEach(({ seq }, r) => {
+      mask.fill(1n, r * (past + n), r * (past + n) + seq.length);
+      chunks[r].forEach((token, t) => {
+        ids[r * n + start(r) + t] = BigInt(token);
+        positions[r * n + start(r) + t] = BigInt(seq.length + t);
+        mask[r * (past + n) + past + start(r) + t] = 1n;
       });
     });
-    const kept = this.takesKeep && logitsToKeep ? 1 : n;
+    // Outputs into reused buffers: the logits are the largest tensor of all, and a fresh one per run (page
+    // faults, a large external buffer for V8 to collect) cost more than the run itself on a small model.
+    const kept = lastOnly ? 1 : n;
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [k, n]),
       position_ids: new ort.Tensor('int64', positions, [k, n]),
@@ -285,7 +208,7 @@ export class Decoder {
         feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(
           kvType,
           this.gather(
-            items.map((x) => x.seq),
+            runs.map((x) => x.seq),
             past,
             2 * l + c,
           ),
@@ -300,23 +223,24 @@ export class Decoder {
       for (const [c, kind] of ['key', 'value'].entries()) {
         const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [k, heads, fetched, headDim]
         items.forEach(({ seq }, i) => {
-          const r = chunks[i].length;
+          const r = source[i];
           for (let h = 0; h < heads; h++) {
-            const from = ((i * heads + h) * fetched + fetched - n + start(i)) * headDim;
-            this.caches[2 * l + c].set(computed.subarray(from, from + r * headDim), this.offset(seq.row, h, seq.length));
+            const from = ((r * heads + h) * fetched + fetched - n + start(r)) * headDim;
+            this.caches[2 * l + c].set(computed.subarray(from, from + chunks[r].length * headDim), this.offset(seq.row, h, seq.length));
           }
         });
       }
     }
     items.forEach(({ seq }, i) => {
-      seq.length += chunks[i].length;
+      seq.length += chunks[source[i]].length;
     });
-    const done = items.map((x, i) => ({ ...x, i })).filter(({ seq }) => seq.length === (seq.prefilling as { prompt: number[] }).prompt.length);
-    if (done.length === 0) return;
     const logits = fetches.logits.data as Float32Array; // [k, kept, vocab]
+    if (scored !== undefined) drawn.promptLogprobs = { ...drawn.promptLogprobs, [runs[0].id]: scoreTokens(logits, vocab, promptOf(runs[0]).slice(1), scored) };
+    const done = items.map((x, i) => ({ ...x, r: source[i] })).filter((x) => x.seq.length === promptOf(x).length);
+    if (done.length === 0) return;
     const last = this.buffer('extend-last-logits', done.length * vocab, 'float32') as Float32Array;
-    done.forEach(({ i }, d) => {
-      const at = i * kept + (kept === 1 ? 0 : start(i) + chunks[i].length - 1);
+    done.forEach(({ r }, d) => {
+      const at = r * kept + (kept === 1 ? 0 : start(r) + chunks[r].length - 1);
       last.set(logits.subarray(at * vocab, (at + 1) * vocab), d * vocab);
     });
     const next = await this.sampler.sample(
@@ -324,11 +248,12 @@ export class Decoder {
       vocab,
       done.map(({ seq }) => seq),
     );
-    done.forEach(({ id, seq }, d) => {
-      const prompt = (seq.prefilling as { prompt: number[] }).prompt;
-      seq.prefilling = undefined;
-      drew(drawn, id, seq, next, d);
-      this.keepPrefix(prompt, seq);
+    done.forEach((x, d) => {
+      const prompt = promptOf(x);
+      x.seq.prefilling = undefined;
+      drew(drawn, x.id, x.seq, next, d);
+      // Alike sequences hold the same keys and values: the prefix cache is offered the first's.
+      if (runs.some((run) => run.id === x.id)) this.keepPrefix(prompt, x.seq);
     });
   }
 

@@ -19,27 +19,33 @@ export const PREFILL_LOGITS_BYTES = 16 * 2 ** 20;
  */
 export const PREFILL_POSITIONS = 512;
 
-export type PrefillLimits = { sequences: number; positions: number };
+/** What one run may take: sequences (their logits rows), new positions (padded), and the chunk (0: none). */
+export type ExtensionLimits = { sequences: number; tokens: number; chunk: number };
+
+type Extending = { seq: { length: number; prefilling?: { prompt: number[] }; sampling: { promptLogprobs?: number } } };
 
 /**
- * Joining sequences in groups of at most `limits.sequences` sequences and `limits.positions` padded
- * positions (or one sequence), shortest prompts first so that a group's prompts are alike and little of it
- * is padding (all of them answer at the end of the step anyway).
+ * Sequences extending their rows in runs within `limits` (or one sequence), alike past lengths and chunk
+ * lengths together so that little of a run is padding (all of them answer at the end of the step anyway).
+ * A prompt to be scored runs alone: it needs every position's logits, with no padding among them.
  */
-export function prefillGroups(joins: StepRequest['join'], limits: PrefillLimits): StepRequest['join'][] {
-  // A prompt to be scored goes alone: it needs every position's logits, so no padding may come into them.
-  const groups: StepRequest['join'][] = joins.filter((j) => j.sampling.promptLogprobs !== undefined).map((j) => [j]);
-  joins = joins.filter((j) => j.sampling.promptLogprobs === undefined);
-  let group: StepRequest['join'] = [];
+export function extensionGroups<S extends Extending>(items: S[], limits: ExtensionLimits): S[][] {
+  const chunk = (x: S) => {
+    const rest = (x.seq.prefilling?.prompt.length ?? x.seq.length) - x.seq.length;
+    return limits.chunk > 0 && x.seq.sampling.promptLogprobs === undefined ? Math.min(rest, limits.chunk) : rest;
+  };
+  const groups: S[][] = items.filter((x) => x.seq.sampling.promptLogprobs !== undefined).map((x) => [x]);
+  let group: S[] = [];
   let longest = 0;
-  for (const j of [...joins].sort((a, b) => a.prompt.length - b.prompt.length)) {
-    const widened = Math.max(longest, j.prompt.length);
-    if (group.length > 0 && (group.length === limits.sequences || (group.length + 1) * widened > limits.positions)) {
+  const sorted = items.filter((x) => x.seq.sampling.promptLogprobs === undefined).sort((a, b) => a.seq.length - b.seq.length || chunk(a) - chunk(b));
+  for (const x of sorted) {
+    const widened = Math.max(longest, chunk(x));
+    if (group.length > 0 && (group.length === limits.sequences || (group.length + 1) * widened > limits.tokens)) {
       groups.push(group);
       group = [];
     }
-    longest = group.length === 0 ? j.prompt.length : widened;
-    group.push(j);
+    longest = group.length === 0 ? chunk(x) : widened;
+    group.push(x);
   }
   if (group.length > 0) groups.push(group);
   return groups;
@@ -65,26 +71,4 @@ export function splitByLength<S extends { length: number }>(seqs: S[], positions
     if (saved > best.saved) best = { saved, at: k };
   }
   return best.saved >= SPLIT_MIN_PADDING ? [sorted.slice(0, best.at), sorted.slice(best.at)] : null;
-}
-
-/**
- * Sequences extending their rows (chunked prompts, prompts after a cached prefix) in runs of at most
- * `maxTokens` new positions (padded), alike past lengths together so that little of a run's past is padding.
- */
-export function extensionGroups<S extends { seq: { length: number; prefilling?: { prompt: number[] } } }>(items: S[], maxTokens: number): S[][] {
-  const remaining = (x: S) => (x.seq.prefilling?.prompt.length ?? x.seq.length) - x.seq.length;
-  const groups: S[][] = [];
-  let group: S[] = [];
-  let longest = 0;
-  for (const x of [...items].sort((a, b) => a.seq.length - b.seq.length)) {
-    const widened = Math.max(longest, Math.min(remaining(x), maxTokens));
-    if (group.length > 0 && (group.length + 1) * widened > maxTokens) {
-      groups.push(group);
-      group = [];
-    }
-    longest = group.length === 0 ? Math.min(remaining(x), maxTokens) : widened;
-    group.push(x);
-  }
-  if (group.length > 0) groups.push(group);
-  return groups;
 }
