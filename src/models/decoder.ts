@@ -451,16 +451,6 @@ export class Decoder {
   private keep(positions: number): Record<string, ort.Tensor> {
     return this.takesKeep ? { logits_to_keep: new ort.Tensor('int64', BigInt64Array.of(BigInt(positions)), [1]) } : {};
   }
-
-  private emptyPast(batch: number): Record<string, ort.Tensor> {
-    const feeds: Record<string, ort.Tensor> = {};
-    for (let l = 0; l < this.spec.layers; l++) {
-      for (const kind of ['key', 'value']) {
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(this.spec.kvType, kvArray(this.spec.kvType, 0), [batch, this.spec.heads, 0, this.spec.headDim]);
-      }
-    }
-    return feeds;
-  }
 }
 
 /**

@@ -1,5 +1,3 @@
-import type { StepRequest } from './decoder.js';
-
 // How a decoder step is laid out: which joining prompts share a prefill run, and whether a decode step
 // splits its sequences by length. Pure, so that the rules are tested on their own.
 
