@@ -45,8 +45,9 @@ type Sequence = {
 
 /**
  * The replica's side of continuous batching: it keeps every sequence's KV cache and runs one step at a
- * time — joining sequences are prefilled together (prompts right-padded), then all advancing sequences
- * decode one token in a single batched run.
+ * time — prompts are computed (`extend`: joining ones together, after a cached prefix where the prefix cache
+ * has one, long ones a chunk per step), then all advancing sequences decode one token in a batched run
+ * (two, short and long, where padding would cost more: `decode`).
  *
  * The caches are kept the way a decode step feeds them: per layer, one buffer [rows, heads, positions,
  * headDim] with a row per sequence, right-padded to a common `positions` (padding masked out). A step's
