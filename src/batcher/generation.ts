@@ -1,24 +1,10 @@
 import { EventEmitter } from 'node:events';
 import { cancelled, deadlineExceeded, GatewayError, internal, unavailable } from '../errors/index.js';
 
-/** The sampling parameters a replica needs (see src/models/sampling.ts). */
-export type SamplingParams = {
-  temperature: number;
-  topP: number;
-  topK: number;
-  seed: number;
-  frequencyPenalty?: number;
-  presencePenalty?: number;
-  logitBias?: [number, number][];
-  /** Ask for each token's log-probability and this many alternatives. */
-  logprobs?: number;
-  /** Ask for each prompt token's (after the first) log-probability and this many alternatives. */
-  promptLogprobs?: number;
-  /** These tokens cannot be drawn before `until` tokens were generated. */
-  suppress?: { tokens: number[]; until: number };
-};
-/** A token's log-probability and the most likely alternatives, [token, logprob] (see src/models/sampling.ts). */
-export type TokenLogprobs = { logprob: number; top: [number, number][] };
+// What a replica draws tokens with, and reports of them: the replica's own types (only types cross over).
+export type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
+
+import type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
 
 /** A replica that keeps KV caches and answers generation steps. */
 export interface StepReplica {
