@@ -1,5 +1,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,7 +56,8 @@ export interface ReplicaProvider {
 /** Replicas as child processes on this machine, reached over Unix sockets. */
 export class LocalProcessProvider implements ReplicaProvider {
   async start(spec: ReplicaStartSpec, { startupTimeoutMs }: { startupTimeoutMs: number }): Promise<Replica> {
-    const socket = join(tmpdir(), `infergate-${process.pid}-${spec.replicaId}.sock`);
+    // Unique: two gateways in one process may both have a replica `m-1` (and the replica clears the path first).
+    const socket = join(tmpdir(), `infergate-${process.pid}-${randomBytes(4).toString('hex')}-${spec.replicaId}.sock`);
     // One slot per batch in flight; a fifth batch in flight would go through the socket.
     const slots = TensorSlots.create(spec.replicaId, 4);
     const forkedAt = performance.now();
@@ -88,8 +91,10 @@ export class LocalProcessProvider implements ReplicaProvider {
       slots?.close();
       throw err;
     } finally {
-      // Both processes hold the files open by now (or never will): the names can go.
+      // Both processes hold the files (and the socket) open by now, or never will: the names can go, so that
+      // a replica that dies leaves nothing behind in /tmp or /dev/shm.
       slots?.unlink();
+      rmSync(socket, { force: true });
     }
   }
 }
