@@ -261,7 +261,7 @@ describe('OpenAI-compatible API with the official openai client', () => {
       logprobs: 0,
     });
     expect(scored.choices.map((c) => c.logprobs?.tokens?.length)).toEqual([2, 3]);
-    const tooMany = await client.completions.create({ ...params, prompt: ['a', 'b', 'c'], n: 6 }).catch((e: unknown) => e);
+    const tooMany = await client.completions.create({ ...params, prompt: ['a', 'b', 'c', 'd', 'e'], n: 13 }).catch((e: unknown) => e);
     expect(tooMany).toMatchObject({ status: 400, param: 'n' });
   });
 
@@ -317,7 +317,7 @@ describe('OpenAI-compatible API with the official openai client', () => {
     ['a tensor model', { model: 'mlp', prompt: 'x' }, 404, 'model', 'model_not_found'],
     ['negative max_tokens', { model: 'tiny-gpt', prompt: 'x', max_tokens: -1 }, 400, 'max_tokens', null],
     ['a string temperature', { model: 'tiny-gpt', prompt: 'x', temperature: 'hot' }, 400, 'temperature', null],
-    ['n over 16', { model: 'tiny-gpt', prompt: 'x', n: 17 }, 400, 'n', null],
+    ['n over 64', { model: 'tiny-gpt', prompt: 'x', n: 65 }, 400, 'n', null],
     ['more tokens than the context', { model: 'tiny-gpt', prompt: 'x', max_tokens: 5000 }, 400, 'max_tokens', 'context_length_exceeded'],
     ['no prompt', { model: 'tiny-gpt' }, 400, 'prompt', null],
     ['a penalty out of range', { model: 'tiny-gpt', prompt: 'x', frequency_penalty: 2.5 }, 400, 'frequency_penalty', null],

@@ -13,7 +13,7 @@ const unsupported = (name: string, ...off: unknown[]) =>
     .optional();
 
 /** Most choices one request may ask for (prompts x `n`): each takes a sequence slot, as a request of its own would. */
-export const MAX_CHOICES = 16;
+export const MAX_CHOICES = 64;
 
 const sampling = {
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
