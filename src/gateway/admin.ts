@@ -1,7 +1,7 @@
 import { Hono, type MiddlewareHandler } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError, notFound } from '../errors/index.js';
-import { readBody } from './body.js';
+import { readJson } from './body.js';
 import type { Autoscaling, GatewayEnv, ServedModel } from './types.js';
 
 export type AdminOptions = {
@@ -43,14 +43,7 @@ export function adminRoutes({ models, writable, writeGuard }: AdminOptions): Hon
     if (!writable) throw new GatewayError(403, 'forbidden', 'runtime changes are off: set server.admin_api: true in the config to allow them');
     const name = c.req.param('model') as string;
     const autoscaling = autoscalingOf(name);
-    let body: unknown;
-    try {
-      body = JSON.parse(Buffer.from(await readBody(c, 64 * 1024)).toString('utf8'));
-    } catch (err) {
-      if (err instanceof GatewayError) throw err;
-      throw badInput(`the body is not valid JSON: ${(err as Error).message}`);
-    }
-    const patch = autoscalingPatch.safeParse(body);
+    const patch = autoscalingPatch.safeParse(await readJson(c, 64 * 1024));
     if (!patch.success) {
       const issue = patch.error.issues[0];
       if (issue.code === 'unrecognized_keys')

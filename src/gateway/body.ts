@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'hono';
-import { GatewayError } from '../errors/index.js';
+import { badInput, GatewayError } from '../errors/index.js';
 import { requestBuffers } from './buffer-pool.js';
 
 type NodeBindings = { incoming?: IncomingMessage; outgoing?: ServerResponse };
@@ -60,6 +60,20 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
  * Gives a body from `readBody` back for reuse. Only once nothing reads it any more: its tensors were
  * sent to the replica and the response no longer points into it.
  */
+/**
+ * The request body as JSON: 413 past `limit`, 400 (with `code`) when it is not JSON; an empty body is
+ * `undefined` where `emptyAllowed`.
+ */
+export async function readJson(c: Context, limit: number, { code, emptyAllowed = false }: { code?: string; emptyAllowed?: boolean } = {}): Promise<unknown> {
+  const text = Buffer.from(await readBody(c, limit)).toString('utf8');
+  if (emptyAllowed && text.trim() === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw badInput(`the body is not valid JSON: ${(err as Error).message}`, undefined, code);
+  }
+}
+
 export function releaseBody(body: Uint8Array): void {
   requestBuffers.release(body.buffer);
 }

@@ -2,7 +2,7 @@ import { type Context, Hono } from 'hono';
 import { badInput, GatewayError, notFound } from '../../errors/index.js';
 import type { Inputs } from '../../tensor/index.js';
 import { bytesOf, viewBytes } from '../../tensor/index.js';
-import { clientSignal, readBody, releaseBody } from '../body.js';
+import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { requestBuffers } from '../buffer-pool.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { tritonConfig } from './model-config.js';
@@ -39,13 +39,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
 
   // Triton's repository index: every model with its state (READY also while it may cold-start from zero).
   app.post('/v2/repository/index', async (c) => {
-    const body = Buffer.from(await readBody(c, 64 * 1024)).toString('utf8');
-    let readyOnly = false;
-    try {
-      readyOnly = body.trim() !== '' && JSON.parse(body).ready === true;
-    } catch (err) {
-      throw badInput(`the body is not valid JSON: ${(err as Error).message}`);
-    }
+    const readyOnly = ((await readJson(c, 64 * 1024, { emptyAllowed: true })) as { ready?: unknown } | undefined)?.ready === true;
     const index = [...models.values()].map((m) => {
       const reason = m.isReady() ? undefined : (m.notReadyReason?.() ?? 'no replica is ready');
       return { name: m.name, version: '1', state: reason ? 'UNAVAILABLE' : 'READY', ...(reason && { reason }) };

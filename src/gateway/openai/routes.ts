@@ -3,7 +3,7 @@ import { type Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { chatPrompt, decode, type Tokenizer } from '../../models/index.js';
-import { clientSignal, readBody } from '../body.js';
+import { clientSignal, readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
@@ -61,13 +61,7 @@ type Kind = 'text_completion' | 'chat.completion';
 type ModelOf = (name: string) => ServedModel;
 
 async function json(c: Context, maxBodyBytes: number, fixedModel?: string): Promise<unknown> {
-  let body: unknown;
-  try {
-    body = JSON.parse(Buffer.from(await readBody(c, maxBodyBytes)).toString('utf8'));
-  } catch (err) {
-    if (err instanceof GatewayError) throw err;
-    throw badInput(`the body is not valid JSON: ${(err as Error).message}`, undefined, 'invalid_request_error');
-  }
+  const body = await readJson(c, maxBodyBytes, { code: 'invalid_request_error' });
   // An endpoint bound to a model serves that model, whatever the body names.
   return fixedModel && typeof body === 'object' && body !== null ? { ...body, model: fixedModel } : body;
 }
