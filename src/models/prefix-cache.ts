@@ -68,7 +68,7 @@ export class PrefixCache {
    * gives cache `c`'s (layer × 2 + key/value) first `length` positions of `head` ([length, headDim]).
    */
   insert(prompt: number[], read: (cache: number, head: number, length: number) => KvArray): void {
-    const keys = prefixKeys(prompt, prompt.length).map(([, key]) => key);
+    const keys = [...prefixKeys(prompt, prompt.length)].map(([, key]) => key);
     if (keys.length === 0) return;
     const known = this.index.get(keys[keys.length - 1]);
     if (known) {
@@ -121,16 +121,17 @@ export class PrefixCache {
   }
 }
 
-/** [length, key] of every block-aligned prefix of `tokens` no longer than `limit`: a hash chain over blocks. */
-function prefixKeys(tokens: number[], limit: number): [number, string][] {
-  const keys: [number, string][] = [];
+/**
+ * [length, key] of each block-aligned prefix of `tokens` no longer than `limit`, shortest first: a hash
+ * chain over blocks, computed as it is read (a lookup stops at its first miss).
+ */
+function* prefixKeys(tokens: number[], limit: number): Generator<[number, string]> {
   let key = '';
   for (let end = PREFIX_BLOCK; end <= limit; end += PREFIX_BLOCK) {
     key = createHash('sha1')
       .update(key)
       .update(Int32Array.from(tokens.slice(end - PREFIX_BLOCK, end)))
       .digest('base64');
-    keys.push([end, key]);
+    yield [end, key];
   }
-  return keys;
 }
