@@ -465,7 +465,10 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
   seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
   drawn.tokens[id] = token;
   const logprobs = sampled.logprobs[i];
-  if (logprobs) drawn.logprobs = { ...drawn.logprobs, [id]: logprobs };
+  if (logprobs) {
+    drawn.logprobs ??= {}; // copying the record per sequence would be quadratic in the rows of a step
+    drawn.logprobs[id] = logprobs;
+  }
 }
 
 type KvType = GenerativeSpec['kvType'];
