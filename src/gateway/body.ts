@@ -60,22 +60,24 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
  * Gives a body from `readBody` back for reuse. Only once nothing reads it any more: its tensors were
  * sent to the replica and the response no longer points into it.
  */
+export function releaseBody(body: Uint8Array): void {
+  requestBuffers.release(body.buffer);
+}
+
 /**
  * The request body as JSON: 413 past `limit`, 400 (with `code`) when it is not JSON; an empty body is
  * `undefined` where `emptyAllowed`.
  */
 export async function readJson(c: Context, limit: number, { code, emptyAllowed = false }: { code?: string; emptyAllowed?: boolean } = {}): Promise<unknown> {
-  const text = Buffer.from(await readBody(c, limit)).toString('utf8');
+  const body = await readBody(c, limit);
+  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+  releaseBody(body); // the text is a copy: a large body's buffer can serve the next request
   if (emptyAllowed && text.trim() === '') return undefined;
   try {
     return JSON.parse(text);
   } catch (err) {
     throw badInput(`the body is not valid JSON: ${(err as Error).message}`, undefined, code);
   }
-}
-
-export function releaseBody(body: Uint8Array): void {
-  requestBuffers.release(body.buffer);
 }
 
 /** Aborts when the client goes away before its response is written (Node's own close event, no web Request needed). */
