@@ -1,8 +1,10 @@
 import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
+import { grammarFor, TokenConstraint, Vocabulary } from './grammar/index.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, type Sampler, type Sampling, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
+import { loadTokenizer } from './text.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
@@ -41,6 +43,8 @@ type Sequence = {
   produced: number;
   /** While its prompt is computed a chunk per step: the prompt, and how much of it is in its row. */
   prefilling?: { prompt: number[] };
+  /** What its response format allows next (only if it has one). */
+  constraint?: TokenConstraint;
 };
 
 /**
@@ -68,6 +72,8 @@ export class Decoder {
   private positions = 0;
   /** Logits and fetched keys/values, reused by name so that decode steps allocate nothing large. */
   private scratch = new Map<string, KvArray>();
+  /** The tokenizer's tokens by their bytes, for response formats (built when the first one comes). */
+  private vocabulary?: Vocabulary;
   /** The session has a `logits_to_keep` input (`spec.logitsToKeep` says whether prefill makes use of it). */
   private takesKeep: boolean;
 
@@ -100,6 +106,7 @@ export class Decoder {
     // prompts start, after a cached prefix where there is one.
     const prefilling = req.advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
+    if (req.join.some((j) => j.sampling.format)) this.vocabulary ??= new Vocabulary(await loadTokenizer(this.spec.tokenizer), this.spec.vocab);
     for (const j of req.join) {
       // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own.
       const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt) : undefined;
@@ -268,6 +275,7 @@ export class Decoder {
       random: seededRandom(j.sampling.seed),
       generated: countsTokens(j.sampling) ? new Map() : undefined,
       produced: 0,
+      constraint: j.sampling.format && this.vocabulary ? new TokenConstraint(grammarFor(j.sampling.format), this.vocabulary) : undefined,
     };
     this.byRow.push(seq);
     return seq;
@@ -463,6 +471,7 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
   seq.last = token;
   seq.produced++;
   seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
+  seq.constraint?.advance(token);
   drawn.tokens[id] = token;
   const logprobs = sampled.logprobs[i];
   if (logprobs) {

@@ -1,4 +1,5 @@
 import * as ort from 'onnxruntime-node';
+import type { ResponseFormat, TokenConstraint } from './grammar/index.js';
 
 /** How the next token is drawn from a row of logits (OpenAI's parameters, plus top_k as vLLM has it). */
 export type Sampling = {
@@ -22,6 +23,8 @@ export type Sampling = {
   promptLogprobs?: number;
   /** These tokens cannot be drawn before the sequence has generated `until` (vLLM's min_tokens: EOS, stop ids). */
   suppress?: { tokens: number[]; until: number };
+  /** The text must be a JSON document of this format (OpenAI's response_format): other tokens are masked out. */
+  format?: ResponseFormat;
 };
 
 /**
@@ -124,7 +127,14 @@ export function scoreTokens(logits: Float32Array, vocab: number, tokens: number[
 }
 
 /** A row to sample: its parameters, its random stream and (with penalties) how often it generated each token. */
-export type SamplingRow = { sampling: Sampling; random: () => number; generated?: Map<number, number>; produced?: number };
+export type SamplingRow = {
+  sampling: Sampling;
+  random: () => number;
+  generated?: Map<number, number>;
+  produced?: number;
+  /** Masks what the sequence's format does not allow next (after bias and penalties). */
+  constraint?: TokenConstraint;
+};
 
 /**
  * The sampling head of a replica: softmax at each row's temperature and argmax, vectorised by ONNX
@@ -140,13 +150,16 @@ export class Sampler {
 
   /**
    * One token per row of `logits` ([rows, vocab]), each with its own sampling parameters and random stream;
-   * a row's logits are adjusted in place first (logit bias, penalties on the row's `generated` tokens).
+   * a row's logits are adjusted in place first (logit bias, penalties on the row's `generated` tokens, the
+   * tokens its format does not allow).
    */
   async sample(logits: Float32Array, vocab: number, rows: SamplingRow[]): Promise<{ tokens: number[]; logprobs: (TokenLogprobs | undefined)[] }> {
     const b = rows.length;
     rows.forEach((r, i) => {
       const s = r.sampling;
-      if (s.logitBias || r.generated || s.suppress) adjustLogits(logits.subarray(i * vocab, (i + 1) * vocab), s, r.generated, r.produced);
+      const row = logits.subarray(i * vocab, (i + 1) * vocab);
+      if (s.logitBias || r.generated || s.suppress) adjustLogits(row, s, r.generated, r.produced);
+      r.constraint?.mask(row);
     });
     const inv = Float32Array.from(rows, (r) => (r.sampling.temperature > 0 ? 1 / r.sampling.temperature : 1));
     const out = await this.session.run({

@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import type { GenerateResult, SamplingParams, TokenLogprobs } from '../../batcher/index.js';
 import { badInput } from '../../errors/index.js';
-import { decode, TextStream } from '../../models/index.js';
+import { compileFormat, decode, FormatError, type JsonSchema, type ResponseFormat, TextStream } from '../../models/index.js';
 import type { ServedModel } from '../types.js';
 
 /** Text pieces a reader may leave unread before its sequence is paused (it keeps its slot, not the batch). */
@@ -25,6 +25,7 @@ export type GenerationParams = {
   ignore_eos?: boolean | null;
   min_tokens?: number | null;
   stop_token_ids?: number[] | null;
+  response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { schema?: JsonSchema } } | null;
 };
 
 /**
@@ -80,7 +81,23 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     logprobs,
     promptLogprobs: params.echo ? logprobs : undefined,
     suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
+    format: formatOf(params),
   };
+}
+
+/** A request's structured-output format, checked here (a schema the replica could not enforce is a 400). */
+function formatOf({ response_format: f, ignore_eos }: GenerationParams): ResponseFormat | undefined {
+  if (!f || f.type === 'text') return undefined;
+  // After a whole document only end-of-text may come: going on past it would only fill max_tokens with nothing.
+  if (ignore_eos) throw badInput('ignore_eos cannot be used with a JSON response_format', 'ignore_eos');
+  const format: ResponseFormat = f.type === 'json_schema' ? { type: 'json_schema', schema: f.json_schema.schema ?? true } : { type: 'json_object' };
+  try {
+    compileFormat(format);
+  } catch (e) {
+    if (e instanceof FormatError) throw badInput(`response_format.json_schema.${e.message}`, 'response_format');
+    throw e;
+  }
+  return format;
 }
 
 /**

@@ -34,10 +34,26 @@ const sampling = {
     .record(z.string(), z.number().min(-100).max(100))
     .refine((bias) => Object.keys(bias).every((token) => /^\d+$/.test(token)), 'its keys must be token ids')
     .nullish(),
+  /** Structured output: the text is a JSON object, or a document of a JSON Schema (the replica masks the rest). */
   response_format: z
-    .unknown()
-    .refine((f) => f === null || (f as { type?: unknown })?.type === 'text', 'only {"type": "text"} is supported by this gateway')
-    .optional(),
+    .discriminatedUnion(
+      'type',
+      [
+        z.object({ type: z.literal('text') }),
+        z.object({ type: z.literal('json_object') }),
+        z.object({
+          type: z.literal('json_schema'),
+          json_schema: z.object({
+            name: z.string().max(64).optional(),
+            description: z.string().optional(),
+            schema: z.union([z.record(z.string(), z.unknown()), z.boolean()]).optional(),
+            strict: z.boolean().nullish(),
+          }),
+        }),
+      ],
+      { error: 'type must be "text", "json_object" or "json_schema"' },
+    )
+    .nullish(),
   /** vLLM's: go on past the end-of-text token (benchmarks that need every completion max_tokens long). */
   ignore_eos: z.boolean().nullish(),
   /** vLLM's: neither end-of-text nor stop_token_ids before this many tokens. */

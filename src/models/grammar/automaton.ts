@@ -1,0 +1,282 @@
+import type { Shape } from './shape.js';
+
+// A pushdown automaton over the bytes of a JSON document of a shape. Tokens are bytes (a byte-level BPE
+// token may end inside a UTF-8 character, or hold `"}` and the next key), so the automaton takes bytes too.
+// Its states are immutable stacks of frames: the mask of a step walks every token from one state, and
+// tokens that share a prefix share the states of that prefix (mask.ts).
+
+/** Most whitespace bytes in a row between a document's tokens: a model could otherwise emit only spaces. */
+export const MAX_WHITESPACE = 2;
+/** Deepest nesting of objects and arrays. */
+export const MAX_DEPTH = 32;
+/** Longest number, in bytes. */
+export const MAX_NUMBER = 24;
+
+type ObjectShape = Extract<Shape, { kind: 'object' }>;
+type ArrayShape = Extract<Shape, { kind: 'array' }>;
+type StringShape = Extract<Shape, { kind: 'string' }>;
+type NumberPhase = 'sign' | 'zero' | 'int' | 'dot' | 'frac' | 'e' | 'esign' | 'exp';
+
+type Frame =
+  /** Before the document (leading whitespace), and after it. */
+  | { t: 'root'; shape: Shape; ws: number }
+  | { t: 'done' }
+  /** `last`: the last listed property written; `prop`: the one whose key was just written; `key`: a key's bytes so far. */
+  | { t: 'object'; shape: ObjectShape; phase: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma'; last: number; prop: number; key: string; ws: number }
+  | { t: 'array'; shape: ArrayShape; phase: 'open' | 'next' | 'comma'; count: number; ws: number }
+  /**
+   * `escape`: 0 none, -1 after a backslash, 1-4 hex digits of \u still to come; `utf8`: continuation bytes
+   * of a character still to come, `lead` its first byte while the second is (it narrows that byte's range).
+   */
+  | { t: 'string'; shape: StringShape; escape: number; chars: number; utf8: number; lead: number }
+  | { t: 'number'; integer: boolean; phase: NumberPhase; length: number }
+  /** The options still possible after `at` bytes. */
+  | { t: 'literal'; options: string[]; at: number };
+
+/** A frame over the frame it will return to (a finished value pops its frame). */
+export type Stack = { frame: Frame; up: Stack; depth: number };
+/** Every way the bytes so far can be read (several only under anyOf). Empty: the bytes are not a document's. */
+export type State = Stack[];
+
+const DONE: Stack = { frame: { t: 'done' }, up: undefined as unknown as Stack, depth: 0 };
+const FREE_OBJECT: Shape = { kind: 'object', props: [], values: { kind: 'any' } };
+const FREE_ARRAY: Shape = { kind: 'array', items: { kind: 'any' }, min: 0, max: Infinity };
+const FREE_STRING: StringShape = { kind: 'string', min: 0, max: Infinity };
+const LITERALS = ['true', 'false', 'null'];
+
+const [QUOTE, BACKSLASH, COMMA, MINUS, DOT, COLON, LBRACKET, RBRACKET, LBRACE, RBRACE] = Array.from('"\\,-.:[]{}', (c) => c.charCodeAt(0));
+const isWhitespace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
+const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+const ESCAPES = new Set(Array.from('"\\/bfnrtu', (c) => c.charCodeAt(0)));
+
+export function start(shape: Shape): State {
+  return [{ frame: { t: 'root', shape, ws: 0 }, up: DONE, depth: 0 }];
+}
+
+/** The states after one more byte. */
+export function feed(state: State, b: number): State {
+  return state.length === 1 ? step(state[0], b) : state.flatMap((s) => step(s, b));
+}
+
+/** Whether the bytes so far are a whole document (the end-of-text token may come now). */
+export function canEnd(state: State): boolean {
+  return state.some(complete);
+}
+
+/**
+ * Whether every byte of plain text (printable ASCII but `"` and `\\`) leaves the state as it is: inside a
+ * string with no length limit left to count. The mask walk then allows plain tokens without reading them.
+ */
+export function takesPlainText(state: State): boolean {
+  if (state.length !== 1) return false;
+  const f = state[0].frame;
+  return f.t === 'string' && f.escape === 0 && f.utf8 === 0 && f.shape.max === Infinity && f.chars >= f.shape.min;
+}
+
+const replace = (s: Stack, frame: Frame): Stack => ({ frame, up: s.up, depth: s.depth });
+const push = (up: Stack, frame: Frame): Stack[] => (up.depth >= MAX_DEPTH ? [] : [{ frame, up, depth: up.depth + 1 }]);
+/** A count that no longer matters (no maximum, minimum reached) is kept at the minimum: fewer distinct states. */
+const capped = (n: number, min: number, max: number) => (max === Infinity ? Math.min(n, min) : n);
+
+function step(s: Stack, b: number): Stack[] {
+  const f = s.frame;
+  switch (f.t) {
+    case 'done':
+      return [];
+    case 'root':
+      if (isWhitespace(b)) return f.ws < MAX_WHITESPACE ? [replace(s, { ...f, ws: f.ws + 1 })] : [];
+      return open(f.shape, DONE, b);
+    case 'object':
+      return objectStep(s, f, b);
+    case 'array': {
+      if (isWhitespace(b)) return f.ws < MAX_WHITESPACE ? [replace(s, { ...f, ws: f.ws + 1 })] : [];
+      const { min, max, items } = f.shape;
+      if (f.phase === 'next') {
+        if (b === COMMA) return f.count < max ? [replace(s, { ...f, phase: 'comma', ws: 0 })] : [];
+        return b === RBRACKET && f.count >= min ? [s.up] : [];
+      }
+      if (f.phase === 'open' && b === RBRACKET) return min === 0 ? [s.up] : [];
+      if (f.count >= max) return [];
+      return open(items, replace(s, { ...f, phase: 'next', count: capped(f.count + 1, min, max), ws: 0 }), b);
+    }
+    case 'string':
+      return stringStep(s, f, b);
+    case 'number': {
+      const next = numberStep(f.phase, b, f.integer);
+      if (next && f.length < MAX_NUMBER) return [replace(s, { ...f, phase: next, length: f.length + 1 })];
+      // A byte that cannot go on the number ends it (if it may end), and is the next frame's.
+      return ending(f.phase) ? step(s.up, b) : [];
+    }
+    case 'literal': {
+      const longer = f.options.filter((o) => o.charCodeAt(f.at) === b);
+      const out = longer.length > 0 ? [replace(s, { ...f, options: longer, at: f.at + 1 })] : [];
+      // An option already whole (enum [1, 12] after "1"): the byte may also be the next frame's.
+      return f.options.some((o) => o.length === f.at) ? [...out, ...step(s.up, b)] : out;
+    }
+  }
+}
+
+/** The stacks after the first byte of a value of `shape`, which returns to `up` when it is whole. */
+function open(shape: Shape, up: Stack, b: number): Stack[] {
+  switch (shape.kind) {
+    case 'any':
+      if (b === LBRACE) return open(FREE_OBJECT, up, b);
+      if (b === LBRACKET) return open(FREE_ARRAY, up, b);
+      if (b === QUOTE) return open(FREE_STRING, up, b);
+      if (b === MINUS || isDigit(b)) return open({ kind: 'number', integer: false }, up, b);
+      return open({ kind: 'literal', options: LITERALS }, up, b);
+    case 'object':
+      return b === LBRACE ? push(up, { t: 'object', shape, phase: 'open', last: -1, prop: -1, key: '', ws: 0 }) : [];
+    case 'array':
+      return b === LBRACKET ? push(up, { t: 'array', shape, phase: 'open', count: 0, ws: 0 }) : [];
+    case 'string':
+      return b === QUOTE ? push(up, { t: 'string', shape, escape: 0, chars: 0, utf8: 0, lead: 0 }) : [];
+    case 'number': {
+      const phase = numberStep('sign', b, shape.integer) ?? (b === MINUS ? 'sign' : undefined);
+      return phase ? push(up, { t: 'number', integer: shape.integer, phase, length: 1 }) : [];
+    }
+    case 'literal':
+      return push(up, { t: 'literal', options: shape.options, at: 0 }).flatMap((s) => step(s, b));
+    case 'anyOf':
+      return shape.options.flatMap((o) => open(o, up, b));
+  }
+}
+
+/** Listed properties that may come after property `last`: the next ones up to the first required one. */
+function nextProps(shape: ObjectShape, last: number): number[] {
+  const out: number[] = [];
+  for (let j = last + 1; j < shape.props.length; j++) {
+    out.push(j);
+    if (shape.props[j].required) break;
+  }
+  return out;
+}
+
+function objectStep(s: Stack, f: Extract<Frame, { t: 'object' }>, b: number): Stack[] {
+  const { shape } = f;
+  const listed = shape.props.length > 0;
+  if (f.phase === 'key') {
+    const key = f.key + String.fromCharCode(b);
+    const candidates = nextProps(shape, f.last).filter((j) => shape.props[j].key.startsWith(key));
+    if (candidates.length === 0) return [];
+    const whole = candidates.find((j) => shape.props[j].key.length === key.length);
+    return [replace(s, whole === undefined ? { ...f, key } : { ...f, phase: 'colon', key: '', prop: whole, ws: 0 })];
+  }
+  if (isWhitespace(b)) return f.ws < MAX_WHITESPACE ? [replace(s, { ...f, ws: f.ws + 1 })] : [];
+  const closable = !listed || shape.props.slice(f.last + 1).every((p) => !p.required);
+  const keysLeft = listed ? nextProps(shape, f.last).length > 0 : shape.values !== null;
+  switch (f.phase) {
+    case 'open':
+    case 'comma':
+      if (b === RBRACE && f.phase === 'open') return closable ? [s.up] : [];
+      if (b !== QUOTE || !keysLeft) return [];
+      if (listed) return [replace(s, { ...f, phase: 'key', key: '"', ws: 0 })];
+      return push(replace(s, { ...f, phase: 'colon', ws: 0 }), { t: 'string', shape: FREE_STRING, escape: 0, chars: 0, utf8: 0, lead: 0 });
+    case 'colon':
+      return b === COLON ? [replace(s, { ...f, phase: 'value', ws: 0 })] : [];
+    case 'value': {
+      const value = listed ? shape.props[f.prop].shape : (shape.values ?? FREE_OBJECT);
+      return open(value, replace(s, { ...f, phase: 'next', last: listed ? f.prop : f.last, ws: 0 }), b);
+    }
+    default:
+      if (b === COMMA) return keysLeft ? [replace(s, { ...f, phase: 'comma', ws: 0 })] : [];
+      return b === RBRACE && closable ? [s.up] : [];
+  }
+}
+
+function stringStep(s: Stack, f: Extract<Frame, { t: 'string' }>, b: number): Stack[] {
+  const { min, max } = f.shape;
+  if (f.escape === -1) {
+    if (!ESCAPES.has(b)) return [];
+    return b === 0x75 ? inString(s, f, 4, f.chars) : inString(s, f, 0, capped(f.chars + 1, min, max));
+  }
+  if (f.escape > 0) {
+    if (!isHex(b)) return [];
+    return f.escape === 1 ? inString(s, f, 0, capped(f.chars + 1, min, max)) : inString(s, f, f.escape - 1, f.chars);
+  }
+  if (f.utf8 > 0) return continues(f.lead, b) ? inString(s, f, 0, f.chars, f.utf8 - 1) : []; // a character already counted
+  if (b === QUOTE) return f.chars >= min ? [s.up] : [];
+  if (b < 0x20 || (b >= 0x80 && b < 0xc2) || b > 0xf4) return []; // control characters must be escaped; not UTF-8
+  if (f.chars >= max) return [];
+  if (b === BACKSLASH) return inString(s, f, -1, f.chars);
+  const chars = capped(f.chars + 1, min, max);
+  if (b < 0x80) return chars === f.chars ? [s] : inString(s, f, 0, chars); // the same state (most bytes of most strings)
+  return inString(s, f, 0, chars, b < 0xe0 ? 1 : b < 0xf0 ? 2 : 3, b);
+}
+
+// Written out rather than spread: the mask walk makes ~100k of these for a string's mask.
+const inString = (s: Stack, f: Extract<Frame, { t: 'string' }>, escaped: number, chars: number, utf8 = 0, lead = 0): Stack[] => [
+  { frame: { t: 'string', shape: f.shape, escape: escaped, chars, utf8, lead }, up: s.up, depth: s.depth },
+];
+
+/** Whether `b` may follow in a character begun with `lead` (0: not its second byte): no overlong forms, surrogates or past U+10FFFF. */
+function continues(lead: number, b: number): boolean {
+  if (lead === 0xe0) return b >= 0xa0 && b <= 0xbf;
+  if (lead === 0xed) return b >= 0x80 && b <= 0x9f;
+  if (lead === 0xf0) return b >= 0x90 && b <= 0xbf;
+  if (lead === 0xf4) return b >= 0x80 && b <= 0x8f;
+  return b >= 0x80 && b <= 0xbf;
+}
+
+/** JSON's number grammar, one byte at a time (a leading zero stands alone; integers have no fraction or exponent). */
+function numberStep(phase: NumberPhase, b: number, integer: boolean): NumberPhase | undefined {
+  const digit = isDigit(b);
+  switch (phase) {
+    case 'sign':
+      return b === 0x30 ? 'zero' : digit ? 'int' : undefined;
+    case 'int':
+    case 'zero':
+      if (digit) return phase === 'int' ? 'int' : undefined;
+      if (integer) return undefined;
+      return b === DOT ? 'dot' : b === 0x65 || b === 0x45 ? 'e' : undefined;
+    case 'dot':
+    case 'frac':
+      if (digit) return 'frac';
+      return phase === 'frac' && (b === 0x65 || b === 0x45) ? 'e' : undefined;
+    case 'e':
+      return b === 0x2b || b === MINUS ? 'esign' : digit ? 'exp' : undefined;
+    default:
+      return digit ? 'exp' : undefined;
+  }
+}
+
+const ending = (phase: NumberPhase) => phase === 'zero' || phase === 'int' || phase === 'frac' || phase === 'exp';
+
+function complete(s: Stack): boolean {
+  const f = s.frame;
+  if (f.t === 'done') return true;
+  if (f.t === 'number') return ending(f.phase) && complete(s.up);
+  if (f.t === 'literal') return f.options.some((o) => o.length === f.at) && complete(s.up);
+  return false;
+}
+
+const ids = new WeakMap<object, number>();
+let lastId = 0;
+const idOf = (shape: object) => {
+  let id = ids.get(shape);
+  if (id === undefined) {
+    id = ++lastId;
+    ids.set(shape, id);
+  }
+  return id;
+};
+
+/** A state as a string: equal strings, equal futures (the key of the masks computed for it). */
+export function stateKey(state: State): string {
+  return state.map(stackKey).join('|');
+}
+
+function stackKey(s: Stack): string {
+  const parts: string[] = [];
+  for (let at: Stack | undefined = s; at && at !== DONE; at = at.up) {
+    const f = at.frame;
+    if (f.t === 'root') parts.push(`r${idOf(f.shape)},${f.ws}`);
+    else if (f.t === 'object') parts.push(`o${idOf(f.shape)},${f.phase},${f.last},${f.prop},${f.ws},${JSON.stringify(f.key)}`);
+    else if (f.t === 'array') parts.push(`a${idOf(f.shape)},${f.phase},${f.count},${f.ws}`);
+    else if (f.t === 'string') parts.push(`s${idOf(f.shape)},${f.escape},${f.chars},${f.utf8},${f.lead}`);
+    else if (f.t === 'number') parts.push(`n${f.integer},${f.phase},${f.length}`);
+    else if (f.t === 'literal') parts.push(`l${JSON.stringify(f.options)},${f.at}`);
+  }
+  return parts.join('/') || 'done';
+}

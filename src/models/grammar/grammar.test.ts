@@ -1,0 +1,127 @@
+import { describe, expect, it } from 'vitest';
+import { gpt2 } from '../gpt2-tokenizer.js';
+import { seededRandom } from '../sampling.js';
+import { decode } from '../text.js';
+import { canEnd, compileFormat, FormatError, feed, grammarFor, type JsonSchema, type ResponseFormat, start, TokenConstraint, Vocabulary } from './index.js';
+
+const schema = (s: JsonSchema): ResponseFormat => ({ type: 'json_schema', schema: s });
+const JSON_OBJECT: ResponseFormat = { type: 'json_object' };
+
+/** Whether the automaton takes the whole text, and whether it is then a whole document. */
+function read(format: ResponseFormat, text: string): 'whole' | 'prefix' | 'rejected' {
+  let state = start(compileFormat(format));
+  for (const b of Buffer.from(text)) {
+    state = feed(state, b);
+    if (state.length === 0) return 'rejected';
+  }
+  return canEnd(state) ? 'whole' : 'prefix';
+}
+
+const PERSON = schema({
+  type: 'object',
+  properties: {
+    name: { type: 'string', maxLength: 8 },
+    age: { type: 'integer' },
+    tags: { type: 'array', items: { enum: ['a', 'b', 12] }, maxItems: 2 },
+    pet: { anyOf: [{ type: 'null' }, { type: 'object', properties: { kind: { const: 'cat' } }, required: ['kind'] }] },
+  },
+  required: ['name', 'age'],
+  additionalProperties: false,
+});
+
+describe('the JSON automaton', () => {
+  it.each([
+    [JSON_OBJECT, '{"a": [1, -2.5e+3, true, null, {"b": "\\u00e9\\n"}], "c": {}}', 'whole'],
+    [JSON_OBJECT, ' {}', 'whole'],
+    [JSON_OBJECT, '{"é": "日本"}', 'whole'],
+    [JSON_OBJECT, '{"a": 1', 'prefix'],
+    [JSON_OBJECT, '{"a": 01}', 'rejected'], // a leading zero stands alone
+    [JSON_OBJECT, '[1]', 'rejected'], // json_object: an object
+    [JSON_OBJECT, '{"a": tru', 'prefix'],
+    [JSON_OBJECT, '{"a": trux', 'rejected'],
+    [JSON_OBJECT, '{"a":\n"b\tc"}', 'rejected'], // a control character in a string
+    [JSON_OBJECT, '{} ', 'rejected'], // nothing after the document: only end-of-text
+    [JSON_OBJECT, '{"a":    1}', 'rejected'], // at most MAX_WHITESPACE in a row
+    [PERSON, '{"name": "Ann", "age": 30}', 'whole'],
+    [PERSON, '{"name":"Ann","age":30,"tags":["a",12],"pet":{"kind":"cat"}}', 'whole'],
+    [PERSON, '{"name": "Ann", "age": 30, "pet": null}', 'whole'],
+    [PERSON, '{"age": 30}', 'rejected'], // properties in order, required ones present
+    [PERSON, '{"name": "Ann"}', 'rejected'],
+    [PERSON, '{"name": "Ann", "age": 3.5}', 'rejected'], // integer
+    [PERSON, '{"name": "Annabelle", "age": 1}', 'rejected'], // maxLength 8
+    [PERSON, '{"name": "Ann", "age": 1, "tags": ["a", "b", "a"]}', 'rejected'], // maxItems 2
+    [PERSON, '{"name": "Ann", "age": 1, "tags": ["c"]}', 'rejected'], // enum
+    [PERSON, '{"name": "Ann", "age": 1, "tags": [1]}', 'rejected'],
+    [PERSON, '{"name": "Ann", "age": 1, "tags": [12]}', 'whole'],
+    [PERSON, '{"name": "Ann", "age": 1, "owner": 1}', 'rejected'], // additionalProperties: false
+    [PERSON, '{"name": "Ann", "age": 1, "pet": {}}', 'rejected'], // pet.kind is required
+    [schema({ type: 'number' }), '12', 'whole'], // a number may end the document
+    [schema({ type: 'number' }), '12.', 'prefix'],
+    [schema({ type: 'array', items: { type: 'string' }, minItems: 1 }), '[]', 'rejected'],
+    [schema({ $defs: { node: { type: 'array', items: { $ref: '#/$defs/node' } } }, $ref: '#/$defs/node' }), '[[], [[]]]', 'whole'],
+  ])('%j reads %j: %s', (format, text, expected) => {
+    expect(read(format, text)).toBe(expected);
+  });
+
+  it('refuses a schema it cannot enforce, naming the keyword', () => {
+    const refused = (s: JsonSchema) => () => compileFormat(schema(s));
+    expect(refused({ type: 'string', pattern: '^a' })).toThrow(new FormatError('schema: "pattern" is not supported by this gateway'));
+    expect(refused({ type: 'object', properties: { when: { type: 'string', format: 'date' } } })).toThrow(/schema.properties.when: "format"/);
+    expect(refused({ type: 'object', required: ['x'] })).toThrow(/"x" is not in properties/);
+    expect(refused({ $ref: '#/$defs/missing' })).toThrow(/\$ref/);
+    expect(refused({ type: 'decimal' })).toThrow(/not a JSON Schema type/);
+    expect(refused({ enum: [] })).toThrow(/must not be empty/);
+  });
+});
+
+describe('token masks over the GPT-2 vocabulary', () => {
+  const vocabulary = new Vocabulary(gpt2, 50257);
+
+  /** Draws `steps` tokens uniformly among those the mask allows; returns the text and whether it ended. */
+  function generate(format: ResponseFormat, seed: number, steps: number) {
+    const constraint = new TokenConstraint(grammarFor(format), vocabulary);
+    const random = seededRandom(seed);
+    const tokens: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const row = new Float32Array(50257);
+      constraint.mask(row);
+      const allowed = [...row.keys()].filter((t) => row[t] === 0);
+      const token = allowed[Math.floor(random() * allowed.length)];
+      if (token === gpt2.eos) return { text: decode(gpt2, tokens), ended: true };
+      tokens.push(token);
+      constraint.advance(token);
+    }
+    return { text: decode(gpt2, tokens), ended: false };
+  }
+
+  it('lets through only tokens that keep the text a document prefix, and end-of-text only at its end', () => {
+    let ended = 0;
+    for (let seed = 1; seed <= 12; seed++) {
+      const { text, ended: whole } = generate(PERSON, seed, 80);
+      expect(read(PERSON, text), text).toBe(whole ? 'whole' : 'prefix');
+      if (whole) {
+        const doc = JSON.parse(text);
+        expect(Object.keys(doc).slice(0, 2)).toEqual(['name', 'age']);
+        expect(Number.isInteger(doc.age)).toBe(true);
+        ended++;
+      }
+    }
+    expect(ended).toBeGreaterThan(0);
+  });
+
+  it('masks the same tokens as reading each token whole would', () => {
+    const grammar = grammarFor(JSON_OBJECT);
+    let state = grammar.initial;
+    for (const piece of ['{"', 'a', '":', ' 1', '2']) {
+      const mask = grammar.allowed(state, vocabulary);
+      for (let t = 0; t < 50257; t++) {
+        if (t === gpt2.eos) continue;
+        let s = state;
+        for (const b of gpt2.bytes(t)) s = feed(s, b);
+        expect(mask[t], JSON.stringify(decode(gpt2, [t]))).toBe(s.length > 0 ? 1 : 0);
+      }
+      expect(mask[gpt2.eos]).toBe(0);
+      for (const b of Buffer.from(piece)) state = feed(state, b);
+    }
+  });
+});

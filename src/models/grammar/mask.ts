@@ -1,0 +1,161 @@
+import type { Tokenizer } from '../text.js';
+import { canEnd, feed, type State, start, stateKey, takesPlainText } from './automaton.js';
+import { compileFormat, type ResponseFormat } from './shape.js';
+
+/** Masks kept per grammar: a sequence inside a string asks for the same one step after step. */
+const MASKS_KEPT = 64;
+/** Grammars kept per replica (requests with the same format share one, and its masks). */
+const GRAMMARS_KEPT = 32;
+
+/**
+ * A tokenizer's tokens sorted by their bytes, each with how many bytes it shares with the one before: the
+ * mask walk then reads a shared prefix once, and skips every token that starts with a rejected prefix.
+ */
+export class Vocabulary {
+  readonly ids: Int32Array;
+  readonly bytes: Uint8Array[];
+  readonly shared: Uint16Array;
+  /** 1 where a token is plain text: printable ASCII but `"` and `\\` (most of a string's tokens). */
+  readonly plain: Uint8Array;
+
+  /** `size`: the model's vocabulary (it may pad the tokenizer's). */
+  constructor(
+    readonly tokenizer: Tokenizer,
+    readonly size: number,
+  ) {
+    const tokens: { id: number; bytes: Uint8Array }[] = [];
+    for (let id = 0; id < size; id++) {
+      if (id === tokenizer.eos) continue;
+      try {
+        tokens.push({ id, bytes: tokenizer.bytes(id) });
+      } catch {} // past the tokenizer's tokens: never allowed
+    }
+    tokens.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+    this.ids = Int32Array.from(tokens, (t) => t.id);
+    this.bytes = tokens.map((t) => t.bytes);
+    this.shared = Uint16Array.from(tokens, (t, i) => (i === 0 ? 0 : commonPrefix(tokens[i - 1].bytes, t.bytes)));
+    this.plain = Uint8Array.from(tokens, (t) => (t.bytes.every((b) => b >= 0x20 && b < 0x7f && b !== 0x22 && b !== 0x5c) ? 1 : 0));
+  }
+}
+
+function commonPrefix(a: Uint8Array, b: Uint8Array): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
+/** A response format's automaton and the masks it has computed, by state. */
+export class Grammar {
+  private masks = new Map<string, Uint8Array>();
+
+  constructor(readonly format: ResponseFormat) {
+    this.initial = start(compileFormat(format));
+  }
+
+  readonly initial: State;
+
+  /** 1 for each token that keeps the text a prefix of a document (end-of-text once it is a whole one). */
+  allowed(state: State, vocabulary: Vocabulary): Uint8Array {
+    const key = stateKey(state);
+    let mask = this.masks.get(key);
+    if (mask) {
+      this.masks.delete(key); // most recently used last
+    } else {
+      mask = walk(state, vocabulary);
+      if (this.masks.size >= MASKS_KEPT) this.masks.delete(this.masks.keys().next().value as string);
+    }
+    this.masks.set(key, mask);
+    return mask;
+  }
+}
+
+function walk(state: State, vocabulary: Vocabulary): Uint8Array {
+  const { ids, bytes, shared, plain, size, tokenizer } = vocabulary;
+  const mask = new Uint8Array(size);
+  const inText = takesPlainText(state);
+  const states: State[] = [state]; // states[d]: after the first d bytes of the token being read
+  let reached = 0; // states[0..reached] hold for the last token read
+  let rejectedAt = -1; // the byte of the last token read that no state took (-1: it was taken whole)
+  for (let i = 0; i < ids.length; i++) {
+    const token = bytes[i];
+    if (inText && plain[i]) {
+      mask[ids[i]] = 1;
+      reached = Math.min(reached, shared[i]); // the states still hold for the bytes it shares with the last one read
+      rejectedAt = -1;
+      continue;
+    }
+    if (rejectedAt >= 0 && shared[i] > rejectedAt) continue; // starts with the rejected prefix
+    let d = Math.min(shared[i], reached);
+    rejectedAt = -1;
+    for (; d < token.length; d++) {
+      const next = feed(states[d], token[d]);
+      if (next.length === 0) {
+        rejectedAt = d;
+        break;
+      }
+      states[d + 1] = next;
+    }
+    reached = d;
+    if (rejectedAt < 0) mask[ids[i]] = 1;
+  }
+  if (canEnd(state)) mask[tokenizer.eos] = 1;
+  return mask;
+}
+
+const grammars = new Map<string, Grammar>();
+
+/** The grammar of a format, shared by the requests that ask for the same one. */
+export function grammarFor(format: ResponseFormat): Grammar {
+  const key = JSON.stringify(format);
+  let grammar = grammars.get(key);
+  if (grammar) grammars.delete(key);
+  else {
+    grammar = new Grammar(format);
+    if (grammars.size >= GRAMMARS_KEPT) grammars.delete(grammars.keys().next().value as string);
+  }
+  grammars.set(key, grammar);
+  return grammar;
+}
+
+/**
+ * One sequence's constraint (vLLM's guided decoding, OpenAI's structured outputs): before each draw, the
+ * tokens that would leave the text no longer a prefix of a document of the format are masked out; the
+ * end-of-text token is allowed only once it is a whole one, and then it is the only one.
+ */
+export class TokenConstraint {
+  private state: State;
+
+  constructor(
+    private grammar: Grammar,
+    private vocabulary: Vocabulary,
+  ) {
+    this.state = grammar.initial;
+  }
+
+  /** Sets the logits of the tokens the format does not allow next to -Infinity. */
+  mask(row: Float32Array): void {
+    const allowed = this.grammar.allowed(this.state, this.vocabulary);
+    let open = false;
+    for (let t = 0; t < row.length; t++) {
+      if (!allowed[t]) row[t] = Number.NEGATIVE_INFINITY;
+      else if (row[t] > Number.NEGATIVE_INFINITY) open = true;
+    }
+    // Everything the format allows is held back (min_tokens holds back end-of-text at a whole document): end.
+    if (!open) row[this.vocabulary.tokenizer.eos] = 0;
+  }
+
+  /** The token drawn: the state after its bytes. */
+  advance(token: number): void {
+    if (token === this.vocabulary.tokenizer.eos) {
+      this.state = [];
+      return;
+    }
+    for (const b of this.vocabulary.tokenizer.bytes(token)) this.state = feed(this.state, b);
+    if (this.state.length > 1) this.state = [...new Map(this.state.map((s) => [stateKey([s]), s])).values()]; // alike readings
+  }
+
+  /** Whether the text so far is a whole document. */
+  get complete(): boolean {
+    return canEnd(this.state);
+  }
+}

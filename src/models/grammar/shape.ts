@@ -1,0 +1,133 @@
+/**
+ * What a generated JSON document may look like: OpenAI's `response_format` compiled into shapes that the
+ * automaton (automaton.ts) walks a byte at a time. `json_object` is any JSON object; `json_schema` is the
+ * subset of JSON Schema below. A keyword outside it is refused (a 400 naming it), never silently ignored:
+ * a constraint that is not enforced would hand back documents the caller's parser then rejects.
+ */
+export type ResponseFormat = { type: 'json_object' } | { type: 'json_schema'; schema: JsonSchema };
+export type JsonSchema = boolean | { [keyword: string]: unknown };
+
+export type Shape =
+  | { kind: 'any' }
+  /**
+   * Listed properties in their order (`required` ones always); when none are listed, any keys with values of
+   * `values` (null: none, `{}` only).
+   */
+  | { kind: 'object'; props: Prop[]; values: Shape | null }
+  | { kind: 'array'; items: Shape; min: number; max: number }
+  /** Length in characters (an escape is one). */
+  | { kind: 'string'; min: number; max: number }
+  | { kind: 'number'; integer: boolean }
+  /** One of these JSON texts exactly (enum, const, booleans, null), as byte strings (see `byteString`). */
+  | { kind: 'literal'; options: string[] }
+  | { kind: 'anyOf'; options: Shape[] };
+/** A listed property: its key as JSON text (quotes included, a byte string), its value's shape. */
+export type Prop = { key: string; shape: Shape; required: boolean };
+
+export class FormatError extends Error {}
+
+/** UTF-8 text as a string of one char per byte: the automaton compares bytes (tokens split characters). */
+export const byteString = (text: string): string => Buffer.from(text).toString('latin1');
+
+/** Keywords that only describe (they change nothing a document may be). */
+const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', '$defs', 'definitions', 'strict', 'deprecated']);
+const SUPPORTED: Record<string, string[]> = {
+  object: ['properties', 'required', 'additionalProperties'],
+  array: ['items', 'minItems', 'maxItems'],
+  string: ['minLength', 'maxLength'],
+  number: [],
+  integer: [],
+  boolean: [],
+  null: [],
+};
+const ANY: Shape = { kind: 'any' };
+
+/** The shape of a response format's documents; a FormatError names what this gateway cannot enforce. */
+export function compileFormat(format: ResponseFormat): Shape {
+  if (format.type === 'json_object') return { kind: 'object', props: [], values: ANY };
+  const root = format.schema;
+  const refs = new Map<string, Shape>();
+  const resolve = (ref: string, path: string): Shape => {
+    const known = refs.get(ref);
+    if (known) return known;
+    const match = /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref);
+    const target = match && typeof root === 'object' ? (root[match[1]] as Record<string, JsonSchema> | undefined)?.[match[2]] : undefined;
+    if (target === undefined) throw new FormatError(`${path}: $ref ${JSON.stringify(ref)} is not a #/$defs/… definition of this schema`);
+    // A placeholder first, filled after: a recursive definition refers to itself.
+    const shape = { kind: 'any' } as Shape;
+    refs.set(ref, shape);
+    Object.assign(shape, compile(target, `${path}→${ref}`));
+    return shape;
+  };
+
+  const compile = (schema: JsonSchema, path: string): Shape => {
+    if (schema === true) return ANY;
+    if (schema === false || typeof schema !== 'object' || schema === null || Array.isArray(schema))
+      throw new FormatError(`${path}: a schema must be an object or true`);
+    if (typeof schema.$ref === 'string') return resolve(schema.$ref, path);
+    if ('const' in schema) return literal([schema.const], path);
+    if (Array.isArray(schema.enum)) return literal(schema.enum, path);
+    const alternatives = schema.anyOf ?? schema.oneOf;
+    if (Array.isArray(alternatives)) return { kind: 'anyOf', options: alternatives.map((s, i) => compile(s, `${path}.anyOf[${i}]`)) };
+    const types = Array.isArray(schema.type) ? schema.type : schema.type === undefined ? undefined : [schema.type];
+    if (types === undefined) {
+      const other = Object.keys(schema).find((k) => !ANNOTATIONS.has(k));
+      if (other) throw new FormatError(`${path}: "${other}" is only supported with a "type"`);
+      return ANY;
+    }
+    const shapes = types.map((type) => typed(schema, String(type), path));
+    return shapes.length === 1 ? shapes[0] : { kind: 'anyOf', options: shapes };
+  };
+
+  const typed = (schema: Record<string, unknown>, type: string, path: string): Shape => {
+    const allowed = SUPPORTED[type];
+    if (!allowed) throw new FormatError(`${path}: type ${JSON.stringify(type)} is not a JSON Schema type`);
+    const other = Object.keys(schema).find((k) => k !== 'type' && !ANNOTATIONS.has(k) && !Object.values(SUPPORTED).flat().includes(k));
+    if (other) throw new FormatError(`${path}: "${other}" is not supported by this gateway`);
+    const count = (keyword: string, fallback: number) => {
+      const v = schema[keyword];
+      if (v === undefined) return fallback;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new FormatError(`${path}.${keyword}: must be a non-negative integer`);
+      return v;
+    };
+    switch (type) {
+      case 'object': {
+        const properties = (schema.properties ?? {}) as Record<string, JsonSchema>;
+        const required = new Set((schema.required ?? []) as string[]);
+        for (const name of required) if (!(name in properties)) throw new FormatError(`${path}.required: "${name}" is not in properties`);
+        const props = Object.entries(properties).map(([name, s]) => ({
+          key: byteString(JSON.stringify(name)),
+          shape: compile(s, `${path}.properties.${name}`),
+          required: required.has(name),
+        }));
+        const extra = schema.additionalProperties;
+        // With properties listed, only those are generated (a document's other keys would be guesses).
+        const values = extra === undefined || extra === true ? ANY : extra === false ? null : compile(extra as JsonSchema, `${path}.additionalProperties`);
+        return { kind: 'object', props, values };
+      }
+      case 'array':
+        return {
+          kind: 'array',
+          items: schema.items === undefined ? ANY : compile(schema.items as JsonSchema, `${path}.items`),
+          min: count('minItems', 0),
+          max: count('maxItems', Infinity),
+        };
+      case 'string':
+        return { kind: 'string', min: count('minLength', 0), max: count('maxLength', Infinity) };
+      case 'number':
+      case 'integer':
+        return { kind: 'number', integer: type === 'integer' };
+      case 'boolean':
+        return { kind: 'literal', options: ['true', 'false'] };
+      default:
+        return { kind: 'literal', options: ['null'] };
+    }
+  };
+
+  const literal = (values: unknown[], path: string): Shape => {
+    if (values.length === 0) throw new FormatError(`${path}.enum: must not be empty`);
+    return { kind: 'literal', options: values.map((v) => byteString(JSON.stringify(v))) };
+  };
+
+  return compile(root, 'schema');
+}
