@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
-import { grammarFor, TokenConstraint, Vocabulary } from './grammar/index.js';
+import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './grammar/index.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, type Sampler, type Sampling, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
@@ -106,7 +106,7 @@ export class Decoder {
     // prompts start, after a cached prefix where there is one.
     const prefilling = req.advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
-    if (req.join.some((j) => j.sampling.format)) this.vocabulary ??= new Vocabulary(await loadTokenizer(this.spec.tokenizer), this.spec.vocab);
+    if (req.join.some((j) => j.sampling.format)) this.vocabulary ??= vocabularyFor(await loadTokenizer(this.spec.tokenizer), this.spec.vocab);
     for (const j of req.join) {
       // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own.
       const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt) : undefined;

@@ -1,3 +1,3 @@
 export { canEnd, feed, MAX_WHITESPACE, start } from './automaton.js';
-export { Grammar, grammarFor, TokenConstraint, Vocabulary } from './mask.js';
+export { Grammar, grammarFor, TokenConstraint, Vocabulary, vocabularyFor } from './mask.js';
 export { byteString, compileFormat, FormatError, type JsonSchema, type ResponseFormat, type Shape } from './shape.js';
