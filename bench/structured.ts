@@ -69,7 +69,11 @@ const firstJoinMs = performance.now() - t;
 await run(4, cases.json_object); // warm-up (JIT)
 for (const n of streams) {
   const results: Record<string, Awaited<ReturnType<typeof run>>[]> = {};
-  for (let r = 0; r < rounds; r++) for (const [name, sampling] of Object.entries(cases)) (results[name] ??= []).push(await run(n, sampling));
+  for (let r = 0; r < rounds; r++)
+    for (const [name, sampling] of Object.entries(cases)) {
+      results[name] ??= [];
+      results[name].push(await run(n, sampling));
+    }
   for (const [name, runs] of Object.entries(results)) {
     rows.push({
       streams: n,

@@ -138,3 +138,145 @@ describe('structured output (response_format)', () => {
     expect(fine.choices[0].text.length).toBeGreaterThan(0);
   });
 });
+
+const weather = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'The weather in a city',
+    parameters: {
+      type: 'object',
+      properties: { city: { type: 'string', maxLength: 12 }, unit: { enum: ['celsius', 'fahrenheit'] } },
+      required: ['city', 'unit'],
+      additionalProperties: false,
+    },
+  },
+} as const;
+const time = { type: 'function', function: { name: 'get_time' } } as const; // no parameters: {}
+const ask = [{ role: 'user', content: 'Weather in Paris?' }] as const;
+
+function expectWeatherArguments(args: string) {
+  const parsed = JSON.parse(args);
+  expect(Object.keys(parsed)).toEqual(['city', 'unit']);
+  expect([...parsed.city].length).toBeLessThanOrEqual(12);
+  expect(['celsius', 'fahrenheit']).toContain(parsed.unit);
+}
+
+describe('tool calling (tool_choice required or named: the calls are enforced JSON)', () => {
+  it('calls the named function with arguments of its parameters schema', async () => {
+    const answer = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [...ask],
+      tools: [weather, time],
+      tool_choice: { type: 'function', function: { name: 'get_weather' } },
+      max_tokens: 100,
+      seed: 5,
+    });
+    const { message, finish_reason } = answer.choices[0];
+    expect(finish_reason).toBe('tool_calls');
+    expect(message.content).toBeNull();
+    expect(message.tool_calls).toHaveLength(1);
+    const call = message.tool_calls?.[0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+    expect(call.id).toMatch(/^call_/);
+    expect(call.function.name).toBe('get_weather');
+    expectWeatherArguments(call.function.arguments);
+  });
+
+  it('with "required" and parallel_tool_calls false, makes exactly one call of one of the tools', async () => {
+    const names = new Set<string>();
+    for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+      const answer = await client.chat.completions.create({
+        model: 'tiny-gpt',
+        messages: [...ask],
+        tools: [weather, time],
+        tool_choice: 'required',
+        parallel_tool_calls: false,
+        max_tokens: 100,
+        seed,
+      });
+      const calls = answer.choices[0].message.tool_calls as OpenAI.ChatCompletionMessageFunctionToolCall[];
+      expect(answer.choices[0].finish_reason).toBe('tool_calls');
+      expect(calls).toHaveLength(1);
+      names.add(calls[0].function.name);
+      if (calls[0].function.name === 'get_weather') expectWeatherArguments(calls[0].function.arguments);
+      else expect(JSON.parse(calls[0].function.arguments)).toEqual({});
+    }
+    expect(names.size).toBe(2); // both tools get called: the choice is the model's
+  });
+
+  it('streams the same calls as it answers whole (tool_calls deltas by index, arguments in pieces)', async () => {
+    const request: OpenAI.ChatCompletionCreateParamsNonStreaming = {
+      model: 'tiny-gpt',
+      messages: [...ask],
+      tools: [weather, time],
+      tool_choice: 'required',
+      max_tokens: 120,
+      seed: 9,
+    };
+    const whole = await client.chat.completions.create(request);
+    const stream = await client.chat.completions.create({ ...request, stream: true });
+    const calls: { id?: string; name?: string; arguments: string }[] = [];
+    let pieces = 0;
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      for (const d of chunk.choices[0]?.delta.tool_calls ?? []) {
+        calls[d.index] ??= { arguments: '' };
+        if (d.id) Object.assign(calls[d.index], { id: d.id, name: d.function?.name });
+        calls[d.index].arguments += d.function?.arguments ?? '';
+        pieces++;
+      }
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    const expected = whole.choices[0].message.tool_calls as OpenAI.ChatCompletionMessageFunctionToolCall[];
+    expect(finish).toBe(whole.choices[0].finish_reason);
+    expect(calls.map((c) => [c.name, c.arguments])).toEqual(expected.map((c) => [c.function.name, c.function.arguments]));
+    expect(pieces).toBeGreaterThan(calls.length); // arguments came in more than one piece
+  });
+
+  it("takes an earlier turn's tool calls and the tool's answer in the conversation", async () => {
+    const answer = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [
+        ...ask,
+        {
+          role: 'assistant',
+          content: null,
+          tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' } }],
+        },
+        { role: 'tool', tool_call_id: 'call_1', content: '21 degrees' },
+      ],
+      tools: [weather],
+      tool_choice: 'none',
+      max_tokens: 5,
+    });
+    expect(answer.choices[0].message.content?.length).toBeGreaterThan(0);
+    expect(answer.choices[0].message.tool_calls ?? []).toEqual([]);
+    expect(answer.usage?.prompt_tokens).toBeGreaterThan(30); // the call and its result are in the prompt
+  });
+
+  it.each([
+    [{ tools: [weather] }, 'tool_choice', 'tool_choice "auto" needs a model with a tool-call format'], // auto: the default with tools
+    [{ tools: [weather], tool_choice: { type: 'function', function: { name: 'nope' } } }, 'tool_choice', 'not in tools'],
+    [{ tool_choice: 'required' }, 'tool_choice', 'tool_choice needs tools'],
+    [{ tools: [weather, weather], tool_choice: 'required' }, 'tools', 'tool names must be unique'],
+    [
+      {
+        tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'string', pattern: 'x' } } } } }],
+        tool_choice: 'required',
+      },
+      'tools',
+      'tools[0].function.parameters.properties.a: "pattern" is not supported',
+    ],
+    [{ tools: [weather], tool_choice: 'required', response_format: { type: 'json_object' } }, 'response_format', 'cannot be used with tools'],
+  ])('refuses %j with a 400 on its param', async (extra, param, message) => {
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tiny-gpt', messages: ask, ...extra }),
+    });
+    expect(res.status).toBe(400);
+    const { error } = await res.json();
+    expect(error.param).toBe(param);
+    expect(error.message).toContain(message);
+  });
+});

@@ -21,11 +21,11 @@ export async function loadTokenizer(name: string): Promise<Tokenizer> {
   throw new Error(`tokenizer ${JSON.stringify(name)} is not bundled (only gpt2 is)`);
 }
 
+const ROLE_NAMES: Record<string, string> = { user: 'User', assistant: 'Assistant', tool: 'Tool' };
+
 /** Chat messages as one prompt for a model without a chat template of its own. */
 export function chatPrompt(messages: { role: string; content: string }[]): string {
-  const lines = messages.map((m) =>
-    m.role === 'system' || m.role === 'developer' ? `${m.content}\n` : `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`,
-  );
+  const lines = messages.map((m) => (m.role === 'system' || m.role === 'developer' ? `${m.content}\n` : `${ROLE_NAMES[m.role] ?? 'Assistant'}: ${m.content}`));
   return `${lines.join('\n')}\nAssistant:`;
 }
 

@@ -26,6 +26,8 @@ export type GenerationParams = {
   min_tokens?: number | null;
   stop_token_ids?: number[] | null;
   response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { schema?: JsonSchema } } | null;
+  /** A format the gateway itself asks for (tool calls, checked there); it takes the place of response_format. */
+  format?: ResponseFormat;
 };
 
 /**
@@ -86,11 +88,11 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
 }
 
 /** A request's structured-output format, checked here (a schema the replica could not enforce is a 400). */
-function formatOf({ response_format: f, ignore_eos }: GenerationParams): ResponseFormat | undefined {
-  if (!f || f.type === 'text') return undefined;
+function formatOf({ response_format: f, ignore_eos, format: asked }: GenerationParams): ResponseFormat | undefined {
+  if (!asked && (!f || f.type === 'text')) return undefined;
   // After a whole document only end-of-text may come: going on past it would only fill max_tokens with nothing.
-  if (ignore_eos) throw badInput('ignore_eos cannot be used with a JSON response_format', 'ignore_eos');
-  const format: ResponseFormat = f.type === 'json_schema' ? { type: 'json_schema', schema: f.json_schema.schema ?? true } : { type: 'json_object' };
+  if (ignore_eos) throw badInput('ignore_eos cannot be used with a JSON response_format or tools', 'ignore_eos');
+  const format: ResponseFormat = asked ?? (f?.type === 'json_schema' ? { type: 'json_schema', schema: f.json_schema.schema ?? true } : { type: 'json_object' });
   try {
     compileFormat(format);
   } catch (e) {

@@ -8,6 +8,7 @@ import type { GatewayEnv, ServedModel } from '../types.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
+import { type ToolUse, toolCallsText, toolUseOf } from './tools.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
 
@@ -77,11 +78,19 @@ export async function completions(c: Context, model: ModelOf, maxBodyBytes: numb
   return generate(c, m, req, prompts, req.max_tokens ?? 16, 'text_completion');
 }
 
-/** Chat messages as the one prompt the model continues. */
-export function chatText(messages: ChatRequest['messages']): string {
-  return chatPrompt(
-    messages.map((msg) => ({ role: msg.role, content: typeof msg.content === 'string' ? msg.content : msg.content.map((p) => p.text).join('') })),
-  );
+/**
+ * Chat messages as the one prompt the model continues; the tools it may call listed first (as vLLM's chat
+ * templates list them), an earlier turn's tool calls written as the model writes them.
+ */
+export function chatText(messages: ChatRequest['messages'], tools?: ChatRequest['tools']): string {
+  const text = (content: ChatRequest['messages'][number]['content']) =>
+    content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join('');
+  const turns = messages.map((msg) => {
+    const calls = msg.role === 'assistant' && msg.tool_calls?.length ? toolCallsText(msg.tool_calls) : '';
+    return { role: msg.role, content: [text(msg.content), calls].filter(Boolean).join(' ') };
+  });
+  const listed = tools?.length ? [{ role: 'system', content: `Tools: ${JSON.stringify(tools.map((t) => t.function))}` }] : [];
+  return chatPrompt([...listed, ...turns]);
 }
 
 /** A completion request's prompts as tokens: text or tokens, or a list of either (a batch of prompts). */
@@ -95,17 +104,19 @@ export function completionPrompts(tokenizer: Tokenizer, prompt: CompletionReques
 export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
   const req = parseBody(chatSchema, await json(c, maxBodyBytes, fixedModel));
   const m = model(req.model);
-  const text = chatText(req.messages);
+  const tools = toolUseOf(req);
+  const text = chatText(req.messages, tools && req.tools);
   const tokens = m.generation?.tokenizer.encode(text) ?? [];
   const context = m.generation?.context ?? 0;
-  return generate(c, m, req, [tokens], req.max_completion_tokens ?? req.max_tokens ?? Math.min(256, context - tokens.length), 'chat.completion');
+  const maxTokens = req.max_completion_tokens ?? req.max_tokens ?? Math.min(256, context - tokens.length);
+  return generate(c, m, req, [tokens], maxTokens, 'chat.completion', tools);
 }
 
 /**
  * Generates `n` choices for each prompt — choice `p * n + i` is prompt p's i-th, with seed `seed + i` — as
  * one OpenAI response, streamed or not.
  */
-async function generate(c: Context, m: ServedModel, req: CompletionRequest | ChatRequest, prompts: number[][], maxTokens: number, kind: Kind) {
+async function generate(c: Context, m: ServedModel, req: CompletionRequest | ChatRequest, prompts: number[][], maxTokens: number, kind: Kind, tools?: ToolUse) {
   c.set('model', m.name);
   if (req.stream_options && !req.stream) throw badInput('stream_options is only allowed when stream is true', 'stream_options', 'invalid_request_error');
   // One sequence per choice; when one fails, the others stop too.
@@ -115,7 +126,16 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   try {
     for (const prompt of prompts)
       for (let i = 0; i < (req.n ?? 1); i++)
-        gens.push(new Generation(m, { ...req, seed: req.seed == null ? null : req.seed + i }, prompt, maxTokens, signal, c.get('caller')?.priority));
+        gens.push(
+          new Generation(
+            m,
+            { ...req, seed: req.seed == null ? null : req.seed + i, format: tools?.format },
+            prompt,
+            maxTokens,
+            signal,
+            c.get('caller')?.priority,
+          ),
+        );
   } catch (err) {
     failed.abort();
     throw err;
@@ -139,10 +159,12 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
         }
         const r = await gen.result;
         const all = logprobs[index]([...logged, ...gen.takeLogprobs()]);
+        const calls = tools?.reader();
+        calls?.push(text);
+        const message = calls ? { role: 'assistant', content: null, tool_calls: calls.calls } : { role: 'assistant', content: text };
+        const finish = finishReason(r.finishReason, tools);
         const choice =
-          kind === 'chat.completion'
-            ? { index, message: { role: 'assistant', content: text }, logprobs: all, finish_reason: r.finishReason }
-            : { index, text, logprobs: all, finish_reason: r.finishReason };
+          kind === 'chat.completion' ? { index, message, logprobs: all, finish_reason: finish } : { index, text, logprobs: all, finish_reason: finish };
         return { choice, r };
       }),
     ).catch((err) => {
@@ -168,10 +190,13 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   const includeUsage = req.stream_options?.include_usage === true;
   const object = kind === 'chat.completion' ? 'chat.completion.chunk' : 'text_completion';
   const chunk = (choices: object[], extra: object = includeUsage ? { usage: null } : {}) => JSON.stringify({ ...base, object, choices, ...extra });
-  const delta = (index: number, { text, logged }: Piece, finish: string | null = null) =>
-    kind === 'chat.completion'
-      ? chunk([{ index, delta: finish ? {} : { content: text }, logprobs: logprobs[index](logged), finish_reason: finish }])
-      : chunk([{ index, text, logprobs: logprobs[index](logged), finish_reason: finish }]);
+  const readers = gens.map(() => tools?.reader());
+  const delta = (index: number, { text, logged }: Piece, finish: string | null = null) => {
+    if (kind !== 'chat.completion') return chunk([{ index, text, logprobs: logprobs[index](logged), finish_reason: finish }]);
+    const calls = readers[index]?.push(text);
+    const content = finish ? {} : calls ? (calls.length > 0 ? { tool_calls: calls } : {}) : { content: text };
+    return chunk([{ index, delta: content, logprobs: logprobs[index](logged), finish_reason: finish }]);
+  };
   return streamSSE(c, async (stream) => {
     // The choices' chunks interleave as their tokens come, each event written whole and in turn.
     let written = Promise.resolve();
@@ -182,10 +207,11 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
     try {
       const done = await Promise.all(
         gens.map(async (gen, index) => {
-          if (kind === 'chat.completion') await send(chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]));
+          const opening = { role: 'assistant', content: tools ? null : '' };
+          if (kind === 'chat.completion') await send(chunk([{ index, delta: opening, logprobs: null, finish_reason: null }]));
           for await (const piece of gen) await send(delta(index, piece));
           const r = await gen.result;
-          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, r.finishReason));
+          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, finishReason(r.finishReason, tools)));
           return r;
         }),
       );
@@ -199,6 +225,9 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
     }
   });
 }
+
+/** A choice that ended with its calls whole says so (OpenAI's `tool_calls`); one cut short is `length`. */
+const finishReason = (reason: string, tools?: ToolUse) => (tools && reason === 'stop' ? 'tool_calls' : reason);
 
 /**
  * A choice's log-probabilities of some of its tokens, in its kind's shape (null when not asked for).

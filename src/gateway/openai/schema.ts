@@ -60,7 +60,6 @@ const sampling = {
   min_tokens: z.number().int().min(0).nullish(),
   /** vLLM's: these tokens end the text too (not shown). */
   stop_token_ids: z.array(z.number().int().min(0)).max(64).nullish(),
-  tools: unsupported('tools'),
   functions: unsupported('functions'),
 };
 
@@ -81,6 +80,7 @@ export const completionSchema = z
     /** The prompt comes back before the completion; with max_tokens 0, only the prompt (scored, with logprobs). */
     echo: z.boolean().nullish(),
     best_of: unsupported('best_of', 1),
+    tools: unsupported('tools'),
     suffix: unsupported('suffix', ''),
   })
   .refine((r) => r.max_tokens !== 0 || r.echo === true, {
@@ -89,7 +89,40 @@ export const completionSchema = z
   });
 
 const content = z.union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1)]);
-const chatMessages = z.array(z.object({ role: z.enum(['system', 'developer', 'user', 'assistant']), content })).min(1, 'messages must not be empty');
+const toolCall = z.object({ id: z.string(), type: z.literal('function'), function: z.object({ name: z.string(), arguments: z.string() }) });
+const chatMessages = z
+  .array(
+    z.discriminatedUnion(
+      'role',
+      [
+        z.object({ role: z.enum(['system', 'developer', 'user']), content }),
+        // An assistant's earlier turn: text, or the tool calls it made (their results follow as tool messages).
+        z
+          .object({ role: z.literal('assistant'), content: content.nullish(), tool_calls: z.array(toolCall).nullish() })
+          .refine((m) => m.content != null || (m.tool_calls?.length ?? 0) > 0, 'an assistant message needs content or tool_calls'),
+        z.object({ role: z.literal('tool'), content, tool_call_id: z.string() }),
+      ],
+      { error: 'role must be one of system, developer, user, assistant, tool' },
+    ),
+  )
+  .min(1, 'messages must not be empty');
+
+/** OpenAI's function tools: a name the model may call, and the JSON Schema of its arguments. */
+const tools = z
+  .array(
+    z.object({
+      type: z.literal('function'),
+      function: z.object({
+        name: z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, 'a tool name is 1-64 letters, digits, _ or -'),
+        description: z.string().optional(),
+        parameters: z.record(z.string(), z.unknown()).optional(),
+        strict: z.boolean().nullish(),
+      }),
+    }),
+  )
+  .max(128)
+  .refine((list) => new Set(list.map((t) => t.function.name)).size === list.length, 'tool names must be unique');
+const toolChoice = z.union([z.enum(['none', 'auto', 'required']), z.object({ type: z.literal('function'), function: z.object({ name: z.string() }) })]);
 export const chatSchema = z
   .object({
     ...sampling,
@@ -97,6 +130,9 @@ export const chatSchema = z
     messages: chatMessages,
     logprobs: z.boolean().nullish(),
     top_logprobs: z.number().int().min(0).max(20).nullish(),
+    tools: tools.nullish(),
+    tool_choice: toolChoice.nullish(),
+    parallel_tool_calls: z.boolean().nullish(),
   })
   .refine((r) => r.max_tokens !== 0, { message: 'max_tokens must be at least 1', path: ['max_tokens'] })
   .refine((r) => !r.top_logprobs || r.logprobs === true, { message: 'top_logprobs requires logprobs to be true', path: ['top_logprobs'] });

@@ -141,8 +141,10 @@ const vocabularies = new Map<string, Vocabulary>();
 /** A tokenizer's vocabulary index (~0.3 s to build for GPT-2's), built once per process. */
 export function vocabularyFor(tokenizer: Tokenizer, size: number): Vocabulary {
   const key = `${tokenizer.name}:${size}`;
-  let vocabulary = vocabularies.get(key);
-  if (!vocabulary) vocabularies.set(key, (vocabulary = new Vocabulary(tokenizer, size)));
+  const known = vocabularies.get(key);
+  if (known) return known;
+  const vocabulary = new Vocabulary(tokenizer, size);
+  vocabularies.set(key, vocabulary);
   return vocabulary;
 }
 

@@ -4,7 +4,14 @@
  * subset of JSON Schema below. A keyword outside it is refused (a 400 naming it), never silently ignored:
  * a constraint that is not enforced would hand back documents the caller's parser then rejects.
  */
-export type ResponseFormat = { type: 'json_object' } | { type: 'json_schema'; schema: JsonSchema };
+export type ResponseFormat =
+  | { type: 'json_object' }
+  | { type: 'json_schema'; schema: JsonSchema }
+  /**
+   * OpenAI's tool calling with tool_choice "required": a JSON array of one or more (one unless `parallel`)
+   * `{"name": …, "arguments": {…}}`, each call's arguments a document of its tool's parameters schema.
+   */
+  | { type: 'tool_calls'; tools: { name: string; parameters: JsonSchema }[]; parallel: boolean };
 export type JsonSchema = boolean | { [keyword: string]: unknown };
 
 export type Shape =
@@ -45,7 +52,20 @@ const ANY: Shape = { kind: 'any' };
 /** The shape of a response format's documents; a FormatError names what this gateway cannot enforce. */
 export function compileFormat(format: ResponseFormat): Shape {
   if (format.type === 'json_object') return { kind: 'object', props: [], values: ANY };
-  const root = format.schema;
+  if (format.type === 'json_schema') return compileSchema(format.schema, 'schema');
+  const call = ({ name, parameters }: { name: string; parameters: JsonSchema }, i: number): Shape => ({
+    kind: 'object',
+    props: [
+      { key: byteString('"name"'), shape: { kind: 'literal', options: [byteString(JSON.stringify(name))] }, required: true },
+      { key: byteString('"arguments"'), shape: compileSchema(parameters, `tools[${i}].function.parameters`), required: true },
+    ],
+    values: null,
+  });
+  return { kind: 'array', items: { kind: 'anyOf', options: format.tools.map(call) }, min: 1, max: format.parallel ? Infinity : 1 };
+}
+
+/** A JSON Schema's shape; `path` names where it is in the request (errors start with it). */
+function compileSchema(root: JsonSchema, path: string): Shape {
   const refs = new Map<string, Shape>();
   const resolve = (ref: string, path: string): Shape => {
     const known = refs.get(ref);
@@ -129,5 +149,5 @@ export function compileFormat(format: ResponseFormat): Shape {
     return { kind: 'literal', options: values.map((v) => byteString(JSON.stringify(v))) };
   };
 
-  return compile(root, 'schema');
+  return compile(root, path);
 }

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { ToolCallReader } from './tools.js';
+
+const REQUIRED = ' [{"name": "a", "arguments": { "s": "}]\\" {", "n": [1, {"x": null}]}} ,{"name":"b","arguments":{}}]';
+
+/** The calls read from `text` given in pieces cut at `cuts`, and the deltas joined per call. */
+function read(text: string, cuts: number[], name?: string) {
+  const reader = new ToolCallReader(name);
+  const joined: { name?: string; arguments: string }[] = [];
+  let at = 0;
+  for (const cut of [...cuts, text.length]) {
+    for (const d of reader.push(text.slice(at, cut))) {
+      joined[d.index] ??= { arguments: '' };
+      if (d.function.name) joined[d.index].name = d.function.name;
+      joined[d.index].arguments += d.function.arguments;
+    }
+    at = cut;
+  }
+  return { calls: reader.calls.map((c) => [c.function.name, c.function.arguments]), joined: joined.map((c) => [c.name, c.arguments]) };
+}
+
+describe('ToolCallReader', () => {
+  it('reads a "required" array into calls, whatever pieces the text comes in', () => {
+    const whole = read(REQUIRED, []);
+    expect(whole.calls).toEqual([
+      ['a', '{ "s": "}]\\" {", "n": [1, {"x": null}]}'],
+      ['b', '{}'],
+    ]);
+    expect(JSON.parse(whole.calls[0][1] as string)).toEqual({ s: '}]" {', n: [1, { x: null }] });
+    for (let cut = 1; cut < REQUIRED.length; cut++) {
+      const split = read(REQUIRED, [cut, Math.min(REQUIRED.length, cut + 7)]);
+      expect(split.calls, `cut at ${cut}`).toEqual(whole.calls);
+      expect(split.joined, `cut at ${cut}`).toEqual(whole.calls); // the deltas add up to the calls
+    }
+  });
+
+  it('reads a named call: the whole text is its arguments, its head sent with the first text', () => {
+    const reader = new ToolCallReader('f');
+    expect(reader.push('')).toEqual([]);
+    const [head, args] = reader.push(' {"k": 1}');
+    expect(head).toMatchObject({ index: 0, type: 'function', function: { name: 'f', arguments: '' } });
+    expect(head.id).toMatch(/^call_[0-9a-f]{24}$/);
+    expect(args).toEqual({ index: 0, function: { arguments: '{"k": 1}' } });
+    expect(reader.calls[0].function.arguments).toBe('{"k": 1}');
+  });
+});

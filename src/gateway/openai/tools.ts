@@ -1,0 +1,150 @@
+import { randomBytes } from 'node:crypto';
+import { badInput } from '../../errors/index.js';
+import { compileFormat, FormatError, type JsonSchema, type ResponseFormat } from '../../models/index.js';
+import type { ChatRequest } from './schema.js';
+
+// OpenAI's tool calling, as vLLM serves it without a model-specific parser: a named tool_choice or
+// "required" makes the replica write the call(s) as JSON its grammar enforces (the arguments a document of
+// the tool's parameters schema), and this file turns that text into `tool_calls`. "auto" would need the
+// model's own tool-call format to tell a call from text, which a model without one does not have.
+
+/** A tool call as a streamed delta: the first of a call has its id and name, the rest more of its arguments. */
+export type ToolCallDelta = { index: number; id?: string; type?: 'function'; function: { name?: string; arguments: string } };
+export type ToolCall = { id: string; type: 'function'; function: { name: string; arguments: string } };
+
+/** What a chat request's tools make of its generation: the format to enforce and how to read the text. */
+export type ToolUse = { format: ResponseFormat; reader: () => ToolCallReader };
+
+/** A function that takes no arguments (OpenAI: `parameters` left out) takes `{}`. */
+const NO_PARAMETERS: JsonSchema = { type: 'object', properties: {}, additionalProperties: false };
+
+export function toolUseOf(req: ChatRequest): ToolUse | undefined {
+  const tools = req.tools ?? [];
+  const choice = req.tool_choice ?? (tools.length > 0 ? 'auto' : 'none');
+  if (choice === 'none') return undefined;
+  if (tools.length === 0) throw badInput('tool_choice needs tools', 'tool_choice', 'invalid_request_error');
+  if (req.response_format && req.response_format.type !== 'text')
+    throw badInput('response_format cannot be used with tools (the tool calls are the format)', 'response_format', 'invalid_request_error');
+  if (choice === 'auto')
+    throw badInput(
+      'tool_choice "auto" needs a model with a tool-call format of its own, to tell a call from text; send tool_choice "required" or {"type": "function", "function": {"name": …}}',
+      'tool_choice',
+      'invalid_request_error',
+    );
+  const parameters = (t: (typeof tools)[number]) => (t.function.parameters as JsonSchema | undefined) ?? NO_PARAMETERS;
+  const required: ResponseFormat = {
+    type: 'tool_calls',
+    tools: tools.map((t) => ({ name: t.function.name, parameters: parameters(t) })),
+    parallel: req.parallel_tool_calls ?? true,
+  };
+  try {
+    compileFormat(required); // every tool's parameters, whichever is called: a schema not enforced is a 400
+  } catch (e) {
+    if (e instanceof FormatError) throw badInput(e.message, 'tools', 'invalid_request_error');
+    throw e;
+  }
+  if (choice === 'required') return { format: required, reader: () => new ToolCallReader() };
+  const named = tools.find((t) => t.function.name === choice.function.name);
+  if (!named) throw badInput(`tool_choice names ${JSON.stringify(choice.function.name)}, which is not in tools`, 'tool_choice', 'invalid_request_error');
+  return { format: { type: 'json_schema', schema: parameters(named) }, reader: () => new ToolCallReader(named.function.name) };
+}
+
+/** An earlier turn's tool calls as the model writes them under "required" (for the prompt). */
+export function toolCallsText(calls: ToolCall[]): string {
+  const args = (text: string) => {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text; // as sent
+    }
+  };
+  return JSON.stringify(calls.map((c) => ({ name: c.function.name, arguments: args(c.function.arguments) })));
+}
+
+const CALL_HEAD = /^\s*[[,]\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:/;
+const isWhitespace = (ch: string) => ch === ' ' || ch === '\n' || ch === '\r' || ch === '\t';
+
+/**
+ * Reads the text of a generation as tool calls while it streams. With a tool `name` (a named tool_choice)
+ * the whole text is that call's arguments; otherwise it is the "required" array, `[{"name": …, "arguments":
+ * …}, …]`, which the grammar guarantees, so a call's head is matched whole and its arguments are read by
+ * their brackets (strings and escapes minded) until the `}` that closes the call. Whitespace outside the
+ * arguments' brackets is left out, so that streamed and whole answers carry the same arguments.
+ */
+export class ToolCallReader {
+  readonly calls: ToolCall[] = [];
+  /** Text after the last call, not yet a whole call head. */
+  private head = '';
+  private inArguments = false;
+  /** The named call, until its head is sent. */
+  private unsent?: ToolCall;
+  /** Inside a call's arguments: bracket depth, and whether in a string (after a backslash). */
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+
+  constructor(name?: string) {
+    if (name) this.unsent = this.start(name);
+  }
+
+  /** The deltas this text adds (a new call's head, more of a call's arguments). */
+  push(text: string): ToolCallDelta[] {
+    const deltas: ToolCallDelta[] = [];
+    if (this.unsent && text) {
+      deltas.push(this.opened(this.unsent));
+      this.unsent = undefined;
+    }
+    let rest = text;
+    while (rest) {
+      if (!this.inArguments) {
+        this.head += rest;
+        const match = CALL_HEAD.exec(this.head);
+        if (!match) break;
+        deltas.push(this.opened(this.start(JSON.parse(match[1]) as string)));
+        rest = this.head.slice(match[0].length);
+        this.head = '';
+        continue;
+      }
+      let piece = '';
+      let end = -1;
+      for (let i = 0; i < rest.length && end < 0; i++) {
+        const ch = rest[i];
+        if (this.inString) {
+          if (this.escaped) this.escaped = false;
+          else if (ch === '\\') this.escaped = true;
+          else if (ch === '"') this.inString = false;
+        } else if (ch === '"') this.inString = true;
+        else if (ch === '{' || ch === '[') this.depth++;
+        else if (ch === '}' || ch === ']') {
+          if (this.depth === 0)
+            end = i; // the `}` that closes the call
+          else this.depth--;
+        } else if (this.depth === 0 && isWhitespace(ch)) continue;
+        if (end < 0) piece += ch;
+      }
+      if (piece) deltas.push(this.more(piece));
+      if (end < 0) break;
+      this.inArguments = false;
+      rest = rest.slice(end + 1);
+    }
+    return deltas;
+  }
+
+  private start(name: string): ToolCall {
+    const call: ToolCall = { id: `call_${randomBytes(12).toString('hex')}`, type: 'function', function: { name, arguments: '' } };
+    this.calls.push(call);
+    this.inArguments = true;
+    this.depth = 0;
+    return call;
+  }
+
+  private opened(call: ToolCall): ToolCallDelta {
+    return { index: this.calls.indexOf(call), id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } };
+  }
+
+  private more(text: string): ToolCallDelta {
+    const index = this.calls.length - 1;
+    this.calls[index].function.arguments += text;
+    return { index, function: { arguments: text } };
+  }
+}
