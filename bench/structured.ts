@@ -94,8 +94,8 @@ const md = `# Structured output: what masking costs a decode step
 
 ${machine().cpu}, ${machine().cores} cores, device ${device}, model \`${model.split('/').pop()}\` (vocabulary ${spec.vocab}).
 N sequences join, then ${STEPS} decode steps; median step (median of ${rounds} interleaved rounds; each round's in the JSON),
-and the worst step of any round (where masks are computed afresh: a grammar keeps its last 64 masks, so the
-first round computes most of them). \`npm run bench:structured\`.
+and the worst step of any round (where masks are computed afresh: they are kept per state, so the first
+round computes most of them). \`npm run bench:structured\`.
 
 | streams | case | median step ms | worst step ms | join step ms |
 |---:|---|---:|---:|---:|

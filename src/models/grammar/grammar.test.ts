@@ -113,7 +113,7 @@ describe('token masks over the GPT-2 vocabulary', () => {
     const grammar = grammarFor(JSON_OBJECT);
     let state = grammar.initial;
     for (const piece of ['{"', 'a', '":', ' 1', '2']) {
-      const mask = grammar.allowed(state, vocabulary).bits;
+      const mask = grammar.allowed(state, vocabulary).bits(50257);
       for (let t = 0; t < 50257; t++) {
         if (t === gpt2.eos) continue;
         let s = state;

@@ -2,8 +2,11 @@ import type { Tokenizer } from '../text.js';
 import { canEnd, feed, type State, start, stateKey, takesPlainText } from './automaton.js';
 import { compileFormat, type ResponseFormat } from './shape.js';
 
-/** Masks kept per grammar: a sequence inside a string asks for the same one step after step. */
-const MASKS_KEPT = 64;
+/**
+ * Bytes of masks kept (a mask is a list of token ids: a few hundred inside a string, up to half the
+ * vocabulary elsewhere): a sequence inside a string asks for the same one step after step.
+ */
+const MASK_BYTES = 64 * 1024 * 1024;
 /** Grammars kept per replica (requests with the same format share one, and its masks). */
 const GRAMMARS_KEPT = 32;
 
@@ -44,54 +47,77 @@ function commonPrefix(a: Uint8Array, b: Uint8Array): number {
   return n;
 }
 
-/** A response format's automaton and the masks it has computed, by state. */
+/** A response format's automaton. */
 export class Grammar {
-  private masks = new Map<string, TokenMask>();
+  readonly initial: State;
 
   constructor(readonly format: ResponseFormat) {
     this.initial = start(compileFormat(format));
   }
 
-  readonly initial: State;
-
-  /** 1 for each token that keeps the text a prefix of a document (end-of-text once it is a whole one). */
+  /** The tokens that keep the text a prefix of a document (end-of-text once it is a whole one). */
   allowed(state: State, vocabulary: Vocabulary): TokenMask {
-    const key = stateKey(state);
-    let mask = this.masks.get(key);
-    if (mask) {
-      this.masks.delete(key); // most recently used last
-    } else {
-      mask = new TokenMask(walk(state, vocabulary));
-      if (this.masks.size >= MASKS_KEPT) this.masks.delete(this.masks.keys().next().value as string);
+    // A state's key names its shapes, which are this grammar's own: the key is unique across grammars.
+    const key = `${vocabulary.tokenizer.name}:${vocabulary.size}|${stateKey(state)}`;
+    const known = masks.get(key);
+    if (known) {
+      masks.delete(key); // most recently used last
+      masks.set(key, known);
+      return known;
     }
-    this.masks.set(key, mask);
+    const mask = new TokenMask(walk(state, vocabulary));
+    masks.set(key, mask);
+    maskBytes += mask.byteLength;
+    for (const [old, m] of masks) {
+      if (maskBytes <= MASK_BYTES) break;
+      masks.delete(old);
+      maskBytes -= m.byteLength;
+    }
     return mask;
   }
 }
 
+/** Masks kept for every grammar of the process, by state; least recently used out past MASK_BYTES. */
+const masks = new Map<string, TokenMask>();
+let maskBytes = 0;
+
 /** The tokens a state allows, kept the cheaper way round to apply: the ones to mask out, where they are few. */
 export class TokenMask {
-  private allowed: Int32Array;
-  private banned?: Int32Array;
+  /** The allowed tokens, or (`dense`) the ones not allowed. */
+  private tokens: Int32Array;
+  private dense: boolean;
 
   /** `bits`: 1 for each allowed token. */
-  constructor(readonly bits: Uint8Array) {
-    this.allowed = indicesOf(bits, 1);
-    if (this.allowed.length > bits.length / 2) this.banned = indicesOf(bits, 0); // inside a string: ~200 of 50257
+  constructor(bits: Uint8Array) {
+    const allowed = bits.reduce((n, b) => n + b, 0);
+    this.dense = allowed > bits.length / 2; // inside a string: all but ~200 of 50257
+    this.tokens = indicesOf(bits, this.dense ? 0 : 1);
+  }
+
+  get byteLength(): number {
+    return this.tokens.byteLength + 64;
+  }
+
+  /** 1 for each allowed token, of a vocabulary of `size`. */
+  bits(size: number): Uint8Array {
+    const bits = new Uint8Array(size).fill(this.dense ? 1 : 0);
+    for (const t of this.tokens) bits[t] = this.dense ? 0 : 1;
+    return bits;
   }
 
   /** Sets the logits of the tokens not allowed to -Infinity; whether an allowed one is left that may be drawn. */
   apply(row: Float32Array): boolean {
-    if (this.banned) for (const t of this.banned) row[t] = Number.NEGATIVE_INFINITY;
-    else {
-      const kept = Float32Array.from(this.allowed, (t) => row[t]);
-      row.fill(Number.NEGATIVE_INFINITY);
-      this.allowed.forEach((t, i) => {
-        row[t] = kept[i];
-      });
+    if (this.dense) {
+      for (const t of this.tokens) row[t] = Number.NEGATIVE_INFINITY;
+      for (const x of row) if (x > Number.NEGATIVE_INFINITY) return true;
+      return false;
     }
-    for (const t of this.allowed) if (row[t] > Number.NEGATIVE_INFINITY) return true;
-    return false;
+    const kept = Float32Array.from(this.tokens, (t) => row[t]);
+    row.fill(Number.NEGATIVE_INFINITY);
+    this.tokens.forEach((t, i) => {
+      row[t] = kept[i];
+    });
+    return kept.some((x) => x > Number.NEGATIVE_INFINITY);
   }
 }
 
