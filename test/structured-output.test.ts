@@ -107,6 +107,51 @@ describe('structured output (response_format)', () => {
     for (const choice of answer.choices) expectPerson(choice.message.content as string);
   });
 
+  it("takes vLLM's spellings: guided_choice answers exactly one of the choices, guided_json as json_schema", async () => {
+    const choices = ['positive', 'negative', 'neutral', 'pos'];
+    const texts = new Set<string>();
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const answer = await client.completions.create({
+        model: 'tiny-gpt',
+        prompt: 'Sentiment:',
+        max_tokens: 10,
+        seed,
+        ...({ guided_choice: choices } as object),
+      });
+      expect(choices).toContain(answer.choices[0].text);
+      expect(answer.choices[0].finish_reason).toBe('stop');
+      texts.add(answer.choices[0].text);
+    }
+    expect(texts.size).toBeGreaterThan(1);
+    const ask = (extra: object) =>
+      client.chat.completions.create({ model: 'tiny-gpt', messages: [{ role: 'user', content: 'Who?' }], max_tokens: 200, seed: 4, ...extra });
+    const [guided, newer, openai] = await Promise.all([
+      ask({ guided_json: PERSON }),
+      ask({ structured_outputs: { json: JSON.stringify(PERSON) } }),
+      ask({ response_format: person }),
+    ]);
+    expectPerson(guided.choices[0].message.content as string);
+    expect(guided.choices[0].message.content).toBe(openai.choices[0].message.content);
+    expect(newer.choices[0].message.content).toBe(openai.choices[0].message.content);
+  });
+
+  it.each([
+    [{ guided_json: { type: 'object' }, guided_choice: ['a'] }, 'guided_choice', 'guided_json and guided_choice: only one format may be asked for'],
+    [{ guided_regex: '[a-z]+' }, 'guided_regex', 'guided_regex is not supported'],
+    [{ guided_json: '{not json' }, 'guided_json', 'not a JSON Schema'],
+    [{ guided_choice: [] }, 'guided_choice', ''],
+  ])('refuses %j on completions with a 400 on its param', async (extra, param, message) => {
+    const res = await fetch(`${gw.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tiny-gpt', prompt: 'x', ...extra }),
+    });
+    expect(res.status).toBe(400);
+    const { error } = await res.json();
+    expect(error.param).toBe(param);
+    expect(error.message).toContain(message);
+  });
+
   it.each([
     [
       { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', pattern: '^a' } } },

@@ -98,6 +98,26 @@ describe('WebSocket /v1/ws', () => {
     c.ws.close();
   });
 
+  it('streams a structured answer (response_format) and refuses tools, on the same socket', async () => {
+    const c = await connect();
+    const schema = { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer' } }, required: ['ok', 'n'], additionalProperties: false };
+    const format = { type: 'json_schema', json_schema: { name: 'r', schema } };
+    c.send({ id: 'j', type: 'chat', model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 60, seed: 3, response_format: format });
+    c.send({ id: 't', type: 'chat', model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], tools: [{ type: 'function', function: { name: 'f' } }] });
+    const [done, refused] = await Promise.all([c.next((m) => m.id === 'j' && m.type === 'done'), c.next((m) => m.id === 't' && m.type === 'error')]);
+    expect(done).toMatchObject({ finish_reason: 'stop' });
+    const text = c.received
+      .filter((m) => m.id === 'j' && m.type === 'token')
+      .map((m) => m.text)
+      .join('');
+    const doc = JSON.parse(text);
+    expect(Object.keys(doc)).toEqual(['ok', 'n']);
+    expect(typeof doc.ok).toBe('boolean');
+    expect(Number.isInteger(doc.n)).toBe(true);
+    expect(refused.error).toMatchObject({ status: 400, param: 'tools' });
+    c.ws.close();
+  });
+
   it('cancels one stream on request, and everything when the socket closes', async () => {
     const c = await connect();
     c.send({ id: 'long', type: 'completion', model: 'tiny-gpt', prompt: 'a', max_tokens: 400 });

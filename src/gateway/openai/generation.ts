@@ -26,6 +26,9 @@ export type GenerationParams = {
   min_tokens?: number | null;
   stop_token_ids?: number[] | null;
   response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { schema?: JsonSchema } } | null;
+  guided_json?: JsonSchema | string | null;
+  guided_choice?: string[] | null;
+  structured_outputs?: { json?: JsonSchema | string | null; json_object?: boolean | null; choice?: string[] | null } | null;
   /** A format the gateway itself asks for (tool calls, checked there); it takes the place of response_format. */
   format?: ResponseFormat;
 };
@@ -88,16 +91,37 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
 }
 
 /** A request's structured-output format, checked here (a schema the replica could not enforce is a 400). */
-function formatOf({ response_format: f, ignore_eos, format: asked }: GenerationParams): ResponseFormat | undefined {
-  if (!asked && (!f || f.type === 'text')) return undefined;
+function formatOf(params: GenerationParams): ResponseFormat | undefined {
+  const { response_format: f, structured_outputs: so } = params;
+  const schema = (value: JsonSchema | string, param: string): ResponseFormat => {
+    if (typeof value !== 'string') return { type: 'json_schema', schema: value };
+    try {
+      return { type: 'json_schema', schema: JSON.parse(value) };
+    } catch {
+      throw badInput(`${param}: not a JSON Schema (nor JSON)`, param);
+    }
+  };
+  // Every way a request can ask for a format (OpenAI's, vLLM's two spellings, tools): at most one.
+  const asked = [
+    params.format && ['tools', params.format],
+    f && f.type !== 'text' && ['response_format', f.type === 'json_schema' ? schema(f.json_schema.schema ?? true, 'response_format') : { type: 'json_object' }],
+    params.guided_json != null && ['guided_json', schema(params.guided_json, 'guided_json')],
+    params.guided_choice && ['guided_choice', { type: 'choice', choices: params.guided_choice }],
+    so?.json != null && ['structured_outputs', schema(so.json, 'structured_outputs.json')],
+    so?.json_object && ['structured_outputs', { type: 'json_object' }],
+    so?.choice && ['structured_outputs', { type: 'choice', choices: so.choice }],
+  ].filter((x): x is [string, ResponseFormat] => Boolean(x));
+  if (asked.length === 0) return undefined;
+  const [param, format] = asked[0];
+  if (asked.length > 1) throw badInput(`${asked.map(([p]) => p).join(' and ')}: only one format may be asked for`, asked[1][0]);
   // After a whole document only end-of-text may come: going on past it would only fill max_tokens with nothing.
-  if (ignore_eos) throw badInput('ignore_eos cannot be used with a JSON response_format or tools', 'ignore_eos');
-  const format: ResponseFormat = asked ?? (f?.type === 'json_schema' ? { type: 'json_schema', schema: f.json_schema.schema ?? true } : { type: 'json_object' });
+  if (params.ignore_eos) throw badInput(`ignore_eos cannot be used with ${param}`, 'ignore_eos');
+  if (param === 'tools') return format; // checked with the tools
   try {
     compileFormat(format);
   } catch (e) {
-    if (e instanceof FormatError) throw badInput(`response_format.json_schema.${e.message}`, 'response_format');
-    throw e;
+    if (!(e instanceof FormatError)) throw e;
+    throw badInput(`${param === 'response_format' ? 'response_format.json_schema' : param}.${e.message}`, param);
   }
   return format;
 }

@@ -15,6 +15,8 @@ const unsupported = (name: string, ...off: unknown[]) =>
 /** Most choices one request may ask for (prompts x `n`): each takes a sequence slot, as a request of its own would. */
 export const MAX_CHOICES = 64;
 
+const choices = z.array(z.string().min(1, 'a choice must not be empty')).min(1).max(1024);
+
 const sampling = {
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
   max_tokens: z.number().int().min(0, 'max_tokens must not be negative').nullish(),
@@ -53,6 +55,22 @@ const sampling = {
       ],
       { error: 'type must be "text", "json_object" or "json_schema"' },
     )
+    .nullish(),
+  /** vLLM's structured outputs, older spelling (extra_body): a JSON Schema, or one of these texts. */
+  guided_json: z.union([z.record(z.string(), z.unknown()), z.boolean(), z.string()]).nullish(),
+  guided_choice: choices.nullish(),
+  guided_regex: unsupported('guided_regex'),
+  guided_grammar: unsupported('guided_grammar'),
+  /** vLLM's structured outputs, newer spelling. */
+  structured_outputs: z
+    .object({
+      json: z.union([z.record(z.string(), z.unknown()), z.boolean(), z.string()]).nullish(),
+      json_object: z.boolean().nullish(),
+      choice: choices.nullish(),
+      regex: unsupported('structured_outputs.regex'),
+      grammar: unsupported('structured_outputs.grammar'),
+      structural_tag: unsupported('structured_outputs.structural_tag'),
+    })
     .nullish(),
   /** vLLM's: go on past the end-of-text token (benchmarks that need every completion max_tokens long). */
   ignore_eos: z.boolean().nullish(),

@@ -50,8 +50,9 @@ const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
 const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
 const ESCAPES = new Set(Array.from('"\\/bfnrtu', (c) => c.charCodeAt(0)));
 
-export function start(shape: Shape): State {
-  return [{ frame: { t: 'root', shape, ws: 0 }, up: DONE, depth: 0 }];
+/** The state before a document; `leadingWhitespace`: whether whitespace may come before it (JSON: yes). */
+export function start(shape: Shape, leadingWhitespace = true): State {
+  return [{ frame: { t: 'root', shape, ws: leadingWhitespace ? 0 : MAX_WHITESPACE }, up: DONE, depth: 0 }];
 }
 
 /** The states after one more byte. */

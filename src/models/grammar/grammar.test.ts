@@ -2,14 +2,27 @@ import { describe, expect, it } from 'vitest';
 import { gpt2 } from '../gpt2-tokenizer.js';
 import { seededRandom } from '../sampling.js';
 import { decode } from '../text.js';
-import { canEnd, compileFormat, FormatError, feed, grammarFor, type JsonSchema, type ResponseFormat, start, TokenConstraint, Vocabulary } from './index.js';
+import {
+  canEnd,
+  compileFormat,
+  FormatError,
+  feed,
+  Grammar,
+  grammarFor,
+  type JsonSchema,
+  type ResponseFormat,
+  start,
+  TokenConstraint,
+  Vocabulary,
+} from './index.js';
 
 const schema = (s: JsonSchema): ResponseFormat => ({ type: 'json_schema', schema: s });
 const JSON_OBJECT: ResponseFormat = { type: 'json_object' };
+const CHOICE: ResponseFormat = { type: 'choice', choices: ['positive', 'pos', 'négatif'] };
 
 /** Whether the automaton takes the whole text, and whether it is then a whole document. */
 function read(format: ResponseFormat, text: string): 'whole' | 'prefix' | 'rejected' {
-  let state = start(compileFormat(format));
+  let state = new Grammar(format).initial;
   for (const b of Buffer.from(text)) {
     state = feed(state, b);
     if (state.length === 0) return 'rejected';
@@ -55,6 +68,11 @@ describe('the JSON automaton', () => {
     [PERSON, '{"name": "Ann", "age": 1, "tags": [12]}', 'whole'],
     [PERSON, '{"name": "Ann", "age": 1, "owner": 1}', 'rejected'], // additionalProperties: false
     [PERSON, '{"name": "Ann", "age": 1, "pet": {}}', 'rejected'], // pet.kind is required
+    [CHOICE, 'pos', 'whole'], // one choice a prefix of another: either may end
+    [CHOICE, 'posi', 'prefix'],
+    [CHOICE, 'positive', 'whole'],
+    [CHOICE, ' pos', 'rejected'], // exactly a choice: no whitespace before it
+    [CHOICE, 'posx', 'rejected'],
     [schema({ type: 'number' }), '12', 'whole'], // a number may end the document
     [schema({ type: 'number' }), '12.', 'prefix'],
     [schema({ type: 'array', items: { type: 'string' }, minItems: 1 }), '[]', 'rejected'],

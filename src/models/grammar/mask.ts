@@ -52,7 +52,7 @@ export class Grammar {
   readonly initial: State;
 
   constructor(readonly format: ResponseFormat) {
-    this.initial = start(compileFormat(format));
+    this.initial = start(compileFormat(format), format.type !== 'choice');
   }
 
   /** The tokens that keep the text a prefix of a document (end-of-text once it is a whole one). */

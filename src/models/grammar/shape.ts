@@ -11,7 +11,9 @@ export type ResponseFormat =
    * OpenAI's tool calling with tool_choice "required": a JSON array of one or more (one unless `parallel`)
    * `{"name": …, "arguments": {…}}`, each call's arguments a document of its tool's parameters schema.
    */
-  | { type: 'tool_calls'; tools: { name: string; parameters: JsonSchema }[]; parallel: boolean };
+  | { type: 'tool_calls'; tools: { name: string; parameters: JsonSchema }[]; parallel: boolean }
+  /** vLLM's guided_choice: exactly one of these texts (not JSON: as they are). */
+  | { type: 'choice'; choices: string[] };
 export type JsonSchema = boolean | { [keyword: string]: unknown };
 
 export type Shape =
@@ -53,6 +55,7 @@ const ANY: Shape = { kind: 'any' };
 export function compileFormat(format: ResponseFormat): Shape {
   if (format.type === 'json_object') return { kind: 'object', props: [], values: ANY };
   if (format.type === 'json_schema') return compileSchema(format.schema, 'schema');
+  if (format.type === 'choice') return { kind: 'literal', options: format.choices.map(byteString) };
   const call = ({ name, parameters }: { name: string; parameters: JsonSchema }, i: number): Shape => ({
     kind: 'object',
     props: [
