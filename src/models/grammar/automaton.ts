@@ -55,9 +55,15 @@ export function start(shape: Shape, leadingWhitespace = true): State {
   return [{ frame: { t: 'root', shape, ws: leadingWhitespace ? 0 : MAX_WHITESPACE }, up: DONE, depth: 0 }];
 }
 
-/** The states after one more byte. */
+/** The states after one more byte (alike readings kept once: anyOf alternatives that read the same). */
 export function feed(state: State, b: number): State {
-  return state.length === 1 ? step(state[0], b) : state.flatMap((s) => step(s, b));
+  if (state.length === 1) return step(state[0], b);
+  const next = state.flatMap((s) => step(s, b));
+  return next.length > 1 ? dedupe(next) : next;
+}
+
+function dedupe(state: State): State {
+  return [...new Map(state.map((s) => [stackKey(s), s])).values()];
 }
 
 /** Whether the bytes so far are a whole document (the end-of-text token may come now). */

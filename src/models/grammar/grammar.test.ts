@@ -89,6 +89,11 @@ describe('the JSON automaton', () => {
     expect(refused({ $ref: '#/$defs/missing' })).toThrow(/\$ref/);
     expect(refused({ type: 'decimal' })).toThrow(/not a JSON Schema type/);
     expect(refused({ enum: [] })).toThrow(/must not be empty/);
+    // Bounded: each reading of the text multiplies a mask walk, which runs before everyone's next token.
+    expect(refused({ anyOf: Array.from({ length: 33 }, () => ({ type: 'string' })) })).toThrow(/more than 32 alternatives/);
+    expect(refused({ enum: Array.from({ length: 1001 }, (_, i) => i) })).toThrow(/more than 1000 values/);
+    const wide = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`p${i}`, { type: 'integer' }]));
+    expect(refused({ type: 'object', properties: wide })).toThrow(/more than 5000 schemas/);
   });
 });
 

@@ -217,7 +217,6 @@ export class TokenConstraint {
       return;
     }
     for (const b of this.vocabulary.tokenizer.bytes(token)) this.state = feed(this.state, b);
-    if (this.state.length > 1) this.state = [...new Map(this.state.map((s) => [stateKey([s]), s])).values()]; // alike readings
   }
 
   /** Whether the text so far is a whole document. */

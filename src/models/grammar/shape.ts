@@ -50,25 +50,40 @@ const SUPPORTED: Record<string, string[]> = {
   null: [],
 };
 const ANY: Shape = { kind: 'any' };
+/**
+ * Bounds on a format (OpenAI's structured outputs have alike ones): a mask walk reads every token from each
+ * reading of the text, so alternatives multiply its cost, and it runs in the replica's step, before everyone's
+ * next token.
+ */
+export const MAX_SHAPES = 5000;
+export const MAX_ENUM = 1000;
+export const MAX_ANY_OF = 32;
 
 /** The shape of a response format's documents; a FormatError names what this gateway cannot enforce. */
 export function compileFormat(format: ResponseFormat): Shape {
   if (format.type === 'json_object') return { kind: 'object', props: [], values: ANY };
-  if (format.type === 'json_schema') return compileSchema(format.schema, 'schema');
-  if (format.type === 'choice') return { kind: 'literal', options: format.choices.map(byteString) };
+  const budget = { shapes: 0 };
+  if (format.type === 'json_schema') return compileSchema(format.schema, 'schema', budget);
+  if (format.type === 'choice') return literalOf(format.choices, 'choices');
   const call = ({ name, parameters }: { name: string; parameters: JsonSchema }, i: number): Shape => ({
     kind: 'object',
     props: [
       { key: byteString('"name"'), shape: { kind: 'literal', options: [byteString(JSON.stringify(name))] }, required: true },
-      { key: byteString('"arguments"'), shape: compileSchema(parameters, `tools[${i}].function.parameters`), required: true },
+      { key: byteString('"arguments"'), shape: compileSchema(parameters, `tools[${i}].function.parameters`, budget), required: true },
     ],
     values: null,
   });
   return { kind: 'array', items: { kind: 'anyOf', options: format.tools.map(call) }, min: 1, max: format.parallel ? Infinity : 1 };
 }
 
+/** Exactly one of these texts (as they are). */
+function literalOf(texts: string[], path: string): Shape {
+  if (texts.length > MAX_ENUM) throw new FormatError(`${path}: more than ${MAX_ENUM} values`);
+  return { kind: 'literal', options: texts.map(byteString) };
+}
+
 /** A JSON Schema's shape; `path` names where it is in the request (errors start with it). */
-function compileSchema(root: JsonSchema, path: string): Shape {
+function compileSchema(root: JsonSchema, path: string, budget: { shapes: number }): Shape {
   const refs = new Map<string, Shape>();
   const resolve = (ref: string, path: string): Shape => {
     const known = refs.get(ref);
@@ -84,6 +99,7 @@ function compileSchema(root: JsonSchema, path: string): Shape {
   };
 
   const compile = (schema: JsonSchema, path: string): Shape => {
+    if (++budget.shapes > MAX_SHAPES) throw new FormatError(`${path}: the format has more than ${MAX_SHAPES} schemas in all`);
     if (schema === true) return ANY;
     if (schema === false || typeof schema !== 'object' || schema === null || Array.isArray(schema))
       throw new FormatError(`${path}: a schema must be an object or true`);
@@ -91,7 +107,10 @@ function compileSchema(root: JsonSchema, path: string): Shape {
     if ('const' in schema) return literal([schema.const], path);
     if (Array.isArray(schema.enum)) return literal(schema.enum, path);
     const alternatives = schema.anyOf ?? schema.oneOf;
-    if (Array.isArray(alternatives)) return { kind: 'anyOf', options: alternatives.map((s, i) => compile(s, `${path}.anyOf[${i}]`)) };
+    if (Array.isArray(alternatives)) {
+      if (alternatives.length > MAX_ANY_OF) throw new FormatError(`${path}.anyOf: more than ${MAX_ANY_OF} alternatives`);
+      return { kind: 'anyOf', options: alternatives.map((s, i) => compile(s, `${path}.anyOf[${i}]`)) };
+    }
     const types = Array.isArray(schema.type) ? schema.type : schema.type === undefined ? undefined : [schema.type];
     if (types === undefined) {
       const other = Object.keys(schema).find((k) => !ANNOTATIONS.has(k));
@@ -149,7 +168,10 @@ function compileSchema(root: JsonSchema, path: string): Shape {
 
   const literal = (values: unknown[], path: string): Shape => {
     if (values.length === 0) throw new FormatError(`${path}.enum: must not be empty`);
-    return { kind: 'literal', options: values.map((v) => byteString(JSON.stringify(v))) };
+    return literalOf(
+      values.map((v) => JSON.stringify(v)),
+      `${path}.enum`,
+    );
   };
 
   return compile(root, path);
