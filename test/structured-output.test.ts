@@ -135,9 +135,43 @@ describe('structured output (response_format)', () => {
     expect(newer.choices[0].message.content).toBe(openai.choices[0].message.content);
   });
 
+  it('writes strings matching their pattern or format, and whole texts matching guided_regex', async () => {
+    const contact = {
+      type: 'object',
+      properties: {
+        id: { type: 'string', format: 'uuid' },
+        email: { type: 'string', format: 'email', maxLength: 40 },
+        code: { type: 'string', pattern: '^[A-Z]{3}-[0-9]{4}$' },
+      },
+      required: ['id', 'email', 'code'],
+      additionalProperties: false,
+    };
+    for (const seed of [1, 2, 3]) {
+      const answer = await client.chat.completions.create({
+        model: 'tiny-gpt',
+        messages: [{ role: 'user', content: 'A contact.' }],
+        max_tokens: 200,
+        seed,
+        response_format: { type: 'json_schema', json_schema: { name: 'contact', schema: contact } },
+      });
+      expect(answer.choices[0].finish_reason).toBe('stop');
+      const doc = JSON.parse(answer.choices[0].message.content as string);
+      expect(doc.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      expect(doc.email).toMatch(/^[^@]+@[^@]+\.[^@]+$/);
+      expect(doc.code).toMatch(/^[A-Z]{3}-[0-9]{4}$/);
+    }
+    const regex = '(yes|no), [0-9]{1,2} (cats|dogs)';
+    for (const seed of [4, 5]) {
+      const answer = await client.completions.create({ model: 'tiny-gpt', prompt: 'Pets?', max_tokens: 20, seed, ...({ guided_regex: regex } as object) });
+      expect(answer.choices[0].text).toMatch(new RegExp(`^${regex}$`));
+      expect(answer.choices[0].finish_reason).toBe('stop');
+    }
+  });
+
   it.each([
     [{ guided_json: { type: 'object' }, guided_choice: ['a'] }, 'guided_choice', 'guided_json and guided_choice: only one format may be asked for'],
-    [{ guided_regex: '[a-z]+' }, 'guided_regex', 'guided_regex is not supported'],
+    [{ guided_grammar: 'root ::= "a"' }, 'guided_grammar', 'guided_grammar is not supported'],
+    [{ guided_regex: '(a)\\1' }, 'guided_regex', 'backreferences'],
     [{ guided_json: '{not json' }, 'guided_json', 'not a JSON Schema'],
     [{ guided_choice: [] }, 'guided_choice', ''],
   ])('refuses %j on completions with a 400 on its param', async (extra, param, message) => {
@@ -154,12 +188,12 @@ describe('structured output (response_format)', () => {
 
   it.each([
     [
-      { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', pattern: '^a' } } },
-      'response_format.json_schema.schema: "pattern" is not supported',
+      { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 1 } } },
+      'response_format.json_schema.schema: "minimum" is not supported',
     ],
     [
-      { type: 'json_schema', json_schema: { schema: { type: 'object', properties: { a: { type: 'string', format: 'email' } } } } },
-      'schema.properties.a: "format" is not supported',
+      { type: 'json_schema', json_schema: { schema: { type: 'object', properties: { a: { type: 'string', format: 'hostname' } } } } },
+      'schema.properties.a.format: "hostname" is not supported',
     ],
     [{ type: 'json_schema', json_schema: { schema: { $ref: '#/$defs/missing' } } }, '$ref'],
     [{ type: 'yaml' }, 'response_format.type: type must be "text", "json_object" or "json_schema"'],
@@ -306,11 +340,11 @@ describe('tool calling (tool_choice required or named: the calls are enforced JS
     [{ tools: [weather, weather], tool_choice: 'required' }, 'tools', 'tool names must be unique'],
     [
       {
-        tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'string', pattern: 'x' } } } } }],
+        tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'string', minLength: 'x' } } } } }],
         tool_choice: 'required',
       },
       'tools',
-      'tools[0].function.parameters.properties.a: "pattern" is not supported',
+      'tools[0].function.parameters.properties.a.minLength: must be a non-negative integer',
     ],
     [{ tools: [weather], tool_choice: 'required', response_format: { type: 'json_object' } }, 'response_format', 'cannot be used with tools'],
   ])('refuses %j with a 400 on its param', async (extra, param, message) => {

@@ -28,7 +28,8 @@ export type GenerationParams = {
   response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { schema?: JsonSchema } } | null;
   guided_json?: JsonSchema | string | null;
   guided_choice?: string[] | null;
-  structured_outputs?: { json?: JsonSchema | string | null; json_object?: boolean | null; choice?: string[] | null } | null;
+  guided_regex?: string | null;
+  structured_outputs?: { json?: JsonSchema | string | null; json_object?: boolean | null; choice?: string[] | null; regex?: string | null } | null;
   /** A format the gateway itself asks for (tool calls, checked there); it takes the place of response_format. */
   format?: ResponseFormat;
 };
@@ -110,6 +111,8 @@ function formatOf(params: GenerationParams): ResponseFormat | undefined {
     so?.json != null && ['structured_outputs', schema(so.json, 'structured_outputs.json')],
     so?.json_object && ['structured_outputs', { type: 'json_object' }],
     so?.choice && ['structured_outputs', { type: 'choice', choices: so.choice }],
+    params.guided_regex && ['guided_regex', { type: 'regex', pattern: params.guided_regex }],
+    so?.regex && ['structured_outputs', { type: 'regex', pattern: so.regex }],
   ].filter((x): x is [string, ResponseFormat] => Boolean(x));
   if (asked.length === 0) return undefined;
   const [param, format] = asked[0];

@@ -56,10 +56,10 @@ const sampling = {
       { error: 'type must be "text", "json_object" or "json_schema"' },
     )
     .nullish(),
-  /** vLLM's structured outputs, older spelling (extra_body): a JSON Schema, or one of these texts. */
+  /** vLLM's structured outputs, older spelling (extra_body): a JSON Schema, one of these texts, a regex. */
   guided_json: z.union([z.record(z.string(), z.unknown()), z.boolean(), z.string()]).nullish(),
   guided_choice: choices.nullish(),
-  guided_regex: unsupported('guided_regex'),
+  guided_regex: z.string().min(1).nullish(),
   guided_grammar: unsupported('guided_grammar'),
   /** vLLM's structured outputs, newer spelling. */
   structured_outputs: z
@@ -67,7 +67,7 @@ const sampling = {
       json: z.union([z.record(z.string(), z.unknown()), z.boolean(), z.string()]).nullish(),
       json_object: z.boolean().nullish(),
       choice: choices.nullish(),
-      regex: unsupported('structured_outputs.regex'),
+      regex: z.string().min(1).nullish(),
       grammar: unsupported('structured_outputs.grammar'),
       structural_tag: unsupported('structured_outputs.structural_tag'),
     })

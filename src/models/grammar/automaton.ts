@@ -1,3 +1,4 @@
+import type { DfaNode, Matcher } from './regex.js';
 import type { Shape } from './shape.js';
 
 // A pushdown automaton over the bytes of a JSON document of a shape. Tokens are bytes (a byte-level BPE
@@ -31,7 +32,13 @@ type Frame =
   | { t: 'string'; shape: StringShape; escape: number; chars: number; utf8: number; lead: number }
   | { t: 'number'; integer: boolean; phase: NumberPhase; length: number }
   /** The options still possible after `at` bytes. */
-  | { t: 'literal'; options: string[]; at: number };
+  | { t: 'literal'; options: string[]; at: number }
+  /**
+   * Text matching a regular expression: `node`, the set of its NFA's states; `need` bytes of a UTF-8 character still to
+   * come, `cp` its bits so far, `lead` its first byte while the second is to come. `quoted`: a JSON string's
+   * value (a `"` ends it), else the whole text (guided_regex).
+   */
+  | { t: 'pattern'; matcher: Matcher; quoted: boolean; node: DfaNode; chars: number; need: number; cp: number; lead: number };
 
 /** A frame over the frame it will return to (a finished value pops its frame). */
 export type Stack = { frame: Frame; up: Stack; depth: number };
@@ -115,6 +122,8 @@ function step(s: Stack, b: number): Stack[] {
       // A byte that cannot go on the number ends it (if it may end), and is the next frame's.
       return ending(f.phase) ? step(s.up, b) : [];
     }
+    case 'pattern':
+      return patternStep(s, f, b);
     case 'literal': {
       const longer = f.options.filter((o) => o.charCodeAt(f.at) === b);
       const out = longer.length > 0 ? [replace(s, { ...f, options: longer, at: f.at + 1 })] : [];
@@ -138,7 +147,11 @@ function open(shape: Shape, up: Stack, b: number): Stack[] {
     case 'array':
       return b === LBRACKET ? push(up, { t: 'array', shape, phase: 'open', count: 0, ws: 0 }) : [];
     case 'string':
-      return b === QUOTE ? push(up, { t: 'string', shape, escape: 0, chars: 0, utf8: 0, lead: 0 }) : [];
+      if (b !== QUOTE) return [];
+      if (shape.pattern) return patternFrame(up, shape.pattern, true);
+      return push(up, { t: 'string', shape, escape: 0, chars: 0, utf8: 0, lead: 0 });
+    case 'text':
+      return patternFrame(up, shape.pattern, false).flatMap((s) => step(s, b));
     case 'number': {
       const phase = numberStep('sign', b, shape.integer) ?? (b === MINUS ? 'sign' : undefined);
       return phase ? push(up, { t: 'number', integer: shape.integer, phase, length: 1 }) : [];
@@ -217,6 +230,46 @@ const inString = (s: Stack, f: Extract<Frame, { t: 'string' }>, escaped: number,
   { frame: { t: 'string', shape: f.shape, escape: escaped, chars, utf8, lead }, up: s.up, depth: s.depth },
 ];
 
+const patternFrame = (up: Stack, matcher: Matcher, quoted: boolean): Stack[] =>
+  matcher.start ? push(up, { t: 'pattern', matcher, quoted, node: matcher.start, chars: 0, need: 0, cp: 0, lead: 0 }) : [];
+
+type PatternFrame = Extract<Frame, { t: 'pattern' }>;
+
+// Module functions, not closures made per call: a mask walk steps ~100k bytes through a pattern.
+function patternStep(s: Stack, f: PatternFrame, b: number): Stack[] {
+  if (f.need > 0) {
+    if (!continues(f.lead, b)) return [];
+    const cp = f.cp * 64 + (b & 0x3f);
+    return f.need === 1 ? readChar(s, f, cp) : halfRead(s, f, cp, f.need - 1, 0);
+  }
+  if (f.quoted && b === QUOTE) return f.node.accepting && f.chars >= f.matcher.min ? [s.up] : [];
+  if (f.quoted && (b === BACKSLASH || b < 0x20)) return []; // written without escapes
+  if (b < 0x80) return readChar(s, f, b);
+  if (b < 0xc2 || b > 0xf4) return [];
+  return b < 0xe0 ? halfRead(s, f, b & 0x1f, 1, b) : b < 0xf0 ? halfRead(s, f, b & 0x0f, 2, b) : halfRead(s, f, b & 0x07, 3, b);
+}
+
+/** The state after a whole character (the same stack where nothing changes: a loop over free text). */
+function readChar(s: Stack, f: PatternFrame, c: number): Stack[] {
+  const { matcher } = f;
+  if (f.chars >= matcher.max) return [];
+  const node = matcher.read(f.node, c, f.chars);
+  if (!node) return [];
+  const chars = capped(f.chars + 1, matcher.min, matcher.max);
+  if (node === f.node && chars === f.chars && f.need === 0) return [s];
+  return [{ frame: { t: 'pattern', matcher, quoted: f.quoted, node, chars, need: 0, cp: 0, lead: 0 }, up: s.up, depth: s.depth }];
+}
+
+/** A character half read: whether the expression can read any it may turn out to be. */
+function halfRead(s: Stack, f: PatternFrame, cp: number, need: number, lead: number): Stack[] {
+  const { matcher } = f;
+  // After a lead byte alone, the shortest form's floor: F0 begins U+10000-U+3FFFF, not U+0-U+3FFFF.
+  const lo = Math.max(cp * 2 ** (6 * need), lead === 0 ? 0 : [0, 0x80, 0x800, 0x10000][need]);
+  const hi = cp * 2 ** (6 * need) + 2 ** (6 * need) - 1;
+  if (f.chars >= matcher.max || !matcher.accepts(f.node, lo, hi, f.chars)) return [];
+  return [{ frame: { t: 'pattern', matcher, quoted: f.quoted, node: f.node, chars: f.chars, need, cp, lead }, up: s.up, depth: s.depth }];
+}
+
 /** Whether `b` may follow in a character begun with `lead` (0: not its second byte): no overlong forms, surrogates or past U+10FFFF. */
 function continues(lead: number, b: number): boolean {
   if (lead === 0xe0) return b >= 0xa0 && b <= 0xbf;
@@ -255,6 +308,7 @@ function complete(s: Stack): boolean {
   if (f.t === 'done') return true;
   if (f.t === 'number') return ending(f.phase) && complete(s.up);
   if (f.t === 'literal') return f.options.some((o) => o.length === f.at) && complete(s.up);
+  if (f.t === 'pattern') return !f.quoted && f.need === 0 && f.node.accepting && complete(s.up);
   return false;
 }
 
@@ -284,6 +338,7 @@ function stackKey(s: Stack): string {
     else if (f.t === 'string') parts.push(`s${idOf(f.shape)},${f.escape},${f.chars},${f.utf8},${f.lead}`);
     else if (f.t === 'number') parts.push(`n${f.integer},${f.phase},${f.length}`);
     else if (f.t === 'literal') parts.push(`l${JSON.stringify(f.options)},${f.at}`);
+    else if (f.t === 'pattern') parts.push(`p${idOf(f.matcher)},${f.quoted},${f.node.id},${f.chars},${f.need},${f.cp},${f.lead}`);
   }
   return parts.join('/') || 'done';
 }

@@ -18,6 +18,8 @@ import {
 
 const schema = (s: JsonSchema): ResponseFormat => ({ type: 'json_schema', schema: s });
 const JSON_OBJECT: ResponseFormat = { type: 'json_object' };
+const CODE = schema({ type: 'string', pattern: '^[a-z]{2,4}-\\d+$' });
+const EMAIL_12 = schema({ type: 'string', format: 'email', maxLength: 12 });
 const CHOICE: ResponseFormat = { type: 'choice', choices: ['positive', 'pos', 'négatif'] };
 
 /** Whether the automaton takes the whole text, and whether it is then a whole document. */
@@ -73,6 +75,26 @@ describe('the JSON automaton', () => {
     [CHOICE, 'positive', 'whole'],
     [CHOICE, ' pos', 'rejected'], // exactly a choice: no whitespace before it
     [CHOICE, 'posx', 'rejected'],
+    [CODE, '"ab-12"', 'whole'],
+    [CODE, '"ab-', 'prefix'],
+    [CODE, '"a-1"', 'rejected'], // [a-z]{2,4}
+    [CODE, '"abcde-1"', 'rejected'],
+    [CODE, '"ab-1x"', 'rejected'],
+    [schema({ type: 'string', format: 'date' }), '"2024-02-29"', 'whole'],
+    [schema({ type: 'string', format: 'date' }), '"2024-13-01"', 'rejected'],
+    [schema({ type: 'string', format: 'email' }), '"ann@example.org"', 'whole'],
+    [schema({ type: 'string', format: 'email' }), '"ann@', 'prefix'],
+    [EMAIL_12, '"ab@cd.ef"', 'whole'],
+    [EMAIL_12, '"abcdefghij@', 'rejected'], // no room left for a domain within 12 characters
+    [EMAIL_12, '"abcdefgh@', 'prefix'],
+    [schema({ type: 'string', pattern: '^[а-я]+$' }), '"привет"', 'whole'], // code points, read a byte at a time
+    [schema({ type: 'string', pattern: '^[а-я]+$' }), '"hello"', 'rejected'],
+    [schema({ type: 'string', pattern: 'a"b' }), '"a\\"b"', 'rejected'], // a pattern's string is written without escapes
+    [{ type: 'regex', pattern: '(yes|no)!? \\d{1,3}' } as ResponseFormat, 'yes! 42', 'whole'],
+    [{ type: 'regex', pattern: '(yes|no)!? \\d{1,3}' } as ResponseFormat, 'no 4', 'whole'],
+    [{ type: 'regex', pattern: '(yes|no)!? \\d{1,3}' } as ResponseFormat, 'no 4567', 'rejected'],
+    [{ type: 'regex', pattern: '(yes|no)!? \\d{1,3}' } as ResponseFormat, ' no 4', 'rejected'],
+    [{ type: 'regex', pattern: '[^a-z]x' } as ResponseFormat, 'éx', 'whole'],
     [schema({ type: 'number' }), '12', 'whole'], // a number may end the document
     [schema({ type: 'number' }), '12.', 'prefix'],
     [schema({ type: 'array', items: { type: 'string' }, minItems: 1 }), '[]', 'rejected'],
@@ -83,12 +105,20 @@ describe('the JSON automaton', () => {
 
   it('refuses a schema it cannot enforce, naming the keyword', () => {
     const refused = (s: JsonSchema) => () => compileFormat(schema(s));
-    expect(refused({ type: 'string', pattern: '^a' })).toThrow(new FormatError('schema: "pattern" is not supported by this gateway'));
-    expect(refused({ type: 'object', properties: { when: { type: 'string', format: 'date' } } })).toThrow(/schema.properties.when: "format"/);
+    expect(refused({ type: 'number', minimum: 3 })).toThrow(new FormatError('schema: "minimum" is not supported by this gateway'));
+    expect(refused({ type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } })).toThrow(/schema.properties.tags: "uniqueItems"/);
     expect(refused({ type: 'object', required: ['x'] })).toThrow(/"x" is not in properties/);
     expect(refused({ $ref: '#/$defs/missing' })).toThrow(/\$ref/);
     expect(refused({ type: 'decimal' })).toThrow(/not a JSON Schema type/);
     expect(refused({ enum: [] })).toThrow(/must not be empty/);
+    expect(refused({ type: 'string', pattern: '(?=a)b' })).toThrow(/lookaround/);
+    expect(refused({ type: 'string', pattern: '(a)\\1' })).toThrow(/backreferences/);
+    expect(refused({ type: 'string', pattern: 'a{3,2}' })).toThrow(/m < n/);
+    expect(refused({ type: 'string', pattern: '(ab' })).toThrow(/unclosed/);
+    expect(refused({ type: 'string', pattern: 'a^b' })).toThrow(/only supported at the start/);
+    expect(refused({ type: 'string', pattern: '[a-z]{5000}' })).toThrow(/more than 4000 states/);
+    expect(refused({ type: 'string', pattern: '^[0-9]{4}$', maxLength: 3 })).toThrow(/no string of 0-3 characters matches its pattern/);
+    expect(refused({ type: 'string', format: 'hostname' })).toThrow(/"hostname" is not supported \(date, time/);
     // Bounded: each reading of the text multiplies a mask walk, which runs before everyone's next token.
     expect(refused({ anyOf: Array.from({ length: 33 }, () => ({ type: 'string' })) })).toThrow(/more than 32 alternatives/);
     expect(refused({ enum: Array.from({ length: 1001 }, (_, i) => i) })).toThrow(/more than 1000 values/);
@@ -110,7 +140,10 @@ describe('token masks over the GPT-2 vocabulary', () => {
       constraint.mask(row);
       const allowed = [...row.keys()].filter((t) => row[t] === 0);
       const token = allowed[Math.floor(random() * allowed.length)];
-      if (token === gpt2.eos) return { text: decode(gpt2, tokens), ended: true };
+      if (token === gpt2.eos) {
+        expect(constraint.complete, 'end-of-text only at a whole document, never in a dead end').toBe(true);
+        return { text: decode(gpt2, tokens), ended: true };
+      }
       tokens.push(token);
       constraint.advance(token);
     }
@@ -130,6 +163,31 @@ describe('token masks over the GPT-2 vocabulary', () => {
       }
     }
     expect(ended).toBeGreaterThan(0);
+  });
+
+  it('writes strings that match their pattern (JavaScript RegExp checks them)', () => {
+    const format = schema({
+      type: 'object',
+      properties: {
+        code: { type: 'string', pattern: '^[A-Z]{2}[0-9]{2,3}$' },
+        when: { type: 'string', format: 'date-time' },
+        ip: { type: 'string', format: 'ipv4' },
+      },
+      required: ['code', 'when', 'ip'],
+      additionalProperties: false,
+    });
+    let ended = 0;
+    for (let seed = 1; seed <= 6; seed++) {
+      const { text, ended: whole } = generate(format, seed, 120);
+      expect(read(format, text), text).toBe(whole ? 'whole' : 'prefix');
+      if (!whole) continue;
+      ended++;
+      const doc = JSON.parse(text);
+      expect(doc.code).toMatch(/^[A-Z]{2}[0-9]{2,3}$/);
+      expect(Number.isNaN(Date.parse(doc.when))).toBe(false);
+      expect(doc.ip.split('.').every((o: string) => Number(o) <= 255 && String(Number(o)) === o)).toBe(true);
+    }
+    expect(ended).toBeGreaterThan(3);
   });
 
   it('masks the same tokens as reading each token whole would', () => {

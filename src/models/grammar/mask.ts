@@ -52,7 +52,8 @@ export class Grammar {
   readonly initial: State;
 
   constructor(readonly format: ResponseFormat) {
-    this.initial = start(compileFormat(format), format.type !== 'choice');
+    // A choice or a regex is the whole text; a JSON document may have whitespace before it.
+    this.initial = start(compileFormat(format), format.type !== 'choice' && format.type !== 'regex');
   }
 
   /** The tokens that keep the text a prefix of a document (end-of-text once it is a whole one). */

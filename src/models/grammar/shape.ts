@@ -1,3 +1,6 @@
+import { FormatError } from './errors.js';
+import { compileRegex, FORMATS, Matcher } from './regex.js';
+
 /**
  * What a generated JSON document may look like: OpenAI's `response_format` compiled into shapes that the
  * automaton (automaton.ts) walks a byte at a time. `json_object` is any JSON object; `json_schema` is the
@@ -13,7 +16,9 @@ export type ResponseFormat =
    */
   | { type: 'tool_calls'; tools: { name: string; parameters: JsonSchema }[]; parallel: boolean }
   /** vLLM's guided_choice: exactly one of these texts (not JSON: as they are). */
-  | { type: 'choice'; choices: string[] };
+  | { type: 'choice'; choices: string[] }
+  /** vLLM's guided_regex: a text (not JSON) that matches the whole expression. */
+  | { type: 'regex'; pattern: string };
 export type JsonSchema = boolean | { [keyword: string]: unknown };
 
 export type Shape =
@@ -24,8 +29,13 @@ export type Shape =
    */
   | { kind: 'object'; props: Prop[]; values: Shape | null }
   | { kind: 'array'; items: Shape; min: number; max: number }
-  /** Length in characters (an escape is one). */
-  | { kind: 'string'; min: number; max: number }
+  /**
+   * Length in characters (an escape is one). With a `pattern` (JSON Schema's pattern or format), the value
+   * matches it whole and is written without escapes (a character that needs one cannot be generated).
+   */
+  | { kind: 'string'; min: number; max: number; pattern?: Matcher }
+  /** A text (not JSON) matching the expression whole: vLLM's guided_regex. */
+  | { kind: 'text'; pattern: Matcher }
   | { kind: 'number'; integer: boolean }
   /** One of these JSON texts exactly (enum, const, booleans, null), as byte strings (see `byteString`). */
   | { kind: 'literal'; options: string[] }
@@ -33,7 +43,7 @@ export type Shape =
 /** A listed property: its key as JSON text (quotes included, a byte string), its value's shape. */
 export type Prop = { key: string; shape: Shape; required: boolean };
 
-export class FormatError extends Error {}
+export { FormatError };
 
 /** UTF-8 text as a string of one char per byte: the automaton compares bytes (tokens split characters). */
 export const byteString = (text: string): string => Buffer.from(text).toString('latin1');
@@ -43,7 +53,7 @@ const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$sc
 const SUPPORTED: Record<string, string[]> = {
   object: ['properties', 'required', 'additionalProperties'],
   array: ['items', 'minItems', 'maxItems'],
-  string: ['minLength', 'maxLength'],
+  string: ['minLength', 'maxLength', 'pattern', 'format'],
   number: [],
   integer: [],
   boolean: [],
@@ -65,6 +75,7 @@ export function compileFormat(format: ResponseFormat): Shape {
   const budget = { shapes: 0 };
   if (format.type === 'json_schema') return compileSchema(format.schema, 'schema', budget);
   if (format.type === 'choice') return literalOf(format.choices, 'choices');
+  if (format.type === 'regex') return { kind: 'text', pattern: new Matcher(compileRegex(format.pattern, 'pattern'), 0, Infinity) };
   const call = ({ name, parameters }: { name: string; parameters: JsonSchema }, i: number): Shape => ({
     kind: 'object',
     props: [
@@ -154,8 +165,20 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
           min: count('minItems', 0),
           max: count('maxItems', Infinity),
         };
-      case 'string':
-        return { kind: 'string', min: count('minLength', 0), max: count('maxLength', Infinity) };
+      case 'string': {
+        const { pattern, format } = schema;
+        if (pattern !== undefined && typeof pattern !== 'string') throw new FormatError(`${path}.pattern: must be a string`);
+        if (format !== undefined && !(typeof format === 'string' && format in FORMATS))
+          throw new FormatError(`${path}.format: ${JSON.stringify(format)} is not supported (${Object.keys(FORMATS).join(', ')} are)`);
+        if (pattern !== undefined && format !== undefined) throw new FormatError(`${path}: pattern and format together are not supported`);
+        const source = pattern ?? (format === undefined ? undefined : FORMATS[format as string]);
+        const nfa = source === undefined ? undefined : compileRegex(source, `${path}.${pattern !== undefined ? 'pattern' : 'format'}`);
+        const [min, max] = [count('minLength', 0), count('maxLength', Infinity)];
+        const matcher = nfa && new Matcher(nfa, min, max);
+        if (matcher && !matcher.start)
+          throw new FormatError(`${path}: no string of ${min}-${max} characters matches its ${pattern !== undefined ? 'pattern' : 'format'}`);
+        return { kind: 'string', min, max, ...(matcher && { pattern: matcher }) };
+      }
       case 'number':
       case 'integer':
         return { kind: 'number', integer: type === 'integer' };

@@ -1,0 +1,387 @@
+import { FormatError } from './errors.js';
+
+// Regular expressions for generation (JSON Schema `pattern` and `format`, vLLM's guided_regex), compiled to
+// an NFA over Unicode code points (Thompson's construction). A text must match the whole expression: a
+// string that matches whole also matches unanchored, so what is generated satisfies JSON Schema's
+// (search) semantics as well. The ECMAScript subset: literals and escapes, `.`, classes (`[a-z]`, `[^…]`,
+// `\d \w \s` and their negations), groups (`(…)`, `(?:…)`), `|`, `* + ? {n} {n,} {n,m}` (lazy forms
+// match the same texts), `^` first and `$` last. Backreferences, lookaround and `\b` are refused.
+
+/** Inclusive code point ranges, sorted, disjoint. */
+export type Ranges = [number, number][];
+export type Nfa = {
+  /** Per state: its transitions on a code point. */
+  edges: { ranges: Ranges; to: number }[][];
+  /** Per state: where it goes without reading. */
+  empty: number[][];
+  start: number;
+  accept: number;
+};
+
+/** States an NFA may hold at most (bounded repetitions are copies: `{1000}` of a class is 2000 states). */
+export const MAX_NFA_STATES = 4000;
+const MAX_CODE_POINT = 0x10ffff;
+
+type Tree =
+  | { t: 'class'; ranges: Ranges }
+  | { t: 'seq'; items: Tree[] }
+  | { t: 'alt'; options: Tree[] }
+  | { t: 'repeat'; item: Tree; min: number; max: number };
+
+const DIGIT: Ranges = [[0x30, 0x39]];
+const WORD: Ranges = [
+  [0x30, 0x39],
+  [0x41, 0x5a],
+  [0x5f, 0x5f],
+  [0x61, 0x7a],
+];
+const SPACE: Ranges = [
+  [0x09, 0x0d],
+  [0x20, 0x20],
+  [0xa0, 0xa0],
+  [0x1680, 0x1680],
+  [0x2000, 0x200a],
+  [0x2028, 0x2029],
+  [0x202f, 0x202f],
+  [0x205f, 0x205f],
+  [0x3000, 0x3000],
+  [0xfeff, 0xfeff],
+];
+const LINE_ENDS: Ranges = [
+  [0x0a, 0x0a],
+  [0x0d, 0x0d],
+  [0x2028, 0x2029],
+];
+
+function normalise(ranges: Ranges): Ranges {
+  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
+  const out: Ranges = [];
+  for (const [lo, hi] of sorted) {
+    const last = out[out.length - 1];
+    if (last && lo <= last[1] + 1) last[1] = Math.max(last[1], hi);
+    else out.push([lo, hi]);
+  }
+  return out;
+}
+
+/** Every code point but these (and the surrogates, which UTF-8 cannot hold). */
+function complement(ranges: Ranges): Ranges {
+  const out: Ranges = [];
+  let next = 0;
+  for (const [lo, hi] of normalise([...ranges, [0xd800, 0xdfff]])) {
+    if (lo > next) out.push([next, lo - 1]);
+    next = hi + 1;
+  }
+  if (next <= MAX_CODE_POINT) out.push([next, MAX_CODE_POINT]);
+  return out;
+}
+
+/** Parses `pattern` (what errors call `path`) into an NFA. */
+export function compileRegex(pattern: string, path: string): Nfa {
+  const fail = (why: string): never => {
+    throw new FormatError(`${path}: ${why} in the pattern ${JSON.stringify(pattern)}`);
+  };
+  const chars = Array.from(pattern);
+  let at = 0;
+  if (chars[0] === '^') at++;
+  const end = chars[chars.length - 1] === '$' && chars[chars.length - 2] !== '\\' ? chars.length - 1 : chars.length;
+  const peek = () => (at < end ? chars[at] : undefined);
+  const cp = (c: string) => c.codePointAt(0) as number;
+
+  const hex = (n: number) => {
+    const digits = chars.slice(at, at + n).join('');
+    if (!/^[0-9a-fA-F]+$/.test(digits) || digits.length !== n) fail('a bad \\x or \\u escape');
+    at += n;
+    return Number.parseInt(digits, 16);
+  };
+  /** After a backslash: a class (\d…) or one code point. */
+  const escaped = (): Ranges => {
+    const c = chars[at++];
+    if (c === undefined) return fail('a trailing backslash');
+    const classes: Record<string, Ranges> = { d: DIGIT, w: WORD, s: SPACE, D: complement(DIGIT), W: complement(WORD), S: complement(SPACE) };
+    if (classes[c]) return classes[c];
+    const controls: Record<string, number> = { t: 9, n: 10, v: 11, f: 12, r: 13, '0': 0 };
+    if (c in controls) return [[controls[c], controls[c]]];
+    if (c === 'x') return ((v) => [[v, v]])(hex(2));
+    if (c === 'u') return ((v) => [[v, v]])(hex(4));
+    if (/[0-9bBkpPc]/.test(c)) return fail(`\\${c} (backreferences, word boundaries, Unicode properties) is not supported`);
+    return [[cp(c), cp(c)]];
+  };
+  const charClass = (): Tree => {
+    const negated = peek() === '^';
+    if (negated) at++;
+    const ranges: Ranges = [];
+    let first = true;
+    while (peek() !== ']' || first) {
+      first = false;
+      const c = chars[at++];
+      if (c === undefined || at > end) return fail('an unclosed [');
+      const one = c === '\\' ? escaped() : [[cp(c), cp(c)] as [number, number]];
+      if (peek() === '-' && chars[at + 1] !== ']' && at + 1 < end && one.length === 1 && one[0][0] === one[0][1]) {
+        at++;
+        const d = chars[at++];
+        const hi = d === '\\' ? escaped() : [[cp(d), cp(d)] as [number, number]];
+        if (hi.length !== 1 || hi[0][0] !== hi[0][1] || hi[0][0] < one[0][0]) fail('a bad range in a class');
+        ranges.push([one[0][0], hi[0][0]]);
+      } else ranges.push(...one);
+    }
+    at++; // ]
+    return { t: 'class', ranges: negated ? complement(ranges) : normalise(ranges) };
+  };
+  const atom = (): Tree => {
+    const c = chars[at++];
+    if (c === '(') {
+      if (peek() === '?') {
+        if (chars[at + 1] !== ':') fail('lookaround and named groups are not supported');
+        at += 2;
+      }
+      const inner = alternation();
+      if (chars[at++] !== ')') fail('an unclosed (');
+      return inner;
+    }
+    if (c === '[') return charClass();
+    if (c === '.') return { t: 'class', ranges: complement(LINE_ENDS) };
+    if (c === '\\') return { t: 'class', ranges: normalise(escaped()) };
+    if (c === '^' || c === '$') return fail(`${c} is only supported at the start / end`);
+    if ('*+?{'.includes(c)) return fail(`nothing to repeat before ${c}`);
+    return { t: 'class', ranges: [[cp(c), cp(c)]] };
+  };
+  const quantified = (): Tree => {
+    const item = atom();
+    for (;;) {
+      const q = peek();
+      let min: number;
+      let max: number;
+      if (q === '*') [min, max] = [0, Infinity];
+      else if (q === '+') [min, max] = [1, Infinity];
+      else if (q === '?') [min, max] = [0, 1];
+      else if (q === '{' && /^\{\d+(,\d*)?\}/.test(chars.slice(at, end).join(''))) {
+        const [, lo, comma, hi] = /^\{(\d+)(,(\d*))?\}/.exec(chars.slice(at, end).join('')) as RegExpExecArray;
+        [min, max] = [Number(lo), comma === undefined ? Number(lo) : hi === '' || hi === undefined ? Infinity : Number(hi)];
+        if (max < min) fail('a {n,m} with m < n');
+        at += `{${lo}${comma ?? ''}}`.length - 1;
+      } else return item;
+      at++;
+      if (peek() === '?') at++; // lazy: the same texts
+      return { t: 'repeat', item, min, max };
+    }
+  };
+  const sequence = (): Tree => {
+    const items: Tree[] = [];
+    while (at < end && peek() !== '|' && peek() !== ')') items.push(quantified());
+    return { t: 'seq', items };
+  };
+  const alternation = (): Tree => {
+    const options = [sequence()];
+    while (peek() === '|') {
+      at++;
+      options.push(sequence());
+    }
+    return options.length === 1 ? options[0] : { t: 'alt', options };
+  };
+
+  const tree = alternation();
+  if (at < end) fail(`an unmatched ${chars[at]}`);
+  return build(tree, () => fail(`more than ${MAX_NFA_STATES} states (a large repetition)`));
+}
+
+/** Thompson's construction. */
+function build(tree: Tree, tooBig: () => never): Nfa {
+  const nfa: Nfa = { edges: [], empty: [], start: 0, accept: 0 };
+  const state = () => {
+    if (nfa.edges.length >= MAX_NFA_STATES) tooBig();
+    nfa.edges.push([]);
+    nfa.empty.push([]);
+    return nfa.edges.length - 1;
+  };
+  /** A fragment from `from` to a new end state. */
+  const frag = (node: Tree, from: number): number => {
+    switch (node.t) {
+      case 'class': {
+        const to = state();
+        nfa.edges[from].push({ ranges: node.ranges, to });
+        return to;
+      }
+      case 'seq':
+        return node.items.reduce((at, item) => frag(item, at), from);
+      case 'alt': {
+        const to = state();
+        for (const option of node.options) nfa.empty[frag(option, from)].push(to);
+        return to;
+      }
+      case 'repeat': {
+        let at = from;
+        for (let i = 0; i < node.min; i++) at = frag(node.item, at);
+        if (node.max === Infinity) {
+          const loop = state();
+          nfa.empty[at].push(loop);
+          nfa.empty[frag(node.item, loop)].push(loop);
+          return loop;
+        }
+        const to = state();
+        for (let i = node.min; i < node.max; i++) {
+          nfa.empty[at].push(to);
+          at = frag(node.item, at);
+        }
+        nfa.empty[at].push(to);
+        return to;
+      }
+    }
+  };
+  nfa.start = state();
+  nfa.accept = frag(tree, nfa.start);
+  return nfa;
+}
+
+/** The states reachable from these without reading, sorted. */
+export function closure(nfa: Nfa, states: number[]): number[] {
+  const seen = new Set(states);
+  const todo = [...states];
+  while (todo.length > 0) {
+    for (const next of nfa.empty[todo.pop() as number])
+      if (!seen.has(next)) {
+        seen.add(next);
+        todo.push(next);
+      }
+  }
+  return [...seen].sort((a, b) => a - b);
+}
+
+/** The states after reading code point `c` (empty: no match can go on). */
+export function advance(nfa: Nfa, states: number[], c: number): number[] {
+  const next: number[] = [];
+  for (const s of states) for (const { ranges, to } of nfa.edges[s]) if (ranges.some(([lo, hi]) => c >= lo && c <= hi)) next.push(to);
+  return next.length === 0 ? next : closure(nfa, next);
+}
+
+/**
+ * Whether some code point in [lo, hi] can be read from these states (a UTF-8 character half read), into a
+ * state `to` that `keep` accepts.
+ */
+export function anyIn(nfa: Nfa, states: number[], lo: number, hi: number, keep: (to: number) => boolean): boolean {
+  return states.some((s) => nfa.edges[s].some(({ ranges, to }) => keep(to) && ranges.some(([a, b]) => a <= hi && b >= lo)));
+}
+
+/**
+ * Per state, the fewest and the most characters still to read to a match (Infinity: no match, or no
+ * bound): with a string's minLength / maxLength, a state is kept only if the match can still end within
+ * them — otherwise the text could reach a point where no character and no end are allowed.
+ */
+export function distances(nfa: Nfa): { shortest: number[]; longest: number[] } {
+  const cached = lengths.get(nfa);
+  if (cached) return cached;
+  const n = nfa.edges.length;
+  const into: { from: number; cost: number }[][] = Array.from({ length: n }, () => []);
+  nfa.edges.forEach((edges, from) => {
+    for (const { to } of edges) into[to].push({ from, cost: 1 });
+  });
+  nfa.empty.forEach((tos, from) => {
+    for (const to of tos) into[to].push({ from, cost: 0 });
+  });
+  // Fewest: a 0-1 breadth-first search backwards from the accepting state.
+  const shortest = new Array<number>(n).fill(Infinity);
+  shortest[nfa.accept] = 0;
+  const queue = [nfa.accept];
+  while (queue.length > 0) {
+    const at = queue.shift() as number;
+    for (const { from, cost } of into[at])
+      if (shortest[at] + cost < shortest[from]) {
+        shortest[from] = shortest[at] + cost;
+        if (cost === 0) queue.unshift(from);
+        else queue.push(from);
+      }
+  }
+  // Most: a depth-first search; a loop on the way to the match makes it unbounded.
+  const longest = new Array<number>(n).fill(-1);
+  const onPath = new Set<number>();
+  const most = (s: number): number => {
+    if (longest[s] >= 0) return longest[s];
+    if (onPath.has(s)) return Infinity;
+    onPath.add(s);
+    let best = s === nfa.accept ? 0 : Number.NEGATIVE_INFINITY;
+    for (const { to } of nfa.edges[s]) if (shortest[to] < Infinity) best = Math.max(best, 1 + most(to));
+    for (const to of nfa.empty[s]) if (shortest[to] < Infinity) best = Math.max(best, most(to));
+    onPath.delete(s);
+    longest[s] = best;
+    return best;
+  };
+  for (let s = 0; s < n; s++) if (shortest[s] < Infinity) most(s);
+  const result = { shortest, longest };
+  lengths.set(nfa, result);
+  return result;
+}
+const lengths = new WeakMap<Nfa, { shortest: number[]; longest: number[] }>();
+
+/** Whether from a state, after `chars` characters, a match can end within [min, max] characters. */
+export function canMatch(nfa: Nfa, chars: number, min: number, max: number): (state: number) => boolean {
+  if (min === 0 && max === Infinity) return () => true;
+  const { shortest, longest } = distances(nfa);
+  return (s) => chars + shortest[s] <= max && chars + longest[s] >= min;
+}
+
+/** A set of NFA states, interned per Matcher, with the moves out of it already computed. */
+export type DfaNode = { id: number; states: number[]; accepting: boolean; moves: Map<number, DfaNode | null> };
+
+/**
+ * A pattern within [min, max] characters, run as a DFA built lazily from its NFA: every (set of states,
+ * character, length so far) is computed once. A mask walk reads ~100k token bytes from one state; computing
+ * each from the NFA (closures, sets, length checks) cost 100-400 ms a mask for a free-text pattern.
+ */
+export class Matcher {
+  readonly start: DfaNode | null;
+  private nodes = new Map<string, DfaNode>();
+
+  constructor(
+    readonly nfa: Nfa,
+    readonly min: number,
+    readonly max: number,
+  ) {
+    this.start = this.node(closure(nfa, [nfa.start]).filter(canMatch(nfa, 0, min, max)));
+  }
+
+  /** The node after reading code point `c` as character `chars + 1` (null: no match can go on). */
+  read(node: DfaNode, c: number, chars: number): DfaNode | null {
+    const key = c * 2 ** 21 + Math.min(chars, 2 ** 21 - 1);
+    let next = node.moves.get(key);
+    if (next === undefined) {
+      next = this.node(advance(this.nfa, node.states, c).filter(canMatch(this.nfa, chars + 1, this.min, this.max)));
+      node.moves.set(key, next);
+    }
+    return next;
+  }
+
+  /** Whether some code point in [lo, hi] can be read as character `chars + 1` (a UTF-8 character half read). */
+  accepts(node: DfaNode, lo: number, hi: number, chars: number): boolean {
+    const key = -(lo * 2 ** 21 + Math.min(chars, 2 ** 21 - 1)) - 1; // lo fixes hi for a given byte count
+    let ok = node.moves.get(key);
+    if (ok === undefined) {
+      ok = anyIn(this.nfa, node.states, lo, hi, canMatch(this.nfa, chars + 1, this.min, this.max)) ? node : null;
+      node.moves.set(key, ok);
+    }
+    return ok !== null;
+  }
+
+  private node(states: number[]): DfaNode | null {
+    if (states.length === 0) return null;
+    const key = states.join('.');
+    let node = this.nodes.get(key);
+    if (!node) {
+      node = { id: this.nodes.size, states, accepting: states.includes(this.nfa.accept), moves: new Map() };
+      this.nodes.set(key, node);
+    }
+    return node;
+  }
+}
+
+/** JSON Schema `format`s, as patterns of the texts they name. */
+const DATE = '[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])';
+const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+export const FORMATS: Record<string, string> = {
+  date: DATE,
+  time: TIME,
+  'date-time': `${DATE}T${TIME}`,
+  uuid: '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
+  email: "[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+",
+  ipv4: `(${OCTET}\\.){3}${OCTET}`,
+};
