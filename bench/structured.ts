@@ -2,7 +2,9 @@
  * What structured output costs a decode step: the same sequences on the same decoder and session, decoding
  * free text, a json_object (sampled plainly: mostly inside one long string, its mask reused step after step)
  * and a json_object whose sampling favours `"` and `}` (the documents keep moving through their structure,
- * so masks are computed afresh far more often). The first constrained step also builds the vocabulary index.
+ * so masks are computed afresh far more often), and an array of objects with patterned strings (date-time,
+ * email, an id pattern: masks walked through each pattern's DFA). The first constrained step also builds the
+ * vocabulary index.
  * Rounds interleaved. Writes bench/results/structured-cpu.{json,md}.   npm run bench:structured [-- --rounds 3]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -35,6 +37,26 @@ const cases: Record<string, Sampling> = {
       [1, 6],
       [92, 6],
     ],
+  },
+  // Patterned strings: masks walked through each pattern's DFA, a new one at most characters of a date or an id.
+  'json_schema, patterned strings': {
+    ...plain,
+    format: {
+      type: 'json_schema',
+      schema: {
+        type: 'array',
+        items: {
+          type: 'object',
+          properties: {
+            when: { type: 'string', format: 'date-time' },
+            email: { type: 'string', format: 'email', maxLength: 24 },
+            id: { type: 'string', pattern: '^[A-Z]{3}-[0-9]{4}$' },
+          },
+          required: ['when', 'email', 'id'],
+          additionalProperties: false,
+        },
+      },
+    },
   },
 };
 

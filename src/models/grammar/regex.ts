@@ -319,6 +319,9 @@ export function canMatch(nfa: Nfa, chars: number, min: number, max: number): (st
   return (s) => chars + shortest[s] <= max && chars + longest[s] >= min;
 }
 
+/** Moves a Matcher keeps (with a length limit, every length so far is a move of its own). */
+const MAX_MOVES = 1_000_000;
+
 /** A set of NFA states, interned per Matcher, with the moves out of it already computed. */
 export type DfaNode = { id: number; states: number[]; accepting: boolean; moves: Map<number, DfaNode | null> };
 
@@ -330,6 +333,7 @@ export type DfaNode = { id: number; states: number[]; accepting: boolean; moves:
 export class Matcher {
   readonly start: DfaNode | null;
   private nodes = new Map<string, DfaNode>();
+  private moves = 0;
 
   constructor(
     readonly nfa: Nfa,
@@ -345,7 +349,7 @@ export class Matcher {
     let next = node.moves.get(key);
     if (next === undefined) {
       next = this.node(advance(this.nfa, node.states, c).filter(canMatch(this.nfa, chars + 1, this.min, this.max)));
-      node.moves.set(key, next);
+      this.remember(node, key, next);
     }
     return next;
   }
@@ -356,9 +360,18 @@ export class Matcher {
     let ok = node.moves.get(key);
     if (ok === undefined) {
       ok = anyIn(this.nfa, node.states, lo, hi, canMatch(this.nfa, chars + 1, this.min, this.max)) ? node : null;
-      node.moves.set(key, ok);
+      this.remember(node, key, ok);
     }
     return ok !== null;
+  }
+
+  /** Keeps a move, forgetting them all past MAX_MOVES (each costs ~50 bytes; they are computed again as read). */
+  private remember(node: DfaNode, key: number, next: DfaNode | null): void {
+    if (++this.moves > MAX_MOVES) {
+      for (const n of this.nodes.values()) n.moves.clear();
+      this.moves = 1;
+    }
+    node.moves.set(key, next);
   }
 
   private node(states: number[]): DfaNode | null {
