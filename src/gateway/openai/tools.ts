@@ -61,6 +61,17 @@ export function toolCallsText(calls: ToolCall[]): string {
   return JSON.stringify(calls.map((c) => ({ name: c.function.name, arguments: args(c.function.arguments) })));
 }
 
+/** One delta per call in a chunk, as OpenAI streams them (a call's head and its first arguments together). */
+function merged(deltas: ToolCallDelta[]): ToolCallDelta[] {
+  const out: ToolCallDelta[] = [];
+  for (const d of deltas) {
+    const last = out[out.length - 1];
+    if (last?.index === d.index) last.function = { ...last.function, arguments: last.function.arguments + d.function.arguments };
+    else out.push({ ...d, function: { ...d.function } });
+  }
+  return out;
+}
+
 const CALL_HEAD = /^\s*[[,]\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:/;
 const isWhitespace = (ch: string) => ch === ' ' || ch === '\n' || ch === '\r' || ch === '\t';
 
@@ -127,7 +138,7 @@ export class ToolCallReader {
       this.inArguments = false;
       rest = rest.slice(end + 1);
     }
-    return deltas;
+    return merged(deltas);
   }
 
   private start(name: string): ToolCall {
