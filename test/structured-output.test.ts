@@ -333,6 +333,15 @@ describe('tool calling (tool_choice required or named: the calls are enforced JS
     expect(answer.usage?.prompt_tokens).toBeGreaterThan(30); // the call and its result are in the prompt
   });
 
+  it('counts in /tokenize what usage.prompt_tokens will say, tools listed in the prompt included', async () => {
+    const body = { model: 'tiny-gpt', messages: [...ask], tools: [weather], tool_choice: 'required' as const };
+    const counted = await (await fetch(`${gw.url}/tokenize`, { method: 'POST', body: JSON.stringify(body) })).json();
+    const answer = await client.chat.completions.create({ ...body, max_tokens: 40, seed: 1 });
+    expect(counted.count).toBe(answer.usage?.prompt_tokens);
+    const bare = await (await fetch(`${gw.url}/tokenize`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', messages: ask }) })).json();
+    expect(bare.count).toBeLessThan(counted.count);
+  });
+
   it.each([
     [{ tools: [weather] }, 'tool_choice', 'tool_choice "auto" needs a model with a tool-call format'], // auto: the default with tools
     [{ tools: [weather], tool_choice: { type: 'function', function: { name: 'nope' } } }, 'tool_choice', 'not in tools'],

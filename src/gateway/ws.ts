@@ -107,7 +107,8 @@ async function generate(msg: Message, id: string, models: ReadonlyMap<string, Se
   let req: z.infer<typeof completionSchema> | z.infer<typeof chatSchema>;
   if (msg.type === 'chat') {
     const chat = parseBody(chatSchema, fields);
-    if (chat.tools?.length) throw badInput('tools are served on POST /v1/chat/completions, not over the WebSocket', 'tools');
+    if (chat.tools?.length || (chat.tool_choice && chat.tool_choice !== 'none'))
+      throw badInput('tools are served on POST /v1/chat/completions, not over the WebSocket', 'tools');
     req = chat;
     prompt = gen.tokenizer.encode(chatText(chat.messages));
   } else {

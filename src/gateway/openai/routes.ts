@@ -28,7 +28,8 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   app.post('/tokenize', async (c) => {
     const req = parseBody(tokenizeSchema, await json(c, maxBodyBytes));
     const gen = model(req.model).generation as NonNullable<ServedModel['generation']>;
-    const tokens = gen.tokenizer.encode('prompt' in req ? req.prompt : chatText(req.messages));
+    const listsTools = 'messages' in req && req.tool_choice != null && req.tool_choice !== 'none' && req.tool_choice !== 'auto';
+    const tokens = gen.tokenizer.encode('prompt' in req ? req.prompt : chatText(req.messages, listsTools ? req.tools : undefined));
     return c.json({ count: tokens.length, max_model_len: gen.context, tokens });
   });
   app.post('/detokenize', async (c) => {
