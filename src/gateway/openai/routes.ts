@@ -7,6 +7,7 @@ import { clientSignal, readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
+import { responses, responsesSchema } from './responses.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
 import { type ToolUse, toolCallsText, toolUseOf } from './tools.js';
 
@@ -24,6 +25,10 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   app.get('/v1/models/:model', (c) => c.json(listed(model(c.req.param('model')))));
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
+  app.post('/v1/responses', async (c) => {
+    const req = parseBody(responsesSchema, await json(c, maxBodyBytes));
+    return responses(c, model(req.model), req);
+  });
   // vLLM's token counting: what a prompt (or chat) costs in tokens, and text back from tokens.
   app.post('/tokenize', async (c) => {
     const req = parseBody(tokenizeSchema, await json(c, maxBodyBytes));

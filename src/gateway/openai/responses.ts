@@ -1,0 +1,237 @@
+import { randomBytes } from 'node:crypto';
+import type { Context } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import { z } from 'zod';
+import { badInput, GatewayError } from '../../errors/index.js';
+import { clientSignal } from '../body.js';
+import type { ServedModel } from '../types.js';
+import { Generation, usage } from './generation.js';
+import { chatText } from './routes.js';
+import { type ChatRequest, chatSchema, parseBody } from './schema.js';
+import { type ToolCall, toolUseOf } from './tools.js';
+
+// OpenAI's Responses API (POST /v1/responses), served the way chat completions are: the input items become
+// chat messages, `text.format` the response format, function tools the tool calls — and the answer comes
+// back as output items, whole or as the Responses stream's typed events. Nothing is stored: a response is
+// not kept for `previous_response_id` (send the conversation as input items instead), as vLLM without a
+// store answers.
+
+const text = z.string();
+const contentParts = z.array(z.object({ type: z.enum(['input_text', 'output_text', 'text']), text })).min(1);
+const inputItem = z.union([
+  z.object({ type: z.literal('message').optional(), role: z.enum(['user', 'system', 'developer', 'assistant']), content: z.union([text, contentParts]) }),
+  z.object({ type: z.literal('function_call'), call_id: z.string(), name: z.string(), arguments: z.string() }),
+  z.object({ type: z.literal('function_call_output'), call_id: z.string(), output: z.union([text, contentParts]) }),
+]);
+const functionTool = z.object({
+  type: z.literal('function'),
+  name: z.string(),
+  description: z.string().nullish(),
+  parameters: z.record(z.string(), z.unknown()).nullish(),
+  strict: z.boolean().nullish(),
+});
+const format = z.discriminatedUnion(
+  'type',
+  [
+    z.object({ type: z.literal('text') }),
+    z.object({ type: z.literal('json_object') }),
+    z.object({ type: z.literal('json_schema'), name: z.string().optional(), schema: z.record(z.string(), z.unknown()), strict: z.boolean().nullish() }),
+  ],
+  { error: 'type must be "text", "json_object" or "json_schema"' },
+);
+const offOnly = (name: string) =>
+  z
+    .unknown()
+    .refine((v) => v == null, `${name} is not supported by this gateway`)
+    .optional();
+
+export const responsesSchema = z.object({
+  model: z.string({ error: 'you must provide a model parameter' }).min(1),
+  input: z.union([text, z.array(inputItem).min(1)]),
+  instructions: z.string().nullish(),
+  max_output_tokens: z.number().int().min(1).nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  /** Not OpenAI's here, as in chat completions: the same seed, the same answer. */
+  seed: z.number().int().nullish(),
+  stream: z.boolean().nullish(),
+  text: z.object({ format: format.nullish() }).nullish(),
+  tools: z.array(functionTool).nullish(),
+  tool_choice: z.union([z.enum(['none', 'auto', 'required']), z.object({ type: z.literal('function'), name: z.string() })]).nullish(),
+  parallel_tool_calls: z.boolean().nullish(),
+  metadata: z.record(z.string(), z.string()).nullish(),
+  store: z.boolean().nullish(),
+  previous_response_id: offOnly('previous_response_id (responses are not stored: send the conversation as input items)'),
+  background: z
+    .unknown()
+    .refine((v) => v == null || v === false, 'background is not supported by this gateway')
+    .optional(),
+  reasoning: offOnly('reasoning'),
+});
+export type ResponsesRequest = z.infer<typeof responsesSchema>;
+
+const partsText = (content: string | { text: string }[]) => (typeof content === 'string' ? content : content.map((p) => p.text).join(''));
+
+/** The request as the chat completion it amounts to (checked again by chat's schema: one set of rules). */
+function asChat(req: ResponsesRequest): ChatRequest {
+  const messages: object[] = req.instructions ? [{ role: 'system', content: req.instructions }] : [];
+  const items = typeof req.input === 'string' ? [{ role: 'user' as const, content: req.input }] : req.input;
+  for (const item of items) {
+    if ('role' in item) messages.push({ role: item.role, content: partsText(item.content) });
+    else if (item.type === 'function_call')
+      messages.push({
+        role: 'assistant',
+        content: null,
+        tool_calls: [{ id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } }],
+      });
+    else messages.push({ role: 'tool', tool_call_id: item.call_id, content: partsText(item.output) });
+  }
+  const f = req.text?.format;
+  const choice = req.tool_choice;
+  return parseBody(chatSchema, {
+    model: req.model,
+    messages,
+    max_tokens: req.max_output_tokens,
+    temperature: req.temperature,
+    top_p: req.top_p,
+    seed: req.seed,
+    response_format: f?.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: f.name, schema: f.schema, strict: f.strict } } : f,
+    tools: req.tools?.map((t) => ({
+      type: 'function',
+      function: { name: t.name, description: t.description ?? undefined, parameters: t.parameters ?? undefined },
+    })),
+    tool_choice: typeof choice === 'object' && choice ? { type: 'function', function: { name: choice.name } } : choice,
+    parallel_tool_calls: req.parallel_tool_calls,
+  });
+}
+
+const id = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
+
+/** POST /v1/responses. */
+export async function responses(c: Context, m: ServedModel, req: ResponsesRequest): Promise<Response> {
+  c.set('model', m.name);
+  const chat = asChat(req);
+  const tools = toolUseOf(chat);
+  const gen = m.generation as NonNullable<ServedModel['generation']>;
+  const prompt = gen.tokenizer.encode(chatText(chat.messages, tools && chat.tools));
+  const maxTokens = req.max_output_tokens ?? Math.min(256, gen.context - prompt.length);
+  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, maxTokens, clientSignal(c), c.get('caller')?.priority);
+  const messageId = id('msg');
+  const reader = tools?.reader();
+  const base = {
+    id: id('resp'),
+    object: 'response',
+    created_at: Math.floor(Date.now() / 1000),
+    model: m.name,
+    error: null,
+    instructions: req.instructions ?? null,
+    max_output_tokens: req.max_output_tokens ?? null,
+    metadata: req.metadata ?? {},
+    parallel_tool_calls: req.parallel_tool_calls ?? true,
+    previous_response_id: null,
+    store: false,
+    temperature: req.temperature ?? 1,
+    text: { format: req.text?.format ?? { type: 'text' } },
+    tool_choice: req.tool_choice ?? (req.tools?.length ? 'auto' : 'none'),
+    tools: req.tools ?? [],
+    top_p: req.top_p ?? 1,
+    truncation: 'disabled',
+  };
+  const callItem = (call: ToolCall, status: string) => ({
+    type: 'function_call',
+    id: `fc_${call.id.slice('call_'.length)}`,
+    call_id: call.id,
+    name: call.function.name,
+    arguments: call.function.arguments,
+    status,
+  });
+  const messageItem = (content: string, status: string) => ({
+    type: 'message',
+    id: messageId,
+    status,
+    role: 'assistant',
+    content: status === 'in_progress' ? [] : [{ type: 'output_text', text: content, annotations: [] }],
+  });
+  const finished = (result: Awaited<typeof generation.result>, output: object[]) => {
+    const cut = result.finishReason === 'length';
+    const u = usage(generation.promptTokens, [result]);
+    return {
+      ...base,
+      status: cut ? 'incomplete' : 'completed',
+      incomplete_details: cut ? { reason: 'max_output_tokens' } : null,
+      output,
+      usage: {
+        input_tokens: u.prompt_tokens,
+        input_tokens_details: { cached_tokens: result.cachedTokens },
+        output_tokens: u.completion_tokens,
+        output_tokens_details: { reasoning_tokens: 0 },
+        total_tokens: u.total_tokens,
+      },
+    };
+  };
+
+  if (!req.stream) {
+    let all = '';
+    for await (const piece of generation) all += piece.text;
+    const result = await generation.result;
+    reader?.push(all);
+    const output = reader ? reader.calls.map((call) => callItem(call, 'completed')) : [messageItem(all, 'completed')];
+    return c.json(finished(result, output));
+  }
+
+  await generation.started;
+  return streamSSE(c, async (stream) => {
+    let sequence = 0;
+    const send = (type: string, event: object) => stream.writeSSE({ event: type, data: JSON.stringify({ type, sequence_number: sequence++, ...event }) });
+    const pending = { ...base, status: 'in_progress', incomplete_details: null, output: [], usage: null };
+    await send('response.created', { response: pending });
+    await send('response.in_progress', { response: pending });
+    let all = '';
+    try {
+      if (!reader) {
+        await send('response.output_item.added', { output_index: 0, item: messageItem('', 'in_progress') });
+        const at = { item_id: messageId, output_index: 0, content_index: 0 };
+        await send('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
+        for await (const piece of generation) {
+          if (!piece.text) continue;
+          all += piece.text;
+          await send('response.output_text.delta', { ...at, delta: piece.text });
+        }
+        await send('response.output_text.done', { ...at, text: all });
+        await send('response.content_part.done', { ...at, part: { type: 'output_text', text: all, annotations: [] } });
+        await send('response.output_item.done', { output_index: 0, item: messageItem(all, 'completed') });
+      } else {
+        const close = async (index: number) => {
+          const call = reader.calls[index];
+          const item = callItem(call, 'completed');
+          await send('response.function_call_arguments.done', { item_id: item.id, output_index: index, arguments: call.function.arguments });
+          await send('response.output_item.done', { output_index: index, item });
+        };
+        for await (const piece of generation) {
+          for (const delta of reader.push(piece.text)) {
+            const call = reader.calls[delta.index];
+            if (delta.id) {
+              if (delta.index > 0) await close(delta.index - 1);
+              await send('response.output_item.added', { output_index: delta.index, item: { ...callItem(call, 'in_progress'), arguments: '' } });
+            }
+            if (delta.function.arguments)
+              await send('response.function_call_arguments.delta', {
+                item_id: callItem(call, '').id,
+                output_index: delta.index,
+                delta: delta.function.arguments,
+              });
+          }
+        }
+        if (reader.calls.length > 0) await close(reader.calls.length - 1);
+      }
+      const result = await generation.result;
+      const output = reader ? reader.calls.map((call) => callItem(call, 'completed')) : [messageItem(all, 'completed')];
+      const response = finished(result, output);
+      await send(response.status === 'completed' ? 'response.completed' : 'response.incomplete', { response });
+    } catch (err) {
+      if (stream.aborted) return;
+      const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
+      await send('error', { code: e.code, message: e.message, param: e.options.param ?? null });
+    }
+  });
+}

@@ -1,0 +1,160 @@
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODELS, startTestGateway } from './helpers.js';
+
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+let client: OpenAI;
+beforeAll(async () => {
+  gw = await startTestGateway({
+    models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } } },
+  });
+  client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'not-needed', maxRetries: 0 });
+});
+afterAll(() => gw?.shutdown());
+
+/** Not in OpenAI's Responses types, served as in chat completions: the same seed, the same answer. */
+const seeded = (seed: number) => ({ seed }) as object;
+
+const weather = {
+  type: 'function',
+  name: 'get_weather',
+  description: 'The weather in a city',
+  parameters: {
+    type: 'object',
+    properties: { city: { type: 'string', maxLength: 12 }, unit: { enum: ['celsius', 'fahrenheit'] } },
+    required: ['city', 'unit'],
+    additionalProperties: false,
+  },
+  strict: true,
+} as const;
+
+describe('Responses API (POST /v1/responses) with the official openai client', () => {
+  it('answers text as a message output item, output_text and usage as the client reads them', async () => {
+    const r = await client.responses.create({ model: 'tiny-gpt', instructions: 'Be brief.', input: 'Hello', max_output_tokens: 12, ...seeded(1) });
+    expect(r.object).toBe('response');
+    expect(r.id).toMatch(/^resp_/);
+    expect(r.status).toBe('incomplete'); // a random model does not end by itself: max_output_tokens cut it
+    expect(r.incomplete_details).toEqual({ reason: 'max_output_tokens' });
+    expect(r.output).toHaveLength(1);
+    const [message] = r.output as OpenAI.Responses.ResponseOutputMessage[];
+    expect(message).toMatchObject({ type: 'message', role: 'assistant', status: 'completed' });
+    expect(r.output_text.length).toBeGreaterThan(0);
+    expect(r.output_text).toBe((message.content[0] as OpenAI.Responses.ResponseOutputText).text);
+    expect(r.usage).toMatchObject({ output_tokens: 12, total_tokens: (r.usage?.input_tokens ?? 0) + 12 });
+    // The same conversation as chat messages, the same seed: the same text (one set of rules underneath).
+    const chat = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'Hello' },
+      ],
+      max_tokens: 12,
+      seed: 1,
+    });
+    expect(r.output_text).toBe(chat.choices[0].message.content);
+    expect(r.usage?.input_tokens).toBe(chat.usage?.prompt_tokens);
+  });
+
+  it('streams typed events the client accumulates into the same response as answered whole', async () => {
+    const request = { model: 'tiny-gpt', input: [{ role: 'user' as const, content: 'Tell me' }], max_output_tokens: 16, ...seeded(2) };
+    const whole = await client.responses.create(request);
+    const stream = client.responses.stream(request);
+    const types: string[] = [];
+    const sequence: number[] = [];
+    for await (const event of stream) {
+      types.push(event.type);
+      sequence.push(event.sequence_number);
+    }
+    const final = await stream.finalResponse();
+    expect(final.output_text).toBe(whole.output_text);
+    expect(final.status).toBe(whole.status);
+    expect(types.slice(0, 4)).toEqual(['response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added']);
+    expect(types.filter((t) => t === 'response.output_text.delta').length).toBeGreaterThan(1);
+    expect(types.slice(-4)).toEqual(['response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.incomplete']);
+    expect(sequence).toEqual(sequence.map((_, i) => i));
+  });
+
+  it('answers text.format json_schema with a document of the schema', async () => {
+    const r = await client.responses.create({
+      model: 'tiny-gpt',
+      input: 'A person.',
+      max_output_tokens: 200,
+      text: {
+        format: {
+          type: 'json_schema',
+          name: 'person',
+          schema: {
+            type: 'object',
+            properties: { name: { type: 'string', maxLength: 8 }, age: { type: 'integer' } },
+            required: ['name', 'age'],
+            additionalProperties: false,
+          },
+        },
+      },
+      ...seeded(3),
+    });
+    expect(r.status).toBe('completed');
+    const doc = JSON.parse(r.output_text);
+    expect(Object.keys(doc)).toEqual(['name', 'age']);
+    expect(Number.isInteger(doc.age)).toBe(true);
+  });
+
+  it('calls a function (tool_choice required), streamed or whole, and takes its output back as input', async () => {
+    const request = {
+      model: 'tiny-gpt',
+      input: 'Weather in Paris?',
+      tools: [weather],
+      tool_choice: 'required' as const,
+      parallel_tool_calls: false,
+      ...seeded(4),
+    };
+    const whole = await client.responses.create(request);
+    expect(whole.status).toBe('completed');
+    const [call] = whole.output as OpenAI.Responses.ResponseFunctionToolCall[];
+    expect(call).toMatchObject({ type: 'function_call', name: 'get_weather', status: 'completed' });
+    expect(call.call_id).toMatch(/^call_/);
+    const args = JSON.parse(call.arguments);
+    expect(['celsius', 'fahrenheit']).toContain(args.unit);
+
+    const stream = client.responses.stream(request);
+    const argDeltas: string[] = [];
+    stream.on('response.function_call_arguments.delta', (e) => argDeltas.push(e.delta));
+    const final = await stream.finalResponse();
+    const [streamed] = final.output as OpenAI.Responses.ResponseFunctionToolCall[];
+    expect(streamed.arguments).toBe(call.arguments);
+    expect(argDeltas.join('')).toBe(call.arguments);
+
+    const next = await client.responses.create({
+      model: 'tiny-gpt',
+      input: [
+        { role: 'user', content: 'Weather in Paris?' },
+        { type: 'function_call', call_id: call.call_id, name: call.name, arguments: call.arguments },
+        { type: 'function_call_output', call_id: call.call_id, output: '21 degrees' },
+      ],
+      max_output_tokens: 4,
+    });
+    expect(next.output_text.length).toBeGreaterThan(0);
+    const bare = await client.responses.create({ model: 'tiny-gpt', input: 'Weather in Paris?', max_output_tokens: 1 });
+    expect(next.usage?.input_tokens).toBeGreaterThan((bare.usage?.input_tokens ?? 0) + 20); // the call and its output are in the prompt
+  });
+
+  it.each([
+    [{ input: 'x', previous_response_id: 'resp_1' }, 'previous_response_id', 'not stored'],
+    [{ input: [] }, 'input', ''],
+    [{ input: 'x', text: { format: { type: 'xml' } } }, 'text.format.type', 'type must be'],
+    [{ input: 'x', tools: [weather] }, 'tool_choice', 'tool_choice "auto" needs'],
+    [{ input: 'x', reasoning: { effort: 'high' } }, 'reasoning', 'not supported'],
+  ])('refuses %j with a 400 on its param', async (body, param, message) => {
+    const res = await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', ...body }) });
+    expect(res.status).toBe(400);
+    const { error } = await res.json();
+    expect(error.param).toBe(param);
+    expect(error.message).toContain(message);
+  });
+
+  it('is a 404 for a model that is not generative', async () => {
+    const res = await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ model: 'nope', input: 'x' }) });
+    expect(res.status).toBe(404);
+    expect((await res.json()).error.code).toBe('model_not_found');
+  });
+});
