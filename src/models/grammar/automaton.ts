@@ -118,7 +118,8 @@ function step(s: Stack, b: number): Stack[] {
       return stringStep(s, f, b);
     case 'number': {
       const next = numberStep(f.phase, b, f.integer);
-      if (next && f.length < MAX_NUMBER) return [replace(s, { ...f, phase: next, length: f.length + 1 })];
+      // Within MAX_NUMBER, with room for the digit that ends a `-`, `.`, `e` or `e+` (else it would be a dead end).
+      if (next && f.length + (ending(next) ? 1 : 2) <= MAX_NUMBER) return [replace(s, { ...f, phase: next, length: f.length + 1 })];
       // A byte that cannot go on the number ends it (if it may end), and is the next frame's.
       return ending(f.phase) ? step(s.up, b) : [];
     }

@@ -97,6 +97,9 @@ describe('the JSON automaton', () => {
     [{ type: 'regex', pattern: '[^a-z]x' } as ResponseFormat, 'éx', 'whole'],
     [schema({ type: 'number' }), '12', 'whole'], // a number may end the document
     [schema({ type: 'number' }), '12.', 'prefix'],
+    [schema({ type: 'number' }), '1234567890123456789012.3', 'whole'], // 24 bytes
+    [schema({ type: 'number' }), '12345678901234567890123.', 'rejected'], // no room left for a digit after the dot (fuzzing found the dead end)
+    [schema({ type: 'number' }), '12345678901234567890123e', 'rejected'],
     [schema({ type: 'array', items: { type: 'string' }, minItems: 1 }), '[]', 'rejected'],
     [schema({ $defs: { node: { type: 'array', items: { $ref: '#/$defs/node' } } }, $ref: '#/$defs/node' }), '[[], [[]]]', 'whole'],
   ])('%j reads %j: %s', (format, text, expected) => {
@@ -110,7 +113,12 @@ describe('the JSON automaton', () => {
     expect(refused({ type: 'object', required: ['x'] })).toThrow(/"x" is not in properties/);
     expect(refused({ $ref: '#/$defs/missing' })).toThrow(/\$ref/);
     expect(refused({ type: 'decimal' })).toThrow(/not a JSON Schema type/);
+    expect(refused({ '': 1 })).toThrow(/"" is only supported with a "type"/); // an empty keyword is a keyword too
+    expect(refused({ type: 'string', '': 1 })).toThrow(/"" is not supported/);
     expect(refused({ enum: [] })).toThrow(/must not be empty/);
+    expect(refused({ type: 'object', properties: 0, required: ['a'] })).toThrow(/properties: must be an object/); // found by fuzzing: was a 500
+    expect(refused({ type: 'object', required: 'a' })).toThrow(/required: must be an array/);
+    expect(refused({ anyOf: { type: 'string' } })).toThrow(/anyOf: must be an array/);
     expect(refused({ type: 'string', pattern: '(?=a)b' })).toThrow(/lookaround/);
     expect(refused({ type: 'string', pattern: '(a)\\1' })).toThrow(/backreferences/);
     expect(refused({ type: 'string', pattern: 'a{3,2}' })).toThrow(/m < n/);

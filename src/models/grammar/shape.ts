@@ -116,8 +116,10 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
       throw new FormatError(`${path}: a schema must be an object or true`);
     if (typeof schema.$ref === 'string') return resolve(schema.$ref, path);
     if ('const' in schema) return literal([schema.const], path);
+    if (schema.enum !== undefined && !Array.isArray(schema.enum)) throw new FormatError(`${path}.enum: must be an array`);
     if (Array.isArray(schema.enum)) return literal(schema.enum, path);
     const alternatives = schema.anyOf ?? schema.oneOf;
+    if (alternatives !== undefined && !Array.isArray(alternatives)) throw new FormatError(`${path}.anyOf: must be an array of schemas`);
     if (Array.isArray(alternatives)) {
       if (alternatives.length > MAX_ANY_OF) throw new FormatError(`${path}.anyOf: more than ${MAX_ANY_OF} alternatives`);
       return { kind: 'anyOf', options: alternatives.map((s, i) => compile(s, `${path}.anyOf[${i}]`)) };
@@ -125,7 +127,7 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
     const types = Array.isArray(schema.type) ? schema.type : schema.type === undefined ? undefined : [schema.type];
     if (types === undefined) {
       const other = Object.keys(schema).find((k) => !ANNOTATIONS.has(k));
-      if (other) throw new FormatError(`${path}: "${other}" is only supported with a "type"`);
+      if (other !== undefined) throw new FormatError(`${path}: "${other}" is only supported with a "type"`);
       return ANY;
     }
     const shapes = types.map((type) => typed(schema, String(type), path));
@@ -136,7 +138,7 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
     const allowed = SUPPORTED[type];
     if (!allowed) throw new FormatError(`${path}: type ${JSON.stringify(type)} is not a JSON Schema type`);
     const other = Object.keys(schema).find((k) => k !== 'type' && !ANNOTATIONS.has(k) && !Object.values(SUPPORTED).flat().includes(k));
-    if (other) throw new FormatError(`${path}: "${other}" is not supported by this gateway`);
+    if (other !== undefined) throw new FormatError(`${path}: "${other}" is not supported by this gateway`);
     const count = (keyword: string, fallback: number) => {
       const v = schema[keyword];
       if (v === undefined) return fallback;
@@ -146,7 +148,11 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
     switch (type) {
       case 'object': {
         const properties = (schema.properties ?? {}) as Record<string, JsonSchema>;
-        const required = new Set((schema.required ?? []) as string[]);
+        if (typeof properties !== 'object' || properties === null || Array.isArray(properties)) throw new FormatError(`${path}.properties: must be an object`);
+        const listed = schema.required ?? [];
+        if (!Array.isArray(listed) || !listed.every((name) => typeof name === 'string'))
+          throw new FormatError(`${path}.required: must be an array of property names`);
+        const required = new Set(listed as string[]);
         for (const name of required) if (!(name in properties)) throw new FormatError(`${path}.required: "${name}" is not in properties`);
         const props = Object.entries(properties).map(([name, s]) => ({
           key: byteString(JSON.stringify(name)),
