@@ -198,6 +198,45 @@ describe('token masks over the GPT-2 vocabulary', () => {
     expect(ended).toBeGreaterThan(3);
   });
 
+  it('compiles random schemas to a FormatError or a grammar that never reaches a dead end', () => {
+    const random = seededRandom(42);
+    const pick = <T>(list: T[]): T => list[Math.floor(random() * list.length)];
+    const odd = [null, true, 0, -1, 2, 1.5, '', 'x', [], {}, ['a'], '^[a-z]{2}$', '(', '\\d+', '[^"]{3}', 30];
+    const types = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null', ['string', 'null'], 'decimal'];
+    const keywords = ['type', 'properties', 'required', 'items', 'enum', 'anyOf', '$ref', '$defs', 'pattern', 'format', 'minLength', 'maxLength', 'maxItems'];
+    const schemaOf = (depth: number): unknown => {
+      if (depth > 3 || random() < 0.2) return random() < 0.7 ? { type: pick(types) } : pick(odd);
+      const out: Record<string, unknown> = {};
+      for (let i = 0; i < 1 + Math.floor(random() * 4); i++) {
+        const k = pick(keywords);
+        if (k === 'type') out.type = pick(types);
+        else if (k === 'properties') out.properties = { a: schemaOf(depth + 1), b: schemaOf(depth + 1) };
+        else if (k === 'items') out.items = schemaOf(depth + 1);
+        else if (k === 'anyOf') out.anyOf = [schemaOf(depth + 1), schemaOf(depth + 1)];
+        else if (k === '$defs') out.$defs = { d: schemaOf(depth + 1) };
+        else if (k === '$ref') out.$ref = pick(['#/$defs/d', '#/x']);
+        else if (k === 'required') out.required = pick([['a'], ['b', 'a'], 'a', []]);
+        else if (k === 'format') out.format = pick(['date', 'email', 'uuid', 'nope']);
+        else out[k] = pick(odd);
+      }
+      return out;
+    };
+    let compiled = 0;
+    for (let i = 0; i < 150; i++) {
+      const format = schema(schemaOf(0) as JsonSchema);
+      try {
+        compileFormat(format);
+      } catch (e) {
+        expect(e).toBeInstanceOf(FormatError); // never a TypeError: that would be a 500
+        continue;
+      }
+      compiled++;
+      const { text, ended } = generate(format, i, 24); // asserts end-of-text only at a whole document
+      if (ended) expect(() => JSON.parse(text), text).not.toThrow();
+    }
+    expect(compiled).toBeGreaterThan(25);
+  });
+
   it('masks the same tokens as reading each token whole would', () => {
     const grammar = grammarFor(JSON_OBJECT);
     let state = grammar.initial;
