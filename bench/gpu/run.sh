@@ -12,6 +12,8 @@
 #   coldstart-heuristic  the same with cudnn_conv_algo_search HEURISTIC instead of ONNX Runtime's EXHAUSTIVE
 #   prefill    GPT-2 small in the decoder on the GPU: last-position vs every-position logits, the prefix cache,
 #              chunked prefill beside 8 decoding sequences (where to set the short/long decode split)
+#   structured GPT-2 small decode steps with a response_format vs free text (masks are computed on the replica's
+#              CPU thread, serially with the GPU's run: their share of a GPU step is the question)
 #   fp16-nhwc  fp16 with prefer_nhwc
 #   gpt2       GPT-2-small streaming, 1/16/64 streams, continuous batching vs sequential; KV cache in FP16
 #              (half the bytes every decode step sends to the GPU)
@@ -24,7 +26,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill fp16-nhwc fp32 gpt2-kv32}
+STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -57,6 +59,7 @@ run_step() {
     gpt2) gpt2 kv16 --name gpu-gpt2-small ;;
     gpt2-kv32) gpt2 "" --name gpu-gpt2-small-kv32 ;;
     prefill) node --import tsx bench/prefill.ts --device cuda --no-tiny --small "$MODELS/gpt2-small.onnx" --out "$OUT" --name gpu-prefill ;;
+    structured) node --import tsx bench/structured.ts --device cuda --model "$MODELS/gpt2-small.onnx" --out "$OUT" --name gpu-structured ;;
     fp32) vision --model "$MODELS/resnet50-fp32.onnx" --name resnet50-fp32 --shape 3,224,224 --dtype FP32 --batches 32,128 ;;
     *) echo "unknown step $1" >&2; return 2 ;;
   esac
