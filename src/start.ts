@@ -13,6 +13,7 @@ import {
 import { Batcher, GenerationScheduler } from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
+import { badInput } from './errors/index.js';
 import {
   type Autoscaling,
   authenticate,
@@ -20,6 +21,7 @@ import {
   type EndpointRoute,
   jwtVerifier,
   listen,
+  type ModelControl,
   type Policy,
   RateLimiter,
   rateLimit,
@@ -230,6 +232,8 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       },
     };
     measureModel(telemetry, name, pool, batcher, scheduler);
+    const control = modelControl(name, queue, pool, autoscaler, () => policy.minContainers, log);
+    const refuseUnloaded = () => (control.loaded() ? undefined : Promise.reject(notLoaded(name)));
     models.set(name, {
       name,
       signature,
@@ -237,18 +241,24 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       maxBatchSize: policy.maxBatchSize,
       batching: { waitMs: b.wait_ms, maxQueueSize: b.max_queue_size, timeoutMs: b.timeout_ms, batchSizes },
       labels: labels.get(name),
-      batcher,
+      batcher: batcher && { submit: (inputs, o) => refuseUnloaded() ?? batcher.submit(inputs, o) },
       generation:
         generative && scheduler
-          ? { scheduler, tokenizer: await loadTokenizer(generative.tokenizer), context: generative.context ?? 1024, vocab: generative.vocab }
+          ? {
+              scheduler: { generate: (req, hooks) => refuseUnloaded() ?? scheduler.generate(req, hooks) },
+              tokenizer: await loadTokenizer(generative.tokenizer),
+              context: generative.context ?? 1024,
+              vocab: generative.vocab,
+            }
           : undefined,
       stats: () => queue.stats(),
       queue,
       pool,
       autoscaler,
       // Ready: a replica is up, or none is required (scale to zero) and starting one is not failing.
-      isReady: () => pool.readyCount() > 0 || (policy.minContainers === 0 && !pool.failure),
-      notReadyReason: () => pool.failure,
+      isReady: () => control.loaded() && (pool.readyCount() > 0 || (policy.minContainers === 0 && !pool.failure)),
+      notReadyReason: () => (control.loaded() ? pool.failure : 'unloaded'),
+      control,
       replicas: () => pool.describe(),
       autoscaling,
       admin: () => ({
@@ -313,5 +323,52 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       })();
       return stopping;
     },
+  };
+}
+
+const notLoaded = (model: string) => badInput(`model ${model} is unloaded: POST /v2/repository/models/${model}/load to load it`, 'model', 'model_not_loaded');
+
+/**
+ * Triton's explicit model control for one model. Unload: new requests are refused at once (400
+ * model_not_loaded), what was accepted is served, then the autoscaler stops and every replica drains —
+ * the GPU memory is given back. Load: replicas start (min_containers, at least one: a loaded model is in
+ * memory) and, once they are ready, requests are taken and the autoscaler decides again. One change at a
+ * time, in the order asked.
+ */
+function modelControl(
+  name: string,
+  queue: { idle(): Promise<void> },
+  pool: ReplicaPool,
+  autoscaler: Autoscaler,
+  minContainers: () => number,
+  log: Logger,
+): ModelControl {
+  let unloaded = false;
+  let changes = Promise.resolve();
+  const inTurn = (change: () => Promise<void>) => {
+    const next = changes.then(change);
+    changes = next.catch(() => {});
+    return next;
+  };
+  return {
+    loaded: () => !unloaded,
+    unload: () =>
+      inTurn(async () => {
+        if (unloaded) return;
+        unloaded = true;
+        await queue.idle();
+        autoscaler.stop();
+        await pool.drainAll();
+        log.info({ model: name }, 'model unloaded: its replicas are stopped');
+      }),
+    load: () =>
+      inTurn(async () => {
+        const missing = Math.max(minContainers(), 1) - pool.readyCount();
+        if (!unloaded && missing <= 0) return;
+        await pool.startReplicas(Math.max(0, missing));
+        unloaded = false;
+        autoscaler.start();
+        log.info({ model: name }, 'model loaded');
+      }),
   };
 }

@@ -37,17 +37,19 @@ export class Autoscaler {
 
   constructor(private opts: AutoscalerOptions) {
     this.now = opts.now ?? (() => performance.now());
-    opts.pool.on('change', this.poke);
   }
 
+  /** Starts deciding (again, after `stop`: a model loaded again). */
   start(): void {
-    this.timer ??= setInterval(() => this.reconcile(), this.opts.tickMs ?? 250);
+    if (this.timer) return;
+    this.opts.pool.on('change', this.poke);
+    this.timer = setInterval(() => this.reconcile(), this.opts.tickMs ?? 250);
     this.timer.unref();
   }
 
-  /** Decide soon (once per turn of the event loop, however many pokes). */
+  /** Decide soon (once per turn of the event loop, however many pokes); nothing while stopped. */
   readonly poke = (): void => {
-    if (this.scheduled) return;
+    if (this.scheduled || !this.timer) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;

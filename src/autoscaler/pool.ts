@@ -179,6 +179,11 @@ export class ReplicaPool extends EventEmitter<{
     }));
   }
 
+  /** Drains every replica (in-flight batches finish); the pool may start replicas again (a model unloaded). */
+  async drainAll(): Promise<void> {
+    await Promise.all(this.members.map((m) => this.drain(m)));
+  }
+
   /** Drains every replica (in-flight batches finish) and stops it. Idempotent. */
   async stop(): Promise<void> {
     this.stopped = true;

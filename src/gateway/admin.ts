@@ -55,5 +55,23 @@ export function adminRoutes({ models, writable, writeGuard }: AdminOptions): Hon
       throw badInput(`max_containers (${next.max_containers}) must be at least min_containers (${next.min_containers})`, 'max_containers');
     return c.json({ model: name, ...autoscaling.update(patch.data) });
   });
+
+  // Triton's model control (explicit mode): unload stops a model's replicas (its GPU memory back) and refuses
+  // its requests; load starts them again. Answered once done, as Triton's are.
+  for (const action of ['load', 'unload'] as const) {
+    const path = `/v2/repository/models/:model/${action}`;
+    for (const guard of writeGuard) app.post(path, guard);
+    app.post(path, async (c) => {
+      if (!writable) throw new GatewayError(403, 'forbidden', 'model control is off: set server.admin_api: true in the config to allow it');
+      const name = c.req.param('model') as string;
+      const control = models.get(name)?.control;
+      if (!control) throw notFound(`no model named ${name}`);
+      const body = (await readJson(c, 64 * 1024, { emptyAllowed: true })) as { parameters?: Record<string, unknown> } | undefined;
+      const given = Object.keys(body?.parameters ?? {});
+      if (given.length > 0) throw badInput(`parameters ${given.join(', ')} are not supported: a model is loaded as the config has it`, 'parameters');
+      await control[action]();
+      return c.json({});
+    });
+  }
   return app;
 }

@@ -3,4 +3,4 @@ export { jwtVerifier } from './auth/jwt.js';
 export { authenticate, type Caller, type Policy, rateLimit } from './auth/middleware.js';
 export { RateLimiter } from './auth/rate-limit.js';
 export { type Listening, listen } from './server.js';
-export type { Autoscaling, GatewayEnv, ServedModel } from './types.js';
+export type { Autoscaling, GatewayEnv, ModelControl, ServedModel } from './types.js';

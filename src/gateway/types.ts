@@ -33,7 +33,11 @@ export interface ServedModel {
   admin?(): object;
   /** The pool's autoscaling, read and changed at runtime (the admin API). */
   autoscaling?: Autoscaling;
+  /** Triton's model control: unloaded, a model stops its replicas and refuses requests until loaded again. */
+  control?: ModelControl;
 }
+
+export type ModelControl = { loaded(): boolean; load(): Promise<void>; unload(): Promise<void> };
 
 /** A pool's autoscaling settings, by the config's names (models.X.scaling). */
 export type AutoscalingSettings = {

@@ -33,7 +33,8 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
   app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions }));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
   app.get('/v2/health/ready', (c) => {
-    const ready = [...models.values()].every((m) => m.isReady());
+    // Models unloaded on purpose (model control) do not make the server unready, as in Triton.
+    const ready = [...models.values()].every((m) => m.isReady() || m.control?.loaded() === false);
     return c.json({ ready }, ready ? 200 : 503);
   });
 
