@@ -7,7 +7,11 @@ let client: OpenAI;
 beforeAll(async () => {
   gw = await startTestGateway({
     models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } } },
-  });
+    endpoints: [
+      { path: '/assistant', model: 'tiny-gpt', protocol: 'openai-responses', auth: 'public' },
+      { path: '/chat', model: 'tiny-gpt', protocol: 'openai-chat', auth: 'public' },
+    ],
+  } as never);
   client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'not-needed', maxRetries: 0 });
 });
 afterAll(() => gw?.shutdown());
@@ -150,6 +154,14 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
     const { error } = await res.json();
     expect(error.param).toBe(param);
     expect(error.message).toContain(message);
+  });
+
+  it('serves an endpoint bound to the model (protocol openai-responses): the body names no model', async () => {
+    const post = (path: string, body: object) => fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify(body) });
+    const r = await (await post('/assistant', { input: 'Hi', max_output_tokens: 3 })).json();
+    expect(r).toMatchObject({ object: 'response', model: 'tiny-gpt', status: 'incomplete', usage: { output_tokens: 3 } });
+    const chat = await (await post('/chat', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3 })).json();
+    expect(chat).toMatchObject({ object: 'chat.completion', model: 'tiny-gpt', usage: { completion_tokens: 3 } });
   });
 
   it('is a 404 for a model that is not generative', async () => {

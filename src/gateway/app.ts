@@ -8,7 +8,7 @@ import { adminRoutes } from './admin.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
-import { chat, completions, generativeModelOf, openaiError, openaiRoutes } from './openai/routes.js';
+import { chat, completions, generativeModelOf, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
 
@@ -16,7 +16,7 @@ import { wsRoutes } from './ws.js';
 export type EndpointRoute = {
   path: string;
   model: string;
-  protocol: 'kserve' | 'openai-chat' | 'openai-completions';
+  protocol: 'kserve' | 'openai-chat' | 'openai-completions' | 'openai-responses';
   guard: MiddlewareHandler<GatewayEnv>[];
   maxBodyBytes?: number;
 };
@@ -63,7 +63,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       app.post(e.path, (c) => infer(c, model(), limit, regions));
       app.get(e.path, (c) => c.json(metadata(model())));
     } else {
-      const handler = e.protocol === 'openai-chat' ? chat : completions;
+      const handler = { 'openai-chat': chat, 'openai-completions': completions, 'openai-responses': responsesRoute }[e.protocol];
       app.post(e.path, (c) => handler(c, generativeModelOf(opts.models), limit, e.model));
     }
   }

@@ -25,10 +25,7 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   app.get('/v1/models/:model', (c) => c.json(listed(model(c.req.param('model')))));
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
-  app.post('/v1/responses', async (c) => {
-    const req = parseBody(responsesSchema, await json(c, maxBodyBytes));
-    return responses(c, model(req.model), req);
-  });
+  app.post('/v1/responses', (c) => responsesRoute(c, model, maxBodyBytes));
   // vLLM's token counting: what a prompt (or chat) costs in tokens, and text back from tokens.
   app.post('/tokenize', async (c) => {
     const req = parseBody(tokenizeSchema, await json(c, maxBodyBytes));
@@ -104,6 +101,12 @@ export function completionPrompts(tokenizer: Tokenizer, prompt: CompletionReques
   if (typeof prompt === 'string') return [tokenizer.encode(prompt)];
   if (typeof prompt[0] === 'number') return [prompt as number[]];
   return (prompt as (string | number[])[]).map((p) => (typeof p === 'string' ? tokenizer.encode(p) : p));
+}
+
+/** POST /v1/responses (and openai-responses endpoints, with `fixedModel`). */
+export async function responsesRoute(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
+  const req = parseBody(responsesSchema, await json(c, maxBodyBytes, fixedModel));
+  return responses(c, model(req.model), req);
 }
 
 /** POST /v1/chat/completions (and openai-chat endpoints, with `fixedModel`). */
