@@ -94,6 +94,8 @@ export type GenerationStats = {
   cachedPromptTokens: number;
   /** How many steps ran with N sequences in them (join + advance): the proof that streams share steps. */
   stepSizes: Record<number, number>;
+  /** Milliseconds the replicas spent in steps: prompts, decoding, and of those, response formats' masks. */
+  stepMs: { prefill: number; decode: number; grammar: number };
   shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
 };
 
@@ -108,7 +110,10 @@ let nextId = 0;
 /** Told when a sequence ends: what telemetry needs (time to first token, tokens, time per token). */
 export type SequenceEvent = { ttftMs?: number; tokens: number; cachedPromptTokens: number; durationMs: number; ok: boolean };
 
-export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [SequenceEvent]; shed: [{ reason: string }] }> {
+/** A step's time on its replica, in ms: prompts, decoding, and of those, response formats' masks. */
+export type StepTiming = { prefill: number; decode: number; grammar: number };
+
+export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [SequenceEvent]; shed: [{ reason: string }]; step: [StepTiming] }> {
   private queue: Seq[] = [];
   private loops = new Map<string, Loop>();
   /** Prompt start → the replica the last prompt starting so went to (`affinityTokens`). */
@@ -120,6 +125,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
     tokens: 0,
     cachedPromptTokens: 0,
     stepSizes: {} as Record<number, number>,
+    stepMs: { prefill: 0, decode: 0, grammar: 0 },
     shed: { queue_full: 0, deadline: 0, cancelled: 0 },
   };
   private readonly onCapacity = () => this.admit();
@@ -172,7 +178,8 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
   stats(): GenerationStats {
     let active = 0;
     for (const loop of this.loops.values()) active += loop.active.size + loop.joining.length;
-    return { queued: this.queue.length, active, ...this.counts, stepSizes: { ...this.counts.stepSizes }, shed: { ...this.counts.shed } };
+    const { stepSizes, stepMs, shed } = this.counts;
+    return { queued: this.queue.length, active, ...this.counts, stepSizes: { ...stepSizes }, stepMs: { ...stepMs }, shed: { ...shed } };
   }
 
   /** Resolves when nothing is queued or generating (for graceful shutdown). */
@@ -248,6 +255,9 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           logprobs?: Record<string, TokenLogprobs>;
           promptLogprobs?: Record<string, TokenLogprobs[]>;
           cached?: Record<string, number>;
+          prefillMs?: number;
+          decodeMs?: number;
+          maskMs?: number;
         };
         try {
           step = (await loop.replica.request('step', body)) as typeof step;
@@ -262,6 +272,9 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           this.counts.steps++;
           this.counts.stepSizes[size] = (this.counts.stepSizes[size] ?? 0) + 1;
         }
+        const timing = { prefill: step.prefillMs ?? 0, decode: step.decodeMs ?? 0, grammar: step.maskMs ?? 0 };
+        for (const phase of ['prefill', 'decode', 'grammar'] as const) this.counts.stepMs[phase] += timing[phase];
+        this.emit('step', timing);
         for (const [id, token] of Object.entries(step.tokens)) {
           const seq = loop.active.get(id);
           if (!seq || seq.settled) continue;

@@ -22,12 +22,14 @@ export type StepResult = {
   cached?: Record<string, number>;
   prefillMs: number;
   decodeMs: number;
+  /** Of those, the time response formats' masks took (structured output). */
+  maskMs: number;
   decodeBatch: number;
 };
 /** A sequence whose prompt is computed on what its row holds, a chunk per run. */
 type Extension = { id: string; seq: Sequence };
 /** A step's drawn tokens, by sequence id. */
-type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs' | 'cached'>;
+type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs' | 'cached' | 'maskMs'>;
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -100,7 +102,7 @@ export class Decoder {
 
   async step(req: StepRequest): Promise<StepResult> {
     for (const seq of req.release) this.release(seq);
-    const drawn: Drawn = { tokens: {} };
+    const drawn: Drawn = { tokens: {}, maskMs: 0 };
     const t0 = performance.now();
     // Long prompts go on, a chunk each per step (so that the others' tokens keep coming meanwhile); joining
     // prompts start, after a cached prefix where there is one.
@@ -256,6 +258,7 @@ export class Decoder {
       vocab,
       done.map(({ seq }) => seq),
     );
+    drawn.maskMs += next.maskMs;
     done.forEach((x, d) => {
       const prompt = promptOf(x);
       x.seq.prefilling = undefined;
@@ -358,6 +361,7 @@ export class Decoder {
       vocab,
       rows.map((s) => (advancing.has(s) ? s : DISCARDED)),
     );
+    drawn.maskMs += next.maskMs;
     rows.forEach((s, i) => {
       const id = advancing.get(s);
       if (id === undefined) return;

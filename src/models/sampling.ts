@@ -153,13 +153,22 @@ export class Sampler {
    * a row's logits are adjusted in place first (logit bias, penalties on the row's `generated` tokens, the
    * tokens its format does not allow).
    */
-  async sample(logits: Float32Array, vocab: number, rows: SamplingRow[]): Promise<{ tokens: number[]; logprobs: (TokenLogprobs | undefined)[] }> {
+  async sample(
+    logits: Float32Array,
+    vocab: number,
+    rows: SamplingRow[],
+  ): Promise<{ tokens: number[]; logprobs: (TokenLogprobs | undefined)[]; maskMs: number }> {
     const b = rows.length;
+    let maskMs = 0;
     rows.forEach((r, i) => {
       const s = r.sampling;
       const row = logits.subarray(i * vocab, (i + 1) * vocab);
       if (s.logitBias || r.generated || s.suppress) adjustLogits(row, s, r.generated, r.produced);
-      r.constraint?.mask(row);
+      if (r.constraint) {
+        const t = performance.now();
+        r.constraint.mask(row);
+        maskMs += performance.now() - t;
+      }
     });
     const inv = Float32Array.from(rows, (r) => (r.sampling.temperature > 0 ? 1 / r.sampling.temperature : 1));
     const out = await this.session.run({
@@ -175,6 +184,6 @@ export class Sampler {
         ? undefined
         : { logprob: Math.log(row(i)[tokens[i]]), top: mostLikely(row(i), r.sampling.logprobs).map(([t, p]): [number, number] => [t, Math.log(p)]) },
     );
-    return { tokens, logprobs };
+    return { tokens, logprobs, maskMs };
   }
 }

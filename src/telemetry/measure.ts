@@ -20,6 +20,9 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
     telemetry.recordSpan('infergate.batch', e.startedAt, e.startedAt + e.durationMs, attributes, e.traces as SpanContext[]);
   });
   scheduler?.on('shed', shed);
+  scheduler?.on('step', (t) => {
+    for (const phase of ['prefill', 'decode', 'grammar'] as const) if (t[phase] > 0) i.stepTime.add(t[phase] / 1000, { 'gen_ai.request.model': model, phase });
+  });
   scheduler?.on('sequence', (e) => {
     i.tokens.add(e.tokens, { 'gen_ai.request.model': model });
     if (e.cachedPromptTokens > 0) i.cachedPromptTokens.add(e.cachedPromptTokens, { 'gen_ai.request.model': model });

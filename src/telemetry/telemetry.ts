@@ -89,6 +89,10 @@ export class Telemetry {
       }),
       coldStart: seconds('infergate.replica.cold_start.duration', 'Replica start to ready: process, session creation, warm-up.'),
       tokens: m.createCounter('infergate.generation.tokens', { unit: '{token}', description: 'Tokens generated.' }),
+      stepTime: m.createCounter('infergate.generation.step_time', {
+        unit: 's',
+        description: "Time the replicas spent in generation steps, by phase: prefill, decode, and grammar (response formats' masks, part of the other two).",
+      }),
       cachedPromptTokens: m.createCounter('infergate.generation.cached_prompt_tokens', {
         unit: '{token}',
         description: "Prompt tokens taken from the replicas' prefix caches instead of computed.",
