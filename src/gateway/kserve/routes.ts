@@ -5,6 +5,7 @@ import { bytesOf, viewBytes } from '../../tensor/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { requestBuffers } from '../buffer-pool.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
+import { generate } from './generate.js';
 import { tritonConfig } from './model-config.js';
 import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
@@ -62,6 +63,8 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
       return c.json({ name: m.name, ...m.stats(), replicas: m.replicas() });
     });
     app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes, regions));
+    app.post(`${prefix}/generate`, (c) => generate(c, model(c), maxBodyBytes, false));
+    app.post(`${prefix}/generate_stream`, (c) => generate(c, model(c), maxBodyBytes, true));
   }
 
   const shm = (): SharedMemoryRegions => {

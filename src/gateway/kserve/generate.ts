@@ -1,0 +1,102 @@
+import type { Context } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import { z } from 'zod';
+import { badInput, GatewayError } from '../../errors/index.js';
+import { clientSignal, readJson } from '../body.js';
+import { Generation } from '../openai/generation.js';
+import type { GatewayEnv, ServedModel } from '../types.js';
+
+// Triton's generate extension (POST v2/models/{m}/generate and generate_stream): a text-in, text-out
+// schema for LLMs, what genai-perf's `--endpoint-type generate` and Triton's vLLM / TensorRT-LLM users
+// send. Settings come as top-level fields (the TensorRT-LLM ensemble's inputs) or in `parameters`; as
+// Triton's vLLM backend answers, `text_output` starts with the prompt unless `exclude_input_in_output`.
+
+const settings = z.object({
+  max_tokens: z.number().int().min(1).optional(),
+  temperature: z.number().min(0).max(2).optional(),
+  top_p: z.number().gt(0).max(1).optional(),
+  top_k: z.number().int().min(0).optional(),
+  seed: z.number().int().optional(),
+  /** TensorRT-LLM's name for the seed. */
+  random_seed: z.number().int().optional(),
+  stop: z.union([z.string().min(1), z.array(z.string()).max(4)]).optional(),
+  /** TensorRT-LLM's name for stop sequences ("" entries: none). */
+  stop_words: z.array(z.string()).optional(),
+  exclude_input_in_output: z.boolean().optional(),
+  ignore_eos: z.boolean().optional(),
+  min_tokens: z.number().int().min(0).optional(),
+  frequency_penalty: z.number().min(-2).max(2).optional(),
+  presence_penalty: z.number().min(-2).max(2).optional(),
+  /** Which URL was called decides; the field is accepted as clients send it. */
+  stream: z.boolean().optional(),
+});
+
+const request = z.looseObject({
+  id: z.string().optional(),
+  text_input: z.string({ error: 'text_input (a string) is required' }),
+  parameters: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** POST /v2/models/{m}/generate (`stream`: generate_stream, Server-Sent Events). */
+export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, stream: boolean): Promise<Response> {
+  c.set('model', m.name);
+  if (!m.generation) throw badInput(`model ${m.name} is not generative: send tensors to /v2/models/${m.name}/infer`);
+  const body = await readJson(c, maxBodyBytes);
+  const parsed = request.safeParse(body);
+  if (!parsed.success) throw badInput(parsed.error.issues[0].message, parsed.error.issues[0].path.join('.'));
+  const { id, text_input, parameters, ...inputs } = parsed.data as z.infer<typeof request> & Record<string, unknown>;
+  // Unknown settings are passed over (clients send their backend's many); known ones are checked.
+  const given = settings.safeParse({ ...pick(inputs), ...pick(parameters ?? {}) });
+  if (!given.success) {
+    const issue = given.error.issues[0];
+    throw badInput(`${issue.path.join('.')}: ${issue.message}`, issue.path.join('.'));
+  }
+  const s = given.data;
+  const gen = m.generation;
+  const prompt = gen.tokenizer.encode(text_input);
+  const stops = [...(typeof s.stop === 'string' ? [s.stop] : (s.stop ?? [])), ...(s.stop_words ?? [])].filter((x) => x.length > 0);
+  if (stops.length > 4) throw badInput(`at most 4 stop sequences (${stops.length} given)`, 'stop');
+  const generation = new Generation(
+    m,
+    {
+      max_tokens: s.max_tokens,
+      temperature: s.temperature,
+      top_p: s.top_p,
+      top_k: s.top_k,
+      seed: s.seed ?? s.random_seed,
+      stop: stops,
+      ignore_eos: s.ignore_eos,
+      min_tokens: s.min_tokens,
+      frequency_penalty: s.frequency_penalty,
+      presence_penalty: s.presence_penalty,
+      echo: !(s.exclude_input_in_output ?? false),
+    },
+    prompt,
+    s.max_tokens ?? 16,
+    clientSignal(c),
+    c.get('caller')?.priority,
+  );
+  const answer = (text: string) => ({ ...(id !== undefined && { id }), model_name: m.name, model_version: '1', text_output: text });
+
+  if (!stream) {
+    let text = '';
+    for await (const piece of generation) text += piece.text;
+    await generation.result;
+    return c.json(answer(text));
+  }
+  await generation.started; // errors before the first token still get a status code
+  return streamSSE(c, async (sse) => {
+    try {
+      for await (const piece of generation) if (piece.text) await sse.writeSSE({ data: JSON.stringify(answer(piece.text)) });
+      await generation.result;
+    } catch (err) {
+      if (sse.aborted) return;
+      await sse.writeSSE({ data: JSON.stringify({ error: err instanceof GatewayError ? err.message : `internal error: ${(err as Error).message}` }) });
+    }
+  });
+}
+
+/** The known settings among some fields (a setting may come as a top-level input or a parameter). */
+function pick(fields: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).filter(([k]) => k in settings.shape));
+}
