@@ -55,6 +55,10 @@ describe('OpenAI-compatible API with the official openai client', () => {
   it('lists the generative models only', async () => {
     const models = await client.models.list();
     expect(models.data.map((m) => m.id)).toEqual(['tiny-gpt', 'tiny-gpt-chunked']);
+    expect(models.data[0]).toMatchObject({ object: 'model', root: 'tiny-gpt', max_model_len: 512 }); // vLLM's fields (tiny-gpt's n_ctx)
+    // vLLM's probes: /health (no body) and /version.
+    expect((await fetch(`${gw.url}/health`)).status).toBe(200);
+    expect(await (await fetch(`${gw.url}/version`)).json()).toMatchObject({ version: expect.any(String) });
   });
 
   it('completes a prompt (non-streaming) with usage and finish_reason length', async () => {

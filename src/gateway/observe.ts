@@ -36,7 +36,7 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
       windows.set(model, window);
       window.add(seconds * 1000);
     }
-    if (log?.isLevelEnabled('info') && route !== '/metrics' && !route.startsWith('/v2/health')) {
+    if (log?.isLevelEnabled('info') && route !== '/metrics' && route !== '/health' && !route.startsWith('/v2/health')) {
       log.info(
         {
           requestId: c.get('requestId'),

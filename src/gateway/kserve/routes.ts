@@ -33,11 +33,15 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
   const extensions = ['binary_tensor_data', 'classification', 'model_statistics', ...(regions ? ['system_shared_memory'] : [])];
   app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions }));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
+  // Models unloaded on purpose (model control) do not make the server unready, as in Triton.
+  const serverReady = () => [...models.values()].every((m) => m.isReady() || m.control?.loaded() === false);
   app.get('/v2/health/ready', (c) => {
-    // Models unloaded on purpose (model control) do not make the server unready, as in Triton.
-    const ready = [...models.values()].every((m) => m.isReady() || m.control?.loaded() === false);
+    const ready = serverReady();
     return c.json({ ready }, ready ? 200 : 503);
   });
+  // vLLM's probes (what deployments written for vLLM check): /health 200 when ready, /version.
+  app.get('/health', (c) => c.body(null, serverReady() ? 200 : 503));
+  app.get('/version', (c) => c.json({ version }));
 
   // Triton's repository index: every model with its state (READY also while it may cold-start from zero).
   app.post('/v2/repository/index', async (c) => {

@@ -18,7 +18,8 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   const app = new Hono<GatewayEnv>();
   const created = Math.floor(Date.now() / 1000);
   const generative = () => [...models.values()].filter((m) => m.generation);
-  const listed = (m: ServedModel) => ({ id: m.name, object: 'model', created, owned_by: 'infergate' });
+  // vLLM's fields too: the context length clients (LiteLLM, evaluation harnesses) read from the list.
+  const listed = (m: ServedModel) => ({ id: m.name, object: 'model', created, owned_by: 'infergate', root: m.name, max_model_len: m.generation?.context });
 
   const model = generativeModelOf(models);
   app.get('/v1/models', (c) => c.json({ object: 'list', data: generative().map(listed) }));
