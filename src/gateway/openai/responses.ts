@@ -170,13 +170,19 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
     };
   };
 
+  /** The output items: whole ones `completed`, the last `incomplete` if max_output_tokens cut it. */
+  const outputOf = (result: Awaited<typeof generation.result>, all: string) => {
+    const last = result.finishReason === 'length' ? 'incomplete' : 'completed';
+    if (!reader) return [messageItem(all, last)];
+    return reader.calls.map((call, i) => callItem(call, i === reader.calls.length - 1 ? last : 'completed'));
+  };
+
   if (!req.stream) {
     let all = '';
     for await (const piece of generation) all += piece.text;
     const result = await generation.result;
     reader?.push(all);
-    const output = reader ? reader.calls.map((call) => callItem(call, 'completed')) : [messageItem(all, 'completed')];
-    return c.json(finished(result, output));
+    return c.json(finished(result, outputOf(result, all)));
   }
 
   await generation.started;
@@ -197,13 +203,14 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
           all += piece.text;
           await send('response.output_text.delta', { ...at, delta: piece.text });
         }
+        const [item] = outputOf(await generation.result, all);
         await send('response.output_text.done', { ...at, text: all });
         await send('response.content_part.done', { ...at, part: { type: 'output_text', text: all, annotations: [] } });
-        await send('response.output_item.done', { output_index: 0, item: messageItem(all, 'completed') });
+        await send('response.output_item.done', { output_index: 0, item });
       } else {
-        const close = async (index: number) => {
+        const close = async (index: number, status = 'completed') => {
           const call = reader.calls[index];
-          const item = callItem(call, 'completed');
+          const item = callItem(call, status);
           await send('response.function_call_arguments.done', { item_id: item.id, output_index: index, arguments: call.function.arguments });
           await send('response.output_item.done', { output_index: index, item });
         };
@@ -222,11 +229,11 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
               });
           }
         }
-        if (reader.calls.length > 0) await close(reader.calls.length - 1);
+        const last = outputOf(await generation.result, all).at(-1) as { status: string } | undefined;
+        if (last) await close(reader.calls.length - 1, last.status);
       }
       const result = await generation.result;
-      const output = reader ? reader.calls.map((call) => callItem(call, 'completed')) : [messageItem(all, 'completed')];
-      const response = finished(result, output);
+      const response = finished(result, outputOf(result, all));
       await send(response.status === 'completed' ? 'response.completed' : 'response.incomplete', { response });
     } catch (err) {
       if (stream.aborted) return;
