@@ -47,3 +47,11 @@ export const random = (n: number, seed = 1) => {
     return s / 2 ** 31 - 0.5;
   });
 };
+
+/** A tool's parameters for the tool-calling tests (chat's and the Responses API's tool shapes both take it). */
+export const WEATHER_PARAMETERS = {
+  type: 'object',
+  properties: { city: { type: 'string', maxLength: 12 }, unit: { enum: ['celsius', 'fahrenheit'] } },
+  required: ['city', 'unit'],
+  additionalProperties: false,
+} as const;

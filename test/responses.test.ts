@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MODELS, startTestGateway } from './helpers.js';
+import { MODELS, startTestGateway, WEATHER_PARAMETERS } from './helpers.js';
 
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let client: OpenAI;
@@ -23,12 +23,7 @@ const weather = {
   type: 'function',
   name: 'get_weather',
   description: 'The weather in a city',
-  parameters: {
-    type: 'object',
-    properties: { city: { type: 'string', maxLength: 12 }, unit: { enum: ['celsius', 'fahrenheit'] } },
-    required: ['city', 'unit'],
-    additionalProperties: false,
-  },
+  parameters: WEATHER_PARAMETERS,
   strict: true,
 } as const;
 

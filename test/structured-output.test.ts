@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MODELS, startTestGateway } from './helpers.js';
+import { MODELS, startTestGateway, WEATHER_PARAMETERS } from './helpers.js';
 
 // tiny-gpt has random weights: what it writes unconstrained is never JSON. Whatever JSON comes back is the
 // response format's doing (the replica masks every token that would break the document).
@@ -223,12 +223,7 @@ const weather = {
   function: {
     name: 'get_weather',
     description: 'The weather in a city',
-    parameters: {
-      type: 'object',
-      properties: { city: { type: 'string', maxLength: 12 }, unit: { enum: ['celsius', 'fahrenheit'] } },
-      required: ['city', 'unit'],
-      additionalProperties: false,
-    },
+    parameters: WEATHER_PARAMETERS,
   },
 } as const;
 const time = { type: 'function', function: { name: 'get_time' } } as const; // no parameters: {}
