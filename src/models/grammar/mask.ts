@@ -7,7 +7,7 @@ import { compileFormat, type ResponseFormat } from './shape.js';
  * vocabulary elsewhere): a sequence inside a string asks for the same one step after step.
  */
 const MASK_BYTES = 64 * 1024 * 1024;
-/** Grammars kept per replica (requests with the same format share one, and its masks). */
+/** Grammars kept per replica (requests with the same format share one; masks are kept by state, for all). */
 const GRAMMARS_KEPT = 32;
 
 /**
