@@ -215,6 +215,36 @@ describe('Decoder', () => {
     expect(a).toEqual(await reference(PROMPTS.a, a.length));
   });
 
+  it("masks each sequence by its own format, after a chunked prompt too, and leaves its neighbours' tokens alone", async () => {
+    const decoder = new Decoder(session, spec, sampler, undefined, 16);
+    const long = Array.from({ length: 40 }, (_, i) => 2700 + i); // three chunks of 16
+    const json = { ...greedy, format: { type: 'json_object' as const } };
+    const choice = { ...greedy, format: { type: 'choice' as const, choices: ['yes', 'no', 'maybe'] } };
+    const tokens: Record<string, number[]> = { j: [], c: [], f: [] };
+    const collect = (r: StepResult) => {
+      for (const id of Object.keys(tokens)) if (r.tokens[id] !== undefined) tokens[id].push(r.tokens[id]);
+    };
+    collect(
+      await decoder.step({
+        join: [
+          { seq: 'j', prompt: long, sampling: json },
+          { seq: 'c', prompt: PROMPTS.b, sampling: choice },
+          { seq: 'f', prompt: PROMPTS.a, sampling: greedy },
+        ],
+        advance: [],
+        release: [],
+      }),
+    );
+    for (let i = 0; i < 8; i++) collect(await decoder.step({ join: [], advance: ['j', 'c', 'f'], release: [] }));
+    const { gpt2 } = await import('./gpt2-tokenizer.js');
+    const text = (ts: number[]) => ts.filter((t) => t !== gpt2.eos).map((t) => Buffer.from(gpt2.bytes(t)).toString('latin1')).join('');
+    expect(text(tokens.j)).toMatch(/^\s{0,2}\{/); // a JSON object begins, whatever greedy tiny-gpt prefers
+    const end = tokens.c.indexOf(gpt2.eos);
+    expect(end).toBeGreaterThan(0); // a choice is whole in a few tokens, then end-of-text
+    expect(['yes', 'no', 'maybe']).toContain(text(tokens.c.slice(0, end)));
+    expect(tokens.f).toEqual(await reference(PROMPTS.a, tokens.f.length)); // the free sequence is as if alone
+  });
+
   it('lets a sequence leave in the middle of its chunked prefill; the others go on as before', async () => {
     const decoder = new Decoder(session, spec, sampler, undefined, 16);
     const first = await decoder.step({ join: [{ seq: 'a', prompt: PROMPTS.b, sampling: greedy }], advance: [], release: [] });
