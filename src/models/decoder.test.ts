@@ -237,7 +237,11 @@ describe('Decoder', () => {
     );
     for (let i = 0; i < 8; i++) collect(await decoder.step({ join: [], advance: ['j', 'c', 'f'], release: [] }));
     const { gpt2 } = await import('./gpt2-tokenizer.js');
-    const text = (ts: number[]) => ts.filter((t) => t !== gpt2.eos).map((t) => Buffer.from(gpt2.bytes(t)).toString('latin1')).join('');
+    const text = (ts: number[]) =>
+      ts
+        .filter((t) => t !== gpt2.eos)
+        .map((t) => Buffer.from(gpt2.bytes(t)).toString('latin1'))
+        .join('');
     expect(text(tokens.j)).toMatch(/^\s{0,2}\{/); // a JSON object begins, whatever greedy tiny-gpt prefers
     const end = tokens.c.indexOf(gpt2.eos);
     expect(end).toBeGreaterThan(0); // a choice is whole in a few tokens, then end-of-text

@@ -32,6 +32,21 @@ describe('pickToken', () => {
     expect(new Set(draw(300, { topP: 0.7 }))).toEqual(new Set([1, 4]));
   });
 
+  it('draws the same tokens reading only the allowed ones of a masked row as reading the whole row', () => {
+    const row = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i * 7.3) * 4);
+    const allowed = Int32Array.from([3, 17, 18, 250, 251, 600, 998]);
+    const masked = row.map((x, i) => (allowed.includes(i) ? x : Number.NEGATIVE_INFINITY));
+    for (const s of [{}, { topK: 3 }, { topP: 0.8 }, { topK: 5, topP: 0.5 }, { temperature: 0.7 }]) {
+      const probs = softmax(masked, (s as { temperature?: number }).temperature ?? 1);
+      const sampling = { temperature: 1, topP: 1, topK: 0, seed: 1, ...s };
+      const [whole, among] = [seededRandom(9), seededRandom(9)];
+      const a = Array.from({ length: 200 }, () => pickToken(probs, 3, sampling, whole));
+      const b = Array.from({ length: 200 }, () => pickToken(probs, 3, sampling, among, allowed));
+      expect(b).toEqual(a);
+      expect(a.every((t) => allowed.includes(t))).toBe(true);
+    }
+  });
+
   it('follows the distribution', () => {
     const counts = new Array(5).fill(0);
     for (const t of draw(20_000, {})) counts[t]++;

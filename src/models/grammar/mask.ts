@@ -99,6 +99,11 @@ export class TokenMask {
     return this.tokens.byteLength + 64;
   }
 
+  /** The allowed tokens, in order, where they are few (undefined: most are). */
+  get sparse(): Int32Array | undefined {
+    return this.dense ? undefined : this.tokens;
+  }
+
   /** 1 for each allowed token, of a vocabulary of `size`. */
   bits(size: number): Uint8Array {
     const bits = new Uint8Array(size).fill(this.dense ? 1 : 0);
@@ -205,10 +210,17 @@ export class TokenConstraint {
     this.state = grammar.initial;
   }
 
-  /** Sets the logits of the tokens the format does not allow next to -Infinity. */
-  mask(row: Float32Array): void {
+  /**
+   * Sets the logits of the tokens the format does not allow next to -Infinity; answers the allowed tokens,
+   * in order, where they are few (a sampler need only read those).
+   */
+  mask(row: Float32Array): Int32Array | undefined {
+    const mask = this.grammar.allowed(this.state, this.vocabulary);
+    if (mask.apply(row)) return mask.sparse;
     // Everything the format allows is held back (min_tokens holds back end-of-text at a whole document): end.
-    if (!this.grammar.allowed(this.state, this.vocabulary).apply(row)) row[this.vocabulary.tokenizer.eos] = 0;
+    const { eos } = this.vocabulary.tokenizer;
+    row[eos] = 0;
+    return Int32Array.of(eos);
   }
 
   /** The token drawn: the state after its bytes. */
