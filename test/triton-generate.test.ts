@@ -41,7 +41,33 @@ describe("Triton's generate extension (POST /v2/models/{m}/generate, generate_st
     expect(events.map((e) => e.text_output).join('')).toBe(whole.text_output);
   });
 
+  it("takes TensorRT-LLM's guided decoding: a JSON schema's document, or a regex's match", async () => {
+    const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
+    const json = await (
+      await post('/v2/models/tiny-gpt/generate', {
+        text_input: 'x',
+        exclude_input_in_output: true,
+        parameters: { max_tokens: 30, guided_decoding_guide_type: 'json_schema', guided_decoding_guide: JSON.stringify(schema) },
+      })
+    ).json();
+    expect(Object.keys(JSON.parse(json.text_output))).toEqual(['ok']);
+    const regex = await (
+      await post('/v2/models/tiny-gpt/generate', {
+        text_input: 'x',
+        parameters: { max_tokens: 10, exclude_input_in_output: true, guided_decoding_guide_type: 'regex', guided_decoding_guide: '[0-9]{3}-[a-c]' },
+      })
+    ).json();
+    expect(regex.text_output).toMatch(/^[0-9]{3}-[a-c]$/);
+  });
+
   it.each([
+    [
+      '/v2/models/tiny-gpt/generate',
+      { text_input: 'x', guided_decoding_guide_type: 'ebnf_grammar', guided_decoding_guide: 'root ::= "a"' },
+      400,
+      /ebnf_grammar is not supported/,
+    ],
+    ['/v2/models/tiny-gpt/generate', { text_input: 'x', guided_decoding_guide_type: 'regex' }, 400, /guided_decoding_guide is required/],
     ['/v2/models/tiny-gpt/generate', { parameters: { max_tokens: 4 } }, 400, /text_input/],
     ['/v2/models/tiny-gpt/generate', { text_input: 'x', parameters: { max_tokens: 0 } }, 400, /max_tokens/],
     ['/v2/models/tiny-gpt/generate', { text_input: 'x', temperature: 'hot' }, 400, /temperature/],
