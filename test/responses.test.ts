@@ -137,11 +137,36 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
     expect(next.usage?.input_tokens).toBeGreaterThan((bare.usage?.input_tokens ?? 0) + 20); // the call and its output are in the prompt
   });
 
+  it('with tool_choice auto (the default) answers a message or function calls, streamed as whole', async () => {
+    for (const extra of [{}, { logit_bias: { 58: 15, 685: 15 }, parallel_tool_calls: false }]) {
+      const request = { model: 'tiny-gpt', input: 'Weather?', tools: [weather], max_output_tokens: 60, ...seeded(3), ...extra };
+      const whole = await client.responses.create(request);
+      const final = await client.responses.stream(request).finalResponse();
+      // What was said (the client's stream helper adds its own `parsed` fields; ids differ per response).
+      const said = (r: OpenAI.Responses.Response) =>
+        r.output.map((o) =>
+          o.type === 'message' ? [o.type, o.status, r.output_text] : o.type === 'function_call' ? [o.type, o.status, o.name, o.arguments] : [o.type],
+        );
+      expect(said(final)).toEqual(said(whole));
+    }
+    const words = await client.responses.create({ model: 'tiny-gpt', input: 'Weather?', tools: [weather], max_output_tokens: 60, ...seeded(3) });
+    expect(words.output.map((o) => o.type)).toEqual(['message']);
+    const calls = await client.responses.create({
+      model: 'tiny-gpt',
+      input: 'Weather?',
+      tools: [weather],
+      max_output_tokens: 60,
+      ...seeded(3),
+      logit_bias: { 58: 15, 685: 15 },
+      parallel_tool_calls: false,
+    } as never);
+    expect(new Set((calls as OpenAI.Responses.Response).output.map((o) => o.type))).toEqual(new Set(['function_call']));
+  });
+
   it.each([
     [{ input: 'x', previous_response_id: 'resp_1' }, 'previous_response_id', 'not stored'],
     [{ input: [] }, 'input', ''],
     [{ input: 'x', text: { format: { type: 'xml' } } }, 'text.format.type', 'type must be'],
-    [{ input: 'x', tools: [weather] }, 'tool_choice', 'tool_choice "auto" needs'],
     [{ input: 'x', reasoning: { effort: 'high' } }, 'reasoning', 'not supported'],
   ])('refuses %j with a 400 on its param', async (body, param, message) => {
     const res = await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', ...body }) });

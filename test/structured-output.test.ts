@@ -307,6 +307,53 @@ describe('tool calling (tool_choice required or named: the calls are enforced JS
     expect(pieces).toBeGreaterThan(calls.length); // arguments came in more than one piece
   });
 
+  it('with tool_choice "auto" (the default with tools) answers in words or in calls, the model choosing by its first token', async () => {
+    const ask = (extra: object) =>
+      client.chat.completions.create({
+        model: 'tiny-gpt',
+        messages: [{ role: 'user', content: 'Weather in Paris?' }],
+        tools: [weather],
+        max_tokens: 60,
+        seed: 3,
+        ...extra,
+      });
+    const words = await ask({});
+    expect(words.choices[0].message.tool_calls ?? []).toEqual([]);
+    expect(words.choices[0].message.content?.trimStart().startsWith('[')).toBe(false);
+    expect(words.choices[0].finish_reason).not.toBe('tool_calls');
+    // Favouring `[` (ids 58, 685) makes the model choose a call; the grammar then holds it to the tool's schema.
+    const favour = { logit_bias: { 58: 15, 685: 15 }, parallel_tool_calls: false };
+    const called = await ask(favour);
+    expect(called.choices[0].message.content).toBeNull();
+    expect(called.choices[0].finish_reason).toBe('tool_calls');
+    const calls = called.choices[0].message.tool_calls as OpenAI.ChatCompletionMessageFunctionToolCall[];
+    expect(calls.length).toBeGreaterThan(0);
+    for (const call of calls) expectWeatherArguments(call.function.arguments);
+    // Streamed, both kinds come out the same.
+    for (const [whole, extra] of [
+      [words, {}],
+      [called, favour],
+    ] as const) {
+      const stream = await client.chat.completions.create({
+        model: 'tiny-gpt',
+        messages: [{ role: 'user', content: 'Weather in Paris?' }],
+        tools: [weather],
+        max_tokens: 60,
+        seed: 3,
+        stream: true,
+        ...extra,
+      });
+      let content = '';
+      const args: string[] = [];
+      for await (const chunk of stream) {
+        content += chunk.choices[0]?.delta.content ?? '';
+        for (const d of chunk.choices[0]?.delta.tool_calls ?? []) args[d.index] = (args[d.index] ?? '') + (d.function?.arguments ?? '');
+      }
+      expect(content).toBe(whole.choices[0].message.content ?? '');
+      expect(args).toEqual((whole.choices[0].message.tool_calls ?? []).map((c) => (c as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments));
+    }
+  });
+
   it("takes an earlier turn's tool calls and the tool's answer in the conversation", async () => {
     const answer = await client.chat.completions.create({
       model: 'tiny-gpt',
@@ -338,7 +385,6 @@ describe('tool calling (tool_choice required or named: the calls are enforced JS
   });
 
   it.each([
-    [{ tools: [weather] }, 'tool_choice', 'tool_choice "auto" needs a model with a tool-call format'], // auto: the default with tools
     [{ tools: [weather], tool_choice: { type: 'function', function: { name: 'nope' } } }, 'tool_choice', 'not in tools'],
     [{ tool_choice: 'required' }, 'tool_choice', 'tool_choice needs tools'],
     [{ tools: [weather, weather], tool_choice: 'required' }, 'tools', 'tool names must be unique'],

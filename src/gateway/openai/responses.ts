@@ -8,7 +8,7 @@ import type { ServedModel } from '../types.js';
 import { Generation, usage } from './generation.js';
 import { chatText } from './routes.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
-import { type ToolCall, toolUseOf } from './tools.js';
+import { ToolAnswer, type ToolCall, type ToolCallDelta, toolUseOf } from './tools.js';
 
 // OpenAI's Responses API (POST /v1/responses), served the way chat completions are: the input items become
 // chat messages, `text.format` the response format, function tools the tool calls — and the answer comes
@@ -52,8 +52,9 @@ export const responsesSchema = z.object({
   max_output_tokens: z.number().int().min(1).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
-  /** Not OpenAI's here, as in chat completions: the same seed, the same answer. */
+  /** Not OpenAI's here, as in chat completions: the same seed, the same answer; token id → bias. */
   seed: z.number().int().nullish(),
+  logit_bias: z.record(z.string(), z.number()).nullish(),
   stream: z.boolean().nullish(),
   text: z.object({ format: format.nullish() }).nullish(),
   tools: z.array(functionTool).nullish(),
@@ -95,6 +96,7 @@ function asChat(req: ResponsesRequest): ChatRequest {
     temperature: req.temperature,
     top_p: req.top_p,
     seed: req.seed,
+    logit_bias: req.logit_bias,
     response_format: f?.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: f.name, schema: f.schema, strict: f.strict } } : f,
     tools: req.tools?.map((t) => ({
       type: 'function',
@@ -117,7 +119,8 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
   const maxTokens = req.max_output_tokens ?? Math.min(256, gen.context - prompt.length);
   const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, maxTokens, clientSignal(c), c.get('caller')?.priority);
   const messageId = id('msg');
-  const reader = tools?.reader();
+  // The answer read as the tools ask (calls, or under "auto" perhaps words); none without tools.
+  const answer = tools && new ToolAnswer(tools);
   const base = {
     id: id('resp'),
     object: 'response',
@@ -173,15 +176,16 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
   /** The output items: whole ones `completed`, the last `incomplete` if max_output_tokens cut it. */
   const outputOf = (result: Awaited<typeof generation.result>, all: string) => {
     const last = result.finishReason === 'length' ? 'incomplete' : 'completed';
-    if (!reader) return [messageItem(all, last)];
-    return reader.calls.map((call, i) => callItem(call, i === reader.calls.length - 1 ? last : 'completed'));
+    if (!answer?.isCalls) return [messageItem(all, last)];
+    const calls = answer.reader.calls;
+    return calls.map((call, i) => callItem(call, i === calls.length - 1 ? last : 'completed'));
   };
 
   if (!req.stream) {
     let all = '';
     for await (const piece of generation) all += piece.text;
     const result = await generation.result;
-    reader?.push(all);
+    answer?.push(all);
     return c.json(finished(result, outputOf(result, all)));
   }
 
@@ -194,43 +198,56 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
     await send('response.in_progress', { response: pending });
     let all = '';
     try {
-      if (!reader) {
-        await send('response.output_item.added', { output_index: 0, item: messageItem('', 'in_progress') });
-        const at = { item_id: messageId, output_index: 0, content_index: 0 };
-        await send('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
-        for await (const piece of generation) {
-          if (!piece.text) continue;
-          all += piece.text;
-          await send('response.output_text.delta', { ...at, delta: piece.text });
+      const at = { item_id: messageId, output_index: 0, content_index: 0 };
+      let opened = false;
+      const words = async (text: string) => {
+        if (!opened) {
+          opened = true;
+          await send('response.output_item.added', { output_index: 0, item: messageItem('', 'in_progress') });
+          await send('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
         }
-        const [item] = outputOf(await generation.result, all);
+        if (!text) return;
+        all += text;
+        await send('response.output_text.delta', { ...at, delta: text });
+      };
+      const close = async (index: number, status = 'completed') => {
+        const call = answer?.reader.calls[index] as ToolCall;
+        const item = callItem(call, status);
+        await send('response.function_call_arguments.done', { item_id: item.id, output_index: index, arguments: call.function.arguments });
+        await send('response.output_item.done', { output_index: index, item });
+      };
+      const calls = async (deltas: ToolCallDelta[]) => {
+        for (const delta of deltas) {
+          const call = answer?.reader.calls[delta.index] as ToolCall;
+          if (delta.id) {
+            if (delta.index > 0) await close(delta.index - 1);
+            await send('response.output_item.added', { output_index: delta.index, item: { ...callItem(call, 'in_progress'), arguments: '' } });
+          }
+          if (delta.function.arguments)
+            await send('response.function_call_arguments.delta', {
+              item_id: callItem(call, '').id,
+              output_index: delta.index,
+              delta: delta.function.arguments,
+            });
+        }
+      };
+      if (!answer) await words(''); // a message from the start
+      for await (const piece of generation) {
+        if (!answer) await words(piece.text);
+        else {
+          const said = answer.push(piece.text);
+          if (said.calls) await calls(said.calls);
+          if (said.content !== undefined) await words(said.content);
+        }
+      }
+      const items = outputOf(await generation.result, all);
+      if (answer?.isCalls) {
+        if (items.length > 0) await close(items.length - 1, items[items.length - 1].status); // none if cut right after `[`
+      } else {
+        await words(answer?.flush() ?? '');
         await send('response.output_text.done', { ...at, text: all });
         await send('response.content_part.done', { ...at, part: { type: 'output_text', text: all, annotations: [] } });
-        await send('response.output_item.done', { output_index: 0, item });
-      } else {
-        const close = async (index: number, status = 'completed') => {
-          const call = reader.calls[index];
-          const item = callItem(call, status);
-          await send('response.function_call_arguments.done', { item_id: item.id, output_index: index, arguments: call.function.arguments });
-          await send('response.output_item.done', { output_index: index, item });
-        };
-        for await (const piece of generation) {
-          for (const delta of reader.push(piece.text)) {
-            const call = reader.calls[delta.index];
-            if (delta.id) {
-              if (delta.index > 0) await close(delta.index - 1);
-              await send('response.output_item.added', { output_index: delta.index, item: { ...callItem(call, 'in_progress'), arguments: '' } });
-            }
-            if (delta.function.arguments)
-              await send('response.function_call_arguments.delta', {
-                item_id: callItem(call, '').id,
-                output_index: delta.index,
-                delta: delta.function.arguments,
-              });
-          }
-        }
-        const last = outputOf(await generation.result, all).at(-1) as { status: string } | undefined;
-        if (last) await close(reader.calls.length - 1, last.status);
+        await send('response.output_item.done', { output_index: 0, item: items[0] });
       }
       const result = await generation.result;
       const response = finished(result, outputOf(result, all));

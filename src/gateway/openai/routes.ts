@@ -9,7 +9,7 @@ import { Generation, type LoggedToken, type Piece, usage } from './generation.js
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { responses, responsesSchema } from './responses.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
-import { type ToolUse, toolCallsText, toolUseOf } from './tools.js';
+import { ToolAnswer, type ToolUse, toolCallsText, toolUseOf } from './tools.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
 
@@ -169,10 +169,10 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
         }
         const r = await gen.result;
         const all = logprobs[index]([...logged, ...gen.takeLogprobs()]);
-        const calls = tools?.reader();
-        calls?.push(text);
-        const message = calls ? { role: 'assistant', content: null, tool_calls: calls.calls } : { role: 'assistant', content: text };
-        const finish = finishReason(r.finishReason, tools);
+        const answer = tools && new ToolAnswer(tools);
+        answer?.push(text);
+        const message = answer?.isCalls ? { role: 'assistant', content: null, tool_calls: answer.reader.calls } : { role: 'assistant', content: text };
+        const finish = finishReason(r.finishReason, answer);
         const choice =
           kind === 'chat.completion' ? { index, message, logprobs: all, finish_reason: finish } : { index, text, logprobs: all, finish_reason: finish };
         return { choice, r };
@@ -200,11 +200,15 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   const includeUsage = req.stream_options?.include_usage === true;
   const object = kind === 'chat.completion' ? 'chat.completion.chunk' : 'text_completion';
   const chunk = (choices: object[], extra: object = includeUsage ? { usage: null } : {}) => JSON.stringify({ ...base, object, choices, ...extra });
-  const readers = gens.map(() => tools?.reader());
+  const answers = gens.map(() => tools && new ToolAnswer(tools));
   const delta = (index: number, { text, logged }: Piece, finish: string | null = null) => {
     if (kind !== 'chat.completion') return chunk([{ index, text, logprobs: logprobs[index](logged), finish_reason: finish }]);
-    const calls = readers[index]?.push(text);
-    const content = finish ? {} : calls ? (calls.length > 0 ? { tool_calls: calls } : {}) : { content: text };
+    const answer = answers[index];
+    let content: object = finish ? {} : { content: text };
+    if (answer) {
+      const { calls, content: words } = finish ? { content: answer.flush() || undefined } : answer.push(text);
+      content = calls?.length ? { tool_calls: calls } : words !== undefined ? { content: words } : {};
+    }
     return chunk([{ index, delta: content, logprobs: logprobs[index](logged), finish_reason: finish }]);
   };
   return streamSSE(c, async (stream) => {
@@ -217,11 +221,11 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
     try {
       const done = await Promise.all(
         gens.map(async (gen, index) => {
-          const opening = { role: 'assistant', content: tools ? null : '' };
+          const opening = { role: 'assistant', content: tools && !tools.auto ? null : '' };
           if (kind === 'chat.completion') await send(chunk([{ index, delta: opening, logprobs: null, finish_reason: null }]));
           for await (const piece of gen) await send(delta(index, piece));
           const r = await gen.result;
-          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, finishReason(r.finishReason, tools)));
+          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, finishReason(r.finishReason, answers[index])));
           return r;
         }),
       );
@@ -237,7 +241,7 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
 }
 
 /** A choice that ended with its calls whole says so (OpenAI's `tool_calls`); one cut short is `length`. */
-const finishReason = (reason: string, tools?: ToolUse) => (tools && reason === 'stop' ? 'tool_calls' : reason);
+const finishReason = (reason: string, answer?: ToolAnswer) => (answer?.isCalls && reason === 'stop' ? 'tool_calls' : reason);
 
 /**
  * A choice's log-probabilities of some of its tokens, in its kind's shape (null when not asked for).

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ToolCallReader } from './tools.js';
+import { ToolAnswer, ToolCallReader } from './tools.js';
 
 const REQUIRED = ' [{"name": "a", "arguments": { "s": "}]\\" {", "n": [1, {"x": null}]}} ,{"name":"b","arguments":{}}]';
 
@@ -43,5 +43,21 @@ describe('ToolCallReader', () => {
     expect(deltas[0].id).toMatch(/^call_[0-9a-f]{24}$/);
     expect(reader.push(' ')).toEqual([]);
     expect(reader.calls[0].function.arguments).toBe('{"k": 1}');
+  });
+
+  it('under auto, holds whitespace until the first character says words or calls', () => {
+    const auto = { format: { type: 'json_object' as const }, reader: () => new ToolCallReader(), auto: true };
+    const words = new ToolAnswer(auto);
+    expect(words.push(' \n')).toEqual({});
+    expect(words.push(' Sure')).toEqual({ content: ' \n Sure' });
+    expect(words.push(' [not a call]')).toEqual({ content: ' [not a call]' });
+    expect(words.isCalls).toBe(false);
+    const calls = new ToolAnswer(auto);
+    expect(calls.push(' ')).toEqual({});
+    expect(calls.push('[{"name": "f", "arguments": {}}]').calls?.map((d) => [d.function.name, d.function.arguments])).toEqual([['f', '{}']]);
+    expect(calls.isCalls).toBe(true);
+    const cut = new ToolAnswer(auto);
+    cut.push('  ');
+    expect(cut.flush()).toBe('  '); // cut while only whitespace had come: words
   });
 });

@@ -3,17 +3,27 @@ import { badInput } from '../../errors/index.js';
 import { compileFormat, FormatError, type JsonSchema, type ResponseFormat } from '../../models/index.js';
 import type { ChatRequest } from './schema.js';
 
-// OpenAI's tool calling, as vLLM serves it without a model-specific parser: a named tool_choice or
-// "required" makes the replica write the call(s) as JSON its grammar enforces (the arguments a document of
-// the tool's parameters schema), and this file turns that text into `tool_calls`. "auto" would need the
-// model's own tool-call format to tell a call from text, which a model without one does not have.
+// OpenAI's tool calling, without a model-specific parser: a named tool_choice or "required" makes the
+// replica write the call(s) as JSON its grammar enforces (the arguments a document of the tool's parameters
+// schema), and this file turns that text into `tool_calls`. "auto" (OpenAI's default with tools) lets the
+// model answer in words instead: its grammar is the calls or any text not starting with `[`, so the first
+// character tells which — the model's choice, with no tool-call format of its own needed.
 
 /** A tool call as a streamed delta: the first of a call has its id and name, the rest more of its arguments. */
 export type ToolCallDelta = { index: number; id?: string; type?: 'function'; function: { name?: string; arguments: string } };
 export type ToolCall = { id: string; type: 'function'; function: { name: string; arguments: string } };
 
-/** What a chat request's tools make of its generation: the format to enforce and how to read the text. */
-export type ToolUse = { format: ResponseFormat; reader: () => ToolCallReader };
+/**
+ * What a chat request's tools make of its generation: the format to enforce and how to read the text;
+ * `auto`: the text may be words instead of calls (`answerKind` tells which, from its first character).
+ */
+export type ToolUse = { format: ResponseFormat; reader: () => ToolCallReader; auto: boolean };
+
+/** Under tool_choice "auto": calls if the text starts with `[` (past whitespace), words otherwise, or not yet known. */
+export function answerKind(text: string): 'calls' | 'text' | undefined {
+  const first = text.trimStart()[0];
+  return first === undefined ? undefined : first === '[' ? 'calls' : 'text';
+}
 
 /** A function that takes no arguments (OpenAI: `parameters` left out) takes `{}`. */
 const NO_PARAMETERS: JsonSchema = { type: 'object', properties: {}, additionalProperties: false };
@@ -25,12 +35,6 @@ export function toolUseOf(req: ChatRequest): ToolUse | undefined {
   if (tools.length === 0) throw badInput('tool_choice needs tools', 'tool_choice', 'invalid_request_error');
   if (req.response_format && req.response_format.type !== 'text')
     throw badInput('response_format cannot be used with tools (the tool calls are the format)', 'response_format', 'invalid_request_error');
-  if (choice === 'auto')
-    throw badInput(
-      'tool_choice "auto" needs a model with a tool-call format of its own, to tell a call from text; send tool_choice "required" or {"type": "function", "function": {"name": …}}',
-      'tool_choice',
-      'invalid_request_error',
-    );
   const parameters = (t: (typeof tools)[number]) => (t.function.parameters as JsonSchema | undefined) ?? NO_PARAMETERS;
   const required: ResponseFormat = {
     type: 'tool_calls',
@@ -43,10 +47,49 @@ export function toolUseOf(req: ChatRequest): ToolUse | undefined {
     if (e instanceof FormatError) throw badInput(e.message, 'tools', 'invalid_request_error');
     throw e;
   }
-  if (choice === 'required') return { format: required, reader: () => new ToolCallReader() };
+  if (choice === 'required') return { format: required, reader: () => new ToolCallReader(), auto: false };
+  if (choice === 'auto') return { format: { ...required, auto: true }, reader: () => new ToolCallReader(), auto: true };
   const named = tools.find((t) => t.function.name === choice.function.name);
   if (!named) throw badInput(`tool_choice names ${JSON.stringify(choice.function.name)}, which is not in tools`, 'tool_choice', 'invalid_request_error');
-  return { format: { type: 'json_schema', schema: parameters(named) }, reader: () => new ToolCallReader(named.function.name) };
+  return { format: { type: 'json_schema', schema: parameters(named) }, reader: () => new ToolCallReader(named.function.name), auto: false };
+}
+
+/**
+ * One choice's text read as its tool use asks: calls, or under "auto" words instead, which the first
+ * character decides (whitespace before it is held until then).
+ */
+export class ToolAnswer {
+  readonly reader: ToolCallReader;
+  private kind?: 'calls' | 'text';
+  private held = '';
+
+  constructor(use: ToolUse) {
+    this.reader = use.reader();
+    if (!use.auto) this.kind = 'calls';
+  }
+
+  /** Whether the answer is calls (false while undecided, and for words). */
+  get isCalls(): boolean {
+    return this.kind === 'calls';
+  }
+
+  /** What more text adds: call deltas, or words; nothing while it is undecided. */
+  push(text: string): { calls?: ToolCallDelta[]; content?: string } {
+    if (!this.kind) {
+      this.held += text;
+      this.kind = answerKind(this.held);
+      if (!this.kind) return {};
+      [text, this.held] = [this.held, ''];
+    }
+    return this.kind === 'calls' ? { calls: this.reader.push(text) } : { content: text };
+  }
+
+  /** At the end: words still held (an answer cut while only whitespace had come). */
+  flush(): string {
+    const rest = this.held;
+    this.held = '';
+    return rest;
+  }
 }
 
 /** An earlier turn's tool calls as the model writes them under "required" (for the prompt). */

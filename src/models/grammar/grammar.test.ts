@@ -20,6 +20,12 @@ const schema = (s: JsonSchema): ResponseFormat => ({ type: 'json_schema', schema
 const JSON_OBJECT: ResponseFormat = { type: 'json_object' };
 const CODE = schema({ type: 'string', pattern: '^[a-z]{2,4}-\\d+$' });
 const EMAIL_12 = schema({ type: 'string', format: 'email', maxLength: 12 });
+const AUTO: ResponseFormat = {
+  type: 'tool_calls',
+  tools: [{ name: 'f', parameters: { type: 'object', properties: {}, additionalProperties: false } }],
+  parallel: true,
+  auto: true,
+};
 const CHOICE: ResponseFormat = { type: 'choice', choices: ['positive', 'pos', 'négatif'] };
 
 /** Whether the automaton takes the whole text, and whether it is then a whole document. */
@@ -70,6 +76,11 @@ describe('the JSON automaton', () => {
     [PERSON, '{"name": "Ann", "age": 1, "tags": [12]}', 'whole'],
     [PERSON, '{"name": "Ann", "age": 1, "owner": 1}', 'rejected'], // additionalProperties: false
     [PERSON, '{"name": "Ann", "age": 1, "pet": {}}', 'rejected'], // pet.kind is required
+    [AUTO, 'Sure, here it is.\n', 'whole'], // tool_choice auto: words...
+    [AUTO, ' [{"name": "f", "arguments": {}}]', 'whole'], // ...or calls
+    [AUTO, '[{"name": "f", "arguments": {"x": 1}}]', 'rejected'], // f takes no arguments
+    [AUTO, '[', 'prefix'],
+    [AUTO, 'No [brackets] inside are fine', 'whole'],
     [CHOICE, 'pos', 'whole'], // one choice a prefix of another: either may end
     [CHOICE, 'posi', 'prefix'],
     [CHOICE, 'positive', 'whole'],

@@ -14,7 +14,13 @@ export type ResponseFormat =
    * OpenAI's tool calling with tool_choice "required": a JSON array of one or more (one unless `parallel`)
    * `{"name": …, "arguments": {…}}`, each call's arguments a document of its tool's parameters schema.
    */
-  | { type: 'tool_calls'; tools: { name: string; parameters: JsonSchema }[]; parallel: boolean }
+  | {
+      type: 'tool_calls';
+      tools: { name: string; parameters: JsonSchema }[];
+      parallel: boolean;
+      /** tool_choice "auto": the calls, or text that does not start with `[` (the first character decides). */
+      auto?: boolean;
+    }
   /** vLLM's guided_choice: exactly one of these texts (not JSON: as they are). */
   | { type: 'choice'; choices: string[] }
   /** vLLM's guided_regex: a text (not JSON) that matches the whole expression. */
@@ -84,8 +90,12 @@ export function compileFormat(format: ResponseFormat): Shape {
     ],
     values: null,
   });
-  return { kind: 'array', items: { kind: 'anyOf', options: format.tools.map(call) }, min: 1, max: format.parallel ? Infinity : 1 };
+  const calls: Shape = { kind: 'array', items: { kind: 'anyOf', options: format.tools.map(call) }, min: 1, max: format.parallel ? Infinity : 1 };
+  return format.auto ? { kind: 'anyOf', options: [calls, { kind: 'text', pattern: TEXT_NOT_CALLS }] } : calls;
 }
+
+/** Under tool_choice "auto", an answer in words: anything whose first character (past whitespace) is not `[`. */
+const TEXT_NOT_CALLS = new Matcher(compileRegex('[^\\s\\[][\\s\\S]*', 'text'), 0, Infinity);
 
 /** Exactly one of these texts (as they are). */
 function literalOf(texts: string[], path: string): Shape {
