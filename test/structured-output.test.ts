@@ -160,6 +160,16 @@ describe('structured output (response_format)', () => {
       expect(doc.email).toMatch(/^[^@]+@[^@]+\.[^@]+$/);
       expect(doc.code).toMatch(/^[A-Z]{3}-[0-9]{4}$/);
     }
+    // A context-free grammar (GBNF): nested lists, which no regular expression can hold.
+    const lists = 'root ::= list\nlist ::= "[" (item ("," item)*)? "]"\nitem ::= [a-c] | list';
+    for (const seed of [1, 2, 3]) {
+      const answer = await client.completions.create({ model: 'tiny-gpt', prompt: 'Lists:', max_tokens: 40, seed, ...({ guided_grammar: lists } as object) });
+      if (answer.choices[0].finish_reason === 'stop') {
+        const text = answer.choices[0].text;
+        expect(text).toMatch(/^\[[[\],a-c]*\]$/);
+        expect(JSON.parse(text.replace(/[a-c]/g, '"$&"'))).toBeInstanceOf(Array); // brackets balanced
+      } else expect(answer.choices[0].text.startsWith('[')).toBe(true);
+    }
     const regex = '(yes|no), [0-9]{1,2} (cats|dogs)';
     for (const seed of [4, 5]) {
       const answer = await client.completions.create({ model: 'tiny-gpt', prompt: 'Pets?', max_tokens: 20, seed, ...({ guided_regex: regex } as object) });
@@ -170,7 +180,7 @@ describe('structured output (response_format)', () => {
 
   it.each([
     [{ guided_json: { type: 'object' }, guided_choice: ['a'] }, 'guided_choice', 'guided_json and guided_choice: only one format may be asked for'],
-    [{ guided_grammar: 'root ::= "a"' }, 'guided_grammar', 'guided_grammar is not supported'],
+    [{ guided_grammar: 'expr ::= expr "+" "1"' }, 'guided_grammar', 'guided_grammar.grammar: rule expr is left-recursive'],
     [{ guided_regex: '(a)\\1' }, 'guided_regex', 'backreferences'],
     [{ guided_json: '{not json' }, 'guided_json', 'not a JSON Schema'],
     [{ guided_choice: [] }, 'guided_choice', ''],

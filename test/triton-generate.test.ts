@@ -58,14 +58,26 @@ describe("Triton's generate extension (POST /v2/models/{m}/generate, generate_st
       })
     ).json();
     expect(regex.text_output).toMatch(/^[0-9]{3}-[a-c]$/);
+    const ebnf = await (
+      await post('/v2/models/tiny-gpt/generate', {
+        text_input: 'x',
+        parameters: {
+          max_tokens: 10,
+          exclude_input_in_output: true,
+          guided_decoding_guide_type: 'ebnf_grammar',
+          guided_decoding_guide: 'root ::= ("yes" | "no") "!"',
+        },
+      })
+    ).json();
+    expect(['yes!', 'no!']).toContain(ebnf.text_output);
   });
 
   it.each([
     [
       '/v2/models/tiny-gpt/generate',
-      { text_input: 'x', guided_decoding_guide_type: 'ebnf_grammar', guided_decoding_guide: 'root ::= "a"' },
+      { text_input: 'x', guided_decoding_guide_type: 'ebnf_grammar', guided_decoding_guide: 'root ::= root "a"' },
       400,
-      /ebnf_grammar is not supported/,
+      /left-recursive/,
     ],
     ['/v2/models/tiny-gpt/generate', { text_input: 'x', guided_decoding_guide_type: 'regex' }, 400, /guided_decoding_guide is required/],
     ['/v2/models/tiny-gpt/generate', { parameters: { max_tokens: 4 } }, 400, /text_input/],

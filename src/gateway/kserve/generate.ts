@@ -29,7 +29,7 @@ const settings = z.object({
   presence_penalty: z.number().min(-2).max(2).optional(),
   /** Which URL was called decides; the field is accepted as clients send it. */
   stream: z.boolean().optional(),
-  /** TensorRT-LLM's guided decoding: json (any object), json_schema, regex (ebnf_grammar is refused). */
+  /** TensorRT-LLM's guided decoding: json (any object), json_schema, regex, ebnf_grammar (GBNF). */
   guided_decoding_guide_type: z.enum(['json', 'json_schema', 'regex', 'ebnf_grammar']).optional(),
   guided_decoding_guide: z.string().optional(),
 });
@@ -56,13 +56,13 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
   }
   const s = given.data;
   const gen = m.generation;
-  const guide = (): { guided_json?: string; response_format?: { type: 'json_object' }; guided_regex?: string } => {
+  const guide = (): { guided_json?: string; response_format?: { type: 'json_object' }; guided_regex?: string; guided_grammar?: string } => {
     const type = s.guided_decoding_guide_type;
     if (type === undefined) return {};
     if (type === 'json') return { response_format: { type: 'json_object' } };
-    if (type === 'ebnf_grammar') throw badInput('guided_decoding_guide_type ebnf_grammar is not supported by this gateway', 'guided_decoding_guide_type');
-    if (!s.guided_decoding_guide) throw badInput(`guided_decoding_guide is required with guided_decoding_guide_type ${type}`, 'guided_decoding_guide');
-    return type === 'regex' ? { guided_regex: s.guided_decoding_guide } : { guided_json: s.guided_decoding_guide };
+    const text = s.guided_decoding_guide;
+    if (!text) throw badInput(`guided_decoding_guide is required with guided_decoding_guide_type ${type}`, 'guided_decoding_guide');
+    return type === 'regex' ? { guided_regex: text } : type === 'ebnf_grammar' ? { guided_grammar: text } : { guided_json: text };
   };
   const prompt = gen.tokenizer.encode(text_input);
   const stops = [...(typeof s.stop === 'string' ? [s.stop] : (s.stop ?? [])), ...(s.stop_words ?? [])].filter((x) => x.length > 0);

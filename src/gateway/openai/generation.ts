@@ -29,7 +29,14 @@ export type GenerationParams = {
   guided_json?: JsonSchema | string | null;
   guided_choice?: string[] | null;
   guided_regex?: string | null;
-  structured_outputs?: { json?: JsonSchema | string | null; json_object?: boolean | null; choice?: string[] | null; regex?: string | null } | null;
+  guided_grammar?: string | null;
+  structured_outputs?: {
+    json?: JsonSchema | string | null;
+    json_object?: boolean | null;
+    choice?: string[] | null;
+    regex?: string | null;
+    grammar?: string | null;
+  } | null;
   /** A format the gateway itself asks for (tool calls, checked there); it takes the place of response_format. */
   format?: ResponseFormat;
 };
@@ -113,6 +120,8 @@ function formatOf(params: GenerationParams): ResponseFormat | undefined {
     so?.choice && ['structured_outputs', { type: 'choice', choices: so.choice }],
     params.guided_regex && ['guided_regex', { type: 'regex', pattern: params.guided_regex }],
     so?.regex && ['structured_outputs', { type: 'regex', pattern: so.regex }],
+    params.guided_grammar && ['guided_grammar', { type: 'grammar', grammar: params.guided_grammar }],
+    so?.grammar && ['structured_outputs', { type: 'grammar', grammar: so.grammar }],
   ].filter((x): x is [string, ResponseFormat] => Boolean(x));
   if (asked.length === 0) return undefined;
   const [param, format] = asked[0];

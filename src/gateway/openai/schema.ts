@@ -56,11 +56,11 @@ const sampling = {
       { error: 'type must be "text", "json_object" or "json_schema"' },
     )
     .nullish(),
-  /** vLLM's structured outputs, older spelling (extra_body): a JSON Schema, one of these texts, a regex. */
+  /** vLLM's structured outputs, older spelling (extra_body): a JSON Schema, one of these texts, a regex, a GBNF grammar. */
   guided_json: z.union([z.record(z.string(), z.unknown()), z.boolean(), z.string()]).nullish(),
   guided_choice: choices.nullish(),
   guided_regex: z.string().min(1).nullish(),
-  guided_grammar: unsupported('guided_grammar'),
+  guided_grammar: z.string().min(1).nullish(),
   /** vLLM's structured outputs, newer spelling. */
   structured_outputs: z
     .object({
@@ -68,7 +68,7 @@ const sampling = {
       json_object: z.boolean().nullish(),
       choice: choices.nullish(),
       regex: z.string().min(1).nullish(),
-      grammar: unsupported('structured_outputs.grammar'),
+      grammar: z.string().min(1).nullish(),
       structural_tag: unsupported('structured_outputs.structural_tag'),
     })
     .nullish(),

@@ -1,4 +1,4 @@
-import type { DfaNode, Matcher } from './regex.js';
+import type { CharMachine, DfaNode } from './regex.js';
 import type { Shape } from './shape.js';
 
 // A pushdown automaton over the bytes of a JSON document of a shape. Tokens are bytes (a byte-level BPE
@@ -38,7 +38,7 @@ type Frame =
    * come, `cp` its bits so far, `lead` its first byte while the second is to come. `quoted`: a JSON string's
    * value (a `"` ends it), else the whole text (guided_regex).
    */
-  | { t: 'pattern'; matcher: Matcher; quoted: boolean; node: DfaNode; chars: number; need: number; cp: number; lead: number };
+  | { t: 'pattern'; matcher: CharMachine; quoted: boolean; node: DfaNode; chars: number; need: number; cp: number; lead: number };
 
 /** A frame over the frame it will return to (a finished value pops its frame). */
 export type Stack = { frame: Frame; up: Stack; depth: number };
@@ -231,7 +231,7 @@ const inString = (s: Stack, f: Extract<Frame, { t: 'string' }>, escaped: number,
   { frame: { t: 'string', shape: f.shape, escape: escaped, chars, utf8, lead }, up: s.up, depth: s.depth },
 ];
 
-const patternFrame = (up: Stack, matcher: Matcher, quoted: boolean): Stack[] =>
+const patternFrame = (up: Stack, matcher: CharMachine, quoted: boolean): Stack[] =>
   matcher.start ? push(up, { t: 'pattern', matcher, quoted, node: matcher.start, chars: 0, need: 0, cp: 0, lead: 0 }) : [];
 
 type PatternFrame = Extract<Frame, { t: 'pattern' }>;

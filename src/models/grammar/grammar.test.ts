@@ -26,6 +26,12 @@ const AUTO: ResponseFormat = {
   parallel: true,
   auto: true,
 };
+const GREETING: ResponseFormat = {
+  type: 'grammar',
+  grammar: 'root ::= greeting " " name ("!" | ".")\ngreeting ::= "hello" | "hi"\nname ::= [A-Z] [a-z]{1,8}',
+};
+const PARENS: ResponseFormat = { type: 'grammar', grammar: 'root ::= pair*\npair ::= "(" root ")"' };
+const SUMS: ResponseFormat = { type: 'grammar', grammar: 'root ::= expr\nexpr ::= term ("+" term)*\nterm ::= [0-9]+ | "(" expr ")"' };
 const CHOICE: ResponseFormat = { type: 'choice', choices: ['positive', 'pos', 'négatif'] };
 
 /** Whether the automaton takes the whole text, and whether it is then a whole document. */
@@ -81,6 +87,18 @@ describe('the JSON automaton', () => {
     [AUTO, '[{"name": "f", "arguments": {"x": 1}}]', 'rejected'], // f takes no arguments
     [AUTO, '[', 'prefix'],
     [AUTO, 'No [brackets] inside are fine', 'whole'],
+    [GREETING, 'hello Ann!', 'whole'], // GBNF (guided_grammar)
+    [GREETING, 'hi Bob.', 'whole'],
+    [GREETING, 'hello An', 'prefix'],
+    [GREETING, 'hey Ann!', 'rejected'],
+    [GREETING, 'hello ann!', 'rejected'],
+    [PARENS, '(()())', 'whole'], // recursive rules
+    [PARENS, '(()', 'prefix'],
+    [PARENS, '())', 'rejected'],
+    [SUMS, '1+(2+34)', 'whole'],
+    [SUMS, '1+(2+', 'prefix'],
+    [SUMS, '1+)', 'rejected'],
+    [{ type: 'grammar', grammar: 'root ::= "é" [а-я]+ # a comment' } as ResponseFormat, 'éпривет', 'whole'],
     [CHOICE, 'pos', 'whole'], // one choice a prefix of another: either may end
     [CHOICE, 'posi', 'prefix'],
     [CHOICE, 'positive', 'whole'],
@@ -137,6 +155,12 @@ describe('the JSON automaton', () => {
     expect(refused({ type: 'string', pattern: 'a^b' })).toThrow(/only supported at the start/);
     expect(refused({ type: 'string', pattern: '[a-z]{5000}' })).toThrow(/more than 4000 states/);
     expect(refused({ type: 'string', pattern: '^[0-9]{4}$', maxLength: 3 })).toThrow(/no string of 0-3 characters matches its pattern/);
+    const badGrammar = (grammar: string) => () => compileFormat({ type: 'grammar', grammar });
+    expect(badGrammar('expr ::= expr "+" "1" | "1"')).toThrow(/rule expr is left-recursive/);
+    expect(badGrammar('root ::= a\na ::= b "x"\nb ::= a? "y"')).toThrow(/left-recursive/); // through a rule that can be empty
+    expect(badGrammar('root ::= missing')).toThrow(/rule missing is not defined/);
+    expect(badGrammar('root ::= "open')).toThrow(/unclosed string/);
+    expect(badGrammar('root = "x"')).toThrow(/must start "name ::="/);
     expect(refused({ type: 'string', format: 'hostname' })).toThrow(/"hostname" is not supported \(date, time/);
     // Bounded: each reading of the text multiplies a mask walk, which runs before everyone's next token.
     expect(refused({ anyOf: Array.from({ length: 33 }, () => ({ type: 'string' })) })).toThrow(/more than 32 alternatives/);
@@ -246,6 +270,19 @@ describe('token masks over the GPT-2 vocabulary', () => {
       if (ended) expect(() => JSON.parse(text), text).not.toThrow();
     }
     expect(compiled).toBeGreaterThan(25);
+  });
+
+  it('writes texts a grammar accepts (JavaScript RegExp checks a regular one)', () => {
+    let ended = 0;
+    for (let seed = 1; seed <= 8; seed++) {
+      const { text, ended: whole } = generate(GREETING, seed, 20);
+      expect(read(GREETING, text), text).toBe(whole ? 'whole' : 'prefix');
+      if (whole) {
+        expect(text).toMatch(/^(hello|hi) [A-Z][a-z]{1,8}[!.]$/);
+        ended++;
+      }
+    }
+    expect(ended).toBeGreaterThan(4);
   });
 
   it('masks the same tokens as reading each token whole would', () => {

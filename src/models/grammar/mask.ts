@@ -52,8 +52,8 @@ export class Grammar {
   readonly initial: State;
 
   constructor(readonly format: ResponseFormat) {
-    // A choice or a regex is the whole text; a JSON document may have whitespace before it.
-    this.initial = start(compileFormat(format), format.type !== 'choice' && format.type !== 'regex');
+    // A choice, a regex or a grammar is the whole text; a JSON document may have whitespace before it.
+    this.initial = start(compileFormat(format), format.type !== 'choice' && format.type !== 'regex' && format.type !== 'grammar');
   }
 
   /** The tokens that keep the text a prefix of a document (end-of-text once it is a whole one). */

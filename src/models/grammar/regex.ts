@@ -325,12 +325,24 @@ const MAX_MOVES = 1_000_000;
 /** A set of NFA states, interned per Matcher, with the moves out of it already computed. */
 export type DfaNode = { id: number; states: number[]; accepting: boolean; moves: Map<number, DfaNode | null> };
 
+/** What reads a text a code point at a time (a pattern, a grammar), for the automaton's `text` and patterned strings. */
+export interface CharMachine {
+  /** Before the first character (null: nothing can match). */
+  readonly start: DfaNode | null;
+  readonly min: number;
+  readonly max: number;
+  /** The node after reading code point `c` as character `chars + 1` (null: no match can go on). */
+  read(node: DfaNode, c: number, chars: number): DfaNode | null;
+  /** Whether some code point in [lo, hi] can be read as character `chars + 1` (a UTF-8 character half read). */
+  accepts(node: DfaNode, lo: number, hi: number, chars: number): boolean;
+}
+
 /**
  * A pattern within [min, max] characters, run as a DFA built lazily from its NFA: every (set of states,
  * character, length so far) is computed once. A mask walk reads ~100k token bytes from one state; computing
  * each from the NFA (closures, sets, length checks) cost 100-400 ms a mask for a free-text pattern.
  */
-export class Matcher {
+export class Matcher implements CharMachine {
   readonly start: DfaNode | null;
   private nodes = new Map<string, DfaNode>();
   private moves = 0;

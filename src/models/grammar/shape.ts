@@ -1,5 +1,6 @@
+import { CfgMachine } from './ebnf.js';
 import { FormatError } from './errors.js';
-import { compileRegex, FORMATS, Matcher } from './regex.js';
+import { type CharMachine, compileRegex, FORMATS, Matcher } from './regex.js';
 
 /**
  * What a generated JSON document may look like: OpenAI's `response_format` compiled into shapes that the
@@ -24,7 +25,9 @@ export type ResponseFormat =
   /** vLLM's guided_choice: exactly one of these texts (not JSON: as they are). */
   | { type: 'choice'; choices: string[] }
   /** vLLM's guided_regex: a text (not JSON) that matches the whole expression. */
-  | { type: 'regex'; pattern: string };
+  | { type: 'regex'; pattern: string }
+  /** vLLM's guided_grammar (GBNF): a text the grammar's first (or `root`) rule matches. */
+  | { type: 'grammar'; grammar: string };
 export type JsonSchema = boolean | { [keyword: string]: unknown };
 
 export type Shape =
@@ -40,8 +43,8 @@ export type Shape =
    * matches it whole and is written without escapes (a character that needs one cannot be generated).
    */
   | { kind: 'string'; min: number; max: number; pattern?: Matcher }
-  /** A text (not JSON) matching the expression whole: vLLM's guided_regex. */
-  | { kind: 'text'; pattern: Matcher }
+  /** A text (not JSON) read whole by a pattern or a grammar: vLLM's guided_regex, guided_grammar. */
+  | { kind: 'text'; pattern: CharMachine }
   | { kind: 'number'; integer: boolean }
   /** One of these JSON texts exactly (enum, const, booleans, null), as byte strings (see `byteString`). */
   | { kind: 'literal'; options: string[] }
@@ -82,6 +85,7 @@ export function compileFormat(format: ResponseFormat): Shape {
   if (format.type === 'json_schema') return compileSchema(format.schema, 'schema', budget);
   if (format.type === 'choice') return literalOf(format.choices, 'choices');
   if (format.type === 'regex') return { kind: 'text', pattern: new Matcher(compileRegex(format.pattern, 'pattern'), 0, Infinity) };
+  if (format.type === 'grammar') return { kind: 'text', pattern: new CfgMachine(format.grammar, 'grammar') };
   const call = ({ name, parameters }: { name: string; parameters: JsonSchema }, i: number): Shape => ({
     kind: 'object',
     props: [
