@@ -80,13 +80,27 @@ export function canEnd(state: State): boolean {
 
 /**
  * Whether every byte of plain text (printable ASCII but `"` and `\\`) leaves the state as it is: inside a
- * string with no length limit left to count. The mask walk then allows plain tokens without reading them.
+ * string with no length limit left to count, or where a pattern or grammar loops on any character. The mask
+ * walk then allows plain tokens without reading them.
  */
 export function takesPlainText(state: State): boolean {
   if (state.length !== 1) return false;
   const f = state[0].frame;
+  if (f.t === 'pattern') return f.need === 0 && f.matcher.max === Infinity && f.chars >= f.matcher.min && loopsOnPlainText(f.matcher, f.node, f.chars);
   return f.t === 'string' && f.escape === 0 && f.utf8 === 0 && f.shape.max === Infinity && f.chars >= f.shape.min;
 }
+
+/** Whether a pattern's (or grammar's) node reads every plain character back to itself: `[^"]*`, a free string. */
+function loopsOnPlainText(matcher: CharMachine, node: DfaNode, chars: number): boolean {
+  let loops = plainLoops.get(node);
+  if (loops === undefined) {
+    loops = true;
+    for (let c = 0x20; c < 0x7f && loops; c++) if (c !== 0x22 && c !== 0x5c) loops = matcher.read(node, c, chars) === node;
+    plainLoops.set(node, loops);
+  }
+  return loops;
+}
+const plainLoops = new WeakMap<DfaNode, boolean>();
 
 const replace = (s: Stack, frame: Frame): Stack => ({ frame, up: s.up, depth: s.depth });
 const push = (up: Stack, frame: Frame): Stack[] => (up.depth >= MAX_DEPTH ? [] : [{ frame, up, depth: up.depth + 1 }]);
