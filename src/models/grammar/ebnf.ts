@@ -1,5 +1,5 @@
 import { FormatError } from './errors.js';
-import { type CharMachine, compileRegex, type DfaNode, type Ranges } from './regex.js';
+import { type CharMachine, compileRegex, type DfaNode, NfaBuilder, type Ranges, type Tree } from './regex.js';
 
 // Context-free grammars in GBNF (llama.cpp's EBNF, which vLLM's guided_grammar and TensorRT-LLM's
 // ebnf_grammar take): `name ::= ...` rules of "strings", [classes], `.`, rule names, ( ), |, * + ? {m,n},
@@ -7,13 +7,6 @@ import { type CharMachine, compileRegex, type DfaNode, type Ranges } from './reg
 // call another rule; the text's state is every reading of it — a thread is a position and the positions it
 // returns to — run as a DFA built as it is read, like a pattern's (regex.ts). Left recursion is refused: a
 // thread would call without reading, forever; repetition says the same thing.
-
-type Tree =
-  | { t: 'class'; ranges: Ranges }
-  | { t: 'seq'; items: Tree[] }
-  | { t: 'alt'; options: Tree[] }
-  | { t: 'repeat'; item: Tree; min: number; max: number }
-  | { t: 'call'; rule: string };
 
 /** Bounds: rules, NFA states (repetitions are copies), calls in flight, readings of one text. */
 export const MAX_RULES = 500;
@@ -179,59 +172,25 @@ export class CfgMachine implements CharMachine {
     };
     const rules = parse(text, fail);
     const index = new Map([...rules.keys()].map((name, i) => [name, i]));
-    const state = () => {
-      if (this.edges.length >= MAX_STATES) fail(`more than ${MAX_STATES} states (a large repetition)`);
-      this.edges.push([]);
-      this.empty.push([]);
-      this.calls.push([]);
-      this.returns.push(false);
-      return this.edges.length - 1;
-    };
-    const frag = (node: Tree, from: number): number => {
-      switch (node.t) {
-        case 'class': {
-          const to = state();
-          this.edges[from].push({ ranges: node.ranges, to });
-          return to;
-        }
-        case 'call': {
-          const rule = index.get(node.rule);
-          if (rule === undefined) return fail(`rule ${node.rule} is not defined`);
-          const to = state();
-          this.calls[from].push({ rule, to });
-          return to;
-        }
-        case 'seq':
-          return node.items.reduce((at, item) => frag(item, at), from);
-        case 'alt': {
-          const to = state();
-          for (const option of node.options) this.empty[frag(option, from)].push(to);
-          return to;
-        }
-        case 'repeat': {
-          let at = from;
-          for (let i = 0; i < node.min; i++) at = frag(node.item, at);
-          if (node.max === Infinity) {
-            const loop = state();
-            this.empty[at].push(loop);
-            this.empty[frag(node.item, loop)].push(loop);
-            return loop;
-          }
-          const to = state();
-          for (let i = node.min; i < node.max; i++) {
-            this.empty[at].push(to);
-            at = frag(node.item, at);
-          }
-          this.empty[at].push(to);
-          return to;
-        }
-      }
-    };
-    for (const tree of rules.values()) {
-      const start = state();
+    const builder = new NfaBuilder(
+      MAX_STATES,
+      () => fail(`more than ${MAX_STATES} states (a large repetition)`),
+      (name, from, to) => {
+        const rule = index.get(name);
+        if (rule === undefined) fail(`rule ${name} is not defined`);
+        this.calls[from] ??= [];
+        this.calls[from].push({ rule: rule as number, to });
+      },
+    );
+    const ends = [...rules.values()].map((tree) => {
+      const start = builder.state();
       this.ruleStart.push(start);
-      this.returns[frag(tree, start)] = true;
-    }
+      return builder.fragment(tree, start);
+    });
+    ({ edges: this.edges, empty: this.empty } = builder.nfa);
+    this.calls = Array.from(this.edges, (_, q) => this.calls[q] ?? []);
+    this.returns = Array.from(this.edges, () => false);
+    for (const end of ends) this.returns[end] = true;
     this.refuseLeftRecursion([...rules.keys()], fail);
     const root = index.get('root') ?? 0;
     this.start = this.node(this.closure([this.thread(this.ruleStart[root], null)]));

@@ -22,11 +22,13 @@ export type Nfa = {
 export const MAX_NFA_STATES = 4000;
 const MAX_CODE_POINT = 0x10ffff;
 
-type Tree =
+/** An expression's tree (a grammar's may call rules by name). */
+export type Tree =
   | { t: 'class'; ranges: Ranges }
   | { t: 'seq'; items: Tree[] }
   | { t: 'alt'; options: Tree[] }
-  | { t: 'repeat'; item: Tree; min: number; max: number };
+  | { t: 'repeat'; item: Tree; min: number; max: number }
+  | { t: 'call'; rule: string };
 
 const DIGIT: Ranges = [[0x30, 0x39]];
 const WORD: Ranges = [
@@ -185,52 +187,73 @@ export function compileRegex(pattern: string, path: string): Nfa {
   return build(tree, () => fail(`more than ${MAX_NFA_STATES} states (a large repetition)`));
 }
 
-/** Thompson's construction. */
-function build(tree: Tree, tooBig: () => never): Nfa {
-  const nfa: Nfa = { edges: [], empty: [], start: 0, accept: 0 };
-  const state = () => {
-    if (nfa.edges.length >= MAX_NFA_STATES) tooBig();
-    nfa.edges.push([]);
-    nfa.empty.push([]);
-    return nfa.edges.length - 1;
-  };
-  /** A fragment from `from` to a new end state. */
-  const frag = (node: Tree, from: number): number => {
+/**
+ * Thompson's construction, shared with grammars (ebnf.ts): fragments of an expression tree added to one
+ * NFA. A `call` node (a grammar's rule name) becomes an edge that `onCall` places.
+ */
+export class NfaBuilder {
+  readonly nfa: Nfa = { edges: [], empty: [], start: 0, accept: 0 };
+
+  constructor(
+    private maxStates: number,
+    private tooBig: () => never,
+    private onCall?: (rule: string, from: number, to: number) => void,
+  ) {}
+
+  state(): number {
+    if (this.nfa.edges.length >= this.maxStates) this.tooBig();
+    this.nfa.edges.push([]);
+    this.nfa.empty.push([]);
+    return this.nfa.edges.length - 1;
+  }
+
+  /** The tree's fragment from state `from` to a new end state. */
+  fragment(node: Tree, from: number): number {
+    const { edges, empty } = this.nfa;
     switch (node.t) {
       case 'class': {
-        const to = state();
-        nfa.edges[from].push({ ranges: node.ranges, to });
+        const to = this.state();
+        edges[from].push({ ranges: node.ranges, to });
+        return to;
+      }
+      case 'call': {
+        const to = this.state();
+        this.onCall?.(node.rule, from, to);
         return to;
       }
       case 'seq':
-        return node.items.reduce((at, item) => frag(item, at), from);
+        return node.items.reduce((at, item) => this.fragment(item, at), from);
       case 'alt': {
-        const to = state();
-        for (const option of node.options) nfa.empty[frag(option, from)].push(to);
+        const to = this.state();
+        for (const option of node.options) empty[this.fragment(option, from)].push(to);
         return to;
       }
       case 'repeat': {
         let at = from;
-        for (let i = 0; i < node.min; i++) at = frag(node.item, at);
+        for (let i = 0; i < node.min; i++) at = this.fragment(node.item, at);
         if (node.max === Infinity) {
-          const loop = state();
-          nfa.empty[at].push(loop);
-          nfa.empty[frag(node.item, loop)].push(loop);
+          const loop = this.state();
+          empty[at].push(loop);
+          empty[this.fragment(node.item, loop)].push(loop);
           return loop;
         }
-        const to = state();
+        const to = this.state();
         for (let i = node.min; i < node.max; i++) {
-          nfa.empty[at].push(to);
-          at = frag(node.item, at);
+          empty[at].push(to);
+          at = this.fragment(node.item, at);
         }
-        nfa.empty[at].push(to);
+        empty[at].push(to);
         return to;
       }
     }
-  };
-  nfa.start = state();
-  nfa.accept = frag(tree, nfa.start);
-  return nfa;
+  }
+}
+
+function build(tree: Tree, tooBig: () => never): Nfa {
+  const builder = new NfaBuilder(MAX_NFA_STATES, tooBig);
+  builder.nfa.start = builder.state();
+  builder.nfa.accept = builder.fragment(tree, builder.nfa.start);
+  return builder.nfa;
 }
 
 /** The states reachable from these without reading, sorted. */
