@@ -1,4 +1,4 @@
-import type { CharMachine, DfaNode } from './regex.js';
+import type { CharMachine, DfaNode } from './matcher.js';
 import type { Shape } from './shape.js';
 
 // A pushdown automaton over the bytes of a JSON document of a shape. Tokens are bytes (a byte-level BPE

@@ -1,5 +1,6 @@
 import { FormatError } from './errors.js';
-import { type CharMachine, compileRegex, type DfaNode, NfaBuilder, type Ranges, type Tree } from './regex.js';
+import type { CharMachine, DfaNode } from './matcher.js';
+import { compileRegex, NfaBuilder, type Ranges, type Tree } from './regex.js';
 
 // Context-free grammars in GBNF (llama.cpp's EBNF, which vLLM's guided_grammar and TensorRT-LLM's
 // ebnf_grammar take): `name ::= ...` rules of "strings", [classes], `.`, rule names, ( ), |, * + ? {m,n},

@@ -1,6 +1,7 @@
 import { CfgMachine } from './ebnf.js';
 import { FormatError } from './errors.js';
-import { type CharMachine, compileRegex, FORMATS, Matcher } from './regex.js';
+import { type CharMachine, Matcher } from './matcher.js';
+import { compileRegex, FORMATS } from './regex.js';
 
 /**
  * What a generated JSON document may look like: OpenAI's `response_format` compiled into shapes that the
