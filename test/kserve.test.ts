@@ -320,3 +320,51 @@ describe('bad input gets a precise 4xx and changes nothing', () => {
     expect((await good()).status).toBe(200);
   });
 });
+
+describe("KServe's v1 protocol (POST /v1/models/{m}:predict)", () => {
+  const predict = (target: string, body: unknown) => fetch(`${gw.url}/v1/models/${target}`, { method: 'POST', body: JSON.stringify(body) });
+
+  it('answers a prediction per instance: the rows v2 infer answers for the same batch', async () => {
+    const rows = [random(64, 1), random(64, 2)].map((r) => Array.from(r, (x) => Math.fround(x)));
+    const res = await predict('mlp:predict', { instances: rows });
+    expect(res.status).toBe(200);
+    const { predictions } = await res.json();
+    const v2 = await infer(gw.url, 'mlp', [{ name: 'x', shape: [2, 64], datatype: 'FP32', data: rows.flat() }]);
+    const flat = v2.body.outputs?.[0].data as number[];
+    expect(predictions).toEqual([flat.slice(0, 10), flat.slice(10, 20)]);
+    expect((await fetch(`${gw.url}/v1/models/mlp`)).status).toBe(200); // v1 model status
+    expect(await (await fetch(`${gw.url}/v1/models/mlp`)).json()).toEqual({ name: 'mlp', ready: true });
+  });
+
+  it('takes an object per instance for a model of several inputs, and answers an object per prediction', async () => {
+    const instance = {
+      fp32: [1.5, -2, 0, 3],
+      fp16: [0.5, -1, 2, 1024],
+      i64: [1, -2, 3, 4],
+      i32: [1, -2, 3, 4],
+      u8: [0, 1, 100, 127],
+      flag: [true, false, true, false],
+    };
+    const { predictions } = await (await predict('dtypes:predict', { instances: [instance, instance] })).json();
+    expect(predictions).toHaveLength(2);
+    expect(predictions[1]).toMatchObject({
+      fp32_out: [3, -4, 0, 6],
+      fp16_out: [1, -2, 4, 2048],
+      u8_out: [0, 2, 200, 254],
+      flag_out: [false, true, false, true],
+    });
+  });
+
+  it.each([
+    ['mlp:predict', { rows: [] }, 400, /"instances"/],
+    ['mlp:predict', { instances: [[1, 2, 3]] }, 400, /input x/],
+    ['mlp:predict', { instances: [new Array(64).fill(0), new Array(63).fill(0)] }, 400, /instances must be alike/],
+    ['mlp:explain', { instances: [[1]] }, 400, /only :predict/],
+    ['dtypes:predict', { instances: [[1, 2, 3, 4]] }, 400, /must be an object of fp32, fp16/],
+    ['nope:predict', { instances: [[1]] }, 404, /unknown model/],
+  ])('refuses %s %j with %i and a KServe {"error"}', async (target, body, status, message) => {
+    const res = await predict(target, body);
+    expect(res.status).toBe(status);
+    expect((await res.json()).error).toMatch(message);
+  });
+});

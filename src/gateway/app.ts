@@ -82,7 +82,9 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     if (e.status === 413) c.header('Connection', 'close');
     // OpenAI routes answer OpenAI's error object; KServe routes (and the rest) answer {"error": "..."}.
     const endpoint = opts.endpoints?.find((x) => x.path === c.req.path);
-    if (c.req.path.startsWith('/v1/') || (endpoint && endpoint.protocol !== 'kserve')) return c.json(openaiError(e).body, e.status as 400);
+    const kserveV1 = /^\/v1\/models\/[^/]+:\w+$/.test(c.req.path); // KServe v1's /v1/models/{m}:predict answers KServe's errors
+    const openai = c.req.path.startsWith('/v1/') && !kserveV1;
+    if (openai || (endpoint && endpoint.protocol !== 'kserve')) return c.json(openaiError(e).body, e.status as 400);
     return c.json({ error: e.message }, e.status as 400);
   });
   return app;

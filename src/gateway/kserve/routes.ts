@@ -10,6 +10,7 @@ import { tritonConfig } from './model-config.js';
 import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
 import type { SharedMemoryRegions } from './shared-memory.js';
+import { predict } from './v1.js';
 
 export type KServeOptions = {
   models: ReadonlyMap<string, ServedModel>;
@@ -70,6 +71,18 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
     app.post(`${prefix}/generate`, (c) => generate(c, model(c), maxBodyBytes, false));
     app.post(`${prefix}/generate_stream`, (c) => generate(c, model(c), maxBodyBytes, true));
   }
+
+  // KServe's v1 protocol: POST /v1/models/{m}:predict (the verb rides in the path segment).
+  app.post('/v1/models/:target', (c) => {
+    const target = c.req.param('target');
+    const at = target.lastIndexOf(':');
+    if (at < 0) throw notFound(`POST /v1/models/{model}:predict is KServe's v1 predict; ${target} names no verb`);
+    const [name, verb] = [target.slice(0, at), target.slice(at + 1)];
+    if (verb !== 'predict') throw badInput(`:${verb} is not served (KServe v1: only :predict)`);
+    const m = models.get(name);
+    if (!m) throw notFound(`unknown model ${JSON.stringify(name)}; this gateway serves ${[...models.keys()].join(', ')}`);
+    return predict(c, m, maxBodyBytes);
+  });
 
   const shm = (): SharedMemoryRegions => {
     if (!regions) throw new GatewayError(403, 'shared_memory_off', 'client shared memory is off on this gateway (server.client_shared_memory)');

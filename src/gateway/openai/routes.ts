@@ -23,7 +23,12 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
 
   const model = generativeModelOf(models);
   app.get('/v1/models', (c) => c.json({ object: 'list', data: generative().map(listed) }));
-  app.get('/v1/models/:model', (c) => c.json(listed(model(c.req.param('model')))));
+  app.get('/v1/models/:model', (c) => {
+    // A tensor model here is KServe v1's model status (the same path), as KServe's v1 clients read it.
+    const tensor = models.get(c.req.param('model'));
+    if (tensor && !tensor.generation) return c.json({ name: tensor.name, ready: tensor.isReady() }, tensor.isReady() ? 200 : 503);
+    return c.json(listed(model(c.req.param('model'))));
+  });
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
   app.post('/v1/responses', (c) => responsesRoute(c, model, maxBodyBytes));
