@@ -49,6 +49,13 @@ function bars(sizes) {
   const max = Math.max(...entries.map((e) => e[1]));
   return '<div class="bars">' + entries.map(([size, n]) => '<div class="bar" title="' + n + ' batches of ' + size + '" style="height:' + Math.max(2, (n / max) * 60) + 'px"><i>' + size + '</i></div>').join('') + '</div>';
 }
+function stepTime(ms) {
+  // Where the replicas' step time went: prompts, decoding, and of those, response formats' masks.
+  const total = ms ? ms.prefill + ms.decode : 0;
+  if (!total) return '';
+  const pct = (x) => Math.round((100 * x) / total) + '%';
+  return '<div class="label" style="margin-top:22px">step time · <span data-stat="steptime">prefill ' + pct(ms.prefill) + ' · decode ' + pct(ms.decode) + ' · of which grammar ' + pct(ms.grammar) + '</span></div>';
+}
 function card(m) {
   const s = m.stats;
   const queued = m.kind === 'generative' ? s.queued : s.queuedRequests;
@@ -64,6 +71,7 @@ function card(m) {
       '<div><b data-stat="queue">' + queued + '</b><span>queued</span></div>' +
     '</div>' +
     '<div class="label">' + (m.kind === 'generative' ? 'sequences per step' : 'rows per batch') + ' · <span data-stat="total">' + (m.kind === 'generative' ? s.tokens + ' tokens' : s.requests + ' requests') + '</span></div>' + bars(sizes) +
+    (m.kind === 'generative' ? stepTime(s.stepMs) : '') +
     '<div class="label" style="margin-top:22px">throughput, last minute</div>' + spark(h) +
     '</section>';
 }
