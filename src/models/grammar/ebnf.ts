@@ -1,6 +1,6 @@
 import { FormatError } from './errors.js';
 import type { CharMachine, DfaNode } from './matcher.js';
-import { compileRegex, NfaBuilder, type Ranges, type Tree } from './regex.js';
+import { compileRegex, hexAt, NfaBuilder, type Ranges, type Tree } from './regex.js';
 
 // Context-free grammars in GBNF (llama.cpp's EBNF, which vLLM's guided_grammar and TensorRT-LLM's
 // ebnf_grammar take): `name ::= ...` rules of "strings", [classes], `.`, rule names, ( ), |, * + ? {m,n},
@@ -41,10 +41,9 @@ function parse(text: string, fail: (why: string) => never): Map<string, Tree> {
     return found;
   };
   const hex = (n: number) => {
-    const digits = src.slice(at, at + n).join('');
-    if (!/^[0-9a-fA-F]+$/.test(digits) || digits.length !== n) fail('a bad \\x or \\u escape');
+    const value = hexAt(src, at, n) ?? fail('a bad \\x or \\u escape');
     at += n;
-    return Number.parseInt(digits, 16);
+    return value;
   };
   const literalChar = (): number => {
     const c = src[at++];

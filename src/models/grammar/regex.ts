@@ -78,6 +78,12 @@ function complement(ranges: Ranges): Ranges {
   return out;
 }
 
+/** The value of `n` hex digits at `at` (\\xHH, \\uHHHH), or undefined if they are not. */
+export function hexAt(chars: string[], at: number, n: number): number | undefined {
+  const digits = chars.slice(at, at + n).join('');
+  return digits.length === n && /^[0-9a-fA-F]+$/.test(digits) ? Number.parseInt(digits, 16) : undefined;
+}
+
 /** Parses `pattern` (what errors call `path`) into an NFA. */
 export function compileRegex(pattern: string, path: string): Nfa {
   const fail = (why: string): never => {
@@ -91,10 +97,9 @@ export function compileRegex(pattern: string, path: string): Nfa {
   const cp = (c: string) => c.codePointAt(0) as number;
 
   const hex = (n: number) => {
-    const digits = chars.slice(at, at + n).join('');
-    if (!/^[0-9a-fA-F]+$/.test(digits) || digits.length !== n) fail('a bad \\x or \\u escape');
+    const value = hexAt(chars, at, n) ?? fail('a bad \\x or \\u escape');
     at += n;
-    return Number.parseInt(digits, 16);
+    return value;
   };
   /** After a backslash: a class (\d…) or one code point. */
   const escaped = (): Ranges => {
