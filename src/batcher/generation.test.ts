@@ -8,17 +8,21 @@ const sampling = { temperature: 0, topP: 1, topK: 0, seed: 1 };
 /** A replica that "generates" token = step number, and records every step it was asked for. */
 class FakeReplica implements StepReplica {
   steps: { join: string[]; advance: string[]; release: string[] }[] = [];
+  /** Joining sequences whose prompt is this token are refused alone (as a format the replica cannot set up). */
+  refusePrompt?: number;
   private n = 0;
   constructor(
     readonly id: string,
     private stepMs = 2,
   ) {}
-  async request(_op: string, body: { join: { seq: string }[]; advance: string[]; release: string[] }) {
+  async request(_op: string, body: { join: { seq: string; prompt: number[] }[]; advance: string[]; release: string[] }) {
     await sleep(this.stepMs);
     this.steps.push({ join: body.join.map((j) => j.seq), advance: body.advance, release: body.release });
     const tokens: Record<string, number> = {};
-    for (const s of [...body.join.map((j) => j.seq), ...body.advance]) tokens[s] = ++this.n;
-    return { tokens };
+    const failed: Record<string, string> = {};
+    for (const j of body.join) if (j.prompt[0] === this.refusePrompt) failed[j.seq] = 'its response format cannot be enforced: test';
+    for (const s of [...body.join.map((j) => j.seq), ...body.advance]) if (!failed[s]) tokens[s] = ++this.n;
+    return { tokens, failed };
   }
 }
 
@@ -92,6 +96,16 @@ describe('GenerationScheduler', () => {
     const joined = (r: number) => pool.replicas[r].steps.flatMap((st) => st.join).length;
     expect([joined(0), joined(1)]).toEqual([1, 3]);
     await Promise.all([first, second]);
+  });
+
+  it('fails alone a sequence the replica refuses on joining; the one beside it goes on', async () => {
+    const { pool, scheduler, run } = setup();
+    pool.replicas[0].refusePrompt = 99;
+    const good = run(3);
+    const refused = scheduler.generate({ prompt: [99], sampling, maxTokens: 3 }, { onToken: () => true });
+    await expect(refused).rejects.toMatchObject({ status: 500, message: /model g: its response format cannot be enforced/ });
+    expect(await good.done).toMatchObject({ finishReason: 'length', completionTokens: 3 });
+    expect(scheduler.stats().active).toBe(0);
   });
 
   it('lets a new sequence join between steps of a running one', async () => {

@@ -258,6 +258,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           prefillMs?: number;
           decodeMs?: number;
           maskMs?: number;
+          failed?: Record<string, string>;
         };
         try {
           step = (await loop.replica.request('step', body)) as typeof step;
@@ -275,6 +276,12 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
         const timing = { prefill: step.prefillMs ?? 0, decode: step.decodeMs ?? 0, grammar: step.maskMs ?? 0 };
         for (const phase of ['prefill', 'decode', 'grammar'] as const) this.counts.stepMs[phase] += timing[phase];
         this.emit('step', timing);
+        // A sequence the replica refused alone (it holds no row there): its request fails, the others go on.
+        for (const [id, why] of Object.entries(step.failed ?? {})) {
+          const seq = loop.active.get(id);
+          this.leave(loop, id);
+          if (seq) this.settle(seq, internal(`model ${this.opts.model}: ${why}`));
+        }
         for (const [id, token] of Object.entries(step.tokens)) {
           const seq = loop.active.get(id);
           if (!seq || seq.settled) continue;

@@ -249,6 +249,25 @@ describe('Decoder', () => {
     expect(tokens.f).toEqual(await reference(PROMPTS.a, tokens.f.length)); // the free sequence is as if alone
   });
 
+  it('refuses alone a joining sequence whose format cannot be set up; the others join and decode', async () => {
+    const decoder = new Decoder(session, spec, sampler);
+    // Not a format the gateway would let through (it checks with the same code): a pattern that does not parse.
+    const broken = { ...greedy, format: { type: 'regex' as const, pattern: '(' } };
+    const r = await decoder.step({
+      join: [
+        { seq: 'bad', prompt: PROMPTS.b, sampling: broken },
+        { seq: 'a', prompt: PROMPTS.a, sampling: greedy },
+      ],
+      advance: [],
+      release: [],
+    });
+    expect(r.failed?.bad).toMatch(/cannot be enforced: pattern: an unclosed \(/);
+    expect(r.tokens.bad).toBeUndefined();
+    expect(decoder.active).toBe(1);
+    const next = await decoder.step({ join: [], advance: ['a'], release: ['bad'] });
+    expect([r.tokens.a, next.tokens.a]).toEqual(await reference(PROMPTS.a, 2));
+  });
+
   it('lets a sequence leave in the middle of its chunked prefill; the others go on as before', async () => {
     const decoder = new Decoder(session, spec, sampler, undefined, 16);
     const first = await decoder.step({ join: [{ seq: 'a', prompt: PROMPTS.b, sampling: greedy }], advance: [], release: [] });

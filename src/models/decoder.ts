@@ -25,11 +25,13 @@ export type StepResult = {
   /** Of those, the time response formats' masks took (structured output). */
   maskMs: number;
   decodeBatch: number;
+  /** Joining sequences refused alone (their response format could not be set up): why. They hold no row. */
+  failed?: Record<string, string>;
 };
 /** A sequence whose prompt is computed on what its row holds, a chunk per run. */
 type Extension = { id: string; seq: Sequence };
 /** A step's drawn tokens, by sequence id. */
-type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs' | 'cached' | 'maskMs'>;
+type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs' | 'cached' | 'maskMs' | 'failed'>;
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -108,11 +110,12 @@ export class Decoder {
     // prompts start, after a cached prefix where there is one.
     const prefilling = req.advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
-    if (req.join.some((j) => j.sampling.format)) this.vocabulary ??= vocabularyFor(await loadTokenizer(this.spec.tokenizer), this.spec.vocab);
+    const constraints = await this.constraintsFor(req.join, drawn);
     for (const j of req.join) {
+      if (drawn.failed?.[j.seq]) continue;
       // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own.
       const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt) : undefined;
-      extending.push(this.startPrefill(j, hit, drawn));
+      extending.push(this.startPrefill(j, hit, drawn, constraints.get(j.seq)));
     }
     for (const group of extensionGroups(extending, this.extensionLimits())) await this.extend(group, drawn);
     const t1 = performance.now();
@@ -135,13 +138,13 @@ export class Decoder {
    * Admits a joining sequence: a row of its own, holding a cached prefix of its prompt where there is one;
    * `extend` computes the rest of the prompt on it.
    */
-  private startPrefill(j: StepRequest['join'][number], hit: PrefixHit | undefined, drawn: Drawn): Extension {
+  private startPrefill(j: StepRequest['join'][number], hit: PrefixHit | undefined, drawn: Drawn, constraint?: TokenConstraint): Extension {
     this.release(j.seq);
     const { heads, headDim, layers } = this.spec;
     const cached = hit?.length ?? 0;
     // Room for the whole prompt now: growing the caches chunk by chunk would copy them all each time.
     this.reserve(this.byRow.length + 1, j.prompt.length + 1);
-    const seq = this.admit(j);
+    const seq = this.admit(j, constraint);
     seq.length = cached;
     seq.prefilling = { prompt: j.prompt };
     this.seqs.set(j.seq, seq);
@@ -268,8 +271,27 @@ export class Decoder {
     });
   }
 
+  /**
+   * Each joining sequence's response-format constraint. One that cannot be set up (the gateway checked the
+   * format with the same code, so this is not expected) fails that sequence alone, not the step.
+   */
+  private async constraintsFor(join: StepRequest['join'], drawn: Drawn): Promise<Map<string, TokenConstraint>> {
+    const out = new Map<string, TokenConstraint>();
+    for (const j of join) {
+      if (!j.sampling.format) continue;
+      try {
+        this.vocabulary ??= vocabularyFor(await loadTokenizer(this.spec.tokenizer), this.spec.vocab);
+        out.set(j.seq, new TokenConstraint(grammarFor(j.sampling.format), this.vocabulary));
+      } catch (err) {
+        drawn.failed ??= {};
+        drawn.failed[j.seq] = `its response format cannot be enforced: ${(err as Error).message}`;
+      }
+    }
+    return out;
+  }
+
   /** A joining sequence's row, after the last. */
-  private admit(j: StepRequest['join'][number]): Sequence {
+  private admit(j: StepRequest['join'][number], constraint?: TokenConstraint): Sequence {
     const seq: Sequence = {
       row: this.byRow.length,
       length: j.prompt.length,
@@ -278,7 +300,7 @@ export class Decoder {
       random: seededRandom(j.sampling.seed),
       generated: countsTokens(j.sampling) ? new Map() : undefined,
       produced: 0,
-      constraint: j.sampling.format && this.vocabulary ? new TokenConstraint(grammarFor(j.sampling.format), this.vocabulary) : undefined,
+      constraint,
     };
     this.byRow.push(seq);
     return seq;
