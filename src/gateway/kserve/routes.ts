@@ -24,12 +24,12 @@ export type KServeOptions = {
 /** The KServe v2 / Open Inference Protocol REST routes, with the binary tensor data extension. */
 export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
-  const model = (c: Context<GatewayEnv>): ServedModel => {
-    const name = c.req.param('model') ?? '';
+  const named = (name: string): ServedModel => {
     const m = models.get(name);
     if (!m) throw notFound(`unknown model ${JSON.stringify(name)}; this gateway serves ${[...models.keys()].join(', ')}`);
     return m;
   };
+  const model = (c: Context<GatewayEnv>): ServedModel => named(c.req.param('model') ?? '');
 
   const extensions = ['binary_tensor_data', 'classification', 'model_statistics', ...(regions ? ['system_shared_memory'] : [])];
   app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions }));
@@ -79,9 +79,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
     if (at < 0) throw notFound(`POST /v1/models/{model}:predict is KServe's v1 predict; ${target} names no verb`);
     const [name, verb] = [target.slice(0, at), target.slice(at + 1)];
     if (verb !== 'predict') throw badInput(`:${verb} is not served (KServe v1: only :predict)`);
-    const m = models.get(name);
-    if (!m) throw notFound(`unknown model ${JSON.stringify(name)}; this gateway serves ${[...models.keys()].join(', ')}`);
-    return predict(c, m, maxBodyBytes);
+    return predict(c, named(name), maxBodyBytes);
   });
 
   const shm = (): SharedMemoryRegions => {
