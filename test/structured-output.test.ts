@@ -392,6 +392,10 @@ describe('tool calling (tool_choice required or named: the calls are enforced JS
     expect(counted.count).toBe(answer.usage?.prompt_tokens);
     const bare = await (await fetch(`${gw.url}/tokenize`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', messages: ask }) })).json();
     expect(bare.count).toBeLessThan(counted.count);
+    // tool_choice left out is "auto", which lists the tools too.
+    const auto = await (await fetch(`${gw.url}/tokenize`, { method: 'POST', body: JSON.stringify({ ...body, tool_choice: undefined }) })).json();
+    const autoAnswer = await client.chat.completions.create({ model: 'tiny-gpt', messages: [...ask], tools: [weather], max_tokens: 4, seed: 1 });
+    expect(auto.count).toBe(autoAnswer.usage?.prompt_tokens);
   });
 
   it.each([

@@ -36,7 +36,8 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   app.post('/tokenize', async (c) => {
     const req = parseBody(tokenizeSchema, await json(c, maxBodyBytes));
     const gen = model(req.model).generation as NonNullable<ServedModel['generation']>;
-    const listsTools = 'messages' in req && req.tool_choice != null && req.tool_choice !== 'none' && req.tool_choice !== 'auto';
+    // As chat lays the prompt out: tools listed unless tool_choice is "none" (auto, their default, lists them).
+    const listsTools = 'messages' in req && (req.tools?.length ?? 0) > 0 && req.tool_choice !== 'none';
     const tokens = gen.tokenizer.encode('prompt' in req ? req.prompt : chatText(req.messages, listsTools ? req.tools : undefined));
     return c.json({ count: tokens.length, max_model_len: gen.context, tokens });
   });
