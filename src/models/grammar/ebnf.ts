@@ -1,5 +1,5 @@
 import { FormatError } from './errors.js';
-import type { CharMachine, DfaNode } from './matcher.js';
+import { type CharMachine, DfaCache, type DfaNode } from './matcher.js';
 import { compileRegex, hexAt, NfaBuilder, type Ranges, type Tree } from './regex.js';
 
 // Context-free grammars in GBNF (llama.cpp's EBNF, which vLLM's guided_grammar and TensorRT-LLM's
@@ -164,7 +164,7 @@ export class CfgMachine implements CharMachine {
   private calls: { rule: number; to: number }[][] = [];
   private returns: boolean[] = [];
   private ruleStart: number[] = [];
-  private nodes = new Map<string, CfgNode>();
+  private cache = new DfaCache<CfgNode>();
 
   constructor(text: string, path: string) {
     const fail = (why: string): never => {
@@ -203,7 +203,7 @@ export class CfgMachine implements CharMachine {
       for (const t of (node as CfgNode).threads)
         for (const { ranges, to } of this.edges[t.q]) if (ranges.some(([lo, hi]) => c >= lo && c <= hi)) moved.push(this.thread(to, t.ret));
       next = this.node(this.closure(moved));
-      node.moves.set(c, next);
+      this.cache.move(node as CfgNode, c, next);
     }
     return next;
   }
@@ -244,13 +244,7 @@ export class CfgMachine implements CharMachine {
       .map((t) => t.key)
       .sort()
       .join(';');
-    let node = this.nodes.get(key);
-    if (!node) {
-      node = { id: this.nodes.size, states: [], accepting: live.some((t) => this.returns[t.q] && !t.ret), moves: new Map(), threads: live };
-      if (this.nodes.size > 100_000) this.nodes.clear(); // computed again as read
-      this.nodes.set(key, node);
-    }
-    return node;
+    return this.cache.node(key, (id) => ({ id, states: [], accepting: live.some((t) => this.returns[t.q] && !t.ret), moves: new Map(), threads: live }));
   }
 
   /** A rule that can call itself before reading anything would expand forever. */

@@ -5,6 +5,7 @@ import { decode } from '../text.js';
 import {
   canEnd,
   compileFormat,
+  DFA_BUDGET,
   FormatError,
   feed,
   Grammar,
@@ -291,6 +292,27 @@ describe('token masks over the GPT-2 vocabulary', () => {
     [{ type: 'regex', pattern: 'Q: [^\\n]*\\?' } as ResponseFormat, ['Q', ': ', 'why', ' not']],
     [{ type: 'grammar', grammar: 'root ::= "{" str ":" str "}"\nstr ::= "\\"" [^"\\\\]* "\\""' } as ResponseFormat, ['{', '"', 'ab c', '"']],
   ])('masks for %j the same tokens as reading each token whole would', (format, pieces) => {
+    expectExactMasks(format, pieces);
+  });
+
+  it("keeps a pattern's or grammar's DFA within its budget, forgetting it without mixing up masks", () => {
+    const kept = { ...DFA_BUDGET };
+    Object.assign(DFA_BUDGET, { moves: 40, keyChars: 120 });
+    try {
+      // Fresh machines (not the ones other tests built), forgetting their DFA every few characters: a node
+      // made after that must not take an earlier one's id, under which a mask is cached.
+      expectExactMasks({ type: 'regex', pattern: '(ab|a[0-9]{1,3})+c?' }, ['a', '1', 'ab', 'a2', '3']);
+      expectExactMasks({ type: 'grammar', grammar: 'root ::= ("(" root ")" | "[" root "]")*' }, ['(', '[', '(', ')', '(']);
+      for (let seed = 1; seed <= 4; seed++) {
+        const { text, ended } = generate(GREETING, seed, 20);
+        expect(read(GREETING, text), text).toBe(ended ? 'whole' : 'prefix');
+      }
+    } finally {
+      Object.assign(DFA_BUDGET, kept);
+    }
+  });
+
+  function expectExactMasks(format: ResponseFormat, pieces: string[]): void {
     const grammar = grammarFor(format);
     let state = grammar.initial;
     for (const piece of [...pieces, '']) {
@@ -304,5 +326,5 @@ describe('token masks over the GPT-2 vocabulary', () => {
       expect(mask[gpt2.eos]).toBe(canEnd(state) ? 1 : 0);
       for (const b of Buffer.from(piece)) state = feed(state, b);
     }
-  });
+  }
 });

@@ -59,11 +59,51 @@ export function canMatch(nfa: Nfa, chars: number, min: number, max: number): (st
   return (s) => chars + shortest[s] <= max && chars + longest[s] >= min;
 }
 
-/** Moves a Matcher keeps (with a length limit, every length so far is a move of its own). */
-const MAX_MOVES = 1_000_000;
+/**
+ * How much of a lazily built DFA a machine keeps: moves (each ~50 bytes) and nodes, weighed by their keys'
+ * length (the states they stand for: a grammar's readings with their return stacks). Past either, it forgets
+ * them all and computes them again as read (as RE2 does): a pathological pattern or grammar costs time,
+ * never the replica's memory.
+ */
+export const DFA_BUDGET = { moves: 1_000_000, keyChars: 4_000_000 };
 
-/** A set of NFA states, interned per Matcher, with the moves out of it already computed. */
+/** A set of NFA states, interned per machine, with the moves out of it already computed. */
 export type DfaNode = { id: number; states: number[]; accepting: boolean; moves: Map<number, DfaNode | null> };
+
+/**
+ * A machine's nodes (interned by a key naming their states) and moves, within DFA_BUDGET. Ids are never
+ * reused: a mask is cached under its node's id, and a node from before a reset may still be read.
+ */
+export class DfaCache<N extends DfaNode> {
+  private nodes = new Map<string, N>();
+  private moves = 0;
+  private keyChars = 0;
+  private ids = 0;
+
+  /** The node keyed `key`, made (with a fresh id) if there is none. */
+  node(key: string, make: (id: number) => N): N {
+    let node = this.nodes.get(key);
+    if (!node) {
+      this.keyChars += key.length;
+      if (this.keyChars > DFA_BUDGET.keyChars) this.forget(key.length);
+      node = make(this.ids++);
+      this.nodes.set(key, node);
+    }
+    return node;
+  }
+
+  /** Keeps a move out of `node`. */
+  move(node: N, key: number, next: DfaNode | null): void {
+    if (++this.moves > DFA_BUDGET.moves) this.forget(0);
+    node.moves.set(key, next);
+  }
+
+  private forget(keyChars: number): void {
+    for (const n of this.nodes.values()) n.moves.clear();
+    this.nodes.clear();
+    [this.moves, this.keyChars] = [1, keyChars];
+  }
+}
 
 /** What reads a text a code point at a time (a pattern, a grammar), for the automaton's `text` and patterned strings. */
 export interface CharMachine {
@@ -84,8 +124,7 @@ export interface CharMachine {
  */
 export class Matcher implements CharMachine {
   readonly start: DfaNode | null;
-  private nodes = new Map<string, DfaNode>();
-  private moves = 0;
+  private cache = new DfaCache<DfaNode>();
 
   constructor(
     readonly nfa: Nfa,
@@ -101,7 +140,7 @@ export class Matcher implements CharMachine {
     let next = node.moves.get(key);
     if (next === undefined) {
       next = this.node(advance(this.nfa, node.states, c).filter(canMatch(this.nfa, chars + 1, this.min, this.max)));
-      this.remember(node, key, next);
+      this.cache.move(node, key, next);
     }
     return next;
   }
@@ -112,28 +151,13 @@ export class Matcher implements CharMachine {
     let ok = node.moves.get(key);
     if (ok === undefined) {
       ok = anyIn(this.nfa, node.states, lo, hi, canMatch(this.nfa, chars + 1, this.min, this.max)) ? node : null;
-      this.remember(node, key, ok);
+      this.cache.move(node, key, ok);
     }
     return ok !== null;
   }
 
-  /** Keeps a move, forgetting them all past MAX_MOVES (each costs ~50 bytes; they are computed again as read). */
-  private remember(node: DfaNode, key: number, next: DfaNode | null): void {
-    if (++this.moves > MAX_MOVES) {
-      for (const n of this.nodes.values()) n.moves.clear();
-      this.moves = 1;
-    }
-    node.moves.set(key, next);
-  }
-
   private node(states: number[]): DfaNode | null {
     if (states.length === 0) return null;
-    const key = states.join('.');
-    let node = this.nodes.get(key);
-    if (!node) {
-      node = { id: this.nodes.size, states, accepting: states.includes(this.nfa.accept), moves: new Map() };
-      this.nodes.set(key, node);
-    }
-    return node;
+    return this.cache.node(states.join('.'), (id) => ({ id, states, accepting: states.includes(this.nfa.accept), moves: new Map() }));
   }
 }
