@@ -1,6 +1,6 @@
 export { type CudaOptions, cudaOptionsEnv } from './cuda-options.js';
 export { type GenerativeSpec, generativeSpec } from './generative.js';
-export { compileFormat, FormatError, type JsonSchema, type ResponseFormat } from './grammar/index.js';
+export { FormatError, grammarFor, type JsonSchema, type ResponseFormat } from './grammar/index.js';
 export { PREFIX_BLOCK } from './prefix-cache.js';
 export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } from './protocol.js';
 export { type FailedMessage, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';

@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import type { GenerateResult, SamplingParams, TokenLogprobs } from '../../batcher/index.js';
 import { badInput } from '../../errors/index.js';
-import { compileFormat, decode, FormatError, type JsonSchema, type ResponseFormat, TextStream } from '../../models/index.js';
+import { decode, FormatError, grammarFor, type JsonSchema, type ResponseFormat, TextStream } from '../../models/index.js';
 import type { ServedModel } from '../types.js';
 
 /** Text pieces a reader may leave unread before its sequence is paused (it keeps its slot, not the batch). */
@@ -130,7 +130,7 @@ function formatOf(params: GenerationParams): ResponseFormat | undefined {
   if (params.ignore_eos) throw badInput(`ignore_eos cannot be used with ${param}`, 'ignore_eos');
   if (param === 'tools') return format; // checked with the tools
   try {
-    compileFormat(format);
+    grammarFor(format); // compiled once for the n choices, and for the requests after that ask for the same format
   } catch (e) {
     if (!(e instanceof FormatError)) throw e;
     throw badInput(`${param === 'response_format' ? 'response_format.json_schema' : param}.${e.message}`, param);

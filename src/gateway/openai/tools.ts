@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { badInput } from '../../errors/index.js';
-import { compileFormat, FormatError, type JsonSchema, type ResponseFormat } from '../../models/index.js';
+import { FormatError, grammarFor, type JsonSchema, type ResponseFormat } from '../../models/index.js';
 import type { ChatRequest } from './schema.js';
 
 // OpenAI's tool calling, without a model-specific parser: a named tool_choice or "required" makes the
@@ -42,7 +42,7 @@ export function toolUseOf(req: ChatRequest): ToolUse | undefined {
     parallel: req.parallel_tool_calls ?? true,
   };
   try {
-    compileFormat(required); // every tool's parameters, whichever is called: a schema not enforced is a 400
+    grammarFor(required); // every tool's parameters, whichever is called: a schema not enforced is a 400
   } catch (e) {
     if (e instanceof FormatError) throw badInput(e.message, 'tools', 'invalid_request_error');
     throw e;
