@@ -7,8 +7,9 @@ import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
 import { Generation } from './openai/generation.js';
 import { chatLogprobs } from './openai/logprobs.js';
-import { chatText, completionPrompts } from './openai/routes.js';
+import { completionPrompts } from './openai/routes.js';
 import { chatSchema, completionSchema, parseBody } from './openai/schema.js';
+import { chatText } from './openai/tools.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
 /** Bytes a socket may have unsent before its streams wait (their sequences then pause in the scheduler). */

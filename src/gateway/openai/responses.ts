@@ -6,9 +6,8 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
 import { Generation, usage } from './generation.js';
-import { chatText } from './routes.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
-import { ToolAnswer, type ToolCall, type ToolCallDelta, toolUseOf } from './tools.js';
+import { chatText, ToolAnswer, type ToolCall, type ToolCallDelta, toolUseOf } from './tools.js';
 
 // OpenAI's Responses API (POST /v1/responses), served the way chat completions are: the input items become
 // chat messages, `text.format` the response format, function tools the tool calls — and the answer comes

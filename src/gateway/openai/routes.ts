@@ -2,14 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { badInput, GatewayError } from '../../errors/index.js';
-import { chatPrompt, decode, type Tokenizer } from '../../models/index.js';
+import { decode, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { responses, responsesSchema } from './responses.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
-import { ToolAnswer, type ToolUse, toolCallsText, toolUseOf } from './tools.js';
+import { chatText, ToolAnswer, type ToolUse, toolUseOf } from './tools.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
 
@@ -86,21 +86,6 @@ export async function completions(c: Context, model: ModelOf, maxBodyBytes: numb
   if (prompts.length * (req.n ?? 1) > MAX_CHOICES)
     throw badInput(`${prompts.length} prompts x n ${req.n ?? 1} is more than the ${MAX_CHOICES} choices one request may ask for`, 'n', 'invalid_request_error');
   return generate(c, m, req, prompts, req.max_tokens ?? 16, 'text_completion');
-}
-
-/**
- * Chat messages as the one prompt the model continues; the tools it may call listed first (as vLLM's chat
- * templates list them), an earlier turn's tool calls written as the model writes them.
- */
-export function chatText(messages: ChatRequest['messages'], tools?: ChatRequest['tools']): string {
-  const text = (content: ChatRequest['messages'][number]['content']) =>
-    content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join('');
-  const turns = messages.map((msg) => {
-    const calls = msg.role === 'assistant' && msg.tool_calls?.length ? toolCallsText(msg.tool_calls) : '';
-    return { role: msg.role, content: [text(msg.content), calls].filter(Boolean).join(' ') };
-  });
-  const listed = tools?.length ? [{ role: 'system', content: `Tools: ${JSON.stringify(tools.map((t) => t.function))}` }] : [];
-  return chatPrompt([...listed, ...turns]);
 }
 
 /** A completion request's prompts as tokens: text or tokens, or a list of either (a batch of prompts). */

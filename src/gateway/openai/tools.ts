@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { badInput } from '../../errors/index.js';
-import { FormatError, grammarFor, type JsonSchema, type ResponseFormat } from '../../models/index.js';
+import { chatPrompt, FormatError, grammarFor, type JsonSchema, type ResponseFormat } from '../../models/index.js';
 import type { ChatRequest } from './schema.js';
 
 // OpenAI's tool calling, without a model-specific parser: a named tool_choice or "required" makes the
@@ -201,4 +201,19 @@ export class ToolCallReader {
     this.calls[index].function.arguments += text;
     return { index, function: { arguments: text } };
   }
+}
+
+/**
+ * Chat messages as the one prompt the model continues; the tools it may call listed first (as vLLM's chat
+ * templates list them), an earlier turn's tool calls written as the model writes them.
+ */
+export function chatText(messages: ChatRequest['messages'], tools?: ChatRequest['tools']): string {
+  const text = (content: ChatRequest['messages'][number]['content']) =>
+    content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join('');
+  const turns = messages.map((msg) => {
+    const calls = msg.role === 'assistant' && msg.tool_calls?.length ? toolCallsText(msg.tool_calls) : '';
+    return { role: msg.role, content: [text(msg.content), calls].filter(Boolean).join(' ') };
+  });
+  const listed = tools?.length ? [{ role: 'system', content: `Tools: ${JSON.stringify(tools.map((t) => t.function))}` }] : [];
+  return chatPrompt([...listed, ...turns]);
 }
