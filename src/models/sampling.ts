@@ -70,7 +70,6 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
   // A format that allows few tokens (structure, digits, enum values) gives them in order: the same token
   // is drawn as by reading the whole row (every other one has probability 0), in a fraction of the time.
   const n = among ? among.length : probs.length;
-  const at = among ? (k: number) => among[k] : (k: number) => k;
   let floor = 0;
   let sum = 1;
   if ((s.topK > 0 && s.topK < n) || s.topP < 1) {
@@ -91,11 +90,20 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
     for (let i = 0; i < keep; i++) sum += sorted[i];
   }
   let r = random() * sum;
-  for (let k = 0; k < n; k++) {
-    const i = at(k);
-    if (probs[i] < floor) continue;
-    r -= probs[i];
-    if (r <= 0) return i;
+  // Two plain loops rather than one through an index function: this scan runs for every row of every step.
+  if (among) {
+    for (let k = 0; k < n; k++) {
+      const i = among[k];
+      if (probs[i] < floor) continue;
+      r -= probs[i];
+      if (r <= 0) return i;
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      if (probs[i] < floor) continue;
+      r -= probs[i];
+      if (r <= 0) return i;
+    }
   }
   return best; // float rounding left a sliver at the end
 }
@@ -145,6 +153,10 @@ export type SamplingRow = {
  * Runtime (models/sampler.onnx; a JavaScript Math.exp loop over GPT-2's 50257 tokens costs ~1 ms a row).
  */
 export class Sampler {
+  /** Where ONNX Runtime writes each step's probabilities: a new 12.8 MB array per 64-row step was garbage. */
+  private probs = new Float32Array(0);
+  private best = new BigInt64Array(0);
+
   private constructor(private session: ort.InferenceSession) {}
 
   static async create(): Promise<Sampler> {
@@ -176,12 +188,13 @@ export class Sampler {
       }
     });
     const inv = Float32Array.from(rows, (r) => (r.sampling.temperature > 0 ? 1 / r.sampling.temperature : 1));
-    const out = await this.session.run({
-      logits: new ort.Tensor('float32', logits.subarray(0, b * vocab), [b, vocab]),
-      inv_temperature: new ort.Tensor('float32', inv, [b, 1]),
-    });
-    const probs = out.probs.data as Float32Array;
-    const best = out.best.data as BigInt64Array;
+    if (this.probs.length < b * vocab) [this.probs, this.best] = [new Float32Array(b * vocab), new BigInt64Array(b)];
+    const probs = this.probs.subarray(0, b * vocab);
+    const best = this.best.subarray(0, b);
+    await this.session.run(
+      { logits: new ort.Tensor('float32', logits.subarray(0, b * vocab), [b, vocab]), inv_temperature: new ort.Tensor('float32', inv, [b, 1]) },
+      { probs: new ort.Tensor('float32', probs, [b, vocab]), best: new ort.Tensor('int64', best, [b]) },
+    );
     const row = (i: number) => probs.subarray(i * vocab, (i + 1) * vocab);
     const tokens = rows.map((r, i) => pickToken(row(i), Number(best[i]), r.sampling, r.random, among[i]));
     const logprobs = rows.map((r, i) =>
