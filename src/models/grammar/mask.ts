@@ -113,19 +113,28 @@ export class TokenMask {
 
   /** Sets the logits of the tokens not allowed to -Infinity; whether an allowed one is left that may be drawn. */
   apply(row: Float32Array): boolean {
+    const { tokens } = this;
     if (this.dense) {
-      for (const t of this.tokens) row[t] = Number.NEGATIVE_INFINITY;
-      for (const x of row) if (x > Number.NEGATIVE_INFINITY) return true;
+      for (let k = 0; k < tokens.length; k++) row[tokens[k]] = Number.NEGATIVE_INFINITY;
+      for (let t = 0; t < row.length; t++) if (row[t] > Number.NEGATIVE_INFINITY) return true;
       return false;
     }
-    const kept = Float32Array.from(this.tokens, (t) => row[t]);
+    // The allowed logits are set aside, the row filled, and they are put back (plain loops: this runs for
+    // every constrained row of every step).
+    if (kept.length < tokens.length) kept = new Float32Array(Math.max(tokens.length, 2 * kept.length));
+    let open = false;
+    for (let k = 0; k < tokens.length; k++) {
+      kept[k] = row[tokens[k]];
+      if (kept[k] > Number.NEGATIVE_INFINITY) open = true;
+    }
     row.fill(Number.NEGATIVE_INFINITY);
-    this.tokens.forEach((t, i) => {
-      row[t] = kept[i];
-    });
-    return kept.some((x) => x > Number.NEGATIVE_INFINITY);
+    for (let k = 0; k < tokens.length; k++) row[tokens[k]] = kept[k];
+    return open;
   }
 }
+
+/** TokenMask.apply's place for the allowed logits while it fills the row. */
+let kept = new Float32Array(1024);
 
 function indicesOf(bits: Uint8Array, value: number): Int32Array {
   const out: number[] = [];
