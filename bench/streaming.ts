@@ -30,7 +30,11 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor(s.length * p))];
 };
 
+type StepMs = { prefill: number; decode: number; sampling: number; grammar: number };
+const stepMs = async (model: string): Promise<StepMs> => ((await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json()) as { stepMs: StepMs }).stepMs;
+
 async function load(model: string, clients: number) {
+  const before = await stepMs(model);
   const plan = { url: `http://127.0.0.1:${PORT}`, model, clients, seconds, maxTokens };
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/stream-load.ts'), JSON.stringify(plan)], {
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -42,11 +46,17 @@ async function load(model: string, clients: number) {
   const tokens = streams.reduce((n, s) => n + s[2], 0);
   const ttft = streams.map((s) => s[1]).filter((t) => t >= 0);
   const gaps = streams.flatMap((s) => s[3]);
+  // Where the replica's step time went meanwhile: the model's runs, or drawing tokens (CPU work serial with them).
+  const after = await stepMs(model);
+  const stepS = (after.prefill + after.decode - before.prefill - before.decode) / 1000;
+  const samplingShare = stepS > 0 ? Math.round((after.sampling - before.sampling) / 10 / stepS) : 0;
   return {
     streams: streams.length,
     tokensPerS: Math.round(tokens / elapsedS),
     ttftMs: { p50: pct(ttft, 0.5), p99: pct(ttft, 0.99) },
     interTokenMs: { p50: pct(gaps, 0.5), p99: pct(gaps, 0.99) },
+    stepS: Math.round(stepS * 100) / 100,
+    samplingShare,
   };
 }
 
@@ -91,9 +101,12 @@ ${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.n
 ${results.model}. Each client streams completions of ${maxTokens} tokens back to back (SSE, \`stream_options.include_usage\`) for ${seconds} s;
 continuous batching is \`max_batch_size: ${variants.continuous}\` (all streams advance in one step), sequential is \`max_batch_size: 1\` (one stream at a time, the rest queue).
 
-| streams | batching | tokens/s | TTFT p50 ms | TTFT p99 ms | inter-token p50 ms | inter-token p99 ms | streams done |
-|---|---|---|---|---|---|---|---|
-${rows.map((r) => `| ${r.clients} | ${r.variant} | ${r.result.tokensPerS} | ${r.result.ttftMs.p50} | ${r.result.ttftMs.p99} | ${r.result.interTokenMs.p50} | ${r.result.interTokenMs.p99} | ${r.result.streams} |`).join('\n')}
+"step s" is the replica's time in steps during the run; "sampling" the share of it spent drawing tokens (logit adjustments,
+softmax, the draw: CPU work serial with the model's runs) rather than in the model.
+
+| streams | batching | tokens/s | TTFT p50 ms | TTFT p99 ms | inter-token p50 ms | inter-token p99 ms | streams done | step s | sampling |
+|---|---|---|---|---|---|---|---|---|---|
+${rows.map((r) => `| ${r.clients} | ${r.variant} | ${r.result.tokensPerS} | ${r.result.ttftMs.p50} | ${r.result.ttftMs.p99} | ${r.result.interTokenMs.p50} | ${r.result.interTokenMs.p99} | ${r.result.streams} | ${r.result.stepS} | ${r.result.samplingShare}% |`).join('\n')}
 `;
   writeFileSync(join(dir, `${outName}.md`), md);
   console.log(md);

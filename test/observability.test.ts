@@ -97,8 +97,9 @@ describe('metrics on /metrics after known traffic', () => {
     expect(sample(text, 'infergate_generation_tokens_total', { gen_ai_request_model: 'tiny-gpt' })).toBe(8);
     expect(sample(text, 'gen_ai_server_time_to_first_token_count', { gen_ai_request_model: 'tiny-gpt' })).toBe(2);
     expect(sample(text, 'infergate_generation_cached_prompt_tokens_total', { gen_ai_request_model: 'tiny-gpt' })).toBe(16); // the second request: the first whole block of its 22 tokens
-    // Where the replicas' step time went: no response format yet, so no grammar time.
+    // Where the replicas' step time went: drawing tokens is part of it; no response format yet, so no grammar time.
     expect(sample(text, 'infergate_generation_step_time_total', { gen_ai_request_model: 'tiny-gpt', phase: 'decode' })).toBeGreaterThan(0);
+    expect(sample(text, 'infergate_generation_step_time_total', { gen_ai_request_model: 'tiny-gpt', phase: 'sampling' })).toBeGreaterThan(0);
     expect(sample(text, 'infergate_generation_step_time_total', { gen_ai_request_model: 'tiny-gpt', phase: 'grammar' })).toBeNaN();
     const json = { type: 'json_object' };
     await fetch(`${gw.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', prompt: 'x', max_tokens: 4, response_format: json }) });
@@ -106,7 +107,8 @@ describe('metrics on /metrics after known traffic', () => {
     expect(grammar).toBeGreaterThan(0);
     const stats = await (await fetch(`${gw.url}/v2/models/tiny-gpt/stats`)).json();
     expect(stats.stepMs.grammar).toBeCloseTo((grammar as number) * 1000, 3);
-    expect(stats.stepMs.grammar).toBeLessThan(stats.stepMs.prefill + stats.stepMs.decode);
+    expect(stats.stepMs.grammar).toBeLessThan(stats.stepMs.sampling);
+    expect(stats.stepMs.sampling).toBeLessThan(stats.stepMs.prefill + stats.stepMs.decode);
   });
 });
 

@@ -95,7 +95,7 @@ export type GenerationStats = {
   /** How many steps ran with N sequences in them (join + advance): the proof that streams share steps. */
   stepSizes: Record<number, number>;
   /** Milliseconds the replicas spent in steps: prompts, decoding, and of those, response formats' masks. */
-  stepMs: { prefill: number; decode: number; grammar: number };
+  stepMs: StepTiming;
   shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
 };
 
@@ -111,7 +111,9 @@ let nextId = 0;
 export type SequenceEvent = { ttftMs?: number; tokens: number; cachedPromptTokens: number; durationMs: number; ok: boolean };
 
 /** A step's time on its replica, in ms: prompts, decoding, and of those, response formats' masks. */
-export type StepTiming = { prefill: number; decode: number; grammar: number };
+/** Where replicas' step time went: prompts and decoding; of those, drawing tokens; of that, response formats' masks. */
+export type StepTiming = { prefill: number; decode: number; sampling: number; grammar: number };
+const PHASES = ['prefill', 'decode', 'sampling', 'grammar'] as const;
 
 export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [SequenceEvent]; shed: [{ reason: string }]; step: [StepTiming] }> {
   private queue: Seq[] = [];
@@ -125,7 +127,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
     tokens: 0,
     cachedPromptTokens: 0,
     stepSizes: {} as Record<number, number>,
-    stepMs: { prefill: 0, decode: 0, grammar: 0 },
+    stepMs: { prefill: 0, decode: 0, sampling: 0, grammar: 0 },
     shed: { queue_full: 0, deadline: 0, cancelled: 0 },
   };
   private readonly onCapacity = () => this.admit();
@@ -257,6 +259,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           cached?: Record<string, number>;
           prefillMs?: number;
           decodeMs?: number;
+          sampleMs?: number;
           maskMs?: number;
           failed?: Record<string, string>;
         };
@@ -273,8 +276,8 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           this.counts.steps++;
           this.counts.stepSizes[size] = (this.counts.stepSizes[size] ?? 0) + 1;
         }
-        const timing = { prefill: step.prefillMs ?? 0, decode: step.decodeMs ?? 0, grammar: step.maskMs ?? 0 };
-        for (const phase of ['prefill', 'decode', 'grammar'] as const) this.counts.stepMs[phase] += timing[phase];
+        const timing = { prefill: step.prefillMs ?? 0, decode: step.decodeMs ?? 0, sampling: step.sampleMs ?? 0, grammar: step.maskMs ?? 0 };
+        for (const phase of PHASES) this.counts.stepMs[phase] += timing[phase];
         this.emit('step', timing);
         // A sequence the replica refused alone (it holds no row there): its request fails, the others go on.
         for (const [id, why] of Object.entries(step.failed ?? {})) {

@@ -50,11 +50,11 @@ function bars(sizes) {
   return '<div class="bars">' + entries.map(([size, n]) => '<div class="bar" title="' + n + ' batches of ' + size + '" style="height:' + Math.max(2, (n / max) * 60) + 'px"><i>' + size + '</i></div>').join('') + '</div>';
 }
 function stepTime(ms) {
-  // Where the replicas' step time went: prompts, decoding, and of those, response formats' masks.
+  // Where the replicas' step time went: prompts, decoding; of those, drawing tokens; of that, response formats' masks.
   const total = ms ? ms.prefill + ms.decode : 0;
   if (!total) return '';
   const pct = (x) => Math.round((100 * x) / total) + '%';
-  return '<div class="label" style="margin-top:22px">step time · <span data-stat="steptime">prefill ' + pct(ms.prefill) + ' · decode ' + pct(ms.decode) + ' · of which grammar ' + pct(ms.grammar) + '</span></div>';
+  return '<div class="label" style="margin-top:22px">step time · <span data-stat="steptime">prefill ' + pct(ms.prefill) + ' · decode ' + pct(ms.decode) + ' · of which sampling ' + pct(ms.sampling) + ', grammar ' + pct(ms.grammar) + '</span></div>';
 }
 function card(m) {
   const s = m.stats;

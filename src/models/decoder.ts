@@ -2,7 +2,7 @@ import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
 import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './grammar/index.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
-import { countsTokens, type Sampler, type Sampling, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
+import { countsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
 import { loadTokenizer } from './text.js';
 
@@ -22,7 +22,9 @@ export type StepResult = {
   cached?: Record<string, number>;
   prefillMs: number;
   decodeMs: number;
-  /** Of those, the time response formats' masks took (structured output). */
+  /** Of those, the time drawing tokens took (logit adjustments, masks, softmax, the draw: CPU work, serial with the runs). */
+  sampleMs: number;
+  /** Of that, the time response formats' masks took (structured output). */
   maskMs: number;
   decodeBatch: number;
   /** Joining sequences refused alone (their response format could not be set up): why. They hold no row. */
@@ -31,7 +33,7 @@ export type StepResult = {
 /** A sequence whose prompt is computed on what its row holds, a chunk per run. */
 type Extension = { id: string; seq: Sequence };
 /** A step's drawn tokens, by sequence id. */
-type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs' | 'cached' | 'maskMs' | 'failed'>;
+type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs' | 'cached' | 'sampleMs' | 'maskMs' | 'failed'>;
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -104,7 +106,7 @@ export class Decoder {
 
   async step(req: StepRequest): Promise<StepResult> {
     for (const seq of req.release) this.release(seq);
-    const drawn: Drawn = { tokens: {}, maskMs: 0 };
+    const drawn: Drawn = { tokens: {}, sampleMs: 0, maskMs: 0 };
     const t0 = performance.now();
     // Long prompts go on, a chunk each per step (so that the others' tokens keep coming meanwhile); joining
     // prompts start, after a cached prefix where there is one.
@@ -256,12 +258,11 @@ export class Decoder {
       const at = r * kept + (kept === 1 ? 0 : start(r) + chunks[r].length - 1);
       last.set(logits.subarray(at * vocab, (at + 1) * vocab), d * vocab);
     });
-    const next = await this.sampler.sample(
+    const next = await this.sample(
       last,
-      vocab,
       done.map(({ seq }) => seq),
+      drawn,
     );
-    drawn.maskMs += next.maskMs;
     done.forEach((x, d) => {
       const prompt = promptOf(x);
       x.seq.prefilling = undefined;
@@ -378,12 +379,11 @@ export class Decoder {
     await this.session.run(feeds, fetches);
     const logits = fetches.logits.data as Float32Array; // [b, 1, vocab]
     // A row that is not advancing must not draw from its sequence's random stream (seeded output).
-    const next = await this.sampler.sample(
+    const next = await this.sample(
       logits,
-      vocab,
       rows.map((s) => (advancing.has(s) ? s : DISCARDED)),
+      drawn,
     );
-    drawn.maskMs += next.maskMs;
     rows.forEach((s, i) => {
       const id = advancing.get(s);
       if (id === undefined) return;
@@ -471,6 +471,15 @@ export class Decoder {
     this.caches = caches;
     this.rowCapacity = rowCapacity;
     this.positions = grown;
+  }
+
+  /** A token for each row of `logits`, the time it took counted in the step's. */
+  private async sample(logits: Float32Array, rows: SamplingRow[], drawn: Drawn): ReturnType<Sampler['sample']> {
+    const t = performance.now();
+    const next = await this.sampler.sample(logits, this.spec.vocab, rows);
+    drawn.sampleMs += performance.now() - t;
+    drawn.maskMs += next.maskMs;
+    return next;
   }
 
   private buffer(name: string, length: number, type: KvType): KvArray {

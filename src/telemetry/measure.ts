@@ -21,7 +21,7 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
   });
   scheduler?.on('shed', shed);
   scheduler?.on('step', (t) => {
-    for (const phase of ['prefill', 'decode', 'grammar'] as const) if (t[phase] > 0) i.stepTime.add(t[phase] / 1000, { 'gen_ai.request.model': model, phase });
+    for (const [phase, ms] of Object.entries(t)) if (ms > 0) i.stepTime.add(ms / 1000, { 'gen_ai.request.model': model, phase });
   });
   scheduler?.on('sequence', (e) => {
     i.tokens.add(e.tokens, { 'gen_ai.request.model': model });

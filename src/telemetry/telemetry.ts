@@ -91,7 +91,8 @@ export class Telemetry {
       tokens: m.createCounter('infergate.generation.tokens', { unit: '{token}', description: 'Tokens generated.' }),
       stepTime: m.createCounter('infergate.generation.step_time', {
         unit: 's',
-        description: "Time the replicas spent in generation steps, by phase: prefill, decode, and grammar (response formats' masks, part of the other two).",
+        description:
+          "Time the replicas spent in generation steps, by phase: prefill, decode; sampling (drawing tokens, part of those two); grammar (response formats' masks, part of sampling).",
       }),
       cachedPromptTokens: m.createCounter('infergate.generation.cached_prompt_tokens', {
         unit: '{token}',
