@@ -18,6 +18,13 @@ describe('pickToken', () => {
     expect(draw(5, { temperature: 0 })).toEqual([1, 1, 1, 1, 1]);
   });
 
+  it('never draws a token of probability 0 (masked out), even when the random draw is exactly 0', () => {
+    const probs = Float32Array.from([0, 0, 0.5, 0, 0.5, 0]);
+    const sampling = { temperature: 1, topP: 1, topK: 0, seed: 1 };
+    expect(pickToken(probs, 2, sampling, () => 0)).toBe(2);
+    expect(pickToken(probs, 2, sampling, () => 0, Int32Array.of(0, 2, 4, 5))).toBe(2);
+  });
+
   it('repeats itself for the same seed and differs for another', () => {
     expect(draw(50, {}, 7)).toEqual(draw(50, {}, 7));
     expect(draw(50, {}, 7)).not.toEqual(draw(50, {}, 8));

@@ -91,16 +91,17 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
   }
   let r = random() * sum;
   // Two plain loops rather than one through an index function: this scan runs for every row of every step.
+  // A token of probability 0 (masked out) is passed over even by a draw of exactly 0.
   if (among) {
     for (let k = 0; k < n; k++) {
       const i = among[k];
-      if (probs[i] < floor) continue;
+      if (probs[i] < floor || probs[i] === 0) continue;
       r -= probs[i];
       if (r <= 0) return i;
     }
   } else {
     for (let i = 0; i < n; i++) {
-      if (probs[i] < floor) continue;
+      if (probs[i] < floor || probs[i] === 0) continue;
       r -= probs[i];
       if (r <= 0) return i;
     }
