@@ -295,6 +295,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     clientSharedMemory: config.server.client_shared_memory,
     adminApi: config.server.admin_api,
     adminGuard,
+    cors: config.server.cors && { origins: config.server.cors.origins, maxAgeS: config.server.cors.max_age_s },
     version: VERSION,
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
   });

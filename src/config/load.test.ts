@@ -44,6 +44,11 @@ describe('parseConfig', () => {
     ],
     [{ models: { m: { ...model, cuda: { enable_cuda_graph: true } } } }, 'models.m.cuda.enable_cuda_graph: CUDA graphs replay fixed GPU addresses'],
     [{ models: { m: { ...model, cuda: { gpu_mem_limit: '8GB' } } } }, 'models.m.cuda.gpu_mem_limit: expected number'],
+    [
+      { server: { cors: { origins: ['https://app.example.com/'] } }, models: { m: model } },
+      'server.cors.origins.0: expected an origin such as https://app.example.com (no path',
+    ],
+    [{ server: { cors: { origins: 'any' } }, models: { m: model } }, 'server.cors.origins: expected "*" or a list of origins, got "any"'],
   ])('names the path, the value and what was expected: %j', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);
     expect(() => parseConfig(raw)).toThrow(message);

@@ -144,6 +144,28 @@ const tlsSchema = z
   })
   .strict();
 
+export const corsSchema = z
+  .object({
+    /** Origins whose pages may call the gateway (`https://app.example.com`), or `"*"` for any. */
+    origins: z.union(
+      [
+        z.literal('*'),
+        z
+          .array(
+            // A browser's Origin header is exactly scheme://host[:port]: a path or a trailing slash would never match it.
+            z.string().refine((o) => URL.canParse(o) && new URL(o).origin === o, {
+              error: 'expected an origin such as https://app.example.com (no path, no trailing slash)',
+            }),
+          )
+          .min(1),
+      ],
+      { error: 'expected "*" or a list of origins' },
+    ),
+    /** How long a browser may keep a preflight's answer, in s. @default 600 */
+    max_age_s: nonNegative.default(600),
+  })
+  .strict();
+
 export const serverSchema = z
   .object({
     /** Overridden by $PORT. @default 8080 */
@@ -163,6 +185,8 @@ export const serverSchema = z
     client_shared_memory: z.boolean().default(false),
     /** Runtime changes through the admin API (POST /admin/models/{m}/autoscaler). @default false */
     admin_api: z.boolean().default(false),
+    /** Cross-origin requests from browsers (CORS); without it, browsers keep pages of other origins out. */
+    cors: corsSchema.optional(),
   })
   .strict();
 

@@ -1,4 +1,5 @@
 import { Hono, type MiddlewareHandler } from 'hono';
+import { cors } from 'hono/cors';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import type { Logger } from 'pino';
@@ -40,7 +41,21 @@ export type AppOptions = {
   log?: Logger;
   /** Told about every 5xx. */
   onServerError?: (err: Error, path: string) => void;
+  /** Browsers may call from these origins (server.cors). @default none: same origin only */
+  cors?: { origins: '*' | string[]; maxAgeS: number };
 };
+
+/** Headers a browser page may read from an answer (besides the CORS-safelisted ones). */
+const EXPOSED_HEADERS = [
+  'x-request-id',
+  'inference-header-content-length',
+  'retry-after',
+  'ratelimit-limit',
+  'ratelimit-remaining',
+  'ratelimit-reset',
+  'ratelimit-policy',
+  'www-authenticate',
+];
 
 /** The gateway as a Hono app; only server.ts binds it to a socket. */
 export function createApp(opts: AppOptions): Hono<GatewayEnv> {
@@ -48,6 +63,12 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024 * 1024;
   const telemetry = opts.telemetry ?? new Telemetry({ metrics: true, traces: { exporter: 'none' } });
   const windows = new Map<string, LatencyWindow>();
+  // First: a preflight (OPTIONS) is answered before auth — browsers send it without credentials — and every
+  // answer, errors too, says which origin may read it.
+  if (opts.cors) {
+    const { origins, maxAgeS } = opts.cors;
+    app.use(cors({ origin: origins, maxAge: maxAgeS, exposeHeaders: EXPOSED_HEADERS, allowMethods: ['GET', 'HEAD', 'POST'] }));
+  }
   app.use(requestId());
   app.use(observe({ telemetry, log: opts.log, windows }));
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
