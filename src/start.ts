@@ -252,6 +252,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
             }
           : undefined,
       stats: () => queue.stats(),
+      statistics: () => queue.statistics.toTriton(name),
       queue,
       pool,
       autoscaler,

@@ -64,7 +64,9 @@ describe.skipIf(!available)('/dashboard in headless Chromium', () => {
     expect(await page.$$('section[data-model="identity"] .bar')).not.toHaveLength(0); // batch-size bars
     await page.waitForFunction(() => /12 tokens/.test(document.querySelector('section[data-model="tiny-gpt"] [data-stat="total"]')?.textContent ?? ''));
     // Where the replica's step time went (no response format was asked: no grammar time).
-    expect(await page.textContent('section[data-model="tiny-gpt"] [data-stat="steptime"]')).toMatch(/^prefill \d+% · decode \d+% · of which sampling \d+%, grammar 0%$/);
+    expect(await page.textContent('section[data-model="tiny-gpt"] [data-stat="steptime"]')).toMatch(
+      /^prefill \d+% · decode \d+% · of which sampling \d+%, grammar 0%$/,
+    );
     const shot = process.env.UPDATE_SCREENSHOTS ? join(ROOT, 'docs/dashboard.png') : join(tmpdir(), 'infergate-dashboard.png');
     await page.screenshot({ path: shot, fullPage: true });
   });

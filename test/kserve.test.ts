@@ -250,6 +250,60 @@ describe('inference through real replica processes', () => {
   });
 });
 
+describe('Triton’s statistics extension (what perf_analyzer reads)', () => {
+  type Stat = { count: number; ns: number };
+  type ModelStat = {
+    name: string;
+    version: string;
+    last_inference: number;
+    inference_count: number;
+    execution_count: number;
+    inference_stats: Record<'success' | 'fail' | 'queue' | 'compute_input' | 'compute_infer' | 'compute_output', Stat>;
+    batch_stats: ({ batch_size: number } & Record<'compute_input' | 'compute_infer' | 'compute_output', Stat>)[];
+  };
+  const statsOf = async (path: string) => ((await (await fetch(`${gw.url}${path}`)).json()) as { model_stats: ModelStat[] }).model_stats;
+
+  it('lists every model at /v2/models/stats, and one (any version path) at its own', async () => {
+    expect((await statsOf('/v2/models/stats')).map((m) => m.name).sort()).toEqual(['dtypes', 'mlp', 'mlp-fixed', 'ocr-direction']);
+    for (const path of ['/v2/models/mlp/stats', '/v2/models/mlp/versions/1/stats']) expect(await statsOf(path)).toMatchObject([{ name: 'mlp', version: '1' }]);
+    expect(await (await fetch(`${gw.url}/v2`)).json()).toMatchObject({ extensions: expect.arrayContaining(['statistics']) });
+  });
+
+  it('counts inferences (rows), executions (batches), and each phase’s time, per request and per batch size', async () => {
+    const [before] = await statsOf('/v2/models/mlp/stats');
+    const started = Date.now();
+    // Four requests at once, 5 rows: 1 to 4 batches, as the batcher groups them.
+    const rows = [1, 1, 1, 2];
+    const answers = await Promise.all(
+      rows.map((n, i) => infer(gw.url, 'mlp', [{ name: 'x', shape: [n, 64], datatype: 'FP32', data: random(n * 64, i + 300) }])),
+    );
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    const [after] = await statsOf('/v2/models/mlp/stats');
+    const delta = (pick: (m: ModelStat) => number) => pick(after) - pick(before);
+    expect(delta((m) => m.inference_count)).toBe(5);
+    const executions = delta((m) => m.execution_count);
+    expect(executions).toBeGreaterThanOrEqual(1);
+    expect(executions).toBeLessThanOrEqual(4);
+    for (const phase of ['success', 'queue', 'compute_input', 'compute_infer', 'compute_output'] as const)
+      expect(
+        delta((m) => m.inference_stats[phase].count),
+        phase,
+      ).toBe(4);
+    expect(delta((m) => m.inference_stats.fail.count)).toBe(0);
+    // Each request's time covers its queue wait and its batch's model run.
+    const successNs = delta((m) => m.inference_stats.success.ns);
+    expect(successNs).toBeGreaterThan(delta((m) => m.inference_stats.compute_infer.ns));
+    expect(delta((m) => m.inference_stats.compute_infer.ns)).toBeGreaterThan(0);
+    // Per batch size: as many executions as batches, as many rows as inferences.
+    const bySize = (m: ModelStat) => m.batch_stats.map((b) => ({ size: b.batch_size, runs: b.compute_infer.count }));
+    const runs = (m: ModelStat) => bySize(m).reduce((n, b) => n + b.runs, 0);
+    const rowsRun = (m: ModelStat) => bySize(m).reduce((n, b) => n + b.size * b.runs, 0);
+    expect(runs(after) - runs(before)).toBe(executions);
+    expect(rowsRun(after) - rowsRun(before)).toBe(5);
+    expect(after.last_inference).toBeGreaterThanOrEqual(started);
+  });
+});
+
 describe('bad input gets a precise 4xx and changes nothing', () => {
   const good = () => infer(gw.url, 'mlp', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: random(64) }]);
   const post = (body: BodyInit, headers: Record<string, string> = {}, model = 'mlp') =>

@@ -362,6 +362,16 @@ describe('streaming mechanics (eventsource-parser over fetch)', () => {
     const shared = Object.entries(after.stepSizes as Record<string, number>).filter(([size, n]) => Number(size) > 1 && n > (before.stepSizes[size] ?? 0));
     expect(shared.length).toBeGreaterThan(0); // steps that carried several sequences at once
     expect(Math.max(...Object.keys(after.stepSizes).map(Number))).toBeGreaterThanOrEqual(4);
+    // Triton's statistics of a generative model: a sequence is an inference, a step an execution.
+    const [was, is] = [before.model_stats[0], after.model_stats[0]];
+    expect(is.inference_count - was.inference_count).toBe(8);
+    expect(is.inference_stats.success.count - was.inference_stats.success.count).toBe(8);
+    expect(is.execution_count - was.execution_count).toBe(after.steps - before.steps);
+    const sized = (m: typeof is) =>
+      (m.batch_stats as { batch_size: number; compute_infer: { count: number } }[]).reduce((n, b) => n + b.batch_size * b.compute_infer.count, 0);
+    expect(sized(is) - sized(was)).toBe(
+      Object.entries(after.stepSizes as Record<string, number>).reduce((n, [k, v]) => n + Number(k) * (v - (before.stepSizes[k] ?? 0)), 0),
+    );
   });
 
   it('frees the slot of a client that disconnects mid-stream', async () => {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { unavailable } from '../errors/index.js';
 import type { Inputs } from '../tensor/index.js';
-import type { Replica, ReplicaProvider, ReplicaStartSpec, ReplicaState } from './replica.js';
+import type { Inferred, Replica, ReplicaProvider, ReplicaStartSpec, ReplicaState } from './replica.js';
 
 export type ModelFn = (inputs: Inputs) => Inputs | Promise<Inputs>;
 
@@ -50,15 +50,17 @@ export class InMemoryReplica extends EventEmitter<{ exit: [reason: string] }> im
     super();
   }
 
-  async infer(inputs: Inputs): Promise<Inputs> {
+  async infer(inputs: Inputs): Promise<Inferred> {
     if (this.state !== 'ready') throw unavailable('replica_unavailable', `replica ${this.id} is ${this.state}`);
     this.batches.push(inputs);
     this.inFlight++;
+    const startedAt = performance.now();
     try {
-      return await new Promise<Inputs>((resolve, reject) => {
+      const outputs = await new Promise<Inputs>((resolve, reject) => {
         this.rejectAll.add(reject);
         Promise.resolve(this.fn(inputs)).then(resolve, reject);
       });
+      return { outputs, computeMs: performance.now() - startedAt };
     } finally {
       if (--this.inFlight === 0) this.idle?.();
     }

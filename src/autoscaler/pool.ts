@@ -3,7 +3,7 @@ import PQueue from 'p-queue';
 import { unavailable } from '../errors/index.js';
 import type { Inputs } from '../tensor/index.js';
 import type { PoolMetrics } from './policy.js';
-import type { ColdStart, Replica, ReplicaProvider, ReplicaStartSpec } from './replica.js';
+import type { ColdStart, Inferred, Replica, ReplicaProvider, ReplicaStartSpec } from './replica.js';
 
 export type Logger = { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void };
 
@@ -102,7 +102,7 @@ export class ReplicaPool extends EventEmitter<{
     return { starting: count('starting'), ready: count('ready'), draining: count('draining'), inFlightBatches, idleSince };
   }
 
-  dispatch(batch: Inputs, opts: { signal?: AbortSignal } = {}): Promise<Inputs> {
+  dispatch(batch: Inputs, opts: { signal?: AbortSignal } = {}): Promise<Inferred> {
     const member = this.pick();
     if (!member?.queue || !member.replica) return Promise.reject(unavailable('no_replica', `model ${this.opts.model} has no ready replica`));
     const { queue, replica } = member;

@@ -19,6 +19,9 @@ import {
 } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
+/** A batch's outputs, and how long the model took to compute them (the replica's own measure). */
+export type Inferred = { outputs: Inputs; computeMs: number };
+
 export type ReplicaState = 'starting' | 'ready' | 'draining' | 'stopped';
 
 /** One running copy of a model. The pool sees only this; the process behind it is the provider's business. */
@@ -39,7 +42,7 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   readonly transport: 'shm' | 'socket' | 'memory';
   /** Cold start, measured from spawn to ready: process start and module load, session creation, warm-up. */
   readonly coldStart?: ColdStart;
-  infer(inputs: Inputs): Promise<Inputs>;
+  infer(inputs: Inputs): Promise<Inferred>;
   /** A request with a JSON body and a JSON answer (a generation step); rejects like infer. */
   request(op: string, body: object): Promise<Record<string, unknown>>;
   /** Stops taking batches, lets in-flight ones finish, then exits. Idempotent. */
@@ -201,8 +204,9 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
     return this.slots ? ('shm' as const) : ('socket' as const);
   }
 
-  async infer(inputs: Inputs): Promise<Inputs> {
-    return (await this.send('infer', {}, inputs)).tensors as Inputs;
+  async infer(inputs: Inputs): Promise<Inferred> {
+    const { header, tensors } = await this.send('infer', {}, inputs);
+    return { outputs: tensors as Inputs, computeMs: Number(header.computeMs ?? 0) };
   }
 
   async request(op: string, body: object): Promise<Record<string, unknown>> {

@@ -112,6 +112,11 @@ describe('Batcher', () => {
     await Promise.all([busy, ...queued]);
     await expect(h.batcher.submit(row(4))).resolves.toBeTruthy();
     expect(h.batcher.stats().shed.queue_full).toBe(1);
+    // Triton's statistics: the refused request failed; four were answered, in as many executions as batches.
+    const triton = h.batcher.statistics.toTriton('m');
+    expect(triton.inference_stats.fail.count).toBe(1);
+    expect(triton).toMatchObject({ inference_count: 4, execution_count: h.batcher.stats().batches, inference_stats: { success: { count: 4 } } });
+    expect(triton.last_inference).toBeGreaterThan(0);
   });
 
   it('fails a queued request with 504 by a timer when its deadline passes, while the replica is still busy', async () => {
@@ -124,6 +129,12 @@ describe('Batcher', () => {
     expect(Date.now() - t0).toBeLessThan(500); // the replica is still held: a timer failed it
     h.release();
     await busy;
+    // Triton's statistics: the timed-out request failed after about its timeout; the other succeeded.
+    const { inference_stats: s } = h.batcher.statistics.toTriton('m');
+    expect(s.fail.count).toBe(1);
+    expect(s.fail.ns).toBeGreaterThanOrEqual(25e6);
+    expect(s.success.count).toBe(1);
+    expect(s.success.ns).toBeGreaterThan(s.compute_infer.ns); // it waited behind the hold, outside the model
   });
 
   it('removes a cancelled request from the queue and never runs it', async () => {

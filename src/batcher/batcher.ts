@@ -3,10 +3,12 @@ import { badInput, cancelled, deadlineExceeded, GatewayError, internal, unavaila
 import type { Inputs } from '../tensor/index.js';
 import { type BatchRule, decideBatch, type QueuedView } from './decide.js';
 import { firstRows, groupKey, type PadRule, paddedSize, padRows, splitOutputs, stackInputs } from './stack.js';
+import { ModelStatistics, type Phases } from './statistics.js';
 
 /** What the batcher needs of a replica pool (the autoscaler's pool is one). */
 export interface BatchTarget {
-  dispatch(batch: Inputs, opts: { signal?: AbortSignal }): Promise<Inputs>;
+  /** A batch's outputs, and the time the model took on them (as its replica measured it). */
+  dispatch(batch: Inputs, opts: { signal?: AbortSignal }): Promise<{ outputs: Inputs; computeMs: number }>;
   /** Batches the pool could start right now. */
   freeSlots(): number;
   /** Replicas ready to take a batch (0: requests wait for a cold start). */
@@ -102,6 +104,8 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     paddingRows: 0,
     shed: { queue_full: 0, deadline: 0, cancelled: 0 },
   };
+  /** Triton's statistics (GET /v2/models/{m}/stats). */
+  readonly statistics = new ModelStatistics();
 
   constructor(private opts: BatcherOptions) {
     super();
@@ -122,6 +126,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     }
     if (this.queuedRows + rows > this.opts.maxQueueSize) {
       this.shed('queue_full');
+      this.statistics.failed(0);
       return Promise.reject(unavailable('queue_full', `the queue of model ${this.opts.model} is full (${this.queuedRows} of ${this.opts.maxQueueSize} rows)`));
     }
     const now = this.now();
@@ -267,10 +272,18 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     for (const item of items) item.signal?.addEventListener('abort', onAbort, { once: true });
     this.opts.pool
       .dispatch(batch, { signal: allGone.signal })
-      .then((outputs) => {
+      .then(({ outputs, computeMs }) => {
         report(true);
+        const answered = performance.now();
         const parts = this.opts.batchable ? splitOutputs(sent > batchSize ? firstRows(outputs, batchSize) : outputs, rows) : [outputs];
-        for (const [i, item] of items.entries()) this.settle(item, null, { outputs: parts[i], queueMs: now - item.enqueuedAt, batchSize });
+        // Triton's phases: forming the batch and moving it to the replica and back, the model, splitting the outputs.
+        const phases: Phases = { input: Math.max(0, answered - sentAt - computeMs), infer: computeMs, output: performance.now() - answered };
+        this.statistics.executed(batchSize, phases);
+        const end = this.now();
+        for (const [i, item] of items.entries()) {
+          if (!item.settled) this.statistics.succeeded(item.rows, end - item.enqueuedAt, now - item.enqueuedAt, phases);
+          this.settle(item, null, { outputs: parts[i], queueMs: now - item.enqueuedAt, batchSize });
+        }
       })
       .catch((err: Error) => {
         report(false);
@@ -305,6 +318,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
   private settle(item: Item, error: Error | null, result?: Submitted): void {
     if (item.settled) return;
     item.settled = true;
+    if (error) this.statistics.failed(this.now() - item.enqueuedAt);
     item.cleanup();
     if (error) item.reject(error);
     else item.resolve(result as Submitted);

@@ -5,6 +5,7 @@ import { cancelled, deadlineExceeded, GatewayError, internal, unavailable } from
 export type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
 
 import type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
+import { ModelStatistics } from './statistics.js';
 
 /** A replica that keeps KV caches and answers generation steps. */
 export interface StepReplica {
@@ -110,7 +111,6 @@ let nextId = 0;
 /** Told when a sequence ends: what telemetry needs (time to first token, tokens, time per token). */
 export type SequenceEvent = { ttftMs?: number; tokens: number; cachedPromptTokens: number; durationMs: number; ok: boolean };
 
-/** A step's time on its replica, in ms: prompts, decoding, and of those, response formats' masks. */
 /** Where replicas' step time went: prompts and decoding; of those, drawing tokens; of that, response formats' masks. */
 export type StepTiming = { prefill: number; decode: number; sampling: number; grammar: number };
 const PHASES = ['prefill', 'decode', 'sampling', 'grammar'] as const;
@@ -121,6 +121,8 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
   /** Prompt start → the replica the last prompt starting so went to (`affinityTokens`). */
   private affinity = new Map<string, string>();
   private idleWaiters: (() => void)[] = [];
+  /** Triton's statistics (GET /v2/models/{m}/stats): a sequence is an inference, a step an execution. */
+  readonly statistics = new ModelStatistics();
   private readonly counts = {
     sequences: 0,
     steps: 0,
@@ -263,6 +265,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           maskMs?: number;
           failed?: Record<string, string>;
         };
+        const sentAt = performance.now();
         try {
           step = (await loop.replica.request('step', body)) as typeof step;
         } catch (err) {
@@ -272,11 +275,14 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           break;
         }
         const size = join.length + advance.length;
+        const timing = { prefill: step.prefillMs ?? 0, decode: step.decodeMs ?? 0, sampling: step.sampleMs ?? 0, grammar: step.maskMs ?? 0 };
         if (size > 0) {
           this.counts.steps++;
           this.counts.stepSizes[size] = (this.counts.stepSizes[size] ?? 0) + 1;
+          // Triton's phases of a step: the model's work on the replica, and the round trip around it.
+          const infer = timing.prefill + timing.decode;
+          this.statistics.executed(size, { input: Math.max(0, performance.now() - sentAt - infer), infer, output: 0 });
         }
-        const timing = { prefill: step.prefillMs ?? 0, decode: step.decodeMs ?? 0, sampling: step.sampleMs ?? 0, grammar: step.maskMs ?? 0 };
         for (const phase of PHASES) this.counts.stepMs[phase] += timing[phase];
         this.emit('step', timing);
         // A sequence the replica refused alone (it holds no row there): its request fails, the others go on.
@@ -349,6 +355,8 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
     clearTimeout(seq.timer);
     seq.cleanup();
     const end = performance.now();
+    if (error) this.statistics.failed(end - seq.enqueuedAt);
+    else this.statistics.succeeded(1, end - seq.enqueuedAt, seq.queueMs, { input: 0, infer: end - seq.enqueuedAt - seq.queueMs, output: 0 });
     this.emit('sequence', {
       ttftMs: seq.firstTokenAt && seq.firstTokenAt - seq.enqueuedAt,
       tokens: seq.tokens,

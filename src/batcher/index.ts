@@ -14,3 +14,4 @@ export {
   type TokenLogprobs,
 } from './generation.js';
 export { groupKey, type PadRule, splitOutputs, stackInputs } from './stack.js';
+export { type DurationStat, ModelStatistics, type TritonModelStat } from './statistics.js';

@@ -1,4 +1,4 @@
-import type { GenerateHooks, GenerateRequest, GenerateResult, SubmitOptions, Submitted } from '../batcher/index.js';
+import type { GenerateHooks, GenerateRequest, GenerateResult, SubmitOptions, Submitted, TritonModelStat } from '../batcher/index.js';
 import type { ModelSignature, Tokenizer } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
@@ -24,6 +24,8 @@ export interface ServedModel {
   };
   /** Queue and throughput counters, as /v2/models/{m}/stats shows them. */
   stats(): object;
+  /** Triton's statistics (the same route's `model_stats`, what perf_analyzer reads). */
+  statistics(): TritonModelStat;
   /** A replica is ready, or none is required (scale to zero) and starting one is not failing. */
   isReady(): boolean;
   /** Why replicas fail to start, while they do. */

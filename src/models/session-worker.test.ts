@@ -33,7 +33,7 @@ describe('a replica whose session runs on a worker thread', () => {
     // 1 MiB batches come through /dev/shm and their buffers go to the worker and back; 12 of them over
     // 4 slots means every slot's buffer is lent and returned several times.
     const batches = Array.from({ length: 12 }, (_, i) => (i % 3 === 2 ? batch(2, 8, i) : batch(64, 4096, i)));
-    const results = await Promise.all(batches.map((b) => replica.infer(b)));
+    const results = await Promise.all(batches.map(async (b) => (await replica.infer(b)).outputs));
     results.forEach((out, i) => {
       expect(out.y.shape).toEqual(batches[i].x.shape);
       expect(Array.from(out.y.data as Float32Array)).toEqual(Array.from(batches[i].x.data));
@@ -44,7 +44,7 @@ describe('a replica whose session runs on a worker thread', () => {
     const wrongType = { x: { dtype: 'INT32' as const, shape: [64, 4096], data: new Int32Array(64 * 4096) } };
     await expect(replica.infer(wrongType)).rejects.toThrow(/type|tensor/i);
     const after = batch(64, 4096, 99);
-    expect(Array.from((await replica.infer(after)).y.data as Float32Array)).toEqual(Array.from(after.x.data));
+    expect(Array.from((await replica.infer(after)).outputs.y.data as Float32Array)).toEqual(Array.from(after.x.data));
   });
 });
 

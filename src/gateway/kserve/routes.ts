@@ -31,7 +31,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
   };
   const model = (c: Context<GatewayEnv>): ServedModel => named(c.req.param('model') ?? '');
 
-  const extensions = ['binary_tensor_data', 'classification', 'model_statistics', ...(regions ? ['system_shared_memory'] : [])];
+  const extensions = ['binary_tensor_data', 'classification', 'statistics', ...(regions ? ['system_shared_memory'] : [])];
   app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions }));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
   // Models unloaded on purpose (model control) do not make the server unready, as in Triton.
@@ -54,6 +54,8 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
     return c.json(readyOnly ? index.filter((m) => m.state === 'READY') : index);
   });
 
+  // Triton's statistics of every model (perf_analyzer asks for these; a model named "stats" is shadowed, as in Triton).
+  app.get('/v2/models/stats', (c) => c.json({ model_stats: [...models.values()].map((m) => m.statistics()) }));
   for (const prefix of ['/v2/models/:model', '/v2/models/:model/versions/:version']) {
     app.get(prefix, (c) => c.json(metadata(model(c))));
     app.get(`${prefix}/config`, (c) => c.json(tritonConfig(model(c))));
@@ -65,7 +67,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
     });
     app.get(`${prefix}/stats`, (c) => {
       const m = model(c);
-      return c.json({ name: m.name, ...m.stats(), replicas: m.replicas() });
+      return c.json({ name: m.name, ...m.stats(), replicas: m.replicas(), model_stats: [m.statistics()] });
     });
     app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes, regions));
     app.post(`${prefix}/generate`, (c) => generate(c, model(c), maxBodyBytes, false));
