@@ -31,7 +31,8 @@ const pct = (xs: number[], p: number) => {
 };
 
 type StepMs = { prefill: number; decode: number; sampling: number; grammar: number };
-const stepMs = async (model: string): Promise<StepMs> => ((await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json()) as { stepMs: StepMs }).stepMs;
+const stepMs = async (model: string): Promise<StepMs> =>
+  ((await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json()) as { stepMs: StepMs }).stepMs;
 
 async function load(model: string, clients: number) {
   const before = await stepMs(model);

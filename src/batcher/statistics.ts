@@ -57,8 +57,8 @@ export class ModelStatistics {
   /** One model execution of `size` (rows in a batch, sequences in a step). */
   executed(size: number, phases: Phases): void {
     this.executionCount++;
-    let s = this.bySize.get(size);
-    if (!s) this.bySize.set(size, (s = computeStats()));
+    const s = this.bySize.get(size) ?? computeStats();
+    this.bySize.set(size, s);
     addPhases(s, phases);
   }
 
