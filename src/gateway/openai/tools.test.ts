@@ -34,6 +34,16 @@ describe('ToolCallReader', () => {
     }
   });
 
+  it('reads a pretty-printed array (newlines and indentation between tokens) into the same calls', () => {
+    const pretty = '[\n  {\n    "name": "a",\n    "arguments": {\n\t\t"s": "x"\n    }\n  },\n  {"name": "b", "arguments": {}}\n]';
+    const whole = read(pretty, []);
+    expect(whole.calls.map(([name, args]) => [name, JSON.parse(args as string)])).toEqual([
+      ['a', { s: 'x' }],
+      ['b', {}],
+    ]);
+    for (let cut = 1; cut < pretty.length; cut++) expect(read(pretty, [cut]).joined, `cut at ${cut}`).toEqual(whole.calls);
+  });
+
   it('reads a named call: the whole text is its arguments, its head sent with the first text', () => {
     const reader = new ToolCallReader('f');
     expect(reader.push('')).toEqual([]);

@@ -6,8 +6,14 @@ import type { Shape } from './shape.js';
 // Its states are immutable stacks of frames: the mask of a step walks every token from one state, and
 // tokens that share a prefix share the states of that prefix (mask.ts).
 
-/** Most whitespace bytes in a row between a document's tokens: a model could otherwise emit only spaces. */
-export const MAX_WHITESPACE = 2;
+/**
+ * Whitespace between a document's tokens is, as llama.cpp's JSON grammars have it, nothing, one space, or a
+ * newline and up to MAX_INDENT spaces or tabs: compact and pretty-printed documents both, and a model cannot
+ * emit only whitespace.
+ */
+export const MAX_INDENT = 20;
+/** A frame's `ws` after a lone space, or where no whitespace may come: nothing more (else 0: none yet; 1 + n: a newline and n of indentation). */
+const NO_MORE = -1;
 /** Deepest nesting of objects and arrays. */
 export const MAX_DEPTH = 32;
 /** Longest number, in bytes. */
@@ -52,14 +58,15 @@ const FREE_STRING: StringShape = { kind: 'string', min: 0, max: Infinity };
 const LITERALS = ['true', 'false', 'null'];
 
 const [QUOTE, BACKSLASH, COMMA, MINUS, DOT, COLON, LBRACKET, RBRACKET, LBRACE, RBRACE] = Array.from('"\\,-.:[]{}', (c) => c.charCodeAt(0));
-const isWhitespace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+const [SPACE, NEWLINE, TAB] = [0x20, 0x0a, 0x09];
+const isWhitespace = (b: number) => b === SPACE || b === NEWLINE || b === 0x0d || b === TAB;
 const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
 const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
 const ESCAPES = new Set(Array.from('"\\/bfnrtu', (c) => c.charCodeAt(0)));
 
 /** The state before a document; `leadingWhitespace`: whether whitespace may come before it (JSON: yes). */
 export function start(shape: Shape, leadingWhitespace = true): State {
-  return [{ frame: { t: 'root', shape, ws: leadingWhitespace ? 0 : MAX_WHITESPACE }, up: DONE, depth: 0 }];
+  return [{ frame: { t: 'root', shape, ws: leadingWhitespace ? 0 : NO_MORE }, up: DONE, depth: 0 }];
 }
 
 /** The states after one more byte (alike readings kept once: anyOf alternatives that read the same). */
@@ -107,18 +114,25 @@ const push = (up: Stack, frame: Frame): Stack[] => (up.depth >= MAX_DEPTH ? [] :
 /** A count that no longer matters (no maximum, minimum reached) is kept at the minimum: fewer distinct states. */
 const capped = (n: number, min: number, max: number) => (max === Infinity ? Math.min(n, min) : n);
 
+/** A whitespace byte in a frame's run of whitespace (see MAX_INDENT). */
+function whitespace(s: Stack, f: Extract<Frame, { ws: number }>, b: number): Stack[] {
+  const ws =
+    f.ws === 0 ? (b === SPACE ? NO_MORE : b === NEWLINE ? 1 : undefined) : f.ws >= 1 && f.ws <= MAX_INDENT && (b === SPACE || b === TAB) ? f.ws + 1 : undefined;
+  return ws === undefined ? [] : [replace(s, { ...f, ws })];
+}
+
 function step(s: Stack, b: number): Stack[] {
   const f = s.frame;
   switch (f.t) {
     case 'done':
       return [];
     case 'root':
-      if (isWhitespace(b)) return f.ws < MAX_WHITESPACE ? [replace(s, { ...f, ws: f.ws + 1 })] : [];
+      if (isWhitespace(b)) return whitespace(s, f, b);
       return open(f.shape, DONE, b);
     case 'object':
       return objectStep(s, f, b);
     case 'array': {
-      if (isWhitespace(b)) return f.ws < MAX_WHITESPACE ? [replace(s, { ...f, ws: f.ws + 1 })] : [];
+      if (isWhitespace(b)) return whitespace(s, f, b);
       const { min, max, items } = f.shape;
       if (f.phase === 'next') {
         if (b === COMMA) return f.count < max ? [replace(s, { ...f, phase: 'comma', ws: 0 })] : [];
@@ -198,7 +212,7 @@ function objectStep(s: Stack, f: Extract<Frame, { t: 'object' }>, b: number): St
     const whole = candidates.find((j) => shape.props[j].key.length === key.length);
     return [replace(s, whole === undefined ? { ...f, key } : { ...f, phase: 'colon', key: '', prop: whole, ws: 0 })];
   }
-  if (isWhitespace(b)) return f.ws < MAX_WHITESPACE ? [replace(s, { ...f, ws: f.ws + 1 })] : [];
+  if (isWhitespace(b)) return whitespace(s, f, b);
   const closable = !listed || shape.props.slice(f.last + 1).every((p) => !p.required);
   const keysLeft = listed ? nextProps(shape, f.last).length > 0 : shape.values !== null;
   switch (f.phase) {

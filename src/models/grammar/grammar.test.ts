@@ -11,6 +11,7 @@ import {
   Grammar,
   grammarFor,
   type JsonSchema,
+  MAX_INDENT,
   type ResponseFormat,
   start,
   TokenConstraint,
@@ -69,7 +70,13 @@ describe('the JSON automaton', () => {
     [JSON_OBJECT, '{"a": trux', 'rejected'],
     [JSON_OBJECT, '{"a":\n"b\tc"}', 'rejected'], // a control character in a string
     [JSON_OBJECT, '{} ', 'rejected'], // nothing after the document: only end-of-text
-    [JSON_OBJECT, '{"a":    1}', 'rejected'], // at most MAX_WHITESPACE in a row
+    // Between tokens: nothing, one space, or a newline and up to MAX_INDENT spaces or tabs (pretty-printing).
+    [JSON_OBJECT, '{\n  "a": [\n    1,\n\t\t2\n  ],\n  "b": {}\n}', 'whole'],
+    [JSON_OBJECT, `{\n${' '.repeat(MAX_INDENT)}"a": 1}`, 'whole'],
+    [JSON_OBJECT, `{\n${' '.repeat(MAX_INDENT + 1)}"a": 1}`, 'rejected'],
+    [JSON_OBJECT, '{"a":    1}', 'rejected'], // spaces alone: one
+    [JSON_OBJECT, '{"a":\n\n1}', 'rejected'], // one newline a gap
+    [JSON_OBJECT, '{"a": \n1}', 'rejected'], // a space, then nothing more
     [PERSON, '{"name": "Ann", "age": 30}', 'whole'],
     [PERSON, '{"name":"Ann","age":30,"tags":["a",12],"pet":{"kind":"cat"}}', 'whole'],
     [PERSON, '{"name": "Ann", "age": 30, "pet": null}', 'whole'],
@@ -288,6 +295,7 @@ describe('token masks over the GPT-2 vocabulary', () => {
 
   it.each([
     [JSON_OBJECT, ['{"', 'a', '":', ' 1', '2']],
+    [JSON_OBJECT, ['{\n', '  ', '"a":', ' [', '1', ',\n', '\t']], // pretty-printed: a newline and its indentation
     // Free text in a pattern and in a grammar's string: the walk's plain-text shortcut must agree.
     [{ type: 'regex', pattern: 'Q: [^\\n]*\\?' } as ResponseFormat, ['Q', ': ', 'why', ' not']],
     [{ type: 'grammar', grammar: 'root ::= "{" str ":" str "}"\nstr ::= "\\"" [^"\\\\]* "\\""' } as ResponseFormat, ['{', '"', 'ab c', '"']],
