@@ -84,7 +84,8 @@ async function run(n: number, sampling: Sampling) {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const rows: { streams: number; case: string; medianStepMs: number; worstStepMs: number; joinMs: number; rounds: number[] }[] = [];
-// The first constrained request on a replica: the vocabulary index is built then.
+// The first constrained request of this decoder: the vocabulary index is built then, on this thread (a replica
+// builds it on a worker thread once it is ready, before its first constrained request).
 const t = performance.now();
 await new Decoder(session, spec, sampler).step({ join: [{ seq: 'a', prompt: [50], sampling: cases.json_object }], advance: [], release: [] });
 const firstJoinMs = performance.now() - t;
@@ -123,8 +124,8 @@ round computes most of them). \`npm run bench:structured\`.
 |---:|---|---:|---:|---:|
 ${rows.map((r) => `| ${r.streams} | ${r.case} | ${fmt(r.medianStepMs)} | ${fmt(r.worstStepMs)} | ${fmt(r.joinMs)} |`).join('\n')}
 
-The vocabulary index (every token's bytes, sorted) is built on a replica's first constrained request and kept:
-that first join step took ${fmt(firstJoinMs)} ms here.
+Built on this thread at the first constrained request, the vocabulary index (every token's bytes, sorted) made
+that join step take ${fmt(firstJoinMs)} ms here; a replica builds it on a worker thread once it is ready.
 `;
 writeFileSync(join(outDir, `${outName}.md`), md);
 console.log(md);

@@ -281,7 +281,7 @@ export class Decoder {
     for (const j of join) {
       if (!j.sampling.format) continue;
       try {
-        this.vocabulary ??= vocabularyFor(await loadTokenizer(this.spec.tokenizer), this.spec.vocab);
+        this.vocabulary ??= await vocabularyFor(await loadTokenizer(this.spec.tokenizer), this.spec.vocab);
         out.set(j.seq, new TokenConstraint(grammarFor(j.sampling.format), this.vocabulary));
       } catch (err) {
         drawn.failed ??= {};

@@ -133,7 +133,14 @@ async function decoderEngine(spec: ReplicaSpec, generative: GenerativeSpec): Pro
   await decoder.step({ join: [{ seq: 'warmup', prompt: [0, 1], sampling }], advance: [], release: [] });
   await decoder.step({ join: [], advance: ['warmup'], release: [] });
   await decoder.step({ join: [], advance: [], release: ['warmup'] });
-  return { provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs: performance.now() - t1, decoder };
+  const warmupMs = performance.now() - t1;
+  // Response formats' masks need the vocabulary sorted: on a thread of its own, while the replica serves.
+  const [{ prepareVocabulary }, { loadTokenizer }] = await Promise.all([import('./grammar/vocabulary-thread.js'), import('./text.js')]);
+  loadTokenizer(generative.tokenizer).then(
+    (tokenizer) => prepareVocabulary(generative.tokenizer, tokenizer, generative.vocab),
+    () => {}, // a tokenizer that is not bundled: the model cannot take formats anyway (the gateway says so)
+  );
+  return { provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs, decoder };
 }
 
 /** A session on this thread. */

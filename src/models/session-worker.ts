@@ -5,13 +5,13 @@
  * start once the run had ended. With the session here, the main thread reads batch k+1 while batch k
  * runs. Tensors move by transfer, not copy: a batch's input buffer comes back with its outputs.
  */
-import { fileURLToPath } from 'node:url';
-import { isMainThread, parentPort, SHARE_ENV, Worker, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, SHARE_ENV, type Worker, workerData } from 'node:worker_threads';
 import { bytesPerElement, type Inputs } from '../tensor/index.js';
 import type { CudaOptions } from './cuda-options.js';
 import { SHM_MIN_BYTES } from './protocol.js';
 import type { Provider } from './session.js';
 import type { ModelSignature } from './signature.js';
+import { spawnWorker } from './thread.js';
 
 /**
  * Where a replica runs its session. A run blocks its thread until it ends; on a GPU that is time the
@@ -72,15 +72,8 @@ export class SessionWorker {
   /** Opens and warms up the session in a new worker; rejects with the reason if it cannot. */
   static async start(spec: SessionWorkerSpec, onCrash: (err: Error) => void): Promise<SessionWorker> {
     // SHARE_ENV: the CUDA options shim talks through the real environment (getenv/setenv), which a
-    // worker's own copy of process.env would not reach. Under tsx (tests, benchmarks) Node 20 does not
-    // pass a worker's entry through the --import hooks, so the worker registers tsx itself.
-    const worker = isSource()
-      ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(import.meta.url)}); })`, {
-          eval: true,
-          workerData: spec,
-          env: SHARE_ENV,
-        })
-      : new Worker(fileURLToPath(import.meta.url), { workerData: spec, env: SHARE_ENV });
+    // worker's own copy of process.env would not reach.
+    const worker = spawnWorker(import.meta.url, spec, SHARE_ENV);
     const started = await new Promise<Started>((resolve, reject) => {
       worker
         .once('message', resolve)
@@ -115,10 +108,6 @@ export class SessionWorker {
       this.worker.postMessage({ id, inputs, giveBack } satisfies Request, giveBack ? [giveBack] : []);
     });
   }
-}
-
-function isSource(): boolean {
-  return import.meta.url.endsWith('.ts');
 }
 
 /** The worker's side. */

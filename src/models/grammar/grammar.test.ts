@@ -16,7 +16,10 @@ import {
   start,
   TokenConstraint,
   Vocabulary,
+  vocabularyFor,
 } from './index.js';
+import { indexVocabulary } from './mask.js';
+import { indexOnWorker, prepareVocabulary } from './vocabulary-thread.js';
 
 const schema = (s: JsonSchema): ResponseFormat => ({ type: 'json_schema', schema: s });
 const JSON_OBJECT: ResponseFormat = { type: 'json_object' };
@@ -180,6 +183,19 @@ describe('the JSON automaton', () => {
 
 describe('token masks over the GPT-2 vocabulary', () => {
   const vocabulary = new Vocabulary(gpt2, 50257);
+
+  it('sorts the vocabulary on a worker thread into the same index, and builds it here if that thread fails', async () => {
+    const here = indexVocabulary(gpt2, 50257);
+    const there = await indexOnWorker('gpt2', 50257);
+    expect(there.ids).toEqual(here.ids);
+    expect(there.shared).toEqual(here.shared);
+    expect(there.plain).toEqual(here.plain);
+    expect(there.bytes.map((b) => Buffer.from(b).toString('latin1'))).toEqual(here.bytes.map((b) => Buffer.from(b).toString('latin1')));
+    // A thread that cannot load the tokenizer: asked for, the vocabulary is built here instead.
+    await expect(indexOnWorker('no-such-tokenizer', 50)).rejects.toThrow(/not bundled/);
+    prepareVocabulary('no-such-tokenizer', gpt2, 50300);
+    expect((await vocabularyFor(gpt2, 50300)).ids).toEqual(new Vocabulary(gpt2, 50300).ids);
+  });
 
   /** Draws `steps` tokens uniformly among those the mask allows; returns the text and whether it ended. */
   function generate(format: ResponseFormat, seed: number, steps: number) {

@@ -10,6 +10,9 @@ const MASK_BYTES = 64 * 1024 * 1024;
 /** Grammars kept per replica (requests with the same format share one; masks are kept by state, for all). */
 const GRAMMARS_KEPT = 32;
 
+/** A vocabulary's tokens in order of their bytes: what a mask walk reads (see Vocabulary). */
+export type VocabularyIndex = { ids: Int32Array; bytes: Uint8Array[]; shared: Uint16Array; plain: Uint8Array };
+
 /**
  * A tokenizer's tokens sorted by their bytes, each with how many bytes it shares with the one before: the
  * mask walk then reads a shared prefix once, and skips every token that starts with a rejected prefix.
@@ -21,24 +24,32 @@ export class Vocabulary {
   /** 1 where a token is plain text: printable ASCII but `"` and `\\` (most of a string's tokens). */
   readonly plain: Uint8Array;
 
-  /** `size`: the model's vocabulary (it may pad the tokenizer's). */
+  /** `size`: the model's vocabulary (it may pad the tokenizer's); `index`: built elsewhere (another thread). */
   constructor(
     readonly tokenizer: Tokenizer,
     readonly size: number,
+    index: VocabularyIndex = indexVocabulary(tokenizer, size),
   ) {
-    const tokens: { id: number; bytes: Uint8Array }[] = [];
-    for (let id = 0; id < size; id++) {
-      if (id === tokenizer.eos) continue;
-      try {
-        tokens.push({ id, bytes: tokenizer.bytes(id) });
-      } catch {} // past the tokenizer's tokens: never allowed
-    }
-    tokens.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
-    this.ids = Int32Array.from(tokens, (t) => t.id);
-    this.bytes = tokens.map((t) => t.bytes);
-    this.shared = Uint16Array.from(tokens, (t, i) => (i === 0 ? 0 : commonPrefix(tokens[i - 1].bytes, t.bytes)));
-    this.plain = Uint8Array.from(tokens, (t) => (t.bytes.every((b) => b >= 0x20 && b < 0x7f && b !== 0x22 && b !== 0x5c) ? 1 : 0));
+    ({ ids: this.ids, bytes: this.bytes, shared: this.shared, plain: this.plain } = index);
   }
+}
+
+/** Sorts a tokenizer's tokens (~0.3 s for GPT-2's 50257 here). */
+export function indexVocabulary(tokenizer: Tokenizer, size: number): VocabularyIndex {
+  const tokens: { id: number; bytes: Uint8Array }[] = [];
+  for (let id = 0; id < size; id++) {
+    if (id === tokenizer.eos) continue;
+    try {
+      tokens.push({ id, bytes: tokenizer.bytes(id) });
+    } catch {} // past the tokenizer's tokens: never allowed
+  }
+  tokens.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+  return {
+    ids: Int32Array.from(tokens, (t) => t.id),
+    bytes: tokens.map((t) => t.bytes),
+    shared: Uint16Array.from(tokens, (t, i) => (i === 0 ? 0 : commonPrefix(tokens[i - 1].bytes, t.bytes))),
+    plain: Uint8Array.from(tokens, (t) => (t.bytes.every((b) => b >= 0x20 && b < 0x7f && b !== 0x22 && b !== 0x5c) ? 1 : 0)),
+  };
 }
 
 function commonPrefix(a: Uint8Array, b: Uint8Array): number {
@@ -177,16 +188,38 @@ function walk(state: State, vocabulary: Vocabulary): Uint8Array {
   return mask;
 }
 
-const vocabularies = new Map<string, Vocabulary>();
+const vocabularies = new Map<string, Vocabulary | Promise<Vocabulary>>();
 
-/** A tokenizer's vocabulary index (~0.3 s to build for GPT-2's), built once per process. */
-export function vocabularyFor(tokenizer: Tokenizer, size: number): Vocabulary {
+/** A tokenizer's vocabulary index, built once per process (here, unless `vocabularyOffThread` built it). */
+export async function vocabularyFor(tokenizer: Tokenizer, size: number): Promise<Vocabulary> {
   const key = `${tokenizer.name}:${size}`;
   const known = vocabularies.get(key);
   if (known) return known;
   const vocabulary = new Vocabulary(tokenizer, size);
   vocabularies.set(key, vocabulary);
   return vocabulary;
+}
+
+/**
+ * Builds a tokenizer's vocabulary index on a worker thread, for `vocabularyFor` to find: a replica starts it
+ * once it is ready, so that its first constrained request does not stall every sequence's step while the
+ * index is sorted. If the thread fails, the index is built here when first asked for.
+ */
+export function vocabularyOffThread(tokenizer: Tokenizer, size: number, build: () => Promise<VocabularyIndex>): void {
+  const key = `${tokenizer.name}:${size}`;
+  if (vocabularies.has(key)) return;
+  const building = build().then(
+    (index) => {
+      const vocabulary = new Vocabulary(tokenizer, size, index);
+      vocabularies.set(key, vocabulary);
+      return vocabulary;
+    },
+    () => {
+      vocabularies.delete(key);
+      return vocabularyFor(tokenizer, size);
+    },
+  );
+  vocabularies.set(key, building);
 }
 
 const grammars = new Map<string, Grammar>();
