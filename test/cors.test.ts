@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { MODELS, startTestGateway } from './helpers.js';
 
 // Browsers calling the gateway from pages of other origins (server.cors): preflights, the headers a page
@@ -70,6 +71,21 @@ describe('cross-origin requests (server.cors)', () => {
     expect(refused.headers.get('access-control-expose-headers')).toContain('www-authenticate');
     for (const r of [await preflight(other), await fetch(`${gw.url}/v2/models/mlp/infer`, { method: 'POST', body, headers: { origin: other, ...KEY } })])
       expect(r.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it('opens the WebSocket for a listed origin and for clients that send none, and refuses other origins with 403', async () => {
+    const open = (origin?: string) =>
+      new Promise<number>((resolve) => {
+        const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`, { headers: KEY, ...(origin && { origin }) });
+        ws.once('open', () => {
+          ws.close();
+          resolve(101);
+        });
+        ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      });
+    expect(await open(allowed)).toBe(101);
+    expect(await open()).toBe(101); // not a browser: no Origin, nothing to check
+    expect(await open(other)).toBe(403);
   });
 
   it.runIf(available)('serves a web app on a listed origin in a real browser, and the browser keeps other origins out', async () => {

@@ -68,6 +68,13 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   if (opts.cors) {
     const { origins, maxAgeS } = opts.cors;
     app.use(cors({ origin: origins, maxAge: maxAgeS, exposeHeaders: EXPOSED_HEADERS, allowMethods: ['GET', 'HEAD', 'POST'] }));
+    // Browsers do not apply CORS to WebSockets: a page of another origin is refused here instead.
+    app.use('/v1/ws', async (c, next) => {
+      const origin = c.req.header('origin');
+      if (origin !== undefined && origins !== '*' && !origins.includes(origin))
+        throw new GatewayError(403, 'forbidden_origin', `pages of ${origin} may not open this WebSocket (server.cors.origins)`);
+      await next();
+    });
   }
   app.use(requestId());
   app.use(observe({ telemetry, log: opts.log, windows }));
