@@ -278,7 +278,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
         const parts = this.opts.batchable ? splitOutputs(sent > batchSize ? firstRows(outputs, batchSize) : outputs, rows) : [outputs];
         // Triton's phases: forming the batch and moving it to the replica and back, the model, splitting the outputs.
         const phases: Phases = { input: Math.max(0, answered - sentAt - computeMs), infer: computeMs, output: performance.now() - answered };
-        this.statistics.executed(batchSize, phases);
+        this.statistics.executed(sent, phases); // the size the model ran (padded to one of batch_sizes)
         const end = this.now();
         for (const [i, item] of items.entries()) {
           if (!item.settled) this.statistics.succeeded(item.rows, end - item.enqueuedAt, now - item.enqueuedAt, phases);

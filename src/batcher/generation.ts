@@ -95,7 +95,7 @@ export type GenerationStats = {
   cachedPromptTokens: number;
   /** How many steps ran with N sequences in them (join + advance): the proof that streams share steps. */
   stepSizes: Record<number, number>;
-  /** Milliseconds the replicas spent in steps: prompts, decoding, and of those, response formats' masks. */
+  /** Milliseconds the replicas spent in steps (see StepTiming). */
   stepMs: StepTiming;
   shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
 };
