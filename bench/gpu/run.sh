@@ -19,6 +19,8 @@
 #              (half the bytes every decode step sends to the GPU)
 #   fp32       raw vs gateway, ResNet-50 fp32, batch 32/128
 #   gpt2-kv32  gpt2 with the KV cache in FP32
+#   gpt2-sampler1  gpt2 with the sampler's softmax on one CPU thread (the default gives it a thread per core):
+#              the `sampling` column says how much of a step drawing tokens takes
 # A 10-minute device call fits about four steps at SECONDS_PER_LOAD=6; the exported models stay in
 # $MODELS while the machine is warm, so the rest can follow in a second call. A failing step is
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
@@ -26,7 +28,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32}
+STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -58,6 +60,7 @@ run_step() {
     coldstart-heuristic) coldstart --name coldstart-heuristic --cuda '{"cudnn_conv_algo_search":"HEURISTIC"}' ;;
     gpt2) gpt2 kv16 --name gpu-gpt2-small ;;
     gpt2-kv32) gpt2 "" --name gpu-gpt2-small-kv32 ;;
+    gpt2-sampler1) INFERGATE_SAMPLER_THREADS=1 gpt2 kv16 --name gpu-gpt2-small-sampler1 ;;
     prefill) node --import tsx bench/prefill.ts --device cuda --no-tiny --small "$MODELS/gpt2-small.onnx" --out "$OUT" --name gpu-prefill ;;
     structured) node --import tsx bench/structured.ts --device cuda --model "$MODELS/gpt2-small.onnx" --out "$OUT" --name gpu-structured ;;
     fp32) vision --model "$MODELS/resnet50-fp32.onnx" --name resnet50-fp32 --shape 3,224,224 --dtype FP32 --batches 32,128 ;;

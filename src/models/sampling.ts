@@ -160,9 +160,15 @@ export class Sampler {
 
   private constructor(private session: ort.InferenceSession) {}
 
-  static async create(): Promise<Sampler> {
+  /**
+   * `threads`: ONNX Runtime's for the softmax (0: its choice, a thread per core). The replica gives it the
+   * model's own: the two never run at once, and on a GPU the cores are otherwise idle.
+   */
+  static async create(threads = 1): Promise<Sampler> {
     const path = new URL('../../models/sampler.onnx', import.meta.url);
-    return new Sampler(await ort.InferenceSession.create(decodeURIComponent(path.pathname), { intraOpNumThreads: 1 }));
+    const options: ort.InferenceSession.SessionOptions = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
+    if (threads > 0) options.intraOpNumThreads = threads;
+    return new Sampler(await ort.InferenceSession.create(decodeURIComponent(path.pathname), options));
   }
 
   /**
