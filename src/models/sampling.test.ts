@@ -145,6 +145,39 @@ describe('Sampler (ONNX Runtime softmax + argmax)', () => {
     expect((await sampler.sample(logits.slice(), 5, [{ sampling: { ...greedy, logitBias: [[3, 5]] }, random: seededRandom(1) }])).tokens).toEqual([3]);
   });
 
+  it('draws for each row of a batch mixing greedy and sampled rows what it would draw alone (greedy rows skip the softmax)', async () => {
+    const sampler = await Sampler.create();
+    const vocab = 300;
+    const rowOf = (seed: number) => Float32Array.from({ length: vocab }, (_, t) => Math.sin(t * 0.37 + seed) * 3);
+    const settings = [
+      { temperature: 0, topP: 1, topK: 0, seed: 1 },
+      { temperature: 0.8, topP: 1, topK: 0, seed: 2 },
+      { temperature: 0, topP: 1, topK: 0, seed: 3, logprobs: 2 }, // greedy but wants log-probabilities
+      { temperature: 1.3, topP: 0.9, topK: 20, seed: 4 },
+      { temperature: 1, topP: 1, topK: 1, seed: 5 },
+    ];
+    const logits = new Float32Array(settings.length * vocab);
+    settings.forEach((_, i) => logits.set(rowOf(i), i * vocab));
+    logits[4 * vocab + 7] = logits[4 * vocab + 9] = 100; // a tie: the first index, as ONNX Runtime's ArgMax
+    const together = await sampler.sample(
+      logits.slice(),
+      vocab,
+      settings.map((s) => ({ sampling: s, random: seededRandom(s.seed) })),
+    );
+    for (const [i, s] of settings.entries()) {
+      const alone = await sampler.sample(
+        rowOf(i).map((x, t) => logits[i * vocab + t] ?? x),
+        vocab,
+        [{ sampling: s, random: seededRandom(s.seed) }],
+      );
+      expect(together.tokens[i], `row ${i}`).toBe(alone.tokens[0]);
+      expect(together.logprobs[i]).toEqual(alone.logprobs[0]);
+    }
+    expect(together.tokens[0]).toBe(Array.from(rowOf(0)).indexOf(Math.max(...rowOf(0))));
+    expect(together.tokens[4]).toBe(7);
+    expect(together.logprobs[2]?.top).toHaveLength(2);
+  });
+
   it('applies each row its own temperature, and greedy rows take the argmax', async () => {
     const sampler = await Sampler.create();
     const rows = Float32Array.from([...logits, 5, 1, 1, 1, 1]);

@@ -157,6 +157,7 @@ export class Sampler {
   /** Where ONNX Runtime writes each step's probabilities: a new 12.8 MB array per 64-row step was garbage. */
   private probs = new Float32Array(0);
   private best = new BigInt64Array(0);
+  private rowsBuffer = new Float32Array(0);
 
   private constructor(private session: ort.InferenceSession) {}
 
@@ -194,16 +195,28 @@ export class Sampler {
         maskMs += performance.now() - t;
       }
     });
-    const inv = Float32Array.from(rows, (r) => (r.sampling.temperature > 0 ? 1 / r.sampling.temperature : 1));
-    if (this.probs.length < b * vocab) [this.probs, this.best] = [new Float32Array(b * vocab), new BigInt64Array(b)];
-    const probs = this.probs.subarray(0, b * vocab);
-    const best = this.best.subarray(0, b);
-    await this.session.run(
-      { logits: new ort.Tensor('float32', logits.subarray(0, b * vocab), [b, vocab]), inv_temperature: new ort.Tensor('float32', inv, [b, 1]) },
-      { probs: new ort.Tensor('float32', probs, [b, vocab]), best: new ort.Tensor('int64', best, [b]) },
+    // A greedy row that wants no log-probabilities needs only its argmax: the softmax runs on the other rows.
+    const argmaxOnly = rows.map((r) => (r.sampling.temperature === 0 || r.sampling.topK === 1) && r.sampling.logprobs === undefined);
+    const drawing = rows.flatMap((_, i) => (argmaxOnly[i] ? [] : [i]));
+    const k = drawing.length;
+    if (this.probs.length < k * vocab) [this.probs, this.best] = [new Float32Array(k * vocab), new BigInt64Array(k)];
+    const probs = this.probs.subarray(0, k * vocab);
+    const best = this.best.subarray(0, k);
+    if (k > 0) {
+      const input = k === b ? logits.subarray(0, b * vocab) : this.gathered(logits, vocab, drawing);
+      const inv = Float32Array.from(drawing, (i) => (rows[i].sampling.temperature > 0 ? 1 / rows[i].sampling.temperature : 1));
+      await this.session.run(
+        { logits: new ort.Tensor('float32', input, [k, vocab]), inv_temperature: new ort.Tensor('float32', inv, [k, 1]) },
+        { probs: new ort.Tensor('float32', probs, [k, vocab]), best: new ort.Tensor('int64', best, [k]) },
+      );
+    }
+    const slot = new Map(drawing.map((i, j) => [i, j]));
+    const row = (i: number) => probs.subarray((slot.get(i) as number) * vocab, ((slot.get(i) as number) + 1) * vocab);
+    const tokens = rows.map((r, i) =>
+      argmaxOnly[i]
+        ? argmax(logits.subarray(i * vocab, (i + 1) * vocab))
+        : pickToken(row(i), Number(best[slot.get(i) as number]), r.sampling, r.random, among[i]),
     );
-    const row = (i: number) => probs.subarray(i * vocab, (i + 1) * vocab);
-    const tokens = rows.map((r, i) => pickToken(row(i), Number(best[i]), r.sampling, r.random, among[i]));
     const logprobs = rows.map((r, i) =>
       r.sampling.logprobs === undefined
         ? undefined
@@ -211,4 +224,20 @@ export class Sampler {
     );
     return { tokens, logprobs, maskMs };
   }
+
+  /** Rows `which` of `logits`, side by side in a reused buffer. */
+  private gathered(logits: Float32Array, vocab: number, which: number[]): Float32Array {
+    if (this.rowsBuffer.length < which.length * vocab) this.rowsBuffer = new Float32Array(which.length * vocab);
+    which.forEach((i, j) => {
+      this.rowsBuffer.set(logits.subarray(i * vocab, (i + 1) * vocab), j * vocab);
+    });
+    return this.rowsBuffer.subarray(0, which.length * vocab);
+  }
+}
+
+/** The first highest score's index (ONNX Runtime's ArgMax picks the first too). */
+function argmax(row: Float32Array): number {
+  let at = 0;
+  for (let t = 1; t < row.length; t++) if (row[t] > row[at]) at = t;
+  return at;
 }
