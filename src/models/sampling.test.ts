@@ -157,7 +157,7 @@ describe('Sampler (ONNX Runtime softmax + argmax)', () => {
       { temperature: 1, topP: 1, topK: 1, seed: 5 },
     ];
     const logits = new Float32Array(settings.length * vocab);
-    settings.forEach((_, i) => logits.set(rowOf(i), i * vocab));
+    for (const i of settings.keys()) logits.set(rowOf(i), i * vocab);
     logits[4 * vocab + 7] = logits[4 * vocab + 9] = 100; // a tie: the first index, as ONNX Runtime's ArgMax
     const together = await sampler.sample(
       logits.slice(),
