@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adjustLogits, mostLikely, pickToken, Sampler, scoreTokens, seededRandom } from './sampling.js';
+import { adjustLogits, kept, mostLikely, pickToken, Sampler, scoreTokens, seededRandom } from './sampling.js';
 
 const logits = Float32Array.from([1, 3, 2, 0.5, 2.9]);
 const softmax = (l: Float32Array, t = 1) => {
@@ -23,6 +23,36 @@ describe('pickToken', () => {
     const sampling = { temperature: 1, topP: 1, topK: 0, seed: 1 };
     expect(pickToken(probs, 2, sampling, () => 0)).toBe(2);
     expect(pickToken(probs, 2, sampling, () => 0, Int32Array.of(0, 2, 4, 5))).toBe(2);
+  });
+
+  it('keeps for top_k / top_p what reading the row sorted keeps, ties and masked tokens included', () => {
+    const sortedKeep = (p: Float32Array, topK: number, topP: number) => {
+      const sorted = p.slice().sort().reverse();
+      let keep = topK > 0 ? Math.min(topK, p.length) : p.length;
+      let cumulative = 0;
+      for (let i = 0; i < keep; i++) {
+        cumulative += sorted[i];
+        if (cumulative >= topP) keep = i + 1;
+        if (cumulative >= topP) break;
+      }
+      return { floor: sorted[keep - 1], sum: sorted.slice(0, keep).reduce((a, b) => a + b, 0) };
+    };
+    const random = seededRandom(11);
+    for (let trial = 0; trial < 300; trial++) {
+      const n = 1 + Math.floor(random() * 3000);
+      const shape = trial % 4; // peaked, flat, coarse (many ties), masked (most at 0)
+      const raw = Float32Array.from({ length: n }, () =>
+        shape === 0 ? Math.exp(random() * 12) : shape === 1 ? 1 + random() * 0.01 : shape === 2 ? Math.floor(random() * 4) + 1 : random() < 0.9 ? 0 : random(),
+      );
+      const z = raw.reduce((a, b) => a + b, 0) || 1;
+      const p = raw.map((x) => x / z);
+      const topK = random() < 0.5 ? 0 : 1 + Math.floor(random() * n);
+      const topP = random() < 0.3 ? 1 : random();
+      const want = sortedKeep(p, topK, topP);
+      const got = kept(p.slice(), topK, topP);
+      expect(got.floor, `trial ${trial}`).toBe(want.floor);
+      expect(got.sum).toBeCloseTo(want.sum, 9);
+    }
   });
 
   it('repeats itself for the same seed and differs for another', () => {

@@ -63,7 +63,7 @@ export function seededRandom(seed: number): () => number {
 
 /**
  * Draws a token from one row of probabilities (already softmaxed at the sequence's temperature), given
- * its most likely token. Top-k / top-p need the row in order (a sort); without them it is one scan.
+ * its most likely token. Top-k / top-p keep the most likely tokens (`kept`); without them it is one scan.
  */
 export function pickToken(probs: Float32Array, best: number, s: Sampling, random: () => number, among?: Int32Array): number {
   if (s.temperature === 0 || s.topK === 1) return best;
@@ -72,23 +72,7 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
   const n = among ? among.length : probs.length;
   let floor = 0;
   let sum = 1;
-  if ((s.topK > 0 && s.topK < n) || s.topP < 1) {
-    const sorted = (among ? Float32Array.from(among, (t) => probs[t]) : probs.slice()).sort().reverse();
-    let keep = s.topK > 0 ? Math.min(s.topK, n) : n;
-    if (s.topP < 1) {
-      let cumulative = 0;
-      for (let i = 0; i < keep; i++) {
-        cumulative += sorted[i];
-        if (cumulative >= s.topP) {
-          keep = i + 1;
-          break;
-        }
-      }
-    }
-    floor = sorted[keep - 1];
-    sum = 0;
-    for (let i = 0; i < keep; i++) sum += sorted[i];
-  }
+  if ((s.topK > 0 && s.topK < n) || s.topP < 1) ({ floor, sum } = kept(among ? Float32Array.from(among, (t) => probs[t]) : probs.slice(), s.topK, s.topP));
   let r = random() * sum;
   // Two plain loops rather than one through an index function: this scan runs for every row of every step.
   // A token of probability 0 (masked out) is passed over even by a draw of exactly 0.
@@ -107,6 +91,58 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
     }
   }
   return best; // float rounding left a sliver at the end
+}
+
+/**
+ * What top-k and top-p keep of probabilities `p` (reordered here): in order from the most likely, tokens up
+ * to the k-th, or fewer — up to the first whose cumulative probability reaches topP. Answers the last kept
+ * probability (`floor`) and their sum. A quickselect that carries the mass of what it sets aside: linear on
+ * average, where sorting the row cost ~5 ms for GPT-2's 50257 tokens — per row, per step, for any request
+ * with top_p or top_k.
+ */
+export function kept(p: Float32Array, topK: number, topP: number): { floor: number; sum: number } {
+  const limit = topK > 0 ? Math.min(topK, p.length) : p.length;
+  let [lo, hi] = [0, p.length]; // p[0, lo) is kept (each above all of p[lo, hi)); the cut lies in [lo, hi)
+  let count = 0;
+  let mass = 0;
+  let floor = Number.POSITIVE_INFINITY;
+  while (lo < hi) {
+    // Three ways around a pivot: greater [lo, gt), equal [gt, lt), less [lt, hi) — ties and flat rows stay linear.
+    const pivot = medianOf(p[lo], p[(lo + hi) >> 1], p[hi - 1]);
+    let [gt, i, lt] = [lo, lo, hi];
+    let greaterMass = 0;
+    while (i < lt) {
+      const x = p[i];
+      if (x > pivot) {
+        greaterMass += x;
+        p[i++] = p[gt];
+        p[gt++] = x;
+      } else if (x < pivot) {
+        p[i] = p[--lt];
+        p[lt] = x;
+      } else i++;
+    }
+    const greater = gt - lo;
+    if (greater > 0 && (count + greater >= limit || mass + greaterMass >= topP)) {
+      hi = gt; // the cut is among the greater
+      continue;
+    }
+    count += greater;
+    mass += greaterMass;
+    // Then the equal ones (the pivot is one: the floor drops to it), one at a time, as a sorted row is read.
+    for (let j = gt; j < lt; j++) {
+      count++;
+      mass += pivot;
+      floor = pivot;
+      if (count >= limit || mass >= topP) return { floor, sum: mass };
+    }
+    lo = lt;
+  }
+  return { floor, sum: mass };
+}
+
+function medianOf(a: number, b: number, c: number): number {
+  return a > b ? (b > c ? b : a > c ? c : a) : a > c ? a : b > c ? c : b;
 }
 
 /** The `n` highest of a row of scores (probabilities, logits), as [token, score], highest first. */
