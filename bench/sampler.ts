@@ -56,7 +56,8 @@ try {
             times.push(performance.now() - t);
           }
           times.sort((a, b) => a - b);
-          (results[`${n}|${name}|${variant}`] ??= []).push(times[Math.floor(times.length / 2)]);
+          const key = `${n}|${name}|${variant}`;
+          results[key] = [...(results[key] ?? []), times[Math.floor(times.length / 2)]];
           tokens[variant] = drawn.join(',');
         }
         same[`${n}|${name}`] = (same[`${n}|${name}`] ?? true) && tokens.baseline === tokens.current;
