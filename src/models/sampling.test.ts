@@ -7,22 +7,18 @@ const softmax = (l: Float32Array, t = 1) => {
   const z = e.reduce((a, b) => a + b);
   return Float32Array.from(e, (x) => x / z);
 };
-const draw = (n: number, s: Partial<Parameters<typeof pickToken>[2]>, seed = 1) => {
+const draw = (n: number, s: Partial<Parameters<typeof pickToken>[1]>, seed = 1) => {
   const random = seededRandom(seed);
   const probs = softmax(logits, s.temperature || 1);
-  return Array.from({ length: n }, () => pickToken(probs, 1, { temperature: 1, topP: 1, topK: 0, seed, ...s }, random));
+  return Array.from({ length: n }, () => pickToken(probs, { temperature: 1, topP: 1, topK: 0, seed, ...s }, random));
 };
 
 describe('pickToken', () => {
-  it('is greedy at temperature 0', () => {
-    expect(draw(5, { temperature: 0 })).toEqual([1, 1, 1, 1, 1]);
-  });
-
   it('never draws a token of probability 0 (masked out), even when the random draw is exactly 0', () => {
     const probs = Float32Array.from([0, 0, 0.5, 0, 0.5, 0]);
     const sampling = { temperature: 1, topP: 1, topK: 0, seed: 1 };
-    expect(pickToken(probs, 2, sampling, () => 0)).toBe(2);
-    expect(pickToken(probs, 2, sampling, () => 0, Int32Array.of(0, 2, 4, 5))).toBe(2);
+    expect(pickToken(probs, sampling, () => 0)).toBe(2);
+    expect(pickToken(probs, sampling, () => 0, Int32Array.of(0, 2, 4, 5))).toBe(2);
   });
 
   it('keeps for top_k / top_p what reading the row sorted keeps, ties and masked tokens included', () => {
@@ -77,8 +73,8 @@ describe('pickToken', () => {
       const probs = softmax(masked, (s as { temperature?: number }).temperature ?? 1);
       const sampling = { temperature: 1, topP: 1, topK: 0, seed: 1, ...s };
       const [whole, among] = [seededRandom(9), seededRandom(9)];
-      const a = Array.from({ length: 200 }, () => pickToken(probs, 3, sampling, whole));
-      const b = Array.from({ length: 200 }, () => pickToken(probs, 3, sampling, among, allowed));
+      const a = Array.from({ length: 200 }, () => pickToken(probs, sampling, whole));
+      const b = Array.from({ length: 200 }, () => pickToken(probs, sampling, among, allowed));
       expect(b).toEqual(a);
       expect(a.every((t) => allowed.includes(t))).toBe(true);
     }

@@ -62,11 +62,10 @@ export function seededRandom(seed: number): () => number {
 }
 
 /**
- * Draws a token from one row of probabilities (already softmaxed at the sequence's temperature), given
- * its most likely token. Top-k / top-p keep the most likely tokens (`kept`); without them it is one scan.
+ * Draws a token from one row of probabilities (already softmaxed at the sequence's temperature; greedy rows
+ * are the Sampler's, by argmax). Top-k / top-p keep the most likely tokens (`kept`); without them it is one scan.
  */
-export function pickToken(probs: Float32Array, best: number, s: Sampling, random: () => number, among?: Int32Array): number {
-  if (s.temperature === 0 || s.topK === 1) return best;
+export function pickToken(probs: Float32Array, s: Sampling, random: () => number, among?: Int32Array): number {
   // A format that allows few tokens (structure, digits, enum values) gives them in order: the same token
   // is drawn as by reading the whole row (every other one has probability 0), in a fraction of the time.
   const n = among ? among.length : probs.length;
@@ -74,6 +73,7 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
   let sum = 1;
   if ((s.topK > 0 && s.topK < n) || s.topP < 1) ({ floor, sum } = kept(among ? Float32Array.from(among, (t) => probs[t]) : probs.slice(), s.topK, s.topP));
   let r = random() * sum;
+  let last = among ? among[0] : 0; // float rounding can leave a sliver at the end: then the last token that could be drawn
   // Two plain loops rather than one through an index function: this scan runs for every row of every step.
   // A token of probability 0 (masked out) is passed over even by a draw of exactly 0.
   if (among) {
@@ -81,16 +81,18 @@ export function pickToken(probs: Float32Array, best: number, s: Sampling, random
       const i = among[k];
       if (probs[i] < floor || probs[i] === 0) continue;
       r -= probs[i];
+      last = i;
       if (r <= 0) return i;
     }
   } else {
     for (let i = 0; i < n; i++) {
       if (probs[i] < floor || probs[i] === 0) continue;
       r -= probs[i];
+      last = i;
       if (r <= 0) return i;
     }
   }
-  return best; // float rounding left a sliver at the end
+  return last;
 }
 
 /**
@@ -192,7 +194,6 @@ export type SamplingRow = {
 export class Sampler {
   /** Where ONNX Runtime writes each step's probabilities: a new 12.8 MB array per 64-row step was garbage. */
   private probs = new Float32Array(0);
-  private best = new BigInt64Array(0);
   private rowsBuffer = new Float32Array(0);
 
   private constructor(private session: ort.InferenceSession) {}
@@ -231,28 +232,24 @@ export class Sampler {
         maskMs += performance.now() - t;
       }
     });
-    // A greedy row that wants no log-probabilities needs only its argmax: the softmax runs on the other rows.
-    const argmaxOnly = rows.map((r) => (r.sampling.temperature === 0 || r.sampling.topK === 1) && r.sampling.logprobs === undefined);
-    const drawing = rows.flatMap((_, i) => (argmaxOnly[i] ? [] : [i]));
+    // Greedy rows take their argmax; only those that also want log-probabilities need the softmax.
+    const greedy = rows.map((r) => r.sampling.temperature === 0 || r.sampling.topK === 1);
+    const drawing = rows.flatMap((r, i) => (greedy[i] && r.sampling.logprobs === undefined ? [] : [i]));
     const k = drawing.length;
-    if (this.probs.length < k * vocab) [this.probs, this.best] = [new Float32Array(k * vocab), new BigInt64Array(k)];
+    if (this.probs.length < k * vocab) this.probs = new Float32Array(k * vocab);
     const probs = this.probs.subarray(0, k * vocab);
-    const best = this.best.subarray(0, k);
     if (k > 0) {
       const input = k === b ? logits.subarray(0, b * vocab) : this.gathered(logits, vocab, drawing);
       const inv = Float32Array.from(drawing, (i) => (rows[i].sampling.temperature > 0 ? 1 / rows[i].sampling.temperature : 1));
+      // Only `probs` is fetched: ONNX Runtime leaves out the graph's ArgMax, a pass over every row.
       await this.session.run(
         { logits: new ort.Tensor('float32', input, [k, vocab]), inv_temperature: new ort.Tensor('float32', inv, [k, 1]) },
-        { probs: new ort.Tensor('float32', probs, [k, vocab]), best: new ort.Tensor('int64', best, [k]) },
+        { probs: new ort.Tensor('float32', probs, [k, vocab]) },
       );
     }
     const slot = new Map(drawing.map((i, j) => [i, j]));
     const row = (i: number) => probs.subarray((slot.get(i) as number) * vocab, ((slot.get(i) as number) + 1) * vocab);
-    const tokens = rows.map((r, i) =>
-      argmaxOnly[i]
-        ? argmax(logits.subarray(i * vocab, (i + 1) * vocab))
-        : pickToken(row(i), Number(best[slot.get(i) as number]), r.sampling, r.random, among[i]),
-    );
+    const tokens = rows.map((r, i) => (greedy[i] ? argmax(logits.subarray(i * vocab, (i + 1) * vocab)) : pickToken(row(i), r.sampling, r.random, among[i])));
     const logprobs = rows.map((r, i) =>
       r.sampling.logprobs === undefined
         ? undefined
