@@ -271,6 +271,13 @@ export class Sampler {
 /** The first highest score's index (ONNX Runtime's ArgMax picks the first too). */
 function argmax(row: Float32Array): number {
   let at = 0;
-  for (let t = 1; t < row.length; t++) if (row[t] > row[at]) at = t;
+  let max = row[0];
+  for (let t = 1; t < row.length; t++) {
+    const x = row[t];
+    if (x > max) {
+      max = x;
+      at = t;
+    }
+  }
   return at;
 }
