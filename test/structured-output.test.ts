@@ -87,6 +87,33 @@ describe('structured output (response_format)', () => {
     }
   });
 
+  it("holds integers to their minimum and maximum (a tool's parameters as Pydantic writes ge / le)", async () => {
+    const bounded = {
+      type: 'object',
+      properties: { limit: { type: 'integer', minimum: 1, maximum: 50 }, offset: { type: 'integer', minimum: -20, exclusiveMaximum: 0 } },
+      required: ['limit', 'offset'],
+      additionalProperties: false,
+    };
+    let whole = 0;
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const answer = await client.completions.create({
+        model: 'tiny-gpt',
+        prompt: 'Page:',
+        max_tokens: 40,
+        seed,
+        logit_bias: { 11: 4, 92: 6 }, // `,` and `}`: documents that end (the mask decides where they may go)
+        response_format: { type: 'json_schema', json_schema: { name: 'page', schema: bounded } },
+      } as never);
+      const text = answer.choices[0].text;
+      if (answer.choices[0].finish_reason !== 'stop') continue;
+      whole++;
+      const { limit, offset } = JSON.parse(text);
+      expect(Number.isInteger(limit) && limit >= 1 && limit <= 50, text).toBe(true);
+      expect(Number.isInteger(offset) && offset >= -20 && offset < 0, text).toBe(true);
+    }
+    expect(whole).toBeGreaterThan(2);
+  });
+
   it('cuts a document at max_tokens with finish_reason length', async () => {
     const answer = await client.completions.create({ model: 'tiny-gpt', prompt: 'JSON:', max_tokens: 8, seed: 3, ...jsonObject });
     expect(answer.choices[0].finish_reason).toBe('length');
@@ -198,8 +225,8 @@ describe('structured output (response_format)', () => {
 
   it.each([
     [
-      { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 1 } } },
-      'response_format.json_schema.schema: "minimum" is not supported',
+      { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'number', minimum: 1 } } },
+      'response_format.json_schema.schema: "minimum" is supported on integers only',
     ],
     [
       { type: 'json_schema', json_schema: { schema: { type: 'object', properties: { a: { type: 'string', format: 'hostname' } } } } },

@@ -151,8 +151,11 @@ function step(s: Stack, b: number): Stack[] {
       // A byte that cannot go on the number ends it (if it may end), and is the next frame's.
       return ending(f.phase) ? step(s.up, b) : [];
     }
-    case 'pattern':
-      return patternStep(s, f, b);
+    case 'pattern': {
+      const out = patternStep(s, f, b);
+      // An unquoted value (a bounded integer) ends where its pattern may end: the byte is the next frame's.
+      return !f.quoted && f.need === 0 && f.node.accepting ? [...out, ...step(s.up, b)] : out;
+    }
     case 'literal': {
       const longer = f.options.filter((o) => o.charCodeAt(f.at) === b);
       const out = longer.length > 0 ? [replace(s, { ...f, options: longer, at: f.at + 1 })] : [];

@@ -146,9 +146,52 @@ describe('the JSON automaton', () => {
     expect(read(format, text)).toBe(expected);
   });
 
+  it('holds integers to their minimum and maximum (exclusive ones too), read as their digits are written', () => {
+    const int = (bounds: object) => schema({ type: 'integer', ...bounds });
+    const cases: [object, string, 'whole' | 'prefix' | 'rejected'][] = [
+      [{ minimum: 15, maximum: 150 }, '15', 'whole'],
+      [{ minimum: 15, maximum: 150 }, '150', 'whole'],
+      [{ minimum: 15, maximum: 150 }, '151', 'rejected'],
+      [{ minimum: 15, maximum: 150 }, '14', 'prefix'], // 140 is in range
+      [{ minimum: 15, maximum: 150 }, '0', 'rejected'],
+      [{ minimum: 15, maximum: 150 }, '-1', 'rejected'],
+      [{ minimum: -5, maximum: 5 }, '-5', 'whole'],
+      [{ minimum: -5, maximum: 5 }, '-6', 'rejected'],
+      [{ minimum: -5, maximum: 5 }, '-0', 'rejected'],
+      [{ exclusiveMinimum: 0 }, '0', 'rejected'],
+      [{ exclusiveMinimum: 0 }, '12345678901234567890', 'whole'],
+      [{ exclusiveMinimum: 0 }, '123456789012345678901', 'rejected'], // 20 digits at most
+      [{ maximum: -3 }, '-3', 'whole'],
+      [{ maximum: -3 }, '-2', 'prefix'], // -20 is in range
+      [{ maximum: -3 }, '0', 'rejected'],
+      [{ minimum: 1.5, exclusiveMaximum: 4 }, '1', 'rejected'],
+      [{ minimum: 1.5, exclusiveMaximum: 4 }, '3', 'whole'],
+      [{ minimum: 1.5, exclusiveMaximum: 4 }, '4', 'rejected'],
+    ];
+    for (const [bounds, text, expected] of cases) expect(read(int(bounds), text), `${JSON.stringify(bounds)} ${text}`).toBe(expected);
+    // Inside a document the value ends where the next token begins.
+    const counted = schema({ type: 'object', properties: { n: { type: 'integer', minimum: 1, maximum: 100 } }, required: ['n'] });
+    expect(read(counted, '{"n": 42}')).toBe('whole');
+    expect(read(counted, '{"n": 100 }')).toBe('whole');
+    expect(read(counted, '{"n": 420}')).toBe('rejected');
+    expect(read(counted, '{"n": 0}')).toBe('rejected');
+    // Every integer near random bounds: whole exactly when in range.
+    const random = seededRandom(5);
+    for (let trial = 0; trial < 40; trial++) {
+      const lo = Math.floor(random() * 4000) - 2000;
+      const hi = lo + Math.floor(random() * 3000);
+      const format = int({ minimum: lo, maximum: hi });
+      for (let n = lo - 30; n <= hi + 30; n += 1 + Math.floor(random() * 7))
+        expect(read(format, String(n)) === 'whole', `${lo}..${hi}: ${n}`).toBe(n >= lo && n <= hi);
+    }
+    expect(() => compileFormat(int({ minimum: 5, maximum: 4 }))).toThrow(/no integer is between/);
+    expect(() => compileFormat(schema({ type: 'number', minimum: 0 }))).toThrow(/"minimum" is supported on integers only/);
+  });
+
   it('refuses a schema it cannot enforce, naming the keyword', () => {
     const refused = (s: JsonSchema) => () => compileFormat(schema(s));
-    expect(refused({ type: 'number', minimum: 3 })).toThrow(new FormatError('schema: "minimum" is not supported by this gateway'));
+    expect(refused({ type: 'number', minimum: 3 })).toThrow(new FormatError('schema: "minimum" is supported on integers only (type "integer")'));
+    expect(refused({ type: 'integer', multipleOf: 3 })).toThrow(new FormatError('schema: "multipleOf" is not supported by this gateway'));
     expect(refused({ type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } })).toThrow(/schema.properties.tags: "uniqueItems"/);
     expect(refused({ type: 'object', required: ['x'] })).toThrow(/"x" is not in properties/);
     expect(refused({ $ref: '#/$defs/missing' })).toThrow(/\$ref/);
@@ -262,7 +305,23 @@ describe('token masks over the GPT-2 vocabulary', () => {
     const pick = <T>(list: T[]): T => list[Math.floor(random() * list.length)];
     const odd = [null, true, 0, -1, 2, 1.5, '', 'x', [], {}, ['a'], '^[a-z]{2}$', '(', '\\d+', '[^"]{3}', 30];
     const types = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null', ['string', 'null'], 'decimal'];
-    const keywords = ['type', 'properties', 'required', 'items', 'enum', 'anyOf', '$ref', '$defs', 'pattern', 'format', 'minLength', 'maxLength', 'maxItems'];
+    const keywords = [
+      'type',
+      'properties',
+      'required',
+      'items',
+      'enum',
+      'anyOf',
+      '$ref',
+      '$defs',
+      'pattern',
+      'format',
+      'minLength',
+      'maxLength',
+      'maxItems',
+      'minimum',
+      'maximum',
+    ];
     const schemaOf = (depth: number): unknown => {
       if (depth > 3 || random() < 0.2) return random() < 0.7 ? { type: pick(types) } : pick(odd);
       const out: Record<string, unknown> = {};
@@ -312,6 +371,8 @@ describe('token masks over the GPT-2 vocabulary', () => {
   it.each([
     [JSON_OBJECT, ['{"', 'a', '":', ' 1', '2']],
     [JSON_OBJECT, ['{\n', '  ', '"a":', ' [', '1', ',\n', '\t']], // pretty-printed: a newline and its indentation
+    // A bounded integer: an unquoted pattern that ends where the next token begins.
+    [schema({ type: 'object', properties: { n: { type: 'integer', minimum: 1, maximum: 100 } }, required: ['n'] }), ['{"n": ', '4', '2']],
     // Free text in a pattern and in a grammar's string: the walk's plain-text shortcut must agree.
     [{ type: 'regex', pattern: 'Q: [^\\n]*\\?' } as ResponseFormat, ['Q', ': ', 'why', ' not']],
     [{ type: 'grammar', grammar: 'root ::= "{" str ":" str "}"\nstr ::= "\\"" [^"\\\\]* "\\""' } as ResponseFormat, ['{', '"', 'ab c', '"']],

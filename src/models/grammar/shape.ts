@@ -44,7 +44,10 @@ export type Shape =
    * matches it whole and is written without escapes (a character that needs one cannot be generated).
    */
   | { kind: 'string'; min: number; max: number; pattern?: Matcher }
-  /** A text (not JSON) read whole by a pattern or a grammar: vLLM's guided_regex, guided_grammar. */
+  /**
+   * Unquoted text read by a pattern or a grammar: a whole document (vLLM's guided_regex, guided_grammar), or
+   * a value that ends where its pattern may (an integer between a minimum and a maximum).
+   */
   | { kind: 'text'; pattern: CharMachine }
   | { kind: 'number'; integer: boolean }
   /** One of these JSON texts exactly (enum, const, booleans, null), as byte strings (see `byteString`). */
@@ -65,7 +68,7 @@ const SUPPORTED: Record<string, string[]> = {
   array: ['items', 'minItems', 'maxItems'],
   string: ['minLength', 'maxLength', 'pattern', 'format'],
   number: [],
-  integer: [],
+  integer: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'],
   boolean: [],
   null: [],
 };
@@ -101,6 +104,72 @@ export function compileFormat(format: ResponseFormat): Shape {
 
 /** Under tool_choice "auto", an answer in words: anything whose first character (past whitespace) is not `[`. */
 const TEXT_NOT_CALLS = new Matcher(compileRegex('[^\\s\\[][\\s\\S]*', 'text'), 0, Infinity);
+
+const BOUNDS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const;
+/** Most digits of an integer with no bound on that side (the automaton's numbers are at most 24 bytes). */
+const MAX_DIGITS = 20;
+
+/**
+ * An integer schema's bounds as a pattern its JSON text matches (undefined: unbounded): the numbers from the
+ * minimum to the maximum, as alternatives of digit ranges (`1[5-9]|[2-9][0-9]|1[0-4][0-9]|150` for 15..150).
+ */
+function integerPattern(schema: Record<string, unknown>, path: string): string | undefined {
+  if (!BOUNDS.some((k) => k in schema)) return undefined;
+  const bound = (k: (typeof BOUNDS)[number]) => {
+    const v = schema[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !(Math.abs(v) <= Number.MAX_SAFE_INTEGER)) throw new FormatError(`${path}.${k}: must be a number within ±2^53`);
+    return v;
+  };
+  const lows = [bound('minimum'), bound('exclusiveMinimum')].map((v, i) => (v === undefined ? -Infinity : i === 0 ? Math.ceil(v) : Math.floor(v) + 1));
+  const highs = [bound('maximum'), bound('exclusiveMaximum')].map((v, i) => (v === undefined ? Infinity : i === 0 ? Math.floor(v) : Math.ceil(v) - 1));
+  const [lo, hi] = [Math.max(...lows), Math.min(...highs)];
+  if (lo > hi) throw new FormatError(`${path}: no integer is between its minimum and maximum`);
+  const parts: string[] = [];
+  if (lo < 0) parts.push(`-(${naturals(hi < 0 ? -hi : 1, -lo).join('|')})`);
+  if (hi >= 0) parts.push(...naturals(Math.max(lo, 0), hi));
+  return parts.join('|');
+}
+
+/** Alternatives matching the decimal forms of the integers from `a` to `b` (b may be Infinity: up to MAX_DIGITS digits). */
+function naturals(a: number, b: number): string[] {
+  const out: string[] = [];
+  const la = String(a).length;
+  const lb = b === Infinity ? MAX_DIGITS : String(b).length;
+  for (let len = la; len <= lb; len++) {
+    const from = len === la ? BigInt(a) : 10n ** BigInt(len - 1);
+    const to = b === Infinity || len < lb ? 10n ** BigInt(len) - 1n : BigInt(b);
+    if (b === Infinity && len > la) {
+      out.push(`[1-9][0-9]{${len - 1},${MAX_DIGITS - 1}}`); // every longer one at once
+      break;
+    }
+    out.push(...digitRanges(from.toString(), to.toString()));
+  }
+  return out;
+}
+
+/** Alternatives for the numbers from `lo` to `hi`, both of the same number of digits. */
+function digitRanges(lo: string, hi: string): string[] {
+  if (lo === hi) return [lo];
+  let i = 0;
+  while (lo[i] === hi[i]) i++;
+  const [prefix, rest] = [lo.slice(0, i), lo.length - i - 1];
+  const any = rest > 0 ? `[0-9]{${rest}}` : '';
+  let [dlo, dhi] = [Number(lo[i]), Number(hi[i])];
+  const out: string[] = [];
+  const tail: string[] = [];
+  // The ragged ends first (15..19 of 15..150), then whole runs of digits between them (2-9 then any digit).
+  if (!/^0*$/.test(lo.slice(i + 1))) {
+    out.push(...digitRanges(lo, `${prefix}${dlo}${'9'.repeat(rest)}`));
+    dlo++;
+  }
+  if (!/^9*$/.test(hi.slice(i + 1))) {
+    tail.push(...digitRanges(`${prefix}${dhi}${'0'.repeat(rest)}`, hi));
+    dhi--;
+  }
+  if (dlo <= dhi) out.push(`${prefix}${dlo === dhi ? dlo : `[${dlo}-${dhi}]`}${any}`);
+  return [...out, ...tail];
+}
 
 /** Exactly one of these texts (as they are). */
 function literalOf(texts: string[], path: string): Shape {
@@ -200,9 +269,15 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
           throw new FormatError(`${path}: no string of ${min}-${max} characters matches its ${pattern !== undefined ? 'pattern' : 'format'}`);
         return { kind: 'string', min, max, ...(matcher && { pattern: matcher }) };
       }
-      case 'number':
-      case 'integer':
-        return { kind: 'number', integer: type === 'integer' };
+      case 'number': {
+        const bound = BOUNDS.find((k) => k in schema);
+        if (bound !== undefined) throw new FormatError(`${path}: "${bound}" is supported on integers only (type "integer")`);
+        return { kind: 'number', integer: false };
+      }
+      case 'integer': {
+        const digits = integerPattern(schema, path);
+        return digits === undefined ? { kind: 'number', integer: true } : { kind: 'text', pattern: new Matcher(compileRegex(digits, path), 0, Infinity) };
+      }
       case 'boolean':
         return { kind: 'literal', options: ['true', 'false'] };
       default:
