@@ -225,8 +225,8 @@ describe('structured output (response_format)', () => {
 
   it.each([
     [
-      { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'number', minimum: 1 } } },
-      'response_format.json_schema.schema: "minimum" is supported on integers only',
+      { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'number', minimum: 0.5 } } },
+      'response_format.json_schema.schema.minimum: on a number, only whole-number bounds are supported',
     ],
     [
       { type: 'json_schema', json_schema: { schema: { type: 'object', properties: { a: { type: 'string', format: 'hostname' } } } } },

@@ -185,12 +185,48 @@ describe('the JSON automaton', () => {
         expect(read(format, String(n)) === 'whole', `${lo}..${hi}: ${n}`).toBe(n >= lo && n <= hi);
     }
     expect(() => compileFormat(int({ minimum: 5, maximum: 4 }))).toThrow(/no integer is between/);
-    expect(() => compileFormat(schema({ type: 'number', minimum: 0 }))).toThrow(/"minimum" is supported on integers only/);
+  });
+
+  it('holds numbers to whole-number minimum and maximum (a score in 0..1, a price from 0), written without an exponent', () => {
+    const num = (bounds: object) => schema({ type: 'number', ...bounds });
+    const cases: [object, string, 'whole' | 'prefix' | 'rejected'][] = [
+      [{ minimum: 0, maximum: 1 }, '0', 'whole'],
+      [{ minimum: 0, maximum: 1 }, '0.75', 'whole'],
+      [{ minimum: 0, maximum: 1 }, '1', 'whole'],
+      [{ minimum: 0, maximum: 1 }, '1.00', 'whole'],
+      [{ minimum: 0, maximum: 1 }, '1.5', 'rejected'],
+      [{ minimum: 0, maximum: 1 }, '2', 'rejected'],
+      [{ minimum: 0, maximum: 1 }, '-0.1', 'rejected'],
+      [{ minimum: 0 }, '123.45', 'whole'],
+      [{ minimum: 0 }, '1e5', 'rejected'],
+      [{ minimum: 0 }, '-1', 'rejected'],
+      [{ minimum: -2, maximum: -1 }, '-1.5', 'whole'],
+      [{ minimum: -2, maximum: -1 }, '-2.5', 'rejected'],
+      [{ minimum: -2, maximum: -1 }, '-0.5', 'rejected'],
+      [{ maximum: 0 }, '-7.25', 'whole'],
+      [{ maximum: 0 }, '0.0', 'whole'],
+      [{ maximum: 0 }, '0.1', 'rejected'],
+    ];
+    for (const [bounds, text, expected] of cases) expect(read(num(bounds), text), `${JSON.stringify(bounds)} ${text}`).toBe(expected);
+    const random = seededRandom(9);
+    for (let trial = 0; trial < 30; trial++) {
+      const lo = Math.floor(random() * 40) - 20;
+      const hi = lo + Math.floor(random() * 30);
+      const format = num({ minimum: lo, maximum: hi });
+      for (let i = 0; i < 60; i++) {
+        const x = Math.round((lo - 3 + random() * (hi - lo + 6)) * 1000) / 1000;
+        expect(read(format, String(x)) === 'whole', `${lo}..${hi}: ${x}`).toBe(x >= lo && x <= hi);
+      }
+    }
+    expect(() => compileFormat(num({ minimum: 0.5 }))).toThrow(/only whole-number bounds/);
+    expect(() => compileFormat(num({ exclusiveMinimum: 0 }))).toThrow(/"exclusiveMinimum" is not supported/);
   });
 
   it('refuses a schema it cannot enforce, naming the keyword', () => {
     const refused = (s: JsonSchema) => () => compileFormat(schema(s));
-    expect(refused({ type: 'number', minimum: 3 })).toThrow(new FormatError('schema: "minimum" is supported on integers only (type "integer")'));
+    expect(refused({ type: 'number', minimum: 3.5 })).toThrow(
+      new FormatError('schema.minimum: on a number, only whole-number bounds are supported (type "integer" takes any)'),
+    );
     expect(refused({ type: 'integer', multipleOf: 3 })).toThrow(new FormatError('schema: "multipleOf" is not supported by this gateway'));
     expect(refused({ type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } })).toThrow(/schema.properties.tags: "uniqueItems"/);
     expect(refused({ type: 'object', required: ['x'] })).toThrow(/"x" is not in properties/);

@@ -67,7 +67,7 @@ const SUPPORTED: Record<string, string[]> = {
   object: ['properties', 'required', 'additionalProperties'],
   array: ['items', 'minItems', 'maxItems'],
   string: ['minLength', 'maxLength', 'pattern', 'format'],
-  number: [],
+  number: ['minimum', 'maximum'],
   integer: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'],
   boolean: [],
   null: [],
@@ -128,6 +128,39 @@ function integerPattern(schema: Record<string, unknown>, path: string): string |
   const parts: string[] = [];
   if (lo < 0) parts.push(`-(${naturals(hi < 0 ? -hi : 1, -lo).join('|')})`);
   if (hi >= 0) parts.push(...naturals(Math.max(lo, 0), hi));
+  return parts.join('|');
+}
+
+/** A fraction: JSON's digits after a point, at most 16 of them (a pattern has no length bound of its own). */
+const FRACTION = '(\\.[0-9]{1,16})?';
+const ZERO_FRACTION = '(\\.0{1,16})?';
+
+/**
+ * A number schema's bounds as a pattern (undefined: unbounded): whole-number minimum and maximum (0..1 for a
+ * score, 0 for a price), written without an exponent. Exclusive or fractional bounds on numbers are refused:
+ * integers take those.
+ */
+function numberPattern(schema: Record<string, unknown>, path: string): string | undefined {
+  const bound = (k: 'minimum' | 'maximum') => {
+    const v = schema[k];
+    if (v === undefined) return k === 'minimum' ? -Infinity : Infinity;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v))
+      throw new FormatError(`${path}.${k}: on a number, only whole-number bounds are supported (type "integer" takes any)`);
+    return v;
+  };
+  const exclusive = ['exclusiveMinimum', 'exclusiveMaximum'].find((k) => k in schema);
+  if (exclusive !== undefined) throw new FormatError(`${path}: "${exclusive}" is not supported by this gateway on a number (type "integer" takes it)`);
+  if (!('minimum' in schema || 'maximum' in schema)) return undefined;
+  const [lo, hi] = [bound('minimum'), bound('maximum')];
+  if (lo > hi) throw new FormatError(`${path}: no number is between its minimum and maximum`);
+  // Whole part k with any fraction for k below the top bound; the top bound itself only with zeros after it.
+  const side = (from: number, to: number) =>
+    to === Infinity
+      ? `(${naturals(from, Infinity).join('|')})${FRACTION}`
+      : [...(to > from ? [`(${naturals(from, to - 1).join('|')})${FRACTION}`] : []), `${to}${ZERO_FRACTION}`].join('|');
+  const parts: string[] = [];
+  if (lo < 0) parts.push(`-(${side(hi < 0 ? -hi : 0, -lo)})`); // -x for x in [-hi, -lo]
+  if (hi >= 0) parts.push(side(Math.max(lo, 0), hi));
   return parts.join('|');
 }
 
@@ -270,9 +303,8 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
         return { kind: 'string', min, max, ...(matcher && { pattern: matcher }) };
       }
       case 'number': {
-        const bound = BOUNDS.find((k) => k in schema);
-        if (bound !== undefined) throw new FormatError(`${path}: "${bound}" is supported on integers only (type "integer")`);
-        return { kind: 'number', integer: false };
+        const digits = numberPattern(schema, path);
+        return digits === undefined ? { kind: 'number', integer: false } : { kind: 'text', pattern: new Matcher(compileRegex(digits, path), 0, Infinity) };
       }
       case 'integer': {
         const digits = integerPattern(schema, path);
