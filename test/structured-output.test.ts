@@ -229,8 +229,8 @@ describe('structured output (response_format)', () => {
       'response_format.json_schema.schema.minimum: on a number, only whole-number bounds are supported',
     ],
     [
-      { type: 'json_schema', json_schema: { schema: { type: 'object', properties: { a: { type: 'string', format: 'hostname' } } } } },
-      'schema.properties.a.format: "hostname" is not supported',
+      { type: 'json_schema', json_schema: { schema: { type: 'object', properties: { a: { type: 'string', format: 'iri' } } } } },
+      'schema.properties.a.format: "iri" is not supported',
     ],
     [{ type: 'json_schema', json_schema: { schema: { $ref: '#/$defs/missing' } } }, '$ref'],
     [{ type: 'yaml' }, 'response_format.type: type must be "text", "json_object" or "json_schema"'],

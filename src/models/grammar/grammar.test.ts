@@ -1,3 +1,4 @@
+import { isIPv6 } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { gpt2 } from '../gpt2-tokenizer.js';
 import { seededRandom } from '../sampling.js';
@@ -19,6 +20,7 @@ import {
   vocabularyFor,
 } from './index.js';
 import { indexVocabulary } from './mask.js';
+import { FORMATS } from './regex.js';
 import { indexOnWorker, prepareVocabulary } from './vocabulary-thread.js';
 
 const schema = (s: JsonSchema): ResponseFormat => ({ type: 'json_schema', schema: s });
@@ -251,7 +253,7 @@ describe('the JSON automaton', () => {
     expect(badGrammar('root ::= missing')).toThrow(/rule missing is not defined/);
     expect(badGrammar('root ::= "open')).toThrow(/unclosed string/);
     expect(badGrammar('root = "x"')).toThrow(/must start "name ::="/);
-    expect(refused({ type: 'string', format: 'hostname' })).toThrow(/"hostname" is not supported \(date, time/);
+    expect(refused({ type: 'string', format: 'iri' })).toThrow(/"iri" is not supported \(date, time/);
     // Bounded: each reading of the text multiplies a mask walk, which runs before everyone's next token.
     expect(refused({ anyOf: Array.from({ length: 33 }, () => ({ type: 'string' })) })).toThrow(/more than 32 alternatives/);
     expect(refused({ enum: Array.from({ length: 1001 }, (_, i) => i) })).toThrow(/more than 1000 values/);
@@ -334,6 +336,32 @@ describe('token masks over the GPT-2 vocabulary', () => {
       expect(doc.ip.split('.').every((o: string) => Number(o) <= 255 && String(Number(o)) === o)).toBe(true);
     }
     expect(ended).toBeGreaterThan(3);
+  });
+
+  it('writes hostnames, IPv6 addresses and URIs that their validators accept (formats)', () => {
+    const hostname = new RegExp(`^${FORMATS.hostname}$`);
+    const uri = new RegExp(`^${FORMATS.uri}$`);
+    const check: Record<string, (x: string) => boolean> = {
+      ipv6: (x) => isIPv6(x),
+      hostname: (x) => hostname.test(x) && x.split('.').every((label) => label.length <= 63),
+      uri: (x) => uri.test(x) && /^[a-zA-Z][a-zA-Z0-9+.-]*:./.test(x),
+    };
+    for (const [format, valid] of Object.entries(check)) {
+      const doc = schema({ type: 'object', properties: { v: { type: 'string', format, maxLength: 40 } }, required: ['v'], additionalProperties: false });
+      let ended = 0;
+      for (let seed = 1; seed <= 8; seed++) {
+        const { text, ended: whole } = generate(doc, seed, 60);
+        expect(read(doc, text), text).toBe(whole ? 'whole' : 'prefix');
+        if (!whole) continue;
+        ended++;
+        expect(valid(JSON.parse(text).v), `${format}: ${text}`).toBe(true);
+      }
+      expect(ended, format).toBeGreaterThan(2);
+    }
+    // Known forms, by the same automaton.
+    const v6 = schema({ type: 'string', format: 'ipv6' });
+    for (const x of ['::', '::1', '1::', 'fe80::1:2', '2001:db8:0:0:0:0:2:1', '1:2:3:4:5:6:7::']) expect(read(v6, JSON.stringify(x)), x).toBe('whole');
+    for (const x of ['1:2:3:4:5:6:7:8:9', '1::2::3', '12345::', ':1']) expect(read(v6, JSON.stringify(x)), x).not.toBe('whole');
   });
 
   it('compiles random schemas to a FormatError or a grammar that never reaches a dead end', () => {

@@ -294,11 +294,25 @@ export function anyIn(nfa: Nfa, states: number[], lo: number, hi: number, keep: 
 const DATE = '[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])';
 const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const LABEL = '[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?';
+const HEXTET = '[0-9a-fA-F]{1,4}';
+/** Eight groups, or fewer around one `::` (RFC 4291's text forms, without an embedded IPv4 address). */
+const IPV6 = [
+  `(${HEXTET}:){7}${HEXTET}`,
+  `(${HEXTET}:){1,7}:`,
+  ...[1, 2, 3, 4, 5, 6].map((n) => `(${HEXTET}:){1,${7 - n}}(:${HEXTET}){1,${n}}`),
+  `:((:${HEXTET}){1,7}|:)`,
+].join('|');
+/** RFC 3986: a scheme, then unreserved, reserved and percent-encoded characters (none that JSON must escape). */
+const URI = "[a-zA-Z][a-zA-Z0-9+.-]*:([a-zA-Z0-9._~:/?#@!$&'()*+,;=\\[\\]-]|%[0-9a-fA-F]{2})+";
 export const FORMATS: Record<string, string> = {
   date: DATE,
   time: TIME,
   'date-time': `${DATE}T${TIME}`,
   uuid: '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
-  email: "[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+",
+  email: `[a-zA-Z0-9.!#$%&'*+/=?^_\`{|}~-]+@${LABEL}(\\.${LABEL})+`,
   ipv4: `(${OCTET}\\.){3}${OCTET}`,
+  ipv6: IPV6,
+  hostname: `${LABEL}(\\.${LABEL})*`,
+  uri: URI,
 };
