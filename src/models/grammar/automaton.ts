@@ -140,7 +140,10 @@ function step(s: Stack, b: number): Stack[] {
       }
       if (f.phase === 'open' && b === RBRACKET) return min === 0 ? [s.up] : [];
       if (f.count >= max) return [];
-      return open(items, replace(s, { ...f, phase: 'next', count: capped(f.count + 1, min, max), ws: 0 }), b);
+      // A tuple's first items have shapes of their own (prefixItems): their positions are counted exactly.
+      const { prefix = [] } = f.shape;
+      const count = capped(f.count + 1, Math.max(min, prefix.length), max);
+      return open(prefix[f.count] ?? items, replace(s, { ...f, phase: 'next', count, ws: 0 }), b);
     }
     case 'string':
       return stringStep(s, f, b);

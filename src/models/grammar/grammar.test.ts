@@ -224,6 +224,33 @@ describe('the JSON automaton', () => {
     expect(() => compileFormat(num({ exclusiveMinimum: 0 }))).toThrow(/"exclusiveMinimum" is not supported/);
   });
 
+  it('reads tuples (prefixItems, as Pydantic writes tuple[int, str]) and a single allOf (a described $ref)', () => {
+    const pair = schema({ type: 'array', prefixItems: [{ type: 'integer' }, { type: 'string' }], minItems: 2, maxItems: 2 });
+    expect(read(pair, '[1, "a"]')).toBe('whole');
+    expect(read(pair, '["a", 1]')).toBe('rejected');
+    expect(read(pair, '[1, ')).toBe('prefix');
+    expect(read(pair, '[1]')).toBe('rejected'); // minItems 2
+    expect(read(pair, '[1, "a", 2]')).toBe('rejected');
+    const headed = schema({ type: 'array', prefixItems: [{ type: 'integer' }], items: { type: 'string' } });
+    expect(read(headed, '[1, "a", "b"]')).toBe('whole');
+    expect(read(headed, '[1, 2]')).toBe('rejected');
+    expect(read(headed, '[]')).toBe('whole');
+    const closed = schema({ type: 'array', prefixItems: [{ type: 'boolean' }, { type: 'null' }], items: false });
+    expect(read(closed, '[true, null]')).toBe('whole');
+    expect(read(closed, '[true]')).toBe('whole'); // minItems 0: a prefix of the tuple
+    expect(read(closed, '[true, null, 1]')).toBe('rejected');
+    const described = schema({
+      type: 'object',
+      properties: { color: { allOf: [{ $ref: '#/$defs/Color' }], description: 'the color', default: 'red' } },
+      required: ['color'],
+      $defs: { Color: { enum: ['red', 'green'] } },
+    });
+    expect(read(described, '{"color": "green"}')).toBe('whole');
+    expect(read(described, '{"color": "blue"}')).toBe('rejected');
+    expect(() => compileFormat(schema({ allOf: [{ type: 'string' }, { maxLength: 3 }] }))).toThrow(/only one schema is supported/);
+    expect(() => compileFormat(schema({ type: 'array', items: false }))).toThrow(/only supported after prefixItems/);
+  });
+
   it('refuses a schema it cannot enforce, naming the keyword', () => {
     const refused = (s: JsonSchema) => () => compileFormat(schema(s));
     expect(refused({ type: 'number', minimum: 3.5 })).toThrow(
@@ -384,6 +411,8 @@ describe('token masks over the GPT-2 vocabulary', () => {
       'maxLength',
       'maxItems',
       'minimum',
+      'prefixItems',
+      'allOf',
       'maximum',
     ];
     const schemaOf = (depth: number): unknown => {
@@ -395,6 +424,8 @@ describe('token masks over the GPT-2 vocabulary', () => {
         else if (k === 'properties') out.properties = { a: schemaOf(depth + 1), b: schemaOf(depth + 1) };
         else if (k === 'items') out.items = schemaOf(depth + 1);
         else if (k === 'anyOf') out.anyOf = [schemaOf(depth + 1), schemaOf(depth + 1)];
+        else if (k === 'allOf') out.allOf = random() < 0.7 ? [schemaOf(depth + 1)] : [schemaOf(depth + 1), schemaOf(depth + 1)];
+        else if (k === 'prefixItems') out.prefixItems = pick([[schemaOf(depth + 1)], [schemaOf(depth + 1), schemaOf(depth + 1)], {}]);
         else if (k === '$defs') out.$defs = { d: schemaOf(depth + 1) };
         else if (k === '$ref') out.$ref = pick(['#/$defs/d', '#/x']);
         else if (k === 'required') out.required = pick([['a'], ['b', 'a'], 'a', []]);

@@ -38,7 +38,8 @@ export type Shape =
    * `values` (null: none, `{}` only).
    */
   | { kind: 'object'; props: Prop[]; values: Shape | null }
-  | { kind: 'array'; items: Shape; min: number; max: number }
+  /** `prefix`: the shapes of the first items, in order (a tuple: JSON Schema's prefixItems); `items`: the rest's. */
+  | { kind: 'array'; items: Shape; min: number; max: number; prefix?: Shape[] }
   /**
    * Length in characters (an escape is one). With a `pattern` (JSON Schema's pattern or format), the value
    * matches it whole and is written without escapes (a character that needs one cannot be generated).
@@ -65,7 +66,7 @@ export const byteString = (text: string): string => Buffer.from(text).toString('
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', '$defs', 'definitions', 'strict', 'deprecated']);
 const SUPPORTED: Record<string, string[]> = {
   object: ['properties', 'required', 'additionalProperties'],
-  array: ['items', 'minItems', 'maxItems'],
+  array: ['items', 'prefixItems', 'minItems', 'maxItems'],
   string: ['minLength', 'maxLength', 'pattern', 'format'],
   number: ['minimum', 'maximum'],
   integer: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'],
@@ -232,6 +233,13 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
     if (schema === false || typeof schema !== 'object' || schema === null || Array.isArray(schema))
       throw new FormatError(`${path}: a schema must be an object or true`);
     if (typeof schema.$ref === 'string') return resolve(schema.$ref, path);
+    // One schema in allOf is that schema (Pydantic wraps a described $ref so); several would be an intersection.
+    if (schema.allOf !== undefined) {
+      if (!Array.isArray(schema.allOf) || schema.allOf.length !== 1) throw new FormatError(`${path}.allOf: only one schema is supported (not an intersection)`);
+      const other = Object.keys(schema).find((k) => k !== 'allOf' && !ANNOTATIONS.has(k));
+      if (other !== undefined) throw new FormatError(`${path}: "${other}" beside allOf is not supported`);
+      return compile(schema.allOf[0] as JsonSchema, `${path}.allOf[0]`);
+    }
     if ('const' in schema) return literal([schema.const], path);
     if (schema.enum !== undefined && !Array.isArray(schema.enum)) throw new FormatError(`${path}.enum: must be an array`);
     if (Array.isArray(schema.enum)) return literal(schema.enum, path);
@@ -281,13 +289,19 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
         const values = extra === undefined || extra === true ? ANY : extra === false ? null : compile(extra as JsonSchema, `${path}.additionalProperties`);
         return { kind: 'object', props, values };
       }
-      case 'array':
-        return {
-          kind: 'array',
-          items: schema.items === undefined ? ANY : compile(schema.items as JsonSchema, `${path}.items`),
-          min: count('minItems', 0),
-          max: count('maxItems', Infinity),
-        };
+      case 'array': {
+        const { prefixItems } = schema;
+        if (prefixItems !== undefined && !Array.isArray(prefixItems)) throw new FormatError(`${path}.prefixItems: must be an array of schemas`);
+        const prefix = (prefixItems as JsonSchema[] | undefined)?.map((s, i) => compile(s, `${path}.prefixItems[${i}]`));
+        // items: false closes a tuple at its prefix.
+        const closed = schema.items === false;
+        if (closed && !prefix) throw new FormatError(`${path}.items: false is only supported after prefixItems`);
+        const max = Math.min(count('maxItems', Infinity), closed ? (prefix as Shape[]).length : Infinity);
+        const min = count('minItems', 0);
+        if (min > max) throw new FormatError(`${path}: minItems is more than the items it may have`);
+        const items = schema.items === undefined || closed ? ANY : compile(schema.items as JsonSchema, `${path}.items`);
+        return { kind: 'array', items, min, max, ...(prefix && { prefix }) };
+      }
       case 'string': {
         const { pattern, format } = schema;
         if (pattern !== undefined && typeof pattern !== 'string') throw new FormatError(`${path}.pattern: must be a string`);
