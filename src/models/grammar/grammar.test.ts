@@ -249,6 +249,7 @@ describe('the JSON automaton', () => {
     expect(read(described, '{"color": "blue"}')).toBe('rejected');
     expect(() => compileFormat(schema({ allOf: [{ type: 'string' }, { maxLength: 3 }] }))).toThrow(/only one schema is supported/);
     expect(() => compileFormat(schema({ type: 'array', items: false }))).toThrow(/only supported after prefixItems/);
+    expect(() => compileFormat(schema({ $ref: '#/$defs/S', maxLength: 3, $defs: { S: { type: 'string' } } }))).toThrow(/"maxLength" beside \$ref/);
   });
 
   it('refuses a schema it cannot enforce, naming the keyword', () => {

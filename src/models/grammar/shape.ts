@@ -232,12 +232,19 @@ function compileSchema(root: JsonSchema, path: string, budget: { shapes: number 
     if (schema === true) return ANY;
     if (schema === false || typeof schema !== 'object' || schema === null || Array.isArray(schema))
       throw new FormatError(`${path}: a schema must be an object or true`);
-    if (typeof schema.$ref === 'string') return resolve(schema.$ref, path);
-    // One schema in allOf is that schema (Pydantic wraps a described $ref so); several would be an intersection.
+    // A $ref, or one schema in allOf (Pydantic wraps a described $ref so), is that schema; a constraint beside
+    // it would make an intersection, which is not compiled (nor may it be ignored).
+    const alone = (keyword: string) => {
+      const other = Object.keys(schema).find((k) => k !== keyword && !ANNOTATIONS.has(k));
+      if (other !== undefined) throw new FormatError(`${path}: "${other}" beside ${keyword} is not supported`);
+    };
+    if (typeof schema.$ref === 'string') {
+      alone('$ref');
+      return resolve(schema.$ref, path);
+    }
     if (schema.allOf !== undefined) {
       if (!Array.isArray(schema.allOf) || schema.allOf.length !== 1) throw new FormatError(`${path}.allOf: only one schema is supported (not an intersection)`);
-      const other = Object.keys(schema).find((k) => k !== 'allOf' && !ANNOTATIONS.has(k));
-      if (other !== undefined) throw new FormatError(`${path}: "${other}" beside allOf is not supported`);
+      alone('allOf');
       return compile(schema.allOf[0] as JsonSchema, `${path}.allOf[0]`);
     }
     if ('const' in schema) return literal([schema.const], path);
