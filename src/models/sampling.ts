@@ -108,9 +108,13 @@ export function kept(p: Float32Array, topK: number, topP: number): { floor: numb
   let count = 0;
   let mass = 0;
   let floor = Number.POSITIVE_INFINITY;
+  // The first pivot from a sample, near where the cut is likely (a language model's mass sits in few tokens):
+  // one pass over the row then leaves a small part to work on.
+  let first = p.length > 1024 ? sampledPivot(p, limit, topP) : undefined;
   while (lo < hi) {
     // Three ways around a pivot: greater [lo, gt), equal [gt, lt), less [lt, hi) — ties and flat rows stay linear.
-    const pivot = medianOf(p[lo], p[(lo + hi) >> 1], p[hi - 1]);
+    const pivot = first ?? medianOf(p[lo], p[(lo + hi) >> 1], p[hi - 1]);
+    first = undefined;
     let [gt, i, lt] = [lo, lo, hi];
     let greaterMass = 0;
     while (i < lt) {
@@ -141,6 +145,25 @@ export function kept(p: Float32Array, topK: number, topP: number): { floor: numb
     lo = lt;
   }
   return { floor, sum: mass };
+}
+
+/**
+ * A first pivot just below where the cut likely is, estimated from 64 evenly spaced elements of `p` (each
+ * standing for 1/64 of them): a few more than `limit` tokens above it, or a little more than `topP` of the mass.
+ */
+function sampledPivot(p: Float32Array, limit: number, topP: number): number {
+  const sample = Float32Array.from({ length: 64 }, (_, i) => p[Math.floor(((i + 0.5) * p.length) / 64)])
+    .sort()
+    .reverse();
+  let at = Math.min(63, Math.ceil((4 * 64 * limit) / p.length));
+  if (topP < 1) {
+    const total = sample.reduce((a, b) => a + b, 0);
+    let mass = 0;
+    let reach = 0;
+    while (reach < 63 && mass < topP * total) mass += sample[reach++];
+    at = Math.min(at, reach + 2);
+  }
+  return sample[Math.min(63, at)];
 }
 
 function medianOf(a: number, b: number, c: number): number {
