@@ -256,7 +256,7 @@ export const endpointSchema = z
     path: z.string().regex(/^\/[A-Za-z0-9._~/-]*$/, 'expected a path like /classify'),
     model: z.string().min(1),
     /** kserve: POST is infer (KServe v2 body), GET is metadata. openai-chat / -completions / -responses: that OpenAI route, model fixed. */
-    protocol: z.enum(['kserve', 'openai-chat', 'openai-completions', 'openai-responses']).default('kserve'),
+    protocol: z.enum(['kserve', 'openai-chat', 'openai-completions', 'openai-responses', 'anthropic-messages']).default('kserve'),
     /** @default auth.default */
     auth: policy.optional(),
     /** Required under jwt. @default [] */

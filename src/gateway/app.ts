@@ -9,7 +9,8 @@ import { adminRoutes } from './admin.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
-import { chat, completions, generativeModelOf, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
+import { anthropicError } from './openai/anthropic.js';
+import { chat, completions, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
 
@@ -17,7 +18,7 @@ import { wsRoutes } from './ws.js';
 export type EndpointRoute = {
   path: string;
   model: string;
-  protocol: 'kserve' | 'openai-chat' | 'openai-completions' | 'openai-responses';
+  protocol: 'kserve' | 'openai-chat' | 'openai-completions' | 'openai-responses' | 'anthropic-messages';
   guard: MiddlewareHandler<GatewayEnv>[];
   maxBodyBytes?: number;
 };
@@ -91,7 +92,9 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       app.post(e.path, (c) => infer(c, model(), limit, regions));
       app.get(e.path, (c) => c.json(metadata(model())));
     } else {
-      const handler = { 'openai-chat': chat, 'openai-completions': completions, 'openai-responses': responsesRoute }[e.protocol];
+      const handler = { 'openai-chat': chat, 'openai-completions': completions, 'openai-responses': responsesRoute, 'anthropic-messages': messagesRoute }[
+        e.protocol
+      ];
       app.post(e.path, (c) => handler(c, generativeModelOf(opts.models), limit, e.model));
     }
   }
@@ -112,6 +115,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     const endpoint = opts.endpoints?.find((x) => x.path === c.req.path);
     const kserveV1 = /^\/v1\/models\/[^/]+:\w+$/.test(c.req.path); // KServe v1's /v1/models/{m}:predict answers KServe's errors
     const openai = c.req.path.startsWith('/v1/') && !kserveV1;
+    // Anthropic's Messages API answers Anthropic's error object.
+    if (c.req.path === '/v1/messages' || endpoint?.protocol === 'anthropic-messages') return c.json(anthropicError(e), e.status as 400);
     if (openai || (endpoint && endpoint.protocol !== 'kserve')) return c.json(openaiError(e).body, e.status as 400);
     return c.json({ error: e.message }, e.status as 400);
   });

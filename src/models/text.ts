@@ -41,6 +41,8 @@ export class TextStream {
   private readonly holdBack: number;
   private readonly stopTokens: Set<number>;
   stopped = false;
+  /** The stop sequence that ended the text, if one did (Anthropic's `stop_sequence`). */
+  stoppedBy?: string;
 
   /**
    * `stopTokens` end the text too (vLLM's stop_token_ids; their text is not shown); `ignoreEos` goes on past
@@ -69,6 +71,7 @@ export class TextStream {
       const at = this.pending.indexOf(stop);
       if (at >= 0) {
         this.stopped = true;
+        this.stoppedBy = stop;
         const out = this.take(at);
         this.pending = ''; // the stop sequence and anything after it are never shown
         return out;

@@ -226,6 +226,11 @@ export class Generation {
     if (text) this.pieces.push({ text, logged: this.logged.splice(0) });
   }
 
+  /** The stop sequence that ended the text, if one did. */
+  get stopSequence(): string | undefined {
+    return this.text.stoppedBy;
+  }
+
   usage(r: GenerateResult) {
     return usage(this.promptTokens, [r]);
   }

@@ -5,6 +5,7 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import { decode, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
+import { messages, messagesSchema } from './anthropic.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { responses, responsesSchema } from './responses.js';
@@ -32,6 +33,7 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
   app.post('/v1/responses', (c) => responsesRoute(c, model, maxBodyBytes));
+  app.post('/v1/messages', (c) => messagesRoute(c, model, maxBodyBytes));
   // vLLM's token counting: what a prompt (or chat) costs in tokens, and text back from tokens.
   app.post('/tokenize', async (c) => {
     const req = parseBody(tokenizeSchema, await json(c, maxBodyBytes));
@@ -93,6 +95,12 @@ export function completionPrompts(tokenizer: Tokenizer, prompt: CompletionReques
   if (typeof prompt === 'string') return [tokenizer.encode(prompt)];
   if (typeof prompt[0] === 'number') return [prompt as number[]];
   return (prompt as (string | number[])[]).map((p) => (typeof p === 'string' ? tokenizer.encode(p) : p));
+}
+
+/** POST /v1/messages: Anthropic's Messages API. */
+export async function messagesRoute(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
+  const req = parseBody(messagesSchema, await json(c, maxBodyBytes, fixedModel));
+  return messages(c, model(req.model), req);
 }
 
 /** POST /v1/responses (and openai-responses endpoints, with `fixedModel`). */

@@ -1,0 +1,210 @@
+import { randomBytes } from 'node:crypto';
+import type { Context } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import { z } from 'zod';
+import { GatewayError } from '../../errors/index.js';
+import { clientSignal } from '../body.js';
+import type { ServedModel } from '../types.js';
+import { Generation, usage } from './generation.js';
+import { type ChatRequest, chatSchema, parseBody } from './schema.js';
+import { chatText, ToolAnswer, type ToolCall, type ToolCallDelta, toolUseOf } from './tools.js';
+
+// Anthropic's Messages API (POST /v1/messages), as vLLM serves it for Anthropic's SDKs and the agents built
+// on them: served the way chat completions are — `system` and the messages' blocks become chat messages,
+// tools and tool_choice the tool calls — and answered as content blocks, whole or as Anthropic's typed
+// stream events. Images, documents and extended thinking are refused (400) rather than ignored.
+
+const text = z.string();
+const textBlock = z.object({ type: z.literal('text'), text, cache_control: z.unknown().optional() });
+const toolUse = z.object({ type: z.literal('tool_use'), id: z.string(), name: z.string(), input: z.record(z.string(), z.unknown()) });
+const toolResult = z.object({
+  type: z.literal('tool_result'),
+  tool_use_id: z.string(),
+  content: z.union([text, z.array(textBlock)]).optional(),
+  is_error: z.boolean().optional(),
+  cache_control: z.unknown().optional(),
+});
+const block = z.discriminatedUnion('type', [textBlock, toolUse, toolResult]);
+const message = z.object({
+  role: z.enum(['user', 'assistant']),
+  content: z.union([text, z.array(block)], {
+    error: 'a string, or content blocks of type text, tool_use and tool_result (not images, documents or thinking)',
+  }),
+});
+const tool = z.object({
+  name: z.string().min(1),
+  description: z.string().optional(),
+  input_schema: z.record(z.string(), z.unknown()),
+  type: z.literal('custom').optional(),
+  cache_control: z.unknown().optional(),
+});
+
+export const messagesSchema = z.object({
+  model: z.string({ error: 'model: field required' }).min(1),
+  max_tokens: z.number({ error: 'max_tokens: field required' }).int().min(1),
+  messages: z.array(message).min(1),
+  system: z.union([text, z.array(textBlock)]).optional(),
+  temperature: z.number().min(0).max(1).optional(),
+  top_p: z.number().gt(0).max(1).optional(),
+  top_k: z.number().int().min(0).optional(),
+  stop_sequences: z.array(z.string().min(1)).max(4).optional(),
+  stream: z.boolean().optional(),
+  metadata: z.object({ user_id: z.string().nullish() }).optional(),
+  tools: z.array(tool).optional(),
+  tool_choice: z
+    .discriminatedUnion('type', [
+      z.object({ type: z.literal('auto'), disable_parallel_tool_use: z.boolean().optional() }),
+      z.object({ type: z.literal('any'), disable_parallel_tool_use: z.boolean().optional() }),
+      z.object({ type: z.literal('tool'), name: z.string(), disable_parallel_tool_use: z.boolean().optional() }),
+      z.object({ type: z.literal('none') }),
+    ])
+    .optional(),
+  thinking: z
+    .object({ type: z.string() })
+    .refine((t) => t.type === 'disabled', 'extended thinking is not supported by this gateway')
+    .optional(),
+});
+export type MessagesRequest = z.infer<typeof messagesSchema>;
+
+const blocksText = (content: string | { text: string }[] | undefined) =>
+  content === undefined ? '' : typeof content === 'string' ? content : content.map((b) => b.text).join('');
+
+/** The request as the chat completion it amounts to (checked again by chat's schema: one set of rules). */
+function asChat(req: MessagesRequest): ChatRequest {
+  const messages: object[] = req.system ? [{ role: 'system', content: blocksText(req.system) }] : [];
+  for (const m of req.messages) {
+    if (typeof m.content === 'string') {
+      messages.push({ role: m.role, content: m.content });
+      continue;
+    }
+    // A turn's blocks in order: tool results as tool messages, an assistant's tool uses as its tool calls.
+    const words = m.content.flatMap((b) => (b.type === 'text' ? [b.text] : [])).join('');
+    const calls = m.content.flatMap((b) =>
+      b.type === 'tool_use' ? [{ id: b.id, type: 'function', function: { name: b.name, arguments: JSON.stringify(b.input) } }] : [],
+    );
+    for (const b of m.content)
+      if (b.type === 'tool_result')
+        messages.push({ role: 'tool', tool_call_id: b.tool_use_id, content: `${b.is_error ? 'Error: ' : ''}${blocksText(b.content)}` });
+    if (words || calls.length > 0) messages.push({ role: m.role, content: words || null, ...(calls.length > 0 && { tool_calls: calls }) });
+  }
+  const choice = req.tool_choice;
+  return parseBody(chatSchema, {
+    model: req.model,
+    messages,
+    max_tokens: req.max_tokens,
+    temperature: req.temperature,
+    top_p: req.top_p,
+    top_k: req.top_k,
+    stop: req.stop_sequences,
+    tools: req.tools?.map((t) => ({ type: 'function', function: { name: t.name, description: t.description, parameters: t.input_schema } })),
+    tool_choice: !choice
+      ? undefined
+      : choice.type === 'any'
+        ? 'required'
+        : choice.type === 'tool'
+          ? { type: 'function', function: { name: choice.name } }
+          : choice.type,
+    parallel_tool_calls: choice && 'disable_parallel_tool_use' in choice && choice.disable_parallel_tool_use ? false : undefined,
+  });
+}
+
+const id = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
+/** Arguments as the tool_use block's input: the object (a call cut by max_tokens has none yet: `{}`). */
+const inputOf = (call: ToolCall) => {
+  try {
+    return JSON.parse(call.function.arguments) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+};
+
+/** POST /v1/messages. */
+export async function messages(c: Context, m: ServedModel, req: MessagesRequest): Promise<Response> {
+  c.set('model', m.name);
+  const chat = asChat(req);
+  const tools = toolUseOf(chat);
+  const gen = m.generation as NonNullable<ServedModel['generation']>;
+  const prompt = gen.tokenizer.encode(chatText(chat.messages, tools && chat.tools));
+  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, req.max_tokens, clientSignal(c), c.get('caller')?.priority);
+  const answer = tools && new ToolAnswer(tools);
+  const base = { id: id('msg'), type: 'message', role: 'assistant', model: m.name };
+  const toolBlock = (call: ToolCall) => ({ type: 'tool_use', id: `toolu_${call.id.slice('call_'.length)}`, name: call.function.name });
+  const stopOf = (result: Awaited<typeof generation.result>) => {
+    const stopSequence = generation.stopSequence ?? null;
+    const reason = result.finishReason === 'length' ? 'max_tokens' : answer?.isCalls ? 'tool_use' : stopSequence ? 'stop_sequence' : 'end_turn';
+    return { stop_reason: reason, stop_sequence: stopSequence };
+  };
+  const usageOf = (result: Awaited<typeof generation.result>) => {
+    const u = usage(generation.promptTokens, [result]);
+    return { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens, cache_read_input_tokens: result.cachedTokens };
+  };
+
+  if (!req.stream) {
+    let all = '';
+    for await (const piece of generation) all += piece.text;
+    const result = await generation.result;
+    answer?.push(all);
+    const content = answer?.isCalls ? answer.reader.calls.map((call) => ({ ...toolBlock(call), input: inputOf(call) })) : [{ type: 'text', text: all }];
+    return c.json({ ...base, content, ...stopOf(result), usage: usageOf(result) });
+  }
+
+  await generation.started;
+  return streamSSE(c, async (stream) => {
+    const send = (type: string, event: object) => stream.writeSSE({ event: type, data: JSON.stringify({ type, ...event }) });
+    await send('message_start', {
+      message: { ...base, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: generation.promptTokens, output_tokens: 0 } },
+    });
+    try {
+      let open = -1; // the content block being written
+      const start = async (index: number, block: object) => {
+        if (open >= 0) await send('content_block_stop', { index: open });
+        open = index;
+        await send('content_block_start', { index, content_block: block });
+      };
+      const words = async (piece: string) => {
+        if (open < 0) await start(0, { type: 'text', text: '' });
+        if (piece) await send('content_block_delta', { index: 0, delta: { type: 'text_delta', text: piece } });
+      };
+      const calls = async (deltas: ToolCallDelta[]) => {
+        for (const delta of deltas) {
+          const call = answer?.reader.calls[delta.index] as ToolCall;
+          if (delta.id) await start(delta.index, { ...toolBlock(call), input: {} });
+          if (delta.function.arguments)
+            await send('content_block_delta', { index: delta.index, delta: { type: 'input_json_delta', partial_json: delta.function.arguments } });
+        }
+      };
+      if (!answer) await words(''); // a text block from the start
+      for await (const piece of generation) {
+        if (!answer) await words(piece.text);
+        else {
+          const said = answer.push(piece.text);
+          if (said.calls) await calls(said.calls);
+          if (said.content !== undefined) await words(said.content);
+        }
+      }
+      if (answer && !answer.isCalls) await words(answer.flush());
+      if (open >= 0) await send('content_block_stop', { index: open });
+      const result = await generation.result;
+      await send('message_delta', { delta: stopOf(result), usage: { output_tokens: usageOf(result).output_tokens } });
+      await send('message_stop', {});
+    } catch (err) {
+      if (stream.aborted) return;
+      const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
+      await send('error', anthropicError(e));
+    }
+  });
+}
+
+/** An error as Anthropic's API answers it: `{"type": "error", "error": {type, message}}`. */
+export function anthropicError(e: GatewayError): { type: 'error'; error: { type: string; message: string } } {
+  const types: Record<number, string> = {
+    400: 'invalid_request_error',
+    401: 'authentication_error',
+    403: 'permission_error',
+    404: 'not_found_error',
+    413: 'request_too_large',
+    429: 'rate_limit_error',
+    503: 'overloaded_error',
+  };
+  return { type: 'error', error: { type: types[e.status] ?? (e.status < 500 ? 'invalid_request_error' : 'api_error'), message: e.message } };
+}
