@@ -114,6 +114,12 @@ describe('OpenAI-compatible API with the official openai client', () => {
     const r = await client.completions.create({ ...params, stop: [stop] });
     expect(r.choices[0].finish_reason).toBe('stop');
     expect(r.choices[0].text).toBe(text.slice(0, text.indexOf(stop)));
+    // vLLM's stop_reason names what ended it, streamed too (null where end-of-text or the length did).
+    expect((r.choices[0] as { stop_reason?: unknown }).stop_reason).toBe(stop);
+    let last: unknown;
+    for await (const chunk of await client.completions.create({ ...params, stop: [stop], stream: true })) last = chunk.choices[0] ?? last;
+    expect(last).toMatchObject({ finish_reason: 'stop', stop_reason: stop });
+    expect((await client.completions.create(params)).choices[0]).toMatchObject({ finish_reason: 'length', stop_reason: null });
   });
 
   it('biases tokens (logit_bias) and penalises repeating them (frequency_penalty, presence_penalty)', async () => {
@@ -179,7 +185,8 @@ describe('OpenAI-compatible API with the official openai client', () => {
     const params = { model: 'tiny-gpt', prompt: 'Hello', max_tokens: 5, temperature: 0, logit_bias: { [eos]: 100 } }; // always end-of-text
     const done = async (extra: object) => {
       const r = await client.completions.create({ ...params, ...extra } as never);
-      return { text: r.choices[0].text, finish: r.choices[0].finish_reason, tokens: r.usage?.completion_tokens };
+      const stopReason = (r.choices[0] as { stop_reason?: unknown }).stop_reason;
+      return { text: r.choices[0].text, finish: r.choices[0].finish_reason, tokens: r.usage?.completion_tokens, ...(stopReason != null && { stopReason }) };
     };
     expect(await done({})).toEqual({ text: '', finish: 'stop', tokens: 1 });
     expect(await done({ ignore_eos: true })).toEqual({ text: '', finish: 'length', tokens: 5 });
@@ -187,7 +194,7 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(held).toMatchObject({ finish: 'stop', tokens: 4 }); // three drawn without it, then end-of-text
     expect(held.text.length).toBeGreaterThan(0);
     const ale = { ...params, logit_bias: { 1000: 100 } }; // always "ale"
-    expect(await done({ ...ale, stop_token_ids: [1000] })).toEqual({ text: '', finish: 'stop', tokens: 1 });
+    expect(await done({ ...ale, stop_token_ids: [1000] })).toEqual({ text: '', finish: 'stop', tokens: 1, stopReason: 1000 });
     expect(await done({ ...ale, stop_token_ids: [1000], min_tokens: 2 })).toMatchObject({ finish: 'stop', tokens: 3 });
     const refused = await client.completions.create({ ...params, min_tokens: 6 } as never).catch((e: unknown) => e);
     expect(refused).toMatchObject({ status: 400, param: 'min_tokens' });

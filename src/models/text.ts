@@ -41,8 +41,8 @@ export class TextStream {
   private readonly holdBack: number;
   private readonly stopTokens: Set<number>;
   stopped = false;
-  /** The stop sequence that ended the text, if one did (Anthropic's `stop_sequence`). */
-  stoppedBy?: string;
+  /** What ended the text, if not end-of-text or the length: a stop sequence, or a stop token's id (vLLM's `stop_reason`). */
+  stoppedBy?: string | number;
 
   /**
    * `stopTokens` end the text too (vLLM's stop_token_ids; their text is not shown); `ignoreEos` goes on past
@@ -62,6 +62,7 @@ export class TextStream {
     if (this.stopped) return '';
     if (this.stopTokens.has(token)) {
       this.stopped = true;
+      if (token !== this.tokenizer.eos) this.stoppedBy = token;
       return this.flush();
     }
     if (token === this.tokenizer.eos) return ''; // ignore_eos: a special token, no text

@@ -130,7 +130,7 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   const base = { id: id('msg'), type: 'message', role: 'assistant', model: m.name };
   const toolBlock = (call: ToolCall) => ({ type: 'tool_use', id: `toolu_${call.id.slice('call_'.length)}`, name: call.function.name });
   const stopOf = (result: Awaited<typeof generation.result>) => {
-    const stopSequence = generation.stopSequence ?? null;
+    const stopSequence = typeof generation.stopReason === 'string' ? generation.stopReason : null;
     const reason = result.finishReason === 'length' ? 'max_tokens' : answer?.isCalls ? 'tool_use' : stopSequence ? 'stop_sequence' : 'end_turn';
     return { stop_reason: reason, stop_sequence: stopSequence };
   };

@@ -226,8 +226,8 @@ export class Generation {
     if (text) this.pieces.push({ text, logged: this.logged.splice(0) });
   }
 
-  /** The stop sequence that ended the text, if one did. */
-  get stopSequence(): string | undefined {
+  /** What ended the text, if not end-of-text or the length: a stop sequence, or a stop token's id. */
+  get stopReason(): string | number | undefined {
     return this.text.stoppedBy;
   }
 

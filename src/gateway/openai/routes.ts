@@ -172,8 +172,9 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
         answer?.push(text);
         const message = answer?.isCalls ? { role: 'assistant', content: null, tool_calls: answer.reader.calls } : { role: 'assistant', content: text };
         const finish = finishReason(r.finishReason, answer);
-        const choice =
-          kind === 'chat.completion' ? { index, message, logprobs: all, finish_reason: finish } : { index, text, logprobs: all, finish_reason: finish };
+        // vLLM's stop_reason: the stop sequence or stop token that ended the choice (null: end-of-text or length).
+        const ended = { finish_reason: finish, stop_reason: gen.stopReason ?? null };
+        const choice = kind === 'chat.completion' ? { index, message, logprobs: all, ...ended } : { index, text, logprobs: all, ...ended };
         return { choice, r };
       }),
     ).catch((err) => {
@@ -201,14 +202,15 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   const chunk = (choices: object[], extra: object = includeUsage ? { usage: null } : {}) => JSON.stringify({ ...base, object, choices, ...extra });
   const answers = gens.map(() => tools && new ToolAnswer(tools));
   const delta = (index: number, { text, logged }: Piece, finish: string | null = null) => {
-    if (kind !== 'chat.completion') return chunk([{ index, text, logprobs: logprobs[index](logged), finish_reason: finish }]);
+    const ended = finish ? { finish_reason: finish, stop_reason: gens[index].stopReason ?? null } : { finish_reason: null };
+    if (kind !== 'chat.completion') return chunk([{ index, text, logprobs: logprobs[index](logged), ...ended }]);
     const answer = answers[index];
     let content: object = finish ? {} : { content: text };
     if (answer) {
       const { calls, content: words } = finish ? { content: answer.flush() || undefined } : answer.push(text);
       content = calls?.length ? { tool_calls: calls } : words !== undefined ? { content: words } : {};
     }
-    return chunk([{ index, delta: content, logprobs: logprobs[index](logged), finish_reason: finish }]);
+    return chunk([{ index, delta: content, logprobs: logprobs[index](logged), ...ended }]);
   };
   return streamSSE(c, async (stream) => {
     // The choices' chunks interleave as their tokens come, each event written whole and in turn.
