@@ -217,6 +217,7 @@ export type SamplingRow = {
 export class Sampler {
   /** Where ONNX Runtime writes each step's probabilities: a new 12.8 MB array per 64-row step was garbage. */
   private probs = new Float32Array(0);
+  private best = new BigInt64Array(0);
   private rowsBuffer = new Float32Array(0);
 
   private constructor(private session: ort.InferenceSession) {}
@@ -264,10 +265,12 @@ export class Sampler {
     if (k > 0) {
       const input = k === b ? logits.subarray(0, b * vocab) : this.gathered(logits, vocab, drawing);
       const inv = Float32Array.from(drawing, (i) => (rows[i].sampling.temperature > 0 ? 1 / rows[i].sampling.temperature : 1));
-      // Only `probs` is fetched: ONNX Runtime leaves out the graph's ArgMax, a pass over every row.
+      // Every output is fetched into a reused buffer: fetching the probabilities alone (the argmax is taken
+      // here) measured 10-15% fewer tokens/s through the gateway (32 streams), though not in a bare loop.
+      if (this.best.length < k) this.best = new BigInt64Array(k);
       await this.session.run(
         { logits: new ort.Tensor('float32', input, [k, vocab]), inv_temperature: new ort.Tensor('float32', inv, [k, 1]) },
-        { probs: new ort.Tensor('float32', probs, [k, vocab]) },
+        { probs: new ort.Tensor('float32', probs, [k, vocab]), best: new ort.Tensor('int64', this.best.subarray(0, k), [k]) },
       );
     }
     const slot = new Map(drawing.map((i, j) => [i, j]));
