@@ -3,11 +3,10 @@ import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 import { GatewayError } from '../../errors/index.js';
-import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
-import { Generation, usage } from './generation.js';
+import { usage } from './generation.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
-import { chatText, ToolAnswer, type ToolCall, type ToolCallDelta, toolUseOf } from './tools.js';
+import { chatGeneration, type ToolCall, type ToolCallDelta } from './tools.js';
 
 // Anthropic's Messages API (POST /v1/messages), as vLLM serves it for Anthropic's SDKs and the agents built
 // on them: served the way chat completions are — `system` and the messages' blocks become chat messages,
@@ -120,13 +119,7 @@ const inputOf = (call: ToolCall) => {
 
 /** POST /v1/messages. */
 export async function messages(c: Context, m: ServedModel, req: MessagesRequest): Promise<Response> {
-  c.set('model', m.name);
-  const chat = asChat(req);
-  const tools = toolUseOf(chat);
-  const gen = m.generation as NonNullable<ServedModel['generation']>;
-  const prompt = gen.tokenizer.encode(chatText(chat.messages, tools && chat.tools));
-  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, req.max_tokens, clientSignal(c), c.get('caller')?.priority);
-  const answer = tools && new ToolAnswer(tools);
+  const { generation, answer } = chatGeneration(c, m, asChat(req), req.max_tokens);
   const base = { id: id('msg'), type: 'message', role: 'assistant', model: m.name };
   const toolBlock = (call: ToolCall) => ({ type: 'tool_use', id: `toolu_${call.id.slice('call_'.length)}`, name: call.function.name });
   const stopOf = (result: Awaited<typeof generation.result>) => {

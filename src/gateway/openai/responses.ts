@@ -2,12 +2,11 @@ import { randomBytes } from 'node:crypto';
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
-import { badInput, GatewayError } from '../../errors/index.js';
-import { clientSignal } from '../body.js';
+import { GatewayError } from '../../errors/index.js';
 import type { ServedModel } from '../types.js';
-import { Generation, usage } from './generation.js';
+import { usage } from './generation.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
-import { chatText, ToolAnswer, type ToolCall, type ToolCallDelta, toolUseOf } from './tools.js';
+import { chatGeneration, type ToolCall, type ToolCallDelta } from './tools.js';
 
 // OpenAI's Responses API (POST /v1/responses), served the way chat completions are: the input items become
 // chat messages, `text.format` the response format, function tools the tool calls — and the answer comes
@@ -110,16 +109,8 @@ const id = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
 
 /** POST /v1/responses. */
 export async function responses(c: Context, m: ServedModel, req: ResponsesRequest): Promise<Response> {
-  c.set('model', m.name);
-  const chat = asChat(req);
-  const tools = toolUseOf(chat);
-  const gen = m.generation as NonNullable<ServedModel['generation']>;
-  const prompt = gen.tokenizer.encode(chatText(chat.messages, tools && chat.tools));
-  const maxTokens = req.max_output_tokens ?? Math.min(256, gen.context - prompt.length);
-  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, maxTokens, clientSignal(c), c.get('caller')?.priority);
+  const { generation, answer } = chatGeneration(c, m, asChat(req), req.max_output_tokens ?? undefined);
   const messageId = id('msg');
-  // The answer read as the tools ask (calls, or under "auto" perhaps words); none without tools.
-  const answer = tools && new ToolAnswer(tools);
   const base = {
     id: id('resp'),
     object: 'response',

@@ -1,6 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import type { Context } from 'hono';
 import { badInput } from '../../errors/index.js';
 import { chatPrompt, FormatError, grammarFor, type JsonSchema, type ResponseFormat } from '../../models/index.js';
+import { clientSignal } from '../body.js';
+import type { ServedModel } from '../types.js';
+import { Generation } from './generation.js';
 import type { ChatRequest } from './schema.js';
 
 // OpenAI's tool calling, without a model-specific parser: a named tool_choice or "required" makes the
@@ -216,4 +220,18 @@ export function chatText(messages: ChatRequest['messages'], tools?: ChatRequest[
   });
   const listed = tools?.length ? [{ role: 'system', content: `Tools: ${JSON.stringify(tools.map((t) => t.function))}` }] : [];
   return chatPrompt([...listed, ...turns]);
+}
+
+/**
+ * The one generation a chat request amounts to (what the Responses and Messages APIs answer from), and its
+ * answer read as its tools ask (calls, or under "auto" perhaps words; none without tools).
+ */
+export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, maxTokens?: number): { generation: Generation; answer?: ToolAnswer } {
+  c.set('model', m.name);
+  const tools = toolUseOf(chat);
+  const gen = m.generation as NonNullable<ServedModel['generation']>;
+  const prompt = gen.tokenizer.encode(chatText(chat.messages, tools && chat.tools));
+  const max = maxTokens ?? Math.min(256, gen.context - prompt.length);
+  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, max, clientSignal(c), c.get('caller')?.priority);
+  return { generation, answer: tools && new ToolAnswer(tools) };
 }
