@@ -100,6 +100,14 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
     expect(next.usage.input_tokens).toBeGreaterThan(m.usage.input_tokens); // the call and its result are in the prompt
   });
 
+  it("counts a request's input tokens (messages.countTokens) as usage will count them", async () => {
+    const request = { model: 'tiny-gpt', system: 'Be brief.', messages: [{ role: 'user' as const, content: 'Weather?' }], tools: [weather] };
+    const { input_tokens } = await client.messages.countTokens(request);
+    const m = await client.messages.create({ ...request, max_tokens: 2, temperature: 0 });
+    expect(input_tokens).toBe(m.usage.input_tokens);
+    expect(input_tokens).toBeGreaterThan((await client.messages.countTokens({ ...request, tools: undefined })).input_tokens); // tools are listed
+  });
+
   it("answers bad requests with Anthropic's error object and a precise status", async () => {
     const status = async (body: object) => {
       const r = await fetch(`${gw.url}/v1/messages`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });

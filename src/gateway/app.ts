@@ -116,7 +116,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     const kserveV1 = /^\/v1\/models\/[^/]+:\w+$/.test(c.req.path); // KServe v1's /v1/models/{m}:predict answers KServe's errors
     const openai = c.req.path.startsWith('/v1/') && !kserveV1;
     // Anthropic's Messages API answers Anthropic's error object.
-    if (c.req.path === '/v1/messages' || endpoint?.protocol === 'anthropic-messages') return c.json(anthropicError(e), e.status as 400);
+    if (c.req.path.startsWith('/v1/messages') || endpoint?.protocol === 'anthropic-messages') return c.json(anthropicError(e), e.status as 400);
     if (openai || (endpoint && endpoint.protocol !== 'kserve')) return c.json(openaiError(e).body, e.status as 400);
     return c.json({ error: e.message }, e.status as 400);
   });

@@ -6,7 +6,7 @@ import { GatewayError } from '../../errors/index.js';
 import type { ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
-import { chatGeneration, type ToolCall, type ToolCallDelta } from './tools.js';
+import { chatGeneration, chatPromptOf, type ToolCall, type ToolCallDelta } from './tools.js';
 
 // Anthropic's Messages API (POST /v1/messages), as vLLM serves it for Anthropic's SDKs and the agents built
 // on them: served the way chat completions are — `system` and the messages' blocks become chat messages,
@@ -64,12 +64,14 @@ export const messagesSchema = z.object({
     .optional(),
 });
 export type MessagesRequest = z.infer<typeof messagesSchema>;
+/** POST /v1/messages/count_tokens: a Messages request without max_tokens. */
+export const countTokensSchema = messagesSchema.extend({ max_tokens: z.number().int().min(1).optional() });
 
 const blocksText = (content: string | { text: string }[] | undefined) =>
   content === undefined ? '' : typeof content === 'string' ? content : content.map((b) => b.text).join('');
 
 /** The request as the chat completion it amounts to (checked again by chat's schema: one set of rules). */
-function asChat(req: MessagesRequest): ChatRequest {
+function asChat(req: Omit<MessagesRequest, 'max_tokens'> & { max_tokens?: number }): ChatRequest {
   const messages: object[] = req.system ? [{ role: 'system', content: blocksText(req.system) }] : [];
   for (const m of req.messages) {
     if (typeof m.content === 'string') {
@@ -186,6 +188,12 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
       await send('error', anthropicError(e));
     }
   });
+}
+
+/** POST /v1/messages/count_tokens: the prompt's tokens (the system prompt, the messages, the tools listed), as usage will count them. */
+export function countTokens(c: Context, m: ServedModel, req: z.infer<typeof countTokensSchema>): Response {
+  c.set('model', m.name);
+  return c.json({ input_tokens: chatPromptOf(m, asChat(req)).prompt.length });
 }
 
 /** An error as Anthropic's API answers it: `{"type": "error", "error": {type, message}}`. */

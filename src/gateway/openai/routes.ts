@@ -5,12 +5,12 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import { decode, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { messages, messagesSchema } from './anthropic.js';
+import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { responses, responsesSchema } from './responses.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
-import { chatText, ToolAnswer, type ToolUse, toolUseOf } from './tools.js';
+import { chatPromptOf, chatText, ToolAnswer, type ToolUse } from './tools.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
 
@@ -34,6 +34,10 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
   app.post('/v1/responses', (c) => responsesRoute(c, model, maxBodyBytes));
   app.post('/v1/messages', (c) => messagesRoute(c, model, maxBodyBytes));
+  app.post('/v1/messages/count_tokens', async (c) => {
+    const req = parseBody(countTokensSchema, await json(c, maxBodyBytes));
+    return countTokens(c, model(req.model), req);
+  });
   // vLLM's token counting: what a prompt (or chat) costs in tokens, and text back from tokens.
   app.post('/tokenize', async (c) => {
     const req = parseBody(tokenizeSchema, await json(c, maxBodyBytes));
@@ -113,9 +117,7 @@ export async function responsesRoute(c: Context, model: ModelOf, maxBodyBytes: n
 export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
   const req = parseBody(chatSchema, await json(c, maxBodyBytes, fixedModel));
   const m = model(req.model);
-  const tools = toolUseOf(req);
-  const text = chatText(req.messages, tools && req.tools);
-  const tokens = m.generation?.tokenizer.encode(text) ?? [];
+  const { prompt: tokens, tools } = chatPromptOf(m, req);
   const context = m.generation?.context ?? 0;
   const maxTokens = req.max_completion_tokens ?? req.max_tokens ?? Math.min(256, context - tokens.length);
   return generate(c, m, req, [tokens], maxTokens, 'chat.completion', tools);

@@ -228,10 +228,16 @@ export function chatText(messages: ChatRequest['messages'], tools?: ChatRequest[
  */
 export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, maxTokens?: number): { generation: Generation; answer?: ToolAnswer } {
   c.set('model', m.name);
-  const tools = toolUseOf(chat);
+  const { prompt, tools } = chatPromptOf(m, chat);
   const gen = m.generation as NonNullable<ServedModel['generation']>;
-  const prompt = gen.tokenizer.encode(chatText(chat.messages, tools && chat.tools));
   const max = maxTokens ?? Math.min(256, gen.context - prompt.length);
   const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, max, clientSignal(c), c.get('caller')?.priority);
   return { generation, answer: tools && new ToolAnswer(tools) };
+}
+
+/** A chat request's prompt as the model is given it (its tools listed there), in tokens. */
+export function chatPromptOf(m: ServedModel, chat: ChatRequest): { prompt: number[]; tools?: ToolUse } {
+  const tools = toolUseOf(chat);
+  const gen = m.generation as NonNullable<ServedModel['generation']>;
+  return { prompt: gen.tokenizer.encode(chatText(chat.messages, tools && chat.tools)), tools };
 }
