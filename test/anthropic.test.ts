@@ -17,6 +17,7 @@ beforeAll(async () => {
 afterAll(() => gw?.shutdown());
 
 // Greedy (temperature 0): Anthropic's API has no seed, and the same request must give the same text.
+const greedy = { temperature: 0 };
 const ask = { model: 'tiny-gpt', max_tokens: 16, temperature: 0, system: 'Be brief.', messages: [{ role: 'user' as const, content: 'Hello' }] };
 const weather = {
   name: 'get_weather',
@@ -103,7 +104,7 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
   it("counts a request's input tokens (messages.countTokens) as usage will count them", async () => {
     const request = { model: 'tiny-gpt', system: 'Be brief.', messages: [{ role: 'user' as const, content: 'Weather?' }], tools: [weather] };
     const { input_tokens } = await client.messages.countTokens(request);
-    const m = await client.messages.create({ ...request, max_tokens: 2, temperature: 0 });
+    const m = await client.messages.create({ ...request, max_tokens: 2, ...greedy });
     expect(input_tokens).toBe(m.usage.input_tokens);
     expect(input_tokens).toBeGreaterThan((await client.messages.countTokens({ ...request, tools: undefined })).input_tokens); // tools are listed
   });

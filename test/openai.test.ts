@@ -87,6 +87,15 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(texts.join('')).toBe(whole.choices[0].text);
     expect(finish).toBe('length');
     expect(usage).toEqual(whole.usage);
+    // vLLM's continuous_usage_stats: every chunk carries the usage so far, counting up to the same total.
+    const counted: number[] = [];
+    const live = await client.completions.create({ ...params, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } } as never);
+    for await (const chunk of live as unknown as AsyncIterable<OpenAI.Completion>) {
+      expect(chunk.usage?.prompt_tokens).toBe(whole.usage?.prompt_tokens);
+      counted.push(chunk.usage?.completion_tokens as number);
+    }
+    expect(counted.every((n, i) => i === 0 || n >= counted[i - 1])).toBe(true);
+    expect(counted.at(-1)).toBe(whole.usage?.completion_tokens);
   });
 
   it('streams chat completions: a role chunk, content deltas, a finish chunk, [DONE]', async () => {

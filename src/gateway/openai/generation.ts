@@ -147,6 +147,8 @@ export class Generation {
   /** Settles when the first token arrives (or the generation fails before it). */
   readonly started: Promise<void>;
   readonly promptTokens: number;
+  /** Tokens generated so far (vLLM's continuous usage stats). */
+  produced = 0;
   private pieces: Piece[] = [];
   /** Tokens with their log-probabilities not yet in a piece (only if asked for). */
   private logged: LoggedToken[] = [];
@@ -188,6 +190,7 @@ export class Generation {
         priority,
         onPromptLogprobs: echo,
         onToken: (token, logprobs) => {
+          this.produced++;
           if (logprobs) this.logged.push({ token, ...logprobs });
           this.emit(this.text.push(token));
           started();

@@ -200,8 +200,14 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
     throw err;
   });
   const includeUsage = req.stream_options?.include_usage === true;
+  const continuous = includeUsage && req.stream_options?.continuous_usage_stats === true;
   const object = kind === 'chat.completion' ? 'chat.completion.chunk' : 'text_completion';
-  const chunk = (choices: object[], extra: object = includeUsage ? { usage: null } : {}) => JSON.stringify({ ...base, object, choices, ...extra });
+  const soFar = () => {
+    const completion = gens.reduce((n, gen) => n + gen.produced, 0);
+    return { usage: { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion } };
+  };
+  const chunk = (choices: object[], extra?: object) =>
+    JSON.stringify({ ...base, object, choices, ...(extra ?? (continuous ? soFar() : includeUsage ? { usage: null } : {})) });
   const answers = gens.map(() => tools && new ToolAnswer(tools));
   const delta = (index: number, { text, logged }: Piece, finish: string | null = null) => {
     const ended = finish ? { finish_reason: finish, stop_reason: gens[index].stopReason ?? null } : { finish_reason: null };

@@ -29,7 +29,8 @@ const sampling = {
   /** Choices, each a sequence of its own (seeds seed, seed + 1, …). */
   n: z.number().int().min(1).max(MAX_CHOICES).nullish(),
   stream: z.boolean().nullish(),
-  stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
+  /** include_usage: a last chunk with the usage; vLLM's continuous_usage_stats (with it): the usage so far in every chunk. */
+  stream_options: z.object({ include_usage: z.boolean().optional(), continuous_usage_stats: z.boolean().optional() }).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   presence_penalty: z.number().min(-2).max(2).nullish(),
   logit_bias: z
