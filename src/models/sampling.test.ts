@@ -204,6 +204,36 @@ describe('Sampler (ONNX Runtime softmax + argmax)', () => {
     expect(together.logprobs[2]?.top).toHaveLength(2);
   });
 
+  it('draws a row whose format allows few tokens from those alone, at its temperature (softmax computed here)', async () => {
+    const sampler = await Sampler.create();
+    const vocab = 3000;
+    const allowed = Int32Array.of(5, 17, 400, 2999);
+    // What a response format's constraint does: -Infinity for the rest, the allowed tokens given in order.
+    const constraint = {
+      mask(row: Float32Array) {
+        row.forEach((_, t) => {
+          if (!allowed.includes(t)) row[t] = Number.NEGATIVE_INFINITY;
+        });
+        return allowed;
+      },
+    } as never;
+    const logits = Float32Array.from({ length: vocab }, (_, t) => Math.cos(t));
+    const expected = softmax(
+      Float32Array.from(allowed, (t) => logits[t]),
+      0.7,
+    );
+    const seen = new Map<number, number>();
+    for (let i = 0; i < 400; i++) {
+      const r = await sampler.sample(logits.slice(), vocab, [
+        { sampling: { temperature: 0.7, topP: 1, topK: 0, seed: 1, logprobs: 1 }, random: seededRandom(i), constraint },
+      ]);
+      seen.set(r.tokens[0], (seen.get(r.tokens[0]) ?? 0) + 1);
+      expect(r.logprobs[0]?.logprob).toBeCloseTo(Math.log(expected[allowed.indexOf(r.tokens[0])]), 5);
+    }
+    expect([...seen.keys()].every((t) => allowed.includes(t))).toBe(true);
+    for (const [k, t] of allowed.entries()) expect((seen.get(t) ?? 0) / 400).toBeCloseTo(expected[k], 1);
+  });
+
   it('applies each row its own temperature, and greedy rows take the argmax', async () => {
     const sampler = await Sampler.create();
     const rows = Float32Array.from([...logits, 5, 1, 1, 1, 1]);

@@ -219,6 +219,7 @@ export class Sampler {
   private probs = new Float32Array(0);
   private best = new BigInt64Array(0);
   private rowsBuffer = new Float32Array(0);
+  private fewProbs = new Float32Array(0);
 
   private constructor(private session: ort.InferenceSession) {}
 
@@ -256,9 +257,18 @@ export class Sampler {
         maskMs += performance.now() - t;
       }
     });
-    // Greedy rows take their argmax; only those that also want log-probabilities need the softmax.
+    // Greedy rows take their argmax; only those that also want log-probabilities need the softmax. A row whose
+    // format allows few tokens gets its softmax here, over those alone (a pass over the whole row in ONNX
+    // Runtime costs more than a few thousand exps).
     const greedy = rows.map((r) => r.sampling.temperature === 0 || r.sampling.topK === 1);
-    const drawing = rows.flatMap((r, i) => (greedy[i] && r.sampling.logprobs === undefined ? [] : [i]));
+    const few = rows.map((_, i) => !greedy[i] && among[i] !== undefined && (among[i] as Int32Array).length <= FEW_TOKENS);
+    const drawing = rows.flatMap((r, i) => ((greedy[i] && r.sampling.logprobs === undefined) || few[i] ? [] : [i]));
+    const apart = rows.flatMap((_, i) => (few[i] ? [i] : []));
+    if (this.fewProbs.length < apart.length * vocab) this.fewProbs = new Float32Array(apart.length * vocab);
+    apart.forEach((i, j) => {
+      const t = rows[i].sampling.temperature;
+      softmaxAmong(logits.subarray(i * vocab, (i + 1) * vocab), among[i] as Int32Array, t > 0 ? 1 / t : 1, this.fewProbs.subarray(j * vocab, (j + 1) * vocab));
+    });
     const k = drawing.length;
     if (this.probs.length < k * vocab) this.probs = new Float32Array(k * vocab);
     const probs = this.probs.subarray(0, k * vocab);
@@ -274,7 +284,11 @@ export class Sampler {
       );
     }
     const slot = new Map(drawing.map((i, j) => [i, j]));
-    const row = (i: number) => probs.subarray((slot.get(i) as number) * vocab, ((slot.get(i) as number) + 1) * vocab);
+    const fewSlot = new Map(apart.map((i, j) => [i, j]));
+    const row = (i: number) => {
+      const [source, at] = few[i] ? [this.fewProbs, fewSlot.get(i) as number] : [probs, slot.get(i) as number];
+      return source.subarray(at * vocab, (at + 1) * vocab);
+    };
     const tokens = rows.map((r, i) => (greedy[i] ? argmax(logits.subarray(i * vocab, (i + 1) * vocab)) : pickToken(row(i), r.sampling, r.random, among[i])));
     const logprobs = rows.map((r, i) =>
       r.sampling.logprobs === undefined
@@ -292,6 +306,23 @@ export class Sampler {
     });
     return this.rowsBuffer.subarray(0, which.length * vocab);
   }
+}
+
+/** Allowed tokens up to which a row's softmax is computed here, over them alone. */
+const FEW_TOKENS = 2048;
+
+/** Probabilities of the `among` tokens of a row (every other one 0) at inverse temperature `inv`, into `out`. */
+function softmaxAmong(row: Float32Array, among: Int32Array, inv: number, out: Float32Array): void {
+  out.fill(0);
+  let max = Number.NEGATIVE_INFINITY;
+  for (let k = 0; k < among.length; k++) max = Math.max(max, row[among[k]] * inv);
+  let sum = 0;
+  for (let k = 0; k < among.length; k++) {
+    const e = Math.exp(row[among[k]] * inv - max);
+    out[among[k]] = e;
+    sum += e;
+  }
+  for (let k = 0; k < among.length; k++) out[among[k]] /= sum;
 }
 
 /** The first highest score's index (ONNX Runtime's ArgMax picks the first too). */
