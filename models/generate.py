@@ -174,6 +174,23 @@ def sampler(out_path):
     onnx.save(model, out_path)
 
 
+def sampler_unscaled(out_path):
+    """The sampling head for steps whose rows are all at temperature 1 (what clients send by default): no
+    Mul, a pass over every row and a batch-sized buffer fewer."""
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+         helper.make_node("ArgMax", ["logits"], ["best"], axis=-1, keepdims=0)],
+        "sampler_unscaled",
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", "vocab"]),
+         helper.make_tensor_value_info("best", TensorProto.INT64, ["batch"])],
+    )
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="infergate/models/generate.py")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, out_path)
+
+
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "examples", "models")
     os.makedirs(out, exist_ok=True)
@@ -185,5 +202,6 @@ if __name__ == "__main__":
     pixels(out)
     pixels_mean(out)
     sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler.onnx"))
+    sampler_unscaled(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler-unscaled.onnx"))
     for f in sorted(os.listdir(out)):
         print(f"{f}: {os.path.getsize(os.path.join(out, f))} bytes")

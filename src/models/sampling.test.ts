@@ -234,6 +234,19 @@ describe('Sampler (ONNX Runtime softmax + argmax)', () => {
     for (const [k, t] of allowed.entries()) expect((seen.get(t) ?? 0) / 400).toBeCloseTo(expected[k], 1);
   });
 
+  it('draws a temperature-1 row the same whether its step runs the head without the temperature (all at 1) or with it', async () => {
+    const sampler = await Sampler.create();
+    const vocab = 500;
+    const row = Float32Array.from({ length: vocab }, (_, t) => Math.sin(t * 1.7) * 3);
+    const at = (temperature: number, seed: number) => ({ sampling: { temperature, topP: 1, topK: 0, seed, logprobs: 2 }, random: seededRandom(seed) });
+    for (let seed = 1; seed <= 20; seed++) {
+      const alone = await sampler.sample(row.slice(), vocab, [at(1, seed)]); // every row at 1: the unscaled head
+      const mixed = await sampler.sample(Float32Array.from([...row, ...row]), vocab, [at(1, seed), at(0.5, 99)]);
+      expect(mixed.tokens[0]).toBe(alone.tokens[0]);
+      expect(mixed.logprobs[0]).toEqual(alone.logprobs[0]);
+    }
+  });
+
   it('applies each row its own temperature, and greedy rows take the argmax', async () => {
     const sampler = await Sampler.create();
     const rows = Float32Array.from([...logits, 5, 1, 1, 1, 1]);

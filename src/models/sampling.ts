@@ -212,7 +212,7 @@ export type SamplingRow = {
 
 /**
  * The sampling head of a replica: softmax at each row's temperature and argmax, vectorised by ONNX
- * Runtime (models/sampler.onnx; a JavaScript Math.exp loop over GPT-2's 50257 tokens costs ~1 ms a row).
+ * Runtime (models/sampler.onnx, and sampler-unscaled.onnx for steps all at temperature 1; a JavaScript Math.exp loop over GPT-2's 50257 tokens costs ~1 ms a row).
  */
 export class Sampler {
   /** Where ONNX Runtime writes each step's probabilities: a new 12.8 MB array per 64-row step was garbage. */
@@ -221,17 +221,21 @@ export class Sampler {
   private rowsBuffer = new Float32Array(0);
   private fewProbs = new Float32Array(0);
 
-  private constructor(private session: ort.InferenceSession) {}
+  /** `unscaled`: the same head without the temperature's Mul, for steps whose rows are all at temperature 1. */
+  private constructor(
+    private session: ort.InferenceSession,
+    private unscaled: ort.InferenceSession,
+  ) {}
 
   /**
    * `threads`: ONNX Runtime's for the softmax (0: its choice, a thread per core). The replica gives it the
    * model's own: the two never run at once, and on a GPU the cores are otherwise idle.
    */
   static async create(threads = 1): Promise<Sampler> {
-    const path = new URL('../../models/sampler.onnx', import.meta.url);
     const options: ort.InferenceSession.SessionOptions = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
     if (threads > 0) options.intraOpNumThreads = threads;
-    return new Sampler(await ort.InferenceSession.create(decodeURIComponent(path.pathname), options));
+    const open = (file: string) => ort.InferenceSession.create(decodeURIComponent(new URL(`../../models/${file}`, import.meta.url).pathname), options);
+    return new Sampler(await open('sampler.onnx'), await open('sampler-unscaled.onnx'));
   }
 
   /**
@@ -278,10 +282,11 @@ export class Sampler {
       // Every output is fetched into a reused buffer: fetching the probabilities alone (the argmax is taken
       // here) measured 10-15% fewer tokens/s through the gateway (32 streams), though not in a bare loop.
       if (this.best.length < k) this.best = new BigInt64Array(k);
-      await this.session.run(
-        { logits: new ort.Tensor('float32', input, [k, vocab]), inv_temperature: new ort.Tensor('float32', inv, [k, 1]) },
-        { probs: new ort.Tensor('float32', probs, [k, vocab]), best: new ort.Tensor('int64', this.best.subarray(0, k), [k]) },
-      );
+      const fetches = { probs: new ort.Tensor('float32', probs, [k, vocab]), best: new ort.Tensor('int64', this.best.subarray(0, k), [k]) };
+      const scores = new ort.Tensor('float32', input, [k, vocab]);
+      // All at temperature 1 (clients' default): no Mul, a pass over every row fewer.
+      if (inv.every((x) => x === 1)) await this.unscaled.run({ logits: scores }, fetches);
+      else await this.session.run({ logits: scores, inv_temperature: new ort.Tensor('float32', inv, [k, 1]) }, fetches);
     }
     const slot = new Map(drawing.map((i, j) => [i, j]));
     const fewSlot = new Map(apart.map((i, j) => [i, j]));
