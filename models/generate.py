@@ -155,33 +155,21 @@ def pixels_mean(out_dir):
     save(graph, out_dir, "pixels-mean.onnx")
 
 
-def sampler(out_path):
+def sampler(out_path, scaled=True):
     """The replica's sampling head: softmax(logits * inv_temperature) and argmax per row, vectorised by
-    ONNX Runtime (a JavaScript Math.exp loop over a 50257-token vocabulary costs ~1 ms per token)."""
+    ONNX Runtime (a JavaScript Math.exp loop over a 50257-token vocabulary costs ~1 ms per token). Unscaled:
+    for steps whose rows are all at temperature 1 (what clients send by default), no Mul — a pass over every
+    row and a batch-sized buffer fewer."""
+    inputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"])]
+    nodes = [helper.make_node("Softmax", ["scaled" if scaled else "logits"], ["probs"], axis=-1),
+             helper.make_node("ArgMax", ["logits"], ["best"], axis=-1, keepdims=0)]
+    if scaled:
+        inputs.append(helper.make_tensor_value_info("inv_temperature", TensorProto.FLOAT, ["batch", 1]))
+        nodes.insert(0, helper.make_node("Mul", ["logits", "inv_temperature"], ["scaled"]))
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["logits", "inv_temperature"], ["scaled"]),
-         helper.make_node("Softmax", ["scaled"], ["probs"], axis=-1),
-         helper.make_node("ArgMax", ["logits"], ["best"], axis=-1, keepdims=0)],
-        "sampler",
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"]),
-         helper.make_tensor_value_info("inv_temperature", TensorProto.FLOAT, ["batch", 1])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", "vocab"]),
-         helper.make_tensor_value_info("best", TensorProto.INT64, ["batch"])],
-    )
-    model = helper.make_model(graph, opset_imports=OPSET, producer_name="infergate/models/generate.py")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, out_path)
-
-
-def sampler_unscaled(out_path):
-    """The sampling head for steps whose rows are all at temperature 1 (what clients send by default): no
-    Mul, a pass over every row and a batch-sized buffer fewer."""
-    graph = helper.make_graph(
-        [helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
-         helper.make_node("ArgMax", ["logits"], ["best"], axis=-1, keepdims=0)],
-        "sampler_unscaled",
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"])],
+        nodes,
+        "sampler" if scaled else "sampler_unscaled",
+        inputs,
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", "vocab"]),
          helper.make_tensor_value_info("best", TensorProto.INT64, ["batch"])],
     )
@@ -202,6 +190,6 @@ if __name__ == "__main__":
     pixels(out)
     pixels_mean(out)
     sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler.onnx"))
-    sampler_unscaled(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler-unscaled.onnx"))
+    sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler-unscaled.onnx"), scaled=False)
     for f in sorted(os.listdir(out)):
         print(f"{f}: {os.path.getsize(os.path.join(out, f))} bytes")
