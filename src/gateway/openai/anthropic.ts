@@ -6,7 +6,7 @@ import { GatewayError } from '../../errors/index.js';
 import type { ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
-import { chatGeneration, chatPromptOf, type ToolCall, type ToolCallDelta } from './tools.js';
+import { chatGeneration, chatPromptOf, relay, type ToolCall, type ToolCallDelta } from './tools.js';
 
 // Anthropic's Messages API (POST /v1/messages), as vLLM serves it for Anthropic's SDKs and the agents built
 // on them: served the way chat completions are — `system` and the messages' blocks become chat messages,
@@ -168,15 +168,7 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
             await send('content_block_delta', { index: delta.index, delta: { type: 'input_json_delta', partial_json: delta.function.arguments } });
         }
       };
-      if (!answer) await words(''); // a text block from the start
-      for await (const piece of generation) {
-        if (!answer) await words(piece.text);
-        else {
-          const said = answer.push(piece.text);
-          if (said.calls) await calls(said.calls);
-          if (said.content !== undefined) await words(said.content);
-        }
-      }
+      await relay(generation, answer, words, calls);
       if (answer && !answer.isCalls) await words(answer.flush());
       if (open >= 0) await send('content_block_stop', { index: open });
       const result = await generation.result;

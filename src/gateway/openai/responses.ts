@@ -6,7 +6,7 @@ import { GatewayError } from '../../errors/index.js';
 import type { ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
-import { chatGeneration, type ToolCall, type ToolCallDelta } from './tools.js';
+import { chatGeneration, relay, type ToolCall, type ToolCallDelta } from './tools.js';
 
 // OpenAI's Responses API (POST /v1/responses), served the way chat completions are: the input items become
 // chat messages, `text.format` the response format, function tools the tool calls — and the answer comes
@@ -221,15 +221,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
             });
         }
       };
-      if (!answer) await words(''); // a message from the start
-      for await (const piece of generation) {
-        if (!answer) await words(piece.text);
-        else {
-          const said = answer.push(piece.text);
-          if (said.calls) await calls(said.calls);
-          if (said.content !== undefined) await words(said.content);
-        }
-      }
+      await relay(generation, answer, words, calls);
       const items = outputOf(await generation.result, all);
       if (answer?.isCalls) {
         if (items.length > 0) await close(items.length - 1, items[items.length - 1].status); // none if cut right after `[`

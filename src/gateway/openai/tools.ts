@@ -241,3 +241,25 @@ export function chatPromptOf(m: ServedModel, chat: ChatRequest): { prompt: numbe
   const gen = m.generation as NonNullable<ServedModel['generation']>;
   return { prompt: gen.tokenizer.encode(chatText(chat.messages, tools && chat.tools)), tools };
 }
+
+/**
+ * Hands a generation's pieces on as its answer reads them: words to `words` (an answer without tools is
+ * words from the start: `words('')` opens it), call deltas to `calls`. Words still held stay in `answer`.
+ */
+export async function relay(
+  pieces: AsyncIterable<{ text: string }>,
+  answer: ToolAnswer | undefined,
+  words: (text: string) => Promise<void>,
+  calls: (deltas: ToolCallDelta[]) => Promise<void>,
+): Promise<void> {
+  if (!answer) await words('');
+  for await (const piece of pieces) {
+    if (!answer) {
+      await words(piece.text);
+      continue;
+    }
+    const said = answer.push(piece.text);
+    if (said.calls) await calls(said.calls);
+    if (said.content !== undefined) await words(said.content);
+  }
+}
