@@ -5,6 +5,8 @@
     /usr/bin/python3 models/gpt.py small /tmp/gpt2-small.onnx              # GPT-2 small dims, for the GPU bench
     /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt-kv16.onnx --kv fp16   # the cache in FP16
     /usr/bin/python3 models/gpt.py small /tmp/gpt2-hf.onnx --no-logits-to-keep          # Hugging Face's inputs only
+    /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-embed.onnx --encoder      # a text encoder: /v1/embeddings
+    /usr/bin/python3 models/gpt.py mini  /tmp/mini-embed.onnx --encoder                 # all-MiniLM-L6-v2's dims, for bench:embeddings
 
 Inputs:  input_ids INT64 [batch, seq], position_ids INT64 [batch, seq], attention_mask INT64 [batch, past+seq],
          past_key_values.{i}.key / .value FP32 [batch, heads, past, head_dim],
@@ -13,6 +15,9 @@ Outputs: logits FP32 [batch, seq or logits_to_keep, vocab], present.{i}.key / .v
          new_key_values.{i}.key / .value FP32 [batch, heads, seq, head_dim] (this step's only; optional for infergate)
 With --kv fp16 the past, present and new_key_values tensors are FLOAT16 (the arithmetic stays FP32, cast at
 the edges): the cache the caller keeps and sends with every decode step is half the bytes.
+--encoder builds a BERT-shaped encoder from the same blocks instead (bidirectional attention, no cache):
+input_ids, attention_mask INT64 [batch, seq] in, last_hidden_state FP32 [batch, seq, n_embd] out (the layout of
+Optimum's feature-extraction exports), metadata pooling=mean.
 The vocabulary is GPT-2's 50257 tokens, so the real GPT-2 tokenizer (gpt-tokenizer) drives it.
 Only Debian's python3-onnx and python3-numpy are needed.
 """
@@ -24,34 +29,85 @@ from onnx import TensorProto, helper, numpy_helper
 
 SIZES = {
     "tiny": dict(n_embd=32, n_layer=2, n_head=2, n_ctx=512),
+    "mini": dict(n_embd=384, n_layer=6, n_head=12, n_ctx=512),  # all-MiniLM-L6-v2's dimensions (with --encoder)
     "small": dict(n_embd=768, n_layer=12, n_head=12, n_ctx=1024),
 }
 VOCAB = 50257
 
 
+class Graph:
+    """Nodes and seeded random initializers of one graph, built up by name."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.inits, self.nodes = [], []
+
+    def init(self, name, array):
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def w(self, name, shape, std=0.02):
+        return self.init(name, (self.rng.standard_normal(shape) * std).astype(np.float32))
+
+    def const(self, name, values, dtype=np.int64):
+        """A constant, made once per name (layers share theirs)."""
+        if any(t.name == name for t in self.inits):
+            return name
+        return self.init(name, np.array(values, dtype=dtype))
+
+    def node(self, op, inputs, name, **attrs):
+        self.nodes.append(helper.make_node(op, inputs, [name], **attrs))
+        return name
+
+    def layer_norm(self, x, name, n_embd):
+        ones, zeros = np.ones(n_embd, np.float32), np.zeros(n_embd, np.float32)
+        return self.node("LayerNormalization", [x, self.init(name + "_g", ones), self.init(name + "_b", zeros)], name, axis=-1, epsilon=1e-5)
+
+    def linear(self, x, p, name, n_in, n_out, out=None):
+        mm = self.node("MatMul", [x, self.w(p + "w_" + name, [n_in, n_out])], p + name + "_mm")
+        return self.node("Add", [mm, self.init(p + "b_" + name, np.zeros(n_out, np.float32))], out or p + name)
+
+    def token_embedding(self, n_embd):
+        # The biggest tensor (vocab x n_embd): stored as FP16 to halve the file, used as FP32.
+        wte16 = self.init("wte16", (self.rng.standard_normal((VOCAB, n_embd)) * 0.02).astype(np.float16))
+        return self.node("Cast", [wte16], "wte", to=TensorProto.FLOAT)
+
+    def qkv_heads(self, h, p, n_embd, n_head):
+        """The layer's queries, keys and values, each [batch, heads, seq, head_dim]."""
+        qkv = self.linear(self.layer_norm(h, p + "ln1", n_embd), p, "qkv", n_embd, 3 * n_embd)
+        self.nodes.append(helper.make_node("Split", [qkv, self.const("split3", [n_embd] * 3)], [p + "q", p + "k", p + "v"], axis=-1))
+        heads_shape = self.const("heads_shape", [0, 0, n_head, n_embd // n_head])
+        return [self.node("Transpose", [self.node("Reshape", [x, heads_shape], x + "_r")], x + "_t", perm=[0, 2, 1, 3]) for x in (p + "q", p + "k", p + "v")]
+
+    def attend(self, h, q, k, v, bias, p, n_embd, n_head):
+        """h + the attention of q over k/v (bias: 0 where a query may look, -1e9 elsewhere) and its projection."""
+        scale = self.const("scale", 1.0 / np.sqrt(n_embd // n_head), np.float32)
+        scores = self.node("Mul", [self.node("MatMul", [q, self.node("Transpose", [k], p + "k_T", perm=[0, 1, 3, 2])], p + "qk"), scale], p + "scores")
+        probs = self.node("Softmax", [self.node("Add", [scores, bias], p + "masked")], p + "probs", axis=-1)
+        ctx = self.node("Transpose", [self.node("MatMul", [probs, v], p + "ctx")], p + "ctx_t", perm=[0, 2, 1, 3])
+        merged = self.node("Reshape", [ctx, self.const("merge_shape", [0, 0, n_embd])], p + "ctx_m")
+        return self.node("Add", [h, self.linear(merged, p, "o", n_embd, n_embd, p + "attn")], p + "h_attn")
+
+    def feed_forward(self, h, p, n_embd):
+        """h + the MLP of its layer norm (GELU, exact: 0.5 * x * (1 + erf(x / sqrt 2)))."""
+        f = self.linear(self.layer_norm(h, p + "ln2", n_embd), p, "fc", n_embd, 4 * n_embd)
+        erf = self.node("Erf", [self.node("Mul", [f, self.const(p + "rsqrt2", 1 / np.sqrt(2), np.float32)], p + "fc_s")], p + "erf")
+        gelu = self.node("Mul", [self.node("Mul", [f, self.const(p + "half", 0.5, np.float32)], p + "fc_h"), self.node("Add", [erf, self.const(p + "onef", 1.0, np.float32)], p + "erf1")], p + "gelu")
+        return self.node("Add", [h, self.linear(gelu, p, "proj", 4 * n_embd, n_embd)], p + "h_out")
+
+    def model(self, name, inputs, outputs, props):
+        model = helper.make_model(helper.make_graph(self.nodes, name, inputs, outputs, self.inits), opset_imports=[helper.make_opsetid("", 17)], producer_name="infergate/models/gpt.py")
+        model.ir_version = 8
+        helper.set_model_props(model, {k: str(v) for k, v in props.items()})
+        return model
+
+
 def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, logits_to_keep=True, seed=20261122):
-    rng = np.random.default_rng(seed)
+    g = Graph(seed)
+    node, const = g.node, g.const
     head_dim = n_embd // n_head
-    inits, nodes = [], []
-
-    def init(name, array):
-        inits.append(numpy_helper.from_array(array, name))
-        return name
-
-    def w(name, shape, std=0.02):
-        return init(name, (rng.standard_normal(shape) * std).astype(np.float32))
-
-    def const(name, values, dtype=np.int64):
-        return init(name, np.array(values, dtype=dtype))
-
-    def node(op, inputs, name, **attrs):
-        nodes.append(helper.make_node(op, inputs, [name], **attrs))
-        return name
-
-    # The token embedding is the biggest tensor (vocab x n_embd): stored as FP16 to halve the file, used as FP32.
-    wte16 = init("wte16", (rng.standard_normal((VOCAB, n_embd)) * 0.02).astype(np.float16))
-    wte = node("Cast", [wte16], "wte", to=TensorProto.FLOAT)
-    wpe = w("wpe", [n_ctx, n_embd], 0.01)
+    wte = g.token_embedding(n_embd)
+    wpe = g.w("wpe", [n_ctx, n_embd], 0.01)
     h = node("Add", [node("Gather", [wte, "input_ids"], "tok_emb"), node("Gather", [wpe, "position_ids"], "pos_emb")], "h0")
 
     # Additive attention bias [batch, 1, seq, past+seq]: 0 where a query may look (causal and not padding), -1e9 elsewhere.
@@ -65,10 +121,10 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, logits_to_keep=T
     keep = node("Cast", [node("Unsqueeze", ["attention_mask", const("ax12", [1, 2])], "mask4")], "mask_bool", to=TensorProto.BOOL)
     allowed = node("And", [causal, keep], "allowed")
     bias = node("Where", [allowed, const("zero_f", 0.0, np.float32), const("neg_f", -1e9, np.float32)], "attn_bias")
-    scale = const("scale", 1.0 / np.sqrt(head_dim), np.float32)
-    heads_shape = const("heads_shape", [0, 0, n_head, head_dim])
-    merge_shape = const("merge_shape", [0, 0, n_embd])
-    split = const("split3", [n_embd, n_embd, n_embd])
+    const("scale", 1.0 / np.sqrt(head_dim), np.float32)
+    const("heads_shape", [0, 0, n_head, head_dim])
+    const("merge_shape", [0, 0, n_embd])
+    const("split3", [n_embd, n_embd, n_embd])
 
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
@@ -85,47 +141,51 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, logits_to_keep=T
         # whole present, and saves copying every sequence's cache back from the GPU each step.
         outputs += [helper.make_tensor_value_info(f"new_key_values.{i}.{part}", kv, ["batch", n_head, "seq", head_dim]) for part in ("key", "value")]
 
-        a = node("LayerNormalization", [h, init(p + "ln1_g", np.ones(n_embd, np.float32)), init(p + "ln1_b", np.zeros(n_embd, np.float32))], p + "ln1", axis=-1, epsilon=1e-5)
-        qkv = node("Add", [node("MatMul", [a, w(p + "w_qkv", [n_embd, 3 * n_embd])], p + "qkv_mm"), init(p + "b_qkv", np.zeros(3 * n_embd, np.float32))], p + "qkv")
-        nodes.append(helper.make_node("Split", [qkv, split], [p + "q", p + "k", p + "v"], axis=-1))
-        to_heads = lambda x: node("Transpose", [node("Reshape", [x, heads_shape], x + "_r")], x + "_t", perm=[0, 2, 1, 3])
-        q, k, v = to_heads(p + "q"), to_heads(p + "k"), to_heads(p + "v")
+        q, k, v = g.qkv_heads(h, p, n_embd, n_head)
         if kv == TensorProto.FLOAT:
-            nodes.append(helper.make_node("Identity", [k], [f"new_key_values.{i}.key"]))
-            nodes.append(helper.make_node("Identity", [v], [f"new_key_values.{i}.value"]))
+            g.nodes.append(helper.make_node("Identity", [k], [f"new_key_values.{i}.key"]))
+            g.nodes.append(helper.make_node("Identity", [v], [f"new_key_values.{i}.value"]))
             k_all = node("Concat", [past_k, k], f"present.{i}.key", axis=2)
             v_all = node("Concat", [past_v, v], f"present.{i}.value", axis=2)
         else:  # the cache crosses the graph's edge in `kv`, the arithmetic stays FP32
             for part, new, past in (("key", k, past_k), ("value", v, past_v)):
-                nodes.append(helper.make_node("Cast", [new], [f"new_key_values.{i}.{part}"], to=kv))
+                g.nodes.append(helper.make_node("Cast", [new], [f"new_key_values.{i}.{part}"], to=kv))
                 joined = node("Concat", [node("Cast", [past], p + part + "_past32", to=TensorProto.FLOAT), new], p + part + "_all", axis=2)
-                nodes.append(helper.make_node("Cast", [joined], [f"present.{i}.{part}"], to=kv))
+                g.nodes.append(helper.make_node("Cast", [joined], [f"present.{i}.{part}"], to=kv))
             k_all, v_all = p + "key_all", p + "value_all"
-        scores = node("Mul", [node("MatMul", [q, node("Transpose", [k_all], p + "k_T", perm=[0, 1, 3, 2])], p + "qk"), scale], p + "scores")
-        probs = node("Softmax", [node("Add", [scores, bias], p + "masked")], p + "probs", axis=-1)
-        ctx = node("Reshape", [node("Transpose", [node("MatMul", [probs, v_all], p + "ctx")], p + "ctx_t", perm=[0, 2, 1, 3]), merge_shape], p + "ctx_m")
-        attn = node("Add", [node("MatMul", [ctx, w(p + "w_o", [n_embd, n_embd])], p + "o_mm"), init(p + "b_o", np.zeros(n_embd, np.float32))], p + "attn")
-        h = node("Add", [h, attn], p + "h_attn")
+        h = g.feed_forward(g.attend(h, q, k_all, v_all, bias, p, n_embd, n_head), p, n_embd)
 
-        m = node("LayerNormalization", [h, init(p + "ln2_g", np.ones(n_embd, np.float32)), init(p + "ln2_b", np.zeros(n_embd, np.float32))], p + "ln2", axis=-1, epsilon=1e-5)
-        f = node("Add", [node("MatMul", [m, w(p + "w_fc", [n_embd, 4 * n_embd])], p + "fc_mm"), init(p + "b_fc", np.zeros(4 * n_embd, np.float32))], p + "fc")
-        # GELU (exact): 0.5 * x * (1 + erf(x / sqrt 2))
-        erf = node("Erf", [node("Mul", [f, const(p + "rsqrt2", 1 / np.sqrt(2), np.float32)], p + "fc_s")], p + "erf")
-        gelu = node("Mul", [node("Mul", [f, const(p + "half", 0.5, np.float32)], p + "fc_h"), node("Add", [erf, const(p + "onef", 1.0, np.float32)], p + "erf1")], p + "gelu")
-        proj = node("Add", [node("MatMul", [gelu, w(p + "w_proj", [4 * n_embd, n_embd])], p + "proj_mm"), init(p + "b_proj", np.zeros(n_embd, np.float32))], p + "proj")
-        h = node("Add", [h, proj], p + "h_out")
-
-    hf = node("LayerNormalization", [h, init("lnf_g", np.ones(n_embd, np.float32)), init("lnf_b", np.zeros(n_embd, np.float32))], "lnf", axis=-1, epsilon=1e-5)
+    hf = g.layer_norm(h, "lnf", n_embd)
     # A prefill needs only the last position's logits, and over a 50257-token vocabulary computing and
     # writing every position's is most of a small model's prefill: keep the last `logits_to_keep` (0: all).
     if logits_to_keep:
         hf = node("Slice", [hf, node("Neg", ["logits_to_keep"], "keep_from"), const("keep_to", [2**62]), const("keep_axis", [1])], "lnf_kept")
     node("MatMul", [hf, node("Transpose", [wte], "wte_T", perm=[1, 0])], "logits")
-    graph = helper.make_graph(nodes, "gpt", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="infergate/models/gpt.py")
-    model.ir_version = 8
-    helper.set_model_props(model, {k: str(v) for k, v in dict(n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_ctx=n_ctx, vocab=VOCAB, tokenizer="gpt2").items()})
-    return model
+    return g.model("gpt", inputs, outputs, dict(n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_ctx=n_ctx, vocab=VOCAB, tokenizer="gpt2"))
+
+
+def build_encoder(n_embd, n_layer, n_head, n_ctx, seed=20261123, pooling="mean"):
+    """A BERT-shaped text encoder (bidirectional attention over the unpadded positions) for /v1/embeddings."""
+    g = Graph(seed)
+    node, const = g.node, g.const
+    wte = g.token_embedding(n_embd)
+    wpe = g.w("wpe", [n_ctx, n_embd], 0.01)
+    seq_len = node("Squeeze", [node("Shape", ["input_ids"], "seq_shape", start=1, end=2)], "seq_len")
+    positions = node("Range", [const("zero", 0), seq_len, const("one", 1)], "positions")
+    h = node("Add", [node("Gather", [wte, "input_ids"], "tok_emb"), node("Gather", [wpe, positions], "pos_emb")], "h0")
+    # Additive attention bias [batch, 1, 1, seq]: every position looks at every unpadded one, so a text's
+    # embedding does not depend on what it is batched with (padding is masked out, not attended to).
+    keep = node("Cast", [node("Unsqueeze", ["attention_mask", const("ax12", [1, 2])], "mask4")], "mask_bool", to=TensorProto.BOOL)
+    bias = node("Where", [keep, const("zero_f", 0.0, np.float32), const("neg_f", -1e9, np.float32)], "attn_bias")
+    for i in range(n_layer):
+        p = f"l{i}_"
+        q, k, v = g.qkv_heads(h, p, n_embd, n_head)
+        h = g.feed_forward(g.attend(h, q, k, v, bias, p, n_embd, n_head), p, n_embd)
+    g.nodes.append(helper.make_node("LayerNormalization", [h, g.init("lnf_g", np.ones(n_embd, np.float32)), g.init("lnf_b", np.zeros(n_embd, np.float32))], ["last_hidden_state"], axis=-1, epsilon=1e-5))
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"]) for name in ("input_ids", "attention_mask")]
+    outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", n_embd])]
+    props = dict(n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_ctx=n_ctx, vocab=VOCAB, tokenizer="gpt2", pooling=pooling)
+    return g.model("encoder", inputs, outputs, props)
 
 
 if __name__ == "__main__":
@@ -134,11 +194,15 @@ if __name__ == "__main__":
     args.add_argument("out")
     args.add_argument("--kv", choices=["fp32", "fp16"], default="fp32", help="the KV cache's element type")
     args.add_argument("--no-logits-to-keep", action="store_true", help="no logits_to_keep input: every position's logits, always")
+    args.add_argument("--encoder", action="store_true", help="a text encoder (last_hidden_state) for embeddings instead")
     a = args.parse_args()
     size, out = a.size, a.out
     kv = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}[a.kv]
-    model = build(**SIZES[size], kv=kv, logits_to_keep=not a.no_logits_to_keep)
-    if size == "tiny":
+    if a.encoder:
+        model = build_encoder(**SIZES[size])
+    else:
+        model = build(**SIZES[size], kv=kv, logits_to_keep=not a.no_logits_to_keep)
+    if size != "small":
         onnx.checker.check_model(model)
         onnx.save(model, out)
     else:  # over 2 GB of protobuf is not allowed: keep the weights beside the graph

@@ -27,7 +27,17 @@ import {
   rateLimit,
   type ServedModel,
 } from './gateway/index.js';
-import { generativeSpec, loadTokenizer, type ModelSignature, PREFIX_BLOCK, readSignature } from './models/index.js';
+import {
+  type EmbeddingSpec,
+  embeddingPadding,
+  embeddingSpec,
+  generativeSpec,
+  loadTokenizer,
+  type ModelSignature,
+  PREFIX_BLOCK,
+  readSignature,
+  type Tokenizer,
+} from './models/index.js';
 import { measureModel, observePools, Telemetry } from './telemetry/index.js';
 import { VERSION } from './version.js';
 
@@ -67,6 +77,26 @@ async function loadLabels(config: Config): Promise<Map<string, string[]>> {
     }
   }
   return labels;
+}
+
+/** What /v1/embeddings needs of a text encoder; none (with a warning) if its tokenizer is not bundled. */
+async function servedEmbedding(name: string, spec: EmbeddingSpec, model: ModelConfig, log: Logger): Promise<ServedModel['embedding']> {
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = await loadTokenizer(spec.tokenizer);
+  } catch (err) {
+    log.warn({ model: name }, `not served at /v1/embeddings: ${(err as Error).message}`);
+    return undefined;
+  }
+  return {
+    spec,
+    tokenizer,
+    context: spec.context ?? 512,
+    vocab: spec.vocab ?? tokenizer.size,
+    dimensions: spec.dimensions,
+    pooling: model.embeddings?.pooling ?? spec.pooling ?? 'mean',
+    normalize: model.embeddings?.normalize ?? true,
+  };
 }
 
 function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSignature): void {
@@ -142,6 +172,9 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);
     // every other model the dynamic batcher (max_batch_size rows per batch).
     const generative = generativeSpec(signature);
+    // A text encoder is a tensor model with /v1/embeddings in front: texts of any length share its batches.
+    const embedding = generative ? null : embeddingSpec(signature);
+    if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
     if (signature.batchAxis === null && b.max_batch_size > 1 && !generative) {
       log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
     }
@@ -179,7 +212,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
           waitMs: b.wait_ms,
           maxQueueSize: b.max_queue_size,
           timeoutMs: b.timeout_ms,
-          pad: b.pad,
+          pad: embedding ? { ...embeddingPadding(embedding), ...b.pad } : b.pad,
           batchSizes,
         });
     const scheduler = generative
@@ -251,6 +284,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
               vocab: generative.vocab,
             }
           : undefined,
+      embedding: embedding ? await servedEmbedding(name, embedding, model, log) : undefined,
       stats: () => queue.stats(),
       statistics: () => queue.statistics.toTriton(name),
       queue,

@@ -128,6 +128,16 @@ export const modelSchema = z
      * prompt starting the same way (a system prompt, earlier turns) computes only the rest; 0 turns it off. @default 256
      */
     prefix_cache_mb: z.number().min(0).default(256),
+    /** Text encoders (served at /v1/embeddings): how a text's per-token outputs become one vector. */
+    embeddings: z
+      .object({
+        /** mean over the text's tokens, the first token's (cls) or the last's. @default the model's metadata `pooling`, else mean */
+        pooling: z.enum(['mean', 'cls', 'last']).optional(),
+        /** Scale every embedding to length 1 (cosine similarity is then a dot product). @default true */
+        normalize: z.boolean().default(true),
+      })
+      .strict()
+      .optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })
@@ -255,8 +265,8 @@ export const endpointSchema = z
     /** The public path, e.g. /classify. */
     path: z.string().regex(/^\/[A-Za-z0-9._~/-]*$/, 'expected a path like /classify'),
     model: z.string().min(1),
-    /** kserve: POST is infer (KServe v2 body), GET is metadata. openai-chat / -completions / -responses: that OpenAI route, model fixed. */
-    protocol: z.enum(['kserve', 'openai-chat', 'openai-completions', 'openai-responses', 'anthropic-messages']).default('kserve'),
+    /** kserve: POST is infer (KServe v2 body), GET is metadata. openai-chat / -completions / -responses / -embeddings, anthropic-messages: that route, model fixed. */
+    protocol: z.enum(['kserve', 'openai-chat', 'openai-completions', 'openai-responses', 'openai-embeddings', 'anthropic-messages']).default('kserve'),
     /** @default auth.default */
     auth: policy.optional(),
     /** Required under jwt. @default [] */

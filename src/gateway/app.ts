@@ -10,7 +10,8 @@ import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
 import { anthropicError } from './openai/anthropic.js';
-import { chat, completions, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
+import { embeddingModelOf } from './openai/embeddings.js';
+import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
 
@@ -18,7 +19,7 @@ import { wsRoutes } from './ws.js';
 export type EndpointRoute = {
   path: string;
   model: string;
-  protocol: 'kserve' | 'openai-chat' | 'openai-completions' | 'openai-responses' | 'anthropic-messages';
+  protocol: 'kserve' | 'openai-chat' | 'openai-completions' | 'openai-responses' | 'openai-embeddings' | 'anthropic-messages';
   guard: MiddlewareHandler<GatewayEnv>[];
   maxBodyBytes?: number;
 };
@@ -91,6 +92,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     if (e.protocol === 'kserve') {
       app.post(e.path, (c) => infer(c, model(), limit, regions));
       app.get(e.path, (c) => c.json(metadata(model())));
+    } else if (e.protocol === 'openai-embeddings') {
+      app.post(e.path, (c) => embeddingsRoute(c, embeddingModelOf(opts.models), limit, e.model));
     } else {
       const handler = { 'openai-chat': chat, 'openai-completions': completions, 'openai-responses': responsesRoute, 'anthropic-messages': messagesRoute }[
         e.protocol

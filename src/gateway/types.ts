@@ -1,5 +1,5 @@
 import type { GenerateHooks, GenerateRequest, GenerateResult, SubmitOptions, Submitted, TritonModelStat } from '../batcher/index.js';
-import type { ModelSignature, Tokenizer } from '../models/index.js';
+import type { EmbeddingSpec, ModelSignature, Pooling, Tokenizer } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
 /** What the gateway needs of a served model: its signature, a way in, and how it is doing. */
@@ -21,6 +21,17 @@ export interface ServedModel {
     tokenizer: Tokenizer;
     context: number;
     vocab: number;
+  };
+  /** Text encoders (/v1/embeddings, through `batcher`): the tokenizer, the longest input and vocabulary in tokens, the pooling. */
+  embedding?: {
+    spec: EmbeddingSpec;
+    tokenizer: Tokenizer;
+    context: number;
+    vocab: number;
+    /** Length of the model's embeddings, if its output says. */
+    dimensions?: number;
+    pooling: Pooling;
+    normalize: boolean;
   };
   /** Queue and throughput counters, as /v2/models/{m}/stats shows them. */
   stats(): object;

@@ -17,4 +17,5 @@ export const gpt2: Tokenizer = {
     return typeof b === 'string' ? utf8.encode(b) : b;
   },
   eos: encode(EndOfText, { allowedSpecial: new Set([EndOfText]) })[0],
+  size: 50257,
 };

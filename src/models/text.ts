@@ -5,6 +5,8 @@ export type Tokenizer = {
   bytes(token: number): Uint8Array;
   /** The end-of-text token: generating it finishes a sequence. */
   eos: number;
+  /** How many tokens it has (ids 0 to size - 1). */
+  size: number;
 };
 
 export function decode(tokenizer: Tokenizer, tokens: number[]): string {

@@ -6,6 +6,7 @@ import { decode, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
+import { embeddingModelOf, embeddings, embeddingsSchema } from './embeddings.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { responses, responsesSchema } from './responses.js';
@@ -18,22 +19,32 @@ export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyB
 export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const created = Math.floor(Date.now() / 1000);
-  const generative = () => [...models.values()].filter((m) => m.generation);
+  // Models OpenAI's clients may name: generative ones and text encoders.
+  const openaiModels = () => [...models.values()].filter((m) => m.generation || m.embedding);
   // vLLM's fields too: the context length clients (LiteLLM, evaluation harnesses) read from the list.
-  const listed = (m: ServedModel) => ({ id: m.name, object: 'model', created, owned_by: 'infergate', root: m.name, max_model_len: m.generation?.context });
+  const listed = (m: ServedModel) => ({
+    id: m.name,
+    object: 'model',
+    created,
+    owned_by: 'infergate',
+    root: m.name,
+    max_model_len: (m.generation ?? m.embedding)?.context,
+  });
 
   const model = generativeModelOf(models);
-  app.get('/v1/models', (c) => c.json({ object: 'list', data: generative().map(listed) }));
+  const text = textModelOf(models);
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: openaiModels().map(listed) }));
   app.get('/v1/models/:model', (c) => {
     // A tensor model here is KServe v1's model status (the same path), as KServe's v1 clients read it.
     const tensor = models.get(c.req.param('model'));
-    if (tensor && !tensor.generation) return c.json({ name: tensor.name, ready: tensor.isReady() }, tensor.isReady() ? 200 : 503);
-    return c.json(listed(model(c.req.param('model'))));
+    if (tensor && !tensor.generation && !tensor.embedding) return c.json({ name: tensor.name, ready: tensor.isReady() }, tensor.isReady() ? 200 : 503);
+    return c.json(listed(text(c.req.param('model')).model));
   });
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
   app.post('/v1/responses', (c) => responsesRoute(c, model, maxBodyBytes));
   app.post('/v1/messages', (c) => messagesRoute(c, model, maxBodyBytes));
+  app.post('/v1/embeddings', (c) => embeddingsRoute(c, embeddingModelOf(models), maxBodyBytes));
   app.post('/v1/messages/count_tokens', async (c) => {
     const req = parseBody(countTokensSchema, await json(c, maxBodyBytes));
     return countTokens(c, model(req.model), req);
@@ -41,7 +52,7 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   // vLLM's token counting: what a prompt (or chat) costs in tokens, and text back from tokens.
   app.post('/tokenize', async (c) => {
     const req = parseBody(tokenizeSchema, await json(c, maxBodyBytes));
-    const gen = model(req.model).generation as NonNullable<ServedModel['generation']>;
+    const gen = text(req.model);
     // As chat lays the prompt out: tools listed unless tool_choice is "none" (auto, their default, lists them).
     const listsTools = 'messages' in req && (req.tools?.length ?? 0) > 0 && req.tool_choice !== 'none';
     const tokens = gen.tokenizer.encode('prompt' in req ? req.prompt : chatText(req.messages, listsTools ? req.tools : undefined));
@@ -49,7 +60,7 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   });
   app.post('/detokenize', async (c) => {
     const req = parseBody(detokenizeSchema, await json(c, maxBodyBytes));
-    const gen = model(req.model).generation as NonNullable<ServedModel['generation']>;
+    const gen = text(req.model);
     const outside = req.tokens.find((t) => t >= gen.vocab);
     if (outside !== undefined) throw badInput(`token ${outside} is not in the model's vocabulary (${gen.vocab} tokens)`, 'tokens', 'invalid_request_error');
     return c.json({ prompt: decode(gen.tokenizer, req.tokens) });
@@ -72,6 +83,23 @@ export function generativeModelOf(models: ReadonlyMap<string, ServedModel>): (na
       },
     );
   };
+}
+
+/** A model that takes text (generative or an encoder), with its tokenizer, context and vocabulary; else 404. */
+function textModelOf(models: ReadonlyMap<string, ServedModel>): (name: string) => { model: ServedModel; tokenizer: Tokenizer; context: number; vocab: number } {
+  return (name) => {
+    const m = models.get(name);
+    const text = m?.generation ?? m?.embedding;
+    if (m && text) return { model: m, tokenizer: text.tokenizer, context: text.context, vocab: text.vocab };
+    const known = [...models.values()].filter((t) => t.generation || t.embedding).map((t) => t.name);
+    throw new GatewayError(404, 'model_not_found', `The model \`${name}\` does not exist or takes no text (these do: ${known.join(', ')})`, { param: 'model' });
+  };
+}
+
+/** POST /v1/embeddings (and openai-embeddings endpoints, with `fixedModel`). */
+export async function embeddingsRoute(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
+  const req = parseBody(embeddingsSchema, await json(c, maxBodyBytes, fixedModel));
+  return embeddings(c, model(req.model), req);
 }
 
 type Kind = 'text_completion' | 'chat.completion';

@@ -176,11 +176,9 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   const issue = result.error.issues[0];
   const param = issue.path.map(String).join('.') || undefined;
   const detail = issue.message.replace(/^(Invalid input|Too small|Too big): /, '');
+  // Missing, whichever check failed first (a union reports "no option matched", not "required").
+  const given = issue.path.reduce<unknown>((v, key) => (v === null || typeof v !== 'object' ? undefined : (v as Record<PropertyKey, unknown>)[key]), body);
   const message =
-    issue.code === 'invalid_type' && issue.input === undefined
-      ? `missing required parameter: ${param}`
-      : param && !detail.startsWith(param)
-        ? `${param}: ${detail}`
-        : detail;
+    issue.path.length > 0 && given === undefined ? `missing required parameter: ${param}` : param && !detail.startsWith(param) ? `${param}: ${detail}` : detail;
   throw badInput(message, param, 'invalid_request_error');
 }
