@@ -13,5 +13,5 @@ export {
   type StepReplica,
   type TokenLogprobs,
 } from './generation.js';
-export { groupKey, type PadRule, splitOutputs, stackInputs } from './stack.js';
+export { groupKey, lengthBucket, type PadRule, splitOutputs, stackInputs } from './stack.js';
 export { type DurationStat, ModelStatistics, type TritonModelStat } from './statistics.js';

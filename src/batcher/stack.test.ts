@@ -30,6 +30,16 @@ describe('stacking a batch', () => {
     expect(groupKey(f32([1, 2], [0, 0]), { x: { axes: [1], value: 0 } })).toBe(groupKey(f32([1, 3], [0, 0, 0]), { x: { axes: [1], value: 0 } }));
   });
 
+  it('batches padded lengths within a power of two (up to 16 together), or any lengths with buckets off', () => {
+    const key = (length: number, buckets?: boolean) => groupKey(f32([1, length], new Array(length).fill(0)), { x: { axes: [1], value: 0, buckets } });
+    expect(key(1)).toBe(key(16));
+    expect(key(16)).not.toBe(key(17));
+    expect(key(17)).toBe(key(32));
+    expect(key(33)).toBe(key(64));
+    expect(key(64)).not.toBe(key(65));
+    expect(key(10, false)).toBe(key(300, false));
+  });
+
   it('splits outputs back exactly, by rows', () => {
     const out = { y: { dtype: 'FP32' as const, shape: [3, 2], data: Float32Array.from([1, 2, 3, 4, 5, 6]) } };
     const [a, b] = splitOutputs(out, [1, 2]);

@@ -14,6 +14,11 @@ const padding = z
     axes: z.array(z.number().int().positive()).min(1),
     /** @default 0 */
     value: z.number().default(0),
+    /**
+     * Requests batch only with others whose padded lengths fall in the same power-of-two range (up to 16
+     * together), so none is padded to more than twice its size; false: any lengths share a batch. @default true
+     */
+    buckets: z.boolean().default(true),
   })
   .strict();
 

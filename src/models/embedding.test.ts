@@ -47,9 +47,9 @@ describe('embeddingSpec', () => {
       context: 256,
     });
     expect(embeddingPadding(embeddingSpec(sig) as never)).toEqual({
-      input_ids: { axes: [1], value: 0 },
-      attention_mask: { axes: [1], value: 0 },
-      token_type_ids: { axes: [1], value: 0 },
+      input_ids: { axes: [1], value: 0, buckets: true },
+      attention_mask: { axes: [1], value: 0, buckets: true },
+      token_type_ids: { axes: [1], value: 0, buckets: true },
     });
   });
 });

@@ -112,7 +112,7 @@ export function embeddingOf(
 }
 
 /** Texts of different lengths share a batch: their token inputs are zero-padded along the sequence (masked out). */
-export function embeddingPadding(spec: EmbeddingSpec): Record<string, { axes: number[]; value: number }> {
+export function embeddingPadding(spec: EmbeddingSpec): Record<string, { axes: number[]; value: number; buckets: boolean }> {
   const names = [spec.ids, spec.mask, spec.typeIds].filter((n): n is string => n !== undefined);
-  return Object.fromEntries(names.map((n) => [n, { axes: [1], value: 0 }]));
+  return Object.fromEntries(names.map((n) => [n, { axes: [1], value: 0, buckets: true }]));
 }
