@@ -1,10 +1,10 @@
 /**
  * /v1/embeddings on CPU: embeddings/s and latency with concurrent single-text clients, the dynamic batcher
- * (max_batch_size 32, texts of different lengths padded together) vs one text per run (max_batch_size 1),
+ * (max_batch_size 32; texts of one power-of-two length bucket padded together) vs one text per run (max_batch_size 1),
  * side by side in one run on one gateway. Texts are a mix of short queries (8-24 tokens, 80%) and passages
  * (128-256 tokens, 20%). The encoder has all-MiniLM-L6-v2's dimensions (random weights, models/gpt.py mini
  * --encoder, built into bench/.models/ on first use).
- * Writes bench/results/embeddings-cpu.{json,md}.   npm run bench:embeddings [-- --seconds 10 --clients 1,32]
+ * Writes bench/results/embeddings-cpu.{json,md}.   npm run bench:embeddings [-- --seconds 10 --clients 1,32 --max-batch 32]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -21,8 +21,15 @@ const device = flag('device', 'cpu');
 const outName = flag('name', 'embeddings-cpu');
 const outDir = resolve(flag('out', join(ROOT, 'bench/results')));
 const modelPath = resolve(flag('model', join(ROOT, 'bench/.models/mini-embed.onnx')));
+const maxBatch = Number(flag('max-batch', '32'));
 const variants: Record<string, object> = {
-  batched: { max_batch_size: 32, wait_ms: 2 },
+  batched: { max_batch_size: maxBatch, wait_ms: 2 },
+  // What batching did before length buckets: any lengths together, each padded to the batch's longest.
+  'batched-any-length': {
+    max_batch_size: maxBatch,
+    wait_ms: 2,
+    pad: { input_ids: { axes: [1], buckets: false }, attention_mask: { axes: [1], buckets: false } },
+  },
   unbatched: { max_batch_size: 1 },
 };
 
@@ -105,8 +112,9 @@ async function main() {
 ${m.cpu}, ${m.cores} cores, Node ${m.node}. ${m.date}
 
 ${name} on ${device}${device === 'cpu' ? ' (2 ONNX Runtime threads)' : ''}. Each client POSTs one text at a time to \`/v1/embeddings\` for ${seconds} s;
-texts are 80% queries of 8-24 tokens and 20% passages of 128-256 (mean ${meanTokens} tokens). batched: \`max_batch_size: 32, wait_ms: 2\`
-(texts of different lengths share a batch, zero-padded to the longest and masked); unbatched: \`max_batch_size: 1\`.
+texts are 80% queries of 8-24 tokens and 20% passages of 128-256 (mean ${meanTokens} tokens). batched: \`max_batch_size: ${maxBatch}, wait_ms: 2\`
+(texts within one power-of-two length bucket share a batch, zero-padded to the longest and masked); batched-any-length: the same
+with \`buckets: false\` (any lengths together, as before length buckets); unbatched: \`max_batch_size: 1\`.
 "mean batch" is texts per model run (Triton's inference_count / execution_count).
 
 | clients | batching | embeddings/s | p50 ms | p99 ms | mean batch | failed |

@@ -21,6 +21,8 @@
 #   gpt2-kv32  gpt2 with the KV cache in FP32
 #   gpt2-sampler1  gpt2 with the sampler's softmax on one CPU thread (the default gives it a thread per core):
 #              the `sampling` column says how much of a step drawing tokens takes
+#   embeddings /v1/embeddings with a BERT-base-sized encoder (models/gpt.py small --encoder), 1 and 64 clients,
+#              batched (length buckets) vs one text per run
 # A 10-minute device call fits about four steps at SECONDS_PER_LOAD=6; the exported models stay in
 # $MODELS while the machine is warm, so the rest can follow in a second call. A failing step is
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
@@ -28,7 +30,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1}
+STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -49,7 +51,8 @@ run_step() {
     models)
       { [ -f "$MODELS/resnet50-u8.onnx" ] || python3 bench/gpu/export.py "$MODELS"; } &&
         { [ -f "$MODELS/gpt2-small.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small.onnx"; } &&
-        { [ -f "$MODELS/gpt2-small-kv16.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small-kv16.onnx" --kv fp16; } ;;
+        { [ -f "$MODELS/gpt2-small-kv16.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small-kv16.onnx" --kv fp16; } &&
+        { [ -f "$MODELS/embed-small.onnx" ] || python3 models/gpt.py small "$MODELS/embed-small.onnx" --encoder; } ;;
     fp16) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --shape 3,224,224 --dtype FP16 --batches 32,128,256 ;;
     u8) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8 --shape 224,224,3 --dtype UINT8 --batches 32,128,256 ;;
     u8-nhwc) with_shim vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-nhwc --shape 224,224,3 --dtype UINT8 --batches 128,256 --cuda '{"prefer_nhwc":true}' ;;
@@ -63,6 +66,8 @@ run_step() {
     gpt2-sampler1) INFERGATE_SAMPLER_THREADS=1 gpt2 kv16 --name gpu-gpt2-small-sampler1 ;;
     prefill) node --import tsx bench/prefill.ts --device cuda --no-tiny --small "$MODELS/gpt2-small.onnx" --out "$OUT" --name gpu-prefill ;;
     structured) node --import tsx bench/structured.ts --device cuda --model "$MODELS/gpt2-small.onnx" --out "$OUT" --name gpu-structured ;;
+    embeddings) PYTHON=python3 node --import tsx bench/embeddings.ts --device cuda --model "$MODELS/embed-small.onnx" --clients 1,64 --max-batch 64 \
+      --seconds "$SECONDS_PER_LOAD" --out "$OUT" --name gpu-embeddings ;;
     fp32) vision --model "$MODELS/resnet50-fp32.onnx" --name resnet50-fp32 --shape 3,224,224 --dtype FP32 --batches 32,128 ;;
     *) echo "unknown step $1" >&2; return 2 ;;
   esac
