@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
+import { embeddingSpec, generativeSpec } from './models/index.js';
 import { loadSignatures, startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
@@ -48,7 +49,15 @@ program
     const signatures = await loadSignatures(config);
     for (const [name, sig] of signatures) {
       const io = (ts: typeof sig.inputs) => ts.map((t) => `${t.name} ${t.dtype} ${formatShape(t.shape)}`).join(', ');
-      console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${sig.batchAxis === 0 ? '' : ' (not batchable)'}`);
+      // How it will be served: the routes a newcomer should try first.
+      const kind = generativeSpec(sig)
+        ? ' (generative: /v1/completions, /v1/chat/completions)'
+        : embeddingSpec(sig)
+          ? ' (text encoder: /v1/embeddings)'
+          : sig.batchAxis === 0
+            ? ''
+            : ' (not batchable)';
+      console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
     console.log(`${file}: ok (${signatures.size} model${signatures.size === 1 ? '' : 's'})`);
   });

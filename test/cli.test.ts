@@ -51,7 +51,9 @@ describe('infergate validate', () => {
     const run = cli(['validate', '-c', 'examples/demo.yaml']);
     expect(await run.exited).toBe(0);
     expect(run.output()).toMatch(/mlp: x FP32 \[N, 64\] -> probs FP32 \[N, 10\]/);
-    expect(run.output()).toMatch(/ok \(4 models\)/);
+    expect(run.output()).toMatch(/tiny-embed: .* -> last_hidden_state FP32 \[batch, seq, 32\] \(text encoder: \/v1\/embeddings\)/);
+    expect(run.output()).toMatch(/tiny-gpt: .* \(generative: \/v1\/completions, \/v1\/chat\/completions\)/);
+    expect(run.output()).toMatch(/ok \(5 models\)/);
   });
 
   it('names the bad option, its value and what was expected, and exits non-zero', async () => {
