@@ -111,6 +111,19 @@ describe('POST /v1/embeddings with the openai client', () => {
     expectClose(res.data[123].embedding, (await client.embeddings.create({ model: 'tiny-embed', input: 'text number 123' })).data[0].embedding, 1e-6);
   });
 
+  it('stops computing the rest of a request whose client went away', async () => {
+    const before = await stats();
+    const aborted = new AbortController();
+    const input = Array.from({ length: 2048 }, (_, i) => `text ${i} ${'word '.repeat(i % 40)}`);
+    const request = fetch(`${gw.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify({ model: 'tiny-embed', input }), signal: aborted.signal });
+    setTimeout(() => aborted.abort(), 150);
+    await expect(request).rejects.toThrow();
+    await new Promise((r) => setTimeout(r, 300));
+    const computed = (await stats()).inference_count - before.inference_count;
+    expect(computed).toBeLessThan(2048);
+    expect((await client.embeddings.create({ model: 'tiny-embed', input: 'after' })).data).toHaveLength(1);
+  });
+
   it('serves an endpoint bound to the model, whatever the body names', async () => {
     const res = await post('/embed', { model: 'something-else', input: 'hello world', encoding_format: 'float' });
     expect(res.status).toBe(200);

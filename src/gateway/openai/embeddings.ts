@@ -74,7 +74,9 @@ export async function embeddings(c: Context<GatewayEnv>, m: ServedModel, req: Em
             normalize: e.normalize,
           });
         } catch (err) {
-          failed.abort(); // the rest of this request is not worth computing
+          // The rest of this request is not worth computing: queued inputs leave the batcher, unsent ones stay unsent.
+          queue.clear();
+          failed.abort();
           throw err;
         }
       }),
