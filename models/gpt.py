@@ -63,8 +63,8 @@ class Graph:
         ones, zeros = np.ones(n_embd, np.float32), np.zeros(n_embd, np.float32)
         return self.node("LayerNormalization", [x, self.init(name + "_g", ones), self.init(name + "_b", zeros)], name, axis=-1, epsilon=1e-5)
 
-    def linear(self, x, p, name, n_in, n_out, out=None):
-        mm = self.node("MatMul", [x, self.w(p + "w_" + name, [n_in, n_out])], p + name + "_mm")
+    def linear(self, x, p, name, n_in, n_out, out=None, std=0.02):
+        mm = self.node("MatMul", [x, self.w(p + "w_" + name, [n_in, n_out], std)], p + name + "_mm")
         return self.node("Add", [mm, self.init(p + "b_" + name, np.zeros(n_out, np.float32))], out or p + name)
 
     def token_embedding(self, n_embd):
@@ -164,9 +164,12 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, logits_to_keep=T
     return g.model("gpt", inputs, outputs, dict(n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_ctx=n_ctx, vocab=VOCAB, tokenizer="gpt2"))
 
 
-def build_encoder(n_embd, n_layer, n_head, n_ctx, seed=20261123, pooling="mean"):
-    """A BERT-shaped text encoder (bidirectional attention over the unpadded positions) for /v1/embeddings."""
-    g = Graph(seed)
+def build_encoder(n_embd, n_layer, n_head, n_ctx, seed=20261123, pooling="mean", classes=0):
+    """
+    A BERT-shaped text encoder (bidirectional attention over the unpadded positions) for /v1/embeddings; with
+    `classes`, a sequence classifier instead (a cross-encoder when 1: /v1/rerank, /v1/score).
+    """
+    g = Graph(seed + classes)
     node, const = g.node, g.const
     wte = g.token_embedding(n_embd)
     wpe = g.w("wpe", [n_ctx, n_embd], 0.01)
@@ -181,11 +184,21 @@ def build_encoder(n_embd, n_layer, n_head, n_ctx, seed=20261123, pooling="mean")
         p = f"l{i}_"
         q, k, v = g.qkv_heads(h, p, n_embd, n_head)
         h = g.feed_forward(g.attend(h, q, k, v, bias, p, n_embd, n_head), p, n_embd)
-    g.nodes.append(helper.make_node("LayerNormalization", [h, g.init("lnf_g", np.ones(n_embd, np.float32)), g.init("lnf_b", np.zeros(n_embd, np.float32))], ["last_hidden_state"], axis=-1, epsilon=1e-5))
     inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"]) for name in ("input_ids", "attention_mask")]
-    outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", n_embd])]
-    props = dict(n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_ctx=n_ctx, vocab=VOCAB, tokenizer="gpt2", pooling=pooling)
-    return g.model("encoder", inputs, outputs, props)
+    props = dict(n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_ctx=n_ctx, vocab=VOCAB, tokenizer="gpt2")
+    if not classes:
+        g.nodes.append(helper.make_node("LayerNormalization", [h, g.init("lnf_g", np.ones(n_embd, np.float32)), g.init("lnf_b", np.zeros(n_embd, np.float32))], ["last_hidden_state"], axis=-1, epsilon=1e-5))
+        outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", n_embd])]
+        return g.model("encoder", inputs, outputs, dict(props, pooling=pooling))
+    # The classifier's head: the mean of the unpadded positions' states, then a linear layer to the classes' logits.
+    hf = g.layer_norm(h, "lnf", n_embd)
+    mask = node("Unsqueeze", [node("Cast", ["attention_mask"], "mask_f", to=TensorProto.FLOAT), const("ax2", [2])], "mask3")
+    summed = node("ReduceSum", [node("Mul", [hf, mask], "masked_h"), const("ax1", [1])], "sum_h", keepdims=0)
+    counted = node("ReduceSum", [mask, const("ax1", [1])], "count", keepdims=0)
+    # Spread wider than the blocks' weights: a random model's scores should differ visibly between texts.
+    g.linear(node("Div", [summed, counted], "pooled"), "", "cls", n_embd, classes, "logits", std=1.0)
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])]
+    return g.model("classifier", inputs, outputs, props)
 
 
 if __name__ == "__main__":
@@ -195,11 +208,12 @@ if __name__ == "__main__":
     args.add_argument("--kv", choices=["fp32", "fp16"], default="fp32", help="the KV cache's element type")
     args.add_argument("--no-logits-to-keep", action="store_true", help="no logits_to_keep input: every position's logits, always")
     args.add_argument("--encoder", action="store_true", help="a text encoder (last_hidden_state) for embeddings instead")
+    args.add_argument("--classes", type=int, default=0, help="with --encoder: a sequence classifier with this many classes (1: a cross-encoder)")
     a = args.parse_args()
     size, out = a.size, a.out
     kv = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}[a.kv]
     if a.encoder:
-        model = build_encoder(**SIZES[size])
+        model = build_encoder(**SIZES[size], classes=a.classes)
     else:
         model = build(**SIZES[size], kv=kv, logits_to_keep=not a.no_logits_to_keep)
     if size != "small":

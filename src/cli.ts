@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
-import { embeddingSpec, generativeSpec } from './models/index.js';
+import { classifierSpec, embeddingSpec, generativeSpec } from './models/index.js';
 import { loadSignatures, startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
@@ -54,9 +54,11 @@ program
         ? ' (generative: /v1/completions, /v1/chat/completions)'
         : embeddingSpec(sig)
           ? ' (text encoder: /v1/embeddings)'
-          : sig.batchAxis === 0
-            ? ''
-            : ' (not batchable)';
+          : classifierSpec(sig)
+            ? ` (sequence classifier: /classify${classifierSpec(sig)?.classes === 1 ? ', /v1/rerank, /v1/score' : ''})`
+            : sig.batchAxis === 0
+              ? ''
+              : ' (not batchable)';
       console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
     console.log(`${file}: ok (${signatures.size} model${signatures.size === 1 ? '' : 's'})`);

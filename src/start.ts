@@ -28,7 +28,8 @@ import {
   type ServedModel,
 } from './gateway/index.js';
 import {
-  type EmbeddingSpec,
+  classifierSpec,
+  type EncoderInputs,
   embeddingPadding,
   embeddingSpec,
   generativeSpec,
@@ -79,24 +80,15 @@ async function loadLabels(config: Config): Promise<Map<string, string[]>> {
   return labels;
 }
 
-/** What /v1/embeddings needs of a text encoder; none (with a warning) if its tokenizer is not bundled. */
-async function servedEmbedding(name: string, spec: EmbeddingSpec, model: ModelConfig, log: Logger): Promise<ServedModel['embedding']> {
-  let tokenizer: Tokenizer;
+/** A text encoder's tokenizer and limits, for its OpenAI-style routes; none (with a warning) if its tokenizer is not bundled. */
+async function encoderText(name: string, spec: EncoderInputs, log: Logger): Promise<{ tokenizer: Tokenizer; context: number; vocab: number } | undefined> {
   try {
-    tokenizer = await loadTokenizer(spec.tokenizer);
+    const tokenizer = await loadTokenizer(spec.tokenizer);
+    return { tokenizer, context: spec.context ?? 512, vocab: spec.vocab ?? tokenizer.size };
   } catch (err) {
-    log.warn({ model: name }, `not served at /v1/embeddings: ${(err as Error).message}`);
+    log.warn({ model: name }, `served over KServe only: ${(err as Error).message}`);
     return undefined;
   }
-  return {
-    spec,
-    tokenizer,
-    context: spec.context ?? 512,
-    vocab: spec.vocab ?? tokenizer.size,
-    dimensions: spec.dimensions,
-    pooling: model.embeddings?.pooling ?? spec.pooling ?? 'mean',
-    normalize: model.embeddings?.normalize ?? true,
-  };
 }
 
 function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSignature): void {
@@ -174,6 +166,9 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     const generative = generativeSpec(signature);
     // A text encoder is a tensor model with /v1/embeddings in front: texts of any length share its batches.
     const embedding = generative ? null : embeddingSpec(signature);
+    const classifier = generative ? null : classifierSpec(signature);
+    const encoder = embedding ?? classifier;
+    const text = encoder ? await encoderText(name, encoder, log) : undefined;
     if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
     if (signature.batchAxis === null && b.max_batch_size > 1 && !generative) {
       log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
@@ -212,7 +207,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
           waitMs: b.wait_ms,
           maxQueueSize: b.max_queue_size,
           timeoutMs: b.timeout_ms,
-          pad: embedding ? { ...embeddingPadding(embedding), ...b.pad } : b.pad,
+          pad: encoder ? { ...embeddingPadding(encoder), ...b.pad } : b.pad,
           batchSizes,
         });
     const scheduler = generative
@@ -284,7 +279,17 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
               vocab: generative.vocab,
             }
           : undefined,
-      embedding: embedding ? await servedEmbedding(name, embedding, model, log) : undefined,
+      embedding:
+        embedding && text
+          ? {
+              spec: embedding,
+              ...text,
+              dimensions: embedding.dimensions,
+              pooling: model.embeddings?.pooling ?? embedding.pooling ?? 'mean',
+              normalize: model.embeddings?.normalize ?? true,
+            }
+          : undefined,
+      classifier: classifier && text ? { spec: classifier, ...text } : undefined,
       stats: () => queue.stats(),
       statistics: () => queue.statistics.toTriton(name),
       queue,

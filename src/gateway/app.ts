@@ -10,7 +10,7 @@ import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
 import { anthropicError } from './openai/anthropic.js';
-import { embeddingModelOf } from './openai/embeddings.js';
+import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
@@ -47,6 +47,9 @@ export type AppOptions = {
   cors?: { origins: '*' | string[]; maxAgeS: number };
 };
 
+/** vLLM's routes outside /v1: guarded like the built-in ones, answering OpenAI's error object. */
+const VLLM_ROUTES = ['/tokenize', '/detokenize', '/rerank', '/score', '/classify'];
+
 /** Headers a browser page may read from an answer (besides the CORS-safelisted ones). */
 const EXPOSED_HEADERS = [
   'x-request-id',
@@ -81,8 +84,11 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.use(requestId());
   app.use(observe({ telemetry, log: opts.log, windows }));
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
+  // An endpoint of the config at one of vLLM's paths (a `/classify` of one's own) is that endpoint, guarded as it says.
+  const endpointPaths = new Set((opts.endpoints ?? []).map((e) => e.path));
+  const vllmRoutes = VLLM_ROUTES.filter((p) => !endpointPaths.has(p));
   if (opts.guard?.length)
-    for (const path of ['/v2/models/*', '/v2/repository/*', '/v2/systemsharedmemory/*', '/v1/*', '/tokenize', '/detokenize', '/admin/*', '/dashboard'])
+    for (const path of ['/v2/models/*', '/v2/repository/*', '/v2/systemsharedmemory/*', '/v1/*', ...vllmRoutes, '/admin/*', '/dashboard'])
       app.use(path, ...opts.guard);
   const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;
   for (const e of opts.endpoints ?? []) {
@@ -93,7 +99,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       app.post(e.path, (c) => infer(c, model(), limit, regions));
       app.get(e.path, (c) => c.json(metadata(model())));
     } else if (e.protocol === 'openai-embeddings') {
-      app.post(e.path, (c) => embeddingsRoute(c, embeddingModelOf(opts.models), limit, e.model));
+      app.post(e.path, (c) => embeddingsRoute(c, encoderOf(opts.models, ENCODERS.embedding), limit, e.model));
     } else {
       const handler = { 'openai-chat': chat, 'openai-completions': completions, 'openai-responses': responsesRoute, 'anthropic-messages': messagesRoute }[
         e.protocol
@@ -117,10 +123,10 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     // OpenAI routes answer OpenAI's error object; KServe routes (and the rest) answer {"error": "..."}.
     const endpoint = opts.endpoints?.find((x) => x.path === c.req.path);
     const kserveV1 = /^\/v1\/models\/[^/]+:\w+$/.test(c.req.path); // KServe v1's /v1/models/{m}:predict answers KServe's errors
-    const openai = c.req.path.startsWith('/v1/') && !kserveV1;
+    const openai = (c.req.path.startsWith('/v1/') && !kserveV1) || vllmRoutes.includes(c.req.path);
     // Anthropic's Messages API answers Anthropic's error object.
     if (c.req.path.startsWith('/v1/messages') || endpoint?.protocol === 'anthropic-messages') return c.json(anthropicError(e), e.status as 400);
-    if (openai || (endpoint && endpoint.protocol !== 'kserve')) return c.json(openaiError(e).body, e.status as 400);
+    if (endpoint ? endpoint.protocol !== 'kserve' : openai) return c.json(openaiError(e).body, e.status as 400);
     return c.json({ error: e.message }, e.status as 400);
   });
   return app;

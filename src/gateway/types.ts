@@ -1,5 +1,5 @@
 import type { GenerateHooks, GenerateRequest, GenerateResult, SubmitOptions, Submitted, TritonModelStat } from '../batcher/index.js';
-import type { EmbeddingSpec, ModelSignature, Pooling, Tokenizer } from '../models/index.js';
+import type { ClassifierSpec, EmbeddingSpec, ModelSignature, Pooling, Tokenizer } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
 /** What the gateway needs of a served model: its signature, a way in, and how it is doing. */
@@ -33,6 +33,8 @@ export interface ServedModel {
     pooling: Pooling;
     normalize: boolean;
   };
+  /** Sequence classifiers (/classify; with one class, a cross-encoder: /v1/rerank, /v1/score), through `batcher`. */
+  classifier?: { spec: ClassifierSpec; tokenizer: Tokenizer; context: number; vocab: number };
   /** Queue and throughput counters, as /v2/models/{m}/stats shows them. */
   stats(): object;
   /** Triton's statistics (the same route's `model_stats`, what perf_analyzer reads). */

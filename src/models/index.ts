@@ -1,5 +1,16 @@
 export { type CudaOptions, cudaOptionsEnv } from './cuda-options.js';
-export { type EmbeddingSpec, embeddingInputs, embeddingOf, embeddingPadding, embeddingSpec, POOLINGS, type Pooling } from './embedding.js';
+export {
+  type ClassifierSpec,
+  classifierSpec,
+  type EmbeddingSpec,
+  type EncoderInputs,
+  embeddingInputs,
+  embeddingOf,
+  embeddingPadding,
+  embeddingSpec,
+  POOLINGS,
+  type Pooling,
+} from './embedding.js';
 export { type GenerativeSpec, generativeSpec } from './generative.js';
 export { FormatError, grammarFor, type JsonSchema, type ResponseFormat } from './grammar/index.js';
 export { PREFIX_BLOCK } from './prefix-cache.js';

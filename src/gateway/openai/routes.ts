@@ -6,11 +6,13 @@ import { decode, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
-import { embeddingModelOf, embeddings, embeddingsSchema } from './embeddings.js';
+import { embeddings, embeddingsSchema } from './embeddings.js';
+import { ENCODERS, encoderOf } from './encoder.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { responses, responsesSchema } from './responses.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
+import { classify, classifySchema, rerank, rerankSchema, score, scoreSchema } from './scoring.js';
 import { chatPromptOf, chatText, ToolAnswer, type ToolUse } from './tools.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
@@ -20,7 +22,7 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   const app = new Hono<GatewayEnv>();
   const created = Math.floor(Date.now() / 1000);
   // Models OpenAI's clients may name: generative ones and text encoders.
-  const openaiModels = () => [...models.values()].filter((m) => m.generation || m.embedding);
+  const openaiModels = () => [...models.values()].filter((m) => m.generation || m.embedding || m.classifier);
   // vLLM's fields too: the context length clients (LiteLLM, evaluation harnesses) read from the list.
   const listed = (m: ServedModel) => ({
     id: m.name,
@@ -28,7 +30,7 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
     created,
     owned_by: 'infergate',
     root: m.name,
-    max_model_len: (m.generation ?? m.embedding)?.context,
+    max_model_len: (m.generation ?? m.embedding ?? m.classifier)?.context,
   });
 
   const model = generativeModelOf(models);
@@ -37,14 +39,31 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   app.get('/v1/models/:model', (c) => {
     // A tensor model here is KServe v1's model status (the same path), as KServe's v1 clients read it.
     const tensor = models.get(c.req.param('model'));
-    if (tensor && !tensor.generation && !tensor.embedding) return c.json({ name: tensor.name, ready: tensor.isReady() }, tensor.isReady() ? 200 : 503);
+    if (tensor && !tensor.generation && !tensor.embedding && !tensor.classifier)
+      return c.json({ name: tensor.name, ready: tensor.isReady() }, tensor.isReady() ? 200 : 503);
     return c.json(listed(text(c.req.param('model')).model));
   });
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
   app.post('/v1/responses', (c) => responsesRoute(c, model, maxBodyBytes));
   app.post('/v1/messages', (c) => messagesRoute(c, model, maxBodyBytes));
-  app.post('/v1/embeddings', (c) => embeddingsRoute(c, embeddingModelOf(models), maxBodyBytes));
+  app.post('/v1/embeddings', (c) => embeddingsRoute(c, encoderOf(models, ENCODERS.embedding), maxBodyBytes));
+  // Cross-encoders and classifiers, by vLLM's routes (Jina's rerank API with and without /v1).
+  const crossEncoder = encoderOf(models, ENCODERS.crossEncoder);
+  for (const path of ['/v1/rerank', '/rerank'])
+    app.post(path, async (c) => {
+      const req = parseBody(rerankSchema, await json(c, maxBodyBytes));
+      return rerank(c, crossEncoder(req.model), req);
+    });
+  for (const path of ['/v1/score', '/score'])
+    app.post(path, async (c) => {
+      const req = parseBody(scoreSchema, await json(c, maxBodyBytes));
+      return score(c, crossEncoder(req.model), req);
+    });
+  app.post('/classify', async (c) => {
+    const req = parseBody(classifySchema, await json(c, maxBodyBytes));
+    return classify(c, encoderOf(models, ENCODERS.classifier)(req.model), req);
+  });
   app.post('/v1/messages/count_tokens', async (c) => {
     const req = parseBody(countTokensSchema, await json(c, maxBodyBytes));
     return countTokens(c, model(req.model), req);
@@ -89,9 +108,9 @@ export function generativeModelOf(models: ReadonlyMap<string, ServedModel>): (na
 function textModelOf(models: ReadonlyMap<string, ServedModel>): (name: string) => { model: ServedModel; tokenizer: Tokenizer; context: number; vocab: number } {
   return (name) => {
     const m = models.get(name);
-    const text = m?.generation ?? m?.embedding;
+    const text = m?.generation ?? m?.embedding ?? m?.classifier;
     if (m && text) return { model: m, tokenizer: text.tokenizer, context: text.context, vocab: text.vocab };
-    const known = [...models.values()].filter((t) => t.generation || t.embedding).map((t) => t.name);
+    const known = [...models.values()].filter((t) => t.generation || t.embedding || t.classifier).map((t) => t.name);
     throw new GatewayError(404, 'model_not_found', `The model \`${name}\` does not exist or takes no text (these do: ${known.join(', ')})`, { param: 'model' });
   };
 }

@@ -1,0 +1,84 @@
+import type { Context } from 'hono';
+import PQueue from 'p-queue';
+import { badInput, GatewayError } from '../../errors/index.js';
+import type { Tokenizer } from '../../models/index.js';
+import type { Inputs } from '../../tensor/index.js';
+import { clientSignal } from '../body.js';
+import type { GatewayEnv, ServedModel } from '../types.js';
+
+/** OpenAI's limit on inputs per embeddings request; also the most documents or pairs one scoring request takes. */
+export const MAX_INPUTS = 2048;
+
+/** What an encoder route needs of its model: tokenizer, context and vocabulary in tokens. */
+export type TextLimits = { tokenizer: Tokenizer; context: number; vocab: number };
+
+/** Models a route serves, by what they are (`what` names them in errors). */
+export const ENCODERS = {
+  embedding: { serves: (m: ServedModel) => m.embedding !== undefined, what: 'an embedding model' },
+  classifier: { serves: (m: ServedModel) => m.classifier !== undefined, what: 'a sequence classifier' },
+  crossEncoder: { serves: (m: ServedModel) => m.classifier?.spec.classes === 1, what: 'a cross-encoder (a one-class classifier)' },
+};
+
+/** A model by name that the route serves, else 404 model_not_found naming those it would. */
+export function encoderOf(models: ReadonlyMap<string, ServedModel>, { serves, what }: (typeof ENCODERS)[keyof typeof ENCODERS]): (name: string) => ServedModel {
+  return (name) => {
+    const m = models.get(name);
+    if (m && serves(m)) return m;
+    const known = [...models.values()].filter(serves).map((e) => e.name);
+    throw new GatewayError(404, 'model_not_found', `The model \`${name}\` does not exist or is not ${what} (these are: ${known.join(', ') || 'none'})`, {
+      param: 'model',
+    });
+  };
+}
+
+/** A text's tokens, checked: not empty, within the context, in the vocabulary; `param` names it in the error. */
+export function checkedTokens(limits: TextLimits, tokens: number[], param: string): number[] {
+  if (tokens.length === 0) throw badInput(`${param}: must not be empty`, param, 'invalid_request_error');
+  if (tokens.length > limits.context)
+    throw badInput(
+      `${param}: this model's maximum context length is ${limits.context} tokens, however you requested ${tokens.length} tokens`,
+      param,
+      'invalid_request_error',
+    );
+  const outside = tokens.find((t) => t >= limits.vocab);
+  if (outside !== undefined)
+    throw badInput(`${param}: token ${outside} is not in the model's vocabulary (${limits.vocab} tokens)`, param, 'invalid_request_error');
+  return tokens;
+}
+
+/**
+ * Runs every input as a request of its own through the model's dynamic batcher, so they batch with other
+ * callers' inputs, and reads each answer with `read`. At most two batches' worth are queued at a time: a
+ * request of thousands of inputs neither overflows the queue nor makes everyone behind it wait for all of it.
+ * A failure (or the client going away) stops the rest.
+ */
+export async function runEach<T>(c: Context<GatewayEnv>, m: ServedModel, inputs: Inputs[], read: (outputs: Inputs, i: number) => T): Promise<T[]> {
+  const batcher = m.batcher as NonNullable<ServedModel['batcher']>;
+  c.set('model', m.name);
+  const failed = new AbortController();
+  const signal = AbortSignal.any([clientSignal(c), failed.signal]);
+  const opts = { signal, priority: c.get('caller')?.priority, trace: c.get('span')?.spanContext() };
+  const queue = new PQueue({ concurrency: Math.max(1, 2 * m.maxBatchSize) });
+  let queueMs = 0;
+  let batchSize = 0;
+  const results = await Promise.all(
+    inputs.map((input, i) =>
+      queue.add(async () => {
+        try {
+          const result = await batcher.submit(input, opts);
+          queueMs = Math.max(queueMs, result.queueMs);
+          batchSize = Math.max(batchSize, result.batchSize);
+          return read(result.outputs, i);
+        } catch (err) {
+          // The rest is not worth computing: queued inputs leave the batcher, unsent ones stay unsent.
+          queue.clear();
+          failed.abort();
+          throw err;
+        }
+      }),
+    ),
+  );
+  c.set('queueMs', queueMs);
+  c.set('batchSize', batchSize);
+  return results;
+}
