@@ -80,6 +80,18 @@ async function loadLabels(config: Config): Promise<Map<string, string[]>> {
   return labels;
 }
 
+/** Every tokenizer the config names loads (a bad path is a config error, before anything starts). */
+async function checkTokenizers(config: Config): Promise<void> {
+  for (const [name, { tokenizer }] of Object.entries(config.models)) {
+    if (!tokenizer) continue;
+    try {
+      await loadTokenizer(tokenizer);
+    } catch (err) {
+      throw new ConfigError(`models.${name}.tokenizer: cannot load a Hugging Face tokenizer from ${tokenizer}: ${(err as Error).message}`);
+    }
+  }
+}
+
 /** A text encoder's tokenizer and limits, for its OpenAI-style routes; none (with a warning) if its tokenizer is not bundled. */
 async function encoderText(name: string, spec: EncoderInputs, log: Logger): Promise<{ tokenizer: Tokenizer; context: number; vocab: number } | undefined> {
   try {
@@ -150,6 +162,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     new Telemetry({ metrics: t.metrics, traces: { exporter: t.traces.exporter, endpoint: t.traces.endpoint, sampleRatio: t.traces.sample_ratio } });
   const provider = opts.provider ?? new LocalProcessProvider();
   const signatures = await loadSignatures(config);
+  await checkTokenizers(config);
   const labels = await loadLabels(config);
   const onGpu = (m: ModelConfig) => m.device.startsWith('cuda') || (m.device === 'auto' && gpus.gpus > 0);
   const cpuModels = Object.values(config.models).filter((m) => !onGpu(m));
@@ -168,7 +181,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     const embedding = generative ? null : embeddingSpec(signature);
     const classifier = generative ? null : classifierSpec(signature);
     const encoder = embedding ?? classifier;
-    const text = encoder ? await encoderText(name, encoder, log) : undefined;
+    const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
     if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
     if (signature.batchAxis === null && b.max_batch_size > 1 && !generative) {
       log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
@@ -189,6 +202,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
         maxBatchRows: b.max_batch_size,
         prefixCacheBytes: generative ? model.prefix_cache_mb * 2 ** 20 : undefined,
         prefillChunk: generative ? b.prefill_chunk : undefined,
+        tokenizer: model.tokenizer,
       },
       // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
       place: onGpu(model) && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(name, s.replicas_per_gpu) : undefined,
@@ -274,7 +288,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
         generative && scheduler
           ? {
               scheduler: { generate: (req, hooks) => refuseUnloaded() ?? scheduler.generate(req, hooks) },
-              tokenizer: await loadTokenizer(generative.tokenizer),
+              tokenizer: await loadTokenizer(model.tokenizer ?? generative.tokenizer),
               context: generative.context ?? 1024,
               vocab: generative.vocab,
             }

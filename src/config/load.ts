@@ -33,6 +33,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   for (const model of Object.values(config.models)) {
     model.path = within(model.path);
     if (model.labels) model.labels = within(model.labels);
+    if (model.tokenizer) model.tokenizer = within(model.tokenizer);
   }
   if (config.server.tls) Object.assign(config.server.tls, { cert: within(config.server.tls.cert), key: within(config.server.tls.key) });
   return config;

@@ -129,6 +129,11 @@ export const modelSchema = z
      */
     labels: z.string().min(1).optional(),
     /**
+     * The model's Hugging Face tokenizer: its `tokenizer.json` (with `tokenizer_config.json` beside it) or their
+     * directory, relative to the config file. @default the model's metadata `tokenizer` (gpt2, bundled)
+     */
+    tokenizer: z.string().min(1).optional(),
+    /**
      * Generative models: host memory per replica for prompts' KV caches kept after prefill, so that a later
      * prompt starting the same way (a system prompt, earlier turns) computes only the rest; 0 turns it off. @default 256
      */

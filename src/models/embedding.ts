@@ -85,15 +85,12 @@ function encoderInputs(sig: ModelSignature): EncoderInputs | null {
   };
 }
 
-/**
- * One text's inputs ([1, tokens] each) as the model takes them; with `firstLength`, a pair whose first text
- * (with its separator) is that many tokens: token types 0 for it, 1 for the second (BERT's segments).
- */
-export function embeddingInputs(spec: EncoderInputs, tokens: readonly number[], firstLength = tokens.length): Record<string, Tensor> {
+/** One text's inputs ([1, tokens] each) as the model takes them; `typeIds` are a pair's segments (BERT's: 0 then 1), else all 0. */
+export function embeddingInputs(spec: EncoderInputs, tokens: readonly number[], typeIds?: readonly number[]): Record<string, Tensor> {
   const ints = (values: ArrayLike<number>) => intTensor(spec.idType, values);
   const inputs: Record<string, Tensor> = { [spec.ids]: ints(tokens) };
   if (spec.mask) inputs[spec.mask] = ints(new Array(tokens.length).fill(1));
-  if (spec.typeIds) inputs[spec.typeIds] = ints(Array.from(tokens, (_, i) => (i < firstLength ? 0 : 1)));
+  if (spec.typeIds) inputs[spec.typeIds] = ints(typeIds ?? new Array(tokens.length).fill(0));
   return inputs;
 }
 

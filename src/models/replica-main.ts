@@ -35,7 +35,8 @@ type Engine = SessionWorkerReady & {
 async function main(spec: ReplicaSpec): Promise<void> {
   const mainAt = performance.now();
   const signature = await readSignature(spec.path);
-  const generative = generativeSpec(signature);
+  const found = generativeSpec(signature);
+  const generative = found && spec.tokenizer ? { ...found, tokenizer: spec.tokenizer } : found;
   const slots = openSlots(spec.slots);
   const thread = sessionThread({
     device: spec.device,

@@ -24,6 +24,8 @@ export type ReplicaSpec = {
   prefixCacheBytes?: number;
   /** Generative models: longer prompts are computed this many tokens per step (batching.prefill_chunk). */
   prefillChunk?: number;
+  /** The tokenizer the config gives (a tokenizer.json path), over the model's metadata. */
+  tokenizer?: string;
 };
 
 /** The replica's first IPC message: it is loaded, warm and listening. */

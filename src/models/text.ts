@@ -7,6 +7,11 @@ export type Tokenizer = {
   eos: number;
   /** How many tokens it has (ids 0 to size - 1). */
   size: number;
+  /**
+   * Two texts as one input, with the tokenizer's own special tokens and segments (BERT: [CLS] a [SEP] b [SEP],
+   * token types 0 then 1). Tokenizers without a pair template leave it out (the gateway joins the texts itself).
+   */
+  encodePair?(first: string, second: string): { ids: number[]; typeIds: number[] };
 };
 
 export function decode(tokenizer: Tokenizer, tokens: number[]): string {
@@ -14,13 +19,26 @@ export function decode(tokenizer: Tokenizer, tokens: number[]): string {
   return tokens.map((t) => decoder.decode(tokenizer.bytes(t), { stream: true })).join('') + decoder.decode();
 }
 
+const loaded = new Map<string, Promise<Tokenizer>>();
+
 /**
- * A bundled tokenizer, loaded on first use: GPT-2's BPE tables are ~20 MB of heap, which a gateway
- * serving only tensor models should not carry (every full GC marks the whole heap).
+ * A tokenizer by name, loaded on first use: `gpt2` is bundled (GPT-2's BPE tables are ~20 MB of heap, which a
+ * gateway serving only tensor models should not carry: every full GC marks the whole heap); a path is a Hugging
+ * Face `tokenizer.json` (or the directory holding it).
  */
-export async function loadTokenizer(name: string): Promise<Tokenizer> {
-  if (name === 'gpt2') return (await import('./gpt2-tokenizer.js')).gpt2;
-  throw new Error(`tokenizer ${JSON.stringify(name)} is not bundled (only gpt2 is)`);
+export function loadTokenizer(name: string): Promise<Tokenizer> {
+  let tokenizer = loaded.get(name);
+  if (!tokenizer) {
+    tokenizer =
+      name === 'gpt2'
+        ? import('./gpt2-tokenizer.js').then((m) => m.gpt2)
+        : /[/\\]|\.json$/.test(name)
+          ? import('./hf-tokenizer.js').then((m) => m.loadHfTokenizer(name))
+          : Promise.reject(new Error(`tokenizer ${JSON.stringify(name)} is not bundled (gpt2 is; give a model's tokenizer.json as models.<name>.tokenizer)`));
+    loaded.set(name, tokenizer);
+    tokenizer.catch(() => loaded.delete(name));
+  }
+  return tokenizer;
 }
 
 const ROLE_NAMES: Record<string, string> = { user: 'User', assistant: 'Assistant', tool: 'Tool' };

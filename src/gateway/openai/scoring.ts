@@ -101,19 +101,28 @@ export async function classify(c: Context<GatewayEnv>, m: ServedModel, req: z.in
   });
 }
 
-type Pair = { tokens: number[]; firstLength: number };
+type Pair = { tokens: number[]; typeIds: number[] };
 
-/** A query and a document as one input: the query, the tokenizer's end-of-text as separator, the document. */
+/**
+ * A query and a document as one input, as the tokenizer pairs texts (BERT: [CLS] query [SEP] document [SEP],
+ * segments 0 then 1); a tokenizer without a pair template (GPT-2's): the query, end-of-text, the document.
+ */
 function pairTokens(m: ServedModel, query: string, document: string, param: string): Pair {
-  const cl = m.classifier as NonNullable<ServedModel['classifier']>;
-  const first = [...cl.tokenizer.encode(query), cl.tokenizer.eos];
-  return { tokens: checkedTokens(cl, [...first, ...cl.tokenizer.encode(document)], param), firstLength: first.length };
+  const { tokenizer, ...limits } = m.classifier as NonNullable<ServedModel['classifier']>;
+  let pair: { ids: number[]; typeIds: number[] };
+  if (tokenizer.encodePair) pair = tokenizer.encodePair(query, document);
+  else {
+    const first = [...tokenizer.encode(query), tokenizer.eos];
+    const ids = [...first, ...tokenizer.encode(document)];
+    pair = { ids, typeIds: ids.map((_, i) => (i < first.length ? 0 : 1)) };
+  }
+  return { tokens: checkedTokens({ tokenizer, ...limits }, pair.ids, param), typeIds: pair.typeIds };
 }
 
 /** Each pair's relevance: the sigmoid of the cross-encoder's logit, as sentence-transformers' CrossEncoder gives it. */
 function scorePairs(c: Context<GatewayEnv>, m: ServedModel, pairs: Pair[]): Promise<number[]> {
   const cl = m.classifier as NonNullable<ServedModel['classifier']>;
-  const inputs = pairs.map((p) => embeddingInputs(cl.spec, p.tokens, p.firstLength));
+  const inputs = pairs.map((p) => embeddingInputs(cl.spec, p.tokens, p.typeIds));
   return runEach(c, m, inputs, (outputs) => sigmoid(logitsOf(outputs, cl.spec.output, 1)[0]));
 }
 

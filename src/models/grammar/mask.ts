@@ -40,7 +40,9 @@ export function indexVocabulary(tokenizer: Tokenizer, size: number): VocabularyI
   for (let id = 0; id < size; id++) {
     if (id === tokenizer.eos) continue;
     try {
-      tokens.push({ id, bytes: tokenizer.bytes(id) });
+      const bytes = tokenizer.bytes(id);
+      // A token with no text (a special token, one past the tokenizer's) cannot advance a document: never allowed.
+      if (bytes.length > 0) tokens.push({ id, bytes });
     } catch {} // past the tokenizer's tokens: never allowed
   }
   tokens.sort((a, b) => Buffer.compare(a.bytes, b.bytes));

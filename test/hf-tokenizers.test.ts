@@ -1,0 +1,81 @@
+import * as ort from 'onnxruntime-node';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODELS, startTestGateway } from './helpers.js';
+import { bertTokenizer, byteLevelTokenizer } from './tokenizers.js';
+
+// Real models ship their tokenizer as tokenizer.json: models.<name>.tokenizer points at it, for encoders
+// (tokens, pairs with the tokenizer's own template) and for generation (the replica masks formats with it).
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+let client: OpenAI;
+const bert = bertTokenizer();
+
+beforeAll(async () => {
+  gw = await startTestGateway({
+    models: {
+      'bert-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', tokenizer: bert, scaling: { min_containers: 1 } },
+      'bert-rerank': { path: `${MODELS}tiny-rerank.onnx`, device: 'cpu', tokenizer: bert, scaling: { min_containers: 1 } },
+      'bytes-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', tokenizer: byteLevelTokenizer(), scaling: { min_containers: 1 } },
+    },
+  });
+  client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'not-needed', maxRetries: 0 });
+}, 60_000);
+afterAll(() => gw?.shutdown());
+
+async function run(model: string, ids: number[], output: string): Promise<Float32Array> {
+  const session = await ort.InferenceSession.create(`${MODELS}${model}`);
+  const out = await session.run({
+    input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length]),
+    attention_mask: new ort.Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
+  });
+  return out[output].data as Float32Array;
+}
+
+async function post(path: string, body: object) {
+  const res = await fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify(body) });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe('a model with its own tokenizer.json', () => {
+  it("embeds the text as BERT's tokenizer splits it: [CLS] i like straw ##berries [SEP]", async () => {
+    const ids = [101, 1045, 2066, 13137, 20968, 102];
+    expect((await post('/tokenize', { model: 'bert-embed', prompt: 'I like strawberries' })).body).toMatchObject({ tokens: ids });
+    const hidden = await run('tiny-embed.onnx', ids, 'last_hidden_state');
+    const mean = Array.from({ length: 32 }, (_, i) => ids.reduce((s, _, t) => s + hidden[t * 32 + i], 0) / ids.length);
+    const norm = Math.hypot(...mean);
+    const res = await client.embeddings.create({ model: 'bert-embed', input: 'I like strawberries' });
+    expect(res.usage.prompt_tokens).toBe(6);
+    res.data[0].embedding.forEach((x, i) => expect(x).toBeCloseTo(mean[i] / norm, 5));
+  });
+
+  it('scores a pair as BERT pairs texts: [CLS] query [SEP] document [SEP]', async () => {
+    const ids = [101, 2054, 2515, 1037, 4419, 4521, 102, 1045, 2066, 13137, 20968, 102];
+    const logit = (await run('tiny-rerank.onnx', ids, 'logits'))[0];
+    const res = await post('/v1/score', { model: 'bert-rerank', text_1: 'what does a fox eat', text_2: 'I like strawberries' });
+    expect((res.body.data as { score: number }[])[0].score).toBeCloseTo(1 / (1 + Math.exp(-logit)), 5);
+    expect(res.body.usage).toMatchObject({ prompt_tokens: 12 });
+  });
+
+  it('generates with a byte-level BPE: the text is its tokens’ bytes, and a JSON format is enforced with its vocabulary', async () => {
+    const res = await client.completions.create({ model: 'bytes-gpt', prompt: 'Once upon a time', max_tokens: 24, seed: 3, logprobs: 1 });
+    expect(res.usage?.prompt_tokens).toBe((await post('/tokenize', { model: 'bytes-gpt', prompt: 'Once upon a time' })).body.count);
+    expect(res.usage?.completion_tokens).toBeGreaterThan(0);
+    expect(res.choices[0].logprobs?.tokens?.join('')).toBe(res.choices[0].text);
+    const chat = await client.chat.completions.create({
+      model: 'bytes-gpt',
+      messages: [{ role: 'user', content: 'A JSON object, please' }],
+      response_format: { type: 'json_object' },
+      max_tokens: 400,
+      seed: 1,
+    });
+    const text = chat.choices[0].message.content ?? '';
+    expect(chat.choices[0].finish_reason).toBe('stop');
+    expect(typeof JSON.parse(text)).toBe('object');
+  });
+
+  it('refuses to start when a tokenizer cannot be loaded, naming the option', async () => {
+    await expect(
+      startTestGateway({ models: { m: { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', tokenizer: '/nonexistent/tokenizer.json' } } }),
+    ).rejects.toThrow(/models\.m\.tokenizer: cannot load a Hugging Face tokenizer from \/nonexistent\/tokenizer\.json/);
+  });
+});
