@@ -45,7 +45,7 @@ describe('a model with its own tokenizer.json', () => {
     const norm = Math.hypot(...mean);
     const res = await client.embeddings.create({ model: 'bert-embed', input: 'I like strawberries' });
     expect(res.usage.prompt_tokens).toBe(6);
-    res.data[0].embedding.forEach((x, i) => expect(x).toBeCloseTo(mean[i] / norm, 5));
+    for (const [i, x] of res.data[0].embedding.entries()) expect(x).toBeCloseTo(mean[i] / norm, 5);
   });
 
   it('scores a pair as BERT pairs texts: [CLS] query [SEP] document [SEP]', async () => {
