@@ -1,6 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decode, loadTokenizer } from '../src/models/index.js';
 import { MODELS, startTestGateway } from './helpers.js';
 import { bertTokenizer, byteLevelTokenizer } from './tokenizers.js';
 
@@ -71,6 +72,36 @@ describe('a model with its own tokenizer.json', () => {
     const text = chat.choices[0].message.content ?? '';
     expect(chat.choices[0].finish_reason).toBe('stop');
     expect(typeof JSON.parse(text)).toBe('object');
+  });
+
+  it("lays a chat out with the tokenizer's chat template (ChatML here), its special tokens as single tokens", async () => {
+    const tokenizer = await loadTokenizer(byteLevelTokenizer());
+    const messages = [
+      { role: 'system' as const, content: 'Be brief.' },
+      { role: 'user' as const, content: 'Hi' },
+    ];
+    const expected = '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n';
+    const counted = await post('/tokenize', { model: 'bytes-gpt', messages });
+    expect(counted.body.tokens).toEqual(tokenizer.encode(expected, { special: false }));
+    expect((counted.body.tokens as number[])[0]).toBe(261); // <|im_start|>, one token
+    const chat = await client.chat.completions.create({ model: 'bytes-gpt', messages, max_tokens: 4, seed: 1 });
+    expect(chat.usage?.prompt_tokens).toBe(counted.body.count);
+    // Tools go to the template, which lists them.
+    const tools = [{ type: 'function' as const, function: { name: 'f', parameters: { type: 'object' } } }];
+    const withTools = await post('/tokenize', { model: 'bytes-gpt', messages, tools });
+    expect(decode(tokenizer, withTools.body.tokens as number[])).toContain('Tools: [{"type": "function", "function": {"name": "f"');
+  });
+
+  it("answers 400 with the template's own words when it refuses a conversation", async () => {
+    const res = await post('/v1/chat/completions', {
+      model: 'bytes-gpt',
+      messages: [
+        { role: 'user', content: 'Hi' },
+        { role: 'system', content: 'late' },
+      ],
+    });
+    expect(res.status).toBe(400);
+    expect((res.body.error as { message: string }).message).toBe("the model's chat template refused the conversation: a system message must come first");
   });
 
   it('refuses to start when a tokenizer cannot be loaded, naming the option', async () => {

@@ -57,9 +57,17 @@ export function byteChars(): string[] {
   return Array.from({ length: 256 }, (_, b) => String.fromCodePoint(printable(b) ? b : next++));
 }
 
+/** A ChatML template (Qwen's layout): a system message only first, tools listed in a system turn of their own. */
+export const CHATML =
+  "{% if tools %}{{ '<|im_start|>system\\nTools: ' + (tools | tojson) + '<|im_end|>\\n' }}{% endif %}" +
+  "{% for message in messages %}{% if message['role'] == 'system' and not loop.first %}{{ raise_exception('a system message must come first') }}{% endif %}" +
+  "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
 /**
- * A small byte-level BPE (Llama 3's and Qwen's kind): the 256 bytes, a few merges, and `<|endoftext|>` (special,
- * the end-of-text by tokenizer_config.json). Any text encodes; JSON's punctuation is single-byte tokens.
+ * A small byte-level BPE (Llama 3's and Qwen's kind): the 256 bytes, a few merges, `<|endoftext|>` (special,
+ * the end-of-text by tokenizer_config.json) and ChatML's `<|im_start|>` / `<|im_end|>` with CHATML as its chat
+ * template. Any text encodes; JSON's punctuation is single-byte tokens.
  */
 export function byteLevelTokenizer(): string {
   const chars = byteChars();
@@ -78,7 +86,7 @@ export function byteLevelTokenizer(): string {
       version: '1.0',
       truncation: null,
       padding: null,
-      added_tokens: [special(eos, '<|endoftext|>')],
+      added_tokens: [special(eos, '<|endoftext|>'), special(eos + 1, '<|im_start|>'), special(eos + 2, '<|im_end|>')],
       normalizer: null,
       pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
       post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
@@ -94,6 +102,6 @@ export function byteLevelTokenizer(): string {
         merges: merges.map((m) => m.join(' ')),
       },
     },
-    { eos_token: '<|endoftext|>' },
+    { eos_token: '<|endoftext|>', chat_template: CHATML },
   );
 }

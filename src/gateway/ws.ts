@@ -9,7 +9,7 @@ import { Generation } from './openai/generation.js';
 import { chatLogprobs } from './openai/logprobs.js';
 import { completionPrompts } from './openai/routes.js';
 import { chatSchema, completionSchema, parseBody } from './openai/schema.js';
-import { chatText } from './openai/tools.js';
+import { chatTokens } from './openai/tools.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
 /** Bytes a socket may have unsent before its streams wait (their sequences then pause in the scheduler). */
@@ -111,7 +111,7 @@ async function generate(msg: Message, id: string, models: ReadonlyMap<string, Se
     if (chat.tools?.length || (chat.tool_choice && chat.tool_choice !== 'none'))
       throw badInput('tools are served on POST /v1/chat/completions, not over the WebSocket', 'tools');
     req = chat;
-    prompt = gen.tokenizer.encode(chatText(chat.messages));
+    prompt = chatTokens(gen.tokenizer, chat.messages);
   } else {
     const completion = parseBody(completionSchema, fields);
     req = completion;

@@ -1,7 +1,8 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import type { Tokenizer } from './text.js';
+import type { ChatMessage, Tokenizer } from './text.js';
 
 type Json = Record<string, unknown>;
 type TokenizerJson = {
@@ -39,16 +40,44 @@ export async function loadHfTokenizer(path: string): Promise<Tokenizer> {
     name: path,
     size,
     eos: (eosName && vocab.get(eosName)) ?? -1,
-    encode: (text) => tokenizer.encode(text).ids,
+    encode: (text, opts) => tokenizer.encode(text, { add_special_tokens: opts?.special ?? true }).ids,
     encodePair: (first, second) => {
       const { ids, token_type_ids } = tokenizer.encode(first, { text_pair: second, return_token_type_ids: true });
       return { ids, typeIds: token_type_ids ?? ids.map(() => 0) };
     },
+    chatTemplate: chatTemplateOf(config),
     // No text for special tokens, nor for ids past the tokenizer's that a model's wider logits may pick.
     bytes: (id) => {
       const piece = tokenizer.id_to_token(id);
       return piece === undefined || special.has(id) ? EMPTY : bytesOf(piece, spelling);
     },
+  };
+}
+
+/**
+ * The tokenizer's chat template, rendered as transformers' apply_chat_template renders it (messages, tools,
+ * add_generation_prompt, the special tokens' names; @huggingface/jinja brings raise_exception, for a template that
+ * refuses a conversation).
+ * A list of named templates (tokenizer_config.json may have one) gives `tool_use` to requests with tools.
+ */
+function chatTemplateOf(config: Json): Tokenizer['chatTemplate'] {
+  const source = config.chat_template;
+  const named = Array.isArray(source) ? new Map((source as { name: string; template: string }[]).map((t) => [t.name, new Template(t.template)])) : undefined;
+  const single = typeof source === 'string' ? new Template(source) : undefined;
+  if (!single && !named?.size) return undefined;
+  const specials = Object.fromEntries(
+    Object.entries(config)
+      .filter(([key]) => key.endsWith('_token'))
+      .map(([key, value]) => [key, tokenText(value)]),
+  );
+  return (messages: ChatMessage[], tools?: unknown[]) => {
+    const template = single ?? named?.get(tools?.length ? 'tool_use' : 'default') ?? named?.get('default') ?? [...(named?.values() ?? [])][0];
+    return (template as Template).render({
+      ...specials,
+      messages,
+      tools: tools?.length ? tools : undefined,
+      add_generation_prompt: true,
+    });
   };
 }
 

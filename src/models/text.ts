@@ -1,6 +1,7 @@
 export type Tokenizer = {
   name: string;
-  encode(text: string): number[];
+  /** With the tokenizer's own special tokens (a BOS, BERT's [CLS] … [SEP]) unless `special` is false. */
+  encode(text: string, opts?: { special?: boolean }): number[];
   /** The raw bytes of one token (a byte-level BPE token may end in the middle of a UTF-8 character). */
   bytes(token: number): Uint8Array;
   /** The end-of-text token: generating it finishes a sequence. */
@@ -12,7 +13,15 @@ export type Tokenizer = {
    * token types 0 then 1). Tokenizers without a pair template leave it out (the gateway joins the texts itself).
    */
   encodePair?(first: string, second: string): { ids: number[]; typeIds: number[] };
+  /**
+   * Chat messages as the model was trained to read them: its tokenizer_config.json's `chat_template` (Jinja),
+   * with the generation prompt after them. Tokenizers without a template leave it out (see `chatPrompt`).
+   */
+  chatTemplate?(messages: ChatMessage[], tools?: unknown[]): string;
 };
+
+/** A chat message as chat templates read it (OpenAI's fields; a tool call's arguments parsed where they are JSON). */
+export type ChatMessage = { role: string; content: string; tool_calls?: unknown[]; tool_call_id?: string; name?: string };
 
 export function decode(tokenizer: Tokenizer, tokens: number[]): string {
   const decoder = new TextDecoder();

@@ -13,7 +13,7 @@ import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { responses, responsesSchema } from './responses.js';
 import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
 import { classify, classifySchema, rerank, rerankSchema, score, scoreSchema } from './scoring.js';
-import { chatPromptOf, chatText, ToolAnswer, type ToolUse } from './tools.js';
+import { chatPromptOf, chatTokens, ToolAnswer, type ToolUse } from './tools.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
 
@@ -74,7 +74,7 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
     const gen = text(req.model);
     // As chat lays the prompt out: tools listed unless tool_choice is "none" (auto, their default, lists them).
     const listsTools = 'messages' in req && (req.tools?.length ?? 0) > 0 && req.tool_choice !== 'none';
-    const tokens = gen.tokenizer.encode('prompt' in req ? req.prompt : chatText(req.messages, listsTools ? req.tools : undefined));
+    const tokens = 'prompt' in req ? gen.tokenizer.encode(req.prompt) : chatTokens(gen.tokenizer, req.messages, listsTools ? req.tools : undefined);
     return c.json({ count: tokens.length, max_model_len: gen.context, tokens });
   });
   app.post('/detokenize', async (c) => {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Context } from 'hono';
 import { badInput } from '../../errors/index.js';
-import { chatPrompt, FormatError, grammarFor, type JsonSchema, type ResponseFormat } from '../../models/index.js';
+import { type ChatMessage, chatPrompt, FormatError, grammarFor, type JsonSchema, type ResponseFormat, type Tokenizer } from '../../models/index.js';
 import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
 import { Generation } from './generation.js';
@@ -223,6 +223,38 @@ export function chatText(messages: ChatRequest['messages'], tools?: ChatRequest[
 }
 
 /**
+ * Chat messages in tokens, as the model reads them: through its tokenizer's chat template where it has one (the
+ * template writes its own special tokens, so none are added), else as `chatText` lays them out.
+ */
+export function chatTokens(tokenizer: Tokenizer, messages: ChatRequest['messages'], tools?: ChatRequest['tools']): number[] {
+  if (!tokenizer.chatTemplate) return tokenizer.encode(chatText(messages, tools));
+  let text: string;
+  try {
+    text = tokenizer.chatTemplate(messages.map(templateMessage), tools ?? undefined);
+  } catch (err) {
+    throw badInput(`the model's chat template refused the conversation: ${(err as Error).message}`, 'messages', 'invalid_request_error');
+  }
+  return tokenizer.encode(text, { special: false });
+}
+
+/** A message as chat templates read it: text content, and tool calls' arguments as objects where they are JSON. */
+function templateMessage(msg: ChatRequest['messages'][number]): ChatMessage {
+  const content = msg.content == null ? '' : typeof msg.content === 'string' ? msg.content : msg.content.map((p) => p.text).join('');
+  const out: ChatMessage = { role: msg.role, content };
+  if ('tool_call_id' in msg && typeof msg.tool_call_id === 'string') out.tool_call_id = msg.tool_call_id;
+  if ('name' in msg && typeof msg.name === 'string') out.name = msg.name;
+  if (msg.role === 'assistant' && msg.tool_calls?.length)
+    out.tool_calls = msg.tool_calls.map((call) => {
+      let args: unknown = call.function.arguments;
+      try {
+        args = JSON.parse(call.function.arguments);
+      } catch {} // a template gets the string as it came
+      return { ...call, function: { ...call.function, arguments: args } };
+    });
+  return out;
+}
+
+/**
  * The one generation a chat request amounts to (what the Responses and Messages APIs answer from), and its
  * answer read as its tools ask (calls, or under "auto" perhaps words; none without tools).
  */
@@ -239,7 +271,7 @@ export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, ma
 export function chatPromptOf(m: ServedModel, chat: ChatRequest): { prompt: number[]; tools?: ToolUse } {
   const tools = toolUseOf(chat);
   const gen = m.generation as NonNullable<ServedModel['generation']>;
-  return { prompt: gen.tokenizer.encode(chatText(chat.messages, tools && chat.tools)), tools };
+  return { prompt: chatTokens(gen.tokenizer, chat.messages, tools && chat.tools), tools };
 }
 
 /**
