@@ -2,8 +2,8 @@
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
-import { classifierSpec, embeddingSpec, generativeSpec } from './models/index.js';
-import { loadSignatures, startGateway } from './start.js';
+import { classifierSpec, embeddingSpec, generativeSpec, type ModelSignature, type ReplicaSpec, replicaEntry } from './models/index.js';
+import { loadSignatures, replicaSpecOf, startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
 
@@ -62,6 +62,31 @@ program
       console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
     console.log(`${file}: ok (${signatures.size} model${signatures.size === 1 ? '' : 's'})`);
+  });
+
+program
+  .command('replica')
+  .description("serve one model of a config as a remote replica: a gateway lists this address in the model's `remote`")
+  .requiredOption('-c, --config <file>', 'YAML config file (the same as the gateway’s)')
+  .requiredOption('-m, --model <name>', 'the model to serve')
+  .option('-l, --listen <host:port>', 'TCP address to listen on', '0.0.0.0:9000')
+  .action(async ({ config: file, model: name, listen }: { config: string; model: string; listen: string }) => {
+    const config = await loadConfig(file);
+    const model = config.models[name];
+    if (!model) throw new ConfigError(`--model: no model named ${name} (the config has ${Object.keys(config.models).join(', ')})`);
+    const at = listen.lastIndexOf(':');
+    const port = Number(listen.slice(at + 1));
+    if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`--listen: expected host:port, got ${JSON.stringify(listen)}`);
+    const signature = (await loadSignatures({ ...config, models: { [name]: model } })).get(name) as ModelSignature;
+    // A machine of its own: ONNX Runtime's thread choice unless the config sets one; the device as the config says.
+    const spec: ReplicaSpec = {
+      ...replicaSpecOf(model, signature, model.threads),
+      model: name,
+      replicaId: `${name}-remote`,
+      listen: { host: listen.slice(0, at).replace(/^\[|\]$/g, ''), port },
+    };
+    process.env.INFERGATE_REPLICA = JSON.stringify(spec);
+    await import(replicaEntry().file);
   });
 
 program.parseAsync().catch((err: Error) => {

@@ -5,8 +5,10 @@ import {
   cpuThreadsPerReplica,
   GpuPlacement,
   LocalProcessProvider,
+  RemoteProvider,
   ReplicaPool,
   type ReplicaProvider,
+  type ReplicaStartSpec,
   type ScalingPolicy,
   visibleGpus,
 } from './autoscaler/index.js';
@@ -143,14 +145,38 @@ async function security(
   };
 }
 
-const maxContainers = (m: ModelConfig) => m.scaling.max_containers ?? Math.max(1, m.scaling.min_containers);
+/** Fixed batch sizes (padded up to): max_batch_size is always one, and each is warmed up at start. */
+function fixedBatchSizes(model: ModelConfig, signature: ModelSignature): number[] | undefined {
+  const b = model.batching;
+  return b.batch_sizes && signature.batchAxis === 0 ? [...new Set([...b.batch_sizes, b.max_batch_size])].sort((x, y) => x - y) : undefined;
+}
+
+/** What a replica of the model is told to serve: by this gateway, or by `infergate replica` on another machine. */
+export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, threads: number): Omit<ReplicaStartSpec, 'replicaId' | 'model'> {
+  const generative = generativeSpec(signature) !== null;
+  return {
+    path: model.path,
+    device: model.device,
+    threads,
+    cuda: model.cuda,
+    warmupShapes: model.warmup_shapes,
+    warmupBatches: fixedBatchSizes(model, signature),
+    maxBatchRows: model.batching.max_batch_size,
+    prefixCacheBytes: generative ? model.prefix_cache_mb * 2 ** 20 : undefined,
+    prefillChunk: generative ? model.batching.prefill_chunk : undefined,
+    tokenizer: model.tokenizer,
+  };
+}
+
+// Remote models: as many as there are addresses, unless told fewer.
+const maxContainers = (m: ModelConfig) => m.scaling.max_containers ?? (m.remote ? m.remote.length : Math.max(1, m.scaling.min_containers));
 
 export async function startGateway(config: Config, opts: { log: Logger; provider?: ReplicaProvider; gpus?: number; telemetry?: Telemetry }): Promise<Gateway> {
   const { log } = opts;
   const gpus = new GpuPlacement(opts.gpus ?? visibleGpus());
   for (const [name, model] of Object.entries(config.models)) {
     // Otherwise its replicas would wait forever for a device with room.
-    if (model.device === 'cuda' && gpus.gpus === 0) {
+    if (model.device === 'cuda' && gpus.gpus === 0 && !model.remote) {
       throw new ConfigError(
         `models.${name}.device: cuda, but no GPU is visible (CUDA_VISIBLE_DEVICES, else nvidia-smi -L); auto falls back to the CPU, cuda:N pins a device`,
       );
@@ -165,7 +191,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
   await checkTokenizers(config);
   const labels = await loadLabels(config);
   const onGpu = (m: ModelConfig) => m.device.startsWith('cuda') || (m.device === 'auto' && gpus.gpus > 0);
-  const cpuModels = Object.values(config.models).filter((m) => !onGpu(m));
+  const cpuModels = Object.values(config.models).filter((m) => !onGpu(m) && !m.remote);
   const cpuThreads = cpuThreadsPerReplica(cpuModels.reduce((n, m) => n + maxContainers(m), 0));
   if (gpus.gpus > 0) log.info({ gpus: gpus.gpus }, `${gpus.gpus} GPU(s) visible`);
 
@@ -186,26 +212,15 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     if (signature.batchAxis === null && b.max_batch_size > 1 && !generative) {
       log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
     }
-    // Fixed batch sizes (padded up to): max_batch_size is always one, and each is warmed up at start.
-    const batchSizes = b.batch_sizes && signature.batchAxis === 0 ? [...new Set([...b.batch_sizes, b.max_batch_size])].sort((x, y) => x - y) : undefined;
+    const batchSizes = fixedBatchSizes(model, signature);
     const pool = new ReplicaPool({
       model: name,
       maxInputs: b.max_inputs,
-      provider,
-      spec: {
-        path: model.path,
-        device: model.device,
-        threads: model.threads || (onGpu(model) ? 0 : cpuThreads),
-        cuda: model.cuda,
-        warmupShapes: model.warmup_shapes,
-        warmupBatches: batchSizes,
-        maxBatchRows: b.max_batch_size,
-        prefixCacheBytes: generative ? model.prefix_cache_mb * 2 ** 20 : undefined,
-        prefillChunk: generative ? b.prefill_chunk : undefined,
-        tokenizer: model.tokenizer,
-      },
+      provider: model.remote ? new RemoteProvider(model.remote) : provider,
+      spec: replicaSpecOf(model, signature, model.threads || (onGpu(model) ? 0 : cpuThreads)),
       // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
-      place: onGpu(model) && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(name, s.replicas_per_gpu) : undefined,
+      // A remote replica's device is its own machine's business.
+      place: onGpu(model) && !model.remote && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(name, s.replicas_per_gpu) : undefined,
       startupTimeoutMs: s.startup_timeout * 1000,
       log,
     });

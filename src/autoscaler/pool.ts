@@ -41,6 +41,8 @@ type Member = {
 export type ReplicaView = {
   id: string;
   pid?: number;
+  /** A remote replica's host:port. */
+  address?: string;
   state: Member['state'];
   device: string;
   provider?: string;
@@ -166,6 +168,7 @@ export class ReplicaPool extends EventEmitter<{
     return this.members.map((m) => ({
       id: m.id,
       pid: m.replica?.pid,
+      address: m.replica?.address,
       state: m.state,
       device: m.device,
       provider: m.replica?.provider,

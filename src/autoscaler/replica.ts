@@ -29,6 +29,8 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   readonly id: string;
   readonly state: ReplicaState;
   readonly pid?: number;
+  /** Where a remote replica is (host:port). */
+  readonly address?: string;
   readonly provider: string;
   /** Why the replica is not on CUDA although `auto` asked for it. */
   readonly fallback?: string;
@@ -89,7 +91,7 @@ export class LocalProcessProvider implements ReplicaProvider {
       const { sessionMs, warmupMs } = ready.timings;
       const coldStart = { totalMs, spawnMs: totalMs - sessionMs - warmupMs, sessionMs, warmupMs };
       if (!ready.shm) slots?.close();
-      return new ProcessReplica(spec.replicaId, child, conn, ready, coldStart, ready.shm ? slots : undefined);
+      return new SocketReplica(spec.replicaId, conn, ready, coldStart, processLifetime(child, conn), ready.shm ? slots : undefined);
     } catch (err) {
       slots?.close();
       throw err;
@@ -125,7 +127,34 @@ function waitForReady(child: ChildProcess, timeoutMs: number, id: string): Promi
   });
 }
 
-class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements Replica {
+/** How a replica behind a socket lives and ends: a child process here, or a connection to a remote one. */
+export type Lifetime = {
+  pid?: number;
+  address?: string;
+  /** Settles with why it ended (exit code, signal, connection closed). */
+  ended: Promise<string>;
+  /** Drained: let it go (SIGTERM; a remote connection is closed, the remote process stays). */
+  end(): void;
+  /** Broken: end it now. */
+  kill(): void;
+};
+
+/** A child process's lifetime: a broken socket means it is unusable even if the process lingers. */
+function processLifetime(child: ChildProcess, socket: Socket): Lifetime {
+  socket.on('close', () => child.kill('SIGKILL'));
+  return {
+    pid: child.pid,
+    ended: new Promise((resolve) => child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`))),
+    end: () => {
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
+}
+
+/** A replica reached over a stream socket with the frame protocol (a local process's Unix socket, or TCP). */
+export class SocketReplica extends EventEmitter<{ exit: [reason: string] }> implements Replica {
   state: ReplicaState = 'ready';
   private nextId = 1;
   private pending = new Map<number, { resolve: (frame: Frame) => void; reject: (e: Error) => void }>();
@@ -134,16 +163,22 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
 
   constructor(
     readonly id: string,
-    private child: ChildProcess,
     private socket: Socket,
     readonly ready: ReadyMessage,
     readonly coldStart: ColdStart,
+    private lifetime: Lifetime,
     private slots?: TensorSlots,
   ) {
     super();
     const reader = new FrameReader(slots);
     socket.on('data', (chunk) => {
-      for (const frame of reader.push(chunk)) {
+      let frames: Frame[];
+      try {
+        frames = reader.push(chunk);
+      } catch {
+        return lifetime.kill(); // a replica that speaks garbage is broken
+      }
+      for (const frame of frames) {
         const waiter = this.pending.get(frame.header.id);
         if (!waiter) continue;
         if (frame.header.op !== 'result') {
@@ -157,22 +192,16 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
         );
       }
     });
-    // A broken socket means the replica is unusable even if its process lingers.
-    socket.on('close', () => this.child.kill('SIGKILL'));
     socket.on('error', () => {});
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        const reason = signal ? `killed by ${signal}` : `exited with code ${code}`;
-        const wasStopping = this.state === 'draining';
-        this.state = 'stopped';
-        socket.destroy();
-        for (const w of this.pending.values()) w.reject(unavailable('replica_lost', `replica ${id} of the model ${reason} during the batch`));
-        this.pending.clear();
-        this.slots?.close();
-        this.drained?.();
-        if (!wasStopping) this.emit('exit', reason);
-        resolve();
-      });
+    this.exited = lifetime.ended.then((reason) => {
+      const wasStopping = this.state === 'draining';
+      this.state = 'stopped';
+      socket.destroy();
+      for (const w of this.pending.values()) w.reject(unavailable('replica_lost', `replica ${id} of the model ${reason} during the batch`));
+      this.pending.clear();
+      this.slots?.close();
+      this.drained?.();
+      if (!wasStopping) this.emit('exit', reason);
     });
   }
 
@@ -183,7 +212,10 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
   }
 
   get pid() {
-    return this.child.pid;
+    return this.lifetime.pid;
+  }
+  get address() {
+    return this.lifetime.address;
   }
   get provider() {
     return this.ready.provider;
@@ -230,9 +262,7 @@ class ProcessReplica extends EventEmitter<{ exit: [reason: string] }> implements
     if (this.state === 'ready') {
       this.state = 'draining';
       if (this.pending.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
-      this.child.kill('SIGTERM');
-      const force = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-      force.unref();
+      this.lifetime.end();
     }
     return this.exited;
   }

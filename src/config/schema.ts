@@ -148,10 +148,23 @@ export const modelSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Replicas that run elsewhere (`infergate replica -c … --model … --listen HOST:PORT` on other machines),
+     * by address: the pool connects to them over TCP as it scales instead of starting processes here.
+     */
+    remote: z
+      .array(z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port'))
+      .min(1)
+      .refine((a) => new Set(a).size === a.length, 'an address is listed twice')
+      .optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })
-  .strict();
+  .strict()
+  .refine((m) => !m.remote || (m.scaling.max_containers ?? 1) <= m.remote.length, {
+    message: 'max_containers must not exceed the number of remote addresses',
+    path: ['scaling', 'max_containers'],
+  });
 
 const tlsSchema = z
   .object({

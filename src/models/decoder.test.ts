@@ -448,6 +448,19 @@ describe('Decoder', () => {
     expect(decoder.cacheBytes).toBe(0);
   });
 
+  it('forgets every sequence at once (its gateway went away), and takes the same ids afresh', async () => {
+    const decoder = new Decoder(session, spec, sampler);
+    const join = [0, 1, 2].map((i) => ({ seq: `s${i}`, prompt: [100 + i, 200 + i], sampling: greedy }));
+    await decoder.step({ join, advance: [], release: [] });
+    await decoder.step({ join: [], advance: ['s0', 's1', 's2'], release: [] });
+    decoder.releaseAll();
+    expect(decoder.cacheBytes).toBe(0);
+    // A new gateway's s0 is a new sequence: its tokens are those of its own prompt alone.
+    const tokens = [(await decoder.step({ join: [{ seq: 's0', prompt: [7, 8, 9], sampling: greedy }], advance: [], release: [] })).tokens.s0];
+    for (let i = 0; i < 3; i++) tokens.push((await decoder.step({ join: [], advance: ['s0'], release: [] })).tokens.s0);
+    expect(tokens).toEqual(await reference([7, 8, 9], 4));
+  });
+
   it('grows a cache past its first capacity', async () => {
     const decoder = new Decoder(session, spec, sampler);
     const tokens = [(await decoder.step({ join: [{ seq: 'x', prompt: [1, 2, 3], sampling: greedy }], advance: [], release: [] })).tokens.x];

@@ -418,6 +418,11 @@ export class Decoder {
   }
 
   /** Frees a sequence's row; the last row's sequence moves into it, so rows stay packed. */
+  /** Forgets every sequence (their gateway went away: a remote replica's connection closed). */
+  releaseAll(): void {
+    for (const id of [...this.seqs.keys()]) this.release(id);
+  }
+
   private release(id: string): void {
     const seq = this.seqs.get(id);
     if (!seq) return;

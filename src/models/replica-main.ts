@@ -2,7 +2,9 @@
  * A replica process: one ONNX Runtime session, served over a Unix socket with the frame protocol.
  * Started by the autoscaler's local provider with fork(); its spec arrives in INFERGATE_REPLICA.
  * A crash or an out-of-memory here takes down this replica only, and exiting frees its device.
+ * Started by `infergate replica` instead, it listens on TCP for one gateway at a time (a remote replica).
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { Inputs } from '../tensor/index.js';
@@ -16,8 +18,8 @@ import { TensorSlots } from './shm.js';
 import { type ModelSignature, readSignature } from './signature.js';
 
 const spec = JSON.parse(process.env.INFERGATE_REPLICA ?? 'null') as ReplicaSpec | null;
-if (!spec || !process.send) {
-  console.error('replica-main is started by the gateway (INFERGATE_REPLICA and an IPC channel are required)');
+if (!spec || (!process.send && !spec.listen)) {
+  console.error('replica-main is started by the gateway (INFERGATE_REPLICA and an IPC channel), or by `infergate replica`');
   process.exit(2);
 }
 
@@ -53,7 +55,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
   const { decoder, infer } = engine;
   let running = 0;
   let chain = Promise.resolve();
-  const server = createServer((socket) => serve(socket));
+  const server = createServer((socket) => (spec.listen ? admit(socket) : serve(socket)));
   const serve = (socket: Socket) => {
     // A batch's inputs are done with once it is answered, and only then can its slot carry another.
     const reader = new FrameReader(slots, true);
@@ -96,8 +98,6 @@ async function main(spec: ReplicaSpec): Promise<void> {
       }
     });
   };
-  rmSync(spec.socket, { force: true });
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(spec.socket, resolve));
   const ready: ReadyMessage = {
     type: 'ready',
     provider: engine.provider,
@@ -107,14 +107,66 @@ async function main(spec: ReplicaSpec): Promise<void> {
     shm: slots !== undefined,
     timings: { spawnMs: mainAt, sessionMs: engine.sessionMs, warmupMs: engine.warmupMs },
   };
-  process.send?.(ready);
 
-  // SIGTERM after the gateway drained us: finish what is running, then leave.
-  process.on('SIGTERM', () => {
+  // A remote replica serves one gateway at a time, one that sends the token first (when it has one).
+  let gateway: Socket | undefined;
+  const admit = (socket: Socket) => {
+    const reader = new FrameReader(undefined);
+    const refuse = (message: string) => void writeFrame(socket, { id: 0, op: 'error', message }).finally(() => socket.end());
+    socket.on('error', () => socket.destroy());
+    const onHello = (chunk: Buffer) => {
+      let hello: Frame | undefined;
+      try {
+        hello = reader.push(chunk)[0];
+      } catch {
+        return socket.destroy();
+      }
+      if (!hello) return;
+      socket.off('data', onHello);
+      if (hello.header.op !== 'hello' || !tokenMatches(hello.header.token)) return refuse('refused: wrong or missing replica token (INFERGATE_REPLICA_TOKEN)');
+      if (gateway) return refuse(`busy: serving the gateway at ${gateway.remoteAddress}:${gateway.remotePort}`);
+      gateway = socket;
+      socket.setNoDelay(true);
+      // Its sequences go with it: nobody else can advance or release them.
+      socket.once('close', () => {
+        gateway = undefined;
+        if (decoder) chain = chain.then(() => decoder.releaseAll());
+      });
+      serve(socket);
+      void writeFrame(socket, { id: 0, op: 'ready', ...ready });
+    };
+    socket.on('data', onHello);
+  };
+
+  if (spec.listen) {
+    const { host, port } = spec.listen;
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, resolve));
+    const bound = server.address() as { address: string; port: number };
+    if (!process.env.INFERGATE_REPLICA_TOKEN) console.warn(`replica ${spec.model}: no INFERGATE_REPLICA_TOKEN, any gateway that reaches this port may use it`);
+    console.log(`replica ${spec.model} ready on ${ready.provider}, listening on ${bound.address}:${bound.port}`);
+  } else {
+    rmSync(spec.socket as string, { force: true });
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(spec.socket, resolve));
+    process.send?.(ready);
+  }
+
+  // SIGTERM after the gateway drained us (or Ctrl-C on a remote one): finish what is running, then leave.
+  const leave = () => {
     server.close();
+    gateway?.end();
     const exitWhenIdle = () => (running === 0 ? process.exit(0) : setTimeout(exitWhenIdle, 5));
     exitWhenIdle();
-  });
+  };
+  process.on('SIGTERM', leave);
+  if (spec.listen) process.on('SIGINT', leave);
+}
+
+/** The gateway's token against this replica's (compared in constant time); no token here admits any. */
+function tokenMatches(given: unknown): boolean {
+  const expected = process.env.INFERGATE_REPLICA_TOKEN;
+  if (!expected) return true;
+  const digest = (t: string) => createHash('sha256').update(t).digest();
+  return typeof given === 'string' && timingSafeEqual(digest(given), digest(expected));
 }
 
 /** A generative model: its decoder on this thread (a step's request depends on the previous step's answer). */
@@ -198,5 +250,9 @@ function openSlots(paths: string[] | undefined): TensorSlots | undefined {
 }
 
 main(spec).catch((err: Error) => {
-  process.send?.({ type: 'failed', message: err.message }, () => process.exit(1));
+  if (process.send) process.send({ type: 'failed', message: err.message }, () => process.exit(1));
+  else {
+    console.error(`replica ${spec.model} failed to start: ${err.message}`);
+    process.exit(1);
+  }
 });

@@ -11,8 +11,10 @@ export type ReplicaSpec = {
   threads: number;
   /** CUDA execution provider options (the config's `cuda:`), applied through the preloaded shim. */
   cuda?: CudaOptions;
-  /** Unix socket path the replica listens on. */
-  socket: string;
+  /** Unix socket path the replica listens on (started by the gateway). */
+  socket?: string;
+  /** A remote replica (`infergate replica`): the TCP address it listens on for a gateway instead. */
+  listen?: { host: string; port: number };
   /** Shared-memory slot files for large tensors (shm.ts), when the gateway has them. */
   slots?: string[];
   warmupShapes: Record<string, number[]>;
@@ -28,7 +30,7 @@ export type ReplicaSpec = {
   tokenizer?: string;
 };
 
-/** The replica's first IPC message: it is loaded, warm and listening. */
+/** The replica's first IPC message (a remote replica's first frame, op `ready`): it is loaded, warm and listening. */
 export type ReadyMessage = {
   type: 'ready';
   provider: Provider;
