@@ -3,7 +3,8 @@
  * (examples/models/pixels.onnx: UINT8 [N,224,224,3], 147 KiB per image) does no compute, so what is
  * measured is the data path the GPU benchmarks will lean on:
  *   1. the replica round trip alone (gateway side → replica process → back, 2 batches in flight), tensors
- *      through /dev/shm slots vs through the replica's Unix socket (INFERGATE_SHM_DIR=off);
+ *      through /dev/shm slots vs through the replica's Unix socket (INFERGATE_SHM_DIR=off) vs over TCP to a
+ *      remote replica (`infergate replica` on this machine: loopback, the best a network can do);
  *   2. the whole gateway under autocannon, 8 images per request, the same two transports, and with the
  *      images in client shared memory (Triton's extension: requests carry only JSON), beside a bare
  *      node:http server running the same session in its own process (the HTTP ceiling, no replica hop).
@@ -12,7 +13,19 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { autocannon, binaryRequest, clientRegionRequest, gatewayUnderLoad, machine, medianBy, ROOT, replicaRoundTrip, startServer, stopServer } from './lib.js';
+import {
+  autocannon,
+  binaryRequest,
+  clientRegionRequest,
+  gatewayUnderLoad,
+  machine,
+  medianBy,
+  ROOT,
+  replicaRoundTrip,
+  startRemoteReplica,
+  startServer,
+  stopServer,
+} from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 6;
@@ -33,6 +46,14 @@ async function registerImages(base: string) {
 type Transport = keyof typeof TRANSPORTS;
 
 const mbps = (rowsPerS: number) => Math.round((rowsPerS * IMAGE_BYTES) / 1e6);
+
+const REMOTE_PORT = 18721;
+
+/** Rows/s straight to a remote replica over loopback TCP, two batches in flight. */
+async function tcpRoundTrip(batch: number) {
+  const inputs = { x: { dtype: 'UINT8' as const, shape: [batch, ...IMAGE], data: new Uint8Array(batch * IMAGE_BYTES).fill(7) } };
+  return (await replicaRoundTrip({ name: 'pixels-tcp', path: PIXELS, inputs, durationS, remote: `127.0.0.1:${REMOTE_PORT}` })) * batch;
+}
 
 /** Rows/s straight to one replica process, two batches in flight, through /dev/shm or the socket. */
 async function roundTrip(transport: Transport, batch: number) {
@@ -81,13 +102,18 @@ async function main() {
   console.log(`each load runs ${durationS} s, ${rounds} rounds interleaved`);
   const trips: Record<string, number[]> = {};
   const served: Record<string, { rowsPerS: number; p50Ms: number; p99Ms: number; cpuUsPerRequest?: object; meanBatchSize?: number }[]> = {};
+  const remote = await startRemoteReplica(PIXELS, REMOTE_PORT);
   for (let r = 0; r < rounds; r++) {
-    for (const batch of BATCHES)
+    for (const batch of BATCHES) {
       for (const t of Object.keys(TRANSPORTS) as Transport[]) {
         const rate = await roundTrip(t, batch);
         add(trips, `${t} ${batch}`, rate);
         console.log('round trip', t, batch, Math.round(rate), 'rows/s');
       }
+      const tcp = await tcpRoundTrip(batch);
+      add(trips, `tcp ${batch}`, tcp);
+      console.log('round trip tcp', batch, Math.round(tcp), 'rows/s');
+    }
     for (const t of Object.keys(TRANSPORTS) as Transport[]) {
       const g = await gateway(t);
       add(served, t, { ...g, rowsPerS: g.requestsPerS * 8 });
@@ -100,11 +126,19 @@ async function main() {
     add(served, 'bare', { ...b, rowsPerS: b.requestsPerS * 8 });
     console.log('bare', Math.round(b.requestsPerS * 8), 'rows/s');
   }
+  await stopServer(remote);
 
   const roundTrips = BATCHES.map((batch) => {
     const shm = median(trips[`shm ${batch}`]);
     const socket = median(trips[`socket ${batch}`]);
-    return { batch, shmRowsPerS: Math.round(shm), socketRowsPerS: Math.round(socket), shmOverSocket: Math.round((shm / socket) * 100) / 100 };
+    const tcp = median(trips[`tcp ${batch}`]);
+    return {
+      batch,
+      shmRowsPerS: Math.round(shm),
+      socketRowsPerS: Math.round(socket),
+      tcpRowsPerS: Math.round(tcp),
+      shmOverSocket: Math.round((shm / socket) * 100) / 100,
+    };
   });
   const pick = (k: string) => {
     const runs = served[k];
@@ -124,9 +158,9 @@ Model: \`examples/models/pixels.onnx\`, UINT8 [N,224,224,3] (147 KiB per image),
 
 ## 1. Replica round trip alone (2 batches in flight)
 
-| batch | /dev/shm slots rows/s (MB/s) | Unix socket rows/s (MB/s) | shm / socket |
-|---|---|---|---|
-${roundTrips.map((r) => `| ${r.batch} | ${r.shmRowsPerS} (${mbps(r.shmRowsPerS)}) | ${r.socketRowsPerS} (${mbps(r.socketRowsPerS)}) | **${r.shmOverSocket}×** |`).join('\n')}
+| batch | /dev/shm slots rows/s (MB/s) | Unix socket rows/s (MB/s) | shm / socket | TCP to a remote replica (loopback) rows/s (MB/s) |
+|---|---|---|---|---|
+${roundTrips.map((r) => `| ${r.batch} | ${r.shmRowsPerS} (${mbps(r.shmRowsPerS)}) | ${r.socketRowsPerS} (${mbps(r.socketRowsPerS)}) | **${r.shmOverSocket}×** | ${r.tcpRowsPerS} (${mbps(r.tcpRowsPerS)}) |`).join('\n')}
 
 ## 2. Through the gateway — 8 clients × 8 images per request, max_batch_size 32
 

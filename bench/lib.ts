@@ -4,6 +4,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { RemoteProvider } from '../src/autoscaler/remote.js';
 import { LocalProcessProvider, type Replica } from '../src/autoscaler/replica.js';
 import type { CudaOptions } from '../src/models/cuda-options.js';
 import { openSession, runSession, warmupInputs } from '../src/models/session.js';
@@ -30,6 +31,26 @@ export async function startServer(args: string[], readyUrl: string, env: Record<
   }
   child.kill('SIGKILL');
   throw new Error(`${readyUrl} not ready`);
+}
+
+/** `infergate replica` serving one model file on a TCP port of this machine (one ONNX Runtime thread). */
+export async function startRemoteReplica(path: string, port: number): Promise<ChildProcess> {
+  const config = join(tmpdir(), `infergate-bench-remote-${port}.yaml`);
+  writeFileSync(config, stringify({ models: { m: { path, device: 'cpu', threads: 1 } } }));
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'replica', '-c', config, '-m', 'm', '-l', `127.0.0.1:${port}`], {
+    cwd: ROOT,
+    env: { ...process.env, INFERGATE_REPLICA_TOKEN: '' },
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (d) => {
+      out += d;
+      if (out.includes('listening on')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`infergate replica exited with ${code}`)));
+  });
+  return child;
 }
 
 export async function stopServer(child: ChildProcess): Promise<void> {
@@ -244,10 +265,13 @@ export async function replicaRoundTrip(o: {
   durationS: number;
   env?: Record<string, string>;
   check?: (r: Replica) => void;
+  /** Reach it over TCP: an `infergate replica` process at this address instead of a local child. */
+  remote?: string;
 }) {
   const saved = Object.fromEntries(Object.keys(o.env ?? {}).map((k) => [k, process.env[k]]));
   Object.assign(process.env, o.env);
-  const replica = await new LocalProcessProvider()
+  const provider = o.remote ? new RemoteProvider([o.remote], undefined) : new LocalProcessProvider();
+  const replica = await provider
     .start({ model: o.name, replicaId: `bench-${o.name}`, path: o.path, device: 'cpu', threads: 1, warmupShapes: {} }, { startupTimeoutMs: 30_000 })
     .finally(() => {
       for (const [k, v] of Object.entries(saved)) {
