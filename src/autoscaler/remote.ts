@@ -35,7 +35,8 @@ export class RemoteProvider implements ReplicaProvider {
     const [host, port] = [address.slice(0, at).replace(/^\[|\]$/g, ''), Number(address.slice(at + 1))];
     const startedAt = performance.now();
     return new Promise((resolve, reject) => {
-      const socket: Socket = connect({ host, port, noDelay: true });
+      // Keep-alive probes find a peer that vanished without closing (a machine powered off, a cable pulled).
+      const socket: Socket = connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 10_000 });
       const reader = new FrameReader(undefined);
       const fail = (message: string) => {
         clearTimeout(timer);

@@ -127,6 +127,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
       if (gateway) return refuse(`busy: serving the gateway at ${gateway.remoteAddress}:${gateway.remotePort}`);
       gateway = socket;
       socket.setNoDelay(true);
+      socket.setKeepAlive(true, 10_000); // a gateway that vanished without closing frees the replica for the next
       // Its sequences go with it: nobody else can advance or release them.
       socket.once('close', () => {
         gateway = undefined;
