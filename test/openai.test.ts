@@ -224,6 +224,9 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(await post('/detokenize', { model: 'tiny-gpt', tokens: counted.body.tokens })).toEqual({ status: 200, body: { prompt: 'The quick brown fox' } });
     expect((await post('/detokenize', { model: 'tiny-gpt', tokens: [50257] })).status).toBe(400);
     expect((await post('/tokenize', { model: 'mlp', prompt: 'x' })).status).toBe(404);
+    // Each form errs in its own terms.
+    expect(await post('/tokenize', { model: 'tiny-gpt' })).toMatchObject({ status: 400, body: { error: { message: 'missing required parameter: prompt' } } });
+    expect(await post('/tokenize', { model: 'tiny-gpt', messages: 5 })).toMatchObject({ status: 400, body: { error: { param: 'messages' } } });
   });
 
   it('reuses a cached prompt prefix (a shared system message): same answer, usage says how many tokens were cached', async () => {

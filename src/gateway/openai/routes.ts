@@ -11,7 +11,17 @@ import { ENCODERS, encoderOf } from './encoder.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { responses, responsesSchema } from './responses.js';
-import { type ChatRequest, type CompletionRequest, chatSchema, completionSchema, detokenizeSchema, MAX_CHOICES, parseBody, tokenizeSchema } from './schema.js';
+import {
+  type ChatRequest,
+  type CompletionRequest,
+  chatSchema,
+  completionSchema,
+  detokenizeSchema,
+  MAX_CHOICES,
+  parseBody,
+  tokenizeChatSchema,
+  tokenizeSchema,
+} from './schema.js';
 import { classify, classifySchema, rerank, rerankSchema, score, scoreSchema } from './scoring.js';
 import { chatPromptOf, chatTokens, ToolAnswer, type ToolUse } from './tools.js';
 
@@ -70,7 +80,10 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   });
   // vLLM's token counting: what a prompt (or chat) costs in tokens, and text back from tokens.
   app.post('/tokenize', async (c) => {
-    const req = parseBody(tokenizeSchema, await json(c, maxBodyBytes));
+    const body = await json(c, maxBodyBytes);
+    // A chat when it has messages, else a prompt: each errs in its own terms.
+    const chat = typeof body === 'object' && body !== null && 'messages' in body;
+    const req = chat ? parseBody(tokenizeChatSchema, body) : parseBody(tokenizeSchema, body);
     const gen = text(req.model);
     // As chat lays the prompt out: tools listed unless tool_choice is "none" (auto, their default, lists them).
     const listsTools = 'messages' in req && (req.tools?.length ?? 0) > 0 && req.tool_choice !== 'none';

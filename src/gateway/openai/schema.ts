@@ -157,11 +157,9 @@ export const chatSchema = z
   .refine((r) => !r.top_logprobs || r.logprobs === true, { message: 'top_logprobs requires logprobs to be true', path: ['top_logprobs'] });
 
 /** vLLM's /tokenize: a prompt, or chat messages laid out as chat completions do. */
-export const tokenizeSchema = z.union([
-  z.object({ model: sampling.model, prompt: z.string() }),
-  // With the tools a chat request would list (tool_choice "required" or named), as its prompt would hold them.
-  z.object({ model: sampling.model, messages: chatMessages, tools: tools.nullish(), tool_choice: toolChoice.nullish() }),
-]);
+export const tokenizeSchema = z.object({ model: sampling.model, prompt: z.string() });
+/** vLLM's /tokenize of a chat, with the tools a chat request would list (tool_choice "required" or named), as its prompt would hold them. */
+export const tokenizeChatSchema = z.object({ model: sampling.model, messages: chatMessages, tools: tools.nullish(), tool_choice: toolChoice.nullish() });
 /** vLLM's /detokenize. */
 export const detokenizeSchema = z.object({ model: sampling.model, tokens: z.array(z.number().int().min(0)) });
 
