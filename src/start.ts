@@ -98,7 +98,7 @@ async function checkTokenizers(config: Config): Promise<void> {
 async function encoderText(name: string, spec: EncoderInputs, log: Logger): Promise<{ tokenizer: Tokenizer; context: number; vocab: number } | undefined> {
   try {
     const tokenizer = await loadTokenizer(spec.tokenizer);
-    return { tokenizer, context: spec.context ?? 512, vocab: spec.vocab ?? tokenizer.size };
+    return { tokenizer, context: spec.context ?? tokenizer.maxLength ?? 512, vocab: spec.vocab ?? tokenizer.size };
   } catch (err) {
     log.warn({ model: name }, `served over KServe only: ${(err as Error).message}`);
     return undefined;
@@ -207,6 +207,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     const embedding = generative ? null : embeddingSpec(signature);
     const classifier = generative ? null : classifierSpec(signature);
     const encoder = embedding ?? classifier;
+    const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
     const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
     if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
     if (signature.batchAxis === null && b.max_batch_size > 1 && !generative) {
@@ -300,11 +301,11 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       labels: labels.get(name),
       batcher: batcher && { submit: (inputs, o) => refuseUnloaded() ?? batcher.submit(inputs, o) },
       generation:
-        generative && scheduler
+        generative && scheduler && generativeTokenizer
           ? {
               scheduler: { generate: (req, hooks) => refuseUnloaded() ?? scheduler.generate(req, hooks) },
-              tokenizer: await loadTokenizer(model.tokenizer ?? generative.tokenizer),
-              context: generative.context ?? 1024,
+              tokenizer: generativeTokenizer,
+              context: generative.context ?? generativeTokenizer.maxLength ?? 1024,
               vocab: generative.vocab,
             }
           : undefined,

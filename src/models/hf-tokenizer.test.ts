@@ -9,6 +9,7 @@ describe('Hugging Face tokenizers (tokenizer.json)', () => {
   it("encodes as bert-base-uncased does, pairs with BERT's segments", async () => {
     const bert = await loadTokenizer(bertTokenizer());
     expect(bert.size).toBe(30522);
+    expect(bert.maxLength).toBe(256); // tokenizer_config.json's model_max_length
     expect(bert.encode('I like strawberries')).toEqual([101, 1045, 2066, 13137, 20968, 102]); // [CLS] i like straw ##berries [SEP]
     const pair = bert.encodePair?.('what does a fox eat', 'Foxes eat rodents.');
     expect(pair?.ids.slice(0, 7)).toEqual([101, 2054, 2515, 1037, 4419, 4521, 102]);
@@ -26,6 +27,7 @@ describe('Hugging Face tokenizers (tokenizer.json)', () => {
     }
     expect(t.encode(' the')).toEqual([258]); // the merges apply: Ġt + he
     expect(t.eos).toBe(260); // tokenizer_config.json's eos_token
+    expect(t.maxLength).toBeUndefined(); // none given
     expect(t.bytes(t.eos)).toEqual(new Uint8Array(0)); // special: no text
     expect(t.bytes(99_999)).toEqual(new Uint8Array(0)); // past the vocabulary (a model's wider logits)
   });

@@ -36,9 +36,12 @@ export async function loadHfTokenizer(path: string): Promise<Tokenizer> {
   const special = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
   const spelling = spellingOf(json);
   const eosName = tokenText(config.eos_token) ?? EOS_NAMES.find((n) => vocab.has(n));
+  // transformers writes a huge model_max_length (1e30) when the model's is unknown: that is no limit.
+  const maxLength = Number(config.model_max_length);
   return {
     name: path,
     size,
+    maxLength: Number.isInteger(maxLength) && maxLength > 0 && maxLength < 1e7 ? maxLength : undefined,
     eos: (eosName && vocab.get(eosName)) ?? -1,
     encode: (text, opts) => tokenizer.encode(text, { add_special_tokens: opts?.special ?? true }).ids,
     encodePair: (first, second) => {

@@ -8,6 +8,8 @@ export type Tokenizer = {
   eos: number;
   /** How many tokens it has (ids 0 to size - 1). */
   size: number;
+  /** The longest input its model takes, where the tokenizer says (tokenizer_config.json's model_max_length). */
+  maxLength?: number;
   /**
    * Two texts as one input, with the tokenizer's own special tokens and segments (BERT: [CLS] a [SEP] b [SEP],
    * token types 0 then 1). Tokenizers without a pair template leave it out (the gateway joins the texts itself).
