@@ -89,6 +89,13 @@ describe('POST /v1/embeddings with the openai client', () => {
     expectClose(byLists.data[0].embedding, byText.data[0].embedding, 1e-7);
     expect(byLists.data).toHaveLength(2);
     expect(byTokens.usage.prompt_tokens).toBe(tokens.length);
+    // truncate_prompt_tokens keeps the first N (no special tokens here), text or ids alike.
+    const cutIds = await client.embeddings.create({ model: 'tiny-embed', input: tokens, truncate_prompt_tokens: 3 } as never);
+    const cutText = await client.embeddings.create({ model: 'tiny-embed', input: TEXTS[1], truncate_prompt_tokens: 3 } as never);
+    const first3 = await client.embeddings.create({ model: 'tiny-embed', input: tokens.slice(0, 3) });
+    expectClose(cutIds.data[0].embedding, first3.data[0].embedding, 1e-7);
+    expectClose(cutText.data[0].embedding, first3.data[0].embedding, 1e-7);
+    expect(cutText.usage.prompt_tokens).toBe(3);
   });
 
   it('cuts to the leading `dimensions` and normalizes again (Matryoshka)', async () => {

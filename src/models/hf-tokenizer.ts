@@ -41,6 +41,7 @@ export async function loadHfTokenizer(path: string): Promise<Tokenizer> {
   return {
     name: path,
     size,
+    truncationSide: config.truncation_side === 'left' ? 'left' : 'right',
     maxLength: Number.isInteger(maxLength) && maxLength > 0 && maxLength < 1e7 ? maxLength : undefined,
     eos: (eosName && vocab.get(eosName)) ?? -1,
     encode: (text, opts) => tokenizer.encode(text, { add_special_tokens: opts?.special ?? true }).ids,

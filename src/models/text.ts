@@ -10,6 +10,8 @@ export type Tokenizer = {
   size: number;
   /** The longest input its model takes, where the tokenizer says (tokenizer_config.json's model_max_length). */
   maxLength?: number;
+  /** Which end truncation cuts (tokenizer_config.json's truncation_side). @default right: the beginning is kept */
+  truncationSide?: 'left' | 'right';
   /**
    * Two texts as one input, with the tokenizer's own special tokens and segments (BERT: [CLS] a [SEP] b [SEP],
    * token types 0 then 1). Tokenizers without a pair template leave it out (the gateway joins the texts itself).

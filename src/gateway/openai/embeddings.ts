@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { badInput } from '../../errors/index.js';
 import { embeddingInputs, embeddingOf } from '../../models/index.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { checkedTokens, MAX_INPUTS, runEach, type TextLimits } from './encoder.js';
+import { checkedTokens, idTokens, MAX_INPUTS, runEach, type TextLimits, textTokens, truncateField } from './encoder.js';
 
 const tokenIds = z.array(z.number().int().min(0)).min(1, 'a list of token ids must not be empty');
 
@@ -16,13 +16,14 @@ export const embeddingsSchema = z.object({
   /** Fewer dimensions than the model's (Matryoshka): the leading ones, normalized again. */
   dimensions: z.number().int().positive().nullish(),
   user: z.string().nullish(),
+  truncate_prompt_tokens: truncateField,
 });
 export type EmbeddingsRequest = z.infer<typeof embeddingsSchema>;
 
 /** POST /v1/embeddings: every text is a request of its own to the model's dynamic batcher (see runEach). */
 export async function embeddings(c: Context<GatewayEnv>, m: ServedModel, req: EmbeddingsRequest): Promise<Response> {
   const e = m.embedding as NonNullable<ServedModel['embedding']>;
-  const texts = inputTokens(e, req.input);
+  const texts = inputTokens(e, req.input, req.truncate_prompt_tokens);
   if (req.dimensions && e.dimensions !== undefined && req.dimensions > e.dimensions)
     throw badInput(`dimensions: the model's embeddings have ${e.dimensions} dimensions; ask for at most that many`, 'dimensions', 'invalid_request_error');
   const vectors = await runEach(
@@ -56,10 +57,13 @@ export async function embeddings(c: Context<GatewayEnv>, m: ServedModel, req: Em
 /** A float32 as the shortest decimal that reads back as the same float32 (9 digits do), not the 17 of its float64. */
 const float32Text = (x: number) => Number(x.toPrecision(9));
 
-/** The request's inputs as token lists, each checked. */
-function inputTokens(e: TextLimits, input: EmbeddingsRequest['input']): number[][] {
+/** The request's inputs as token lists, each cut where asked (truncate_prompt_tokens), then checked. */
+function inputTokens(e: TextLimits, input: EmbeddingsRequest['input'], truncate: number | null | undefined): number[][] {
   const list: (string | number[])[] =
     typeof input === 'string' ? [input] : typeof input[0] === 'number' ? [input as number[]] : (input as (string | number[])[]);
   const one = typeof input === 'string' || typeof input[0] === 'number';
-  return list.map((item, i) => checkedTokens(e, typeof item === 'string' ? e.tokenizer.encode(item) : item, one ? 'input' : `input.${i}`));
+  return list.map((item, i) => {
+    const param = one ? 'input' : `input.${i}`;
+    return checkedTokens(e, typeof item === 'string' ? textTokens(e, item, truncate) : idTokens(e, item, truncate), param);
+  });
 }

@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import PQueue from 'p-queue';
+import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { Tokenizer } from '../../models/index.js';
 import type { Inputs } from '../../tensor/index.js';
@@ -30,6 +31,43 @@ export function encoderOf(models: ReadonlyMap<string, ServedModel>, { serves, wh
     });
   };
 }
+
+/** vLLM's truncate_prompt_tokens: cut each input to at most this many tokens (-1: the model's context) instead of refusing it. */
+export const truncateField = z
+  .number()
+  .int()
+  .refine((k) => k === -1 || k >= 1, 'expected -1 (the model’s context) or a positive number of tokens')
+  .nullish();
+
+/**
+ * A text's tokens (with the tokenizer's special tokens), cut to `truncate` tokens where asked: from the end the
+ * tokenizer's truncation_side says (the end by default, as transformers does), its special tokens kept.
+ */
+export function textTokens(limits: TextLimits, text: string, truncate: number | null | undefined): number[] {
+  const full = limits.tokenizer.encode(text);
+  const k = truncate === -1 ? limits.context : truncate;
+  if (k == null || full.length <= k) return full;
+  const bare = limits.tokenizer.encode(text, { special: false });
+  const specials = full.length - bare.length;
+  if (k <= specials)
+    throw badInput(
+      `truncate_prompt_tokens: ${k} leaves no room for the text beside ${specials} special tokens`,
+      'truncate_prompt_tokens',
+      'invalid_request_error',
+    );
+  // Where the text sits between the special tokens ([CLS] … [SEP]: after one).
+  let at = 0;
+  while (at <= specials && bare.some((t, i) => full[at + i] !== t)) at++;
+  return [...full.slice(0, at), ...cut(limits.tokenizer, bare, k - specials), ...full.slice(at + bare.length)];
+}
+
+/** Token ids as given, cut to `truncate` where asked (no special tokens to keep). */
+export function idTokens(limits: TextLimits, ids: number[], truncate: number | null | undefined): number[] {
+  const k = truncate === -1 ? limits.context : truncate;
+  return k == null || ids.length <= k ? ids : cut(limits.tokenizer, ids, k);
+}
+
+const cut = (tokenizer: Tokenizer, tokens: number[], keep: number) => (tokenizer.truncationSide === 'left' ? tokens.slice(-keep) : tokens.slice(0, keep));
 
 /** A text's tokens, checked: not empty, within the context, in the vocabulary; `param` names it in the error. */
 export function checkedTokens(limits: TextLimits, tokens: number[], param: string): number[] {

@@ -5,7 +5,7 @@ import { badInput } from '../../errors/index.js';
 import { embeddingInputs } from '../../models/index.js';
 import { float16ToNumber, type Inputs } from '../../tensor/index.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { checkedTokens, MAX_INPUTS, runEach } from './encoder.js';
+import { checkedTokens, MAX_INPUTS, runEach, textTokens, truncateField } from './encoder.js';
 
 // Sequence classifiers, as vLLM and Text Embeddings Inference serve them: a cross-encoder (one class: how well a
 // document answers a query) reranks documents and scores text pairs; a classifier of several classes labels texts.
@@ -31,7 +31,7 @@ export const rerankSchema = z.object({
 export const scoreSchema = z.object({ model, text_1: texts, text_2: texts });
 
 /** vLLM's classify API. */
-export const classifySchema = z.object({ model, input: texts });
+export const classifySchema = z.object({ model, input: texts, truncate_prompt_tokens: truncateField });
 
 const id = (kind: string) => `${kind}-${randomBytes(12).toString('hex')}`;
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
@@ -80,7 +80,10 @@ export async function score(c: Context<GatewayEnv>, m: ServedModel, req: z.infer
 export async function classify(c: Context<GatewayEnv>, m: ServedModel, req: z.infer<typeof classifySchema>): Promise<Response> {
   const cl = m.classifier as NonNullable<ServedModel['classifier']>;
   const list = typeof req.input === 'string' ? [req.input] : req.input;
-  const tokens = list.map((t, i) => checkedTokens(cl, cl.tokenizer.encode(t), typeof req.input === 'string' ? 'input' : `input.${i}`));
+  const tokens = list.map((t, i) => {
+    const param = typeof req.input === 'string' ? 'input' : `input.${i}`;
+    return checkedTokens(cl, textTokens(cl, t, req.truncate_prompt_tokens), param);
+  });
   const probs = await runEach(
     c,
     m,
