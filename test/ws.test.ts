@@ -8,6 +8,7 @@ beforeAll(async () => {
     models: {
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } },
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
     },
   });
 });
@@ -66,6 +67,19 @@ describe('WebSocket /v1/ws', () => {
     ).json();
     expect(textA.join('')).toBe(http.choices[0].text);
     c.ws.close();
+  });
+
+  it('answers an embeddings message as POST /v1/embeddings answers the same body', async () => {
+    const { ws, next, send } = await connect();
+    const body = { model: 'tiny-embed', input: ['hello world', 'a second text'], encoding_format: 'float', dimensions: 8 };
+    send({ id: 'e', type: 'embeddings', ...body });
+    const { id, type, ...answer } = await next((m) => m.id === 'e');
+    expect(type).toBe('embeddings');
+    const http = await (await fetch(`${gw.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify(body) })).json();
+    expect(answer).toEqual(http);
+    send({ id: 'bad', type: 'embeddings', model: 'tiny-gpt', input: 'x' });
+    expect(await next((m) => m.id === 'bad')).toMatchObject({ type: 'error', error: { status: 404, code: 'model_not_found' } });
+    ws.close();
   });
 
   it('answers malformed messages with an error message and keeps the socket up', async () => {

@@ -5,6 +5,8 @@ import type { z } from 'zod';
 import { badInput, GatewayError, notFound } from '../errors/index.js';
 import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
+import { embeddingsAnswer, embeddingsSchema } from './openai/embeddings.js';
+import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { Generation } from './openai/generation.js';
 import { chatLogprobs } from './openai/logprobs.js';
 import { completionPrompts } from './openai/routes.js';
@@ -25,6 +27,8 @@ type Message = { id?: unknown; type?: unknown; model?: unknown; [field: string]:
  *   → {"id": "2", "type": "completion", "model": "tiny-gpt", "prompt": "Hi", "max_tokens": 8}
  *                                          ← {"id": "2", "type": "token", "text": "..."} … {"id": "2", "type": "done", "finish_reason": "length", "usage": {...}}
  *   → {"id": "2", "type": "cancel"}        ← {"id": "2", "type": "done", "finish_reason": "cancelled"}
+ *   → {"id": "3", "type": "embeddings", "model": "tiny-embed", "input": ["a", "b"]}   (the /v1/embeddings body)
+ *                                          ← {"id": "3", "type": "embeddings", "object": "list", "data": [...], "usage": {...}}
  *   ← {"id": …, "type": "error", "error": {"status": 400, "code": …, "message": …}}   (the socket stays open)
  *
  * Closing the socket cancels everything it started.
@@ -70,7 +74,8 @@ async function handle(data: unknown, ws: WSContext, work: Map<string, AbortContr
     try {
       if (msg.type === 'infer') await infer(msg, id, models, controller.signal, send);
       else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, models, controller.signal, send, ws);
-      else throw badInput(`unknown message type ${JSON.stringify(msg.type)} (expected infer, completion, chat or cancel)`);
+      else if (msg.type === 'embeddings') await embed(msg, id, models, controller.signal, send);
+      else throw badInput(`unknown message type ${JSON.stringify(msg.type)} (expected infer, completion, chat, embeddings or cancel)`);
     } finally {
       work.delete(id);
     }
@@ -79,6 +84,13 @@ async function handle(data: unknown, ws: WSContext, work: Map<string, AbortContr
     if (e.status === 499) return void send({ id, type: 'done', finish_reason: 'cancelled' });
     send({ id, type: 'error', error: { status: e.status, code: e.code, message: e.message, ...(e.options.param && { param: e.options.param }) } });
   }
+}
+
+async function embed(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void) {
+  const { type: _type, id: _id, ...fields } = msg;
+  const req = parseBody(embeddingsSchema, fields);
+  const m = encoderOf(models, ENCODERS.embedding)(req.model);
+  send({ id, type: 'embeddings', ...(await embeddingsAnswer({ signal }, m, req)) });
 }
 
 function lookup(models: ReadonlyMap<string, ServedModel>, name: unknown): ServedModel {

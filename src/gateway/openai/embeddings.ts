@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { badInput } from '../../errors/index.js';
 import { embeddingInputs, embeddingOf } from '../../models/index.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { checkedTokens, idTokens, MAX_INPUTS, runEach, type TextLimits, textTokens, truncateField } from './encoder.js';
+import { type Asker, askerOf, checkedTokens, idTokens, MAX_INPUTS, runEach, type TextLimits, textTokens, truncateField } from './encoder.js';
 
 const tokenIds = z.array(z.number().int().min(0)).min(1, 'a list of token ids must not be empty');
 
@@ -20,14 +20,19 @@ export const embeddingsSchema = z.object({
 });
 export type EmbeddingsRequest = z.infer<typeof embeddingsSchema>;
 
-/** POST /v1/embeddings: every text is a request of its own to the model's dynamic batcher (see runEach). */
+/** POST /v1/embeddings. */
 export async function embeddings(c: Context<GatewayEnv>, m: ServedModel, req: EmbeddingsRequest): Promise<Response> {
+  return c.json(await embeddingsAnswer(askerOf(c, m), m, req));
+}
+
+/** An embeddings request's answer (OpenAI's list): every text is a request of its own to the model's dynamic batcher (see runEach). */
+export async function embeddingsAnswer(asker: Asker, m: ServedModel, req: EmbeddingsRequest): Promise<object> {
   const e = m.embedding as NonNullable<ServedModel['embedding']>;
   const texts = inputTokens(e, req.input, req.truncate_prompt_tokens);
   if (req.dimensions && e.dimensions !== undefined && req.dimensions > e.dimensions)
     throw badInput(`dimensions: the model's embeddings have ${e.dimensions} dimensions; ask for at most that many`, 'dimensions', 'invalid_request_error');
   const vectors = await runEach(
-    c,
+    asker,
     m,
     texts.map((tokens) => embeddingInputs(e.spec, tokens)),
     (outputs, i) =>
@@ -41,7 +46,7 @@ export async function embeddings(c: Context<GatewayEnv>, m: ServedModel, req: Em
   );
   const tokens = texts.reduce((n, t) => n + t.length, 0);
   const base64 = req.encoding_format === 'base64';
-  return c.json({
+  return {
     object: 'list',
     data: vectors.map((v, index) => ({
       object: 'embedding',
@@ -51,7 +56,7 @@ export async function embeddings(c: Context<GatewayEnv>, m: ServedModel, req: Em
     })),
     model: m.name,
     usage: { prompt_tokens: tokens, total_tokens: tokens },
-  });
+  };
 }
 
 /** A float32 as the shortest decimal that reads back as the same float32 (9 digits do), not the 17 of its float64. */

@@ -84,28 +84,37 @@ export function checkedTokens(limits: TextLimits, tokens: number[], param: strin
   return tokens;
 }
 
+/** Who asks, for `runEach`: the cancellation, priority and trace of an HTTP request or a WebSocket message. */
+export type Asker = { signal: AbortSignal; priority?: number; trace?: unknown; answered?: (queueMs: number, batchSize: number) => void };
+
+/** An HTTP request as an Asker (its client going away cancels), the model noted for the request log. */
+export function askerOf(c: Context<GatewayEnv>, m: ServedModel): Asker {
+  c.set('model', m.name);
+  // The request log and metrics show its longest wait in the queue and largest batch.
+  const answered = (queueMs: number, batchSize: number) => {
+    c.set('queueMs', Math.max(queueMs, c.get('queueMs') ?? 0));
+    c.set('batchSize', Math.max(batchSize, c.get('batchSize') ?? 0));
+  };
+  return { signal: clientSignal(c), priority: c.get('caller')?.priority, trace: c.get('span')?.spanContext(), answered };
+}
+
 /**
  * Runs every input as a request of its own through the model's dynamic batcher, so they batch with other
  * callers' inputs, and reads each answer with `read`. At most two batches' worth are queued at a time: a
  * request of thousands of inputs neither overflows the queue nor makes everyone behind it wait for all of it.
- * A failure (or the client going away) stops the rest.
+ * A failure (or the asker going away) stops the rest.
  */
-export async function runEach<T>(c: Context<GatewayEnv>, m: ServedModel, inputs: Inputs[], read: (outputs: Inputs, i: number) => T): Promise<T[]> {
+export async function runEach<T>(asker: Asker, m: ServedModel, inputs: Inputs[], read: (outputs: Inputs, i: number) => T): Promise<T[]> {
   const batcher = m.batcher as NonNullable<ServedModel['batcher']>;
-  c.set('model', m.name);
   const failed = new AbortController();
-  const signal = AbortSignal.any([clientSignal(c), failed.signal]);
-  const opts = { signal, priority: c.get('caller')?.priority, trace: c.get('span')?.spanContext() };
+  const opts = { priority: asker.priority, trace: asker.trace, signal: AbortSignal.any([asker.signal, failed.signal]) };
   const queue = new PQueue({ concurrency: Math.max(1, 2 * m.maxBatchSize) });
-  let queueMs = 0;
-  let batchSize = 0;
-  const results = await Promise.all(
+  return Promise.all(
     inputs.map((input, i) =>
       queue.add(async () => {
         try {
           const result = await batcher.submit(input, opts);
-          queueMs = Math.max(queueMs, result.queueMs);
-          batchSize = Math.max(batchSize, result.batchSize);
+          asker.answered?.(result.queueMs, result.batchSize);
           return read(result.outputs, i);
         } catch (err) {
           // The rest is not worth computing: queued inputs leave the batcher, unsent ones stay unsent.
@@ -116,7 +125,4 @@ export async function runEach<T>(c: Context<GatewayEnv>, m: ServedModel, inputs:
       }),
     ),
   );
-  c.set('queueMs', queueMs);
-  c.set('batchSize', batchSize);
-  return results;
 }

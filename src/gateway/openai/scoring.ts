@@ -5,7 +5,7 @@ import { badInput } from '../../errors/index.js';
 import { embeddingInputs } from '../../models/index.js';
 import { float16ToNumber, type Inputs } from '../../tensor/index.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { checkedTokens, MAX_INPUTS, runEach, textTokens, truncateField } from './encoder.js';
+import { askerOf, checkedTokens, MAX_INPUTS, runEach, textTokens, truncateField } from './encoder.js';
 
 // Sequence classifiers, as vLLM and Text Embeddings Inference serve them: a cross-encoder (one class: how well a
 // document answers a query) reranks documents and scores text pairs; a classifier of several classes labels texts.
@@ -85,7 +85,7 @@ export async function classify(c: Context<GatewayEnv>, m: ServedModel, req: z.in
     return checkedTokens(cl, textTokens(cl, t, req.truncate_prompt_tokens), param);
   });
   const probs = await runEach(
-    c,
+    askerOf(c, m),
     m,
     tokens.map((t) => embeddingInputs(cl.spec, t)),
     (outputs) => probabilities(logitsOf(outputs, cl.spec.output, cl.spec.classes)),
@@ -126,7 +126,7 @@ function pairTokens(m: ServedModel, query: string, document: string, param: stri
 function scorePairs(c: Context<GatewayEnv>, m: ServedModel, pairs: Pair[]): Promise<number[]> {
   const cl = m.classifier as NonNullable<ServedModel['classifier']>;
   const inputs = pairs.map((p) => embeddingInputs(cl.spec, p.tokens, p.typeIds));
-  return runEach(c, m, inputs, (outputs) => sigmoid(logitsOf(outputs, cl.spec.output, 1)[0]));
+  return runEach(askerOf(c, m), m, inputs, (outputs) => sigmoid(logitsOf(outputs, cl.spec.output, 1)[0]));
 }
 
 /** The first `classes` values of a row's logits (FP16 arrives as its bits). */
