@@ -18,6 +18,8 @@ export const ENCODERS = {
   embedding: { serves: (m: ServedModel) => m.embedding !== undefined, what: 'an embedding model' },
   classifier: { serves: (m: ServedModel) => m.classifier !== undefined, what: 'a sequence classifier' },
   crossEncoder: { serves: (m: ServedModel) => m.classifier?.spec.classes === 1, what: 'a cross-encoder (a one-class classifier)' },
+  /** Any model that takes text: generative or an encoder (/tokenize, the model list). */
+  text: { serves: (m: ServedModel) => (m.generation ?? m.embedding ?? m.classifier) !== undefined, what: 'a model that takes text' },
 };
 
 /** A model by name that the route serves, else 404 model_not_found naming those it would. */

@@ -119,12 +119,11 @@ export function generativeModelOf(models: ReadonlyMap<string, ServedModel>): (na
 
 /** A model that takes text (generative or an encoder), with its tokenizer, context and vocabulary; else 404. */
 function textModelOf(models: ReadonlyMap<string, ServedModel>): (name: string) => { model: ServedModel; tokenizer: Tokenizer; context: number; vocab: number } {
+  const find = encoderOf(models, ENCODERS.text);
   return (name) => {
-    const m = models.get(name);
-    const text = m?.generation ?? m?.embedding ?? m?.classifier;
-    if (m && text) return { model: m, tokenizer: text.tokenizer, context: text.context, vocab: text.vocab };
-    const known = [...models.values()].filter((t) => t.generation || t.embedding || t.classifier).map((t) => t.name);
-    throw new GatewayError(404, 'model_not_found', `The model \`${name}\` does not exist or takes no text (these do: ${known.join(', ')})`, { param: 'model' });
+    const model = find(name);
+    const { tokenizer, context, vocab } = (model.generation ?? model.embedding ?? model.classifier) as NonNullable<ServedModel['generation']>;
+    return { model, tokenizer, context, vocab };
   };
 }
 

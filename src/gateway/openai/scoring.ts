@@ -111,7 +111,8 @@ type Pair = { tokens: number[]; typeIds: number[] };
  * segments 0 then 1); a tokenizer without a pair template (GPT-2's): the query, end-of-text, the document.
  */
 function pairTokens(m: ServedModel, query: string, document: string, param: string): Pair {
-  const { tokenizer, ...limits } = m.classifier as NonNullable<ServedModel['classifier']>;
+  const cl = m.classifier as NonNullable<ServedModel['classifier']>;
+  const { tokenizer } = cl;
   let pair: { ids: number[]; typeIds: number[] };
   if (tokenizer.encodePair) pair = tokenizer.encodePair(query, document);
   else {
@@ -119,7 +120,7 @@ function pairTokens(m: ServedModel, query: string, document: string, param: stri
     const ids = [...first, ...tokenizer.encode(document)];
     pair = { ids, typeIds: ids.map((_, i) => (i < first.length ? 0 : 1)) };
   }
-  return { tokens: checkedTokens({ tokenizer, ...limits }, pair.ids, param), typeIds: pair.typeIds };
+  return { tokens: checkedTokens(cl, pair.ids, param), typeIds: pair.typeIds };
 }
 
 /** Each pair's relevance: the sigmoid of the cross-encoder's logit, as sentence-transformers' CrossEncoder gives it. */
