@@ -12,7 +12,7 @@ import {
   type ScalingPolicy,
   visibleGpus,
 } from './autoscaler/index.js';
-import { Batcher, GenerationScheduler } from './batcher/index.js';
+import { Batcher, type BatchTarget, GenerationScheduler, Sequences } from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import { badInput } from './errors/index.js';
@@ -30,16 +30,23 @@ import {
   type ServedModel,
 } from './gateway/index.js';
 import {
+  batchSignature,
+  callerSignature,
   classifierSpec,
   type EncoderInputs,
   embeddingPadding,
   embeddingSpec,
+  fromModelLayout,
   generativeSpec,
+  initialState,
   loadTokenizer,
+  type ModelLayout,
   type ModelSignature,
+  modelLayout,
   PREFIX_BLOCK,
   readSignature,
   type Tokenizer,
+  toModelLayout,
 } from './models/index.js';
 import { measureModel, observePools, Telemetry } from './telemetry/index.js';
 import { VERSION } from './version.js';
@@ -117,6 +124,31 @@ function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSigna
   for (const input of Object.keys(model.warmup_shapes)) {
     if (!inputs.has(input)) throw new ConfigError(`models.${name}.warmup_shapes.${input}: the model has no input ${input}`);
   }
+  layoutOf(name, model, sig);
+}
+
+/** A model's states and constants, checked against it (a mistake is a config error naming the key). */
+export function layoutOf(name: string, model: ModelConfig, sig: ModelSignature): ModelLayout {
+  try {
+    return modelLayout(sig, { state: model.sequence?.state, constants: model.constants });
+  } catch (err) {
+    throw new ConfigError(`models.${name}.${(err as Error).message}`);
+  }
+}
+
+/** The pool as the batcher sees it: a stateful model's batches laid out as it takes them on the way in, and back. */
+function laidOut(pool: ReplicaPool, layout: ModelLayout): BatchTarget {
+  if (layout.states.length === 0 && Object.keys(layout.constants).length === 0) return pool;
+  return {
+    dispatch: async (batch, opts) => {
+      const result = await pool.dispatch(toModelLayout(batch, layout), opts);
+      return { ...result, outputs: fromModelLayout(result.outputs, layout) };
+    },
+    freeSlots: () => pool.freeSlots(),
+    readyCount: () => pool.readyCount(),
+    on: (event, listener) => pool.on(event, listener),
+    off: (event, listener) => pool.off(event, listener),
+  };
 }
 
 /** The auth and rate-limit middleware of the built-in routes and of each configured endpoint. */
@@ -154,18 +186,33 @@ function fixedBatchSizes(model: ModelConfig, signature: ModelSignature): number[
 /** What a replica of the model is told to serve: by this gateway, or by `infergate replica` on another machine. */
 export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, threads: number): Omit<ReplicaStartSpec, 'replicaId' | 'model'> {
   const generative = generativeSpec(signature) !== null;
+  const layout = modelLayout(signature, { state: model.sequence?.state, constants: model.constants });
   return {
     path: model.path,
     device: model.device,
     threads,
     cuda: model.cuda,
-    warmupShapes: model.warmup_shapes,
-    warmupBatches: fixedBatchSizes(model, signature),
+    warmupShapes: { ...vadWarmup(model, signature, layout), ...model.warmup_shapes },
+    warmupBatches: fixedBatchSizes(model, batchSignature(signature, layout)),
     maxBatchRows: model.batching.max_batch_size,
     prefixCacheBytes: generative ? model.prefix_cache_mb * 2 ** 20 : undefined,
     prefillChunk: generative ? model.batching.prefill_chunk : undefined,
     tokenizer: model.tokenizer,
+    layout: model.sequence || Object.keys(model.constants).length ? { state: model.sequence?.state, constants: model.constants } : undefined,
   };
+}
+
+/** A VAD's audio input warms up as the windows it will take (its length is dynamic, and 1 sample is too few for it). */
+function vadWarmup(model: ModelConfig, signature: ModelSignature, layout: ModelLayout): Record<string, number[]> {
+  const audio = model.vad && vadAudioInput(signature, layout);
+  return model.vad && audio ? { [audio]: [1, model.vad.context + model.vad.window] } : {};
+}
+
+/** A VAD's audio input: the one input that is neither a state nor a constant. */
+export function vadAudioInput(signature: ModelSignature, layout: ModelLayout): string | undefined {
+  const states = new Set(layout.states.map((s) => s.input));
+  const rest = signature.inputs.filter((t) => !states.has(t.name) && !(t.name in layout.constants));
+  return rest.length === 1 ? rest[0].name : undefined;
 }
 
 // Remote models: as many as there are addresses, unless told fewer.
@@ -197,7 +244,11 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
 
   const models: Gateway['models'] = new Map();
   for (const [name, model] of Object.entries(config.models)) {
-    const signature = signatures.get(name) as ModelSignature;
+    const ownSignature = signatures.get(name) as ModelSignature;
+    // What the batcher stacks (states batch first, constants left out) and what callers send (no states either).
+    const layout = layoutOf(name, model, ownSignature);
+    const batchable = batchSignature(ownSignature, layout).batchAxis === 0;
+    const signature = callerSignature(ownSignature, layout);
     const b = model.batching;
     const s = model.scaling;
     // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);
@@ -210,29 +261,29 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
     const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
     if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
-    if (signature.batchAxis === null && b.max_batch_size > 1 && !generative) {
+    if (!batchable && b.max_batch_size > 1 && !generative) {
       log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
     }
     const batchSizes = fixedBatchSizes(model, signature);
-    const pool = new ReplicaPool({
+    const pool: ReplicaPool = new ReplicaPool({
       model: name,
       maxInputs: b.max_inputs,
       provider: model.remote ? new RemoteProvider(model.remote) : provider,
-      spec: replicaSpecOf(model, signature, model.threads || (onGpu(model) ? 0 : cpuThreads)),
+      spec: replicaSpecOf(model, ownSignature, model.threads || (onGpu(model) ? 0 : cpuThreads)),
       // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
       // A remote replica's device is its own machine's business.
       place: onGpu(model) && !model.remote && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(name, s.replicas_per_gpu) : undefined,
       startupTimeoutMs: s.startup_timeout * 1000,
       log,
     });
-    if (b.batch_sizes && (generative || signature.batchAxis !== 0))
+    if (b.batch_sizes && (generative || !batchable))
       log.warn({ model: name }, `batching.batch_sizes is ignored: the model ${generative ? 'is generative (continuous batching)' : 'has no batch axis'}`);
     const batcher = generative
       ? undefined
       : new Batcher({
           model: name,
-          pool,
-          batchable: signature.batchAxis === 0,
+          pool: laidOut(pool, layout),
+          batchable,
           maxBatchSize: b.max_batch_size,
           waitMs: b.wait_ms,
           maxQueueSize: b.max_queue_size,
@@ -240,6 +291,16 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
           pad: encoder ? { ...embeddingPadding(encoder), ...b.pad } : b.pad,
           batchSizes,
         });
+    const sequences =
+      batcher && model.sequence
+        ? new Sequences({
+            model: name,
+            states: layout.states.map((st) => ({ input: st.input, output: st.output, initial: () => initialState(st) })),
+            submit: (inputs, o) => batcher.submit(inputs, o),
+            idleMs: model.sequence.idle_timeout_s * 1000,
+            maxSequences: model.sequence.max_sequences,
+          })
+        : undefined;
     const scheduler = generative
       ? new GenerationScheduler({
           model: name,
@@ -258,7 +319,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       maxContainers: maxContainers(model),
       bufferContainers: s.buffer_containers,
       targetInputs: s.target_inputs ?? b.max_inputs,
-      maxBatchSize: signature.batchAxis === 0 || generative ? b.max_batch_size : 1,
+      maxBatchSize: batchable || generative ? b.max_batch_size : 1,
       scaledownWindowMs: s.scaledown_window * 1000,
     };
     const autoscaler = new Autoscaler({
@@ -300,6 +361,13 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       batching: { waitMs: b.wait_ms, maxQueueSize: b.max_queue_size, timeoutMs: b.timeout_ms, batchSizes },
       labels: labels.get(name),
       batcher: batcher && { submit: (inputs, o) => refuseUnloaded() ?? batcher.submit(inputs, o) },
+      sequences: sequences && {
+        submit: (seq, inputs, o) => refuseUnloaded() ?? sequences.submit(seq, inputs, o),
+        active: () => sequences.size,
+        idleMs: (model.sequence?.idle_timeout_s ?? 0) * 1000,
+        states: layout.states,
+        vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context },
+      },
       generation:
         generative && scheduler && generativeTokenizer
           ? {

@@ -13,5 +13,6 @@ export {
   type StepReplica,
   type TokenLogprobs,
 } from './generation.js';
+export { type CarriedState, type SequenceRequest, Sequences, type SequencesOptions } from './sequences.js';
 export { groupKey, lengthBucket, type PadRule, splitOutputs, stackInputs } from './stack.js';
 export { type DurationStat, ModelStatistics, type TritonModelStat } from './statistics.js';

@@ -157,10 +157,46 @@ export const modelSchema = z
       .min(1)
       .refine((a) => new Set(a).size === a.length, 'an address is listed twice')
       .optional(),
+    /**
+     * Inputs the gateway fills in, by name: a tensor of fixed shape (usually a scalar) every run takes the
+     * same value for, such as silero VAD's sample rate `sr`. Callers do not send them; batching ignores them.
+     */
+    constants: z.record(z.string(), z.number()).default({}),
+    /**
+     * A stateful model (Triton's sequence batcher with implicit state): requests carry a sequence id, and the
+     * gateway feeds each one the state its sequence's previous request left.
+     */
+    sequence: z
+      .object({
+        /** State inputs and the outputs that feed them, `{input: output}`; a sequence starts from zeros. */
+        state: z.record(z.string(), z.string()).refine((s) => Object.keys(s).length > 0, 'name at least one state input'),
+        /** A sequence with no request for this long is dropped, in s (Triton's max_sequence_idle_microseconds). @default 60 */
+        idle_timeout_s: z.number().positive().default(60),
+        /** Most sequences kept at once (per gateway); a new one past it gets 503. @default 4096 */
+        max_sequences: positiveInt.default(4096),
+      })
+      .strict()
+      .optional(),
+    /**
+     * A voice activity detector (silero VAD's inputs and outputs; needs `sequence`): served at /v1/audio/vad,
+     * over HTTP for a whole recording and as a WebSocket for live audio.
+     */
+    vad: z
+      .object({
+        /** The only sample rate the model takes, in Hz (audio at another rate is a 400). @default 16000 */
+        sample_rate: positiveInt.default(16000),
+        /** Samples per model run. @default 512 (silero at 16 kHz) */
+        window: positiveInt.default(512),
+        /** The previous window's last samples put in front of each window (silero v5 takes 64 at 16 kHz). @default 64 */
+        context: z.number().int().min(0).default(64),
+      })
+      .strict()
+      .optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })
   .strict()
+  .refine((m) => !m.vad || m.sequence, { message: 'a vad model carries its state between windows: give it a sequence with its state', path: ['vad'] })
   .refine((m) => !m.remote || (m.scaling.max_containers ?? 1) <= m.remote.length, {
     message: 'max_containers must not exceed the number of remote addresses',
     path: ['scaling', 'max_containers'],

@@ -1,5 +1,5 @@
-import type { GenerateHooks, GenerateRequest, GenerateResult, SubmitOptions, Submitted, TritonModelStat } from '../batcher/index.js';
-import type { ClassifierSpec, EmbeddingSpec, ModelSignature, Pooling, Tokenizer } from '../models/index.js';
+import type { GenerateHooks, GenerateRequest, GenerateResult, SequenceRequest, SubmitOptions, Submitted, TritonModelStat } from '../batcher/index.js';
+import type { ClassifierSpec, EmbeddingSpec, ModelSignature, Pooling, SequenceState, Tokenizer } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
 /** What the gateway needs of a served model: its signature, a way in, and how it is doing. */
@@ -15,6 +15,19 @@ export interface ServedModel {
   labels?: readonly string[];
   /** Tensor models: the dynamic batcher. */
   batcher?: { submit(inputs: Inputs, opts?: SubmitOptions): Promise<Submitted> };
+  /**
+   * Stateful models (config `sequence`): each request belongs to a sequence whose state the gateway keeps
+   * (Triton's sequence batcher); `vad`: a voice activity detector's audio framing (/v1/audio/vad).
+   */
+  sequences?: {
+    submit(seq: SequenceRequest, inputs: Inputs, opts?: SubmitOptions): Promise<Submitted>;
+    /** Sequences kept now. */
+    active(): number;
+    /** A sequence with no request for this long is dropped. */
+    idleMs: number;
+    states: readonly SequenceState[];
+    vad?: { sampleRate: number; window: number; context: number };
+  };
   /** Generative models: continuous batching, the tokenizer, the context length and vocabulary size in tokens. */
   generation?: {
     scheduler: { generate(req: GenerateRequest, hooks: GenerateHooks): Promise<GenerateResult> };

@@ -3,8 +3,10 @@ import { Hono } from 'hono';
 import type { WSContext } from 'hono/ws';
 import type { z } from 'zod';
 import { badInput, GatewayError, notFound } from '../errors/index.js';
+import type { Caller } from './auth/middleware.js';
 import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
+import { submitInfer } from './kserve/submit.js';
 import { embeddingsAnswer, embeddingsSchema } from './openai/embeddings.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { Generation } from './openai/generation.js';
@@ -24,6 +26,7 @@ type Message = { id?: unknown; type?: unknown; model?: unknown; [field: string]:
  * `completion` / `chat` generation streams; every answer carries the `id` it belongs to.
  *
  *   → {"id": "1", "type": "infer", "model": "mlp", "inputs": [...]}        ← {"id": "1", "type": "result", "outputs": [...]}
+ *     (a stateful model's: with "parameters": {"sequence_id": …, "sequence_start": true, …}, as over HTTP)
  *   → {"id": "2", "type": "completion", "model": "tiny-gpt", "prompt": "Hi", "max_tokens": 8}
  *                                          ← {"id": "2", "type": "token", "text": "..."} … {"id": "2", "type": "done", "finish_reason": "length", "usage": {...}}
  *   → {"id": "2", "type": "cancel"}        ← {"id": "2", "type": "done", "finish_reason": "cancelled"}
@@ -37,11 +40,12 @@ export function wsRoutes(models: ReadonlyMap<string, ServedModel>): Hono<Gateway
   const app = new Hono<GatewayEnv>();
   app.get(
     '/v1/ws',
-    upgradeWebSocket(() => {
+    upgradeWebSocket((c) => {
       const work = new Map<string, AbortController>();
+      const caller = c.get('caller');
       return {
         onMessage(event, ws) {
-          void handle(event.data, ws, work, models);
+          void handle(event.data, ws, work, models, caller);
         },
         onClose() {
           for (const controller of work.values()) controller.abort();
@@ -53,7 +57,13 @@ export function wsRoutes(models: ReadonlyMap<string, ServedModel>): Hono<Gateway
   return app;
 }
 
-async function handle(data: unknown, ws: WSContext, work: Map<string, AbortController>, models: ReadonlyMap<string, ServedModel>): Promise<void> {
+async function handle(
+  data: unknown,
+  ws: WSContext,
+  work: Map<string, AbortController>,
+  models: ReadonlyMap<string, ServedModel>,
+  caller: Caller | undefined,
+): Promise<void> {
   const send = (msg: object) => ws.readyState === 1 && ws.send(JSON.stringify(msg));
   let id: string | null = null;
   try {
@@ -72,7 +82,7 @@ async function handle(data: unknown, ws: WSContext, work: Map<string, AbortContr
     const controller = new AbortController();
     work.set(id, controller);
     try {
-      if (msg.type === 'infer') await infer(msg, id, models, controller.signal, send);
+      if (msg.type === 'infer') await infer(msg, id, models, controller.signal, send, caller);
       else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, models, controller.signal, send, ws);
       else if (msg.type === 'embeddings') await embed(msg, id, models, controller.signal, send);
       else throw badInput(`unknown message type ${JSON.stringify(msg.type)} (expected infer, completion, chat, embeddings or cancel)`);
@@ -99,14 +109,14 @@ function lookup(models: ReadonlyMap<string, ServedModel>, name: unknown): Served
   return m;
 }
 
-async function infer(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void) {
+async function infer(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void, caller?: Caller) {
   const m = lookup(models, msg.model);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: send a "completion" or "chat" message`);
-  const request = inferRequestFromJson({ inputs: msg.inputs, outputs: msg.outputs }, new Uint8Array(0), m.signature);
+  const request = inferRequestFromJson({ inputs: msg.inputs, outputs: msg.outputs, parameters: msg.parameters }, new Uint8Array(0), m.signature);
   if (request.sharedInputs.length || request.outputs.some((o) => o.shm)) throw badInput('shared-memory tensors are for POST .../infer only');
   for (const o of request.outputs) o.binary = false; // JSON only on a text socket
   const deadline = request.timeoutMs === undefined ? undefined : performance.now() + request.timeoutMs;
-  const result = await m.batcher.submit(request.inputs, { signal, deadline });
+  const result = await submitInfer(m, request.inputs, request.sequence, caller, { signal, deadline });
   const body = JSON.parse(encodeInferResponse(m.name, request, result.outputs, m.labels).body as string);
   send({ id, type: 'result', ...body, queue_ms: Math.round(result.queueMs * 100) / 100, batch_size: result.batchSize });
 }

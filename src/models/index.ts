@@ -18,4 +18,15 @@ export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } fr
 export { type FailedMessage, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';
 export { TensorSlots } from './shm.js';
 export { type Dim, type ModelSignature, parseSignature, readSignature, type TensorSpec } from './signature.js';
+export {
+  batchSignature,
+  callerSignature,
+  fromModelLayout,
+  initialState,
+  type LayoutConfig,
+  type ModelLayout,
+  modelLayout,
+  type SequenceState,
+  toModelLayout,
+} from './stateful.js';
 export { type ChatMessage, chatPrompt, decode, loadTokenizer, TextStream, type Tokenizer } from './text.js';

@@ -205,7 +205,7 @@ async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Prom
   const t0 = performance.now();
   const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
   const t1 = performance.now();
-  for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches)) await runSession(session, inputs);
+  for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches, spec.layout)) await runSession(session, inputs);
   const infer = async (inputs: Inputs) => {
     const startedAt = performance.now();
     const outputs = await runSession(session, inputs);
@@ -219,8 +219,8 @@ async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Prom
  * buffer goes there and back by transfer, not copy, and is each slot's read buffer again afterwards.
  */
 async function workerEngine(spec: ReplicaSpec, slots: TensorSlots | undefined): Promise<Engine> {
-  const { path, device, threads, cuda, warmupShapes, warmupBatches } = spec;
-  const worker = await SessionWorker.start({ role: 'infergate-session', path, device, threads, cuda, warmupShapes, warmupBatches }, (err) => {
+  const { path, device, threads, cuda, warmupShapes, warmupBatches, layout } = spec;
+  const worker = await SessionWorker.start({ role: 'infergate-session', path, device, threads, cuda, warmupShapes, warmupBatches, layout }, (err) => {
     console.error(`replica ${spec.replicaId}: its session's worker crashed: ${err.message}`);
     process.exit(1);
   });

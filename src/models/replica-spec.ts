@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import type { CudaOptions } from './cuda-options.js';
 import type { Provider } from './session.js';
+import type { LayoutConfig } from './stateful.js';
 
 /** What a replica process is told to serve. */
 export type ReplicaSpec = {
@@ -28,6 +29,8 @@ export type ReplicaSpec = {
   prefillChunk?: number;
   /** The tokenizer the config gives (a tokenizer.json path), over the model's metadata. */
   tokenizer?: string;
+  /** A stateful model's states and constant inputs (batches arrive laid out as the model takes them; warm-ups are made alike). */
+  layout?: LayoutConfig;
 };
 
 /** The replica's first IPC message (a remote replica's first frame, op `ready`): it is loaded, warm and listening. */

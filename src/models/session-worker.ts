@@ -11,6 +11,7 @@ import type { CudaOptions } from './cuda-options.js';
 import { SHM_MIN_BYTES } from './protocol.js';
 import type { Provider } from './session.js';
 import type { ModelSignature } from './signature.js';
+import type { LayoutConfig } from './stateful.js';
 import { spawnWorker } from './thread.js';
 
 /**
@@ -47,6 +48,7 @@ export type SessionWorkerSpec = {
   cuda?: CudaOptions;
   warmupShapes: Record<string, number[]>;
   warmupBatches?: number[];
+  layout?: LayoutConfig;
 };
 export type SessionWorkerReady = { provider: Provider; fallback?: string; cudaOptions?: string; sessionMs: number; warmupMs: number };
 
@@ -122,7 +124,7 @@ async function serve(spec: SessionWorkerSpec): Promise<void> {
     const signature = await readSignature(spec.path);
     session = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
     t1 = performance.now();
-    for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches)) await runSession(session.session, inputs);
+    for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches, spec.layout)) await runSession(session.session, inputs);
   } catch (err) {
     port.postMessage({ type: 'failed', message: (err as Error).message } satisfies Started);
     return;

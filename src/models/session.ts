@@ -3,6 +3,7 @@ import type { DType, Inputs, TypedArray } from '../tensor/index.js';
 import { allocate, elementCount } from '../tensor/index.js';
 import { type CudaOptions, cudaOptionsString, cudaOptionsUnavailable, hasCudaOptions, missingCudaProvider } from './cuda-options.js';
 import type { ModelSignature } from './signature.js';
+import { batchSignature, type LayoutConfig, modelLayout, toModelLayout } from './stateful.js';
 
 export type DeviceSpec = string; // cpu | cuda | cuda:N | auto
 export type Provider = 'cpu' | `cuda:${number}`;
@@ -93,8 +94,12 @@ export async function runSession(session: ort.InferenceSession, inputs: Inputs):
  * The warm-up runs: one with `shapes`, or one per batch size with every input's first dimension set to
  * it (the first run of each shape is where CUDA picks its kernels, so it must not be a user's).
  */
-export function warmupRuns(signature: ModelSignature, shapes: Record<string, number[]>, batches: number[] = []): Inputs[] {
-  return batches.length === 0 ? [warmupInputs(signature, shapes)] : batches.map((b) => warmupInputs(signature, shapes, b));
+export function warmupRuns(signature: ModelSignature, shapes: Record<string, number[]>, batches: number[] = [], layout?: LayoutConfig): Inputs[] {
+  // A stateful model's batches are made batch first and laid out as the model takes them, as the gateway sends them.
+  const model = layout && modelLayout(signature, layout);
+  const sig = model ? batchSignature(signature, model) : signature;
+  const runs = batches.length === 0 ? [warmupInputs(sig, shapes)] : batches.map((b) => warmupInputs(sig, shapes, b));
+  return model ? runs.map((r) => toModelLayout(r, model)) : runs;
 }
 
 /** Zero-filled inputs for the warm-up run; dynamic dimensions take `shapes[name]` or 1, the first `batch` if given. */

@@ -20,7 +20,7 @@ const TRITON_TYPES: Record<string, string> = {
 /**
  * The model as Triton's `GET /v2/models/{m}/config` describes one — what Triton's clients (perf_analyzer,
  * model analyzer) read to learn the batch size and tensors: `max_batch_size` (0: no batch axis), tensors
- * with `dims` not counting the batch axis, `dynamic_batching` from `batching`, one instance group of
+ * with `dims` not counting the batch axis, `dynamic_batching` from `batching` (and `sequence_batching` for a stateful model), one instance group of
  * `max_containers` replicas; infergate's own settings under `parameters`.
  */
 export function tritonConfig(m: ServedModel) {
@@ -47,6 +47,18 @@ export function tritonConfig(m: ServedModel) {
           default_queue_policy: { max_queue_size: b.maxQueueSize, default_timeout_microseconds: Math.round(b.timeoutMs * 1000) },
         },
       }),
+    // A stateful model: the sequence batcher with implicit state (dims of one sequence's state, as Triton lists them).
+    ...(m.sequences && {
+      sequence_batching: {
+        max_sequence_idle_microseconds: Math.round(m.sequences.idleMs * 1000),
+        state: m.sequences.states.map((s) => ({
+          input_name: s.input,
+          output_name: s.output,
+          data_type: TRITON_TYPES[s.dtype] ?? `TYPE_${s.dtype}`,
+          dims: s.shape.slice(1),
+        })),
+      },
+    }),
     instance_group: [{ kind: m.device.startsWith('cuda') ? 'KIND_GPU' : m.device === 'cpu' ? 'KIND_CPU' : 'KIND_AUTO', count: scaling?.max_containers ?? 1 }],
     parameters: { device: m.device, ...(scaling && { scaling }), ...(m.labels && { labels: m.labels.length }) },
   };

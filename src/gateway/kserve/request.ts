@@ -23,6 +23,8 @@ export type InferRequest = {
   binary: boolean;
   /** Longest the request may wait for its batch, in ms (Triton's `timeout` parameter, given in µs). */
   timeoutMs?: number;
+  /** The sequence it belongs to, for a stateful model (Triton's sequence_id, sequence_start, sequence_end parameters). */
+  sequence?: { id: string; start: boolean; end: boolean };
 };
 
 type JsonTensor = { name?: unknown; shape?: unknown; datatype?: unknown; data?: unknown; parameters?: Record<string, unknown> };
@@ -129,7 +131,21 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
     throw badInput(`parameters.timeout is the request's timeout in microseconds, a non-negative integer; got ${JSON.stringify(timeout)}`);
   // Triton's 0 is "no timeout of its own": the model's timeout_ms still applies.
   const timeoutMs = timeout ? (timeout as number) / 1000 : undefined;
-  return { id, inputs, sharedInputs, outputs, binary: binaryExtension, ...(timeoutMs !== undefined && { timeoutMs }) };
+  const sequence = sequenceOf(json.parameters);
+  return { id, inputs, sharedInputs, outputs, binary: binaryExtension, ...(timeoutMs !== undefined && { timeoutMs }), ...(sequence && { sequence }) };
+}
+
+/** Triton's sequence parameters: a correlation id (a non-zero integer or a non-empty string) and the START / END flags. */
+function sequenceOf(params: Record<string, unknown> | undefined): InferRequest['sequence'] {
+  const { sequence_id: id, sequence_start: start = false, sequence_end: end = false } = params ?? {};
+  if (id === undefined) {
+    if (start !== false || end !== false) throw badInput('sequence_start and sequence_end need a sequence_id');
+    return undefined;
+  }
+  const valid = (typeof id === 'string' && id.length > 0 && id.length <= 256) || (Number.isSafeInteger(id) && (id as number) > 0);
+  if (!valid) throw badInput(`parameters.sequence_id is a non-zero integer or a non-empty string (at most 256 characters); got ${JSON.stringify(id)}`);
+  if (typeof start !== 'boolean' || typeof end !== 'boolean') throw badInput('parameters.sequence_start and sequence_end are booleans');
+  return { id: String(id), start, end };
 }
 
 /** The shared-memory parameters of a tensor, if it has them: region and byte size both, offset optional. */

@@ -10,6 +10,7 @@ import { tritonConfig } from './model-config.js';
 import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
 import type { SharedMemoryRegions } from './shared-memory.js';
+import { submitInfer } from './submit.js';
 import { predict } from './v1.js';
 
 export type KServeOptions = {
@@ -126,10 +127,13 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
   const shared = await readSharedInputs(request, regions);
   const trace = c.get('span')?.spanContext();
   const deadline = request.timeoutMs === undefined ? undefined : performance.now() + request.timeoutMs;
-  const result = await m.batcher.submit(
-    { ...request.inputs, ...shared.inputs },
-    { signal: clientSignal(c), priority: c.get('caller')?.priority, trace, deadline },
-  );
+  const caller = c.get('caller');
+  const result = await submitInfer(m, { ...request.inputs, ...shared.inputs }, request.sequence, caller, {
+    signal: clientSignal(c),
+    priority: caller?.priority,
+    trace,
+    deadline,
+  });
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);
   await writeSharedOutputs(request, result.outputs, regions);

@@ -5,6 +5,7 @@ import { clientSignal, readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { toJsonData } from './json-data.js';
 import { inferRequestFromJson } from './request.js';
+import { submitInfer } from './submit.js';
 
 // KServe's v1 protocol (TensorFlow Serving's row format), which KServe users still send:
 // POST /v1/models/{m}:predict with {"instances": [...]} → {"predictions": [...]}. An instance is one row —
@@ -34,6 +35,7 @@ function nest(flat: unknown[], shape: number[]): unknown {
 export async function predict(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number): Promise<Response> {
   c.set('model', m.name);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
+  if (m.sequences) throw badInput(`model ${m.name} is stateful: send its sequences to /v2/models/${m.name}/infer with parameters.sequence_id`);
   if (m.signature.batchAxis !== 0) throw badInput(`model ${m.name} has no batch axis: send it to /v2/models/${m.name}/infer`);
   const body = await readJson(c, maxBodyBytes);
   const instances = isObject(body) ? body.instances : undefined;
@@ -55,7 +57,12 @@ export async function predict(c: Context<GatewayEnv>, m: ServedModel, maxBodyByt
     return { name: spec.name, datatype: spec.dtype, shape: [rows.length, ...(shapes[0] as number[])], data: rows };
   });
   const request = inferRequestFromJson({ inputs }, new Uint8Array(0), m.signature);
-  const result = await m.batcher.submit(request.inputs, { signal: clientSignal(c), priority: c.get('caller')?.priority, trace: c.get('span')?.spanContext() });
+  const caller = c.get('caller');
+  const result = await submitInfer(m, request.inputs, undefined, caller, {
+    signal: clientSignal(c),
+    priority: caller?.priority,
+    trace: c.get('span')?.spanContext(),
+  });
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);
   const outputs = Object.entries(result.outputs) as [string, Tensor][];

@@ -1,0 +1,117 @@
+import { badInput, unavailable } from '../errors/index.js';
+import type { Inputs, Tensor } from '../tensor/index.js';
+import type { SubmitOptions, Submitted } from './batcher.js';
+
+/** A state carried from one request of a sequence to the next: `output` of one request is `input` of the next. */
+export type CarriedState = { input: string; output: string; initial(): Tensor };
+
+/** Which sequence a request belongs to (Triton's correlation id and START / END flags). */
+export type SequenceRequest = {
+  id: string;
+  start: boolean;
+  end: boolean;
+  /** Whose sequence it is (the caller's identity): another caller's request never reaches its state. */
+  owner?: string;
+};
+
+export type SequencesOptions = {
+  model: string;
+  states: CarriedState[];
+  /** The model's batcher: every request of every sequence is one row of its batches. */
+  submit(inputs: Inputs, opts: SubmitOptions): Promise<Submitted>;
+  /** A sequence with nothing sent for this long is dropped (Triton's max_sequence_idle_microseconds). */
+  idleMs: number;
+  /** Most sequences kept at once; a new one past it is a 503. */
+  maxSequences: number;
+  /** @default performance.now */
+  now?: () => number;
+};
+
+type Live = { states: Inputs; tail: Promise<unknown>; pending: number; lastUsed: number; ended: boolean };
+
+/**
+ * Triton's sequence batcher with implicit state, for models that carry state between requests (an RNN, a
+ * streaming VAD): the gateway keeps each sequence's state, feeds it with the sequence's next request and
+ * keeps what comes back. A sequence's requests run one at a time, in the order they arrived, while requests of
+ * different sequences share batches (each is a row). The state lives here, not in a replica, so any replica
+ * serves any step: no affinity, and a replica restarting loses nothing.
+ */
+export class Sequences {
+  private live = new Map<string, Live>();
+  private readonly now: () => number;
+  private sweptAt = Number.NEGATIVE_INFINITY;
+
+  constructor(private opts: SequencesOptions) {
+    this.now = opts.now ?? (() => performance.now());
+  }
+
+  /** Sequences kept now. */
+  get size(): number {
+    this.sweep();
+    return this.live.size;
+  }
+
+  submit(seq: SequenceRequest, inputs: Inputs, opts: SubmitOptions = {}): Promise<Submitted> {
+    for (const [name, t] of Object.entries(inputs))
+      if (t.shape[0] !== 1) return Promise.reject(badInput(`a request of a sequence is one row: input ${name} has ${t.shape[0]}`));
+    this.sweep();
+    const key = `${seq.owner ?? ''}\u0000${seq.id}`;
+    let entry = this.live.get(key);
+    if (!entry) {
+      if (!seq.start)
+        return Promise.reject(
+          badInput(
+            `sequence ${seq.id} of model ${this.opts.model} is not active (it ended, sat idle past ${this.opts.idleMs / 1000} s, or never started): its first request needs sequence_start`,
+            undefined,
+            'sequence_not_active',
+          ),
+        );
+      if (this.live.size >= this.opts.maxSequences) this.sweep(true);
+      if (this.live.size >= this.opts.maxSequences)
+        return Promise.reject(unavailable('sequences_full', `model ${this.opts.model} holds its most sequences (${this.opts.maxSequences}); end one or retry`));
+      entry = { states: {}, tail: Promise.resolve(), pending: 0, lastUsed: this.now(), ended: false };
+      this.live.set(key, entry);
+    }
+    const live = entry;
+    const step = live.tail.then(async () => {
+      if (live.ended && !seq.start)
+        throw badInput(`sequence ${seq.id} of model ${this.opts.model} ended before this request's turn`, undefined, 'sequence_not_active');
+      if (seq.start) {
+        // A start on a live sequence begins it afresh, after the requests it had queued.
+        live.states = Object.fromEntries(this.opts.states.map((s) => [s.input, s.initial()]));
+        live.ended = false;
+      }
+      const result = await this.opts.submit({ ...inputs, ...live.states }, opts);
+      const outputs = { ...result.outputs };
+      for (const s of this.opts.states) {
+        // A copy: the output is a view of the whole batch's buffer, which must not live as long as the sequence.
+        const t = outputs[s.output];
+        live.states[s.input] = { dtype: t.dtype, shape: t.shape, data: t.data.slice() };
+        delete outputs[s.output];
+      }
+      if (seq.end) live.ended = true;
+      return { ...result, outputs };
+    });
+    // A failed request leaves the state as it was: the sequence's next request carries on from the last good one.
+    live.tail = step.catch(() => {});
+    live.pending++;
+    const settle = () => {
+      live.pending--;
+      live.lastUsed = this.now();
+      if (live.ended && live.pending === 0 && this.live.get(key) === live) this.live.delete(key);
+    };
+    step.then(settle, settle);
+    return step;
+  }
+
+  /**
+   * Drops sequences idle past idleMs (none with a request under way). Done as requests come, at most every
+   * second or so, rather than on a timer: nothing idles out unnoticed, since a full table is checked afresh.
+   */
+  private sweep(force = false): void {
+    const now = this.now();
+    if (!force && now - this.sweptAt < Math.min(this.opts.idleMs, 1000)) return;
+    this.sweptAt = now;
+    for (const [key, s] of this.live) if (s.pending === 0 && now - s.lastUsed > this.opts.idleMs) this.live.delete(key);
+  }
+}
