@@ -2,8 +2,8 @@
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
-import { classifierSpec, embeddingSpec, generativeSpec, type ModelSignature, type ReplicaSpec, replicaEntry } from './models/index.js';
-import { loadSignatures, replicaSpecOf, startGateway } from './start.js';
+import { batchSignature, classifierSpec, embeddingSpec, generativeSpec, type ModelSignature, type ReplicaSpec, replicaEntry } from './models/index.js';
+import { layoutOf, loadSignatures, replicaSpecOf, startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
 
@@ -49,16 +49,20 @@ program
     const signatures = await loadSignatures(config);
     for (const [name, sig] of signatures) {
       const io = (ts: typeof sig.inputs) => ts.map((t) => `${t.name} ${t.dtype} ${formatShape(t.shape)}`).join(', ');
+      const model = config.models[name];
       // How it will be served: the routes a newcomer should try first.
-      const kind = generativeSpec(sig)
-        ? ' (generative: /v1/completions, /v1/chat/completions)'
-        : embeddingSpec(sig)
-          ? ' (text encoder: /v1/embeddings)'
-          : classifierSpec(sig)
-            ? ` (sequence classifier: /classify${classifierSpec(sig)?.classes === 1 ? ', /v1/rerank, /v1/score' : ''})`
-            : sig.batchAxis === 0
-              ? ''
-              : ' (not batchable)';
+      const stateful = model.sequence && batchSignature(sig, layoutOf(name, model, sig)).batchAxis === 0;
+      const kind = model.sequence
+        ? ` (stateful: sequences of ${stateful ? 'batched ' : ''}requests${model.vad ? ', /v1/audio/vad' : ''})`
+        : generativeSpec(sig)
+          ? ' (generative: /v1/completions, /v1/chat/completions)'
+          : embeddingSpec(sig)
+            ? ' (text encoder: /v1/embeddings)'
+            : classifierSpec(sig)
+              ? ` (sequence classifier: /classify${classifierSpec(sig)?.classes === 1 ? ', /v1/rerank, /v1/score' : ''})`
+              : sig.batchAxis === 0
+                ? ''
+                : ' (not batchable)';
       console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
     console.log(`${file}: ok (${signatures.size} model${signatures.size === 1 ? '' : 's'})`);

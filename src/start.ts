@@ -202,6 +202,18 @@ export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, thr
   };
 }
 
+/** A VAD takes one FP32 input of audio windows and gives one probability per window (its state aside). */
+function vadTensors(name: string, callerSig: ModelSignature): { input: string; output: string } {
+  const [input, ...more] = callerSig.inputs;
+  const [output, ...others] = callerSig.outputs;
+  const fits = input && output && !more.length && !others.length && input.dtype === 'FP32' && input.shape.length === 2 && output.dtype === 'FP32';
+  if (!fits)
+    throw new ConfigError(
+      `models.${name}.vad: a VAD model takes one FP32 [batch, samples] input and gives one FP32 probability per row, besides its state and constants; this one takes ${callerSig.inputs.map((t) => t.name).join(', ')} and gives ${callerSig.outputs.map((t) => t.name).join(', ')}`,
+    );
+  return { input: input.name, output: output.name };
+}
+
 /** A VAD's audio input warms up as the windows it will take (its length is dynamic, and 1 sample is too few for it). */
 function vadWarmup(model: ModelConfig, signature: ModelSignature, layout: ModelLayout): Record<string, number[]> {
   const audio = model.vad && vadAudioInput(signature, layout);
@@ -366,7 +378,8 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
         active: () => sequences.size,
         idleMs: (model.sequence?.idle_timeout_s ?? 0) * 1000,
         states: layout.states,
-        vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context },
+        release: (seq) => sequences.release(seq),
+        vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context, ...vadTensors(name, signature) },
       },
       generation:
         generative && scheduler && generativeTokenizer

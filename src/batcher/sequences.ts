@@ -27,7 +27,7 @@ export type SequencesOptions = {
   now?: () => number;
 };
 
-type Live = { states: Inputs; tail: Promise<unknown>; pending: number; lastUsed: number; ended: boolean };
+type Live = { states: Inputs; tail: Promise<unknown>; pending: number; lastUsed: number; ended: boolean; released: boolean };
 
 /**
  * Triton's sequence batcher with implicit state, for models that carry state between requests (an RNN, a
@@ -69,12 +69,12 @@ export class Sequences {
       if (this.live.size >= this.opts.maxSequences) this.sweep(true);
       if (this.live.size >= this.opts.maxSequences)
         return Promise.reject(unavailable('sequences_full', `model ${this.opts.model} holds its most sequences (${this.opts.maxSequences}); end one or retry`));
-      entry = { states: {}, tail: Promise.resolve(), pending: 0, lastUsed: this.now(), ended: false };
+      entry = { states: {}, tail: Promise.resolve(), pending: 0, lastUsed: this.now(), ended: false, released: false };
       this.live.set(key, entry);
     }
     const live = entry;
     const step = live.tail.then(async () => {
-      if (live.ended && !seq.start)
+      if (live.released || (live.ended && !seq.start))
         throw badInput(`sequence ${seq.id} of model ${this.opts.model} ended before this request's turn`, undefined, 'sequence_not_active');
       if (seq.start) {
         // A start on a live sequence begins it afresh, after the requests it had queued.
@@ -102,6 +102,15 @@ export class Sequences {
     };
     step.then(settle, settle);
     return step;
+  }
+
+  /** Ends a sequence now, whatever it has queued (its caller went away): what is queued fails, its slot is free. */
+  release(seq: Pick<SequenceRequest, 'id' | 'owner'>): void {
+    const key = `${seq.owner ?? ''}\u0000${seq.id}`;
+    const live = this.live.get(key);
+    if (!live) return;
+    live.released = true;
+    this.live.delete(key);
   }
 
   /**

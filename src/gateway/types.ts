@@ -26,7 +26,9 @@ export interface ServedModel {
     /** A sequence with no request for this long is dropped. */
     idleMs: number;
     states: readonly SequenceState[];
-    vad?: { sampleRate: number; window: number; context: number };
+    release(seq: Pick<SequenceRequest, 'id' | 'owner'>): void;
+    /** A voice activity detector: its framing, and its audio input and probability output. */
+    vad?: { sampleRate: number; window: number; context: number; input: string; output: string };
   };
   /** Generative models: continuous batching, the tokenizer, the context length and vocabulary size in tokens. */
   generation?: {

@@ -68,7 +68,13 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
     });
     app.get(`${prefix}/stats`, (c) => {
       const m = model(c);
-      return c.json({ name: m.name, ...m.stats(), replicas: m.replicas(), model_stats: [m.statistics()] });
+      return c.json({
+        name: m.name,
+        ...m.stats(),
+        ...(m.sequences && { sequences: m.sequences.active() }),
+        replicas: m.replicas(),
+        model_stats: [m.statistics()],
+      });
     });
     app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes, regions));
     app.post(`${prefix}/generate`, (c) => generate(c, model(c), maxBodyBytes, false));
