@@ -1,4 +1,4 @@
-import { badInput, unavailable } from '../errors/index.js';
+import { badInput, cancelled, unavailable } from '../errors/index.js';
 import type { Inputs, Tensor } from '../tensor/index.js';
 import type { SubmitOptions, Submitted } from './batcher.js';
 
@@ -52,6 +52,7 @@ export class Sequences {
   }
 
   submit(seq: SequenceRequest, inputs: Inputs, opts: SubmitOptions = {}): Promise<Submitted> {
+    if (opts.signal?.aborted) return Promise.reject(cancelled());
     for (const [name, t] of Object.entries(inputs))
       if (t.shape[0] !== 1) return Promise.reject(badInput(`a request of a sequence is one row: input ${name} has ${t.shape[0]}`));
     this.sweep();

@@ -3,8 +3,8 @@ import { upgradeWebSocket } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import type { WSContext } from 'hono/ws';
 import { z } from 'zod';
-import { badInput, GatewayError, notFound } from '../errors/index.js';
-import { Framer, type PcmFormat, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadSettings } from '../models/vad.js';
+import { badInput, cancelled, GatewayError, notFound } from '../errors/index.js';
+import { Framer, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadSettings } from '../models/index.js';
 import { clientSignal, readBody } from './body.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -210,6 +210,7 @@ class VadStream {
   }
 
   private async run(window: Float32Array, end: boolean): Promise<void> {
+    if (this.ended) throw cancelled('the stream was closed'); // its sequence is gone: never start another
     const { input, output } = this.m.sequences.vad;
     const result = await this.m.sequences.submit(
       { id: this.id, start: !this.started, end },

@@ -30,3 +30,4 @@ export {
   toModelLayout,
 } from './stateful.js';
 export { type ChatMessage, chatPrompt, decode, loadTokenizer, TextStream, type Tokenizer } from './text.js';
+export { Framer, type PcmFormat, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadFraming, type VadSettings } from './vad.js';
