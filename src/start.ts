@@ -290,6 +290,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     });
     if (b.batch_sizes && (generative || !batchable))
       log.warn({ model: name }, `batching.batch_sizes is ignored: the model ${generative ? 'is generative (continuous batching)' : 'has no batch axis'}`);
+    let sequences: Sequences | undefined;
     const batcher = generative
       ? undefined
       : new Batcher({
@@ -302,8 +303,9 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
           timeoutMs: b.timeout_ms,
           pad: encoder ? { ...embeddingPadding(encoder), ...b.pad } : b.pad,
           batchSizes,
+          companyExpected: model.sequence ? () => sequences?.mayJoin() ?? true : undefined,
         });
-    const sequences =
+    sequences =
       batcher && model.sequence
         ? new Sequences({
             model: name,

@@ -34,6 +34,12 @@ export type BatcherOptions = {
   pad?: Record<string, PadRule>;
   /** The only batch sizes sent (increasing): a batch is padded with zero rows up to the nearest. @default any size */
   batchSizes?: number[];
+  /**
+   * Whether a request not yet queued could still join a batch; false dispatches at once instead of waiting
+   * waitMs for company that cannot come (a stateful model whose every sequence has its request queued already).
+   * @default always true
+   */
+  companyExpected?: () => boolean;
   /** @default performance.now */
   now?: () => number;
 };
@@ -188,7 +194,8 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
   private pump(): void {
     for (;;) {
       const now = this.now();
-      const decision = decideBatch(this.queue, { freeSlots: this.opts.pool.freeSlots(), now, rule: this.rule });
+      const rule = this.opts.companyExpected?.() === false ? { ...this.rule, waitMs: 0 } : this.rule;
+      const decision = decideBatch(this.queue, { freeSlots: this.opts.pool.freeSlots(), now, rule });
       const expired = decision.expire.map((i) => this.queue[i]);
       const batch = decision.dispatch.map((i) => this.queue[i]);
       for (const item of [...expired, ...batch]) this.remove(item);

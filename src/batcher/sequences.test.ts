@@ -9,7 +9,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const x = (v: number): Inputs => ({ x: { dtype: 'FP32', shape: [1, 1], data: Float32Array.from([v]) } });
 
 /** A running sum: y = s + x, and the state s' = s + x (rows in a batch are different sequences). */
-function harness(opts: Partial<SequencesOptions> = {}) {
+function harness(opts: Partial<SequencesOptions> & { waitMs?: number } = {}) {
   const batchRows: number[] = [];
   const provider = new InMemoryProvider(async (inputs) => {
     batchRows.push(inputs.x.shape[0]);
@@ -18,9 +18,19 @@ function harness(opts: Partial<SequencesOptions> = {}) {
     return { y: { dtype: 'FP32', shape: [sum.length, 1], data: sum }, s_out: { dtype: 'FP32', shape: [sum.length, 1], data: sum.slice() } };
   });
   const pool = new ReplicaPool({ model: 'm', maxInputs: 1, provider, spec: { path: '', device: 'cpu', threads: 0, warmupShapes: {} } });
-  const batcher = new Batcher({ model: 'm', pool, batchable: true, maxBatchSize: 8, waitMs: 3, maxQueueSize: 64, timeoutMs: 1000 });
+  let sequences: Sequences | undefined;
+  const batcher = new Batcher({
+    model: 'm',
+    pool,
+    batchable: true,
+    maxBatchSize: 8,
+    waitMs: opts.waitMs ?? 3,
+    maxQueueSize: 64,
+    timeoutMs: 120_000,
+    companyExpected: () => sequences?.mayJoin() ?? true,
+  });
   let now = 0;
-  const sequences = new Sequences({
+  sequences = new Sequences({
     model: 'm',
     states: [{ input: 's', output: 's_out', initial: () => ({ dtype: 'FP32', shape: [1, 1], data: new Float32Array(1) }) }],
     submit: (inputs, o) => batcher.submit(inputs, o),
@@ -34,7 +44,7 @@ function harness(opts: Partial<SequencesOptions> = {}) {
     expect(Object.keys(r.outputs)).toEqual(['y']); // the state stays in the gateway
     return (r.outputs.y.data as Float32Array)[0];
   };
-  return { pool, batcher, sequences, step, batchRows, advance: (ms: number) => (now += ms) };
+  return { pool, batcher, sequences: sequences as Sequences, step, batchRows, advance: (ms: number) => (now += ms) };
 }
 
 let cleanup: (() => Promise<void>)[] = [];
@@ -42,7 +52,7 @@ afterEach(async () => {
   for (const c of cleanup) await c();
   cleanup = [];
 });
-async function started(opts?: Partial<SequencesOptions>) {
+async function started(opts?: Partial<SequencesOptions> & { waitMs?: number }) {
   const h = harness(opts);
   await h.pool.startReplicas(1);
   cleanup.push(() => h.pool.stop());
@@ -73,6 +83,21 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     ]);
     expect(Math.max(...batchRows)).toBe(3);
     expect(batchRows.length).toBe(4);
+  });
+
+  it('waits wait_ms for company only while some sequence could still send (one stream alone never waits)', async () => {
+    const { step, batchRows } = await started({ waitMs: 60_000 });
+    // Alone, each request goes at once (it would otherwise wait a minute for a batch-mate that cannot come).
+    expect(await step('a', 1, { start: true })).toBe(1);
+    expect(await step('a', 2)).toBe(3);
+    expect(await Promise.all([step('a', 1), step('b', 5, { start: true })])).toEqual([4, 5]);
+    // With b idle, a's request waits for b's, and they share a batch.
+    let answered = false;
+    const a = step('a', 1).then((v) => ((answered = true), v));
+    await sleep(50);
+    expect(answered).toBe(false);
+    expect(await Promise.all([a, step('b', 1)])).toEqual([5, 6]);
+    expect(batchRows).toEqual([1, 1, 2, 2]);
   });
 
   it('needs a start first, forgets a sequence after its end, and refuses more rows than one', async () => {

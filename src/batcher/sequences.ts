@@ -38,6 +38,8 @@ type Live = { states: Inputs; tail: Promise<unknown>; pending: number; lastUsed:
  */
 export class Sequences {
   private live = new Map<string, Live>();
+  /** Sequences with a request in the batcher (queued or running). */
+  private inBatcher = 0;
   private readonly now: () => number;
   private sweptAt = Number.NEGATIVE_INFINITY;
 
@@ -49,6 +51,14 @@ export class Sequences {
   get size(): number {
     this.sweep();
     return this.live.size;
+  }
+
+  /**
+   * Whether some sequence could still send a request: one with none in the batcher. When none can, a batch of
+   * what is queued need not wait for company (one stream alone would otherwise wait wait_ms at every step).
+   */
+  mayJoin(): boolean {
+    return this.live.size > this.inBatcher;
   }
 
   submit(seq: SequenceRequest, inputs: Inputs, opts: SubmitOptions = {}): Promise<Submitted> {
@@ -82,7 +92,8 @@ export class Sequences {
         live.states = Object.fromEntries(this.opts.states.map((s) => [s.input, s.initial()]));
         live.ended = false;
       }
-      const result = await this.opts.submit({ ...inputs, ...live.states }, opts);
+      this.inBatcher++;
+      const result = await this.opts.submit({ ...inputs, ...live.states }, opts).finally(() => this.inBatcher--);
       const outputs = { ...result.outputs };
       for (const s of this.opts.states) {
         // A copy: the output is a view of the whole batch's buffer, which must not live as long as the sequence.
