@@ -93,7 +93,10 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     expect(await Promise.all([step('a', 1), step('b', 5, { start: true })])).toEqual([4, 5]);
     // With b idle, a's request waits for b's, and they share a batch.
     let answered = false;
-    const a = step('a', 1).then((v) => ((answered = true), v));
+    const a = step('a', 1).then((v) => {
+      answered = true;
+      return v;
+    });
     await sleep(50);
     expect(answered).toBe(false);
     expect(await Promise.all([a, step('b', 1)])).toEqual([5, 6]);
