@@ -100,6 +100,8 @@ describe('stateful models over KServe (Triton sequence parameters)', () => {
   it('refuses what does not fit a sequence with a 400 that says why, and the sequence carries on untouched', async () => {
     const { windows, probabilities } = await reference(SAMPLES.subarray(RATE, RATE + 4 * WINDOW));
     expect((await step(windows[0], { sequence_id: 'x', sequence_start: true })).status).toBe(200);
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).toMatch(/^infergate_sequences_active\{[^}]*infergate_model="vad"[^}]*\} 1$/m);
     const cases: [object, RegExp][] = [
       [{}, /model vad is stateful: each request needs parameters.sequence_id/],
       [{ sequence_id: 'never-started' }, /sequence never-started of model vad is not active .* needs sequence_start/],

@@ -44,7 +44,10 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
 }
 
 /** Gauges read when /metrics is scraped: replicas by state, and requests pending per model. */
-export function observePools(telemetry: Telemetry, models: ReadonlyMap<string, { pool: ReplicaPool; queue: Batcher | GenerationScheduler }>): void {
+export function observePools(
+  telemetry: Telemetry,
+  models: ReadonlyMap<string, { pool: ReplicaPool; queue: Batcher | GenerationScheduler; sequences?: { active(): number } }>,
+): void {
   const replicas = telemetry.meter.createObservableGauge('infergate.replicas', { unit: '{replica}', description: 'Replicas by state.' });
   const pending = telemetry.meter.createObservableGauge('infergate.queue.pending', {
     unit: '{request}',
@@ -55,6 +58,13 @@ export function observePools(telemetry: Telemetry, models: ReadonlyMap<string, {
       const counts = m.pool.metrics();
       for (const state of ['starting', 'ready', 'draining'] as const) r.observe(counts[state], { 'infergate.model': name, state });
     }
+  });
+  const sequences = telemetry.meter.createObservableGauge('infergate.sequences.active', {
+    unit: '{sequence}',
+    description: "Stateful models' sequences whose state the gateway keeps.",
+  });
+  sequences.addCallback((r) => {
+    for (const [name, m] of models) if (m.sequences) r.observe(m.sequences.active(), { 'infergate.model': name });
   });
   pending.addCallback((r) => {
     for (const [name, m] of models) {
