@@ -214,6 +214,13 @@ function vadTensors(name: string, callerSig: ModelSignature): { input: string; o
   return { input: input.name, output: output.name };
 }
 
+/** A VAD's windows have one length (context + window samples): callers are told, and any other is a 400, not the model's error. */
+function vadSized(model: ModelConfig, sig: ModelSignature): ModelSignature {
+  if (!model.vad || sig.inputs.length !== 1 || sig.inputs[0].shape.length !== 2) return sig;
+  const [input] = sig.inputs;
+  return { ...sig, inputs: [{ ...input, shape: [input.shape[0], model.vad.context + model.vad.window] }] };
+}
+
 /** A VAD's audio input warms up as the windows it will take (its length is dynamic, and 1 sample is too few for it). */
 function vadWarmup(model: ModelConfig, signature: ModelSignature, layout: ModelLayout): Record<string, number[]> {
   const audio = model.vad && vadAudioInput(signature, layout);
@@ -260,7 +267,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     // What the batcher stacks (states batch first, constants left out) and what callers send (no states either).
     const layout = layoutOf(name, model, ownSignature);
     const batchable = batchSignature(ownSignature, layout).batchAxis === 0;
-    const signature = callerSignature(ownSignature, layout);
+    const signature = vadSized(model, callerSignature(ownSignature, layout));
     const b = model.batching;
     const s = model.scaling;
     // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);

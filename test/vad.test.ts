@@ -118,6 +118,11 @@ describe('stateful models over KServe (Triton sequence parameters)', () => {
       parameters: { sequence_id: 'x' },
     });
     expect([twoRows.status, twoRows.body.error]).toEqual([400, 'a request of a sequence is one row: input input has 2']);
+    // A VAD's windows have one length (silero would fail on others): the gateway says so.
+    const short = await infer(gw.url, 'vad', [{ name: 'input', shape: [1, 10], datatype: 'FP32', data: new Array(10).fill(0) }], {
+      parameters: { sequence_id: 'x' },
+    });
+    expect([short.status, short.body.error]).toEqual([400, "input input: shape [1, 10] does not match the model's [batch, 576]"]);
     const state = await infer(gw.url, 'vad', [{ name: 'state', shape: [1, 2, 128], datatype: 'FP32', data: new Array(256).fill(0) }], {
       parameters: { sequence_id: 'x' },
     });
