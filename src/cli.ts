@@ -19,7 +19,7 @@ program
     const destination = pino.destination({ sync: false, minLength: 4096 });
     const log = pino({ level: logLevel, base: { service: 'infergate' } }, destination);
     const config = await loadConfig(file);
-    const gateway = await startGateway(config, { log }).catch((err) => {
+    const gateway = await startGateway(config, { log, rereadConfig: () => loadConfig(file) }).catch((err) => {
       destination.flushSync(); // what the replicas said before failing is the useful part
       throw err;
     });
@@ -36,6 +36,14 @@ program
         },
       );
     };
+    // SIGHUP: the config file's models applied in place (what changed is logged; a bad file changes nothing).
+    process.on('SIGHUP', () => {
+      log.info({ signal: 'SIGHUP' }, `reloading ${file}`);
+      loadConfig(file)
+        .then((next) => gateway.reload(next))
+        .catch((err) => log.error({ err: (err as Error).message }, 'config not reloaded, nothing changed'))
+        .finally(() => destination.flush()); // rare and wanted at once, unlike request lines
+    });
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });

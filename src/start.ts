@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import {
   Autoscaler,
@@ -15,7 +15,7 @@ import {
 import { Batcher, type BatchTarget, GenerationScheduler, Sequences } from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
-import { badInput } from './errors/index.js';
+import { badInput, unavailable } from './errors/index.js';
 import {
   type Autoscaling,
   authenticate,
@@ -54,10 +54,18 @@ import { VERSION } from './version.js';
 export type Gateway = {
   port: number;
   telemetry: Telemetry;
-  models: Map<string, ServedModel & { pool: ReplicaPool; autoscaler: Autoscaler; queue: Batcher | GenerationScheduler }>;
+  models: Map<string, ServedModel & { pool: ReplicaPool; autoscaler: Autoscaler; queue: Batcher | GenerationScheduler; retire(successor?: ModelEntry): void }>;
   /** Graceful and idempotent: stop accepting, finish accepted requests, stop replicas. */
   shutdown(): Promise<void>;
+  /**
+   * Applies a new config's models without a restart (SIGHUP, POST /admin/reload): added ones start, changed
+   * ones are replaced once their new replicas are ready, removed ones drain. Nothing changes if any check fails.
+   */
+  reload(next: Config): Promise<ReloadReport>;
 };
+
+/** What a reload did, by model name; `restart_required`: config sections that changed but apply only at start. */
+export type ReloadReport = { added: string[]; replaced: string[]; removed: string[]; unchanged: string[]; restart_required: string[] };
 
 /** Reads every model's signature (config mistakes are reported before anything starts). */
 export async function loadSignatures(config: Config): Promise<Map<string, ModelSignature>> {
@@ -234,12 +242,15 @@ export function vadAudioInput(signature: ModelSignature, layout: ModelLayout): s
   return rest.length === 1 ? rest[0].name : undefined;
 }
 
-// Remote models: as many as there are addresses, unless told fewer.
-const maxContainers = (m: ModelConfig) => m.scaling.max_containers ?? (m.remote ? m.remote.length : Math.max(1, m.scaling.min_containers));
+const onGpu = (m: ModelConfig, gpus: GpuPlacement) => m.device.startsWith('cuda') || (m.device === 'auto' && gpus.gpus > 0);
 
-export async function startGateway(config: Config, opts: { log: Logger; provider?: ReplicaProvider; gpus?: number; telemetry?: Telemetry }): Promise<Gateway> {
-  const { log } = opts;
-  const gpus = new GpuPlacement(opts.gpus ?? visibleGpus());
+/** ONNX Runtime threads for each CPU replica: the cores shared by every CPU model's most replicas. */
+function cpuThreadsFor(config: Config, gpus: GpuPlacement): number {
+  const cpuModels = Object.values(config.models).filter((m) => !onGpu(m, gpus) && !m.remote);
+  return cpuThreadsPerReplica(cpuModels.reduce((n, m) => n + maxContainers(m), 0));
+}
+
+function checkDevices(config: Config, gpus: GpuPlacement): void {
   for (const [name, model] of Object.entries(config.models)) {
     // Otherwise its replicas would wait forever for a device with room.
     if (model.device === 'cuda' && gpus.gpus === 0 && !model.remote) {
@@ -248,6 +259,231 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
       );
     }
   }
+}
+
+/** When a model's files last changed: new weights at the same path replace the model too. */
+async function filesStamp(model: ModelConfig): Promise<string> {
+  const files = [model.path, model.labels, model.tokenizer].filter((f): f is string => f !== undefined);
+  const stamps = await Promise.all(
+    files.map((f) =>
+      stat(f).then(
+        (st) => `${f}:${st.mtimeMs}:${st.size}`,
+        () => `${f}:missing`,
+      ),
+    ),
+  );
+  return stamps.join('|');
+}
+
+// Remote models: as many as there are addresses, unless told fewer.
+const maxContainers = (m: ModelConfig) => m.scaling.max_containers ?? (m.remote ? m.remote.length : Math.max(1, m.scaling.min_containers));
+
+/** What every model's set-up shares. `placeKey` tells a model's replicas from its replacement's on the GPUs. */
+type Shared = { log: Logger; provider: ReplicaProvider; gpus: GpuPlacement; telemetry: Telemetry; cpuThreads: number; placeKey: string };
+type ModelEntry = Gateway['models'] extends Map<string, infer E> ? E : never;
+
+/** One model's signature, batcher or scheduler, replica pool and autoscaler (nothing started yet). */
+async function buildModel(name: string, model: ModelConfig, ownSignature: ModelSignature, labels: string[] | undefined, shared: Shared): Promise<ModelEntry> {
+  const { log, provider, gpus, telemetry, cpuThreads, placeKey } = shared;
+  // What the batcher stacks (states batch first, constants left out) and what callers send (no states either).
+  const layout = layoutOf(name, model, ownSignature);
+  const batchable = batchSignature(ownSignature, layout).batchAxis === 0;
+  const signature = vadSized(model, callerSignature(ownSignature, layout));
+  const b = model.batching;
+  const s = model.scaling;
+  // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);
+  // every other model the dynamic batcher (max_batch_size rows per batch).
+  const generative = generativeSpec(signature);
+  // A text encoder is a tensor model with /v1/embeddings in front: texts of any length share its batches.
+  const embedding = generative ? null : embeddingSpec(signature);
+  const classifier = generative ? null : classifierSpec(signature);
+  const encoder = embedding ?? classifier;
+  const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
+  const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
+  if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
+  if (!batchable && b.max_batch_size > 1 && !generative) {
+    log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
+  }
+  const batchSizes = fixedBatchSizes(model, signature);
+  const pool: ReplicaPool = new ReplicaPool({
+    model: name,
+    maxInputs: b.max_inputs,
+    provider: model.remote ? new RemoteProvider(model.remote) : provider,
+    spec: replicaSpecOf(model, ownSignature, model.threads || (onGpu(model, gpus) ? 0 : cpuThreads)),
+    // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
+    // A remote replica's device is its own machine's business.
+    place: onGpu(model, gpus) && !model.remote && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(placeKey, s.replicas_per_gpu) : undefined,
+    startupTimeoutMs: s.startup_timeout * 1000,
+    log,
+  });
+  if (b.batch_sizes && (generative || !batchable))
+    log.warn({ model: name }, `batching.batch_sizes is ignored: the model ${generative ? 'is generative (continuous batching)' : 'has no batch axis'}`);
+  let sequences: Sequences | undefined;
+  const batcher = generative
+    ? undefined
+    : new Batcher({
+        model: name,
+        pool: laidOut(pool, layout),
+        batchable,
+        maxBatchSize: b.max_batch_size,
+        waitMs: b.wait_ms,
+        maxQueueSize: b.max_queue_size,
+        timeoutMs: b.timeout_ms,
+        pad: encoder ? { ...embeddingPadding(encoder), ...b.pad } : b.pad,
+        batchSizes,
+        companyExpected: model.sequence ? () => sequences?.mayJoin() ?? true : undefined,
+      });
+  sequences =
+    batcher && model.sequence
+      ? new Sequences({
+          model: name,
+          states: layout.states.map((st) => ({ input: st.input, output: st.output, initial: () => initialState(st) })),
+          submit: (inputs, o) => batcher.submit(inputs, o),
+          idleMs: model.sequence.idle_timeout_s * 1000,
+          maxSequences: model.sequence.max_sequences,
+        })
+      : undefined;
+  const scheduler = generative
+    ? new GenerationScheduler({
+        model: name,
+        pool,
+        maxSequences: b.max_batch_size,
+        maxQueue: b.max_queue_size,
+        timeoutMs: b.timeout_ms,
+        affinityTokens: model.prefix_cache_mb > 0 ? PREFIX_BLOCK : 0,
+      })
+    : undefined;
+  const queue = (batcher ?? scheduler) as Batcher | GenerationScheduler;
+  const queued = () => (batcher ? batcher.stats().queuedRows : (scheduler as GenerationScheduler).stats().queued);
+  const arrived = () => (batcher ? batcher.stats().arrivedRows : (scheduler as GenerationScheduler).stats().sequences);
+  const policy: ScalingPolicy = {
+    minContainers: s.min_containers,
+    maxContainers: maxContainers(model),
+    bufferContainers: s.buffer_containers,
+    targetInputs: s.target_inputs ?? b.max_inputs,
+    maxBatchSize: batchable || generative ? b.max_batch_size : 1,
+    scaledownWindowMs: s.scaledown_window * 1000,
+  };
+  const autoscaler = new Autoscaler({
+    pool,
+    policy,
+    demand: () => ({ queuedRows: queued(), arrivedRows: arrived() }),
+    log,
+  });
+  queue.on('starved', autoscaler.poke);
+  const autoscaling: Autoscaling = {
+    get: () => ({
+      min_containers: policy.minContainers,
+      max_containers: policy.maxContainers,
+      buffer_containers: policy.bufferContainers,
+      target_inputs: policy.targetInputs,
+      scaledown_window: policy.scaledownWindowMs / 1000,
+    }),
+    update: (p) => {
+      const changes: Partial<ScalingPolicy> = {
+        minContainers: p.min_containers,
+        maxContainers: p.max_containers,
+        bufferContainers: p.buffer_containers,
+        targetInputs: p.target_inputs,
+        scaledownWindowMs: p.scaledown_window === undefined ? undefined : p.scaledown_window * 1000,
+      };
+      autoscaler.update(Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)));
+      log.info({ model: name, ...p }, 'autoscaling changed at runtime (until restart)');
+      return autoscaling.get();
+    },
+  };
+  measureModel(telemetry, name, pool, batcher, scheduler);
+  const control = modelControl(name, queue, pool, autoscaler, () => policy.minContainers, log);
+  // Replaced or removed by a reload, the model takes no new work: a request read before the swap goes to its
+  // successor (when it takes the same tensors), else is refused with a 503 it may retry at once.
+  let retired = false;
+  let successor: ModelEntry | undefined;
+  const refuseUnloaded = <T>(handOff: (m: ModelEntry) => Promise<T> | undefined): Promise<T> | undefined => {
+    if (!retired) return control.loaded() ? undefined : Promise.reject(notLoaded(name));
+    const same = successor && JSON.stringify(successor.signature) === JSON.stringify(signature);
+    return (
+      (same && successor && handOff(successor)) ||
+      Promise.reject(unavailable('model_replaced', `model ${name} was ${successor ? 'replaced' : 'removed'} by a config reload while this request was read`, 0))
+    );
+  };
+  return {
+    name,
+    signature,
+    device: model.device,
+    maxBatchSize: policy.maxBatchSize,
+    batching: { waitMs: b.wait_ms, maxQueueSize: b.max_queue_size, timeoutMs: b.timeout_ms, batchSizes },
+    labels,
+    batcher: batcher && { submit: (inputs, o) => refuseUnloaded((m) => m.batcher?.submit(inputs, o)) ?? batcher.submit(inputs, o) },
+    sequences: sequences && {
+      submit: (seq, inputs, o) => refuseUnloaded((m) => m.sequences?.submit(seq, inputs, o)) ?? sequences.submit(seq, inputs, o),
+      active: () => sequences.size,
+      idleMs: (model.sequence?.idle_timeout_s ?? 0) * 1000,
+      states: layout.states,
+      release: (seq) => sequences.release(seq),
+      vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context, ...vadTensors(name, signature) },
+    },
+    generation:
+      generative && scheduler && generativeTokenizer
+        ? {
+            scheduler: { generate: (req, hooks) => refuseUnloaded((m) => m.generation?.scheduler.generate(req, hooks)) ?? scheduler.generate(req, hooks) },
+            tokenizer: generativeTokenizer,
+            context: generative.context ?? generativeTokenizer.maxLength ?? 1024,
+            vocab: generative.vocab,
+          }
+        : undefined,
+    embedding:
+      embedding && text
+        ? {
+            spec: embedding,
+            ...text,
+            dimensions: embedding.dimensions,
+            pooling: model.embeddings?.pooling ?? embedding.pooling ?? 'mean',
+            normalize: model.embeddings?.normalize ?? true,
+          }
+        : undefined,
+    classifier: classifier && text ? { spec: classifier, ...text } : undefined,
+    stats: () => queue.stats(),
+    statistics: () => queue.statistics.toTriton(name),
+    queue,
+    pool,
+    autoscaler,
+    // Ready: a replica is up, or none is required (scale to zero) and starting one is not failing.
+    isReady: () => control.loaded() && (pool.readyCount() > 0 || (policy.minContainers === 0 && !pool.failure)),
+    notReadyReason: () => (control.loaded() ? pool.failure : 'unloaded'),
+    control,
+    retire: (next) => {
+      retired = true;
+      successor = next;
+    },
+    replicas: () => pool.describe(),
+    autoscaling,
+    admin: () => ({
+      model: name,
+      device: model.device,
+      policy: autoscaling.get(),
+      desired: autoscaler.last?.desired ?? pool.liveCount(),
+      reason: autoscaler.last?.reason ?? 'no decision yet',
+      failure: pool.failure,
+      queue: { rows: queued(), inFlightBatches: pool.metrics().inFlightBatches },
+      replicas: pool.describe(),
+    }),
+  };
+}
+
+export async function startGateway(
+  config: Config,
+  opts: {
+    log: Logger;
+    provider?: ReplicaProvider;
+    gpus?: number;
+    telemetry?: Telemetry;
+    /** The config file read again, for POST /admin/reload (the CLI's SIGHUP reads it itself). */
+    rereadConfig?: () => Promise<Config>;
+  },
+): Promise<Gateway> {
+  const { log } = opts;
+  const gpus = new GpuPlacement(opts.gpus ?? visibleGpus());
+  checkDevices(config, gpus);
   const t = config.telemetry;
   const telemetry =
     opts.telemetry ??
@@ -256,183 +492,12 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
   const signatures = await loadSignatures(config);
   await checkTokenizers(config);
   const labels = await loadLabels(config);
-  const onGpu = (m: ModelConfig) => m.device.startsWith('cuda') || (m.device === 'auto' && gpus.gpus > 0);
-  const cpuModels = Object.values(config.models).filter((m) => !onGpu(m) && !m.remote);
-  const cpuThreads = cpuThreadsPerReplica(cpuModels.reduce((n, m) => n + maxContainers(m), 0));
   if (gpus.gpus > 0) log.info({ gpus: gpus.gpus }, `${gpus.gpus} GPU(s) visible`);
+  const shared = { log, provider, gpus, telemetry, cpuThreads: cpuThreadsFor(config, gpus) };
 
   const models: Gateway['models'] = new Map();
-  for (const [name, model] of Object.entries(config.models)) {
-    const ownSignature = signatures.get(name) as ModelSignature;
-    // What the batcher stacks (states batch first, constants left out) and what callers send (no states either).
-    const layout = layoutOf(name, model, ownSignature);
-    const batchable = batchSignature(ownSignature, layout).batchAxis === 0;
-    const signature = vadSized(model, callerSignature(ownSignature, layout));
-    const b = model.batching;
-    const s = model.scaling;
-    // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);
-    // every other model the dynamic batcher (max_batch_size rows per batch).
-    const generative = generativeSpec(signature);
-    // A text encoder is a tensor model with /v1/embeddings in front: texts of any length share its batches.
-    const embedding = generative ? null : embeddingSpec(signature);
-    const classifier = generative ? null : classifierSpec(signature);
-    const encoder = embedding ?? classifier;
-    const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
-    const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
-    if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
-    if (!batchable && b.max_batch_size > 1 && !generative) {
-      log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
-    }
-    const batchSizes = fixedBatchSizes(model, signature);
-    const pool: ReplicaPool = new ReplicaPool({
-      model: name,
-      maxInputs: b.max_inputs,
-      provider: model.remote ? new RemoteProvider(model.remote) : provider,
-      spec: replicaSpecOf(model, ownSignature, model.threads || (onGpu(model) ? 0 : cpuThreads)),
-      // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
-      // A remote replica's device is its own machine's business.
-      place: onGpu(model) && !model.remote && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(name, s.replicas_per_gpu) : undefined,
-      startupTimeoutMs: s.startup_timeout * 1000,
-      log,
-    });
-    if (b.batch_sizes && (generative || !batchable))
-      log.warn({ model: name }, `batching.batch_sizes is ignored: the model ${generative ? 'is generative (continuous batching)' : 'has no batch axis'}`);
-    let sequences: Sequences | undefined;
-    const batcher = generative
-      ? undefined
-      : new Batcher({
-          model: name,
-          pool: laidOut(pool, layout),
-          batchable,
-          maxBatchSize: b.max_batch_size,
-          waitMs: b.wait_ms,
-          maxQueueSize: b.max_queue_size,
-          timeoutMs: b.timeout_ms,
-          pad: encoder ? { ...embeddingPadding(encoder), ...b.pad } : b.pad,
-          batchSizes,
-          companyExpected: model.sequence ? () => sequences?.mayJoin() ?? true : undefined,
-        });
-    sequences =
-      batcher && model.sequence
-        ? new Sequences({
-            model: name,
-            states: layout.states.map((st) => ({ input: st.input, output: st.output, initial: () => initialState(st) })),
-            submit: (inputs, o) => batcher.submit(inputs, o),
-            idleMs: model.sequence.idle_timeout_s * 1000,
-            maxSequences: model.sequence.max_sequences,
-          })
-        : undefined;
-    const scheduler = generative
-      ? new GenerationScheduler({
-          model: name,
-          pool,
-          maxSequences: b.max_batch_size,
-          maxQueue: b.max_queue_size,
-          timeoutMs: b.timeout_ms,
-          affinityTokens: model.prefix_cache_mb > 0 ? PREFIX_BLOCK : 0,
-        })
-      : undefined;
-    const queue = (batcher ?? scheduler) as Batcher | GenerationScheduler;
-    const queued = () => (batcher ? batcher.stats().queuedRows : (scheduler as GenerationScheduler).stats().queued);
-    const arrived = () => (batcher ? batcher.stats().arrivedRows : (scheduler as GenerationScheduler).stats().sequences);
-    const policy: ScalingPolicy = {
-      minContainers: s.min_containers,
-      maxContainers: maxContainers(model),
-      bufferContainers: s.buffer_containers,
-      targetInputs: s.target_inputs ?? b.max_inputs,
-      maxBatchSize: batchable || generative ? b.max_batch_size : 1,
-      scaledownWindowMs: s.scaledown_window * 1000,
-    };
-    const autoscaler = new Autoscaler({
-      pool,
-      policy,
-      demand: () => ({ queuedRows: queued(), arrivedRows: arrived() }),
-      log,
-    });
-    queue.on('starved', autoscaler.poke);
-    const autoscaling: Autoscaling = {
-      get: () => ({
-        min_containers: policy.minContainers,
-        max_containers: policy.maxContainers,
-        buffer_containers: policy.bufferContainers,
-        target_inputs: policy.targetInputs,
-        scaledown_window: policy.scaledownWindowMs / 1000,
-      }),
-      update: (p) => {
-        const changes: Partial<ScalingPolicy> = {
-          minContainers: p.min_containers,
-          maxContainers: p.max_containers,
-          bufferContainers: p.buffer_containers,
-          targetInputs: p.target_inputs,
-          scaledownWindowMs: p.scaledown_window === undefined ? undefined : p.scaledown_window * 1000,
-        };
-        autoscaler.update(Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)));
-        log.info({ model: name, ...p }, 'autoscaling changed at runtime (until restart)');
-        return autoscaling.get();
-      },
-    };
-    measureModel(telemetry, name, pool, batcher, scheduler);
-    const control = modelControl(name, queue, pool, autoscaler, () => policy.minContainers, log);
-    const refuseUnloaded = () => (control.loaded() ? undefined : Promise.reject(notLoaded(name)));
-    models.set(name, {
-      name,
-      signature,
-      device: model.device,
-      maxBatchSize: policy.maxBatchSize,
-      batching: { waitMs: b.wait_ms, maxQueueSize: b.max_queue_size, timeoutMs: b.timeout_ms, batchSizes },
-      labels: labels.get(name),
-      batcher: batcher && { submit: (inputs, o) => refuseUnloaded() ?? batcher.submit(inputs, o) },
-      sequences: sequences && {
-        submit: (seq, inputs, o) => refuseUnloaded() ?? sequences.submit(seq, inputs, o),
-        active: () => sequences.size,
-        idleMs: (model.sequence?.idle_timeout_s ?? 0) * 1000,
-        states: layout.states,
-        release: (seq) => sequences.release(seq),
-        vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context, ...vadTensors(name, signature) },
-      },
-      generation:
-        generative && scheduler && generativeTokenizer
-          ? {
-              scheduler: { generate: (req, hooks) => refuseUnloaded() ?? scheduler.generate(req, hooks) },
-              tokenizer: generativeTokenizer,
-              context: generative.context ?? generativeTokenizer.maxLength ?? 1024,
-              vocab: generative.vocab,
-            }
-          : undefined,
-      embedding:
-        embedding && text
-          ? {
-              spec: embedding,
-              ...text,
-              dimensions: embedding.dimensions,
-              pooling: model.embeddings?.pooling ?? embedding.pooling ?? 'mean',
-              normalize: model.embeddings?.normalize ?? true,
-            }
-          : undefined,
-      classifier: classifier && text ? { spec: classifier, ...text } : undefined,
-      stats: () => queue.stats(),
-      statistics: () => queue.statistics.toTriton(name),
-      queue,
-      pool,
-      autoscaler,
-      // Ready: a replica is up, or none is required (scale to zero) and starting one is not failing.
-      isReady: () => control.loaded() && (pool.readyCount() > 0 || (policy.minContainers === 0 && !pool.failure)),
-      notReadyReason: () => (control.loaded() ? pool.failure : 'unloaded'),
-      control,
-      replicas: () => pool.describe(),
-      autoscaling,
-      admin: () => ({
-        model: name,
-        device: model.device,
-        policy: autoscaling.get(),
-        desired: autoscaler.last?.desired ?? pool.liveCount(),
-        reason: autoscaler.last?.reason ?? 'no decision yet',
-        failure: pool.failure,
-        queue: { rows: queued(), inFlightBatches: pool.metrics().inFlightBatches },
-        replicas: pool.describe(),
-      }),
-    });
-  }
+  for (const [name, model] of Object.entries(config.models))
+    models.set(name, await buildModel(name, model, signatures.get(name) as ModelSignature, labels.get(name), { ...shared, placeKey: name }));
 
   const all = [...models.values()];
   try {
@@ -455,6 +520,7 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
     clientSharedMemory: config.server.client_shared_memory,
     adminApi: config.server.admin_api,
     adminGuard,
+    reload: opts.rereadConfig && (async () => gateway.reload(await (opts.rereadConfig as () => Promise<Config>)())),
     cors: config.server.cors && { origins: config.server.cors.origins, maxAgeS: config.server.cors.max_age_s },
     version: VERSION,
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
@@ -465,26 +531,105 @@ export async function startGateway(config: Config, opts: { log: Logger; provider
   const scheme = tls ? (tls.http2 ? 'https (HTTP/2 + HTTP/1.1)' : 'https') : 'http';
   log.info({ port: server.port, scheme, models: [...models.keys()] }, `infergate listening on port ${server.port} (${scheme})`);
 
+  // A model leaves service (replaced or removed): it takes no new requests already, answers what it accepted, then stops.
+  const retiring = new Set<Promise<void>>();
+  const retire = (m: ModelEntry) => {
+    m.retire(models.get(m.name));
+    const done = (async () => {
+      await m.queue.idle();
+      m.autoscaler.stop();
+      m.queue.close();
+      await m.pool.stop();
+    })().catch((err) => log.error({ model: m.name, err: (err as Error).message }, 'stopping a retired model failed'));
+    retiring.add(done);
+    void done.finally(() => retiring.delete(done));
+  };
+  let running = config;
+  let stamps = new Map(await Promise.all(Object.entries(config.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
+  let generation = 0;
+  let reloads = Promise.resolve() as Promise<unknown>;
+  const reload = async (next: Config): Promise<ReloadReport> => {
+    checkDevices(next, gpus);
+    for (const e of config.endpoints)
+      if (!next.models[e.model])
+        throw new ConfigError(`endpoint ${e.path} serves model ${e.model}, which the new config removes: endpoints change only with a restart`);
+    const signatures = await loadSignatures(next);
+    await checkTokenizers(next);
+    const labels = await loadLabels(next);
+    const nextStamps = new Map(await Promise.all(Object.entries(next.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
+    const same = (name: string) => JSON.stringify(running.models[name]) === JSON.stringify(next.models[name]) && stamps.get(name) === nextStamps.get(name);
+    const names = Object.keys(next.models);
+    const report: ReloadReport = {
+      added: names.filter((n) => !models.has(n)),
+      replaced: names.filter((n) => models.has(n) && !same(n)),
+      removed: [...models.keys()].filter((n) => !next.models[n]),
+      unchanged: names.filter((n) => models.has(n) && same(n)),
+      restart_required: (['server', 'auth', 'endpoints', 'telemetry'] as const).filter((k) => JSON.stringify(config[k]) !== JSON.stringify(next[k])),
+    };
+    // Every new model is built and warm before any is swapped in: a failure leaves the running ones as they were.
+    const fresh = new Map<string, ModelEntry>();
+    const nextShared = { ...shared, cpuThreads: cpuThreadsFor(next, gpus) };
+    try {
+      for (const name of [...report.added, ...report.replaced]) {
+        const model = next.models[name];
+        fresh.set(
+          name,
+          await buildModel(name, model, signatures.get(name) as ModelSignature, labels.get(name), { ...nextShared, placeKey: `${name}#${++generation}` }),
+        );
+      }
+      await Promise.all(
+        [...fresh].map(([name, m]) => {
+          const { min_containers } = next.models[name].scaling;
+          // A replacement starts as many replicas as its predecessor has ready (within its bounds), so it takes the load at once.
+          const serving = models.get(name)?.pool.readyCount() ?? 0;
+          return m.pool.startReplicas(Math.min(maxContainers(next.models[name]), Math.max(min_containers, serving)));
+        }),
+      );
+    } catch (err) {
+      await Promise.all([...fresh.values()].map((m) => m.pool.stop()));
+      throw err;
+    }
+    for (const m of fresh.values()) m.autoscaler.start();
+    const leaving = [...report.replaced, ...report.removed].map((n) => models.get(n) as ModelEntry);
+    for (const name of report.removed) models.delete(name);
+    for (const [name, m] of fresh) models.set(name, m);
+    for (const m of leaving) retire(m);
+    running = next;
+    stamps = nextStamps;
+    log.info(report, 'config reloaded');
+    if (report.restart_required.length) log.warn({ sections: report.restart_required }, 'these config sections changed but take effect only on restart');
+    return report;
+  };
+
   let stopping: Promise<void> | undefined;
-  return {
+  const gateway: Gateway = {
     port: server.port,
     telemetry,
     models,
+    reload(next) {
+      // One at a time, in the order asked.
+      const done = reloads.then(() => reload(next));
+      reloads = done.catch(() => {});
+      return done;
+    },
     shutdown() {
       stopping ??= (async () => {
         log.info('shutting down: finishing accepted requests');
         // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
         await server.close(config.server.shutdown_timeout_s * 1000);
+        await reloads;
+        const all = [...models.values()];
         for (const m of all) m.autoscaler.stop();
         await Promise.all(all.map((m) => m.queue.idle()));
         for (const m of all) m.queue.close();
-        await Promise.all(all.map((m) => m.pool.stop()));
+        await Promise.all([...all.map((m) => m.pool.stop()), ...retiring]);
         await telemetry.shutdown();
         log.info('shutdown complete');
       })();
       return stopping;
     },
   };
+  return gateway;
 }
 
 const notLoaded = (model: string) => badInput(`model ${model} is unloaded: POST /v2/repository/models/${model}/load to load it`, 'model', 'model_not_loaded');

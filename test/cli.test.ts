@@ -125,4 +125,23 @@ describe('infergate serve', () => {
     expect(run.output()).toContain('shutdown complete');
     expect(() => process.kill(replicas[0].pid, 0)).toThrow(/ESRCH/);
   });
+
+  it('on SIGHUP applies the config file again: a model added, a bad file changing nothing', async () => {
+    const mlp = `  mlp: { path: ${MODELS}mlp.onnx, device: cpu, scaling: { min_containers: 1 } }\n`;
+    const file = await configFile(`models:\n${mlp}`);
+    const { run, url } = await serveUntilReady(file);
+    const echo = () =>
+      fetch(`${url}/v2/models/echo/infer`, { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'x', shape: [1, 1], datatype: 'FP32', data: [7] }] }) });
+    expect((await echo()).status).toBe(404);
+    await writeFile(file, `models:\n${mlp}  echo: { path: ${MODELS}identity.onnx, device: cpu }\n  bad: { path: 5 }\n`);
+    run.kill('SIGHUP');
+    await expect.poll(() => run.output()).toMatch(/models.bad.path.*config not reloaded, nothing changed/);
+    expect((await echo()).status).toBe(404);
+    await writeFile(file, `models:\n${mlp}  echo: { path: ${MODELS}identity.onnx, device: cpu }\n`);
+    run.kill('SIGHUP');
+    await expect.poll(() => run.output()).toMatch(/"added":\["echo"\].*config reloaded/);
+    expect((await echo()).status).toBe(200);
+    run.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+  });
 });

@@ -10,6 +10,8 @@ export type AdminOptions = {
   writable: boolean;
   /** What a change needs beyond that guard (auth.admin_scopes under jwt). */
   writeGuard: MiddlewareHandler<GatewayEnv>[];
+  /** Re-reads the config file and applies its models (POST /admin/reload); absent when the gateway has no file. */
+  reload?: () => Promise<object>;
 };
 
 /** A change to a pool's autoscaling: any of the config's own fields (src/config/schema.ts), nothing else. */
@@ -29,7 +31,7 @@ const autoscalingPatch = z
  * min/max/buffer containers, target inputs and scaledown window changed while it serves, in effect at once
  * (the pool scales to the new bounds on the spot) and until the gateway restarts (the config is not written).
  */
-export function adminRoutes({ models, writable, writeGuard }: AdminOptions): Hono<GatewayEnv> {
+export function adminRoutes({ models, writable, writeGuard, reload }: AdminOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const autoscalingOf = (name: string): Autoscaling => {
     const m = models.get(name);
@@ -73,5 +75,19 @@ export function adminRoutes({ models, writable, writeGuard }: AdminOptions): Hon
       return c.json({});
     });
   }
+
+  // The config file again, its models applied in place (as SIGHUP does): the report says what changed.
+  for (const guard of writeGuard) app.post('/admin/reload', guard);
+  app.post('/admin/reload', async (c) => {
+    if (!writable) throw new GatewayError(403, 'forbidden', 'runtime changes are off: set server.admin_api: true in the config to allow them');
+    if (!reload) throw new GatewayError(404, 'not_found', 'this gateway was not started from a config file: there is nothing to reload');
+    try {
+      return c.json(await reload());
+    } catch (err) {
+      if (err instanceof GatewayError) throw err;
+      // A config that does not check out changes nothing: the caller's to fix.
+      throw badInput(`config not reloaded, nothing changed: ${(err as Error).message}`, undefined, 'config_invalid');
+    }
+  });
   return app;
 }

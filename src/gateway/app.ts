@@ -36,6 +36,8 @@ export type AppOptions = {
   clientSharedMemory?: boolean;
   /** Runtime changes through the admin API (server.admin_api), and what they need beyond `guard`. @default false */
   adminApi?: boolean;
+  /** Re-reads the config file and applies its models (POST /admin/reload). */
+  reload?: () => Promise<object>;
   adminGuard?: MiddlewareHandler<GatewayEnv>[];
   version?: string;
   /** Spans, metrics (/metrics) and the dashboard's numbers. @default metrics on, traces off */
@@ -113,7 +115,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', wsRoutes(opts.models));
   app.route('/', audioRoutes(opts.models, maxBodyBytes));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows }));
-  app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
+  app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {
     const e = toGatewayError(err);
