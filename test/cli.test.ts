@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { MODELS, ROOT } from './helpers.js';
 
 /** The real CLI from source, as a separate process. */
@@ -130,6 +130,7 @@ describe('infergate serve', () => {
     const mlp = `  mlp: { path: ${MODELS}mlp.onnx, device: cpu, scaling: { min_containers: 1 } }\n`;
     const file = await configFile(`models:\n${mlp}`);
     const { run, url } = await serveUntilReady(file);
+    onTestFinished(() => void run.kill('SIGKILL')); // a failed assertion must not leave a gateway running
     const echo = () =>
       fetch(`${url}/v2/models/echo/infer`, { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'x', shape: [1, 1], datatype: 'FP32', data: [7] }] }) });
     expect((await echo()).status).toBe(404);
