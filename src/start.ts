@@ -331,6 +331,7 @@ async function buildModel(name: string, model: ModelConfig, ownSignature: ModelS
         timeoutMs: b.timeout_ms,
         pad: encoder ? { ...embeddingPadding(encoder), ...b.pad } : b.pad,
         batchSizes,
+        fairShare: b.fair_share,
         companyExpected: model.sequence ? () => sequences?.mayJoin() ?? true : undefined,
       });
   sequences =
@@ -351,6 +352,7 @@ async function buildModel(name: string, model: ModelConfig, ownSignature: ModelS
         maxQueue: b.max_queue_size,
         timeoutMs: b.timeout_ms,
         affinityTokens: model.prefix_cache_mb > 0 ? PREFIX_BLOCK : 0,
+        fairShare: b.fair_share,
       })
     : undefined;
   const queue = (batcher ?? scheduler) as Batcher | GenerationScheduler;

@@ -114,3 +114,60 @@ describe('client disconnect', () => {
     expect((await stats('patient')).batches - before.batches).toBe(1);
   });
 });
+
+describe('callers take turns (batching.fair_share)', () => {
+  const SECRET = 'a-long-enough-shared-secret';
+  it("serves another caller's request before the rest of one caller's backlog, and in arrival order when off", async () => {
+    const model = (fair: boolean) => ({
+      path: `${MODELS}mlp.onnx`,
+      device: 'cpu',
+      threads: 1,
+      scaling: { min_containers: 1 },
+      batching: { max_batch_size: 1, wait_ms: 0, fair_share: fair },
+    });
+    const shared = await startTestGateway({
+      auth: {
+        default: 'key',
+        keys: [
+          { id: 'bulk', secret: SECRET },
+          { id: 'chat', secret: SECRET },
+        ],
+      },
+      models: { fair: model(true), fifo: model(false) },
+    });
+    try {
+      const send = (name: string, key: string, done: string[], label: string) =>
+        fetch(`${shared.url}/v2/models/${name}/infer`, {
+          method: 'POST',
+          headers: { 'infergate-key': key, 'infergate-secret': SECRET },
+          body: JSON.stringify({ inputs: x }),
+        }).then((r) => {
+          expect(r.status).toBe(200);
+          done.push(label);
+        });
+      const order = async (name: string) => {
+        const done: string[] = [];
+        const headers = { 'infergate-key': 'bulk', 'infergate-secret': SECRET };
+        const pid = ((await (await fetch(`${shared.url}/v2/models/${name}/stats`, { headers })).json()) as { replicas: { pid: number }[] }).replicas[0].pid;
+        process.kill(pid, 'SIGSTOP');
+        const sent: Promise<void>[] = [];
+        try {
+          for (let i = 1; i <= 6; i++) sent.push(send(name, 'bulk', done, `bulk${i}`));
+          const queued = async () => ((await (await fetch(`${shared.url}/v2/models/${name}/stats`, { headers })).json()) as { requests: number }).requests;
+          while ((await queued()) < 6) await sleep(5);
+          sent.push(send(name, 'chat', done, 'chat'));
+          while ((await queued()) < 7) await sleep(5);
+        } finally {
+          process.kill(pid, 'SIGCONT');
+        }
+        await Promise.all(sent);
+        return done;
+      };
+      // bulk1 was already on its way when the replica paused; then each caller's first waiting request in turn.
+      expect(await order('fair')).toEqual(['bulk1', 'bulk2', 'chat', 'bulk3', 'bulk4', 'bulk5', 'bulk6']);
+      expect(await order('fifo')).toEqual(['bulk1', 'bulk2', 'bulk3', 'bulk4', 'bulk5', 'bulk6', 'chat']);
+    } finally {
+      await shared.shutdown();
+    }
+  });
+});

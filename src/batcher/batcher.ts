@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { badInput, cancelled, deadlineExceeded, GatewayError, internal, unavailable } from '../errors/index.js';
 import type { Inputs } from '../tensor/index.js';
 import { type BatchRule, decideBatch, type QueuedView } from './decide.js';
+import { FairShare } from './fair-share.js';
 import { firstRows, groupKey, type PadRule, paddedSize, padRows, splitOutputs, stackInputs } from './stack.js';
 import { ModelStatistics, type Phases } from './statistics.js';
 
@@ -34,6 +35,8 @@ export type BatcherOptions = {
   pad?: Record<string, PadRule>;
   /** The only batch sizes sent (increasing): a batch is padded with zero rows up to the nearest. @default any size */
   batchSizes?: number[];
+  /** Callers take turns in the queue (requests' `caller`); false: first come, first served. @default true */
+  fairShare?: boolean;
   /**
    * Whether a request not yet queued could still join a batch; false dispatches at once instead of waiting
    * waitMs for company that cannot come (a stateful model whose every sequence has its request queued already).
@@ -52,6 +55,8 @@ export type SubmitOptions = {
   priority?: number;
   /** The caller's trace context (opaque here): the batch that carries this request links to it. */
   trace?: unknown;
+  /** Who sent it (the caller's identity): callers take turns in the queue (see QueuedView.caller). */
+  caller?: string;
 };
 
 /** Told when a batch has been answered (or failed): what telemetry needs, nothing of HTTP. */
@@ -112,6 +117,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
   };
   /** Triton's statistics (GET /v2/models/{m}/stats). */
   readonly statistics = new ModelStatistics();
+  private readonly fair = new FairShare();
 
   constructor(private opts: BatcherOptions) {
     super();
@@ -143,6 +149,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
         enqueuedAt: now,
         deadline: Math.min(opts.deadline ?? Number.POSITIVE_INFINITY, now + this.opts.timeoutMs),
         priority: opts.priority ?? 0,
+        turn: this.fair.turn(this.opts.fairShare === false ? undefined : opts.caller),
         inputs,
         signal,
         settled: false,
@@ -199,6 +206,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
       const expired = decision.expire.map((i) => this.queue[i]);
       const batch = decision.dispatch.map((i) => this.queue[i]);
       for (const item of [...expired, ...batch]) this.remove(item);
+      for (const item of batch) this.fair.served(item.turn ?? 0);
       for (const item of expired) {
         this.shed('deadline');
         const waited = Math.round(now - item.enqueuedAt);

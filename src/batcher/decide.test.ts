@@ -39,6 +39,12 @@ describe('decideBatch', () => {
     ],
     ['expired requests do not hold a batch back', [q(1, 0, { deadline: 5 }), q(1, 4)], { freeSlots: 1, now: 6 }, { expire: [0], dispatch: [], wakeAt: 14 }],
     ['higher priority goes first', [q(3, 0), q(2, 1, { priority: 1 })], { freeSlots: 1, now: 20 }, { expire: [], dispatch: [1], wakeAt: null }],
+    [
+      'within a priority, earlier turns first (a caller beside another one backlog); then arrival',
+      [q(1, 0, { turn: 2 }), q(1, 1, { turn: 3 }), q(1, 2, { turn: 4 }), q(1, 5, { turn: 2 }), q(1, 6, { turn: 1, priority: -1 })],
+      { freeSlots: 1, now: 20 },
+      { expire: [], dispatch: [0, 3, 1, 2], wakeAt: null },
+    ],
     ['wake for the nearer of wait_ms and a deadline', [q(1, 0, { deadline: 4 })], { freeSlots: 1, now: 1 }, { expire: [], dispatch: [], wakeAt: 4 }],
   ];
   it.each(cases)('%s', (_name, queue, ctx, expected) => {

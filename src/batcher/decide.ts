@@ -10,6 +10,8 @@ export type QueuedView = {
   deadline: number;
   /** Higher goes first. */
   priority: number;
+  /** Within a priority, lower goes first (callers' turns: see FairShare); ties keep arrival order. @default 0 */
+  turn?: number;
 };
 
 export type BatchRule = {
@@ -38,8 +40,8 @@ export function decideBatch(queue: readonly QueuedView[], ctx: { freeSlots: numb
   for (const i of live) nextDeadline = Math.min(nextDeadline, queue[i].deadline);
   if (freeSlots <= 0) return { expire, dispatch: [], wakeAt: nextDeadline };
 
-  // Highest priority first, then arrival order (the sort is stable).
-  const order = [...live].sort((a, b) => queue[b].priority - queue[a].priority);
+  // Highest priority first, then callers' turns, then arrival order (the sort is stable).
+  const order = [...live].sort((a, b) => queue[b].priority - queue[a].priority || (queue[a].turn ?? 0) - (queue[b].turn ?? 0));
   const head = queue[order[0]];
   const dispatch: number[] = [];
   let rows = 0;

@@ -138,6 +138,17 @@ describe('GenerationScheduler', () => {
     expect(low.tokens[0]).toBeLessThan(low2.tokens[0]);
   });
 
+  it("lets callers take turns for free slots: one caller's backlog does not hold another's request", async () => {
+    const { run } = setup({ maxSequences: 1, stepMs: 5 });
+    const busy = run(3, { caller: 'bulk' });
+    const bulk = [1, 2, 3].map(() => run(1, { caller: 'bulk' }));
+    const chat = run(1, { caller: 'chat' });
+    await Promise.all([busy.done, chat.done, ...bulk.map((b) => b.done)]);
+    const firstTokens = [...bulk, chat].map((r) => r.tokens[0]);
+    // Joined in this order: bulk 1, chat, bulk 2, bulk 3 (without turns, chat would have been last).
+    expect([...firstTokens].sort((a, b) => a - b)).toEqual([firstTokens[0], firstTokens[3], firstTokens[1], firstTokens[2]]);
+  });
+
   it('answers 503 when the queue is full and 503 (no replica) or 504 at the deadline', async () => {
     const { pool, run } = setup({ maxSequences: 1, maxQueue: 1, timeoutMs: 50, stepMs: 20 });
     const busy = run(10);

@@ -5,6 +5,7 @@ import { cancelled, deadlineExceeded, GatewayError, internal, unavailable } from
 export type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
 
 import type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
+import { FairShare } from './fair-share.js';
 import { ModelStatistics } from './statistics.js';
 
 /** A replica that keeps KV caches and answers generation steps. */
@@ -38,6 +39,8 @@ export type GenerationOptions = {
    * @default 0
    */
   affinityTokens?: number;
+  /** Callers take turns for free slots (hooks' `caller`, as the Batcher's queue); false: first come, first served. @default true */
+  fairShare?: boolean;
 };
 
 /** Prompt starts remembered for replica affinity. */
@@ -57,6 +60,8 @@ export type GenerateHooks = {
   paused?(): boolean;
   /** Higher waits less for a free slot (ties keep arrival order). @default 0 */
   priority?: number;
+  /** Who asks: within a priority, callers take turns for free slots. */
+  caller?: string;
 };
 export type GenerateResult = {
   finishReason: 'stop' | 'length';
@@ -74,6 +79,8 @@ type Seq = {
   /** Its prompt's tokens taken from the replica's prefix cache. */
   cachedTokens: number;
   enqueuedAt: number;
+  /** Its caller's turn for a free slot (FairShare). */
+  turn: number;
   queueMs: number;
   firstTokenAt?: number;
   settled: boolean;
@@ -117,6 +124,7 @@ const PHASES = ['prefill', 'decode', 'sampling', 'grammar'] as const;
 
 export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [SequenceEvent]; shed: [{ reason: string }]; step: [StepTiming] }> {
   private queue: Seq[] = [];
+  private readonly fair = new FairShare();
   private loops = new Map<string, Loop>();
   /** Prompt start → the replica the last prompt starting so went to (`affinityTokens`). */
   private affinity = new Map<string, string>();
@@ -155,6 +163,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
         tokens: 0,
         cachedTokens: 0,
         enqueuedAt: performance.now(),
+        turn: this.fair.turn(this.opts.fairShare === false ? undefined : hooks.caller),
         queueMs: 0,
         settled: false,
         resolve,
@@ -170,8 +179,10 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
       };
       hooks.signal?.addEventListener('abort', onAbort, { once: true });
       seq.timer = setTimeout(() => this.expire(seq), this.opts.timeoutMs);
-      // Before the first waiting sequence of lower priority: ties keep arrival order.
-      const at = this.queue.findIndex((s) => (s.hooks.priority ?? 0) < (hooks.priority ?? 0));
+      // Before the first waiting sequence of lower priority, or of its priority and a later turn (callers take
+      // turns, see FairShare); ties keep arrival order.
+      const priority = hooks.priority ?? 0;
+      const at = this.queue.findIndex((s) => (s.hooks.priority ?? 0) < priority || ((s.hooks.priority ?? 0) === priority && s.turn > seq.turn));
       this.queue.splice(at < 0 ? this.queue.length : at, 0, seq);
       this.counts.sequences++;
       this.admit();
@@ -224,6 +235,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
         if (this.affinity.size > MAX_AFFINITIES) this.affinity.delete(this.affinity.keys().next().value as string);
       }
       this.queue.shift();
+      this.fair.served(seq.turn);
       clearTimeout(seq.timer);
       seq.queueMs = performance.now() - seq.enqueuedAt;
       best.joining.push(seq);

@@ -37,6 +37,12 @@ export const batchingSchema = z
     /** Inputs that may be padded to batch together, by input name. @default {} */
     pad: z.record(z.string(), padding).default({}),
     /**
+     * Callers (by key, token subject, or address) take turns in the queue: each one's k-th waiting request goes
+     * before anyone's (k+1)-th, so one caller's backlog does not hold up the others; false: first come, first
+     * served. Priorities still come first. @default true
+     */
+    fair_share: z.boolean().default(true),
+    /**
      * Generative models: a prompt longer than this is computed this many tokens per step, so that the other
      * sequences' tokens keep coming while it prefills (vLLM's chunked prefill); 0 computes it whole. @default 512
      */

@@ -3,8 +3,10 @@ import { upgradeWebSocket } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import type { WSContext } from 'hono/ws';
 import { z } from 'zod';
+import type { SubmitOptions } from '../batcher/index.js';
 import { badInput, cancelled, GatewayError, notFound } from '../errors/index.js';
 import { Framer, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadSettings } from '../models/index.js';
+import type { Caller } from './auth/middleware.js';
 import { clientSignal, readBody } from './body.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -51,7 +53,7 @@ export function audioRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyByt
     c.set('model', m.name);
     const samples = recording(await readBody(c, maxBodyBytes), q, m);
     const segments: Extract<VadEvent, { type: 'speech_end' }>[] = [];
-    const stream = new VadStream(m, settingsOf(q), clientSignal(c), (e) => e.type === 'speech_end' && segments.push(e));
+    const stream = new VadStream(m, settingsOf(q), { signal: clientSignal(c), ...who(c.get('caller')) }, (e) => e.type === 'speech_end' && segments.push(e));
     try {
       await stream.push(samples);
       await stream.end();
@@ -81,7 +83,7 @@ export function audioRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyByt
       const controller = new AbortController();
       let ws: WSContext | undefined;
       const send = (msg: object) => ws?.readyState === 1 && ws.send(JSON.stringify(msg));
-      const stream = new VadStream(m, settingsOf(q), controller.signal, (e) =>
+      const stream = new VadStream(m, settingsOf(q), { signal: controller.signal, ...who(c.get('caller')) }, (e) =>
         send(
           e.type === 'speech_start'
             ? { type: e.type, start: stream.seconds(e.start) }
@@ -179,7 +181,7 @@ class VadStream {
   constructor(
     private m: VadModel,
     settings: VadSettings,
-    private signal: AbortSignal,
+    private asker: SubmitOptions,
     private onEvent: (e: VadEvent) => void,
   ) {
     this.framer = new Framer(m.sequences.vad);
@@ -215,7 +217,7 @@ class VadStream {
     const result = await this.m.sequences.submit(
       { id: this.id, start: !this.started, end },
       { [input]: { dtype: 'FP32', shape: [1, window.length], data: window } },
-      { signal: this.signal },
+      this.asker,
     );
     this.started = true;
     if (end) this.ended = true;
@@ -225,6 +227,9 @@ class VadStream {
     if (e) this.onEvent(e);
   }
 }
+
+/** A caller's priority and identity, for the queue (callers take turns). */
+const who = (caller: Caller | undefined) => ({ priority: caller?.priority, caller: caller?.id });
 
 function parseQuery(c: Context): VadQuery {
   const parsed = querySchema.safeParse(c.req.query());

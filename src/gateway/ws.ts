@@ -83,8 +83,8 @@ async function handle(
     work.set(id, controller);
     try {
       if (msg.type === 'infer') await infer(msg, id, models, controller.signal, send, caller);
-      else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, models, controller.signal, send, ws);
-      else if (msg.type === 'embeddings') await embed(msg, id, models, controller.signal, send);
+      else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, models, controller.signal, send, ws, caller);
+      else if (msg.type === 'embeddings') await embed(msg, id, models, controller.signal, send, caller);
       else throw badInput(`unknown message type ${JSON.stringify(msg.type)} (expected infer, completion, chat, embeddings or cancel)`);
     } finally {
       work.delete(id);
@@ -96,11 +96,11 @@ async function handle(
   }
 }
 
-async function embed(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void) {
+async function embed(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void, caller?: Caller) {
   const { type: _type, id: _id, ...fields } = msg;
   const req = parseBody(embeddingsSchema, fields);
   const m = encoderOf(models, ENCODERS.embedding)(req.model);
-  send({ id, type: 'embeddings', ...(await embeddingsAnswer({ signal }, m, req)) });
+  send({ id, type: 'embeddings', ...(await embeddingsAnswer({ signal, priority: caller?.priority, caller: caller?.id }, m, req)) });
 }
 
 function lookup(models: ReadonlyMap<string, ServedModel>, name: unknown): ServedModel {
@@ -121,7 +121,15 @@ async function infer(msg: Message, id: string, models: ReadonlyMap<string, Serve
   send({ id, type: 'result', ...body, queue_ms: Math.round(result.queueMs * 100) / 100, batch_size: result.batchSize });
 }
 
-async function generate(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void, ws: WSContext) {
+async function generate(
+  msg: Message,
+  id: string,
+  models: ReadonlyMap<string, ServedModel>,
+  signal: AbortSignal,
+  send: (m: object) => void,
+  ws: WSContext,
+  caller?: Caller,
+) {
   const m = lookup(models, msg.model);
   if (!m.generation) throw badInput(`model ${m.name} is not a generative model: send an "infer" message`, 'model');
   const gen = m.generation;
@@ -143,7 +151,7 @@ async function generate(msg: Message, id: string, models: ReadonlyMap<string, Se
   }
   if ((req.n ?? 1) > 1) throw badInput('n > 1 is not served over the WebSocket: send a message per choice', 'n');
   const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);
-  const generation = new Generation(m, req, prompt, maxTokens, signal);
+  const generation = new Generation(m, req, prompt, maxTokens, signal, caller);
   const raw = ws.raw as { bufferedAmount?: number } | undefined;
   for await (const { text, logged } of generation) {
     // A socket that is not being read stops taking text; the sequence pauses (see Generation).

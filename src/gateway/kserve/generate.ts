@@ -86,7 +86,7 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
     prompt,
     s.max_tokens ?? 16,
     clientSignal(c),
-    c.get('caller')?.priority,
+    c.get('caller'),
   );
   const answer = (text: string) => ({ ...(id !== undefined && { id }), model_name: m.name, model_version: '1', text_output: text });
 

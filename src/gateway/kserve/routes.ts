@@ -136,7 +136,6 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
   const caller = c.get('caller');
   const result = await submitInfer(m, { ...request.inputs, ...shared.inputs }, request.sequence, caller, {
     signal: clientSignal(c),
-    priority: caller?.priority,
     trace,
     deadline,
   });

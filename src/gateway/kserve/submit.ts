@@ -6,8 +6,8 @@ import type { ServedModel } from '../types.js';
 import type { InferRequest } from './request.js';
 
 /**
- * A tensor request to its model: through the dynamic batcher, or, for a stateful model, as the next request
- * of its sequence. Sequences are the caller's own: under a key or a token, another caller's equal sequence
+ * A tensor request to its model, with its caller's priority and identity (callers take turns in the queue):
+ * through the dynamic batcher, or, for a stateful model, as the next request of its sequence. Sequences are the caller's own: under a key or a token, another caller's equal sequence
  * id is another sequence.
  */
 export function submitInfer(
@@ -17,6 +17,7 @@ export function submitInfer(
   caller: Caller | undefined,
   opts: SubmitOptions,
 ): Promise<Submitted> {
+  const withCaller = { ...opts, priority: caller?.priority, caller: caller?.id };
   if (m.sequences) {
     if (!sequence)
       throw badInput(
@@ -24,9 +25,9 @@ export function submitInfer(
         undefined,
         'sequence_id_missing',
       );
-    return m.sequences.submit({ ...sequence, owner: caller && caller.kind !== 'public' ? caller.id : undefined }, inputs, opts);
+    return m.sequences.submit({ ...sequence, owner: caller && caller.kind !== 'public' ? caller.id : undefined }, inputs, withCaller);
   }
   if (sequence) throw badInput(`model ${m.name} keeps no state between requests: sequence_id is for stateful models (a model's sequence in the config)`);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
-  return m.batcher.submit(inputs, opts);
+  return m.batcher.submit(inputs, withCaller);
 }

@@ -60,7 +60,6 @@ export async function predict(c: Context<GatewayEnv>, m: ServedModel, maxBodyByt
   const caller = c.get('caller');
   const result = await submitInfer(m, request.inputs, undefined, caller, {
     signal: clientSignal(c),
-    priority: caller?.priority,
     trace: c.get('span')?.spanContext(),
   });
   c.set('queueMs', result.queueMs);

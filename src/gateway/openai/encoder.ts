@@ -86,8 +86,8 @@ export function checkedTokens(limits: TextLimits, tokens: number[], param: strin
   return tokens;
 }
 
-/** Who asks, for `runEach`: the cancellation, priority and trace of an HTTP request or a WebSocket message. */
-export type Asker = { signal: AbortSignal; priority?: number; trace?: unknown; answered?: (queueMs: number, batchSize: number) => void };
+/** Who asks, for `runEach`: the cancellation, priority, caller and trace of an HTTP request or a WebSocket message. */
+export type Asker = { signal: AbortSignal; priority?: number; caller?: string; trace?: unknown; answered?: (queueMs: number, batchSize: number) => void };
 
 /** An HTTP request as an Asker (its client going away cancels), the model noted for the request log. */
 export function askerOf(c: Context<GatewayEnv>, m: ServedModel): Asker {
@@ -97,7 +97,8 @@ export function askerOf(c: Context<GatewayEnv>, m: ServedModel): Asker {
     c.set('queueMs', Math.max(queueMs, c.get('queueMs') ?? 0));
     c.set('batchSize', Math.max(batchSize, c.get('batchSize') ?? 0));
   };
-  return { signal: clientSignal(c), priority: c.get('caller')?.priority, trace: c.get('span')?.spanContext(), answered };
+  const caller = c.get('caller');
+  return { signal: clientSignal(c), priority: caller?.priority, caller: caller?.id, trace: c.get('span')?.spanContext(), answered };
 }
 
 /**
@@ -109,7 +110,7 @@ export function askerOf(c: Context<GatewayEnv>, m: ServedModel): Asker {
 export async function runEach<T>(asker: Asker, m: ServedModel, inputs: Inputs[], read: (outputs: Inputs, i: number) => T): Promise<T[]> {
   const batcher = m.batcher as NonNullable<ServedModel['batcher']>;
   const failed = new AbortController();
-  const opts = { priority: asker.priority, trace: asker.trace, signal: AbortSignal.any([asker.signal, failed.signal]) };
+  const opts = { priority: asker.priority, caller: asker.caller, trace: asker.trace, signal: AbortSignal.any([asker.signal, failed.signal]) };
   const queue = new PQueue({ concurrency: Math.max(1, 2 * m.maxBatchSize) });
   return Promise.all(
     inputs.map((input, i) =>

@@ -2,6 +2,7 @@ import { randomInt } from 'node:crypto';
 import type { GenerateResult, SamplingParams, TokenLogprobs } from '../../batcher/index.js';
 import { badInput } from '../../errors/index.js';
 import { decode, FormatError, grammarFor, type JsonSchema, type ResponseFormat, TextStream } from '../../models/index.js';
+import type { Caller } from '../auth/middleware.js';
 import type { ServedModel } from '../types.js';
 
 /** Text pieces a reader may leave unread before its sequence is paused (it keeps its slot, not the batch). */
@@ -157,7 +158,7 @@ export class Generation {
   private wake?: () => void;
   private settled = false;
 
-  constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, priority?: number) {
+  constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, caller?: Caller) {
     const gen = m.generation as Generative;
     const echoed = params.echo ? prompt : [];
     if (prompt.length === 0) prompt = [gen.tokenizer.eos]; // GPT-2 starts a text from <|endoftext|>
@@ -187,7 +188,8 @@ export class Generation {
       { prompt, maxTokens, sampling },
       {
         signal,
-        priority,
+        priority: caller?.priority,
+        caller: caller?.id,
         onPromptLogprobs: echo,
         onToken: (token, logprobs) => {
           this.produced++;

@@ -197,14 +197,7 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
     for (const prompt of prompts)
       for (let i = 0; i < (req.n ?? 1); i++)
         gens.push(
-          new Generation(
-            m,
-            { ...req, seed: req.seed == null ? null : req.seed + i, format: tools?.format },
-            prompt,
-            maxTokens,
-            signal,
-            c.get('caller')?.priority,
-          ),
+          new Generation(m, { ...req, seed: req.seed == null ? null : req.seed + i, format: tools?.format }, prompt, maxTokens, signal, c.get('caller')),
         );
   } catch (err) {
     failed.abort();

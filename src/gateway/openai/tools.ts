@@ -263,7 +263,7 @@ export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, ma
   const { prompt, tools } = chatPromptOf(m, chat);
   const gen = m.generation as NonNullable<ServedModel['generation']>;
   const max = maxTokens ?? Math.min(256, gen.context - prompt.length);
-  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, max, clientSignal(c), c.get('caller')?.priority);
+  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, max, clientSignal(c), c.get('caller'));
   return { generation, answer: tools && new ToolAnswer(tools) };
 }
 
