@@ -106,7 +106,16 @@ export async function clientRegionRequest(
   return { bodyFile, headerLength: Buffer.byteLength(json), remove: () => rmSync(`/dev/shm/${key}`, { force: true }) };
 }
 
-export type Load = { connections: number; durationS: number; url: string; bodyFile: string; headerLength: number; processes?: number };
+export type Load = {
+  connections: number;
+  durationS: number;
+  url: string;
+  bodyFile: string;
+  headerLength: number;
+  processes?: number;
+  /** Extra request headers (a caller's key). */
+  headers?: Record<string, string>;
+};
 export type LoadResult = { requestsPerS: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number; total: number };
 
 /**

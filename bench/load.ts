@@ -13,6 +13,6 @@ const result = await autocannon({
   connections: load.connections,
   duration: load.durationS,
   body: readFileSync(load.bodyFile),
-  headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(load.headerLength) },
+  headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(load.headerLength), ...load.headers },
 });
 process.stdout.write(JSON.stringify(result));
