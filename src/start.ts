@@ -54,7 +54,16 @@ import { VERSION } from './version.js';
 export type Gateway = {
   port: number;
   telemetry: Telemetry;
-  models: Map<string, ServedModel & { pool: ReplicaPool; autoscaler: Autoscaler; queue: Batcher | GenerationScheduler; retire(successor?: ModelEntry): void }>;
+  models: Map<
+    string,
+    ServedModel & {
+      pool: ReplicaPool;
+      autoscaler: Autoscaler;
+      queue: Batcher | GenerationScheduler;
+      retire(successor?: ModelEntry): void;
+      sequenceStore?: Sequences;
+    }
+  >;
   /** Graceful and idempotent: stop accepting, finish accepted requests, stop replicas. */
   shutdown(): Promise<void>;
   /**
@@ -453,6 +462,7 @@ async function buildModel(name: string, model: ModelConfig, ownSignature: ModelS
     isReady: () => control.loaded() && (pool.readyCount() > 0 || (policy.minContainers === 0 && !pool.failure)),
     notReadyReason: () => (control.loaded() ? pool.failure : 'unloaded'),
     control,
+    sequenceStore: sequences,
     retire: (next) => {
       retired = true;
       successor = next;
@@ -594,7 +604,13 @@ export async function startGateway(
     for (const m of fresh.values()) m.autoscaler.start();
     const leaving = [...report.replaced, ...report.removed].map((n) => models.get(n) as ModelEntry);
     for (const name of report.removed) models.delete(name);
-    for (const [name, m] of fresh) models.set(name, m);
+    for (const [name, m] of fresh) {
+      // A stateful model's sequences go on across its replacement when its states are the same.
+      const before = models.get(name);
+      const sameStates = JSON.stringify(before?.sequences?.states) === JSON.stringify(m.sequences?.states);
+      if (before?.sequenceStore && m.sequenceStore && sameStates) m.sequenceStore.adopt(before.sequenceStore);
+      models.set(name, m);
+    }
     for (const m of leaving) retire(m);
     running = next;
     stamps = nextStamps;

