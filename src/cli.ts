@@ -23,16 +23,24 @@ program
       destination.flushSync(); // what the replicas said before failing is the useful part
       throw err;
     });
+    // Flushed without blocking: sonic-boom's flushSync retries a failed write forever (a closed stdout's EPIPE
+    // included), so a gateway whose log reader went away would never exit. After a failed flush the stream is
+    // destroyed, so that pino's own exit hook does not try again.
+    const exit = (code: number) => {
+      const leave = (failed: boolean) => {
+        if (failed) destination.destroy();
+        process.exit(code);
+      };
+      setTimeout(() => leave(true), 2000);
+      destination.flush((err) => leave(err != null && (err as NodeJS.ErrnoException).code !== 'EINVAL')); // EINVAL: a pipe has no fsync
+    };
     const stop = (signal: string) => {
       log.info({ signal }, 'signal received');
       gateway.shutdown().then(
-        () => {
-          destination.flushSync();
-          process.exit(0);
-        },
+        () => exit(0),
         (err) => {
           log.error({ err }, 'shutdown failed');
-          process.exit(1);
+          exit(1);
         },
       );
     };
