@@ -57,6 +57,23 @@ describe('a model with its own tokenizer.json', () => {
     expect(res.body.usage).toMatchObject({ prompt_tokens: 12 });
   });
 
+  it('cuts a pair that is too long from the end of its document, keeping the query and the template (truncate_prompt_tokens)', async () => {
+    // [CLS] what does a fox eat [SEP] i like [SEP]: the document's "straw ##berries" dropped.
+    const ids = [101, 2054, 2515, 1037, 4419, 4521, 102, 1045, 2066, 102];
+    const logit = (await run('tiny-rerank.onnx', ids, 'logits'))[0];
+    const body = { model: 'bert-rerank', query: 'what does a fox eat', documents: ['I like strawberries'], truncate_prompt_tokens: 10 };
+    const res = await post('/v1/rerank', body);
+    expect((res.body.results as { relevance_score: number }[])[0].relevance_score).toBeCloseTo(1 / (1 + Math.exp(-logit)), 5);
+    expect(res.body.usage).toMatchObject({ total_tokens: 10 });
+    const score = await post('/v1/score', { model: 'bert-rerank', text_1: 'what does a fox eat', text_2: 'I like strawberries', truncate_prompt_tokens: 10 });
+    expect((score.body.data as { score: number }[])[0].score).toBeCloseTo(1 / (1 + Math.exp(-logit)), 5);
+    const tight = await post('/v1/rerank', { ...body, truncate_prompt_tokens: 8 });
+    expect([tight.status, (tight.body.error as { message: string }).message]).toEqual([
+      400,
+      "documents.0: truncate_prompt_tokens: 8 leaves no room for the document beside the query and the template's 8 tokens",
+    ]);
+  });
+
   it('generates with a byte-level BPE: the text is its tokens’ bytes, and a JSON format is enforced with its vocabulary', async () => {
     const res = await client.completions.create({ model: 'bytes-gpt', prompt: 'Once upon a time', max_tokens: 24, seed: 3, logprobs: 1 });
     expect(res.usage?.prompt_tokens).toBe((await post('/tokenize', { model: 'bytes-gpt', prompt: 'Once upon a time' })).body.count);

@@ -25,10 +25,11 @@ export const rerankSchema = z.object({
   top_n: z.number().int().min(1).nullish(),
   /** Each result carries its document's text. @default true */
   return_documents: z.boolean().nullish(),
+  truncate_prompt_tokens: truncateField,
 });
 
 /** vLLM's score API: text_1 against text_2, one to one, one to many, or pairwise. */
-export const scoreSchema = z.object({ model, text_1: texts, text_2: texts });
+export const scoreSchema = z.object({ model, text_1: texts, text_2: texts, truncate_prompt_tokens: truncateField });
 
 /** vLLM's classify API. */
 export const classifySchema = z.object({ model, input: texts, truncate_prompt_tokens: truncateField });
@@ -38,7 +39,7 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
 /** POST /v1/rerank: the documents by relevance to the query, best first. */
 export async function rerank(c: Context<GatewayEnv>, m: ServedModel, req: z.infer<typeof rerankSchema>): Promise<Response> {
-  const pairs = req.documents.map((d, i) => pairTokens(m, req.query, d, `documents.${i}`));
+  const pairs = req.documents.map((d, i) => pairTokens(m, req.query, d, `documents.${i}`, req.truncate_prompt_tokens));
   const scores = await scorePairs(c, m, pairs);
   const ranked = scores.map((score, index) => ({ index, score })).sort((a, b) => b.score - a.score);
   return c.json({
@@ -63,7 +64,7 @@ export async function score(c: Context<GatewayEnv>, m: ServedModel, req: z.infer
       'text_1',
       'invalid_request_error',
     );
-  const pairs = second.map((t, i) => pairTokens(m, first.length === 1 ? first[0] : first[i], t, `text_2.${i}`));
+  const pairs = second.map((t, i) => pairTokens(m, first.length === 1 ? first[0] : first[i], t, `text_2.${i}`, req.truncate_prompt_tokens));
   const scores = await scorePairs(c, m, pairs);
   const tokens = tokenCount(pairs);
   return c.json({
@@ -109,8 +110,9 @@ type Pair = { tokens: number[]; typeIds: number[] };
 /**
  * A query and a document as one input, as the tokenizer pairs texts (BERT: [CLS] query [SEP] document [SEP],
  * segments 0 then 1); a tokenizer without a pair template (GPT-2's): the query, end-of-text, the document.
+ * With `truncate` (vLLM's truncate_prompt_tokens; -1: the context), a pair too long loses the end of its document.
  */
-function pairTokens(m: ServedModel, query: string, document: string, param: string): Pair {
+function pairTokens(m: ServedModel, query: string, document: string, param: string, truncate?: number | null): Pair {
   const cl = m.classifier as NonNullable<ServedModel['classifier']>;
   const { tokenizer } = cl;
   let pair: { ids: number[]; typeIds: number[] };
@@ -120,7 +122,28 @@ function pairTokens(m: ServedModel, query: string, document: string, param: stri
     const ids = [...first, ...tokenizer.encode(document)];
     pair = { ids, typeIds: ids.map((_, i) => (i < first.length ? 0 : 1)) };
   }
+  const k = truncate === -1 ? cl.context : truncate;
+  if (k != null && pair.ids.length > k) pair = documentCut(pair, tokenizer.encode(document, { special: false }), k, param);
   return { tokens: checkedTokens(cl, pair.ids, param), typeIds: pair.typeIds };
+}
+
+/**
+ * The pair in `k` tokens, its document's last tokens dropped (the query stays whole: transformers' only_second).
+ * The document is where its own tokens last appear whole in the pair, whatever the template puts around it.
+ */
+function documentCut(pair: { ids: number[]; typeIds: number[] }, doc: number[], k: number, param: string) {
+  const excess = pair.ids.length - k;
+  let at = pair.ids.length - doc.length;
+  while (at >= 0 && doc.some((t, j) => pair.ids[at + j] !== t)) at--;
+  if (at < 0 || excess >= doc.length)
+    throw badInput(
+      `${param}: truncate_prompt_tokens: ${k} leaves no room for the document beside the query and the template's ${pair.ids.length - doc.length} tokens`,
+      'truncate_prompt_tokens',
+      'invalid_request_error',
+    );
+  const end = at + doc.length;
+  const drop = (a: number[]) => [...a.slice(0, end - excess), ...a.slice(end)];
+  return { ids: drop(pair.ids), typeIds: drop(pair.typeIds) };
 }
 
 /** Each pair's relevance: the sigmoid of the cross-encoder's logit, as sentence-transformers' CrossEncoder gives it. */
