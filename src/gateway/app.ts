@@ -11,6 +11,7 @@ import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
 import { anthropicError } from './openai/anthropic.js';
+import { batchRoutes } from './openai/batches.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -114,6 +115,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
   app.route('/', wsRoutes(opts.models));
   app.route('/', audioRoutes(opts.models, maxBodyBytes));
+  // Each line of a batch goes through this whole app again, as its own request.
+  app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init) => Promise.resolve(app.request(path, init)) }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows }));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));

@@ -1,0 +1,134 @@
+import OpenAI, { toFile } from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODELS, startTestGateway } from './helpers.js';
+
+// OpenAI's Batch API with the official client: files up, a batch run in the background, its answers down.
+const SECRET = 'a-long-enough-shared-secret';
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+let client: OpenAI;
+beforeAll(async () => {
+  gw = await startTestGateway({
+    auth: { default: 'key', keys: [{ id: 'jobs', secret: SECRET }] },
+    models: {
+      'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 16 }, scaling: { min_containers: 1 } },
+      'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+    },
+  });
+  client = new OpenAI({
+    baseURL: `${gw.url}/v1`,
+    apiKey: 'unused',
+    maxRetries: 0,
+    defaultHeaders: { 'infergate-key': 'jobs', 'infergate-secret': SECRET },
+  });
+});
+afterAll(() => gw?.shutdown());
+
+const jsonl = (rows: object[]) => toFile(Buffer.from(rows.map((r) => `${JSON.stringify(r)}\n`).join('')), 'requests.jsonl');
+async function finished(id: string) {
+  for (;;) {
+    const b = await client.batches.retrieve(id);
+    if (['completed', 'failed', 'cancelled'].includes(b.status)) return b;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const lines = async (fileId: string | null | undefined) =>
+  (await (await client.files.content(fileId as string)).text())
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+
+describe('Batch API (/v1/files, /v1/batches)', () => {
+  it('runs every line as the same request sent directly would be answered, and returns them as a file', async () => {
+    const prompts = ['Once upon a time', 'The fox', 'In a land far away', 'Hello'];
+    const rows = prompts.map((p, i) => ({
+      custom_id: `req-${i}`,
+      method: 'POST',
+      url: '/v1/chat/completions',
+      body: { model: 'tiny-gpt', messages: [{ role: 'user', content: p }], max_tokens: 6, temperature: 0 },
+    }));
+    const input = await client.files.create({ file: await jsonl(rows), purpose: 'batch' });
+    expect(input).toMatchObject({ object: 'file', purpose: 'batch', filename: 'requests.jsonl' });
+    const batch = await client.batches.create({ input_file_id: input.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    expect(batch.status).toBe('in_progress');
+    const done = await finished(batch.id);
+    expect(done).toMatchObject({ status: 'completed', request_counts: { total: 4, completed: 4, failed: 0 }, error_file_id: null });
+    const out = await lines(done.output_file_id);
+    expect(out.map((l) => l.custom_id).sort()).toEqual(['req-0', 'req-1', 'req-2', 'req-3']);
+    for (const line of out) {
+      const i = Number(line.custom_id.split('-')[1]);
+      const direct = await client.chat.completions.create({
+        model: 'tiny-gpt',
+        messages: [{ role: 'user', content: prompts[i] }],
+        max_tokens: 6,
+        temperature: 0,
+      });
+      expect(line.response.status_code).toBe(200);
+      expect(line.response.body.choices[0].message.content).toBe(direct.choices[0].message.content);
+      expect(line.error).toBeNull();
+    }
+  });
+
+  it('puts failed lines in the error file, with their status and message', async () => {
+    const rows = [
+      { custom_id: 'ok', method: 'POST', url: '/v1/embeddings', body: { model: 'tiny-embed', input: 'a text', encoding_format: 'float' } },
+      { custom_id: 'bad', method: 'POST', url: '/v1/embeddings', body: { model: 'no-such-model', input: 'a text' } },
+    ];
+    const input = await client.files.create({ file: await jsonl(rows), purpose: 'batch' });
+    const done = await finished((await client.batches.create({ input_file_id: input.id, endpoint: '/v1/embeddings', completion_window: '24h' })).id);
+    expect(done.request_counts).toEqual({ total: 2, completed: 1, failed: 1 });
+    const [ok] = await lines(done.output_file_id);
+    expect(ok.custom_id).toBe('ok');
+    expect(ok.response.body.data[0].embedding).toHaveLength(32);
+    const [bad] = await lines(done.error_file_id);
+    expect(bad).toMatchObject({ custom_id: 'bad', response: { status_code: 404 }, error: { code: '404', message: expect.stringMatching(/no-such-model/) } });
+  });
+
+  it('refuses a file that does not check out before running anything, naming the line', async () => {
+    const cases: [object[] | string, RegExp][] = [
+      ['not json\n', /input file line 1 is not JSON/],
+      [[{ custom_id: 'a', method: 'POST', url: '/v1/completions', body: {} }], /line 1: url \/v1\/completions is not the batch's endpoint \/v1\/embeddings/],
+      [
+        [
+          { custom_id: 'a', method: 'POST', url: '/v1/embeddings', body: {} },
+          { custom_id: 'a', method: 'POST', url: '/v1/embeddings', body: {} },
+        ],
+        /line 2: custom_id a is used twice/,
+      ],
+      [[{ custom_id: 'a', method: 'GET', url: '/v1/embeddings', body: {} }], /line 1: method/],
+    ];
+    for (const [content, message] of cases) {
+      const file = typeof content === 'string' ? await toFile(Buffer.from(content), 'x.jsonl') : await jsonl(content);
+      const input = await client.files.create({ file, purpose: 'batch' });
+      await expect(client.batches.create({ input_file_id: input.id, endpoint: '/v1/embeddings', completion_window: '24h' })).rejects.toMatchObject({
+        status: 400,
+        message: expect.stringMatching(message),
+      });
+    }
+    await expect(client.batches.create({ input_file_id: 'file_nope', endpoint: '/v1/embeddings', completion_window: '24h' })).rejects.toMatchObject({
+      status: 404,
+    });
+    await expect(client.batches.retrieve('batch_nope')).rejects.toMatchObject({ status: 404 });
+  });
+
+  it('runs as the caller who created it: without credentials nothing is listed or created', async () => {
+    const res = await fetch(`${gw.url}/v1/batches`);
+    expect(res.status).toBe(401);
+    expect((await client.batches.list()).data.length).toBeGreaterThan(0);
+  });
+
+  it('cancels: lines not yet sent are not run', async () => {
+    const rows = Array.from({ length: 200 }, (_, i) => ({
+      custom_id: `c${i}`,
+      method: 'POST',
+      url: '/v1/completions',
+      body: { model: 'tiny-gpt', prompt: 'Once upon a time', max_tokens: 16, temperature: 0 },
+    }));
+    const input = await client.files.create({ file: await jsonl(rows), purpose: 'batch' });
+    const batch = await client.batches.create({ input_file_id: input.id, endpoint: '/v1/completions', completion_window: '24h' });
+    expect((await client.batches.cancel(batch.id)).status).toBe('cancelling');
+    const done = await finished(batch.id);
+    expect(done.status).toBe('cancelled');
+    const { completed = 0, failed = 0 } = done.request_counts ?? {};
+    expect(completed + failed).toBeLessThan(200);
+  });
+});
