@@ -8,7 +8,13 @@ let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let client: OpenAI;
 beforeAll(async () => {
   gw = await startTestGateway({
-    auth: { default: 'key', keys: [{ id: 'jobs', secret: SECRET }] },
+    auth: {
+      default: 'key',
+      keys: [
+        { id: 'jobs', secret: SECRET },
+        { id: 'other', secret: SECRET },
+      ],
+    },
     models: {
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 16 }, scaling: { min_containers: 1 } },
       'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
@@ -110,10 +116,24 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
     await expect(client.batches.retrieve('batch_nope')).rejects.toMatchObject({ status: 404 });
   });
 
-  it('runs as the caller who created it: without credentials nothing is listed or created', async () => {
-    const res = await fetch(`${gw.url}/v1/batches`);
-    expect(res.status).toBe(401);
-    expect((await client.batches.list()).data.length).toBeGreaterThan(0);
+  it("keeps each caller's files and batches its own: another caller finds none of them", async () => {
+    expect((await fetch(`${gw.url}/v1/batches`)).status).toBe(401);
+    const mine = await client.batches.list();
+    expect(mine.data.length).toBeGreaterThan(0);
+    const other = new OpenAI({
+      baseURL: `${gw.url}/v1`,
+      apiKey: 'unused',
+      maxRetries: 0,
+      defaultHeaders: { 'infergate-key': 'other', 'infergate-secret': SECRET },
+    });
+    expect((await other.batches.list()).data).toEqual([]);
+    expect((await other.files.list()).data).toEqual([]);
+    const someone = mine.data[0];
+    await expect(other.batches.retrieve(someone.id)).rejects.toMatchObject({ status: 404 });
+    await expect(other.files.content(someone.output_file_id ?? someone.input_file_id)).rejects.toMatchObject({ status: 404 });
+    await expect(other.batches.create({ input_file_id: someone.input_file_id, endpoint: '/v1/embeddings', completion_window: '24h' })).rejects.toMatchObject({
+      status: 404,
+    });
   });
 
   it('cancels: lines not yet sent are not run', async () => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import PQueue from 'p-queue';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
@@ -17,12 +17,14 @@ import { parseBody } from './schema.js';
 const ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses', '/v1/rerank', '/v1/score'] as const;
 /** Most lines of one batch in flight at once. */
 const CONCURRENCY = 16;
+/** Most bytes of files the gateway keeps (inputs and outputs together). */
+const MAX_STORED_BYTES = 1 << 30;
 /** Most lines in a batch file (OpenAI's limit). */
 const MAX_LINES = 50_000;
 /** Headers a batch's lines carry from the request that created it: the caller's credentials. */
 const CREDENTIALS = ['authorization', 'infergate-key', 'infergate-secret'];
 
-type StoredFile = { meta: FileObject; data: Uint8Array };
+type StoredFile = { meta: FileObject; data: Uint8Array; owner: string };
 type FileObject = { id: string; object: 'file'; bytes: number; created_at: number; filename: string; purpose: string; status: 'processed' };
 type Line = { custom_id: string; method: 'POST'; url: string; body: Record<string, unknown> };
 type BatchStatus = 'validating' | 'in_progress' | 'finalizing' | 'completed' | 'failed' | 'cancelling' | 'cancelled';
@@ -69,23 +71,30 @@ const notFound = (what: string, id: string) => new GatewayError(404, 'not_found'
 export function batchRoutes({ maxBodyBytes, dispatch }: { maxBodyBytes: number; dispatch: (path: string, init: RequestInit) => Promise<Response> }) {
   const app = new Hono<GatewayEnv>();
   const files = new Map<string, StoredFile>();
-  const batches = new Map<string, Batch & { stop: AbortController }>();
-  const file = (id: string) => {
+  const batches = new Map<string, Batch & { stop: AbortController; owner: string }>();
+  let storedBytes = 0;
+  // Under key or JWT auth, files and batches are their caller's own: another caller's are not found.
+  const ownerOf = (c: Context<GatewayEnv>) => {
+    const caller = c.get('caller');
+    return caller && caller.kind !== 'public' ? caller.id : '';
+  };
+  const file = (c: Context<GatewayEnv>, id: string) => {
     const f = files.get(id);
-    if (!f) throw notFound('file', id);
+    if (!f || f.owner !== ownerOf(c)) throw notFound('file', id);
     return f;
   };
-  const batchOf = (id: string) => {
+  const batchOf = (c: Context<GatewayEnv>, id: string) => {
     const b = batches.get(id);
-    if (!b) throw notFound('batch', id);
+    if (!b || b.owner !== ownerOf(c)) throw notFound('batch', id);
     return b;
   };
-  const store = (data: Uint8Array, filename: string, purpose: string) => {
+  const store = (owner: string, data: Uint8Array, filename: string, purpose: string) => {
     const meta: FileObject = { id: newId('file'), object: 'file', bytes: data.byteLength, created_at: now(), filename, purpose, status: 'processed' };
-    files.set(meta.id, { meta, data });
+    files.set(meta.id, { meta, data, owner });
+    storedBytes += data.byteLength;
     return meta;
   };
-  const shown = ({ stop: _stop, ...b }: Batch & { stop: AbortController }) => b;
+  const shown = ({ stop: _stop, owner: _owner, ...b }: Batch & { stop: AbortController; owner: string }) => b;
 
   app.post('/v1/files', async (c) => {
     if (Number(c.req.header('content-length') ?? 0) > maxBodyBytes) throw new GatewayError(413, 'payload_too_large', `the file is over ${maxBodyBytes} bytes`);
@@ -96,23 +105,29 @@ export function batchRoutes({ maxBodyBytes, dispatch }: { maxBodyBytes: number; 
     if (!(upload instanceof File)) throw badInput('missing the "file" field (multipart/form-data)', 'file');
     if (form.purpose !== 'batch') throw badInput(`purpose must be "batch" (files here feed the Batch API); got ${JSON.stringify(form.purpose)}`, 'purpose');
     if (upload.size > maxBodyBytes) throw new GatewayError(413, 'payload_too_large', `the file is over ${maxBodyBytes} bytes`);
-    return c.json(store(new Uint8Array(await upload.arrayBuffer()), upload.name, 'batch'));
+    if (storedBytes + upload.size > MAX_STORED_BYTES)
+      throw new GatewayError(
+        507,
+        'insufficient_storage',
+        `files take ${storedBytes} of the gateway's ${MAX_STORED_BYTES} bytes: delete some (DELETE /v1/files/{id})`,
+      );
+    return c.json(store(ownerOf(c), new Uint8Array(await upload.arrayBuffer()), upload.name, 'batch'));
   });
-  app.get('/v1/files', (c) => c.json({ object: 'list', data: [...files.values()].map((f) => f.meta), has_more: false }));
-  app.get('/v1/files/:id', (c) => c.json(file(c.req.param('id')).meta));
-  app.get('/v1/files/:id/content', (c) => c.body(file(c.req.param('id')).data as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' }));
+  app.get('/v1/files', (c) => c.json({ object: 'list', data: [...files.values()].filter((f) => f.owner === ownerOf(c)).map((f) => f.meta), has_more: false }));
+  app.get('/v1/files/:id', (c) => c.json(file(c, c.req.param('id')).meta));
+  app.get('/v1/files/:id/content', (c) => c.body(file(c, c.req.param('id')).data as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' }));
   app.delete('/v1/files/:id', (c) => {
     const id = c.req.param('id');
-    file(id);
+    storedBytes -= file(c, id).data.byteLength;
     files.delete(id);
     return c.json({ id, object: 'file', deleted: true });
   });
 
   app.post('/v1/batches', async (c) => {
     const req = parseBody(createSchema, await c.req.json().catch(() => ({})));
-    const lines = parseLines(file(req.input_file_id).data, req.endpoint);
+    const lines = parseLines(file(c, req.input_file_id).data, req.endpoint);
     const created = now();
-    const batch: Batch & { stop: AbortController } = {
+    const batch: Batch & { stop: AbortController; owner: string } = {
       id: newId('batch'),
       object: 'batch',
       endpoint: req.endpoint,
@@ -132,16 +147,26 @@ export function batchRoutes({ maxBodyBytes, dispatch }: { maxBodyBytes: number; 
       request_counts: { total: lines.length, completed: 0, failed: 0 },
       metadata: req.metadata ?? null,
       stop: new AbortController(),
+      owner: ownerOf(c),
     };
     batches.set(batch.id, batch);
     const credentials = Object.fromEntries(CREDENTIALS.flatMap((h) => (c.req.header(h) ? [[h, c.req.header(h) as string]] : [])));
     void run(batch, lines, credentials);
     return c.json(shown(batch));
   });
-  app.get('/v1/batches', (c) => c.json({ object: 'list', data: [...batches.values()].map(shown).reverse(), has_more: false }));
-  app.get('/v1/batches/:id', (c) => c.json(shown(batchOf(c.req.param('id')))));
+  app.get('/v1/batches', (c) =>
+    c.json({
+      object: 'list',
+      data: [...batches.values()]
+        .filter((b) => b.owner === ownerOf(c))
+        .map(shown)
+        .reverse(),
+      has_more: false,
+    }),
+  );
+  app.get('/v1/batches/:id', (c) => c.json(shown(batchOf(c, c.req.param('id')))));
   app.post('/v1/batches/:id/cancel', (c) => {
-    const b = batchOf(c.req.param('id'));
+    const b = batchOf(c, c.req.param('id'));
     if (b.status === 'in_progress') {
       b.status = 'cancelling';
       b.cancelling_at = now();
@@ -151,7 +176,7 @@ export function batchRoutes({ maxBodyBytes, dispatch }: { maxBodyBytes: number; 
   });
 
   /** Runs every line through the gateway, then writes the answers' file (and the failures'). */
-  async function run(batch: Batch & { stop: AbortController }, lines: Line[], credentials: Record<string, string>) {
+  async function run(batch: Batch & { stop: AbortController; owner: string }, lines: Line[], credentials: Record<string, string>) {
     const output: string[] = [];
     const failures: string[] = [];
     const queue = new PQueue({ concurrency: CONCURRENCY });
@@ -190,8 +215,8 @@ export function batchRoutes({ maxBodyBytes, dispatch }: { maxBodyBytes: number; 
     );
     batch.finalizing_at = now();
     const jsonl = (records: string[]) => new TextEncoder().encode(records.map((r) => `${r}\n`).join(''));
-    if (output.length) batch.output_file_id = store(jsonl(output), `${batch.id}_output.jsonl`, 'batch_output').id;
-    if (failures.length) batch.error_file_id = store(jsonl(failures), `${batch.id}_errors.jsonl`, 'batch_output').id;
+    if (output.length) batch.output_file_id = store(batch.owner, jsonl(output), `${batch.id}_output.jsonl`, 'batch_output').id;
+    if (failures.length) batch.error_file_id = store(batch.owner, jsonl(failures), `${batch.id}_errors.jsonl`, 'batch_output').id;
     if (batch.stop.signal.aborted) {
       batch.status = 'cancelled';
       batch.cancelled_at = now();
