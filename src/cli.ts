@@ -70,15 +70,17 @@ program
       const stateful = model.sequence && batchSignature(sig, layoutOf(name, model, sig)).batchAxis === 0;
       const kind = model.sequence
         ? ` (stateful: sequences of ${stateful ? 'batched ' : ''}requests${model.vad ? ', /v1/audio/vad' : ''})`
-        : generativeSpec(sig)
-          ? ' (generative: /v1/completions, /v1/chat/completions)'
-          : embeddingSpec(sig)
-            ? ' (text encoder: /v1/embeddings)'
-            : classifierSpec(sig)
-              ? ` (sequence classifier: /classify${classifierSpec(sig)?.classes === 1 ? ', /v1/rerank, /v1/score' : ''})`
-              : sig.batchAxis === 0
-                ? ''
-                : ' (not batchable)';
+        : model.ocr
+          ? ` (text recogniser with ${model.ocr.detector}: /v1/ocr)`
+          : generativeSpec(sig)
+            ? ' (generative: /v1/completions, /v1/chat/completions)'
+            : embeddingSpec(sig)
+              ? ' (text encoder: /v1/embeddings)'
+              : classifierSpec(sig)
+                ? ` (sequence classifier: /classify${classifierSpec(sig)?.classes === 1 ? ', /v1/rerank, /v1/score' : ''})`
+                : sig.batchAxis === 0
+                  ? ''
+                  : ' (not batchable)';
       console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
     console.log(`${file}: ok (${signatures.size} model${signatures.size === 1 ? '' : 's'})`);

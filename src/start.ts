@@ -106,6 +106,28 @@ async function loadLabels(config: Config): Promise<Map<string, string[]>> {
   return labels;
 }
 
+/** Each text recogniser's dictionary (one character per line), checked against its output's classes (blank + characters + space). */
+async function loadDictionaries(config: Config, signatures: Map<string, ModelSignature>): Promise<Map<string, string[]>> {
+  const dictionaries = new Map<string, string[]>();
+  for (const [name, { ocr }] of Object.entries(config.models)) {
+    if (!ocr) continue;
+    let lines: string[];
+    try {
+      lines = (await readFile(ocr.dictionary, 'utf8')).replace(/\r?\n$/, '').split(/\r?\n/);
+    } catch (err) {
+      throw new ConfigError(`models.${name}.ocr.dictionary: cannot read ${ocr.dictionary}: ${(err as Error).message}`);
+    }
+    const out = signatures.get(name)?.outputs[0];
+    const classes = out?.shape.at(-1);
+    if (out?.shape.length !== 3 || (typeof classes === 'number' && classes !== lines.length + 2))
+      throw new ConfigError(
+        `models.${name}.ocr: a text recogniser gives [batch, steps, classes] with classes = its dictionary's ${lines.length} characters + 2 (blank, space); this one gives ${out?.name} [${out?.shape.join(', ')}]`,
+      );
+    dictionaries.set(name, lines);
+  }
+  return dictionaries;
+}
+
 /** Every tokenizer the config names loads (a bad path is a config error, before anything starts). */
 async function checkTokenizers(config: Config): Promise<void> {
   for (const [name, { tokenizer }] of Object.entries(config.models)) {
@@ -272,7 +294,7 @@ function checkDevices(config: Config, gpus: GpuPlacement): void {
 
 /** When a model's files last changed: new weights at the same path replace the model too. */
 async function filesStamp(model: ModelConfig): Promise<string> {
-  const files = [model.path, model.labels, model.tokenizer].filter((f): f is string => f !== undefined);
+  const files = [model.path, model.labels, model.tokenizer, model.ocr?.dictionary].filter((f): f is string => f !== undefined);
   const stamps = await Promise.all(
     files.map((f) =>
       stat(f).then(
@@ -292,7 +314,14 @@ type Shared = { log: Logger; provider: ReplicaProvider; gpus: GpuPlacement; tele
 type ModelEntry = Gateway['models'] extends Map<string, infer E> ? E : never;
 
 /** One model's signature, batcher or scheduler, replica pool and autoscaler (nothing started yet). */
-async function buildModel(name: string, model: ModelConfig, ownSignature: ModelSignature, labels: string[] | undefined, shared: Shared): Promise<ModelEntry> {
+async function buildModel(
+  name: string,
+  model: ModelConfig,
+  ownSignature: ModelSignature,
+  files: { labels?: string[]; dictionary?: string[] },
+  shared: Shared,
+): Promise<ModelEntry> {
+  const { labels, dictionary } = files;
   const { log, provider, gpus, telemetry, cpuThreads, placeKey } = shared;
   // What the batcher stacks (states batch first, constants left out) and what callers send (no states either).
   const layout = layoutOf(name, model, ownSignature);
@@ -453,6 +482,7 @@ async function buildModel(name: string, model: ModelConfig, ownSignature: ModelS
           }
         : undefined,
     classifier: classifier && text ? { spec: classifier, ...text } : undefined,
+    ocr: model.ocr && dictionary ? { detector: model.ocr.detector, dictionary } : undefined,
     stats: () => queue.stats(),
     statistics: () => queue.statistics.toTriton(name),
     queue,
@@ -504,12 +534,22 @@ export async function startGateway(
   const signatures = await loadSignatures(config);
   await checkTokenizers(config);
   const labels = await loadLabels(config);
+  const dictionaries = await loadDictionaries(config, signatures);
   if (gpus.gpus > 0) log.info({ gpus: gpus.gpus }, `${gpus.gpus} GPU(s) visible`);
   const shared = { log, provider, gpus, telemetry, cpuThreads: cpuThreadsFor(config, gpus) };
 
   const models: Gateway['models'] = new Map();
   for (const [name, model] of Object.entries(config.models))
-    models.set(name, await buildModel(name, model, signatures.get(name) as ModelSignature, labels.get(name), { ...shared, placeKey: name }));
+    models.set(
+      name,
+      await buildModel(
+        name,
+        model,
+        signatures.get(name) as ModelSignature,
+        { labels: labels.get(name), dictionary: dictionaries.get(name) },
+        { ...shared, placeKey: name },
+      ),
+    );
 
   const all = [...models.values()];
   try {
@@ -568,6 +608,7 @@ export async function startGateway(
     const signatures = await loadSignatures(next);
     await checkTokenizers(next);
     const labels = await loadLabels(next);
+    const dictionaries = await loadDictionaries(next, signatures);
     const nextStamps = new Map(await Promise.all(Object.entries(next.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
     const same = (name: string) => JSON.stringify(running.models[name]) === JSON.stringify(next.models[name]) && stamps.get(name) === nextStamps.get(name);
     const names = Object.keys(next.models);
@@ -586,7 +627,13 @@ export async function startGateway(
         const model = next.models[name];
         fresh.set(
           name,
-          await buildModel(name, model, signatures.get(name) as ModelSignature, labels.get(name), { ...nextShared, placeKey: `${name}#${++generation}` }),
+          await buildModel(
+            name,
+            model,
+            signatures.get(name) as ModelSignature,
+            { labels: labels.get(name), dictionary: dictionaries.get(name) },
+            { ...nextShared, placeKey: `${name}#${++generation}` },
+          ),
         );
       }
       await Promise.all(

@@ -56,7 +56,8 @@ describe('infergate validate', () => {
     expect(run.output()).toMatch(
       /vad: input FP32 \[batch, sequence\], state FP32 \[2, batch, 128\], sr INT64 \[\] .* \(stateful: sequences of batched requests, \/v1\/audio\/vad\)/,
     );
-    expect(run.output()).toMatch(/ok \(7 models\)/);
+    expect(run.output()).toMatch(/ocr: x FP32 .* \(text recogniser with ocr-det: \/v1\/ocr\)/);
+    expect(run.output()).toMatch(/ok \(9 models\)/);
   });
 
   it('names the bad option, its value and what was expected, and exits non-zero', async () => {

@@ -47,7 +47,7 @@ describe.skipIf(!available)('/dashboard in headless Chromium', () => {
     await page.goto(`${url}/dashboard`);
     await page.waitForSelector('section[data-model="tiny-gpt"]');
     const models = await page.$$eval('section[data-model]', (cards) => cards.map((c) => c.getAttribute('data-model')));
-    expect(models.sort()).toEqual(['identity', 'mlp', 'ocr-direction', 'tiny-embed', 'tiny-gpt', 'tiny-rerank', 'vad']);
+    expect(models.sort()).toEqual(['identity', 'mlp', 'ocr', 'ocr-det', 'ocr-direction', 'tiny-embed', 'tiny-gpt', 'tiny-rerank', 'vad']);
     const total = () => page.textContent('section[data-model="identity"] [data-stat="total"]');
     expect(await total()).toBe('0 requests');
     expect(await page.textContent('section[data-model="identity"] .replicas')).toMatch(/identity-1 · ready/);

@@ -34,6 +34,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     model.path = within(model.path);
     if (model.labels) model.labels = within(model.labels);
     if (model.tokenizer) model.tokenizer = within(model.tokenizer);
+    if (model.ocr) model.ocr.dictionary = within(model.ocr.dictionary);
   }
   if (config.server.tls) Object.assign(config.server.tls, { cert: within(config.server.tls.cert), key: within(config.server.tls.key) });
   return config;

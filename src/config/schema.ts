@@ -184,6 +184,19 @@ export const modelSchema = z
       .strict()
       .optional(),
     /**
+     * A text recogniser (PP-OCR's CTC recogniser: [N, 3, 48, W] in, [N, T, classes] out), served at /v1/ocr with
+     * the detector model that finds the lines.
+     */
+    ocr: z
+      .object({
+        /** The text detector (PP-OCR's DB model), by its name in `models`. */
+        detector: z.string().min(1),
+        /** The characters, one per line (class i + 1 is line i; the last class is a space), relative to the config file. */
+        dictionary: z.string().min(1),
+      })
+      .strict()
+      .optional(),
+    /**
      * A voice activity detector (silero VAD's inputs and outputs; needs `sequence`): served at /v1/audio/vad,
      * over HTTP for a whole recording and as a WebSocket for live audio.
      */
@@ -380,6 +393,9 @@ export const configSchema = z
     c.endpoints.forEach((e, i) => {
       if (!c.models[e.model]) ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'model'], message: `no model named ${e.model}`, input: e.model });
     });
+    for (const [name, m] of Object.entries(c.models))
+      if (m.ocr && !c.models[m.ocr.detector])
+        ctx.addIssue({ code: 'custom', path: ['models', name, 'ocr', 'detector'], message: `no model named ${m.ocr.detector}`, input: m.ocr.detector });
     const paths = c.endpoints.map((e) => e.path);
     paths.forEach((p, i) => {
       if (paths.indexOf(p) !== i) ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'path'], message: `${p} is declared twice` });

@@ -10,6 +10,7 @@ import { audioRoutes } from './audio.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
+import { ocrRoutes } from './ocr.js';
 import { anthropicError } from './openai/anthropic.js';
 import { batchRoutes } from './openai/batches.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
@@ -115,6 +116,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
   app.route('/', wsRoutes(opts.models));
   app.route('/', audioRoutes(opts.models, maxBodyBytes));
+  app.route('/', ocrRoutes(opts.models, maxBodyBytes));
   // Each line of a batch goes through this whole app again, as its own request.
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init) => Promise.resolve(app.request(path, init)) }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows }));

@@ -48,6 +48,8 @@ export interface ServedModel {
     pooling: Pooling;
     normalize: boolean;
   };
+  /** Text recognisers (/v1/ocr, through `batcher`): the detector model that finds their lines, and their characters by class. */
+  ocr?: { detector: string; dictionary: readonly string[] };
   /** Sequence classifiers (/classify; with one class, a cross-encoder: /v1/rerank, /v1/score), through `batcher`. */
   classifier?: { spec: ClassifierSpec; tokenizer: Tokenizer; context: number; vocab: number };
   /** Queue and throughput counters, as /v2/models/{m}/stats shows them. */

@@ -13,6 +13,7 @@ export {
 } from './embedding.js';
 export { type GenerativeSpec, generativeSpec } from './generative.js';
 export { FormatError, grammarFor, type JsonSchema, type ResponseFormat } from './grammar/index.js';
+export { type Box, ctcText, decodeImage, detectorInput, LINE_HEIGHT, lineInput, MAX_PIXELS, type Rgb, textBoxes } from './ocr.js';
 export { PREFIX_BLOCK } from './prefix-cache.js';
 export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } from './protocol.js';
 export { type FailedMessage, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';
