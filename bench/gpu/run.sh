@@ -23,6 +23,7 @@
 #              the `sampling` column says how much of a step drawing tokens takes
 #   embeddings /v1/embeddings with a BERT-base-sized encoder (models/gpt.py small --encoder), 1 and 64 clients,
 #              batched (length buckets) vs one text per run
+#   ocr        /v1/ocr with the real PP-OCRv4 detector and recogniser, 1 and 16 clients, lines batched vs one per run
 # A 10-minute device call fits about four steps at SECONDS_PER_LOAD=6; the exported models stay in
 # $MODELS while the machine is warm, so the rest can follow in a second call. A failing step is
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
@@ -30,7 +31,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings}
+STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -68,6 +69,7 @@ run_step() {
     structured) node --import tsx bench/structured.ts --device cuda --model "$MODELS/gpt2-small.onnx" --out "$OUT" --name gpu-structured ;;
     embeddings) PYTHON=python3 node --import tsx bench/embeddings.ts --device cuda --model "$MODELS/embed-small.onnx" --clients 1,64 --max-batch 64 \
       --seconds "$SECONDS_PER_LOAD" --out "$OUT" --name gpu-embeddings ;;
+    ocr) node --import tsx bench/ocr.ts --device cuda --clients 1,16 --seconds "$SECONDS_PER_LOAD" --out "$OUT" --name gpu-ocr ;;
     fp32) vision --model "$MODELS/resnet50-fp32.onnx" --name resnet50-fp32 --shape 3,224,224 --dtype FP32 --batches 32,128 ;;
     *) echo "unknown step $1" >&2; return 2 ;;
   esac
