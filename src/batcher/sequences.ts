@@ -27,6 +27,9 @@ export type SequencesOptions = {
   now?: () => number;
 };
 
+/** Sequences are kept by owner and id: another owner's equal id is another sequence. */
+const keyOf = (seq: Pick<SequenceRequest, 'id' | 'owner'>) => `${seq.owner ?? ''}\u0000${seq.id}`;
+
 type Live = { states: Inputs; tail: Promise<unknown>; pending: number; lastUsed: number; ended: boolean; released: boolean };
 
 /**
@@ -66,7 +69,7 @@ export class Sequences {
     for (const [name, t] of Object.entries(inputs))
       if (t.shape[0] !== 1) return Promise.reject(badInput(`a request of a sequence is one row: input ${name} has ${t.shape[0]}`));
     this.sweep();
-    const key = `${seq.owner ?? ''}\u0000${seq.id}`;
+    const key = keyOf(seq);
     let entry = this.live.get(key);
     if (!entry) {
       if (!seq.start)
@@ -127,7 +130,7 @@ export class Sequences {
 
   /** Ends a sequence now, whatever it has queued (its caller went away): what is queued fails, its slot is free. */
   release(seq: Pick<SequenceRequest, 'id' | 'owner'>): void {
-    const key = `${seq.owner ?? ''}\u0000${seq.id}`;
+    const key = keyOf(seq);
     const live = this.live.get(key);
     if (!live) return;
     live.released = true;
