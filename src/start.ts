@@ -309,6 +309,19 @@ async function filesStamp(model: ModelConfig): Promise<string> {
 // Remote models: as many as there are addresses, unless told fewer.
 const maxContainers = (m: ModelConfig) => m.scaling.max_containers ?? (m.remote ? m.remote.length : Math.max(1, m.scaling.min_containers));
 
+/**
+ * Everything a config's models need from disk — signatures, tokenizers, labels, dictionaries — read and checked
+ * before anything starts (or, on a reload, is swapped in); then a builder of each model.
+ */
+async function readModels(config: Config): Promise<(name: string, shared: Shared) => Promise<ModelEntry>> {
+  const signatures = await loadSignatures(config);
+  await checkTokenizers(config);
+  const labels = await loadLabels(config);
+  const dictionaries = await loadDictionaries(config, signatures);
+  return (name, shared) =>
+    buildModel(name, config.models[name], signatures.get(name) as ModelSignature, { labels: labels.get(name), dictionary: dictionaries.get(name) }, shared);
+}
+
 /** What every model's set-up shares. `placeKey` tells a model's replicas from its replacement's on the GPUs. */
 type Shared = { log: Logger; provider: ReplicaProvider; gpus: GpuPlacement; telemetry: Telemetry; cpuThreads: number; placeKey: string };
 type ModelEntry = Gateway['models'] extends Map<string, infer E> ? E : never;
@@ -531,25 +544,12 @@ export async function startGateway(
     opts.telemetry ??
     new Telemetry({ metrics: t.metrics, traces: { exporter: t.traces.exporter, endpoint: t.traces.endpoint, sampleRatio: t.traces.sample_ratio } });
   const provider = opts.provider ?? new LocalProcessProvider();
-  const signatures = await loadSignatures(config);
-  await checkTokenizers(config);
-  const labels = await loadLabels(config);
-  const dictionaries = await loadDictionaries(config, signatures);
+  const build = await readModels(config);
   if (gpus.gpus > 0) log.info({ gpus: gpus.gpus }, `${gpus.gpus} GPU(s) visible`);
   const shared = { log, provider, gpus, telemetry, cpuThreads: cpuThreadsFor(config, gpus) };
 
   const models: Gateway['models'] = new Map();
-  for (const [name, model] of Object.entries(config.models))
-    models.set(
-      name,
-      await buildModel(
-        name,
-        model,
-        signatures.get(name) as ModelSignature,
-        { labels: labels.get(name), dictionary: dictionaries.get(name) },
-        { ...shared, placeKey: name },
-      ),
-    );
+  for (const name of Object.keys(config.models)) models.set(name, await build(name, { ...shared, placeKey: name }));
 
   const all = [...models.values()];
   try {
@@ -605,10 +605,7 @@ export async function startGateway(
     for (const e of config.endpoints)
       if (!next.models[e.model])
         throw new ConfigError(`endpoint ${e.path} serves model ${e.model}, which the new config removes: endpoints change only with a restart`);
-    const signatures = await loadSignatures(next);
-    await checkTokenizers(next);
-    const labels = await loadLabels(next);
-    const dictionaries = await loadDictionaries(next, signatures);
+    const build = await readModels(next);
     const nextStamps = new Map(await Promise.all(Object.entries(next.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
     const same = (name: string) => JSON.stringify(running.models[name]) === JSON.stringify(next.models[name]) && stamps.get(name) === nextStamps.get(name);
     const names = Object.keys(next.models);
@@ -623,19 +620,7 @@ export async function startGateway(
     const fresh = new Map<string, ModelEntry>();
     const nextShared = { ...shared, cpuThreads: cpuThreadsFor(next, gpus) };
     try {
-      for (const name of [...report.added, ...report.replaced]) {
-        const model = next.models[name];
-        fresh.set(
-          name,
-          await buildModel(
-            name,
-            model,
-            signatures.get(name) as ModelSignature,
-            { labels: labels.get(name), dictionary: dictionaries.get(name) },
-            { ...nextShared, placeKey: `${name}#${++generation}` },
-          ),
-        );
-      }
+      for (const name of [...report.added, ...report.replaced]) fresh.set(name, await build(name, { ...nextShared, placeKey: `${name}#${++generation}` }));
       await Promise.all(
         [...fresh].map(([name, m]) => {
           const { min_containers } = next.models[name].scaling;
