@@ -87,7 +87,7 @@ ${m.cpu}, ${m.cores} cores, Node ${m.node}. ${m.date}
 
 Clients POST \`test/fixtures/ocr.png\` (480×160, two lines) to \`/v1/ocr\` for ${seconds} s each. Every image is one detector request
 (batched up to 4) and one recogniser request per line: batched, lines of all images share runs (\`max_batch_size: 16\`, padded to
-the widest within a length bucket); unbatched, one line per run. One replica each${device === 'cpu' ? ', 1 ONNX Runtime thread; the gateway, the\nfour replicas and the load generator share the ' + m.cores + ' cores' : ` on ${device}`}. "line batch" is lines per recogniser run.
+the widest within a length bucket); unbatched, one line per run. One replica each${device === 'cpu' ? `, 1 ONNX Runtime thread; the gateway, the\nfour replicas and the load generator share the ${m.cores} cores` : ` on ${device}`}. "line batch" is lines per recogniser run.
 
 | clients | recogniser | images/s | p50 ms | p99 ms | line batch | failed |
 |---|---|---|---|---|---|---|
