@@ -18,6 +18,8 @@ beforeAll(async () => {
     models: {
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 16 }, scaling: { min_containers: 1 } },
       'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      // One text per run, so that the order of the queue shows.
+      'embed-one': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', batching: { max_batch_size: 1, wait_ms: 0 }, scaling: { min_containers: 1 } },
     },
   });
   client = new OpenAI({
@@ -134,6 +136,37 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
     await expect(other.batches.create({ input_file_id: someone.input_file_id, endpoint: '/v1/embeddings', completion_window: '24h' })).rejects.toMatchObject({
       status: 404,
     });
+  });
+
+  it('runs its lines behind interactive requests: one sent while the batch is queued goes first', async () => {
+    const headers = { 'infergate-key': 'jobs', 'infergate-secret': SECRET };
+    const stats = async () =>
+      (await (await fetch(`${gw.url}/v2/models/embed-one/stats`, { headers })).json()) as { requests: number; replicas: { pid: number }[] };
+    const rows = Array.from({ length: 12 }, (_, i) => ({
+      custom_id: `e${i}`,
+      method: 'POST',
+      url: '/v1/embeddings',
+      body: { model: 'embed-one', input: `text number ${i}` },
+    }));
+    const input = await client.files.create({ file: await jsonl(rows), purpose: 'batch' });
+    const { pid } = (await stats()).replicas[0];
+    const before = (await stats()).requests;
+    process.kill(pid, 'SIGSTOP'); // the replica stops taking work while the queue forms
+    let batch: Awaited<ReturnType<typeof client.batches.create>>;
+    let interactive: Promise<unknown>;
+    try {
+      batch = await client.batches.create({ input_file_id: input.id, endpoint: '/v1/embeddings', completion_window: '24h' });
+      while ((await stats()).requests < before + 12) await new Promise((r) => setTimeout(r, 5));
+      interactive = client.embeddings.create({ model: 'embed-one', input: 'a person waiting' });
+      while ((await stats()).requests < before + 13) await new Promise((r) => setTimeout(r, 5));
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await interactive;
+    // It went right after the line that was on its way when the replica paused; in arrival order all 12 would
+    // have been answered first. (A few more finish while its answer travels back: the bound leaves room.)
+    expect((await client.batches.retrieve(batch.id)).request_counts?.completed).toBeLessThan(8);
+    expect((await finished(batch.id)).request_counts).toEqual({ total: 12, completed: 12, failed: 0 });
   });
 
   it('cancels: lines not yet sent are not run', async () => {

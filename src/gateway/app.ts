@@ -12,7 +12,7 @@ import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
 import { ocrRoutes } from './ocr.js';
 import { anthropicError } from './openai/anthropic.js';
-import { batchRoutes } from './openai/batches.js';
+import { BATCH_PRIORITY, type BatchLineEnv, batchRoutes } from './openai/batches.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -95,6 +95,16 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   if (opts.guard?.length)
     for (const path of ['/v2/models/*', '/v2/repository/*', '/v2/systemsharedmemory/*', '/v1/*', ...vllmRoutes, '/admin/*', '/dashboard'])
       app.use(path, ...opts.guard);
+  // A Batch API line (sent through this app again by batches.ts, marked in its env, which no client can set): it
+  // waits behind every interactive request, and takes its turns apart from its creator's own requests.
+  app.use('/v1/*', async (c, next) => {
+    const batch = (c.env as BatchLineEnv | undefined)?.infergateBatch;
+    if (batch) {
+      const caller = c.get('caller');
+      c.set('caller', { ...caller, kind: caller?.kind ?? 'public', id: `${caller?.id ?? 'public'}/${batch}`, priority: BATCH_PRIORITY });
+    }
+    await next();
+  });
   const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;
   for (const e of opts.endpoints ?? []) {
     const model = () => opts.models.get(e.model) as ServedModel;
@@ -118,7 +128,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', audioRoutes(opts.models, maxBodyBytes));
   app.route('/', ocrRoutes(opts.models, maxBodyBytes));
   // Each line of a batch goes through this whole app again, as its own request.
-  app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init) => Promise.resolve(app.request(path, init)) }));
+  app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)) }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows }));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));

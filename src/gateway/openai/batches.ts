@@ -9,8 +9,8 @@ import { parseBody } from './schema.js';
 /**
  * OpenAI's Batch API: a JSONL file of requests uploaded with `POST /v1/files`, run by `POST /v1/batches` in the
  * background, its answers fetched as another file. Every line is sent through the gateway itself (its auth,
- * batching, metrics), as the caller who created the batch, a few at a time — and since callers take turns in
- * the queues, a batch of thousands does not hold up anyone else's requests. Files and batches are kept in memory.
+ * batching, metrics), as the caller who created the batch, a few at a time, behind every interactive request in
+ * the queues: a batch of thousands holds up no one, it runs on the capacity they leave. Kept in memory.
  */
 
 /** Paths a batch line may name (OpenAI's, and the encoder routes vLLM's batch runner takes). */
@@ -67,8 +67,19 @@ const now = () => Math.floor(Date.now() / 1000);
 const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
 const notFound = (what: string, id: string) => new GatewayError(404, 'not_found', `No ${what} with id ${id}`, { param: `${what}_id` });
 
-/** `dispatch` sends one request through the whole gateway (Hono's app.request). */
-export function batchRoutes({ maxBodyBytes, dispatch }: { maxBodyBytes: number; dispatch: (path: string, init: RequestInit) => Promise<Response> }) {
+/** How a batch's line is marked for the gateway's middleware (Hono's env of app.request: no client can set it). */
+export type BatchLineEnv = { infergateBatch?: string };
+/** A batch line's priority: behind every interactive request (whose priorities are small numbers, 0 by default). */
+export const BATCH_PRIORITY = -1_000_000;
+
+/** `dispatch` sends one request through the whole gateway (Hono's app.request), `env` marking it a batch line. */
+export function batchRoutes({
+  maxBodyBytes,
+  dispatch,
+}: {
+  maxBodyBytes: number;
+  dispatch: (path: string, init: RequestInit, env: BatchLineEnv) => Promise<Response>;
+}) {
   const app = new Hono<GatewayEnv>();
   const files = new Map<string, StoredFile>();
   const batches = new Map<string, Batch & { stop: AbortController; owner: string }>();
@@ -188,12 +199,16 @@ export function batchRoutes({ maxBodyBytes, dispatch }: { maxBodyBytes: number; 
           let status = 0;
           let body: unknown;
           try {
-            const res = await dispatch(line.url, {
-              method: 'POST',
-              headers: { ...credentials, 'content-type': 'application/json', 'x-request-id': requestId },
-              body: JSON.stringify(line.body),
-              signal: batch.stop.signal,
-            });
+            const res = await dispatch(
+              line.url,
+              {
+                method: 'POST',
+                headers: { ...credentials, 'content-type': 'application/json', 'x-request-id': requestId },
+                body: JSON.stringify(line.body),
+                signal: batch.stop.signal,
+              },
+              { infergateBatch: batch.id },
+            );
             status = res.status;
             body = await res.json().catch(() => null);
           } catch (err) {
