@@ -27,7 +27,7 @@ beforeAll(async () => {
   if (!hasShm) return;
   writeFileSync(`/dev/shm/${key('in')}`, Buffer.from(Float32Array.from(xs.flat()).buffer));
   writeFileSync(`/dev/shm/${key('out')}`, Buffer.alloc(ROWS * 10 * 4));
-  const models = { mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 }, batching: { max_batch_size: 8, wait_ms: 20 } } };
+  const models = { mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 }, batching: { max_batch_size: 8, wait_ms: 100 } } };
   [on, off] = await Promise.all([startTestGateway({ server: { client_shared_memory: true }, models }), startTestGateway({ models })]);
 });
 afterAll(async () => {
