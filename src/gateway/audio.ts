@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { upgradeWebSocket } from '@hono/node-server';
-import { type Context, Hono } from 'hono';
+import { Hono } from 'hono';
 import type { WSContext } from 'hono/ws';
 import { z } from 'zod';
 import type { SubmitOptions } from '../batcher/index.js';
 import { badInput, cancelled, GatewayError, notFound } from '../errors/index.js';
 import { Framer, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadSettings } from '../models/index.js';
 import type { Caller } from './auth/middleware.js';
-import { clientSignal, readBody } from './body.js';
+import { clientSignal, parseQuery, readBody } from './body.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
 type VadModel = ServedModel & { sequences: NonNullable<ServedModel['sequences']> & { vad: NonNullable<NonNullable<ServedModel['sequences']>['vad']> } };
@@ -48,7 +48,7 @@ type VadQuery = z.infer<typeof querySchema>;
 export function audioRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyBytes: number): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.post('/v1/audio/vad', async (c) => {
-    const q = parseQuery(c);
+    const q = parseQuery(querySchema, c);
     const m = vadModel(models, q.model);
     c.set('model', m.name);
     const samples = recording(await readBody(c, maxBodyBytes), q, m);
@@ -72,13 +72,13 @@ export function audioRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyByt
     '/v1/audio/vad',
     // Checked before the upgrade: a wrong model or setting is an HTTP 4xx, not a socket that closes at once.
     async (c, next) => {
-      const q = parseQuery(c);
+      const q = parseQuery(querySchema, c);
       vadModel(models, q.model);
       if (q.sample_rate !== undefined) checkRate(q.sample_rate, vadModel(models, q.model));
       await next();
     },
     upgradeWebSocket((c) => {
-      const q = parseQuery(c);
+      const q = parseQuery(querySchema, c);
       const m = vadModel(models, q.model);
       const controller = new AbortController();
       let ws: WSContext | undefined;
@@ -230,16 +230,6 @@ class VadStream {
 
 /** A caller's priority and identity, for the queue (callers take turns). */
 const who = (caller: Caller | undefined) => ({ priority: caller?.priority, caller: caller?.id });
-
-function parseQuery(c: Context): VadQuery {
-  const parsed = querySchema.safeParse(c.req.query());
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const key = issue.path.join('.');
-    throw badInput(issue.code === 'unrecognized_keys' ? `unknown query parameter ${issue.keys.join(', ')}` : `${key}: ${issue.message}`, key || undefined);
-  }
-  return parsed.data;
-}
 
 function vadModel(models: ReadonlyMap<string, ServedModel>, name: string): VadModel {
   const m = models.get(name);

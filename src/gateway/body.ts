@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'hono';
+import type { z } from 'zod';
 import { badInput, GatewayError } from '../errors/index.js';
 import { requestBuffers } from './buffer-pool.js';
 
@@ -89,4 +90,13 @@ export function clientSignal(c: Context): AbortSignal {
     if (!outgoing.writableFinished) controller.abort();
   });
   return controller.signal;
+}
+
+/** A route's query parameters checked by a strict zod schema: the first problem is a 400 naming the parameter. */
+export function parseQuery<S extends z.ZodType>(schema: S, c: Context): z.output<S> {
+  const parsed = schema.safeParse(c.req.query());
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const key = issue.path.join('.');
+  throw badInput(issue.code === 'unrecognized_keys' ? `unknown query parameter ${issue.keys.join(', ')}` : `${key}: ${issue.message}`, key || undefined);
 }

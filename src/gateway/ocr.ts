@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError, notFound } from '../errors/index.js';
 import { ctcText, decodeImage, detectorInput, lineInput, type Rgb, textBoxes } from '../models/index.js';
-import { readBody } from './body.js';
+import { parseQuery, readBody } from './body.js';
 import { askerOf, runEach } from './openai/encoder.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -26,13 +26,7 @@ const querySchema = z
 export function ocrRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyBytes: number): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.post('/v1/ocr', async (c) => {
-    const parsed = querySchema.safeParse(c.req.query());
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      const key = issue.path.join('.');
-      throw badInput(issue.code === 'unrecognized_keys' ? `unknown query parameter ${issue.keys.join(', ')}` : `${key}: ${issue.message}`, key || undefined);
-    }
-    const q = parsed.data;
+    const q = parseQuery(querySchema, c);
     const rec = models.get(q.model);
     if (!rec) throw notFound(`unknown model ${JSON.stringify(q.model)}; this gateway serves ${[...models.keys()].join(', ')}`);
     if (!rec.ocr || !rec.batcher) throw badInput(`model ${q.model} is not a text recogniser (a model with ocr in the config)`, 'model');
