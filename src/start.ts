@@ -262,15 +262,9 @@ function vadSized(model: ModelConfig, sig: ModelSignature): ModelSignature {
 
 /** A VAD's audio input warms up as the windows it will take (its length is dynamic, and 1 sample is too few for it). */
 function vadWarmup(model: ModelConfig, signature: ModelSignature, layout: ModelLayout): Record<string, number[]> {
-  const audio = model.vad && vadAudioInput(signature, layout);
-  return model.vad && audio ? { [audio]: [1, model.vad.context + model.vad.window] } : {};
-}
-
-/** A VAD's audio input: the one input that is neither a state nor a constant. */
-export function vadAudioInput(signature: ModelSignature, layout: ModelLayout): string | undefined {
-  const states = new Set(layout.states.map((s) => s.input));
-  const rest = signature.inputs.filter((t) => !states.has(t.name) && !(t.name in layout.constants));
-  return rest.length === 1 ? rest[0].name : undefined;
+  // The audio input is what callers send: the one input that is neither a state nor a constant.
+  const [audio, ...more] = callerSignature(signature, layout).inputs;
+  return model.vad && audio && !more.length ? { [audio.name]: [1, model.vad.context + model.vad.window] } : {};
 }
 
 const onGpu = (m: ModelConfig, gpus: GpuPlacement) => m.device.startsWith('cuda') || (m.device === 'auto' && gpus.gpus > 0);
