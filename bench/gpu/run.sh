@@ -27,7 +27,9 @@
 # A 10-minute device call fits about four steps at SECONDS_PER_LOAD=6; the exported models stay in
 # $MODELS while the machine is warm, so the rest can follow in a second call. A failing step is
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
-# committed under bench/results/.
+# committed under bench/results/. With RESULTS_TAR=FILE they are also packed into that one archive after every
+# step (the device tool returns at most 8 files, and a call stopped at its limit returns what was packed).
+# The models can be exported ahead, in the background of the kit's calls: setsid bash bench/gpu/models.sh DIR.
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
@@ -49,11 +51,7 @@ gpt2() {
 coldstart() { node --import tsx bench/gpu/coldstart.ts --model "$MODELS/resnet50-fp16.onnx" --batch-sizes 32,128,256 --out "$OUT" "$@"; }
 run_step() {
   case "$1" in
-    models)
-      { [ -f "$MODELS/resnet50-u8.onnx" ] || python3 bench/gpu/export.py "$MODELS"; } &&
-        { [ -f "$MODELS/gpt2-small.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small.onnx"; } &&
-        { [ -f "$MODELS/gpt2-small-kv16.onnx" ] || python3 models/gpt.py small "$MODELS/gpt2-small-kv16.onnx" --kv fp16; } &&
-        { [ -f "$MODELS/embed-small.onnx" ] || python3 models/gpt.py small "$MODELS/embed-small.onnx" --encoder; } ;;
+    models) bash bench/gpu/models.sh "$MODELS" ${MODEL_SETS:-} ;;
     fp16) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --shape 3,224,224 --dtype FP16 --batches 32,128,256 ;;
     u8) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8 --shape 224,224,3 --dtype UINT8 --batches 32,128,256 ;;
     u8-nhwc) with_shim vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-nhwc --shape 224,224,3 --dtype UINT8 --batches 128,256 --cuda '{"prefer_nhwc":true}' ;;
@@ -79,10 +77,11 @@ failed=()
 for step in $STEPS; do
   started=$SECONDS
   echo "=== $step"
-  if run_step "$step"; then echo "=== $step done in $((SECONDS - started)) s"; else
+  if run_step "$step" < /dev/null; then echo "=== $step done in $((SECONDS - started)) s"; else
     echo "=== $step FAILED after $((SECONDS - started)) s" | tee -a "$OUT/gpu-failures.txt"
     failed+=("$step")
   fi
+  [ -z "${RESULTS_TAR:-}" ] || { tar czf "$RESULTS_TAR.tmp" -C "$OUT" . && mv "$RESULTS_TAR.tmp" "$RESULTS_TAR"; }
 done
 
 cat "$OUT"/gpu-*.md > "$OUT/gpu-summary.md" 2>/dev/null
