@@ -109,9 +109,11 @@ async function gateway(batch: number) {
     await autocannon({ ...body, url, connections, processes, durationS: 3 });
     const before = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();
     const gw = server.pid as number;
-    const cpu0 = { all: cpuSeconds(gw), main: mainThreadCpuSeconds(gw) };
+    const replicaPids: number[] = before.replicas.map((x: { pid: number }) => x.pid);
+    const replicaCpu = () => replicaPids.reduce((n, pid) => n + cpuSeconds(pid), 0);
+    const cpu0 = { all: cpuSeconds(gw), main: mainThreadCpuSeconds(gw), replicas: replicaCpu() };
     const r = await autocannon({ ...body, url, connections, processes, durationS: seconds });
-    const cpu1 = { all: cpuSeconds(gw), main: mainThreadCpuSeconds(gw) };
+    const cpu1 = { all: cpuSeconds(gw), main: mainThreadCpuSeconds(gw), replicas: replicaCpu() };
     const after = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();
     const pools = await (await fetch(`http://127.0.0.1:${PORT}/admin/pools`)).json();
     return {
@@ -128,6 +130,10 @@ async function gateway(batch: number) {
         mainThread: Math.round(((cpu1.main - cpu0.main) / seconds) * 100) / 100,
         allThreads: Math.round(((cpu1.all - cpu0.all) / seconds) * 100) / 100,
       },
+      replicaCores: Math.round(((cpu1.replicas - cpu0.replicas) / seconds) * 100) / 100,
+      // Where a batch's time went on the server (Triton's statistics): waiting in the queue (per request),
+      // moving the batch to the replica and back, and the replica's session.run.
+      serverMs: serverPhases(before.model_stats[0], after.model_stats[0]),
       paddingRowsShare: Math.round(((after.paddingRows - before.paddingRows) / Math.max(1, after.rows - before.rows)) * 1000) / 1000,
       replicas: pools.models[0].replicas.map((x: { device: string; provider: string; coldStart?: object }) => ({
         device: x.device,
@@ -142,6 +148,17 @@ async function gateway(batch: number) {
   }
 }
 let onStop = () => {};
+
+type DurationStat = { count: number; ns: number };
+type TritonStats = { inference_stats: Record<'success' | 'queue' | 'compute_input' | 'compute_infer' | 'compute_output', DurationStat> };
+/** Mean ms per request (success, queue) and per execution (compute_*) between two readings of Triton's statistics. */
+function serverPhases(before: TritonStats, after: TritonStats) {
+  const mean = (k: keyof TritonStats['inference_stats']) => {
+    const [a, b] = [after.inference_stats[k], before.inference_stats[k]];
+    return Math.round((a.ns - b.ns) / 1e4 / Math.max(1, a.count - b.count)) / 100;
+  };
+  return { request: mean('success'), queue: mean('queue'), input: mean('compute_input'), infer: mean('compute_infer'), output: mean('compute_output') };
+}
 
 async function main() {
   const rows = [];
@@ -169,9 +186,9 @@ async function main() {
   writeFileSync(join(out, `gpu-${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
   const md = `## ${name} (${dtype} ${['N', ...inner].join('×')}) on ${device}${results.machine.gpu ? ` (${results.machine.gpu})` : ''}, ${replicasPerGpu} replica(s) per GPU${clientShm ? ', images in client shared memory' : ', images in HTTP bodies (binary extension)'}${Object.keys(cuda).length > 0 ? `, CUDA options ${JSON.stringify(cuda)}` : ''}
 
-| batch | raw session.run rows/s | gateway rows/s | gateway / raw | p50 ms | p99 ms | mean batch | clients × rows | gateway event loop busy | gateway cores |
-|---|---|---|---|---|---|---|---|---|---|
-${rows.map((r) => `| ${r.batch} | ${r.raw.rowsPerS} | ${r.gateway.rowsPerS} | **${r.gateway_over_raw}** | ${r.gateway.p50Ms} | ${r.gateway.p99Ms} | ${r.gateway.meanBatchRows} | ${r.gateway.connections} × ${rowsPerRequest} | ${r.gateway.gatewayCores.mainThread} | ${r.gateway.gatewayCores.allThreads} |`).join('\n')}
+| batch | raw session.run rows/s | raw ms/batch | gateway rows/s | gateway / raw | p50 ms | p99 ms | mean batch | clients × rows | gateway event loop busy | gateway cores | replica cores | server ms: queue / to replica and back / session.run / split |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+${rows.map((r) => `| ${r.batch} | ${r.raw.rowsPerS} | ${r.raw.msPerBatch} | ${r.gateway.rowsPerS} | **${r.gateway_over_raw}** | ${r.gateway.p50Ms} | ${r.gateway.p99Ms} | ${r.gateway.meanBatchRows} | ${r.gateway.connections} × ${rowsPerRequest} | ${r.gateway.gatewayCores.mainThread} | ${r.gateway.gatewayCores.allThreads} | ${r.gateway.replicaCores} | ${r.gateway.serverMs.queue} / ${r.gateway.serverMs.input} / ${r.gateway.serverMs.infer} / ${r.gateway.serverMs.output} |`).join('\n')}
 `;
   writeFileSync(join(out, `gpu-${name}.md`), md);
   console.log(md);
