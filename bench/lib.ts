@@ -276,12 +276,27 @@ export async function replicaRoundTrip(o: {
   check?: (r: Replica) => void;
   /** Reach it over TCP: an `infergate replica` process at this address instead of a local child. */
   remote?: string;
+  /** @default 'cpu' (one thread); on another device the session takes ONNX Runtime's default threads */
+  device?: string;
+  /** Batch sizes the replica warms up at start (where CUDA picks its kernels). */
+  warmupBatches?: number[];
 }) {
   const saved = Object.fromEntries(Object.keys(o.env ?? {}).map((k) => [k, process.env[k]]));
   Object.assign(process.env, o.env);
   const provider = o.remote ? new RemoteProvider([o.remote], undefined) : new LocalProcessProvider();
   const replica = await provider
-    .start({ model: o.name, replicaId: `bench-${o.name}`, path: o.path, device: 'cpu', threads: 1, warmupShapes: {} }, { startupTimeoutMs: 30_000 })
+    .start(
+      {
+        model: o.name,
+        replicaId: `bench-${o.name}`,
+        path: o.path,
+        device: o.device ?? 'cpu',
+        threads: (o.device ?? 'cpu') === 'cpu' ? 1 : 0,
+        warmupShapes: {},
+        warmupBatches: o.warmupBatches,
+      },
+      { startupTimeoutMs: 60_000 },
+    )
     .finally(() => {
       for (const [k, v] of Object.entries(saved)) {
         if (v === undefined) delete process.env[k];
