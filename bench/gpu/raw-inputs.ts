@@ -8,10 +8,9 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { numberToFloat16 } from '../../src/tensor/index.js';
 import { openSession, runSession, warmupInputs } from '../../src/models/session.js';
 import { readSignature } from '../../src/models/signature.js';
-import { replicaRoundTrip } from '../lib.js';
+import { imageLikeData, replicaRoundTrip } from '../lib.js';
 
 const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
 const model = resolve(flag('model', 'examples/models/cnn-bench.onnx'));
@@ -23,10 +22,7 @@ const device = flag('device', 'cuda');
 const sig = await readSignature(model);
 const input = sig.inputs[0];
 const zeros = warmupInputs(sig, {}, batch)[input.name];
-const values = (n: number) => Array.from({ length: n }, (_, i) => Math.sin(i));
-const like = (n: number) =>
-  input.dtype === 'FP16' ? Uint16Array.from(values(n), numberToFloat16) : input.dtype === 'UINT8' ? Uint8Array.from(values(n), (v) => Math.round((v + 1) * 127)) : Float32Array.from(values(n));
-const template = like(zeros.data.length);
+const template = imageLikeData(input.dtype as 'FP32' | 'FP16' | 'UINT8', zeros.data.length);
 const { session, provider } = await openSession(model, device, 0);
 const feeds = {
   zeros: () => zeros.data,
