@@ -169,7 +169,8 @@ export function machine() {
     cores: cpus().length,
     memoryGiB: Math.round(totalmem() / 2 ** 30),
     node: process.version,
-    onnxruntime: '1.29.0 (CPU execution provider)',
+    // The version only: each result names the provider its sessions got (a GPU run's are CUDA).
+    onnxruntime: JSON.parse(readFileSync(join(ROOT, 'node_modules/onnxruntime-node/package.json'), 'utf8')).version as string,
     date: new Date().toISOString(),
   };
 }

@@ -24,8 +24,8 @@
 #   embeddings /v1/embeddings with a BERT-base-sized encoder (models/gpt.py small --encoder), 1 and 64 clients,
 #              batched (length buckets) vs one text per run
 #   ocr        /v1/ocr with the real PP-OCRv4 detector and recogniser, 1 and 16 clients, lines batched vs one per run
-# A 10-minute device call fits about four steps at SECONDS_PER_LOAD=6; the exported models stay in
-# $MODELS while the machine is warm, so the rest can follow in a second call. A failing step is
+# On the H200, models fp16 u8 coldstart gpt2 u8-2rep u8-nhwc u8-shm fp32 coldstart-heuristic took 427 s at
+# SECONDS_PER_LOAD=5 (models exported ahead); the exported models stay in $MODELS while the machine is warm. A failing step is
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
 # committed under bench/results/. With RESULTS_TAR=FILE they are also packed into that one archive after every
 # step (the device tool returns at most 8 files, and a call stopped at its limit returns what was packed).
