@@ -3,6 +3,10 @@
 #   source /opt/kit/env.sh && bash bench/gpu/run.sh "$OUT" [STEP...]
 # Steps, in order of importance (all of them when none is named):
 #   models     export ResNet-50 fp32/fp16/uint8-NHWC (torchvision, random weights) and GPT-2 small
+#   fp16-fixed fp16 at batch 128 with every batch padded to 128 (one shape, not three): do alternating shapes
+#              slow the replica's runs? (the H200 run: 84 ms a run under the gateway vs 27 ms driven directly)
+#   raw-inputs raw session.run at 128 fed zeros / image-like values / a fresh buffer each run, and the replica
+#              round trip alone (no gateway), fp16 and u8
 #   fp16       raw session.run vs the gateway, ResNet-50 fp16, batch 32/128/256          (goal: >= 0.9 of raw)
 #   u8         the same with uint8 NHWC input, normalisation inside the graph            (goal: >= 10k img/s)
 #   u8-nhwc    u8 with the CUDA provider's prefer_nhwc (no layout transposes around convolutions)
@@ -29,17 +33,24 @@
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
 # committed under bench/results/. With RESULTS_TAR=FILE they are also packed into that one archive after every
 # step (the device tool returns at most 8 files, and a call stopped at its limit returns what was packed).
+# With CLOCKS=1, nvidia-smi dmon logs the GPU's use and clocks once a second to $OUT/gpu-dmon.txt meanwhile.
 # The models can be exported ahead, in the background of the kit's calls: setsid bash bench/gpu/models.sh DIR.
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr}
+STEPS=${*:-models fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
 # The CUDA options shim (dist/ is not in the tree the device gets: carry dist/native, or build it here)
 [ -f dist/native/cuda-options.so ] || node native/build.mjs || true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu-device.txt"
+
+if [ -n "${CLOCKS:-}" ]; then
+  nvidia-smi dmon -s puc -o T > "$OUT/gpu-dmon.txt" 2>&1 &
+  dmon=$!
+  trap 'kill $dmon 2> /dev/null' EXIT
+fi
 
 vision() { node --import tsx bench/gpu/vision.ts --device cuda --seconds "$SECONDS_PER_LOAD" --out "$OUT" "$@"; }
 # CUDA provider options for the raw in-process session too: the bench process needs the shim itself.
@@ -52,6 +63,8 @@ coldstart() { node --import tsx bench/gpu/coldstart.ts --model "$MODELS/resnet50
 run_step() {
   case "$1" in
     models) bash bench/gpu/models.sh "$MODELS" ${MODEL_SETS:-} ;;
+    fp16-fixed) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-fixed --shape 3,224,224 --dtype FP16 --batches 128 --batch-sizes fixed ;;
+    raw-inputs) for m in fp16 u8; do node --import tsx bench/gpu/raw-inputs.ts --model "$MODELS/resnet50-$m.onnx" --name "resnet50-$m" --batch 128 --out "$OUT" || return 1; done ;;
     fp16) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --shape 3,224,224 --dtype FP16 --batches 32,128,256 ;;
     u8) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8 --shape 224,224,3 --dtype UINT8 --batches 32,128,256 ;;
     u8-nhwc) with_shim vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-nhwc --shape 224,224,3 --dtype UINT8 --batches 128,256 --cuda '{"prefer_nhwc":true}' ;;

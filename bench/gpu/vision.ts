@@ -6,7 +6,7 @@
  *
  *   node --import tsx bench/gpu/vision.ts --model resnet50-fp16.onnx --name resnet50-fp16 --shape 3,224,224 \
  *        --dtype FP16 --device cuda --batches 32,128,256 [--replicas-per-gpu 1] [--rows 8] [--seconds 10]
- *        [--load-processes cores/4] [--client-shm true] --out $OUT
+ *        [--load-processes cores/4] [--client-shm true] [--batch-sizes ladder|fixed] --out $OUT
  * On CPU for a dry run: --model examples/models/cnn-bench.onnx --shape 3,32,32 --device cpu --batches 32 --seconds 3
  */
 import { execFileSync } from 'node:child_process';
@@ -45,6 +45,9 @@ const batches = opt('batches', '32,128,256').split(',').map(Number);
 const replicasPerGpu = Number(opt('replicas-per-gpu', '1'));
 const rowsPerRequest = Number(opt('rows', '8'));
 const seconds = Number(opt('seconds', '10'));
+/** The gateway's padded batch sizes: 'ladder' (batch/4, batch/2, batch) or 'fixed' (every batch padded to the batch size: one shape). */
+const batchSizes = opt('batch-sizes', 'ladder');
+if (batchSizes !== 'ladder' && batchSizes !== 'fixed') throw new Error(`--batch-sizes must be ladder or fixed, not ${batchSizes}`);
 /** Images in client shared memory (Triton's extension) instead of HTTP bodies. */
 const clientShm = args.get('client-shm') === 'true';
 /** CUDA provider options (JSON, the config's `cuda:`), for the raw session and the gateway's replicas alike; the raw one needs this process started with the shim in LD_PRELOAD (run.sh does). */
@@ -89,7 +92,7 @@ async function gateway(batch: number) {
             max_queue_size: 65536,
             max_inputs: 2,
             timeout_ms: 60_000,
-            batch_sizes: [...new Set([Math.max(1, batch / 4), Math.max(1, batch / 2), batch].map(Math.round))],
+            batch_sizes: batchSizes === 'fixed' ? [batch] : [...new Set([Math.max(1, batch / 4), Math.max(1, batch / 2), batch].map(Math.round))],
           },
           scaling: { min_containers: replicas, max_containers: replicas, replicas_per_gpu: replicas },
         },
@@ -178,6 +181,7 @@ async function main() {
     rowsPerRequest,
     replicasPerGpu,
     clientShm,
+    batchSizes,
     cuda,
     seconds,
     gateway_over_raw: Object.fromEntries(rows.map((r) => [r.batch, r.gateway_over_raw])),
