@@ -60,19 +60,19 @@ export async function stopServer(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-/** A KServe v2 binary-extension request body with one input of small, finite values. */
+export type ImageDType = 'FP32' | 'FP16' | 'UINT8';
+
 /** `count` values that vary like pixels (sin(i)), as the load generators send: not the zeros a warm-up uses. */
-export function imageLikeData(dtype: 'FP32' | 'FP16' | 'UINT8', count: number): Float32Array | Uint16Array | Uint8Array {
+export function imageLikeData(dtype: ImageDType, count: number): Float32Array | Uint16Array | Uint8Array {
   const values = Array.from({ length: count }, (_, i) => Math.sin(i));
   if (dtype === 'FP16') return Uint16Array.from(values, numberToFloat16);
   return dtype === 'UINT8' ? Uint8Array.from(values, (v) => Math.round((v + 1) * 127)) : Float32Array.from(values);
 }
 
-export function binaryRequest(name: string, shape: number[], dtype: 'FP32' | 'FP16' | 'UINT8' = 'FP32'): { bodyFile: string; headerLength: number } {
-  const data = imageLikeData(
-    dtype,
-    shape.reduce((a, b) => a * b, 1),
-  );
+/** A KServe v2 binary-extension request body with one input of small, finite values. */
+export function binaryRequest(name: string, shape: number[], dtype: ImageDType = 'FP32'): { bodyFile: string; headerLength: number } {
+  const count = shape.reduce((a, b) => a * b, 1);
+  const data = imageLikeData(dtype, count);
   const header = Buffer.from(
     JSON.stringify({
       inputs: [{ name, shape, datatype: dtype, parameters: { binary_data_size: data.byteLength } }],
@@ -250,10 +250,9 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
   }
 }
 
-/** The ceiling: session.run in this process at a fixed batch, inputs already in host memory, one batch at a time. */
 /**
- * Raw session.run rate at one input shape. `fill: 'values'` feeds what the load generators send instead of
- * zeros: on the H200, zero-filled inputs (read from the kernel's one zero page) made ResNet-50 fp16 at batch
+ * The ceiling: session.run in this process at a fixed batch, inputs already in host memory, one batch at a
+ * time. `fill: 'values'` feeds what the load generators send instead of zeros: on the H200, zero-filled inputs (read from the kernel's one zero page) made ResNet-50 fp16 at batch
  * 128 look 25% faster than image-like values (16.8 vs 21.0 ms a run, bench/results/gpu-raw-inputs-*.json).
  */
 export async function inProcessRate(
@@ -269,7 +268,7 @@ export async function inProcessRate(
   const sig = await readSignature(path);
   const inputs = warmupInputs(sig, { [sig.inputs[0].name]: shape });
   const first = inputs[sig.inputs[0].name];
-  if (fill === 'values') first.data = imageLikeData(first.dtype as 'FP32' | 'FP16' | 'UINT8', first.data.length);
+  if (fill === 'values') first.data = imageLikeData(first.dtype as ImageDType, first.data.length);
   for (let i = 0; i < 5; i++) await runSession(session, inputs);
   let runs = 0;
   const t0 = performance.now();

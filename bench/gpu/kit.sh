@@ -20,7 +20,7 @@ set -euo pipefail
 ORT_VER=$(node -p "require('./node_modules/onnxruntime-node/package.json').version")
 [ "${ORT_VER%.*}" = 1.29 ] || { echo "no CUDA 13 provider package known for onnxruntime-node $ORT_VER" >&2; exit 2; }
 EP_PKG=com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9
-PART=22M                        # two pieces make a part: 44 MiB + the tree < 64 MiB
+PART=22M                        # two pieces fit a part: 44 MiB + the tree < 64 MiB
 CACHE=${GPU_KIT_CACHE:-$HOME/.cache/gpu-kit}/ep-0.4.9-xz9
 mkdir -p .git/info && { grep -qx '/.gpu-kit/' .git/info/exclude 2> /dev/null || echo '/.gpu-kit/' >> .git/info/exclude; }
 

@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { openSession, runSession, warmupInputs } from '../../src/models/session.js';
 import { readSignature } from '../../src/models/signature.js';
-import { imageLikeData, replicaRoundTrip } from '../lib.js';
+import { type ImageDType, imageLikeData, replicaRoundTrip } from '../lib.js';
 
 const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
 const model = resolve(flag('model', 'examples/models/cnn-bench.onnx'));
@@ -22,7 +22,7 @@ const device = flag('device', 'cuda');
 const sig = await readSignature(model);
 const input = sig.inputs[0];
 const zeros = warmupInputs(sig, {}, batch)[input.name];
-const template = imageLikeData(input.dtype as 'FP32' | 'FP16' | 'UINT8', zeros.data.length);
+const template = imageLikeData(input.dtype as ImageDType, zeros.data.length);
 const { session, provider } = await openSession(model, device, 0);
 const feeds = {
   zeros: () => zeros.data,

@@ -35,6 +35,7 @@
 # step (the device tool returns at most 8 files, and a call stopped at its limit returns what was packed).
 # With CLOCKS=1, nvidia-smi dmon logs the GPU's use and clocks once a second to $OUT/gpu-dmon.txt meanwhile.
 # The models can be exported ahead, in the background of the kit's calls: setsid bash bench/gpu/models.sh DIR.
+# MODEL_SETS (vision gpt2 embed, default all) limits what the models step exports.
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
