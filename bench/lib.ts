@@ -7,6 +7,7 @@ import { stringify } from 'yaml';
 import { RemoteProvider } from '../src/autoscaler/remote.js';
 import { LocalProcessProvider, type Replica } from '../src/autoscaler/replica.js';
 import type { CudaOptions } from '../src/models/cuda-options.js';
+import { RunTrace } from '../src/models/run-trace.js';
 import { openSession, runSession, warmupInputs } from '../src/models/session.js';
 import { readSignature } from '../src/models/signature.js';
 import { type Inputs, numberToFloat16 } from '../src/tensor/index.js';
@@ -270,13 +271,17 @@ export async function inProcessRate(
   const first = inputs[sig.inputs[0].name];
   if (fill === 'values') first.data = imageLikeData(first.dtype as ImageDType, first.data.length);
   for (let i = 0; i < 5; i++) await runSession(session, inputs);
+  const trace = RunTrace.fromEnv(session);
   let runs = 0;
   const t0 = performance.now();
   while (performance.now() - t0 < seconds * 1000) {
+    const startedAt = performance.now();
     await runSession(session, inputs);
+    trace?.record(startedAt, shape[0], performance.now() - startedAt, true);
     runs++;
   }
   const s = (performance.now() - t0) / 1000;
+  trace?.flush();
   await session.release();
   return { provider, rowsPerS: (runs * shape[0]) / s, msPerBatch: (s * 1000) / runs };
 }
@@ -288,7 +293,8 @@ export async function inProcessRate(
 export async function replicaRoundTrip(o: {
   name: string;
   path: string;
-  inputs: Inputs;
+  /** One batch sent again and again, or several sent in turn (batches of different shapes). */
+  inputs: Inputs | Inputs[];
   durationS: number;
   env?: Record<string, string>;
   check?: (r: Replica) => void;
@@ -323,12 +329,14 @@ export async function replicaRoundTrip(o: {
     });
   try {
     o.check?.(replica);
+    const turns = Array.isArray(o.inputs) ? o.inputs : [o.inputs];
+    let sent = 0;
     let batches = 0;
     const until = performance.now() + o.durationS * 1000;
     const t0 = performance.now();
     const loop = async () => {
       while (performance.now() < until) {
-        await replica.infer(o.inputs);
+        await replica.infer(turns[sent++ % turns.length]);
         batches++;
       }
     };

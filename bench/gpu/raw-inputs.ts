@@ -2,14 +2,20 @@
  * Raw in-process session.run of one model at one batch size, fed three ways: zero-filled inputs (what the
  * vision benchmark's raw ceiling used), image-like values (sin(i), as the load generator sends) in one
  * buffer reused every run, and the same values copied into a fresh buffer each run; then the same batches
- * sent straight to a replica process (two in flight). Says whether the input's contents or its memory change
- * what the GPU run costs, and what the replica hop adds. Writes gpu-raw-inputs-NAME.json.
- *   node --import tsx bench/gpu/raw-inputs.ts --model m.onnx --name NAME --batch 128 --seconds 3 --out DIR
+ * sent straight to a replica process (two in flight): alone, in turn with batches of a quarter and half
+ * the size (the shapes the gateway's padded batch sizes give), and beside busy processes (the load
+ * generators and the gateway take cores during a gateway run). Says whether the input's contents or
+ * its memory change what the GPU run costs, and what the replica hop adds, with and without those.
+ * Writes gpu-raw-inputs-NAME.json; ms per batch of BATCH rows throughout.
+ *   node --import tsx bench/gpu/raw-inputs.ts --model m.onnx --name NAME --batch 128 --seconds 3 [--busy 8] --out DIR
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { RunTrace } from '../../src/models/run-trace.js';
 import { openSession, runSession, warmupInputs } from '../../src/models/session.js';
 import { readSignature } from '../../src/models/signature.js';
+import type { Inputs } from '../../src/tensor/index.js';
 import { type ImageDType, imageLikeData, replicaRoundTrip } from '../lib.js';
 
 const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
@@ -18,6 +24,7 @@ const name = flag('name', 'cnn-bench');
 const batch = Number(flag('batch', '128'));
 const seconds = Number(flag('seconds', '3'));
 const device = flag('device', 'cuda');
+const busy = Number(flag('busy', '8'));
 
 const sig = await readSignature(model);
 const input = sig.inputs[0];
@@ -30,8 +37,13 @@ const feeds = {
   'values, fresh buffer': () => template.slice(),
 };
 const results: Record<string, number> = {};
+const trace = RunTrace.fromEnv(session);
 for (const [how, data] of Object.entries(feeds)) {
-  const run = () => runSession(session, { [input.name]: { ...zeros, data: data() } });
+  const run = async () => {
+    const startedAt = performance.now();
+    await runSession(session, { [input.name]: { ...zeros, data: data() } });
+    trace?.record(startedAt, batch, performance.now() - startedAt, how !== 'values, fresh buffer');
+  };
   for (let i = 0; i < 3; i++) await run();
   let runs = 0;
   const t0 = performance.now();
@@ -42,12 +54,39 @@ for (const [how, data] of Object.entries(feeds)) {
   results[how] = Math.round(((performance.now() - t0) / runs) * 100) / 100;
   console.log(name, batch, provider, how, results[how], 'ms per run');
 }
+trace?.flush();
 await session.release();
 // The same batches sent straight to a replica process (no gateway, no HTTP), two in flight.
-for (const [how, data] of Object.entries({ 'replica, zeros': zeros.data, 'replica, values': template })) {
-  const perS = await replicaRoundTrip({ name, path: model, device, warmupBatches: [batch], durationS: seconds, inputs: { [input.name]: { ...zeros, data } } });
-  results[how] = Math.round((1000 / perS) * 100) / 100;
+const values = { [input.name]: { ...zeros, data: template } };
+const ladder = [batch / 4, batch / 2, batch].map((b) => ({
+  [input.name]: { ...zeros, shape: [b, ...zeros.shape.slice(1)], data: template.subarray(0, (template.length / batch) * b) },
+}));
+const roundTrips: Record<string, () => Promise<number>> = {
+  'replica, zeros': () => roundTrip([batch], { [input.name]: zeros }),
+  'replica, values': () => roundTrip([batch], values),
+  // Three shapes in turn: 1¾ batches of BATCH rows per turn.
+  'replica, values, shapes in turn': async () =>
+    (await roundTrip(
+      ladder.map((l) => l[input.name].shape[0]),
+      ladder,
+    )) *
+    (3 / 1.75),
+  [`replica, values, beside ${busy} busy processes`]: async () => {
+    const burners: ChildProcess[] = Array.from({ length: busy }, () => spawn(process.execPath, ['-e', 'for (;;);'], { stdio: 'ignore' }));
+    try {
+      return await roundTrip([batch], values);
+    } finally {
+      for (const b of burners) b.kill('SIGKILL');
+    }
+  },
+};
+for (const [how, measure] of Object.entries(roundTrips)) {
+  results[how] = Math.round((await measure()) * 100) / 100;
   console.log(name, batch, how, results[how], 'ms per batch');
+}
+/** ms per batch sent straight to a replica warmed up at `warmup`. */
+async function roundTrip(warmup: number[], inputs: Inputs | Inputs[]): Promise<number> {
+  return 1000 / (await replicaRoundTrip({ name, path: model, device, warmupBatches: warmup, durationS: seconds, inputs }));
 }
 const out = resolve(flag('out', 'bench/results'));
 mkdirSync(out, { recursive: true });

@@ -33,7 +33,10 @@
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
 # committed under bench/results/. With RESULTS_TAR=FILE they are also packed into that one archive after every
 # step (the device tool returns at most 8 files, and a call stopped at its limit returns what was packed).
-# With CLOCKS=1, nvidia-smi dmon logs the GPU's use and clocks once a second to $OUT/gpu-dmon.txt meanwhile.
+# With CLOCKS=1, nvidia-smi dmon logs the GPU's use and clocks once a second to $OUT/gpu-dmon.txt meanwhile,
+# and pmon which processes use it (gpu-pmon.txt). With TRACE=1 every session run of each step is logged and
+# ONNX Runtime profiles its first runs, under $OUT/trace-STEP/ (see src/models/run-trace.ts).
+# RAW_MODELS (fp16 u8, default both) limits the raw-inputs step.
 # The models can be exported ahead, in the background of the kit's calls: setsid bash bench/gpu/models.sh DIR.
 # MODEL_SETS (vision gpt2 embed, default all) limits what the models step exports.
 set -uo pipefail
@@ -50,7 +53,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 if [ -n "${CLOCKS:-}" ]; then
   nvidia-smi dmon -s puc -o T > "$OUT/gpu-dmon.txt" 2>&1 &
   dmon=$!
-  trap 'kill $dmon 2> /dev/null' EXIT
+  nvidia-smi pmon -s u -o T > "$OUT/gpu-pmon.txt" 2>&1 &
+  pmon=$!
+  trap 'kill $dmon $pmon 2> /dev/null' EXIT
 fi
 
 vision() { node --import tsx bench/gpu/vision.ts --device cuda --seconds "$SECONDS_PER_LOAD" --out "$OUT" "$@"; }
@@ -65,7 +70,7 @@ run_step() {
   case "$1" in
     models) bash bench/gpu/models.sh "$MODELS" ${MODEL_SETS:-} ;;
     fp16-fixed) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-fixed --shape 3,224,224 --dtype FP16 --batches 128 --batch-sizes fixed ;;
-    raw-inputs) for m in fp16 u8; do node --import tsx bench/gpu/raw-inputs.ts --model "$MODELS/resnet50-$m.onnx" --name "resnet50-$m" --batch 128 --out "$OUT" || return 1; done ;;
+    raw-inputs) for m in ${RAW_MODELS:-fp16 u8}; do node --import tsx bench/gpu/raw-inputs.ts --model "$MODELS/resnet50-$m.onnx" --name "resnet50-$m" --batch 128 --out "$OUT" || return 1; done ;;
     fp16) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --shape 3,224,224 --dtype FP16 --batches 32,128,256 ;;
     u8) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8 --shape 224,224,3 --dtype UINT8 --batches 32,128,256 ;;
     u8-nhwc) with_shim vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-nhwc --shape 224,224,3 --dtype UINT8 --batches 128,256 --cuda '{"prefer_nhwc":true}' ;;
@@ -91,6 +96,7 @@ failed=()
 for step in $STEPS; do
   started=$SECONDS
   echo "=== $step"
+  [ -z "${TRACE:-}" ] || export INFERGATE_RUN_LOG="$OUT/trace-$step" INFERGATE_ORT_PROFILE="$OUT/trace-$step"
   if run_step "$step" < /dev/null; then echo "=== $step done in $((SECONDS - started)) s"; else
     echo "=== $step FAILED after $((SECONDS - started)) s" | tee -a "$OUT/gpu-failures.txt"
     failed+=("$step")

@@ -13,6 +13,7 @@ import type { Decoder, StepRequest } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
+import { RunTrace } from './run-trace.js';
 import { SessionWorker, type SessionWorkerReady, sessionThread } from './session-worker.js';
 import { TensorSlots } from './shm.js';
 import { type ModelSignature, readSignature } from './signature.js';
@@ -206,10 +207,13 @@ async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Prom
   const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
   const t1 = performance.now();
   for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches, spec.layout)) await runSession(session, inputs);
-  const infer = async (inputs: Inputs) => {
+  const trace = RunTrace.fromEnv(session);
+  const infer = async (inputs: Inputs, slot: number | undefined) => {
     const startedAt = performance.now();
     const outputs = await runSession(session, inputs);
-    return { outputs, computeMs: performance.now() - startedAt };
+    const computeMs = performance.now() - startedAt;
+    trace?.record(startedAt, Object.values(inputs)[0]?.shape[0] ?? 0, computeMs, slot !== undefined);
+    return { outputs, computeMs };
   };
   return { provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs: performance.now() - t1, infer };
 }

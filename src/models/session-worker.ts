@@ -9,6 +9,7 @@ import { isMainThread, parentPort, SHARE_ENV, type Worker, workerData } from 'no
 import { bytesPerElement, type Inputs } from '../tensor/index.js';
 import type { CudaOptions } from './cuda-options.js';
 import { SHM_MIN_BYTES } from './protocol.js';
+import { RunTrace } from './run-trace.js';
 import type { Provider } from './session.js';
 import type { ModelSignature } from './signature.js';
 import type { LayoutConfig } from './stateful.js';
@@ -131,6 +132,7 @@ async function serve(spec: SessionWorkerSpec): Promise<void> {
   }
   const { provider, fallback, cudaOptions } = session;
   port.postMessage({ type: 'ready', provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs: performance.now() - t1 } satisfies Started);
+  const trace = RunTrace.fromEnv(session.session);
   // One batch at a time, in the order they were posted.
   let chain = Promise.resolve();
   const answer = async ({ id, inputs, giveBack }: Request) => {
@@ -138,6 +140,7 @@ async function serve(spec: SessionWorkerSpec): Promise<void> {
       const startedAt = performance.now();
       const outputs = await runSession(session.session, inputs);
       const computeMs = performance.now() - startedAt;
+      trace?.record(startedAt, Object.values(inputs)[0]?.shape[0] ?? 0, computeMs, giveBack !== undefined);
       const transfer = new Set(Object.values(outputs).map((t) => t.data.buffer as ArrayBuffer));
       if (giveBack) transfer.add(giveBack);
       port.postMessage({ id, outputs, giveBack, computeMs } satisfies Reply, [...transfer]);

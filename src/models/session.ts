@@ -2,6 +2,7 @@ import * as ort from 'onnxruntime-node';
 import type { DType, Inputs, TypedArray } from '../tensor/index.js';
 import { allocate, elementCount } from '../tensor/index.js';
 import { type CudaOptions, cudaOptionsString, cudaOptionsUnavailable, hasCudaOptions, missingCudaProvider } from './cuda-options.js';
+import { RunTrace } from './run-trace.js';
 import type { ModelSignature } from './signature.js';
 import { batchSignature, type LayoutConfig, modelLayout, toModelLayout } from './stateful.js';
 
@@ -47,6 +48,7 @@ export async function openSession(path: string, device: DeviceSpec, threads = 0,
     // batch every 2 ms burned 3.1 s of CPU per 3 s spinning, 0.8 s without, at the same rate. (On a CUDA
     // replica the pool has a thread per core and mostly waits for the GPU.)
     extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+    ...RunTrace.profileOptions(),
   };
   if (threads > 0) base.intraOpNumThreads = threads;
   if (device === 'cpu') return { session: await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] }), provider: 'cpu' };
