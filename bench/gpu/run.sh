@@ -3,6 +3,8 @@
 #   source /opt/kit/env.sh && bash bench/gpu/run.sh "$OUT" [STEP...]
 # Steps, in order of importance (all of them when none is named):
 #   models     export ResNet-50 fp32/fp16/uint8-NHWC (torchvision, random weights) and GPT-2 small
+#   fp16-128   fp16 at batch 128 alone (with TRACE=1: where a replica's run goes under the gateway's load)
+#   fp16-threads1  fp16-128 with one ONNX Runtime intra-op thread in the replica instead of one per core
 #   fp16-fixed fp16 at batch 128 with every batch padded to 128 (one shape, not three): do alternating shapes
 #              slow the replica's runs? (the H200 run: 84 ms a run under the gateway vs 27 ms driven directly)
 #   raw-inputs raw session.run at 128 fed zeros / image-like values / a fresh buffer each run, and the replica
@@ -69,6 +71,8 @@ coldstart() { node --import tsx bench/gpu/coldstart.ts --model "$MODELS/resnet50
 run_step() {
   case "$1" in
     models) bash bench/gpu/models.sh "$MODELS" ${MODEL_SETS:-} ;;
+    fp16-128) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-128 --shape 3,224,224 --dtype FP16 --batches 128 ;;
+    fp16-threads1) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-threads1 --shape 3,224,224 --dtype FP16 --batches 128 --threads 1 ;;
     fp16-fixed) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-fixed --shape 3,224,224 --dtype FP16 --batches 128 --batch-sizes fixed ;;
     raw-inputs) for m in ${RAW_MODELS:-fp16 u8}; do node --import tsx bench/gpu/raw-inputs.ts --model "$MODELS/resnet50-$m.onnx" --name "resnet50-$m" --batch 128 --out "$OUT" || return 1; done ;;
     fp16) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --shape 3,224,224 --dtype FP16 --batches 32,128,256 ;;

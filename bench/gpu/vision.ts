@@ -6,7 +6,7 @@
  *
  *   node --import tsx bench/gpu/vision.ts --model resnet50-fp16.onnx --name resnet50-fp16 --shape 3,224,224 \
  *        --dtype FP16 --device cuda --batches 32,128,256 [--replicas-per-gpu 1] [--rows 8] [--seconds 10]
- *        [--load-processes cores/4] [--client-shm true] [--batch-sizes ladder|fixed] --out $OUT
+ *        [--load-processes cores/4] [--client-shm true] [--batch-sizes ladder|fixed] [--threads 0] --out $OUT
  * On CPU for a dry run: --model examples/models/cnn-bench.onnx --shape 3,32,32 --device cpu --batches 32 --seconds 3
  */
 import { execFileSync } from 'node:child_process';
@@ -52,13 +52,15 @@ if (batchSizes !== 'ladder' && batchSizes !== 'fixed') throw new Error(`--batch-
 const clientShm = args.get('client-shm') === 'true';
 /** CUDA provider options (JSON, the config's `cuda:`), for the raw session and the gateway's replicas alike; the raw one needs this process started with the shim in LD_PRELOAD (run.sh does). */
 const cuda = JSON.parse(opt('cuda', '{}')) as Record<string, string | number | boolean>;
+/** ONNX Runtime's intra-op threads (the model's `threads`), raw and replicas alike; 0 lets it choose (a thread per core). */
+const threads = Number(opt('threads', '0'));
 const loadProcesses = Number(opt('load-processes', String(Math.max(1, Math.floor(cpus().length / 4)))));
 const out = resolve(opt('out', join(ROOT, 'bench/results')));
 const PORT = 18710;
 
 async function raw(batch: number) {
   // Fed the same image-like values the load sends: a zero-filled input flatters the raw run (see inProcessRate).
-  const r = await inProcessRate(modelPath, device, 0, [batch, ...inner], seconds, cuda, 'values');
+  const r = await inProcessRate(modelPath, device, threads, [batch, ...inner], seconds, cuda, 'values');
   return { provider: r.provider, rowsPerS: Math.round(r.rowsPerS), msPerBatch: Math.round(r.msPerBatch * 100) / 100 };
 }
 
@@ -83,6 +85,7 @@ async function gateway(batch: number) {
         [name]: {
           path: modelPath,
           device,
+          threads,
           ...(Object.keys(cuda).length > 0 ? { cuda } : {}),
           // Three fixed batch sizes, all warmed up at start: cuDNN searches convolution algorithms per new
           // input shape, and requests of 8 rows would otherwise make every multiple of 8 a new shape.
@@ -183,6 +186,7 @@ async function main() {
     clientShm,
     batchSizes,
     cuda,
+    threads,
     seconds,
     gateway_over_raw: Object.fromEntries(rows.map((r) => [r.batch, r.gateway_over_raw])),
     rows,
