@@ -271,7 +271,7 @@ export async function inProcessRate(
   const first = inputs[sig.inputs[0].name];
   if (fill === 'values') first.data = imageLikeData(first.dtype as ImageDType, first.data.length);
   for (let i = 0; i < 5; i++) await runSession(session, inputs);
-  const trace = RunTrace.fromEnv(session);
+  const trace = RunTrace.fromEnv([session]);
   let runs = 0;
   const t0 = performance.now();
   while (performance.now() - t0 < seconds * 1000) {

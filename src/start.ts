@@ -233,6 +233,7 @@ export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, thr
     cuda: model.cuda,
     warmupShapes: { ...vadWarmup(model, signature, layout), ...model.warmup_shapes },
     warmupBatches: fixedBatchSizes(model, batchSignature(signature, layout)),
+    sessionPerBatchSize: model.batching.session_per_batch_size,
     maxBatchRows: model.batching.max_batch_size,
     prefixCacheBytes: generative ? model.prefix_cache_mb * 2 ** 20 : undefined,
     prefillChunk: generative ? model.batching.prefill_chunk : undefined,

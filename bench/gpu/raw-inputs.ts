@@ -37,7 +37,7 @@ const feeds = {
   'values, fresh buffer': () => template.slice(),
 };
 const results: Record<string, number> = {};
-const trace = RunTrace.fromEnv(session);
+const trace = RunTrace.fromEnv([session]);
 for (const [how, data] of Object.entries(feeds)) {
   const run = async () => {
     const startedAt = performance.now();

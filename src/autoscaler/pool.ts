@@ -179,6 +179,7 @@ export class ReplicaPool extends EventEmitter<{
       coldStart: m.replica?.coldStart,
       cudaOptions: m.replica?.cudaOptions,
       sessionThread: m.replica?.sessionThread,
+      sessions: m.replica?.sessions,
     }));
   }
 
@@ -253,6 +254,7 @@ export class ReplicaPool extends EventEmitter<{
       coldStart: replica.coldStart,
       cudaOptions: replica.cudaOptions,
       sessionThread: replica.sessionThread,
+      sessions: replica.sessions,
     };
     if (replica.fallback) this.opts.log?.warn({ ...where, reason: replica.fallback }, 'replica ready on the CPU: CUDA is not available');
     else this.opts.log?.info(where, `replica ready on ${replica.provider}`);

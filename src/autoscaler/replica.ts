@@ -38,6 +38,8 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   readonly cudaOptions?: string;
   /** Where its session runs (process replicas): a worker thread or the main thread. */
   readonly sessionThread?: 'main' | 'worker';
+  /** ONNX Runtime sessions it holds: one per batch size on CUDA (see replica-sessions.ts), else one. */
+  readonly sessions?: number;
   /** Batches sent and not yet answered. */
   readonly inFlight: number;
   /** How large tensors reach it: shared-memory slots, or the socket itself. */
@@ -228,6 +230,9 @@ export class SocketReplica extends EventEmitter<{ exit: [reason: string] }> impl
   }
   get sessionThread() {
     return this.ready.sessionThread;
+  }
+  get sessions() {
+    return this.ready.sessions;
   }
   get inFlight() {
     return this.pending.size;

@@ -13,7 +13,6 @@ import type { Decoder, StepRequest } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
-import { RunTrace } from './run-trace.js';
 import { SessionWorker, type SessionWorkerReady, sessionThread } from './session-worker.js';
 import { TensorSlots } from './shm.js';
 import { type ModelSignature, readSignature } from './signature.js';
@@ -105,6 +104,7 @@ async function main(spec: ReplicaSpec): Promise<void> {
     fallback: engine.fallback,
     cudaOptions: engine.cudaOptions,
     sessionThread: engine.queues ? 'worker' : 'main',
+    sessions: engine.sessions,
     shm: slots !== undefined,
     timings: { spawnMs: mainAt, sessionMs: engine.sessionMs, warmupMs: engine.warmupMs },
   };
@@ -197,25 +197,14 @@ async function decoderEngine(spec: ReplicaSpec, generative: GenerativeSpec): Pro
     (tokenizer) => prepareVocabulary(generative.tokenizer, tokenizer, generative.vocab),
     () => {}, // a tokenizer that is not bundled: the model cannot take formats anyway (the gateway says so)
   );
-  return { provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs, decoder };
+  return { provider, fallback, cudaOptions, sessions: 1, sessionMs: t1 - t0, warmupMs, decoder };
 }
 
-/** A session on this thread. */
+/** The sessions on this thread. */
 async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Promise<Engine> {
-  const { openSession, runSession, warmupRuns } = await import('./session.js');
-  const t0 = performance.now();
-  const { session, provider, fallback, cudaOptions } = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
-  const t1 = performance.now();
-  for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches, spec.layout)) await runSession(session, inputs);
-  const trace = RunTrace.fromEnv(session);
-  const infer = async (inputs: Inputs, slot: number | undefined) => {
-    const startedAt = performance.now();
-    const outputs = await runSession(session, inputs);
-    const computeMs = performance.now() - startedAt;
-    trace?.record(startedAt, Object.values(inputs)[0]?.shape[0] ?? 0, computeMs, slot !== undefined);
-    return { outputs, computeMs };
-  };
-  return { provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs: performance.now() - t1, infer };
+  const { openReplicaSessions } = await import('./replica-sessions.js');
+  const { run, count, ...ready } = await openReplicaSessions(spec, signature);
+  return { ...ready, sessions: count, infer: (inputs, slot) => run(inputs, slot !== undefined) };
 }
 
 /**
@@ -223,8 +212,9 @@ async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Prom
  * buffer goes there and back by transfer, not copy, and is each slot's read buffer again afterwards.
  */
 async function workerEngine(spec: ReplicaSpec, slots: TensorSlots | undefined): Promise<Engine> {
-  const { path, device, threads, cuda, warmupShapes, warmupBatches, layout } = spec;
-  const worker = await SessionWorker.start({ role: 'infergate-session', path, device, threads, cuda, warmupShapes, warmupBatches, layout }, (err) => {
+  const { path, device, threads, cuda, warmupShapes, warmupBatches, layout, sessionPerBatchSize } = spec;
+  const session = { path, device, threads, cuda, warmupShapes, warmupBatches, layout, sessionPerBatchSize };
+  const worker = await SessionWorker.start({ role: 'infergate-session', ...session }, (err) => {
     console.error(`replica ${spec.replicaId}: its session's worker crashed: ${err.message}`);
     process.exit(1);
   });

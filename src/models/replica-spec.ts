@@ -29,6 +29,8 @@ export type ReplicaSpec = {
   prefillChunk?: number;
   /** The tokenizer the config gives (a tokenizer.json path), over the model's metadata. */
   tokenizer?: string;
+  /** On CUDA with several batch sizes, a session per batch size (batching.session_per_batch_size). */
+  sessionPerBatchSize?: boolean;
   /** A stateful model's states and constant inputs (batches arrive laid out as the model takes them; warm-ups are made alike). */
   layout?: LayoutConfig;
 };
@@ -42,6 +44,8 @@ export type ReadyMessage = {
   cudaOptions?: string;
   /** Where its session runs: a worker thread (CUDA replicas) or the process's main thread. */
   sessionThread: 'main' | 'worker';
+  /** ONNX Runtime sessions it holds: one per batch size on CUDA, else one. */
+  sessions: number;
   /** It opened the shared-memory slots (large tensors skip the socket). */
   shm: boolean;
   /** spawnMs: process start to main; sessionMs: session creation; warmupMs: the first run. */

@@ -19,17 +19,17 @@ export class RunTrace {
 
   private constructor(
     private file: string | undefined,
-    private profiled: { session: ort.InferenceSession; runs: number } | undefined,
+    private profiled: { sessions: ort.InferenceSession[]; runs: number } | undefined,
   ) {}
 
   /** Undefined (nothing to do per run) unless the environment asks for a log or a profile. */
-  static fromEnv(session: ort.InferenceSession): RunTrace | undefined {
+  static fromEnv(sessions: ort.InferenceSession[]): RunTrace | undefined {
     const dir = process.env.INFERGATE_RUN_LOG;
     const profiling = Boolean(process.env.INFERGATE_ORT_PROFILE);
     if (!dir && !profiling) return undefined;
     if (dir) mkdirSync(dir, { recursive: true });
     const runs = Number(process.env.INFERGATE_ORT_PROFILE_RUNS ?? 150);
-    return new RunTrace(dir && join(dir, `runs-${process.pid}.tsv`), profiling ? { session, runs } : undefined);
+    return new RunTrace(dir && join(dir, `runs-${process.pid}.tsv`), profiling ? { sessions, runs } : undefined);
   }
 
   /** The session options that turn ONNX Runtime's profiler on, where the environment asks for it. */
@@ -49,7 +49,7 @@ export class RunTrace {
       if (this.lines.length >= 20) this.flush();
     }
     this.lastEnd = startedAt + ms;
-    if (this.profiled && this.runs === this.profiled.runs) this.profiled.session.endProfiling();
+    if (this.profiled && this.runs === this.profiled.runs) for (const s of this.profiled.sessions) s.endProfiling();
   }
 
   flush(): void {

@@ -89,3 +89,30 @@ describe('sessionThread', () => {
     expect(sessionThread({ ...cuda, signature: images, maxBatchRows: 256, forced: 'main' })).toBe('main');
   });
 });
+
+describe('a replica with several batch sizes', () => {
+  const start = async (id: string, sessionPerBatchSize?: boolean) =>
+    new LocalProcessProvider().start(
+      { model: 'identity', replicaId: id, path: IDENTITY, device: 'cpu', threads: 1, warmupShapes: {}, warmupBatches: [2, 8], sessionPerBatchSize },
+      { startupTimeoutMs: 30_000 },
+    );
+  const rows = (n: number) => ({ x: { dtype: 'FP32' as const, shape: [n, 4], data: Float32Array.from({ length: n * 4 }, (_, i) => i + n) } });
+
+  it('opens a session per batch size where asked (CUDA by default; forced here on the CPU) and runs each size on its own', async () => {
+    process.env.INFERGATE_SESSION_PER_BATCH_SIZE = 'always';
+    const replica = await start('per-size').finally(() => delete process.env.INFERGATE_SESSION_PER_BATCH_SIZE);
+    try {
+      expect(replica.sessions).toBe(2);
+      // 2 and 8 have sessions of their own; 5 is not a batch size and runs on the largest's.
+      for (const n of [2, 8, 5, 2]) expect(Array.from((await replica.infer(rows(n))).outputs.y.data as Float32Array)).toEqual(Array.from(rows(n).x.data));
+    } finally {
+      await replica.stop();
+    }
+  });
+
+  it('keeps one session on the CPU unless forced, though the config asks for one per size', async () => {
+    const replica = await start('one-session', true);
+    expect(replica.sessions).toBe(1);
+    await replica.stop();
+  });
+});

@@ -7,12 +7,10 @@
  */
 import { isMainThread, parentPort, SHARE_ENV, type Worker, workerData } from 'node:worker_threads';
 import { bytesPerElement, type Inputs } from '../tensor/index.js';
-import type { CudaOptions } from './cuda-options.js';
 import { SHM_MIN_BYTES } from './protocol.js';
-import { RunTrace } from './run-trace.js';
+import type { ReplicaSessions, ReplicaSessionsSpec } from './replica-sessions.js';
 import type { Provider } from './session.js';
 import type { ModelSignature } from './signature.js';
-import type { LayoutConfig } from './stateful.js';
 import { spawnWorker } from './thread.js';
 
 /**
@@ -40,18 +38,11 @@ export function sessionThread(o: {
   return rows * rowBytes >= SHM_MIN_BYTES ? 'worker' : 'main';
 }
 
-export type SessionWorkerSpec = {
+export type SessionWorkerSpec = ReplicaSessionsSpec & {
   /** Marks the worker's data as this worker's (the module is also imported on main threads). */
   role: 'infergate-session';
-  path: string;
-  device: string;
-  threads: number;
-  cuda?: CudaOptions;
-  warmupShapes: Record<string, number[]>;
-  warmupBatches?: number[];
-  layout?: LayoutConfig;
 };
-export type SessionWorkerReady = { provider: Provider; fallback?: string; cudaOptions?: string; sessionMs: number; warmupMs: number };
+export type SessionWorkerReady = { provider: Provider; fallback?: string; cudaOptions?: string; sessions: number; sessionMs: number; warmupMs: number };
 
 type Request = { id: number; inputs: Inputs; giveBack?: ArrayBuffer };
 type Reply = { id: number; outputs?: Inputs; error?: string; giveBack?: ArrayBuffer; computeMs?: number };
@@ -116,31 +107,22 @@ export class SessionWorker {
 /** The worker's side. */
 async function serve(spec: SessionWorkerSpec): Promise<void> {
   const port = parentPort as NonNullable<typeof parentPort>;
-  const { openSession, runSession, warmupRuns } = await import('./session.js');
+  const { openReplicaSessions } = await import('./replica-sessions.js');
   const { readSignature } = await import('./signature.js');
-  let session: Awaited<ReturnType<typeof openSession>>;
-  const t0 = performance.now();
-  let t1 = t0;
+  let sessions: ReplicaSessions;
   try {
-    const signature = await readSignature(spec.path);
-    session = await openSession(spec.path, spec.device, spec.threads, spec.cuda);
-    t1 = performance.now();
-    for (const inputs of warmupRuns(signature, spec.warmupShapes, spec.warmupBatches, spec.layout)) await runSession(session.session, inputs);
+    sessions = await openReplicaSessions(spec, await readSignature(spec.path));
   } catch (err) {
     port.postMessage({ type: 'failed', message: (err as Error).message } satisfies Started);
     return;
   }
-  const { provider, fallback, cudaOptions } = session;
-  port.postMessage({ type: 'ready', provider, fallback, cudaOptions, sessionMs: t1 - t0, warmupMs: performance.now() - t1 } satisfies Started);
-  const trace = RunTrace.fromEnv(session.session);
+  const { provider, fallback, cudaOptions, count, sessionMs, warmupMs } = sessions;
+  port.postMessage({ type: 'ready', provider, fallback, cudaOptions, sessions: count, sessionMs, warmupMs } satisfies Started);
   // One batch at a time, in the order they were posted.
   let chain = Promise.resolve();
   const answer = async ({ id, inputs, giveBack }: Request) => {
     try {
-      const startedAt = performance.now();
-      const outputs = await runSession(session.session, inputs);
-      const computeMs = performance.now() - startedAt;
-      trace?.record(startedAt, Object.values(inputs)[0]?.shape[0] ?? 0, computeMs, giveBack !== undefined);
+      const { outputs, computeMs } = await sessions.run(inputs, giveBack !== undefined);
       const transfer = new Set(Object.values(outputs).map((t) => t.data.buffer as ArrayBuffer));
       if (giveBack) transfer.add(giveBack);
       port.postMessage({ id, outputs, giveBack, computeMs } satisfies Reply, [...transfer]);
