@@ -5,6 +5,8 @@
 #   models     export ResNet-50 fp32/fp16/uint8-NHWC (torchvision, random weights) and GPT-2 small
 #   fp16-128   fp16 at batch 128 alone (with TRACE=1: where a replica's run goes under the gateway's load)
 #   fp16-threads1  fp16-128 with one ONNX Runtime intra-op thread in the replica instead of one per core
+#   shape-switch  in-process: batches of 32/64/128 in turn vs 128 alone, cuDNN search EXHAUSTIVE/HEURISTIC/DEFAULT
+#              and a session per shape (a shape change costs ~200 ms a run on one session: the replica's loss)
 #   fp16-fixed fp16 at batch 128 with every batch padded to 128 (one shape, not three): do alternating shapes
 #              slow the replica's runs? (the H200 run: 84 ms a run under the gateway vs 27 ms driven directly)
 #   raw-inputs raw session.run at 128 fed zeros / image-like values / a fresh buffer each run, and the replica
@@ -44,7 +46,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr}
+STEPS=${*:-models shape-switch fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -73,6 +75,7 @@ run_step() {
     models) bash bench/gpu/models.sh "$MODELS" ${MODEL_SETS:-} ;;
     fp16-128) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-128 --shape 3,224,224 --dtype FP16 --batches 128 ;;
     fp16-threads1) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-threads1 --shape 3,224,224 --dtype FP16 --batches 128 --threads 1 ;;
+    shape-switch) with_shim node --import tsx bench/gpu/shape-switch.ts --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --batch 128 --seconds 4 --out "$OUT" ;;
     fp16-fixed) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-fixed --shape 3,224,224 --dtype FP16 --batches 128 --batch-sizes fixed ;;
     raw-inputs) for m in ${RAW_MODELS:-fp16 u8}; do node --import tsx bench/gpu/raw-inputs.ts --model "$MODELS/resnet50-$m.onnx" --name "resnet50-$m" --batch 128 --out "$OUT" || return 1; done ;;
     fp16) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16 --shape 3,224,224 --dtype FP16 --batches 32,128,256 ;;
