@@ -54,6 +54,8 @@ const clientShm = args.get('client-shm') === 'true';
 const cuda = JSON.parse(opt('cuda', '{}')) as Record<string, string | number | boolean>;
 /** ONNX Runtime's intra-op threads (the model's `threads`), raw and replicas alike; 0 lets it choose (a thread per core). */
 const threads = Number(opt('threads', '0'));
+/** Requests in flight, in batches' worth per replica: 2 keeps one batch queued behind the running one. */
+const fill = Number(opt('fill', process.env.FILL ?? '2'));
 const loadProcesses = Number(opt('load-processes', String(Math.max(1, Math.floor(cpus().length / 4)))));
 const out = resolve(opt('out', join(ROOT, 'bench/results')));
 const PORT = 18710;
@@ -111,7 +113,7 @@ async function gateway(batch: number) {
     const url = `http://127.0.0.1:${PORT}/v2/models/${name}/infer`;
     // Enough requests in flight to fill two batches per replica, from several load processes where the
     // machine has the cores: one autocannon event loop tops out near the GB/s these tensors need.
-    const connections = Math.max(8, Math.ceil((2 * batch * replicas) / rowsPerRequest));
+    const connections = Math.max(8, Math.ceil((fill * batch * replicas) / rowsPerRequest));
     const processes = Math.max(1, Math.min(loadProcesses, Math.floor(connections / 4)));
     await autocannon({ ...body, url, connections, processes, durationS: 3 });
     const before = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();

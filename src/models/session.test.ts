@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { warmupRuns } from './session.js';
+import { openSession, warmupRuns } from './session.js';
 import { readSignature } from './signature.js';
 
 const CNN = fileURLToPath(new URL('../../examples/models/cnn-bench.onnx', import.meta.url));
@@ -13,5 +13,18 @@ describe('warm-up runs', () => {
       [4, 3, 32, 32],
       [32, 3, 32, 32],
     ]);
+  });
+});
+
+describe('CUDA provider options', () => {
+  it("are one session's own: a later session without options does not inherit an earlier one's", async () => {
+    // Here without a GPU both opens fail; what matters is what the shim would read for the second.
+    await openSession(CNN, 'cuda', 0, { cudnn_conv_algo_search: 'HEURISTIC' }).catch(() => {});
+    expect(process.env.INFERGATE_CUDA_OPTIONS).toBe('device_id=0;cudnn_conv_algo_search=HEURISTIC');
+    await openSession(CNN, 'cuda', 0, {}).then(
+      (s) => s.session.release(),
+      () => {},
+    );
+    expect(process.env.INFERGATE_CUDA_OPTIONS).toBeUndefined();
   });
 });

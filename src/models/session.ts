@@ -60,7 +60,9 @@ export async function openSession(path: string, device: DeviceSpec, threads = 0,
   }
   const withOptions = hasCudaOptions(cuda);
   // Read by the shim when the provider is appended; a process without the shim ignores it (checked below).
+  // Cleared for a session without options: an earlier session's (one process may open several) must not apply.
   if (withOptions) process.env.INFERGATE_CUDA_OPTIONS = cudaOptionsString(deviceId, cuda);
+  else delete process.env.INFERGATE_CUDA_OPTIONS;
   try {
     const session = await ort.InferenceSession.create(path, onCuda);
     if (withOptions && process.env.INFERGATE_CUDA_OPTIONS_SHIM !== '1') {
