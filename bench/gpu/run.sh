@@ -16,6 +16,8 @@
 #   u8-nhwc    u8 with the CUDA provider's prefer_nhwc (no layout transposes around convolutions)
 #   u8-shm     u8 with the images in client shared memory (Triton's extension) instead of HTTP bodies
 #   u8-2rep    u8 with two replicas per GPU (one copies while the other computes)
+#   u8-nhwc-2rep  u8-nhwc with two replicas per GPU
+#   fp16-2rep  fp16 with two replicas per GPU
 #   coldstart  CUDA replica cold start (warm-up at batch 32/128/256), GPU memory before / up / after scale to zero
 #   coldstart-heuristic  the same with cudnn_conv_algo_search HEURISTIC instead of ONNX Runtime's EXHAUSTIVE
 #   prefill    GPT-2 small in the decoder on the GPU: last-position vs every-position logits, the prefix cache,
@@ -46,7 +48,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models shape-switch fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr}
+STEPS=${*:-models shape-switch fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep u8-nhwc-2rep fp16-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -83,6 +85,8 @@ run_step() {
     u8-nhwc) with_shim vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-nhwc --shape 224,224,3 --dtype UINT8 --batches 128,256 --cuda '{"prefer_nhwc":true}' ;;
     fp16-nhwc) with_shim vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-nhwc --shape 3,224,224 --dtype FP16 --batches 128,256 --cuda '{"prefer_nhwc":true}' ;;
     u8-shm) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-shm --shape 224,224,3 --dtype UINT8 --batches 128,256 --client-shm true ;;
+    u8-nhwc-2rep) with_shim vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-nhwc-2rep --shape 224,224,3 --dtype UINT8 --batches 128,256 --replicas-per-gpu 2 --cuda '{"prefer_nhwc":true}' ;;
+    fp16-2rep) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-2rep --shape 3,224,224 --dtype FP16 --batches 128,256 --replicas-per-gpu 2 ;;
     u8-2rep) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-2rep --shape 224,224,3 --dtype UINT8 --batches 128,256 --replicas-per-gpu 2 ;;
     coldstart) coldstart ;;
     coldstart-heuristic) coldstart --name coldstart-heuristic --cuda '{"cudnn_conv_algo_search":"HEURISTIC"}' ;;

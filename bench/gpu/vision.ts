@@ -6,7 +6,7 @@
  *
  *   node --import tsx bench/gpu/vision.ts --model resnet50-fp16.onnx --name resnet50-fp16 --shape 3,224,224 \
  *        --dtype FP16 --device cuda --batches 32,128,256 [--replicas-per-gpu 1] [--rows 8] [--seconds 10]
- *        [--load-processes cores/4] [--client-shm true] [--batch-sizes ladder|fixed] [--threads 0] --out $OUT
+ *        [--load-processes cores/4] [--client-shm true] [--batch-sizes ladder|fixed] [--threads 0] [--fill 4] --out $OUT
  * On CPU for a dry run: --model examples/models/cnn-bench.onnx --shape 3,32,32 --device cpu --batches 32 --seconds 3
  */
 import { execFileSync } from 'node:child_process';
@@ -54,8 +54,11 @@ const clientShm = args.get('client-shm') === 'true';
 const cuda = JSON.parse(opt('cuda', '{}')) as Record<string, string | number | boolean>;
 /** ONNX Runtime's intra-op threads (the model's `threads`), raw and replicas alike; 0 lets it choose (a thread per core). */
 const threads = Number(opt('threads', '0'));
-/** Requests in flight, in batches' worth per replica: 2 keeps one batch queued behind the running one. */
-const fill = Number(opt('fill', process.env.FILL ?? '2'));
+/**
+ * Requests in flight, in batches' worth per replica. With 2 (the H200 runs before 2026-12-04 18:00) batches
+ * left with ~80 of 128 rows, padded up; 4 fills them (~124 of 128).
+ */
+const fill = Number(opt('fill', process.env.FILL ?? '4'));
 const loadProcesses = Number(opt('load-processes', String(Math.max(1, Math.floor(cpus().length / 4)))));
 const out = resolve(opt('out', join(ROOT, 'bench/results')));
 const PORT = 18710;
@@ -189,6 +192,7 @@ async function main() {
     batchSizes,
     cuda,
     threads,
+    fill,
     seconds,
     gateway_over_raw: Object.fromEntries(rows.map((r) => [r.batch, r.gateway_over_raw])),
     rows,
