@@ -54,10 +54,7 @@ const clientShm = args.get('client-shm') === 'true';
 const cuda = JSON.parse(opt('cuda', '{}')) as Record<string, string | number | boolean>;
 /** ONNX Runtime's intra-op threads (the model's `threads`), raw and replicas alike; 0 lets it choose (a thread per core). */
 const threads = Number(opt('threads', '0'));
-/**
- * Requests in flight, in batches' worth per replica. With 2 (the H200 runs before 2026-12-04 18:00) batches
- * left with ~80 of 128 rows, padded up; 4 fills them (~124 of 128).
- */
+/** Requests in flight, in batches' worth per replica: on the H200, 2 left batches at ~80 of 128 rows (padded up), 4 fills them (~124). */
 const fill = Number(opt('fill', process.env.FILL ?? '4'));
 const loadProcesses = Number(opt('load-processes', String(Math.max(1, Math.floor(cpus().length / 4)))));
 const out = resolve(opt('out', join(ROOT, 'bench/results')));
