@@ -213,8 +213,8 @@ async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Prom
  */
 async function workerEngine(spec: ReplicaSpec, slots: TensorSlots | undefined): Promise<Engine> {
   const { path, device, threads, cuda, warmupShapes, warmupBatches, layout, sessionPerBatchSize } = spec;
-  const session = { path, device, threads, cuda, warmupShapes, warmupBatches, layout, sessionPerBatchSize };
-  const worker = await SessionWorker.start({ role: 'infergate-session', ...session }, (err) => {
+  const sessions = { path, device, threads, cuda, warmupShapes, warmupBatches, layout, sessionPerBatchSize };
+  const worker = await SessionWorker.start({ role: 'infergate-session', ...sessions }, (err) => {
     console.error(`replica ${spec.replicaId}: its session's worker crashed: ${err.message}`);
     process.exit(1);
   });

@@ -6,11 +6,12 @@ import type * as ort from 'onnxruntime-node';
  * Diagnostics for a replica's session runs, off unless asked for in the environment (the GPU benchmark
  * uses them to find where a batch's time goes under load):
  * - `INFERGATE_RUN_LOG=DIR`: one line per run in DIR/runs-PID.tsv: when it started, its rows, how long
- *   `session.run` took, how long the session sat idle before it, and whether its input buffer was lent by
- *   a reused /dev/shm read buffer (`reused`) or a new one (from the socket, or copied across threads:
+ *   `session.run` took, how long the session sat idle before it, and whether its input buffer was a
+ *   reused /dev/shm read buffer (`reused`) or a new one (from the socket, or copied across threads:
  *   its pages are touched for the first time during the run).
- * - `INFERGATE_ORT_PROFILE=DIR`: ONNX Runtime's own profile (each node's time) of the session's first
- *   `INFERGATE_ORT_PROFILE_RUNS` runs (default 150, warm-up included), as DIR/ort-PID_*.json.
+ * - `INFERGATE_ORT_PROFILE=DIR`: ONNX Runtime's own profile (each node's time) of every session, from its
+ *   creation (warm-up included) to the `INFERGATE_ORT_PROFILE_RUNS`th run served (default 150), as
+ *   DIR/ort-PID_*.json.
  */
 export class RunTrace {
   private lines: string[] = [];
