@@ -42,7 +42,7 @@ const variants: Variant[] = [
   { search: 'EXHAUSTIVE', sessionPerShape: true },
 ];
 
-/** Mean ms per run over `seconds`, batches taken in turn by `pick`. */
+/** Mean ms per run over `seconds`; `run(n)` is the n-th run. */
 async function timed(run: (i: number) => Promise<unknown>): Promise<number> {
   let runs = 0;
   const t0 = performance.now();
