@@ -42,7 +42,8 @@
 # With CLOCKS=1, nvidia-smi dmon logs the GPU's use and clocks once a second to $OUT/gpu-dmon.txt meanwhile,
 # and pmon which processes use it (gpu-pmon.txt). With TRACE=1 every session run of each step is logged and
 # ONNX Runtime profiles its first runs, under $OUT/trace-STEP/ (see src/models/run-trace.ts).
-# RAW_MODELS (fp16 u8, default both) limits the raw-inputs step.
+# RAW_MODELS (fp16 u8, default both) limits the raw-inputs step. With GATEWAY_PROFILE=1 the vision steps run the
+# gateway under V8's CPU profiler and their results say where its main thread went (profile-summary.ts).
 # The models can be exported ahead, in the background of the kit's calls: setsid bash bench/gpu/models.sh DIR.
 # MODEL_SETS (vision gpt2 embed, default all) limits what the models step exports.
 set -uo pipefail
@@ -64,7 +65,7 @@ if [ -n "${CLOCKS:-}" ]; then
   trap 'kill $dmon $pmon 2> /dev/null' EXIT
 fi
 
-vision() { node --import tsx bench/gpu/vision.ts --device cuda --seconds "$SECONDS_PER_LOAD" --out "$OUT" "$@"; }
+vision() { node --import tsx bench/gpu/vision.ts --device cuda --seconds "$SECONDS_PER_LOAD" --out "$OUT" ${GATEWAY_PROFILE:+--profile-gateway "$OUT/gateway-prof"} "$@"; }
 # CUDA provider options for the raw in-process session too: the bench process needs the shim itself.
 with_shim() { LD_PRELOAD="$PWD/dist/native/cuda-options.so" "$@"; }
 gpt2() {

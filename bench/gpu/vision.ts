@@ -6,11 +6,12 @@
  *
  *   node --import tsx bench/gpu/vision.ts --model resnet50-fp16.onnx --name resnet50-fp16 --shape 3,224,224 \
  *        --dtype FP16 --device cuda --batches 32,128,256 [--replicas-per-gpu 1] [--rows 8] [--seconds 10]
- *        [--load-processes cores/4] [--client-shm true] [--batch-sizes ladder|fixed] [--threads 0] [--fill 4] --out $OUT
+ *        [--load-processes cores/4] [--client-shm true] [--batch-sizes ladder|fixed] [--threads 0] [--fill 4]
+ *        [--profile-gateway DIR] --out $OUT
  * On CPU for a dry run: --model examples/models/cnn-bench.onnx --shape 3,32,32 --device cpu --batches 32 --seconds 3
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -27,6 +28,7 @@ import {
   startServer,
   stopServer,
 } from '../lib.js';
+import { summarize } from './profile-summary.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
@@ -56,6 +58,8 @@ const cuda = JSON.parse(opt('cuda', '{}')) as Record<string, string | number | b
 const threads = Number(opt('threads', '0'));
 /** Requests in flight, in batches' worth per replica: on the H200, 2 left batches at ~80 of 128 rows (padded up), 4 fills them (~124). */
 const fill = Number(opt('fill', process.env.FILL ?? '4'));
+/** Start the gateway with V8's CPU profiler (profiles under DIR) and add where its main thread went to the results. */
+const profileDir = args.get('profile-gateway');
 const loadProcesses = Number(opt('load-processes', String(Math.max(1, Math.floor(cpus().length / 4)))));
 const out = resolve(opt('out', join(ROOT, 'bench/results')));
 const PORT = 18710;
@@ -104,7 +108,8 @@ async function gateway(batch: number) {
       },
     }),
   );
-  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
+  const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', join(profileDir, `${name}-${batch}`)] : [];
+  const server = await startServer([...profile, 'src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
   try {
     const base = `http://127.0.0.1:${PORT}`;
     const shm = clientShm ? await clientRegionRequest(base, { name: input, shape: [rowsPerRequest, ...inner], dtype }) : undefined;
@@ -156,6 +161,14 @@ async function gateway(batch: number) {
     onStop();
   }
 }
+
+/** The gateway's main thread by what it served, from the profile its exit wrote (see profile-summary.ts). */
+function gatewayProfile(batch: number) {
+  if (!profileDir) return undefined;
+  const dir = join(profileDir, `${name}-${batch}`);
+  const file = readdirSync(dir).find((f) => /\.0\.\d+\.cpuprofile$/.test(f)); // thread 0: the main thread
+  return file ? summarize(JSON.parse(readFileSync(join(dir, file), 'utf8'))) : undefined;
+}
 let onStop = () => {};
 
 type DurationStat = { count: number; ns: number };
@@ -174,7 +187,7 @@ async function main() {
   for (const batch of batches) {
     const ceiling = await raw(batch);
     console.log(name, batch, 'raw', ceiling);
-    const served = await gateway(batch);
+    const served = { ...(await gateway(batch)), mainThreadProfile: gatewayProfile(batch) };
     console.log(name, batch, 'gateway', served);
     rows.push({ batch, raw: ceiling, gateway: served, gateway_over_raw: Math.round((served.rowsPerS / ceiling.rowsPerS) * 1000) / 1000 });
   }
@@ -202,7 +215,14 @@ async function main() {
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 ${rows.map((r) => `| ${r.batch} | ${r.raw.rowsPerS} | ${r.raw.msPerBatch} | ${r.gateway.rowsPerS} | **${r.gateway_over_raw}** | ${r.gateway.p50Ms} | ${r.gateway.p99Ms} | ${r.gateway.meanBatchRows} | ${r.gateway.connections} × ${rowsPerRequest} | ${r.gateway.gatewayCores.mainThread} | ${r.gateway.gatewayCores.allThreads} | ${r.gateway.replicaCores} | ${r.gateway.serverMs.queue} / ${r.gateway.serverMs.input} / ${r.gateway.serverMs.infer} / ${r.gateway.serverMs.output} |`).join('\n')}
 `;
-  writeFileSync(join(out, `gpu-${name}.md`), md);
+  const profiles = rows
+    .filter((r) => r.gateway.mainThreadProfile)
+    .map(
+      (r) =>
+        `\nThe gateway's main thread at batch ${r.batch} (busy time, V8 CPU profile):\n\n| spent on | ms | share |\n|---|---|---|\n${r.gateway.mainThreadProfile?.map((p) => `| ${p.category} | ${p.ms} | ${p.share} |`).join('\n')}\n`,
+    )
+    .join('');
+  writeFileSync(join(out, `gpu-${name}.md`), md + profiles);
   console.log(md);
 }
 
