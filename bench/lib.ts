@@ -63,6 +63,19 @@ export async function stopServer(child: ChildProcess): Promise<void> {
 
 export type ImageDType = 'FP32' | 'FP16' | 'UINT8';
 
+/**
+ * A model's first input at `batch` rows, zero-filled (as a warm-up gets it) and filled with image-like values
+ * (as the load sends); `rows(n)` is that input with the values' first n rows, a smaller batch of the same images.
+ */
+export async function imageInputs(path: string, batch: number) {
+  const sig = await readSignature(path);
+  const { name, dtype } = sig.inputs[0];
+  const zeros = warmupInputs(sig, {}, batch)[name];
+  const values = imageLikeData(dtype as ImageDType, zeros.data.length);
+  const rows = (n: number): Inputs => ({ [name]: { ...zeros, shape: [n, ...zeros.shape.slice(1)], data: values.subarray(0, (values.length / batch) * n) } });
+  return { name, zeros, values, rows };
+}
+
 /** `count` values that vary like pixels (sin(i)), as the load generators send: not the zeros a warm-up uses. */
 export function imageLikeData(dtype: ImageDType, count: number): Float32Array | Uint16Array | Uint8Array {
   const values = Array.from({ length: count }, (_, i) => Math.sin(i));

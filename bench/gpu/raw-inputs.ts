@@ -13,10 +13,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { RunTrace } from '../../src/models/run-trace.js';
-import { openSession, runSession, warmupInputs } from '../../src/models/session.js';
-import { readSignature } from '../../src/models/signature.js';
+import { openSession, runSession } from '../../src/models/session.js';
 import type { Inputs } from '../../src/tensor/index.js';
-import { type ImageDType, imageLikeData, replicaRoundTrip } from '../lib.js';
+import { imageInputs, replicaRoundTrip } from '../lib.js';
 
 const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
 const model = resolve(flag('model', 'examples/models/cnn-bench.onnx'));
@@ -26,10 +25,7 @@ const seconds = Number(flag('seconds', '3'));
 const device = flag('device', 'cuda');
 const busy = Number(flag('busy', '8'));
 
-const sig = await readSignature(model);
-const input = sig.inputs[0];
-const zeros = warmupInputs(sig, {}, batch)[input.name];
-const template = imageLikeData(input.dtype as ImageDType, zeros.data.length);
+const { name: input, zeros, values: template, rows } = await imageInputs(model, batch);
 const { session, provider } = await openSession(model, device, 0);
 const feeds = {
   zeros: () => zeros.data,
@@ -41,7 +37,7 @@ const trace = RunTrace.fromEnv([session]);
 for (const [how, data] of Object.entries(feeds)) {
   const run = async () => {
     const startedAt = performance.now();
-    await runSession(session, { [input.name]: { ...zeros, data: data() } });
+    await runSession(session, { [input]: { ...zeros, data: data() } });
     trace?.record(startedAt, batch, performance.now() - startedAt, how !== 'values, fresh buffer');
   };
   for (let i = 0; i < 3; i++) await run();
@@ -57,20 +53,13 @@ for (const [how, data] of Object.entries(feeds)) {
 trace?.flush();
 await session.release();
 // The same batches sent straight to a replica process (no gateway, no HTTP), two in flight.
-const values = { [input.name]: { ...zeros, data: template } };
-const ladder = [batch / 4, batch / 2, batch].map((b) => ({
-  [input.name]: { ...zeros, shape: [b, ...zeros.shape.slice(1)], data: template.subarray(0, (template.length / batch) * b) },
-}));
+const values = rows(batch);
+const sizes = [batch / 4, batch / 2, batch];
 const roundTrips: Record<string, () => Promise<number>> = {
-  'replica, zeros': () => roundTrip([batch], { [input.name]: zeros }),
+  'replica, zeros': () => roundTrip([batch], { [input]: zeros }),
   'replica, values': () => roundTrip([batch], values),
   // Three shapes in turn: 1¾ batches of BATCH rows per turn.
-  'replica, values, shapes in turn': async () =>
-    (await roundTrip(
-      ladder.map((l) => l[input.name].shape[0]),
-      ladder,
-    )) *
-    (3 / 1.75),
+  'replica, values, shapes in turn': async () => (await roundTrip(sizes, sizes.map(rows))) * (3 / 1.75),
   [`replica, values, beside ${busy} busy processes`]: async () => {
     const burners: ChildProcess[] = Array.from({ length: busy }, () => spawn(process.execPath, ['-e', 'for (;;);'], { stdio: 'ignore' }));
     try {

@@ -12,10 +12,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CudaOptions } from '../../src/models/cuda-options.js';
-import { type OpenedSession, openSession, runSession, warmupInputs } from '../../src/models/session.js';
-import { readSignature } from '../../src/models/signature.js';
-import type { Inputs } from '../../src/tensor/index.js';
-import { type ImageDType, imageLikeData, machine } from '../lib.js';
+import { type OpenedSession, openSession, runSession } from '../../src/models/session.js';
+import { imageInputs, machine } from '../lib.js';
 
 const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
 const model = resolve(flag('model', 'examples/models/cnn-bench.onnx'));
@@ -25,14 +23,8 @@ const seconds = Number(flag('seconds', '4'));
 const device = flag('device', 'cuda');
 const out = resolve(flag('out', 'bench/results'));
 
-const sig = await readSignature(model);
-const input = sig.inputs[0];
-const full = warmupInputs(sig, {}, batch)[input.name];
-const values = imageLikeData(input.dtype as ImageDType, full.data.length);
 const rows = [batch / 4, batch / 2, batch];
-const batches: Inputs[] = rows.map((b) => ({
-  [input.name]: { ...full, shape: [b, ...full.shape.slice(1)], data: values.subarray(0, (values.length / batch) * b) },
-}));
+const batches = rows.map((await imageInputs(model, batch)).rows);
 
 type Variant = { search: string; sessionPerShape: boolean };
 const variants: Variant[] = [
