@@ -245,9 +245,10 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
     await autocannon({ ...body, url, connections: g.load.connections, durationS: 2 }); // warm-up
     const before = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();
     const pids = { gateway: gateway.pid as number, replica: before.replicas[0].pid as number };
-    const cpu0 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
+    const cpu = () => ({ gateway: cpuSeconds(pids.gateway), main: mainThreadCpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) });
+    const cpu0 = cpu();
     const result = await autocannon({ ...body, url, connections: g.load.connections, durationS: g.durationS });
-    const cpu1 = { gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) };
+    const cpu1 = cpu();
     const after = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();
     const requests = after.requests - before.requests;
     return {
@@ -256,6 +257,8 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
       // CPU time per request, from /proc: where a 2-core machine's budget goes.
       cpuUsPerRequest: {
         gateway: round((1e6 * (cpu1.gateway - cpu0.gateway)) / requests, 0),
+        // The gateway's event loop alone: the part that cannot spread over cores.
+        gatewayMainThread: round((1e6 * (cpu1.main - cpu0.main)) / requests, 0),
         replica: round((1e6 * (cpu1.replica - cpu0.replica)) / requests, 0),
       },
     };

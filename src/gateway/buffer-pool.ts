@@ -1,3 +1,5 @@
+import { MessageChannel } from 'node:worker_threads';
+
 /**
  * Reused request-body buffers. A body waits in the batcher for a few milliseconds, long enough to outlive
  * two young-generation collections and be promoted, so fresh megabyte-sized bodies are only ever freed by
@@ -57,4 +59,26 @@ export function sizeClass(n: number): number {
   if (n <= 8) return 8;
   const step = 2 ** Math.floor(Math.log2(n)) / 8;
   return Math.ceil(n / step) * step;
+}
+
+/**
+ * Keeps glibc's malloc from handing freed memory back to the kernel between garbage collections.
+ * Node's HTTP parser copies each 64 KB chunk of a body into a fresh buffer, which V8 frees only at its next
+ * collection: a 1.2 MB request leaves 1.2 MB for it, and glibc returns the top of its heap to the kernel
+ * whenever more than M_TRIM_THRESHOLD (128 KB) is free there, so after each collection the next chunks fault
+ * their pages in again, zero-filled: ~200 page faults per 1.2 MB request on the event loop, which took 2–3
+ * times its time per request (bench/results/body-memory-cpu.md). glibc raises the threshold itself, to twice
+ * the largest block up to 32 MiB that it had mmap'ed and then frees (the dynamic mmap threshold, mallopt(3));
+ * most programs soon free such a block, but the pool's bodies are never freed. So free one at start, now
+ * rather than at some later collection, by moving it into a message that is dropped unread. Blocks under
+ * 31 MiB then come from the heap and up to 62 MiB of free heap stays mapped. Under another libc, or with
+ * MALLOC_TRIM_THRESHOLD_ set (which turns the rule off: MALLOC_TRIM_THRESHOLD_=131072 restores glibc's
+ * default, the baseline the benchmark compares against), it is a short-lived allocation and nothing else.
+ */
+export function keepFreedMemory(): void {
+  const block = new ArrayBuffer(31 * 2 ** 20);
+  const { port1, port2 } = new MessageChannel();
+  port1.postMessage(block, [block]);
+  port1.close();
+  port2.close();
 }

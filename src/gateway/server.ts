@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { WebSocketServer } from 'ws';
+import { keepFreedMemory } from './buffer-pool.js';
 import type { GatewayEnv } from './types.js';
 
 export type Listening = {
@@ -21,6 +22,7 @@ export type ListenOptions = {
 
 /** Binds the app to a socket (HTTP, HTTPS, or HTTP/2 over TLS); the only place that calls serve(). */
 export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Listening> {
+  keepFreedMemory();
   // WebSocket upgrades (/v1/ws) go through @hono/node-server's built-in support for the `ws` server.
   const wss = new WebSocketServer({ noServer: true });
   const tls = opts.tls && { key: opts.tls.key, cert: opts.tls.cert };

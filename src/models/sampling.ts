@@ -167,7 +167,7 @@ function sampledPivot(p: Float32Array, limit: number, topP: number): number {
 }
 
 function medianOf(a: number, b: number, c: number): number {
-  return a > b ? (b > c ? b : a > c ? c : a) : a > c ? a : b > c ? c : b;
+  return Math.max(Math.min(a, b), Math.min(Math.max(a, b), c));
 }
 
 /** The `n` highest of a row of scores (probabilities, logits), as [token, score], highest first. */

@@ -14,7 +14,6 @@ import {
   type JsonSchema,
   MAX_INDENT,
   type ResponseFormat,
-  start,
   TokenConstraint,
   Vocabulary,
   vocabularyFor,
