@@ -201,14 +201,30 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
-/** CPU seconds of a process's main thread alone (its event loop, for Node), from /proc; NaN elsewhere. */
-export function mainThreadCpuSeconds(pid: number): number {
+/** A process's main thread (for Node, its event loop): user and system CPU seconds and minor page faults so far, from /proc; NaN elsewhere. */
+export function mainThreadUsage(pid: number): { userS: number; systemS: number; minorFaults: number } {
   try {
     const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    return { userS: Number(fields[11]) / 100, systemS: Number(fields[12]) / 100, minorFaults: Number(fields[7]) };
   } catch {
-    return Number.NaN;
+    return { userS: Number.NaN, systemS: Number.NaN, minorFaults: Number.NaN };
   }
+}
+
+/** CPU seconds of a process's main thread alone, from /proc; NaN elsewhere. */
+export function mainThreadCpuSeconds(pid: number): number {
+  const { userS, systemS } = mainThreadUsage(pid);
+  return userS + systemS;
+}
+
+/** What a main thread spent per request since `before` (a mainThreadUsage): CPU µs, user and system, and page faults. */
+export function mainThreadPerRequest(pid: number, before: ReturnType<typeof mainThreadUsage>, requests: number) {
+  const now = mainThreadUsage(pid);
+  return {
+    userUs: round((1e6 * (now.userS - before.userS)) / requests, 0),
+    systemUs: round((1e6 * (now.systemS - before.systemS)) / requests, 0),
+    minorFaults: round((now.minorFaults - before.minorFaults) / requests, 1),
+  };
 }
 
 export type GatewayLoad = {
@@ -245,8 +261,9 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
     await autocannon({ ...body, url, connections: g.load.connections, durationS: 2 }); // warm-up
     const before = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();
     const pids = { gateway: gateway.pid as number, replica: before.replicas[0].pid as number };
-    const cpu = () => ({ gateway: cpuSeconds(pids.gateway), main: mainThreadCpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) });
+    const cpu = () => ({ gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) });
     const cpu0 = cpu();
+    const main0 = mainThreadUsage(pids.gateway);
     const result = await autocannon({ ...body, url, connections: g.load.connections, durationS: g.durationS });
     const cpu1 = cpu();
     const after = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();
@@ -257,10 +274,10 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
       // CPU time per request, from /proc: where a 2-core machine's budget goes.
       cpuUsPerRequest: {
         gateway: round((1e6 * (cpu1.gateway - cpu0.gateway)) / requests, 0),
-        // The gateway's event loop alone: the part that cannot spread over cores.
-        gatewayMainThread: round((1e6 * (cpu1.main - cpu0.main)) / requests, 0),
         replica: round((1e6 * (cpu1.replica - cpu0.replica)) / requests, 0),
       },
+      // The gateway's event loop alone: the part that cannot spread over cores.
+      gatewayMainThreadPerRequest: mainThreadPerRequest(pids.gateway, main0, requests),
     };
   } finally {
     await stopServer(gateway);
