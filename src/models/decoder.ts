@@ -1,6 +1,6 @@
-import * as ort from 'onnxruntime-node';
 import type { GenerativeSpec } from './generative.js';
 import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './grammar/index.js';
+import { ort } from './ort.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';

@@ -1,5 +1,5 @@
-import * as ort from 'onnxruntime-node';
 import type { ResponseFormat, TokenConstraint } from './grammar/index.js';
+import { ort } from './ort.js';
 
 /** How the next token is drawn from a row of logits (OpenAI's parameters, plus top_k as vLLM has it). */
 export type Sampling = {

@@ -1,7 +1,7 @@
-import * as ort from 'onnxruntime-node';
 import type { DType, Inputs, TypedArray } from '../tensor/index.js';
 import { allocate, elementCount } from '../tensor/index.js';
 import { type CudaOptions, cudaOptionsString, cudaOptionsUnavailable, hasCudaOptions, missingCudaProvider } from './cuda-options.js';
+import { ort } from './ort.js';
 import { RunTrace } from './run-trace.js';
 import type { ModelSignature } from './signature.js';
 import { batchSignature, type LayoutConfig, modelLayout, toModelLayout } from './stateful.js';
