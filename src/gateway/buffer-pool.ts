@@ -69,8 +69,9 @@ export function sizeClass(n: number): number {
  * their pages in again, zero-filled: ~200 page faults per 1.2 MB request on the event loop, which took 2–3
  * times its time per request (bench/results/body-memory-cpu.md). glibc raises the threshold itself, to twice
  * the largest block up to 32 MiB that it had mmap'ed and then frees (the dynamic mmap threshold, mallopt(3));
- * most programs soon free such a block, but the pool's bodies are never freed. So free one at start, now
- * rather than at some later collection, by moving it into a message that is dropped unread. Blocks under
+ * most programs soon free such a block, but the pool's bodies are never freed. So free one at start: moved
+ * into a message that is dropped unread, it is freed as the ports close (strace: on the next turn of the
+ * event loop), not at some later collection (a dropped Buffer's time to go was anyone's guess). Blocks under
  * 31 MiB then come from the heap and up to 62 MiB of free heap stays mapped. Under another libc, or with
  * MALLOC_TRIM_THRESHOLD_ set (which turns the rule off: MALLOC_TRIM_THRESHOLD_=131072 restores glibc's
  * default, the baseline the benchmark compares against), it is a short-lived allocation and nothing else.
