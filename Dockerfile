@@ -3,8 +3,8 @@
 # engine runs on the development machines), which is what runs on the GPU test machine.
 #
 #   docker build -t infergate .
-#   docker run --gpus all -p 8080:8080 infergate                       # the demo config
-#   docker run --gpus all -p 8080:8080 -v $PWD/my.yaml:/config.yaml infergate -c /config.yaml
+#   docker run --gpus all --shm-size=2g -p 8080:8080 infergate         # the demo config
+#   docker run --gpus all --shm-size=2g -p 8080:8080 -v $PWD/my.yaml:/config.yaml infergate -c /config.yaml
 
 FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 AS node
 ARG NODE_VERSION=22.23.3
