@@ -108,7 +108,7 @@ describe('infergate serve', () => {
   it.skipIf(process.platform !== 'linux')(
     'reads large request bodies without faulting fresh memory in for each one (glibc gave it back to the kernel)',
     async () => {
-      // Without keepFreedMemory() this took 150–300 faults per 1.2 MB request, and 2–3 times the event loop's time.
+      // Without keepFreedMemory() this took 80–300 faults per 1.2 MB request, and 2–3 times the event loop's time.
       const file = await configFile(`models:\n  pixels: { path: ${MODELS}pixels.onnx, device: cpu, threads: 1, scaling: { min_containers: 1 } }\n`);
       const { run, url } = await serveUntilReady(file);
       try {

@@ -61,6 +61,8 @@ export function sizeClass(n: number): number {
   return Math.ceil(n / step) * step;
 }
 
+let freedMemoryKept = false;
+
 /**
  * Keeps glibc's malloc from handing freed memory back to the kernel between garbage collections.
  * Node's HTTP parser copies each 64 KB chunk of a body into a fresh buffer, which V8 frees only at its next
@@ -77,6 +79,9 @@ export function sizeClass(n: number): number {
  * default, the baseline the benchmark compares against), it is a short-lived allocation and nothing else.
  */
 export function keepFreedMemory(): void {
+  // Once per process: a second block would come from the raised heap, zero-filled page by page, for nothing.
+  if (freedMemoryKept) return;
+  freedMemoryKept = true;
   const block = new ArrayBuffer(31 * 2 ** 20);
   const { port1, port2 } = new MessageChannel();
   port1.postMessage(block, [block]);
