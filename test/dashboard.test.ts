@@ -51,6 +51,7 @@ describe.skipIf(!available)('/dashboard in headless Chromium', () => {
     const total = () => page.textContent('section[data-model="identity"] [data-stat="total"]');
     expect(await total()).toBe('0 requests');
     expect(await page.textContent('section[data-model="identity"] .replicas')).toMatch(/identity-1 · ready/);
+    expect(await page.textContent('#gateway')).toMatch(/^event loop busy \d+% ·$/);
 
     const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] });
     await Promise.all(Array.from({ length: 24 }, () => fetch(`${url}/v2/models/identity/infer`, { method: 'POST', body })));

@@ -112,6 +112,24 @@ describe('metrics on /metrics after known traffic', () => {
   });
 });
 
+describe("the gateway process's own numbers", () => {
+  it('say how busy its event loop is, on /metrics and for the dashboard', async () => {
+    // The gateway under test runs in this process: blocking this thread blocks its event loop.
+    const active = (text: string) => sample(text, 'nodejs_eventloop_time_total', { nodejs_eventloop_state: 'active' });
+    const before = active(await scrape());
+    await (await fetch(`${gw.url}/admin/stats`)).json();
+    const end = performance.now() + 250;
+    while (performance.now() < end);
+    const text = await scrape();
+    expect(active(text) - before).toBeGreaterThanOrEqual(0.25);
+    expect(sample(text, 'nodejs_eventloop_utilization')).toBeGreaterThan(0.5); // since the last scrape: mostly the blocked stretch
+    expect(sample(text, 'v8js_memory_heap_used', { v8js_heap_space_name: 'old_space' })).toBeGreaterThan(0);
+    const stats = await (await fetch(`${gw.url}/admin/stats`)).json();
+    expect(stats.gateway.eventLoopBusy).toBeGreaterThan(0.5); // since the previous read, under a second ago
+    expect(stats.gateway.eventLoopBusy).toBeLessThanOrEqual(1);
+  });
+});
+
 describe('traces (in-memory exporter)', () => {
   it('records a span for each cold start, with its breakdown', () => {
     const starts = (telemetry.memory?.getFinishedSpans() ?? []).filter((s) => s.name === 'infergate.replica.cold_start');

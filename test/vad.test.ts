@@ -227,11 +227,12 @@ describe('POST /v1/audio/vad', () => {
 });
 
 /** A live stream: the recording sent in 20 ms pieces as captured, then {"type": "end"}; every message it got. */
-async function stream(query = '', opts: { pieces?: number; abortAfter?: number; junk?: boolean } = {}) {
+async function stream(query = '', opts: { pieces?: number; abortAfter?: number; junk?: boolean; together?: () => Promise<void> } = {}) {
   const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/audio/vad?model=vad${query}`);
   const received: { type: string; [k: string]: unknown }[] = [];
   ws.on('message', (d) => received.push(JSON.parse(String(d))));
   await new Promise((r, j) => ws.once('open', r).once('error', j));
+  await opts.together?.();
   const piece = 640; // 20 ms of s16le
   const end = opts.pieces ? opts.pieces * piece : PCM.byteLength;
   for (let at = 0; at < end; at += piece) {
@@ -258,7 +259,15 @@ describe('WebSocket /v1/audio/vad', () => {
 
   it("serves several streams at once in shared batches, each with its own state, and frees a stream's state when it closes", async () => {
     const before = await stats();
-    const [a, b, c] = await Promise.all([stream(), stream(), stream('', { abortAfter: 100 })]);
+    // All three open before any sends: on a busy machine one stream could otherwise be done before the next opens.
+    let opened = 0;
+    let allOpen: () => void = () => {};
+    const open = new Promise<void>((r) => (allOpen = r));
+    const together = () => {
+      if (++opened === 3) allOpen();
+      return open;
+    };
+    const [a, b, c] = await Promise.all([stream('', { together }), stream('', { together }), stream('', { abortAfter: 100, together })]);
     expect(b).toEqual(a);
     expect(c.every((e) => e.type !== 'done')).toBe(true);
     const after = await stats();

@@ -1,6 +1,7 @@
 /**
  * The live status page: one HTML document, no build step. It polls /admin/stats once a second and draws
- * each model's replicas, queue, throughput, p50/p99 latency and batch-size distribution.
+ * each model's replicas, queue, throughput, p50/p99 latency and batch-size distribution, and how busy the
+ * gateway's own event loop is.
  */
 export const dashboardHtml = /* html */ `<!doctype html>
 <html lang="en">
@@ -32,7 +33,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
 </style>
 </head>
 <body>
-<header><h1>infergate</h1><span id="updated" class="muted">connecting…</span></header>
+<header><h1>infergate</h1><span><span id="gateway" title="share of the last 10 s the gateway's event loop was busy: near 100%, the gateway itself is the limit"></span> <span id="updated" class="muted">connecting…</span></span></header>
 <main id="models"></main>
 <script>
 const history = {};
@@ -81,6 +82,7 @@ async function refresh() {
     if (!res.ok) throw new Error(res.status + ' ' + res.statusText);
     const data = await res.json();
     document.getElementById('models').innerHTML = data.models.map(card).join('');
+    document.getElementById('gateway').textContent = 'event loop busy ' + Math.round(data.gateway.eventLoopBusy * 100) + '% ·';
     document.getElementById('updated').textContent = 'updated ' + new Date(data.at).toLocaleTimeString();
   } catch (err) {
     document.getElementById('updated').textContent = 'cannot reach the gateway: ' + err.message;

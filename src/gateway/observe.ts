@@ -2,7 +2,7 @@ import { SpanStatusCode } from '@opentelemetry/api';
 import { Hono, type MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
-import { LatencyWindow, type Telemetry } from '../telemetry/index.js';
+import { EventLoopWindow, LatencyWindow, type Telemetry } from '../telemetry/index.js';
 import { dashboardHtml } from './dashboard.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -59,6 +59,7 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
 /** GET /metrics (Prometheus text), GET /admin/stats (the dashboard's numbers), GET /dashboard. */
 export function observeRoutes(opts: { telemetry: Telemetry; models: ReadonlyMap<string, ServedModel>; windows: Map<string, LatencyWindow> }): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
+  const eventLoop = new EventLoopWindow();
   app.get('/metrics', async (c) => {
     if (!opts.telemetry.config.metrics) return c.json({ error: 'metrics are off (telemetry.metrics: false)' }, 404);
     return c.body(await opts.telemetry.metricsText(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
@@ -66,6 +67,7 @@ export function observeRoutes(opts: { telemetry: Telemetry; models: ReadonlyMap<
   app.get('/admin/stats', (c) =>
     c.json({
       at: new Date().toISOString(),
+      gateway: { eventLoopBusy: Math.round(eventLoop.read() * 1000) / 1000 },
       models: [...opts.models.values()].map((m) => ({
         model: m.name,
         kind: m.generation ? 'generative' : 'tensor',

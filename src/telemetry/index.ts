@@ -1,3 +1,3 @@
 export { measureModel, observePools } from './measure.js';
 export { Telemetry, type TelemetryConfig } from './telemetry.js';
-export { LatencyWindow } from './window.js';
+export { EventLoopWindow, LatencyWindow } from './window.js';

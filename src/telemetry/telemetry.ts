@@ -2,6 +2,7 @@ import { type Attributes, type Context, context, type Meter, metrics, ROOT_CONTE
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { RuntimeNodeInstrumentation } from '@opentelemetry/instrumentation-runtime-node';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import {
@@ -66,7 +67,16 @@ export class Telemetry {
       this.prometheus = new PrometheusExporter({ preventServerStart: true });
       const provider = new MeterProvider({ resource, readers: [this.prometheus] });
       this.meter = provider.getMeter('infergate');
-      this.shutdowns.push(() => provider.shutdown());
+      // The gateway process itself: event loop utilization and delay, garbage collection, heap. Its one
+      // event loop reads every request body; on the H200 it was the limit (bench/results/gpu-summary.md),
+      // and nothing else on /metrics says so.
+      const runtime = new RuntimeNodeInstrumentation({ enabled: false, monitoringPrecision: 10 });
+      runtime.setMeterProvider(provider);
+      runtime.enable();
+      this.shutdowns.push(async () => {
+        runtime.disable();
+        await provider.shutdown();
+      });
     } else this.meter = metrics.getMeterProvider().getMeter('infergate'); // no-op
 
     const m = this.meter;

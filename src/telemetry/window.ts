@@ -1,3 +1,5 @@
+import { type EventLoopUtilization, performance } from 'node:perf_hooks';
+
 /**
  * Recent request latencies of one model, for the live dashboard: p50/p99 and throughput over a sliding
  * window. Bounded (a ring of the last `capacity` samples), O(n log n) only when read.
@@ -31,5 +33,30 @@ export class LatencyWindow {
     recent.sort((a, b) => a - b);
     const pick = (p: number) => (recent.length ? Math.round(recent[Math.min(recent.length - 1, Math.floor(recent.length * p))] * 100) / 100 : 0);
     return { perSecond: Math.round((recent.length / windowS) * 100) / 100, p50Ms: pick(0.5), p99Ms: pick(0.99), count: recent.length };
+  }
+}
+
+/**
+ * The share of the last ~10 s the gateway's event loop was busy, for the dashboard: every request body
+ * goes through that one thread, so near 1 the gateway itself is the limit, whatever the replicas could
+ * do (bench/results/gpu-summary.md). Prometheus users read `nodejs_eventloop_time_total` instead. A mark
+ * is kept at most once a second; between reads further apart than the window, it covers since the last read.
+ */
+export class EventLoopWindow {
+  private marks: { at: number; elu: EventLoopUtilization }[] = [];
+
+  constructor(
+    private windowMs = 10_000,
+    private markEveryMs = 1000,
+  ) {}
+
+  /** Busy share, 0…1, since the oldest mark not newer than the window (since start at the first read). */
+  read(): number {
+    const now = performance.now();
+    const current = performance.eventLoopUtilization();
+    while (this.marks.length > 1 && now - this.marks[1].at >= this.windowMs) this.marks.shift();
+    const oldest = this.marks[0];
+    if (!this.marks.length || now - (this.marks.at(-1) as { at: number }).at >= this.markEveryMs) this.marks.push({ at: now, elu: current });
+    return oldest ? performance.eventLoopUtilization(current, oldest.elu).utilization : current.utilization;
   }
 }
