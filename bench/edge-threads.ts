@@ -10,11 +10,13 @@
  * Reports the main thread's CPU per request (what cannot spread over cores) and the whole process's. A
  * 2-core machine cannot show more requests per second from more threads (the load generator and the
  * servers share both cores); the main thread's cost per request is the number that carries over.
- * Writes bench/results/edge-threads-cpu.{json,md}.
- *   npm run bench:edge-threads [-- --duration 5 --rounds 3]
+ * Writes bench/results/edge-threads-cpu.{json,md}; on a machine with cores to spare (the GPU machine's 16),
+ * more threads and load processes show what requests/s it buys: bench/gpu/run.sh's edge-threads step.
+ *   npm run bench:edge-threads [-- --duration 5 --rounds 3 --threads 1,2 --connections 16 --processes 1
+ *                                  --out bench/results --name edge-threads-cpu]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import {
   autocannon,
   binaryRequest,
@@ -29,12 +31,18 @@ import {
   stopServer,
 } from './lib.js';
 
-const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
+const text = (name: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);
+const arg = (name: string) => Number(text(name)) || undefined;
 const durationS = arg('--duration') ?? 5;
 const rounds = arg('--rounds') ?? 3;
+const threadCounts = (text('--threads') ?? '1,2').split(',').map(Number);
+const CONNECTIONS = arg('--connections') ?? 16;
+/** autocannon processes: one tops out near 1 GB/s of bodies. */
+const processes = arg('--processes') ?? 1;
+const outDir = resolve(text('--out') ?? join(ROOT, 'bench/results'));
+const name = text('--name') ?? 'edge-threads-cpu';
 const PORT = 18475;
 const SHAPE = [8, 224, 224, 3];
-const CONNECTIONS = 16;
 
 type Run = {
   requestsPerS: number;
@@ -43,13 +51,11 @@ type Run = {
   mainThread: { userUs: number; systemUs: number; minorFaults: number };
   processUs: number;
 };
-const CASES = {
+const CASES: Record<string, string> = {
   gateway: 'the gateway as shipped (pixels.onnx, one replica)',
   single: 'intake alone, main thread',
-  threads1: 'intake on 1 worker thread, bodies handed to the main thread',
-  threads2: 'intake on 2 worker threads, bodies handed to the main thread',
-} as const;
-type Case = keyof typeof CASES;
+  ...Object.fromEntries(threadCounts.map((n) => [`threads${n}`, `intake on ${n} worker thread${n > 1 ? 's' : ''}, bodies handed to the main thread`])),
+};
 
 async function gateway(): Promise<Run> {
   const g = await gatewayUnderLoad({
@@ -60,7 +66,7 @@ async function gateway(): Promise<Run> {
       threads: 1,
       batching: { max_batch_size: 32, wait_ms: 2, max_queue_size: 4096, max_inputs: 2 },
     },
-    load: { shape: SHAPE, connections: CONNECTIONS, dtype: 'UINT8' },
+    load: { shape: SHAPE, connections: CONNECTIONS, dtype: 'UINT8', processes },
     durationS,
   });
   const main = g.gatewayMainThreadPerRequest;
@@ -77,7 +83,7 @@ async function intake(args: string[]): Promise<Run> {
   const server = await startServer(['bench/edge-server.ts', ...args], `http://127.0.0.1:${PORT}/`);
   try {
     const pid = server.pid as number;
-    const load = { ...binaryRequest('x', SHAPE, 'UINT8'), url: `http://127.0.0.1:${PORT}/`, connections: CONNECTIONS };
+    const load = { ...binaryRequest('x', SHAPE, 'UINT8'), url: `http://127.0.0.1:${PORT}/`, connections: CONNECTIONS, processes };
     await autocannon({ ...load, durationS: 2 });
     const main0 = mainThreadUsage(pid);
     const cpu0 = cpuSeconds(pid);
@@ -95,36 +101,33 @@ async function intake(args: string[]): Promise<Run> {
   }
 }
 
-const measure: Record<Case, () => Promise<Run>> = {
-  gateway,
-  single: () => intake(['single', String(PORT)]),
-  threads1: () => intake(['threads', String(PORT), '1']),
-  threads2: () => intake(['threads', String(PORT), '2']),
-};
+const measure = (c: string): Promise<Run> =>
+  c === 'gateway' ? gateway() : c === 'single' ? intake(['single', String(PORT)]) : intake(['threads', String(PORT), c.slice('threads'.length)]);
 
 async function main() {
   console.log(`each load runs ${durationS} s, ${rounds} rounds interleaved`);
-  const runs: Record<Case, Run[]> = { gateway: [], single: [], threads1: [], threads2: [] };
+  const runs: Record<string, Run[]> = Object.fromEntries(Object.keys(CASES).map((c) => [c, []]));
   for (let round = 0; round < rounds; round++) {
-    for (const c of Object.keys(CASES) as Case[]) {
-      const r = await measure[c]();
+    for (const c of Object.keys(CASES)) {
+      const r = await measure(c);
       runs[c].push(r);
       console.log(round, c, Math.round(r.requestsPerS), 'requests/s, main thread µs/request', r.mainThreadUs, 'process', r.processUs);
     }
   }
   // Medians by the main thread's cost: the number this benchmark is about.
-  const rows = (Object.keys(CASES) as Case[]).map((c) => {
+  const rows = Object.keys(CASES).map((c) => {
     const m = medianBy(runs[c], (r) => r.mainThreadUs);
     return { case: c, name: CASES[c], ...m, requestsPerS: Math.round(m.requestsPerS), runsMainThreadUs: runs[c].map((r) => r.mainThreadUs) };
   });
-  const of = (c: Case) => rows.find((r) => r.case === c) as (typeof rows)[number];
-  const handoffUs = of('threads2').mainThreadUs;
+  const of = (c: string) => rows.find((r) => r.case === c) as (typeof rows)[number];
+  const handoffUs = of(`threads${Math.max(...threadCounts)}`).mainThreadUs;
   const results = {
     machine: machine(),
     durationS,
     rounds,
     request: 'UINT8 [8,224,224,3] (1.2 MB), KServe binary; 32 KB answers',
     connections: CONNECTIONS,
+    loadProcesses: processes,
     // At most what the main thread would keep per request with threaded intake: the gateway's cost less its intake, plus the hand-off.
     gatewayMainThreadUs: of('gateway').mainThreadUs,
     intakeMainThreadUs: of('single').mainThreadUs,
@@ -132,15 +135,14 @@ async function main() {
     projectedGatewayMainThreadUs: of('gateway').mainThreadUs - of('single').mainThreadUs + handoffUs,
     rows,
   };
-  const out = join(ROOT, 'bench/results');
-  mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'edge-threads-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
   const m = results.machine;
   const ratio = Math.round((results.gatewayMainThreadUs / results.projectedGatewayMainThreadUs) * 10) / 10;
-  const md = `# HTTP intake on worker threads: what the main thread keeps (CPU machine)
+  const md = `# HTTP intake on worker threads: what the main thread keeps (${m.cores} cores)
 
 ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}; ${durationS} s per load, ${rounds} rounds interleaved, medians (by main-thread µs).
-${results.request}, ${CONNECTIONS} clients. ${m.date}
+${results.request}, ${CONNECTIONS} clients from ${processes} load process(es). ${m.date}
 
 | server | main thread µs/request (user + system) | whole process µs/request | requests/s | p50 ms | runs (main thread µs) |
 |---|---|---|---|---|---|
@@ -151,12 +153,15 @@ bodies over from worker threads (transferred, not copied, and handed back for re
 gateway's main thread spends ${results.gatewayMainThreadUs} µs a request now; with its intake on worker threads it
 would keep at most **${results.projectedGatewayMainThreadUs} µs** (its cost, less the intake, plus the hand-off; less
 again if parsing the KServe header and encoding the answer moved too): ${ratio}× the requests before its event
-loop is full. The whole process spends more (the hand-off runs on both sides), which a 2-core machine cannot
-spare: requests/s here are not the point. Worker threads accept on one listening socket: the first binds it, the
+loop is full. The whole process spends more (the hand-off runs on both sides): ${
+    m.cores <= 4
+      ? 'on a machine with no core to spare, like this one, requests/s are not the point.'
+      : 'with cores to spare, requests/s show what the threads buy.'
+  } Worker threads accept on one listening socket: the first binds it, the
 others listen on its file descriptor (threads share the process's descriptors), and whichever thread's event loop
 accepts first serves the connection; this works on Node 20, which lacks \`reusePort\`.
 `;
-  writeFileSync(join(out, 'edge-threads-cpu.md'), md);
+  writeFileSync(join(outDir, `${name}.md`), md);
   console.log(md);
 }
 

@@ -232,7 +232,8 @@ export type GatewayLoad = {
   model: { name: string; path: string; threads: number; batching: object };
   /** The config's telemetry section. @default the gateway's defaults */
   telemetry?: object;
-  load: { shape: number[]; connections: number; dtype?: 'FP32' | 'FP16' | 'UINT8' };
+  /** `processes`: autocannon processes to split the connections over. @default 1 */
+  load: { shape: number[]; connections: number; dtype?: 'FP32' | 'FP16' | 'UINT8'; processes?: number };
   durationS: number;
   /** Extra environment for the gateway process. */
   env?: Record<string, string>;
@@ -258,13 +259,13 @@ export async function gatewayUnderLoad(g: GatewayLoad) {
   try {
     const body = (await g.prepare?.(base)) ?? binaryRequest('x', g.load.shape, g.load.dtype);
     const url = `${base}/v2/models/${g.model.name}/infer`;
-    await autocannon({ ...body, url, connections: g.load.connections, durationS: 2 }); // warm-up
+    await autocannon({ ...body, url, connections: g.load.connections, processes: g.load.processes, durationS: 2 }); // warm-up
     const before = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();
     const pids = { gateway: gateway.pid as number, replica: before.replicas[0].pid as number };
     const cpu = () => ({ gateway: cpuSeconds(pids.gateway), replica: cpuSeconds(pids.replica) });
     const cpu0 = cpu();
     const main0 = mainThreadUsage(pids.gateway);
-    const result = await autocannon({ ...body, url, connections: g.load.connections, durationS: g.durationS });
+    const result = await autocannon({ ...body, url, connections: g.load.connections, processes: g.load.processes, durationS: g.durationS });
     const cpu1 = cpu();
     const after = await (await fetch(`${base}/v2/models/${g.model.name}/stats`)).json();
     const requests = after.requests - before.requests;

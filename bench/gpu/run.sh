@@ -34,6 +34,8 @@
 #   embeddings /v1/embeddings with a BERT-base-sized encoder (models/gpt.py small --encoder), 1 and 64 clients,
 #              batched (length buckets) vs one text per run
 #   ocr        /v1/ocr with the real PP-OCRv4 detector and recogniser, 1 and 16 clients, lines batched vs one per run
+#   edge-threads  no GPU: the HTTP intake of 1.2 MB bodies on the main thread vs on 1/2/4 worker threads (bench/edge-threads.ts)
+#              with the machine's cores to spare: what requests/s threaded intake buys, before building it into the gateway
 # On the H200, models fp16 u8 coldstart gpt2 u8-2rep u8-nhwc u8-shm fp32 coldstart-heuristic took 427 s at
 # SECONDS_PER_LOAD=5 (models exported ahead); the exported models stay in $MODELS while the machine is warm. A failing step is
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
@@ -49,7 +51,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models shape-switch fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep u8-nhwc-2rep fp16-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr}
+STEPS=${*:-models shape-switch fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep u8-nhwc-2rep fp16-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr edge-threads}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -99,6 +101,8 @@ run_step() {
     embeddings) PYTHON=python3 node --import tsx bench/embeddings.ts --device cuda --model "$MODELS/embed-small.onnx" --clients 1,64 --max-batch 64 \
       --seconds "$SECONDS_PER_LOAD" --out "$OUT" --name gpu-embeddings ;;
     ocr) node --import tsx bench/ocr.ts --device cuda --clients 1,16 --seconds "$SECONDS_PER_LOAD" --out "$OUT" --name gpu-ocr ;;
+    edge-threads) node --import tsx bench/edge-threads.ts --duration "$SECONDS_PER_LOAD" --rounds 2 --threads 1,2,4 --connections 64 --processes 4 \
+      --out "$OUT" --name gpu-machine-edge-threads ;;
     fp32) vision --model "$MODELS/resnet50-fp32.onnx" --name resnet50-fp32 --shape 3,224,224 --dtype FP32 --batches 32,128 ;;
     *) echo "unknown step $1" >&2; return 2 ;;
   esac
