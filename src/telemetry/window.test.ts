@@ -17,7 +17,7 @@ describe('EventLoopWindow', () => {
     await sleep(600);
     const later = window.read();
     expect(later).toBeLessThan(busy - 0.3); // ~0.3 s busy of ~0.9 s
-    expect(later).toBeGreaterThan(0.2);
+    expect(later).toBeGreaterThan(0.1); // the busy stretch still counts (a slow timer on a loaded machine only lengthens the idle part)
   });
 
   it('forgets what is older than its window', async () => {
