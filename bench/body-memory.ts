@@ -12,7 +12,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { autocannon, binaryRequest, gatewayUnderLoad, machine, mainThreadPerRequest, mainThreadUsage, medianBy, ROOT, startServer, stopServer } from './lib.js';
+import { gatewayUnderLoad, machine, medianBy, ROOT, serverUnderLoad } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 6;
@@ -43,16 +43,13 @@ async function gateway(env: Record<string, string>): Promise<Run> {
 }
 
 async function bare(): Promise<Run> {
-  const server = await startServer(['bench/bare-server.ts', PIXELS, String(PORT), '1'], `http://127.0.0.1:${PORT}/`);
-  try {
-    const load = { ...binaryRequest('x', SHAPE, 'UINT8'), url: `http://127.0.0.1:${PORT}/`, connections: CONNECTIONS };
-    await autocannon({ ...load, durationS: 2 });
-    const before = mainThreadUsage(server.pid as number);
-    const r = await autocannon({ ...load, durationS });
-    return { imagesPerS: r.requestsPerS * IMAGES, p50Ms: r.p50Ms, p99Ms: r.p99Ms, mainThread: mainThreadPerRequest(server.pid as number, before, r.total) };
-  } finally {
-    await stopServer(server);
-  }
+  const r = await serverUnderLoad(
+    ['bench/bare-server.ts', PIXELS, String(PORT), '1'],
+    PORT,
+    { shape: SHAPE, dtype: 'UINT8', connections: CONNECTIONS },
+    durationS,
+  );
+  return { imagesPerS: r.requestsPerS * IMAGES, p50Ms: r.p50Ms, p99Ms: r.p99Ms, mainThread: r.mainThread };
 }
 
 const measure: Record<Case, () => Promise<Run>> = {

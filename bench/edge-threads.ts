@@ -17,19 +17,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import {
-  autocannon,
-  binaryRequest,
-  cpuSeconds,
-  gatewayUnderLoad,
-  machine,
-  mainThreadPerRequest,
-  mainThreadUsage,
-  medianBy,
-  ROOT,
-  startServer,
-  stopServer,
-} from './lib.js';
+import { gatewayUnderLoad, machine, medianBy, ROOT, serverUnderLoad } from './lib.js';
 
 const text = (name: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);
 const arg = (name: string) => Number(text(name)) || undefined;
@@ -80,25 +68,14 @@ async function gateway(): Promise<Run> {
 }
 
 async function intake(args: string[]): Promise<Run> {
-  const server = await startServer(['bench/edge-server.ts', ...args], `http://127.0.0.1:${PORT}/`);
-  try {
-    const pid = server.pid as number;
-    const load = { ...binaryRequest('x', SHAPE, 'UINT8'), url: `http://127.0.0.1:${PORT}/`, connections: CONNECTIONS, processes };
-    await autocannon({ ...load, durationS: 2 });
-    const main0 = mainThreadUsage(pid);
-    const cpu0 = cpuSeconds(pid);
-    const r = await autocannon({ ...load, durationS });
-    const main = mainThreadPerRequest(pid, main0, r.total);
-    return {
-      requestsPerS: r.requestsPerS,
-      p50Ms: r.p50Ms,
-      mainThread: main,
-      mainThreadUs: main.userUs + main.systemUs,
-      processUs: Math.round(((cpuSeconds(pid) - cpu0) * 1e6) / r.total),
-    };
-  } finally {
-    await stopServer(server);
-  }
+  const r = await serverUnderLoad(['bench/edge-server.ts', ...args], PORT, { shape: SHAPE, dtype: 'UINT8', connections: CONNECTIONS, processes }, durationS);
+  return {
+    requestsPerS: r.requestsPerS,
+    p50Ms: r.p50Ms,
+    mainThread: r.mainThread,
+    mainThreadUs: r.mainThread.userUs + r.mainThread.systemUs,
+    processUs: r.processUsPerRequest,
+  };
 }
 
 const measure = (c: string): Promise<Run> =>

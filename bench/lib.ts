@@ -227,6 +227,35 @@ export function mainThreadPerRequest(pid: number, before: ReturnType<typeof main
   };
 }
 
+/**
+ * A server (`node --import tsx ARGS`, ready when GET / on `port` answers) under autocannon, binary requests of
+ * `shape` to /, after a 2 s warm-up: the load's result, the main thread's CPU and faults per request, and the
+ * whole process's CPU µs per request.
+ */
+export async function serverUnderLoad(
+  args: string[],
+  port: number,
+  load: { shape: number[]; dtype: ImageDType; connections: number; processes?: number },
+  durationS: number,
+) {
+  const server = await startServer(args, `http://127.0.0.1:${port}/`);
+  try {
+    const pid = server.pid as number;
+    const run = { ...binaryRequest('x', load.shape, load.dtype), url: `http://127.0.0.1:${port}/`, connections: load.connections, processes: load.processes };
+    await autocannon({ ...run, durationS: 2 });
+    const main0 = mainThreadUsage(pid);
+    const cpu0 = cpuSeconds(pid);
+    const result = await autocannon({ ...run, durationS });
+    return {
+      ...result,
+      mainThread: mainThreadPerRequest(pid, main0, result.total),
+      processUsPerRequest: round(((cpuSeconds(pid) - cpu0) * 1e6) / result.total, 0),
+    };
+  } finally {
+    await stopServer(server);
+  }
+}
+
 export type GatewayLoad = {
   port: number;
   model: { name: string; path: string; threads: number; batching: object };
