@@ -56,7 +56,8 @@ export class EventLoopWindow {
     const current = performance.eventLoopUtilization();
     while (this.marks.length > 1 && now - this.marks[1].at >= this.windowMs) this.marks.shift();
     const oldest = this.marks[0];
-    if (!this.marks.length || now - (this.marks.at(-1) as { at: number }).at >= this.markEveryMs) this.marks.push({ at: now, elu: current });
+    const newest = this.marks.at(-1);
+    if (!newest || now - newest.at >= this.markEveryMs) this.marks.push({ at: now, elu: current });
     return oldest ? performance.eventLoopUtilization(current, oldest.elu).utilization : current.utilization;
   }
 }
