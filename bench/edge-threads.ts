@@ -40,14 +40,16 @@ type Run = {
   processUs: number;
 };
 const CASES: Record<string, string> = {
-  gateway: 'the gateway as shipped (pixels.onnx, one replica)',
+  gateway: 'the gateway, intake on its main thread (pixels.onnx, one replica)',
+  gatewayIntake1: 'the gateway with `intake_threads: 1`',
   single: 'intake alone, main thread',
   ...Object.fromEntries(threadCounts.map((n) => [`threads${n}`, `intake on ${n} worker thread${n > 1 ? 's' : ''}, bodies handed to the main thread`])),
 };
 
-async function gateway(): Promise<Run> {
+async function gateway(intakeThreads: number): Promise<Run> {
   const g = await gatewayUnderLoad({
     port: PORT,
+    server: { intake_threads: intakeThreads },
     model: {
       name: 'pixels',
       path: join(ROOT, 'examples/models/pixels.onnx'),
@@ -79,7 +81,13 @@ async function intake(args: string[]): Promise<Run> {
 }
 
 const measure = (c: string): Promise<Run> =>
-  c === 'gateway' ? gateway() : c === 'single' ? intake(['single', String(PORT)]) : intake(['threads', String(PORT), c.slice('threads'.length)]);
+  c === 'gateway'
+    ? gateway(0)
+    : c === 'gatewayIntake1'
+      ? gateway(1)
+      : c === 'single'
+        ? intake(['single', String(PORT)])
+        : intake(['threads', String(PORT), c.slice('threads'.length)]);
 
 async function main() {
   console.log(`each load runs ${durationS} s, ${rounds} rounds interleaved`);

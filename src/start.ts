@@ -574,9 +574,20 @@ export async function startGateway(
   });
   const tlsConfig = config.server.tls;
   const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };
-  const server = await listen(app, { port: config.server.port, host: config.server.host, tls });
+  const server = await listen(app, {
+    port: config.server.port,
+    host: config.server.host,
+    tls,
+    intakeThreads: config.server.intake_threads,
+    maxBodyBytes: config.server.max_body_bytes,
+    onError: (err) => log.error({ err: err.message }, 'an intake thread failed; starting another'),
+  });
   const scheme = tls ? (tls.http2 ? 'https (HTTP/2 + HTTP/1.1)' : 'https') : 'http';
-  log.info({ port: server.port, scheme, models: [...models.keys()] }, `infergate listening on port ${server.port} (${scheme})`);
+  const threads = config.server.intake_threads;
+  log.info(
+    { port: server.port, scheme, models: [...models.keys()], intakeThreads: threads },
+    `infergate listening on port ${server.port} (${scheme}${threads ? `, ${threads} intake thread${threads > 1 ? 's' : ''}` : ''})`,
+  );
 
   // A model leaves service (replaced or removed): it takes no new requests already, answers what it accepted, then stops.
   const retiring = new Set<Promise<void>>();

@@ -283,6 +283,12 @@ export const serverSchema = z
     admin_api: z.boolean().default(false),
     /** Cross-origin requests from browsers (CORS); without it, browsers keep pages of other origins out. */
     cors: corsSchema.optional(),
+    /**
+     * Worker threads that accept connections, read request bodies and write answers, leaving the main
+     * thread the routing, batching and replicas; for large tensors at rates that fill one event loop.
+     * More than 1 needs Node 22.12+. @default 0 (the main thread does it all)
+     */
+    intake_threads: z.number().int().min(0).max(64).default(0),
   })
   .strict();
 

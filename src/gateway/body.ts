@@ -1,10 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import type { Context } from 'hono';
 import type { z } from 'zod';
 import { badInput, GatewayError } from '../errors/index.js';
 import { requestBuffers } from './buffer-pool.js';
+import type { IntakeRequest } from './intake.js';
 
-type NodeBindings = { incoming?: IncomingMessage; outgoing?: ServerResponse };
+/** Hono's env: Node's request and response under @hono/node-server, or what an intake thread handed over. */
+type NodeBindings = { incoming?: IncomingMessage; outgoing?: ServerResponse; intake?: IntakeRequest };
 
 const tooLarge = (limit: number) => new GatewayError(413, 'body_too_large', `the request body exceeds the limit of ${limit} bytes`);
 
@@ -14,17 +17,26 @@ const tooLarge = (limit: number) => new GatewayError(413, 'body_too_large', `the
  * Request with a ReadableStream body costs more than the whole rest of a small inference request.
  */
 export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
+  const env = c.env as NodeBindings | undefined;
+  if (env?.intake) return env.intake.readBody(limit);
   const declared = Number(c.req.header('content-length') ?? 0);
   if (declared > limit) throw tooLarge(limit);
-  const incoming = (c.env as NodeBindings | undefined)?.incoming;
+  const incoming = env?.incoming;
   if (!incoming || incoming.readableEnded) {
     const body = new Uint8Array(await c.req.arrayBuffer());
     if (body.byteLength > limit) throw tooLarge(limit);
     return body;
   }
+  return readIncoming(incoming, limit);
+}
+
+/** A Node request's body (what `readBody` does under @hono/node-server, and an intake thread does for it). */
+export function readIncoming(incoming: IncomingMessage | Http2ServerRequest, limit: number): Promise<Uint8Array> {
+  const declared = Number(incoming.headers['content-length'] ?? 0);
+  if (declared > limit) return Promise.reject(tooLarge(limit));
   // With a Content-Length, read straight into one buffer laid out so that the binary tensor data after
   // `Inference-Header-Content-Length` starts 8-byte aligned: typed arrays can then view it without a copy.
-  const headerLength = Number(c.req.header('inference-header-content-length') ?? 0);
+  const headerLength = Number(incoming.headers['inference-header-content-length'] ?? 0);
   const shift = declared > 0 && headerLength > 0 ? (8 - (headerLength % 8)) % 8 : 0;
   // A buffer of its own (offset 0, so the shift holds), reused across requests (see buffer-pool.ts), not
   // zero-filled: every byte handed out is overwritten first.
@@ -57,12 +69,30 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
   });
 }
 
+/** Bodies read by an intake thread, with the way back to it. */
+const bodyHomes = new WeakMap<ArrayBufferLike, (buffer: ArrayBuffer) => void>();
+
+/** Marks a body an intake thread handed over: `releaseBody` gives its buffer back to `home` for reuse. */
+export function adoptBody(body: Uint8Array, home: (buffer: ArrayBuffer) => void): Uint8Array {
+  bodyHomes.set(body.buffer, home);
+  return body;
+}
+
+/** Gives a body from an intake thread back to it (once); false for any other body. */
+export function returnToIntake(buffer: ArrayBufferLike): boolean {
+  const home = bodyHomes.get(buffer);
+  if (!home) return false;
+  bodyHomes.delete(buffer);
+  home(buffer as ArrayBuffer);
+  return true;
+}
+
 /**
  * Gives a body from `readBody` back for reuse. Only once nothing reads it any more: its tensors were
  * sent to the replica and the response no longer points into it.
  */
 export function releaseBody(body: Uint8Array): void {
-  requestBuffers.release(body.buffer);
+  if (!returnToIntake(body.buffer)) requestBuffers.release(body.buffer);
 }
 
 /**
@@ -83,7 +113,9 @@ export async function readJson(c: Context, limit: number, { code, emptyAllowed =
 
 /** Aborts when the client goes away before its response is written (Node's own close event, no web Request needed). */
 export function clientSignal(c: Context): AbortSignal {
-  const outgoing = (c.env as NodeBindings | undefined)?.outgoing;
+  const env = c.env as NodeBindings | undefined;
+  if (env?.intake) return env.intake.signal;
+  const outgoing = env?.outgoing;
   if (!outgoing) return c.req.raw.signal;
   const controller = new AbortController();
   outgoing.once('close', () => {

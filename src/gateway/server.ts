@@ -1,10 +1,12 @@
 import { createSecureServer } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { WebSocketServer } from 'ws';
 import { keepFreedMemory } from './buffer-pool.js';
+import { drainable } from './drain.js';
+import { startIntakeThreads } from './intake.js';
 import type { GatewayEnv } from './types.js';
 
 export type Listening = {
@@ -18,11 +20,36 @@ export type ListenOptions = {
   host: string;
   /** PEM contents. With http2, ALPN offers h2 and HTTP/1.1 (WebSocket upgrades need the latter). */
   tls?: { cert: string | Buffer; key: string | Buffer; http2: boolean };
+  /** Worker threads that read requests and write answers (server.intake_threads; see intake.ts). @default 0: the main thread does */
+  intakeThreads?: number;
+  /** With intake threads: the limit for routes that read the body as a web Request's. @default 64 MiB */
+  maxBodyBytes?: number;
+  /** Told when an intake thread fails (it is replaced). */
+  onError?: (err: Error) => void;
 };
 
-/** Binds the app to a socket (HTTP, HTTPS, or HTTP/2 over TLS); the only place that calls serve(). */
+/** Binds the app to a socket (HTTP, HTTPS, or HTTP/2 over TLS), on the main thread or on intake threads. */
 export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Listening> {
   keepFreedMemory();
+  if (!opts.intakeThreads) return serveHere(app, opts);
+  // The main thread's own server takes only what intake threads pipe to it (WebSocket upgrades), on loopback.
+  const here = await serveHere(app, { port: 0, host: '127.0.0.1' });
+  try {
+    const threads = await startIntakeThreads(
+      app,
+      opts.intakeThreads,
+      { port: opts.port, host: opts.host, tls: opts.tls, upstreamPort: here.port, maxBodyBytes: opts.maxBodyBytes ?? 64 * 2 ** 20 },
+      opts.onError ?? ((err) => console.error(err)),
+    );
+    return { port: threads.port, close: async (timeoutMs) => void (await Promise.all([here.close(timeoutMs), threads.close(timeoutMs)])) };
+  } catch (err) {
+    await here.close(0);
+    throw err;
+  }
+}
+
+/** The app on this thread's event loop; the only place that calls serve(). */
+async function serveHere(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Listening> {
   // WebSocket upgrades (/v1/ws) go through @hono/node-server's built-in support for the `ws` server.
   const wss = new WebSocketServer({ noServer: true });
   const tls = opts.tls && { key: opts.tls.key, cert: opts.tls.cert };
@@ -37,40 +64,14 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
     );
     s.once('error', reject);
   });
-  // Counted at the socket level: a response is done when its bytes are written, not when fetch() returns.
-  let active = 0;
-  let closing = false;
-  let onIdle: (() => void) | undefined;
-  server.on('request', (_req: unknown, res: { setHeader?(n: string, v: string): void; once(e: 'close', f: () => void): void; stream?: unknown }) => {
-    active++;
-    if (closing && !res.stream) res.setHeader?.('Connection', 'close'); // (HTTP/2 has no Connection header)
-    res.once('close', () => {
-      if (--active === 0) onIdle?.();
-    });
-  });
-  const sockets = new Set<Socket>();
-  for (const event of ['connection', 'secureConnection']) {
-    server.on(event, (socket: Socket) => {
-      sockets.add(socket);
-      socket.once('close', () => sockets.delete(socket));
-    });
-  }
+  const drain = drainable(server);
   const port = (server.address() as AddressInfo).port;
-  let closed: Promise<void> | undefined;
   return {
     port,
-    close(timeoutMs) {
-      closing = true;
-      closed ??= (async () => {
-        const done = new Promise<void>((resolve) => server.close(() => resolve()));
-        if ('closeIdleConnections' in server) server.closeIdleConnections();
-        if (active > 0) await Promise.race([new Promise<void>((r) => (onIdle = r)), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+    close: (timeoutMs) =>
+      drain.close(timeoutMs, () => {
         for (const client of wss.clients) client.close(1001, 'server shutting down');
         wss.close();
-        for (const socket of sockets) socket.destroy(); // every accepted request has been answered
-        await done;
-      })();
-      return closed;
-    },
+      }),
   };
 }

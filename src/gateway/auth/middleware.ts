@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { MiddlewareHandler } from 'hono';
 import { GatewayError } from '../../errors/index.js';
+import { type IntakeRequest, peerAddress } from '../intake.js';
 import type { GatewayEnv } from '../types.js';
 import { type TokenCaller, TokenError } from './jwt.js';
 import type { RateLimiter } from './rate-limit.js';
@@ -103,6 +104,6 @@ function sameSecret(expected: string, given: string): boolean {
 }
 
 function clientIp(c: { env: unknown }): string {
-  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
-  return incoming?.socket?.remoteAddress ?? 'unknown';
+  const env = c.env as { incoming?: IncomingMessage; intake?: IntakeRequest } | undefined;
+  return env?.intake?.remoteAddress ?? peerAddress(env?.incoming) ?? 'unknown';
 }

@@ -1,0 +1,143 @@
+/**
+ * An intake thread (see intake.ts): accepts connections on the gateway's port, hands each request's head to
+ * the main thread, reads its body when the main thread asks, and writes the answer it gets back.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createSecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { createServer as createHttpsServer } from 'node:https';
+import { connect, type Socket } from 'node:net';
+import { workerData } from 'node:worker_threads';
+import { GatewayError } from '../errors/index.js';
+import { readIncoming } from './body.js';
+import { requestBuffers } from './buffer-pool.js';
+import { drainable } from './drain.js';
+import type { FromIntake, IntakeWorkerData, ToIntake } from './intake.js';
+
+const data = workerData as IntakeWorkerData;
+const parent = data.parent;
+const scheme = data.tls ? 'https' : 'http';
+type Req = IncomingMessage | Http2ServerRequest;
+type Res = ServerResponse | Http2ServerResponse;
+
+const post = (m: FromIntake, transfer?: ArrayBuffer[]) => parent.postMessage(m, transfer);
+
+/** Requests handed to the main thread and not yet answered. */
+const open = new Map<number, { req: Req; res: Res }>();
+let next = 0;
+
+function onRequest(req: Req, res: Res) {
+  const id = next++;
+  open.set(id, { req, res });
+  res.once('close', () => {
+    if (open.delete(id) && !res.writableFinished) post({ t: 'gone', id });
+  });
+  const host = (req as Http2ServerRequest).authority ?? req.headers.host ?? data.host;
+  const headers: [string, string][] = [];
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i][0] !== ':') headers.push([raw[i], raw[i + 1]]);
+  const hasBody =
+    Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined || (req.httpVersionMajor === 2 && !req.readableEnded);
+  post({
+    t: 'request',
+    id,
+    method: req.method ?? 'GET',
+    url: `${scheme}://${host}${req.url}`,
+    headers,
+    remote: req.socket?.remoteAddress ?? 'unknown',
+    hasBody,
+  });
+}
+
+async function sendBody(id: number, limit: number) {
+  const req = open.get(id)?.req;
+  if (!req) return post({ t: 'body', id, error: { status: 400, code: 'bad_body', message: 'could not read the request body: the client went away' } });
+  try {
+    const body = await readIncoming(req, limit);
+    // Bodies without a Content-Length are concatenated chunks, perhaps in Node's shared pool: a copy of their own crosses.
+    const own = req.headers['content-length'] !== undefined ? body : new Uint8Array(body);
+    post({ t: 'body', id, body: own }, [own.buffer as ArrayBuffer]);
+  } catch (err) {
+    const e = err instanceof GatewayError ? err : new GatewayError(400, 'bad_body', `could not read the request body: ${(err as Error).message}`);
+    post({ t: 'body', id, error: { status: e.status, code: e.code, message: e.message } });
+  }
+}
+
+/** Headers HTTP/2 forbids (RFC 9113 §8.2.2): Node's compatibility layer throws on them. */
+const CONNECTION_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+function writeHead(res: Res, status: number, pairs: [string, string][], length?: number) {
+  const http2 = 'stream' in res;
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of pairs) {
+    if (http2 && CONNECTION_HEADERS.has(name)) continue;
+    const had = headers[name];
+    headers[name] = had === undefined ? value : [...(Array.isArray(had) ? had : [had]), value];
+  }
+  if (length !== undefined && headers['content-length'] === undefined) headers['content-length'] = String(length);
+  (res as ServerResponse).writeHead(status, headers);
+}
+
+parent.on('message', (m: ToIntake) => {
+  switch (m.t) {
+    case 'readBody':
+      return void sendBody(m.id, m.limit);
+    case 'head': {
+      const res = open.get(m.id)?.res;
+      if (!res) return;
+      if (m.end) {
+        writeHead(res, m.status, m.headers, m.body === undefined ? 0 : typeof m.body === 'string' ? Buffer.byteLength(m.body) : m.body.byteLength);
+        if (m.body === undefined) res.end();
+        else (res as ServerResponse).end(m.body);
+      } else {
+        writeHead(res, m.status, m.headers);
+        (res as ServerResponse).flushHeaders(); // a stream's client sees its headers before the first event
+      }
+      return;
+    }
+    case 'chunk':
+      return void (open.get(m.id)?.res as ServerResponse | undefined)?.write(m.chunk);
+    case 'end': {
+      const res = open.get(m.id)?.res;
+      if (!res) return;
+      if (!m.failed) res.end();
+      else if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal error"}');
+      else res.destroy();
+      return;
+    }
+    case 'buffer':
+      return requestBuffers.release(m.buffer);
+    case 'close':
+      return void drain.close(m.timeoutMs).then(() => post({ t: 'closed' }));
+  }
+});
+
+/**
+ * A WebSocket upgrade goes, bytes as they are, to the main thread's own server; it learns the client's
+ * address from a header only this process can sign.
+ */
+function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer) {
+  const upstream = connect(data.upstreamPort, '127.0.0.1', () => {
+    const lines = [`${req.method} ${req.url} HTTP/1.1`];
+    const raw = req.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() !== 'x-infergate-peer') lines.push(`${raw[i]}: ${raw[i + 1]}`);
+    lines.push(`x-infergate-peer: ${data.secret} ${socket.remoteAddress ?? 'unknown'}`, '', '');
+    upstream.write(lines.join('\r\n'));
+    if (head.byteLength) upstream.write(head);
+    socket.pipe(upstream).pipe(socket);
+  });
+  upstream.once('error', () => socket.destroy()).once('close', () => socket.end());
+  socket.once('error', () => upstream.destroy()).once('close', () => upstream.destroy());
+}
+
+const tls = data.tls && { key: data.tls.key, cert: data.tls.cert };
+const server = (
+  !tls ? createServer(onRequest) : data.tls?.http2 ? createSecureServer({ ...tls, allowHTTP1: true }, onRequest) : createHttpsServer(tls, onRequest)
+) as Server;
+server.on('upgrade', onUpgrade);
+const drain = drainable(server, { upgraded: 'leave' });
+server.once('error', (err) => {
+  throw err;
+});
+server.listen({ port: data.port, host: data.host, reusePort: data.reusePort || undefined }, () => {
+  post({ t: 'listening', port: (server.address() as { port: number }).port });
+});

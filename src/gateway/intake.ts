@@ -1,0 +1,264 @@
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
+import type { Hono } from 'hono';
+import { GatewayError } from '../errors/index.js';
+// Not through models/index.ts: the thread helper alone, not ONNX Runtime.
+import { spawnWorker } from '../models/thread.js';
+import { adoptBody, returnToIntake } from './body.js';
+import type { GatewayEnv } from './types.js';
+
+/**
+ * HTTP intake on worker threads (`server.intake_threads`). On the H200 the gateway's one event loop was the
+ * limit, and a third of its time per 1.2 MB request went to reading the body off the socket and writing the
+ * answer (bench/results/edge-threads-cpu.md). Here worker threads accept the connections, parse HTTP (and
+ * TLS), read each body into a reused buffer and write each answer; the main thread runs the same Hono app
+ * on what they hand it. A body crosses by transfer, not copy, only when the route reads it (a refused
+ * caller's body is never read, as without threads), and its buffer goes back to its thread for reuse.
+ * WebSocket upgrades are piped, bytes as they are, to the main thread's own server on a loopback port.
+ */
+
+/** What a worker thread tells the main thread. */
+export type FromIntake =
+  | { t: 'listening'; port: number }
+  | { t: 'request'; id: number; method: string; url: string; headers: [string, string][]; remote: string; hasBody: boolean }
+  | { t: 'body'; id: number; body?: Uint8Array; error?: { status: number; code: string; message: string } }
+  | { t: 'gone'; id: number }
+  | { t: 'closed' };
+
+/** What the main thread tells a worker thread. */
+export type ToIntake =
+  | { t: 'readBody'; id: number; limit: number }
+  | { t: 'head'; id: number; status: number; headers: [string, string][]; body?: Uint8Array | string; end: boolean }
+  | { t: 'chunk'; id: number; chunk: Uint8Array | string }
+  | { t: 'end'; id: number; failed?: boolean }
+  | { t: 'buffer'; buffer: ArrayBuffer }
+  | { t: 'close'; timeoutMs: number };
+
+export type IntakeOptions = {
+  port: number;
+  host: string;
+  tls?: { cert: string | Buffer; key: string | Buffer; http2: boolean };
+  /** The main thread's own server, for WebSocket upgrades. */
+  upstreamPort: number;
+  /** The limit for routes that read the body as a web Request's (server.max_body_bytes). */
+  maxBodyBytes: number;
+};
+
+export type IntakeWorkerData = Omit<IntakeOptions, 'port'> & { port: number; reusePort: boolean; secret: string; parent: MessagePort };
+
+/** Requests handed over from an intake thread carry this as Hono's env instead of Node's request and response. */
+export type IntakeRequest = {
+  remoteAddress: string;
+  /** Aborts when the client goes away before its answer is written. */
+  signal: AbortSignal;
+  /** The body, refused with 413 past `limit` bytes; read once. */
+  readBody(limit: number): Promise<Uint8Array>;
+};
+
+/** Upgrades piped to the main thread say who the client is in this header, behind a secret of this process. */
+const PEER_HEADER = 'x-infergate-peer';
+const secret = randomBytes(16).toString('hex');
+
+/** The client's address: the socket's, or, on a connection piped from an intake thread, the one it names. */
+export function peerAddress(incoming: IncomingMessage | undefined): string | undefined {
+  const named = incoming?.headers[PEER_HEADER];
+  if (typeof named === 'string' && named.startsWith(`${secret} `) && isLoopback(incoming?.socket?.remoteAddress)) return named.slice(secret.length + 1);
+  return incoming?.socket?.remoteAddress;
+}
+
+const isLoopback = (address: string | undefined) => address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
+
+/** Node 22.12 added `reusePort`: threads of one process can then each bind the port, the kernel spreading connections. */
+export function reusePortSupported(version = process.versions.node): boolean {
+  const [major, minor] = version.split('.').map(Number);
+  return major > 22 || (major === 22 && minor >= 12);
+}
+
+/**
+ * Where @hono/node-server's lightweight Response (the global Response once its server runs) keeps its body
+ * unconverted: reading a 32 KB answer through the web Response costs ~35 µs, from here ~1.
+ */
+let cacheKey: symbol | undefined | null = null;
+const bodyCacheKey = () => {
+  if (cacheKey === null) cacheKey = Object.getOwnPropertySymbols(new Response('')).find((s) => s.description === 'cache');
+  return cacheKey;
+};
+
+/** N intake threads serving `app` on one port. */
+export async function startIntakeThreads(
+  app: Hono<GatewayEnv>,
+  count: number,
+  opts: IntakeOptions,
+  onError: (err: Error) => void,
+): Promise<{ port: number; close(timeoutMs: number): Promise<void> }> {
+  if (count > 1 && !reusePortSupported())
+    throw new Error(
+      `server.intake_threads: ${count} needs Node 22.12 or later (threads each bind the port with reusePort); this is Node ${process.versions.node}: use 1`,
+    );
+  const threads: IntakeThread[] = [];
+  let closing = false;
+  let port = opts.port;
+  const start = async (): Promise<IntakeThread> => {
+    const thread = await IntakeThread.start(app, { ...opts, port, reusePort: count > 1 }, (err) => {
+      if (closing) return;
+      onError(err);
+      // Its connections are lost; a replacement takes new ones.
+      threads.splice(threads.indexOf(thread), 1);
+      start().then((t) => threads.push(t), onError);
+    });
+    return thread;
+  };
+  // The first binds the port (a free one for port 0); the others bind the same.
+  threads.push(await start());
+  port = threads[0].port;
+  for (let i = 1; i < count; i++) threads.push(await start());
+  return {
+    port,
+    async close(timeoutMs) {
+      closing = true;
+      await Promise.all(threads.map((t) => t.close(timeoutMs)));
+    },
+  };
+}
+
+/** One worker thread and the requests it has handed over. */
+class IntakeThread {
+  private bodies = new Map<number, { resolve(b: Uint8Array): void; reject(e: Error): void }>();
+  private requests = new Map<number, AbortController>();
+  private closed?: () => void;
+
+  private constructor(
+    private app: Hono<GatewayEnv>,
+    private worker: Worker,
+    private channel: MessagePort,
+    readonly port: number,
+    private maxBodyBytes: number,
+    private onExit: (err: Error) => void,
+  ) {
+    channel.on('message', (m: FromIntake) => this.receive(m));
+    worker.once('exit', (code) => {
+      for (const controller of this.requests.values()) controller.abort();
+      for (const body of this.bodies.values()) body.reject(new GatewayError(503, 'intake_failed', 'the thread reading this request stopped'));
+      if (!this.closed) this.onExit(new Error(`an intake thread exited (code ${code})`));
+    });
+  }
+
+  static async start(app: Hono<GatewayEnv>, opts: Omit<IntakeWorkerData, 'secret' | 'parent'>, onExit: (err: Error) => void): Promise<IntakeThread> {
+    const { port1, port2 } = new MessageChannel();
+    const url = new URL(`./intake-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url).href;
+    const worker = spawnWorker(url, { ...opts, secret, parent: port2 } satisfies IntakeWorkerData, undefined, [port2]);
+    const port = await new Promise<number>((resolve, reject) => {
+      port1.once('message', (m: FromIntake) => (m.t === 'listening' ? resolve(m.port) : reject(new Error(`unexpected ${m.t}`))));
+      worker.once('error', reject).once('exit', (code) => reject(new Error(`the intake thread exited (code ${code}) before it listened`)));
+    });
+    worker.removeAllListeners('error').on('error', onExit);
+    return new IntakeThread(app, worker, port1, port, opts.maxBodyBytes, onExit);
+  }
+
+  private post(m: ToIntake, transfer?: ArrayBuffer[]) {
+    this.channel.postMessage(m, transfer);
+  }
+
+  private receive(m: FromIntake) {
+    if (m.t === 'request') void this.serve(m);
+    else if (m.t === 'body') {
+      const waiting = this.bodies.get(m.id);
+      this.bodies.delete(m.id);
+      if (m.error) waiting?.reject(new GatewayError(m.error.status, m.error.code, m.error.message));
+      else if (m.body) {
+        waiting?.resolve(adoptBody(m.body, (buffer) => this.post({ t: 'buffer', buffer }, [buffer])));
+      }
+    } else if (m.t === 'gone') this.requests.get(m.id)?.abort();
+    else if (m.t === 'closed') this.closed?.();
+  }
+
+  private async serve(m: Extract<FromIntake, { t: 'request' }>) {
+    const controller = new AbortController();
+    this.requests.set(m.id, controller);
+    let read = false;
+    const intake: IntakeRequest = {
+      remoteAddress: m.remote,
+      signal: controller.signal,
+      readBody: (limit) => {
+        if (read) return Promise.reject(new GatewayError(400, 'bad_body', 'the request body was read already'));
+        read = true;
+        if (!m.hasBody) return Promise.resolve(new Uint8Array(0));
+        return new Promise((resolve, reject) => {
+          this.bodies.set(m.id, { resolve, reject });
+          this.post({ t: 'readBody', id: m.id, limit });
+        });
+      },
+    };
+    try {
+      let request: Request;
+      try {
+        request = new Request(m.url, { method: m.method, headers: m.headers });
+      } catch {
+        return this.post({ t: 'head', id: m.id, status: 400, headers: [], end: true });
+      }
+      if (m.hasBody) bodyFromIntake(request, intake, this.maxBodyBytes);
+      await this.reply(m.id, await this.app.fetch(request, { intake }), controller.signal);
+    } catch (err) {
+      // The app answers its own errors; this is a stream that failed midway (or a thread gone).
+      this.post({ t: 'end', id: m.id, failed: true });
+      if (!controller.signal.aborted) console.error('intake: answering a request failed', err);
+    } finally {
+      this.requests.delete(m.id);
+      this.bodies.delete(m.id);
+    }
+  }
+
+  /** The answer as the worker writes it: whole when it is at hand, chunk by chunk when it streams. */
+  private async reply(id: number, res: Response, signal: AbortSignal) {
+    const key = bodyCacheKey();
+    const cached = key && (res as unknown as Record<symbol, [number, unknown, unknown] | undefined>)[key];
+    let body: unknown = cached ? cached[1] : res.body;
+    const resHeaders = res.headers;
+    const headers = [...resHeaders] as [string, string][];
+    if (body instanceof Blob) body = new Uint8Array(await body.arrayBuffer());
+    if (body !== null && !resHeaders.has('content-type')) headers.push(['content-type', 'text/plain; charset=UTF-8']);
+    if (body === null || typeof body === 'string' || body instanceof Uint8Array) {
+      return this.post({ t: 'head', id, status: res.status, headers, body: (body ?? undefined) as Uint8Array | string | undefined, end: true });
+    }
+    this.post({ t: 'head', id, status: res.status, headers, end: false });
+    const reader = (body as ReadableStream<Uint8Array | string>).getReader();
+    const cancel = () => void reader.cancel().catch(() => {});
+    signal.addEventListener('abort', cancel, { once: true });
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        this.post({ t: 'chunk', id, chunk: value });
+      }
+      this.post({ t: 'end', id });
+    } finally {
+      signal.removeEventListener('abort', cancel);
+    }
+  }
+
+  async close(timeoutMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => (this.closed = resolve));
+    this.post({ t: 'close', timeoutMs });
+    await Promise.race([closed, new Promise((r) => setTimeout(r, timeoutMs + 2000).unref())]);
+    await this.worker.terminate();
+  }
+}
+
+/**
+ * Routes that read the body through the web Request (JSON of a few admin routes, multipart uploads) get
+ * it from the intake thread when they ask, with the server's own limit; the inference routes use
+ * `readBody`, which takes it straight from `intake`.
+ */
+function bodyFromIntake(request: Request, intake: IntakeRequest, limit: number) {
+  const whole = async () => {
+    const body = await intake.readBody(limit);
+    const copy = body.slice(); // the original goes back to its thread
+    returnToIntake(body.buffer);
+    return new Response(copy, { headers: { 'content-type': request.headers.get('content-type') ?? '' } });
+  };
+  for (const method of ['arrayBuffer', 'blob', 'formData', 'json', 'text'] as const)
+    Object.defineProperty(request, method, { value: async () => (await whole())[method]() });
+}
