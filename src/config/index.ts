@@ -1,2 +1,3 @@
 export { ConfigError, loadConfig, parseConfig } from './load.js';
 export type { AuthConfig, BatchingConfig, Config, EndpointConfig, ModelConfig, RateLimitConfig, ScalingConfig, ServerConfig } from './schema.js';
+export { reusePortSupported } from './schema.js';

@@ -6,6 +6,12 @@ import { z } from 'zod';
 const positiveInt = z.number().int().positive();
 const nonNegative = z.number().min(0);
 
+/** Node 22.12 added `reusePort`: threads of one process can then each bind the port, the kernel spreading connections. */
+export function reusePortSupported(version = process.versions.node): boolean {
+  const [major, minor] = version.split('.').map(Number);
+  return major > 22 || (major === 22 && minor >= 12);
+}
+
 const device = z.string().regex(/^(cpu|cuda|cuda:\d+|auto)$/, 'expected cpu, cuda, cuda:N or auto');
 
 const padding = z
@@ -288,7 +294,15 @@ export const serverSchema = z
      * thread the routing, batching and replicas; for large tensors at rates that fill one event loop.
      * More than 1 needs Node 22.12+. @default 0 (the main thread does it all)
      */
-    intake_threads: z.number().int().min(0).max(64).default(0),
+    intake_threads: z
+      .number()
+      .int()
+      .min(0)
+      .max(64)
+      .default(0)
+      .refine((n) => n <= 1 || reusePortSupported(), {
+        error: `more than 1 needs Node 22.12 or later (threads each bind the port with reusePort); this is Node ${process.versions.node}: use 1`,
+      }),
   })
   .strict();
 

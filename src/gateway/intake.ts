@@ -4,6 +4,7 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import type { Hono } from 'hono';
+import { reusePortSupported } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';
 // Not through models/index.ts: the thread helper alone, not ONNX Runtime.
 import { spawnWorker } from '../models/thread.js';
@@ -70,12 +71,6 @@ export function peerAddress(incoming: IncomingMessage | undefined): string | und
 }
 
 const isLoopback = (address: string | undefined) => address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
-
-/** Node 22.12 added `reusePort`: threads of one process can then each bind the port, the kernel spreading connections. */
-export function reusePortSupported(version = process.versions.node): boolean {
-  const [major, minor] = version.split('.').map(Number);
-  return major > 22 || (major === 22 && minor >= 12);
-}
 
 /**
  * Where @hono/node-server's lightweight Response (the global Response once its server runs) keeps its body

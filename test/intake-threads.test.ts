@@ -1,0 +1,230 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { connect } from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI, { toFile } from 'openai';
+import { generate } from 'selfsigned';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { parseConfig, reusePortSupported } from '../src/config/index.js';
+import { binaryBody, MODELS, startTestGateway } from './helpers.js';
+
+// server.intake_threads: worker threads accept the connections and read the bodies; the main thread runs
+// the same routes. Everything a client can do must work as it does without them.
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+beforeAll(async () => {
+  gw = await startTestGateway({
+    server: { intake_threads: 1 },
+    endpoints: [
+      { path: '/public/echo', model: 'identity', auth: 'public', rate_limit: { per_second: 1, burst: 2 } },
+      { path: '/public/small', model: 'identity', auth: 'public', max_body_bytes: 100 },
+    ],
+    models: {
+      identity: { path: `${MODELS}identity.onnx`, device: 'cpu', batching: { max_batch_size: 32, wait_ms: 2 }, scaling: { min_containers: 1 } },
+      'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } },
+    },
+  });
+});
+afterAll(() => gw?.shutdown());
+
+const row = (i: number) => new Float32Array([i, i + 0.5, -i]);
+const inferJson = (data: number[]) => JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data }] });
+
+describe('intake threads', () => {
+  it('answers KServe binary and JSON requests, each with its own tensors, many at once', async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, async (_, i) => {
+        if (i % 2) {
+          const r = await fetch(`${gw.url}/v2/models/identity/infer`, { method: 'POST', body: inferJson([...row(i)]) });
+          return { i, status: r.status, data: (await r.json()).outputs[0].data as number[] };
+        }
+        const { body, headers } = binaryBody(
+          {
+            inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', parameters: { binary_data_size: 12 } }],
+            outputs: [{ name: 'y', parameters: { binary_data: true } }],
+          },
+          row(i),
+        );
+        const r = await fetch(`${gw.url}/v2/models/identity/infer`, { method: 'POST', body, headers });
+        const bytes = new Uint8Array(await r.arrayBuffer());
+        const json = Number(r.headers.get('inference-header-content-length'));
+        return { i, status: r.status, data: [...new Float32Array(bytes.slice(json).buffer)] };
+      }),
+    );
+    for (const a of answers) expect(a).toEqual({ i: a.i, status: 200, data: [...row(a.i)] });
+    const stats = await (await fetch(`${gw.url}/v2/models/identity/stats`)).json();
+    expect(stats.batches).toBeLessThan(stats.requests); // they shared batches on the main thread
+  });
+
+  it('refuses a body over its endpoint limit with 413, by Content-Length or while reading, and keeps serving', async () => {
+    const big = inferJson(new Array(40).fill(1));
+    const declared = await fetch(`${gw.url}/public/small`, { method: 'POST', body: big });
+    expect(declared.status).toBe(413);
+    expect((await declared.json()).error).toMatch(/exceeds the limit of 100 bytes/);
+    const chunked = await fetch(`${gw.url}/public/small`, {
+      method: 'POST',
+      body: new ReadableStream({
+        start(c) {
+          c.enqueue(new TextEncoder().encode(big));
+          c.close();
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit);
+    expect(chunked.status).toBe(413);
+    const ok = await fetch(`${gw.url}/v2/models/identity/infer`, { method: 'POST', body: inferJson([1, 2, 3]) });
+    expect(ok.status).toBe(200);
+  });
+
+  it("limits public callers by their own address, not the thread's", async () => {
+    const post = (localAddress: string) =>
+      new Promise<number>((resolve, reject) => {
+        const body = inferJson([1, 2, 3]);
+        const req = request(`${gw.url}/public/echo`, { method: 'POST', localAddress, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.once('error', reject).end(body);
+      });
+    const fromTwo = [await post('127.0.0.2'), await post('127.0.0.2'), await post('127.0.0.2')];
+    expect(fromTwo).toEqual([200, 200, 429]);
+    expect(await post('127.0.0.3')).toBe(200); // another client has its own budget
+  });
+
+  it('streams tokens to the OpenAI client, and a client that leaves stops its generation', async () => {
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused' });
+    const stream = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [{ role: 'user', content: 'Hi' }],
+      max_tokens: 8,
+      stream: true,
+      seed: 1,
+    });
+    let text = '';
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(finish).toBe('length');
+    expect(text.length).toBeGreaterThan(0);
+
+    const stats = async () => (await fetch(`${gw.url}/v2/models/tiny-gpt/stats`)).json();
+    const before = await stats();
+    const leaving = await client.completions.create({ model: 'tiny-gpt', prompt: 'Goodbye', max_tokens: 400, stream: true });
+    let events = 0;
+    for await (const _ of leaving) if (++events === 3) break; // closes the connection
+    for (let i = 0; i < 100 && (await stats()).active > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const after = await stats();
+    expect(after.active).toBe(0);
+    expect(after.shed.cancelled - before.shed.cancelled).toBe(1);
+    expect(after.tokens - before.tokens).toBeLessThan(400);
+  });
+
+  it('carries WebSocket sessions to the main thread', async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const result = new Promise<{ type: string; outputs: { data: number[] }[] }>((resolve) => ws.once('message', (d) => resolve(JSON.parse(String(d)))));
+    ws.send(JSON.stringify({ id: 1, type: 'infer', model: 'identity', inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data: [4, 5, 6] }] }));
+    expect(await result).toMatchObject({ type: 'result', outputs: [{ data: [4, 5, 6] }] });
+    ws.close();
+  });
+
+  it('takes multipart uploads (the Batch API files route reads the web Request)', async () => {
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused' });
+    const line = `${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'tiny-gpt', prompt: 'x', max_tokens: 2 } })}\n`;
+    const file = await client.files.create({ file: await toFile(Buffer.from(line), 'requests.jsonl'), purpose: 'batch' });
+    expect(file.bytes).toBe(Buffer.byteLength(line));
+    expect(await (await client.files.content(file.id)).text()).toBe(line);
+  });
+});
+
+describe('intake threads on shutdown', () => {
+  it('answer every accepted request before the gateway stops', async () => {
+    const slow = await startTestGateway({
+      server: { intake_threads: 1 },
+      models: {
+        slow: {
+          path: `${MODELS}slow.onnx`,
+          device: 'cpu',
+          threads: 1,
+          batching: { max_batch_size: 2, wait_ms: 0, timeout_ms: 20000 },
+          scaling: { min_containers: 1 },
+        },
+      },
+    });
+    const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 16], datatype: 'FP32', data: new Array(16).fill(1) }] });
+    const requests = Array.from({ length: 8 }, () => fetch(`${slow.url}/v2/models/slow/infer`, { method: 'POST', body }));
+    for (let i = 0; i < 200 && (await (await fetch(`${slow.url}/v2/models/slow/stats`)).json()).requests < 8; i++) await new Promise((r) => setTimeout(r, 5));
+    const stopped = slow.shutdown();
+    const statuses = await Promise.all(
+      requests.map((r) =>
+        r.then(
+          (res) => res.status,
+          (e) => String(e.cause),
+        ),
+      ),
+    );
+    await stopped;
+    expect(statuses).toEqual(new Array(8).fill(200));
+    await expect(fetch(`${slow.url}/v2/health/ready`)).rejects.toThrow(); // no longer accepting
+  });
+});
+
+describe('intake threads with TLS', () => {
+  it('serve HTTP/2 over TLS', async () => {
+    const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
+      keySize: 2048,
+      extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }],
+    } as never);
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-intake-tls-'));
+    await writeFile(join(dir, 'cert.pem'), pems.cert);
+    await writeFile(join(dir, 'key.pem'), pems.private);
+    const tls = await startTestGateway({
+      server: { intake_threads: 1, tls: { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') } },
+      models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    });
+    try {
+      const session = connect(`https://127.0.0.1:${tls.port}`, { ca: pems.cert });
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const stream = session.request({ ':method': 'POST', ':path': '/v2/models/identity/infer', 'content-type': 'application/json' });
+        let status = 0;
+        let body = '';
+        stream.on('response', (h) => (status = Number(h[':status'])));
+        stream.on('data', (d) => (body += d));
+        stream.on('end', () => resolve({ status, body }));
+        stream.on('error', reject);
+        stream.end(inferJson([7, 8, 9]));
+      });
+      session.close();
+      expect(answer.status).toBe(200);
+      expect(JSON.parse(answer.body).outputs[0].data).toEqual([7, 8, 9]);
+    } finally {
+      await tls.shutdown();
+    }
+  });
+});
+
+describe('several intake threads', () => {
+  const config = {
+    server: { intake_threads: 2 },
+    models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+  };
+  it.skipIf(reusePortSupported())('are a config error before Node 22.12, with the reason', async () => {
+    expect(() => parseConfig(config)).toThrow(/server\.intake_threads: more than 1 needs Node 22\.12 or later/);
+  });
+  it.runIf(reusePortSupported())('share the port from Node 22.12', async () => {
+    const two = await startTestGateway(config);
+    try {
+      const statuses = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          fetch(`${two.url}/v2/models/identity/infer`, { method: 'POST', body: inferJson([1, 2, 3]), headers: { connection: 'close' } }).then((r) => r.status),
+        ),
+      );
+      expect(statuses).toEqual(new Array(20).fill(200));
+    } finally {
+      await two.shutdown();
+    }
+  });
+});
