@@ -1,8 +1,10 @@
 /**
- * Could the gateway's HTTP intake spread over threads? On the H200 its one event loop was the limit (busy
- * 0.96–1.0 at ~1.1 GB/s of request bodies, bench/results/gpu-summary.md). Side by side in one run, 1.2 MB
- * KServe-binary bodies (8 UINT8 images) from 16 clients:
- *   - the gateway as it ships (examples/models/pixels.onnx, no compute, one replica);
+ * What does HTTP intake on worker threads (server.intake_threads) take off the gateway's main thread? On the
+ * H200 its one event loop was the limit (busy 0.96–1.0 at ~1.1 GB/s of request bodies,
+ * bench/results/gpu-summary.md). Side by side in one run, 1.2 MB KServe-binary bodies (8 UINT8 images) from
+ * 16 clients:
+ *   - the gateway with its intake on the main thread (the default; examples/models/pixels.onnx, no compute,
+ *     one replica), and with `intake_threads: 1`;
  *   - its intake alone on the main thread (bench/edge-server.ts single): read the body into a reused buffer,
  *     answer 32 KB;
  *   - the same intake on 1 and 2 worker threads accepting on one listening socket, each body handed to the
@@ -118,12 +120,13 @@ async function main() {
     intakeMainThreadUs: of('single').mainThreadUs,
     handoffMainThreadUs: handoffUs,
     projectedGatewayMainThreadUs: of('gateway').mainThreadUs - of('single').mainThreadUs + handoffUs,
+    intakeThreadGatewayMainThreadUs: of('gatewayIntake1').mainThreadUs,
     rows,
   };
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
   const m = results.machine;
-  const ratio = Math.round((results.gatewayMainThreadUs / results.projectedGatewayMainThreadUs) * 10) / 10;
+  const ratio = Math.round((results.gatewayMainThreadUs / results.intakeThreadGatewayMainThreadUs) * 100) / 100;
   const md = `# HTTP intake on worker threads: what the main thread keeps (${m.cores} cores)
 
 ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}; ${durationS} s per load, ${rounds} rounds interleaved, medians (by main-thread µs).
@@ -133,18 +136,17 @@ ${results.request}, ${CONNECTIONS} clients from ${processes} load process(es). $
 |---|---|---|---|---|---|
 ${rows.map((r) => `| ${r.name} | **${r.mainThreadUs}** (${r.mainThread.userUs} + ${r.mainThread.systemUs}) | ${r.processUs} | ${r.requestsPerS} | ${r.p50Ms} | ${r.runsMainThreadUs.join(', ')} |`).join('\n')}
 
-Reading the body and writing the answer on the main thread costs it ${results.intakeMainThreadUs} µs a request; handing
-bodies over from worker threads (transferred, not copied, and handed back for reuse) costs it ${handoffUs}. The
-gateway's main thread spends ${results.gatewayMainThreadUs} µs a request now; with its intake on worker threads it
-would keep at most **${results.projectedGatewayMainThreadUs} µs** (its cost, less the intake, plus the hand-off; less
-again if parsing the KServe header and encoding the answer moved too): ${ratio}× the requests before its event
-loop is full. The whole process spends more (the hand-off runs on both sides): ${
+With \`server.intake_threads: 1\` the gateway's main thread spends **${results.intakeThreadGatewayMainThreadUs} µs** a
+request instead of ${results.gatewayMainThreadUs}: ${ratio}× the requests before its event loop is full. Reading the
+body and writing the answer alone cost a main thread ${results.intakeMainThreadUs} µs; handing bodies over from worker
+threads (transferred, not copied, and handed back for reuse) costs it ${handoffUs} in the bare server, so what the
+gateway keeps is its routing, batching and replicas. The whole process spends more (the hand-off runs on both
+sides): ${
     m.cores <= 4
       ? 'on a machine with no core to spare, like this one, requests/s are not the point.'
       : 'with cores to spare, requests/s show what the threads buy.'
-  } Worker threads accept on one listening socket: the first binds it, the
-others listen on its file descriptor (threads share the process's descriptors), and whichever thread's event loop
-accepts first serves the connection; this works on Node 20, which lacks \`reusePort\`.
+  } The bare servers' worker threads accept on one listening socket: the first binds it, the others listen on its
+file descriptor; the gateway's own threads (more than one needs Node 22.12) each bind the port with \`reusePort\`.
 `;
   writeFileSync(join(outDir, `${name}.md`), md);
   console.log(md);

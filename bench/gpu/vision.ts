@@ -7,7 +7,7 @@
  *   node --import tsx bench/gpu/vision.ts --model resnet50-fp16.onnx --name resnet50-fp16 --shape 3,224,224 \
  *        --dtype FP16 --device cuda --batches 32,128,256 [--replicas-per-gpu 1] [--rows 8] [--seconds 10]
  *        [--load-processes cores/4] [--client-shm true] [--batch-sizes ladder|fixed] [--threads 0] [--fill 4]
- *        [--profile-gateway DIR] --out $OUT
+ *        [--intake-threads 0] [--profile-gateway DIR] --out $OUT
  * On CPU for a dry run: --model examples/models/cnn-bench.onnx --shape 3,32,32 --device cpu --batches 32 --seconds 3
  */
 import { execFileSync } from 'node:child_process';
@@ -58,6 +58,8 @@ const cuda = JSON.parse(opt('cuda', '{}')) as Record<string, string | number | b
 const threads = Number(opt('threads', '0'));
 /** Requests in flight, in batches' worth per replica: on the H200, 2 left batches at ~80 of 128 rows (padded up), 4 fills them (~124). */
 const fill = Number(opt('fill', process.env.FILL ?? '4'));
+/** The gateway's server.intake_threads: HTTP bodies read and answers written on worker threads (more than 1 needs Node 22.12+). */
+const intakeThreads = Number(opt('intake-threads', '0'));
 /** Start the gateway with V8's CPU profiler (profiles under DIR) and add where its main thread went to the results. */
 const profileDir = args.get('profile-gateway');
 const loadProcesses = Number(opt('load-processes', String(Math.max(1, Math.floor(cpus().length / 4)))));
@@ -86,7 +88,7 @@ async function gateway(batch: number) {
   writeFileSync(
     config,
     stringify({
-      server: { port: PORT, host: '127.0.0.1', max_body_bytes: 512 * 1024 * 1024, client_shared_memory: clientShm },
+      server: { port: PORT, host: '127.0.0.1', max_body_bytes: 512 * 1024 * 1024, client_shared_memory: clientShm, intake_threads: intakeThreads },
       models: {
         [name]: {
           path: modelPath,
@@ -199,6 +201,7 @@ async function main() {
     rowsPerRequest,
     replicasPerGpu,
     clientShm,
+    intakeThreads,
     batchSizes,
     cuda,
     threads,
@@ -209,7 +212,7 @@ async function main() {
   };
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, `gpu-${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
-  const md = `## ${name} (${dtype} ${['N', ...inner].join('×')}) on ${device}${results.machine.gpu ? ` (${results.machine.gpu})` : ''}, ${replicasPerGpu} replica(s) per GPU${clientShm ? ', images in client shared memory' : ', images in HTTP bodies (binary extension)'}${Object.keys(cuda).length > 0 ? `, CUDA options ${JSON.stringify(cuda)}` : ''}
+  const md = `## ${name} (${dtype} ${['N', ...inner].join('×')}) on ${device}${results.machine.gpu ? ` (${results.machine.gpu})` : ''}, ${replicasPerGpu} replica(s) per GPU${clientShm ? ', images in client shared memory' : ', images in HTTP bodies (binary extension)'}${intakeThreads ? `, ${intakeThreads} intake thread(s)` : ''}${Object.keys(cuda).length > 0 ? `, CUDA options ${JSON.stringify(cuda)}` : ''}
 
 | batch | raw session.run rows/s | raw ms/batch | gateway rows/s | gateway / raw | p50 ms | p99 ms | mean batch | clients × rows | gateway event loop busy | gateway cores | replica cores | server ms: queue / to replica and back / session.run / split |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
