@@ -1,5 +1,10 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { connect } from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Logger, pino } from 'pino';
+import { generate } from 'selfsigned';
 import { parseConfig } from '../src/config/index.js';
 import { type Gateway, startGateway } from '../src/start.js';
 import type { Telemetry } from '../src/telemetry/index.js';
@@ -55,3 +60,35 @@ export const WEATHER_PARAMETERS = {
   required: ['city', 'unit'],
   additionalProperties: false,
 } as const;
+
+/** A certificate for 127.0.0.1 made for the test, its files for server.tls, and its PEM for clients to trust. */
+export async function selfSignedTls(): Promise<{ cert: string; key: string; ca: string }> {
+  const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
+    keySize: 2048,
+    extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }],
+  } as never);
+  const dir = await mkdtemp(join(tmpdir(), 'infergate-tls-'));
+  await writeFile(join(dir, 'cert.pem'), pems.cert);
+  await writeFile(join(dir, 'key.pem'), pems.private);
+  return { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem'), ca: pems.cert };
+}
+
+/** One JSON POST over HTTP/2 (ALPN h2); the protocol the session agreed comes back with the answer. */
+export async function http2Post(origin: string, ca: string, path: string, body: string): Promise<{ alpn?: string; status: number; body: string }> {
+  const session = connect(origin, { ca });
+  try {
+    await new Promise((resolve, reject) => session.once('connect', resolve).once('error', reject));
+    return await new Promise((resolve, reject) => {
+      const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/json' });
+      let status = 0;
+      let text = '';
+      stream.on('response', (h) => (status = Number(h[':status'])));
+      stream.on('data', (d) => (text += d));
+      stream.on('end', () => resolve({ alpn: session.alpnProtocol, status, body: text }));
+      stream.on('error', reject);
+      stream.end(body);
+    });
+  } finally {
+    session.close();
+  }
+}

@@ -1,14 +1,9 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import { connect } from 'node:http2';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
-import { generate } from 'selfsigned';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { parseConfig, reusePortSupported } from '../src/config/index.js';
-import { binaryBody, MODELS, startTestGateway } from './helpers.js';
+import { binaryBody, http2Post, MODELS, selfSignedTls, startTestGateway } from './helpers.js';
 
 // server.intake_threads: worker threads accept the connections and read the bodies; the main thread runs
 // the same routes. Everything a client can do must work as it does without them.
@@ -174,30 +169,14 @@ describe('intake threads on shutdown', () => {
 
 describe('intake threads with TLS', () => {
   it('serve HTTP/2 over TLS', async () => {
-    const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
-      keySize: 2048,
-      extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }],
-    } as never);
-    const dir = await mkdtemp(join(tmpdir(), 'infergate-intake-tls-'));
-    await writeFile(join(dir, 'cert.pem'), pems.cert);
-    await writeFile(join(dir, 'key.pem'), pems.private);
+    const files = await selfSignedTls();
     const tls = await startTestGateway({
-      server: { intake_threads: 1, tls: { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') } },
+      server: { intake_threads: 1, tls: { cert: files.cert, key: files.key } },
       models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
     });
     try {
-      const session = connect(`https://127.0.0.1:${tls.port}`, { ca: pems.cert });
-      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const stream = session.request({ ':method': 'POST', ':path': '/v2/models/identity/infer', 'content-type': 'application/json' });
-        let status = 0;
-        let body = '';
-        stream.on('response', (h) => (status = Number(h[':status'])));
-        stream.on('data', (d) => (body += d));
-        stream.on('end', () => resolve({ status, body }));
-        stream.on('error', reject);
-        stream.end(inferJson([7, 8, 9]));
-      });
-      session.close();
+      const answer = await http2Post(`https://127.0.0.1:${tls.port}`, files.ca, '/v2/models/identity/infer', inferJson([7, 8, 9]));
+      expect(answer.alpn).toBe('h2');
       expect(answer.status).toBe(200);
       expect(JSON.parse(answer.body).outputs[0].data).toEqual([7, 8, 9]);
     } finally {

@@ -1,29 +1,18 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { connect } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createParser } from 'eventsource-parser';
-import { generate } from 'selfsigned';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { MODELS, startTestGateway } from './helpers.js';
+import { http2Post, MODELS, selfSignedTls, startTestGateway } from './helpers.js';
 
 // A certificate made in the test; HTTPS with HTTP/2 by ALPN and HTTP/1.1 beside it.
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let ca: string;
 let origin: string;
 beforeAll(async () => {
-  const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
-    keySize: 2048,
-    extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }],
-  } as never);
-  ca = pems.cert;
-  const dir = await mkdtemp(join(tmpdir(), 'infergate-tls-'));
-  await writeFile(join(dir, 'cert.pem'), pems.cert);
-  await writeFile(join(dir, 'key.pem'), pems.private);
+  const files = await selfSignedTls();
+  ca = files.ca;
   gw = await startTestGateway({
-    server: { tls: { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') } },
+    server: { tls: { cert: files.cert, key: files.key } },
     models: {
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
@@ -37,20 +26,8 @@ const inferBody = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatyp
 
 describe('HTTPS', () => {
   it('serves HTTP/2 (ALPN h2) end to end', async () => {
-    const session = connect(origin, { ca });
-    await new Promise((resolve, reject) => session.once('connect', resolve).once('error', reject));
-    expect(session.alpnProtocol).toBe('h2');
-    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const stream = session.request({ ':method': 'POST', ':path': '/v2/models/mlp/infer', 'content-type': 'application/json' });
-      let status = 0;
-      let body = '';
-      stream.on('response', (h) => (status = Number(h[':status'])));
-      stream.on('data', (d) => (body += d));
-      stream.on('end', () => resolve({ status, body }));
-      stream.on('error', reject);
-      stream.end(inferBody);
-    });
-    session.close();
+    const answer = await http2Post(origin, ca, '/v2/models/mlp/infer', inferBody);
+    expect(answer.alpn).toBe('h2');
     expect(answer.status).toBe(200);
     expect(JSON.parse(answer.body).outputs[0].shape).toEqual([1, 10]);
   });
