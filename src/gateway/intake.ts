@@ -101,7 +101,7 @@ export async function startIntakeThreads(
       if (closing) return;
       onError(err);
       // Its connections are lost; a replacement takes new ones.
-      threads.splice(threads.indexOf(thread), 1);
+      if (threads.includes(thread)) threads.splice(threads.indexOf(thread), 1);
       start().then((t) => threads.push(t), onError);
     });
     return thread;
@@ -134,10 +134,13 @@ class IntakeThread {
     private onExit: (err: Error) => void,
   ) {
     channel.on('message', (m: FromIntake) => this.receive(m));
+    // An uncaught error is followed by the exit: told once, with the error.
+    let failure: Error | undefined;
+    worker.on('error', (err) => (failure = err));
     worker.once('exit', (code) => {
       for (const controller of this.requests.values()) controller.abort();
       for (const body of this.bodies.values()) body.reject(new GatewayError(503, 'intake_failed', 'the thread reading this request stopped'));
-      if (!this.closed) this.onExit(new Error(`an intake thread exited (code ${code})`));
+      if (!this.closed) this.onExit(failure ?? new Error(`an intake thread exited (code ${code})`));
     });
   }
 
@@ -149,7 +152,7 @@ class IntakeThread {
       port1.once('message', (m: FromIntake) => (m.t === 'listening' ? resolve(m.port) : reject(new Error(`unexpected ${m.t}`))));
       worker.once('error', reject).once('exit', (code) => reject(new Error(`the intake thread exited (code ${code}) before it listened`)));
     });
-    worker.removeAllListeners('error').on('error', onExit);
+    worker.removeAllListeners('error').removeAllListeners('exit');
     return new IntakeThread(app, worker, port1, port, opts.maxBodyBytes, onExit);
   }
 
