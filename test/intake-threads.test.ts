@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { createConnection } from 'node:net';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -11,7 +12,9 @@ let gw: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
   gw = await startTestGateway({
     server: { intake_threads: 1 },
+    auth: { keys: [{ id: 'billing', secret: 'a-long-enough-shared-secret' }] },
     endpoints: [
+      { path: '/private/echo', model: 'identity', auth: 'key' },
       { path: '/public/echo', model: 'identity', auth: 'public', rate_limit: { per_second: 1, burst: 2 } },
       { path: '/public/small', model: 'identity', auth: 'public', max_body_bytes: 100 },
     ],
@@ -69,6 +72,17 @@ describe('intake threads', () => {
     } as RequestInit);
     expect(chunked.status).toBe(413);
     const ok = await fetch(`${gw.url}/v2/models/identity/infer`, { method: 'POST', body: inferJson([1, 2, 3]) });
+    expect(ok.status).toBe(200);
+  });
+
+  it('answers a caller refused by auth without reading its body', async () => {
+    // 1 KB of a declared 50 MB sent: the 401 comes back while the rest is never sent (nothing waits for it).
+    const socket = createConnection(gw.port, '127.0.0.1');
+    socket.write(`POST /private/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${50 * 2 ** 20}\r\n\r\n${' '.repeat(1024)}`);
+    const head = await new Promise<string>((resolve, reject) => socket.once('data', (d) => resolve(String(d))).once('error', reject));
+    socket.destroy();
+    expect(head).toMatch(/^HTTP\/1\.1 401 /);
+    const ok = await fetch(`${gw.url}/private/echo`, { method: 'POST', body: inferJson([1, 2, 3]), headers: { 'infergate-key': 'billing', 'infergate-secret': 'a-long-enough-shared-secret' } });
     expect(ok.status).toBe(200);
   });
 
