@@ -102,7 +102,10 @@ export async function startIntakeThreads(
       onError(err);
       // Its connections are lost; a replacement takes new ones.
       if (threads.includes(thread)) threads.splice(threads.indexOf(thread), 1);
-      start().then((t) => threads.push(t), onError);
+      start().then((t) => {
+        if (closing) void t.close(0);
+        else threads.push(t);
+      }, onError);
     });
     return thread;
   };
