@@ -82,7 +82,11 @@ describe('intake threads', () => {
     const head = await new Promise<string>((resolve, reject) => socket.once('data', (d) => resolve(String(d))).once('error', reject));
     socket.destroy();
     expect(head).toMatch(/^HTTP\/1\.1 401 /);
-    const ok = await fetch(`${gw.url}/private/echo`, { method: 'POST', body: inferJson([1, 2, 3]), headers: { 'infergate-key': 'billing', 'infergate-secret': 'a-long-enough-shared-secret' } });
+    const ok = await fetch(`${gw.url}/private/echo`, {
+      method: 'POST',
+      body: inferJson([1, 2, 3]),
+      headers: { 'infergate-key': 'billing', 'infergate-secret': 'a-long-enough-shared-secret' },
+    });
     expect(ok.status).toBe(200);
   });
 
