@@ -22,6 +22,7 @@ import {
   createApp,
   type EndpointRoute,
   jwtVerifier,
+  type Listening,
   listen,
   type ModelControl,
   type Policy,
@@ -557,6 +558,7 @@ export async function startGateway(
 
   const { guard, adminGuard, endpoints } = await security(config);
   observePools(telemetry, models);
+  let server: Listening | undefined;
   const app = createApp({
     telemetry,
     log,
@@ -570,11 +572,12 @@ export async function startGateway(
     reload: opts.rereadConfig && (async () => gateway.reload(await (opts.rereadConfig as () => Promise<Config>)())),
     cors: config.server.cors && { origins: config.server.cors.origins, maxAgeS: config.server.cors.max_age_s },
     version: VERSION,
+    intakeBusy: () => server?.intakeBusy?.(),
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
   });
   const tlsConfig = config.server.tls;
   const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };
-  const server = await listen(app, {
+  server = await listen(app, {
     port: config.server.port,
     host: config.server.host,
     tls,

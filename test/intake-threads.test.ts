@@ -53,6 +53,11 @@ describe('intake threads', () => {
     for (const a of answers) expect(a).toEqual({ i: a.i, status: 200, data: [...row(a.i)] });
     const stats = await (await fetch(`${gw.url}/v2/models/identity/stats`)).json();
     expect(stats.batches).toBeLessThan(stats.requests); // they shared batches on the main thread
+    // The dashboard's numbers say how busy the thread is, beside the main thread.
+    const { gateway } = await (await fetch(`${gw.url}/admin/stats`)).json();
+    expect(gateway.intakeBusy).toHaveLength(1);
+    expect(gateway.intakeBusy[0]).toBeGreaterThan(0);
+    expect(gateway.intakeBusy[0]).toBeLessThanOrEqual(1);
   });
 
   it('refuses a body over its endpoint limit with 413, by Content-Length or while reading, and keeps serving', async () => {

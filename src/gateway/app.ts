@@ -46,6 +46,8 @@ export type AppOptions = {
   telemetry?: Telemetry;
   /** One info line per request. */
   log?: Logger;
+  /** Each intake thread's busy share, for /admin/stats (server.intake_threads; known once the gateway listens). */
+  intakeBusy?: () => number[] | undefined;
   /** Told about every 5xx. */
   onServerError?: (err: Error, path: string) => void;
   /** Browsers may call from these origins (server.cors). @default none: same origin only */
@@ -129,7 +131,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', ocrRoutes(opts.models, maxBodyBytes));
   // Each line of a batch goes through this whole app again, as its own request.
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)) }));
-  app.route('/', observeRoutes({ telemetry, models: opts.models, windows }));
+  app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy }));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {

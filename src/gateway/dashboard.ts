@@ -33,7 +33,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
 </style>
 </head>
 <body>
-<header><h1>infergate</h1><span><span id="gateway" title="share of the last 10 s the gateway's event loop was busy: near 100%, the gateway itself is the limit"></span> <span id="updated" class="muted">connecting…</span></span></header>
+<header><h1>infergate</h1><span><span id="gateway" title="share of the last 10 s the gateway's event loop (and each intake thread's) was busy: near 100%, the gateway itself is the limit"></span> <span id="updated" class="muted">connecting…</span></span></header>
 <main id="models"></main>
 <script>
 const history = {};
@@ -82,7 +82,9 @@ async function refresh() {
     if (!res.ok) throw new Error(res.status + ' ' + res.statusText);
     const data = await res.json();
     document.getElementById('models').innerHTML = data.models.map(card).join('');
-    document.getElementById('gateway').textContent = 'event loop busy ' + Math.round(data.gateway.eventLoopBusy * 100) + '% ·';
+    const pct = (x) => Math.round(x * 100) + '%';
+    const intake = data.gateway.intakeBusy ? ' · intake threads ' + data.gateway.intakeBusy.map(pct).join(', ') : '';
+    document.getElementById('gateway').textContent = 'event loop busy ' + pct(data.gateway.eventLoopBusy) + intake + ' ·';
     document.getElementById('updated').textContent = 'updated ' + new Date(data.at).toLocaleTimeString();
   } catch (err) {
     document.getElementById('updated').textContent = 'cannot reach the gateway: ' + err.message;

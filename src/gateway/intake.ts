@@ -8,6 +8,7 @@ import { reusePortSupported } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';
 // Not through models/index.ts: the thread helper alone, not ONNX Runtime.
 import { spawnWorker } from '../models/thread.js';
+import { EventLoopWindow } from '../telemetry/index.js';
 import { adoptBody, returnToIntake } from './body.js';
 import type { GatewayEnv } from './types.js';
 
@@ -88,7 +89,7 @@ export async function startIntakeThreads(
   count: number,
   opts: IntakeOptions,
   onError: (err: Error) => void,
-): Promise<{ port: number; close(timeoutMs: number): Promise<void> }> {
+): Promise<{ port: number; close(timeoutMs: number): Promise<void>; busy(): number[] }> {
   if (count > 1 && !reusePortSupported())
     throw new Error(
       `server.intake_threads: ${count} needs Node 22.12 or later (threads each bind the port with reusePort); this is Node ${process.versions.node}: use 1`,
@@ -119,6 +120,7 @@ export async function startIntakeThreads(
       closing = true;
       await Promise.all(threads.map((t) => t.close(timeoutMs)));
     },
+    busy: () => threads.map((t) => t.busy()),
   };
 }
 
@@ -127,6 +129,7 @@ class IntakeThread {
   private bodies = new Map<number, { resolve(b: Uint8Array): void; reject(e: Error): void }>();
   private requests = new Map<number, AbortController>();
   private closed?: () => void;
+  private loop: EventLoopWindow;
 
   private constructor(
     private app: Hono<GatewayEnv>,
@@ -137,6 +140,7 @@ class IntakeThread {
     private onExit: (err: Error) => void,
   ) {
     channel.on('message', (m: FromIntake) => this.receive(m));
+    this.loop = new EventLoopWindow(10_000, 1000, worker.performance.eventLoopUtilization);
     // An uncaught error is followed by the exit: told once, with the error.
     let failure: Error | undefined;
     worker.on('error', (err) => (failure = err));
@@ -238,6 +242,11 @@ class IntakeThread {
     } finally {
       signal.removeEventListener('abort', cancel);
     }
+  }
+
+  /** The share of the last ~10 s its event loop was busy: near 1, more threads would take more. */
+  busy(): number {
+    return this.loop.read();
   }
 
   async close(timeoutMs: number): Promise<void> {

@@ -56,8 +56,17 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
   };
 }
 
+const share = (busy: number) => Math.round(busy * 1000) / 1000;
+const intakeBusy = (busy: number[] | undefined) => (busy?.length ? { intakeBusy: busy.map(share) } : {});
+
 /** GET /metrics (Prometheus text), GET /admin/stats (the dashboard's numbers), GET /dashboard. */
-export function observeRoutes(opts: { telemetry: Telemetry; models: ReadonlyMap<string, ServedModel>; windows: Map<string, LatencyWindow> }): Hono<GatewayEnv> {
+export function observeRoutes(opts: {
+  telemetry: Telemetry;
+  models: ReadonlyMap<string, ServedModel>;
+  windows: Map<string, LatencyWindow>;
+  /** Each intake thread's busy share (server.intake_threads), once the gateway listens. */
+  intakeBusy?: () => number[] | undefined;
+}): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const eventLoop = new EventLoopWindow();
   app.get('/metrics', async (c) => {
@@ -67,7 +76,7 @@ export function observeRoutes(opts: { telemetry: Telemetry; models: ReadonlyMap<
   app.get('/admin/stats', (c) =>
     c.json({
       at: new Date().toISOString(),
-      gateway: { eventLoopBusy: Math.round(eventLoop.read() * 1000) / 1000 },
+      gateway: { eventLoopBusy: share(eventLoop.read()), ...intakeBusy(opts.intakeBusy?.()) },
       models: [...opts.models.values()].map((m) => ({
         model: m.name,
         kind: m.generation ? 'generative' : 'tensor',

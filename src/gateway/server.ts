@@ -13,6 +13,8 @@ export type Listening = {
   port: number;
   /** Stops accepting, waits for accepted requests to be answered (up to timeoutMs), then closes every connection. */
   close(timeoutMs: number): Promise<void>;
+  /** With intake threads: each one's busy share of the last ~10 s. */
+  intakeBusy?(): number[];
 };
 
 export type ListenOptions = {
@@ -41,7 +43,11 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
       { port: opts.port, host: opts.host, tls: opts.tls, upstreamPort: here.port, maxBodyBytes: opts.maxBodyBytes ?? 64 * 2 ** 20 },
       opts.onError ?? ((err) => console.error(err)),
     );
-    return { port: threads.port, close: async (timeoutMs) => void (await Promise.all([here.close(timeoutMs), threads.close(timeoutMs)])) };
+    return {
+      port: threads.port,
+      close: async (timeoutMs) => void (await Promise.all([here.close(timeoutMs), threads.close(timeoutMs)])),
+      intakeBusy: threads.busy,
+    };
   } catch (err) {
     await here.close(0);
     throw err;

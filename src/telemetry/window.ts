@@ -45,19 +45,21 @@ export class LatencyWindow {
 export class EventLoopWindow {
   private marks: { at: number; elu: EventLoopUtilization }[] = [];
 
+  /** `utilization`: another thread's (a Worker's `performance.eventLoopUtilization`); this thread's by default. */
   constructor(
     private windowMs = 10_000,
     private markEveryMs = 1000,
+    private utilization: (current?: EventLoopUtilization, before?: EventLoopUtilization) => EventLoopUtilization = performance.eventLoopUtilization,
   ) {}
 
   /** Busy share, 0…1, since the oldest mark not newer than the window (since start at the first read). */
   read(): number {
     const now = performance.now();
-    const current = performance.eventLoopUtilization();
+    const current = this.utilization();
     while (this.marks.length > 1 && now - this.marks[1].at >= this.windowMs) this.marks.shift();
     const oldest = this.marks[0];
     const newest = this.marks.at(-1);
     if (!newest || now - newest.at >= this.markEveryMs) this.marks.push({ at: now, elu: current });
-    return oldest ? performance.eventLoopUtilization(current, oldest.elu).utilization : current.utilization;
+    return oldest ? this.utilization(current, oldest.elu).utilization : current.utilization;
   }
 }
