@@ -132,6 +132,8 @@ async function gateway(batch: number) {
     const cpu1 = { all: cpuSeconds(gw), main: mainThreadCpuSeconds(gw), replicas: replicaCpu() };
     const after = await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${name}/stats`)).json();
     const pools = await (await fetch(`http://127.0.0.1:${PORT}/admin/pools`)).json();
+    // Intake threads' busy share over the last ~10 s (the load and most of its warm-up).
+    const { gateway: loops } = await (await fetch(`http://127.0.0.1:${PORT}/admin/stats`)).json();
     return {
       rowsPerS: Math.round(r.requestsPerS * rowsPerRequest),
       requestsPerS: Math.round(r.requestsPerS),
@@ -145,6 +147,7 @@ async function gateway(batch: number) {
       gatewayCores: {
         mainThread: Math.round(((cpu1.main - cpu0.main) / seconds) * 100) / 100,
         allThreads: Math.round(((cpu1.all - cpu0.all) / seconds) * 100) / 100,
+        intakeThreadsBusy: loops.intakeBusy as number[] | undefined,
       },
       replicaCores: Math.round(((cpu1.replicas - cpu0.replicas) / seconds) * 100) / 100,
       // Where a batch's time went on the server (Triton's statistics): waiting in the queue (per request),
@@ -216,7 +219,7 @@ async function main() {
 
 | batch | raw session.run rows/s | raw ms/batch | gateway rows/s | gateway / raw | p50 ms | p99 ms | mean batch | clients × rows | gateway event loop busy | gateway cores | replica cores | server ms: queue / to replica and back / session.run / split |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
-${rows.map((r) => `| ${r.batch} | ${r.raw.rowsPerS} | ${r.raw.msPerBatch} | ${r.gateway.rowsPerS} | **${r.gateway_over_raw}** | ${r.gateway.p50Ms} | ${r.gateway.p99Ms} | ${r.gateway.meanBatchRows} | ${r.gateway.connections} × ${rowsPerRequest} | ${r.gateway.gatewayCores.mainThread} | ${r.gateway.gatewayCores.allThreads} | ${r.gateway.replicaCores} | ${r.gateway.serverMs.queue} / ${r.gateway.serverMs.input} / ${r.gateway.serverMs.infer} / ${r.gateway.serverMs.output} |`).join('\n')}
+${rows.map((r) => `| ${r.batch} | ${r.raw.rowsPerS} | ${r.raw.msPerBatch} | ${r.gateway.rowsPerS} | **${r.gateway_over_raw}** | ${r.gateway.p50Ms} | ${r.gateway.p99Ms} | ${r.gateway.meanBatchRows} | ${r.gateway.connections} × ${rowsPerRequest} | ${r.gateway.gatewayCores.mainThread}${r.gateway.gatewayCores.intakeThreadsBusy ? ` (intake ${r.gateway.gatewayCores.intakeThreadsBusy.join(', ')})` : ''} | ${r.gateway.gatewayCores.allThreads} | ${r.gateway.replicaCores} | ${r.gateway.serverMs.queue} / ${r.gateway.serverMs.input} / ${r.gateway.serverMs.infer} / ${r.gateway.serverMs.output} |`).join('\n')}
 `;
   const profiles = rows
     .filter((r) => r.gateway.mainThreadProfile)
