@@ -216,7 +216,10 @@ class IntakeThread {
     }
   }
 
-  /** The answer as the worker writes it: whole when it is at hand, chunk by chunk when it streams. */
+  /**
+   * The answer as the worker writes it: whole when it is at hand, chunk by chunk when it streams. Bytes go as a
+   * copy of just their view, transferred: cloning a view would copy its whole buffer (a pool's, a slot's).
+   */
   private async reply(id: number, res: Response, signal: AbortSignal) {
     const key = bodyCacheKey();
     const cached = key && (res as unknown as Record<symbol, [number, unknown, unknown] | undefined>)[key];
@@ -226,7 +229,8 @@ class IntakeThread {
     if (body instanceof Blob) body = new Uint8Array(await body.arrayBuffer());
     if (body !== null && !resHeaders.has('content-type')) headers.push(['content-type', 'text/plain; charset=UTF-8']);
     if (body === null || typeof body === 'string' || body instanceof Uint8Array) {
-      return this.post({ t: 'head', id, status: res.status, headers, body: (body ?? undefined) as Uint8Array | string | undefined, end: true });
+      const whole = body instanceof Uint8Array ? body.slice() : ((body ?? undefined) as string | undefined);
+      return this.post({ t: 'head', id, status: res.status, headers, body: whole, end: true }, whole instanceof Uint8Array ? [whole.buffer] : undefined);
     }
     this.post({ t: 'head', id, status: res.status, headers, end: false });
     const reader = (body as ReadableStream<Uint8Array | string>).getReader();
@@ -236,7 +240,8 @@ class IntakeThread {
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        this.post({ t: 'chunk', id, chunk: value });
+        const chunk = value instanceof Uint8Array ? value.slice() : value;
+        this.post({ t: 'chunk', id, chunk }, chunk instanceof Uint8Array ? [chunk.buffer] : undefined);
       }
       this.post({ t: 'end', id });
     } finally {
