@@ -80,6 +80,18 @@ describe('intake threads', () => {
     expect(ok.status).toBe(200);
   });
 
+  it('reads request lines as the main thread does: an absolute URL is the URL, a bad Host is a 400', async () => {
+    const statusLine = (text: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = createConnection(gw.port, '127.0.0.1');
+        socket.once('data', (d) => resolve(String(d).split('\r\n')[0])).once('error', reject);
+        socket.write(text);
+      });
+    expect(await statusLine('GET http://example.com/v2/health/ready HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n')).toBe('HTTP/1.1 200 OK');
+    expect(await statusLine('GET /v2/health/ready HTTP/1.1\r\nhost: bad host^\r\nconnection: close\r\n\r\n')).toBe('HTTP/1.1 400 Bad Request');
+    expect(await statusLine('GET /v2/health/ready HTTP/1.0\r\n\r\n')).toBe('HTTP/1.1 200 OK'); // no Host at all
+  });
+
   it('answers a caller refused by auth without reading its body', async () => {
     // 1 KB of a declared 50 MB sent: the 401 comes back while the rest is never sent (nothing waits for it).
     const socket = createConnection(gw.port, '127.0.0.1');

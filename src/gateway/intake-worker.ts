@@ -37,11 +37,13 @@ function onRequest(req: Req, res: Res) {
   for (let i = 0; i < raw.length; i += 2) if (raw[i][0] !== ':') headers.push([raw[i], raw[i + 1]]);
   const hasBody =
     Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined || (req.httpVersionMajor === 2 && !req.readableEnded);
+  // A request line may carry an absolute URL (RFC 9112 §3.2.2, as proxies send): it is the URL then.
+  const url = /^https?:\/\//.test(req.url ?? '') ? (req.url as string) : `${scheme}://${host}${req.url}`;
   post({
     t: 'request',
     id,
     method: req.method ?? 'GET',
-    url: `${scheme}://${host}${req.url}`,
+    url,
     headers,
     remote: req.socket?.remoteAddress ?? 'unknown',
     hasBody,
