@@ -87,7 +87,8 @@ parent.on('message', (m: ToIntake) => {
       const res = open.get(m.id)?.res;
       if (!res) return;
       if (m.end) {
-        writeHead(res, m.status, m.headers, m.body === undefined ? 0 : typeof m.body === 'string' ? Buffer.byteLength(m.body) : m.body.byteLength);
+        // No body: Node itself says Content-Length: 0, or nothing where a status forbids it (204, 304).
+        writeHead(res, m.status, m.headers, m.body === undefined ? undefined : typeof m.body === 'string' ? Buffer.byteLength(m.body) : m.body.byteLength);
         if (m.body === undefined) res.end();
         else (res as ServerResponse).end(m.body);
       } else {
