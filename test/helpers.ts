@@ -18,7 +18,10 @@ export async function startTestGateway(
   raw: { server?: object; models: Record<string, object>; [section: string]: unknown },
   opts: { telemetry?: Telemetry; log?: Logger } = {},
 ): Promise<Gateway & { url: string }> {
-  const config = parseConfig({ ...raw, server: { port: 0, host: '127.0.0.1', ...raw.server } });
+  // INFERGATE_TEST_INTAKE_THREADS=N runs every test gateway with N intake threads (CI does for some suites).
+  const intake = process.env.INFERGATE_TEST_INTAKE_THREADS;
+  const server = { port: 0, host: '127.0.0.1', ...(intake && { intake_threads: Number(intake) }), ...raw.server };
+  const config = parseConfig({ ...raw, server });
   const log = opts.log ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const gateway = await startGateway(config, { log, telemetry: opts.telemetry });
   return Object.assign(gateway, { url: `http://127.0.0.1:${gateway.port}` });
