@@ -218,7 +218,8 @@ class IntakeThread {
 
   /**
    * The answer as the worker writes it: whole when it is at hand, chunk by chunk when it streams. Bytes go as a
-   * copy of just their view, transferred: cloning a view would copy its whole buffer (a pool's, a slot's).
+   * copy of just their view, transferred: cloning a view would copy its whole buffer (a pool's, a slot's), and
+   * a Buffer's slice() is no copy (Node's pool cannot be transferred: Node 24 throws).
    */
   private async reply(id: number, res: Response, signal: AbortSignal) {
     const key = bodyCacheKey();
@@ -229,7 +230,7 @@ class IntakeThread {
     if (body instanceof Blob) body = new Uint8Array(await body.arrayBuffer());
     if (body !== null && !resHeaders.has('content-type')) headers.push(['content-type', 'text/plain; charset=UTF-8']);
     if (body === null || typeof body === 'string' || body instanceof Uint8Array) {
-      const whole = body instanceof Uint8Array ? body.slice() : ((body ?? undefined) as string | undefined);
+      const whole = body instanceof Uint8Array ? new Uint8Array(body) : ((body ?? undefined) as string | undefined);
       return this.post({ t: 'head', id, status: res.status, headers, body: whole, end: true }, whole instanceof Uint8Array ? [whole.buffer] : undefined);
     }
     this.post({ t: 'head', id, status: res.status, headers, end: false });
@@ -240,7 +241,7 @@ class IntakeThread {
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        const chunk = value instanceof Uint8Array ? value.slice() : value;
+        const chunk = value instanceof Uint8Array ? new Uint8Array(value) : value;
         this.post({ t: 'chunk', id, chunk }, chunk instanceof Uint8Array ? [chunk.buffer] : undefined);
       }
       this.post({ t: 'end', id });
@@ -270,7 +271,7 @@ class IntakeThread {
 function bodyFromIntake(request: Request, intake: IntakeRequest, limit: number) {
   const whole = async () => {
     const body = await intake.readBody(limit);
-    const copy = body.slice(); // the original goes back to its thread
+    const copy = new Uint8Array(body); // the original goes back to its thread
     returnToIntake(body.buffer);
     return new Response(copy, { headers: { 'content-type': request.headers.get('content-type') ?? '' } });
   };
