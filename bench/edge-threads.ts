@@ -8,7 +8,9 @@
  *   - its intake alone on the main thread (bench/edge-server.ts single): read the body into a reused buffer,
  *     answer 32 KB;
  *   - the same intake on 1 and 2 worker threads accepting on one listening socket, each body handed to the
- *     main thread (where the batcher would be) by transfer and handed back for reuse.
+ *     main thread (where the batcher would be) by transfer and handed back for reuse;
+ *   - and the gateway with and without `intake_threads: 1` under small requests (examples/models/mlp.onnx,
+ *     FP32 [1,64], 32 clients): do threads cost the main thread more where bodies are tiny?
  * Reports the main thread's CPU per request (what cannot spread over cores) and the whole process's. A
  * 2-core machine cannot show more requests per second from more threads (the load generator and the
  * servers share both cores); the main thread's cost per request is the number that carries over.
@@ -44,21 +46,27 @@ type Run = {
 const CASES: Record<string, string> = {
   gateway: 'the gateway, intake on its main thread (pixels.onnx, one replica)',
   gatewayIntake1: 'the gateway with `intake_threads: 1`',
+  smallGateway: 'small requests (mlp.onnx, FP32 [1,64]: 256 B): the gateway, intake on its main thread',
+  smallGatewayIntake1: 'small requests: the gateway with `intake_threads: 1`',
   single: 'intake alone, main thread',
   ...Object.fromEntries(threadCounts.map((n) => [`threads${n}`, `intake on ${n} worker thread${n > 1 ? 's' : ''}, bodies handed to the main thread`])),
 };
 
-async function gateway(intakeThreads: number): Promise<Run> {
+/** The gateway under load: the 1.2 MB image requests, or small ones (`small`: 256-byte tensors, 32 clients). */
+async function gateway(intakeThreads: number, small = false): Promise<Run> {
+  const model = small
+    ? { name: 'mlp', path: join(ROOT, 'examples/models/mlp.onnx'), threads: 1, batching: { max_batch_size: 32, wait_ms: 2 } }
+    : {
+        name: 'pixels',
+        path: join(ROOT, 'examples/models/pixels.onnx'),
+        threads: 1,
+        batching: { max_batch_size: 32, wait_ms: 2, max_queue_size: 4096, max_inputs: 2 },
+      };
   const g = await gatewayUnderLoad({
     port: PORT,
     server: { intake_threads: intakeThreads },
-    model: {
-      name: 'pixels',
-      path: join(ROOT, 'examples/models/pixels.onnx'),
-      threads: 1,
-      batching: { max_batch_size: 32, wait_ms: 2, max_queue_size: 4096, max_inputs: 2 },
-    },
-    load: { shape: SHAPE, connections: CONNECTIONS, dtype: 'UINT8', processes },
+    model,
+    load: small ? { shape: [1, 64], connections: 32, dtype: 'FP32' } : { shape: SHAPE, connections: CONNECTIONS, dtype: 'UINT8', processes },
     durationS,
   });
   const main = g.gatewayMainThreadPerRequest;
@@ -82,14 +90,14 @@ async function intake(args: string[]): Promise<Run> {
   };
 }
 
+const GATEWAYS: Record<string, () => Promise<Run>> = {
+  gateway: () => gateway(0),
+  gatewayIntake1: () => gateway(1),
+  smallGateway: () => gateway(0, true),
+  smallGatewayIntake1: () => gateway(1, true),
+};
 const measure = (c: string): Promise<Run> =>
-  c === 'gateway'
-    ? gateway(0)
-    : c === 'gatewayIntake1'
-      ? gateway(1)
-      : c === 'single'
-        ? intake(['single', String(PORT)])
-        : intake(['threads', String(PORT), c.slice('threads'.length)]);
+  GATEWAYS[c]?.() ?? (c === 'single' ? intake(['single', String(PORT)]) : intake(['threads', String(PORT), c.slice('threads'.length)]));
 
 async function main() {
   console.log(`each load runs ${durationS} s, ${rounds} rounds interleaved`);
@@ -121,6 +129,8 @@ async function main() {
     handoffMainThreadUs: handoffUs,
     projectedGatewayMainThreadUs: of('gateway').mainThreadUs - of('single').mainThreadUs + handoffUs,
     intakeThreadGatewayMainThreadUs: of('gatewayIntake1').mainThreadUs,
+    smallGatewayMainThreadUs: of('smallGateway').mainThreadUs,
+    smallIntakeThreadGatewayMainThreadUs: of('smallGatewayIntake1').mainThreadUs,
     rows,
   };
   mkdirSync(outDir, { recursive: true });
@@ -137,7 +147,8 @@ ${results.request}, ${CONNECTIONS} clients from ${processes} load process(es). $
 ${rows.map((r) => `| ${r.name} | **${r.mainThreadUs}** (${r.mainThread.userUs} + ${r.mainThread.systemUs}) | ${r.processUs} | ${r.requestsPerS} | ${r.p50Ms} | ${r.runsMainThreadUs.join(', ')} |`).join('\n')}
 
 With \`server.intake_threads: 1\` the gateway's main thread spends **${results.intakeThreadGatewayMainThreadUs} µs** a
-request instead of ${results.gatewayMainThreadUs}: ${ratio}× the requests before its event loop is full. Reading the
+request instead of ${results.gatewayMainThreadUs}: ${ratio}× the requests before its event loop is full (small requests:
+${results.smallIntakeThreadGatewayMainThreadUs} µs instead of ${results.smallGatewayMainThreadUs}; a body up to 64 KB comes with its request's head). Reading the
 body and writing the answer alone cost a main thread ${results.intakeMainThreadUs} µs; handing bodies over from worker
 threads (transferred, not copied, and handed back for reuse) costs it ${handoffUs} in the bare server, so what the
 gateway keeps is its routing, batching and replicas. The whole process spends more (the hand-off runs on both

@@ -9,7 +9,7 @@ import type { IntakeRequest } from './intake.js';
 /** Hono's env: Node's request and response under @hono/node-server, or what an intake thread handed over. */
 type NodeBindings = { incoming?: IncomingMessage; outgoing?: ServerResponse; intake?: IntakeRequest };
 
-const tooLarge = (limit: number) => new GatewayError(413, 'body_too_large', `the request body exceeds the limit of ${limit} bytes`);
+export const tooLarge = (limit: number) => new GatewayError(413, 'body_too_large', `the request body exceeds the limit of ${limit} bytes`);
 
 /**
  * The request body, refused with 413 as soon as it passes `limit` bytes (by Content-Length up front,

@@ -10,6 +10,9 @@ import { MessageChannel } from 'node:worker_threads';
  * Sizes are rounded up to a class (an eighth of a power of two: at most 12.5% slack), and the pool keeps
  * at most `maxBytes` of free buffers. A buffer never given back is simply garbage collected.
  */
+/** Buffers below this size are not pooled: they come and go with young-generation collections cheaply. */
+export const POOLED_MIN_BYTES = 64 * 1024;
+
 export class BufferPool {
   private free = new Map<number, ArrayBuffer[]>();
   private freeBytes = 0;
@@ -18,7 +21,7 @@ export class BufferPool {
 
   constructor(
     private readonly maxBytes = 256 * 2 ** 20,
-    private readonly minBytes = 64 * 1024,
+    private readonly minBytes = POOLED_MIN_BYTES,
   ) {}
 
   /** An ArrayBuffer of at least `size` bytes, not zero-filled. */

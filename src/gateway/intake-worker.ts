@@ -39,16 +39,20 @@ function onRequest(req: Req, res: Res) {
     Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined || (req.httpVersionMajor === 2 && !req.readableEnded);
   // A request line may carry an absolute URL (RFC 9112 §3.2.2, as proxies send): it is the URL then.
   const url = /^https?:\/\//.test(req.url ?? '') ? (req.url as string) : `${scheme}://${host}${req.url}`;
-  post({
-    t: 'request',
-    id,
-    method: req.method ?? 'GET',
-    url,
-    headers,
-    remote: req.socket?.remoteAddress ?? 'unknown',
-    hasBody,
-  });
+  const head = { t: 'request', id, method: req.method ?? 'GET', url, headers, remote: req.socket?.remoteAddress ?? 'unknown', hasBody } as const;
+  // A small body comes with its head: no round trip to ask for it. (Only bodies the main thread might refuse
+  // unread are worth leaving unread; a few KB are in the socket's buffer anyway.)
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > 0 && declared <= EAGER_BYTES)
+    readIncoming(req, declared).then(
+      (body) => post({ ...head, body }, [body.buffer as ArrayBuffer]),
+      () => open.delete(id), // the client went away mid-body
+    );
+  else post(head);
 }
+
+/** Bodies up to this size are read before the main thread asks. */
+const EAGER_BYTES = 64 * 1024;
 
 async function sendBody(id: number, limit: number) {
   const req = open.get(id)?.req;

@@ -9,7 +9,8 @@ import { GatewayError } from '../errors/index.js';
 // Not through models/index.ts: the thread helper alone, not ONNX Runtime.
 import { spawnWorker } from '../models/thread.js';
 import { EventLoopWindow } from '../telemetry/index.js';
-import { adoptBody, returnToIntake } from './body.js';
+import { adoptBody, returnToIntake, tooLarge } from './body.js';
+import { POOLED_MIN_BYTES } from './buffer-pool.js';
 import type { GatewayEnv } from './types.js';
 
 /**
@@ -25,7 +26,17 @@ import type { GatewayEnv } from './types.js';
 /** What a worker thread tells the main thread. */
 export type FromIntake =
   | { t: 'listening'; port: number }
-  | { t: 'request'; id: number; method: string; url: string; headers: [string, string][]; remote: string; hasBody: boolean }
+  | {
+      t: 'request';
+      id: number;
+      method: string;
+      url: string;
+      headers: [string, string][];
+      remote: string;
+      hasBody: boolean;
+      /** A small body, read with the head (one message instead of a round trip). */
+      body?: Uint8Array;
+    }
   | { t: 'body'; id: number; body?: Uint8Array; error?: { status: number; code: string; message: string } }
   | { t: 'gone'; id: number }
   | { t: 'closed' };
@@ -163,6 +174,11 @@ class IntakeThread {
     return new IntakeThread(app, worker, port1, port, opts.maxBodyBytes, onExit);
   }
 
+  /** A body whose buffer the thread's pool would keep goes back to it once released. */
+  private adopt(body: Uint8Array): Uint8Array {
+    return body.buffer.byteLength < POOLED_MIN_BYTES ? body : adoptBody(body, (buffer) => this.post({ t: 'buffer', buffer }, [buffer]));
+  }
+
   private post(m: ToIntake, transfer?: ArrayBuffer[]) {
     this.channel.postMessage(m, transfer);
   }
@@ -174,7 +190,7 @@ class IntakeThread {
       this.bodies.delete(m.id);
       if (m.error) waiting?.reject(new GatewayError(m.error.status, m.error.code, m.error.message));
       else if (m.body) {
-        waiting?.resolve(adoptBody(m.body, (buffer) => this.post({ t: 'buffer', buffer }, [buffer])));
+        waiting?.resolve(this.adopt(m.body));
       }
     } else if (m.t === 'gone') this.requests.get(m.id)?.abort();
     else if (m.t === 'closed') this.closed?.();
@@ -190,6 +206,7 @@ class IntakeThread {
       readBody: (limit) => {
         if (read) return Promise.reject(new GatewayError(400, 'bad_body', 'the request body was read already'));
         read = true;
+        if (m.body) return m.body.byteLength > limit ? Promise.reject(tooLarge(limit)) : Promise.resolve(this.adopt(m.body));
         if (!m.hasBody) return Promise.resolve(new Uint8Array(0));
         return new Promise((resolve, reject) => {
           this.bodies.set(m.id, { resolve, reject });
