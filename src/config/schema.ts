@@ -301,7 +301,7 @@ export const serverSchema = z
       .max(64)
       .default(0)
       .refine((n) => n <= 1 || reusePortSupported(), {
-        error: `more than 1 needs Node 22.12 or later (threads each bind the port with reusePort); this is Node ${process.versions.node}: use 1`,
+        error: `more than 1 needs Node 22.12 or later (threads each bind the port with reusePort); this is Node ${process.versions.node}, where 1 is the most`,
       }),
   })
   .strict();
