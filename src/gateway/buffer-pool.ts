@@ -1,5 +1,8 @@
 import { MessageChannel } from 'node:worker_threads';
 
+/** Buffers below this size are not pooled: they come and go with young-generation collections cheaply. */
+export const POOLED_MIN_BYTES = 64 * 1024;
+
 /**
  * Reused request-body buffers. A body waits in the batcher for a few milliseconds, long enough to outlive
  * two young-generation collections and be promoted, so fresh megabyte-sized bodies are only ever freed by
@@ -10,9 +13,6 @@ import { MessageChannel } from 'node:worker_threads';
  * Sizes are rounded up to a class (an eighth of a power of two: at most 12.5% slack), and the pool keeps
  * at most `maxBytes` of free buffers. A buffer never given back is simply garbage collected.
  */
-/** Buffers below this size are not pooled: they come and go with young-generation collections cheaply. */
-export const POOLED_MIN_BYTES = 64 * 1024;
-
 export class BufferPool {
   private free = new Map<number, ArrayBuffer[]>();
   private freeBytes = 0;

@@ -21,6 +21,9 @@ type Res = ServerResponse | Http2ServerResponse;
 
 const post = (m: FromIntake, transfer?: ArrayBuffer[]) => parent.postMessage(m, transfer);
 
+/** Bodies up to this size are read before the main thread asks. */
+const EAGER_BYTES = 64 * 1024;
+
 /** Requests handed to the main thread and not yet answered. */
 const open = new Map<number, { req: Req; res: Res }>();
 let next = 0;
@@ -35,14 +38,13 @@ function onRequest(req: Req, res: Res) {
   const headers: [string, string][] = [];
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) if (raw[i][0] !== ':') headers.push([raw[i], raw[i + 1]]);
-  const hasBody =
-    Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined || (req.httpVersionMajor === 2 && !req.readableEnded);
+  const declared = Number(req.headers['content-length'] ?? 0);
+  const hasBody = declared > 0 || req.headers['transfer-encoding'] !== undefined || (req.httpVersionMajor === 2 && !req.readableEnded);
   // A request line may carry an absolute URL (RFC 9112 §3.2.2, as proxies send): it is the URL then.
   const url = /^https?:\/\//.test(req.url ?? '') ? (req.url as string) : `${scheme}://${host}${req.url}`;
   const head = { t: 'request', id, method: req.method ?? 'GET', url, headers, remote: req.socket?.remoteAddress ?? 'unknown', hasBody } as const;
   // A small body comes with its head: no round trip to ask for it. (Only bodies the main thread might refuse
   // unread are worth leaving unread; a few KB are in the socket's buffer anyway.)
-  const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > 0 && declared <= EAGER_BYTES)
     readIncoming(req, declared).then(
       (body) => post({ ...head, body }, [body.buffer as ArrayBuffer]),
@@ -50,9 +52,6 @@ function onRequest(req: Req, res: Res) {
     );
   else post(head);
 }
-
-/** Bodies up to this size are read before the main thread asks. */
-const EAGER_BYTES = 64 * 1024;
 
 async function sendBody(id: number, limit: number) {
   const req = open.get(id)?.req;

@@ -4,7 +4,6 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import type { Hono } from 'hono';
-import { reusePortSupported } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';
 // Not through models/index.ts: the thread helper alone, not ONNX Runtime.
 import { spawnWorker } from '../models/thread.js';
@@ -18,8 +17,8 @@ import type { GatewayEnv } from './types.js';
  * limit, and a third of its time per 1.2 MB request went to reading the body off the socket and writing the
  * answer (bench/results/edge-threads-cpu.md). Here worker threads accept the connections, parse HTTP (and
  * TLS), read each body into a reused buffer and write each answer; the main thread runs the same Hono app
- * on what they hand it. A body crosses by transfer, not copy, only when the route reads it (a refused
- * caller's body is never read, as without threads), and its buffer goes back to its thread for reuse.
+ * on what they hand it. A body crosses by transfer, not copy; past 64 KB only when the route reads it (a
+ * refused caller's large body is never read, as without threads), and its buffer goes back to its thread for reuse.
  * WebSocket upgrades are piped, bytes as they are, to the main thread's own server on a loopback port.
  */
 
@@ -60,7 +59,7 @@ export type IntakeOptions = {
   maxBodyBytes: number;
 };
 
-export type IntakeWorkerData = Omit<IntakeOptions, 'port'> & { port: number; reusePort: boolean; secret: string; parent: MessagePort };
+export type IntakeWorkerData = IntakeOptions & { reusePort: boolean; secret: string; parent: MessagePort };
 
 /** Requests handed over from an intake thread carry this as Hono's env instead of Node's request and response. */
 export type IntakeRequest = {
@@ -94,17 +93,13 @@ const bodyCacheKey = () => {
   return cacheKey;
 };
 
-/** N intake threads serving `app` on one port. */
+/** N intake threads serving `app` on one port (more than 1 needs Node 22.12: the config refuses it before). */
 export async function startIntakeThreads(
   app: Hono<GatewayEnv>,
   count: number,
   opts: IntakeOptions,
   onError: (err: Error) => void,
 ): Promise<{ port: number; close(timeoutMs: number): Promise<void>; busy(): number[] }> {
-  if (count > 1 && !reusePortSupported())
-    throw new Error(
-      `server.intake_threads: ${count} needs Node 22.12 or later (threads each bind the port with reusePort); this is Node ${process.versions.node}: use 1`,
-    );
   const threads: IntakeThread[] = [];
   let closing = false;
   let port = opts.port;
@@ -189,9 +184,7 @@ class IntakeThread {
       const waiting = this.bodies.get(m.id);
       this.bodies.delete(m.id);
       if (m.error) waiting?.reject(new GatewayError(m.error.status, m.error.code, m.error.message));
-      else if (m.body) {
-        waiting?.resolve(this.adopt(m.body));
-      }
+      else if (m.body) waiting?.resolve(this.adopt(m.body));
     } else if (m.t === 'gone') this.requests.get(m.id)?.abort();
     else if (m.t === 'closed') this.closed?.();
   }
