@@ -46,6 +46,7 @@ type Run = {
 const CASES: Record<string, string> = {
   gateway: 'the gateway, intake on its main thread (pixels.onnx, one replica)',
   gatewayIntake1: 'the gateway with `intake_threads: 1`',
+  gatewayIntake1Asked: 'the gateway with `intake_threads: 1`, bodies over 64 KB read only when the main thread asks (INFERGATE_INTAKE_PREFETCH_MB=0)',
   smallGateway: 'small requests (mlp.onnx, FP32 [1,64]: 256 B): the gateway, intake on its main thread',
   smallGatewayIntake1: 'small requests: the gateway with `intake_threads: 1`',
   single: 'intake alone, main thread',
@@ -53,7 +54,7 @@ const CASES: Record<string, string> = {
 };
 
 /** The gateway under load: the 1.2 MB image requests, or small ones (`small`: 256-byte tensors, 32 clients). */
-async function gateway(intakeThreads: number, small = false): Promise<Run> {
+async function gateway(intakeThreads: number, small = false, env: Record<string, string> = {}): Promise<Run> {
   const model = small
     ? { name: 'mlp', path: join(ROOT, 'examples/models/mlp.onnx'), threads: 1, batching: { max_batch_size: 32, wait_ms: 2 } }
     : {
@@ -68,6 +69,7 @@ async function gateway(intakeThreads: number, small = false): Promise<Run> {
     model,
     load: small ? { shape: [1, 64], connections: 32, dtype: 'FP32' } : { shape: SHAPE, connections: CONNECTIONS, dtype: 'UINT8', processes },
     durationS,
+    env,
   });
   const main = g.gatewayMainThreadPerRequest;
   return {
@@ -93,6 +95,7 @@ async function intake(args: string[]): Promise<Run> {
 const GATEWAYS: Record<string, () => Promise<Run>> = {
   gateway: () => gateway(0),
   gatewayIntake1: () => gateway(1),
+  gatewayIntake1Asked: () => gateway(1, false, { INFERGATE_INTAKE_PREFETCH_MB: '0' }),
   smallGateway: () => gateway(0, true),
   smallGatewayIntake1: () => gateway(1, true),
 };
@@ -129,6 +132,7 @@ async function main() {
     handoffMainThreadUs: handoffUs,
     projectedGatewayMainThreadUs: of('gateway').mainThreadUs - of('single').mainThreadUs + handoffUs,
     intakeThreadGatewayMainThreadUs: of('gatewayIntake1').mainThreadUs,
+    intakeThreadAskedGatewayMainThreadUs: of('gatewayIntake1Asked').mainThreadUs,
     smallGatewayMainThreadUs: of('smallGateway').mainThreadUs,
     smallIntakeThreadGatewayMainThreadUs: of('smallGatewayIntake1').mainThreadUs,
     rows,
@@ -148,7 +152,9 @@ ${rows.map((r) => `| ${r.name} | **${r.mainThreadUs}** (${r.mainThread.userUs} +
 
 With \`server.intake_threads: 1\` the gateway's main thread spends **${results.intakeThreadGatewayMainThreadUs} µs** a
 request instead of ${results.gatewayMainThreadUs}: ${ratio}× the requests before its event loop is full (small requests:
-${results.smallIntakeThreadGatewayMainThreadUs} µs instead of ${results.smallGatewayMainThreadUs}; a body up to 64 KB comes with its request's head). Reading the
+${results.smallIntakeThreadGatewayMainThreadUs} µs instead of ${results.smallGatewayMainThreadUs}; a body up to 64 KB comes with its request's head). A larger body
+follows its head unasked (up to 64 MB being read a thread); asked for by the route instead, a round trip more, it cost
+${results.intakeThreadAskedGatewayMainThreadUs} µs. Reading the
 body and writing the answer alone cost a main thread ${results.intakeMainThreadUs} µs; handing bodies over from worker
 threads (transferred, not copied, and handed back for reuse) costs it ${handoffUs} in the bare server, so what the
 gateway keeps is its routing, batching and replicas. The whole process spends more (the hand-off runs on both

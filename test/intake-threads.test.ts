@@ -1,5 +1,8 @@
-import { request } from 'node:http';
+import { generateKeyPairSync } from 'node:crypto';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createConnection } from 'node:net';
+import jwt from 'jsonwebtoken';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -28,6 +31,21 @@ afterAll(() => gw?.shutdown());
 
 const row = (i: number) => new Float32Array([i, i + 0.5, -i]);
 const inferJson = (data: number[]) => JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data }] });
+
+/** A 1.5 MB binary tensor (past what comes with a request's head) to an identity model: its bytes back? */
+async function echoLarge(url: string, seed: number, extraHeaders: Record<string, string> = {}) {
+  const x = Float32Array.from({ length: 3 * 131_072 }, (_, j) => seed * 1000 + (j % 991));
+  const { body, headers } = binaryBody(
+    {
+      inputs: [{ name: 'x', shape: [1, x.length], datatype: 'FP32', parameters: { binary_data_size: x.byteLength } }],
+      parameters: { binary_data_output: true },
+    },
+    x,
+  );
+  const res = await fetch(url, { method: 'POST', body, headers: { ...headers, ...extraHeaders } });
+  const bytes = Buffer.from(await res.arrayBuffer());
+  return { status: res.status, same: bytes.subarray(Number(res.headers.get('inference-header-content-length'))).equals(Buffer.from(x.buffer)) };
+}
 
 describe('intake threads', () => {
   it('answers KServe binary and JSON requests, each with its own tensors, many at once', async () => {
@@ -76,6 +94,9 @@ describe('intake threads', () => {
       duplex: 'half',
     } as RequestInit);
     expect(chunked.status).toBe(413);
+    // A body the thread reads before it is asked (over 64 KB) is refused by its endpoint's limit all the same.
+    const large = await fetch(`${gw.url}/public/small`, { method: 'POST', body: inferJson(new Array(40_000).fill(1)) });
+    expect(large.status).toBe(413);
     const ok = await fetch(`${gw.url}/v2/models/identity/infer`, { method: 'POST', body: inferJson([1, 2, 3]) });
     expect(ok.status).toBe(200);
   });
@@ -92,19 +113,20 @@ describe('intake threads', () => {
     expect(await statusLine('GET /v2/health/ready HTTP/1.0\r\n\r\n')).toBe('HTTP/1.1 200 OK'); // no Host at all
   });
 
-  it('answers a caller refused by auth without reading its body', async () => {
-    // 1 KB of a declared 50 MB sent: the 401 comes back while the rest is never sent (nothing waits for it).
-    const socket = createConnection(gw.port, '127.0.0.1');
-    socket.write(`POST /private/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${50 * 2 ** 20}\r\n\r\n${' '.repeat(1024)}`);
-    const head = await new Promise<string>((resolve, reject) => socket.once('data', (d) => resolve(String(d))).once('error', reject));
-    socket.destroy();
-    expect(head).toMatch(/^HTTP\/1\.1 401 /);
-    const ok = await fetch(`${gw.url}/private/echo`, {
-      method: 'POST',
-      body: inferJson([1, 2, 3]),
-      headers: { 'infergate-key': 'billing', 'infergate-secret': 'a-long-enough-shared-secret' },
+  it("answers callers refused by auth at once, whatever bodies they declare, and reads everyone else's meanwhile", async () => {
+    // 1 KB of a declared 50 MB sent, three times: each 401 comes back while the rest is never sent (nothing
+    // waits for it), and the connections stay open, holding what the thread set aside for their bodies.
+    const refused = Array.from({ length: 3 }, () => createConnection(gw.port, '127.0.0.1'));
+    const heads = refused.map((socket) => {
+      socket.write(`POST /private/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${50 * 2 ** 20}\r\n\r\n${' '.repeat(1024)}`);
+      return new Promise<string>((resolve, reject) => socket.once('data', (d) => resolve(String(d))).once('error', reject));
     });
-    expect(ok.status).toBe(200);
+    for (const head of await Promise.all(heads)) expect(head).toMatch(/^HTTP\/1\.1 401 /);
+    // Meanwhile: callers with a key and 1.5 MB bodies each get their own rows back.
+    const key = { 'infergate-key': 'billing', 'infergate-secret': 'a-long-enough-shared-secret' };
+    const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => echoLarge(`${gw.url}/private/echo`, i, key)));
+    for (const socket of refused) socket.destroy();
+    expect(answers).toEqual(Array.from({ length: 8 }, () => ({ status: 200, same: true })));
   });
 
   it("limits public callers by their own address, not the thread's", async () => {
@@ -199,6 +221,38 @@ describe('intake threads on shutdown', () => {
     await stopped;
     expect(statuses).toEqual(new Array(8).fill(200));
     await expect(fetch(`${slow.url}/v2/health/ready`)).rejects.toThrow(); // no longer accepting
+  });
+});
+
+describe('intake threads with JWT auth', () => {
+  it('keep a body that arrives before its route asks for it (auth still fetching the JWKS)', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    // The key set comes slowly: the thread has read the whole body by the time auth lets the route read it.
+    const jwks = createServer((_req, res) =>
+      setTimeout(() => res.end(JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'k1', alg: 'ES256' }] })), 300),
+    );
+    await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+    const jwtGw = await startTestGateway({
+      server: { intake_threads: 1 },
+      auth: {
+        default: 'jwt',
+        jwt: { issuer: 'https://auth.test/', audience: 'infergate', jwks_url: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/` },
+      },
+      models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    });
+    try {
+      const token = jwt.sign({ sub: 'alice' }, privateKey.export({ format: 'pem', type: 'pkcs8' }), {
+        algorithm: 'ES256',
+        keyid: 'k1',
+        issuer: 'https://auth.test/',
+        audience: 'infergate',
+        expiresIn: 60,
+      });
+      expect(await echoLarge(`${jwtGw.url}/v2/models/identity/infer`, 3, { authorization: `Bearer ${token}` })).toEqual({ status: 200, same: true });
+    } finally {
+      await jwtGw.shutdown();
+      jwks.close();
+    }
   });
 });
 

@@ -21,8 +21,18 @@ type Res = ServerResponse | Http2ServerResponse;
 
 const post = (m: FromIntake, transfer?: ArrayBuffer[]) => parent.postMessage(m, transfer);
 
-/** Bodies up to this size are read before the main thread asks. */
+/** Bodies up to this size are read before the main thread asks, and come with their request's head. */
 const EAGER_BYTES = 64 * 1024;
+/**
+ * Larger bodies (with a Content-Length, within the server's limit) are read at once too and follow their head
+ * unasked, as long as the bodies this thread is reading that way stay under this many bytes; past it, a body is
+ * read only when the main thread asks. Asking costs the main thread a round trip per request (~10% of its time
+ * for a 1.2 MB request, bench/results/edge-threads-cpu.md); the bound caps what callers the main thread goes on
+ * to refuse (auth, rate limits) can make a thread hold. INFERGATE_INTAKE_PREFETCH_MB=0 turns it off (the
+ * benchmark's baseline).
+ */
+const PREFETCH_BYTES = Number(process.env.INFERGATE_INTAKE_PREFETCH_MB ?? 64) * 2 ** 20;
+let prefetching = 0;
 
 /** Requests handed to the main thread and not yet answered. */
 const open = new Map<number, { req: Req; res: Res }>();
@@ -50,7 +60,11 @@ function onRequest(req: Req, res: Res) {
       (body) => post({ ...head, body }, [body.buffer as ArrayBuffer]),
       () => open.delete(id), // the client went away mid-body
     );
-  else post(head);
+  else if (declared > EAGER_BYTES && declared <= data.maxBodyBytes && prefetching + declared <= PREFETCH_BYTES) {
+    prefetching += declared;
+    post({ ...head, bodyFollows: declared });
+    void sendBody(id, declared).finally(() => (prefetching -= declared));
+  } else post(head);
 }
 
 async function sendBody(id: number, limit: number) {

@@ -17,8 +17,9 @@ import type { GatewayEnv } from './types.js';
  * limit, and a third of its time per 1.2 MB request went to reading the body off the socket and writing the
  * answer (bench/results/edge-threads-cpu.md). Here worker threads accept the connections, parse HTTP (and
  * TLS), read each body into a reused buffer and write each answer; the main thread runs the same Hono app
- * on what they hand it. A body crosses by transfer, not copy; past 64 KB only when the route reads it (a
- * refused caller's large body is never read, as without threads), and its buffer goes back to its thread for reuse.
+ * on what they hand it. A body crosses by transfer, not copy, and its buffer goes back to its thread for reuse.
+ * Bodies up to 64 KB come with their heads; larger ones follow unasked while the thread's reads of such bodies
+ * stay under 64 MB, and past that only when the route reads them (see intake-worker.ts).
  * WebSocket upgrades are piped, bytes as they are, to the main thread's own server on a loopback port.
  */
 
@@ -35,6 +36,8 @@ export type FromIntake =
       hasBody: boolean;
       /** A small body, read with the head (one message instead of a round trip). */
       body?: Uint8Array;
+      /** A larger body the thread is reading unasked, of this many bytes: it follows in a `body` message. */
+      bodyFollows?: number;
     }
   | { t: 'body'; id: number; body?: Uint8Array; error?: { status: number; code: string; message: string } }
   | { t: 'gone'; id: number }
@@ -130,9 +133,14 @@ export async function startIntakeThreads(
   };
 }
 
+type BodyMessage = Extract<FromIntake, { t: 'body' }>;
+type BodyWaiter = { resolve(b: Uint8Array): void; reject(e: Error): void };
+
 /** One worker thread and the requests it has handed over. */
 class IntakeThread {
-  private bodies = new Map<number, { resolve(b: Uint8Array): void; reject(e: Error): void }>();
+  private bodies = new Map<number, BodyWaiter>();
+  /** Bodies that followed their heads unasked and that no route has read yet. */
+  private arrived = new Map<number, BodyMessage>();
   private requests = new Map<number, AbortController>();
   private closed?: () => void;
   private loop: EventLoopWindow;
@@ -183,8 +191,9 @@ class IntakeThread {
     else if (m.t === 'body') {
       const waiting = this.bodies.get(m.id);
       this.bodies.delete(m.id);
-      if (m.error) waiting?.reject(new GatewayError(m.error.status, m.error.code, m.error.message));
-      else if (m.body) waiting?.resolve(this.adopt(m.body));
+      if (waiting) this.settle(m, waiting);
+      else if (this.requests.has(m.id)) this.arrived.set(m.id, m);
+      else this.giveBack(m); // answered without reading it (refused, say)
     } else if (m.t === 'gone') this.requests.get(m.id)?.abort();
     else if (m.t === 'closed') this.closed?.();
   }
@@ -201,9 +210,14 @@ class IntakeThread {
         read = true;
         if (m.body) return m.body.byteLength > limit ? Promise.reject(tooLarge(limit)) : Promise.resolve(this.adopt(m.body));
         if (!m.hasBody) return Promise.resolve(new Uint8Array(0));
+        // Refused by its Content-Length whether or not it is here yet (the thread gives it back either way).
+        if (m.bodyFollows !== undefined && m.bodyFollows > limit) return Promise.reject(tooLarge(limit));
         return new Promise((resolve, reject) => {
-          this.bodies.set(m.id, { resolve, reject });
-          this.post({ t: 'readBody', id: m.id, limit });
+          const arrived = this.arrived.get(m.id);
+          this.arrived.delete(m.id);
+          if (arrived) this.settle(arrived, { resolve, reject });
+          else this.bodies.set(m.id, { resolve, reject });
+          if (m.bodyFollows === undefined) this.post({ t: 'readBody', id: m.id, limit });
         });
       },
     };
@@ -223,7 +237,21 @@ class IntakeThread {
     } finally {
       this.requests.delete(m.id);
       this.bodies.delete(m.id);
+      const unread = this.arrived.get(m.id);
+      this.arrived.delete(m.id);
+      if (unread) this.giveBack(unread);
     }
+  }
+
+  private settle(m: BodyMessage, to: BodyWaiter) {
+    if (m.error) to.reject(new GatewayError(m.error.status, m.error.code, m.error.message));
+    else if (m.body) to.resolve(this.adopt(m.body));
+  }
+
+  /** A body no route read goes back to its thread's pool. */
+  private giveBack(m: BodyMessage) {
+    const buffer = m.body?.buffer as ArrayBuffer | undefined;
+    if (buffer && buffer.byteLength >= POOLED_MIN_BYTES) this.post({ t: 'buffer', buffer }, [buffer]);
   }
 
   /**
