@@ -2,11 +2,14 @@ import { generateKeyPairSync } from 'node:crypto';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createConnection } from 'node:net';
+import { Hono } from 'hono';
 import jwt from 'jsonwebtoken';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { parseConfig, reusePortSupported } from '../src/config/index.js';
+import { readBody, releaseBody } from '../src/gateway/body.js';
+import { type GatewayEnv, type Listening, listen } from '../src/gateway/index.js';
 import { binaryBody, http2Post, MODELS, selfSignedTls, startTestGateway } from './helpers.js';
 
 // server.intake_threads: worker threads accept the connections and read the bodies; the main thread runs
@@ -294,5 +297,45 @@ describe('several intake threads', () => {
     } finally {
       await two.shutdown();
     }
+  });
+});
+
+describe("an intake thread's body buffers", () => {
+  // Each body is read into one of the thread's pooled buffers, sized up to a class (so with room past the body),
+  // and handed to the main thread: a mark left in that room shows whether the next body of the size reuses it.
+  const app = new Hono<GatewayEnv>();
+  const room = (body: Uint8Array) => new Uint8Array(body.buffer, body.buffer.byteLength - 1, 1);
+  app.post('/mark', async (c) => {
+    const body = await readBody(c, 2 ** 20);
+    room(body)[0] = 7;
+    releaseBody(body);
+    return c.text('marked');
+  });
+  app.post('/peek', async (c) => {
+    const body = await readBody(c, 2 ** 20);
+    const mark = room(body)[0];
+    room(body)[0] = 0;
+    releaseBody(body);
+    return c.text(String(mark));
+  });
+  app.post('/refuse', (c) => c.text('no', 401)); // never reads its body
+  let server: Listening;
+  beforeAll(async () => {
+    server = await listen(app, { port: 0, host: '127.0.0.1', intakeThreads: 1 });
+  });
+  afterAll(() => server?.close(1000));
+  const post = async (path: string, size: number) =>
+    (await fetch(`http://127.0.0.1:${server.port}${path}`, { method: 'POST', body: new Uint8Array(size) })).text();
+
+  // Bodies up to 64 KB are not pooled (young-generation garbage, cheap); larger ones are.
+  it('are reused once released, and when their route never reads them', async () => {
+    const size = 100_000;
+    await post('/mark', size);
+    expect(await post('/peek', size)).toBe('7'); // released: the same buffer
+    await post('/mark', size);
+    expect(await post('/refuse', size)).toBe('no');
+    // The refused body went into the marked buffer and came back unread: the next body finds the mark.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await post('/peek', size)).toBe('7');
   });
 });

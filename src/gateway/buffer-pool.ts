@@ -49,6 +49,18 @@ export class BufferPool {
     this.freeBytes += bytes;
   }
 
+  /**
+   * Takes back a buffer of this pool's that went to another thread and came back. A transferred ArrayBuffer
+   * arrives as a new object, which `release` would not know: every body an intake thread read was a fresh
+   * allocation until this. Only buffers of a size this pool makes are kept.
+   */
+  releaseReturned(buffer: ArrayBuffer): void {
+    const bytes = buffer.byteLength;
+    if (bytes < this.minBytes || sizeClass(bytes) !== bytes) return;
+    this.ours.add(buffer);
+    this.release(buffer);
+  }
+
   get pooledBytes(): number {
     return this.freeBytes;
   }

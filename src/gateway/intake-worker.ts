@@ -125,7 +125,7 @@ parent.on('message', (m: ToIntake) => {
       return;
     }
     case 'buffer':
-      return requestBuffers.release(m.buffer);
+      return requestBuffers.releaseReturned(m.buffer);
     case 'close':
       return void drain.close(m.timeoutMs).then(() => post({ t: 'closed' }));
   }
