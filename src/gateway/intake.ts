@@ -248,10 +248,9 @@ class IntakeThread {
     else if (m.body) to.resolve(this.adopt(m.body));
   }
 
-  /** A body no route read goes back to its thread's pool. */
+  /** A body no route read goes back to its thread's pool (as one released would). */
   private giveBack(m: BodyMessage) {
-    const buffer = m.body?.buffer as ArrayBuffer | undefined;
-    if (buffer && buffer.byteLength >= POOLED_MIN_BYTES) this.post({ t: 'buffer', buffer }, [buffer]);
+    if (m.body) returnToIntake(this.adopt(m.body).buffer);
   }
 
   /**
