@@ -186,6 +186,7 @@ function laidOut(pool: ReplicaPool, layout: ModelLayout): BatchTarget {
     },
     freeSlots: () => pool.freeSlots(),
     readyCount: () => pool.readyCount(),
+    startFailure: () => pool.startFailure(),
     on: (event, listener) => pool.on(event, listener),
     off: (event, listener) => pool.off(event, listener),
   };

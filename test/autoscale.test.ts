@@ -11,7 +11,7 @@ beforeAll(async () => {
       burst: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: one, scaling: { min_containers: 0, max_containers: 3, scaledown_window: 30 } },
       crashy: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: one, scaling: { min_containers: 2, max_containers: 2 } },
       // Warm-up with a shape the model cannot take: every start fails inside the replica process.
-      broken: { path: `${MODELS}mlp.onnx`, device: 'cpu', warmup_shapes: { x: [1, 3] }, batching: { timeout_ms: 1500 }, scaling: { min_containers: 0 } },
+      broken: { path: `${MODELS}mlp.onnx`, device: 'cpu', warmup_shapes: { x: [1, 3] }, batching: { timeout_ms: 60_000 }, scaling: { min_containers: 0 } },
       starting: {
         path: OCR_CLS,
         device: 'cpu',
@@ -129,10 +129,13 @@ describe('a replica that is starting', () => {
 });
 
 describe('a replica that keeps failing to start', () => {
-  it('backs off, answers 503, and the model reports not ready with the reason', async () => {
+  it('answers 503 with the reason as soon as the start fails, backs off, and the model reports not ready', async () => {
     expect((await fetch(`${gw.url}/v2/models/broken/ready`)).status).toBe(200); // may cold-start: not failing yet
+    // Its timeout_ms is a minute: the answer comes from the failed start, not from the deadline.
     const res = await infer(gw.url, 'broken', mlpInput);
     expect(res.status).toBe(503);
+    expect(res.body.error).toMatch(/^model broken has no replica: replica broken-1 failed to start: .*\(next start in 1 s\)$/s);
+    expect(res.headers.get('retry-after')).toBe('1');
     const ready = await fetch(`${gw.url}/v2/models/broken/ready`);
     expect(ready.status).toBe(503);
     expect(await ready.json()).toMatchObject({ ready: false, reason: expect.stringMatching(/failed to start/) });

@@ -89,14 +89,24 @@ describe('Autoscaler with a pool and a batcher', () => {
     expect(s.pool.readyCount()).toBe(1);
   });
 
+  it('answers a request waiting for a cold start with why the start failed, and tries again for the next one', async () => {
+    const s = system({ timeoutMs: 60_000 }); // the deadline is far: the answer comes from the failure
+    s.provider.failStarts = 1;
+    await expect(s.batcher.submit(row(1))).rejects.toMatchObject({ status: 503, code: 'start_failed', message: /injected failure/ });
+    await expect(s.batcher.submit(row(2))).rejects.toMatchObject({ code: 'start_failed' }); // during the backoff: at once
+    await sleep(60); // restartBackoffMs 50: past it, a request starts a replica again
+    expect(Array.from((await s.batcher.submit(row(3))).outputs.y.data as Float32Array)).toEqual([3]);
+    expect(s.pool.failure).toBeUndefined();
+  });
+
   it('backs off a replica that keeps failing to start, and says why', async () => {
-    const s = system({ timeoutMs: 150 });
+    const s = system({ min: 1 });
     s.provider.failStarts = 100;
-    await expect(s.batcher.submit(row(1))).rejects.toMatchObject({ status: 503, code: 'no_replica' });
+    await expect(s.batcher.submit(row(1))).rejects.toMatchObject({ status: 503, code: 'start_failed' });
     expect(s.pool.failure).toMatch(/injected failure/);
-    const attempts = s.provider.failStarts;
-    await sleep(150);
-    expect(100 - s.provider.failStarts).toBeLessThan(8); // exponential backoff: a handful of tries, not hundreds
-    expect(100 - attempts).toBeGreaterThanOrEqual(1);
+    await sleep(300);
+    const attempts = 100 - s.provider.failStarts;
+    expect(attempts).toBeGreaterThanOrEqual(2); // min_containers 1: it keeps trying without requests
+    expect(attempts).toBeLessThan(8); // exponential backoff (50, 100, 200 ms...): a handful of tries, not hundreds
   });
 });

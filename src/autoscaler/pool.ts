@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import PQueue from 'p-queue';
-import { unavailable } from '../errors/index.js';
+import { type GatewayError, unavailable } from '../errors/index.js';
 import type { Inputs } from '../tensor/index.js';
 import type { PoolMetrics } from './policy.js';
 import type { ColdStart, Inferred, Replica, ReplicaProvider, ReplicaStartSpec } from './replica.js';
@@ -71,6 +71,8 @@ export class ReplicaPool extends EventEmitter<{
   private devicesFull = false;
   /** Why the last start failed, while the pool is backing off. */
   failure?: string;
+  /** The failure was a start that failed (not a replica that died young, whose queue waits for its replacement). */
+  private startFailed = false;
   private readonly now: () => number;
 
   constructor(private opts: PoolOptions) {
@@ -115,6 +117,17 @@ export class ReplicaPool extends EventEmitter<{
         if (queue.pending + queue.size === 0 && member.holds === 0) member.idleSince = this.now();
         this.emit('capacity');
       });
+  }
+
+  /**
+   * What a request is answered while no replica can serve it for a while: none ready or starting, and the
+   * last start failed less than its backoff ago. Waiting would only run out the request's deadline.
+   */
+  startFailure(): GatewayError | undefined {
+    const retryInMs = this.retryAt - this.now();
+    if (!this.startFailed || retryInMs <= 0 || this.members.some((m) => m.state !== 'draining')) return undefined;
+    const retryInS = Math.ceil(retryInMs / 1000);
+    return unavailable('start_failed', `model ${this.opts.model} has no replica: ${this.failure} (next start in ${retryInS} s)`, retryInS);
   }
 
   /** Ready replicas, for callers that keep state in one (a generation loop and its KV caches). */
@@ -232,7 +245,7 @@ export class ReplicaPool extends EventEmitter<{
       );
     } catch (err) {
       this.remove(member);
-      this.backOff((err as Error).message);
+      this.backOff((err as Error).message, true);
       throw err;
     }
     if (this.stopped || member.state !== 'starting') {
@@ -243,6 +256,7 @@ export class ReplicaPool extends EventEmitter<{
     Object.assign(member, { state: 'ready', replica, queue: new PQueue({ concurrency: this.opts.maxInputs }), idleSince: this.now() });
     this.failures = 0;
     this.failure = undefined;
+    this.startFailed = false;
     replica.once('exit', (reason) => this.onCrash(member, reason));
     const where = {
       model: this.opts.model,
@@ -277,15 +291,17 @@ export class ReplicaPool extends EventEmitter<{
     this.remove(member);
     this.opts.log?.error({ model: this.opts.model, replica: member.id, pid: member.replica?.pid, reason }, 'replica died');
     // Dying within a minute of starting counts as a failed start: a crash loop backs off.
-    if (this.now() - member.startedAt < 60_000) this.backOff(`replica ${member.id} ${reason} soon after starting`);
+    if (this.now() - member.startedAt < 60_000) this.backOff(`replica ${member.id} ${reason} soon after starting`, false);
   }
 
-  private backOff(reason: string): void {
+  private backOff(reason: string, startFailed: boolean): void {
     const delay = (this.opts.restartBackoffMs ?? 1000) * 2 ** Math.min(this.failures, 6);
     this.failures++;
     this.failure = reason;
+    this.startFailed = startFailed;
     this.retryAt = this.now() + delay;
     this.opts.log?.error({ model: this.opts.model, reason, retryInMs: delay, failures: this.failures }, 'replica failed to start; backing off');
+    this.emit('change'); // waiting requests learn now that nothing is coming (startFailure)
     setTimeout(() => this.emit('change'), delay).unref();
   }
 

@@ -14,8 +14,11 @@ export interface BatchTarget {
   freeSlots(): number;
   /** Replicas ready to take a batch (0: requests wait for a cold start). */
   readyCount(): number;
-  on(event: 'capacity', listener: () => void): unknown;
-  off(event: 'capacity', listener: () => void): unknown;
+  /** The error for requests while no replica can come soon (its starts keep failing); undefined otherwise. */
+  startFailure(): Error | undefined;
+  /** capacity: a batch may go now; change: replicas came, went or failed to start. */
+  on(event: 'capacity' | 'change', listener: () => void): unknown;
+  off(event: 'capacity' | 'change', listener: () => void): unknown;
 }
 
 export type BatcherOptions = {
@@ -88,7 +91,7 @@ export type BatcherStats = {
   /** How many batches had N rows. */
   batchSizes: Record<number, number>;
   paddingRows: number;
-  shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
+  shed: Record<'queue_full' | 'deadline' | 'cancelled' | 'start_failed', number>;
 };
 
 /**
@@ -104,6 +107,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
   private readonly now: () => number;
   private readonly rule: BatchRule;
   private readonly onCapacity = () => this.pump();
+  private readonly onChange = () => this.failIfNoReplicaComing();
   private idleWaiters: (() => void)[] = [];
   readonly counts = {
     requests: 0,
@@ -113,7 +117,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     batchSizes: {} as Record<number, number>,
     /** Zero rows added to reach one of `batchSizes`. */
     paddingRows: 0,
-    shed: { queue_full: 0, deadline: 0, cancelled: 0 },
+    shed: { queue_full: 0, deadline: 0, cancelled: 0, start_failed: 0 },
   };
   /** Triton's statistics (GET /v2/models/{m}/stats). */
   readonly statistics = new ModelStatistics();
@@ -124,6 +128,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     this.now = opts.now ?? (() => performance.now());
     this.rule = { maxBatchSize: opts.batchable ? opts.maxBatchSize : 1, waitMs: opts.waitMs };
     opts.pool.on('capacity', this.onCapacity);
+    opts.pool.on('change', this.onChange);
   }
 
   submit(inputs: Inputs, opts: SubmitOptions = {}): Promise<Submitted> {
@@ -140,6 +145,12 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
       this.shed('queue_full');
       this.statistics.failed(0);
       return Promise.reject(unavailable('queue_full', `the queue of model ${this.opts.model} is full (${this.queuedRows} of ${this.opts.maxQueueSize} rows)`));
+    }
+    const startFailure = this.opts.pool.startFailure();
+    if (startFailure) {
+      this.shed('start_failed');
+      this.statistics.failed(0);
+      return Promise.reject(startFailure);
     }
     const now = this.now();
     return new Promise<Submitted>((resolve, reject) => {
@@ -196,6 +207,19 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
   /** Stops listening to the pool; queued requests still fail by their deadlines. */
   close(): void {
     this.opts.pool.off('capacity', this.onCapacity);
+    this.opts.pool.off('change', this.onChange);
+  }
+
+  /** A start failed and no other replica is ready or starting: the queue is answered with why, not left to time out. */
+  private failIfNoReplicaComing(): void {
+    const error = this.queue.length > 0 && this.opts.pool.startFailure();
+    if (!error) return;
+    for (const item of this.queue.splice(0)) {
+      this.queuedRows -= item.rows;
+      this.shed('start_failed');
+      this.settle(item, error);
+    }
+    this.notifyIdle();
   }
 
   private pump(): void {

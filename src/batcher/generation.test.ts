@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
+import { unavailable } from '../errors/index.js';
 import { type GenerateHooks, GenerationScheduler, type StepReplica } from './generation.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -29,6 +30,11 @@ class FakeReplica implements StepReplica {
 class FakePool extends EventEmitter {
   replicas: FakeReplica[] = [];
   holds = 0;
+  /** What startFailure answers: set it and emit 'change' to play a replica failing to start. */
+  failing?: Error;
+  startFailure() {
+    return this.failing;
+  }
   ready() {
     return this.replicas;
   }
@@ -158,6 +164,19 @@ describe('GenerationScheduler', () => {
     await busy.done;
     pool.replicas = [];
     await expect(run(1).done).rejects.toMatchObject({ status: 503, code: 'no_replica' });
+  });
+
+  it("answers waiting sequences with the pool's start failure at once, and new ones while it lasts", async () => {
+    const { pool, run } = setup({ replicas: 0, timeoutMs: 60_000 });
+    const waiting = [run(1), run(1)];
+    await sleep(10);
+    pool.failing = unavailable('start_failed', 'model g has no replica: replica g-1 failed to start: out of memory', 2);
+    pool.emit('change');
+    for (const w of waiting) await expect(w.done).rejects.toMatchObject({ status: 503, code: 'start_failed', message: /out of memory/ });
+    await expect(run(1).done).rejects.toMatchObject({ code: 'start_failed' }); // not queued to wait out its deadline
+    pool.failing = undefined; // the backoff is over: a sequence waits for the next start again
+    pool.replicas = [new FakeReplica('r1')];
+    expect(await run(2).done).toMatchObject({ completionTokens: 2 });
   });
 
   it('drops a cancelled sequence at the next step and frees its cache', async () => {

@@ -20,6 +20,8 @@ export interface GenerationTarget {
   /** Marks a replica busy while a loop runs on it. */
   hold(replicaId: string): () => void;
   readyCount(): number;
+  /** The error for sequences while no replica can come soon (its starts keep failing); undefined otherwise. */
+  startFailure(): Error | undefined;
   on(event: 'capacity' | 'change', listener: () => void): unknown;
   off(event: 'capacity' | 'change', listener: () => void): unknown;
 }
@@ -104,7 +106,7 @@ export type GenerationStats = {
   stepSizes: Record<number, number>;
   /** Milliseconds the replicas spent in steps (see StepTiming). */
   stepMs: StepTiming;
-  shed: Record<'queue_full' | 'deadline' | 'cancelled', number>;
+  shed: Record<'queue_full' | 'deadline' | 'cancelled' | 'start_failed', number>;
 };
 
 let nextId = 0;
@@ -138,22 +140,31 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
     cachedPromptTokens: 0,
     stepSizes: {} as Record<number, number>,
     stepMs: { prefill: 0, decode: 0, sampling: 0, grammar: 0 },
-    shed: { queue_full: 0, deadline: 0, cancelled: 0 },
+    shed: { queue_full: 0, deadline: 0, cancelled: 0, start_failed: 0 },
   };
   private readonly onCapacity = () => this.admit();
+  private readonly onChange = () => {
+    this.failIfNoReplicaComing();
+    this.admit();
+  };
 
   constructor(private opts: GenerationOptions) {
     super();
     opts.pool.on('capacity', this.onCapacity);
-    opts.pool.on('change', this.onCapacity);
+    opts.pool.on('change', this.onChange);
   }
 
   generate(req: GenerateRequest, hooks: GenerateHooks): Promise<GenerateResult> {
     if (hooks.signal?.aborted) return Promise.reject(cancelled());
     if (this.queue.length >= this.opts.maxQueue) {
-      this.counts.shed.queue_full++;
-      this.emit('shed', { reason: 'queue_full' });
+      this.shed('queue_full');
       return Promise.reject(unavailable('queue_full', `the queue of model ${this.opts.model} is full (${this.queue.length} sequences waiting)`));
+    }
+    const startFailure = this.opts.pool.startFailure();
+    if (startFailure) {
+      this.shed('start_failed');
+      this.statistics.failed(0);
+      return Promise.reject(startFailure);
     }
     return new Promise<GenerateResult>((resolve, reject) => {
       const seq: Seq = {
@@ -171,8 +182,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
         cleanup: () => hooks.signal?.removeEventListener('abort', onAbort),
       };
       const onAbort = () => {
-        this.counts.shed.cancelled++;
-        this.emit('shed', { reason: 'cancelled' });
+        this.shed('cancelled');
         this.queue = this.queue.filter((s) => s !== seq);
         clearTimeout(seq.timer);
         this.settle(seq, cancelled()); // an active one leaves at the next step (see run)
@@ -205,7 +215,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
 
   close(): void {
     this.opts.pool.off('capacity', this.onCapacity);
-    this.opts.pool.off('change', this.onCapacity);
+    this.opts.pool.off('change', this.onChange);
   }
 
   /** Gives queued sequences to the replicas with the most free slots, and starts their loops. */
@@ -341,6 +351,17 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
     }
   }
 
+  /** A start failed and no other replica is ready or starting: waiting sequences are answered with why. */
+  private failIfNoReplicaComing(): void {
+    const error = this.queue.length > 0 && this.opts.pool.startFailure();
+    if (!error) return;
+    for (const seq of this.queue.splice(0)) {
+      this.shed('start_failed');
+      this.settle(seq, error);
+    }
+    this.notifyIdle();
+  }
+
   private leave(loop: Loop, id: string): void {
     loop.active.delete(id);
     loop.release.push(id);
@@ -349,8 +370,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
   private expire(seq: Seq): void {
     if (!this.queue.includes(seq)) return;
     this.queue = this.queue.filter((s) => s !== seq);
-    this.counts.shed.deadline++;
-    this.emit('shed', { reason: 'deadline' });
+    this.shed('deadline');
     const waited = Math.round(performance.now() - seq.enqueuedAt);
     this.settle(
       seq,
@@ -359,6 +379,11 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
         : deadlineExceeded(`model ${this.opts.model}: waited ${waited} ms for a free generation slot`),
     );
     this.notifyIdle();
+  }
+
+  private shed(reason: keyof GenerationStats['shed']): void {
+    this.counts.shed[reason]++;
+    this.emit('shed', { reason });
   }
 
   private settle(seq: Seq, error: Error | null, result?: GenerateResult): void {
