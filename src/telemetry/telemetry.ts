@@ -95,7 +95,7 @@ export class Telemetry {
       batches: m.createCounter('infergate.batches', { unit: '{batch}', description: 'Batches run by replicas.' }),
       shed: m.createCounter('infergate.shed', {
         unit: '{request}',
-        description: 'Requests refused or dropped, by reason (queue_full, deadline, cancelled, rate_limited).',
+        description: 'Requests refused or dropped, by reason (queue_full, deadline, cancelled, start_failed, rate_limited).',
       }),
       coldStart: seconds('infergate.replica.cold_start.duration', 'Replica start to ready: process, session creation, warm-up.'),
       tokens: m.createCounter('infergate.generation.tokens', { unit: '{token}', description: 'Tokens generated.' }),
