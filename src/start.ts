@@ -498,8 +498,10 @@ async function buildModel(
     queue,
     pool,
     autoscaler,
-    // Ready: a replica is up, or none is required (scale to zero) and starting one is not failing.
-    isReady: () => control.loaded() && (pool.readyCount() > 0 || (policy.minContainers === 0 && !pool.failure)),
+    // Ready: a replica is up, or none is required (scale to zero) and it is not backing off after a failed start.
+    // Past the backoff it is ready again: the next request tries a start, and a load balancer that took the
+    // gateway out of rotation on this model's failure lets it back in (else nothing would ever try again).
+    isReady: () => control.loaded() && (pool.readyCount() > 0 || (policy.minContainers === 0 && !pool.startFailure())),
     notReadyReason: () => (control.loaded() ? pool.failure : 'unloaded'),
     control,
     sequenceStore: sequences,

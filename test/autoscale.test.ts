@@ -129,7 +129,7 @@ describe('a replica that is starting', () => {
 });
 
 describe('a replica that keeps failing to start', () => {
-  it('answers 503 with the reason as soon as the start fails, backs off, and the model reports not ready', async () => {
+  it('answers 503 with the reason as soon as the start fails, and the model reports not ready until its backoff is over', async () => {
     expect((await fetch(`${gw.url}/v2/models/broken/ready`)).status).toBe(200); // may cold-start: not failing yet
     // Its timeout_ms is a minute: the answer comes from the failed start, not from the deadline.
     const res = await infer(gw.url, 'broken', mlpInput);
@@ -142,5 +142,11 @@ describe('a replica that keeps failing to start', () => {
     const admin = (await (await fetch(`${gw.url}/admin/pools`)).json()).models.find((m: { model: string }) => m.model === 'broken');
     expect(admin.failure).toMatch(/failed to start/);
     expect((await fetch(`${gw.url}/v2/health/ready`)).status).toBe(503);
+    // Past the 1 s backoff it is ready to cold-start again (a load balancer lets the gateway back in), and the
+    // next request tries: it fails again, now backing off twice as long.
+    expect(await until(async () => (await fetch(`${gw.url}/v2/models/broken/ready`)).status === 200, 5000)).toBe(true);
+    const again = await infer(gw.url, 'broken', mlpInput);
+    expect(again.body.error).toMatch(/replica broken-2 failed to start: .*\(next start in 2 s\)$/s);
+    expect((await fetch(`${gw.url}/v2/models/broken/ready`)).status).toBe(503);
   });
 });
