@@ -362,6 +362,7 @@ async function buildModel(
     // A remote replica's device is its own machine's business.
     place: onGpu(model, gpus) && !model.remote && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(placeKey, s.replicas_per_gpu) : undefined,
     startupTimeoutMs: s.startup_timeout * 1000,
+    hangTimeoutMs: s.hang_timeout * 1000,
     log,
   });
   if (b.batch_sizes && (generative || !batchable))

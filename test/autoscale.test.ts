@@ -12,6 +12,10 @@ beforeAll(async () => {
       crashy: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: one, scaling: { min_containers: 2, max_containers: 2 } },
       // Warm-up with a shape the model cannot take: every start fails inside the replica process.
       broken: { path: `${MODELS}mlp.onnx`, device: 'cpu', warmup_shapes: { x: [1, 3] }, batching: { timeout_ms: 60_000 }, scaling: { min_containers: 0 } },
+      // SIGSTOPped below: alive, its socket open, answering nothing (as a replica stuck in a CUDA call).
+      hangs: { path: `${MODELS}mlp.onnx`, device: 'cpu', batching: one, scaling: { min_containers: 1, max_containers: 1, hang_timeout: 1 } },
+      // Two batches in flight: under steady load it always has one, so only its answers show it is alive.
+      busy: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: { ...one, max_inputs: 2 }, scaling: { max_containers: 1, hang_timeout: 2 } },
       starting: {
         path: OCR_CLS,
         device: 'cpu',
@@ -103,6 +107,33 @@ describe('a replica killed with SIGKILL mid-batch', () => {
         return p.replicas.length === 2 && p.replicas.every((r) => r.state === 'ready' && r.pid !== victim?.pid);
       }),
     ).toBe(true);
+  });
+});
+
+describe('a replica that hangs', () => {
+  it('is killed once it answers nothing for hang_timeout, and the batch it held is answered by its replacement', async () => {
+    const [victim] = (await pool('hangs')).replicas;
+    process.kill(victim.pid, 'SIGSTOP');
+    const res = await infer(gw.url, 'hangs', mlpInput);
+    expect(res.status).toBe(200);
+    expect(res.body.outputs?.[0].shape).toEqual([1, 10]);
+    expect((await pool('hangs')).replicas.map((r) => r.pid)).not.toContain(victim.pid);
+    expect(() => process.kill(victim.pid, 0)).toThrow(); // gone, not left stopped
+  });
+
+  it('is not taken for hung while it keeps answering, however long its queue takes', async () => {
+    expect((await infer(gw.url, 'busy', slowInput)).status).toBe(200); // cold-started
+    const [replica] = (await pool('busy')).replicas;
+    // Four callers back to back for longer than hang_timeout (2 s): never idle, batches of tens of ms answered.
+    const started = Date.now();
+    const caller = async () => {
+      const statuses: number[] = [];
+      while (Date.now() - started < 3500) statuses.push((await infer(gw.url, 'busy', slowInput)).status);
+      return statuses;
+    };
+    const statuses = (await Promise.all([caller(), caller(), caller(), caller()])).flat();
+    expect(new Set(statuses)).toEqual(new Set([200]));
+    expect((await pool('busy')).replicas.map((r) => r.pid)).toEqual([replica.pid]); // the same replica throughout
   });
 });
 

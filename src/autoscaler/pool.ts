@@ -17,6 +17,8 @@ export type PoolOptions = {
   place?: () => { device: string; release(): void } | null;
   /** @default 120000 */
   startupTimeoutMs?: number;
+  /** See StartOptions.hangTimeoutMs. @default 0 (never) */
+  hangTimeoutMs?: number;
   /** First delay after a replica fails to start (or dies young); doubles per consecutive failure. @default 1000 */
   restartBackoffMs?: number;
   log?: Logger;
@@ -241,7 +243,7 @@ export class ReplicaPool extends EventEmitter<{
     try {
       replica = await this.opts.provider.start(
         { ...this.opts.spec, device: placed.device, model: this.opts.model, replicaId: member.id },
-        { startupTimeoutMs: this.opts.startupTimeoutMs ?? 120_000 },
+        { startupTimeoutMs: this.opts.startupTimeoutMs ?? 120_000, hangTimeoutMs: this.opts.hangTimeoutMs },
       );
     } catch (err) {
       this.remove(member);

@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { type Frame, FrameReader, type ReadyMessage, writeFrame } from '../models/index.js';
-import { type Lifetime, type Replica, type ReplicaProvider, type ReplicaStartSpec, SocketReplica } from './replica.js';
+import { type Lifetime, type Replica, type ReplicaProvider, type ReplicaStartSpec, SocketReplica, type StartOptions } from './replica.js';
 
 /**
  * Replicas that run elsewhere (`infergate replica --listen`, on other machines: systemd units, Kubernetes pods),
@@ -16,12 +16,12 @@ export class RemoteProvider implements ReplicaProvider {
     private token = process.env.INFERGATE_REPLICA_TOKEN,
   ) {}
 
-  async start(spec: ReplicaStartSpec, { startupTimeoutMs }: { startupTimeoutMs: number }): Promise<Replica> {
+  async start(spec: ReplicaStartSpec, { startupTimeoutMs, hangTimeoutMs }: StartOptions): Promise<Replica> {
     const address = this.addresses.find((a) => !this.inUse.has(a));
     if (!address) throw new Error(`every remote replica address is in use (${this.addresses.join(', ')})`);
     this.inUse.add(address);
     try {
-      const replica = await this.connect(spec.replicaId, address, startupTimeoutMs);
+      const replica = await this.connect(spec.replicaId, address, startupTimeoutMs, hangTimeoutMs);
       replica.lifetime.ended.then(() => this.inUse.delete(address));
       return replica.replica;
     } catch (err) {
@@ -30,7 +30,7 @@ export class RemoteProvider implements ReplicaProvider {
     }
   }
 
-  private connect(id: string, address: string, timeoutMs: number): Promise<{ replica: SocketReplica; lifetime: Lifetime }> {
+  private connect(id: string, address: string, timeoutMs: number, hangTimeoutMs?: number): Promise<{ replica: SocketReplica; lifetime: Lifetime }> {
     const at = address.lastIndexOf(':');
     const [host, port] = [address.slice(0, at).replace(/^\[|\]$/g, ''), Number(address.slice(at + 1))];
     const startedAt = performance.now();
@@ -62,7 +62,7 @@ export class RemoteProvider implements ReplicaProvider {
         const lifetime = remoteLifetime(socket, address);
         const totalMs = performance.now() - startedAt;
         const coldStart = { totalMs, spawnMs: totalMs, sessionMs: 0, warmupMs: 0 }; // loaded already: a connection
-        resolve({ replica: new SocketReplica(id, socket, ready as unknown as ReadyMessage, coldStart, lifetime), lifetime });
+        resolve({ replica: new SocketReplica(id, socket, ready as unknown as ReadyMessage, coldStart, lifetime, { hangTimeoutMs }), lifetime });
       };
       socket.on('data', onFrame);
     });

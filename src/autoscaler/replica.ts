@@ -56,13 +56,22 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
 export type ReplicaStartSpec = Omit<ReplicaSpec, 'socket'>;
 export type ColdStart = { totalMs: number; spawnMs: number; sessionMs: number; warmupMs: number };
 
+export type StartOptions = {
+  startupTimeoutMs: number;
+  /**
+   * With work in flight, longest a replica may go without answering any of it before it is taken for hung
+   * and killed (a remote one: disconnected); its batches fail back to the batcher as for a crash. 0: never.
+   */
+  hangTimeoutMs?: number;
+};
+
 export interface ReplicaProvider {
-  start(spec: ReplicaStartSpec, opts: { startupTimeoutMs: number }): Promise<Replica>;
+  start(spec: ReplicaStartSpec, opts: StartOptions): Promise<Replica>;
 }
 
 /** Replicas as child processes on this machine, reached over Unix sockets. */
 export class LocalProcessProvider implements ReplicaProvider {
-  async start(spec: ReplicaStartSpec, { startupTimeoutMs }: { startupTimeoutMs: number }): Promise<Replica> {
+  async start(spec: ReplicaStartSpec, { startupTimeoutMs, hangTimeoutMs }: StartOptions): Promise<Replica> {
     // Unique: two gateways in one process may both have a replica `m-1` (and the replica clears the path first).
     const socket = join(tmpdir(), `infergate-${process.pid}-${randomBytes(4).toString('hex')}-${spec.replicaId}.sock`);
     // One slot per batch in flight; a fifth batch in flight would go through the socket.
@@ -93,7 +102,7 @@ export class LocalProcessProvider implements ReplicaProvider {
       const { sessionMs, warmupMs } = ready.timings;
       const coldStart = { totalMs, spawnMs: totalMs - sessionMs - warmupMs, sessionMs, warmupMs };
       if (!ready.shm) slots?.close();
-      return new SocketReplica(spec.replicaId, conn, ready, coldStart, processLifetime(child, conn), ready.shm ? slots : undefined);
+      return new SocketReplica(spec.replicaId, conn, ready, coldStart, processLifetime(child, conn), { slots: ready.shm ? slots : undefined, hangTimeoutMs });
     } catch (err) {
       slots?.close();
       throw err;
@@ -162,6 +171,13 @@ export class SocketReplica extends EventEmitter<{ exit: [reason: string] }> impl
   private pending = new Map<number, { resolve: (frame: Frame) => void; reject: (e: Error) => void }>();
   private drained?: () => void;
   private exited: Promise<void>;
+  private readonly slots?: TensorSlots;
+  private readonly hangTimeoutMs: number;
+  /** When it last sent anything, or when work went in flight after none was. */
+  private lastHeardAt = 0;
+  private watchdog?: NodeJS.Timeout;
+  /** Why it was killed, when it was for hanging (its exit reason then). */
+  private hung?: string;
 
   constructor(
     readonly id: string,
@@ -169,11 +185,14 @@ export class SocketReplica extends EventEmitter<{ exit: [reason: string] }> impl
     readonly ready: ReadyMessage,
     readonly coldStart: ColdStart,
     private lifetime: Lifetime,
-    private slots?: TensorSlots,
+    opts: { slots?: TensorSlots; hangTimeoutMs?: number } = {},
   ) {
     super();
-    const reader = new FrameReader(slots);
+    this.slots = opts.slots;
+    this.hangTimeoutMs = opts.hangTimeoutMs ?? 0;
+    const reader = new FrameReader(opts.slots);
     socket.on('data', (chunk) => {
+      this.lastHeardAt = performance.now(); // bytes of an answer (a large one comes in many chunks): alive
       let frames: Frame[];
       try {
         frames = reader.push(chunk);
@@ -195,9 +214,11 @@ export class SocketReplica extends EventEmitter<{ exit: [reason: string] }> impl
       }
     });
     socket.on('error', () => {});
-    this.exited = lifetime.ended.then((reason) => {
+    this.exited = lifetime.ended.then((ended) => {
+      const reason = this.hung ?? ended;
       const wasStopping = this.state === 'draining';
       this.state = 'stopped';
+      clearTimeout(this.watchdog);
       socket.destroy();
       for (const w of this.pending.values()) w.reject(unavailable('replica_lost', `replica ${id} of the model ${reason} during the batch`));
       this.pending.clear();
@@ -257,9 +278,33 @@ export class SocketReplica extends EventEmitter<{ exit: [reason: string] }> impl
     const slot = tensors ? this.slots?.acquire() : undefined;
     const free = () => slot !== undefined && this.slots?.release(slot);
     return new Promise<Frame>((resolve, reject) => {
+      if (this.pending.size === 0) this.lastHeardAt = performance.now(); // idle time is not silence
       this.pending.set(id, { resolve, reject });
+      this.watch();
       void writeFrame(this.socket, { ...body, id, op, slot }, tensors, this.slots);
     }).finally(free);
+  }
+
+  /**
+   * Kills the replica once it has had work in flight and answered nothing for hangTimeoutMs: alive but stuck
+   * (a wedged CUDA call, a deadlock) it would hold its batches, and every later one, for ever. One timer, re-armed
+   * from the last answer, rather than one per request.
+   */
+  private watch(): void {
+    if (this.hangTimeoutMs <= 0 || this.watchdog) return;
+    const check = () => {
+      this.watchdog = undefined;
+      if (this.pending.size === 0 || this.state === 'stopped') return;
+      const silentMs = performance.now() - this.lastHeardAt;
+      if (silentMs < this.hangTimeoutMs) {
+        this.watchdog = setTimeout(check, this.hangTimeoutMs - silentMs).unref();
+        return;
+      }
+      const silence = `nothing answered in ${Math.round(silentMs)} ms with ${this.pending.size} in flight, scaling.hang_timeout`;
+      this.hung = `hung (${silence}) and was ${this.lifetime.pid === undefined ? 'disconnected' : 'killed'}`;
+      this.lifetime.kill();
+    };
+    this.watchdog = setTimeout(check, this.hangTimeoutMs).unref();
   }
 
   async stop(): Promise<void> {

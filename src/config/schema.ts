@@ -93,6 +93,11 @@ export const scalingSchema = z
     scaledown_window: nonNegative.default(60),
     /** Seconds a replica may take to become ready (process, session, warm-up). @default 120 */
     startup_timeout: z.number().positive().default(120),
+    /**
+     * Seconds a replica with work in flight may answer none of it before it is taken for hung, killed and
+     * replaced (its batches are retried once, as after a crash); 0: never. @default 120
+     */
+    hang_timeout: nonNegative.default(120),
     /** Replicas of this model per GPU, for device cuda/auto on GPU machines. @default 1 */
     replicas_per_gpu: positiveInt.default(1),
   })
