@@ -302,7 +302,8 @@ export class ReplicaPool extends EventEmitter<{
     this.failure = reason;
     this.startFailed = startFailed;
     this.retryAt = this.now() + delay;
-    this.opts.log?.error({ model: this.opts.model, reason, retryInMs: delay, failures: this.failures }, 'replica failed to start; backing off');
+    const what = startFailed ? 'replica failed to start' : 'replica died soon after starting';
+    this.opts.log?.error({ model: this.opts.model, reason, retryInMs: delay, failures: this.failures }, `${what}; backing off`);
     this.emit('change'); // waiting requests learn now that nothing is coming (startFailure)
     setTimeout(() => this.emit('change'), delay).unref();
   }
