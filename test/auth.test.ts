@@ -24,6 +24,8 @@ const ec = makeKey('ec-1', 'ES256');
 const ed = makeKey('ed-1', 'EdDSA');
 let published: Key[] = [rsa, ec, ed];
 let jwksFetches = 0;
+/** How the JWKS server answers: with the keys, with a 503, or by dropping the connection. */
+let jwksMode: 'up' | 'error' | 'drop' = 'up';
 let jwks: Server;
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 
@@ -47,8 +49,10 @@ function sign(key: Key, claims: Record<string, unknown> = {}, options: jwt.SignO
 }
 
 beforeAll(async () => {
-  jwks = createServer((_req, res) => {
+  jwks = createServer((req, res) => {
     jwksFetches++;
+    if (jwksMode === 'drop') return req.socket.destroy();
+    if (jwksMode === 'error') return res.writeHead(503).end();
     const keys = published.map((k) => ({ ...k.publicKey.export({ format: 'jwk' }), kid: k.kid, alg: k.alg, use: 'sig' }));
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ keys }));
@@ -214,5 +218,55 @@ describe('key/secret and public endpoints', () => {
     expect((await refused.json()).error).toMatch(/too many requests/);
     await new Promise((r) => setTimeout(r, 600)); // 2 per second: one token back after 500 ms
     expect((await call('/public/classify')).status).toBe(200);
+  });
+});
+
+describe('a JWKS server that cannot be reached', () => {
+  let gw2: Awaited<ReturnType<typeof startTestGateway>>;
+  beforeAll(async () => {
+    gw2 = await startTestGateway({
+      auth: {
+        default: 'jwt',
+        jwt: {
+          issuer: ISSUER,
+          audience: AUDIENCE,
+          jwks_url: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
+          jwks_cooldown_s: 0,
+          jwks_max_age_s: 0, // refetched for every token: each one meets the outage
+        },
+      },
+      models: { mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 0 } } },
+    } as never);
+  });
+  afterAll(async () => {
+    jwksMode = 'up';
+    await gw2?.shutdown();
+  });
+  const ask = (token: string) => fetch(`${gw2.url}/v2/models/mlp/infer`, { method: 'POST', body, headers: bearer(token) });
+
+  it('keeps verifying with the keys it fetched last; a token whose key it never saw is 503 (not judged), not 401', async () => {
+    published = [ec];
+    expect((await ask(sign(ec))).status).toBe(200); // the keys are fetched
+    for (const mode of ['error', 'drop'] as const) {
+      jwksMode = mode;
+      const fetchesBefore = jwksFetches;
+      expect((await ask(sign(ec))).status, mode).toBe(200);
+      expect(jwksFetches, mode).toBeGreaterThan(fetchesBefore); // it did try to refresh them
+
+      const fresh = makeKey(`ec-new-${mode}`, 'ES256');
+      published = [ec, fresh]; // published, but the server cannot hand it out
+      const res = await ask(sign(fresh));
+      expect(res.status, mode).toBe(503);
+      expect(res.headers.get('retry-after'), mode).toBe('5');
+      expect((await res.json()).error, mode).toMatch(/^the signing keys at auth\.jwt\.jwks_url could not be fetched \(.+\)$/);
+
+      // What it can judge it still refuses: a signature that does not verify, a token that is not one.
+      const [h, p] = sign(ec).split('.');
+      expect((await ask(`${h}.${p}.${sign(fresh).split('.')[2]}`)).status, mode).toBe(401);
+      expect((await ask('not-a-token')).status, mode).toBe(401);
+
+      jwksMode = 'up';
+      expect((await ask(sign(fresh))).status, mode).toBe(200); // back: the new key is fetched
+    }
   });
 });

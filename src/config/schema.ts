@@ -334,6 +334,11 @@ const jwtSchema = z
     clock_tolerance_s: nonNegative.default(30),
     /** Least time between two JWKS refetches for unknown `kid`s, in seconds. @default 30 */
     jwks_cooldown_s: nonNegative.default(30),
+    /**
+     * Seconds fetched keys are used before the JWKS is fetched again. A refetch that fails keeps the last
+     * keys: an outage of the key server does not lock out callers whose keys it published. @default 600
+     */
+    jwks_max_age_s: nonNegative.default(600),
     /** Claim whose value picks the caller's batch priority (see `priorities`). */
     priority_claim: z.string().optional(),
     /** Priority by claim value; higher goes first. @default {} */

@@ -12,6 +12,7 @@ const config = {
   algorithms: ['ES256' as const],
   clock_tolerance_s: 0,
   jwks_cooldown_s: 30,
+  jwks_max_age_s: 600,
   priority_claim: 'tier',
   priorities: { gold: 10, free: 0 },
   claims: ['tenant'],

@@ -20,6 +20,13 @@ export type TokenCaller = { subject: string; scopes: string[]; claims: Record<st
 /** Why a token was refused: said in WWW-Authenticate, never more (no claim or key material). */
 export class TokenError extends Error {}
 
+/**
+ * The key set at jwks_url could not be fetched and the token's key is not among those fetched before: the
+ * token was not judged, so it is not refused as bad (a 503 for the caller to retry, not a 401 that tells it
+ * to throw its token away: the complaint about Envoy's and Spring's JWT filters).
+ */
+export class KeysUnavailable extends Error {}
+
 /** Longest Authorization value read at all: anything bigger is refused before parsing. */
 export const MAX_TOKEN_BYTES = 8 * 1024;
 
@@ -31,7 +38,7 @@ export const MAX_TOKEN_BYTES = 8 * 1024;
 export async function jwtVerifier(config: JwtConfig): Promise<(token: string) => Promise<TokenCaller>> {
   const keySources: JWTVerifyGetKey[] = [];
   if (config.jwks_url)
-    keySources.push(createRemoteJWKSet(new URL(config.jwks_url), { cooldownDuration: config.jwks_cooldown_s * 1000, timeoutDuration: 5000 }));
+    keySources.push(remoteKeys(new URL(config.jwks_url), { cooldownDuration: config.jwks_cooldown_s * 1000, cacheMaxAge: config.jwks_max_age_s * 1000 }));
   const staticJwks: JWK[] = [];
   const pems: { kid?: string; alg: string; key: CryptoKey | Uint8Array }[] = [];
   for (const k of config.keys ?? []) {
@@ -65,16 +72,19 @@ export async function jwtVerifier(config: JwtConfig): Promise<(token: string) =>
     if (token.split('.').length !== 3) throw new TokenError('the token is not a JWS compact serialization');
     let payload: JWTPayload | undefined;
     let last: unknown;
+    let unavailable: KeysUnavailable | undefined;
     for (const source of keySources) {
       try {
         ({ payload } = await jwtVerify(token, source, options));
         break;
       } catch (err) {
         last = err;
-        // Only "no key here" lets the next key source try; a bad signature or claim is final.
-        if (!(err instanceof errors.JWKSNoMatchingKey)) break;
+        if (err instanceof KeysUnavailable) unavailable = err;
+        // Only "no key here" (or "cannot tell") lets the next key source try; a bad signature or claim is final.
+        else if (!(err instanceof errors.JWKSNoMatchingKey)) break;
       }
     }
+    if (!payload && unavailable && (last === unavailable || last instanceof errors.JWKSNoMatchingKey)) throw unavailable;
     if (!payload) throw new TokenError(describe(last));
     const scopes = typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : Array.isArray(payload.scp) ? payload.scp.map(String) : [];
     const claims = Object.fromEntries(config.claims.filter((c) => c in payload).map((c) => [c, payload[c]]));
@@ -82,6 +92,42 @@ export async function jwtVerifier(config: JwtConfig): Promise<(token: string) =>
     const priority = typeof tier === 'string' || typeof tier === 'number' ? config.priorities[String(tier)] : undefined;
     return { subject: String(payload.sub ?? 'anonymous'), scopes, claims, priority };
   };
+}
+
+/**
+ * A JWKS fetched by jose (cached, refetched past `cacheMaxAge` and on an unknown kid past `cooldownDuration`),
+ * that keeps verifying with the keys it fetched last while the server cannot be reached.
+ */
+function remoteKeys(url: URL, opts: { cooldownDuration: number; cacheMaxAge: number }): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(url, { ...opts, timeoutDuration: 5000 });
+  return async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (err) {
+      const why = fetchFailure(err);
+      if (!why) throw err;
+      const last = remote.jwks();
+      if (last) {
+        try {
+          return await createLocalJWKSet(last)(header, token);
+        } catch (e) {
+          if (!(e instanceof errors.JWKSNoMatchingKey)) throw e;
+        }
+      }
+      throw new KeysUnavailable(`the signing keys at auth.jwt.jwks_url could not be fetched (${why})`);
+    }
+  };
+}
+
+/** Why fetching the JWKS failed, if that is what `err` says (not a token that fails to verify). */
+function fetchFailure(err: unknown): string | undefined {
+  if (err instanceof errors.JWKSTimeout) return 'timed out';
+  if (err instanceof errors.JWKSInvalid) return 'not a JSON Web Key Set';
+  // jose's own words for a non-200 answer and for a body that is not JSON
+  if (err instanceof errors.JOSEError && /JSON Web Key Set HTTP response/.test(err.message)) return err.message;
+  // fetch's network failures carry their cause; a TypeError jose throws about a token's content has none
+  if (err instanceof TypeError && err.cause !== undefined) return (err.cause as Error).message ?? err.message;
+  return undefined;
 }
 
 function describe(err: unknown): string {

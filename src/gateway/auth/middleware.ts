@@ -1,10 +1,10 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { MiddlewareHandler } from 'hono';
-import { GatewayError } from '../../errors/index.js';
+import { GatewayError, unavailable } from '../../errors/index.js';
 import { type IntakeRequest, peerAddress } from '../intake.js';
 import type { GatewayEnv } from '../types.js';
-import { type TokenCaller, TokenError } from './jwt.js';
+import { KeysUnavailable, type TokenCaller, TokenError } from './jwt.js';
 import type { RateLimiter } from './rate-limit.js';
 
 export type Policy = 'public' | 'jwt' | 'key';
@@ -54,6 +54,7 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
     try {
       who = await (opts.verify as NonNullable<AuthOptions['verify']>)(token);
     } catch (err) {
+      if (err instanceof KeysUnavailable) throw unavailable('auth_unavailable', err.message, 5);
       throw unauthorized('Bearer', err instanceof TokenError ? err.message : 'the token could not be verified');
     }
     const missing = (opts.scopes ?? []).filter((s) => !who.scopes.includes(s));
