@@ -29,6 +29,14 @@ let jwksMode: 'up' | 'error' | 'drop' = 'up';
 let jwks: Server;
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 
+/** auth.jwt for tokens from sign(), keys from the JWKS server below (refetched at once for an unknown kid). */
+const jwtAgainstOurJwks = (more: object) => ({
+  issuer: ISSUER,
+  audience: AUDIENCE,
+  jwks_url: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
+  jwks_cooldown_s: 0,
+  ...more,
+});
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
 function sign(key: Key, claims: Record<string, unknown> = {}, options: jwt.SignOptions = {}): string {
   const payload = { sub: 'alice', scope: 'classify read', ...claims };
@@ -61,13 +69,7 @@ beforeAll(async () => {
   gw = await startTestGateway({
     auth: {
       default: 'jwt',
-      jwt: {
-        issuer: ISSUER,
-        audience: AUDIENCE,
-        jwks_url: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
-        jwks_cooldown_s: 0,
-        clock_tolerance_s: 5,
-      },
+      jwt: jwtAgainstOurJwks({ clock_tolerance_s: 5 }),
       keys: [{ id: 'billing', secret: 'a-long-enough-shared-secret' }],
       admin_scopes: ['admin'],
     },
@@ -227,13 +229,7 @@ describe('a JWKS server that cannot be reached', () => {
     gw2 = await startTestGateway({
       auth: {
         default: 'jwt',
-        jwt: {
-          issuer: ISSUER,
-          audience: AUDIENCE,
-          jwks_url: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
-          jwks_cooldown_s: 0,
-          jwks_max_age_s: 0, // refetched for every token: each one meets the outage
-        },
+        jwt: jwtAgainstOurJwks({ jwks_max_age_s: 0 }), // refetched for every token: each one meets the outage
       },
       models: { mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 0 } } },
     } as never);
