@@ -587,6 +587,7 @@ export async function startGateway(
     tls,
     intakeThreads: config.server.intake_threads,
     maxBodyBytes: config.server.max_body_bytes,
+    keepAliveTimeoutMs: config.server.keep_alive_timeout_s * 1000,
     onError: (err) => log.error({ err: err.message }, 'an intake thread failed; starting another'),
   });
   const scheme = tls ? (tls.http2 ? 'https (HTTP/2 + HTTP/1.1)' : 'https') : 'http';

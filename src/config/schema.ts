@@ -283,6 +283,12 @@ export const serverSchema = z
     max_body_bytes: positiveInt.default(64 * 1024 * 1024),
     /** How long shutdown waits for accepted requests before stopping replicas anyway, in s. @default 30 */
     shutdown_timeout_s: nonNegative.default(30),
+    /**
+     * Seconds an idle HTTP/1.1 connection is kept open (said in `Keep-Alive: timeout=`). Above a load balancer's
+     * own idle timeout (AWS ALB: 60 s), so that the balancer never reuses a connection this end has just
+     * closed (Node's 5 s default makes it answer 502s now and then). @default 65
+     */
+    keep_alive_timeout_s: z.number().positive().default(65),
     /** HTTPS (and HTTP/2) from these files; plain HTTP without. */
     tls: tlsSchema.optional(),
     /**

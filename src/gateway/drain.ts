@@ -1,5 +1,17 @@
 import type { Server, Socket } from 'node:net';
 
+/**
+ * Keeps idle HTTP/1.1 connections open `ms` (said to clients in `Keep-Alive: timeout=`); the time to a request's
+ * headers must outlast it, or a connection reused just before the idle limit could time out mid-headers. HTTP/2
+ * sessions have no such timer. Shutdown closes idle connections at once whatever this is (see drainable).
+ */
+export function keepIdleConnections(server: Server, ms: number | undefined): void {
+  if (ms === undefined || !('keepAliveTimeout' in server)) return;
+  const http = server as Server & { keepAliveTimeout: number; headersTimeout: number };
+  http.keepAliveTimeout = ms;
+  http.headersTimeout = Math.max(http.headersTimeout, ms + 1000);
+}
+
 type RequestServer = Server & { closeIdleConnections?(): void };
 type Answer = { setHeader?(n: string, v: string): void; once(e: 'close', f: () => void): void; stream?: unknown };
 

@@ -10,7 +10,7 @@ import { workerData } from 'node:worker_threads';
 import { GatewayError } from '../errors/index.js';
 import { readIncoming } from './body.js';
 import { requestBuffers } from './buffer-pool.js';
-import { drainable } from './drain.js';
+import { drainable, keepIdleConnections } from './drain.js';
 import type { FromIntake, IntakeWorkerData, ToIntake } from './intake.js';
 
 const data = workerData as IntakeWorkerData;
@@ -154,6 +154,7 @@ const server = (
   !tls ? createServer(onRequest) : data.tls?.http2 ? createSecureServer({ ...tls, allowHTTP1: true }, onRequest) : createHttpsServer(tls, onRequest)
 ) as Server;
 server.on('upgrade', onUpgrade);
+keepIdleConnections(server, data.keepAliveTimeoutMs);
 const drain = drainable(server, { upgraded: 'leave' });
 server.once('error', (err) => {
   throw err;

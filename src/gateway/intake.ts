@@ -60,6 +60,8 @@ export type IntakeOptions = {
   upstreamPort: number;
   /** The limit for routes that read the body as a web Request's (server.max_body_bytes). */
   maxBodyBytes: number;
+  /** server.keep_alive_timeout_s, in ms. */
+  keepAliveTimeoutMs?: number;
 };
 
 export type IntakeWorkerData = IntakeOptions & { reusePort: boolean; secret: string; parent: MessagePort };

@@ -5,7 +5,7 @@ import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { WebSocketServer } from 'ws';
 import { keepFreedMemory } from './buffer-pool.js';
-import { drainable } from './drain.js';
+import { drainable, keepIdleConnections } from './drain.js';
 import { startIntakeThreads } from './intake.js';
 import type { GatewayEnv } from './types.js';
 
@@ -26,6 +26,8 @@ export type ListenOptions = {
   intakeThreads?: number;
   /** With intake threads: the limit for routes that read the body as a web Request's. @default 64 MiB */
   maxBodyBytes?: number;
+  /** How long an idle HTTP/1.1 connection stays open (server.keep_alive_timeout_s). @default Node's 5 s */
+  keepAliveTimeoutMs?: number;
   /** Told when an intake thread fails (it is replaced). */
   onError?: (err: Error) => void;
 };
@@ -40,7 +42,14 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
     const threads = await startIntakeThreads(
       app,
       opts.intakeThreads,
-      { port: opts.port, host: opts.host, tls: opts.tls, upstreamPort: here.port, maxBodyBytes: opts.maxBodyBytes ?? 64 * 2 ** 20 },
+      {
+        port: opts.port,
+        host: opts.host,
+        tls: opts.tls,
+        upstreamPort: here.port,
+        maxBodyBytes: opts.maxBodyBytes ?? 64 * 2 ** 20,
+        keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
+      },
       opts.onError ?? ((err) => console.error(err)),
     );
     return {
@@ -70,6 +79,7 @@ async function serveHere(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Li
     );
     s.once('error', reject);
   });
+  keepIdleConnections(server, opts.keepAliveTimeoutMs);
   const drain = drainable(server);
   const port = (server.address() as AddressInfo).port;
   return {
