@@ -192,6 +192,15 @@ function laidOut(pool: ReplicaPool, layout: ModelLayout): BatchTarget {
   };
 }
 
+/** A port that cannot be bound, said as the setting to change (the socket error's stack says nothing more). */
+function cannotListen(err: NodeJS.ErrnoException, server: Config['server']): Error {
+  const where = `port ${server.port} on ${server.host}`;
+  if (err.code === 'EADDRINUSE') return new ConfigError(`server.port: ${where} is in use by another process (set server.port or $PORT)`);
+  if (err.code === 'EACCES') return new ConfigError(`server.port: ${where} needs privileges this process lacks (ports below 1024; or use one above)`);
+  if (err.code === 'EADDRNOTAVAIL') return new ConfigError(`server.host: ${server.host} is not an address of this machine`);
+  return err;
+}
+
 /** The auth and rate-limit middleware of the built-in routes and of each configured endpoint. */
 async function security(
   config: Config,
@@ -551,6 +560,7 @@ export async function startGateway(
   const models: Gateway['models'] = new Map();
   for (const name of Object.keys(config.models)) models.set(name, await build(name, { ...shared, placeKey: name }));
 
+  const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
   const all = [...models.values()];
   try {
     await Promise.all(all.map((m) => m.pool.startReplicas(config.models[m.name].scaling.min_containers)));
@@ -560,7 +570,6 @@ export async function startGateway(
   }
   for (const m of all) m.autoscaler.start();
 
-  const { guard, adminGuard, endpoints } = await security(config);
   observePools(telemetry, models);
   let server: Listening | undefined;
   const app = createApp({
@@ -581,15 +590,21 @@ export async function startGateway(
   });
   const tlsConfig = config.server.tls;
   const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };
-  server = await listen(app, {
-    port: config.server.port,
-    host: config.server.host,
-    tls,
-    intakeThreads: config.server.intake_threads,
-    maxBodyBytes: config.server.max_body_bytes,
-    keepAliveTimeoutMs: config.server.keep_alive_timeout_s * 1000,
-    onError: (err) => log.error({ err: err.message }, 'an intake thread failed; starting another'),
-  });
+  try {
+    server = await listen(app, {
+      port: config.server.port,
+      host: config.server.host,
+      tls,
+      intakeThreads: config.server.intake_threads,
+      maxBodyBytes: config.server.max_body_bytes,
+      keepAliveTimeoutMs: config.server.keep_alive_timeout_s * 1000,
+      onError: (err) => log.error({ err: err.message }, 'an intake thread failed; starting another'),
+    });
+  } catch (err) {
+    for (const m of all) m.autoscaler.stop();
+    await Promise.all(all.map((m) => m.pool.stop()));
+    throw cannotListen(err as NodeJS.ErrnoException, config.server);
+  }
   const scheme = tls ? (tls.http2 ? 'https (HTTP/2 + HTTP/1.1)' : 'https') : 'http';
   const threads = config.server.intake_threads;
   log.info(

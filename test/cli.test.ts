@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -83,6 +84,21 @@ describe('infergate serve', () => {
     expect(await run.exited).toBe(1);
     expect(run.output()).toContain('models.m.device: expected cpu, cuda, cuda:N or auto, got "tpu"');
     await expect(fetch('http://127.0.0.1:18181/v2')).rejects.toThrow();
+  });
+
+  it('says in one line that its port is taken, stops the replicas it started, and exits non-zero', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '0.0.0.0', r));
+    onTestFinished(() => void taken.close());
+    const port = (taken.address() as AddressInfo).port;
+    const file = await configFile(`models:\n  mlp: { path: ${MODELS}mlp.onnx, device: cpu, scaling: { min_containers: 1 } }\n`);
+    const run = cli(['serve', '-c', file], { PORT: String(port) });
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toContain(`infergate: server.port: port ${port} on 0.0.0.0 is in use by another process (set server.port or $PORT)`);
+    expect(run.output()).not.toMatch(/EADDRINUSE|at Server\./); // no stack trace
+    const replica = Number(/"pid":(\d+).*"msg":"replica ready/.exec(run.output())?.[1]);
+    expect(replica).toBeGreaterThan(0);
+    expect(() => process.kill(replica, 0)).toThrow(); // not left behind
   });
 
   it('on SIGTERM still answers requests that were waiting for a cold start (scaled to zero)', async () => {
