@@ -562,14 +562,6 @@ export async function startGateway(
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
   const all = [...models.values()];
-  try {
-    await Promise.all(all.map((m) => m.pool.startReplicas(config.models[m.name].scaling.min_containers)));
-  } catch (err) {
-    await Promise.all(all.map((m) => m.pool.stop()));
-    throw err;
-  }
-  for (const m of all) m.autoscaler.start();
-
   observePools(telemetry, models);
   let server: Listening | undefined;
   const app = createApp({
@@ -601,8 +593,6 @@ export async function startGateway(
       onError: (err) => log.error({ err: err.message }, 'an intake thread failed; starting another'),
     });
   } catch (err) {
-    for (const m of all) m.autoscaler.stop();
-    await Promise.all(all.map((m) => m.pool.stop()));
     throw cannotListen(err as NodeJS.ErrnoException, config.server);
   }
   const scheme = tls ? (tls.http2 ? 'https (HTTP/2 + HTTP/1.1)' : 'https') : 'http';
@@ -611,6 +601,23 @@ export async function startGateway(
     { port: server.port, scheme, models: [...models.keys()], intakeThreads: threads },
     `infergate listening on port ${server.port} (${scheme}${threads ? `, ${threads} intake thread${threads > 1 ? 's' : ''}` : ''})`,
   );
+  // Listening before the min_containers replicas are up: /v2/health/live answers while they warm up (a liveness
+  // probe must not restart a gateway whose CUDA warm-up is slow) and /v2/health/ready says 503 until they are.
+  // One that cannot start still fails the start, as Triton's --exit-on-error does.
+  try {
+    await Promise.all(
+      all.map((m) =>
+        m.pool.startReplicas(config.models[m.name].scaling.min_containers).catch((err: Error) => {
+          throw new ConfigError(`models.${m.name}: ${err.message} (its min_containers must be up to start)`);
+        }),
+      ),
+    );
+  } catch (err) {
+    await server.close(0);
+    await Promise.all(all.map((m) => m.pool.stop()));
+    throw err;
+  }
+  for (const m of all) m.autoscaler.start();
 
   // A model leaves service (replaced or removed): it takes no new requests already, answers what it accepted, then stops.
   const retiring = new Set<Promise<void>>();

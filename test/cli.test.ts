@@ -86,7 +86,7 @@ describe('infergate serve', () => {
     await expect(fetch('http://127.0.0.1:18181/v2')).rejects.toThrow();
   });
 
-  it('says in one line that its port is taken, stops the replicas it started, and exits non-zero', async () => {
+  it('says in one line that its port is taken, before starting any replica, and exits non-zero', async () => {
     const taken = createServer();
     await new Promise<void>((r) => taken.listen(0, '0.0.0.0', r));
     onTestFinished(() => void taken.close());
@@ -96,9 +96,31 @@ describe('infergate serve', () => {
     expect(await run.exited).toBe(1);
     expect(run.output()).toContain(`infergate: server.port: port ${port} on 0.0.0.0 is in use by another process (set server.port or $PORT)`);
     expect(run.output()).not.toMatch(/EADDRINUSE|at Server\./); // no stack trace
-    const replica = Number(/"pid":(\d+).*"msg":"replica ready/.exec(run.output())?.[1]);
-    expect(replica).toBeGreaterThan(0);
-    expect(() => process.kill(replica, 0)).toThrow(); // not left behind
+    expect(run.output()).not.toContain('replica ready'); // it listens before starting any
+  });
+
+  it('answers /v2/health/live while its replicas start, ready 503 until they are; one that cannot start still fails the start', async () => {
+    // A "remote replica" that accepts the connection and never says hello: the boot waits on it (startup_timeout).
+    const silent = createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    onTestFinished(() => void silent.close());
+    const replica = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const file = await configFile(`models:\n  mlp: { path: ${MODELS}mlp.onnx, remote: ['${replica}'], scaling: { min_containers: 1, startup_timeout: 4 } }\n`);
+    const port = 18000 + Math.floor(Math.random() * 2000);
+    const run = cli(['serve', '-c', file], { PORT: String(port) });
+    let live = 0;
+    for (let i = 0; i < 200 && live !== 200 && run.exitCode === null; i++) {
+      live = await fetch(`http://127.0.0.1:${port}/v2/health/live`).then(
+        (r) => r.status,
+        () => 0,
+      );
+      if (live !== 200) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(live).toBe(200); // while the replica is still starting
+    const ready = await fetch(`http://127.0.0.1:${port}/v2/models/mlp/ready`);
+    expect(ready.status).toBe(503);
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toContain(`remote replica ${replica}: not ready after 4000 ms`);
   });
 
   it('on SIGTERM still answers requests that were waiting for a cold start (scaled to zero)', async () => {
