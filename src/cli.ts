@@ -36,7 +36,7 @@ program
     };
     const stop = (signal: string) => {
       log.info({ signal }, 'signal received');
-      gateway.shutdown().then(
+      gateway.shutdown({ now: signal === 'SIGINT' }).then(
         () => exit(0),
         (err) => {
           log.error({ err }, 'shutdown failed');

@@ -65,8 +65,11 @@ export type Gateway = {
       sequenceStore?: Sequences;
     }
   >;
-  /** Graceful and idempotent: stop accepting, finish accepted requests, stop replicas. */
-  shutdown(): Promise<void>;
+  /**
+   * Graceful and idempotent: not ready at once; after server.shutdown_delay_s (unless `now`) stop accepting,
+   * finish accepted requests, stop replicas.
+   */
+  shutdown(opts?: { now?: boolean }): Promise<void>;
   /**
    * Applies a new config's models without a restart (SIGHUP, POST /admin/reload): added ones start, changed
    * ones are replaced once their new replicas are ready, removed ones drain. Nothing changes if any check fails.
@@ -564,6 +567,7 @@ export async function startGateway(
   const all = [...models.values()];
   observePools(telemetry, models);
   let server: Listening | undefined;
+  let shuttingDown = false;
   const app = createApp({
     telemetry,
     log,
@@ -579,6 +583,7 @@ export async function startGateway(
     version: VERSION,
     intakeBusy: () => server?.intakeBusy?.(),
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
+    shuttingDown: () => shuttingDown,
   });
   const tlsConfig = config.server.tls;
   const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };
@@ -698,8 +703,14 @@ export async function startGateway(
       reloads = done.catch(() => {});
       return done;
     },
-    shutdown() {
+    shutdown({ now = false } = {}) {
       stopping ??= (async () => {
+        shuttingDown = true;
+        const delayS = now ? 0 : config.server.shutdown_delay_s;
+        if (delayS > 0) {
+          log.info(`shutting down: not ready, still serving for ${delayS} s (server.shutdown_delay_s)`);
+          await new Promise((r) => setTimeout(r, delayS * 1000));
+        }
         log.info('shutting down: finishing accepted requests');
         // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
         await server.close(config.server.shutdown_timeout_s * 1000);

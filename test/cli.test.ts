@@ -202,6 +202,27 @@ describe('infergate serve', () => {
     expect(() => process.kill(replicas[0].pid, 0)).toThrow(/ESRCH/);
   });
 
+  it('on SIGTERM with shutdown_delay_s says not ready at once and goes on serving new requests, then exits 0', async () => {
+    const file = await configFile(
+      `server: { shutdown_delay_s: 3 }\nmodels:\n  mlp: { path: ${MODELS}mlp.onnx, device: cpu, scaling: { min_containers: 1 } }\n`,
+    );
+    const { run, url } = await serveUntilReady(file);
+    const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.5) }] });
+    run.kill('SIGTERM');
+    let ready = 200;
+    for (let i = 0; i < 100 && ready === 200; i++) {
+      ready = (await fetch(`${url}/v2/health/ready`)).status;
+      if (ready === 200) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(ready).toBe(503); // a load balancer stops sending…
+    expect((await fetch(`${url}/health`)).status).toBe(503);
+    expect((await fetch(`${url}/v2/models/mlp/infer`, { method: 'POST', body })).status).toBe(200); // …what comes meanwhile is served
+    expect(run.exitCode).toBeNull();
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toContain('not ready, still serving for 3 s (server.shutdown_delay_s)');
+    expect(run.output()).toContain('shutdown complete');
+  });
+
   it('on SIGHUP applies the config file again: a model added, a bad file changing nothing', async () => {
     const mlp = `  mlp: { path: ${MODELS}mlp.onnx, device: cpu, scaling: { min_containers: 1 } }\n`;
     const file = await configFile(`models:\n${mlp}`);

@@ -284,6 +284,12 @@ export const serverSchema = z
     /** How long shutdown waits for accepted requests before stopping replicas anyway, in s. @default 30 */
     shutdown_timeout_s: nonNegative.default(30),
     /**
+     * On SIGTERM, seconds to go on serving with /v2/health/ready saying 503 before no longer accepting: the
+     * time a load balancer or Kubernetes takes to stop sending new requests (else they meet a closed port).
+     * SIGINT (Ctrl-C) does not wait. @default 0
+     */
+    shutdown_delay_s: nonNegative.default(0),
+    /**
      * Seconds an idle HTTP/1.1 connection is kept open (said in `Keep-Alive: timeout=`). Above a load balancer's
      * own idle timeout (AWS ALB: 60 s), so that the balancer never reuses a connection this end has just
      * closed (Node's 5 s default makes it answer 502s now and then). @default 65

@@ -52,6 +52,8 @@ export type AppOptions = {
   onServerError?: (err: Error, path: string) => void;
   /** Browsers may call from these origins (server.cors). @default none: same origin only */
   cors?: { origins: '*' | string[]; maxAgeS: number };
+  /** True once shutdown has begun (the health routes say not ready). */
+  shuttingDown?: () => boolean;
 };
 
 /** vLLM's routes outside /v1: guarded like the built-in ones, answering OpenAI's error object. */
@@ -124,7 +126,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       app.post(e.path, (c) => handler(c, generativeModelOf(opts.models), limit, e.model));
     }
   }
-  app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0', regions }));
+  app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0', regions, shuttingDown: opts.shuttingDown }));
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
   app.route('/', wsRoutes(opts.models));
   app.route('/', audioRoutes(opts.models, maxBodyBytes));

@@ -20,10 +20,12 @@ export type KServeOptions = {
   version: string;
   /** Client shared memory (server.client_shared_memory); undefined when off. */
   regions?: SharedMemoryRegions;
+  /** True once shutdown has begun: the server is not ready, whatever its models are. @default never */
+  shuttingDown?: () => boolean;
 };
 
 /** The KServe v2 / Open Inference Protocol REST routes, with the binary tensor data extension. */
-export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeOptions): Hono<GatewayEnv> {
+export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingDown }: KServeOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const named = (name: string): ServedModel => {
     const m = models.get(name);
@@ -36,7 +38,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions }: KServeO
   app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions }));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
   // Models unloaded on purpose (model control) do not make the server unready, as in Triton.
-  const serverReady = () => [...models.values()].every((m) => m.isReady() || m.control?.loaded() === false);
+  const serverReady = () => !shuttingDown?.() && [...models.values()].every((m) => m.isReady() || m.control?.loaded() === false);
   app.get('/v2/health/ready', (c) => {
     const ready = serverReady();
     return c.json({ ready }, ready ? 200 : 503);
