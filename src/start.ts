@@ -584,6 +584,7 @@ export async function startGateway(
     intakeBusy: () => server?.intakeBusy?.(),
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
     shuttingDown: () => shuttingDown,
+    websocketPingMs: config.server.websocket_ping_s * 1000,
   });
   const tlsConfig = config.server.tls;
   const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };

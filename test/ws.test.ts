@@ -5,6 +5,7 @@ import { MODELS, startTestGateway } from './helpers.js';
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
   gw = await startTestGateway({
+    server: { websocket_ping_s: 0.3 },
     models: {
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } },
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
@@ -17,8 +18,8 @@ afterAll(() => gw?.shutdown());
 type Msg = { id: string | null; type: string; [k: string]: unknown };
 
 /** A `ws` client that collects messages and can wait for one matching a predicate. */
-async function connect() {
-  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
+async function connect(opts: WebSocket.ClientOptions = {}) {
+  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`, opts);
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
   const received: Msg[] = [];
   const waiters: { match: (m: Msg) => boolean; resolve: (m: Msg) => void }[] = [];
@@ -146,5 +147,17 @@ describe('WebSocket /v1/ws', () => {
     c.ws.terminate();
     for (let i = 0; i < 200 && (await stats()).active > 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect((await stats()).active).toBe(0);
+  });
+
+  it('closes a socket whose client stopped answering pings (websocket_ping_s), and keeps one that answers', async () => {
+    const gone = await connect({ autoPong: false }); // as a client whose network vanished: nothing comes back
+    const here = await connect();
+    const closed = await new Promise<number>((resolve) => gone.ws.once('close', (code) => resolve(code)));
+    expect(closed).toBe(1006); // ended by the server without a close frame, after one unanswered ping
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(here.ws.readyState).toBe(WebSocket.OPEN); // pinged as often (3 more times since), and answered
+    here.send({ id: 'x', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.1) }] });
+    expect(await here.next((m) => m.id === 'x')).toMatchObject({ type: 'result' });
+    here.ws.close();
   });
 });

@@ -290,6 +290,12 @@ export const serverSchema = z
      */
     shutdown_delay_s: nonNegative.default(0),
     /**
+     * Seconds between pings on each /v1/ws socket; one that has not answered the last ping by the next is
+     * closed, and what it started is cancelled (a client that vanished without closing, a laptop asleep).
+     * The pings also keep proxies from closing a quiet socket. 0: no pings. @default 30
+     */
+    websocket_ping_s: nonNegative.default(30),
+    /**
      * Seconds an idle HTTP/1.1 connection is kept open (said in `Keep-Alive: timeout=`). Above a load balancer's
      * own idle timeout (AWS ALB: 60 s), so that the balancer never reuses a connection this end has just
      * closed (Node's 5 s default makes it answer 502s now and then). @default 65

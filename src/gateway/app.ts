@@ -54,6 +54,8 @@ export type AppOptions = {
   cors?: { origins: '*' | string[]; maxAgeS: number };
   /** True once shutdown has begun (the health routes say not ready). */
   shuttingDown?: () => boolean;
+  /** Ping interval on /v1/ws sockets (server.websocket_ping_s). @default 30000 */
+  websocketPingMs?: number;
 };
 
 /** vLLM's routes outside /v1: guarded like the built-in ones, answering OpenAI's error object. */
@@ -128,7 +130,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   }
   app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0', regions, shuttingDown: opts.shuttingDown }));
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
-  app.route('/', wsRoutes(opts.models));
+  app.route('/', wsRoutes(opts.models, { pingMs: opts.websocketPingMs ?? 30_000 }));
   app.route('/', audioRoutes(opts.models, maxBodyBytes));
   app.route('/', ocrRoutes(opts.models, maxBodyBytes));
   // Each line of a batch goes through this whole app again, as its own request.

@@ -1,6 +1,7 @@
 import { upgradeWebSocket } from '@hono/node-server';
 import { Hono } from 'hono';
 import type { WSContext } from 'hono/ws';
+import type { WebSocket } from 'ws';
 import type { z } from 'zod';
 import { badInput, GatewayError, notFound } from '../errors/index.js';
 import type { Caller } from './auth/middleware.js';
@@ -36,18 +37,23 @@ type Message = { id?: unknown; type?: unknown; model?: unknown; [field: string]:
  *
  * Closing the socket cancels everything it started.
  */
-export function wsRoutes(models: ReadonlyMap<string, ServedModel>): Hono<GatewayEnv> {
+export function wsRoutes(models: ReadonlyMap<string, ServedModel>, { pingMs }: { pingMs: number }): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.get(
     '/v1/ws',
     upgradeWebSocket((c) => {
       const work = new Map<string, AbortController>();
       const caller = c.get('caller');
+      let stopPinging = () => {};
       return {
+        onOpen(_event, ws) {
+          if (pingMs > 0) stopPinging = pingUntilSilent(ws.raw as WebSocket, pingMs);
+        },
         onMessage(event, ws) {
           void handle(event.data, ws, work, models, caller);
         },
         onClose() {
+          stopPinging();
           for (const controller of work.values()) controller.abort();
           work.clear();
         },
@@ -55,6 +61,28 @@ export function wsRoutes(models: ReadonlyMap<string, ServedModel>): Hono<Gateway
     }),
   );
   return app;
+}
+
+/**
+ * Pings the socket every `ms` and ends it when the last ping went unanswered: a client gone without a close
+ * frame (a network that vanished) would otherwise hold its streams, generating for no one, until TCP gives up
+ * (hours). Clients answer pings by themselves (browsers, `ws`, every RFC 6455 client).
+ */
+function pingUntilSilent(socket: WebSocket, ms: number): () => void {
+  let answered = true;
+  const onPong = () => {
+    answered = true;
+  };
+  socket.on('pong', onPong);
+  const timer = setInterval(() => {
+    if (!answered) return socket.terminate(); // 'close' follows: its work is cancelled
+    answered = false;
+    socket.ping();
+  }, ms).unref();
+  return () => {
+    clearInterval(timer);
+    socket.off('pong', onPong);
+  };
 }
 
 async function handle(
