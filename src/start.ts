@@ -596,6 +596,7 @@ export async function startGateway(
       intakeThreads: config.server.intake_threads,
       maxBodyBytes: config.server.max_body_bytes,
       keepAliveTimeoutMs: config.server.keep_alive_timeout_s * 1000,
+      sendTimeoutMs: config.server.send_timeout_s * 1000,
       onError: (err) => log.error({ err: err.message }, 'an intake thread failed; starting another'),
     });
   } catch (err) {

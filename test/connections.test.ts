@@ -1,13 +1,17 @@
+import { connect as connectHttp2 } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MODELS, startTestGateway } from './helpers.js';
+import { binaryBody, MODELS, selfSignedTls, startTestGateway } from './helpers.js';
 
 // Raw sockets, not fetch: what is under test is the connection itself (how long an idle one stays open).
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let defaults: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
-  const models = { mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 0 } } };
-  gw = await startTestGateway({ server: { keep_alive_timeout_s: 2 }, models });
+  const models = {
+    mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 0 } },
+    identity: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+  };
+  gw = await startTestGateway({ server: { keep_alive_timeout_s: 2, send_timeout_s: 1 }, models });
   defaults = await startTestGateway({ models });
 });
 afterAll(async () => {
@@ -51,5 +55,97 @@ describe('idle HTTP/1.1 connections', () => {
     const socket = await open(defaults.url);
     expect(await get(socket, '/v2/health/live')).toMatch(/\r\nKeep-Alive: timeout=65(\r\n|$)/i);
     socket.destroy();
+  });
+});
+
+/**
+ * Asks identity for a `mib` MiB answer over a socket that reads nothing for `pauseMs` (the kernel's buffers take
+ * a few MB of it), then reads (napping `nap` ms after each read) until the connection ends or the answer is whole.
+ */
+/** A KServe binary request to identity whose answer is `mib` MiB of tensor. */
+function bigIdentityRequest(mib: number) {
+  const x = new Float32Array(mib * 2 ** 18).fill(0.5);
+  return binaryBody(
+    {
+      inputs: [{ name: 'x', shape: [1, x.length], datatype: 'FP32', parameters: { binary_data_size: x.byteLength } }],
+      parameters: { binary_data_output: true },
+    },
+    x,
+  );
+}
+
+async function stallThenRead(url: string, pauseMs: number, { mib = 16, nap = 0 } = {}): Promise<{ head: string; declared: number; received: number }> {
+  const { body, headers } = bigIdentityRequest(mib);
+  const socket = await open(url);
+  const lines = Object.entries({ ...headers, 'content-length': String(body.byteLength), host: 'test' }).map(([k, v]) => `${k}: ${v}`);
+  socket.write(`POST /v2/models/identity/infer HTTP/1.1\r\n${lines.join('\r\n')}\r\n\r\n`);
+  socket.write(body);
+  socket.pause(); // nothing is read off the socket: as a client that stopped reading, or a network gone silent
+  await sleep(pauseMs);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  socket.on('data', (chunk: Buffer) => {
+    chunks.push(chunk);
+    size += chunk.byteLength;
+    if (nap > 0) {
+      socket.pause(); // a slow reader: a nap after each read
+      setTimeout(() => socket.resume(), nap);
+    }
+  });
+  socket.resume();
+  const whole = () => {
+    const text = Buffer.concat(chunks).subarray(0, 4096).toString('latin1');
+    const end = text.indexOf('\r\n\r\n');
+    const declared = Number(/^content-length: (\d+)/im.exec(text)?.[1] ?? Number.NaN);
+    return end >= 0 && size - end - 4 >= declared;
+  };
+  for (let i = 0; i < 500 && !socket.destroyed && !socket.readableEnded && !whole(); i++) await sleep(20);
+  socket.destroy();
+  const all = Buffer.concat(chunks);
+  const end = all.indexOf('\r\n\r\n');
+  const head = all.subarray(0, end).toString('latin1');
+  return { head, declared: Number(/^content-length: (\d+)/im.exec(head)?.[1]), received: all.byteLength - end - 4 };
+}
+
+describe('answers whose client stops reading (server.send_timeout_s)', () => {
+  it('are ended once the client has taken none of the bytes for that long, and the others are served whole', async () => {
+    const [stalled, slow] = await Promise.all([stallThenRead(gw.url, 3000), stallThenRead(gw.url, 300)]);
+    expect(stalled.head).toMatch(/^HTTP\/1\.1 200/);
+    expect(stalled.declared).toBeGreaterThan(16 * 2 ** 20);
+    expect(stalled.received).toBeGreaterThan(0); // what the kernel's buffers held when the gateway gave up
+    expect(stalled.received).toBeLessThan(stalled.declared); // then closed: not sent whole
+    // A client that paused for less than the limit gets every byte.
+    expect(slow.received).toBe(slow.declared);
+    // One that keeps taking bytes, with naps shorter than the limit, is never cut, however long the answer takes.
+    const napper = await stallThenRead(gw.url, 0, { mib: 8, nap: 25 }); // ~4 s here
+    expect(napper.received).toBe(napper.declared);
+  });
+
+  it('on HTTP/2 cancel the stalled stream and send its client to a new connection', async () => {
+    const tls = await selfSignedTls();
+    const h2 = await startTestGateway({
+      server: { send_timeout_s: 1, tls: { cert: tls.cert, key: tls.key } },
+      models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu' } },
+    });
+    const origin = h2.url.replace('http:', 'https:');
+    const session = connectHttp2(origin, { ca: tls.ca });
+    try {
+      const goaway = new Promise((resolve) => session.once('goaway', resolve));
+      const { body, headers } = bigIdentityRequest(16);
+      const stalled = session.request({ ':method': 'POST', ':path': '/v2/models/identity/infer', ...headers });
+      stalled.end(body);
+      stalled.pause(); // its flow-control window is never opened again
+      const reset = new Promise<number>((resolve) => stalled.once('close', () => resolve(stalled.rstCode)));
+      expect(await Promise.race([reset, sleep(8000).then(() => 'still open')])).toBe(8); // NGHTTP2_CANCEL
+      await goaway;
+      const fresh = connectHttp2(origin, { ca: tls.ca });
+      const live = fresh.request({ ':path': '/v2/health/live' });
+      expect(await new Promise((resolve) => live.once('response', (h) => resolve(h[':status'])))).toBe(200);
+      live.resume();
+      fresh.close();
+    } finally {
+      session.close();
+      await h2.shutdown();
+    }
   });
 });

@@ -339,3 +339,45 @@ describe("an intake thread's body buffers", () => {
     expect(await post('/peek', size)).toBe('7');
   });
 });
+
+describe('a streamed answer through an intake thread', () => {
+  // A route that writes 64 KB chunks for as long as it is let: how far it gets shows whether it waits for its reader.
+  const app = new Hono<GatewayEnv>();
+  let produced = 0;
+  app.get('/endless', () => {
+    const chunk = new Uint8Array(65_536).fill(46);
+    const body = new ReadableStream<Uint8Array>(
+      {
+        pull(controller) {
+          produced++;
+          controller.enqueue(chunk);
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    return new Response(body, { headers: { 'content-type': 'application/octet-stream' } });
+  });
+  let server: Listening;
+  beforeAll(async () => {
+    server = await listen(app, { port: 0, host: '127.0.0.1', intakeThreads: 1 });
+  });
+  afterAll(() => server?.close(1000));
+
+  it('waits for a client that reads slowly (its producer is not run ahead), as on the main thread', async () => {
+    const socket = createConnection(server.port, '127.0.0.1');
+    socket.write('GET /endless HTTP/1.1\r\nHost: test\r\n\r\n');
+    socket.pause(); // reads nothing: what the kernel's buffers take, then the thread's, and no more
+    await new Promise((r) => setTimeout(r, 1000));
+    const held = produced;
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(produced).toBe(held); // not a chunk more while the client read nothing
+    expect(held * 65_536).toBeLessThan(64 * 2 ** 20); // the buffers' worth, not a second of postMessage (GBs)
+    let received = 0;
+    socket.on('data', (d: Buffer) => (received += d.byteLength));
+    socket.resume();
+    for (let i = 0; i < 100 && produced < held + 32; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(produced).toBeGreaterThanOrEqual(held + 32); // reading again lets it go on
+    expect(received).toBeGreaterThan(0);
+    socket.destroy();
+  });
+});

@@ -301,6 +301,13 @@ export const serverSchema = z
      * closed (Node's 5 s default makes it answer 502s now and then). @default 65
      */
     keep_alive_timeout_s: z.number().positive().default(65),
+    /**
+     * Seconds an answer may go with its client taking none of its bytes while more wait to be sent (nginx's
+     * send_timeout): then the connection (HTTP/2: the stream) is closed and the work still making the answer is
+     * cancelled — a reader that stopped, or a network gone without a word, no longer holds it until TCP gives up.
+     * Quiet streams (waiting for a token) are not stalled. 0: never. @default 60
+     */
+    send_timeout_s: nonNegative.default(60),
     /** HTTPS (and HTTP/2) from these files; plain HTTP without. */
     tls: tlsSchema.optional(),
     /**

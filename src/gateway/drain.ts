@@ -1,3 +1,4 @@
+import { constants } from 'node:http2';
 import type { Server, Socket } from 'node:net';
 
 /**
@@ -10,6 +11,70 @@ export function keepIdleConnections(server: Server, ms: number | undefined): voi
   const http = server as Server & { keepAliveTimeout: number; headersTimeout: number };
   http.keepAliveTimeout = ms;
   http.headersTimeout = Math.max(http.headersTimeout, ms + 1000);
+}
+
+/** Where an answer's unsent bytes wait: the connection (HTTP/1.1) or the stream (HTTP/2, its own flow control). */
+type Outlet = NodeJS.EventEmitter & { writableLength: number; _handle?: { writeQueueSize?: unknown } | null };
+type Sending = {
+  socket?: Outlet | null;
+  stream?: Outlet & { close(code: number): void; session?: { close(): void } };
+  destroy(): void;
+  once(e: 'close', f: () => void): void;
+};
+
+/**
+ * nginx's send_timeout: an answer whose client has taken none of its bytes for `ms` while more wait to be sent
+ * (a reader that stopped, a network gone without a FIN or RST) is ended, and with it the work still making it
+ * (a stream's generation frees its slot). Only waiting bytes count: a stream waiting for its next token is not
+ * stalled. Without it such a connection keeps its buffers and its work until TCP gives up (~15 min) — or for
+ * ever, when the client is alive and merely not reading. HTTP/1.1 loses the connection; HTTP/2 the stream.
+ */
+export function endStalledAnswers(server: Server, ms: number): void {
+  if (!(ms > 0)) return;
+  /** Answers with bytes waiting: what was left at the last look and when bytes last moved. */
+  const stalls = new Map<Sending, { left: number; since: number } | undefined>();
+  server.on('request', (_req: unknown, res: Sending) => {
+    const out = res.stream ?? res.socket;
+    if (!out) return;
+    stalls.set(res, undefined);
+    const moved = () => stalls.has(res) && stalls.set(res, undefined);
+    out.on('drain', moved);
+    res.once('close', () => {
+      stalls.delete(res);
+      out.off('drain', moved); // an HTTP/1.1 connection outlives its answers
+    });
+  });
+  const check = setInterval(
+    () => {
+      const now = performance.now();
+      for (const [res, stall] of stalls) {
+        const out = res.stream ?? res.socket;
+        if (!out?.writableLength) {
+          stalls.set(res, undefined);
+          continue;
+        }
+        // libuv's count falls as the kernel takes each part of a write; Node's only when a write completes.
+        const queued = out._handle?.writeQueueSize;
+        const left = typeof queued === 'number' ? queued : out.writableLength;
+        if (!stall || left < stall.left) stalls.set(res, { left, since: now });
+        else if (now - stall.since < ms) stall.left = left;
+        else {
+          stalls.delete(res);
+          if (!res.stream) res.destroy();
+          else {
+            // Node goes on counting a cancelled stream's unsent bytes against its connection (past 10 MB it refuses
+            // every new stream, NGHTTP2_ENHANCE_YOUR_CALM): so the client is also told to take its next requests to
+            // a new connection (GOAWAY); its other streams finish on this one.
+            const session = res.stream.session;
+            res.stream.close(constants.NGHTTP2_CANCEL);
+            session?.close();
+          }
+        }
+      }
+    },
+    Math.min(1000, ms / 4),
+  ).unref();
+  server.once('close', () => clearInterval(check));
 }
 
 type RequestServer = Server & { closeIdleConnections?(): void };

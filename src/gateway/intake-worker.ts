@@ -10,7 +10,7 @@ import { workerData } from 'node:worker_threads';
 import { GatewayError } from '../errors/index.js';
 import { readIncoming } from './body.js';
 import { requestBuffers } from './buffer-pool.js';
-import { drainable, keepIdleConnections } from './drain.js';
+import { drainable, endStalledAnswers, keepIdleConnections } from './drain.js';
 import type { FromIntake, IntakeWorkerData, ToIntake } from './intake.js';
 
 const data = workerData as IntakeWorkerData;
@@ -37,11 +37,14 @@ let prefetching = 0;
 /** Requests handed to the main thread and not yet answered. */
 const open = new Map<number, { req: Req; res: Res }>();
 let next = 0;
+/** Streamed answers whose clients are behind (told to the main thread as `full`, until `drained`). */
+const behind = new Set<number>();
 
 function onRequest(req: Req, res: Res) {
   const id = next++;
   open.set(id, { req, res });
   res.once('close', () => {
+    behind.delete(id);
     if (open.delete(id) && !res.writableFinished) post({ t: 'gone', id });
   });
   const host = (req as Http2ServerRequest).authority ?? req.headers.host ?? data.host;
@@ -114,8 +117,16 @@ parent.on('message', (m: ToIntake) => {
       }
       return;
     }
-    case 'chunk':
-      return void (open.get(m.id)?.res as ServerResponse | undefined)?.write(m.chunk);
+    case 'chunk': {
+      const res = open.get(m.id)?.res as ServerResponse | undefined;
+      // The client reads slower than the answer comes: the main thread holds the next chunk until it catches up.
+      if (res && !res.write(m.chunk) && !behind.has(m.id)) {
+        behind.add(m.id);
+        post({ t: 'full', id: m.id });
+        res.once('drain', () => behind.delete(m.id) && post({ t: 'drained', id: m.id }));
+      }
+      return;
+    }
     case 'end': {
       const res = open.get(m.id)?.res;
       if (!res) return;
@@ -155,6 +166,7 @@ const server = (
 ) as Server;
 server.on('upgrade', onUpgrade);
 keepIdleConnections(server, data.keepAliveTimeoutMs);
+endStalledAnswers(server, data.sendTimeoutMs ?? 0);
 const drain = drainable(server, { upgraded: 'leave' });
 server.once('error', (err) => {
   throw err;

@@ -41,6 +41,9 @@ export type FromIntake =
     }
   | { t: 'body'; id: number; body?: Uint8Array; error?: { status: number; code: string; message: string } }
   | { t: 'gone'; id: number }
+  /** A streamed answer's client is behind: its next chunk waits for `drained` (or `gone`). */
+  | { t: 'full'; id: number }
+  | { t: 'drained'; id: number }
   | { t: 'closed' };
 
 /** What the main thread tells a worker thread. */
@@ -62,6 +65,8 @@ export type IntakeOptions = {
   maxBodyBytes: number;
   /** server.keep_alive_timeout_s, in ms. */
   keepAliveTimeoutMs?: number;
+  /** server.send_timeout_s, in ms. */
+  sendTimeoutMs?: number;
 };
 
 export type IntakeWorkerData = IntakeOptions & { reusePort: boolean; secret: string; parent: MessagePort };
@@ -144,6 +149,8 @@ class IntakeThread {
   /** Bodies that followed their heads unasked and that no route has read yet. */
   private arrived = new Map<number, BodyMessage>();
   private requests = new Map<number, AbortController>();
+  /** Streamed answers whose clients are behind, each with what lets its next chunk go. */
+  private full = new Map<number, { drained: Promise<void>; go(): void }>();
   private closed?: () => void;
   private loop: EventLoopWindow;
 
@@ -162,6 +169,7 @@ class IntakeThread {
     worker.on('error', (err) => (failure = err));
     worker.once('exit', (code) => {
       for (const controller of this.requests.values()) controller.abort();
+      for (const id of this.full.keys()) this.unblock(id);
       for (const body of this.bodies.values()) body.reject(new GatewayError(503, 'intake_failed', 'the thread reading this request stopped'));
       if (!this.closed) this.onExit(failure ?? new Error(`an intake thread exited (code ${code})`));
     });
@@ -196,8 +204,20 @@ class IntakeThread {
       if (waiting) this.settle(m, waiting);
       else if (this.requests.has(m.id)) this.arrived.set(m.id, m);
       else this.giveBack(m); // answered without reading it (refused, say)
-    } else if (m.t === 'gone') this.requests.get(m.id)?.abort();
-    else if (m.t === 'closed') this.closed?.();
+    } else if (m.t === 'full' && this.requests.has(m.id)) {
+      let go = () => {};
+      const drained = new Promise<void>((resolve) => (go = resolve));
+      this.full.set(m.id, { drained, go });
+    } else if (m.t === 'drained') this.unblock(m.id);
+    else if (m.t === 'gone') {
+      this.requests.get(m.id)?.abort();
+      this.unblock(m.id);
+    } else if (m.t === 'closed') this.closed?.();
+  }
+
+  private unblock(id: number) {
+    this.full.get(id)?.go();
+    this.full.delete(id);
   }
 
   private async serve(m: Extract<FromIntake, { t: 'request' }>) {
@@ -238,6 +258,7 @@ class IntakeThread {
       if (!controller.signal.aborted) console.error('intake: answering a request failed', err);
     } finally {
       this.requests.delete(m.id);
+      this.full.delete(m.id);
       this.bodies.delete(m.id);
       const unread = this.arrived.get(m.id);
       this.arrived.delete(m.id);
@@ -278,10 +299,15 @@ class IntakeThread {
     signal.addEventListener('abort', cancel, { once: true });
     try {
       for (;;) {
+        // A stream's producer waits for a slow reader, as on the main thread: once the thread says its client is
+        // behind, until it says the client caught up. A turn of the event loop after each chunk lets that word in
+        // (a producer that never waits, enqueuing as it is pulled, would otherwise run ahead in microtasks).
+        await this.full.get(id)?.drained;
         const { done, value } = await reader.read();
         if (done) break;
         const chunk = value instanceof Uint8Array ? new Uint8Array(value) : value;
         this.post({ t: 'chunk', id, chunk }, chunk instanceof Uint8Array ? [chunk.buffer] : undefined);
+        await new Promise((resolve) => setImmediate(resolve));
       }
       this.post({ t: 'end', id });
     } finally {

@@ -5,7 +5,7 @@ import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { WebSocketServer } from 'ws';
 import { keepFreedMemory } from './buffer-pool.js';
-import { drainable, keepIdleConnections } from './drain.js';
+import { drainable, endStalledAnswers, keepIdleConnections } from './drain.js';
 import { startIntakeThreads } from './intake.js';
 import type { GatewayEnv } from './types.js';
 
@@ -28,6 +28,8 @@ export type ListenOptions = {
   maxBodyBytes?: number;
   /** How long an idle HTTP/1.1 connection stays open (server.keep_alive_timeout_s). @default Node's 5 s */
   keepAliveTimeoutMs?: number;
+  /** An answer whose client takes none of its bytes this long is ended (server.send_timeout_s). @default never */
+  sendTimeoutMs?: number;
   /** Told when an intake thread fails (it is replaced). */
   onError?: (err: Error) => void;
 };
@@ -49,6 +51,7 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
         upstreamPort: here.port,
         maxBodyBytes: opts.maxBodyBytes ?? 64 * 2 ** 20,
         keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
+        sendTimeoutMs: opts.sendTimeoutMs,
       },
       opts.onError ?? ((err) => console.error(err)),
     );
@@ -80,6 +83,7 @@ async function serveHere(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Li
     s.once('error', reject);
   });
   keepIdleConnections(server, opts.keepAliveTimeoutMs);
+  endStalledAnswers(server, opts.sendTimeoutMs ?? 0);
   const drain = drainable(server);
   const port = (server.address() as AddressInfo).port;
   return {
