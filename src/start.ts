@@ -597,6 +597,8 @@ export async function startGateway(
       maxBodyBytes: config.server.max_body_bytes,
       keepAliveTimeoutMs: config.server.keep_alive_timeout_s * 1000,
       sendTimeoutMs: config.server.send_timeout_s * 1000,
+      onStalledAnswer: (answer) =>
+        log.info({ ...answer }, `an answer's client took none of it for ${config.server.send_timeout_s} s (server.send_timeout_s): ended`),
       onError: (err) => log.error({ err: err.message }, 'an intake thread failed; starting another'),
     });
   } catch (err) {

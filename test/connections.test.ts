@@ -1,17 +1,26 @@
 import { connect as connectHttp2 } from 'node:http2';
 import { connect, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binaryBody, MODELS, selfSignedTls, startTestGateway } from './helpers.js';
 
 // Raw sockets, not fetch: what is under test is the connection itself (how long an idle one stays open).
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let defaults: Awaited<ReturnType<typeof startTestGateway>>;
+const logLines: { msg: string; [field: string]: unknown }[] = [];
+const sink = new Writable({
+  write(chunk, _enc, done) {
+    for (const line of String(chunk).split('\n').filter(Boolean)) logLines.push(JSON.parse(line));
+    done();
+  },
+});
 beforeAll(async () => {
   const models = {
     mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 0 } },
     identity: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
   };
-  gw = await startTestGateway({ server: { keep_alive_timeout_s: 2, send_timeout_s: 1 }, models });
+  gw = await startTestGateway({ server: { keep_alive_timeout_s: 2, send_timeout_s: 1 }, models }, { log: pino({ level: 'info' }, sink) });
   defaults = await startTestGateway({ models });
 });
 afterAll(async () => {
@@ -114,6 +123,10 @@ describe('answers whose client stops reading (server.send_timeout_s)', () => {
     expect(stalled.declared).toBeGreaterThan(16 * 2 ** 20);
     expect(stalled.received).toBeGreaterThan(0); // what the kernel's buffers held when the gateway gave up
     expect(stalled.received).toBeLessThan(stalled.declared); // then closed: not sent whole
+    const said = logLines.filter((l) => l.msg.includes('server.send_timeout_s'));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatchObject({ method: 'POST', path: '/v2/models/identity/infer', client: '127.0.0.1' });
+    expect(said[0].unsentBytes).toBeGreaterThan(0);
     // A client that paused for less than the limit gets every byte.
     expect(slow.received).toBe(slow.declared);
     // One that keeps taking bytes, with naps shorter than the limit, is never cut, however long the answer takes.

@@ -21,6 +21,10 @@ type Sending = {
   destroy(): void;
   once(e: 'close', f: () => void): void;
 };
+type Asked = { method?: string; url?: string; socket?: { remoteAddress?: string } | null };
+
+/** An answer ended by `endStalledAnswers`, for the log. */
+export type StalledAnswer = { method?: string; path?: string; client?: string; unsentBytes: number };
 
 /**
  * nginx's send_timeout: an answer whose client has taken none of its bytes for `ms` while more wait to be sent
@@ -29,46 +33,48 @@ type Sending = {
  * stalled. Without it such a connection keeps its buffers and its work until TCP gives up (~15 min) — or for
  * ever, when the client is alive and merely not reading. HTTP/1.1 loses the connection; HTTP/2 the stream.
  */
-export function endStalledAnswers(server: Server, ms: number): void {
+export function endStalledAnswers(server: Server, ms: number, onEnded?: (answer: StalledAnswer) => void): void {
   if (!(ms > 0)) return;
-  /** Answers with bytes waiting: what was left at the last look and when bytes last moved. */
-  const stalls = new Map<Sending, { left: number; since: number } | undefined>();
-  server.on('request', (_req: unknown, res: Sending) => {
+  /** Open answers: their requests, and while bytes wait, how many were left at the last look and since when none moved. */
+  const open = new Map<Sending, { req: Asked; left?: number; since?: number }>();
+  server.on('request', (req: Asked, res: Sending) => {
     const out = res.stream ?? res.socket;
     if (!out) return;
-    stalls.set(res, undefined);
-    const moved = () => stalls.has(res) && stalls.set(res, undefined);
+    const answer: { req: Asked; left?: number; since?: number } = { req };
+    open.set(res, answer);
+    const moved = () => (answer.since = undefined);
     out.on('drain', moved);
     res.once('close', () => {
-      stalls.delete(res);
+      open.delete(res);
       out.off('drain', moved); // an HTTP/1.1 connection outlives its answers
     });
   });
   const check = setInterval(
     () => {
       const now = performance.now();
-      for (const [res, stall] of stalls) {
+      for (const [res, answer] of open) {
         const out = res.stream ?? res.socket;
         if (!out?.writableLength) {
-          stalls.set(res, undefined);
+          answer.since = undefined;
           continue;
         }
         // libuv's count falls as the kernel takes each part of a write; Node's only when a write completes.
         const queued = out._handle?.writeQueueSize;
         const left = typeof queued === 'number' ? queued : out.writableLength;
-        if (!stall || left < stall.left) stalls.set(res, { left, since: now });
-        else if (now - stall.since < ms) stall.left = left;
+        if (answer.since === undefined || left < (answer.left ?? 0)) answer.since = now;
+        answer.left = left;
+        if (now - answer.since < ms) continue;
+        open.delete(res);
+        const { req } = answer;
+        onEnded?.({ method: req.method, path: req.url, client: req.socket?.remoteAddress, unsentBytes: left });
+        if (!res.stream) res.destroy();
         else {
-          stalls.delete(res);
-          if (!res.stream) res.destroy();
-          else {
-            // Node goes on counting a cancelled stream's unsent bytes against its connection (past 10 MB it refuses
-            // every new stream, NGHTTP2_ENHANCE_YOUR_CALM): so the client is also told to take its next requests to
-            // a new connection (GOAWAY); its other streams finish on this one.
-            const session = res.stream.session;
-            res.stream.close(constants.NGHTTP2_CANCEL);
-            session?.close();
-          }
+          // Node goes on counting a cancelled stream's unsent bytes against its connection (past 10 MB it refuses
+          // every new stream, NGHTTP2_ENHANCE_YOUR_CALM): so the client is also told to take its next requests to
+          // a new connection (GOAWAY); its other streams finish on this one.
+          const session = res.stream.session;
+          res.stream.close(constants.NGHTTP2_CANCEL);
+          session?.close();
         }
       }
     },

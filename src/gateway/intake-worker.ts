@@ -166,7 +166,7 @@ const server = (
 ) as Server;
 server.on('upgrade', onUpgrade);
 keepIdleConnections(server, data.keepAliveTimeoutMs);
-endStalledAnswers(server, data.sendTimeoutMs ?? 0);
+endStalledAnswers(server, data.sendTimeoutMs ?? 0, (answer) => post({ t: 'stalled', answer }));
 const drain = drainable(server, { upgraded: 'leave' });
 server.once('error', (err) => {
   throw err;

@@ -10,6 +10,7 @@ import { spawnWorker } from '../models/thread.js';
 import { EventLoopWindow } from '../telemetry/index.js';
 import { adoptBody, returnToIntake, tooLarge } from './body.js';
 import { POOLED_MIN_BYTES } from './buffer-pool.js';
+import type { StalledAnswer } from './drain.js';
 import type { GatewayEnv } from './types.js';
 
 /**
@@ -44,6 +45,7 @@ export type FromIntake =
   /** A streamed answer's client is behind: its next chunk waits for `drained` (or `gone`). */
   | { t: 'full'; id: number }
   | { t: 'drained'; id: number }
+  | { t: 'stalled'; answer: StalledAnswer }
   | { t: 'closed' };
 
 /** What the main thread tells a worker thread. */
@@ -108,13 +110,13 @@ export async function startIntakeThreads(
   app: Hono<GatewayEnv>,
   count: number,
   opts: IntakeOptions,
-  onError: (err: Error) => void,
+  { onError, onStalledAnswer }: { onError: (err: Error) => void; onStalledAnswer?: (answer: StalledAnswer) => void },
 ): Promise<{ port: number; close(timeoutMs: number): Promise<void>; busy(): number[] }> {
   const threads: IntakeThread[] = [];
   let closing = false;
   let port = opts.port;
   const start = async (): Promise<IntakeThread> => {
-    const thread = await IntakeThread.start(app, { ...opts, port, reusePort: count > 1 }, (err) => {
+    const thread = await IntakeThread.start(app, { ...opts, port, reusePort: count > 1 }, onStalledAnswer, (err) => {
       if (closing) return;
       onError(err);
       // Its connections are lost; a replacement takes new ones.
@@ -160,6 +162,7 @@ class IntakeThread {
     private channel: MessagePort,
     readonly port: number,
     private maxBodyBytes: number,
+    private onStalledAnswer: ((answer: StalledAnswer) => void) | undefined,
     private onExit: (err: Error) => void,
   ) {
     channel.on('message', (m: FromIntake) => this.receive(m));
@@ -175,7 +178,12 @@ class IntakeThread {
     });
   }
 
-  static async start(app: Hono<GatewayEnv>, opts: Omit<IntakeWorkerData, 'secret' | 'parent'>, onExit: (err: Error) => void): Promise<IntakeThread> {
+  static async start(
+    app: Hono<GatewayEnv>,
+    opts: Omit<IntakeWorkerData, 'secret' | 'parent'>,
+    onStalledAnswer: ((answer: StalledAnswer) => void) | undefined,
+    onExit: (err: Error) => void,
+  ): Promise<IntakeThread> {
     const { port1, port2 } = new MessageChannel();
     const url = new URL(`./intake-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url).href;
     const worker = spawnWorker(url, { ...opts, secret, parent: port2 } satisfies IntakeWorkerData, undefined, [port2]);
@@ -184,7 +192,7 @@ class IntakeThread {
       worker.once('error', reject).once('exit', (code) => reject(new Error(`the intake thread exited (code ${code}) before it listened`)));
     });
     worker.removeAllListeners('error').removeAllListeners('exit');
-    return new IntakeThread(app, worker, port1, port, opts.maxBodyBytes, onExit);
+    return new IntakeThread(app, worker, port1, port, opts.maxBodyBytes, onStalledAnswer, onExit);
   }
 
   /** A body whose buffer the thread's pool would keep goes back to it once released. */
@@ -212,7 +220,8 @@ class IntakeThread {
     else if (m.t === 'gone') {
       this.requests.get(m.id)?.abort();
       this.unblock(m.id);
-    } else if (m.t === 'closed') this.closed?.();
+    } else if (m.t === 'stalled') this.onStalledAnswer?.(m.answer);
+    else if (m.t === 'closed') this.closed?.();
   }
 
   private unblock(id: number) {

@@ -5,7 +5,7 @@ import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { WebSocketServer } from 'ws';
 import { keepFreedMemory } from './buffer-pool.js';
-import { drainable, endStalledAnswers, keepIdleConnections } from './drain.js';
+import { drainable, endStalledAnswers, keepIdleConnections, type StalledAnswer } from './drain.js';
 import { startIntakeThreads } from './intake.js';
 import type { GatewayEnv } from './types.js';
 
@@ -32,6 +32,8 @@ export type ListenOptions = {
   sendTimeoutMs?: number;
   /** Told when an intake thread fails (it is replaced). */
   onError?: (err: Error) => void;
+  /** Told of each answer ended by sendTimeoutMs. */
+  onStalledAnswer?: (answer: StalledAnswer) => void;
 };
 
 /** Binds the app to a socket (HTTP, HTTPS, or HTTP/2 over TLS), on the main thread or on intake threads. */
@@ -53,7 +55,7 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
         keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
         sendTimeoutMs: opts.sendTimeoutMs,
       },
-      opts.onError ?? ((err) => console.error(err)),
+      { onError: opts.onError ?? ((err) => console.error(err)), onStalledAnswer: opts.onStalledAnswer },
     );
     return {
       port: threads.port,
@@ -83,7 +85,7 @@ async function serveHere(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Li
     s.once('error', reject);
   });
   keepIdleConnections(server, opts.keepAliveTimeoutMs);
-  endStalledAnswers(server, opts.sendTimeoutMs ?? 0);
+  endStalledAnswers(server, opts.sendTimeoutMs ?? 0, opts.onStalledAnswer);
   const drain = drainable(server);
   const port = (server.address() as AddressInfo).port;
   return {
