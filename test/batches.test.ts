@@ -1,3 +1,5 @@
+import { generateKeyPairSync } from 'node:crypto';
+import jwt from 'jsonwebtoken';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MODELS, startTestGateway } from './helpers.js';
@@ -183,5 +185,68 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
     expect(done.status).toBe('cancelled');
     const { completed = 0, failed = 0 } = done.request_counts ?? {};
     expect(completed + failed).toBeLessThan(200);
+  });
+});
+
+describe('a batch under JWT auth and a rate limit', () => {
+  // Lines run as the caller who created the batch, as authorised then: a 24 h batch outlives its creator's token
+  // (an hour, typically), and its lines are throttled by the batch itself, not by the caller's rate limit.
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const token = (seconds: number) =>
+    jwt.sign({ sub: 'nightly-job' }, privateKey.export({ format: 'pem', type: 'pkcs8' }), {
+      algorithm: 'RS256',
+      issuer: 'https://auth.test/',
+      audience: 'infergate',
+      expiresIn: seconds,
+    });
+  let guarded: Awaited<ReturnType<typeof startTestGateway>>;
+  beforeAll(async () => {
+    guarded = await startTestGateway({
+      auth: {
+        default: 'jwt',
+        jwt: {
+          issuer: 'https://auth.test/',
+          audience: 'infergate',
+          keys: [{ pem: publicKey.export({ format: 'pem', type: 'spki' }), alg: 'RS256' }],
+          clock_tolerance_s: 0,
+        },
+        rate_limit: { per_second: 1, burst: 3 },
+      },
+      models: { 'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    });
+  });
+  afterAll(() => guarded?.shutdown());
+
+  it('runs every line after the token that created it has expired, none refused by the rate limit', async () => {
+    const admin = { authorization: `Bearer ${token(600)}` };
+    const { models } = await (await fetch(`${guarded.url}/admin/pools`, { headers: admin })).json();
+    const [replica] = models.find((m: { model: string }) => m.model === 'tiny-embed').replicas;
+    const short = new OpenAI({ baseURL: `${guarded.url}/v1`, apiKey: token(3), maxRetries: 0 });
+    const rows = Array.from({ length: 40 }, (_, i) => ({
+      custom_id: `t-${i}`,
+      method: 'POST',
+      url: '/v1/embeddings',
+      body: { model: 'tiny-embed', input: `text ${i}` },
+    }));
+    const input = await short.files.create({ file: await jsonl(rows), purpose: 'batch' });
+    process.kill(replica.pid, 'SIGSTOP'); // the batch's first lines wait in the queue; the rest are not sent yet
+    let created: OpenAI.Batch;
+    try {
+      created = await short.batches.create({ input_file_id: input.id, endpoint: '/v1/embeddings', completion_window: '24h' });
+      await new Promise((r) => setTimeout(r, 3500)); // the token has expired
+    } finally {
+      process.kill(replica.pid, 'SIGCONT');
+    }
+    const later = new OpenAI({ baseURL: `${guarded.url}/v1`, apiKey: token(600), maxRetries: 0 });
+    await expect(short.batches.retrieve(created.id)).rejects.toMatchObject({ status: 401 }); // expired indeed
+    let done = await later.batches.retrieve(created.id);
+    for (let i = 0; i < 400 && done.status === 'in_progress'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      done = await later.batches.retrieve(created.id);
+    }
+    expect(done.request_counts).toEqual({ total: 40, completed: 40, failed: 0 });
+    // The caller's own requests are still limited.
+    const statuses = await Promise.all(Array.from({ length: 5 }, () => fetch(`${guarded.url}/v1/models`, { headers: admin }).then((r) => r.status)));
+    expect(statuses).toContain(429);
   });
 });

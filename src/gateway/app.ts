@@ -105,10 +105,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // waits behind every interactive request, and takes its turns apart from its creator's own requests.
   app.use('/v1/*', async (c, next) => {
     const batch = (c.env as BatchLineEnv | undefined)?.infergateBatch;
-    if (batch) {
-      const caller = c.get('caller');
-      c.set('caller', { ...caller, kind: caller?.kind ?? 'public', id: `${caller?.id ?? 'public'}/${batch}`, priority: BATCH_PRIORITY });
-    }
+    if (batch) c.set('caller', { ...batch.caller, id: `${batch.caller.id}/${batch.id}`, priority: BATCH_PRIORITY });
     await next();
   });
   const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;

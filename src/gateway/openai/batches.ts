@@ -3,12 +3,13 @@ import { type Context, Hono } from 'hono';
 import PQueue from 'p-queue';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
+import type { Caller } from '../auth/middleware.js';
 import type { GatewayEnv } from '../types.js';
 import { parseBody } from './schema.js';
 
 /**
  * OpenAI's Batch API: a JSONL file of requests uploaded with `POST /v1/files`, run by `POST /v1/batches` in the
- * background, its answers fetched as another file. Every line is sent through the gateway itself (its auth,
+ * background, its answers fetched as another file. Every line is sent through the gateway itself (its
  * batching, metrics), as the caller who created the batch, a few at a time, behind every interactive request in
  * the queues: a batch of thousands holds up no one, it runs on the capacity they leave. Kept in memory.
  */
@@ -21,8 +22,6 @@ const CONCURRENCY = 16;
 const MAX_STORED_BYTES = 1 << 30;
 /** Most lines in a batch file (OpenAI's limit). */
 const MAX_LINES = 50_000;
-/** Headers a batch's lines carry from the request that created it: the caller's credentials. */
-const CREDENTIALS = ['authorization', 'infergate-key', 'infergate-secret'];
 
 type StoredFile = { meta: FileObject; data: Uint8Array; owner: string };
 type FileObject = { id: string; object: 'file'; bytes: number; created_at: number; filename: string; purpose: string; status: 'processed' };
@@ -67,8 +66,12 @@ const now = () => Math.floor(Date.now() / 1000);
 const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
 const notFound = (what: string, id: string) => new GatewayError(404, 'not_found', `No ${what} with id ${id}`, { param: `${what}_id` });
 
-/** How a batch's line is marked for the gateway's middleware (Hono's env of app.request: no client can set it). */
-export type BatchLineEnv = { infergateBatch?: string };
+/**
+ * How a batch's line is marked for the gateway's middleware (Hono's env of app.request: no client can set it):
+ * its batch, and the caller who created it, as authorised then — the line is not authenticated again (the
+ * creator's token may expire long before a 24 h batch ends) nor counted against the caller's rate limit.
+ */
+export type BatchLineEnv = { infergateBatch?: { id: string; caller: Caller } };
 /** A batch line's priority: behind every interactive request (whose priorities are small numbers, 0 by default). */
 export const BATCH_PRIORITY = -1_000_000;
 
@@ -161,8 +164,7 @@ export function batchRoutes({
       owner: ownerOf(c),
     };
     batches.set(batch.id, batch);
-    const credentials = Object.fromEntries(CREDENTIALS.flatMap((h) => (c.req.header(h) ? [[h, c.req.header(h) as string]] : [])));
-    void run(batch, lines, credentials);
+    void run(batch, lines, c.get('caller') ?? { kind: 'public', id: 'public' });
     return c.json(shown(batch));
   });
   app.get('/v1/batches', (c) =>
@@ -187,7 +189,7 @@ export function batchRoutes({
   });
 
   /** Runs every line through the gateway, then writes the answers' file (and the failures'). */
-  async function run(batch: Batch & { stop: AbortController; owner: string }, lines: Line[], credentials: Record<string, string>) {
+  async function run(batch: Batch & { stop: AbortController; owner: string }, lines: Line[], caller: Caller) {
     const output: string[] = [];
     const failures: string[] = [];
     const queue = new PQueue({ concurrency: CONCURRENCY });
@@ -203,11 +205,11 @@ export function batchRoutes({
               line.url,
               {
                 method: 'POST',
-                headers: { ...credentials, 'content-type': 'application/json', 'x-request-id': requestId },
+                headers: { 'content-type': 'application/json', 'x-request-id': requestId },
                 body: JSON.stringify(line.body),
                 signal: batch.stop.signal,
               },
-              { infergateBatch: batch.id },
+              { infergateBatch: { id: batch.id, caller } },
             );
             status = res.status;
             body = await res.json().catch(() => null);
