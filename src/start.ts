@@ -19,6 +19,8 @@ import { badInput, unavailable } from './errors/index.js';
 import {
   type Autoscaling,
   authenticate,
+  BatchControl,
+  BatchDisk,
   createApp,
   type EndpointRoute,
   jwtVerifier,
@@ -564,6 +566,7 @@ export async function startGateway(
   for (const name of Object.keys(config.models)) models.set(name, await build(name, { ...shared, placeKey: name }));
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
+  const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined);
   const all = [...models.values()];
   observePools(telemetry, models);
   let server: Listening | undefined;
@@ -585,6 +588,7 @@ export async function startGateway(
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
     shuttingDown: () => shuttingDown,
     websocketPingMs: config.server.websocket_ping_s * 1000,
+    batches,
   });
   const tlsConfig = config.server.tls;
   const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };
@@ -627,6 +631,7 @@ export async function startGateway(
     throw err;
   }
   for (const m of all) m.autoscaler.start();
+  batches.start(); // batches kept from before a restart go on
 
   // A model leaves service (replaced or removed): it takes no new requests already, answers what it accepted, then stops.
   const retiring = new Set<Promise<void>>();
@@ -718,6 +723,7 @@ export async function startGateway(
         log.info('shutting down: finishing accepted requests');
         // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
         await server.close(config.server.shutdown_timeout_s * 1000);
+        await batches.halt(); // lines in flight are answered and written down; with batch_dir the rest after a restart
         await reloads;
         const all = [...models.values()];
         for (const m of all) m.autoscaler.stop();
@@ -731,6 +737,15 @@ export async function startGateway(
     },
   };
   return gateway;
+}
+
+/** The Batch API's folder (server.batch_dir), with what it kept; one it cannot use is a config error. */
+async function batchDisk(dir: string): Promise<BatchDisk> {
+  try {
+    return await BatchDisk.open(dir);
+  } catch (err) {
+    throw new ConfigError(`server.batch_dir: cannot keep batches in ${dir}: ${(err as Error).message}`);
+  }
 }
 
 const notLoaded = (model: string) => badInput(`model ${model} is unloaded: POST /v2/repository/models/${model}/load to load it`, 'model', 'model_not_loaded');

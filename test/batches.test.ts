@@ -1,4 +1,8 @@
 import { generateKeyPairSync } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import jwt from 'jsonwebtoken';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -248,5 +252,75 @@ describe('a batch under JWT auth and a rate limit', () => {
     // The caller's own requests are still limited.
     const statuses = await Promise.all(Array.from({ length: 5 }, () => fetch(`${guarded.url}/v1/models`, { headers: admin }).then((r) => r.status)));
     expect(statuses).toContain(429);
+  });
+});
+
+describe('a batch kept on disk (server.batch_dir)', () => {
+  const models = {
+    // One text per run: a batch of a few hundred lines takes long enough to be stopped midway.
+    'embed-one': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', batching: { max_batch_size: 1, wait_ms: 0 }, scaling: { min_containers: 1 } },
+  };
+  const clientOf = (url: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const requestsServed = async (url: string) => ((await (await fetch(`${url}/v2/models/embed-one/stats`)).json()) as { requests: number }).requests;
+
+  it('survives a restart: files and batches are there, and a running batch goes on with only the lines not yet answered', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-batches-'));
+    const total = 300;
+    const rows = Array.from({ length: total }, (_, i) => ({
+      custom_id: `r-${i}`,
+      method: 'POST',
+      url: '/v1/embeddings',
+      body: { model: 'embed-one', input: `text ${i}` },
+    }));
+    const first = await startTestGateway({ server: { batch_dir: dir }, models });
+    let batchId: string;
+    let inputId: string;
+    try {
+      const client = clientOf(first.url);
+      inputId = (await client.files.create({ file: await jsonl(rows), purpose: 'batch' })).id;
+      batchId = (await client.batches.create({ input_file_id: inputId, endpoint: '/v1/embeddings', completion_window: '24h' })).id;
+      while (((await client.batches.retrieve(batchId)).request_counts?.completed ?? 0) < 20) await new Promise((r) => setTimeout(r, 5));
+    } finally {
+      await first.shutdown(); // midway: what was in flight is answered and written down
+    }
+    const answeredBefore = (await readFile(join(dir, 'batches', `${batchId}.done.jsonl`), 'utf8')).trim().split('\n').length;
+    expect(answeredBefore).toBeGreaterThanOrEqual(20);
+    expect(answeredBefore).toBeLessThan(total);
+
+    const second = await startTestGateway({ server: { batch_dir: dir }, models });
+    try {
+      const client = clientOf(second.url);
+      expect((await client.files.retrieve(inputId)).bytes).toBeGreaterThan(0);
+      let done = await client.batches.retrieve(batchId);
+      for (let i = 0; i < 600 && !['completed', 'failed', 'cancelled'].includes(done.status); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        done = await client.batches.retrieve(batchId);
+      }
+      expect(done).toMatchObject({ status: 'completed', request_counts: { total, completed: total, failed: 0 } });
+      const out = (await (await client.files.content(done.output_file_id as string)).text())
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(out.map((l) => l.custom_id).sort()).toEqual(rows.map((r) => r.custom_id).sort()); // each once
+      expect(await requestsServed(second.url)).toBe(total - answeredBefore); // none sent twice
+      expect(existsSync(join(dir, 'batches', `${batchId}.done.jsonl`))).toBe(false); // its answers are in the file now
+    } finally {
+      await second.shutdown();
+    }
+    // A third start finds the finished batch and its output as they were.
+    const third = await startTestGateway({ server: { batch_dir: dir }, models });
+    try {
+      const [latest] = (await clientOf(third.url).batches.list()).data;
+      expect(latest).toMatchObject({ id: batchId, status: 'completed', request_counts: { completed: total } });
+      expect(await requestsServed(third.url)).toBe(0);
+    } finally {
+      await third.shutdown();
+    }
+  });
+
+  it('refuses to start with a folder it cannot use, naming the setting', async () => {
+    await expect(startTestGateway({ server: { batch_dir: '/dev/null/batches' }, models })).rejects.toThrow(
+      /^server\.batch_dir: cannot keep batches in \/dev\/null\/batches: /,
+    );
   });
 });

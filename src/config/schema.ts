@@ -315,6 +315,12 @@ export const serverSchema = z
      * tensors read from and written to POSIX shared memory instead of the request. @default false
      */
     client_shared_memory: z.boolean().default(false),
+    /**
+     * A folder (relative to the config file) where the Batch API keeps its files and batches, so that a restart
+     * loses none of them and goes on with the batches that were running (their unanswered requests; answers are
+     * written down as they come). @default none: kept in memory only
+     */
+    batch_dir: z.string().min(1).optional(),
     /** Runtime changes through the admin API (POST /admin/models/{m}/autoscaler). @default false */
     admin_api: z.boolean().default(false),
     /** Cross-origin requests from browsers (CORS); without it, browsers keep pages of other origins out. */

@@ -12,7 +12,7 @@ import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
 import { ocrRoutes } from './ocr.js';
 import { anthropicError } from './openai/anthropic.js';
-import { BATCH_PRIORITY, type BatchLineEnv, batchRoutes } from './openai/batches.js';
+import { BATCH_PRIORITY, type BatchControl, type BatchLineEnv, batchRoutes } from './openai/batches.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -54,6 +54,8 @@ export type AppOptions = {
   cors?: { origins: '*' | string[]; maxAgeS: number };
   /** True once shutdown has begun (the health routes say not ready). */
   shuttingDown?: () => boolean;
+  /** Where the Batch API keeps its work, and its start and stop with the gateway. @default in memory, at once */
+  batches?: BatchControl;
   /** Ping interval on /v1/ws sockets (server.websocket_ping_s). @default 30000 */
   websocketPingMs?: number;
 };
@@ -131,7 +133,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', audioRoutes(opts.models, maxBodyBytes));
   app.route('/', ocrRoutes(opts.models, maxBodyBytes));
   // Each line of a batch goes through this whole app again, as its own request.
-  app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)) }));
+  app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy }));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));

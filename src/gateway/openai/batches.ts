@@ -5,13 +5,15 @@ import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { Caller } from '../auth/middleware.js';
 import type { GatewayEnv } from '../types.js';
+import type { BatchDisk } from './batch-disk.js';
 import { parseBody } from './schema.js';
 
 /**
  * OpenAI's Batch API: a JSONL file of requests uploaded with `POST /v1/files`, run by `POST /v1/batches` in the
  * background, its answers fetched as another file. Every line is sent through the gateway itself (its
  * batching, metrics), as the caller who created the batch, a few at a time, behind every interactive request in
- * the queues: a batch of thousands holds up no one, it runs on the capacity they leave. Kept in memory.
+ * the queues: a batch of thousands holds up no one, it runs on the capacity they leave. Kept in memory, and with
+ * server.batch_dir on disk too: a restarted gateway has them, and goes on with its running batches.
  */
 
 /** Paths a batch line may name (OpenAI's, and the encoder routes vLLM's batch runner takes). */
@@ -31,7 +33,7 @@ type Batch = {
   id: string;
   object: 'batch';
   endpoint: string;
-  errors: null;
+  errors: { object: 'list'; data: { code: string; message: string; param: string | null; line: number | null }[] } | null;
   input_file_id: string;
   completion_window: string;
   status: BatchStatus;
@@ -41,12 +43,19 @@ type Batch = {
   in_progress_at: number | null;
   finalizing_at: number | null;
   completed_at: number | null;
+  failed_at: number | null;
   cancelling_at: number | null;
   cancelled_at: number | null;
   expires_at: number;
   request_counts: { total: number; completed: number; failed: number };
   metadata: Record<string, string> | null;
 };
+/** A batch as the gateway holds it: whose it is, and as whom its lines run. */
+type Held = Batch & { stop: AbortController; owner: string; caller: Caller };
+/** A batch as kept on disk. */
+type Saved = Omit<Held, 'stop'>;
+/** A request's answer as the output (or error) file has it. */
+type Answer = { ok: boolean; record: string };
 
 const createSchema = z.object({
   input_file_id: z.string({ error: 'you must provide input_file_id' }),
@@ -75,17 +84,53 @@ export type BatchLineEnv = { infergateBatch?: { id: string; caller: Caller } };
 /** A batch line's priority: behind every interactive request (whose priorities are small numbers, 0 by default). */
 export const BATCH_PRIORITY = -1_000_000;
 
+/**
+ * The gateway's hold on the batches it runs: where they are kept (`disk`, server.batch_dir), when those a gateway
+ * before a restart left running go on (once its replicas are up), and their stop at shutdown.
+ */
+export class BatchControl {
+  readonly halted = new AbortController();
+  private running = new Set<Promise<void>>();
+  private go: () => void = () => {};
+  readonly started = new Promise<void>((resolve) => (this.go = resolve));
+
+  constructor(readonly disk?: BatchDisk) {}
+
+  /** The gateway is up: kept batches go on. */
+  start(): void {
+    this.go();
+  }
+
+  track(run: Promise<void>): void {
+    this.running.add(run);
+    void run.finally(() => this.running.delete(run));
+  }
+
+  /**
+   * No more lines are sent; resolves once those in flight are answered and written down. Kept on disk, a batch
+   * goes on with the rest after a restart; one in memory only is lost.
+   */
+  async halt(): Promise<void> {
+    this.halted.abort();
+    await Promise.all(this.running);
+  }
+}
+
 /** `dispatch` sends one request through the whole gateway (Hono's app.request), `env` marking it a batch line. */
 export function batchRoutes({
   maxBodyBytes,
   dispatch,
+  control = new BatchControl(),
 }: {
   maxBodyBytes: number;
   dispatch: (path: string, init: RequestInit, env: BatchLineEnv) => Promise<Response>;
+  control?: BatchControl;
 }) {
+  const { disk } = control;
+  const halted = control.halted.signal;
   const app = new Hono<GatewayEnv>();
   const files = new Map<string, StoredFile>();
-  const batches = new Map<string, Batch & { stop: AbortController; owner: string }>();
+  const batches = new Map<string, Held>();
   let storedBytes = 0;
   // Under key or JWT auth, files and batches are their caller's own: another caller's are not found.
   const ownerOf = (c: Context<GatewayEnv>) => {
@@ -102,13 +147,19 @@ export function batchRoutes({
     if (!b || b.owner !== ownerOf(c)) throw notFound('batch', id);
     return b;
   };
-  const store = (owner: string, data: Uint8Array, filename: string, purpose: string) => {
+  const keep = (f: StoredFile) => {
+    files.set(f.meta.id, f);
+    storedBytes += f.data.byteLength;
+  };
+  const store = async (owner: string, data: Uint8Array, filename: string, purpose: string) => {
     const meta: FileObject = { id: newId('file'), object: 'file', bytes: data.byteLength, created_at: now(), filename, purpose, status: 'processed' };
-    files.set(meta.id, { meta, data, owner });
-    storedBytes += data.byteLength;
+    await disk?.saveFile(meta.id, { meta, owner }, data);
+    keep({ meta, data, owner });
     return meta;
   };
-  const shown = ({ stop: _stop, owner: _owner, ...b }: Batch & { stop: AbortController; owner: string }) => b;
+  const save = (b: Held) => disk?.saveBatch(b.id, saved(b));
+  const saved = ({ stop: _stop, ...b }: Held): Saved => b;
+  const shown = ({ stop: _stop, owner: _owner, caller: _caller, ...b }: Held): Batch => b;
 
   app.post('/v1/files', async (c) => {
     if (Number(c.req.header('content-length') ?? 0) > maxBodyBytes) throw new GatewayError(413, 'payload_too_large', `the file is over ${maxBodyBytes} bytes`);
@@ -125,14 +176,16 @@ export function batchRoutes({
         'insufficient_storage',
         `files take ${storedBytes} of the gateway's ${MAX_STORED_BYTES} bytes: delete some (DELETE /v1/files/{id})`,
       );
-    return c.json(store(ownerOf(c), new Uint8Array(await upload.arrayBuffer()), upload.name, 'batch'));
+    return c.json(await store(ownerOf(c), new Uint8Array(await upload.arrayBuffer()), upload.name, 'batch'));
   });
   app.get('/v1/files', (c) => c.json({ object: 'list', data: [...files.values()].filter((f) => f.owner === ownerOf(c)).map((f) => f.meta), has_more: false }));
   app.get('/v1/files/:id', (c) => c.json(file(c, c.req.param('id')).meta));
   app.get('/v1/files/:id/content', (c) => c.body(file(c, c.req.param('id')).data as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' }));
-  app.delete('/v1/files/:id', (c) => {
+  app.delete('/v1/files/:id', async (c) => {
     const id = c.req.param('id');
-    storedBytes -= file(c, id).data.byteLength;
+    const size = file(c, id).data.byteLength;
+    await disk?.deleteFile(id);
+    storedBytes -= size;
     files.delete(id);
     return c.json({ id, object: 'file', deleted: true });
   });
@@ -141,7 +194,7 @@ export function batchRoutes({
     const req = parseBody(createSchema, await c.req.json().catch(() => ({})));
     const lines = parseLines(file(c, req.input_file_id).data, req.endpoint);
     const created = now();
-    const batch: Batch & { stop: AbortController; owner: string } = {
+    const batch: Held = {
       id: newId('batch'),
       object: 'batch',
       endpoint: req.endpoint,
@@ -155,6 +208,7 @@ export function batchRoutes({
       in_progress_at: created,
       finalizing_at: null,
       completed_at: null,
+      failed_at: null,
       cancelling_at: null,
       cancelled_at: null,
       expires_at: created + 24 * 3600,
@@ -162,9 +216,11 @@ export function batchRoutes({
       metadata: req.metadata ?? null,
       stop: new AbortController(),
       owner: ownerOf(c),
+      caller: c.get('caller') ?? { kind: 'public', id: 'public' },
     };
+    await save(batch);
     batches.set(batch.id, batch);
-    void run(batch, lines, c.get('caller') ?? { kind: 'public', id: 'public' });
+    void start(batch, lines, []);
     return c.json(shown(batch));
   });
   app.get('/v1/batches', (c) =>
@@ -178,25 +234,30 @@ export function batchRoutes({
     }),
   );
   app.get('/v1/batches/:id', (c) => c.json(shown(batchOf(c, c.req.param('id')))));
-  app.post('/v1/batches/:id/cancel', (c) => {
+  app.post('/v1/batches/:id/cancel', async (c) => {
     const b = batchOf(c, c.req.param('id'));
     if (b.status === 'in_progress') {
       b.status = 'cancelling';
       b.cancelling_at = now();
       b.stop.abort();
+      await save(b);
     }
     return c.json(shown(b));
   });
 
-  /** Runs every line through the gateway, then writes the answers' file (and the failures'). */
-  async function run(batch: Batch & { stop: AbortController; owner: string }, lines: Line[], caller: Caller) {
-    const output: string[] = [];
-    const failures: string[] = [];
+  /**
+   * Runs every line through the gateway, then writes the answers' file (and the failures'). `answered`: lines a
+   * gateway before a restart answered (their requests are not among `lines`).
+   */
+  async function run(batch: Held, lines: Line[], answered: Answer[]) {
+    const output = answered.filter((a) => a.ok).map((a) => a.record);
+    const failures = answered.filter((a) => !a.ok).map((a) => a.record);
+    batch.request_counts = { total: batch.request_counts.total, completed: output.length, failed: failures.length };
     const queue = new PQueue({ concurrency: CONCURRENCY });
     await Promise.all(
       lines.map((line) =>
         queue.add(async () => {
-          if (batch.stop.signal.aborted) return;
+          if (batch.stop.signal.aborted || halted.aborted) return;
           const requestId = newId('batch_req');
           let status = 0;
           let body: unknown;
@@ -209,7 +270,7 @@ export function batchRoutes({
                 body: JSON.stringify(line.body),
                 signal: batch.stop.signal,
               },
-              { infergateBatch: { id: batch.id, caller } },
+              { infergateBatch: { id: batch.id, caller: batch.caller } },
             );
             status = res.status;
             body = await res.json().catch(() => null);
@@ -225,21 +286,63 @@ export function batchRoutes({
             response: status ? { status_code: status, request_id: requestId, body } : null,
             error,
           });
+          await disk?.answered(batch.id, { ok, record });
           (ok ? output : failures).push(record);
           batch.request_counts[ok ? 'completed' : 'failed']++;
         }),
       ),
     );
+    if (halted.aborted && !batch.stop.signal.aborted) return; // the gateway is stopping: the rest after a restart
+    batch.status = 'finalizing';
     batch.finalizing_at = now();
     const jsonl = (records: string[]) => new TextEncoder().encode(records.map((r) => `${r}\n`).join(''));
-    if (output.length) batch.output_file_id = store(batch.owner, jsonl(output), `${batch.id}_output.jsonl`, 'batch_output').id;
-    if (failures.length) batch.error_file_id = store(batch.owner, jsonl(failures), `${batch.id}_errors.jsonl`, 'batch_output').id;
+    if (output.length) batch.output_file_id = (await store(batch.owner, jsonl(output), `${batch.id}_output.jsonl`, 'batch_output')).id;
+    if (failures.length) batch.error_file_id = (await store(batch.owner, jsonl(failures), `${batch.id}_errors.jsonl`, 'batch_output')).id;
     if (batch.stop.signal.aborted) {
       batch.status = 'cancelled';
       batch.cancelled_at = now();
     } else {
       batch.status = 'completed';
       batch.completed_at = now();
+    }
+    await save(batch);
+    await disk?.dropAnswers(batch.id);
+  }
+
+  /** A batch that cannot go on (its file gone, the disk failing): failed, with why. */
+  function fail(batch: Held, message: string) {
+    batch.status = 'failed';
+    batch.failed_at = now();
+    batch.errors = { object: 'list', data: [{ code: 'batch_failed', message, param: null, line: null }] };
+    batch.stop.abort();
+    void save(batch)?.catch(() => {});
+  }
+  const start = (batch: Held, lines: Line[], answered: Answer[]) =>
+    control.track(run(batch, lines, answered).catch((err: Error) => fail(batch, `the batch could not be run: ${err.message}`)));
+
+  /** A batch a gateway before a restart left running: on with the lines it had not answered, or to its end. */
+  async function goOn(batch: Held) {
+    const answered = (await disk?.answers(batch.id)) ?? [];
+    if (batch.status === 'cancelling') batch.stop.abort();
+    if (batch.status !== 'in_progress') return start(batch, [], answered);
+    const input = files.get(batch.input_file_id);
+    if (!input) return fail(batch, `its input file ${batch.input_file_id} was deleted before the batch finished`);
+    const done = new Set(answered.map((a) => (JSON.parse(a.record) as { custom_id: string }).custom_id));
+    return start(
+      batch,
+      parseLines(input.data, batch.endpoint).filter((line) => !done.has(line.custom_id)),
+      answered,
+    );
+  }
+
+  if (disk) {
+    for (const { saved, data } of disk.kept.files) keep({ ...(saved as Omit<StoredFile, 'data'>), data });
+    const kept = (disk.kept.batches as Saved[]).sort((a, b) => a.created_at - b.created_at);
+    for (const saved of kept) {
+      const batch: Held = { ...saved, stop: new AbortController() };
+      batches.set(batch.id, batch);
+      if (['in_progress', 'cancelling', 'finalizing'].includes(batch.status))
+        void control.started.then(() => goOn(batch)).catch((err: Error) => fail(batch, `the batch could not go on: ${err.message}`));
     }
   }
   return app;
