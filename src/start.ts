@@ -566,7 +566,12 @@ export async function startGateway(
   for (const name of Object.keys(config.models)) models.set(name, await build(name, { ...shared, placeKey: name }));
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
-  const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined);
+  const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
+    log.info(
+      { batch: b.id, answered: b.answered, total: b.total },
+      `batch ${b.id} goes on after the restart: ${b.answered} of ${b.total} requests were answered before`,
+    ),
+  );
   const all = [...models.values()];
   observePools(telemetry, models);
   let server: Listening | undefined;

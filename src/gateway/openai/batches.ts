@@ -94,7 +94,11 @@ export class BatchControl {
   private go: () => void = () => {};
   readonly started = new Promise<void>((resolve) => (this.go = resolve));
 
-  constructor(readonly disk?: BatchDisk) {}
+  constructor(
+    readonly disk?: BatchDisk,
+    /** Told of each batch that goes on after a restart. */
+    readonly resumed: (batch: { id: string; status: string; answered: number; total: number }) => void = () => {},
+  ) {}
 
   /** The gateway is up: kept batches go on. */
   start(): void {
@@ -323,6 +327,7 @@ export function batchRoutes({
   /** A batch a gateway before a restart left running: on with the lines it had not answered, or to its end. */
   async function goOn(batch: Held) {
     const answered = (await disk?.answers(batch.id)) ?? [];
+    control.resumed({ id: batch.id, status: batch.status, answered: answered.length, total: batch.request_counts.total });
     if (batch.status === 'cancelling') batch.stop.abort();
     if (batch.status !== 'in_progress') return start(batch, [], answered);
     const input = files.get(batch.input_file_id);
