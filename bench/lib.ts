@@ -258,7 +258,8 @@ export async function serverUnderLoad(
 
 export type GatewayLoad = {
   port: number;
-  model: { name: string; path: string; threads: number; batching: object };
+  /** `more`: other model options (response_cache_mb, …). */
+  model: { name: string; path: string; threads: number; batching: object; more?: object };
   /** The config's telemetry section. @default the gateway's defaults */
   telemetry?: object;
   /** `processes`: autocannon processes to split the connections over. @default 1 */
@@ -279,7 +280,14 @@ export type GatewayLoad = {
 export async function gatewayUnderLoad(g: GatewayLoad) {
   const config = join(ROOT, `bench/.gateway-${g.port}.yaml`);
   const models = {
-    [g.model.name]: { path: g.model.path, device: 'cpu', threads: g.model.threads, batching: g.model.batching, scaling: { min_containers: 1 } },
+    [g.model.name]: {
+      path: g.model.path,
+      device: 'cpu',
+      threads: g.model.threads,
+      batching: g.model.batching,
+      scaling: { min_containers: 1 },
+      ...g.model.more,
+    },
   };
   const server = { port: g.port, host: '127.0.0.1', ...g.server };
   writeFileSync(config, stringify({ server, ...(g.telemetry && { telemetry: g.telemetry }), models }));

@@ -12,7 +12,7 @@ import {
   type ScalingPolicy,
   visibleGpus,
 } from './autoscaler/index.js';
-import { Batcher, type BatchTarget, GenerationScheduler, Sequences } from './batcher/index.js';
+import { Batcher, type BatchTarget, GenerationScheduler, ResponseCache, Sequences } from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import { badInput, unavailable } from './errors/index.js';
@@ -363,6 +363,10 @@ async function buildModel(
   const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
   const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
   if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
+  if (generative && model.response_cache_mb > 0)
+    throw new ConfigError(
+      `models.${name}.response_cache_mb: a generative model draws its tokens, its answers are not kept (prefix_cache_mb keeps its prompts' work)`,
+    );
   if (!batchable && b.max_batch_size > 1 && !generative) {
     log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
   }
@@ -396,6 +400,7 @@ async function buildModel(
         batchSizes,
         fairShare: b.fair_share,
         companyExpected: model.sequence ? () => sequences?.mayJoin() ?? true : undefined,
+        cache: model.response_cache_mb > 0 ? new ResponseCache(model.response_cache_mb * 2 ** 20) : undefined,
       });
   sequences =
     batcher && model.sequence
@@ -606,8 +611,10 @@ export async function startGateway(
       maxBodyBytes: config.server.max_body_bytes,
       keepAliveTimeoutMs: config.server.keep_alive_timeout_s * 1000,
       sendTimeoutMs: config.server.send_timeout_s * 1000,
-      onStalledAnswer: (answer) =>
-        log.info({ ...answer }, `an answer's client took none of it for ${config.server.send_timeout_s} s (server.send_timeout_s): ended`),
+      onStalledAnswer: (answer) => {
+        telemetry.instruments.connectionsEnded.add(1, { reason: 'send_timeout' });
+        log.info({ ...answer }, `an answer's client took none of it for ${config.server.send_timeout_s} s (server.send_timeout_s): ended`);
+      },
       onError: (err) => log.error({ err: err.message }, 'an intake thread failed; starting another'),
     });
   } catch (err) {

@@ -127,6 +127,7 @@ describe('answers whose client stops reading (server.send_timeout_s)', () => {
     expect(said).toHaveLength(1);
     expect(said[0]).toMatchObject({ method: 'POST', path: '/v2/models/identity/infer', client: '127.0.0.1' });
     expect(said[0].unsentBytes).toBeGreaterThan(0);
+    expect(await (await fetch(`${gw.url}/metrics`)).text()).toMatch(/^infergate_connections_ended_total\{[^}]*reason="send_timeout"[^}]*\} 1$/m);
     // A client that paused for less than the limit gets every byte.
     expect(slow.received).toBe(slow.declared);
     // One that keeps taking bytes, with naps shorter than the limit, is never cut, however long the answer takes.

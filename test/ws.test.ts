@@ -154,6 +154,7 @@ describe('WebSocket /v1/ws', () => {
     const here = await connect();
     const closed = await new Promise<number>((resolve) => gone.ws.once('close', (code) => resolve(code)));
     expect(closed).toBe(1006); // ended by the server without a close frame, after one unanswered ping
+    expect(await (await fetch(`${gw.url}/metrics`)).text()).toMatch(/^infergate_connections_ended_total\{[^}]*reason="websocket_ping"[^}]*\} 1$/m);
     await new Promise((r) => setTimeout(r, 1000));
     expect(here.ws.readyState).toBe(WebSocket.OPEN); // pinged as often (3 more times since), and answered
     here.send({ id: 'x', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.1) }] });

@@ -3,6 +3,7 @@ import { badInput, cancelled, deadlineExceeded, GatewayError, internal, unavaila
 import type { Inputs } from '../tensor/index.js';
 import { type BatchRule, decideBatch, type QueuedView } from './decide.js';
 import { FairShare } from './fair-share.js';
+import type { ResponseCache } from './response-cache.js';
 import { firstRows, groupKey, type PadRule, paddedSize, padRows, splitOutputs, stackInputs } from './stack.js';
 import { ModelStatistics, type Phases } from './statistics.js';
 
@@ -46,6 +47,8 @@ export type BatcherOptions = {
    * @default always true
    */
   companyExpected?: () => boolean;
+  /** Answers kept by their inputs (the model's response_cache_mb): a request seen before is answered from it. */
+  cache?: ResponseCache;
   /** @default performance.now */
   now?: () => number;
 };
@@ -65,6 +68,7 @@ export type SubmitOptions = {
 /** Told when a batch has been answered (or failed): what telemetry needs, nothing of HTTP. */
 export type BatchEvent = { rows: number; requests: number; startedAt: number; durationMs: number; queueMs: number[]; traces: unknown[]; ok: boolean };
 
+/** A request's answer: its outputs, its time in the queue and the rows of the batch it went in (0: from the cache). */
 export type Submitted = { outputs: Inputs; queueMs: number; batchSize: number };
 
 type Item = QueuedView & {
@@ -91,6 +95,8 @@ export type BatcherStats = {
   /** How many batches had N rows. */
   batchSizes: Record<number, number>;
   paddingRows: number;
+  /** Requests answered from the response cache (counted in `requests`, not in `arrivedRows`: no replica saw them). */
+  cacheHits: number;
   shed: Record<'queue_full' | 'deadline' | 'cancelled' | 'start_failed', number>;
 };
 
@@ -98,7 +104,7 @@ export type BatcherStats = {
  * A model's dynamic batcher: a bounded queue, and a thin shell of timers and I/O around the pure
  * `decideBatch`. Every submitted promise settles exactly once.
  */
-export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason: string }]; starved: [] }> {
+export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason: string }]; starved: []; cache: [{ hit: boolean }] }> {
   private queue: Item[] = [];
   private queuedRows = 0;
   private inFlight = 0;
@@ -117,6 +123,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     batchSizes: {} as Record<number, number>,
     /** Zero rows added to reach one of `batchSizes`. */
     paddingRows: 0,
+    cacheHits: 0,
     shed: { queue_full: 0, deadline: 0, cancelled: 0, start_failed: 0 },
   };
   /** Triton's statistics (GET /v2/models/{m}/stats). */
@@ -132,6 +139,28 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
   }
 
   submit(inputs: Inputs, opts: SubmitOptions = {}): Promise<Submitted> {
+    const cache = this.opts.cache;
+    if (!cache) return this.enqueue(inputs, opts);
+    const start = this.now();
+    const key = cache.key(inputs); // now: the inputs may be views of a body given back once answered
+    const kept = cache.get(key);
+    this.emit('cache', { hit: kept !== undefined });
+    if (kept) {
+      this.counts.requests++;
+      this.counts.cacheHits++;
+      this.statistics.cacheHit(this.now() - start);
+      return Promise.resolve({ outputs: kept, queueMs: 0, batchSize: 0 });
+    }
+    const lookupMs = this.now() - start;
+    return this.enqueue(inputs, opts).then((answer) => {
+      const storing = this.now();
+      cache.set(key, answer.outputs);
+      this.statistics.cacheMiss(lookupMs + this.now() - storing);
+      return answer;
+    });
+  }
+
+  private enqueue(inputs: Inputs, opts: SubmitOptions): Promise<Submitted> {
     const { signal } = opts;
     if (signal?.aborted) return Promise.reject(cancelled());
     const first = Object.values(inputs)[0];

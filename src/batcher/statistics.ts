@@ -16,7 +16,7 @@ export type TritonModelStat = {
   inference_count: number;
   /** Model executions: batches, or generation steps. */
   execution_count: number;
-  inference_stats: { success: DurationStat; fail: DurationStat; queue: DurationStat; cache_hit: DurationStat } & ComputeStats;
+  inference_stats: { success: DurationStat; fail: DurationStat; queue: DurationStat; cache_hit: DurationStat; cache_miss: DurationStat } & ComputeStats;
   batch_stats: ({ batch_size: number } & ComputeStats)[];
 };
 
@@ -37,7 +37,7 @@ export class ModelStatistics {
   private lastInference = 0;
   private inferenceCount = 0;
   private executionCount = 0;
-  private readonly inference = { success: stat(), fail: stat(), queue: stat(), cache_hit: stat(), ...computeStats() };
+  private readonly inference = { success: stat(), fail: stat(), queue: stat(), cache_hit: stat(), cache_miss: stat(), ...computeStats() };
   private readonly bySize = new Map<number, ComputeStats>();
 
   /** A request answered `ms` after it arrived, `queueMs` of it waiting; `phases`: the execution it was part of. */
@@ -52,6 +52,18 @@ export class ModelStatistics {
   /** A request failed (refused, timed out, or its batch failed) `ms` after it arrived. */
   failed(ms: number): void {
     add(this.inference.fail, ms);
+  }
+
+  /** A request answered from the response cache, `ms` to find and copy its answer (Triton counts it a success). */
+  cacheHit(ms: number): void {
+    this.lastInference = Date.now();
+    add(this.inference.cache_hit, ms);
+    add(this.inference.success, ms);
+  }
+
+  /** A request not in the response cache: `ms` to look for it and to keep its answer. */
+  cacheMiss(ms: number): void {
+    add(this.inference.cache_miss, ms);
   }
 
   /** One model execution of `size` (rows in a batch, sequences in a step). */

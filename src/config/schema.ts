@@ -163,6 +163,12 @@ export const modelSchema = z
      * prompt starting the same way (a system prompt, earlier turns) computes only the rest; 0 turns it off. @default 256
      */
     prefix_cache_mb: z.number().min(0).default(256),
+    /**
+     * Triton's response cache: memory for answers kept by their inputs, so that a request the model has answered
+     * before (the same tensors, texts or image) is answered again without a queue or a replica; only for models
+     * whose answer depends on the inputs alone. Not for stateful or generative models. 0: off. @default 0
+     */
+    response_cache_mb: z.number().min(0).default(0),
     /** Text encoders (served at /v1/embeddings): how a text's per-token outputs become one vector. */
     embeddings: z
       .object({
@@ -234,6 +240,10 @@ export const modelSchema = z
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })
   .strict()
+  .refine((m) => !(m.sequence && m.response_cache_mb > 0), {
+    message: "a stateful model's answer depends on its sequence's state, not on its inputs alone: it cannot have a response cache",
+    path: ['response_cache_mb'],
+  })
   .refine((m) => !m.vad || m.sequence, { message: 'a vad model carries its state between windows: give it a sequence with its state', path: ['vad'] })
   .refine((m) => !m.remote || (m.scaling.max_containers ?? 1) <= m.remote.length, {
     message: 'max_containers must not exceed the number of remote addresses',

@@ -129,7 +129,13 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   }
   app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0', regions, shuttingDown: opts.shuttingDown }));
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
-  app.route('/', wsRoutes(opts.models, { pingMs: opts.websocketPingMs ?? 30_000 }));
+  app.route(
+    '/',
+    wsRoutes(opts.models, {
+      pingMs: opts.websocketPingMs ?? 30_000,
+      onSilent: () => telemetry.instruments.connectionsEnded.add(1, { reason: 'websocket_ping' }),
+    }),
+  );
   app.route('/', audioRoutes(opts.models, maxBodyBytes));
   app.route('/', ocrRoutes(opts.models, maxBodyBytes));
   // Each line of a batch goes through this whole app again, as its own request.

@@ -37,7 +37,7 @@ type Message = { id?: unknown; type?: unknown; model?: unknown; [field: string]:
  *
  * Closing the socket cancels everything it started.
  */
-export function wsRoutes(models: ReadonlyMap<string, ServedModel>, { pingMs }: { pingMs: number }): Hono<GatewayEnv> {
+export function wsRoutes(models: ReadonlyMap<string, ServedModel>, { pingMs, onSilent }: { pingMs: number; onSilent?: () => void }): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.get(
     '/v1/ws',
@@ -47,7 +47,7 @@ export function wsRoutes(models: ReadonlyMap<string, ServedModel>, { pingMs }: {
       let stopPinging = () => {};
       return {
         onOpen(_event, ws) {
-          if (pingMs > 0) stopPinging = pingUntilSilent(ws.raw as WebSocket, pingMs);
+          if (pingMs > 0) stopPinging = pingUntilSilent(ws.raw as WebSocket, pingMs, onSilent);
         },
         onMessage(event, ws) {
           void handle(event.data, ws, work, models, caller);
@@ -68,14 +68,18 @@ export function wsRoutes(models: ReadonlyMap<string, ServedModel>, { pingMs }: {
  * frame (a network that vanished) would otherwise hold its streams, generating for no one, until TCP gives up
  * (hours). Clients answer pings by themselves (browsers, `ws`, every RFC 6455 client).
  */
-function pingUntilSilent(socket: WebSocket, ms: number): () => void {
+function pingUntilSilent(socket: WebSocket, ms: number, onSilent?: () => void): () => void {
   let answered = true;
   const onPong = () => {
     answered = true;
   };
   socket.on('pong', onPong);
   const timer = setInterval(() => {
-    if (!answered) return socket.terminate(); // 'close' follows: its work is cancelled
+    if (!answered) {
+      clearInterval(timer);
+      onSilent?.();
+      return socket.terminate(); // 'close' follows: its work is cancelled
+    }
     answered = false;
     socket.ping();
   }, ms).unref();

@@ -97,6 +97,14 @@ export class Telemetry {
         unit: '{request}',
         description: 'Requests refused or dropped, by reason (queue_full, deadline, cancelled, start_failed, rate_limited).',
       }),
+      cacheLookups: m.createCounter('infergate.cache.lookups', {
+        unit: '{request}',
+        description: "Requests looked up in the model's response cache, by result (hit, miss).",
+      }),
+      connectionsEnded: m.createCounter('infergate.connections.ended', {
+        unit: '{connection}',
+        description: 'Answers and WebSockets the gateway ended because their client went silent, by reason (send_timeout, websocket_ping).',
+      }),
       coldStart: seconds('infergate.replica.cold_start.duration', 'Replica start to ready: process, session creation, warm-up.'),
       tokens: m.createCounter('infergate.generation.tokens', { unit: '{token}', description: 'Tokens generated.' }),
       stepTime: m.createCounter('infergate.generation.step_time', {
