@@ -5,7 +5,7 @@ import { MODELS, startTestGateway } from './helpers.js';
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
   gw = await startTestGateway({
-    server: { websocket_ping_s: 0.3 },
+    server: { websocket_ping_s: 0.3, max_body_bytes: 2 ** 20 },
     models: {
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } },
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
@@ -160,5 +160,16 @@ describe('WebSocket /v1/ws', () => {
     here.send({ id: 'x', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.1) }] });
     expect(await here.next((m) => m.id === 'x')).toMatchObject({ type: 'result' });
     here.ws.close();
+  });
+
+  it('closes a socket whose message is over server.max_body_bytes (1009), and goes on serving the others', async () => {
+    const big = await connect();
+    const other = await connect();
+    const closed = new Promise<number>((resolve) => big.ws.once('close', (code) => resolve(code)));
+    big.ws.send(JSON.stringify({ id: 'big', type: 'infer', model: 'mlp', padding: 'x'.repeat(2 ** 20) }));
+    expect(await closed).toBe(1009); // message too big: not held whole in memory
+    other.send({ id: 'y', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.1) }] });
+    expect(await other.next((m) => m.id === 'y')).toMatchObject({ type: 'result' });
+    other.ws.close();
   });
 });

@@ -24,7 +24,10 @@ export type ListenOptions = {
   tls?: { cert: string | Buffer; key: string | Buffer; http2: boolean };
   /** Worker threads that read requests and write answers (server.intake_threads; see intake.ts). @default 0: the main thread does */
   intakeThreads?: number;
-  /** With intake threads: the limit for routes that read the body as a web Request's. @default 64 MiB */
+  /**
+   * server.max_body_bytes, for what does not go through a route's own limit: a WebSocket message (a larger one
+   * closes its socket with 1009), and with intake threads a body a route reads as a web Request's. @default 64 MiB
+   */
   maxBodyBytes?: number;
   /** How long an idle HTTP/1.1 connection stays open (server.keep_alive_timeout_s). @default Node's 5 s */
   keepAliveTimeoutMs?: number;
@@ -41,7 +44,7 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
   keepFreedMemory();
   if (!opts.intakeThreads) return serveHere(app, opts);
   // The main thread's own server takes only what intake threads pipe to it (WebSocket upgrades), on loopback.
-  const here = await serveHere(app, { port: 0, host: '127.0.0.1' });
+  const here = await serveHere(app, { port: 0, host: '127.0.0.1', maxBodyBytes: opts.maxBodyBytes });
   try {
     const threads = await startIntakeThreads(
       app,
@@ -71,7 +74,8 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
 /** The app on this thread's event loop; the only place that calls serve(). */
 async function serveHere(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Listening> {
   // WebSocket upgrades (/v1/ws) go through @hono/node-server's built-in support for the `ws` server.
-  const wss = new WebSocketServer({ noServer: true });
+  // A message is held whole before it is read: past the body limit the socket is closed (1009), not ws's 100 MiB.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxBodyBytes ?? 64 * 2 ** 20 });
   const tls = opts.tls && { key: opts.tls.key, cert: opts.tls.cert };
   const transport = !opts.tls
     ? {}
