@@ -1,6 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jwt from 'jsonwebtoken';
@@ -315,6 +315,53 @@ describe('a batch kept on disk (server.batch_dir)', () => {
       expect(await requestsServed(third.url)).toBe(0);
     } finally {
       await third.shutdown();
+    }
+  });
+
+  it('expires a batch whose 24 h window ended while the gateway was down: the rest go to the error file, none is sent', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-batches-'));
+    const total = 200;
+    const rows = Array.from({ length: total }, (_, i) => ({
+      custom_id: `e-${i}`,
+      method: 'POST',
+      url: '/v1/embeddings',
+      body: { model: 'embed-one', input: `text ${i}` },
+    }));
+    const first = await startTestGateway({ server: { batch_dir: dir }, models });
+    let batchId: string;
+    try {
+      const client = clientOf(first.url);
+      const input = await client.files.create({ file: await jsonl(rows), purpose: 'batch' });
+      batchId = (await client.batches.create({ input_file_id: input.id, endpoint: '/v1/embeddings', completion_window: '24h' })).id;
+      while (((await client.batches.retrieve(batchId)).request_counts?.completed ?? 0) < 10) await new Promise((r) => setTimeout(r, 5));
+    } finally {
+      await first.shutdown();
+    }
+    const answeredBefore = (await readFile(join(dir, 'batches', `${batchId}.done.jsonl`), 'utf8')).trim().split('\n').length;
+    // A day later: its window ended while no gateway ran.
+    const saved = join(dir, 'batches', `${batchId}.json`);
+    await writeFile(saved, JSON.stringify({ ...JSON.parse(await readFile(saved, 'utf8')), expires_at: Math.floor(Date.now() / 1000) - 1 }));
+    const second = await startTestGateway({ server: { batch_dir: dir }, models });
+    try {
+      const client = clientOf(second.url);
+      let done = await client.batches.retrieve(batchId);
+      for (let i = 0; i < 200 && done.status === 'in_progress'; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        done = await client.batches.retrieve(batchId);
+      }
+      expect(done).toMatchObject({ status: 'expired', request_counts: { total, completed: answeredBefore, failed: total - answeredBefore } });
+      expect(done.expired_at).toBeGreaterThan(0);
+      const errors = (await (await client.files.content(done.error_file_id as string)).text())
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(errors).toHaveLength(total - answeredBefore);
+      expect(errors[0]).toMatchObject({ response: null, error: { code: 'batch_expired' } });
+      const out = (await (await client.files.content(done.output_file_id as string)).text()).trim().split('\n');
+      expect(out).toHaveLength(answeredBefore); // what was answered in time is kept
+      expect(await requestsServed(second.url)).toBe(0);
+    } finally {
+      await second.shutdown();
     }
   });
 

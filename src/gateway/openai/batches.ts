@@ -28,7 +28,7 @@ const MAX_LINES = 50_000;
 type StoredFile = { meta: FileObject; data: Uint8Array; owner: string };
 type FileObject = { id: string; object: 'file'; bytes: number; created_at: number; filename: string; purpose: string; status: 'processed' };
 type Line = { custom_id: string; method: 'POST'; url: string; body: Record<string, unknown> };
-type BatchStatus = 'validating' | 'in_progress' | 'finalizing' | 'completed' | 'failed' | 'cancelling' | 'cancelled';
+type BatchStatus = 'validating' | 'in_progress' | 'finalizing' | 'completed' | 'failed' | 'expired' | 'cancelling' | 'cancelled';
 type Batch = {
   id: string;
   object: 'batch';
@@ -47,6 +47,7 @@ type Batch = {
   cancelling_at: number | null;
   cancelled_at: number | null;
   expires_at: number;
+  expired_at: number | null;
   request_counts: { total: number; completed: number; failed: number };
   metadata: Record<string, string> | null;
 };
@@ -216,6 +217,7 @@ export function batchRoutes({
       cancelling_at: null,
       cancelled_at: null,
       expires_at: created + 24 * 3600,
+      expired_at: null,
       request_counts: { total: lines.length, completed: 0, failed: 0 },
       metadata: req.metadata ?? null,
       stop: new AbortController(),
@@ -251,17 +253,23 @@ export function batchRoutes({
 
   /**
    * Runs every line through the gateway, then writes the answers' file (and the failures'). `answered`: lines a
-   * gateway before a restart answered (their requests are not among `lines`).
+   * gateway before a restart answered (their requests are not among `lines`). At `expires_at` (the 24 h
+   * completion window) the lines not answered are stopped and go to the error file as `batch_expired`, as OpenAI's do.
    */
   async function run(batch: Held, lines: Line[], answered: Answer[]) {
     const output = answered.filter((a) => a.ok).map((a) => a.record);
     const failures = answered.filter((a) => !a.ok).map((a) => a.record);
     batch.request_counts = { total: batch.request_counts.total, completed: output.length, failed: failures.length };
+    const expiry = new AbortController();
+    const expires = setTimeout(() => expiry.abort(), Math.max(0, batch.expires_at * 1000 - Date.now())).unref();
+    if (Date.now() >= batch.expires_at * 1000) expiry.abort(); // (a gateway that was down past it)
+    const stop = AbortSignal.any([batch.stop.signal, expiry.signal]);
+    const done = new Set<Line>();
     const queue = new PQueue({ concurrency: CONCURRENCY });
     await Promise.all(
       lines.map((line) =>
         queue.add(async () => {
-          if (batch.stop.signal.aborted || halted.aborted) return;
+          if (stop.aborted || halted.aborted) return;
           const requestId = newId('batch_req');
           let status = 0;
           let body: unknown;
@@ -272,14 +280,14 @@ export function batchRoutes({
                 method: 'POST',
                 headers: { 'content-type': 'application/json', 'x-request-id': requestId },
                 body: JSON.stringify(line.body),
-                signal: batch.stop.signal,
+                signal: stop,
               },
               { infergateBatch: { id: batch.id, caller: batch.caller } },
             );
             status = res.status;
             body = await res.json().catch(() => null);
           } catch (err) {
-            if (batch.stop.signal.aborted) return;
+            if (stop.aborted) return;
             body = { error: { message: (err as Error).message } };
           }
           const ok = status >= 200 && status < 300;
@@ -293,16 +301,28 @@ export function batchRoutes({
           await disk?.answered(batch.id, { ok, record });
           (ok ? output : failures).push(record);
           batch.request_counts[ok ? 'completed' : 'failed']++;
+          done.add(line);
         }),
       ),
     );
-    if (halted.aborted && !batch.stop.signal.aborted) return; // the gateway is stopping: the rest after a restart
+    clearTimeout(expires);
+    if (halted.aborted && !stop.aborted) return; // the gateway is stopping: the rest after a restart
+    const expired = expiry.signal.aborted && !batch.stop.signal.aborted;
+    if (expired)
+      for (const line of lines.filter((l) => !done.has(l))) {
+        const message = 'This request could not be executed before the completion window expired.';
+        failures.push(JSON.stringify({ id: newId('batch_req'), custom_id: line.custom_id, response: null, error: { code: 'batch_expired', message } }));
+        batch.request_counts.failed++;
+      }
     batch.status = 'finalizing';
     batch.finalizing_at = now();
     const jsonl = (records: string[]) => new TextEncoder().encode(records.map((r) => `${r}\n`).join(''));
     if (output.length) batch.output_file_id = (await store(batch.owner, jsonl(output), `${batch.id}_output.jsonl`, 'batch_output')).id;
     if (failures.length) batch.error_file_id = (await store(batch.owner, jsonl(failures), `${batch.id}_errors.jsonl`, 'batch_output')).id;
-    if (batch.stop.signal.aborted) {
+    if (expired) {
+      batch.status = 'expired';
+      batch.expired_at = now();
+    } else if (batch.stop.signal.aborted) {
       batch.status = 'cancelled';
       batch.cancelled_at = now();
     } else {
