@@ -18,8 +18,8 @@ afterAll(() => gw?.shutdown());
 type Msg = { id: string | null; type: string; [k: string]: unknown };
 
 /** A `ws` client that collects messages and can wait for one matching a predicate. */
-async function connect(opts: WebSocket.ClientOptions = {}) {
-  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`, opts);
+async function connect(opts: WebSocket.ClientOptions = {}, url = gw.url) {
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/v1/ws`, opts);
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
   const received: Msg[] = [];
   const waiters: { match: (m: Msg) => boolean; resolve: (m: Msg) => void }[] = [];
@@ -171,5 +171,30 @@ describe('WebSocket /v1/ws', () => {
     other.send({ id: 'y', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.1) }] });
     expect(await other.next((m) => m.id === 'y')).toMatchObject({ type: 'result' });
     other.ws.close();
+  });
+});
+
+describe('WebSocket /v1/ws under a rate limit', () => {
+  it("counts each request on the socket against the caller's limit, as over HTTP: 429 error messages, the socket open", async () => {
+    const limited = await startTestGateway({
+      auth: { rate_limit: { per_second: 1, burst: 3 } },
+      models: { mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    });
+    try {
+      const client = await connect({}, limited.url); // the upgrade is one request
+      const row = { type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.1) }] };
+      for (let i = 0; i < 5; i++) client.send({ id: `r${i}`, ...row });
+      const answers = await Promise.all([0, 1, 2, 3, 4].map((i) => client.next((m) => m.id === `r${i}`)));
+      expect(answers.map((m) => m.type).sort()).toEqual(['error', 'error', 'error', 'result', 'result']);
+      const refused = answers.find((m) => m.type === 'error') as Msg;
+      expect(refused.error).toMatchObject({ status: 429, code: 'rate_limited' });
+      expect((refused.error as { retry_after_s: number }).retry_after_s).toBeGreaterThanOrEqual(1);
+      await new Promise((r) => setTimeout(r, 1100)); // a token back
+      client.send({ id: 'later', ...row });
+      expect(await client.next((m) => m.id === 'later')).toMatchObject({ type: 'result' });
+      client.ws.close();
+    } finally {
+      await limited.shutdown();
+    }
   });
 });

@@ -85,6 +85,8 @@ export type GatewayEnv = {
   Variables: {
     requestId: string;
     caller?: import('./auth/middleware.js').Caller;
+    /** Under a rate limit: takes one more request's token from the caller's bucket, or throws its 429 (a WebSocket's messages). */
+    spendRequest?: () => void;
     /** The request's server span (a no-op span when tracing is off). */
     span?: import('@opentelemetry/api').Span;
     /** Set by handlers, read by the request log and metrics. */

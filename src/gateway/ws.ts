@@ -44,13 +44,14 @@ export function wsRoutes(models: ReadonlyMap<string, ServedModel>, { pingMs, onS
     upgradeWebSocket((c) => {
       const work = new Map<string, AbortController>();
       const caller = c.get('caller');
+      const spendRequest = c.get('spendRequest');
       let stopPinging = () => {};
       return {
         onOpen(_event, ws) {
           if (pingMs > 0) stopPinging = pingUntilSilent(ws.raw as WebSocket, pingMs, onSilent);
         },
         onMessage(event, ws) {
-          void handle(event.data, ws, work, models, caller);
+          void handle(event.data, ws, work, models, caller, spendRequest);
         },
         onClose() {
           stopPinging();
@@ -95,6 +96,7 @@ async function handle(
   work: Map<string, AbortController>,
   models: ReadonlyMap<string, ServedModel>,
   caller: Caller | undefined,
+  spendRequest?: () => void,
 ): Promise<void> {
   const send = (msg: object) => ws.readyState === 1 && ws.send(JSON.stringify(msg));
   let id: string | null = null;
@@ -111,6 +113,7 @@ async function handle(
     id = String(msg.id);
     if (msg.type === 'cancel') return void work.get(id)?.abort();
     if (work.has(id)) throw badInput(`id ${id} is already in use on this socket`);
+    spendRequest?.(); // each request on the socket counts against the caller's rate limit, as over HTTP
     const controller = new AbortController();
     work.set(id, controller);
     try {
@@ -124,7 +127,12 @@ async function handle(
   } catch (err) {
     const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
     if (e.status === 499) return void send({ id, type: 'done', finish_reason: 'cancelled' });
-    send({ id, type: 'error', error: { status: e.status, code: e.code, message: e.message, ...(e.options.param && { param: e.options.param }) } });
+    const { param, retryAfterS } = e.options;
+    send({
+      id,
+      type: 'error',
+      error: { status: e.status, code: e.code, message: e.message, ...(param && { param }), ...(retryAfterS !== undefined && { retry_after_s: retryAfterS }) },
+    });
   }
 }
 

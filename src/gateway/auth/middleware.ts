@@ -82,28 +82,31 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
 export function rateLimit(limiter: RateLimiter): MiddlewareHandler<GatewayEnv> {
   return async function rateLimit(c, next) {
     if (batchLine(c)) return next(); // a batch is throttled by itself (a few lines at a time, behind everyone)
-    const caller = c.get('caller');
-    const v = limiter.check(caller?.id ?? `ip:${clientIp(c)}`);
-    const headers = {
-      'RateLimit-Limit': String(limiter.limit.burst),
-      'RateLimit-Remaining': String(v.remaining),
-      'RateLimit-Reset': String(v.resetS),
-      'RateLimit-Policy': `${limiter.limit.burst};w=${Math.max(1, Math.round(limiter.limit.burst / limiter.limit.perSecond))}`,
-    };
-    if (!v.allowed) {
-      throw new GatewayError(
-        429,
-        'rate_limited',
-        `too many requests from this caller: ${limiter.limit.perSecond} per second, bursts of ${limiter.limit.burst}`,
-        {
-          retryAfterS: v.resetS,
-          headers,
-        },
-      );
-    }
+    const key = c.get('caller')?.id ?? `ip:${clientIp(c)}`;
+    const headers = spend(limiter, key);
+    // A WebSocket's messages are requests too: each one spends from the same bucket (ws.ts).
+    c.set('spendRequest', () => void spend(limiter, key));
     await next();
     for (const [name, value] of Object.entries(headers)) c.header(name, value);
   };
+}
+
+/** Takes a request's token from `key`'s bucket: the RateLimit-* headers to answer with, or a 429 when it is empty. */
+function spend(limiter: RateLimiter, key: string): Record<string, string> {
+  const v = limiter.check(key);
+  const { perSecond, burst } = limiter.limit;
+  const headers = {
+    'RateLimit-Limit': String(burst),
+    'RateLimit-Remaining': String(v.remaining),
+    'RateLimit-Reset': String(v.resetS),
+    'RateLimit-Policy': `${burst};w=${Math.max(1, Math.round(burst / perSecond))}`,
+  };
+  if (!v.allowed)
+    throw new GatewayError(429, 'rate_limited', `too many requests from this caller: ${perSecond} per second, bursts of ${burst}`, {
+      retryAfterS: v.resetS,
+      headers,
+    });
+  return headers;
 }
 
 /** The batch a request is a line of: marked in Hono's env by batches.ts, which no client can set. */
