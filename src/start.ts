@@ -28,6 +28,7 @@ import {
   listen,
   type ModelControl,
   type Policy,
+  QuietWork,
   RateLimiter,
   rateLimit,
   type ServedModel,
@@ -581,6 +582,7 @@ export async function startGateway(
   observePools(telemetry, models);
   let server: Listening | undefined;
   let shuttingDown = false;
+  const webSocketWork = new QuietWork(); // requests on /v1/ws: the shutdown waits for them as for HTTP requests
   const app = createApp({
     telemetry,
     log,
@@ -599,6 +601,7 @@ export async function startGateway(
     shuttingDown: () => shuttingDown,
     websocketPingMs: config.server.websocket_ping_s * 1000,
     batches,
+    webSocketWork,
   });
   const tlsConfig = config.server.tls;
   const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };
@@ -611,6 +614,7 @@ export async function startGateway(
       maxBodyBytes: config.server.max_body_bytes,
       keepAliveTimeoutMs: config.server.keep_alive_timeout_s * 1000,
       sendTimeoutMs: config.server.send_timeout_s * 1000,
+      webSocketWork,
       onStalledAnswer: (answer) => {
         telemetry.instruments.connectionsEnded.add(1, { reason: 'send_timeout' });
         log.info({ ...answer }, `an answer's client took none of it for ${config.server.send_timeout_s} s (server.send_timeout_s): ended`);

@@ -198,3 +198,25 @@ describe('WebSocket /v1/ws under a rate limit', () => {
     }
   });
 });
+
+describe('WebSocket /v1/ws at shutdown', () => {
+  it('answers the requests sent before it, refuses new ones with 503 shutting_down, then closes with 1001', async () => {
+    const draining = await startTestGateway({
+      models: { slow: { path: `${MODELS}slow.onnx`, device: 'cpu', threads: 1, batching: { max_batch_size: 1, wait_ms: 0 }, scaling: { min_containers: 1 } } },
+    });
+    const client = await connect({}, draining.url);
+    const closed = new Promise<number>((resolve) => client.ws.once('close', (code) => resolve(code)));
+    const row = { type: 'infer', model: 'slow', inputs: [{ name: 'x', shape: [1, 16], datatype: 'FP32', data: new Array(16).fill(0.5) }] };
+    for (let i = 0; i < 6; i++) client.send({ id: `r${i}`, ...row }); // one at a time on the model: they queue
+    await client.next((m) => m.id === 'r0'); // under way
+    const stopping = draining.shutdown();
+    await new Promise((r) => setTimeout(r, 20));
+    client.send({ id: 'late', ...row });
+    const late = await client.next((m) => m.id === 'late');
+    expect(late).toMatchObject({ type: 'error', error: { status: 503, code: 'shutting_down' } });
+    const answers = await Promise.all([1, 2, 3, 4, 5].map((i) => client.next((m) => m.id === `r${i}`)));
+    expect(answers.map((m) => m.type)).toEqual(['result', 'result', 'result', 'result', 'result']);
+    expect(await closed).toBe(1001);
+    await stopping;
+  });
+});

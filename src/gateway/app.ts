@@ -7,6 +7,7 @@ import { GatewayError } from '../errors/index.js';
 import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
 import { adminRoutes } from './admin.js';
 import { audioRoutes } from './audio.js';
+import type { QuietWork } from './drain.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
@@ -56,6 +57,8 @@ export type AppOptions = {
   shuttingDown?: () => boolean;
   /** Where the Batch API keeps its work, and its start and stop with the gateway. @default in memory, at once */
   batches?: BatchControl;
+  /** Requests on /v1/ws sockets, for the server's shutdown to wait for (the same object goes to listen()). */
+  webSocketWork?: QuietWork;
   /** Ping interval on /v1/ws sockets (server.websocket_ping_s). @default 30000 */
   websocketPingMs?: number;
 };
@@ -134,6 +137,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     wsRoutes(opts.models, {
       pingMs: opts.websocketPingMs ?? 30_000,
       onSilent: () => telemetry.instruments.connectionsEnded.add(1, { reason: 'websocket_ping' }),
+      work: opts.webSocketWork,
     }),
   );
   app.route('/', audioRoutes(opts.models, maxBodyBytes));

@@ -83,17 +83,42 @@ export function endStalledAnswers(server: Server, ms: number, onEnded?: (answer:
   server.once('close', () => clearInterval(check));
 }
 
+/**
+ * Work a server's requests do not show — requests made as WebSocket messages — for its shutdown to wait for as
+ * it waits for requests; `closing` once it has begun (new work is refused then).
+ */
+export class QuietWork {
+  private active = 0;
+  closing = false;
+  private onIdle: (() => void)[] = [];
+
+  /** One more piece of work; the function it returns ends it. */
+  begin(): () => void {
+    this.active++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      if (--this.active === 0) for (const idle of this.onIdle.splice(0)) idle();
+    };
+  }
+
+  idle(): Promise<void> {
+    return this.active === 0 ? Promise.resolve() : new Promise((resolve) => this.onIdle.push(resolve));
+  }
+}
+
 type RequestServer = Server & { closeIdleConnections?(): void };
 type Answer = { setHeader?(n: string, v: string): void; once(e: 'close', f: () => void): void; stream?: unknown };
 
 /**
  * A shutdown that answers what was accepted: counts a server's requests at the socket level (a response is
  * done when its bytes are written, not when fetch() returns) and its connections. `close` stops accepting,
- * closes idle connections, waits up to `timeoutMs` for accepted requests, runs `beforeDestroy` (WebSockets
+ * closes idle connections, waits up to `timeoutMs` for accepted requests (and `work`'s), runs `beforeDestroy` (WebSockets
  * say goodbye there), then closes every connection left. Upgraded connections are left alone with
  * `upgraded: 'leave'` (their other end closes them).
  */
-export function drainable(server: RequestServer, { upgraded = 'destroy' }: { upgraded?: 'destroy' | 'leave' } = {}) {
+export function drainable(server: RequestServer, { upgraded = 'destroy', work }: { upgraded?: 'destroy' | 'leave'; work?: QuietWork } = {}) {
   let active = 0;
   let closing = false;
   let onIdle: (() => void) | undefined;
@@ -116,10 +141,12 @@ export function drainable(server: RequestServer, { upgraded = 'destroy' }: { upg
   return {
     close(timeoutMs: number, beforeDestroy?: () => void): Promise<void> {
       closing = true;
+      if (work) work.closing = true;
       closed ??= (async () => {
         const done = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections?.();
-        if (active > 0) await Promise.race([new Promise<void>((r) => (onIdle = r)), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+        const requests = active > 0 ? new Promise<void>((r) => (onIdle = r)) : undefined;
+        await Promise.race([Promise.all([requests, work?.idle()]), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
         beforeDestroy?.();
         for (const socket of sockets) socket.destroy(); // every accepted request has been answered
         await done;

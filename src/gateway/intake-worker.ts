@@ -156,7 +156,9 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer) {
     if (head.byteLength) upstream.write(head);
     socket.pipe(upstream).pipe(socket);
   });
-  upstream.once('error', () => socket.destroy()).once('close', () => socket.end());
+  // The main thread closed it (its close frame is piped already): end ours, and read on so the client's own end is
+  // seen (the pipe is gone, leaving the socket paused: half-open, it would hold the server's shutdown for good).
+  upstream.once('error', () => socket.destroy()).once('close', () => socket.end().resume());
   socket.once('error', () => upstream.destroy()).once('close', () => upstream.destroy());
 }
 

@@ -111,7 +111,12 @@ export async function startIntakeThreads(
   count: number,
   opts: IntakeOptions,
   { onError, onStalledAnswer }: { onError: (err: Error) => void; onStalledAnswer?: (answer: StalledAnswer) => void },
-): Promise<{ port: number; close(timeoutMs: number): Promise<void>; busy(): number[] }> {
+): Promise<{
+  port: number;
+  /** Stops accepting and answers what was accepted; the threads end once `upgradedClosed` settles too. */
+  close(timeoutMs: number, upgradedClosed?: Promise<unknown>): Promise<void>;
+  busy(): number[];
+}> {
   const threads: IntakeThread[] = [];
   let closing = false;
   let port = opts.port;
@@ -134,9 +139,9 @@ export async function startIntakeThreads(
   for (let i = 1; i < count; i++) threads.push(await start());
   return {
     port,
-    async close(timeoutMs) {
+    async close(timeoutMs, upgradedClosed) {
       closing = true;
-      await Promise.all(threads.map((t) => t.close(timeoutMs)));
+      await Promise.all(threads.map((t) => t.close(timeoutMs, upgradedClosed)));
     },
     busy: () => threads.map((t) => t.busy()),
   };
@@ -329,10 +334,16 @@ class IntakeThread {
     return this.loop.read();
   }
 
-  async close(timeoutMs: number): Promise<void> {
+  /**
+   * The thread stops accepting and answers what it accepted; it ends once `upgradedClosed` settles too: the
+   * WebSockets it pipes live on the main thread's server, and their last frames (work answered during the
+   * shutdown, the 1001 goodbye) pass through this thread.
+   */
+  async close(timeoutMs: number, upgradedClosed?: Promise<unknown>): Promise<void> {
     const closed = new Promise<void>((resolve) => (this.closed = resolve));
     this.post({ t: 'close', timeoutMs });
-    await Promise.race([closed, new Promise((r) => setTimeout(r, timeoutMs + 2000).unref())]);
+    const limit = new Promise((r) => setTimeout(r, timeoutMs + 2000).unref());
+    await Promise.race([Promise.all([closed, upgradedClosed]), limit]);
     await this.worker.terminate();
   }
 }

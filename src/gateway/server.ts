@@ -5,7 +5,7 @@ import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { WebSocketServer } from 'ws';
 import { keepFreedMemory } from './buffer-pool.js';
-import { drainable, endStalledAnswers, keepIdleConnections, type StalledAnswer } from './drain.js';
+import { drainable, endStalledAnswers, keepIdleConnections, type QuietWork, type StalledAnswer } from './drain.js';
 import { startIntakeThreads } from './intake.js';
 import type { GatewayEnv } from './types.js';
 
@@ -35,6 +35,8 @@ export type ListenOptions = {
   sendTimeoutMs?: number;
   /** Told when an intake thread fails (it is replaced). */
   onError?: (err: Error) => void;
+  /** Requests made on WebSockets (app.ts counts them): closing waits for them as for requests. */
+  webSocketWork?: QuietWork;
   /** Told of each answer ended by sendTimeoutMs. */
   onStalledAnswer?: (answer: StalledAnswer) => void;
 };
@@ -44,7 +46,7 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
   keepFreedMemory();
   if (!opts.intakeThreads) return serveHere(app, opts);
   // The main thread's own server takes only what intake threads pipe to it (WebSocket upgrades), on loopback.
-  const here = await serveHere(app, { port: 0, host: '127.0.0.1', maxBodyBytes: opts.maxBodyBytes });
+  const here = await serveHere(app, { port: 0, host: '127.0.0.1', maxBodyBytes: opts.maxBodyBytes, webSocketWork: opts.webSocketWork });
   try {
     const threads = await startIntakeThreads(
       app,
@@ -62,7 +64,10 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
     );
     return {
       port: threads.port,
-      close: async (timeoutMs) => void (await Promise.all([here.close(timeoutMs), threads.close(timeoutMs)])),
+      close: async (timeoutMs) => {
+        const upgraded = here.close(timeoutMs);
+        await Promise.all([upgraded, threads.close(timeoutMs, upgraded)]);
+      },
       intakeBusy: threads.busy,
     };
   } catch (err) {
@@ -90,7 +95,7 @@ async function serveHere(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Li
   });
   keepIdleConnections(server, opts.keepAliveTimeoutMs);
   endStalledAnswers(server, opts.sendTimeoutMs ?? 0, opts.onStalledAnswer);
-  const drain = drainable(server);
+  const drain = drainable(server, { work: opts.webSocketWork });
   const port = (server.address() as AddressInfo).port;
   return {
     port,

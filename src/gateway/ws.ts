@@ -3,8 +3,9 @@ import { Hono } from 'hono';
 import type { WSContext } from 'hono/ws';
 import type { WebSocket } from 'ws';
 import type { z } from 'zod';
-import { badInput, GatewayError, notFound } from '../errors/index.js';
+import { badInput, GatewayError, notFound, unavailable } from '../errors/index.js';
 import type { Caller } from './auth/middleware.js';
+import type { QuietWork } from './drain.js';
 import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
 import { submitInfer } from './kserve/submit.js';
@@ -37,12 +38,15 @@ type Message = { id?: unknown; type?: unknown; model?: unknown; [field: string]:
  *
  * Closing the socket cancels everything it started.
  */
-export function wsRoutes(models: ReadonlyMap<string, ServedModel>, { pingMs, onSilent }: { pingMs: number; onSilent?: () => void }): Hono<GatewayEnv> {
+export function wsRoutes(
+  models: ReadonlyMap<string, ServedModel>,
+  { pingMs, onSilent, work }: { pingMs: number; onSilent?: () => void; work?: QuietWork },
+): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.get(
     '/v1/ws',
     upgradeWebSocket((c) => {
-      const work = new Map<string, AbortController>();
+      const requests = new Map<string, AbortController>();
       const caller = c.get('caller');
       const spendRequest = c.get('spendRequest');
       let stopPinging = () => {};
@@ -51,12 +55,12 @@ export function wsRoutes(models: ReadonlyMap<string, ServedModel>, { pingMs, onS
           if (pingMs > 0) stopPinging = pingUntilSilent(ws.raw as WebSocket, pingMs, onSilent);
         },
         onMessage(event, ws) {
-          void handle(event.data, ws, work, models, caller, spendRequest);
+          void handle(event.data, ws, requests, models, caller, spendRequest, work);
         },
         onClose() {
           stopPinging();
-          for (const controller of work.values()) controller.abort();
-          work.clear();
+          for (const controller of requests.values()) controller.abort();
+          requests.clear();
         },
       };
     }),
@@ -97,6 +101,7 @@ async function handle(
   models: ReadonlyMap<string, ServedModel>,
   caller: Caller | undefined,
   spendRequest?: () => void,
+  gatewayWork?: QuietWork,
 ): Promise<void> {
   const send = (msg: object) => ws.readyState === 1 && ws.send(JSON.stringify(msg));
   let id: string | null = null;
@@ -113,9 +118,12 @@ async function handle(
     id = String(msg.id);
     if (msg.type === 'cancel') return void work.get(id)?.abort();
     if (work.has(id)) throw badInput(`id ${id} is already in use on this socket`);
+    // Shutting down: what was sent before is answered (the shutdown waits for it), nothing new is taken.
+    if (gatewayWork?.closing) throw unavailable('shutting_down', 'the gateway is shutting down: send this on a new connection');
     spendRequest?.(); // each request on the socket counts against the caller's rate limit, as over HTTP
     const controller = new AbortController();
     work.set(id, controller);
+    const done = gatewayWork?.begin();
     try {
       if (msg.type === 'infer') await infer(msg, id, models, controller.signal, send, caller);
       else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, models, controller.signal, send, ws, caller);
@@ -123,6 +131,7 @@ async function handle(
       else throw badInput(`unknown message type ${JSON.stringify(msg.type)} (expected infer, completion, chat, embeddings or cancel)`);
     } finally {
       work.delete(id);
+      done?.();
     }
   } catch (err) {
     const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
