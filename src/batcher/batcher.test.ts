@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { InMemoryProvider, ReplicaPool } from '../autoscaler/index.js';
 import type { Inputs } from '../tensor/index.js';
 import { Batcher, type BatcherOptions } from './batcher.js';
+import { ResponseCache } from './response-cache.js';
 
 const row = (...values: number[]): Inputs => ({ x: { dtype: 'FP32', shape: [1, values.length], data: Float32Array.from(values) } });
 const values = (inputs: Inputs) => Array.from(inputs.y.data as Float32Array);
@@ -211,5 +212,41 @@ describe('Batcher', () => {
     await h.batcher.idle();
     expect(h.batcher.stats()).toMatchObject({ queuedRequests: 0, inFlightBatches: 0 });
     await Promise.all(work);
+  });
+});
+
+describe('Batcher with a response cache', () => {
+  const cached = () => started({ cache: new ResponseCache(1 << 20) });
+
+  it('runs identical requests arriving together once, each answered with its own copy', async () => {
+    const h = await cached();
+    h.hold();
+    const answers = Promise.all([1, 2, 3, 4, 5].map(() => h.batcher.submit(row(7, 8))));
+    await sleep(20);
+    h.release();
+    const results = await answers;
+    expect(h.batches()).toEqual([1]); // one row ran
+    expect(results.map((r) => values(r.outputs))).toEqual(new Array(5).fill([14, 16]));
+    expect(new Set(results.map((r) => r.outputs.y.data)).size).toBe(5); // no two share an array
+    expect(h.batcher.stats()).toMatchObject({ requests: 5, cacheHits: 4 });
+    expect(values((await h.batcher.submit(row(7, 8))).outputs)).toEqual([14, 16]); // and kept
+    expect(h.batches()).toEqual([1]);
+  });
+
+  it('answers the others when the first of them is cancelled, and cancels only the one whose client left', async () => {
+    const h = await cached();
+    h.hold();
+    const first = new AbortController();
+    const left = new AbortController();
+    const leader = h.batcher.submit(row(3), { signal: first.signal });
+    const gone = h.batcher.submit(row(3), { signal: left.signal });
+    const stays = h.batcher.submit(row(3));
+    await sleep(10);
+    left.abort();
+    await expect(gone).rejects.toMatchObject({ status: 499 });
+    first.abort();
+    await expect(leader).rejects.toMatchObject({ status: 499 });
+    h.release();
+    expect(values((await stays).outputs)).toEqual([6]); // it ran itself
   });
 });

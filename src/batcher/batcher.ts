@@ -100,6 +100,17 @@ export type BatcherStats = {
   shed: Record<'queue_full' | 'deadline' | 'cancelled' | 'start_failed', number>;
 };
 
+/** `answer`, or `cancelled` as soon as `signal` aborts (the client of a request waiting on another's went away). */
+function whileWanted<T>(answer: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return answer;
+  if (signal.aborted) return Promise.reject(cancelled());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(cancelled());
+    signal.addEventListener('abort', onAbort, { once: true });
+    answer.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /**
  * A model's dynamic batcher: a bounded queue, and a thin shell of timers and I/O around the pure
  * `decideBatch`. Every submitted promise settles exactly once.
@@ -143,21 +154,25 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     if (!cache) return this.enqueue(inputs, opts);
     const start = this.now();
     const key = cache.key(inputs); // now: the inputs may be views of a body given back once answered
-    const kept = cache.get(key);
-    this.emit('cache', { hit: kept !== undefined });
-    if (kept) {
+    const hit = (outputs: Inputs): Submitted => {
       this.counts.requests++;
       this.counts.cacheHits++;
       this.statistics.cacheHit(this.now() - start);
-      return Promise.resolve({ outputs: kept, queueMs: 0, batchSize: 0 });
-    }
-    const lookupMs = this.now() - start;
-    return this.enqueue(inputs, opts).then((answer) => {
-      const storing = this.now();
-      cache.set(key, answer.outputs);
-      this.statistics.cacheMiss(lookupMs + this.now() - storing);
-      return answer;
-    });
+      return { outputs, queueMs: 0, batchSize: 0 };
+    };
+    const kept = cache.get(key);
+    const flying = kept ? undefined : cache.flying(key);
+    this.emit('cache', { hit: kept !== undefined || flying !== undefined });
+    if (kept) return Promise.resolve(hit(kept));
+    // The same request is on its way: its answer is this one's too (if it fails, this one runs itself).
+    if (flying) return whileWanted(flying, opts.signal).then(hit, (err) => (opts.signal?.aborted ? Promise.reject(err) : this.enqueue(inputs, opts)));
+    this.statistics.cacheMiss(this.now() - start);
+    const answer = this.enqueue(inputs, opts);
+    cache.fly(
+      key,
+      answer.then((a) => a.outputs),
+    );
+    return answer;
   }
 
   private enqueue(inputs: Inputs, opts: SubmitOptions): Promise<Submitted> {

@@ -10,6 +10,8 @@ import type { Inputs, Tensor, TypedArray } from '../tensor/index.js';
 export class ResponseCache {
   private readonly entries = new Map<string, { outputs: Inputs; bytes: number }>();
   private bytes = 0;
+  /** Answers on their way, by key: a request arriving meanwhile with the same inputs waits for it. */
+  private readonly flights = new Map<string, Promise<Inputs>>();
 
   constructor(readonly maxBytes: number) {}
 
@@ -44,6 +46,24 @@ export class ResponseCache {
     }
     this.entries.set(key, { outputs: copyOf(outputs), bytes });
     this.bytes += bytes;
+  }
+
+  /**
+   * `outputs` is the answer on its way for `key` (kept once it comes): identical requests arriving together run
+   * once, so a stampede on one popular input costs one inference.
+   */
+  fly(key: string, outputs: Promise<Inputs>): void {
+    this.flights.set(key, outputs);
+    outputs.then(
+      (o) => this.set(key, o),
+      () => {},
+    );
+    void outputs.catch(() => {}).finally(() => this.flights.delete(key));
+  }
+
+  /** A copy of the answer on its way for `key`, when it comes; undefined if none is on its way. */
+  flying(key: string): Promise<Inputs> | undefined {
+    return this.flights.get(key)?.then(copyOf);
   }
 
   /** Answers kept, and their bytes. */
