@@ -212,7 +212,7 @@ async function security(
   config: Config,
 ): Promise<{ guard: ReturnType<typeof authenticate>[]; adminGuard: ReturnType<typeof authenticate>[]; endpoints: EndpointRoute[] }> {
   const verify = config.auth.jwt ? await jwtVerifier(config.auth.jwt) : undefined;
-  const keys = new Map(config.auth.keys.map((k) => [k.id, k.secret]));
+  const keys = new Map(config.auth.keys.map((k) => [k.id, { secret: k.secret, priority: k.priority }]));
   const guardFor = (policy: Policy, scopes: string[], limit?: RateLimitConfig) => [
     authenticate({ policy, scopes, verify, keys }),
     ...(limit ? [rateLimit(new RateLimiter({ perSecond: limit.per_second, burst: limit.burst ?? Math.max(1, Math.ceil(limit.per_second)) }))] : []),

@@ -411,7 +411,18 @@ export const authSchema = z
     admin_scopes: z.array(z.string()).default([]),
     jwt: jwtSchema.optional(),
     /** Static key/secret pairs for service-to-service calls: headers `Infergate-Key` and `Infergate-Secret`. */
-    keys: z.array(z.object({ id: z.string().min(1), secret: z.string().min(16, 'secrets must be at least 16 characters') }).strict()).default([]),
+    keys: z
+      .array(
+        z
+          .object({
+            id: z.string().min(1),
+            secret: z.string().min(16, 'secrets must be at least 16 characters'),
+            /** The batch priority of this key's requests (higher goes first), as a token's priority_claim gives one. @default 0 */
+            priority: z.number().int().optional(),
+          })
+          .strict(),
+      )
+      .default([]),
     /** Per-caller token bucket for the built-in routes. */
     rate_limit: rateLimitSchema.optional(),
   })

@@ -18,8 +18,8 @@ export type AuthOptions = {
   /** Scopes a jwt caller must hold. @default [] */
   scopes?: string[];
   verify?: (token: string) => Promise<TokenCaller>;
-  /** Static key id → secret. */
-  keys?: ReadonlyMap<string, string>;
+  /** Static key id → its secret, and its requests' priority. */
+  keys?: ReadonlyMap<string, { secret: string; priority?: number }>;
 };
 
 const unauthorized = (scheme: string, description: string) =>
@@ -48,9 +48,9 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
       const id = c.req.header('infergate-key');
       const secret = c.req.header('infergate-secret');
       if (!id || !secret) throw unauthorized('Infergate-Key', 'send Infergate-Key and Infergate-Secret headers');
-      const expected = opts.keys?.get(id);
-      if (!expected || !sameSecret(expected, secret)) throw unauthorized('Infergate-Key', 'the key or secret is not valid');
-      c.set('caller', { kind: 'key', id: `key:${id}`, subject: id });
+      const key = opts.keys?.get(id);
+      if (!key || !sameSecret(key.secret, secret)) throw unauthorized('Infergate-Key', 'the key or secret is not valid');
+      c.set('caller', { kind: 'key', id: `key:${id}`, subject: id, priority: key.priority });
       return next();
     }
     const header = c.req.header('authorization');
