@@ -163,3 +163,53 @@ describe('answers whose client stops reading (server.send_timeout_s)', () => {
     }
   });
 });
+
+describe('Expect: 100-continue (curl sends it with bodies over 1 MB)', () => {
+  const SECRET = 'a-long-enough-shared-secret';
+  let keyed: Awaited<ReturnType<typeof startTestGateway>>;
+  beforeAll(async () => {
+    keyed = await startTestGateway({
+      server: { max_body_bytes: 4 * 2 ** 20 },
+      auth: { default: 'key', keys: [{ id: 'k', secret: SECRET }] },
+      models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    });
+  });
+  afterAll(() => keyed?.shutdown());
+
+  /** Sends a request's head with Expect: 100-continue and no body: what the gateway says first (its status line). */
+  async function headOnly(headers: Record<string, string>, length: number) {
+    const socket = await open(keyed.url);
+    const { body, headers: kserve } = bigIdentityRequest(1);
+    const lines = Object.entries({ ...kserve, ...headers, host: 'test', expect: '100-continue', 'content-length': String(length) });
+    socket.write(`POST /v2/models/identity/infer HTTP/1.1\r\n${lines.map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`);
+    let text = '';
+    const first = await new Promise<string>((resolve) => {
+      socket.on('data', (d: Buffer) => {
+        text += d.toString('latin1');
+        if (text.includes('\r\n')) resolve(text.slice(0, text.indexOf('\r\n')));
+      });
+    });
+    return { first, socket, body, more: () => text };
+  }
+
+  it('answers a refused request without asking for its body, and asks for it when the request is read', async () => {
+    const key = { 'infergate-key': 'k', 'infergate-secret': SECRET };
+    const refused = await headOnly({}, 2 ** 20 + 200); // no credentials
+    expect(refused.first).toBe('HTTP/1.1 401 Unauthorized'); // not "100 Continue": the body was never sent
+    refused.socket.destroy();
+    const tooLarge = await headOnly(key, 5 * 2 ** 20);
+    expect(tooLarge.first).toBe('HTTP/1.1 413 Payload Too Large');
+    tooLarge.socket.destroy();
+  });
+
+  it('then takes the body and answers it', async () => {
+    const key = { 'infergate-key': 'k', 'infergate-secret': SECRET };
+    const { body } = bigIdentityRequest(1);
+    const go = await headOnly(key, body.byteLength);
+    expect(go.first).toBe('HTTP/1.1 100 Continue');
+    go.socket.write(body);
+    for (let i = 0; i < 200 && !go.more().includes('HTTP/1.1 200'); i++) await sleep(10);
+    expect(go.more()).toContain('HTTP/1.1 200 OK');
+    go.socket.destroy();
+  });
+});

@@ -19,7 +19,7 @@ beforeAll(async () => {
         device: 'cpu',
         scaling: { min_containers: 1 },
         warmup_shapes: { x: [1, 3, 48, 64] },
-        batching: { max_batch_size: 4, pad: { x: { axes: [3] } } },
+        batching: { max_batch_size: 4, wait_ms: 50, pad: { x: { axes: [3] } } }, // JSON bodies parse one by one: room to meet
       },
     },
   });

@@ -13,6 +13,18 @@ export function keepIdleConnections(server: Server, ms: number | undefined): voi
   http.headersTimeout = Math.max(http.headersTimeout, ms + 1000);
 }
 
+/**
+ * `Expect: 100-continue` (curl sends it with bodies over 1 MB): Node answers "100 Continue" at once by default, so
+ * the client sends its body even when the answer will be a 401, a 429 or a 413. Here it is said only when the body
+ * is first read (a stream resumes then): a request refused before is answered without its body ever being sent.
+ */
+export function continueWhenRead(server: Server): void {
+  server.on('checkContinue', (req: NodeJS.EventEmitter, res: { headersSent: boolean; writeContinue(): void }) => {
+    req.once('resume', () => res.headersSent || res.writeContinue());
+    server.emit('request', req, res);
+  });
+}
+
 /** Where an answer's unsent bytes wait: the connection (HTTP/1.1) or the stream (HTTP/2, its own flow control). */
 type Outlet = NodeJS.EventEmitter & { writableLength: number; _handle?: { writeQueueSize?: unknown } | null };
 type Sending = {

@@ -10,7 +10,7 @@ import { workerData } from 'node:worker_threads';
 import { GatewayError } from '../errors/index.js';
 import { readIncoming } from './body.js';
 import { requestBuffers } from './buffer-pool.js';
-import { drainable, endStalledAnswers, keepIdleConnections } from './drain.js';
+import { continueWhenRead, drainable, endStalledAnswers, keepIdleConnections } from './drain.js';
 import type { FromIntake, IntakeWorkerData, ToIntake } from './intake.js';
 
 const data = workerData as IntakeWorkerData;
@@ -63,12 +63,15 @@ function onRequest(req: Req, res: Res) {
       (body) => post({ ...head, body }, [body.buffer as ArrayBuffer]),
       () => open.delete(id), // the client went away mid-body
     );
-  else if (declared > EAGER_BYTES && declared <= data.maxBodyBytes && prefetching + declared <= PREFETCH_BYTES) {
+  // A client that asked to be told to go on (Expect: 100-continue) is told when a route reads its body, not before.
+  else if (declared > EAGER_BYTES && declared <= data.maxBodyBytes && prefetching + declared <= PREFETCH_BYTES && !expectsContinue(req)) {
     prefetching += declared;
     post({ ...head, bodyFollows: declared });
     void sendBody(id, declared).finally(() => (prefetching -= declared));
   } else post(head);
 }
+
+const expectsContinue = (req: Req) => req.headers.expect?.toLowerCase() === '100-continue';
 
 async function sendBody(id: number, limit: number) {
   const req = open.get(id)?.req;
@@ -168,6 +171,7 @@ const server = (
 ) as Server;
 server.on('upgrade', onUpgrade);
 keepIdleConnections(server, data.keepAliveTimeoutMs);
+continueWhenRead(server);
 endStalledAnswers(server, data.sendTimeoutMs ?? 0, (answer) => post({ t: 'stalled', answer }));
 const drain = drainable(server, { upgraded: 'leave' });
 server.once('error', (err) => {

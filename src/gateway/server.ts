@@ -5,7 +5,7 @@ import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { WebSocketServer } from 'ws';
 import { keepFreedMemory } from './buffer-pool.js';
-import { drainable, endStalledAnswers, keepIdleConnections, type QuietWork, type StalledAnswer } from './drain.js';
+import { continueWhenRead, drainable, endStalledAnswers, keepIdleConnections, type QuietWork, type StalledAnswer } from './drain.js';
 import { startIntakeThreads } from './intake.js';
 import type { GatewayEnv } from './types.js';
 
@@ -94,6 +94,7 @@ async function serveHere(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Li
     s.once('error', reject);
   });
   keepIdleConnections(server, opts.keepAliveTimeoutMs);
+  continueWhenRead(server);
   endStalledAnswers(server, opts.sendTimeoutMs ?? 0, opts.onStalledAnswer);
   const drain = drainable(server, { work: opts.webSocketWork });
   const port = (server.address() as AddressInfo).port;
