@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binaryBody, infer, MODELS, OCR_CLS, random, startTestGateway } from './helpers.js';
@@ -420,5 +421,47 @@ describe("KServe's v1 protocol (POST /v1/models/{m}:predict)", () => {
     const res = await predict(target, body);
     expect(res.status).toBe(status);
     expect((await res.json()).error).toMatch(message);
+  });
+});
+
+describe('compressed request bodies (Content-Encoding, as Triton clients send with request_compression_algorithm)', () => {
+  const x = Array.from({ length: 64 }, (_, i) => Math.cos(i));
+  const json = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: x }] }));
+  const post = (body: Uint8Array, headers: Record<string, string>) =>
+    fetch(`${gw.url}/v2/models/mlp/infer`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': 'application/json', ...headers } });
+
+  it('are inflated (gzip, deflate, br): the same answer as the body sent plain, binary tensors included', async () => {
+    const plain = await (await post(json, {})).json();
+    for (const [encoding, squeeze] of [
+      ['gzip', gzipSync],
+      ['deflate', deflateSync],
+      ['br', brotliCompressSync],
+    ] as const) {
+      const res = await post(squeeze(json), { 'content-encoding': encoding });
+      expect(res.status).toBe(200);
+      expect((await res.json()).outputs).toEqual(plain.outputs);
+    }
+    // Binary extension: Inference-Header-Content-Length is the inflated header's.
+    const { body, headers } = binaryBody(
+      { inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', parameters: { binary_data_size: 256 } }] },
+      Float32Array.from(x),
+    );
+    const res = await post(gzipSync(body), { ...headers, 'content-encoding': 'gzip' });
+    expect(res.status).toBe(200);
+    expect((await res.json()).outputs[0].data).toEqual(plain.outputs[0].data);
+  });
+
+  it('are refused with a precise 4xx when they cannot be inflated, or inflate past the body limit', async () => {
+    const corrupt = await post(gzipSync(json).subarray(0, 20), { 'content-encoding': 'gzip' });
+    expect(corrupt.status).toBe(400);
+    expect((await corrupt.json()).error).toMatch(/the body is not valid gzip/);
+    const unknown = await post(json, { 'content-encoding': 'zstd' });
+    expect(unknown.status).toBe(415);
+    expect((await unknown.json()).error).toMatch(/Content-Encoding "zstd" is not supported: send gzip, deflate, br or none/);
+    const bomb = gzipSync(Buffer.alloc(8 * 2 ** 20)); // ~8 KB that inflates past this gateway's 1 MB limit
+    const big = await post(bomb, { 'content-encoding': 'gzip' });
+    expect(big.status).toBe(413);
+    expect((await big.json()).error).toMatch(/inflates past the limit of 1000000 bytes/);
+    expect((await post(json, {})).status).toBe(200); // and serves on
   });
 });

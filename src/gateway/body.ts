@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
+import { promisify } from 'node:util';
+import { brotliDecompress, gunzip, inflate, type ZlibOptions } from 'node:zlib';
 import type { Context } from 'hono';
 import type { z } from 'zod';
 import { badInput, GatewayError } from '../errors/index.js';
@@ -13,10 +15,45 @@ export const tooLarge = (limit: number) => new GatewayError(413, 'body_too_large
 
 /**
  * The request body, refused with 413 as soon as it passes `limit` bytes (by Content-Length up front,
- * otherwise while reading). Under @hono/node-server it reads the Node stream directly: building a web
- * Request with a ReadableStream body costs more than the whole rest of a small inference request.
+ * otherwise while reading), inflated if it came compressed (again within `limit`). Under @hono/node-server it
+ * reads the Node stream directly: building a web Request with a ReadableStream body costs more than the whole
+ * rest of a small inference request.
  */
 export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
+  return decoded(await rawBody(c, limit), c.req.header('content-encoding'), limit);
+}
+
+const DECODERS: Record<string, (body: Uint8Array, options: ZlibOptions) => Promise<Buffer>> = {
+  gzip: promisify(gunzip),
+  'x-gzip': promisify(gunzip),
+  deflate: promisify(inflate),
+  br: promisify(brotliDecompress),
+};
+
+/**
+ * A body sent compressed (`Content-Encoding: gzip`, `deflate` or `br`: Triton's clients do so when asked to),
+ * inflated off the event loop and refused with 413 once it passes `limit` (a small body can inflate to gigabytes).
+ */
+async function decoded(body: Uint8Array, encoding: string | undefined, limit: number): Promise<Uint8Array> {
+  const name = encoding?.trim().toLowerCase();
+  if (!name || name === 'identity') return body;
+  const decode = DECODERS[name];
+  if (!decode) {
+    releaseBody(body);
+    throw new GatewayError(415, 'unsupported_encoding', `Content-Encoding ${JSON.stringify(encoding)} is not supported: send gzip, deflate, br or none`);
+  }
+  try {
+    return new Uint8Array(await decode(body, { maxOutputLength: limit }));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE')
+      throw new GatewayError(413, 'body_too_large', `the request body inflates past the limit of ${limit} bytes`);
+    throw badInput(`the body is not valid ${name}: ${(err as Error).message}`);
+  } finally {
+    releaseBody(body);
+  }
+}
+
+async function rawBody(c: Context, limit: number): Promise<Uint8Array> {
   const env = c.env as NodeBindings | undefined;
   if (env?.intake) return env.intake.readBody(limit);
   const declared = Number(c.req.header('content-length') ?? 0);
