@@ -244,7 +244,7 @@ describe('a batch under JWT auth and a rate limit', () => {
     const later = new OpenAI({ baseURL: `${guarded.url}/v1`, apiKey: token(600), maxRetries: 0 });
     await expect(short.batches.retrieve(created.id)).rejects.toMatchObject({ status: 401 }); // expired indeed
     let done = await later.batches.retrieve(created.id);
-    for (let i = 0; i < 400 && done.status === 'in_progress'; i++) {
+    for (let i = 0; i < 400 && ['in_progress', 'finalizing'].includes(done.status); i++) {
       await new Promise((r) => setTimeout(r, 50));
       done = await later.batches.retrieve(created.id);
     }
@@ -345,7 +345,7 @@ describe('a batch kept on disk (server.batch_dir)', () => {
     try {
       const client = clientOf(second.url);
       let done = await client.batches.retrieve(batchId);
-      for (let i = 0; i < 200 && done.status === 'in_progress'; i++) {
+      for (let i = 0; i < 200 && ['in_progress', 'finalizing'].includes(done.status); i++) {
         await new Promise((r) => setTimeout(r, 25));
         done = await client.batches.retrieve(batchId);
       }
