@@ -622,6 +622,7 @@ export async function startGateway(
       onError: (err) => log.error({ err: err.message }, 'an intake thread failed; starting another'),
     });
   } catch (err) {
+    await batches.halt(); // (gives its folder up)
     throw cannotListen(err as NodeJS.ErrnoException, config.server);
   }
   const scheme = tls ? (tls.http2 ? 'https (HTTP/2 + HTTP/1.1)' : 'https') : 'http';
@@ -644,6 +645,7 @@ export async function startGateway(
   } catch (err) {
     await server.close(0);
     await Promise.all(all.map((m) => m.pool.stop()));
+    await batches.halt();
     throw err;
   }
   for (const m of all) m.autoscaler.start();

@@ -223,6 +223,28 @@ describe('infergate serve', () => {
     expect(run.output()).toContain('shutdown complete');
   });
 
+  it('keeps a batch_dir to itself: a second gateway on the folder refuses to start, naming the first; it may once that one stops', async () => {
+    const file = await configFile(`server: { batch_dir: kept/ }\nmodels:\n  mlp: { path: ${MODELS}mlp.onnx, device: cpu }\n`);
+    const first = await serveUntilReady(file);
+    const second = cli(['serve', '-c', file], { PORT: '0' });
+    expect(await second.exited).toBe(1);
+    expect(second.output()).toMatch(
+      new RegExp(
+        `server\\.batch_dir: cannot keep batches in .*kept: another gateway keeps its batches there \\(pid ${first.run.pid} on .*, \\d+ s ago\\); give each gateway a folder of its own`,
+      ),
+    );
+    first.run.kill('SIGTERM');
+    expect(await first.run.exited).toBe(0);
+    const third = await serveUntilReady(file); // the folder was given up
+    expect((await fetch(`${third.url}/v1/batches`)).status).toBe(200);
+    third.run.kill('SIGKILL'); // gone without giving it up: its owner file stays, naming a process that is no more
+    await third.run.exited;
+    const fourth = await serveUntilReady(file);
+    expect((await fetch(`${fourth.url}/v1/batches`)).status).toBe(200);
+    fourth.run.kill('SIGTERM');
+    expect(await fourth.run.exited).toBe(0);
+  });
+
   it('on SIGHUP applies the config file again: a model added, a bad file changing nothing', async () => {
     const mlp = `  mlp: { path: ${MODELS}mlp.onnx, device: cpu, scaling: { min_containers: 1 } }\n`;
     const file = await configFile(`models:\n${mlp}`);

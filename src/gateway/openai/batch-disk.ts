@@ -1,5 +1,10 @@
 import { appendFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
+
+/** How often a gateway says it still holds its folder, and how long after its last word another may take it. */
+const HEARTBEAT_MS = 10_000;
+const STALE_MS = 30_000;
 
 /**
  * Where the Batch API keeps its files and batches across restarts (server.batch_dir), as plain files:
@@ -12,12 +17,15 @@ export class BatchDisk {
     private readonly dir: string,
     /** What was kept when the gateway started: the files (with their bytes) and the batches, as saved. */
     readonly kept: { files: { saved: unknown; data: Uint8Array }[]; batches: unknown[] },
+    /** Gives the folder up (see `claim`). */
+    readonly close: () => Promise<void>,
   ) {}
 
-  /** The folder's files and batches, after making its folders if they are new. */
+  /** The folder's files and batches, after making its folders if they are new; the folder is this gateway's until `close`. */
   static async open(dir: string): Promise<BatchDisk> {
     await mkdir(join(dir, 'files'), { recursive: true });
     await mkdir(join(dir, 'batches'), { recursive: true });
+    const close = await claim(join(dir, 'owner.json'));
     const files: { saved: unknown; data: Uint8Array }[] = [];
     for (const name of await readdir(join(dir, 'files'))) {
       if (!name.endsWith('.json')) continue; // (a file whose description was never written was never uploaded)
@@ -28,7 +36,7 @@ export class BatchDisk {
     const batches: unknown[] = [];
     for (const name of await readdir(join(dir, 'batches')))
       if (name.endsWith('.json')) batches.push(JSON.parse(await readFile(join(dir, 'batches', name), 'utf8')));
-    return new BatchDisk(dir, { files, batches });
+    return new BatchDisk(dir, { files, batches }, close);
   }
 
   private path = (kind: 'files' | 'batches', name: string) => join(this.dir, kind, name);
@@ -73,3 +81,40 @@ export class BatchDisk {
     await rename(`${path}.new`, path);
   }
 }
+
+/**
+ * One gateway per folder: two would both go on with the same batches and write over each other's files (a volume
+ * shared by a Deployment's replicas). The owner file names this process and is rewritten every 10 s; another
+ * gateway takes the folder only once that has stopped for 30 s (its owner crashed), from any machine — at once on
+ * the owner's machine when its process is gone.
+ */
+async function claim(path: string): Promise<() => Promise<void>> {
+  const me = { host: hostname(), pid: process.pid };
+  const write = (flag: 'wx' | 'w') => writeFile(path, JSON.stringify({ ...me, at: Date.now() }), { flag });
+  try {
+    await write('wx');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const owner = JSON.parse(await readFile(path, 'utf8').catch(() => '{}')) as { host?: string; pid?: number; at?: number };
+    const ago = Date.now() - (owner.at ?? 0);
+    const gone = owner.host === me.host && (owner.pid === me.pid || !alive(owner.pid));
+    if (ago < STALE_MS && !gone)
+      throw new Error(
+        `another gateway keeps its batches there (pid ${owner.pid} on ${owner.host}, ${Math.round(ago / 1000)} s ago); give each gateway a folder of its own`,
+      );
+    await write('w'); // its owner stopped without giving it up
+  }
+  const heartbeat = setInterval(() => void write('w').catch(() => {}), HEARTBEAT_MS).unref();
+  return async () => {
+    clearInterval(heartbeat);
+    await rm(path, { force: true });
+  };
+}
+
+const alive = (pid: number | undefined) => {
+  try {
+    return pid !== undefined && process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // someone else's process: alive
+  }
+};

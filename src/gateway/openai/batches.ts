@@ -112,12 +112,13 @@ export class BatchControl {
   }
 
   /**
-   * No more lines are sent; resolves once those in flight are answered and written down. Kept on disk, a batch
-   * goes on with the rest after a restart; one in memory only is lost.
+   * No more lines are sent; resolves once those in flight are answered and written down (and the folder given up).
+   * Kept on disk, a batch goes on with the rest after a restart; one in memory only is lost.
    */
   async halt(): Promise<void> {
     this.halted.abort();
     await Promise.all(this.running);
+    await this.disk?.close();
   }
 }
 
