@@ -14,6 +14,17 @@ export function keepIdleConnections(server: Server, ms: number | undefined): voi
 }
 
 /**
+ * Bytes of one streamed answer the main thread may have handed to its intake thread that the client's connection
+ * has not taken yet: past it the stream's producer waits, as it waits for a slow client on the main thread (a
+ * generation pauses). The thread says what was taken every STREAM_ACK_BYTES, or when its buffer drains. (A
+ * credit window, not a word when the client falls behind: a producer that never waits, enqueuing as it is pulled,
+ * runs ahead in microtasks, and no word can reach it; a turn of the event loop after every chunk instead halved
+ * the rate of small SSE events a thread passes on.)
+ */
+export const STREAM_WINDOW = 1 << 20;
+export const STREAM_ACK_BYTES = 64 * 1024;
+
+/**
  * `Expect: 100-continue` (curl sends it with bodies over 1 MB): Node answers "100 Continue" at once by default, so
  * the client sends its body even when the answer will be a 401, a 429 or a 413. Here it is said only when the body
  * is first read (a stream resumes then): a request refused before is answered without its body ever being sent.

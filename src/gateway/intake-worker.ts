@@ -10,7 +10,7 @@ import { workerData } from 'node:worker_threads';
 import { GatewayError } from '../errors/index.js';
 import { readIncoming } from './body.js';
 import { requestBuffers } from './buffer-pool.js';
-import { continueWhenRead, drainable, endStalledAnswers, keepIdleConnections } from './drain.js';
+import { continueWhenRead, drainable, endStalledAnswers, keepIdleConnections, STREAM_ACK_BYTES } from './drain.js';
 import type { FromIntake, IntakeWorkerData, ToIntake } from './intake.js';
 
 const data = workerData as IntakeWorkerData;
@@ -37,14 +37,14 @@ let prefetching = 0;
 /** Requests handed to the main thread and not yet answered. */
 const open = new Map<number, { req: Req; res: Res }>();
 let next = 0;
-/** Streamed answers whose clients are behind (told to the main thread as `full`, until `drained`). */
-const behind = new Set<number>();
+/** Streamed answers: bytes written since the main thread was last told (`sent`), and whether a drain is awaited. */
+const unacked = new Map<number, { bytes: number; draining: boolean }>();
 
 function onRequest(req: Req, res: Res) {
   const id = next++;
   open.set(id, { req, res });
   res.once('close', () => {
-    behind.delete(id);
+    unacked.delete(id);
     if (open.delete(id) && !res.writableFinished) post({ t: 'gone', id });
   });
   const host = (req as Http2ServerRequest).authority ?? req.headers.host ?? data.host;
@@ -122,12 +122,25 @@ parent.on('message', (m: ToIntake) => {
     }
     case 'chunk': {
       const res = open.get(m.id)?.res as ServerResponse | undefined;
-      // The client reads slower than the answer comes: the main thread holds the next chunk until it catches up.
-      if (res && !res.write(m.chunk) && !behind.has(m.id)) {
-        behind.add(m.id);
-        post({ t: 'full', id: m.id });
-        res.once('drain', () => behind.delete(m.id) && post({ t: 'drained', id: m.id }));
-      }
+      if (!res) return;
+      // The main thread holds the stream's next chunks once a window of them is not yet taken (see intake.ts):
+      // told what the connection took every STREAM_ACK_BYTES, or, when its buffer is full, once it drains.
+      const count = unacked.get(m.id) ?? { bytes: 0, draining: false };
+      unacked.set(m.id, count);
+      count.bytes += Buffer.byteLength(m.chunk);
+      const tell = () => {
+        post({ t: 'sent', id: m.id, bytes: count.bytes });
+        count.bytes = 0;
+      };
+      if (!res.write(m.chunk)) {
+        if (!count.draining) {
+          count.draining = true;
+          res.once('drain', () => {
+            count.draining = false;
+            tell();
+          });
+        }
+      } else if (!count.draining && count.bytes >= STREAM_ACK_BYTES) tell();
       return;
     }
     case 'end': {

@@ -10,7 +10,7 @@ import { spawnWorker } from '../models/thread.js';
 import { EventLoopWindow } from '../telemetry/index.js';
 import { adoptBody, returnToIntake, tooLarge } from './body.js';
 import { POOLED_MIN_BYTES } from './buffer-pool.js';
-import type { StalledAnswer } from './drain.js';
+import { STREAM_WINDOW, type StalledAnswer } from './drain.js';
 import type { GatewayEnv } from './types.js';
 
 /**
@@ -42,9 +42,8 @@ export type FromIntake =
     }
   | { t: 'body'; id: number; body?: Uint8Array; error?: { status: number; code: string; message: string } }
   | { t: 'gone'; id: number }
-  /** A streamed answer's client is behind: its next chunk waits for `drained` (or `gone`). */
-  | { t: 'full'; id: number }
-  | { t: 'drained'; id: number }
+  /** Bytes of a streamed answer its client's connection has taken (see STREAM_WINDOW). */
+  | { t: 'sent'; id: number; bytes: number }
   | { t: 'stalled'; answer: StalledAnswer }
   | { t: 'closed' };
 
@@ -156,8 +155,8 @@ class IntakeThread {
   /** Bodies that followed their heads unasked and that no route has read yet. */
   private arrived = new Map<number, BodyMessage>();
   private requests = new Map<number, AbortController>();
-  /** Streamed answers whose clients are behind, each with what lets its next chunk go. */
-  private full = new Map<number, { drained: Promise<void>; go(): void }>();
+  /** Streamed answers: bytes handed to the thread and not yet taken by the client, and who waits for fewer. */
+  private windows = new Map<number, { outstanding: number; wake?: () => void }>();
   private closed?: () => void;
   private loop: EventLoopWindow;
 
@@ -177,7 +176,7 @@ class IntakeThread {
     worker.on('error', (err) => (failure = err));
     worker.once('exit', (code) => {
       for (const controller of this.requests.values()) controller.abort();
-      for (const id of this.full.keys()) this.unblock(id);
+      for (const w of this.windows.values()) w.wake?.();
       for (const body of this.bodies.values()) body.reject(new GatewayError(503, 'intake_failed', 'the thread reading this request stopped'));
       if (!this.closed) this.onExit(failure ?? new Error(`an intake thread exited (code ${code})`));
     });
@@ -217,21 +216,15 @@ class IntakeThread {
       if (waiting) this.settle(m, waiting);
       else if (this.requests.has(m.id)) this.arrived.set(m.id, m);
       else this.giveBack(m); // answered without reading it (refused, say)
-    } else if (m.t === 'full' && this.requests.has(m.id)) {
-      let go = () => {};
-      const drained = new Promise<void>((resolve) => (go = resolve));
-      this.full.set(m.id, { drained, go });
-    } else if (m.t === 'drained') this.unblock(m.id);
-    else if (m.t === 'gone') {
+    } else if (m.t === 'sent') {
+      const w = this.windows.get(m.id);
+      if (w) w.outstanding -= m.bytes;
+      w?.wake?.();
+    } else if (m.t === 'gone') {
       this.requests.get(m.id)?.abort();
-      this.unblock(m.id);
+      this.windows.get(m.id)?.wake?.();
     } else if (m.t === 'stalled') this.onStalledAnswer?.(m.answer);
     else if (m.t === 'closed') this.closed?.();
-  }
-
-  private unblock(id: number) {
-    this.full.get(id)?.go();
-    this.full.delete(id);
   }
 
   private async serve(m: Extract<FromIntake, { t: 'request' }>) {
@@ -272,7 +265,7 @@ class IntakeThread {
       if (!controller.signal.aborted) console.error('intake: answering a request failed', err);
     } finally {
       this.requests.delete(m.id);
-      this.full.delete(m.id);
+      this.windows.delete(m.id);
       this.bodies.delete(m.id);
       const unread = this.arrived.get(m.id);
       this.arrived.delete(m.id);
@@ -311,17 +304,17 @@ class IntakeThread {
     const reader = (body as ReadableStream<Uint8Array | string>).getReader();
     const cancel = () => void reader.cancel().catch(() => {});
     signal.addEventListener('abort', cancel, { once: true });
+    const window: { outstanding: number; wake?: () => void } = { outstanding: 0 };
+    this.windows.set(id, window);
     try {
       for (;;) {
-        // A stream's producer waits for a slow reader, as on the main thread: once the thread says its client is
-        // behind, until it says the client caught up. A turn of the event loop after each chunk lets that word in
-        // (a producer that never waits, enqueuing as it is pulled, would otherwise run ahead in microtasks).
-        await this.full.get(id)?.drained;
+        // A slow client: the producer waits (see STREAM_WINDOW), until the thread says bytes were taken.
+        while (window.outstanding > STREAM_WINDOW && !signal.aborted) await new Promise<void>((resolve) => (window.wake = resolve));
         const { done, value } = await reader.read();
         if (done) break;
         const chunk = value instanceof Uint8Array ? new Uint8Array(value) : value;
+        window.outstanding += Buffer.byteLength(chunk); // (before the transfer empties it)
         this.post({ t: 'chunk', id, chunk }, chunk instanceof Uint8Array ? [chunk.buffer] : undefined);
-        await new Promise((resolve) => setImmediate(resolve));
       }
       this.post({ t: 'end', id });
     } finally {
