@@ -26,6 +26,7 @@ import {
   jwtVerifier,
   type Listening,
   listen,
+  listenForMetrics,
   type ModelControl,
   type Policy,
   QuietWork,
@@ -57,6 +58,8 @@ import { VERSION } from './version.js';
 
 export type Gateway = {
   port: number;
+  /** telemetry.metrics_port's, once bound (port 0 binds a free one). */
+  metricsPort?: number;
   telemetry: Telemetry;
   models: Map<
     string,
@@ -602,6 +605,7 @@ export async function startGateway(
     websocketPingMs: config.server.websocket_ping_s * 1000,
     batches,
     webSocketWork,
+    metricsPort: config.telemetry.metrics_port,
   });
   const tlsConfig = config.server.tls;
   const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };
@@ -625,6 +629,19 @@ export async function startGateway(
     await batches.halt(); // (gives its folder up)
     throw cannotListen(err as NodeJS.ErrnoException, config.server);
   }
+  let metrics: Awaited<ReturnType<typeof listenForMetrics>> | undefined;
+  const metricsPort = config.telemetry.metrics_port;
+  if (metricsPort !== undefined) {
+    try {
+      metrics = await listenForMetrics(telemetry, config.server.host, metricsPort);
+    } catch (err) {
+      await server.close(0);
+      await batches.halt();
+      const { code, message } = err as NodeJS.ErrnoException;
+      throw new ConfigError(`telemetry.metrics_port: port ${metricsPort} on ${config.server.host} cannot be used (${code ?? message})`);
+    }
+    log.info({ metricsPort: metrics.port }, `metrics on port ${metrics.port} (telemetry.metrics_port)`);
+  }
   const scheme = tls ? (tls.http2 ? 'https (HTTP/2 + HTTP/1.1)' : 'https') : 'http';
   const threads = config.server.intake_threads;
   log.info(
@@ -646,6 +663,7 @@ export async function startGateway(
     await server.close(0);
     await Promise.all(all.map((m) => m.pool.stop()));
     await batches.halt();
+    await metrics?.close();
     throw err;
   }
   for (const m of all) m.autoscaler.start();
@@ -722,6 +740,7 @@ export async function startGateway(
   let stopping: Promise<void> | undefined;
   const gateway: Gateway = {
     port: server.port,
+    metricsPort: metrics?.port,
     telemetry,
     models,
     reload(next) {
@@ -748,6 +767,7 @@ export async function startGateway(
         await Promise.all(all.map((m) => m.queue.idle()));
         for (const m of all) m.queue.close();
         await Promise.all([...all.map((m) => m.pool.stop()), ...retiring]);
+        await metrics?.close();
         await telemetry.shutdown();
         log.info('shutdown complete');
       })();

@@ -186,3 +186,25 @@ describe('request logs (pino)', () => {
     expect(raw).not.toContain('0.123456789');
   });
 });
+
+describe('metrics on a port of their own (telemetry.metrics_port)', () => {
+  it('serves /metrics there only: the public port says 404, naming the setting', async () => {
+    const own = await startTestGateway({
+      telemetry: { metrics_port: 0 },
+      models: { mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    });
+    try {
+      expect((await infer(own.url, 'mlp', x(1))).status).toBe(200);
+      const there = await fetch(`http://127.0.0.1:${own.metricsPort}/metrics`);
+      expect(there.status).toBe(200);
+      expect(sample(await there.text(), 'infergate_rows_total', { infergate_model: 'mlp' })).toBe(1);
+      expect((await fetch(`http://127.0.0.1:${own.metricsPort}/v2/models/mlp`)).status).toBe(404); // nothing else there
+      const here = await fetch(`${own.url}/metrics`);
+      expect(here.status).toBe(404);
+      expect((await here.json()).error).toMatch(/telemetry\.metrics_port/);
+    } finally {
+      await own.shutdown();
+    }
+    await expect(fetch(`http://127.0.0.1:${own.metricsPort}/metrics`)).rejects.toThrow(); // closed with the gateway
+  });
+});

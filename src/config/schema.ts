@@ -449,6 +449,11 @@ export const telemetrySchema = z
   .object({
     /** Prometheus metrics on GET /metrics. @default true */
     metrics: z.boolean().default(true),
+    /**
+     * Serve GET /metrics on this port only, on server.host (as Triton serves them on 8002): scrapes stay inside the
+     * network, and the public port does not tell what runs or how busy it is. @default the gateway's own port
+     */
+    metrics_port: z.number().int().min(0).max(65535).optional(),
     traces: z
       .object({
         /** none (default: no spans at all), console, or otlp (OTLP/HTTP). */

@@ -59,6 +59,8 @@ export type AppOptions = {
   batches?: BatchControl;
   /** Requests on /v1/ws sockets, for the server's shutdown to wait for (the same object goes to listen()). */
   webSocketWork?: QuietWork;
+  /** telemetry.metrics_port: GET /metrics is served there (start.ts), and a 404 here. */
+  metricsPort?: number;
   /** Ping interval on /v1/ws sockets (server.websocket_ping_s). @default 30000 */
   websocketPingMs?: number;
 };
@@ -144,7 +146,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', ocrRoutes(opts.models, maxBodyBytes));
   // Each line of a batch goes through this whole app again, as its own request.
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches }));
-  app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy }));
+  app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort }));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {

@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { Hono, type MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
@@ -60,18 +62,23 @@ const share = (busy: number) => Math.round(busy * 1000) / 1000;
 const intakeBusy = (busy: number[] | undefined) => (busy?.length ? { intakeBusy: busy.map(share) } : {});
 
 /** GET /metrics (Prometheus text), GET /admin/stats (the dashboard's numbers), GET /dashboard. */
+export const METRICS_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
 export function observeRoutes(opts: {
   telemetry: Telemetry;
   models: ReadonlyMap<string, ServedModel>;
   windows: Map<string, LatencyWindow>;
   /** Each intake thread's busy share (server.intake_threads), once the gateway listens. */
   intakeBusy?: () => number[] | undefined;
+  /** telemetry.metrics_port: /metrics is served there, not here. */
+  metricsPort?: number;
 }): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const eventLoop = new EventLoopWindow();
   app.get('/metrics', async (c) => {
     if (!opts.telemetry.config.metrics) return c.json({ error: 'metrics are off (telemetry.metrics: false)' }, 404);
-    return c.body(await opts.telemetry.metricsText(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+    if (opts.metricsPort !== undefined) return c.json({ error: 'metrics are served on their own port (telemetry.metrics_port)' }, 404);
+    return c.body(await opts.telemetry.metricsText(), 200, { 'content-type': METRICS_TYPE });
   });
   app.get('/admin/stats', (c) =>
     c.json({
@@ -89,4 +96,24 @@ export function observeRoutes(opts: {
   );
   app.get('/dashboard', (c) => c.html(dashboardHtml));
   return app;
+}
+
+/** GET /metrics alone, on a port of its own (telemetry.metrics_port). */
+export async function listenForMetrics(telemetry: Telemetry, host: string, port: number): Promise<{ port: number; close(): Promise<void> }> {
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') return void res.writeHead(404).end();
+    telemetry.metricsText().then(
+      (text) => res.writeHead(200, { 'content-type': METRICS_TYPE }).end(text),
+      () => res.writeHead(500).end(),
+    );
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, () => resolve()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
 }
