@@ -1,12 +1,10 @@
-import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import jwt from 'jsonwebtoken';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MODELS, startTestGateway } from './helpers.js';
+import { MODELS, startTestGateway, testIssuer } from './helpers.js';
 
 // OpenAI's Batch API with the official client: files up, a batch run in the background, its answers down.
 const SECRET = 'a-long-enough-shared-secret';
@@ -195,25 +193,14 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
 describe('a batch under JWT auth and a rate limit', () => {
   // Lines run as the caller who created the batch, as authorised then: a 24 h batch outlives its creator's token
   // (an hour, typically), and its lines are throttled by the batch itself, not by the caller's rate limit.
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const token = (seconds: number) =>
-    jwt.sign({ sub: 'nightly-job' }, privateKey.export({ format: 'pem', type: 'pkcs8' }), {
-      algorithm: 'RS256',
-      issuer: 'https://auth.test/',
-      audience: 'infergate',
-      expiresIn: seconds,
-    });
+  const issuer = testIssuer();
+  const token = (seconds: number) => issuer.token({ sub: 'nightly-job' }, seconds);
   let guarded: Awaited<ReturnType<typeof startTestGateway>>;
   beforeAll(async () => {
     guarded = await startTestGateway({
       auth: {
         default: 'jwt',
-        jwt: {
-          issuer: 'https://auth.test/',
-          audience: 'infergate',
-          keys: [{ pem: publicKey.export({ format: 'pem', type: 'spki' }), alg: 'RS256' }],
-          clock_tolerance_s: 0,
-        },
+        jwt: { ...issuer.jwt, clock_tolerance_s: 0 },
         rate_limit: { per_second: 1, burst: 3 },
       },
       models: { 'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
@@ -263,9 +250,12 @@ describe('a batch kept on disk (server.batch_dir)', () => {
   const clientOf = (url: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
   const requestsServed = async (url: string) => ((await (await fetch(`${url}/v2/models/embed-one/stats`)).json()) as { requests: number }).requests;
 
-  it('survives a restart: files and batches are there, and a running batch goes on with only the lines not yet answered', async () => {
+  /**
+   * A batch of `total` embedding lines on a gateway keeping them in a new folder, stopped once `atLeast` are answered:
+   * the folder, the batch, its input file and lines, and how many were answered (and written down) before the stop.
+   */
+  async function stoppedMidway(total: number, atLeast: number) {
     const dir = await mkdtemp(join(tmpdir(), 'infergate-batches-'));
-    const total = 300;
     const rows = Array.from({ length: total }, (_, i) => ({
       custom_id: `r-${i}`,
       method: 'POST',
@@ -279,11 +269,17 @@ describe('a batch kept on disk (server.batch_dir)', () => {
       const client = clientOf(first.url);
       inputId = (await client.files.create({ file: await jsonl(rows), purpose: 'batch' })).id;
       batchId = (await client.batches.create({ input_file_id: inputId, endpoint: '/v1/embeddings', completion_window: '24h' })).id;
-      while (((await client.batches.retrieve(batchId)).request_counts?.completed ?? 0) < 20) await new Promise((r) => setTimeout(r, 5));
+      while (((await client.batches.retrieve(batchId)).request_counts?.completed ?? 0) < atLeast) await new Promise((r) => setTimeout(r, 5));
     } finally {
       await first.shutdown(); // midway: what was in flight is answered and written down
     }
     const answeredBefore = (await readFile(join(dir, 'batches', `${batchId}.done.jsonl`), 'utf8')).trim().split('\n').length;
+    return { dir, batchId, inputId, rows, answeredBefore };
+  }
+
+  it('survives a restart: files and batches are there, and a running batch goes on with only the lines not yet answered', async () => {
+    const total = 300;
+    const { dir, batchId, inputId, rows, answeredBefore } = await stoppedMidway(total, 20);
     expect(answeredBefore).toBeGreaterThanOrEqual(20);
     expect(answeredBefore).toBeLessThan(total);
 
@@ -319,25 +315,8 @@ describe('a batch kept on disk (server.batch_dir)', () => {
   });
 
   it('expires a batch whose 24 h window ended while the gateway was down: the rest go to the error file, none is sent', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'infergate-batches-'));
     const total = 200;
-    const rows = Array.from({ length: total }, (_, i) => ({
-      custom_id: `e-${i}`,
-      method: 'POST',
-      url: '/v1/embeddings',
-      body: { model: 'embed-one', input: `text ${i}` },
-    }));
-    const first = await startTestGateway({ server: { batch_dir: dir }, models });
-    let batchId: string;
-    try {
-      const client = clientOf(first.url);
-      const input = await client.files.create({ file: await jsonl(rows), purpose: 'batch' });
-      batchId = (await client.batches.create({ input_file_id: input.id, endpoint: '/v1/embeddings', completion_window: '24h' })).id;
-      while (((await client.batches.retrieve(batchId)).request_counts?.completed ?? 0) < 10) await new Promise((r) => setTimeout(r, 5));
-    } finally {
-      await first.shutdown();
-    }
-    const answeredBefore = (await readFile(join(dir, 'batches', `${batchId}.done.jsonl`), 'utf8')).trim().split('\n').length;
+    const { dir, batchId, answeredBefore } = await stoppedMidway(total, 10);
     // A day later: its window ended while no gateway ran.
     const saved = join(dir, 'batches', `${batchId}.json`);
     await writeFile(saved, JSON.stringify({ ...JSON.parse(await readFile(saved, 'utf8')), expires_at: Math.floor(Date.now() / 1000) - 1 }));

@@ -1,8 +1,10 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { connect } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import jwt from 'jsonwebtoken';
 import { type Logger, pino } from 'pino';
 import { generate } from 'selfsigned';
 import { parseConfig } from '../src/config/index.js';
@@ -94,4 +96,17 @@ export async function http2Post(origin: string, ca: string, path: string, body: 
   } finally {
     session.close();
   }
+}
+
+/** An RS256 token issuer for tests: `jwt`, the auth.jwt settings that trust it; `token`, one it signs (sub someone). */
+export function testIssuer() {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const issuer = 'https://auth.test/';
+  const audience = 'infergate';
+  const key = privateKey.export({ format: 'pem', type: 'pkcs8' });
+  return {
+    jwt: { issuer, audience, keys: [{ pem: publicKey.export({ format: 'pem', type: 'spki' }), alg: 'RS256' }] },
+    token: (claims: object = {}, expiresInS = 600) =>
+      jwt.sign({ sub: 'someone', ...claims }, key, { algorithm: 'RS256', issuer, audience, expiresIn: expiresInS }),
+  };
 }

@@ -1,17 +1,8 @@
-import { generateKeyPairSync } from 'node:crypto';
-import jwt from 'jsonwebtoken';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MODELS, startTestGateway } from './helpers.js';
+import { MODELS, startTestGateway, testIssuer } from './helpers.js';
 
 // A caller's priority comes from its credential: a token's priority_claim, or its key's priority. Higher goes first.
-const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const token = (claims: object) =>
-  jwt.sign({ sub: 'someone', ...claims }, privateKey.export({ format: 'pem', type: 'pkcs8' }), {
-    algorithm: 'RS256',
-    issuer: 'https://auth.test/',
-    audience: 'infergate',
-    expiresIn: 600,
-  });
+const { jwt, token } = testIssuer();
 const SECRET = 'a-long-enough-shared-secret';
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
@@ -19,9 +10,7 @@ beforeAll(async () => {
     auth: {
       default: 'jwt',
       jwt: {
-        issuer: 'https://auth.test/',
-        audience: 'infergate',
-        keys: [{ pem: publicKey.export({ format: 'pem', type: 'spki' }), alg: 'RS256' }],
+        ...jwt,
         priority_claim: 'tier',
         priorities: { gold: 10 },
       },
