@@ -85,10 +85,6 @@ function pastKernelBuffers(): number {
   }
 }
 
-/**
- * Asks identity for a `mib` MiB answer over a socket that reads nothing for `pauseMs` (the kernel's buffers take
- * a few MB of it), then reads (napping `nap` ms after each read) until the connection ends or the answer is whole.
- */
 /** A KServe binary request to identity whose answer is `mib` MiB of tensor. */
 function bigIdentityRequest(mib: number) {
   const x = new Float32Array(mib * 2 ** 18).fill(0.5);
@@ -101,16 +97,28 @@ function bigIdentityRequest(mib: number) {
   );
 }
 
+/**
+ * Asks identity for a `mib` MiB answer; once its first bytes come, reads nothing for `pauseMs` (the kernel's buffers
+ * take some of it), then reads (napping `nap` ms after each read) until the connection ends or the answer is whole.
+ * The pause is timed from the answer's start, not the request's: a large body takes seconds to pass here.
+ */
 async function stallThenRead(url: string, pauseMs: number, { mib = 16, nap = 0 } = {}): Promise<{ head: string; declared: number; received: number }> {
   const { body, headers } = bigIdentityRequest(mib);
   const socket = await open(url);
   const lines = Object.entries({ ...headers, 'content-length': String(body.byteLength), host: 'test' }).map(([k, v]) => `${k}: ${v}`);
   socket.write(`POST /v2/models/identity/infer HTTP/1.1\r\n${lines.join('\r\n')}\r\n\r\n`);
   socket.write(body);
-  socket.pause(); // nothing is read off the socket: as a client that stopped reading, or a network gone silent
-  await sleep(pauseMs);
   const chunks: Buffer[] = [];
   let size = 0;
+  await new Promise((resolve) =>
+    socket.once('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.byteLength;
+      socket.pause(); // nothing more is read off the socket: as a client that stopped reading, or a network gone silent
+      resolve(chunk);
+    }),
+  );
+  await sleep(pauseMs);
   socket.on('data', (chunk: Buffer) => {
     chunks.push(chunk);
     size += chunk.byteLength;
