@@ -752,6 +752,7 @@ export async function startGateway(
     shutdown({ now = false } = {}) {
       stopping ??= (async () => {
         shuttingDown = true;
+        server.leave(); // answers from now on send their connections to other replicas
         const delayS = now ? 0 : config.server.shutdown_delay_s;
         if (delayS > 0) {
           log.info(`shutting down: not ready, still serving for ${delayS} s (server.shutdown_delay_s)`);

@@ -204,7 +204,8 @@ describe('infergate serve', () => {
 
   it('on SIGTERM with shutdown_delay_s says not ready at once and goes on serving new requests, then exits 0', async () => {
     const file = await configFile(
-      `server: { shutdown_delay_s: 3 }\nmodels:\n  mlp: { path: ${MODELS}mlp.onnx, device: cpu, scaling: { min_containers: 1 } }\n`,
+      // 5 s: a CI machine under load once took 3 s to make the three requests below (ECONNRESET as it stopped accepting)
+      `server: { shutdown_delay_s: 5 }\nmodels:\n  mlp: { path: ${MODELS}mlp.onnx, device: cpu, scaling: { min_containers: 1 } }\n`,
     );
     const { run, url } = await serveUntilReady(file);
     const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.5) }] });
@@ -219,7 +220,7 @@ describe('infergate serve', () => {
     expect((await fetch(`${url}/v2/models/mlp/infer`, { method: 'POST', body })).status).toBe(200); // …what comes meanwhile is served
     expect(run.exitCode).toBeNull();
     expect(await run.exited).toBe(0);
-    expect(run.output()).toContain('not ready, still serving for 3 s (server.shutdown_delay_s)');
+    expect(run.output()).toContain('not ready, still serving for 5 s (server.shutdown_delay_s)');
     expect(run.output()).toContain('shutdown complete');
   });
 

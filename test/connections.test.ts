@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { connect as connectHttp2 } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
+import { connect as connectTls } from 'node:tls';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binaryBody, MODELS, selfSignedTls, startTestGateway } from './helpers.js';
@@ -238,5 +239,45 @@ describe('Expect: 100-continue (curl sends it with bodies over 1 MB)', () => {
     for (let i = 0; i < 200 && !go.more().includes('HTTP/1.1 200'); i++) await sleep(10);
     expect(go.more()).toContain('HTTP/1.1 200 OK');
     go.socket.destroy();
+  });
+});
+
+describe('connections during server.shutdown_delay_s', () => {
+  it('are served, and each answer sends its connection away: Connection: close, or GOAWAY on HTTP/2', async () => {
+    const tls = await selfSignedTls();
+    const leaving = await startTestGateway({
+      server: { shutdown_delay_s: 2, tls: { cert: tls.cert, key: tls.key } },
+      models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu' } },
+    });
+    const origin = leaving.url.replace('http:', 'https:');
+    const socket = await new Promise<Socket>((resolve) => {
+      const s = connectTls({ port: leaving.port, host: '127.0.0.1', ca: tls.ca, ALPNProtocols: ['http/1.1'] }, () => resolve(s));
+    });
+    const session = connectHttp2(origin, { ca: tls.ca });
+    const h2Status = (path: string) =>
+      new Promise((resolve) => {
+        const req = session.request({ ':path': path });
+        req.once('response', (h) => resolve(h[':status'])).resume();
+      });
+    try {
+      expect(await get(socket, '/v2/health/live')).not.toMatch(/\r\nConnection: close/i); // kept before
+      expect(await h2Status('/v2/health/live')).toBe(200);
+      const goaway = new Promise((resolve) => session.once('goaway', () => resolve('goaway')));
+      const stopped = leaving.shutdown();
+      await sleep(200);
+      // Still served (not ready: a load balancer moves on), but told to reconnect: elsewhere, once this replica is out.
+      const head = await get(socket, '/v2/health/live');
+      expect(head).toMatch(/^HTTP\/1\.1 200/);
+      expect(head).toMatch(/\r\nConnection: close/i);
+      const closed = await Promise.race([new Promise((r) => socket.once('close', () => r('closed'))), sleep(1000).then(() => 'open')]);
+      expect(closed).toBe('closed'); // by the server, at once: long before the delay ends
+      expect(await h2Status('/v2/health/ready')).toBe(503);
+      expect(await Promise.race([goaway, sleep(1000).then(() => 'no goaway')])).toBe('goaway');
+      await stopped;
+    } finally {
+      socket.destroy();
+      session.destroy();
+      await leaving.shutdown();
+    }
   });
 });

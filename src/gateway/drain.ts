@@ -132,22 +132,28 @@ export class QuietWork {
 }
 
 type RequestServer = Server & { closeIdleConnections?(): void };
-type Answer = { setHeader?(n: string, v: string): void; once(e: 'close', f: () => void): void; stream?: unknown };
+type Answer = { setHeader?(n: string, v: string): void; once(e: 'close', f: () => void): void; stream?: { session?: { close(): void } } };
 
 /**
  * A shutdown that answers what was accepted: counts a server's requests at the socket level (a response is
- * done when its bytes are written, not when fetch() returns) and its connections. `close` stops accepting,
+ * done when its bytes are written, not when fetch() returns) and its connections. `leave` (at SIGTERM, before
+ * server.shutdown_delay_s) still serves, but each answer from then on sends its connection away — HTTP/1.1
+ * `Connection: close`, HTTP/2 GOAWAY (its streams finish) — so clients that keep connections open (behind a
+ * Kubernetes Service no health check moves them) reconnect to another replica, and none is reused by its client
+ * just as `close` ends it. `close` stops accepting,
  * closes idle connections, waits up to `timeoutMs` for accepted requests (and `work`'s), runs `beforeDestroy` (WebSockets
  * say goodbye there), then closes every connection left. Upgraded connections are left alone with
  * `upgraded: 'leave'` (their other end closes them).
  */
 export function drainable(server: RequestServer, { upgraded = 'destroy', work }: { upgraded?: 'destroy' | 'leave'; work?: QuietWork } = {}) {
   let active = 0;
-  let closing = false;
+  let leaving = false;
   let onIdle: (() => void) | undefined;
   server.on('request', (_req: unknown, res: Answer) => {
     active++;
-    if (closing && !res.stream) res.setHeader?.('Connection', 'close'); // (HTTP/2 has no Connection header)
+    if (leaving && res.stream)
+      res.stream.session?.close(); // GOAWAY: HTTP/2 has no Connection header
+    else if (leaving) res.setHeader?.('Connection', 'close');
     res.once('close', () => {
       if (--active === 0) onIdle?.();
     });
@@ -162,8 +168,11 @@ export function drainable(server: RequestServer, { upgraded = 'destroy', work }:
   if (upgraded === 'leave') server.on('upgrade', (_req: unknown, socket: Socket) => sockets.delete(socket));
   let closed: Promise<void> | undefined;
   return {
+    leave() {
+      leaving = true;
+    },
     close(timeoutMs: number, beforeDestroy?: () => void): Promise<void> {
-      closing = true;
+      leaving = true;
       if (work) work.closing = true;
       closed ??= (async () => {
         const done = new Promise<void>((resolve) => server.close(() => resolve()));

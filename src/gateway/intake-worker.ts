@@ -153,6 +153,8 @@ parent.on('message', (m: ToIntake) => {
     }
     case 'buffer':
       return requestBuffers.releaseReturned(m.buffer);
+    case 'leave':
+      return drain.leave();
     case 'close':
       return void drain.close(m.timeoutMs).then(() => post({ t: 'closed' }));
   }

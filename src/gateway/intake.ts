@@ -54,6 +54,7 @@ export type ToIntake =
   | { t: 'chunk'; id: number; chunk: Uint8Array | string }
   | { t: 'end'; id: number; failed?: boolean }
   | { t: 'buffer'; buffer: ArrayBuffer }
+  | { t: 'leave' }
   | { t: 'close'; timeoutMs: number };
 
 export type IntakeOptions = {
@@ -112,6 +113,8 @@ export async function startIntakeThreads(
   { onError, onStalledAnswer }: { onError: (err: Error) => void; onStalledAnswer?: (answer: StalledAnswer) => void },
 ): Promise<{
   port: number;
+  /** Shutdown has begun: answers send their connections away (see drainable). */
+  leave(): void;
   /** Stops accepting and answers what was accepted; the threads end once `upgradedClosed` settles too. */
   close(timeoutMs: number, upgradedClosed?: Promise<unknown>): Promise<void>;
   busy(): number[];
@@ -138,6 +141,9 @@ export async function startIntakeThreads(
   for (let i = 1; i < count; i++) threads.push(await start());
   return {
     port,
+    leave: () => {
+      for (const t of threads) t.leave();
+    },
     async close(timeoutMs, upgradedClosed) {
       closing = true;
       await Promise.all(threads.map((t) => t.close(timeoutMs, upgradedClosed)));
@@ -325,6 +331,10 @@ class IntakeThread {
   /** The share of the last ~10 s its event loop was busy: near 1, more threads would take more. */
   busy(): number {
     return this.loop.read();
+  }
+
+  leave(): void {
+    this.post({ t: 'leave' });
   }
 
   /**

@@ -11,6 +11,8 @@ import type { GatewayEnv } from './types.js';
 
 export type Listening = {
   port: number;
+  /** Shutdown has begun: go on serving, but send each answer's connection away (see drainable). */
+  leave(): void;
   /** Stops accepting, waits for accepted requests to be answered (up to timeoutMs), then closes every connection. */
   close(timeoutMs: number): Promise<void>;
   /** With intake threads: each one's busy share of the last ~10 s. */
@@ -64,6 +66,10 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
     );
     return {
       port: threads.port,
+      leave: () => {
+        here.leave();
+        threads.leave();
+      },
       close: async (timeoutMs) => {
         const upgraded = here.close(timeoutMs);
         await Promise.all([upgraded, threads.close(timeoutMs, upgraded)]);
@@ -100,6 +106,7 @@ async function serveHere(app: Hono<GatewayEnv>, opts: ListenOptions): Promise<Li
   const port = (server.address() as AddressInfo).port;
   return {
     port,
+    leave: drain.leave,
     close: (timeoutMs) =>
       drain.close(timeoutMs, () => {
         for (const client of wss.clients) client.close(1001, 'server shutting down');
