@@ -143,6 +143,16 @@ async function stallThenRead(url: string, pauseMs: number, { mib = 16, nap = 0 }
   return { head, declared: Number(/^content-length: (\d+)/im.exec(head)?.[1]), received: all.byteLength - end - 4 };
 }
 
+/** A gateway serving identity over TLS (HTTP/2 and HTTP/1.1) with these server settings. */
+async function tlsGateway(server: object) {
+  const tls = await selfSignedTls();
+  const gw = await startTestGateway({
+    server: { ...server, tls: { cert: tls.cert, key: tls.key } },
+    models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu' } },
+  });
+  return { gw, origin: gw.url.replace('http:', 'https:'), tls };
+}
+
 describe('answers whose client stops reading (server.send_timeout_s)', () => {
   it('are ended once the client has taken none of the bytes for that long, and the others are served whole', async () => {
     const mib = pastKernelBuffers();
@@ -164,12 +174,7 @@ describe('answers whose client stops reading (server.send_timeout_s)', () => {
   });
 
   it('on HTTP/2 cancel the stalled stream and send its client to a new connection', async () => {
-    const tls = await selfSignedTls();
-    const h2 = await startTestGateway({
-      server: { send_timeout_s: 1, tls: { cert: tls.cert, key: tls.key } },
-      models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu' } },
-    });
-    const origin = h2.url.replace('http:', 'https:');
+    const { gw: h2, origin, tls } = await tlsGateway({ send_timeout_s: 1 });
     const session = connectHttp2(origin, { ca: tls.ca });
     try {
       const goaway = new Promise((resolve) => session.once('goaway', resolve));
@@ -244,12 +249,7 @@ describe('Expect: 100-continue (curl sends it with bodies over 1 MB)', () => {
 
 describe('connections during server.shutdown_delay_s', () => {
   it('are served, and each answer sends its connection away: Connection: close, or GOAWAY on HTTP/2', async () => {
-    const tls = await selfSignedTls();
-    const leaving = await startTestGateway({
-      server: { shutdown_delay_s: 2, tls: { cert: tls.cert, key: tls.key } },
-      models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu' } },
-    });
-    const origin = leaving.url.replace('http:', 'https:');
+    const { gw: leaving, origin, tls } = await tlsGateway({ shutdown_delay_s: 2 });
     const socket = await new Promise<Socket>((resolve) => {
       const s = connectTls({ port: leaving.port, host: '127.0.0.1', ca: tls.ca, ALPNProtocols: ['http/1.1'] }, () => resolve(s));
     });
