@@ -270,7 +270,7 @@ export type GatewayLoad = {
   /** Extra server options. */
   server?: object;
   /** Run once the gateway is up; may replace the request body (default: a binary request of load.shape). */
-  prepare?: (base: string) => Promise<{ bodyFile: string; headerLength: number }>;
+  prepare?: (base: string) => Promise<{ bodyFile: string; headerLength: number; headers?: Record<string, string> }>;
 };
 
 /**

@@ -603,6 +603,7 @@ export async function startGateway(
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
     shuttingDown: () => shuttingDown,
     websocketPingMs: config.server.websocket_ping_s * 1000,
+    compressResponses: config.server.compress_responses,
     batches,
     webSocketWork,
     metricsPort: config.telemetry.metrics_port,

@@ -7,6 +7,7 @@ import { GatewayError } from '../errors/index.js';
 import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
 import { adminRoutes } from './admin.js';
 import { audioRoutes } from './audio.js';
+import { compressAnswers } from './compress.js';
 import type { QuietWork } from './drain.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
@@ -63,6 +64,8 @@ export type AppOptions = {
   metricsPort?: number;
   /** Ping interval on /v1/ws sockets (server.websocket_ping_s). @default 30000 */
   websocketPingMs?: number;
+  /** JSON and text answers compressed for clients that accept it (server.compress_responses). @default false */
+  compressResponses?: boolean;
 };
 
 /** vLLM's routes outside /v1: guarded like the built-in ones, answering OpenAI's error object. */
@@ -101,6 +104,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   }
   app.use(requestId());
   app.use(observe({ telemetry, log: opts.log, windows }));
+  if (opts.compressResponses) app.use(compressAnswers());
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
   // An endpoint of the config at one of vLLM's paths (a `/classify` of one's own) is that endpoint, guarded as it says.
   const endpointPaths = new Set((opts.endpoints ?? []).map((e) => e.path));

@@ -12,6 +12,7 @@ import { adoptBody, returnToIntake, tooLarge } from './body.js';
 import { POOLED_MIN_BYTES } from './buffer-pool.js';
 import { STREAM_WINDOW, type StalledAnswer } from './drain.js';
 import type { GatewayEnv } from './types.js';
+import { wholeBody } from './whole-body.js';
 
 /**
  * HTTP intake on worker threads (`server.intake_threads`). On the H200 the gateway's one event loop was the
@@ -94,16 +95,6 @@ export function peerAddress(incoming: IncomingMessage | undefined): string | und
 }
 
 const isLoopback = (address: string | undefined) => address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
-
-/**
- * Where @hono/node-server's lightweight Response (the global Response once its server runs) keeps its body
- * unconverted: reading a 32 KB answer through the web Response costs ~35 µs, from here ~1.
- */
-let cacheKey: symbol | undefined | null = null;
-const bodyCacheKey = () => {
-  if (cacheKey === null) cacheKey = Object.getOwnPropertySymbols(new Response('')).find((s) => s.description === 'cache');
-  return cacheKey;
-};
 
 /** N intake threads serving `app` on one port (more than 1 needs Node 22.12: the config refuses it before). */
 export async function startIntakeThreads(
@@ -295,9 +286,8 @@ class IntakeThread {
    * a Buffer's slice() is no copy (Node's pool cannot be transferred: Node 24 throws).
    */
   private async reply(id: number, res: Response, signal: AbortSignal) {
-    const key = bodyCacheKey();
-    const cached = key && (res as unknown as Record<symbol, [number, unknown, unknown] | undefined>)[key];
-    let body: unknown = cached ? cached[1] : res.body;
+    const whole = wholeBody(res);
+    let body: unknown = whole !== undefined ? whole : res.body;
     const resHeaders = res.headers;
     const headers = [...resHeaders] as [string, string][];
     if (body instanceof Blob) body = new Uint8Array(await body.arrayBuffer());

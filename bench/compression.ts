@@ -1,0 +1,108 @@
+/**
+ * server.compress_responses on JSON answers: identity.onnx answering a [1, 2000] FP32 tensor as JSON numbers
+ * (~40 KB, an embeddings-sized answer), 16 clients that accept gzip (as requests and httpx do unasked) or br (fetch).
+ * Side by side in interleaved rounds, medians: the setting off, gzip, br — requests/s, gateway CPU per request,
+ * and the bytes each answer takes on the wire. Writes bench/results/compression-cpu.{json,md}.
+ *   npm run bench:compression [-- --duration 5 --rounds 3]
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { gatewayUnderLoad, machine, medianBy, ROOT } from './lib.js';
+
+const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
+const durationS = arg('--duration') ?? 5;
+const rounds = arg('--rounds') ?? 3;
+const ELEMENTS = 2000;
+
+const json = JSON.stringify({
+  inputs: [{ name: 'x', shape: [1, ELEMENTS], datatype: 'FP32', data: Array.from({ length: ELEMENTS }, (_, i) => Math.fround(Math.sin(i) * 0.1)) }],
+});
+const bodyFile = join(tmpdir(), 'infergate-bench-compression.json');
+writeFileSync(bodyFile, json);
+
+/** Bytes of one answer as sent, and inflated (checked to be the same JSON as the uncompressed answer). */
+async function answerBytes(base: string, encoding: string) {
+  return new Promise<{ wire: number; encoding: string }>((resolve, reject) => {
+    const req = request(
+      `${base}/v2/models/identity/infer`,
+      { method: 'POST', headers: { 'accept-encoding': encoding, 'content-type': 'application/json' } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res
+          .on('data', (c: Buffer) => chunks.push(c))
+          .on('end', () => {
+            const wire = Buffer.concat(chunks);
+            const inflate = { gzip: gunzipSync, br: brotliDecompressSync, deflate: inflateSync }[res.headers['content-encoding'] ?? ''];
+            const text = (inflate?.(wire) ?? wire).toString();
+            if (JSON.parse(text).outputs[0].data.length !== ELEMENTS) reject(new Error('wrong answer'));
+            resolve({ wire: wire.byteLength, encoding: res.headers['content-encoding'] ?? 'identity' });
+          });
+      },
+    );
+    req.once('error', reject).end(json);
+  });
+}
+
+async function main() {
+  const variants: Record<string, { server: object; accept: string }> = {
+    off: { server: {}, accept: 'gzip, deflate' },
+    gzip: { server: { compress_responses: true }, accept: 'gzip, deflate' }, // requests', httpx's
+    br: { server: { compress_responses: true }, accept: 'gzip, deflate, br' }, // fetch's
+  };
+  type Run = Awaited<ReturnType<typeof gatewayUnderLoad>> & { wireBytes: number };
+  const runs: Record<string, Run[]> = { off: [], gzip: [], br: [] };
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, v] of Object.entries(variants)) {
+      let wireBytes = 0;
+      const r = await gatewayUnderLoad({
+        port: 18705,
+        model: { name: 'identity', path: join(ROOT, 'examples/models/identity.onnx'), threads: 1, batching: { max_batch_size: 16, wait_ms: 1 } },
+        server: v.server,
+        load: { shape: [1, ELEMENTS], connections: 16 },
+        durationS,
+        prepare: async (base) => {
+          wireBytes = (await answerBytes(base, v.accept)).wire;
+          return { bodyFile, headerLength: Buffer.byteLength(json), headers: { 'accept-encoding': v.accept } };
+        },
+      });
+      if (r.non2xx || r.errors) throw new Error(`${name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+      console.log(round, name, Math.round(r.requestsPerS), 'req/s', r.p50Ms, 'ms p50', r.cpuUsPerRequest, wireBytes, 'bytes');
+      runs[name].push({ ...r, wireBytes });
+    }
+  }
+  const median = (name: string) => ({ ...medianBy(runs[name], (r) => r.requestsPerS), runs: runs[name].map((r) => Math.round(r.requestsPerS)) });
+  const results = {
+    machine: machine(),
+    scenario: `identity.onnx, a [1,${ELEMENTS}] FP32 tensor in and out as JSON numbers, 16 clients, max_batch_size 16`,
+    durationS,
+    rounds,
+    off: median('off'),
+    gzip: median('gzip'),
+    br: median('br'),
+  };
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'compression-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
+  const row = (name: string, r: typeof results.off) =>
+    `| ${name} | ${r.wireBytes} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.cpuUsPerRequest.gateway} | ${r.gatewayMainThreadPerRequest.userUs + r.gatewayMainThreadPerRequest.systemUs} |`;
+  const md = `# Compressed answers (CPU)
+
+${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.node}. ${results.machine.date}
+
+${results.scenario}; ${durationS} s per load, ${rounds} rounds interleaved, median shown (every round in brackets). The clients
+accept \`gzip, deflate\` (as requests and httpx do unasked) or \`gzip, deflate, br\` (as fetch does); \`off\` is the gateway without \`server.compress_responses\`.
+
+| answers | bytes per answer | requests/s | p50 ms | gateway CPU µs/request | of which its event loop |
+|---|---|---|---|---|---|
+${row('off', results.off)}
+${row('gzip (level 1)', results.gzip)}
+${row('br (quality 1)', results.br)}
+`;
+  writeFileSync(join(dir, 'compression-cpu.md'), md);
+  console.log(md);
+}
+
+await main();
