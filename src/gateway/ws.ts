@@ -23,6 +23,20 @@ const MAX_UNSENT_BYTES = 1 << 20;
 
 type Message = { id?: unknown; type?: unknown; model?: unknown; [field: string]: unknown };
 
+/** One socket: what every message on it needs. */
+type SocketContext = {
+  ws: WSContext;
+  models: ReadonlyMap<string, ServedModel>;
+  caller?: Caller;
+  /** Requests in flight on this socket by id: a `cancel` or the socket's close aborts them. */
+  requests: Map<string, AbortController>;
+  /** Spends a request from the caller's rate limit (absent without one). */
+  spendRequest?: () => void;
+  /** Requests in flight on every socket, which the gateway's shutdown waits for. */
+  gatewayWork?: QuietWork;
+  send(msg: object): void;
+};
+
 /**
  * One WebSocket, many requests: JSON messages with an `id` multiplex KServe-style `infer` requests and
  * `completion` / `chat` generation streams; every answer carries the `id` it belongs to.
@@ -47,15 +61,22 @@ export function wsRoutes(
     '/v1/ws',
     upgradeWebSocket((c) => {
       const requests = new Map<string, AbortController>();
-      const caller = c.get('caller');
-      const spendRequest = c.get('spendRequest');
+      const socket = (ws: WSContext): SocketContext => ({
+        ws,
+        models,
+        caller: c.get('caller'),
+        requests,
+        spendRequest: c.get('spendRequest'),
+        gatewayWork: work,
+        send: (msg) => ws.readyState === 1 && ws.send(JSON.stringify(msg)),
+      });
       let stopPinging = () => {};
       return {
         onOpen(_event, ws) {
           if (pingMs > 0) stopPinging = pingUntilSilent(ws.raw as WebSocket, pingMs, onSilent);
         },
         onMessage(event, ws) {
-          void handle(event.data, ws, requests, models, caller, spendRequest, work);
+          void handle(event.data, socket(ws));
         },
         onClose() {
           stopPinging();
@@ -94,16 +115,8 @@ function pingUntilSilent(socket: WebSocket, ms: number, onSilent?: () => void): 
   };
 }
 
-async function handle(
-  data: unknown,
-  ws: WSContext,
-  work: Map<string, AbortController>,
-  models: ReadonlyMap<string, ServedModel>,
-  caller: Caller | undefined,
-  spendRequest?: () => void,
-  gatewayWork?: QuietWork,
-): Promise<void> {
-  const send = (msg: object) => ws.readyState === 1 && ws.send(JSON.stringify(msg));
+async function handle(data: unknown, socket: SocketContext): Promise<void> {
+  const { requests, gatewayWork, send } = socket;
   let id: string | null = null;
   try {
     if (typeof data !== 'string') throw badInput('send JSON text messages (binary messages are not supported)');
@@ -116,21 +129,21 @@ async function handle(
     if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) throw badInput('a message must be a JSON object');
     if (typeof msg.id !== 'string' && typeof msg.id !== 'number') throw badInput('every message needs an "id" (string or number)');
     id = String(msg.id);
-    if (msg.type === 'cancel') return void work.get(id)?.abort();
-    if (work.has(id)) throw badInput(`id ${id} is already in use on this socket`);
+    if (msg.type === 'cancel') return void requests.get(id)?.abort();
+    if (requests.has(id)) throw badInput(`id ${id} is already in use on this socket`);
     // Shutting down: what was sent before is answered (the shutdown waits for it), nothing new is taken.
     if (gatewayWork?.closing) throw unavailable('shutting_down', 'the gateway is shutting down: send this on a new connection');
-    spendRequest?.(); // each request on the socket counts against the caller's rate limit, as over HTTP
+    socket.spendRequest?.(); // each request on the socket counts against the caller's rate limit, as over HTTP
     const controller = new AbortController();
-    work.set(id, controller);
+    requests.set(id, controller);
     const done = gatewayWork?.begin();
     try {
-      if (msg.type === 'infer') await infer(msg, id, models, controller.signal, send, caller);
-      else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, models, controller.signal, send, ws, caller);
-      else if (msg.type === 'embeddings') await embed(msg, id, models, controller.signal, send, caller);
+      if (msg.type === 'infer') await infer(msg, id, controller.signal, socket);
+      else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, controller.signal, socket);
+      else if (msg.type === 'embeddings') await embed(msg, id, controller.signal, socket);
       else throw badInput(`unknown message type ${JSON.stringify(msg.type)} (expected infer, completion, chat, embeddings or cancel)`);
     } finally {
-      work.delete(id);
+      requests.delete(id);
       done?.();
     }
   } catch (err) {
@@ -145,7 +158,7 @@ async function handle(
   }
 }
 
-async function embed(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void, caller?: Caller) {
+async function embed(msg: Message, id: string, signal: AbortSignal, { models, caller, send }: SocketContext) {
   const { type: _type, id: _id, ...fields } = msg;
   const req = parseBody(embeddingsSchema, fields);
   const m = encoderOf(models, ENCODERS.embedding)(req.model);
@@ -158,7 +171,7 @@ function lookup(models: ReadonlyMap<string, ServedModel>, name: unknown): Served
   return m;
 }
 
-async function infer(msg: Message, id: string, models: ReadonlyMap<string, ServedModel>, signal: AbortSignal, send: (m: object) => void, caller?: Caller) {
+async function infer(msg: Message, id: string, signal: AbortSignal, { models, caller, send }: SocketContext) {
   const m = lookup(models, msg.model);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: send a "completion" or "chat" message`);
   const request = inferRequestFromJson({ inputs: msg.inputs, outputs: msg.outputs, parameters: msg.parameters }, new Uint8Array(0), m.signature);
@@ -170,15 +183,7 @@ async function infer(msg: Message, id: string, models: ReadonlyMap<string, Serve
   send({ id, type: 'result', ...body, queue_ms: Math.round(result.queueMs * 100) / 100, batch_size: result.batchSize });
 }
 
-async function generate(
-  msg: Message,
-  id: string,
-  models: ReadonlyMap<string, ServedModel>,
-  signal: AbortSignal,
-  send: (m: object) => void,
-  ws: WSContext,
-  caller?: Caller,
-) {
+async function generate(msg: Message, id: string, signal: AbortSignal, { models, caller, send, ws }: SocketContext) {
   const m = lookup(models, msg.model);
   if (!m.generation) throw badInput(`model ${m.name} is not a generative model: send an "infer" message`, 'model');
   const gen = m.generation;
