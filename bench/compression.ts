@@ -47,13 +47,18 @@ async function answerBytes(base: string, encoding: string) {
 }
 
 async function main() {
-  const variants: Record<string, { server: object; accept: string }> = {
-    off: { server: {}, accept: 'gzip, deflate' },
-    gzip: { server: { compress_responses: true }, accept: 'gzip, deflate' }, // requests', httpx's
-    br: { server: { compress_responses: true }, accept: 'gzip, deflate, br' }, // fetch's
+  const on = { compress_responses: true };
+  const threads = { intake_threads: 1 };
+  const variants: Record<string, { label: string; server: object; accept: string }> = {
+    off: { label: 'off', server: {}, accept: 'gzip, deflate' },
+    gzip: { label: 'gzip (level 1)', server: on, accept: 'gzip, deflate' }, // requests', httpx's
+    br: { label: 'br (quality 1)', server: on, accept: 'gzip, deflate, br' }, // fetch's
+    // With an intake thread the thread compresses: the main thread's part should not grow.
+    offThread: { label: 'off, 1 intake thread', server: threads, accept: 'gzip, deflate, br' },
+    brThread: { label: 'br, 1 intake thread', server: { ...on, ...threads }, accept: 'gzip, deflate, br' },
   };
   type Run = Awaited<ReturnType<typeof gatewayUnderLoad>> & { wireBytes: number };
-  const runs: Record<string, Run[]> = { off: [], gzip: [], br: [] };
+  const runs: Record<string, Run[]> = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
   for (let round = 0; round < rounds; round++) {
     for (const [name, v] of Object.entries(variants)) {
       let wireBytes = 0;
@@ -79,15 +84,13 @@ async function main() {
     scenario: `identity.onnx, a [1,${ELEMENTS}] FP32 tensor in and out as JSON numbers, 16 clients, max_batch_size 16`,
     durationS,
     rounds,
-    off: median('off'),
-    gzip: median('gzip'),
-    br: median('br'),
+    variants: Object.fromEntries(Object.entries(variants).map(([name, v]) => [name, { ...v, ...median(name) }])),
   };
   const dir = join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'compression-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
-  const row = (name: string, r: typeof results.off) =>
-    `| ${name} | ${r.wireBytes} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.cpuUsPerRequest.gateway} | ${r.gatewayMainThreadPerRequest.userUs + r.gatewayMainThreadPerRequest.systemUs} |`;
+  const row = (r: (typeof results.variants)[string]) =>
+    `| ${r.label} | ${r.wireBytes} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.cpuUsPerRequest.gateway} | ${r.gatewayMainThreadPerRequest.userUs + r.gatewayMainThreadPerRequest.systemUs} |`;
   const md = `# Compressed answers (CPU)
 
 ${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.node}. ${results.machine.date}
@@ -95,11 +98,9 @@ ${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.n
 ${results.scenario}; ${durationS} s per load, ${rounds} rounds interleaved, median shown (every round in brackets). The clients
 accept \`gzip, deflate\` (as requests and httpx do unasked) or \`gzip, deflate, br\` (as fetch does); \`off\` is the gateway without \`server.compress_responses\`.
 
-| answers | bytes per answer | requests/s | p50 ms | gateway CPU µs/request | of which its event loop |
+| answers | bytes per answer | requests/s | p50 ms | gateway CPU µs/request | of which its main thread |
 |---|---|---|---|---|---|
-${row('off', results.off)}
-${row('gzip (level 1)', results.gzip)}
-${row('br (quality 1)', results.br)}
+${Object.values(results.variants).map(row).join('\n')}
 `;
   writeFileSync(join(dir, 'compression-cpu.md'), md);
   console.log(md);

@@ -603,7 +603,8 @@ export async function startGateway(
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
     shuttingDown: () => shuttingDown,
     websocketPingMs: config.server.websocket_ping_s * 1000,
-    compressResponses: config.server.compress_responses,
+    // With intake threads they compress, off the main thread (listen below); else the app does.
+    compressResponses: config.server.compress_responses && !config.server.intake_threads,
     batches,
     webSocketWork,
     metricsPort: config.telemetry.metrics_port,
@@ -619,6 +620,7 @@ export async function startGateway(
       maxBodyBytes: config.server.max_body_bytes,
       keepAliveTimeoutMs: config.server.keep_alive_timeout_s * 1000,
       sendTimeoutMs: config.server.send_timeout_s * 1000,
+      compressResponses: config.server.compress_responses,
       webSocketWork,
       onStalledAnswer: (answer) => {
         telemetry.instruments.connectionsEnded.add(1, { reason: 'send_timeout' });

@@ -63,6 +63,10 @@ describe('server.compress_responses', () => {
       expect(res.bytes.byteLength).toBeLessThan(asIs.bytes.byteLength * 0.6);
       expect(JSON.parse(inflate[expected](res.bytes).toString())).toEqual(answer);
     }
+    // Past 64 KB the compressing is handed to libuv's pool: the same answer again.
+    const large = await infer(gw.url, 'gzip', 10_000);
+    expect(large.headers['content-encoding']).toBe('gzip');
+    expect(JSON.parse(gunzipSync(large.bytes).toString()).outputs[0].data).toHaveLength(10_000);
   });
 
   it('sends as they are: answers under 1 KB, binary tensors, event streams, clients that accept none, and by default', async () => {

@@ -301,8 +301,9 @@ export const serverSchema = z
     shutdown_delay_s: nonNegative.default(0),
     /**
      * Whole JSON and text answers of 1 KB or more are sent br-, gzip- or deflate-compressed to clients that
-     * accept it (Accept-Encoding; most HTTP clients send it unasked), at fast settings, mostly off the event loop.
-     * Event streams and binary tensors go as they are. Costs the gateway ~14-23 µs of CPU per KB. @default false
+     * accept it (Accept-Encoding; most HTTP clients send it unasked), at fast settings; by the intake threads when
+     * there are some. Event streams and binary tensors go as they are. Costs the gateway ~10-16 µs of CPU per KB
+     * (bench:compression). @default false
      */
     compress_responses: z.boolean().default(false),
     /**

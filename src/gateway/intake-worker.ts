@@ -10,6 +10,7 @@ import { workerData } from 'node:worker_threads';
 import { GatewayError } from '../errors/index.js';
 import { readIncoming } from './body.js';
 import { requestBuffers } from './buffer-pool.js';
+import { compressWhole } from './compress.js';
 import { continueWhenRead, drainable, endStalledAnswers, keepIdleConnections, STREAM_ACK_BYTES } from './drain.js';
 import type { FromIntake, IntakeWorkerData, ToIntake } from './intake.js';
 
@@ -102,6 +103,18 @@ function writeHead(res: Res, status: number, pairs: [string, string][], length?:
   (res as ServerResponse).writeHead(status, headers);
 }
 
+/** A whole answer, compressed here for a client that accepts it (server.compress_responses; see compress.ts). */
+async function writeCompressed(id: number, status: number, pairs: [string, string][], body: string | Uint8Array) {
+  const { req } = open.get(id) ?? {};
+  if (!req) return;
+  const headers = new Headers(pairs);
+  const sent = await compressWhole(req.method ?? 'GET', req.headers['accept-encoding'], headers, body);
+  const res = open.get(id)?.res; // (the client may have gone meanwhile)
+  if (!res) return;
+  writeHead(res, status, [...headers], typeof sent === 'string' ? Buffer.byteLength(sent) : sent.byteLength);
+  (res as ServerResponse).end(sent);
+}
+
 parent.on('message', (m: ToIntake) => {
   switch (m.t) {
     case 'readBody':
@@ -109,6 +122,7 @@ parent.on('message', (m: ToIntake) => {
     case 'head': {
       const res = open.get(m.id)?.res;
       if (!res) return;
+      if (m.end && m.body !== undefined && data.compressResponses) return void writeCompressed(m.id, m.status, m.headers, m.body);
       if (m.end) {
         // No body: Node itself says Content-Length: 0, or nothing where a status forbids it (204, 304).
         writeHead(res, m.status, m.headers, m.body === undefined ? undefined : typeof m.body === 'string' ? Buffer.byteLength(m.body) : m.body.byteLength);

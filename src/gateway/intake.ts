@@ -70,6 +70,8 @@ export type IntakeOptions = {
   keepAliveTimeoutMs?: number;
   /** server.send_timeout_s, in ms. */
   sendTimeoutMs?: number;
+  /** Whole answers compressed for clients that accept it, on the thread (server.compress_responses). */
+  compressResponses?: boolean;
 };
 
 export type IntakeWorkerData = IntakeOptions & { reusePort: boolean; secret: string; parent: MessagePort };

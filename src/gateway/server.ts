@@ -35,6 +35,11 @@ export type ListenOptions = {
   keepAliveTimeoutMs?: number;
   /** An answer whose client takes none of its bytes this long is ended (server.send_timeout_s). @default never */
   sendTimeoutMs?: number;
+  /**
+   * With intake threads: they compress whole answers for clients that accept it (server.compress_responses).
+   * Without, the app does (createApp's compressResponses).
+   */
+  compressResponses?: boolean;
   /** Told when an intake thread fails (it is replaced). */
   onError?: (err: Error) => void;
   /** Requests made on WebSockets (app.ts counts them): closing waits for them as for requests. */
@@ -61,6 +66,7 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
         maxBodyBytes: opts.maxBodyBytes ?? 64 * 2 ** 20,
         keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
         sendTimeoutMs: opts.sendTimeoutMs,
+        compressResponses: opts.compressResponses,
       },
       { onError: opts.onError ?? ((err) => console.error(err)), onStalledAnswer: opts.onStalledAnswer },
     );
