@@ -23,10 +23,12 @@ import {
   BatchDisk,
   createApp,
   type EndpointRoute,
+  type GrpcListening,
   jwtVerifier,
   type Listening,
   listen,
   listenForMetrics,
+  listenGrpc,
   type ModelControl,
   type Policy,
   QuietWork,
@@ -60,6 +62,8 @@ export type Gateway = {
   port: number;
   /** telemetry.metrics_port's, once bound (port 0 binds a free one). */
   metricsPort?: number;
+  /** server.grpc_port's, once bound. */
+  grpcPort?: number;
   telemetry: Telemetry;
   models: Map<
     string,
@@ -632,6 +636,18 @@ export async function startGateway(
     await batches.halt(); // (gives its folder up)
     throw cannotListen(err as NodeJS.ErrnoException, config.server);
   }
+  let grpc: GrpcListening | undefined;
+  const grpcPort = config.server.grpc_port;
+  if (grpcPort !== undefined) {
+    try {
+      grpc = await listenGrpc(app, { port: grpcPort, host: config.server.host, tls, maxBodyBytes: config.server.max_body_bytes });
+    } catch (err) {
+      await server.close(0);
+      await batches.halt();
+      throw new ConfigError(`server.grpc_port: port ${grpcPort} on ${config.server.host} cannot be used (${(err as Error).message})`);
+    }
+    log.info({ grpcPort: grpc.port }, `KServe v2 gRPC on port ${grpc.port} (server.grpc_port)`);
+  }
   let metrics: Awaited<ReturnType<typeof listenForMetrics>> | undefined;
   const metricsPort = config.telemetry.metrics_port;
   if (metricsPort !== undefined) {
@@ -639,6 +655,7 @@ export async function startGateway(
       metrics = await listenForMetrics(telemetry, config.server.host, metricsPort);
     } catch (err) {
       await server.close(0);
+      await grpc?.close(0);
       await batches.halt();
       const { code, message } = err as NodeJS.ErrnoException;
       throw new ConfigError(`telemetry.metrics_port: port ${metricsPort} on ${config.server.host} cannot be used (${code ?? message})`);
@@ -664,6 +681,7 @@ export async function startGateway(
     );
   } catch (err) {
     await server.close(0);
+    await grpc?.close(0);
     await Promise.all(all.map((m) => m.pool.stop()));
     await batches.halt();
     await metrics?.close();
@@ -744,6 +762,7 @@ export async function startGateway(
   const gateway: Gateway = {
     port: server.port,
     metricsPort: metrics?.port,
+    grpcPort: grpc?.port,
     telemetry,
     models,
     reload(next) {
@@ -763,7 +782,7 @@ export async function startGateway(
         }
         log.info('shutting down: finishing accepted requests');
         // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
-        await server.close(config.server.shutdown_timeout_s * 1000);
+        await Promise.all([server.close(config.server.shutdown_timeout_s * 1000), grpc?.close(config.server.shutdown_timeout_s * 1000)]);
         await batches.halt(); // lines in flight are answered and written down; with batch_dir the rest after a restart
         await reloads;
         const all = [...models.values()];

@@ -307,6 +307,12 @@ export const serverSchema = z
      */
     compress_responses: z.boolean().default(false),
     /**
+     * KServe v2's gRPC service on this port (Triton serves it on 8001): ServerLive, ServerReady, ModelReady,
+     * ServerMetadata, ModelMetadata, ModelInfer, answered as their HTTP requests are (auth from the call's
+     * metadata, TLS as server.tls). @default off
+     */
+    grpc_port: z.number().int().min(0).max(65535).optional(),
+    /**
      * Seconds between pings on each /v1/ws socket; one that has not answered the last ping by the next is
      * closed, and what it started is cancelled (a client that vanished without closing, a laptop asleep).
      * The pings also keep proxies from closing a quiet socket. 0: no pings. @default 30

@@ -1,0 +1,270 @@
+/**
+ * KServe v2's gRPC service (Triton's port 8001) beside HTTP: every call is answered by the same app, as the
+ * HTTP request it stands for — ModelInfer as a binary-extension POST .../infer — so authentication (gRPC
+ * metadata are its headers), rate limits, batching, validation, metrics and logs are the HTTP path's, and an
+ * HTTP error status becomes its gRPC code.
+ */
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import type { Hono } from 'hono';
+import type { IntakeRequest } from '../intake.js';
+import type { GatewayEnv } from '../types.js';
+
+export type GrpcOptions = {
+  port: number;
+  host: string;
+  /** PEM contents: TLS as on the HTTP port. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Largest request message (server.max_body_bytes; gRPC's own default is 4 MiB). */
+  maxBodyBytes: number;
+};
+
+export type GrpcListening = { port: number; close(timeoutMs: number): Promise<void> };
+
+type Parameter = { parameter_choice?: string; [choice: string]: unknown };
+type Parameters = Record<string, Parameter>;
+type Contents = Record<string, unknown[] | undefined>;
+type InputTensor = { name: string; datatype: string; shape: string[]; parameters: Parameters; contents?: Contents | null };
+type InferRequest = {
+  model_name: string;
+  model_version: string;
+  id: string;
+  parameters: Parameters;
+  inputs: InputTensor[];
+  outputs: { name: string; parameters: Parameters }[];
+  raw_input_contents: Buffer[];
+};
+type HeaderTensor = { name: string; datatype: string; shape: number[]; parameters?: Record<string, unknown>; data?: unknown[] };
+
+const proto = loadSync(fileURLToPath(new URL('./inference.proto', import.meta.url)), { keepCase: true, longs: String, oneofs: true, defaults: true });
+const service = (grpc.loadPackageDefinition(proto).inference as grpc.GrpcObject).GRPCInferenceService as grpc.ServiceClientConstructor;
+
+/** Where each datatype's typed values live in InferTensorContents (FP16 and BF16: raw contents only). */
+const CONTENTS: Record<string, string> = {
+  BOOL: 'bool_contents',
+  INT8: 'int_contents',
+  INT16: 'int_contents',
+  INT32: 'int_contents',
+  INT64: 'int64_contents',
+  UINT8: 'uint_contents',
+  UINT16: 'uint_contents',
+  UINT32: 'uint_contents',
+  UINT64: 'uint64_contents',
+  FP32: 'fp32_contents',
+  FP64: 'fp64_contents',
+  BYTES: 'bytes_contents',
+};
+
+/** HTTP statuses as gRPC codes (as Triton's and grpc-gateway's mappings have them). */
+function codeOf(status: number): grpc.status {
+  if (status === 401) return grpc.status.UNAUTHENTICATED;
+  if (status === 403) return grpc.status.PERMISSION_DENIED;
+  if (status === 404) return grpc.status.NOT_FOUND;
+  if (status === 409) return grpc.status.ALREADY_EXISTS;
+  if (status === 413 || status === 429) return grpc.status.RESOURCE_EXHAUSTED;
+  if (status === 499) return grpc.status.CANCELLED;
+  if (status === 501) return grpc.status.UNIMPLEMENTED;
+  if (status === 503) return grpc.status.UNAVAILABLE;
+  if (status === 504) return grpc.status.DEADLINE_EXCEEDED;
+  if (status >= 400 && status < 500) return grpc.status.INVALID_ARGUMENT;
+  return grpc.status.INTERNAL;
+}
+
+class CallError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const invalid = (message: string) => new CallError(grpc.status.INVALID_ARGUMENT, message);
+
+/** InferParameters as the JSON protocol's parameters (an int64 as a number). */
+function plainParameters(parameters: Parameters): Record<string, unknown> {
+  const plain: Record<string, unknown> = {};
+  for (const [key, p] of Object.entries(parameters ?? {})) {
+    const value = p.parameter_choice ? p[p.parameter_choice] : undefined;
+    plain[key] = p.parameter_choice === 'int64_param' || p.parameter_choice === 'uint64_param' ? Number(value) : value;
+  }
+  return plain;
+}
+
+function grpcParameters(plain: Record<string, unknown> | undefined): Record<string, object> {
+  const parameters: Record<string, object> = {};
+  for (const [key, value] of Object.entries(plain ?? {})) {
+    if (key === 'binary_data_size') continue;
+    if (typeof value === 'boolean') parameters[key] = { bool_param: value };
+    else if (Number.isInteger(value)) parameters[key] = { int64_param: String(value) };
+    else if (typeof value === 'number') parameters[key] = { double_param: value };
+    else parameters[key] = { string_param: typeof value === 'string' ? value : JSON.stringify(value) };
+  }
+  return parameters;
+}
+
+/** ModelInfer's request as the KServe binary-extension body: a JSON header, then each raw input's bytes. */
+export function binaryRequest(req: InferRequest): { body: Uint8Array; headerLength: number } {
+  const raw = req.raw_input_contents ?? [];
+  if (raw.length > 0 && raw.length !== req.inputs.length)
+    throw invalid(`raw_input_contents has ${raw.length} entries for ${req.inputs.length} inputs: give one per input, in order`);
+  const inputs = req.inputs.map((t, i): HeaderTensor => {
+    const tensor = { name: t.name, datatype: t.datatype, shape: t.shape.map(Number), parameters: plainParameters(t.parameters) };
+    if (raw.length > 0) {
+      if (t.contents && Object.values(t.contents).some((v) => v?.length)) throw invalid(`input ${t.name}: give raw_input_contents or contents, not both`);
+      return { ...tensor, parameters: { ...tensor.parameters, binary_data_size: raw[i].byteLength } };
+    }
+    if ('shared_memory_region' in tensor.parameters) return tensor;
+    const field = CONTENTS[t.datatype];
+    const values = field ? t.contents?.[field] : undefined;
+    if (!values?.length)
+      throw invalid(`input ${t.name} has no data: give raw_input_contents${field ? ` or contents.${field}` : ` (${t.datatype} has no typed contents)`}`);
+    const data =
+      t.datatype === 'BYTES'
+        ? values.map((b) => Buffer.from(b as Buffer).toString('utf8'))
+        : field.startsWith('int64') || field.startsWith('uint64')
+          ? values.map(Number)
+          : values;
+    return { ...tensor, data };
+  });
+  const header = {
+    ...(req.id && { id: req.id }),
+    parameters: { ...plainParameters(req.parameters), binary_data_output: true },
+    inputs,
+    ...(req.outputs?.length && {
+      outputs: req.outputs.map((o) => ({ name: o.name, parameters: { ...plainParameters(o.parameters), binary_data: true } })),
+    }),
+  };
+  const json = Buffer.from(JSON.stringify(header));
+  return { body: new Uint8Array(Buffer.concat([json, ...raw])), headerLength: json.byteLength };
+}
+
+/** The binary-extension answer as ModelInfer's response: each output's bytes in raw_output_contents. */
+export function inferResponse(answer: Buffer, headerLength: number) {
+  const header = JSON.parse(answer.subarray(0, headerLength).toString('utf8')) as {
+    model_name: string;
+    model_version?: string;
+    id?: string;
+    parameters?: Record<string, unknown>;
+    outputs: HeaderTensor[];
+  };
+  let offset = headerLength;
+  const raw: Buffer[] = [];
+  const outputs = header.outputs.map((o) => {
+    const size = o.parameters?.binary_data_size;
+    if (typeof size === 'number') {
+      raw.push(answer.subarray(offset, offset + size));
+      offset += size;
+    }
+    return { name: o.name, datatype: o.datatype, shape: o.shape.map(String), parameters: grpcParameters(o.parameters) };
+  });
+  return {
+    model_name: header.model_name,
+    model_version: header.model_version ?? '',
+    id: header.id ?? '',
+    parameters: grpcParameters(header.parameters),
+    outputs,
+    raw_output_contents: raw,
+  };
+}
+
+/** Serves KServe v2's gRPC calls on their own port, each through `app` as its HTTP request. */
+export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Promise<GrpcListening> {
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': opts.maxBodyBytes, 'grpc.max_send_message_length': -1 });
+
+  /** The call's HTTP request through the app: its metadata as headers, its cancellation as the client leaving. */
+  async function through(call: grpc.ServerUnaryCall<unknown, unknown>, path: string, body?: { bytes: Uint8Array; headers: Record<string, string> }) {
+    const headers = new Headers();
+    for (const [key, value] of Object.entries(call.metadata.getMap())) if (typeof value === 'string' && !key.startsWith('grpc-')) headers.set(key, value);
+    for (const [key, value] of Object.entries(body?.headers ?? {})) headers.set(key, value);
+    const controller = new AbortController();
+    call.once('cancelled', () => controller.abort()); // the client left, or its deadline passed
+    let read = false;
+    const intake: IntakeRequest = {
+      remoteAddress: call
+        .getPeer()
+        .replace(/^ipv[46]:|:\d+$/g, '')
+        .replace(/^\[|\]$/g, ''),
+      signal: controller.signal,
+      readBody: async (limit) => {
+        const bytes = body?.bytes ?? new Uint8Array(0);
+        if (read) throw new CallError(grpc.status.INTERNAL, 'the request body was read already');
+        read = true;
+        if (bytes.byteLength > limit)
+          throw new CallError(grpc.status.RESOURCE_EXHAUSTED, `the request is ${bytes.byteLength} bytes, over the limit of ${limit}`);
+        return bytes;
+      },
+    };
+    const init = body ? { method: 'POST', headers, body: body.bytes as Uint8Array<ArrayBuffer> } : { headers };
+    return app.request(`http://grpc${path}`, init, { intake });
+  }
+
+  /** A unary handler: `answer` turns the call into a reply, or throws a CallError. */
+  const unary =
+    <Req>(answer: (call: grpc.ServerUnaryCall<Req, unknown>) => Promise<object>): grpc.handleUnaryCall<Req, unknown> =>
+    (call, callback) => {
+      answer(call).then(
+        (reply) => callback(null, reply),
+        (err) => callback({ code: err instanceof CallError ? err.code : grpc.status.INTERNAL, details: (err as Error).message }),
+      );
+    };
+
+  /** The app's JSON answer, or its error as the gRPC code of its status. */
+  async function json(res: Response, okStatuses: number[] = [200]) {
+    const text = await res.text();
+    if (okStatuses.includes(res.status)) return JSON.parse(text);
+    const message = (() => {
+      try {
+        const body = JSON.parse(text);
+        return typeof body.error === 'string' ? body.error : (body.error?.message ?? text);
+      } catch {
+        return text || `HTTP ${res.status}`;
+      }
+    })();
+    throw new CallError(codeOf(res.status), message);
+  }
+
+  const model = (name: string, version: string) => `/v2/models/${encodeURIComponent(name)}${version ? `/versions/${encodeURIComponent(version)}` : ''}`;
+  server.addService(service.service, {
+    ServerLive: unary(async (call) => ({ live: (await through(call, '/v2/health/live')).status === 200 })),
+    ServerReady: unary(async (call) => ({ ready: (await through(call, '/v2/health/ready')).status === 200 })),
+    ModelReady: unary(async (call: grpc.ServerUnaryCall<{ name: string; version: string }, unknown>) => {
+      const res = await through(call, `${model(call.request.name, call.request.version)}/ready`);
+      return { ready: (await json(res, [200, 503])).ready === true };
+    }),
+    ServerMetadata: unary(async (call) => json(await through(call, '/v2'))),
+    ModelMetadata: unary(async (call: grpc.ServerUnaryCall<{ name: string; version: string }, unknown>) => {
+      const meta = await json(await through(call, model(call.request.name, call.request.version)));
+      const tensor = (t: HeaderTensor) => ({ name: t.name, datatype: t.datatype, shape: t.shape.map(String) });
+      return { ...meta, inputs: meta.inputs.map(tensor), outputs: meta.outputs.map(tensor) };
+    }),
+    ModelInfer: unary(async (call: grpc.ServerUnaryCall<InferRequest, unknown>) => {
+      const { body, headerLength } = binaryRequest(call.request);
+      const headers = { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) };
+      const res = await through(call, `${model(call.request.model_name, call.request.model_version)}/infer`, { bytes: body, headers });
+      if (res.status !== 200) await json(res, []);
+      const answerHeader = Number(res.headers.get('inference-header-content-length'));
+      return inferResponse(Buffer.from(await res.arrayBuffer()), answerHeader);
+    }),
+  });
+  const credentials = opts.tls
+    ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(opts.tls.cert), private_key: Buffer.from(opts.tls.key) }])
+    : grpc.ServerCredentials.createInsecure();
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, credentials, (err, bound) =>
+      err ? reject(err) : resolve(bound),
+    ),
+  );
+  return {
+    port,
+    close: (timeoutMs) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => server.forceShutdown(), timeoutMs).unref();
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }),
+  };
+}

@@ -1,0 +1,128 @@
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODELS, random, startTestGateway } from './helpers.js';
+
+// A real gRPC client (grpc-js) with the protocol's .proto, as tritonclient.grpc would call.
+const definition = loadSync(fileURLToPath(new URL('../src/gateway/grpc/inference.proto', import.meta.url)), {
+  keepCase: true,
+  longs: String,
+  oneofs: true,
+  defaults: true,
+});
+const Service = (grpc.loadPackageDefinition(definition).inference as grpc.GrpcObject).GRPCInferenceService as grpc.ServiceClientConstructor;
+const SECRET = 'a-long-enough-shared-secret';
+
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+let client: grpc.Client;
+beforeAll(async () => {
+  gw = await startTestGateway({
+    server: { grpc_port: 0, max_body_bytes: 8 * 2 ** 20 },
+    auth: { default: 'key', keys: [{ id: 'svc', secret: SECRET }] },
+    models: {
+      identity: { path: `${MODELS}identity.onnx`, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 20 }, scaling: { min_containers: 1 } },
+      slow: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: { max_batch_size: 1 }, scaling: { min_containers: 1 } },
+    },
+  });
+  client = new Service(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
+});
+afterAll(async () => {
+  client?.close();
+  await gw?.shutdown();
+});
+
+type Reply = Record<string, any>;
+const KEY = { 'infergate-key': 'svc', 'infergate-secret': SECRET }; // the HTTP headers, as metadata
+function rpc(method: string, request: object, metadata: Record<string, string> = KEY, options: grpc.CallOptions = {}): Promise<Reply> {
+  const meta = new grpc.Metadata();
+  for (const [k, v] of Object.entries(metadata)) meta.set(k, v);
+  type Method = (r: object, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: Reply) => void) => void;
+  return new Promise((resolve, reject) =>
+    (client as unknown as Record<string, Method>)[method](request, meta, options, (err, reply) => (err ? reject(err) : resolve(reply))),
+  );
+}
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => ({ code: -1, details: 'succeeded' }),
+    (e: grpc.ServiceError) => ({ code: e.code, details: e.details }),
+  );
+const fp32 = (values: number[]) => Buffer.from(new Float32Array(values).buffer);
+const floats = (raw: Buffer) => Array.from(new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)));
+
+describe('KServe v2 gRPC (server.grpc_port)', () => {
+  it('answers health and metadata as the HTTP routes do', async () => {
+    expect(await rpc('ServerLive', {}, {})).toEqual({ live: true });
+    expect(await rpc('ServerReady', {}, {})).toEqual({ ready: true });
+    expect(await rpc('ModelReady', { name: 'identity' })).toEqual({ ready: true });
+    const server = await rpc('ServerMetadata', {}, {});
+    expect(server.name).toBe('infergate');
+    expect(server.extensions).toContain('binary_tensor_data');
+    const meta = await rpc('ModelMetadata', { name: 'identity' });
+    expect(meta).toMatchObject({ name: 'identity', versions: ['1'], platform: 'onnxruntime_onnx' });
+    expect(meta.inputs[0]).toMatchObject({ name: 'x', datatype: 'FP32' });
+    expect(meta.inputs[0].shape.map(Number)).toEqual([-1, -1]);
+  });
+
+  it('infers with raw contents and typed contents, batched with other calls, each its own rows', async () => {
+    const rows = Array.from({ length: 6 }, (_, i) => random(5, i + 1).map(Math.fround));
+    const answers = await Promise.all(
+      rows.map((row, i) =>
+        rpc('ModelInfer', {
+          model_name: 'identity',
+          id: `call-${i}`,
+          inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 5], ...(i % 2 ? { contents: { fp32_contents: row } } : {}) }],
+          ...(i % 2 ? {} : { raw_input_contents: [fp32(row)] }),
+        }),
+      ),
+    );
+    answers.forEach((a, i) => {
+      expect(a).toMatchObject({ model_name: 'identity', id: `call-${i}` });
+      expect(a.outputs[0]).toMatchObject({ name: 'y', datatype: 'FP32' });
+      expect(a.outputs[0].shape.map(Number)).toEqual([1, 5]);
+      expect(floats(a.raw_output_contents[0])).toEqual(rows[i]);
+    });
+    const stats = await (await fetch(`${gw.url}/v2/models/identity/stats`, { headers: KEY })).json();
+    expect(stats.batches).toBeLessThan(stats.requests); // calls met in batches
+  });
+
+  it('maps what the HTTP path refuses to gRPC codes, and goes on serving', async () => {
+    const x = { name: 'x', datatype: 'FP32', shape: [1, 5] };
+    const cases: [Promise<unknown>, grpc.status, RegExp][] = [
+      [rpc('ModelInfer', { model_name: 'identity', inputs: [x], raw_input_contents: [fp32([1])] }, {}), grpc.status.UNAUTHENTICATED, /./],
+      [rpc('ModelInfer', { model_name: 'nope', inputs: [x], raw_input_contents: [fp32([1, 2, 3, 4, 5])] }), grpc.status.NOT_FOUND, /nope/],
+      [rpc('ModelInfer', { model_name: 'identity', inputs: [x], raw_input_contents: [fp32([1, 2])] }), grpc.status.INVALID_ARGUMENT, /bytes|size/i],
+      [
+        rpc('ModelInfer', { model_name: 'identity', inputs: [{ ...x, datatype: 'INT64' }], raw_input_contents: [Buffer.alloc(40)] }),
+        grpc.status.INVALID_ARGUMENT,
+        /FP32|INT64/,
+      ],
+      [rpc('ModelInfer', { model_name: 'identity', inputs: [x] }), grpc.status.INVALID_ARGUMENT, /no data/],
+      [
+        rpc('ModelInfer', { model_name: 'identity', inputs: [x, x], raw_input_contents: [fp32([1, 2, 3, 4, 5])] }),
+        grpc.status.INVALID_ARGUMENT,
+        /one per input/,
+      ],
+      [rpc('ModelInfer', { model_name: 'identity', inputs: [x], raw_input_contents: [Buffer.alloc(9 * 2 ** 20)] }), grpc.status.RESOURCE_EXHAUSTED, /./],
+      [rpc('ModelMetadata', { name: 'nope' }), grpc.status.NOT_FOUND, /nope/],
+    ];
+    for (const [call, code, details] of cases) {
+      const got = await failure(call);
+      expect(got.code, got.details).toBe(code);
+      expect(got.details).toMatch(details);
+    }
+    const ok = await rpc('ModelInfer', { model_name: 'identity', inputs: [x], raw_input_contents: [fp32([1, 2, 3, 4, 5])] });
+    expect(floats(ok.raw_output_contents[0])).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('gives up the work of a call past its deadline, as of an HTTP client that left', async () => {
+    const call = () => ({ model_name: 'slow', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 16] }], raw_input_contents: [fp32(random(16))] });
+    const stats = async () => (await (await fetch(`${gw.url}/v2/models/slow/stats`, { headers: KEY })).json()).shed.cancelled as number;
+    const before = await stats();
+    // One at a time on the slow model: the later calls' deadlines pass while they queue.
+    const got = await Promise.all(Array.from({ length: 16 }, () => failure(rpc('ModelInfer', call(), KEY, { deadline: Date.now() + 30 }))));
+    expect(got.filter((g) => g.code === grpc.status.DEADLINE_EXCEEDED).length, JSON.stringify(got)).toBeGreaterThan(2);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await stats()).toBeGreaterThan(before); // taken out of the queue, not run for no one
+  });
+});
