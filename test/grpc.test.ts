@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MODELS, random, startTestGateway } from './helpers.js';
+import { MODELS, random, selfSignedTls, startTestGateway } from './helpers.js';
 
 // A real gRPC client (grpc-js) with the protocol's .proto, as tritonclient.grpc would call.
 const definition = loadSync(fileURLToPath(new URL('../src/gateway/grpc/inference.proto', import.meta.url)), {
@@ -124,5 +124,26 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     expect(got.filter((g) => g.code === grpc.status.DEADLINE_EXCEEDED).length, JSON.stringify(got)).toBeGreaterThan(2);
     await new Promise((r) => setTimeout(r, 300));
     expect(await stats()).toBeGreaterThan(before); // taken out of the queue, not run for no one
+  });
+
+  it("serves over TLS with the HTTP port's certificate", async () => {
+    const tls = await selfSignedTls();
+    const secure = await startTestGateway({
+      server: { grpc_port: 0, tls: { cert: tls.cert, key: tls.key } },
+      models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu' } },
+    });
+    const tlsClient = new Service(`127.0.0.1:${secure.grpcPort}`, grpc.credentials.createSsl(Buffer.from(tls.ca)));
+    try {
+      const answer = await new Promise<Reply>((resolve, reject) =>
+        (tlsClient as unknown as Record<string, (r: object, cb: (e: Error | null, r: Reply) => void) => void>).ModelInfer(
+          { model_name: 'identity', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2] }], raw_input_contents: [fp32([3, 4])] },
+          (err, reply) => (err ? reject(err) : resolve(reply)),
+        ),
+      );
+      expect(floats(answer.raw_output_contents[0])).toEqual([3, 4]);
+    } finally {
+      tlsClient.close();
+      await secure.shutdown();
+    }
   });
 });
