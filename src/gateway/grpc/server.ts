@@ -10,6 +10,7 @@ import { loadSync } from '@grpc/proto-loader';
 import type { Hono } from 'hono';
 import type { IntakeRequest } from '../intake.js';
 import type { GatewayEnv } from '../types.js';
+import { wholeBody } from '../whole-body.js';
 
 export type GrpcOptions = {
   port: number;
@@ -196,8 +197,8 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
         return bytes;
       },
     };
-    const init = body ? { method: 'POST', headers, body: body.bytes as Uint8Array<ArrayBuffer> } : { headers };
-    return app.request(`http://grpc${path}`, init, { intake });
+    // The body goes through `intake` alone, as an intake thread's does: a web Request's body would be a stream to read.
+    return app.request(`http://grpc${path}`, { method: body ? 'POST' : 'GET', headers }, { intake });
   }
 
   /** A unary handler: `answer` turns the call into a reply, or throws a CallError. */
@@ -245,7 +246,9 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
       const res = await through(call, `${model(call.request.model_name, call.request.model_version)}/infer`, { bytes: body, headers });
       if (res.status !== 200) await json(res, []);
       const answerHeader = Number(res.headers.get('inference-header-content-length'));
-      return inferResponse(Buffer.from(await res.arrayBuffer()), answerHeader);
+      const whole = wholeBody(res); // (at hand, not read through a stream)
+      const bytes = whole instanceof Uint8Array ? Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength) : Buffer.from(await res.arrayBuffer());
+      return inferResponse(bytes, answerHeader);
     }),
   });
   const credentials = opts.tls
