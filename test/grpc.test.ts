@@ -23,6 +23,7 @@ beforeAll(async () => {
     models: {
       identity: { path: `${MODELS}identity.onnx`, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 20 }, scaling: { min_containers: 1 } },
       slow: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: { max_batch_size: 1 }, scaling: { min_containers: 1 } },
+      dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu' },
     },
   });
   client = new Service(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
@@ -84,6 +85,39 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     });
     const stats = await (await fetch(`${gw.url}/v2/models/identity/stats`, { headers: KEY })).json();
     expect(stats.batches).toBeLessThan(stats.requests); // calls met in batches
+  });
+
+  it('takes every datatype as raw contents, as tritonclient sends them, and answers each as raw contents', async () => {
+    const raw = {
+      fp32: Buffer.from(new Float32Array([1.5, -2, 0, 3]).buffer),
+      fp16: Buffer.from(new Uint16Array([0x3c00, 0xc000, 0, 0x3800]).buffer), // 1, -2, 0, 0.5
+      i64: Buffer.from(new BigInt64Array([2n ** 40n, -1n, 0n, 7n]).buffer),
+      i32: Buffer.from(new Int32Array([-5, 6, 0, 2 ** 30]).buffer),
+      u8: Buffer.from([0, 1, 100, 127]),
+      flag: Buffer.from([1, 0, 0, 1]),
+    };
+    const types = { fp32: 'FP32', fp16: 'FP16', i64: 'INT64', i32: 'INT32', u8: 'UINT8', flag: 'BOOL' };
+    const names = Object.keys(raw) as (keyof typeof raw)[];
+    const a = await rpc('ModelInfer', {
+      model_name: 'dtypes',
+      inputs: names.map((n) => ({ name: n, datatype: types[n], shape: [1, 4] })),
+      raw_input_contents: names.map((n) => raw[n]),
+    });
+    const out = (n: string) => {
+      const i = a.outputs.findIndex((o: { name: string }) => o.name === `${n}_out`);
+      expect(a.outputs[i].datatype).toBe(types[n as keyof typeof types]);
+      const b = a.raw_output_contents[i] as Buffer;
+      return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+    };
+    expect(Array.from(new Float32Array(out('fp32')))).toEqual([3, -4, 0, 6]);
+    expect(Array.from(new Uint16Array(out('fp16')))).toEqual([0x4000, 0xc400, 0, 0x3c00]); // 2, -4, 0, 1
+    expect(Array.from(new BigInt64Array(out('i64')))).toEqual([2n ** 41n, -2n, 0n, 14n]);
+    expect(Array.from(new Int32Array(out('i32')))).toEqual([-10, 12, 0, -(2 ** 31)]); // 2^31 wraps in int32
+    expect(Array.from(new Uint8Array(out('u8')))).toEqual([0, 2, 200, 254]);
+    expect(Array.from(new Uint8Array(out('flag')))).toEqual([0, 1, 1, 0]);
+    // FP16 has no typed contents in the protocol: said so.
+    const typed = await failure(rpc('ModelInfer', { model_name: 'dtypes', inputs: [{ name: 'fp16', datatype: 'FP16', shape: [1, 4] }] }));
+    expect(typed).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/FP16 has no typed contents/) });
   });
 
   it('maps what the HTTP path refuses to gRPC codes, and goes on serving', async () => {
