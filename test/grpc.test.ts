@@ -24,6 +24,7 @@ beforeAll(async () => {
       identity: { path: `${MODELS}identity.onnx`, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 20 }, scaling: { min_containers: 1 } },
       slow: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: { max_batch_size: 1 }, scaling: { min_containers: 1 } },
       dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu' },
+      'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
     },
   });
   client = new Service(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
@@ -118,6 +119,67 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     // FP16 has no typed contents in the protocol: said so.
     const typed = await failure(rpc('ModelInfer', { model_name: 'dtypes', inputs: [{ name: 'fp16', datatype: 'FP16', shape: [1, 4] }] }));
     expect(typed).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/FP16 has no typed contents/) });
+  });
+
+  it("streams a generative model's text on ModelStreamInfer as Triton's vLLM backend does, beside tensor requests and errors", async () => {
+    const bytes = (text: string) => {
+      const length = Buffer.alloc(4);
+      length.writeUInt32LE(Buffer.byteLength(text));
+      return Buffer.concat([length, Buffer.from(text)]);
+    };
+    const generative = (id: string, prompt: string) => ({
+      model_name: 'tiny-gpt',
+      id,
+      inputs: [
+        { name: 'text_input', datatype: 'BYTES', shape: [1] },
+        { name: 'stream', datatype: 'BOOL', shape: [1] },
+        { name: 'sampling_parameters', datatype: 'BYTES', shape: [1] },
+        { name: 'exclude_input_in_output', datatype: 'BOOL', shape: [1] },
+      ],
+      raw_input_contents: [bytes(prompt), Buffer.from([1]), bytes(JSON.stringify({ max_tokens: 12, temperature: 0 })), Buffer.from([1])],
+      parameters: { triton_enable_empty_final_response: { bool_param: true } },
+    });
+    const meta = new grpc.Metadata();
+    for (const [k, v] of Object.entries(KEY)) meta.set(k, v);
+    const stream = (client as unknown as { ModelStreamInfer(m: grpc.Metadata): grpc.ClientDuplexStream<object, Reply> }).ModelStreamInfer(meta);
+    const got: Reply[] = [];
+    const ended = new Promise((resolve, reject) =>
+      stream
+        .on('data', (r: Reply) => got.push(r))
+        .on('end', resolve)
+        .on('error', reject),
+    );
+    stream.write(generative('a', 'The capital of France'));
+    stream.write(generative('b', 'Once upon a time'));
+    stream.write({ model_name: 'identity', id: 't', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2] }], raw_input_contents: [fp32([7, 8])] });
+    stream.write({ ...generative('z', 'x'), model_name: 'nope' });
+    stream.end();
+    await ended;
+    const text = (id: string) =>
+      got
+        .filter((r) => r.infer_response?.id === id && r.infer_response.raw_output_contents.length)
+        .map((r) => {
+          const raw = r.infer_response.raw_output_contents[0] as Buffer;
+          return raw.subarray(4, 4 + raw.readUInt32LE(0)).toString();
+        })
+        .join('');
+    // The same text as the generate extension answers over HTTP, in more than one response.
+    for (const [id, prompt] of [
+      ['a', 'The capital of France'],
+      ['b', 'Once upon a time'],
+    ]) {
+      const http = await fetch(`${gw.url}/v2/models/tiny-gpt/generate`, {
+        method: 'POST',
+        headers: KEY,
+        body: JSON.stringify({ text_input: prompt, parameters: { max_tokens: 12, temperature: 0 }, exclude_input_in_output: true }),
+      });
+      expect(text(id)).toBe((await http.json()).text_output);
+      expect(got.filter((r) => r.infer_response?.id === id).length).toBeGreaterThan(2);
+      const last = got.filter((r) => r.infer_response?.id === id).at(-1);
+      expect(last?.infer_response.parameters.triton_final_response).toMatchObject({ bool_param: true }); // then nothing more for it
+    }
+    expect(floats(got.find((r) => r.infer_response?.id === 't')?.infer_response.raw_output_contents[0])).toEqual([7, 8]);
+    expect(got.filter((r) => r.error_message).map((r) => r.error_message)).toEqual([expect.stringMatching(/nope/)]);
   });
 
   it('maps what the HTTP path refuses to gRPC codes, and goes on serving', async () => {

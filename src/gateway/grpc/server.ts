@@ -36,6 +36,8 @@ type InferRequest = {
   outputs: { name: string; parameters: Parameters }[];
   raw_input_contents: Buffer[];
 };
+/** What every kind of server call has: metadata, peer, cancellation. */
+type SurfaceCall = { metadata: grpc.Metadata; getPeer(): string; once(event: 'cancelled', listener: () => void): unknown };
 type HeaderTensor = { name: string; datatype: string; shape: number[]; parameters?: Record<string, unknown>; data?: unknown[] };
 
 const proto = loadSync(fileURLToPath(new URL('./inference.proto', import.meta.url)), { keepCase: true, longs: String, oneofs: true, defaults: true });
@@ -141,6 +143,44 @@ export function binaryRequest(req: InferRequest): { body: Uint8Array; headerLeng
   return { body: new Uint8Array(Buffer.concat([json, ...raw])), headerLength: json.byteLength };
 }
 
+/**
+ * A generative request's fields for the generate extension: `text_input` (BYTES, raw or typed), the other
+ * inputs as settings (scalars: `max_tokens`, `exclude_input_in_output`, …; vLLM's `sampling_parameters`, a JSON
+ * string, spread), and the request's parameters.
+ */
+export function generateFields(req: InferRequest): Record<string, unknown> {
+  const raw = req.raw_input_contents ?? [];
+  const fields: Record<string, unknown> = { ...(req.id && { id: req.id }), parameters: plainParameters(req.parameters) };
+  req.inputs.forEach((t, i) => {
+    const values = raw.length ? rawValues(t, raw[i]) : (t.contents?.[CONTENTS[t.datatype]] ?? []);
+    const value = t.datatype === 'BYTES' ? Buffer.from(values[0] as Buffer).toString('utf8') : t.datatype.includes('INT64') ? Number(values[0]) : values[0];
+    if (value === undefined) throw invalid(`input ${t.name} has no data`);
+    if (t.name === 'sampling_parameters' && typeof value === 'string') {
+      try {
+        Object.assign(fields.parameters as object, JSON.parse(value));
+      } catch {
+        throw invalid('sampling_parameters must be a JSON object (a string)');
+      }
+    } else if (t.name !== 'stream') fields[t.name] = value;
+  });
+  return fields;
+}
+
+/** A raw input's first element: a BYTES element (after its 4-byte length), a BOOL, or a number of its type. */
+function rawValues(t: InputTensor, raw: Buffer): unknown[] {
+  if (t.datatype === 'BYTES') return raw.byteLength >= 4 ? [raw.subarray(4, 4 + raw.readUInt32LE(0))] : [];
+  const read: Record<string, (at: number) => unknown> = {
+    BOOL: (at) => raw[at] !== 0,
+    INT32: (at) => raw.readInt32LE(at),
+    INT64: (at) => raw.readBigInt64LE(at),
+    UINT32: (at) => raw.readUInt32LE(at),
+    FP32: (at) => raw.readFloatLE(at),
+    FP64: (at) => raw.readDoubleLE(at),
+  };
+  if (!read[t.datatype]) throw invalid(`input ${t.name}: ${t.datatype} is not taken by a generative model (BYTES, BOOL, INT32/64, UINT32, FP32/64)`);
+  return raw.byteLength ? [read[t.datatype](0)] : [];
+}
+
 /** The binary-extension answer as ModelInfer's response: each output's bytes in raw_output_contents. */
 export function inferResponse(answer: Buffer, headerLength: number) {
   const header = JSON.parse(answer.subarray(0, headerLength).toString('utf8')) as {
@@ -175,19 +215,17 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
   const server = new grpc.Server({ 'grpc.max_receive_message_length': opts.maxBodyBytes, 'grpc.max_send_message_length': -1 });
 
   /** The call's HTTP request through the app: its metadata as headers, its cancellation as the client leaving. */
-  async function through(call: grpc.ServerUnaryCall<unknown, unknown>, path: string, body?: { bytes: Uint8Array; headers: Record<string, string> }) {
+  async function through(call: SurfaceCall, path: string, body?: { bytes: Uint8Array; headers: Record<string, string> }, signal = cancellation(call)) {
     const headers = new Headers();
     for (const [key, value] of Object.entries(call.metadata.getMap())) if (typeof value === 'string' && !key.startsWith('grpc-')) headers.set(key, value);
     for (const [key, value] of Object.entries(body?.headers ?? {})) headers.set(key, value);
-    const controller = new AbortController();
-    call.once('cancelled', () => controller.abort()); // the client left, or its deadline passed
     let read = false;
     const intake: IntakeRequest = {
       remoteAddress: call
         .getPeer()
         .replace(/^ipv[46]:|:\d+$/g, '')
         .replace(/^\[|\]$/g, ''),
-      signal: controller.signal,
+      signal,
       readBody: async (limit) => {
         const bytes = body?.bytes ?? new Uint8Array(0);
         if (read) throw new CallError(grpc.status.INTERNAL, 'the request body was read already');
@@ -199,6 +237,13 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
     };
     // The body goes through `intake` alone, as an intake thread's does: a web Request's body would be a stream to read.
     return app.request(`http://grpc${path}`, { method: body ? 'POST' : 'GET', headers }, { intake });
+  }
+
+  /** Aborts when the call is cancelled: its client left, or its deadline passed. (A stream's requests share one.) */
+  function cancellation(call: SurfaceCall): AbortSignal {
+    const controller = new AbortController();
+    call.once('cancelled', () => controller.abort());
+    return controller.signal;
   }
 
   /** A unary handler: `answer` turns the call into a reply, or throws a CallError. */
@@ -240,17 +285,103 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
       const tensor = (t: HeaderTensor) => ({ name: t.name, datatype: t.datatype, shape: t.shape.map(String) });
       return { ...meta, inputs: meta.inputs.map(tensor), outputs: meta.outputs.map(tensor) };
     }),
-    ModelInfer: unary(async (call: grpc.ServerUnaryCall<InferRequest, unknown>) => {
-      const { body, headerLength } = binaryRequest(call.request);
-      const headers = { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) };
-      const res = await through(call, `${model(call.request.model_name, call.request.model_version)}/infer`, { bytes: body, headers });
-      if (res.status !== 200) await json(res, []);
-      const answerHeader = Number(res.headers.get('inference-header-content-length'));
-      const whole = wholeBody(res); // (at hand, not read through a stream)
-      const bytes = whole instanceof Uint8Array ? Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength) : Buffer.from(await res.arrayBuffer());
-      return inferResponse(bytes, answerHeader);
-    }),
+    ModelInfer: unary(async (call: grpc.ServerUnaryCall<InferRequest, unknown>) => infer(call, call.request)),
+    ModelStreamInfer: streamInfer,
   });
+
+  async function infer(call: SurfaceCall, req: InferRequest, signal?: AbortSignal) {
+    const { body, headerLength } = binaryRequest(req);
+    const headers = { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) };
+    const res = await through(call, `${model(req.model_name, req.model_version)}/infer`, { bytes: body, headers }, signal);
+    if (res.status !== 200) await json(res, []);
+    const answerHeader = Number(res.headers.get('inference-header-content-length'));
+    const whole = wholeBody(res); // (at hand, not read through a stream)
+    const bytes = whole instanceof Uint8Array ? Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength) : Buffer.from(await res.arrayBuffer());
+    return inferResponse(bytes, answerHeader);
+  }
+
+  /**
+   * Triton's ModelStreamInfer: each request on the stream is answered on it, those of a generative model (a
+   * `text_input`, as Triton's vLLM and TensorRT-LLM backends take) with a response per piece of text, through
+   * the generate extension's stream; others with one response, as ModelInfer. A failed request is an
+   * `error_message`, and the stream goes on. `triton_enable_empty_final_response` asks for a last, empty
+   * response marked `triton_final_response`, as Triton's decoupled models send.
+   */
+  function streamInfer(call: grpc.ServerDuplexStream<InferRequest, object>) {
+    const pending = new Set<Promise<void>>();
+    const signal = cancellation(call);
+    let ended = false;
+    const send = (message: object) => {
+      if (!call.cancelled && !call.destroyed) call.write(message);
+    };
+    const answer = async (req: InferRequest) => {
+      const final = plainParameters(req.parameters).triton_enable_empty_final_response === true;
+      try {
+        if (req.inputs.some((t) => t.name === 'text_input')) await generateStream(call, req, signal, (r) => send({ infer_response: r }));
+        else send({ infer_response: await infer(call, req, signal) });
+        if (final)
+          send({ infer_response: { model_name: req.model_name, id: req.id, outputs: [], parameters: { triton_final_response: { bool_param: true } } } });
+      } catch (err) {
+        send({ error_message: (err as Error).message });
+      }
+    };
+    call.on('data', (req: InferRequest) => {
+      const done = answer(req).finally(() => {
+        pending.delete(done);
+        if (ended && pending.size === 0) call.end();
+      });
+      pending.add(done);
+    });
+    call.on('end', () => {
+      ended = true;
+      if (pending.size === 0) call.end();
+    });
+  }
+
+  /** A generative model's request as a generate_stream POST: each event's text_output as a response. */
+  async function generateStream(call: SurfaceCall, req: InferRequest, signal: AbortSignal, respond: (r: object) => void) {
+    const fields = generateFields(req);
+    const res = await through(
+      call,
+      `${model(req.model_name, req.model_version)}/generate_stream`,
+      {
+        bytes: Buffer.from(JSON.stringify(fields)),
+        headers: { 'content-type': 'application/json' },
+      },
+      signal,
+    );
+    if (res.status !== 200) await json(res, []);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let buffered = '';
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      for (let end = buffered.indexOf('\n\n'); end >= 0; end = buffered.indexOf('\n\n')) {
+        const data = buffered
+          .slice(0, end)
+          .split('\n')
+          .filter((line) => line.startsWith('data:'))
+          .map((line) => line.slice(5).trimStart())
+          .join('\n');
+        buffered = buffered.slice(end + 2);
+        if (!data) continue;
+        const event = JSON.parse(data) as { text_output?: string; error?: string; model_name: string; model_version: string };
+        if (event.error !== undefined) throw new CallError(grpc.status.INTERNAL, event.error);
+        const text = Buffer.from(event.text_output ?? '');
+        const length = Buffer.alloc(4);
+        length.writeUInt32LE(text.byteLength);
+        respond({
+          model_name: event.model_name,
+          model_version: event.model_version,
+          id: req.id,
+          outputs: [{ name: 'text_output', datatype: 'BYTES', shape: ['1'] }],
+          raw_output_contents: [Buffer.concat([length, text])],
+        });
+      }
+    }
+  }
   const credentials = opts.tls
     ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(opts.tls.cert), private_key: Buffer.from(opts.tls.key) }])
     : grpc.ServerCredentials.createInsecure();
