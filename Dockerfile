@@ -5,6 +5,7 @@
 #   docker build -t infergate .
 #   docker run --gpus all --shm-size=2g -p 8080:8080 infergate         # the demo config
 #   docker run --gpus all --shm-size=2g -p 8080:8080 -v $PWD/my.yaml:/config.yaml infergate -c /config.yaml
+#   (with server.grpc_port: 8001 in my.yaml, add -p 8001:8001 for KServe v2 gRPC)
 
 FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 AS node
 ARG NODE_VERSION=22.23.3
@@ -49,7 +50,8 @@ COPY examples ./examples
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin infergate
 USER infergate
 ENV PORT=8080 NODE_ENV=production
-EXPOSE 8080
+# 8001: KServe v2 gRPC, served only with server.grpc_port: 8001 in the config (Triton's port).
+EXPOSE 8080 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD curl -fsS "http://127.0.0.1:${PORT}/v2/health/ready" > /dev/null || exit 1
 # Replicas receive image batches through /dev/shm: run with --shm-size=2g (Docker's default is 64 MB) or --ipc=host.
