@@ -66,6 +66,35 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     expect(meta.inputs[0].shape.map(Number)).toEqual([-1, -1]);
   });
 
+  it("answers gRPC's standard health check (Kubernetes' grpc probes): SERVING while ready, NOT_SERVING once shutting down", async () => {
+    const draining = await startTestGateway({
+      server: { grpc_port: 0, shutdown_delay_s: 2 },
+      models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu' } },
+    });
+    const healthDef = loadSync(fileURLToPath(new URL('../src/gateway/grpc/health.proto', import.meta.url)), { keepCase: true, enums: String });
+    const Health = ((grpc.loadPackageDefinition(healthDef).grpc as grpc.GrpcObject).health as grpc.GrpcObject).v1 as grpc.GrpcObject;
+    const probe = new (Health.Health as grpc.ServiceClientConstructor)(`127.0.0.1:${draining.grpcPort}`, grpc.credentials.createInsecure());
+    const check = (service: string) =>
+      new Promise<{ status?: string; code?: number }>((resolve) =>
+        (probe as unknown as { Check: (r: object, cb: (e: grpc.ServiceError | null, r: { status: string }) => void) => void }).Check(
+          { service },
+          (err, reply) => resolve(err ? { code: err.code } : reply),
+        ),
+      );
+    try {
+      expect(await check('')).toEqual({ status: 'SERVING' });
+      expect(await check('inference.GRPCInferenceService')).toEqual({ status: 'SERVING' });
+      expect(await check('nope')).toEqual({ code: grpc.status.NOT_FOUND });
+      const stopped = draining.shutdown();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await check('')).toEqual({ status: 'NOT_SERVING' }); // a probe takes it out while it drains
+      await stopped;
+    } finally {
+      probe.close();
+      await draining.shutdown();
+    }
+  });
+
   it('infers with raw contents and typed contents, batched with other calls, each its own rows', async () => {
     const rows = Array.from({ length: 6 }, (_, i) => random(5, i + 1).map(Math.fround));
     const answers = await Promise.all(

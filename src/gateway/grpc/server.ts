@@ -40,8 +40,11 @@ type InferRequest = {
 type SurfaceCall = { metadata: grpc.Metadata; getPeer(): string; once(event: 'cancelled', listener: () => void): unknown };
 type HeaderTensor = { name: string; datatype: string; shape: number[]; parameters?: Record<string, unknown>; data?: unknown[] };
 
-const proto = loadSync(fileURLToPath(new URL('./inference.proto', import.meta.url)), { keepCase: true, longs: String, oneofs: true, defaults: true });
+const protoOptions = { keepCase: true, longs: String, oneofs: true, defaults: true };
+const proto = loadSync(fileURLToPath(new URL('./inference.proto', import.meta.url)), protoOptions);
 const service = (grpc.loadPackageDefinition(proto).inference as grpc.GrpcObject).GRPCInferenceService as grpc.ServiceClientConstructor;
+const healthProto = loadSync(fileURLToPath(new URL('./health.proto', import.meta.url)), { ...protoOptions, enums: String });
+const health = ((grpc.loadPackageDefinition(healthProto).grpc as grpc.GrpcObject).health as grpc.GrpcObject).v1 as grpc.GrpcObject;
 
 /** Where each datatype's typed values live in InferTensorContents (FP16 and BF16: raw contents only). */
 const CONTENTS: Record<string, string> = {
@@ -287,6 +290,18 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
     }),
     ModelInfer: unary(async (call: grpc.ServerUnaryCall<InferRequest, unknown>) => infer(call, call.request)),
     ModelStreamInfer: streamInfer,
+  });
+  // gRPC's standard health check (Kubernetes' grpc probes): SERVING while /v2/health/ready says ready.
+  server.addService((health.Health as grpc.ServiceClientConstructor).service, {
+    Check: unary(async (call: grpc.ServerUnaryCall<{ service: string }, unknown>) => {
+      const known = ['', 'inference.GRPCInferenceService'];
+      if (!known.includes(call.request.service))
+        throw new CallError(
+          grpc.status.NOT_FOUND,
+          `unknown service ${JSON.stringify(call.request.service)} (${known.map((s) => JSON.stringify(s)).join(', ')})`,
+        );
+      return { status: (await through(call, '/v2/health/ready')).status === 200 ? 'SERVING' : 'NOT_SERVING' };
+    }),
   });
 
   async function infer(call: SurfaceCall, req: InferRequest, signal?: AbortSignal) {
