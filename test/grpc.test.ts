@@ -8,6 +8,7 @@ import { MODELS, random, selfSignedTls, startTestGateway } from './helpers.js';
 const definition = loadSync(fileURLToPath(new URL('../src/gateway/grpc/inference.proto', import.meta.url)), {
   keepCase: true,
   longs: String,
+  enums: String,
   oneofs: true,
   defaults: true,
 });
@@ -60,6 +61,14 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     const server = await rpc('ServerMetadata', {}, {});
     expect(server.name).toBe('infergate');
     expect(server.extensions).toContain('binary_tensor_data');
+    // Triton's model configuration (what perf_analyzer reads), as GET .../config answers it.
+    const { config } = await rpc('ModelConfig', { name: 'identity' });
+    const http = await (await fetch(`${gw.url}/v2/models/identity/config`, { headers: KEY })).json();
+    expect(config).toMatchObject({ name: 'identity', platform: 'onnxruntime_onnx', backend: 'onnxruntime', max_batch_size: 8 });
+    expect(config.input).toEqual([{ name: 'x', data_type: 'TYPE_FP32', dims: ['-1'] }]);
+    expect(config.dynamic_batching.max_queue_delay_microseconds).toBe(String(http.dynamic_batching.max_queue_delay_microseconds));
+    expect(config.instance_group[0]).toMatchObject({ kind: 'KIND_CPU', count: http.instance_group[0].count });
+    expect(config.parameters.device).toEqual({ string_value: 'cpu' });
     const meta = await rpc('ModelMetadata', { name: 'identity' });
     expect(meta).toMatchObject({ name: 'identity', versions: ['1'], platform: 'onnxruntime_onnx' });
     expect(meta.inputs[0]).toMatchObject({ name: 'x', datatype: 'FP32' });

@@ -288,6 +288,17 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
       const tensor = (t: HeaderTensor) => ({ name: t.name, datatype: t.datatype, shape: t.shape.map(String) });
       return { ...meta, inputs: meta.inputs.map(tensor), outputs: meta.outputs.map(tensor) };
     }),
+    ModelConfig: unary(async (call: grpc.ServerUnaryCall<{ name: string; version: string }, unknown>) => {
+      const config = await json(await through(call, `${model(call.request.name, call.request.version)}/config`));
+      // Triton's JSON config is its protobuf's JSON form, but for parameters (here plain values; there {string_value}).
+      const parameters = Object.fromEntries(
+        Object.entries((config.parameters ?? {}) as Record<string, unknown>).map(([k, v]) => [
+          k,
+          { string_value: typeof v === 'string' ? v : JSON.stringify(v) },
+        ]),
+      );
+      return { config: { ...config, parameters } };
+    }),
     ModelInfer: unary(async (call: grpc.ServerUnaryCall<InferRequest, unknown>) => infer(call, call.request)),
     ModelStreamInfer: streamInfer,
   });
