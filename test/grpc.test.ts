@@ -124,6 +124,15 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     });
     const stats = await (await fetch(`${gw.url}/v2/models/identity/stats`, { headers: KEY })).json();
     expect(stats.batches).toBeLessThan(stats.requests); // calls met in batches
+    // Triton's statistics over gRPC, as /v2/models/stats has them.
+    const { model_stats } = await rpc('ModelStatistics', { name: 'identity' });
+    const triton = (await (await fetch(`${gw.url}/v2/models/stats`, { headers: KEY })).json()).model_stats.find((m: { name: string }) => m.name === 'identity');
+    expect(model_stats).toHaveLength(1);
+    expect(Number(model_stats[0].inference_count)).toBe(triton.inference_count);
+    expect(Number(model_stats[0].execution_count)).toBe(triton.execution_count);
+    expect(Number(model_stats[0].inference_stats.success.count)).toBeGreaterThanOrEqual(6);
+    expect(model_stats[0].batch_stats.length).toBeGreaterThan(0);
+    expect((await failure(rpc('ModelStatistics', { name: 'nope' }))).code).toBe(grpc.status.NOT_FOUND);
   });
 
   it('takes every datatype as raw contents, as tritonclient sends them, and answers each as raw contents', async () => {
