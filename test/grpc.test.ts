@@ -200,6 +200,7 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     stream.write(generative('b', 'Once upon a time'));
     stream.write({ model_name: 'identity', id: 't', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2] }], raw_input_contents: [fp32([7, 8])] });
     stream.write({ ...generative('z', 'x'), model_name: 'nope' });
+    stream.write({ ...generative('y', 'x'), raw_input_contents: [Buffer.from([9, 0]), Buffer.from([1]), bytes('{}'), Buffer.from([1])] }); // a torn BYTES element
     stream.end();
     await ended;
     const text = (id: string) =>
@@ -226,7 +227,11 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
       expect(last?.infer_response.parameters.triton_final_response).toMatchObject({ bool_param: true }); // then nothing more for it
     }
     expect(floats(got.find((r) => r.infer_response?.id === 't')?.infer_response.raw_output_contents[0])).toEqual([7, 8]);
-    expect(got.filter((r) => r.error_message).map((r) => r.error_message)).toEqual([expect.stringMatching(/nope/)]);
+    const errors = got.filter((r) => r.error_message).map((r) => r.error_message);
+    expect(errors).toHaveLength(2); // in whichever order they failed
+    expect(errors).toEqual(
+      expect.arrayContaining([expect.stringMatching(/nope/), expect.stringMatching(/text_input: a BYTES element is a 4-byte little-endian length/)]),
+    );
   });
 
   it('maps what the HTTP path refuses to gRPC codes, and goes on serving', async () => {
@@ -248,6 +253,7 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
       ],
       [rpc('ModelInfer', { model_name: 'identity', inputs: [x], raw_input_contents: [Buffer.alloc(9 * 2 ** 20)] }), grpc.status.RESOURCE_EXHAUSTED, /./],
       [rpc('ModelMetadata', { name: 'nope' }), grpc.status.NOT_FOUND, /nope/],
+      [rpc('ModelInfer', { inputs: [x], raw_input_contents: [fp32([1, 2, 3, 4, 5])] }), grpc.status.INVALID_ARGUMENT, /model_name is required/],
     ];
     for (const [call, code, details] of cases) {
       const got = await failure(call);

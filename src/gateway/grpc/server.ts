@@ -156,8 +156,8 @@ export function generateFields(req: InferRequest): Record<string, unknown> {
   const fields: Record<string, unknown> = { ...(req.id && { id: req.id }), parameters: plainParameters(req.parameters) };
   req.inputs.forEach((t, i) => {
     const values = raw.length ? rawValues(t, raw[i]) : (t.contents?.[CONTENTS[t.datatype]] ?? []);
+    if (values[0] === undefined) throw invalid(`input ${t.name} has no data`);
     const value = t.datatype === 'BYTES' ? Buffer.from(values[0] as Buffer).toString('utf8') : t.datatype.includes('INT64') ? Number(values[0]) : values[0];
-    if (value === undefined) throw invalid(`input ${t.name} has no data`);
     if (t.name === 'sampling_parameters' && typeof value === 'string') {
       try {
         Object.assign(fields.parameters as object, JSON.parse(value));
@@ -171,7 +171,12 @@ export function generateFields(req: InferRequest): Record<string, unknown> {
 
 /** A raw input's first element: a BYTES element (after its 4-byte length), a BOOL, or a number of its type. */
 function rawValues(t: InputTensor, raw: Buffer): unknown[] {
-  if (t.datatype === 'BYTES') return raw.byteLength >= 4 ? [raw.subarray(4, 4 + raw.readUInt32LE(0))] : [];
+  if (t.datatype === 'BYTES') {
+    if (raw.byteLength === 0) return [];
+    const length = raw.byteLength >= 4 ? raw.readUInt32LE(0) : Number.NaN;
+    if (!(4 + length <= raw.byteLength)) throw invalid(`input ${t.name}: a BYTES element is a 4-byte little-endian length, then that many bytes`);
+    return [raw.subarray(4, 4 + length)];
+  }
   const read: Record<string, (at: number) => unknown> = {
     BOOL: (at) => raw[at] !== 0,
     INT32: (at) => raw.readInt32LE(at),
@@ -323,6 +328,7 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
   });
 
   async function infer(call: SurfaceCall, req: InferRequest, signal?: AbortSignal) {
+    if (!req.model_name) throw invalid('model_name is required');
     const { body, headerLength } = binaryRequest(req);
     const headers = { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) };
     const res = await through(call, `${model(req.model_name, req.model_version)}/infer`, { bytes: body, headers }, signal);
@@ -373,6 +379,7 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
 
   /** A generative model's request as a generate_stream POST: each event's text_output as a response. */
   async function generateStream(call: SurfaceCall, req: InferRequest, signal: AbortSignal, respond: (r: object) => void) {
+    if (!req.model_name) throw invalid('model_name is required');
     const fields = generateFields(req);
     const res = await through(
       call,
