@@ -636,30 +636,31 @@ export async function startGateway(
     await batches.halt(); // (gives its folder up)
     throw cannotListen(err as NodeJS.ErrnoException, config.server);
   }
+  const listening = server; // (a const the closure below can use)
   let grpc: GrpcListening | undefined;
+  /** A port of its own (gRPC, metrics): one that cannot be bound closes what is open and is a config error. */
+  const bindExtra = async <T>(setting: string, port: number, bind: () => Promise<T>): Promise<T> => {
+    try {
+      return await bind();
+    } catch (err) {
+      await listening.close(0);
+      await grpc?.close(0);
+      await batches.halt();
+      const { code, message } = err as NodeJS.ErrnoException;
+      throw new ConfigError(`${setting}: port ${port} on ${config.server.host} cannot be used (${code ?? message})`);
+    }
+  };
   const grpcPort = config.server.grpc_port;
   if (grpcPort !== undefined) {
-    try {
-      grpc = await listenGrpc(app, { port: grpcPort, host: config.server.host, tls, maxBodyBytes: config.server.max_body_bytes });
-    } catch (err) {
-      await server.close(0);
-      await batches.halt();
-      throw new ConfigError(`server.grpc_port: port ${grpcPort} on ${config.server.host} cannot be used (${(err as Error).message})`);
-    }
+    grpc = await bindExtra('server.grpc_port', grpcPort, () =>
+      listenGrpc(app, { port: grpcPort, host: config.server.host, tls, maxBodyBytes: config.server.max_body_bytes }),
+    );
     log.info({ grpcPort: grpc.port }, `KServe v2 gRPC on port ${grpc.port} (server.grpc_port)`);
   }
   let metrics: Awaited<ReturnType<typeof listenForMetrics>> | undefined;
   const metricsPort = config.telemetry.metrics_port;
   if (metricsPort !== undefined) {
-    try {
-      metrics = await listenForMetrics(telemetry, config.server.host, metricsPort);
-    } catch (err) {
-      await server.close(0);
-      await grpc?.close(0);
-      await batches.halt();
-      const { code, message } = err as NodeJS.ErrnoException;
-      throw new ConfigError(`telemetry.metrics_port: port ${metricsPort} on ${config.server.host} cannot be used (${code ?? message})`);
-    }
+    metrics = await bindExtra('telemetry.metrics_port', metricsPort, () => listenForMetrics(telemetry, config.server.host, metricsPort));
     log.info({ metricsPort: metrics.port }, `metrics on port ${metrics.port} (telemetry.metrics_port)`);
   }
   const scheme = tls ? (tls.http2 ? 'https (HTTP/2 + HTTP/1.1)' : 'https') : 'http';

@@ -65,8 +65,9 @@ export async function compressWhole(
   if (!vary) headers.set('vary', 'Accept-Encoding');
   else if (vary !== '*' && !/(^|,)\s*accept-encoding\s*(,|$)/i.test(vary)) headers.set('vary', `${vary}, Accept-Encoding`);
   const encoding = chooseEncoding(acceptEncoding);
+  if (!encoding) return body;
   const bytes = typeof body === 'string' ? Buffer.from(body) : body;
-  if (!encoding || bytes.byteLength < COMPRESS_MIN_BYTES) return body;
+  if (bytes.byteLength < COMPRESS_MIN_BYTES) return body;
   const packed = await encode(encoding, bytes);
   headers.set('content-encoding', encoding);
   headers.set('content-length', String(packed.byteLength));

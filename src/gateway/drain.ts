@@ -151,9 +151,11 @@ export function drainable(server: RequestServer, { upgraded = 'destroy', work }:
   let onIdle: (() => void) | undefined;
   server.on('request', (_req: unknown, res: Answer) => {
     active++;
-    if (leaving && res.stream)
-      res.stream.session?.close(); // GOAWAY: HTTP/2 has no Connection header
-    else if (leaving) res.setHeader?.('Connection', 'close');
+    if (leaving) {
+      if (res.stream)
+        res.stream.session?.close(); // GOAWAY: HTTP/2 has no Connection header
+      else res.setHeader?.('Connection', 'close');
+    }
     res.once('close', () => {
       if (--active === 0) onIdle?.();
     });

@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import type { Hono } from 'hono';
 import type { IntakeRequest } from '../intake.js';
+import { bytesElements } from '../kserve/classification.js';
 import type { GatewayEnv } from '../types.js';
 import { wholeBody } from '../whole-body.js';
 
@@ -177,17 +178,20 @@ function rawValues(t: InputTensor, raw: Buffer): unknown[] {
     if (!(4 + length <= raw.byteLength)) throw invalid(`input ${t.name}: a BYTES element is a 4-byte little-endian length, then that many bytes`);
     return [raw.subarray(4, 4 + length)];
   }
-  const read: Record<string, (at: number) => unknown> = {
-    BOOL: (at) => raw[at] !== 0,
-    INT32: (at) => raw.readInt32LE(at),
-    INT64: (at) => raw.readBigInt64LE(at),
-    UINT32: (at) => raw.readUInt32LE(at),
-    FP32: (at) => raw.readFloatLE(at),
-    FP64: (at) => raw.readDoubleLE(at),
-  };
-  if (!read[t.datatype]) throw invalid(`input ${t.name}: ${t.datatype} is not taken by a generative model (BYTES, BOOL, INT32/64, UINT32, FP32/64)`);
-  return raw.byteLength ? [read[t.datatype](0)] : [];
+  const read = READ_FIRST[t.datatype];
+  if (!read) throw invalid(`input ${t.name}: ${t.datatype} is not taken by a generative model (BYTES, BOOL, INT32/64, UINT32, FP32/64)`);
+  return raw.byteLength ? [read(raw)] : [];
 }
+
+/** A raw tensor's first element, by datatype (the scalar settings a generative request sends). */
+const READ_FIRST: Record<string, (raw: Buffer) => unknown> = {
+  BOOL: (raw) => raw[0] !== 0,
+  INT32: (raw) => raw.readInt32LE(0),
+  INT64: (raw) => raw.readBigInt64LE(0),
+  UINT32: (raw) => raw.readUInt32LE(0),
+  FP32: (raw) => raw.readFloatLE(0),
+  FP64: (raw) => raw.readDoubleLE(0),
+};
 
 /** The binary-extension answer as ModelInfer's response: each output's bytes in raw_output_contents. */
 export function inferResponse(answer: Buffer, headerLength: number) {
@@ -409,15 +413,12 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
         if (!data) continue;
         const event = JSON.parse(data) as { text_output?: string; error?: string; model_name: string; model_version: string };
         if (event.error !== undefined) throw new CallError(grpc.status.INTERNAL, event.error);
-        const text = Buffer.from(event.text_output ?? '');
-        const length = Buffer.alloc(4);
-        length.writeUInt32LE(text.byteLength);
         respond({
           model_name: event.model_name,
           model_version: event.model_version,
           id: req.id,
           outputs: [{ name: 'text_output', datatype: 'BYTES', shape: ['1'] }],
-          raw_output_contents: [Buffer.concat([length, text])],
+          raw_output_contents: [bytesElements([event.text_output ?? ''])],
         });
       }
     }
