@@ -65,7 +65,7 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     const { config } = await rpc('ModelConfig', { name: 'identity' });
     const http = await (await fetch(`${gw.url}/v2/models/identity/config`, { headers: KEY })).json();
     expect(config).toMatchObject({ name: 'identity', platform: 'onnxruntime_onnx', backend: 'onnxruntime', max_batch_size: 8 });
-    expect(config.input).toEqual([{ name: 'x', data_type: 'TYPE_FP32', dims: ['-1'] }]);
+    expect(config.input).toEqual([{ name: 'x', data_type: 'TYPE_FP32', dims: ['-1'], optional: false }]);
     expect(config.dynamic_batching.max_queue_delay_microseconds).toBe(String(http.dynamic_batching.max_queue_delay_microseconds));
     expect(config.instance_group[0]).toMatchObject({ kind: 'KIND_CPU', count: http.instance_group[0].count });
     expect(config.parameters.device).toEqual({ string_value: 'cpu' });
@@ -232,6 +232,84 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     expect(errors).toEqual(
       expect.arrayContaining([expect.stringMatching(/nope/), expect.stringMatching(/text_input: a BYTES element is a 4-byte little-endian length/)]),
     );
+  });
+
+  it("answers a generative model's text_input in one response unless it asks for stream (ModelInfer, and ModelStreamInfer with stream false)", async () => {
+    const bytes = (text: string) => {
+      const length = Buffer.alloc(4);
+      length.writeUInt32LE(Buffer.byteLength(text));
+      return Buffer.concat([length, Buffer.from(text)]);
+    };
+    const textOf = (reply: Reply) => {
+      const raw = reply.raw_output_contents[0] as Buffer;
+      return raw.subarray(4, 4 + raw.readUInt32LE(0)).toString();
+    };
+    const http = async (prompt: string, exclude: boolean) =>
+      (
+        await (
+          await fetch(`${gw.url}/v2/models/tiny-gpt/generate`, {
+            method: 'POST',
+            headers: KEY,
+            body: JSON.stringify({ text_input: prompt, parameters: { max_tokens: 10, seed: 3 }, exclude_input_in_output: exclude }),
+          })
+        ).json()
+      ).text_output;
+    const settings = bytes(JSON.stringify({ max_tokens: 10, seed: 3 }));
+    const request = (prompt: string, stream?: boolean) => ({
+      model_name: 'tiny-gpt',
+      id: prompt,
+      inputs: [
+        { name: 'text_input', datatype: 'BYTES', shape: [1] },
+        { name: 'sampling_parameters', datatype: 'BYTES', shape: [1] },
+        ...(stream === undefined ? [] : [{ name: 'stream', datatype: 'BOOL', shape: [1] }]),
+      ],
+      raw_input_contents: [bytes(prompt), settings, ...(stream === undefined ? [] : [Buffer.from([stream ? 1 : 0])])],
+    });
+
+    // ModelInfer: raw contents, or typed bytes_contents; the prompt first, as vLLM's backend answers.
+    const raw = await rpc('ModelInfer', request('Hello'));
+    expect(raw.outputs).toEqual([expect.objectContaining({ name: 'text_output', datatype: 'BYTES', shape: ['1'] })]);
+    expect(textOf(raw)).toBe(await http('Hello', false));
+    const typed = await rpc('ModelInfer', {
+      model_name: 'tiny-gpt',
+      inputs: [
+        { name: 'text_input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [Buffer.from('Hello')] } },
+        { name: 'max_tokens', datatype: 'INT32', shape: [1], contents: { int_contents: [10] } },
+        { name: 'random_seed', datatype: 'UINT64', shape: [1], contents: { uint64_contents: ['3'] } },
+        { name: 'return_finish_reason', datatype: 'BOOL', shape: [1], contents: { bool_contents: [true] } },
+      ],
+    });
+    expect(textOf(typed)).toBe(await http('Hello', false));
+    expect(typed.outputs.map((o: Reply) => o.name)).toEqual(['text_output', 'finish_reason']);
+    const streamAsked = await failure(rpc('ModelInfer', request('Hello', true)));
+    expect(streamAsked).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/ModelStreamInfer/) });
+
+    // ModelStreamInfer: stream false (or absent) is one response with the whole text; stream true leaves the prompt out unless asked.
+    const meta = new grpc.Metadata();
+    for (const [k, v] of Object.entries(KEY)) meta.set(k, v);
+    const stream = (client as unknown as { ModelStreamInfer(m: grpc.Metadata): grpc.ClientDuplexStream<object, Reply> }).ModelStreamInfer(meta);
+    const got: Reply[] = [];
+    const ended = new Promise((resolve, reject) =>
+      stream
+        .on('data', (r: Reply) => got.push(r))
+        .on('end', resolve)
+        .on('error', reject),
+    );
+    stream.write(request('Once upon', false));
+    stream.write(request('The capital', true));
+    stream.end();
+    await ended;
+    const responses = (id: string) => got.filter((r) => r.infer_response?.id === id).map((r) => r.infer_response);
+    expect(responses('Once upon')).toHaveLength(1);
+    expect(textOf(responses('Once upon')[0])).toBe(await http('Once upon', false));
+    expect(responses('The capital').length).toBeGreaterThan(2);
+    expect(responses('The capital').map(textOf).join('')).toBe(await http('The capital', true));
+
+    // Its configuration, as perf_analyzer reads it: decoupled, the settings optional.
+    const { config } = await rpc('ModelConfig', { name: 'tiny-gpt' });
+    expect(config).toMatchObject({ max_batch_size: 0, model_transaction_policy: { decoupled: true } });
+    expect(config.input).toContainEqual(expect.objectContaining({ name: 'stream', data_type: 'TYPE_BOOL', optional: true }));
+    expect(config.input).toContainEqual(expect.objectContaining({ name: 'text_input', data_type: 'TYPE_STRING', optional: false }));
   });
 
   it('maps what the HTTP path refuses to gRPC codes, and goes on serving', async () => {

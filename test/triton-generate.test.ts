@@ -91,3 +91,150 @@ describe("Triton's generate extension (POST /v2/models/{m}/generate, generate_st
     expect((await res.json()).error).toMatch(message);
   });
 });
+
+/** A BYTES element in the binary tensor extension: its 4-byte little-endian length, then its bytes. */
+const element = (text: string) => {
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(Buffer.byteLength(text));
+  return Buffer.concat([length, Buffer.from(text)]);
+};
+const infer = (body: unknown, init: RequestInit = {}) => fetch(`${gw.url}/v2/models/tiny-gpt/infer`, { method: 'POST', body: JSON.stringify(body), ...init });
+const bytesInput = (name: string, text: string) => ({ name, datatype: 'BYTES', shape: [1], data: [text] });
+const boolInput = (name: string, value: boolean) => ({ name, datatype: 'BOOL', shape: [1], data: [value] });
+
+describe("a generative model's KServe tensors (text_input → text_output, as Triton's vLLM backend declares them)", () => {
+  it('lists them in its metadata and configuration: decoupled, no batch axis, the settings optional', async () => {
+    const meta = await (await fetch(`${gw.url}/v2/models/tiny-gpt`)).json();
+    expect(meta.inputs).toContainEqual({ name: 'text_input', datatype: 'BYTES', shape: [1] });
+    expect(meta.inputs).toContainEqual({ name: 'sampling_parameters', datatype: 'BYTES', shape: [1] });
+    expect(meta.inputs.map((t: { name: string }) => t.name)).not.toContain('input_ids'); // the graph's own tensors are not the API
+    expect(meta.outputs).toContainEqual({ name: 'text_output', datatype: 'BYTES', shape: [-1] });
+    const config = await (await fetch(`${gw.url}/v2/models/tiny-gpt/config`)).json();
+    expect(config).toMatchObject({ max_batch_size: 0, model_transaction_policy: { decoupled: true } });
+    expect(config.input).toContainEqual({ name: 'text_input', data_type: 'TYPE_STRING', dims: [1] });
+    expect(config.input).toContainEqual({ name: 'stream', data_type: 'TYPE_BOOL', dims: [1], optional: true });
+    expect(config.input).toContainEqual({ name: 'random_seed', data_type: 'TYPE_UINT64', dims: [1], optional: true });
+    expect(config.output).toContainEqual({ name: 'num_output_tokens', data_type: 'TYPE_UINT32', dims: [1] });
+    expect(config).not.toHaveProperty('dynamic_batching');
+  });
+
+  it('answers an infer request with the whole text, the same as the generate extension, several at once', async () => {
+    const prompts = ['Hello there', 'The capital of France', 'Once upon a time', 'x'];
+    const expected = await Promise.all(
+      prompts.map(
+        async (p) => (await (await post('/v2/models/tiny-gpt/generate', { text_input: p, parameters: { max_tokens: 8, seed: 5 } })).json()).text_output,
+      ),
+    );
+    const answers = await Promise.all(
+      prompts.map(async (p, i) => {
+        const res = await infer({
+          id: `q${i}`,
+          inputs: [bytesInput('text_input', p), bytesInput('sampling_parameters', JSON.stringify({ max_tokens: 8, seed: 5 }))],
+        });
+        expect(res.status).toBe(200);
+        return res.json();
+      }),
+    );
+    answers.forEach((a, i) => {
+      expect(a).toEqual({
+        id: `q${i}`,
+        model_name: 'tiny-gpt',
+        model_version: '1',
+        outputs: [{ name: 'text_output', datatype: 'BYTES', shape: [1], data: [expected[i]] }],
+      });
+      expect(a.outputs[0].data[0].startsWith(prompts[i])).toBe(true); // the prompt first, as vLLM's backend answers unless excluded
+    });
+
+    // The flags vLLM's backend takes: the prompt left out, why it ended and how many tokens, at the request's parameters' settings.
+    const res = await infer({
+      inputs: [
+        bytesInput('text_input', 'Hello there'),
+        boolInput('exclude_input_in_output', true),
+        boolInput('return_finish_reason', true),
+        boolInput('return_num_input_tokens', true),
+        boolInput('return_num_output_tokens', true),
+      ],
+      parameters: { max_tokens: 8, seed: 5 },
+    });
+    const outputs = Object.fromEntries((await res.json()).outputs.map((o: { name: string; data: unknown[] }) => [o.name, o.data[0]]));
+    expect(`Hello there${outputs.text_output}`).toBe(expected[0]);
+    expect(outputs).toMatchObject({ finish_reason: 'length', num_input_tokens: 2, num_output_tokens: 8 });
+  });
+
+  it("takes the binary tensor extension with the TensorRT-LLM ensemble's inputs ([1, 1] shapes, typed settings) and answers binary", async () => {
+    const expected = (
+      await (await post('/v2/models/tiny-gpt/generate', { text_input: 'Once', max_tokens: 6, random_seed: 7, exclude_input_in_output: true })).json()
+    ).text_output;
+    const raw = [element('Once'), Buffer.from(new Int32Array([6]).buffer), Buffer.from(new BigUint64Array([7n]).buffer), Buffer.from([1])];
+    const header = Buffer.from(
+      JSON.stringify({
+        inputs: [
+          { name: 'text_input', datatype: 'BYTES', shape: [1, 1], parameters: { binary_data_size: raw[0].byteLength } },
+          { name: 'max_tokens', datatype: 'INT32', shape: [1, 1], parameters: { binary_data_size: 4 } },
+          { name: 'random_seed', datatype: 'UINT64', shape: [1, 1], parameters: { binary_data_size: 8 } },
+          { name: 'exclude_input_in_output', datatype: 'BOOL', shape: [1, 1], parameters: { binary_data_size: 1 } },
+        ],
+        outputs: [
+          { name: 'text_output', parameters: { binary_data: true } },
+          { name: 'num_output_tokens', parameters: { binary_data: true } },
+        ],
+      }),
+    );
+    const res = await fetch(`${gw.url}/v2/models/tiny-gpt/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.byteLength) },
+      body: Buffer.concat([header, ...raw]),
+    });
+    expect(res.status).toBe(200);
+    const body = Buffer.from(await res.arrayBuffer());
+    const length = Number(res.headers.get('inference-header-content-length'));
+    const answer = JSON.parse(body.subarray(0, length).toString());
+    expect(answer.outputs).toEqual([
+      { name: 'text_output', datatype: 'BYTES', shape: [1, 1], parameters: { binary_data_size: 4 + Buffer.byteLength(expected) } },
+      { name: 'num_output_tokens', datatype: 'UINT32', shape: [1], parameters: { binary_data_size: 4 } },
+    ]);
+    const text = body.subarray(length + 4, length + 4 + body.readUInt32LE(length)).toString();
+    expect(text).toBe(expected);
+    expect(body.readUInt32LE(body.byteLength - 4)).toBeGreaterThan(0);
+  });
+
+  it.each([
+    [
+      { inputs: [bytesInput('text_input', 'x'), boolInput('stream', true)] },
+      /stream: true needs a streaming call: POST \/v2\/models\/tiny-gpt\/generate_stream/,
+    ],
+    [
+      { inputs: [bytesInput('text_input', 'x'), { name: 'input_ids', datatype: 'INT64', shape: [1, 1], data: [1] }] },
+      /unknown input "input_ids"; a generative model takes text_input/,
+    ],
+    [{ inputs: [boolInput('stream', false)] }, /missing input text_input/],
+    [{ inputs: [{ name: 'text_input', datatype: 'BYTES', shape: [2], data: ['a', 'b'] }] }, /text_input: one element/],
+    [{ inputs: [{ name: 'text_input', datatype: 'FP32', shape: [1], data: [1] }] }, /text_input: datatype "FP32", but it takes BYTES/],
+    [
+      { inputs: [bytesInput('text_input', 'x'), { name: 'max_tokens', datatype: 'FP32', shape: [1], data: [4] }] },
+      /max_tokens: datatype "FP32", but it takes INT32/,
+    ],
+    [{ inputs: [bytesInput('text_input', 'x'), { name: 'max_tokens', datatype: 'INT32', shape: [1], data: [0] }] }, /max_tokens/],
+    [{ inputs: [bytesInput('text_input', 'x'), bytesInput('sampling_parameters', 'max_tokens=4')] }, /sampling_parameters: a JSON object/],
+    [{ inputs: [{ name: 'text_input', datatype: 'BYTES', shape: [1], data: [7] }] }, /data\[0\] = 7 is not a string/],
+    [{ inputs: [bytesInput('text_input', 'x')], outputs: [{ name: 'logits' }] }, /unknown output "logits"; a generative model answers text_output/],
+    [{ inputs: [bytesInput('text_input', 'x'), bytesInput('sampling_parameters', '{"max_tokens": 4000}')] }, /maximum context length/],
+  ])('refuses %j with a 400 naming the problem, and goes on serving', async (body, message) => {
+    const res = await infer(body);
+    expect(res.status).toBe(400);
+    expect((await res.json()).error).toMatch(message);
+    const good = await infer({ inputs: [bytesInput('text_input', 'x')], parameters: { max_tokens: 2 } });
+    expect(good.status).toBe(200);
+  });
+
+  it('refuses a torn BYTES element in binary data', async () => {
+    const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'text_input', datatype: 'BYTES', shape: [1], parameters: { binary_data_size: 6 } }] }));
+    const res = await fetch(`${gw.url}/v2/models/tiny-gpt/infer`, {
+      method: 'POST',
+      headers: { 'inference-header-content-length': String(header.byteLength) },
+      body: Buffer.concat([header, Buffer.from([9, 0, 0, 0, 65, 66])]),
+    });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error).toMatch(/text_input: a BYTES element is a 4-byte little-endian length/);
+  });
+});

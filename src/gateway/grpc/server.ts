@@ -10,6 +10,8 @@ import { loadSync } from '@grpc/proto-loader';
 import type { Hono } from 'hono';
 import type { IntakeRequest } from '../intake.js';
 import { bytesElements } from '../kserve/classification.js';
+import { splitInferBody } from '../kserve/request.js';
+import { parseTextRequest } from '../kserve/text-tensors.js';
 import type { GatewayEnv } from '../types.js';
 import { wholeBody } from '../whole-body.js';
 
@@ -147,51 +149,13 @@ export function binaryRequest(req: InferRequest): { body: Uint8Array; headerLeng
   return { body: new Uint8Array(Buffer.concat([json, ...raw])), headerLength: json.byteLength };
 }
 
-/**
- * A generative request's fields for the generate extension: `text_input` (BYTES, raw or typed), the other
- * inputs as settings (scalars: `max_tokens`, `exclude_input_in_output`, …; vLLM's `sampling_parameters`, a JSON
- * string, spread), and the request's parameters.
- */
-export function generateFields(req: InferRequest): Record<string, unknown> {
-  const raw = req.raw_input_contents ?? [];
-  const fields: Record<string, unknown> = { ...(req.id && { id: req.id }), parameters: plainParameters(req.parameters) };
-  req.inputs.forEach((t, i) => {
-    const values = raw.length ? rawValues(t, raw[i]) : (t.contents?.[CONTENTS[t.datatype]] ?? []);
-    if (values[0] === undefined) throw invalid(`input ${t.name} has no data`);
-    const value = t.datatype === 'BYTES' ? Buffer.from(values[0] as Buffer).toString('utf8') : t.datatype.includes('INT64') ? Number(values[0]) : values[0];
-    if (t.name === 'sampling_parameters' && typeof value === 'string') {
-      try {
-        Object.assign(fields.parameters as object, JSON.parse(value));
-      } catch {
-        throw invalid('sampling_parameters must be a JSON object (a string)');
-      }
-    } else if (t.name !== 'stream') fields[t.name] = value;
-  });
-  return fields;
+/** Whether a request asks to be streamed: a generative one's `stream` input true (raw or typed). */
+function streamed(req: InferRequest): boolean {
+  const i = req.inputs.findIndex((t) => t.name === 'stream');
+  if (i < 0 || req.inputs[i].datatype !== 'BOOL' || !req.inputs.some((t) => t.name === 'text_input')) return false;
+  const raw = req.raw_input_contents?.[i];
+  return raw?.length ? raw[0] !== 0 : req.inputs[i].contents?.bool_contents?.[0] === true;
 }
-
-/** A raw input's first element: a BYTES element (after its 4-byte length), a BOOL, or a number of its type. */
-function rawValues(t: InputTensor, raw: Buffer): unknown[] {
-  if (t.datatype === 'BYTES') {
-    if (raw.byteLength === 0) return [];
-    const length = raw.byteLength >= 4 ? raw.readUInt32LE(0) : Number.NaN;
-    if (!(4 + length <= raw.byteLength)) throw invalid(`input ${t.name}: a BYTES element is a 4-byte little-endian length, then that many bytes`);
-    return [raw.subarray(4, 4 + length)];
-  }
-  const read = READ_FIRST[t.datatype];
-  if (!read) throw invalid(`input ${t.name}: ${t.datatype} is not taken by a generative model (BYTES, BOOL, INT32/64, UINT32, FP32/64)`);
-  return raw.byteLength ? [read(raw)] : [];
-}
-
-/** A raw tensor's first element, by datatype (the scalar settings a generative request sends). */
-const READ_FIRST: Record<string, (raw: Buffer) => unknown> = {
-  BOOL: (raw) => raw[0] !== 0,
-  INT32: (raw) => raw.readInt32LE(0),
-  INT64: (raw) => raw.readBigInt64LE(0),
-  UINT32: (raw) => raw.readUInt32LE(0),
-  FP32: (raw) => raw.readFloatLE(0),
-  FP64: (raw) => raw.readDoubleLE(0),
-};
 
 /** The binary-extension answer as ModelInfer's response: each output's bytes in raw_output_contents. */
 export function inferResponse(answer: Buffer, headerLength: number) {
@@ -344,9 +308,9 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
   }
 
   /**
-   * Triton's ModelStreamInfer: each request on the stream is answered on it, those of a generative model (a
-   * `text_input`, as Triton's vLLM and TensorRT-LLM backends take) with a response per piece of text, through
-   * the generate extension's stream; others with one response, as ModelInfer. A failed request is an
+   * Triton's ModelStreamInfer: each request on the stream is answered on it, those of a generative model that
+   * ask for `stream` (a `text_input`, as Triton's vLLM and TensorRT-LLM backends take) with a response per piece
+   * of text, through the generate extension's stream; others with one response, as ModelInfer. A failed request is an
    * `error_message`, and the stream goes on. `triton_enable_empty_final_response` asks for a last, empty
    * response marked `triton_final_response`, as Triton's decoupled models send.
    */
@@ -360,7 +324,7 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
     const answer = async (req: InferRequest) => {
       const final = plainParameters(req.parameters).triton_enable_empty_final_response === true;
       try {
-        if (req.inputs.some((t) => t.name === 'text_input')) await generateStream(call, req, signal, (r) => send({ infer_response: r }));
+        if (streamed(req)) await generateStream(call, req, signal, (r) => send({ infer_response: r }));
         else send({ infer_response: await infer(call, req, signal) });
         if (final)
           send({ infer_response: { model_name: req.model_name, id: req.id, outputs: [], parameters: { triton_final_response: { bool_param: true } } } });
@@ -384,7 +348,9 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
   /** A generative model's request as a generate_stream POST: each event's text_output as a response. */
   async function generateStream(call: SurfaceCall, req: InferRequest, signal: AbortSignal, respond: (r: object) => void) {
     if (!req.model_name) throw invalid('model_name is required');
-    const fields = generateFields(req);
+    const { body, headerLength } = binaryRequest(req);
+    const { json: header, binary } = splitInferBody(body, String(headerLength));
+    const { fields } = parseTextRequest(header, binary);
     const res = await through(
       call,
       `${model(req.model_name, req.model_version)}/generate_stream`,

@@ -25,6 +25,8 @@ const settings = z.object({
   exclude_input_in_output: z.boolean().optional(),
   ignore_eos: z.boolean().optional(),
   min_tokens: z.number().int().min(0).optional(),
+  /** TensorRT-LLM's name for min_tokens. */
+  min_length: z.number().int().min(0).optional(),
   frequency_penalty: z.number().min(-2).max(2).optional(),
   presence_penalty: z.number().min(-2).max(2).optional(),
   /** Which URL was called decides; the field is accepted as clients send it. */
@@ -43,8 +45,32 @@ const request = z.looseObject({
 /** POST /v2/models/{m}/generate (`stream`: generate_stream, Server-Sent Events). */
 export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, stream: boolean): Promise<Response> {
   c.set('model', m.name);
-  if (!m.generation) throw badInput(`model ${m.name} is not generative: send tensors to /v2/models/${m.name}/infer`);
-  const body = await readJson(c, maxBodyBytes);
+  const { id, generation } = startGeneration(c, m, await readJson(c, maxBodyBytes));
+  const answer = (text: string) => ({ ...(id !== undefined && { id }), model_name: m.name, model_version: '1', text_output: text });
+
+  if (!stream) {
+    let text = '';
+    for await (const piece of generation) text += piece.text;
+    await generation.result;
+    return c.json(answer(text));
+  }
+  await generation.started; // errors before the first token still get a status code
+  return streamSSE(c, async (sse) => {
+    try {
+      for await (const piece of generation) if (piece.text) await sse.writeSSE({ data: JSON.stringify(answer(piece.text)) });
+      await generation.result;
+    } catch (err) {
+      if (sse.aborted) return;
+      await sse.writeSSE({ data: JSON.stringify({ error: err instanceof GatewayError ? err.message : `internal error: ${(err as Error).message}` }) });
+    }
+  });
+}
+
+/**
+ * A generate request's fields (the JSON body: `text_input`, settings at the top or in `parameters`) checked
+ * and started as a generation (400 for a bad setting), with the request's `id`.
+ */
+export function startGeneration(c: Context<GatewayEnv>, m: ServedModel, body: unknown): { id?: string; generation: Generation } {
   const parsed = request.safeParse(body);
   if (!parsed.success) throw badInput(parsed.error.issues[0].message, parsed.error.issues[0].path.join('.'));
   const { id, text_input, parameters, ...inputs } = parsed.data as z.infer<typeof request> & Record<string, unknown>;
@@ -56,6 +82,7 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
   }
   const s = given.data;
   const gen = m.generation;
+  if (!gen) throw badInput(`model ${m.name} is not generative: send tensors to /v2/models/${m.name}/infer`);
   const guide = (): { guided_json?: string; response_format?: { type: 'json_object' }; guided_regex?: string; guided_grammar?: string } => {
     const type = s.guided_decoding_guide_type;
     if (type === undefined) return {};
@@ -77,7 +104,7 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
       seed: s.seed ?? s.random_seed,
       stop: stops,
       ignore_eos: s.ignore_eos,
-      min_tokens: s.min_tokens,
+      min_tokens: s.min_tokens ?? s.min_length,
       frequency_penalty: s.frequency_penalty,
       presence_penalty: s.presence_penalty,
       echo: !(s.exclude_input_in_output ?? false),
@@ -88,24 +115,7 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
     clientSignal(c),
     c.get('caller'),
   );
-  const answer = (text: string) => ({ ...(id !== undefined && { id }), model_name: m.name, model_version: '1', text_output: text });
-
-  if (!stream) {
-    let text = '';
-    for await (const piece of generation) text += piece.text;
-    await generation.result;
-    return c.json(answer(text));
-  }
-  await generation.started; // errors before the first token still get a status code
-  return streamSSE(c, async (sse) => {
-    try {
-      for await (const piece of generation) if (piece.text) await sse.writeSSE({ data: JSON.stringify(answer(piece.text)) });
-      await generation.result;
-    } catch (err) {
-      if (sse.aborted) return;
-      await sse.writeSSE({ data: JSON.stringify({ error: err instanceof GatewayError ? err.message : `internal error: ${(err as Error).message}` }) });
-    }
-  });
+  return { id, generation };
 }
 
 /** The known settings among some fields (a setting may come as a top-level input or a parameter). */

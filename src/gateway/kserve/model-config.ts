@@ -1,4 +1,5 @@
 import type { ServedModel } from '../types.js';
+import { textInterface } from './text-tensors.js';
 
 /** ONNX element types by KServe datatype, as Triton's model configuration names them. */
 const TRITON_TYPES: Record<string, string> = {
@@ -21,7 +22,7 @@ const TRITON_TYPES: Record<string, string> = {
  * The model as Triton's `GET /v2/models/{m}/config` describes one — what Triton's clients (perf_analyzer,
  * model analyzer) read to learn the batch size and tensors: `max_batch_size` (0: no batch axis), tensors
  * with `dims` not counting the batch axis, `dynamic_batching` from `batching` (and `sequence_batching` for a stateful model), one instance group of
- * `max_containers` replicas; infergate's own settings under `parameters`.
+ * `max_containers` replicas; infergate's own settings under `parameters`. A generative model: its text tensors.
  */
 export function tritonConfig(m: ServedModel) {
   const batched = m.signature.batchAxis === 0;
@@ -32,6 +33,28 @@ export function tritonConfig(m: ServedModel) {
   });
   const b = m.batching;
   const scaling = m.autoscaling?.get();
+  const common = {
+    instance_group: [{ kind: m.device.startsWith('cuda') ? 'KIND_GPU' : m.device === 'cpu' ? 'KIND_CPU' : 'KIND_AUTO', count: scaling?.max_containers ?? 1 }],
+    parameters: { device: m.device, ...(scaling && { scaling }), ...(m.labels && { labels: m.labels.length }) },
+  };
+  // A generative model as Triton's vLLM backend configures one: text tensors, no batch axis (the continuous
+  // batching is the replica's), decoupled (a stream's responses come one by one: perf_analyzer then streams).
+  if (m.generation)
+    return {
+      name: m.name,
+      platform: 'onnxruntime_onnx',
+      backend: 'onnxruntime',
+      max_batch_size: 0,
+      input: textInterface.inputs.map(({ name, datatype, dims, optional }) => ({
+        name,
+        data_type: TRITON_TYPES[datatype],
+        dims,
+        ...(optional && { optional }),
+      })),
+      output: textInterface.outputs.map(({ name, datatype, dims }) => ({ name, data_type: TRITON_TYPES[datatype], dims })),
+      model_transaction_policy: { decoupled: true },
+      ...common,
+    };
   return {
     name: m.name,
     platform: 'onnxruntime_onnx',
@@ -59,7 +82,6 @@ export function tritonConfig(m: ServedModel) {
         })),
       },
     }),
-    instance_group: [{ kind: m.device.startsWith('cuda') ? 'KIND_GPU' : m.device === 'cpu' ? 'KIND_CPU' : 'KIND_AUTO', count: scaling?.max_containers ?? 1 }],
-    parameters: { device: m.device, ...(scaling && { scaling }), ...(m.labels && { labels: m.labels.length }) },
+    ...common,
   };
 }

@@ -35,6 +35,12 @@ type JsonTensor = { name?: unknown; shape?: unknown; datatype?: unknown; data?: 
  * Every problem is a 400 that names the input and what was wrong.
  */
 export function parseInferRequest(body: Uint8Array, headerLength: string | undefined, signature: ModelSignature): InferRequest {
+  const { json, binary } = splitInferBody(body, headerLength);
+  return inferRequestFromJson(json, binary, signature, headerLength !== undefined);
+}
+
+/** An infer body's JSON, and the binary tensor data after `Inference-Header-Content-Length` bytes (if given). */
+export function splitInferBody(body: Uint8Array, headerLength: string | undefined): { json: unknown; binary: Uint8Array } {
   let jsonBytes = body;
   let binary: Uint8Array = new Uint8Array(0);
   if (headerLength !== undefined) {
@@ -44,13 +50,11 @@ export function parseInferRequest(body: Uint8Array, headerLength: string | undef
     jsonBytes = body.subarray(0, n);
     binary = body.subarray(n);
   }
-  let json: unknown;
   try {
-    json = JSON.parse(utf8.decode(jsonBytes));
+    return { json: JSON.parse(utf8.decode(jsonBytes)), binary };
   } catch (err) {
     throw badInput(`malformed JSON: ${(err as Error).message}`);
   }
-  return inferRequestFromJson(json, binary, signature, headerLength !== undefined);
 }
 
 type InferJson = { id?: unknown; inputs?: unknown; outputs?: unknown; parameters?: Record<string, unknown> };

@@ -11,6 +11,7 @@ import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
 import type { SharedMemoryRegions } from './shared-memory.js';
 import { submitInfer } from './submit.js';
+import { inferText, textInterface } from './text-tensors.js';
 import { predict } from './v1.js';
 
 export type KServeOptions = {
@@ -123,7 +124,7 @@ const badInputBody = (): never => {
 /** POST infer for one model: the built-in route and every kserve endpoint of the config. */
 export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, regions?: SharedMemoryRegions): Promise<Response> {
   c.set('model', m.name);
-  if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
+  if (!m.batcher) return inferText(c, m, maxBodyBytes); // a generative model: text_input in, text_output out
   const body = await readBody(c, maxBodyBytes);
   let request: ReturnType<typeof parseInferRequest>;
   try {
@@ -196,8 +197,13 @@ export function metadata(m: ServedModel) {
     name: m.name,
     versions: ['1'],
     platform: 'onnxruntime_onnx',
-    inputs: m.signature.inputs.map(tensor),
-    outputs: m.signature.outputs.map(tensor),
+    // A generative model is called with text (its graph's tensors are the replica's business).
+    ...(m.generation
+      ? {
+          inputs: textInterface.inputs.map(({ name, datatype, dims }) => ({ name, datatype, shape: dims })),
+          outputs: textInterface.outputs.map(({ name, datatype, dims }) => ({ name, datatype, shape: dims })),
+        }
+      : { inputs: m.signature.inputs.map(tensor), outputs: m.signature.outputs.map(tensor) }),
     parameters: { max_batch_size: m.maxBatchSize, batch_axis: m.signature.batchAxis, device: m.device },
   };
 }
