@@ -52,6 +52,34 @@ const failure = (p: Promise<unknown>) =>
   );
 const fp32 = (values: number[]) => Buffer.from(new Float32Array(values).buffer);
 const floats = (raw: Buffer) => Array.from(new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)));
+/** A BYTES element as raw contents: its 4-byte little-endian length, then its bytes. */
+const bytes = (text: string) => {
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(Buffer.byteLength(text));
+  return Buffer.concat([length, Buffer.from(text)]);
+};
+/** The text of a response's first raw output (one BYTES element). */
+const textOf = (response: Reply) => {
+  const raw = response.raw_output_contents[0] as Buffer;
+  return raw.subarray(4, 4 + raw.readUInt32LE(0)).toString();
+};
+/** Every message a ModelStreamInfer stream answers to `requests`, written in order, then the stream ended. */
+async function streamInfer(requests: object[]): Promise<Reply[]> {
+  const meta = new grpc.Metadata();
+  for (const [k, v] of Object.entries(KEY)) meta.set(k, v);
+  const stream = (client as unknown as { ModelStreamInfer(m: grpc.Metadata): grpc.ClientDuplexStream<object, Reply> }).ModelStreamInfer(meta);
+  const got: Reply[] = [];
+  const ended = new Promise((resolve, reject) =>
+    stream
+      .on('data', (r: Reply) => got.push(r))
+      .on('end', resolve)
+      .on('error', reject),
+  );
+  for (const request of requests) stream.write(request);
+  stream.end();
+  await ended;
+  return got;
+}
 
 describe('KServe v2 gRPC (server.grpc_port)', () => {
   it('answers health and metadata as the HTTP routes do', async () => {
@@ -169,11 +197,6 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
   });
 
   it("streams a generative model's text on ModelStreamInfer as Triton's vLLM backend does, beside tensor requests and errors", async () => {
-    const bytes = (text: string) => {
-      const length = Buffer.alloc(4);
-      length.writeUInt32LE(Buffer.byteLength(text));
-      return Buffer.concat([length, Buffer.from(text)]);
-    };
     const generative = (id: string, prompt: string) => ({
       model_name: 'tiny-gpt',
       id,
@@ -186,30 +209,17 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
       raw_input_contents: [bytes(prompt), Buffer.from([1]), bytes(JSON.stringify({ max_tokens: 12, temperature: 0 })), Buffer.from([1])],
       parameters: { triton_enable_empty_final_response: { bool_param: true } },
     });
-    const meta = new grpc.Metadata();
-    for (const [k, v] of Object.entries(KEY)) meta.set(k, v);
-    const stream = (client as unknown as { ModelStreamInfer(m: grpc.Metadata): grpc.ClientDuplexStream<object, Reply> }).ModelStreamInfer(meta);
-    const got: Reply[] = [];
-    const ended = new Promise((resolve, reject) =>
-      stream
-        .on('data', (r: Reply) => got.push(r))
-        .on('end', resolve)
-        .on('error', reject),
-    );
-    stream.write(generative('a', 'The capital of France'));
-    stream.write(generative('b', 'Once upon a time'));
-    stream.write({ model_name: 'identity', id: 't', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2] }], raw_input_contents: [fp32([7, 8])] });
-    stream.write({ ...generative('z', 'x'), model_name: 'nope' });
-    stream.write({ ...generative('y', 'x'), raw_input_contents: [Buffer.from([9, 0]), Buffer.from([1]), bytes('{}'), Buffer.from([1])] }); // a torn BYTES element
-    stream.end();
-    await ended;
+    const got = await streamInfer([
+      generative('a', 'The capital of France'),
+      generative('b', 'Once upon a time'),
+      { model_name: 'identity', id: 't', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2] }], raw_input_contents: [fp32([7, 8])] },
+      { ...generative('z', 'x'), model_name: 'nope' },
+      { ...generative('y', 'x'), raw_input_contents: [Buffer.from([9, 0]), Buffer.from([1]), bytes('{}'), Buffer.from([1])] }, // a torn BYTES element
+    ]);
     const text = (id: string) =>
       got
         .filter((r) => r.infer_response?.id === id && r.infer_response.raw_output_contents.length)
-        .map((r) => {
-          const raw = r.infer_response.raw_output_contents[0] as Buffer;
-          return raw.subarray(4, 4 + raw.readUInt32LE(0)).toString();
-        })
+        .map((r) => textOf(r.infer_response))
         .join('');
     // The same text as the generate extension answers over HTTP, in more than one response.
     for (const [id, prompt] of [
@@ -235,15 +245,6 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
   });
 
   it("answers a generative model's text_input in one response unless it asks for stream (ModelInfer, and ModelStreamInfer with stream false)", async () => {
-    const bytes = (text: string) => {
-      const length = Buffer.alloc(4);
-      length.writeUInt32LE(Buffer.byteLength(text));
-      return Buffer.concat([length, Buffer.from(text)]);
-    };
-    const textOf = (reply: Reply) => {
-      const raw = reply.raw_output_contents[0] as Buffer;
-      return raw.subarray(4, 4 + raw.readUInt32LE(0)).toString();
-    };
     const http = async (prompt: string, exclude: boolean) =>
       (
         await (
@@ -285,20 +286,7 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     expect(streamAsked).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/ModelStreamInfer/) });
 
     // ModelStreamInfer: stream false (or absent) is one response with the whole text; stream true leaves the prompt out unless asked.
-    const meta = new grpc.Metadata();
-    for (const [k, v] of Object.entries(KEY)) meta.set(k, v);
-    const stream = (client as unknown as { ModelStreamInfer(m: grpc.Metadata): grpc.ClientDuplexStream<object, Reply> }).ModelStreamInfer(meta);
-    const got: Reply[] = [];
-    const ended = new Promise((resolve, reject) =>
-      stream
-        .on('data', (r: Reply) => got.push(r))
-        .on('end', resolve)
-        .on('error', reject),
-    );
-    stream.write(request('Once upon', false));
-    stream.write(request('The capital', true));
-    stream.end();
-    await ended;
+    const got = await streamInfer([request('Once upon', false), request('The capital', true)]);
     const responses = (id: string) => got.filter((r) => r.infer_response?.id === id).map((r) => r.infer_response);
     expect(responses('Once upon')).toHaveLength(1);
     expect(textOf(responses('Once upon')[0])).toBe(await http('Once upon', false));
