@@ -1,3 +1,4 @@
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
@@ -19,13 +20,14 @@ let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let client: grpc.Client;
 beforeAll(async () => {
   gw = await startTestGateway({
-    server: { grpc_port: 0, max_body_bytes: 8 * 2 ** 20 },
+    server: { grpc_port: 0, max_body_bytes: 8 * 2 ** 20, client_shared_memory: true, admin_api: true },
     auth: { default: 'key', keys: [{ id: 'svc', secret: SECRET }] },
     models: {
       identity: { path: `${MODELS}identity.onnx`, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 20 }, scaling: { min_containers: 1 } },
       slow: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: { max_batch_size: 1 }, scaling: { min_containers: 1 } },
       dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu' },
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      spare: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
     },
   });
   client = new Service(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
@@ -299,6 +301,66 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     expect(config.input).toContainEqual(expect.objectContaining({ name: 'stream', data_type: 'TYPE_BOOL', optional: true }));
     expect(config.input).toContainEqual(expect.objectContaining({ name: 'text_input', data_type: 'TYPE_STRING', optional: false }));
   });
+
+  it("serves Triton's repository calls: the index, and unloading and loading a model", async () => {
+    const index = await rpc('RepositoryIndex', {});
+    expect(index.models).toContainEqual({ name: 'spare', version: '1', state: 'READY', reason: '' });
+    expect(await rpc('RepositoryModelUnload', { model_name: 'spare' })).toEqual({});
+    expect(await rpc('ModelReady', { name: 'spare' })).toEqual({ ready: false });
+    expect((await rpc('RepositoryIndex', {})).models).toContainEqual(expect.objectContaining({ name: 'spare', state: 'UNAVAILABLE' }));
+    expect((await rpc('RepositoryIndex', { ready: true })).models.map((m: Reply) => m.name)).not.toContain('spare');
+    const refused = await failure(
+      rpc('ModelInfer', { model_name: 'spare', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1] }], raw_input_contents: [fp32([1])] }),
+    );
+    expect(refused).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/spare is unloaded/) });
+    expect(await rpc('RepositoryModelLoad', { model_name: 'spare' })).toEqual({});
+    expect(await rpc('ModelReady', { name: 'spare' })).toEqual({ ready: true });
+    const [unknown, noName, withParameters] = await Promise.all([
+      failure(rpc('RepositoryModelLoad', { model_name: 'nope' })),
+      failure(rpc('RepositoryModelUnload', {})),
+      failure(rpc('RepositoryModelLoad', { model_name: 'spare', parameters: { config: { string_param: '{}' } } })),
+    ]);
+    expect(unknown).toMatchObject({ code: grpc.status.NOT_FOUND, details: expect.stringMatching(/nope/) });
+    expect(noName).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: 'model_name is required' });
+    expect(withParameters).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/parameters config are not supported/) });
+  });
+
+  it.skipIf(!existsSync('/dev/shm'))(
+    "serves Triton's system shared-memory calls: a region registered over gRPC feeds ModelInfer and takes its answer",
+    async () => {
+      const key = `infergate-grpc-test-${process.pid}`;
+      writeFileSync(`/dev/shm/${key}`, Buffer.concat([fp32([1, 2, 3, 4]), Buffer.alloc(16)]));
+      try {
+        expect(await rpc('SystemSharedMemoryRegister', { name: 'io', key: `/${key}`, offset: 0, byte_size: 32 })).toEqual({});
+        expect((await rpc('SystemSharedMemoryStatus', {})).regions).toEqual({ io: { name: 'io', key: `/${key}`, offset: '0', byte_size: '32' } });
+        expect((await rpc('SystemSharedMemoryStatus', { name: 'io' })).regions.io.byte_size).toBe('32');
+        // As perf_analyzer --shared-memory system sends it: the input's bytes and the output's place in the region.
+        const region = (offset: number) => ({
+          shared_memory_region: { string_param: 'io' },
+          shared_memory_offset: { int64_param: offset },
+          shared_memory_byte_size: { int64_param: 16 },
+        });
+        const answer = await rpc('ModelInfer', {
+          model_name: 'identity',
+          inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], parameters: region(0) }],
+          outputs: [{ name: 'y', parameters: region(16) }],
+        });
+        expect(answer.raw_output_contents).toEqual([]);
+        expect(answer.outputs[0].parameters.shared_memory_region).toMatchObject({ string_param: 'io' });
+        expect(floats(readFileSync(`/dev/shm/${key}`).subarray(16))).toEqual([1, 2, 3, 4]);
+        const [unknown, noName] = await Promise.all([
+          failure(rpc('SystemSharedMemoryStatus', { name: 'nope' })),
+          failure(rpc('SystemSharedMemoryRegister', { key: `/${key}`, byte_size: 4 })),
+        ]);
+        expect(unknown.code).toBe(grpc.status.NOT_FOUND);
+        expect(noName).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/name is required/) });
+        expect(await rpc('SystemSharedMemoryUnregister', {})).toEqual({});
+        expect((await rpc('SystemSharedMemoryStatus', {})).regions).toEqual({});
+      } finally {
+        rmSync(`/dev/shm/${key}`, { force: true });
+      }
+    },
+  );
 
   it('maps what the HTTP path refuses to gRPC codes, and goes on serving', async () => {
     const x = { name: 'x', datatype: 'FP32', shape: [1, 5] };

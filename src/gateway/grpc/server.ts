@@ -39,6 +39,7 @@ type InferRequest = {
   outputs: { name: string; parameters: Parameters }[];
   raw_input_contents: Buffer[];
 };
+type ModelControl = { model_name: string; parameters: Parameters };
 /** What every kind of server call has: metadata, peer, cancellation. */
 type SurfaceCall = { metadata: grpc.Metadata; getPeer(): string; once(event: 'cancelled', listener: () => void): unknown };
 type HeaderTensor = { name: string; datatype: string; shape: number[]; parameters?: Record<string, unknown>; data?: unknown[] };
@@ -90,6 +91,7 @@ class CallError extends Error {
 }
 
 const invalid = (message: string) => new CallError(grpc.status.INVALID_ARGUMENT, message);
+const jsonBody = (value: unknown) => ({ bytes: Buffer.from(JSON.stringify(value)), headers: { 'content-type': 'application/json' } });
 
 /** InferParameters as the JSON protocol's parameters (an int64 as a number). */
 function plainParameters(parameters: Parameters): Record<string, unknown> {
@@ -293,7 +295,35 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
     }),
     ModelInfer: unary(async (call: grpc.ServerUnaryCall<InferRequest, unknown>) => infer(call, call.request)),
     ModelStreamInfer: streamInfer,
+    RepositoryIndex: unary(async (call: grpc.ServerUnaryCall<{ ready: boolean }, unknown>) => ({
+      models: await json(await through(call, '/v2/repository/index', jsonBody({ ready: call.request.ready }))),
+    })),
+    RepositoryModelLoad: unary(async (call: grpc.ServerUnaryCall<ModelControl, unknown>) => control(call, 'load')),
+    RepositoryModelUnload: unary(async (call: grpc.ServerUnaryCall<ModelControl, unknown>) => control(call, 'unload')),
+    SystemSharedMemoryStatus: unary(async (call: grpc.ServerUnaryCall<{ name: string }, unknown>) => {
+      const { name } = call.request;
+      const list = (await json(await through(call, `/v2/systemsharedmemory${name ? `/region/${encodeURIComponent(name)}` : ''}/status`))) as { name: string }[];
+      return { regions: Object.fromEntries(list.map((r) => [r.name, r])) };
+    }),
+    SystemSharedMemoryRegister: unary(async (call: grpc.ServerUnaryCall<{ name: string; key: string; offset: string; byte_size: string }, unknown>) => {
+      const { name, key, offset, byte_size } = call.request;
+      if (!name) throw invalid('name is required: the region to register');
+      const body = jsonBody({ key, offset: Number(offset), byte_size: Number(byte_size) });
+      return json(await through(call, `/v2/systemsharedmemory/region/${encodeURIComponent(name)}/register`, body));
+    }),
+    SystemSharedMemoryUnregister: unary(async (call: grpc.ServerUnaryCall<{ name: string }, unknown>) => {
+      const { name } = call.request;
+      return json(await through(call, `/v2/systemsharedmemory${name ? `/region/${encodeURIComponent(name)}` : ''}/unregister`, jsonBody({})));
+    }),
   });
+
+  /** Triton's model control: the HTTP route's answer (403 unless server.admin_api, 404 for an unknown model). */
+  async function control(call: grpc.ServerUnaryCall<ModelControl, unknown>, action: 'load' | 'unload') {
+    const { model_name, parameters } = call.request;
+    if (!model_name) throw invalid('model_name is required');
+    const path = `/v2/repository/models/${encodeURIComponent(model_name)}/${action}`;
+    return json(await through(call, path, jsonBody({ parameters: plainParameters(parameters) })));
+  }
   // gRPC's standard health check (Kubernetes' grpc probes): SERVING while /v2/health/ready says ready.
   server.addService((health.Health as grpc.ServiceClientConstructor).service, {
     Check: unary(async (call: grpc.ServerUnaryCall<{ service: string }, unknown>) => {
@@ -313,10 +343,10 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
     const headers = { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) };
     const res = await through(call, `${model(req.model_name, req.model_version)}/infer`, { bytes: body, headers }, signal);
     if (res.status !== 200) await json(res, []);
-    const answerHeader = Number(res.headers.get('inference-header-content-length'));
     const whole = wholeBody(res); // (at hand, not read through a stream)
     const bytes = whole instanceof Uint8Array ? Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength) : Buffer.from(await res.arrayBuffer());
-    return inferResponse(bytes, answerHeader);
+    // No binary section when every output went to shared memory: the answer is its JSON alone.
+    return inferResponse(bytes, Number(res.headers.get('inference-header-content-length') ?? bytes.byteLength));
   }
 
   /**
@@ -367,15 +397,7 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
     const { body, headerLength } = binaryRequest(req);
     const { json: header, binary } = splitInferBody(body, String(headerLength));
     const { fields } = parseTextRequest(header, binary);
-    const res = await through(
-      call,
-      `${model(req.model_name, req.model_version)}/generate_stream`,
-      {
-        bytes: Buffer.from(JSON.stringify(fields)),
-        headers: { 'content-type': 'application/json' },
-      },
-      signal,
-    );
+    const res = await through(call, `${model(req.model_name, req.model_version)}/generate_stream`, jsonBody(fields), signal);
     if (res.status !== 200) await json(res, []);
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();
     const decoder = new TextDecoder();

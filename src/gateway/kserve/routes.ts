@@ -102,8 +102,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
   app.get('/v2/systemsharedmemory/region/:region/status', (c) => c.json(shm().status(c.req.param('region'))));
   app.post('/v2/systemsharedmemory/region/:region/register', async (c) => {
     const regions = shm();
-    const body = await c.req.json().catch(() => badInputBody());
-    regions.register(c.req.param('region'), body);
+    regions.register(c.req.param('region'), await readJson(c, 64 * 1024, { emptyAllowed: true }));
     return c.json({});
   });
   app.post('/v2/systemsharedmemory/region/:region/unregister', (c) => {
@@ -116,10 +115,6 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
   });
   return app;
 }
-
-const badInputBody = (): never => {
-  throw badInput('the body must be JSON: {"key": "/name", "offset": 0, "byte_size": N}');
-};
 
 /** POST infer for one model: the built-in route and every kserve endpoint of the config. */
 export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, regions?: SharedMemoryRegions): Promise<Response> {
