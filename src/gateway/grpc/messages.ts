@@ -1,0 +1,158 @@
+/**
+ * KServe v2's gRPC messages as the HTTP requests and answers they stand for: ModelInfer's request as a binary-
+ * extension body, its answer as raw_output_contents, InferParameters as plain values, HTTP statuses as gRPC codes.
+ */
+import * as grpc from '@grpc/grpc-js';
+
+type Parameter = { parameter_choice?: string; [choice: string]: unknown };
+export type Parameters = Record<string, Parameter>;
+type Contents = Record<string, unknown[] | undefined>;
+type InputTensor = { name: string; datatype: string; shape: string[]; parameters: Parameters; contents?: Contents | null };
+export type InferRequest = {
+  model_name: string;
+  model_version: string;
+  id: string;
+  parameters: Parameters;
+  inputs: InputTensor[];
+  outputs: { name: string; parameters: Parameters }[];
+  raw_input_contents: Buffer[];
+};
+export type HeaderTensor = { name: string; datatype: string; shape: number[]; parameters?: Record<string, unknown>; data?: unknown[] };
+
+/** Where each datatype's typed values live in InferTensorContents (FP16 and BF16: raw contents only). */
+const CONTENTS: Record<string, string> = {
+  BOOL: 'bool_contents',
+  INT8: 'int_contents',
+  INT16: 'int_contents',
+  INT32: 'int_contents',
+  INT64: 'int64_contents',
+  UINT8: 'uint_contents',
+  UINT16: 'uint_contents',
+  UINT32: 'uint_contents',
+  UINT64: 'uint64_contents',
+  FP32: 'fp32_contents',
+  FP64: 'fp64_contents',
+  BYTES: 'bytes_contents',
+};
+
+/** HTTP statuses as gRPC codes (as Triton's and grpc-gateway's mappings have them). */
+export function codeOf(status: number): grpc.status {
+  if (status === 401) return grpc.status.UNAUTHENTICATED;
+  if (status === 403) return grpc.status.PERMISSION_DENIED;
+  if (status === 404) return grpc.status.NOT_FOUND;
+  if (status === 409) return grpc.status.ALREADY_EXISTS;
+  if (status === 413 || status === 429) return grpc.status.RESOURCE_EXHAUSTED;
+  if (status === 499) return grpc.status.CANCELLED;
+  if (status === 501) return grpc.status.UNIMPLEMENTED;
+  if (status === 503) return grpc.status.UNAVAILABLE;
+  if (status === 504) return grpc.status.DEADLINE_EXCEEDED;
+  if (status >= 400 && status < 500) return grpc.status.INVALID_ARGUMENT;
+  return grpc.status.INTERNAL;
+}
+
+export class CallError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export const invalid = (message: string) => new CallError(grpc.status.INVALID_ARGUMENT, message);
+export const jsonBody = (value: unknown) => ({ bytes: Buffer.from(JSON.stringify(value)), headers: { 'content-type': 'application/json' } });
+
+/** InferParameters as the JSON protocol's parameters (an int64 as a number). */
+export function plainParameters(parameters: Parameters): Record<string, unknown> {
+  const plain: Record<string, unknown> = {};
+  for (const [key, p] of Object.entries(parameters ?? {})) {
+    const value = p.parameter_choice ? p[p.parameter_choice] : undefined;
+    plain[key] = p.parameter_choice === 'int64_param' || p.parameter_choice === 'uint64_param' ? Number(value) : value;
+  }
+  return plain;
+}
+
+function grpcParameters(plain: Record<string, unknown> | undefined): Record<string, object> {
+  const parameters: Record<string, object> = {};
+  for (const [key, value] of Object.entries(plain ?? {})) {
+    if (key === 'binary_data_size') continue;
+    if (typeof value === 'boolean') parameters[key] = { bool_param: value };
+    else if (Number.isInteger(value)) parameters[key] = { int64_param: String(value) };
+    else if (typeof value === 'number') parameters[key] = { double_param: value };
+    else parameters[key] = { string_param: typeof value === 'string' ? value : JSON.stringify(value) };
+  }
+  return parameters;
+}
+
+/** ModelInfer's request as the KServe binary-extension body: a JSON header, then each raw input's bytes. */
+export function binaryRequest(req: InferRequest): { body: Uint8Array; headerLength: number } {
+  const raw = req.raw_input_contents ?? [];
+  if (raw.length > 0 && raw.length !== req.inputs.length)
+    throw invalid(`raw_input_contents has ${raw.length} entries for ${req.inputs.length} inputs: give one per input, in order`);
+  const inputs = req.inputs.map((t, i): HeaderTensor => {
+    const tensor = { name: t.name, datatype: t.datatype, shape: t.shape.map(Number), parameters: plainParameters(t.parameters) };
+    if (raw.length > 0) {
+      if (t.contents && Object.values(t.contents).some((v) => v?.length)) throw invalid(`input ${t.name}: give raw_input_contents or contents, not both`);
+      return { ...tensor, parameters: { ...tensor.parameters, binary_data_size: raw[i].byteLength } };
+    }
+    if ('shared_memory_region' in tensor.parameters) return tensor;
+    const field = CONTENTS[t.datatype];
+    const values = field ? t.contents?.[field] : undefined;
+    if (!values?.length)
+      throw invalid(`input ${t.name} has no data: give raw_input_contents${field ? ` or contents.${field}` : ` (${t.datatype} has no typed contents)`}`);
+    const data =
+      t.datatype === 'BYTES'
+        ? values.map((b) => Buffer.from(b as Buffer).toString('utf8'))
+        : field.startsWith('int64') || field.startsWith('uint64')
+          ? values.map(Number)
+          : values;
+    return { ...tensor, data };
+  });
+  const header = {
+    ...(req.id && { id: req.id }),
+    parameters: { ...plainParameters(req.parameters), binary_data_output: true },
+    inputs,
+    ...(req.outputs?.length && {
+      outputs: req.outputs.map((o) => ({ name: o.name, parameters: { ...plainParameters(o.parameters), binary_data: true } })),
+    }),
+  };
+  const json = Buffer.from(JSON.stringify(header));
+  return { body: new Uint8Array(Buffer.concat([json, ...raw])), headerLength: json.byteLength };
+}
+
+/** Whether a request asks to be streamed: a generative one's `stream` input true (raw or typed). */
+export function streamed(req: InferRequest): boolean {
+  const i = req.inputs.findIndex((t) => t.name === 'stream');
+  if (i < 0 || req.inputs[i].datatype !== 'BOOL' || !req.inputs.some((t) => t.name === 'text_input')) return false;
+  const raw = req.raw_input_contents?.[i];
+  return raw?.length ? raw[0] !== 0 : req.inputs[i].contents?.bool_contents?.[0] === true;
+}
+
+/** The binary-extension answer as ModelInfer's response: each output's bytes in raw_output_contents. */
+export function inferResponse(answer: Buffer, headerLength: number) {
+  const header = JSON.parse(answer.subarray(0, headerLength).toString('utf8')) as {
+    model_name: string;
+    model_version?: string;
+    id?: string;
+    parameters?: Record<string, unknown>;
+    outputs: HeaderTensor[];
+  };
+  let offset = headerLength;
+  const raw: Buffer[] = [];
+  const outputs = header.outputs.map((o) => {
+    const size = o.parameters?.binary_data_size;
+    if (typeof size === 'number') {
+      raw.push(answer.subarray(offset, offset + size));
+      offset += size;
+    }
+    return { name: o.name, datatype: o.datatype, shape: o.shape.map(String), parameters: grpcParameters(o.parameters) };
+  });
+  return {
+    model_name: header.model_name,
+    model_version: header.model_version ?? '',
+    id: header.id ?? '',
+    parameters: grpcParameters(header.parameters),
+    outputs,
+    raw_output_contents: raw,
+  };
+}
