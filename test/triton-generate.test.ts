@@ -217,6 +217,12 @@ describe("a generative model's KServe tensors (text_input → text_output, as Tr
     [{ inputs: [bytesInput('text_input', 'x'), { name: 'max_tokens', datatype: 'INT32', shape: [1], data: [0] }] }, /max_tokens/],
     [{ inputs: [bytesInput('text_input', 'x'), bytesInput('sampling_parameters', 'max_tokens=4')] }, /sampling_parameters: a JSON object/],
     [{ inputs: [{ name: 'text_input', datatype: 'BYTES', shape: [1], data: [7] }] }, /data\[0\] = 7 is not a string/],
+    [{ inputs: [{ name: 'text_input', shape: [1], data: ['x'] }] }, /text_input: "datatype" is required \(BYTES\)/],
+    [
+      { inputs: [{ name: 'text_input', datatype: 'BYTES', shape: [1], parameters: { binary_data_size: -3 } }] },
+      /binary_data_size must be a byte count, got -3/,
+    ],
+    [{ inputs: [{ name: 'text_input', datatype: 'BYTES', shape: [1], parameters: { binary_data_size: 8 } }] }, /binary_data_size 8 is past the 0 bytes/],
     [{ inputs: [bytesInput('text_input', 'x')], outputs: [{ name: 'logits' }] }, /unknown output "logits"; a generative model answers text_output/],
     [{ inputs: [bytesInput('text_input', 'x'), bytesInput('sampling_parameters', '{"max_tokens": 4000}')] }, /maximum context length/],
   ])('refuses %j with a 400 naming the problem, and goes on serving', async (body, message) => {

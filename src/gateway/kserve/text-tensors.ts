@@ -88,6 +88,7 @@ export function parseTextRequest(body: unknown, binary: Uint8Array): TextRequest
     if (!Object.hasOwn(INPUTS, name)) throw badInput(`unknown input ${JSON.stringify(name)}; a generative model takes ${Object.keys(INPUTS).join(', ')}`);
     const spec = INPUTS[name];
     if (values.has(name)) throw badInput(`input ${name} is given twice`);
+    if (datatype === undefined) throw badInput(`input ${name}: "datatype" is required (${spec.datatype})`);
     if (typeof datatype !== 'string' || !spec.takes.includes(datatype))
       throw badInput(
         `input ${name}: datatype ${JSON.stringify(datatype)}, but it takes ${spec.takes.length > 1 ? `${spec.datatype} (or ${spec.takes.slice(1).join(', ')})` : spec.datatype}`,
@@ -104,7 +105,9 @@ export function parseTextRequest(body: unknown, binary: Uint8Array): TextRequest
     const size = raw.parameters?.binary_data_size;
     if (size === undefined) values.set(name, jsonValues(name, datatype, raw.data, count));
     else {
-      if (!Number.isSafeInteger(size) || (size as number) < 0 || offset + (size as number) > binary.byteLength)
+      if (!Number.isSafeInteger(size) || (size as number) < 0)
+        throw badInput(`input ${name}: binary_data_size must be a byte count, got ${JSON.stringify(size)}`);
+      if (offset + (size as number) > binary.byteLength)
         throw badInput(`input ${name}: binary_data_size ${JSON.stringify(size)} is past the ${binary.byteLength - offset} bytes of binary data left`);
       values.set(name, binaryValues(name, datatype, binary.subarray(offset, offset + (size as number)), count));
       offset += size as number;
