@@ -51,7 +51,7 @@ const OUTPUTS = {
 type OutputName = keyof typeof OUTPUTS;
 
 /** Inputs that are not settings of the generation: what to answer, and how. */
-const NOT_SETTINGS = new Set(['text_input', 'stream', 'sampling_parameters', ...Object.values(OUTPUTS).map((o) => o.flag)]);
+const NOT_SETTINGS = new Set<string>(['text_input', 'stream', 'sampling_parameters', ...Object.values(OUTPUTS).flatMap((o) => o.flag ?? [])]);
 
 /** The tensors, as Triton's metadata and configuration list them (no batch axis: max_batch_size 0, as vLLM's). */
 export const textInterface = {
