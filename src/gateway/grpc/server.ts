@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import type { Hono } from 'hono';
+import { GatewayError } from '../../errors/index.js';
+import { tooLarge } from '../body.js';
 import type { IntakeRequest } from '../intake.js';
 import { bytesElements } from '../kserve/classification.js';
 import { splitInferBody } from '../kserve/request.js';
@@ -49,33 +51,51 @@ const service = (grpc.loadPackageDefinition(proto).inference as grpc.GrpcObject)
 const healthProto = loadSync(fileURLToPath(new URL('./health.proto', import.meta.url)), { ...protoOptions, enums: String });
 const health = ((grpc.loadPackageDefinition(healthProto).grpc as grpc.GrpcObject).health as grpc.GrpcObject).v1 as grpc.GrpcObject;
 
-/** Serves KServe v2's gRPC calls on their own port, each through `app` as its HTTP request. */
-export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Promise<GrpcListening> {
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': opts.maxBodyBytes, 'grpc.max_send_message_length': -1 });
+/** A call's HTTP request, as `dispatch` answers it. */
+export type CallRequest = {
+  path: string;
+  method: string;
+  headers: [string, string][];
+  body?: Uint8Array;
+  remoteAddress: string;
+  /** Aborts when the call is cancelled: its client left, or its deadline passed. */
+  signal: AbortSignal;
+};
+/** Answers a call's HTTP request: the app on this thread, or the main thread's app from an intake thread. */
+export type Dispatch = (request: CallRequest) => Promise<Response>;
 
-  /** The call's HTTP request through the app: its metadata as headers, its cancellation as the client leaving. */
-  async function through(call: SurfaceCall, path: string, body?: { bytes: Uint8Array; headers: Record<string, string> }, signal = cancellation(call)) {
-    const headers = new Headers();
-    for (const [key, value] of Object.entries(call.metadata.getMap())) if (typeof value === 'string' && !key.startsWith('grpc-')) headers.set(key, value);
-    for (const [key, value] of Object.entries(body?.headers ?? {})) headers.set(key, value);
+/** The app on this thread answers: the body through `intake` alone, as an intake thread's (a web Request's would be a stream to read). */
+export const appDispatch =
+  (app: Hono<GatewayEnv>): Dispatch =>
+  ({ path, method, headers, body, remoteAddress, signal }) => {
     let read = false;
     const intake: IntakeRequest = {
-      remoteAddress: call
-        .getPeer()
-        .replace(/^ipv[46]:|:\d+$/g, '')
-        .replace(/^\[|\]$/g, ''),
+      remoteAddress,
       signal,
       readBody: async (limit) => {
-        const bytes = body?.bytes ?? new Uint8Array(0);
-        if (read) throw new CallError(grpc.status.INTERNAL, 'the request body was read already');
+        if (read) throw new GatewayError(400, 'bad_body', 'the request body was read already');
         read = true;
-        if (bytes.byteLength > limit)
-          throw new CallError(grpc.status.RESOURCE_EXHAUSTED, `the request is ${bytes.byteLength} bytes, over the limit of ${limit}`);
-        return bytes;
+        if ((body?.byteLength ?? 0) > limit) throw tooLarge(limit);
+        return body ?? new Uint8Array(0);
       },
     };
-    // The body goes through `intake` alone, as an intake thread's does: a web Request's body would be a stream to read.
-    return app.request(`http://grpc${path}`, { method: body ? 'POST' : 'GET', headers }, { intake });
+    return Promise.resolve(app.request(`http://grpc${path}`, { method, headers }, { intake }));
+  };
+
+/** KServe v2's gRPC service (and gRPC's health check), each call answered by `dispatch` as the HTTP request it stands for. */
+export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Server {
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': maxBodyBytes, 'grpc.max_send_message_length': -1 });
+
+  /** The call's HTTP request: its metadata as headers, its cancellation as the client leaving. */
+  function through(call: SurfaceCall, path: string, body?: { bytes: Uint8Array; headers: Record<string, string> }, signal = cancellation(call)) {
+    const headers: [string, string][] = [];
+    for (const [key, value] of Object.entries(call.metadata.getMap())) if (typeof value === 'string' && !key.startsWith('grpc-')) headers.push([key, value]);
+    headers.push(...Object.entries(body?.headers ?? {}));
+    const remoteAddress = call
+      .getPeer()
+      .replace(/^ipv[46]:|:\d+$/g, '')
+      .replace(/^\[|\]$/g, '');
+    return dispatch({ path, method: body ? 'POST' : 'GET', headers, body: body?.bytes, remoteAddress, signal });
   }
 
   /**
@@ -288,23 +308,31 @@ export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Prom
       }
     }
   }
-  const credentials = opts.tls
-    ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(opts.tls.cert), private_key: Buffer.from(opts.tls.key) }])
+  return server;
+}
+
+export const grpcCredentials = (tls?: GrpcOptions['tls']) =>
+  tls
+    ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }])
     : grpc.ServerCredentials.createInsecure();
+
+/** Stops taking calls and waits for those in flight, ending them after `timeoutMs`. */
+export const closeGrpc = (server: grpc.Server, timeoutMs: number) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(() => server.forceShutdown(), timeoutMs).unref();
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+
+/** Serves KServe v2's gRPC calls on their own port, on this thread, each through `app` as its HTTP request. */
+export async function listenGrpc(app: Hono<GatewayEnv>, opts: GrpcOptions): Promise<GrpcListening> {
+  const server = grpcServer(appDispatch(app), opts.maxBodyBytes);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, credentials, (err, bound) =>
+    server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, grpcCredentials(opts.tls), (err, bound) =>
       err ? reject(err) : resolve(bound),
     ),
   );
-  return {
-    port,
-    close: (timeoutMs) =>
-      new Promise<void>((resolve) => {
-        const timer = setTimeout(() => server.forceShutdown(), timeoutMs).unref();
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      }),
-  };
+  return { port, close: (timeoutMs) => closeGrpc(server, timeoutMs) };
 }
