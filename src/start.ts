@@ -207,6 +207,8 @@ function laidOut(pool: ReplicaPool, layout: ModelLayout): BatchTarget {
 
 /** A port that cannot be bound, said as the setting to change (the socket error's stack says nothing more). */
 function cannotListen(err: NodeJS.ErrnoException, server: Config['server']): Error {
+  // (an intake thread's gRPC port: said so by the thread, its error's code lost on the way)
+  if (err.message?.startsWith('server.grpc_port:')) return new ConfigError(err.message);
   const where = `port ${server.port} on ${server.host}`;
   if (err.code === 'EADDRINUSE') return new ConfigError(`server.port: ${where} is in use by another process (set server.port or $PORT)`);
   if (err.code === 'EACCES') return new ConfigError(`server.port: ${where} needs privileges this process lacks (ports below 1024; or use one above)`);
@@ -625,6 +627,8 @@ export async function startGateway(
       keepAliveTimeoutMs: config.server.keep_alive_timeout_s * 1000,
       sendTimeoutMs: config.server.send_timeout_s * 1000,
       compressResponses: config.server.compress_responses,
+      // With intake threads they serve gRPC as well, off the main thread; else listenGrpc below.
+      grpcPort: config.server.intake_threads ? config.server.grpc_port : undefined,
       webSocketWork,
       onStalledAnswer: (answer) => {
         telemetry.instruments.connectionsEnded.add(1, { reason: 'send_timeout' });
@@ -651,12 +655,14 @@ export async function startGateway(
     }
   };
   const grpcPort = config.server.grpc_port;
-  if (grpcPort !== undefined) {
+  if (grpcPort !== undefined && !config.server.intake_threads) {
     grpc = await bindExtra('server.grpc_port', grpcPort, () =>
       listenGrpc(app, { port: grpcPort, host: config.server.host, tls, maxBodyBytes: config.server.max_body_bytes }),
     );
-    log.info({ grpcPort: grpc.port }, `KServe v2 gRPC on port ${grpc.port} (server.grpc_port)`);
   }
+  const grpcBound = grpc?.port ?? server.grpcPort;
+  if (grpcBound !== undefined)
+    log.info({ grpcPort: grpcBound }, `KServe v2 gRPC on port ${grpcBound} (server.grpc_port${server.grpcPort ? ', on the intake threads' : ''})`);
   let metrics: Awaited<ReturnType<typeof listenForMetrics>> | undefined;
   const metricsPort = config.telemetry.metrics_port;
   if (metricsPort !== undefined) {
@@ -763,7 +769,7 @@ export async function startGateway(
   const gateway: Gateway = {
     port: server.port,
     metricsPort: metrics?.port,
-    grpcPort: grpc?.port,
+    grpcPort: grpcBound,
     telemetry,
     models,
     reload(next) {

@@ -364,7 +364,7 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
 
   it('maps what the HTTP path refuses to gRPC codes, and goes on serving', async () => {
     const x = { name: 'x', datatype: 'FP32', shape: [1, 5] };
-    const cases: [Promise<unknown>, grpc.status, RegExp][] = [
+    const made: [Promise<unknown>, grpc.status, RegExp][] = [
       [rpc('ModelInfer', { model_name: 'identity', inputs: [x], raw_input_contents: [fp32([1])] }, {}), grpc.status.UNAUTHENTICATED, /./],
       [rpc('ModelInfer', { model_name: 'nope', inputs: [x], raw_input_contents: [fp32([1, 2, 3, 4, 5])] }), grpc.status.NOT_FOUND, /nope/],
       [rpc('ModelInfer', { model_name: 'identity', inputs: [x], raw_input_contents: [fp32([1, 2])] }), grpc.status.INVALID_ARGUMENT, /bytes|size/i],
@@ -383,8 +383,10 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
       [rpc('ModelMetadata', { name: 'nope' }), grpc.status.NOT_FOUND, /nope/],
       [rpc('ModelInfer', { inputs: [x], raw_input_contents: [fp32([1, 2, 3, 4, 5])] }), grpc.status.INVALID_ARGUMENT, /model_name is required/],
     ];
+    // Each caught at once: they fail in whichever order (some before the gateway's app sees them).
+    const cases = made.map(([call, code, details]) => [failure(call), code, details] as const);
     for (const [call, code, details] of cases) {
-      const got = await failure(call);
+      const got = await call;
       expect(got.code, got.details).toBe(code);
       expect(got.details).toMatch(details);
     }

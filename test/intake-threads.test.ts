@@ -2,6 +2,9 @@ import { generateKeyPairSync } from 'node:crypto';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createConnection } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
 import { Hono } from 'hono';
 import jwt from 'jsonwebtoken';
 import OpenAI, { toFile } from 'openai';
@@ -296,6 +299,78 @@ describe('several intake threads', () => {
       expect(statuses).toEqual(new Array(20).fill(200));
     } finally {
       await two.shutdown();
+    }
+  });
+});
+
+describe('gRPC on intake threads (server.grpc_port)', () => {
+  it('is served by the threads on one port (shared from Node 22.12), each call answered by the main thread, streams too', async () => {
+    const threads = reusePortSupported() ? 2 : 1;
+    const gateway = await startTestGateway({
+      server: { intake_threads: threads, grpc_port: 0 },
+      models: {
+        identity: { path: `${MODELS}identity.onnx`, device: 'cpu', batching: { max_batch_size: 16, wait_ms: 5 }, scaling: { min_containers: 1 } },
+        'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      },
+    });
+    const definition = loadSync(fileURLToPath(new URL('../src/gateway/grpc/inference.proto', import.meta.url)), {
+      keepCase: true,
+      longs: String,
+      oneofs: true,
+      defaults: true,
+    });
+    const Service = (grpc.loadPackageDefinition(definition).inference as grpc.GrpcObject).GRPCInferenceService as grpc.ServiceClientConstructor;
+    type Client = Record<string, (r: object, cb: (e: Error | null, r: { raw_output_contents: Buffer[] }) => void) => void>;
+    // A channel (a connection) each, as many clients would: the kernel spreads connections over the threads.
+    const clients = Array.from(
+      { length: 12 },
+      (_, i) => new Service(`127.0.0.1:${gateway.grpcPort}`, grpc.credentials.createInsecure(), { 'grpc.channel_id': i }),
+    );
+    try {
+      const answers = await Promise.all(
+        clients.map(
+          (client, i) =>
+            new Promise<number[]>((resolve, reject) =>
+              (client as unknown as Client).ModelInfer(
+                { model_name: 'identity', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3] }], raw_input_contents: [Buffer.from(row(i).buffer)] },
+                (err, reply) => (err ? reject(err) : resolve(Array.from(new Float32Array(new Uint8Array(reply.raw_output_contents[0]).buffer)))),
+              ),
+            ),
+        ),
+      );
+      expect(answers).toEqual(answers.map((_, i) => Array.from(row(i))));
+      // A generative stream: its pieces cross from the main thread one by one.
+      const text = (t: string) => Buffer.concat([Buffer.from(new Uint32Array([Buffer.byteLength(t)]).buffer), Buffer.from(t)]);
+      const stream = (
+        clients[0] as unknown as { ModelStreamInfer(): grpc.ClientDuplexStream<object, { infer_response?: { raw_output_contents: Buffer[] } }> }
+      ).ModelStreamInfer();
+      const pieces: string[] = [];
+      const ended = new Promise((resolve, reject) =>
+        stream
+          .on('data', (r) => pieces.push(r.infer_response?.raw_output_contents[0]?.subarray(4).toString() ?? ''))
+          .on('end', resolve)
+          .on('error', reject),
+      );
+      stream.write({
+        model_name: 'tiny-gpt',
+        inputs: [
+          { name: 'text_input', datatype: 'BYTES', shape: [1] },
+          { name: 'stream', datatype: 'BOOL', shape: [1] },
+          { name: 'sampling_parameters', datatype: 'BYTES', shape: [1] },
+        ],
+        raw_input_contents: [text('Once upon a time'), Buffer.from([1]), text('{"max_tokens": 10, "seed": 4}')],
+      });
+      stream.end();
+      await ended;
+      const http = await fetch(`${gateway.url}/v2/models/tiny-gpt/generate`, {
+        method: 'POST',
+        body: JSON.stringify({ text_input: 'Once upon a time', parameters: { max_tokens: 10, seed: 4 }, exclude_input_in_output: true }),
+      });
+      expect(pieces.length).toBeGreaterThan(2);
+      expect(pieces.join('')).toBe((await http.json()).text_output);
+    } finally {
+      for (const client of clients) client.close();
+      await gateway.shutdown();
     }
   });
 });

@@ -307,9 +307,10 @@ export const serverSchema = z
      */
     compress_responses: z.boolean().default(false),
     /**
-     * KServe v2's gRPC service on this port (Triton serves it on 8001): ServerLive, ServerReady, ModelReady,
-     * ServerMetadata, ModelMetadata, ModelInfer, answered as their HTTP requests are (auth from the call's
-     * metadata, TLS as server.tls). @default off
+     * KServe v2's gRPC service on this port (Triton serves it on 8001): health, metadata, ModelInfer and
+     * Triton's streaming, config, statistics, repository and shared-memory calls, answered as their HTTP
+     * requests are (auth from the call's metadata, TLS as server.tls); by the intake threads when there are
+     * some. @default off
      */
     grpc_port: z.number().int().min(0).max(65535).optional(),
     /**

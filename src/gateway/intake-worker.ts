@@ -1,17 +1,19 @@
 /**
  * An intake thread (see intake.ts): accepts connections on the gateway's port, hands each request's head to
- * the main thread, reads its body when the main thread asks, and writes the answer it gets back.
+ * the main thread, reads its body when the main thread asks, and writes the answer it gets back. With
+ * server.grpc_port it serves gRPC too: each call's HTTP request (see grpc/server.ts) goes the same way.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createSecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { workerData } from 'node:worker_threads';
 import { GatewayError } from '../errors/index.js';
 import { readIncoming } from './body.js';
 import { requestBuffers } from './buffer-pool.js';
 import { compressWhole } from './compress.js';
 import { continueWhenRead, drainable, endStalledAnswers, keepIdleConnections, STREAM_ACK_BYTES } from './drain.js';
+import type { CallRequest } from './grpc/server.js';
 import type { FromIntake, IntakeWorkerData, ToIntake } from './intake.js';
 
 const data = workerData as IntakeWorkerData;
@@ -120,6 +122,8 @@ parent.on('message', (m: ToIntake) => {
     case 'readBody':
       return void sendBody(m.id, m.limit);
     case 'head': {
+      const call = calls.get(m.id);
+      if (call) return call.head(m.status, m.headers, m.body, m.end);
       const res = open.get(m.id)?.res;
       if (!res) return;
       if (m.end && m.body !== undefined && data.compressResponses) return void writeCompressed(m.id, m.status, m.headers, m.body);
@@ -135,6 +139,8 @@ parent.on('message', (m: ToIntake) => {
       return;
     }
     case 'chunk': {
+      const call = calls.get(m.id);
+      if (call) return call.chunk(m.chunk);
       const res = open.get(m.id)?.res as ServerResponse | undefined;
       if (!res) return;
       // The main thread holds the stream's next chunks once a window of them is not yet taken (see intake.ts):
@@ -158,6 +164,8 @@ parent.on('message', (m: ToIntake) => {
       return;
     }
     case 'end': {
+      const call = calls.get(m.id);
+      if (call) return call.end(m.failed);
       const res = open.get(m.id)?.res;
       if (!res) return;
       if (!m.failed) res.end();
@@ -170,7 +178,7 @@ parent.on('message', (m: ToIntake) => {
     case 'leave':
       return drain.leave();
     case 'close':
-      return void drain.close(m.timeoutMs).then(() => post({ t: 'closed' }));
+      return void Promise.all([drain.close(m.timeoutMs), grpc?.close(m.timeoutMs)]).then(() => post({ t: 'closed' }));
   }
 });
 
@@ -194,6 +202,87 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer) {
   socket.once('error', () => upstream.destroy()).once('close', () => upstream.destroy());
 }
 
+/** gRPC calls handed to the main thread, by id: where their answers go. */
+type CallAnswer = {
+  head(status: number, headers: [string, string][], body: Uint8Array | string | undefined, end: boolean): void;
+  chunk(chunk: Uint8Array | string): void;
+  end(failed?: boolean): void;
+};
+const calls = new Map<number, CallAnswer>();
+
+/**
+ * A gRPC call's HTTP request, answered by the main thread's app as an HTTP request from this thread is: its head
+ * with its body, then the answer whole, or streamed (each piece acknowledged as it comes: the call reads it at once).
+ */
+function dispatchToMain({ path, method, headers, body, remoteAddress, signal }: CallRequest): Promise<Response> {
+  const id = next++;
+  return new Promise((resolve, reject) => {
+    let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
+    const finish = () => {
+      calls.delete(id);
+      signal.removeEventListener('abort', left);
+    };
+    const left = () => {
+      if (!calls.has(id)) return;
+      finish();
+      post({ t: 'gone', id });
+      const err = new Error('the call was cancelled');
+      stream?.error(err);
+      reject(err);
+    };
+    signal.addEventListener('abort', left, { once: true });
+    calls.set(id, {
+      head: (status, pairs, whole, end) => {
+        if (end) finish();
+        const streamed = () =>
+          new ReadableStream<Uint8Array>({
+            start: (controller) => {
+              stream = controller;
+            },
+          });
+        const answer = end ? ((whole ?? null) as BodyInit | null) : streamed();
+        resolve(new Response(answer, { status, headers: pairs }));
+      },
+      chunk: (chunk) => {
+        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+        stream?.enqueue(bytes);
+        post({ t: 'sent', id, bytes: bytes.byteLength });
+      },
+      end: (failed) => {
+        finish();
+        if (failed) stream?.error(new Error('the answer failed midway'));
+        else stream?.close();
+      },
+    });
+    // A buffer of its own crosses by transfer (a view into a shared one, Node's pool, cannot).
+    const own = body && (body.byteOffset === 0 && body.byteLength === body.buffer.byteLength ? body : new Uint8Array(body));
+    const head = { t: 'request', id, method, url: `http://grpc${path}`, headers, remote: remoteAddress, hasBody: own !== undefined } as const;
+    post(own ? { ...head, body: own } : head, own ? [own.buffer as ArrayBuffer] : undefined);
+  });
+}
+
+/** The gRPC service on its port (bound by every thread, reusePort) with its connections handed to grpc-js. */
+async function listenGrpc(port: number): Promise<{ port: number; close(timeoutMs: number): Promise<void> }> {
+  const { grpcServer, grpcCredentials, closeGrpc } = await import('./grpc/server.js');
+  const service = grpcServer(dispatchToMain, data.maxBodyBytes);
+  const injector = service.createConnectionInjector(grpcCredentials(data.tls));
+  const listener: NetServer = createNetServer((socket) => injector.injectConnection(socket));
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(`server.grpc_port: port ${port} on ${data.host} cannot be used (${err.code ?? err.message})`)),
+    );
+    listener.listen({ port, host: data.host, reusePort: data.reusePort || undefined }, resolve);
+  });
+  return {
+    port: (listener.address() as { port: number }).port,
+    close: async (timeoutMs) => {
+      listener.close();
+      await closeGrpc(service, timeoutMs);
+    },
+  };
+}
+let grpc: Awaited<ReturnType<typeof listenGrpc>> | undefined;
+
 const tls = data.tls && { key: data.tls.key, cert: data.tls.cert };
 const server = (
   !tls ? createServer(onRequest) : data.tls?.http2 ? createSecureServer({ ...tls, allowHTTP1: true }, onRequest) : createHttpsServer(tls, onRequest)
@@ -206,6 +295,7 @@ const drain = drainable(server, { upgraded: 'leave' });
 server.once('error', (err) => {
   throw err;
 });
-server.listen({ port: data.port, host: data.host, reusePort: data.reusePort || undefined }, () => {
-  post({ t: 'listening', port: (server.address() as { port: number }).port });
+server.listen({ port: data.port, host: data.host, reusePort: data.reusePort || undefined }, async () => {
+  if (data.grpcPort !== undefined) grpc = await listenGrpc(data.grpcPort); // (a failure ends the thread, and the start)
+  post({ t: 'listening', port: (server.address() as { port: number }).port, grpcPort: grpc?.port });
 });

@@ -22,12 +22,13 @@ import { wholeBody } from './whole-body.js';
  * on what they hand it. A body crosses by transfer, not copy, and its buffer goes back to its thread for reuse.
  * Bodies up to 64 KB come with their heads; larger ones follow unasked while the thread's reads of such bodies
  * stay under 64 MB, and past that only when the route reads them (see intake-worker.ts).
- * WebSocket upgrades are piped, bytes as they are, to the main thread's own server on a loopback port.
+ * WebSocket upgrades are piped, bytes as they are, to the main thread's own server on a loopback port. With
+ * server.grpc_port the threads serve gRPC too: a call's HTTP request crosses as an HTTP request's does.
  */
 
 /** What a worker thread tells the main thread. */
 export type FromIntake =
-  | { t: 'listening'; port: number }
+  | { t: 'listening'; port: number; grpcPort?: number }
   | {
       t: 'request';
       id: number;
@@ -72,6 +73,8 @@ export type IntakeOptions = {
   sendTimeoutMs?: number;
   /** Whole answers compressed for clients that accept it, on the thread (server.compress_responses). */
   compressResponses?: boolean;
+  /** KServe v2 gRPC on this port too, served by the threads (server.grpc_port; see intake-worker.ts). */
+  grpcPort?: number;
 };
 
 export type IntakeWorkerData = IntakeOptions & { reusePort: boolean; secret: string; parent: MessagePort };
@@ -106,6 +109,7 @@ export async function startIntakeThreads(
   { onError, onStalledAnswer }: { onError: (err: Error) => void; onStalledAnswer?: (answer: StalledAnswer) => void },
 ): Promise<{
   port: number;
+  grpcPort?: number;
   /** Shutdown has begun: answers send their connections away (see drainable). */
   leave(): void;
   /** Stops accepting and answers what was accepted; the threads end once `upgradedClosed` settles too. */
@@ -115,8 +119,9 @@ export async function startIntakeThreads(
   const threads: IntakeThread[] = [];
   let closing = false;
   let port = opts.port;
+  let grpcPort = opts.grpcPort;
   const start = async (): Promise<IntakeThread> => {
-    const thread = await IntakeThread.start(app, { ...opts, port, reusePort: count > 1 }, onStalledAnswer, (err) => {
+    const thread = await IntakeThread.start(app, { ...opts, port, grpcPort, reusePort: count > 1 }, onStalledAnswer, (err) => {
       if (closing) return;
       onError(err);
       // Its connections are lost; a replacement takes new ones.
@@ -131,9 +136,11 @@ export async function startIntakeThreads(
   // The first binds the port (a free one for port 0); the others bind the same.
   threads.push(await start());
   port = threads[0].port;
+  grpcPort = threads[0].grpcPort;
   for (let i = 1; i < count; i++) threads.push(await start());
   return {
     port,
+    grpcPort,
     leave: () => {
       for (const t of threads) t.leave();
     },
@@ -164,6 +171,7 @@ class IntakeThread {
     private worker: Worker,
     private channel: MessagePort,
     readonly port: number,
+    readonly grpcPort: number | undefined,
     private maxBodyBytes: number,
     private onStalledAnswer: ((answer: StalledAnswer) => void) | undefined,
     private onExit: (err: Error) => void,
@@ -190,12 +198,12 @@ class IntakeThread {
     const { port1, port2 } = new MessageChannel();
     const url = new URL(`./intake-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url).href;
     const worker = spawnWorker(url, { ...opts, secret, parent: port2 } satisfies IntakeWorkerData, undefined, [port2]);
-    const port = await new Promise<number>((resolve, reject) => {
-      port1.once('message', (m: FromIntake) => (m.t === 'listening' ? resolve(m.port) : reject(new Error(`unexpected ${m.t}`))));
+    const { port, grpcPort } = await new Promise<Extract<FromIntake, { t: 'listening' }>>((resolve, reject) => {
+      port1.once('message', (m: FromIntake) => (m.t === 'listening' ? resolve(m) : reject(new Error(`unexpected ${m.t}`))));
       worker.once('error', reject).once('exit', (code) => reject(new Error(`the intake thread exited (code ${code}) before it listened`)));
     });
     worker.removeAllListeners('error').removeAllListeners('exit');
-    return new IntakeThread(app, worker, port1, port, opts.maxBodyBytes, onStalledAnswer, onExit);
+    return new IntakeThread(app, worker, port1, port, grpcPort, opts.maxBodyBytes, onStalledAnswer, onExit);
   }
 
   /** A body whose buffer the thread's pool would keep goes back to it once released. */

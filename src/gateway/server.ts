@@ -11,6 +11,8 @@ import type { GatewayEnv } from './types.js';
 
 export type Listening = {
   port: number;
+  /** With intake threads and ListenOptions.grpcPort: where they serve gRPC. */
+  grpcPort?: number;
   /** Shutdown has begun: go on serving, but send each answer's connection away (see drainable). */
   leave(): void;
   /** Stops accepting, waits for accepted requests to be answered (up to timeoutMs), then closes every connection. */
@@ -40,6 +42,8 @@ export type ListenOptions = {
    * Without, the app does (createApp's compressResponses).
    */
   compressResponses?: boolean;
+  /** With intake threads: they serve KServe v2 gRPC on this port too (server.grpc_port). Without, see listenGrpc. */
+  grpcPort?: number;
   /** Told when an intake thread fails (it is replaced). */
   onError?: (err: Error) => void;
   /** Requests made on WebSockets (app.ts counts them): closing waits for them as for requests. */
@@ -67,11 +71,13 @@ export async function listen(app: Hono<GatewayEnv>, opts: ListenOptions): Promis
         keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
         sendTimeoutMs: opts.sendTimeoutMs,
         compressResponses: opts.compressResponses,
+        grpcPort: opts.grpcPort,
       },
       { onError: opts.onError ?? ((err) => console.error(err)), onStalledAnswer: opts.onStalledAnswer },
     );
     return {
       port: threads.port,
+      grpcPort: threads.grpcPort,
       leave: () => {
         here.leave();
         threads.leave();

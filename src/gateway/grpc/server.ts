@@ -88,9 +88,10 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
 
   /** The call's HTTP request: its metadata as headers, its cancellation as the client leaving. */
   function through(call: SurfaceCall, path: string, body?: { bytes: Uint8Array; headers: Record<string, string> }, signal = cancellation(call)) {
-    const headers: [string, string][] = [];
-    for (const [key, value] of Object.entries(call.metadata.getMap())) if (typeof value === 'string' && !key.startsWith('grpc-')) headers.push([key, value]);
-    headers.push(...Object.entries(body?.headers ?? {}));
+    // The caller's metadata but gRPC's own (its content-type, te, grpc-*: the HTTP request has its own body's).
+    const headers: [string, string][] = Object.entries(body?.headers ?? {});
+    for (const [key, value] of Object.entries(call.metadata.getMap()))
+      if (typeof value === 'string' && !key.startsWith('grpc-') && key !== 'content-type' && key !== 'te') headers.push([key, value]);
     const remoteAddress = call
       .getPeer()
       .replace(/^ipv[46]:|:\d+$/g, '')

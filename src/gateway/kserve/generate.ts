@@ -2,9 +2,12 @@ import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
-import { clientSignal, readJson } from '../body.js';
+import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { Generation } from '../openai/generation.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
+import { bytesElements } from './classification.js';
+import { splitInferBody } from './request.js';
+import { OUTPUTS, type OutputName, parseTextRequest, type TextRequest } from './text-tensors.js';
 
 // Triton's generate extension (POST v2/models/{m}/generate and generate_stream): a text-in, text-out
 // schema for LLMs, what genai-perf's `--endpoint-type generate` and Triton's vLLM / TensorRT-LLM users
@@ -121,4 +124,44 @@ export function startGeneration(c: Context<GatewayEnv>, m: ServedModel, body: un
 /** The known settings among some fields (a setting may come as a top-level input or a parameter). */
 function pick(fields: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(fields).filter(([k]) => k in settings.shape));
+}
+
+/** POST …/infer for a generative model: the whole text in one response (a stream is the generate_stream's or gRPC's). */
+export async function inferText(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number): Promise<Response> {
+  const body = await readBody(c, maxBodyBytes);
+  let request: TextRequest;
+  try {
+    const { json, binary } = splitInferBody(body, c.req.header('inference-header-content-length'));
+    request = parseTextRequest(json, binary);
+  } finally {
+    releaseBody(body); // (the values were copied out)
+  }
+  if (request.stream) throw badInput(`stream: true needs a streaming call: POST /v2/models/${m.name}/generate_stream, or gRPC's ModelStreamInfer`, 'stream');
+  const { generation } = startGeneration(c, m, request.fields);
+  let text = '';
+  for await (const piece of generation) text += piece.text;
+  const result = await generation.result;
+  c.set('queueMs', result.queueMs);
+  const answers: Record<OutputName, { shape: number[]; data: string[] | number[] }> = {
+    text_output: { shape: request.shape, data: [text] },
+    finish_reason: { shape: [1], data: [result.finishReason] },
+    num_input_tokens: { shape: [1], data: [generation.promptTokens] },
+    num_output_tokens: { shape: [1], data: [result.completionTokens] },
+  };
+  const binaries: Uint8Array[] = [];
+  const outputs = request.outputs.map(({ name, binary }) => {
+    const { shape, data } = answers[name];
+    const datatype = OUTPUTS[name].datatype;
+    if (!binary) return { name, datatype, shape, data };
+    const bytes = datatype === 'BYTES' ? bytesElements(data as string[]) : new Uint8Array(new Uint32Array(data as number[]).buffer);
+    binaries.push(bytes);
+    return { name, datatype, shape, parameters: { binary_data_size: bytes.byteLength } };
+  });
+  const json = JSON.stringify({ model_name: m.name, model_version: '1', ...(request.id !== undefined && { id: request.id }), outputs });
+  if (binaries.length === 0) return c.body(json, 200, { 'content-type': 'application/json' });
+  const header = Buffer.from(json);
+  return c.body(Buffer.concat([header, ...binaries]), 200, {
+    'content-type': 'application/octet-stream',
+    'inference-header-content-length': String(header.byteLength),
+  });
 }

@@ -5,13 +5,13 @@ import { bytesOf, viewBytes } from '../../tensor/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { requestBuffers } from '../buffer-pool.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { generate } from './generate.js';
+import { generate, inferText } from './generate.js';
 import { tritonConfig } from './model-config.js';
 import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
 import type { SharedMemoryRegions } from './shared-memory.js';
 import { submitInfer } from './submit.js';
-import { inferText, textInterface } from './text-tensors.js';
+import { textInterface } from './text-tensors.js';
 import { predict } from './v1.js';
 
 export type KServeOptions = {

@@ -1,17 +1,12 @@
-import type { Context } from 'hono';
 import { badInput } from '../../errors/index.js';
 import { bytesPerElement, elementCount, formatShape, isDType, viewBytes } from '../../tensor/index.js';
-import { readBody, releaseBody } from '../body.js';
-import type { GatewayEnv, ServedModel } from '../types.js';
-import { bytesElements } from './classification.js';
-import { startGeneration } from './generate.js';
 import { fromJsonData } from './json-data.js';
-import { splitInferBody } from './request.js';
 
 // A generative model's KServe v2 tensors, as Triton's vLLM backend declares them: `text_input` in, `text_output`
 // out, optional flags and a `sampling_parameters` JSON string — and the TensorRT-LLM ensemble's scalar settings.
 // So tritonclient, perf_analyzer and genai-perf (`--service-kind triton`) call a generative model with infer
-// requests, over HTTP or gRPC, as they call Triton's; the tokens come from the same continuous batching.
+// requests, over HTTP or gRPC, as they call Triton's; the tokens come from the same continuous batching
+// (generate.ts's inferText). Parsing only here: an intake thread's gRPC server reads these too.
 
 type InputSpec = { datatype: string; dims: number[]; takes: readonly string[]; optional: boolean };
 const INTEGERS = ['INT32', 'INT64', 'UINT32', 'UINT64', 'INT8', 'INT16', 'UINT8', 'UINT16'];
@@ -42,13 +37,13 @@ const INPUTS: Record<string, InputSpec> = {
 };
 
 /** The outputs, and the flag that asks for each when the request names none (text_output always). */
-const OUTPUTS = {
+export const OUTPUTS = {
   text_output: { datatype: 'BYTES', dims: [-1], flag: undefined },
   finish_reason: { datatype: 'BYTES', dims: [-1], flag: 'return_finish_reason' },
   num_input_tokens: { datatype: 'UINT32', dims: [1], flag: 'return_num_input_tokens' },
   num_output_tokens: { datatype: 'UINT32', dims: [1], flag: 'return_num_output_tokens' },
 } as const;
-type OutputName = keyof typeof OUTPUTS;
+export type OutputName = keyof typeof OUTPUTS;
 
 /** Inputs that are not settings of the generation: what to answer, and how. */
 const NOT_SETTINGS = new Set<string>(['text_input', 'stream', 'sampling_parameters', ...Object.values(OUTPUTS).flatMap((o) => o.flag ?? [])]);
@@ -190,43 +185,3 @@ function binaryValues(name: string, datatype: string, bytes: Uint8Array, count: 
 
 const plain = (datatype: string, data: ArrayLike<number | bigint>): unknown[] =>
   Array.from(data as ArrayLike<number>, (v) => (datatype === 'BOOL' ? v !== 0 : Number(v)));
-
-/** POST …/infer for a generative model: the whole text in one response (a stream is the generate_stream's or gRPC's). */
-export async function inferText(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number): Promise<Response> {
-  const body = await readBody(c, maxBodyBytes);
-  let request: TextRequest;
-  try {
-    const { json, binary } = splitInferBody(body, c.req.header('inference-header-content-length'));
-    request = parseTextRequest(json, binary);
-  } finally {
-    releaseBody(body); // (the values were copied out)
-  }
-  if (request.stream) throw badInput(`stream: true needs a streaming call: POST /v2/models/${m.name}/generate_stream, or gRPC's ModelStreamInfer`, 'stream');
-  const { generation } = startGeneration(c, m, request.fields);
-  let text = '';
-  for await (const piece of generation) text += piece.text;
-  const result = await generation.result;
-  c.set('queueMs', result.queueMs);
-  const answers: Record<OutputName, { shape: number[]; data: string[] | number[] }> = {
-    text_output: { shape: request.shape, data: [text] },
-    finish_reason: { shape: [1], data: [result.finishReason] },
-    num_input_tokens: { shape: [1], data: [generation.promptTokens] },
-    num_output_tokens: { shape: [1], data: [result.completionTokens] },
-  };
-  const binaries: Uint8Array[] = [];
-  const outputs = request.outputs.map(({ name, binary }) => {
-    const { shape, data } = answers[name];
-    const datatype = OUTPUTS[name].datatype;
-    if (!binary) return { name, datatype, shape, data };
-    const bytes = datatype === 'BYTES' ? bytesElements(data as string[]) : new Uint8Array(new Uint32Array(data as number[]).buffer);
-    binaries.push(bytes);
-    return { name, datatype, shape, parameters: { binary_data_size: bytes.byteLength } };
-  });
-  const json = JSON.stringify({ model_name: m.name, model_version: '1', ...(request.id !== undefined && { id: request.id }), outputs });
-  if (binaries.length === 0) return c.body(json, 200, { 'content-type': 'application/json' });
-  const header = Buffer.from(json);
-  return c.body(Buffer.concat([header, ...binaries]), 200, {
-    'content-type': 'application/octet-stream',
-    'inference-header-content-length': String(header.byteLength),
-  });
-}
