@@ -3,18 +3,11 @@
  * ModelInfer of a [1, n] FP32 tensor as raw contents, for `durationS`. Prints { requests, requestsPerS, p50Ms, p99Ms, errors }.
  *   node --import tsx bench/grpc-load.ts '{"target":"127.0.0.1:8001","model":"identity","elements":1024,"connections":32,"durationS":5}'
  */
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { loadService } from '../src/gateway/grpc/proto.js';
 
 const o = JSON.parse(process.argv[2]) as { target: string; model: string; elements: number; connections: number; durationS: number };
-const definition = loadSync(fileURLToPath(new URL('../src/gateway/grpc/inference.proto', import.meta.url)), {
-  keepCase: true,
-  longs: String,
-  oneofs: true,
-  defaults: true,
-});
-const Service = (grpc.loadPackageDefinition(definition).inference as grpc.GrpcObject).GRPCInferenceService as grpc.ServiceClientConstructor;
+const Service = loadService('inference.proto', 'inference.GRPCInferenceService');
 const raw = Buffer.from(new Float32Array(o.elements).map((_, i) => Math.sin(i)).buffer);
 const request = { model_name: o.model, inputs: [{ name: 'x', datatype: 'FP32', shape: [1, o.elements] }], raw_input_contents: [raw] };
 type Infer = (r: object, cb: (err: Error | null) => void) => void;

@@ -1,19 +1,11 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadService } from '../src/gateway/grpc/proto.js';
 import { MODELS, random, selfSignedTls, startTestGateway } from './helpers.js';
 
 // A real gRPC client (grpc-js) with the protocol's .proto, as tritonclient.grpc would call.
-const definition = loadSync(fileURLToPath(new URL('../src/gateway/grpc/inference.proto', import.meta.url)), {
-  keepCase: true,
-  longs: String,
-  enums: String,
-  oneofs: true,
-  defaults: true,
-});
-const Service = (grpc.loadPackageDefinition(definition).inference as grpc.GrpcObject).GRPCInferenceService as grpc.ServiceClientConstructor;
+const Service = loadService('inference.proto', 'inference.GRPCInferenceService', { enums: String });
 const SECRET = 'a-long-enough-shared-secret';
 
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
@@ -110,9 +102,8 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
       server: { grpc_port: 0, shutdown_delay_s: 2 },
       models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu' } },
     });
-    const healthDef = loadSync(fileURLToPath(new URL('../src/gateway/grpc/health.proto', import.meta.url)), { keepCase: true, enums: String });
-    const Health = ((grpc.loadPackageDefinition(healthDef).grpc as grpc.GrpcObject).health as grpc.GrpcObject).v1 as grpc.GrpcObject;
-    const probe = new (Health.Health as grpc.ServiceClientConstructor)(`127.0.0.1:${draining.grpcPort}`, grpc.credentials.createInsecure());
+    const Health = loadService('health.proto', 'grpc.health.v1.Health', { enums: String });
+    const probe = new Health(`127.0.0.1:${draining.grpcPort}`, grpc.credentials.createInsecure());
     const check = (service: string) =>
       new Promise<{ status?: string; code?: number }>((resolve) =>
         (probe as unknown as { Check: (r: object, cb: (e: grpc.ServiceError | null, r: { status: string }) => void) => void }).Check(

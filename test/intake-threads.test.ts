@@ -2,9 +2,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createConnection } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
 import { Hono } from 'hono';
 import jwt from 'jsonwebtoken';
 import OpenAI, { toFile } from 'openai';
@@ -12,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { parseConfig, reusePortSupported } from '../src/config/index.js';
 import { readBody, releaseBody } from '../src/gateway/body.js';
+import { loadService } from '../src/gateway/grpc/proto.js';
 import { type GatewayEnv, type Listening, listen } from '../src/gateway/index.js';
 import { binaryBody, http2Post, MODELS, selfSignedTls, startTestGateway } from './helpers.js';
 
@@ -313,13 +312,7 @@ describe('gRPC on intake threads (server.grpc_port)', () => {
         'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       },
     });
-    const definition = loadSync(fileURLToPath(new URL('../src/gateway/grpc/inference.proto', import.meta.url)), {
-      keepCase: true,
-      longs: String,
-      oneofs: true,
-      defaults: true,
-    });
-    const Service = (grpc.loadPackageDefinition(definition).inference as grpc.GrpcObject).GRPCInferenceService as grpc.ServiceClientConstructor;
+    const Service = loadService('inference.proto', 'inference.GRPCInferenceService');
     type Client = Record<string, (r: object, cb: (e: Error | null, r: { raw_output_contents: Buffer[] }) => void) => void>;
     // A channel (a connection) each, as many clients would: the kernel spreads connections over the threads.
     const clients = Array.from(

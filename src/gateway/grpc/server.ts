@@ -4,9 +4,7 @@
  * metadata are its headers), rate limits, batching, validation, metrics and logs are the HTTP path's, and an
  * HTTP error status becomes its gRPC code.
  */
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
 import type { Hono } from 'hono';
 import { GatewayError } from '../../errors/index.js';
 import { tooLarge } from '../body.js';
@@ -29,6 +27,7 @@ import {
   plainParameters,
   streamed,
 } from './messages.js';
+import { loadService } from './proto.js';
 
 export type GrpcOptions = {
   port: number;
@@ -45,11 +44,8 @@ type ModelControl = { model_name: string; parameters: Parameters };
 /** What every kind of server call has: metadata, peer, cancellation. */
 type SurfaceCall = { metadata: grpc.Metadata; getPeer(): string; once(event: 'cancelled', listener: () => void): unknown };
 
-const protoOptions = { keepCase: true, longs: String, oneofs: true, defaults: true };
-const proto = loadSync(fileURLToPath(new URL('./inference.proto', import.meta.url)), protoOptions);
-const service = (grpc.loadPackageDefinition(proto).inference as grpc.GrpcObject).GRPCInferenceService as grpc.ServiceClientConstructor;
-const healthProto = loadSync(fileURLToPath(new URL('./health.proto', import.meta.url)), { ...protoOptions, enums: String });
-const health = ((grpc.loadPackageDefinition(healthProto).grpc as grpc.GrpcObject).health as grpc.GrpcObject).v1 as grpc.GrpcObject;
+const service = loadService('inference.proto', 'inference.GRPCInferenceService');
+const health = loadService('health.proto', 'grpc.health.v1.Health', { enums: String });
 
 /** A call's HTTP request, as `dispatch` answers it. */
 export type CallRequest = {
@@ -207,7 +203,7 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
     return json(await through(call, path, jsonBody({ parameters: plainParameters(parameters) })));
   }
   // gRPC's standard health check (Kubernetes' grpc probes): SERVING while /v2/health/ready says ready.
-  server.addService((health.Health as grpc.ServiceClientConstructor).service, {
+  server.addService(health.service, {
     Check: unary(async (call: grpc.ServerUnaryCall<{ service: string }, unknown>) => {
       const known = ['', 'inference.GRPCInferenceService'];
       if (!known.includes(call.request.service))
