@@ -285,6 +285,15 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     expect(textOf(responses('Once upon')[0])).toBe(await http('Once upon', false));
     expect(responses('The capital').length).toBeGreaterThan(2);
     expect(responses('The capital').map(textOf).join('')).toBe(await http('The capital', true));
+    // Streamed with vLLM's return_* flags: token counts per response, the last says why the text ended.
+    const flagged = request('Far away', true);
+    flagged.inputs.push({ name: 'return_finish_reason', datatype: 'BOOL', shape: [1] }, { name: 'return_num_output_tokens', datatype: 'BOOL', shape: [1] });
+    flagged.raw_input_contents.push(Buffer.from([1]), Buffer.from([1]));
+    const counted = (await streamInfer([flagged])).map((r) => r.infer_response);
+    const output = (r: Reply, name: string) => r.raw_output_contents[r.outputs.findIndex((o: Reply) => o.name === name)] as Buffer | undefined;
+    expect(counted.reduce((n, r) => n + (output(r, 'num_output_tokens')?.readUInt32LE(0) ?? 0), 0)).toBe(10);
+    expect(output(counted.at(-1), 'finish_reason')?.subarray(4).toString()).toBe('length');
+    expect(counted.slice(0, -1).every((r) => output(r, 'finish_reason') === undefined)).toBe(true);
 
     // Its configuration, as perf_analyzer reads it: decoupled, the settings optional.
     const { config } = await rpc('ModelConfig', { name: 'tiny-gpt' });

@@ -41,6 +41,29 @@ describe("Triton's generate extension (POST /v2/models/{m}/generate, generate_st
     expect(events.map((e) => e.text_output).join('')).toBe(whole.text_output);
   });
 
+  it("answers the outputs vLLM's backend adds when asked (return_finish_reason, return_num_*_tokens), streamed too", async () => {
+    const body = {
+      text_input: 'Hello there',
+      parameters: { max_tokens: 8, seed: 5 },
+      return_finish_reason: true,
+      return_num_input_tokens: true,
+      return_num_output_tokens: true,
+    };
+    const whole = await (await post('/v2/models/tiny-gpt/generate', body)).json();
+    expect(whole).toMatchObject({ finish_reason: 'length', num_input_tokens: 2, num_output_tokens: 8 });
+    const events: { text_output: string; finish_reason?: string; num_input_tokens?: number; num_output_tokens?: number }[] = [];
+    const parser = createParser({ onEvent: (e) => events.push(JSON.parse(e.data)) });
+    parser.feed(await (await post('/v2/models/tiny-gpt/generate_stream', body)).text());
+    expect(events.map((e) => e.text_output).join('')).toBe(whole.text_output);
+    // Each piece counts the tokens drawn since the one before; the last says why the text ended.
+    expect(events.reduce((n, e) => n + (e.num_output_tokens ?? 0), 0)).toBe(8);
+    expect(events.every((e) => e.num_input_tokens === 2)).toBe(true);
+    expect(events.map((e) => e.finish_reason)).toEqual([...new Array(events.length - 1).fill(undefined), 'length']);
+    // Not asked: none of them.
+    const plain = await (await post('/v2/models/tiny-gpt/generate', { text_input: 'Hello there', parameters: { max_tokens: 8 } })).json();
+    expect(Object.keys(plain).sort()).toEqual(['model_name', 'model_version', 'text_output']);
+  });
+
   it("takes TensorRT-LLM's guided decoding: a JSON schema's document, or a regex's match", async () => {
     const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
     const json = await (

@@ -3,6 +3,7 @@
  * extension body, its answer as raw_output_contents, InferParameters as plain values, HTTP statuses as gRPC codes.
  */
 import * as grpc from '@grpc/grpc-js';
+import { bytesElements } from '../kserve/classification.js';
 
 type Parameter = { parameter_choice?: string; [choice: string]: unknown };
 export type Parameters = Record<string, Parameter>;
@@ -155,4 +156,32 @@ export function inferResponse(answer: Buffer, headerLength: number) {
     outputs,
     raw_output_contents: raw,
   };
+}
+
+/** A generate_stream event: a piece of text, and the additional outputs its request asked for. */
+export type StreamEvent = {
+  model_name: string;
+  model_version: string;
+  text_output?: string;
+  finish_reason?: string;
+  num_input_tokens?: number;
+  num_output_tokens?: number;
+  error?: string;
+};
+
+/** A generate_stream event as a ModelStreamInfer response: text_output, and finish_reason and the token counts when there. */
+export function streamResponse(event: StreamEvent, id: string) {
+  const outputs = [{ name: 'text_output', datatype: 'BYTES', shape: ['1'] }];
+  const raw = [bytesElements([event.text_output ?? ''])];
+  if (event.finish_reason !== undefined) {
+    outputs.push({ name: 'finish_reason', datatype: 'BYTES', shape: ['1'] });
+    raw.push(bytesElements([event.finish_reason]));
+  }
+  for (const name of ['num_input_tokens', 'num_output_tokens'] as const) {
+    const count = event[name];
+    if (count === undefined) continue;
+    outputs.push({ name, datatype: 'UINT32', shape: ['1'] });
+    raw.push(new Uint8Array(new Uint32Array([count]).buffer));
+  }
+  return { model_name: event.model_name, model_version: event.model_version, id, outputs, raw_output_contents: raw };
 }

@@ -9,7 +9,6 @@ import type { Hono } from 'hono';
 import { GatewayError } from '../../errors/index.js';
 import { tooLarge } from '../body.js';
 import type { IntakeRequest } from '../intake.js';
-import { bytesElements } from '../kserve/classification.js';
 import { splitInferBody } from '../kserve/request.js';
 import { parseTextRequest } from '../kserve/text-tensors.js';
 import type { GatewayEnv } from '../types.js';
@@ -25,7 +24,9 @@ import {
   jsonBody,
   type Parameters,
   plainParameters,
+  type StreamEvent,
   streamed,
+  streamResponse,
 } from './messages.js';
 import { loadService } from './proto.js';
 
@@ -293,15 +294,9 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
           .join('\n');
         buffered = buffered.slice(end + 2);
         if (!data) continue;
-        const event = JSON.parse(data) as { text_output?: string; error?: string; model_name: string; model_version: string };
+        const event = JSON.parse(data) as StreamEvent;
         if (event.error !== undefined) throw new CallError(grpc.status.INTERNAL, event.error);
-        respond({
-          model_name: event.model_name,
-          model_version: event.model_version,
-          id: req.id,
-          outputs: [{ name: 'text_output', datatype: 'BYTES', shape: ['1'] }],
-          raw_output_contents: [bytesElements([event.text_output ?? ''])],
-        });
+        respond(streamResponse(event, req.id));
       }
     }
   }

@@ -37,7 +37,14 @@ const settings = z.object({
   /** TensorRT-LLM's guided decoding: json (any object), json_schema, regex, ebnf_grammar (GBNF). */
   guided_decoding_guide_type: z.enum(['json', 'json_schema', 'regex', 'ebnf_grammar']).optional(),
   guided_decoding_guide: z.string().optional(),
+  /** vLLM's backend's additional outputs: why the text ended, and the tokens in and out. */
+  return_finish_reason: z.boolean().optional(),
+  return_num_input_tokens: z.boolean().optional(),
+  return_num_output_tokens: z.boolean().optional(),
 });
+
+/** The additional outputs a request asked for (vLLM's backend's `return_*` inputs). */
+type Returns = { finishReason: boolean; inputTokens: boolean; outputTokens: boolean };
 
 const request = z.looseObject({
   id: z.string().optional(),
@@ -48,20 +55,38 @@ const request = z.looseObject({
 /** POST /v2/models/{m}/generate (`stream`: generate_stream, Server-Sent Events). */
 export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, stream: boolean): Promise<Response> {
   c.set('model', m.name);
-  const { id, generation } = startGeneration(c, m, await readJson(c, maxBodyBytes));
+  const { id, generation, returns } = startGeneration(c, m, await readJson(c, maxBodyBytes));
   const answer = (text: string) => ({ ...(id !== undefined && { id }), model_name: m.name, model_version: '1', text_output: text });
+  const asked = returns.finishReason || returns.inputTokens || returns.outputTokens;
 
   if (!stream) {
     let text = '';
     for await (const piece of generation) text += piece.text;
-    await generation.result;
-    return c.json(answer(text));
+    const result = await generation.result;
+    return c.json({
+      ...answer(text),
+      ...(returns.finishReason && { finish_reason: result.finishReason }),
+      ...(returns.inputTokens && { num_input_tokens: generation.promptTokens }),
+      ...(returns.outputTokens && { num_output_tokens: result.completionTokens }),
+    });
   }
   await generation.started; // errors before the first token still get a status code
   return streamSSE(c, async (sse) => {
+    // As vLLM's backend streams them: each piece with the tokens drawn since the last; why it ended, once it has.
+    let counted = 0;
+    const event = (text: string, tokens: number, finishReason?: string) => {
+      counted += tokens;
+      return JSON.stringify({
+        ...answer(text),
+        ...(finishReason && { finish_reason: finishReason }),
+        ...(returns.inputTokens && { num_input_tokens: generation.promptTokens }),
+        ...(returns.outputTokens && { num_output_tokens: tokens }),
+      });
+    };
     try {
-      for await (const piece of generation) if (piece.text) await sse.writeSSE({ data: JSON.stringify(answer(piece.text)) });
-      await generation.result;
+      for await (const piece of generation) if (piece.text) await sse.writeSSE({ data: event(piece.text, generation.produced - counted) });
+      const result = await generation.result;
+      if (asked) await sse.writeSSE({ data: event('', result.completionTokens - counted, returns.finishReason ? result.finishReason : undefined) });
     } catch (err) {
       if (sse.aborted) return;
       await sse.writeSSE({ data: JSON.stringify({ error: err instanceof GatewayError ? err.message : `internal error: ${(err as Error).message}` }) });
@@ -73,7 +98,7 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
  * A generate request's fields (the JSON body: `text_input`, settings at the top or in `parameters`) checked
  * and started as a generation (400 for a bad setting), with the request's `id`.
  */
-export function startGeneration(c: Context<GatewayEnv>, m: ServedModel, body: unknown): { id?: string; generation: Generation } {
+export function startGeneration(c: Context<GatewayEnv>, m: ServedModel, body: unknown): { id?: string; generation: Generation; returns: Returns } {
   const parsed = request.safeParse(body);
   if (!parsed.success) throw badInput(parsed.error.issues[0].message, parsed.error.issues[0].path.join('.'));
   const { id, text_input, parameters, ...inputs } = parsed.data as z.infer<typeof request> & Record<string, unknown>;
@@ -118,7 +143,12 @@ export function startGeneration(c: Context<GatewayEnv>, m: ServedModel, body: un
     clientSignal(c),
     c.get('caller'),
   );
-  return { id, generation };
+  const returns = {
+    finishReason: s.return_finish_reason ?? false,
+    inputTokens: s.return_num_input_tokens ?? false,
+    outputTokens: s.return_num_output_tokens ?? false,
+  };
+  return { id, generation, returns };
 }
 
 /** The known settings among some fields (a setting may come as a top-level input or a parameter). */

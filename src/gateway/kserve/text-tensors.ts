@@ -45,8 +45,8 @@ export const OUTPUTS = {
 } as const;
 export type OutputName = keyof typeof OUTPUTS;
 
-/** Inputs that are not settings of the generation: what to answer, and how. */
-const NOT_SETTINGS = new Set<string>(['text_input', 'stream', 'sampling_parameters', ...Object.values(OUTPUTS).flatMap((o) => o.flag ?? [])]);
+/** Inputs that are not the generate extension's fields: the prompt, and how to call it. */
+const NOT_SETTINGS = new Set<string>(['text_input', 'stream', 'sampling_parameters']);
 
 /** The tensors, as Triton's metadata and configuration list them (no batch axis: max_batch_size 0, as vLLM's). */
 export const textInterface = {
