@@ -1,5 +1,7 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadService } from '../src/gateway/grpc/proto.js';
 import { MODELS, random, selfSignedTls, startTestGateway } from './helpers.js';
@@ -10,18 +12,28 @@ const SECRET = 'a-long-enough-shared-secret';
 
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let client: grpc.Client;
+const logLines: { msg: string; [field: string]: unknown }[] = [];
+const sink = new Writable({
+  write(chunk, _enc, done) {
+    for (const line of String(chunk).split('\n').filter(Boolean)) logLines.push(JSON.parse(line));
+    done();
+  },
+});
 beforeAll(async () => {
-  gw = await startTestGateway({
-    server: { grpc_port: 0, max_body_bytes: 8 * 2 ** 20, client_shared_memory: true, admin_api: true },
-    auth: { default: 'key', keys: [{ id: 'svc', secret: SECRET }] },
-    models: {
-      identity: { path: `${MODELS}identity.onnx`, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 20 }, scaling: { min_containers: 1 } },
-      slow: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: { max_batch_size: 1 }, scaling: { min_containers: 1 } },
-      dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu' },
-      'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
-      spare: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+  gw = await startTestGateway(
+    {
+      server: { grpc_port: 0, max_body_bytes: 8 * 2 ** 20, client_shared_memory: true, admin_api: true },
+      auth: { default: 'key', keys: [{ id: 'svc', secret: SECRET }] },
+      models: {
+        identity: { path: `${MODELS}identity.onnx`, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 20 }, scaling: { min_containers: 1 } },
+        slow: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: { max_batch_size: 1 }, scaling: { min_containers: 1 } },
+        dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu' },
+        'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+        spare: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      },
     },
-  });
+    { log: pino({ level: 'info' }, sink) },
+  );
   client = new Service(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
 });
 afterAll(async () => {
@@ -154,6 +166,12 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     expect(Number(model_stats[0].inference_stats.success.count)).toBeGreaterThanOrEqual(6);
     expect(model_stats[0].batch_stats.length).toBeGreaterThan(0);
     expect((await failure(rpc('ModelStatistics', { name: 'nope' }))).code).toBe(grpc.status.NOT_FOUND);
+    // Logged as HTTP requests are, marked as gRPC; an HTTP request is not.
+    const inferLines = logLines.filter((l) => l.route === '/v2/models/:model/infer' && l.model === 'identity');
+    expect(inferLines.length).toBeGreaterThanOrEqual(6);
+    expect(inferLines.map((l) => [l.protocol, l.caller])).toEqual(inferLines.map(() => ['grpc', 'key:svc']));
+    // ModelStatistics, the same over HTTP, ModelStatistics again: the route's three lines.
+    expect(logLines.filter((l) => l.route === '/v2/models/stats').map((l) => l.protocol)).toEqual(['grpc', undefined, 'grpc']);
   });
 
   it('takes every datatype as raw contents, as tritonclient sends them, and answers each as raw contents', async () => {

@@ -256,7 +256,7 @@ function dispatchToMain({ path, method, headers, body, remoteAddress, signal }: 
     });
     // A buffer of its own crosses by transfer (a view into a shared one, Node's pool, cannot).
     const own = body && (body.byteOffset === 0 && body.byteLength === body.buffer.byteLength ? body : new Uint8Array(body));
-    const head = { t: 'request', id, method, url: `http://grpc${path}`, headers, remote: remoteAddress, hasBody: own !== undefined } as const;
+    const head = { t: 'request', id, method, url: `http://grpc${path}`, headers, remote: remoteAddress, hasBody: own !== undefined, grpc: true } as const;
     post(own ? { ...head, body: own } : head, own ? [own.buffer as ArrayBuffer] : undefined);
   });
 }

@@ -37,6 +37,8 @@ export type FromIntake =
       headers: [string, string][];
       remote: string;
       hasBody: boolean;
+      /** A gRPC call's HTTP request (see grpc/server.ts), for the logs. */
+      grpc?: boolean;
       /** A small body, read with the head (one message instead of a round trip). */
       body?: Uint8Array;
       /** A larger body the thread is reading unasked, of this many bytes: it follows in a `body` message. */
@@ -82,6 +84,8 @@ export type IntakeWorkerData = IntakeOptions & { reusePort: boolean; secret: str
 /** Requests handed over from an intake thread carry this as Hono's env instead of Node's request and response. */
 export type IntakeRequest = {
   remoteAddress: string;
+  /** It stands for a gRPC call (logged as such). */
+  grpc?: boolean;
   /** Aborts when the client goes away before its answer is written. */
   signal: AbortSignal;
   /** The body, refused with 413 past `limit` bytes; read once. */
@@ -240,6 +244,7 @@ class IntakeThread {
     let read = false;
     const intake: IntakeRequest = {
       remoteAddress: m.remote,
+      ...(m.grpc && { grpc: true }),
       signal: controller.signal,
       readBody: (limit) => {
         if (read) return Promise.reject(new GatewayError(400, 'bad_body', 'the request body was read already'));

@@ -6,6 +6,7 @@ import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
 import { EventLoopWindow, LatencyWindow, type Telemetry } from '../telemetry/index.js';
 import { dashboardHtml } from './dashboard.js';
+import type { IntakeRequest } from './intake.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
 /**
@@ -45,6 +46,7 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
           traceId: span.spanContext().traceId,
           method,
           route,
+          ...((c.env as { intake?: IntakeRequest } | undefined)?.intake?.grpc && { protocol: 'grpc' }),
           status,
           model,
           caller: c.get('caller')?.id,

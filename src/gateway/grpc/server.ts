@@ -68,6 +68,7 @@ export const appDispatch =
     let read = false;
     const intake: IntakeRequest = {
       remoteAddress,
+      grpc: true,
       signal,
       readBody: async (limit) => {
         if (read) throw new GatewayError(400, 'bad_body', 'the request body was read already');
