@@ -12,7 +12,7 @@ import {
   type ScalingPolicy,
   visibleGpus,
 } from './autoscaler/index.js';
-import { Batcher, type BatchTarget, GenerationScheduler, ResponseCache, Sequences } from './batcher/index.js';
+import { Batcher, type BatchTarget, type EnsemblePlan, GenerationScheduler, planEnsemble, ResponseCache, Sequences } from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import { badInput, unavailable } from './errors/index.js';
@@ -23,6 +23,7 @@ import {
   BatchDisk,
   createApp,
   type EndpointRoute,
+  ensembleModel,
   type GrpcListening,
   jwtVerifier,
   type Listening,
@@ -579,6 +580,9 @@ export async function startGateway(
 
   const models: Gateway['models'] = new Map();
   for (const name of Object.keys(config.models)) models.set(name, await build(name, { ...shared, placeKey: name }));
+  // Ensembles run on the models above (looked up by name per request): planned now, a problem a ConfigError.
+  let ensembles = new Map(planEnsembles(config, (name) => models.get(name)).map((p) => [p.name, ensembleModel(p, models)]));
+  const served = servedView(models, () => ensembles);
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
@@ -595,7 +599,7 @@ export async function startGateway(
   const app = createApp({
     telemetry,
     log,
-    models,
+    models: served,
     guard,
     endpoints,
     maxBodyBytes: config.server.max_body_bytes,
@@ -732,9 +736,11 @@ export async function startGateway(
     };
     // Every new model is built and warm before any is swapped in: a failure leaves the running ones as they were.
     const fresh = new Map<string, ModelEntry>();
+    let nextPlans: EnsemblePlan[] = [];
     const nextShared = { ...shared, cpuThreads: cpuThreadsFor(next, gpus) };
     try {
       for (const name of [...report.added, ...report.replaced]) fresh.set(name, await build(name, { ...nextShared, placeKey: `${name}#${++generation}` }));
+      nextPlans = planEnsembles(next, (name) => fresh.get(name) ?? (next.models[name] ? models.get(name) : undefined));
       await Promise.all(
         [...fresh].map(([name, m]) => {
           const { min_containers } = next.models[name].scaling;
@@ -758,6 +764,7 @@ export async function startGateway(
       models.set(name, m);
     }
     for (const m of leaving) retire(m);
+    ensembles = new Map(nextPlans.map((p) => [p.name, ensembleModel(p, models)]));
     running = next;
     stamps = nextStamps;
     log.info(report, 'config reloaded');
@@ -860,5 +867,42 @@ function modelControl(
         autoscaler.start();
         log.info({ model: name }, 'model loaded');
       }),
+  };
+}
+
+/** The config's ensembles over models found by `modelOf`; one that does not fit its models is a ConfigError. */
+function planEnsembles(config: Config, modelOf: (name: string) => ServedModel | undefined): EnsemblePlan[] {
+  return Object.entries(config.ensembles).map(([name, spec]) => {
+    try {
+      return planEnsemble(name, spec, (model) => {
+        const m = modelOf(model);
+        if (!m) return undefined;
+        const refusal = m.generation
+          ? 'it is generative: an ensemble runs tensor models'
+          : m.sequences
+            ? 'it is stateful (its requests belong to sequences): an ensemble runs stateless tensor models'
+            : undefined;
+        return { signature: m.signature, refusal };
+      });
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+  });
+}
+
+/** Models and ensembles as the routes see them: one map, read through (a reload changes both). */
+function servedView(models: ReadonlyMap<string, ServedModel>, ensembles: () => ReadonlyMap<string, ServedModel>): ReadonlyMap<string, ServedModel> {
+  const all = () => new Map([...models, ...ensembles()]);
+  return {
+    get: (name) => models.get(name) ?? ensembles().get(name),
+    has: (name) => models.has(name) || ensembles().has(name),
+    get size() {
+      return models.size + ensembles().size;
+    },
+    forEach: (each, self) => all().forEach(each, self),
+    entries: () => all().entries(),
+    keys: () => all().keys(),
+    values: () => all().values(),
+    [Symbol.iterator]: () => all()[Symbol.iterator](),
   };
 }

@@ -1,5 +1,6 @@
 export { type BatchEvent, Batcher, type BatcherOptions, type BatcherStats, type BatchTarget, type SubmitOptions, type Submitted } from './batcher.js';
 export { type BatchDecision, type BatchRule, decideBatch, type QueuedView } from './decide.js';
+export { type EnsemblePlan, type EnsembleSpec, planEnsemble, runEnsemble, type StepModel } from './ensemble.js';
 export {
   type GenerateHooks,
   type GenerateRequest,

@@ -1,3 +1,13 @@
 export { ConfigError, loadConfig, parseConfig } from './load.js';
-export type { AuthConfig, BatchingConfig, Config, EndpointConfig, ModelConfig, RateLimitConfig, ScalingConfig, ServerConfig } from './schema.js';
+export type {
+  AuthConfig,
+  BatchingConfig,
+  Config,
+  EndpointConfig,
+  EnsembleConfig,
+  ModelConfig,
+  RateLimitConfig,
+  ScalingConfig,
+  ServerConfig,
+} from './schema.js';
 export { reusePortSupported } from './schema.js';

@@ -482,6 +482,30 @@ export const telemetrySchema = z
   })
   .strict();
 
+/**
+ * A Triton-style ensemble: models run in turn on one request, each fed from the request's tensors or earlier
+ * steps' outputs, each through its own batcher (so with its other callers). Served like a model.
+ */
+const ensembleSchema = z
+  .object({
+    steps: z
+      .array(
+        z
+          .object({
+            model: z.string(),
+            /** The model's input ← a tensor of the ensemble (a request input, or an earlier step's output). */
+            inputs: z.record(z.string(), z.string()),
+            /** The model's output → a tensor of the ensemble (outputs not named are dropped). */
+            outputs: z.record(z.string(), z.string()),
+          })
+          .strict(),
+      )
+      .min(1),
+    /** The tensors it answers. @default every tensor a step makes and no step reads */
+    outputs: z.array(z.string()).min(1).optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     server: serverSchema.default(() => serverSchema.parse({})),
@@ -491,9 +515,17 @@ export const configSchema = z
     models: z
       .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected a model name of letters, digits, _ . -'), modelSchema)
       .refine((m) => Object.keys(m).length > 0, 'expected at least one model'),
+    ensembles: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected an ensemble name of letters, digits, _ . -'), ensembleSchema).default({}),
   })
   .strict()
   .superRefine((c, ctx) => {
+    for (const [name, e] of Object.entries(c.ensembles)) {
+      if (c.models[name]) ctx.addIssue({ code: 'custom', path: ['ensembles', name], message: `${name} is a model's name too` });
+      e.steps.forEach((step, i) => {
+        if (!c.models[step.model])
+          ctx.addIssue({ code: 'custom', path: ['ensembles', name, 'steps', i, 'model'], message: `no model named ${step.model}`, input: step.model });
+      });
+    }
     const policies = [c.auth.default, ...c.endpoints.map((e) => e.auth)];
     if (policies.includes('jwt') && !c.auth.jwt)
       ctx.addIssue({ code: 'custom', path: ['auth', 'jwt'], message: 'a jwt policy is used but auth.jwt is not configured' });
@@ -519,4 +551,5 @@ export type ScalingConfig = z.infer<typeof scalingSchema>;
 export type ServerConfig = z.infer<typeof serverSchema>;
 export type AuthConfig = z.infer<typeof authSchema>;
 export type EndpointConfig = z.infer<typeof endpointSchema>;
+export type EnsembleConfig = z.infer<typeof ensembleSchema>;
 export type RateLimitConfig = z.infer<typeof rateLimitSchema>;

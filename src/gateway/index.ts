@@ -3,6 +3,7 @@ export { jwtVerifier } from './auth/jwt.js';
 export { authenticate, type Caller, type Policy, rateLimit } from './auth/middleware.js';
 export { RateLimiter } from './auth/rate-limit.js';
 export { QuietWork } from './drain.js';
+export { ensembleModel } from './ensemble.js';
 export { type GrpcListening, listenGrpc } from './grpc/server.js';
 export { listenForMetrics } from './observe.js';
 export { BatchDisk } from './openai/batch-disk.js';

@@ -37,6 +37,18 @@ export function tritonConfig(m: ServedModel) {
     instance_group: [{ kind: m.device.startsWith('cuda') ? 'KIND_GPU' : m.device === 'cpu' ? 'KIND_CPU' : 'KIND_AUTO', count: scaling?.max_containers ?? 1 }],
     parameters: { device: m.device, ...(scaling && { scaling }), ...(m.labels && { labels: m.labels.length }) },
   };
+  // An ensemble as Triton configures one: its tensors, and the steps (no instances: its models have them).
+  if (m.ensemble)
+    return {
+      name: m.name,
+      platform: 'ensemble',
+      max_batch_size: batched ? m.maxBatchSize : 0,
+      input: m.signature.inputs.map(tensor),
+      output: m.signature.outputs.map(tensor),
+      ensemble_scheduling: {
+        step: m.ensemble.steps.map((s) => ({ model_name: s.model, model_version: -1, input_map: s.inputs, output_map: s.outputs })),
+      },
+    };
   // A generative model as Triton's vLLM backend configures one: text tensors, no batch axis (the continuous
   // batching is the replica's), decoupled (a stream's responses come one by one: perf_analyzer then streams).
   if (m.generation)

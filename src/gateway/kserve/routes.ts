@@ -191,7 +191,7 @@ export function metadata(m: ServedModel) {
   return {
     name: m.name,
     versions: ['1'],
-    platform: 'onnxruntime_onnx',
+    platform: m.ensemble ? 'ensemble' : 'onnxruntime_onnx',
     // A generative model is called with text (its graph's tensors are the replica's business).
     ...(m.generation
       ? {
