@@ -155,6 +155,16 @@ describe('runEnsemble', () => {
     const order = { ...diamond, steps: [diamond.steps[0], { ...diamond.steps[1], model: 'sum-broken' }, diamond.steps[2]] };
     await expect(runEnsemble(order, { in: tensor([1, 2]) }, submit, {})).rejects.toThrow('the replica died');
     expect(cancelled).toBe(true);
+    // A client gone already: no step runs for it.
+    const gone = new AbortController();
+    gone.abort();
+    const seen: boolean[] = [];
+    const refuse = async (_m: string, _i: Inputs, o: SubmitOptions): Promise<Submitted> => {
+      seen.push(o.signal?.aborted ?? false);
+      throw new Error('cancelled');
+    };
+    await expect(runEnsemble(diamond, { in: tensor([1, 2]) }, refuse, { signal: gone.signal })).rejects.toThrow('cancelled');
+    expect(seen).toEqual([true, true]);
     // [1, 3] doubled is [1, 3]: sum takes [N, 2].
     const double = async (_m: string, inputs: Inputs): Promise<Submitted> => ({ outputs: { y: inputs.x }, queueMs: 0, batchSize: 1 });
     await expect(runEnsemble(diamond, { in: tensor([1, 2, 3]) }, double, {})).rejects.toMatchObject({

@@ -103,6 +103,7 @@ export type StepSubmit = (model: string, inputs: Inputs, opts: SubmitOptions) =>
 export async function runEnsemble(plan: EnsemblePlan, inputs: Inputs, submit: StepSubmit, opts: SubmitOptions): Promise<Submitted> {
   const controller = new AbortController();
   const stop = () => controller.abort();
+  if (opts.signal?.aborted) stop();
   opts.signal?.addEventListener('abort', stop, { once: true });
   const tensors = new Map<string, Promise<Tensor>>(Object.entries(inputs).map(([name, t]) => [name, Promise.resolve(t)]));
   let queueMs = 0;
