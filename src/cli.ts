@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
 import { batchSignature, classifierSpec, embeddingSpec, generativeSpec, type ModelSignature, type ReplicaSpec, replicaEntry } from './models/index.js';
-import { layoutOf, loadSignatures, replicaSpecOf, startGateway } from './start.js';
+import { checkEnsembles, layoutOf, loadSignatures, replicaSpecOf, startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
 
@@ -83,7 +83,13 @@ program
                   : ' (not batchable)';
       console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
-    console.log(`${file}: ok (${signatures.size} model${signatures.size === 1 ? '' : 's'})`);
+    const ensembles = checkEnsembles(config, signatures);
+    for (const e of ensembles) {
+      const io = (ts: typeof e.signature.inputs) => ts.map((t) => `${t.name} ${t.dtype} ${formatShape(t.shape)}`).join(', ');
+      console.log(`${e.name}: ${io(e.signature.inputs)} -> ${io(e.signature.outputs)} (ensemble: ${e.steps.map((s) => s.model).join(' → ')})`);
+    }
+    const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+    console.log(`${file}: ok (${count(signatures.size, 'model')}${ensembles.length ? `, ${count(ensembles.length, 'ensemble')}` : ''})`);
   });
 
 program

@@ -581,7 +581,7 @@ export async function startGateway(
   const models: Gateway['models'] = new Map();
   for (const name of Object.keys(config.models)) models.set(name, await build(name, { ...shared, placeKey: name }));
   // Ensembles run on the models above (looked up by name per request): planned now, a problem a ConfigError.
-  let ensembles = new Map(planEnsembles(config, (name) => models.get(name)).map((p) => [p.name, ensembleModel(p, models)]));
+  let ensembles = new Map(planEnsembles(config, (name) => stepView(models.get(name))).map((p) => [p.name, ensembleModel(p, models)]));
   const served = servedView(models, () => ensembles);
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
@@ -740,7 +740,7 @@ export async function startGateway(
     const nextShared = { ...shared, cpuThreads: cpuThreadsFor(next, gpus) };
     try {
       for (const name of [...report.added, ...report.replaced]) fresh.set(name, await build(name, { ...nextShared, placeKey: `${name}#${++generation}` }));
-      nextPlans = planEnsembles(next, (name) => fresh.get(name) ?? (next.models[name] ? models.get(name) : undefined));
+      nextPlans = planEnsembles(next, (name) => stepView(fresh.get(name) ?? (next.models[name] ? models.get(name) : undefined)));
       await Promise.all(
         [...fresh].map(([name, m]) => {
           const { min_containers } = next.models[name].scaling;
@@ -870,16 +870,19 @@ function modelControl(
   };
 }
 
+/** What planning an ensemble needs of a model: its tensors as callers send them, and whether it may be a step. */
+type StepView = { signature: ModelSignature; generative: boolean; stateful: boolean };
+
 /** The config's ensembles over models found by `modelOf`; one that does not fit its models is a ConfigError. */
-function planEnsembles(config: Config, modelOf: (name: string) => ServedModel | undefined): EnsemblePlan[] {
+function planEnsembles(config: Config, modelOf: (name: string) => StepView | undefined): EnsemblePlan[] {
   return Object.entries(config.ensembles).map(([name, spec]) => {
     try {
       return planEnsemble(name, spec, (model) => {
         const m = modelOf(model);
         if (!m) return undefined;
-        const refusal = m.generation
+        const refusal = m.generative
           ? 'it is generative: an ensemble runs tensor models'
-          : m.sequences
+          : m.stateful
             ? 'it is stateful (its requests belong to sequences): an ensemble runs stateless tensor models'
             : undefined;
         return { signature: m.signature, refusal };
@@ -887,6 +890,19 @@ function planEnsembles(config: Config, modelOf: (name: string) => ServedModel | 
     } catch (err) {
       throw new ConfigError((err as Error).message);
     }
+  });
+}
+
+const stepView = (m: ServedModel | undefined): StepView | undefined =>
+  m && { signature: m.signature, generative: Boolean(m.generation), stateful: Boolean(m.sequences) };
+
+/** `infergate validate`: the config's ensembles, planned against the models' files (signatures as callers see them). */
+export function checkEnsembles(config: Config, signatures: ReadonlyMap<string, ModelSignature>): EnsemblePlan[] {
+  return planEnsembles(config, (name) => {
+    const [model, own] = [config.models[name], signatures.get(name)];
+    if (!model || !own) return undefined;
+    const signature = vadSized(model, callerSignature(own, layoutOf(name, model, own)));
+    return { signature, generative: Boolean(generativeSpec(signature)), stateful: Boolean(model.sequence) };
   });
 }
 

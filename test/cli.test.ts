@@ -59,7 +59,16 @@ describe('infergate validate', () => {
       /vad: input FP32 \[batch, sequence\], state FP32 \[2, batch, 128\], sr INT64 \[\] .* \(stateful: sequences of batched requests, \/v1\/audio\/vad\)/,
     );
     expect(run.output()).toMatch(/ocr: x FP32 .* \(text recogniser with ocr-det: \/v1\/ocr\)/);
-    expect(run.output()).toMatch(/ok \(9 models\)/);
+    expect(run.output()).toMatch(/pipeline: features FP32 \[N, D\] -> scores FP32 \[N, 10\] \(ensemble: identity → mlp\)/);
+    expect(run.output()).toMatch(/ok \(9 models, 1 ensemble\)/);
+  });
+
+  it('checks ensembles against the models, naming the step at fault', async () => {
+    const ensemble = `ensembles:\n  e:\n    steps:\n      - { model: mlp, inputs: { x: a }, outputs: { probs: b } }\n      - { model: mlp, inputs: { x: b }, outputs: { probs: c } }\n`;
+    const file = await configFile(`models:\n  mlp: { path: ${MODELS}mlp.onnx }\n${ensemble}`);
+    const run = cli(['validate', '-c', file]);
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toContain('ensembles.e: tensor b is FP32 [N, 10] but step 1 reads it as FP32 [N, 64]');
   });
 
   it('names the bad option, its value and what was expected, and exits non-zero', async () => {
