@@ -89,7 +89,9 @@ export type Gateway = {
 };
 
 /** What a reload did, by model name; `restart_required`: config sections that changed but apply only at start. */
-export type ReloadReport = { added: string[]; replaced: string[]; removed: string[]; unchanged: string[]; restart_required: string[] };
+type Changes = { added: string[]; replaced: string[]; removed: string[]; unchanged: string[] };
+/** What a reload changed: models by name (and ensembles, under `ensembles`), and the sections that need a restart. */
+export type ReloadReport = Changes & { restart_required: string[]; ensembles?: Changes };
 
 /** Reads every model's signature (config mistakes are reported before anything starts). */
 export async function loadSignatures(config: Config): Promise<Map<string, ModelSignature>> {
@@ -581,7 +583,8 @@ export async function startGateway(
   const models: Gateway['models'] = new Map();
   for (const name of Object.keys(config.models)) models.set(name, await build(name, { ...shared, placeKey: name }));
   // Ensembles run on the models above (looked up by name per request): planned now, a problem a ConfigError.
-  let ensembles = new Map(planEnsembles(config, (name) => stepView(models.get(name))).map((p) => [p.name, ensembleModel(p, models)]));
+  let plans = planEnsembles(config, (name) => stepView(models.get(name)));
+  let ensembles = new Map(plans.map((p) => [p.name, ensembleModel(p, models)]));
   const served = servedView(models, () => ensembles);
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
@@ -764,7 +767,18 @@ export async function startGateway(
       models.set(name, m);
     }
     for (const m of leaving) retire(m);
-    ensembles = new Map(nextPlans.map((p) => [p.name, ensembleModel(p, models)]));
+    // An ensemble planned as before is kept (its counters go on); the others are new.
+    const before = new Map(plans.map((p) => [p.name, JSON.stringify(p)]));
+    const kept = new Set(nextPlans.filter((p) => before.get(p.name) === JSON.stringify(p)).map((p) => p.name));
+    if (plans.length + nextPlans.length > 0)
+      report.ensembles = {
+        added: nextPlans.filter((p) => !before.has(p.name)).map((p) => p.name),
+        replaced: nextPlans.filter((p) => before.has(p.name) && !kept.has(p.name)).map((p) => p.name),
+        removed: plans.filter((p) => !nextPlans.some((n) => n.name === p.name)).map((p) => p.name),
+        unchanged: [...kept],
+      };
+    ensembles = new Map(nextPlans.map((p) => [p.name, kept.has(p.name) ? (ensembles.get(p.name) as ServedModel) : ensembleModel(p, models)]));
+    plans = nextPlans;
     running = next;
     stamps = nextStamps;
     log.info(report, 'config reloaded');

@@ -122,7 +122,11 @@ describe('ensembles', () => {
     await expect(startTestGateway(unfed)).rejects.toThrow('ensembles.p: step 0 (model mlp): input x is fed by no tensor (inputs: {x: …})');
     // A reload adds one (served at once), or is refused whole.
     const echo = { steps: [{ model: 'identity', inputs: { x: 'in' }, outputs: { y: 'out' } }] };
-    await gw.reload(parseConfig({ ...config, ensembles: { pipeline, echo } }));
+    const requests = async () => (await (await fetch(`${gw.url}/v2/models/pipeline/stats`)).json()).requests;
+    const before = await requests();
+    const report = await gw.reload(parseConfig({ ...config, ensembles: { pipeline, echo } }));
+    expect(report.ensembles).toEqual({ added: ['echo'], replaced: [], removed: [], unchanged: ['pipeline'] });
+    expect(await requests()).toBe(before); // kept as it was, its counters too
     const echoed = await infer(gw.url, 'echo', [{ name: 'in', shape: [1, 2], datatype: 'FP32', data: [7, 8] }]);
     expect(echoed.body.outputs?.[0]).toMatchObject({ name: 'out', data: [7, 8] });
     await expect(gw.reload(parseConfig({ ...config, ensembles: { broken: unfed.ensembles.p } }))).rejects.toThrow(/input x is fed by no tensor/);
