@@ -724,7 +724,7 @@ export async function startGateway(
   const reload = async (next: Config): Promise<ReloadReport> => {
     checkDevices(next, gpus);
     for (const e of config.endpoints)
-      if (!next.models[e.model])
+      if (!next.models[e.model] && !next.ensembles[e.model])
         throw new ConfigError(`endpoint ${e.path} serves model ${e.model}, which the new config removes: endpoints change only with a restart`);
     const build = await readModels(next);
     const nextStamps = new Map(await Promise.all(Object.entries(next.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));

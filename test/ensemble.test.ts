@@ -18,7 +18,7 @@ const pipeline = {
   ],
   outputs: ['scores', 'echo'],
 };
-const config = { server: { grpc_port: 0 }, models, ensembles: { pipeline } };
+const config = { server: { grpc_port: 0 }, endpoints: [{ path: '/score', model: 'pipeline' }], models, ensembles: { pipeline } };
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
   gw = await startTestGateway(config);
@@ -84,6 +84,9 @@ describe('ensembles', () => {
       expect(outputOf(res.body, 'echo')).toEqual(Array.from(Float32Array.from(rows[i])));
     });
     expect(direct.every((r) => r.status === 200)).toBe(true);
+    // Bound to an endpoint of its own (protocol kserve), as a model can be.
+    const bound = await fetch(`${gw.url}/score`, { method: 'POST', body: JSON.stringify({ inputs: [features([rows[0]])] }) });
+    expect(outputOf(await bound.json(), 'scores')).toEqual(outputOf(expected[0].body, 'probs'));
     // Several rows in one request, the binary extension both ways, one output asked for.
     const x = Float32Array.from([...rows[0], ...rows[1]]);
     const { body, headers } = binaryBody(
@@ -99,8 +102,8 @@ describe('ensembles', () => {
     const scores = new Float32Array(bytes.buffer.slice(bytes.byteOffset + Number(res.headers.get('inference-header-content-length'))));
     expect(Array.from(scores)).toEqual([...(outputOf(expected[0].body, 'probs') ?? []), ...(outputOf(expected[1].body, 'probs') ?? [])]);
     const stats = await (await fetch(`${gw.url}/v2/models/pipeline/stats`)).json();
-    expect(stats).toMatchObject({ requests: 9, failed: 0, steps: ['identity', 'mlp', 'identity'] });
-    expect(stats.model_stats[0]).toMatchObject({ name: 'pipeline', inference_count: 10, execution_count: 9 });
+    expect(stats).toMatchObject({ requests: 10, failed: 0, steps: ['identity', 'mlp', 'identity'] });
+    expect(stats.model_stats[0]).toMatchObject({ name: 'pipeline', inference_count: 11, execution_count: 10 });
   });
 
   it('refuse what their models would refuse with a 400 naming the step, and go on serving', async () => {
@@ -118,6 +121,9 @@ describe('ensembles', () => {
       /ensembles\.p\.steps\.0\.model: no model named nope/,
     );
     expect(() => parseConfig({ models, ensembles: { mlp: pipeline } })).toThrow(/mlp is a model's name too/);
+    expect(() => parseConfig({ models, ensembles: { pipeline }, endpoints: [{ path: '/chat', model: 'pipeline', protocol: 'openai-chat' }] })).toThrow(
+      /endpoints\.0\.protocol: pipeline is an ensemble: it is served with protocol kserve/,
+    );
     const unfed = { models, ensembles: { p: { steps: [{ model: 'mlp', inputs: {}, outputs: { probs: 'p' } }] } } };
     await expect(startTestGateway(unfed)).rejects.toThrow('ensembles.p: step 0 (model mlp): input x is fed by no tensor (inputs: {x: …})');
     // A reload adds one (served at once), or is refused whole.
@@ -129,7 +135,7 @@ describe('ensembles', () => {
     expect(await requests()).toBe(before); // kept as it was, its counters too
     const echoed = await infer(gw.url, 'echo', [{ name: 'in', shape: [1, 2], datatype: 'FP32', data: [7, 8] }]);
     expect(echoed.body.outputs?.[0]).toMatchObject({ name: 'out', data: [7, 8] });
-    await expect(gw.reload(parseConfig({ ...config, ensembles: { broken: unfed.ensembles.p } }))).rejects.toThrow(/input x is fed by no tensor/);
+    await expect(gw.reload(parseConfig({ ...config, ensembles: { pipeline, broken: unfed.ensembles.p } }))).rejects.toThrow(/input x is fed by no tensor/);
     expect((await infer(gw.url, 'echo', [{ name: 'in', shape: [1, 1], datatype: 'FP32', data: [1] }])).status).toBe(200);
   });
 });

@@ -532,7 +532,10 @@ export const configSchema = z
     if (policies.includes('key') && c.auth.keys.length === 0)
       ctx.addIssue({ code: 'custom', path: ['auth', 'keys'], message: 'a key policy is used but auth.keys is empty' });
     c.endpoints.forEach((e, i) => {
-      if (!c.models[e.model]) ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'model'], message: `no model named ${e.model}`, input: e.model });
+      if (c.ensembles[e.model] && e.protocol !== 'kserve')
+        ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'protocol'], message: `${e.model} is an ensemble: it is served with protocol kserve` });
+      else if (!c.models[e.model] && !c.ensembles[e.model])
+        ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'model'], message: `no model named ${e.model}`, input: e.model });
     });
     for (const [name, m] of Object.entries(c.models))
       if (m.ocr && !c.models[m.ocr.detector])
