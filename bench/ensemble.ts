@@ -1,0 +1,138 @@
+/**
+ * An ensemble (identity → mlp, config `ensembles`) against its baseline: a client that calls identity, then mlp
+ * with identity's answer — the same work, one HTTP round trip and one decode/encode per step more. 16 clients in
+ * this process (fetch, the binary extension both ways), one gateway; interleaved rounds, medians: requests/s, p50,
+ * p99 and the gateway's CPU per answered request. Writes bench/results/ensemble-cpu.{json,md}.
+ *   npm run bench:ensemble [-- --duration 5 --rounds 3]
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { cpuSeconds, machine, medianBy, ROOT, startServer, stopServer } from './lib.js';
+
+const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
+const durationS = arg('--duration') ?? 5;
+const rounds = arg('--rounds') ?? 3;
+const PORT = 18716;
+const CLIENTS = 16;
+const url = (model: string) => `http://127.0.0.1:${PORT}/v2/models/${model}/infer`;
+
+/** A binary-extension request of one [1, 64] FP32 input, every output asked binary. */
+function binary(name: string, x: Float32Array) {
+  const header = Buffer.from(
+    JSON.stringify({
+      inputs: [{ name, shape: [1, 64], datatype: 'FP32', parameters: { binary_data_size: x.byteLength } }],
+      parameters: { binary_data_output: true },
+    }),
+  );
+  return { body: Buffer.concat([header, Buffer.from(x.buffer, x.byteOffset, x.byteLength)]), headerLength: header.byteLength };
+}
+
+/** POSTs a binary request; the answer's first output as floats. */
+async function call(model: string, input: string, x: Float32Array): Promise<Float32Array> {
+  const { body, headerLength } = binary(input, x);
+  const res = await fetch(url(model), { method: 'POST', body, headers: { 'inference-header-content-length': String(headerLength) } });
+  if (res.status !== 200) throw new Error(`${model}: ${res.status} ${await res.text()}`);
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  const at = Number(res.headers.get('inference-header-content-length'));
+  return new Float32Array(bytes.slice(at).buffer);
+}
+
+const variants = {
+  /** One request: the gateway runs both steps. */
+  ensemble: (x: Float32Array) => call('pipeline', 'features', x),
+  /** The client chains them: identity's answer is sent to mlp. */
+  chained: async (x: Float32Array) => call('mlp', 'x', await call('identity', 'x', x)),
+};
+
+async function load(run: (x: Float32Array) => Promise<Float32Array>, seconds: number) {
+  const latencies: number[] = [];
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async (_, c) => {
+      const x = Float32Array.from({ length: 64 }, (_, i) => Math.sin(c * 64 + i));
+      while (performance.now() < end) {
+        const t = performance.now();
+        const probs = await run(x);
+        if (probs.length !== 10) throw new Error(`${probs.length} probabilities`);
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] * 100) / 100;
+  return { total: latencies.length, requestsPerS: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+}
+
+async function main() {
+  const config = join(ROOT, `bench/.gateway-${PORT}.yaml`);
+  const model = (path: string) => ({
+    path: join(ROOT, path),
+    device: 'cpu',
+    threads: 1,
+    batching: { max_batch_size: 32, wait_ms: 0, max_queue_size: 4096 },
+    scaling: { min_containers: 1 },
+  });
+  const pipeline = {
+    steps: [
+      { model: 'identity', inputs: { x: 'features' }, outputs: { y: 'copied' } },
+      { model: 'mlp', inputs: { x: 'copied' }, outputs: { probs: 'scores' } },
+    ],
+  };
+  writeFileSync(
+    config,
+    stringify({
+      server: { port: PORT, host: '127.0.0.1' },
+      models: { identity: model('examples/models/identity.onnx'), mlp: model('examples/models/mlp.onnx') },
+      ensembles: { pipeline },
+    }),
+  );
+  const gateway = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
+  const pid = gateway.pid as number;
+  type Run = Awaited<ReturnType<typeof load>> & { gatewayUs: number };
+  const runs: Record<string, Run[]> = { ensemble: [], chained: [] };
+  try {
+    for (const run of Object.values(variants)) await load(run, 1); // warm-up
+    for (let round = 0; round < rounds; round++) {
+      for (const [name, run] of Object.entries(variants)) {
+        const cpu0 = cpuSeconds(pid);
+        const r = await load(run, durationS);
+        const result = { ...r, gatewayUs: Math.round(((cpuSeconds(pid) - cpu0) * 1e6) / r.total) };
+        console.log(round, name, Math.round(r.requestsPerS), 'answers/s', r.p50Ms, 'ms p50', result.gatewayUs, 'µs gateway CPU an answer');
+        runs[name].push(result);
+      }
+    }
+  } finally {
+    await stopServer(gateway);
+  }
+  const median = (name: string) => ({ ...medianBy(runs[name], (r) => r.requestsPerS), runs: runs[name].map((r) => Math.round(r.requestsPerS)) });
+  const results = {
+    machine: machine(),
+    scenario: `identity → mlp on one [1,64] FP32 row, ${CLIENTS} clients (fetch, binary extension), max_batch_size 32, wait_ms 0`,
+    durationS,
+    rounds,
+    ensemble: median('ensemble'),
+    chained: median('chained'),
+  };
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'ensemble-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
+  const row = (name: string, r: typeof results.ensemble) =>
+    `| ${name} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.p99Ms} | ${r.gatewayUs} |`;
+  const md = `# An ensemble vs the client chaining its models (CPU)
+
+${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.node}. ${results.machine.date}
+
+${results.scenario}; ${durationS} s per load, ${rounds} rounds interleaved, median shown (every round in brackets).
+The clients run in the benchmark's process, on the same 2 cores as the gateway and its two replicas.
+
+| variant | answers/s | p50 ms | p99 ms | gateway CPU µs an answer |
+|---|---|---|---|---|
+${row('ensemble (POST pipeline: identity → mlp in the gateway)', results.ensemble)}
+${row('chained by the client (POST identity, then POST mlp)', results.chained)}
+`;
+  writeFileSync(join(dir, 'ensemble-cpu.md'), md);
+  console.log(md);
+}
+
+await main();
