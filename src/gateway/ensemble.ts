@@ -16,7 +16,10 @@ export function ensembleModel(plan: EnsemblePlan, models: ReadonlyMap<string, Se
     name: plan.name,
     signature: plan.signature,
     device: 'ensemble',
-    maxBatchSize: Math.min(...stepNames.map((name) => models.get(name)?.maxBatchSize ?? 0)),
+    // (its models' as they are now: a reload may change theirs and keep the ensemble)
+    get maxBatchSize() {
+      return Math.min(...stepNames.map((name) => models.get(name)?.maxBatchSize ?? 0));
+    },
     ensemble: { steps: plan.steps.map(({ model, inputs, outputs }) => ({ model, inputs, outputs })) },
     batcher: {
       async submit(inputs, opts) {
