@@ -5,12 +5,12 @@
  * and the bytes each answer takes on the wire. Writes bench/results/compression-cpu.{json,md}.
  *   npm run bench:compression [-- --duration 5 --rounds 3]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
-import { gatewayUnderLoad, machine, medianBy, ROOT } from './lib.js';
+import { gatewayUnderLoad, machine, medianRound, ROOT, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -78,7 +78,7 @@ async function main() {
       runs[name].push({ ...r, wireBytes });
     }
   }
-  const median = (name: string) => ({ ...medianBy(runs[name], (r) => r.requestsPerS), runs: runs[name].map((r) => Math.round(r.requestsPerS)) });
+  const median = (name: string) => medianRound(runs[name]);
   const results = {
     machine: machine(),
     scenario: `identity.onnx, a [1,${ELEMENTS}] FP32 tensor in and out as JSON numbers, 16 clients, max_batch_size 16`,
@@ -86,9 +86,6 @@ async function main() {
     rounds,
     variants: Object.fromEntries(Object.entries(variants).map(([name, v]) => [name, { ...v, ...median(name) }])),
   };
-  const dir = join(ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'compression-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
   const row = (r: (typeof results.variants)[string]) =>
     `| ${r.label} | ${r.wireBytes} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.cpuUsPerRequest.gateway} | ${r.gatewayMainThreadPerRequest.userUs + r.gatewayMainThreadPerRequest.systemUs} |`;
   const md = `# Compressed answers (CPU)
@@ -102,8 +99,7 @@ accept \`gzip, deflate\` (as requests and httpx do unasked) or \`gzip, deflate, 
 |---|---|---|---|---|---|
 ${Object.values(results.variants).map(row).join('\n')}
 `;
-  writeFileSync(join(dir, 'compression-cpu.md'), md);
-  console.log(md);
+  writeResults('compression-cpu', results, md);
 }
 
 await main();

@@ -5,10 +5,10 @@
  * p99 and the gateway's CPU per answered request. Writes bench/results/ensemble-cpu.{json,md}.
  *   npm run bench:ensemble [-- --duration 5 --rounds 3]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { cpuSeconds, machine, medianBy, ROOT, startServer, stopServer } from './lib.js';
+import { cpuSeconds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -105,7 +105,7 @@ async function main() {
   } finally {
     await stopServer(gateway);
   }
-  const median = (name: string) => ({ ...medianBy(runs[name], (r) => r.requestsPerS), runs: runs[name].map((r) => Math.round(r.requestsPerS)) });
+  const median = (name: string) => medianRound(runs[name]);
   const results = {
     machine: machine(),
     scenario: `identity → mlp on one [1,64] FP32 row, ${CLIENTS} clients (fetch, binary extension), max_batch_size 32, wait_ms 0`,
@@ -114,9 +114,6 @@ async function main() {
     ensemble: median('ensemble'),
     chained: median('chained'),
   };
-  const dir = join(ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'ensemble-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
   const row = (name: string, r: typeof results.ensemble) =>
     `| ${name} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.p99Ms} | ${r.gatewayUs} |`;
   const md = `# An ensemble vs the client chaining its models (CPU)
@@ -131,8 +128,7 @@ The clients run in the benchmark's process, on the same 2 cores as the gateway a
 ${row('ensemble (POST pipeline: identity → mlp in the gateway)', results.ensemble)}
 ${row('chained by the client (POST identity, then POST mlp)', results.chained)}
 `;
-  writeFileSync(join(dir, 'ensemble-cpu.md'), md);
-  console.log(md);
+  writeResults('ensemble-cpu', results, md);
 }
 
 await main();

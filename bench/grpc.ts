@@ -7,10 +7,22 @@
  *   npm run bench:grpc [-- --duration 5 --rounds 3]
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { autocannon, binaryRequest, cpuSeconds, machine, mainThreadPerRequest, mainThreadUsage, medianBy, ROOT, startServer, stopServer } from './lib.js';
+import {
+  autocannon,
+  binaryRequest,
+  cpuSeconds,
+  machine,
+  mainThreadPerRequest,
+  mainThreadUsage,
+  medianRound,
+  ROOT,
+  startServer,
+  stopServer,
+  writeResults,
+} from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -97,7 +109,7 @@ async function main() {
   } finally {
     await Promise.all([stopServer(here), stopServer(threaded)]);
   }
-  const median = (name: string) => ({ ...medianBy(runs[name], (r) => r.requestsPerS), runs: runs[name].map((r) => Math.round(r.requestsPerS)) });
+  const median = (name: string) => medianRound(runs[name]);
   const results = {
     machine: machine(),
     scenario: `identity.onnx, a [1,${ELEMENTS}] FP32 tensor (4 KB) in and out, ${CONNECTIONS} clients, max_batch_size 32, one gateway serving both`,
@@ -108,9 +120,6 @@ async function main() {
     httpIntake: median('httpIntake'),
     grpcIntake: median('grpcIntake'),
   };
-  const dir = join(ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'grpc-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
   const row = (name: string, r: typeof results.http) =>
     `| ${name} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.p99Ms} | ${r.rowsPerBatch} | ${r.gatewayUs} | ${r.mainThreadUs} |`;
   const md = `# ModelInfer over gRPC vs HTTP (CPU)
@@ -133,8 +142,7 @@ batching and replicas. On this 2-core machine the thread, the replica and the lo
 — at like batch sizes: the main thread's work per batch (the write to the replica above all) is shared by its rows, and
 the gRPC load generator (grpc-js, on the same 2 cores) makes fewer requests a second, so smaller batches.
 `;
-  writeFileSync(join(dir, 'grpc-cpu.md'), md);
-  console.log(md);
+  writeResults('grpc-cpu', results, md);
 }
 
 await main();

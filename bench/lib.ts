@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -175,6 +175,20 @@ async function oneAutocannon(load: Load): Promise<LoadResult> {
 /** The run with the median rate: the machine is noisy, so every load runs several times, interleaved. */
 export function medianBy<T>(runs: T[], rate: (r: T) => number): T {
   return [...runs].sort((a, b) => rate(a) - rate(b))[Math.floor(runs.length / 2)];
+}
+
+/** The round with the median requests/s, and every round's (rounded), as the results' tables show them in brackets. */
+export function medianRound<T extends { requestsPerS: number }>(runs: T[]): T & { runs: number[] } {
+  return { ...medianBy(runs, (r) => r.requestsPerS), runs: runs.map((r) => Math.round(r.requestsPerS)) };
+}
+
+/** A benchmark's results: bench/results/NAME.json and NAME.md (printed too). */
+export function writeResults(name: string, results: object, md: string): void {
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join(dir, `${name}.md`), md);
+  console.log(md);
 }
 
 export function machine() {

@@ -5,10 +5,9 @@
  * miss costs beside its inference: hashing the inputs, per size. Writes bench/results/response-cache-cpu.{json,md}.
  *   npm run bench:response-cache [-- --duration 8 --rounds 3]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ResponseCache } from '../src/batcher/index.js';
-import { gatewayUnderLoad, machine, medianBy, ROOT } from './lib.js';
+import { gatewayUnderLoad, machine, medianRound, ROOT, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 8;
@@ -47,7 +46,7 @@ async function main() {
       runs[name].push(r);
     }
   }
-  const median = (name: string) => ({ ...medianBy(runs[name], (r) => r.requestsPerS), runs: runs[name].map((r) => Math.round(r.requestsPerS)) });
+  const median = (name: string) => medianRound(runs[name]);
   const uncached = median('uncached');
   const cached = median('cached');
   const hashing = Object.fromEntries([4096, 98_304, 1_204_224, 12_042_240].map((b) => [b, keyUs(b)]));
@@ -61,9 +60,6 @@ async function main() {
     cached_over_uncached: Math.round((cached.requestsPerS / uncached.requestsPerS) * 100) / 100,
     keyUsByBytes: hashing,
   };
-  const dir = join(ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'response-cache-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
   const row = (name: string, r: typeof cached) =>
     `| ${name} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuUsPerRequest.gateway} | ${r.cpuUsPerRequest.replica} |`;
   const md = `# Response cache (CPU)
@@ -85,8 +81,7 @@ ${Object.entries(hashing)
   .map(([b, us]) => `${Math.round(Number(b) / 1024)} KB: ${us} µs`)
   .join('; ')}.
 `;
-  writeFileSync(join(dir, 'response-cache-cpu.md'), md);
-  console.log(md);
+  writeResults('response-cache-cpu', results, md);
 }
 
 main().catch((err) => {

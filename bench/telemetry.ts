@@ -4,11 +4,10 @@
  * OTLP/HTTP to a local sink), interleaved rounds, medians. Writes bench/results/telemetry-cpu.{json,md}.
  *   npm run bench:telemetry [-- --duration 8 --rounds 3]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { gatewayUnderLoad, machine, medianBy, ROOT } from './lib.js';
+import { gatewayUnderLoad, machine, medianRound, ROOT, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 8;
@@ -51,20 +50,19 @@ async function main() {
     }
   }
   sink.close();
-  const median = (xs: typeof runs.on) => medianBy(xs, (r) => r.requestsPerS);
-  const off = median(runs.off);
-  const on = median(runs.on);
-  const metricsOnly = median(runs.metrics);
-  const sampled = median(runs.sampled);
+  const off = medianRound(runs.off);
+  const on = medianRound(runs.on);
+  const metricsOnly = medianRound(runs.metrics);
+  const sampled = medianRound(runs.sampled);
   const results = {
     machine: machine(),
     scenario: 'identity [1,1024] FP32 (4 KB) over the KServe binary extension, 32 clients, max_batch_size 32, wait_ms 0',
     durationS,
     rounds,
-    off: { ...off, runs: runs.off.map((r) => Math.round(r.requestsPerS)) },
-    metrics: { ...metricsOnly, runs: runs.metrics.map((r) => Math.round(r.requestsPerS)) },
-    sampled: { ...sampled, runs: runs.sampled.map((r) => Math.round(r.requestsPerS)) },
-    on: { ...on, runs: runs.on.map((r) => Math.round(r.requestsPerS)) },
+    off,
+    metrics: metricsOnly,
+    sampled,
+    on,
     on_over_off: Math.round((on.requestsPerS / off.requestsPerS) * 1000) / 1000,
     metrics_over_off: Math.round((metricsOnly.requestsPerS / off.requestsPerS) * 1000) / 1000,
     sampled_over_off: Math.round((sampled.requestsPerS / off.requestsPerS) * 1000) / 1000,
@@ -76,10 +74,7 @@ async function main() {
     },
     otlp: { exportRequests: exports, bytes },
   };
-  const dir = join(ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'telemetry-cpu.json'), `${JSON.stringify(results, null, 2)}\n`);
-  const row = (name: string, r: typeof on & { runs: number[] }) =>
+  const row = (name: string, r: typeof on) =>
     `| ${name} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuUsPerRequest.gateway} |`;
   const md = `# Observability overhead (CPU)
 
@@ -99,8 +94,7 @@ ${row('metrics + traced 100%', results.on)}
 
 Over off: metrics **${results.metrics_over_off}**, traced 1% **${results.sampled_over_off}**, traced 100% **${results.on_over_off}**.
 `;
-  writeFileSync(join(dir, 'telemetry-cpu.md'), md);
-  console.log(md);
+  writeResults('telemetry-cpu', results, md);
 }
 
 main().catch((err) => {
