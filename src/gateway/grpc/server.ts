@@ -5,6 +5,7 @@
  * HTTP error status becomes its gRPC code.
  */
 import * as grpc from '@grpc/grpc-js';
+import { EventSourceParserStream } from 'eventsource-parser/stream';
 import type { Hono } from 'hono';
 import { GatewayError } from '../../errors/index.js';
 import { tooLarge } from '../body.js';
@@ -279,26 +280,12 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
     const { fields } = parseTextRequest(header, binary);
     const res = await through(call, `${model(req.model_name, req.model_version)}/generate_stream`, jsonBody(fields), signal);
     if (res.status !== 200) await json(res, []);
-    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    const decoder = new TextDecoder();
-    let buffered = '';
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      buffered += decoder.decode(value, { stream: true });
-      for (let end = buffered.indexOf('\n\n'); end >= 0; end = buffered.indexOf('\n\n')) {
-        const data = buffered
-          .slice(0, end)
-          .split('\n')
-          .filter((line) => line.startsWith('data:'))
-          .map((line) => line.slice(5).trimStart())
-          .join('\n');
-        buffered = buffered.slice(end + 2);
-        if (!data) continue;
-        const event = JSON.parse(data) as StreamEvent;
-        if (event.error !== undefined) throw new CallError(grpc.status.INTERNAL, event.error);
-        respond(streamResponse(event, req.id));
-      }
+    // (typed as TextDecoderStream takes them: the body is bytes)
+    const events = (res.body as ReadableStream<BufferSource>).pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
+    for await (const { data } of events) {
+      const event = JSON.parse(data) as StreamEvent;
+      if (event.error !== undefined) throw new CallError(grpc.status.INTERNAL, event.error);
+      respond(streamResponse(event, req.id));
     }
   }
   return server;
