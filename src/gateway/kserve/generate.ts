@@ -7,6 +7,7 @@ import { Generation } from '../openai/generation.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { bytesElements } from './classification.js';
 import { splitInferBody } from './request.js';
+import { inferBody } from './response.js';
 import { OUTPUTS, type OutputName, parseTextRequest, type TextRequest } from './text-tensors.js';
 
 // Triton's generate extension (POST v2/models/{m}/generate and generate_stream): a text-in, text-out
@@ -187,11 +188,6 @@ export async function inferText(c: Context<GatewayEnv>, m: ServedModel, maxBodyB
     binaries.push(bytes);
     return { name, datatype, shape, parameters: { binary_data_size: bytes.byteLength } };
   });
-  const json = JSON.stringify({ model_name: m.name, model_version: '1', ...(request.id !== undefined && { id: request.id }), outputs });
-  if (binaries.length === 0) return c.body(json, 200, { 'content-type': 'application/json' });
-  const header = Buffer.from(json);
-  return c.body(Buffer.concat([header, ...binaries]), 200, {
-    'content-type': 'application/octet-stream',
-    'inference-header-content-length': String(header.byteLength),
-  });
+  const response = inferBody(m.name, request.id, outputs, binaries);
+  return c.body(response.body as string, 200, response.headers);
 }

@@ -29,7 +29,12 @@ export function encodeInferResponse(model: string, request: InferRequest, output
     binaries.push(bytes);
     return { ...base, parameters: { binary_data_size: bytes.byteLength } };
   });
-  const json = JSON.stringify({ model_name: model, model_version: '1', ...(request.id !== undefined && { id: request.id }), outputs: rendered });
+  return inferBody(model, request.id, rendered, binaries);
+}
+
+/** An infer response: the JSON alone, or with the binary extension its JSON header then `binaries`, in output order. */
+export function inferBody(model: string, id: string | undefined, outputs: object[], binaries: Uint8Array[]): EncodedResponse {
+  const json = JSON.stringify({ model_name: model, model_version: '1', ...(id !== undefined && { id }), outputs });
   if (binaries.length === 0) return { body: json, headers: { 'content-type': 'application/json' } };
   const header = Buffer.from(json);
   return {
