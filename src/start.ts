@@ -922,7 +922,7 @@ export function checkEnsembles(config: Config, signatures: ReadonlyMap<string, M
 
 /** Models and ensembles as the routes see them: one map, read through (a reload changes both). */
 function servedView(models: ReadonlyMap<string, ServedModel>, ensembles: () => ReadonlyMap<string, ServedModel>): ReadonlyMap<string, ServedModel> {
-  const all = () => new Map([...models, ...ensembles()]);
+  const all = () => (ensembles().size ? new Map([...models, ...ensembles()]) : models); // (no copy without ensembles)
   return {
     get: (name) => models.get(name) ?? ensembles().get(name),
     has: (name) => models.has(name) || ensembles().has(name),

@@ -141,7 +141,7 @@ describe('runEnsemble', () => {
   it('fails when a step fails, cancelling the steps still running; a tensor that does not fit its reader is a 400', async () => {
     let cancelled = false;
     const submit = (model: string, _inputs: Inputs, opts: SubmitOptions): Promise<Submitted> =>
-      new Promise((resolve, reject) => {
+      new Promise((_resolve, reject) => {
         if (model === 'double' && !cancelled) {
           opts.signal?.addEventListener('abort', () => {
             cancelled = true;
