@@ -297,13 +297,23 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     expect(responses('The capital').map(textOf).join('')).toBe(await http('The capital', true));
     // Streamed with vLLM's return_* flags: token counts per response, the last says why the text ended.
     const flagged = request('Far away', true);
-    flagged.inputs.push({ name: 'return_finish_reason', datatype: 'BOOL', shape: [1] }, { name: 'return_num_output_tokens', datatype: 'BOOL', shape: [1] });
-    flagged.raw_input_contents.push(Buffer.from([1]), Buffer.from([1]));
+    flagged.inputs.push(
+      { name: 'return_finish_reason', datatype: 'BOOL', shape: [1] },
+      { name: 'return_num_output_tokens', datatype: 'BOOL', shape: [1] },
+      { name: 'return_logprobs', datatype: 'BOOL', shape: [1] },
+      { name: 'return_cumulative_logprob', datatype: 'BOOL', shape: [1] },
+    );
+    flagged.raw_input_contents.push(Buffer.from([1]), Buffer.from([1]), Buffer.from([1]), Buffer.from([1]));
     const counted = (await streamInfer([flagged])).map((r) => r.infer_response);
     const output = (r: Reply, name: string) => r.raw_output_contents[r.outputs.findIndex((o: Reply) => o.name === name)] as Buffer | undefined;
     expect(counted.reduce((n, r) => n + (output(r, 'num_output_tokens')?.readUInt32LE(0) ?? 0), 0)).toBe(10);
     expect(output(counted.at(-1), 'finish_reason')?.subarray(4).toString()).toBe('length');
     expect(counted.slice(0, -1).every((r) => output(r, 'finish_reason') === undefined)).toBe(true);
+    // ...and each response's tokens' log-probabilities (a JSON string), their running sum as FP32.
+    const scored = counted.flatMap((r) => JSON.parse((output(r, 'logprobs') as Buffer).subarray(4).toString()));
+    expect(scored).toHaveLength(10);
+    const sum = scored.reduce((total, position) => total + (Object.values(position) as { logprob: number }[])[0].logprob, 0);
+    expect(output(counted.at(-1), 'cumulative_logprob')?.readFloatLE(0)).toBeCloseTo(sum, 3);
 
     // Its configuration, as perf_analyzer reads it: decoupled, the settings optional.
     const { config } = await rpc('ModelConfig', { name: 'tiny-gpt' });

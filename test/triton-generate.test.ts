@@ -64,6 +64,42 @@ describe("Triton's generate extension (POST /v2/models/{m}/generate, generate_st
     expect(Object.keys(plain).sort()).toEqual(['model_name', 'model_version', 'text_output']);
   });
 
+  it("answers vLLM's log-probability outputs (return_logprobs, return_cumulative_logprob): the generated tokens', streamed per piece", async () => {
+    const completion = await (await post('/v1/completions', { model: 'tiny-gpt', prompt: 'Hello there', max_tokens: 8, seed: 5, logprobs: 2 })).json();
+    const expected = completion.choices[0].logprobs;
+    const body = { text_input: 'Hello there', parameters: { max_tokens: 8, seed: 5, logprobs: 2 }, return_logprobs: true, return_cumulative_logprob: true };
+    const whole = await (await post('/v2/models/tiny-gpt/generate', body)).json();
+    expect(whole.text_output).toBe(`Hello there${completion.choices[0].text}`); // the same tokens drawn
+    // A JSON string, as vLLM's backend sends it: per generated token (not the echoed prompt's), the drawn one and the 2 likeliest.
+    type Entry = { logprob: number; rank: number; decoded_token: string };
+    const logprobs: Record<string, Entry>[] = JSON.parse(whole.logprobs);
+    expect(logprobs).toHaveLength(8);
+    logprobs.forEach((position, i) => {
+      const entries = Object.values(position);
+      expect(entries).toContainEqual({ logprob: expect.closeTo(expected.token_logprobs[i], 5), rank: expect.any(Number), decoded_token: expected.tokens[i] });
+      const likeliest = Object.entries(expected.top_logprobs[i]).map(([text, logprob]) => ({
+        decoded_token: text,
+        logprob: expect.closeTo(logprob as number, 5),
+      }));
+      expect(entries.filter((e) => e.rank <= 2).sort((a, b) => a.rank - b.rank)).toMatchObject(likeliest);
+      expect(entries.length).toBeLessThanOrEqual(3);
+    });
+    const sum = expected.token_logprobs.reduce((a: number, b: number) => a + b, 0);
+    expect(whole.cumulative_logprob).toBeCloseTo(sum, 4);
+
+    const events: { text_output: string; logprobs: string; cumulative_logprob: number }[] = [];
+    const parser = createParser({ onEvent: (e) => events.push(JSON.parse(e.data)) });
+    parser.feed(await (await post('/v2/models/tiny-gpt/generate_stream', body)).text());
+    expect(events.flatMap((e) => JSON.parse(e.logprobs))).toEqual(logprobs); // each piece: the tokens drawn since the last
+    expect(events.at(-1)?.cumulative_logprob).toBeCloseTo(sum, 4);
+    expect(events.map((e) => e.cumulative_logprob)).toEqual([...events.map((e) => e.cumulative_logprob)].sort((a, b) => b - a)); // a running sum
+
+    // Without `logprobs`, the drawn token alone; its rank among the model's choices.
+    const drawn = JSON.parse((await (await post('/v2/models/tiny-gpt/generate', { ...body, parameters: { max_tokens: 8, seed: 5 } })).json()).logprobs);
+    expect(drawn.map((p: object) => Object.values(p))).toEqual(logprobs.map((p) => [expect.objectContaining({ logprob: expect.any(Number) })]));
+    expect(drawn.every((p: object) => (Object.values(p)[0] as Entry).rank >= 1)).toBe(true);
+  });
+
   it("takes TensorRT-LLM's guided decoding: a JSON schema's document, or a regex's match", async () => {
     const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
     const json = await (
@@ -138,6 +174,8 @@ describe("a generative model's KServe tensors (text_input → text_output, as Tr
     expect(config.input).toContainEqual({ name: 'stream', data_type: 'TYPE_BOOL', dims: [1], optional: true });
     expect(config.input).toContainEqual({ name: 'random_seed', data_type: 'TYPE_UINT64', dims: [1], optional: true });
     expect(config.output).toContainEqual({ name: 'num_output_tokens', data_type: 'TYPE_UINT32', dims: [1] });
+    expect(config.output).toContainEqual({ name: 'cumulative_logprob', data_type: 'TYPE_FP32', dims: [-1] });
+    expect(config.input).toContainEqual({ name: 'return_logprobs', data_type: 'TYPE_BOOL', dims: [1], optional: true });
     expect(config).not.toHaveProperty('dynamic_batching');
   });
 
@@ -182,6 +220,26 @@ describe("a generative model's KServe tensors (text_input → text_output, as Tr
     const outputs = Object.fromEntries((await res.json()).outputs.map((o: { name: string; data: unknown[] }) => [o.name, o.data[0]]));
     expect(`Hello there${outputs.text_output}`).toBe(expected[0]);
     expect(outputs).toMatchObject({ finish_reason: 'length', num_input_tokens: 2, num_output_tokens: 8 });
+
+    // The log-probabilities: as the generate extension's, asked by flag or by naming the output.
+    const scored = await (
+      await post('/v2/models/tiny-gpt/generate', {
+        text_input: 'Once',
+        parameters: { max_tokens: 6, seed: 2, logprobs: 1 },
+        return_logprobs: true,
+        return_cumulative_logprob: true,
+      })
+    ).json();
+    const asked = await infer({
+      inputs: [bytesInput('text_input', 'Once'), boolInput('return_logprobs', true)],
+      outputs: [{ name: 'text_output' }, { name: 'logprobs' }, { name: 'cumulative_logprob' }],
+      parameters: { max_tokens: 6, seed: 2, logprobs: 1 },
+    });
+    expect((await asked.json()).outputs).toEqual([
+      { name: 'text_output', datatype: 'BYTES', shape: [1], data: [scored.text_output] },
+      { name: 'logprobs', datatype: 'BYTES', shape: [1], data: [scored.logprobs] },
+      { name: 'cumulative_logprob', datatype: 'FP32', shape: [1], data: [expect.closeTo(scored.cumulative_logprob, 5)] },
+    ]);
   });
 
   it("takes the binary tensor extension with the TensorRT-LLM ensemble's inputs ([1, 1] shapes, typed settings) and answers binary", async () => {
@@ -200,6 +258,7 @@ describe("a generative model's KServe tensors (text_input → text_output, as Tr
         outputs: [
           { name: 'text_output', parameters: { binary_data: true } },
           { name: 'num_output_tokens', parameters: { binary_data: true } },
+          { name: 'cumulative_logprob', parameters: { binary_data: true } },
         ],
       }),
     );
@@ -215,10 +274,12 @@ describe("a generative model's KServe tensors (text_input → text_output, as Tr
     expect(answer.outputs).toEqual([
       { name: 'text_output', datatype: 'BYTES', shape: [1, 1], parameters: { binary_data_size: 4 + Buffer.byteLength(expected) } },
       { name: 'num_output_tokens', datatype: 'UINT32', shape: [1], parameters: { binary_data_size: 4 } },
+      { name: 'cumulative_logprob', datatype: 'FP32', shape: [1], parameters: { binary_data_size: 4 } },
     ]);
     const text = body.subarray(length + 4, length + 4 + body.readUInt32LE(length)).toString();
     expect(text).toBe(expected);
-    expect(body.readUInt32LE(body.byteLength - 4)).toBeGreaterThan(0);
+    expect(body.readUInt32LE(body.byteLength - 8)).toBeGreaterThan(0);
+    expect(body.readFloatLE(body.byteLength - 4)).toBeLessThan(0); // a sum of log-probabilities
   });
 
   it.each([

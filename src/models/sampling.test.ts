@@ -146,6 +146,7 @@ describe('scoreTokens', () => {
     const [first, second] = scoreTokens(rows, 5, [2, 0], 2);
     expect(first.logprob).toBeCloseTo(Math.log(softmax(logits)[2]), 6);
     expect(first.top.map(([t]) => t)).toEqual([1, 4]);
+    expect([first.rank, second.rank]).toEqual([3, 2]); // 1: the most likely token (ties share a rank)
     expect(second.logprob).toBeCloseTo(-200, 6); // e^-200 underflows a float32
     expect(second.top[0]).toEqual([1, expect.closeTo(0, 6)]);
   });
@@ -160,6 +161,7 @@ describe('Sampler (ONNX Runtime softmax + argmax)', () => {
     expect(logprobs[0]?.logprob).toBeCloseTo(Math.log(p[tokens[0]]), 5);
     expect(logprobs[0]?.top.map(([t]) => t)).toEqual([1, 4]);
     expect(logprobs[0]?.top[1][1]).toBeCloseTo(Math.log(p[4]), 5);
+    expect(logprobs[0]?.rank).toBe(1 + p.filter((x) => x > p[tokens[0]]).length);
     expect(logprobs[1]).toBeUndefined();
   });
 

@@ -28,10 +28,19 @@ export type Sampling = {
 };
 
 /**
- * A drawn token's log-probability and the most likely tokens' ([token, logprob], most likely first), in the
- * distribution it was drawn from: after logit bias, penalties and temperature, before top_k / top_p.
+ * A drawn token's log-probability, its rank (1: the most likely token) and the most likely tokens'
+ * ([token, logprob], most likely first), in the distribution it was drawn from: after logit bias, penalties
+ * and temperature, before top_k / top_p.
  */
-export type TokenLogprobs = { logprob: number; top: [number, number][] };
+export type TokenLogprobs = { logprob: number; rank: number; top: [number, number][] };
+
+/** 1 + how many of a row's scores are above the token's (vLLM's rank: 1 for the most likely). */
+function rankOf(scores: Float32Array, token: number): number {
+  const own = scores[token];
+  let above = 0;
+  for (let t = 0; t < scores.length; t++) if (scores[t] > own) above++;
+  return above + 1;
+}
 
 /** Whether a sequence must count the tokens it generates (for its penalties). */
 export const countsTokens = (s: Sampling): boolean => Boolean(s.frequencyPenalty || s.presencePenalty);
@@ -196,7 +205,7 @@ export function scoreTokens(logits: Float32Array, vocab: number, tokens: number[
     let sum = 0;
     for (const x of row) sum += Math.exp(x - max);
     const norm = max + Math.log(sum);
-    return { logprob: row[token] - norm, top: mostLikely(row, top).map(([t, x]) => [t, x - norm]) };
+    return { logprob: row[token] - norm, rank: rankOf(row, token), top: mostLikely(row, top).map(([t, x]) => [t, x - norm]) };
   });
 }
 
@@ -298,7 +307,11 @@ export class Sampler {
     const logprobs = rows.map((r, i) =>
       r.sampling.logprobs === undefined
         ? undefined
-        : { logprob: Math.log(row(i)[tokens[i]]), top: mostLikely(row(i), r.sampling.logprobs).map(([t, p]): [number, number] => [t, Math.log(p)]) },
+        : {
+            logprob: Math.log(row(i)[tokens[i]]),
+            rank: rankOf(row(i), tokens[i]),
+            top: mostLikely(row(i), r.sampling.logprobs).map(([t, p]): [number, number] => [t, Math.log(p)]),
+          },
     );
     return { tokens, logprobs, maskMs };
   }

@@ -164,24 +164,27 @@ export type StreamEvent = {
   model_version: string;
   text_output?: string;
   finish_reason?: string;
+  cumulative_logprob?: number;
+  logprobs?: string;
   num_input_tokens?: number;
   num_output_tokens?: number;
   error?: string;
 };
 
-/** A generate_stream event as a ModelStreamInfer response: text_output, and finish_reason and the token counts when there. */
+/** A generate_stream event as a ModelStreamInfer response: text_output, and the additional outputs it carries. */
 export function streamResponse(event: StreamEvent, id: string) {
   const outputs = [{ name: 'text_output', datatype: 'BYTES', shape: ['1'] }];
   const raw = [bytesElements([event.text_output ?? ''])];
-  if (event.finish_reason !== undefined) {
-    outputs.push({ name: 'finish_reason', datatype: 'BYTES', shape: ['1'] });
-    raw.push(bytesElements([event.finish_reason]));
-  }
+  const add = (name: string, datatype: string, bytes: Uint8Array) => {
+    outputs.push({ name, datatype, shape: ['1'] });
+    raw.push(bytes);
+  };
+  if (event.finish_reason !== undefined) add('finish_reason', 'BYTES', bytesElements([event.finish_reason]));
+  if (event.cumulative_logprob !== undefined) add('cumulative_logprob', 'FP32', new Uint8Array(new Float32Array([event.cumulative_logprob]).buffer));
+  if (event.logprobs !== undefined) add('logprobs', 'BYTES', bytesElements([event.logprobs]));
   for (const name of ['num_input_tokens', 'num_output_tokens'] as const) {
     const count = event[name];
-    if (count === undefined) continue;
-    outputs.push({ name, datatype: 'UINT32', shape: ['1'] });
-    raw.push(new Uint8Array(new Uint32Array([count]).buffer));
+    if (count !== undefined) add(name, 'UINT32', new Uint8Array(new Uint32Array([count]).buffer));
   }
   return { model_name: event.model_name, model_version: event.model_version, id, outputs, raw_output_contents: raw };
 }

@@ -1,9 +1,12 @@
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
+import type { GenerateResult } from '../../batcher/index.js';
 import { badInput, GatewayError } from '../../errors/index.js';
+import type { Tokenizer } from '../../models/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
-import { Generation } from '../openai/generation.js';
+import { Generation, type LoggedToken } from '../openai/generation.js';
+import { vllmLogprobs } from '../openai/logprobs.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { bytesElements } from './classification.js';
 import { splitInferBody } from './request.js';
@@ -38,14 +41,33 @@ const settings = z.object({
   /** TensorRT-LLM's guided decoding: json (any object), json_schema, regex, ebnf_grammar (GBNF). */
   guided_decoding_guide_type: z.enum(['json', 'json_schema', 'regex', 'ebnf_grammar']).optional(),
   guided_decoding_guide: z.string().optional(),
-  /** vLLM's backend's additional outputs: why the text ended, and the tokens in and out. */
+  /** vLLM's backend's additional outputs: why the text ended, the tokens' log-probabilities, the tokens in and out. */
   return_finish_reason: z.boolean().optional(),
+  return_cumulative_logprob: z.boolean().optional(),
+  return_logprobs: z.boolean().optional(),
   return_num_input_tokens: z.boolean().optional(),
   return_num_output_tokens: z.boolean().optional(),
+  /** vLLM's: how many of the most likely tokens `logprobs` lists beside each drawn one (default 0: the drawn one). */
+  logprobs: z.number().int().min(0).max(20).optional(),
 });
 
 /** The additional outputs a request asked for (vLLM's backend's `return_*` inputs). */
-type Returns = { finishReason: boolean; inputTokens: boolean; outputTokens: boolean };
+type Returns = { finishReason: boolean; cumulativeLogprob: boolean; logprobs: boolean; inputTokens: boolean; outputTokens: boolean };
+
+/**
+ * The log-probability outputs of a generation's tokens, as vLLM's backend sends them: `logprobs` (a JSON
+ * string) for the tokens given, `cumulative_logprob` summed over every token so far.
+ */
+function scoring(returns: Returns, tokenizer: Tokenizer) {
+  let sum = 0;
+  return (logged: LoggedToken[]) => {
+    for (const t of logged) sum += t.logprob ?? 0;
+    return {
+      ...(returns.cumulativeLogprob && { cumulative_logprob: sum }),
+      ...(returns.logprobs && { logprobs: JSON.stringify(vllmLogprobs(tokenizer, logged)) }),
+    };
+  };
+}
 
 const request = z.looseObject({
   id: z.string().optional(),
@@ -56,17 +78,16 @@ const request = z.looseObject({
 /** POST /v2/models/{m}/generate (`stream`: generate_stream, Server-Sent Events). */
 export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, stream: boolean): Promise<Response> {
   c.set('model', m.name);
-  const { id, generation, returns } = startGeneration(c, m, await readJson(c, maxBodyBytes));
+  const { id, generation, returns, scores } = startGeneration(c, m, await readJson(c, maxBodyBytes));
   const answer = (text: string) => ({ ...(id !== undefined && { id }), model_name: m.name, model_version: '1', text_output: text });
-  const asked = returns.finishReason || returns.inputTokens || returns.outputTokens;
+  const asked = Object.values(returns).some(Boolean);
 
   if (!stream) {
-    let text = '';
-    for await (const piece of generation) text += piece.text;
-    const result = await generation.result;
+    const { text, logged, result } = await whole(generation);
     return c.json({
       ...answer(text),
       ...(returns.finishReason && { finish_reason: result.finishReason }),
+      ...scores(logged),
       ...(returns.inputTokens && { num_input_tokens: generation.promptTokens }),
       ...(returns.outputTokens && { num_output_tokens: result.completionTokens }),
     });
@@ -75,19 +96,21 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
   return streamSSE(c, async (sse) => {
     // As vLLM's backend streams them: each piece with the tokens drawn since the last; why it ended, once it has.
     let counted = 0;
-    const event = (text: string, tokens: number, finishReason?: string) => {
+    const event = (text: string, tokens: number, logged: LoggedToken[], finishReason?: string) => {
       counted += tokens;
       return JSON.stringify({
         ...answer(text),
         ...(finishReason && { finish_reason: finishReason }),
+        ...scores(logged),
         ...(returns.inputTokens && { num_input_tokens: generation.promptTokens }),
         ...(returns.outputTokens && { num_output_tokens: tokens }),
       });
     };
     try {
-      for await (const piece of generation) if (piece.text) await sse.writeSSE({ data: event(piece.text, generation.produced - counted) });
+      for await (const piece of generation) await sse.writeSSE({ data: event(piece.text, generation.produced - counted, piece.logged) });
       const result = await generation.result;
-      if (asked) await sse.writeSSE({ data: event('', result.completionTokens - counted, returns.finishReason ? result.finishReason : undefined) });
+      const rest = generation.takeLogprobs();
+      if (asked) await sse.writeSSE({ data: event('', result.completionTokens - counted, rest, returns.finishReason ? result.finishReason : undefined) });
     } catch (err) {
       if (sse.aborted) return;
       await sse.writeSSE({ data: JSON.stringify({ error: err instanceof GatewayError ? err.message : `internal error: ${(err as Error).message}` }) });
@@ -99,7 +122,11 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
  * A generate request's fields (the JSON body: `text_input`, settings at the top or in `parameters`) checked
  * and started as a generation (400 for a bad setting), with the request's `id`.
  */
-export function startGeneration(c: Context<GatewayEnv>, m: ServedModel, body: unknown): { id?: string; generation: Generation; returns: Returns } {
+export function startGeneration(
+  c: Context<GatewayEnv>,
+  m: ServedModel,
+  body: unknown,
+): { id?: string; generation: Generation; returns: Returns; scores: ReturnType<typeof scoring> } {
   const parsed = request.safeParse(body);
   if (!parsed.success) throw badInput(parsed.error.issues[0].message, parsed.error.issues[0].path.join('.'));
   const { id, text_input, parameters, ...inputs } = parsed.data as z.infer<typeof request> & Record<string, unknown>;
@@ -120,6 +147,14 @@ export function startGeneration(c: Context<GatewayEnv>, m: ServedModel, body: un
     if (!text) throw badInput(`guided_decoding_guide is required with guided_decoding_guide_type ${type}`, 'guided_decoding_guide');
     return type === 'regex' ? { guided_regex: text } : type === 'ebnf_grammar' ? { guided_grammar: text } : { guided_json: text };
   };
+  const returns = {
+    finishReason: s.return_finish_reason ?? false,
+    cumulativeLogprob: s.return_cumulative_logprob ?? false,
+    logprobs: s.return_logprobs ?? false,
+    inputTokens: s.return_num_input_tokens ?? false,
+    outputTokens: s.return_num_output_tokens ?? false,
+  };
+  const scored = returns.logprobs || returns.cumulativeLogprob;
   const prompt = gen.tokenizer.encode(text_input);
   const stops = [...(typeof s.stop === 'string' ? [s.stop] : (s.stop ?? [])), ...(s.stop_words ?? [])].filter((x) => x.length > 0);
   if (stops.length > 4) throw badInput(`at most 4 stop sequences (${stops.length} given)`, 'stop');
@@ -137,6 +172,8 @@ export function startGeneration(c: Context<GatewayEnv>, m: ServedModel, body: un
       frequency_penalty: s.frequency_penalty,
       presence_penalty: s.presence_penalty,
       echo: !(s.exclude_input_in_output ?? false),
+      // The generated tokens only, as vLLM's backend scores them (not an echoed prompt's)
+      ...(scored && { logprobs: s.logprobs ?? 0, echoLogprobs: false }),
       ...guide(),
     },
     prompt,
@@ -144,12 +181,20 @@ export function startGeneration(c: Context<GatewayEnv>, m: ServedModel, body: un
     clientSignal(c),
     c.get('caller'),
   );
-  const returns = {
-    finishReason: s.return_finish_reason ?? false,
-    inputTokens: s.return_num_input_tokens ?? false,
-    outputTokens: s.return_num_output_tokens ?? false,
-  };
-  return { id, generation, returns };
+  return { id, generation, returns, scores: scoring(returns, gen.tokenizer) };
+}
+
+/** A generation read to its end: its text, its tokens' log-probabilities (if asked for) and its result. */
+async function whole(generation: Generation): Promise<{ text: string; logged: LoggedToken[]; result: GenerateResult }> {
+  let text = '';
+  const logged: LoggedToken[] = [];
+  for await (const piece of generation) {
+    text += piece.text;
+    logged.push(...piece.logged);
+  }
+  const result = await generation.result;
+  logged.push(...generation.takeLogprobs());
+  return { text, logged, result };
 }
 
 /** The known settings among some fields (a setting may come as a top-level input or a parameter). */
@@ -168,14 +213,15 @@ export async function inferText(c: Context<GatewayEnv>, m: ServedModel, maxBodyB
     releaseBody(body); // (the values were copied out)
   }
   if (request.stream) throw badInput(`stream: true needs a streaming call: POST /v2/models/${m.name}/generate_stream, or gRPC's ModelStreamInfer`, 'stream');
-  const { generation } = startGeneration(c, m, request.fields);
-  let text = '';
-  for await (const piece of generation) text += piece.text;
-  const result = await generation.result;
+  const { generation, scores } = startGeneration(c, m, request.fields);
+  const { text, logged, result } = await whole(generation);
   c.set('queueMs', result.queueMs);
+  const scored = scores(logged);
   const answers: Record<OutputName, { shape: number[]; data: string[] | number[] }> = {
     text_output: { shape: request.shape, data: [text] },
     finish_reason: { shape: [1], data: [result.finishReason] },
+    cumulative_logprob: { shape: [1], data: [scored.cumulative_logprob ?? 0] },
+    logprobs: { shape: [1], data: [scored.logprobs ?? ''] },
     num_input_tokens: { shape: [1], data: [generation.promptTokens] },
     num_output_tokens: { shape: [1], data: [result.completionTokens] },
   };
@@ -184,7 +230,8 @@ export async function inferText(c: Context<GatewayEnv>, m: ServedModel, maxBodyB
     const { shape, data } = answers[name];
     const datatype = OUTPUTS[name].datatype;
     if (!binary) return { name, datatype, shape, data };
-    const bytes = datatype === 'BYTES' ? bytesElements(data as string[]) : new Uint8Array(new Uint32Array(data as number[]).buffer);
+    const bytes =
+      datatype === 'BYTES' ? bytesElements(data as string[]) : new Uint8Array((datatype === 'FP32' ? Float32Array : Uint32Array).from(data as number[]).buffer);
     binaries.push(bytes);
     return { name, datatype, shape, parameters: { binary_data_size: bytes.byteLength } };
   });

@@ -21,6 +21,8 @@ const INPUTS: Record<string, InputSpec> = {
   sampling_parameters: one('BYTES'),
   exclude_input_in_output: flag,
   return_finish_reason: flag,
+  return_cumulative_logprob: flag,
+  return_logprobs: flag,
   return_num_input_tokens: flag,
   return_num_output_tokens: flag,
   // The TensorRT-LLM ensemble's inputs (the generate extension takes the same names)
@@ -40,6 +42,9 @@ const INPUTS: Record<string, InputSpec> = {
 export const OUTPUTS = {
   text_output: { datatype: 'BYTES', dims: [-1], flag: undefined },
   finish_reason: { datatype: 'BYTES', dims: [-1], flag: 'return_finish_reason' },
+  cumulative_logprob: { datatype: 'FP32', dims: [-1], flag: 'return_cumulative_logprob' },
+  /** A JSON string: per generated token, {token id: {logprob, rank, decoded_token}} for it and the `logprobs` most likely. */
+  logprobs: { datatype: 'BYTES', dims: [-1], flag: 'return_logprobs' },
   num_input_tokens: { datatype: 'UINT32', dims: [1], flag: 'return_num_input_tokens' },
   num_output_tokens: { datatype: 'UINT32', dims: [1], flag: 'return_num_output_tokens' },
 } as const;
@@ -148,6 +153,8 @@ export function parseTextRequest(body: unknown, binary: Uint8Array): TextRequest
       return { name: o.name as OutputName, binary: o.parameters?.binary_data === true || (binaryAll && o.parameters?.binary_data !== false) };
     });
   }
+  // An output named in `outputs` is computed as if its flag were set (its flag is how the generation is asked).
+  for (const { name } of outputs) if (OUTPUTS[name].flag) fields[OUTPUTS[name].flag as string] = true;
   return { ...(typeof json.id === 'string' && { id: json.id }), fields, stream, outputs, shape };
 }
 

@@ -40,13 +40,15 @@ export type GenerationParams = {
   } | null;
   /** A format the gateway itself asks for (tool calls, checked there); it takes the place of response_format. */
   format?: ResponseFormat;
+  /** With echo and logprobs: the prompt's tokens scored too (default; Triton's vLLM outputs score the generated ones only). */
+  echoLogprobs?: boolean;
 };
 
 /**
  * A token with its log-probabilities; an echoed prompt's first token has none (null), as OpenAI shows it.
  * Chat never echoes, so its tokens always have them.
  */
-export type LoggedToken = { token: number; logprob: number | null; top: TokenLogprobs['top'] | null };
+export type LoggedToken = { token: number; logprob: number | null; rank: number | null; top: TokenLogprobs['top'] | null };
 
 /** Text as it may be shown, and the tokens (with log-probabilities, if asked for) drawn since the last piece. */
 export type Piece = { text: string; logged: LoggedToken[] };
@@ -93,7 +95,7 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     presencePenalty: params.presence_penalty ?? 0,
     logitBias: logitBias.length > 0 ? logitBias : undefined,
     logprobs,
-    promptLogprobs: params.echo ? logprobs : undefined,
+    promptLogprobs: params.echo && params.echoLogprobs !== false ? logprobs : undefined,
     suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
     format: formatOf(params),
   };
@@ -173,13 +175,14 @@ export class Generation {
     this.promptTokens = prompt.length;
     this.wantsLogprobs = sampling.logprobs !== undefined;
     // The echoed prompt is the first piece: at once, or with its log-probabilities when those are asked for.
+    const scoresPrompt = sampling.promptLogprobs !== undefined;
     const echo = (scored: TokenLogprobs[]) => {
       const [first, ...rest] = echoed;
-      if (first !== undefined && this.wantsLogprobs)
-        this.logged.push({ token: first, logprob: null, top: null }, ...rest.map((token, i) => ({ token, ...scored[i] })));
+      if (first !== undefined && scoresPrompt)
+        this.logged.push({ token: first, logprob: null, rank: null, top: null }, ...rest.map((token, i) => ({ token, ...scored[i] })));
       this.emit(decode(gen.tokenizer, echoed));
     };
-    if (!this.wantsLogprobs) echo([]);
+    if (!scoresPrompt) echo([]);
     const stops = params.stop === undefined || params.stop === null ? [] : typeof params.stop === 'string' ? [params.stop] : params.stop;
     this.text = new TextStream(gen.tokenizer, stops, { stopTokens: params.stop_token_ids ?? [], ignoreEos: params.ignore_eos ?? false });
     let started: () => void = () => {};

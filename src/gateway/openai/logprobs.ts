@@ -28,3 +28,15 @@ export function completionLogprobs(tokenizer: Tokenizer, logged: LoggedToken[], 
   const top_logprobs = logged.map((t) => t.top && Object.fromEntries(t.top.map(([token, logprob]) => [textOf(tokenizer, token), logprob])));
   return { tokens, token_logprobs: logged.map((t) => t.logprob), top_logprobs, text_offset };
 }
+
+/**
+ * Triton's vLLM backend's `logprobs` output (vLLM's Logprob objects): per token, `{token id: {logprob, rank,
+ * decoded_token}}` for the drawn token and the most likely ones (rank 1 the likeliest).
+ */
+export function vllmLogprobs(tokenizer: Tokenizer, logged: LoggedToken[]) {
+  const entry = (logprob: number | null, rank: number | null, token: number) => ({ logprob, rank, decoded_token: textOf(tokenizer, token) });
+  return logged.map((t) => ({
+    ...Object.fromEntries((t.top ?? []).map(([token, logprob], i) => [token, entry(logprob, i + 1, token)])),
+    [t.token]: entry(t.logprob, t.rank, t.token),
+  }));
+}
