@@ -582,10 +582,11 @@ export async function startGateway(
 
   const models: Gateway['models'] = new Map();
   for (const name of Object.keys(config.models)) models.set(name, await build(name, { ...shared, placeKey: name }));
-  // Ensembles run on the models above (looked up by name per request): planned now, a problem a ConfigError.
+  // Ensembles run on the models above and on each other (looked up by name per request): planned now, a problem a ConfigError.
   let plans = planEnsembles(config, (name) => stepView(models.get(name)));
-  let ensembles = new Map(plans.map((p) => [p.name, ensembleModel(p, models)]));
+  let ensembles = new Map<string, ServedModel>();
   const served = servedView(models, () => ensembles);
+  ensembles = new Map(plans.map((p) => [p.name, ensembleModel(p, served)]));
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
@@ -777,7 +778,7 @@ export async function startGateway(
         removed: plans.filter((p) => !nextPlans.some((n) => n.name === p.name)).map((p) => p.name),
         unchanged: [...kept],
       };
-    ensembles = new Map(nextPlans.map((p) => [p.name, kept.has(p.name) ? (ensembles.get(p.name) as ServedModel) : ensembleModel(p, models)]));
+    ensembles = new Map(nextPlans.map((p) => [p.name, kept.has(p.name) ? (ensembles.get(p.name) as ServedModel) : ensembleModel(p, served)]));
     plans = nextPlans;
     running = next;
     stamps = nextStamps;
@@ -887,11 +888,21 @@ function modelControl(
 /** What planning an ensemble needs of a model: its tensors as callers send them, and whether it may be a step. */
 type StepView = { signature: ModelSignature; generative: boolean; stateful: boolean };
 
-/** The config's ensembles over models found by `modelOf`; one that does not fit its models is a ConfigError. */
+/**
+ * The config's ensembles over models found by `modelOf`, and over each other (a step may be an ensemble: planned
+ * first, its tensors are the step's); one that does not fit its models, or runs itself, is a ConfigError.
+ */
 function planEnsembles(config: Config, modelOf: (name: string) => StepView | undefined): EnsemblePlan[] {
-  return Object.entries(config.ensembles).map(([name, spec]) => {
+  const plans = new Map<string, EnsemblePlan>();
+  const planning: string[] = [];
+  const plan = (name: string): EnsemblePlan => {
+    const done = plans.get(name);
+    if (done) return done;
+    if (planning.includes(name)) throw new ConfigError(`ensembles.${name}: it runs itself (${[...planning.slice(planning.indexOf(name)), name].join(' → ')})`);
+    planning.push(name);
     try {
-      return planEnsemble(name, spec, (model) => {
+      const made = planEnsemble(name, config.ensembles[name], (model) => {
+        if (config.ensembles[model]) return { signature: plan(model).signature };
         const m = modelOf(model);
         if (!m) return undefined;
         const refusal = m.generative
@@ -901,10 +912,15 @@ function planEnsembles(config: Config, modelOf: (name: string) => StepView | und
             : undefined;
         return { signature: m.signature, refusal };
       });
+      plans.set(name, made);
+      return made;
     } catch (err) {
-      throw new ConfigError((err as Error).message);
+      throw err instanceof ConfigError ? err : new ConfigError((err as Error).message);
+    } finally {
+      planning.pop();
     }
-  });
+  };
+  return Object.keys(config.ensembles).map(plan);
 }
 
 const stepView = (m: ServedModel | undefined): StepView | undefined =>

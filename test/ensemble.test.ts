@@ -118,7 +118,7 @@ describe('ensembles', () => {
 
   it('are checked against their models at start and on a reload; a bad one changes nothing', async () => {
     expect(() => parseConfig({ models, ensembles: { p: { steps: [{ model: 'nope', inputs: {}, outputs: {} }] } } })).toThrow(
-      /ensembles\.p\.steps\.0\.model: no model named nope/,
+      /ensembles\.p\.steps\.0\.model: no model or ensemble named nope/,
     );
     expect(() => parseConfig({ models, ensembles: { mlp: pipeline } })).toThrow(/mlp is a model's name too/);
     expect(() => parseConfig({ models, ensembles: { pipeline }, endpoints: [{ path: '/chat', model: 'pipeline', protocol: 'openai-chat' }] })).toThrow(
@@ -137,5 +137,39 @@ describe('ensembles', () => {
     expect(echoed.body.outputs?.[0]).toMatchObject({ name: 'out', data: [7, 8] });
     await expect(gw.reload(parseConfig({ ...config, ensembles: { pipeline, broken: unfed.ensembles.p } }))).rejects.toThrow(/input x is fed by no tensor/);
     expect((await infer(gw.url, 'echo', [{ name: 'in', shape: [1, 1], datatype: 'FP32', data: [1] }])).status).toBe(200);
+  });
+
+  it('may run other ensembles as steps (planned first; one that runs itself is refused)', async () => {
+    const echo = { steps: [{ model: 'identity', inputs: { x: 'in' }, outputs: { y: 'out' } }] };
+    const outer = {
+      steps: [
+        { model: 'echo', inputs: { in: 'again' }, outputs: { out: 'copy' } },
+        { model: 'pipeline', inputs: { features: 'rows' }, outputs: { scores: 'scores', echo: 'again' } },
+      ],
+    };
+    const report = await gw.reload(parseConfig({ ...config, ensembles: { outer, pipeline, echo } }));
+    expect(report.ensembles).toMatchObject({ added: ['outer'], unchanged: ['pipeline', 'echo'] });
+    const meta = await (await fetch(`${gw.url}/v2/models/outer`)).json();
+    expect(meta).toMatchObject({ platform: 'ensemble', inputs: [{ name: 'rows', datatype: 'FP32' }] });
+    expect(meta.outputs.map((o: { name: string }) => o.name)).toEqual(['copy', 'scores']);
+    const row = random(64, 77);
+    const pipelineBefore = (await (await fetch(`${gw.url}/v2/models/pipeline/stats`)).json()).requests;
+    const [nested, direct] = await Promise.all([
+      infer(gw.url, 'outer', [{ name: 'rows', shape: [1, 64], datatype: 'FP32', data: row }]),
+      infer(gw.url, 'pipeline', [features([row]) as never]),
+    ]);
+    expect(nested.status).toBe(200);
+    expect(outputOf(nested.body, 'scores')).toEqual(outputOf(direct.body, 'scores'));
+    expect(outputOf(nested.body, 'copy')).toEqual(Array.from(Float32Array.from(row)));
+    expect((await (await fetch(`${gw.url}/v2/models/pipeline/stats`)).json()).requests).toBe(pipelineBefore + 2);
+    // A step's problem is named by the ensemble it is in.
+    const wide = await infer(gw.url, 'outer', [{ name: 'rows', shape: [1, 5], datatype: 'FP32', data: [1, 2, 3, 4, 5] }]);
+    expect(wide.body.error).toBe('ensemble pipeline: model mlp takes x as FP32 [N, 64], but tensor copied is FP32 [1, 5]');
+    // Ensembles that run each other: refused whole, the running ones unchanged.
+    const loop = (next: string) => ({ steps: [{ model: next, inputs: { rows: 'a' }, outputs: { scores: 'b' } }] });
+    await expect(gw.reload(parseConfig({ ...config, ensembles: { a: loop('b'), b: loop('a'), pipeline } }))).rejects.toThrow(
+      'ensembles.a: it runs itself (a → b → a)',
+    );
+    expect((await infer(gw.url, 'outer', [{ name: 'rows', shape: [1, 64], datatype: 'FP32', data: row }])).status).toBe(200);
   });
 });

@@ -522,8 +522,13 @@ export const configSchema = z
     for (const [name, e] of Object.entries(c.ensembles)) {
       if (c.models[name]) ctx.addIssue({ code: 'custom', path: ['ensembles', name], message: `${name} is a model's name too` });
       e.steps.forEach((step, i) => {
-        if (!c.models[step.model])
-          ctx.addIssue({ code: 'custom', path: ['ensembles', name, 'steps', i, 'model'], message: `no model named ${step.model}`, input: step.model });
+        if (!c.models[step.model] && !c.ensembles[step.model])
+          ctx.addIssue({
+            code: 'custom',
+            path: ['ensembles', name, 'steps', i, 'model'],
+            message: `no model or ensemble named ${step.model}`,
+            input: step.model,
+          });
       });
     }
     const policies = [c.auth.default, ...c.endpoints.map((e) => e.auth)];

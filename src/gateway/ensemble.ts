@@ -5,7 +5,7 @@ import type { ServedModel } from './types.js';
 /**
  * An ensemble served as a model (config `ensembles`; see batcher/ensemble.ts): every tensor route takes it —
  * KServe v2 JSON and binary, v1, gRPC, WebSocket — through `batcher.submit`, which runs its steps on their models'
- * batchers. Step models are looked up by name on each request: a model a config reload replaced is the new one.
+ * batchers. Step models (or ensembles) are looked up by name on each request: a model a config reload replaced is the new one.
  */
 export function ensembleModel(plan: EnsemblePlan, models: ReadonlyMap<string, ServedModel>): ServedModel {
   const statistics = new ModelStatistics();
