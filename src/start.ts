@@ -476,6 +476,14 @@ async function buildModel(
     },
   };
   measureModel(telemetry, name, pool, batcher, scheduler);
+  // Verbose lines (pino's debug: Triton's log_verbose_level 1, which POST /v2/logging may turn on while it serves).
+  batcher?.on('batch', (e) => {
+    if (log.isLevelEnabled('debug'))
+      log.debug({ model: name, rows: e.rows, requests: e.requests, ms: Math.round(e.durationMs * 100) / 100, ok: e.ok }, 'batch');
+  });
+  scheduler?.on('sequence', (e) => {
+    if (log.isLevelEnabled('debug')) log.debug({ model: name, tokens: e.tokens, ttftMs: e.ttftMs, ms: Math.round(e.durationMs) }, 'generation');
+  });
   const control = modelControl(name, queue, pool, autoscaler, () => policy.minContainers, log);
   // Replaced or removed by a reload, the model takes no new work: a request read before the swap goes to its
   // successor (when it takes the same tensors), else is refused with a 503 it may retry at once.

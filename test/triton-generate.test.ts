@@ -96,7 +96,7 @@ describe("Triton's generate extension (POST /v2/models/{m}/generate, generate_st
 
     // Without `logprobs`, the drawn token alone; its rank among the model's choices.
     const drawn = JSON.parse((await (await post('/v2/models/tiny-gpt/generate', { ...body, parameters: { max_tokens: 8, seed: 5 } })).json()).logprobs);
-    expect(drawn.map((p: object) => Object.values(p))).toEqual(logprobs.map((p) => [expect.objectContaining({ logprob: expect.any(Number) })]));
+    expect(drawn.map((p: object) => Object.values(p))).toEqual(logprobs.map(() => [expect.objectContaining({ logprob: expect.any(Number) })]));
     expect(drawn.every((p: object) => (Object.values(p)[0] as Entry).rank >= 1)).toBe(true);
   });
 

@@ -10,6 +10,7 @@ import { audioRoutes } from './audio.js';
 import { compressAnswers } from './compress.js';
 import type { QuietWork } from './drain.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
+import { settingsRoutes } from './kserve/settings.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
 import { observe, observeRoutes } from './observe.js';
 import { ocrRoutes } from './ocr.js';
@@ -110,7 +111,17 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const endpointPaths = new Set((opts.endpoints ?? []).map((e) => e.path));
   const vllmRoutes = VLLM_ROUTES.filter((p) => !endpointPaths.has(p));
   if (opts.guard?.length)
-    for (const path of ['/v2/models/*', '/v2/repository/*', '/v2/systemsharedmemory/*', '/v1/*', ...vllmRoutes, '/admin/*', '/dashboard'])
+    for (const path of [
+      '/v2/models/*',
+      '/v2/repository/*',
+      '/v2/systemsharedmemory/*',
+      '/v2/logging',
+      '/v2/trace/*',
+      '/v1/*',
+      ...vllmRoutes,
+      '/admin/*',
+      '/dashboard',
+    ])
       app.use(path, ...opts.guard);
   // A Batch API line (sent through this app again by batches.ts, marked in its env, which no client can set): it
   // waits behind every interactive request, and takes its turns apart from its creator's own requests.
@@ -152,6 +163,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort }));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
+  app.route('/', settingsRoutes({ log: opts.log, telemetry, models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {
     const e = toGatewayError(err);

@@ -10,11 +10,10 @@ import {
   BatchSpanProcessor,
   ConsoleSpanExporter,
   InMemorySpanExporter,
-  ParentBasedSampler,
   SimpleSpanProcessor,
   type SpanExporter,
-  TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
+import { TraceSettings } from './trace-settings.js';
 
 export type TelemetryConfig = {
   /** Serve Prometheus metrics on GET /metrics. */
@@ -41,6 +40,8 @@ export class Telemetry {
   readonly tracer: Tracer;
   readonly meter: Meter;
   readonly memory?: InMemorySpanExporter;
+  /** Which requests are traced, changed at run time (Triton's trace extension); OFF when traces are off. */
+  readonly traceSettings: TraceSettings;
   private readonly prometheus?: PrometheusExporter;
   private readonly serializer = new PrometheusSerializer(undefined, false, undefined, true, true);
   private readonly propagator = new W3CTraceContextPropagator();
@@ -49,7 +50,10 @@ export class Telemetry {
 
   constructor(readonly config: TelemetryConfig) {
     const resource = resourceFromAttributes({ 'service.name': 'infergate' });
-    if (config.traces.exporter !== 'none') {
+    const ratio = config.traces.sampleRatio ?? 1;
+    const tracing = config.traces.exporter !== 'none';
+    this.traceSettings = new TraceSettings({ level: tracing ? 'TIMESTAMPS' : 'OFF', rate: ratio > 0 ? 1 / ratio : 0, count: -1 });
+    if (tracing) {
       let exporter: SpanExporter;
       if (config.traces.exporter === 'memory') exporter = this.memory = new InMemorySpanExporter();
       else if (config.traces.exporter === 'console') exporter = new ConsoleSpanExporter();
@@ -58,7 +62,7 @@ export class Telemetry {
       const provider = new BasicTracerProvider({
         resource,
         spanProcessors: [processor],
-        sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.traces.sampleRatio ?? 1) }),
+        sampler: this.traceSettings,
       });
       this.tracer = provider.getTracer('infergate');
       this.shutdowns.push(() => provider.shutdown());

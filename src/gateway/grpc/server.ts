@@ -196,6 +196,22 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
       const { name } = call.request;
       return json(await through(call, `/v2/systemsharedmemory${name ? `/region/${encodeURIComponent(name)}` : ''}/unregister`, jsonBody({})));
     }),
+    // Triton's trace and logging extensions: no settings reads them, some change them (the HTTP routes' answers).
+    TraceSetting: unary(async (call: grpc.ServerUnaryCall<{ settings: Record<string, { value: string[] }>; model_name: string }, unknown>) => {
+      const { settings, model_name } = call.request;
+      const change = Object.fromEntries(
+        Object.entries(settings).map(([name, { value }]) => [name, value.length === 0 ? null : name === 'trace_level' ? value : value[0]]),
+      );
+      const path = `${model_name ? model(model_name, '') : '/v2'}/trace/setting`;
+      const answer = (await json(await through(call, path, Object.keys(change).length ? jsonBody(change) : undefined))) as Record<string, string | string[]>;
+      return { settings: Object.fromEntries(Object.entries(answer).map(([name, v]) => [name, { value: Array.isArray(v) ? v : [v] }])) };
+    }),
+    LogSettings: unary(async (call: grpc.ServerUnaryCall<{ settings: Record<string, Record<string, unknown> & { parameter_choice?: string }> }, unknown>) => {
+      const change = Object.fromEntries(Object.entries(call.request.settings).map(([name, v]) => [name, v[v.parameter_choice ?? ''] ?? null]));
+      const answer = (await json(await through(call, '/v2/logging', Object.keys(change).length ? jsonBody(change) : undefined))) as Record<string, unknown>;
+      const param = (v: unknown) => (typeof v === 'boolean' ? { bool_param: v } : typeof v === 'number' ? { uint32_param: v } : { string_param: String(v) });
+      return { settings: Object.fromEntries(Object.entries(answer).map(([name, v]) => [name, param(v)])) };
+    }),
   });
 
   /** Triton's model control: the HTTP route's answer (403 unless server.admin_api, 404 for an unknown model). */

@@ -35,7 +35,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
   };
   const model = (c: Context<GatewayEnv>): ServedModel => named(c.req.param('model') ?? '');
 
-  const extensions = ['binary_tensor_data', 'classification', 'statistics', ...(regions ? ['system_shared_memory'] : [])];
+  const extensions = ['binary_tensor_data', 'classification', 'statistics', 'logging', 'trace', ...(regions ? ['system_shared_memory'] : [])];
   app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions }));
   app.get('/v2/health/live', (c) => c.json({ live: true }));
   // Models unloaded on purpose (model control) do not make the server unready, as in Triton.
