@@ -51,7 +51,7 @@ def mlp(out_dir, file, sizes):
     nodes.append(helper.make_node("Softmax", [prev], ["probs"], axis=-1))
     graph = helper.make_graph(
         nodes,
-        file.removesuffix(".onnx"),
+        os.path.basename(file).removesuffix(".onnx"),
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", sizes[-1]])],
         inits,
@@ -155,6 +155,17 @@ def pixels_mean(out_dir):
     save(graph, out_dir, "pixels-mean.onnx")
 
 
+def tenants(out_dir):
+    """A multiplexed model's models (models/tenants/{model_id}.onnx in the demo): MLPs x [N, 64] -> probs [N, 3]
+    of the same tensors, each with its own weights (its own seed), as per-customer fine-tunes would be."""
+    global rng
+    os.makedirs(os.path.join(out_dir, "tenants"), exist_ok=True)
+    for seed, name in enumerate(["alpha", "beta"]):
+        kept, rng = rng, np.random.default_rng(seed)
+        mlp(out_dir, os.path.join("tenants", f"{name}.onnx"), [64, 16, 3])
+        rng = kept
+
+
 def sampler(out_path, scaled=True):
     """The replica's sampling head: softmax(logits * inv_temperature) and argmax per row, vectorised by
     ONNX Runtime (a JavaScript Math.exp loop over a 50257-token vocabulary costs ~1 ms per token). Unscaled:
@@ -191,5 +202,6 @@ if __name__ == "__main__":
     pixels_mean(out)
     sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler.onnx"))
     sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler-unscaled.onnx"), scaled=False)
+    tenants(out)
     for f in sorted(os.listdir(out)):
         print(f"{f}: {os.path.getsize(os.path.join(out, f))} bytes")

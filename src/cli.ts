@@ -2,7 +2,17 @@
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
-import { batchSignature, classifierSpec, embeddingSpec, generativeSpec, type ModelSignature, type ReplicaSpec, replicaEntry } from './models/index.js';
+import {
+  batchSignature,
+  classifierSpec,
+  embeddingSpec,
+  generativeSpec,
+  MODEL_ID_HEADER,
+  type ModelSignature,
+  multiplexedIds,
+  type ReplicaSpec,
+  replicaEntry,
+} from './models/index.js';
 import { checkEnsembles, layoutOf, loadSignatures, replicaSpecOf, startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
@@ -68,19 +78,21 @@ program
       const model = config.models[name];
       // How it will be served: the routes a newcomer should try first.
       const stateful = model.sequence && batchSignature(sig, layoutOf(name, model, sig)).batchAxis === 0;
-      const kind = model.sequence
-        ? ` (stateful: sequences of ${stateful ? 'batched ' : ''}requests${model.vad ? ', /v1/audio/vad' : ''})`
-        : model.ocr
-          ? ` (text recogniser with ${model.ocr.detector}: /v1/ocr)`
-          : generativeSpec(sig)
-            ? ' (generative: /v1/completions, /v1/chat/completions)'
-            : embeddingSpec(sig)
-              ? ' (text encoder: /v1/embeddings)'
-              : classifierSpec(sig)
-                ? ` (sequence classifier: /classify${classifierSpec(sig)?.classes === 1 ? ', /v1/rerank, /v1/score' : ''})`
-                : sig.batchAxis === 0
-                  ? ''
-                  : ' (not batchable)';
+      const kind = model.multiplex
+        ? ` (multiplexed: ${multiplexedIds(model.path).join(', ')}, by the ${MODEL_ID_HEADER} header)`
+        : model.sequence
+          ? ` (stateful: sequences of ${stateful ? 'batched ' : ''}requests${model.vad ? ', /v1/audio/vad' : ''})`
+          : model.ocr
+            ? ` (text recogniser with ${model.ocr.detector}: /v1/ocr)`
+            : generativeSpec(sig)
+              ? ' (generative: /v1/completions, /v1/chat/completions)'
+              : embeddingSpec(sig)
+                ? ' (text encoder: /v1/embeddings)'
+                : classifierSpec(sig)
+                  ? ` (sequence classifier: /classify${classifierSpec(sig)?.classes === 1 ? ', /v1/rerank, /v1/score' : ''})`
+                  : sig.batchAxis === 0
+                    ? ''
+                    : ' (not batchable)';
       console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
     const ensembles = checkEnsembles(config, signatures);

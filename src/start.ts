@@ -12,7 +12,16 @@ import {
   type ScalingPolicy,
   visibleGpus,
 } from './autoscaler/index.js';
-import { Batcher, type BatchTarget, type EnsemblePlan, GenerationScheduler, planEnsemble, ResponseCache, Sequences } from './batcher/index.js';
+import {
+  Batcher,
+  type BatchTarget,
+  type EnsemblePlan,
+  GenerationScheduler,
+  planEnsemble,
+  ResponseCache,
+  Sequences,
+  type SubmitOptions,
+} from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import { badInput, unavailable } from './errors/index.js';
@@ -51,12 +60,16 @@ import {
   type ModelLayout,
   type ModelSignature,
   modelLayout,
+  multiplexChecker,
+  multiplexedIds,
+  multiplexedPath,
   PREFIX_BLOCK,
   readSignature,
   type Tokenizer,
   toModelLayout,
 } from './models/index.js';
 import { measureModel, observePools, Telemetry } from './telemetry/index.js';
+import type { Inputs } from './tensor/index.js';
 import { VERSION } from './version.js';
 
 export type Gateway = {
@@ -98,10 +111,12 @@ export async function loadSignatures(config: Config): Promise<Map<string, ModelS
   const signatures = new Map<string, ModelSignature>();
   for (const [name, model] of Object.entries(config.models)) {
     let signature: ModelSignature;
+    // A multiplexed model's tensors are its first model's (each other one is checked against them when asked for).
+    const path = model.multiplex ? multiplexedPath(model.path, firstModelId(name, model.path)) : model.path;
     try {
-      signature = await readSignature(model.path);
+      signature = await readSignature(path);
     } catch (err) {
-      throw new ConfigError(`models.${name}.path: cannot read an ONNX model from ${model.path}: ${(err as Error).message}`);
+      throw new ConfigError(`models.${name}.path: cannot read an ONNX model from ${path}: ${(err as Error).message}`);
     }
     checkAgainstSignature(name, model, signature);
     signatures.set(name, signature);
@@ -251,6 +266,13 @@ function fixedBatchSizes(model: ModelConfig, signature: ModelSignature): number[
   return b.batch_sizes && signature.batchAxis === 0 ? [...new Set([...b.batch_sizes, b.max_batch_size])].sort((x, y) => x - y) : undefined;
 }
 
+/** A multiplexed model's first model id (its files sorted): its tensors are the model's, and its replicas start with it open. */
+function firstModelId(name: string, template: string): string {
+  const [first] = multiplexedIds(template);
+  if (first === undefined) throw new ConfigError(`models.${name}.path: no file matches ${template} (a multiplexed model needs one to start with)`);
+  return first;
+}
+
 /** What a replica of the model is told to serve: by this gateway, or by `infergate replica` on another machine. */
 export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, threads: number): Omit<ReplicaStartSpec, 'replicaId' | 'model'> {
   const generative = generativeSpec(signature) !== null;
@@ -268,6 +290,7 @@ export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, thr
     prefillChunk: generative ? model.batching.prefill_chunk : undefined,
     tokenizer: model.tokenizer,
     layout: model.sequence || Object.keys(model.constants).length ? { state: model.sequence?.state, constants: model.constants } : undefined,
+    multiplex: model.multiplex && { maxModels: model.multiplex.max_models_per_replica, first: firstModelId('', model.path) },
   };
 }
 
@@ -373,6 +396,8 @@ async function buildModel(
   const embedding = generative ? null : embeddingSpec(signature);
   const classifier = generative ? null : classifierSpec(signature);
   const encoder = embedding ?? classifier;
+  if (generative && model.multiplex)
+    throw new ConfigError(`models.${name}.multiplex: the model is generative (its replicas keep sequences' KV caches): multiplexing is for tensor models`);
   const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
   const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
   if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
@@ -497,6 +522,10 @@ async function buildModel(
       Promise.reject(unavailable('model_replaced', `model ${name} was ${successor ? 'replaced' : 'removed'} by a config reload while this request was read`, 0))
     );
   };
+  // A multiplexed model's requests name one of its models: checked against its files before they queue.
+  const checkModelId = model.multiplex ? multiplexChecker(name, model.path, ownSignature) : undefined;
+  const checked = async (inputs: Inputs, o?: SubmitOptions) =>
+    (batcher as Batcher).submit(inputs, { ...o, modelId: await (checkModelId as NonNullable<typeof checkModelId>)(o?.modelId) });
   return {
     name,
     signature,
@@ -504,7 +533,10 @@ async function buildModel(
     maxBatchSize: policy.maxBatchSize,
     batching: { waitMs: b.wait_ms, maxQueueSize: b.max_queue_size, timeoutMs: b.timeout_ms, batchSizes },
     labels,
-    batcher: batcher && { submit: (inputs, o) => refuseUnloaded((m) => m.batcher?.submit(inputs, o)) ?? batcher.submit(inputs, o) },
+    batcher: batcher && {
+      submit: (inputs, o) => refuseUnloaded((m) => m.batcher?.submit(inputs, o)) ?? (checkModelId ? checked(inputs, o) : batcher.submit(inputs, o)),
+    },
+    multiplexed: model.multiplex && { maxModelsPerReplica: model.multiplex.max_models_per_replica },
     sequences: sequences && {
       submit: (seq, inputs, o) => refuseUnloaded((m) => m.sequences?.submit(seq, inputs, o)) ?? sequences.submit(seq, inputs, o),
       active: () => sequences.size,
@@ -894,7 +926,7 @@ function modelControl(
 }
 
 /** What planning an ensemble needs of a model: its tensors as callers send them, and whether it may be a step. */
-type StepView = { signature: ModelSignature; generative: boolean; stateful: boolean };
+type StepView = { signature: ModelSignature; generative: boolean; stateful: boolean; multiplexed: boolean };
 
 /**
  * The config's ensembles over models found by `modelOf`, and over each other (a step may be an ensemble: planned
@@ -917,7 +949,9 @@ function planEnsembles(config: Config, modelOf: (name: string) => StepView | und
           ? 'it is generative: an ensemble runs tensor models'
           : m.stateful
             ? 'it is stateful (its requests belong to sequences): an ensemble runs stateless tensor models'
-            : undefined;
+            : m.multiplexed
+              ? 'it is multiplexed (a request names one of its models by header): an ensemble runs single models'
+              : undefined;
         return { signature: m.signature, refusal };
       });
       plans.set(name, made);
@@ -932,7 +966,7 @@ function planEnsembles(config: Config, modelOf: (name: string) => StepView | und
 }
 
 const stepView = (m: ServedModel | undefined): StepView | undefined =>
-  m && { signature: m.signature, generative: Boolean(m.generation), stateful: Boolean(m.sequences) };
+  m && { signature: m.signature, generative: Boolean(m.generation), stateful: Boolean(m.sequences), multiplexed: Boolean(m.multiplexed) };
 
 /** `infergate validate`: the config's ensembles, planned against the models' files (signatures as callers see them). */
 export function checkEnsembles(config: Config, signatures: ReadonlyMap<string, ModelSignature>): EnsemblePlan[] {
@@ -940,7 +974,7 @@ export function checkEnsembles(config: Config, signatures: ReadonlyMap<string, M
     const [model, own] = [config.models[name], signatures.get(name)];
     if (!model || !own) return undefined;
     const signature = vadSized(model, callerSignature(own, layoutOf(name, model, own)));
-    return { signature, generative: Boolean(generativeSpec(signature)), stateful: Boolean(model.sequence) };
+    return { signature, generative: Boolean(generativeSpec(signature)), stateful: Boolean(model.sequence), multiplexed: Boolean(model.multiplex) };
   });
 }
 

@@ -37,6 +37,8 @@ type Member = {
   idleSince?: number;
   /** Holders that keep state in this replica (generation loops): it is busy while any holds it. */
   holds: number;
+  /** A multiplexed model's models this replica has open, as it keeps them (least recently used first). */
+  models?: string[];
   release(): void;
 };
 
@@ -53,6 +55,8 @@ export type ReplicaView = {
   startedAt: string;
   idleForS?: number;
   coldStart?: ColdStart;
+  /** A multiplexed model's models it has open (least recently used first). */
+  models?: string[];
 };
 
 /**
@@ -108,13 +112,15 @@ export class ReplicaPool extends EventEmitter<{
     return { starting: count('starting'), ready: count('ready'), draining: count('draining'), inFlightBatches, idleSince };
   }
 
-  dispatch(batch: Inputs, opts: { signal?: AbortSignal } = {}): Promise<Inferred> {
-    const member = this.pick();
+  /** `modelId`: a multiplexed model's model to run it (a replica that has it open is chosen first). */
+  dispatch(batch: Inputs, opts: { signal?: AbortSignal; modelId?: string } = {}): Promise<Inferred> {
+    const member = this.pick(opts.modelId);
     if (!member?.queue || !member.replica) return Promise.reject(unavailable('no_replica', `model ${this.opts.model} has no ready replica`));
     const { queue, replica } = member;
     member.idleSince = undefined;
+    if (opts.modelId !== undefined) this.opened(member, opts.modelId);
     return queue
-      .add(() => replica.infer(batch), { signal: opts.signal })
+      .add(() => replica.infer(batch, opts.modelId), { signal: opts.signal })
       .finally(() => {
         if (queue.pending + queue.size === 0 && member.holds === 0) member.idleSince = this.now();
         this.emit('capacity');
@@ -192,6 +198,7 @@ export class ReplicaPool extends EventEmitter<{
       startedAt: new Date(Date.now() - (now - m.startedAt)).toISOString(),
       idleForS: m.idleSince === undefined ? undefined : Math.round(now - m.idleSince) / 1000,
       coldStart: m.replica?.coldStart,
+      ...(m.models && { models: [...m.models] }),
       cudaOptions: m.replica?.cudaOptions,
       sessionThread: m.replica?.sessionThread,
       sessions: m.replica?.sessions,
@@ -209,15 +216,28 @@ export class ReplicaPool extends EventEmitter<{
     await Promise.all(this.members.map((m) => this.drain(m)));
   }
 
-  private pick(): Member | undefined {
+  /**
+   * The least-loaded ready replica; for a multiplexed model's batch, the least-loaded of those with its model
+   * open while one has a free slot (Ray Serve's multiplexed routing: opening a model costs seconds).
+   */
+  private pick(modelId?: string): Member | undefined {
     let best: Member | undefined;
     let bestLoad = Number.POSITIVE_INFINITY;
+    let bestOpen = false;
     for (const m of this.members) {
       if (m.state !== 'ready' || !m.queue) continue;
       const load = m.queue.pending + m.queue.size;
-      if (load < bestLoad) [best, bestLoad] = [m, load];
+      const open = modelId !== undefined && load < this.opts.maxInputs && (m.models?.includes(modelId) ?? false);
+      if ((open && !bestOpen) || (open === bestOpen && load < bestLoad)) [best, bestLoad, bestOpen] = [m, load, open];
     }
     return best;
+  }
+
+  /** The replica opens (or uses again) a model: as it keeps them, most recently used last, its limit's worth. */
+  private opened(member: Member, modelId: string): void {
+    const models = (member.models ?? []).filter((id) => id !== modelId);
+    models.push(modelId);
+    member.models = models.slice(-(this.opts.spec.multiplex?.maxModels ?? 1));
   }
 
   private async startOne(): Promise<void> {
@@ -256,6 +276,8 @@ export class ReplicaPool extends EventEmitter<{
       return;
     }
     Object.assign(member, { state: 'ready', replica, queue: new PQueue({ concurrency: this.opts.maxInputs }), idleSince: this.now() });
+    const multiplex = this.opts.spec.multiplex;
+    if (multiplex) member.models = [multiplex.first]; // (it starts with that one open)
     this.failures = 0;
     this.failure = undefined;
     this.startFailed = false;

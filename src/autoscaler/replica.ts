@@ -46,7 +46,8 @@ export interface Replica extends EventEmitter<{ exit: [reason: string] }> {
   readonly transport: 'shm' | 'socket' | 'memory';
   /** Cold start, measured from spawn to ready: process start and module load, session creation, warm-up. */
   readonly coldStart?: ColdStart;
-  infer(inputs: Inputs): Promise<Inferred>;
+  /** `modelId`: which of a multiplexed model's models runs the batch. */
+  infer(inputs: Inputs, modelId?: string): Promise<Inferred>;
   /** A request with a JSON body and a JSON answer (a generation step); rejects like infer. */
   request(op: string, body: object): Promise<Record<string, unknown>>;
   /** Stops taking batches, lets in-flight ones finish, then exits. Idempotent. */
@@ -262,8 +263,8 @@ export class SocketReplica extends EventEmitter<{ exit: [reason: string] }> impl
     return this.slots ? ('shm' as const) : ('socket' as const);
   }
 
-  async infer(inputs: Inputs): Promise<Inferred> {
-    const { header, tensors } = await this.send('infer', {}, inputs);
+  async infer(inputs: Inputs, modelId?: string): Promise<Inferred> {
+    const { header, tensors } = await this.send('infer', modelId === undefined ? {} : { modelId }, inputs);
     return { outputs: tensors as Inputs, computeMs: Number(header.computeMs ?? 0) };
   }
 

@@ -10,7 +10,7 @@ import { ModelStatistics, type Phases } from './statistics.js';
 /** What the batcher needs of a replica pool (the autoscaler's pool is one). */
 export interface BatchTarget {
   /** A batch's outputs, and the time the model took on them (as its replica measured it). */
-  dispatch(batch: Inputs, opts: { signal?: AbortSignal }): Promise<{ outputs: Inputs; computeMs: number }>;
+  dispatch(batch: Inputs, opts: { signal?: AbortSignal; modelId?: string }): Promise<{ outputs: Inputs; computeMs: number }>;
   /** Batches the pool could start right now. */
   freeSlots(): number;
   /** Replicas ready to take a batch (0: requests wait for a cold start). */
@@ -63,6 +63,8 @@ export type SubmitOptions = {
   trace?: unknown;
   /** Who sent it (the caller's identity): callers take turns in the queue (see QueuedView.caller). */
   caller?: string;
+  /** A multiplexed model's model to run it: batched only with requests for the same one. */
+  modelId?: string;
 };
 
 /** Told when a batch has been answered (or failed): what telemetry needs, nothing of HTTP. */
@@ -78,6 +80,7 @@ type Item = QueuedView & {
   /** Sent again once after its replica died mid-batch (inference is idempotent). */
   retried: boolean;
   trace?: unknown;
+  modelId?: string;
   resolve(s: Submitted): void;
   reject(e: Error): void;
   cleanup(): void;
@@ -153,7 +156,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     const cache = this.opts.cache;
     if (!cache) return this.enqueue(inputs, opts);
     const start = this.now();
-    const key = cache.key(inputs); // now: the inputs may be views of a body given back once answered
+    const key = cache.key(inputs, opts.modelId); // now: the inputs may be views of a body given back once answered
     const hit = (outputs: Inputs): Submitted => {
       this.counts.requests++;
       this.counts.cacheHits++;
@@ -200,7 +203,8 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     return new Promise<Submitted>((resolve, reject) => {
       const item: Item = {
         rows,
-        group: this.opts.batchable ? groupKey(inputs, this.opts.pad ?? {}) : '',
+        group: `${opts.modelId === undefined ? '' : `${opts.modelId}\u0000`}${this.opts.batchable ? groupKey(inputs, this.opts.pad ?? {}) : ''}`,
+        modelId: opts.modelId,
         enqueuedAt: now,
         deadline: Math.min(opts.deadline ?? Number.POSITIVE_INFINITY, now + this.opts.timeoutMs),
         priority: opts.priority ?? 0,
@@ -354,7 +358,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     const onAbort = () => items.every((i) => i.settled) && allGone.abort();
     for (const item of items) item.signal?.addEventListener('abort', onAbort, { once: true });
     this.opts.pool
-      .dispatch(batch, { signal: allGone.signal })
+      .dispatch(batch, { signal: allGone.signal, modelId: items[0].modelId })
       .then(({ outputs, computeMs }) => {
         report(true);
         const answered = performance.now();

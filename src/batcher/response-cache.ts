@@ -15,9 +15,10 @@ export class ResponseCache {
 
   constructor(readonly maxBytes: number) {}
 
-  /** The request's key: SHA-256 over its inputs, in name order. */
-  key(inputs: Inputs): string {
+  /** The request's key: SHA-256 over its inputs, in name order (and a multiplexed model's model id: another model, another answer). */
+  key(inputs: Inputs, modelId?: string): string {
     const hash = createHash('sha256');
+    if (modelId !== undefined) hash.update(`model:${modelId.length}:${modelId}`);
     for (const name of Object.keys(inputs).sort()) {
       const t = inputs[name];
       hash.update(`${name.length}:${name}${t.dtype}[${t.shape.join(',')}]`);

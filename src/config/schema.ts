@@ -236,10 +236,31 @@ export const modelSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Ray Serve's model multiplexing: many models of the same tensors (one per customer, per fine-tune) served
+     * by one pool of replicas. `path` names them with `{model_id}` (models/tenants/{model_id}.onnx); a request
+     * picks one with the `serve_multiplexed_model_id` header; a replica loads the models it is sent, keeping
+     * the most recently used few, and batches go to a replica that has theirs loaded.
+     */
+    multiplex: z
+      .object({
+        /** Models a replica keeps loaded; the least recently used goes when another comes (Ray's max_num_models_per_replica). @default 3 */
+        max_models_per_replica: positiveInt.default(3),
+      })
+      .strict()
+      .optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })
   .strict()
+  .refine((m) => Boolean(m.multiplex) === m.path.includes('{model_id}'), {
+    message: 'a multiplexed model names its files with {model_id} in its path (models/tenants/{model_id}.onnx), and only a multiplexed one does',
+    path: ['path'],
+  })
+  .refine((m) => !m.multiplex || !(m.sequence || m.remote || m.ocr || m.vad || m.embeddings), {
+    message: 'multiplexing is for stateless tensor models on local replicas: not with sequence, remote, ocr, vad or embeddings',
+    path: ['multiplex'],
+  })
   .refine((m) => !(m.sequence && m.response_cache_mb > 0), {
     message: "a stateful model's answer depends on its sequence's state, not on its inputs alone: it cannot have a response cache",
     path: ['response_cache_mb'],

@@ -50,6 +50,8 @@ export interface ServedModel {
   };
   /** Text recognisers (/v1/ocr, through `batcher`): the detector model that finds their lines, and their characters by class. */
   ocr?: { detector: string; dictionary: readonly string[] };
+  /** A multiplexed model (config `multiplex`): its requests name one of its models (SubmitOptions.modelId, from a header). */
+  multiplexed?: { maxModelsPerReplica: number };
   /** Ensembles (config `ensembles`): the steps its `batcher` runs, as Triton's ensemble_scheduling shows them. */
   ensemble?: { steps: { model: string; inputs: Record<string, string>; outputs: Record<string, string> }[] };
   /** Sequence classifiers (/classify; with one class, a cross-encoder: /v1/rerank, /v1/score), through `batcher`. */

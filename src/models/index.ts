@@ -13,10 +13,11 @@ export {
 } from './embedding.js';
 export { type GenerativeSpec, generativeSpec } from './generative.js';
 export { FormatError, grammarFor, type JsonSchema, type ResponseFormat } from './grammar/index.js';
+export { MODEL_ID_HEADER, multiplexChecker, multiplexedIds } from './multiplex.js';
 export { type Box, ctcText, decodeImage, detectorInput, LINE_HEIGHT, lineInput, MAX_PIXELS, type Rgb, textBoxes } from './ocr.js';
 export { PREFIX_BLOCK } from './prefix-cache.js';
 export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } from './protocol.js';
-export { type FailedMessage, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';
+export { type FailedMessage, multiplexedPath, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';
 export { TensorSlots } from './shm.js';
 export { type Dim, type ModelSignature, parseSignature, readSignature, type TensorSpec } from './signature.js';
 export {

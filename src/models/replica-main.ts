@@ -12,7 +12,8 @@ import { missingCudaProvider } from './cuda-options.js';
 import type { Decoder, StepRequest } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
-import type { ReadyMessage, ReplicaSpec } from './replica-spec.js';
+import type { ReplicaSessions } from './replica-sessions.js';
+import { multiplexedPath, type ReadyMessage, type ReplicaSpec } from './replica-spec.js';
 import { SessionWorker, type SessionWorkerReady, sessionThread } from './session-worker.js';
 import { TensorSlots } from './shm.js';
 import { type ModelSignature, readSignature } from './signature.js';
@@ -29,14 +30,15 @@ process.on('disconnect', () => process.exit(0));
 /** What serves the frames: a decoder for generation steps, or a session for batches. */
 type Engine = SessionWorkerReady & {
   decoder?: Decoder;
-  infer?: (inputs: Inputs, slot: number | undefined) => Promise<{ outputs: Inputs; computeMs: number }>;
+  /** `modelId`: which of a multiplexed model's models runs the batch. */
+  infer?: (inputs: Inputs, slot: number | undefined, modelId?: string) => Promise<{ outputs: Inputs; computeMs: number }>;
   /** It runs batches one at a time itself (a worker's queue), so they need not wait for each other here. */
   queues?: boolean;
 };
 
 async function main(spec: ReplicaSpec): Promise<void> {
   const mainAt = performance.now();
-  const signature = await readSignature(spec.path);
+  const signature = await readSignature(spec.multiplex ? multiplexedPath(spec.path, spec.multiplex.first) : spec.path);
   const found = generativeSpec(signature);
   const generative = found && spec.tokenizer ? { ...found, tokenizer: spec.tokenizer } : found;
   const slots = openSlots(spec.slots);
@@ -49,9 +51,11 @@ async function main(spec: ReplicaSpec): Promise<void> {
   });
   const engine = generative
     ? await decoderEngine(spec, generative)
-    : thread === 'worker'
-      ? await workerEngine(spec, slots)
-      : await sessionEngine(spec, signature);
+    : spec.multiplex
+      ? await multiplexEngine(spec, spec.multiplex, signature)
+      : thread === 'worker'
+        ? await workerEngine(spec, slots)
+        : await sessionEngine(spec, signature);
   const { decoder, infer } = engine;
   let running = 0;
   let chain = Promise.resolve();
@@ -78,7 +82,8 @@ async function main(spec: ReplicaSpec): Promise<void> {
           let written: Promise<void>;
           try {
             if (header.op === 'infer') {
-              const { outputs, computeMs } = await (infer as NonNullable<Engine['infer']>)(await tensors, header.shm ? header.slot : undefined);
+              const modelId = typeof header.modelId === 'string' ? header.modelId : undefined;
+              const { outputs, computeMs } = await (infer as NonNullable<Engine['infer']>)(await tensors, header.shm ? header.slot : undefined, modelId);
               written = writeFrame(socket, { id: header.id, op: 'result', computeMs, slot: header.slot }, outputs, slots);
             } else {
               const startedAt = performance.now();
@@ -205,6 +210,30 @@ async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Prom
   const { openReplicaSessions } = await import('./replica-sessions.js');
   const { run, count, ...ready } = await openReplicaSessions(spec, signature);
   return { ...ready, sessions: count, infer: (inputs, slot) => run(inputs, slot !== undefined) };
+}
+
+/**
+ * A multiplexed model (Ray Serve's): each model id's sessions opened, and warmed up, when a batch first names it,
+ * the `maxModels` most recently used kept open (the least recently used closed, its memory given back). Batches
+ * run one at a time on this thread, so a model is never closed under a running batch.
+ */
+async function multiplexEngine(spec: ReplicaSpec, { maxModels, first }: NonNullable<ReplicaSpec['multiplex']>, signature: ModelSignature): Promise<Engine> {
+  const { openReplicaSessions } = await import('./replica-sessions.js');
+  const open = new Map<string, ReplicaSessions>(); // least recently used first
+  const sessionsOf = async (modelId: string): Promise<ReplicaSessions> => {
+    const kept = open.get(modelId);
+    open.delete(modelId);
+    const sessions = kept ?? (await openReplicaSessions({ ...spec, path: multiplexedPath(spec.path, modelId) }, signature));
+    open.set(modelId, sessions);
+    for (const [id, least] of open) {
+      if (open.size <= maxModels) break;
+      open.delete(id);
+      await least.release();
+    }
+    return sessions;
+  };
+  const { run: _, release: __, count, ...ready } = await sessionsOf(first);
+  return { ...ready, sessions: count, infer: async (inputs, slot, modelId) => (await sessionsOf(modelId ?? first)).run(inputs, slot !== undefined) };
 }
 
 /**

@@ -25,6 +25,8 @@ export type ReplicaSessions = Omit<OpenedSession, 'session'> & {
   warmupMs: number;
   /** Runs a batch on the session for its shape; `reused` says whether its input buffer is a reused one (for INFERGATE_RUN_LOG). */
   run(inputs: Inputs, reused: boolean): Promise<{ outputs: Inputs; computeMs: number }>;
+  /** Closes the sessions (their memory, a GPU's too, goes back). */
+  release(): Promise<void>;
 };
 
 /**
@@ -67,6 +69,9 @@ export async function openReplicaSessions(spec: ReplicaSessionsSpec, signature: 
       const computeMs = performance.now() - startedAt;
       trace?.record(startedAt, Object.values(inputs)[0]?.shape[0] ?? 0, computeMs, reused);
       return { outputs, computeMs };
+    },
+    async release() {
+      await Promise.all(sessions.map((s) => s.release()));
     },
   };
 }

@@ -33,7 +33,15 @@ export type ReplicaSpec = {
   sessionPerBatchSize?: boolean;
   /** A stateful model's states and constant inputs (batches arrive laid out as the model takes them; warm-ups are made alike). */
   layout?: LayoutConfig;
+  /**
+   * A multiplexed model: `path` names its files with `{model_id}`; the replica opens the models its batches
+   * name, keeping `maxModels` (the least recently used closed first), and starts with `first` open.
+   */
+  multiplex?: { maxModels: number; first: string };
 };
+
+/** A multiplexed model's file for one model id (its path names them with `{model_id}`). */
+export const multiplexedPath = (template: string, modelId: string): string => template.replaceAll('{model_id}', modelId);
 
 /** The replica's first IPC message (a remote replica's first frame, op `ready`): it is loaded, warm and listening. */
 export type ReadyMessage = {

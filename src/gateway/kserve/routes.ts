@@ -1,5 +1,6 @@
 import { type Context, Hono } from 'hono';
 import { badInput, GatewayError, notFound } from '../../errors/index.js';
+import { MODEL_ID_HEADER } from '../../models/index.js';
 import type { Inputs } from '../../tensor/index.js';
 import { bytesOf, viewBytes } from '../../tensor/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
@@ -136,6 +137,7 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
     signal: clientSignal(c),
     trace,
     deadline,
+    modelId: c.req.header(MODEL_ID_HEADER),
   });
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);

@@ -17,7 +17,8 @@ export function submitInfer(
   caller: Caller | undefined,
   opts: SubmitOptions,
 ): Promise<Submitted> {
-  const withCaller = { ...opts, priority: caller?.priority, caller: caller?.id };
+  // (a multiplexed model's model id: another model ignores the header, as a proxy in front may add it)
+  const withCaller = { ...opts, priority: caller?.priority, caller: caller?.id, modelId: m.multiplexed ? opts.modelId : undefined };
   if (m.sequences) {
     if (!sequence)
       throw badInput(

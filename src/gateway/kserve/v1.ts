@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import { badInput } from '../../errors/index.js';
+import { MODEL_ID_HEADER } from '../../models/index.js';
 import { elementCount, type Tensor } from '../../tensor/index.js';
 import { clientSignal, readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
@@ -61,6 +62,7 @@ export async function predict(c: Context<GatewayEnv>, m: ServedModel, maxBodyByt
   const result = await submitInfer(m, request.inputs, undefined, caller, {
     signal: clientSignal(c),
     trace: c.get('span')?.spanContext(),
+    modelId: c.req.header(MODEL_ID_HEADER),
   });
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);
