@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { cpuSeconds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
+import { clientsLoad, cpuSeconds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -45,24 +45,12 @@ const variants = {
   chained: async (x: Float32Array) => call('mlp', 'x', await call('identity', 'x', x)),
 };
 
-async function load(run: (x: Float32Array) => Promise<Float32Array>, seconds: number) {
-  const latencies: number[] = [];
-  const end = performance.now() + seconds * 1000;
-  await Promise.all(
-    Array.from({ length: CLIENTS }, async (_, c) => {
-      const x = Float32Array.from({ length: 64 }, (_, i) => Math.sin(c * 64 + i));
-      while (performance.now() < end) {
-        const t = performance.now();
-        const probs = await run(x);
-        if (probs.length !== 10) throw new Error(`${probs.length} probabilities`);
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] * 100) / 100;
-  return { total: latencies.length, requestsPerS: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
-}
+/** 16 clients, each sending its own row (checked: ten probabilities back). */
+const load = (run: (x: Float32Array) => Promise<Float32Array>, seconds: number) =>
+  clientsLoad(CLIENTS, seconds, async (c) => {
+    const probs = await run(Float32Array.from({ length: 64 }, (_, i) => Math.sin(c * 64 + i)));
+    if (probs.length !== 10) throw new Error(`${probs.length} probabilities`);
+  });
 
 async function main() {
   const config = join(ROOT, `bench/.gateway-${PORT}.yaml`);

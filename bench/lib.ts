@@ -431,3 +431,24 @@ export async function replicaRoundTrip(o: {
     await replica.stop();
   }
 }
+
+/**
+ * `clients` loops in this process, each calling `call(client, i)` (its i-th call) until `seconds` have passed:
+ * answers/s and latency percentiles (ms).
+ */
+export async function clientsLoad(clients: number, seconds: number, call: (client: number, i: number) => Promise<void>) {
+  const latencies: number[] = [];
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      for (let i = 0; performance.now() < end; i++) {
+        const t = performance.now();
+        await call(c, i);
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] * 100) / 100;
+  return { total: latencies.length, requestsPerS: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+}
