@@ -1,8 +1,10 @@
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
+import { loadService } from '../src/gateway/grpc/proto.js';
 import { infer, MODELS, random, startTestGateway } from './helpers.js';
 
 // Ray Serve's model multiplexing: one model name, many models of the same tensors (files named by {model_id}),
@@ -28,7 +30,7 @@ const models = {
 };
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
-  gw = await startTestGateway({ models });
+  gw = await startTestGateway({ server: { grpc_port: 0 }, models });
 });
 afterAll(async () => {
   await gw?.shutdown();
@@ -68,6 +70,36 @@ describe('a multiplexed model', () => {
     expect(await probs(await as('alpha', 1))).toEqual(expected.alpha[0]);
     const rows = await probs(await as('alpha', 9, 3));
     expect(rows).toHaveLength(9);
+  });
+
+  it('takes the model id as gRPC metadata on ModelInfer', async () => {
+    const client = new (loadService('inference.proto', 'inference.GRPCInferenceService'))(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
+    const data = random(64, 5);
+    const call = (modelId: string) =>
+      new Promise<{ raw_output_contents: Buffer[] }>((resolve, reject) => {
+        const meta = new grpc.Metadata();
+        meta.set('serve_multiplexed_model_id', modelId);
+        const request = {
+          model_name: 'tenants',
+          inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 64] }],
+          raw_input_contents: [Buffer.from(Float32Array.from(data).buffer)],
+        };
+        (client as unknown as Record<string, (r: object, m: grpc.Metadata, cb: (e: Error | null, r: never) => void) => void>).ModelInfer(
+          request,
+          meta,
+          (e, r) => (e ? reject(e) : resolve(r)),
+        );
+      });
+    try {
+      for (const id of ['alpha', 'beta']) {
+        const reply = await call(id);
+        const got = Array.from(new Float32Array(new Uint8Array(reply.raw_output_contents[0]).buffer));
+        expect(got).toEqual((await infer(gw.url, id, x(5))).body.outputs?.[0].data);
+      }
+      await expect(call('gamma')).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    } finally {
+      client.close();
+    }
   });
 
   it('sends a model’s batches to a replica that has it open, each replica keeping max_models_per_replica', async () => {
