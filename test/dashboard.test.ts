@@ -47,7 +47,19 @@ describe.skipIf(!available)('/dashboard in headless Chromium', () => {
     await page.goto(`${url}/dashboard`);
     await page.waitForSelector('section[data-model="tiny-gpt"]');
     const models = await page.$$eval('section[data-model]', (cards) => cards.map((c) => c.getAttribute('data-model')));
-    expect(models.sort()).toEqual(['identity', 'mlp', 'ocr', 'ocr-det', 'ocr-direction', 'pipeline', 'tiny-embed', 'tiny-gpt', 'tiny-rerank', 'vad']);
+    expect(models.sort()).toEqual([
+      'identity',
+      'mlp',
+      'ocr',
+      'ocr-det',
+      'ocr-direction',
+      'pipeline',
+      'tenants',
+      'tiny-embed',
+      'tiny-gpt',
+      'tiny-rerank',
+      'vad',
+    ]);
     // The demo's ensemble: its steps where a model's replicas are.
     expect(await page.textContent('section[data-model="pipeline"] .replicas')).toBe('steps: identity → mlp');
     expect(await page.textContent('section[data-model="pipeline"] h2')).toMatch(/ensemble/);
