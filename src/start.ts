@@ -506,6 +506,9 @@ async function buildModel(
     if (log.isLevelEnabled('debug'))
       log.debug({ model: name, rows: e.rows, requests: e.requests, ms: Math.round(e.durationMs * 100) / 100, ok: e.ok }, 'batch');
   });
+  pool.on('opened', (e) => {
+    if (log.isLevelEnabled('debug')) log.debug({ model: name, replica: e.replica, modelId: e.modelId, ms: Math.round(e.ms), closed: e.closed }, 'model opened');
+  });
   scheduler?.on('sequence', (e) => {
     if (log.isLevelEnabled('debug')) log.debug({ model: name, tokens: e.tokens, ttftMs: e.ttftMs, ms: Math.round(e.durationMs) }, 'generation');
   });

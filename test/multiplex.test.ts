@@ -108,6 +108,10 @@ describe('a multiplexed model', () => {
     for (let i = 0; i < 4; i++) await probs(await as('alpha', 30 + i));
     const open = (await replicas()).map((r) => r.models);
     expect(open.sort()).toEqual([['alpha'], ['beta']]);
+    // Each open is measured (Prometheus): beta once here at least; alpha again where beta had closed it, if it had.
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    const opens = Number(/infergate_multiplex_open_duration_count\{[^}]*infergate_model="tenants"[^}]*\} (\d+)/.exec(metrics)?.[1]);
+    expect(opens).toBeGreaterThanOrEqual(1);
   });
 
   it.each([

@@ -3,7 +3,7 @@ import PQueue from 'p-queue';
 import { type GatewayError, unavailable } from '../errors/index.js';
 import type { Inputs } from '../tensor/index.js';
 import type { PoolMetrics } from './policy.js';
-import type { ColdStart, Inferred, Replica, ReplicaProvider, ReplicaStartSpec } from './replica.js';
+import type { ColdStart, Inferred, ModelOpened, Replica, ReplicaProvider, ReplicaStartSpec } from './replica.js';
 
 export type Logger = { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void };
 
@@ -68,6 +68,8 @@ export class ReplicaPool extends EventEmitter<{
   capacity: [];
   change: [];
   ready: [{ replica: string; device: string; startedAt: number; coldStart?: ColdStart }];
+  /** A replica opened one of a multiplexed model's models for a batch. */
+  opened: [ModelOpened & { replica: string }];
 }> {
   private members: Member[] = [];
   private seq = 0;
@@ -121,6 +123,10 @@ export class ReplicaPool extends EventEmitter<{
     if (opts.modelId !== undefined) this.opened(member, opts.modelId);
     return queue
       .add(() => replica.infer(batch, opts.modelId), { signal: opts.signal })
+      .then((inferred) => {
+        if (inferred.opened) this.emit('opened', { ...inferred.opened, replica: member.id });
+        return inferred;
+      })
       .finally(() => {
         if (queue.pending + queue.size === 0 && member.holds === 0) member.idleSince = this.now();
         this.emit('capacity');

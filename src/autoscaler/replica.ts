@@ -20,7 +20,9 @@ import {
 import type { Inputs } from '../tensor/index.js';
 
 /** A batch's outputs, and how long the model took to compute them (the replica's own measure). */
-export type Inferred = { outputs: Inputs; computeMs: number };
+/** `opened`: the batch's multiplexed model was opened for it (how long that took, and the models closed to make room). */
+export type Inferred = { outputs: Inputs; computeMs: number; opened?: ModelOpened };
+export type ModelOpened = { modelId: string; ms: number; closed: string[] };
 
 export type ReplicaState = 'starting' | 'ready' | 'draining' | 'stopped';
 
@@ -265,7 +267,11 @@ export class SocketReplica extends EventEmitter<{ exit: [reason: string] }> impl
 
   async infer(inputs: Inputs, modelId?: string): Promise<Inferred> {
     const { header, tensors } = await this.send('infer', modelId === undefined ? {} : { modelId }, inputs);
-    return { outputs: tensors as Inputs, computeMs: Number(header.computeMs ?? 0) };
+    return {
+      outputs: tensors as Inputs,
+      computeMs: Number(header.computeMs ?? 0),
+      ...(header.opened !== undefined && { opened: header.opened as ModelOpened }),
+    };
   }
 
   async request(op: string, body: object): Promise<Record<string, unknown>> {

@@ -31,7 +31,11 @@ process.on('disconnect', () => process.exit(0));
 type Engine = SessionWorkerReady & {
   decoder?: Decoder;
   /** `modelId`: which of a multiplexed model's models runs the batch. */
-  infer?: (inputs: Inputs, slot: number | undefined, modelId?: string) => Promise<{ outputs: Inputs; computeMs: number }>;
+  infer?: (
+    inputs: Inputs,
+    slot: number | undefined,
+    modelId?: string,
+  ) => Promise<{ outputs: Inputs; computeMs: number; opened?: { modelId: string; ms: number; closed: string[] } }>;
   /** It runs batches one at a time itself (a worker's queue), so they need not wait for each other here. */
   queues?: boolean;
 };
@@ -83,8 +87,12 @@ async function main(spec: ReplicaSpec): Promise<void> {
           try {
             if (header.op === 'infer') {
               const modelId = typeof header.modelId === 'string' ? header.modelId : undefined;
-              const { outputs, computeMs } = await (infer as NonNullable<Engine['infer']>)(await tensors, header.shm ? header.slot : undefined, modelId);
-              written = writeFrame(socket, { id: header.id, op: 'result', computeMs, slot: header.slot }, outputs, slots);
+              const { outputs, computeMs, opened } = await (infer as NonNullable<Engine['infer']>)(
+                await tensors,
+                header.shm ? header.slot : undefined,
+                modelId,
+              );
+              written = writeFrame(socket, { id: header.id, op: 'result', computeMs, slot: header.slot, ...(opened && { opened }) }, outputs, slots);
             } else {
               const startedAt = performance.now();
               const result = await (decoder as Decoder).step(header as unknown as StepRequest);
@@ -220,20 +228,35 @@ async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Prom
 async function multiplexEngine(spec: ReplicaSpec, { maxModels, first }: NonNullable<ReplicaSpec['multiplex']>, signature: ModelSignature): Promise<Engine> {
   const { openReplicaSessions } = await import('./replica-sessions.js');
   const open = new Map<string, ReplicaSessions>(); // least recently used first
-  const sessionsOf = async (modelId: string): Promise<ReplicaSessions> => {
+  /** A model's sessions, and if it had to be opened, how long that took and which models were closed for it. */
+  const sessionsOf = async (modelId: string): Promise<{ sessions: ReplicaSessions; opened?: { modelId: string; ms: number; closed: string[] } }> => {
     const kept = open.get(modelId);
     open.delete(modelId);
-    const sessions = kept ?? (await openReplicaSessions({ ...spec, path: multiplexedPath(spec.path, modelId) }, signature));
+    if (kept) {
+      open.set(modelId, kept);
+      return { sessions: kept };
+    }
+    const startedAt = performance.now();
+    const sessions = await openReplicaSessions({ ...spec, path: multiplexedPath(spec.path, modelId) }, signature);
     open.set(modelId, sessions);
+    const closed: string[] = [];
     for (const [id, least] of open) {
       if (open.size <= maxModels) break;
       open.delete(id);
+      closed.push(id);
       await least.release();
     }
-    return sessions;
+    return { sessions, opened: { modelId, ms: performance.now() - startedAt, closed } };
   };
-  const { run: _, release: __, count, ...ready } = await sessionsOf(first);
-  return { ...ready, sessions: count, infer: async (inputs, slot, modelId) => (await sessionsOf(modelId ?? first)).run(inputs, slot !== undefined) };
+  const { run: _, release: __, count, ...ready } = (await sessionsOf(first)).sessions;
+  return {
+    ...ready,
+    sessions: count,
+    infer: async (inputs, slot, modelId) => {
+      const { sessions, opened } = await sessionsOf(modelId ?? first);
+      return { ...(await sessions.run(inputs, slot !== undefined)), ...(opened && { opened }) };
+    },
+  };
 }
 
 /**

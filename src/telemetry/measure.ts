@@ -30,6 +30,7 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
     if (e.ttftMs !== undefined) i.ttft.record(e.ttftMs / 1000, { 'gen_ai.request.model': model });
     if (e.ttftMs !== undefined && e.tokens > 1) i.timePerToken.record((e.durationMs - e.ttftMs) / 1000 / (e.tokens - 1), { 'gen_ai.request.model': model });
   });
+  pool.on('opened', (e) => i.modelOpens.record(e.ms / 1000, m));
   pool.on('ready', (e) => {
     if (!e.coldStart) return;
     i.coldStart.record(e.coldStart.totalMs / 1000, m);

@@ -110,6 +110,10 @@ export class Telemetry {
         description: 'Answers and WebSockets the gateway ended because their client went silent, by reason (send_timeout, websocket_ping).',
       }),
       coldStart: seconds('infergate.replica.cold_start.duration', 'Replica start to ready: process, session creation, warm-up.'),
+      modelOpens: seconds(
+        'infergate.multiplex.open.duration',
+        "Time a replica took to open one of a multiplexed model's models for a batch (sessions and warm-up); its count is the opens.",
+      ),
       tokens: m.createCounter('infergate.generation.tokens', { unit: '{token}', description: 'Tokens generated.' }),
       stepTime: m.createCounter('infergate.generation.step_time', {
         unit: 's',
