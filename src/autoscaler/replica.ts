@@ -19,8 +19,10 @@ import {
 } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
-/** A batch's outputs, and how long the model took to compute them (the replica's own measure). */
-/** `opened`: the batch's multiplexed model was opened for it (how long that took, and the models closed to make room). */
+/**
+ * A batch's outputs, and how long the model took to compute them (the replica's own measure); `opened`: the batch's
+ * multiplexed model was opened for it (how long that took, and the models closed to make room).
+ */
 export type Inferred = { outputs: Inputs; computeMs: number; opened?: ModelOpened };
 export type ModelOpened = { modelId: string; ms: number; closed: string[] };
 
