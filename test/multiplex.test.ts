@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { parseConfig } from '../src/config/index.js';
 import { loadService } from '../src/gateway/grpc/proto.js';
 import { infer, MODELS, random, startTestGateway } from './helpers.js';
@@ -100,6 +101,27 @@ describe('a multiplexed model', () => {
     } finally {
       client.close();
     }
+  });
+
+  it('takes the model id as a WebSocket infer message’s model_id', async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const answers = new Map<string, { outputs?: { data: number[] }[]; error?: { status: number; message: string } }>();
+    ws.on('message', (data) => {
+      const msg = JSON.parse(String(data));
+      answers.set(msg.id, msg);
+    });
+    for (const [id, modelId] of [
+      ['a', 'alpha'],
+      ['b', 'beta'],
+      ['none', undefined],
+    ] as const)
+      ws.send(JSON.stringify({ id, type: 'infer', model: 'tenants', ...(modelId && { model_id: modelId }), inputs: x(6) }));
+    await expect.poll(() => answers.size).toBe(3);
+    ws.close();
+    expect(answers.get('a')?.outputs?.[0].data).toEqual((await infer(gw.url, 'alpha', x(6))).body.outputs?.[0].data);
+    expect(answers.get('b')?.outputs?.[0].data).toEqual((await infer(gw.url, 'beta', x(6))).body.outputs?.[0].data);
+    expect(answers.get('none')?.error).toMatchObject({ status: 400, message: expect.stringMatching(/serve_multiplexed_model_id/) });
   });
 
   it('sends a model’s batches to a replica that has it open, each replica keeping max_models_per_replica', async () => {

@@ -178,7 +178,9 @@ async function infer(msg: Message, id: string, signal: AbortSignal, { models, ca
   if (request.sharedInputs.length || request.outputs.some((o) => o.shm)) throw badInput('shared-memory tensors are for POST .../infer only');
   for (const o of request.outputs) o.binary = false; // JSON only on a text socket
   const deadline = request.timeoutMs === undefined ? undefined : performance.now() + request.timeoutMs;
-  const result = await submitInfer(m, request.inputs, request.sequence, caller, { signal, deadline });
+  // (a multiplexed model's model: the message's `model_id`, as HTTP's serve_multiplexed_model_id header)
+  const modelId = typeof msg.model_id === 'string' ? msg.model_id : undefined;
+  const result = await submitInfer(m, request.inputs, request.sequence, caller, { signal, deadline, modelId });
   const body = JSON.parse(encodeInferResponse(m.name, request, result.outputs, m.labels).body as string);
   send({ id, type: 'result', ...body, queue_ms: Math.round(result.queueMs * 100) / 100, batch_size: result.batchSize });
 }

@@ -41,7 +41,11 @@ export function multiplexChecker(model: string, template: string, signature: Mod
   const known = new Map<string, { mtimeMs: number; tensors: Promise<string> }>();
   return async (modelId) => {
     if (modelId === undefined)
-      throw badInput(`model ${model} is multiplexed: name one of its models with the ${MODEL_ID_HEADER} header`, MODEL_ID_HEADER, 'model_id_missing');
+      throw badInput(
+        `model ${model} is multiplexed: name one of its models with the ${MODEL_ID_HEADER} header (a WebSocket message: model_id)`,
+        MODEL_ID_HEADER,
+        'model_id_missing',
+      );
     if (!MODEL_ID.test(modelId))
       throw badInput(
         `${MODEL_ID_HEADER} must be 1-128 letters, digits, _ . - (starting with a letter or digit), got ${JSON.stringify(modelId)}`,
