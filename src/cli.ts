@@ -9,6 +9,7 @@ import {
   generativeSpec,
   MODEL_ID_HEADER,
   type ModelSignature,
+  multiplexChecker,
   multiplexedIds,
   type ReplicaSpec,
   replicaEntry,
@@ -95,6 +96,14 @@ program
                     : ' (not batchable)';
       console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
+    // Every file of a multiplexed model, as a request naming it would be checked: a bad one found before deploying.
+    const unfit: string[] = [];
+    for (const [name, model] of Object.entries(config.models)) {
+      if (!model.multiplex) continue;
+      const check = multiplexChecker(name, model.path, signatures.get(name) as ModelSignature);
+      for (const id of multiplexedIds(model.path)) await check(id).catch((err: Error) => unfit.push(`models.${name}: ${err.message}`));
+    }
+    if (unfit.length) throw new ConfigError(unfit.join('\n'));
     const ensembles = checkEnsembles(config, signatures);
     for (const e of ensembles) {
       const io = (ts: typeof e.signature.inputs) => ts.map((t) => `${t.name} ${t.dtype} ${formatShape(t.shape)}`).join(', ');

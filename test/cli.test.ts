@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,6 +70,17 @@ describe('infergate validate', () => {
     const run = cli(['validate', '-c', file]);
     expect(await run.exited).toBe(1);
     expect(run.output()).toContain('ensembles.e: tensor b is FP32 [N, 10] but step 1 reads it as FP32 [N, 64]');
+  });
+
+  it("checks every file of a multiplexed model against the first one's tensors", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-validate-'));
+    await copyFile(`${MODELS}tenants/alpha.onnx`, join(dir, 'alpha.onnx'));
+    await copyFile(`${MODELS}mlp.onnx`, join(dir, 'wide.onnx'));
+    const file = await configFile(`models:\n  t:\n    path: ${dir}/{model_id}.onnx\n    multiplex: {}\n`);
+    const run = cli(['validate', '-c', file]);
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toMatch(/models\.t: model t's model "wide" takes and gives x FP32 \[-1, 64\], probs FP32 \[-1, 10\], not the model's/);
+    await rm(dir, { recursive: true, force: true });
   });
 
   it('names the bad option, its value and what was expected, and exits non-zero', async () => {
