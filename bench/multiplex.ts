@@ -6,8 +6,8 @@
  *   - multiplexed, 2 replicas keeping 8 models each: every model open somewhere after the first requests;
  *   - multiplexed, 2 replicas keeping 2 models each: models are opened and closed as traffic moves (the cost of a
  *     small max_models_per_replica).
- * Reports answers/s, p50/p99 and the replica processes' count and resident memory (what each replica costs
- * beyond its model: the process, Node, ONNX Runtime). Writes bench/results/multiplex-cpu.{json,md}.
+ * Reports answers/s, p50/p99, the replica processes' count and resident memory (what each replica costs
+ * beyond its model: the process, Node, ONNX Runtime) and how often models were opened (infergate_multiplex_open_duration). Writes bench/results/multiplex-cpu.{json,md}.
  *   npm run bench:multiplex [-- --duration 5 --rounds 3]
  */
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -53,6 +53,13 @@ function multiplexed(keep: number) {
   return { ...model, path: join(dir, '{model_id}.onnx'), multiplex: { max_models_per_replica: keep }, scaling: { min_containers: 2, max_containers: 2 } };
 }
 
+/** Models the replicas opened so far, and the seconds it took them (the multiplexed model's histogram on /metrics). */
+async function opens(base: string): Promise<{ count: number; s: number }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  return { count: value('infergate_multiplex_open_duration_count'), s: value('infergate_multiplex_open_duration_sum') };
+}
+
 /** Resident memory of a process, MiB (Linux /proc). */
 const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN) / 1024;
 
@@ -74,11 +81,24 @@ async function measure(c: Case) {
       await res.arrayBuffer();
     };
     await clientsLoad(CLIENTS, 2, call); // warm-up: every model opened once
+    const opens0 = await opens(base);
     const r = await clientsLoad(CLIENTS, durationS, call);
+    const opens1 = await opens(base);
+    const opened = {
+      count: opens1.count - opens0.count,
+      meanMs: opens1.count > opens0.count ? Math.round(((opens1.s - opens0.s) * 1000 * 10) / (opens1.count - opens0.count)) / 10 : 0,
+    };
     const stats = await Promise.all(Object.keys(CASES[c].models).map(async (m) => (await fetch(`${base}/v2/models/${m}/stats`)).json()));
     const pids = stats.flatMap((s) => s.replicas.map((x: { pid: number }) => x.pid));
     const replicaMiB = Math.round(pids.reduce((n, pid) => n + rssMiB(pid), 0));
-    return { ...r, replicas: pids.length, replicaMiB, gatewayMiB: Math.round(rssMiB(gateway.pid as number)) };
+    return {
+      ...r,
+      replicas: pids.length,
+      replicaMiB,
+      gatewayMiB: Math.round(rssMiB(gateway.pid as number)),
+      opensPerS: Math.round((opened.count / durationS) * 10) / 10,
+      openMeanMs: opened.meanMs,
+    };
   } finally {
     await stopServer(gateway);
   }
@@ -91,7 +111,22 @@ async function main() {
     for (let round = 0; round < rounds; round++)
       for (const c of Object.keys(CASES) as Case[]) {
         const r = await measure(c);
-        console.log(round, c, Math.round(r.requestsPerS), 'answers/s', r.p50Ms, 'ms p50', r.p99Ms, 'ms p99', r.replicas, 'replicas', r.replicaMiB, 'MiB');
+        console.log(
+          round,
+          c,
+          Math.round(r.requestsPerS),
+          'answers/s',
+          r.p50Ms,
+          'ms p50',
+          r.p99Ms,
+          'ms p99',
+          r.replicas,
+          'replicas',
+          r.replicaMiB,
+          'MiB',
+          r.opensPerS,
+          'opens/s',
+        );
         runs[c].push(r);
       }
   } finally {
@@ -107,7 +142,8 @@ async function main() {
   };
   const row = (c: Case) => {
     const r = medians[c];
-    return `| ${CASES[c].name} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.p99Ms} | ${r.replicas} | ${r.replicaMiB} |`;
+    const opened = c === 'dedicated' ? '–' : `${r.opensPerS} (${r.openMeanMs} ms each)`;
+    return `| ${CASES[c].name} | ${Math.round(r.requestsPerS)} (${r.runs.join(', ')}) | ${r.p50Ms} | ${r.p99Ms} | ${r.replicas} | ${r.replicaMiB} | ${opened} |`;
   };
   const md = `# Model multiplexing vs a pool per model (CPU)
 
@@ -116,8 +152,8 @@ ${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.n
 ${results.scenario}. ${durationS} s per load after 2 s of warm-up, ${rounds} rounds interleaved, median shown (every
 round in brackets). The clients run in the benchmark's process, on the same 2 cores as the gateway and its replicas.
 
-| serving | answers/s | p50 ms | p99 ms | replica processes | their resident memory, MiB |
-|---|---|---|---|---|---|
+| serving | answers/s | p50 ms | p99 ms | replica processes | their resident memory, MiB | models opened a second |
+|---|---|---|---|---|---|---|
 ${(Object.keys(CASES) as Case[]).map(row).join('\n')}
 `;
   writeResults('multiplex-cpu', results, md);
