@@ -4,6 +4,9 @@ import { badInput, GatewayError, notFound } from '../errors/index.js';
 import { readJson } from './body.js';
 import type { Autoscaling, GatewayEnv, ServedModel } from './types.js';
 
+/** What a runtime change is answered without server.admin_api. */
+export const runtimeChangesOff = () => new GatewayError(403, 'forbidden', 'runtime changes are off: set server.admin_api: true in the config to allow them');
+
 export type AdminOptions = {
   models: ReadonlyMap<string, ServedModel>;
   /** Runtime changes (server.admin_api). Reading is always served, behind the built-in routes' guard. */
@@ -42,7 +45,7 @@ export function adminRoutes({ models, writable, writeGuard, reload }: AdminOptio
   app.get('/admin/models/:model/autoscaler', (c) => c.json({ model: c.req.param('model'), ...autoscalingOf(c.req.param('model')).get() }));
   for (const guard of writeGuard) app.post('/admin/models/:model/autoscaler', guard);
   app.post('/admin/models/:model/autoscaler', async (c) => {
-    if (!writable) throw new GatewayError(403, 'forbidden', 'runtime changes are off: set server.admin_api: true in the config to allow them');
+    if (!writable) throw runtimeChangesOff();
     const name = c.req.param('model') as string;
     const autoscaling = autoscalingOf(name);
     const patch = autoscalingPatch.safeParse(await readJson(c, 64 * 1024));
@@ -79,7 +82,7 @@ export function adminRoutes({ models, writable, writeGuard, reload }: AdminOptio
   // The config file again, its models applied in place (as SIGHUP does): the report says what changed.
   for (const guard of writeGuard) app.post('/admin/reload', guard);
   app.post('/admin/reload', async (c) => {
-    if (!writable) throw new GatewayError(403, 'forbidden', 'runtime changes are off: set server.admin_api: true in the config to allow them');
+    if (!writable) throw runtimeChangesOff();
     if (!reload) throw new GatewayError(404, 'not_found', 'this gateway was not started from a config file: there is nothing to reload');
     try {
       return c.json(await reload());

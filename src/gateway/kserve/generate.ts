@@ -1,7 +1,6 @@
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
-import type { GenerateResult } from '../../batcher/index.js';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { Tokenizer } from '../../models/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
@@ -83,7 +82,7 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
   const asked = Object.values(returns).some(Boolean);
 
   if (!stream) {
-    const { text, logged, result } = await whole(generation);
+    const { text, logged, result } = await generation.whole();
     return c.json({
       ...answer(text),
       ...(returns.finishReason && { finish_reason: result.finishReason }),
@@ -184,19 +183,6 @@ export function startGeneration(
   return { id, generation, returns, scores: scoring(returns, gen.tokenizer) };
 }
 
-/** A generation read to its end: its text, its tokens' log-probabilities (if asked for) and its result. */
-async function whole(generation: Generation): Promise<{ text: string; logged: LoggedToken[]; result: GenerateResult }> {
-  let text = '';
-  const logged: LoggedToken[] = [];
-  for await (const piece of generation) {
-    text += piece.text;
-    logged.push(...piece.logged);
-  }
-  const result = await generation.result;
-  logged.push(...generation.takeLogprobs());
-  return { text, logged, result };
-}
-
 /** The known settings among some fields (a setting may come as a top-level input or a parameter). */
 function pick(fields: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(fields).filter(([k]) => k in settings.shape));
@@ -214,7 +200,7 @@ export async function inferText(c: Context<GatewayEnv>, m: ServedModel, maxBodyB
   }
   if (request.stream) throw badInput(`stream: true needs a streaming call: POST /v2/models/${m.name}/generate_stream, or gRPC's ModelStreamInfer`, 'stream');
   const { generation, scores } = startGeneration(c, m, request.fields);
-  const { text, logged, result } = await whole(generation);
+  const { text, logged, result } = await generation.whole();
   c.set('queueMs', result.queueMs);
   const scored = scores(logged);
   const answers: Record<OutputName, { shape: number[]; data: string[] | number[] }> = {

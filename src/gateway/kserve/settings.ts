@@ -1,7 +1,8 @@
 import { Hono, type MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
-import { badInput, GatewayError, notFound } from '../../errors/index.js';
+import { badInput, notFound } from '../../errors/index.js';
 import type { Telemetry, TraceScope } from '../../telemetry/index.js';
+import { runtimeChangesOff } from '../admin.js';
 import { readJson } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 
@@ -40,12 +41,13 @@ function logLevel(s: LogSettings): string {
     ['log_info', s.log_info],
     ['log_verbose_level', s.log_verbose_level > 0],
   ] as const;
-  const on = kinds.filter(([, enabled]) => enabled).length;
-  const gap = kinds.findIndex(([, enabled], i) => enabled && !kinds[i - 1]?.[1] && i > 0);
-  if (gap > 0)
+  const off = kinds.findIndex(([, enabled]) => !enabled);
+  const on = off < 0 ? kinds.length : off;
+  const after = kinds.findIndex(([, enabled], i) => enabled && i > on);
+  if (after > 0)
     throw badInput(
-      `${kinds[gap][0]} is on but ${kinds[gap - 1][0]} is off: lines are kept by severity (error, warning, info, verbose), each kind with every more severe one`,
-      kinds[gap - 1][0],
+      `${kinds[after][0]} is on but ${kinds[off][0]} is off: lines are kept by severity (error, warning, info, verbose), each kind with every more severe one`,
+      kinds[off][0],
     );
   return s.log_verbose_level >= 2 ? 'trace' : (['silent', 'error', 'warn', 'info', 'debug'][on] as string);
 }
@@ -127,7 +129,7 @@ function traceChange(body: unknown, model: boolean): { [K in keyof TraceScope]?:
 export function settingsRoutes({ log, telemetry, models, writable, writeGuard }: SettingsOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const mayWrite = () => {
-    if (!writable) throw new GatewayError(403, 'forbidden', 'runtime changes are off: set server.admin_api: true in the config to allow them');
+    if (!writable) throw runtimeChangesOff();
   };
 
   app.get('/v2/logging', (c) => c.json(logSettings(log)));

@@ -225,6 +225,19 @@ export class Generation {
     if (this.pieces.length > 0) yield this.pieces.shift() as Piece;
   }
 
+  /** Read to its end: the whole text, every token's log-probabilities (if asked for), and the result. */
+  async whole(): Promise<{ text: string; logged: LoggedToken[]; result: GenerateResult }> {
+    let text = '';
+    const logged: LoggedToken[] = [];
+    for await (const piece of this) {
+      text += piece.text;
+      logged.push(...piece.logged);
+    }
+    const result = await this.result;
+    logged.push(...this.takeLogprobs());
+    return { text, logged, result };
+  }
+
   /** After the last piece: the tokens no piece carried (end-of-text, a stop sequence's), with log-probabilities. */
   takeLogprobs(): LoggedToken[] {
     return this.logged.splice(0);

@@ -214,14 +214,8 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
   if (!req.stream) {
     const answers = await Promise.all(
       gens.map(async (gen, index) => {
-        let text = '';
-        const logged: LoggedToken[] = [];
-        for await (const piece of gen) {
-          text += piece.text;
-          logged.push(...piece.logged);
-        }
-        const r = await gen.result;
-        const all = logprobs[index]([...logged, ...gen.takeLogprobs()]);
+        const { text, logged, result: r } = await gen.whole();
+        const all = logprobs[index](logged);
         const answer = tools && new ToolAnswer(tools);
         answer?.push(text);
         const message = answer?.isCalls ? { role: 'assistant', content: null, tool_calls: answer.reader.calls } : { role: 'assistant', content: text };
