@@ -290,7 +290,8 @@ export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, thr
     prefillChunk: generative ? model.batching.prefill_chunk : undefined,
     tokenizer: model.tokenizer,
     layout: model.sequence || Object.keys(model.constants).length ? { state: model.sequence?.state, constants: model.constants } : undefined,
-    multiplex: model.multiplex && { maxModels: model.multiplex.max_models_per_replica, first: firstModelId('', model.path) },
+    // (loadSignatures read the first one's tensors: there is one)
+    multiplex: model.multiplex && { maxModels: model.multiplex.max_models_per_replica, first: multiplexedIds(model.path)[0] },
   };
 }
 

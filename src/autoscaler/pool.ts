@@ -1,9 +1,10 @@
 import { EventEmitter } from 'node:events';
 import PQueue from 'p-queue';
 import { type GatewayError, unavailable } from '../errors/index.js';
+import type { ModelOpened } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 import type { PoolMetrics } from './policy.js';
-import type { ColdStart, Inferred, ModelOpened, Replica, ReplicaProvider, ReplicaStartSpec } from './replica.js';
+import type { ColdStart, Inferred, Replica, ReplicaProvider, ReplicaStartSpec } from './replica.js';
 
 export type Logger = { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void };
 

@@ -11,6 +11,7 @@ import {
   type FailedMessage,
   type Frame,
   FrameReader,
+  type ModelOpened,
   type ReadyMessage,
   type ReplicaSpec,
   replicaEntry,
@@ -24,7 +25,6 @@ import type { Inputs } from '../tensor/index.js';
  * multiplexed model was opened for it (how long that took, and the models closed to make room).
  */
 export type Inferred = { outputs: Inputs; computeMs: number; opened?: ModelOpened };
-export type ModelOpened = { modelId: string; ms: number; closed: string[] };
 
 export type ReplicaState = 'starting' | 'ready' | 'draining' | 'stopped';
 

@@ -17,7 +17,7 @@ export { MODEL_ID_HEADER, multiplexChecker, multiplexedIds } from './multiplex.j
 export { type Box, ctcText, decodeImage, detectorInput, LINE_HEIGHT, lineInput, MAX_PIXELS, type Rgb, textBoxes } from './ocr.js';
 export { PREFIX_BLOCK } from './prefix-cache.js';
 export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } from './protocol.js';
-export { type FailedMessage, multiplexedPath, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';
+export { type FailedMessage, type ModelOpened, multiplexedPath, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';
 export { TensorSlots } from './shm.js';
 export { type Dim, type ModelSignature, parseSignature, readSignature, type TensorSpec } from './signature.js';
 export {

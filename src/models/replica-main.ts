@@ -13,7 +13,7 @@ import type { Decoder, StepRequest } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
 import type { ReplicaSessions } from './replica-sessions.js';
-import { multiplexedPath, type ReadyMessage, type ReplicaSpec } from './replica-spec.js';
+import { type ModelOpened, multiplexedPath, type ReadyMessage, type ReplicaSpec } from './replica-spec.js';
 import { SessionWorker, type SessionWorkerReady, sessionThread } from './session-worker.js';
 import { TensorSlots } from './shm.js';
 import { type ModelSignature, readSignature } from './signature.js';
@@ -31,11 +31,7 @@ process.on('disconnect', () => process.exit(0));
 type Engine = SessionWorkerReady & {
   decoder?: Decoder;
   /** `modelId`: which of a multiplexed model's models runs the batch. */
-  infer?: (
-    inputs: Inputs,
-    slot: number | undefined,
-    modelId?: string,
-  ) => Promise<{ outputs: Inputs; computeMs: number; opened?: { modelId: string; ms: number; closed: string[] } }>;
+  infer?: (inputs: Inputs, slot: number | undefined, modelId?: string) => Promise<{ outputs: Inputs; computeMs: number; opened?: ModelOpened }>;
   /** It runs batches one at a time itself (a worker's queue), so they need not wait for each other here. */
   queues?: boolean;
 };
@@ -229,7 +225,7 @@ async function multiplexEngine(spec: ReplicaSpec, { maxModels, first }: NonNulla
   const { openReplicaSessions } = await import('./replica-sessions.js');
   const open = new Map<string, ReplicaSessions>(); // least recently used first
   /** A model's sessions, and if it had to be opened, how long that took and which models were closed for it. */
-  const sessionsOf = async (modelId: string): Promise<{ sessions: ReplicaSessions; opened?: { modelId: string; ms: number; closed: string[] } }> => {
+  const sessionsOf = async (modelId: string): Promise<{ sessions: ReplicaSessions; opened?: ModelOpened }> => {
     const kept = open.get(modelId);
     open.delete(modelId);
     if (kept) {

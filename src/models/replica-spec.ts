@@ -40,6 +40,9 @@ export type ReplicaSpec = {
   multiplex?: { maxModels: number; first: string };
 };
 
+/** A batch's multiplexed model opened for it: how long that took, and the models closed to make room. */
+export type ModelOpened = { modelId: string; ms: number; closed: string[] };
+
 /** A multiplexed model's file for one model id (its path names them with `{model_id}`). */
 export const multiplexedPath = (template: string, modelId: string): string => template.replaceAll('{model_id}', modelId);
 
