@@ -166,6 +166,17 @@ def tenants(out_dir):
         rng = kept
 
 
+def versions(out_dir):
+    """A versioned model's versions (models/scorer/{version}/model.onnx in the demo, Triton's repository layout):
+    MLPs x [N, 64] -> probs [N, 3], each version retrained (its own seed), as a model's releases would be."""
+    global rng
+    for version in [1, 2, 3]:
+        os.makedirs(os.path.join(out_dir, "scorer", str(version)), exist_ok=True)
+        kept, rng = rng, np.random.default_rng(100 + version)
+        mlp(out_dir, os.path.join("scorer", str(version), "model.onnx"), [64, 16, 3])
+        rng = kept
+
+
 def sampler(out_path, scaled=True):
     """The replica's sampling head: softmax(logits * inv_temperature) and argmax per row, vectorised by
     ONNX Runtime (a JavaScript Math.exp loop over a 50257-token vocabulary costs ~1 ms per token). Unscaled:
@@ -203,5 +214,6 @@ if __name__ == "__main__":
     sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler.onnx"))
     sampler(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler-unscaled.onnx"), scaled=False)
     tenants(out)
+    versions(out)
     for f in sorted(os.listdir(out)):
         print(f"{f}: {os.path.getsize(os.path.join(out, f))} bytes")

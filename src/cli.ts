@@ -13,6 +13,7 @@ import {
   multiplexedIds,
   type ReplicaSpec,
   replicaEntry,
+  servedVersions,
 } from './models/index.js';
 import { checkEnsembles, layoutOf, loadSignatures, replicaSpecOf, startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
@@ -79,21 +80,24 @@ program
       const model = config.models[name];
       // How it will be served: the routes a newcomer should try first.
       const stateful = model.sequence && batchSignature(sig, layoutOf(name, model, sig)).batchAxis === 0;
+      const versions = model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : [];
       const kind = model.multiplex
         ? ` (multiplexed: ${multiplexedIds(model.path).join(', ')}, by the ${MODEL_ID_HEADER} header)`
-        : model.sequence
-          ? ` (stateful: sequences of ${stateful ? 'batched ' : ''}requests${model.vad ? ', /v1/audio/vad' : ''})`
-          : model.ocr
-            ? ` (text recogniser with ${model.ocr.detector}: /v1/ocr)`
-            : generativeSpec(sig)
-              ? ' (generative: /v1/completions, /v1/chat/completions)'
-              : embeddingSpec(sig)
-                ? ' (text encoder: /v1/embeddings)'
-                : classifierSpec(sig)
-                  ? ` (sequence classifier: /classify${classifierSpec(sig)?.classes === 1 ? ', /v1/rerank, /v1/score' : ''})`
-                  : sig.batchAxis === 0
-                    ? ''
-                    : ' (not batchable)';
+        : versions.length
+          ? ` (versions ${versions.join(', ')} served, ${versions[versions.length - 1]} the latest: /v2/models/${name}/versions/{v}/infer)`
+          : model.sequence
+            ? ` (stateful: sequences of ${stateful ? 'batched ' : ''}requests${model.vad ? ', /v1/audio/vad' : ''})`
+            : model.ocr
+              ? ` (text recogniser with ${model.ocr.detector}: /v1/ocr)`
+              : generativeSpec(sig)
+                ? ' (generative: /v1/completions, /v1/chat/completions)'
+                : embeddingSpec(sig)
+                  ? ' (text encoder: /v1/embeddings)'
+                  : classifierSpec(sig)
+                    ? ` (sequence classifier: /classify${classifierSpec(sig)?.classes === 1 ? ', /v1/rerank, /v1/score' : ''})`
+                    : sig.batchAxis === 0
+                      ? ''
+                      : ' (not batchable)';
       console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
     // Every file of a multiplexed model, as a request naming it would be checked: a bad one found before deploying.

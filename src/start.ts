@@ -45,11 +45,13 @@ import {
   RateLimiter,
   rateLimit,
   type ServedModel,
+  versionOf,
 } from './gateway/index.js';
 import {
   batchSignature,
   callerSignature,
   classifierSpec,
+  describeTensors,
   type EncoderInputs,
   embeddingPadding,
   embeddingSpec,
@@ -65,6 +67,7 @@ import {
   multiplexedPath,
   PREFIX_BLOCK,
   readSignature,
+  servedVersions,
   type Tokenizer,
   toModelLayout,
 } from './models/index.js';
@@ -110,18 +113,44 @@ export type ReloadReport = Changes & { restart_required: string[]; ensembles?: C
 export async function loadSignatures(config: Config): Promise<Map<string, ModelSignature>> {
   const signatures = new Map<string, ModelSignature>();
   for (const [name, model] of Object.entries(config.models)) {
-    let signature: ModelSignature;
-    // A multiplexed model's tensors are its first model's (each other one is checked against them when asked for).
-    const path = model.multiplex ? multiplexedPath(model.path, firstModelId(name, model.path)) : model.path;
-    try {
-      signature = await readSignature(path);
-    } catch (err) {
-      throw new ConfigError(`models.${name}.path: cannot read an ONNX model from ${path}: ${(err as Error).message}`);
+    // A multiplexed model's tensors are its first model's (each other one is checked against them when asked
+    // for); a versioned model's, its latest version's (every version served must take and give the same).
+    const versions = versionsOf(name, model);
+    const path = model.multiplex
+      ? multiplexedPath(model.path, firstModelId(name, model.path))
+      : versions
+        ? multiplexedPath(model.path, versions[versions.length - 1])
+        : model.path;
+    const signature = await signatureAt(name, path);
+    for (const version of versions?.slice(0, -1) ?? []) {
+      const [theirs, latest] = [describeTensors(await signatureAt(name, multiplexedPath(model.path, version))), describeTensors(signature)];
+      if (theirs !== latest)
+        throw new ConfigError(
+          `models.${name}: version ${version} takes and gives ${theirs}, not the latest version's ${latest} (the versions served share their tensors)`,
+        );
     }
     checkAgainstSignature(name, model, signature);
     signatures.set(name, signature);
   }
   return signatures;
+}
+
+async function signatureAt(name: string, path: string): Promise<ModelSignature> {
+  try {
+    return await readSignature(path);
+  } catch (err) {
+    throw new ConfigError(`models.${name}.path: cannot read an ONNX model from ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** A versioned model's versions served now (its version_policy over the files there are), ascending; others: undefined. */
+function versionsOf(name: string, model: ModelConfig): string[] | undefined {
+  if (!model.path.includes('{version}')) return undefined;
+  const { served, missing } = servedVersions(model.path, model.version_policy);
+  if (missing.length) throw new ConfigError(`models.${name}.version_policy: no file for version ${missing.join(', ')} (${model.path})`);
+  if (!served.length)
+    throw new ConfigError(`models.${name}.path: no version's file matches ${model.path} (versions are positive integers: models/m/1/model.onnx)`);
+  return served;
 }
 
 /** Each model's labels file, if it has one: line i names class i (a trailing empty line is not a class). */
@@ -290,9 +319,18 @@ export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, thr
     prefillChunk: generative ? model.batching.prefill_chunk : undefined,
     tokenizer: model.tokenizer,
     layout: model.sequence || Object.keys(model.constants).length ? { state: model.sequence?.state, constants: model.constants } : undefined,
-    // (loadSignatures read the first one's tensors: there is one)
-    multiplex: model.multiplex && { maxModels: model.multiplex.max_models_per_replica, first: multiplexedIds(model.path)[0] },
+    multiplex: multiplexSpec(model),
   };
+}
+
+/**
+ * A multiplexed model's replicas start with its first model open (loadSignatures read its tensors: there is one);
+ * a versioned model's open every version served and keep them.
+ */
+function multiplexSpec(model: ModelConfig): ReplicaStartSpec['multiplex'] {
+  if (model.multiplex) return { maxModels: model.multiplex.max_models_per_replica, open: multiplexedIds(model.path).slice(0, 1) };
+  const versions = model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : undefined;
+  return versions && { maxModels: versions.length, open: versions };
 }
 
 /** A VAD takes one FP32 input of audio windows and gives one probability per window (its state aside). */
@@ -340,9 +378,14 @@ function checkDevices(config: Config, gpus: GpuPlacement): void {
   }
 }
 
-/** When a model's files last changed: new weights at the same path replace the model too. */
+/**
+ * When a model's files last changed: new weights at the same path replace the model too (and a versioned model's
+ * versions served: a new version's folder, Triton's way of deploying one, replaces it on the next reload).
+ */
 async function filesStamp(model: ModelConfig): Promise<string> {
-  const files = [model.path, model.labels, model.tokenizer, model.ocr?.dictionary].filter((f): f is string => f !== undefined);
+  const versions = model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : [];
+  const paths = versions.length ? versions.map((v) => multiplexedPath(model.path, v)) : [model.path];
+  const files = [...paths, model.labels, model.tokenizer, model.ocr?.dictionary].filter((f): f is string => f !== undefined);
   const stamps = await Promise.all(
     files.map((f) =>
       stat(f).then(
@@ -399,6 +442,8 @@ async function buildModel(
   const encoder = embedding ?? classifier;
   if (generative && model.multiplex)
     throw new ConfigError(`models.${name}.multiplex: the model is generative (its replicas keep sequences' KV caches): multiplexing is for tensor models`);
+  if (generative && model.path.includes('{version}'))
+    throw new ConfigError(`models.${name}.path: the model is generative: versions ({version}) are for tensor models`);
   const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
   const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
   if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
@@ -410,11 +455,14 @@ async function buildModel(
     log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
   }
   const batchSizes = fixedBatchSizes(model, signature);
+  const spec = replicaSpecOf(model, ownSignature, model.threads || (onGpu(model, gpus) ? 0 : cpuThreads));
+  // A versioned model's versions served: its replicas open them all (the files as they are now, read once).
+  const versions = model.path.includes('{version}') ? spec.multiplex?.open : undefined;
   const pool: ReplicaPool = new ReplicaPool({
     model: name,
     maxInputs: b.max_inputs,
     provider: model.remote ? new RemoteProvider(model.remote) : provider,
-    spec: replicaSpecOf(model, ownSignature, model.threads || (onGpu(model, gpus) ? 0 : cpuThreads)),
+    spec,
     // cuda / auto on a GPU machine: a device id per replica, spread over the cards; cuda:N stays where it is told.
     // A remote replica's device is its own machine's business.
     place: onGpu(model, gpus) && !model.remote && !/^cuda:\d+$/.test(model.device) ? () => gpus.place(placeKey, s.replicas_per_gpu) : undefined,
@@ -440,6 +488,7 @@ async function buildModel(
         fairShare: b.fair_share,
         companyExpected: model.sequence ? () => sequences?.mayJoin() ?? true : undefined,
         cache: model.response_cache_mb > 0 ? new ResponseCache(model.response_cache_mb * 2 ** 20) : undefined,
+        versioned: Boolean(versions),
       });
   sequences =
     batcher && model.sequence
@@ -526,8 +575,13 @@ async function buildModel(
       Promise.reject(unavailable('model_replaced', `model ${name} was ${successor ? 'replaced' : 'removed'} by a config reload while this request was read`, 0))
     );
   };
-  // A multiplexed model's requests name one of its models: checked against its files before they queue.
-  const checkModelId = model.multiplex ? multiplexChecker(name, model.path, ownSignature) : undefined;
+  // A multiplexed model's requests name one of its models: checked against its files before they queue. A
+  // versioned model's name a version served (the gateway's routes check it; an ensemble's step names none: the latest).
+  const checkModelId = model.multiplex
+    ? multiplexChecker(name, model.path, ownSignature)
+    : versions
+      ? async (version?: string) => versionOf({ name, versions }, version)
+      : undefined;
   const checked = async (inputs: Inputs, o?: SubmitOptions) =>
     (batcher as Batcher).submit(inputs, { ...o, modelId: await (checkModelId as NonNullable<typeof checkModelId>)(o?.modelId) });
   return {
@@ -541,6 +595,7 @@ async function buildModel(
       submit: (inputs, o) => refuseUnloaded((m) => m.batcher?.submit(inputs, o)) ?? (checkModelId ? checked(inputs, o) : batcher.submit(inputs, o)),
     },
     multiplexed: model.multiplex && { maxModelsPerReplica: model.multiplex.max_models_per_replica },
+    versions,
     sequences: sequences && {
       submit: (seq, inputs, o) => refuseUnloaded((m) => m.sequences?.submit(seq, inputs, o)) ?? sequences.submit(seq, inputs, o),
       active: () => sequences.size,
@@ -571,7 +626,7 @@ async function buildModel(
     classifier: classifier && text ? { spec: classifier, ...text } : undefined,
     ocr: model.ocr && dictionary ? { detector: model.ocr.detector, dictionary } : undefined,
     stats: () => queue.stats(),
-    statistics: () => queue.statistics.toTriton(name),
+    statistics: () => (versions && batcher ? versions.map((v) => batcher.statisticsOf(v).toTriton(name)) : [queue.statistics.toTriton(name)]),
     queue,
     pool,
     autoscaler,

@@ -284,7 +284,7 @@ export class ReplicaPool extends EventEmitter<{
     }
     Object.assign(member, { state: 'ready', replica, queue: new PQueue({ concurrency: this.opts.maxInputs }), idleSince: this.now() });
     const multiplex = this.opts.spec.multiplex;
-    if (multiplex) member.models = [multiplex.first]; // (it starts with that one open)
+    if (multiplex) member.models = [...multiplex.open]; // (it starts with these open, in this order)
     this.failures = 0;
     this.failure = undefined;
     this.startFailed = false;

@@ -49,6 +49,8 @@ export type BatcherOptions = {
   companyExpected?: () => boolean;
   /** Answers kept by their inputs (the model's response_cache_mb): a request seen before is answered from it. */
   cache?: ResponseCache;
+  /** Requests' model ids are versions (a versioned model): Triton's statistics are kept per version. @default false */
+  versioned?: boolean;
   /** @default performance.now */
   now?: () => number;
 };
@@ -140,8 +142,8 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     cacheHits: 0,
     shed: { queue_full: 0, deadline: 0, cancelled: 0, start_failed: 0 },
   };
-  /** Triton's statistics (GET /v2/models/{m}/stats). */
-  readonly statistics = new ModelStatistics();
+  /** Triton's statistics (GET /v2/models/{m}/stats): the model's, or a versioned model's per version. */
+  private readonly byVersion = new Map<string, ModelStatistics>();
   private readonly fair = new FairShare();
 
   constructor(private opts: BatcherOptions) {
@@ -152,6 +154,18 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     opts.pool.on('change', this.onChange);
   }
 
+  /** The statistics that count a request for `modelId` (its version's, or the model's: version 1). */
+  statisticsOf(modelId?: string): ModelStatistics {
+    const version = this.opts.versioned && modelId !== undefined ? modelId : '1';
+    let stats = this.byVersion.get(version);
+    if (!stats) this.byVersion.set(version, (stats = new ModelStatistics(version)));
+    return stats;
+  }
+
+  get statistics(): ModelStatistics {
+    return this.statisticsOf();
+  }
+
   submit(inputs: Inputs, opts: SubmitOptions = {}): Promise<Submitted> {
     const cache = this.opts.cache;
     if (!cache) return this.enqueue(inputs, opts);
@@ -160,7 +174,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     const hit = (outputs: Inputs): Submitted => {
       this.counts.requests++;
       this.counts.cacheHits++;
-      this.statistics.cacheHit(this.now() - start);
+      this.statisticsOf(opts.modelId).cacheHit(this.now() - start);
       return { outputs, queueMs: 0, batchSize: 0 };
     };
     const kept = cache.get(key);
@@ -169,7 +183,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     if (kept) return Promise.resolve(hit(kept));
     // The same request is on its way: its answer is this one's too (if it fails, this one runs itself).
     if (flying) return whileWanted(flying, opts.signal).then(hit, (err) => (opts.signal?.aborted ? Promise.reject(err) : this.enqueue(inputs, opts)));
-    this.statistics.cacheMiss(this.now() - start);
+    this.statisticsOf(opts.modelId).cacheMiss(this.now() - start);
     const answer = this.enqueue(inputs, opts);
     cache.fly(
       key,
@@ -190,13 +204,13 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     }
     if (this.queuedRows + rows > this.opts.maxQueueSize) {
       this.shed('queue_full');
-      this.statistics.failed(0);
+      this.statisticsOf(opts.modelId).failed(0);
       return Promise.reject(unavailable('queue_full', `the queue of model ${this.opts.model} is full (${this.queuedRows} of ${this.opts.maxQueueSize} rows)`));
     }
     const startFailure = this.opts.pool.startFailure();
     if (startFailure) {
       this.shed('start_failed');
-      this.statistics.failed(0);
+      this.statisticsOf(opts.modelId).failed(0);
       return Promise.reject(startFailure);
     }
     const now = this.now();
@@ -365,10 +379,10 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
         const parts = this.opts.batchable ? splitOutputs(sent > batchSize ? firstRows(outputs, batchSize) : outputs, rows) : [outputs];
         // Triton's phases: forming the batch and moving it to the replica and back, the model, splitting the outputs.
         const phases: Phases = { input: Math.max(0, answered - sentAt - computeMs), infer: computeMs, output: performance.now() - answered };
-        this.statistics.executed(sent, phases); // the size the model ran (padded to one of batch_sizes)
+        this.statisticsOf(items[0].modelId).executed(sent, phases); // the size the model ran (padded to one of batch_sizes)
         const end = this.now();
         for (const [i, item] of items.entries()) {
-          if (!item.settled) this.statistics.succeeded(item.rows, end - item.enqueuedAt, now - item.enqueuedAt, phases);
+          if (!item.settled) this.statisticsOf(item.modelId).succeeded(item.rows, end - item.enqueuedAt, now - item.enqueuedAt, phases);
           this.settle(item, null, { outputs: parts[i], queueMs: now - item.enqueuedAt, batchSize });
         }
       })
@@ -405,7 +419,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
   private settle(item: Item, error: Error | null, result?: Submitted): void {
     if (item.settled) return;
     item.settled = true;
-    if (error) this.statistics.failed(this.now() - item.enqueuedAt);
+    if (error) this.statisticsOf(item.modelId).failed(this.now() - item.enqueuedAt);
     item.cleanup();
     if (error) item.reject(error);
     else item.resolve(result as Submitted);

@@ -34,6 +34,7 @@ const addPhases = (s: ComputeStats, p: Phases) => {
 
 /** One model's statistics since the gateway started, kept as Triton keeps them. */
 export class ModelStatistics {
+  constructor(private readonly version = '1') {}
   private lastInference = 0;
   private inferenceCount = 0;
   private executionCount = 0;
@@ -78,7 +79,7 @@ export class ModelStatistics {
     const copy = <T>(x: T): T => structuredClone(x);
     return {
       name,
-      version: '1',
+      version: this.version,
       last_inference: this.lastInference,
       inference_count: this.inferenceCount,
       execution_count: this.executionCount,

@@ -249,6 +249,19 @@ export const modelSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Triton's model versions: `path` names each version's file with `{version}` (a positive integer:
+     * models/classifier/{version}/model.onnx, Triton's repository layout); this policy says which are served
+     * (Triton's `version_policy`). Requests name one (`/v2/models/{m}/versions/{v}/infer`) or get the latest
+     * served. @default { latest: { num_versions: 1 } } when the path has {version}
+     */
+    version_policy: z
+      .union([
+        z.object({ latest: z.object({ num_versions: positiveInt.default(1) }).strict() }).strict(),
+        z.object({ all: z.object({}).strict() }).strict(),
+        z.object({ specific: z.object({ versions: z.array(positiveInt).min(1) }).strict() }).strict(),
+      ])
+      .optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })
@@ -260,6 +273,18 @@ export const modelSchema = z
   .refine((m) => !m.multiplex || !(m.sequence || m.remote || m.ocr || m.vad || m.embeddings), {
     message: 'multiplexing is for stateless tensor models on local replicas: not with sequence, remote, ocr, vad or embeddings',
     path: ['multiplex'],
+  })
+  .refine((m) => !m.version_policy || m.path.includes('{version}'), {
+    message: 'a versioned model names its files with {version} in its path (models/classifier/{version}/model.onnx)',
+    path: ['version_policy'],
+  })
+  .refine((m) => !(m.multiplex && m.path.includes('{version}')), {
+    message: 'a model is multiplexed ({model_id}) or versioned ({version}), not both',
+    path: ['path'],
+  })
+  .refine((m) => !m.path.includes('{version}') || !(m.sequence || m.remote || m.ocr || m.vad || m.embeddings), {
+    message: 'versions are for stateless tensor models on local replicas: not with sequence, remote, ocr, vad or embeddings',
+    path: ['version_policy'],
   })
   .refine((m) => !(m.sequence && m.response_cache_mb > 0), {
     message: "a stateful model's answer depends on its sequence's state, not on its inputs alone: it cannot have a response cache",

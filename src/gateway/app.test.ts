@@ -24,7 +24,7 @@ const model: ServedModel = {
   isReady: () => pool.readyCount() > 0,
   replicas: () => pool.describe(),
   stats: () => batcher.stats(),
-  statistics: () => batcher.statistics.toTriton('neg'),
+  statistics: () => [batcher.statistics.toTriton('neg')],
 };
 const app = createApp({ models: new Map([['neg', model]]), maxBodyBytes: 1024 });
 

@@ -54,7 +54,7 @@ export function ensembleModel(plan: EnsemblePlan, models: ReadonlyMap<string, Se
     },
     // (its steps queue and batch in their models: their stats show it)
     stats: () => ({ ...counts, queuedRequests: 0, batchSizes: {}, steps: plan.steps.map((s) => s.model) }),
-    statistics: () => statistics.toTriton(plan.name),
+    statistics: () => [statistics.toTriton(plan.name)],
     isReady: () => unready() === undefined,
     notReadyReason: () => {
       const name = unready();

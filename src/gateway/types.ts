@@ -52,14 +52,19 @@ export interface ServedModel {
   ocr?: { detector: string; dictionary: readonly string[] };
   /** A multiplexed model (config `multiplex`): its requests name one of its models (SubmitOptions.modelId, from a header). */
   multiplexed?: { maxModelsPerReplica: number };
+  /**
+   * A versioned model's versions served, ascending (config `version_policy`; the last is the latest): a request
+   * names one (SubmitOptions.modelId, from the URL's /versions/{v}) or gets the latest. Another model has one, "1".
+   */
+  versions?: readonly string[];
   /** Ensembles (config `ensembles`): the steps its `batcher` runs, as Triton's ensemble_scheduling shows them. */
   ensemble?: { steps: { model: string; inputs: Record<string, string>; outputs: Record<string, string> }[] };
   /** Sequence classifiers (/classify; with one class, a cross-encoder: /v1/rerank, /v1/score), through `batcher`. */
   classifier?: { spec: ClassifierSpec; tokenizer: Tokenizer; context: number; vocab: number };
   /** Queue and throughput counters, as /v2/models/{m}/stats shows them. */
   stats(): object;
-  /** Triton's statistics (the same route's `model_stats`, what perf_analyzer reads). */
-  statistics(): TritonModelStat;
+  /** Triton's statistics (the same route's `model_stats`, what perf_analyzer reads): one per version. */
+  statistics(): TritonModelStat[];
   /** A replica is ready, or none is required (scale to zero) and starting one is not failing. */
   isReady(): boolean;
   /** Why replicas fail to start, while they do. */

@@ -8,7 +8,7 @@ import type { Caller } from './auth/middleware.js';
 import type { QuietWork } from './drain.js';
 import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
-import { submitInfer } from './kserve/submit.js';
+import { submitInfer, versionOf } from './kserve/submit.js';
 import { embeddingsAnswer, embeddingsSchema } from './openai/embeddings.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { Generation } from './openai/generation.js';
@@ -179,9 +179,11 @@ async function infer(msg: Message, id: string, signal: AbortSignal, { models, ca
   for (const o of request.outputs) o.binary = false; // JSON only on a text socket
   const deadline = request.timeoutMs === undefined ? undefined : performance.now() + request.timeoutMs;
   // (a multiplexed model's model: the message's `model_id`, as HTTP's serve_multiplexed_model_id header)
+  // (a versioned model's version: `model_version`, as KServe's URL names it; the latest if none)
   const modelId = typeof msg.model_id === 'string' ? msg.model_id : undefined;
-  const result = await submitInfer(m, request.inputs, request.sequence, caller, { signal, deadline, modelId });
-  const body = JSON.parse(encodeInferResponse(m.name, request, result.outputs, m.labels).body as string);
+  const version = versionOf(m, msg.model_version === undefined ? undefined : String(msg.model_version));
+  const result = await submitInfer(m, request.inputs, request.sequence, caller, { signal, deadline, modelId, version });
+  const body = JSON.parse(encodeInferResponse({ name: m.name, version }, request, result.outputs, m.labels).body as string);
   send({ id, type: 'result', ...body, queue_ms: Math.round(result.queueMs * 100) / 100, batch_size: result.batchSize });
 }
 

@@ -13,7 +13,7 @@ export {
 } from './embedding.js';
 export { type GenerativeSpec, generativeSpec } from './generative.js';
 export { FormatError, grammarFor, type JsonSchema, type ResponseFormat } from './grammar/index.js';
-export { MODEL_ID_HEADER, multiplexChecker, multiplexedIds } from './multiplex.js';
+export { describeTensors, MODEL_ID_HEADER, multiplexChecker, multiplexedIds } from './multiplex.js';
 export { type Box, ctcText, decodeImage, detectorInput, LINE_HEIGHT, lineInput, MAX_PIXELS, type Rgb, textBoxes } from './ocr.js';
 export { PREFIX_BLOCK } from './prefix-cache.js';
 export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } from './protocol.js';
@@ -33,3 +33,4 @@ export {
 } from './stateful.js';
 export { type ChatMessage, chatPrompt, decode, loadTokenizer, TextStream, type Tokenizer } from './text.js';
 export { Framer, type PcmFormat, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadFraming, type VadSettings } from './vad.js';
+export { servedVersions, type VersionPolicy } from './versions.js';

@@ -1,6 +1,5 @@
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
 import { badInput, notFound } from '../errors/index.js';
 import { multiplexedPath } from './replica-spec.js';
 import { type ModelSignature, readSignature } from './signature.js';
@@ -17,27 +16,46 @@ const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 /** The model ids whose files exist now, sorted (the first is where the model's tensors are read from). */
 export function multiplexedIds(template: string): string[] {
-  const [before, after] = basename(template).split('{model_id}');
-  let files: string[];
+  return templateIds(template, '{model_id}').filter((id) => MODEL_ID.test(id));
+}
+
+/**
+ * The values of `placeholder` for which a file exists now, sorted: the placeholder may be part of the file's
+ * name (models/tenants/{model_id}.onnx) or of one folder's (models/classifier/{version}/model.onnx).
+ */
+export function templateIds(template: string, placeholder: string): string[] {
+  const at = template.indexOf(placeholder);
+  const start = template.lastIndexOf('/', at) + 1;
+  const end = template.indexOf('/', at);
+  const [before, after] = template.slice(start, end < 0 ? undefined : end).split(placeholder);
+  let entries: string[];
   try {
-    files = readdirSync(dirname(template));
+    entries = readdirSync(start > 0 ? template.slice(0, start) : '.');
   } catch {
     return [];
   }
-  return files
-    .filter((f) => f.length > before.length + after.length && f.startsWith(before) && f.endsWith(after))
-    .map((f) => f.slice(before.length, f.length - after.length))
-    .filter((id) => MODEL_ID.test(id))
+  return entries
+    .filter((e) => e.length > before.length + after.length && e.startsWith(before) && e.endsWith(after))
+    .map((e) => e.slice(before.length, e.length - after.length))
+    .filter((id) => isFile(template.replaceAll(placeholder, id)))
     .sort();
 }
 
+const isFile = (path: string) => {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+};
+
 /** Its tensors as text, dynamic dimensions as -1 whatever their names. */
-const describe = (s: ModelSignature) =>
+export const describeTensors = (s: ModelSignature) =>
   [...s.inputs, ...s.outputs].map((t) => `${t.name} ${t.dtype} [${t.shape.map((d) => (typeof d === 'number' ? d : -1)).join(', ')}]`).join(', ');
 
 /** Checks model ids against the files, each file's tensors read once per change of the file (and the last 1024 remembered). */
 export function multiplexChecker(model: string, template: string, signature: ModelSignature): (modelId: string | undefined) => Promise<string> {
-  const expected = describe(signature);
+  const expected = describeTensors(signature);
   const known = new Map<string, { mtimeMs: number; tensors: Promise<string> }>();
   return async (modelId) => {
     if (modelId === undefined)
@@ -56,7 +74,7 @@ export function multiplexChecker(model: string, template: string, signature: Mod
     if (!found?.isFile()) throw notFound(`model ${model} has no model ${JSON.stringify(modelId)}`);
     let entry = known.get(modelId);
     if (entry?.mtimeMs !== found.mtimeMs) {
-      entry = { mtimeMs: found.mtimeMs, tensors: readSignature(path).then(describe) };
+      entry = { mtimeMs: found.mtimeMs, tensors: readSignature(path).then(describeTensors) };
       entry.tensors.catch(() => {}); // (reported to the request that asked)
       if (known.size >= 1024) known.delete(known.keys().next().value as string);
       known.set(modelId, entry);

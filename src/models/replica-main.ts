@@ -38,7 +38,7 @@ type Engine = SessionWorkerReady & {
 
 async function main(spec: ReplicaSpec): Promise<void> {
   const mainAt = performance.now();
-  const signature = await readSignature(spec.multiplex ? multiplexedPath(spec.path, spec.multiplex.first) : spec.path);
+  const signature = await readSignature(spec.multiplex ? multiplexedPath(spec.path, spec.multiplex.open[spec.multiplex.open.length - 1]) : spec.path);
   const found = generativeSpec(signature);
   const generative = found && spec.tokenizer ? { ...found, tokenizer: spec.tokenizer } : found;
   const slots = openSlots(spec.slots);
@@ -219,9 +219,14 @@ async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Prom
 /**
  * A multiplexed model (Ray Serve's): each model id's sessions opened, and warmed up, when a batch first names it,
  * the `maxModels` most recently used kept open (the least recently used closed, its memory given back). Batches
- * run one at a time on this thread, so a model is never closed under a running batch.
+ * run one at a time on this thread, so a model is never closed under a running batch. A versioned model (Triton's)
+ * is one whose served versions are all opened at start, as many as it keeps.
  */
-async function multiplexEngine(spec: ReplicaSpec, { maxModels, first }: NonNullable<ReplicaSpec['multiplex']>, signature: ModelSignature): Promise<Engine> {
+async function multiplexEngine(
+  spec: ReplicaSpec,
+  { maxModels, open: atStart }: NonNullable<ReplicaSpec['multiplex']>,
+  signature: ModelSignature,
+): Promise<Engine> {
   const { openReplicaSessions } = await import('./replica-sessions.js');
   const open = new Map<string, ReplicaSessions>(); // least recently used first
   /** A model's sessions, and if it had to be opened, how long that took and which models were closed for it. */
@@ -244,12 +249,14 @@ async function multiplexEngine(spec: ReplicaSpec, { maxModels, first }: NonNulla
     }
     return { sessions, opened: { modelId, ms: performance.now() - startedAt, closed } };
   };
-  const { run: _, release: __, count, ...ready } = (await sessionsOf(first)).sessions;
+  for (const modelId of atStart.slice(0, -1)) await sessionsOf(modelId);
+  const lastOpened = atStart[atStart.length - 1];
+  const { run: _, release: __, count, ...ready } = (await sessionsOf(lastOpened)).sessions;
   return {
     ...ready,
     sessions: count,
     infer: async (inputs, slot, modelId) => {
-      const { sessions, opened } = await sessionsOf(modelId ?? first);
+      const { sessions, opened } = await sessionsOf(modelId ?? lastOpened);
       return { ...(await sessions.run(inputs, slot !== undefined)), ...(opened && { opened }) };
     },
   };

@@ -34,17 +34,19 @@ export type ReplicaSpec = {
   /** A stateful model's states and constant inputs (batches arrive laid out as the model takes them; warm-ups are made alike). */
   layout?: LayoutConfig;
   /**
-   * A multiplexed model: `path` names its files with `{model_id}`; the replica opens the models its batches
-   * name, keeping `maxModels` (the least recently used closed first), and starts with `first` open.
+   * Several models of the same tensors, chosen per batch: a multiplexed model's (`path` names its files with
+   * `{model_id}`) or a versioned model's (with `{version}`, the versions served). The replica opens the models
+   * its batches name, keeping `maxModels` (the least recently used closed first), and starts with `open` opened
+   * in order (the last: the most recently used, and the one a batch naming none runs on).
    */
-  multiplex?: { maxModels: number; first: string };
+  multiplex?: { maxModels: number; open: string[] };
 };
 
 /** A batch's multiplexed model opened for it: how long that took, and the models closed to make room. */
 export type ModelOpened = { modelId: string; ms: number; closed: string[] };
 
-/** A multiplexed model's file for one model id (its path names them with `{model_id}`). */
-export const multiplexedPath = (template: string, modelId: string): string => template.replaceAll('{model_id}', modelId);
+/** One of a multiplexed or versioned model's files: its path with the model id (or version) in place. */
+export const multiplexedPath = (template: string, modelId: string): string => template.replaceAll('{model_id}', modelId).replaceAll('{version}', modelId);
 
 /** The replica's first IPC message (a remote replica's first frame, op `ready`): it is loaded, warm and listening. */
 export type ReadyMessage = {

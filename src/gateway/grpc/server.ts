@@ -168,10 +168,11 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
       return { config: { ...config, parameters } };
     }),
     ModelStatistics: unary(async (call: grpc.ServerUnaryCall<{ name: string; version: string }, unknown>) => {
-      const { model_stats } = (await json(await through(call, '/v2/models/stats'))) as { model_stats: { name: string }[] };
-      const { name } = call.request;
-      const chosen = name ? model_stats.filter((s) => s.name === name) : model_stats;
-      if (name && chosen.length === 0) throw new CallError(grpc.status.NOT_FOUND, `unknown model ${JSON.stringify(name)}`);
+      const { name, version } = call.request;
+      const { model_stats } = (await json(await through(call, '/v2/models/stats'))) as { model_stats: { name: string; version: string }[] };
+      const chosen = model_stats.filter((s) => (!name || s.name === name) && (!version || s.version === version));
+      if (name && chosen.length === 0)
+        throw new CallError(grpc.status.NOT_FOUND, `unknown model ${JSON.stringify(name)}${version ? ` version ${JSON.stringify(version)}` : ''}`);
       return { model_stats: chosen };
     }),
     ModelInfer: unary(async (call: grpc.ServerUnaryCall<InferRequest, unknown>) => infer(call, call.request)),

@@ -221,6 +221,6 @@ export async function inferText(c: Context<GatewayEnv>, m: ServedModel, maxBodyB
     binaries.push(bytes);
     return { name, datatype, shape, parameters: { binary_data_size: bytes.byteLength } };
   });
-  const response = inferBody(m.name, request.id, outputs, binaries);
+  const response = inferBody({ name: m.name, version: '1' }, request.id, outputs, binaries);
   return c.body(response.body as string, 200, response.headers);
 }

@@ -74,6 +74,8 @@ export function tritonConfig(m: ServedModel) {
     max_batch_size: batched ? m.maxBatchSize : 0,
     input: m.signature.inputs.map(tensor),
     output: m.signature.outputs.map(tensor),
+    // (the versions served now, whatever policy chose them: what a client may name)
+    ...(m.versions && { version_policy: { specific: { versions: m.versions.map(Number) } } }),
     ...(batched &&
       b && {
         dynamic_batching: {

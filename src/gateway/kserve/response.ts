@@ -10,7 +10,10 @@ export type EncodedResponse = { body: Uint8Array | string; headers: Record<strin
  * Renders outputs as KServe v2 JSON, with the binary tensor extension for outputs that asked for it and
  * Triton's classification extension (top classes as BYTES, named by `labels`) for those that asked for that.
  */
-export function encodeInferResponse(model: string, request: InferRequest, outputs: Inputs, labels?: readonly string[]): EncodedResponse {
+/** The model (and version) that answered, as responses name them. */
+export type Answerer = { name: string; version: string };
+
+export function encodeInferResponse(model: Answerer, request: InferRequest, outputs: Inputs, labels?: readonly string[]): EncodedResponse {
   const binaries: Uint8Array[] = [];
   const rendered = request.outputs.map(({ name, binary, shm, classification }) => {
     const t = outputs[name];
@@ -33,8 +36,8 @@ export function encodeInferResponse(model: string, request: InferRequest, output
 }
 
 /** An infer response: the JSON alone, or with the binary extension its JSON header then `binaries`, in output order. */
-export function inferBody(model: string, id: string | undefined, outputs: object[], binaries: Uint8Array[]): EncodedResponse {
-  const json = JSON.stringify({ model_name: model, model_version: '1', ...(id !== undefined && { id }), outputs });
+export function inferBody(model: Answerer, id: string | undefined, outputs: object[], binaries: Uint8Array[]): EncodedResponse {
+  const json = JSON.stringify({ model_name: model.name, model_version: model.version, ...(id !== undefined && { id }), outputs });
   if (binaries.length === 0) return { body: json, headers: { 'content-type': 'application/json' } };
   const header = Buffer.from(json);
   return {

@@ -11,7 +11,7 @@ import { tritonConfig } from './model-config.js';
 import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
 import type { SharedMemoryRegions } from './shared-memory.js';
-import { submitInfer } from './submit.js';
+import { submitInfer, versionOf } from './submit.js';
 import { textInterface } from './text-tensors.js';
 import { predict } from './v1.js';
 
@@ -34,7 +34,12 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
     if (!m) throw notFound(`unknown model ${JSON.stringify(name)}; this gateway serves ${[...models.keys()].join(', ')}`);
     return m;
   };
-  const model = (c: Context<GatewayEnv>): ServedModel => named(c.req.param('model') ?? '');
+  // (a route naming a version the model does not serve is a 404, whatever it asks)
+  const model = (c: Context<GatewayEnv>): ServedModel => {
+    const m = named(c.req.param('model') ?? '');
+    versionOf(m, c.req.param('version'));
+    return m;
+  };
 
   const extensions = ['binary_tensor_data', 'classification', 'statistics', 'logging', 'trace', ...(regions ? ['system_shared_memory'] : [])];
   app.get('/v2', (c) => c.json({ name: 'infergate', version, extensions }));
@@ -52,15 +57,15 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
   // Triton's repository index: every model with its state (READY also while it may cold-start from zero).
   app.post('/v2/repository/index', async (c) => {
     const readyOnly = ((await readJson(c, 64 * 1024, { emptyAllowed: true })) as { ready?: unknown } | undefined)?.ready === true;
-    const index = [...models.values()].map((m) => {
+    const index = [...models.values()].flatMap((m) => {
       const reason = m.isReady() ? undefined : (m.notReadyReason?.() ?? 'no replica is ready');
-      return { name: m.name, version: '1', state: reason ? 'UNAVAILABLE' : 'READY', ...(reason && { reason }) };
+      return (m.versions ?? ['1']).map((version) => ({ name: m.name, version, state: reason ? 'UNAVAILABLE' : 'READY', ...(reason && { reason }) }));
     });
     return c.json(readyOnly ? index.filter((m) => m.state === 'READY') : index);
   });
 
   // Triton's statistics of every model (perf_analyzer asks for these; a model named "stats" is shadowed, as in Triton).
-  app.get('/v2/models/stats', (c) => c.json({ model_stats: [...models.values()].map((m) => m.statistics()) }));
+  app.get('/v2/models/stats', (c) => c.json({ model_stats: [...models.values()].flatMap((m) => m.statistics()) }));
   for (const prefix of ['/v2/models/:model', '/v2/models/:model/versions/:version']) {
     app.get(prefix, (c) => c.json(metadata(model(c))));
     app.get(`${prefix}/config`, (c) => c.json(tritonConfig(model(c))));
@@ -77,7 +82,8 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
         ...m.stats(),
         ...(m.sequences && { sequences: m.sequences.active() }),
         replicas: m.replicas(),
-        model_stats: [m.statistics()],
+        // (each version's; the one asked for, if the route names one)
+        model_stats: m.statistics().filter((s) => [undefined, s.version].includes(c.req.param('version'))),
       });
     });
     app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes, regions));
@@ -121,6 +127,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
 export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, regions?: SharedMemoryRegions): Promise<Response> {
   c.set('model', m.name);
   if (!m.batcher) return inferText(c, m, maxBodyBytes); // a generative model: text_input in, text_output out
+  const version = versionOf(m, c.req.param('version'));
   const body = await readBody(c, maxBodyBytes);
   let request: ReturnType<typeof parseInferRequest>;
   try {
@@ -138,11 +145,12 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
     trace,
     deadline,
     modelId: c.req.header(MODEL_ID_HEADER),
+    version,
   });
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);
   await writeSharedOutputs(request, result.outputs, regions);
-  const response = encodeInferResponse(m.name, request, result.outputs, m.labels);
+  const response = encodeInferResponse({ name: m.name, version }, request, result.outputs, m.labels);
   // The batch was sent and answered and the response is a copy: the body (and the buffers read from
   // shared memory) can serve the next request. A request that failed in the batcher keeps them: its
   // batch may still be on its way.
@@ -192,7 +200,7 @@ export function metadata(m: ServedModel) {
   });
   return {
     name: m.name,
-    versions: ['1'],
+    versions: m.versions ?? ['1'],
     platform: m.ensemble ? 'ensemble' : 'onnxruntime_onnx',
     // A generative model is called with text (its graph's tensors are the replica's business).
     ...(m.generation

@@ -1,5 +1,5 @@
 import type { SubmitOptions, Submitted } from '../../batcher/index.js';
-import { badInput } from '../../errors/index.js';
+import { badInput, notFound } from '../../errors/index.js';
 import type { Inputs } from '../../tensor/index.js';
 import type { Caller } from '../auth/middleware.js';
 import type { ServedModel } from '../types.js';
@@ -15,10 +15,12 @@ export function submitInfer(
   inputs: Inputs,
   sequence: InferRequest['sequence'],
   caller: Caller | undefined,
-  opts: SubmitOptions,
+  opts: SubmitOptions & { version?: string },
 ): Promise<Submitted> {
-  // (a multiplexed model's model id: another model ignores the header, as a proxy in front may add it)
-  const withCaller = { ...opts, priority: caller?.priority, caller: caller?.id, modelId: m.multiplexed ? opts.modelId : undefined };
+  // A versioned model's version goes as its model id; a multiplexed model's model id is its own (another model
+  // ignores the header, as a proxy in front may add it).
+  const modelId = m.versions ? versionOf(m, opts.version) : m.multiplexed ? opts.modelId : undefined;
+  const withCaller = { ...opts, priority: caller?.priority, caller: caller?.id, modelId };
   if (m.sequences) {
     if (!sequence)
       throw badInput(
@@ -31,4 +33,18 @@ export function submitInfer(
   if (sequence) throw badInput(`model ${m.name} keeps no state between requests: sequence_id is for stateful models (a model's sequence in the config)`);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
   return m.batcher.submit(inputs, withCaller);
+}
+
+/**
+ * The version a request gets (Triton's): the one it names, a 404 if that one is not served, else the latest
+ * served. A model without versions has one, "1".
+ */
+export function versionOf(m: Pick<ServedModel, 'name' | 'versions'>, requested: string | undefined): string {
+  const served = m.versions ?? ['1'];
+  if (requested === undefined || requested === '') return served[served.length - 1];
+  if (!served.includes(requested))
+    throw notFound(
+      `model ${m.name} has no version ${JSON.stringify(requested)} served; it serves ${served.length > 1 ? 'versions' : 'version'} ${served.join(', ')}`,
+    );
+  return requested;
 }

@@ -1,0 +1,31 @@
+import { templateIds } from './multiplex.js';
+
+/**
+ * Triton's model versions: a model's files named by `{version}` in its path (models/classifier/{version}/model.onnx),
+ * each version a positive integer, and a policy saying which of them are served.
+ */
+
+/** Triton's version_policy: the latest N versions, all of them, or the ones listed. */
+export type VersionPolicy = { latest: { num_versions: number } } | { all: Record<string, never> } | { specific: { versions: number[] } };
+
+const VERSION = /^[1-9]\d{0,15}$/;
+
+/** The versions whose files exist now, ascending. */
+export function modelVersions(template: string): number[] {
+  return templateIds(template, '{version}')
+    .filter((v) => VERSION.test(v))
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+/**
+ * The versions the policy serves now, ascending (the last is the latest: what a request naming none gets);
+ * `missing`: versions a `specific` policy names that have no file. Triton's default: the latest one.
+ */
+export function servedVersions(template: string, policy: VersionPolicy = { latest: { num_versions: 1 } }): { served: string[]; missing: string[] } {
+  const present = modelVersions(template);
+  if ('latest' in policy) return { served: present.slice(-policy.latest.num_versions).map(String), missing: [] };
+  if ('all' in policy) return { served: present.map(String), missing: [] };
+  const wanted = [...new Set(policy.specific.versions)].sort((a, b) => a - b);
+  return { served: wanted.filter((v) => present.includes(v)).map(String), missing: wanted.filter((v) => !present.includes(v)).map(String) };
+}

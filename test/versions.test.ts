@@ -1,0 +1,206 @@
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { parseConfig } from '../src/config/index.js';
+import { loadService } from '../src/gateway/grpc/proto.js';
+import { infer, MODELS, random, startTestGateway } from './helpers.js';
+
+// Triton's model versions: one model name, a folder per version (Triton's repository layout), a policy choosing
+// the ones served; a request names one in its URL or gets the latest — real replicas keeping every one open.
+const dir = mkdtempSync(join(tmpdir(), 'infergate-versions-'));
+const addVersion = (version: number, file = `${MODELS}scorer/${version}/model.onnx`) => {
+  mkdirSync(join(dir, String(version)), { recursive: true });
+  copyFileSync(file, join(dir, String(version), 'model.onnx'));
+};
+for (const v of [1, 2, 3]) addVersion(v);
+
+const one = { batching: { max_batch_size: 8, wait_ms: 20 }, scaling: { min_containers: 1, max_containers: 1 }, device: 'cpu' };
+const models = {
+  scorer: { ...one, path: join(dir, '{version}', 'model.onnx'), version_policy: { latest: { num_versions: 2 } }, response_cache_mb: 1 },
+  // Each version as a model of its own: what a request for it must answer.
+  v2: { ...one, path: `${MODELS}scorer/2/model.onnx` },
+  v3: { ...one, path: `${MODELS}scorer/3/model.onnx` },
+  mlp: { ...one, path: `${MODELS}mlp.onnx` },
+};
+const ensembles = { chain: { steps: [{ model: 'scorer', inputs: { x: 'x' }, outputs: { probs: 'p' } }] } };
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+beforeAll(async () => {
+  gw = await startTestGateway({ server: { grpc_port: 0 }, models, ensembles });
+});
+afterAll(async () => {
+  await gw?.shutdown();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const x = (seed: number) => [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: random(64, seed) }];
+const at = (version: string | undefined, seed: number) =>
+  fetch(`${gw.url}/v2/models/scorer${version === undefined ? '' : `/versions/${version}`}/infer`, {
+    method: 'POST',
+    body: JSON.stringify({ inputs: x(seed) }),
+  });
+const answer = async (res: Response) => {
+  const body = await res.json();
+  expect(res.status, JSON.stringify(body)).toBe(200);
+  return { version: body.model_version as string, probs: body.outputs[0].data as number[] };
+};
+const expected = async (model: string, seed: number) => (await infer(gw.url, model, x(seed))).body.outputs?.[0].data;
+const get = async (path: string) => (await fetch(`${gw.url}${path}`)).json();
+
+describe('a versioned model', () => {
+  it('answers with the version the URL names, the latest without one, versions never in one batch', async () => {
+    const seeds = [1, 2, 3, 4];
+    const [two, three, latest] = await Promise.all([
+      Promise.all(seeds.map(async (s) => answer(await at('2', s)))),
+      Promise.all(seeds.map(async (s) => answer(await at('3', s)))),
+      Promise.all(seeds.map(async (s) => answer(await at(undefined, s)))),
+    ]);
+    const [v2, v3] = [await Promise.all(seeds.map((s) => expected('v2', s))), await Promise.all(seeds.map((s) => expected('v3', s)))];
+    expect(v2[0]).not.toEqual(v3[0]);
+    expect(two).toEqual(v2.map((probs) => ({ version: '2', probs })));
+    expect(three).toEqual(v3.map((probs) => ({ version: '3', probs })));
+    expect(latest).toEqual(v3.map((probs) => ({ version: '3', probs })));
+    // The same inputs again: the response cache keeps each version's answer apart.
+    expect(await answer(await at('2', 1))).toEqual({ version: '2', probs: v2[0] });
+  });
+
+  it('refuses a version it does not serve with a 404 naming the ones it does, and goes on serving', async () => {
+    for (const [path, served] of [
+      ['/v2/models/scorer/versions/1/infer', 'versions 2, 3'], // present on disk, but the policy keeps the latest two
+      ['/v2/models/scorer/versions/7/infer', 'versions 2, 3'],
+      ['/v2/models/mlp/versions/2/infer', 'version 1'],
+    ]) {
+      const res = await fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify({ inputs: x(1) }) });
+      expect(res.status).toBe(404);
+      expect((await res.json()).error).toMatch(new RegExp(`has no version "\\d" served; it serves ${served}`));
+    }
+    expect((await fetch(`${gw.url}/v2/models/scorer/versions/1/ready`)).status).toBe(404);
+    expect((await fetch(`${gw.url}/v2/models/scorer/versions/1`)).status).toBe(404);
+    expect((await fetch(`${gw.url}/v2/models/mlp/versions/1/infer`, { method: 'POST', body: JSON.stringify({ inputs: x(1) }) })).status).toBe(200);
+    expect((await answer(await at('2', 1))).version).toBe('2');
+  });
+
+  it('lists its versions in metadata, config, the repository index and per-version statistics', async () => {
+    expect((await get('/v2/models/scorer')).versions).toEqual(['2', '3']);
+    expect((await get('/v2/models/mlp')).versions).toEqual(['1']);
+    expect((await get('/v2/models/scorer/config')).version_policy).toEqual({ specific: { versions: [2, 3] } });
+    const index = await (await fetch(`${gw.url}/v2/repository/index`, { method: 'POST' })).json();
+    expect(index.filter((m: { name: string }) => m.name === 'scorer')).toEqual([
+      { name: 'scorer', version: '2', state: 'READY' },
+      { name: 'scorer', version: '3', state: 'READY' },
+    ]);
+    const before = (await get('/v2/models/scorer/stats')).model_stats as { version: string; inference_count: number }[];
+    await answer(await at('2', 50));
+    await answer(await at('2', 51));
+    await answer(await at(undefined, 52));
+    const after = (await get('/v2/models/scorer/stats')).model_stats as typeof before;
+    expect(after.map((s) => s.version)).toEqual(['2', '3']);
+    expect(after.map((s, i) => s.inference_count - before[i].inference_count)).toEqual([2, 1]);
+    expect((await get('/v2/models/scorer/versions/2/stats')).model_stats.map((s: { version: string }) => s.version)).toEqual(['2']);
+    // Every version is open on the replica from its start: no batch waits for one to open.
+    expect((await get('/v2/models/scorer/stats')).replicas.map((r: { models: string[] }) => r.models)).toEqual([['2', '3']]);
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).not.toMatch(/infergate_multiplex_open_duration_count\{[^}]*infergate_model="scorer"[^}]*\} [1-9]/);
+  });
+
+  it('takes the version over gRPC (model_version) and a WebSocket infer message (model_version), KServe v1 the latest', async () => {
+    const client = new (loadService('inference.proto', 'inference.GRPCInferenceService'))(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
+    const rpc = (method: string, request: object) =>
+      new Promise<Record<string, unknown>>((resolve, reject) =>
+        (client as unknown as Record<string, (r: object, cb: (e: Error | null, r: Record<string, unknown>) => void) => void>)[method](request, (e, r) =>
+          e ? reject(e) : resolve(r),
+        ),
+      );
+    const data = random(64, 5);
+    const modelInfer = (model_version: string) =>
+      rpc('ModelInfer', {
+        model_name: 'scorer',
+        model_version,
+        inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 64] }],
+        raw_input_contents: [Buffer.from(Float32Array.from(data).buffer)],
+      });
+    try {
+      const reply = (await modelInfer('2')) as { model_version: string; raw_output_contents: Buffer[] };
+      expect(reply.model_version).toBe('2');
+      expect(Array.from(new Float32Array(new Uint8Array(reply.raw_output_contents[0]).buffer))).toEqual(await expected('v2', 5));
+      expect(((await modelInfer('')) as { model_version: string }).model_version).toBe('3');
+      await expect(modelInfer('1')).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+      expect((await rpc('ModelMetadata', { name: 'scorer', version: '' })).versions).toEqual(['2', '3']);
+      expect(((await rpc('ModelConfig', { name: 'scorer', version: '' })).config as { version_policy: object }).version_policy).toEqual({
+        specific: { versions: ['2', '3'] },
+        policy_choice: 'specific',
+      });
+      const stats = (await rpc('ModelStatistics', { name: 'scorer', version: '3' })).model_stats as { version: string }[];
+      expect(stats.map((s) => s.version)).toEqual(['3']);
+      await expect(rpc('ModelStatistics', { name: 'scorer', version: '1' })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    } finally {
+      client.close();
+    }
+
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const answers = new Map<string, { model_version?: string; outputs?: { data: number[] }[]; error?: { status: number } }>();
+    ws.on('message', (msg) => {
+      const m = JSON.parse(String(msg));
+      answers.set(m.id, m);
+    });
+    for (const [id, version] of [
+      ['two', '2'],
+      ['latest', undefined],
+      ['gone', '1'],
+    ] as const)
+      ws.send(JSON.stringify({ id, type: 'infer', model: 'scorer', ...(version && { model_version: version }), inputs: x(6) }));
+    await expect.poll(() => answers.size).toBe(3);
+    ws.close();
+    expect(answers.get('two')).toMatchObject({ model_version: '2', outputs: [{ data: await expected('v2', 6) }] });
+    expect(answers.get('latest')).toMatchObject({ model_version: '3', outputs: [{ data: await expected('v3', 6) }] });
+    expect(answers.get('gone')?.error?.status).toBe(404);
+
+    const v1 = await (await fetch(`${gw.url}/v1/models/scorer:predict`, { method: 'POST', body: JSON.stringify({ instances: [random(64, 7)] }) })).json();
+    expect(v1.predictions[0]).toEqual(await expected('v3', 7));
+  });
+
+  it('runs an ensemble step on the latest version', async () => {
+    const { body } = await infer(gw.url, 'chain', x(8));
+    expect(body.outputs?.[0].data).toEqual(await expected('v3', 8));
+  });
+
+  it('serves a new version once its folder is there and the config reloaded (Triton’s way of deploying one)', async () => {
+    addVersion(4, `${MODELS}scorer/1/model.onnx`);
+    try {
+      const report = await gw.reload(parseConfig({ models, ensembles }));
+      expect(report.replaced).toEqual(['scorer']);
+      expect(report.unchanged.sort()).toEqual(['mlp', 'v2', 'v3']);
+      expect((await get('/v2/models/scorer')).versions).toEqual(['3', '4']);
+      expect((await answer(await at(undefined, 9))).version).toBe('4');
+      expect((await at('2', 9)).status).toBe(404);
+      expect((await answer(await at('3', 9))).probs).toEqual(await expected('v3', 9));
+    } finally {
+      rmSync(join(dir, '4'), { recursive: true });
+    }
+  });
+
+  it('is checked at start: {version} in its path, the versions a policy names present, every version the same tensors', async () => {
+    const path = join(dir, '{version}', 'model.onnx');
+    expect(() => parseConfig({ models: { t: { path: `${MODELS}mlp.onnx`, version_policy: { all: {} } } } })).toThrow(
+      /models\.t\.version_policy: a versioned model names its files with \{version\}/,
+    );
+    expect(() => parseConfig({ models: { t: { path: join(dir, '{version}', '{model_id}.onnx'), multiplex: {} } } })).toThrow(
+      /multiplexed \(\{model_id\}\) or versioned \(\{version\}\), not both/,
+    );
+    expect(() => parseConfig({ models: { t: { path, sequence: { state: { s: 's' } } } } })).toThrow(/versions are for stateless tensor models/);
+    const start = (model: object) => startTestGateway({ models: { t: { device: 'cpu', ...model } } });
+    await expect(start({ path, version_policy: { specific: { versions: [1, 9] } } })).rejects.toThrow(/models\.t\.version_policy: no file for version 9/);
+    await expect(start({ path: join(dir, 'none', '{version}.onnx') })).rejects.toThrow(/models\.t\.path: no version's file matches/);
+    addVersion(5, `${MODELS}mlp.onnx`); // x [N, 64] too, but probs [N, 10]
+    try {
+      await expect(start({ path, version_policy: { all: {} } })).rejects.toThrow(
+        /models\.t: version 1 takes and gives x FP32 \[-1, 64\], probs FP32 \[-1, 3\], not the latest version's x FP32 \[-1, 64\], probs FP32 \[-1, 10\]/,
+      );
+    } finally {
+      rmSync(join(dir, '5'), { recursive: true });
+    }
+  });
+});
