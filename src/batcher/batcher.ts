@@ -157,8 +157,8 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
   /** The statistics that count a request for `modelId` (its version's, or the model's: version 1). */
   statisticsOf(modelId?: string): ModelStatistics {
     const version = this.opts.versioned && modelId !== undefined ? modelId : '1';
-    let stats = this.byVersion.get(version);
-    if (!stats) this.byVersion.set(version, (stats = new ModelStatistics(version)));
+    const stats = this.byVersion.get(version) ?? new ModelStatistics(version);
+    this.byVersion.set(version, stats);
     return stats;
   }
 
