@@ -61,7 +61,10 @@ describe('infergate validate', () => {
     expect(run.output()).toMatch(/ocr: x FP32 .* \(text recogniser with ocr-det: \/v1\/ocr\)/);
     expect(run.output()).toMatch(/pipeline: features FP32 \[N, D\] -> scores FP32 \[N, 10\] \(ensemble: identity → mlp\)/);
     expect(run.output()).toMatch(/tenants: x FP32 \[N, 64\] -> probs FP32 \[N, 3\] \(multiplexed: alpha, beta, by the serve_multiplexed_model_id header\)/);
-    expect(run.output()).toMatch(/ok \(10 models, 1 ensemble\)/);
+    expect(run.output()).toMatch(
+      /scorer: x FP32 \[N, 64\] -> probs FP32 \[N, 3\] \(versions 2, 3 served, 3 the latest: \/v2\/models\/scorer\/versions\/\{v\}\/infer\)/,
+    );
+    expect(run.output()).toMatch(/ok \(11 models, 1 ensemble\)/);
   });
 
   it('checks ensembles against the models, naming the step at fault', async () => {

@@ -54,6 +54,7 @@ describe.skipIf(!available)('/dashboard in headless Chromium', () => {
       'ocr-det',
       'ocr-direction',
       'pipeline',
+      'scorer',
       'tenants',
       'tiny-embed',
       'tiny-gpt',
