@@ -592,7 +592,10 @@ async function buildModel(
     batching: { waitMs: b.wait_ms, maxQueueSize: b.max_queue_size, timeoutMs: b.timeout_ms, batchSizes },
     labels,
     batcher: batcher && {
-      submit: (inputs, o) => refuseUnloaded((m) => m.batcher?.submit(inputs, o)) ?? (checkModelId ? checked(inputs, o) : batcher.submit(inputs, o)),
+      // (another model has one model: a model id it is given, by an ensemble's `version: 1` step, means nothing)
+      submit: (inputs, o) =>
+        refuseUnloaded((m) => m.batcher?.submit(inputs, o)) ??
+        (checkModelId ? checked(inputs, o) : batcher.submit(inputs, o?.modelId === undefined ? o : { ...o, modelId: undefined })),
     },
     multiplexed: model.multiplex && { maxModelsPerReplica: model.multiplex.max_models_per_replica },
     versions,
@@ -985,7 +988,7 @@ function modelControl(
 }
 
 /** What planning an ensemble needs of a model: its tensors as callers send them, and whether it may be a step. */
-type StepView = { signature: ModelSignature; generative: boolean; stateful: boolean; multiplexed: boolean };
+type StepView = { signature: ModelSignature; generative: boolean; stateful: boolean; multiplexed: boolean; versions?: readonly string[] };
 
 /**
  * The config's ensembles over models found by `modelOf`, and over each other (a step may be an ensemble: planned
@@ -1011,7 +1014,7 @@ function planEnsembles(config: Config, modelOf: (name: string) => StepView | und
             : m.multiplexed
               ? 'it is multiplexed (a request names one of its models by header): an ensemble runs single models'
               : undefined;
-        return { signature: m.signature, refusal };
+        return { signature: m.signature, versions: m.versions, refusal };
       });
       plans.set(name, made);
       return made;
@@ -1025,7 +1028,13 @@ function planEnsembles(config: Config, modelOf: (name: string) => StepView | und
 }
 
 const stepView = (m: ServedModel | undefined): StepView | undefined =>
-  m && { signature: m.signature, generative: Boolean(m.generation), stateful: Boolean(m.sequences), multiplexed: Boolean(m.multiplexed) };
+  m && {
+    signature: m.signature,
+    generative: Boolean(m.generation),
+    stateful: Boolean(m.sequences),
+    multiplexed: Boolean(m.multiplexed),
+    versions: m.versions,
+  };
 
 /** `infergate validate`: the config's ensembles, planned against the models' files (signatures as callers see them). */
 export function checkEnsembles(config: Config, signatures: ReadonlyMap<string, ModelSignature>): EnsemblePlan[] {
@@ -1033,7 +1042,8 @@ export function checkEnsembles(config: Config, signatures: ReadonlyMap<string, M
     const [model, own] = [config.models[name], signatures.get(name)];
     if (!model || !own) return undefined;
     const signature = vadSized(model, callerSignature(own, layoutOf(name, model, own)));
-    return { signature, generative: Boolean(generativeSpec(signature)), stateful: Boolean(model.sequence), multiplexed: Boolean(model.multiplex) };
+    const versions = model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : undefined;
+    return { signature, generative: Boolean(generativeSpec(signature)), stateful: Boolean(model.sequence), multiplexed: Boolean(model.multiplex), versions };
   });
 }
 

@@ -25,7 +25,11 @@ const models = {
   v3: { ...one, path: `${MODELS}scorer/3/model.onnx` },
   mlp: { ...one, path: `${MODELS}mlp.onnx` },
 };
-const ensembles = { chain: { steps: [{ model: 'scorer', inputs: { x: 'x' }, outputs: { probs: 'p' } }] } };
+const ensembles = {
+  latest: { steps: [{ model: 'scorer', inputs: { x: 'x' }, outputs: { probs: 'p' } }] },
+  pinned: { steps: [{ model: 'scorer', version: 2, inputs: { x: 'x' }, outputs: { probs: 'p' } }] },
+  plain: { steps: [{ model: 'mlp', version: 1, inputs: { x: 'x' }, outputs: { probs: 'p' } }] },
+};
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
   gw = await startTestGateway({ server: { grpc_port: 0 }, models, ensembles });
@@ -162,17 +166,33 @@ describe('a versioned model', () => {
     expect(v1.predictions[0]).toEqual(await expected('v3', 7));
   });
 
-  it('runs an ensemble step on the latest version', async () => {
-    const { body } = await infer(gw.url, 'chain', x(8));
-    expect(body.outputs?.[0].data).toEqual(await expected('v3', 8));
+  it('runs an ensemble step on the version it names (Triton’s step model_version), else the latest', async () => {
+    expect((await infer(gw.url, 'latest', x(8))).body.outputs?.[0].data).toEqual(await expected('v3', 8));
+    expect((await infer(gw.url, 'pinned', x(8))).body.outputs?.[0].data).toEqual(await expected('v2', 8));
+    expect((await infer(gw.url, 'plain', x(8))).body.outputs?.[0].data).toEqual(await expected('mlp', 8));
+    const step = async (ensemble: string) => (await get(`/v2/models/${ensemble}/config`)).ensemble_scheduling.step[0].model_version;
+    expect([await step('latest'), await step('pinned')]).toEqual([-1, 2]);
+    // A step naming a version the model does not serve: the config is refused, nothing changes.
+    const gone = { steps: [{ model: 'scorer', version: 1, inputs: { x: 'x' }, outputs: { probs: 'p' } }] };
+    await expect(gw.reload(parseConfig({ models, ensembles: { ...ensembles, gone } }))).rejects.toThrow(
+      /ensembles\.gone: step 0 \(model scorer\): version 1 is not served \(the model serves versions 2, 3\)/,
+    );
+    expect((await infer(gw.url, 'pinned', x(8))).status).toBe(200);
   });
 
   it('serves a new version once its folder is there and the config reloaded (Triton’s way of deploying one)', async () => {
     addVersion(4, `${MODELS}scorer/1/model.onnx`);
     try {
-      const report = await gw.reload(parseConfig({ models, ensembles }));
+      // An ensemble pinning version 2 would lose it: the reload is refused until the ensemble goes too.
+      await expect(gw.reload(parseConfig({ models, ensembles }))).rejects.toThrow(
+        /ensembles\.pinned: .* version 2 is not served \(the model serves versions 3, 4\)/,
+      );
+      expect((await answer(await at(undefined, 9))).version).toBe('3');
+      const { latest, plain } = ensembles;
+      const report = await gw.reload(parseConfig({ models, ensembles: { latest, plain } }));
       expect(report.replaced).toEqual(['scorer']);
       expect(report.unchanged.sort()).toEqual(['mlp', 'v2', 'v3']);
+      expect((await infer(gw.url, 'latest', x(9))).body.outputs?.[0].data).toEqual((await answer(await at('4', 9))).probs);
       expect((await get('/v2/models/scorer')).versions).toEqual(['3', '4']);
       expect((await answer(await at(undefined, 9))).version).toBe('4');
       expect((await at('2', 9)).status).toBe(404);

@@ -12,12 +12,12 @@ import type { SubmitOptions, Submitted } from './batcher.js';
 
 /** An ensemble as the config gives it: each step maps its model's inputs from, and outputs to, ensemble tensors. */
 export type EnsembleSpec = {
-  steps: { model: string; inputs: Record<string, string>; outputs: Record<string, string> }[];
+  steps: { model: string; version?: number; inputs: Record<string, string>; outputs: Record<string, string> }[];
   outputs?: string[];
 };
 
-/** What planning needs of a step's model: its tensors, or why it cannot be a step (generative, stateful). */
-export type StepModel = { signature: ModelSignature; refusal?: string };
+/** What planning needs of a step's model: its tensors, the versions it serves (default: "1"), or why it cannot be a step (generative, stateful). */
+export type StepModel = { signature: ModelSignature; versions?: readonly string[]; refusal?: string };
 
 type Step = EnsembleSpec['steps'][number];
 
@@ -41,6 +41,9 @@ export function planEnsemble(name: string, spec: EnsembleSpec, modelOf: (model: 
     const at = `step ${i} (model ${step.model})`;
     const model = modelOf(step.model) ?? fail(`${at}: no model named ${step.model}`);
     if (model.refusal) fail(`${at}: ${model.refusal}`);
+    const versions = model.versions ?? ['1'];
+    if (step.version !== undefined && !versions.includes(String(step.version)))
+      fail(`${at}: version ${step.version} is not served (the model serves ${versions.length > 1 ? 'versions' : 'version'} ${versions.join(', ')})`);
     const { inputs, outputs } = model.signature;
     takes[i] = Object.fromEntries(inputs.map((t) => [t.name, t]));
     for (const input of inputs) if (!(input.name in step.inputs)) fail(`${at}: input ${input.name} is fed by no tensor (inputs: {${input.name}: …})`);
@@ -114,7 +117,9 @@ export async function runEnsemble(plan: EnsemblePlan, inputs: Inputs, submit: St
         const fed: Inputs = {};
         for (const [input, tensor] of Object.entries(step.inputs)) fed[input] = await (tensors.get(tensor) as Promise<Tensor>);
         check(plan.name, step, fed);
-        const r = await submit(step.model, fed, { ...opts, signal: controller.signal });
+        // (a versioned model's step: its version, or none: the latest served)
+        const modelId = step.version === undefined ? undefined : String(step.version);
+        const r = await submit(step.model, fed, { ...opts, signal: controller.signal, modelId });
         queueMs += r.queueMs;
         batchSize = Math.max(batchSize, r.batchSize);
         return r.outputs;

@@ -539,6 +539,8 @@ const ensembleSchema = z
         z
           .object({
             model: z.string(),
+            /** A versioned model's version to run (Triton's step `model_version`). @default the latest served */
+            version: positiveInt.optional(),
             /** The model's input ← a tensor of the ensemble (a request input, or an earlier step's output). */
             inputs: z.record(z.string(), z.string()),
             /** The model's output → a tensor of the ensemble (outputs not named are dropped). */

@@ -20,7 +20,7 @@ export function ensembleModel(plan: EnsemblePlan, models: ReadonlyMap<string, Se
     get maxBatchSize() {
       return Math.min(...stepNames.map((name) => models.get(name)?.maxBatchSize ?? 0));
     },
-    ensemble: { steps: plan.steps.map(({ model, inputs, outputs }) => ({ model, inputs, outputs })) },
+    ensemble: { steps: plan.steps.map(({ model, version, inputs, outputs }) => ({ model, version, inputs, outputs })) },
     batcher: {
       async submit(inputs, opts) {
         const start = performance.now();

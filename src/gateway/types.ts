@@ -58,7 +58,7 @@ export interface ServedModel {
    */
   versions?: readonly string[];
   /** Ensembles (config `ensembles`): the steps its `batcher` runs, as Triton's ensemble_scheduling shows them. */
-  ensemble?: { steps: { model: string; inputs: Record<string, string>; outputs: Record<string, string> }[] };
+  ensemble?: { steps: { model: string; version?: number; inputs: Record<string, string>; outputs: Record<string, string> }[] };
   /** Sequence classifiers (/classify; with one class, a cross-encoder: /v1/rerank, /v1/score), through `batcher`. */
   classifier?: { spec: ClassifierSpec; tokenizer: Tokenizer; context: number; vocab: number };
   /** Queue and throughput counters, as /v2/models/{m}/stats shows them. */

@@ -46,7 +46,7 @@ export function tritonConfig(m: ServedModel) {
       input: m.signature.inputs.map(tensor),
       output: m.signature.outputs.map(tensor),
       ensemble_scheduling: {
-        step: m.ensemble.steps.map((s) => ({ model_name: s.model, model_version: -1, input_map: s.inputs, output_map: s.outputs })),
+        step: m.ensemble.steps.map((s) => ({ model_name: s.model, model_version: s.version ?? -1, input_map: s.inputs, output_map: s.outputs })),
       },
     };
   // A generative model as Triton's vLLM backend configures one: text tensors, no batch axis (the continuous
