@@ -107,6 +107,10 @@ describe('a versioned model', () => {
     expect((await get('/v2/models/scorer/stats')).replicas.map((r: { models: string[] }) => r.models)).toEqual([['2', '3']]);
     const metrics = await (await fetch(`${gw.url}/metrics`)).text();
     expect(metrics).not.toMatch(/infergate_multiplex_open_duration_count\{[^}]*infergate_model="scorer"[^}]*\} [1-9]/);
+    // Prometheus tells versions apart (Triton's metrics carry the version too).
+    const requests = metrics.split('\n').filter((l) => l.startsWith('http_server_request_duration_count') && l.includes('model="scorer"'));
+    expect(requests.some((l) => l.includes('infergate_model_version="2"'))).toBe(true);
+    expect(requests.some((l) => l.includes('infergate_model_version="3"'))).toBe(true);
   });
 
   it('takes the version over gRPC (model_version) and a WebSocket infer message (model_version), KServe v1 the latest', async () => {

@@ -24,8 +24,15 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
     const status = c.res.status;
     const route = routePath(c);
     const model = c.get('model');
+    const version = c.get('modelVersion');
     const seconds = (performance.now() - start) / 1000;
-    const attributes = { 'http.request.method': method, 'http.route': route, 'http.response.status_code': status, ...(model && { 'infergate.model': model }) };
+    const attributes = {
+      'http.request.method': method,
+      'http.route': route,
+      'http.response.status_code': status,
+      ...(model && { 'infergate.model': model }),
+      ...(version && { 'infergate.model.version': version }),
+    };
     if (span.isRecording()) {
       span.updateName(`${method} ${route}`);
       span.setAttributes(attributes);
@@ -49,6 +56,7 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
           ...((c.env as { intake?: IntakeRequest } | undefined)?.intake?.grpc && { protocol: 'grpc' }),
           status,
           model,
+          version,
           caller: c.get('caller')?.id,
           ms: Math.round(seconds * 100_000) / 100,
           queueMs: c.get('queueMs') === undefined ? undefined : Math.round((c.get('queueMs') as number) * 100) / 100,

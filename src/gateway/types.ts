@@ -100,6 +100,8 @@ export type GatewayEnv = {
     span?: import('@opentelemetry/api').Span;
     /** Set by handlers, read by the request log and metrics. */
     model?: string;
+    /** A versioned model's version that answered (metrics and the request log tell versions apart). */
+    modelVersion?: string;
     queueMs?: number;
     batchSize?: number;
   };

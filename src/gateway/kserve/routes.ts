@@ -128,6 +128,7 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
   c.set('model', m.name);
   if (!m.batcher) return inferText(c, m, maxBodyBytes); // a generative model: text_input in, text_output out
   const version = versionOf(m, c.req.param('version'));
+  if (m.versions) c.set('modelVersion', version);
   const body = await readBody(c, maxBodyBytes);
   let request: ReturnType<typeof parseInferRequest>;
   try {
