@@ -13,7 +13,7 @@ import {
   multiplexedIds,
   type ReplicaSpec,
   replicaEntry,
-  servedVersions,
+  versionsServed,
 } from './models/index.js';
 import { checkEnsembles, layoutOf, loadSignatures, replicaSpecOf, startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
@@ -80,7 +80,7 @@ program
       const model = config.models[name];
       // How it will be served: the routes a newcomer should try first.
       const stateful = model.sequence && batchSignature(sig, layoutOf(name, model, sig)).batchAxis === 0;
-      const versions = model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : [];
+      const versions = versionsServed(model) ?? [];
       const kind = model.multiplex
         ? ` (multiplexed: ${multiplexedIds(model.path).join(', ')}, by the ${MODEL_ID_HEADER} header)`
         : versions.length

@@ -70,6 +70,7 @@ import {
   servedVersions,
   type Tokenizer,
   toModelLayout,
+  versionsServed,
 } from './models/index.js';
 import { measureModel, observePools, Telemetry } from './telemetry/index.js';
 import type { Inputs } from './tensor/index.js';
@@ -329,7 +330,7 @@ export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, thr
  */
 function multiplexSpec(model: ModelConfig): ReplicaStartSpec['multiplex'] {
   if (model.multiplex) return { maxModels: model.multiplex.max_models_per_replica, open: multiplexedIds(model.path).slice(0, 1) };
-  const versions = model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : undefined;
+  const versions = versionsServed(model);
   return versions && { maxModels: versions.length, open: versions };
 }
 
@@ -383,8 +384,7 @@ function checkDevices(config: Config, gpus: GpuPlacement): void {
  * versions served: a new version's folder, Triton's way of deploying one, replaces it on the next reload).
  */
 async function filesStamp(model: ModelConfig): Promise<string> {
-  const versions = model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : [];
-  const paths = versions.length ? versions.map((v) => multiplexedPath(model.path, v)) : [model.path];
+  const paths = versionsServed(model)?.map((v) => multiplexedPath(model.path, v)) ?? [model.path];
   const files = [...paths, model.labels, model.tokenizer, model.ocr?.dictionary].filter((f): f is string => f !== undefined);
   const stamps = await Promise.all(
     files.map((f) =>
@@ -576,7 +576,7 @@ async function buildModel(
     );
   };
   // A multiplexed model's requests name one of its models: checked against its files before they queue. A
-  // versioned model's name a version served (the gateway's routes check it; an ensemble's step names none: the latest).
+  // versioned model's name a version served, or none: the latest (routes check theirs first, for the 404 and model_version).
   const checkModelId = model.multiplex
     ? multiplexChecker(name, model.path, ownSignature)
     : versions
@@ -1042,8 +1042,13 @@ export function checkEnsembles(config: Config, signatures: ReadonlyMap<string, M
     const [model, own] = [config.models[name], signatures.get(name)];
     if (!model || !own) return undefined;
     const signature = vadSized(model, callerSignature(own, layoutOf(name, model, own)));
-    const versions = model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : undefined;
-    return { signature, generative: Boolean(generativeSpec(signature)), stateful: Boolean(model.sequence), multiplexed: Boolean(model.multiplex), versions };
+    return {
+      signature,
+      generative: Boolean(generativeSpec(signature)),
+      stateful: Boolean(model.sequence),
+      multiplexed: Boolean(model.multiplex),
+      versions: versionsServed(model),
+    };
   });
 }
 

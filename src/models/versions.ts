@@ -29,3 +29,8 @@ export function servedVersions(template: string, policy: VersionPolicy = { lates
   const wanted = [...new Set(policy.specific.versions)].sort((a, b) => a - b);
   return { served: wanted.filter((v) => present.includes(v)).map(String), missing: wanted.filter((v) => !present.includes(v)).map(String) };
 }
+
+/** The versions a model serves now when its path names versions (`{version}`); undefined for any other model. */
+export function versionsServed(model: { path: string; version_policy?: VersionPolicy }): string[] | undefined {
+  return model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : undefined;
+}
