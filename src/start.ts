@@ -72,6 +72,7 @@ import {
   toModelLayout,
   versionsServed,
 } from './models/index.js';
+import { pollRepository } from './repository-poll.js';
 import { measureModel, observePools, Telemetry } from './telemetry/index.js';
 import type { Inputs } from './tensor/index.js';
 import { VERSION } from './version.js';
@@ -821,7 +822,7 @@ export async function startGateway(
     void done.finally(() => retiring.delete(done));
   };
   let running = config;
-  let stamps = new Map(await Promise.all(Object.entries(config.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
+  let stamps = await stampsOf(config);
   let generation = 0;
   let reloads = Promise.resolve() as Promise<unknown>;
   const reload = async (next: Config): Promise<ReloadReport> => {
@@ -830,7 +831,7 @@ export async function startGateway(
       if (!next.models[e.model] && !next.ensembles[e.model])
         throw new ConfigError(`endpoint ${e.path} serves model ${e.model}, which the new config removes: endpoints change only with a restart`);
     const build = await readModels(next);
-    const nextStamps = new Map(await Promise.all(Object.entries(next.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
+    const nextStamps = await stampsOf(next);
     const same = (name: string) => JSON.stringify(running.models[name]) === JSON.stringify(next.models[name]) && stamps.get(name) === nextStamps.get(name);
     const names = Object.keys(next.models);
     const report: ReloadReport = {
@@ -905,6 +906,7 @@ export async function startGateway(
     shutdown({ now = false } = {}) {
       stopping ??= (async () => {
         shuttingDown = true;
+        stopPolling?.();
         server.leave(); // answers from now on send their connections to other replicas
         const delayS = now ? 0 : config.server.shutdown_delay_s;
         if (delayS > 0) {
@@ -928,8 +930,23 @@ export async function startGateway(
       return stopping;
     },
   };
+  const stopPolling =
+    config.server.repository_poll_s > 0 && opts.rereadConfig
+      ? pollRepository({
+          everyMs: config.server.repository_poll_s * 1000,
+          reread: opts.rereadConfig,
+          fingerprint: async (c) => JSON.stringify([c, [...(await stampsOf(c))]]),
+          running: () => JSON.stringify([running, [...stamps]]),
+          reload: (c) => gateway.reload(c),
+          log,
+        })
+      : undefined;
   return gateway;
 }
+
+/** Each model's files stamp, by model name. */
+const stampsOf = async (config: Config): Promise<Map<string, string>> =>
+  new Map(await Promise.all(Object.entries(config.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
 
 /** The Batch API's folder (server.batch_dir), with what it kept; one it cannot use is a config error. */
 async function batchDisk(dir: string): Promise<BatchDisk> {

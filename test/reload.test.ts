@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config/index.js';
 import { type Gateway, startGateway } from '../src/start.js';
-import { infer, MODELS, ROOT } from './helpers.js';
+import { capturedLog, infer, MODELS, ROOT } from './helpers.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const mlp = (maxBatch: number) => ({ path: `${MODELS}mlp.onnx`, device: 'cpu', batching: { max_batch_size: maxBatch }, scaling: { min_containers: 1 } });
@@ -171,5 +171,41 @@ describe('reloading the config without a restart', () => {
     gw = await startGateway(await reread(), { log, rereadConfig: reread });
     const res = await fetch(`http://127.0.0.1:${gw.port}/admin/reload`, { method: 'POST' });
     expect(res.status).toBe(403);
+  });
+
+  it('polls the config file and the models’ files with server.repository_poll_s, as Triton polls its repository', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-poll-'));
+    const addVersion = async (v: number) => {
+      await mkdir(join(dir, String(v)));
+      await copyFile(`${MODELS}scorer/${v}/model.onnx`, join(dir, String(v), 'model.onnx'));
+    };
+    await addVersion(2);
+    const file = join(dir, 'config.yaml');
+    const server = { host: '127.0.0.1', repository_poll_s: 0.1 };
+    const scorer = { path: join(dir, '{version}', 'model.onnx'), device: 'cpu', scaling: { min_containers: 1 } };
+    await writeFile(file, stringify({ server, models: { scorer } }));
+    const { log: captured, lines } = capturedLog();
+    const reread = () => loadConfig(file, { PORT: '0' });
+    gw = await startGateway(await reread(), { log: captured, rereadConfig: reread });
+    const url = `http://127.0.0.1:${gw.port}`;
+    const version = async () => (await infer(url, 'scorer', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: row }])).body as { model_version?: string };
+    const said = (text: string) => lines.filter((l) => l.msg.includes(text)).length;
+    expect((await version()).model_version).toBe('2');
+    await new Promise((r) => setTimeout(r, 500)); // five looks, nothing changed: nothing reloaded
+    expect(said('config reloaded')).toBe(0);
+    // A new version's folder: served without a signal.
+    await addVersion(3);
+    await expect.poll(async () => (await version()).model_version, { timeout: 10_000 }).toBe('3');
+    expect(said('config reloaded')).toBe(1);
+    // A config that does not check out: said once, however many looks, and nothing changes.
+    await writeFile(file, stringify({ server, models: { scorer: { ...scorer, batching: { wait_ms: 'soon' } } } }));
+    await expect.poll(() => said('config not reloaded'), { timeout: 10_000 }).toBe(1);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(said('config not reloaded')).toBe(1);
+    expect((await version()).model_version).toBe('3');
+    // Fixed, with a model added: applied.
+    await writeFile(file, stringify({ server, models: { scorer, mlp: mlp(8) } }));
+    await expect.poll(async () => (await fetch(`${url}/v2/models/mlp`)).status, { timeout: 10_000 }).toBe(200);
+    expect(said('config reloaded')).toBe(2);
   });
 });

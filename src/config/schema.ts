@@ -393,6 +393,12 @@ export const serverSchema = z
     batch_dir: z.string().min(1).optional(),
     /** Runtime changes through the admin API (POST /admin/models/{m}/autoscaler). @default false */
     admin_api: z.boolean().default(false),
+    /**
+     * Seconds between looks at the config file and the models' files (Triton's --repository-poll-secs): a change —
+     * a new version's folder, new weights, an edited model — is applied as SIGHUP would. 0: only on SIGHUP or
+     * POST /admin/reload. @default 0
+     */
+    repository_poll_s: nonNegative.default(0),
     /** Cross-origin requests from browsers (CORS); without it, browsers keep pages of other origins out. */
     cors: corsSchema.optional(),
     /**
