@@ -70,6 +70,7 @@ import {
   servedVersions,
   type Tokenizer,
   toModelLayout,
+  unnamedVersion,
   versionsServed,
 } from './models/index.js';
 import { pollRepository } from './repository-poll.js';
@@ -152,6 +153,9 @@ function versionsOf(name: string, model: ModelConfig): string[] | undefined {
   if (missing.length) throw new ConfigError(`models.${name}.version_policy: no file for version ${missing.join(', ')} (${model.path})`);
   if (!served.length)
     throw new ConfigError(`models.${name}.path: no version's file matches ${model.path} (versions are positive integers: models/m/1/model.onnx)`);
+  const unserved = Object.keys(model.version_traffic ?? {}).filter((v) => !served.includes(v));
+  if (unserved.length)
+    throw new ConfigError(`models.${name}.version_traffic: version ${unserved.join(', ')} is not served (the policy serves ${served.join(', ')})`);
   return served;
 }
 
@@ -576,12 +580,14 @@ async function buildModel(
       Promise.reject(unavailable('model_replaced', `model ${name} was ${successor ? 'replaced' : 'removed'} by a config reload while this request was read`, 0))
     );
   };
+  const versioning = { name, versions: versions && { served: versions, unnamed: unnamedVersion(versions, model.version_traffic) } };
   // A multiplexed model's requests name one of its models: checked against its files before they queue. A
-  // versioned model's name a version served, or none: the latest (routes check theirs first, for the 404 and model_version).
+  // versioned model's name a version served, or none: the latest or a canary's draw (routes resolve theirs first,
+  // for the 404 and model_version).
   const checkModelId = model.multiplex
     ? multiplexChecker(name, model.path, ownSignature)
     : versions
-      ? async (version?: string) => versionOf({ name, versions }, version)
+      ? async (version?: string) => versionOf(versioning, version)
       : undefined;
   const checked = async (inputs: Inputs, o?: SubmitOptions) =>
     (batcher as Batcher).submit(inputs, { ...o, modelId: await (checkModelId as NonNullable<typeof checkModelId>)(o?.modelId) });
@@ -599,7 +605,7 @@ async function buildModel(
         (checkModelId ? checked(inputs, o) : batcher.submit(inputs, o?.modelId === undefined ? o : { ...o, modelId: undefined })),
     },
     multiplexed: model.multiplex && { maxModelsPerReplica: model.multiplex.max_models_per_replica },
-    versions,
+    versions: versioning.versions,
     sequences: sequences && {
       submit: (seq, inputs, o) => refuseUnloaded((m) => m.sequences?.submit(seq, inputs, o)) ?? sequences.submit(seq, inputs, o),
       active: () => sequences.size,
@@ -1050,7 +1056,7 @@ const stepView = (m: ServedModel | undefined): StepView | undefined =>
     generative: Boolean(m.generation),
     stateful: Boolean(m.sequences),
     multiplexed: Boolean(m.multiplexed),
-    versions: m.versions,
+    versions: m.versions?.served,
   };
 
 /** `infergate validate`: the config's ensembles, planned against the models' files (signatures as callers see them). */

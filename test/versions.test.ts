@@ -206,6 +206,32 @@ describe('a versioned model', () => {
     }
   });
 
+  it('splits requests naming no version by version_traffic (KServe’s canary), each answered by the version it names', async () => {
+    const canary = await startTestGateway({ models: { scorer: { ...models.scorer, version_traffic: { 2: 50, 3: 50 } } } });
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, async (_, i) => {
+          const { body } = await infer(canary.url, 'scorer', x(i % 4));
+          return { version: (body as { model_version: string }).model_version, probs: body.outputs?.[0].data, seed: i % 4 };
+        }),
+      );
+      // Both versions answer (all 40 to one: odds of 2 in a trillion), each with its own weights.
+      expect(new Set(answers.map((a) => a.version))).toEqual(new Set(['2', '3']));
+      for (const a of answers) expect(a.probs).toEqual(await expected(`v${a.version}`, a.seed));
+      // A request naming a version is not split.
+      const named = await Promise.all(Array.from({ length: 10 }, async () => (await infer(canary.url, 'scorer/versions/2', x(1))).body));
+      expect(named.map((b) => (b as { model_version: string }).model_version)).toEqual(new Array(10).fill('2'));
+    } finally {
+      await canary.shutdown();
+    }
+    const path = join(dir, '{version}', 'model.onnx');
+    expect(() => parseConfig({ models: { t: { path, version_traffic: { 2: 50, 3: 40 } } } })).toThrow(/version_traffic gives percentages: they add up to 100/);
+    expect(() => parseConfig({ models: { t: { path: `${MODELS}mlp.onnx`, version_traffic: { 1: 100 } } } })).toThrow(/splits a versioned model's requests/);
+    await expect(
+      startTestGateway({ models: { t: { path, device: 'cpu', version_policy: { latest: { num_versions: 2 } }, version_traffic: { 1: 10, 3: 90 } } } }),
+    ).rejects.toThrow(/models\.t\.version_traffic: version 1 is not served \(the policy serves 2, 3\)/);
+  });
+
   it('is checked at start: {version} in its path, the versions a policy names present, every version the same tensors', async () => {
     const path = join(dir, '{version}', 'model.onnx');
     expect(() => parseConfig({ models: { t: { path: `${MODELS}mlp.onnx`, version_policy: { all: {} } } } })).toThrow(

@@ -262,6 +262,11 @@ export const modelSchema = z
         z.object({ specific: z.object({ versions: z.array(positiveInt).min(1) }).strict() }).strict(),
       ])
       .optional(),
+    /**
+     * Requests naming no version split among versions served, in percent (KServe's canary rollout:
+     * `{"2": 90, "3": 10}` sends a tenth to version 3); a request naming one gets it. @default all to the latest
+     */
+    version_traffic: z.record(z.string().regex(/^[1-9]\d*$/, 'expected a version: a positive integer'), nonNegative).optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })
@@ -277,6 +282,14 @@ export const modelSchema = z
   .refine((m) => !m.version_policy || m.path.includes('{version}'), {
     message: 'a versioned model names its files with {version} in its path (models/classifier/{version}/model.onnx)',
     path: ['version_policy'],
+  })
+  .refine((m) => !m.version_traffic || m.path.includes('{version}'), {
+    message: "version_traffic splits a versioned model's requests: its path names its files with {version}",
+    path: ['version_traffic'],
+  })
+  .refine((m) => !m.version_traffic || Math.abs(Object.values(m.version_traffic).reduce((a, b) => a + b, 0) - 100) < 1e-9, {
+    message: 'version_traffic gives percentages: they add up to 100',
+    path: ['version_traffic'],
   })
   .refine((m) => !(m.multiplex && m.path.includes('{version}')), {
     message: 'a model is multiplexed ({model_id}) or versioned ({version}), not both',

@@ -54,9 +54,10 @@ export interface ServedModel {
   multiplexed?: { maxModelsPerReplica: number };
   /**
    * A versioned model's versions served, ascending (config `version_policy`; the last is the latest): a request
-   * names one (SubmitOptions.modelId, from the URL's /versions/{v}) or gets the latest. Another model has one, "1".
+   * names one (SubmitOptions.modelId, from the URL's /versions/{v}) or gets `unnamed()` — the latest, or one drawn
+   * by the config's `version_traffic` (a canary split). Another model has one version, "1".
    */
-  versions?: readonly string[];
+  versions?: { served: readonly string[]; unnamed(): string };
   /** Ensembles (config `ensembles`): the steps its `batcher` runs, as Triton's ensemble_scheduling shows them. */
   ensemble?: { steps: { model: string; version?: number; inputs: Record<string, string>; outputs: Record<string, string> }[] };
   /** Sequence classifiers (/classify; with one class, a cross-encoder: /v1/rerank, /v1/score), through `batcher`. */

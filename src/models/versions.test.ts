@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { modelVersions, servedVersions } from './versions.js';
+import { modelVersions, servedVersions, unnamedVersion } from './versions.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'infergate-version-files-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -29,5 +29,13 @@ describe('model versions', () => {
     expect(servedVersions(m, { latest: { num_versions: 9 } })).toEqual({ served: ['1', '2', '10'], missing: [] });
     expect(servedVersions(m, { all: {} })).toEqual({ served: ['1', '2', '10'], missing: [] });
     expect(servedVersions(m, { specific: { versions: [10, 1, 4, 1] } })).toEqual({ served: ['1', '10'], missing: ['4'] });
+  });
+
+  it('give a request naming none the latest, or one drawn by the percentages of a canary split', () => {
+    expect(unnamedVersion(['2', '3'])()).toBe('3');
+    const draws = [0, 0.5, 0.899, 0.9, 0.999, 1];
+    const split = (traffic: Record<string, number>) => draws.map((d) => unnamedVersion(['2', '3'], traffic, () => d)());
+    expect(split({ 2: 90, 3: 10 })).toEqual(['2', '2', '2', '3', '3', '3']);
+    expect(split({ 2: 0, 3: 100 })).toEqual(['3', '3', '3', '3', '3', '3']);
   });
 });

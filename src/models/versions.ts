@@ -34,3 +34,21 @@ export function servedVersions(template: string, policy: VersionPolicy = { lates
 export function versionsServed(model: { path: string; version_policy?: VersionPolicy }): string[] | undefined {
   return model.path.includes('{version}') ? servedVersions(model.path, model.version_policy).served : undefined;
 }
+
+/**
+ * What a request naming no version gets: the latest served, or a version drawn by the percentages of `traffic`
+ * (KServe's canary rollout: `{"2": 90, "3": 10}`, adding up to 100, every version in it served).
+ */
+export function unnamedVersion(served: readonly string[], traffic?: Record<string, number>, random = Math.random): () => string {
+  const latest = served[served.length - 1];
+  const shares = Object.entries(traffic ?? {}).filter(([, percent]) => percent > 0);
+  if (shares.length === 0) return () => latest;
+  return () => {
+    let draw = random() * 100;
+    for (const [version, percent] of shares) {
+      draw -= percent;
+      if (draw < 0) return version;
+    }
+    return shares[shares.length - 1][0]; // (rounding at the top end)
+  };
+}

@@ -75,7 +75,7 @@ export function tritonConfig(m: ServedModel) {
     input: m.signature.inputs.map(tensor),
     output: m.signature.outputs.map(tensor),
     // (the versions served now, whatever policy chose them: what a client may name)
-    ...(m.versions && { version_policy: { specific: { versions: m.versions.map(Number) } } }),
+    ...(m.versions && { version_policy: { specific: { versions: m.versions.served.map(Number) } } }),
     ...(batched &&
       b && {
         dynamic_batching: {

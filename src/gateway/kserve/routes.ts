@@ -59,7 +59,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
     const readyOnly = ((await readJson(c, 64 * 1024, { emptyAllowed: true })) as { ready?: unknown } | undefined)?.ready === true;
     const index = [...models.values()].flatMap((m) => {
       const reason = m.isReady() ? undefined : (m.notReadyReason?.() ?? 'no replica is ready');
-      return (m.versions ?? ['1']).map((version) => ({ name: m.name, version, state: reason ? 'UNAVAILABLE' : 'READY', ...(reason && { reason }) }));
+      return (m.versions?.served ?? ['1']).map((version) => ({ name: m.name, version, state: reason ? 'UNAVAILABLE' : 'READY', ...(reason && { reason }) }));
     });
     return c.json(readyOnly ? index.filter((m) => m.state === 'READY') : index);
   });
@@ -201,7 +201,7 @@ export function metadata(m: ServedModel) {
   });
   return {
     name: m.name,
-    versions: m.versions ?? ['1'],
+    versions: m.versions?.served ?? ['1'],
     platform: m.ensemble ? 'ensemble' : 'onnxruntime_onnx',
     // A generative model is called with text (its graph's tensors are the replica's business).
     ...(m.generation

@@ -37,11 +37,11 @@ export function submitInfer(
 
 /**
  * The version a request gets (Triton's): the one it names, a 404 if that one is not served, else the latest
- * served. A model without versions has one, "1".
+ * served (or one drawn by the model's traffic split). A model without versions has one, "1".
  */
 export function versionOf(m: Pick<ServedModel, 'name' | 'versions'>, requested: string | undefined): string {
-  const served = m.versions ?? ['1'];
-  if (requested === undefined || requested === '') return served[served.length - 1];
+  const served = m.versions?.served ?? ['1'];
+  if (requested === undefined || requested === '') return m.versions?.unnamed() ?? '1';
   if (!served.includes(requested))
     throw notFound(
       `model ${m.name} has no version ${JSON.stringify(requested)} served; it serves ${served.length > 1 ? 'versions' : 'version'} ${served.join(', ')}`,
