@@ -11,8 +11,8 @@ import type { Inputs } from '../tensor/index.js';
 import { missingCudaProvider } from './cuda-options.js';
 import type { Decoder, StepRequest } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
+import type { Shelf } from './model-shelf.js';
 import { type Frame, FrameReader, writeFrame } from './protocol.js';
-import type { ReplicaSessions } from './replica-sessions.js';
 import { type ModelOpened, multiplexedPath, type ReadyMessage, type ReplicaSpec } from './replica-spec.js';
 import { SessionWorker, type SessionWorkerReady, sessionThread } from './session-worker.js';
 import { TensorSlots } from './shm.js';
@@ -51,10 +51,10 @@ async function main(spec: ReplicaSpec): Promise<void> {
   });
   const engine = generative
     ? await decoderEngine(spec, generative)
-    : spec.multiplex
-      ? await multiplexEngine(spec, spec.multiplex, signature)
-      : thread === 'worker'
-        ? await workerEngine(spec, slots)
+    : thread === 'worker'
+      ? await workerEngine(spec, slots)
+      : spec.multiplex
+        ? await shelfEngine(spec, spec.multiplex, signature)
         : await sessionEngine(spec, signature);
   const { decoder, infer } = engine;
   let running = 0;
@@ -216,50 +216,12 @@ async function sessionEngine(spec: ReplicaSpec, signature: ModelSignature): Prom
   return { ...ready, sessions: count, infer: (inputs, slot) => run(inputs, slot !== undefined) };
 }
 
-/**
- * A multiplexed model (Ray Serve's): each model id's sessions opened, and warmed up, when a batch first names it,
- * the `maxModels` most recently used kept open (the least recently used closed, its memory given back). Batches
- * run one at a time on this thread, so a model is never closed under a running batch. A versioned model (Triton's)
- * is one whose served versions are all opened at start, as many as it keeps.
- */
-async function multiplexEngine(
-  spec: ReplicaSpec,
-  { maxModels, open: atStart }: NonNullable<ReplicaSpec['multiplex']>,
-  signature: ModelSignature,
-): Promise<Engine> {
-  const { openReplicaSessions } = await import('./replica-sessions.js');
-  const open = new Map<string, ReplicaSessions>(); // least recently used first
-  /** A model's sessions, and if it had to be opened, how long that took and which models were closed for it. */
-  const sessionsOf = async (modelId: string): Promise<{ sessions: ReplicaSessions; opened?: ModelOpened }> => {
-    const kept = open.get(modelId);
-    open.delete(modelId);
-    if (kept) {
-      open.set(modelId, kept);
-      return { sessions: kept };
-    }
-    const startedAt = performance.now();
-    const sessions = await openReplicaSessions({ ...spec, path: multiplexedPath(spec.path, modelId) }, signature);
-    open.set(modelId, sessions);
-    const closed: string[] = [];
-    for (const [id, least] of open) {
-      if (open.size <= maxModels) break;
-      open.delete(id);
-      closed.push(id);
-      await least.release();
-    }
-    return { sessions, opened: { modelId, ms: performance.now() - startedAt, closed } };
-  };
-  for (const modelId of atStart.slice(0, -1)) await sessionsOf(modelId);
-  const lastOpened = atStart[atStart.length - 1];
-  const { run: _, release: __, count, ...ready } = (await sessionsOf(lastOpened)).sessions;
-  return {
-    ...ready,
-    sessions: count,
-    infer: async (inputs, slot, modelId) => {
-      const { sessions, opened } = await sessionsOf(modelId ?? lastOpened);
-      return { ...(await sessions.run(inputs, slot !== undefined)), ...(opened && { opened }) };
-    },
-  };
+/** A multiplexed or versioned model's models on the replica's main thread (see openShelf). */
+async function shelfEngine(spec: ReplicaSpec, shelf: Shelf, signature: ModelSignature): Promise<Engine> {
+  const { openShelf } = await import('./model-shelf.js');
+  const { ready, run } = await openShelf(spec, shelf, signature);
+  const { run: _, release: __, count, ...info } = ready;
+  return { ...info, sessions: count, infer: (inputs, slot, modelId) => run(inputs, slot !== undefined, modelId) };
 }
 
 /**
@@ -267,18 +229,18 @@ async function multiplexEngine(
  * buffer goes there and back by transfer, not copy, and is each slot's read buffer again afterwards.
  */
 async function workerEngine(spec: ReplicaSpec, slots: TensorSlots | undefined): Promise<Engine> {
-  const { path, device, threads, cuda, warmupShapes, warmupBatches, layout, sessionPerBatchSize } = spec;
-  const sessions = { path, device, threads, cuda, warmupShapes, warmupBatches, layout, sessionPerBatchSize };
+  const { path, device, threads, cuda, warmupShapes, warmupBatches, layout, sessionPerBatchSize, multiplex } = spec;
+  const sessions = { path, device, threads, cuda, warmupShapes, warmupBatches, layout, sessionPerBatchSize, multiplex };
   const worker = await SessionWorker.start({ role: 'infergate-session', ...sessions }, (err) => {
     console.error(`replica ${spec.replicaId}: its session's worker crashed: ${err.message}`);
     process.exit(1);
   });
-  const infer = async (inputs: Inputs, slot: number | undefined) => {
+  const infer = async (inputs: Inputs, slot: number | undefined, modelId?: string) => {
     const lent = slot !== undefined ? slots?.lend(slot) : undefined;
     try {
-      const { outputs, giveBack, computeMs } = await worker.run(inputs, lent);
+      const { outputs, giveBack, computeMs, opened } = await worker.run(inputs, lent, modelId);
       if (giveBack && slot !== undefined) slots?.keep(slot, giveBack);
-      return { outputs, computeMs };
+      return { outputs, computeMs, ...(opened && { opened }) };
     } catch (err) {
       const giveBack = (err as { giveBack?: ArrayBuffer }).giveBack;
       if (giveBack && slot !== undefined) slots?.keep(slot, giveBack);

@@ -7,8 +7,10 @@
  */
 import { isMainThread, parentPort, SHARE_ENV, type Worker, workerData } from 'node:worker_threads';
 import { bytesPerElement, type Inputs } from '../tensor/index.js';
+import type { Shelf } from './model-shelf.js';
 import { SHM_MIN_BYTES } from './protocol.js';
 import type { ReplicaSessions, ReplicaSessionsSpec } from './replica-sessions.js';
+import { type ModelOpened, multiplexedPath } from './replica-spec.js';
 import type { Provider } from './session.js';
 import type { ModelSignature } from './signature.js';
 import { spawnWorker } from './thread.js';
@@ -41,11 +43,13 @@ export function sessionThread(o: {
 export type SessionWorkerSpec = ReplicaSessionsSpec & {
   /** Marks the worker's data as this worker's (the module is also imported on main threads). */
   role: 'infergate-session';
+  /** A multiplexed or versioned model: its models opened and kept on the worker (see openShelf). */
+  multiplex?: Shelf;
 };
 export type SessionWorkerReady = { provider: Provider; fallback?: string; cudaOptions?: string; sessions: number; sessionMs: number; warmupMs: number };
 
-type Request = { id: number; inputs: Inputs; giveBack?: ArrayBuffer };
-type Reply = { id: number; outputs?: Inputs; error?: string; giveBack?: ArrayBuffer; computeMs?: number };
+type Request = { id: number; inputs: Inputs; giveBack?: ArrayBuffer; modelId?: string };
+type Reply = { id: number; outputs?: Inputs; error?: string; giveBack?: ArrayBuffer; computeMs?: number; opened?: ModelOpened };
 type Started = ({ type: 'ready' } & SessionWorkerReady) | { type: 'failed'; message: string };
 
 /** The main thread's handle on the worker. */
@@ -90,16 +94,16 @@ export class SessionWorker {
    * Runs a batch. `giveBack`, the buffer under the inputs, is transferred (the caller cannot touch it
    * meanwhile) and returned with the outputs; without it the inputs are copied.
    */
-  run(inputs: Inputs, giveBack?: ArrayBuffer): Promise<{ outputs: Inputs; giveBack?: ArrayBuffer; computeMs: number }> {
+  run(inputs: Inputs, giveBack?: ArrayBuffer, modelId?: string): Promise<{ outputs: Inputs; giveBack?: ArrayBuffer; computeMs: number; opened?: ModelOpened }> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, {
         resolve: (r) =>
           r.error !== undefined
             ? reject(Object.assign(new Error(r.error), { giveBack: r.giveBack }))
-            : resolve({ outputs: r.outputs as Inputs, giveBack: r.giveBack, computeMs: r.computeMs ?? 0 }),
+            : resolve({ outputs: r.outputs as Inputs, giveBack: r.giveBack, computeMs: r.computeMs ?? 0, opened: r.opened }),
       });
-      this.worker.postMessage({ id, inputs, giveBack } satisfies Request, giveBack ? [giveBack] : []);
+      this.worker.postMessage({ id, inputs, giveBack, modelId } satisfies Request, giveBack ? [giveBack] : []);
     });
   }
 }
@@ -108,24 +112,33 @@ export class SessionWorker {
 async function serve(spec: SessionWorkerSpec): Promise<void> {
   const port = parentPort as NonNullable<typeof parentPort>;
   const { openReplicaSessions } = await import('./replica-sessions.js');
+  const { openShelf } = await import('./model-shelf.js');
   const { readSignature } = await import('./signature.js');
-  let sessions: ReplicaSessions;
+  let ready: ReplicaSessions;
+  let run: (inputs: Inputs, reused: boolean, modelId?: string) => Promise<{ outputs: Inputs; computeMs: number; opened?: ModelOpened }>;
   try {
-    sessions = await openReplicaSessions(spec, await readSignature(spec.path));
+    const { multiplex } = spec;
+    if (multiplex) {
+      const signature = await readSignature(multiplexedPath(spec.path, multiplex.open[multiplex.open.length - 1]));
+      ({ ready, run } = await openShelf(spec, multiplex, signature));
+    } else {
+      ready = await openReplicaSessions(spec, await readSignature(spec.path));
+      run = (inputs, reused) => ready.run(inputs, reused);
+    }
   } catch (err) {
     port.postMessage({ type: 'failed', message: (err as Error).message } satisfies Started);
     return;
   }
-  const { provider, fallback, cudaOptions, count, sessionMs, warmupMs } = sessions;
+  const { provider, fallback, cudaOptions, count, sessionMs, warmupMs } = ready;
   port.postMessage({ type: 'ready', provider, fallback, cudaOptions, sessions: count, sessionMs, warmupMs } satisfies Started);
   // One batch at a time, in the order they were posted.
   let chain = Promise.resolve();
-  const answer = async ({ id, inputs, giveBack }: Request) => {
+  const answer = async ({ id, inputs, giveBack, modelId }: Request) => {
     try {
-      const { outputs, computeMs } = await sessions.run(inputs, giveBack !== undefined);
+      const { outputs, computeMs, opened } = await run(inputs, giveBack !== undefined, modelId);
       const transfer = new Set(Object.values(outputs).map((t) => t.data.buffer as ArrayBuffer));
       if (giveBack) transfer.add(giveBack);
-      port.postMessage({ id, outputs, giveBack, computeMs } satisfies Reply, [...transfer]);
+      port.postMessage({ id, outputs, giveBack, computeMs, opened } satisfies Reply, [...transfer]);
     } catch (err) {
       port.postMessage({ id, error: (err as Error).message, giveBack } satisfies Reply, giveBack ? [giveBack] : []);
     }
