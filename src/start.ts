@@ -419,7 +419,16 @@ async function readModels(config: Config): Promise<(name: string, shared: Shared
 }
 
 /** What every model's set-up shares. `placeKey` tells a model's replicas from its replacement's on the GPUs. */
-type Shared = { log: Logger; provider: ReplicaProvider; gpus: GpuPlacement; telemetry: Telemetry; cpuThreads: number; placeKey: string };
+type Shared = {
+  log: Logger;
+  provider: ReplicaProvider;
+  gpus: GpuPlacement;
+  telemetry: Telemetry;
+  cpuThreads: number;
+  placeKey: string;
+  /** Replaces a model whose files changed (a new version's folder, new weights) as a reload would; false if none did. */
+  refresh: (name: string) => Promise<boolean>;
+};
 type ModelEntry = Gateway['models'] extends Map<string, infer E> ? E : never;
 
 /** One model's signature, batcher or scheduler, replica pool and autoscaler (nothing started yet). */
@@ -567,7 +576,15 @@ async function buildModel(
   scheduler?.on('sequence', (e) => {
     if (log.isLevelEnabled('debug')) log.debug({ model: name, tokens: e.tokens, ttftMs: e.ttftMs, ms: Math.round(e.durationMs) }, 'generation');
   });
-  const control = modelControl(name, queue, pool, autoscaler, () => policy.minContainers, log);
+  const control = modelControl(
+    name,
+    queue,
+    pool,
+    autoscaler,
+    () => policy.minContainers,
+    log,
+    () => shared.refresh(name),
+  );
   // Replaced or removed by a reload, the model takes no new work: a request read before the swap goes to its
   // successor (when it takes the same tensors), else is refused with a 503 it may retry at once.
   let retired = false;
@@ -687,7 +704,8 @@ export async function startGateway(
   const provider = opts.provider ?? new LocalProcessProvider();
   const build = await readModels(config);
   if (gpus.gpus > 0) log.info({ gpus: gpus.gpus }, `${gpus.gpus} GPU(s) visible`);
-  const shared = { log, provider, gpus, telemetry, cpuThreads: cpuThreadsFor(config, gpus) };
+  let refresh = async (_name: string) => false; // (until reloads are possible, below)
+  const shared = { log, provider, gpus, telemetry, cpuThreads: cpuThreadsFor(config, gpus), refresh: (name: string) => refresh(name) };
 
   const models: Gateway['models'] = new Map();
   for (const name of Object.keys(config.models)) models.set(name, await build(name, { ...shared, placeKey: name }));
@@ -831,14 +849,17 @@ export async function startGateway(
   let stamps = await stampsOf(config);
   let generation = 0;
   let reloads = Promise.resolve() as Promise<unknown>;
-  const reload = async (next: Config): Promise<ReloadReport> => {
+  /** `only`: that model alone is replaced if it changed (Triton's load of a loaded model); the others are left as they are. */
+  const reload = async (next: Config, only?: string): Promise<ReloadReport> => {
     checkDevices(next, gpus);
     for (const e of config.endpoints)
       if (!next.models[e.model] && !next.ensembles[e.model])
         throw new ConfigError(`endpoint ${e.path} serves model ${e.model}, which the new config removes: endpoints change only with a restart`);
     const build = await readModels(next);
     const nextStamps = await stampsOf(next);
-    const same = (name: string) => JSON.stringify(running.models[name]) === JSON.stringify(next.models[name]) && stamps.get(name) === nextStamps.get(name);
+    const same = (name: string) =>
+      (only !== undefined && name !== only) ||
+      (JSON.stringify(running.models[name]) === JSON.stringify(next.models[name]) && stamps.get(name) === nextStamps.get(name));
     const names = Object.keys(next.models);
     const report: ReloadReport = {
       added: names.filter((n) => !models.has(n)),
@@ -890,10 +911,26 @@ export async function startGateway(
     ensembles = new Map(nextPlans.map((p) => [p.name, kept.has(p.name) ? (ensembles.get(p.name) as ServedModel) : ensembleModel(p, served)]));
     plans = nextPlans;
     running = next;
-    stamps = nextStamps;
+    if (only === undefined) stamps = nextStamps;
+    else stamps.set(only, nextStamps.get(only) as string);
     log.info(report, 'config reloaded');
     if (report.restart_required.length) log.warn({ sections: report.restart_required }, 'these config sections changed but take effect only on restart');
     return report;
+  };
+
+  // One at a time, in the order asked.
+  const reloadInTurn = (next: Config, only?: string) => {
+    const done = reloads.then(() => reload(next, only));
+    reloads = done.catch(() => {});
+    return done;
+  };
+  // Triton's load of a loaded model: reloaded if its files changed since it was built (as the repository has it now).
+  refresh = async (name) => {
+    const model = running.models[name];
+    if (!model || (await filesStamp(model)) === stamps.get(name)) return false;
+    await reloadInTurn(running, name);
+    await models.get(name)?.control?.load(); // (loaded means in memory: a replica at least, as Triton's load)
+    return true;
   };
 
   let stopping: Promise<void> | undefined;
@@ -903,12 +940,7 @@ export async function startGateway(
     grpcPort: grpcBound,
     telemetry,
     models,
-    reload(next) {
-      // One at a time, in the order asked.
-      const done = reloads.then(() => reload(next));
-      reloads = done.catch(() => {});
-      return done;
-    },
+    reload: (next) => reloadInTurn(next),
     shutdown({ now = false } = {}) {
       stopping ??= (async () => {
         shuttingDown = true;
@@ -969,8 +1001,9 @@ const notLoaded = (model: string) => badInput(`model ${model} is unloaded: POST 
  * Triton's explicit model control for one model. Unload: new requests are refused at once (400
  * model_not_loaded), what was accepted is served, then the autoscaler stops and every replica drains —
  * the GPU memory is given back. Load: replicas start (min_containers, at least one: a loaded model is in
- * memory) and, once they are ready, requests are taken and the autoscaler decides again. One change at a
- * time, in the order asked.
+ * memory) and, once they are ready, requests are taken and the autoscaler decides again; a model whose files
+ * changed (a new version's folder, new weights) is replaced by one built from them instead (`refresh`), as
+ * Triton's load reads the repository again. One change at a time, in the order asked.
  */
 function modelControl(
   name: string,
@@ -979,6 +1012,7 @@ function modelControl(
   autoscaler: Autoscaler,
   minContainers: () => number,
   log: Logger,
+  refresh: () => Promise<boolean>,
 ): ModelControl {
   let unloaded = false;
   let changes = Promise.resolve();
@@ -1000,6 +1034,7 @@ function modelControl(
       }),
     load: () =>
       inTurn(async () => {
+        if (await refresh()) return; // its files changed: its successor is loaded instead
         const missing = Math.max(minContainers(), 1) - pool.readyCount();
         if (!unloaded && missing <= 0) return;
         await pool.startReplicas(Math.max(0, missing));

@@ -32,7 +32,7 @@ const ensembles = {
 };
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
-  gw = await startTestGateway({ server: { grpc_port: 0 }, models, ensembles });
+  gw = await startTestGateway({ server: { grpc_port: 0, admin_api: true }, models, ensembles });
 });
 afterAll(async () => {
   await gw?.shutdown();
@@ -233,6 +233,27 @@ describe('a versioned model', () => {
     await expect(
       startTestGateway({ models: { t: { path, device: 'cpu', version_policy: { latest: { num_versions: 2 } }, version_traffic: { 1: 10, 3: 90 } } } }),
     ).rejects.toThrow(/models\.t\.version_traffic: version 1 is not served \(the policy serves 2, 3\)/);
+  });
+
+  it('reads its versions again on Triton’s load of the loaded model (explicit model control)', async () => {
+    const load = () => fetch(`${gw.url}/v2/repository/models/scorer/load`, { method: 'POST' });
+    const pids = async () => (await get('/v2/models/scorer/stats')).replicas.map((r: { pid: number }) => r.pid);
+    // Version 4's folder went at the end of the test before: the first load serves 2 and 3 again.
+    expect((await load()).status).toBe(200);
+    expect((await get('/v2/models/scorer')).versions).toEqual(['2', '3']);
+    const [pid] = await pids();
+    expect((await load()).status).toBe(200);
+    expect(await pids()).toEqual([pid]); // nothing changed since: nothing replaced
+    addVersion(5, `${MODELS}scorer/2/model.onnx`);
+    try {
+      expect((await load()).status).toBe(200);
+      expect((await get('/v2/models/scorer')).versions).toEqual(['3', '5']);
+      expect(await pids()).not.toContain(pid);
+      expect(await answer(await at(undefined, 10))).toEqual({ version: '5', probs: await expected('v2', 10) });
+      expect((await (await fetch(`${gw.url}/v2/models/scorer/ready`)).json()).ready).toBe(true);
+    } finally {
+      rmSync(join(dir, '5'), { recursive: true });
+    }
   });
 
   it('is checked at start: {version} in its path, the versions a policy names present, every version the same tensors', async () => {

@@ -74,7 +74,13 @@ export function adminRoutes({ models, writable, writeGuard, reload }: AdminOptio
       const body = (await readJson(c, 64 * 1024, { emptyAllowed: true })) as { parameters?: Record<string, unknown> } | undefined;
       const given = Object.keys(body?.parameters ?? {});
       if (given.length > 0) throw badInput(`parameters ${given.join(', ')} are not supported: a model is loaded as the config has it`, 'parameters');
-      await control[action]();
+      try {
+        await control[action]();
+      } catch (err) {
+        if (err instanceof GatewayError) throw err;
+        // A load that read the model's files again and found them unfit (a config error): nothing changed.
+        throw badInput(`model ${name} not loaded again, nothing changed: ${(err as Error).message}`, undefined, 'config_invalid');
+      }
       return c.json({});
     });
   }
