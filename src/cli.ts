@@ -30,6 +30,11 @@ program
     // One info line per request: write them asynchronously in 4 KB chunks, not a syscall per line.
     const destination = pino.destination({ sync: false, minLength: 4096 });
     const log = pino({ level: logLevel, base: { service: 'infergate' } }, destination);
+    // Signals are taken from the first moment: the port answers (and a probe may see the gateway ready) a little
+    // before startGateway returns, and a SIGTERM or SIGHUP then must not kill the process by their default action.
+    const early: string[] = [];
+    let onSignal = (signal: string): unknown => early.push(signal);
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(signal, () => onSignal(signal));
     const config = await loadConfig(file);
     const gateway = await startGateway(config, { log, rereadConfig: () => loadConfig(file) }).catch((err) => {
       destination.flushSync(); // what the replicas said before failing is the useful part
@@ -46,7 +51,14 @@ program
       setTimeout(() => leave(true), 2000);
       destination.flush((err) => leave(err != null && (err as NodeJS.ErrnoException).code !== 'EINVAL')); // EINVAL: a pipe has no fsync
     };
+    let stopping = false;
     const stop = (signal: string) => {
+      if (stopping) {
+        // A second one (Ctrl-C again): at once, as before these handlers, without waiting any longer.
+        log.warn({ signal }, 'second signal: exiting now');
+        return exit(1);
+      }
+      stopping = true;
       log.info({ signal }, 'signal received');
       gateway.shutdown({ now: signal === 'SIGINT' }).then(
         () => exit(0),
@@ -57,15 +69,15 @@ program
       );
     };
     // SIGHUP: the config file's models applied in place (what changed is logged; a bad file changes nothing).
-    process.on('SIGHUP', () => {
+    const reload = () => {
       log.info({ signal: 'SIGHUP' }, `reloading ${file}`);
       loadConfig(file)
         .then((next) => gateway.reload(next))
         .catch((err) => log.error({ err: (err as Error).message }, 'config not reloaded, nothing changed'))
         .finally(() => destination.flush()); // rare and wanted at once, unlike request lines
-    });
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    };
+    onSignal = (signal) => (signal === 'SIGHUP' ? reload() : stop(signal));
+    for (const signal of early) onSignal(signal);
   });
 
 program

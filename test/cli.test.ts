@@ -248,6 +248,26 @@ describe('infergate serve', () => {
     expect(run.output()).toContain('shutdown complete');
   });
 
+  it('takes SIGTERM while it is still starting (the port open, replicas warming up) as a graceful stop, not a kill', async () => {
+    // The port answers /v2/health/live while min_containers replicas start: a SIGTERM then must not take the
+    // default action (the process killed at once, replicas orphaned), but stop the gateway as it stops ready.
+    const file = await configFile(`models:\n  mlp: { path: ${MODELS}mlp.onnx, device: cpu, scaling: { min_containers: 2 } }\n`);
+    const port = 18000 + Math.floor(Math.random() * 2000);
+    const run = cli(['serve', '-c', file], { PORT: String(port) });
+    let live = false;
+    for (let i = 0; i < 2000 && !live; i++) {
+      live = await fetch(`http://127.0.0.1:${port}/v2/health/live`).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (!live) await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(live).toBe(true);
+    run.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toContain('shutdown complete');
+  });
+
   it('keeps a batch_dir to itself: a second gateway on the folder refuses to start, naming the first; it may once that one stops', async () => {
     const file = await configFile(`server: { batch_dir: kept/ }\nmodels:\n  mlp: { path: ${MODELS}mlp.onnx, device: cpu }\n`);
     const first = await serveUntilReady(file);
