@@ -734,6 +734,11 @@ export async function startGateway(
     guard,
     endpoints,
     maxBodyBytes: config.server.max_body_bytes,
+    calls: {
+      keepMs: config.server.async_keep_s * 1000,
+      maxBytes: config.server.async_max_mb * 2 ** 20,
+      afterMs: config.server.async_after_s * 1000,
+    },
     clientSharedMemory: config.server.client_shared_memory,
     adminApi: config.server.admin_api,
     adminGuard,

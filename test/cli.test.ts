@@ -27,10 +27,12 @@ async function serveUntilReady(file: string) {
       (r) => r.ok,
       () => false,
     );
-    if (ok) break;
+    if (ok) return { run, url };
+    if (run.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { run, url };
+  // (what it said is why: a CI run once saw a gateway here never come up, and nothing else)
+  throw new Error(`infergate serve did not become ready on port ${port} (exit code ${run.exitCode}):\n${run.output()}`);
 }
 
 /** Waits until the model's queue has taken `n` requests (they are accepted). */

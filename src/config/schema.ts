@@ -4,6 +4,7 @@ import { z } from 'zod';
 // error that names the key, not an option silently ignored.
 
 const positiveInt = z.number().int().positive();
+const positiveNumber = z.number().positive();
 const nonNegative = z.number().min(0);
 
 /** Node 22.12 added `reusePort`: threads of one process can then each bind the port, the kernel spreading connections. */
@@ -412,6 +413,16 @@ export const serverSchema = z
      * POST /admin/reload. @default 0
      */
     repository_poll_s: nonNegative.default(0),
+    /**
+     * Asynchronous inference: a request still running after this many seconds is answered `303 See Other` to
+     * `/v2/calls/{id}`, where its answer waits (Modal's long-request redirect, for proxies that cut long
+     * requests). 0: only requests with `Prefer: respond-async` are answered later. @default 0
+     */
+    async_after_s: nonNegative.default(0),
+    /** How long an asynchronous answer is kept once ready, in s. @default 600 */
+    async_keep_s: positiveNumber.default(600),
+    /** Most MiB of asynchronous answers kept (and requests running); past it, new ones get a 503. @default 256 */
+    async_max_mb: positiveNumber.default(256),
     /** Cross-origin requests from browsers (CORS); without it, browsers keep pages of other origins out. */
     cors: corsSchema.optional(),
     /**

@@ -7,6 +7,7 @@ import { GatewayError } from '../errors/index.js';
 import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
 import { adminRoutes } from './admin.js';
 import { audioRoutes } from './audio.js';
+import { asyncCalls, Calls, type CallsOptions, callRoutes } from './calls.js';
 import { compressAnswers } from './compress.js';
 import type { QuietWork } from './drain.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
@@ -67,6 +68,8 @@ export type AppOptions = {
   websocketPingMs?: number;
   /** JSON and text answers compressed for clients that accept it (server.compress_responses). @default false */
   compressResponses?: boolean;
+  /** Asynchronous inference (server.async_*): answers kept, and when a slow request is redirected to its own. @default 600 s, 256 MiB, never */
+  calls?: CallsOptions;
 };
 
 /** vLLM's routes outside /v1: guarded like the built-in ones, answering OpenAI's error object. */
@@ -82,6 +85,8 @@ const EXPOSED_HEADERS = [
   'ratelimit-reset',
   'ratelimit-policy',
   'www-authenticate',
+  'location',
+  'preference-applied',
 ];
 
 /** The gateway as a Hono app; only server.ts binds it to a socket. */
@@ -119,6 +124,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       '/v2/trace/*',
       '/v1/*',
       ...vllmRoutes,
+      '/v2/calls/*',
       '/admin/*',
       '/dashboard',
     ])
@@ -130,11 +136,24 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     if (batch) c.set('caller', { ...batch.caller, id: `${batch.caller.id}/${batch.id}`, priority: BATCH_PRIORITY });
     await next();
   });
+  for (const e of opts.endpoints ?? []) if (e.guard.length) app.use(e.path, ...e.guard);
+  // Asynchronous inference: after every guard (auth, rate limits: a call spends its caller's turn once), before the routes.
+  const calls = new Calls(opts.calls ?? { keepMs: 600_000, maxBytes: 256 * 2 ** 20, afterMs: 0 });
+  const nonInference = ['/v1/files', '/v1/batches', '/v1/ws'];
+  const isInference = (path: string) =>
+    path.startsWith('/v2/models/') ||
+    (path.startsWith('/v1/') && !nonInference.some((p) => path.startsWith(p))) ||
+    vllmRoutes.includes(path) ||
+    endpointPaths.has(path);
+  app.use(
+    '*',
+    asyncCalls(calls, isInference, maxBodyBytes, (path, init, env) => Promise.resolve(app.request(path, init, env))),
+  );
+  app.route('/', callRoutes(calls));
   const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;
   for (const e of opts.endpoints ?? []) {
     const model = () => opts.models.get(e.model) as ServedModel;
     const limit = e.maxBodyBytes ?? maxBodyBytes;
-    if (e.guard.length) app.use(e.path, ...e.guard);
     if (e.protocol === 'kserve') {
       app.post(e.path, (c) => infer(c, model(), limit, regions));
       app.get(e.path, (c) => c.json(metadata(model())));

@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { MiddlewareHandler } from 'hono';
 import { GatewayError, unavailable } from '../../errors/index.js';
+import type { CallEnv } from '../calls.js';
 import { type IntakeRequest, peerAddress } from '../intake.js';
 import type { BatchLineEnv } from '../openai/batches.js';
 import type { GatewayEnv } from '../types.js';
@@ -34,10 +35,13 @@ const unauthorized = (scheme: string, description: string) =>
  */
 export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
   return async function authenticate(c, next) {
-    // A Batch API line runs as the caller who created its batch, authorised then (its token may since have expired).
+    // A Batch API line runs as the caller who created its batch, authorised then (its token may since have expired);
+    // an asynchronous call's request as the caller who sent it, let in then.
     const batch = batchLine(c);
-    if (batch) {
-      c.set('caller', batch.caller);
+    const call = (c.env as CallEnv | undefined)?.infergateCall;
+    if (batch || call) {
+      const caller = batch?.caller ?? call?.caller;
+      if (caller) c.set('caller', caller);
       return next();
     }
     if (opts.policy === 'public') {
@@ -81,7 +85,8 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
  */
 export function rateLimit(limiter: RateLimiter): MiddlewareHandler<GatewayEnv> {
   return async function rateLimit(c, next) {
-    if (batchLine(c)) return next(); // a batch is throttled by itself (a few lines at a time, behind everyone)
+    // A batch is throttled by itself (a few lines at a time, behind everyone); a call spent its turn when it was sent.
+    if (batchLine(c) || (c.env as CallEnv | undefined)?.infergateCall) return next();
     const key = c.get('caller')?.id ?? `ip:${clientIp(c)}`;
     const headers = spend(limiter, key);
     // A WebSocket's messages are requests too: each one spends from the same bucket (ws.ts).
