@@ -1,4 +1,6 @@
+import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadService } from '../src/gateway/grpc/proto.js';
 import { binaryBody, infer, MODELS, random, startTestGateway } from './helpers.js';
 
 // Asynchronous inference: Prefer: respond-async (RFC 7240) answers 202 and a call to collect later; with
@@ -8,7 +10,7 @@ const as = (who: keyof typeof KEYS) => ({ 'infergate-key': who, 'infergate-secre
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 beforeAll(async () => {
   gw = await startTestGateway({
-    server: { async_after_s: 0.4, async_keep_s: 2 },
+    server: { async_after_s: 0.4, async_keep_s: 2, grpc_port: 0 },
     auth: { default: 'key', keys: Object.entries(KEYS).map(([id, secret]) => ({ id, secret })) },
     models: {
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
@@ -91,6 +93,29 @@ describe('asynchronous inference', () => {
     const followed = await fetch(`${gw.url}/v2/models/waits/infer`, { method: 'POST', body: JSON.stringify(x(4)), headers: as('alice') });
     expect(followed.status).toBe(200);
     expect((await followed.json()).outputs[0].data).toEqual(await direct('mlp', 4));
+  });
+
+  it('answers a gRPC call in place however long it takes (no redirect there)', async () => {
+    const client = new (loadService('inference.proto', 'inference.GRPCInferenceService'))(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
+    const meta = new grpc.Metadata();
+    for (const [k, v] of Object.entries(as('alice'))) meta.set(k, v);
+    const request = {
+      model_name: 'waits',
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 64] }],
+      raw_input_contents: [Buffer.from(Float32Array.from(random(64, 7)).buffer)],
+    };
+    try {
+      const reply = await new Promise<{ raw_output_contents: Buffer[] }>((resolve, reject) =>
+        (client as unknown as Record<string, (r: object, m: grpc.Metadata, cb: (e: Error | null, r: never) => void) => void>).ModelInfer(
+          request,
+          meta,
+          (e, r) => (e ? reject(e) : resolve(r)),
+        ),
+      );
+      expect(Array.from(new Float32Array(new Uint8Array(reply.raw_output_contents[0]).buffer))).toEqual(await direct('mlp', 7));
+    } finally {
+      client.close();
+    }
   });
 
   it('lets a streamed answer (SSE) through as it starts, however long it goes on', async () => {

@@ -4,6 +4,8 @@ import { z } from 'zod';
 import { GatewayError, unavailable } from '../errors/index.js';
 import type { Caller } from './auth/middleware.js';
 import { clientSignal, parseQuery, readBody, releaseBody } from './body.js';
+import type { IntakeRequest } from './intake.js';
+import type { BatchLineEnv } from './openai/batches.js';
 import type { GatewayEnv } from './types.js';
 
 /**
@@ -131,9 +133,11 @@ export function asyncCalls(
   dispatch: (path: string, init: RequestInit, env: CallEnv) => Promise<Response>,
 ): MiddlewareHandler<GatewayEnv> {
   return async function asyncCalls(c, next) {
-    const inner = (c.env as CallEnv | undefined)?.infergateCall !== undefined;
+    // Not a call's own request, a Batch API line or a gRPC call (they wait for their answers, whatever it takes).
+    const env = c.env as (CallEnv & BatchLineEnv & { intake?: IntakeRequest }) | undefined;
+    const answeredInPlace = env?.infergateCall !== undefined || env?.infergateBatch !== undefined || env?.intake?.grpc === true;
     const preferAsync = /(^|[,\s])respond-async([,;\s]|$)/i.test(c.req.header('prefer') ?? '');
-    if (inner || c.req.method !== 'POST' || !isInference(c.req.path) || (!preferAsync && calls.opts.afterMs <= 0)) return next();
+    if (answeredInPlace || c.req.method !== 'POST' || !isInference(c.req.path) || (!preferAsync && calls.opts.afterMs <= 0)) return next();
     const body = await readBody(c, maxBodyBytes);
     const bytes = body.slice(); // (the read buffer goes back to its pool: the call may outlive this request)
     releaseBody(body);
