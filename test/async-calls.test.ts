@@ -78,9 +78,16 @@ describe('asynchronous inference', () => {
   });
 
   it('redirects a request still running after async_after_s to its call (303), where it can be waited for', async () => {
-    // Fast ones are answered as usual.
+    // Fast ones are answered as usual, counted once (their call's request, which ran them, is the one measured).
+    const answered = async () => {
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      const lines = metrics.split('\n').filter((l) => l.startsWith('http_server_request_duration_count') && l.includes('method="POST"'));
+      return lines.reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+    };
+    const before = await answered();
     const fast = await post('/v2/models/mlp/infer', x(3));
     expect(fast.status).toBe(200);
+    expect(await answered()).toBe(before + 1);
     const slow = await post('/v2/models/waits/infer', x(3));
     expect(slow.status).toBe(303);
     const location = slow.headers.get('location') as string;

@@ -166,6 +166,7 @@ export function asyncCalls(
     const first = await Promise.race([call.response, timer]);
     if (first !== 'late') {
       calls.release(call);
+      c.set('loggedByCall', true); // (its call's request, which ran it, has the request's log line and metrics)
       return first;
     }
     detached = true;

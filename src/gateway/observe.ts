@@ -21,6 +21,7 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
     const span = telemetry.startServerSpan(method, telemetry.extract(c.req.raw.headers), { 'http.request.method': method, 'url.path': c.req.path });
     c.set('span', span);
     await next();
+    if (c.get('loggedByCall')) return span.end();
     const status = c.res.status;
     const route = routePath(c);
     const model = c.get('model');

@@ -103,6 +103,8 @@ export type GatewayEnv = {
     model?: string;
     /** A versioned model's version that answered (metrics and the request log tell versions apart). */
     modelVersion?: string;
+    /** Answered by the request an asynchronous call sent through the app again, which is logged and measured instead. */
+    loggedByCall?: boolean;
     queueMs?: number;
     batchSize?: number;
   };
