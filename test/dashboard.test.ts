@@ -64,6 +64,8 @@ describe.skipIf(!available)('/dashboard in headless Chromium', () => {
     // The demo's ensemble: its steps where a model's replicas are.
     expect(await page.textContent('section[data-model="pipeline"] .replicas')).toBe('steps: identity → mlp');
     expect(await page.textContent('section[data-model="pipeline"] h2')).toMatch(/ensemble/);
+    // A versioned model says which versions it serves.
+    expect(await page.textContent('section[data-model="scorer"] [data-stat="versions"]')).toBe('versions 2, 3');
     const total = () => page.textContent('section[data-model="identity"] [data-stat="total"]');
     expect(await total()).toBe('0 requests');
     expect(await page.textContent('section[data-model="identity"] .replicas')).toMatch(/identity-1 · ready/);

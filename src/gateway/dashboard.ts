@@ -63,7 +63,8 @@ function card(m) {
   const h = (history[m.model] = (history[m.model] || []).concat(m.latency.perSecond).slice(-60));
   const sizes = m.kind === 'generative' ? s.stepSizes : s.batchSizes;
   return '<section class="card" data-model="' + esc(m.model) + '">' +
-    '<h2>' + esc(m.model) + ' <span class="kind">' + m.kind + '</span> <span class="kind">' + (m.ready ? 'ready' : 'not ready') + '</span></h2>' +
+    '<h2>' + esc(m.model) + ' <span class="kind">' + m.kind + '</span> <span class="kind">' + (m.ready ? 'ready' : 'not ready') + '</span>' +
+    (m.versions ? ' <span class="kind" data-stat="versions">versions ' + m.versions.map(esc).join(', ') + '</span>' : '') + '</h2>' +
     '<div class="replicas">' + (m.kind === 'ensemble' ? '<span class="muted">steps: ' + s.steps.map(esc).join(' → ') + '</span>' : m.replicas.length ? m.replicas.map((r) => '<span class="replica ' + r.state + '" title="pid ' + r.pid + ', ' + esc(r.device) + '">' + esc(r.id) + ' · ' + r.state + (r.models ? ' · ' + r.models.map(esc).join(', ') : '') + '</span>').join('') : '<span class="muted">scaled to zero</span>') + '</div>' +
     '<div class="numbers">' +
       '<div><b data-stat="throughput">' + m.latency.perSecond + '</b><span>req/s (10 s)</span></div>' +
