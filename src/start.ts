@@ -277,7 +277,16 @@ async function security(
   const keys = new Map(config.auth.keys.map((k) => [k.id, { secret: k.secret, priority: k.priority }]));
   const guardFor = (policy: Policy, scopes: string[], limit?: RateLimitConfig) => [
     authenticate({ policy, scopes, verify, keys }),
-    ...(limit ? [rateLimit(new RateLimiter({ perSecond: limit.per_second, burst: limit.burst ?? Math.max(1, Math.ceil(limit.per_second)) }))] : []),
+    ...(limit
+      ? [
+          rateLimit(
+            limit.per_second === undefined
+              ? undefined
+              : new RateLimiter({ perSecond: limit.per_second, burst: limit.burst ?? Math.max(1, Math.ceil(limit.per_second)) }),
+            limit.tokens_per_minute === undefined ? undefined : new RateLimiter({ perSecond: limit.tokens_per_minute / 60, burst: limit.tokens_per_minute }),
+          ),
+        ]
+      : []),
   ];
   const a = config.auth;
   const open = a.default === 'public' && !a.rate_limit;

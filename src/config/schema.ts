@@ -485,11 +485,17 @@ const policy = z.enum(['public', 'jwt', 'key']);
 const rateLimitSchema = z
   .object({
     /** Sustained requests per second per caller (subject, key id, or IP for public routes). */
-    per_second: z.number().positive(),
+    per_second: z.number().positive().optional(),
     /** Requests a caller may burst above the rate. @default per_second */
     burst: positiveInt.optional(),
+    /**
+     * Generated tokens a minute per caller (OpenAI's TPM): a generation takes its prompt and max_tokens when it
+     * starts and gives back what it did not generate. Batch API lines are not counted.
+     */
+    tokens_per_minute: positiveInt.optional(),
   })
-  .strict();
+  .strict()
+  .refine((l) => l.per_second !== undefined || l.tokens_per_minute !== undefined, { message: 'give per_second, tokens_per_minute or both' });
 
 export const authSchema = z
   .object({

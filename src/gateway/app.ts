@@ -84,6 +84,9 @@ const EXPOSED_HEADERS = [
   'ratelimit-remaining',
   'ratelimit-reset',
   'ratelimit-policy',
+  'x-ratelimit-limit-tokens',
+  'x-ratelimit-remaining-tokens',
+  'x-ratelimit-reset-tokens',
   'www-authenticate',
   'location',
   'preference-applied',
@@ -133,7 +136,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // waits behind every interactive request, and takes its turns apart from its creator's own requests.
   app.use('/v1/*', async (c, next) => {
     const batch = (c.env as BatchLineEnv | undefined)?.infergateBatch;
-    if (batch) c.set('caller', { ...batch.caller, id: `${batch.caller.id}/${batch.id}`, priority: BATCH_PRIORITY });
+    // (its lines are not counted against its creator's tokens a minute: a batch is paced by itself)
+    if (batch) c.set('caller', { ...batch.caller, id: `${batch.caller.id}/${batch.id}`, priority: BATCH_PRIORITY, tokens: undefined });
     await next();
   });
   for (const e of opts.endpoints ?? []) if (e.guard.length) app.use(e.path, ...e.guard);

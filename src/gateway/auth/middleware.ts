@@ -7,12 +7,23 @@ import { type IntakeRequest, peerAddress } from '../intake.js';
 import type { BatchLineEnv } from '../openai/batches.js';
 import type { GatewayEnv } from '../types.js';
 import { KeysUnavailable, type TokenCaller, TokenError } from './jwt.js';
-import type { RateLimiter } from './rate-limit.js';
+import type { RateLimiter, Verdict } from './rate-limit.js';
 
 export type Policy = 'public' | 'jwt' | 'key';
 
 /** Who is calling, as the rest of the request sees it (logs, limits, batch priority). */
-export type Caller = { kind: Policy; id: string; subject?: string; claims?: Record<string, unknown>; priority?: number };
+export type Caller = {
+  kind: Policy;
+  id: string;
+  subject?: string;
+  claims?: Record<string, unknown>;
+  priority?: number;
+  /** Under a rate limit with tokens_per_minute: the caller's bucket of generated tokens (see tokenBudget). */
+  tokens?: TokenBudget;
+};
+
+/** A caller's tokens a minute (OpenAI's TPM): a generation takes what it may use, and gives back what it did not. */
+export type TokenBudget = { take(tokens: number): void; giveBack(tokens: number): void; headers(): Record<string, string> };
 
 export type AuthOptions = {
   policy: Policy;
@@ -81,18 +92,57 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
 
 /**
  * A token bucket per caller (subject, key, or IP): 429 with Retry-After and RateLimit-* headers when
- * empty — distinct from the 503 of a full queue, which is about capacity, not the caller.
+ * empty — distinct from the 503 of a full queue, which is about capacity, not the caller. With `tokens`, the
+ * caller also gets a bucket of generated tokens a minute (OpenAI's TPM), which its generations draw on.
  */
-export function rateLimit(limiter: RateLimiter): MiddlewareHandler<GatewayEnv> {
+export function rateLimit(requests: RateLimiter | undefined, tokens?: RateLimiter): MiddlewareHandler<GatewayEnv> {
   return async function rateLimit(c, next) {
     // A batch is throttled by itself (a few lines at a time, behind everyone); a call spent its turn when it was sent.
     if (batchLine(c) || (c.env as CallEnv | undefined)?.infergateCall) return next();
     const key = c.get('caller')?.id ?? `ip:${clientIp(c)}`;
-    const headers = spend(limiter, key);
+    const headers = requests ? spend(requests, key) : {};
     // A WebSocket's messages are requests too: each one spends from the same bucket (ws.ts).
-    c.set('spendRequest', () => void spend(limiter, key));
+    if (requests) c.set('spendRequest', () => void spend(requests, key));
+    const budget = tokens && tokenBudget(tokens, key);
+    const caller = c.get('caller');
+    if (budget && caller) c.set('caller', { ...caller, tokens: budget });
     await next();
-    for (const [name, value] of Object.entries(headers)) c.header(name, value);
+    for (const [name, value] of Object.entries({ ...headers, ...budget?.headers() })) c.header(name, value);
+  };
+}
+
+/**
+ * `key`'s generated tokens: a generation takes its prompt and max_tokens before it starts (429 when they are not
+ * there, or can never be: more than a minute's worth), and gives back what it did not generate once it ends.
+ * OpenAI's x-ratelimit-*-tokens headers say how many are left.
+ */
+function tokenBudget(limiter: RateLimiter, key: string): TokenBudget {
+  const { perSecond, burst } = limiter.limit;
+  const perMinute = Math.round(perSecond * 60);
+  let last: Verdict | undefined;
+  const headers = (): Record<string, string> =>
+    last
+      ? { 'x-ratelimit-limit-tokens': String(burst), 'x-ratelimit-remaining-tokens': String(last.remaining), 'x-ratelimit-reset-tokens': `${last.resetS}s` }
+      : {};
+  return {
+    take(tokens) {
+      if (tokens > burst)
+        throw new GatewayError(
+          429,
+          'rate_limited',
+          `this request may use ${tokens} tokens (its prompt and max_tokens), more than this caller's ${burst} a minute: lower max_tokens`,
+        );
+      last = limiter.check(key, tokens);
+      if (!last.allowed)
+        throw new GatewayError(
+          429,
+          'rate_limited',
+          `too many tokens from this caller: ${perMinute} a minute; this request may use ${tokens} (its prompt and max_tokens), ${last.remaining} are left`,
+          { retryAfterS: last.resetS, headers: headers() },
+        );
+    },
+    giveBack: (tokens) => limiter.giveBack(key, tokens),
+    headers,
   };
 }
 

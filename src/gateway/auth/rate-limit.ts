@@ -1,5 +1,6 @@
 /**
- * Token buckets per caller: `perSecond` tokens refill continuously up to `burst`; a request takes one.
+ * Token buckets per caller: `perSecond` tokens refill continuously up to `burst`; a request takes one (or, for
+ * a bucket of generated tokens, as many as it may use).
  * The decision is pure (`take`); the limiter only keeps buckets, and forgets full ones so an address
  * scan cannot grow memory without bound.
  */
@@ -7,14 +8,14 @@ export type Bucket = { tokens: number; at: number };
 export type Limit = { perSecond: number; burst: number };
 export type Verdict = { allowed: boolean; remaining: number /** Seconds until a token is available (allowed: until full). */; resetS: number; bucket: Bucket };
 
-export function take(bucket: Bucket | undefined, limit: Limit, nowMs: number): Verdict {
+export function take(bucket: Bucket | undefined, limit: Limit, nowMs: number, n = 1): Verdict {
   const last = bucket ?? { tokens: limit.burst, at: nowMs };
   const tokens = Math.min(limit.burst, last.tokens + ((nowMs - last.at) / 1000) * limit.perSecond);
-  if (tokens >= 1) {
-    const left = tokens - 1;
+  if (tokens >= n) {
+    const left = tokens - n;
     return { allowed: true, remaining: Math.floor(left), resetS: Math.ceil((limit.burst - left) / limit.perSecond), bucket: { tokens: left, at: nowMs } };
   }
-  return { allowed: false, remaining: 0, resetS: Math.ceil((1 - tokens) / limit.perSecond), bucket: { tokens, at: nowMs } };
+  return { allowed: false, remaining: Math.floor(tokens), resetS: Math.ceil((n - tokens) / limit.perSecond), bucket: { tokens, at: nowMs } };
 }
 
 export class RateLimiter {
@@ -26,11 +27,18 @@ export class RateLimiter {
     private maxKeys = 100_000,
   ) {}
 
-  check(key: string): Verdict {
-    const verdict = take(this.buckets.get(key), this.limit, this.now());
+  /** Takes `n` from `key`'s bucket if it holds that many (else takes nothing). */
+  check(key: string, n = 1): Verdict {
+    const verdict = take(this.buckets.get(key), this.limit, this.now(), n);
     this.buckets.set(key, verdict.bucket);
     if (this.buckets.size > this.maxKeys) this.forgetFull();
     return verdict;
+  }
+
+  /** Puts back `n` taken but not used (up to the bucket's size). */
+  giveBack(key: string, n: number): void {
+    const bucket = this.buckets.get(key);
+    if (bucket && n > 0) bucket.tokens = Math.min(this.limit.burst, bucket.tokens + n);
   }
 
   private forgetFull(): void {

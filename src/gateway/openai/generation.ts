@@ -159,6 +159,7 @@ export class Generation {
   private text: TextStream;
   private wake?: () => void;
   private settled = false;
+  private unused: () => void;
 
   constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, caller?: Caller) {
     const gen = m.generation as Generative;
@@ -187,6 +188,9 @@ export class Generation {
     this.text = new TextStream(gen.tokenizer, stops, { stopTokens: params.stop_token_ids ?? [], ignoreEos: params.ignore_eos ?? false });
     let started: () => void = () => {};
     const first = new Promise<void>((r) => (started = r));
+    // Under a tokens-a-minute limit: what it may use is taken now (429 if not there); what it did not use, given back.
+    caller?.tokens?.take(prompt.length + maxTokens);
+    this.unused = () => caller?.tokens?.giveBack(maxTokens - this.produced);
     this.result = gen.scheduler.generate(
       { prompt, maxTokens, sampling },
       {
@@ -258,6 +262,7 @@ export class Generation {
 
   private finish(): void {
     this.settled = true;
+    this.unused();
     this.wake?.();
   }
 }
