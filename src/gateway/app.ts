@@ -19,6 +19,7 @@ import { anthropicError } from './openai/anthropic.js';
 import { BATCH_PRIORITY, type BatchControl, type BatchLineEnv, batchRoutes } from './openai/batches.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
+import { TGI_ROUTES, tgiError, tgiRoutes } from './tgi.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
 
@@ -128,6 +129,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       '/v1/*',
       ...vllmRoutes,
       '/v2/calls/*',
+      ...TGI_ROUTES,
       '/admin/*',
       '/dashboard',
     ])
@@ -148,6 +150,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     path.startsWith('/v2/models/') ||
     (path.startsWith('/v1/') && !nonInference.some((p) => path.startsWith(p))) ||
     vllmRoutes.includes(path) ||
+    TGI_ROUTES.includes(path) ||
     endpointPaths.has(path);
   app.use(
     '*',
@@ -181,6 +184,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     }),
   );
   app.route('/', audioRoutes(opts.models, maxBodyBytes));
+  app.route('/', tgiRoutes(opts.models, maxBodyBytes));
   app.route('/', ocrRoutes(opts.models, maxBodyBytes));
   // Each line of a batch goes through this whole app again, as its own request.
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches }));
@@ -199,8 +203,12 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     const endpoint = opts.endpoints?.find((x) => x.path === c.req.path);
     const kserveV1 = /^\/v1\/models\/[^/]+:\w+$/.test(c.req.path); // KServe v1's /v1/models/{m}:predict answers KServe's errors
     const openai = (c.req.path.startsWith('/v1/') && !kserveV1) || vllmRoutes.includes(c.req.path);
-    // Anthropic's Messages API answers Anthropic's error object.
+    // Anthropic's Messages API answers Anthropic's error object; TGI's routes TGI's.
     if (c.req.path.startsWith('/v1/messages') || endpoint?.protocol === 'anthropic-messages') return c.json(anthropicError(e), e.status as 400);
+    if (!endpoint && TGI_ROUTES.includes(c.req.path)) {
+      const { status, body } = tgiError(e);
+      return c.json(body, status as 400);
+    }
     if (endpoint ? endpoint.protocol !== 'kserve' : openai) return c.json(openaiError(e).body, e.status as 400);
     return c.json({ error: e.message }, e.status as 400);
   });

@@ -1,0 +1,113 @@
+import { createParser } from 'eventsource-parser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODELS, startTestGateway } from './helpers.js';
+
+// Hugging Face TGI's own API (/generate, /generate_stream, POST /, /info) over real replicas of tiny-gpt,
+// read as TGI's clients read it: JSON, and Server-Sent Events through eventsource-parser.
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+beforeAll(async () => {
+  gw = await startTestGateway({
+    models: {
+      'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      other: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 0 } },
+    },
+  });
+});
+afterAll(() => gw?.shutdown());
+
+type Token = { id: number; text: string; logprob: number; special: boolean };
+const post = (path: string, body: object) =>
+  fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+const generate = async (body: object) => {
+  const res = await post('/generate', { model: 'tiny-gpt', ...body });
+  return { status: res.status, body: await res.json() };
+};
+async function events(path: string, body: object) {
+  const res = await post(path, { model: 'tiny-gpt', ...body });
+  expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+  const got: { index: number; token: Token; generated_text: string | null; details: Record<string, unknown> | null }[] = [];
+  const parser = createParser({ onEvent: (e) => got.push(JSON.parse(e.data)) });
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(chunk, { stream: true }));
+  return got;
+}
+
+describe('TGI’s API', () => {
+  it('generates greedily by default, as OpenAI’s completions do at temperature 0, with TGI’s details', async () => {
+    const { status, body } = await generate({ inputs: 'The weather today', parameters: { max_new_tokens: 6, details: true } });
+    expect(status).toBe(200);
+    const openai = await (await post('/v1/completions', { model: 'tiny-gpt', prompt: 'The weather today', max_tokens: 6, temperature: 0 })).json();
+    expect(body.generated_text).toBe(openai.choices[0].text);
+    const { details } = body;
+    expect(details).toMatchObject({ finish_reason: 'length', generated_tokens: 6, seed: null, prefill: [] });
+    expect(details.tokens).toHaveLength(6);
+    for (const t of details.tokens as Token[])
+      expect(t).toEqual({ id: expect.any(Number), text: expect.any(String), logprob: expect.any(Number), special: false });
+    expect((details.tokens as Token[]).map((t) => t.text).join('')).toBe(body.generated_text);
+    // Without details, the text alone; return_full_text puts the prompt in front.
+    expect(await generate({ inputs: 'The weather today', parameters: { max_new_tokens: 6 } })).toEqual({
+      status: 200,
+      body: { generated_text: body.generated_text },
+    });
+    const full = await generate({ inputs: 'The weather today', parameters: { max_new_tokens: 6, return_full_text: true } });
+    expect(full.body.generated_text).toBe(`The weather today${body.generated_text}`);
+  });
+
+  it('streams one event a token, the last with the whole text and details', async () => {
+    const whole = await generate({ inputs: 'Once upon', parameters: { max_new_tokens: 5 } });
+    const got = await events('/generate_stream', { inputs: 'Once upon', parameters: { max_new_tokens: 5 } });
+    expect(got.map((e) => e.index)).toEqual([1, 2, 3, 4, 5]);
+    expect(got.slice(0, -1).every((e) => e.generated_text === null && e.details === null)).toBe(true);
+    const last = got[got.length - 1];
+    expect(last.generated_text).toBe(whole.body.generated_text);
+    expect(got.map((e) => e.token.text).join('')).toBe(whole.body.generated_text);
+    expect(last.details).toEqual({ finish_reason: 'length', generated_tokens: 5, seed: null, input_length: expect.any(Number) });
+    // POST / is either, by `stream`.
+    expect((await events('/', { inputs: 'Once upon', stream: true, parameters: { max_new_tokens: 5 } })).map((e) => e.token.id)).toEqual(
+      got.map((e) => e.token.id),
+    );
+    const compat = await post('/', { model: 'tiny-gpt', inputs: 'Once upon', parameters: { max_new_tokens: 5 } });
+    expect(await compat.json()).toEqual(whole.body);
+  });
+
+  it('samples with a seed it reports, stops at a stop sequence, lists top_n_tokens, follows a grammar', async () => {
+    const sampled = await generate({ inputs: 'Hi', parameters: { max_new_tokens: 8, do_sample: true, seed: 7, details: true } });
+    expect(sampled.body.details.seed).toBe(7);
+    expect((await generate({ inputs: 'Hi', parameters: { max_new_tokens: 8, do_sample: true, seed: 7 } })).body.generated_text).toBe(
+      sampled.body.generated_text,
+    );
+    // A stop sequence: the text generated greedily, cut where its third token begins.
+    const greedy = await generate({ inputs: 'Hi', parameters: { max_new_tokens: 8, details: true } });
+    const tokens = greedy.body.details.tokens as Token[];
+    const stop = tokens[2].text;
+    const stopped = await generate({ inputs: 'Hi', parameters: { max_new_tokens: 8, stop: [stop], details: true } });
+    expect(stopped.body.details.finish_reason).toBe('stop_sequence');
+    expect(greedy.body.generated_text.startsWith(stopped.body.generated_text)).toBe(true);
+    expect(stopped.body.generated_text.includes(stop)).toBe(false);
+    const top = await generate({ inputs: 'Hi', parameters: { max_new_tokens: 3, details: true, top_n_tokens: 2 } });
+    expect(top.body.details.top_tokens.map((alts: Token[]) => alts.length)).toEqual([2, 2, 2]);
+    const digits = await generate({ inputs: 'Hi', parameters: { max_new_tokens: 10, grammar: { type: 'regex', value: '[0-9]{3}' } } });
+    expect(digits.body.generated_text).toMatch(/^[0-9]{3}$/);
+  });
+
+  it('refuses what it does not serve with TGI’s 422, and finds the model', async () => {
+    for (const [body, message] of [
+      [{}, /inputs/],
+      [{ inputs: 'x', parameters: { repetition_penalty: 1.2 } }, /repetition_penalty is not served: use frequency_penalty/],
+      [{ inputs: 'x', parameters: { best_of: 2 } }, /best_of is not served/],
+      [{ inputs: 'x', parameters: { max_new_tokens: 5000 } }, /maximum context length is 512 tokens/],
+      [{ inputs: 'x', parameters: { top_p: 1.5 } }, /top_p/],
+    ] as const) {
+      const res = await generate(body);
+      expect(res.status, JSON.stringify(body)).toBe(422);
+      expect(res.body).toEqual({ error: expect.stringMatching(message), error_type: 'validation' });
+    }
+    // Several generative models here: TGI serves one, so a request names it (`model`), else is told which there are.
+    const unnamed = await post('/generate', { inputs: 'x' });
+    expect(unnamed.status).toBe(422);
+    expect((await unnamed.json()).error).toMatch(/several generative models \(tiny-gpt, other\): name one with "model"/);
+    expect((await post('/generate', { model: 'nope', inputs: 'x' })).status).toBe(404);
+    const info = await (await fetch(`${gw.url}/info?model=tiny-gpt`)).json();
+    expect(info).toMatchObject({ model_id: 'tiny-gpt', max_total_tokens: 512, max_input_tokens: 511, model_pipeline_tag: 'text-generation' });
+  });
+});
