@@ -37,7 +37,8 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
   // (a route naming a version the model does not serve is a 404, whatever it asks)
   const model = (c: Context<GatewayEnv>): ServedModel => {
     const m = named(c.req.param('model') ?? '');
-    versionOf(m, c.req.param('version'));
+    const version = c.req.param('version');
+    if (version !== undefined) versionOf(m, version);
     return m;
   };
 
