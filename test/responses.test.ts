@@ -190,3 +190,47 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
     expect((await res.json()).error.code).toBe('model_not_found');
   });
 });
+
+describe('background responses (OpenAI’s background mode) with the official openai client', () => {
+  const until = async (id: string, done: (r: OpenAI.Responses.Response) => boolean) => {
+    for (let i = 0; i < 200; i++) {
+      const r = await client.responses.retrieve(id);
+      if (done(r)) return r;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error(`response ${id} did not end`);
+  };
+
+  it('answers at once, queued, then is retrieved by id with the answer the request would have had', async () => {
+    const queued = await client.responses.create({ model: 'tiny-gpt', input: 'Hello', max_output_tokens: 12, background: true, ...seeded(3) });
+    expect(queued).toMatchObject({ object: 'response', status: 'queued', background: true, store: true, output: [] });
+    expect(queued.id).toMatch(/^resp_/);
+    const done = await until(queued.id, (r) => r.status !== 'queued' && r.status !== 'in_progress');
+    expect(done).toMatchObject({ id: queued.id, status: 'incomplete', background: true, model: 'tiny-gpt' });
+    const direct = await client.responses.create({ model: 'tiny-gpt', input: 'Hello', max_output_tokens: 12, ...seeded(3) });
+    expect(done.output_text).toBe(direct.output_text);
+    expect(done.usage?.output_tokens).toBe(12);
+    // Deleted: gone.
+    expect((await fetch(`${gw.url}/v1/responses/${queued.id}`, { method: 'DELETE' })).status).toBe(200);
+    await expect(client.responses.retrieve(queued.id)).rejects.toMatchObject({ status: 404 });
+  });
+
+  it('is cancelled while it runs, and says so; an endpoint of the Responses API takes background too', async () => {
+    const shedCancelled = async () => (await (await fetch(`${gw.url}/v2/models/tiny-gpt/stats`)).json()).shed.cancelled as number;
+    const before = await shedCancelled();
+    const long = await client.responses.create({ model: 'tiny-gpt', input: 'Tell a long story', max_output_tokens: 400, background: true });
+    const cancelled = await client.responses.cancel(long.id);
+    expect(cancelled).toMatchObject({ id: long.id, status: 'cancelled' });
+    expect((await client.responses.retrieve(long.id)).status).toBe('cancelled');
+    // Its generation was stopped, not left to run its 400 tokens.
+    await expect.poll(shedCancelled).toBe(before + 1);
+    // Through the /assistant endpoint (bound to tiny-gpt): retrieved on the built-in route.
+    const res = await fetch(`${gw.url}/assistant`, { method: 'POST', body: JSON.stringify({ input: 'Hi', max_output_tokens: 4, background: true }) });
+    const { id } = await res.json();
+    expect((await until(id, (r) => r.status === 'incomplete')).usage?.output_tokens).toBe(4);
+    // What background does not do here: stream; and a response not in the background is not kept.
+    await expect(client.responses.create({ model: 'tiny-gpt', input: 'Hi', background: true, stream: true })).rejects.toMatchObject({ status: 400 });
+    const plain = await client.responses.create({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 2 });
+    await expect(client.responses.retrieve(plain.id)).rejects.toMatchObject({ status: 404 });
+  });
+});

@@ -7,7 +7,7 @@ import { GatewayError } from '../errors/index.js';
 import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
 import { adminRoutes } from './admin.js';
 import { audioRoutes } from './audio.js';
-import { asyncCalls, Calls, type CallsOptions, callRoutes } from './calls.js';
+import { asyncCalls, Calls, type CallsOptions, callRoutes, type Dispatch } from './calls.js';
 import { compressAnswers } from './compress.js';
 import type { QuietWork } from './drain.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
@@ -152,10 +152,9 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     vllmRoutes.includes(path) ||
     TGI_ROUTES.includes(path) ||
     endpointPaths.has(path);
-  app.use(
-    '*',
-    asyncCalls(calls, isInference, maxBodyBytes, (path, init, env) => Promise.resolve(app.request(path, init, env))),
-  );
+  const dispatch: Dispatch = (path, init, env) => Promise.resolve(app.request(path, init, env));
+  app.use('*', asyncCalls(calls, isInference, maxBodyBytes, dispatch));
+  const background = { calls, dispatch }; // (OpenAI's background responses are calls too)
   app.route('/', callRoutes(calls));
   const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;
   for (const e of opts.endpoints ?? []) {
@@ -166,15 +165,15 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       app.get(e.path, (c) => c.json(metadata(model())));
     } else if (e.protocol === 'openai-embeddings') {
       app.post(e.path, (c) => embeddingsRoute(c, encoderOf(opts.models, ENCODERS.embedding), limit, e.model));
+    } else if (e.protocol === 'openai-responses') {
+      app.post(e.path, (c) => responsesRoute(c, generativeModelOf(opts.models), limit, e.model, background));
     } else {
-      const handler = { 'openai-chat': chat, 'openai-completions': completions, 'openai-responses': responsesRoute, 'anthropic-messages': messagesRoute }[
-        e.protocol
-      ];
+      const handler = { 'openai-chat': chat, 'openai-completions': completions, 'anthropic-messages': messagesRoute }[e.protocol];
       app.post(e.path, (c) => handler(c, generativeModelOf(opts.models), limit, e.model));
     }
   }
   app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0', regions, shuttingDown: opts.shuttingDown }));
-  app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes }));
+  app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes, background }));
   app.route(
     '/',
     wsRoutes(opts.models, {

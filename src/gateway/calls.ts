@@ -17,11 +17,17 @@ import type { GatewayEnv } from './types.js';
  * is kept for `keepMs` after it is ready, in memory, for the caller that sent it.
  */
 
-/** Marks a request sent through the app again by a call (Hono's env, which no client can set): its caller, already let in. */
-export type CallEnv = { infergateCall?: { caller?: Caller } };
+/**
+ * Marks a request sent through the app again by a call (Hono's env, which no client can set): its caller, already
+ * let in; `id`: the call's own id, for a route that names its answer by it (a background response's).
+ */
+export type CallEnv = { infergateCall?: { caller?: Caller; id?: string } };
+
+/** Sends a request through the app again (marked with CallEnv). */
+export type Dispatch = (path: string, init: RequestInit, env: CallEnv) => Promise<Response>;
 
 type Answer = { status: number; headers: [string, string][]; body: Uint8Array<ArrayBuffer> };
-type Call = {
+export type Call = {
   id: string;
   /** Whose it is: another caller is told there is no such call (a public caller's calls: anyone with the id). */
   owner?: string;
@@ -32,6 +38,10 @@ type Call = {
   done?: Promise<Answer>;
   answer?: Answer;
   expiry?: NodeJS.Timeout;
+  /** Stopped by its caller while it ran (kept, to say so). */
+  cancelled?: boolean;
+  /** What the route that started it keeps beside it (a background response's object while it runs). */
+  meta?: Record<string, unknown>;
 };
 
 export type CallsOptions = {
@@ -51,8 +61,8 @@ export class Calls {
 
   constructor(readonly opts: CallsOptions) {}
 
-  /** Starts a call running `run` (given its own signal: DELETE cancels it), for `caller`. */
-  start(caller: Caller | undefined, requestBytes: number, run: (signal: AbortSignal) => Promise<Response>): Call {
+  /** Starts a call running `run` (given its own signal: DELETE cancels it), for `caller`; its id a new UUID unless given. */
+  start(caller: Caller | undefined, requestBytes: number, run: (signal: AbortSignal) => Promise<Response>, id: string = randomUUID()): Call {
     if (this.bytes + requestBytes > this.opts.maxBytes)
       throw unavailable(
         'calls_full',
@@ -61,7 +71,7 @@ export class Calls {
     const controller = new AbortController();
     this.bytes += requestBytes;
     const response = run(controller.signal);
-    const call: Call = { id: randomUUID(), owner: owner(caller), controller, response };
+    const call: Call = { id, owner: owner(caller), controller, response };
     response.catch(() => {}); // (a failure is the keeper's to report, or the client's it was handed back to)
     this.calls.set(call.id, call);
     this.sizes.set(call.id, requestBytes);
@@ -100,6 +110,13 @@ export class Calls {
     return call;
   }
 
+  /** Stops a call still running (its request cancelled), keeping it to say so. */
+  stop(call: Call): void {
+    if (call.answer) return;
+    call.cancelled = true;
+    call.controller.abort();
+  }
+
   /** Stops a call (its request cancelled if still running) and forgets it. */
   cancel(call: Call): void {
     call.controller.abort();
@@ -126,12 +143,7 @@ export type IsInference = (path: string) => boolean;
  * Turns inference requests into calls: at once with `Prefer: respond-async`, or after `afterMs` with a 303.
  * `dispatch` sends a request through the app again (marked with CallEnv). Runs after auth and rate limits.
  */
-export function asyncCalls(
-  calls: Calls,
-  isInference: IsInference,
-  maxBodyBytes: number,
-  dispatch: (path: string, init: RequestInit, env: CallEnv) => Promise<Response>,
-): MiddlewareHandler<GatewayEnv> {
+export function asyncCalls(calls: Calls, isInference: IsInference, maxBodyBytes: number, dispatch: Dispatch): MiddlewareHandler<GatewayEnv> {
   return async function asyncCalls(c, next) {
     // Not a call's own request, a Batch API line or a gRPC call (they wait for their answers, whatever it takes).
     const env = c.env as (CallEnv & BatchLineEnv & { intake?: IntakeRequest }) | undefined;
@@ -216,4 +228,21 @@ export function callRoutes(calls: Calls): Hono<GatewayEnv> {
     return c.json({ id: call.id, status: call.answer ? 'deleted' : 'cancelled' });
   });
   return app;
+}
+
+/**
+ * Starts `body` as a request to `path` through the app again, as `caller`, kept for collection (nothing of the
+ * client's connection: it runs until done or stopped); `id` names the call.
+ */
+export function startKeptCall(calls: Calls, dispatch: Dispatch, o: { caller?: Caller; path: string; body: string; id: string; requestId?: string }): Call {
+  const body = new TextEncoder().encode(o.body);
+  const headers = { 'content-type': 'application/json', ...(o.requestId && { 'x-request-id': o.requestId }) };
+  const call = calls.start(
+    o.caller,
+    body.byteLength,
+    (signal) => dispatch(o.path, { method: 'POST', headers, body, signal }, { infergateCall: { caller: o.caller, id: o.id } }),
+    o.id,
+  );
+  calls.keep(call);
+  return call;
 }

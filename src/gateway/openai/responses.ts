@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import type { Context } from 'hono';
+import { type Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
-import { GatewayError } from '../../errors/index.js';
-import type { ServedModel } from '../types.js';
+import { badInput, GatewayError } from '../../errors/index.js';
+import { type Call, type CallEnv, type Calls, type Dispatch, startKeptCall } from '../calls.js';
+import type { GatewayEnv, ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
 import { chatGeneration, relay, type ToolCall, type ToolCallDelta } from './tools.js';
@@ -61,10 +62,8 @@ export const responsesSchema = z.object({
   metadata: z.record(z.string(), z.string()).nullish(),
   store: z.boolean().nullish(),
   previous_response_id: offOnly('previous_response_id (responses are not stored: send the conversation as input items)'),
-  background: z
-    .unknown()
-    .refine((v) => v == null || v === false, 'background is not supported by this gateway')
-    .optional(),
+  /** Answered at once (queued), run in the background, retrieved by id: GET /v1/responses/{id}. */
+  background: z.boolean().nullish(),
   reasoning: offOnly('reasoning'),
 });
 export type ResponsesRequest = z.infer<typeof responsesSchema>;
@@ -107,22 +106,21 @@ function asChat(req: ResponsesRequest): ChatRequest {
 
 const id = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
 
-/** POST /v1/responses. */
-export async function responses(c: Context, m: ServedModel, req: ResponsesRequest): Promise<Response> {
-  const { generation, answer } = chatGeneration(c, m, asChat(req), req.max_output_tokens ?? undefined);
-  const messageId = id('msg');
-  const base = {
-    id: id('resp'),
+/** A response object's fields that do not depend on its output. `background`: a background response's (stored). */
+function skeleton(req: ResponsesRequest, m: ServedModel, responseId: string, background: boolean) {
+  return {
+    id: responseId,
     object: 'response',
     created_at: Math.floor(Date.now() / 1000),
     model: m.name,
+    background,
     error: null,
     instructions: req.instructions ?? null,
     max_output_tokens: req.max_output_tokens ?? null,
     metadata: req.metadata ?? {},
     parallel_tool_calls: req.parallel_tool_calls ?? true,
     previous_response_id: null,
-    store: false,
+    store: background,
     temperature: req.temperature ?? 1,
     text: { format: req.text?.format ?? { type: 'text' } },
     tool_choice: req.tool_choice ?? (req.tools?.length ? 'auto' : 'none'),
@@ -130,6 +128,15 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
     top_p: req.top_p ?? 1,
     truncation: 'disabled',
   };
+}
+
+/** POST /v1/responses. */
+export async function responses(c: Context, m: ServedModel, req: ResponsesRequest): Promise<Response> {
+  const { generation, answer } = chatGeneration(c, m, asChat(req), req.max_output_tokens ?? undefined);
+  const messageId = id('msg');
+  // (a background response's own run: it answers under the id its creation gave)
+  const called = (c.env as CallEnv | undefined)?.infergateCall?.id;
+  const base = skeleton(req, m, called ?? id('resp'), called !== undefined);
   const callItem = (call: ToolCall, status: string) => ({
     type: 'function_call',
     id: `fc_${call.id.slice('call_'.length)}`,
@@ -240,4 +247,60 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
       await send('error', { code: e.code, message: e.message, param: e.options.param ?? null });
     }
   });
+}
+
+/** What background responses need of the gateway: where calls are kept, and how to send a request through it again. */
+export type Background = { calls: Calls; dispatch: Dispatch };
+
+/**
+ * POST /v1/responses with `background: true` (OpenAI's background mode): answered at once with the response
+ * `queued`; it runs as a call (through the gateway again, as its caller, nothing of this connection) and is
+ * retrieved by id until the calls' keep time after it ends.
+ */
+export function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel, req: ResponsesRequest, background: Background): Response {
+  if (req.stream) throw badInput('background responses are not streamed here: create it, then retrieve it (GET /v1/responses/{id})', 'stream');
+  if (req.store === false) throw badInput('a background response is stored until retrieved: store cannot be false', 'store');
+  const queued = { ...skeleton(req, m, id('resp'), true), status: 'queued', incomplete_details: null, output: [], usage: null };
+  const call = startKeptCall(background.calls, background.dispatch, {
+    caller: c.get('caller'),
+    path: '/v1/responses',
+    body: JSON.stringify({ ...req, model: m.name, background: false }),
+    id: queued.id,
+    requestId: c.get('requestId'),
+  });
+  call.meta = queued;
+  return c.json(queued);
+}
+
+/** GET /v1/responses/{id}, POST /v1/responses/{id}/cancel, DELETE /v1/responses/{id}: background responses. */
+export function backgroundRoutes({ calls }: Background): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+  const found = (c: Context<GatewayEnv>): Call => {
+    const call = calls.find(c.req.param('id') as string, c.get('caller'));
+    if (!call.meta) throw new GatewayError(404, 'not_found', `no response ${call.id}`);
+    return call;
+  };
+  app.get('/v1/responses/:id', (c) => c.json(state(found(c))));
+  app.post('/v1/responses/:id/cancel', (c) => {
+    const call = found(c);
+    if (call.answer && !call.cancelled) throw badInput(`response ${call.id} has ended: it cannot be cancelled`, undefined, 'invalid_request_error');
+    calls.stop(call);
+    return c.json(state(call));
+  });
+  app.delete('/v1/responses/:id', (c) => {
+    calls.cancel(found(c));
+    return c.json({ id: c.req.param('id'), object: 'response.deleted', deleted: true });
+  });
+  return app;
+}
+
+/** A background response as it stands: queued/in progress, cancelled, its answer, or failed with its error. */
+function state(call: Call): object {
+  const queued = call.meta as Record<string, unknown>;
+  if (call.cancelled) return { ...queued, status: 'cancelled' };
+  if (!call.answer) return { ...queued, status: 'in_progress' };
+  const answer = JSON.parse(new TextDecoder().decode(call.answer.body));
+  if (call.answer.status === 200) return answer;
+  const error = (answer as { error?: { code?: string; message?: string } }).error;
+  return { ...queued, status: 'failed', error: { code: error?.code ?? 'server_error', message: error?.message ?? `failed with status ${call.answer.status}` } };
 }

@@ -10,7 +10,7 @@ import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
 import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
-import { responses, responsesSchema } from './responses.js';
+import { type Background, backgroundResponse, backgroundRoutes, responses, responsesSchema } from './responses.js';
 import {
   type ChatRequest,
   type CompletionRequest,
@@ -25,10 +25,10 @@ import {
 import { classify, classifySchema, rerank, rerankSchema, score, scoreSchema } from './scoring.js';
 import { chatPromptOf, chatTokens, ToolAnswer, type ToolUse } from './tools.js';
 
-export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number };
+export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number; background: Background };
 
 /** OpenAI-compatible completions and chat completions, streaming (SSE) or not, and the model list. */
-export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<GatewayEnv> {
+export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const created = Math.floor(Date.now() / 1000);
   // Models OpenAI's clients may name: generative ones and text encoders.
@@ -55,7 +55,8 @@ export function openaiRoutes({ models, maxBodyBytes }: OpenAIOptions): Hono<Gate
   });
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
-  app.post('/v1/responses', (c) => responsesRoute(c, model, maxBodyBytes));
+  app.post('/v1/responses', (c) => responsesRoute(c, model, maxBodyBytes, undefined, background));
+  app.route('/', backgroundRoutes(background));
   app.post('/v1/messages', (c) => messagesRoute(c, model, maxBodyBytes));
   app.post('/v1/embeddings', (c) => embeddingsRoute(c, encoderOf(models, ENCODERS.embedding), maxBodyBytes));
   // Cross-encoders and classifiers, by vLLM's routes (Jina's rerank API with and without /v1).
@@ -167,9 +168,12 @@ export async function messagesRoute(c: Context, model: ModelOf, maxBodyBytes: nu
 }
 
 /** POST /v1/responses (and openai-responses endpoints, with `fixedModel`). */
-export async function responsesRoute(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
+export async function responsesRoute(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string, background?: Background): Promise<Response> {
   const req = parseBody(responsesSchema, await json(c, maxBodyBytes, fixedModel));
-  return responses(c, model(req.model), req);
+  const m = model(req.model);
+  if (req.background && background) return backgroundResponse(c, m, req, background);
+  if (req.background) throw badInput('background responses are not served on this route', 'background', 'invalid_request_error');
+  return responses(c, m, req);
 }
 
 /** POST /v1/chat/completions (and openai-chat endpoints, with `fixedModel`). */
