@@ -90,6 +90,21 @@ describe('TGI’s API', () => {
     expect(digits.body.generated_text).toMatch(/^[0-9]{3}$/);
   });
 
+  it('scores the prompt with decoder_input_details (the prefill), as OpenAI’s echo with logprobs does', async () => {
+    const scored = await generate({ inputs: 'The cat sat on', parameters: { max_new_tokens: 3, details: true, decoder_input_details: true } });
+    const plain = await generate({ inputs: 'The cat sat on', parameters: { max_new_tokens: 3 } });
+    expect(scored.body.generated_text).toBe(plain.body.generated_text); // the prompt is scored, not in the text
+    const prefill = scored.body.details.prefill as { id: number; text: string; logprob: number | null }[];
+    const openai = await (
+      await post('/v1/completions', { model: 'tiny-gpt', prompt: 'The cat sat on', max_tokens: 1, echo: true, logprobs: 0, temperature: 0 })
+    ).json();
+    const { tokens, token_logprobs } = openai.choices[0].logprobs;
+    expect(prefill.map((t) => t.text)).toEqual(tokens.slice(0, prefill.length));
+    expect(prefill.map((t) => t.logprob)).toEqual(token_logprobs.slice(0, prefill.length));
+    expect(prefill[0].logprob).toBeNull();
+    expect(scored.body.details.tokens).toHaveLength(3);
+  });
+
   it('refuses what it does not serve with TGI’s 422, and finds the model', async () => {
     for (const [body, message] of [
       [{}, /inputs/],

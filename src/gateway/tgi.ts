@@ -37,8 +37,9 @@ const parameters = z
     repetition_penalty: z.number().nullish(),
     typical_p: z.number().nullish(),
     watermark: z.boolean().nullish(),
-    decoder_input_details: z.boolean().nullish(),
     adapter_id: z.string().nullish(),
+    /** The prompt's tokens scored too (details.prefill): what evaluation harnesses read log-likelihoods from. */
+    decoder_input_details: z.boolean().nullish(),
   })
   .loose();
 
@@ -105,7 +106,6 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
       ['repetition_penalty', (p.repetition_penalty ?? 1) !== 1, 'use frequency_penalty'],
       ['typical_p', p.typical_p != null && p.typical_p !== 1, 'use top_p'],
       ['watermark', p.watermark === true, 'no watermarking here'],
-      ['decoder_input_details', p.decoder_input_details === true, 'the prompt is not scored here'],
       ['adapter_id', p.adapter_id != null, 'no LoRA adapters here'],
     ] as const
   ).find(([, given]) => given);
@@ -118,6 +118,8 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
   const seed = sampling ? (p.seed ?? randomInt(2 ** 31)) : undefined;
   // (the default fits the context; a max_new_tokens given that does not is a 422, as TGI's)
   const maxTokens = p.max_new_tokens ?? Math.min(DEFAULT_MAX_NEW_TOKENS, Math.max(1, gen.context - prompt.length));
+  // The prompt scored comes back as the generation's first piece (its echo), taken apart below: whole answers only.
+  const prefill = !stream && p.details === true && p.decoder_input_details === true;
   const generation = new Generation(
     m,
     {
@@ -129,6 +131,7 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
       frequency_penalty: p.frequency_penalty,
       // every token's log-probability (TGI's details and stream events carry it), and top_n_tokens alternatives
       logprobs: p.top_n_tokens ?? 0,
+      echo: prefill,
       ...(p.grammar?.type === 'json' && { guided_json: p.grammar.value as JsonSchema | string }),
       ...(p.grammar?.type === 'regex' && { guided_regex: p.grammar.value }),
     },
@@ -143,8 +146,12 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
   const finishReason = (reason: string) => (reason === 'length' ? 'length' : generation.stopReason === undefined ? 'eos_token' : 'stop_sequence');
 
   if (!stream) {
-    const { text, logged, result } = await generation.whole();
+    const whole = await generation.whole();
+    const { result } = whole;
     c.set('queueMs', result.queueMs);
+    const echoed = prefill ? decode(gen.tokenizer, prompt) : '';
+    const text = whole.text.slice(echoed.length);
+    const [input, logged] = prefill ? [whole.logged.slice(0, prompt.length), whole.logged.slice(prompt.length)] : [[], whole.logged];
     return c.json({
       generated_text: full(text),
       ...(p.details && {
@@ -152,7 +159,7 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
           finish_reason: finishReason(result.finishReason),
           generated_tokens: result.completionTokens,
           seed: seed ?? null,
-          prefill: [],
+          prefill: input.map((t) => ({ id: t.token, text: decode(gen.tokenizer, [t.token]), logprob: t.logprob })),
           tokens: logged.map(token),
           ...(p.top_n_tokens && { top_tokens: logged.map(topTokens) }),
         },
