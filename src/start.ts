@@ -34,6 +34,7 @@ import {
   type EndpointRoute,
   ensembleModel,
   type GrpcListening,
+  InFlight,
   jwtVerifier,
   type Listening,
   listen,
@@ -279,12 +280,15 @@ async function security(
     authenticate({ policy, scopes, verify, keys }),
     ...(limit
       ? [
-          rateLimit(
-            limit.per_second === undefined
-              ? undefined
-              : new RateLimiter({ perSecond: limit.per_second, burst: limit.burst ?? Math.max(1, Math.ceil(limit.per_second)) }),
-            limit.tokens_per_minute === undefined ? undefined : new RateLimiter({ perSecond: limit.tokens_per_minute / 60, burst: limit.tokens_per_minute }),
-          ),
+          rateLimit({
+            requests:
+              limit.per_second === undefined
+                ? undefined
+                : new RateLimiter({ perSecond: limit.per_second, burst: limit.burst ?? Math.max(1, Math.ceil(limit.per_second)) }),
+            tokens:
+              limit.tokens_per_minute === undefined ? undefined : new RateLimiter({ perSecond: limit.tokens_per_minute / 60, burst: limit.tokens_per_minute }),
+            concurrent: limit.max_concurrent === undefined ? undefined : new InFlight(limit.max_concurrent),
+          }),
         ]
       : []),
   ];

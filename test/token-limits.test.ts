@@ -64,3 +64,40 @@ describe('tokens a minute (rate_limit.tokens_per_minute)', () => {
     await expect.poll(async () => (await complete('carol', 90)).status, { timeout: 10_000 }).toBe(200);
   });
 });
+
+describe('requests at once (rate_limit.max_concurrent)', () => {
+  let limited: Awaited<ReturnType<typeof startTestGateway>>;
+  beforeAll(async () => {
+    limited = await startTestGateway({
+      auth: { default: 'key', keys: Object.entries(KEYS).map(([id, secret]) => ({ id, secret })), rate_limit: { max_concurrent: 2 } },
+      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    } as never);
+  });
+  afterAll(() => limited?.shutdown());
+  const send = (who: keyof typeof KEYS, maxTokens: number, stream: boolean, signal?: AbortSignal) =>
+    fetch(`${limited.url}/v1/completions`, {
+      method: 'POST',
+      headers: as(who),
+      body: JSON.stringify({ model: 'tiny-gpt', prompt: 'Hello', max_tokens: maxTokens, ignore_eos: true, stream }),
+      signal,
+    });
+
+  it('counts a stream until it ends: a caller past its limit gets a 429, others do not; a stream gone frees its place', async () => {
+    const first = new AbortController();
+    const second = new AbortController();
+    const streams = [await send('alice', 400, true, first.signal), await send('alice', 400, true, second.signal)];
+    expect(streams.map((r) => r.status)).toEqual([200, 200]);
+    const third = await send('alice', 1, false);
+    expect(third.status).toBe(429);
+    expect(third.headers.get('retry-after')).toBe('1');
+    expect((await third.json()).error.message).toMatch(/too many requests at once from this caller: at most 2 in flight/);
+    expect((await send('bob', 1, false)).status).toBe(200);
+    // One stream's client goes: its place is free again.
+    first.abort();
+    await expect.poll(async () => (await send('alice', 1, false)).status, { timeout: 10_000 }).toBe(200);
+    second.abort();
+    // Whole answers free their place once answered: one after another, never more than the limit.
+    await expect.poll(async () => (await send('alice', 1, false)).status, { timeout: 10_000 }).toBe(200);
+    for (let i = 0; i < 4; i++) expect((await send('alice', 1, false)).status).toBe(200);
+  });
+});

@@ -50,7 +50,8 @@ async function started(opts?: Partial<BatcherOptions>, delayMs?: number) {
 
 describe('Batcher', () => {
   it('pads batches up to the configured sizes and answers each request with its own rows', async () => {
-    const h = await started({ maxBatchSize: 8, batchSizes: [2, 8] });
+    // (a wide window: a CI machine once took more than 5 ms between the three submits, and sent the first alone)
+    const h = await started({ maxBatchSize: 8, batchSizes: [2, 8], waitMs: 100 });
     const results = await Promise.all([1, 2, 3].map((v) => h.batcher.submit(row(v))));
     expect(results.map((r) => values(r.outputs))).toEqual([[2], [4], [6]]);
     expect(results.every((r) => r.batchSize === 3)).toBe(true); // the caller's view: real rows

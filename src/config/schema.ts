@@ -493,9 +493,13 @@ const rateLimitSchema = z
      * starts and gives back what it did not generate. Batch API lines are not counted.
      */
     tokens_per_minute: positiveInt.optional(),
+    /** Requests a caller may have running at once (a stream until it ends); one more is a 429. WebSocket messages are not counted. */
+    max_concurrent: positiveInt.optional(),
   })
   .strict()
-  .refine((l) => l.per_second !== undefined || l.tokens_per_minute !== undefined, { message: 'give per_second, tokens_per_minute or both' });
+  .refine((l) => l.per_second !== undefined || l.tokens_per_minute !== undefined || l.max_concurrent !== undefined, {
+    message: 'give per_second, tokens_per_minute, max_concurrent, or several',
+  });
 
 export const authSchema = z
   .object({

@@ -1,6 +1,6 @@
 export { type AppOptions, createApp, type EndpointRoute } from './app.js';
 export { jwtVerifier } from './auth/jwt.js';
-export { authenticate, type Caller, type Policy, rateLimit } from './auth/middleware.js';
+export { authenticate, type Caller, InFlight, type Policy, rateLimit } from './auth/middleware.js';
 export { RateLimiter } from './auth/rate-limit.js';
 export { QuietWork } from './drain.js';
 export { ensembleModel } from './ensemble.js';

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler, Next } from 'hono';
 import { GatewayError, unavailable } from '../../errors/index.js';
 import type { CallEnv } from '../calls.js';
 import { type IntakeRequest, peerAddress } from '../intake.js';
@@ -90,25 +90,88 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
   };
 }
 
+/** A caller's limits: requests a second, generated tokens a minute, requests at once. */
+export type Limits = { requests?: RateLimiter; tokens?: RateLimiter; concurrent?: InFlight };
+
 /**
  * A token bucket per caller (subject, key, or IP): 429 with Retry-After and RateLimit-* headers when
  * empty — distinct from the 503 of a full queue, which is about capacity, not the caller. With `tokens`, the
- * caller also gets a bucket of generated tokens a minute (OpenAI's TPM), which its generations draw on.
+ * caller also gets a bucket of generated tokens a minute (OpenAI's TPM), which its generations draw on; with
+ * `concurrent`, at most so many of its requests run at once (a stream until it ends).
  */
-export function rateLimit(requests: RateLimiter | undefined, tokens?: RateLimiter): MiddlewareHandler<GatewayEnv> {
+export function rateLimit({ requests, tokens, concurrent }: Limits): MiddlewareHandler<GatewayEnv> {
   return async function rateLimit(c, next) {
-    // A batch is throttled by itself (a few lines at a time, behind everyone); a call spent its turn when it was sent.
-    if (batchLine(c) || (c.env as CallEnv | undefined)?.infergateCall) return next();
+    // A batch is throttled by itself (a few lines at a time, behind everyone).
+    if (batchLine(c)) return next();
     const key = c.get('caller')?.id ?? `ip:${clientIp(c)}`;
+    // An asynchronous call spent its turn when it was sent, but runs at once with the caller's other requests.
+    if ((c.env as CallEnv | undefined)?.infergateCall) return concurrent ? concurrent.around(key, c, next) : next();
     const headers = requests ? spend(requests, key) : {};
     // A WebSocket's messages are requests too: each one spends from the same bucket (ws.ts).
     if (requests) c.set('spendRequest', () => void spend(requests, key));
     const budget = tokens && tokenBudget(tokens, key);
     const caller = c.get('caller');
     if (budget && caller) c.set('caller', { ...caller, tokens: budget });
-    await next();
+    await (concurrent ? concurrent.around(key, c, next) : next());
     for (const [name, value] of Object.entries({ ...headers, ...budget?.headers() })) c.header(name, value);
   };
+}
+
+/**
+ * Requests in flight per caller, at most `max` (LiteLLM's max_parallel_requests): one more is a 429 before it runs.
+ * A request counts until it is answered — a stream until it ends or its client goes.
+ */
+export class InFlight {
+  private readonly counts = new Map<string, number>();
+
+  constructor(readonly max: number) {}
+
+  async around(key: string, c: Context<GatewayEnv>, next: Next): Promise<void> {
+    const now = this.counts.get(key) ?? 0;
+    if (now >= this.max)
+      throw new GatewayError(429, 'rate_limited', `too many requests at once from this caller: at most ${this.max} in flight`, { retryAfterS: 1 });
+    this.counts.set(key, now + 1);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      const left = (this.counts.get(key) ?? 1) - 1;
+      if (left > 0) this.counts.set(key, left);
+      else this.counts.delete(key);
+    };
+    try {
+      await next();
+    } catch (err) {
+      release();
+      throw err;
+    }
+    // A whole answer is done; a stream (Server-Sent Events) counts until it ends, or its client goes.
+    const body = c.res.body;
+    if (!body || !c.res.headers.get('content-type')?.startsWith('text/event-stream')) return release();
+    const reader = body.getReader();
+    const watched = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const { done, value } = await reader.read().catch((err) => {
+          release();
+          throw err;
+        });
+        if (done) {
+          release();
+          controller.close();
+        } else controller.enqueue(value);
+      },
+      cancel(reason) {
+        release();
+        return reader.cancel(reason);
+      },
+    });
+    c.res = new Response(watched, c.res);
+  }
+
+  /** In flight for `key` now. */
+  of(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
 }
 
 /**
