@@ -167,11 +167,6 @@ export class InFlight {
     });
     c.res = new Response(watched, c.res);
   }
-
-  /** In flight for `key` now. */
-  of(key: string): number {
-    return this.counts.get(key) ?? 0;
-  }
 }
 
 /**
