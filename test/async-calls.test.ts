@@ -37,10 +37,13 @@ describe('asynchronous inference', () => {
     const location = res.headers.get('location') as string;
     expect(location).toMatch(/^\/v2\/calls\/[0-9a-f-]{36}$/);
     expect(await res.json()).toEqual({ id: location.slice(10), status: 'in_progress', status_url: location });
-    // Not ready yet (it waits 1.5 s for company): come back later.
+    // Not ready yet (it waits 1.5 s for company): come back later. /metrics counts it running.
     const early = await collect(location);
     expect(early.status).toBe(202);
     expect(early.headers.get('retry-after')).toBe('1');
+    const gauge = async (state: string) =>
+      Number(new RegExp(`infergate_async_calls\\{state="${state}"\\} (\\d+)`).exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+    expect(await gauge('running')).toBeGreaterThanOrEqual(1);
     // Waiting for it: the model's answer, as the request itself would have had it.
     const done = await collect(`${location}?wait_s=10`);
     expect(done.status).toBe(200);
@@ -48,6 +51,7 @@ describe('asynchronous inference', () => {
     expect((await done.json()).outputs[0].data).toEqual(await direct('mlp', 1));
     // Kept for async_keep_s: read again, then gone.
     expect((await collect(location)).status).toBe(200);
+    expect(await gauge('answered')).toBeGreaterThanOrEqual(1);
     await expect.poll(async () => (await collect(location)).status, { timeout: 5000 }).toBe(404);
   });
 

@@ -7,7 +7,7 @@ import { GatewayError } from '../errors/index.js';
 import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
 import { adminRoutes } from './admin.js';
 import { audioRoutes } from './audio.js';
-import { asyncCalls, Calls, type CallsOptions, callRoutes, type Dispatch } from './calls.js';
+import { asyncCalls, Calls, type CallsOptions, callRoutes, type Dispatch, measureCalls } from './calls.js';
 import { compressAnswers } from './compress.js';
 import type { QuietWork } from './drain.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
@@ -145,6 +145,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   for (const e of opts.endpoints ?? []) if (e.guard.length) app.use(e.path, ...e.guard);
   // Asynchronous inference: after every guard (auth, rate limits: a call spends its caller's turn once), before the routes.
   const calls = new Calls(opts.calls ?? { keepMs: 600_000, maxBytes: 256 * 2 ** 20, afterMs: 0 });
+  measureCalls(telemetry, calls);
   const nonInference = ['/v1/files', '/v1/batches', '/v1/ws'];
   const isInference = (path: string) =>
     path.startsWith('/v2/models/') ||

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import { z } from 'zod';
 import { GatewayError, unavailable } from '../errors/index.js';
+import type { Telemetry } from '../telemetry/index.js';
 import type { Caller } from './auth/middleware.js';
 import { clientSignal, parseQuery, readBody, releaseBody } from './body.js';
 import type { IntakeRequest } from './intake.js';
@@ -121,6 +122,13 @@ export class Calls {
   cancel(call: Call): void {
     call.controller.abort();
     this.forget(call.id);
+  }
+
+  /** Calls running, answers kept for collection, and their bytes (what async_max_mb bounds). */
+  stats(): { running: number; answered: number; bytes: number } {
+    let answered = 0;
+    for (const call of this.calls.values()) if (call.answer) answered++;
+    return { running: this.calls.size - answered, answered, bytes: this.bytes };
   }
 
   private forget(id: string): void {
@@ -245,4 +253,22 @@ export function startKeptCall(calls: Calls, dispatch: Dispatch, o: { caller?: Ca
   );
   calls.keep(call);
   return call;
+}
+
+/** Prometheus gauges of the calls: how many run and wait to be collected, and the bytes held against async_max_mb. */
+export function measureCalls(telemetry: Telemetry, calls: Calls): void {
+  const count = telemetry.meter.createObservableGauge('infergate.async.calls', {
+    unit: '{call}',
+    description: 'Asynchronous calls (Prefer: respond-async, redirected, background responses) running, and answered but not yet collected.',
+  });
+  count.addCallback((r) => {
+    const { running, answered } = calls.stats();
+    r.observe(running, { state: 'running' });
+    r.observe(answered, { state: 'answered' });
+  });
+  const bytes = telemetry.meter.createObservableGauge('infergate.async.bytes', {
+    unit: 'By',
+    description: "Bytes held for asynchronous calls: answers kept, and running calls' requests (server.async_max_mb bounds them).",
+  });
+  bytes.addCallback((r) => r.observe(calls.stats().bytes));
 }
