@@ -111,7 +111,12 @@ export type Gateway = {
 /** What a reload did, by model name; `restart_required`: config sections that changed but apply only at start. */
 type Changes = { added: string[]; replaced: string[]; removed: string[]; unchanged: string[] };
 /** What a reload changed: models by name (and ensembles, under `ensembles`), and the sections that need a restart. */
-export type ReloadReport = Changes & { restart_required: string[]; ensembles?: Changes };
+export type ReloadReport = Changes & {
+  restart_required: string[];
+  ensembles?: Changes;
+  /** Versioned models among `unchanged` whose version_traffic split moved (in place, nothing restarted). */
+  version_traffic?: string[];
+};
 
 /** Reads every model's signature (config mistakes are reported before anything starts). */
 export async function loadSignatures(config: Config): Promise<Map<string, ModelSignature>> {
@@ -875,16 +880,22 @@ export async function startGateway(
         throw new ConfigError(`endpoint ${e.path} serves model ${e.model}, which the new config removes: endpoints change only with a restart`);
     const build = await readModels(next);
     const nextStamps = await stampsOf(next);
+    // (a versioned model whose version_traffic alone changed keeps running: its split moves in place, as KServe's
+    // canary percent moves without new pods)
+    const apart = (m: ModelConfig | undefined) => JSON.stringify(m && { ...m, version_traffic: undefined });
     const same = (name: string) =>
-      (only !== undefined && name !== only) ||
-      (JSON.stringify(running.models[name]) === JSON.stringify(next.models[name]) && stamps.get(name) === nextStamps.get(name));
+      (only !== undefined && name !== only) || (apart(running.models[name]) === apart(next.models[name]) && stamps.get(name) === nextStamps.get(name));
     const names = Object.keys(next.models);
+    const retuned = names.filter(
+      (n) => models.has(n) && same(n) && JSON.stringify(running.models[n]?.version_traffic) !== JSON.stringify(next.models[n].version_traffic),
+    );
     const report: ReloadReport = {
       added: names.filter((n) => !models.has(n)),
       replaced: names.filter((n) => models.has(n) && !same(n)),
       removed: [...models.keys()].filter((n) => !next.models[n]),
       unchanged: names.filter((n) => models.has(n) && same(n)),
       restart_required: (['server', 'auth', 'endpoints', 'telemetry'] as const).filter((k) => JSON.stringify(config[k]) !== JSON.stringify(next[k])),
+      ...(retuned.length > 0 && { version_traffic: retuned }),
     };
     // Every new model is built and warm before any is swapped in: a failure leaves the running ones as they were.
     const fresh = new Map<string, ModelEntry>();
@@ -928,6 +939,10 @@ export async function startGateway(
       };
     ensembles = new Map(nextPlans.map((p) => [p.name, kept.has(p.name) ? (ensembles.get(p.name) as ServedModel) : ensembleModel(p, served)]));
     plans = nextPlans;
+    for (const name of retuned) {
+      const versions = models.get(name)?.versions;
+      if (versions) versions.unnamed = unnamedVersion(versions.served, next.models[name].version_traffic);
+    }
     running = next;
     if (only === undefined) stamps = nextStamps;
     else stamps.set(only, nextStamps.get(only) as string);

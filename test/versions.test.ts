@@ -224,6 +224,14 @@ describe('a versioned model', () => {
       // A request naming a version is not split.
       const named = await Promise.all(Array.from({ length: 10 }, async () => (await infer(canary.url, 'scorer/versions/2', x(1))).body));
       expect(named.map((b) => (b as { model_version: string }).model_version)).toEqual(new Array(10).fill('2'));
+      // The split moved by a reload: in place (the same replica, nothing replaced), at once.
+      const pids = async () => (await (await fetch(`${canary.url}/v2/models/scorer/stats`)).json()).replicas.map((r: { pid: number }) => r.pid);
+      const before = await pids();
+      const report = await canary.reload(parseConfig({ models: { scorer: { ...models.scorer, version_traffic: { 2: 100 } } } }));
+      expect(report).toMatchObject({ replaced: [], unchanged: ['scorer'], version_traffic: ['scorer'] });
+      expect(await pids()).toEqual(before);
+      const moved = await Promise.all(Array.from({ length: 20 }, async () => (await infer(canary.url, 'scorer', x(2))).body));
+      expect(new Set(moved.map((b) => (b as { model_version: string }).model_version))).toEqual(new Set(['2']));
     } finally {
       await canary.shutdown();
     }
