@@ -10,7 +10,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { clientsLoad, cpuSeconds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
+import { clientsLoad, type GatewayRun, gatewayRounds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -61,20 +61,10 @@ async function main() {
     return startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${port}/v2/health/ready`);
   };
   const gateways = { [PLAIN]: await start(PLAIN, {}), [REDIRECTING]: await start(REDIRECTING, { async_after_s: 150 }) };
-  type Run = Awaited<ReturnType<typeof load>> & { gatewayUs: number };
-  const runs: Record<string, Run[]> = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
+  let runs: Record<string, GatewayRun[]>;
   try {
-    for (const { run } of Object.values(variants)) await load(run, 1); // warm-up
-    for (let round = 0; round < rounds; round++) {
-      for (const [name, { port, run }] of Object.entries(variants)) {
-        const pid = gateways[port].pid as number;
-        const cpu0 = cpuSeconds(pid);
-        const r = await load(run, durationS);
-        const result = { ...r, gatewayUs: Math.round(((cpuSeconds(pid) - cpu0) * 1e6) / r.total) };
-        console.log(round, name, Math.round(r.requestsPerS), 'answers/s', r.p50Ms, 'ms p50', result.gatewayUs, 'µs gateway CPU an answer');
-        runs[name].push(result);
-      }
-    }
+    const measured = Object.entries(variants).map(([name, { port, run }]) => [name, { pid: gateways[port].pid as number, load: (s: number) => load(run, s) }]);
+    runs = await gatewayRounds(Object.fromEntries(measured), rounds, durationS);
   } finally {
     await Promise.all(Object.values(gateways).map(stopServer));
   }

@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { clientsLoad, cpuSeconds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
+import { clientsLoad, type GatewayRun, gatewayRounds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -77,19 +77,13 @@ async function main() {
   );
   const gateway = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
   const pid = gateway.pid as number;
-  type Run = Awaited<ReturnType<typeof load>> & { gatewayUs: number };
-  const runs: Record<string, Run[]> = { ensemble: [], chained: [] };
+  let runs: Record<string, GatewayRun[]>;
   try {
-    for (const run of Object.values(variants)) await load(run, 1); // warm-up
-    for (let round = 0; round < rounds; round++) {
-      for (const [name, run] of Object.entries(variants)) {
-        const cpu0 = cpuSeconds(pid);
-        const r = await load(run, durationS);
-        const result = { ...r, gatewayUs: Math.round(((cpuSeconds(pid) - cpu0) * 1e6) / r.total) };
-        console.log(round, name, Math.round(r.requestsPerS), 'answers/s', r.p50Ms, 'ms p50', result.gatewayUs, 'µs gateway CPU an answer');
-        runs[name].push(result);
-      }
-    }
+    runs = await gatewayRounds(
+      Object.fromEntries(Object.entries(variants).map(([name, run]) => [name, { pid, load: (s: number) => load(run, s) }])),
+      rounds,
+      durationS,
+    );
   } finally {
     await stopServer(gateway);
   }

@@ -452,3 +452,29 @@ export async function clientsLoad(clients: number, seconds: number, call: (clien
   const at = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] * 100) / 100;
   return { total: latencies.length, requestsPerS: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
 }
+
+/** What clientsLoad measured, with the gateway's CPU per answered request. */
+export type GatewayRun = Awaited<ReturnType<typeof clientsLoad>> & { gatewayUs: number };
+
+/**
+ * Interleaved rounds: each variant's load (after a 1 s warm-up of each), `rounds` times, with the CPU its gateway
+ * process (`pid`) spent per answered request; every round's result by variant, logged as it comes.
+ */
+export async function gatewayRounds(
+  variants: Record<string, { pid: number; load: (seconds: number) => ReturnType<typeof clientsLoad> }>,
+  rounds: number,
+  seconds: number,
+): Promise<Record<string, GatewayRun[]>> {
+  const runs: Record<string, GatewayRun[]> = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
+  for (const { load } of Object.values(variants)) await load(1);
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, { pid, load }] of Object.entries(variants)) {
+      const cpu0 = cpuSeconds(pid);
+      const r = await load(seconds);
+      const result = { ...r, gatewayUs: Math.round(((cpuSeconds(pid) - cpu0) * 1e6) / r.total) };
+      console.log(round, name, Math.round(r.requestsPerS), 'answers/s', r.p50Ms, 'ms p50', result.gatewayUs, 'µs gateway CPU an answer');
+      runs[name].push(result);
+    }
+  }
+  return runs;
+}
