@@ -131,8 +131,9 @@ export async function loadSignatures(config: Config): Promise<Map<string, ModelS
         ? multiplexedPath(model.path, versions[versions.length - 1])
         : model.path;
     const signature = await signatureAt(name, path);
+    const latest = describeTensors(signature);
     for (const version of versions?.slice(0, -1) ?? []) {
-      const [theirs, latest] = [describeTensors(await signatureAt(name, multiplexedPath(model.path, version))), describeTensors(signature)];
+      const theirs = describeTensors(await signatureAt(name, multiplexedPath(model.path, version)));
       if (theirs !== latest)
         throw new ConfigError(
           `models.${name}: version ${version} takes and gives ${theirs}, not the latest version's ${latest} (the versions served share their tensors)`,
