@@ -4,6 +4,7 @@
     /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt.onnx     # committed: tests and demo
     /usr/bin/python3 models/gpt.py small /tmp/gpt2-small.onnx              # GPT-2 small dims, for the GPU bench
     /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt-kv16.onnx --kv fp16   # the cache in FP16
+    /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-gpt-lora.onnx --lora      # LoRA adapters per row
     /usr/bin/python3 models/gpt.py small /tmp/gpt2-hf.onnx --no-logits-to-keep          # Hugging Face's inputs only
     /usr/bin/python3 models/gpt.py tiny  examples/models/tiny-embed.onnx --encoder      # a text encoder: /v1/embeddings
     /usr/bin/python3 models/gpt.py mini  /tmp/mini-embed.onnx --encoder                 # all-MiniLM-L6-v2's dims, for bench:embeddings
@@ -13,6 +14,9 @@ Inputs:  input_ids INT64 [batch, seq], position_ids INT64 [batch, seq], attentio
          logits_to_keep INT64 [1] (Hugging Face's argument: logits of the last N positions only, 0 = all)
 Outputs: logits FP32 [batch, seq or logits_to_keep, vocab], present.{i}.key / .value FP32 [batch, heads, past+seq, head_dim],
          new_key_values.{i}.key / .value FP32 [batch, heads, seq, head_dim] (this step's only; optional for infergate)
+With --lora, also lora_slot INT64 [batch] and lora.{i}.attn.c_attn.a FP32 [adapters, n_embd, rank] / .b FP32
+[adapters, rank, 3 * n_embd]: every row's adapter, applied to the attention's input projection (models/lora.py
+writes adapters in PEFT's layout). The weights are the same as without it: slot 0 of zeros gives the same model.
 With --kv fp16 the past, present and new_key_values tensors are FLOAT16 (the arithmetic stays FP32, cast at
 the edges): the cache the caller keeps and sends with every decode step is half the bytes.
 --encoder builds a BERT-shaped encoder from the same blocks instead (bidirectional attention, no cache):
@@ -72,12 +76,25 @@ class Graph:
         wte16 = self.init("wte16", (self.rng.standard_normal((VOCAB, n_embd)) * 0.02).astype(np.float16))
         return self.node("Cast", [wte16], "wte", to=TensorProto.FLOAT)
 
-    def qkv_heads(self, h, p, n_embd, n_head):
-        """The layer's queries, keys and values, each [batch, heads, seq, head_dim]."""
-        qkv = self.linear(self.layer_norm(h, p + "ln1", n_embd), p, "qkv", n_embd, 3 * n_embd)
+    def qkv_heads(self, h, p, n_embd, n_head, lora=None):
+        """The layer's queries, keys and values, each [batch, heads, seq, head_dim] (lora: see lora_delta)."""
+        x = self.layer_norm(h, p + "ln1", n_embd)
+        qkv = self.linear(x, p, "qkv", n_embd, 3 * n_embd)
+        if lora is not None:
+            qkv = self.node("Add", [qkv, self.lora_delta(x, lora, p + "qkv")], p + "qkv_adapted")
         self.nodes.append(helper.make_node("Split", [qkv, self.const("split3", [n_embd] * 3)], [p + "q", p + "k", p + "v"], axis=-1))
         heads_shape = self.const("heads_shape", [0, 0, n_head, n_embd // n_head])
         return [self.node("Transpose", [self.node("Reshape", [x, heads_shape], x + "_r")], x + "_t", perm=[0, 2, 1, 3]) for x in (p + "q", p + "k", p + "v")]
+
+    def lora_delta(self, x, module, name):
+        """
+        Multi-LoRA for one linear layer, every row its own adapter (Punica's batched gather): the adapters' A and B
+        come in stacked as inputs ([adapters, in, rank] and [adapters, rank, out], slot 0 all zeros: no adapter),
+        `lora_slot` [batch] picks each row's, and the row's delta is x A B (the scaling folded into B).
+        """
+        a = self.node("Gather", [module + ".a", "lora_slot"], name + "_lora_a", axis=0)
+        b = self.node("Gather", [module + ".b", "lora_slot"], name + "_lora_b", axis=0)
+        return self.node("MatMul", [self.node("MatMul", [x, a], name + "_lora_xa"), b], name + "_lora")
 
     def attend(self, h, q, k, v, bias, p, n_embd, n_head):
         """h + the attention of q over k/v (bias: 0 where a query may look, -1e9 elsewhere) and its projection."""
@@ -102,7 +119,7 @@ class Graph:
         return model
 
 
-def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, logits_to_keep=True, seed=20261122):
+def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, logits_to_keep=True, seed=20261122, lora=False):
     g = Graph(seed)
     node, const = g.node, g.const
     head_dim = n_embd // n_head
@@ -131,6 +148,8 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, logits_to_keep=T
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
     ] + ([helper.make_tensor_value_info("logits_to_keep", TensorProto.INT64, [1])] if logits_to_keep else [])
+    if lora:
+        inputs.append(helper.make_tensor_value_info("lora_slot", TensorProto.INT64, ["batch"]))
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "kept", VOCAB])]
     for i in range(n_layer):
         p = f"l{i}_"
@@ -141,7 +160,12 @@ def build(n_embd, n_layer, n_head, n_ctx, kv=TensorProto.FLOAT, logits_to_keep=T
         # whole present, and saves copying every sequence's cache back from the GPU each step.
         outputs += [helper.make_tensor_value_info(f"new_key_values.{i}.{part}", kv, ["batch", n_head, "seq", head_dim]) for part in ("key", "value")]
 
-        q, k, v = g.qkv_heads(h, p, n_embd, n_head)
+        # Hugging Face's name for the layer (PEFT adapters for GPT-2 target attn.c_attn): lora.{i}.attn.c_attn.a/.b
+        module = f"lora.{i}.attn.c_attn"
+        if lora:
+            inputs.append(helper.make_tensor_value_info(module + ".a", TensorProto.FLOAT, ["adapters", n_embd, "rank"]))
+            inputs.append(helper.make_tensor_value_info(module + ".b", TensorProto.FLOAT, ["adapters", "rank", 3 * n_embd]))
+        q, k, v = g.qkv_heads(h, p, n_embd, n_head, module if lora else None)
         if kv == TensorProto.FLOAT:
             g.nodes.append(helper.make_node("Identity", [k], [f"new_key_values.{i}.key"]))
             g.nodes.append(helper.make_node("Identity", [v], [f"new_key_values.{i}.value"]))
@@ -208,6 +232,7 @@ if __name__ == "__main__":
     args.add_argument("--kv", choices=["fp32", "fp16"], default="fp32", help="the KV cache's element type")
     args.add_argument("--no-logits-to-keep", action="store_true", help="no logits_to_keep input: every position's logits, always")
     args.add_argument("--encoder", action="store_true", help="a text encoder (last_hidden_state) for embeddings instead")
+    args.add_argument("--lora", action="store_true", help="multi-LoRA inputs (lora_slot, lora.{i}.attn.c_attn.a/.b): adapters per row")
     args.add_argument("--classes", type=int, default=0, help="with --encoder: a sequence classifier with this many classes (1: a cross-encoder)")
     a = args.parse_args()
     size, out = a.size, a.out
@@ -215,7 +240,7 @@ if __name__ == "__main__":
     if a.encoder:
         model = build_encoder(**SIZES[size], classes=a.classes)
     else:
-        model = build(**SIZES[size], kv=kv, logits_to_keep=not a.no_logits_to_keep)
+        model = build(**SIZES[size], kv=kv, logits_to_keep=not a.no_logits_to_keep, lora=a.lora)
     if size != "small":
         onnx.checker.check_model(model)
         onnx.save(model, out)

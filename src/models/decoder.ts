@@ -1,5 +1,6 @@
 import type { GenerativeSpec } from './generative.js';
 import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './grammar/index.js';
+import { AdapterCache, type AdapterRef, type LoadedAdapter, LoraStack } from './lora.js';
 import { ort } from './ort.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
@@ -8,7 +9,7 @@ import { loadTokenizer } from './text.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
-  join: { seq: string; prompt: number[]; sampling: Sampling }[];
+  join: { seq: string; prompt: number[]; sampling: Sampling; adapter?: AdapterRef }[];
   advance: string[];
   release: string[];
 };
@@ -51,6 +52,8 @@ type Sequence = {
   prefilling?: { prompt: number[] };
   /** What its response format allows next (only if it has one). */
   constraint?: TokenConstraint;
+  /** Its LoRA adapter (none: the model as it is). */
+  adapter?: LoadedAdapter;
 };
 
 /**
@@ -82,6 +85,8 @@ export class Decoder {
   private vocabulary?: Vocabulary;
   /** The session has a `logits_to_keep` input (`spec.logitsToKeep` says whether prefill makes use of it). */
   private takesKeep: boolean;
+  /** For a model that takes LoRA adapters: those read, and the run's stacked. */
+  private adapters?: { cache: AdapterCache; stack: LoraStack };
 
   constructor(
     private session: ort.InferenceSession,
@@ -93,6 +98,7 @@ export class Decoder {
     private prefillChunkTokens = 0,
   ) {
     this.takesKeep = session.inputNames.includes('logits_to_keep');
+    if (spec.lora) this.adapters = { cache: new AdapterCache(spec.lora), stack: new LoraStack(spec.lora) };
   }
 
   get active(): number {
@@ -113,11 +119,13 @@ export class Decoder {
     const prefilling = req.advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
     const constraints = await this.constraintsFor(req.join, drawn);
+    const adapters = await this.adaptersFor(req.join, drawn);
     for (const j of req.join) {
       if (drawn.failed?.[j.seq]) continue;
-      // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own.
-      const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt) : undefined;
-      extending.push(this.startPrefill(j, hit, drawn, constraints.get(j.seq)));
+      // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own. One
+      // with an adapter has keys and values of its own: the prefix cache holds the model's alone.
+      const hit = j.sampling.promptLogprobs === undefined && !j.adapter ? this.prefixCache?.lookup(j.prompt) : undefined;
+      extending.push(this.startPrefill(j, hit, drawn, constraints.get(j.seq), adapters.get(j.seq)));
     }
     for (const group of extensionGroups(extending, this.extensionLimits())) await this.extend(group, drawn);
     const t1 = performance.now();
@@ -140,13 +148,19 @@ export class Decoder {
    * Admits a joining sequence: a row of its own, holding a cached prefix of its prompt where there is one;
    * `extend` computes the rest of the prompt on it.
    */
-  private startPrefill(j: StepRequest['join'][number], hit: PrefixHit | undefined, drawn: Drawn, constraint?: TokenConstraint): Extension {
+  private startPrefill(
+    j: StepRequest['join'][number],
+    hit: PrefixHit | undefined,
+    drawn: Drawn,
+    constraint?: TokenConstraint,
+    adapter?: LoadedAdapter,
+  ): Extension {
     this.release(j.seq);
     const { heads, headDim, layers } = this.spec;
     const cached = hit?.length ?? 0;
     // Room for the whole prompt now: growing the caches chunk by chunk would copy them all each time.
     this.reserve(this.byRow.length + 1, j.prompt.length + 1);
-    const seq = this.admit(j, constraint);
+    const seq = this.admit(j, constraint, adapter);
     seq.length = cached;
     seq.prefilling = { prompt: j.prompt };
     this.seqs.set(j.seq, seq);
@@ -177,7 +191,7 @@ export class Decoder {
     const runOf = new Map<string, number>();
     /** The run each sequence takes its keys, values and logits from. */
     const source = items.map((x) => {
-      const key = `${x.seq.length}:${promptOf(x).join(',')}`;
+      const key = `${x.seq.adapter?.path ?? ''}:${x.seq.length}:${promptOf(x).join(',')}`;
       if (!runOf.has(key)) runOf.set(key, runs.push(x) - 1);
       return runOf.get(key) as number;
     });
@@ -212,6 +226,7 @@ export class Decoder {
       position_ids: new ort.Tensor('int64', positions, [k, n]),
       attention_mask: new ort.Tensor('int64', mask, [k, past + n]),
       ...this.keep(kept),
+      ...this.adapters?.stack.feeds(runs.map((x) => x.seq.adapter)),
     };
     const kvOutput = newKeyValues ? 'new_key_values' : 'present';
     const fetched = newKeyValues ? n : past + n;
@@ -268,7 +283,7 @@ export class Decoder {
       x.seq.prefilling = undefined;
       drew(drawn, x.id, x.seq, next, d);
       // Alike sequences hold the same keys and values: the prefix cache is offered the first's.
-      if (runs.some((run) => run.id === x.id)) this.keepPrefix(prompt, x.seq);
+      if (runs.some((run) => run.id === x.id) && !x.seq.adapter) this.keepPrefix(prompt, x.seq);
     });
   }
 
@@ -291,8 +306,27 @@ export class Decoder {
     return out;
   }
 
+  /**
+   * Each joining sequence's adapter, read on first use. One that cannot be read (the gateway read it with the
+   * same code when it was named, so this is a file gone or changed since) fails that sequence alone.
+   */
+  private async adaptersFor(join: StepRequest['join'], drawn: Drawn): Promise<Map<string, LoadedAdapter>> {
+    const out = new Map<string, LoadedAdapter>();
+    for (const j of join) {
+      if (!j.adapter || drawn.failed?.[j.seq]) continue;
+      try {
+        if (!this.adapters) throw new Error('the model takes no LoRA adapters');
+        out.set(j.seq, await this.adapters.cache.load(j.adapter.path));
+      } catch (err) {
+        drawn.failed ??= {};
+        drawn.failed[j.seq] = `its LoRA adapter ${j.adapter.name} cannot be used: ${(err as Error).message}`;
+      }
+    }
+    return out;
+  }
+
   /** A joining sequence's row, after the last. */
-  private admit(j: StepRequest['join'][number], constraint?: TokenConstraint): Sequence {
+  private admit(j: StepRequest['join'][number], constraint?: TokenConstraint, adapter?: LoadedAdapter): Sequence {
     const seq: Sequence = {
       row: this.byRow.length,
       length: j.prompt.length,
@@ -302,6 +336,7 @@ export class Decoder {
       generated: countsTokens(j.sampling) ? new Map() : undefined,
       produced: 0,
       constraint,
+      adapter,
     };
     this.byRow.push(seq);
     return seq;
@@ -362,6 +397,7 @@ export class Decoder {
       ),
       attention_mask: new ort.Tensor('int64', mask, [b, past + 1]),
       ...this.keep(1),
+      ...this.adapters?.stack.feeds(rows.map((s) => s.adapter)),
     };
     // ONNX Runtime writes the outputs straight into reused buffers too (pre-allocated fetches). Only this
     // step's keys/values are needed; where the model outputs them alone, the whole present is not fetched.

@@ -1,3 +1,4 @@
+import { type LoraTarget, loraTargets } from './lora.js';
 import type { ModelSignature } from './signature.js';
 
 /** What the gateway and the replica need to know of a decoder with a KV cache. */
@@ -22,6 +23,8 @@ export type GenerativeSpec = {
   logitsToKeep: boolean;
   /** The cache's element type (past_key_values in, present / new_key_values out). */
   kvType: 'float32' | 'float16';
+  /** The layers it takes LoRA adapters for, each row its own (models/gpt.py --lora), if any. */
+  lora?: LoraTarget[];
 };
 
 /**
@@ -47,5 +50,5 @@ export function generativeSpec(sig: ModelSignature): GenerativeSpec | null {
     (l) => outputs.has(`new_key_values.${l}.key`) && outputs.has(`new_key_values.${l}.value`),
   );
   const logitsToKeep = names.has('logits_to_keep');
-  return { layers, heads, headDim, vocab, context, tokenizer: sig.metadata.tokenizer ?? 'gpt2', newKeyValues, logitsToKeep, kvType };
+  return { layers, heads, headDim, vocab, context, tokenizer: sig.metadata.tokenizer ?? 'gpt2', newKeyValues, logitsToKeep, kvType, lora: loraTargets(sig) };
 }
