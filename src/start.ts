@@ -37,6 +37,7 @@ import {
   InFlight,
   jwtVerifier,
   type Listening,
+  LoraAdapters,
   listen,
   listenForMetrics,
   listenGrpc,
@@ -57,6 +58,7 @@ import {
   embeddingPadding,
   embeddingSpec,
   fromModelLayout,
+  type GenerativeSpec,
   generativeSpec,
   initialState,
   loadTokenizer,
@@ -327,6 +329,23 @@ function firstModelId(name: string, template: string): string {
   return first;
 }
 
+/** A generative model's adapters (config `lora_adapters`), each read now: one that does not fit is a config error. */
+async function loraAdapters(name: string, model: ModelConfig, generative: GenerativeSpec | null): Promise<LoraAdapters | undefined> {
+  if (!generative?.lora) {
+    if (model.lora_adapters)
+      throw new ConfigError(
+        `models.${name}.lora_adapters: the model takes no LoRA adapters (it has no lora_slot and lora.{layer}.{module}.a/.b inputs: models/gpt.py --lora)`,
+      );
+    return undefined;
+  }
+  const adapters = new LoraAdapters(generative.lora);
+  for (const [adapter, path] of Object.entries(model.lora_adapters ?? {}))
+    await adapters.add(adapter, path).catch((err: Error) => {
+      throw new ConfigError(`models.${name}.lora_adapters.${adapter}: ${err.message}`);
+    });
+  return adapters;
+}
+
 /** What a replica of the model is told to serve: by this gateway, or by `infergate replica` on another machine. */
 export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, threads: number): Omit<ReplicaStartSpec, 'replicaId' | 'model'> {
   const generative = generativeSpec(signature) !== null;
@@ -478,6 +497,7 @@ async function buildModel(
   if (generative && model.path.includes('{version}'))
     throw new ConfigError(`models.${name}.path: the model is generative: versions ({version}) are for tensor models`);
   const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
+  const adapters = await loraAdapters(name, model, generative);
   const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
   if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
   if (generative && model.response_cache_mb > 0)
@@ -657,6 +677,7 @@ async function buildModel(
             tokenizer: generativeTokenizer,
             context: generative.context ?? generativeTokenizer.maxLength ?? 1024,
             vocab: generative.vocab,
+            adapters,
           }
         : undefined,
     embedding:

@@ -4,6 +4,7 @@ import { cancelled, deadlineExceeded, GatewayError, internal, unavailable } from
 // What a replica draws tokens with, and reports of them: the replica's own types (only types cross over).
 export type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
 
+import type { AdapterRef } from '../models/lora.js';
 import type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
 import { FairShare } from './fair-share.js';
 import { ModelStatistics } from './statistics.js';
@@ -48,7 +49,8 @@ export type GenerationOptions = {
 /** Prompt starts remembered for replica affinity. */
 const MAX_AFFINITIES = 4096;
 
-export type GenerateRequest = { prompt: number[]; sampling: SamplingParams; maxTokens: number };
+/** `adapter`: the LoRA adapter the sequence is generated with (its replica reads it from `path`). */
+export type GenerateRequest = { prompt: number[]; sampling: SamplingParams; maxTokens: number; adapter?: AdapterRef };
 export type GenerateHooks = {
   signal?: AbortSignal;
   /**
@@ -275,7 +277,11 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           await new Promise((r) => setTimeout(r, 5)); // every reader is behind: wait for one
           continue;
         }
-        const body = { join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling })), advance, release: loop.release.splice(0) };
+        const body = {
+          join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling, adapter: s.req.adapter })),
+          advance,
+          release: loop.release.splice(0),
+        };
         let step: {
           tokens: Record<string, number>;
           logprobs?: Record<string, TokenLogprobs>;

@@ -35,6 +35,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     if (model.labels) model.labels = within(model.labels);
     if (model.tokenizer) model.tokenizer = within(model.tokenizer);
     if (model.ocr) model.ocr.dictionary = within(model.ocr.dictionary);
+    if (model.lora_adapters) model.lora_adapters = Object.fromEntries(Object.entries(model.lora_adapters).map(([name, p]) => [name, within(p)]));
   }
   if (config.server.batch_dir) config.server.batch_dir = within(config.server.batch_dir);
   if (config.server.tls) Object.assign(config.server.tls, { cert: within(config.server.tls.cert), key: within(config.server.tls.key) });

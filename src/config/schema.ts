@@ -6,6 +6,8 @@ import { z } from 'zod';
 const positiveInt = z.number().int().positive();
 const positiveNumber = z.number().positive();
 const nonNegative = z.number().min(0);
+/** Models', ensembles' and adapters' names: requests name them in URLs and bodies. */
+export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** Node 22.12 added `reusePort`: threads of one process can then each bind the port, the kernel spreading connections. */
 export function reusePortSupported(version = process.versions.node): boolean {
@@ -164,6 +166,12 @@ export const modelSchema = z
      * prompt starting the same way (a system prompt, earlier turns) computes only the rest; 0 turns it off. @default 256
      */
     prefix_cache_mb: z.number().min(0).default(256),
+    /**
+     * Generative models that take LoRA adapters (models/gpt.py --lora): adapters by the name requests give as
+     * their `model` (vLLM's --lora-modules), each a folder as PEFT saves it (adapter_config.json,
+     * adapter_model.safetensors), relative to the config file. Requests of different adapters share steps.
+     */
+    lora_adapters: z.record(z.string().regex(MODEL_NAME, 'expected an adapter name of letters, digits, _ . -'), z.string().min(1)).optional(),
     /**
      * Triton's response cache: memory for answers kept by their inputs, so that a request the model has answered
      * before (the same tensors, texts or image) is answered again without a queue or a replica; only for models
@@ -601,9 +609,9 @@ export const configSchema = z
     auth: authSchema.default(() => authSchema.parse({})),
     endpoints: z.array(endpointSchema).default([]),
     models: z
-      .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected a model name of letters, digits, _ . -'), modelSchema)
+      .record(z.string().regex(MODEL_NAME, 'expected a model name of letters, digits, _ . -'), modelSchema)
       .refine((m) => Object.keys(m).length > 0, 'expected at least one model'),
-    ensembles: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected an ensemble name of letters, digits, _ . -'), ensembleSchema).default({}),
+    ensembles: z.record(z.string().regex(MODEL_NAME, 'expected an ensemble name of letters, digits, _ . -'), ensembleSchema).default({}),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -630,6 +638,18 @@ export const configSchema = z
       else if (!c.models[e.model] && !c.ensembles[e.model])
         ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'model'], message: `no model named ${e.model}`, input: e.model });
     });
+    const adapters = new Set<string>();
+    for (const [name, m] of Object.entries(c.models))
+      for (const adapter of Object.keys(m.lora_adapters ?? {})) {
+        const clash = c.models[adapter] || c.ensembles[adapter] ? "a model's" : adapters.has(adapter) ? "another model's adapter's" : undefined;
+        if (clash)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['models', name, 'lora_adapters', adapter],
+            message: `${adapter} is ${clash} name too: requests name an adapter as their model`,
+          });
+        adapters.add(adapter);
+      }
     for (const [name, m] of Object.entries(c.models))
       if (m.ocr && !c.models[m.ocr.detector])
         ctx.addIssue({ code: 'custom', path: ['models', name, 'ocr', 'detector'], message: `no model named ${m.ocr.detector}`, input: m.ocr.detector });

@@ -13,6 +13,7 @@ import type { QuietWork } from './drain.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { settingsRoutes } from './kserve/settings.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
+import { loraRoutes } from './lora.js';
 import { observe, observeRoutes } from './observe.js';
 import { ocrRoutes } from './ocr.js';
 import { anthropicError } from './openai/anthropic.js';
@@ -190,6 +191,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort }));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
+  app.route('/', loraRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.route('/', settingsRoutes({ log: opts.log, telemetry, models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {

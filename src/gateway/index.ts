@@ -6,6 +6,7 @@ export { QuietWork } from './drain.js';
 export { ensembleModel } from './ensemble.js';
 export { type GrpcListening, listenGrpc } from './grpc/server.js';
 export { versionOf } from './kserve/submit.js';
+export { LoraAdapters } from './lora.js';
 export { listenForMetrics } from './observe.js';
 export { BatchDisk } from './openai/batch-disk.js';
 export { BatchControl } from './openai/batches.js';

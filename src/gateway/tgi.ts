@@ -6,6 +6,7 @@ import { badInput, GatewayError, notFound } from '../errors/index.js';
 import { decode, type JsonSchema } from '../models/index.js';
 import { VERSION } from '../version.js';
 import { clientSignal, readJson } from './body.js';
+import { withAdapter } from './lora.js';
 import { Generation, type LoggedToken } from './openai/generation.js';
 import { parseBody } from './openai/schema.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -66,7 +67,12 @@ export function tgiRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyBytes
   };
   const route = (stream: boolean | 'by body') => async (c: Context<GatewayEnv>) => {
     const body = parseBody(request, await readJson(c, maxBodyBytes));
-    return generate(c, modelOf(body.model), body, stream === 'by body' ? (body.stream ?? false) : stream);
+    return generate(
+      c,
+      withAdapter(modelOf(body.model), body.parameters?.adapter_id, 'parameters.adapter_id'),
+      body,
+      stream === 'by body' ? (body.stream ?? false) : stream,
+    );
   };
   app.post('/', route('by body'));
   app.post('/generate', route(false));
@@ -106,7 +112,6 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
       ['repetition_penalty', (p.repetition_penalty ?? 1) !== 1, 'use frequency_penalty'],
       ['typical_p', p.typical_p != null && p.typical_p !== 1, 'use top_p'],
       ['watermark', p.watermark === true, 'no watermarking here'],
-      ['adapter_id', p.adapter_id != null, 'no LoRA adapters here'],
     ] as const
   ).find(([, given]) => given);
   if (refused) throw badInput(`parameters.${refused[0]} is not served: ${refused[2]}`, refused[0]);

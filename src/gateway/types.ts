@@ -36,6 +36,8 @@ export interface ServedModel {
     tokenizer: Tokenizer;
     context: number;
     vocab: number;
+    /** Its LoRA adapters (a model that takes them: models/gpt.py --lora), which requests name as their model. */
+    adapters?: import('./lora.js').LoraAdapters;
   };
   /** Text encoders (/v1/embeddings, through `batcher`): the tokenizer, the longest input and vocabulary in tokens, the pooling. */
   embedding?: {

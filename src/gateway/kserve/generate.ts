@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { Tokenizer } from '../../models/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
+import { withAdapter } from '../lora.js';
 import { Generation, type LoggedToken } from '../openai/generation.js';
 import { vllmLogprobs } from '../openai/logprobs.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
@@ -48,6 +49,8 @@ const settings = z.object({
   return_num_output_tokens: z.boolean().optional(),
   /** vLLM's: how many of the most likely tokens `logprobs` lists beside each drawn one (default 0: the drawn one). */
   logprobs: z.number().int().min(0).max(20).optional(),
+  /** vLLM's backend's LoRA adapter: one of the model's (config lora_adapters), by name. */
+  lora_name: z.string().optional(),
 });
 
 /** The additional outputs a request asked for (vLLM's backend's `return_*` inputs). */
@@ -136,8 +139,9 @@ export function startGeneration(
     throw badInput(`${issue.path.join('.')}: ${issue.message}`, issue.path.join('.'));
   }
   const s = given.data;
-  const gen = m.generation;
-  if (!gen) throw badInput(`model ${m.name} is not generative: send tensors to /v2/models/${m.name}/infer`);
+  if (!m.generation) throw badInput(`model ${m.name} is not generative: send tensors to /v2/models/${m.name}/infer`);
+  m = withAdapter(m, s.lora_name, 'lora_name');
+  const gen = m.generation as NonNullable<ServedModel['generation']>;
   const guide = (): { guided_json?: string; response_format?: { type: 'json_object' }; guided_regex?: string; guided_grammar?: string } => {
     const type = s.guided_decoding_guide_type;
     if (type === undefined) return {};

@@ -4,6 +4,7 @@ import { streamSSE } from 'hono/streaming';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { decode, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readJson } from '../body.js';
+import { adapterModel, findAdapter, type LoraAdapter } from '../lora.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
@@ -42,16 +43,26 @@ export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions
     root: m.name,
     max_model_len: (m.generation ?? m.embedding ?? m.classifier)?.context,
   });
+  // A LoRA adapter as vLLM lists one: its folder as root, its model as parent.
+  const listedAdapter = ({ base, adapter }: { base: ServedModel; adapter: LoraAdapter }) => ({
+    ...listed(base),
+    id: adapter.name,
+    created: adapter.created,
+    root: adapter.path,
+    parent: base.name,
+  });
+  const adapters = () => openaiModels().flatMap((base) => (base.generation?.adapters?.list() ?? []).map((adapter) => ({ base, adapter })));
 
   const model = generativeModelOf(models);
   const text = textModelOf(models);
-  app.get('/v1/models', (c) => c.json({ object: 'list', data: openaiModels().map(listed) }));
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: [...openaiModels().map(listed), ...adapters().map(listedAdapter)] }));
   app.get('/v1/models/:model', (c) => {
     // A tensor model here is KServe v1's model status (the same path), as KServe's v1 clients read it.
     const tensor = models.get(c.req.param('model'));
     if (tensor && !tensor.generation && !tensor.embedding && !tensor.classifier)
       return c.json({ name: tensor.name, ready: tensor.isReady() }, tensor.isReady() ? 200 : 503);
-    return c.json(listed(text(c.req.param('model')).model));
+    const adapter = findAdapter(models, c.req.param('model'));
+    return c.json(adapter ? listedAdapter(adapter) : listed(text(c.req.param('model')).model));
   });
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
@@ -101,12 +112,18 @@ export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions
   return app;
 }
 
-/** Looks a model up by name for the OpenAI routes: 404 model_not_found unless it is generative. */
+/**
+ * Looks a model up by name for the OpenAI routes: a generative model, or one's LoRA adapter (the model
+ * generating with it); else 404 model_not_found.
+ */
 export function generativeModelOf(models: ReadonlyMap<string, ServedModel>): (name: string) => ServedModel {
   return (name) => {
     const m = models.get(name);
     if (m?.generation) return m;
-    const known = [...models.values()].filter((g) => g.generation).map((g) => g.name);
+    const found = findAdapter(models, name);
+    if (found) return adapterModel(found.base, found.adapter);
+    const generative = [...models.values()].filter((g) => g.generation);
+    const known = [...generative.map((g) => g.name), ...generative.flatMap((g) => g.generation?.adapters?.list().map((a) => a.name) ?? [])];
     throw new GatewayError(
       404,
       'model_not_found',
@@ -122,7 +139,7 @@ export function generativeModelOf(models: ReadonlyMap<string, ServedModel>): (na
 function textModelOf(models: ReadonlyMap<string, ServedModel>): (name: string) => { model: ServedModel; tokenizer: Tokenizer; context: number; vocab: number } {
   const find = encoderOf(models, ENCODERS.text);
   return (name) => {
-    const model = find(name);
+    const model = findAdapter(models, name)?.base ?? find(name); // an adapter has its model's tokenizer
     const { tokenizer, context, vocab } = (model.generation ?? model.embedding ?? model.classifier) as NonNullable<ServedModel['generation']>;
     return { model, tokenizer, context, vocab };
   };
