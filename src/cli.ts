@@ -12,6 +12,7 @@ import {
   multiplexChecker,
   multiplexedIds,
   type ReplicaSpec,
+  readAdapter,
   replicaEntry,
   versionsServed,
 } from './models/index.js';
@@ -102,7 +103,7 @@ program
             : model.ocr
               ? ` (text recogniser with ${model.ocr.detector}: /v1/ocr)`
               : generativeSpec(sig)
-                ? ' (generative: /v1/completions, /v1/chat/completions)'
+                ? ` (generative: /v1/completions, /v1/chat/completions${model.lora_adapters ? `; LoRA adapters ${Object.keys(model.lora_adapters).join(', ')}` : ''})`
                 : embeddingSpec(sig)
                   ? ' (text encoder: /v1/embeddings)'
                   : classifierSpec(sig)
@@ -118,6 +119,14 @@ program
       if (!model.multiplex) continue;
       const check = multiplexChecker(name, model.path, signatures.get(name) as ModelSignature);
       for (const id of multiplexedIds(model.path)) await check(id).catch((err: Error) => unfit.push(`models.${name}: ${err.message}`));
+    }
+    // Every LoRA adapter, read as the gateway reads it at start.
+    for (const [name, model] of Object.entries(config.models)) {
+      const targets = generativeSpec(signatures.get(name) as ModelSignature)?.lora;
+      for (const [adapter, path] of Object.entries(model.lora_adapters ?? {})) {
+        if (!targets) unfit.push(`models.${name}.lora_adapters: the model takes no LoRA adapters (models/gpt.py --lora)`);
+        else await readAdapter(path, targets).catch((err: Error) => unfit.push(`models.${name}.lora_adapters.${adapter}: ${err.message}`));
+      }
     }
     if (unfit.length) throw new ConfigError(unfit.join('\n'));
     const ensembles = checkEnsembles(config, signatures);

@@ -56,7 +56,9 @@ describe('infergate validate', () => {
     expect(await run.exited).toBe(0);
     expect(run.output()).toMatch(/mlp: x FP32 \[N, 64\] -> probs FP32 \[N, 10\]/);
     expect(run.output()).toMatch(/tiny-embed: .* -> last_hidden_state FP32 \[batch, seq, 32\] \(text encoder: \/v1\/embeddings\)/);
-    expect(run.output()).toMatch(/tiny-gpt: .* \(generative: \/v1\/completions, \/v1\/chat\/completions\)/);
+    expect(run.output()).toMatch(
+      /tiny-gpt: .* lora_slot INT64 \[batch\].* \(generative: \/v1\/completions, \/v1\/chat\/completions; LoRA adapters sonnets, pirate\)/,
+    );
     expect(run.output()).toMatch(
       /vad: input FP32 \[batch, sequence\], state FP32 \[2, batch, 128\], sr INT64 \[\] .* \(stateful: sequences of batched requests, \/v1\/audio\/vad\)/,
     );

@@ -13,6 +13,7 @@ export {
 } from './embedding.js';
 export { type GenerativeSpec, generativeSpec } from './generative.js';
 export { FormatError, grammarFor, type JsonSchema, type ResponseFormat } from './grammar/index.js';
+export { type AdapterRef, type LoraTarget, readAdapter } from './lora.js';
 export { describeTensors, MODEL_ID_HEADER, multiplexChecker, multiplexedIds } from './multiplex.js';
 export { type Box, ctcText, decodeImage, detectorInput, LINE_HEIGHT, lineInput, MAX_PIXELS, type Rgb, textBoxes } from './ocr.js';
 export { PREFIX_BLOCK } from './prefix-cache.js';
