@@ -478,3 +478,45 @@ export async function gatewayRounds(
   }
   return runs;
 }
+
+const pct = (xs: number[], p: number) => {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))];
+};
+
+type StepMs = { prefill: number; decode: number; sampling: number; grammar: number };
+const stepMs = async (url: string, model: string): Promise<StepMs> =>
+  ((await (await fetch(`${url}/v2/models/${model}/stats`)).json()) as { stepMs: StepMs }).stepMs;
+
+/**
+ * Closed-loop completion streams from a process of their own (bench/stream-load.ts) against generative `model`
+ * (client i names `names[i % n]` where given: a LoRA adapter of it, say): tokens/s, time to first token,
+ * inter-token gaps, and the replica's time in steps meanwhile with the share of it spent drawing tokens.
+ */
+export async function streamingLoad(o: { url: string; model: string; names?: string[]; clients: number; seconds: number; maxTokens: number }) {
+  const before = await stepMs(o.url, o.model);
+  const plan = { url: o.url, models: o.names ?? [o.model], clients: o.clients, seconds: o.seconds, maxTokens: o.maxTokens };
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/stream-load.ts'), JSON.stringify(plan)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout?.on('data', (d) => (out += d));
+  await new Promise((r) => child.once('exit', r));
+  const { elapsedS, streams } = JSON.parse(out) as { elapsedS: number; streams: [number, number, number, number[]][] };
+  const tokens = streams.reduce((n, s) => n + s[2], 0);
+  const ttft = streams.map((s) => s[1]).filter((t) => t >= 0);
+  const gaps = streams.flatMap((s) => s[3]);
+  // Where the replica's step time went meanwhile: the model's runs, or drawing tokens (CPU work serial with them).
+  const after = await stepMs(o.url, o.model);
+  const stepS = (after.prefill + after.decode - before.prefill - before.decode) / 1000;
+  const samplingShare = stepS > 0 ? Math.round((after.sampling - before.sampling) / 10 / stepS) : 0;
+  return {
+    streams: streams.length,
+    tokensPerS: Math.round(tokens / elapsedS),
+    ttftMs: { p50: pct(ttft, 0.5), p99: pct(ttft, 0.99) },
+    interTokenMs: { p50: pct(gaps, 0.5), p99: pct(gaps, 0.99) },
+    stepS: Math.round(stepS * 100) / 100,
+    samplingShare,
+  };
+}

@@ -2,12 +2,13 @@
  * Closed-loop streaming load: N clients each open an OpenAI completion stream (SSE), read it to the end,
  * and open the next, for a fixed time. Runs in its own process; prints per-stream timings as JSON:
  * [startMs, ttftMs, completionTokens, interTokenGapsMs[]].
- *   node --import tsx bench/stream-load.ts '{"url": "...", "model": "...", "clients": 8, "seconds": 10, "maxTokens": 64}'
+ *   node --import tsx bench/stream-load.ts '{"url": "...", "models": ["..."], "clients": 8, "seconds": 10, "maxTokens": 64}'
+ * Client i names models[i % n] (a model, or LoRA adapters of one).
  */
 import { Agent, request } from 'node:http';
 import { createParser } from 'eventsource-parser';
 
-type Plan = { url: string; model: string; clients: number; seconds: number; maxTokens: number };
+type Plan = { url: string; models: string[]; clients: number; seconds: number; maxTokens: number };
 const plan = JSON.parse(process.argv[2]) as Plan;
 const agent = new Agent({ keepAlive: true, maxSockets: 1024 });
 const url = new URL(plan.url);
@@ -15,11 +16,11 @@ const t0 = performance.now();
 const streams: [number, number, number, number[]][] = [];
 let seed = 0;
 
-function stream(): Promise<void> {
+function stream(client: number): Promise<void> {
   seed++;
   // A prompt of its own per stream (alike prompts are prefilled once), every completion max_tokens long.
   const body = JSON.stringify({
-    model: plan.model,
+    model: plan.models[client % plan.models.length],
     prompt: `Client ${seed}: the gateway streams tokens to many clients at once, and each of them`,
     max_tokens: plan.maxTokens,
     ignore_eos: true,
@@ -66,8 +67,8 @@ function stream(): Promise<void> {
 
 const end = t0 + plan.seconds * 1000;
 await Promise.all(
-  Array.from({ length: plan.clients }, async () => {
-    while (performance.now() < end) await stream();
+  Array.from({ length: plan.clients }, async (_, client) => {
+    while (performance.now() < end) await stream(client);
   }),
 );
 const elapsedS = (performance.now() - t0) / 1000;

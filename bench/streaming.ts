@@ -4,13 +4,12 @@
  * sequence at a time (max_batch_size 1), side by side in one run on one gateway.
  * Writes bench/results/streaming-cpu.{json,md}.   npm run bench:streaming [-- --seconds 10]
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { generativeSpec } from '../src/models/generative.js';
 import { readSignature } from '../src/models/signature.js';
-import { machine, ROOT, startServer, stopServer } from './lib.js';
+import { machine, ROOT, startServer, stopServer, streamingLoad } from './lib.js';
 
 // Defaults are the CPU run; the GPU script passes --model (GPT-2 small), --device cuda, --streams 1,16,64.
 const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
@@ -24,42 +23,7 @@ const outName = flag('name', 'streaming-cpu');
 const outDir = flag('out', join(ROOT, 'bench/results'));
 const variants = { continuous: Math.max(...concurrency), sequential: 1 };
 
-const pct = (xs: number[], p: number) => {
-  if (xs.length === 0) return 0;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))];
-};
-
-type StepMs = { prefill: number; decode: number; sampling: number; grammar: number };
-const stepMs = async (model: string): Promise<StepMs> =>
-  ((await (await fetch(`http://127.0.0.1:${PORT}/v2/models/${model}/stats`)).json()) as { stepMs: StepMs }).stepMs;
-
-async function load(model: string, clients: number) {
-  const before = await stepMs(model);
-  const plan = { url: `http://127.0.0.1:${PORT}`, model, clients, seconds, maxTokens };
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/stream-load.ts'), JSON.stringify(plan)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  await new Promise((r) => child.once('exit', r));
-  const { elapsedS, streams } = JSON.parse(out) as { elapsedS: number; streams: [number, number, number, number[]][] };
-  const tokens = streams.reduce((n, s) => n + s[2], 0);
-  const ttft = streams.map((s) => s[1]).filter((t) => t >= 0);
-  const gaps = streams.flatMap((s) => s[3]);
-  // Where the replica's step time went meanwhile: the model's runs, or drawing tokens (CPU work serial with them).
-  const after = await stepMs(model);
-  const stepS = (after.prefill + after.decode - before.prefill - before.decode) / 1000;
-  const samplingShare = stepS > 0 ? Math.round((after.sampling - before.sampling) / 10 / stepS) : 0;
-  return {
-    streams: streams.length,
-    tokensPerS: Math.round(tokens / elapsedS),
-    ttftMs: { p50: pct(ttft, 0.5), p99: pct(ttft, 0.99) },
-    interTokenMs: { p50: pct(gaps, 0.5), p99: pct(gaps, 0.99) },
-    stepS: Math.round(stepS * 100) / 100,
-    samplingShare,
-  };
-}
+const load = (model: string, clients: number) => streamingLoad({ url: `http://127.0.0.1:${PORT}`, model, clients, seconds, maxTokens });
 
 async function main() {
   const config = join(ROOT, 'bench/.streaming.yaml');
