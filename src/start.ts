@@ -118,6 +118,8 @@ export type ReloadReport = Changes & {
   ensembles?: Changes;
   /** Versioned models among `unchanged` whose version_traffic split moved (in place, nothing restarted). */
   version_traffic?: string[];
+  /** Generative models among `unchanged` whose lora_adapters changed (in place, nothing restarted). */
+  lora_adapters?: string[];
 };
 
 /** Reads every model's signature (config mistakes are reported before anything starts). */
@@ -903,13 +905,16 @@ export async function startGateway(
     const build = await readModels(next);
     const nextStamps = await stampsOf(next);
     // (a versioned model whose version_traffic alone changed keeps running: its split moves in place, as KServe's
-    // canary percent moves without new pods)
-    const apart = (m: ModelConfig | undefined) => JSON.stringify(m && { ...m, version_traffic: undefined });
+    // canary percent moves without new pods; so do a generative model's LoRA adapters, which replicas read by path)
+    const apart = (m: ModelConfig | undefined) => JSON.stringify(m && { ...m, version_traffic: undefined, lora_adapters: undefined });
     const same = (name: string) =>
       (only !== undefined && name !== only) || (apart(running.models[name]) === apart(next.models[name]) && stamps.get(name) === nextStamps.get(name));
     const names = Object.keys(next.models);
     const retuned = names.filter(
       (n) => models.has(n) && same(n) && JSON.stringify(running.models[n]?.version_traffic) !== JSON.stringify(next.models[n].version_traffic),
+    );
+    const adapted = names.filter(
+      (n) => models.has(n) && same(n) && JSON.stringify(running.models[n]?.lora_adapters) !== JSON.stringify(next.models[n].lora_adapters),
     );
     const report: ReloadReport = {
       added: names.filter((n) => !models.has(n)),
@@ -918,11 +923,22 @@ export async function startGateway(
       unchanged: names.filter((n) => models.has(n) && same(n)),
       restart_required: (['server', 'auth', 'endpoints', 'telemetry'] as const).filter((k) => JSON.stringify(config[k]) !== JSON.stringify(next[k])),
       ...(retuned.length > 0 && { version_traffic: retuned }),
+      ...(adapted.length > 0 && { lora_adapters: adapted }),
     };
     // Every new model is built and warm before any is swapped in: a failure leaves the running ones as they were.
     const fresh = new Map<string, ModelEntry>();
     let nextPlans: EnsemblePlan[] = [];
     const nextShared = { ...shared, cpuThreads: cpuThreadsFor(next, gpus) };
+    // Adapters changed in place are read before anything changes, and applied with the rest.
+    const readapt = await Promise.all(
+      adapted.map((name) => {
+        const adapters = models.get(name)?.generation?.adapters;
+        if (!adapters) throw new ConfigError(`models.${name}.lora_adapters: the model takes no LoRA adapters (models/gpt.py --lora)`);
+        return adapters.prepare(running.models[name]?.lora_adapters ?? {}, next.models[name].lora_adapters ?? {}).catch((err: Error) => {
+          throw new ConfigError(`models.${name}.lora_adapters.${err.message}`);
+        });
+      }),
+    );
     try {
       for (const name of [...report.added, ...report.replaced]) fresh.set(name, await build(name, { ...nextShared, placeKey: `${name}#${++generation}` }));
       nextPlans = planEnsembles(next, (name) => stepView(fresh.get(name) ?? (next.models[name] ? models.get(name) : undefined)));
@@ -961,6 +977,7 @@ export async function startGateway(
       };
     ensembles = new Map(nextPlans.map((p) => [p.name, kept.has(p.name) ? (ensembles.get(p.name) as ServedModel) : ensembleModel(p, served)]));
     plans = nextPlans;
+    for (const apply of readapt) apply();
     for (const name of retuned) {
       const versions = models.get(name)?.versions;
       if (versions) versions.unnamed = unnamedVersion(versions.served, next.models[name].version_traffic);

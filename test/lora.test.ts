@@ -146,6 +146,36 @@ describe('LoRA configuration', () => {
     expect(() => parseConfig({ models: { g: lora({ h: adapters('sonnets') }), h: lora({}) } })).toThrow(/models.g.lora_adapters.h: h is a model's name too/);
   });
 
+  it('change in place on a reload, read before anything changes; adapters loaded at runtime stay', async () => {
+    const lora = (a: Record<string, string>) => ({
+      server: { admin_api: true },
+      models: { g: { path: `${MODELS}tiny-gpt-lora.onnx`, device: 'cpu', scaling: { min_containers: 1 }, lora_adapters: a } },
+    });
+    const g = await startTestGateway(lora({ sonnets: adapters('sonnets') }));
+    const text = async (model: string) => {
+      const res = await fetch(`${g.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model, prompt: PROMPT, max_tokens: 4, temperature: 0 }) });
+      return res.status === 200 ? (await res.json()).choices[0].text : res.status;
+    };
+    try {
+      const pid = async () => (await (await fetch(`${g.url}/v2/models/g/stats`)).json()).replicas[0].pid;
+      const before = await pid();
+      const sonnets = await text('sonnets');
+      await fetch(`${g.url}/v1/load_lora_adapter`, { method: 'POST', body: JSON.stringify({ lora_name: 'mine', lora_path: fixture('sonnets-rslora') }) });
+      expect(await g.reload(parseConfig(lora({ pirate: adapters('pirate') })))).toMatchObject({ replaced: [], unchanged: ['g'], lora_adapters: ['g'] });
+      expect(await pid()).toBe(before); // the replicas kept
+      expect(await text('sonnets')).toBe(404);
+      expect(await text('pirate')).toBeTypeOf('string');
+      expect(await text('mine')).toBe(sonnets);
+      await expect(g.reload(parseConfig(lora({ pirate: adapters('pirate'), wide: fixture('wide') })))).rejects.toThrow(
+        /models.g.lora_adapters.wide: .*must be \[4, 32\]/,
+      );
+      expect(await text('pirate')).toBeTypeOf('string'); // nothing changed
+      expect(await text('wide')).toBe(404);
+    } finally {
+      await g.shutdown();
+    }
+  });
+
   it('loads at runtime only with server.admin_api', async () => {
     const g = await start({ g: { path: `${MODELS}tiny-gpt-lora.onnx`, device: 'cpu', scaling: { min_containers: 0 } } });
     try {

@@ -30,6 +30,27 @@ export class LoraAdapters {
     return adapter;
   }
 
+  /**
+   * The config's adapters moving from `before` to `after` (a reload): every one named is read now (throwing what
+   * does not fit); the change is made by the function returned. Those `before` named and `after` does not are
+   * dropped, those loaded at runtime stay.
+   */
+  async prepare(before: Record<string, string>, after: Record<string, string>): Promise<() => void> {
+    const read = await Promise.all(
+      Object.entries(after).map(async ([name, path]) => {
+        const { rank } = await readAdapter(path, this.targets).catch((err: Error) => {
+          throw new Error(`${name}: ${err.message}`);
+        });
+        const kept = this.byName.get(name);
+        return kept?.path === path ? kept : { name, path, rank, created: Math.floor(Date.now() / 1000) };
+      }),
+    );
+    return () => {
+      for (const name of Object.keys(before)) if (!(name in after)) this.byName.delete(name);
+      for (const adapter of read) this.byName.set(adapter.name, adapter);
+    };
+  }
+
   remove(name: string): boolean {
     return this.byName.delete(name);
   }
@@ -118,7 +139,8 @@ export function loraRoutes(opts: {
     if (models.has(req.lora_name) || (owner && owner !== base))
       throw badInput(`${req.lora_name} is ${owner ? `${owner.name}'s adapter's` : "a model's"} name: requests name an adapter as their model`, 'lora_name');
     try {
-      await (base.generation?.adapters as LoraAdapters).add(req.lora_name, req.lora_path, req.load_inplace);
+      const adapters = base.generation?.adapters;
+      await adapters?.add(req.lora_name, req.lora_path, req.load_inplace);
     } catch (err) {
       throw badInput(`adapter ${req.lora_name} not loaded: ${(err as Error).message}`, 'lora_path');
     }
