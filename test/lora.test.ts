@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { parseConfig } from '../src/config/index.js';
 import { MODELS, startTestGateway } from './helpers.js';
 
@@ -94,6 +95,24 @@ describe('LoRA adapters', () => {
     const none = await post('/v2/models/tiny-gpt/generate', { text_input: PROMPT, parameters: { lora_name: 'sonnets' } });
     expect(none.status).toBe(400);
     expect((await none.json()).error).toMatch(/tiny-gpt has no LoRA adapter sonnets \(it has none\)/);
+  });
+
+  it('are named as the model on the WebSocket too', async () => {
+    const { text } = await complete('sonnets');
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
+    await new Promise((r) => ws.once('open', r));
+    let got = '';
+    const done = new Promise<Record<string, unknown>>((resolve) =>
+      ws.on('message', (data) => {
+        const m = JSON.parse(String(data));
+        if (m.type === 'token') got += m.text;
+        else resolve(m);
+      }),
+    );
+    ws.send(JSON.stringify({ id: 's', type: 'completion', model: 'sonnets', prompt: PROMPT, max_tokens: 8, temperature: 0 }));
+    expect(await done).toMatchObject({ type: 'done', finish_reason: 'length' });
+    ws.close();
+    expect(got).toBe(text);
   });
 
   it('name the adapters in a 404 for an unknown model', async () => {
