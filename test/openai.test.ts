@@ -152,6 +152,27 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(content.startsWith('ale'.repeat(3)) && !content.startsWith('ale'.repeat(4))).toBe(true);
   });
 
+  it("penalises the prompt's and its own tokens (vLLM's repetition_penalty) and draws only likely tokens (min_p)", async () => {
+    const params = { model: 'tiny-gpt', prompt: 'Hello there', max_tokens: 24 };
+    const tokens = async (extra: object) => {
+      const r = await client.completions.create({ ...params, ...extra, logprobs: 0 } as never);
+      return (r.choices[0].logprobs?.tokens ?? []) as string[];
+    };
+    const greedy = await tokens({ temperature: 0 });
+    expect(new Set(greedy).size).toBeLessThan(4); // random weights, greedy: it repeats itself
+    expect(new Set(await tokens({ temperature: 0, repetition_penalty: 5 })).size).toBeGreaterThan(12);
+    // The prompt's tokens count: "Champ" goes on with "Champ" greedily, not under the penalty (its first token already).
+    const first = async (extra: object) =>
+      (await client.completions.create({ model: 'tiny-gpt', prompt: 'Champ', max_tokens: 1, temperature: 0, ...extra })).choices[0].text;
+    expect(await first({})).toBe('Champ');
+    expect(await first({ repetition_penalty: 5 })).not.toBe('Champ');
+    // min_p 1 keeps the most likely token alone: greedy's text at any temperature and seed.
+    expect(await tokens({ temperature: 1.5, seed: 7, min_p: 1 })).toEqual(greedy);
+    expect(await tokens({ temperature: 1.5, seed: 7 })).not.toEqual(greedy);
+    const bad = await client.completions.create({ ...params, repetition_penalty: 0 } as never).catch((e) => e);
+    expect(bad.status).toBe(400);
+  });
+
   it('answers n choices, each the answer one request with the next seed would get, streamed or not', async () => {
     const params = { model: 'tiny-gpt', prompt: 'Once upon a time', max_tokens: 8, seed: 20, temperature: 0.9 };
     const r = await client.completions.create({ ...params, n: 3 });

@@ -51,6 +51,13 @@ describe('TGI’s API', () => {
     });
     const full = await generate({ inputs: 'The weather today', parameters: { max_new_tokens: 6, return_full_text: true } });
     expect(full.body.generated_text).toBe(`The weather today${body.generated_text}`);
+    // TGI's repetition_penalty is vLLM's (the prompt's tokens and the generated ones).
+    const penalised = await generate({ inputs: 'The weather today', parameters: { max_new_tokens: 6, repetition_penalty: 5 } });
+    const same = await (
+      await post('/v1/completions', { model: 'tiny-gpt', prompt: 'The weather today', max_tokens: 6, temperature: 0, repetition_penalty: 5 })
+    ).json();
+    expect(penalised.body.generated_text).toBe(same.choices[0].text);
+    expect(penalised.body.generated_text).not.toBe(body.generated_text);
   });
 
   it('streams one event a token, the last with the whole text and details', async () => {
@@ -108,7 +115,7 @@ describe('TGI’s API', () => {
   it('refuses what it does not serve with TGI’s 422, and finds the model', async () => {
     for (const [body, message] of [
       [{}, /inputs/],
-      [{ inputs: 'x', parameters: { repetition_penalty: 1.2 } }, /repetition_penalty is not served: use frequency_penalty/],
+      [{ inputs: 'x', parameters: { repetition_penalty: 0 } }, /repetition_penalty/],
       [{ inputs: 'x', parameters: { best_of: 2 } }, /best_of is not served/],
       [{ inputs: 'x', parameters: { max_new_tokens: 5000 } }, /maximum context length is 512 tokens/],
       [{ inputs: 'x', parameters: { top_p: 1.5 } }, /top_p/],

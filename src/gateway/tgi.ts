@@ -35,7 +35,7 @@ const parameters = z
     grammar: z.union([z.object({ type: z.literal('json'), value: z.unknown() }), z.object({ type: z.literal('regex'), value: z.string() })]).nullish(),
     // TGI's, refused below unless at their neutral value (no silent ignoring).
     best_of: z.number().int().nullish(),
-    repetition_penalty: z.number().nullish(),
+    repetition_penalty: z.number().gt(0).max(10).nullish(),
     typical_p: z.number().nullish(),
     watermark: z.boolean().nullish(),
     adapter_id: z.string().nullish(),
@@ -109,7 +109,6 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
   const refused = (
     [
       ['best_of', (p.best_of ?? 1) > 1, 'one sequence is generated per request'],
-      ['repetition_penalty', (p.repetition_penalty ?? 1) !== 1, 'use frequency_penalty'],
       ['typical_p', p.typical_p != null && p.typical_p !== 1, 'use top_p'],
       ['watermark', p.watermark === true, 'no watermarking here'],
     ] as const
@@ -134,6 +133,7 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
       seed,
       stop: p.stop ?? [],
       frequency_penalty: p.frequency_penalty,
+      repetition_penalty: p.repetition_penalty,
       // every token's log-probability (TGI's details and stream events carry it), and top_n_tokens alternatives
       logprobs: p.top_n_tokens ?? 0,
       echo: prefill,

@@ -3,7 +3,7 @@ import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './g
 import { AdapterCache, type AdapterRef, type LoadedAdapter, LoraStack } from './lora.js';
 import { ort } from './ort.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
-import { countsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
+import { countsTokens, keepsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
 import { loadTokenizer } from './text.js';
 
@@ -46,6 +46,8 @@ type Sequence = {
   random: () => number;
   /** How often it generated each token, for its penalties (only if it has any). */
   generated?: Map<number, number>;
+  /** Its prompt's and generation's tokens, for its repetition penalty (only if it has one). */
+  seen?: Set<number>;
   /** Tokens it has generated. */
   produced: number;
   /** While its prompt is computed a chunk per step: the prompt, and how much of it is in its row. */
@@ -334,6 +336,7 @@ export class Decoder {
       sampling: j.sampling,
       random: seededRandom(j.sampling.seed),
       generated: countsTokens(j.sampling) ? new Map() : undefined,
+      seen: keepsTokens(j.sampling) ? new Set(j.prompt) : undefined,
       produced: 0,
       constraint,
       adapter,
@@ -547,6 +550,7 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
   seq.last = token;
   seq.produced++;
   seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
+  seq.seen?.add(token);
   seq.constraint?.advance(token);
   drawn.tokens[id] = token;
   const logprobs = sampled.logprobs[i];

@@ -14,6 +14,19 @@ const draw = (n: number, s: Partial<Parameters<typeof pickToken>[1]>, seed = 1) 
 };
 
 describe('pickToken', () => {
+  it('draws only tokens at least min_p times as likely as the most likely one, in their proportions', () => {
+    // probabilities ≈ [0.06, 0.38, 0.14, 0.03, 0.34]: min_p 0.3 keeps tokens of ≥ 0.115 (1, 2, 4)
+    const got = draw(3000, { minP: 0.3 });
+    expect(new Set(got)).toEqual(new Set([1, 2, 4]));
+    const share = (t: number) => got.filter((x) => x === t).length / got.length;
+    const p = softmax(logits);
+    expect(share(2)).toBeCloseTo(p[2] / (p[1] + p[2] + p[4]), 1);
+    // With top_k 2 as well, the stricter of the two: tokens 1 and 4.
+    expect(new Set(draw(500, { minP: 0.3, topK: 2 }))).toEqual(new Set([1, 4]));
+    // min_p 1: the most likely token alone, whatever the temperature.
+    expect(new Set(draw(200, { minP: 1, temperature: 3 }))).toEqual(new Set([1]));
+  });
+
   it('never draws a token of probability 0 (masked out), even when the random draw is exactly 0', () => {
     const probs = Float32Array.from([0, 0, 0.5, 0, 0.5, 0]);
     const sampling = { temperature: 1, topP: 1, topK: 0, seed: 1 };
@@ -127,6 +140,12 @@ describe('adjustLogits (OpenAI logit_bias, frequency and presence penalties)', (
       ]),
     );
     expect(Array.from(row)).toEqual([1, 3 - 1.5 - 1, 2, 0.5 - 0.5 - 1, expect.closeTo(2.9, 5)]);
+  });
+
+  it('divides the positive logits and multiplies the negative ones of every token seen (repetition_penalty)', () => {
+    const row = Float32Array.from([1, 3, -2, 0.5, 2.9]);
+    adjustLogits(row, { ...base, repetitionPenalty: 2 }, undefined, 0, new Set([1, 2]));
+    expect(Array.from(row)).toEqual([1, 1.5, -4, 0.5, expect.closeTo(2.9, 5)]);
   });
 });
 

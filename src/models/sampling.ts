@@ -15,6 +15,13 @@ export type Sampling = {
   frequencyPenalty?: number;
   /** Subtracted from a token's logit once it was generated at all (OpenAI's, -2..2). */
   presencePenalty?: number;
+  /**
+   * Divides the positive logits, multiplies the negative ones, of every token in the prompt or generated so far
+   * (Hugging Face's and vLLM's repetition_penalty, > 0; 1: off).
+   */
+  repetitionPenalty?: number;
+  /** Tokens less likely than min_p × the most likely token's probability are not drawn (vLLM's min_p, 0..1; 0: off). */
+  minP?: number;
   /** Added to these tokens' logits at every step: [token, bias] (OpenAI's logit_bias, -100..100). */
   logitBias?: [number, number][];
   /** Report each drawn token's log-probability and this many most likely alternatives (OpenAI's logprobs). */
@@ -45,14 +52,26 @@ function rankOf(scores: Float32Array, token: number): number {
 /** Whether a sequence must count the tokens it generates (for its penalties). */
 export const countsTokens = (s: Sampling): boolean => Boolean(s.frequencyPenalty || s.presencePenalty);
 
+/** Whether a sequence must keep the tokens of its prompt and generation (for its repetition penalty). */
+export const keepsTokens = (s: Sampling): boolean => s.repetitionPenalty !== undefined && s.repetitionPenalty !== 1;
+
 /**
- * Applies a sequence's logit bias, its frequency / presence penalties and its suppressed tokens to its row
- * of logits, before temperature and softmax as OpenAI does. Penalties count the generated tokens (not the
- * prompt's), as vLLM; `produced` is how many it has generated.
+ * Applies a sequence's logit bias, its penalties and its suppressed tokens to its row of logits, before
+ * temperature and softmax as OpenAI does. Frequency / presence penalties count the generated tokens (not the
+ * prompt's), as vLLM; the repetition penalty applies to every token `seen`, prompt and generated, as Hugging
+ * Face's and vLLM's. `produced` is how many it has generated.
  */
-export function adjustLogits(row: Float32Array, s: Sampling, generated: ReadonlyMap<number, number> | undefined, produced = 0): void {
+export function adjustLogits(
+  row: Float32Array,
+  s: Sampling,
+  generated: ReadonlyMap<number, number> | undefined,
+  produced = 0,
+  seen?: ReadonlySet<number>,
+): void {
   if (s.suppress && produced < s.suppress.until) for (const token of s.suppress.tokens) row[token] = Number.NEGATIVE_INFINITY;
   for (const [token, bias] of s.logitBias ?? []) row[token] += bias;
+  const penalty = s.repetitionPenalty ?? 1;
+  if (seen) for (const token of seen) row[token] = row[token] > 0 ? row[token] / penalty : row[token] * penalty;
   if (!generated) return;
   const [frequency, presence] = [s.frequencyPenalty ?? 0, s.presencePenalty ?? 0];
   for (const [token, count] of generated) row[token] -= count * frequency + presence;
@@ -81,6 +100,7 @@ export function pickToken(probs: Float32Array, s: Sampling, random: () => number
   let floor = 0;
   let sum = 1;
   if ((s.topK > 0 && s.topK < n) || s.topP < 1) ({ floor, sum } = kept(among ? Float32Array.from(among, (t) => probs[t]) : probs.slice(), s.topK, s.topP));
+  if (s.minP) ({ floor, sum } = minPFloor(probs, among, s.minP, floor, sum));
   let r = random() * sum;
   let last = among ? among[0] : 0; // float rounding can leave a sliver at the end: then the last token that could be drawn
   // Two plain loops rather than one through an index function: this scan runs for every row of every step.
@@ -102,6 +122,24 @@ export function pickToken(probs: Float32Array, s: Sampling, random: () => number
     }
   }
   return last;
+}
+
+/**
+ * min_p's cut over what top-k / top-p kept (tokens of at least `floor`, summing to `sum`): tokens less likely than
+ * minP × the most likely's are dropped too. Two scans of the row, only for rows that ask.
+ */
+function minPFloor(probs: Float32Array, among: Int32Array | undefined, minP: number, floor: number, sum: number): { floor: number; sum: number } {
+  const n = among ? among.length : probs.length;
+  let max = 0;
+  for (let k = 0; k < n; k++) max = Math.max(max, probs[among ? among[k] : k]);
+  const cut = minP * max;
+  if (cut <= floor) return { floor, sum };
+  let kept = 0;
+  for (let k = 0; k < n; k++) {
+    const p = probs[among ? among[k] : k];
+    if (p >= cut) kept += p;
+  }
+  return { floor: cut, sum: kept };
 }
 
 /**
@@ -215,6 +253,8 @@ export type SamplingRow = {
   random: () => number;
   generated?: Map<number, number>;
   produced?: number;
+  /** The tokens of its prompt and generation (only with a repetition penalty). */
+  seen?: Set<number>;
   /** Masks what the sequence's format does not allow next (after bias and penalties). */
   constraint?: TokenConstraint;
 };
@@ -263,7 +303,7 @@ export class Sampler {
     rows.forEach((r, i) => {
       const s = r.sampling;
       const row = logits.subarray(i * vocab, (i + 1) * vocab);
-      if (s.logitBias || r.generated || s.suppress) adjustLogits(row, s, r.generated, r.produced);
+      if (s.logitBias || r.generated || s.suppress || r.seen) adjustLogits(row, s, r.generated, r.produced, r.seen);
       if (r.constraint) {
         const t = performance.now();
         among[i] = r.constraint.mask(row);

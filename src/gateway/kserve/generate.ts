@@ -36,6 +36,8 @@ const settings = z.object({
   min_length: z.number().int().min(0).optional(),
   frequency_penalty: z.number().min(-2).max(2).optional(),
   presence_penalty: z.number().min(-2).max(2).optional(),
+  repetition_penalty: z.number().gt(0).max(10).optional(),
+  min_p: z.number().min(0).max(1).optional(),
   /** Which URL was called decides; the field is accepted as clients send it. */
   stream: z.boolean().optional(),
   /** TensorRT-LLM's guided decoding: json (any object), json_schema, regex, ebnf_grammar (GBNF). */
@@ -174,6 +176,8 @@ export function startGeneration(
       min_tokens: s.min_tokens ?? s.min_length,
       frequency_penalty: s.frequency_penalty,
       presence_penalty: s.presence_penalty,
+      repetition_penalty: s.repetition_penalty,
+      min_p: s.min_p,
       echo: !(s.exclude_input_in_output ?? false),
       // The generated tokens only, as vLLM's backend scores them (not an echoed prompt's)
       ...(scored && { logprobs: s.logprobs ?? 0, echoLogprobs: false }),

@@ -18,6 +18,9 @@ export type GenerationParams = {
   frequency_penalty?: number | null;
   presence_penalty?: number | null;
   logit_bias?: Record<string, number> | null;
+  /** vLLM's (and Hugging Face's) repetition penalty, > 0 (1: off); min_p, 0..1 (0: off). */
+  repetition_penalty?: number | null;
+  min_p?: number | null;
   /** Completions: how many alternatives (0-5); chat: whether at all, `top_logprobs` saying how many. */
   logprobs?: number | boolean | null;
   top_logprobs?: number | null;
@@ -93,6 +96,8 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     seed: params.seed ?? randomInt(2 ** 31),
     frequencyPenalty: params.frequency_penalty ?? 0,
     presencePenalty: params.presence_penalty ?? 0,
+    repetitionPenalty: params.repetition_penalty ?? undefined,
+    minP: params.min_p || undefined,
     logitBias: logitBias.length > 0 ? logitBias : undefined,
     logprobs,
     promptLogprobs: params.echo && params.echoLogprobs !== false ? logprobs : undefined,

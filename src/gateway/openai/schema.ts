@@ -24,6 +24,9 @@ const sampling = {
   top_p: z.number().gt(0).max(1).nullish(),
   /** Not OpenAI's, but vLLM's and TGI's: only the k most likely tokens. */
   top_k: z.number().int().min(0).nullish(),
+  /** vLLM's sampling extras: a repetition penalty over the prompt's and generated tokens, and min_p. */
+  repetition_penalty: z.number().gt(0).max(10).nullish(),
+  min_p: z.number().min(0).max(1).nullish(),
   seed: z.number().int().nullish(),
   stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullish(),
   /** Choices, each a sequence of its own (seeds seed, seed + 1, …). */
