@@ -564,6 +564,7 @@ async function buildModel(
         timeoutMs: b.timeout_ms,
         affinityTokens: model.prefix_cache_mb > 0 ? PREFIX_BLOCK : 0,
         fairShare: b.fair_share,
+        maxAdapters: model.max_loras,
       })
     : undefined;
   const queue = (batcher ?? scheduler) as Batcher | GenerationScheduler;

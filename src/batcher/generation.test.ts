@@ -53,7 +53,17 @@ afterEach(() => {
   schedulers = [];
 });
 
-function setup(opts: { replicas?: number; maxSequences?: number; maxQueue?: number; timeoutMs?: number; stepMs?: number; affinityTokens?: number } = {}) {
+function setup(
+  opts: {
+    replicas?: number;
+    maxSequences?: number;
+    maxQueue?: number;
+    timeoutMs?: number;
+    stepMs?: number;
+    affinityTokens?: number;
+    maxAdapters?: number;
+  } = {},
+) {
   const pool = new FakePool();
   pool.replicas = Array.from({ length: opts.replicas ?? 1 }, (_, i) => new FakeReplica(`r${i}`, opts.stepMs));
   const scheduler = new GenerationScheduler({
@@ -63,6 +73,7 @@ function setup(opts: { replicas?: number; maxSequences?: number; maxQueue?: numb
     maxQueue: opts.maxQueue ?? 8,
     timeoutMs: opts.timeoutMs ?? 1000,
     affinityTokens: opts.affinityTokens,
+    maxAdapters: opts.maxAdapters,
   });
   schedulers.push(scheduler);
   const run = (maxTokens: number, hooks: Partial<GenerateHooks> = {}) => {
@@ -102,6 +113,28 @@ describe('GenerationScheduler', () => {
     const joined = (r: number) => pool.replicas[r].steps.flatMap((st) => st.join).length;
     expect([joined(0), joined(1)]).toEqual([1, 3]);
     await Promise.all([first, second]);
+  });
+
+  it('holds at most max_loras adapters on a replica: another waits, while those behind it that fit go ahead', async () => {
+    const { pool, scheduler } = setup({ maxSequences: 8, maxAdapters: 2 });
+    const joinedAt = new Map<string, number>();
+    const gen = (name: string, adapter: string | undefined, maxTokens: number) =>
+      scheduler.generate(
+        { prompt: [1], sampling, maxTokens, adapter: adapter === undefined ? undefined : { name: adapter, path: `/adapters/${adapter}` } },
+        { onToken: () => (joinedAt.has(name) || joinedAt.set(name, pool.replicas[0].steps.length), true) },
+      );
+    const a = gen('a', 'x', 6);
+    const b = gen('b', 'y', 20);
+    await sleep(1);
+    const c = gen('c', 'z', 2); // a third adapter: waits for x or y to leave
+    const d = gen('d', 'x', 3); // x is held: joins at once
+    const e = gen('e', undefined, 3); // no adapter: joins at once
+    await Promise.all([a, b, c, d, e]);
+    const [joinC, joinD, joinE] = ['c', 'd', 'e'].map((n) => joinedAt.get(n) as number);
+    expect(joinD).toBeLessThan(joinC);
+    expect(joinE).toBeLessThan(joinC);
+    expect(joinC).toBeGreaterThan((joinedAt.get('a') as number) + 5); // after every x sequence left (a: 6 tokens)
+    expect(scheduler.stats().active).toBe(0);
   });
 
   it('fails alone a sequence the replica refuses on joining; the one beside it goes on', async () => {

@@ -44,6 +44,11 @@ export type GenerationOptions = {
   affinityTokens?: number;
   /** Callers take turns for free slots (hooks' `caller`, as the Batcher's queue); false: first come, first served. @default true */
   fairShare?: boolean;
+  /**
+   * Most LoRA adapters among one replica's sequences at once (vLLM's max_loras): every step feeds them all. A
+   * sequence of another adapter waits for one to leave, while sequences behind it that fit go ahead. @default no limit
+   */
+  maxAdapters?: number;
 };
 
 /** Prompt starts remembered for replica affinity. */
@@ -232,21 +237,26 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
       this.loops.delete(id);
     }
     const free = (loop: Loop) => this.opts.maxSequences - loop.active.size - loop.joining.length;
-    while (this.queue.length > 0) {
+    const open = [...this.loops.values()].filter((loop) => ready.includes(loop.replica));
+    for (let i = 0; i < this.queue.length && open.some((loop) => free(loop) > 0); ) {
+      const seq = this.queue[i];
+      const takes = (loop: Loop) => free(loop) > 0 && this.adapterFits(loop, seq);
       let best: Loop | undefined;
-      for (const loop of this.loops.values()) if (ready.includes(loop.replica) && free(loop) > (best ? free(best) : 0)) best = loop;
-      if (!best) break;
-      const seq = this.queue[0];
+      for (const loop of open) if (takes(loop) && (!best || free(loop) > free(best))) best = loop;
+      if (!best) {
+        i++; // its adapter waits for room; those behind it may fit
+        continue;
+      }
       // Where a prompt starting the same way went last, if that replica is not much busier than the freest.
       const start = this.promptStart(seq);
       const affine = start === undefined ? undefined : this.loops.get(this.affinity.get(start) as string);
-      if (affine && ready.includes(affine.replica) && 2 * free(affine) >= free(best)) best = affine;
+      if (affine && ready.includes(affine.replica) && takes(affine) && 2 * free(affine) >= free(best)) best = affine;
       if (start !== undefined) {
         this.affinity.delete(start); // most recent last: the oldest is forgotten first
         this.affinity.set(start, best.replica.id);
         if (this.affinity.size > MAX_AFFINITIES) this.affinity.delete(this.affinity.keys().next().value as string);
       }
-      this.queue.shift();
+      this.queue.splice(i, 1);
       this.fair.served(seq.turn);
       clearTimeout(seq.timer);
       seq.queueMs = performance.now() - seq.enqueuedAt;
@@ -254,6 +264,15 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
       if (!best.running) this.run(best);
     }
     this.notifyIdle();
+  }
+
+  /** Whether `seq` may join the loop's sequences under max_loras: no adapter, one they have, or room for one more. */
+  private adapterFits(loop: Loop, seq: Seq): boolean {
+    const adapter = seq.req.adapter?.path;
+    if (adapter === undefined || this.opts.maxAdapters === undefined) return true;
+    const held = new Set<string>();
+    for (const s of [...loop.active.values(), ...loop.joining]) if (s.req.adapter) held.add(s.req.adapter.path);
+    return held.has(adapter) || held.size < this.opts.maxAdapters;
   }
 
   /** The prompt's first `affinityTokens` tokens as a key, if it is that long and affinity is on. */

@@ -173,6 +173,11 @@ export const modelSchema = z
      */
     lora_adapters: z.record(z.string().regex(MODEL_NAME, 'expected an adapter name of letters, digits, _ . -'), z.string().min(1)).optional(),
     /**
+     * Most LoRA adapters among one replica's sequences at once (vLLM's max_loras): each is fed to every step. A
+     * request of another adapter waits for one to finish; requests behind it that fit go first. @default no limit
+     */
+    max_loras: positiveInt.optional(),
+    /**
      * Triton's response cache: memory for answers kept by their inputs, so that a request the model has answered
      * before (the same tensors, texts or image) is answered again without a queue or a replica; only for models
      * whose answer depends on the inputs alone. Not for stateful or generative models. 0: off. @default 0
