@@ -334,9 +334,10 @@ function firstModelId(name: string, template: string): string {
 /** A generative model's adapters (config `lora_adapters`), each read now: one that does not fit is a config error. */
 async function loraAdapters(name: string, model: ModelConfig, generative: GenerativeSpec | null): Promise<LoraAdapters | undefined> {
   if (!generative?.lora) {
-    if (model.lora_adapters)
+    const set = model.lora_adapters ? 'lora_adapters' : model.max_loras !== undefined ? 'max_loras' : undefined;
+    if (set)
       throw new ConfigError(
-        `models.${name}.lora_adapters: the model takes no LoRA adapters (it has no lora_slot and lora.{layer}.{module}.a/.b inputs: models/gpt.py --lora)`,
+        `models.${name}.${set}: the model takes no LoRA adapters (it has no lora_slot and lora.{layer}.{module}.a/.b inputs: models/gpt.py --lora)`,
       );
     return undefined;
   }

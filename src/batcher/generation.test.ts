@@ -121,7 +121,12 @@ describe('GenerationScheduler', () => {
     const gen = (name: string, adapter: string | undefined, maxTokens: number) =>
       scheduler.generate(
         { prompt: [1], sampling, maxTokens, adapter: adapter === undefined ? undefined : { name: adapter, path: `/adapters/${adapter}` } },
-        { onToken: () => (joinedAt.has(name) || joinedAt.set(name, pool.replicas[0].steps.length), true) },
+        {
+          onToken: () => {
+            if (!joinedAt.has(name)) joinedAt.set(name, pool.replicas[0].steps.length);
+            return true;
+          },
+        },
       );
     const a = gen('a', 'x', 6);
     const b = gen('b', 'y', 20);
