@@ -163,6 +163,9 @@ describe('LoRA configuration', () => {
       /models.g.lora_adapters: the model takes no LoRA adapters/,
     );
     expect(() => parseConfig({ models: { g: lora({ h: adapters('sonnets') }), h: lora({}) } })).toThrow(/models.g.lora_adapters.h: h is a model's name too/);
+    await expect(start({ g: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', max_loras: 2 } })).rejects.toThrow(
+      /models.g.max_loras: the model takes no LoRA adapters/,
+    );
   });
 
   it('change in place on a reload, read before anything changes; adapters loaded at runtime stay', async () => {
