@@ -14,6 +14,8 @@ let client: OpenAI;
 beforeAll(async () => {
   gw = await startTestGateway({
     server: { admin_api: true },
+    // A URL of its own for one fine-tune (Modal's web endpoint per model): the adapter, whatever the body names.
+    endpoints: [{ path: '/sonnets/chat/completions', model: 'sonnets', protocol: 'openai-chat' }],
     models: {
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       'tiny-gpt-lora': {
@@ -113,6 +115,19 @@ describe('LoRA adapters', () => {
     expect(await done).toMatchObject({ type: 'done', finish_reason: 'length' });
     ws.close();
     expect(got).toBe(text);
+  });
+
+  it('are served by an endpoint bound to one (a URL per fine-tune)', async () => {
+    const messages = [{ role: 'user' as const, content: 'hi' }];
+    const direct = await client.chat.completions.create({ model: 'sonnets', messages, max_tokens: 4, temperature: 0 });
+    const bound = new OpenAI({ baseURL: `${gw.url}/sonnets`, apiKey: 'unused' });
+    const viaEndpoint = await bound.chat.completions.create({ model: 'anything', messages, max_tokens: 4, temperature: 0 });
+    expect(viaEndpoint.model).toBe('sonnets');
+    expect(viaEndpoint.choices[0].message.content).toBe(direct.choices[0].message.content);
+    const lora = { path: `${MODELS}tiny-gpt-lora.onnx`, lora_adapters: { s: adapters('sonnets') } };
+    expect(() => parseConfig({ endpoints: [{ path: '/s', model: 's' }], models: { g: lora } })).toThrow(
+      /endpoints.0.protocol: s is a LoRA adapter: it is served with protocol openai-chat, openai-completions, openai-responses, anthropic-messages/,
+    );
   });
 
   it('name the adapters in a 404 for an unknown model', async () => {

@@ -607,6 +607,9 @@ const ensembleSchema = z
   })
   .strict();
 
+/** Endpoint protocols that generate text: an endpoint of one may serve a LoRA adapter (its model generating with it). */
+const GENERATING_PROTOCOLS: readonly string[] = ['openai-chat', 'openai-completions', 'openai-responses', 'anthropic-messages'];
+
 export const configSchema = z
   .object({
     server: serverSchema.default(() => serverSchema.parse({})),
@@ -637,12 +640,6 @@ export const configSchema = z
       ctx.addIssue({ code: 'custom', path: ['auth', 'jwt'], message: 'a jwt policy is used but auth.jwt is not configured' });
     if (policies.includes('key') && c.auth.keys.length === 0)
       ctx.addIssue({ code: 'custom', path: ['auth', 'keys'], message: 'a key policy is used but auth.keys is empty' });
-    c.endpoints.forEach((e, i) => {
-      if (c.ensembles[e.model] && e.protocol !== 'kserve')
-        ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'protocol'], message: `${e.model} is an ensemble: it is served with protocol kserve` });
-      else if (!c.models[e.model] && !c.ensembles[e.model])
-        ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'model'], message: `no model named ${e.model}`, input: e.model });
-    });
     const adapters = new Set<string>();
     for (const [name, m] of Object.entries(c.models))
       for (const adapter of Object.keys(m.lora_adapters ?? {})) {
@@ -655,6 +652,21 @@ export const configSchema = z
           });
         adapters.add(adapter);
       }
+    c.endpoints.forEach((e, i) => {
+      if (adapters.has(e.model)) {
+        if (!GENERATING_PROTOCOLS.includes(e.protocol))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['endpoints', i, 'protocol'],
+            message: `${e.model} is a LoRA adapter: it is served with protocol ${GENERATING_PROTOCOLS.join(', ')}`,
+          });
+        return;
+      }
+      if (c.ensembles[e.model] && e.protocol !== 'kserve')
+        ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'protocol'], message: `${e.model} is an ensemble: it is served with protocol kserve` });
+      else if (!c.models[e.model] && !c.ensembles[e.model])
+        ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'model'], message: `no model named ${e.model}`, input: e.model });
+    });
     for (const [name, m] of Object.entries(c.models))
       if (m.ocr && !c.models[m.ocr.detector])
         ctx.addIssue({ code: 'custom', path: ['models', name, 'ocr', 'detector'], message: `no model named ${m.ocr.detector}`, input: m.ocr.detector });
