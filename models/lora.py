@@ -2,6 +2,7 @@
 """Writes LoRA adapters (random, seeded weights) for models/gpt.py's tiny decoder, in PEFT's layout.
 
     /usr/bin/python3 models/lora.py examples/adapters test/fixtures/adapters   # committed: the demo's, the tests'
+    /usr/bin/python3 models/lora.py --small 8 /tmp/adapters-small   # 8 adapters (ranks 8, 16) for gpt.py small --lora (GPU bench)
 
 Each adapter is a folder as PEFT's save_pretrained writes it (what vLLM's --lora-modules and TGI's adapter_id
 read): adapter_config.json (r, lora_alpha, target_modules, use_rslora) and adapter_model.safetensors with, per
@@ -19,7 +20,7 @@ import sys
 
 import numpy as np
 
-N_EMBD, N_LAYER = 32, 2  # models/gpt.py's tiny size
+N_EMBD, N_LAYER = 32, 2  # models/gpt.py's tiny size (--small: GPT-2 small's, 768 and 12)
 MODULE = "attn.c_attn"
 
 
@@ -36,10 +37,10 @@ def save_safetensors(path, tensors):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
-def adapter(out_dir, name, seed, r, alpha, rslora=False, b_scale=1.0, targets=(MODULE,), n_embd=N_EMBD):
+def adapter(out_dir, name, seed, r, alpha, rslora=False, b_scale=1.0, targets=(MODULE,), n_embd=N_EMBD, n_layer=N_LAYER):
     rng = np.random.default_rng(seed)
     tensors = {}
-    for i in range(N_LAYER):
+    for i in range(n_layer):
         for module in targets:
             key = f"base_model.model.transformer.h.{i}.{module}"
             out = {"attn.c_attn": 3 * n_embd, "mlp.c_fc": 4 * n_embd}[module]
@@ -66,6 +67,12 @@ def adapter(out_dir, name, seed, r, alpha, rslora=False, b_scale=1.0, targets=(M
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--small"]:
+        count, out = int(sys.argv[2]), sys.argv[3]
+        for k in range(count):
+            adapter(out, f"a{k}", seed=100 + k, r=8 if k % 2 == 0 else 16, alpha=16, n_embd=768, n_layer=12)
+        print(count, "GPT-2 small adapters in", out)
+        sys.exit(0)
     out = sys.argv[1] if len(sys.argv) > 1 else "examples/adapters"
     tests = sys.argv[2] if len(sys.argv) > 2 else "test/fixtures/adapters"
     adapter(out, "sonnets", seed=1, r=4, alpha=8)

@@ -2,7 +2,7 @@
 # Exports the GPU benchmark's models into MODELS_DIR once (random weights; see export.py and models/gpt.py).
 # Safe to start early in the background (setsid) while the kit is still being carried over: a second run
 # waits on the first's lock, and each file appears under its final name only when it is whole.
-#   bench/gpu/models.sh MODELS_DIR [vision] [gpt2] [embed]        (all three when none is named)
+#   bench/gpu/models.sh MODELS_DIR [vision] [gpt2] [embed] [lora]   (the first three when none is named)
 set -euo pipefail
 MODELS=${1:?usage: bench/gpu/models.sh MODELS_DIR [vision] [gpt2] [embed]}
 shift
@@ -33,6 +33,9 @@ for want in $WANT; do
       make_one gpt2-small-kv16.onnx "$PYTHON" models/gpt.py small "$STAGE/gpt2-small-kv16.onnx" --kv fp16
       make_one gpt2-small.onnx "$PYTHON" models/gpt.py small "$STAGE/gpt2-small.onnx" ;;
     embed) make_one embed-small.onnx "$PYTHON" models/gpt.py small "$STAGE/embed-small.onnx" --encoder ;;
+    lora)
+      make_one gpt2-small-lora-kv16.onnx "$PYTHON" models/gpt.py small "$STAGE/gpt2-small-lora-kv16.onnx" --kv fp16 --lora
+      [ -d "$MODELS/adapters-small" ] || { "$PYTHON" models/lora.py --small 8 "$STAGE/adapters-small" && mv "$STAGE/adapters-small" "$MODELS/"; } ;;
     *) echo "unknown model set $want" >&2; exit 2 ;;
   esac
 done
