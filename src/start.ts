@@ -364,6 +364,10 @@ export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, thr
     maxBatchRows: model.batching.max_batch_size,
     prefixCacheBytes: generative ? model.prefix_cache_mb * 2 ** 20 : undefined,
     prefillChunk: generative ? model.batching.prefill_chunk : undefined,
+    speculation:
+      generative && model.speculative
+        ? { tokens: model.speculative.num_speculative_tokens, ngramMax: model.speculative.prompt_lookup_max, ngramMin: model.speculative.prompt_lookup_min }
+        : undefined,
     tokenizer: model.tokenizer,
     layout: model.sequence || Object.keys(model.constants).length ? { state: model.sequence?.state, constants: model.constants } : undefined,
     multiplex: multiplexSpec(model),

@@ -109,6 +109,9 @@ export type GenerationStats = {
   tokens: number;
   /** Prompt tokens the replicas' prefix caches spared computing. */
   cachedPromptTokens: number;
+  /** Speculative decoding: tokens drafted, and of them taken (vLLM's spec_decode draft / accepted tokens). */
+  draftTokens: number;
+  acceptedDraftTokens: number;
   /** How many steps ran with N sequences in them (join + advance): the proof that streams share steps. */
   stepSizes: Record<number, number>;
   /** Milliseconds the replicas spent in steps (see StepTiming). */
@@ -145,6 +148,8 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
     steps: 0,
     tokens: 0,
     cachedPromptTokens: 0,
+    draftTokens: 0,
+    acceptedDraftTokens: 0,
     stepSizes: {} as Record<number, number>,
     stepMs: { prefill: 0, decode: 0, sampling: 0, grammar: 0 },
     shed: { queue_full: 0, deadline: 0, cancelled: 0, start_failed: 0 },
@@ -297,12 +302,15 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
           continue;
         }
         const body = {
-          join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling, adapter: s.req.adapter })),
+          join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling, adapter: s.req.adapter, maxTokens: s.req.maxTokens })),
           advance,
           release: loop.release.splice(0),
         };
         let step: {
           tokens: Record<string, number>;
+          more?: Record<string, number[]>;
+          moreLogprobs?: Record<string, TokenLogprobs[]>;
+          speculated?: { proposed: number; accepted: number };
           logprobs?: Record<string, TokenLogprobs>;
           promptLogprobs?: Record<string, TokenLogprobs[]>;
           cached?: Record<string, number>;
@@ -353,19 +361,29 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
             this.settle(seq, null, { finishReason: 'length', completionTokens: 0, queueMs: seq.queueMs, cachedTokens: seq.cachedTokens });
             continue;
           }
-          seq.tokens++;
           seq.firstTokenAt ??= performance.now();
-          this.counts.tokens++;
-          const more = seq.hooks.onToken(token, step.logprobs?.[id]);
-          if (!more || seq.tokens >= seq.req.maxTokens) {
-            this.leave(loop, id);
-            this.settle(seq, null, {
-              finishReason: more ? 'length' : 'stop',
-              completionTokens: seq.tokens,
-              queueMs: seq.queueMs,
-              cachedTokens: seq.cachedTokens,
-            });
+          // The step's token, then the drafted ones it took (speculative decoding), until the sequence ends.
+          const tokens = [token, ...(step.more?.[id] ?? [])];
+          const logprobs = [step.logprobs?.[id], ...(step.moreLogprobs?.[id] ?? [])];
+          for (let t = 0; t < tokens.length; t++) {
+            seq.tokens++;
+            this.counts.tokens++;
+            const more = seq.hooks.onToken(tokens[t], logprobs[t]);
+            if (!more || seq.tokens >= seq.req.maxTokens) {
+              this.leave(loop, id);
+              this.settle(seq, null, {
+                finishReason: more ? 'length' : 'stop',
+                completionTokens: seq.tokens,
+                queueMs: seq.queueMs,
+                cachedTokens: seq.cachedTokens,
+              });
+              break;
+            }
           }
+        }
+        if (step.speculated) {
+          this.counts.draftTokens += step.speculated.proposed;
+          this.counts.acceptedDraftTokens += step.speculated.accepted;
         }
         this.admit();
       }

@@ -171,6 +171,26 @@ export const modelSchema = z
      * their `model` (vLLM's --lora-modules), each a folder as PEFT saves it (adapter_config.json,
      * adapter_model.safetensors), relative to the config file. Requests of different adapters share steps.
      */
+    /**
+     * Generative models: speculative decoding by prompt lookup (vLLM's `ngram` method; no draft model): each step
+     * drafts up to `num_speculative_tokens` tokens that followed the sequence's last `prompt_lookup_max` (down to
+     * `prompt_lookup_min`) tokens earlier in its prompt or output, and checks them in one run — several tokens a
+     * step where text repeats its context (quoting, editing, extraction). The text is what decoding one token a
+     * step gives (the same tokens for a seed).
+     */
+    speculative: z
+      .object({
+        method: z.literal('ngram').default('ngram'),
+        num_speculative_tokens: positiveInt.max(32).default(4),
+        prompt_lookup_max: positiveInt.max(16).default(4),
+        prompt_lookup_min: positiveInt.default(1),
+      })
+      .strict()
+      .refine((s) => s.prompt_lookup_min <= s.prompt_lookup_max, {
+        message: 'prompt_lookup_min must not exceed prompt_lookup_max',
+        path: ['prompt_lookup_min'],
+      })
+      .optional(),
     lora_adapters: z.record(z.string().regex(MODEL_NAME, 'expected an adapter name of letters, digits, _ . -'), z.string().min(1)).optional(),
     /**
      * Most LoRA adapters among one replica's sequences at once (vLLM's max_loras): each is fed to every step. A

@@ -468,3 +468,64 @@ describe('Decoder', () => {
     expect(tokens).toEqual(await reference([1, 2, 3], 41));
   });
 });
+
+describe('speculative decoding by prompt lookup', () => {
+  const speculation = { tokens: 4, ngramMax: 4, ngramMin: 1 };
+  /** Every sequence's tokens (a step's first and the drafted ones it took) until each has `want`, and the steps it took. */
+  async function run(decoder: Decoder, join: { seq: string; prompt: number[]; sampling: typeof greedy }[], want: number) {
+    const got: Record<string, number[]> = Object.fromEntries(join.map((j) => [j.seq, []]));
+    const logprobs: Record<string, number[]> = Object.fromEntries(join.map((j) => [j.seq, []]));
+    const take = (r: StepResult) => {
+      for (const [id, t] of Object.entries(r.tokens)) got[id].push(t, ...(r.more?.[id] ?? []));
+      for (const [id, l] of Object.entries(r.logprobs ?? {})) logprobs[id].push(l.logprob, ...(r.moreLogprobs?.[id] ?? []).map((x) => x.logprob));
+    };
+    take(await decoder.step({ join: join.map((j) => ({ ...j, maxTokens: want })), advance: [], release: [] }));
+    let steps = 1;
+    let accepted = 0;
+    for (;;) {
+      const going = join.map((j) => j.seq).filter((id) => got[id].length < want);
+      if (going.length === 0) break;
+      const r = await decoder.step({ join: [], advance: going, release: [] });
+      accepted += r.speculated?.accepted ?? 0;
+      take(r);
+      steps++;
+    }
+    for (const id of Object.keys(got)) expect(got[id].length).toBeLessThanOrEqual(want); // never past max_tokens
+    return { got, logprobs, steps, accepted };
+  }
+
+  it('gives the tokens (and log-probabilities) decoding a token a step gives, in fewer steps where text repeats', async () => {
+    const scored = { ...greedy, logprobs: 1 };
+    const join = [
+      { seq: 'a', prompt: [464, 3290, 318, 257, 3290, 318, 257, 3290], sampling: scored }, // "... is a ... is a ..."
+      { seq: 'b', prompt: PROMPTS.b, sampling: scored },
+      { seq: 'c', prompt: PROMPTS.c, sampling: { ...scored, temperature: 1, seed: 7, frequencyPenalty: 0.5 } },
+    ];
+    const plain = await run(new Decoder(session, spec, sampler), join, 30);
+    const fast = await run(new Decoder(session, spec, sampler, undefined, 0, speculation), join, 30);
+    expect(fast.got).toEqual(plain.got);
+    for (const id of ['a', 'b', 'c']) fast.logprobs[id].forEach((l, i) => expect(l).toBeCloseTo(plain.logprobs[id][i], 4));
+    expect(fast.got.a).toEqual(await reference(join[0].prompt, 30));
+    // Alone, the repetitive one (random weights, greedy: it repeats itself) takes drafts: fewer steps than tokens.
+    const alone = await run(new Decoder(session, spec, sampler, undefined, 0, speculation), [join[0]], 30);
+    expect(alone.accepted).toBeGreaterThan(10);
+    expect(alone.steps).toBeLessThan(20);
+  });
+
+  it('keeps a sequence that takes drafts beside others that decode a token a step, caches intact', async () => {
+    const decoder = new Decoder(session, spec, sampler, undefined, 0, speculation);
+    const first = await run(decoder, [{ seq: 'x', prompt: [1, 2, 3, 1, 2, 3, 1, 2], sampling: greedy }], 12);
+    // Joining later, alongside: each as if alone.
+    const both = await run(
+      decoder,
+      [
+        { seq: 'y', prompt: PROMPTS.a, sampling: greedy },
+        { seq: 'z', prompt: [9, 8, 9, 8, 9], sampling: greedy },
+      ],
+      20,
+    );
+    expect(first.got.x).toEqual(await reference([1, 2, 3, 1, 2, 3, 1, 2], 12));
+    expect(both.got.y).toEqual(await reference(PROMPTS.a, 20));
+    expect(both.got.z).toEqual(await reference([9, 8, 9, 8, 9], 20));
+  });
+});

@@ -9,12 +9,18 @@ import { loadTokenizer } from './text.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
-  join: { seq: string; prompt: number[]; sampling: Sampling; adapter?: AdapterRef }[];
+  /** `maxTokens`: the most it will generate (speculation proposes no more than that). */
+  join: { seq: string; prompt: number[]; sampling: Sampling; adapter?: AdapterRef; maxTokens?: number }[];
   advance: string[];
   release: string[];
 };
 export type StepResult = {
   tokens: Record<string, number>;
+  /** Speculative decoding: a sequence's drafted tokens taken after its token of `tokens`, in order (with their logprobs). */
+  more?: Record<string, number[]>;
+  moreLogprobs?: Record<string, TokenLogprobs[]>;
+  /** Drafted tokens this step proposed, and how many of them were taken. */
+  speculated?: { proposed: number; accepted: number };
   /** For the sequences that asked for them (`sampling.logprobs`). */
   logprobs?: Record<string, TokenLogprobs>;
   /** For joining sequences that asked (`sampling.promptLogprobs`): each prompt token's after the first. */
@@ -34,7 +40,9 @@ export type StepResult = {
 /** A sequence whose prompt is computed on what its row holds, a chunk per run. */
 type Extension = { id: string; seq: Sequence };
 /** A step's drawn tokens, by sequence id. */
-type Drawn = Pick<StepResult, 'tokens' | 'logprobs' | 'promptLogprobs' | 'cached' | 'sampleMs' | 'maskMs' | 'failed'>;
+type Drawn = Pick<StepResult, 'tokens' | 'more' | 'moreLogprobs' | 'speculated' | 'logprobs' | 'promptLogprobs' | 'cached' | 'sampleMs' | 'maskMs' | 'failed'>;
+/** Speculative decoding by prompt lookup (vLLM's ngram method): up to `tokens` drafted from the sequence's own text. */
+export type Speculation = { tokens: number; ngramMax: number; ngramMin: number };
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -56,6 +64,9 @@ type Sequence = {
   constraint?: TokenConstraint;
   /** Its LoRA adapter (none: the model as it is). */
   adapter?: LoadedAdapter;
+  /** With speculation: its prompt and generated tokens (what drafts are looked up in), and the most it generates. */
+  history?: number[];
+  maxTokens?: number;
 };
 
 /**
@@ -98,6 +109,8 @@ export class Decoder {
     private prefixCache?: PrefixCache,
     /** Longer prompts are computed this many tokens per step (0: whole, in the step they join). */
     private prefillChunkTokens = 0,
+    /** Draft tokens from each sequence's own text and check them in one run (none: a token a step). */
+    private speculation?: Speculation,
   ) {
     this.takesKeep = session.inputNames.includes('logits_to_keep');
     if (spec.lora) this.adapters = { cache: new AdapterCache(spec.lora), stack: new LoraStack(spec.lora) };
@@ -340,6 +353,8 @@ export class Decoder {
       produced: 0,
       constraint,
       adapter,
+      history: this.speculation ? [...j.prompt] : undefined,
+      maxTokens: j.maxTokens,
     };
     this.byRow.push(seq);
     return seq;
@@ -358,6 +373,14 @@ export class Decoder {
    */
   private async decode(ids: string[], drawn: Drawn): Promise<void> {
     const { heads, headDim } = this.spec;
+    // Sequences with a draft go through a run of their own that checks it; the others decode a token.
+    const drafted = this.speculation ? ids.map((id) => ({ id, seq: this.seqs.get(id) as Sequence, draft: this.draft(this.seqs.get(id) as Sequence) })) : [];
+    const speculating = drafted.filter((d) => d.draft.length > 0);
+    if (speculating.length > 0) {
+      await this.speculate(speculating, drawn);
+      ids = ids.filter((id) => !speculating.some((d) => d.id === id));
+      if (ids.length === 0) return;
+    }
     const advancing = new Map(ids.map((id) => [this.seqs.get(id) as Sequence, id]));
     // Room for this step's keys/values after every advancing sequence's cache.
     this.reserve(this.rowCapacity, Math.max(...[...advancing.keys()].map((s) => s.length)) + 1);
@@ -438,6 +461,127 @@ export class Decoder {
       s.length++;
       drew(drawn, id, s, next, i);
     });
+  }
+
+  /**
+   * A sequence's draft: the tokens that followed the last time its text ended as it ends now (the longest of
+   * `ngramMax` down to `ngramMin` last tokens found earlier in its prompt or output, the most recent occurrence
+   * with a whole draft after it), at most `tokens`, no more than it may still generate (less one: the token drawn
+   * after the draft) and within the model's context.
+   */
+  private draft(seq: Sequence): number[] {
+    const { tokens, ngramMax, ngramMin } = this.speculation as Speculation;
+    const history = seq.history as number[];
+    const room = Math.min(
+      tokens,
+      seq.maxTokens === undefined ? tokens : seq.maxTokens - seq.produced - 1,
+      this.spec.context === undefined ? tokens : this.spec.context - 1 - seq.length,
+    );
+    if (room <= 0) return [];
+    const end = history.length;
+    for (let n = Math.min(ngramMax, end - 1); n >= ngramMin; n--) {
+      let found = -1;
+      for (let at = end - n - 1; at >= 0; at--) {
+        let j = 0;
+        while (j < n && history[at + j] === history[end - n + j]) j++;
+        if (j < n) continue;
+        if (found < 0) found = at; // the most recent, should none have a whole draft after it
+        if (at + n + room <= end) return history.slice(at + n, at + n + room);
+      }
+      if (found >= 0) return history.slice(found + n, Math.min(found + n + room, end));
+    }
+    return [];
+  }
+
+  /**
+   * Checks each sequence's draft in one run: its last token and the draft go in as new positions (right-padded
+   * to the longest, after its past gathered), every position's logits come out, and tokens are drawn position by
+   * position exactly as decoding one at a time would draw them — the same adjustments, masks and random draws —
+   * while each drawn token equals the draft's there. The first that differs (or the one after a whole draft) is
+   * the sequence's last token of the step; the keys and values of the positions it took are kept, the rest
+   * dropped. So the text is the text decoding would give (for a seed, token for token), in fewer runs when the
+   * drafts are right.
+   */
+  private async speculate(items: { id: string; seq: Sequence; draft: number[] }[], drawn: Drawn): Promise<void> {
+    const { heads, headDim, layers, vocab, kvType, newKeyValues } = this.spec;
+    const chunks = items.map(({ seq, draft }) => [seq.last, ...draft]);
+    const k = items.length;
+    const n = Math.max(...chunks.map((c) => c.length));
+    this.reserve(this.rowCapacity, Math.max(...items.map(({ seq }, i) => seq.length + chunks[i].length)) + 1);
+    const past = Math.max(...items.map(({ seq }) => seq.length));
+    const ids = new BigInt64Array(k * n);
+    const positions = new BigInt64Array(k * n);
+    const mask = new BigInt64Array(k * (past + n));
+    items.forEach(({ seq }, r) => {
+      mask.fill(1n, r * (past + n), r * (past + n) + seq.length);
+      chunks[r].forEach((token, t) => {
+        ids[r * n + t] = BigInt(token);
+        positions[r * n + t] = BigInt(seq.length + t);
+        mask[r * (past + n) + past + t] = 1n;
+      });
+    });
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [k, n]),
+      position_ids: new ort.Tensor('int64', positions, [k, n]),
+      attention_mask: new ort.Tensor('int64', mask, [k, past + n]),
+      ...this.keep(n),
+      ...this.adapters?.stack.feeds(items.map((x) => x.seq.adapter)),
+    };
+    const kvOutput = newKeyValues ? 'new_key_values' : 'present';
+    const fetched = newKeyValues ? n : past + n;
+    const fetches: Record<string, ort.Tensor> = {
+      logits: new ort.Tensor('float32', this.buffer('spec-logits', k * n * vocab, 'float32'), [k, n, vocab]),
+    };
+    for (let l = 0; l < layers; l++) {
+      for (const [c, kind] of ['key', 'value'].entries()) {
+        const pastOf = this.gather(
+          items.map((x) => x.seq),
+          past,
+          2 * l + c,
+        );
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, pastOf, [k, heads, past, headDim]);
+        const out = `${kvOutput}.${l}.${kind}`;
+        fetches[out] = new ort.Tensor(kvType, this.buffer(`spec-${out}`, k * heads * fetched * headDim, kvType), [k, heads, fetched, headDim]);
+      }
+    }
+    await this.session.run(feeds, fetches);
+    const logits = fetches.logits.data as Float32Array; // [k, n, vocab]
+    // Position by position, the sequences whose draft held so far draw their next token.
+    const taken = items.map(() => 0);
+    let alive = items.map((_, r) => r);
+    for (let p = 0; alive.length > 0; p++) {
+      const rows = this.buffer('spec-rows', alive.length * vocab, 'float32') as Float32Array;
+      alive.forEach((r, a) => {
+        rows.set(logits.subarray((r * n + p) * vocab, (r * n + p + 1) * vocab), a * vocab);
+      });
+      const next = await this.sample(
+        rows,
+        alive.map((r) => items[r].seq),
+        drawn,
+      );
+      alive = alive.filter((r, a) => {
+        drew(drawn, items[r].id, items[r].seq, next, a);
+        taken[r] = p + 1;
+        return p < items[r].draft.length && next.tokens[a] === items[r].draft[p];
+      });
+    }
+    for (let l = 0; l < layers; l++) {
+      for (const [c, kind] of ['key', 'value'].entries()) {
+        const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [k, heads, fetched, headDim]
+        items.forEach(({ seq }, r) => {
+          for (let h = 0; h < heads; h++) {
+            const from = ((r * heads + h) * fetched + fetched - n) * headDim;
+            this.caches[2 * l + c].set(computed.subarray(from, from + taken[r] * headDim), this.offset(seq.row, h, seq.length));
+          }
+        });
+      }
+    }
+    items.forEach(({ seq }, r) => {
+      seq.length += taken[r];
+    });
+    const proposed = items.reduce((sum, x) => sum + x.draft.length, 0);
+    const accepted = taken.reduce((sum, t) => sum + t - 1, 0);
+    drawn.speculated = { proposed: (drawn.speculated?.proposed ?? 0) + proposed, accepted: (drawn.speculated?.accepted ?? 0) + accepted };
   }
 
   /** Cache `c`'s first `past` positions of `rows`, gathered into [rows, heads, past, headDim] (beyond a row's length: masked). */
@@ -552,8 +696,19 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
   seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
   seq.seen?.add(token);
   seq.constraint?.advance(token);
-  drawn.tokens[id] = token;
+  seq.history?.push(token);
   const logprobs = sampled.logprobs[i];
+  if (id in drawn.tokens) {
+    // a checked draft's next token: after the step's first
+    drawn.more ??= {};
+    (drawn.more[id] ??= []).push(token);
+    if (logprobs) {
+      drawn.moreLogprobs ??= {};
+      (drawn.moreLogprobs[id] ??= []).push(logprobs);
+    }
+    return;
+  }
+  drawn.tokens[id] = token;
   if (logprobs) {
     drawn.logprobs ??= {}; // copying the record per sequence would be quadratic in the rows of a step
     drawn.logprobs[id] = logprobs;

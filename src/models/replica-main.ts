@@ -194,7 +194,7 @@ async function decoderEngine(spec: ReplicaSpec, generative: GenerativeSpec): Pro
   const prefixCache = spec.prefixCacheBytes ? new PrefixCache(spec.prefixCacheBytes, generative) : undefined;
   // INFERGATE_SAMPLER_THREADS overrides the sampler's threads (the GPU benchmark compares them).
   const samplerThreads = Number(process.env.INFERGATE_SAMPLER_THREADS ?? spec.threads);
-  const decoder = new Decoder(session, generative, await Sampler.create(samplerThreads), prefixCache, spec.prefillChunk);
+  const decoder = new Decoder(session, generative, await Sampler.create(samplerThreads), prefixCache, spec.prefillChunk, spec.speculation);
   const sampling = { temperature: 0, topP: 1, topK: 0, seed: 0 };
   await decoder.step({ join: [{ seq: 'warmup', prompt: [0, 1], sampling }], advance: [], release: [] });
   await decoder.step({ join: [], advance: ['warmup'], release: [] });
