@@ -134,7 +134,14 @@ export type SequenceEvent = { ttftMs?: number; tokens: number; cachedPromptToken
 export type StepTiming = { prefill: number; decode: number; sampling: number; grammar: number };
 const PHASES = ['prefill', 'decode', 'sampling', 'grammar'] as const;
 
-export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [SequenceEvent]; shed: [{ reason: string }]; step: [StepTiming] }> {
+export class GenerationScheduler extends EventEmitter<{
+  starved: [];
+  sequence: [SequenceEvent];
+  shed: [{ reason: string }];
+  step: [StepTiming];
+  /** Speculative decoding: a step's drafted tokens, and how many it took. */
+  speculated: [{ proposed: number; accepted: number }];
+}> {
   private queue: Seq[] = [];
   private readonly fair = new FairShare();
   private loops = new Map<string, Loop>();
@@ -384,6 +391,7 @@ export class GenerationScheduler extends EventEmitter<{ starved: []; sequence: [
         if (step.speculated) {
           this.counts.draftTokens += step.speculated.proposed;
           this.counts.acceptedDraftTokens += step.speculated.accepted;
+          this.emit('speculated', step.speculated);
         }
         this.admit();
       }

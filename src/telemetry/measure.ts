@@ -24,6 +24,10 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
   scheduler?.on('step', (t) => {
     for (const [phase, ms] of Object.entries(t)) if (ms > 0) i.stepTime.add(ms / 1000, { 'gen_ai.request.model': model, phase });
   });
+  scheduler?.on('speculated', ({ proposed, accepted }) => {
+    i.draftTokens.add(accepted, { 'gen_ai.request.model': model, accepted: true });
+    i.draftTokens.add(proposed - accepted, { 'gen_ai.request.model': model, accepted: false });
+  });
   scheduler?.on('sequence', (e) => {
     i.tokens.add(e.tokens, { 'gen_ai.request.model': model });
     if (e.cachedPromptTokens > 0) i.cachedPromptTokens.add(e.cachedPromptTokens, { 'gen_ai.request.model': model });

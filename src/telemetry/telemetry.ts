@@ -124,6 +124,10 @@ export class Telemetry {
         unit: '{token}',
         description: "Prompt tokens taken from the replicas' prefix caches instead of computed.",
       }),
+      draftTokens: m.createCounter('infergate.generation.draft_tokens', {
+        unit: '{token}',
+        description: 'Speculative decoding: tokens drafted (vLLM spec_decode_num_draft_tokens), by whether a step took them.',
+      }),
       ttft: seconds('gen_ai.server.time_to_first_token', 'Time from a generation request to its first token.'),
       timePerToken: seconds('gen_ai.server.time_per_output_token', 'Mean time between output tokens of a sequence after the first.'),
     };

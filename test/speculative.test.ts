@@ -1,0 +1,69 @@
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/index.js';
+import { MODELS, startTestGateway } from './helpers.js';
+
+// Speculative decoding by prompt lookup (vLLM's ngram method) on real replicas of tiny-gpt, beside the same model
+// decoding a token a step: the same text through the openai client, in fewer steps.
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+let client: OpenAI;
+beforeAll(async () => {
+  const model = { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } };
+  gw = await startTestGateway({
+    telemetry: { metrics: true },
+    models: { plain: model, fast: { ...model, speculative: { num_speculative_tokens: 5 } } },
+  });
+  client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused' });
+});
+afterAll(() => gw?.shutdown());
+
+const stats = async (model: string) => (await fetch(`${gw.url}/v2/models/${model}/stats`)).json();
+
+describe('speculative decoding', () => {
+  it('answers what one token a step answers, greedy or seeded, in fewer steps than tokens where text repeats', async () => {
+    const ask = async (model: string, extra: object) => {
+      const r = await client.completions.create({ model, prompt: 'Champ is the', max_tokens: 48, ...extra });
+      return { text: r.choices[0].text, tokens: r.usage?.completion_tokens };
+    };
+    const before = await stats('fast');
+    for (const extra of [{ temperature: 0 }, { temperature: 1, seed: 3 }, { temperature: 0.7, seed: 5, top_p: 0.9, frequency_penalty: 0.3 }]) {
+      const fast = await ask('fast', extra);
+      expect(fast, JSON.stringify(extra)).toEqual(await ask('plain', extra));
+      expect(fast.tokens).toBe(48); // never past max_tokens, drafts or not
+    }
+    const after = await stats('fast');
+    expect(after.acceptedDraftTokens - before.acceptedDraftTokens).toBeGreaterThan(20);
+    expect(after.steps - before.steps).toBeLessThan(after.tokens - before.tokens);
+  });
+
+  it('streams the same pieces, stops at a stop sequence, and counts its drafts in /metrics', async () => {
+    const stream = async (model: string) => {
+      const s = await client.chat.completions.create({
+        model,
+        messages: [{ role: 'user', content: 'Champ Champ' }],
+        max_tokens: 40,
+        temperature: 0,
+        stop: ['ChampChampChamp'],
+        stream: true,
+      });
+      let text = '';
+      let finish: string | null = null;
+      for await (const chunk of s) {
+        text += chunk.choices[0]?.delta?.content ?? '';
+        finish = chunk.choices[0]?.finish_reason ?? finish;
+      }
+      return { text, finish };
+    };
+    const fast = await stream('fast');
+    expect(fast).toEqual(await stream('plain'));
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).toMatch(/infergate_generation_draft_tokens_total\{gen_ai_request_model="fast",accepted="true"\} [1-9]/);
+  });
+
+  it('is configured with vLLM’s names, checked', () => {
+    const model = (speculative: object) => ({ models: { g: { path: `${MODELS}tiny-gpt.onnx`, speculative } } });
+    expect(parseConfig(model({})).models.g.speculative).toEqual({ method: 'ngram', num_speculative_tokens: 4, prompt_lookup_max: 4, prompt_lookup_min: 1 });
+    expect(() => parseConfig(model({ method: 'eagle' }))).toThrow(/speculative.method/);
+    expect(() => parseConfig(model({ prompt_lookup_min: 5, prompt_lookup_max: 3 }))).toThrow(/prompt_lookup_min must not exceed prompt_lookup_max/);
+  });
+});
