@@ -183,8 +183,7 @@ export function medianRound<T extends { requestsPerS: number }>(runs: T[]): T & 
 }
 
 /** A benchmark's results: bench/results/NAME.json and NAME.md (printed too). */
-export function writeResults(name: string, results: object, md: string): void {
-  const dir = join(ROOT, 'bench/results');
+export function writeResults(name: string, results: object, md: string, dir = join(ROOT, 'bench/results')): void {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(dir, `${name}.md`), md);
@@ -494,9 +493,27 @@ const stepMs = async (url: string, model: string): Promise<StepMs> =>
  * (client i names `names[i % n]` where given: a LoRA adapter of it, say): tokens/s, time to first token,
  * inter-token gaps, and the replica's time in steps meanwhile with the share of it spent drawing tokens.
  */
-export async function streamingLoad(o: { url: string; model: string; names?: string[]; clients: number; seconds: number; maxTokens: number }) {
+export async function streamingLoad(o: {
+  url: string;
+  model: string;
+  names?: string[];
+  clients: number;
+  seconds: number;
+  maxTokens: number;
+  /** 1 unless given; a `prompt` of one's own (each stream adds its number). */
+  temperature?: number;
+  prompt?: string;
+}) {
   const before = await stepMs(o.url, o.model);
-  const plan = { url: o.url, models: o.names ?? [o.model], clients: o.clients, seconds: o.seconds, maxTokens: o.maxTokens };
+  const plan = {
+    url: o.url,
+    models: o.names ?? [o.model],
+    clients: o.clients,
+    seconds: o.seconds,
+    maxTokens: o.maxTokens,
+    temperature: o.temperature,
+    prompt: o.prompt,
+  };
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/stream-load.ts'), JSON.stringify(plan)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -519,4 +536,28 @@ export async function streamingLoad(o: { url: string; model: string; names?: str
     stepS: Math.round(stepS * 100) / 100,
     samplingShare,
   };
+}
+
+/**
+ * A gateway (its own process) serving generative models for the streaming benches, from a config written into
+ * `dir`: one replica each, on `device` (one ONNX Runtime thread on a CPU), room for `maxBatch` sequences a step.
+ */
+export function startGenerativeGateway(o: {
+  port: number;
+  dir: string;
+  device: string;
+  maxBatch: number;
+  models: Record<string, object>;
+}): Promise<ChildProcess> {
+  const model = (m: object) => ({
+    device: o.device,
+    threads: o.device === 'cpu' ? 1 : 0,
+    batching: { max_batch_size: o.maxBatch, max_queue_size: 256, timeout_ms: 120_000 },
+    scaling: { min_containers: 1, max_containers: 1 },
+    ...m,
+  });
+  const config = join(o.dir, 'config.yaml');
+  const models = Object.fromEntries(Object.entries(o.models).map(([name, m]) => [name, model(m)]));
+  writeFileSync(config, stringify({ server: { port: o.port, host: '127.0.0.1' }, models }));
+  return startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${o.port}/v2/health/ready`);
 }

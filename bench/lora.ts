@@ -6,11 +6,10 @@
  * The GPU script passes GPT-2 small (--model, built with --lora; --plain, without), --adapters (a folder of
  * adapters for it: models/lora.py --small 8 DIR), --device cuda, --streams 1,16,64, --name gpu-lora, --out.
  */
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { stringify } from 'yaml';
-import { machine, ROOT, startServer, stopServer, streamingLoad } from './lib.js';
+import { machine, ROOT, startGenerativeGateway, stopServer, streamingLoad, writeResults } from './lib.js';
 
 const flag = (name: string, fallback: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback);
 const PORT = 18712;
@@ -34,28 +33,19 @@ async function main() {
     adapters[`a${i}`] = adaptersDir ? join(adaptersDir, given[i % given.length]) : join(dir, `a${i}`);
     if (!adaptersDir) cpSync(join(ROOT, 'examples/adapters', i % 2 ? 'pirate' : 'sonnets'), adapters[`a${i}`], { recursive: true });
   }
-  const model = (path: string) => ({
-    path,
-    device,
-    threads: device === 'cpu' ? 1 : 0,
-    batching: { max_batch_size: Math.max(32, ...concurrency), max_queue_size: 256, timeout_ms: 120_000 },
-    scaling: { min_containers: 1, max_containers: 1 },
-  });
-  const config = join(dir, 'config.yaml');
-  writeFileSync(
-    config,
-    stringify({
-      server: { port: PORT, host: '127.0.0.1' },
-      models: { plain: model(plainModel), lora: { ...model(loraModel), lora_adapters: adapters } },
-    }),
-  );
   const variants: { name: string; model: string; names?: string[] }[] = [
     { name: `no LoRA inputs (${basename(plainModel)})`, model: 'plain' },
     { name: 'LoRA model, no adapter', model: 'lora' },
     { name: 'one adapter', model: 'lora', names: ['a0'] },
     { name: `${ADAPTERS} adapters mixed`, model: 'lora', names: Object.keys(adapters) },
   ];
-  const server = await startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${PORT}/v2/health/ready`);
+  const server = await startGenerativeGateway({
+    port: PORT,
+    dir,
+    device,
+    maxBatch: Math.max(32, ...concurrency),
+    models: { plain: { path: plainModel }, lora: { path: loraModel, lora_adapters: adapters } },
+  });
   const rows: { clients: number; variant: string; result: Awaited<ReturnType<typeof streamingLoad>> }[] = [];
   try {
     for (const clients of concurrency)
@@ -83,10 +73,7 @@ adapter (slot 0 for every row), every client with the same adapter, and client i
 |---|---|---|---|---|---|---|---|---|
 ${rows.map((r) => `| ${r.clients} | ${r.variant} | ${r.result.tokensPerS} | ${r.result.ttftMs.p50} | ${r.result.ttftMs.p99} | ${r.result.interTokenMs.p50} | ${r.result.interTokenMs.p99} | ${r.result.streams} | ${r.result.stepS} |`).join('\n')}
 `;
-  mkdirSync(outDir, { recursive: true });
-  writeFileSync(join(outDir, `${outName}.json`), `${JSON.stringify(results, null, 2)}\n`);
-  writeFileSync(join(outDir, `${outName}.md`), md);
-  console.log(md);
+  writeResults(outName, results, md, outDir);
 }
 
 main().catch((err) => {

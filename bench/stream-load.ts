@@ -8,7 +8,7 @@
 import { Agent, request } from 'node:http';
 import { createParser } from 'eventsource-parser';
 
-type Plan = { url: string; models: string[]; clients: number; seconds: number; maxTokens: number };
+type Plan = { url: string; models: string[]; clients: number; seconds: number; maxTokens: number; temperature?: number; prompt?: string };
 const plan = JSON.parse(process.argv[2]) as Plan;
 const agent = new Agent({ keepAlive: true, maxSockets: 1024 });
 const url = new URL(plan.url);
@@ -21,10 +21,10 @@ function stream(client: number): Promise<void> {
   // A prompt of its own per stream (alike prompts are prefilled once), every completion max_tokens long.
   const body = JSON.stringify({
     model: plan.models[client % plan.models.length],
-    prompt: `Client ${seed}: the gateway streams tokens to many clients at once, and each of them`,
+    prompt: plan.prompt ? `${plan.prompt} ${seed}` : `Client ${seed}: the gateway streams tokens to many clients at once, and each of them`,
     max_tokens: plan.maxTokens,
     ignore_eos: true,
-    temperature: 1,
+    temperature: plan.temperature ?? 1,
     seed,
     stream: true,
     stream_options: { include_usage: true },

@@ -67,6 +67,8 @@ type Sequence = {
   /** With speculation: its prompt and generated tokens (what drafts are looked up in), and the most it generates. */
   history?: number[];
   maxTokens?: number;
+  /** Drafts none of whose tokens were taken, in a row, and the steps it drafts nothing for after them. */
+  missed?: { times: number; skip: number };
 };
 
 /**
@@ -471,6 +473,12 @@ export class Decoder {
    */
   private draft(seq: Sequence): number[] {
     const { tokens, ngramMax, ngramMin } = this.speculation as Speculation;
+    // Text that does not repeat its context (sampled at a high temperature, say) fails every draft, and each costs
+    // the run its positions: after a draft missed whole, none for 1, 3, 7, … up to 31 steps.
+    if (seq.missed && seq.missed.skip > 0) {
+      seq.missed.skip--;
+      return [];
+    }
     const history = seq.history as number[];
     const room = Math.min(
       tokens,
@@ -578,6 +586,8 @@ export class Decoder {
     }
     items.forEach(({ seq }, r) => {
       seq.length += taken[r];
+      const times = taken[r] > 1 ? 0 : (seq.missed?.times ?? 0) + 1;
+      seq.missed = { times, skip: times === 0 ? 0 : Math.min(31, 2 ** times - 1) };
     });
     const proposed = items.reduce((sum, x) => sum + x.draft.length, 0);
     const accepted = taken.reduce((sum, t) => sum + t - 1, 0);
@@ -701,10 +711,10 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
   if (id in drawn.tokens) {
     // a checked draft's next token: after the step's first
     drawn.more ??= {};
-    (drawn.more[id] ??= []).push(token);
+    drawn.more[id] = [...(drawn.more[id] ?? []), token];
     if (logprobs) {
       drawn.moreLogprobs ??= {};
-      (drawn.moreLogprobs[id] ??= []).push(logprobs);
+      drawn.moreLogprobs[id] = [...(drawn.moreLogprobs[id] ?? []), logprobs];
     }
     return;
   }

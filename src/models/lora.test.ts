@@ -88,6 +88,26 @@ describe('LoRA adapters on a decoder (models/gpt.py --lora, models/lora.py)', ()
     expect(mixed).toEqual({ s1: alone.sonnets, base: alone.base, p: alone.pirate, s2: alone.sonnets });
   });
 
+  it('decodes with drafts (speculative decoding) to the tokens an adapter gives a token a step', async () => {
+    const speculation = { tokens: 4, ngramMax: 4, ngramMin: 1 };
+    const seqs = [{ seq: 's', adapter: adapter('sonnets') }, { seq: 'p', adapter: adapter('pirate'), prompt: [464, 464, 464] }, { seq: 'b' }];
+    const plain = await generate(new Decoder(lora.session, lora.spec, sampler), seqs, 6);
+    const fast = new Decoder(lora.session, lora.spec, sampler, undefined, 0, speculation);
+    const got: Record<string, number[]> = { s: [], p: [], b: [] };
+    let r = await fast.step({
+      join: seqs.map((x) => ({ seq: x.seq, prompt: x.prompt ?? PROMPT, sampling: greedy, adapter: x.adapter, maxTokens: 6 })),
+      advance: [],
+      release: [],
+    });
+    while (Object.values(got).some((g) => g.length < 6)) {
+      for (const [id, t] of Object.entries(r.tokens)) got[id].push(t, ...(r.more?.[id] ?? []));
+      const going = Object.keys(got).filter((id) => got[id].length < 6);
+      if (going.length === 0) break;
+      r = await fast.step({ join: [], advance: going, release: [] });
+    }
+    expect(got).toEqual(plain);
+  });
+
   it("keeps an adapter's prompts out of the prefix cache, which holds the model's own keys and values", async () => {
     const decoder = new Decoder(lora.session, lora.spec, sampler, new PrefixCache(8 << 20, lora.spec));
     const prompt = Array.from({ length: 40 }, (_, i) => 1000 + i); // two whole blocks of 16
