@@ -4,6 +4,7 @@ import { AdapterCache, type AdapterRef, type LoadedAdapter, LoraStack } from './
 import { ort } from './ort.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, keepsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
+import { lookupDraft, type Speculation } from './speculation.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
 import { loadTokenizer } from './text.js';
 
@@ -41,8 +42,6 @@ export type StepResult = {
 type Extension = { id: string; seq: Sequence };
 /** A step's drawn tokens, by sequence id. */
 type Drawn = Pick<StepResult, 'tokens' | 'more' | 'moreLogprobs' | 'speculated' | 'logprobs' | 'promptLogprobs' | 'cached' | 'sampleMs' | 'maskMs' | 'failed'>;
-/** Speculative decoding by prompt lookup (vLLM's ngram method): up to `tokens` drafted from the sequence's own text. */
-export type Speculation = { tokens: number; ngramMax: number; ngramMin: number };
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -466,10 +465,8 @@ export class Decoder {
   }
 
   /**
-   * A sequence's draft: the tokens that followed the last time its text ended as it ends now (the longest of
-   * `ngramMax` down to `ngramMin` last tokens found earlier in its prompt or output, the most recent occurrence
-   * with a whole draft after it), at most `tokens`, no more than it may still generate (less one: the token drawn
-   * after the draft) and within the model's context.
+   * A sequence's draft (`lookupDraft` in its prompt and output), at most `tokens`, no more than it may still
+   * generate (less one: the token drawn after the draft) and within the model's context.
    */
   private draft(seq: Sequence): number[] {
     const { tokens, ngramMax, ngramMin } = this.speculation as Speculation;
@@ -479,26 +476,12 @@ export class Decoder {
       seq.missed.skip--;
       return [];
     }
-    const history = seq.history as number[];
     const room = Math.min(
       tokens,
       seq.maxTokens === undefined ? tokens : seq.maxTokens - seq.produced - 1,
       this.spec.context === undefined ? tokens : this.spec.context - 1 - seq.length,
     );
-    if (room <= 0) return [];
-    const end = history.length;
-    for (let n = Math.min(ngramMax, end - 1); n >= ngramMin; n--) {
-      let found = -1;
-      for (let at = end - n - 1; at >= 0; at--) {
-        let j = 0;
-        while (j < n && history[at + j] === history[end - n + j]) j++;
-        if (j < n) continue;
-        if (found < 0) found = at; // the most recent, should none have a whole draft after it
-        if (at + n + room <= end) return history.slice(at + n, at + n + room);
-      }
-      if (found >= 0) return history.slice(found + n, Math.min(found + n + room, end));
-    }
-    return [];
+    return room > 0 ? lookupDraft(seq.history as number[], room, ngramMax, ngramMin) : [];
   }
 
   /**

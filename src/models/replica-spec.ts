@@ -28,7 +28,7 @@ export type ReplicaSpec = {
   /** Generative models: longer prompts are computed this many tokens per step (batching.prefill_chunk). */
   prefillChunk?: number;
   /** Generative models: speculative decoding by prompt lookup (config `speculative`). */
-  speculation?: import('./decoder.js').Speculation;
+  speculation?: import('./speculation.js').Speculation;
   /** The tokenizer the config gives (a tokenizer.json path), over the model's metadata. */
   tokenizer?: string;
   /** On CUDA with several batch sizes, a session per batch size (batching.session_per_batch_size). */
