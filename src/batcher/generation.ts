@@ -53,6 +53,8 @@ export type GenerationOptions = {
 
 /** Prompt starts remembered for replica affinity. */
 const MAX_AFFINITIES = 4096;
+/** Times a sequence starts again after losing its replica before it fails with the loss. */
+const MAX_RESUMES = 2;
 
 /** `adapter`: the LoRA adapter the sequence is generated with (its replica reads it from `path`). */
 export type GenerateRequest = { prompt: number[]; sampling: SamplingParams; maxTokens: number; adapter?: AdapterRef };
@@ -94,6 +96,10 @@ type Seq = {
   firstTokenAt?: number;
   settled: boolean;
   timer?: NodeJS.Timeout;
+  /** The tokens it generated so far: with its prompt, where it starts again if its replica is lost. */
+  generated: number[];
+  /** Times it started again on another replica. */
+  resumes: number;
   resolve(r: GenerateResult): void;
   reject(e: Error): void;
   cleanup(): void;
@@ -109,6 +115,8 @@ export type GenerationStats = {
   tokens: number;
   /** Prompt tokens the replicas' prefix caches spared computing. */
   cachedPromptTokens: number;
+  /** Sequences that started again on another replica after theirs was lost. */
+  resumed: number;
   /** Speculative decoding: tokens drafted, and of them taken (vLLM's spec_decode draft / accepted tokens). */
   draftTokens: number;
   acceptedDraftTokens: number;
@@ -155,6 +163,7 @@ export class GenerationScheduler extends EventEmitter<{
     steps: 0,
     tokens: 0,
     cachedPromptTokens: 0,
+    resumed: 0,
     draftTokens: 0,
     acceptedDraftTokens: 0,
     stepSizes: {} as Record<number, number>,
@@ -196,6 +205,8 @@ export class GenerationScheduler extends EventEmitter<{
         turn: this.fair.turn(this.opts.fairShare === false ? undefined : hooks.caller),
         queueMs: 0,
         settled: false,
+        generated: [],
+        resumes: 0,
         resolve,
         reject,
         cleanup: () => hooks.signal?.removeEventListener('abort', onAbort),
@@ -278,6 +289,17 @@ export class GenerationScheduler extends EventEmitter<{
     this.notifyIdle();
   }
 
+  /**
+   * What a replica is told of a joining sequence. One starting again after its replica was lost brings the tokens
+   * it generated as the end of its prompt, and how many they are: the replica counts them as its own (penalties,
+   * format, random draws) and goes on from there; its prompt's log-probabilities were sent already.
+   */
+  private joining(s: Seq) {
+    const common = { seq: s.id, adapter: s.req.adapter, maxTokens: s.req.maxTokens };
+    if (s.generated.length === 0) return { ...common, prompt: s.req.prompt, sampling: s.req.sampling };
+    return { ...common, prompt: [...s.req.prompt, ...s.generated], sampling: { ...s.req.sampling, promptLogprobs: undefined }, resumed: s.generated.length };
+  }
+
   /** Whether `seq` may join the loop's sequences under max_loras: no adapter, one they have, or room for one more. */
   private adapterFits(loop: Loop, seq: Seq): boolean {
     const adapter = seq.req.adapter?.path;
@@ -309,7 +331,7 @@ export class GenerationScheduler extends EventEmitter<{
           continue;
         }
         const body = {
-          join: join.map((s) => ({ seq: s.id, prompt: s.req.prompt, sampling: s.req.sampling, adapter: s.req.adapter, maxTokens: s.req.maxTokens })),
+          join: join.map((s) => this.joining(s)),
           advance,
           release: loop.release.splice(0),
         };
@@ -332,8 +354,18 @@ export class GenerationScheduler extends EventEmitter<{
           step = (await loop.replica.request('step', body)) as typeof step;
         } catch (err) {
           const error = err instanceof GatewayError ? err : internal(`model ${this.opts.model} failed a generation step: ${(err as Error).message}`, err);
-          for (const seq of loop.active.values()) this.settle(seq, error);
+          // Its replica lost (a crash, out of memory, a remote one's connection): a sequence starts again on
+          // another from its prompt and the tokens it has, its stream going on where it was; other failures end it.
+          const lost = error.code === 'replica_lost';
+          const resumed = [...loop.active.values()].filter((s) => lost && !s.settled && s.resumes < MAX_RESUMES);
+          for (const seq of loop.active.values()) if (!resumed.includes(seq)) this.settle(seq, error);
           loop.active.clear();
+          for (const seq of resumed) {
+            seq.resumes++;
+            seq.timer = setTimeout(() => this.expire(seq), this.opts.timeoutMs);
+          }
+          this.queue.unshift(...resumed);
+          this.counts.resumed += resumed.length;
           break;
         }
         const size = join.length + advance.length;
@@ -374,6 +406,7 @@ export class GenerationScheduler extends EventEmitter<{
           const logprobs = [step.logprobs?.[id], ...(step.moreLogprobs?.[id] ?? [])];
           for (let t = 0; t < tokens.length; t++) {
             seq.tokens++;
+            seq.generated.push(tokens[t]);
             this.counts.tokens++;
             const more = seq.hooks.onToken(tokens[t], logprobs[t]);
             if (!more || seq.tokens >= seq.req.maxTokens) {

@@ -541,3 +541,24 @@ describe('speculative decoding by prompt lookup', () => {
     expect(both.got.z).toEqual(await reference([9, 8, 9, 8, 9], 20));
   });
 });
+
+describe('a sequence resumed on another replica (its own lost)', () => {
+  it('goes on as it would have: penalties, format and random draws counted from the tokens it brings', async () => {
+    const settings = [
+      { ...greedy },
+      { ...greedy, temperature: 1, seed: 11, frequencyPenalty: 1.5 },
+      { ...greedy, temperature: 0.8, seed: 5, format: { type: 'json_object' as const } },
+    ];
+    for (const sampling of settings) {
+      const whole = new Decoder(session, spec, sampler);
+      const tokens = [(await whole.step({ join: [{ seq: 'x', prompt: PROMPTS.b, sampling }], advance: [], release: [] })).tokens.x];
+      for (let i = 0; i < 11; i++) tokens.push((await whole.step({ join: [], advance: ['x'], release: [] })).tokens.x);
+      // Another replica takes it after 5 tokens.
+      const other = new Decoder(session, spec, sampler);
+      const join = { seq: 'x', prompt: [...PROMPTS.b, ...tokens.slice(0, 5)], sampling, resumed: 5 };
+      const rest = [(await other.step({ join: [join], advance: [], release: [] })).tokens.x];
+      for (let i = 0; i < 6; i++) rest.push((await other.step({ join: [], advance: ['x'], release: [] })).tokens.x);
+      expect(rest, JSON.stringify(sampling)).toEqual(tokens.slice(5));
+    }
+  });
+});

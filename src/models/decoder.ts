@@ -10,8 +10,11 @@ import { loadTokenizer } from './text.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
-  /** `maxTokens`: the most it will generate (speculation proposes no more than that). */
-  join: { seq: string; prompt: number[]; sampling: Sampling; adapter?: AdapterRef; maxTokens?: number }[];
+  /**
+   * `maxTokens`: the most it will generate (speculation proposes no more than that). `resumed`: the prompt's last
+   * this-many tokens are the sequence's own, generated on a replica since lost: it goes on from there.
+   */
+  join: { seq: string; prompt: number[]; sampling: Sampling; adapter?: AdapterRef; maxTokens?: number; resumed?: number }[];
   advance: string[];
   release: string[];
 };
@@ -358,7 +361,23 @@ export class Decoder {
       maxTokens: j.maxTokens,
     };
     this.byRow.push(seq);
+    if (j.resumed) this.resume(seq, j.prompt.slice(-j.resumed));
     return seq;
+  }
+
+  /**
+   * A sequence starting again after its replica was lost, with the tokens it had generated there as the end of its
+   * prompt: they count as its own — for its penalties, its format, `max_tokens` — and its random stream is moved
+   * past the draws they took (one per token drawn by sampling), so that it goes on as it would have.
+   */
+  private resume(seq: Sequence, generated: number[]): void {
+    seq.produced = generated.length;
+    for (const token of generated) {
+      seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
+      seq.constraint?.advance(token);
+    }
+    const { temperature, topK } = seq.sampling;
+    if (temperature > 0 && topK !== 1) for (let i = 0; i < generated.length; i++) seq.random();
   }
 
   /** Offers a just-prefilled prompt's keys and values to the prefix cache (read from `seq`'s row). */
