@@ -309,10 +309,10 @@ export class GenerationScheduler extends EventEmitter<{
     return held.has(adapter) || held.size < this.opts.maxAdapters;
   }
 
-  /** The prompt's first `affinityTokens` tokens as a key, if it is that long and affinity is on. */
+  /** The prompt's first `affinityTokens` tokens (and its adapter: cached apart) as a key, if it is that long and affinity is on. */
   private promptStart(seq: Seq): string | undefined {
     const n = this.opts.affinityTokens ?? 0;
-    return n > 0 && seq.req.prompt.length > n ? seq.req.prompt.slice(0, n).join(',') : undefined;
+    return n > 0 && seq.req.prompt.length > n ? `${seq.req.adapter?.path ?? ''}|${seq.req.prompt.slice(0, n).join(',')}` : undefined;
   }
 
   private async run(loop: Loop): Promise<void> {

@@ -142,8 +142,8 @@ export class Decoder {
     for (const j of req.join) {
       if (drawn.failed?.[j.seq]) continue;
       // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own. One
-      // with an adapter has keys and values of its own: the prefix cache holds the model's alone.
-      const hit = j.sampling.promptLogprobs === undefined && !j.adapter ? this.prefixCache?.lookup(j.prompt) : undefined;
+      // with an adapter has keys and values of its own: cached apart, under the adapter's path.
+      const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt, j.adapter?.path) : undefined;
       extending.push(this.startPrefill(j, hit, drawn, constraints.get(j.seq), adapters.get(j.seq)));
     }
     for (const group of extensionGroups(extending, this.extensionLimits())) await this.extend(group, drawn);
@@ -302,7 +302,7 @@ export class Decoder {
       x.seq.prefilling = undefined;
       drew(drawn, x.id, x.seq, next, d);
       // Alike sequences hold the same keys and values: the prefix cache is offered the first's.
-      if (runs.some((run) => run.id === x.id) && !x.seq.adapter) this.keepPrefix(prompt, x.seq);
+      if (runs.some((run) => run.id === x.id)) this.keepPrefix(prompt, x.seq);
     });
   }
 
@@ -382,7 +382,11 @@ export class Decoder {
 
   /** Offers a just-prefilled prompt's keys and values to the prefix cache (read from `seq`'s row). */
   private keepPrefix(prompt: number[], seq: Sequence): void {
-    this.prefixCache?.insert(prompt, (c, head, length) => this.caches[c].subarray(this.offset(seq.row, head, 0), this.offset(seq.row, head, length)));
+    this.prefixCache?.insert(
+      prompt,
+      (c, head, length) => this.caches[c].subarray(this.offset(seq.row, head, 0), this.offset(seq.row, head, length)),
+      seq.adapter?.path,
+    );
   }
 
   /**

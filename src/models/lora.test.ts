@@ -108,19 +108,21 @@ describe('LoRA adapters on a decoder (models/gpt.py --lora, models/lora.py)', ()
     expect(got).toEqual(plain);
   });
 
-  it("keeps an adapter's prompts out of the prefix cache, which holds the model's own keys and values", async () => {
+  it("keeps an adapter's prompts in the prefix cache apart from the model's (vLLM's per-LoRA prefix caching)", async () => {
     const decoder = new Decoder(lora.session, lora.spec, sampler, new PrefixCache(8 << 20, lora.spec));
     const prompt = Array.from({ length: 40 }, (_, i) => 1000 + i); // two whole blocks of 16
     const cachedOf = async (seq: string, with_?: AdapterRef) => {
-      const joined = await decoder.step({ join: [{ seq, prompt, sampling: greedy, adapter: with_ }], advance: [], release: [seq] });
+      const joined = await decoder.step({ join: [{ seq, prompt, sampling: greedy, adapter: with_ }], advance: [], release: [] });
+      await decoder.step({ join: [], advance: [], release: [seq] });
       return [joined.cached?.[seq] ?? 0, joined.tokens[seq]];
     };
     const [, sonnets] = await cachedOf('s1', adapter('sonnets'));
     const [cachedAfterAdapter, base] = await cachedOf('b1');
-    expect(cachedAfterAdapter).toBe(0); // the adapter's prompt was not stored
-    expect(await cachedOf('b2')).toEqual([32, base]);
-    expect(await cachedOf('s2', adapter('sonnets'))).toEqual([0, sonnets]); // nor is the model's used for it
+    expect(cachedAfterAdapter).toBe(0); // the adapter's keys and values are not the model's
     expect(sonnets).not.toBe(base);
+    expect(await cachedOf('b2')).toEqual([32, base]);
+    expect(await cachedOf('s2', adapter('sonnets'))).toEqual([32, sonnets]); // its own, found again
+    expect(await cachedOf('p1', adapter('pirate'))).toEqual([0, expect.any(Number)]); // another adapter's: apart
   });
 
   it('fails a sequence alone when its adapter cannot be read, or the model takes none', async () => {

@@ -46,11 +46,12 @@ export class PrefixCache {
 
   /**
    * The longest stored prefix of `prompt` that leaves at least one token to compute (its logits are the
-   * next token's), or undefined.
+   * next token's), or undefined. `namespace`: prompts whose keys and values are computed otherwise (with a LoRA
+   * adapter: its path) are stored and found apart from the model's own.
    */
-  lookup(prompt: number[]): PrefixHit | undefined {
+  lookup(prompt: number[], namespace = ''): PrefixHit | undefined {
     let hit: PrefixHit | undefined;
-    for (const [length, key] of prefixKeys(prompt, prompt.length - 1)) {
+    for (const [length, key] of prefixKeys(prompt, prompt.length - 1, namespace)) {
       const entry = this.index.get(key);
       if (!entry) break;
       hit = { length, entry };
@@ -67,8 +68,8 @@ export class PrefixCache {
    * Stores `prompt` cut to whole blocks, unless that much of it is stored already. `read(c, head, length)`
    * gives cache `c`'s (layer × 2 + key/value) first `length` positions of `head` ([length, headDim]).
    */
-  insert(prompt: number[], read: (cache: number, head: number, length: number) => KvArray): void {
-    const keys = [...prefixKeys(prompt, prompt.length)].map(([, key]) => key);
+  insert(prompt: number[], read: (cache: number, head: number, length: number) => KvArray, namespace = ''): void {
+    const keys = [...prefixKeys(prompt, prompt.length, namespace)].map(([, key]) => key);
     if (keys.length === 0) return;
     const known = this.index.get(keys[keys.length - 1]);
     if (known) {
@@ -123,10 +124,10 @@ export class PrefixCache {
 
 /**
  * [length, key] of each block-aligned prefix of `tokens` no longer than `limit`, shortest first: a hash
- * chain over blocks, computed as it is read (a lookup stops at its first miss).
+ * chain over blocks (starting from the namespace), computed as it is read (a lookup stops at its first miss).
  */
-function* prefixKeys(tokens: number[], limit: number): Generator<[number, string]> {
-  let key = '';
+function* prefixKeys(tokens: number[], limit: number, namespace: string): Generator<[number, string]> {
+  let key = namespace;
   for (let end = PREFIX_BLOCK; end <= limit; end += PREFIX_BLOCK) {
     key = createHash('sha1')
       .update(key)
