@@ -66,6 +66,8 @@ describe.skipIf(!available)('/dashboard in headless Chromium', () => {
     expect(await page.textContent('section[data-model="pipeline"] h2')).toMatch(/ensemble/);
     // A versioned model says which versions it serves.
     expect(await page.textContent('section[data-model="scorer"] [data-stat="versions"]')).toBe('versions 2, 3');
+    // The demo's tiny-gpt takes LoRA adapters: it names them.
+    expect(await page.textContent('section[data-model="tiny-gpt"] [data-stat="adapters"]')).toBe('LoRA sonnets, pirate');
     const total = () => page.textContent('section[data-model="identity"] [data-stat="total"]');
     expect(await total()).toBe('0 requests');
     expect(await page.textContent('section[data-model="identity"] .replicas')).toMatch(/identity-1 · ready/);

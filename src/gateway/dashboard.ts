@@ -64,7 +64,8 @@ function card(m) {
   const sizes = m.kind === 'generative' ? s.stepSizes : s.batchSizes;
   return '<section class="card" data-model="' + esc(m.model) + '">' +
     '<h2>' + esc(m.model) + ' <span class="kind">' + m.kind + '</span> <span class="kind">' + (m.ready ? 'ready' : 'not ready') + '</span>' +
-    (m.versions ? ' <span class="kind" data-stat="versions">versions ' + m.versions.map(esc).join(', ') + '</span>' : '') + '</h2>' +
+    (m.versions ? ' <span class="kind" data-stat="versions">versions ' + m.versions.map(esc).join(', ') + '</span>' : '') +
+    (m.adapters && m.adapters.length ? ' <span class="kind" data-stat="adapters">LoRA ' + m.adapters.map(esc).join(', ') + '</span>' : '') + '</h2>' +
     '<div class="replicas">' + (m.kind === 'ensemble' ? '<span class="muted">steps: ' + s.steps.map(esc).join(' → ') + '</span>' : m.replicas.length ? m.replicas.map((r) => '<span class="replica ' + r.state + '" title="pid ' + r.pid + ', ' + esc(r.device) + '">' + esc(r.id) + ' · ' + r.state + (r.models ? ' · ' + r.models.map(esc).join(', ') : '') + '</span>').join('') : '<span class="muted">scaled to zero</span>') + '</div>' +
     '<div class="numbers">' +
       '<div><b data-stat="throughput">' + m.latency.perSecond + '</b><span>req/s (10 s)</span></div>' +
@@ -72,7 +73,8 @@ function card(m) {
       '<div><b data-stat="p99">' + m.latency.p99Ms + '</b><span>p99 ms</span></div>' +
       '<div><b data-stat="queue">' + queued + '</b><span>queued</span></div>' +
     '</div>' +
-    '<div class="label">' + (m.kind === 'generative' ? 'sequences per step' : 'rows per batch') + ' · <span data-stat="total">' + (m.kind === 'generative' ? s.tokens + ' tokens' : s.requests + ' requests') + '</span></div>' + bars(sizes) +
+    '<div class="label">' + (m.kind === 'generative' ? 'sequences per step' : 'rows per batch') + ' · <span data-stat="total">' + (m.kind === 'generative' ? s.tokens + ' tokens' : s.requests + ' requests') + '</span>' +
+      (s.draftTokens ? ' · <span data-stat="drafts">drafts taken ' + Math.round((100 * s.acceptedDraftTokens) / s.draftTokens) + '%</span>' : '') + '</div>' + bars(sizes) +
     (m.kind === 'generative' ? stepTime(s.stepMs) : '') +
     '<div class="label" style="margin-top:22px">throughput, last minute</div>' + spark(h) +
     '</section>';

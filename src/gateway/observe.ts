@@ -99,6 +99,7 @@ export function observeRoutes(opts: {
         model: m.name,
         kind: m.generation ? 'generative' : m.ensemble ? 'ensemble' : 'tensor',
         ...(m.versions && { versions: m.versions.served }),
+        ...(m.generation?.adapters && { adapters: m.generation.adapters.list().map((a) => a.name) }),
         ready: m.isReady(),
         latency: opts.windows.get(m.name)?.read(10) ?? { perSecond: 0, p50Ms: 0, p99Ms: 0, count: 0 },
         stats: m.stats(),
