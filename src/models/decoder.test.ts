@@ -524,6 +524,20 @@ describe('speculative decoding by prompt lookup', () => {
     expect(fast.got).toEqual(plain.got);
   });
 
+  it('checks drafts on an FP16 cache (models/gpt.py --kv fp16) to the tokens of a token a step', async () => {
+    const kv16Path = fileURLToPath(new URL('../../examples/models/tiny-gpt-kv16.onnx', import.meta.url));
+    const kv16 = await ort.InferenceSession.create(kv16Path);
+    const kv16Spec = generativeSpec(await readSignature(kv16Path)) as GenerativeSpec;
+    const join = [
+      { seq: 'a', prompt: [464, 3290, 318, 257, 3290, 318], sampling: greedy },
+      { seq: 'b', prompt: PROMPTS.b, sampling: { ...greedy, temperature: 1, seed: 2, topK: 5 } },
+    ];
+    const plain = await run(new Decoder(kv16, kv16Spec, sampler), join, 24);
+    const fast = await run(new Decoder(kv16, kv16Spec, sampler, undefined, 0, speculation), join, 24);
+    expect(fast.got).toEqual(plain.got);
+    expect(fast.accepted).toBeGreaterThan(5);
+  });
+
   it('keeps a sequence that takes drafts beside others that decode a token a step, caches intact', async () => {
     const decoder = new Decoder(session, spec, sampler, undefined, 0, speculation);
     const first = await run(decoder, [{ seq: 'x', prompt: [1, 2, 3, 1, 2, 3, 1, 2], sampling: greedy }], 12);
