@@ -87,6 +87,12 @@ export function withAdapter(m: ServedModel, name: string | null | undefined, par
   throw badInput(`${param}: ${m.name} has no LoRA adapter ${name} (${names.length ? `its adapters: ${names.join(', ')}` : 'it has none'})`, param);
 }
 
+/** The adapter of this name as a model of its own (adapterModel), if a model has one so named. */
+export function adapterNamed(models: ReadonlyMap<string, ServedModel>, name: string): ServedModel | undefined {
+  const found = findAdapter(models, name);
+  return found && adapterModel(found.base, found.adapter);
+}
+
 /** The adapter of this name among the models' (and its base), if one has it. */
 export function findAdapter(models: ReadonlyMap<string, ServedModel>, name: string): { base: ServedModel; adapter: LoraAdapter } | undefined {
   for (const base of models.values()) {

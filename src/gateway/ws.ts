@@ -9,7 +9,7 @@ import type { QuietWork } from './drain.js';
 import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
 import { submitInfer, versionOf } from './kserve/submit.js';
-import { adapterModel, findAdapter } from './lora.js';
+import { adapterNamed } from './lora.js';
 import { embeddingsAnswer, embeddingsSchema } from './openai/embeddings.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { Generation } from './openai/generation.js';
@@ -190,8 +190,8 @@ async function infer(msg: Message, id: string, signal: AbortSignal, { models, ca
 
 async function generate(msg: Message, id: string, signal: AbortSignal, { models, caller, send, ws }: SocketContext) {
   // (a LoRA adapter is named as the model, as on the OpenAI routes)
-  const adapter = typeof msg.model === 'string' && !models.has(msg.model) ? findAdapter(models, msg.model) : undefined;
-  const m = adapter ? adapterModel(adapter.base, adapter.adapter) : lookup(models, msg.model);
+  const adapter = typeof msg.model === 'string' && !models.has(msg.model) ? adapterNamed(models, msg.model) : undefined;
+  const m = adapter ?? lookup(models, msg.model);
   if (!m.generation) throw badInput(`model ${m.name} is not a generative model: send an "infer" message`, 'model');
   const gen = m.generation;
   const { type: _type, id: _id, ...fields } = msg;

@@ -4,7 +4,7 @@ import { streamSSE } from 'hono/streaming';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { decode, type Tokenizer } from '../../models/index.js';
 import { clientSignal, readJson } from '../body.js';
-import { adapterModel, findAdapter, type LoraAdapter } from '../lora.js';
+import { adapterNamed, findAdapter, type LoraAdapter } from '../lora.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
@@ -120,8 +120,8 @@ export function generativeModelOf(models: ReadonlyMap<string, ServedModel>): (na
   return (name) => {
     const m = models.get(name);
     if (m?.generation) return m;
-    const found = findAdapter(models, name);
-    if (found) return adapterModel(found.base, found.adapter);
+    const adapter = adapterNamed(models, name);
+    if (adapter) return adapter;
     const generative = [...models.values()].filter((g) => g.generation);
     const known = [...generative.map((g) => g.name), ...generative.flatMap((g) => g.generation?.adapters?.list().map((a) => a.name) ?? [])];
     throw new GatewayError(
