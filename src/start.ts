@@ -366,7 +366,12 @@ export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, thr
     prefillChunk: generative ? model.batching.prefill_chunk : undefined,
     speculation:
       generative && model.speculative
-        ? { tokens: model.speculative.num_speculative_tokens, ngramMax: model.speculative.prompt_lookup_max, ngramMin: model.speculative.prompt_lookup_min }
+        ? {
+            tokens: model.speculative.num_speculative_tokens,
+            ngramMax: model.speculative.prompt_lookup_max,
+            ngramMin: model.speculative.prompt_lookup_min,
+            disableAt: model.speculative.disable_by_batch_size,
+          }
         : undefined,
     tokenizer: model.tokenizer,
     layout: model.sequence || Object.keys(model.constants).length ? { state: model.sequence?.state, constants: model.constants } : undefined,

@@ -184,6 +184,8 @@ export const modelSchema = z
         num_speculative_tokens: positiveInt.max(32).default(4),
         prompt_lookup_max: positiveInt.max(16).default(4),
         prompt_lookup_min: positiveInt.default(1),
+        /** No drafts in steps of this many sequences or more: a full step gains little from them (vLLM's). @default never */
+        disable_by_batch_size: positiveInt.optional(),
       })
       .strict()
       .refine((s) => s.prompt_lookup_min <= s.prompt_lookup_max, {

@@ -538,6 +538,13 @@ describe('speculative decoding by prompt lookup', () => {
     expect(fast.accepted).toBeGreaterThan(5);
   });
 
+  it('drafts nothing in steps of disable_by_batch_size sequences or more', async () => {
+    const repeats = { seq: 'a', prompt: [464, 3290, 318, 257, 3290, 318, 257, 3290], sampling: greedy };
+    const busy = new Decoder(session, spec, sampler, undefined, 0, { ...speculation, disableAt: 2 });
+    expect((await run(busy, [repeats, { seq: 'b', prompt: PROMPTS.b, sampling: greedy }], 12)).accepted).toBe(0);
+    expect((await run(busy, [{ ...repeats, seq: 'c' }], 12)).accepted).toBeGreaterThan(0);
+  });
+
   it('keeps a sequence that takes drafts beside others that decode a token a step, caches intact', async () => {
     const decoder = new Decoder(session, spec, sampler, undefined, 0, speculation);
     const first = await run(decoder, [{ seq: 'x', prompt: [1, 2, 3, 1, 2, 3, 1, 2], sampling: greedy }], 12);

@@ -398,7 +398,8 @@ export class Decoder {
   private async decode(ids: string[], drawn: Drawn): Promise<void> {
     const { heads, headDim } = this.spec;
     // Sequences with a draft go through a run of their own that checks it; the others decode a token.
-    const drafted = this.speculation ? ids.map((id) => ({ id, seq: this.seqs.get(id) as Sequence, draft: this.draft(this.seqs.get(id) as Sequence) })) : [];
+    const speculates = this.speculation && (this.speculation.disableAt === undefined || ids.length < this.speculation.disableAt);
+    const drafted = speculates ? ids.map((id) => ({ id, seq: this.seqs.get(id) as Sequence, draft: this.draft(this.seqs.get(id) as Sequence) })) : [];
     const speculating = drafted.filter((d) => d.draft.length > 0);
     if (speculating.length > 0) {
       await this.speculate(speculating, drawn);

@@ -1,5 +1,8 @@
-/** Speculative decoding by prompt lookup (vLLM's ngram method): up to `tokens` drafted from the sequence's own text. */
-export type Speculation = { tokens: number; ngramMax: number; ngramMin: number };
+/**
+ * Speculative decoding by prompt lookup (vLLM's ngram method): up to `tokens` drafted from the sequence's own text;
+ * none in steps of `disableAt` sequences or more (vLLM's disable_by_batch_size), where a step is busy enough.
+ */
+export type Speculation = { tokens: number; ngramMax: number; ngramMin: number; disableAt?: number };
 
 /**
  * The tokens that followed, the last time, the text ending as `history` ends now: its last `ngramMax` tokens (down
