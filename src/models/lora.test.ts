@@ -6,7 +6,7 @@ import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Decoder } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
-import { type AdapterRef, readAdapter } from './lora.js';
+import { AdapterCache, type AdapterRef, LoraStack, readAdapter } from './lora.js';
 import { PrefixCache } from './prefix-cache.js';
 import { Sampler } from './sampling.js';
 import { readSignature } from './signature.js';
@@ -143,6 +143,21 @@ describe('LoRA adapters on a decoder (models/gpt.py --lora, models/lora.py)', ()
       release: [],
     });
     expect(other.failed?.x).toMatch(/takes no LoRA adapters/);
+  });
+});
+
+describe('LoraStack', () => {
+  it("stacks a run's adapters once: the same set in another row order reuses it, each row's slot following", async () => {
+    const targets = lora.spec.lora ?? [];
+    const cache = new AdapterCache(targets);
+    const [s, p] = await Promise.all([cache.load(adapter('sonnets').path), cache.load(adapter('pirate').path)]);
+    const stack = new LoraStack(targets);
+    const first = stack.feeds([s, undefined, p]);
+    const again = stack.feeds([p, s, s, undefined]);
+    expect(again['lora.0.attn.c_attn.a']).toBe(first['lora.0.attn.c_attn.a']);
+    expect(first['lora.0.attn.c_attn.a'].dims).toEqual([3, 32, 8]); // none, pirate, sonnets; pirate's rank 8
+    expect([...(again.lora_slot.data as BigInt64Array)]).toEqual([1n, 2n, 2n, 0n]);
+    expect(stack.feeds([s])['lora.0.attn.c_attn.a']).not.toBe(first['lora.0.attn.c_attn.a']);
   });
 });
 

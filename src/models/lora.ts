@@ -190,7 +190,8 @@ export class LoraStack {
   constructor(private targets: readonly LoraTarget[]) {}
 
   feeds(rows: readonly (LoadedAdapter | undefined)[]): Record<string, ort.Tensor> {
-    const adapters = [...new Set(rows.filter((a): a is LoadedAdapter => a !== undefined))];
+    // In the order of their paths, not of the rows: rows move as sequences leave, the run's adapters stay the same.
+    const adapters = [...new Set(rows.filter((a): a is LoadedAdapter => a !== undefined))].sort((a, b) => (a.path < b.path ? -1 : 1));
     const slots = BigInt64Array.from(rows, (a) => BigInt(a ? adapters.indexOf(a) + 1 : 0));
     const key = adapters.map((a) => a.path).join('\n');
     if (this.last?.key !== key) this.last = { key, feeds: this.stack(adapters) };
