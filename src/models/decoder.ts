@@ -1,5 +1,6 @@
 import type { GenerativeSpec } from './generative.js';
 import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './grammar/index.js';
+import { KvRows, kvArray } from './kv-rows.js';
 import { AdapterCache, type AdapterRef, type LoadedAdapter, LoraStack } from './lora.js';
 import { ort } from './ort.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
@@ -74,28 +75,18 @@ type Sequence = {
 };
 
 /**
- * The replica's side of continuous batching: it keeps every sequence's KV cache and runs one step at a
- * time — prompts are computed (`extend`: joining ones together, after a cached prefix where the prefix cache
- * has one, long ones a chunk per step), then all advancing sequences decode one token in a batched run
- * (two, short and long, where padding would cost more: `decode`).
- *
- * The caches are kept the way a decode step feeds them: per layer, one buffer [rows, heads, positions,
- * headDim] with a row per sequence, right-padded to a common `positions` (padding masked out). A step's
- * past is then a view of the first rows, not a gather of every sequence's cache — that copy was as large
- * as all the caches together, every step (hundreds of MB for GPT-2 small at 64 streams). The price:
- * attention also runs over the padding, which growth in steps of a quarter keeps small; rows stay
- * packed (a leaving sequence's row takes the last row's cache), and rows before the last advancing one
- * that are not advancing this step (paused streams) are computed and their results dropped. The caches
- * shrink again when the sequences that made them big have left.
+ * The replica's side of continuous batching: it keeps every sequence's KV cache (a row each: KvRows) and runs
+ * one step at a time — prompts are computed (`extend`: joining ones together, after a cached prefix where the
+ * prefix cache has one, long ones a chunk per step), then all advancing sequences decode one token in a batched
+ * run (two, short and long, where padding would cost more: `decode`), or check their drafts (`speculate`).
+ * A decode step's past is a view of the first rows as laid out; the price: attention also runs over the rows'
+ * padding, and rows before the last advancing one that are not advancing this step (paused streams) are
+ * computed and their results dropped.
  */
 export class Decoder {
   private seqs = new Map<string, Sequence>();
-  /** Row r holds `byRow[r]`; rows are packed from 0. */
-  private byRow: Sequence[] = [];
-  /** Per layer: keys, then values; each [rowCapacity, heads, positions, headDim], FP16 as its bits. */
-  private caches: KvArray[] = [];
-  private rowCapacity = 0;
-  private positions = 0;
+  /** Their KV caches, a row each. */
+  private kv: KvRows<Sequence>;
   /** Logits and fetched keys/values, reused by name so that decode steps allocate nothing large. */
   private scratch = new Map<string, KvArray>();
   /** The tokenizer's tokens by their bytes, for response formats (built when the first one comes). */
@@ -117,6 +108,7 @@ export class Decoder {
     private speculation?: Speculation,
   ) {
     this.takesKeep = session.inputNames.includes('logits_to_keep');
+    this.kv = new KvRows(spec);
     if (spec.lora) this.adapters = { cache: new AdapterCache(spec.lora), stack: new LoraStack(spec.lora) };
   }
 
@@ -126,7 +118,7 @@ export class Decoder {
 
   /** Bytes the KV caches hold. */
   get cacheBytes(): number {
-    return this.caches.reduce((n, c) => n + c.byteLength, 0);
+    return this.kv.bytes;
   }
 
   async step(req: StepRequest): Promise<StepResult> {
@@ -175,20 +167,14 @@ export class Decoder {
     adapter?: LoadedAdapter,
   ): Extension {
     this.release(j.seq);
-    const { heads, headDim, layers } = this.spec;
     const cached = hit?.length ?? 0;
-    // Room for the whole prompt now: growing the caches chunk by chunk would copy them all each time.
-    this.reserve(this.byRow.length + 1, j.prompt.length + 1);
     const seq = this.admit(j, constraint, adapter);
     seq.length = cached;
     seq.prefilling = { prompt: j.prompt };
     this.seqs.set(j.seq, seq);
     if (hit) {
-      for (let c = 0; c < 2 * layers; c++) {
-        const stored = hit.entry.kv[c]; // [heads, entry length, headDim]
-        for (let h = 0; h < heads; h++)
-          this.caches[c].set(stored.subarray(h * hit.entry.length * headDim, (h * hit.entry.length + cached) * headDim), this.offset(seq.row, h, 0));
-      }
+      // (each stored cache is [heads, entry length, headDim]: one row)
+      for (let c = 0; c < 2 * this.spec.layers; c++) this.kv.put(c, seq, 0, hit.entry.kv[c], { row: 0, positions: hit.entry.length, start: 0 }, cached);
       drawn.cached = { ...drawn.cached, [j.seq]: cached };
     }
     return { id: j.seq, seq };
@@ -221,7 +207,7 @@ export class Decoder {
       const { length } = x.seq;
       return promptOf(x).slice(length, this.prefillChunkTokens > 0 && scored === undefined ? length + this.prefillChunkTokens : undefined);
     });
-    this.reserve(this.rowCapacity, Math.max(...runs.map(({ seq }, r) => seq.length + chunks[r].length)) + 1);
+    this.kv.reserve(this.kv.rows.length, Math.max(...runs.map(({ seq }, r) => seq.length + chunks[r].length)) + 1);
     const past = Math.max(...runs.map(({ seq }) => seq.length));
     const n = Math.max(...chunks.map((c) => c.length));
     /** Where run r's chunk starts among the n new positions. */
@@ -256,7 +242,7 @@ export class Decoder {
       for (const [c, kind] of ['key', 'value'].entries()) {
         feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(
           kvType,
-          this.gather(
+          this.kv.gather(
             runs.map((x) => x.seq),
             past,
             2 * l + c,
@@ -273,10 +259,7 @@ export class Decoder {
         const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [k, heads, fetched, headDim]
         items.forEach(({ seq }, i) => {
           const r = source[i];
-          for (let h = 0; h < heads; h++) {
-            const from = ((r * heads + h) * fetched + fetched - n + start(r)) * headDim;
-            this.caches[2 * l + c].set(computed.subarray(from, from + chunks[r].length * headDim), this.offset(seq.row, h, seq.length));
-          }
+          this.kv.put(2 * l + c, seq, seq.length, computed, { row: r, positions: fetched, start: fetched - n + start(r) }, chunks[r].length);
         });
       }
     }
@@ -347,7 +330,7 @@ export class Decoder {
   /** A joining sequence's row, after the last. */
   private admit(j: StepRequest['join'][number], constraint?: TokenConstraint, adapter?: LoadedAdapter): Sequence {
     const seq: Sequence = {
-      row: this.byRow.length,
+      row: 0,
       length: j.prompt.length,
       last: 0,
       sampling: j.sampling,
@@ -360,7 +343,8 @@ export class Decoder {
       history: this.speculation ? [...j.prompt] : undefined,
       maxTokens: j.maxTokens,
     };
-    this.byRow.push(seq);
+    // Room for the whole prompt now: growing the caches chunk by chunk would copy them all each time.
+    this.kv.add(seq, j.prompt.length + 1);
     if (j.resumed) this.resume(seq, j.prompt.slice(-j.resumed));
     return seq;
   }
@@ -382,11 +366,7 @@ export class Decoder {
 
   /** Offers a just-prefilled prompt's keys and values to the prefix cache (read from `seq`'s row). */
   private keepPrefix(prompt: number[], seq: Sequence): void {
-    this.prefixCache?.insert(
-      prompt,
-      (c, head, length) => this.caches[c].subarray(this.offset(seq.row, head, 0), this.offset(seq.row, head, length)),
-      seq.adapter?.path,
-    );
+    this.prefixCache?.insert(prompt, (c, head, length) => this.kv.view(c, seq, head, length), seq.adapter?.path);
   }
 
   /**
@@ -396,7 +376,6 @@ export class Decoder {
    * the short ones run on their own, their pasts gathered to their own longest (`splitByLength`).
    */
   private async decode(ids: string[], drawn: Drawn): Promise<void> {
-    const { heads, headDim } = this.spec;
     // Sequences with a draft go through a run of their own that checks it; the others decode a token.
     const speculates = this.speculation && (this.speculation.disableAt === undefined || ids.length < this.speculation.disableAt);
     const drafted = speculates ? ids.map((id) => ({ id, seq: this.seqs.get(id) as Sequence, draft: this.draft(this.seqs.get(id) as Sequence) })) : [];
@@ -408,17 +387,16 @@ export class Decoder {
     }
     const advancing = new Map(ids.map((id) => [this.seqs.get(id) as Sequence, id]));
     // Room for this step's keys/values after every advancing sequence's cache.
-    this.reserve(this.rowCapacity, Math.max(...[...advancing.keys()].map((s) => s.length)) + 1);
-    const groups = splitByLength([...advancing.keys()], this.positions);
+    this.kv.reserve(this.kv.rows.length, Math.max(...[...advancing.keys()].map((s) => s.length)) + 1);
+    const groups = splitByLength([...advancing.keys()], this.kv.positions);
     if (!groups) {
       const b = Math.max(...[...advancing.keys()].map((s) => s.row)) + 1;
-      const past = this.positions;
-      await this.decodeRows(this.byRow.slice(0, b), advancing, past, (c) => this.caches[c].subarray(0, b * heads * past * headDim), drawn);
+      await this.decodeRows(this.kv.rows.slice(0, b), advancing, this.kv.positions, (c) => this.kv.firstRows(c, b), drawn);
       return;
     }
     for (const group of groups) {
       const past = Math.max(...group.map((s) => s.length));
-      await this.decodeRows(group, advancing, past, (c) => this.gather(group, past, c), drawn);
+      await this.decodeRows(group, advancing, past, (c) => this.kv.gather(group, past, c), drawn);
     }
   }
 
@@ -477,10 +455,7 @@ export class Decoder {
       for (let l = 0; l < layers; l++) {
         for (const [k, kind] of ['key', 'value'].entries()) {
           const present = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [b, heads, fetched, headDim]
-          for (let h = 0; h < heads; h++) {
-            const from = ((i * heads + h) * fetched + fetched - 1) * headDim;
-            this.caches[2 * l + k].set(present.subarray(from, from + headDim), this.offset(s.row, h, s.length));
-          }
+          this.kv.put(2 * l + k, s, s.length, present, { row: i, positions: fetched, start: fetched - 1 }, 1);
         }
       }
       s.length++;
@@ -522,7 +497,7 @@ export class Decoder {
     const chunks = items.map(({ seq, draft }) => [seq.last, ...draft]);
     const k = items.length;
     const n = Math.max(...chunks.map((c) => c.length));
-    this.reserve(this.rowCapacity, Math.max(...items.map(({ seq }, i) => seq.length + chunks[i].length)) + 1);
+    this.kv.reserve(this.kv.rows.length, Math.max(...items.map(({ seq }, i) => seq.length + chunks[i].length)) + 1);
     const past = Math.max(...items.map(({ seq }) => seq.length));
     const ids = new BigInt64Array(k * n);
     const positions = new BigInt64Array(k * n);
@@ -549,7 +524,7 @@ export class Decoder {
     };
     for (let l = 0; l < layers; l++) {
       for (const [c, kind] of ['key', 'value'].entries()) {
-        const pastOf = this.gather(
+        const pastOf = this.kv.gather(
           items.map((x) => x.seq),
           past,
           2 * l + c,
@@ -584,10 +559,7 @@ export class Decoder {
       for (const [c, kind] of ['key', 'value'].entries()) {
         const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [k, heads, fetched, headDim]
         items.forEach(({ seq }, r) => {
-          for (let h = 0; h < heads; h++) {
-            const from = ((r * heads + h) * fetched + fetched - n) * headDim;
-            this.caches[2 * l + c].set(computed.subarray(from, from + taken[r] * headDim), this.offset(seq.row, h, seq.length));
-          }
+          this.kv.put(2 * l + c, seq, seq.length, computed, { row: r, positions: fetched, start: fetched - n }, taken[r]);
         });
       }
     }
@@ -601,81 +573,17 @@ export class Decoder {
     drawn.speculated = { proposed: (drawn.speculated?.proposed ?? 0) + proposed, accepted: (drawn.speculated?.accepted ?? 0) + accepted };
   }
 
-  /** Cache `c`'s first `past` positions of `rows`, gathered into [rows, heads, past, headDim] (beyond a row's length: masked). */
-  private gather(rows: Sequence[], past: number, c: number): KvArray {
-    const { heads, headDim } = this.spec;
-    const out = this.buffer(`gathered-${c}`, rows.length * heads * past * headDim, this.spec.kvType);
-    rows.forEach((s, i) => {
-      for (let h = 0; h < heads; h++)
-        out.set(this.caches[c].subarray(this.offset(s.row, h, 0), this.offset(s.row, h, s.length)), (i * heads + h) * past * headDim);
-    });
-    return out;
-  }
-
-  /** Where a row's head's position starts in a cache buffer. */
-  private offset(row: number, head: number, position: number): number {
-    return ((row * this.spec.heads + head) * this.positions + position) * this.spec.headDim;
-  }
-
-  /** Frees a sequence's row; the last row's sequence moves into it, so rows stay packed. */
   /** Forgets every sequence (their gateway went away: a remote replica's connection closed). */
   releaseAll(): void {
     for (const id of [...this.seqs.keys()]) this.release(id);
   }
 
+  /** Frees a sequence's row (the last row's sequence moves into it, so rows stay packed). */
   private release(id: string): void {
     const seq = this.seqs.get(id);
     if (!seq) return;
     this.seqs.delete(id);
-    const last = this.byRow.pop() as Sequence;
-    if (last !== seq) {
-      const rowLength = this.spec.heads * this.positions * this.spec.headDim;
-      for (const cache of this.caches) cache.copyWithin(seq.row * rowLength, last.row * rowLength, (last.row + 1) * rowLength);
-      last.row = seq.row;
-      this.byRow[seq.row] = last;
-    }
-    this.shrink();
-  }
-
-  /** Gives memory back once the rows or the longest sequence left use a quarter / half of it. */
-  private shrink(): void {
-    const rows = this.byRow.length;
-    const longest = Math.max(0, ...this.byRow.map((s) => s.length));
-    if (rows === 0) {
-      [this.caches, this.rowCapacity, this.positions] = [[], 0, 0];
-      return;
-    }
-    const rowCapacity = 4 * rows <= this.rowCapacity ? Math.max(4, rows) : this.rowCapacity;
-    const positions = 2 * (longest + 1) <= this.positions ? longest + 1 : this.positions;
-    if (rowCapacity < this.rowCapacity || positions < this.positions) this.relayout(rowCapacity, positions);
-  }
-
-  /**
-   * Makes the caches hold at least `rows` rows of `positions` positions. Rows double; positions grow by a
-   * quarter (rounded to 16), so that padding stays small while regrowth, a copy of every cache, stays rare.
-   */
-  private reserve(rows: number, positions: number): void {
-    if (rows <= this.rowCapacity && positions <= this.positions) return;
-    const rowCapacity = rows <= this.rowCapacity ? this.rowCapacity : Math.max(4, rows, 2 * this.rowCapacity);
-    const grown = positions <= this.positions ? this.positions : Math.max(positions, Math.ceil((this.positions * 1.25) / 16) * 16, 16);
-    this.relayout(rowCapacity, grown);
-  }
-
-  /** New caches of `rowCapacity` rows and `grown` positions, every sequence's cache copied over. */
-  private relayout(rowCapacity: number, grown: number): void {
-    const { heads, headDim, layers } = this.spec;
-    const caches = Array.from({ length: 2 * layers }, () => kvArray(this.spec.kvType, rowCapacity * heads * grown * headDim));
-    for (const s of this.byRow) {
-      for (let c = 0; c < caches.length; c++) {
-        for (let h = 0; h < heads; h++) {
-          const from = this.offset(s.row, h, 0);
-          caches[c].set(this.caches[c].subarray(from, from + s.length * headDim), (s.row * heads + h) * grown * headDim);
-        }
-      }
-    }
-    this.caches = caches;
-    this.rowCapacity = rowCapacity;
-    this.positions = grown;
+    this.kv.remove(seq);
   }
 
   /** A token for each row of `logits`, the time it took counted in the step's. */
@@ -733,8 +641,6 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
 }
 
 type KvType = GenerativeSpec['kvType'];
-/** A new cache array of the type; FP16 is kept as its bits (copied, never computed on, here). */
-const kvArray = (type: KvType, length: number): KvArray => (type === 'float16' ? new Uint16Array(length) : new Float32Array(length));
 
 /** Sampling for a row whose result is dropped: greedy, no random draws. */
 const DISCARDED = { sampling: { temperature: 0, topP: 1, topK: 0, seed: 0 }, random: () => 0 };
