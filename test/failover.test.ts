@@ -2,9 +2,9 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MODELS, startTestGateway } from './helpers.js';
 
-// A replica killed in the middle of streams (SIGKILL: a crash, the out-of-memory killer): its sequences start again
-// on the replica that replaces it, from their prompt and the tokens they had, and the streams go on to the text an
-// uninterrupted run gives.
+// Sequences that start again where they were, from their prompt and the tokens they had, their streams going on to
+// the text an uninterrupted run gives: those of a replica killed in the middle of streams (SIGKILL: a crash, the
+// out-of-memory killer), on the replica that replaces it; and those preempted for a caller of higher priority.
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let client: OpenAI;
 beforeAll(async () => {
@@ -50,5 +50,44 @@ describe('a generation whose replica is lost', () => {
     const after = await stats();
     expect(after.resumed).toBe(2); // both were on the replica killed
     expect(after.replicas.map((r: { pid: number }) => r.pid)).not.toContain(pid);
+  });
+});
+
+describe('a generation preempted for a higher priority', () => {
+  it('gives up its slot to the urgent request and finishes later with the text it would have had', async () => {
+    const SECRET = 'a-long-enough-shared-secret';
+    const g = await startTestGateway({
+      auth: {
+        default: 'key',
+        keys: [
+          { id: 'bulk', secret: SECRET, priority: -5 },
+          { id: 'pager', secret: SECRET, priority: 10 },
+        ],
+      },
+      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 2 }, scaling: { min_containers: 1 } } },
+    });
+    try {
+      const as = (key: string) =>
+        new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'unused', defaultHeaders: { 'infergate-key': key, 'infergate-secret': SECRET } });
+      const bulk = (i: number) => ({ model: 'tiny-gpt', prompt: `Line ${i} of a long batch`, max_tokens: 400, ignore_eos: true, temperature: 0 });
+      const whole = await Promise.all([0, 1].map(async (i) => (await as('bulk').completions.create(bulk(i))).choices[0].text));
+      let bulkDone = 0;
+      const streams = [0, 1].map(async (i) => {
+        const stream = await as('bulk').completions.create({ ...bulk(i), stream: true });
+        let text = '';
+        for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+        bulkDone++;
+        return text;
+      });
+      const stats = async () => (await fetch(`${g.url}/v2/models/tiny-gpt/stats`, { headers: { 'infergate-key': 'bulk', 'infergate-secret': SECRET } })).json();
+      for (let i = 0; i < 200 && (await stats()).active < 2; i++) await new Promise((r) => setTimeout(r, 5)); // both slots taken
+      const urgent = await as('pager').completions.create({ model: 'tiny-gpt', prompt: 'Page:', max_tokens: 5 });
+      expect(urgent.usage?.completion_tokens).toBe(5);
+      expect(bulkDone).toBe(0); // answered while the bulk streams were still going
+      expect(await Promise.all(streams)).toEqual(whole);
+      expect((await stats()).preempted).toBe(1);
+    } finally {
+      await g.shutdown();
+    }
   });
 });

@@ -171,7 +171,7 @@ describe('GenerationScheduler', () => {
 
   it('gives a free slot to the highest priority first, arrival order among equals', async () => {
     const { pool, run } = setup({ maxSequences: 1, stepMs: 5 });
-    const busy = run(3);
+    const busy = run(3, { priority: 10 }); // (the highest: nothing preempts it)
     const low = run(1, { priority: 0 });
     const high = run(1, { priority: 5 });
     const low2 = run(1, { priority: 0 });
@@ -180,6 +180,35 @@ describe('GenerationScheduler', () => {
     // The fake numbers tokens in the order it makes them: a smaller first token joined earlier.
     expect(high.tokens[0]).toBeLessThan(low.tokens[0]);
     expect(low.tokens[0]).toBeLessThan(low2.tokens[0]);
+  });
+
+  it('preempts the lowest-priority sequence for a higher one with no free slot; it starts again where it was', async () => {
+    const { pool, scheduler } = setup({ maxSequences: 2, stepMs: 3 });
+    const joins: { seq: string; prompt: number[]; resumed?: number }[] = [];
+    const replica = pool.replicas[0];
+    const request = replica.request.bind(replica);
+    replica.request = async (op, body) => {
+      joins.push(...(body as { join: { seq: string; prompt: number[]; resumed?: number }[] }).join);
+      return request(op, body);
+    };
+    const gen = (priority: number, maxTokens: number) => {
+      const tokens: number[] = [];
+      const done = scheduler.generate({ prompt: [7], sampling, maxTokens }, { priority, onToken: (t) => tokens.push(t) > 0 });
+      return { tokens, done };
+    };
+    const batchLine = gen(-5, 30); // low priority, long
+    const other = gen(0, 30);
+    await sleep(20); // both generating, every slot taken
+    const urgent = gen(10, 2);
+    expect(await urgent.done).toMatchObject({ completionTokens: 2 });
+    expect(batchLine.tokens.length).toBeLessThan(30); // the low one gave up its slot, the other kept going
+    expect(await batchLine.done).toMatchObject({ completionTokens: 30, finishReason: 'length' });
+    await other.done;
+    expect(batchLine.tokens).toHaveLength(30); // every token, once
+    const again = joins.filter((j) => j.resumed !== undefined);
+    expect(again).toHaveLength(1);
+    expect(again[0].prompt).toEqual([7, ...batchLine.tokens.slice(0, again[0].resumed)]); // where it was
+    expect(scheduler.stats()).toMatchObject({ preempted: 1, active: 0 });
   });
 
   it("lets callers take turns for free slots: one caller's backlog does not hold another's request", async () => {

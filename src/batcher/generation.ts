@@ -100,6 +100,8 @@ type Seq = {
   generated: number[];
   /** Times it started again on another replica. */
   resumes: number;
+  /** Given a slot once (a preempted or resumed one waits again without a new turn or queue time). */
+  admitted?: boolean;
   resolve(r: GenerateResult): void;
   reject(e: Error): void;
   cleanup(): void;
@@ -117,6 +119,8 @@ export type GenerationStats = {
   cachedPromptTokens: number;
   /** Sequences that started again on another replica after theirs was lost. */
   resumed: number;
+  /** Sequences that gave up their slot to one of higher priority, to start again where they were later. */
+  preempted: number;
   /** Speculative decoding: tokens drafted, and of them taken (vLLM's spec_decode draft / accepted tokens). */
   draftTokens: number;
   acceptedDraftTokens: number;
@@ -164,6 +168,7 @@ export class GenerationScheduler extends EventEmitter<{
     tokens: 0,
     cachedPromptTokens: 0,
     resumed: 0,
+    preempted: 0,
     draftTokens: 0,
     acceptedDraftTokens: 0,
     stepSizes: {} as Record<number, number>,
@@ -219,11 +224,7 @@ export class GenerationScheduler extends EventEmitter<{
       };
       hooks.signal?.addEventListener('abort', onAbort, { once: true });
       seq.timer = setTimeout(() => this.expire(seq), this.opts.timeoutMs);
-      // Before the first waiting sequence of lower priority, or of its priority and a later turn (callers take
-      // turns, see FairShare); ties keep arrival order.
-      const priority = hooks.priority ?? 0;
-      const at = this.queue.findIndex((s) => (s.hooks.priority ?? 0) < priority || ((s.hooks.priority ?? 0) === priority && s.turn > seq.turn));
-      this.queue.splice(at < 0 ? this.queue.length : at, 0, seq);
+      this.enqueue(seq);
       this.counts.sequences++;
       this.admit();
       if (this.queue.includes(seq)) this.emit('starved');
@@ -255,8 +256,8 @@ export class GenerationScheduler extends EventEmitter<{
       if (!this.loops.has(replica.id)) this.loops.set(replica.id, { replica, active: new Map(), joining: [], release: [], running: false });
     for (const [id, loop] of this.loops) {
       if (ready.includes(loop.replica) || loop.running) continue;
-      // Its replica is gone: sequences that had not started yet go back to the front of the queue.
-      this.queue.unshift(...loop.joining.filter((s) => !s.settled));
+      // Its replica is gone: sequences that had not started yet go back to the front of the queue (of their priority).
+      for (const s of loop.joining.filter((x) => !x.settled).reverse()) this.enqueue(s, true);
       this.loops.delete(id);
     }
     const free = (loop: Loop) => this.opts.maxSequences - loop.active.size - loop.joining.length;
@@ -280,13 +281,60 @@ export class GenerationScheduler extends EventEmitter<{
         if (this.affinity.size > MAX_AFFINITIES) this.affinity.delete(this.affinity.keys().next().value as string);
       }
       this.queue.splice(i, 1);
-      this.fair.served(seq.turn);
       clearTimeout(seq.timer);
-      seq.queueMs = performance.now() - seq.enqueuedAt;
+      if (!seq.admitted) {
+        // (the first time; one preempted or resumed has had its turn)
+        seq.admitted = true;
+        this.fair.served(seq.turn);
+        seq.queueMs = performance.now() - seq.enqueuedAt;
+      }
       best.joining.push(seq);
       if (!best.running) this.run(best);
     }
-    this.notifyIdle();
+    if (this.preempt(open)) this.admit();
+    else this.notifyIdle();
+  }
+
+  /**
+   * Waiting sequences go before the first of lower priority, or of their priority and a later turn (callers take
+   * turns, see FairShare): ties keep arrival order. `front`: before every one of its priority (a sequence that
+   * was generating already).
+   */
+  private enqueue(seq: Seq, front = false): void {
+    const priority = seq.hooks.priority ?? 0;
+    const at = this.queue.findIndex((s) => {
+      const p = s.hooks.priority ?? 0;
+      return p < priority || (p === priority && (front || s.turn > seq.turn));
+    });
+    this.queue.splice(at < 0 ? this.queue.length : at, 0, seq);
+  }
+
+  /**
+   * Recompute preemption (vLLM's): when a waiting sequence has no free slot anywhere and a generating one has a
+   * lower priority, the lowest of those (of them, the one with the fewest tokens: the least to compute again)
+   * gives up its slot. It goes back to the queue, ahead of its priority, with the tokens it has, and starts again
+   * where it was (as after a lost replica): its stream only pauses. So a backlog of low-priority work (Batch API
+   * lines, a low-tier caller) holds higher-priority requests up by a step at most. Whether one was preempted.
+   */
+  private preempt(open: Loop[]): boolean {
+    if (this.queue.length === 0 || open.some((loop) => this.opts.maxSequences - loop.active.size - loop.joining.length > 0)) return false;
+    const waiting = this.queue.reduce((a, b) => ((b.hooks.priority ?? 0) > (a.hooks.priority ?? 0) ? b : a));
+    const priority = waiting.hooks.priority ?? 0;
+    let victim: { loop: Loop; seq: Seq } | undefined;
+    for (const loop of open) {
+      if (!this.adapterFits(loop, waiting)) continue;
+      for (const seq of loop.active.values()) {
+        const p = seq.hooks.priority ?? 0;
+        if (seq.settled || p >= priority) continue;
+        const lowest = victim?.seq.hooks.priority ?? 0;
+        if (!victim || p < lowest || (p === lowest && seq.generated.length < victim.seq.generated.length)) victim = { loop, seq };
+      }
+    }
+    if (!victim) return false;
+    this.leave(victim.loop, victim.seq.id);
+    this.enqueue(victim.seq, true);
+    this.counts.preempted++;
+    return true;
   }
 
   /**
@@ -364,7 +412,7 @@ export class GenerationScheduler extends EventEmitter<{
             seq.resumes++;
             seq.timer = setTimeout(() => this.expire(seq), this.opts.timeoutMs);
           }
-          this.queue.unshift(...resumed);
+          for (const seq of resumed.reverse()) this.enqueue(seq, true);
           this.counts.resumed += resumed.length;
           break;
         }
