@@ -60,6 +60,30 @@ describe('speculative decoding', () => {
     expect(metrics).toMatch(/infergate_generation_draft_tokens_total\{gen_ai_request_model="fast",accepted="true"\} [1-9]/);
   });
 
+  it("drafts from a request's prediction (OpenAI's Predicted Outputs), on a model without speculative too", async () => {
+    const messages = [{ role: 'user' as const, content: 'Champ' }];
+    const ask = (model: string, prediction?: string) =>
+      client.chat.completions.create({
+        model,
+        messages,
+        max_tokens: 40,
+        temperature: 0,
+        ...(prediction && { prediction: { type: 'content' as const, content: prediction } }),
+      });
+    const answer = (await ask('plain')).choices[0].message.content as string;
+    const before = await stats('plain');
+    const predicted = await ask('plain', answer);
+    expect(predicted.choices[0].message.content).toBe(answer);
+    const details = predicted.usage?.completion_tokens_details;
+    expect(details?.accepted_prediction_tokens).toBeGreaterThan(30);
+    const total = (await (await fetch(`${gw.url}/tokenize`, { method: 'POST', body: JSON.stringify({ model: 'plain', prompt: answer }) })).json()).count;
+    expect((details?.accepted_prediction_tokens ?? 0) + (details?.rejected_prediction_tokens ?? 0)).toBe(total);
+    const after = await stats('plain');
+    expect(after.steps - before.steps).toBeLessThan(15); // 40 tokens
+    // A prediction that is wrong costs nothing in the text.
+    expect((await ask('fast', 'something else entirely')).choices[0].message.content).toBe(answer);
+  });
+
   it('is configured with vLLM’s names, checked', () => {
     const model = (speculative: object) => ({ models: { g: { path: `${MODELS}tiny-gpt.onnx`, speculative } } });
     expect(parseConfig(model({})).models.g.speculative).toEqual({ method: 'ngram', num_speculative_tokens: 4, prompt_lookup_max: 4, prompt_lookup_min: 1 });

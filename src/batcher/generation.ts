@@ -80,6 +80,8 @@ export type GenerateResult = {
   queueMs: number;
   /** Prompt tokens whose keys and values came from the replica's prefix cache instead of being computed. */
   cachedTokens: number;
+  /** Tokens of its predicted output (OpenAI's Predicted Outputs) drafted and taken. */
+  acceptedPredictionTokens?: number;
 };
 
 type Seq = {
@@ -102,6 +104,8 @@ type Seq = {
   resumes: number;
   /** Given a slot once (a preempted or resumed one waits again without a new turn or queue time). */
   admitted?: boolean;
+  /** Tokens of its prediction taken (Predicted Outputs). */
+  acceptedPrediction: number;
   resolve(r: GenerateResult): void;
   reject(e: Error): void;
   cleanup(): void;
@@ -212,6 +216,7 @@ export class GenerationScheduler extends EventEmitter<{
         settled: false,
         generated: [],
         resumes: 0,
+        acceptedPrediction: 0,
         resolve,
         reject,
         cleanup: () => hooks.signal?.removeEventListener('abort', onAbort),
@@ -388,6 +393,7 @@ export class GenerationScheduler extends EventEmitter<{
           more?: Record<string, number[]>;
           moreLogprobs?: Record<string, TokenLogprobs[]>;
           speculated?: { proposed: number; accepted: number };
+          predicted?: Record<string, number>;
           logprobs?: Record<string, TokenLogprobs>;
           promptLogprobs?: Record<string, TokenLogprobs[]>;
           cached?: Record<string, number>;
@@ -449,6 +455,7 @@ export class GenerationScheduler extends EventEmitter<{
             continue;
           }
           seq.firstTokenAt ??= performance.now();
+          seq.acceptedPrediction += step.predicted?.[id] ?? 0;
           // The step's token, then the drafted ones it took (speculative decoding), until the sequence ends.
           const tokens = [token, ...(step.more?.[id] ?? [])];
           const logprobs = [step.logprobs?.[id], ...(step.moreLogprobs?.[id] ?? [])];
@@ -464,6 +471,7 @@ export class GenerationScheduler extends EventEmitter<{
                 completionTokens: seq.tokens,
                 queueMs: seq.queueMs,
                 cachedTokens: seq.cachedTokens,
+                ...(seq.req.sampling.prediction && { acceptedPredictionTokens: seq.acceptedPrediction }),
               });
               break;
             }

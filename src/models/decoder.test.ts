@@ -545,6 +545,30 @@ describe('speculative decoding by prompt lookup', () => {
     expect((await run(busy, [{ ...repeats, seq: 'c' }], 12)).accepted).toBeGreaterThan(0);
   });
 
+  it("drafts from a request's prediction (Predicted Outputs), to the tokens of a token a step, an edit included", async () => {
+    const prompt = PROMPTS.b;
+    const sampled = { ...greedy, temperature: 1, seed: 9, topK: 3 };
+    for (const sampling of [greedy, sampled]) {
+      const plain = (await run(new Decoder(session, spec, sampler), [{ seq: 'x', prompt, sampling }], 40)).got.x;
+      // The prediction: the answer with three tokens in the middle changed (an edit it does not know of).
+      const prediction = plain.map((t, i) => (i >= 15 && i < 18 ? t + 1 : t));
+      const decoder = new Decoder(session, spec, sampler); // no `speculative` of its own: the prediction alone drafts
+      const steps: StepResult[] = [];
+      const got: number[] = [];
+      let r = await decoder.step({ join: [{ seq: 'x', prompt, sampling: { ...sampling, prediction }, maxTokens: 40 }], advance: [], release: [] });
+      for (;;) {
+        steps.push(r);
+        got.push(r.tokens.x, ...(r.more?.x ?? []));
+        if (got.length >= 40) break;
+        r = await decoder.step({ join: [], advance: ['x'], release: [] });
+      }
+      expect(got, JSON.stringify(sampling)).toEqual(plain);
+      const taken = steps.reduce((n, x) => n + (x.predicted?.x ?? 0), 0);
+      expect(taken).toBeGreaterThan(25); // all but around the edit
+      expect(steps.length).toBeLessThan(15);
+    }
+  });
+
   it('keeps a sequence that takes drafts beside others that decode a token a step, caches intact', async () => {
     const decoder = new Decoder(session, spec, sampler, undefined, 0, speculation);
     const first = await run(decoder, [{ seq: 'x', prompt: [1, 2, 3, 1, 2, 3, 1, 2], sampling: greedy }], 12);

@@ -5,7 +5,7 @@ import { AdapterCache, type AdapterRef, type LoadedAdapter, LoraStack } from './
 import { ort } from './ort.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, keepsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
-import { lookupDraft, type Speculation } from './speculation.js';
+import { followPrediction, lookupDraft, type Prediction, predictedDraft, type Speculation } from './speculation.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
 import { loadTokenizer } from './text.js';
 
@@ -26,6 +26,8 @@ export type StepResult = {
   moreLogprobs?: Record<string, TokenLogprobs[]>;
   /** Drafted tokens this step proposed, and how many of them were taken. */
   speculated?: { proposed: number; accepted: number };
+  /** Of those, the drafted tokens of each sequence's prediction (Predicted Outputs) taken. */
+  predicted?: Record<string, number>;
   /** For the sequences that asked for them (`sampling.logprobs`). */
   logprobs?: Record<string, TokenLogprobs>;
   /** For joining sequences that asked (`sampling.promptLogprobs`): each prompt token's after the first. */
@@ -45,7 +47,10 @@ export type StepResult = {
 /** A sequence whose prompt is computed on what its row holds, a chunk per run. */
 type Extension = { id: string; seq: Sequence };
 /** A step's drawn tokens, by sequence id. */
-type Drawn = Pick<StepResult, 'tokens' | 'more' | 'moreLogprobs' | 'speculated' | 'logprobs' | 'promptLogprobs' | 'cached' | 'sampleMs' | 'maskMs' | 'failed'>;
+type Drawn = Pick<
+  StepResult,
+  'tokens' | 'more' | 'moreLogprobs' | 'speculated' | 'predicted' | 'logprobs' | 'promptLogprobs' | 'cached' | 'sampleMs' | 'maskMs' | 'failed'
+>;
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -72,6 +77,8 @@ type Sequence = {
   maxTokens?: number;
   /** Drafts none of whose tokens were taken, in a row, and the steps it drafts nothing for after them. */
   missed?: { times: number; skip: number };
+  /** Its request's predicted output (OpenAI's Predicted Outputs), and where the output is in it. */
+  prediction?: Prediction;
 };
 
 /**
@@ -340,7 +347,8 @@ export class Decoder {
       produced: 0,
       constraint,
       adapter,
-      history: this.speculation ? [...j.prompt] : undefined,
+      history: this.speculation || j.sampling.prediction ? [...j.prompt] : undefined,
+      prediction: j.sampling.prediction && { tokens: j.sampling.prediction, at: 0, left: 0 },
       maxTokens: j.maxTokens,
     };
     // Room for the whole prompt now: growing the caches chunk by chunk would copy them all each time.
@@ -359,6 +367,7 @@ export class Decoder {
     for (const token of generated) {
       seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
       seq.constraint?.advance(token);
+      if (seq.prediction) followPrediction(seq.prediction, token);
     }
     const { temperature, topK } = seq.sampling;
     if (temperature > 0 && topK !== 1) for (let i = 0; i < generated.length; i++) seq.random();
@@ -377,8 +386,8 @@ export class Decoder {
    */
   private async decode(ids: string[], drawn: Drawn): Promise<void> {
     // Sequences with a draft go through a run of their own that checks it; the others decode a token.
-    const speculates = this.speculation && (this.speculation.disableAt === undefined || ids.length < this.speculation.disableAt);
-    const drafted = speculates ? ids.map((id) => ({ id, seq: this.seqs.get(id) as Sequence, draft: this.draft(this.seqs.get(id) as Sequence) })) : [];
+    const busy = this.speculation?.disableAt !== undefined && ids.length >= this.speculation.disableAt;
+    const drafted = !busy ? ids.map((id) => ({ id, seq: this.seqs.get(id) as Sequence, draft: this.draft(this.seqs.get(id) as Sequence) })) : [];
     const speculating = drafted.filter((d) => d.draft.length > 0);
     if (speculating.length > 0) {
       await this.speculate(speculating, drawn);
@@ -468,7 +477,8 @@ export class Decoder {
    * generate (less one: the token drawn after the draft) and within the model's context.
    */
   private draft(seq: Sequence): number[] {
-    const { tokens, ngramMax, ngramMin } = this.speculation as Speculation;
+    const { tokens, ngramMax, ngramMin } = this.speculation ?? PREDICTION_ONLY;
+    if (!this.speculation && !seq.prediction) return [];
     // Text that does not repeat its context (sampled at a high temperature, say) fails every draft, and each costs
     // the run its positions: after a draft missed whole, none for 1, 3, 7, … up to 31 steps.
     if (seq.missed && seq.missed.skip > 0) {
@@ -480,7 +490,14 @@ export class Decoder {
       seq.maxTokens === undefined ? tokens : seq.maxTokens - seq.produced - 1,
       this.spec.context === undefined ? tokens : this.spec.context - 1 - seq.length,
     );
-    return room > 0 ? lookupDraft(seq.history as number[], room, ngramMax, ngramMin) : [];
+    if (room <= 0) return [];
+    const history = seq.history as number[];
+    if (seq.prediction) {
+      // The prediction first; where the output has left it, the sequence's own text as usual.
+      const predicted = predictedDraft(seq.prediction, history.slice(history.length - seq.produced), room, ngramMax);
+      if (predicted.length > 0 || !this.speculation) return predicted;
+    }
+    return lookupDraft(history, room, ngramMax, ngramMin);
   }
 
   /**
@@ -568,6 +585,9 @@ export class Decoder {
       const times = taken[r] > 1 ? 0 : (seq.missed?.times ?? 0) + 1;
       seq.missed = { times, skip: times === 0 ? 0 : Math.min(31, 2 ** times - 1) };
     });
+    items.forEach(({ id, seq }, r) => {
+      if (seq.prediction && taken[r] > 1) drawn.predicted = { ...drawn.predicted, [id]: (drawn.predicted?.[id] ?? 0) + taken[r] - 1 };
+    });
     const proposed = items.reduce((sum, x) => sum + x.draft.length, 0);
     const accepted = taken.reduce((sum, t) => sum + t - 1, 0);
     drawn.speculated = { proposed: (drawn.speculated?.proposed ?? 0) + proposed, accepted: (drawn.speculated?.accepted ?? 0) + accepted };
@@ -622,6 +642,7 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
   seq.seen?.add(token);
   seq.constraint?.advance(token);
   seq.history?.push(token);
+  if (seq.prediction) followPrediction(seq.prediction, token);
   const logprobs = sampled.logprobs[i];
   if (id in drawn.tokens) {
     // a checked draft's next token: after the step's first
@@ -641,6 +662,8 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
 }
 
 type KvType = GenerativeSpec['kvType'];
+/** Drafting for a request's prediction where the model has no `speculative` of its own: longer drafts (a prediction is usually right). */
+const PREDICTION_ONLY: Speculation = { tokens: 8, ngramMax: 4, ngramMin: 1 };
 
 /** Sampling for a row whose result is dropped: greedy, no random draws. */
 const DISCARDED = { sampling: { temperature: 0, topP: 1, topK: 0, seed: 0 }, random: () => 0 };

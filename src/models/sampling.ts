@@ -30,6 +30,8 @@ export type Sampling = {
   promptLogprobs?: number;
   /** These tokens cannot be drawn before the sequence has generated `until` (vLLM's min_tokens: EOS, stop ids). */
   suppress?: { tokens: number[]; until: number };
+  /** OpenAI's Predicted Outputs: the tokens the output is expected to be (mostly), drafted from and checked as speculation is. */
+  prediction?: number[];
   /** The text must be a JSON document of this format (OpenAI's response_format): other tokens are masked out. */
   format?: ResponseFormat;
 };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { lookupDraft } from './speculation.js';
+import { followPrediction, lookupDraft, predictedDraft } from './speculation.js';
 
 describe('lookupDraft (prompt lookup)', () => {
   it('drafts what followed the longest n-gram the text ends with, where it last occurred with a whole draft after it', () => {
@@ -21,5 +21,26 @@ describe('lookupDraft (prompt lookup)', () => {
 
   it('takes the most recent occurrence, cut short, when none has a whole draft after it', () => {
     expect(lookupDraft([4, 4, 4, 4], 5, 2, 1)).toEqual([4]); // [4, 4] at 1 then 4; at 0 then 4, 4: both short
+  });
+});
+
+describe('predicted outputs (OpenAI’s prediction)', () => {
+  it('drafts the prediction where the output follows it, and finds it again after an edit', () => {
+    const p = { tokens: [1, 2, 3, 4, 5, 6, 7, 8], at: 0, left: 0 };
+    expect(predictedDraft(p, [], 3, 4)).toEqual([1, 2, 3]);
+    for (const t of [1, 2, 9, 9]) followPrediction(p, t); // two taken, then an edit: 9 9 in place of 3 4
+    expect(p).toMatchObject({ at: -1, left: 2 });
+    expect(predictedDraft(p, [1, 2, 9, 9], 3, 4)).toEqual([]); // "9 9" is nowhere in it
+    for (const t of [5, 6]) followPrediction(p, t);
+    expect(predictedDraft(p, [1, 2, 9, 9, 5, 6], 3, 4)).toEqual([7, 8]); // "5 6" found: the rest as it was
+    expect(p.at).toBe(6);
+  });
+
+  it('finds it again from where the output left it, not in the text before (matched already)', () => {
+    // the output followed 5 5 5, then wrote 5 where the prediction has 7 7 (an edit), then went on with 5 5
+    const p = { tokens: [5, 5, 5, 7, 7, 5, 5, 5, 9], at: -1, left: 3 };
+    expect(predictedDraft(p, [5, 5, 5, 5, 5, 5], 2, 2)).toEqual([5, 9]); // "5 5" at 5, not at 0 or 1
+    const q = { tokens: [5, 6, 1, 5, 6, 2, 5, 6, 3], at: -1, left: 3 };
+    expect(predictedDraft(q, [0, 5, 6], 1, 2)).toEqual([2]); // the "5 6" at 3, not the one at 0
   });
 });

@@ -18,6 +18,8 @@ export type GenerationParams = {
   frequency_penalty?: number | null;
   presence_penalty?: number | null;
   logit_bias?: Record<string, number> | null;
+  /** OpenAI's Predicted Outputs (chat): the text the answer is expected to be, mostly. */
+  prediction?: { type: 'content'; content: string | { type: 'text'; text: string }[] } | null;
   /** vLLM's (and Hugging Face's) repetition penalty, > 0 (1: off); min_p, 0..1 (0: off). */
   repetition_penalty?: number | null;
   min_p?: number | null;
@@ -58,15 +60,27 @@ export type Piece = { text: string; logged: LoggedToken[] };
 
 type Generative = NonNullable<ServedModel['generation']>;
 
-/** OpenAI's usage of generations from `promptTokens` of prompt; cached tokens as prompt_tokens_details. */
-export function usage(promptTokens: number, done: GenerateResult[]) {
+/**
+ * OpenAI's usage of generations from `promptTokens` of prompt; cached tokens as prompt_tokens_details; with a
+ * prediction (Predicted Outputs), its tokens taken and the rest of them (as OpenAI: in the prediction, not in
+ * the completion) as completion_tokens_details.
+ */
+export function usage(promptTokens: number, done: GenerateResult[], predictionTokens = 0) {
   const completion = done.reduce((sum, r) => sum + r.completionTokens, 0);
   const cached = done.reduce((sum, r) => sum + r.cachedTokens, 0);
+  const predicted = done.some((r) => r.acceptedPredictionTokens !== undefined);
+  const accepted = done.reduce((sum, r) => sum + (r.acceptedPredictionTokens ?? 0), 0);
   return {
     prompt_tokens: promptTokens,
     completion_tokens: completion,
     total_tokens: promptTokens + completion,
     ...(cached > 0 && { prompt_tokens_details: { cached_tokens: cached } }),
+    ...(predicted && {
+      completion_tokens_details: {
+        accepted_prediction_tokens: accepted,
+        rejected_prediction_tokens: Math.max(0, done.length * predictionTokens - accepted),
+      },
+    }),
   };
 }
 
@@ -103,7 +117,16 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     promptLogprobs: params.echo && params.echoLogprobs !== false ? logprobs : undefined,
     suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
     format: formatOf(params),
+    prediction: predictionOf(params, gen),
   };
+}
+
+/** A request's predicted output as tokens (its text parts joined), if it has one. */
+function predictionOf(params: GenerationParams, gen: Generative): number[] | undefined {
+  const content = params.prediction?.content;
+  if (content === undefined) return undefined;
+  const text = typeof content === 'string' ? content : content.map((part) => part.text).join('');
+  return text.length > 0 ? gen.tokenizer.encode(text) : undefined;
 }
 
 /** A request's structured-output format, checked here (a schema the replica could not enforce is a 400). */
@@ -155,6 +178,8 @@ export class Generation {
   /** Settles when the first token arrives (or the generation fails before it). */
   readonly started: Promise<void>;
   readonly promptTokens: number;
+  /** Tokens of its predicted output (Predicted Outputs), if it has one. */
+  readonly predictionTokens: number;
   /** Tokens generated so far (vLLM's continuous usage stats). */
   produced = 0;
   private pieces: Piece[] = [];
@@ -179,6 +204,7 @@ export class Generation {
     }
     const sampling = samplingFor(params, gen, maxTokens);
     this.promptTokens = prompt.length;
+    this.predictionTokens = sampling.prediction?.length ?? 0;
     this.wantsLogprobs = sampling.logprobs !== undefined;
     // The echoed prompt is the first piece: at once, or with its log-probabilities when those are asked for.
     const scoresPrompt = sampling.promptLogprobs !== undefined;
@@ -262,7 +288,7 @@ export class Generation {
   }
 
   usage(r: GenerateResult) {
-    return usage(this.promptTokens, [r]);
+    return usage(this.promptTokens, [r], this.predictionTokens);
   }
 
   private finish(): void {

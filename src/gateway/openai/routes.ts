@@ -257,6 +257,7 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
       usage: usage(
         promptTokens,
         answers.map((a) => a.r),
+        gens[0].predictionTokens,
       ),
     });
   }
@@ -305,7 +306,7 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
           return r;
         }),
       );
-      if (includeUsage) await send(chunk([], { usage: usage(promptTokens, done) }));
+      if (includeUsage) await send(chunk([], { usage: usage(promptTokens, done, gens[0].predictionTokens) }));
       await send('[DONE]');
     } catch (err) {
       failed.abort();

@@ -152,6 +152,10 @@ export const chatSchema = z
     messages: chatMessages,
     logprobs: z.boolean().nullish(),
     top_logprobs: z.number().int().min(0).max(20).nullish(),
+    /** OpenAI's Predicted Outputs: the answer's expected text, drafted from (speculative decoding) and checked. */
+    prediction: z
+      .object({ type: z.literal('content'), content: z.union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() }))]) })
+      .nullish(),
     tools: tools.nullish(),
     tool_choice: toolChoice.nullish(),
     parallel_tool_calls: z.boolean().nullish(),
