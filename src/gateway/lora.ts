@@ -24,8 +24,7 @@ export class LoraAdapters {
   /** Reads and adds an adapter; throws what does not fit (another adapter of the name: unless `replace`). */
   async add(name: string, path: string, replace = false): Promise<LoraAdapter> {
     if (this.byName.has(name) && !replace) throw new Error(`an adapter named ${name} is loaded already (load_inplace: true replaces it)`);
-    const { rank } = await readAdapter(path, this.targets);
-    const adapter = { name, path, rank, created: Math.floor(Date.now() / 1000) };
+    const adapter = adapterOf(name, path, (await readAdapter(path, this.targets)).rank);
     this.byName.set(name, adapter);
     return adapter;
   }
@@ -42,7 +41,7 @@ export class LoraAdapters {
           throw new Error(`${name}: ${err.message}`);
         });
         const kept = this.byName.get(name);
-        return kept?.path === path ? kept : { name, path, rank, created: Math.floor(Date.now() / 1000) };
+        return kept?.path === path ? kept : adapterOf(name, path, rank);
       }),
     );
     return () => {
@@ -63,6 +62,8 @@ export class LoraAdapters {
     return [...this.byName.values()];
   }
 }
+
+const adapterOf = (name: string, path: string, rank: number): LoraAdapter => ({ name, path, rank, created: Math.floor(Date.now() / 1000) });
 
 /**
  * An adapter as a model of its own for the generative routes: the base model's everything, under the
