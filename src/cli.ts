@@ -103,7 +103,7 @@ program
             : model.ocr
               ? ` (text recogniser with ${model.ocr.detector}: /v1/ocr)`
               : generativeSpec(sig)
-                ? ` (generative: /v1/completions, /v1/chat/completions${model.lora_adapters ? `; LoRA adapters ${Object.keys(model.lora_adapters).join(', ')}` : ''})`
+                ? ` (generative: /v1/completions, /v1/chat/completions${model.lora_adapters ? `; LoRA adapters ${Object.keys(model.lora_adapters).join(', ')}` : ''}${model.speculative ? `; speculative decoding, drafts of ${model.speculative.num_speculative_tokens}` : ''})`
                 : embeddingSpec(sig)
                   ? ' (text encoder: /v1/embeddings)'
                   : classifierSpec(sig)

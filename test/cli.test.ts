@@ -57,7 +57,7 @@ describe('infergate validate', () => {
     expect(run.output()).toMatch(/mlp: x FP32 \[N, 64\] -> probs FP32 \[N, 10\]/);
     expect(run.output()).toMatch(/tiny-embed: .* -> last_hidden_state FP32 \[batch, seq, 32\] \(text encoder: \/v1\/embeddings\)/);
     expect(run.output()).toMatch(
-      /tiny-gpt: .* lora_slot INT64 \[batch\].* \(generative: \/v1\/completions, \/v1\/chat\/completions; LoRA adapters sonnets, pirate\)/,
+      /tiny-gpt: .* lora_slot INT64 \[batch\].* \(generative: \/v1\/completions, \/v1\/chat\/completions; LoRA adapters sonnets, pirate; speculative decoding, drafts of 4\)/,
     );
     expect(run.output()).toMatch(
       /vad: input FP32 \[batch, sequence\], state FP32 \[2, batch, 128\], sr INT64 \[\] .* \(stateful: sequences of batched requests, \/v1\/audio\/vad\)/,
