@@ -1,4 +1,4 @@
-import OpenAI from 'openai';
+import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MODELS, startTestGateway } from './helpers.js';
 
@@ -86,6 +86,41 @@ describe('a generation preempted for a higher priority', () => {
       expect(bulkDone).toBe(0); // answered while the bulk streams were still going
       expect(await Promise.all(streams)).toEqual(whole);
       expect((await stats()).preempted).toBe(1);
+    } finally {
+      await g.shutdown();
+    }
+  });
+});
+
+describe('Batch API lines holding every slot', () => {
+  it('give them up to an interactive generation, and the batch still completes, every line with its text', async () => {
+    const g = await startTestGateway({
+      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 2 }, scaling: { min_containers: 1 } } },
+    });
+    try {
+      const openai = new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const body = (i: number) => ({ model: 'tiny-gpt', prompt: `Line ${i}`, max_tokens: 300, ignore_eos: true, temperature: 0 });
+      const rows = [0, 1, 2].map((i) => ({ custom_id: `l${i}`, method: 'POST', url: '/v1/completions', body: body(i) }));
+      const file = await toFile(Buffer.from(rows.map((r) => `${JSON.stringify(r)}\n`).join('')), 'lines.jsonl');
+      const input = await openai.files.create({ file, purpose: 'batch' });
+      const batch = await openai.batches.create({ input_file_id: input.id, endpoint: '/v1/completions', completion_window: '24h' });
+      const stats = async () => (await fetch(`${g.url}/v2/models/tiny-gpt/stats`)).json();
+      for (let i = 0; i < 400 && (await stats()).active < 2; i++) await new Promise((r) => setTimeout(r, 5)); // two lines generating
+      const urgent = await openai.completions.create({ model: 'tiny-gpt', prompt: 'Now:', max_tokens: 4 });
+      expect(urgent.usage?.completion_tokens).toBe(4);
+      expect((await openai.batches.retrieve(batch.id)).request_counts?.completed).toBe(0); // answered before any line ended
+      expect((await stats()).preempted).toBeGreaterThanOrEqual(1);
+      let done = await openai.batches.retrieve(batch.id);
+      while (!['completed', 'failed'].includes(done.status)) {
+        await new Promise((r) => setTimeout(r, 50));
+        done = await openai.batches.retrieve(batch.id);
+      }
+      const out = (await (await openai.files.content(done.output_file_id as string)).text())
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      const texts = Object.fromEntries(out.map((l) => [l.custom_id, l.response.body.choices[0].text]));
+      for (const i of [0, 1, 2]) expect(texts[`l${i}`]).toBe((await openai.completions.create(body(i))).choices[0].text);
     } finally {
       await g.shutdown();
     }
