@@ -86,6 +86,8 @@ describe('a generation preempted for a higher priority', () => {
       expect(bulkDone).toBe(0); // answered while the bulk streams were still going
       expect(await Promise.all(streams)).toEqual(whole);
       expect((await stats()).preempted).toBe(1);
+      const metrics = await (await fetch(`${g.url}/metrics`, { headers: { 'infergate-key': 'bulk', 'infergate-secret': SECRET } })).text();
+      expect(metrics).toMatch(/infergate_generation_restarts_total\{gen_ai_request_model="tiny-gpt",reason="preempted"\} 1/);
     } finally {
       await g.shutdown();
     }

@@ -157,6 +157,8 @@ export class GenerationScheduler extends EventEmitter<{
   step: [StepTiming];
   /** Speculative decoding: a step's drafted tokens, and how many it took. */
   speculated: [{ proposed: number; accepted: number }];
+  /** Sequences put back in the queue to start again where they were: preempted, or their replica lost. */
+  restarted: [{ reason: 'preempted' | 'replica_lost'; sequences: number }];
 }> {
   private queue: Seq[] = [];
   private readonly fair = new FairShare();
@@ -339,6 +341,7 @@ export class GenerationScheduler extends EventEmitter<{
     this.leave(victim.loop, victim.seq.id);
     this.enqueue(victim.seq, true);
     this.counts.preempted++;
+    this.emit('restarted', { reason: 'preempted', sequences: 1 });
     return true;
   }
 
@@ -420,6 +423,7 @@ export class GenerationScheduler extends EventEmitter<{
           }
           for (const seq of resumed.reverse()) this.enqueue(seq, true);
           this.counts.resumed += resumed.length;
+          if (resumed.length > 0) this.emit('restarted', { reason: 'replica_lost', sequences: resumed.length });
           break;
         }
         const size = join.length + advance.length;

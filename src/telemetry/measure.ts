@@ -24,6 +24,7 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
   scheduler?.on('step', (t) => {
     for (const [phase, ms] of Object.entries(t)) if (ms > 0) i.stepTime.add(ms / 1000, { 'gen_ai.request.model': model, phase });
   });
+  scheduler?.on('restarted', ({ reason, sequences }) => i.restarts.add(sequences, { 'gen_ai.request.model': model, reason }));
   scheduler?.on('speculated', ({ proposed, accepted }) => {
     i.draftTokens.add(accepted, { 'gen_ai.request.model': model, accepted: true });
     i.draftTokens.add(proposed - accepted, { 'gen_ai.request.model': model, accepted: false });

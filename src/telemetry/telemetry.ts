@@ -124,6 +124,10 @@ export class Telemetry {
         unit: '{token}',
         description: "Prompt tokens taken from the replicas' prefix caches instead of computed.",
       }),
+      restarts: m.createCounter('infergate.generation.restarts', {
+        unit: '{sequence}',
+        description: 'Sequences started again where they were: preempted for a higher priority, or their replica lost.',
+      }),
       draftTokens: m.createCounter('infergate.generation.draft_tokens', {
         unit: '{token}',
         description: 'Speculative decoding: tokens drafted (vLLM spec_decode_num_draft_tokens), by whether a step took them.',
