@@ -197,7 +197,7 @@ export class Decoder {
    * draws its first token (a scored prompt, alone in its run, gets every position's log-probabilities too).
    */
   private async extend(items: Extension[], drawn: Drawn): Promise<void> {
-    const { heads, headDim, layers, vocab, kvType, newKeyValues } = this.spec;
+    const { vocab } = this.spec;
     const promptOf = (x: Extension) => (x.seq.prefilling as { prompt: number[] }).prompt;
     const runs: Extension[] = [];
     const runOf = new Map<string, number>();
@@ -209,71 +209,22 @@ export class Decoder {
     });
     const scored = runs.length === 1 ? runs[0].seq.sampling.promptLogprobs : undefined;
     const lastOnly = this.spec.logitsToKeep && scored === undefined;
-    const k = runs.length;
     const chunks = runs.map((x) => {
       const { length } = x.seq;
       return promptOf(x).slice(length, this.prefillChunkTokens > 0 && scored === undefined ? length + this.prefillChunkTokens : undefined);
     });
-    this.kv.reserve(this.kv.rows.length, Math.max(...runs.map(({ seq }, r) => seq.length + chunks[r].length)) + 1);
-    const past = Math.max(...runs.map(({ seq }) => seq.length));
-    const n = Math.max(...chunks.map((c) => c.length));
-    /** Where run r's chunk starts among the n new positions. */
-    const start = (r: number) => (lastOnly ? n - chunks[r].length : 0);
-    const ids = new BigInt64Array(k * n);
-    const positions = new BigInt64Array(k * n);
-    const mask = new BigInt64Array(k * (past + n));
-    runs.forEach(({ seq }, r) => {
-      mask.fill(1n, r * (past + n), r * (past + n) + seq.length);
-      chunks[r].forEach((token, t) => {
-        ids[r * n + start(r) + t] = BigInt(token);
-        positions[r * n + start(r) + t] = BigInt(seq.length + t);
-        mask[r * (past + n) + past + start(r) + t] = 1n;
-      });
+    const { logits, kept, start, keep } = await this.runPositions(
+      runs.map((x) => x.seq),
+      chunks,
+      lastOnly,
+      'extend',
+    );
+    items.forEach(({ seq }, i) => {
+      keep(source[i], seq, chunks[source[i]].length);
     });
-    // Outputs into reused buffers: the logits are the largest tensor of all, and a fresh one per run (page
-    // faults, a large external buffer for V8 to collect) cost more than the run itself on a small model.
-    const kept = lastOnly ? 1 : n;
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', ids, [k, n]),
-      position_ids: new ort.Tensor('int64', positions, [k, n]),
-      attention_mask: new ort.Tensor('int64', mask, [k, past + n]),
-      ...this.keep(kept),
-      ...this.adapters?.stack.feeds(runs.map((x) => x.seq.adapter)),
-    };
-    const kvOutput = newKeyValues ? 'new_key_values' : 'present';
-    const fetched = newKeyValues ? n : past + n;
-    const fetches: Record<string, ort.Tensor> = {
-      logits: new ort.Tensor('float32', this.buffer('extend-logits', k * kept * vocab, 'float32'), [k, kept, vocab]),
-    };
-    for (let l = 0; l < layers; l++) {
-      for (const [c, kind] of ['key', 'value'].entries()) {
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(
-          kvType,
-          this.kv.gather(
-            runs.map((x) => x.seq),
-            past,
-            2 * l + c,
-          ),
-          [k, heads, past, headDim],
-        );
-        const out = `${kvOutput}.${l}.${kind}`;
-        fetches[out] = new ort.Tensor(kvType, this.buffer(`extend-${out}`, k * heads * fetched * headDim, kvType), [k, heads, fetched, headDim]);
-      }
-    }
-    await this.session.run(feeds, fetches);
-    for (let l = 0; l < layers; l++) {
-      for (const [c, kind] of ['key', 'value'].entries()) {
-        const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [k, heads, fetched, headDim]
-        items.forEach(({ seq }, i) => {
-          const r = source[i];
-          this.kv.put(2 * l + c, seq, seq.length, computed, { row: r, positions: fetched, start: fetched - n + start(r) }, chunks[r].length);
-        });
-      }
-    }
     items.forEach(({ seq }, i) => {
       seq.length += chunks[source[i]].length;
     });
-    const logits = fetches.logits.data as Float32Array; // [k, kept, vocab]
     if (scored !== undefined) drawn.promptLogprobs = { ...drawn.promptLogprobs, [runs[0].id]: scoreTokens(logits, vocab, promptOf(runs[0]).slice(1), scored) };
     const done = items.map((x, i) => ({ ...x, r: source[i] })).filter((x) => x.seq.length === promptOf(x).length);
     if (done.length === 0) return;
@@ -294,6 +245,64 @@ export class Decoder {
       // Alike sequences hold the same keys and values: the prefix cache is offered the first's.
       if (runs.some((run) => run.id === x.id)) this.keepPrefix(prompt, x.seq);
     });
+  }
+
+  /**
+   * One run of new positions after the rows' pasts (gathered, padded to the longest, the padding masked):
+   * `chunks[r]` comes after `seqs[r]`'s `length` positions; chunks are padded to the longest — on the left when
+   * `lastOnly` (only the last position's logits come out, so every chunk ends there), on the right otherwise.
+   * Answers the logits [rows, kept, vocab], where row r's chunk starts among the new positions, and `keep(r, seq,
+   * count)`, which copies row r's first `count` new keys and values into `seq`'s cache after its length.
+   * Outputs go into reused buffers (named by `name`): the logits are the largest tensor of all, and a fresh one
+   * per run (page faults, a large external buffer for V8 to collect) cost more than the run itself on a small model.
+   */
+  private async runPositions(seqs: Sequence[], chunks: number[][], lastOnly: boolean, name: string) {
+    const { heads, headDim, layers, vocab, kvType, newKeyValues } = this.spec;
+    const k = seqs.length;
+    this.kv.reserve(this.kv.rows.length, Math.max(...seqs.map((seq, r) => seq.length + chunks[r].length)) + 1);
+    const past = Math.max(...seqs.map((seq) => seq.length));
+    const n = Math.max(...chunks.map((c) => c.length));
+    const start = (r: number) => (lastOnly ? n - chunks[r].length : 0);
+    const ids = new BigInt64Array(k * n);
+    const positions = new BigInt64Array(k * n);
+    const mask = new BigInt64Array(k * (past + n));
+    seqs.forEach((seq, r) => {
+      mask.fill(1n, r * (past + n), r * (past + n) + seq.length);
+      chunks[r].forEach((token, t) => {
+        ids[r * n + start(r) + t] = BigInt(token);
+        positions[r * n + start(r) + t] = BigInt(seq.length + t);
+        mask[r * (past + n) + past + start(r) + t] = 1n;
+      });
+    });
+    const kept = lastOnly ? 1 : n;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [k, n]),
+      position_ids: new ort.Tensor('int64', positions, [k, n]),
+      attention_mask: new ort.Tensor('int64', mask, [k, past + n]),
+      ...this.keep(kept),
+      ...this.adapters?.stack.feeds(seqs.map((seq) => seq.adapter)),
+    };
+    const kvOutput = newKeyValues ? 'new_key_values' : 'present';
+    const fetched = newKeyValues ? n : past + n;
+    const fetches: Record<string, ort.Tensor> = {
+      logits: new ort.Tensor('float32', this.buffer(`${name}-logits`, k * kept * vocab, 'float32'), [k, kept, vocab]),
+    };
+    for (let l = 0; l < layers; l++) {
+      for (const [c, kind] of ['key', 'value'].entries()) {
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, this.kv.gather(seqs, past, 2 * l + c), [k, heads, past, headDim]);
+        const out = `${kvOutput}.${l}.${kind}`;
+        fetches[out] = new ort.Tensor(kvType, this.buffer(`${name}-${out}`, k * heads * fetched * headDim, kvType), [k, heads, fetched, headDim]);
+      }
+    }
+    await this.session.run(feeds, fetches);
+    const keep = (r: number, seq: Sequence, count: number) => {
+      for (let l = 0; l < layers; l++)
+        for (const [c, kind] of ['key', 'value'].entries()) {
+          const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [k, heads, fetched, headDim]
+          this.kv.put(2 * l + c, seq, seq.length, computed, { row: r, positions: fetched, start: fetched - n + start(r) }, count);
+        }
+    };
+    return { logits: fetches.logits.data as Float32Array, kept, start, keep };
   }
 
   /**
@@ -510,49 +519,18 @@ export class Decoder {
    * drafts are right.
    */
   private async speculate(items: { id: string; seq: Sequence; draft: number[] }[], drawn: Drawn): Promise<void> {
-    const { heads, headDim, layers, vocab, kvType, newKeyValues } = this.spec;
+    const { vocab } = this.spec;
     const chunks = items.map(({ seq, draft }) => [seq.last, ...draft]);
-    const k = items.length;
-    const n = Math.max(...chunks.map((c) => c.length));
-    this.kv.reserve(this.kv.rows.length, Math.max(...items.map(({ seq }, i) => seq.length + chunks[i].length)) + 1);
-    const past = Math.max(...items.map(({ seq }) => seq.length));
-    const ids = new BigInt64Array(k * n);
-    const positions = new BigInt64Array(k * n);
-    const mask = new BigInt64Array(k * (past + n));
-    items.forEach(({ seq }, r) => {
-      mask.fill(1n, r * (past + n), r * (past + n) + seq.length);
-      chunks[r].forEach((token, t) => {
-        ids[r * n + t] = BigInt(token);
-        positions[r * n + t] = BigInt(seq.length + t);
-        mask[r * (past + n) + past + t] = 1n;
-      });
-    });
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', ids, [k, n]),
-      position_ids: new ort.Tensor('int64', positions, [k, n]),
-      attention_mask: new ort.Tensor('int64', mask, [k, past + n]),
-      ...this.keep(n),
-      ...this.adapters?.stack.feeds(items.map((x) => x.seq.adapter)),
-    };
-    const kvOutput = newKeyValues ? 'new_key_values' : 'present';
-    const fetched = newKeyValues ? n : past + n;
-    const fetches: Record<string, ort.Tensor> = {
-      logits: new ort.Tensor('float32', this.buffer('spec-logits', k * n * vocab, 'float32'), [k, n, vocab]),
-    };
-    for (let l = 0; l < layers; l++) {
-      for (const [c, kind] of ['key', 'value'].entries()) {
-        const pastOf = this.kv.gather(
-          items.map((x) => x.seq),
-          past,
-          2 * l + c,
-        );
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(kvType, pastOf, [k, heads, past, headDim]);
-        const out = `${kvOutput}.${l}.${kind}`;
-        fetches[out] = new ort.Tensor(kvType, this.buffer(`spec-${out}`, k * heads * fetched * headDim, kvType), [k, heads, fetched, headDim]);
-      }
-    }
-    await this.session.run(feeds, fetches);
-    const logits = fetches.logits.data as Float32Array; // [k, n, vocab]
+    const {
+      logits,
+      kept: n,
+      keep,
+    } = await this.runPositions(
+      items.map((x) => x.seq),
+      chunks,
+      false,
+      'spec',
+    );
     // Position by position, the sequences whose draft held so far draw their next token.
     const taken = items.map(() => 0);
     let alive = items.map((_, r) => r);
@@ -572,20 +550,12 @@ export class Decoder {
         return p < items[r].draft.length && next.tokens[a] === items[r].draft[p];
       });
     }
-    for (let l = 0; l < layers; l++) {
-      for (const [c, kind] of ['key', 'value'].entries()) {
-        const computed = fetches[`${kvOutput}.${l}.${kind}`].data as KvArray; // [k, heads, fetched, headDim]
-        items.forEach(({ seq }, r) => {
-          this.kv.put(2 * l + c, seq, seq.length, computed, { row: r, positions: fetched, start: fetched - n }, taken[r]);
-        });
-      }
-    }
-    items.forEach(({ seq }, r) => {
+    // The positions taken keep their keys and values; the rest are dropped.
+    items.forEach(({ id, seq }, r) => {
+      keep(r, seq, taken[r]);
       seq.length += taken[r];
       const times = taken[r] > 1 ? 0 : (seq.missed?.times ?? 0) + 1;
       seq.missed = { times, skip: times === 0 ? 0 : Math.min(31, 2 ** times - 1) };
-    });
-    items.forEach(({ id, seq }, r) => {
       if (seq.prediction && taken[r] > 1) drawn.predicted = { ...drawn.predicted, [id]: (drawn.predicted?.[id] ?? 0) + taken[r] - 1 };
     });
     const proposed = items.reduce((sum, x) => sum + x.draft.length, 0);
