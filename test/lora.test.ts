@@ -31,8 +31,8 @@ beforeAll(async () => {
 afterAll(() => gw?.shutdown());
 
 const PROMPT = 'The weather today';
-const complete = async (model: string, prompt = PROMPT) => {
-  const r = await client.completions.create({ model, prompt, max_tokens: 8, temperature: 0 });
+const complete = async (model: string, prompt = PROMPT, max_tokens = 8) => {
+  const r = await client.completions.create({ model, prompt, max_tokens, temperature: 0 });
   return { model: r.model, text: r.choices[0].text };
 };
 const post = (path: string, body: object) =>
@@ -66,11 +66,12 @@ describe('LoRA adapters', () => {
   it('share generation steps across adapters, each stream getting what it gets alone', async () => {
     const models = ['sonnets', 'tiny-gpt-lora', 'pirate', 'sonnets', 'pirate'];
     const alone = new Map<string, string>();
-    for (const m of new Set(models)) alone.set(m, (await complete(m, 'Once upon a time')).text);
+    // (long enough that the five overlap, however slow the machine)
+    for (const m of new Set(models)) alone.set(m, (await complete(m, 'Once upon a time', 32)).text);
     const stepsBefore = (await (await fetch(`${gw.url}/v2/models/tiny-gpt-lora/stats`)).json()).stepSizes;
     const streamed = await Promise.all(
       models.map(async (model) => {
-        const stream = await client.completions.create({ model, prompt: 'Once upon a time', max_tokens: 8, temperature: 0, stream: true });
+        const stream = await client.completions.create({ model, prompt: 'Once upon a time', max_tokens: 32, temperature: 0, stream: true });
         let text = '';
         for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
         return text;
