@@ -65,6 +65,7 @@ import {
   type ModelLayout,
   type ModelSignature,
   modelLayout,
+  modelVersions,
   multiplexChecker,
   multiplexedIds,
   multiplexedPath,
@@ -649,7 +650,14 @@ async function buildModel(
       Promise.reject(unavailable('model_replaced', `model ${name} was ${successor ? 'replaced' : 'removed'} by a config reload while this request was read`, 0))
     );
   };
-  const versioning = { name, versions: versions && { served: versions, unnamed: unnamedVersion(versions, model.version_traffic) } };
+  const versioning = {
+    name,
+    versions: versions && {
+      served: versions,
+      unnamed: unnamedVersion(versions, model.version_traffic),
+      onDisk: () => modelVersions(model.path).map(String),
+    },
+  };
   // A multiplexed model's requests name one of its models: checked against its files before they queue. A
   // versioned model's name a version served, or none: the latest or a canary's draw (routes resolve theirs first,
   // for the 404 and model_version).

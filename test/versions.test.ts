@@ -92,6 +92,7 @@ describe('a versioned model', () => {
     expect((await get('/v2/models/scorer/config')).version_policy).toEqual({ specific: { versions: [2, 3] } });
     const index = await (await fetch(`${gw.url}/v2/repository/index`, { method: 'POST' })).json();
     expect(index.filter((m: { name: string }) => m.name === 'scorer')).toEqual([
+      { name: 'scorer', version: '1', state: 'UNAVAILABLE', reason: 'unloaded' }, // on disk, not in the policy (Triton lists it so)
       { name: 'scorer', version: '2', state: 'READY' },
       { name: 'scorer', version: '3', state: 'READY' },
     ]);

@@ -59,7 +59,7 @@ export interface ServedModel {
    * names one (SubmitOptions.modelId, from the URL's /versions/{v}) or gets `unnamed()` — the latest, or one drawn
    * by the config's `version_traffic` (a canary split). Another model has one version, "1".
    */
-  versions?: { served: readonly string[]; unnamed(): string };
+  versions?: { served: readonly string[]; unnamed(): string /** Every version whose file is there now, served or not. */; onDisk(): string[] };
   /** Ensembles (config `ensembles`): the steps its `batcher` runs, as Triton's ensemble_scheduling shows them. */
   ensemble?: { steps: { model: string; version?: number; inputs: Record<string, string>; outputs: Record<string, string> }[] };
   /** Sequence classifiers (/classify; with one class, a cross-encoder: /v1/rerank, /v1/score), through `batcher`. */

@@ -55,12 +55,19 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
   app.get('/health', (c) => c.body(null, serverReady() ? 200 : 503));
   app.get('/version', (c) => c.json({ version }));
 
-  // Triton's repository index: every model with its state (READY also while it may cold-start from zero).
+  // Triton's repository index: every model with its state (READY also while it may cold-start from zero); a
+  // versioned model's every version on disk, those its policy does not serve UNAVAILABLE "unloaded", as Triton lists them.
   app.post('/v2/repository/index', async (c) => {
     const readyOnly = ((await readJson(c, 64 * 1024, { emptyAllowed: true })) as { ready?: unknown } | undefined)?.ready === true;
     const index = [...models.values()].flatMap((m) => {
       const reason = m.isReady() ? undefined : (m.notReadyReason?.() ?? 'no replica is ready');
-      return (m.versions?.served ?? ['1']).map((version) => ({ name: m.name, version, state: reason ? 'UNAVAILABLE' : 'READY', ...(reason && { reason }) }));
+      const served = m.versions?.served ?? ['1'];
+      const all = [...new Set([...(m.versions?.onDisk() ?? []), ...served])].sort((a, b) => Number(a) - Number(b));
+      return all.map((version) =>
+        served.includes(version)
+          ? { name: m.name, version, state: reason ? 'UNAVAILABLE' : 'READY', ...(reason && { reason }) }
+          : { name: m.name, version, state: 'UNAVAILABLE', reason: 'unloaded' },
+      );
     });
     return c.json(readyOnly ? index.filter((m) => m.state === 'READY') : index);
   });
