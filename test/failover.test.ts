@@ -128,3 +128,33 @@ describe('Batch API lines holding every slot', () => {
     }
   });
 });
+
+describe("OpenAI's service_tier: flex", () => {
+  it('runs below the same caller’s default requests: preempted by them, and told its tier', async () => {
+    const g = await startTestGateway({
+      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 2 }, scaling: { min_containers: 1 } } },
+    });
+    try {
+      const openai = new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const flex = { model: 'tiny-gpt', prompt: 'Whenever', max_tokens: 300, ignore_eos: true, temperature: 0, service_tier: 'flex' as const };
+      let flexDone = 0;
+      const streams = [0, 1].map(async () => {
+        const stream = await openai.completions.create({ ...flex, stream: true });
+        let tier: string | undefined;
+        for await (const chunk of stream) tier = (chunk as unknown as { service_tier?: string }).service_tier;
+        flexDone++;
+        return tier;
+      });
+      const stats = async () => (await fetch(`${g.url}/v2/models/tiny-gpt/stats`)).json();
+      for (let i = 0; i < 400 && (await stats()).active < 2; i++) await new Promise((r) => setTimeout(r, 5));
+      const urgent = { model: 'tiny-gpt', prompt: 'Now:', max_tokens: 4, service_tier: 'priority' }; // (a chat field the legacy route takes too)
+      const now = await openai.completions.create(urgent);
+      expect(flexDone).toBe(0);
+      expect((now as unknown as { service_tier: string }).service_tier).toBe('default'); // a body cannot raise its caller's priority
+      expect(await Promise.all(streams)).toEqual(['flex', 'flex']);
+      expect((await stats()).preempted).toBe(1);
+    } finally {
+      await g.shutdown();
+    }
+  });
+});

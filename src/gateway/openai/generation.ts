@@ -18,6 +18,11 @@ export type GenerationParams = {
   frequency_penalty?: number | null;
   presence_penalty?: number | null;
   logit_bias?: Record<string, number> | null;
+  /**
+   * OpenAI's service tier: `flex` runs below the caller's other requests (preemptible by them: slower, never
+   * refused for it); `auto`, `default` and `priority` run at the caller's own priority (a body cannot raise it).
+   */
+  service_tier?: 'auto' | 'default' | 'flex' | 'priority' | null;
   /** OpenAI's Predicted Outputs (chat): the text the answer is expected to be, mostly. */
   prediction?: { type: 'content'; content: string | { type: 'text'; text: string }[] } | null;
   /** vLLM's (and Hugging Face's) repetition penalty, > 0 (1: off); min_p, 0..1 (0: off). */
@@ -59,6 +64,12 @@ export type LoggedToken = { token: number; logprob: number | null; rank: number 
 export type Piece = { text: string; logged: LoggedToken[] };
 
 type Generative = NonNullable<ServedModel['generation']>;
+
+/** How far below its caller's priority a `service_tier: "flex"` request runs (Batch API lines run further below still). */
+export const FLEX_PRIORITY_DROP = 1000;
+
+/** The tier a request ran at, as OpenAI's answers say it: flex, or the default (a priority tier is not granted). */
+export const servedTier = (tier: GenerationParams['service_tier']) => (tier === 'flex' ? 'flex' : 'default');
 
 /**
  * OpenAI's usage of generations from `promptTokens` of prompt; cached tokens as prompt_tokens_details; with a
@@ -226,7 +237,7 @@ export class Generation {
       { prompt, maxTokens, sampling },
       {
         signal,
-        priority: caller?.priority,
+        priority: (caller?.priority ?? 0) - (params.service_tier === 'flex' ? FLEX_PRIORITY_DROP : 0),
         caller: caller?.id,
         onPromptLogprobs: echo,
         onToken: (token, logprobs) => {

@@ -9,7 +9,7 @@ import type { GatewayEnv, ServedModel } from '../types.js';
 import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
-import { Generation, type LoggedToken, type Piece, usage } from './generation.js';
+import { Generation, type LoggedToken, type Piece, servedTier, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { type Background, backgroundResponse, backgroundRoutes, responses, responsesSchema } from './responses.js';
 import {
@@ -230,6 +230,7 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
     id: `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
     created: Math.floor(Date.now() / 1000),
     model: m.name,
+    ...(req.service_tier && { service_tier: servedTier(req.service_tier) }),
   };
 
   if (!req.stream) {
