@@ -19,6 +19,30 @@ afterAll(() => gw?.shutdown());
 
 const stats = async () => (await fetch(`${gw.url}/v2/models/tiny-gpt/stats`)).json();
 
+/**
+ * A gateway of its own whose tiny-gpt has two generation slots (`extra`: more config), for the preemption tests:
+ * `stats` (with `headers`), and `slotsTaken()`, which waits until both slots are generating.
+ */
+async function withTwoSlots(
+  extra: object,
+  headers: Record<string, string>,
+  test: (g: { url: string; stats: () => Promise<Record<string, number>>; slotsTaken: () => Promise<void> }) => Promise<void>,
+) {
+  const g = await startTestGateway({
+    ...extra,
+    models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 2 }, scaling: { min_containers: 1 } } },
+  });
+  const stats = async () => (await fetch(`${g.url}/v2/models/tiny-gpt/stats`, { headers })).json();
+  const slotsTaken = async () => {
+    for (let i = 0; i < 400 && (await stats()).active < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  };
+  try {
+    await test({ url: g.url, stats, slotsTaken });
+  } finally {
+    await g.shutdown();
+  }
+}
+
 describe('a generation whose replica is lost', () => {
   it('goes on, on the replica that replaces it, to the text an uninterrupted run gives (greedy and seeded)', async () => {
     const requests = [
@@ -56,17 +80,12 @@ describe('a generation whose replica is lost', () => {
 describe('a generation preempted for a higher priority', () => {
   it('gives up its slot to the urgent request and finishes later with the text it would have had', async () => {
     const SECRET = 'a-long-enough-shared-secret';
-    const g = await startTestGateway({
-      auth: {
-        default: 'key',
-        keys: [
-          { id: 'bulk', secret: SECRET, priority: -5 },
-          { id: 'pager', secret: SECRET, priority: 10 },
-        ],
-      },
-      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 2 }, scaling: { min_containers: 1 } } },
-    });
-    try {
+    const keys = [
+      { id: 'bulk', secret: SECRET, priority: -5 },
+      { id: 'pager', secret: SECRET, priority: 10 },
+    ];
+    const bulkKey = { 'infergate-key': 'bulk', 'infergate-secret': SECRET };
+    await withTwoSlots({ auth: { default: 'key', keys } }, bulkKey, async (g) => {
       const as = (key: string) =>
         new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'unused', defaultHeaders: { 'infergate-key': key, 'infergate-secret': SECRET } });
       const bulk = (i: number) => ({ model: 'tiny-gpt', prompt: `Line ${i} of a long batch`, max_tokens: 400, ignore_eos: true, temperature: 0 });
@@ -79,39 +98,32 @@ describe('a generation preempted for a higher priority', () => {
         bulkDone++;
         return text;
       });
-      const stats = async () => (await fetch(`${g.url}/v2/models/tiny-gpt/stats`, { headers: { 'infergate-key': 'bulk', 'infergate-secret': SECRET } })).json();
-      for (let i = 0; i < 200 && (await stats()).active < 2; i++) await new Promise((r) => setTimeout(r, 5)); // both slots taken
+      await g.slotsTaken();
       const urgent = await as('pager').completions.create({ model: 'tiny-gpt', prompt: 'Page:', max_tokens: 5 });
       expect(urgent.usage?.completion_tokens).toBe(5);
       expect(bulkDone).toBe(0); // answered while the bulk streams were still going
       expect(await Promise.all(streams)).toEqual(whole);
-      expect((await stats()).preempted).toBe(1);
-      const metrics = await (await fetch(`${g.url}/metrics`, { headers: { 'infergate-key': 'bulk', 'infergate-secret': SECRET } })).text();
+      expect((await g.stats()).preempted).toBe(1);
+      const metrics = await (await fetch(`${g.url}/metrics`, { headers: bulkKey })).text();
       expect(metrics).toMatch(/infergate_generation_restarts_total\{gen_ai_request_model="tiny-gpt",reason="preempted"\} 1/);
-    } finally {
-      await g.shutdown();
-    }
+    });
   });
 });
 
 describe('Batch API lines holding every slot', () => {
   it('give them up to an interactive generation, and the batch still completes, every line with its text', async () => {
-    const g = await startTestGateway({
-      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 2 }, scaling: { min_containers: 1 } } },
-    });
-    try {
+    await withTwoSlots({}, {}, async (g) => {
       const openai = new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'unused', maxRetries: 0 });
       const body = (i: number) => ({ model: 'tiny-gpt', prompt: `Line ${i}`, max_tokens: 300, ignore_eos: true, temperature: 0 });
       const rows = [0, 1, 2].map((i) => ({ custom_id: `l${i}`, method: 'POST', url: '/v1/completions', body: body(i) }));
       const file = await toFile(Buffer.from(rows.map((r) => `${JSON.stringify(r)}\n`).join('')), 'lines.jsonl');
       const input = await openai.files.create({ file, purpose: 'batch' });
       const batch = await openai.batches.create({ input_file_id: input.id, endpoint: '/v1/completions', completion_window: '24h' });
-      const stats = async () => (await fetch(`${g.url}/v2/models/tiny-gpt/stats`)).json();
-      for (let i = 0; i < 400 && (await stats()).active < 2; i++) await new Promise((r) => setTimeout(r, 5)); // two lines generating
+      await g.slotsTaken(); // two lines generating
       const urgent = await openai.completions.create({ model: 'tiny-gpt', prompt: 'Now:', max_tokens: 4 });
       expect(urgent.usage?.completion_tokens).toBe(4);
       expect((await openai.batches.retrieve(batch.id)).request_counts?.completed).toBe(0); // answered before any line ended
-      expect((await stats()).preempted).toBeGreaterThanOrEqual(1);
+      expect((await g.stats()).preempted).toBeGreaterThanOrEqual(1);
       let done = await openai.batches.retrieve(batch.id);
       while (!['completed', 'failed'].includes(done.status)) {
         await new Promise((r) => setTimeout(r, 50));
@@ -123,18 +135,13 @@ describe('Batch API lines holding every slot', () => {
         .map((l) => JSON.parse(l));
       const texts = Object.fromEntries(out.map((l) => [l.custom_id, l.response.body.choices[0].text]));
       for (const i of [0, 1, 2]) expect(texts[`l${i}`]).toBe((await openai.completions.create(body(i))).choices[0].text);
-    } finally {
-      await g.shutdown();
-    }
+    });
   });
 });
 
 describe("OpenAI's service_tier: flex", () => {
   it('runs below the same caller’s default requests: preempted by them, and told its tier', async () => {
-    const g = await startTestGateway({
-      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 2 }, scaling: { min_containers: 1 } } },
-    });
-    try {
+    await withTwoSlots({}, {}, async (g) => {
       const openai = new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'unused', maxRetries: 0 });
       const flex = { model: 'tiny-gpt', prompt: 'Whenever', max_tokens: 300, ignore_eos: true, temperature: 0, service_tier: 'flex' as const };
       let flexDone = 0;
@@ -145,16 +152,13 @@ describe("OpenAI's service_tier: flex", () => {
         flexDone++;
         return tier;
       });
-      const stats = async () => (await fetch(`${g.url}/v2/models/tiny-gpt/stats`)).json();
-      for (let i = 0; i < 400 && (await stats()).active < 2; i++) await new Promise((r) => setTimeout(r, 5));
+      await g.slotsTaken();
       const urgent = { model: 'tiny-gpt', prompt: 'Now:', max_tokens: 4, service_tier: 'priority' }; // (a chat field the legacy route takes too)
       const now = await openai.completions.create(urgent);
       expect(flexDone).toBe(0);
       expect((now as unknown as { service_tier: string }).service_tier).toBe('default'); // a body cannot raise its caller's priority
       expect(await Promise.all(streams)).toEqual(['flex', 'flex']);
-      expect((await stats()).preempted).toBe(1);
-    } finally {
-      await g.shutdown();
-    }
+      expect((await g.stats()).preempted).toBe(1);
+    });
   });
 });
