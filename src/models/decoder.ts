@@ -503,7 +503,8 @@ export class Decoder {
     const history = seq.history as number[];
     if (seq.prediction) {
       // The prediction first; where the output has left it, the sequence's own text as usual.
-      const predicted = predictedDraft(seq.prediction, history.slice(history.length - seq.produced), room, ngramMax);
+      // (only the output's last ngramMax tokens are looked for: a copy of its whole output each step would be waste)
+      const predicted = predictedDraft(seq.prediction, history.slice(history.length - Math.min(seq.produced, ngramMax)), room, ngramMax);
       if (predicted.length > 0 || !this.speculation) return predicted;
     }
     return lookupDraft(history, room, ngramMax, ngramMin);
@@ -556,7 +557,10 @@ export class Decoder {
       seq.length += taken[r];
       const times = taken[r] > 1 ? 0 : (seq.missed?.times ?? 0) + 1;
       seq.missed = { times, skip: times === 0 ? 0 : Math.min(31, 2 ** times - 1) };
-      if (seq.prediction && taken[r] > 1) drawn.predicted = { ...drawn.predicted, [id]: (drawn.predicted?.[id] ?? 0) + taken[r] - 1 };
+      if (seq.prediction && taken[r] > 1) {
+        drawn.predicted ??= {}; // (copying the record per sequence would be quadratic in the rows)
+        drawn.predicted[id] = (drawn.predicted[id] ?? 0) + taken[r] - 1;
+      }
     });
     const proposed = items.reduce((sum, x) => sum + x.draft.length, 0);
     const accepted = taken.reduce((sum, t) => sum + t - 1, 0);

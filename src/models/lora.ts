@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { float16ToNumber } from '../tensor/index.js';
 import { ort } from './ort.js';
 import type { ModelSignature } from './signature.js';
 
@@ -120,30 +121,12 @@ async function readSafetensors(path: string): Promise<Map<string, Stored>> {
 function toFloat32(dtype: string, raw: Buffer, count: number): Float32Array {
   if (dtype === 'F32') return new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
   const out = new Float32Array(count);
-  const bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < count; i++) {
-    const h = raw.readUInt16LE(2 * i);
-    bits[i] = dtype === 'BF16' ? h << 16 : halfToFloatBits(h);
+  if (dtype === 'F16') for (let i = 0; i < count; i++) out[i] = float16ToNumber(raw.readUInt16LE(2 * i));
+  else {
+    const bits = new Uint32Array(out.buffer); // BF16 is the top half of an FP32
+    for (let i = 0; i < count; i++) bits[i] = raw.readUInt16LE(2 * i) << 16;
   }
   return out;
-}
-
-/** IEEE half-precision bits as single-precision bits. */
-function halfToFloatBits(h: number): number {
-  const sign = (h & 0x8000) << 16;
-  const exponent = (h >> 10) & 0x1f;
-  const mantissa = h & 0x3ff;
-  if (exponent === 0x1f) return sign | 0x7f800000 | (mantissa << 13); // infinity, NaN
-  if (exponent !== 0) return sign | ((exponent + 112) << 23) | (mantissa << 13);
-  if (mantissa === 0) return sign;
-  // subnormal: normalise it
-  let e = 113;
-  let m = mantissa;
-  while ((m & 0x400) === 0) {
-    m <<= 1;
-    e--;
-  }
-  return sign | (e << 23) | ((m & 0x3ff) << 13);
 }
 
 /** [rows, cols] → [cols, rows]. */
