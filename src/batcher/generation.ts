@@ -4,6 +4,7 @@ import { cancelled, deadlineExceeded, GatewayError, internal, unavailable } from
 // What a replica draws tokens with, and reports of them: the replica's own types (only types cross over).
 export type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
 
+import type { StepResult } from '../models/decoder.js';
 import type { AdapterRef } from '../models/lora.js';
 import type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
 import { FairShare } from './fair-share.js';
@@ -267,13 +268,12 @@ export class GenerationScheduler extends EventEmitter<{
       for (const s of loop.joining.filter((x) => !x.settled).reverse()) this.enqueue(s, true);
       this.loops.delete(id);
     }
-    const free = (loop: Loop) => this.opts.maxSequences - loop.active.size - loop.joining.length;
     const open = [...this.loops.values()].filter((loop) => ready.includes(loop.replica));
-    for (let i = 0; i < this.queue.length && open.some((loop) => free(loop) > 0); ) {
+    for (let i = 0; i < this.queue.length && open.some((loop) => this.freeSlots(loop) > 0); ) {
       const seq = this.queue[i];
-      const takes = (loop: Loop) => free(loop) > 0 && this.adapterFits(loop, seq);
+      const takes = (loop: Loop) => this.freeSlots(loop) > 0 && this.adapterFits(loop, seq);
       let best: Loop | undefined;
-      for (const loop of open) if (takes(loop) && (!best || free(loop) > free(best))) best = loop;
+      for (const loop of open) if (takes(loop) && (!best || this.freeSlots(loop) > this.freeSlots(best))) best = loop;
       if (!best) {
         i++; // its adapter waits for room; those behind it may fit
         continue;
@@ -281,7 +281,7 @@ export class GenerationScheduler extends EventEmitter<{
       // Where a prompt starting the same way went last, if that replica is not much busier than the freest.
       const start = this.promptStart(seq);
       const affine = start === undefined ? undefined : this.loops.get(this.affinity.get(start) as string);
-      if (affine && ready.includes(affine.replica) && takes(affine) && 2 * free(affine) >= free(best)) best = affine;
+      if (affine && ready.includes(affine.replica) && takes(affine) && 2 * this.freeSlots(affine) >= this.freeSlots(best)) best = affine;
       if (start !== undefined) {
         this.affinity.delete(start); // most recent last: the oldest is forgotten first
         this.affinity.set(start, best.replica.id);
@@ -300,6 +300,10 @@ export class GenerationScheduler extends EventEmitter<{
     }
     if (this.preempt(open)) this.admit();
     else this.notifyIdle();
+  }
+
+  private freeSlots(loop: Loop): number {
+    return this.opts.maxSequences - loop.active.size - loop.joining.length;
   }
 
   /**
@@ -324,7 +328,7 @@ export class GenerationScheduler extends EventEmitter<{
    * lines, a low-tier caller) holds higher-priority requests up by a step at most. Whether one was preempted.
    */
   private preempt(open: Loop[]): boolean {
-    if (this.queue.length === 0 || open.some((loop) => this.opts.maxSequences - loop.active.size - loop.joining.length > 0)) return false;
+    if (this.queue.length === 0 || open.some((loop) => this.freeSlots(loop) > 0)) return false;
     const waiting = this.queue.reduce((a, b) => ((b.hooks.priority ?? 0) > (a.hooks.priority ?? 0) ? b : a));
     const priority = waiting.hooks.priority ?? 0;
     let victim: { loop: Loop; seq: Seq } | undefined;
@@ -391,21 +395,8 @@ export class GenerationScheduler extends EventEmitter<{
           advance,
           release: loop.release.splice(0),
         };
-        let step: {
-          tokens: Record<string, number>;
-          more?: Record<string, number[]>;
-          moreLogprobs?: Record<string, TokenLogprobs[]>;
-          speculated?: { proposed: number; accepted: number };
-          predicted?: Record<string, number>;
-          logprobs?: Record<string, TokenLogprobs>;
-          promptLogprobs?: Record<string, TokenLogprobs[]>;
-          cached?: Record<string, number>;
-          prefillMs?: number;
-          decodeMs?: number;
-          sampleMs?: number;
-          maskMs?: number;
-          failed?: Record<string, string>;
-        };
+        // (what the replica's Decoder answers; a replica of another version may leave timings out)
+        let step: Partial<StepResult> & Pick<StepResult, 'tokens'>;
         const sentAt = performance.now();
         try {
           step = (await loop.replica.request('step', body)) as typeof step;

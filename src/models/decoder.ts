@@ -396,11 +396,16 @@ export class Decoder {
   private async decode(ids: string[], drawn: Drawn): Promise<void> {
     // Sequences with a draft go through a run of their own that checks it; the others decode a token.
     const busy = this.speculation?.disableAt !== undefined && ids.length >= this.speculation.disableAt;
-    const drafted = !busy ? ids.map((id) => ({ id, seq: this.seqs.get(id) as Sequence, draft: this.draft(this.seqs.get(id) as Sequence) })) : [];
-    const speculating = drafted.filter((d) => d.draft.length > 0);
+    const speculating: { id: string; seq: Sequence; draft: number[] }[] = [];
+    for (const id of busy ? [] : ids) {
+      const seq = this.seqs.get(id) as Sequence;
+      const draft = this.draft(seq);
+      if (draft.length > 0) speculating.push({ id, seq, draft });
+    }
     if (speculating.length > 0) {
       await this.speculate(speculating, drawn);
-      ids = ids.filter((id) => !speculating.some((d) => d.id === id));
+      const checked = new Set(speculating.map((d) => d.id));
+      ids = ids.filter((id) => !checked.has(id));
       if (ids.length === 0) return;
     }
     const advancing = new Map(ids.map((id) => [this.seqs.get(id) as Sequence, id]));
