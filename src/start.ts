@@ -929,12 +929,11 @@ export async function startGateway(
     const same = (name: string) =>
       (only !== undefined && name !== only) || (apart(running.models[name]) === apart(next.models[name]) && stamps.get(name) === nextStamps.get(name));
     const names = Object.keys(next.models);
-    const retuned = names.filter(
-      (n) => models.has(n) && same(n) && JSON.stringify(running.models[n]?.version_traffic) !== JSON.stringify(next.models[n].version_traffic),
-    );
-    const adapted = names.filter(
-      (n) => models.has(n) && same(n) && JSON.stringify(running.models[n]?.lora_adapters) !== JSON.stringify(next.models[n].lora_adapters),
-    );
+    // Models kept running whose setting `key` changed: it is applied in place.
+    const changedInPlace = (key: 'version_traffic' | 'lora_adapters') =>
+      names.filter((n) => models.has(n) && same(n) && JSON.stringify(running.models[n]?.[key]) !== JSON.stringify(next.models[n][key]));
+    const retuned = changedInPlace('version_traffic');
+    const adapted = changedInPlace('lora_adapters');
     const report: ReloadReport = {
       added: names.filter((n) => !models.has(n)),
       replaced: names.filter((n) => models.has(n) && !same(n)),
