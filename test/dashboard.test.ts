@@ -88,6 +88,8 @@ describe.skipIf(!available)('/dashboard in headless Chromium', () => {
     expect(await page.textContent('section[data-model="tiny-gpt"] [data-stat="steptime"]')).toMatch(
       /^prefill \d+% · decode \d+% · of which sampling \d+%, grammar 0%$/,
     );
+    // What its replica's caches hold: the sequence has left (its KV rows with it); a 1-token prompt fills no prefix block.
+    expect(await page.textContent('section[data-model="tiny-gpt"] [data-stat="cache"]')).toMatch(/^KV cache \d+\.\d MB · prefix cache 0\.0 MB$/);
     const shot = process.env.UPDATE_SCREENSHOTS ? join(ROOT, 'docs/dashboard.png') : join(tmpdir(), 'infergate-dashboard.png');
     await page.screenshot({ path: shot, fullPage: true });
   });

@@ -93,6 +93,14 @@ describe('metrics on /metrics after known traffic', () => {
     expect(sample(text, 'infergate_generation_step_time_total', { gen_ai_request_model: 'tiny-gpt', phase: 'decode' })).toBeGreaterThan(0);
     expect(sample(text, 'infergate_generation_step_time_total', { gen_ai_request_model: 'tiny-gpt', phase: 'sampling' })).toBeGreaterThan(0);
     expect(sample(text, 'infergate_generation_step_time_total', { gen_ai_request_model: 'tiny-gpt', phase: 'grammar' })).toBeNaN();
+    // vLLM's request-level numbers: prompt tokens, sequences by finish reason, end-to-end and queue time.
+    expect(sample(text, 'infergate_generation_prompt_tokens_total', { gen_ai_request_model: 'tiny-gpt' })).toBe(44);
+    expect(sample(text, 'infergate_generation_sequences_total', { gen_ai_request_model: 'tiny-gpt', finish_reason: 'length' })).toBe(2);
+    expect(sample(text, 'gen_ai_server_request_duration_count', { gen_ai_request_model: 'tiny-gpt' })).toBe(2);
+    expect(sample(text, 'infergate_queue_duration_count', { infergate_model: 'tiny-gpt' })).toBe(2);
+    // Both ended: no sequence holds a slot; the prefix cache keeps their first block.
+    expect(sample(text, 'infergate_generation_running', { gen_ai_request_model: 'tiny-gpt' })).toBe(0);
+    expect(sample(text, 'infergate_generation_cache_bytes', { gen_ai_request_model: 'tiny-gpt', cache: 'prefix' })).toBeGreaterThan(0);
     const json = { type: 'json_object' };
     await fetch(`${gw.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', prompt: 'x', max_tokens: 4, response_format: json }) });
     const grammar = sample(await scrape(), 'infergate_generation_step_time_total', { gen_ai_request_model: 'tiny-gpt', phase: 'grammar' });
@@ -101,6 +109,31 @@ describe('metrics on /metrics after known traffic', () => {
     expect(stats.stepMs.grammar).toBeCloseTo((grammar as number) * 1000, 3);
     expect(stats.stepMs.grammar).toBeLessThan(stats.stepMs.sampling);
     expect(stats.stepMs.sampling).toBeLessThan(stats.stepMs.prefill + stats.stepMs.decode);
+  });
+
+  it('show a running sequence and the KV cache it holds, then count it cancelled when its client leaves', async () => {
+    const client = new AbortController();
+    const body = JSON.stringify({ model: 'tiny-gpt', prompt: 'Once', max_tokens: 500, ignore_eos: true, stream: true });
+    const r = await fetch(`${gw.url}/v1/completions`, { method: 'POST', body, signal: client.signal });
+    expect(r.status).toBe(200);
+    const reader = (r.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read(); // its first token: it holds a slot
+    const g = { gen_ai_request_model: 'tiny-gpt' };
+    const kv = (text: string) => sample(text, 'infergate_generation_cache_bytes', { ...g, cache: 'kv' });
+    const during = await scrape();
+    expect(sample(during, 'infergate_generation_running', g)).toBe(1);
+    expect(kv(during)).toBeGreaterThan(0);
+    const stats = await (await fetch(`${gw.url}/v2/models/tiny-gpt/stats`)).json();
+    expect(stats.cacheBytes.kv).toBeGreaterThan(0);
+    client.abort();
+    let after = '';
+    for (let i = 0; i < 200 && kv(after) !== 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      after = await scrape();
+    }
+    expect(sample(after, 'infergate_generation_sequences_total', { ...g, finish_reason: 'cancelled' })).toBe(1);
+    expect(sample(after, 'infergate_generation_running', g)).toBe(0);
+    expect(kv(after)).toBe(0);
   });
 });
 

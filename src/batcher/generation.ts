@@ -112,11 +112,21 @@ type Seq = {
   cleanup(): void;
 };
 
-type Loop = { replica: StepReplica; active: Map<string, Seq>; joining: Seq[]; release: string[]; running: boolean };
+type Loop = {
+  replica: StepReplica;
+  active: Map<string, Seq>;
+  joining: Seq[];
+  release: string[];
+  running: boolean;
+  /** What its replica's caches held after its last step. */
+  cacheBytes?: StepResult['cacheBytes'];
+};
 
 export type GenerationStats = {
   queued: number;
   active: number;
+  /** Bytes the replicas' caches held after their last steps: the sequences' KV caches, and stored prompts (prefix caches). */
+  cacheBytes: StepResult['cacheBytes'];
   sequences: number;
   steps: number;
   tokens: number;
@@ -145,7 +155,18 @@ let nextId = 0;
  * queue with a deadline, like the tensor batcher.
  */
 /** Told when a sequence ends: what telemetry needs (time to first token, tokens, time per token). */
-export type SequenceEvent = { ttftMs?: number; tokens: number; cachedPromptTokens: number; durationMs: number; ok: boolean };
+export type SequenceEvent = {
+  ttftMs?: number;
+  /** Time it waited for its first slot (undefined: it never got one). */
+  queueMs?: number;
+  promptTokens: number;
+  tokens: number;
+  cachedPromptTokens: number;
+  durationMs: number;
+  /** Why it ended: its finish reason, `cancelled` (its client went away) or `error` (with the error's code). */
+  finishReason: GenerateResult['finishReason'] | 'cancelled' | 'error';
+  errorCode?: string;
+};
 
 /** Where replicas' step time went: prompts and decoding; of those, drawing tokens; of that, response formats' masks. */
 export type StepTiming = { prefill: number; decode: number; sampling: number; grammar: number };
@@ -241,9 +262,14 @@ export class GenerationScheduler extends EventEmitter<{
 
   stats(): GenerationStats {
     let active = 0;
-    for (const loop of this.loops.values()) active += loop.active.size + loop.joining.length;
+    const cacheBytes = { kv: 0, prefix: 0 };
+    for (const loop of this.loops.values()) {
+      active += loop.active.size + loop.joining.length;
+      cacheBytes.kv += loop.cacheBytes?.kv ?? 0;
+      cacheBytes.prefix += loop.cacheBytes?.prefix ?? 0;
+    }
     const { stepSizes, stepMs, shed } = this.counts;
-    return { queued: this.queue.length, active, ...this.counts, stepSizes: { ...stepSizes }, stepMs: { ...stepMs }, shed: { ...shed } };
+    return { queued: this.queue.length, active, cacheBytes, ...this.counts, stepSizes: { ...stepSizes }, stepMs: { ...stepMs }, shed: { ...shed } };
   }
 
   /** Resolves when nothing is queued or generating (for graceful shutdown). */
@@ -427,6 +453,7 @@ export class GenerationScheduler extends EventEmitter<{
           this.statistics.executed(size, { input: Math.max(0, performance.now() - sentAt - infer), infer, output: 0 });
         }
         for (const phase of PHASES) this.counts.stepMs[phase] += timing[phase];
+        loop.cacheBytes = step.cacheBytes ?? loop.cacheBytes;
         this.emit('step', timing);
         // A sequence the replica refused alone (it holds no row there): its request fails, the others go on.
         for (const [id, why] of Object.entries(step.failed ?? {})) {
@@ -529,12 +556,16 @@ export class GenerationScheduler extends EventEmitter<{
     const end = performance.now();
     if (error) this.statistics.failed(end - seq.enqueuedAt);
     else this.statistics.succeeded(1, end - seq.enqueuedAt, seq.queueMs, { input: 0, infer: end - seq.enqueuedAt - seq.queueMs, output: 0 });
+    const code = error && (error instanceof GatewayError ? error.code : 'internal');
     this.emit('sequence', {
       ttftMs: seq.firstTokenAt && seq.firstTokenAt - seq.enqueuedAt,
+      queueMs: seq.admitted ? seq.queueMs : undefined,
+      promptTokens: seq.req.prompt.length,
       tokens: seq.tokens,
       cachedPromptTokens: seq.cachedTokens,
       durationMs: end - seq.enqueuedAt,
-      ok: !error,
+      finishReason: result?.finishReason ?? (code === 'cancelled' ? 'cancelled' : 'error'),
+      ...(code && code !== 'cancelled' && { errorCode: code }),
     });
     if (error) seq.reject(error);
     else seq.resolve(result as GenerateResult);

@@ -50,6 +50,7 @@ function bars(sizes) {
   const max = Math.max(...entries.map((e) => e[1]));
   return '<div class="bars">' + entries.map(([size, n]) => '<div class="bar" title="' + n + ' batches of ' + size + '" style="height:' + Math.max(2, (n / max) * 60) + 'px"><i>' + size + '</i></div>').join('') + '</div>';
 }
+const mb = (bytes) => (bytes / 2 ** 20).toFixed(1) + ' MB';
 function stepTime(ms) {
   // Where the replicas' step time went: prompts, decoding; of those, drawing tokens; of that, response formats' masks.
   const total = ms ? ms.prefill + ms.decode : 0;
@@ -74,7 +75,8 @@ function card(m) {
       '<div><b data-stat="queue">' + queued + '</b><span>queued</span></div>' +
     '</div>' +
     '<div class="label">' + (m.kind === 'generative' ? 'sequences per step' : 'rows per batch') + ' · <span data-stat="total">' + (m.kind === 'generative' ? s.tokens + ' tokens' : s.requests + ' requests') + '</span>' +
-      (s.draftTokens ? ' · <span data-stat="drafts">drafts taken ' + Math.round((100 * s.acceptedDraftTokens) / s.draftTokens) + '%</span>' : '') + '</div>' + bars(sizes) +
+      (s.draftTokens ? ' · <span data-stat="drafts">drafts taken ' + Math.round((100 * s.acceptedDraftTokens) / s.draftTokens) + '%</span>' : '') +
+      (s.cacheBytes ? ' · <span data-stat="cache">KV cache ' + mb(s.cacheBytes.kv) + ' · prefix cache ' + mb(s.cacheBytes.prefix) + '</span>' : '') + '</div>' + bars(sizes) +
     (m.kind === 'generative' ? stepTime(s.stepMs) : '') +
     '<div class="label" style="margin-top:22px">throughput, last minute</div>' + spark(h) +
     '</section>';

@@ -41,6 +41,8 @@ export type StepResult = {
   /** Of that, the time response formats' masks took (structured output). */
   maskMs: number;
   decodeBatch: number;
+  /** Bytes held after the step: the sequences' KV cache rows, and the prefix cache's stored prompts. */
+  cacheBytes: { kv: number; prefix: number };
   /** Joining sequences refused alone (their response format could not be set up): why. They hold no row. */
   failed?: Record<string, string>;
 };
@@ -149,7 +151,8 @@ export class Decoder {
     const t1 = performance.now();
     const advancing = req.advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
     if (advancing.length > 0) await this.decode(advancing, drawn);
-    return { ...drawn, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length };
+    const cacheBytes = { kv: this.cacheBytes, prefix: this.prefixCache?.size ?? 0 };
+    return { ...drawn, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length, cacheBytes };
   }
 
   /**

@@ -30,10 +30,16 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
     i.draftTokens.add(proposed - accepted, { 'gen_ai.request.model': model, accepted: false });
   });
   scheduler?.on('sequence', (e) => {
-    i.tokens.add(e.tokens, { 'gen_ai.request.model': model });
-    if (e.cachedPromptTokens > 0) i.cachedPromptTokens.add(e.cachedPromptTokens, { 'gen_ai.request.model': model });
-    if (e.ttftMs !== undefined) i.ttft.record(e.ttftMs / 1000, { 'gen_ai.request.model': model });
-    if (e.ttftMs !== undefined && e.tokens > 1) i.timePerToken.record((e.durationMs - e.ttftMs) / 1000 / (e.tokens - 1), { 'gen_ai.request.model': model });
+    const g = { 'gen_ai.request.model': model };
+    i.tokens.add(e.tokens, g);
+    i.promptTokens.add(e.promptTokens, g);
+    if (e.cachedPromptTokens > 0) i.cachedPromptTokens.add(e.cachedPromptTokens, g);
+    if (e.ttftMs !== undefined) i.ttft.record(e.ttftMs / 1000, g);
+    if (e.ttftMs !== undefined && e.tokens > 1) i.timePerToken.record((e.durationMs - e.ttftMs) / 1000 / (e.tokens - 1), g);
+    if (e.queueMs !== undefined) i.queueDuration.record(e.queueMs / 1000, m);
+    const error = e.errorCode === undefined ? {} : { 'error.type': e.errorCode };
+    i.sequences.add(1, { ...g, finish_reason: e.finishReason, ...error });
+    i.generationDuration.record(e.durationMs / 1000, { ...g, ...error });
   });
   pool.on('opened', (e) => i.modelOpens.record(e.ms / 1000, m));
   pool.on('ready', (e) => {
@@ -73,6 +79,26 @@ export function observePools(
   sequences.addCallback((r) => {
     for (const [name, m] of models) if (m.sequences) r.observe(m.sequences.active(), { 'infergate.model': name });
   });
+  const running = telemetry.meter.createObservableGauge('infergate.generation.running', {
+    unit: '{sequence}',
+    description: "Generative models' sequences holding a slot on a replica (generating, or their prompt being computed).",
+  });
+  const cacheBytes = telemetry.meter.createObservableGauge('infergate.generation.cache.bytes', {
+    unit: 'By',
+    description: "Bytes generative models' replicas hold, by cache: kv (the sequences' keys and values), prefix (stored prompts).",
+  });
+  telemetry.meter.addBatchObservableCallback(
+    (r) => {
+      for (const [name, m] of models) {
+        const s = m.queue.stats();
+        if (!('cacheBytes' in s)) continue;
+        const g = { 'gen_ai.request.model': name };
+        r.observe(running, s.active, g);
+        for (const [cache, bytes] of Object.entries(s.cacheBytes)) r.observe(cacheBytes, bytes, { ...g, cache });
+      }
+    },
+    [running, cacheBytes],
+  );
   pending.addCallback((r) => {
     for (const [name, m] of models) {
       const s = m.queue.stats();

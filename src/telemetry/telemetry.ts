@@ -88,7 +88,10 @@ export class Telemetry {
       m.createHistogram(name, { unit: 's', description, advice: { explicitBucketBoundaries: SECONDS_BUCKETS } });
     this.instruments = {
       requestDuration: seconds('http.server.request.duration', 'Duration of HTTP requests, until the response starts (streams: until their first byte).'),
-      queueDuration: seconds('infergate.queue.duration', 'Time a request waited in the model queue before its batch was sent.'),
+      queueDuration: seconds(
+        'infergate.queue.duration',
+        'Time a request waited in the model queue before its batch was sent (a generation: before it got a slot).',
+      ),
       batchDuration: seconds('infergate.batch.duration', 'Time from sending a batch to a replica to its answer (compute plus the replica hop).'),
       batchSize: m.createHistogram('infergate.batch.size', {
         unit: '{row}',
@@ -132,6 +135,15 @@ export class Telemetry {
         unit: '{token}',
         description: 'Speculative decoding: tokens drafted (vLLM spec_decode_num_draft_tokens), by whether a step took them.',
       }),
+      promptTokens: m.createCounter('infergate.generation.prompt_tokens', {
+        unit: '{token}',
+        description: 'Prompt tokens of the sequences that ended (computed or taken from a prefix cache).',
+      }),
+      sequences: m.createCounter('infergate.generation.sequences', {
+        unit: '{sequence}',
+        description: 'Sequences ended, by finish_reason: stop, length, cancelled (the client went away), error (with error_type).',
+      }),
+      generationDuration: seconds('gen_ai.server.request.duration', 'Time from a generation request to its last token (or its error).'),
       ttft: seconds('gen_ai.server.time_to_first_token', 'Time from a generation request to its first token.'),
       timePerToken: seconds('gen_ai.server.time_per_output_token', 'Mean time between output tokens of a sequence after the first.'),
     };
