@@ -196,6 +196,33 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(finished.sort()).toEqual([0, 1]);
   });
 
+  it('answers best_of: the n of its candidates with the highest mean log-probability per token, best first', async () => {
+    // The candidates are the choices n: best_of would give (seed + i): scored here with their logprobs.
+    const params = { model: 'tiny-gpt', prompt: ['Once upon a time', 'The sea'], max_tokens: 10, seed: 40, temperature: 1.2 };
+    const all = await client.completions.create({ ...params, n: 5, logprobs: 0 });
+    const mean = (c: (typeof all.choices)[number]) => {
+      const lp = c.logprobs?.token_logprobs ?? [];
+      return lp.reduce((sum: number, x) => sum + (x ?? 0), 0) / lp.length;
+    };
+    const ranked = [0, 1].map((p) =>
+      all.choices
+        .slice(p * 5, (p + 1) * 5)
+        .map((c) => ({ text: c.text, score: mean(c) }))
+        .sort((a, b) => b.score - a.score),
+    );
+    expect(new Set(ranked[0].map((c) => c.text)).size).toBe(5);
+    const best = await client.completions.create({ ...params, n: 2, best_of: 5 });
+    expect(best.choices.map((c) => c.index)).toEqual([0, 1, 2, 3]);
+    expect(best.choices.map((c) => c.text)).toEqual([ranked[0][0].text, ranked[0][1].text, ranked[1][0].text, ranked[1][1].text]);
+    expect(best.choices.every((c) => c.logprobs === null)).toBe(true); // not asked for: ranked all the same
+    // Every candidate's tokens are generated, and counted (as OpenAI bills them); each prompt counted once.
+    expect(best.usage).toEqual(all.usage);
+    const withLogprobs = await client.completions.create({ ...params, prompt: 'The sea', best_of: 5, logprobs: 1 });
+    expect(withLogprobs.choices[0].text).toBe(ranked[1][0].text);
+    expect(mean(withLogprobs.choices[0])).toBeCloseTo(ranked[1][0].score, 6);
+    expect(withLogprobs.choices[0].logprobs?.top_logprobs?.[0]).toBeTruthy();
+  });
+
   it('returns log-probabilities: completions’ shape, one entry per token, the chosen one the most likely when greedy', async () => {
     const r = await client.completions.create({ model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 6, temperature: 0, logprobs: 3 });
     const lp = r.choices[0].logprobs as NonNullable<OpenAI.Completions.CompletionChoice['logprobs']>;
@@ -368,7 +395,9 @@ describe('OpenAI-compatible API with the official openai client', () => {
     ['a logit_bias token outside the vocabulary', { model: 'tiny-gpt', prompt: 'x', logit_bias: { 50257: 1 } }, 400, 'logit_bias', null],
     ['more than 5 logprobs', { model: 'tiny-gpt', prompt: 'x', logprobs: 6 }, 400, 'logprobs', null],
     ['max_tokens 0 without echo', { model: 'tiny-gpt', prompt: 'x', max_tokens: 0 }, 400, 'max_tokens', null],
-    ['best_of (not served)', { model: 'tiny-gpt', prompt: 'x', best_of: 3 }, 400, 'best_of', null],
+    ['best_of below n', { model: 'tiny-gpt', prompt: 'x', n: 3, best_of: 2 }, 400, 'best_of', null],
+    ['best_of streamed', { model: 'tiny-gpt', prompt: 'x', best_of: 3, stream: true }, 400, 'best_of', null],
+    ['prompts x best_of over 64', { model: 'tiny-gpt', prompt: ['x', 'y'], best_of: 33 }, 400, 'best_of', null],
   ])('refuses %s with OpenAI’s error object', async (_name, body, status, param, code) => {
     const err = await client.completions.create(body as never).then(
       () => null,

@@ -112,11 +112,32 @@ describe('TGI’s API', () => {
     expect(scored.body.details.tokens).toHaveLength(3);
   });
 
+  it('answers best_of with the sequence of highest mean log-probability per token, the others in best_of_sequences', async () => {
+    const parameters = { max_new_tokens: 8, do_sample: true, temperature: 1.3, details: true };
+    const alone = await Promise.all([21, 22, 23].map((seed) => generate({ inputs: 'Tell me', parameters: { ...parameters, seed } })));
+    const mean = (details: { tokens: { logprob: number }[] }) => details.tokens.reduce((sum, t) => sum + t.logprob, 0) / details.tokens.length;
+    const texts = alone.map((r) => r.body.generated_text);
+    expect(new Set(texts).size).toBe(3);
+    const best = alone.reduce((a, b) => (mean(b.body.details) > mean(a.body.details) ? b : a));
+    const r = await generate({ inputs: 'Tell me', parameters: { ...parameters, seed: 21, best_of: 3 } });
+    expect(r.status).toBe(200);
+    expect(r.body.generated_text).toBe(best.body.generated_text);
+    expect(r.body.details.seed).toBe(best.body.details.seed);
+    const others = r.body.details.best_of_sequences as { generated_text: string; seed: number; tokens: unknown[] }[];
+    expect(others.map((o) => o.generated_text)).toEqual(texts.filter((t) => t !== best.body.generated_text));
+    expect(others.map((o) => o.seed)).toEqual([21, 22, 23].filter((s) => s !== best.body.details.seed));
+    expect(others.every((o) => o.tokens.length > 0)).toBe(true);
+    expect((await generate({ inputs: 'Tell me', parameters: { ...parameters, details: false, best_of: 2 } })).body).toEqual({
+      generated_text: expect.any(String),
+    });
+  });
+
   it('refuses what it does not serve with TGI’s 422, and finds the model', async () => {
     for (const [body, message] of [
       [{}, /inputs/],
       [{ inputs: 'x', parameters: { repetition_penalty: 0 } }, /repetition_penalty/],
-      [{ inputs: 'x', parameters: { best_of: 2 } }, /best_of is not served/],
+      [{ inputs: 'x', parameters: { best_of: 2 } }, /best_of > 1 needs sampling/],
+      [{ inputs: 'x', parameters: { best_of: 9, do_sample: true } }, /best_of must be at most 8/],
       [{ inputs: 'x', parameters: { max_new_tokens: 5000 } }, /maximum context length is 512 tokens/],
       [{ inputs: 'x', parameters: { top_p: 1.5 } }, /top_p/],
     ] as const) {
@@ -124,6 +145,9 @@ describe('TGI’s API', () => {
       expect(res.status, JSON.stringify(body)).toBe(422);
       expect(res.body).toEqual({ error: expect.stringMatching(message), error_type: 'validation' });
     }
+    const streamed = await post('/generate_stream', { model: 'tiny-gpt', inputs: 'x', parameters: { best_of: 2, do_sample: true } });
+    expect(streamed.status).toBe(422);
+    expect((await streamed.json()).error).toMatch(/best_of > 1 is not served when streaming/);
     // Several generative models here: TGI serves one, so a request names it (`model`), else is told which there are.
     const unnamed = await post('/generate', { inputs: 'x' });
     expect(unnamed.status).toBe(422);

@@ -7,7 +7,7 @@ import { decode, type JsonSchema } from '../models/index.js';
 import { VERSION } from '../version.js';
 import { clientSignal, readJson } from './body.js';
 import { withAdapter } from './lora.js';
-import { Generation, type LoggedToken } from './openai/generation.js';
+import { bestCandidates, Generation, type LoggedToken } from './openai/generation.js';
 import { parseBody } from './openai/schema.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -33,8 +33,8 @@ const parameters = z
     top_n_tokens: z.number().int().min(0).max(5).nullish(),
     truncate: z.number().int().min(1).nullish(),
     grammar: z.union([z.object({ type: z.literal('json'), value: z.unknown() }), z.object({ type: z.literal('regex'), value: z.string() })]).nullish(),
-    // TGI's, refused below unless at their neutral value (no silent ignoring).
-    best_of: z.number().int().nullish(),
+    /** Sequences generated (sampled; seeds seed + i): the one of highest mean log-probability per token is answered. */
+    best_of: z.number().int().min(1).nullish(),
     repetition_penalty: z.number().gt(0).max(10).nullish(),
     typical_p: z.number().nullish(),
     watermark: z.boolean().nullish(),
@@ -51,6 +51,9 @@ const request = z.object({
   /** Not TGI's (it serves one model): which of the gateway's generative models. */
   model: z.string().optional(),
 });
+
+/** Most sequences one request's best_of may ask for (TGI's --max-best-of; its default is 2). */
+const MAX_BEST_OF = 8;
 
 /** TGI's default `max_new_tokens` (its router's, since 2.x). */
 const DEFAULT_MAX_NEW_TOKENS = 100;
@@ -87,7 +90,7 @@ export function tgiRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyBytes
       model_device_type: m.device.startsWith('cuda') ? 'cuda' : 'cpu',
       model_pipeline_tag: 'text-generation',
       max_concurrent_requests: m.batching?.maxQueueSize ?? m.maxBatchSize,
-      max_best_of: 1,
+      max_best_of: MAX_BEST_OF,
       max_stop_sequences: 4,
       max_input_tokens: context - 1,
       max_total_tokens: context,
@@ -108,7 +111,6 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
   const p = body.parameters ?? {};
   const refused = (
     [
-      ['best_of', (p.best_of ?? 1) > 1, 'one sequence is generated per request'],
       ['typical_p', p.typical_p != null && p.typical_p !== 1, 'use top_p'],
       ['watermark', p.watermark === true, 'no watermarking here'],
     ] as const
@@ -120,55 +122,83 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
   // TGI samples when asked to, or when a sampling setting is given; else it is greedy.
   const sampling = p.do_sample === true || p.temperature != null || p.top_k != null || p.top_p != null;
   const seed = sampling ? (p.seed ?? randomInt(2 ** 31)) : undefined;
+  const bestOf = p.best_of ?? 1;
+  if (bestOf > 1) {
+    // (TGI's own checks; a seed it refuses is taken here: the sequences get seed, seed + 1, …)
+    if (!sampling) throw badInput('parameters.best_of > 1 needs sampling: do_sample, or a temperature, top_k or top_p', 'best_of');
+    if (bestOf > MAX_BEST_OF) throw badInput(`parameters.best_of must be at most ${MAX_BEST_OF} (max_best_of)`, 'best_of');
+    if (stream) throw badInput('parameters.best_of > 1 is not served when streaming tokens', 'best_of');
+  }
   // (the default fits the context; a max_new_tokens given that does not is a 422, as TGI's)
   const maxTokens = p.max_new_tokens ?? Math.min(DEFAULT_MAX_NEW_TOKENS, Math.max(1, gen.context - prompt.length));
   // The prompt scored comes back as the generation's first piece (its echo), taken apart below: whole answers only.
   const prefill = !stream && p.details === true && p.decoder_input_details === true;
-  const generation = new Generation(
-    m,
-    {
-      temperature: sampling ? (p.temperature ?? 1) : 0,
-      top_k: p.top_k,
-      top_p: p.top_p,
-      seed,
-      stop: p.stop ?? [],
-      frequency_penalty: p.frequency_penalty,
-      repetition_penalty: p.repetition_penalty,
-      // every token's log-probability (TGI's details and stream events carry it), and top_n_tokens alternatives
-      logprobs: p.top_n_tokens ?? 0,
-      echo: prefill,
-      ...(p.grammar?.type === 'json' && { guided_json: p.grammar.value as JsonSchema | string }),
-      ...(p.grammar?.type === 'regex' && { guided_regex: p.grammar.value }),
-    },
-    prompt,
-    maxTokens,
-    clientSignal(c),
-    c.get('caller'),
-  );
+  // One sequence per best_of; when one fails, the others stop too.
+  const failed = new AbortController();
+  const signal = AbortSignal.any([clientSignal(c), failed.signal]);
+  const seeds = Array.from({ length: bestOf }, (_, i) => (seed === undefined ? undefined : seed + i));
+  const generations: Generation[] = [];
+  try {
+    for (const seed of seeds)
+      generations.push(
+        new Generation(
+          m,
+          {
+            temperature: sampling ? (p.temperature ?? 1) : 0,
+            top_k: p.top_k,
+            top_p: p.top_p,
+            seed,
+            stop: p.stop ?? [],
+            frequency_penalty: p.frequency_penalty,
+            repetition_penalty: p.repetition_penalty,
+            // every token's log-probability (TGI's details and stream events carry it; best_of ranks by them), and top_n_tokens alternatives
+            logprobs: p.top_n_tokens ?? 0,
+            echo: prefill,
+            ...(p.grammar?.type === 'json' && { guided_json: p.grammar.value as JsonSchema | string }),
+            ...(p.grammar?.type === 'regex' && { guided_regex: p.grammar.value }),
+          },
+          prompt,
+          maxTokens,
+          signal,
+          c.get('caller'),
+        ),
+      );
+  } catch (err) {
+    failed.abort(); // (a tokens-a-minute limit may refuse a later one: the earlier ones stop)
+    throw err;
+  }
+  const [generation] = generations;
   const full = (text: string) => (p.return_full_text ? body.inputs + text : text);
   const token = (t: LoggedToken) => ({ id: t.token, text: decode(gen.tokenizer, [t.token]), logprob: t.logprob, special: t.token === gen.tokenizer.eos });
   const topTokens = (t: LoggedToken) => (t.top ?? []).map(([id, logprob]) => token({ token: id, logprob, rank: null, top: null }));
-  const finishReason = (reason: string) => (reason === 'length' ? 'length' : generation.stopReason === undefined ? 'eos_token' : 'stop_sequence');
+  const finishReason = (reason: string, g = generation) => (reason === 'length' ? 'length' : g.stopReason === undefined ? 'eos_token' : 'stop_sequence');
 
   if (!stream) {
-    const whole = await generation.whole();
-    const { result } = whole;
-    c.set('queueMs', result.queueMs);
+    const wholes = await Promise.all(generations.map((g) => g.whole())).catch((err) => {
+      failed.abort();
+      throw err;
+    });
     const echoed = prefill ? decode(gen.tokenizer, prompt) : '';
-    const text = whole.text.slice(echoed.length);
-    const [input, logged] = prefill ? [whole.logged.slice(0, prompt.length), whole.logged.slice(prompt.length)] : [[], whole.logged];
+    /** A sequence's text and details, as TGI answers them (best_of's others: in details.best_of_sequences). */
+    const sequences = generations.map((g, i) => {
+      const { result, text, logged: all } = wholes[i];
+      const [input, logged] = prefill ? [all.slice(0, prompt.length), all.slice(prompt.length)] : [[], all];
+      const details = {
+        finish_reason: finishReason(result.finishReason, g),
+        generated_tokens: result.completionTokens,
+        seed: seeds[i] ?? null,
+        prefill: input.map((t) => ({ id: t.token, text: decode(gen.tokenizer, [t.token]), logprob: t.logprob })),
+        tokens: logged.map(token),
+        ...(p.top_n_tokens && { top_tokens: logged.map(topTokens) }),
+      };
+      return { generated_text: full(text.slice(echoed.length)), details, meanLogprob: g.meanLogprob, queueMs: result.queueMs };
+    });
+    const [best] = bestCandidates(sequences, 1);
+    c.set('queueMs', best.queueMs);
+    const others = sequences.filter((s) => s !== best).map(({ generated_text, details }) => ({ generated_text, ...details }));
     return c.json({
-      generated_text: full(text),
-      ...(p.details && {
-        details: {
-          finish_reason: finishReason(result.finishReason),
-          generated_tokens: result.completionTokens,
-          seed: seed ?? null,
-          prefill: input.map((t) => ({ id: t.token, text: decode(gen.tokenizer, [t.token]), logprob: t.logprob })),
-          tokens: logged.map(token),
-          ...(p.top_n_tokens && { top_tokens: logged.map(topTokens) }),
-        },
-      }),
+      generated_text: best.generated_text,
+      ...(p.details && { details: { ...best.details, ...(bestOf > 1 && { best_of_sequences: others }) } }),
     });
   }
   await generation.started; // errors before the first token still get a status code

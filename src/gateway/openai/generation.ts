@@ -52,6 +52,8 @@ export type GenerationParams = {
   format?: ResponseFormat;
   /** With echo and logprobs: the prompt's tokens scored too (default; Triton's vLLM outputs score the generated ones only). */
   echoLogprobs?: boolean;
+  /** Every generated token's log-probability kept for `meanLogprob` (best_of ranks by it), whether or not the answer shows them. */
+  scoreTokens?: boolean;
 };
 
 /**
@@ -112,8 +114,8 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
   if (minTokens > maxTokens) throw badInput(`min_tokens (${minTokens}) is more than max_tokens (${maxTokens})`, 'min_tokens');
   // Until min_tokens, neither end-of-text (unless ignored anyway) nor a stop token may be drawn.
   const ends = [...(params.ignore_eos ? [] : [gen.tokenizer.eos]), ...stopTokens];
-  // Completions ask with a count; chat with a flag, top_logprobs saying how many alternatives.
-  const logprobs = typeof params.logprobs === 'number' ? params.logprobs : params.logprobs ? (params.top_logprobs ?? 0) : undefined;
+  const asked = askedLogprobs(params);
+  const logprobs = asked ?? (params.scoreTokens ? 0 : undefined);
   return {
     temperature: params.temperature ?? 1,
     topP: params.top_p ?? 1,
@@ -125,12 +127,16 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     minP: params.min_p || undefined,
     logitBias: logitBias.length > 0 ? logitBias : undefined,
     logprobs,
-    promptLogprobs: params.echo && params.echoLogprobs !== false ? logprobs : undefined,
+    promptLogprobs: params.echo && params.echoLogprobs !== false ? asked : undefined,
     suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
     format: formatOf(params),
     prediction: predictionOf(params, gen),
   };
 }
+
+/** How many alternatives a request's log-probabilities are asked with (completions: a count; chat: a flag, top_logprobs saying how many); undefined: not asked. */
+const askedLogprobs = (params: GenerationParams) =>
+  typeof params.logprobs === 'number' ? params.logprobs : params.logprobs ? (params.top_logprobs ?? 0) : undefined;
 
 /** A request's predicted output as tokens (its text parts joined), if it has one. */
 function predictionOf(params: GenerationParams, gen: Generative): number[] | undefined {
@@ -181,6 +187,18 @@ function formatOf(params: GenerationParams): ResponseFormat | undefined {
 }
 
 /**
+ * OpenAI's and TGI's `best_of`: of a prompt's candidates, the `keep` of highest mean log-probability per token
+ * (the likeliest text for its length), best first; ties keep the earlier.
+ */
+export function bestCandidates<T extends { meanLogprob: number }>(candidates: readonly T[], keep: number): T[] {
+  return candidates
+    .map((c, i) => ({ c, i }))
+    .sort((a, b) => b.c.meanLogprob - a.c.meanLogprob || a.i - b.i)
+    .slice(0, keep)
+    .map(({ c }) => c);
+}
+
+/**
  * One running generation as text: started at once, read as an async iterable of pieces (bounded: an
  * unread backlog pauses the sequence), finished with `result`. Shared by SSE, plain JSON and WebSocket.
  */
@@ -193,6 +211,9 @@ export class Generation {
   readonly predictionTokens: number;
   /** Tokens generated so far (vLLM's continuous usage stats). */
   produced = 0;
+  /** The sum of its tokens' log-probabilities, and how many (with logprobs or `scoreTokens`). */
+  private logprobSum = 0;
+  private scored = 0;
   private pieces: Piece[] = [];
   /** Tokens with their log-probabilities not yet in a piece (only if asked for). */
   private logged: LoggedToken[] = [];
@@ -216,7 +237,7 @@ export class Generation {
     const sampling = samplingFor(params, gen, maxTokens);
     this.promptTokens = prompt.length;
     this.predictionTokens = sampling.prediction?.length ?? 0;
-    this.wantsLogprobs = sampling.logprobs !== undefined;
+    this.wantsLogprobs = askedLogprobs(params) !== undefined;
     // The echoed prompt is the first piece: at once, or with its log-probabilities when those are asked for.
     const scoresPrompt = sampling.promptLogprobs !== undefined;
     const echo = (scored: TokenLogprobs[]) => {
@@ -242,7 +263,11 @@ export class Generation {
         onPromptLogprobs: echo,
         onToken: (token, logprobs) => {
           this.produced++;
-          if (logprobs) this.logged.push({ token, ...logprobs });
+          if (logprobs) {
+            this.logprobSum += logprobs.logprob;
+            this.scored++;
+            if (this.wantsLogprobs) this.logged.push({ token, ...logprobs });
+          }
           this.emit(this.text.push(token));
           started();
           this.wake?.();
@@ -291,6 +316,11 @@ export class Generation {
 
   private emit(text: string): void {
     if (text) this.pieces.push({ text, logged: this.logged.splice(0) });
+  }
+
+  /** Its tokens' mean log-probability (OpenAI's and TGI's best_of rank by it); -Infinity before any. */
+  get meanLogprob(): number {
+    return this.scored > 0 ? this.logprobSum / this.scored : Number.NEGATIVE_INFINITY;
   }
 
   /** What ended the text, if not end-of-text or the length: a stop sequence, or a stop token's id. */

@@ -9,7 +9,7 @@ import type { GatewayEnv, ServedModel } from '../types.js';
 import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
-import { Generation, type LoggedToken, type Piece, servedTier, usage } from './generation.js';
+import { bestCandidates, Generation, type LoggedToken, type Piece, servedTier, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { type Background, backgroundResponse, backgroundRoutes, responses, responsesSchema } from './responses.js';
 import {
@@ -166,9 +166,20 @@ export async function completions(c: Context, model: ModelOf, maxBodyBytes: numb
   const m = model(req.model);
   const tokenizer = (m.generation as NonNullable<ServedModel['generation']>).tokenizer;
   const prompts = completionPrompts(tokenizer, req.prompt);
-  if (prompts.length * (req.n ?? 1) > MAX_CHOICES)
-    throw badInput(`${prompts.length} prompts x n ${req.n ?? 1} is more than the ${MAX_CHOICES} choices one request may ask for`, 'n', 'invalid_request_error');
-  return generate(c, m, req, prompts, req.max_tokens ?? 16, 'text_completion');
+  const n = req.n ?? 1;
+  const bestOf = req.best_of ?? n;
+  if (bestOf < n) throw badInput(`best_of (${bestOf}) must be at least n (${n}): the n best of best_of are returned`, 'best_of', 'invalid_request_error');
+  // (as OpenAI's: which candidates are best is known only once all have ended)
+  if (req.stream && bestOf > n) throw badInput('best_of greater than n cannot be streamed', 'best_of', 'invalid_request_error');
+  if (prompts.length * bestOf > MAX_CHOICES) {
+    const param = bestOf > n ? 'best_of' : 'n';
+    throw badInput(
+      `${prompts.length} prompts x ${param} ${bestOf} is more than the ${MAX_CHOICES} choices one request may ask for`,
+      param,
+      'invalid_request_error',
+    );
+  }
+  return generate(c, m, req, prompts, req.max_tokens ?? 16, 'text_completion', undefined, bestOf);
 }
 
 /** A completion request's prompts as tokens: text or tokens, or a list of either (a batch of prompts). */
@@ -205,26 +216,37 @@ export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fix
 
 /**
  * Generates `n` choices for each prompt — choice `p * n + i` is prompt p's i-th, with seed `seed + i` — as
- * one OpenAI response, streamed or not.
+ * one OpenAI response, streamed or not. With `bestOf` > n (whole answers only), each prompt's `bestOf` candidates
+ * (seeds `seed + i`) are generated and its n of highest mean log-probability per token returned, best first;
+ * usage counts every candidate's tokens (OpenAI's best_of).
  */
-async function generate(c: Context, m: ServedModel, req: CompletionRequest | ChatRequest, prompts: number[][], maxTokens: number, kind: Kind, tools?: ToolUse) {
+async function generate(
+  c: Context,
+  m: ServedModel,
+  req: CompletionRequest | ChatRequest,
+  prompts: number[][],
+  maxTokens: number,
+  kind: Kind,
+  tools?: ToolUse,
+  bestOf = req.n ?? 1,
+) {
   c.set('model', m.name);
   if (req.stream_options && !req.stream) throw badInput('stream_options is only allowed when stream is true', 'stream_options', 'invalid_request_error');
   // One sequence per choice; when one fails, the others stop too.
   const failed = new AbortController();
   const signal = AbortSignal.any([clientSignal(c), failed.signal]);
   const gens: Generation[] = [];
+  const n = req.n ?? 1;
+  const params = { ...req, format: tools?.format, scoreTokens: bestOf > n };
   try {
     for (const prompt of prompts)
-      for (let i = 0; i < (req.n ?? 1); i++)
-        gens.push(
-          new Generation(m, { ...req, seed: req.seed == null ? null : req.seed + i, format: tools?.format }, prompt, maxTokens, signal, c.get('caller')),
-        );
+      for (let i = 0; i < bestOf; i++)
+        gens.push(new Generation(m, { ...params, seed: req.seed == null ? null : req.seed + i }, prompt, maxTokens, signal, c.get('caller')));
   } catch (err) {
     failed.abort();
     throw err;
   }
-  const promptTokens = gens.filter((_, index) => index % (req.n ?? 1) === 0).reduce((sum, gen) => sum + gen.promptTokens, 0);
+  const promptTokens = gens.filter((_, index) => index % bestOf === 0).reduce((sum, gen) => sum + gen.promptTokens, 0);
   const logprobs = gens.map((gen) => logprobsOf(gen, kind, (m.generation as NonNullable<ServedModel['generation']>).tokenizer));
   const base = {
     id: `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
@@ -244,17 +266,22 @@ async function generate(c: Context, m: ServedModel, req: CompletionRequest | Cha
         const finish = finishReason(r.finishReason, answer);
         // vLLM's stop_reason: the stop sequence or stop token that ended the choice (null: end-of-text or length).
         const ended = { finish_reason: finish, stop_reason: gen.stopReason ?? null };
-        const choice = kind === 'chat.completion' ? { index, message, logprobs: all, ...ended } : { index, text, logprobs: all, ...ended };
-        return { choice, r };
+        const choice = kind === 'chat.completion' ? { message, logprobs: all, ...ended } : { text, logprobs: all, ...ended };
+        return { choice, r, meanLogprob: gen.meanLogprob };
       }),
     ).catch((err) => {
       failed.abort();
       throw err;
     });
+    // Each prompt's n best of its candidates (all of them, in order, without best_of).
+    const kept = prompts.flatMap((_, p) => {
+      const candidates = answers.slice(p * bestOf, (p + 1) * bestOf);
+      return bestOf > n ? bestCandidates(candidates, n) : candidates;
+    });
     return c.json({
       ...base,
       object: kind,
-      choices: answers.map((a) => a.choice),
+      choices: kept.map((a, index) => ({ index, ...a.choice })),
       usage: usage(
         promptTokens,
         answers.map((a) => a.r),

@@ -103,7 +103,8 @@ export const completionSchema = z
     logprobs: z.number().int().min(0).max(5).nullish(),
     /** The prompt comes back before the completion; with max_tokens 0, only the prompt (scored, with logprobs). */
     echo: z.boolean().nullish(),
-    best_of: unsupported('best_of', 1),
+    /** Candidates generated per prompt (seeds seed + i), of which the n of highest mean log-probability per token come back. */
+    best_of: z.number().int().min(1).max(MAX_CHOICES).nullish(),
     tools: unsupported('tools'),
     suffix: unsupported('suffix', ''),
   })
