@@ -4,6 +4,7 @@ import { cancelled, deadlineExceeded, GatewayError, internal, unavailable } from
 // What a replica draws tokens with, and reports of them: the replica's own types (only types cross over).
 export type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
 
+import type { Hypothesis } from '../models/beam-search.js';
 import type { StepResult } from '../models/decoder.js';
 import type { AdapterRef } from '../models/lora.js';
 import type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
@@ -83,6 +84,8 @@ export type GenerateResult = {
   cachedTokens: number;
   /** Tokens of its predicted output (OpenAI's Predicted Outputs) drafted and taken. */
   acceptedPredictionTokens?: number;
+  /** A beam search's (`sampling.beam`) best texts, best first; its tokens come only here, not through onToken. */
+  beams?: Hypothesis[];
 };
 
 type Seq = {
@@ -147,6 +150,9 @@ export type GenerationStats = {
 };
 
 let nextId = 0;
+
+/** Generation slots a sequence takes: one, or one per beam of a beam search. */
+const slotsOf = (seq: Seq) => seq.req.sampling.beam?.width ?? 1;
 
 /**
  * Continuous (iteration-level) batching: one loop per replica advances all of its sequences one token per
@@ -297,11 +303,11 @@ export class GenerationScheduler extends EventEmitter<{
     const open = [...this.loops.values()].filter((loop) => ready.includes(loop.replica));
     for (let i = 0; i < this.queue.length && open.some((loop) => this.freeSlots(loop) > 0); ) {
       const seq = this.queue[i];
-      const takes = (loop: Loop) => this.freeSlots(loop) > 0 && this.adapterFits(loop, seq);
+      const takes = (loop: Loop) => this.freeSlots(loop) >= slotsOf(seq) && this.adapterFits(loop, seq);
       let best: Loop | undefined;
       for (const loop of open) if (takes(loop) && (!best || this.freeSlots(loop) > this.freeSlots(best))) best = loop;
       if (!best) {
-        i++; // its adapter waits for room; those behind it may fit
+        i++; // its adapter (or its beams) wait for room; those behind it may fit
         continue;
       }
       // Where a prompt starting the same way went last, if that replica is not much busier than the freest.
@@ -328,8 +334,12 @@ export class GenerationScheduler extends EventEmitter<{
     else this.notifyIdle();
   }
 
+  /** Slots left on the loop's replica: a beam search takes one per beam. */
   private freeSlots(loop: Loop): number {
-    return this.opts.maxSequences - loop.active.size - loop.joining.length;
+    let taken = 0;
+    for (const s of loop.active.values()) taken += slotsOf(s);
+    for (const s of loop.joining) taken += slotsOf(s);
+    return this.opts.maxSequences - taken;
   }
 
   /**
@@ -461,15 +471,17 @@ export class GenerationScheduler extends EventEmitter<{
           this.leave(loop, id);
           if (seq) this.settle(seq, internal(`model ${this.opts.model}: ${why}`));
         }
+        for (const [id, cached] of Object.entries(step.cached ?? {})) {
+          const seq = loop.active.get(id);
+          if (!seq || seq.settled) continue;
+          seq.cachedTokens = cached;
+          this.counts.cachedPromptTokens += cached;
+        }
         for (const [id, token] of Object.entries(step.tokens)) {
           const seq = loop.active.get(id);
           if (!seq || seq.settled) continue;
           const prompt = step.promptLogprobs?.[id];
           if (prompt) seq.hooks.onPromptLogprobs?.(prompt);
-          if (step.cached?.[id]) {
-            seq.cachedTokens = step.cached[id];
-            this.counts.cachedPromptTokens += seq.cachedTokens;
-          }
           if (seq.req.maxTokens === 0) {
             // Only the prompt was wanted (scored, echoed): the token drawn after it is dropped.
             this.leave(loop, id);
@@ -498,6 +510,17 @@ export class GenerationScheduler extends EventEmitter<{
               break;
             }
           }
+        }
+        // Beam searches that ended: their best texts at once (no token came before).
+        for (const [id, beams] of Object.entries(step.beams ?? {})) {
+          const seq = loop.active.get(id);
+          if (!seq || seq.settled) continue;
+          this.leave(loop, id);
+          seq.tokens = beams.reduce((n, b) => n + b.tokens.length, 0);
+          this.counts.tokens += seq.tokens;
+          seq.firstTokenAt = performance.now();
+          const finishReason = beams[0]?.finishReason ?? 'length';
+          this.settle(seq, null, { finishReason, completionTokens: seq.tokens, queueMs: seq.queueMs, cachedTokens: seq.cachedTokens, beams });
         }
         if (step.speculated) {
           this.counts.draftTokens += step.speculated.proposed;

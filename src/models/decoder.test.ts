@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { type BeamParams, beamsDone, bestHypotheses, expandBeams, type Hypothesis } from './beam-search.js';
 import { Decoder, type StepResult } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
 import { PrefixCache } from './prefix-cache.js';
@@ -605,5 +606,92 @@ describe('a sequence resumed on another replica (its own lost)', () => {
       for (let i = 0; i < 6; i++) rest.push((await other.step({ join: [], advance: ['x'], release: [] })).tokens.x);
       expect(rest, JSON.stringify(sampling)).toEqual(tokens.slice(5));
     }
+  });
+});
+
+describe('beam search', () => {
+  /** The model's log-probabilities after `ids` by full recomputation, the `k` likeliest ([token, logprob]). */
+  async function likeliest(ids: number[], k: number): Promise<[number, number][]> {
+    const logits = await lastLogits(ids);
+    const max = Math.max(...logits);
+    const norm = max + Math.log(logits.reduce((acc, v) => acc + Math.exp(v - max), 0));
+    return [...logits.keys()]
+      .sort((a, b) => logits[b] - logits[a])
+      .slice(0, k)
+      .map((t): [number, number] => [t, logits[t] - norm]);
+  }
+
+  /** The search by full recomputation of every beam (no cache, no rows to move): what the decoder must find. */
+  async function referenceSearch(prompt: number[], params: BeamParams, maxTokens: number): Promise<Hypothesis[]> {
+    let live = [{ tokens: [] as number[], logprob: 0 }];
+    const finished: Hypothesis[] = [];
+    for (let step = 0; step < maxTokens && !beamsDone(live, finished, params); step++) {
+      const beams = await Promise.all(live.map(async (b) => ({ ...b, candidates: await likeliest([...prompt, ...b.tokens], 2 * params.width) })));
+      live = expandBeams(beams, params, finished).map((e) => ({ tokens: [...beams[e.parent].tokens, e.token], logprob: e.logprob }));
+    }
+    return bestHypotheses(live, finished, params);
+  }
+
+  /** Runs sequences (a beam search among them) to their ends; each's tokens, or its search's texts. */
+  async function run(decoder: Decoder, joins: { seq: string; prompt: number[]; sampling: object; maxTokens: number }[]) {
+    const tokens: Record<string, number[]> = {};
+    let beams: Record<string, Hypothesis[]> = {};
+    let step = await decoder.step({ join: joins as never, advance: [], release: [] });
+    let steps = 1;
+    for (;;) {
+      for (const [id, t] of Object.entries(step.tokens)) tokens[id] = [...(tokens[id] ?? []), t];
+      beams = { ...beams, ...step.beams };
+      const advance = joins.filter((j) => !beams[j.seq] && (tokens[j.seq]?.length ?? 0) < j.maxTokens).map((j) => j.seq);
+      if (advance.length === 0) return { tokens, beams, steps };
+      step = await decoder.step({ join: [], advance, release: [] });
+      steps++;
+    }
+  }
+
+  const beam = (width: number, lengthPenalty = 1, ends: number[] = []) => ({ ...greedy, temperature: 1, beam: { width, lengthPenalty, ends } });
+
+  it('finds what a search recomputing every beam finds: rows copied to the right beams, step after step', async () => {
+    const params = { width: 3, lengthPenalty: 1, ends: [] };
+    const want = await referenceSearch(PROMPTS.b, params, 8);
+    const { beams } = await run(new Decoder(session, spec, sampler), [{ seq: 'x', prompt: PROMPTS.b, sampling: beam(3), maxTokens: 8 }]);
+    expect(beams.x.map((h) => h.tokens)).toEqual(want.map((h) => h.tokens));
+    beams.x.forEach((h, i) => {
+      expect(h.logprob).toBeCloseTo(want[i].logprob, 3);
+      expect(h.finishReason).toBe('length');
+    });
+    expect(new Set(beams.x.map((h) => h.tokens.join())).size).toBe(3);
+  });
+
+  it('with one beam is greedy; beside other sequences it finds what it finds alone, and theirs are unchanged', async () => {
+    const one = await run(new Decoder(session, spec, sampler), [{ seq: 'x', prompt: PROMPTS.a, sampling: beam(1), maxTokens: 10 }]);
+    expect(one.beams.x[0].tokens).toEqual(await reference(PROMPTS.a, 10));
+    const alone = await run(new Decoder(session, spec, sampler), [{ seq: 'x', prompt: PROMPTS.b, sampling: beam(4), maxTokens: 12 }]);
+    const mixed = await run(new Decoder(session, spec, sampler), [
+      { seq: 'p', prompt: PROMPTS.a, sampling: greedy, maxTokens: 20 },
+      { seq: 'x', prompt: PROMPTS.b, sampling: beam(4), maxTokens: 12 },
+      { seq: 'q', prompt: PROMPTS.c, sampling: greedy, maxTokens: 16 },
+    ]);
+    expect(mixed.beams.x.map((h) => h.tokens)).toEqual(alone.beams.x.map((h) => h.tokens));
+    expect(mixed.tokens.p).toEqual(await reference(PROMPTS.a, 20));
+    expect(mixed.tokens.q).toEqual(await reference(PROMPTS.c, 16));
+  });
+
+  it('ends a hypothesis at an end token, stops early once none can beat those ended, and frees every row', async () => {
+    // The prompt's likeliest next token as the end token: that hypothesis ends at once (an empty text). With
+    // length_penalty 0 (the plain sum) nothing longer beats it; the other beam runs to max_tokens.
+    const [[c0, lp0], [c1]] = await likeliest(PROMPTS.b, 2);
+    const decoder = new Decoder(session, spec, sampler);
+    const one = await run(decoder, [{ seq: 'x', prompt: PROMPTS.b, sampling: beam(2, 0, [c0]), maxTokens: 6 }]);
+    expect(one.beams.x[0]).toMatchObject({ tokens: [], finishReason: 'stop' });
+    expect(one.beams.x[0].logprob).toBeCloseTo(lp0, 3);
+    expect(one.beams.x[1]).toMatchObject({ tokens: expect.any(Array), finishReason: 'length' });
+    expect(one.beams.x[1].tokens).toHaveLength(6);
+    expect(one.beams.x[1].tokens).not.toContain(c0);
+    // Both likeliest end: two hypotheses of two ended, and no live beam can beat them: done after the prompt.
+    const two = await run(decoder, [{ seq: 'y', prompt: PROMPTS.b, sampling: beam(2, 0, [c0, c1]), maxTokens: 40 }]);
+    expect(two.steps).toBe(1);
+    expect(two.beams.y.map((h) => h.finishReason)).toEqual(['stop', 'stop']);
+    expect(decoder.active).toBe(0);
+    expect(decoder.cacheBytes).toBe(0);
   });
 });

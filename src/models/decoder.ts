@@ -1,3 +1,4 @@
+import { type Beam, type BeamParams, beamsDone, bestHypotheses, expandBeams, type Hypothesis } from './beam-search.js';
 import type { GenerativeSpec } from './generative.js';
 import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './grammar/index.js';
 import { KvRows, kvArray } from './kv-rows.js';
@@ -43,6 +44,8 @@ export type StepResult = {
   decodeBatch: number;
   /** Bytes held after the step: the sequences' KV cache rows, and the prefix cache's stored prompts. */
   cacheBytes: { kv: number; prefix: number };
+  /** Beam searches that ended this step: each one's best texts, best first (its sequences are gone). */
+  beams?: Record<string, Hypothesis[]>;
   /** Joining sequences refused alone (their response format could not be set up): why. They hold no row. */
   failed?: Record<string, string>;
 };
@@ -51,8 +54,14 @@ type Extension = { id: string; seq: Sequence };
 /** A step's drawn tokens, by sequence id. */
 type Drawn = Pick<
   StepResult,
-  'tokens' | 'more' | 'moreLogprobs' | 'speculated' | 'predicted' | 'logprobs' | 'promptLogprobs' | 'cached' | 'sampleMs' | 'maskMs' | 'failed'
+  'tokens' | 'more' | 'moreLogprobs' | 'speculated' | 'predicted' | 'logprobs' | 'promptLogprobs' | 'cached' | 'sampleMs' | 'maskMs' | 'failed' | 'beams'
 >;
+
+/**
+ * A beam search's live beams (a row each; the first one's id is the search's, the others' `id#k`), the hypotheses
+ * finished so far, and the tokens each beam has generated.
+ */
+type BeamGroup = { id: string; params: BeamParams; live: Sequence[]; finished: Hypothesis[]; produced: number; maxTokens: number; beamsMade: number };
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -81,6 +90,8 @@ type Sequence = {
   missed?: { times: number; skip: number };
   /** Its request's predicted output (OpenAI's Predicted Outputs), and where the output is in it. */
   prediction?: Prediction;
+  /** A beam of a beam search: its id, its search, its tokens and their log-probability, its next token's candidates. */
+  beam?: Beam & { id: string; group: BeamGroup };
 };
 
 /**
@@ -94,6 +105,8 @@ type Sequence = {
  */
 export class Decoder {
   private seqs = new Map<string, Sequence>();
+  /** Beam searches by id (their beams are in `seqs` too). */
+  private beamGroups = new Map<string, BeamGroup>();
   /** Their KV caches, a row each. */
   private kv: KvRows<Sequence>;
   /** Logits and fetched keys/values, reused by name so that decode steps allocate nothing large. */
@@ -136,7 +149,9 @@ export class Decoder {
     const t0 = performance.now();
     // Long prompts go on, a chunk each per step (so that the others' tokens keep coming meanwhile); joining
     // prompts start, after a cached prefix where there is one.
-    const prefilling = req.advance.filter((id) => this.seqs.get(id)?.prefilling);
+    // A beam search advances as all of its live beams.
+    const advance = req.advance.flatMap((id) => this.beamGroups.get(id)?.live.map((s) => (s.beam as NonNullable<Sequence['beam']>).id) ?? [id]);
+    const prefilling = advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
     const constraints = await this.constraintsFor(req.join, drawn);
     const adapters = await this.adaptersFor(req.join, drawn);
@@ -149,8 +164,9 @@ export class Decoder {
     }
     for (const group of extensionGroups(extending, this.extensionLimits())) await this.extend(group, drawn);
     const t1 = performance.now();
-    const advancing = req.advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
+    const advancing = advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
     if (advancing.length > 0) await this.decode(advancing, drawn);
+    for (const group of this.beamGroups.values()) if (group.live.every((s) => s.beam?.candidates)) this.stepBeams(group, drawn);
     const cacheBytes = { kv: this.cacheBytes, prefix: this.prefixCache?.size ?? 0 };
     return { ...drawn, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length, cacheBytes };
   }
@@ -363,6 +379,13 @@ export class Decoder {
       prediction: j.sampling.prediction && { tokens: j.sampling.prediction, at: 0, left: 0 },
       maxTokens: j.maxTokens,
     };
+    if (j.sampling.beam) {
+      // Each step's draw is dropped: the beam search wants the likeliest 2 × width tokens and their log-probabilities.
+      seq.sampling = { ...j.sampling, topK: 1, logprobs: 2 * j.sampling.beam.width };
+      const group = { id: j.seq, params: j.sampling.beam, live: [seq], finished: [], produced: 0, maxTokens: j.maxTokens ?? 1, beamsMade: 1 };
+      seq.beam = { id: j.seq, group, tokens: [], logprob: 0 };
+      this.beamGroups.set(j.seq, group);
+    }
     // Room for the whole prompt now: growing the caches chunk by chunk would copy them all each time.
     this.kv.add(seq, j.prompt.length + 1);
     if (j.resumed) this.resume(seq, j.prompt.slice(-j.resumed));
@@ -495,7 +518,7 @@ export class Decoder {
    */
   private draft(seq: Sequence): number[] {
     const { tokens, ngramMax, ngramMin } = this.speculation ?? PREDICTION_ONLY;
-    if (!this.speculation && !seq.prediction) return [];
+    if ((!this.speculation && !seq.prediction) || seq.beam) return [];
     // Text that does not repeat its context (sampled at a high temperature, say) fails every draft, and each costs
     // the run its positions: after a draft missed whole, none for 1, 3, 7, … up to 31 steps.
     if (seq.missed && seq.missed.skip > 0) {
@@ -575,13 +598,71 @@ export class Decoder {
     drawn.speculated = { proposed: (drawn.speculated?.proposed ?? 0) + proposed, accepted: (drawn.speculated?.accepted ?? 0) + accepted };
   }
 
+  /**
+   * One step of a beam search whose live beams all have their candidates: the next beams chosen (expandBeams),
+   * each taking its parent's row — the first child the parent's own, the others a row of a beam no longer
+   * followed (or a new one), its parent's keys and values copied in. It ends at max_tokens or once no live beam
+   * can beat the finished (beamsDone): its best texts are the step's answer for it, and its rows are freed.
+   */
+  private stepBeams(group: BeamGroup, drawn: Drawn): void {
+    const parents = group.live;
+    const beamOf = (s: Sequence) => s.beam as NonNullable<Sequence['beam']>;
+    const next = expandBeams(parents.map(beamOf), group.params, group.finished);
+    group.produced++;
+    // (read before any beam changes: a parent may have several children)
+    const children = next.map((e) => ({
+      parent: parents[e.parent],
+      token: e.token,
+      logprob: e.logprob,
+      tokens: [...beamOf(parents[e.parent]).tokens, e.token],
+    }));
+    const spare = parents.filter((_, i) => !next.some((e) => e.parent === i));
+    const taken = new Set<Sequence>();
+    group.live = children.map(({ parent, token, logprob, tokens }) => {
+      let seq = parent;
+      if (taken.has(parent)) {
+        seq = spare.pop() ?? this.newBeam(parent);
+        this.kv.copy(parent, seq);
+      }
+      taken.add(seq);
+      seq.last = token;
+      seq.produced = group.produced;
+      seq.beam = { id: beamOf(seq).id, group, tokens, logprob };
+      return seq;
+    });
+    for (const s of spare) this.releaseRow(beamOf(s).id);
+    if (group.produced >= group.maxTokens || beamsDone(group.live.map(beamOf), group.finished, group.params)) {
+      drawn.beams ??= {};
+      drawn.beams[group.id] = bestHypotheses(group.live.map(beamOf), group.finished, group.params);
+      this.release(group.id);
+    }
+  }
+
+  /** Another row for a beam search: `like`'s sequence under a new id (its row is filled by the caller). */
+  private newBeam(like: Sequence): Sequence {
+    const { group } = like.beam as NonNullable<Sequence['beam']>;
+    const seq: Sequence = { ...like, beam: { id: `${group.id}#${group.beamsMade++}`, group, tokens: [], logprob: 0 } };
+    this.kv.add(seq, like.length + 1);
+    this.seqs.set((seq.beam as NonNullable<Sequence['beam']>).id, seq);
+    return seq;
+  }
+
   /** Forgets every sequence (their gateway went away: a remote replica's connection closed). */
   releaseAll(): void {
-    for (const id of [...this.seqs.keys()]) this.release(id);
+    for (const id of [...this.seqs.keys()]) this.releaseRow(id);
+    this.beamGroups.clear();
+  }
+
+  /** Frees a sequence's row, or a beam search's rows. */
+  private release(id: string): void {
+    const group = this.beamGroups.get(id);
+    this.beamGroups.delete(id);
+    for (const s of group?.live ?? []) this.releaseRow((s.beam as NonNullable<Sequence['beam']>).id);
+    this.releaseRow(id);
   }
 
   /** Frees a sequence's row (the last row's sequence moves into it, so rows stay packed). */
-  private release(id: string): void {
+  private releaseRow(id: string): void {
     const seq = this.seqs.get(id);
     if (!seq) return;
     this.seqs.delete(id);
@@ -617,6 +698,10 @@ export class Decoder {
  * and goes into the step's answer, with its log-probabilities if asked for.
  */
 function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnType<Sampler['sample']>>, i: number): void {
+  if (seq.beam) {
+    seq.beam.candidates = sampled.logprobs[i]?.top; // its search picks the next tokens once every beam has them
+    return;
+  }
   const token = sampled.tokens[i];
   seq.last = token;
   seq.produced++;

@@ -51,6 +51,12 @@ export class KvRows<S extends Row> {
     this.shrink();
   }
 
+  /** `to`'s row becomes a copy of `from`'s (a beam taking its parent's keys and values). */
+  copy(from: S, to: S): void {
+    for (const cache of this.caches) cache.copyWithin(this.offset(to.row, 0, 0), this.offset(from.row, 0, 0), this.offset(from.row + 1, 0, 0));
+    to.length = from.length;
+  }
+
   /** Room for `positions` positions in every row. */
   reserve(rows: number, positions: number): void {
     if (rows <= this.capacity && positions <= this.positions) return;

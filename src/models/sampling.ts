@@ -1,3 +1,4 @@
+import type { BeamParams } from './beam-search.js';
 import type { ResponseFormat, TokenConstraint } from './grammar/index.js';
 import { ort } from './ort.js';
 
@@ -34,6 +35,8 @@ export type Sampling = {
   prediction?: number[];
   /** The text must be a JSON document of this format (OpenAI's response_format): other tokens are masked out. */
   format?: ResponseFormat;
+  /** Beam search instead of drawing (src/models/beam-search.ts): the sequence's result is its `width` best texts. */
+  beam?: BeamParams;
 };
 
 /**

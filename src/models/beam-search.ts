@@ -1,0 +1,79 @@
+/**
+ * Beam search (Hugging Face's `num_beams`, vLLM's `use_beam_search`): a request keeps `width` live beams; each step
+ * every beam proposes its 2 × width likeliest next tokens, and the width best continuations overall (by their
+ * summed log-probability) become the next step's beams. A continuation that ends (end-of-text, a stop token)
+ * among the width best is set aside as a finished hypothesis. What is returned: the width best of the finished and
+ * the live by score — log-probability over length (generated tokens, the ending one not counted) to the
+ * `lengthPenalty` (> 0 favours longer texts; 0: the plain sum).
+ *
+ * The selection lives here, pure; the decoder moves the beams' rows of KV cache (src/models/decoder.ts).
+ */
+
+export type BeamParams = {
+  /** Live beams, and hypotheses returned. */
+  width: number;
+  /** Score = log-probability / length ** lengthPenalty. @default 1 */
+  lengthPenalty: number;
+  /** Tokens that end a hypothesis (end-of-text unless ignored, stop token ids). */
+  ends: number[];
+};
+
+/** A live beam: its generated tokens, their summed log-probability, and its next token's candidates once computed. */
+export type Beam = { tokens: number[]; logprob: number; candidates?: [number, number][] };
+
+/** A beam's continuation chosen for the next step: `parent` indexes the live beams. */
+export type Expansion = { parent: number; token: number; logprob: number };
+
+/** A text the search returns: its tokens (without the one that ended it), log-probability and score. */
+export type Hypothesis = { tokens: number[]; logprob: number; score: number; finishReason: 'stop' | 'length' };
+
+export const beamScore = (logprob: number, length: number, lengthPenalty: number) => logprob / Math.max(1, length) ** lengthPenalty;
+
+/**
+ * One step: the next live beams (best first, at most `width`), from every live beam's candidates. An ending
+ * continuation ranked within the first `width` goes to `finished` instead (as Hugging Face's BeamSearchScorer:
+ * one ranked lower would not have been kept anyway).
+ */
+export function expandBeams(live: readonly Beam[], params: BeamParams, finished: Hypothesis[]): Expansion[] {
+  const ends = new Set(params.ends);
+  const all: Expansion[] = [];
+  live.forEach((beam, parent) => {
+    for (const [token, logprob] of beam.candidates ?? []) all.push({ parent, token, logprob: beam.logprob + logprob });
+  });
+  all.sort((a, b) => b.logprob - a.logprob);
+  const next: Expansion[] = [];
+  for (const [rank, e] of all.entries()) {
+    if (next.length === params.width) break;
+    if (!ends.has(e.token)) next.push(e);
+    else if (rank < params.width) {
+      const tokens = live[e.parent].tokens;
+      finished.push({ tokens, logprob: e.logprob, score: beamScore(e.logprob, tokens.length, params.lengthPenalty), finishReason: 'stop' });
+    }
+  }
+  return next;
+}
+
+/**
+ * Whether the search may stop before max_tokens: `width` hypotheses finished, and the best live beam's score now
+ * is no better than the worst of them (Hugging Face's default, `early_stopping=False`).
+ */
+export function beamsDone(live: readonly Beam[], finished: readonly Hypothesis[], params: BeamParams): boolean {
+  if (live.length === 0) return true;
+  if (finished.length < params.width) return false;
+  const worst = bestHypotheses([], finished, params).at(-1) as Hypothesis;
+  const best = Math.max(...live.map((b) => beamScore(b.logprob, b.tokens.length, params.lengthPenalty)));
+  return best <= worst.score;
+}
+
+/** The `width` best of the finished hypotheses and the live beams (cut short: `length`), best first. */
+export function bestHypotheses(live: readonly Beam[], finished: readonly Hypothesis[], params: BeamParams): Hypothesis[] {
+  const cut = live.map(
+    (b): Hypothesis => ({
+      tokens: b.tokens,
+      logprob: b.logprob,
+      score: beamScore(b.logprob, b.tokens.length, params.lengthPenalty),
+      finishReason: 'length',
+    }),
+  );
+  return [...finished, ...cut].sort((a, b) => b.score - a.score).slice(0, params.width);
+}
