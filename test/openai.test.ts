@@ -223,6 +223,32 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(withLogprobs.choices[0].logprobs?.top_logprobs?.[0]).toBeTruthy();
   });
 
+  it('searches beams (vLLM’s use_beam_search): one beam is greedy; n beams come back whole, the best first', async () => {
+    const params = { model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 6, ignore_eos: true };
+    const greedy = await client.completions.create({ ...params, temperature: 0 });
+    const one = await client.completions.create({ ...params, use_beam_search: true } as never);
+    expect(one.choices.map((c) => c.text)).toEqual([greedy.choices[0].text]);
+    const three = await client.completions.create({ ...params, n: 3, use_beam_search: true } as never);
+    expect(three.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    expect(new Set(three.choices.map((c) => c.text)).size).toBe(3);
+    expect(three.choices.every((c) => c.finish_reason === 'length')).toBe(true); // (no end token: ignore_eos)
+    expect(three.usage).toEqual({ prompt_tokens: 4, completion_tokens: 18, total_tokens: 22 });
+    // best_of beams searched, the n best returned (and counted); prompts each their own search.
+    const wide = await client.completions.create({ ...params, prompt: ['The quick brown fox', 'Hello'], n: 2, best_of: 4, use_beam_search: true } as never);
+    expect(wide.choices).toHaveLength(4);
+    expect(wide.usage?.completion_tokens).toBe(48);
+    const chat = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [{ role: 'user', content: 'Hi' }],
+      max_tokens: 5,
+      n: 2,
+      use_beam_search: true,
+      length_penalty: 0,
+    } as never);
+    expect(chat.choices.map((c) => c.message.role)).toEqual(['assistant', 'assistant']);
+    expect(chat.choices[0].message.content).not.toBe(chat.choices[1].message.content);
+  });
+
   it('returns log-probabilities: completions’ shape, one entry per token, the chosen one the most likely when greedy', async () => {
     const r = await client.completions.create({ model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 6, temperature: 0, logprobs: 3 });
     const lp = r.choices[0].logprobs as NonNullable<OpenAI.Completions.CompletionChoice['logprobs']>;
@@ -398,6 +424,18 @@ describe('OpenAI-compatible API with the official openai client', () => {
     ['best_of below n', { model: 'tiny-gpt', prompt: 'x', n: 3, best_of: 2 }, 400, 'best_of', null],
     ['best_of streamed', { model: 'tiny-gpt', prompt: 'x', best_of: 3, stream: true }, 400, 'best_of', null],
     ['prompts x best_of over 64', { model: 'tiny-gpt', prompt: ['x', 'y'], best_of: 33 }, 400, 'best_of', null],
+    ['beam search streamed', { model: 'tiny-gpt', prompt: 'x', use_beam_search: true, stream: true }, 400, 'stream', null],
+    ['beam search with stop strings', { model: 'tiny-gpt', prompt: 'x', use_beam_search: true, stop: ['.'] }, 400, 'stop', null],
+    ['beam search with top_p', { model: 'tiny-gpt', prompt: 'x', use_beam_search: true, top_p: 0.5 }, 400, 'top_p', null],
+    ['beam search with logprobs', { model: 'tiny-gpt', prompt: 'x', use_beam_search: true, logprobs: 1 }, 400, 'logprobs', null],
+    [
+      'beam search with a format',
+      { model: 'tiny-gpt', prompt: 'x', use_beam_search: true, response_format: { type: 'json_object' } },
+      400,
+      'response_format',
+      null,
+    ],
+    ['more beams than slots', { model: 'tiny-gpt', prompt: 'x', use_beam_search: true, n: 17 }, 400, 'n', null],
   ])('refuses %s with OpenAI’s error object', async (_name, body, status, param, code) => {
     const err = await client.completions.create(body as never).then(
       () => null,

@@ -92,6 +92,7 @@ describe('WebSocket /v1/ws', () => {
     c.send({ id: 'z', type: 'completion', model: 'tiny-gpt', prompt: 'x', max_tokens: -3 });
     c.send({ id: 'n', type: 'completion', model: 'tiny-gpt', prompt: 'x', n: 2 });
     c.send({ id: 'p', type: 'completion', model: 'tiny-gpt', prompt: ['x', 'y'] });
+    c.send({ id: 'b', type: 'completion', model: 'tiny-gpt', prompt: 'x', use_beam_search: true });
     c.send({ id: 'w', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] });
     const errors = await Promise.all([
       c.next((m) => m.type === 'error' && /malformed JSON/.test(String((m.error as { message: string }).message))),
@@ -102,8 +103,10 @@ describe('WebSocket /v1/ws', () => {
       c.next((m) => m.id === 'w' && m.type === 'error'),
       c.next((m) => m.id === 'n' && m.type === 'error'),
       c.next((m) => m.id === 'p' && m.type === 'error'),
+      c.next((m) => m.id === 'b' && m.type === 'error'),
     ]);
-    expect(errors.map((e) => (e.error as { status: number }).status)).toEqual([400, 400, 400, 404, 400, 400, 400, 400]);
+    expect(errors.map((e) => (e.error as { status: number }).status)).toEqual([400, 400, 400, 404, 400, 400, 400, 400, 400]);
+    expect((errors[8].error as { param: string }).param).toBe('use_beam_search');
     expect((errors[4].error as { param: string }).param).toBe('max_tokens');
     expect((errors[6].error as { param: string }).param).toBe('n');
     // Still up: a good request works on the same socket.

@@ -6,9 +6,13 @@ import { type GenerateHooks, GenerationScheduler, type StepReplica } from './gen
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sampling = { temperature: 0, topP: 1, topK: 0, seed: 1 };
 
-/** A replica that "generates" token = step number, and records every step it was asked for. */
+/**
+ * A replica that "generates" token = step number, and records every step it was asked for. A beam search
+ * (`sampling.beam`) gets no tokens: after max_tokens steps, its texts (`width` of them, max_tokens long).
+ */
 class FakeReplica implements StepReplica {
   steps: { join: string[]; advance: string[]; release: string[] }[] = [];
+  private searches = new Map<string, { width: number; left: number; maxTokens: number }>();
   /** Joining sequences whose prompt is this token are refused alone (as a format the replica cannot set up). */
   refusePrompt?: number;
   private n = 0;
@@ -16,14 +20,32 @@ class FakeReplica implements StepReplica {
     readonly id: string,
     private stepMs = 2,
   ) {}
-  async request(_op: string, body: { join: { seq: string; prompt: number[] }[]; advance: string[]; release: string[] }) {
+  async request(
+    _op: string,
+    body: {
+      join: { seq: string; prompt: number[]; maxTokens: number; sampling: { beam?: { width: number } } }[];
+      advance: string[];
+      release: string[];
+    },
+  ) {
     await sleep(this.stepMs);
     this.steps.push({ join: body.join.map((j) => j.seq), advance: body.advance, release: body.release });
     const tokens: Record<string, number> = {};
     const failed: Record<string, string> = {};
-    for (const j of body.join) if (j.prompt[0] === this.refusePrompt) failed[j.seq] = 'its response format cannot be enforced: test';
-    for (const s of [...body.join.map((j) => j.seq), ...body.advance]) if (!failed[s]) tokens[s] = ++this.n;
-    return { tokens, failed };
+    const beams: Record<string, object[]> = {};
+    for (const j of body.join) {
+      if (j.prompt[0] === this.refusePrompt) failed[j.seq] = 'its response format cannot be enforced: test';
+      if (j.sampling.beam) this.searches.set(j.seq, { width: j.sampling.beam.width, left: j.maxTokens, maxTokens: j.maxTokens });
+    }
+    for (const s of [...body.join.map((j) => j.seq), ...body.advance]) {
+      const search = this.searches.get(s);
+      if (search && --search.left === 0) {
+        const text = { tokens: Array.from({ length: search.maxTokens }, (_, i) => i), logprob: -1, score: -1, finishReason: 'length' };
+        beams[s] = Array.from({ length: search.width }, () => text);
+        this.searches.delete(s);
+      } else if (!search && !failed[s]) tokens[s] = ++this.n;
+    }
+    return { tokens, failed, beams };
   }
 }
 
@@ -113,6 +135,27 @@ describe('GenerationScheduler', () => {
     const joined = (r: number) => pool.replicas[r].steps.flatMap((st) => st.join).length;
     expect([joined(0), joined(1)]).toEqual([1, 3]);
     await Promise.all([first, second]);
+  });
+
+  it('gives a beam search a slot per beam: a sequence that does not fit beside it waits for its end', async () => {
+    const { pool, scheduler, run } = setup({ maxSequences: 4 });
+    const search = scheduler.generate(
+      { prompt: [1], sampling: { ...sampling, beam: { width: 3, lengthPenalty: 1, ends: [] } }, maxTokens: 5 },
+      { onToken: () => true },
+    );
+    await sleep(1);
+    const beside = run(8); // the fourth slot
+    const after = run(2); // no slot until the search ends
+    const result = await search;
+    expect(result.beams).toHaveLength(3);
+    expect(result.completionTokens).toBe(15); // every beam's tokens
+    await Promise.all([beside.done, after.done]);
+    const steps = pool.replicas[0].steps;
+    const joined = (n: number) => steps.findIndex((st) => st.join.length > 0 && st.join.includes(`s${n}`));
+    const searchId = Number(steps[0].join[0].slice(1));
+    const ended = steps.findIndex((st) => st.release.includes(`s${searchId}`));
+    expect(joined(searchId + 1)).toBeLessThan(ended); // beside it
+    expect(joined(searchId + 2)).toBeGreaterThanOrEqual(ended); // after it
   });
 
   it('holds at most max_loras adapters on a replica: another waits, while those behind it that fit go ahead', async () => {

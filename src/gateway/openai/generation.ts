@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import type { GenerateResult, SamplingParams, TokenLogprobs } from '../../batcher/index.js';
 import { badInput } from '../../errors/index.js';
+import type { BeamParams } from '../../models/beam-search.js';
 import { decode, FormatError, grammarFor, type JsonSchema, type ResponseFormat, TextStream } from '../../models/index.js';
 import type { Caller } from '../auth/middleware.js';
 import type { ServedModel } from '../types.js';
@@ -54,6 +55,11 @@ export type GenerationParams = {
   echoLogprobs?: boolean;
   /** Every generated token's log-probability kept for `meanLogprob` (best_of ranks by it), whether or not the answer shows them. */
   scoreTokens?: boolean;
+  /** vLLM's beam search of `beamWidth` beams: the texts come all at once, in the result's `beams`. */
+  use_beam_search?: boolean | null;
+  /** Beam search's score: log-probability / length ** length_penalty (Hugging Face's and vLLM's, default 1). */
+  length_penalty?: number | null;
+  beamWidth?: number;
 };
 
 /**
@@ -110,6 +116,7 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
   );
   const stopTokens = params.stop_token_ids ?? [];
   inVocabulary(stopTokens, 'stop_token_ids');
+  const format = formatOf(params);
   const minTokens = params.min_tokens ?? 0;
   if (minTokens > maxTokens) throw badInput(`min_tokens (${minTokens}) is more than max_tokens (${maxTokens})`, 'min_tokens');
   // Until min_tokens, neither end-of-text (unless ignored anyway) nor a stop token may be drawn.
@@ -129,9 +136,37 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     logprobs,
     promptLogprobs: params.echo && params.echoLogprobs !== false ? asked : undefined,
     suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
-    format: formatOf(params),
+    format,
     prediction: predictionOf(params, gen),
+    beam: params.use_beam_search ? beamOf(params, format, ends) : undefined,
   };
+}
+
+/**
+ * A beam search's parameters, refusing what it cannot honour: it scores continuations by the model's
+ * log-probabilities (at the request's temperature, after logit_bias), so nothing that draws or rewrites them
+ * per sequence applies, and stop strings are matched on text the search does not make token by token.
+ */
+function beamOf(params: GenerationParams, format: ResponseFormat | undefined, ends: number[]): BeamParams {
+  // (its answer is texts at the end, not a stream of tokens: only the routes that answer so set the width)
+  if (params.beamWidth === undefined) throw badInput('use_beam_search is served on POST /v1/completions and /v1/chat/completions only', 'use_beam_search');
+  const refused = (
+    [
+      ['stop', typeof params.stop === 'string' ? params.stop !== '' : (params.stop?.length ?? 0) > 0],
+      ['frequency_penalty', Boolean(params.frequency_penalty)],
+      ['presence_penalty', Boolean(params.presence_penalty)],
+      ['repetition_penalty', params.repetition_penalty != null && params.repetition_penalty !== 1],
+      ['top_p', params.top_p != null && params.top_p < 1],
+      ['top_k', (params.top_k ?? 0) > 0],
+      ['min_p', Boolean(params.min_p)],
+      ['logprobs', askedLogprobs(params) !== undefined],
+      ['echo', Boolean(params.echo)],
+      ['prediction', params.prediction != null],
+      [params.format ? 'tools' : 'response_format', format !== undefined],
+    ] as const
+  ).find(([, given]) => given);
+  if (refused) throw badInput(`${refused[0]} cannot be used with use_beam_search`, refused[0]);
+  return { width: params.beamWidth, lengthPenalty: params.length_penalty ?? 1, ends };
 }
 
 /** How many alternatives a request's log-probabilities are asked with (completions: a count; chat: a flag, top_logprobs saying how many); undefined: not asked. */
@@ -253,7 +288,7 @@ export class Generation {
     const first = new Promise<void>((r) => (started = r));
     // Under a tokens-a-minute limit: what it may use is taken now (429 if not there); what it did not use, given back.
     caller?.tokens?.take(prompt.length + maxTokens);
-    this.unused = () => caller?.tokens?.giveBack(maxTokens - this.produced);
+    this.unused = () => caller?.tokens?.giveBack(Math.max(0, maxTokens - this.produced));
     this.result = gen.scheduler.generate(
       { prompt, maxTokens, sampling },
       {
@@ -277,7 +312,10 @@ export class Generation {
       },
     );
     this.result.then(
-      () => this.finish(),
+      (r) => {
+        if (r.beams) this.produced = r.completionTokens; // (a beam search's tokens come all at once)
+        this.finish();
+      },
       () => this.finish(),
     );
     this.started = Promise.race([first, this.result.then(() => {})]);

@@ -7,6 +7,7 @@ import { clientSignal, readJson } from '../body.js';
 import { adapterNamed, findAdapter, type LoraAdapter } from '../lora.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
+import { beamSearchAnswer } from './beams.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
 import { bestCandidates, Generation, type LoggedToken, type Piece, servedTier, usage } from './generation.js';
@@ -232,6 +233,13 @@ async function generate(
 ) {
   c.set('model', m.name);
   if (req.stream_options && !req.stream) throw badInput('stream_options is only allowed when stream is true', 'stream_options', 'invalid_request_error');
+  const base = {
+    id: `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
+    created: Math.floor(Date.now() / 1000),
+    model: m.name,
+    ...(req.service_tier && { service_tier: servedTier(req.service_tier) }),
+  };
+  if (req.use_beam_search) return beamSearchAnswer(c, m, req, prompts, maxTokens, kind, bestOf, base);
   // One sequence per choice; when one fails, the others stop too.
   const failed = new AbortController();
   const signal = AbortSignal.any([clientSignal(c), failed.signal]);
@@ -248,12 +256,6 @@ async function generate(
   }
   const promptTokens = gens.filter((_, index) => index % bestOf === 0).reduce((sum, gen) => sum + gen.promptTokens, 0);
   const logprobs = gens.map((gen) => logprobsOf(gen, kind, (m.generation as NonNullable<ServedModel['generation']>).tokenizer));
-  const base = {
-    id: `${kind === 'chat.completion' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
-    created: Math.floor(Date.now() / 1000),
-    model: m.name,
-    ...(req.service_tier && { service_tier: servedTier(req.service_tier) }),
-  };
 
   if (!req.stream) {
     const answers = await Promise.all(

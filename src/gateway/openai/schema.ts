@@ -34,6 +34,10 @@ const sampling = {
   /** Choices, each a sequence of its own (seeds seed, seed + 1, …). */
   n: z.number().int().min(1).max(MAX_CHOICES).nullish(),
   stream: z.boolean().nullish(),
+  /** vLLM's beam search: n (completions: best_of, if given) beams; the n best texts come back, whole answers only. */
+  use_beam_search: z.boolean().nullish(),
+  /** Beam search's score: log-probability / length ** length_penalty (1: per token; 0: the plain sum). */
+  length_penalty: z.number().min(-10).max(10).nullish(),
   /** include_usage: a last chunk with the usage; vLLM's continuous_usage_stats (with it): the usage so far in every chunk. */
   stream_options: z.object({ include_usage: z.boolean().optional(), continuous_usage_stats: z.boolean().optional() }).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),

@@ -1,0 +1,55 @@
+import type { Context } from 'hono';
+import { badInput } from '../../errors/index.js';
+import { decode } from '../../models/index.js';
+import { clientSignal } from '../body.js';
+import type { ServedModel } from '../types.js';
+import { Generation, usage } from './generation.js';
+import type { ChatRequest, CompletionRequest } from './schema.js';
+
+/**
+ * vLLM's `use_beam_search`: each prompt's `width` beams searched on a replica (src/models/beam-search.ts), its n
+ * best texts its choices (choice `p × n + i`: prompt p's i-th best), best first; a whole answer, as the best are
+ * known only at the end. Usage counts every hypothesis the search returned (width per prompt).
+ */
+export async function beamSearchAnswer(
+  c: Context,
+  m: ServedModel,
+  req: CompletionRequest | ChatRequest,
+  prompts: number[][],
+  maxTokens: number,
+  kind: 'text_completion' | 'chat.completion',
+  width: number,
+  base: object,
+): Promise<Response> {
+  if (req.stream) throw badInput('use_beam_search answers are not streamed: which beams are best is known only at the end', 'stream', 'invalid_request_error');
+  if (width > m.maxBatchSize)
+    throw badInput(
+      `use_beam_search with ${width} beams needs ${width} generation slots; model ${m.name} has ${m.maxBatchSize} (max_batch_size)`,
+      'n',
+      'invalid_request_error',
+    );
+  const gen = m.generation as NonNullable<ServedModel['generation']>;
+  const failed = new AbortController();
+  const signal = AbortSignal.any([clientSignal(c), failed.signal]);
+  const searches: Generation[] = [];
+  try {
+    for (const prompt of prompts) searches.push(new Generation(m, { ...req, beamWidth: width }, prompt, maxTokens, signal, c.get('caller')));
+  } catch (err) {
+    failed.abort();
+    throw err;
+  }
+  const results = await Promise.all(searches.map((s) => s.result)).catch((err) => {
+    failed.abort();
+    throw err;
+  });
+  const n = req.n ?? 1;
+  const choices = results.flatMap((r) =>
+    (r.beams ?? []).slice(0, n).map((h) => {
+      const text = decode(gen.tokenizer, h.tokens);
+      const ended = { logprobs: null, finish_reason: h.finishReason, stop_reason: null };
+      return kind === 'chat.completion' ? { message: { role: 'assistant', content: text }, ...ended } : { text, ...ended };
+    }),
+  );
+  const promptTokens = searches.reduce((sum, s) => sum + s.promptTokens, 0);
+  return c.json({ ...base, object: kind, choices: choices.map((choice, index) => ({ index, ...choice })), usage: usage(promptTokens, results) });
+}
