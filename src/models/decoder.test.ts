@@ -660,6 +660,15 @@ describe('beam search', () => {
       expect(h.finishReason).toBe('length');
     });
     expect(new Set(beams.x.map((h) => h.tokens.join())).size).toBe(3);
+    // Its prompt computed 4 tokens a step (prefill_chunk), after a cached prefix: the same texts.
+    const cache = new PrefixCache(1 << 24, spec);
+    const prompt = [...PROMPTS.b, ...PROMPTS.b, ...PROMPTS.b];
+    const whole = await run(new Decoder(session, spec, sampler), [{ seq: 'x', prompt, sampling: beam(3), maxTokens: 6 }]);
+    for (let i = 0; i < 2; i++) {
+      const chunked = await run(new Decoder(session, spec, sampler, cache, 4), [{ seq: 'x', prompt, sampling: beam(3), maxTokens: 6 }]);
+      expect(chunked.beams.x.map((h) => h.tokens)).toEqual(whole.beams.x.map((h) => h.tokens));
+    }
+    expect(cache.hits).toBe(1);
   });
 
   it('with one beam is greedy; beside other sequences it finds what it finds alone, and theirs are unchanged', async () => {
