@@ -188,6 +188,36 @@ describe('traces (in-memory exporter)', () => {
     for (const r of requests) expect(linked.has(r.spanContext().spanId)).toBe(true);
     expect(batchSpans.reduce((n, b) => n + Number(b.attributes['infergate.batch.rows']), 0)).toBe(3);
   });
+
+  it("records a span per generated sequence, the child of its request's, with GenAI usage and latencies", async () => {
+    telemetry.memory?.reset();
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const body = JSON.stringify({ model: 'tiny-gpt', prompt: 'Once upon a time', max_tokens: 12, ignore_eos: true, temperature: 0.5, stream: true, n: 2 });
+    const res = await fetch(`${gw.url}/v1/completions`, { method: 'POST', body, headers: { traceparent } });
+    await res.text(); // the whole stream: the sequences have ended
+    const spans = telemetry.memory?.getFinishedSpans() ?? [];
+    const request = spans.find((s) => s.name === 'POST /v1/completions') as ReadableSpan;
+    const generations = spans.filter((s) => s.name === 'infergate.generation');
+    expect(generations).toHaveLength(2); // one per choice
+    for (const g of generations) {
+      expect(g.parentSpanContext?.spanId).toBe(request.spanContext().spanId);
+      expect(g.spanContext().traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+      expect(g.attributes).toMatchObject({
+        'gen_ai.request.model': 'tiny-gpt',
+        'gen_ai.request.max_tokens': 12,
+        'gen_ai.request.temperature': 0.5,
+        'gen_ai.usage.input_tokens': 4,
+        'gen_ai.usage.output_tokens': 12,
+        'gen_ai.response.finish_reasons': ['length'],
+        'gen_ai.latency.time_in_queue': expect.any(Number),
+        'gen_ai.latency.time_to_first_token': expect.any(Number),
+      });
+      // A stream's request span ends at its first byte; the generation's runs to its last token.
+      const ms = (t: [number, number]) => t[0] * 1000 + t[1] / 1e6;
+      expect(ms(g.endTime)).toBeGreaterThanOrEqual(ms(request.endTime));
+      expect(ms(g.startTime)).toBeGreaterThanOrEqual(ms(request.startTime) - 1);
+    }
+  });
 });
 
 describe('request logs (pino)', () => {

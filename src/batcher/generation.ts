@@ -75,6 +75,8 @@ export type GenerateHooks = {
   priority?: number;
   /** Who asks: within a priority, callers take turns for free slots. */
   caller?: string;
+  /** The request's span context (opaque here): the sequence's span is its child. */
+  trace?: unknown;
 };
 export type GenerateResult = {
   finishReason: 'stop' | 'length';
@@ -106,6 +108,8 @@ type Seq = {
   generated: number[];
   /** Times it started again on another replica. */
   resumes: number;
+  /** Times it started again at all: on another replica, or after it was preempted. */
+  restarts: number;
   /** Given a slot once (a preempted or resumed one waits again without a new turn or queue time). */
   admitted?: boolean;
   /** Tokens of its prediction taken (Predicted Outputs). */
@@ -162,6 +166,12 @@ const slotsOf = (seq: Seq) => seq.req.sampling.beam?.width ?? 1;
  */
 /** Told when a sequence ends: what telemetry needs (time to first token, tokens, time per token). */
 export type SequenceEvent = {
+  /** When it was asked for (epoch ms), and the request's span context. */
+  startedAt: number;
+  trace?: unknown;
+  request: GenerateRequest;
+  /** Times it started again (its replica lost, or preempted). */
+  restarts: number;
   ttftMs?: number;
   /** Time it waited for its first slot (undefined: it never got one). */
   queueMs?: number;
@@ -246,6 +256,7 @@ export class GenerationScheduler extends EventEmitter<{
         settled: false,
         generated: [],
         resumes: 0,
+        restarts: 0,
         acceptedPrediction: 0,
         resolve,
         reject,
@@ -379,6 +390,7 @@ export class GenerationScheduler extends EventEmitter<{
     }
     if (!victim) return false;
     this.leave(victim.loop, victim.seq.id);
+    victim.seq.restarts++;
     this.enqueue(victim.seq, true);
     this.counts.preempted++;
     this.emit('restarted', { reason: 'preempted', sequences: 1 });
@@ -446,6 +458,7 @@ export class GenerationScheduler extends EventEmitter<{
           loop.active.clear();
           for (const seq of resumed) {
             seq.resumes++;
+            seq.restarts++;
             seq.timer = setTimeout(() => this.expire(seq), this.opts.timeoutMs);
           }
           for (const seq of resumed.reverse()) this.enqueue(seq, true);
@@ -581,6 +594,10 @@ export class GenerationScheduler extends EventEmitter<{
     else this.statistics.succeeded(1, end - seq.enqueuedAt, seq.queueMs, { input: 0, infer: end - seq.enqueuedAt - seq.queueMs, output: 0 });
     const code = error && (error instanceof GatewayError ? error.code : 'internal');
     this.emit('sequence', {
+      startedAt: performance.timeOrigin + seq.enqueuedAt, // (the clock OpenTelemetry's spans keep)
+      trace: seq.hooks.trace,
+      request: seq.req,
+      restarts: seq.restarts,
       ttftMs: seq.firstTokenAt && seq.firstTokenAt - seq.enqueuedAt,
       queueMs: seq.admitted ? seq.queueMs : undefined,
       promptTokens: seq.req.prompt.length,

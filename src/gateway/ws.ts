@@ -212,7 +212,7 @@ async function generate(msg: Message, id: string, signal: AbortSignal, { models,
   }
   if ((req.n ?? 1) > 1) throw badInput('n > 1 is not served over the WebSocket: send a message per choice', 'n');
   const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);
-  const generation = new Generation(m, req, prompt, maxTokens, signal, caller);
+  const generation = new Generation(m, req, prompt, maxTokens, signal, { caller });
   const raw = ws.raw as { bufferedAmount?: number } | undefined;
   for await (const { text, logged } of generation) {
     // A socket that is not being read stops taking text; the sequence pauses (see Generation).

@@ -40,6 +40,31 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
     const error = e.errorCode === undefined ? {} : { 'error.type': e.errorCode };
     i.sequences.add(1, { ...g, finish_reason: e.finishReason, ...error });
     i.generationDuration.record(e.durationMs / 1000, { ...g, ...error });
+    // A span per sequence, the child of its request's (OpenTelemetry's GenAI attributes; vLLM's latencies).
+    const { maxTokens, sampling } = e.request;
+    telemetry.recordSpan(
+      'infergate.generation',
+      e.startedAt,
+      e.startedAt + e.durationMs,
+      {
+        ...g,
+        'gen_ai.request.max_tokens': maxTokens,
+        'gen_ai.request.temperature': sampling.temperature,
+        'gen_ai.request.top_p': sampling.topP,
+        'gen_ai.usage.input_tokens': e.promptTokens,
+        'gen_ai.usage.output_tokens': e.tokens,
+        'gen_ai.response.finish_reasons': [e.finishReason],
+        ...(e.queueMs !== undefined && { 'gen_ai.latency.time_in_queue': e.queueMs / 1000 }),
+        ...(e.ttftMs !== undefined && { 'gen_ai.latency.time_to_first_token': e.ttftMs / 1000 }),
+        'infergate.generation.cached_prompt_tokens': e.cachedPromptTokens,
+        'infergate.generation.restarts': e.restarts,
+        ...(e.request.adapter && { 'infergate.lora_adapter': e.request.adapter.name }),
+        ...(sampling.beam && { 'infergate.generation.beams': sampling.beam.width }),
+        ...error,
+      },
+      [],
+      e.trace as SpanContext | undefined,
+    );
   });
   pool.on('opened', (e) => i.modelOpens.record(e.ms / 1000, m));
   pool.on('ready', (e) => {

@@ -158,12 +158,15 @@ export class Telemetry {
     return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
   }
 
-  /** A span for work whose times are known after the fact (a batch on a replica, a cold start), linked to the spans it served. */
-  recordSpan(name: string, startMs: number, endMs: number, attributes: Attributes, links: SpanContext[] = []): void {
+  /**
+   * A span for work whose times are known after the fact (a batch on a replica, a cold start, a generation), linked
+   * to the spans it served, or the child of `parent`.
+   */
+  recordSpan(name: string, startMs: number, endMs: number, attributes: Attributes, links: SpanContext[] = [], parent?: SpanContext): void {
     const span = this.tracer.startSpan(
       name,
       { kind: SpanKind.INTERNAL, startTime: startMs, attributes, links: links.map((c) => ({ context: c })) },
-      context.active(),
+      parent ? trace.setSpanContext(ROOT_CONTEXT, parent) : context.active(),
     );
     span.end(endMs);
   }

@@ -1,10 +1,12 @@
 import { randomInt } from 'node:crypto';
+import type { SpanContext } from '@opentelemetry/api';
+import type { Context } from 'hono';
 import type { GenerateResult, SamplingParams, TokenLogprobs } from '../../batcher/index.js';
 import { badInput } from '../../errors/index.js';
 import type { BeamParams } from '../../models/beam-search.js';
 import { decode, FormatError, grammarFor, type JsonSchema, type ResponseFormat, TextStream } from '../../models/index.js';
 import type { Caller } from '../auth/middleware.js';
-import type { ServedModel } from '../types.js';
+import type { GatewayEnv, ServedModel } from '../types.js';
 
 /** Text pieces a reader may leave unread before its sequence is paused (it keeps its slot, not the batch). */
 const MAX_BUFFERED_PIECES = 64;
@@ -221,6 +223,12 @@ function formatOf(params: GenerationParams): ResponseFormat | undefined {
   return format;
 }
 
+/** Who asks for a generation: its caller (priority, limits), and its request's span (the parent of the generation's). */
+export type Asker = { caller?: Caller; trace?: SpanContext };
+
+/** A request's asker. */
+export const askerOf = (c: Context<GatewayEnv>): Asker => ({ caller: c.get('caller'), trace: c.get('span')?.spanContext() });
+
 /**
  * OpenAI's and TGI's `best_of`: of a prompt's candidates, the `keep` of highest mean log-probability per token
  * (the likeliest text for its length), best first; ties keep the earlier.
@@ -258,7 +266,7 @@ export class Generation {
   private settled = false;
   private unused: () => void;
 
-  constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, caller?: Caller) {
+  constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, { caller, trace }: Asker = {}) {
     const gen = m.generation as Generative;
     const echoed = params.echo ? prompt : [];
     if (prompt.length === 0) prompt = [gen.tokenizer.eos]; // GPT-2 starts a text from <|endoftext|>
@@ -295,6 +303,7 @@ export class Generation {
         signal,
         priority: (caller?.priority ?? 0) - (params.service_tier === 'flex' ? FLEX_PRIORITY_DROP : 0),
         caller: caller?.id,
+        trace,
         onPromptLogprobs: echo,
         onToken: (token, logprobs) => {
           this.produced++;
