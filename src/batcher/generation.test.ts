@@ -254,6 +254,28 @@ describe('GenerationScheduler', () => {
     expect(scheduler.stats()).toMatchObject({ preempted: 1, active: 0 });
   });
 
+  it('preempts a beam search by the work it would redo (every beam of every step), not by its tokens (none yet)', async () => {
+    const { pool, scheduler, run } = setup({ maxSequences: 4, stepMs: 3 });
+    const joined: string[] = [];
+    const replica = pool.replicas[0];
+    const request = replica.request.bind(replica);
+    replica.request = async (op, body) => {
+      joined.push(...(body as { join: { seq: string }[] }).join.map((j) => j.seq));
+      return request(op, body);
+    };
+    const beam = { width: 2, lengthPenalty: 1, ends: [] };
+    const search = scheduler.generate({ prompt: [1], sampling: { ...sampling, beam }, maxTokens: 40 }, { priority: -5, onToken: () => true });
+    await sleep(30); // several steps of two beams
+    const late = [run(40, { priority: -5 }), run(40, { priority: -5 })]; // every slot taken
+    await sleep(8);
+    const urgent = run(2, { priority: 10 });
+    await urgent.done;
+    expect((await search).beams).toHaveLength(2);
+    await Promise.all(late.map((l) => l.done));
+    expect(scheduler.stats().preempted).toBe(1);
+    expect(joined.filter((id) => id === joined[0])).toHaveLength(1); // the search was not the one preempted
+  });
+
   it("lets callers take turns for free slots: one caller's backlog does not hold another's request", async () => {
     const { run } = setup({ maxSequences: 1, stepMs: 5 });
     const busy = run(3, { caller: 'bulk' });

@@ -110,6 +110,8 @@ type Seq = {
   resumes: number;
   /** Times it started again at all: on another replica, or after it was preempted. */
   restarts: number;
+  /** Steps it took part in since it last (re)started (what a beam search, which has no tokens yet, has done). */
+  steps: number;
   /** Given a slot once (a preempted or resumed one waits again without a new turn or queue time). */
   admitted?: boolean;
   /** Tokens of its prediction taken (Predicted Outputs). */
@@ -157,6 +159,12 @@ let nextId = 0;
 
 /** Generation slots a sequence takes: one, or one per beam of a beam search. */
 const slotsOf = (seq: Seq) => seq.req.sampling.beam?.width ?? 1;
+
+/**
+ * The tokens a preempted sequence would compute again: those it generated (it starts again where it was); a beam
+ * search, which starts again from its prompt, every beam's of every step it took.
+ */
+const redoCost = (seq: Seq) => (seq.req.sampling.beam ? seq.steps * seq.req.sampling.beam.width : seq.generated.length);
 
 /**
  * Continuous (iteration-level) batching: one loop per replica advances all of its sequences one token per
@@ -257,6 +265,7 @@ export class GenerationScheduler extends EventEmitter<{
         generated: [],
         resumes: 0,
         restarts: 0,
+        steps: 0,
         acceptedPrediction: 0,
         resolve,
         reject,
@@ -369,7 +378,7 @@ export class GenerationScheduler extends EventEmitter<{
 
   /**
    * Recompute preemption (vLLM's): when a waiting sequence has no free slot anywhere and a generating one has a
-   * lower priority, the lowest of those (of them, the one with the fewest tokens: the least to compute again)
+   * lower priority, the lowest of those (of them, the one with the least to compute again: redoCost)
    * gives up its slot. It goes back to the queue, ahead of its priority, with the tokens it has, and starts again
    * where it was (as after a lost replica): its stream only pauses. So a backlog of low-priority work (Batch API
    * lines, a low-tier caller) holds higher-priority requests up by a step at most. Whether one was preempted.
@@ -385,12 +394,13 @@ export class GenerationScheduler extends EventEmitter<{
         const p = seq.hooks.priority ?? 0;
         if (seq.settled || p >= priority) continue;
         const lowest = victim?.seq.hooks.priority ?? 0;
-        if (!victim || p < lowest || (p === lowest && seq.generated.length < victim.seq.generated.length)) victim = { loop, seq };
+        if (!victim || p < lowest || (p === lowest && redoCost(seq) < redoCost(victim.seq))) victim = { loop, seq };
       }
     }
     if (!victim) return false;
     this.leave(victim.loop, victim.seq.id);
     victim.seq.restarts++;
+    victim.seq.steps = 0;
     this.enqueue(victim.seq, true);
     this.counts.preempted++;
     this.emit('restarted', { reason: 'preempted', sequences: 1 });
@@ -459,12 +469,18 @@ export class GenerationScheduler extends EventEmitter<{
           for (const seq of resumed) {
             seq.resumes++;
             seq.restarts++;
+            seq.steps = 0;
             seq.timer = setTimeout(() => this.expire(seq), this.opts.timeoutMs);
           }
           for (const seq of resumed.reverse()) this.enqueue(seq, true);
           this.counts.resumed += resumed.length;
           if (resumed.length > 0) this.emit('restarted', { reason: 'replica_lost', sequences: resumed.length });
           break;
+        }
+        for (const s of join) s.steps++;
+        for (const id of advance) {
+          const s = loop.active.get(id); // (gone if it was preempted while the step ran)
+          if (s) s.steps++;
         }
         const size = join.length + advance.length;
         const timing = { prefill: step.prefillMs ?? 0, decode: step.decodeMs ?? 0, sampling: step.sampleMs ?? 0, grammar: step.maskMs ?? 0 };
