@@ -143,6 +143,7 @@ describe("Triton's generate extension (POST /v2/models/{m}/generate, generate_st
     ['/v2/models/tiny-gpt/generate', { text_input: 'x', parameters: { max_tokens: 0 } }, 400, /max_tokens/],
     ['/v2/models/tiny-gpt/generate', { text_input: 'x', temperature: 'hot' }, 400, /temperature/],
     ['/v2/models/mlp/generate', { text_input: 'x' }, 400, /not generative: send tensors to \/v2\/models\/mlp\/infer/],
+    ['/v2/models/tiny-gpt/generate', { text_input: 'x', beam_width: 4 }, 400, /beam_width above 1 is not served here.*use_beam_search/],
     ['/v2/models/nope/generate_stream', { text_input: 'x' }, 404, /unknown model/],
   ])('refuses %s %j with %i and an {"error"} body', async (path, body, status, message) => {
     const res = await post(path, body);

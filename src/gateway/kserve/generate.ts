@@ -53,6 +53,8 @@ const settings = z.object({
   logprobs: z.number().int().min(0).max(20).optional(),
   /** vLLM's backend's LoRA adapter: one of the model's (config lora_adapters), by name. */
   lora_name: z.string().optional(),
+  /** TensorRT-LLM's beam search: refused above 1 (not passed over: the answer would not be a search's). */
+  beam_width: z.number().int().min(1).optional(),
 });
 
 /** The additional outputs a request asked for (vLLM's backend's `return_*` inputs). */
@@ -141,6 +143,8 @@ export function startGeneration(
     throw badInput(`${issue.path.join('.')}: ${issue.message}`, issue.path.join('.'));
   }
   const s = given.data;
+  if ((s.beam_width ?? 1) > 1)
+    throw badInput('beam_width above 1 is not served here: beam search is on POST /v1/completions and /v1/chat/completions (use_beam_search)', 'beam_width');
   if (!m.generation) throw badInput(`model ${m.name} is not generative: send tensors to /v2/models/${m.name}/infer`);
   m = withAdapter(m, s.lora_name, 'lora_name');
   const gen = m.generation as NonNullable<ServedModel['generation']>;
