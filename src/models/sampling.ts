@@ -222,17 +222,30 @@ function medianOf(a: number, b: number, c: number): number {
   return Math.max(Math.min(a, b), Math.min(Math.max(a, b), c));
 }
 
-/** The `n` highest of a row of scores (probabilities, logits), as [token, score], highest first. */
+/**
+ * The `n` highest of a row of scores (probabilities, logits), as [token, score], highest first (ties: the lower
+ * token first). One pass; a score at or below the n-th highest so far costs one comparison (insertions go into
+ * typed arrays: an array of pairs spliced per insertion cost ~0.25 ms a row of 50,257 at n = 8).
+ */
 export function mostLikely(scores: Float32Array, n: number): [number, number][] {
-  const top: [number, number][] = []; // kept sorted, at most n
-  for (let t = 0; t < scores.length && n > 0; t++) {
-    if (top.length === n && scores[t] <= top[n - 1][1]) continue;
-    let at = top.length;
-    while (at > 0 && top[at - 1][1] < scores[t]) at--;
-    top.splice(at, 0, [t, scores[t]]);
-    if (top.length > n) top.pop();
+  if (n <= 0) return [];
+  const tokens = new Int32Array(n);
+  const values = new Float64Array(n);
+  let count = 0;
+  let floor = Number.NEGATIVE_INFINITY; // the n-th highest, once there are n
+  for (let t = 0; t < scores.length; t++) {
+    const x = scores[t];
+    if (count === n && x <= floor) continue;
+    let at = count < n ? count++ : n - 1; // (full: the lowest makes room)
+    for (; at > 0 && values[at - 1] < x; at--) {
+      values[at] = values[at - 1];
+      tokens[at] = tokens[at - 1];
+    }
+    values[at] = x;
+    tokens[at] = t;
+    if (count === n) floor = values[n - 1];
   }
-  return top;
+  return Array.from({ length: count }, (_, i): [number, number] => [tokens[i], values[i]]);
 }
 
 /**
@@ -354,7 +367,7 @@ export class Sampler {
         ? undefined
         : {
             logprob: Math.log(row(i)[tokens[i]]),
-            rank: rankOf(row(i), tokens[i]),
+            rank: greedy[i] ? 1 : rankOf(row(i), tokens[i]), // (a greedy row's token is its most likely: nothing ranks above it)
             top: mostLikely(row(i), r.sampling.logprobs).map(([t, p]): [number, number] => [t, Math.log(p)]),
           },
     );
