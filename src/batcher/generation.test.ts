@@ -276,6 +276,23 @@ describe('GenerationScheduler', () => {
     expect(joined.filter((id) => id === joined[0])).toHaveLength(1); // the search was not the one preempted
   });
 
+  it('fails the sequences of a step answer it cannot read with a 500, frees their rows, and goes on serving', async () => {
+    const { pool, run } = setup();
+    const replica = pool.replicas[0];
+    const request = replica.request.bind(replica);
+    let garbled = 1;
+    replica.request = async (op, body) => {
+      const answer = await request(op, body);
+      return garbled-- > 0 ? { ...answer, tokens: null } : answer; // (a replica of another version, say)
+    };
+    const lost = run(5);
+    await expect(lost.done).rejects.toMatchObject({ status: 500, message: expect.stringMatching(/a generation step could not be read/) });
+    const next = run(3);
+    expect(await next.done).toMatchObject({ completionTokens: 3 });
+    const firstId = replica.steps[0].join[0];
+    expect(replica.steps.some((st) => st.release.includes(firstId))).toBe(true); // its row was freed
+  });
+
   it("lets callers take turns for free slots: one caller's backlog does not hold another's request", async () => {
     const { run } = setup({ maxSequences: 1, stepMs: 5 });
     const busy = run(3, { caller: 'bulk' });

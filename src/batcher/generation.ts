@@ -558,6 +558,16 @@ export class GenerationScheduler extends EventEmitter<{
         }
         this.admit();
       }
+    } catch (err) {
+      // A fault of the loop itself (a step answer it cannot read — a replica of another version —, a bug): its
+      // sequences fail with it, rather than wait for ever (or the process die of an unhandled rejection); their
+      // rows on the replica are freed with the loop's next step.
+      const error = internal(`model ${this.opts.model}: a generation step could not be read: ${(err as Error).message}`, err);
+      for (const seq of [...loop.active.values(), ...loop.joining.splice(0)]) {
+        loop.release.push(seq.id);
+        this.settle(seq, error);
+      }
+      loop.active.clear();
     } finally {
       loop.running = false;
       unhold();
