@@ -283,7 +283,7 @@ describe('GenerationScheduler', () => {
     let garbled = 1;
     replica.request = async (op, body) => {
       const answer = await request(op, body);
-      return garbled-- > 0 ? { ...answer, tokens: null } : answer; // (a replica of another version, say)
+      return garbled-- > 0 ? { ...answer, tokens: null as unknown as Record<string, number> } : answer; // (a replica of another version, say)
     };
     const lost = run(5);
     await expect(lost.done).rejects.toMatchObject({ status: 500, message: expect.stringMatching(/a generation step could not be read/) });
