@@ -150,7 +150,7 @@ export class Decoder {
     // Long prompts go on, a chunk each per step (so that the others' tokens keep coming meanwhile); joining
     // prompts start, after a cached prefix where there is one.
     // A beam search advances as all of its live beams.
-    const advance = req.advance.flatMap((id) => this.beamGroups.get(id)?.live.map((s) => (s.beam as NonNullable<Sequence['beam']>).id) ?? [id]);
+    const advance = req.advance.flatMap((id) => this.beamGroups.get(id)?.live.map((s) => beamOf(s).id) ?? [id]);
     const prefilling = advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
     const constraints = await this.constraintsFor(req.join, drawn);
@@ -606,7 +606,6 @@ export class Decoder {
    */
   private stepBeams(group: BeamGroup, drawn: Drawn): void {
     const parents = group.live;
-    const beamOf = (s: Sequence) => s.beam as NonNullable<Sequence['beam']>;
     const next = expandBeams(parents.map(beamOf), group.params, group.finished);
     group.produced++;
     // (read before any beam changes: a parent may have several children)
@@ -640,10 +639,10 @@ export class Decoder {
 
   /** Another row for a beam search: `like`'s sequence under a new id (its row is filled by the caller). */
   private newBeam(like: Sequence): Sequence {
-    const { group } = like.beam as NonNullable<Sequence['beam']>;
+    const { group } = beamOf(like);
     const seq: Sequence = { ...like, beam: { id: `${group.id}#${group.beamsMade++}`, group, tokens: [], logprob: 0 } };
     this.kv.add(seq, like.length + 1);
-    this.seqs.set((seq.beam as NonNullable<Sequence['beam']>).id, seq);
+    this.seqs.set(beamOf(seq).id, seq);
     return seq;
   }
 
@@ -657,7 +656,7 @@ export class Decoder {
   private release(id: string): void {
     const group = this.beamGroups.get(id);
     this.beamGroups.delete(id);
-    for (const s of group?.live ?? []) this.releaseRow((s.beam as NonNullable<Sequence['beam']>).id);
+    for (const s of group?.live ?? []) this.releaseRow(beamOf(s).id);
     this.releaseRow(id);
   }
 
@@ -727,6 +726,9 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
     drawn.logprobs[id] = logprobs;
   }
 }
+
+/** A beam search's sequence's beam. */
+const beamOf = (s: Sequence) => s.beam as NonNullable<Sequence['beam']>;
 
 type KvType = GenerativeSpec['kvType'];
 /** Drafting for a request's prediction where the model has no `speculative` of its own: longer drafts (a prediction is usually right). */
