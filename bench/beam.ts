@@ -7,14 +7,15 @@
  * the next beams, so both must find the same texts (checked). The floor: `n: width` sampled sequences of the same
  * length (the same rows per step, nothing to choose). Median of interleaved rounds.
  * Writes bench/results/beam-cpu.{json,md}.   npm run bench:beam [-- --model gpt2-small.onnx --width 4 --tokens 32 --name beam-gpt2-small-cpu]
+ * On a GPU (the kit's `beam` step): --device cuda --out DIR.
  */
 import { basename, join, resolve } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { type BeamParams, beamsDone, bestHypotheses, expandBeams, type Hypothesis } from '../src/models/beam-search.js';
 import { Decoder } from '../src/models/decoder.js';
 import { type GenerativeSpec, generativeSpec } from '../src/models/generative.js';
 import { PrefixCache } from '../src/models/prefix-cache.js';
 import { Sampler } from '../src/models/sampling.js';
+import { openSession } from '../src/models/session.js';
 import { readSignature } from '../src/models/signature.js';
 import { machine, ROOT, writeResults } from './lib.js';
 
@@ -24,6 +25,8 @@ const width = Number(flag('width', '4'));
 const maxTokens = Number(flag('tokens', '32'));
 const rounds = Number(flag('rounds', '5'));
 const outName = flag('name', 'beam-cpu');
+const outDir = flag('out', join(ROOT, 'bench/results'));
+const device = flag('device', 'cpu');
 const PROMPT = Array.from({ length: 40 }, (_, i) => 1000 + ((i * 37) % 500));
 const PREFIX_CACHE_BYTES = 512 * 2 ** 20;
 const params: BeamParams = { width, lengthPenalty: 1, ends: [] };
@@ -32,7 +35,7 @@ const greedy = { temperature: 0, topP: 1, topK: 0, seed: 1 };
 type Way = { name: string; run: () => Promise<Hypothesis[] | undefined> };
 
 async function main() {
-  const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: '0' } } } });
+  const { session, provider } = await openSession(modelPath, device, 1);
   const spec = generativeSpec(await readSignature(modelPath)) as GenerativeSpec;
   const sampler = await Sampler.create(1);
   const ways: Way[] = [
@@ -66,9 +69,9 @@ async function main() {
     };
   });
   for (const r of rows) console.log(r.way, r.ms, 'ms', r.tokensPerS, 'tokens/s');
-  const model = `${basename(modelPath, '.onnx')} on cpu, 1 ONNX Runtime thread`;
+  const model = `${basename(modelPath, '.onnx')} on ${provider}${provider === 'cpu' ? ', 1 ONNX Runtime thread' : ''}`;
   const results = { machine: machine(), model, width, maxTokens, promptTokens: PROMPT.length, sameTexts: same, rows };
-  const md = `# Beam search: in the replica vs a request per beam per step (${basename(modelPath, '.onnx')})
+  const md = `# Beam search: in the replica vs a request per beam per step (${basename(modelPath, '.onnx')}, ${provider})
 
 ${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.node}. ${results.machine.date}
 
@@ -80,7 +83,7 @@ the same ${width} texts: ${same}. tokens/s counts ${width} × ${maxTokens} token
 |---|---|---|---|
 ${rows.map((r) => `| ${r.way} | ${r.ms} | ${r.tokensPerS} | ${r.rounds.join(' / ')} |`).join('\n')}
 `;
-  writeResults(outName, results, md);
+  writeResults(outName, results, md, outDir);
 }
 
 /** The search on the replica: one sequence, stepped until its texts come back. */

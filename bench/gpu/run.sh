@@ -42,6 +42,8 @@
 #              the GPU (models: MODEL_SETS lora, exported by the models step when named)
 #   speculative  GPT-2 small (KV16) streams, 1/16/64, greedy and sampled: prompt-lookup speculative decoding vs a
 #              token a step (drafts are checked in one run of 5 positions: on a GPU nearly the price of one)
+#   beam       GPT-2 small (KV16), one search of 4 beams × 32 tokens: in the replica (rows copied) vs vLLM's way (a
+#              one-token request per beam per step over the prefix cache) vs 4 plain sequences (bench/beam.ts)
 #   edge-threads  no GPU: the HTTP intake of 1.2 MB bodies on the main thread vs on 1/2/4 worker threads, and the
 #              gateway with and without intake_threads: 1 (bench/edge-threads.ts), with the machine's cores to spare
 # On the H200, models fp16 u8 coldstart gpt2 u8-2rep u8-nhwc u8-shm fp32 coldstart-heuristic took 427 s at
@@ -59,7 +61,7 @@
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUT_DIR [STEP...]}
 shift
-STEPS=${*:-models shape-switch fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep u8-nhwc-2rep fp16-2rep u8-2rep-intake fp16-2rep-intake coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr edge-threads lora speculative}
+STEPS=${*:-models shape-switch fp16-fixed raw-inputs fp16 u8 u8-nhwc u8-shm u8-2rep u8-nhwc-2rep fp16-2rep u8-2rep-intake fp16-2rep-intake coldstart coldstart-heuristic gpt2 prefill structured fp16-nhwc fp32 gpt2-kv32 gpt2-sampler1 embeddings ocr edge-threads lora speculative beam}
 MODELS=${MODELS:-/tmp/infergate-gpu-models}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-6}
 mkdir -p "$OUT" "$MODELS"
@@ -119,6 +121,7 @@ run_step() {
         --adapters "$MODELS/adapters-small" --streams 1,16,64 --seconds "$SECONDS_PER_LOAD" --out "$OUT" --name gpu-lora ;;
     speculative) node --import tsx bench/speculative.ts --device cuda --model "$MODELS/gpt2-small-kv16.onnx" --streams 1,16,64 \
       --seconds "$SECONDS_PER_LOAD" --rounds 1 --out "$OUT" --name gpu-speculative ;;
+    beam) node --import tsx bench/beam.ts --device cuda --model "$MODELS/gpt2-small-kv16.onnx" --rounds 3 --out "$OUT" --name gpu-beam ;;
     fp32) vision --model "$MODELS/resnet50-fp32.onnx" --name resnet50-fp32 --shape 3,224,224 --dtype FP32 --batches 32,128 ;;
     *) echo "unknown step $1" >&2; return 2 ;;
   esac
