@@ -1,3 +1,6 @@
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -164,6 +167,27 @@ describe('LoRA adapters', () => {
     expect(await complete('sonnets2').catch((e) => e.status)).toBe(404);
     expect((await post('/v1/unload_lora_adapter', { lora_name: 'sonnets2' })).status).toBe(404);
     expect((await complete('sonnets')).model).toBe('sonnets'); // the others serve on
+  });
+
+  it('are read again when their files change under the same path (load_inplace: a training loop publishing weights)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'infergate-adapter-'));
+    const publish = (from: string) => {
+      for (const file of ['adapter_config.json', 'adapter_model.safetensors']) copyFileSync(join(adapters(from), file), join(dir, file));
+    };
+    try {
+      // (a prompt of more than a prefix-cache block: its cached keys and values must not outlive the weights either)
+      const long = 'A prompt long enough to fill a whole block of the prefix cache, and then a few words more';
+      publish('sonnets');
+      expect((await post('/v1/load_lora_adapter', { lora_name: 'trained', lora_path: dir })).status).toBe(200);
+      expect((await complete('trained', long)).text).toBe((await complete('sonnets', long)).text);
+      publish('pirate');
+      expect((await post('/v1/load_lora_adapter', { lora_name: 'trained', lora_path: dir, load_inplace: true })).status).toBe(200);
+      expect((await complete('trained', long)).text).toBe((await complete('pirate', long)).text);
+      expect((await complete('trained')).text).toBe((await complete('pirate')).text);
+    } finally {
+      await post('/v1/unload_lora_adapter', { lora_name: 'trained' });
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

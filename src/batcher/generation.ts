@@ -6,7 +6,7 @@ export type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampli
 
 import type { Hypothesis } from '../models/beam-search.js';
 import type { StepResult } from '../models/decoder.js';
-import type { AdapterRef } from '../models/lora.js';
+import { type AdapterRef, adapterKey } from '../models/lora.js';
 import type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
 import { FairShare } from './fair-share.js';
 import { ModelStatistics } from './statistics.js';
@@ -420,17 +420,17 @@ export class GenerationScheduler extends EventEmitter<{
 
   /** Whether `seq` may join the loop's sequences under max_loras: no adapter, one they have, or room for one more. */
   private adapterFits(loop: Loop, seq: Seq): boolean {
-    const adapter = seq.req.adapter?.path;
+    const adapter = seq.req.adapter && adapterKey(seq.req.adapter);
     if (adapter === undefined || this.opts.maxAdapters === undefined) return true;
     const held = new Set<string>();
-    for (const s of [...loop.active.values(), ...loop.joining]) if (s.req.adapter) held.add(s.req.adapter.path);
+    for (const s of [...loop.active.values(), ...loop.joining]) if (s.req.adapter) held.add(adapterKey(s.req.adapter));
     return held.has(adapter) || held.size < this.opts.maxAdapters;
   }
 
   /** The prompt's first `affinityTokens` tokens (and its adapter: cached apart) as a key, if it is that long and affinity is on. */
   private promptStart(seq: Seq): string | undefined {
     const n = this.opts.affinityTokens ?? 0;
-    return n > 0 && seq.req.prompt.length > n ? `${seq.req.adapter?.path ?? ''}|${seq.req.prompt.slice(0, n).join(',')}` : undefined;
+    return n > 0 && seq.req.prompt.length > n ? `${seq.req.adapter ? adapterKey(seq.req.adapter) : ''}|${seq.req.prompt.slice(0, n).join(',')}` : undefined;
   }
 
   private async run(loop: Loop): Promise<void> {

@@ -2,14 +2,14 @@ import { Hono, type MiddlewareHandler } from 'hono';
 import { z } from 'zod';
 import { MODEL_NAME } from '../config/schema.js';
 import { badInput, notFound } from '../errors/index.js';
-import { type LoraTarget, readAdapter } from '../models/lora.js';
+import { type LoraTarget, type LoraWeights, readAdapter } from '../models/lora.js';
 import { runtimeChangesOff } from './admin.js';
 import { readJson } from './body.js';
 import { parseBody } from './openai/schema.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
 /** An adapter a generative model serves: requests name it as their model. */
-export type LoraAdapter = { name: string; path: string; rank: number; created: number };
+export type LoraAdapter = { name: string; path: string; rank: number; created: number; digest: string };
 
 /**
  * A generative model's LoRA adapters by name (vLLM's): the config's `lora_adapters`, and those loaded or
@@ -24,7 +24,7 @@ export class LoraAdapters {
   /** Reads and adds an adapter; throws what does not fit (another adapter of the name: unless `replace`). */
   async add(name: string, path: string, replace = false): Promise<LoraAdapter> {
     if (this.byName.has(name) && !replace) throw new Error(`an adapter named ${name} is loaded already (load_inplace: true replaces it)`);
-    const adapter = adapterOf(name, path, (await readAdapter(path, this.targets)).rank);
+    const adapter = adapterOf(name, path, await readAdapter(path, this.targets));
     this.byName.set(name, adapter);
     return adapter;
   }
@@ -37,11 +37,11 @@ export class LoraAdapters {
   async prepare(before: Record<string, string>, after: Record<string, string>): Promise<() => void> {
     const read = await Promise.all(
       Object.entries(after).map(async ([name, path]) => {
-        const { rank } = await readAdapter(path, this.targets).catch((err: Error) => {
+        const weights = await readAdapter(path, this.targets).catch((err: Error) => {
           throw new Error(`${name}: ${err.message}`);
         });
         const kept = this.byName.get(name);
-        return kept?.path === path ? kept : adapterOf(name, path, rank);
+        return kept?.path === path && kept.digest === weights.digest ? kept : adapterOf(name, path, weights);
       }),
     );
     return () => {
@@ -63,7 +63,13 @@ export class LoraAdapters {
   }
 }
 
-const adapterOf = (name: string, path: string, rank: number): LoraAdapter => ({ name, path, rank, created: Math.floor(Date.now() / 1000) });
+const adapterOf = (name: string, path: string, { rank, digest }: LoraWeights): LoraAdapter => ({
+  name,
+  path,
+  rank,
+  digest,
+  created: Math.floor(Date.now() / 1000),
+});
 
 /**
  * An adapter as a model of its own for the generative routes: the base model's everything, under the
@@ -71,7 +77,7 @@ const adapterOf = (name: string, path: string, rank: number): LoraAdapter => ({ 
  */
 export function adapterModel(base: ServedModel, adapter: LoraAdapter): ServedModel {
   const generation = base.generation as NonNullable<ServedModel['generation']>;
-  const ref = { name: adapter.name, path: adapter.path };
+  const ref = { name: adapter.name, path: adapter.path, digest: adapter.digest };
   return {
     ...base,
     name: adapter.name,

@@ -2,7 +2,7 @@ import { type Beam, type BeamParams, beamsDone, bestHypotheses, expandBeams, typ
 import type { GenerativeSpec } from './generative.js';
 import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './grammar/index.js';
 import { KvRows, kvArray } from './kv-rows.js';
-import { AdapterCache, type AdapterRef, type LoadedAdapter, LoraStack } from './lora.js';
+import { AdapterCache, type AdapterRef, adapterKey, type LoadedAdapter, LoraStack } from './lora.js';
 import { ort } from './ort.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, keepsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
@@ -159,7 +159,7 @@ export class Decoder {
       if (drawn.failed?.[j.seq]) continue;
       // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own. One
       // with an adapter has keys and values of its own: cached apart, under the adapter's path.
-      const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt, j.adapter?.path) : undefined;
+      const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt, j.adapter && adapterKey(j.adapter)) : undefined;
       extending.push(this.startPrefill(j, hit, drawn, constraints.get(j.seq), adapters.get(j.seq)));
     }
     for (const group of extensionGroups(extending, this.extensionLimits())) await this.extend(group, drawn);
@@ -222,7 +222,7 @@ export class Decoder {
     const runOf = new Map<string, number>();
     /** The run each sequence takes its keys, values and logits from. */
     const source = items.map((x) => {
-      const key = `${x.seq.adapter?.path ?? ''}:${x.seq.length}:${promptOf(x).join(',')}`;
+      const key = `${x.seq.adapter?.key ?? ''}:${x.seq.length}:${promptOf(x).join(',')}`;
       if (!runOf.has(key)) runOf.set(key, runs.push(x) - 1);
       return runOf.get(key) as number;
     });
@@ -353,7 +353,7 @@ export class Decoder {
       if (!j.adapter || drawn.failed?.[j.seq]) continue;
       try {
         if (!this.adapters) throw new Error('the model takes no LoRA adapters');
-        out.set(j.seq, await this.adapters.cache.load(j.adapter.path));
+        out.set(j.seq, await this.adapters.cache.load(j.adapter));
       } catch (err) {
         drawn.failed ??= {};
         drawn.failed[j.seq] = `its LoRA adapter ${j.adapter.name} cannot be used: ${(err as Error).message}`;
@@ -410,7 +410,7 @@ export class Decoder {
 
   /** Offers a just-prefilled prompt's keys and values to the prefix cache (read from `seq`'s row). */
   private keepPrefix(prompt: number[], seq: Sequence): void {
-    this.prefixCache?.insert(prompt, (c, head, length) => this.kv.view(c, seq, head, length), seq.adapter?.path);
+    this.prefixCache?.insert(prompt, (c, head, length) => this.kv.view(c, seq, head, length), seq.adapter?.key);
   }
 
   /**

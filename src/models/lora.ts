@@ -1,3 +1,4 @@
+import { createHash, type Hash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { float16ToNumber } from '../tensor/index.js';
@@ -10,11 +11,20 @@ import type { ModelSignature } from './signature.js';
  */
 export type LoraTarget = { layer: number; module: string; in: number; out: number };
 
-/** An adapter as a decoder feeds it: per target (by index), A^T [in, rank] and scaling * B^T [rank, out]; none: not adapted. */
-export type LoraWeights = { rank: number; a: (Float32Array | undefined)[]; b: (Float32Array | undefined)[] };
+/**
+ * An adapter as a decoder feeds it: per target (by index), A^T [in, rank] and scaling * B^T [rank, out]; none: not
+ * adapted. `digest`: of its files' bytes, what tells one version of the adapter at a path from the next.
+ */
+export type LoraWeights = { rank: number; a: (Float32Array | undefined)[]; b: (Float32Array | undefined)[]; digest: string };
 
-/** Where an adapter is (PEFT's folder) and what requests call it. */
-export type AdapterRef = { name: string; path: string };
+/**
+ * Where an adapter is (PEFT's folder), what requests call it, and the digest of the files the gateway read there
+ * (a replica holding another version of the path reads it again: load_inplace after new weights were written).
+ */
+export type AdapterRef = { name: string; path: string; digest?: string };
+
+/** What tells adapters apart (replicas' caches, prefix-cache namespaces, the scheduler's max_loras): path and version. */
+export const adapterKey = (a: { path: string; digest?: string }) => (a.digest ? `${a.path}@${a.digest}` : a.path);
 
 /** The layers a decoder takes adapters for, if it has LoRA inputs at all. */
 export function loraTargets(sig: ModelSignature): LoraTarget[] | undefined {
@@ -39,15 +49,16 @@ type Stored = { shape: number[]; data: Float32Array };
  * does not fit: a layer the model takes no adapter for, a shape for another model, a missing file.
  */
 export async function readAdapter(dir: string, targets: readonly LoraTarget[]): Promise<LoraWeights> {
-  const config = await readJson(join(dir, 'adapter_config.json'));
+  const digest = createHash('sha256');
+  const config = await readJson(join(dir, 'adapter_config.json'), digest);
   if (config.peft_type !== undefined && config.peft_type !== 'LORA') throw new Error(`${dir}: a ${config.peft_type} adapter; only LoRA adapters are served`);
   const rank = config.r;
   if (!Number.isInteger(rank) || (rank as number) < 1) throw new Error(`${dir}/adapter_config.json: r must be a positive integer, got ${JSON.stringify(rank)}`);
   const alpha = typeof config.lora_alpha === 'number' ? config.lora_alpha : (rank as number);
   const r = rank as number;
   const scaling = alpha / (config.use_rslora === true ? Math.sqrt(r) : r);
-  const tensors = await readSafetensors(join(dir, 'adapter_model.safetensors'));
-  const weights: LoraWeights = { rank: r, a: targets.map(() => undefined), b: targets.map(() => undefined) };
+  const tensors = await readSafetensors(join(dir, 'adapter_model.safetensors'), digest);
+  const weights: LoraWeights = { rank: r, a: targets.map(() => undefined), b: targets.map(() => undefined), digest: digest.digest('hex').slice(0, 16) };
   const takes = [...new Set(targets.map((t) => t.module))].join(', ');
   for (const [name, t] of tensors) {
     const m = /(?:^|\.)h\.(\d+)\.(.+)\.lora_([AB])(?:\.default)?\.weight$/.exec(name);
@@ -76,10 +87,11 @@ export async function readAdapter(dir: string, targets: readonly LoraTarget[]): 
   return weights;
 }
 
-async function readJson(path: string): Promise<Record<string, unknown>> {
+async function readJson(path: string, digest: Hash): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
+    digest.update(text);
   } catch (err) {
     throw new Error(`${path}: cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); a LoRA adapter is a folder as PEFT saves it`);
   }
@@ -91,10 +103,11 @@ async function readJson(path: string): Promise<Record<string, unknown>> {
 }
 
 /** The tensors of a .safetensors file (an 8-byte little-endian header length, a JSON header, the bytes), as FP32. */
-async function readSafetensors(path: string): Promise<Map<string, Stored>> {
+async function readSafetensors(path: string, digest: Hash): Promise<Map<string, Stored>> {
   const bytes = await readFile(path).catch((err) => {
     throw new Error(`${path}: cannot be read (${err.code ?? err.message}); adapters are served from adapter_model.safetensors`);
   });
+  digest.update(bytes);
   const length = bytes.length >= 8 ? Number(bytes.readBigUInt64LE(0)) : Number.POSITIVE_INFINITY;
   if (length > bytes.length - 8) throw new Error(`${path}: not a safetensors file`);
   let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
@@ -136,12 +149,12 @@ function transpose(data: Float32Array, rows: number, cols: number): Float32Array
   return out;
 }
 
-/** An adapter a replica has read: its weights and where it came from (what tells adapters apart). */
-export type LoadedAdapter = LoraWeights & { path: string };
+/** An adapter a replica has read: its weights, and what tells it apart (adapterKey of the reference it was read for). */
+export type LoadedAdapter = LoraWeights & { key: string };
 
 /**
- * A replica's adapters, read once per folder and kept (the most recently used `keep`): sequences hold theirs,
- * so one forgotten here while it is in use goes on being fed.
+ * A replica's adapters, read once per folder and version and kept (the most recently used `keep`): sequences hold
+ * theirs, so one forgotten here while it is in use goes on being fed.
  */
 export class AdapterCache {
   private kept = new Map<string, Promise<LoadedAdapter>>();
@@ -151,12 +164,13 @@ export class AdapterCache {
     private keep = 64,
   ) {}
 
-  load(path: string): Promise<LoadedAdapter> {
-    let loading = this.kept.get(path);
-    if (loading) this.kept.delete(path);
-    else loading = readAdapter(path, this.targets).then((w) => ({ ...w, path }));
-    this.kept.set(path, loading);
-    loading.catch(() => this.kept.delete(path));
+  load(ref: AdapterRef): Promise<LoadedAdapter> {
+    const key = adapterKey(ref);
+    let loading = this.kept.get(key);
+    if (loading) this.kept.delete(key);
+    else loading = readAdapter(ref.path, this.targets).then((w) => ({ ...w, key }));
+    this.kept.set(key, loading);
+    loading.catch(() => this.kept.delete(key));
     if (this.kept.size > this.keep) this.kept.delete(this.kept.keys().next().value as string);
     return loading;
   }
@@ -173,10 +187,10 @@ export class LoraStack {
   constructor(private targets: readonly LoraTarget[]) {}
 
   feeds(rows: readonly (LoadedAdapter | undefined)[]): Record<string, ort.Tensor> {
-    // In the order of their paths, not of the rows: rows move as sequences leave, the run's adapters stay the same.
-    const adapters = [...new Set(rows.filter((a): a is LoadedAdapter => a !== undefined))].sort((a, b) => (a.path < b.path ? -1 : 1));
+    // In the order of their keys, not of the rows: rows move as sequences leave, the run's adapters stay the same.
+    const adapters = [...new Set(rows.filter((a): a is LoadedAdapter => a !== undefined))].sort((a, b) => (a.key < b.key ? -1 : 1));
     const slots = BigInt64Array.from(rows, (a) => BigInt(a ? adapters.indexOf(a) + 1 : 0));
-    const key = adapters.map((a) => a.path).join('\n');
+    const key = adapters.map((a) => a.key).join('\n');
     if (this.last?.key !== key) this.last = { key, feeds: this.stack(adapters) };
     return { lora_slot: new ort.Tensor('int64', slots, [rows.length]), ...this.last.feeds };
   }
