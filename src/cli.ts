@@ -111,7 +111,8 @@ program
                     : sig.batchAxis === 0
                       ? ''
                       : ' (not batchable)';
-      console.log(`${name}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
+      const aliases = model.aliases.length > 0 ? ` (also named ${model.aliases.join(', ')})` : '';
+      console.log(`${name}${aliases}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
     }
     // Every file of a multiplexed model, as a request naming it would be checked: a bad one found before deploying.
     const unfit: string[] = [];

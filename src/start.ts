@@ -121,6 +121,8 @@ export type ReloadReport = Changes & {
   version_traffic?: string[];
   /** Generative models among `unchanged` whose lora_adapters changed (in place, nothing restarted). */
   lora_adapters?: string[];
+  /** Models among `unchanged` whose aliases changed (in place). */
+  aliases?: string[];
 };
 
 /** Reads every model's signature (config mistakes are reported before anything starts). */
@@ -713,6 +715,7 @@ async function buildModel(
         : undefined,
     classifier: classifier && text ? { spec: classifier, ...text } : undefined,
     ocr: model.ocr && dictionary ? { detector: model.ocr.detector, dictionary } : undefined,
+    aliases: model.aliases,
     stats: () => queue.stats(),
     statistics: () => (versions && batcher ? versions.map((v) => batcher.statisticsOf(v).toTriton(name)) : [queue.statistics.toTriton(name)]),
     queue,
@@ -925,15 +928,16 @@ export async function startGateway(
     const nextStamps = await stampsOf(next);
     // (a versioned model whose version_traffic alone changed keeps running: its split moves in place, as KServe's
     // canary percent moves without new pods; so do a generative model's LoRA adapters, which replicas read by path)
-    const apart = (m: ModelConfig | undefined) => JSON.stringify(m && { ...m, version_traffic: undefined, lora_adapters: undefined });
+    const apart = (m: ModelConfig | undefined) => JSON.stringify(m && { ...m, version_traffic: undefined, lora_adapters: undefined, aliases: undefined });
     const same = (name: string) =>
       (only !== undefined && name !== only) || (apart(running.models[name]) === apart(next.models[name]) && stamps.get(name) === nextStamps.get(name));
     const names = Object.keys(next.models);
     // Models kept running whose setting `key` changed: it is applied in place.
-    const changedInPlace = (key: 'version_traffic' | 'lora_adapters') =>
+    const changedInPlace = (key: 'version_traffic' | 'lora_adapters' | 'aliases') =>
       names.filter((n) => models.has(n) && same(n) && JSON.stringify(running.models[n]?.[key]) !== JSON.stringify(next.models[n][key]));
     const retuned = changedInPlace('version_traffic');
     const adapted = changedInPlace('lora_adapters');
+    const renamed = changedInPlace('aliases');
     const report: ReloadReport = {
       added: names.filter((n) => !models.has(n)),
       replaced: names.filter((n) => models.has(n) && !same(n)),
@@ -942,6 +946,7 @@ export async function startGateway(
       restart_required: (['server', 'auth', 'endpoints', 'telemetry'] as const).filter((k) => JSON.stringify(config[k]) !== JSON.stringify(next[k])),
       ...(retuned.length > 0 && { version_traffic: retuned }),
       ...(adapted.length > 0 && { lora_adapters: adapted }),
+      ...(renamed.length > 0 && { aliases: renamed }),
     };
     // Every new model is built and warm before any is swapped in: a failure leaves the running ones as they were.
     const fresh = new Map<string, ModelEntry>();
@@ -996,6 +1001,7 @@ export async function startGateway(
     ensembles = new Map(nextPlans.map((p) => [p.name, kept.has(p.name) ? (ensembles.get(p.name) as ServedModel) : ensembleModel(p, served)]));
     plans = nextPlans;
     for (const apply of readapt) apply();
+    for (const name of renamed) (models.get(name) as ModelEntry).aliases = next.models[name].aliases;
     for (const name of retuned) {
       const versions = models.get(name)?.versions;
       if (versions) versions.unnamed = unnamedVersion(versions.served, next.models[name].version_traffic);
@@ -1200,12 +1206,17 @@ export function checkEnsembles(config: Config, signatures: ReadonlyMap<string, M
   });
 }
 
-/** Models and ensembles as the routes see them: one map, read through (a reload changes both). */
+/** Models and ensembles as the routes see them: one map, read through (a reload changes both); a model found by an alias too. */
 function servedView(models: ReadonlyMap<string, ServedModel>, ensembles: () => ReadonlyMap<string, ServedModel>): ReadonlyMap<string, ServedModel> {
   const all = () => (ensembles().size ? new Map([...models, ...ensembles()]) : models); // (no copy without ensembles)
+  // A model by one of its aliases (looked up only when no model or ensemble has the name; listed under its own).
+  const aliased = (name: string) => {
+    for (const m of models.values()) if (m.aliases?.includes(name)) return m;
+    return undefined;
+  };
   return {
-    get: (name) => models.get(name) ?? ensembles().get(name),
-    has: (name) => models.has(name) || ensembles().has(name),
+    get: (name) => models.get(name) ?? ensembles().get(name) ?? aliased(name),
+    has: (name) => models.has(name) || ensembles().has(name) || aliased(name) !== undefined,
     get size() {
       return models.size + ensembles().size;
     },

@@ -195,6 +195,11 @@ export const modelSchema = z
       .optional(),
     lora_adapters: z.record(z.string().regex(MODEL_NAME, 'expected an adapter name of letters, digits, _ . -'), z.string().min(1)).optional(),
     /**
+     * Other names requests may give the model by (vLLM's several --served-model-name; an OpenAI client's model
+     * name kept while it moves here): every route takes them; answers name the model by its own name.
+     */
+    aliases: z.array(z.string().regex(MODEL_NAME, 'expected an alias of letters, digits, _ . -')).default([]),
+    /**
      * Most LoRA adapters among one replica's sequences at once (vLLM's max_loras): each is fed to every step. A
      * request of another adapter waits for one to finish; requests behind it that fit go first. @default no limit
      */
@@ -662,10 +667,18 @@ export const configSchema = z
       ctx.addIssue({ code: 'custom', path: ['auth', 'jwt'], message: 'a jwt policy is used but auth.jwt is not configured' });
     if (policies.includes('key') && c.auth.keys.length === 0)
       ctx.addIssue({ code: 'custom', path: ['auth', 'keys'], message: 'a key policy is used but auth.keys is empty' });
+    const aliases = new Map<string, string>(); // alias → its model
+    for (const [name, m] of Object.entries(c.models))
+      m.aliases.forEach((alias, i) => {
+        const clash = c.models[alias] || c.ensembles[alias] ? "a model's" : aliases.has(alias) ? `${aliases.get(alias)}'s alias` : undefined;
+        if (clash) ctx.addIssue({ code: 'custom', path: ['models', name, 'aliases', i], message: `${alias} is ${clash} name too` });
+        aliases.set(alias, name);
+      });
     const adapters = new Set<string>();
     for (const [name, m] of Object.entries(c.models))
       for (const adapter of Object.keys(m.lora_adapters ?? {})) {
-        const clash = c.models[adapter] || c.ensembles[adapter] ? "a model's" : adapters.has(adapter) ? "another model's adapter's" : undefined;
+        const clash =
+          c.models[adapter] || c.ensembles[adapter] || aliases.has(adapter) ? "a model's" : adapters.has(adapter) ? "another model's adapter's" : undefined;
         if (clash)
           ctx.addIssue({
             code: 'custom',

@@ -5,6 +5,8 @@ import type { Inputs } from '../tensor/index.js';
 /** What the gateway needs of a served model: its signature, a way in, and how it is doing. */
 export interface ServedModel {
   name: string;
+  /** Other names requests may give it (config `aliases`; changed in place by a reload). */
+  aliases?: readonly string[];
   signature: ModelSignature;
   /** The configured device (cpu, cuda, cuda:N, auto). */
   device: string;

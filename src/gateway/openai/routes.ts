@@ -56,14 +56,16 @@ export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions
 
   const model = generativeModelOf(models);
   const text = textModelOf(models);
-  app.get('/v1/models', (c) => c.json({ object: 'list', data: [...openaiModels().map(listed), ...adapters().map(listedAdapter)] }));
+  // A model's aliases are listed as vLLM lists its served names: an entry each, its own name as root.
+  const withAliases = (m: ServedModel) => [listed(m), ...(m.aliases ?? []).map((alias) => ({ ...listed(m), id: alias }))];
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: [...openaiModels().flatMap(withAliases), ...adapters().map(listedAdapter)] }));
   app.get('/v1/models/:model', (c) => {
     // A tensor model here is KServe v1's model status (the same path), as KServe's v1 clients read it.
     const tensor = models.get(c.req.param('model'));
     if (tensor && !tensor.generation && !tensor.embedding && !tensor.classifier)
       return c.json({ name: tensor.name, ready: tensor.isReady() }, tensor.isReady() ? 200 : 503);
     const adapter = findAdapter(models, c.req.param('model'));
-    return c.json(adapter ? listedAdapter(adapter) : listed(text(c.req.param('model')).model));
+    return c.json(adapter ? listedAdapter(adapter) : { ...listed(text(c.req.param('model')).model), id: c.req.param('model') });
   });
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
