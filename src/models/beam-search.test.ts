@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type Beam, beamScore, beamsDone, bestHypotheses, expandBeams, type Hypothesis } from './beam-search.js';
+import { type Beam, beamScore, beamsDone, bestHypotheses, expandBeams, type Hypothesis, stopMatcher } from './beam-search.js';
 
 const params = { width: 2, lengthPenalty: 1, ends: [0] };
 
@@ -72,6 +72,32 @@ describe('beam search selection', () => {
       late,
     );
     expect(late).toEqual([]);
+  });
+
+  it('ends a hypothesis whose text would contain a stop string, across tokens, keeping the tokens that make it', () => {
+    const texts: Record<number, string> = { 1: 'ab', 2: 'c\n', 3: '\nd', 4: 'x\n\ny', 5: 'é' };
+    const stopOf = stopMatcher(['\n\n', 'ké'], (t) => Buffer.from(texts[t]));
+    expect(stopOf({ tokens: [2], logprob: 0 }, 3)).toBe('\n\n'); // "c\n" + "\nd": across the two
+    expect(stopOf({ tokens: [1], logprob: 0 }, 3)).toBeUndefined();
+    expect(stopOf({ tokens: [4], logprob: 0 }, 1)).toBeUndefined(); // in the text before the token: not this token's
+    expect(stopOf({ tokens: [], logprob: 0 }, 4)).toBe('\n\n'); // inside the token
+    expect(stopOf({ tokens: [1, 1], logprob: 0 }, 5)).toBeUndefined();
+    const finished: Hypothesis[] = [];
+    const live: Beam[] = [
+      {
+        tokens: [2],
+        logprob: -1,
+        candidates: [
+          [3, -0.1],
+          [1, -0.2],
+          [5, -0.3],
+          [1, -5],
+        ],
+      },
+    ];
+    const next = expandBeams(live, params, finished, stopOf);
+    expect(next.map((e) => e.token)).toEqual([1, 5]);
+    expect(finished).toEqual([{ tokens: [2, 3], logprob: -1.1, score: -1.1 / 2, finishReason: 'stop', stop: '\n\n' }]);
   });
 
   it('scores by log-probability over length to the length penalty: a penalty above 0 favours the longer', () => {

@@ -2,7 +2,8 @@
  * Beam search (Hugging Face's `num_beams`, vLLM's `use_beam_search`): a request keeps `width` live beams; each step
  * every beam proposes its 2 × width likeliest next tokens, and the width best continuations overall (by their
  * summed log-probability) become the next step's beams. A continuation that ends (end-of-text, a stop token)
- * among the width best is set aside as a finished hypothesis. What is returned: the width best of the finished and
+ * among the width best is set aside as a finished hypothesis — so is one whose text would end with a stop string
+ * (its tokens kept: the text is cut before the stop string by whoever shows it). What is returned: the width best of the finished and
  * the live by score — log-probability over length (generated tokens, the ending one not counted) to the
  * `lengthPenalty` (> 0 favours longer texts; 0: the plain sum).
  *
@@ -16,6 +17,8 @@ export type BeamParams = {
   lengthPenalty: number;
   /** Tokens that end a hypothesis (end-of-text unless ignored, stop token ids). */
   ends: number[];
+  /** Stop strings: a continuation whose text would contain one ends its hypothesis (OpenAI's `stop`). */
+  stops?: string[];
 };
 
 /** A live beam: its generated tokens, their summed log-probability, and its next token's candidates once computed. */
@@ -24,8 +27,14 @@ export type Beam = { tokens: number[]; logprob: number; candidates?: [number, nu
 /** A beam's continuation chosen for the next step: `parent` indexes the live beams. */
 export type Expansion = { parent: number; token: number; logprob: number };
 
-/** A text the search returns: its tokens (without the one that ended it), log-probability and score. */
-export type Hypothesis = { tokens: number[]; logprob: number; score: number; finishReason: 'stop' | 'length' };
+/**
+ * A text the search returns: its tokens (without the end token that ended it; with those of a stop string, which
+ * `stop` names), log-probability and score.
+ */
+export type Hypothesis = { tokens: number[]; logprob: number; score: number; finishReason: 'stop' | 'length'; stop?: string };
+
+/** Which stop string a beam's text would end with after `token` (stopMatcher), if any. */
+export type StopOf = (beam: Beam, token: number) => string | undefined;
 
 export const beamScore = (logprob: number, length: number, lengthPenalty: number) => logprob / Math.max(1, length) ** lengthPenalty;
 
@@ -34,7 +43,7 @@ export const beamScore = (logprob: number, length: number, lengthPenalty: number
  * continuation ranked within the first `width` goes to `finished` instead (as Hugging Face's BeamSearchScorer:
  * one ranked lower would not have been kept anyway).
  */
-export function expandBeams(live: readonly Beam[], params: BeamParams, finished: Hypothesis[]): Expansion[] {
+export function expandBeams(live: readonly Beam[], params: BeamParams, finished: Hypothesis[], stopOf?: StopOf): Expansion[] {
   const ends = new Set(params.ends);
   const all: Expansion[] = [];
   live.forEach((beam, parent) => {
@@ -44,10 +53,13 @@ export function expandBeams(live: readonly Beam[], params: BeamParams, finished:
   const next: Expansion[] = [];
   for (const [rank, e] of all.entries()) {
     if (next.length === params.width) break;
-    if (!ends.has(e.token)) next.push(e);
+    const parent = live[e.parent];
+    const stop = ends.has(e.token) ? undefined : stopOf?.(parent, e.token);
+    if (!ends.has(e.token) && stop === undefined) next.push(e);
     else if (rank < params.width) {
-      const tokens = live[e.parent].tokens;
-      finished.push({ tokens, logprob: e.logprob, score: beamScore(e.logprob, tokens.length, params.lengthPenalty), finishReason: 'stop' });
+      const tokens = stop === undefined ? parent.tokens : [...parent.tokens, e.token];
+      const score = beamScore(e.logprob, tokens.length, params.lengthPenalty);
+      finished.push({ tokens, logprob: e.logprob, score, finishReason: 'stop', ...(stop !== undefined && { stop }) });
     }
   }
   return next;
@@ -76,4 +88,25 @@ export function bestHypotheses(live: readonly Beam[], finished: readonly Hypothe
     }),
   );
   return [...finished, ...cut].sort((a, b) => b.score - a.score).slice(0, params.width);
+}
+
+/**
+ * Finds stop strings in beams' texts: after `token`, the bytes of the beam's last tokens (as many as the longest
+ * stop string could span) and the token's, searched for a stop string that ends inside the token's bytes (one
+ * ending before would have ended the beam then).
+ */
+export function stopMatcher(stops: readonly string[], bytesOf: (token: number) => Uint8Array): StopOf {
+  const encoded = stops.map((s) => Buffer.from(s));
+  const longest = Math.max(...encoded.map((b) => b.length));
+  return (beam, token) => {
+    const tail: Uint8Array[] = [];
+    let tailBytes = 0;
+    for (let i = beam.tokens.length - 1; i >= 0 && tailBytes < longest - 1; i--) {
+      tail.unshift(bytesOf(beam.tokens[i]));
+      tailBytes += tail[0].length;
+    }
+    const text = Buffer.concat([...tail, bytesOf(token)]);
+    const at = encoded.findIndex((stop) => text.indexOf(stop, Math.max(0, tailBytes - stop.length + 1)) >= 0);
+    return at < 0 ? undefined : stops[at];
+  };
 }

@@ -1,4 +1,4 @@
-import { type Beam, type BeamParams, beamsDone, bestHypotheses, expandBeams, type Hypothesis } from './beam-search.js';
+import { type Beam, type BeamParams, beamsDone, bestHypotheses, expandBeams, type Hypothesis, type StopOf, stopMatcher } from './beam-search.js';
 import type { GenerativeSpec } from './generative.js';
 import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './grammar/index.js';
 import { KvRows, kvArray } from './kv-rows.js';
@@ -8,7 +8,7 @@ import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
 import { countsTokens, keepsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
 import { followPrediction, lookupDraft, type Prediction, predictedDraft, type Speculation } from './speculation.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
-import { loadTokenizer } from './text.js';
+import { loadTokenizer, type Tokenizer } from './text.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
@@ -61,7 +61,17 @@ type Drawn = Pick<
  * A beam search's live beams (a row each; the first one's id is the search's, the others' `id#k`), the hypotheses
  * finished so far, and the tokens each beam has generated.
  */
-type BeamGroup = { id: string; params: BeamParams; live: Sequence[]; finished: Hypothesis[]; produced: number; maxTokens: number; beamsMade: number };
+type BeamGroup = {
+  id: string;
+  params: BeamParams;
+  live: Sequence[];
+  finished: Hypothesis[];
+  produced: number;
+  maxTokens: number;
+  beamsMade: number;
+  /** With stop strings: which one a continuation ends with. */
+  stopOf?: StopOf;
+};
 
 type Sequence = {
   /** Its row in the batch caches. */
@@ -113,6 +123,8 @@ export class Decoder {
   private scratch = new Map<string, KvArray>();
   /** The tokenizer's tokens by their bytes, for response formats (built when the first one comes). */
   private vocabulary?: Vocabulary;
+  /** The tokenizer, for beam searches' stop strings (loaded when the first one comes). */
+  private tokenizer?: Tokenizer;
   /** The session has a `logits_to_keep` input (`spec.logitsToKeep` says whether prefill makes use of it). */
   private takesKeep: boolean;
   /** For a model that takes LoRA adapters: those read, and the run's stacked. */
@@ -153,6 +165,7 @@ export class Decoder {
     const advance = req.advance.flatMap((id) => this.beamGroups.get(id)?.live.map((s) => beamOf(s).id) ?? [id]);
     const prefilling = advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
+    if (req.join.some((j) => j.sampling.beam?.stops?.length)) this.tokenizer ??= await loadTokenizer(this.spec.tokenizer);
     const constraints = await this.constraintsFor(req.join, drawn);
     const adapters = await this.adaptersFor(req.join, drawn);
     for (const j of req.join) {
@@ -382,7 +395,10 @@ export class Decoder {
     if (j.sampling.beam) {
       // Each step's draw is dropped: the beam search wants the likeliest 2 × width tokens and their log-probabilities.
       seq.sampling = { ...j.sampling, topK: 1, logprobs: 2 * j.sampling.beam.width };
-      const group = { id: j.seq, params: j.sampling.beam, live: [seq], finished: [], produced: 0, maxTokens: j.maxTokens ?? 1, beamsMade: 1 };
+      const { stops } = j.sampling.beam;
+      const tokenizer = this.tokenizer as Tokenizer;
+      const stopOf = stops?.length ? stopMatcher(stops, (t) => tokenizer.bytes(t)) : undefined;
+      const group = { id: j.seq, params: j.sampling.beam, live: [seq], finished: [], produced: 0, maxTokens: j.maxTokens ?? 1, beamsMade: 1, stopOf };
       seq.beam = { id: j.seq, group, tokens: [], logprob: 0 };
       this.beamGroups.set(j.seq, group);
     }
@@ -606,7 +622,7 @@ export class Decoder {
    */
   private stepBeams(group: BeamGroup, drawn: Drawn): void {
     const parents = group.live;
-    const next = expandBeams(parents.map(beamOf), group.params, group.finished);
+    const next = expandBeams(parents.map(beamOf), group.params, group.finished, group.stopOf);
     group.produced++;
     // (read before any beam changes: a parent may have several children)
     const children = next.map((e) => ({

@@ -45,8 +45,11 @@ export async function beamSearchAnswer(
   const n = req.n ?? 1;
   const choices = results.flatMap((r) =>
     (r.beams ?? []).slice(0, n).map((h) => {
-      const text = decode(gen.tokenizer, h.tokens);
-      const ended = { logprobs: null, finish_reason: h.finishReason, stop_reason: null };
+      // (a text ended by a stop string is cut before it, as OpenAI's stop does; vLLM's stop_reason names it)
+      const whole = decode(gen.tokenizer, h.tokens);
+      const at = h.stop === undefined ? -1 : whole.indexOf(h.stop);
+      const text = at < 0 ? whole : whole.slice(0, at);
+      const ended = { logprobs: null, finish_reason: h.finishReason, stop_reason: h.stop ?? null };
       return kind === 'chat.completion' ? { message: { role: 'assistant', content: text }, ...ended } : { text, ...ended };
     }),
   );

@@ -147,14 +147,13 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
 /**
  * A beam search's parameters, refusing what it cannot honour: it scores continuations by the model's
  * log-probabilities (at the request's temperature, after logit_bias), so nothing that draws or rewrites them
- * per sequence applies, and stop strings are matched on text the search does not make token by token.
+ * per sequence applies. Stop strings end hypotheses on the replica.
  */
 function beamOf(params: GenerationParams, format: ResponseFormat | undefined, ends: number[]): BeamParams {
   // (its answer is texts at the end, not a stream of tokens: only the routes that answer so set the width)
   if (params.beamWidth === undefined) throw badInput('use_beam_search is served on POST /v1/completions and /v1/chat/completions only', 'use_beam_search');
   const refused = (
     [
-      ['stop', typeof params.stop === 'string' ? params.stop !== '' : (params.stop?.length ?? 0) > 0],
       ['frequency_penalty', Boolean(params.frequency_penalty)],
       ['presence_penalty', Boolean(params.presence_penalty)],
       ['repetition_penalty', params.repetition_penalty != null && params.repetition_penalty !== 1],
@@ -168,7 +167,8 @@ function beamOf(params: GenerationParams, format: ResponseFormat | undefined, en
     ] as const
   ).find(([, given]) => given);
   if (refused) throw badInput(`${refused[0]} cannot be used with use_beam_search`, refused[0]);
-  return { width: params.beamWidth, lengthPenalty: params.length_penalty ?? 1, ends };
+  const stops = (typeof params.stop === 'string' ? [params.stop] : (params.stop ?? [])).filter((s) => s.length > 0);
+  return { width: params.beamWidth, lengthPenalty: params.length_penalty ?? 1, ends, ...(stops.length > 0 && { stops }) };
 }
 
 /** How many alternatives a request's log-probabilities are asked with (completions: a count; chat: a flag, top_logprobs saying how many); undefined: not asked. */
