@@ -1,4 +1,5 @@
-import { type Beam, type BeamParams, beamsDone, bestHypotheses, expandBeams, type Hypothesis, type StopOf, stopMatcher } from './beam-search.js';
+import { type Beam, type Hypothesis, stopMatcher } from './beam-search.js';
+import { BeamSearches } from './beam-searches.js';
 import type { GenerativeSpec } from './generative.js';
 import { grammarFor, TokenConstraint, type Vocabulary, vocabularyFor } from './grammar/index.js';
 import { KvRows, kvArray } from './kv-rows.js';
@@ -57,22 +58,6 @@ type Drawn = Pick<
   'tokens' | 'more' | 'moreLogprobs' | 'speculated' | 'predicted' | 'logprobs' | 'promptLogprobs' | 'cached' | 'sampleMs' | 'maskMs' | 'failed' | 'beams'
 >;
 
-/**
- * A beam search's live beams (a row each; the first one's id is the search's, the others' `id#k`), the hypotheses
- * finished so far, and the tokens each beam has generated.
- */
-type BeamGroup = {
-  id: string;
-  params: BeamParams;
-  live: Sequence[];
-  finished: Hypothesis[];
-  produced: number;
-  maxTokens: number;
-  beamsMade: number;
-  /** With stop strings: which one a continuation ends with. */
-  stopOf?: StopOf;
-};
-
 type Sequence = {
   /** Its row in the batch caches. */
   row: number;
@@ -100,8 +85,8 @@ type Sequence = {
   missed?: { times: number; skip: number };
   /** Its request's predicted output (OpenAI's Predicted Outputs), and where the output is in it. */
   prediction?: Prediction;
-  /** A beam of a beam search: its id, its search, its tokens and their log-probability, its next token's candidates. */
-  beam?: Beam & { id: string; group: BeamGroup };
+  /** A beam of a beam search (BeamSearches): its id, its tokens and their log-probability, its next token's candidates. */
+  beam?: Beam & { id: string };
 };
 
 /**
@@ -115,8 +100,17 @@ type Sequence = {
  */
 export class Decoder {
   private seqs = new Map<string, Sequence>();
-  /** Beam searches by id (their beams are in `seqs` too). */
-  private beamGroups = new Map<string, BeamGroup>();
+  /** Beam searches, their beams rows here (and in `seqs`). */
+  private beams = new BeamSearches<Sequence>({
+    copy: (from, to) => this.kv.copy(from, to),
+    fork: (like, id) => {
+      const seq: Sequence = { ...like, beam: { id, tokens: [], logprob: 0 } };
+      this.kv.add(seq, like.length + 1);
+      this.seqs.set(id, seq);
+      return seq;
+    },
+    release: (id) => this.releaseRow(id),
+  });
   /** Their KV caches, a row each. */
   private kv: KvRows<Sequence>;
   /** Logits and fetched keys/values, reused by name so that decode steps allocate nothing large. */
@@ -162,7 +156,7 @@ export class Decoder {
     // Long prompts go on, a chunk each per step (so that the others' tokens keep coming meanwhile); joining
     // prompts start, after a cached prefix where there is one.
     // A beam search advances as all of its live beams.
-    const advance = req.advance.flatMap((id) => this.beamGroups.get(id)?.live.map((s) => beamOf(s).id) ?? [id]);
+    const advance = this.beams.expand(req.advance);
     const prefilling = advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
     if (req.join.some((j) => j.sampling.beam?.stops?.length)) this.tokenizer ??= await loadTokenizer(this.spec.tokenizer);
@@ -179,7 +173,8 @@ export class Decoder {
     const t1 = performance.now();
     const advancing = advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
     if (advancing.length > 0) await this.decode(advancing, drawn);
-    for (const group of this.beamGroups.values()) if (group.live.every((s) => s.beam?.candidates)) this.stepBeams(group, drawn);
+    const searched = this.beams.step();
+    if (searched) drawn.beams = searched;
     const cacheBytes = { kv: this.cacheBytes, prefix: this.prefixCache?.size ?? 0 };
     return { ...drawn, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length, cacheBytes };
   }
@@ -398,9 +393,7 @@ export class Decoder {
       const { stops } = j.sampling.beam;
       const tokenizer = this.tokenizer as Tokenizer;
       const stopOf = stops?.length ? stopMatcher(stops, (t) => tokenizer.bytes(t)) : undefined;
-      const group = { id: j.seq, params: j.sampling.beam, live: [seq], finished: [], produced: 0, maxTokens: j.maxTokens ?? 1, beamsMade: 1, stopOf };
-      seq.beam = { id: j.seq, group, tokens: [], logprob: 0 };
-      this.beamGroups.set(j.seq, group);
+      this.beams.start(seq, j.seq, j.sampling.beam, j.maxTokens ?? 1, stopOf);
     }
     // Room for the whole prompt now: growing the caches chunk by chunk would copy them all each time.
     this.kv.add(seq, j.prompt.length + 1);
@@ -614,65 +607,15 @@ export class Decoder {
     drawn.speculated = { proposed: (drawn.speculated?.proposed ?? 0) + proposed, accepted: (drawn.speculated?.accepted ?? 0) + accepted };
   }
 
-  /**
-   * One step of a beam search whose live beams all have their candidates: the next beams chosen (expandBeams),
-   * each taking its parent's row — the first child the parent's own, the others a row of a beam no longer
-   * followed (or a new one), its parent's keys and values copied in. It ends at max_tokens or once no live beam
-   * can beat the finished (beamsDone): its best texts are the step's answer for it, and its rows are freed.
-   */
-  private stepBeams(group: BeamGroup, drawn: Drawn): void {
-    const parents = group.live;
-    const next = expandBeams(parents.map(beamOf), group.params, group.finished, group.stopOf);
-    group.produced++;
-    // (read before any beam changes: a parent may have several children)
-    const children = next.map((e) => ({
-      parent: parents[e.parent],
-      token: e.token,
-      logprob: e.logprob,
-      tokens: [...beamOf(parents[e.parent]).tokens, e.token],
-    }));
-    const spare = parents.filter((_, i) => !next.some((e) => e.parent === i));
-    const taken = new Set<Sequence>();
-    group.live = children.map(({ parent, token, logprob, tokens }) => {
-      let seq = parent;
-      if (taken.has(parent)) {
-        seq = spare.pop() ?? this.newBeam(parent);
-        this.kv.copy(parent, seq);
-      }
-      taken.add(seq);
-      seq.last = token;
-      seq.produced = group.produced;
-      seq.beam = { id: beamOf(seq).id, group, tokens, logprob };
-      return seq;
-    });
-    for (const s of spare) this.releaseRow(beamOf(s).id);
-    if (group.produced >= group.maxTokens || beamsDone(group.live.map(beamOf), group.finished, group.params)) {
-      drawn.beams ??= {};
-      drawn.beams[group.id] = bestHypotheses(group.live.map(beamOf), group.finished, group.params);
-      this.release(group.id);
-    }
-  }
-
-  /** Another row for a beam search: `like`'s sequence under a new id (its row is filled by the caller). */
-  private newBeam(like: Sequence): Sequence {
-    const { group } = beamOf(like);
-    const seq: Sequence = { ...like, beam: { id: `${group.id}#${group.beamsMade++}`, group, tokens: [], logprob: 0 } };
-    this.kv.add(seq, like.length + 1);
-    this.seqs.set(beamOf(seq).id, seq);
-    return seq;
-  }
-
   /** Forgets every sequence (their gateway went away: a remote replica's connection closed). */
   releaseAll(): void {
     for (const id of [...this.seqs.keys()]) this.releaseRow(id);
-    this.beamGroups.clear();
+    this.beams.clear();
   }
 
   /** Frees a sequence's row, or a beam search's rows. */
   private release(id: string): void {
-    const group = this.beamGroups.get(id);
-    this.beamGroups.delete(id);
-    for (const s of group?.live ?? []) this.releaseRow(beamOf(s).id);
+    this.beams.release(id);
     this.releaseRow(id);
   }
 
@@ -742,9 +685,6 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
     drawn.logprobs[id] = logprobs;
   }
 }
-
-/** A beam search's sequence's beam. */
-const beamOf = (s: Sequence) => s.beam as NonNullable<Sequence['beam']>;
 
 type KvType = GenerativeSpec['kvType'];
 /** Drafting for a request's prediction where the model has no `speculative` of its own: longer drafts (a prediction is usually right). */
