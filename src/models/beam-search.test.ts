@@ -100,6 +100,38 @@ describe('beam search selection', () => {
     expect(finished).toEqual([{ tokens: [2, 3], logprob: -1.1, score: -1.1 / 2, finishReason: 'stop', stop: '\n\n' }]);
   });
 
+  it("keeps each token's log-probability, rank and likeliest alternatives when asked, the ending token's too", () => {
+    const live: Beam[] = [
+      {
+        tokens: [5],
+        logprob: -1,
+        candidates: [
+          [0, -0.1],
+          [8, -0.2],
+          [9, -3],
+        ],
+        logged: [{ token: 5, logprob: -1, rank: 1, top: [[5, -1]] }],
+      },
+    ];
+    const finished: Hypothesis[] = [];
+    const next = expandBeams(live, { ...params, logprobs: 2 }, finished);
+    expect(next[0].logged).toEqual([
+      { token: 5, logprob: -1, rank: 1, top: [[5, -1]] },
+      {
+        token: 8,
+        logprob: expect.closeTo(-0.2, 9),
+        rank: 2,
+        top: [
+          [0, -0.1],
+          [8, -0.2],
+        ],
+      },
+    ]);
+    expect(finished[0].tokens).toEqual([5]); // the end token is not in the text…
+    expect(finished[0].logged?.map((t) => t.token)).toEqual([5, 0]); // …but its log-probability is
+    expect(expandBeams(live, params, [])[0].logged).toBeUndefined(); // not asked: not kept
+  });
+
   it('scores by log-probability over length to the length penalty: a penalty above 0 favours the longer', () => {
     const short: Hypothesis = { tokens: [1], logprob: -2, score: beamScore(-2, 1, 1), finishReason: 'stop' };
     const long: Beam = { tokens: [1, 2, 3, 4], logprob: -4 };

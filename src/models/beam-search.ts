@@ -3,9 +3,10 @@
  * every beam proposes its 2 × width likeliest next tokens, and the width best continuations overall (by their
  * summed log-probability) become the next step's beams. A continuation that ends (end-of-text, a stop token)
  * among the width best is set aside as a finished hypothesis — so is one whose text would end with a stop string
- * (its tokens kept: the text is cut before the stop string by whoever shows it). What is returned: the width best of the finished and
- * the live by score — log-probability over length (generated tokens, the ending one not counted) to the
- * `lengthPenalty` (> 0 favours longer texts; 0: the plain sum).
+ * (its tokens kept: the text is cut before the stop string by whoever shows it). What is returned: the width best of
+ * the finished and the live by score — log-probability over length (generated tokens, the ending one not counted)
+ * to the `lengthPenalty` (> 0 favours longer texts; 0: the plain sum) — with each token's log-probability and
+ * most likely alternatives when asked (`logprobs`).
  *
  * The selection lives here, pure; the decoder moves the beams' rows of KV cache (src/models/decoder.ts).
  */
@@ -19,19 +20,27 @@ export type BeamParams = {
   ends: number[];
   /** Stop strings: a continuation whose text would contain one ends its hypothesis (OpenAI's `stop`). */
   stops?: string[];
+  /** Keep each token's log-probability, rank and this many most likely alternatives (OpenAI's logprobs). */
+  logprobs?: number;
 };
 
-/** A live beam: its generated tokens, their summed log-probability, and its next token's candidates once computed. */
-export type Beam = { tokens: number[]; logprob: number; candidates?: [number, number][] };
+/** A token a beam took, as OpenAI's logprobs show it: its log-probability, its rank, the likeliest alternatives. */
+export type BeamToken = { token: number; logprob: number; rank: number; top: [number, number][] };
+
+/**
+ * A live beam: its generated tokens, their summed log-probability, its next token's candidates once computed
+ * (most likely first), and its tokens' log-probabilities (with `logprobs`).
+ */
+export type Beam = { tokens: number[]; logprob: number; candidates?: [number, number][]; logged?: BeamToken[] };
 
 /** A beam's continuation chosen for the next step: `parent` indexes the live beams. */
-export type Expansion = { parent: number; token: number; logprob: number };
+export type Expansion = { parent: number; token: number; logprob: number; logged?: BeamToken[] };
 
 /**
  * A text the search returns: its tokens (without the end token that ended it; with those of a stop string, which
  * `stop` names), log-probability and score.
  */
-export type Hypothesis = { tokens: number[]; logprob: number; score: number; finishReason: 'stop' | 'length'; stop?: string };
+export type Hypothesis = { tokens: number[]; logprob: number; score: number; finishReason: 'stop' | 'length'; stop?: string; logged?: BeamToken[] };
 
 /** Which stop string a beam's text would end with after `token` (stopMatcher), if any. */
 export type StopOf = (beam: Beam, token: number) => string | undefined;
@@ -45,21 +54,28 @@ export const beamScore = (logprob: number, length: number, lengthPenalty: number
  */
 export function expandBeams(live: readonly Beam[], params: BeamParams, finished: Hypothesis[], stopOf?: StopOf): Expansion[] {
   const ends = new Set(params.ends);
-  const all: Expansion[] = [];
+  const all: (Expansion & { at: number })[] = [];
   live.forEach((beam, parent) => {
-    for (const [token, logprob] of beam.candidates ?? []) all.push({ parent, token, logprob: beam.logprob + logprob });
+    (beam.candidates ?? []).forEach(([token, logprob], at) => all.push({ parent, token, logprob: beam.logprob + logprob, at }));
   });
+  // (with logprobs: the parent's tokens' and this one's, its rank among the parent's candidates, most likely first)
+  const logged = (e: (typeof all)[number]): BeamToken[] | undefined => {
+    if (params.logprobs === undefined) return undefined;
+    const { candidates = [], logged = [], logprob } = live[e.parent];
+    return [...logged, { token: e.token, logprob: e.logprob - logprob, rank: e.at + 1, top: candidates.slice(0, params.logprobs) }];
+  };
   all.sort((a, b) => b.logprob - a.logprob);
   const next: Expansion[] = [];
   for (const [rank, e] of all.entries()) {
     if (next.length === params.width) break;
     const parent = live[e.parent];
     const stop = ends.has(e.token) ? undefined : stopOf?.(parent, e.token);
-    if (!ends.has(e.token) && stop === undefined) next.push(e);
+    if (!ends.has(e.token) && stop === undefined) next.push({ parent: e.parent, token: e.token, logprob: e.logprob, logged: logged(e) });
     else if (rank < params.width) {
+      // (an end token is not in the text, but its log-probability is, as a generation's last one is)
       const tokens = stop === undefined ? parent.tokens : [...parent.tokens, e.token];
       const score = beamScore(e.logprob, tokens.length, params.lengthPenalty);
-      finished.push({ tokens, logprob: e.logprob, score, finishReason: 'stop', ...(stop !== undefined && { stop }) });
+      finished.push({ tokens, logprob: e.logprob, score, finishReason: 'stop', ...(stop !== undefined && { stop }), logged: logged(e) });
     }
   }
   return next;
@@ -85,6 +101,7 @@ export function bestHypotheses(live: readonly Beam[], finished: readonly Hypothe
       logprob: b.logprob,
       score: beamScore(b.logprob, b.tokens.length, params.lengthPenalty),
       finishReason: 'length',
+      logged: b.logged,
     }),
   );
   return [...finished, ...cut].sort((a, b) => b.score - a.score).slice(0, params.width);

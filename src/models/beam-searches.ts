@@ -69,15 +69,10 @@ export class BeamSearches<S extends BeamRow> {
     const next = expandBeams(parents.map(beamOf), search.params, search.finished, search.stopOf);
     search.produced++;
     // (read before any beam changes: a parent may have several children)
-    const children = next.map((e) => ({
-      parent: parents[e.parent],
-      token: e.token,
-      logprob: e.logprob,
-      tokens: [...beamOf(parents[e.parent]).tokens, e.token],
-    }));
+    const children = next.map((e) => ({ ...e, parent: parents[e.parent], tokens: [...beamOf(parents[e.parent]).tokens, e.token] }));
     const spare = parents.filter((_, i) => !next.some((e) => e.parent === i));
     const taken = new Set<S>();
-    search.live = children.map(({ parent, token, logprob, tokens }) => {
+    search.live = children.map(({ parent, token, logprob, tokens, logged }) => {
       let seq = parent;
       if (taken.has(parent)) {
         seq = spare.pop() ?? this.rows.fork(parent, `${id}#${search.made++}`);
@@ -86,7 +81,7 @@ export class BeamSearches<S extends BeamRow> {
       taken.add(seq);
       seq.last = token;
       seq.produced = search.produced;
-      seq.beam = { id: beamOf(seq).id, tokens, logprob };
+      seq.beam = { id: beamOf(seq).id, tokens, logprob, logged };
       return seq;
     });
     for (const s of spare) this.rows.release(beamOf(s).id);

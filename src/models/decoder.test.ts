@@ -660,6 +660,20 @@ describe('beam search', () => {
       expect(h.finishReason).toBe('length');
     });
     expect(new Set(beams.x.map((h) => h.tokens.join())).size).toBe(3);
+    // Asked for logprobs: each token's, as full recomputation scores it, with its rank and alternatives.
+    const logged = await run(new Decoder(session, spec, sampler), [
+      { seq: 'x', prompt: PROMPTS.b, sampling: { ...beam(3), beam: { ...params, logprobs: 2 } }, maxTokens: 8 },
+    ]);
+    const best = logged.beams.x[0];
+    expect(best.tokens).toEqual(want[0].tokens);
+    expect(best.logged?.map((t) => t.token)).toEqual(best.tokens);
+    for (const [i, t] of (best.logged ?? []).entries()) {
+      const [top0, top1] = await likeliest([...PROMPTS.b, ...best.tokens.slice(0, i)], 2);
+      expect(t.logprob).toBeCloseTo((await likeliest([...PROMPTS.b, ...best.tokens.slice(0, i)], 50257)).find(([k]) => k === t.token)?.[1] as number, 3);
+      expect(t.top.map(([k]) => k)).toEqual([top0[0], top1[0]]);
+      expect(t.top[t.rank - 1]?.[0] ?? t.token).toBe(t.token);
+    }
+    expect((best.logged ?? []).reduce((sum, t) => sum + t.logprob, 0)).toBeCloseTo(best.logprob, 6);
     // Its prompt computed 4 tokens a step (prefill_chunk), after a cached prefix: the same texts.
     const cache = new PrefixCache(1 << 24, spec);
     const prompt = [...PROMPTS.b, ...PROMPTS.b, ...PROMPTS.b];

@@ -389,7 +389,7 @@ export class Decoder {
     };
     if (j.sampling.beam) {
       // Each step's draw is dropped: the beam search wants the likeliest 2 × width tokens and their log-probabilities.
-      seq.sampling = { ...j.sampling, topK: 1, logprobs: 2 * j.sampling.beam.width };
+      seq.sampling = { ...j.sampling, topK: 1, logprobs: Math.max(2 * j.sampling.beam.width, j.sampling.beam.logprobs ?? 0) };
       const { stops } = j.sampling.beam;
       const tokenizer = this.tokenizer as Tokenizer;
       const stopOf = stops?.length ? stopMatcher(stops, (t) => tokenizer.bytes(t)) : undefined;

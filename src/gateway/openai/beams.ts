@@ -4,6 +4,7 @@ import { decode } from '../../models/index.js';
 import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
 import { askerOf, Generation, usage } from './generation.js';
+import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import type { ChatRequest, CompletionRequest } from './schema.js';
 
 /**
@@ -49,7 +50,9 @@ export async function beamSearchAnswer(
       const whole = decode(gen.tokenizer, h.tokens);
       const at = h.stop === undefined ? -1 : whole.indexOf(h.stop);
       const text = at < 0 ? whole : whole.slice(0, at);
-      const ended = { logprobs: null, finish_reason: h.finishReason, stop_reason: h.stop ?? null };
+      // (its tokens' log-probabilities, when asked: the search's own, at the request's temperature)
+      const logprobs = h.logged ? (kind === 'chat.completion' ? chatLogprobs : completionLogprobs)(gen.tokenizer, h.logged) : null;
+      const ended = { logprobs, finish_reason: h.finishReason, stop_reason: h.stop ?? null };
       return kind === 'chat.completion' ? { message: { role: 'assistant', content: text }, ...ended } : { text, ...ended };
     }),
   );

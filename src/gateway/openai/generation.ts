@@ -160,7 +160,6 @@ function beamOf(params: GenerationParams, format: ResponseFormat | undefined, en
       ['top_p', params.top_p != null && params.top_p < 1],
       ['top_k', (params.top_k ?? 0) > 0],
       ['min_p', Boolean(params.min_p)],
-      ['logprobs', askedLogprobs(params) !== undefined],
       ['echo', Boolean(params.echo)],
       ['prediction', params.prediction != null],
       [params.format ? 'tools' : 'response_format', format !== undefined],
@@ -168,7 +167,14 @@ function beamOf(params: GenerationParams, format: ResponseFormat | undefined, en
   ).find(([, given]) => given);
   if (refused) throw badInput(`${refused[0]} cannot be used with use_beam_search`, refused[0]);
   const stops = (typeof params.stop === 'string' ? [params.stop] : (params.stop ?? [])).filter((s) => s.length > 0);
-  return { width: params.beamWidth, lengthPenalty: params.length_penalty ?? 1, ends, ...(stops.length > 0 && { stops }) };
+  const logprobs = askedLogprobs(params);
+  return {
+    width: params.beamWidth,
+    lengthPenalty: params.length_penalty ?? 1,
+    ends,
+    ...(stops.length > 0 && { stops }),
+    ...(logprobs !== undefined && { logprobs }),
+  };
 }
 
 /** How many alternatives a request's log-probabilities are asked with (completions: a count; chat: a flag, top_logprobs saying how many); undefined: not asked. */
