@@ -56,7 +56,7 @@ export function expandBeams(live: readonly Beam[], params: BeamParams, finished:
   const ends = new Set(params.ends);
   const all: (Expansion & { at: number })[] = [];
   live.forEach((beam, parent) => {
-    (beam.candidates ?? []).forEach(([token, logprob], at) => all.push({ parent, token, logprob: beam.logprob + logprob, at }));
+    for (const [at, [token, logprob]] of (beam.candidates ?? []).entries()) all.push({ parent, token, logprob: beam.logprob + logprob, at });
   });
   // (with logprobs: the parent's tokens' and this one's, its rank among the parent's candidates, most likely first)
   const logged = (e: (typeof all)[number]): BeamToken[] | undefined => {
