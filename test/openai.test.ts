@@ -264,6 +264,55 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(chat.choices[0].message.content).not.toBe(chat.choices[1].message.content);
   });
 
+  it("takes vLLM's include_stop_str_in_output, allowed_token_ids, truncate_prompt_tokens and return_tokens_as_token_ids", async () => {
+    const params = { model: 'tiny-gpt', prompt: 'Once upon a time there was', max_tokens: 12, temperature: 0, ignore_eos: true };
+    const plain = (await client.completions.create(params)).choices[0].text;
+    const stop = plain.slice(4, 7);
+    const cut = plain.indexOf(stop);
+    const without = (await client.completions.create({ ...params, stop: [stop] })).choices[0];
+    const within = (await client.completions.create({ ...params, stop: [stop], include_stop_str_in_output: true } as never)).choices[0];
+    expect(without.text).toBe(plain.slice(0, cut));
+    expect(within.text).toBe(plain.slice(0, cut + stop.length));
+    expect(within).toMatchObject({ finish_reason: 'stop', stop_reason: stop });
+
+    // Only the allowed tokens, sampled; their ids read exactly from the log-probabilities.
+    const allowed = [464, 383, 257];
+    const ids = (r: OpenAI.Completions.Completion) => (r.choices[0].logprobs?.tokens ?? []).map((t) => Number(t.replace(/^token_id:/, '')));
+    const drawn = await client.completions.create({
+      ...params,
+      temperature: 1,
+      seed: 4,
+      logprobs: 1,
+      allowed_token_ids: allowed,
+      return_tokens_as_token_ids: true,
+    } as never);
+    expect(drawn.choices[0].logprobs?.tokens?.every((t) => /^token_id:\d+$/.test(t))).toBe(true);
+    expect(ids(drawn)).toHaveLength(12);
+    expect(ids(drawn).every((id) => allowed.includes(id))).toBe(true);
+    expect(new Set(ids(drawn)).size).toBeGreaterThan(1);
+    const bad = await client.completions.create({ ...params, allowed_token_ids: [50257] } as never).catch((e) => e);
+    expect(bad).toMatchObject({ status: 400, param: 'allowed_token_ids' });
+
+    // The prompt's last 3 tokens only: as if they were the whole prompt.
+    const tokens = [40, 1101, 257, 1332, 11, 290];
+    const truncated = await client.completions.create({ ...params, prompt: tokens, truncate_prompt_tokens: 3 } as never);
+    const alone = await client.completions.create({ ...params, prompt: tokens.slice(-3) });
+    expect(truncated.usage?.prompt_tokens).toBe(3);
+    expect(truncated.choices[0].text).toBe(alone.choices[0].text);
+
+    const chat = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [{ role: 'user', content: 'Hi' }],
+      max_tokens: 3,
+      logprobs: true,
+      return_tokens_as_token_ids: true,
+    } as never);
+    for (const t of chat.choices[0].logprobs?.content ?? []) {
+      expect(t.token).toMatch(/^token_id:\d+$/);
+      expect(Buffer.from(t.bytes ?? []).toString()).toBe(t.token);
+    }
+  });
+
   it('returns log-probabilities: completions’ shape, one entry per token, the chosen one the most likely when greedy', async () => {
     const r = await client.completions.create({ model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 6, temperature: 0, logprobs: 3 });
     const lp = r.choices[0].logprobs as NonNullable<OpenAI.Completions.CompletionChoice['logprobs']>;

@@ -25,6 +25,8 @@ export type Sampling = {
   minP?: number;
   /** Added to these tokens' logits at every step: [token, bias] (OpenAI's logit_bias, -100..100). */
   logitBias?: [number, number][];
+  /** Only these tokens may be drawn (vLLM's allowed_token_ids). */
+  allowedTokens?: number[];
   /** Report each drawn token's log-probability and this many most likely alternatives (OpenAI's logprobs). */
   logprobs?: number;
   /** Report each prompt token's log-probability (after the first) and this many alternatives (for echo). */
@@ -61,7 +63,7 @@ export const countsTokens = (s: Sampling): boolean => Boolean(s.frequencyPenalty
 export const keepsTokens = (s: Sampling): boolean => s.repetitionPenalty !== undefined && s.repetitionPenalty !== 1;
 
 /**
- * Applies a sequence's logit bias, its penalties and its suppressed tokens to its row of logits, before
+ * Applies a sequence's logit bias, its penalties, its suppressed tokens and its allowed ones to its row of logits, before
  * temperature and softmax as OpenAI does. Frequency / presence penalties count the generated tokens (not the
  * prompt's), as vLLM; the repetition penalty applies to every token `seen`, prompt and generated, as Hugging
  * Face's and vLLM's. `produced` is how many it has generated.
@@ -77,9 +79,17 @@ export function adjustLogits(
   for (const [token, bias] of s.logitBias ?? []) row[token] += bias;
   const penalty = s.repetitionPenalty ?? 1;
   if (seen) for (const token of seen) row[token] = row[token] > 0 ? row[token] / penalty : row[token] * penalty;
-  if (!generated) return;
-  const [frequency, presence] = [s.frequencyPenalty ?? 0, s.presencePenalty ?? 0];
-  for (const [token, count] of generated) row[token] -= count * frequency + presence;
+  if (generated) {
+    const [frequency, presence] = [s.frequencyPenalty ?? 0, s.presencePenalty ?? 0];
+    for (const [token, count] of generated) row[token] -= count * frequency + presence;
+  }
+  if (s.allowedTokens) {
+    const kept = s.allowedTokens.map((token) => row[token]);
+    row.fill(Number.NEGATIVE_INFINITY);
+    s.allowedTokens.forEach((token, i) => {
+      row[token] = kept[i];
+    });
+  }
 }
 
 /** mulberry32: a small, fast, seedable PRNG; one per sequence so batching never shares randomness. */
@@ -321,7 +331,7 @@ export class Sampler {
     rows.forEach((r, i) => {
       const s = r.sampling;
       const row = logits.subarray(i * vocab, (i + 1) * vocab);
-      if (s.logitBias || r.generated || s.suppress || r.seen) adjustLogits(row, s, r.generated, r.produced, r.seen);
+      if (s.logitBias || r.generated || s.suppress || r.seen || s.allowedTokens) adjustLogits(row, s, r.generated, r.produced, r.seen);
       if (r.constraint) {
         const t = performance.now();
         among[i] = r.constraint.mask(row);

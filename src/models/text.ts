@@ -65,7 +65,8 @@ export function chatPrompt(messages: { role: string; content: string }[]): strin
 /**
  * Turns a stream of tokens into text as it may be shown: a token that ends in the middle of a UTF-8
  * character is held until the character is whole, and text that could be the start of a stop sequence is
- * held until it is known not to be one. A stop sequence ends the text (it is not included).
+ * held until it is known not to be one. A stop sequence ends the text (it is not included, unless
+ * `includeStop`: vLLM's include_stop_str_in_output).
  */
 export class TextStream {
   private decoder = new TextDecoder();
@@ -73,6 +74,7 @@ export class TextStream {
   private pending = '';
   private readonly holdBack: number;
   private readonly stopTokens: Set<number>;
+  private readonly includeStop: boolean;
   stopped = false;
   /** What ended the text, if not end-of-text or the length: a stop sequence, or a stop token's id (vLLM's `stop_reason`). */
   stoppedBy?: string | number;
@@ -84,10 +86,11 @@ export class TextStream {
   constructor(
     private tokenizer: Tokenizer,
     private stops: string[] = [],
-    { stopTokens = [], ignoreEos = false }: { stopTokens?: number[]; ignoreEos?: boolean } = {},
+    { stopTokens = [], ignoreEos = false, includeStop = false }: { stopTokens?: number[]; ignoreEos?: boolean; includeStop?: boolean } = {},
   ) {
     this.holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
     this.stopTokens = new Set(ignoreEos ? stopTokens : [tokenizer.eos, ...stopTokens]);
+    this.includeStop = includeStop;
   }
 
   /** The text that became safe to show with this token ('' if none); sets `stopped` on EOS or a stop sequence. */
@@ -106,7 +109,7 @@ export class TextStream {
       if (at >= 0) {
         this.stopped = true;
         this.stoppedBy = stop;
-        const out = this.take(at);
+        const out = this.take(at + (this.includeStop ? stop.length : 0));
         this.pending = ''; // the stop sequence and anything after it are never shown
         return out;
       }

@@ -4,7 +4,7 @@ import { decode } from '../../models/index.js';
 import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
 import { askerOf, Generation, usage } from './generation.js';
-import { chatLogprobs, completionLogprobs } from './logprobs.js';
+import { chatLogprobs, completionLogprobs, shownBy } from './logprobs.js';
 import type { ChatRequest, CompletionRequest } from './schema.js';
 
 /**
@@ -49,9 +49,10 @@ export async function beamSearchAnswer(
       // (a text ended by a stop string is cut before it, as OpenAI's stop does; vLLM's stop_reason names it)
       const whole = decode(gen.tokenizer, h.tokens);
       const at = h.stop === undefined ? -1 : whole.indexOf(h.stop);
-      const text = at < 0 ? whole : whole.slice(0, at);
+      const text = at < 0 ? whole : whole.slice(0, at + (req.include_stop_str_in_output ? (h.stop as string).length : 0));
       // (its tokens' log-probabilities, when asked: the search's own, at the request's temperature)
-      const logprobs = h.logged ? (kind === 'chat.completion' ? chatLogprobs : completionLogprobs)(gen.tokenizer, h.logged) : null;
+      const shown = shownBy(gen.tokenizer, req.return_tokens_as_token_ids);
+      const logprobs = h.logged ? (kind === 'chat.completion' ? chatLogprobs : completionLogprobs)(shown, h.logged) : null;
       const ended = { logprobs, finish_reason: h.finishReason, stop_reason: h.stop ?? null };
       return kind === 'chat.completion' ? { message: { role: 'assistant', content: text }, ...ended } : { text, ...ended };
     }),

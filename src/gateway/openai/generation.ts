@@ -39,6 +39,10 @@ export type GenerationParams = {
   ignore_eos?: boolean | null;
   min_tokens?: number | null;
   stop_token_ids?: number[] | null;
+  /** vLLM's: the stop string that ended the text kept; only these tokens drawn; only the prompt's last N tokens kept. */
+  include_stop_str_in_output?: boolean | null;
+  allowed_token_ids?: number[] | null;
+  truncate_prompt_tokens?: number | null;
   response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { schema?: JsonSchema } } | null;
   guided_json?: JsonSchema | string | null;
   guided_choice?: string[] | null;
@@ -118,6 +122,8 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
   );
   const stopTokens = params.stop_token_ids ?? [];
   inVocabulary(stopTokens, 'stop_token_ids');
+  const allowed = params.allowed_token_ids ?? undefined;
+  if (allowed) inVocabulary(allowed, 'allowed_token_ids');
   const format = formatOf(params);
   const minTokens = params.min_tokens ?? 0;
   if (minTokens > maxTokens) throw badInput(`min_tokens (${minTokens}) is more than max_tokens (${maxTokens})`, 'min_tokens');
@@ -135,6 +141,7 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     repetitionPenalty: params.repetition_penalty ?? undefined,
     minP: params.min_p || undefined,
     logitBias: logitBias.length > 0 ? logitBias : undefined,
+    allowedTokens: allowed,
     logprobs,
     promptLogprobs: params.echo && params.echoLogprobs !== false ? asked : undefined,
     suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
@@ -274,6 +281,7 @@ export class Generation {
 
   constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, { caller, trace }: Asker = {}) {
     const gen = m.generation as Generative;
+    if (params.truncate_prompt_tokens) prompt = prompt.slice(-params.truncate_prompt_tokens);
     const echoed = params.echo ? prompt : [];
     if (prompt.length === 0) prompt = [gen.tokenizer.eos]; // GPT-2 starts a text from <|endoftext|>
     if (prompt.length + maxTokens > gen.context) {
@@ -297,7 +305,11 @@ export class Generation {
     };
     if (!scoresPrompt) echo([]);
     const stops = params.stop === undefined || params.stop === null ? [] : typeof params.stop === 'string' ? [params.stop] : params.stop;
-    this.text = new TextStream(gen.tokenizer, stops, { stopTokens: params.stop_token_ids ?? [], ignoreEos: params.ignore_eos ?? false });
+    this.text = new TextStream(gen.tokenizer, stops, {
+      stopTokens: params.stop_token_ids ?? [],
+      ignoreEos: params.ignore_eos ?? false,
+      includeStop: params.include_stop_str_in_output ?? false,
+    });
     let started: () => void = () => {};
     const first = new Promise<void>((r) => (started = r));
     // Under a tokens-a-minute limit: what it may use is taken now (429 if not there); what it did not use, given back.

@@ -6,6 +6,16 @@ import type { LoggedToken } from './generation.js';
 
 const textOf = (tokenizer: Tokenizer, token: number) => new TextDecoder().decode(tokenizer.bytes(token));
 
+/**
+ * The tokenizer log-probabilities are shown with: with vLLM's `return_tokens_as_token_ids`, each token reads
+ * "token_id:{id}" (text and bytes), so a client gets exact ids whatever the tokens' texts.
+ */
+export function shownBy(tokenizer: Tokenizer, asIds: boolean | null | undefined): Tokenizer {
+  if (!asIds) return tokenizer;
+  const utf8 = new TextEncoder();
+  return { ...tokenizer, bytes: (token) => utf8.encode(`token_id:${token}`) };
+}
+
 /** Chat's `logprobs`: `{content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`. */
 export function chatLogprobs(tokenizer: Tokenizer, logged: LoggedToken[]) {
   const entry = (token: number, logprob: number) => ({ token: textOf(tokenizer, token), logprob, bytes: Array.from(tokenizer.bytes(token)) });

@@ -11,7 +11,7 @@ import { beamSearchAnswer } from './beams.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
 import { askerOf, bestCandidates, Generation, type LoggedToken, type Piece, servedTier, usage } from './generation.js';
-import { chatLogprobs, completionLogprobs } from './logprobs.js';
+import { chatLogprobs, completionLogprobs, shownBy } from './logprobs.js';
 import { type Background, backgroundResponse, backgroundRoutes, responses, responsesSchema } from './responses.js';
 import {
   type ChatRequest,
@@ -257,7 +257,8 @@ async function generate(
     throw err;
   }
   const promptTokens = gens.filter((_, index) => index % bestOf === 0).reduce((sum, gen) => sum + gen.promptTokens, 0);
-  const logprobs = gens.map((gen) => logprobsOf(gen, kind, (m.generation as NonNullable<ServedModel['generation']>).tokenizer));
+  const shown = shownBy((m.generation as NonNullable<ServedModel['generation']>).tokenizer, req.return_tokens_as_token_ids);
+  const logprobs = gens.map((gen) => logprobsOf(gen, kind, shown));
 
   if (!req.stream) {
     const answers = await Promise.all(

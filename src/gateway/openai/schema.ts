@@ -88,6 +88,14 @@ const sampling = {
   min_tokens: z.number().int().min(0).nullish(),
   /** vLLM's: these tokens end the text too (not shown). */
   stop_token_ids: z.array(z.number().int().min(0)).max(64).nullish(),
+  /** vLLM's: the stop string that ended the text is kept at its end. */
+  include_stop_str_in_output: z.boolean().nullish(),
+  /** vLLM's: only these tokens may be generated (classification, multiple choice by token). */
+  allowed_token_ids: z.array(z.number().int().min(0)).min(1).max(4096).nullish(),
+  /** vLLM's: only the prompt's last this-many tokens are kept (left truncation). */
+  truncate_prompt_tokens: z.number().int().min(1).nullish(),
+  /** vLLM's: log-probabilities name tokens as "token_id:{id}" (exact ids, whatever their text), not by their text. */
+  return_tokens_as_token_ids: z.boolean().nullish(),
   functions: unsupported('functions'),
 };
 
