@@ -300,13 +300,34 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(truncated.usage?.prompt_tokens).toBe(3);
     expect(truncated.choices[0].text).toBe(alone.choices[0].text);
 
+    // prompt_logprobs: the prompt scored as echo with logprobs scores it, in vLLM's shape (by token id).
+    const scored = (await client.completions.create({ ...params, prompt: tokens, prompt_logprobs: 2 } as never)).choices[0] as unknown as {
+      prompt_logprobs: (Record<string, { logprob: number; rank: number; decoded_token: string }> | null)[];
+    };
+    const echoed = await client.completions.create({ ...params, prompt: tokens, max_tokens: 0, echo: true, logprobs: 0 });
+    expect(scored.prompt_logprobs).toHaveLength(tokens.length);
+    expect(scored.prompt_logprobs[0]).toBeNull();
+    tokens.slice(1).forEach((token, i) => {
+      const entry = scored.prompt_logprobs[i + 1] as Record<string, { logprob: number; rank: number }>;
+      expect(entry[token].logprob).toBe(echoed.choices[0].logprobs?.token_logprobs?.[i + 1]);
+      expect(Object.values(entry).some((e) => e.rank === 1)).toBe(true); // the likeliest listed too
+    });
+    for (const [body, param] of [
+      [{ prompt_logprobs: 1, stream: true }, 'prompt_logprobs'],
+      [{ prompt_logprobs: 1, echo: true }, 'prompt_logprobs'],
+      [{ prompt_logprobs: 1, use_beam_search: true }, 'prompt_logprobs'],
+    ] as const)
+      expect(await client.completions.create({ ...params, ...body } as never).catch((e) => e)).toMatchObject({ status: 400, param });
+
     const chat = await client.chat.completions.create({
       model: 'tiny-gpt',
       messages: [{ role: 'user', content: 'Hi' }],
       max_tokens: 3,
       logprobs: true,
       return_tokens_as_token_ids: true,
+      prompt_logprobs: 0,
     } as never);
+    expect((chat as unknown as { prompt_logprobs: unknown[] }).prompt_logprobs[0]).toBeNull();
     for (const t of chat.choices[0].logprobs?.content ?? []) {
       expect(t.token).toMatch(/^token_id:\d+$/);
       expect(Buffer.from(t.bytes ?? []).toString()).toBe(t.token);

@@ -43,6 +43,8 @@ export type GenerationParams = {
   include_stop_str_in_output?: boolean | null;
   allowed_token_ids?: number[] | null;
   truncate_prompt_tokens?: number | null;
+  /** vLLM's: the prompt's tokens scored, with this many alternatives (`promptLogged`). */
+  prompt_logprobs?: number | null;
   response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { schema?: JsonSchema } } | null;
   guided_json?: JsonSchema | string | null;
   guided_choice?: string[] | null;
@@ -143,7 +145,7 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     logitBias: logitBias.length > 0 ? logitBias : undefined,
     allowedTokens: allowed,
     logprobs,
-    promptLogprobs: params.echo && params.echoLogprobs !== false ? asked : undefined,
+    promptLogprobs: params.prompt_logprobs ?? (params.echo && params.echoLogprobs !== false ? asked : undefined),
     suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
     format,
     prediction: predictionOf(params, gen),
@@ -168,6 +170,7 @@ function beamOf(params: GenerationParams, format: ResponseFormat | undefined, en
       ['top_k', (params.top_k ?? 0) > 0],
       ['min_p', Boolean(params.min_p)],
       ['echo', Boolean(params.echo)],
+      ['prompt_logprobs', params.prompt_logprobs != null],
       ['prediction', params.prediction != null],
       [params.format ? 'tools' : 'response_format', format !== undefined],
     ] as const
@@ -267,6 +270,8 @@ export class Generation {
   readonly predictionTokens: number;
   /** Tokens generated so far (vLLM's continuous usage stats). */
   produced = 0;
+  /** With vLLM's prompt_logprobs: the prompt's tokens and their log-probabilities (the first's null), once computed. */
+  promptLogged?: LoggedToken[];
   /** The sum of its tokens' log-probabilities, and how many (with logprobs or `scoreTokens`). */
   private logprobSum = 0;
   private scored = 0;
@@ -291,6 +296,8 @@ export class Generation {
         'context_length_exceeded',
       );
     }
+    if (params.prompt_logprobs != null && params.echo)
+      throw badInput('prompt_logprobs cannot be used with echo: echo with logprobs gives the prompt its log-probabilities', 'prompt_logprobs');
     const sampling = samplingFor(params, gen, maxTokens);
     this.promptTokens = prompt.length;
     this.predictionTokens = sampling.prediction?.length ?? 0;
@@ -322,7 +329,11 @@ export class Generation {
         priority: (caller?.priority ?? 0) - (params.service_tier === 'flex' ? FLEX_PRIORITY_DROP : 0),
         caller: caller?.id,
         trace,
-        onPromptLogprobs: echo,
+        onPromptLogprobs: (scored) => {
+          if (params.prompt_logprobs != null)
+            this.promptLogged = prompt.map((token, i) => (i === 0 ? { token, logprob: null, rank: null, top: null } : { token, ...scored[i - 1] }));
+          echo(scored);
+        },
         onToken: (token, logprobs) => {
           this.produced++;
           if (logprobs) {

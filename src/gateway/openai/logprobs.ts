@@ -39,6 +39,9 @@ export function completionLogprobs(tokenizer: Tokenizer, logged: LoggedToken[], 
   return { tokens, token_logprobs: logged.map((t) => t.logprob), top_logprobs, text_offset };
 }
 
+/** vLLM's `prompt_logprobs`: null for the first prompt token (nothing precedes it), then each one's as vllmLogprobs shows it. */
+export const promptLogprobsOf = (tokenizer: Tokenizer, logged: LoggedToken[]) => [null, ...vllmLogprobs(tokenizer, logged.slice(1))];
+
 /**
  * Triton's vLLM backend's `logprobs` output (vLLM's Logprob objects): per token, `{token id: {logprob, rank,
  * decoded_token}}` for the drawn token and the most likely ones (rank 1 the likeliest).

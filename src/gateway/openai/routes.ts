@@ -11,7 +11,7 @@ import { beamSearchAnswer } from './beams.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
 import { askerOf, bestCandidates, Generation, type LoggedToken, type Piece, servedTier, usage } from './generation.js';
-import { chatLogprobs, completionLogprobs, shownBy } from './logprobs.js';
+import { chatLogprobs, completionLogprobs, promptLogprobsOf, shownBy } from './logprobs.js';
 import { type Background, backgroundResponse, backgroundRoutes, responses, responsesSchema } from './responses.js';
 import {
   type ChatRequest,
@@ -242,6 +242,8 @@ async function generate(
     ...(req.service_tier && { service_tier: servedTier(req.service_tier) }),
   };
   if (req.use_beam_search) return beamSearchAnswer(c, m, req, prompts, maxTokens, kind, bestOf, base);
+  if (req.stream && req.prompt_logprobs != null)
+    throw badInput('prompt_logprobs is answered in whole answers only (stream: false)', 'prompt_logprobs', 'invalid_request_error');
   // One sequence per choice; when one fails, the others stop too.
   const failed = new AbortController();
   const signal = AbortSignal.any([clientSignal(c), failed.signal]);
@@ -271,7 +273,9 @@ async function generate(
         const finish = finishReason(r.finishReason, answer);
         // vLLM's stop_reason: the stop sequence or stop token that ended the choice (null: end-of-text or length).
         const ended = { finish_reason: finish, stop_reason: gen.stopReason ?? null };
-        const choice = kind === 'chat.completion' ? { message, logprobs: all, ...ended } : { text, logprobs: all, ...ended };
+        // vLLM's prompt_logprobs: per choice on completions (the first token's null)
+        const promptLogprobs = kind === 'text_completion' && gen.promptLogged && { prompt_logprobs: promptLogprobsOf(shown, gen.promptLogged) };
+        const choice = kind === 'chat.completion' ? { message, logprobs: all, ...ended } : { text, logprobs: all, ...ended, ...promptLogprobs };
         return { choice, r, meanLogprob: gen.meanLogprob };
       }),
     ).catch((err) => {
@@ -283,10 +287,13 @@ async function generate(
       const candidates = answers.slice(p * bestOf, (p + 1) * bestOf);
       return bestOf > n ? bestCandidates(candidates, n) : candidates;
     });
+    // (chat's, as vLLM answers it: once, beside the choices)
+    const chatPrompt = kind === 'chat.completion' && gens[0].promptLogged && { prompt_logprobs: promptLogprobsOf(shown, gens[0].promptLogged) };
     return c.json({
       ...base,
       object: kind,
       choices: kept.map((a, index) => ({ index, ...a.choice })),
+      ...chatPrompt,
       usage: usage(
         promptTokens,
         answers.map((a) => a.r),

@@ -94,6 +94,8 @@ const sampling = {
   allowed_token_ids: z.array(z.number().int().min(0)).min(1).max(4096).nullish(),
   /** vLLM's: only the prompt's last this-many tokens are kept (left truncation). */
   truncate_prompt_tokens: z.number().int().min(1).nullish(),
+  /** vLLM's: each prompt token's log-probability and this many likeliest alternatives (completions: per choice; chat: in the answer). */
+  prompt_logprobs: z.number().int().min(0).max(20).nullish(),
   /** vLLM's: log-probabilities name tokens as "token_id:{id}" (exact ids, whatever their text), not by their text. */
   return_tokens_as_token_ids: z.boolean().nullish(),
   functions: unsupported('functions'),
