@@ -47,6 +47,22 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
     expect(m.usage.output_tokens).toBe(chat.usage?.completion_tokens);
   });
 
+  it('continues a final assistant message (a prefill), as Anthropic does: the answer is what follows it', async () => {
+    const messages = [
+      { role: 'user' as const, content: 'Hello' },
+      { role: 'assistant' as const, content: 'Well, the' },
+    ];
+    const m = await client.messages.create({ ...ask, messages });
+    const completion = await openai.completions.create({
+      model: 'tiny-gpt',
+      max_tokens: 16,
+      temperature: 0,
+      prompt: 'Be brief.\n\nUser: Hello\nAssistant: Well, the',
+    });
+    expect((m.content[0] as Anthropic.TextBlock).text).toBe(completion.choices[0].text);
+    expect(m.usage.input_tokens).toBe(completion.usage?.prompt_tokens);
+  });
+
   it('streams the typed events the client accumulates into the same message', async () => {
     const whole = await client.messages.create(ask);
     const stream = client.messages.stream(ask);

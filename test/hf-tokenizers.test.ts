@@ -107,6 +107,14 @@ describe('a model with its own tokenizer.json', () => {
     const tools = [{ type: 'function' as const, function: { name: 'f', parameters: { type: 'object' } } }];
     const withTools = await post('/tokenize', { model: 'bytes-gpt', messages, tools });
     expect(decode(tokenizer, withTools.body.tokens as number[])).toContain('Tools: [{"type": "function", "function": {"name": "f"');
+    // The assistant's turn not opened, or its final message left open (a prefill), as transformers renders them.
+    const closed = await post('/tokenize', { model: 'bytes-gpt', messages, add_generation_prompt: false });
+    expect(closed.body.tokens).toEqual(tokenizer.encode('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n', { special: false }));
+    const prefill = [...messages, { role: 'assistant', content: 'Well' }];
+    const open = await post('/tokenize', { model: 'bytes-gpt', messages: prefill, continue_final_message: true, add_generation_prompt: false });
+    expect(open.body.tokens).toEqual(
+      tokenizer.encode('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nWell', { special: false }),
+    );
   });
 
   it("answers 400 with the template's own words when it refuses a conversation", async () => {

@@ -334,6 +334,37 @@ describe('OpenAI-compatible API with the official openai client', () => {
     }
   });
 
+  it("lays a chat out as vLLM's add_generation_prompt and continue_final_message ask (a prefill continued)", async () => {
+    const tokenize = async (body: object) => {
+      const res = await fetch(`${gw.url}/tokenize`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', ...body }) });
+      const tokens = (await res.json()).tokens as number[];
+      return (await (await fetch(`${gw.url}/detokenize`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', tokens }) })).json()).prompt;
+    };
+    const hi = { role: 'user' as const, content: 'Hi' };
+    const prefill = { role: 'assistant' as const, content: 'Once upon' };
+    expect(await tokenize({ messages: [hi] })).toBe('User: Hi\nAssistant:');
+    expect(await tokenize({ messages: [hi], add_generation_prompt: false })).toBe('User: Hi');
+    expect(await tokenize({ messages: [hi, prefill], continue_final_message: true, add_generation_prompt: false })).toBe('User: Hi\nAssistant: Once upon');
+    const chat = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [hi, prefill],
+      max_tokens: 8,
+      temperature: 0,
+      continue_final_message: true,
+      add_generation_prompt: false,
+    } as never);
+    const completion = await client.completions.create({ model: 'tiny-gpt', prompt: 'User: Hi\nAssistant: Once upon', max_tokens: 8, temperature: 0 });
+    expect(chat.choices[0].message.content).toBe(completion.choices[0].text);
+    for (const body of [
+      { messages: [hi], continue_final_message: true },
+      { messages: [hi, prefill], continue_final_message: true, add_generation_prompt: true },
+    ])
+      expect(await client.chat.completions.create({ model: 'tiny-gpt', max_tokens: 2, ...body } as never).catch((e) => e)).toMatchObject({
+        status: 400,
+        param: 'continue_final_message',
+      });
+  });
+
   it('returns log-probabilities: completions’ shape, one entry per token, the chosen one the most likely when greedy', async () => {
     const r = await client.completions.create({ model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 6, temperature: 0, logprobs: 3 });
     const lp = r.choices[0].logprobs as NonNullable<OpenAI.Completions.CompletionChoice['logprobs']>;

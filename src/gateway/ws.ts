@@ -16,7 +16,7 @@ import { Generation } from './openai/generation.js';
 import { chatLogprobs } from './openai/logprobs.js';
 import { completionPrompts } from './openai/routes.js';
 import { chatSchema, completionSchema, parseBody } from './openai/schema.js';
-import { chatTokens } from './openai/tools.js';
+import { chatTokens, layoutOf } from './openai/tools.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
 /** Bytes a socket may have unsent before its streams wait (their sequences then pause in the scheduler). */
@@ -202,7 +202,7 @@ async function generate(msg: Message, id: string, signal: AbortSignal, { models,
     if (chat.tools?.length || (chat.tool_choice && chat.tool_choice !== 'none'))
       throw badInput('tools are served on POST /v1/chat/completions, not over the WebSocket', 'tools');
     req = chat;
-    prompt = chatTokens(gen.tokenizer, chat.messages);
+    prompt = chatTokens(gen.tokenizer, chat.messages, undefined, layoutOf(chat));
   } else {
     const completion = parseBody(completionSchema, fields);
     req = completion;

@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import type { ChatMessage, Tokenizer } from './text.js';
+import type { ChatLayout, ChatMessage, Tokenizer } from './text.js';
 
 type Json = Record<string, unknown>;
 type TokenizerJson = {
@@ -74,14 +74,21 @@ function chatTemplateOf(config: Json): Tokenizer['chatTemplate'] {
       .filter(([key]) => key.endsWith('_token'))
       .map(([key, value]) => [key, tokenText(value)]),
   );
-  return (messages: ChatMessage[], tools?: unknown[]) => {
+  return (messages: ChatMessage[], tools?: unknown[], { generationPrompt = true, continueFinal = false }: ChatLayout = {}) => {
     const template = single ?? named?.get(tools?.length ? 'tool_use' : 'default') ?? named?.get('default') ?? [...(named?.values() ?? [])][0];
-    return (template as Template).render({
+    const text = (template as Template).render({
       ...specials,
       messages,
       tools: tools?.length ? tools : undefined,
-      add_generation_prompt: true,
+      add_generation_prompt: generationPrompt && !continueFinal,
     });
+    if (!continueFinal) return text;
+    // The final message left open, as transformers' continue_final_message: the text cut after its content (the
+    // template's end-of-turn tokens after it dropped).
+    const final = messages.at(-1)?.content ?? '';
+    const at = text.lastIndexOf(final);
+    if (at < 0 || final.length === 0) throw new Error('continue_final_message: the final message is empty, or the template does not write it as given');
+    return text.slice(0, at + final.length);
   };
 }
 

@@ -32,6 +32,6 @@ export {
   type SequenceState,
   toModelLayout,
 } from './stateful.js';
-export { type ChatMessage, chatPrompt, decode, loadTokenizer, TextStream, type Tokenizer } from './text.js';
+export { type ChatLayout, type ChatMessage, chatPrompt, decode, loadTokenizer, TextStream, type Tokenizer } from './text.js';
 export { Framer, type PcmFormat, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadFraming, type VadSettings } from './vad.js';
 export { modelVersions, servedVersions, unnamedVersion, type VersionPolicy, versionsServed } from './versions.js';

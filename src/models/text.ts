@@ -21,8 +21,14 @@ export type Tokenizer = {
    * Chat messages as the model was trained to read them: its tokenizer_config.json's `chat_template` (Jinja),
    * with the generation prompt after them. Tokenizers without a template leave it out (see `chatPrompt`).
    */
-  chatTemplate?(messages: ChatMessage[], tools?: unknown[]): string;
+  chatTemplate?(messages: ChatMessage[], tools?: unknown[], layout?: ChatLayout): string;
 };
+
+/**
+ * How a chat ends its prompt: with the assistant's turn opened (`generationPrompt`, the default), or with the final
+ * (assistant) message left open for the answer to continue (`continueFinal`: a prefill).
+ */
+export type ChatLayout = { generationPrompt?: boolean; continueFinal?: boolean };
 
 /** A chat message as chat templates read it (OpenAI's fields; a tool call's arguments parsed where they are JSON). */
 export type ChatMessage = { role: string; content: string; tool_calls?: unknown[]; tool_call_id?: string; name?: string };
@@ -57,9 +63,9 @@ export function loadTokenizer(name: string): Promise<Tokenizer> {
 const ROLE_NAMES: Record<string, string> = { user: 'User', assistant: 'Assistant', tool: 'Tool' };
 
 /** Chat messages as one prompt for a model without a chat template of its own. */
-export function chatPrompt(messages: { role: string; content: string }[]): string {
+export function chatPrompt(messages: { role: string; content: string }[], { generationPrompt = true, continueFinal = false }: ChatLayout = {}): string {
   const lines = messages.map((m) => (m.role === 'system' || m.role === 'developer' ? `${m.content}\n` : `${ROLE_NAMES[m.role] ?? 'Assistant'}: ${m.content}`));
-  return `${lines.join('\n')}\nAssistant:`;
+  return lines.join('\n') + (generationPrompt && !continueFinal ? '\nAssistant:' : '');
 }
 
 /**

@@ -89,9 +89,13 @@ function asChat(req: Omit<MessagesRequest, 'max_tokens'> & { max_tokens?: number
     if (words || calls.length > 0) messages.push({ role: m.role, content: words || null, ...(calls.length > 0 && { tool_calls: calls }) });
   }
   const choice = req.tool_choice;
+  // A final assistant message (of words) is a prefill: Anthropic's answer continues it.
+  const last = messages.at(-1) as { role: string; content?: string | null; tool_calls?: unknown[] } | undefined;
+  const prefill = last?.role === 'assistant' && Boolean(last.content) && !last.tool_calls;
   return parseBody(chatSchema, {
     model: req.model,
     messages,
+    ...(prefill && { continue_final_message: true, add_generation_prompt: false }),
     max_tokens: req.max_tokens,
     temperature: req.temperature,
     top_p: req.top_p,

@@ -25,7 +25,7 @@ import {
   tokenizeSchema,
 } from './schema.js';
 import { classify, classifySchema, rerank, rerankSchema, score, scoreSchema } from './scoring.js';
-import { chatPromptOf, chatTokens, ToolAnswer, type ToolUse } from './tools.js';
+import { chatPromptOf, chatTokens, layoutOf, ToolAnswer, type ToolUse } from './tools.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number; background: Background };
 
@@ -102,7 +102,8 @@ export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions
     const gen = text(req.model);
     // As chat lays the prompt out: tools listed unless tool_choice is "none" (auto, their default, lists them).
     const listsTools = 'messages' in req && (req.tools?.length ?? 0) > 0 && req.tool_choice !== 'none';
-    const tokens = 'prompt' in req ? gen.tokenizer.encode(req.prompt) : chatTokens(gen.tokenizer, req.messages, listsTools ? req.tools : undefined);
+    const tokens =
+      'prompt' in req ? gen.tokenizer.encode(req.prompt) : chatTokens(gen.tokenizer, req.messages, listsTools ? req.tools : undefined, layoutOf(req));
     return c.json({ count: tokens.length, max_model_len: gen.context, tokens });
   });
   app.post('/detokenize', async (c) => {

@@ -162,6 +162,27 @@ const tools = z
   .max(128)
   .refine((list) => new Set(list.map((t) => t.function.name)).size === list.length, 'tool names must be unique');
 const toolChoice = z.union([z.enum(['none', 'auto', 'required']), z.object({ type: z.literal('function'), function: z.object({ name: z.string() }) })]);
+/**
+ * vLLM's (and transformers') chat layout switches: `add_generation_prompt` (default true) opens the assistant's turn
+ * after the messages; `continue_final_message` leaves the final (assistant) message open instead, so the answer
+ * continues it — a prefill, as Anthropic's API does with a final assistant message.
+ */
+const chatLayout = {
+  add_generation_prompt: z.boolean().nullish(),
+  continue_final_message: z.boolean().nullish(),
+};
+
+function continuesAssistant(
+  r: { messages: { role: string }[]; add_generation_prompt?: boolean | null; continue_final_message?: boolean | null },
+  ctx: z.RefinementCtx,
+) {
+  if (!r.continue_final_message) return;
+  if (r.messages.at(-1)?.role !== 'assistant')
+    ctx.addIssue({ code: 'custom', path: ['continue_final_message'], message: 'continue_final_message needs the final message to be the assistant’s' });
+  if (r.add_generation_prompt === true)
+    ctx.addIssue({ code: 'custom', path: ['continue_final_message'], message: 'continue_final_message and add_generation_prompt cannot both be true' });
+}
+
 export const chatSchema = z
   .object({
     ...sampling,
@@ -176,14 +197,18 @@ export const chatSchema = z
     tools: tools.nullish(),
     tool_choice: toolChoice.nullish(),
     parallel_tool_calls: z.boolean().nullish(),
+    ...chatLayout,
   })
   .refine((r) => r.max_tokens !== 0, { message: 'max_tokens must be at least 1', path: ['max_tokens'] })
+  .superRefine(continuesAssistant)
   .refine((r) => !r.top_logprobs || r.logprobs === true, { message: 'top_logprobs requires logprobs to be true', path: ['top_logprobs'] });
 
 /** vLLM's /tokenize: a prompt, or chat messages laid out as chat completions do. */
 export const tokenizeSchema = z.object({ model: sampling.model, prompt: z.string() });
 /** vLLM's /tokenize of a chat, with the tools a chat request would list (tool_choice "required" or named), as its prompt would hold them. */
-export const tokenizeChatSchema = z.object({ model: sampling.model, messages: chatMessages, tools: tools.nullish(), tool_choice: toolChoice.nullish() });
+export const tokenizeChatSchema = z
+  .object({ model: sampling.model, messages: chatMessages, tools: tools.nullish(), tool_choice: toolChoice.nullish(), ...chatLayout })
+  .superRefine(continuesAssistant);
 /** vLLM's /detokenize. */
 export const detokenizeSchema = z.object({ model: sampling.model, tokens: z.array(z.number().int().min(0)) });
 

@@ -1,7 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import type { Context } from 'hono';
 import { badInput } from '../../errors/index.js';
-import { type ChatMessage, chatPrompt, FormatError, grammarFor, type JsonSchema, type ResponseFormat, type Tokenizer } from '../../models/index.js';
+import {
+  type ChatLayout,
+  type ChatMessage,
+  chatPrompt,
+  FormatError,
+  grammarFor,
+  type JsonSchema,
+  type ResponseFormat,
+  type Tokenizer,
+} from '../../models/index.js';
 import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
 import { askerOf, Generation } from './generation.js';
@@ -211,7 +220,7 @@ export class ToolCallReader {
  * Chat messages as the one prompt the model continues; the tools it may call listed first (as vLLM's chat
  * templates list them), an earlier turn's tool calls written as the model writes them.
  */
-export function chatText(messages: ChatRequest['messages'], tools?: ChatRequest['tools']): string {
+export function chatText(messages: ChatRequest['messages'], tools?: ChatRequest['tools'], layout?: ChatLayout): string {
   const text = (content: ChatRequest['messages'][number]['content']) =>
     content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join('');
   const turns = messages.map((msg) => {
@@ -219,18 +228,18 @@ export function chatText(messages: ChatRequest['messages'], tools?: ChatRequest[
     return { role: msg.role, content: [text(msg.content), calls].filter(Boolean).join(' ') };
   });
   const listed = tools?.length ? [{ role: 'system', content: `Tools: ${JSON.stringify(tools.map((t) => t.function))}` }] : [];
-  return chatPrompt([...listed, ...turns]);
+  return chatPrompt([...listed, ...turns], layout);
 }
 
 /**
  * Chat messages in tokens, as the model reads them: through its tokenizer's chat template where it has one (the
  * template writes its own special tokens, so none are added), else as `chatText` lays them out.
  */
-export function chatTokens(tokenizer: Tokenizer, messages: ChatRequest['messages'], tools?: ChatRequest['tools']): number[] {
-  if (!tokenizer.chatTemplate) return tokenizer.encode(chatText(messages, tools));
+export function chatTokens(tokenizer: Tokenizer, messages: ChatRequest['messages'], tools?: ChatRequest['tools'], layout?: ChatLayout): number[] {
+  if (!tokenizer.chatTemplate) return tokenizer.encode(chatText(messages, tools, layout));
   let text: string;
   try {
-    text = tokenizer.chatTemplate(messages.map(templateMessage), tools ?? undefined);
+    text = tokenizer.chatTemplate(messages.map(templateMessage), tools ?? undefined, layout);
   } catch (err) {
     throw badInput(`the model's chat template refused the conversation: ${(err as Error).message}`, 'messages', 'invalid_request_error');
   }
@@ -267,11 +276,17 @@ export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, ma
   return { generation, answer: tools && new ToolAnswer(tools) };
 }
 
+/** How a chat request ends its prompt (vLLM's add_generation_prompt, continue_final_message). */
+export const layoutOf = (req: { add_generation_prompt?: boolean | null; continue_final_message?: boolean | null }): ChatLayout => ({
+  generationPrompt: req.add_generation_prompt ?? true,
+  continueFinal: req.continue_final_message ?? false,
+});
+
 /** A chat request's prompt as the model is given it (its tools listed there), in tokens. */
 export function chatPromptOf(m: ServedModel, chat: ChatRequest): { prompt: number[]; tools?: ToolUse } {
   const tools = toolUseOf(chat);
   const gen = m.generation as NonNullable<ServedModel['generation']>;
-  return { prompt: chatTokens(gen.tokenizer, chat.messages, tools && chat.tools), tools };
+  return { prompt: chatTokens(gen.tokenizer, chat.messages, tools && chat.tools, layoutOf(chat)), tools };
 }
 
 /**
