@@ -290,8 +290,17 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(ids(drawn)).toHaveLength(12);
     expect(ids(drawn).every((id) => allowed.includes(id))).toBe(true);
     expect(new Set(ids(drawn)).size).toBeGreaterThan(1);
-    const bad = await client.completions.create({ ...params, allowed_token_ids: [50257] } as never).catch((e) => e);
-    expect(bad).toMatchObject({ status: 400, param: 'allowed_token_ids' });
+    const outside = await client.completions.create({ ...params, allowed_token_ids: [50257] } as never).catch((e) => e);
+    expect(outside).toMatchObject({ status: 400, param: 'allowed_token_ids' });
+
+    // bad_words: the greedy text's first token, as a word, is never generated (greedy goes elsewhere).
+    const asIds = { logprobs: 0, return_tokens_as_token_ids: true };
+    const greedyIds = ids(await client.completions.create({ ...params, ...asIds } as never));
+    const word = (await (await fetch(`${gw.url}/detokenize`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', tokens: [greedyIds[0]] }) })).json())
+      .prompt;
+    const avoided = ids(await client.completions.create({ ...params, ...asIds, bad_words: [word.trim()] } as never));
+    expect(avoided).toHaveLength(12);
+    expect(avoided).not.toContain(greedyIds[0]);
 
     // The prompt's last 3 tokens only: as if they were the whole prompt.
     const tokens = [40, 1101, 257, 1332, 11, 290];

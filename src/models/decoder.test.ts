@@ -588,6 +588,24 @@ describe('speculative decoding by prompt lookup', () => {
   });
 });
 
+describe("vLLM's bad words", () => {
+  it('never generate a word of two tokens: its second token is not drawn right after its first, in drafts too', async () => {
+    const [g0, g1] = await reference(PROMPTS.b, 2);
+    const sampling = { ...greedy, badWords: [[g0, g1]] };
+    for (const speculation of [undefined, { tokens: 4, ngramMax: 2, ngramMin: 1 }]) {
+      const decoder = new Decoder(session, spec, sampler, undefined, 0, speculation);
+      const step = await decoder.step({ join: [{ seq: 'x', prompt: PROMPTS.b, sampling, maxTokens: 24 }], advance: [], release: [] });
+      const tokens = [step.tokens.x];
+      while (tokens.length < 24) {
+        const next = await decoder.step({ join: [], advance: ['x'], release: [] });
+        tokens.push(next.tokens.x, ...(next.more?.x ?? []));
+      }
+      expect(tokens[0]).toBe(g0);
+      for (let i = 1; i < tokens.length; i++) expect(tokens[i - 1] === g0 && tokens[i] === g1).toBe(false);
+    }
+  });
+});
+
 describe('a sequence resumed on another replica (its own lost)', () => {
   it('goes on as it would have: penalties, format and random draws counted from the tokens it brings', async () => {
     const settings = [

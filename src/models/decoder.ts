@@ -6,7 +6,17 @@ import { KvRows, kvArray } from './kv-rows.js';
 import { AdapterCache, type AdapterRef, adapterKey, type LoadedAdapter, LoraStack } from './lora.js';
 import { ort } from './ort.js';
 import type { KvArray, PrefixCache, PrefixHit } from './prefix-cache.js';
-import { countsTokens, keepsTokens, type Sampler, type Sampling, type SamplingRow, scoreTokens, seededRandom, type TokenLogprobs } from './sampling.js';
+import {
+  countsTokens,
+  keepsTokens,
+  recentNeeded,
+  type Sampler,
+  type Sampling,
+  type SamplingRow,
+  scoreTokens,
+  seededRandom,
+  type TokenLogprobs,
+} from './sampling.js';
 import { followPrediction, lookupDraft, type Prediction, predictedDraft, type Speculation } from './speculation.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
 import { loadTokenizer, type Tokenizer } from './text.js';
@@ -70,6 +80,8 @@ type Sequence = {
   generated?: Map<number, number>;
   /** Its prompt's and generation's tokens, for its repetition penalty (only if it has one). */
   seen?: Set<number>;
+  /** Its last generated tokens, for its bad words (only if it has some). */
+  recent?: number[];
   /** Tokens it has generated. */
   produced: number;
   /** While its prompt is computed a chunk per step: the prompt, and how much of it is in its row. */
@@ -380,6 +392,7 @@ export class Decoder {
       random: seededRandom(j.sampling.seed),
       generated: countsTokens(j.sampling) ? new Map() : undefined,
       seen: keepsTokens(j.sampling) ? new Set(j.prompt) : undefined,
+      recent: recentNeeded(j.sampling) > 0 ? [] : undefined,
       produced: 0,
       constraint,
       adapter,
@@ -410,6 +423,7 @@ export class Decoder {
     seq.produced = generated.length;
     for (const token of generated) {
       seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
+      remember(seq, token);
       seq.constraint?.advance(token);
       if (seq.prediction) followPrediction(seq.prediction, token);
     }
@@ -665,6 +679,7 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
   seq.produced++;
   seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
   seq.seen?.add(token);
+  remember(seq, token);
   seq.constraint?.advance(token);
   seq.history?.push(token);
   if (seq.prediction) followPrediction(seq.prediction, token);
@@ -684,6 +699,13 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
     drawn.logprobs ??= {}; // copying the record per sequence would be quadratic in the rows of a step
     drawn.logprobs[id] = logprobs;
   }
+}
+
+/** A generated token kept among the sequence's last ones, for its bad words. */
+function remember(seq: Sequence, token: number): void {
+  if (!seq.recent) return;
+  seq.recent.push(token);
+  if (seq.recent.length > recentNeeded(seq.sampling)) seq.recent.shift();
 }
 
 type KvType = GenerativeSpec['kvType'];

@@ -147,6 +147,19 @@ describe('adjustLogits (OpenAI logit_bias, frequency and presence penalties)', (
     adjustLogits(row, { ...base, repetitionPenalty: 2 }, undefined, 0, new Set([1, 2]));
     expect(Array.from(row)).toEqual([1, 1.5, -4, 0.5, expect.closeTo(2.9, 5)]);
   });
+
+  it("keeps only the allowed tokens (allowed_token_ids), and never a bad word's last token after the rest of it", () => {
+    const allowed = logits.slice();
+    adjustLogits(allowed, { ...base, allowedTokens: [1, 3] }, undefined);
+    expect(Array.from(allowed)).toEqual([-Infinity, 3, -Infinity, 0.5, -Infinity]);
+    const bad = { ...base, badWords: [[4], [0, 2]] };
+    const after = logits.slice();
+    adjustLogits(after, bad, undefined, 2, undefined, [3, 0]);
+    expect(Array.from(after)).toEqual([1, 3, -Infinity, 0.5, -Infinity]); // 4 always; 2 right after 0
+    const elsewhere = logits.slice();
+    adjustLogits(elsewhere, bad, undefined, 2, undefined, [0, 3]);
+    expect(elsewhere[2]).toBe(2);
+  });
 });
 
 describe('mostLikely', () => {

@@ -27,6 +27,11 @@ export type Sampling = {
   logitBias?: [number, number][];
   /** Only these tokens may be drawn (vLLM's allowed_token_ids). */
   allowedTokens?: number[];
+  /**
+   * Token sequences never generated (vLLM's bad_words, each word as its tokenizer spells it): a word's last token is
+   * not drawn where the tokens generated last are the rest of it (a one-token word: never).
+   */
+  badWords?: number[][];
   /** Report each drawn token's log-probability and this many most likely alternatives (OpenAI's logprobs). */
   logprobs?: number;
   /** Report each prompt token's log-probability (after the first) and this many alternatives (for echo). */
@@ -74,7 +79,9 @@ export function adjustLogits(
   generated: ReadonlyMap<number, number> | undefined,
   produced = 0,
   seen?: ReadonlySet<number>,
+  recent: readonly number[] = [],
 ): void {
+  for (const word of s.badWords ?? []) if (endsWith(recent, word, word.length - 1)) row[word[word.length - 1]] = Number.NEGATIVE_INFINITY;
   if (s.suppress && produced < s.suppress.until) for (const token of s.suppress.tokens) row[token] = Number.NEGATIVE_INFINITY;
   for (const [token, bias] of s.logitBias ?? []) row[token] += bias;
   const penalty = s.repetitionPenalty ?? 1;
@@ -91,6 +98,16 @@ export function adjustLogits(
     });
   }
 }
+
+/** Whether `tokens` ends with the first `n` of `word`. */
+function endsWith(tokens: readonly number[], word: readonly number[], n: number): boolean {
+  if (tokens.length < n) return false;
+  for (let i = 0; i < n; i++) if (tokens[tokens.length - n + i] !== word[i]) return false;
+  return true;
+}
+
+/** The most of a sequence's last tokens its bad words need kept (none without them). */
+export const recentNeeded = (s: Sampling): number => Math.max(0, ...(s.badWords ?? []).map((w) => w.length - 1));
 
 /** mulberry32: a small, fast, seedable PRNG; one per sequence so batching never shares randomness. */
 export function seededRandom(seed: number): () => number {
@@ -283,6 +300,8 @@ export type SamplingRow = {
   produced?: number;
   /** The tokens of its prompt and generation (only with a repetition penalty). */
   seen?: Set<number>;
+  /** Its last generated tokens, as many as its longest bad word needs (only with bad words). */
+  recent?: number[];
   /** Masks what the sequence's format does not allow next (after bias and penalties). */
   constraint?: TokenConstraint;
 };
@@ -331,7 +350,7 @@ export class Sampler {
     rows.forEach((r, i) => {
       const s = r.sampling;
       const row = logits.subarray(i * vocab, (i + 1) * vocab);
-      if (s.logitBias || r.generated || s.suppress || r.seen || s.allowedTokens) adjustLogits(row, s, r.generated, r.produced, r.seen);
+      if (s.logitBias || r.generated || s.suppress || r.seen || s.allowedTokens || s.badWords) adjustLogits(row, s, r.generated, r.produced, r.seen, r.recent);
       if (r.constraint) {
         const t = performance.now();
         among[i] = r.constraint.mask(row);

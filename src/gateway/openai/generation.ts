@@ -43,6 +43,8 @@ export type GenerationParams = {
   include_stop_str_in_output?: boolean | null;
   allowed_token_ids?: number[] | null;
   truncate_prompt_tokens?: number | null;
+  /** vLLM's: words never generated. */
+  bad_words?: string[] | null;
   /** vLLM's: the prompt's tokens scored, with this many alternatives (`promptLogged`). */
   prompt_logprobs?: number | null;
   response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { schema?: JsonSchema } } | null;
@@ -144,6 +146,7 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     minP: params.min_p || undefined,
     logitBias: logitBias.length > 0 ? logitBias : undefined,
     allowedTokens: allowed,
+    badWords: params.bad_words?.length ? badWordsOf(params.bad_words, gen.tokenizer) : undefined,
     logprobs,
     promptLogprobs: params.prompt_logprobs ?? (params.echo && params.echoLogprobs !== false ? asked : undefined),
     suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
@@ -171,6 +174,7 @@ function beamOf(params: GenerationParams, format: ResponseFormat | undefined, en
       ['min_p', Boolean(params.min_p)],
       ['echo', Boolean(params.echo)],
       ['prompt_logprobs', params.prompt_logprobs != null],
+      ['bad_words', (params.bad_words?.length ?? 0) > 0],
       ['prediction', params.prediction != null],
       [params.format ? 'tools' : 'response_format', format !== undefined],
     ] as const
@@ -185,6 +189,12 @@ function beamOf(params: GenerationParams, format: ResponseFormat | undefined, en
     ...(stops.length > 0 && { stops }),
     ...(logprobs !== undefined && { logprobs }),
   };
+}
+
+/** vLLM's bad words as token sequences: each as its tokenizer spells it alone and after a space (once each). */
+function badWordsOf(words: string[], tokenizer: Generative['tokenizer']): number[][] {
+  const spelled = words.flatMap((w) => [w, w.startsWith(' ') ? w : ` ${w}`].map((text) => tokenizer.encode(text, { special: false })));
+  return [...new Map(spelled.filter((t) => t.length > 0).map((t) => [t.join(','), t])).values()];
 }
 
 /** How many alternatives a request's log-probabilities are asked with (completions: a count; chat: a flag, top_logprobs saying how many); undefined: not asked. */
