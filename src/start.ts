@@ -701,6 +701,7 @@ async function buildModel(
             context: generative.context ?? generativeTokenizer.maxLength ?? 1024,
             vocab: generative.vocab,
             adapters,
+            cacheScope: model.prefix_cache_scope,
           }
         : undefined,
     embedding:

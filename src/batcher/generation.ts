@@ -58,8 +58,11 @@ const MAX_AFFINITIES = 4096;
 /** Times a sequence starts again after losing its replica before it fails with the loss. */
 const MAX_RESUMES = 2;
 
-/** `adapter`: the LoRA adapter the sequence is generated with (its replica reads it from `path`). */
-export type GenerateRequest = { prompt: number[]; sampling: SamplingParams; maxTokens: number; adapter?: AdapterRef };
+/**
+ * `adapter`: the LoRA adapter the sequence is generated with (its replica reads it from `path`). `cacheSalt`: its
+ * prompt shares cached prefixes only with prompts of the same salt (a tenant's own).
+ */
+export type GenerateRequest = { prompt: number[]; sampling: SamplingParams; maxTokens: number; adapter?: AdapterRef; cacheSalt?: string };
 export type GenerateHooks = {
   signal?: AbortSignal;
   /**
@@ -413,7 +416,7 @@ export class GenerationScheduler extends EventEmitter<{
    * format, random draws) and goes on from there; its prompt's log-probabilities were sent already.
    */
   private joining(s: Seq) {
-    const common = { seq: s.id, adapter: s.req.adapter, maxTokens: s.req.maxTokens };
+    const common = { seq: s.id, adapter: s.req.adapter, maxTokens: s.req.maxTokens, cacheSalt: s.req.cacheSalt };
     if (s.generated.length === 0) return { ...common, prompt: s.req.prompt, sampling: s.req.sampling };
     return { ...common, prompt: [...s.req.prompt, ...s.generated], sampling: { ...s.req.sampling, promptLogprobs: undefined }, resumed: s.generated.length };
   }
@@ -430,7 +433,9 @@ export class GenerationScheduler extends EventEmitter<{
   /** The prompt's first `affinityTokens` tokens (and its adapter: cached apart) as a key, if it is that long and affinity is on. */
   private promptStart(seq: Seq): string | undefined {
     const n = this.opts.affinityTokens ?? 0;
-    return n > 0 && seq.req.prompt.length > n ? `${seq.req.adapter ? adapterKey(seq.req.adapter) : ''}|${seq.req.prompt.slice(0, n).join(',')}` : undefined;
+    return n > 0 && seq.req.prompt.length > n
+      ? `${seq.req.adapter ? adapterKey(seq.req.adapter) : ''}|${seq.req.cacheSalt ?? ''}|${seq.req.prompt.slice(0, n).join(',')}`
+      : undefined;
   }
 
   private async run(loop: Loop): Promise<void> {

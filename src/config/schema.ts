@@ -167,6 +167,13 @@ export const modelSchema = z
      */
     prefix_cache_mb: z.number().min(0).default(256),
     /**
+     * Who shares cached prompts: `shared` (everyone: a common system prompt is computed once for all), or `caller`
+     * (each caller — key, token subject, address — its own: no caller's time to first token tells it what another
+     * has sent, the side channel vLLM's cache_salt closes). Requests may add their own `cache_salt` either way.
+     * @default shared
+     */
+    prefix_cache_scope: z.enum(['shared', 'caller']).default('shared'),
+    /**
      * Generative models that take LoRA adapters (models/gpt.py --lora): adapters by the name requests give as
      * their `model` (vLLM's --lora-modules), each a folder as PEFT saves it (adapter_config.json,
      * adapter_model.safetensors), relative to the config file. Requests of different adapters share steps.

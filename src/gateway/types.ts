@@ -40,6 +40,8 @@ export interface ServedModel {
     vocab: number;
     /** Its LoRA adapters (a model that takes them: models/gpt.py --lora), which requests name as their model. */
     adapters?: import('./lora.js').LoraAdapters;
+    /** `caller`: each caller's prompts are cached apart (config prefix_cache_scope). */
+    cacheScope?: 'shared' | 'caller';
   };
   /** Text encoders (/v1/embeddings, through `batcher`): the tokenizer, the longest input and vocabulary in tokens, the pooling. */
   embedding?: {

@@ -25,9 +25,10 @@ import { loadTokenizer, type Tokenizer } from './text.js';
 export type StepRequest = {
   /**
    * `maxTokens`: the most it will generate (speculation proposes no more than that). `resumed`: the prompt's last
-   * this-many tokens are the sequence's own, generated on a replica since lost: it goes on from there.
+   * this-many tokens are the sequence's own, generated on a replica since lost: it goes on from there. `cacheSalt`:
+   * its prompt is cached, and found, only with that salt (vLLM's cache_salt: no prefix shared across tenants).
    */
-  join: { seq: string; prompt: number[]; sampling: Sampling; adapter?: AdapterRef; maxTokens?: number; resumed?: number }[];
+  join: { seq: string; prompt: number[]; sampling: Sampling; adapter?: AdapterRef; maxTokens?: number; resumed?: number; cacheSalt?: string }[];
   advance: string[];
   release: string[];
 };
@@ -90,6 +91,8 @@ type Sequence = {
   constraint?: TokenConstraint;
   /** Its LoRA adapter (none: the model as it is). */
   adapter?: LoadedAdapter;
+  /** Where its prompt is kept in the prefix cache and alike prompts are computed once: its adapter's and salt's. */
+  cacheSpace: string;
   /** With speculation: its prompt and generated tokens (what drafts are looked up in), and the most it generates. */
   history?: number[];
   maxTokens?: number;
@@ -178,7 +181,7 @@ export class Decoder {
       if (drawn.failed?.[j.seq]) continue;
       // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own. One
       // with an adapter has keys and values of its own: cached apart, under the adapter's path.
-      const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt, j.adapter && adapterKey(j.adapter)) : undefined;
+      const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt, cacheSpaceOf(j)) : undefined;
       extending.push(this.startPrefill(j, hit, drawn, constraints.get(j.seq), adapters.get(j.seq)));
     }
     for (const group of extensionGroups(extending, this.extensionLimits())) await this.extend(group, drawn);
@@ -242,7 +245,7 @@ export class Decoder {
     const runOf = new Map<string, number>();
     /** The run each sequence takes its keys, values and logits from. */
     const source = items.map((x) => {
-      const key = `${x.seq.adapter?.key ?? ''}:${x.seq.length}:${promptOf(x).join(',')}`;
+      const key = `${x.seq.cacheSpace}:${x.seq.length}:${promptOf(x).join(',')}`;
       if (!runOf.has(key)) runOf.set(key, runs.push(x) - 1);
       return runOf.get(key) as number;
     });
@@ -396,6 +399,7 @@ export class Decoder {
       produced: 0,
       constraint,
       adapter,
+      cacheSpace: cacheSpaceOf(j),
       history: this.speculation || j.sampling.prediction ? [...j.prompt] : undefined,
       prediction: j.sampling.prediction && { tokens: j.sampling.prediction, at: 0, left: 0 },
       maxTokens: j.maxTokens,
@@ -433,7 +437,7 @@ export class Decoder {
 
   /** Offers a just-prefilled prompt's keys and values to the prefix cache (read from `seq`'s row). */
   private keepPrefix(prompt: number[], seq: Sequence): void {
-    this.prefixCache?.insert(prompt, (c, head, length) => this.kv.view(c, seq, head, length), seq.adapter?.key);
+    this.prefixCache?.insert(prompt, (c, head, length) => this.kv.view(c, seq, head, length), seq.cacheSpace);
   }
 
   /**
@@ -700,6 +704,12 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
     drawn.logprobs[id] = logprobs;
   }
 }
+
+/**
+ * A joining sequence's prefix-cache namespace: its adapter's key (its keys and values are its own) and its cache salt
+ * (a tenant's prompts found by no other). The model's own, unsalted: ''.
+ */
+const cacheSpaceOf = (j: StepRequest['join'][number]) => `${j.adapter ? adapterKey(j.adapter) : ''}${j.cacheSalt ? `\u0000${j.cacheSalt}` : ''}`;
 
 /** A generated token kept among the sequence's last ones, for its bad words. */
 function remember(seq: Sequence, token: number): void {

@@ -45,6 +45,8 @@ export type GenerationParams = {
   truncate_prompt_tokens?: number | null;
   /** vLLM's: words never generated. */
   bad_words?: string[] | null;
+  /** vLLM's: cached prefixes shared only with prompts of the same salt. */
+  cache_salt?: string | null;
   /** vLLM's: the prompt's tokens scored, with this many alternatives (`promptLogged`). */
   prompt_logprobs?: number | null;
   response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { schema?: JsonSchema } } | null;
@@ -332,8 +334,10 @@ export class Generation {
     // Under a tokens-a-minute limit: what it may use is taken now (429 if not there); what it did not use, given back.
     caller?.tokens?.take(prompt.length + maxTokens);
     this.unused = () => caller?.tokens?.giveBack(Math.max(0, maxTokens - this.produced));
+    // (the caller's id salts its prompts where the model keeps each caller's apart; a request may add its own salt)
+    const salts = [gen.cacheScope === 'caller' ? (caller?.id ?? 'anonymous') : undefined, params.cache_salt ?? undefined].filter(Boolean);
     this.result = gen.scheduler.generate(
-      { prompt, maxTokens, sampling },
+      { prompt, maxTokens, sampling, ...(salts.length > 0 && { cacheSalt: salts.join('\u0000') }) },
       {
         signal,
         priority: (caller?.priority ?? 0) - (params.service_tier === 'flex' ? FLEX_PRIORITY_DROP : 0),

@@ -90,6 +90,8 @@ const sampling = {
   stop_token_ids: z.array(z.number().int().min(0)).max(64).nullish(),
   /** vLLM's: the stop string that ended the text is kept at its end. */
   include_stop_str_in_output: z.boolean().nullish(),
+  /** vLLM's: the prompt shares cached prefixes only with prompts of the same salt (a tenant's own). */
+  cache_salt: z.string().min(1).max(256).nullish(),
   /** vLLM's: words never generated (each as the tokenizer spells it, with and without a leading space). */
   bad_words: z.array(z.string().min(1)).max(64).nullish(),
   /** vLLM's: only these tokens may be generated (classification, multiple choice by token). */
