@@ -20,6 +20,7 @@ import { anthropicError } from './openai/anthropic.js';
 import { BATCH_PRIORITY, type BatchControl, type BatchLineEnv, batchRoutes } from './openai/batches.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
+import { sagemakerRoutes } from './sagemaker.js';
 import { TGI_ROUTES, tgiError, tgiRoutes } from './tgi.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
@@ -133,6 +134,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       ...TGI_ROUTES,
       '/admin/*',
       '/dashboard',
+      '/invocations',
     ])
       app.use(path, ...opts.guard);
   // A Batch API line (sent through this app again by batches.ts, marked in its env, which no client can set): it
@@ -187,6 +189,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', audioRoutes(opts.models, maxBodyBytes));
   app.route('/', tgiRoutes(opts.models, maxBodyBytes));
   app.route('/', ocrRoutes(opts.models, maxBodyBytes));
+  app.route('/', sagemakerRoutes({ models: opts.models, maxBodyBytes, dispatch }));
   // Each line of a batch goes through this whole app again, as its own request.
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort }));

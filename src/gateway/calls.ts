@@ -22,7 +22,11 @@ import type { GatewayEnv } from './types.js';
  * Marks a request sent through the app again by a call (Hono's env, which no client can set): its caller, already
  * let in; `id`: the call's own id, for a route that names its answer by it (a background response's).
  */
-export type CallEnv = { infergateCall?: { caller?: Caller; id?: string } };
+/**
+ * A request the app sends through itself for a caller it let in already: an asynchronous call's, or one
+ * /invocations `forwarded` (counted against the caller's limits at /invocations, not again).
+ */
+export type CallEnv = { infergateCall?: { caller?: Caller; id?: string; forwarded?: boolean } };
 
 /** Sends a request through the app again (marked with CallEnv). */
 export type Dispatch = (path: string, init: RequestInit, env: CallEnv) => Promise<Response>;

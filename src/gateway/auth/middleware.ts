@@ -105,7 +105,8 @@ export function rateLimit({ requests, tokens, concurrent }: Limits): MiddlewareH
     if (batchLine(c)) return next();
     const key = c.get('caller')?.id ?? `ip:${clientIp(c)}`;
     // An asynchronous call spent its turn when it was sent, but runs at once with the caller's other requests.
-    if ((c.env as CallEnv | undefined)?.infergateCall) return concurrent ? concurrent.around(key, c, next) : next();
+    const call = (c.env as CallEnv | undefined)?.infergateCall;
+    if (call) return concurrent && !call.forwarded ? concurrent.around(key, c, next) : next();
     const headers = requests ? spend(requests, key) : {};
     // A WebSocket's messages are requests too: each one spends from the same bucket (ws.ts).
     if (requests) c.set('spendRequest', () => void spend(requests, key));

@@ -53,6 +53,8 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
   });
   // vLLM's probes (what deployments written for vLLM check): /health 200 when ready, /version.
   app.get('/health', (c) => c.body(null, serverReady() ? 200 : 503));
+  // SageMaker's (its /invocations: sagemaker.ts).
+  app.get('/ping', (c) => c.body(null, serverReady() ? 200 : 503));
   app.get('/version', (c) => c.json({ version }));
 
   // Triton's repository index: every model with its state (READY also while it may cold-start from zero); a
