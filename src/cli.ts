@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { existsSync } from 'node:fs';
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
@@ -20,14 +21,23 @@ import { checkEnsembles, layoutOf, loadSignatures, replicaSpecOf, startGateway }
 import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
 
+/** Where SageMaker puts a model's artifacts (model.tar.gz, unpacked): a config shipped among them. */
+const SAGEMAKER_CONFIG = '/opt/ml/model/infergate.yaml';
+
 const program = new Command('infergate').description('HTTP inference gateway with dynamic batching over ONNX Runtime replicas').version(VERSION);
 
 program
   .command('serve')
   .description('start the gateway (PORT overrides server.port)')
-  .requiredOption('-c, --config <file>', 'YAML config file')
+  // SageMaker starts a container as `docker run IMAGE serve`: with the image's entry point, `serve serve`.
+  .argument('[serve]', 'accepted once more, as SageMaker starts containers')
+  .option('-c, --config <file>', `YAML config file (default: $INFERGATE_CONFIG, else SageMaker's ${SAGEMAKER_CONFIG} if it is there)`)
   .option('--log-level <level>', 'pino log level', process.env.LOG_LEVEL ?? 'info')
-  .action(async ({ config: file, logLevel }: { config: string; logLevel: string }) => {
+  .action(async (again: string | undefined, options: { config?: string; logLevel: string }) => {
+    if (again !== undefined && again !== 'serve') throw new ConfigError(`serve: unexpected argument ${JSON.stringify(again)}`);
+    const file = options.config ?? (process.env.INFERGATE_CONFIG || undefined) ?? (existsSync(SAGEMAKER_CONFIG) ? SAGEMAKER_CONFIG : undefined);
+    if (file === undefined) throw new ConfigError(`no config: give -c/--config, or set INFERGATE_CONFIG (on SageMaker: ship ${SAGEMAKER_CONFIG})`);
+    const { logLevel } = options;
     // One info line per request: write them asynchronously in 4 KB chunks, not a syscall per line.
     const destination = pino.destination({ sync: false, minLength: 4096 });
     const log = pino({ level: logLevel, base: { service: 'infergate' } }, destination);

@@ -114,6 +114,28 @@ describe('infergate serve', () => {
     await expect(fetch('http://127.0.0.1:18181/v2')).rejects.toThrow();
   });
 
+  it('starts as SageMaker starts containers (`IMAGE serve`: serve serve), its config from INFERGATE_CONFIG; says when it has none', async () => {
+    const file = await configFile(`models:\n  mlp: { path: ${MODELS}mlp.onnx, device: cpu }\n`);
+    const port = 18000 + Math.floor(Math.random() * 2000);
+    const run = cli(['serve', 'serve'], { PORT: String(port), INFERGATE_CONFIG: file });
+    onTestFinished(() => void run.kill('SIGKILL'));
+    let status = 0;
+    for (let i = 0; i < 200 && status !== 200 && run.exitCode === null; i++) {
+      status = await fetch(`http://127.0.0.1:${port}/ping`).then(
+        (r) => r.status,
+        () => 0,
+      );
+      if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(status, run.output()).toBe(200);
+    const bare = cli(['serve'], { INFERGATE_CONFIG: '' });
+    expect(await bare.exited).toBe(1);
+    expect(bare.output()).toContain('infergate: no config: give -c/--config, or set INFERGATE_CONFIG');
+    const odd = cli(['serve', 'now', '-c', file]);
+    expect(await odd.exited).toBe(1);
+    expect(odd.output()).toContain('infergate: serve: unexpected argument "now"');
+  });
+
   it('says in one line that its port is taken, before starting any replica, and exits non-zero', async () => {
     const taken = createServer();
     await new Promise<void>((r) => taken.listen(0, '0.0.0.0', r));
