@@ -64,6 +64,10 @@ describe('loadConfig', () => {
     expect(config.server.port).toBe(1234);
     expect(config.models.m.path).toBe(join(dir, 'models/m.onnx'));
     expect(config.models.m.labels).toBe(join(dir, 'm.txt'));
+    // Vertex AI's port where there is no $PORT.
+    expect((await loadConfig(file, { AIP_HTTP_PORT: '8090' })).server.port).toBe(8090);
+    expect((await loadConfig(file, { PORT: '1234', AIP_HTTP_PORT: '8090' })).server.port).toBe(1234);
+    await expect(loadConfig(file, { AIP_HTTP_PORT: 'x' })).rejects.toThrow(/AIP_HTTP_PORT: expected a port number/);
   });
 
   it('rejects YAML that does not parse', async () => {

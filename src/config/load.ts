@@ -23,9 +23,11 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     throw new ConfigError(`${file} is not valid YAML: ${(err as Error).message}`);
   }
   const config = parseConfig(raw, file);
-  if (env.PORT !== undefined) {
-    const port = Number(env.PORT);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`PORT: expected a port number, got ${JSON.stringify(env.PORT)}`);
+  // $PORT (Cloud Run's, Heroku's, ours), else Vertex AI's $AIP_HTTP_PORT for its custom containers.
+  const [name, given] = env.PORT !== undefined ? ['PORT', env.PORT] : ['AIP_HTTP_PORT', env.AIP_HTTP_PORT];
+  if (given !== undefined) {
+    const port = Number(given);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`${name}: expected a port number, got ${JSON.stringify(given)}`);
     config.server.port = port;
   }
   const base = dirname(resolve(file));
