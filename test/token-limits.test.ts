@@ -100,4 +100,26 @@ describe('requests at once (rate_limit.max_concurrent)', () => {
     await expect.poll(async () => (await send('alice', 1, false)).status, { timeout: 10_000 }).toBe(200);
     for (let i = 0; i < 4; i++) expect((await send('alice', 1, false)).status).toBe(200);
   });
+
+  it('counts an asynchronous call once, waited for or not (server.async_after_s): its request hands its place over', async () => {
+    const calls = await startTestGateway({
+      server: { async_after_s: 5 },
+      auth: { default: 'key', keys: Object.entries(KEYS).map(([id, secret]) => ({ id, secret })), rate_limit: { max_concurrent: 1 } },
+      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    } as never);
+    try {
+      const body = JSON.stringify({ model: 'tiny-gpt', prompt: 'Hello', max_tokens: 300, ignore_eos: true });
+      const post = (prefer?: string) => fetch(`${calls.url}/v1/completions`, { method: 'POST', headers: { ...as('alice'), ...(prefer && { prefer }) }, body });
+      expect((await post()).status).toBe(200); // waited for: one place, not the waiting request's and its call's
+      const detached = await post('respond-async');
+      expect(detached.status).toBe(202);
+      // The call runs on, holding the caller's one place: another request waits for it to be done.
+      expect((await post()).status).toBe(429);
+      const status = (await detached.json()).status_url;
+      await expect.poll(async () => (await fetch(`${calls.url}${status}`, { headers: as('alice') })).status, { timeout: 20_000 }).toBe(200);
+      await expect.poll(async () => (await post()).status, { timeout: 10_000 }).toBe(200);
+    } finally {
+      await calls.shutdown();
+    }
+  });
 });

@@ -23,10 +23,11 @@ import type { GatewayEnv } from './types.js';
  * let in; `id`: the call's own id, for a route that names its answer by it (a background response's).
  */
 /**
- * A request the app sends through itself for a caller it let in already: an asynchronous call's, or one
- * /invocations `forwarded` (counted against the caller's limits at /invocations, not again).
+ * A request the app sends through itself for a caller it let in already (its rate spent there): an asynchronous
+ * call's, or one /invocations forwards. It takes a place among the caller's requests at once, which the request
+ * that sent it handed over.
  */
-export type CallEnv = { infergateCall?: { caller?: Caller; id?: string; forwarded?: boolean } };
+export type CallEnv = { infergateCall?: { caller?: Caller; id?: string } };
 
 /** Sends a request through the app again (marked with CallEnv). */
 export type Dispatch = (path: string, init: RequestInit, env: CallEnv) => Promise<Response>;
@@ -173,6 +174,7 @@ export function asyncCalls(calls: Calls, isInference: IsInference, maxBodyBytes:
     // Until it is answered 303, the client going away cancels the request, as any other request's.
     let detached = preferAsync;
     const gone = clientSignal(c);
+    c.get('handOver')?.(); // (the call's own request takes the caller's place at once: one place, however long it runs)
     const call = calls.start(caller, bytes.byteLength, (signal) => {
       const both = new AbortController();
       signal.addEventListener('abort', () => both.abort(), { once: true });

@@ -12,7 +12,7 @@ const TARGET_MODEL = 'x-amzn-sagemaker-target-model';
  * and POST /invocations, whose body says which API it speaks — OpenAI chat (`messages`) or completions (`prompt`),
  * embeddings (`input`), TGI (`inputs` text), KServe v2 (`inputs` tensors, or the binary extension), KServe v1
  * (`instances`), Triton's generate (`text_input`) — and is sent through the app again to that route, as a request
- * of its caller (let in and counted once, here). A route that needs a model in its path takes it from the
+ * of its caller (let in and its rate spent here; its place among the caller's requests at once handed over). A route that needs a model in its path takes it from the
  * X-Amzn-SageMaker-Target-Model header, else the body's `model`, else the gateway's only model.
  */
 export function sagemakerRoutes(o: { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number; dispatch: Dispatch }): Hono<GatewayEnv> {
@@ -42,7 +42,8 @@ export function sagemakerRoutes(o: { models: ReadonlyMap<string, ServedModel>; m
     const headers = new Headers(c.req.raw.headers);
     for (const name of ['content-length', 'content-encoding']) headers.delete(name); // (the body goes on inflated)
     headers.set('x-request-id', c.get('requestId'));
-    return o.dispatch(path, { method: 'POST', headers, body: sent, signal: clientSignal(c) }, { infergateCall: { caller: c.get('caller'), forwarded: true } });
+    c.get('handOver')?.(); // (the forwarded request takes the caller's place among its requests at once)
+    return o.dispatch(path, { method: 'POST', headers, body: sent, signal: clientSignal(c) }, { infergateCall: { caller: c.get('caller') } });
   });
   return app;
 }

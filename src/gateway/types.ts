@@ -103,6 +103,11 @@ export type GatewayEnv = {
     caller?: import('./auth/middleware.js').Caller;
     /** Under a rate limit: takes one more request's token from the caller's bucket, or throws its 429 (a WebSocket's messages). */
     spendRequest?: () => void;
+    /**
+     * Under a requests-at-once limit: gives up this request's place, for a request it hands its work to that takes one
+     * of its own (an asynchronous call's, /invocations' forwarded one): one place for the work, not two.
+     */
+    handOver?: () => void;
     /** The request's server span (a no-op span when tracing is off). */
     span?: import('@opentelemetry/api').Span;
     /** Set by handlers, read by the request log and metrics. */

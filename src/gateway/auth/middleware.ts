@@ -105,8 +105,7 @@ export function rateLimit({ requests, tokens, concurrent }: Limits): MiddlewareH
     if (batchLine(c)) return next();
     const key = c.get('caller')?.id ?? `ip:${clientIp(c)}`;
     // An asynchronous call spent its turn when it was sent, but runs at once with the caller's other requests.
-    const call = (c.env as CallEnv | undefined)?.infergateCall;
-    if (call) return concurrent && !call.forwarded ? concurrent.around(key, c, next) : next();
+    if ((c.env as CallEnv | undefined)?.infergateCall) return concurrent ? concurrent.around(key, c, next) : next();
     const headers = requests ? spend(requests, key) : {};
     // A WebSocket's messages are requests too: each one spends from the same bucket (ws.ts).
     if (requests) c.set('spendRequest', () => void spend(requests, key));
@@ -140,6 +139,7 @@ export class InFlight {
       if (left > 0) this.counts.set(key, left);
       else this.counts.delete(key);
     };
+    c.set('handOver', release);
     try {
       await next();
     } catch (err) {
