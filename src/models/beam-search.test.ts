@@ -149,5 +149,10 @@ describe('beam search selection', () => {
     expect(beamsDone([{ tokens: [5, 6], logprob: -1.5 }], finished, params)).toBe(false); // -0.75 > -1
     expect(beamsDone([{ tokens: [5, 6], logprob: -3 }], finished.slice(0, 1), params)).toBe(false); // one finished of two
     expect(beamsDone([], [], params)).toBe(true);
+    // early_stopping true: at once; 'never': only when no beam could win even at max_tokens' length.
+    const live = [{ tokens: [5, 6], logprob: -1.5 }];
+    expect(beamsDone(live, finished, { ...params, earlyStopping: true })).toBe(true);
+    expect(beamsDone([{ tokens: [5, 6], logprob: -3 }], finished, { ...params, earlyStopping: 'never' }, 10)).toBe(false); // -3/10 > -1
+    expect(beamsDone([{ tokens: [5, 6], logprob: -30 }], finished, { ...params, earlyStopping: 'never' }, 10)).toBe(true);
   });
 });

@@ -22,6 +22,12 @@ export type BeamParams = {
   stops?: string[];
   /** Keep each token's log-probability, rank and this many most likely alternatives (OpenAI's logprobs). */
   logprobs?: number;
+  /**
+   * When the search stops before max_tokens, once `width` hypotheses finished (Hugging Face's early_stopping):
+   * `true` at once; `false` (the default) when no live beam scores above the worst of them now; `'never'` when none
+   * could, at any length up to max_tokens.
+   */
+  earlyStopping?: boolean | 'never';
 };
 
 /** A token a beam took, as OpenAI's logprobs show it: its log-probability, its rank, the likeliest alternatives. */
@@ -82,14 +88,17 @@ export function expandBeams(live: readonly Beam[], params: BeamParams, finished:
 }
 
 /**
- * Whether the search may stop before max_tokens: `width` hypotheses finished, and the best live beam's score now
- * is no better than the worst of them (Hugging Face's default, `early_stopping=False`).
+ * Whether the search may stop before max_tokens: `width` hypotheses finished, and (as `earlyStopping` says) no live
+ * beam can beat the worst of them — scored now (Hugging Face's default), or at its best length up to `maxTokens`
+ * ('never': a positive length penalty favours the longest).
  */
-export function beamsDone(live: readonly Beam[], finished: readonly Hypothesis[], params: BeamParams): boolean {
+export function beamsDone(live: readonly Beam[], finished: readonly Hypothesis[], params: BeamParams, maxTokens = Number.POSITIVE_INFINITY): boolean {
   if (live.length === 0) return true;
   if (finished.length < params.width) return false;
+  if (params.earlyStopping === true) return true;
   const worst = bestHypotheses([], finished, params).at(-1) as Hypothesis;
-  const best = Math.max(...live.map((b) => beamScore(b.logprob, b.tokens.length, params.lengthPenalty)));
+  const longest = params.earlyStopping === 'never' && params.lengthPenalty > 0;
+  const best = Math.max(...live.map((b) => beamScore(b.logprob, longest ? maxTokens : b.tokens.length, params.lengthPenalty)));
   return best <= worst.score;
 }
 

@@ -43,7 +43,7 @@ export class BeamSearches<S extends BeamRow> {
     for (const [id, search] of this.searches) {
       if (!search.live.every((s) => s.beam?.candidates)) continue;
       this.advance(id, search);
-      if (search.produced >= search.maxTokens || beamsDone(search.live.map(beamOf), search.finished, search.params)) {
+      if (search.produced >= search.maxTokens || beamsDone(search.live.map(beamOf), search.finished, search.params, search.maxTokens)) {
         ended ??= {};
         ended[id] = bestHypotheses(search.live.map(beamOf), search.finished, search.params);
         this.release(id);

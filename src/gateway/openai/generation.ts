@@ -71,6 +71,7 @@ export type GenerationParams = {
   use_beam_search?: boolean | null;
   /** Beam search's score: log-probability / length ** length_penalty (Hugging Face's and vLLM's, default 1). */
   length_penalty?: number | null;
+  early_stopping?: boolean | 'never' | null;
   beamWidth?: number;
 };
 
@@ -190,6 +191,7 @@ function beamOf(params: GenerationParams, format: ResponseFormat | undefined, en
     ends,
     ...(stops.length > 0 && { stops }),
     ...(logprobs !== undefined && { logprobs }),
+    ...(params.early_stopping != null && { earlyStopping: params.early_stopping }),
   };
 }
 

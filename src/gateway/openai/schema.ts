@@ -38,6 +38,8 @@ const sampling = {
   use_beam_search: z.boolean().nullish(),
   /** Beam search's score: log-probability / length ** length_penalty (1: per token; 0: the plain sum). */
   length_penalty: z.number().min(-10).max(10).nullish(),
+  /** Beam search: when it may stop before max_tokens (Hugging Face's early_stopping: true, false, "never"). */
+  early_stopping: z.union([z.boolean(), z.literal('never')]).nullish(),
   /** include_usage: a last chunk with the usage; vLLM's continuous_usage_stats (with it): the usage so far in every chunk. */
   stream_options: z.object({ include_usage: z.boolean().optional(), continuous_usage_stats: z.boolean().optional() }).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
