@@ -44,6 +44,7 @@ export async function beamSearchAnswer(
     throw err;
   });
   const n = req.n ?? 1;
+  const shown = shownBy(gen.tokenizer, req.return_tokens_as_token_ids);
   const choices = results.flatMap((r) =>
     (r.beams ?? []).slice(0, n).map((h) => {
       // (a text ended by a stop string is cut before it, as OpenAI's stop does; vLLM's stop_reason names it)
@@ -51,7 +52,6 @@ export async function beamSearchAnswer(
       const at = h.stop === undefined ? -1 : whole.indexOf(h.stop);
       const text = at < 0 ? whole : whole.slice(0, at + (req.include_stop_str_in_output ? (h.stop as string).length : 0));
       // (its tokens' log-probabilities, when asked: the search's own, at the request's temperature)
-      const shown = shownBy(gen.tokenizer, req.return_tokens_as_token_ids);
       const logprobs = h.logged ? (kind === 'chat.completion' ? chatLogprobs : completionLogprobs)(shown, h.logged) : null;
       const ended = { logprobs, finish_reason: h.finishReason, stop_reason: h.stop ?? null };
       return kind === 'chat.completion' ? { message: { role: 'assistant', content: text }, ...ended } : { text, ...ended };
