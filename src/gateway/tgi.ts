@@ -7,7 +7,7 @@ import { decode, type JsonSchema } from '../models/index.js';
 import { VERSION } from '../version.js';
 import { clientSignal, readJson } from './body.js';
 import { withAdapter } from './lora.js';
-import { askerOf, bestCandidates, Generation, type LoggedToken } from './openai/generation.js';
+import { bestCandidates, Generation, type LoggedToken, originOf } from './openai/generation.js';
 import { parseBody } from './openai/schema.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -160,7 +160,7 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
           prompt,
           maxTokens,
           signal,
-          askerOf(c),
+          originOf(c),
         ),
       );
   } catch (err) {

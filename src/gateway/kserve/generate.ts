@@ -5,7 +5,7 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import type { Tokenizer } from '../../models/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { withAdapter } from '../lora.js';
-import { askerOf, Generation, type LoggedToken } from '../openai/generation.js';
+import { Generation, type LoggedToken, originOf } from '../openai/generation.js';
 import { vllmLogprobs } from '../openai/logprobs.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { bytesElements } from './classification.js';
@@ -190,7 +190,7 @@ export function startGeneration(
     prompt,
     s.max_tokens ?? 16,
     clientSignal(c),
-    askerOf(c),
+    originOf(c),
   );
   return { id, generation, returns, scores: scoring(returns, gen.tokenizer) };
 }

@@ -3,7 +3,7 @@ import { badInput } from '../../errors/index.js';
 import { decode } from '../../models/index.js';
 import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
-import { askerOf, Generation, usage } from './generation.js';
+import { Generation, originOf, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs, shownBy } from './logprobs.js';
 import type { ChatRequest, CompletionRequest } from './schema.js';
 
@@ -34,7 +34,7 @@ export async function beamSearchAnswer(
   const signal = AbortSignal.any([clientSignal(c), failed.signal]);
   const searches: Generation[] = [];
   try {
-    for (const prompt of prompts) searches.push(new Generation(m, { ...req, beamWidth: width }, prompt, maxTokens, signal, askerOf(c)));
+    for (const prompt of prompts) searches.push(new Generation(m, { ...req, beamWidth: width }, prompt, maxTokens, signal, originOf(c)));
   } catch (err) {
     failed.abort();
     throw err;

@@ -253,11 +253,11 @@ function formatOf(params: GenerationParams): ResponseFormat | undefined {
   return format;
 }
 
-/** Who asks for a generation: its caller (priority, limits), and its request's span (the parent of the generation's). */
-export type Asker = { caller?: Caller; trace?: SpanContext };
+/** Where a generation comes from: its caller (priority, limits), and its request's span (the parent of the generation's). */
+export type Origin = { caller?: Caller; trace?: SpanContext };
 
-/** A request's asker. */
-export const askerOf = (c: Context<GatewayEnv>): Asker => ({ caller: c.get('caller'), trace: c.get('span')?.spanContext() });
+/** A request's origin. */
+export const originOf = (c: Context<GatewayEnv>): Origin => ({ caller: c.get('caller'), trace: c.get('span')?.spanContext() });
 
 /**
  * OpenAI's and TGI's `best_of`: of a prompt's candidates, the `keep` of highest mean log-probability per token
@@ -298,7 +298,7 @@ export class Generation {
   private settled = false;
   private unused: () => void;
 
-  constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, { caller, trace }: Asker = {}) {
+  constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, { caller, trace }: Origin = {}) {
     const gen = m.generation as Generative;
     if (params.truncate_prompt_tokens) prompt = prompt.slice(-params.truncate_prompt_tokens);
     const echoed = params.echo ? prompt : [];

@@ -10,7 +10,7 @@ import { countTokens, countTokensSchema, messages, messagesSchema } from './anth
 import { beamSearchAnswer } from './beams.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
-import { askerOf, bestCandidates, Generation, type LoggedToken, type Piece, servedTier, usage } from './generation.js';
+import { bestCandidates, Generation, type LoggedToken, originOf, type Piece, servedTier, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs, promptLogprobsOf, shownBy } from './logprobs.js';
 import { type Background, backgroundResponse, backgroundRoutes, responses, responsesSchema } from './responses.js';
 import {
@@ -254,7 +254,7 @@ async function generate(
   try {
     for (const prompt of prompts)
       for (let i = 0; i < bestOf; i++)
-        gens.push(new Generation(m, { ...params, seed: req.seed == null ? null : req.seed + i }, prompt, maxTokens, signal, askerOf(c)));
+        gens.push(new Generation(m, { ...params, seed: req.seed == null ? null : req.seed + i }, prompt, maxTokens, signal, originOf(c)));
   } catch (err) {
     failed.abort();
     throw err;

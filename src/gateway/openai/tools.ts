@@ -13,7 +13,7 @@ import {
 } from '../../models/index.js';
 import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
-import { askerOf, Generation } from './generation.js';
+import { Generation, originOf } from './generation.js';
 import type { ChatRequest } from './schema.js';
 
 // OpenAI's tool calling, without a model-specific parser: a named tool_choice or "required" makes the
@@ -272,7 +272,7 @@ export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, ma
   const { prompt, tools } = chatPromptOf(m, chat);
   const gen = m.generation as NonNullable<ServedModel['generation']>;
   const max = maxTokens ?? Math.min(256, gen.context - prompt.length);
-  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, max, clientSignal(c), askerOf(c));
+  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, max, clientSignal(c), originOf(c));
   return { generation, answer: tools && new ToolAnswer(tools) };
 }
 
