@@ -292,6 +292,10 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(new Set(ids(drawn)).size).toBeGreaterThan(1);
     const outside = await client.completions.create({ ...params, allowed_token_ids: [50257] } as never).catch((e) => e);
     expect(outside).toMatchObject({ status: 400, param: 'allowed_token_ids' });
+    const formatted = await client.completions
+      .create({ ...params, allowed_token_ids: allowed, response_format: { type: 'json_object' } } as never)
+      .catch((e) => e);
+    expect(formatted).toMatchObject({ status: 400, param: 'allowed_token_ids' });
 
     // bad_words: the greedy text's first token, as a word, is never generated (greedy goes elsewhere).
     const asIds = { logprobs: 0, return_tokens_as_token_ids: true };

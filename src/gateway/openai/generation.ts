@@ -132,6 +132,9 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
   const allowed = params.allowed_token_ids ?? undefined;
   if (allowed) inVocabulary(allowed, 'allowed_token_ids');
   const format = formatOf(params);
+  // (two masks that may leave no token at all: a format says what may come next itself)
+  if (allowed && format)
+    throw badInput('allowed_token_ids cannot be used with a response format (or tools): the format masks tokens itself', 'allowed_token_ids');
   const minTokens = params.min_tokens ?? 0;
   if (minTokens > maxTokens) throw badInput(`min_tokens (${minTokens}) is more than max_tokens (${maxTokens})`, 'min_tokens');
   // Until min_tokens, neither end-of-text (unless ignored anyway) nor a stop token may be drawn.
