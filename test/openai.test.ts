@@ -293,7 +293,7 @@ describe('OpenAI-compatible API with the official openai client', () => {
     const outside = await client.completions.create({ ...params, allowed_token_ids: [50257] } as never).catch((e) => e);
     expect(outside).toMatchObject({ status: 400, param: 'allowed_token_ids' });
     const formatted = await client.completions
-      .create({ ...params, allowed_token_ids: allowed, response_format: { type: 'json_object' } } as never)
+      .create({ ...params, ignore_eos: false, allowed_token_ids: allowed, response_format: { type: 'json_object' } } as never)
       .catch((e) => e);
     expect(formatted).toMatchObject({ status: 400, param: 'allowed_token_ids' });
 
