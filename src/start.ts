@@ -509,6 +509,8 @@ async function buildModel(
   const encoder = embedding ?? classifier;
   if (generative && model.multiplex)
     throw new ConfigError(`models.${name}.multiplex: the model is generative (its replicas keep sequences' KV caches): multiplexing is for tensor models`);
+  if (!generative && model.reasoning_parser)
+    throw new ConfigError(`models.${name}.reasoning_parser: the model is not generative (a decoder with a KV cache): it has no answers to split`);
   if (generative && model.path.includes('{version}'))
     throw new ConfigError(`models.${name}.path: the model is generative: versions ({version}) are for tensor models`);
   const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
@@ -702,6 +704,7 @@ async function buildModel(
             vocab: generative.vocab,
             adapters,
             cacheScope: model.prefix_cache_scope,
+            reasoningParser: model.reasoning_parser,
           }
         : undefined,
     embedding:

@@ -174,6 +174,12 @@ export const modelSchema = z
      */
     prefix_cache_scope: z.enum(['shared', 'caller']).default('shared'),
     /**
+     * A reasoning model (one that thinks between <think> and </think> before answering): chat answers carry the
+     * thinking as reasoning_content, apart from the content (vLLM's --reasoning-parser). `deepseek_r1`: thinking
+     * until </think> (its template opens <think> in the prompt); `qwen3`: only between the two tags.
+     */
+    reasoning_parser: z.enum(['deepseek_r1', 'qwen3']).optional(),
+    /**
      * Generative models that take LoRA adapters (models/gpt.py --lora): adapters by the name requests give as
      * their `model` (vLLM's --lora-modules), each a folder as PEFT saves it (adapter_config.json,
      * adapter_model.safetensors), relative to the config file. Requests of different adapters share steps.

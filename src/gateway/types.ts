@@ -42,6 +42,8 @@ export interface ServedModel {
     adapters?: import('./lora.js').LoraAdapters;
     /** `caller`: each caller's prompts are cached apart (config prefix_cache_scope). */
     cacheScope?: 'shared' | 'caller';
+    /** A reasoning model's: how its chat answers' thinking is told from the rest (config reasoning_parser). */
+    reasoningParser?: import('./openai/reasoning.js').ReasoningParser;
   };
   /** Text encoders (/v1/embeddings, through `batcher`): the tokenizer, the longest input and vocabulary in tokens, the pooling. */
   embedding?: {

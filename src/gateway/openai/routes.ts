@@ -12,6 +12,7 @@ import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
 import { bestCandidates, Generation, type LoggedToken, originOf, type Piece, servedTier, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs, promptLogprobsOf, shownBy } from './logprobs.js';
+import { ReasoningSplitter, splitReasoning } from './reasoning.js';
 import { type Background, backgroundResponse, backgroundRoutes, responses, responsesSchema } from './responses.js';
 import {
   type ChatRequest,
@@ -263,14 +264,21 @@ async function generate(
   const shown = shownBy((m.generation as NonNullable<ServedModel['generation']>).tokenizer, req.return_tokens_as_token_ids);
   const logprobs = gens.map((gen) => logprobsOf(gen, kind, shown));
 
+  // A reasoning model's chat answers: its thinking as reasoning_content, the rest as content (vLLM's reasoning parsers).
+  const parser = kind === 'chat.completion' ? m.generation?.reasoningParser : undefined;
   if (!req.stream) {
     const answers = await Promise.all(
       gens.map(async (gen, index) => {
-        const { text, logged, result: r } = await gen.whole();
+        const { text: whole, logged, result: r } = await gen.whole();
         const all = logprobs[index](logged);
+        const split = parser && splitReasoning(parser, whole);
+        const text = split ? split.content : whole;
         const answer = tools && new ToolAnswer(tools);
         answer?.push(text);
-        const message = answer?.isCalls ? { role: 'assistant', content: null, tool_calls: answer.reader.calls } : { role: 'assistant', content: text };
+        const thought = split && { reasoning_content: split.reasoning || null };
+        const message = answer?.isCalls
+          ? { role: 'assistant', content: null, ...thought, tool_calls: answer.reader.calls }
+          : { role: 'assistant', content: text, ...thought };
         const finish = finishReason(r.finishReason, answer);
         // vLLM's stop_reason: the stop sequence or stop token that ended the choice (null: end-of-text or length).
         const ended = { finish_reason: finish, stop_reason: gen.stopReason ?? null };
@@ -318,15 +326,25 @@ async function generate(
   const chunk = (choices: object[], extra?: object) =>
     JSON.stringify({ ...base, object, choices, ...(extra ?? (continuous ? soFar() : includeUsage ? { usage: null } : {})) });
   const answers = gens.map(() => tools && new ToolAnswer(tools));
-  const delta = (index: number, { text, logged }: Piece, finish: string | null = null) => {
+  const splitters = gens.map(() => parser && new ReasoningSplitter(parser));
+  /** A piece's chunk (undefined: nothing to say yet — a reasoning tag's start held back). */
+  const delta = (index: number, piece: Piece, finish: string | null = null): string | undefined => {
+    const { logged } = piece;
     const ended = finish ? { finish_reason: finish, stop_reason: gens[index].stopReason ?? null } : { finish_reason: null };
-    if (kind !== 'chat.completion') return chunk([{ index, text, logprobs: logprobs[index](logged), ...ended }]);
+    if (kind !== 'chat.completion') return chunk([{ index, text: piece.text, logprobs: logprobs[index](logged), ...ended }]);
+    const splitter = splitters[index];
+    const part = splitter ? (finish ? splitter.flush() : splitter.push(piece.text)) : { reasoning: '', content: piece.text };
+    const text = part.content;
     const answer = answers[index];
-    let content: object = finish ? {} : { content: text };
+    let content: object = text || !finish ? { content: text } : {};
     if (answer) {
-      const { calls, content: words } = finish ? { content: answer.flush() || undefined } : answer.push(text);
-      content = calls?.length ? { tool_calls: calls } : words !== undefined ? { content: words } : {};
+      const pushed = text ? answer.push(text) : {};
+      const rest = finish ? answer.flush() : '';
+      const words = rest ? (pushed.content ?? '') + rest : pushed.content;
+      content = pushed.calls?.length ? { tool_calls: pushed.calls } : words !== undefined ? { content: words } : {};
     }
+    if (part.reasoning) content = { reasoning_content: part.reasoning, ...content };
+    if (splitter && !finish && logged.length === 0 && !part.reasoning && !text) return undefined;
     return chunk([{ index, delta: content, logprobs: logprobs[index](logged), ...ended }]);
   };
   return streamSSE(c, async (stream) => {
@@ -341,9 +359,12 @@ async function generate(
         gens.map(async (gen, index) => {
           const opening = { role: 'assistant', content: tools && !tools.auto ? null : '' };
           if (kind === 'chat.completion') await send(chunk([{ index, delta: opening, logprobs: null, finish_reason: null }]));
-          for await (const piece of gen) await send(delta(index, piece));
+          for await (const piece of gen) {
+            const said = delta(index, piece);
+            if (said !== undefined) await send(said);
+          }
           const r = await gen.result;
-          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, finishReason(r.finishReason, answers[index])));
+          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, finishReason(r.finishReason, answers[index])) as string);
           return r;
         }),
       );

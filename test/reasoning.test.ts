@@ -1,0 +1,64 @@
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/index.js';
+import { MODELS, startTestGateway } from './helpers.js';
+
+// A reasoning model's chat answers (vLLM's --reasoning-parser): the thinking between <think> and </think> as
+// reasoning_content. The random tiny-gpt is made to think by a regex format, which the replica holds it to.
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+let client: OpenAI;
+beforeAll(async () => {
+  gw = await startTestGateway({
+    models: {
+      r1: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', reasoning_parser: 'deepseek_r1', scaling: { min_containers: 1 } },
+      qwen: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', reasoning_parser: 'qwen3', scaling: { min_containers: 1 } },
+    },
+  });
+  client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+});
+afterAll(() => gw?.shutdown());
+
+const ask = (model: string, guided_regex: string, stream: boolean) =>
+  ({ model, messages: [{ role: 'user', content: 'Think first.' }], max_tokens: 40, temperature: 0, guided_regex, stream }) as never;
+type Message = { content: string | null; reasoning_content?: string | null };
+
+describe('reasoning parsers', () => {
+  it('answer the thinking as reasoning_content and the rest as content, streamed as whole', async () => {
+    const whole = (await client.chat.completions.create(ask('r1', '<think>[a-z]{4}</think>\\n[a-z]{3}', false))) as OpenAI.ChatCompletion;
+    const message = whole.choices[0].message as unknown as Message;
+    expect(message.reasoning_content).toMatch(/^[a-z]{4}$/);
+    expect(message.content).toMatch(/^[a-z]{3}$/);
+    // Streamed: reasoning deltas, then content deltas, the same texts; no tag ever shown.
+    const parts = { reasoning: '', content: '' };
+    const stream = (await client.chat.completions.create(
+      ask('r1', '<think>[a-z]{4}</think>\\n[a-z]{3}', true),
+    )) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;
+    for await (const chunk of stream) {
+      const d = chunk.choices[0]?.delta as unknown as { content?: string | null; reasoning_content?: string };
+      parts.reasoning += d?.reasoning_content ?? '';
+      parts.content += d?.content ?? '';
+    }
+    expect(parts).toEqual({ reasoning: message.reasoning_content, content: message.content });
+    // Completions are text as it is (vLLM parses chat answers only).
+    const text = (
+      await client.completions.create({ model: 'r1', prompt: 'x', max_tokens: 12, temperature: 0, guided_regex: '<think>[a-z]{2}</think>' } as never)
+    ).choices[0].text;
+    expect(text).toMatch(/^<think>[a-z]{2}<\/think>$/);
+  });
+
+  it('qwen3 thinks only between the tags; deepseek_r1 from the start (its template opens <think>)', async () => {
+    const plain = (await client.chat.completions.create(ask('qwen', '[a-z]{5}', false))) as OpenAI.ChatCompletion;
+    expect(plain.choices[0].message as unknown as Message).toMatchObject({ content: expect.stringMatching(/^[a-z]{5}$/), reasoning_content: null });
+    const opened = (await client.chat.completions.create(ask('r1', '[a-z]{3}</think>[a-z]{2}', false))) as OpenAI.ChatCompletion;
+    const m = opened.choices[0].message as unknown as Message;
+    expect(m.reasoning_content).toMatch(/^[a-z]{3}$/);
+    expect(m.content).toMatch(/^[a-z]{2}$/);
+  });
+
+  it('is refused on a model that does not generate, and by a name it does not know', async () => {
+    await expect(startTestGateway({ models: { m: { path: `${MODELS}mlp.onnx`, device: 'cpu', reasoning_parser: 'deepseek_r1' } } })).rejects.toThrow(
+      /models.m.reasoning_parser: the model is not generative/,
+    );
+    expect(() => parseConfig({ models: { m: { path: `${MODELS}mlp.onnx`, reasoning_parser: 'r2d2' } } })).toThrow(/reasoning_parser/);
+  });
+});
