@@ -139,7 +139,9 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
     });
     expect(image.status).toBe(400);
     expect(image.body.error.message).toMatch(/not images/);
-    expect((await status({ ...ask, thinking: { type: 'enabled', budget_tokens: 1024 } })).body.error.message).toMatch(/thinking is not supported/);
+    expect((await status({ ...ask, thinking: { type: 'enabled', budget_tokens: 8 } })).body.error.message).toMatch(
+      /extended thinking needs a reasoning model: model tiny-gpt has no reasoning_parser/,
+    );
     expect(await status({ ...ask, model: 'claude-nope' })).toMatchObject({ status: 404, body: { error: { type: 'not_found_error' } } });
     // Through the client: its typed error.
     await expect(client.messages.create({ ...ask, max_tokens: 0 })).rejects.toBeInstanceOf(Anthropic.BadRequestError);

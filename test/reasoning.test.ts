@@ -1,3 +1,4 @@
+import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
@@ -53,6 +54,28 @@ describe('reasoning parsers', () => {
     const m = opened.choices[0].message as unknown as Message;
     expect(m.reasoning_content).toMatch(/^[a-z]{3}$/);
     expect(m.content).toMatch(/^[a-z]{2}$/);
+  });
+
+  it("give Anthropic's extended thinking its thinking block (whole and streamed), and leave it out where not asked for", async () => {
+    // deepseek_r1 thinks from the start: the random model never closes </think>, so its whole answer is thinking.
+    const chat = (await client.chat.completions.create({
+      model: 'r1',
+      messages: [{ role: 'user', content: 'Hello' }],
+      max_tokens: 12,
+      temperature: 0,
+    })) as OpenAI.ChatCompletion;
+    const thinking = (chat.choices[0].message as unknown as Message).reasoning_content;
+    expect(thinking?.length).toBeGreaterThan(0);
+    const anthropic = new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 });
+    const ask = { model: 'r1', max_tokens: 12, temperature: 0, messages: [{ role: 'user' as const, content: 'Hello' }] };
+    const thought = await anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 8 } });
+    expect(thought.content.map((b) => b.type)).toEqual(['thinking', 'text']);
+    expect((thought.content[0] as Anthropic.ThinkingBlock).thinking).toBe(thinking);
+    const streamed = await anthropic.messages.stream({ ...ask, thinking: { type: 'enabled', budget_tokens: 8 } }).finalMessage();
+    expect(streamed.content).toEqual(thought.content);
+    const plain = await anthropic.messages.create(ask);
+    expect(plain.content).toEqual([{ type: 'text', text: '' }]); // (all thinking: none of it shown)
+    await expect(anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 12 } })).rejects.toMatchObject({ status: 400 });
   });
 
   it('is refused on a model that does not generate, and by a name it does not know', async () => {

@@ -2,16 +2,17 @@ import { randomBytes } from 'node:crypto';
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
-import { GatewayError } from '../../errors/index.js';
+import { badInput, GatewayError } from '../../errors/index.js';
 import type { ServedModel } from '../types.js';
 import { usage } from './generation.js';
+import { ReasoningSplitter, splitReasoning } from './reasoning.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
 import { chatGeneration, chatPromptOf, relay, type ToolCall, type ToolCallDelta } from './tools.js';
 
 // Anthropic's Messages API (POST /v1/messages), as vLLM serves it for Anthropic's SDKs and the agents built
 // on them: served the way chat completions are — `system` and the messages' blocks become chat messages,
 // tools and tool_choice the tool calls — and answered as content blocks, whole or as Anthropic's typed
-// stream events. Images, documents and extended thinking are refused (400) rather than ignored.
+// stream events; a reasoning model's thinking as thinking blocks. Images and documents are refused (400) rather than ignored.
 
 const text = z.string();
 const textBlock = z.object({ type: z.literal('text'), text, cache_control: z.unknown().optional() });
@@ -58,9 +59,9 @@ export const messagesSchema = z.object({
       z.object({ type: z.literal('none') }),
     ])
     .optional(),
+  /** Extended thinking: a reasoning model's (reasoning_parser) thinking as a thinking block before the answer. */
   thinking: z
-    .object({ type: z.string() })
-    .refine((t) => t.type === 'disabled', 'extended thinking is not supported by this gateway')
+    .discriminatedUnion('type', [z.object({ type: z.literal('enabled'), budget_tokens: z.number().int().min(1) }), z.object({ type: z.literal('disabled') })])
     .optional(),
 });
 export type MessagesRequest = z.infer<typeof messagesSchema>;
@@ -125,6 +126,13 @@ const inputOf = (call: ToolCall) => {
 
 /** POST /v1/messages. */
 export async function messages(c: Context, m: ServedModel, req: MessagesRequest): Promise<Response> {
+  // A reasoning model's thinking: a thinking block first where asked for, else left out of the answer.
+  const parser = m.generation?.reasoningParser;
+  const thinks = req.thinking?.type === 'enabled';
+  if (thinks && !parser)
+    throw badInput(`extended thinking needs a reasoning model: model ${m.name} has no reasoning_parser`, 'thinking', 'invalid_request_error');
+  if (req.thinking?.type === 'enabled' && req.thinking.budget_tokens >= req.max_tokens)
+    throw badInput('thinking.budget_tokens must be less than max_tokens', 'thinking.budget_tokens', 'invalid_request_error');
   const { generation, answer } = chatGeneration(c, m, asChat(req), req.max_tokens);
   const base = { id: id('msg'), type: 'message', role: 'assistant', model: m.name };
   const toolBlock = (call: ToolCall) => ({ type: 'tool_use', id: `toolu_${call.id.slice('call_'.length)}`, name: call.function.name });
@@ -139,11 +147,13 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   };
 
   if (!req.stream) {
-    let all = '';
-    for await (const piece of generation) all += piece.text;
+    let whole = '';
+    for await (const piece of generation) whole += piece.text;
     const result = await generation.result;
+    const { reasoning, content: all } = parser ? splitReasoning(parser, whole) : { reasoning: '', content: whole };
     answer?.push(all);
-    const content = answer?.isCalls ? answer.reader.calls.map((call) => ({ ...toolBlock(call), input: inputOf(call) })) : [{ type: 'text', text: all }];
+    const said = answer?.isCalls ? answer.reader.calls.map((call) => ({ ...toolBlock(call), input: inputOf(call) })) : [{ type: 'text', text: all }];
+    const content = thinks ? [{ type: 'thinking', thinking: reasoning, signature: '' }, ...said] : said;
     return c.json({ ...base, content, ...stopOf(result), usage: usageOf(result) });
   }
 
@@ -155,25 +165,34 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
     });
     try {
       let open = -1; // the content block being written
+      const first = thinks ? 1 : 0; // (the thinking block is block 0)
       const start = async (index: number, block: object) => {
         if (open >= 0) await send('content_block_stop', { index: open });
         open = index;
         await send('content_block_start', { index, content_block: block });
       };
       const words = async (piece: string) => {
-        if (open < 0) await start(0, { type: 'text', text: '' });
-        if (piece) await send('content_block_delta', { index: 0, delta: { type: 'text_delta', text: piece } });
+        if (!piece && thinks && open < first) return; // (the text block opens with the answer: the thinking comes first)
+        if (open < first) await start(first, { type: 'text', text: '' });
+        if (piece) await send('content_block_delta', { index: first, delta: { type: 'text_delta', text: piece } });
       };
       const calls = async (deltas: ToolCallDelta[]) => {
         for (const delta of deltas) {
           const call = answer?.reader.calls[delta.index] as ToolCall;
-          if (delta.id) await start(delta.index, { ...toolBlock(call), input: {} });
+          if (delta.id) await start(first + delta.index, { ...toolBlock(call), input: {} });
           if (delta.function.arguments)
-            await send('content_block_delta', { index: delta.index, delta: { type: 'input_json_delta', partial_json: delta.function.arguments } });
+            await send('content_block_delta', { index: first + delta.index, delta: { type: 'input_json_delta', partial_json: delta.function.arguments } });
         }
       };
-      await relay(generation, answer, words, calls);
+      const thought = async (text: string) => {
+        if (open < 0) await start(0, { type: 'thinking', thinking: '', signature: '' });
+        if (text) await send('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: text } });
+      };
+      if (thinks) await thought('');
+      // (a reasoning model's pieces split: thinking to the thinking block where asked for, the answer as ever)
+      await relay(parser ? answerPieces(generation, new ReasoningSplitter(parser), thinks ? thought : async () => {}) : generation, answer, words, calls);
       if (answer && !answer.isCalls) await words(answer.flush());
+      if (!answer?.isCalls && open < first) await start(first, { type: 'text', text: '' }); // (an empty answer's block)
       if (open >= 0) await send('content_block_stop', { index: open });
       const result = await generation.result;
       await send('message_delta', { delta: stopOf(result), usage: { output_tokens: usageOf(result).output_tokens } });
@@ -184,6 +203,18 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
       await send('error', anthropicError(e));
     }
   });
+}
+
+/** A reasoning model's pieces: the thinking handed to `thought`, the answer's text yielded. */
+async function* answerPieces(pieces: AsyncIterable<{ text: string }>, splitter: ReasoningSplitter, thought: (text: string) => Promise<void>) {
+  for await (const piece of pieces) {
+    const part = splitter.push(piece.text);
+    if (part.reasoning) await thought(part.reasoning);
+    if (part.content) yield { text: part.content };
+  }
+  const rest = splitter.flush();
+  if (rest.reasoning) await thought(rest.reasoning);
+  if (rest.content) yield { text: rest.content };
 }
 
 /** POST /v1/messages/count_tokens: the prompt's tokens (the system prompt, the messages, the tools listed), as usage will count them. */
