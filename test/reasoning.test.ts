@@ -78,6 +78,30 @@ describe('reasoning parsers', () => {
     await expect(anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 12 } })).rejects.toMatchObject({ status: 400 });
   });
 
+  it("give the Responses API a reasoning item before the message, whole and streamed (vLLM's reasoning_text)", async () => {
+    const body = { model: 'r1', input: 'Hello', max_output_tokens: 12, temperature: 0 };
+    const whole = await (await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify(body) })).json();
+    const items = whole.output as { type: string; content: { type: string; text: string }[] }[];
+    expect(items.map((i) => i.type)).toEqual(['reasoning', 'message']);
+    expect(items[0].content[0]).toMatchObject({ type: 'reasoning_text', text: expect.any(String) });
+    expect(items[0].content[0].text.length).toBeGreaterThan(0);
+    const res = await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ ...body, stream: true }) });
+    const events = (await res.text())
+      .split('\n')
+      .filter((l) => l.startsWith('data: '))
+      .map((l) => JSON.parse(l.slice(6)));
+    const deltas = events.filter((e) => e.type === 'response.reasoning_text.delta').map((e) => e.delta as string);
+    expect(deltas.join('')).toBe(items[0].content[0].text);
+    const added = events.filter((e) => e.type === 'response.output_item.added').map((e) => [e.output_index, e.item.type]);
+    expect(added).toEqual([
+      [0, 'reasoning'],
+      [1, 'message'],
+    ]);
+    const done = events.at(-1);
+    expect(done.response.output.map((i: { type: string }) => i.type)).toEqual(['reasoning', 'message']);
+    expect(done.response.output[0].content).toEqual(items[0].content);
+  });
+
   it('is refused on a model that does not generate, and by a name it does not know', async () => {
     await expect(startTestGateway({ models: { m: { path: `${MODELS}mlp.onnx`, device: 'cpu', reasoning_parser: 'deepseek_r1' } } })).rejects.toThrow(
       /models.m.reasoning_parser: the model is not generative/,

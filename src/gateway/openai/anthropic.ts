@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { ServedModel } from '../types.js';
 import { usage } from './generation.js';
-import { ReasoningSplitter, splitReasoning } from './reasoning.js';
+import { answerPieces, splitReasoning } from './reasoning.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
 import { chatGeneration, chatPromptOf, relay, type ToolCall, type ToolCallDelta } from './tools.js';
 
@@ -190,7 +190,7 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
       };
       if (thinks) await thought('');
       // (a reasoning model's pieces split: thinking to the thinking block where asked for, the answer as ever)
-      await relay(parser ? answerPieces(generation, new ReasoningSplitter(parser), thinks ? thought : async () => {}) : generation, answer, words, calls);
+      await relay(parser ? answerPieces(generation, parser, thinks ? thought : async () => {}) : generation, answer, words, calls);
       if (answer && !answer.isCalls) await words(answer.flush());
       if (!answer?.isCalls && open < first) await start(first, { type: 'text', text: '' }); // (an empty answer's block)
       if (open >= 0) await send('content_block_stop', { index: open });
@@ -203,18 +203,6 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
       await send('error', anthropicError(e));
     }
   });
-}
-
-/** A reasoning model's pieces: the thinking handed to `thought`, the answer's text yielded. */
-async function* answerPieces(pieces: AsyncIterable<{ text: string }>, splitter: ReasoningSplitter, thought: (text: string) => Promise<void>) {
-  for await (const piece of pieces) {
-    const part = splitter.push(piece.text);
-    if (part.reasoning) await thought(part.reasoning);
-    if (part.content) yield { text: part.content };
-  }
-  const rest = splitter.flush();
-  if (rest.reasoning) await thought(rest.reasoning);
-  if (rest.content) yield { text: rest.content };
 }
 
 /** POST /v1/messages/count_tokens: the prompt's tokens (the system prompt, the messages, the tools listed), as usage will count them. */

@@ -87,3 +87,16 @@ export function splitReasoning(parser: ReasoningParser, text: string): { reasoni
   const [a, b] = [splitter.push(text), splitter.flush()];
   return { reasoning: a.reasoning + b.reasoning, content: a.content + b.content };
 }
+
+/** A reasoning model's text as it comes: the thinking handed to `thought`, the answer's text yielded. */
+export async function* answerPieces(pieces: AsyncIterable<{ text: string }>, parser: ReasoningParser, thought: (text: string) => Promise<void>) {
+  const splitter = new ReasoningSplitter(parser);
+  for await (const piece of pieces) {
+    const part = splitter.push(piece.text);
+    if (part.reasoning) await thought(part.reasoning);
+    if (part.content) yield { text: part.content };
+  }
+  const rest = splitter.flush();
+  if (rest.reasoning) await thought(rest.reasoning);
+  if (rest.content) yield { text: rest.content };
+}

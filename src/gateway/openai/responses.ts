@@ -6,6 +6,7 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import { type Call, type CallEnv, type Calls, type Dispatch, startKeptCall } from '../calls.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { usage } from './generation.js';
+import { answerPieces, splitReasoning } from './reasoning.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
 import { chatGeneration, relay, type ToolCall, type ToolCallDelta } from './tools.js';
 
@@ -170,20 +171,33 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
     };
   };
 
+  // A reasoning model's thinking (reasoning_parser): a reasoning item before the answer's, as vLLM answers it.
+  const parser = m.generation?.reasoningParser;
+  const reasoningId = id('rs');
+  const reasoningItem = (text: string, status: string) => ({
+    type: 'reasoning',
+    id: reasoningId,
+    summary: [],
+    content: [{ type: 'reasoning_text', text }],
+    status,
+  });
+
   /** The output items: whole ones `completed`, the last `incomplete` if max_output_tokens cut it. */
-  const outputOf = (result: Awaited<typeof generation.result>, all: string) => {
+  const outputOf = (result: Awaited<typeof generation.result>, all: string, thinking = '') => {
     const last = result.finishReason === 'length' ? 'incomplete' : 'completed';
-    if (!answer?.isCalls) return [messageItem(all, last)];
+    const thought = thinking ? [reasoningItem(thinking, all || answer?.isCalls ? 'completed' : last)] : [];
+    if (!answer?.isCalls) return [...thought, messageItem(all, last)];
     const calls = answer.reader.calls;
-    return calls.map((call, i) => callItem(call, i === calls.length - 1 ? last : 'completed'));
+    return [...thought, ...calls.map((call, i) => callItem(call, i === calls.length - 1 ? last : 'completed'))];
   };
 
   if (!req.stream) {
-    let all = '';
-    for await (const piece of generation) all += piece.text;
+    let whole = '';
+    for await (const piece of generation) whole += piece.text;
     const result = await generation.result;
+    const { reasoning, content: all } = parser ? splitReasoning(parser, whole) : { reasoning: '', content: whole };
     answer?.push(all);
-    return c.json(finished(result, outputOf(result, all)));
+    return c.json(finished(result, outputOf(result, all, reasoning)));
   }
 
   await generation.started;
@@ -194,13 +208,33 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
     await send('response.created', { response: pending });
     await send('response.in_progress', { response: pending });
     let all = '';
+    let thinking = '';
     try {
+      // The thinking's item (output 0) while it comes; the answer's items after it, once it is done.
+      let first = 0;
+      const thinkingAt = { item_id: reasoningId, output_index: 0, content_index: 0 };
+      const thought = async (text: string) => {
+        if (!thinking) await send('response.output_item.added', { output_index: 0, item: reasoningItem('', 'in_progress') });
+        thinking += text;
+        first = 1;
+        await send('response.reasoning_text.delta', { ...thinkingAt, delta: text });
+      };
+      let thoughtDone = false;
+      const endThinking = async () => {
+        if (!thinking || thoughtDone) return;
+        thoughtDone = true;
+        await send('response.reasoning_text.done', { ...thinkingAt, text: thinking });
+        await send('response.output_item.done', { output_index: 0, item: reasoningItem(thinking, 'completed') });
+      };
       const at = { item_id: messageId, output_index: 0, content_index: 0 };
       let opened = false;
       const words = async (text: string) => {
         if (!opened) {
+          if (!text && parser && !answer) return; // (the message opens with the answer: the thinking comes first)
           opened = true;
-          await send('response.output_item.added', { output_index: 0, item: messageItem('', 'in_progress') });
+          await endThinking();
+          at.output_index = first;
+          await send('response.output_item.added', { output_index: first, item: messageItem('', 'in_progress') });
           await send('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
         }
         if (!text) return;
@@ -210,36 +244,44 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
       const close = async (index: number, status = 'completed') => {
         const call = answer?.reader.calls[index] as ToolCall;
         const item = callItem(call, status);
-        await send('response.function_call_arguments.done', { item_id: item.id, output_index: index, arguments: call.function.arguments });
-        await send('response.output_item.done', { output_index: index, item });
+        await send('response.function_call_arguments.done', { item_id: item.id, output_index: first + index, arguments: call.function.arguments });
+        await send('response.output_item.done', { output_index: first + index, item });
       };
       const calls = async (deltas: ToolCallDelta[]) => {
         for (const delta of deltas) {
           const call = answer?.reader.calls[delta.index] as ToolCall;
           if (delta.id) {
             if (delta.index > 0) await close(delta.index - 1);
-            await send('response.output_item.added', { output_index: delta.index, item: { ...callItem(call, 'in_progress'), arguments: '' } });
+            else await endThinking();
+            await send('response.output_item.added', { output_index: first + delta.index, item: { ...callItem(call, 'in_progress'), arguments: '' } });
           }
           if (delta.function.arguments)
             await send('response.function_call_arguments.delta', {
               item_id: callItem(call, '').id,
-              output_index: delta.index,
+              output_index: first + delta.index,
               delta: delta.function.arguments,
             });
         }
       };
-      await relay(generation, answer, words, calls);
-      const items = outputOf(await generation.result, all);
+      await relay(parser ? answerPieces(generation, parser, thought) : generation, answer, words, calls);
+      await endThinking();
+      const items = outputOf(await generation.result, all); // (the answer's items: the thinking's is not among them)
       if (answer?.isCalls) {
         if (items.length > 0) await close(items.length - 1, items[items.length - 1].status); // none if cut right after `[`
       } else {
+        if (!opened) {
+          opened = true; // (an answer of no words after its thinking: its message still comes, empty)
+          at.output_index = first;
+          await send('response.output_item.added', { output_index: first, item: messageItem('', 'in_progress') });
+          await send('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
+        }
         await words(answer?.flush() ?? '');
         await send('response.output_text.done', { ...at, text: all });
         await send('response.content_part.done', { ...at, part: { type: 'output_text', text: all, annotations: [] } });
-        await send('response.output_item.done', { output_index: 0, item: items[0] });
+        await send('response.output_item.done', { output_index: first, item: items[0] });
       }
       const result = await generation.result;
-      const response = finished(result, outputOf(result, all));
+      const response = finished(result, outputOf(result, all, thinking));
       await send(response.status === 'completed' ? 'response.completed' : 'response.incomplete', { response });
     } catch (err) {
       if (stream.aborted) return;
