@@ -210,6 +210,8 @@ export class GenerationScheduler extends EventEmitter<{
   restarted: [{ reason: 'preempted' | 'replica_lost'; sequences: number }];
 }> {
   private queue: Seq[] = [];
+  /** Beam searches asked for and not yet settled (while there are none, a sequence is a slot: freeSlots need not sum). */
+  private searching = 0;
   private readonly fair = new FairShare();
   private loops = new Map<string, Loop>();
   /** Prompt start → the replica the last prompt starting so went to (`affinityTokens`). */
@@ -281,6 +283,7 @@ export class GenerationScheduler extends EventEmitter<{
         this.settle(seq, cancelled()); // an active one leaves at the next step (see run)
       };
       hooks.signal?.addEventListener('abort', onAbort, { once: true });
+      if (req.sampling.beam) this.searching++;
       seq.timer = setTimeout(() => this.expire(seq), this.opts.timeoutMs);
       this.enqueue(seq);
       this.counts.sequences++;
@@ -359,6 +362,7 @@ export class GenerationScheduler extends EventEmitter<{
 
   /** Slots left on the loop's replica: a beam search takes one per beam. */
   private freeSlots(loop: Loop): number {
+    if (this.searching === 0) return this.opts.maxSequences - loop.active.size - loop.joining.length; // (one each: no sum)
     let taken = 0;
     for (const s of loop.active.values()) taken += slotsOf(s);
     for (const s of loop.joining) taken += slotsOf(s);
@@ -618,6 +622,7 @@ export class GenerationScheduler extends EventEmitter<{
   private settle(seq: Seq, error: Error | null, result?: GenerateResult): void {
     if (seq.settled) return;
     seq.settled = true;
+    if (seq.req.sampling.beam) this.searching--;
     clearTimeout(seq.timer);
     seq.cleanup();
     const end = performance.now();
