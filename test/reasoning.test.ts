@@ -1,6 +1,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { parseConfig } from '../src/config/index.js';
 import { MODELS, startTestGateway } from './helpers.js';
 
@@ -45,6 +46,24 @@ describe('reasoning parsers', () => {
       await client.completions.create({ model: 'r1', prompt: 'x', max_tokens: 12, temperature: 0, guided_regex: '<think>[a-z]{2}</think>' } as never)
     ).choices[0].text;
     expect(text).toMatch(/^<think>[a-z]{2}<\/think>$/);
+  });
+
+  it('send the thinking over the WebSocket as `reasoning` beside the text', async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
+    await new Promise((resolve) => ws.once('open', resolve));
+    const got = { reasoning: '', text: '' };
+    const done = new Promise<void>((resolve) =>
+      ws.on('message', (data) => {
+        const m = JSON.parse(String(data));
+        if (m.type === 'token') [got.reasoning, got.text] = [got.reasoning + (m.reasoning ?? ''), got.text + m.text];
+        if (m.type === 'done' || m.type === 'error') resolve();
+      }),
+    );
+    ws.send(JSON.stringify({ id: 'r', type: 'chat', ...(ask('r1', '<think>[a-z]{4}</think>\\n[a-z]{3}', false) as object) }));
+    await done;
+    ws.close();
+    expect(got.reasoning).toMatch(/^[a-z]{4}$/);
+    expect(got.text).toMatch(/^[a-z]{3}$/);
   });
 
   it('qwen3 thinks only between the tags; deepseek_r1 from the start (its template opens <think>)', async () => {

@@ -12,8 +12,9 @@ import { submitInfer, versionOf } from './kserve/submit.js';
 import { adapterNamed } from './lora.js';
 import { embeddingsAnswer, embeddingsSchema } from './openai/embeddings.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
-import { Generation } from './openai/generation.js';
+import { Generation, type LoggedToken } from './openai/generation.js';
 import { chatLogprobs } from './openai/logprobs.js';
+import { ReasoningSplitter } from './openai/reasoning.js';
 import { completionPrompts } from './openai/routes.js';
 import { chatSchema, completionSchema, parseBody } from './openai/schema.js';
 import { chatTokens, layoutOf } from './openai/tools.js';
@@ -214,12 +215,22 @@ async function generate(msg: Message, id: string, signal: AbortSignal, { models,
   const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);
   const generation = new Generation(m, req, prompt, maxTokens, signal, { caller });
   const raw = ws.raw as { bufferedAmount?: number } | undefined;
+  // A reasoning model's chat: its thinking as `reasoning` beside the text (as chat's reasoning_content).
+  const splitter = msg.type === 'chat' && gen.reasoningParser ? new ReasoningSplitter(gen.reasoningParser) : undefined;
+  const said = (part: { reasoning: string; content: string }, logged: LoggedToken[]) => ({
+    text: part.content,
+    ...(part.reasoning && { reasoning: part.reasoning }),
+    ...(generation.wantsLogprobs && { logprobs: chatLogprobs(gen.tokenizer, logged) }),
+  });
   for await (const { text, logged } of generation) {
     // A socket that is not being read stops taking text; the sequence pauses (see Generation).
     while ((raw?.bufferedAmount ?? 0) > MAX_UNSENT_BYTES && !signal.aborted) await new Promise((r) => setTimeout(r, 10));
-    send({ id, type: 'token', text, ...(generation.wantsLogprobs && { logprobs: chatLogprobs(gen.tokenizer, logged) }) });
+    const part = splitter ? splitter.push(text) : { reasoning: '', content: text };
+    if (part.content || part.reasoning || logged.length > 0) send({ id, type: 'token', ...said(part, logged) });
   }
   const done = await generation.result;
+  const part = splitter?.flush();
+  if (part?.content || part?.reasoning) send({ id, type: 'token', ...said(part, []) });
   const rest = generation.wantsLogprobs && { logprobs: chatLogprobs(gen.tokenizer, generation.takeLogprobs()) };
   send({ id, type: 'done', finish_reason: done.finishReason, usage: generation.usage(done), ...rest });
 }
