@@ -113,7 +113,7 @@ program
             : model.ocr
               ? ` (text recogniser with ${model.ocr.detector}: /v1/ocr)`
               : generativeSpec(sig)
-                ? ` (generative: /v1/completions, /v1/chat/completions${model.lora_adapters ? `; LoRA adapters ${Object.keys(model.lora_adapters).join(', ')}` : ''}${model.speculative ? `; speculative decoding, drafts of ${model.speculative.num_speculative_tokens}` : ''})`
+                ? ` (generative: /v1/completions, /v1/chat/completions${model.lora_adapters ? `; LoRA adapters ${Object.keys(model.lora_adapters).join(', ')}` : ''}${model.speculative ? `; speculative decoding, drafts of ${model.speculative.num_speculative_tokens}` : ''}${model.reasoning_parser ? `; reasoning parser ${model.reasoning_parser}` : ''}${model.prefix_cache_scope === 'caller' ? '; prompts cached per caller' : ''})`
                 : embeddingSpec(sig)
                   ? ' (text encoder: /v1/embeddings)'
                   : classifierSpec(sig)
@@ -138,6 +138,8 @@ program
         if (!targets) unfit.push(`models.${name}.lora_adapters: the model takes no LoRA adapters (models/gpt.py --lora)`);
         else await readAdapter(path, targets).catch((err: Error) => unfit.push(`models.${name}.lora_adapters.${adapter}: ${err.message}`));
       }
+      if (model.reasoning_parser && !generativeSpec(signatures.get(name) as ModelSignature))
+        unfit.push(`models.${name}.reasoning_parser: the model is not generative (a decoder with a KV cache): it has no answers to split`);
     }
     if (unfit.length) throw new ConfigError(unfit.join('\n'));
     const ensembles = checkEnsembles(config, signatures);
