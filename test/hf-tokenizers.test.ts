@@ -110,6 +110,8 @@ describe('a model with its own tokenizer.json', () => {
     // The assistant's turn not opened, or its final message left open (a prefill), as transformers renders them.
     const closed = await post('/tokenize', { model: 'bytes-gpt', messages, add_generation_prompt: false });
     expect(closed.body.tokens).toEqual(tokenizer.encode('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n', { special: false }));
+    const noThinking = await post('/tokenize', { model: 'bytes-gpt', messages, chat_template_kwargs: { enable_thinking: false } });
+    expect(noThinking.body.tokens).toEqual(tokenizer.encode(`${expected}<think>\n\n</think>\n\n`, { special: false }));
     const prefill = [...messages, { role: 'assistant', content: 'Well' }];
     const open = await post('/tokenize', { model: 'bytes-gpt', messages: prefill, continue_final_message: true, add_generation_prompt: false });
     expect(open.body.tokens).toEqual(

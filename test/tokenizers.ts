@@ -62,7 +62,9 @@ export const CHATML =
   "{% if tools %}{{ '<|im_start|>system\\nTools: ' + (tools | tojson) + '<|im_end|>\\n' }}{% endif %}" +
   "{% for message in messages %}{% if message['role'] == 'system' and not loop.first %}{{ raise_exception('a system message must come first') }}{% endif %}" +
   "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}" +
-  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}" +
+  // (Qwen3's: thinking switched off by chat_template_kwargs, an empty thought in the prompt)
+  "{% if enable_thinking is defined and enable_thinking == false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}{% endif %}";
 
 /**
  * A small byte-level BPE (Llama 3's and Qwen's kind): the 256 bytes, a few merges, `<|endoftext|>` (special,

@@ -74,10 +74,11 @@ function chatTemplateOf(config: Json): Tokenizer['chatTemplate'] {
       .filter(([key]) => key.endsWith('_token'))
       .map(([key, value]) => [key, tokenText(value)]),
   );
-  return (messages: ChatMessage[], tools?: unknown[], { generationPrompt = true, continueFinal = false }: ChatLayout = {}) => {
+  return (messages: ChatMessage[], tools?: unknown[], { generationPrompt = true, continueFinal = false, templateKwargs }: ChatLayout = {}) => {
     const template = single ?? named?.get(tools?.length ? 'tool_use' : 'default') ?? named?.get('default') ?? [...(named?.values() ?? [])][0];
     const text = (template as Template).render({
       ...specials,
+      ...templateKwargs, // (never in place of the conversation itself)
       messages,
       tools: tools?.length ? tools : undefined,
       add_generation_prompt: generationPrompt && !continueFinal,

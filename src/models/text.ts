@@ -28,7 +28,12 @@ export type Tokenizer = {
  * How a chat ends its prompt: with the assistant's turn opened (`generationPrompt`, the default), or with the final
  * (assistant) message left open for the answer to continue (`continueFinal`: a prefill).
  */
-export type ChatLayout = { generationPrompt?: boolean; continueFinal?: boolean };
+export type ChatLayout = {
+  generationPrompt?: boolean;
+  continueFinal?: boolean;
+  /** More variables for the chat template (vLLM's chat_template_kwargs: Qwen3's `enable_thinking`, say). */
+  templateKwargs?: Record<string, unknown>;
+};
 
 /** A chat message as chat templates read it (OpenAI's fields; a tool call's arguments parsed where they are JSON). */
 export type ChatMessage = { role: string; content: string; tool_calls?: unknown[]; tool_call_id?: string; name?: string };

@@ -176,6 +176,8 @@ const toolChoice = z.union([z.enum(['none', 'auto', 'required']), z.object({ typ
 const chatLayout = {
   add_generation_prompt: z.boolean().nullish(),
   continue_final_message: z.boolean().nullish(),
+  /** More variables for the model's chat template (Qwen3's enable_thinking, say); a model without one has none to take. */
+  chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
 };
 
 function continuesAssistant(

@@ -277,9 +277,14 @@ export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, ma
 }
 
 /** How a chat request ends its prompt (vLLM's add_generation_prompt, continue_final_message). */
-export const layoutOf = (req: { add_generation_prompt?: boolean | null; continue_final_message?: boolean | null }): ChatLayout => ({
+export const layoutOf = (req: {
+  add_generation_prompt?: boolean | null;
+  continue_final_message?: boolean | null;
+  chat_template_kwargs?: Record<string, unknown> | null;
+}): ChatLayout => ({
   generationPrompt: req.add_generation_prompt ?? true,
   continueFinal: req.continue_final_message ?? false,
+  templateKwargs: req.chat_template_kwargs ?? undefined,
 });
 
 /** A chat request's prompt as the model is given it (its tools listed there), in tokens. */
