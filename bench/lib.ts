@@ -503,6 +503,8 @@ export async function streamingLoad(o: {
   /** 1 unless given; a `prompt` of one's own (each stream adds its number). */
   temperature?: number;
   prompt?: string;
+  /** Each client sends the same request (prompt and seed) again and again. */
+  repeat?: boolean;
 }) {
   const before = await stepMs(o.url, o.model);
   const plan = {
@@ -513,6 +515,7 @@ export async function streamingLoad(o: {
     maxTokens: o.maxTokens,
     temperature: o.temperature,
     prompt: o.prompt,
+    repeat: o.repeat,
   };
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/stream-load.ts'), JSON.stringify(plan)], {
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -31,13 +31,20 @@ async function main() {
   const texts = [
     { name: 'greedy (repeats)', temperature: 0 },
     { name: 'sampled, temperature 1', temperature: 1 },
+    // (each client sends its one request again and again: what suffix decoding drafts from another request's text)
+    { name: 'a repeated request, sampled', temperature: 1, repeat: true },
   ];
+  const names = ['plain', 'speculative', 'suffix'];
   const server = await startGenerativeGateway({
     port: PORT,
     dir,
     device,
     maxBatch: Math.max(32, ...concurrency),
-    models: { plain: { path: modelPath }, speculative: { path: modelPath, speculative: { num_speculative_tokens: draftTokens } } },
+    models: {
+      plain: { path: modelPath },
+      speculative: { path: modelPath, speculative: { num_speculative_tokens: draftTokens } },
+      suffix: { path: modelPath, speculative: { method: 'suffix', num_speculative_tokens: 2 * draftTokens } },
+    },
   });
   const rows: {
     clients: number;
@@ -53,11 +60,12 @@ async function main() {
     // Interleaved rounds (this machine's speed drifts by tens of percent over a minute): the median round of each.
     for (const clients of concurrency)
       for (const text of texts) {
-        const runs: Record<string, (typeof rows)[number][]> = { plain: [], speculative: [] };
+        const runs: Record<string, (typeof rows)[number][]> = { plain: [], speculative: [], suffix: [] };
         for (let round = 0; round < rounds; round++)
-          for (const name of round % 2 ? ['speculative', 'plain'] : ['plain', 'speculative']) {
+          for (const name of [...names.slice(round % 3), ...names.slice(0, round % 3)]) {
             const before = await counts(name);
-            const result = await streamingLoad({ url: `http://127.0.0.1:${PORT}`, model: name, clients, seconds, maxTokens, temperature: text.temperature });
+            const load = { url: `http://127.0.0.1:${PORT}`, model: name, clients, seconds, maxTokens, temperature: text.temperature, repeat: text.repeat };
+            const result = await streamingLoad(load);
             const after = await counts(name);
             const steps = after.steps - before.steps;
             const drafted = after.draftTokens - before.draftTokens;
@@ -72,7 +80,7 @@ async function main() {
               taken: drafted > 0 ? Math.round(((after.acceptedDraftTokens - before.acceptedDraftTokens) / drafted) * 100) : 0,
             });
           }
-        for (const name of ['plain', 'speculative']) {
+        for (const name of names) {
           const row = medianBy(runs[name], (r) => r.result.tokensPerS);
           console.log(clients, text.name, name, runs[name].map((r) => r.result.tokensPerS).join(' / '));
           rows.push({ ...row, rounds: runs[name].map((r) => r.result.tokensPerS) });
@@ -90,7 +98,9 @@ ${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.n
 
 ${results.model}. Each client streams completions of ${maxTokens} tokens back to back for ${seconds} s a round, ${rounds} rounds
 interleaved, the median round shown (tokens/s of every round in the last column); "speculative" is the same
-model with \`speculative: { num_speculative_tokens: ${draftTokens} }\` (drafts from the sequence's own text, checked in one run).
+model with \`speculative: { num_speculative_tokens: ${draftTokens} }\` (drafts from the sequence's own text, checked in one run);
+"suffix" with \`speculative: { method: suffix, num_speculative_tokens: ${2 * draftTokens} }\` (also from earlier requests' texts).
+In "a repeated request" every client sends its own one request (prompt and seed) again and again.
 "tokens / step" is the tokens the model generated over its steps (steps carry several sequences: with ${concurrency.join(' / ')}
 streams it is about that many without drafts); "taken" the share of drafted tokens the steps kept.
 

@@ -8,7 +8,8 @@
 import { Agent, request } from 'node:http';
 import { createParser } from 'eventsource-parser';
 
-type Plan = { url: string; models: string[]; clients: number; seconds: number; maxTokens: number; temperature?: number; prompt?: string };
+/** `repeat`: every client sends the same request again and again (its prompt, its seed): what repeats across requests. */
+type Plan = { url: string; models: string[]; clients: number; seconds: number; maxTokens: number; temperature?: number; prompt?: string; repeat?: boolean };
 const plan = JSON.parse(process.argv[2]) as Plan;
 const agent = new Agent({ keepAlive: true, maxSockets: 1024 });
 const url = new URL(plan.url);
@@ -19,13 +20,14 @@ let seed = 0;
 function stream(client: number): Promise<void> {
   seed++;
   // A prompt of its own per stream (alike prompts are prefilled once), every completion max_tokens long.
+  const tag = plan.repeat ? client : seed;
   const body = JSON.stringify({
     model: plan.models[client % plan.models.length],
-    prompt: plan.prompt ? `${plan.prompt} ${seed}` : `Client ${seed}: the gateway streams tokens to many clients at once, and each of them`,
+    prompt: plan.prompt ? `${plan.prompt} ${tag}` : `Client ${tag}: the gateway streams tokens to many clients at once, and each of them`,
     max_tokens: plan.maxTokens,
     ignore_eos: true,
     temperature: plan.temperature ?? 1,
-    seed,
+    seed: tag,
     stream: true,
     stream_options: { include_usage: true },
   });

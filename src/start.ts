@@ -374,6 +374,7 @@ export function replicaSpecOf(model: ModelConfig, signature: ModelSignature, thr
             ngramMax: model.speculative.prompt_lookup_max,
             ngramMin: model.speculative.prompt_lookup_min,
             disableAt: model.speculative.disable_by_batch_size,
+            sharedTokens: model.speculative.method === 'suffix' ? model.speculative.suffix_cache_tokens : undefined,
           }
         : undefined,
     tokenizer: model.tokenizer,

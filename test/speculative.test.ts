@@ -11,7 +11,11 @@ beforeAll(async () => {
   const model = { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } };
   gw = await startTestGateway({
     telemetry: { metrics: true },
-    models: { plain: model, fast: { ...model, speculative: { num_speculative_tokens: 5 } } },
+    models: {
+      plain: model,
+      fast: { ...model, speculative: { num_speculative_tokens: 5 } },
+      suffix: { ...model, speculative: { method: 'suffix', num_speculative_tokens: 8 } },
+    },
   });
   client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused' });
 });
@@ -34,6 +38,20 @@ describe('speculative decoding', () => {
     const after = await stats('fast');
     expect(after.acceptedDraftTokens - before.acceptedDraftTokens).toBeGreaterThan(20);
     expect(after.steps - before.steps).toBeLessThan(after.tokens - before.tokens);
+  });
+
+  it("drafts a repeated request from the earlier one's text (method suffix): the same answer in far fewer steps", async () => {
+    // Sampled text seldom repeats itself; an identical request (seeded) draws the same tokens again.
+    const params = { prompt: 'An agent asks the same thing again', max_tokens: 48, temperature: 1, seed: 7 };
+    const plain = (await client.completions.create({ model: 'plain', ...params })).choices[0].text;
+    const steps = async () => (await stats('suffix')).steps;
+    const s0 = await steps();
+    const first = (await client.completions.create({ model: 'suffix', ...params })).choices[0].text;
+    const s1 = await steps();
+    const again = (await client.completions.create({ model: 'suffix', ...params })).choices[0].text;
+    const s2 = await steps();
+    expect([first, again]).toEqual([plain, plain]);
+    expect(s2 - s1).toBeLessThan((s1 - s0) / 3);
   });
 
   it('streams the same pieces, stops at a stop sequence, and counts its drafts in /metrics', async () => {
@@ -86,7 +104,13 @@ describe('speculative decoding', () => {
 
   it('is configured with vLLM’s names, checked', () => {
     const model = (speculative: object) => ({ models: { g: { path: `${MODELS}tiny-gpt.onnx`, speculative } } });
-    expect(parseConfig(model({})).models.g.speculative).toEqual({ method: 'ngram', num_speculative_tokens: 4, prompt_lookup_max: 4, prompt_lookup_min: 1 });
+    expect(parseConfig(model({})).models.g.speculative).toEqual({
+      method: 'ngram',
+      num_speculative_tokens: 4,
+      prompt_lookup_max: 4,
+      prompt_lookup_min: 1,
+      suffix_cache_tokens: 65536,
+    });
     expect(() => parseConfig(model({ method: 'eagle' }))).toThrow(/speculative.method/);
     expect(() => parseConfig(model({ prompt_lookup_min: 5, prompt_lookup_max: 3 }))).toThrow(/prompt_lookup_min must not exceed prompt_lookup_max/);
   });

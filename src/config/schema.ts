@@ -188,12 +188,16 @@ export const modelSchema = z
      * Generative models: speculative decoding by prompt lookup (vLLM's `ngram` method; no draft model): each step
      * drafts up to `num_speculative_tokens` tokens that followed the sequence's last `prompt_lookup_max` (down to
      * `prompt_lookup_min`) tokens earlier in its prompt or output, and checks them in one run — several tokens a
-     * step where text repeats its context (quoting, editing, extraction). The text is what decoding one token a
-     * step gives (the same tokens for a seed).
+     * step where text repeats its context (quoting, editing, extraction). `suffix` (vLLM's suffix decoding) drafts
+     * from earlier requests' texts too (the last `suffix_cache_tokens` of them, per replica, apart per adapter and
+     * cache salt), where they match more of the sequence's last tokens: repeated requests come many tokens a step.
+     * The text is what decoding one token a step gives (the same tokens for a seed).
      */
     speculative: z
       .object({
-        method: z.literal('ngram').default('ngram'),
+        method: z.enum(['ngram', 'suffix']).default('ngram'),
+        /** With method suffix: tokens of earlier requests' texts kept to draft from, per replica. @default 65536 */
+        suffix_cache_tokens: positiveInt.default(65536),
         num_speculative_tokens: positiveInt.max(32).default(4),
         prompt_lookup_max: positiveInt.max(16).default(4),
         prompt_lookup_min: positiveInt.default(1),

@@ -495,6 +495,22 @@ describe('speculative decoding by prompt lookup', () => {
     return { got, logprobs, steps, accepted };
   }
 
+  it("drafts a repeated request from the earlier one's text (suffix decoding): its tokens, in far fewer steps", async () => {
+    // Sampled text (temperature 1, a seed) seldom repeats itself: its own text drafts little. A second request
+    // the same as the first draws the same tokens, which the first's text drafts.
+    const sampling = { ...greedy, temperature: 1, seed: 23 };
+    const join = (seq: string) => [{ seq, prompt: PROMPTS.b, sampling }];
+    const plain = new Decoder(session, spec, sampler);
+    const want = await run(plain, join('w'), 40);
+    const decoder = new Decoder(session, spec, sampler, undefined, 0, { ...speculation, tokens: 8, sharedTokens: 10_000 });
+    const first = await run(decoder, join('a'), 40);
+    await decoder.step({ join: [], advance: [], release: ['a'] });
+    const again = await run(decoder, join('b'), 40);
+    expect(first.got.a).toEqual(want.got.w);
+    expect(again.got.b).toEqual(want.got.w);
+    expect(again.steps).toBeLessThan(first.steps / 3);
+  });
+
   it('gives the tokens (and log-probabilities) decoding a token a step gives, in fewer steps where text repeats', async () => {
     const scored = { ...greedy, logprobs: 1 };
     const join = [

@@ -17,7 +17,7 @@ import {
   seededRandom,
   type TokenLogprobs,
 } from './sampling.js';
-import { followPrediction, lookupDraft, type Prediction, predictedDraft, type Speculation } from './speculation.js';
+import { followPrediction, lookupMatch, type Prediction, predictedDraft, SharedDrafts, type Speculation } from './speculation.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
 import { loadTokenizer, type Tokenizer } from './text.js';
 
@@ -138,6 +138,8 @@ export class Decoder {
   private takesKeep: boolean;
   /** For a model that takes LoRA adapters: those read, and the run's stacked. */
   private adapters?: { cache: AdapterCache; stack: LoraStack };
+  /** With suffix decoding: earlier requests' texts, to draft from. */
+  private shared?: SharedDrafts;
 
   constructor(
     private session: ort.InferenceSession,
@@ -153,6 +155,7 @@ export class Decoder {
     this.takesKeep = session.inputNames.includes('logits_to_keep');
     this.kv = new KvRows(spec);
     if (spec.lora) this.adapters = { cache: new AdapterCache(spec.lora), stack: new LoraStack(spec.lora) };
+    if (speculation?.sharedTokens) this.shared = new SharedDrafts(speculation.sharedTokens, speculation.ngramMax, speculation.ngramMin);
   }
 
   get active(): number {
@@ -565,7 +568,10 @@ export class Decoder {
       const predicted = predictedDraft(seq.prediction, history.slice(history.length - Math.min(seq.produced, ngramMax)), room, ngramMax);
       if (predicted.length > 0 || !this.speculation) return predicted;
     }
-    return lookupDraft(history, room, ngramMax, ngramMin);
+    // Its own text, or an earlier request's where that matches more of its last tokens (suffix decoding).
+    const own = lookupMatch(history, room, ngramMax, ngramMin);
+    const shared = this.shared?.lookup(history, room, seq.cacheSpace);
+    return shared && shared.matched > own.matched ? shared.tokens : own.tokens;
   }
 
   /**
@@ -641,6 +647,8 @@ export class Decoder {
   private releaseRow(id: string): void {
     const seq = this.seqs.get(id);
     if (!seq) return;
+    // (its text is there for later requests to draft from: its prompt and what it generated)
+    if (this.shared && seq.history && seq.produced > 0) this.shared.add(seq.history, seq.cacheSpace);
     this.seqs.delete(id);
     this.kv.remove(seq);
   }

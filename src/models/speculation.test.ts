@@ -1,5 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { followPrediction, lookupDraft, predictedDraft } from './speculation.js';
+import { followPrediction, lookupDraft, predictedDraft, SharedDrafts } from './speculation.js';
+
+describe('SharedDrafts (suffix decoding: drafts from earlier requests)', () => {
+  it("drafts what followed the longest n-gram a text ends with in another text of its space, the oldest dropped past the budget", () => {
+    const drafts = new SharedDrafts(12, 3, 1);
+    drafts.add([1, 2, 3, 4, 5, 6]);
+    expect(drafts.lookup([9, 2, 3], 3)).toEqual({ tokens: [4, 5, 6], matched: 2 });
+    expect(drafts.lookup([9, 9, 6], 3)).toEqual({ tokens: [], matched: 0 }); // 6 ends the text: nothing after it
+    expect(drafts.lookup([2, 3], 3, 'tenant-b')).toEqual({ tokens: [], matched: 0 }); // another space's text
+    drafts.add([7, 2, 3, 8], 'tenant-b');
+    expect(drafts.lookup([2, 3], 3, 'tenant-b')).toEqual({ tokens: [8], matched: 2 });
+    drafts.add([5, 5, 5, 5]); // 14 tokens kept > 12: the oldest text goes
+    expect(drafts.lookup([9, 2, 3], 3)).toEqual({ tokens: [], matched: 0 });
+    expect(drafts.lookup([5, 5], 2)).toEqual({ tokens: [5, 5], matched: 2 });
+  });
+});
 
 describe('lookupDraft (prompt lookup)', () => {
   it('drafts what followed the longest n-gram the text ends with, where it last occurred with a whole draft after it', () => {
