@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { followPrediction, lookupDraft, predictedDraft, SharedDrafts } from './speculation.js';
 
 describe('SharedDrafts (suffix decoding: drafts from earlier requests)', () => {
-  it("drafts what followed the longest n-gram a text ends with in another text of its space, the oldest dropped past the budget", () => {
+  it('drafts what followed the longest n-gram a text ends with in another text of its space, the oldest dropped past the budget', () => {
     const drafts = new SharedDrafts(12, 3, 1);
     drafts.add([1, 2, 3, 4, 5, 6]);
     expect(drafts.lookup([9, 2, 3], 3)).toEqual({ tokens: [4, 5, 6], matched: 2 });
