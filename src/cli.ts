@@ -113,7 +113,7 @@ program
             : model.ocr
               ? ` (text recogniser with ${model.ocr.detector}: /v1/ocr)`
               : generativeSpec(sig)
-                ? ` (generative: /v1/completions, /v1/chat/completions${model.lora_adapters ? `; LoRA adapters ${Object.keys(model.lora_adapters).join(', ')}` : ''}${model.speculative ? `; speculative decoding, drafts of ${model.speculative.num_speculative_tokens}` : ''}${model.reasoning_parser ? `; reasoning parser ${model.reasoning_parser}` : ''}${model.prefix_cache_scope === 'caller' ? '; prompts cached per caller' : ''})`
+                ? ` (generative: /v1/completions, /v1/chat/completions${model.lora_adapters ? `; LoRA adapters ${Object.keys(model.lora_adapters).join(', ')}` : ''}${model.speculative ? `; speculative decoding${model.speculative.method === 'suffix' ? ' (from earlier requests too)' : ''}, drafts of ${model.speculative.num_speculative_tokens}` : ''}${model.reasoning_parser ? `; reasoning parser ${model.reasoning_parser}` : ''}${model.prefix_cache_scope === 'caller' ? '; prompts cached per caller' : ''})`
                 : embeddingSpec(sig)
                   ? ' (text encoder: /v1/embeddings)'
                   : classifierSpec(sig)
