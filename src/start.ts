@@ -927,7 +927,11 @@ export async function startGateway(
   const reload = async (next: Config, only?: string): Promise<ReloadReport> => {
     checkDevices(next, gpus);
     for (const e of config.endpoints)
-      if (!next.models[e.model] && !next.ensembles[e.model] && !Object.values(next.models).some((m) => m.lora_adapters?.[e.model]))
+      if (
+        !next.models[e.model] &&
+        !next.ensembles[e.model] &&
+        !Object.values(next.models).some((m) => m.lora_adapters?.[e.model] || m.aliases.includes(e.model))
+      )
         throw new ConfigError(`endpoint ${e.path} serves model ${e.model}, which the new config removes: endpoints change only with a restart`);
     const build = await readModels(next);
     const nextStamps = await stampsOf(next);

@@ -52,6 +52,20 @@ describe('model aliases', () => {
     expect((await (await fetch(`${gw.url}/v2/models/tiny-gpt/stats`)).json()).replicas[0].pid).toBe(pid);
   });
 
+  it('may be what an endpoint serves', async () => {
+    const g = await startTestGateway({
+      endpoints: [{ path: '/assistant', model: 'gpt-3.5-turbo', protocol: 'openai-chat' }],
+      ...config({ gpt: ['gpt-3.5-turbo'], mlp: [] }),
+    });
+    try {
+      const res = await fetch(`${g.url}/assistant`, { method: 'POST', body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 }) });
+      expect(res.status).toBe(200);
+      expect((await res.json()).model).toBe('tiny-gpt');
+    } finally {
+      await g.shutdown();
+    }
+  });
+
   it('may not take a name something else has', () => {
     const models = (extra: object) => ({ models: { a: { path: `${MODELS}mlp.onnx`, aliases: ['b'] }, ...extra } });
     expect(() => parseConfig(models({ b: { path: `${MODELS}mlp.onnx` } }))).toThrow(/models.a.aliases.0: b is a model's name too/);

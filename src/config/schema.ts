@@ -716,7 +716,7 @@ export const configSchema = z
       }
       if (c.ensembles[e.model] && e.protocol !== 'kserve')
         ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'protocol'], message: `${e.model} is an ensemble: it is served with protocol kserve` });
-      else if (!c.models[e.model] && !c.ensembles[e.model])
+      else if (!c.models[e.model] && !c.ensembles[e.model] && !aliases.has(e.model))
         ctx.addIssue({ code: 'custom', path: ['endpoints', i, 'model'], message: `no model named ${e.model}`, input: e.model });
     });
     for (const [name, m] of Object.entries(c.models))
