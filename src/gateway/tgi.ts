@@ -5,9 +5,9 @@ import { z } from 'zod';
 import { badInput, GatewayError, notFound } from '../errors/index.js';
 import { decode, type JsonSchema } from '../models/index.js';
 import { VERSION } from '../version.js';
-import { clientSignal, readJson } from './body.js';
+import { readJson } from './body.js';
 import { withAdapter } from './lora.js';
-import { bestCandidates, Generation, type LoggedToken, originOf } from './openai/generation.js';
+import { bestCandidates, Generation, type LoggedToken, originOf, Together } from './openai/generation.js';
 import { parseBody } from './openai/schema.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -134,39 +134,33 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
   // The prompt scored comes back as the generation's first piece (its echo), taken apart below: whole answers only.
   const prefill = !stream && p.details === true && p.decoder_input_details === true;
   // One sequence per best_of; when one fails, the others stop too.
-  const failed = new AbortController();
-  const signal = AbortSignal.any([clientSignal(c), failed.signal]);
+  const together = new Together(c);
   const seeds = Array.from({ length: bestOf }, (_, i) => (seed === undefined ? undefined : seed + i));
-  const generations: Generation[] = [];
-  try {
-    for (const seed of seeds)
-      generations.push(
-        new Generation(
-          m,
-          {
-            temperature: sampling ? (p.temperature ?? 1) : 0,
-            top_k: p.top_k,
-            top_p: p.top_p,
-            seed,
-            stop: p.stop ?? [],
-            frequency_penalty: p.frequency_penalty,
-            repetition_penalty: p.repetition_penalty,
-            // every token's log-probability (TGI's details and stream events carry it; best_of ranks by them), and top_n_tokens alternatives
-            logprobs: p.top_n_tokens ?? 0,
-            echo: prefill,
-            ...(p.grammar?.type === 'json' && { guided_json: p.grammar.value as JsonSchema | string }),
-            ...(p.grammar?.type === 'regex' && { guided_regex: p.grammar.value }),
-          },
-          prompt,
-          maxTokens,
-          signal,
-          originOf(c),
-        ),
-      );
-  } catch (err) {
-    failed.abort(); // (a tokens-a-minute limit may refuse a later one: the earlier ones stop)
-    throw err;
-  }
+  const generations = together.start(
+    bestOf,
+    (i) =>
+      new Generation(
+        m,
+        {
+          temperature: sampling ? (p.temperature ?? 1) : 0,
+          top_k: p.top_k,
+          top_p: p.top_p,
+          seed: seeds[i],
+          stop: p.stop ?? [],
+          frequency_penalty: p.frequency_penalty,
+          repetition_penalty: p.repetition_penalty,
+          // every token's log-probability (TGI's details and stream events carry it; best_of ranks by them), and top_n_tokens alternatives
+          logprobs: p.top_n_tokens ?? 0,
+          echo: prefill,
+          ...(p.grammar?.type === 'json' && { guided_json: p.grammar.value as JsonSchema | string }),
+          ...(p.grammar?.type === 'regex' && { guided_regex: p.grammar.value }),
+        },
+        prompt,
+        maxTokens,
+        together.signal,
+        originOf(c),
+      ),
+  );
   const [generation] = generations;
   const full = (text: string) => (p.return_full_text ? body.inputs + text : text);
   const token = (t: LoggedToken) => ({ id: t.token, text: decode(gen.tokenizer, [t.token]), logprob: t.logprob, special: t.token === gen.tokenizer.eos });
@@ -174,10 +168,7 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
   const finishReason = (reason: string, g = generation) => (reason === 'length' ? 'length' : g.stopReason === undefined ? 'eos_token' : 'stop_sequence');
 
   if (!stream) {
-    const wholes = await Promise.all(generations.map((g) => g.whole())).catch((err) => {
-      failed.abort();
-      throw err;
-    });
+    const wholes = await together.wait(Promise.all(generations.map((g) => g.whole())));
     const echoed = prefill ? decode(gen.tokenizer, prompt) : '';
     /** A sequence's text and details, as TGI answers them (best_of's others: in details.best_of_sequences). */
     const sequences = generations.map((g, i) => {

@@ -1,9 +1,8 @@
 import type { Context } from 'hono';
 import { badInput } from '../../errors/index.js';
 import { decode } from '../../models/index.js';
-import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
-import { Generation, originOf, usage } from './generation.js';
+import { Generation, originOf, Together, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs, shownBy } from './logprobs.js';
 import type { ChatRequest, CompletionRequest } from './schema.js';
 
@@ -30,19 +29,9 @@ export async function beamSearchAnswer(
       'invalid_request_error',
     );
   const gen = m.generation as NonNullable<ServedModel['generation']>;
-  const failed = new AbortController();
-  const signal = AbortSignal.any([clientSignal(c), failed.signal]);
-  const searches: Generation[] = [];
-  try {
-    for (const prompt of prompts) searches.push(new Generation(m, { ...req, beamWidth: width }, prompt, maxTokens, signal, originOf(c)));
-  } catch (err) {
-    failed.abort();
-    throw err;
-  }
-  const results = await Promise.all(searches.map((s) => s.result)).catch((err) => {
-    failed.abort();
-    throw err;
-  });
+  const together = new Together(c);
+  const searches = together.start(prompts.length, (p) => new Generation(m, { ...req, beamWidth: width }, prompts[p], maxTokens, together.signal, originOf(c)));
+  const results = await together.wait(Promise.all(searches.map((s) => s.result)));
   const n = req.n ?? 1;
   const shown = shownBy(gen.tokenizer, req.return_tokens_as_token_ids);
   const choices = results.flatMap((r) =>

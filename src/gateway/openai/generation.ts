@@ -6,6 +6,7 @@ import { badInput } from '../../errors/index.js';
 import type { BeamParams } from '../../models/beam-search.js';
 import { decode, FormatError, grammarFor, type JsonSchema, type ResponseFormat, TextStream } from '../../models/index.js';
 import type { Caller } from '../auth/middleware.js';
+import { clientSignal } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 
 /** Text pieces a reader may leave unread before its sequence is paused (it keeps its slot, not the batch). */
@@ -261,6 +262,46 @@ export type Origin = { caller?: Caller; trace?: SpanContext };
 
 /** A request's origin. */
 export const originOf = (c: Context<GatewayEnv>): Origin => ({ caller: c.get('caller'), trace: c.get('span')?.spanContext() });
+
+/**
+ * A request's generations (its choices, best_of candidates, beam searches), which stand or fall together: one that
+ * cannot start (a tokens-a-minute limit refusing a later one) or fails stops the others, as the client going away
+ * stops them all.
+ */
+export class Together {
+  private readonly failed = new AbortController();
+  readonly signal: AbortSignal;
+
+  constructor(c: Context) {
+    this.signal = AbortSignal.any([clientSignal(c), this.failed.signal]);
+  }
+
+  /** `count` generations (or anything), made in turn. */
+  start<T>(count: number, make: (i: number) => T): T[] {
+    const made: T[] = [];
+    try {
+      for (let i = 0; i < count; i++) made.push(make(i));
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+    return made;
+  }
+
+  /** `work`'s answer; its failure stops the others. */
+  async wait<T>(work: Promise<T>): Promise<T> {
+    try {
+      return await work;
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+  }
+
+  stop(): void {
+    this.failed.abort();
+  }
+}
 
 /**
  * OpenAI's and TGI's `best_of`: of a prompt's candidates, the `keep` of highest mean log-probability per token

@@ -3,14 +3,14 @@ import { type Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { decode, type Tokenizer } from '../../models/index.js';
-import { clientSignal, readJson } from '../body.js';
+import { readJson } from '../body.js';
 import { adapterNamed, findAdapter, type LoraAdapter } from '../lora.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
 import { beamSearchAnswer } from './beams.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
-import { bestCandidates, Generation, type LoggedToken, originOf, type Piece, servedTier, usage } from './generation.js';
+import { bestCandidates, Generation, type LoggedToken, originOf, type Piece, servedTier, Together, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs, promptLogprobsOf, shownBy } from './logprobs.js';
 import { ReasoningSplitter, splitReasoning } from './reasoning.js';
 import { type Background, backgroundResponse, backgroundRoutes, responses, responsesSchema } from './responses.js';
@@ -246,20 +246,14 @@ async function generate(
   if (req.use_beam_search) return beamSearchAnswer(c, m, req, prompts, maxTokens, kind, bestOf, base);
   if (req.stream && req.prompt_logprobs != null)
     throw badInput('prompt_logprobs is answered in whole answers only (stream: false)', 'prompt_logprobs', 'invalid_request_error');
-  // One sequence per choice; when one fails, the others stop too.
-  const failed = new AbortController();
-  const signal = AbortSignal.any([clientSignal(c), failed.signal]);
-  const gens: Generation[] = [];
+  // One sequence per choice (prompt p's i-th: p * bestOf + i); when one fails, the others stop too.
+  const together = new Together(c);
   const n = req.n ?? 1;
   const params = { ...req, format: tools?.format, scoreTokens: bestOf > n };
-  try {
-    for (const prompt of prompts)
-      for (let i = 0; i < bestOf; i++)
-        gens.push(new Generation(m, { ...params, seed: req.seed == null ? null : req.seed + i }, prompt, maxTokens, signal, originOf(c)));
-  } catch (err) {
-    failed.abort();
-    throw err;
-  }
+  const gens = together.start(prompts.length * bestOf, (k) => {
+    const seed = req.seed == null ? null : req.seed + (k % bestOf);
+    return new Generation(m, { ...params, seed }, prompts[Math.floor(k / bestOf)], maxTokens, together.signal, originOf(c));
+  });
   const promptTokens = gens.filter((_, index) => index % bestOf === 0).reduce((sum, gen) => sum + gen.promptTokens, 0);
   const shown = shownBy((m.generation as NonNullable<ServedModel['generation']>).tokenizer, req.return_tokens_as_token_ids);
   const logprobs = gens.map((gen) => logprobsOf(gen, kind, shown));
@@ -267,30 +261,29 @@ async function generate(
   // A reasoning model's chat answers: its thinking as reasoning_content, the rest as content (vLLM's reasoning parsers).
   const parser = kind === 'chat.completion' ? m.generation?.reasoningParser : undefined;
   if (!req.stream) {
-    const answers = await Promise.all(
-      gens.map(async (gen, index) => {
-        const { text: whole, logged, result: r } = await gen.whole();
-        const all = logprobs[index](logged);
-        const split = parser && splitReasoning(parser, whole);
-        const text = split ? split.content : whole;
-        const answer = tools && new ToolAnswer(tools);
-        answer?.push(text);
-        const thought = split && { reasoning_content: split.reasoning || null };
-        const message = answer?.isCalls
-          ? { role: 'assistant', content: null, ...thought, tool_calls: answer.reader.calls }
-          : { role: 'assistant', content: text, ...thought };
-        const finish = finishReason(r.finishReason, answer);
-        // vLLM's stop_reason: the stop sequence or stop token that ended the choice (null: end-of-text or length).
-        const ended = { finish_reason: finish, stop_reason: gen.stopReason ?? null };
-        // vLLM's prompt_logprobs: per choice on completions (the first token's null)
-        const promptLogprobs = kind === 'text_completion' && gen.promptLogged && { prompt_logprobs: promptLogprobsOf(shown, gen.promptLogged) };
-        const choice = kind === 'chat.completion' ? { message, logprobs: all, ...ended } : { text, logprobs: all, ...ended, ...promptLogprobs };
-        return { choice, r, meanLogprob: gen.meanLogprob };
-      }),
-    ).catch((err) => {
-      failed.abort();
-      throw err;
-    });
+    const answers = await together.wait(
+      Promise.all(
+        gens.map(async (gen, index) => {
+          const { text: whole, logged, result: r } = await gen.whole();
+          const all = logprobs[index](logged);
+          const split = parser && splitReasoning(parser, whole);
+          const text = split ? split.content : whole;
+          const answer = tools && new ToolAnswer(tools);
+          answer?.push(text);
+          const thought = split && { reasoning_content: split.reasoning || null };
+          const message = answer?.isCalls
+            ? { role: 'assistant', content: null, ...thought, tool_calls: answer.reader.calls }
+            : { role: 'assistant', content: text, ...thought };
+          const finish = finishReason(r.finishReason, answer);
+          // vLLM's stop_reason: the stop sequence or stop token that ended the choice (null: end-of-text or length).
+          const ended = { finish_reason: finish, stop_reason: gen.stopReason ?? null };
+          // vLLM's prompt_logprobs: per choice on completions (the first token's null)
+          const promptLogprobs = kind === 'text_completion' && gen.promptLogged && { prompt_logprobs: promptLogprobsOf(shown, gen.promptLogged) };
+          const choice = kind === 'chat.completion' ? { message, logprobs: all, ...ended } : { text, logprobs: all, ...ended, ...promptLogprobs };
+          return { choice, r, meanLogprob: gen.meanLogprob };
+        }),
+      ),
+    );
     // Each prompt's n best of its candidates (all of them, in order, without best_of).
     const kept = prompts.flatMap((_, p) => {
       const candidates = answers.slice(p * bestOf, (p + 1) * bestOf);
@@ -312,10 +305,7 @@ async function generate(
   }
 
   // Errors before the first token still get a status code; after it they travel in the stream.
-  await Promise.all(gens.map((gen) => gen.started)).catch((err) => {
-    failed.abort();
-    throw err;
-  });
+  await together.wait(Promise.all(gens.map((gen) => gen.started)));
   const includeUsage = req.stream_options?.include_usage === true;
   const continuous = includeUsage && req.stream_options?.continuous_usage_stats === true;
   const object = kind === 'chat.completion' ? 'chat.completion.chunk' : 'text_completion';
@@ -371,7 +361,7 @@ async function generate(
       if (includeUsage) await send(chunk([], { usage: usage(promptTokens, done, gens[0].predictionTokens) }));
       await send('[DONE]');
     } catch (err) {
-      failed.abort();
+      together.stop();
       if (stream.aborted) return;
       const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
       await send(JSON.stringify({ error: openaiError(e).body.error }));
