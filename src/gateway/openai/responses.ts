@@ -228,15 +228,18 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
       };
       const at = { item_id: messageId, output_index: 0, content_index: 0 };
       let opened = false;
+      /** The message's item, once (after the thinking's, which it closes). */
+      const open = async () => {
+        if (opened) return;
+        opened = true;
+        await endThinking();
+        at.output_index = first;
+        await send('response.output_item.added', { output_index: first, item: messageItem('', 'in_progress') });
+        await send('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
+      };
       const words = async (text: string) => {
-        if (!opened) {
-          if (!text && parser && !answer) return; // (the message opens with the answer: the thinking comes first)
-          opened = true;
-          await endThinking();
-          at.output_index = first;
-          await send('response.output_item.added', { output_index: first, item: messageItem('', 'in_progress') });
-          await send('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
-        }
+        if (!opened && !text && parser && !answer) return; // (the message opens with the answer: the thinking comes first)
+        await open();
         if (!text) return;
         all += text;
         await send('response.output_text.delta', { ...at, delta: text });
@@ -269,12 +272,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
       if (answer?.isCalls) {
         if (items.length > 0) await close(items.length - 1, items[items.length - 1].status); // none if cut right after `[`
       } else {
-        if (!opened) {
-          opened = true; // (an answer of no words after its thinking: its message still comes, empty)
-          at.output_index = first;
-          await send('response.output_item.added', { output_index: first, item: messageItem('', 'in_progress') });
-          await send('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
-        }
+        await open(); // (an answer of no words after its thinking: its message still comes, empty)
         await words(answer?.flush() ?? '');
         await send('response.output_text.done', { ...at, text: all });
         await send('response.content_part.done', { ...at, part: { type: 'output_text', text: all, annotations: [] } });
