@@ -647,8 +647,9 @@ export class Decoder {
   private releaseRow(id: string): void {
     const seq = this.seqs.get(id);
     if (!seq) return;
-    // (its text is there for later requests to draft from: its prompt and what it generated)
-    if (this.shared && seq.history && seq.produced > 0) this.shared.add(seq.history, seq.cacheSpace);
+    // (its text is there for later requests to draft from: its prompt and what it generated — a beam's history holds
+    // only its prompt, its tokens being its search's)
+    if (this.shared && seq.history && seq.produced > 0 && !seq.beam) this.shared.add(seq.history, seq.cacheSpace);
     this.seqs.delete(id);
     this.kv.remove(seq);
   }
