@@ -21,6 +21,15 @@ describe('gpt2 tokenizer', () => {
     expect(decode(gpt2, [15496, 995])).toBe('Hello world');
     expect(decode(gpt2, gpt2.encode('héllo 🎉'))).toBe('héllo 🎉');
   });
+
+  it('keeps at most 10,000 words it split before: prompts of ever-new words do not grow the heap', async () => {
+    const { default: encoding } = await import('gpt-tokenizer/encoding/gpt2');
+    const cache = (encoding as unknown as { bytePairEncodingCoreProcessor: { mergeCache?: Map<string, unknown> } }).bytePairEncodingCoreProcessor.mergeCache;
+    for (let i = 0; i < 12_000; i++) gpt2.encode(`request ${i * 7919} said xq${i}z`);
+    expect(cache?.size).toBeGreaterThan(5_000); // it still caches
+    expect(cache?.size).toBeLessThanOrEqual(10_000);
+    expect(gpt2.encode('Hello world')).toEqual([15496, 995]);
+  });
 });
 
 describe('TextStream', () => {
