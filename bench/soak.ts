@@ -23,6 +23,7 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '8' },
     sample: { type: 'string', default: '15' },
     warmup: { type: 'string', default: '60' },
+    'intake-threads': { type: 'string', default: '0' }, // server.intake_threads (their heaps show in RSS only)
     kinds: { type: 'string' }, // some of soak-load.ts's kinds, comma-separated (default: all)
     snapshots: { type: 'string' }, // a folder: heap snapshots written there after the warm-up and at the end
   },
@@ -34,6 +35,7 @@ if (!gc) throw new Error('run with node --expose-gc (npm run bench:soak does)');
 const config = await loadConfig(join(ROOT, 'examples/demo.yaml'));
 config.server.port = 0;
 config.server.host = '127.0.0.1';
+config.server.intake_threads = Number(values['intake-threads']);
 // Replicas stay up through the run: a scale-down and cold start midway would read as memory coming and going.
 for (const m of Object.values(config.models)) m.scaling.scaledown_window = 3600;
 const gateway = await startGateway(config, { log: pino({ level: 'warn' }) });
@@ -132,7 +134,7 @@ const perThousand = (key: keyof Sample) => Math.round(slope(measured.map((s) => 
 const round = (v: number) => Math.round(v * 10) / 10;
 const results = {
   machine: machine(),
-  config: 'examples/demo.yaml (scaledown_window 3600 s)',
+  config: `examples/demo.yaml (scaledown_window 3600 s, intake_threads ${config.server.intake_threads})`,
   minutes,
   clients,
   requests: total(latest),
