@@ -14,6 +14,7 @@ beforeAll(async () => {
     models: {
       r1: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', reasoning_parser: 'deepseek_r1', scaling: { min_containers: 1 } },
       qwen: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', reasoning_parser: 'qwen3', scaling: { min_containers: 1 } },
+      plain: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 0 } },
     },
   });
   client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 });
@@ -23,6 +24,24 @@ afterAll(() => gw?.shutdown());
 const ask = (model: string, guided_regex: string, stream: boolean) =>
   ({ model, messages: [{ role: 'user', content: 'Think first.' }], max_tokens: 40, temperature: 0, guided_regex, stream }) as never;
 type Message = { content: string | null; reasoning_content?: string | null };
+
+/** A chat message's answer over the WebSocket: its tokens' `reasoning` and `text`, each joined. */
+async function overWebSocket(chat: object): Promise<{ reasoning: string; text: string }> {
+  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
+  await new Promise((resolve) => ws.once('open', resolve));
+  const got = { reasoning: '', text: '' };
+  const done = new Promise<void>((resolve) =>
+    ws.on('message', (data) => {
+      const m = JSON.parse(String(data));
+      if (m.type === 'token') [got.reasoning, got.text] = [got.reasoning + (m.reasoning ?? ''), got.text + m.text];
+      if (m.type === 'done' || m.type === 'error') resolve();
+    }),
+  );
+  ws.send(JSON.stringify({ id: 'r', type: 'chat', ...chat }));
+  await done;
+  ws.close();
+  return got;
+}
 
 describe('reasoning parsers', () => {
   it('answer the thinking as reasoning_content and the rest as content, streamed as whole', async () => {
@@ -49,19 +68,7 @@ describe('reasoning parsers', () => {
   });
 
   it('send the thinking over the WebSocket as `reasoning` beside the text', async () => {
-    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
-    await new Promise((resolve) => ws.once('open', resolve));
-    const got = { reasoning: '', text: '' };
-    const done = new Promise<void>((resolve) =>
-      ws.on('message', (data) => {
-        const m = JSON.parse(String(data));
-        if (m.type === 'token') [got.reasoning, got.text] = [got.reasoning + (m.reasoning ?? ''), got.text + m.text];
-        if (m.type === 'done' || m.type === 'error') resolve();
-      }),
-    );
-    ws.send(JSON.stringify({ id: 'r', type: 'chat', ...(ask('r1', '<think>[a-z]{4}</think>\\n[a-z]{3}', false) as object) }));
-    await done;
-    ws.close();
+    const got = await overWebSocket(ask('r1', '<think>[a-z]{4}</think>\\n[a-z]{3}', false));
     expect(got.reasoning).toMatch(/^[a-z]{4}$/);
     expect(got.text).toMatch(/^[a-z]{3}$/);
   });
@@ -87,14 +94,88 @@ describe('reasoning parsers', () => {
     expect(thinking?.length).toBeGreaterThan(0);
     const anthropic = new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 });
     const ask = { model: 'r1', max_tokens: 12, temperature: 0, messages: [{ role: 'user' as const, content: 'Hello' }] };
-    const thought = await anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 8 } });
+    // A budget of 12 leaves it the 12 tokens of thinking it had; then the end tag (3 tokens) and the answer come.
+    const thought = await anthropic.messages.create({ ...ask, max_tokens: 20, thinking: { type: 'enabled', budget_tokens: 12 } });
     expect(thought.content.map((b) => b.type)).toEqual(['thinking', 'text']);
     expect((thought.content[0] as Anthropic.ThinkingBlock).thinking).toBe(thinking);
-    const streamed = await anthropic.messages.stream({ ...ask, thinking: { type: 'enabled', budget_tokens: 8 } }).finalMessage();
+    const streamed = await anthropic.messages.stream({ ...ask, max_tokens: 20, thinking: { type: 'enabled', budget_tokens: 12 } }).finalMessage();
     expect(streamed.content).toEqual(thought.content);
     const plain = await anthropic.messages.create(ask);
     expect(plain.content).toEqual([{ type: 'text', text: '' }]); // (all thinking: none of it shown)
     await expect(anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 12 } })).rejects.toMatchObject({ status: 400 });
+  });
+
+  it("end the thinking at thinking_token_budget, so that the model answers (vLLM's; Anthropic's budget_tokens)", async () => {
+    type Logged = { choices: { message: Message; logprobs: { content: { token: string }[] } }[] };
+    const chat = async (extra: object) => {
+      const body = { model: 'r1', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 24, temperature: 0, logprobs: true, ...extra };
+      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify(body) });
+      expect(res.status).toBe(200);
+      const { message, logprobs } = ((await res.json()) as Logged).choices[0];
+      return { message, tokens: logprobs.content.map((t) => t.token) };
+    };
+    // Without a budget the random model thinks to max_tokens and answers nothing (what users of reasoning models meet).
+    const free = await chat({});
+    expect(free.message.content).toBe('');
+    // With one: its first 6 tokens are the same thinking, then the end tag, written for it; then it answers.
+    const cut = await chat({ thinking_token_budget: 6 });
+    expect(cut.tokens.slice(0, 6)).toEqual(free.tokens.slice(0, 6));
+    expect(cut.tokens.slice(6).join('')).toMatch(/^<\/think>/);
+    expect(cut.message.reasoning_content).toBe(free.tokens.slice(0, 6).join(''));
+    expect(cut.message.content?.length).toBeGreaterThan(0);
+    // Streamed: the same parts.
+    const stream = (await client.chat.completions.create({
+      model: 'r1',
+      messages: [{ role: 'user', content: 'Hello' }],
+      max_tokens: 24,
+      temperature: 0,
+      stream: true,
+      thinking_token_budget: 6,
+    } as never)) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;
+    const parts = { reasoning: '', content: '' };
+    for await (const chunk of stream) {
+      const d = chunk.choices[0]?.delta as unknown as { content?: string | null; reasoning_content?: string };
+      parts.reasoning += d?.reasoning_content ?? '';
+      parts.content += d?.content ?? '';
+    }
+    expect(parts).toEqual({ reasoning: cut.message.reasoning_content, content: cut.message.content });
+    // Over the WebSocket too.
+    const message = { model: 'r1', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 24, temperature: 0, thinking_token_budget: 6 };
+    expect(await overWebSocket(message)).toEqual({ reasoning: cut.message.reasoning_content, text: cut.message.content });
+    // A budget of 0: no thinking at all.
+    const none = await chat({ thinking_token_budget: 0 });
+    expect(none.tokens.join('')).toMatch(/^<\/think>/);
+    expect(none.message.reasoning_content).toBeNull();
+    // qwen3 thinks only after an opening <think>, which this model does not write: nothing to end, nothing changed.
+    const qwen = { model: 'qwen', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 12, temperature: 0 } as never;
+    const [open, budgeted] = await Promise.all([
+      client.chat.completions.create(qwen),
+      client.chat.completions.create({ ...(qwen as object), thinking_token_budget: 2 } as never),
+    ]);
+    expect((budgeted as OpenAI.ChatCompletion).choices[0].message.content).toBe((open as OpenAI.ChatCompletion).choices[0].message.content);
+    // Anthropic's budget_tokens is this budget: 4 tokens of thinking, then the answer.
+    const anthropic = new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 });
+    const ask = { model: 'r1', max_tokens: 24, temperature: 0, messages: [{ role: 'user' as const, content: 'Hello' }] };
+    const thought = await anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 4 } });
+    expect((thought.content[0] as Anthropic.ThinkingBlock).thinking).toBe(free.tokens.slice(0, 4).join(''));
+    expect((thought.content[1] as Anthropic.TextBlock).text.length).toBeGreaterThan(0);
+  });
+
+  it('refuses thinking_token_budget where there is no thinking to end, or it would break a format', async () => {
+    const refused = async (path: string, body: object, match: RegExp) => {
+      const res = await fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify({ max_tokens: 8, thinking_token_budget: 2, ...body }) });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { message: string; param: string } }).error).toMatchObject({
+        message: expect.stringMatching(match),
+        param: 'thinking_token_budget',
+      });
+    };
+    const messages = [{ role: 'user', content: 'Hi' }];
+    await refused('/v1/completions', { model: 'r1', prompt: 'Hi' }, /needs a chat with a reasoning model/);
+    await refused('/v1/chat/completions', { model: 'plain', messages }, /needs a chat with a reasoning model/);
+    await refused('/v1/chat/completions', { model: 'r1', messages, response_format: { type: 'json_object' } }, /cannot be used with a response format/);
+    await refused('/v1/chat/completions', { model: 'r1', messages, use_beam_search: true }, /cannot be used with use_beam_search/);
+    await refused('/v1/chat/completions', { model: 'r1', messages, thinking_token_budget: -1 }, /thinking_token_budget/);
   });
 
   it("give the Responses API a reasoning item before the message, whole and streamed (vLLM's reasoning_text)", async () => {

@@ -213,10 +213,11 @@ async function generate(msg: Message, id: string, signal: AbortSignal, { models,
   }
   if ((req.n ?? 1) > 1) throw badInput('n > 1 is not served over the WebSocket: send a message per choice', 'n');
   const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);
-  const generation = new Generation(m, req, prompt, maxTokens, signal, { caller });
+  const reasoningParser = msg.type === 'chat' ? gen.reasoningParser : undefined;
+  const generation = new Generation(m, { ...req, reasoningParser }, prompt, maxTokens, signal, { caller });
   const raw = ws.raw as { bufferedAmount?: number } | undefined;
   // A reasoning model's chat: its thinking as `reasoning` beside the text (as chat's reasoning_content).
-  const splitter = msg.type === 'chat' && gen.reasoningParser ? new ReasoningSplitter(gen.reasoningParser) : undefined;
+  const splitter = reasoningParser && new ReasoningSplitter(reasoningParser);
   const said = (part: { reasoning: string; content: string }, logged: LoggedToken[]) => ({
     text: part.content,
     ...(part.reasoning && { reasoning: part.reasoning }),

@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { type BeamParams, beamsDone, bestHypotheses, expandBeams, type Hypothesis } from './beam-search.js';
 import { Decoder, type StepResult } from './decoder.js';
 import { type GenerativeSpec, generativeSpec } from './generative.js';
+import { gpt2 } from './gpt2-tokenizer.js';
 import { PrefixCache } from './prefix-cache.js';
 import { Sampler } from './sampling.js';
 import { readSignature } from './signature.js';
@@ -618,6 +619,35 @@ describe("vLLM's bad words", () => {
       }
       expect(tokens[0]).toBe(g0);
       for (let i = 1; i < tokens.length; i++) expect(tokens[i - 1] === g0 && tokens[i] === g1).toBe(false);
+    }
+  });
+});
+
+describe("vLLM's thinking_token_budget", () => {
+  /** A sequence's first `n` tokens, joining with `prompt` (and `resumed` of its own tokens at its end). */
+  async function tokensOf(decoder: Decoder, prompt: number[], sampling: object, n: number, resumed?: number) {
+    const first = await decoder.step({ join: [{ seq: 'x', prompt, sampling: sampling as typeof greedy, maxTokens: 32, resumed }], advance: [], release: [] });
+    const tokens = [first.tokens.x];
+    while (tokens.length < n) {
+      const next = await decoder.step({ join: [], advance: ['x'], release: [] });
+      tokens.push(next.tokens.x, ...(next.more?.x ?? []));
+    }
+    return tokens.slice(0, n);
+  }
+
+  it('writes the end tag after the budget, the same through drafts and on a replica resuming the sequence', async () => {
+    const sampling = { ...greedy, thinking: { budget: 5, start: '<think>', end: '</think>', fromStart: true } };
+    const free = await reference(PROMPTS.b, 5);
+    const tokens = await tokensOf(new Decoder(session, spec, sampler), PROMPTS.b, sampling, 16);
+    expect(tokens.slice(0, 5)).toEqual(free);
+    expect(tokens.slice(5, 8)).toEqual(gpt2.encode('</think>')); // ['</', 'think', '>']
+    expect(tokens.slice(8)).not.toEqual(gpt2.encode('</think>').slice(0, 8)); // then free again
+    const drafted = await tokensOf(new Decoder(session, spec, sampler, undefined, 0, { tokens: 4, ngramMax: 4, ngramMin: 1 }), PROMPTS.b, sampling, 16);
+    expect(drafted).toEqual(tokens);
+    // Resumed within the budget, and in the middle of the end tag: it goes on as it would have.
+    for (const at of [3, 6]) {
+      const rest = await tokensOf(new Decoder(session, spec, sampler), [...PROMPTS.b, ...tokens.slice(0, at)], sampling, 16 - at, at);
+      expect(rest, `resumed after ${at}`).toEqual(tokens.slice(at));
     }
   });
 });

@@ -20,6 +20,7 @@ import {
 import { followPrediction, lookupMatch, type Prediction, predictedDraft, SharedDrafts, type Speculation } from './speculation.js';
 import { type ExtensionLimits, extensionGroups, PREFILL_LOGITS_BYTES, PREFILL_POSITIONS, splitByLength } from './step-plan.js';
 import { loadTokenizer, type Tokenizer } from './text.js';
+import { ThinkingBudget } from './thinking-budget.js';
 
 /** One generation step for a replica: sequences joining (prefilled), advancing one token, and leaving. */
 export type StepRequest = {
@@ -89,6 +90,8 @@ type Sequence = {
   prefilling?: { prompt: number[] };
   /** What its response format allows next (only if it has one). */
   constraint?: TokenConstraint;
+  /** Its thinking budget (only if it has one). */
+  thinking?: ThinkingBudget;
   /** Its LoRA adapter (none: the model as it is). */
   adapter?: LoadedAdapter;
   /** Where its prompt is kept in the prefix cache and alike prompts are computed once: its adapter's and salt's. */
@@ -177,7 +180,7 @@ export class Decoder {
     const advance = this.beams.expand(req.advance);
     const prefilling = advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
-    if (req.join.some((j) => j.sampling.beam?.stops?.length)) this.tokenizer ??= await loadTokenizer(this.spec.tokenizer);
+    if (req.join.some((j) => j.sampling.beam?.stops?.length || j.sampling.thinking)) this.tokenizer ??= await loadTokenizer(this.spec.tokenizer);
     const constraints = await this.constraintsFor(req.join, drawn);
     const adapters = await this.adaptersFor(req.join, drawn);
     for (const j of req.join) {
@@ -401,6 +404,7 @@ export class Decoder {
       recent: recentNeeded(j.sampling) > 0 ? [] : undefined,
       produced: 0,
       constraint,
+      thinking: j.sampling.thinking && new ThinkingBudget(j.sampling.thinking, this.tokenizer as Tokenizer),
       adapter,
       cacheSpace: cacheSpaceOf(j),
       history: this.speculation || j.sampling.prediction ? [...j.prompt] : undefined,
@@ -432,6 +436,7 @@ export class Decoder {
       seq.generated?.set(token, (seq.generated.get(token) ?? 0) + 1);
       remember(seq, token);
       seq.constraint?.advance(token);
+      seq.thinking?.advance(token);
       if (seq.prediction) followPrediction(seq.prediction, token);
     }
     const { temperature, topK } = seq.sampling;
@@ -694,6 +699,7 @@ function drew(drawn: Drawn, id: string, seq: Sequence, sampled: Awaited<ReturnTy
   seq.seen?.add(token);
   remember(seq, token);
   seq.constraint?.advance(token);
+  seq.thinking?.advance(token);
   seq.history?.push(token);
   if (seq.prediction) followPrediction(seq.prediction, token);
   const logprobs = sampled.logprobs[i];

@@ -1,6 +1,7 @@
 import type { BeamParams } from './beam-search.js';
 import type { ResponseFormat, TokenConstraint } from './grammar/index.js';
 import { ort } from './ort.js';
+import type { ThinkingBudget, ThinkingParams } from './thinking-budget.js';
 
 /** How the next token is drawn from a row of logits (OpenAI's parameters, plus top_k as vLLM has it). */
 export type Sampling = {
@@ -44,6 +45,8 @@ export type Sampling = {
   format?: ResponseFormat;
   /** Beam search instead of drawing (src/models/beam-search.ts): the sequence's result is its `width` best texts. */
   beam?: BeamParams;
+  /** A reasoning model's thinking ended past this many tokens (vLLM's thinking_token_budget). */
+  thinking?: ThinkingParams;
 };
 
 /**
@@ -304,6 +307,8 @@ export type SamplingRow = {
   recent?: number[];
   /** Masks what the sequence's format does not allow next (after bias and penalties). */
   constraint?: TokenConstraint;
+  /** Its thinking budget: past it, the end tag's tokens are the only ones drawn. */
+  thinking?: ThinkingBudget;
 };
 
 /**
@@ -355,6 +360,13 @@ export class Sampler {
         const t = performance.now();
         among[i] = r.constraint.mask(row);
         maskMs += performance.now() - t;
+      }
+      const forced = r.thinking?.forced;
+      if (forced !== undefined) {
+        const logit = row[forced];
+        row.fill(Number.NEGATIVE_INFINITY);
+        row[forced] = Number.isFinite(logit) ? logit : 0;
+        among[i] = Int32Array.of(forced);
       }
     });
     // Greedy rows take their argmax; only those that also want log-probabilities need the softmax. A row whose

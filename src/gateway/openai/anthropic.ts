@@ -98,6 +98,8 @@ function asChat(req: Omit<MessagesRequest, 'max_tokens'> & { max_tokens?: number
     messages,
     ...(prefill && { continue_final_message: true, add_generation_prompt: false }),
     max_tokens: req.max_tokens,
+    // (enforced: past its budget the thinking is ended for it)
+    thinking_token_budget: req.thinking?.type === 'enabled' ? req.thinking.budget_tokens : undefined,
     temperature: req.temperature,
     top_p: req.top_p,
     top_k: req.top_k,

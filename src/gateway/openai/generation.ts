@@ -5,9 +5,11 @@ import type { GenerateResult, SamplingParams, TokenLogprobs } from '../../batche
 import { badInput } from '../../errors/index.js';
 import type { BeamParams } from '../../models/beam-search.js';
 import { decode, FormatError, grammarFor, type JsonSchema, type ResponseFormat, TextStream } from '../../models/index.js';
+import type { ThinkingParams } from '../../models/thinking-budget.js';
 import type { Caller } from '../auth/middleware.js';
 import { clientSignal } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
+import { type ReasoningParser, thinkingParams } from './reasoning.js';
 
 /** Text pieces a reader may leave unread before its sequence is paused (it keeps its slot, not the batch). */
 const MAX_BUFFERED_PIECES = 64;
@@ -74,6 +76,10 @@ export type GenerationParams = {
   length_penalty?: number | null;
   early_stopping?: boolean | 'never' | null;
   beamWidth?: number;
+  /** vLLM's: a reasoning model's thinking is ended after this many tokens (the end tag written for it), so it answers. */
+  thinking_token_budget?: number | null;
+  /** A chat's: the parser its answer's thinking is read with (the model's reasoning_parser), which a budget counts by. */
+  reasoningParser?: ReasoningParser;
 };
 
 /**
@@ -160,7 +166,19 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     format,
     prediction: predictionOf(params, gen),
     beam: params.use_beam_search ? beamOf(params, format, ends) : undefined,
+    thinking: thinkingOf(params, format),
   };
+}
+
+/** A request's thinking budget, where its answer is read as a reasoning model's (chat with a reasoning_parser). */
+function thinkingOf(params: GenerationParams, format: ResponseFormat | undefined): ThinkingParams | undefined {
+  const budget = params.thinking_token_budget;
+  if (budget == null) return undefined;
+  if (!params.reasoningParser)
+    throw badInput('thinking_token_budget needs a chat with a reasoning model (one with a reasoning_parser)', 'thinking_token_budget');
+  // (the end tag it writes would have to be one the format allows)
+  if (format) throw badInput(`thinking_token_budget cannot be used with ${params.format ? 'tools' : 'a response format'}`, 'thinking_token_budget');
+  return thinkingParams(params.reasoningParser, budget);
 }
 
 /**
@@ -183,6 +201,7 @@ function beamOf(params: GenerationParams, format: ResponseFormat | undefined, en
       ['prompt_logprobs', params.prompt_logprobs != null],
       ['bad_words', (params.bad_words?.length ?? 0) > 0],
       ['prediction', params.prediction != null],
+      ['thinking_token_budget', params.thinking_token_budget != null],
       [params.format ? 'tools' : 'response_format', format !== undefined],
     ] as const
   ).find(([, given]) => given);

@@ -1,3 +1,5 @@
+import type { ThinkingParams } from '../../models/thinking-budget.js';
+
 /**
  * vLLM's reasoning parsers: a reasoning model writes its thinking between `<think>` and `</think>` before its
  * answer; chat answers carry the thinking as `reasoning_content` and the rest as `content`. `deepseek_r1` takes
@@ -9,6 +11,14 @@ export type ReasoningParser = 'deepseek_r1' | 'qwen3';
 
 const START = '<think>';
 const END = '</think>';
+
+/** A thinking budget as the replica enforces it: on the tags `parser` reads, counting what it reads as thinking. */
+export const thinkingParams = (parser: ReasoningParser, budget: number): ThinkingParams => ({
+  budget,
+  start: START,
+  end: END,
+  fromStart: parser === 'deepseek_r1',
+});
 
 /** Text as it comes, split into thinking and answer; a tag cut between pieces is held until it is whole. */
 export class ReasoningSplitter {

@@ -249,7 +249,9 @@ async function generate(
   // One sequence per choice (prompt p's i-th: p * bestOf + i); when one fails, the others stop too.
   const together = new Together(c);
   const n = req.n ?? 1;
-  const params = { ...req, format: tools?.format, scoreTokens: bestOf > n };
+  // A reasoning model's chat answers: its thinking as reasoning_content, the rest as content (vLLM's reasoning parsers).
+  const parser = kind === 'chat.completion' ? m.generation?.reasoningParser : undefined;
+  const params = { ...req, format: tools?.format, scoreTokens: bestOf > n, reasoningParser: parser };
   const gens = together.start(prompts.length * bestOf, (k) => {
     const seed = req.seed == null ? null : req.seed + (k % bestOf);
     return new Generation(m, { ...params, seed }, prompts[Math.floor(k / bestOf)], maxTokens, together.signal, originOf(c));
@@ -258,8 +260,6 @@ async function generate(
   const shown = shownBy((m.generation as NonNullable<ServedModel['generation']>).tokenizer, req.return_tokens_as_token_ids);
   const logprobs = gens.map((gen) => logprobsOf(gen, kind, shown));
 
-  // A reasoning model's chat answers: its thinking as reasoning_content, the rest as content (vLLM's reasoning parsers).
-  const parser = kind === 'chat.completion' ? m.generation?.reasoningParser : undefined;
   if (!req.stream) {
     const answers = await together.wait(
       Promise.all(

@@ -102,6 +102,8 @@ const sampling = {
   truncate_prompt_tokens: z.number().int().min(1).nullish(),
   /** vLLM's: each prompt token's log-probability and this many likeliest alternatives (completions: per choice; chat: in the answer). */
   prompt_logprobs: z.number().int().min(0).max(20).nullish(),
+  /** vLLM's: a reasoning model's thinking ended after this many tokens (chat with a reasoning_parser). */
+  thinking_token_budget: z.number().int().min(0).nullish(),
   /** vLLM's: log-probabilities name tokens as "token_id:{id}" (exact ids, whatever their text), not by their text. */
   return_tokens_as_token_ids: z.boolean().nullish(),
   functions: unsupported('functions'),

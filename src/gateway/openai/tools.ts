@@ -272,7 +272,7 @@ export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, ma
   const { prompt, tools } = chatPromptOf(m, chat);
   const gen = m.generation as NonNullable<ServedModel['generation']>;
   const max = maxTokens ?? Math.min(256, gen.context - prompt.length);
-  const generation = new Generation(m, { ...chat, format: tools?.format }, prompt, max, clientSignal(c), originOf(c));
+  const generation = new Generation(m, { ...chat, format: tools?.format, reasoningParser: gen.reasoningParser }, prompt, max, clientSignal(c), originOf(c));
   return { generation, answer: tools && new ToolAnswer(tools) };
 }
 
