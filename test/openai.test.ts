@@ -549,6 +549,7 @@ describe('OpenAI-compatible API with the official openai client', () => {
     ['a penalty out of range', { model: 'tiny-gpt', prompt: 'x', frequency_penalty: 2.5 }, 400, 'frequency_penalty', null],
     ['a logit_bias token outside the vocabulary', { model: 'tiny-gpt', prompt: 'x', logit_bias: { 50257: 1 } }, 400, 'logit_bias', null],
     ['more than 5 logprobs', { model: 'tiny-gpt', prompt: 'x', logprobs: 6 }, 400, 'logprobs', null],
+    ['a prompt token outside the vocabulary', { model: 'tiny-gpt', prompt: [464, 50257] }, 400, 'prompt', null],
     ['max_tokens 0 without echo', { model: 'tiny-gpt', prompt: 'x', max_tokens: 0 }, 400, 'max_tokens', null],
     ['best_of below n', { model: 'tiny-gpt', prompt: 'x', n: 3, best_of: 2 }, 400, 'best_of', null],
     ['best_of streamed', { model: 'tiny-gpt', prompt: 'x', best_of: 3, stream: true }, 400, 'best_of', null],
@@ -570,6 +571,19 @@ describe('OpenAI-compatible API with the official openai client', () => {
     );
     expect(err).toBeInstanceOf(OpenAI.APIError);
     expect(err).toMatchObject({ status, param, code, type: status === 404 || status === 400 ? 'invalid_request_error' : expect.any(String) });
+  });
+});
+
+describe('a prompt of token ids outside the vocabulary', () => {
+  it('is refused before it reaches a replica: the streams sharing its steps go on', async () => {
+    const running = sse('/v1/completions', { model: 'tiny-gpt', prompt: 'Beside it', max_tokens: 80, ignore_eos: true, stream: true, seed: 4 });
+    await new Promise((r) => setTimeout(r, 50));
+    const res = await fetch(`${gw.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', prompt: [[1000000000]], max_tokens: 4 }) });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/token 1000000000 is not in the model's vocabulary/);
+    const r = await running;
+    expect(r.events.at(-1)).toBe('[DONE]');
+    expect(r.events.some((e) => e.includes('"error"'))).toBe(false);
   });
 });
 

@@ -270,6 +270,22 @@ describe('Decoder', () => {
     expect([r.tokens.a, next.tokens.a]).toEqual(await reference(PROMPTS.a, 2));
   });
 
+  it('refuses alone a joining sequence with a prompt token outside the vocabulary (it would fail the whole run)', async () => {
+    const decoder = new Decoder(session, spec, sampler);
+    const r = await decoder.step({
+      join: [
+        { seq: 'bad', prompt: [464, spec.vocab], sampling: greedy },
+        { seq: 'a', prompt: PROMPTS.a, sampling: greedy },
+      ],
+      advance: [],
+      release: [],
+    });
+    expect(r.failed?.bad).toBe(`prompt token ${spec.vocab} is not in the model's vocabulary (${spec.vocab} tokens)`);
+    expect(decoder.active).toBe(1);
+    const next = await decoder.step({ join: [], advance: ['a'], release: ['bad'] });
+    expect([r.tokens.a, next.tokens.a]).toEqual(await reference(PROMPTS.a, 2));
+  });
+
   it('lets a sequence leave in the middle of its chunked prefill; the others go on as before', async () => {
     const decoder = new Decoder(session, spec, sampler, undefined, 16);
     const first = await decoder.step({ join: [{ seq: 'a', prompt: PROMPTS.b, sampling: greedy }], advance: [], release: [] });

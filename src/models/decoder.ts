@@ -184,6 +184,12 @@ export class Decoder {
     const constraints = await this.constraintsFor(req.join, drawn);
     const adapters = await this.adaptersFor(req.join, drawn);
     for (const j of req.join) {
+      // (a token past the embedding table would fail the step's run, every sequence in it; the gateway checks first)
+      const outside = j.prompt.find((token) => token < 0 || token >= this.spec.vocab);
+      if (outside !== undefined) {
+        drawn.failed ??= {};
+        drawn.failed[j.seq] = `prompt token ${outside} is not in the model's vocabulary (${this.spec.vocab} tokens)`;
+      }
       if (drawn.failed?.[j.seq]) continue;
       // A prompt to be scored needs every position's logits: it is computed whole, in a run of its own. One
       // with an adapter has keys and values of its own: cached apart, under the adapter's path.

@@ -363,6 +363,9 @@ export class Generation {
 
   constructor(m: ServedModel, params: GenerationParams, prompt: number[], maxTokens: number, signal: AbortSignal, { caller, trace }: Origin = {}) {
     const gen = m.generation as Generative;
+    // (a token past the model's embedding table fails the replica's whole step, the others' sequences with it)
+    const outside = prompt.find((token) => token >= gen.vocab);
+    if (outside !== undefined) throw badInput(`prompt: token ${outside} is not in the model's vocabulary (${gen.vocab} tokens)`, 'prompt');
     if (params.truncate_prompt_tokens) prompt = prompt.slice(-params.truncate_prompt_tokens);
     const echoed = params.echo ? prompt : [];
     if (prompt.length === 0) prompt = [gen.tokenizer.eos]; // GPT-2 starts a text from <|endoftext|>
