@@ -13,6 +13,8 @@ beforeAll(async () => {
   gw = await startTestGateway({
     models: {
       'tiny-embed': { path: ENCODER, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 20, max_queue_size: 64 }, scaling: { min_containers: 1 } },
+      // (a long wait: requests sent together surely share a batch)
+      'embed-together': { path: ENCODER, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 300 }, scaling: { min_containers: 1 } },
       'embed-cls': { path: ENCODER, device: 'cpu', embeddings: { pooling: 'cls', normalize: false }, scaling: { min_containers: 1 } },
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu' },
     },
@@ -176,7 +178,7 @@ describe('bad embedding requests: a precise 400/404 in OpenAI’s error shape, n
       'encoding_format',
     ],
     ['more than 2048 inputs', { model: 'tiny-embed', input: Array(2049).fill('a') }, 400, /at most 2048 inputs/, 'input'],
-    ['a generative model', { model: 'tiny-gpt', input: 'a' }, 404, /not an embedding model \(these are: tiny-embed, embed-cls\)/, 'model'],
+    ['a generative model', { model: 'tiny-gpt', input: 'a' }, 404, /not an embedding model \(these are: tiny-embed, embed-together, embed-cls\)/, 'model'],
     ['an unknown model', { model: 'nope', input: 'a' }, 404, /`nope` does not exist/, 'model'],
   ];
   it.each(cases)('%s', async (_, body, status, message, param) => {
@@ -206,3 +208,28 @@ async function stats(): Promise<{ inference_count: number; execution_count: numb
   const res = (await (await fetch(`${gw.url}/v2/models/tiny-embed/stats`)).json()) as { model_stats: { inference_count: number; execution_count: number }[] };
   return res.model_stats[0];
 }
+
+describe('a request whose inputs the model cannot take, batched with others', () => {
+  it('fails alone: the requests it shared a batch with are run again without it and answered', async () => {
+    // Through KServe: token ids the gateway does not check as /v1/embeddings does — one past the embedding table.
+    const infer = (ids: number[]) =>
+      fetch(`${gw.url}/v2/models/embed-together/infer`, {
+        method: 'POST',
+        body: JSON.stringify({
+          inputs: [
+            { name: 'input_ids', shape: [1, ids.length], datatype: 'INT64', data: ids },
+            { name: 'attention_mask', shape: [1, ids.length], datatype: 'INT64', data: ids.map(() => 1) },
+          ],
+        }),
+      });
+
+    const [good, bad, other] = await Promise.all([infer([464, 2068, 7586]), infer([464, 1_000_000_000, 7586]), infer([40, 588, 340])]);
+    expect(bad.status).toBe(500);
+    expect(((await bad.json()) as { error: string }).error).toMatch(/out of (data )?bounds/);
+    expect([good.status, other.status]).toEqual([200, 200]);
+    const hidden = (await good.json()) as { outputs: { data: number[] }[] };
+    expectClose(hidden.outputs[0].data, (await hiddenStates([464, 2068, 7586])).flat());
+    const stats = await (await fetch(`${gw.url}/v2/models/embed-together/stats`)).json();
+    expect(stats).toMatchObject({ isolated: 3, batchSizes: { 3: 1, 1: 3 } }); // the batch of three, then each alone
+  });
+});

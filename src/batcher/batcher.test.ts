@@ -180,6 +180,32 @@ describe('Batcher', () => {
     expect(h.provider.started[1].batches).toHaveLength(1);
   });
 
+  it('runs each request of a batch the model failed again alone: only the one whose inputs fail it fails', async () => {
+    // A model that cannot take a negative value (as an embedding table cannot take a token id past its end).
+    const provider = new InMemoryProvider(async (inputs) => {
+      const x = inputs.x.data as Float32Array;
+      if (x.some((v) => v < 0)) throw new Error('indices element out of data bounds');
+      return { y: { dtype: 'FP32', shape: inputs.x.shape, data: x.map((v) => v * 2) } };
+    });
+    const pool = new ReplicaPool({ model: 'm', maxInputs: 1, provider, spec: { path: '', device: 'cpu', threads: 0, warmupShapes: {} } });
+    const batcher = new Batcher({ model: 'm', pool, batchable: true, maxBatchSize: 4, waitMs: 50, maxQueueSize: 8, timeoutMs: 1000 });
+    await pool.startReplicas(1);
+    cleanup.push(async () => {
+      batcher.close();
+      await pool.stop();
+    });
+    const [a, bad, b] = await Promise.allSettled([batcher.submit(row(1)), batcher.submit(row(-1)), batcher.submit(row(3))]);
+    expect(a).toMatchObject({ status: 'fulfilled', value: { batchSize: 1 } });
+    expect(values((a as PromiseFulfilledResult<{ outputs: Inputs }>).value.outputs)).toEqual([2]);
+    expect(values((b as PromiseFulfilledResult<{ outputs: Inputs }>).value.outputs)).toEqual([6]);
+    expect(bad).toMatchObject({ status: 'rejected', reason: { status: 500, message: 'model m failed: indices element out of data bounds' } });
+    expect(provider.started[0].batches.map((x) => x.x.shape[0])).toEqual([3, 1, 1, 1]); // the batch, then each alone
+    expect(batcher.stats()).toMatchObject({ isolated: 3 });
+    // A request failing alone is answered at once, not run again.
+    await expect(batcher.submit(row(-2))).rejects.toMatchObject({ status: 500 });
+    expect(provider.started[0].batches).toHaveLength(5);
+  });
+
   it('answers 503 with Retry-After when no replica is up by the deadline (cold start that never came)', async () => {
     const h = await started({ timeoutMs: 100 });
     h.hold();

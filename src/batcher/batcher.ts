@@ -100,6 +100,8 @@ export type BatcherStats = {
   /** How many batches had N rows. */
   batchSizes: Record<number, number>;
   paddingRows: number;
+  /** Requests run again alone after the model failed the batch they were in (only the one causing it fails then). */
+  isolated: number;
   /** Requests answered from the response cache (counted in `requests`, not in `arrivedRows`: no replica saw them). */
   cacheHits: number;
   shed: Record<'queue_full' | 'deadline' | 'cancelled' | 'start_failed', number>;
@@ -139,6 +141,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
     batchSizes: {} as Record<number, number>,
     /** Zero rows added to reach one of `batchSizes`. */
     paddingRows: 0,
+    isolated: 0,
     cacheHits: 0,
     shed: { queue_full: 0, deadline: 0, cancelled: 0, start_failed: 0 },
   };
@@ -389,10 +392,17 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
       .catch((err: Error) => {
         report(false);
         const error = err instanceof GatewayError ? err : internal(`model ${this.opts.model} failed: ${err.message}`, err);
+        // The model's own error on a batch of several requests may come of one request's inputs (a token id past an
+        // embedding table, values it cannot take): each is run again alone, so that only the one causing it fails.
+        const isolate = !(err instanceof GatewayError) && items.filter((i) => !i.settled).length > 1;
+        const again: Item[] = [];
         for (const item of items) {
-          if (error.code === 'replica_lost' && !item.retried && !item.settled) this.requeue(item);
+          if (item.settled) continue;
+          if (error.code === 'replica_lost' && !item.retried) again.push(this.retried(item));
+          else if (isolate) again.push(this.alone(item));
           else this.settle(item, error);
         }
+        this.requeue(again);
       })
       .finally(() => {
         for (const item of items) item.signal?.removeEventListener('abort', onAbort);
@@ -401,11 +411,22 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
       });
   }
 
-  /** Back to the front of the queue, keeping its deadline: it waits for a replica like any other. */
-  private requeue(item: Item): void {
+  /** Back to the front of the queue, in their order, keeping their deadlines: they wait for a replica like any other. */
+  private requeue(items: Item[]): void {
+    this.queue.unshift(...items);
+    for (const item of items) this.queuedRows += item.rows;
+  }
+
+  /** An item sent again once after its replica died mid-batch (inference is idempotent). */
+  private retried(item: Item): Item {
     item.retried = true;
-    this.queue.unshift(item);
-    this.queuedRows += item.rows;
+    return item;
+  }
+
+  /** An item of a batch the model failed, to be run in a batch of its own (a group no other item is in). */
+  private alone(item: Item): Item {
+    item.group = `${item.group}\u0000alone ${++this.counts.isolated}`;
+    return item;
   }
 
   private remove(item: Item): boolean {
