@@ -316,6 +316,7 @@ async function security(
       model: e.model,
       protocol: e.protocol,
       guard: guardFor(e.auth ?? a.default, e.scopes, e.rate_limit ?? a.rate_limit),
+      policy: e.auth ?? a.default,
       maxBodyBytes: e.max_body_bytes,
     })),
   };
@@ -801,6 +802,7 @@ export async function startGateway(
     log,
     models: served,
     guard,
+    policy: config.auth.default,
     endpoints,
     maxBodyBytes: config.server.max_body_bytes,
     calls: {

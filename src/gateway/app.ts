@@ -7,6 +7,7 @@ import { GatewayError } from '../errors/index.js';
 import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
 import { adminRoutes } from './admin.js';
 import { audioRoutes } from './audio.js';
+import type { Policy } from './auth/middleware.js';
 import { asyncCalls, Calls, type CallsOptions, callRoutes, type Dispatch, measureCalls } from './calls.js';
 import { compressAnswers } from './compress.js';
 import type { QuietWork } from './drain.js';
@@ -20,6 +21,7 @@ import { anthropicError } from './openai/anthropic.js';
 import { BATCH_PRIORITY, type BatchControl, type BatchLineEnv, batchRoutes } from './openai/batches.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
+import { openApiRoutes } from './openapi.js';
 import { sagemakerRoutes } from './sagemaker.js';
 import { TGI_ROUTES, tgiError, tgiRoutes } from './tgi.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -31,12 +33,16 @@ export type EndpointRoute = {
   model: string;
   protocol: 'kserve' | 'openai-chat' | 'openai-completions' | 'openai-responses' | 'openai-embeddings' | 'anthropic-messages';
   guard: MiddlewareHandler<GatewayEnv>[];
+  /** Its auth, as the OpenAPI document says it (`guard` enforces it). @default public */
+  policy?: Policy;
   maxBodyBytes?: number;
 };
 
 export type AppOptions = {
   /** Middleware run before the built-in model, OpenAI and admin routes (health stays open). @default [] */
   guard?: MiddlewareHandler<GatewayEnv>[];
+  /** The built-in routes' auth, as the OpenAPI document says it (`guard` enforces it). @default public */
+  policy?: Policy;
   endpoints?: EndpointRoute[];
   models: ReadonlyMap<string, ServedModel>;
   /** @default 67108864 (64 MiB) */
@@ -135,6 +141,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       '/admin/*',
       '/dashboard',
       '/invocations',
+      '/openapi.json', // (it names the models, as /v1/models does)
     ])
       app.use(path, ...opts.guard);
   // A Batch API line (sent through this app again by batches.ts, marked in its env, which no client can set): it
@@ -190,6 +197,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', tgiRoutes(opts.models, maxBodyBytes));
   app.route('/', ocrRoutes(opts.models, maxBodyBytes));
   app.route('/', sagemakerRoutes({ models: opts.models, maxBodyBytes, dispatch }));
+  app.route('/', openApiRoutes({ models: opts.models, endpoints: opts.endpoints ?? [], policy: opts.policy ?? 'public', version: opts.version ?? '0.0.0' }));
   // Each line of a batch goes through this whole app again, as its own request.
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort }));

@@ -52,6 +52,9 @@ const request = z.object({
   model: z.string().optional(),
 });
 
+/** TGI's request body, for the OpenAPI document. */
+export const tgiRequestSchema = request;
+
 /** Most sequences one request's best_of may ask for (TGI's --max-best-of; its default is 2). */
 const MAX_BEST_OF = 8;
 

@@ -81,6 +81,9 @@ const request = z.looseObject({
   parameters: z.record(z.string(), z.unknown()).optional(),
 });
 
+/** The generate extension's request body, its settings at the top level, for the OpenAPI document. */
+export const tritonGenerateSchema = request.extend(settings.shape);
+
 /** POST /v2/models/{m}/generate (`stream`: generate_stream, Server-Sent Events). */
 export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, stream: boolean): Promise<Response> {
   c.set('model', m.name);

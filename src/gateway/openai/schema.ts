@@ -10,7 +10,8 @@ const unsupported = (name: string, ...off: unknown[]) =>
   z
     .unknown()
     .refine((v) => v === null || off.includes(v) || (Array.isArray(v) && v.length === 0), `${name} is not supported by this gateway`)
-    .optional();
+    .optional()
+    .meta({ description: `not supported by this gateway: only null, ${off.length ? `${off.map((v) => JSON.stringify(v)).join(', ')} ` : ''}or empty passes` });
 
 /** Most choices one request may ask for (prompts x `n`): each takes a sequence slot, as a request of its own would. */
 export const MAX_CHOICES = 64;
