@@ -148,4 +148,7 @@ async function serve(spec: SessionWorkerSpec): Promise<void> {
   });
 }
 
-if (!isMainThread && (workerData as SessionWorkerSpec | undefined)?.role === 'infergate-session') await serve(workerData as SessionWorkerSpec);
+// Not awaited at the top level: a thread ended while a module with top-level await is being evaluated (its process
+// exiting as it starts, say) aborts the whole process in V8 ("Check failed: (location_) != nullptr", nodejs/node
+// #43182, #53238). A rejection still reaches the parent as the worker's 'error'.
+if (!isMainThread && (workerData as SessionWorkerSpec | undefined)?.role === 'infergate-session') void serve(workerData as SessionWorkerSpec);

@@ -39,4 +39,5 @@ async function serve({ tokenizer, size }: Spec): Promise<void> {
   parentPort?.postMessage(packed, [ids.buffer, shared.buffer, plain.buffer, all.buffer, offsets.buffer] as ArrayBuffer[]);
 }
 
-if (!isMainThread && (workerData as Spec | undefined)?.role === 'infergate-vocabulary') await serve(workerData as Spec);
+// (not awaited at the top level: see session-worker.ts)
+if (!isMainThread && (workerData as Spec | undefined)?.role === 'infergate-vocabulary') void serve(workerData as Spec);
