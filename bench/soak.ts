@@ -23,7 +23,8 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '8' },
     sample: { type: 'string', default: '15' },
     warmup: { type: 'string', default: '60' },
-    'intake-threads': { type: 'string', default: '0' }, // server.intake_threads (their heaps show in RSS only)
+    'intake-threads': { type: 'string', default: '0' },
+    'kill-every': { type: 'string', default: '0' }, // SIGKILL a replica (at random) every N seconds: what clients see of crashes // server.intake_threads (their heaps show in RSS only)
     kinds: { type: 'string' }, // some of soak-load.ts's kinds, comma-separated (default: all)
     snapshots: { type: 'string' }, // a folder: heap snapshots written there after the warm-up and at the end
   },
@@ -75,6 +76,16 @@ load.stdout.on('data', (d) => {
   for (const line of lines) if (line.trim()) latest = JSON.parse(line);
 });
 const loadExited = new Promise((r) => load.once('exit', r));
+let killed = 0;
+const killEvery = Number(values['kill-every']);
+const killer =
+  killEvery > 0 &&
+  setInterval(() => {
+    const pids = replicaPids(load.pid as number);
+    if (pids.length === 0) return;
+    process.kill(pids[Math.floor(Math.random() * pids.length)], 'SIGKILL');
+    killed++;
+  }, killEvery * 1000);
 
 type Sample = {
   s: number;
@@ -116,6 +127,7 @@ while (running) {
     `${sample.s}s ${sample.requests} requests: heap ${sample.heapMb.toFixed(1)} MB, external ${sample.externalMb.toFixed(1)}, rss ${sample.rssMb.toFixed(0)}, handles ${sample.handles}, ${sample.replicas} replicas ${sample.replicasMb.toFixed(0)} MB`,
   );
 }
+if (killer) clearInterval(killer);
 await gateway.shutdown({ now: true });
 
 /** Least-squares slope of y over x. */
@@ -141,6 +153,7 @@ const results = {
   requestsPerS: round(total(latest) / (minutes * 60)),
   byKind: latest.done,
   unexpected: latest.unexpected,
+  replicasKilled: killed,
   afterWarmup: {
     s: first.s,
     requests: first.requests,
@@ -169,10 +182,10 @@ const results = {
 const row = (s: Sample) =>
   `| ${s.s} | ${s.requests} | ${s.heapMb.toFixed(1)} | ${s.externalMb.toFixed(1)} | ${s.rssMb.toFixed(0)} | ${s.handles} | ${s.replicas} | ${s.replicasMb.toFixed(0)} |`;
 const every = Math.max(1, Math.floor(samples.length / 12));
-const md = `# Soak: the demo config under ${minutes} minutes of mixed traffic (${machine().cores} cores, ${machine().cpu})
+const md = `# Soak: the demo config under ${minutes} minutes of mixed traffic${killEvery > 0 ? ', replicas killed' : ''} (${machine().cores} cores, ${machine().cpu})
 
 ${clients} closed-loop clients (bench/soak-load.ts) sending, in turn, ${Object.keys(latest.done).join(', ')}:
-${results.requests} requests (${results.requestsPerS}/s). Answers not what their kind should get: ${
+${results.requests} requests (${results.requestsPerS}/s)${killed ? `, a replica killed (SIGKILL, at random) every ${killEvery} s: ${killed} killed` : ''}. Answers not what their kind should get: ${
   Object.keys(latest.unexpected).length ? JSON.stringify(latest.unexpected) : 'none'
 }.
 
@@ -188,6 +201,6 @@ ${samples
   .map(row)
   .join('\n')}
 `;
-writeResults('soak-cpu', results, md);
+writeResults(killEvery > 0 ? 'soak-kill-cpu' : 'soak-cpu', results, md);
 console.log(md);
 process.exit(0);
