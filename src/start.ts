@@ -820,6 +820,7 @@ export async function startGateway(
     onServerError: (err, path) => log.error({ path, err: err.message }, 'request failed'),
     shuttingDown: () => shuttingDown,
     websocketPingMs: config.server.websocket_ping_s * 1000,
+    sseKeepAliveMs: config.server.sse_keepalive_s * 1000,
     // With intake threads they compress, off the main thread (listen below); else the app does.
     compressResponses: config.server.compress_responses && !config.server.intake_threads,
     batches,

@@ -437,6 +437,13 @@ export const serverSchema = z
      */
     websocket_ping_s: nonNegative.default(30),
     /**
+     * Token streams (Server-Sent Events): a stream whose first token has not come in this many seconds (a queue, a
+     * cold start) is opened anyway, and every stream gets a comment line (`: keep-alive`) this often, so that proxies
+     * do not end it as idle (ALB and nginx: 60 s; Cloudflare: 100 s). Until it opens, an error still gets its status
+     * code; after, it comes in the stream. 0: streams open with their first token, no comments. @default 15
+     */
+    sse_keepalive_s: nonNegative.default(15),
+    /**
      * Seconds an idle HTTP/1.1 connection is kept open (said in `Keep-Alive: timeout=`). Above a load balancer's
      * own idle timeout (AWS ALB: 60 s), so that the balancer never reuses a connection this end has just
      * closed (Node's 5 s default makes it answer 502s now and then). @default 65

@@ -75,6 +75,8 @@ export type AppOptions = {
   metricsPort?: number;
   /** Ping interval on /v1/ws sockets (server.websocket_ping_s). @default 30000 */
   websocketPingMs?: number;
+  /** Token streams opened without a first token after this long, and kept alive by a comment this often (0: neither). @default 15000 */
+  sseKeepAliveMs?: number;
   /** JSON and text answers compressed for clients that accept it (server.compress_responses). @default false */
   compressResponses?: boolean;
   /** Asynchronous inference (server.async_*): answers kept, and when a slow request is redirected to its own. @default 600 s, 256 MiB, never */
@@ -121,6 +123,11 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     });
   }
   app.use(requestId());
+  const sseKeepAliveMs = opts.sseKeepAliveMs ?? 15_000;
+  app.use(async (c, next) => {
+    c.set('sseKeepAliveMs', sseKeepAliveMs);
+    await next();
+  });
   app.use(observe({ telemetry, log: opts.log, windows }));
   if (opts.compressResponses) app.use(compressAnswers());
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.

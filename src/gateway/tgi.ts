@@ -1,6 +1,5 @@
 import { randomInt } from 'node:crypto';
 import { type Context, Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 import { badInput, GatewayError, notFound } from '../errors/index.js';
 import { decode, type JsonSchema } from '../models/index.js';
@@ -9,6 +8,7 @@ import { readJson } from './body.js';
 import { withAdapter } from './lora.js';
 import { bestCandidates, Generation, type LoggedToken, originOf, Together } from './openai/generation.js';
 import { parseBody } from './openai/schema.js';
+import { tokenStream } from './openai/token-stream.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
 /**
@@ -195,8 +195,7 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
       ...(p.details && { details: { ...best.details, ...(bestOf > 1 && { best_of_sequences: others }) } }),
     });
   }
-  await generation.started; // errors before the first token still get a status code
-  return streamSSE(c, async (sse) => {
+  return tokenStream(c, generation.started, async (sse) => {
     // One event a token, as TGI sends them; the last one (held back until the end is known) has the whole text.
     let index = 0;
     let held: LoggedToken | undefined;

@@ -120,5 +120,7 @@ export type GatewayEnv = {
     loggedByCall?: boolean;
     queueMs?: number;
     batchSize?: number;
+    /** server.sse_keepalive_s, in ms (token streams: see `tokenStream`). */
+    sseKeepAliveMs?: number;
   };
 };

@@ -1,5 +1,4 @@
 import type { Context } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { Tokenizer } from '../../models/index.js';
@@ -7,6 +6,7 @@ import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { withAdapter } from '../lora.js';
 import { Generation, type LoggedToken, originOf } from '../openai/generation.js';
 import { vllmLogprobs } from '../openai/logprobs.js';
+import { tokenStream } from '../openai/token-stream.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { bytesElements } from './classification.js';
 import { splitInferBody } from './request.js';
@@ -101,8 +101,7 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
       ...(returns.outputTokens && { num_output_tokens: result.completionTokens }),
     });
   }
-  await generation.started; // errors before the first token still get a status code
-  return streamSSE(c, async (sse) => {
+  return tokenStream(c, generation.started, async (sse) => {
     // As vLLM's backend streams them: each piece with the tokens drawn since the last; why it ended, once it has.
     let counted = 0;
     const event = (text: string, tokens: number, logged: LoggedToken[], finishReason?: string) => {

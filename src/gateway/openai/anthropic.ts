@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import type { Context } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { answerPieces, splitReasoning } from './reasoning.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
+import { tokenStream } from './token-stream.js';
 import { chatGeneration, chatPromptOf, relay, type ToolCall, type ToolCallDelta } from './tools.js';
 
 // Anthropic's Messages API (POST /v1/messages), as vLLM serves it for Anthropic's SDKs and the agents built
@@ -159,8 +159,7 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
     return c.json({ ...base, content, ...stopOf(result), usage: usageOf(result) });
   }
 
-  await generation.started;
-  return streamSSE(c, async (stream) => {
+  return tokenStream(c, generation.started, async (stream) => {
     const send = (type: string, event: object) => stream.writeSSE({ event: type, data: JSON.stringify({ type, ...event }) });
     await send('message_start', {
       message: { ...base, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: generation.promptTokens, output_tokens: 0 } },

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { type Context, Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { type Call, type CallEnv, type Calls, type Dispatch, startKeptCall } from '../calls.js';
@@ -8,6 +7,7 @@ import type { GatewayEnv, ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { answerPieces, splitReasoning } from './reasoning.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
+import { tokenStream } from './token-stream.js';
 import { chatGeneration, relay, type ToolCall, type ToolCallDelta } from './tools.js';
 
 // OpenAI's Responses API (POST /v1/responses), served the way chat completions are: the input items become
@@ -200,8 +200,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
     return c.json(finished(result, outputOf(result, all, reasoning)));
   }
 
-  await generation.started;
-  return streamSSE(c, async (stream) => {
+  return tokenStream(c, generation.started, async (stream) => {
     let sequence = 0;
     const send = (type: string, event: object) => stream.writeSSE({ event: type, data: JSON.stringify({ type, sequence_number: sequence++, ...event }) });
     const pending = { ...base, status: 'in_progress', incomplete_details: null, output: [], usage: null };

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { type Context, Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { decode, type Tokenizer } from '../../models/index.js';
 import { readJson } from '../body.js';
@@ -26,6 +25,7 @@ import {
   tokenizeSchema,
 } from './schema.js';
 import { classify, classifySchema, rerank, rerankSchema, score, scoreSchema } from './scoring.js';
+import { tokenStream } from './token-stream.js';
 import { chatPromptOf, chatTokens, layoutOf, ToolAnswer, type ToolUse } from './tools.js';
 
 export type OpenAIOptions = { models: ReadonlyMap<string, ServedModel>; maxBodyBytes: number; background: Background };
@@ -305,7 +305,7 @@ async function generate(
   }
 
   // Errors before the first token still get a status code; after it they travel in the stream.
-  await together.wait(Promise.all(gens.map((gen) => gen.started)));
+  const started = together.wait(Promise.all(gens.map((gen) => gen.started)));
   const includeUsage = req.stream_options?.include_usage === true;
   const continuous = includeUsage && req.stream_options?.continuous_usage_stats === true;
   const object = kind === 'chat.completion' ? 'chat.completion.chunk' : 'text_completion';
@@ -337,7 +337,7 @@ async function generate(
     if (splitter && !finish && logged.length === 0 && !part.reasoning && !text) return undefined;
     return chunk([{ index, delta: content, logprobs: logprobs[index](logged), ...ended }]);
   };
-  return streamSSE(c, async (stream) => {
+  return tokenStream(c, started, async (stream) => {
     // The choices' chunks interleave as their tokens come, each event written whole and in turn.
     let written = Promise.resolve();
     const send = (data: string) => {
