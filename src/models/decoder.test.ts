@@ -270,6 +270,27 @@ describe('Decoder', () => {
     expect([r.tokens.a, next.tokens.a]).toEqual(await reference(PROMPTS.a, 2));
   });
 
+  it('fails alone a joining sequence whose prompt the model fails to run; the others in its run and step go on', async () => {
+    // A prompt past the model's positions fails the run (the gateway never sends one: it checks the context), as a
+    // prompt needing more device memory than is left would.
+    const decoder = new Decoder(session, spec, sampler);
+    const first = await decoder.step({ join: [{ seq: 'a', prompt: PROMPTS.a, sampling: greedy }], advance: [], release: [] });
+    const tooLong = Array.from({ length: (spec.context ?? 512) + 8 }, (_, i) => 100 + (i % 50));
+    const r = await decoder.step({
+      join: [
+        { seq: 'bad', prompt: tooLong, sampling: greedy },
+        { seq: 'b', prompt: PROMPTS.b, sampling: greedy },
+      ],
+      advance: ['a'],
+      release: [],
+    });
+    expect(r.failed?.bad).toMatch(/^the model failed its prompt: /);
+    expect(r.tokens.bad).toBeUndefined();
+    expect(decoder.active).toBe(2);
+    expect(r.tokens.b).toBe((await reference(PROMPTS.b, 1))[0]);
+    expect([first.tokens.a, r.tokens.a]).toEqual(await reference(PROMPTS.a, 2));
+  });
+
   it('refuses alone a joining sequence with a prompt token outside the vocabulary (it would fail the whole run)', async () => {
     const decoder = new Decoder(session, spec, sampler);
     const r = await decoder.step({

@@ -196,7 +196,7 @@ export class Decoder {
       const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt, cacheSpaceOf(j)) : undefined;
       extending.push(this.startPrefill(j, hit, drawn, constraints.get(j.seq), adapters.get(j.seq)));
     }
-    for (const group of extensionGroups(extending, this.extensionLimits())) await this.extend(group, drawn);
+    for (const group of extensionGroups(extending, this.extensionLimits())) await this.extendIsolating(group, drawn);
     const t1 = performance.now();
     const advancing = advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
     if (advancing.length > 0) await this.decode(advancing, drawn);
@@ -299,6 +299,26 @@ export class Decoder {
       // Alike sequences hold the same keys and values: the prefix cache is offered the first's.
       if (runs.some((run) => run.id === x.id)) this.keepPrefix(prompt, x.seq);
     });
+  }
+
+  /**
+   * A group's prompts computed; a run the model fails (a prompt that needs more memory than the device has left,
+   * say) is tried again a sequence at a time, so that only a sequence the model fails alone fails — its row freed,
+   * its request answered with the error — and the step goes on for the others (nothing is kept from a failed run).
+   */
+  private async extendIsolating(group: Extension[], drawn: Drawn): Promise<void> {
+    try {
+      return await this.extend(group, drawn);
+    } catch (err) {
+      if (group.length === 1) return this.failAlone(group[0].id, err as Error, drawn);
+    }
+    for (const item of group) await this.extend([item], drawn).catch((err: Error) => this.failAlone(item.id, err, drawn));
+  }
+
+  private failAlone(id: string, err: Error, drawn: Drawn): void {
+    drawn.failed ??= {};
+    drawn.failed[id] = `the model failed its prompt: ${err.message}`;
+    this.release(id);
   }
 
   /**
