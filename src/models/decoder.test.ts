@@ -284,11 +284,56 @@ describe('Decoder', () => {
       advance: ['a'],
       release: [],
     });
-    expect(r.failed?.bad).toMatch(/^the model failed its prompt: /);
+    expect(r.failed?.bad).toMatch(/^the model failed it: /);
     expect(r.tokens.bad).toBeUndefined();
     expect(decoder.active).toBe(2);
     expect(r.tokens.b).toBe((await reference(PROMPTS.b, 1))[0]);
     expect([first.tokens.a, r.tokens.a]).toEqual(await reference(PROMPTS.a, 2));
+  });
+
+  it('fails alone a sequence whose decode run the model fails; the others in the run go on', async () => {
+    // A sequence decoding past the model's last position fails the run (the gateway never lets one: max_tokens fits the
+    // context), as a run needing more device memory than is left would.
+    const context = spec.context ?? 512;
+    const long = Array.from({ length: context - 1 }, (_, i) => 100 + (i % 50));
+    for (const speculation of [undefined, { tokens: 4, ngramMax: 4, ngramMin: 1 }]) {
+      const decoder = new Decoder(session, spec, sampler, undefined, 0, speculation);
+      const a: number[] = [];
+      const take = (r: StepResult) => a.push(r.tokens.a, ...(r.more?.a ?? []));
+      const join = [
+        { seq: 'long', prompt: long, sampling: greedy },
+        { seq: 'a', prompt: PROMPTS.a, sampling: greedy },
+      ];
+      take(await decoder.step({ join, advance: [], release: [] }));
+      const last = await decoder.step({ join: [], advance: ['long', 'a'], release: [] }); // (the long one's last position)
+      expect(last.failed).toBeUndefined();
+      take(last);
+      const past = await decoder.step({ join: [], advance: ['long', 'a'], release: [] });
+      expect(past.failed?.long).toMatch(/^the model failed it: /);
+      expect(past.tokens.long).toBeUndefined();
+      take(past);
+      expect(decoder.active).toBe(1);
+      expect(a).toEqual(await reference(PROMPTS.a, a.length));
+    }
+  });
+
+  it('decodes a token instead where the run checking drafts fails: the same tokens', async () => {
+    // (out of device memory cannot be had here at will: the checking run is made to fail, as ONNX Runtime's would)
+    const speculation = { tokens: 4, ngramMax: 4, ngramMin: 1 };
+    const repeated = [...PROMPTS.b, ...PROMPTS.b, ...PROMPTS.b];
+    const decoder = new Decoder(session, spec, sampler, undefined, 0, speculation);
+    const internals = decoder as unknown as { runPositions: (...args: unknown[]) => Promise<unknown> };
+    const runPositions = internals.runPositions.bind(decoder);
+    let failed = 0;
+    internals.runPositions = (...args) => (args[3] === 'spec' ? (failed++, Promise.reject(new Error('out of memory'))) : runPositions(...args));
+    const tokens = [(await decoder.step({ join: [{ seq: 'x', prompt: repeated, sampling: greedy }], advance: [], release: [] })).tokens.x];
+    for (let i = 0; i < 8; i++) {
+      const r = await decoder.step({ join: [], advance: ['x'], release: [] });
+      expect(r.failed).toBeUndefined();
+      tokens.push(r.tokens.x, ...(r.more?.x ?? []));
+    }
+    expect(failed).toBeGreaterThan(0);
+    expect(tokens).toEqual(await reference(repeated, tokens.length));
   });
 
   it('refuses alone a joining sequence with a prompt token outside the vocabulary (it would fail the whole run)', async () => {

@@ -317,7 +317,7 @@ export class Decoder {
 
   private failAlone(id: string, err: Error, drawn: Drawn): void {
     drawn.failed ??= {};
-    drawn.failed[id] = `the model failed its prompt: ${err.message}`;
+    drawn.failed[id] = `the model failed it: ${err.message}`;
     this.release(id);
   }
 
@@ -489,8 +489,7 @@ export class Decoder {
       const draft = this.draft(seq);
       if (draft.length > 0) speculating.push({ id, seq, draft });
     }
-    if (speculating.length > 0) {
-      await this.speculate(speculating, drawn);
+    if (speculating.length > 0 && (await this.speculate(speculating, drawn))) {
       const checked = new Set(speculating.map((d) => d.id));
       ids = ids.filter((id) => !checked.has(id));
       if (ids.length === 0) return;
@@ -501,12 +500,26 @@ export class Decoder {
     const groups = splitByLength([...advancing.keys()], this.kv.positions);
     if (!groups) {
       const b = Math.max(...[...advancing.keys()].map((s) => s.row)) + 1;
-      await this.decodeRows(this.kv.rows.slice(0, b), advancing, this.kv.positions, (c) => this.kv.firstRows(c, b), drawn);
-      return;
+      const run = () => this.decodeRows(this.kv.rows.slice(0, b), advancing, this.kv.positions, (c) => this.kv.firstRows(c, b), drawn);
+      return this.decodeIsolating([...advancing.keys()], advancing, run, drawn);
     }
     for (const group of groups) {
       const past = Math.max(...group.map((s) => s.length));
-      await this.decodeRows(group, advancing, past, (c) => this.kv.gather(group, past, c), drawn);
+      await this.decodeIsolating(group, advancing, () => this.decodeRows(group, advancing, past, (c) => this.kv.gather(group, past, c), drawn), drawn);
+    }
+  }
+
+  /** A decode run the model fails (out of device memory, say) is tried again a sequence at a time, as prompts are (extendIsolating). */
+  private async decodeIsolating(seqs: Sequence[], advancing: Map<Sequence, string>, run: () => Promise<void>, drawn: Drawn): Promise<void> {
+    const idOf = (seq: Sequence) => advancing.get(seq) as string;
+    try {
+      return await run();
+    } catch (err) {
+      if (seqs.length === 1) return this.failAlone(idOf(seqs[0]), err as Error, drawn);
+    }
+    for (const seq of seqs) {
+      const alone = () => this.decodeRows([seq], advancing, seq.length, (c) => this.kv.gather([seq], seq.length, c), drawn);
+      await alone().catch((err: Error) => this.failAlone(idOf(seq), err, drawn));
     }
   }
 
@@ -614,19 +627,18 @@ export class Decoder {
    * dropped. So the text is the text decoding would give (for a seed, token for token), in fewer runs when the
    * drafts are right.
    */
-  private async speculate(items: { id: string; seq: Sequence; draft: number[] }[], drawn: Drawn): Promise<void> {
+  private async speculate(items: { id: string; seq: Sequence; draft: number[] }[], drawn: Drawn): Promise<boolean> {
     const { vocab } = this.spec;
     const chunks = items.map(({ seq, draft }) => [seq.last, ...draft]);
-    const {
-      logits,
-      kept: n,
-      keep,
-    } = await this.runPositions(
+    // A checking run the model fails changes nothing: those sequences decode a token instead (failing alone if they must).
+    const checked = await this.runPositions(
       items.map((x) => x.seq),
       chunks,
       false,
       'spec',
-    );
+    ).catch(() => undefined);
+    if (!checked) return false;
+    const { logits, kept: n, keep } = checked;
     // Position by position, the sequences whose draft held so far draw their next token.
     const taken = items.map(() => 0);
     let alive = items.map((_, r) => r);
@@ -660,6 +672,7 @@ export class Decoder {
     const proposed = items.reduce((sum, x) => sum + x.draft.length, 0);
     const accepted = taken.reduce((sum, t) => sum + t - 1, 0);
     drawn.speculated = { proposed: (drawn.speculated?.proposed ?? 0) + proposed, accepted: (drawn.speculated?.accepted ?? 0) + accepted };
+    return true;
   }
 
   /** Forgets every sequence (their gateway went away: a remote replica's connection closed). */
