@@ -325,7 +325,11 @@ describe('Decoder', () => {
     const internals = decoder as unknown as { runPositions: (...args: unknown[]) => Promise<unknown> };
     const runPositions = internals.runPositions.bind(decoder);
     let failed = 0;
-    internals.runPositions = (...args) => (args[3] === 'spec' ? (failed++, Promise.reject(new Error('out of memory'))) : runPositions(...args));
+    internals.runPositions = (...args) => {
+      if (args[3] !== 'spec') return runPositions(...args);
+      failed++;
+      return Promise.reject(new Error('out of memory'));
+    };
     const tokens = [(await decoder.step({ join: [{ seq: 'x', prompt: repeated, sampling: greedy }], advance: [], release: [] })).tokens.x];
     for (let i = 0; i < 8; i++) {
       const r = await decoder.step({ join: [], advance: ['x'], release: [] });
