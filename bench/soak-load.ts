@@ -6,9 +6,11 @@
  * any answer that was not what that kind should get.
  *   node --import tsx bench/soak-load.ts '{"url": "http://127.0.0.1:8080", "clients": 8, "seconds": 600, "reportS": 10}'
  */
+import * as grpc from '@grpc/grpc-js';
 import WebSocket from 'ws';
+import { loadService } from '../src/gateway/grpc/proto.js';
 
-type Plan = { url: string; clients: number; seconds: number; reportS: number; kinds?: string[] };
+type Plan = { url: string; grpcPort?: number; clients: number; seconds: number; reportS: number; kinds?: string[] };
 const plan = JSON.parse(process.argv[2]) as Plan;
 const { url } = plan;
 
@@ -66,6 +68,23 @@ function wsSession(seed: number, cut: boolean): Promise<number> {
   });
 }
 
+/** KServe v2 gRPC ModelInfer (the tensor as raw contents): 200 for OK, 400 for INVALID_ARGUMENT, else 500. */
+const Service = loadService('inference.proto', 'inference.GRPCInferenceService');
+const rpc = plan.grpcPort ? new Service(`127.0.0.1:${plan.grpcPort}`, grpc.credentials.createInsecure()) : undefined;
+function grpcInfer(values: Float32Array): Promise<number> {
+  const request = {
+    model_name: 'mlp',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [1, values.length] }],
+    raw_input_contents: [Buffer.from(values.buffer, values.byteOffset, values.byteLength)],
+  };
+  type Infer = (r: object, cb: (err: grpc.ServiceError | null) => void) => void;
+  return new Promise((resolve) =>
+    ((rpc as unknown as { ModelInfer: Infer }).ModelInfer.bind(rpc) as Infer)(request, (err) =>
+      resolve(!err ? 200 : err.code === grpc.status.INVALID_ARGUMENT ? 400 : 500),
+    ),
+  );
+}
+
 type Kind = { name: string; expect: number; send: (seed: number) => Promise<number> };
 const mlpRow = new Float32Array(64).fill(0.25);
 const ALL_KINDS: Kind[] = [
@@ -104,6 +123,12 @@ const ALL_KINDS: Kind[] = [
   { name: 'embeddings', expect: 200, send: (seed) => statusOf(json('/v1/embeddings', { model: 'tiny-embed', input: [`text ${seed}`, 'another text'] })) },
   { name: 'websocket', expect: 101, send: (seed) => wsSession(seed, false) },
   { name: 'websocket_cut', expect: 101, send: (seed) => wsSession(seed, true) },
+  ...(rpc
+    ? [
+        { name: 'grpc_infer', expect: 200, send: () => grpcInfer(mlpRow) },
+        { name: 'grpc_bad_shape', expect: 400, send: () => grpcInfer(mlpRow.subarray(1)) },
+      ]
+    : []),
   { name: 'bad_shape', expect: 400, send: () => statusOf(json('/v2/models/mlp/infer', { inputs: [tensor('x', 63)] })) },
   { name: 'unknown_model', expect: 404, send: () => statusOf(json('/v2/models/nothing/infer', { inputs: [tensor('x', 3)] })) },
   {
@@ -133,4 +158,5 @@ const report = () => console.log(JSON.stringify({ done, unexpected }));
 const timer = setInterval(report, plan.reportS * 1000);
 await Promise.all(Array.from({ length: plan.clients }, (_, c) => client(c)));
 clearInterval(timer);
+rpc?.close();
 report();

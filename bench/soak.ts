@@ -37,6 +37,7 @@ const config = await loadConfig(join(ROOT, 'examples/demo.yaml'));
 config.server.port = 0;
 config.server.host = '127.0.0.1';
 config.server.intake_threads = Number(values['intake-threads']);
+config.server.grpc_port = 0; // (KServe v2 over gRPC too)
 // Replicas stay up through the run: a scale-down and cold start midway would read as memory coming and going.
 for (const m of Object.values(config.models)) m.scaling.scaledown_window = 3600;
 const gateway = await startGateway(config, { log: pino({ level: 'warn' }) });
@@ -65,7 +66,12 @@ let latest: Counts = { done: {}, unexpected: {} };
 const total = (c: Counts) => Object.values(c.done).reduce((a, b) => a + b, 0);
 const load = spawn(
   process.execPath,
-  ['--import', 'tsx', 'bench/soak-load.ts', JSON.stringify({ url, clients, seconds: minutes * 60, reportS: sampleS / 3, kinds: values.kinds?.split(',') })],
+  [
+    '--import',
+    'tsx',
+    'bench/soak-load.ts',
+    JSON.stringify({ url, grpcPort: gateway.grpcPort, clients, seconds: minutes * 60, reportS: sampleS / 3, kinds: values.kinds?.split(',') }),
+  ],
   { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
 );
 let pending = '';
