@@ -231,5 +231,7 @@ describe('a request whose inputs the model cannot take, batched with others', ()
     expectClose(hidden.outputs[0].data, (await hiddenStates([464, 2068, 7586])).flat());
     const stats = await (await fetch(`${gw.url}/v2/models/embed-together/stats`)).json();
     expect(stats).toMatchObject({ isolated: 3, batchSizes: { 3: 1, 1: 3 } }); // the batch of three, then each alone
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).toMatch(/^infergate_isolated_total\{[^}]*infergate_model="embed-together"[^}]*\} 3$/m);
   });
 });

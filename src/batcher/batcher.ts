@@ -122,7 +122,14 @@ function whileWanted<T>(answer: Promise<T>, signal: AbortSignal | undefined): Pr
  * A model's dynamic batcher: a bounded queue, and a thin shell of timers and I/O around the pure
  * `decideBatch`. Every submitted promise settles exactly once.
  */
-export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason: string }]; starved: []; cache: [{ hit: boolean }] }> {
+export class Batcher extends EventEmitter<{
+  batch: [BatchEvent];
+  shed: [{ reason: string }];
+  starved: [];
+  cache: [{ hit: boolean }];
+  /** Requests of a batch the model failed, queued again to run alone. */
+  isolated: [{ requests: number }];
+}> {
   private queue: Item[] = [];
   private queuedRows = 0;
   private inFlight = 0;
@@ -403,6 +410,7 @@ export class Batcher extends EventEmitter<{ batch: [BatchEvent]; shed: [{ reason
           else this.settle(item, error);
         }
         this.requeue(again);
+        if (isolate) this.emit('isolated', { requests: again.length });
       })
       .finally(() => {
         for (const item of items) item.signal?.removeEventListener('abort', onAbort);

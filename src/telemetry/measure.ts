@@ -20,6 +20,7 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
     telemetry.recordSpan('infergate.batch', e.startedAt, e.startedAt + e.durationMs, attributes, e.traces as SpanContext[]);
   });
   batcher?.on('cache', ({ hit }) => i.cacheLookups.add(1, { ...m, result: hit ? 'hit' : 'miss' }));
+  batcher?.on('isolated', ({ requests }) => i.isolated.add(requests, m));
   scheduler?.on('shed', shed);
   scheduler?.on('step', (t) => {
     for (const [phase, ms] of Object.entries(t)) if (ms > 0) i.stepTime.add(ms / 1000, { 'gen_ai.request.model': model, phase });

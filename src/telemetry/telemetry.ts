@@ -100,6 +100,10 @@ export class Telemetry {
       }),
       rows: m.createCounter('infergate.rows', { unit: '{row}', description: 'Rows inferred (the rate is rows per second).' }),
       batches: m.createCounter('infergate.batches', { unit: '{batch}', description: 'Batches run by replicas.' }),
+      isolated: m.createCounter('infergate.isolated', {
+        unit: '{request}',
+        description: 'Requests run again alone after the model failed the batch they were in (then only the one causing it fails).',
+      }),
       shed: m.createCounter('infergate.shed', {
         unit: '{request}',
         description: 'Requests refused or dropped, by reason (queue_full, deadline, cancelled, start_failed, rate_limited).',
