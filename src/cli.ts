@@ -176,6 +176,74 @@ program
     await import(replicaEntry().file);
   });
 
+program
+  .command('perf')
+  .description("load on a running gateway, as Triton's perf_analyzer and genai-perf: throughput and latency at each concurrency")
+  .requiredOption('-m, --model <name>', 'the model to load (a generative one gets completion streams: time to first token, tokens/s)')
+  .option('-u, --url <url>', 'the gateway', 'http://localhost:8080')
+  .option('--concurrency <list>', 'closed-loop clients, a run each', '1,4,16')
+  .option('--seconds <n>', 'each run measures this long (after a warm-up request per client)', '10')
+  .option('--shape <input:dims...>', "a tensor input's shape where the model's has dynamic dimensions (default 1), e.g. x:1,3,224,224")
+  .option('--prompt-tokens <n>', 'generative: words in each prompt', '32')
+  .option('--max-tokens <n>', 'generative: tokens each stream generates (ignore_eos)', '64')
+  .option('-H, --header <header...>', 'sent with every request: "Authorization: Bearer …", "Infergate-Key: …"')
+  .option('--json', 'print the result as JSON')
+  .action(
+    async (o: {
+      model: string;
+      url: string;
+      concurrency: string;
+      seconds: string;
+      shape?: string[];
+      promptTokens: string;
+      maxTokens: string;
+      header?: string[];
+      json?: boolean;
+    }) => {
+      const positive = (value: string, flag: string) => {
+        const n = Number(value);
+        if (!(n > 0)) throw new ConfigError(`${flag}: expected a positive number, got ${JSON.stringify(value)}`);
+        return n;
+      };
+      const concurrency = o.concurrency.split(',').map((c) => positive(c, '--concurrency'));
+      const shapes = Object.fromEntries(
+        (o.shape ?? []).map((s) => {
+          const [name, dims] = s.split(':');
+          if (!name || !dims) throw new ConfigError(`--shape: expected input:dims (x:1,3,224,224), got ${JSON.stringify(s)}`);
+          return [name, dims.split(',').map((d) => positive(d, `--shape ${name}`))];
+        }),
+      );
+      const headers = Object.fromEntries(
+        (o.header ?? []).map((h) => {
+          const at = h.indexOf(':');
+          if (at < 1) throw new ConfigError(`--header: expected "Name: value", got ${JSON.stringify(h)}`);
+          return [h.slice(0, at).trim(), h.slice(at + 1).trim()];
+        }),
+      );
+      const { perf, perfTable } = await import('./perf.js');
+      const result = await perf(
+        {
+          url: o.url,
+          model: o.model,
+          concurrency,
+          seconds: positive(o.seconds, '--seconds'),
+          shapes,
+          promptTokens: positive(o.promptTokens, '--prompt-tokens'),
+          maxTokens: positive(o.maxTokens, '--max-tokens'),
+          headers,
+        },
+        (row) => o.json || console.error(`concurrency ${row.concurrency}: ${row.requestsPerS} requests/s`),
+      ).catch((err: Error) => {
+        // (said as a usage error is, "infergate: …": the gateway's refusal, or why it could not be reached)
+        const cause = err.cause as { code?: string; message?: string } | undefined;
+        const why = cause?.code ?? cause?.message;
+        throw new ConfigError(`perf: ${err.message}${why ? ` (${why}: is a gateway at ${o.url}?)` : ''}`);
+      });
+      if (o.json) return console.log(JSON.stringify(result));
+      console.log(`${o.model} (${result.kind}) at ${o.url}, ${o.seconds} s per concurrency:\n${perfTable(result)}`);
+    },
+  );
+
 program.parseAsync().catch((err: Error) => {
   console.error(err instanceof ConfigError ? `infergate: ${err.message}` : err);
   process.exit(1);

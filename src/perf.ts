@@ -1,0 +1,265 @@
+import { Agent, request } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { createParser } from 'eventsource-parser';
+
+/**
+ * `infergate perf`: load on a running gateway, as Triton's perf_analyzer and genai-perf measure a server. At each
+ * concurrency, that many closed-loop clients each send their next request as the last is answered, for `seconds`
+ * (after one request each, not counted). A tensor model gets KServe v2 infer requests of random data shaped by its
+ * metadata (dynamic dimensions 1, or `shapes`), as binary tensors; a generative model (its metadata's `text_input`)
+ * completion streams of `promptTokens` words and `maxTokens` tokens each — time to first token, the gaps between
+ * tokens and tokens a second, as genai-perf reports them.
+ */
+export type PerfOptions = {
+  url: string;
+  model: string;
+  concurrency: number[];
+  seconds: number;
+  /** Input dimensions for a tensor model's dynamic ones: name → full shape. */
+  shapes?: Record<string, number[]>;
+  promptTokens?: number;
+  maxTokens?: number;
+  /** Sent with every request (auth: `Authorization`, or `Infergate-Key` / `Infergate-Secret`). */
+  headers?: Record<string, string>;
+};
+
+type Quantiles = { p50: number; p90: number; p99: number };
+export type PerfRow = {
+  concurrency: number;
+  requests: number;
+  requestsPerS: number;
+  latencyMs: Quantiles;
+  /** Answers that were not 200 (or streams that ended without [DONE]), by status. */
+  errors: Record<string, number>;
+  /** Generative models: the first token's wait, the gaps between tokens, output tokens a second. */
+  ttftMs?: Quantiles;
+  interTokenMs?: Quantiles;
+  outputTokensPerS?: number;
+};
+export type PerfResult = { model: string; kind: 'tensor' | 'generative'; rows: PerfRow[] };
+
+type Metadata = { inputs: { name: string; datatype: string; shape: number[] }[]; parameters?: { max_batch_size?: number } };
+type Answer = { status: number; ms: number; ttftMs?: number; gapsMs?: number[]; tokens?: number };
+
+export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = () => {}): Promise<PerfResult> {
+  const base = new URL(o.url);
+  const res = await fetch(new URL(`/v2/models/${encodeURIComponent(o.model)}`, base), { headers: o.headers });
+  if (!res.ok) throw new Error(`GET /v2/models/${o.model}: ${res.status} ${(await res.text()).slice(0, 300)}`);
+  const metadata = (await res.json()) as Metadata;
+  const generative = metadata.inputs.some((i) => i.name === 'text_input');
+  const rows: PerfRow[] = [];
+  for (const concurrency of o.concurrency) {
+    const client = new HttpClient(base, concurrency, o.headers ?? {});
+    const send = generative ? streamRequest(client, o) : inferRequest(client, metadata, o);
+    try {
+      const answers = await closedLoop(concurrency, o.seconds, send);
+      const row = summary(concurrency, o.seconds, answers, generative);
+      progress(row);
+      rows.push(row);
+    } finally {
+      client.close();
+    }
+  }
+  return { model: o.model, kind: generative ? 'generative' : 'tensor', rows };
+}
+
+/** `clients` loops, each sending as its last request is answered; after one request each (a warm-up), `seconds` of them. */
+async function closedLoop(clients: number, seconds: number, send: () => Promise<Answer>): Promise<Answer[]> {
+  await Promise.all(Array.from({ length: clients }, send));
+  const answers: Answer[] = [];
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (performance.now() < end) answers.push(await send());
+    }),
+  );
+  return answers;
+}
+
+/** Keep-alive connections, one per client, over HTTP or HTTPS. */
+class HttpClient {
+  private agent: Agent;
+  private request: typeof request;
+
+  constructor(
+    private base: URL,
+    connections: number,
+    private headers: Record<string, string>,
+  ) {
+    const https = base.protocol === 'https:';
+    this.agent = new (https ? HttpsAgent : Agent)({ keepAlive: true, maxSockets: connections });
+    this.request = https ? (httpsRequest as typeof request) : request;
+  }
+
+  /** POSTs `body`; `onData` gets the answer's chunks; resolves with its status once it has ended. */
+  post(path: string, body: Buffer, headers: Record<string, string>, onData: (chunk: Buffer) => void = () => {}): Promise<number> {
+    return new Promise((resolve) => {
+      const req = this.request(
+        new URL(path, this.base),
+        { method: 'POST', agent: this.agent, headers: { ...this.headers, ...headers, 'content-length': String(body.length) } },
+        (res) => {
+          res.on('data', onData);
+          res.on('end', () => resolve(res.statusCode ?? 0));
+          res.on('error', () => resolve(0));
+        },
+      );
+      req.on('error', () => resolve(0)); // (0: no answer — a refused or broken connection)
+      req.end(body);
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+/** KServe v2 infer of random data: one row per request, the binary extension both ways. */
+function inferRequest(client: HttpClient, metadata: Metadata, o: PerfOptions): () => Promise<Answer> {
+  const tensors = metadata.inputs.map((input, i) => {
+    const shape = o.shapes?.[input.name] ?? input.shape.map((d) => (d >= 0 ? d : 1)); // (one row; other dynamic dimensions 1)
+    if (shape.some((d) => d < 0)) throw new Error(`--shape ${input.name}: dimensions must not be negative`);
+    const count = shape.reduce((a, b) => a * b, 1);
+    return { name: input.name, datatype: input.datatype, shape, bytes: randomBytesOf(input.datatype, count, i) };
+  });
+  const header = Buffer.from(
+    JSON.stringify({
+      inputs: tensors.map((t) => ({ name: t.name, datatype: t.datatype, shape: t.shape, parameters: { binary_data_size: t.bytes.length } })),
+      parameters: { binary_data_output: true },
+    }),
+  );
+  const body = Buffer.concat([header, ...tensors.map((t) => t.bytes)]);
+  const headers = { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) };
+  const path = `/v2/models/${encodeURIComponent(o.model)}/infer`;
+  return async () => {
+    const t = performance.now();
+    const status = await client.post(path, body, headers);
+    return { status, ms: performance.now() - t };
+  };
+}
+
+/** Values of `datatype` for `count` elements, as bytes: floats in [0, 1), integers 1..999, booleans, short strings. */
+function randomBytesOf(datatype: string, count: number, seed: number): Buffer {
+  const at = (i: number) => ((i * 2654435761 + seed * 40503) >>> 0) / 2 ** 32;
+  switch (datatype) {
+    case 'FP32':
+      return Buffer.from(Float32Array.from({ length: count }, (_, i) => at(i)).buffer);
+    case 'FP64':
+      return Buffer.from(Float64Array.from({ length: count }, (_, i) => at(i)).buffer);
+    case 'FP16': // (0x3800 = 0.5)
+      return Buffer.from(new Uint16Array(count).fill(0x3800).buffer);
+    case 'INT64':
+      return Buffer.from(BigInt64Array.from({ length: count }, (_, i) => BigInt(1 + Math.floor(at(i) * 999))).buffer);
+    case 'INT32':
+      return Buffer.from(Int32Array.from({ length: count }, (_, i) => 1 + Math.floor(at(i) * 999)).buffer);
+    case 'BOOL':
+    case 'UINT8':
+    case 'INT8':
+      return Buffer.from(Uint8Array.from({ length: count }, (_, i) => Math.floor(at(i) * (datatype === 'BOOL' ? 2 : 100))));
+    case 'BYTES': // (each element: its 4-byte length, then its bytes)
+      return Buffer.concat(Array.from({ length: count }, () => Buffer.from([5, 0, 0, 0, 104, 101, 108, 108, 111])));
+    default:
+      throw new Error(`inputs of ${datatype} are not generated: this model cannot be loaded by perf`);
+  }
+}
+
+/** A completion stream of `promptTokens` words (about as many tokens) and exactly `maxTokens` tokens (ignore_eos). */
+function streamRequest(client: HttpClient, o: PerfOptions): () => Promise<Answer> {
+  let n = 0;
+  const words = Array.from({ length: o.promptTokens ?? 32 }, (_, i) => ` word${i % 97}`).join('');
+  const headers = { 'content-type': 'application/json' };
+  return async () => {
+    // (a number of its own first: alike prompts would be computed once, from the prefix cache)
+    const body = Buffer.from(
+      JSON.stringify({
+        model: o.model,
+        prompt: `${++n}${words}`,
+        max_tokens: o.maxTokens ?? 64,
+        ignore_eos: true,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+    );
+    const t = performance.now();
+    const arrivals: number[] = [];
+    let tokens = 0;
+    let done = false as boolean; // (set by the parser)
+    const parser = createParser({
+      onEvent: (e) => {
+        if (e.data === '[DONE]') {
+          done = true;
+          return;
+        }
+        const chunk = JSON.parse(e.data) as { usage?: { completion_tokens: number }; choices?: { text?: string }[] };
+        if (chunk.usage) tokens = chunk.usage.completion_tokens;
+        if (chunk.choices?.[0]?.text) arrivals.push(performance.now());
+      },
+    });
+    const decoder = new TextDecoder();
+    const status = await client.post('/v1/completions', body, headers, (chunk) => parser.feed(decoder.decode(chunk, { stream: true })));
+    const ms = performance.now() - t;
+    const ok = status === 200 && done;
+    return {
+      status: ok ? 200 : status === 200 ? -1 : status,
+      ms,
+      ...(ok && { ttftMs: arrivals.length > 0 ? arrivals[0] - t : ms, gapsMs: arrivals.slice(1).map((a, i) => a - arrivals[i]), tokens }),
+    };
+  };
+}
+
+function quantiles(values: number[]): Quantiles {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => (sorted.length === 0 ? 0 : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 100) / 100);
+  return { p50: at(0.5), p90: at(0.9), p99: at(0.99) };
+}
+
+function summary(concurrency: number, seconds: number, answers: Answer[], generative: boolean): PerfRow {
+  const ok = answers.filter((a) => a.status === 200);
+  const errors: Record<string, number> = {};
+  for (const a of answers) {
+    if (a.status === 200) continue;
+    const why = a.status === -1 ? 'incomplete stream' : a.status === 0 ? 'no answer' : String(a.status);
+    errors[why] = (errors[why] ?? 0) + 1;
+  }
+  const row: PerfRow = {
+    concurrency,
+    requests: ok.length,
+    requestsPerS: Math.round((ok.length / seconds) * 10) / 10,
+    latencyMs: quantiles(ok.map((a) => a.ms)),
+    errors,
+  };
+  if (!generative) return row;
+  return {
+    ...row,
+    ttftMs: quantiles(ok.map((a) => a.ttftMs ?? 0)),
+    interTokenMs: quantiles(ok.flatMap((a) => a.gapsMs ?? [])),
+    outputTokensPerS: Math.round(ok.reduce((sum, a) => sum + (a.tokens ?? 0), 0) / seconds),
+  };
+}
+
+/** The rows as a table, perf_analyzer's way: a line per concurrency. */
+export function perfTable(result: PerfResult): string {
+  const generative = result.kind === 'generative';
+  const head = [
+    'concurrency',
+    'requests/s',
+    'p50 ms',
+    'p90 ms',
+    'p99 ms',
+    ...(generative ? ['TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'tokens/s'] : []),
+    'errors',
+  ];
+  const lines = result.rows.map((r) => [
+    r.concurrency,
+    r.requestsPerS,
+    r.latencyMs.p50,
+    r.latencyMs.p90,
+    r.latencyMs.p99,
+    ...(generative ? [r.ttftMs?.p50, r.ttftMs?.p99, r.interTokenMs?.p50, r.interTokenMs?.p99, r.outputTokensPerS] : []),
+    Object.entries(r.errors)
+      .map(([k, v]) => `${v}× ${k}`)
+      .join(', ') || '0',
+  ]);
+  const cells = [head, ...lines.map((l) => l.map(String))];
+  const widths = head.map((_, c) => Math.max(...cells.map((row) => row[c].length)));
+  return cells.map((row) => row.map((cell, c) => cell.padStart(widths[c])).join('  ')).join('\n');
+}

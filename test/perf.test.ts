@@ -1,0 +1,98 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { perf } from '../src/perf.js';
+import { MODELS, ROOT, startTestGateway } from './helpers.js';
+
+// `infergate perf` against a real gateway: what it counts is what the gateway served.
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+const SECRET = 'a-long-enough-shared-secret';
+beforeAll(async () => {
+  gw = await startTestGateway({
+    auth: { default: 'key', keys: [{ id: 'perf', secret: SECRET }] },
+    models: {
+      mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+    },
+  });
+});
+afterAll(() => gw?.shutdown());
+
+const headers = { 'Infergate-Key': 'perf', 'Infergate-Secret': SECRET };
+const stats = async (model: string) => (await (await fetch(`${gw.url}/v2/models/${model}/stats`, { headers })).json()) as Record<string, number>;
+
+describe('infergate perf', () => {
+  it('loads a tensor model at each concurrency with random rows: every request answered, as the gateway counts them', async () => {
+    const before = await stats('mlp');
+    const result = await perf({ url: gw.url, model: 'mlp', concurrency: [1, 4], seconds: 0.5, headers });
+    expect(result.kind).toBe('tensor');
+    expect(result.rows.map((r) => r.concurrency)).toEqual([1, 4]);
+    for (const r of result.rows) {
+      expect(r.errors).toEqual({});
+      expect(r.requests).toBeGreaterThan(10);
+      expect(r.latencyMs.p50).toBeGreaterThan(0);
+      expect(r.latencyMs.p50).toBeLessThanOrEqual(r.latencyMs.p99);
+    }
+    // (plus the warm-up request of each client: 1 + 4)
+    const sent = result.rows.reduce((sum, r) => sum + r.requests, 0) + 5;
+    expect((await stats('mlp')).requests - before.requests).toBe(sent);
+  });
+
+  it('streams completions from a generative model: time to first token, gaps, and every stream max_tokens long', async () => {
+    const before = await stats('tiny-gpt');
+    const result = await perf({ url: gw.url, model: 'tiny-gpt', concurrency: [2], seconds: 0.8, maxTokens: 12, promptTokens: 8, headers });
+    expect(result.kind).toBe('generative');
+    const [row] = result.rows;
+    expect(row.errors).toEqual({});
+    expect(row.requests).toBeGreaterThan(2);
+    expect(row.ttftMs?.p50).toBeGreaterThan(0);
+    expect(row.ttftMs?.p50).toBeLessThan(row.latencyMs.p50);
+    expect(row.interTokenMs?.p50).toBeGreaterThan(0);
+    const after = await stats('tiny-gpt');
+    expect(after.tokens - before.tokens).toBe((row.requests + 2) * 12); // (ignore_eos: each exactly max_tokens)
+    expect(row.outputTokensPerS).toBe(Math.round((row.requests * 12) / 0.8));
+  });
+
+  it('counts refusals as errors by status, and says why it cannot start', async () => {
+    const refused = await perf({ url: gw.url, model: 'mlp', concurrency: [1], seconds: 0.2, headers, shapes: { x: [1, 63] } });
+    expect(refused.rows[0].requests).toBe(0);
+    expect(Object.keys(refused.rows[0].errors)).toEqual(['400']);
+    await expect(perf({ url: gw.url, model: 'nope', concurrency: [1], seconds: 0.2, headers })).rejects.toThrow(/GET \/v2\/models\/nope: 404/);
+    await expect(perf({ url: gw.url, model: 'mlp', concurrency: [1], seconds: 0.2 })).rejects.toThrow(/401/);
+  });
+
+  it('prints a table from the command line', async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(ROOT, 'src/cli.ts'),
+        'perf',
+        '-u',
+        gw.url,
+        '-m',
+        'mlp',
+        '--concurrency',
+        '1,2',
+        '--seconds',
+        '0.3',
+        '-H',
+        'Infergate-Key: perf',
+        '-H',
+        `Infergate-Secret: ${SECRET}`,
+      ],
+      { cwd: ROOT },
+    );
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    const code = await new Promise((resolve) => child.once('exit', resolve));
+    expect(code).toBe(0);
+    const lines = out.trim().split('\n');
+    expect(lines[0]).toBe(`mlp (tensor) at ${gw.url}, 0.3 s per concurrency:`);
+    expect(lines[1].trim().split(/\s+/)).toEqual(['concurrency', 'requests/s', 'p50', 'ms', 'p90', 'ms', 'p99', 'ms', 'errors']);
+    expect(lines.slice(2).map((l) => l.trim().split(/\s+/)[0])).toEqual(['1', '2']);
+  });
+});
