@@ -182,6 +182,7 @@ program
   .requiredOption('-m, --model <name>', 'the model to load (a generative one gets completion streams: time to first token, tokens/s)')
   .option('-u, --url <url>', 'the gateway', 'http://localhost:8080')
   .option('--concurrency <list>', 'closed-loop clients, a run each', '1,4,16')
+  .option('--request-rate <list>', 'open loop instead: requests a second, sent when due whatever the answers (latency from then)')
   .option('--seconds <n>', 'each run measures this long (after a warm-up request per client)', '10')
   .option('--shape <input:dims...>', "a tensor input's shape where the model's has dynamic dimensions (default 1), e.g. x:1,3,224,224")
   .option('--prompt-tokens <n>', 'generative: words in each prompt', '32')
@@ -193,6 +194,7 @@ program
       model: string;
       url: string;
       concurrency: string;
+      requestRate?: string;
       seconds: string;
       shape?: string[];
       promptTokens: string;
@@ -206,6 +208,7 @@ program
         return n;
       };
       const concurrency = o.concurrency.split(',').map((c) => positive(c, '--concurrency'));
+      const requestRates = o.requestRate?.split(',').map((r) => positive(r, '--request-rate'));
       const shapes = Object.fromEntries(
         (o.shape ?? []).map((s) => {
           const [name, dims] = s.split(':');
@@ -226,13 +229,15 @@ program
           url: o.url,
           model: o.model,
           concurrency,
+          requestRates,
           seconds: positive(o.seconds, '--seconds'),
           shapes,
           promptTokens: positive(o.promptTokens, '--prompt-tokens'),
           maxTokens: positive(o.maxTokens, '--max-tokens'),
           headers,
         },
-        (row) => o.json || console.error(`concurrency ${row.concurrency}: ${row.requestsPerS} requests/s`),
+        (row) =>
+          o.json || console.error(`${row.requestRate ? `request rate ${row.requestRate}` : `concurrency ${row.concurrency}`}: ${row.requestsPerS} requests/s`),
       ).catch((err: Error) => {
         // (said as a usage error is, "infergate: …": the gateway's refusal, or why it could not be reached)
         const cause = err.cause as { code?: string; message?: string } | undefined;
@@ -240,7 +245,7 @@ program
         throw new ConfigError(`perf: ${err.message}${why ? ` (${why}: is a gateway at ${o.url}?)` : ''}`);
       });
       if (o.json) return console.log(JSON.stringify(result));
-      console.log(`${o.model} (${result.kind}) at ${o.url}, ${o.seconds} s per concurrency:\n${perfTable(result)}`);
+      console.log(`${o.model} (${result.kind}) at ${o.url}, ${o.seconds} s per ${requestRates ? 'request rate' : 'concurrency'}:\n${perfTable(result)}`);
     },
   );
 

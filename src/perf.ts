@@ -14,6 +14,11 @@ export type PerfOptions = {
   url: string;
   model: string;
   concurrency: number[];
+  /**
+   * Open loop instead: requests a second, each sent when it is due whatever the answers, its latency counted from
+   * then (a closed loop waits on slow answers and under-counts them: coordinated omission).
+   */
+  requestRates?: number[];
   seconds: number;
   /** Input dimensions for a tensor model's dynamic ones: name → full shape. */
   shapes?: Record<string, number[]>;
@@ -25,7 +30,9 @@ export type PerfOptions = {
 
 type Quantiles = { p50: number; p90: number; p99: number };
 export type PerfRow = {
-  concurrency: number;
+  /** The load: closed-loop clients, or (open loop) requests a second sent. */
+  concurrency?: number;
+  requestRate?: number;
   requests: number;
   requestsPerS: number;
   latencyMs: Quantiles;
@@ -48,12 +55,14 @@ export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = ()
   const metadata = (await res.json()) as Metadata;
   const generative = metadata.inputs.some((i) => i.name === 'text_input');
   const rows: PerfRow[] = [];
-  for (const concurrency of o.concurrency) {
-    const client = new HttpClient(base, concurrency, o.headers ?? {});
+  type Load = { concurrency?: number; requestRate?: number };
+  const loads: Load[] = o.requestRates?.length ? o.requestRates.map((requestRate) => ({ requestRate })) : o.concurrency.map((concurrency) => ({ concurrency }));
+  for (const load of loads) {
+    const client = new HttpClient(base, load.concurrency ?? OPEN_LOOP_CONNECTIONS, o.headers ?? {});
     const send = generative ? streamRequest(client, o) : inferRequest(client, metadata, o);
     try {
-      const answers = await closedLoop(concurrency, o.seconds, send);
-      const row = summary(concurrency, o.seconds, answers, generative);
+      const run = load.concurrency ? await closedLoop(load.concurrency, o.seconds, send) : await openLoop(load.requestRate as number, o.seconds, send);
+      const row = { ...load, ...summary(run, generative) };
       progress(row);
       rows.push(row);
     } finally {
@@ -63,17 +72,44 @@ export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = ()
   return { model: o.model, kind: generative ? 'generative' : 'tensor', rows };
 }
 
+/** Connections an open loop may hold at once (more requests in flight wait for one, the wait counted). */
+const OPEN_LOOP_CONNECTIONS = 1024;
+
+type Run = { answers: Answer[]; elapsedS: number };
+
 /** `clients` loops, each sending as its last request is answered; after one request each (a warm-up), `seconds` of them. */
-async function closedLoop(clients: number, seconds: number, send: () => Promise<Answer>): Promise<Answer[]> {
+async function closedLoop(clients: number, seconds: number, send: () => Promise<Answer>): Promise<Run> {
   await Promise.all(Array.from({ length: clients }, send));
   const answers: Answer[] = [];
-  const end = performance.now() + seconds * 1000;
+  const start = performance.now();
+  const end = start + seconds * 1000;
   await Promise.all(
     Array.from({ length: clients }, async () => {
       while (performance.now() < end) answers.push(await send());
     }),
   );
-  return answers;
+  return { answers, elapsedS: (performance.now() - start) / 1000 };
+}
+
+/**
+ * `rate` requests a second for `seconds`, each sent when due (after one request, a warm-up); its latency and time to
+ * first token counted from when it was due. Throughput is what was answered over the time to the last answer.
+ */
+async function openLoop(rate: number, seconds: number, send: () => Promise<Answer>): Promise<Run> {
+  await send();
+  const answers: Answer[] = [];
+  const sent: Promise<unknown>[] = [];
+  const start = performance.now();
+  for (let i = 0; i < Math.round(rate * seconds); i++) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    const late = performance.now() - due;
+    sent.push(send().then((a) => answers.push({ ...a, ms: a.ms + late, ...(a.ttftMs !== undefined && { ttftMs: a.ttftMs + late }) })));
+  }
+  await Promise.all(sent);
+  // (the window is `seconds` long, the last request due just before its end; answers after it stretch it)
+  return { answers, elapsedS: Math.max(seconds, (performance.now() - start) / 1000) };
 }
 
 /** Keep-alive connections, one per client, over HTTP or HTTPS. */
@@ -212,7 +248,7 @@ function quantiles(values: number[]): Quantiles {
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99) };
 }
 
-function summary(concurrency: number, seconds: number, answers: Answer[], generative: boolean): PerfRow {
+function summary({ answers, elapsedS }: Run, generative: boolean): PerfRow {
   const ok = answers.filter((a) => a.status === 200);
   const errors: Record<string, number> = {};
   for (const a of answers) {
@@ -221,9 +257,8 @@ function summary(concurrency: number, seconds: number, answers: Answer[], genera
     errors[why] = (errors[why] ?? 0) + 1;
   }
   const row: PerfRow = {
-    concurrency,
     requests: ok.length,
-    requestsPerS: Math.round((ok.length / seconds) * 10) / 10,
+    requestsPerS: Math.round((ok.length / elapsedS) * 10) / 10,
     latencyMs: quantiles(ok.map((a) => a.ms)),
     errors,
   };
@@ -232,15 +267,16 @@ function summary(concurrency: number, seconds: number, answers: Answer[], genera
     ...row,
     ttftMs: quantiles(ok.map((a) => a.ttftMs ?? 0)),
     interTokenMs: quantiles(ok.flatMap((a) => a.gapsMs ?? [])),
-    outputTokensPerS: Math.round(ok.reduce((sum, a) => sum + (a.tokens ?? 0), 0) / seconds),
+    outputTokensPerS: Math.round(ok.reduce((sum, a) => sum + (a.tokens ?? 0), 0) / elapsedS),
   };
 }
 
 /** The rows as a table, perf_analyzer's way: a line per concurrency. */
 export function perfTable(result: PerfResult): string {
   const generative = result.kind === 'generative';
+  const open = result.rows.some((r) => r.requestRate !== undefined);
   const head = [
-    'concurrency',
+    open ? 'request rate' : 'concurrency',
     'requests/s',
     'p50 ms',
     'p90 ms',
@@ -249,7 +285,7 @@ export function perfTable(result: PerfResult): string {
     'errors',
   ];
   const lines = result.rows.map((r) => [
-    r.concurrency,
+    open ? r.requestRate : r.concurrency,
     r.requestsPerS,
     r.latencyMs.p50,
     r.latencyMs.p90,

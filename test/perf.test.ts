@@ -13,6 +13,8 @@ beforeAll(async () => {
     models: {
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      // (tens of ms a run, one request at a time: a server that a rate above its capacity queues up)
+      slow: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: { max_batch_size: 1 }, scaling: { min_containers: 1, max_containers: 1 } },
     },
   });
 });
@@ -50,7 +52,28 @@ describe('infergate perf', () => {
     expect(row.interTokenMs?.p50).toBeGreaterThan(0);
     const after = await stats('tiny-gpt');
     expect(after.tokens - before.tokens).toBe((row.requests + 2) * 12); // (ignore_eos: each exactly max_tokens)
-    expect(row.outputTokensPerS).toBe(Math.round((row.requests * 12) / 0.8));
+    // (over the run's time: its window, and the last streams' ends after it)
+    expect(row.outputTokensPerS).toBeGreaterThan(0);
+    expect(row.outputTokensPerS).toBeLessThanOrEqual(Math.round((row.requests * 12) / 0.8));
+  });
+
+  it('in an open loop sends each request when due, whatever the answers: past capacity the queue shows in latency', async () => {
+    const before = await stats('mlp');
+    const result = await perf({ url: gw.url, model: 'mlp', concurrency: [], requestRates: [40, 120], seconds: 0.5, headers });
+    expect(result.rows.map((r) => [r.requestRate, r.requests, r.errors])).toEqual([
+      [40, 20, {}],
+      [120, 60, {}],
+    ]);
+    expect((await stats('mlp')).requests - before.requests).toBe(20 + 60 + 2); // (a warm-up request each)
+    for (const r of result.rows) expect(r.requestsPerS).toBeLessThanOrEqual(r.requestRate as number);
+    // Past the server's capacity the queue grows, and latency counted from when each request was due shows it; a
+    // closed loop of one client sees the service time alone.
+    const closed = await perf({ url: gw.url, model: 'slow', concurrency: [1], seconds: 0.5, headers });
+    const service = closed.rows[0].latencyMs.p50;
+    const open = await perf({ url: gw.url, model: 'slow', concurrency: [], requestRates: [3000 / service], seconds: 0.6, headers });
+    expect(open.rows[0].errors).toEqual({});
+    expect(open.rows[0].latencyMs.p90).toBeGreaterThan(4 * service);
+    expect(open.rows[0].requestsPerS).toBeLessThan(0.6 * (3000 / service));
   });
 
   it('counts refusals as errors by status, and says why it cannot start', async () => {
