@@ -182,6 +182,7 @@ program
   .requiredOption('-m, --model <name>', 'the model to load (a generative one gets completion streams: time to first token, tokens/s)')
   .option('-u, --url <url>', 'the gateway', 'http://localhost:8080')
   .option('--concurrency <list>', 'closed-loop clients, a run each', '1,4,16')
+  .option('--grpc <host:port>', "a tensor model over KServe v2 gRPC (the gateway's server.grpc_port) instead of HTTP")
   .option('--request-rate <list>', 'open loop instead: requests a second, sent when due whatever the answers (latency from then)')
   .option('--seconds <n>', 'each run measures this long (after a warm-up request per client)', '10')
   .option('--shape <input:dims...>', "a tensor input's shape where the model's has dynamic dimensions (default 1), e.g. x:1,3,224,224")
@@ -195,6 +196,7 @@ program
       url: string;
       concurrency: string;
       requestRate?: string;
+      grpc?: string;
       seconds: string;
       shape?: string[];
       promptTokens: string;
@@ -230,6 +232,7 @@ program
           model: o.model,
           concurrency,
           requestRates,
+          grpc: o.grpc,
           seconds: positive(o.seconds, '--seconds'),
           shapes,
           promptTokens: positive(o.promptTokens, '--prompt-tokens'),
@@ -245,7 +248,9 @@ program
         throw new ConfigError(`perf: ${err.message}${why ? ` (${why}: is a gateway at ${o.url}?)` : ''}`);
       });
       if (o.json) return console.log(JSON.stringify(result));
-      console.log(`${o.model} (${result.kind}) at ${o.url}, ${o.seconds} s per ${requestRates ? 'request rate' : 'concurrency'}:\n${perfTable(result)}`);
+      console.log(
+        `${o.model} (${result.kind}) at ${o.grpc ? `${o.grpc} (gRPC)` : o.url}, ${o.seconds} s per ${requestRates ? 'request rate' : 'concurrency'}:\n${perfTable(result)}`,
+      );
     },
   );
 

@@ -1,6 +1,8 @@
 import { Agent, request } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import * as grpc from '@grpc/grpc-js';
 import { createParser } from 'eventsource-parser';
+import { loadService } from './gateway/grpc/proto.js';
 
 /**
  * `infergate perf`: load on a running gateway, as Triton's perf_analyzer and genai-perf measure a server. At each
@@ -24,8 +26,10 @@ export type PerfOptions = {
   shapes?: Record<string, number[]>;
   promptTokens?: number;
   maxTokens?: number;
-  /** Sent with every request (auth: `Authorization`, or `Infergate-Key` / `Infergate-Secret`). */
+  /** Sent with every request (auth: `Authorization`, or `Infergate-Key` / `Infergate-Secret`); over gRPC as metadata. */
   headers?: Record<string, string>;
+  /** A tensor model over KServe v2 gRPC at this address (host:port: the gateway's server.grpc_port) instead of HTTP. */
+  grpc?: string;
 };
 
 type Quantiles = { p50: number; p90: number; p99: number };
@@ -46,20 +50,23 @@ export type PerfRow = {
 export type PerfResult = { model: string; kind: 'tensor' | 'generative'; rows: PerfRow[] };
 
 type Metadata = { inputs: { name: string; datatype: string; shape: number[] }[]; parameters?: { max_batch_size?: number } };
-type Answer = { status: number; ms: number; ttftMs?: number; gapsMs?: number[]; tokens?: number };
+/** `status`: 200 when answered; else the HTTP status, a gRPC status's name, 0 (no answer) or -1 (a stream cut short). */
+type Answer = { status: number | string; ms: number; ttftMs?: number; gapsMs?: number[]; tokens?: number };
 
 export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = () => {}): Promise<PerfResult> {
   const base = new URL(o.url);
-  const res = await fetch(new URL(`/v2/models/${encodeURIComponent(o.model)}`, base), { headers: o.headers });
-  if (!res.ok) throw new Error(`GET /v2/models/${o.model}: ${res.status} ${(await res.text()).slice(0, 300)}`);
-  const metadata = (await res.json()) as Metadata;
+  const headers = o.headers ?? {};
+  const metadata = o.grpc ? await grpcMetadata(o.grpc, o.model, headers) : await httpMetadata(base, o.model, headers);
   const generative = metadata.inputs.some((i) => i.name === 'text_input');
+  if (generative && o.grpc) throw new Error(`${o.model} is generative: its tokens stream over HTTP (leave --grpc out)`);
   const rows: PerfRow[] = [];
   type Load = { concurrency?: number; requestRate?: number };
   const loads: Load[] = o.requestRates?.length ? o.requestRates.map((requestRate) => ({ requestRate })) : o.concurrency.map((concurrency) => ({ concurrency }));
   for (const load of loads) {
-    const client = new HttpClient(base, load.concurrency ?? OPEN_LOOP_CONNECTIONS, o.headers ?? {});
-    const send = generative ? streamRequest(client, o) : inferRequest(client, metadata, o);
+    const connections = load.concurrency ?? OPEN_LOOP_CONNECTIONS;
+    const client = o.grpc ? new GrpcChannels(o.grpc, Math.min(connections, MAX_GRPC_CHANNELS), headers) : new HttpClient(base, connections, headers);
+    const send =
+      client instanceof GrpcChannels ? grpcInferRequest(client, metadata, o) : generative ? streamRequest(client, o) : inferRequest(client, metadata, o);
     try {
       const run = load.concurrency ? await closedLoop(load.concurrency, o.seconds, send) : await openLoop(load.requestRate as number, o.seconds, send);
       const row = { ...load, ...summary(run, generative) };
@@ -74,6 +81,23 @@ export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = ()
 
 /** Connections an open loop may hold at once (more requests in flight wait for one, the wait counted). */
 const OPEN_LOOP_CONNECTIONS = 1024;
+/** gRPC connections at most (HTTP/2 carries many requests at once on each). */
+const MAX_GRPC_CHANNELS = 16;
+
+async function httpMetadata(base: URL, model: string, headers: Record<string, string>): Promise<Metadata> {
+  const res = await fetch(new URL(`/v2/models/${encodeURIComponent(model)}`, base), { headers });
+  if (!res.ok) throw new Error(`GET /v2/models/${model}: ${res.status} ${(await res.text()).slice(0, 300)}`);
+  return (await res.json()) as Metadata;
+}
+
+async function grpcMetadata(address: string, model: string, headers: Record<string, string>): Promise<Metadata> {
+  const channels = new GrpcChannels(address, 1, headers);
+  try {
+    return await channels.modelMetadata(model);
+  } finally {
+    channels.close();
+  }
+}
 
 type Run = { answers: Answer[]; elapsedS: number };
 
@@ -149,14 +173,19 @@ class HttpClient {
   }
 }
 
-/** KServe v2 infer of random data: one row per request, the binary extension both ways. */
-function inferRequest(client: HttpClient, metadata: Metadata, o: PerfOptions): () => Promise<Answer> {
-  const tensors = metadata.inputs.map((input, i) => {
-    const shape = o.shapes?.[input.name] ?? input.shape.map((d) => (d >= 0 ? d : 1)); // (one row; other dynamic dimensions 1)
+/** Random inputs as the model's metadata describes them: one row; other dynamic dimensions 1, or as `shapes` says. */
+function randomTensors(metadata: Metadata, o: PerfOptions) {
+  return metadata.inputs.map((input, i) => {
+    const shape = o.shapes?.[input.name] ?? input.shape.map((d) => (Number(d) >= 0 ? Number(d) : 1));
     if (shape.some((d) => d < 0)) throw new Error(`--shape ${input.name}: dimensions must not be negative`);
     const count = shape.reduce((a, b) => a * b, 1);
     return { name: input.name, datatype: input.datatype, shape, bytes: randomBytesOf(input.datatype, count, i) };
   });
+}
+
+/** KServe v2 infer of random data: one row per request, the binary extension both ways. */
+function inferRequest(client: HttpClient, metadata: Metadata, o: PerfOptions): () => Promise<Answer> {
+  const tensors = randomTensors(metadata, o);
   const header = Buffer.from(
     JSON.stringify({
       inputs: tensors.map((t) => ({ name: t.name, datatype: t.datatype, shape: t.shape, parameters: { binary_data_size: t.bytes.length } })),
@@ -298,4 +327,62 @@ export function perfTable(result: PerfResult): string {
   const cells = [head, ...lines.map((l) => l.map(String))];
   const widths = head.map((_, c) => Math.max(...cells.map((row) => row[c].length)));
   return cells.map((row) => row.map((cell, c) => cell.padStart(widths[c])).join('  ')).join('\n');
+}
+
+/**
+ * The same over KServe v2 gRPC (perf_analyzer's `-i grpc`): ModelInfer with raw contents, on one channel per
+ * client. Answers are 200 for OK, else the gRPC status code's name.
+ */
+function grpcInferRequest(channels: GrpcChannels, metadata: Metadata, o: PerfOptions): () => Promise<Answer> {
+  const tensors = randomTensors(metadata, o);
+  const request = {
+    model_name: o.model,
+    inputs: tensors.map((t) => ({ name: t.name, datatype: t.datatype, shape: t.shape })),
+    raw_input_contents: tensors.map((t) => t.bytes),
+  };
+  return async () => {
+    const t = performance.now();
+    const code = await channels.infer(request);
+    return { status: code === grpc.status.OK ? 200 : grpc.status[code], ms: performance.now() - t };
+  };
+}
+
+type InferRequest = { model_name: string; inputs: object[]; raw_input_contents: Buffer[] };
+type Rpc = (request: object, metadata: grpc.Metadata, callback: (err: grpc.ServiceError | null, reply: unknown) => void) => void;
+
+/** gRPC clients of the inference service, one connection each, taken in turn; `headers` sent as metadata. */
+class GrpcChannels {
+  private clients: grpc.Client[];
+  private next = 0;
+  private metadata = new grpc.Metadata();
+
+  constructor(address: string, connections: number, headers: Record<string, string>) {
+    const Service = loadService('inference.proto', 'inference.GRPCInferenceService');
+    // (a channel option of its own per client: grpc-js shares a connection between clients of equal options)
+    this.clients = Array.from({ length: connections }, (_, i) => new Service(address, grpc.credentials.createInsecure(), { 'infergate.perf.connection': i }));
+    for (const [name, value] of Object.entries(headers)) this.metadata.set(name.toLowerCase(), value);
+  }
+
+  /** The model's metadata (ModelMetadata), or throws with the server's status. */
+  modelMetadata(name: string): Promise<Metadata> {
+    return new Promise((resolve, reject) =>
+      this.call('ModelMetadata')({ name }, this.metadata, (err, reply) =>
+        err ? reject(new Error(`ModelMetadata ${name}: ${grpc.status[err.code]} ${err.details}`)) : resolve(reply as Metadata),
+      ),
+    );
+  }
+
+  /** ModelInfer: the answer's status code. */
+  infer(request: InferRequest): Promise<grpc.status> {
+    return new Promise((resolve) => this.call('ModelInfer')(request, this.metadata, (err) => resolve(err ? err.code : grpc.status.OK)));
+  }
+
+  close(): void {
+    for (const client of this.clients) client.close();
+  }
+
+  private call(method: string): Rpc {
+    const client = this.clients[this.next++ % this.clients.length] as unknown as Record<string, Rpc>;
+    return client[method].bind(client);
+  }
 }

@@ -9,6 +9,7 @@ let gw: Awaited<ReturnType<typeof startTestGateway>>;
 const SECRET = 'a-long-enough-shared-secret';
 beforeAll(async () => {
   gw = await startTestGateway({
+    server: { grpc_port: 0 },
     auth: { default: 'key', keys: [{ id: 'perf', secret: SECRET }] },
     models: {
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
@@ -74,6 +75,20 @@ describe('infergate perf', () => {
     expect(open.rows[0].errors).toEqual({});
     expect(open.rows[0].latencyMs.p90).toBeGreaterThan(4 * service);
     expect(open.rows[0].requestsPerS).toBeLessThan(0.6 * (3000 / service));
+  });
+
+  it('loads a tensor model over gRPC too (ModelInfer, the key as metadata), refusals by their status', async () => {
+    const grpc = `127.0.0.1:${gw.grpcPort}`;
+    const before = await stats('mlp');
+    const result = await perf({ url: gw.url, grpc, model: 'mlp', concurrency: [2], seconds: 0.4, headers });
+    expect(result.rows[0].errors).toEqual({});
+    expect((await stats('mlp')).requests - before.requests).toBe(result.rows[0].requests + 2);
+    const wrong = await perf({ url: gw.url, grpc, model: 'mlp', concurrency: [1], seconds: 0.2, headers, shapes: { x: [1, 3] } });
+    expect(Object.keys(wrong.rows[0].errors)).toEqual(['INVALID_ARGUMENT']);
+    await expect(perf({ url: gw.url, grpc, model: 'tiny-gpt', concurrency: [1], seconds: 0.2, headers })).rejects.toThrow(
+      /generative: its tokens stream over HTTP/,
+    );
+    await expect(perf({ url: gw.url, grpc, model: 'mlp', concurrency: [1], seconds: 0.2 })).rejects.toThrow(/UNAUTHENTICATED/);
   });
 
   it('counts refusals as errors by status, and says why it cannot start', async () => {
