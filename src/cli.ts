@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
@@ -182,6 +183,7 @@ program
   .requiredOption('-m, --model <name>', 'the model to load (a generative one gets completion streams: time to first token, tokens/s)')
   .option('-u, --url <url>', 'the gateway', 'http://localhost:8080')
   .option('--concurrency <list>', 'closed-loop clients, a run each', '1,4,16')
+  .option('--ca <file>', "an HTTPS gateway's certificate authority (PEM), for a self-signed one")
   .option('--grpc <host:port>', "a tensor model over KServe v2 gRPC (the gateway's server.grpc_port) instead of HTTP")
   .option('--request-rate <list>', 'open loop instead: requests a second, sent when due whatever the answers (latency from then)')
   .option('--seconds <n>', 'each run measures this long (after a warm-up request per client)', '10')
@@ -197,6 +199,7 @@ program
       concurrency: string;
       requestRate?: string;
       grpc?: string;
+      ca?: string;
       seconds: string;
       shape?: string[];
       promptTokens: string;
@@ -233,6 +236,12 @@ program
           concurrency,
           requestRates,
           grpc: o.grpc,
+          ca:
+            o.ca === undefined
+              ? undefined
+              : await readFile(o.ca, 'utf8').catch((err: Error) => {
+                  throw new ConfigError(`--ca: ${err.message}`);
+                }),
           seconds: positive(o.seconds, '--seconds'),
           shapes,
           promptTokens: positive(o.promptTokens, '--prompt-tokens'),
@@ -243,9 +252,9 @@ program
           o.json || console.error(`${row.requestRate ? `request rate ${row.requestRate}` : `concurrency ${row.concurrency}`}: ${row.requestsPerS} requests/s`),
       ).catch((err: Error) => {
         // (said as a usage error is, "infergate: …": the gateway's refusal, or why it could not be reached)
-        const cause = err.cause as { code?: string; message?: string } | undefined;
-        const why = cause?.code ?? cause?.message;
-        throw new ConfigError(`perf: ${err.message}${why ? ` (${why}: is a gateway at ${o.url}?)` : ''}`);
+        // (a connection's error has a code: ECONNREFUSED, ENOTFOUND, a certificate's)
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new ConfigError(`perf: ${err.message}${code ? ` (is a gateway at ${o.url}?)` : ''}`);
       });
       if (o.json) return console.log(JSON.stringify(result));
       console.log(

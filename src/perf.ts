@@ -28,6 +28,8 @@ export type PerfOptions = {
   maxTokens?: number;
   /** Sent with every request (auth: `Authorization`, or `Infergate-Key` / `Infergate-Secret`); over gRPC as metadata. */
   headers?: Record<string, string>;
+  /** Certificates (PEM) an HTTPS gateway's is trusted by, besides the system's: a self-signed gateway's own. */
+  ca?: string;
   /** A tensor model over KServe v2 gRPC at this address (host:port: the gateway's server.grpc_port) instead of HTTP. */
   grpc?: string;
 };
@@ -56,7 +58,7 @@ type Answer = { status: number | string; ms: number; ttftMs?: number; gapsMs?: n
 export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = () => {}): Promise<PerfResult> {
   const base = new URL(o.url);
   const headers = o.headers ?? {};
-  const metadata = o.grpc ? await grpcMetadata(o.grpc, o.model, headers) : await httpMetadata(base, o.model, headers);
+  const metadata = o.grpc ? await grpcMetadata(o.grpc, o.model, headers) : await httpMetadata(base, o.model, headers, o.ca);
   const generative = metadata.inputs.some((i) => i.name === 'text_input');
   if (generative && o.grpc) throw new Error(`${o.model} is generative: its tokens stream over HTTP (leave --grpc out)`);
   const rows: PerfRow[] = [];
@@ -64,7 +66,7 @@ export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = ()
   const loads: Load[] = o.requestRates?.length ? o.requestRates.map((requestRate) => ({ requestRate })) : o.concurrency.map((concurrency) => ({ concurrency }));
   for (const load of loads) {
     const connections = load.concurrency ?? OPEN_LOOP_CONNECTIONS;
-    const client = o.grpc ? new GrpcChannels(o.grpc, Math.min(connections, MAX_GRPC_CHANNELS), headers) : new HttpClient(base, connections, headers);
+    const client = o.grpc ? new GrpcChannels(o.grpc, Math.min(connections, MAX_GRPC_CHANNELS), headers) : new HttpClient(base, connections, headers, o.ca);
     const send =
       client instanceof GrpcChannels ? grpcInferRequest(client, metadata, o) : generative ? streamRequest(client, o) : inferRequest(client, metadata, o);
     try {
@@ -84,10 +86,15 @@ const OPEN_LOOP_CONNECTIONS = 1024;
 /** gRPC connections at most (HTTP/2 carries many requests at once on each). */
 const MAX_GRPC_CHANNELS = 16;
 
-async function httpMetadata(base: URL, model: string, headers: Record<string, string>): Promise<Metadata> {
-  const res = await fetch(new URL(`/v2/models/${encodeURIComponent(model)}`, base), { headers });
-  if (!res.ok) throw new Error(`GET /v2/models/${model}: ${res.status} ${(await res.text()).slice(0, 300)}`);
-  return (await res.json()) as Metadata;
+async function httpMetadata(base: URL, model: string, headers: Record<string, string>, ca?: string): Promise<Metadata> {
+  const client = new HttpClient(base, 1, headers, ca);
+  try {
+    const res = await client.get(`/v2/models/${encodeURIComponent(model)}`);
+    if (res.status !== 200) throw new Error(`GET /v2/models/${model}: ${res.status} ${res.body.slice(0, 300)}`);
+    return JSON.parse(res.body) as Metadata;
+  } finally {
+    client.close();
+  }
 }
 
 async function grpcMetadata(address: string, model: string, headers: Record<string, string>): Promise<Metadata> {
@@ -145,10 +152,27 @@ class HttpClient {
     private base: URL,
     connections: number,
     private headers: Record<string, string>,
+    ca?: string,
   ) {
     const https = base.protocol === 'https:';
-    this.agent = new (https ? HttpsAgent : Agent)({ keepAlive: true, maxSockets: connections });
+    this.agent = https ? new HttpsAgent({ keepAlive: true, maxSockets: connections, ca }) : new Agent({ keepAlive: true, maxSockets: connections });
     this.request = https ? (httpsRequest as typeof request) : request;
+  }
+
+  /** GETs `path`: its status and body. */
+  get(path: string): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = this.request(new URL(path, this.base), { agent: this.agent, headers: this.headers }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
   }
 
   /** POSTs `body`; `onData` gets the answer's chunks; resolves with its status once it has ended. */

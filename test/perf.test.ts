@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { perf } from '../src/perf.js';
-import { MODELS, ROOT, startTestGateway } from './helpers.js';
+import { MODELS, ROOT, selfSignedTls, startTestGateway } from './helpers.js';
 
 // `infergate perf` against a real gateway: what it counts is what the gateway served.
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
@@ -97,6 +97,23 @@ describe('infergate perf', () => {
     expect(Object.keys(refused.rows[0].errors)).toEqual(['400']);
     await expect(perf({ url: gw.url, model: 'nope', concurrency: [1], seconds: 0.2, headers })).rejects.toThrow(/GET \/v2\/models\/nope: 404/);
     await expect(perf({ url: gw.url, model: 'mlp', concurrency: [1], seconds: 0.2 })).rejects.toThrow(/401/);
+  });
+
+  it('loads an HTTPS gateway whose certificate it is given (--ca), and says why not without it', async () => {
+    const files = await selfSignedTls();
+    const tls = await startTestGateway({
+      server: { tls: { cert: files.cert, key: files.key } },
+      models: { mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    });
+    try {
+      const url = tls.url.replace('http:', 'https:');
+      const result = await perf({ url, model: 'mlp', concurrency: [2], seconds: 0.3, ca: files.ca });
+      expect(result.rows[0].errors).toEqual({});
+      expect(result.rows[0].requests).toBeGreaterThan(5);
+      await expect(perf({ url, model: 'mlp', concurrency: [1], seconds: 0.2 })).rejects.toThrow(/self-signed certificate/);
+    } finally {
+      await tls.shutdown();
+    }
   });
 
   it('prints a table from the command line', async () => {
