@@ -102,6 +102,10 @@ describe('reasoning parsers', () => {
     expect(streamed.content).toEqual(thought.content);
     const plain = await anthropic.messages.create(ask);
     expect(plain.content).toEqual([{ type: 'text', text: '' }]); // (all thinking: none of it shown)
+    // Turned off in so many words: no thinking at all, an answer at once.
+    const off = await anthropic.messages.create({ ...ask, thinking: { type: 'disabled' } });
+    expect(off.content).toEqual([{ type: 'text', text: expect.stringMatching(/\S/) }]);
+    expect(off.usage.output_tokens).toBe(12);
     await expect(anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 12 } })).rejects.toMatchObject({ status: 400 });
   });
 
