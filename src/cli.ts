@@ -189,6 +189,7 @@ program
   .option('--seconds <n>', 'each run measures this long (after a warm-up request per client)', '10')
   .option('--shape <input:dims...>', "a tensor input's shape where the model's has dynamic dimensions (default 1), e.g. x:1,3,224,224")
   .option('--prompt-tokens <n>', 'generative: words in each prompt', '32')
+  .option('--endpoint <api>', "generative: completions, or chat (the prompt laid out as a chat: genai-perf's chat endpoint)", 'completions')
   .option('--max-tokens <n>', 'generative: tokens each stream generates (ignore_eos)', '64')
   .option('-H, --header <header...>', 'sent with every request: "Authorization: Bearer …", "Infergate-Key: …"')
   .option('--json', 'print the result as JSON')
@@ -200,6 +201,7 @@ program
       requestRate?: string;
       grpc?: string;
       ca?: string;
+      endpoint: string;
       seconds: string;
       shape?: string[];
       promptTokens: string;
@@ -214,6 +216,7 @@ program
       };
       const concurrency = o.concurrency.split(',').map((c) => positive(c, '--concurrency'));
       const requestRates = o.requestRate?.split(',').map((r) => positive(r, '--request-rate'));
+      if (o.endpoint !== 'completions' && o.endpoint !== 'chat') throw new ConfigError(`--endpoint: completions or chat, got ${JSON.stringify(o.endpoint)}`);
       const shapes = Object.fromEntries(
         (o.shape ?? []).map((s) => {
           const [name, dims] = s.split(':');
@@ -236,6 +239,7 @@ program
           concurrency,
           requestRates,
           grpc: o.grpc,
+          endpoint: o.endpoint,
           ca:
             o.ca === undefined
               ? undefined

@@ -26,6 +26,8 @@ export type PerfOptions = {
   shapes?: Record<string, number[]>;
   promptTokens?: number;
   maxTokens?: number;
+  /** A generative model's streams: OpenAI's completions (the prompt as it is), or chat completions (laid out as a chat). */
+  endpoint?: 'completions' | 'chat';
   /** Sent with every request (auth: `Authorization`, or `Infergate-Key` / `Infergate-Secret`); over gRPC as metadata. */
   headers?: Record<string, string>;
   /** Certificates (PEM) an HTTPS gateway's is trusted by, besides the system's: a self-signed gateway's own. */
@@ -256,12 +258,15 @@ function streamRequest(client: HttpClient, o: PerfOptions): () => Promise<Answer
   let n = 0;
   const words = Array.from({ length: o.promptTokens ?? 32 }, (_, i) => ` word${i % 97}`).join('');
   const headers = { 'content-type': 'application/json' };
+  const chat = o.endpoint === 'chat';
+  const path = chat ? '/v1/chat/completions' : '/v1/completions';
   return async () => {
     // (a number of its own first: alike prompts would be computed once, from the prefix cache)
+    const text = `${++n}${words}`;
     const body = Buffer.from(
       JSON.stringify({
         model: o.model,
-        prompt: `${++n}${words}`,
+        ...(chat ? { messages: [{ role: 'user', content: text }] } : { prompt: text }),
         max_tokens: o.maxTokens ?? 64,
         ignore_eos: true,
         stream: true,
@@ -278,13 +283,14 @@ function streamRequest(client: HttpClient, o: PerfOptions): () => Promise<Answer
           done = true;
           return;
         }
-        const chunk = JSON.parse(e.data) as { usage?: { completion_tokens: number }; choices?: { text?: string }[] };
+        const chunk = JSON.parse(e.data) as { usage?: { completion_tokens: number }; choices?: { text?: string; delta?: { content?: string } }[] };
         if (chunk.usage) tokens = chunk.usage.completion_tokens;
-        if (chunk.choices?.[0]?.text) arrivals.push(performance.now());
+        const choice = chunk.choices?.[0];
+        if (choice?.text || choice?.delta?.content) arrivals.push(performance.now());
       },
     });
     const decoder = new TextDecoder();
-    const status = await client.post('/v1/completions', body, headers, (chunk) => parser.feed(decoder.decode(chunk, { stream: true })));
+    const status = await client.post(path, body, headers, (chunk) => parser.feed(decoder.decode(chunk, { stream: true })));
     const ms = performance.now() - t;
     const ok = status === 200 && done;
     return {

@@ -56,6 +56,12 @@ describe('infergate perf', () => {
     // (over the run's time: its window, and the last streams' ends after it)
     expect(row.outputTokensPerS).toBeGreaterThan(0);
     expect(row.outputTokensPerS).toBeLessThanOrEqual(Math.round((row.requests * 12) / 0.8));
+    // Through chat completions too (the prompt laid out as a chat).
+    const chatBefore = await stats('tiny-gpt');
+    const chat = await perf({ url: gw.url, model: 'tiny-gpt', endpoint: 'chat', concurrency: [1], seconds: 0.4, maxTokens: 6, headers });
+    expect(chat.rows[0].errors).toEqual({});
+    expect(chat.rows[0].ttftMs?.p50).toBeGreaterThan(0);
+    expect((await stats('tiny-gpt')).tokens - chatBefore.tokens).toBe((chat.rows[0].requests + 1) * 6);
   });
 
   it('in an open loop sends each request when due, whatever the answers: past capacity the queue shows in latency', async () => {
