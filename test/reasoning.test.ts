@@ -157,11 +157,21 @@ describe('reasoning parsers', () => {
       client.chat.completions.create({ ...(qwen as object), thinking_token_budget: 2 } as never),
     ]);
     expect((budgeted as OpenAI.ChatCompletion).choices[0].message.content).toBe((open as OpenAI.ChatCompletion).choices[0].message.content);
+    // With tools the model may call or not ("auto": words are allowed, and so the end tag): 6 tokens, then the tag.
+    const tools = [{ type: 'function', function: { name: 'lookup', description: 'looks up', parameters: { type: 'object', properties: {} } } }];
+    const [toolsFree, withTools] = await Promise.all([chat({ tools }), chat({ thinking_token_budget: 6, tools })]);
+    expect(withTools.tokens.slice(0, 6)).toEqual(toolsFree.tokens.slice(0, 6));
+    expect(withTools.tokens.slice(6).join('')).toMatch(/^<\/think>/);
+    expect(withTools.message.reasoning_content).toBe(toolsFree.tokens.slice(0, 6).join(''));
     // Anthropic's budget_tokens is this budget: 4 tokens of thinking, then the answer.
     const anthropic = new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 });
     const ask = { model: 'r1', max_tokens: 24, temperature: 0, messages: [{ role: 'user' as const, content: 'Hello' }] };
     const thought = await anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 4 } });
     expect((thought.content[0] as Anthropic.ThinkingBlock).thinking).toBe(free.tokens.slice(0, 4).join(''));
+    // …with tools too (Claude Code's way: tools and thinking at once).
+    const lookup = { name: 'lookup', description: 'looks up', input_schema: { type: 'object' as const, properties: {} } };
+    const thoughtWithTools = await anthropic.messages.create({ ...ask, tools: [lookup], thinking: { type: 'enabled', budget_tokens: 4 } });
+    expect((thoughtWithTools.content[0] as Anthropic.ThinkingBlock).thinking).toBe(toolsFree.tokens.slice(0, 4).join(''));
     expect((thought.content[1] as Anthropic.TextBlock).text.length).toBeGreaterThan(0);
   });
 
@@ -178,6 +188,8 @@ describe('reasoning parsers', () => {
     await refused('/v1/completions', { model: 'r1', prompt: 'Hi' }, /needs a chat with a reasoning model/);
     await refused('/v1/chat/completions', { model: 'plain', messages }, /needs a chat with a reasoning model/);
     await refused('/v1/chat/completions', { model: 'r1', messages, response_format: { type: 'json_object' } }, /cannot be used with a response format/);
+    const tools = [{ type: 'function', function: { name: 'lookup' } }];
+    await refused('/v1/chat/completions', { model: 'r1', messages, tools, tool_choice: 'required' }, /cannot be used with a forced tool_choice/);
     await refused('/v1/chat/completions', { model: 'r1', messages, use_beam_search: true }, /cannot be used with use_beam_search/);
     await refused('/v1/chat/completions', { model: 'r1', messages, thinking_token_budget: -1 }, /thinking_token_budget/);
   });

@@ -176,8 +176,11 @@ function thinkingOf(params: GenerationParams, format: ResponseFormat | undefined
   if (budget == null) return undefined;
   if (!params.reasoningParser)
     throw badInput('thinking_token_budget needs a chat with a reasoning model (one with a reasoning_parser)', 'thinking_token_budget');
-  // (the end tag it writes would have to be one the format allows)
-  if (format) throw badInput(`thinking_token_budget cannot be used with ${params.format ? 'tools' : 'a response format'}`, 'thinking_token_budget');
+  // (the end tag it writes must be one the format allows: tools under "auto" allow words — thinking, its tag — but a
+  // response format or forced tools hold the text to their shape from its first byte)
+  const words = format?.type === 'tool_calls' && format.auto;
+  if (format && !words)
+    throw badInput(`thinking_token_budget cannot be used with ${params.format ? 'a forced tool_choice' : 'a response format'}`, 'thinking_token_budget');
   return thinkingParams(params.reasoningParser, budget);
 }
 
