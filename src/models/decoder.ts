@@ -196,7 +196,14 @@ export class Decoder {
       const hit = j.sampling.promptLogprobs === undefined ? this.prefixCache?.lookup(j.prompt, cacheSpaceOf(j)) : undefined;
       extending.push(this.startPrefill(j, hit, drawn, constraints.get(j.seq), adapters.get(j.seq)));
     }
-    for (const group of extensionGroups(extending, this.extensionLimits())) await this.extendIsolating(group, drawn);
+    for (const group of extensionGroups(extending, this.extensionLimits()))
+      await this.isolating(
+        group,
+        (x) => x.id,
+        () => this.extend(group, drawn),
+        (x) => this.extend([x], drawn),
+        drawn,
+      );
     const t1 = performance.now();
     const advancing = advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
     if (advancing.length > 0) await this.decode(advancing, drawn);
@@ -302,17 +309,18 @@ export class Decoder {
   }
 
   /**
-   * A group's prompts computed; a run the model fails (a prompt that needs more memory than the device has left,
-   * say) is tried again a sequence at a time, so that only a sequence the model fails alone fails — its row freed,
-   * its request answered with the error — and the step goes on for the others (nothing is kept from a failed run).
+   * `together`, a run over `items` (a group's prompts, or decode rows); one the model fails (more memory than the
+   * device has left, say) is tried again an item at a time (`alone`), so that only a sequence the model fails alone
+   * fails — its row freed, its request answered with the error — and the step goes on for the others (nothing is
+   * kept from a failed run).
    */
-  private async extendIsolating(group: Extension[], drawn: Drawn): Promise<void> {
+  private async isolating<T>(items: T[], idOf: (item: T) => string, together: () => Promise<void>, alone: (item: T) => Promise<void>, drawn: Drawn) {
     try {
-      return await this.extend(group, drawn);
+      return await together();
     } catch (err) {
-      if (group.length === 1) return this.failAlone(group[0].id, err as Error, drawn);
+      if (items.length === 1) return this.failAlone(idOf(items[0]), err as Error, drawn);
     }
-    for (const item of group) await this.extend([item], drawn).catch((err: Error) => this.failAlone(item.id, err, drawn));
+    for (const item of items) await alone(item).catch((err: Error) => this.failAlone(idOf(item), err, drawn));
   }
 
   private failAlone(id: string, err: Error, drawn: Drawn): void {
@@ -509,18 +517,10 @@ export class Decoder {
     }
   }
 
-  /** A decode run the model fails (out of device memory, say) is tried again a sequence at a time, as prompts are (extendIsolating). */
-  private async decodeIsolating(seqs: Sequence[], advancing: Map<Sequence, string>, run: () => Promise<void>, drawn: Drawn): Promise<void> {
-    const idOf = (seq: Sequence) => advancing.get(seq) as string;
-    try {
-      return await run();
-    } catch (err) {
-      if (seqs.length === 1) return this.failAlone(idOf(seqs[0]), err as Error, drawn);
-    }
-    for (const seq of seqs) {
-      const alone = () => this.decodeRows([seq], advancing, seq.length, (c) => this.kv.gather([seq], seq.length, c), drawn);
-      await alone().catch((err: Error) => this.failAlone(idOf(seq), err, drawn));
-    }
+  /** A decode run over `seqs`, a sequence at a time where the model fails it (`isolating`). */
+  private decodeIsolating(seqs: Sequence[], advancing: Map<Sequence, string>, run: () => Promise<void>, drawn: Drawn): Promise<void> {
+    const alone = (seq: Sequence) => this.decodeRows([seq], advancing, seq.length, (c) => this.kv.gather([seq], seq.length, c), drawn);
+    return this.isolating(seqs, (seq) => advancing.get(seq) as string, run, alone, drawn);
   }
 
   /**
