@@ -340,6 +340,69 @@ describe('Decoder', () => {
     expect(tokens).toEqual(await reference(repeated, tokens.length));
   });
 
+  it('runs joining prompts again one at a time where drawing their first tokens fails: the same tokens after', async () => {
+    // (a sampler out of memory for two rows but not one cannot be had at will: it is made to fail, as ONNX Runtime's would)
+    let failures = 0;
+    const failing = {
+      sample: (...args: Parameters<Sampler['sample']>) => {
+        if (args[2].length < 2 || failures > 0) return sampler.sample(...args);
+        failures++;
+        return Promise.reject(new Error('out of memory'));
+      },
+    } as unknown as Sampler;
+    const decoder = new Decoder(session, spec, failing);
+    const join = [
+      { seq: 'a', prompt: PROMPTS.a, sampling: greedy },
+      { seq: 'b', prompt: PROMPTS.b, sampling: greedy },
+    ];
+    const tokens: Record<string, number[]> = { a: [], b: [] };
+    let r = await decoder.step({ join, advance: [], release: [] });
+    expect(failures).toBe(1);
+    for (let i = 0; i < 4; i++) {
+      expect(r.failed).toBeUndefined();
+      tokens.a.push(r.tokens.a);
+      tokens.b.push(r.tokens.b);
+      r = await decoder.step({ join: [], advance: ['a', 'b'], release: [] });
+    }
+    expect(tokens.a).toEqual(await reference(PROMPTS.a, 4));
+    expect(tokens.b).toEqual(await reference(PROMPTS.b, 4));
+  });
+
+  it('checks drafts up to the position where drawing fails, or decodes a token instead: the same tokens', async () => {
+    const repeated = [...PROMPTS.b, ...PROMPTS.b, ...PROMPTS.b];
+    let position: number | undefined; // drawing from the run checking drafts: its position
+    let checks = 0;
+    const failedAt: number[] = [];
+    const failing = {
+      sample: (...args: Parameters<Sampler['sample']>) => {
+        if (position === undefined || position++ !== checks % 3) return sampler.sample(...args);
+        failedAt.push(checks % 3);
+        return Promise.reject(new Error('out of memory'));
+      },
+    } as unknown as Sampler;
+    const decoder = new Decoder(session, spec, failing, undefined, 0, { tokens: 4, ngramMax: 4, ngramMin: 1 });
+    const internals = decoder as unknown as Record<'runPositions' | 'decodeRows', (...args: unknown[]) => Promise<unknown>>;
+    const [runPositions, decodeRows] = [internals.runPositions.bind(decoder), internals.decodeRows.bind(decoder)];
+    internals.runPositions = (...args) => {
+      position = args[3] === 'spec' ? 0 : undefined;
+      if (args[3] === 'spec') checks++;
+      return runPositions(...args);
+    };
+    internals.decodeRows = (...args) => {
+      position = undefined;
+      return decodeRows(...args);
+    };
+    const tokens = [(await decoder.step({ join: [{ seq: 'x', prompt: repeated, sampling: greedy }], advance: [], release: [] })).tokens.x];
+    for (let i = 0; i < 10; i++) {
+      const r = await decoder.step({ join: [], advance: ['x'], release: [] });
+      expect(r.failed).toBeUndefined();
+      tokens.push(r.tokens.x, ...(r.more?.x ?? []));
+    }
+    expect(failedAt).toContain(0); // (before any token drawn)
+    expect(failedAt).toContain(1); // (after a draft's first token held)
+    expect(tokens).toEqual(await reference(repeated, tokens.length));
+  });
+
   it('refuses alone a joining sequence with a prompt token outside the vocabulary (it would fail the whole run)', async () => {
     const decoder = new Decoder(session, spec, sampler);
     const r = await decoder.step({

@@ -280,25 +280,28 @@ export class Decoder {
       lastOnly,
       'extend',
     );
-    items.forEach(({ seq }, i) => {
-      keep(source[i], seq, chunks[source[i]].length);
-    });
-    items.forEach(({ seq }, i) => {
-      seq.length += chunks[source[i]].length;
-    });
-    if (scored !== undefined) drawn.promptLogprobs = { ...drawn.promptLogprobs, [runs[0].id]: scoreTokens(logits, vocab, promptOf(runs[0]).slice(1), scored) };
-    const done = items.map((x, i) => ({ ...x, r: source[i] })).filter((x) => x.seq.length === promptOf(x).length);
-    if (done.length === 0) return;
+    // The first tokens are drawn before any sequence changes: where drawing fails, the group is run again a
+    // sequence at a time (`isolating`) from where it was.
+    const done = items.map((x, i) => ({ ...x, r: source[i] })).filter((x) => x.seq.length + chunks[x.r].length === promptOf(x).length);
     const last = this.buffer('extend-last-logits', done.length * vocab, 'float32') as Float32Array;
     done.forEach(({ r }, d) => {
       const at = r * kept + (kept === 1 ? 0 : start(r) + chunks[r].length - 1);
       last.set(logits.subarray(at * vocab, (at + 1) * vocab), d * vocab);
     });
-    const next = await this.sample(
-      last,
-      done.map(({ seq }) => seq),
-      drawn,
-    );
+    const next =
+      done.length === 0
+        ? undefined
+        : await this.sample(
+            last,
+            done.map(({ seq }) => seq),
+            drawn,
+          );
+    items.forEach(({ seq }, i) => {
+      keep(source[i], seq, chunks[source[i]].length);
+      seq.length += chunks[source[i]].length;
+    });
+    if (scored !== undefined) drawn.promptLogprobs = { ...drawn.promptLogprobs, [runs[0].id]: scoreTokens(logits, vocab, promptOf(runs[0]).slice(1), scored) };
+    if (!next) return;
     done.forEach((x, d) => {
       const prompt = promptOf(x);
       x.seq.prefilling = undefined;
@@ -647,11 +650,15 @@ export class Decoder {
       alive.forEach((r, a) => {
         rows.set(logits.subarray((r * n + p) * vocab, (r * n + p + 1) * vocab), a * vocab);
       });
+      // Drawing that fails changes nothing: before the first position, these sequences decode a token instead;
+      // after, those whose drafts held so far end their step with the tokens they drew (the draft's).
       const next = await this.sample(
         rows,
         alive.map((r) => items[r].seq),
         drawn,
-      );
+      ).catch(() => undefined);
+      if (!next && p === 0) return false;
+      if (!next) break;
       alive = alive.filter((r, a) => {
         drew(drawn, items[r].id, items[r].seq, next, a);
         taken[r] = p + 1;
