@@ -4,6 +4,8 @@ import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
+import { checkEnsembles } from './ensemble-plan.js';
+import { layoutOf, loadSignatures } from './model-files.js';
 import {
   batchSignature,
   classifierSpec,
@@ -18,7 +20,8 @@ import {
   replicaEntry,
   versionsServed,
 } from './models/index.js';
-import { checkEnsembles, layoutOf, loadSignatures, replicaSpecOf, startGateway } from './start.js';
+import { replicaSpecOf } from './replica-plan.js';
+import { startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
 
