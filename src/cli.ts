@@ -195,10 +195,12 @@ program
   .option('--endpoint <api>', "generative: completions, or chat (the prompt laid out as a chat: genai-perf's chat endpoint)", 'completions')
   .option('--max-tokens <n>', 'generative: tokens each stream generates (ignore_eos)', '64')
   .option('-H, --header <header...>', 'sent with every request: "Authorization: Bearer …", "Infergate-Key: …"')
+  .option('--threads <n>', "worker threads the clients are dealt over (past a core's worth of requests, one is the limit)", '1')
   .option('--json', 'print the result as JSON')
   .action(
     async (o: {
       model: string;
+      threads: string;
       url: string;
       concurrency: string;
       requestRate?: string;
@@ -217,14 +219,18 @@ program
         if (!(n > 0)) throw new ConfigError(`${flag}: expected a positive number, got ${JSON.stringify(value)}`);
         return n;
       };
-      const concurrency = o.concurrency.split(',').map((c) => positive(c, '--concurrency'));
+      const whole = (value: string, flag: string) => {
+        if (!Number.isInteger(positive(value, flag))) throw new ConfigError(`${flag}: expected a whole number, got ${JSON.stringify(value)}`);
+        return Number(value);
+      };
+      const concurrency = o.concurrency.split(',').map((c) => whole(c, '--concurrency'));
       const requestRates = o.requestRate?.split(',').map((r) => positive(r, '--request-rate'));
       if (o.endpoint !== 'completions' && o.endpoint !== 'chat') throw new ConfigError(`--endpoint: completions or chat, got ${JSON.stringify(o.endpoint)}`);
       const shapes = Object.fromEntries(
         (o.shape ?? []).map((s) => {
           const [name, dims] = s.split(':');
           if (!name || !dims) throw new ConfigError(`--shape: expected input:dims (x:1,3,224,224), got ${JSON.stringify(s)}`);
-          return [name, dims.split(',').map((d) => positive(d, `--shape ${name}`))];
+          return [name, dims.split(',').map((d) => whole(d, `--shape ${name}`))];
         }),
       );
       const headers = Object.fromEntries(
@@ -251,9 +257,10 @@ program
                 }),
           seconds: positive(o.seconds, '--seconds'),
           shapes,
-          promptTokens: positive(o.promptTokens, '--prompt-tokens'),
-          maxTokens: positive(o.maxTokens, '--max-tokens'),
+          promptTokens: whole(o.promptTokens, '--prompt-tokens'),
+          maxTokens: whole(o.maxTokens, '--max-tokens'),
           headers,
+          threads: whole(o.threads, '--threads'),
         },
         (row) =>
           o.json || console.error(`${row.requestRate ? `request rate ${row.requestRate}` : `concurrency ${row.concurrency}`}: ${row.requestsPerS} requests/s`),

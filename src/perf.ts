@@ -1,8 +1,11 @@
 import { Agent, request } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { extname } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
 import { createParser } from 'eventsource-parser';
 import { loadService } from './gateway/grpc/proto.js';
+import { spawnWorker } from './models/thread.js';
 
 /**
  * `infergate perf`: load on a running gateway, as Triton's perf_analyzer and genai-perf measure a server. At each
@@ -34,6 +37,8 @@ export type PerfOptions = {
   ca?: string;
   /** A tensor model over KServe v2 gRPC at this address (host:port: the gateway's server.grpc_port) instead of HTTP. */
   grpc?: string;
+  /** Worker threads the clients are dealt over (default 1): past about a core's worth of requests, one thread is the limit. */
+  threads?: number;
 };
 
 type Quantiles = { p50: number; p90: number; p99: number };
@@ -53,34 +58,82 @@ export type PerfRow = {
 };
 export type PerfResult = { model: string; kind: 'tensor' | 'generative'; rows: PerfRow[] };
 
-type Metadata = { inputs: { name: string; datatype: string; shape: number[] }[]; parameters?: { max_batch_size?: number } };
+export type Metadata = { inputs: { name: string; datatype: string; shape: number[] }[]; parameters?: { max_batch_size?: number } };
 /** `status`: 200 when answered; else the HTTP status, a gRPC status's name, 0 (no answer) or -1 (a stream cut short). */
 type Answer = { status: number | string; ms: number; ttftMs?: number; gapsMs?: number[]; tokens?: number };
 
 export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = () => {}): Promise<PerfResult> {
-  const base = new URL(o.url);
   const headers = o.headers ?? {};
-  const metadata = o.grpc ? await grpcMetadata(o.grpc, o.model, headers) : await httpMetadata(base, o.model, headers, o.ca);
+  const metadata = o.grpc ? await grpcMetadata(o.grpc, o.model, headers) : await httpMetadata(new URL(o.url), o.model, headers, o.ca);
   const generative = metadata.inputs.some((i) => i.name === 'text_input');
   if (generative && o.grpc) throw new Error(`${o.model} is generative: its tokens stream over HTTP (leave --grpc out)`);
   const rows: PerfRow[] = [];
-  type Load = { concurrency?: number; requestRate?: number };
   const loads: Load[] = o.requestRates?.length ? o.requestRates.map((requestRate) => ({ requestRate })) : o.concurrency.map((concurrency) => ({ concurrency }));
   for (const load of loads) {
-    const connections = load.concurrency ?? OPEN_LOOP_CONNECTIONS;
-    const client = o.grpc ? new GrpcChannels(o.grpc, Math.min(connections, MAX_GRPC_CHANNELS), headers) : new HttpClient(base, connections, headers, o.ca);
-    const send =
-      client instanceof GrpcChannels ? grpcInferRequest(client, metadata, o) : generative ? streamRequest(client, o) : inferRequest(client, metadata, o);
-    try {
-      const run = load.concurrency ? await closedLoop(load.concurrency, o.seconds, send) : await openLoop(load.requestRate as number, o.seconds, send);
-      const row = { ...load, ...summary(run, generative) };
-      progress(row);
-      rows.push(row);
-    } finally {
-      client.close();
-    }
+    const threads = Math.min(o.threads ?? 1, load.concurrency ?? Number.POSITIVE_INFINITY);
+    const run =
+      threads > 1
+        ? await inThreads(threads, { o, metadata, load })
+        : await runLoad({ o, metadata, load, share: { index: 0, of: 1 } }, async () => performance.now());
+    const row = { ...load, ...summary(run, generative) };
+    progress(row);
+    rows.push(row);
   }
   return { model: o.model, kind: generative ? 'generative' : 'tensor', rows };
+}
+
+type Load = { concurrency?: number; requestRate?: number };
+/** One thread's part of a load: of `of` threads, the `index`th (clients, or requests due, dealt in turn). */
+export type LoadPart = { o: PerfOptions; metadata: Metadata; load: Load; share: { index: number; of: number } };
+
+/**
+ * Runs this thread's part of a load on clients of its own. `started` is called once they are warmed up and answers
+ * when the measured window starts (on performance.now()'s clock): at once in one thread, together in several.
+ */
+export async function runLoad({ o, metadata, load, share }: LoadPart, started: () => Promise<number>): Promise<Run> {
+  const generative = metadata.inputs.some((i) => i.name === 'text_input');
+  const clients = load.concurrency && Math.floor(load.concurrency / share.of) + (share.index < load.concurrency % share.of ? 1 : 0);
+  const connections = clients || OPEN_LOOP_CONNECTIONS;
+  const headers = o.headers ?? {};
+  const client = o.grpc
+    ? new GrpcChannels(o.grpc, Math.min(connections, MAX_GRPC_CHANNELS), headers)
+    : new HttpClient(new URL(o.url), connections, headers, o.ca);
+  const send =
+    client instanceof GrpcChannels ? grpcInferRequest(client, metadata, o) : generative ? streamRequest(client, o, share) : inferRequest(client, metadata, o);
+  try {
+    return clients ? await closedLoop(clients, o.seconds, send, started) : await openLoop(load.requestRate as number, o.seconds, send, started, share);
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * A load dealt over `threads` worker threads (one thread's clients stop scaling at a core's worth of requests and
+ * answers): each warms its clients up, they start together, and their answers are counted as one run's.
+ */
+async function inThreads(threads: number, part: Omit<LoadPart, 'share'>): Promise<Run> {
+  const workers = Array.from({ length: threads }, (_, index) =>
+    spawnWorker(new URL(`./perf-thread${extname(import.meta.url)}`, import.meta.url).href, { ...part, share: { index, of: threads } }),
+  );
+  const settled = (w: Worker, type: string) =>
+    new Promise<{ type: string; run?: Run }>((resolve, reject) => {
+      const onMessage = (m: { type: string; run?: Run }) => m.type === type && (w.off('message', onMessage), resolve(m));
+      w.on('message', onMessage);
+      w.once('error', reject);
+      w.once('exit', (code) => reject(new Error(`a perf thread exited (${code}) before its ${type}`)));
+    });
+  try {
+    const runs = Promise.all(workers.map((w) => settled(w, 'run')));
+    runs.catch(() => {}); // (a thread that fails before it is ready is said by the wait for them)
+    await Promise.all(workers.map((w) => settled(w, 'ready')));
+    // (every thread's clock has an origin of its own: the start is said in absolute milliseconds)
+    const startAt = performance.timeOrigin + performance.now() + 20;
+    for (const w of workers) w.postMessage({ type: 'start', startAt });
+    const parts = (await runs).map((m) => m.run as Run);
+    return { answers: parts.flatMap((r) => r.answers), elapsedS: Math.max(...parts.map((r) => r.elapsedS)) };
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
 }
 
 /** Connections an open loop may hold at once (more requests in flight wait for one, the wait counted). */
@@ -108,13 +161,13 @@ async function grpcMetadata(address: string, model: string, headers: Record<stri
   }
 }
 
-type Run = { answers: Answer[]; elapsedS: number };
+export type Run = { answers: Answer[]; elapsedS: number };
 
 /** `clients` loops, each sending as its last request is answered; after one request each (a warm-up), `seconds` of them. */
-async function closedLoop(clients: number, seconds: number, send: () => Promise<Answer>): Promise<Run> {
+async function closedLoop(clients: number, seconds: number, send: () => Promise<Answer>, started: () => Promise<number>): Promise<Run> {
   await Promise.all(Array.from({ length: clients }, send));
   const answers: Answer[] = [];
-  const start = performance.now();
+  const start = await started();
   const end = start + seconds * 1000;
   await Promise.all(
     Array.from({ length: clients }, async () => {
@@ -126,14 +179,15 @@ async function closedLoop(clients: number, seconds: number, send: () => Promise<
 
 /**
  * `rate` requests a second for `seconds`, each sent when due (after one request, a warm-up); its latency and time to
- * first token counted from when it was due. Throughput is what was answered over the time to the last answer.
+ * first token counted from when it was due. Throughput is what was answered over the time to the last answer. Of
+ * several threads, each sends the requests due in turn to it (the `index`th of every `of`).
  */
-async function openLoop(rate: number, seconds: number, send: () => Promise<Answer>): Promise<Run> {
+async function openLoop(rate: number, seconds: number, send: () => Promise<Answer>, started: () => Promise<number>, share: LoadPart['share']): Promise<Run> {
   await send();
   const answers: Answer[] = [];
   const sent: Promise<unknown>[] = [];
-  const start = performance.now();
-  for (let i = 0; i < Math.round(rate * seconds); i++) {
+  const start = await started();
+  for (let i = share.index; i < Math.round(rate * seconds); i += share.of) {
     const due = start + (i * 1000) / rate;
     const wait = due - performance.now();
     if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
@@ -254,15 +308,15 @@ function randomBytesOf(datatype: string, count: number, seed: number): Buffer {
 }
 
 /** A completion stream of `promptTokens` words (about as many tokens) and exactly `maxTokens` tokens (ignore_eos). */
-function streamRequest(client: HttpClient, o: PerfOptions): () => Promise<Answer> {
-  let n = 0;
+function streamRequest(client: HttpClient, o: PerfOptions, share: LoadPart['share']): () => Promise<Answer> {
+  let n = share.index;
   const words = Array.from({ length: o.promptTokens ?? 32 }, (_, i) => ` word${i % 97}`).join('');
   const headers = { 'content-type': 'application/json' };
   const chat = o.endpoint === 'chat';
   const path = chat ? '/v1/chat/completions' : '/v1/completions';
   return async () => {
-    // (a number of its own first: alike prompts would be computed once, from the prefix cache)
-    const text = `${++n}${words}`;
+    // (a number of its own first, in every thread: alike prompts would be computed once, from the prefix cache)
+    const text = `${(n += share.of)}${words}`;
     const body = Buffer.from(
       JSON.stringify({
         model: o.model,

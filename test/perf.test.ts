@@ -83,6 +83,25 @@ describe('infergate perf', () => {
     expect(open.rows[0].requestsPerS).toBeLessThan(0.6 * (3000 / service));
   });
 
+  it('deals a load over worker threads (--threads): each client, request due and stream counted once', async () => {
+    const before = await stats('mlp');
+    const closed = await perf({ url: gw.url, model: 'mlp', concurrency: [3], seconds: 0.5, headers, threads: 2 });
+    expect(closed.rows[0]).toMatchObject({ concurrency: 3, errors: {} });
+    expect(closed.rows[0].requests).toBeGreaterThan(10);
+    const open = await perf({ url: gw.url, model: 'mlp', concurrency: [], requestRates: [60], seconds: 0.5, headers, threads: 3 });
+    expect(open.rows.map((r) => [r.requestRate, r.requests, r.errors])).toEqual([[60, 30, {}]]);
+    // (a warm-up request per client: 3 closed-loop clients, then one per thread)
+    expect((await stats('mlp')).requests - before.requests).toBe(closed.rows[0].requests + 3 + 30 + 3);
+    const gptBefore = await stats('tiny-gpt');
+    const streams = await perf({ url: gw.url, model: 'tiny-gpt', concurrency: [2], seconds: 0.5, maxTokens: 5, headers, threads: 2 });
+    expect(streams.rows[0].errors).toEqual({});
+    expect((await stats('tiny-gpt')).tokens - gptBefore.tokens).toBe((streams.rows[0].requests + 2) * 5);
+    // A thread that cannot load is said, as one thread's error is.
+    await expect(perf({ url: gw.url, model: 'mlp', concurrency: [2], seconds: 0.2, headers, threads: 2, shapes: { x: [-1, 64] } })).rejects.toThrow(
+      /dimensions must not be negative/,
+    );
+  });
+
   it('loads a tensor model over gRPC too (ModelInfer, the key as metadata), refusals by their status', async () => {
     const grpc = `127.0.0.1:${gw.grpcPort}`;
     const before = await stats('mlp');
