@@ -117,7 +117,11 @@ async function inThreads(threads: number, part: Omit<LoadPart, 'share'>): Promis
   );
   const settled = (w: Worker, type: string) =>
     new Promise<{ type: string; run?: Run }>((resolve, reject) => {
-      const onMessage = (m: { type: string; run?: Run }) => m.type === type && (w.off('message', onMessage), resolve(m));
+      const onMessage = (m: { type: string; run?: Run }) => {
+        if (m.type !== type) return;
+        w.off('message', onMessage);
+        resolve(m);
+      };
       w.on('message', onMessage);
       w.once('error', reject);
       w.once('exit', (code) => reject(new Error(`a perf thread exited (${code}) before its ${type}`)));
@@ -316,7 +320,8 @@ function streamRequest(client: HttpClient, o: PerfOptions, share: LoadPart['shar
   const path = chat ? '/v1/chat/completions' : '/v1/completions';
   return async () => {
     // (a number of its own first, in every thread: alike prompts would be computed once, from the prefix cache)
-    const text = `${(n += share.of)}${words}`;
+    n += share.of;
+    const text = `${n}${words}`;
     const body = Buffer.from(
       JSON.stringify({
         model: o.model,

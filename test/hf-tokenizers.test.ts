@@ -112,6 +112,9 @@ describe('a model with its own tokenizer.json', () => {
     expect(closed.body.tokens).toEqual(tokenizer.encode('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n', { special: false }));
     const noThinking = await post('/tokenize', { model: 'bytes-gpt', messages, chat_template_kwargs: { enable_thinking: false } });
     expect(noThinking.body.tokens).toEqual(tokenizer.encode(`${expected}<think>\n\n</think>\n\n`, { special: false }));
+    // OpenAI's reasoning_effort is the template's variable of that name (gpt-oss's "Reasoning: high").
+    const effort = await post('/tokenize', { model: 'bytes-gpt', messages, reasoning_effort: 'high' });
+    expect(effort.body.tokens).toEqual(tokenizer.encode(`<|im_start|>system\nReasoning: high<|im_end|>\n${expected}`, { special: false }));
     const prefill = [...messages, { role: 'assistant', content: 'Well' }];
     const open = await post('/tokenize', { model: 'bytes-gpt', messages: prefill, continue_final_message: true, add_generation_prompt: false });
     expect(open.body.tokens).toEqual(

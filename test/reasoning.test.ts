@@ -194,6 +194,45 @@ describe('reasoning parsers', () => {
     await refused('/v1/chat/completions', { model: 'r1', messages, thinking_token_budget: -1 }, /thinking_token_budget/);
   });
 
+  it("take OpenAI's reasoning effort: none answers at once (a budget of 0); others need a reasoning model", async () => {
+    const messages = [{ role: 'user' as const, content: 'Hello' }];
+    const ask = { model: 'r1', messages, max_tokens: 12, temperature: 0 };
+    const [zero, none] = (await Promise.all([
+      client.chat.completions.create({ ...ask, thinking_token_budget: 0 } as never),
+      client.chat.completions.create({ ...ask, reasoning_effort: 'none' }),
+    ])) as OpenAI.ChatCompletion[];
+    const answer = (r: OpenAI.ChatCompletion) => r.choices[0].message as unknown as Message;
+    expect(answer(none)).toEqual(answer(zero));
+    expect(answer(none).reasoning_content).toBeNull();
+    expect(answer(none).content?.length).toBeGreaterThan(0);
+    // The Responses API's reasoning.effort is the same; the response says what was asked.
+    const input = { model: 'r1', input: 'Hello', max_output_tokens: 12, temperature: 0 };
+    const quick = await client.responses.create({ ...input, reasoning: { effort: 'none' } });
+    expect(quick.output.map((i) => i.type)).toEqual(['message']);
+    expect(quick.output_text).toBe(answer(none).content);
+    const thought = await client.responses.create({ ...input, reasoning: { effort: 'medium', summary: 'auto' } });
+    expect(thought.output.map((i) => i.type)).toEqual(['reasoning', 'message']);
+    expect(thought.reasoning).toEqual({ effort: 'medium', summary: 'auto' });
+    // Another effort is the chat template's to use (this model has none): the same answer as without it.
+    const medium = await client.chat.completions.create({ ...ask, reasoning_effort: 'medium' });
+    const plain = await client.chat.completions.create(ask);
+    expect(answer(medium)).toEqual(answer(plain));
+    // A model that does not think takes "none" (nothing to turn off) and refuses the others, as OpenAI's do.
+    const notThinking = { ...ask, model: 'plain' };
+    expect((await client.chat.completions.create({ ...notThinking, reasoning_effort: 'none' })).choices[0].message.content).toEqual(expect.any(String));
+    await expect(client.chat.completions.create({ ...notThinking, reasoning_effort: 'high' })).rejects.toMatchObject({
+      status: 400,
+      error: { message: 'reasoning_effort high needs a reasoning model (one with a reasoning_parser)', param: 'reasoning_effort' },
+    });
+    await expect(client.responses.create({ model: 'plain', input: 'Hi', reasoning: { effort: 'low' } })).rejects.toMatchObject({ status: 400 });
+    await expect(client.chat.completions.create({ ...ask, reasoning_effort: 'extreme' } as never)).rejects.toMatchObject({ status: 400 });
+    const beams = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      body: JSON.stringify({ ...ask, reasoning_effort: 'none', use_beam_search: true, n: 2 }),
+    });
+    expect(beams.status).toBe(400);
+  });
+
   it("give the Responses API a reasoning item before the message, whole and streamed (vLLM's reasoning_text)", async () => {
     const body = { model: 'r1', input: 'Hello', max_output_tokens: 12, temperature: 0 };
     const whole = await (await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify(body) })).json();

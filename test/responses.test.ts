@@ -167,7 +167,8 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
     [{ input: 'x', previous_response_id: 'resp_1' }, 'previous_response_id', 'not stored'],
     [{ input: [] }, 'input', ''],
     [{ input: 'x', text: { format: { type: 'xml' } } }, 'text.format.type', 'type must be'],
-    [{ input: 'x', reasoning: { effort: 'high' } }, 'reasoning', 'not supported'],
+    [{ input: 'x', reasoning: { effort: 'high' } }, 'reasoning.effort', 'needs a reasoning model'],
+    [{ input: 'x', reasoning: { effort: 'most' } }, 'reasoning.effort', ''],
   ])('refuses %j with a 400 on its param', async (body, param, message) => {
     const res = await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', ...body }) });
     expect(res.status).toBe(400);

@@ -59,6 +59,8 @@ export function byteChars(): string[] {
 
 /** A ChatML template (Qwen's layout): a system message only first, tools listed in a system turn of their own. */
 export const CHATML =
+  // (gpt-oss's kind: the reasoning effort said to the model, where a request gives one)
+  "{% if reasoning_effort is defined %}{{ '<|im_start|>system\\nReasoning: ' + reasoning_effort + '<|im_end|>\\n' }}{% endif %}" +
   "{% if tools %}{{ '<|im_start|>system\\nTools: ' + (tools | tojson) + '<|im_end|>\\n' }}{% endif %}" +
   "{% for message in messages %}{% if message['role'] == 'system' and not loop.first %}{{ raise_exception('a system message must come first') }}{% endif %}" +
   "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}" +

@@ -78,6 +78,8 @@ export type GenerationParams = {
   beamWidth?: number;
   /** vLLM's: a reasoning model's thinking is ended after this many tokens (the end tag written for it), so it answers. */
   thinking_token_budget?: number | null;
+  /** OpenAI's (chat): "none" is a budget of 0 where none is given; any other needs a reasoning model too. */
+  reasoning_effort?: string | null;
   /** A chat's: the parser its answer's thinking is read with (the model's reasoning_parser), which a budget counts by. */
   reasoningParser?: ReasoningParser;
 };
@@ -165,21 +167,25 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
     suppress: minTokens > 0 && ends.length > 0 ? { tokens: ends, until: minTokens } : undefined,
     format,
     prediction: predictionOf(params, gen),
-    beam: params.use_beam_search ? beamOf(params, format, ends) : undefined,
-    thinking: thinkingOf(params, format),
+    beam: params.use_beam_search ? beamOf(params, format, ends, gen) : undefined,
+    thinking: thinkingOf(params, format, gen),
   };
 }
 
 /** A request's thinking budget, where its answer is read as a reasoning model's (chat with a reasoning_parser). */
-function thinkingOf(params: GenerationParams, format: ResponseFormat | undefined): ThinkingParams | undefined {
-  const budget = params.thinking_token_budget;
+function thinkingOf(params: GenerationParams, format: ResponseFormat | undefined, gen: Generative): ThinkingParams | undefined {
+  const effort = params.reasoning_effort;
+  // (no thinking on a model that does not think is what "none" asks: served)
+  if (effort && effort !== 'none' && !gen.reasoningParser)
+    throw badInput(`reasoning_effort ${effort} needs a reasoning model (one with a reasoning_parser)`, 'reasoning_effort');
+  // (the end tag it writes must be one the format allows: tools under "auto" allow words — thinking, its tag — but a
+  // response format or forced tools hold the text to their shape from its first byte)
+  const words = !format || (format.type === 'tool_calls' && format.auto);
+  const budget = params.thinking_token_budget ?? (effort === 'none' && params.reasoningParser && words ? 0 : undefined);
   if (budget == null) return undefined;
   if (!params.reasoningParser)
     throw badInput('thinking_token_budget needs a chat with a reasoning model (one with a reasoning_parser)', 'thinking_token_budget');
-  // (the end tag it writes must be one the format allows: tools under "auto" allow words — thinking, its tag — but a
-  // response format or forced tools hold the text to their shape from its first byte)
-  const words = format?.type === 'tool_calls' && format.auto;
-  if (format && !words)
+  if (!words)
     throw badInput(`thinking_token_budget cannot be used with ${params.format ? 'a forced tool_choice' : 'a response format'}`, 'thinking_token_budget');
   return thinkingParams(params.reasoningParser, budget);
 }
@@ -189,7 +195,7 @@ function thinkingOf(params: GenerationParams, format: ResponseFormat | undefined
  * log-probabilities (at the request's temperature, after logit_bias), so nothing that draws or rewrites them
  * per sequence applies. Stop strings end hypotheses on the replica.
  */
-function beamOf(params: GenerationParams, format: ResponseFormat | undefined, ends: number[]): BeamParams {
+function beamOf(params: GenerationParams, format: ResponseFormat | undefined, ends: number[], gen: Generative): BeamParams {
   // (its answer is texts at the end, not a stream of tokens: only the routes that answer so set the width)
   if (params.beamWidth === undefined) throw badInput('use_beam_search is served on POST /v1/completions and /v1/chat/completions only', 'use_beam_search');
   const refused = (
@@ -205,6 +211,7 @@ function beamOf(params: GenerationParams, format: ResponseFormat | undefined, en
       ['bad_words', (params.bad_words?.length ?? 0) > 0],
       ['prediction', params.prediction != null],
       ['thinking_token_budget', params.thinking_token_budget != null],
+      ['reasoning_effort', params.reasoning_effort === 'none' && gen.reasoningParser !== undefined], // (its budget of 0, as above)
       [params.format ? 'tools' : 'response_format', format !== undefined],
     ] as const
   ).find(([, given]) => given);

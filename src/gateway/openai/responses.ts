@@ -6,7 +6,7 @@ import { type Call, type CallEnv, type Calls, type Dispatch, startKeptCall } fro
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { answerPieces, splitReasoning } from './reasoning.js';
-import { type ChatRequest, chatSchema, parseBody } from './schema.js';
+import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS } from './schema.js';
 import { tokenStream } from './token-stream.js';
 import { chatGeneration, relay, type ToolCall, type ToolCallDelta } from './tools.js';
 
@@ -65,7 +65,11 @@ export const responsesSchema = z.object({
   previous_response_id: offOnly('previous_response_id (responses are not stored: send the conversation as input items)'),
   /** Answered at once (queued), run in the background, retrieved by id: GET /v1/responses/{id}. */
   background: z.boolean().nullish(),
-  reasoning: offOnly('reasoning'),
+  /**
+   * A reasoning model's effort (chat's reasoning_effort: the template's variable; "none" ends thinking before it
+   * starts). The thinking comes whole as a reasoning item's reasoning_text (vLLM's), whatever summary is asked.
+   */
+  reasoning: z.object({ effort: z.enum(REASONING_EFFORTS).nullish(), summary: z.enum(['auto', 'concise', 'detailed']).nullish() }).nullish(),
 });
 export type ResponsesRequest = z.infer<typeof responsesSchema>;
 
@@ -102,6 +106,7 @@ function asChat(req: ResponsesRequest): ChatRequest {
     })),
     tool_choice: typeof choice === 'object' && choice ? { type: 'function', function: { name: choice.name } } : choice,
     parallel_tool_calls: req.parallel_tool_calls,
+    reasoning_effort: req.reasoning?.effort,
   });
 }
 
@@ -121,6 +126,7 @@ function skeleton(req: ResponsesRequest, m: ServedModel, responseId: string, bac
     metadata: req.metadata ?? {},
     parallel_tool_calls: req.parallel_tool_calls ?? true,
     previous_response_id: null,
+    reasoning: { effort: req.reasoning?.effort ?? null, summary: req.reasoning?.summary ?? null },
     store: background,
     temperature: req.temperature ?? 1,
     text: { format: req.text?.format ?? { type: 'text' } },

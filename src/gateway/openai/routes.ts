@@ -204,6 +204,10 @@ export async function messagesRoute(c: Context, model: ModelOf, maxBodyBytes: nu
 export async function responsesRoute(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string, background?: Background): Promise<Response> {
   const req = parseBody(responsesSchema, await json(c, maxBodyBytes, fixedModel));
   const m = model(req.model);
+  const effort = req.reasoning?.effort;
+  // (chat's check, said with this API's name for it; before a background response is queued)
+  if (effort && effort !== 'none' && !m.generation?.reasoningParser)
+    throw badInput(`reasoning.effort ${effort} needs a reasoning model (one with a reasoning_parser)`, 'reasoning.effort');
   if (req.background && background) return backgroundResponse(c, m, req, background);
   if (req.background) throw badInput('background responses are not served on this route', 'background', 'invalid_request_error');
   return responses(c, m, req);

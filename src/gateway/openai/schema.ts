@@ -176,11 +176,19 @@ const toolChoice = z.union([z.enum(['none', 'auto', 'required']), z.object({ typ
  * after the messages; `continue_final_message` leaves the final (assistant) message open instead, so the answer
  * continues it — a prefill, as Anthropic's API does with a final assistant message.
  */
+/** OpenAI's reasoning efforts (chat's reasoning_effort, the Responses API's reasoning.effort). */
+export const REASONING_EFFORTS = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'] as const;
+
 const chatLayout = {
   add_generation_prompt: z.boolean().nullish(),
   continue_final_message: z.boolean().nullish(),
   /** More variables for the model's chat template (Qwen3's enable_thinking, say); a model without one has none to take. */
   chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
+  /**
+   * OpenAI's (a reasoning model's): the chat template's `reasoning_effort` variable (gpt-oss's "Reasoning: high");
+   * "none" also ends the thinking before it starts (a thinking_token_budget of 0).
+   */
+  reasoning_effort: z.enum(REASONING_EFFORTS).nullish(),
 };
 
 function continuesAssistant(

@@ -281,10 +281,11 @@ export const layoutOf = (req: {
   add_generation_prompt?: boolean | null;
   continue_final_message?: boolean | null;
   chat_template_kwargs?: Record<string, unknown> | null;
+  reasoning_effort?: string | null;
 }): ChatLayout => ({
   generationPrompt: req.add_generation_prompt ?? true,
   continueFinal: req.continue_final_message ?? false,
-  templateKwargs: req.chat_template_kwargs ?? undefined,
+  templateKwargs: req.reasoning_effort ? { reasoning_effort: req.reasoning_effort, ...req.chat_template_kwargs } : (req.chat_template_kwargs ?? undefined),
 });
 
 /** A chat request's prompt as the model is given it (its tools listed there), in tokens. */
