@@ -76,6 +76,9 @@ const ADDED = [
   'prompt_logprobs',
   'stop',
   'logit_bias',
+  'reasoning_effort',
+  'reasoning',
+  'thinking_token_budget',
 ];
 
 describe('request bodies mutated at random', () => {
