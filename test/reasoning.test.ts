@@ -194,6 +194,54 @@ describe('reasoning parsers', () => {
     await refused('/v1/chat/completions', { model: 'r1', messages, thinking_token_budget: -1 }, /thinking_token_budget/);
   });
 
+  it("count the thinking as usage's reasoning_tokens (OpenAI's), its tags included, whole and streamed", async () => {
+    type Answer = { usage: OpenAI.CompletionUsage; choices: { message: Message; logprobs: { content: { token: string }[] } }[] };
+    const chat = async (extra: object) => {
+      const body = { model: 'r1', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 24, temperature: 0, logprobs: true, ...extra };
+      return (await (await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify(body) })).json()) as Answer;
+    };
+    // Thinking to max_tokens: every token is reasoning.
+    const free = await chat({});
+    expect(free.usage.completion_tokens_details?.reasoning_tokens).toBe(24);
+    // Ended after 6: those, then the end tag's tokens; the rest is the answer.
+    const cut = await chat({ thinking_token_budget: 6 });
+    const tokens = cut.choices[0].logprobs.content.map((t) => t.token);
+    const tagEnds =
+      tokens.findIndex((_, i) =>
+        tokens
+          .slice(0, i + 1)
+          .join('')
+          .includes('</think>'),
+      ) + 1;
+    expect(tagEnds).toBeGreaterThan(6);
+    expect(cut.usage.completion_tokens_details?.reasoning_tokens).toBe(tagEnds);
+    expect(cut.usage.completion_tokens).toBe(24);
+    // Two choices: summed, as completion_tokens is.
+    const two = await chat({ thinking_token_budget: 6, n: 2 });
+    expect(two.usage.completion_tokens_details?.reasoning_tokens).toBe(2 * tagEnds);
+    // Streamed, in the usage chunk.
+    const stream = (await client.chat.completions.create({
+      model: 'r1',
+      messages: [{ role: 'user', content: 'Hello' }],
+      max_tokens: 24,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+      thinking_token_budget: 6,
+    } as never)) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;
+    let streamed: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) streamed = chunk.usage ?? streamed;
+    expect(streamed?.completion_tokens_details?.reasoning_tokens).toBe(tagEnds);
+    // The Responses API's output_tokens_details; over the WebSocket, its done message's usage.
+    const response = await client.responses.create({ model: 'r1', input: 'Hello', max_output_tokens: 10, temperature: 0 });
+    expect(response.usage?.output_tokens_details.reasoning_tokens).toBe(10);
+    // qwen3 thinks only after an opening <think>, which this model does not write: none. A plain model: no field.
+    const qwen = await client.chat.completions.create({ model: 'qwen', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5 });
+    expect(qwen.usage?.completion_tokens_details?.reasoning_tokens).toBe(0);
+    const plain = await client.chat.completions.create({ model: 'plain', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5 });
+    expect(plain.usage?.completion_tokens_details).toBeUndefined();
+  });
+
   it("take OpenAI's reasoning effort: none answers at once (a budget of 0); others need a reasoning model", async () => {
     const messages = [{ role: 'user' as const, content: 'Hello' }];
     const ask = { model: 'r1', messages, max_tokens: 12, temperature: 0 };

@@ -37,6 +37,19 @@ describe('ThinkingBudget', () => {
     expect(run({ ...TAGS, budget: 2, fromStart: false }, 'An answer <think> a b c d e f').forced).toBe(0);
   });
 
+  it('counts the tokens before the answer (the thinking, its tags included) as reasoning tokens', () => {
+    const reasoning = (fromStart: boolean, text: string) => {
+      const budget = new ThinkingBudget({ ...TAGS, budget: Number.POSITIVE_INFINITY, fromStart }, gpt2);
+      for (const token of gpt2.encode(text)) budget.advance(token);
+      return budget.reasoningTokens;
+    };
+    const thought = gpt2.encode('<think> a b</think>').length;
+    expect(reasoning(false, '<think> a b</think> The answer.')).toBe(thought);
+    expect(reasoning(false, '<think> a b c')).toBe(gpt2.encode('<think> a b c').length); // (still thinking: all of it)
+    expect(reasoning(false, 'The answer. <think> a</think>')).toBe(0);
+    expect(reasoning(true, ' a b</think> The answer.')).toBe(gpt2.encode(' a b</think>').length);
+  });
+
   it('forces nothing for a thinking ended within the budget, nor after it', () => {
     const r = run({ ...TAGS, budget: 5, fromStart: true }, ' a b</think> then a long answer goes on and on');
     expect(r.forced).toBe(0);

@@ -13,6 +13,9 @@ export type ThinkingParams = { budget: number; start: string; end: string; fromS
 export class ThinkingBudget {
   private state: 'start' | 'thinking' | 'answer';
   private spent = 0;
+  /** Tokens drawn; of them, those before the answer (the thinking and its tags), once it has begun. */
+  private drawn = 0;
+  private thought = 0;
   /** Text of the output not yet decided: while 'start', all of it; while thinking, the last bytes an end tag could begin in. */
   private text = '';
   /** While the thinking is being ended: the end tag's tokens still to come, next first. */
@@ -31,8 +34,17 @@ export class ThinkingBudget {
     return this.forcing[0];
   }
 
+  /**
+   * Tokens of the output that are not its answer: the thinking with its tags (OpenAI's reasoning_tokens); all so far
+   * while it thinks, none where the output did not open with thinking.
+   */
+  get reasoningTokens(): number {
+    return this.state === 'thinking' ? this.drawn : this.thought;
+  }
+
   /** The token drawn. */
   advance(token: number): void {
+    this.drawn++;
     if (token === this.forcing[0]) this.forcing.shift();
     if (this.state === 'answer') return;
     // (bytes as latin1 characters: the tags are ASCII, and a character cut between tokens cannot match one)
@@ -49,6 +61,7 @@ export class ThinkingBudget {
     } else this.spent++;
     if (this.text.includes(this.p.end)) {
       this.state = 'answer';
+      this.thought = this.drawn;
       return;
     }
     this.text = this.text.slice(-(this.p.end.length - 1));

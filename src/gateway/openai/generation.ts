@@ -5,7 +5,7 @@ import type { GenerateResult, SamplingParams, TokenLogprobs } from '../../batche
 import { badInput } from '../../errors/index.js';
 import type { BeamParams } from '../../models/beam-search.js';
 import { decode, FormatError, grammarFor, type JsonSchema, type ResponseFormat, TextStream } from '../../models/index.js';
-import type { ThinkingParams } from '../../models/thinking-budget.js';
+import { ThinkingBudget, type ThinkingParams } from '../../models/thinking-budget.js';
 import type { Caller } from '../auth/middleware.js';
 import { clientSignal } from '../body.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
@@ -104,9 +104,9 @@ export const servedTier = (tier: GenerationParams['service_tier']) => (tier === 
 /**
  * OpenAI's usage of generations from `promptTokens` of prompt; cached tokens as prompt_tokens_details; with a
  * prediction (Predicted Outputs), its tokens taken and the rest of them (as OpenAI: in the prediction, not in
- * the completion) as completion_tokens_details.
+ * the completion) as completion_tokens_details; a reasoning model's chats, their `reasoningTokens` there too.
  */
-export function usage(promptTokens: number, done: GenerateResult[], predictionTokens = 0) {
+export function usage(promptTokens: number, done: GenerateResult[], predictionTokens = 0, reasoningTokens?: number) {
   const completion = done.reduce((sum, r) => sum + r.completionTokens, 0);
   const cached = done.reduce((sum, r) => sum + r.cachedTokens, 0);
   const predicted = done.some((r) => r.acceptedPredictionTokens !== undefined);
@@ -116,10 +116,10 @@ export function usage(promptTokens: number, done: GenerateResult[], predictionTo
     completion_tokens: completion,
     total_tokens: promptTokens + completion,
     ...(cached > 0 && { prompt_tokens_details: { cached_tokens: cached } }),
-    ...(predicted && {
+    ...((predicted || reasoningTokens !== undefined) && {
       completion_tokens_details: {
-        accepted_prediction_tokens: accepted,
-        rejected_prediction_tokens: Math.max(0, done.length * predictionTokens - accepted),
+        ...(reasoningTokens !== undefined && { reasoning_tokens: reasoningTokens }),
+        ...(predicted && { accepted_prediction_tokens: accepted, rejected_prediction_tokens: Math.max(0, done.length * predictionTokens - accepted) }),
       },
     }),
   };
@@ -367,6 +367,8 @@ export class Generation {
   private logged: LoggedToken[] = [];
   readonly wantsLogprobs: boolean;
   private text: TextStream;
+  /** A reasoning model's chat: its output read as the answer's reasoning is (never ended here: no budget). */
+  private thinking?: ThinkingBudget;
   private wake?: () => void;
   private settled = false;
   private unused: () => void;
@@ -407,6 +409,7 @@ export class Generation {
       ignoreEos: params.ignore_eos ?? false,
       includeStop: params.include_stop_str_in_output ?? false,
     });
+    if (params.reasoningParser) this.thinking = new ThinkingBudget(thinkingParams(params.reasoningParser, Number.POSITIVE_INFINITY), gen.tokenizer);
     let started: () => void = () => {};
     const first = new Promise<void>((r) => (started = r));
     // Under a tokens-a-minute limit: what it may use is taken now (429 if not there); what it did not use, given back.
@@ -433,6 +436,7 @@ export class Generation {
             this.scored++;
             if (this.wantsLogprobs) this.logged.push({ token, ...logprobs });
           }
+          this.thinking?.advance(token);
           this.emit(this.text.push(token));
           started();
           this.wake?.();
@@ -450,6 +454,11 @@ export class Generation {
     );
     this.started = Promise.race([first, this.result.then(() => {})]);
     this.started.catch(() => {}); // only a signal: whoever awaits it still sees the error
+  }
+
+  /** A reasoning model's chat: its tokens before the answer (the thinking, its tags included); otherwise undefined. */
+  get reasoningTokens(): number | undefined {
+    return this.thinking?.reasoningTokens;
   }
 
   /** The text as it becomes safe to show, in pieces; throws the generation's error, if any. */
@@ -497,7 +506,7 @@ export class Generation {
   }
 
   usage(r: GenerateResult) {
-    return usage(this.promptTokens, [r], this.predictionTokens);
+    return usage(this.promptTokens, [r], this.predictionTokens, this.reasoningTokens);
   }
 
   private finish(): void {

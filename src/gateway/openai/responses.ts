@@ -171,7 +171,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
         input_tokens: u.prompt_tokens,
         input_tokens_details: { cached_tokens: result.cachedTokens },
         output_tokens: u.completion_tokens,
-        output_tokens_details: { reasoning_tokens: 0 },
+        output_tokens_details: { reasoning_tokens: generation.reasoningTokens ?? 0 },
         total_tokens: u.total_tokens,
       },
     };

@@ -213,6 +213,9 @@ export async function responsesRoute(c: Context, model: ModelOf, maxBodyBytes: n
   return responses(c, m, req);
 }
 
+/** A reasoning model's chats: their tokens before the answers, summed as usage counts them (others: undefined). */
+const reasoningOf = (gens: Generation[]) => (gens[0]?.reasoningTokens === undefined ? undefined : gens.reduce((sum, g) => sum + (g.reasoningTokens ?? 0), 0));
+
 /** POST /v1/chat/completions (and openai-chat endpoints, with `fixedModel`). */
 export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string): Promise<Response> {
   const req = parseBody(chatSchema, await json(c, maxBodyBytes, fixedModel));
@@ -304,6 +307,7 @@ async function generate(
         promptTokens,
         answers.map((a) => a.r),
         gens[0].predictionTokens,
+        reasoningOf(gens),
       ),
     });
   }
@@ -362,7 +366,7 @@ async function generate(
           return r;
         }),
       );
-      if (includeUsage) await send(chunk([], { usage: usage(promptTokens, done, gens[0].predictionTokens) }));
+      if (includeUsage) await send(chunk([], { usage: usage(promptTokens, done, gens[0].predictionTokens, reasoningOf(gens)) }));
       await send('[DONE]');
     } catch (err) {
       together.stop();
