@@ -26,7 +26,7 @@ const ask = (model: string, guided_regex: string, stream: boolean) =>
 type Message = { content: string | null; reasoning_content?: string | null };
 
 /** A chat message's answer over the WebSocket: its tokens' `reasoning` and `text`, each joined. */
-async function overWebSocket(chat: object): Promise<{ reasoning: string; text: string }> {
+async function overWebSocket(chat: object, usage?: (u: OpenAI.CompletionUsage) => void): Promise<{ reasoning: string; text: string }> {
   const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
   await new Promise((resolve) => ws.once('open', resolve));
   const got = { reasoning: '', text: '' };
@@ -34,6 +34,7 @@ async function overWebSocket(chat: object): Promise<{ reasoning: string; text: s
     ws.on('message', (data) => {
       const m = JSON.parse(String(data));
       if (m.type === 'token') [got.reasoning, got.text] = [got.reasoning + (m.reasoning ?? ''), got.text + m.text];
+      if (m.type === 'done') usage?.(m.usage);
       if (m.type === 'done' || m.type === 'error') resolve();
     }),
   );
@@ -232,6 +233,11 @@ describe('reasoning parsers', () => {
     let streamed: OpenAI.CompletionUsage | null | undefined;
     for await (const chunk of stream) streamed = chunk.usage ?? streamed;
     expect(streamed?.completion_tokens_details?.reasoning_tokens).toBe(tagEnds);
+    let overWs: OpenAI.CompletionUsage | undefined;
+    await overWebSocket({ model: 'r1', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 24, temperature: 0, thinking_token_budget: 6 }, (u) => {
+      overWs = u;
+    });
+    expect(overWs?.completion_tokens_details?.reasoning_tokens).toBe(tagEnds);
     // The Responses API's output_tokens_details; over the WebSocket, its done message's usage.
     const response = await client.responses.create({ model: 'r1', input: 'Hello', max_output_tokens: 10, temperature: 0 });
     expect(response.usage?.output_tokens_details.reasoning_tokens).toBe(10);
