@@ -192,7 +192,12 @@ program
   .option('--seconds <n>', 'each run measures this long (after a warm-up request per client)', '10')
   .option('--shape <input:dims...>', "a tensor input's shape where the model's has dynamic dimensions (default 1), e.g. x:1,3,224,224")
   .option('--prompt-tokens <n>', 'generative: words in each prompt', '32')
-  .option('--endpoint <api>', "generative: completions, or chat (the prompt laid out as a chat: genai-perf's chat endpoint)", 'completions')
+  .option(
+    '--endpoint <api>',
+    "generative: completions, or chat (the prompt laid out as a chat: genai-perf's chat endpoint); a text encoder: embeddings (/v1/embeddings)",
+    'completions',
+  )
+  .option('--texts <n>', 'embeddings: texts in each request (each --prompt-tokens words)', '1')
   .option('--max-tokens <n>', 'generative: tokens each stream generates (ignore_eos)', '64')
   .option('-H, --header <header...>', 'sent with every request: "Authorization: Bearer …", "Infergate-Key: …"')
   .option('--threads <n>', "worker threads the clients are dealt over (past a core's worth of requests, one is the limit)", '1')
@@ -201,6 +206,7 @@ program
     async (o: {
       model: string;
       threads: string;
+      texts: string;
       url: string;
       concurrency: string;
       requestRate?: string;
@@ -225,7 +231,8 @@ program
       };
       const concurrency = o.concurrency.split(',').map((c) => whole(c, '--concurrency'));
       const requestRates = o.requestRate?.split(',').map((r) => positive(r, '--request-rate'));
-      if (o.endpoint !== 'completions' && o.endpoint !== 'chat') throw new ConfigError(`--endpoint: completions or chat, got ${JSON.stringify(o.endpoint)}`);
+      if (!['completions', 'chat', 'embeddings'].includes(o.endpoint))
+        throw new ConfigError(`--endpoint: completions, chat or embeddings, got ${JSON.stringify(o.endpoint)}`);
       const shapes = Object.fromEntries(
         (o.shape ?? []).map((s) => {
           const [name, dims] = s.split(':');
@@ -248,7 +255,8 @@ program
           concurrency,
           requestRates,
           grpc: o.grpc,
-          endpoint: o.endpoint,
+          endpoint: o.endpoint as 'completions' | 'chat' | 'embeddings',
+          texts: whole(o.texts, '--texts'),
           ca:
             o.ca === undefined
               ? undefined

@@ -13,7 +13,8 @@ import { spawnWorker } from './models/thread.js';
  * (after one request each, not counted). A tensor model gets KServe v2 infer requests of random data shaped by its
  * metadata (dynamic dimensions 1, or `shapes`), as binary tensors; a generative model (its metadata's `text_input`)
  * completion streams of `promptTokens` words and `maxTokens` tokens each — time to first token, the gaps between
- * tokens and tokens a second, as genai-perf reports them.
+ * tokens and tokens a second, as genai-perf reports them; a text encoder (`endpoint: embeddings`) /v1/embeddings of
+ * `texts` texts a request.
  */
 export type PerfOptions = {
   url: string;
@@ -29,8 +30,13 @@ export type PerfOptions = {
   shapes?: Record<string, number[]>;
   promptTokens?: number;
   maxTokens?: number;
-  /** A generative model's streams: OpenAI's completions (the prompt as it is), or chat completions (laid out as a chat). */
-  endpoint?: 'completions' | 'chat';
+  /**
+   * A generative model's streams: OpenAI's completions (the prompt as it is), or chat completions (laid out as a
+   * chat). `embeddings`: a text encoder's /v1/embeddings (genai-perf's embeddings endpoint), `texts` a request.
+   */
+  endpoint?: 'completions' | 'chat' | 'embeddings';
+  /** Embeddings: texts in each request (each of `promptTokens` words). */
+  texts?: number;
   /** Sent with every request (auth: `Authorization`, or `Infergate-Key` / `Infergate-Secret`); over gRPC as metadata. */
   headers?: Record<string, string>;
   /** Certificates (PEM) an HTTPS gateway's is trusted by, besides the system's: a self-signed gateway's own. */
@@ -55,8 +61,10 @@ export type PerfRow = {
   ttftMs?: Quantiles;
   interTokenMs?: Quantiles;
   outputTokensPerS?: number;
+  /** Embeddings: texts embedded a second (requests × texts). */
+  textsPerS?: number;
 };
-export type PerfResult = { model: string; kind: 'tensor' | 'generative'; rows: PerfRow[] };
+export type PerfResult = { model: string; kind: 'tensor' | 'generative' | 'embeddings'; rows: PerfRow[] };
 
 export type Metadata = { inputs: { name: string; datatype: string; shape: number[] }[]; parameters?: { max_batch_size?: number } };
 /** `status`: 200 when answered; else the HTTP status, a gRPC status's name, 0 (no answer) or -1 (a stream cut short). */
@@ -67,6 +75,8 @@ export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = ()
   const metadata = o.grpc ? await grpcMetadata(o.grpc, o.model, headers) : await httpMetadata(new URL(o.url), o.model, headers, o.ca);
   const generative = metadata.inputs.some((i) => i.name === 'text_input');
   if (generative && o.grpc) throw new Error(`${o.model} is generative: its tokens stream over HTTP (leave --grpc out)`);
+  if (o.endpoint === 'embeddings' && (generative || o.grpc))
+    throw new Error(`--endpoint embeddings loads a text encoder over HTTP: ${o.model} ${o.grpc ? 'over gRPC' : 'is generative'}`);
   const rows: PerfRow[] = [];
   const loads: Load[] = o.requestRates?.length ? o.requestRates.map((requestRate) => ({ requestRate })) : o.concurrency.map((concurrency) => ({ concurrency }));
   for (const load of loads) {
@@ -76,10 +86,11 @@ export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = ()
         ? await inThreads(threads, { o, metadata, load })
         : await runLoad({ o, metadata, load, share: { index: 0, of: 1 } }, async () => performance.now());
     const row = { ...load, ...summary(run, generative) };
+    if (o.endpoint === 'embeddings') row.textsPerS = Math.round(row.requestsPerS * (o.texts ?? 1));
     progress(row);
     rows.push(row);
   }
-  return { model: o.model, kind: generative ? 'generative' : 'tensor', rows };
+  return { model: o.model, kind: generative ? 'generative' : o.endpoint === 'embeddings' ? 'embeddings' : 'tensor', rows };
 }
 
 type Load = { concurrency?: number; requestRate?: number };
@@ -99,7 +110,13 @@ export async function runLoad({ o, metadata, load, share }: LoadPart, started: (
     ? new GrpcChannels(o.grpc, Math.min(connections, MAX_GRPC_CHANNELS), headers)
     : new HttpClient(new URL(o.url), connections, headers, o.ca);
   const send =
-    client instanceof GrpcChannels ? grpcInferRequest(client, metadata, o) : generative ? streamRequest(client, o, share) : inferRequest(client, metadata, o);
+    client instanceof GrpcChannels
+      ? grpcInferRequest(client, metadata, o)
+      : generative
+        ? streamRequest(client, o, share)
+        : o.endpoint === 'embeddings'
+          ? embeddingsRequest(client, o, share)
+          : inferRequest(client, metadata, o);
   try {
     return clients ? await closedLoop(clients, o.seconds, send, started) : await openLoop(load.requestRate as number, o.seconds, send, started, share);
   } finally {
@@ -286,6 +303,30 @@ function inferRequest(client: HttpClient, metadata: Metadata, o: PerfOptions): (
   };
 }
 
+/**
+ * /v1/embeddings of `texts` texts of `promptTokens` words each, every text numbered apart (in every thread): alike
+ * texts would be answered from a response cache.
+ */
+function embeddingsRequest(client: HttpClient, o: PerfOptions, share: LoadPart['share']): () => Promise<Answer> {
+  let n = share.index;
+  const words = promptWords(o);
+  const path = '/v1/embeddings';
+  const headers = { 'content-type': 'application/json' };
+  return async () => {
+    const input = Array.from({ length: o.texts ?? 1 }, () => {
+      n += share.of;
+      return `${n}${words}`;
+    });
+    const body = Buffer.from(JSON.stringify({ model: o.model, input }));
+    const t = performance.now();
+    const status = await client.post(path, body, headers);
+    return { status, ms: performance.now() - t };
+  };
+}
+
+/** A prompt's words (about as many tokens), after the number each request puts first. */
+const promptWords = (o: PerfOptions) => Array.from({ length: o.promptTokens ?? 32 }, (_, i) => ` word${i % 97}`).join('');
+
 /** Values of `datatype` for `count` elements, as bytes: floats in [0, 1), integers 1..999, booleans, short strings. */
 function randomBytesOf(datatype: string, count: number, seed: number): Buffer {
   const at = (i: number) => ((i * 2654435761 + seed * 40503) >>> 0) / 2 ** 32;
@@ -314,7 +355,7 @@ function randomBytesOf(datatype: string, count: number, seed: number): Buffer {
 /** A completion stream of `promptTokens` words (about as many tokens) and exactly `maxTokens` tokens (ignore_eos). */
 function streamRequest(client: HttpClient, o: PerfOptions, share: LoadPart['share']): () => Promise<Answer> {
   let n = share.index;
-  const words = Array.from({ length: o.promptTokens ?? 32 }, (_, i) => ` word${i % 97}`).join('');
+  const words = promptWords(o);
   const headers = { 'content-type': 'application/json' };
   const chat = o.endpoint === 'chat';
   const path = chat ? '/v1/chat/completions' : '/v1/completions';
@@ -400,6 +441,7 @@ export function perfTable(result: PerfResult): string {
     'p90 ms',
     'p99 ms',
     ...(generative ? ['TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'tokens/s'] : []),
+    ...(result.kind === 'embeddings' ? ['texts/s'] : []),
     'errors',
   ];
   const lines = result.rows.map((r) => [
@@ -409,6 +451,7 @@ export function perfTable(result: PerfResult): string {
     r.latencyMs.p90,
     r.latencyMs.p99,
     ...(generative ? [r.ttftMs?.p50, r.ttftMs?.p99, r.interTokenMs?.p50, r.interTokenMs?.p99, r.outputTokensPerS] : []),
+    ...(result.kind === 'embeddings' ? [r.textsPerS] : []),
     Object.entries(r.errors)
       .map(([k, v]) => `${v}× ${k}`)
       .join(', ') || '0',

@@ -14,6 +14,7 @@ beforeAll(async () => {
     models: {
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
       // (tens of ms a run, one request at a time: a server that a rate above its capacity queues up)
       slow: { path: `${MODELS}slow.onnx`, device: 'cpu', batching: { max_batch_size: 1 }, scaling: { min_containers: 1, max_containers: 1 } },
     },
@@ -100,6 +101,31 @@ describe('infergate perf', () => {
     await expect(perf({ url: gw.url, model: 'mlp', concurrency: [2], seconds: 0.2, headers, threads: 2, shapes: { x: [-1, 64] } })).rejects.toThrow(
       /dimensions must not be negative/,
     );
+  });
+
+  it("loads a text encoder through /v1/embeddings (genai-perf's embeddings endpoint), texts a request each counted", async () => {
+    const before = await stats('tiny-embed');
+    const result = await perf({
+      url: gw.url,
+      model: 'tiny-embed',
+      endpoint: 'embeddings',
+      texts: 3,
+      promptTokens: 6,
+      concurrency: [2],
+      seconds: 0.5,
+      headers,
+      threads: 2,
+    });
+    expect(result.kind).toBe('embeddings');
+    expect(result.rows[0].errors).toEqual({});
+    expect(result.rows[0].requests).toBeGreaterThan(5);
+    expect(result.rows[0].textsPerS).toBe(Math.round(result.rows[0].requestsPerS * 3));
+    // (each text is a request to the model; the numbered texts miss any cache)
+    expect((await stats('tiny-embed')).requests - before.requests).toBe((result.rows[0].requests + 2) * 3);
+    // A generative model is not a text encoder; a model that does not embed answers each request with its refusal.
+    await expect(perf({ url: gw.url, model: 'tiny-gpt', endpoint: 'embeddings', concurrency: [1], seconds: 0.2, headers })).rejects.toThrow(/is generative/);
+    const refused = await perf({ url: gw.url, model: 'mlp', endpoint: 'embeddings', concurrency: [1], seconds: 0.2, headers });
+    expect(Object.keys(refused.rows[0].errors)).toEqual(['404']);
   });
 
   it('loads a tensor model over gRPC too (ModelInfer, the key as metadata), refusals by their status', async () => {
