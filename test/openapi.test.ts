@@ -20,6 +20,7 @@ beforeAll(async () => {
 afterAll(() => gw?.shutdown());
 
 type Doc = { paths: Record<string, Record<string, { security: object[]; requestBody?: { content: Record<string, { schema: object }> } }>> };
+type AnswersDoc = { paths: Record<string, Record<string, { responses: Record<string, { content: Record<string, { schema: object }> }> }>> };
 const document = async () => (await (await fetch(`${gw.url}/openapi.json`)).json()) as Doc;
 const bodyOf = (doc: Doc, path: string) => doc.paths[path].post.requestBody?.content['application/json'].schema as object;
 
@@ -67,6 +68,83 @@ describe('GET /openapi.json', () => {
       const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
       expect([path, res.status]).toEqual([path, allowed ? 200 : path === '/generate' ? 422 : 400]);
       await res.body?.cancel();
+    }
+  });
+
+  it("says what the routes answer: real answers of every kind fit the document's schemas", async () => {
+    const all = await startTestGateway({
+      models: {
+        'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+        r1: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', reasoning_parser: 'deepseek_r1', scaling: { min_containers: 1 } },
+        'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu' },
+        'tiny-rerank': { path: `${MODELS}tiny-rerank.onnx`, device: 'cpu' },
+        mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu' },
+      },
+    });
+    try {
+      const doc = (await (await fetch(`${all.url}/openapi.json`)).json()) as AnswersDoc;
+      const ajv = new Ajv2020({ strict: false });
+      const hi = [{ role: 'user', content: 'Hi' }];
+      const tool = { type: 'function', function: { name: 'lookup', parameters: { type: 'object', properties: { q: { type: 'string' } } } } };
+      const cases: [string, object?][] = [
+        ['/v1/completions', { model: 'tiny-gpt', prompt: 'Hi', max_tokens: 3 }],
+        ['/v1/completions', { model: 'tiny-gpt', prompt: ['Hi', 'Yo'], max_tokens: 3, logprobs: 2, echo: true, n: 2 }],
+        ['/v1/chat/completions', { model: 'tiny-gpt', messages: hi, max_tokens: 3, logprobs: true, top_logprobs: 2 }],
+        ['/v1/chat/completions', { model: 'tiny-gpt', messages: hi, max_tokens: 30, tools: [tool], tool_choice: 'required' }],
+        ['/v1/chat/completions', { model: 'r1', messages: hi, max_tokens: 8, thinking_token_budget: 2 }],
+        ['/v1/responses', { model: 'tiny-gpt', input: 'Hi', max_output_tokens: 3 }],
+        ['/v1/responses', { model: 'r1', input: 'Hi', max_output_tokens: 8 }],
+        ['/v1/responses', { model: 'tiny-gpt', input: 'Hi', max_output_tokens: 30, tools: [{ type: 'function', name: 'lookup' }], tool_choice: 'required' }],
+        ['/v1/embeddings', { model: 'tiny-embed', input: ['Hi', 'Yo'] }],
+        ['/v1/embeddings', { model: 'tiny-embed', input: 'Hi', encoding_format: 'base64' }],
+        ['/v1/rerank', { model: 'tiny-rerank', query: 'q', documents: ['a', 'b'] }],
+        ['/v1/score', { model: 'tiny-rerank', text_1: 'q', text_2: ['a', 'b'] }],
+        ['/classify', { model: 'tiny-rerank', input: ['a'] }],
+        ['/tokenize', { model: 'tiny-gpt', prompt: 'Hi' }],
+        ['/tokenize', { model: 'tiny-gpt', messages: hi }],
+        ['/detokenize', { model: 'tiny-gpt', tokens: [15496] }],
+        ['/v1/models'],
+        ['/v1/messages', { model: 'tiny-gpt', max_tokens: 3, messages: hi }],
+        ['/v1/messages', { model: 'r1', max_tokens: 8, messages: hi, thinking: { type: 'enabled', budget_tokens: 2 } }],
+        [
+          '/v1/messages',
+          { model: 'tiny-gpt', max_tokens: 30, messages: hi, tools: [{ name: 'lookup', input_schema: { type: 'object' } }], tool_choice: { type: 'any' } },
+        ],
+        ['/v1/messages/count_tokens', { model: 'tiny-gpt', messages: hi }],
+        ['/generate', { model: 'tiny-gpt', inputs: 'Hi', parameters: { max_new_tokens: 3, details: true } }],
+        ['/v2/models/{model}/infer', { inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: Array(64).fill(0.5) }] }],
+        ['/v2/models/{model}'],
+        ['/v2/models/{model}/ready'],
+        ['/v1/models/{model}:predict', { instances: [Array(64).fill(0.5)] }],
+        ['/v2/health/live'],
+        ['/v2/health/ready'],
+      ];
+      const kinds = new Set<string>();
+      for (const [path, body] of cases) {
+        const method = body ? 'post' : 'get';
+        const res = await fetch(`${all.url}${path.replace('{model}', 'mlp')}`, { method, ...(body && { body: JSON.stringify(body) }) });
+        const answer = await res.json();
+        expect([path, res.status, answer]).toMatchObject([path, 200, expect.anything()]);
+        const check = ajv.compile(doc.paths[path][method].responses['200'].content['application/json'].schema);
+        expect(check(answer), `${path} ${JSON.stringify(body)}: ${ajv.errorsText(check.errors)}\n${JSON.stringify(answer).slice(0, 400)}`).toBe(true);
+        for (const item of [...(answer.output ?? []), ...(answer.content ?? [])]) kinds.add(item.type);
+        if (answer.choices?.[0]?.message?.tool_calls) kinds.add('tool_calls');
+      }
+      // (the variants above happened: calls, thinking and reasoning items among them)
+      expect([...kinds].sort()).toEqual(['function_call', 'message', 'reasoning', 'text', 'thinking', 'tool_calls', 'tool_use']);
+      const triton = await fetch(`${all.url}/v2/models/tiny-gpt/generate`, {
+        method: 'POST',
+        body: JSON.stringify({ text_input: 'Hi', parameters: { max_tokens: 3 } }),
+      });
+      const generateSchema = doc.paths['/v2/models/{model}/generate'].post.responses['200'].content['application/json'].schema;
+      expect(ajv.validate(generateSchema, await triton.json())).toBe(true);
+      // A wrong answer does not fit: the schemas say something.
+      expect(ajv.validate(doc.paths['/v1/chat/completions'].post.responses['200'].content['application/json'].schema, { object: 'chat.completion' })).toBe(
+        false,
+      );
+      expect(doc.paths['/metrics'].get.responses['200'].content['text/plain']).toEqual({ schema: { type: 'string' } });
+    } finally {
+      await all.shutdown();
     }
   });
 

@@ -8,6 +8,7 @@ import { embeddingsSchema } from './openai/embeddings.js';
 import { responsesSchema } from './openai/responses.js';
 import { chatSchema, completionSchema, detokenizeSchema, tokenizeChatSchema, tokenizeSchema } from './openai/schema.js';
 import { classifySchema, rerankSchema, scoreSchema } from './openai/scoring.js';
+import { answerSchema } from './openapi-answers.js';
 import { tgiRequestSchema } from './tgi.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -15,7 +16,8 @@ import type { GatewayEnv, ServedModel } from './types.js';
  * GET /openapi.json: an OpenAPI 3.1 document of the routes this gateway serves with its config — the models it has
  * decide which (no generative model: no OpenAI text routes), configured endpoints with their own auth — as vLLM's
  * and TGI's servers answer one (FastAPI's). Request bodies are the JSON Schemas of the validators the routes run
- * (zod's toJSONSchema), so the document cannot drift from what is accepted. GET /docs: Swagger UI reading it.
+ * (zod's toJSONSchema), so the document cannot drift from what is accepted; answers are described by
+ * openapi-answers.ts (the fields they have). GET /docs: Swagger UI reading it.
  */
 
 /** KServe v2's inference request (its JSON; the binary extension's header is the same, `data` then left out). The route reads it by hand. */
@@ -254,7 +256,7 @@ export function openApiDocument(o: OpenApiOptions): object {
 
 /** One operation: its body's schema (the model field naming the models it serves), its answers. */
 function operation(op: Operation, models: string[], security: object[], fixedModel: boolean): object {
-  const json = { 'application/json': { schema: { type: 'object' } } };
+  const json = op.path === '/metrics' ? { 'text/plain': { schema: { type: 'string' } } } : { 'application/json': { schema: answerSchema(op.path) } };
   const answers =
     op.events === 'always'
       ? { 'text/event-stream': { schema: { type: 'string' } } }

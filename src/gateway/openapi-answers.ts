@@ -1,0 +1,212 @@
+import { z } from 'zod';
+
+// The JSON answers of GET /openapi.json's operations (200s): the fields every client reads, by the protocol's names.
+// Loose objects: an answer may carry more than is listed (vLLM's extras, fields a request asked for); what is listed
+// is what it has. test/openapi.test.ts checks real answers against them.
+
+const finishReason = z.string().meta({ description: 'stop, length, tool_calls (chat), or another reason the model ended' });
+
+/** OpenAI's usage of a generation (reasoning_tokens: a reasoning model's chats). */
+const usage = z.looseObject({
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+  prompt_tokens_details: z.looseObject({ cached_tokens: z.number().int() }).optional(),
+  completion_tokens_details: z
+    .looseObject({
+      reasoning_tokens: z.number().int().optional(),
+      accepted_prediction_tokens: z.number().int().optional(),
+      rejected_prediction_tokens: z.number().int().optional(),
+    })
+    .optional(),
+});
+const completionLogprobs = z.looseObject({
+  tokens: z.array(z.string()),
+  token_logprobs: z.array(z.number().nullable()),
+  top_logprobs: z.array(z.record(z.string(), z.number()).nullable()),
+  text_offset: z.array(z.number().int()),
+});
+const chatTokenLogprob = z.looseObject({ token: z.string(), logprob: z.number(), bytes: z.array(z.number().int()).nullable() });
+const chatLogprobs = z.looseObject({
+  content: z.array(chatTokenLogprob.extend({ top_logprobs: z.array(chatTokenLogprob) })).nullable(),
+});
+const toolCall = z.looseObject({
+  id: z.string(),
+  type: z.literal('function'),
+  function: z.looseObject({ name: z.string(), arguments: z.string().meta({ description: 'the arguments, as JSON text' }) }),
+});
+const generationBase = { id: z.string(), created: z.number().int(), model: z.string(), usage };
+
+const completion = z.looseObject({
+  ...generationBase,
+  object: z.literal('text_completion'),
+  choices: z.array(
+    z.looseObject({
+      index: z.number().int(),
+      text: z.string(),
+      logprobs: completionLogprobs.nullable(),
+      finish_reason: finishReason,
+      stop_reason: z.union([z.string(), z.number().int()]).nullable().optional(),
+    }),
+  ),
+});
+const chatCompletion = z.looseObject({
+  ...generationBase,
+  object: z.literal('chat.completion'),
+  choices: z.array(
+    z.looseObject({
+      index: z.number().int(),
+      message: z.looseObject({
+        role: z.literal('assistant'),
+        content: z.string().nullable(),
+        reasoning_content: z.string().nullable().optional().meta({ description: 'a reasoning model’s thinking (reasoning_parser)' }),
+        tool_calls: z.array(toolCall).optional(),
+      }),
+      logprobs: chatLogprobs.nullable(),
+      finish_reason: finishReason,
+      stop_reason: z.union([z.string(), z.number().int()]).nullable().optional(),
+    }),
+  ),
+});
+const response = z.looseObject({
+  id: z.string(),
+  object: z.literal('response'),
+  created_at: z.number().int(),
+  model: z.string(),
+  status: z.enum(['completed', 'incomplete', 'queued', 'in_progress', 'failed', 'cancelled']),
+  output: z.array(
+    z.looseObject({
+      type: z.enum(['message', 'function_call', 'reasoning']),
+      id: z.string(),
+      content: z.array(z.looseObject({ type: z.string(), text: z.string() })).optional(),
+      call_id: z.string().optional(),
+      name: z.string().optional(),
+      arguments: z.string().optional(),
+    }),
+  ),
+  usage: z
+    .looseObject({
+      input_tokens: z.number().int(),
+      output_tokens: z.number().int(),
+      total_tokens: z.number().int(),
+      output_tokens_details: z.looseObject({ reasoning_tokens: z.number().int() }),
+    })
+    .nullable(),
+});
+const encoderUsage = z.looseObject({ prompt_tokens: z.number().int().optional(), total_tokens: z.number().int() });
+const embeddings = z.looseObject({
+  object: z.literal('list'),
+  model: z.string(),
+  data: z.array(
+    z.looseObject({
+      object: z.literal('embedding'),
+      index: z.number().int(),
+      embedding: z.union([z.array(z.number()), z.string().meta({ description: 'encoding_format base64: little-endian float32s' })]),
+    }),
+  ),
+  usage: encoderUsage,
+});
+const rerank = z.looseObject({
+  id: z.string(),
+  model: z.string(),
+  results: z.array(z.looseObject({ index: z.number().int(), relevance_score: z.number(), document: z.looseObject({ text: z.string() }).optional() })),
+  usage: encoderUsage,
+});
+const scores = z.looseObject({
+  object: z.literal('list'),
+  model: z.string(),
+  data: z.array(z.looseObject({ index: z.number().int(), object: z.literal('score'), score: z.number() })),
+  usage: encoderUsage,
+});
+const classified = z.looseObject({
+  object: z.literal('list'),
+  model: z.string(),
+  data: z.array(z.looseObject({ index: z.number().int(), label: z.string(), probs: z.array(z.number()), num_classes: z.number().int() })),
+  usage: encoderUsage,
+});
+const tokenized = z.looseObject({ count: z.number().int(), max_model_len: z.number().int(), tokens: z.array(z.number().int()) });
+const detokenized = z.looseObject({ prompt: z.string() });
+const models = z.looseObject({
+  object: z.literal('list'),
+  data: z.array(
+    z.looseObject({
+      id: z.string(),
+      object: z.literal('model'),
+      created: z.number().int(),
+      owned_by: z.string(),
+      max_model_len: z.number().int().optional(),
+      parent: z.string().optional().meta({ description: 'a LoRA adapter’s model' }),
+    }),
+  ),
+});
+const message = z.looseObject({
+  id: z.string(),
+  type: z.literal('message'),
+  role: z.literal('assistant'),
+  model: z.string(),
+  content: z.array(
+    z.looseObject({
+      type: z.enum(['text', 'tool_use', 'thinking']),
+      text: z.string().optional(),
+      thinking: z.string().optional(),
+      id: z.string().optional(),
+      name: z.string().optional(),
+      input: z.record(z.string(), z.unknown()).optional(),
+    }),
+  ),
+  stop_reason: z.string().nullable(),
+  stop_sequence: z.string().nullable(),
+  usage: z.looseObject({ input_tokens: z.number().int(), output_tokens: z.number().int() }),
+});
+const tgi = z.looseObject({
+  generated_text: z.string(),
+  details: z.looseObject({ finish_reason: z.string(), generated_tokens: z.number().int() }).optional().meta({ description: 'with parameters.details' }),
+});
+const tensor = z.looseObject({
+  name: z.string(),
+  datatype: z.string(),
+  shape: z.array(z.number().int()),
+  data: z.array(z.unknown()).optional().meta({ description: 'row-major values; absent when sent as binary data' }),
+});
+const inferred = z.looseObject({ model_name: z.string(), model_version: z.string().optional(), id: z.string().optional(), outputs: z.array(tensor) });
+const metadataTensor = z.looseObject({ name: z.string(), datatype: z.string(), shape: z.array(z.number().int()) });
+const metadata = z.looseObject({
+  name: z.string(),
+  versions: z.array(z.string()).optional(),
+  platform: z.string(),
+  inputs: z.array(metadataTensor),
+  outputs: z.array(metadataTensor),
+});
+
+/** Each operation's JSON answer (by its path, as OPERATIONS names it); others are described as any object. */
+export const ANSWERS: Record<string, z.ZodType> = {
+  '/v1/completions': completion,
+  '/v1/chat/completions': chatCompletion,
+  '/v1/responses': response,
+  '/v1/embeddings': embeddings,
+  '/v1/rerank': rerank,
+  '/v1/score': scores,
+  '/classify': classified,
+  '/tokenize': tokenized,
+  '/detokenize': detokenized,
+  '/v1/models': models,
+  '/v1/messages': message,
+  '/v1/messages/count_tokens': z.looseObject({ input_tokens: z.number().int() }),
+  '/generate': tgi,
+  '/v2/models/{model}/infer': inferred,
+  '/v2/models/{model}': metadata,
+  '/v2/models/{model}/ready': z.looseObject({ name: z.string(), ready: z.boolean() }),
+  '/v2/models/{model}/generate': z.looseObject({ model_name: z.string(), model_version: z.string().optional(), text_output: z.string() }),
+  '/v1/models/{model}:predict': z.looseObject({ predictions: z.array(z.unknown()) }),
+  '/v2/health/live': z.looseObject({ live: z.boolean() }),
+  '/v2/health/ready': z.looseObject({ ready: z.boolean() }),
+};
+
+/** An answer's JSON Schema, for the document. */
+export function answerSchema(path: string): object {
+  const schema = ANSWERS[path];
+  if (!schema) return { type: 'object' };
+  const json = z.toJSONSchema(schema, { io: 'output' }) as Record<string, unknown>;
+  delete json.$schema;
+  return json;
+}
