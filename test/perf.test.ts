@@ -134,6 +134,10 @@ describe('infergate perf', () => {
     const result = await perf({ url: gw.url, grpc, model: 'mlp', concurrency: [2], seconds: 0.4, headers });
     expect(result.rows[0].errors).toEqual({});
     expect((await stats('mlp')).requests - before.requests).toBe(result.rows[0].requests + 2);
+    // (over threads too: each its own channels)
+    const threaded = await perf({ url: gw.url, grpc, model: 'mlp', concurrency: [2], seconds: 0.3, headers, threads: 2 });
+    expect(threaded.rows[0].errors).toEqual({});
+    expect(threaded.rows[0].requests).toBeGreaterThan(5);
     const wrong = await perf({ url: gw.url, grpc, model: 'mlp', concurrency: [1], seconds: 0.2, headers, shapes: { x: [1, 3] } });
     expect(Object.keys(wrong.rows[0].errors)).toEqual(['INVALID_ARGUMENT']);
     await expect(perf({ url: gw.url, grpc, model: 'tiny-gpt', concurrency: [1], seconds: 0.2, headers })).rejects.toThrow(
