@@ -25,6 +25,17 @@ const ask = (model: string, guided_regex: string, stream: boolean) =>
   ({ model, messages: [{ role: 'user', content: 'Think first.' }], max_tokens: 40, temperature: 0, guided_regex, stream }) as never;
 type Message = { content: string | null; reasoning_content?: string | null };
 
+/** r1's chat to "Hello" of 24 tokens at temperature 0, streamed through the openai client, with `extra` fields. */
+const streamHello = async (extra: object) =>
+  (await client.chat.completions.create({
+    model: 'r1',
+    messages: [{ role: 'user', content: 'Hello' }],
+    max_tokens: 24,
+    temperature: 0,
+    stream: true,
+    ...extra,
+  } as never)) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;
+
 /** A chat message's answer over the WebSocket: its tokens' `reasoning` and `text`, each joined. */
 async function overWebSocket(chat: object, usage?: (u: OpenAI.CompletionUsage) => void): Promise<{ reasoning: string; text: string }> {
   const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`);
@@ -129,14 +140,7 @@ describe('reasoning parsers', () => {
     expect(cut.message.reasoning_content).toBe(free.tokens.slice(0, 6).join(''));
     expect(cut.message.content?.length).toBeGreaterThan(0);
     // Streamed: the same parts.
-    const stream = (await client.chat.completions.create({
-      model: 'r1',
-      messages: [{ role: 'user', content: 'Hello' }],
-      max_tokens: 24,
-      temperature: 0,
-      stream: true,
-      thinking_token_budget: 6,
-    } as never)) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;
+    const stream = await streamHello({ thinking_token_budget: 6 });
     const parts = { reasoning: '', content: '' };
     for await (const chunk of stream) {
       const d = chunk.choices[0]?.delta as unknown as { content?: string | null; reasoning_content?: string };
@@ -221,15 +225,7 @@ describe('reasoning parsers', () => {
     const two = await chat({ thinking_token_budget: 6, n: 2 });
     expect(two.usage.completion_tokens_details?.reasoning_tokens).toBe(2 * tagEnds);
     // Streamed, in the usage chunk.
-    const stream = (await client.chat.completions.create({
-      model: 'r1',
-      messages: [{ role: 'user', content: 'Hello' }],
-      max_tokens: 24,
-      temperature: 0,
-      stream: true,
-      stream_options: { include_usage: true },
-      thinking_token_budget: 6,
-    } as never)) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;
+    const stream = await streamHello({ stream_options: { include_usage: true }, thinking_token_budget: 6 });
     let streamed: OpenAI.CompletionUsage | null | undefined;
     for await (const chunk of stream) streamed = chunk.usage ?? streamed;
     expect(streamed?.completion_tokens_details?.reasoning_tokens).toBe(tagEnds);

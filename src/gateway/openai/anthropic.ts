@@ -4,10 +4,10 @@ import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { ServedModel } from '../types.js';
 import { usage } from './generation.js';
-import { answerPieces, splitReasoning } from './reasoning.js';
+import { answerPieces } from './reasoning.js';
 import { type ChatRequest, chatSchema, parseBody } from './schema.js';
 import { tokenStream } from './token-stream.js';
-import { chatGeneration, chatPromptOf, relay, type ToolCall, type ToolCallDelta } from './tools.js';
+import { chatGeneration, chatPromptOf, relay, type ToolCall, type ToolCallDelta, wholeChat } from './tools.js';
 
 // Anthropic's Messages API (POST /v1/messages), as vLLM serves it for Anthropic's SDKs and the agents built
 // on them: served the way chat completions are — `system` and the messages' blocks become chat messages,
@@ -154,11 +154,7 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   };
 
   if (!req.stream) {
-    let whole = '';
-    for await (const piece of generation) whole += piece.text;
-    const result = await generation.result;
-    const { reasoning, content: all } = parser ? splitReasoning(parser, whole) : { reasoning: '', content: whole };
-    answer?.push(all);
+    const { result, reasoning, content: all } = await wholeChat(generation, parser, answer);
     const said = answer?.isCalls ? answer.reader.calls.map((call) => ({ ...toolBlock(call), input: inputOf(call) })) : [{ type: 'text', text: all }];
     const content = thinks ? [{ type: 'thinking', thinking: reasoning, signature: '' }, ...said] : said;
     return c.json({ ...base, content, ...stopOf(result), usage: usageOf(result) });

@@ -5,10 +5,10 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import { type Call, type CallEnv, type Calls, type Dispatch, startKeptCall } from '../calls.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { usage } from './generation.js';
-import { answerPieces, splitReasoning } from './reasoning.js';
+import { answerPieces } from './reasoning.js';
 import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS } from './schema.js';
 import { tokenStream } from './token-stream.js';
-import { chatGeneration, relay, type ToolCall, type ToolCallDelta } from './tools.js';
+import { chatGeneration, relay, type ToolCall, type ToolCallDelta, wholeChat } from './tools.js';
 
 // OpenAI's Responses API (POST /v1/responses), served the way chat completions are: the input items become
 // chat messages, `text.format` the response format, function tools the tool calls — and the answer comes
@@ -198,11 +198,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
   };
 
   if (!req.stream) {
-    let whole = '';
-    for await (const piece of generation) whole += piece.text;
-    const result = await generation.result;
-    const { reasoning, content: all } = parser ? splitReasoning(parser, whole) : { reasoning: '', content: whole };
-    answer?.push(all);
+    const { result, reasoning, content: all } = await wholeChat(generation, parser, answer);
     return c.json(finished(result, outputOf(result, all, reasoning)));
   }
 

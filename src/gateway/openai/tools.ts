@@ -14,6 +14,7 @@ import {
 import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
 import { Generation, originOf } from './generation.js';
+import { type ReasoningParser, splitReasoning } from './reasoning.js';
 import type { ChatRequest } from './schema.js';
 
 // OpenAI's tool calling, without a model-specific parser: a named tool_choice or "required" makes the
@@ -274,6 +275,14 @@ export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, ma
   const max = maxTokens ?? Math.min(256, gen.context - prompt.length);
   const generation = new Generation(m, { ...chat, format: tools?.format, reasoningParser: gen.reasoningParser }, prompt, max, clientSignal(c), originOf(c));
   return { generation, answer: tools && new ToolAnswer(tools) };
+}
+
+/** A chat generation read whole: its result, its thinking (a reasoning model's) and its answer's text, handed to `answer`. */
+export async function wholeChat(generation: Generation, parser: ReasoningParser | undefined, answer?: ToolAnswer) {
+  const { text, result } = await generation.whole();
+  const { reasoning, content } = parser ? splitReasoning(parser, text) : { reasoning: '', content: text };
+  answer?.push(content);
+  return { result, reasoning, content };
 }
 
 /** How a chat request ends its prompt (vLLM's add_generation_prompt, continue_final_message). */
