@@ -6,7 +6,8 @@ import { parseConfig } from '../src/config/index.js';
 import { MODELS, startTestGateway } from './helpers.js';
 
 // A reasoning model's chat answers (vLLM's --reasoning-parser): the thinking between <think> and </think> as
-// reasoning_content. The random tiny-gpt is made to think by a regex format, which the replica holds it to.
+// reasoning_content. The random tiny-gpt thinks from the start under deepseek_r1 and never ends it itself: a thinking
+// budget ends it (the replica writes the end tag), and a regex format, which holds only the answer, shapes the rest.
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let client: OpenAI;
 beforeAll(async () => {
@@ -21,8 +22,14 @@ beforeAll(async () => {
 });
 afterAll(() => gw?.shutdown());
 
-const ask = (model: string, guided_regex: string, stream: boolean) =>
-  ({ model, messages: [{ role: 'user', content: 'Think first.' }], max_tokens: 40, temperature: 0, guided_regex, stream }) as never;
+const ask = (model: string, guided_regex: string, stream: boolean, extra: object = {}) =>
+  ({ model, messages: [{ role: 'user', content: 'Think first.' }], max_tokens: 40, temperature: 0, guided_regex, stream, ...extra }) as never;
+/** r1's first tokens at temperature 0 with nothing ending its thinking (all of it thinking): their texts. */
+async function freeTokens(model: string, n: number): Promise<string[]> {
+  const body = { model, messages: [{ role: 'user', content: 'Think first.' }], max_tokens: n, temperature: 0, logprobs: true };
+  const res = await (await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify(body) })).json();
+  return res.choices[0].logprobs.content.map((t: { token: string }) => t.token);
+}
 type Message = { content: string | null; reasoning_content?: string | null };
 
 /** r1's chat to "Hello" of 24 tokens at temperature 0, streamed through the openai client, with `extra` fields. */
@@ -57,14 +64,15 @@ async function overWebSocket(chat: object, usage?: (u: OpenAI.CompletionUsage) =
 
 describe('reasoning parsers', () => {
   it('answer the thinking as reasoning_content and the rest as content, streamed as whole', async () => {
-    const whole = (await client.chat.completions.create(ask('r1', '<think>[a-z]{4}</think>\\n[a-z]{3}', false))) as OpenAI.ChatCompletion;
+    const thought = (await freeTokens('r1', 4)).join('');
+    const whole = (await client.chat.completions.create(ask('r1', '[a-z]{3}', false, { thinking_token_budget: 4 }))) as OpenAI.ChatCompletion;
     const message = whole.choices[0].message as unknown as Message;
-    expect(message.reasoning_content).toMatch(/^[a-z]{4}$/);
+    expect(message.reasoning_content).toBe(thought);
     expect(message.content).toMatch(/^[a-z]{3}$/);
     // Streamed: reasoning deltas, then content deltas, the same texts; no tag ever shown.
     const parts = { reasoning: '', content: '' };
     const stream = (await client.chat.completions.create(
-      ask('r1', '<think>[a-z]{4}</think>\\n[a-z]{3}', true),
+      ask('r1', '[a-z]{3}', true, { thinking_token_budget: 4 }),
     )) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;
     for await (const chunk of stream) {
       const d = chunk.choices[0]?.delta as unknown as { content?: string | null; reasoning_content?: string };
@@ -80,17 +88,27 @@ describe('reasoning parsers', () => {
   });
 
   it('send the thinking over the WebSocket as `reasoning` beside the text', async () => {
-    const got = await overWebSocket(ask('r1', '<think>[a-z]{4}</think>\\n[a-z]{3}', false));
-    expect(got.reasoning).toMatch(/^[a-z]{4}$/);
+    const got = await overWebSocket(ask('r1', '[a-z]{3}', false, { thinking_token_budget: 4 }));
+    expect(got.reasoning).toBe((await freeTokens('r1', 4)).join(''));
     expect(got.text).toMatch(/^[a-z]{3}$/);
   });
 
   it('qwen3 thinks only between the tags; deepseek_r1 from the start (its template opens <think>)', async () => {
-    const plain = (await client.chat.completions.create(ask('qwen', '[a-z]{5}', false))) as OpenAI.ChatCompletion;
+    // qwen3: an output that does not open <think> (its first token, "<", made unlikely) is all answer, the format's.
+    const LT = 27; // (GPT-2's "<")
+    const plain = (await client.chat.completions.create(ask('qwen', '[a-z]{5}', false, { logit_bias: { [LT]: -100 } }))) as OpenAI.ChatCompletion;
     expect(plain.choices[0].message as unknown as Message).toMatchObject({ content: expect.stringMatching(/^[a-z]{5}$/), reasoning_content: null });
-    const opened = (await client.chat.completions.create(ask('r1', '[a-z]{3}</think>[a-z]{2}', false))) as OpenAI.ChatCompletion;
+    // One that opens it (made likely) thinks — the format waits — until its budget ends it; then the format holds.
+    const thinking = (await client.chat.completions.create(
+      ask('qwen', '[a-z]{5}', false, { logit_bias: { [LT]: 100 }, thinking_token_budget: 3 }),
+    )) as OpenAI.ChatCompletion;
+    const t = thinking.choices[0].message as unknown as Message;
+    expect(t.reasoning_content?.length).toBeGreaterThan(0);
+    expect(t.content).toMatch(/^[a-z]{5}$/);
+    // deepseek_r1: everything before </think> is thinking.
+    const opened = (await client.chat.completions.create(ask('r1', '[a-z]{2}', false, { thinking_token_budget: 3 }))) as OpenAI.ChatCompletion;
     const m = opened.choices[0].message as unknown as Message;
-    expect(m.reasoning_content).toMatch(/^[a-z]{3}$/);
+    expect(m.reasoning_content).toBe((await freeTokens('r1', 3)).join(''));
     expect(m.content).toMatch(/^[a-z]{2}$/);
   });
 
@@ -180,7 +198,54 @@ describe('reasoning parsers', () => {
     expect((thought.content[1] as Anthropic.TextBlock).text.length).toBeGreaterThan(0);
   });
 
-  it('refuses thinking_token_budget where there is no thinking to end, or it would break a format', async () => {
+  it("holds a response format or a forced tool to the answer: the thinking before it is free (vLLM's structured outputs with reasoning)", async () => {
+    const schema = { type: 'object', properties: { city: { enum: ['Paris', 'Rome'] } }, required: ['city'], additionalProperties: false };
+    const response_format = { type: 'json_schema', json_schema: { name: 'place', schema } };
+    const free = (await freeTokens('r1', 6)).join('');
+    const answer = async (extra: object) =>
+      ((await client.chat.completions.create({ ...(ask('r1', '', false) as object), guided_regex: undefined, ...extra } as never)) as OpenAI.ChatCompletion)
+        .choices[0].message as unknown as Message & { tool_calls?: OpenAI.ChatCompletionMessageFunctionToolCall[] };
+    // Ended after 6 tokens: those are the free run's (the format did not touch them), then a document of the schema.
+    const shaped = await answer({ response_format, thinking_token_budget: 6 });
+    expect(shaped.reasoning_content).toBe(free);
+    expect(JSON.parse(shaped.content as string)).toEqual({ city: expect.stringMatching(/^(Paris|Rome)$/) });
+    // Not ended, the model thinks on (this random one never writes </think>): all thinking, as without the format —
+    // not a document read as thinking (what a format held from the first token gave: content empty, JSON in reasoning).
+    const unended = await answer({ response_format, max_tokens: 12 });
+    expect(unended.reasoning_content).toBe((await freeTokens('r1', 12)).join(''));
+    // A forced tool: its call comes after the thinking; reasoning_effort "none" ends it before it starts.
+    const tools = [{ type: 'function', function: { name: 'lookup', parameters: { type: 'object', properties: { q: { enum: ['a'] } }, required: ['q'] } } }];
+    // (its prompt lists the tools: its free thinking is that of the same prompt with the model free to answer, tools under "auto")
+    const toolsFree = (await answer({ tools, max_tokens: 6 })).reasoning_content;
+    const called = await answer({ tools, tool_choice: 'required', thinking_token_budget: 6 });
+    expect(called.reasoning_content).toBe(toolsFree);
+    expect(called.tool_calls?.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([['lookup', { q: 'a' }]]);
+    const quick = await answer({ response_format, reasoning_effort: 'none' });
+    expect(quick.reasoning_content).toBeNull();
+    expect(JSON.parse(quick.content as string)).toHaveProperty('city');
+    // Streamed: the same parts.
+    const stream = await streamHello({ messages: [{ role: 'user', content: 'Think first.' }], max_tokens: 40, response_format, thinking_token_budget: 6 });
+    const parts = { reasoning: '', content: '' };
+    for await (const chunk of stream) {
+      const d = chunk.choices[0]?.delta as unknown as { content?: string | null; reasoning_content?: string };
+      parts.reasoning += d?.reasoning_content ?? '';
+      parts.content += d?.content ?? '';
+    }
+    expect(parts).toEqual({ reasoning: shaped.reasoning_content, content: shaped.content });
+    // Anthropic's thinking with a forced tool (Claude Code's way): a thinking block, then the tool_use.
+    const anthropic = new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 });
+    const lookup = { name: 'lookup', input_schema: { type: 'object' as const, properties: { q: { enum: ['a'] } }, required: ['q'] } };
+    const asked = { model: 'r1', max_tokens: 40, temperature: 0, messages: [{ role: 'user' as const, content: 'Think first.' }], tools: [lookup] };
+    const thinking = { type: 'enabled' as const, budget_tokens: 6 };
+    const message = await anthropic.messages.create({ ...asked, tool_choice: { type: 'any' }, thinking });
+    expect(message.content.map((b) => b.type)).toEqual(['thinking', 'tool_use']);
+    // (the thinking the same prompt gives with the tool not forced)
+    const unforced = await anthropic.messages.create({ ...asked, thinking });
+    expect((message.content[0] as Anthropic.ThinkingBlock).thinking).toBe((unforced.content[0] as Anthropic.ThinkingBlock).thinking);
+    expect((message.content[1] as Anthropic.ToolUseBlock).input).toEqual({ q: 'a' });
+  });
+
+  it('refuses thinking_token_budget where there is no thinking to end', async () => {
     const refused = async (path: string, body: object, match: RegExp) => {
       const res = await fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify({ max_tokens: 8, thinking_token_budget: 2, ...body }) });
       expect(res.status).toBe(400);
@@ -192,9 +257,6 @@ describe('reasoning parsers', () => {
     const messages = [{ role: 'user', content: 'Hi' }];
     await refused('/v1/completions', { model: 'r1', prompt: 'Hi' }, /needs a chat with a reasoning model/);
     await refused('/v1/chat/completions', { model: 'plain', messages }, /needs a chat with a reasoning model/);
-    await refused('/v1/chat/completions', { model: 'r1', messages, response_format: { type: 'json_object' } }, /cannot be used with a response format/);
-    const tools = [{ type: 'function', function: { name: 'lookup' } }];
-    await refused('/v1/chat/completions', { model: 'r1', messages, tools, tool_choice: 'required' }, /cannot be used with a forced tool_choice/);
     await refused('/v1/chat/completions', { model: 'r1', messages, use_beam_search: true }, /cannot be used with use_beam_search/);
     await refused('/v1/chat/completions', { model: 'r1', messages, thinking_token_budget: -1 }, /thinking_token_budget/);
   });

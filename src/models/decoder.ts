@@ -1,3 +1,4 @@
+import { AnswerFormat, type Constraint } from './answer-format.js';
 import { type Beam, type Hypothesis, stopMatcher } from './beam-search.js';
 import { BeamSearches } from './beam-searches.js';
 import type { GenerativeSpec } from './generative.js';
@@ -89,7 +90,7 @@ type Sequence = {
   /** While its prompt is computed a chunk per step: the prompt, and how much of it is in its row. */
   prefilling?: { prompt: number[] };
   /** What its response format allows next (only if it has one). */
-  constraint?: TokenConstraint;
+  constraint?: Constraint;
   /** Its thinking budget (only if it has one). */
   thinking?: ThinkingBudget;
   /** Its LoRA adapter (none: the model as it is). */
@@ -227,13 +228,7 @@ export class Decoder {
    * Admits a joining sequence: a row of its own, holding a cached prefix of its prompt where there is one;
    * `extend` computes the rest of the prompt on it.
    */
-  private startPrefill(
-    j: StepRequest['join'][number],
-    hit: PrefixHit | undefined,
-    drawn: Drawn,
-    constraint?: TokenConstraint,
-    adapter?: LoadedAdapter,
-  ): Extension {
+  private startPrefill(j: StepRequest['join'][number], hit: PrefixHit | undefined, drawn: Drawn, constraint?: Constraint, adapter?: LoadedAdapter): Extension {
     this.release(j.seq);
     const cached = hit?.length ?? 0;
     const seq = this.admit(j, constraint, adapter);
@@ -394,13 +389,16 @@ export class Decoder {
    * Each joining sequence's response-format constraint. One that cannot be set up (the gateway checked the
    * format with the same code, so this is not expected) fails that sequence alone, not the step.
    */
-  private async constraintsFor(join: StepRequest['join'], drawn: Drawn): Promise<Map<string, TokenConstraint>> {
-    const out = new Map<string, TokenConstraint>();
+  private async constraintsFor(join: StepRequest['join'], drawn: Drawn): Promise<Map<string, Constraint>> {
+    const out = new Map<string, Constraint>();
     for (const j of join) {
       if (!j.sampling.format) continue;
       try {
         this.vocabulary ??= await vocabularyFor(await loadTokenizer(this.spec.tokenizer), this.spec.vocab);
-        out.set(j.seq, new TokenConstraint(grammarFor(j.sampling.format), this.vocabulary));
+        const format = new TokenConstraint(grammarFor(j.sampling.format), this.vocabulary);
+        // A reasoning model's format holds its answer, after the thinking (its tags are the thinking's).
+        const { thinking } = j.sampling;
+        out.set(j.seq, thinking ? new AnswerFormat(format, new ThinkingBudget({ ...thinking, budget: undefined }, this.tokenizer as Tokenizer)) : format);
       } catch (err) {
         drawn.failed ??= {};
         drawn.failed[j.seq] = `its response format cannot be enforced: ${(err as Error).message}`;
@@ -429,7 +427,7 @@ export class Decoder {
   }
 
   /** A joining sequence's row, after the last. */
-  private admit(j: StepRequest['join'][number], constraint?: TokenConstraint, adapter?: LoadedAdapter): Sequence {
+  private admit(j: StepRequest['join'][number], constraint?: Constraint, adapter?: LoadedAdapter): Sequence {
     const seq: Sequence = {
       row: 0,
       length: j.prompt.length,
@@ -441,7 +439,7 @@ export class Decoder {
       recent: recentNeeded(j.sampling) > 0 ? [] : undefined,
       produced: 0,
       constraint,
-      thinking: j.sampling.thinking && new ThinkingBudget(j.sampling.thinking, this.tokenizer as Tokenizer),
+      thinking: j.sampling.thinking?.budget !== undefined ? new ThinkingBudget(j.sampling.thinking, this.tokenizer as Tokenizer) : undefined,
       adapter,
       cacheSpace: cacheSpaceOf(j),
       history: this.speculation || j.sampling.prediction ? [...j.prompt] : undefined,

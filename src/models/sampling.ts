@@ -1,5 +1,6 @@
+import type { Constraint } from './answer-format.js';
 import type { BeamParams } from './beam-search.js';
-import type { ResponseFormat, TokenConstraint } from './grammar/index.js';
+import type { ResponseFormat } from './grammar/index.js';
 import { ort } from './ort.js';
 import type { ThinkingBudget, ThinkingParams } from './thinking-budget.js';
 
@@ -306,7 +307,7 @@ export type SamplingRow = {
   /** Its last generated tokens, as many as its longest bad word needs (only with bad words). */
   recent?: number[];
   /** Masks what the sequence's format does not allow next (after bias and penalties). */
-  constraint?: TokenConstraint;
+  constraint?: Constraint;
   /** Its thinking budget: past it, the end tag's tokens are the only ones drawn. */
   thinking?: ThinkingBudget;
 };

@@ -6,9 +6,10 @@ import type { Tokenizer } from './text.js';
  * part of it is not written yet), after which it answers as it likes. Without one, a model may think until
  * max_tokens and answer nothing. `fromStart`: the output begins inside the thinking (deepseek_r1: its template
  * opens the tag in the prompt); else only a `start` tag at the output's start (after whitespace) opens it, as
- * the gateway's ReasoningSplitter reads it — so the tokens counted are those answered as reasoning.
+ * the gateway's ReasoningSplitter reads it — so the tokens counted are those answered as reasoning. Without a
+ * `budget` nothing is forced: the thinking is only followed (a response format waits for the answer: AnswerFormat).
  */
-export type ThinkingParams = { budget: number; start: string; end: string; fromStart: boolean };
+export type ThinkingParams = { budget?: number; start: string; end: string; fromStart: boolean };
 
 export class ThinkingBudget {
   private state: 'start' | 'thinking' | 'answer';
@@ -18,6 +19,8 @@ export class ThinkingBudget {
   private thought = 0;
   /** Text of the output not yet decided: while 'start', all of it; while thinking, the last bytes an end tag could begin in. */
   private text = '';
+  /** Once the answer has begun: its bytes so far in the token it began in (not the whitespace after an end tag). */
+  private opened?: Buffer;
   /** While the thinking is being ended: the end tag's tokens still to come, next first. */
   private forcing: number[] = [];
 
@@ -42,6 +45,26 @@ export class ThinkingBudget {
     return this.state === 'thinking' ? this.drawn : this.thought;
   }
 
+  /** Whether the output has gone past any thinking into its answer. */
+  get answering(): boolean {
+    return this.state === 'answer';
+  }
+
+  /** The answer's bytes in the token that began it (the rest of that token after the end tag, or all the output so far). */
+  get answerStart(): Buffer {
+    return this.opened ?? Buffer.alloc(0);
+  }
+
+  /**
+   * While the output may still open with the start tag (qwen3's: only whitespace or part of the tag so far), the
+   * token that goes on writing it, and whether part of the tag is written already; undefined once it is decided.
+   */
+  get opening(): { token: number; begun: boolean } | undefined {
+    if (this.state !== 'start') return undefined;
+    const lead = this.text.trimStart();
+    return { token: this.tokenizer.encode(this.p.start.slice(lead.length), { special: false })[0], begun: lead.length > 0 };
+  }
+
   /** The token drawn. */
   advance(token: number): void {
     this.drawn++;
@@ -54,6 +77,7 @@ export class ThinkingBudget {
       if (this.p.start.startsWith(lead) && lead.length < this.p.start.length) return; // (not yet decided)
       if (!lead.startsWith(this.p.start)) {
         this.state = 'answer';
+        this.opened = Buffer.from(this.text, 'latin1');
         return;
       }
       this.state = 'thinking';
@@ -62,6 +86,8 @@ export class ThinkingBudget {
     if (this.text.includes(this.p.end)) {
       this.state = 'answer';
       this.thought = this.drawn;
+      // (the whitespace after the tag is not the answer's: the gateway's splitter drops it)
+      this.opened = Buffer.from(this.text.slice(this.text.indexOf(this.p.end) + this.p.end.length).trimStart(), 'latin1');
       return;
     }
     this.text = this.text.slice(-(this.p.end.length - 1));
@@ -70,7 +96,7 @@ export class ThinkingBudget {
 
   /** Past the budget: the end tag's tokens to come, after what of it the text already ends with. */
   private overBudget(): void {
-    if (this.state !== 'thinking' || this.spent < this.p.budget || this.forcing.length > 0) return;
+    if (this.state !== 'thinking' || this.p.budget === undefined || this.spent < this.p.budget || this.forcing.length > 0) return;
     const { end } = this.p;
     let written = Math.min(end.length - 1, this.text.length);
     while (written > 0 && !this.text.endsWith(end.slice(0, written))) written--;

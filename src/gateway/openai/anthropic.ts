@@ -137,9 +137,8 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
     throw badInput('thinking.budget_tokens must be less than max_tokens', 'thinking.budget_tokens', 'invalid_request_error');
   const chat = asChat(req);
   // Thinking turned off in so many words, on a reasoning model: it is ended before it starts (a budget of 0), so the
-  // answer comes at once (left out, the model thinks, unshown). Not where a tool is forced: its format decides.
-  const forcesTool = Boolean(chat.tools?.length) && (chat.tool_choice === 'required' || (typeof chat.tool_choice === 'object' && chat.tool_choice !== null));
-  if (req.thinking?.type === 'disabled' && parser && !forcesTool) chat.thinking_token_budget = 0;
+  // answer comes at once (left out, the model thinks, unshown). A forced tool's format holds the answer after it.
+  if (req.thinking?.type === 'disabled' && parser) chat.thinking_token_budget = 0;
   const { generation, answer } = chatGeneration(c, m, chat, req.max_tokens);
   const base = { id: id('msg'), type: 'message', role: 'assistant', model: m.name };
   const toolBlock = (call: ToolCall) => ({ type: 'tool_use', id: `toolu_${call.id.slice('call_'.length)}`, name: call.function.name });

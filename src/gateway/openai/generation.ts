@@ -178,16 +178,12 @@ function thinkingOf(params: GenerationParams, format: ResponseFormat | undefined
   // (no thinking on a model that does not think is what "none" asks: served)
   if (effort && effort !== 'none' && !gen.reasoningParser)
     throw badInput(`reasoning_effort ${effort} needs a reasoning model (one with a reasoning_parser)`, 'reasoning_effort');
-  // (the end tag it writes must be one the format allows: tools under "auto" allow words — thinking, its tag — but a
-  // response format or forced tools hold the text to their shape from its first byte)
-  const words = !format || (format.type === 'tool_calls' && format.auto);
-  const budget = params.thinking_token_budget ?? (effort === 'none' && params.reasoningParser && words ? 0 : undefined);
-  if (budget == null) return undefined;
-  if (!params.reasoningParser)
+  const budget = params.thinking_token_budget ?? (effort === 'none' && params.reasoningParser ? 0 : undefined);
+  if (budget != null && !params.reasoningParser)
     throw badInput('thinking_token_budget needs a chat with a reasoning model (one with a reasoning_parser)', 'thinking_token_budget');
-  if (!words)
-    throw badInput(`thinking_token_budget cannot be used with ${params.format ? 'a forced tool_choice' : 'a response format'}`, 'thinking_token_budget');
-  return thinkingParams(params.reasoningParser, budget);
+  // A format (a response format, tools) holds only the answer after the thinking: the replica follows the tags too.
+  if (!params.reasoningParser || (budget == null && !format)) return undefined;
+  return thinkingParams(params.reasoningParser, budget ?? undefined);
 }
 
 /**
@@ -409,7 +405,7 @@ export class Generation {
       ignoreEos: params.ignore_eos ?? false,
       includeStop: params.include_stop_str_in_output ?? false,
     });
-    if (params.reasoningParser) this.thinking = new ThinkingBudget(thinkingParams(params.reasoningParser, Number.POSITIVE_INFINITY), gen.tokenizer);
+    if (params.reasoningParser) this.thinking = new ThinkingBudget(thinkingParams(params.reasoningParser), gen.tokenizer);
     let started: () => void = () => {};
     const first = new Promise<void>((r) => (started = r));
     // Under a tokens-a-minute limit: what it may use is taken now (429 if not there); what it did not use, given back.

@@ -12,9 +12,9 @@ export type ReasoningParser = 'deepseek_r1' | 'qwen3';
 const START = '<think>';
 const END = '</think>';
 
-/** A thinking budget as the replica enforces it: on the tags `parser` reads, counting what it reads as thinking. */
-export const thinkingParams = (parser: ReasoningParser, budget: number): ThinkingParams => ({
-  budget,
+/** A thinking (budget) as the replica follows it: on the tags `parser` reads, counting what it reads as thinking. */
+export const thinkingParams = (parser: ReasoningParser, budget?: number): ThinkingParams => ({
+  ...(budget !== undefined && { budget }),
   start: START,
   end: END,
   fromStart: parser === 'deepseek_r1',

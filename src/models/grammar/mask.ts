@@ -273,7 +273,12 @@ export class TokenConstraint {
       this.state = [];
       return;
     }
-    for (const b of this.vocabulary.tokenizer.bytes(token)) this.state = feed(this.state, b);
+    this.advanceBytes(this.vocabulary.tokenizer.bytes(token));
+  }
+
+  /** Text written past the token boundaries (an answer begun inside the token that ended a thinking). */
+  advanceBytes(bytes: Uint8Array): void {
+    for (const b of bytes) this.state = feed(this.state, b);
   }
 
   /** Whether the text so far is a whole document. */
