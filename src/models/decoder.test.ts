@@ -9,6 +9,7 @@ import { PrefixCache } from './prefix-cache.js';
 import { Sampler } from './sampling.js';
 import { readSignature } from './signature.js';
 import { extensionGroups, splitByLength } from './step-plan.js';
+import { decode } from './text.js';
 
 const path = fileURLToPath(new URL('../../examples/models/tiny-gpt.onnx', import.meta.url));
 let session: ort.InferenceSession;
@@ -796,6 +797,20 @@ describe("vLLM's thinking_token_budget", () => {
     // Resumed within the budget, and in the middle of the end tag: it goes on as it would have.
     for (const at of [3, 6]) {
       const rest = await tokensOf(new Decoder(session, spec, sampler), [...PROMPTS.b, ...tokens.slice(0, at)], sampling, 16 - at, at);
+      expect(rest, `resumed after ${at}`).toEqual(tokens.slice(at));
+    }
+  });
+
+  it('holds a format to the answer after the thinking: the same through drafts and resumed in either part', async () => {
+    const format = { type: 'regex', pattern: '[a-z]{6}' } as const;
+    const sampling = { ...greedy, format, thinking: { budget: 4, start: '<think>', end: '</think>', fromStart: true } };
+    const tokens = await tokensOf(new Decoder(session, spec, sampler), PROMPTS.b, sampling, 12);
+    expect(tokens.slice(0, 4)).toEqual(await reference(PROMPTS.b, 4)); // (the thinking: free)
+    expect(decode(gpt2, tokens)).toMatch(/<\/think>[a-z]{6}/);
+    const drafted = await tokensOf(new Decoder(session, spec, sampler, undefined, 0, { tokens: 4, ngramMax: 4, ngramMin: 1 }), PROMPTS.b, sampling, 12);
+    expect(drafted).toEqual(tokens);
+    for (const at of [2, 8]) {
+      const rest = await tokensOf(new Decoder(session, spec, sampler), [...PROMPTS.b, ...tokens.slice(0, at)], sampling, 12 - at, at);
       expect(rest, `resumed after ${at}`).toEqual(tokens.slice(at));
     }
   });
