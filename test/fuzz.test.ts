@@ -13,6 +13,7 @@ beforeAll(async () => {
       mlp: { ...one, path: `${MODELS}mlp.onnx` },
       identity: { ...one, path: `${MODELS}identity.onnx` },
       'tiny-gpt': { ...one, path: `${MODELS}tiny-gpt.onnx`, batching: { max_batch_size: 8 } },
+      r1: { ...one, path: `${MODELS}tiny-gpt.onnx`, reasoning_parser: 'deepseek_r1' },
       'tiny-embed': { ...one, path: `${MODELS}tiny-embed.onnx` },
       'tiny-rerank': { ...one, path: `${MODELS}tiny-rerank.onnx` },
     },
@@ -61,6 +62,29 @@ const VALID: [string, object][] = [
   ['/generate', { inputs: 'hi', parameters: { max_new_tokens: 4, details: true, best_of: 2, do_sample: true, top_n_tokens: 2 } }],
   ['/v2/models/tiny-gpt/generate', { text_input: 'hi', parameters: { max_tokens: 4 } }],
   ['/tokenize', { model: 'tiny-gpt', prompt: 'hi' }],
+  [
+    '/v1/chat/completions',
+    {
+      model: 'r1',
+      messages: [{ role: 'user', content: 'b' }],
+      max_tokens: 8,
+      thinking_token_budget: 2,
+      response_format: { type: 'json_object' },
+      stream: true,
+    },
+  ],
+  [
+    '/v1/messages',
+    {
+      model: 'r1',
+      max_tokens: 8,
+      messages: [{ role: 'user', content: 'hi' }],
+      thinking: { type: 'enabled', budget_tokens: 2 },
+      tools: [{ name: 'f', input_schema: { type: 'object' } }],
+      tool_choice: { type: 'any' },
+    },
+  ],
+  ['/v1/responses', { model: 'r1', input: 'hi', max_output_tokens: 6, reasoning: { effort: 'none' }, text: { format: { type: 'json_object' } } }],
 ];
 const ADDED = [
   'stream',
