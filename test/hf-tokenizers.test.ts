@@ -112,6 +112,39 @@ describe('a model with its own tokenizer.json', () => {
     expect(closed.body.tokens).toEqual(tokenizer.encode('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n', { special: false }));
     const noThinking = await post('/tokenize', { model: 'bytes-gpt', messages, chat_template_kwargs: { enable_thinking: false } });
     expect(noThinking.body.tokens).toEqual(tokenizer.encode(`${expected}<think>\n\n</think>\n\n`, { special: false }));
+    // An earlier turn's thinking (vLLM's reasoning_content, or reasoning) goes to the template, which keeps it here.
+    const turns = [...messages, { role: 'assistant', content: 'Yes', reasoning_content: 'hmm' }, { role: 'user', content: 'More' }];
+    const kept = await post('/tokenize', { model: 'bytes-gpt', messages: turns });
+    expect(decode(tokenizer, kept.body.tokens as number[])).toContain('assistant\n<think>hmm</think>Yes');
+    const aliased = await post('/tokenize', {
+      model: 'bytes-gpt',
+      messages: [turns[0], turns[1], { role: 'assistant', content: 'Yes', reasoning: 'hmm' }, turns[3]],
+    });
+    expect(aliased.body.tokens).toEqual(kept.body.tokens);
+    // Anthropic's thinking blocks sent back and the Responses API's reasoning items are that thinking too.
+    const anthropicCount = async (content: object[]) =>
+      (
+        await post('/v1/messages/count_tokens', {
+          model: 'bytes-gpt',
+          messages: [
+            { role: 'user', content: 'Hi' },
+            { role: 'assistant', content },
+            { role: 'user', content: 'More' },
+          ],
+        })
+      ).body.input_tokens as number;
+    const withThinking = await anthropicCount([
+      { type: 'thinking', thinking: 'hmm', signature: '' },
+      { type: 'text', text: 'Yes' },
+    ]);
+    expect(withThinking - (await anthropicCount([{ type: 'text', text: 'Yes' }]))).toBe(tokenizer.encode('<think>hmm</think>', { special: false }).length);
+    const responded = async (extra: object[]) => {
+      const input = [{ role: 'user', content: 'Hi' }, ...extra, { role: 'assistant', content: 'Yes' }, { role: 'user', content: 'More' }];
+      const { body } = await post('/v1/responses', { model: 'bytes-gpt', max_output_tokens: 1, input });
+      return (body.usage as { input_tokens: number }).input_tokens;
+    };
+    const reasoningItem = { type: 'reasoning', id: 'rs_1', summary: [], content: [{ type: 'reasoning_text', text: 'hmm' }] };
+    expect((await responded([reasoningItem])) - (await responded([]))).toBe(tokenizer.encode('<think>hmm</think>', { special: false }).length);
     // OpenAI's reasoning_effort is the template's variable of that name (gpt-oss's "Reasoning: high").
     const effort = await post('/tokenize', { model: 'bytes-gpt', messages, reasoning_effort: 'high' });
     expect(effort.body.tokens).toEqual(tokenizer.encode(`<|im_start|>system\nReasoning: high<|im_end|>\n${expected}`, { special: false }));

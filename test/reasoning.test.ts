@@ -245,6 +245,31 @@ describe('reasoning parsers', () => {
     expect((message.content[1] as Anthropic.ToolUseBlock).input).toEqual({ q: 'a' });
   });
 
+  it('takes its own thinking back in the next turn, as clients send it (Anthropic thinking blocks, Responses reasoning items)', async () => {
+    // Anthropic's API asks for the last assistant turn's thinking back with its tool use (Claude Code sends it): a 400 before.
+    const anthropic = new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 });
+    const lookup = { name: 'lookup', input_schema: { type: 'object' as const, properties: { q: { enum: ['a'] } }, required: ['q'] } };
+    const asked = { model: 'r1', max_tokens: 40, temperature: 0, tools: [lookup], thinking: { type: 'enabled' as const, budget_tokens: 4 } };
+    const question = { role: 'user' as const, content: 'Look it up.' };
+    const first = await anthropic.messages.create({ ...asked, messages: [question], tool_choice: { type: 'any' } });
+    expect(first.content.map((b) => b.type)).toEqual(['thinking', 'tool_use']);
+    const result = { type: 'tool_result' as const, tool_use_id: (first.content[1] as Anthropic.ToolUseBlock).id, content: 'found' };
+    const second = await anthropic.messages.create({
+      ...asked,
+      messages: [question, { role: 'assistant', content: first.content }, { role: 'user', content: [result] }],
+    });
+    expect(second.content[0].type).toBe('thinking');
+    // The Responses API: an answer's output items (a reasoning item among them) appended to the next turn's input.
+    const turn = await client.responses.create({ model: 'r1', input: 'Hello', max_output_tokens: 8, temperature: 0 });
+    expect(turn.output[0].type).toBe('reasoning');
+    const next = await client.responses.create({
+      model: 'r1',
+      input: [{ role: 'user', content: 'Hello' }, ...turn.output, { role: 'user', content: 'And then?' }] as never,
+      max_output_tokens: 4,
+    });
+    expect(next.usage?.input_tokens).toBeGreaterThan(turn.usage?.input_tokens as number);
+  });
+
   it('refuses thinking_token_budget where there is no thinking to end', async () => {
     const refused = async (path: string, body: object, match: RegExp) => {
       const res = await fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify({ max_tokens: 8, thinking_token_budget: 2, ...body }) });

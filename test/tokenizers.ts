@@ -63,7 +63,9 @@ export const CHATML =
   "{% if reasoning_effort is defined %}{{ '<|im_start|>system\\nReasoning: ' + reasoning_effort + '<|im_end|>\\n' }}{% endif %}" +
   "{% if tools %}{{ '<|im_start|>system\\nTools: ' + (tools | tojson) + '<|im_end|>\\n' }}{% endif %}" +
   "{% for message in messages %}{% if message['role'] == 'system' and not loop.first %}{{ raise_exception('a system message must come first') }}{% endif %}" +
-  "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}" +
+  // (an assistant turn's thinking kept before its answer, as Qwen3's template keeps the last turns')
+  "{{ '<|im_start|>' + message['role'] + '\\n' }}{% if message['reasoning_content'] %}{{ '<think>' + message['reasoning_content'] + '</think>' }}{% endif %}" +
+  "{{ message['content'] + '<|im_end|>\\n' }}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}" +
   // (Qwen3's: thinking switched off by chat_template_kwargs, an empty thought in the prompt)
   "{% if enable_thinking is defined and enable_thinking == false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}{% endif %}";

@@ -36,7 +36,7 @@ export type ChatLayout = {
 };
 
 /** A chat message as chat templates read it (OpenAI's fields; a tool call's arguments parsed where they are JSON). */
-export type ChatMessage = { role: string; content: string; tool_calls?: unknown[]; tool_call_id?: string; name?: string };
+export type ChatMessage = { role: string; content: string; tool_calls?: unknown[]; tool_call_id?: string; name?: string; reasoning_content?: string };
 
 export function decode(tokenizer: Tokenizer, tokens: number[]): string {
   const decoder = new TextDecoder();

@@ -24,11 +24,14 @@ const toolResult = z.object({
   is_error: z.boolean().optional(),
   cache_control: z.unknown().optional(),
 });
-const block = z.discriminatedUnion('type', [textBlock, toolUse, toolResult]);
+// An assistant turn's thinking, sent back as the API asks (with tool use, the last turn's must be): to the chat template.
+const thinkingBlock = z.object({ type: z.literal('thinking'), thinking: text, signature: z.string().optional() });
+const redactedThinking = z.object({ type: z.literal('redacted_thinking'), data: z.string() });
+const block = z.discriminatedUnion('type', [textBlock, toolUse, toolResult, thinkingBlock, redactedThinking]);
 const message = z.object({
   role: z.enum(['user', 'assistant']),
   content: z.union([text, z.array(block)], {
-    error: 'a string, or content blocks of type text, tool_use and tool_result (not images, documents or thinking)',
+    error: 'a string, or content blocks of type text, tool_use, tool_result and thinking (not images or documents)',
   }),
 });
 const tool = z.object({
@@ -81,13 +84,16 @@ function asChat(req: Omit<MessagesRequest, 'max_tokens'> & { max_tokens?: number
     }
     // A turn's blocks in order: tool results as tool messages, an assistant's tool uses as its tool calls.
     const words = m.content.flatMap((b) => (b.type === 'text' ? [b.text] : [])).join('');
+    // (redacted thinking is encrypted by Anthropic's models: nothing a model here can read)
+    const thought = m.role === 'assistant' ? m.content.flatMap((b) => (b.type === 'thinking' ? [b.thinking] : [])).join('') : '';
     const calls = m.content.flatMap((b) =>
       b.type === 'tool_use' ? [{ id: b.id, type: 'function', function: { name: b.name, arguments: JSON.stringify(b.input) } }] : [],
     );
     for (const b of m.content)
       if (b.type === 'tool_result')
         messages.push({ role: 'tool', tool_call_id: b.tool_use_id, content: `${b.is_error ? 'Error: ' : ''}${blocksText(b.content)}` });
-    if (words || calls.length > 0) messages.push({ role: m.role, content: words || null, ...(calls.length > 0 && { tool_calls: calls }) });
+    if (words || calls.length > 0)
+      messages.push({ role: m.role, content: words || null, ...(calls.length > 0 && { tool_calls: calls }), ...(thought && { reasoning_content: thought }) });
   }
   const choice = req.tool_choice;
   // A final assistant message (of words) is a prefill: Anthropic's answer continues it.

@@ -22,6 +22,9 @@ const inputItem = z.union([
   z.object({ type: z.literal('message').optional(), role: z.enum(['user', 'system', 'developer', 'assistant']), content: z.union([text, contentParts]) }),
   z.object({ type: z.literal('function_call'), call_id: z.string(), name: z.string(), arguments: z.string() }),
   z.object({ type: z.literal('function_call_output'), call_id: z.string(), output: z.union([text, contentParts]) }),
+  // An earlier answer's reasoning item, sent back with the rest of its output (a conversation kept by the client):
+  // its text goes to the chat template with the assistant turn after it; summaries and encrypted content are read past.
+  z.object({ type: z.literal('reasoning'), content: z.array(z.object({ type: z.string(), text })).nullish() }),
 ]);
 const functionTool = z.object({
   type: z.literal('function'),
@@ -79,13 +82,21 @@ const partsText = (content: string | { text: string }[]) => (typeof content === 
 function asChat(req: ResponsesRequest): ChatRequest {
   const messages: object[] = req.instructions ? [{ role: 'system', content: req.instructions }] : [];
   const items = typeof req.input === 'string' ? [{ role: 'user' as const, content: req.input }] : req.input;
+  let thought = '';
+  const thinking = () => {
+    const said = thought && { reasoning_content: thought };
+    thought = '';
+    return said;
+  };
   for (const item of items) {
-    if ('role' in item) messages.push({ role: item.role, content: partsText(item.content) });
+    if ('role' in item) messages.push({ role: item.role, content: partsText(item.content), ...(item.role === 'assistant' && thinking()) });
+    else if (item.type === 'reasoning') thought += (item.content ?? []).map((p) => p.text).join('');
     else if (item.type === 'function_call')
       messages.push({
         role: 'assistant',
         content: null,
         tool_calls: [{ id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } }],
+        ...thinking(),
       });
     else messages.push({ role: 'tool', tool_call_id: item.call_id, content: partsText(item.output) });
   }

@@ -144,9 +144,16 @@ const chatMessages = z
       'role',
       [
         z.object({ role: z.enum(['system', 'developer', 'user']), content }),
-        // An assistant's earlier turn: text, or the tool calls it made (their results follow as tool messages).
+        // An assistant's earlier turn: text, or the tool calls it made (their results follow as tool messages); a
+        // reasoning model's thinking beside it (vLLM's reasoning_content, or `reasoning`) goes to the chat template.
         z
-          .object({ role: z.literal('assistant'), content: content.nullish(), tool_calls: z.array(toolCall).nullish() })
+          .object({
+            role: z.literal('assistant'),
+            content: content.nullish(),
+            tool_calls: z.array(toolCall).nullish(),
+            reasoning_content: z.string().nullish(),
+            reasoning: z.string().nullish(),
+          })
           .refine((m) => m.content != null || (m.tool_calls?.length ?? 0) > 0, 'an assistant message needs content or tool_calls'),
         z.object({ role: z.literal('tool'), content, tool_call_id: z.string() }),
       ],

@@ -253,6 +253,9 @@ function templateMessage(msg: ChatRequest['messages'][number]): ChatMessage {
   const out: ChatMessage = { role: msg.role, content };
   if ('tool_call_id' in msg && typeof msg.tool_call_id === 'string') out.tool_call_id = msg.tool_call_id;
   if ('name' in msg && typeof msg.name === 'string') out.name = msg.name;
+  // (templates that keep a turn's thinking read it here: Qwen3's, for the turns after the last user message)
+  const thought = msg.role === 'assistant' ? (msg.reasoning_content ?? msg.reasoning) : undefined;
+  if (thought) out.reasoning_content = thought;
   if (msg.role === 'assistant' && msg.tool_calls?.length)
     out.tool_calls = msg.tool_calls.map((call) => {
       let args: unknown = call.function.arguments;
