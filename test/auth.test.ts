@@ -1,7 +1,9 @@
 import { sign as cryptoSign, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import Anthropic from '@anthropic-ai/sdk';
 import jwt from 'jsonwebtoken';
+import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { MODELS, startTestGateway } from './helpers.js';
@@ -200,6 +202,39 @@ describe('key/secret and public endpoints', () => {
     const bad = await call('/internal/classify', { 'infergate-key': 'billing', 'infergate-secret': 'guess' });
     expect(bad.status).toBe(401);
     expect(bad.headers.get('www-authenticate')).toMatch(/^Infergate-Key/);
+  });
+
+  it('takes the secret alone as one API key (Bearer, x-api-key), as the OpenAI and Anthropic SDKs send one', async () => {
+    const secret = 'a-long-enough-shared-secret';
+    expect((await call('/internal/classify', bearer(secret))).status).toBe(200);
+    expect((await call('/internal/classify', { 'x-api-key': secret })).status).toBe(200);
+    for (const headers of <Record<string, string>[]>[
+      bearer('a-long-enough-shared-secreT'),
+      { 'x-api-key': 'billing' },
+      bearer(''),
+      { 'infergate-key': 'billing', ...bearer(secret) },
+    ]) {
+      const res = await call('/internal/classify', headers);
+      expect([JSON.stringify(headers), res.status]).toEqual([JSON.stringify(headers), 401]);
+    }
+    // The SDKs themselves, against a gateway whose routes all take keys.
+    const keyed = await startTestGateway({
+      auth: { default: 'key', keys: [{ id: 'app', secret }] },
+      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    });
+    try {
+      const openai = new OpenAI({ baseURL: `${keyed.url}/v1`, apiKey: secret, maxRetries: 0 });
+      const chat = await openai.chat.completions.create({ model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 });
+      expect(chat.usage?.completion_tokens).toBe(2);
+      const anthropic = new Anthropic({ baseURL: keyed.url, apiKey: secret, maxRetries: 0 });
+      const message = await anthropic.messages.create({ model: 'tiny-gpt', max_tokens: 2, messages: [{ role: 'user', content: 'Hi' }] });
+      expect(message.usage.output_tokens).toBe(2);
+      await expect(new OpenAI({ baseURL: `${keyed.url}/v1`, apiKey: 'not-the-secret-at-all', maxRetries: 0 }).models.list()).rejects.toMatchObject({
+        status: 401,
+      });
+    } finally {
+      await keyed.shutdown();
+    }
   });
 
   it('enforces an endpoint’s own body limit', async () => {

@@ -31,7 +31,7 @@ export type AuthOptions = {
   scopes?: string[];
   verify?: (token: string) => Promise<TokenCaller>;
   /** Static key id → its secret, and its requests' priority. */
-  keys?: ReadonlyMap<string, { secret: string; priority?: number }>;
+  keys?: ReadonlyMap<string, Key>;
 };
 
 const unauthorized = (scheme: string, description: string) =>
@@ -59,16 +59,12 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
       c.set('caller', { kind: 'public', id: `ip:${clientIp(c)}` });
       return next();
     }
+    const header = c.req.header('authorization');
     if (opts.policy === 'key') {
-      const id = c.req.header('infergate-key');
-      const secret = c.req.header('infergate-secret');
-      if (!id || !secret) throw unauthorized('Infergate-Key', 'send Infergate-Key and Infergate-Secret headers');
-      const key = opts.keys?.get(id);
-      if (!key || !sameSecret(key.secret, secret)) throw unauthorized('Infergate-Key', 'the key or secret is not valid');
+      const [id, key] = keyOf(c.req.header('infergate-key'), c.req.header('infergate-secret'), header, c.req.header('x-api-key'), opts.keys);
       c.set('caller', { kind: 'key', id: `key:${id}`, subject: id, priority: key.priority });
       return next();
     }
-    const header = c.req.header('authorization');
     // Browsers cannot set headers on a WebSocket: /v1/ws may carry the token as ?access_token=.
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : c.req.query('access_token');
     if (!token) throw unauthorized('Bearer', 'send Authorization: Bearer <token>');
@@ -225,6 +221,33 @@ function spend(limiter: RateLimiter, key: string): Record<string, string> {
 
 /** The batch a request is a line of: marked in Hono's env by batches.ts, which no client can set. */
 const batchLine = (c: { env: unknown }) => (c.env as BatchLineEnv | undefined)?.infergateBatch;
+
+type Key = { secret: string; priority?: number };
+
+/**
+ * The key a request is sent with: its id and secret (Infergate-Key and Infergate-Secret, Modal's way), or its secret
+ * alone where a client sends one API key — OpenAI's SDKs as `Authorization: Bearer`, Anthropic's as `x-api-key`
+ * (vLLM's --api-key): the key whose secret it is.
+ */
+function keyOf(
+  id: string | undefined,
+  secret: string | undefined,
+  authorization: string | undefined,
+  apiKey: string | undefined,
+  keys: ReadonlyMap<string, Key> = new Map(),
+): [string, Key] {
+  const alone = authorization?.startsWith('Bearer ') ? authorization.slice(7).trim() : apiKey;
+  if (id && secret) {
+    const key = keys.get(id);
+    if (key && sameSecret(key.secret, secret)) return [id, key];
+  } else if (alone && !id && !secret) {
+    // (every key is compared, found or not: how long it takes says nothing of which)
+    let found: [string, Key] | undefined;
+    for (const [keyId, key] of keys) if (sameSecret(key.secret, alone) && !found) found = [keyId, key];
+    if (found) return found;
+  } else throw unauthorized('Infergate-Key', 'send Infergate-Key and Infergate-Secret headers, or the secret alone as Authorization: Bearer or x-api-key');
+  throw unauthorized('Infergate-Key', 'the key or secret is not valid');
+}
 
 function sameSecret(expected: string, given: string): boolean {
   const a = Buffer.from(expected);
