@@ -35,7 +35,7 @@ describe('GET /openapi.json', () => {
     expect(doc.paths['/v1/embeddings']).toBeUndefined();
     expect(doc.paths['/v1/rerank']).toBeUndefined();
     expect(doc.paths['/v1/chat/completions'].post.security).toEqual([]);
-    expect(doc.paths['/chat'].post.security).toEqual([{ key: [], secret: [] }]);
+    expect(doc.paths['/chat'].post.security).toEqual([{ key: [], secret: [] }, { secret_bearer: [] }, { x_api_key: [] }]);
     expect(bodyOf(doc, '/v1/completions')).toMatchObject({ properties: { model: { examples: ['tiny-gpt'] } } });
   });
 
@@ -157,7 +157,7 @@ describe('GET /openapi.json', () => {
       expect((await fetch(`${keyed.url}/openapi.json`)).status).toBe(401);
       const res = await fetch(`${keyed.url}/openapi.json`, { headers: { 'infergate-key': 'svc', 'infergate-secret': SECRET } });
       const doc = (await res.json()) as Doc;
-      expect(doc.paths['/v1/embeddings'].post.security).toEqual([{ key: [], secret: [] }]);
+      expect(doc.paths['/v1/embeddings'].post.security).toEqual([{ key: [], secret: [] }, { secret_bearer: [] }, { x_api_key: [] }]);
       expect(doc.paths['/v1/completions']).toBeUndefined();
       // The Swagger UI page itself holds nothing: it is open, and reads the document.
       const page = await fetch(`${keyed.url}/docs`);

@@ -209,7 +209,12 @@ const ERROR_SCHEMAS: Record<ErrorShape, object> = {
   tgi: { type: 'object', properties: { error: { type: 'string' }, error_type: { type: 'string' } } },
 };
 
-const SECURITY: Record<Policy, object[]> = { public: [], jwt: [{ bearer: [] }], key: [{ key: [], secret: [] }] };
+/** Each policy's credentials, any one of them (a key: its id and secret, or its secret alone as Bearer or x-api-key). */
+const SECURITY: Record<Policy, object[]> = {
+  public: [],
+  jwt: [{ bearer: [] }],
+  key: [{ key: [], secret: [] }, { secret_bearer: [] }, { x_api_key: [] }],
+};
 
 export type OpenApiOptions = {
   models: ReadonlyMap<string, ServedModel>;
@@ -249,6 +254,8 @@ export function openApiDocument(o: OpenApiOptions): object {
         bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
         key: { type: 'apiKey', in: 'header', name: 'Infergate-Key' },
         secret: { type: 'apiKey', in: 'header', name: 'Infergate-Secret' },
+        secret_bearer: { type: 'http', scheme: 'bearer', description: 'a key’s secret alone (OpenAI SDKs’ apiKey)' },
+        x_api_key: { type: 'apiKey', in: 'header', name: 'x-api-key', description: 'a key’s secret alone (Anthropic SDKs’ apiKey)' },
       },
     },
   };
