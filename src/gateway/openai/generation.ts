@@ -172,7 +172,7 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
   };
 }
 
-/** A request's thinking budget, where its answer is read as a reasoning model's (chat with a reasoning_parser). */
+/** What the replica follows of a reasoning model's chat: its thinking budget, and its tags where a format waits for the answer. */
 function thinkingOf(params: GenerationParams, format: ResponseFormat | undefined, gen: Generative): ThinkingParams | undefined {
   const effort = params.reasoning_effort;
   // (no thinking on a model that does not think is what "none" asks: served)
