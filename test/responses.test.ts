@@ -164,7 +164,6 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
   });
 
   it.each([
-    [{ input: 'x', previous_response_id: 'resp_1' }, 'previous_response_id', 'not stored'],
     [{ input: [] }, 'input', ''],
     [{ input: 'x', text: { format: { type: 'xml' } } }, 'text.format.type', 'type must be'],
     [{ input: 'x', reasoning: { effort: 'high' } }, 'reasoning.effort', 'needs a reasoning model'],
@@ -189,6 +188,48 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
     const res = await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ model: 'nope', input: 'x' }) });
     expect(res.status).toBe(404);
     expect((await res.json()).error.code).toBe('model_not_found');
+  });
+});
+
+describe('kept responses (store: true) continued by previous_response_id, with the official openai client', () => {
+  const ask = { model: 'tiny-gpt', max_output_tokens: 3, temperature: 0 };
+
+  it('continues a kept response as if its conversation were sent again; retrieves and forgets it', async () => {
+    const first = await client.responses.create({ ...ask, input: 'Hi', store: true });
+    expect(first).toMatchObject({ store: true, previous_response_id: null });
+    const next = await client.responses.create({ ...ask, input: 'And?', previous_response_id: first.id, store: true });
+    expect(next.previous_response_id).toBe(first.id);
+    // The same answer as the whole conversation sent as input items (the first answer's output among them).
+    const sent = await client.responses.create({
+      ...ask,
+      input: [{ role: 'user', content: 'Hi' }, ...first.output, { role: 'user', content: 'And?' }] as never,
+    });
+    expect([next.output_text, next.usage?.input_tokens]).toEqual([sent.output_text, sent.usage?.input_tokens]);
+    // A chain: the third turn carries both before it.
+    const third = await client.responses.create({ ...ask, input: 'More', previous_response_id: next.id });
+    const all = [{ role: 'user', content: 'Hi' }, ...first.output, { role: 'user', content: 'And?' }, ...next.output, { role: 'user', content: 'More' }];
+    expect(third.usage?.input_tokens).toBe((await client.responses.create({ ...ask, input: all as never })).usage?.input_tokens);
+    // Retrieved as it was answered; one not kept (no store: true) cannot be continued; deleted, gone.
+    expect(await client.responses.retrieve(first.id)).toEqual(first);
+    await expect(client.responses.create({ ...ask, input: 'x', previous_response_id: third.id })).rejects.toMatchObject({
+      status: 404,
+      error: { param: 'previous_response_id' },
+    });
+    expect((await fetch(`${gw.url}/v1/responses/${first.id}`, { method: 'DELETE' })).status).toBe(200);
+    await expect(client.responses.retrieve(first.id)).rejects.toMatchObject({ status: 404 });
+    await expect(client.responses.create({ ...ask, input: 'x', previous_response_id: first.id })).rejects.toMatchObject({ status: 404 });
+  });
+
+  it('keeps a streamed response and a background one to be continued too', async () => {
+    const stream = await client.responses.create({ ...ask, input: 'Hi', store: true, stream: true });
+    let id = '';
+    for await (const event of stream) if (event.type === 'response.completed' || event.type === 'response.incomplete') id = event.response.id;
+    expect((await client.responses.create({ ...ask, input: 'And?', previous_response_id: id })).previous_response_id).toBe(id);
+    const queued = await client.responses.create({ ...ask, input: 'Hi', background: true });
+    for (let i = 0; i < 200 && ['queued', 'in_progress'].includes((await client.responses.retrieve(queued.id)).status as string); i++)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    const continued = await client.responses.create({ ...ask, input: 'And?', previous_response_id: queued.id });
+    expect(continued.usage?.input_tokens).toBeGreaterThan((await client.responses.retrieve(queued.id)).usage?.input_tokens as number);
   });
 });
 

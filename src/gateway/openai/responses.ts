@@ -2,11 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
+import type { Caller } from '../auth/middleware.js';
 import { type Call, type CallEnv, type Calls, type Dispatch, startKeptCall } from '../calls.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { answerPieces } from './reasoning.js';
 import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS } from './schema.js';
+import type { Stored, StoredResponses } from './stored-responses.js';
 import { tokenStream } from './token-stream.js';
 import { chatGeneration, relay, type ToolCall, type ToolCallDelta, wholeChat } from './tools.js';
 
@@ -42,12 +44,6 @@ const format = z.discriminatedUnion(
   ],
   { error: 'type must be "text", "json_object" or "json_schema"' },
 );
-const offOnly = (name: string) =>
-  z
-    .unknown()
-    .refine((v) => v == null, `${name} is not supported by this gateway`)
-    .optional();
-
 export const responsesSchema = z.object({
   model: z.string({ error: 'you must provide a model parameter' }).min(1),
   input: z.union([text, z.array(inputItem).min(1)]),
@@ -65,7 +61,8 @@ export const responsesSchema = z.object({
   parallel_tool_calls: z.boolean().nullish(),
   metadata: z.record(z.string(), z.string()).nullish(),
   store: z.boolean().nullish(),
-  previous_response_id: offOnly('previous_response_id (responses are not stored: send the conversation as input items)'),
+  /** A kept response (created with store: true, or in the background) this one continues: its conversation and answer come first. */
+  previous_response_id: z.string().min(1).nullish(),
   /** Answered at once (queued), run in the background, retrieved by id: GET /v1/responses/{id}. */
   background: z.boolean().nullish(),
   /**
@@ -78,10 +75,20 @@ export type ResponsesRequest = z.infer<typeof responsesSchema>;
 
 const partsText = (content: string | { text: string }[]) => (typeof content === 'string' ? content : content.map((p) => p.text).join(''));
 
+type InputItem = z.infer<typeof inputItem>;
+
+/**
+ * The conversation a request continues: a kept response's (its input, earlier turns' included, then its output
+ * items), then the request's own input. Instructions are the request's alone, as OpenAI's are not carried over.
+ */
+function conversationOf(req: ResponsesRequest, previous: Stored | undefined): InputItem[] {
+  const own = typeof req.input === 'string' ? [{ role: 'user' as const, content: req.input }] : req.input;
+  return previous ? [...(previous.input as InputItem[]), ...(previous.response.output as InputItem[]), ...own] : own;
+}
+
 /** The request as the chat completion it amounts to (checked again by chat's schema: one set of rules). */
-function asChat(req: ResponsesRequest): ChatRequest {
+function asChat(req: ResponsesRequest, items: InputItem[]): ChatRequest {
   const messages: object[] = req.instructions ? [{ role: 'system', content: req.instructions }] : [];
-  const items = typeof req.input === 'string' ? [{ role: 'user' as const, content: req.input }] : req.input;
   let thought = '';
   const thinking = () => {
     const said = thought && { reasoning_content: thought };
@@ -136,9 +143,9 @@ function skeleton(req: ResponsesRequest, m: ServedModel, responseId: string, bac
     max_output_tokens: req.max_output_tokens ?? null,
     metadata: req.metadata ?? {},
     parallel_tool_calls: req.parallel_tool_calls ?? true,
-    previous_response_id: null,
+    previous_response_id: req.previous_response_id ?? null,
     reasoning: { effort: req.reasoning?.effort ?? null, summary: req.reasoning?.summary ?? null },
-    store: background,
+    store: background || req.store === true,
     temperature: req.temperature ?? 1,
     text: { format: req.text?.format ?? { type: 'text' } },
     tool_choice: req.tool_choice ?? (req.tools?.length ? 'auto' : 'none'),
@@ -148,13 +155,21 @@ function skeleton(req: ResponsesRequest, m: ServedModel, responseId: string, bac
   };
 }
 
-/** POST /v1/responses. */
-export async function responses(c: Context, m: ServedModel, req: ResponsesRequest): Promise<Response> {
-  const { generation, answer } = chatGeneration(c, m, asChat(req), req.max_output_tokens ?? undefined);
+/** POST /v1/responses; `stored`: where responses are kept (store: true, background ones) and found to continue. */
+export async function responses(c: Context, m: ServedModel, req: ResponsesRequest, stored?: StoredResponses): Promise<Response> {
+  const caller = c.get('caller') as Caller | undefined;
+  if (req.previous_response_id && !stored) throw badInput('previous_response_id is not served on this route', 'previous_response_id', 'invalid_request_error');
+  const items = conversationOf(req, req.previous_response_id ? stored?.find(req.previous_response_id, caller, 'previous_response_id') : undefined);
+  const { generation, answer } = chatGeneration(c, m, asChat(req, items), req.max_output_tokens ?? undefined);
   const messageId = id('msg');
   // (a background response's own run: it answers under the id its creation gave)
   const called = (c.env as CallEnv | undefined)?.infergateCall?.id;
   const base = skeleton(req, m, called ?? id('resp'), called !== undefined);
+  /** A response asked to be kept (and a background one) is kept once whole, to be continued and retrieved. */
+  const kept = <T extends { output: object[] }>(response: T): T => {
+    if (base.store) stored?.keep(base.id, caller, items, response);
+    return response;
+  };
   const callItem = (call: ToolCall, status: string) => ({
     type: 'function_call',
     id: `fc_${call.id.slice('call_'.length)}`,
@@ -210,7 +225,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
 
   if (!req.stream) {
     const { result, reasoning, content: all } = await wholeChat(generation, parser, answer);
-    return c.json(finished(result, outputOf(result, all, reasoning)));
+    return c.json(kept(finished(result, outputOf(result, all, reasoning))));
   }
 
   return tokenStream(c, generation.started, async (stream) => {
@@ -291,7 +306,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
         await send('response.output_item.done', { output_index: first, item: items[0] });
       }
       const result = await generation.result;
-      const response = finished(result, outputOf(result, all, thinking));
+      const response = kept(finished(result, outputOf(result, all, thinking)));
       await send(response.status === 'completed' ? 'response.completed' : 'response.incomplete', { response });
     } catch (err) {
       if (stream.aborted) return;
@@ -302,7 +317,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
 }
 
 /** What background responses need of the gateway: where calls are kept, and how to send a request through it again. */
-export type Background = { calls: Calls; dispatch: Dispatch };
+export type Background = { calls: Calls; dispatch: Dispatch; stored: StoredResponses };
 
 /**
  * POST /v1/responses with `background: true` (OpenAI's background mode): answered at once with the response
@@ -325,14 +340,26 @@ export function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel, req: 
 }
 
 /** GET /v1/responses/{id}, POST /v1/responses/{id}/cancel, DELETE /v1/responses/{id}: background responses. */
-export function backgroundRoutes({ calls }: Background): Hono<GatewayEnv> {
+export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const found = (c: Context<GatewayEnv>): Call => {
     const call = calls.find(c.req.param('id') as string, c.get('caller'));
     if (!call.meta) throw new GatewayError(404, 'not_found', `no response ${call.id}`);
     return call;
   };
-  app.get('/v1/responses/:id', (c) => c.json(state(found(c))));
+  /** A background response; else one kept (store: true), which has ended. */
+  const background = (c: Context<GatewayEnv>): Call | undefined => {
+    try {
+      return found(c);
+    } catch {
+      stored.find(c.req.param('id') as string, c.get('caller')); // (neither: its 404)
+      return undefined;
+    }
+  };
+  app.get('/v1/responses/:id', (c) => {
+    const call = background(c);
+    return c.json(call ? state(call) : stored.find(c.req.param('id') as string, c.get('caller')).response);
+  });
   app.post('/v1/responses/:id/cancel', (c) => {
     const call = found(c);
     if (call.answer && !call.cancelled) throw badInput(`response ${call.id} has ended: it cannot be cancelled`, undefined, 'invalid_request_error');
@@ -340,8 +367,11 @@ export function backgroundRoutes({ calls }: Background): Hono<GatewayEnv> {
     return c.json(state(call));
   });
   app.delete('/v1/responses/:id', (c) => {
-    calls.cancel(found(c));
-    return c.json({ id: c.req.param('id'), object: 'response.deleted', deleted: true });
+    const id = c.req.param('id');
+    const call = background(c);
+    if (call) calls.cancel(call);
+    stored.forget(id, c.get('caller'), { ifKept: true });
+    return c.json({ id, object: 'response.deleted', deleted: true });
   });
   return app;
 }
