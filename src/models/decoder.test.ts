@@ -404,6 +404,23 @@ describe('Decoder', () => {
     expect(tokens).toEqual(await reference(repeated, tokens.length));
   });
 
+  it('refuses alone a joining sequence whose text must be read where the tokenizer cannot be loaded', async () => {
+    const decoder = new Decoder(session, { ...spec, tokenizer: 'no-such-tokenizer' }, sampler);
+    const thinking = { budget: 2, start: '<think>', end: '</think>', fromStart: true };
+    const r = await decoder.step({
+      join: [
+        { seq: 'thinks', prompt: PROMPTS.b, sampling: { ...greedy, thinking } },
+        { seq: 'a', prompt: PROMPTS.a, sampling: greedy },
+      ],
+      advance: [],
+      release: [],
+    });
+    expect(r.failed?.thinks).toMatch(/^its text cannot be read: .*no-such-tokenizer/);
+    expect(decoder.active).toBe(1);
+    const next = await decoder.step({ join: [], advance: ['a'], release: ['thinks'] });
+    expect([r.tokens.a, next.tokens.a]).toEqual(await reference(PROMPTS.a, 2));
+  });
+
   it('refuses alone a joining sequence with a prompt token outside the vocabulary (it would fail the whole run)', async () => {
     const decoder = new Decoder(session, spec, sampler);
     const r = await decoder.step({

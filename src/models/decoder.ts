@@ -181,7 +181,7 @@ export class Decoder {
     const advance = this.beams.expand(req.advance);
     const prefilling = advance.filter((id) => this.seqs.get(id)?.prefilling);
     const extending: Extension[] = prefilling.map((id) => ({ id, seq: this.seqs.get(id) as Sequence }));
-    if (req.join.some((j) => j.sampling.beam?.stops?.length || j.sampling.thinking)) this.tokenizer ??= await loadTokenizer(this.spec.tokenizer);
+    await this.tokenizerFor(req.join, drawn);
     const constraints = await this.constraintsFor(req.join, drawn);
     const adapters = await this.adaptersFor(req.join, drawn);
     for (const j of req.join) {
@@ -386,13 +386,28 @@ export class Decoder {
   }
 
   /**
+   * The tokenizer, for the joining sequences that read their text (a beam search's stop strings, a thinking's tags);
+   * one that cannot be loaded fails those sequences alone, not the step.
+   */
+  private async tokenizerFor(join: StepRequest['join'], drawn: Drawn): Promise<void> {
+    const reading = join.filter((j) => j.sampling.beam?.stops?.length || j.sampling.thinking);
+    if (reading.length === 0 || this.tokenizer) return;
+    try {
+      this.tokenizer = await loadTokenizer(this.spec.tokenizer);
+    } catch (err) {
+      drawn.failed ??= {};
+      for (const j of reading) drawn.failed[j.seq] = `its text cannot be read: ${(err as Error).message}`;
+    }
+  }
+
+  /**
    * Each joining sequence's response-format constraint. One that cannot be set up (the gateway checked the
    * format with the same code, so this is not expected) fails that sequence alone, not the step.
    */
   private async constraintsFor(join: StepRequest['join'], drawn: Drawn): Promise<Map<string, Constraint>> {
     const out = new Map<string, Constraint>();
     for (const j of join) {
-      if (!j.sampling.format) continue;
+      if (!j.sampling.format || drawn.failed?.[j.seq]) continue;
       try {
         this.vocabulary ??= await vocabularyFor(await loadTokenizer(this.spec.tokenizer), this.spec.vocab);
         const format = new TokenConstraint(grammarFor(j.sampling.format), this.vocabulary);
