@@ -138,6 +138,15 @@ describe('GET /openapi.json', () => {
       });
       const generateSchema = doc.paths['/v2/models/{model}/generate'].post.responses['200'].content['application/json'].schema;
       expect(ajv.validate(generateSchema, await triton.json())).toBe(true);
+      // A kept response, retrieved by id and forgotten: the {id} operations' answers.
+      const kept = await (
+        await fetch(`${all.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 2, store: true }) })
+      ).json();
+      const schemaOf = (method: string) => doc.paths['/v1/responses/{id}'][method].responses['200'].content['application/json'].schema;
+      expect(ajv.validate(schemaOf('get'), await (await fetch(`${all.url}/v1/responses/${kept.id}`)).json()), ajv.errorsText()).toBe(true);
+      expect(ajv.validate(schemaOf('delete'), await (await fetch(`${all.url}/v1/responses/${kept.id}`, { method: 'DELETE' })).json()), ajv.errorsText()).toBe(
+        true,
+      );
       // A wrong answer does not fit: the schemas say something.
       expect(ajv.validate(doc.paths['/v1/chat/completions'].post.responses['200'].content['application/json'].schema, { object: 'chat.completion' })).toBe(
         false,

@@ -178,11 +178,13 @@ const metadata = z.looseObject({
   outputs: z.array(metadataTensor),
 });
 
-/** Each operation's JSON answer (by its path, as OPERATIONS names it); others are described as any object. */
+/** Each operation's JSON answer (by its path, as OPERATIONS names it; a DELETE's by "delete PATH"); others: any object. */
 export const ANSWERS: Record<string, z.ZodType> = {
   '/v1/completions': completion,
   '/v1/chat/completions': chatCompletion,
   '/v1/responses': response,
+  '/v1/responses/{id}': response,
+  'delete /v1/responses/{id}': z.looseObject({ id: z.string(), object: z.literal('response.deleted'), deleted: z.literal(true) }),
   '/v1/embeddings': embeddings,
   '/v1/rerank': rerank,
   '/v1/score': scores,
@@ -203,8 +205,8 @@ export const ANSWERS: Record<string, z.ZodType> = {
 };
 
 /** An answer's JSON Schema, for the document. */
-export function answerSchema(path: string): object {
-  const schema = ANSWERS[path];
+export function answerSchema(path: string, method = 'get'): object {
+  const schema = method === 'delete' ? ANSWERS[`delete ${path}`] : ANSWERS[path];
   if (!schema) return { type: 'object' };
   const json = z.toJSONSchema(schema, { io: 'output' }) as Record<string, unknown>;
   delete json.$schema;

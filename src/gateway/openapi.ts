@@ -47,7 +47,7 @@ const kindOf = (m: ServedModel): Kind => (m.generation ? 'generative' : m.embedd
 /** How an operation's errors come back. */
 type ErrorShape = 'openai' | 'kserve' | 'anthropic' | 'tgi';
 type Operation = {
-  method: 'get' | 'post';
+  method: 'get' | 'post' | 'delete';
   path: string;
   summary: string;
   tag: string;
@@ -73,6 +73,22 @@ const OPERATIONS: Operation[] = [
   openai('/v1/completions', 'Completions (OpenAI); vLLM’s sampling extras', ['generative'], completionSchema, 'when asked'),
   openai('/v1/chat/completions', 'Chat completions (OpenAI): tools, structured output, reasoning', ['generative'], chatSchema, 'when asked'),
   openai('/v1/responses', 'Responses (OpenAI)', ['generative'], responsesSchema, 'when asked'),
+  {
+    method: 'get',
+    path: '/v1/responses/{id}',
+    summary: 'A kept response (store: true) or a background one, by id (OpenAI)',
+    tag: 'OpenAI',
+    serves: ['generative'],
+    errors: 'openai',
+  },
+  {
+    method: 'delete',
+    path: '/v1/responses/{id}',
+    summary: 'Forgets a kept response; cancels a background one (OpenAI)',
+    tag: 'OpenAI',
+    serves: ['generative'],
+    errors: 'openai',
+  },
   openai('/v1/embeddings', 'Embeddings (OpenAI)', ['embedding'], embeddingsSchema),
   openai('/v1/rerank', 'Documents ranked by a query (Jina’s and vLLM’s rerank)', ['classifier'], rerankSchema),
   openai('/v1/score', 'Text pairs scored (vLLM)', ['classifier'], scoreSchema),
@@ -263,7 +279,7 @@ export function openApiDocument(o: OpenApiOptions): object {
 
 /** One operation: its body's schema (the model field naming the models it serves), its answers. */
 function operation(op: Operation, models: string[], security: object[], fixedModel: boolean): object {
-  const json = op.path === '/metrics' ? { 'text/plain': { schema: { type: 'string' } } } : { 'application/json': { schema: answerSchema(op.path) } };
+  const json = op.path === '/metrics' ? { 'text/plain': { schema: { type: 'string' } } } : { 'application/json': { schema: answerSchema(op.path, op.method) } };
   const answers =
     op.events === 'always'
       ? { 'text/event-stream': { schema: { type: 'string' } } }
@@ -271,13 +287,17 @@ function operation(op: Operation, models: string[], security: object[], fixedMod
         ? { ...json, 'text/event-stream': { schema: { type: 'string' } } }
         : json;
   const modelParam = op.path.includes('{model}') && !fixedModel;
+  // (a path's other parameters: a response's id)
+  const ids = [...op.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).filter((name) => name !== 'model');
+  const parameters = [
+    ...(modelParam ? [{ name: 'model', in: 'path', required: true, schema: { type: 'string', ...(models.length > 0 && { examples: models }) } }] : []),
+    ...ids.map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
+  ];
   return {
     summary: op.summary,
     tags: [op.tag],
     security,
-    ...(modelParam && {
-      parameters: [{ name: 'model', in: 'path', required: true, schema: { type: 'string', ...(models.length > 0 && { examples: models }) } }],
-    }),
+    ...(parameters.length > 0 && { parameters }),
     ...(op.body && {
       requestBody: { required: true, content: { 'application/json': { schema: bodySchema(op.body, modelParam || fixedModel ? [] : models) } } },
     }),
