@@ -232,6 +232,18 @@ describe('key/secret and public endpoints', () => {
       await expect(new OpenAI({ baseURL: `${keyed.url}/v1`, apiKey: 'not-the-secret-at-all', maxRetries: 0 }).models.list()).rejects.toMatchObject({
         status: 401,
       });
+      // A browser's WebSocket (no headers): the secret as ?access_token=.
+      const opened = (token: string) =>
+        new Promise<number>((resolve) => {
+          const ws = new WebSocket(`${keyed.url.replace('http', 'ws')}/v1/ws?access_token=${token}`);
+          ws.on('open', () => {
+            ws.close();
+            resolve(101);
+          });
+          ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+          ws.on('error', () => {});
+        });
+      expect([await opened(secret), await opened('not-the-secret-at-all')]).toEqual([101, 401]);
     } finally {
       await keyed.shutdown();
     }

@@ -60,13 +60,13 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
       return next();
     }
     const header = c.req.header('authorization');
+    // Browsers cannot set headers on a WebSocket: /v1/ws may carry the token as ?access_token=.
+    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : c.req.query('access_token');
     if (opts.policy === 'key') {
-      const [id, key] = keyOf(c.req.header('infergate-key'), c.req.header('infergate-secret'), header, c.req.header('x-api-key'), opts.keys);
+      const [id, key] = keyOf(c.req.header('infergate-key'), c.req.header('infergate-secret'), token ?? c.req.header('x-api-key'), opts.keys);
       c.set('caller', { kind: 'key', id: `key:${id}`, subject: id, priority: key.priority });
       return next();
     }
-    // Browsers cannot set headers on a WebSocket: /v1/ws may carry the token as ?access_token=.
-    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : c.req.query('access_token');
     if (!token) throw unauthorized('Bearer', 'send Authorization: Bearer <token>');
     let who: TokenCaller;
     try {
@@ -226,17 +226,10 @@ type Key = { secret: string; priority?: number };
 
 /**
  * The key a request is sent with: its id and secret (Infergate-Key and Infergate-Secret, Modal's way), or its secret
- * alone where a client sends one API key — OpenAI's SDKs as `Authorization: Bearer`, Anthropic's as `x-api-key`
- * (vLLM's --api-key): the key whose secret it is.
+ * `alone` where a client sends one API key — OpenAI's SDKs as `Authorization: Bearer`, Anthropic's as `x-api-key`
+ * (vLLM's --api-key), a browser's WebSocket as `?access_token=`: the key whose secret it is.
  */
-function keyOf(
-  id: string | undefined,
-  secret: string | undefined,
-  authorization: string | undefined,
-  apiKey: string | undefined,
-  keys: ReadonlyMap<string, Key> = new Map(),
-): [string, Key] {
-  const alone = authorization?.startsWith('Bearer ') ? authorization.slice(7).trim() : apiKey;
+function keyOf(id: string | undefined, secret: string | undefined, alone: string | undefined, keys: ReadonlyMap<string, Key> = new Map()): [string, Key] {
   if (id && secret) {
     const key = keys.get(id);
     if (key && sameSecret(key.secret, secret)) return [id, key];
