@@ -168,10 +168,13 @@ describe('GET /openapi.json', () => {
       const doc = (await res.json()) as Doc;
       expect(doc.paths['/v1/embeddings'].post.security).toEqual([{ key: [], secret: [] }, { secret_bearer: [] }, { x_api_key: [] }]);
       expect(doc.paths['/v1/completions']).toBeUndefined();
-      // The Swagger UI page itself holds nothing: it is open, and reads the document.
+      // The Swagger UI page itself holds nothing: it is open, and reads the document — with the credential the page
+      // was opened with (/docs?access_token=…: a token, or here a key's secret).
       const page = await fetch(`${keyed.url}/docs`);
       expect(page.status).toBe(200);
-      expect(await page.text()).toContain("url: 'openapi.json'");
+      expect(await page.text()).toContain("url: 'openapi.json' + location.search");
+      expect((await fetch(`${keyed.url}/openapi.json?access_token=${SECRET}`)).status).toBe(200);
+      expect((await fetch(`${keyed.url}/openapi.json?access_token=not-the-secret`)).status).toBe(401);
     } finally {
       await keyed.shutdown();
     }

@@ -321,14 +321,28 @@ function bodySchema(schema: z.ZodType, models: string[]): object {
   return json;
 }
 
-/** Swagger UI, reading /openapi.json (its script and styles come from jsDelivr, as FastAPI's /docs). */
+/**
+ * Swagger UI, reading /openapi.json (its script and styles come from jsDelivr, as FastAPI's /docs). Under jwt or key
+ * auth, `/docs?access_token=…` (a token, or a key's secret) fetches the document with it and sends it with the
+ * requests the page tries, as `Authorization: Bearer`.
+ */
 const DOCS_PAGE = `<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>infergate API</title>
 <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
 <body><div id="docs"></div>
 <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({ url: 'openapi.json', dom_id: '#docs' });</script>
+<script>
+const token = new URLSearchParams(location.search).get('access_token');
+SwaggerUIBundle({
+  url: 'openapi.json' + location.search,
+  dom_id: '#docs',
+  requestInterceptor: (req) => {
+    if (token) req.headers.Authorization = 'Bearer ' + token;
+    return req;
+  },
+});
+</script>
 </body>
 </html>`;
 
