@@ -195,6 +195,12 @@ describe('kept responses (store: true) continued by previous_response_id, with t
   const ask = { model: 'tiny-gpt', max_output_tokens: 3, temperature: 0 };
 
   it('continues a kept response as if its conversation were sent again; retrieves and forgets it', async () => {
+    const keptNow = async () => {
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      const value = (name: string) => Number(metrics.match(new RegExp(`^${name} (\\d+)`, 'm'))?.[1] ?? 0);
+      return { responses: value('infergate_responses_kept'), bytes: value('infergate_responses_kept_bytes') };
+    };
+    const before = await keptNow();
     const first = await client.responses.create({ ...ask, input: 'Hi', store: true });
     expect(first).toMatchObject({ store: true, previous_response_id: null });
     const next = await client.responses.create({ ...ask, input: 'And?', previous_response_id: first.id, store: true });
@@ -209,6 +215,9 @@ describe('kept responses (store: true) continued by previous_response_id, with t
     const third = await client.responses.create({ ...ask, input: 'More', previous_response_id: next.id });
     const all = [{ role: 'user', content: 'Hi' }, ...first.output, { role: 'user', content: 'And?' }, ...next.output, { role: 'user', content: 'More' }];
     expect(third.usage?.input_tokens).toBe((await client.responses.create({ ...ask, input: all as never })).usage?.input_tokens);
+    // /metrics counts what is kept (these two: the third was not asked to be).
+    expect((await keptNow()).responses - before.responses).toBe(2);
+    expect((await keptNow()).bytes).toBeGreaterThan(before.bytes);
     // Retrieved as it was answered; one not kept (no store: true) cannot be continued; deleted, gone.
     expect(await client.responses.retrieve(first.id)).toEqual(first);
     await expect(client.responses.create({ ...ask, input: 'x', previous_response_id: third.id })).rejects.toMatchObject({

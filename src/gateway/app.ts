@@ -21,7 +21,7 @@ import { anthropicError } from './openai/anthropic.js';
 import { BATCH_PRIORITY, type BatchControl, type BatchLineEnv, batchRoutes } from './openai/batches.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
-import { StoredResponses } from './openai/stored-responses.js';
+import { measureStoredResponses, StoredResponses } from './openai/stored-responses.js';
 import { openApiRoutes } from './openapi.js';
 import { sagemakerRoutes } from './sagemaker.js';
 import { TGI_ROUTES, tgiError, tgiRoutes } from './tgi.js';
@@ -175,6 +175,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.use('*', asyncCalls(calls, isInference, maxBodyBytes, dispatch));
   // (OpenAI's background responses are calls too; kept responses, store: true, share their keep time and room)
   const background = { calls, dispatch, stored: new StoredResponses({ keepMs: calls.opts.keepMs, maxBytes: calls.opts.maxBytes }) };
+  measureStoredResponses(telemetry, background.stored);
   app.route('/', callRoutes(calls));
   const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;
   for (const e of opts.endpoints ?? []) {

@@ -1,4 +1,5 @@
 import { GatewayError } from '../../errors/index.js';
+import type { Telemetry } from '../../telemetry/index.js';
 import type { Caller } from '../auth/middleware.js';
 import { owner } from '../calls.js';
 
@@ -35,6 +36,11 @@ export class StoredResponses {
     return stored;
   }
 
+  /** Responses kept and their bytes (for /metrics). */
+  stats(): { responses: number; bytes: number } {
+    return { responses: this.kept.size, bytes: this.bytes };
+  }
+
   /** Forgets the caller's kept response (one not kept: a 404, unless `ifKept`). */
   forget(id: string, caller: Caller | undefined, { ifKept = false } = {}): void {
     if (ifKept && !this.kept.has(id)) return;
@@ -48,4 +54,17 @@ export class StoredResponses {
     this.kept.delete(id);
     this.bytes -= stored.bytes;
   }
+}
+
+/** /metrics: the responses kept and the bytes they hold (server.async_max_mb bounds those too). */
+export function measureStoredResponses(telemetry: Telemetry, stored: StoredResponses): void {
+  telemetry.meter
+    .createObservableGauge('infergate.responses.kept', {
+      unit: '{response}',
+      description: 'Responses kept (store: true, background ones) to be continued or retrieved.',
+    })
+    .addCallback((r) => r.observe(stored.stats().responses));
+  telemetry.meter
+    .createObservableGauge('infergate.responses.kept_bytes', { unit: 'By', description: 'Bytes the kept responses hold: conversations and answers.' })
+    .addCallback((r) => r.observe(stored.stats().bytes));
 }
