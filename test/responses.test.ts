@@ -239,6 +239,15 @@ describe('kept responses (store: true) continued by previous_response_id, with t
       await new Promise((resolve) => setTimeout(resolve, 50));
     const continued = await client.responses.create({ ...ask, input: 'And?', previous_response_id: queued.id });
     expect(continued.usage?.input_tokens).toBeGreaterThan((await client.responses.retrieve(queued.id)).usage?.input_tokens as number);
+    // …and continued in the background too: the same conversation.
+    const later = await client.responses.create({ ...ask, input: 'And?', previous_response_id: queued.id, background: true });
+    expect(later.previous_response_id).toBe(queued.id);
+    let done = await client.responses.retrieve(later.id);
+    for (let i = 0; i < 200 && ['queued', 'in_progress'].includes(done.status as string); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      done = await client.responses.retrieve(later.id);
+    }
+    expect([done.output_text, done.usage?.input_tokens]).toEqual([continued.output_text, continued.usage?.input_tokens]);
   });
 });
 
