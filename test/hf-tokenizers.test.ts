@@ -148,6 +148,11 @@ describe('a model with its own tokenizer.json', () => {
     // OpenAI's reasoning_effort is the template's variable of that name (gpt-oss's "Reasoning: high").
     const effort = await post('/tokenize', { model: 'bytes-gpt', messages, reasoning_effort: 'high' });
     expect(effort.body.tokens).toEqual(tokenizer.encode(`<|im_start|>system\nReasoning: high<|im_end|>\n${expected}`, { special: false }));
+    // "none" is also Qwen3's switch (enable_thinking: false: an empty thought in the prompt), unless the request sets it.
+    const none = await post('/tokenize', { model: 'bytes-gpt', messages, reasoning_effort: 'none' });
+    expect(none.body.tokens).toEqual(tokenizer.encode(`<|im_start|>system\nReasoning: none<|im_end|>\n${expected}<think>\n\n</think>\n\n`, { special: false }));
+    const overridden = await post('/tokenize', { model: 'bytes-gpt', messages, reasoning_effort: 'none', chat_template_kwargs: { enable_thinking: true } });
+    expect(overridden.body.tokens).toEqual(tokenizer.encode(`<|im_start|>system\nReasoning: none<|im_end|>\n${expected}`, { special: false }));
     const prefill = [...messages, { role: 'assistant', content: 'Well' }];
     const open = await post('/tokenize', { model: 'bytes-gpt', messages: prefill, continue_final_message: true, add_generation_prompt: false });
     expect(open.body.tokens).toEqual(

@@ -297,7 +297,11 @@ export const layoutOf = (req: {
 }): ChatLayout => ({
   generationPrompt: req.add_generation_prompt ?? true,
   continueFinal: req.continue_final_message ?? false,
-  templateKwargs: req.reasoning_effort ? { reasoning_effort: req.reasoning_effort, ...req.chat_template_kwargs } : (req.chat_template_kwargs ?? undefined),
+  // (an effort is the template's variable of that name; "none" also Qwen3's switch, enable_thinking: false — the
+  // request's own chat_template_kwargs over both)
+  templateKwargs: req.reasoning_effort
+    ? { reasoning_effort: req.reasoning_effort, ...(req.reasoning_effort === 'none' && { enable_thinking: false }), ...req.chat_template_kwargs }
+    : (req.chat_template_kwargs ?? undefined),
 });
 
 /** A chat request's prompt as the model is given it (its tools listed there), in tokens. */
