@@ -36,26 +36,20 @@ const toolCall = z.looseObject({
   function: z.looseObject({ name: z.string(), arguments: z.string().meta({ description: 'the arguments, as JSON text' }) }),
 });
 const generationBase = { id: z.string(), created: z.number().int(), model: z.string(), usage };
+/** A choice's place and how it ended (vLLM's stop_reason: the stop string or token id that ended it). */
+const choiceBase = { index: z.number().int(), finish_reason: finishReason, stop_reason: z.union([z.string(), z.number().int()]).nullable().optional() };
 
 const completion = z.looseObject({
   ...generationBase,
   object: z.literal('text_completion'),
-  choices: z.array(
-    z.looseObject({
-      index: z.number().int(),
-      text: z.string(),
-      logprobs: completionLogprobs.nullable(),
-      finish_reason: finishReason,
-      stop_reason: z.union([z.string(), z.number().int()]).nullable().optional(),
-    }),
-  ),
+  choices: z.array(z.looseObject({ ...choiceBase, text: z.string(), logprobs: completionLogprobs.nullable() })),
 });
 const chatCompletion = z.looseObject({
   ...generationBase,
   object: z.literal('chat.completion'),
   choices: z.array(
     z.looseObject({
-      index: z.number().int(),
+      ...choiceBase,
       message: z.looseObject({
         role: z.literal('assistant'),
         content: z.string().nullable(),
@@ -63,8 +57,6 @@ const chatCompletion = z.looseObject({
         tool_calls: z.array(toolCall).optional(),
       }),
       logprobs: chatLogprobs.nullable(),
-      finish_reason: finishReason,
-      stop_reason: z.union([z.string(), z.number().int()]).nullable().optional(),
     }),
   ),
 });

@@ -46,7 +46,7 @@ export type Sampling = {
   format?: ResponseFormat;
   /** Beam search instead of drawing (src/models/beam-search.ts): the sequence's result is its `width` best texts. */
   beam?: BeamParams;
-  /** A reasoning model's thinking ended past this many tokens (vLLM's thinking_token_budget). */
+  /** A reasoning model's thinking: ended past its budget (vLLM's thinking_token_budget); its tags, where a format waits for the answer. */
   thinking?: ThinkingParams;
 };
 

@@ -347,18 +347,17 @@ export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv
     if (!call.meta) throw new GatewayError(404, 'not_found', `no response ${call.id}`);
     return call;
   };
-  /** A background response; else one kept (store: true), which has ended. */
-  const background = (c: Context<GatewayEnv>): Call | undefined => {
+  /** A background response (its call); else one kept (store: true), which has ended; neither: the store's 404. */
+  const responseOf = (c: Context<GatewayEnv>): { call: Call } | { kept: Stored } => {
     try {
-      return found(c);
+      return { call: found(c) };
     } catch {
-      stored.find(c.req.param('id') as string, c.get('caller')); // (neither: its 404)
-      return undefined;
+      return { kept: stored.find(c.req.param('id') as string, c.get('caller')) };
     }
   };
   app.get('/v1/responses/:id', (c) => {
-    const call = background(c);
-    return c.json(call ? state(call) : stored.find(c.req.param('id') as string, c.get('caller')).response);
+    const it = responseOf(c);
+    return c.json('call' in it ? state(it.call) : it.kept.response);
   });
   app.post('/v1/responses/:id/cancel', (c) => {
     const call = found(c);
@@ -368,8 +367,8 @@ export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv
   });
   app.delete('/v1/responses/:id', (c) => {
     const id = c.req.param('id');
-    const call = background(c);
-    if (call) calls.cancel(call);
+    const it = responseOf(c);
+    if ('call' in it) calls.cancel(it.call);
     stored.forget(id, c.get('caller'), { ifKept: true });
     return c.json({ id, object: 'response.deleted', deleted: true });
   });

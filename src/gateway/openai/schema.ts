@@ -178,14 +178,14 @@ const tools = z
   .max(128)
   .refine((list) => new Set(list.map((t) => t.function.name)).size === list.length, 'tool names must be unique');
 const toolChoice = z.union([z.enum(['none', 'auto', 'required']), z.object({ type: z.literal('function'), function: z.object({ name: z.string() }) })]);
+/** OpenAI's reasoning efforts (chat's reasoning_effort, the Responses API's reasoning.effort). */
+export const REASONING_EFFORTS = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'] as const;
+
 /**
  * vLLM's (and transformers') chat layout switches: `add_generation_prompt` (default true) opens the assistant's turn
  * after the messages; `continue_final_message` leaves the final (assistant) message open instead, so the answer
  * continues it — a prefill, as Anthropic's API does with a final assistant message.
  */
-/** OpenAI's reasoning efforts (chat's reasoning_effort, the Responses API's reasoning.effort). */
-export const REASONING_EFFORTS = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'] as const;
-
 const chatLayout = {
   add_generation_prompt: z.boolean().nullish(),
   continue_final_message: z.boolean().nullish(),
