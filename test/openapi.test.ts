@@ -147,6 +147,10 @@ describe('GET /openapi.json', () => {
       expect(ajv.validate(schemaOf('delete'), await (await fetch(`${all.url}/v1/responses/${kept.id}`, { method: 'DELETE' })).json()), ajv.errorsText()).toBe(
         true,
       );
+      // Retrieval's query: a background response's events again.
+      const retrieve = doc.paths['/v1/responses/{id}'].get;
+      expect(retrieve.parameters.map((p: { name: string; in: string }) => `${p.in}:${p.name}`)).toEqual(['path:id', 'query:stream', 'query:starting_after']);
+      expect(Object.keys(retrieve.responses['200'].content)).toEqual(['application/json', 'text/event-stream']);
       // A wrong answer does not fit: the schemas say something.
       expect(ajv.validate(doc.paths['/v1/chat/completions'].post.responses['200'].content['application/json'].schema, { object: 'chat.completion' })).toBe(
         false,

@@ -288,9 +288,67 @@ describe('background responses (OpenAI’s background mode) with the official op
     const res = await fetch(`${gw.url}/assistant`, { method: 'POST', body: JSON.stringify({ input: 'Hi', max_output_tokens: 4, background: true }) });
     const { id } = await res.json();
     expect((await until(id, (r) => r.status === 'incomplete')).usage?.output_tokens).toBe(4);
-    // What background does not do here: stream; and a response not in the background is not kept.
-    await expect(client.responses.create({ model: 'tiny-gpt', input: 'Hi', background: true, stream: true })).rejects.toMatchObject({ status: 400 });
+    // A response not in the background (nor store: true) is not kept.
     const plain = await client.responses.create({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 2 });
     await expect(client.responses.retrieve(plain.id)).rejects.toMatchObject({ status: 404 });
+  });
+
+  /** A stream's events, read to its end (or `stopAfter` of them, the connection then dropped). */
+  const eventsOf = async (stream: AsyncIterable<OpenAI.Responses.ResponseStreamEvent> & { controller: AbortController }, stopAfter = Infinity) => {
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of stream) {
+      events.push(event);
+      if (events.length === stopAfter) break; // (the client's for-await ends: its connection is closed)
+    }
+    return events;
+  };
+  const deltas = (events: OpenAI.Responses.ResponseStreamEvent[]) => events.flatMap((e) => (e.type === 'response.output_text.delta' ? [e.delta] : [])).join('');
+
+  it('streams in the background: the connection dropped, the response goes on, and its events are sent again after the last one had', async () => {
+    const ask = { model: 'tiny-gpt', input: 'Tell me', max_output_tokens: 40, ...seeded(7) };
+    const direct = await client.responses.create(ask);
+    // Followed to the end: the same answer as in the foreground, its events numbered from 0.
+    const whole = await eventsOf(await client.responses.create({ ...ask, background: true, stream: true }));
+    expect(whole.map((e) => e.sequence_number)).toEqual(whole.map((_, i) => i));
+    const end = whole.at(-1) as OpenAI.Responses.ResponseIncompleteEvent;
+    expect(end).toMatchObject({ type: 'response.incomplete', response: { background: true, store: true, usage: { output_tokens: 40 } } });
+    expect(end.response.output).toEqual(direct.output.map((item) => ({ ...item, id: expect.any(String) })));
+    expect(deltas(whole)).toBe(direct.output_text);
+    // Sent again after the 10th: the rest, the same events.
+    const again = await eventsOf(await client.responses.retrieve(end.response.id, { stream: true, starting_after: 9 }));
+    expect(again).toEqual(whole.slice(10));
+    // A connection dropped after 6 events: the response runs to its end, and the rest come after the 6th.
+    const first = await eventsOf(await client.responses.create({ ...ask, background: true, stream: true }), 6);
+    const id = (first[0] as OpenAI.Responses.ResponseCreatedEvent).response.id;
+    const rest = await eventsOf(await client.responses.retrieve(id, { stream: true, starting_after: first[5].sequence_number }));
+    expect(deltas([...first, ...rest])).toBe(direct.output_text);
+    expect(rest.at(-1)).toMatchObject({ type: 'response.incomplete', sequence_number: first.length + rest.length - 1 });
+    expect((await client.responses.retrieve(id)).output_text).toBe(direct.output_text);
+    // Continued like any kept response.
+    const next = await client.responses.create({ ...ask, input: 'And?', previous_response_id: id });
+    expect(next.usage?.input_tokens).toBeGreaterThan(direct.usage?.input_tokens as number);
+  });
+
+  it("a streamed background response's followers end when it is cancelled; only streamed ones are streamed again", async () => {
+    const long = await eventsOf(
+      await client.responses.create({ model: 'tiny-gpt', input: 'Tell a long story', max_output_tokens: 400, background: true, stream: true }),
+      3,
+    );
+    const id = (long[0] as OpenAI.Responses.ResponseCreatedEvent).response.id;
+    const following = eventsOf(await client.responses.retrieve(id, { stream: true }));
+    await client.responses.cancel(id);
+    const followed = await following; // (ends: the response stopped)
+    expect(followed.length).toBeLessThan(400);
+    expect(followed.some((e) => e.type === 'response.completed' || e.type === 'response.incomplete')).toBe(false);
+    expect((await client.responses.retrieve(id)).status).toBe('cancelled');
+    // Not streamed in the background: nothing to send again — a 400 naming stream.
+    const quiet = await client.responses.create({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 2, background: true });
+    const kept = await client.responses.create({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 2, store: true });
+    for (const it of [quiet.id, kept.id])
+      await expect(client.responses.retrieve(it, { stream: true })).rejects.toMatchObject({ status: 400, error: { param: 'stream' } });
+    // Refused before its first event: that status, at once.
+    await expect(
+      client.responses.create({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 10_000_000, background: true, stream: true }),
+    ).rejects.toMatchObject({ status: 400 });
   });
 });

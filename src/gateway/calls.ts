@@ -32,7 +32,8 @@ export type CallEnv = { infergateCall?: { caller?: Caller; id?: string } };
 /** Sends a request through the app again (marked with CallEnv). */
 export type Dispatch = (path: string, init: RequestInit, env: CallEnv) => Promise<Response>;
 
-type Answer = { status: number; headers: [string, string][]; body: Uint8Array<ArrayBuffer> };
+/** A call's answer as kept; `heldBytes`: what else it holds beside its body (a streamed response's events). */
+export type Answer = { status: number; headers: [string, string][]; body: Uint8Array<ArrayBuffer>; heldBytes?: number };
 export type Call = {
   id: string;
   /** Whose it is: another caller is told there is no such call (a public caller's calls: anyone with the id). */
@@ -59,6 +60,13 @@ export type CallsOptions = {
   afterMs: number;
 };
 
+/** A response's answer, read whole. */
+const wholeAnswer = async (res: Response): Promise<Answer> => ({
+  status: res.status,
+  headers: [...res.headers],
+  body: new Uint8Array(await res.arrayBuffer()),
+});
+
 export class Calls {
   private readonly calls = new Map<string, Call>();
   /** Each call's bytes: its request's while it runs, its answer's once kept. */
@@ -84,19 +92,22 @@ export class Calls {
     return call;
   }
 
-  /** The call is to be collected later: its answer is read whole when ready and kept `keepMs`. */
-  keep(call: Call): void {
+  /** The call is to be collected later: its answer is read (whole, unless `read` says how) when ready and kept `keepMs`. */
+  keep(call: Call, read = wholeAnswer): void {
     call.done ??= call.response
-      .then(async (res) => ({ status: res.status, headers: [...res.headers], body: new Uint8Array(await res.arrayBuffer()) }))
-      .catch((err: Error) => ({
-        status: 500,
-        headers: [['content-type', 'application/json']] as [string, string][],
-        body: new TextEncoder().encode(JSON.stringify({ error: `the call failed: ${err.message}` })),
-      }))
+      .then(read)
+      .catch(
+        (err: Error): Answer => ({
+          status: 500,
+          headers: [['content-type', 'application/json']] as [string, string][],
+          body: new TextEncoder().encode(JSON.stringify({ error: `the call failed: ${err.message}` })),
+        }),
+      )
       .then((answer) => {
         if (!this.calls.has(call.id)) return answer; // cancelled meanwhile: not kept
-        this.bytes += answer.body.byteLength - (this.sizes.get(call.id) ?? 0);
-        this.sizes.set(call.id, answer.body.byteLength);
+        const bytes = answer.body.byteLength + (answer.heldBytes ?? 0);
+        this.bytes += bytes - (this.sizes.get(call.id) ?? 0);
+        this.sizes.set(call.id, bytes);
         call.answer = answer;
         call.expiry = setTimeout(() => this.forget(call.id), this.opts.keepMs).unref();
         return answer;
@@ -249,7 +260,11 @@ export function callRoutes(calls: Calls): Hono<GatewayEnv> {
  * Starts `body` as a request to `path` through the app again, as `caller`, kept for collection (nothing of the
  * client's connection: it runs until done or stopped); `id` names the call.
  */
-export function startKeptCall(calls: Calls, dispatch: Dispatch, o: { caller?: Caller; path: string; body: string; id: string; requestId?: string }): Call {
+export function startKeptCall(
+  calls: Calls,
+  dispatch: Dispatch,
+  o: { caller?: Caller; path: string; body: string; id: string; requestId?: string; read?: (res: Response) => Promise<Answer> },
+): Call {
   const body = new TextEncoder().encode(o.body);
   const headers = { 'content-type': 'application/json', ...(o.requestId && { 'x-request-id': o.requestId }) };
   const call = calls.start(
@@ -258,7 +273,7 @@ export function startKeptCall(calls: Calls, dispatch: Dispatch, o: { caller?: Ca
     (signal) => dispatch(o.path, { method: 'POST', headers, body, signal }, { infergateCall: { caller: o.caller, id: o.id } }),
     o.id,
   );
-  calls.keep(call);
+  calls.keep(call, o.read);
   return call;
 }
 

@@ -5,7 +5,7 @@ import type { Policy } from './auth/middleware.js';
 import { tritonGenerateSchema } from './kserve/generate.js';
 import { countTokensSchema, messagesSchema } from './openai/anthropic.js';
 import { embeddingsSchema } from './openai/embeddings.js';
-import { responsesSchema } from './openai/responses.js';
+import { responsesSchema, retrieveQuery } from './openai/responses.js';
 import { chatSchema, completionSchema, detokenizeSchema, tokenizeChatSchema, tokenizeSchema } from './openai/schema.js';
 import { classifySchema, rerankSchema, scoreSchema } from './openai/scoring.js';
 import { answerSchema } from './openapi-answers.js';
@@ -54,6 +54,8 @@ type Operation = {
   /** Which models it serves (the `model` field's, or the path's {model}); none: not about one model. */
   serves?: Kind[];
   body?: z.ZodType;
+  /** Its query parameters (a validator's, as the route reads them). */
+  query?: z.ZodObject;
   /** Its answer is a stream of Server-Sent Events (always, or when the body says `stream: true`). */
   events?: 'always' | 'when asked';
   errors: ErrorShape;
@@ -76,9 +78,11 @@ const OPERATIONS: Operation[] = [
   {
     method: 'get',
     path: '/v1/responses/{id}',
-    summary: 'A kept response (store: true) or a background one, by id (OpenAI)',
+    summary: 'A kept response (store: true) or a background one, by id; a background one’s events again with stream=true (OpenAI)',
     tag: 'OpenAI',
     serves: ['generative'],
+    query: retrieveQuery,
+    events: 'when asked',
     errors: 'openai',
   },
   {
@@ -292,6 +296,11 @@ function operation(op: Operation, models: string[], security: object[], fixedMod
   const parameters = [
     ...(modelParam ? [{ name: 'model', in: 'path', required: true, schema: { type: 'string', ...(models.length > 0 && { examples: models }) } }] : []),
     ...ids.map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
+    ...Object.entries((op.query && (z.toJSONSchema(op.query, { io: 'input' }) as { properties: object }).properties) ?? {}).map(([name, schema]) => ({
+      name,
+      in: 'query',
+      schema,
+    })),
   ];
   return {
     summary: op.summary,

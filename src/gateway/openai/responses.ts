@@ -3,10 +3,12 @@ import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { Caller } from '../auth/middleware.js';
-import { type Call, type CallEnv, type Calls, type Dispatch, startKeptCall } from '../calls.js';
+import { parseQuery } from '../body.js';
+import { type Answer, type Call, type CallEnv, type Calls, type Dispatch, startKeptCall } from '../calls.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { answerPieces } from './reasoning.js';
+import { ResponseEvents } from './response-events.js';
 import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS } from './schema.js';
 import type { Stored, StoredResponses } from './stored-responses.js';
 import { tokenStream } from './token-stream.js';
@@ -14,9 +16,8 @@ import { chatGeneration, relay, type ToolCall, type ToolCallDelta, wholeChat } f
 
 // OpenAI's Responses API (POST /v1/responses), served the way chat completions are: the input items become
 // chat messages, `text.format` the response format, function tools the tool calls — and the answer comes
-// back as output items, whole or as the Responses stream's typed events. Nothing is stored: a response is
-// not kept for `previous_response_id` (send the conversation as input items instead), as vLLM without a
-// store answers.
+// back as output items, whole or as the Responses stream's typed events. A response is kept (for
+// `previous_response_id` and retrieval) only when asked, `store: true`, or run in the background.
 
 const text = z.string();
 const contentParts = z.array(z.object({ type: z.enum(['input_text', 'output_text', 'text']), text })).min(1);
@@ -319,25 +320,49 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
 /** What background responses need of the gateway: where calls are kept, and how to send a request through it again. */
 export type Background = { calls: Calls; dispatch: Dispatch; stored: StoredResponses };
 
+/** Streamed background responses' events (the calls that run them), to be followed again after a dropped connection. */
+const streamed = new WeakMap<Call, ResponseEvents>();
+
 /**
  * POST /v1/responses with `background: true` (OpenAI's background mode): answered at once with the response
  * `queued`; it runs as a call (through the gateway again, as its caller, nothing of this connection) and is
- * retrieved by id until the calls' keep time after it ends.
+ * retrieved by id until the calls' keep time after it ends. With `stream: true` the answer is its events, from
+ * the first, as they come — and the response goes on if the connection drops: its events are kept with it, for
+ * GET /v1/responses/{id}?stream=true&starting_after=N to send again.
  */
-export function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel, req: ResponsesRequest, background: Background): Response {
-  if (req.stream) throw badInput('background responses are not streamed here: create it, then retrieve it (GET /v1/responses/{id})', 'stream');
+export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel, req: ResponsesRequest, background: Background): Promise<Response> {
   if (req.store === false) throw badInput('a background response is stored until retrieved: store cannot be false', 'store');
   const queued = { ...skeleton(req, m, id('resp'), true), status: 'queued', incomplete_details: null, output: [], usage: null };
+  const events = req.stream ? new ResponseEvents() : undefined;
   const call = startKeptCall(background.calls, background.dispatch, {
     caller: c.get('caller'),
     path: '/v1/responses',
     body: JSON.stringify({ ...req, model: m.name, background: false }),
     id: queued.id,
     requestId: c.get('requestId'),
+    read: events && ((res) => events.read(res)),
   });
   call.meta = queued;
-  return c.json(queued);
+  if (!events) return c.json(queued);
+  streamed.set(call, events);
+  // Refused before its first event (a full queue, a start that failed): that answer, with its status.
+  if (
+    !(await call.response.then(
+      (res) => res.ok,
+      () => false,
+    ))
+  ) {
+    const answer = (await call.done) as Answer;
+    return new Response(answer.body, { status: answer.status, headers: answer.headers });
+  }
+  return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, -1));
 }
+
+/** GET /v1/responses/{id}: `stream=true` sends a streamed background response's events after `starting_after`. */
+export const retrieveQuery = z.object({
+  stream: z.enum(['true', 'false']).optional().describe('true: the events of a response created with background and stream, as they come'),
+  starting_after: z.coerce.number().int().min(0).optional().describe('with stream=true: only the events after this sequence_number (the last one had)'),
+});
 
 /** GET /v1/responses/{id}, POST /v1/responses/{id}/cancel, DELETE /v1/responses/{id}: background responses. */
 export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv> {
@@ -356,8 +381,17 @@ export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv
     }
   };
   app.get('/v1/responses/:id', (c) => {
+    const query = parseQuery(retrieveQuery, c);
     const it = responseOf(c);
-    return c.json('call' in it ? state(it.call) : it.kept.response);
+    if (query.stream !== 'true') return c.json('call' in it ? state(it.call) : it.kept.response);
+    const events = 'call' in it ? streamed.get(it.call) : undefined;
+    if (!events)
+      throw badInput(
+        `response ${c.req.param('id')} was not streamed in the background: it has no events to send again (retrieve it without stream)`,
+        'stream',
+        'invalid_request_error',
+      );
+    return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, query.starting_after ?? -1));
   });
   app.post('/v1/responses/:id/cancel', (c) => {
     const call = found(c);
