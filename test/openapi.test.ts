@@ -148,8 +148,8 @@ describe('GET /openapi.json', () => {
         true,
       );
       // Retrieval's query: a background response's events again.
-      const retrieve = doc.paths['/v1/responses/{id}'].get;
-      expect(retrieve.parameters.map((p: { name: string; in: string }) => `${p.in}:${p.name}`)).toEqual(['path:id', 'query:stream', 'query:starting_after']);
+      const retrieve = doc.paths['/v1/responses/{id}'].get as typeof doc.paths.x.get & { parameters: { name: string; in: string }[] };
+      expect(retrieve.parameters.map((p) => `${p.in}:${p.name}`)).toEqual(['path:id', 'query:stream', 'query:starting_after']);
       expect(Object.keys(retrieve.responses['200'].content)).toEqual(['application/json', 'text/event-stream']);
       // A wrong answer does not fit: the schemas say something.
       expect(ajv.validate(doc.paths['/v1/chat/completions'].post.responses['200'].content['application/json'].schema, { object: 'chat.completion' })).toBe(

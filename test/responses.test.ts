@@ -229,6 +229,48 @@ describe('kept responses (store: true) continued by previous_response_id, with t
     await expect(client.responses.create({ ...ask, input: 'x', previous_response_id: first.id })).rejects.toMatchObject({ status: 404 });
   });
 
+  it("lists a kept response's input items — its whole conversation — as the client pages through them", async () => {
+    const first = await client.responses.create({ ...ask, instructions: 'Be brief.', input: 'Hi', store: true });
+    const second = await client.responses.create({
+      ...ask,
+      input: [
+        { role: 'user', content: [{ type: 'input_text', text: 'And' }] },
+        { role: 'developer', content: 'then?' },
+      ],
+      previous_response_id: first.id,
+      store: true,
+    });
+    const listed = async (id: string, query: OpenAI.Responses.InputItemListParams = {}) => {
+      const items = [];
+      for await (const item of client.responses.inputItems.list(id, query)) items.push(item); // (the client follows pages by `after`)
+      return items;
+    };
+    const mine = await listed(first.id, { order: 'asc' });
+    expect(mine).toEqual([
+      { type: 'message', id: expect.stringMatching(/^msg_/), role: 'user', content: [{ type: 'input_text', text: 'Hi' }], status: 'completed' },
+    ]);
+    // The second's: the first's input, its answer, then its own two — the last first unless asked, the same ids throughout.
+    const conversation = await listed(second.id, { order: 'asc', limit: 2 });
+    expect(conversation.map((item) => item.id)).toEqual([mine[0].id, first.output[0].id, expect.stringMatching(/^msg_/), expect.stringMatching(/^msg_/)]);
+    expect(conversation[1]).toEqual(first.output[0]);
+    expect(conversation.slice(2)).toMatchObject([
+      { role: 'user', content: [{ type: 'input_text', text: 'And' }] },
+      { role: 'developer', content: [{ type: 'input_text', text: 'then?' }] },
+    ]);
+    expect(await listed(second.id)).toEqual([...conversation].reverse());
+    const page = await (await fetch(`${gw.url}/v1/responses/${second.id}/input_items?limit=3`)).json();
+    expect(page).toMatchObject({ object: 'list', has_more: true, first_id: conversation[3].id, last_id: conversation[1].id });
+    expect(page.data).toHaveLength(3);
+    // Listed as kept, continued the same: items sent back carry their ids.
+    const again = await client.responses.create({ ...ask, input: conversation as never, store: true });
+    expect((await listed(again.id, { order: 'asc' })).map((item) => item.id)).toEqual(conversation.map((item) => item.id));
+    expect(again.usage?.input_tokens).toBe(second.usage?.input_tokens);
+    // An `after` not among them, a response not kept: said.
+    await expect(client.responses.inputItems.list(second.id, { after: 'msg_nope' })).rejects.toMatchObject({ status: 400, error: { param: 'after' } });
+    const plain = await client.responses.create({ ...ask, input: 'Hi' });
+    await expect(client.responses.inputItems.list(plain.id)).rejects.toMatchObject({ status: 404 });
+  });
+
   it('keeps a streamed response and a background one to be continued too', async () => {
     const stream = await client.responses.create({ ...ask, input: 'Hi', store: true, stream: true });
     let id = '';
@@ -265,7 +307,14 @@ describe('background responses (OpenAI’s background mode) with the official op
     const queued = await client.responses.create({ model: 'tiny-gpt', input: 'Hello', max_output_tokens: 12, background: true, ...seeded(3) });
     expect(queued).toMatchObject({ object: 'response', status: 'queued', background: true, store: true, output: [] });
     expect(queued.id).toMatch(/^resp_/);
+    // Its input items, while it runs and once it has ended: the same.
+    const items = async () => (await client.responses.inputItems.list(queued.id)).data;
+    const running = await items();
+    expect(running).toMatchObject([{ type: 'message', role: 'user', content: [{ type: 'input_text', text: 'Hello' }] }]);
     const done = await until(queued.id, (r) => r.status !== 'queued' && r.status !== 'in_progress');
+    expect(await items()).toEqual(running);
+    const next = await client.responses.create({ model: 'tiny-gpt', input: 'On', max_output_tokens: 2, previous_response_id: queued.id, store: true });
+    expect((await client.responses.inputItems.list(next.id, { order: 'asc' })).data[0]).toEqual(running[0]); // (the kept conversation's ids too)
     expect(done).toMatchObject({ id: queued.id, status: 'incomplete', background: true, model: 'tiny-gpt' });
     const direct = await client.responses.create({ model: 'tiny-gpt', input: 'Hello', max_output_tokens: 12, ...seeded(3) });
     expect(done.output_text).toBe(direct.output_text);

@@ -176,6 +176,13 @@ export const ANSWERS: Record<string, z.ZodType> = {
   '/v1/chat/completions': chatCompletion,
   '/v1/responses': response,
   '/v1/responses/{id}': response,
+  '/v1/responses/{id}/input_items': z.looseObject({
+    object: z.literal('list'),
+    data: z.array(z.looseObject({ type: z.enum(['message', 'function_call', 'function_call_output', 'reasoning']), id: z.string() })),
+    first_id: z.string().nullable(),
+    last_id: z.string().nullable(),
+    has_more: z.boolean(),
+  }),
   'delete /v1/responses/{id}': z.looseObject({ id: z.string(), object: z.literal('response.deleted'), deleted: z.literal(true) }),
   '/v1/embeddings': embeddings,
   '/v1/rerank': rerank,

@@ -5,7 +5,7 @@ import type { Policy } from './auth/middleware.js';
 import { tritonGenerateSchema } from './kserve/generate.js';
 import { countTokensSchema, messagesSchema } from './openai/anthropic.js';
 import { embeddingsSchema } from './openai/embeddings.js';
-import { responsesSchema, retrieveQuery } from './openai/responses.js';
+import { listQuery, responsesSchema, retrieveQuery } from './openai/responses.js';
 import { chatSchema, completionSchema, detokenizeSchema, tokenizeChatSchema, tokenizeSchema } from './openai/schema.js';
 import { classifySchema, rerankSchema, scoreSchema } from './openai/scoring.js';
 import { answerSchema } from './openapi-answers.js';
@@ -83,6 +83,15 @@ const OPERATIONS: Operation[] = [
     serves: ['generative'],
     query: retrieveQuery,
     events: 'when asked',
+    errors: 'openai',
+  },
+  {
+    method: 'get',
+    path: '/v1/responses/{id}/input_items',
+    summary: 'A kept or background response’s input items: its conversation, a page at a time (OpenAI)',
+    tag: 'OpenAI',
+    serves: ['generative'],
+    query: listQuery,
     errors: 'openai',
   },
   {

@@ -21,13 +21,21 @@ import { chatGeneration, relay, type ToolCall, type ToolCallDelta, wholeChat } f
 
 const text = z.string();
 const contentParts = z.array(z.object({ type: z.enum(['input_text', 'output_text', 'text']), text })).min(1);
+/** An item's id (an earlier answer's items sent back carry theirs; listed as they came). */
+const itemId = z.string().optional();
 const inputItem = z.union([
-  z.object({ type: z.literal('message').optional(), role: z.enum(['user', 'system', 'developer', 'assistant']), content: z.union([text, contentParts]) }),
-  z.object({ type: z.literal('function_call'), call_id: z.string(), name: z.string(), arguments: z.string() }),
-  z.object({ type: z.literal('function_call_output'), call_id: z.string(), output: z.union([text, contentParts]) }),
+  z.object({
+    type: z.literal('message').optional(),
+    id: itemId,
+    role: z.enum(['user', 'system', 'developer', 'assistant']),
+    content: z.union([text, contentParts]),
+    status: z.string().optional(),
+  }),
+  z.object({ type: z.literal('function_call'), id: itemId, call_id: z.string(), name: z.string(), arguments: z.string() }),
+  z.object({ type: z.literal('function_call_output'), id: itemId, call_id: z.string(), output: z.union([text, contentParts]) }),
   // An earlier answer's reasoning item, sent back with the rest of its output (a conversation kept by the client):
   // its text goes to the chat template with the assistant turn after it; summaries and encrypted content are read past.
-  z.object({ type: z.literal('reasoning'), content: z.array(z.object({ type: z.string(), text })).nullish() }),
+  z.object({ type: z.literal('reasoning'), id: itemId, content: z.array(z.object({ type: z.string(), text })).nullish() }),
 ]);
 const functionTool = z.object({
   type: z.literal('function'),
@@ -81,9 +89,18 @@ type InputItem = z.infer<typeof inputItem>;
 /**
  * The conversation a request continues: a kept response's (its input, earlier turns' included, then its output
  * items), then the request's own input. Instructions are the request's alone, as OpenAI's are not carried over.
+ * Its own items as kept and listed (GET /v1/responses/{id}/input_items): each with an id — its own, else one made of
+ * the response's and its place (the same however often it is worked out) — and a message's text as a content part.
  */
-function conversationOf(req: ResponsesRequest, previous: Stored | undefined): InputItem[] {
-  const own = typeof req.input === 'string' ? [{ role: 'user' as const, content: req.input }] : req.input;
+function conversationOf(req: ResponsesRequest, previous: Stored | undefined, responseId: string): InputItem[] {
+  const own = (typeof req.input === 'string' ? [{ role: 'user' as const, content: req.input }] : req.input).map((item, i): InputItem => {
+    const prefix = 'role' in item ? 'msg' : { function_call: 'fc', function_call_output: 'fco', reasoning: 'rs' }[item.type];
+    const listed = item.id ?? `${prefix}_${responseId.slice('resp_'.length)}${i.toString(16).padStart(4, '0')}`;
+    if (!('role' in item)) return { ...item, id: listed };
+    const part = item.role === 'assistant' ? ('output_text' as const) : ('input_text' as const);
+    const content = typeof item.content === 'string' ? [{ type: part, text: item.content }] : item.content;
+    return { type: 'message', id: listed, role: item.role, content, status: 'completed' };
+  });
   return previous ? [...(previous.input as InputItem[]), ...(previous.response.output as InputItem[]), ...own] : own;
 }
 
@@ -156,16 +173,20 @@ function skeleton(req: ResponsesRequest, m: ServedModel, responseId: string, bac
   };
 }
 
+/** The kept response a request continues (previous_response_id), if it names one. */
+const previousOf = (req: ResponsesRequest, caller: Caller | undefined, stored?: StoredResponses) =>
+  req.previous_response_id ? stored?.find(req.previous_response_id, caller, 'previous_response_id') : undefined;
+
 /** POST /v1/responses; `stored`: where responses are kept (store: true, background ones) and found to continue. */
 export async function responses(c: Context, m: ServedModel, req: ResponsesRequest, stored?: StoredResponses): Promise<Response> {
   const caller = c.get('caller') as Caller | undefined;
   if (req.previous_response_id && !stored) throw badInput('previous_response_id is not served on this route', 'previous_response_id', 'invalid_request_error');
-  const items = conversationOf(req, req.previous_response_id ? stored?.find(req.previous_response_id, caller, 'previous_response_id') : undefined);
-  const { generation, answer } = chatGeneration(c, m, asChat(req, items), req.max_output_tokens ?? undefined);
-  const messageId = id('msg');
   // (a background response's own run: it answers under the id its creation gave)
   const called = (c.env as CallEnv | undefined)?.infergateCall?.id;
   const base = skeleton(req, m, called ?? id('resp'), called !== undefined);
+  const items = conversationOf(req, previousOf(req, caller, stored), base.id);
+  const { generation, answer } = chatGeneration(c, m, asChat(req, items), req.max_output_tokens ?? undefined);
+  const messageId = id('msg');
   /** A response asked to be kept (and a background one) is kept once whole, to be continued and retrieved. */
   const kept = <T extends { output: object[] }>(response: T): T => {
     if (base.store) stored?.keep(base.id, caller, items, response);
@@ -322,6 +343,8 @@ export type Background = { calls: Calls; dispatch: Dispatch; stored: StoredRespo
 
 /** Streamed background responses' events (the calls that run them), to be followed again after a dropped connection. */
 const streamed = new WeakMap<Call, ResponseEvents>();
+/** Background responses' conversations, listed while they run (their runs keep the same items once they end). */
+const conversations = new WeakMap<Call, InputItem[]>();
 
 /**
  * POST /v1/responses with `background: true` (OpenAI's background mode): answered at once with the response
@@ -333,6 +356,7 @@ const streamed = new WeakMap<Call, ResponseEvents>();
 export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel, req: ResponsesRequest, background: Background): Promise<Response> {
   if (req.store === false) throw badInput('a background response is stored until retrieved: store cannot be false', 'store');
   const queued = { ...skeleton(req, m, id('resp'), true), status: 'queued', incomplete_details: null, output: [], usage: null };
+  const conversation = conversationOf(req, previousOf(req, c.get('caller'), background.stored), queued.id); // (a 404 for a previous response not kept: at once)
   const events = req.stream ? new ResponseEvents() : undefined;
   const call = startKeptCall(background.calls, background.dispatch, {
     caller: c.get('caller'),
@@ -343,6 +367,7 @@ export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel,
     read: events && ((res) => events.read(res)),
   });
   call.meta = queued;
+  conversations.set(call, conversation);
   if (!events) return c.json(queued);
   streamed.set(call, events);
   // Refused before its first event (a full queue, a start that failed): that answer, with its status.
@@ -358,13 +383,20 @@ export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel,
   return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, -1));
 }
 
+/** GET /v1/responses/{id}/input_items: OpenAI's list of a response's input items (its conversation's), a page at a time. */
+export const listQuery = z.object({
+  order: z.enum(['asc', 'desc']).default('desc').describe('desc (the default): the last item first'),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  after: z.string().optional().describe('the id of the item the page starts after (the last one of the page before)'),
+});
+
 /** GET /v1/responses/{id}: `stream=true` sends a streamed background response's events after `starting_after`. */
 export const retrieveQuery = z.object({
   stream: z.enum(['true', 'false']).optional().describe('true: the events of a response created with background and stream, as they come'),
   starting_after: z.coerce.number().int().min(0).optional().describe('with stream=true: only the events after this sequence_number (the last one had)'),
 });
 
-/** GET /v1/responses/{id}, POST /v1/responses/{id}/cancel, DELETE /v1/responses/{id}: background responses. */
+/** GET /v1/responses/{id} (and its input_items), POST /v1/responses/{id}/cancel, DELETE /v1/responses/{id}: kept and background responses. */
 export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const found = (c: Context<GatewayEnv>): Call => {
@@ -392,6 +424,17 @@ export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv
         'invalid_request_error',
       );
     return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, query.starting_after ?? -1));
+  });
+  app.get('/v1/responses/:id/input_items', (c) => {
+    const { order, limit, after } = parseQuery(listQuery, c);
+    const it = responseOf(c);
+    const input = ('call' in it ? conversations.get(it.call) : it.kept.input) as { id: string }[];
+    const ordered = order === 'asc' ? input : [...input].reverse();
+    const from = after === undefined ? 0 : ordered.findIndex((item) => item.id === after) + 1;
+    if (from === 0 && after !== undefined)
+      throw badInput(`no item ${after} among response ${c.req.param('id')}'s input items`, 'after', 'invalid_request_error');
+    const data = ordered.slice(from, from + limit);
+    return c.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < ordered.length });
   });
   app.post('/v1/responses/:id/cancel', (c) => {
     const call = found(c);
