@@ -337,6 +337,11 @@ describe('background responses (OpenAI’s background mode) with the official op
     const res = await fetch(`${gw.url}/assistant`, { method: 'POST', body: JSON.stringify({ input: 'Hi', max_output_tokens: 4, background: true }) });
     const { id } = await res.json();
     expect((await until(id, (r) => r.status === 'incomplete')).usage?.output_tokens).toBe(4);
+    // One continuing a response not kept: a 404 at once, not a response queued to fail.
+    await expect(client.responses.create({ model: 'tiny-gpt', input: 'Hi', previous_response_id: 'resp_nope', background: true })).rejects.toMatchObject({
+      status: 404,
+      error: { param: 'previous_response_id' },
+    });
     // A response not in the background (nor store: true) is not kept.
     const plain = await client.responses.create({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 2 });
     await expect(client.responses.retrieve(plain.id)).rejects.toMatchObject({ status: 404 });
