@@ -37,19 +37,26 @@ export class BeamSearches<S extends BeamRow> {
   /**
    * After a step's runs: each search whose live beams all have their candidates takes its next beams; one that
    * ends (max_tokens, or none of its beams can beat its finished texts) answers its best texts, its rows freed.
+   * One that cannot move its beams (rows for them not had: out of memory; its stop strings not read) fails alone,
+   * its rows freed: the other searches, and every other sequence of the step, go on.
    */
-  step(): Record<string, Hypothesis[]> | undefined {
-    let ended: Record<string, Hypothesis[]> | undefined;
+  step(): { ended?: Record<string, Hypothesis[]>; failed?: Record<string, string> } {
+    const done: { ended?: Record<string, Hypothesis[]>; failed?: Record<string, string> } = {};
     for (const [id, search] of this.searches) {
       if (!search.live.every((s) => s.beam?.candidates)) continue;
-      this.advance(id, search);
+      try {
+        this.advance(id, search);
+      } catch (err) {
+        done.failed = { ...done.failed, [id]: `its beam search failed: ${(err as Error).message}` };
+        this.release(id);
+        continue;
+      }
       if (search.produced >= search.maxTokens || beamsDone(search.live.map(beamOf), search.finished, search.params, search.maxTokens)) {
-        ended ??= {};
-        ended[id] = bestHypotheses(search.live.map(beamOf), search.finished, search.params);
+        done.ended = { ...done.ended, [id]: bestHypotheses(search.live.map(beamOf), search.finished, search.params) };
         this.release(id);
       }
     }
-    return ended;
+    return done;
   }
 
   /** Frees a search's rows; whether `id` was one. */
@@ -72,18 +79,26 @@ export class BeamSearches<S extends BeamRow> {
     const children = next.map((e) => ({ ...e, parent: parents[e.parent], tokens: [...beamOf(parents[e.parent]).tokens, e.token] }));
     const spare = parents.filter((_, i) => !next.some((e) => e.parent === i));
     const taken = new Set<S>();
-    search.live = children.map(({ parent, token, logprob, tokens, logged }) => {
-      let seq = parent;
-      if (taken.has(parent)) {
-        seq = spare.pop() ?? this.rows.fork(parent, `${id}#${search.made++}`);
-        this.rows.copy(parent, seq);
-      }
-      taken.add(seq);
-      seq.last = token;
-      seq.produced = search.produced;
-      seq.beam = { id: beamOf(seq).id, tokens, logprob, logged };
-      return seq;
-    });
+    const forked: S[] = [];
+    try {
+      search.live = children.map(({ parent, token, logprob, tokens, logged }) => {
+        let seq = parent;
+        if (taken.has(parent)) {
+          const row = spare.pop();
+          seq = row ?? this.rows.fork(parent, `${id}#${search.made++}`);
+          if (!row) forked.push(seq);
+          this.rows.copy(parent, seq);
+        }
+        taken.add(seq);
+        seq.last = token;
+        seq.produced = search.produced;
+        seq.beam = { id: beamOf(seq).id, tokens, logprob, logged };
+        return seq;
+      });
+    } catch (err) {
+      for (const s of forked) this.rows.release(beamOf(s).id); // (not among its live beams yet: freed here)
+      throw err;
+    }
     for (const s of spare) this.rows.release(beamOf(s).id);
   }
 }

@@ -881,13 +881,15 @@ describe('beam search', () => {
   async function run(decoder: Decoder, joins: { seq: string; prompt: number[]; sampling: object; maxTokens: number }[]) {
     const tokens: Record<string, number[]> = {};
     let beams: Record<string, Hypothesis[]> = {};
+    let failed: Record<string, string> = {};
     let step = await decoder.step({ join: joins as never, advance: [], release: [] });
     let steps = 1;
     for (;;) {
       for (const [id, t] of Object.entries(step.tokens)) tokens[id] = [...(tokens[id] ?? []), t];
       beams = { ...beams, ...step.beams };
-      const advance = joins.filter((j) => !beams[j.seq] && (tokens[j.seq]?.length ?? 0) < j.maxTokens).map((j) => j.seq);
-      if (advance.length === 0) return { tokens, beams, steps };
+      failed = { ...failed, ...step.failed };
+      const advance = joins.filter((j) => !beams[j.seq] && !failed[j.seq] && (tokens[j.seq]?.length ?? 0) < j.maxTokens).map((j) => j.seq);
+      if (advance.length === 0) return { tokens, beams, failed, steps };
       step = await decoder.step({ join: [], advance, release: [] });
       steps++;
     }
@@ -942,6 +944,31 @@ describe('beam search', () => {
     expect(mixed.beams.x.map((h) => h.tokens)).toEqual(alone.beams.x.map((h) => h.tokens));
     expect(mixed.tokens.p).toEqual(await reference(PROMPTS.a, 20));
     expect(mixed.tokens.q).toEqual(await reference(PROMPTS.c, 16));
+  });
+
+  it('a search whose beams cannot get rows (out of memory) fails alone, its rows freed; the others go on as they would', async () => {
+    const joins = [
+      { seq: 'x', prompt: PROMPTS.b, sampling: beam(3), maxTokens: 8 },
+      { seq: 'y', prompt: PROMPTS.a, sampling: beam(3), maxTokens: 8 },
+      { seq: 'p', prompt: PROMPTS.c, sampling: greedy, maxTokens: 8 },
+    ];
+    const alone = await run(new Decoder(session, spec, sampler), joins);
+    const decoder = new Decoder(session, spec, sampler);
+    // y's second new row cannot be had (its first was): as when the cache cannot grow.
+    const kv = (decoder as unknown as { kv: { add: (seq: { beam?: { id: string } }, positions: number) => void } }).kv;
+    const add = kv.add.bind(kv);
+    let forks = 0;
+    kv.add = (seq, positions) => {
+      if (seq.beam?.id.startsWith('y#') && ++forks === 2) throw new RangeError('Array buffer allocation failed');
+      add(seq, positions);
+    };
+    const mixed = await run(decoder, joins);
+    expect(mixed.failed).toEqual({ y: 'its beam search failed: Array buffer allocation failed' });
+    expect(mixed.beams.x.map((h) => h.tokens)).toEqual(alone.beams.x.map((h) => h.tokens)); // (log-probabilities: to the batch's rounding)
+    expect(mixed.tokens.p).toEqual(alone.tokens.p);
+    // y's rows (the one forked before the failure too) are freed: p's, once released, was the last.
+    await decoder.step({ join: [], advance: [], release: ['p'] });
+    expect([decoder.active, decoder.cacheBytes]).toEqual([0, 0]);
   });
 
   it('ends a hypothesis at an end token, stops early once none can beat those ended, and frees every row', async () => {

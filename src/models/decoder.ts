@@ -209,7 +209,8 @@ export class Decoder {
     const advancing = advance.filter((id) => this.seqs.has(id) && !prefilling.includes(id));
     if (advancing.length > 0) await this.decode(advancing, drawn);
     const searched = this.beams.step();
-    if (searched) drawn.beams = searched;
+    if (searched.ended) drawn.beams = searched.ended;
+    if (searched.failed) drawn.failed = { ...drawn.failed, ...searched.failed };
     const cacheBytes = { kv: this.cacheBytes, prefix: this.prefixCache?.size ?? 0 };
     return { ...drawn, prefillMs: t1 - t0, decodeMs: performance.now() - t1, decodeBatch: advancing.length, cacheBytes };
   }
