@@ -164,7 +164,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // Asynchronous inference: after every guard (auth, rate limits: a call spends its caller's turn once), before the routes.
   const calls = new Calls(opts.calls ?? { keepMs: 600_000, maxBytes: 256 * 2 ** 20, afterMs: 0 });
   measureCalls(telemetry, calls);
-  const nonInference = ['/v1/files', '/v1/batches', '/v1/ws'];
+  const nonInference = ['/v1/files', '/v1/batches', '/v1/messages/batches', '/v1/ws'];
   const isInference = (path: string) =>
     path.startsWith('/v2/models/') ||
     (path.startsWith('/v1/') && !nonInference.some((p) => path.startsWith(p))) ||

@@ -55,6 +55,12 @@ export class BatchDisk {
     return this.replace(this.path('batches', `${id}.json`), saved);
   }
 
+  /** Forgets a batch (one that has ended). */
+  async deleteBatch(id: string): Promise<void> {
+    await rm(this.path('batches', `${id}.json`), { force: true });
+    await this.dropAnswers(id);
+  }
+
   /** One answered request of a running batch (appends of a line each are whole, in any order). */
   answered(batchId: string, entry: { ok: boolean; record: string }): Promise<void> {
     return appendFile(this.path('batches', `${batchId}.done.jsonl`), `${JSON.stringify(entry)}\n`);

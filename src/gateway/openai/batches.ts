@@ -6,6 +6,7 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import type { Caller } from '../auth/middleware.js';
 import type { GatewayEnv } from '../types.js';
 import type { BatchDisk } from './batch-disk.js';
+import { messageBatchRoutes } from './message-batches.js';
 import { parseBody } from './schema.js';
 
 /**
@@ -18,6 +19,10 @@ import { parseBody } from './schema.js';
 
 /** Paths a batch line may name (OpenAI's, and the encoder routes vLLM's batch runner takes). */
 const ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses', '/v1/rerank', '/v1/score'] as const;
+/** Anthropic's message batches' lines' path (their own API's, not among OpenAI's endpoints). */
+export const MESSAGES = '/v1/messages';
+/** The purpose of the file a message batch's requests are kept in. */
+export const MESSAGE_BATCH_FILE = 'message_batch';
 /** Most lines of one batch in flight at once. */
 const CONCURRENCY = 16;
 /** Most bytes of files the gateway keeps (inputs and outputs together). */
@@ -52,7 +57,7 @@ type Batch = {
   metadata: Record<string, string> | null;
 };
 /** A batch as the gateway holds it: whose it is, and as whom its lines run. */
-type Held = Batch & { stop: AbortController; owner: string; caller: Caller };
+export type Held = Batch & { stop: AbortController; owner: string; caller: Caller };
 /** A batch as kept on disk. */
 type Saved = Omit<Held, 'stop'>;
 /** A request's answer as the output (or error) file has it. */
@@ -122,19 +127,28 @@ export class BatchControl {
   }
 }
 
-/** `dispatch` sends one request through the whole gateway (Hono's app.request), `env` marking it a batch line. */
-export function batchRoutes({
-  maxBodyBytes,
-  dispatch,
-  control = new BatchControl(),
-}: {
+type BatchOptions = {
   maxBodyBytes: number;
+  /** Sends one request through the whole gateway (Hono's app.request), `env` marking it a batch line. */
   dispatch: (path: string, init: RequestInit, env: BatchLineEnv) => Promise<Response>;
   control?: BatchControl;
-}) {
+};
+
+/** The Batch API's routes (OpenAI's), and Anthropic's Message Batches on the same batches. */
+export function batchRoutes(opts: BatchOptions): Hono<GatewayEnv> {
+  const store = batchStore(opts);
+  const app = new Hono<GatewayEnv>();
+  app.route('/', openaiBatchRoutes(store, opts.maxBodyBytes));
+  app.route('/', messageBatchRoutes(store, opts.maxBodyBytes));
+  return app;
+}
+
+/** What the batch APIs share: files and batches, their owners, their runs (and, with a batch_dir, their disk). */
+export type BatchStore = ReturnType<typeof batchStore>;
+
+function batchStore({ dispatch, control = new BatchControl() }: BatchOptions) {
   const { disk } = control;
   const halted = control.halted.signal;
-  const app = new Hono<GatewayEnv>();
   const files = new Map<string, StoredFile>();
   const batches = new Map<string, Held>();
   let storedBytes = 0;
@@ -166,91 +180,6 @@ export function batchRoutes({
   const save = (b: Held) => disk?.saveBatch(b.id, saved(b));
   const saved = ({ stop: _stop, ...b }: Held): Saved => b;
   const shown = ({ stop: _stop, owner: _owner, caller: _caller, ...b }: Held): Batch => b;
-
-  app.post('/v1/files', async (c) => {
-    if (Number(c.req.header('content-length') ?? 0) > maxBodyBytes) throw new GatewayError(413, 'payload_too_large', `the file is over ${maxBodyBytes} bytes`);
-    const form = await c.req.parseBody().catch(() => {
-      throw badInput('upload the file as multipart/form-data with fields "file" and "purpose"');
-    });
-    const upload = form.file;
-    if (!(upload instanceof File)) throw badInput('missing the "file" field (multipart/form-data)', 'file');
-    if (form.purpose !== 'batch') throw badInput(`purpose must be "batch" (files here feed the Batch API); got ${JSON.stringify(form.purpose)}`, 'purpose');
-    if (upload.size > maxBodyBytes) throw new GatewayError(413, 'payload_too_large', `the file is over ${maxBodyBytes} bytes`);
-    if (storedBytes + upload.size > MAX_STORED_BYTES)
-      throw new GatewayError(
-        507,
-        'insufficient_storage',
-        `files take ${storedBytes} of the gateway's ${MAX_STORED_BYTES} bytes: delete some (DELETE /v1/files/{id})`,
-      );
-    return c.json(await store(ownerOf(c), new Uint8Array(await upload.arrayBuffer()), upload.name, 'batch'));
-  });
-  app.get('/v1/files', (c) => c.json({ object: 'list', data: [...files.values()].filter((f) => f.owner === ownerOf(c)).map((f) => f.meta), has_more: false }));
-  app.get('/v1/files/:id', (c) => c.json(file(c, c.req.param('id')).meta));
-  app.get('/v1/files/:id/content', (c) => c.body(file(c, c.req.param('id')).data as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' }));
-  app.delete('/v1/files/:id', async (c) => {
-    const id = c.req.param('id');
-    const size = file(c, id).data.byteLength;
-    await disk?.deleteFile(id);
-    storedBytes -= size;
-    files.delete(id);
-    return c.json({ id, object: 'file', deleted: true });
-  });
-
-  app.post('/v1/batches', async (c) => {
-    const req = parseBody(createSchema, await c.req.json().catch(() => ({})));
-    const lines = parseLines(file(c, req.input_file_id).data, req.endpoint);
-    const created = now();
-    const batch: Held = {
-      id: newId('batch'),
-      object: 'batch',
-      endpoint: req.endpoint,
-      errors: null,
-      input_file_id: req.input_file_id,
-      completion_window: req.completion_window,
-      status: 'in_progress',
-      output_file_id: null,
-      error_file_id: null,
-      created_at: created,
-      in_progress_at: created,
-      finalizing_at: null,
-      completed_at: null,
-      failed_at: null,
-      cancelling_at: null,
-      cancelled_at: null,
-      expires_at: created + 24 * 3600,
-      expired_at: null,
-      request_counts: { total: lines.length, completed: 0, failed: 0 },
-      metadata: req.metadata ?? null,
-      stop: new AbortController(),
-      owner: ownerOf(c),
-      caller: c.get('caller') ?? { kind: 'public', id: 'public' },
-    };
-    await save(batch);
-    batches.set(batch.id, batch);
-    void start(batch, lines, []);
-    return c.json(shown(batch));
-  });
-  app.get('/v1/batches', (c) =>
-    c.json({
-      object: 'list',
-      data: [...batches.values()]
-        .filter((b) => b.owner === ownerOf(c))
-        .map(shown)
-        .reverse(),
-      has_more: false,
-    }),
-  );
-  app.get('/v1/batches/:id', (c) => c.json(shown(batchOf(c, c.req.param('id')))));
-  app.post('/v1/batches/:id/cancel', async (c) => {
-    const b = batchOf(c, c.req.param('id'));
-    if (b.status === 'in_progress') {
-      b.status = 'cancelling';
-      b.cancelling_at = now();
-      b.stop.abort();
-      await save(b);
-    }
-    return c.json(shown(b));
-  });
 
   /**
    * Runs every line through the gateway, then writes the answers' file (and the failures'). `answered`: lines a
@@ -292,6 +221,7 @@ export function batchRoutes({
             body = { error: { message: (err as Error).message } };
           }
           const ok = status >= 200 && status < 300;
+          if (!ok && stop.aborted) return; // (cut short by the cancel, or the window's end: not run, as those not sent)
           const error = ok ? null : { code: String(status || 'internal'), message: (body as { error?: { message?: string } })?.error?.message ?? 'failed' };
           const record = JSON.stringify({
             id: requestId,
@@ -318,8 +248,9 @@ export function batchRoutes({
     batch.status = 'finalizing';
     batch.finalizing_at = now();
     const jsonl = (records: string[]) => new TextEncoder().encode(records.map((r) => `${r}\n`).join(''));
-    if (output.length) batch.output_file_id = (await store(batch.owner, jsonl(output), `${batch.id}_output.jsonl`, 'batch_output')).id;
-    if (failures.length) batch.error_file_id = (await store(batch.owner, jsonl(failures), `${batch.id}_errors.jsonl`, 'batch_output')).id;
+    const purpose = batch.endpoint === MESSAGES ? MESSAGE_BATCH_FILE : 'batch_output'; // (a message batch's files are its own)
+    if (output.length) batch.output_file_id = (await store(batch.owner, jsonl(output), `${batch.id}_output.jsonl`, purpose)).id;
+    if (failures.length) batch.error_file_id = (await store(batch.owner, jsonl(failures), `${batch.id}_errors.jsonl`, purpose)).id;
     if (expired) {
       batch.status = 'expired';
       batch.expired_at = now();
@@ -361,6 +292,77 @@ export function batchRoutes({
     );
   }
 
+  /** Starts a batch of the caller's file's lines (checked first: nothing runs if one does not check out). */
+  async function create(c: Context<GatewayEnv>, o: { inputFileId: string; endpoint: string; metadata?: Record<string, string> | null; idPrefix?: string }) {
+    const lines = parseLines(file(c, o.inputFileId).data, o.endpoint);
+    const created = now();
+    const batch: Held = {
+      id: newId(o.idPrefix ?? 'batch'),
+      object: 'batch',
+      endpoint: o.endpoint,
+      errors: null,
+      input_file_id: o.inputFileId,
+      completion_window: '24h',
+      status: 'in_progress',
+      output_file_id: null,
+      error_file_id: null,
+      created_at: created,
+      in_progress_at: created,
+      finalizing_at: null,
+      completed_at: null,
+      failed_at: null,
+      cancelling_at: null,
+      cancelled_at: null,
+      expires_at: created + 24 * 3600,
+      expired_at: null,
+      request_counts: { total: lines.length, completed: 0, failed: 0 },
+      metadata: o.metadata ?? null,
+      stop: new AbortController(),
+      owner: ownerOf(c),
+      caller: c.get('caller') ?? { kind: 'public', id: 'public' },
+    };
+    await save(batch);
+    batches.set(batch.id, batch);
+    void start(batch, lines, []);
+    return batch;
+  }
+
+  /** Stops a running batch: lines not yet sent are not run. */
+  async function cancel(b: Held) {
+    if (b.status !== 'in_progress') return;
+    b.status = 'cancelling';
+    b.cancelling_at = now();
+    b.stop.abort();
+    await save(b);
+  }
+
+  /** Forgets a batch that has ended, and its files. */
+  async function remove(b: Held) {
+    for (const id of [b.input_file_id, b.output_file_id, b.error_file_id]) if (id && files.has(id)) await removeFile(id);
+    await disk?.deleteBatch(b.id);
+    batches.delete(b.id);
+  }
+
+  async function removeFile(id: string) {
+    await disk?.deleteFile(id);
+    storedBytes -= (files.get(id) as StoredFile).data.byteLength;
+    files.delete(id);
+  }
+
+  /** Whether `bytes` more fit among the files kept (a 507 if not). */
+  function room(bytes: number) {
+    if (storedBytes + bytes > MAX_STORED_BYTES)
+      throw new GatewayError(
+        507,
+        'insufficient_storage',
+        `files take ${storedBytes} of the gateway's ${MAX_STORED_BYTES} bytes: delete some (DELETE /v1/files/{id})`,
+      );
+  }
+
+  /** The caller's batches, the newest first. */
+  const batchesOf = (c: Context<GatewayEnv>) => [...batches.values()].filter((b) => b.owner === ownerOf(c)).reverse();
+  const filesOf = (c: Context<GatewayEnv>) => [...files.values()].filter((f) => f.owner === ownerOf(c));
+
   if (disk) {
     for (const { saved, data } of disk.kept.files) keep({ ...(saved as Omit<StoredFile, 'data'>), data });
     const kept = (disk.kept.batches as Saved[]).sort((a, b) => a.created_at - b.created_at);
@@ -371,6 +373,74 @@ export function batchRoutes({
         void control.started.then(() => goOn(batch)).catch((err: Error) => fail(batch, `the batch could not go on: ${err.message}`));
     }
   }
+  return { ownerOf, file, store, room, create, cancel, remove, removeFile, batchOf, batchesOf, filesOf, shown };
+}
+
+/** OpenAI's Batch API: files up (/v1/files), batches of them (/v1/batches), their answers as files down. */
+function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number): Hono<GatewayEnv> {
+  const { ownerOf, store, room, create, cancel, removeFile, batchOf, batchesOf, filesOf, shown } = batches;
+  const app = new Hono<GatewayEnv>();
+  // (a message batch's requests, kept as a file, are its own: not among these)
+  const file = (c: Context<GatewayEnv>, id: string) => {
+    const f = batches.file(c, id);
+    if (f.meta.purpose === MESSAGE_BATCH_FILE) throw notFound('file', id);
+    return f;
+  };
+  app.post('/v1/files', async (c) => {
+    if (Number(c.req.header('content-length') ?? 0) > maxBodyBytes) throw new GatewayError(413, 'payload_too_large', `the file is over ${maxBodyBytes} bytes`);
+    const form = await c.req.parseBody().catch(() => {
+      throw badInput('upload the file as multipart/form-data with fields "file" and "purpose"');
+    });
+    const upload = form.file;
+    if (!(upload instanceof File)) throw badInput('missing the "file" field (multipart/form-data)', 'file');
+    if (form.purpose !== 'batch') throw badInput(`purpose must be "batch" (files here feed the Batch API); got ${JSON.stringify(form.purpose)}`, 'purpose');
+    if (upload.size > maxBodyBytes) throw new GatewayError(413, 'payload_too_large', `the file is over ${maxBodyBytes} bytes`);
+    room(upload.size);
+    return c.json(await store(ownerOf(c), new Uint8Array(await upload.arrayBuffer()), upload.name, 'batch'));
+  });
+  app.get('/v1/files', (c) =>
+    c.json({
+      object: 'list',
+      data: filesOf(c)
+        .filter((f) => f.meta.purpose !== MESSAGE_BATCH_FILE)
+        .map((f) => f.meta),
+      has_more: false,
+    }),
+  );
+  app.get('/v1/files/:id', (c) => c.json(file(c, c.req.param('id')).meta));
+  app.get('/v1/files/:id/content', (c) => c.body(file(c, c.req.param('id')).data as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' }));
+  app.delete('/v1/files/:id', async (c) => {
+    const id = file(c, c.req.param('id')).meta.id;
+    await removeFile(id);
+    return c.json({ id, object: 'file', deleted: true });
+  });
+
+  // (Anthropic's message batches are the Messages API's: not among these)
+  const own = (c: Context<GatewayEnv>, id: string) => {
+    const b = batchOf(c, id);
+    if (b.endpoint === MESSAGES) throw notFound('batch', id);
+    return b;
+  };
+  app.post('/v1/batches', async (c) => {
+    const req = parseBody(createSchema, await c.req.json().catch(() => ({})));
+    file(c, req.input_file_id);
+    return c.json(shown(await create(c, { inputFileId: req.input_file_id, endpoint: req.endpoint, metadata: req.metadata })));
+  });
+  app.get('/v1/batches', (c) =>
+    c.json({
+      object: 'list',
+      data: batchesOf(c)
+        .filter((b) => b.endpoint !== MESSAGES)
+        .map(shown),
+      has_more: false,
+    }),
+  );
+  app.get('/v1/batches/:id', (c) => c.json(shown(own(c, c.req.param('id')))));
+  app.post('/v1/batches/:id/cancel', async (c) => {
+    const b = own(c, c.req.param('id'));
+    await cancel(b);
+    return c.json(shown(b));
+  });
   return app;
 }
 
