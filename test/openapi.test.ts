@@ -151,6 +151,33 @@ describe('GET /openapi.json', () => {
       const retrieve = doc.paths['/v1/responses/{id}'].get as typeof doc.paths.x.get & { parameters: { name: string; in: string }[] };
       expect(retrieve.parameters.map((p) => `${p.in}:${p.name}`)).toEqual(['path:id', 'query:stream', 'query:starting_after']);
       expect(Object.keys(retrieve.responses['200'].content)).toEqual(['application/json', 'text/event-stream']);
+      // The batch APIs' objects: a message batch's, then a Batch API file and batch.
+      const answerOf = (path: string, method: string) => doc.paths[path][method].responses['200'].content['application/json'].schema;
+      const fits = async (path: string, method: string, res: Promise<Response>) => {
+        expect(ajv.validate(answerOf(path, method), await (await res).json()), `${method} ${path}: ${ajv.errorsText()}`).toBe(true);
+      };
+      const post = (path: string, body: object) => fetch(`${all.url}${path}`, { method: 'POST', body: JSON.stringify(body) });
+      const made = await (
+        await post('/v1/messages/batches', {
+          requests: [{ custom_id: 'a', params: { model: 'tiny-gpt', max_tokens: 2, messages: [{ role: 'user', content: 'Hi' }] } }],
+        })
+      ).json();
+      await fits('/v1/messages/batches', 'post', Promise.resolve(Response.json(made)));
+      await fits('/v1/messages/batches', 'get', fetch(`${all.url}/v1/messages/batches`));
+      await fits('/v1/messages/batches/{id}', 'get', fetch(`${all.url}/v1/messages/batches/${made.id}`));
+      const form = new FormData();
+      form.append('purpose', 'batch');
+      form.append(
+        'file',
+        new Blob([`${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'tiny-gpt', prompt: 'Hi', max_tokens: 2 } })}\n`]),
+        'in.jsonl',
+      );
+      const uploaded = await (await fetch(`${all.url}/v1/files`, { method: 'POST', body: form })).json();
+      await fits('/v1/files', 'post', Promise.resolve(Response.json(uploaded)));
+      await fits('/v1/files', 'get', fetch(`${all.url}/v1/files`));
+      await fits('/v1/batches', 'post', post('/v1/batches', { input_file_id: uploaded.id, endpoint: '/v1/completions', completion_window: '24h' }));
+      await fits('/v1/batches', 'get', fetch(`${all.url}/v1/batches`));
+      expect(doc.paths['/v1/messages/batches/{id}/results'].get.responses['200'].content).toEqual({ 'application/jsonl': { schema: { type: 'string' } } });
       // A wrong answer does not fit: the schemas say something.
       expect(ajv.validate(doc.paths['/v1/chat/completions'].post.responses['200'].content['application/json'].schema, { object: 'chat.completion' })).toBe(
         false,

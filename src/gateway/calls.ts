@@ -216,7 +216,7 @@ export function asyncCalls(calls: Calls, isInference: IsInference, maxBodyBytes:
 const accepted = (c: Context<GatewayEnv>, id: string) =>
   c.json({ id, status: 'in_progress', status_url: statusUrl(id) }, 202, { Location: statusUrl(id), 'Retry-After': '1' });
 
-const waitQuery = z.object({ wait_s: z.coerce.number().min(0).max(3600).optional() }).strict();
+export const waitQuery = z.object({ wait_s: z.coerce.number().min(0).max(3600).optional() }).strict();
 
 /** GET /v2/calls/{id}[?wait_s=N]: the answer once ready; DELETE cancels. */
 export function callRoutes(calls: Calls): Hono<GatewayEnv> {

@@ -170,7 +170,49 @@ const metadata = z.looseObject({
   outputs: z.array(metadataTensor),
 });
 
-/** Each operation's JSON answer (by its path, as OPERATIONS names it; a DELETE's by "delete PATH"); others: any object. */
+// The Batch API's and the Message Batches' objects.
+const file = z.looseObject({
+  id: z.string(),
+  object: z.literal('file'),
+  bytes: z.number().int(),
+  created_at: z.number().int(),
+  filename: z.string(),
+  purpose: z.string(),
+});
+const batch = z.looseObject({
+  id: z.string(),
+  object: z.literal('batch'),
+  endpoint: z.string(),
+  status: z.enum(['validating', 'in_progress', 'finalizing', 'completed', 'failed', 'expired', 'cancelling', 'cancelled']),
+  input_file_id: z.string(),
+  output_file_id: z.string().nullable(),
+  error_file_id: z.string().nullable(),
+  created_at: z.number().int(),
+  request_counts: z.looseObject({ total: z.number().int(), completed: z.number().int(), failed: z.number().int() }),
+});
+const messageBatch = z.looseObject({
+  id: z.string(),
+  type: z.literal('message_batch'),
+  processing_status: z.enum(['in_progress', 'canceling', 'ended']),
+  request_counts: z.looseObject({
+    processing: z.number().int(),
+    succeeded: z.number().int(),
+    errored: z.number().int(),
+    canceled: z.number().int(),
+    expired: z.number().int(),
+  }),
+  created_at: z.string(),
+  ended_at: z.string().nullable(),
+  expires_at: z.string(),
+  cancel_initiated_at: z.string().nullable(),
+  results_url: z.string().nullable(),
+});
+const list = (item: z.ZodType) => z.looseObject({ object: z.literal('list'), data: z.array(item), has_more: z.boolean() });
+
+/**
+ * Each operation's JSON answer (by its path, as OPERATIONS names it; a DELETE's by "delete PATH", and a GET's so
+ * where the path's POST answers otherwise: "get PATH"); others: any object.
+ */
 export const ANSWERS: Record<string, z.ZodType> = {
   '/v1/completions': completion,
   '/v1/chat/completions': chatCompletion,
@@ -199,13 +241,32 @@ export const ANSWERS: Record<string, z.ZodType> = {
   '/v2/models/{model}/ready': z.looseObject({ name: z.string(), ready: z.boolean() }),
   '/v2/models/{model}/generate': z.looseObject({ model_name: z.string(), model_version: z.string().optional(), text_output: z.string() }),
   '/v1/models/{model}:predict': z.looseObject({ predictions: z.array(z.unknown()) }),
+  '/v1/files': file,
+  'get /v1/files': list(file),
+  '/v1/files/{id}': file,
+  'delete /v1/files/{id}': z.looseObject({ id: z.string(), object: z.literal('file'), deleted: z.literal(true) }),
+  '/v1/batches': batch,
+  'get /v1/batches': list(batch),
+  '/v1/batches/{id}': batch,
+  '/v1/batches/{id}/cancel': batch,
+  '/v1/messages/batches': messageBatch,
+  'get /v1/messages/batches': z.looseObject({
+    data: z.array(messageBatch),
+    has_more: z.boolean(),
+    first_id: z.string().nullable(),
+    last_id: z.string().nullable(),
+  }),
+  '/v1/messages/batches/{id}': messageBatch,
+  '/v1/messages/batches/{id}/cancel': messageBatch,
+  'delete /v1/messages/batches/{id}': z.looseObject({ id: z.string(), type: z.literal('message_batch_deleted') }),
+  'delete /v2/calls/{id}': z.looseObject({ id: z.string(), status: z.enum(['deleted', 'cancelled']) }),
   '/v2/health/live': z.looseObject({ live: z.boolean() }),
   '/v2/health/ready': z.looseObject({ ready: z.boolean() }),
 };
 
 /** An answer's JSON Schema, for the document. */
 export function answerSchema(path: string, method = 'get'): object {
-  const schema = method === 'delete' ? ANSWERS[`delete ${path}`] : ANSWERS[path];
+  const schema = method === 'delete' ? ANSWERS[`delete ${path}`] : (ANSWERS[`${method} ${path}`] ?? ANSWERS[path]);
   if (!schema) return { type: 'object' };
   const json = z.toJSONSchema(schema, { io: 'output' }) as Record<string, unknown>;
   delete json.$schema;

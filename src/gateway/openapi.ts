@@ -2,9 +2,12 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import type { EndpointRoute } from './app.js';
 import type { Policy } from './auth/middleware.js';
+import { waitQuery } from './calls.js';
 import { tritonGenerateSchema } from './kserve/generate.js';
 import { countTokensSchema, messagesSchema } from './openai/anthropic.js';
+import { batchCreateSchema } from './openai/batches.js';
 import { embeddingsSchema } from './openai/embeddings.js';
+import { messageBatchesQuery, messageBatchSchema } from './openai/message-batches.js';
 import { listQuery, responsesSchema, retrieveQuery } from './openai/responses.js';
 import { chatSchema, completionSchema, detokenizeSchema, tokenizeChatSchema, tokenizeSchema } from './openai/schema.js';
 import { classifySchema, rerankSchema, scoreSchema } from './openai/scoring.js';
@@ -56,6 +59,10 @@ type Operation = {
   body?: z.ZodType;
   /** Its query parameters (a validator's, as the route reads them). */
   query?: z.ZodObject;
+  /** Its body as multipart/form-data fields (their JSON Schemas), instead of JSON. */
+  form?: Record<string, object>;
+  /** Its answer's content type, when not JSON (text: no schema). */
+  produces?: 'text/plain' | 'application/jsonl';
   /** Its answer is a stream of Server-Sent Events (always, or when the body says `stream: true`). */
   events?: 'always' | 'when asked';
   errors: ErrorShape;
@@ -71,6 +78,11 @@ const openai = (path: string, summary: string, serves: Kind[], body: z.ZodType, 
   events,
   errors: 'openai',
 });
+/** A batch API's operation: Anthropic's (its errors; only with a text model to run) or OpenAI's. */
+const batches = (method: Operation['method'], path: string, summary: string, more: Partial<Operation> = {}): Operation => {
+  const anthropic = path.startsWith('/v1/messages');
+  return { method, path, summary, tag: 'Batches', errors: anthropic ? 'anthropic' : 'openai', ...(anthropic && { serves: ['generative'] }), ...more };
+};
 const OPERATIONS: Operation[] = [
   openai('/v1/completions', 'Completions (OpenAI); vLLM’s sampling extras', ['generative'], completionSchema, 'when asked'),
   openai('/v1/chat/completions', 'Chat completions (OpenAI): tools, structured output, reasoning', ['generative'], chatSchema, 'when asked'),
@@ -205,9 +217,38 @@ const OPERATIONS: Operation[] = [
     body: kserveV1Schema,
     errors: 'kserve',
   },
+  // OpenAI's Batch API and Anthropic's Message Batches (lines to any model), asynchronous calls' answers.
+  batches('post', '/v1/files', 'A JSONL file of requests up, for a batch (OpenAI)', {
+    form: { file: { type: 'string', contentMediaType: 'application/jsonl' }, purpose: { const: 'batch' } },
+  }),
+  batches('get', '/v1/files', 'The caller’s files (OpenAI)'),
+  batches('get', '/v1/files/{id}', 'A file (OpenAI)'),
+  batches('get', '/v1/files/{id}/content', 'A file’s lines (OpenAI)', { produces: 'application/jsonl' }),
+  batches('delete', '/v1/files/{id}', 'Deletes a file (OpenAI)'),
+  batches('post', '/v1/batches', 'Runs a file’s requests in the background (OpenAI)', { body: batchCreateSchema }),
+  batches('get', '/v1/batches', 'The caller’s batches, the newest first (OpenAI)'),
+  batches('get', '/v1/batches/{id}', 'A batch: its status, counts and files (OpenAI)'),
+  batches('post', '/v1/batches/{id}/cancel', 'Stops a batch: lines not yet sent are not run (OpenAI)'),
+  batches('post', '/v1/messages/batches', 'Messages requests run in the background (Anthropic)', { body: messageBatchSchema }),
+  batches('get', '/v1/messages/batches', 'The caller’s message batches, the newest first (Anthropic)', { query: messageBatchesQuery }),
+  batches('get', '/v1/messages/batches/{id}', 'A message batch (Anthropic)'),
+  batches('get', '/v1/messages/batches/{id}/results', 'An ended message batch’s results, a JSONL line a request (Anthropic)', {
+    produces: 'application/jsonl',
+  }),
+  batches('post', '/v1/messages/batches/{id}/cancel', 'Stops a message batch (Anthropic)'),
+  batches('delete', '/v1/messages/batches/{id}', 'Forgets an ended message batch (Anthropic)'),
+  {
+    method: 'get',
+    path: '/v2/calls/{id}',
+    summary: 'An asynchronous call’s answer (202 while it runs; with wait_s, 303 to wait again) — its request’s own answer',
+    tag: 'Asynchronous',
+    query: waitQuery,
+    errors: 'kserve',
+  },
+  { method: 'delete', path: '/v2/calls/{id}', summary: 'Cancels a call, or forgets its answer', tag: 'Asynchronous', errors: 'kserve' },
   { method: 'get', path: '/v2/health/live', summary: 'Live: the process serves (KServe v2)', tag: 'Health', errors: 'kserve' },
   { method: 'get', path: '/v2/health/ready', summary: 'Ready: every model can take requests (KServe v2)', tag: 'Health', errors: 'kserve' },
-  { method: 'get', path: '/metrics', summary: 'Prometheus metrics', tag: 'Health', errors: 'kserve' },
+  { method: 'get', path: '/metrics', summary: 'Prometheus metrics', tag: 'Health', produces: 'text/plain', errors: 'kserve' },
 ];
 
 /** An endpoint of the config: the protocol's operation, at its path. */
@@ -292,7 +333,7 @@ export function openApiDocument(o: OpenApiOptions): object {
 
 /** One operation: its body's schema (the model field naming the models it serves), its answers. */
 function operation(op: Operation, models: string[], security: object[], fixedModel: boolean): object {
-  const json = op.path === '/metrics' ? { 'text/plain': { schema: { type: 'string' } } } : { 'application/json': { schema: answerSchema(op.path, op.method) } };
+  const json = op.produces ? { [op.produces]: { schema: { type: 'string' } } } : { 'application/json': { schema: answerSchema(op.path, op.method) } };
   const answers =
     op.events === 'always'
       ? { 'text/event-stream': { schema: { type: 'string' } } }
@@ -318,6 +359,12 @@ function operation(op: Operation, models: string[], security: object[], fixedMod
     ...(parameters.length > 0 && { parameters }),
     ...(op.body && {
       requestBody: { required: true, content: { 'application/json': { schema: bodySchema(op.body, modelParam || fixedModel ? [] : models) } } },
+    }),
+    ...(op.form && {
+      requestBody: {
+        required: true,
+        content: { 'multipart/form-data': { schema: { type: 'object', properties: op.form, required: Object.keys(op.form) } } },
+      },
     }),
     responses: {
       '200': { description: op.events === 'always' ? 'Server-Sent Events' : 'the answer', content: answers },

@@ -63,7 +63,7 @@ type Saved = Omit<Held, 'stop'>;
 /** A request's answer as the output (or error) file has it. */
 type Answer = { ok: boolean; record: string };
 
-const createSchema = z.object({
+export const batchCreateSchema = z.object({
   input_file_id: z.string({ error: 'you must provide input_file_id' }),
   endpoint: z.enum(ENDPOINTS, { error: `endpoint must be one of ${ENDPOINTS.join(', ')}` }),
   completion_window: z.literal('24h', { error: 'completion_window must be 24h' }),
@@ -422,7 +422,7 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number): Hono<Gate
     return b;
   };
   app.post('/v1/batches', async (c) => {
-    const req = parseBody(createSchema, await c.req.json().catch(() => ({})));
+    const req = parseBody(batchCreateSchema, await c.req.json().catch(() => ({})));
     file(c, req.input_file_id);
     return c.json(shown(await create(c, { inputFileId: req.input_file_id, endpoint: req.endpoint, metadata: req.metadata })));
   });

@@ -16,7 +16,7 @@ import { parseBody } from './schema.js';
 /** Most requests in one batch (Anthropic's limit). */
 const MAX_REQUESTS = 100_000;
 
-const createSchema = z.object({
+export const messageBatchSchema = z.object({
   requests: z
     .array(
       z.object({
@@ -29,7 +29,7 @@ const createSchema = z.object({
     .max(MAX_REQUESTS, `a batch has at most ${MAX_REQUESTS} requests`),
 });
 
-const listQuery = z.object({
+export const messageBatchesQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(20),
   after_id: z.string().optional(),
   before_id: z.string().optional(),
@@ -87,7 +87,7 @@ export function messageBatchRoutes(batches: BatchStore, maxBodyBytes: number): H
   };
 
   app.post('/v1/messages/batches', async (c) => {
-    const { requests } = parseBody(createSchema, await readJson(c, maxBodyBytes));
+    const { requests } = parseBody(messageBatchSchema, await readJson(c, maxBodyBytes));
     const seen = new Set<string>();
     for (const r of requests) {
       if (seen.has(r.custom_id)) throw badInput(`custom_id ${r.custom_id} is used twice: each request's must be its own`, 'requests');
@@ -102,7 +102,7 @@ export function messageBatchRoutes(batches: BatchStore, maxBodyBytes: number): H
   });
 
   app.get('/v1/messages/batches', (c) => {
-    const { limit, after_id: after, before_id: before } = parseQuery(listQuery, c);
+    const { limit, after_id: after, before_id: before } = parseQuery(messageBatchesQuery, c);
     const all = batchesOf(c).filter((b) => b.endpoint === MESSAGES); // (the newest first)
     const at = (id: string, param: string) => {
       const i = all.findIndex((b) => b.id === id);
