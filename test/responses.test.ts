@@ -271,6 +271,29 @@ describe('kept responses (store: true) continued by previous_response_id, with t
     await expect(client.responses.inputItems.list(plain.id)).rejects.toMatchObject({ status: 404 });
   });
 
+  it('with truncation: auto drops the earliest items of a conversation longer than the context, as few as need be', async () => {
+    const context = (await (await fetch(`${gw.url}/v1/models`)).json()).data[0].max_model_len as number;
+    const input = Array.from({ length: 12 }, (_, i) => ({ role: i % 2 ? ('assistant' as const) : ('user' as const), content: `${i}: ${'word '.repeat(120)}` }));
+    const short = { ...ask, max_output_tokens: 8 };
+    // Disabled (the default): the context's 400.
+    await expect(client.responses.create({ ...short, input })).rejects.toMatchObject({ status: 400, error: { code: 'context_length_exceeded' } });
+    const r = await client.responses.create({ ...short, input, truncation: 'auto', store: true });
+    expect(r.truncation).toBe('auto');
+    expect((r.usage?.input_tokens as number) + 8).toBeLessThanOrEqual(context);
+    // It answered the last k items as if sent alone; one more would not have fitted.
+    const k = (await client.responses.inputItems.list(r.id, { limit: 100 })).data.length;
+    expect(k).toBeGreaterThan(1);
+    expect(k).toBeLessThan(12);
+    const alone = await client.responses.create({ ...short, input: input.slice(12 - k) });
+    expect([r.output_text, r.usage?.input_tokens]).toEqual([alone.output_text, alone.usage?.input_tokens]);
+    await expect(client.responses.create({ ...short, input: input.slice(12 - k - 1) })).rejects.toMatchObject({ status: 400 });
+    // Continued: the chain is truncated again, as it grows.
+    const next = await client.responses.create({ ...short, input: input.slice(0, 4), previous_response_id: r.id, truncation: 'auto' });
+    expect((next.usage?.input_tokens as number) + 8).toBeLessThanOrEqual(context);
+    // The newest item alone too long: still the 400.
+    await expect(client.responses.create({ ...short, input: 'word '.repeat(2000), truncation: 'auto' })).rejects.toMatchObject({ status: 400 });
+  });
+
   it('keeps a streamed response and a background one to be continued too', async () => {
     const stream = await client.responses.create({ ...ask, input: 'Hi', store: true, stream: true });
     let id = '';

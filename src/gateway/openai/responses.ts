@@ -12,7 +12,7 @@ import { ResponseEvents } from './response-events.js';
 import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS } from './schema.js';
 import type { Stored, StoredResponses } from './stored-responses.js';
 import { tokenStream } from './token-stream.js';
-import { chatGeneration, relay, type ToolCall, type ToolCallDelta, wholeChat } from './tools.js';
+import { chatGeneration, chatPromptOf, relay, type ToolCall, type ToolCallDelta, wholeChat } from './tools.js';
 
 // OpenAI's Responses API (POST /v1/responses), served the way chat completions are: the input items become
 // chat messages, `text.format` the response format, function tools the tool calls — and the answer comes
@@ -79,6 +79,8 @@ export const responsesSchema = z.object({
    * starts). The thinking comes whole as a reasoning item's reasoning_text (vLLM's), whatever summary is asked.
    */
   reasoning: z.object({ effort: z.enum(REASONING_EFFORTS).nullish(), summary: z.enum(['auto', 'concise', 'detailed']).nullish() }).nullish(),
+  /** auto: a conversation longer than the context loses its earliest items (as few as need be); disabled: a 400. */
+  truncation: z.enum(['auto', 'disabled']).nullish(),
 });
 export type ResponsesRequest = z.infer<typeof responsesSchema>;
 
@@ -102,6 +104,30 @@ function conversationOf(req: ResponsesRequest, previous: Stored | undefined, res
     return { type: 'message', id: listed, role: item.role, content, status: 'completed' };
   });
   return previous ? [...(previous.input as InputItem[]), ...(previous.response.output as InputItem[]), ...own] : own;
+}
+
+/**
+ * `truncation: auto` (OpenAI's): the conversation's earliest items dropped, as few as need be, until its prompt leaves
+ * room for the answer — max_output_tokens, or unset the 256 a chat gets (half the context where that is less). It
+ * then starts at a message or a call, not at a tool's output or a thought whose turn was dropped. The newest item
+ * is always kept: too long alone, the context's 400 says so.
+ */
+function truncated(m: ServedModel, req: ResponsesRequest, items: InputItem[]): InputItem[] {
+  const { context } = m.generation as NonNullable<ServedModel['generation']>;
+  const room = req.max_output_tokens ?? Math.min(256, Math.floor(context / 2));
+  const fits = (from: number) => chatPromptOf(m, asChat(req, items.slice(from))).prompt.length + room <= context;
+  const last = items.length - 1;
+  if (fits(0)) return items;
+  if (!fits(last)) return items.slice(last);
+  // (the prompt only shrinks as items go: the fewest to drop, by halves)
+  let [lo, hi] = [1, last];
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (fits(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  while (lo < last && (items[lo].type === 'function_call_output' || items[lo].type === 'reasoning')) lo++;
+  return items.slice(lo);
 }
 
 /** The request as the chat completion it amounts to (checked again by chat's schema: one set of rules). */
@@ -169,7 +195,7 @@ function skeleton(req: ResponsesRequest, m: ServedModel, responseId: string, bac
     tool_choice: req.tool_choice ?? (req.tools?.length ? 'auto' : 'none'),
     tools: req.tools ?? [],
     top_p: req.top_p ?? 1,
-    truncation: 'disabled',
+    truncation: req.truncation ?? 'disabled',
   };
 }
 
@@ -184,7 +210,8 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
   // (a background response's own run: it answers under the id its creation gave)
   const called = (c.env as CallEnv | undefined)?.infergateCall?.id;
   const base = skeleton(req, m, called ?? id('resp'), called !== undefined);
-  const items = conversationOf(req, previousOf(req, caller, stored), base.id);
+  const whole = conversationOf(req, previousOf(req, caller, stored), base.id);
+  const items = req.truncation === 'auto' ? truncated(m, req, whole) : whole;
   const { generation, answer } = chatGeneration(c, m, asChat(req, items), req.max_output_tokens ?? undefined);
   const messageId = id('msg');
   /** A response asked to be kept (and a background one) is kept once whole, to be continued and retrieved. */
