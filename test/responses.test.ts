@@ -168,6 +168,10 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
     [{ input: 'x', text: { format: { type: 'xml' } } }, 'text.format.type', 'type must be'],
     [{ input: 'x', reasoning: { effort: 'high' } }, 'reasoning.effort', 'needs a reasoning model'],
     [{ input: 'x', reasoning: { effort: 'most' } }, 'reasoning.effort', ''],
+    // OpenAI's stored prompts and conversations are not kept here: refused, not ignored.
+    [{ input: 'x', prompt: { id: 'pmpt_1' } }, 'prompt', 'not supported'],
+    [{ input: 'x', conversation: 'conv_1' }, 'conversation', 'not supported'],
+    [{ input: 'x', service_tier: 'cheap' }, 'service_tier', ''],
   ])('refuses %j with a 400 on its param', async (body, param, message) => {
     const res = await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', ...body }) });
     expect(res.status).toBe(400);
@@ -178,8 +182,8 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
 
   it('serves an endpoint bound to the model (protocol openai-responses): the body names no model', async () => {
     const post = (path: string, body: object) => fetch(`${gw.url}${path}`, { method: 'POST', body: JSON.stringify(body) });
-    const r = await (await post('/assistant', { input: 'Hi', max_output_tokens: 3 })).json();
-    expect(r).toMatchObject({ object: 'response', model: 'tiny-gpt', status: 'incomplete', usage: { output_tokens: 3 } });
+    const r = await (await post('/assistant', { input: 'Hi', max_output_tokens: 3, service_tier: 'flex' })).json();
+    expect(r).toMatchObject({ object: 'response', model: 'tiny-gpt', status: 'incomplete', usage: { output_tokens: 3 }, service_tier: 'flex' });
     const chat = await (await post('/chat', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3 })).json();
     expect(chat).toMatchObject({ object: 'chat.completion', model: 'tiny-gpt', usage: { completion_tokens: 3 } });
   });

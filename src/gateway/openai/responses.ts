@@ -9,7 +9,7 @@ import type { GatewayEnv, ServedModel } from '../types.js';
 import { usage } from './generation.js';
 import { answerPieces } from './reasoning.js';
 import { ResponseEvents } from './response-events.js';
-import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS } from './schema.js';
+import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS, unsupported } from './schema.js';
 import type { Stored, StoredResponses } from './stored-responses.js';
 import { tokenStream } from './token-stream.js';
 import { chatGeneration, chatPromptOf, relay, type ToolCall, type ToolCallDelta, wholeChat } from './tools.js';
@@ -81,6 +81,11 @@ export const responsesSchema = z.object({
   reasoning: z.object({ effort: z.enum(REASONING_EFFORTS).nullish(), summary: z.enum(['auto', 'concise', 'detailed']).nullish() }).nullish(),
   /** auto: a conversation longer than the context loses its earliest items (as few as need be); disabled: a 400. */
   truncation: z.enum(['auto', 'disabled']).nullish(),
+  /** OpenAI's service tier, as in chat completions: flex runs below the caller's other requests. */
+  service_tier: z.enum(['auto', 'default', 'flex', 'priority']).nullish(),
+  // (what would change the answer in a way not served here is refused, as chat's: prompts and conversations kept by OpenAI)
+  prompt: unsupported('prompt'),
+  conversation: unsupported('conversation'),
 });
 export type ResponsesRequest = z.infer<typeof responsesSchema>;
 
@@ -169,6 +174,7 @@ function asChat(req: ResponsesRequest, items: InputItem[]): ChatRequest {
     tool_choice: typeof choice === 'object' && choice ? { type: 'function', function: { name: choice.name } } : choice,
     parallel_tool_calls: req.parallel_tool_calls,
     reasoning_effort: req.reasoning?.effort,
+    service_tier: req.service_tier,
   });
 }
 
@@ -196,6 +202,7 @@ function skeleton(req: ResponsesRequest, m: ServedModel, responseId: string, bac
     tools: req.tools ?? [],
     top_p: req.top_p ?? 1,
     truncation: req.truncation ?? 'disabled',
+    service_tier: req.service_tier ?? 'default',
   };
 }
 

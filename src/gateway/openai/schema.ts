@@ -6,7 +6,7 @@ import { badInput } from '../../errors/index.js';
 // change the answer in a way this gateway does not serve is refused, not ignored (`unsupported`).
 
 /** Accepts only the values that leave the field off (clients send them by default), with a 400 otherwise. */
-const unsupported = (name: string, ...off: unknown[]) =>
+export const unsupported = (name: string, ...off: unknown[]) =>
   z
     .unknown()
     .refine((v) => v === null || off.includes(v) || (Array.isArray(v) && v.length === 0), `${name} is not supported by this gateway`)
