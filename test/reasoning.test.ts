@@ -324,6 +324,15 @@ describe('reasoning parsers', () => {
     // The Responses API's output_tokens_details; over the WebSocket, its done message's usage.
     const response = await client.responses.create({ model: 'r1', input: 'Hello', max_output_tokens: 10, temperature: 0 });
     expect(response.usage?.output_tokens_details.reasoning_tokens).toBe(10);
+    // Its answer's log-probabilities leave the thinking's tokens out: chat's after them.
+    const quick = { model: 'r1', max_output_tokens: 10, temperature: 0, reasoning: { effort: 'none' as const } };
+    const logged = await client.responses.create({ ...quick, input: 'Hello', include: ['message.output_text.logprobs'] });
+    const answer = logged.output.find((o) => o.type === 'message') as OpenAI.Responses.ResponseOutputMessage;
+    const thinking = logged.usage?.output_tokens_details.reasoning_tokens as number;
+    expect(thinking).toBeGreaterThan(0);
+    expect((answer.content[0] as OpenAI.Responses.ResponseOutputText).logprobs).toEqual(
+      (await chat({ max_tokens: 10, reasoning_effort: 'none' })).choices[0].logprobs.content.slice(thinking),
+    );
     // qwen3 thinks only after an opening <think>, which this model does not write: none. A plain model: no field.
     const qwen = await client.chat.completions.create({ model: 'qwen', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5 });
     expect(qwen.usage?.completion_tokens_details?.reasoning_tokens).toBe(0);

@@ -163,6 +163,38 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
     expect(new Set((calls as OpenAI.Responses.Response).output.map((o) => o.type))).toEqual(new Set(['function_call']));
   });
 
+  it("gives the answer's tokens' log-probabilities when asked (include, top_logprobs): chat's, whole and streamed", async () => {
+    const request = { model: 'tiny-gpt', input: 'Hello', max_output_tokens: 8, ...seeded(4) };
+    const asked = { ...request, include: ['message.output_text.logprobs' as const], top_logprobs: 2 };
+    const r = await client.responses.create(asked);
+    const text = (r.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText;
+    expect(text.logprobs).toHaveLength(8);
+    expect(text.logprobs?.map((t) => t.token).join('')).toBe(r.output_text);
+    expect(text.logprobs?.every((t) => t.top_logprobs.length === 2 && t.bytes.length > 0)).toBe(true);
+    // The same as chat's for the same request.
+    const chat = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [{ role: 'user', content: 'Hello' }],
+      max_tokens: 8,
+      seed: 4,
+      logprobs: true,
+      top_logprobs: 2,
+    });
+    expect(text.logprobs).toEqual(chat.choices[0].logprobs?.content);
+    // Streamed: each delta's tokens, together the whole answer's.
+    const deltas: OpenAI.Responses.ResponseTextDeltaEvent['logprobs'] = [];
+    let done: OpenAI.Responses.ResponseTextDoneEvent | undefined;
+    for await (const event of await client.responses.create({ ...asked, stream: true })) {
+      if (event.type === 'response.output_text.delta') deltas.push(...event.logprobs);
+      if (event.type === 'response.output_text.done') done = event;
+    }
+    expect(deltas).toEqual(text.logprobs);
+    expect(done?.logprobs).toEqual(text.logprobs);
+    // Not asked: none.
+    const plain = await client.responses.create(request);
+    expect(((plain.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText).logprobs).toBeUndefined();
+  });
+
   it.each([
     [{ input: [] }, 'input', ''],
     [{ input: 'x', text: { format: { type: 'xml' } } }, 'text.format.type', 'type must be'],

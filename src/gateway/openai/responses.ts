@@ -6,7 +6,8 @@ import type { Caller } from '../auth/middleware.js';
 import { parseQuery } from '../body.js';
 import { type Answer, type Call, type CallEnv, type Calls, type Dispatch, startKeptCall } from '../calls.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
-import { usage } from './generation.js';
+import { type LoggedToken, type Piece, usage } from './generation.js';
+import { chatLogprobs } from './logprobs.js';
 import { answerPieces } from './reasoning.js';
 import { ResponseEvents } from './response-events.js';
 import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS, unsupported } from './schema.js';
@@ -81,6 +82,10 @@ export const responsesSchema = z.object({
   reasoning: z.object({ effort: z.enum(REASONING_EFFORTS).nullish(), summary: z.enum(['auto', 'concise', 'detailed']).nullish() }).nullish(),
   /** auto: a conversation longer than the context loses its earliest items (as few as need be); disabled: a 400. */
   truncation: z.enum(['auto', 'disabled']).nullish(),
+  /** message.output_text.logprobs: the answer's tokens' log-probabilities (others, OpenAI's hosted tools', have nothing to add). */
+  include: z.array(z.string()).nullish(),
+  /** The likeliest alternatives at each of the answer's tokens (0–20), with their log-probabilities; asks for them as include does. */
+  top_logprobs: z.number().int().min(0).max(20).nullish(),
   /** OpenAI's service tier, as in chat completions: flex runs below the caller's other requests. */
   service_tier: z.enum(['auto', 'default', 'flex', 'priority']).nullish(),
   // (what would change the answer in a way not served here is refused, as chat's: prompts and conversations kept by OpenAI)
@@ -175,8 +180,11 @@ function asChat(req: ResponsesRequest, items: InputItem[]): ChatRequest {
     parallel_tool_calls: req.parallel_tool_calls,
     reasoning_effort: req.reasoning?.effort,
     service_tier: req.service_tier,
+    ...(wantsLogprobs(req) && { logprobs: true, top_logprobs: req.top_logprobs ?? 0 }),
   });
 }
+
+const wantsLogprobs = (req: ResponsesRequest) => req.include?.includes('message.output_text.logprobs') || req.top_logprobs != null;
 
 const id = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
 
@@ -234,12 +242,16 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
     arguments: call.function.arguments,
     status,
   });
-  const messageItem = (content: string, status: string) => ({
+  // The answer's tokens' log-probabilities, when asked (chat's entries; the thinking's tokens are not the answer's).
+  const { tokenizer } = m.generation as NonNullable<ServedModel['generation']>;
+  const logprobsOf = (logged: LoggedToken[]) => (generation.wantsLogprobs ? { logprobs: chatLogprobs(tokenizer, logged).content } : {});
+  const answerTokens = (logged: LoggedToken[], from = 0) => logged.slice(Math.max(from, generation.reasoningTokens ?? 0));
+  const messageItem = (content: string, status: string, logged: LoggedToken[] = []) => ({
     type: 'message',
     id: messageId,
     status,
     role: 'assistant',
-    content: status === 'in_progress' ? [] : [{ type: 'output_text', text: content, annotations: [] }],
+    content: status === 'in_progress' ? [] : [{ type: 'output_text', text: content, annotations: [], ...logprobsOf(logged) }],
   });
   const finished = (result: Awaited<typeof generation.result>, output: object[]) => {
     const cut = result.finishReason === 'length';
@@ -271,17 +283,17 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
   });
 
   /** The output items: whole ones `completed`, the last `incomplete` if max_output_tokens cut it. */
-  const outputOf = (result: Awaited<typeof generation.result>, all: string, thinking = '') => {
+  const outputOf = (result: Awaited<typeof generation.result>, all: string, thinking: string, logged: LoggedToken[]) => {
     const last = result.finishReason === 'length' ? 'incomplete' : 'completed';
     const thought = thinking ? [reasoningItem(thinking, all || answer?.isCalls ? 'completed' : last)] : [];
-    if (!answer?.isCalls) return [...thought, messageItem(all, last)];
+    if (!answer?.isCalls) return [...thought, messageItem(all, last, answerTokens(logged))];
     const calls = answer.reader.calls;
     return [...thought, ...calls.map((call, i) => callItem(call, i === calls.length - 1 ? last : 'completed'))];
   };
 
   if (!req.stream) {
-    const { result, reasoning, content: all } = await wholeChat(generation, parser, answer);
-    return c.json(kept(finished(result, outputOf(result, all, reasoning))));
+    const { result, reasoning, content: all, logged } = await wholeChat(generation, parser, answer);
+    return c.json(kept(finished(result, outputOf(result, all, reasoning, logged))));
   }
 
   return tokenStream(c, generation.started, async (stream) => {
@@ -292,6 +304,20 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
     await send('response.in_progress', { response: pending });
     let all = '';
     let thinking = '';
+    // Every token's log-probabilities as its piece comes (when asked), and how many the deltas have carried.
+    const logged: LoggedToken[] = [];
+    let carried = 0;
+    const noting = async function* (pieces: AsyncIterable<Piece>) {
+      for await (const piece of pieces) {
+        logged.push(...piece.logged);
+        yield piece;
+      }
+    };
+    const fresh = () => {
+      const tokens = answerTokens(logged, carried);
+      carried = logged.length;
+      return tokens;
+    };
     try {
       // The thinking's item (output 0) while it comes; the answer's items after it, once it is done.
       let first = 0;
@@ -325,7 +351,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
         await open();
         if (!text) return;
         all += text;
-        await send('response.output_text.delta', { ...at, delta: text });
+        await send('response.output_text.delta', { ...at, delta: text, ...logprobsOf(fresh()) });
       };
       const close = async (index: number, status = 'completed') => {
         const call = answer?.reader.calls[index] as ToolCall;
@@ -349,20 +375,21 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
             });
         }
       };
-      await relay(parser ? answerPieces(generation, parser, thought) : generation, answer, words, calls);
+      await relay(parser ? answerPieces(noting(generation), parser, thought) : noting(generation), answer, words, calls);
       await endThinking();
-      const items = outputOf(await generation.result, all); // (the answer's items: the thinking's is not among them)
+      logged.push(...generation.takeLogprobs()); // (tokens whose text never came: an unfinished character's)
+      const items = outputOf(await generation.result, all, '', logged); // (the answer's items: the thinking's is not among them)
       if (answer?.isCalls) {
         if (items.length > 0) await close(items.length - 1, items[items.length - 1].status); // none if cut right after `[`
       } else {
         await open(); // (an answer of no words after its thinking: its message still comes, empty)
         await words(answer?.flush() ?? '');
-        await send('response.output_text.done', { ...at, text: all });
-        await send('response.content_part.done', { ...at, part: { type: 'output_text', text: all, annotations: [] } });
+        await send('response.output_text.done', { ...at, text: all, ...logprobsOf(answerTokens(logged)) });
+        await send('response.content_part.done', { ...at, part: (items[0] as ReturnType<typeof messageItem>).content[0] });
         await send('response.output_item.done', { output_index: first, item: items[0] });
       }
       const result = await generation.result;
-      const response = kept(finished(result, outputOf(result, all, thinking)));
+      const response = kept(finished(result, outputOf(result, all, thinking, logged)));
       await send(response.status === 'completed' ? 'response.completed' : 'response.incomplete', { response });
     } catch (err) {
       if (stream.aborted) return;

@@ -282,10 +282,10 @@ export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, ma
 
 /** A chat generation read whole: its result, its thinking (a reasoning model's) and its answer's text, handed to `answer`. */
 export async function wholeChat(generation: Generation, parser: ReasoningParser | undefined, answer?: ToolAnswer) {
-  const { text, result } = await generation.whole();
+  const { text, result, logged } = await generation.whole();
   const { reasoning, content } = parser ? splitReasoning(parser, text) : { reasoning: '', content: text };
   answer?.push(content);
-  return { result, reasoning, content };
+  return { result, reasoning, content, logged };
 }
 
 /** How a chat request ends its prompt (vLLM's add_generation_prompt, continue_final_message). */
