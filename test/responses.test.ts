@@ -172,14 +172,8 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
     expect(text.logprobs?.map((t) => t.token).join('')).toBe(r.output_text);
     expect(text.logprobs?.every((t) => t.top_logprobs.length === 2 && t.bytes.length > 0)).toBe(true);
     // The same as chat's for the same request.
-    const chat = await client.chat.completions.create({
-      model: 'tiny-gpt',
-      messages: [{ role: 'user', content: 'Hello' }],
-      max_tokens: 8,
-      seed: 4,
-      logprobs: true,
-      top_logprobs: 2,
-    });
+    const hello = [{ role: 'user' as const, content: 'Hello' }];
+    const chat = await client.chat.completions.create({ model: 'tiny-gpt', messages: hello, max_tokens: 8, seed: 4, logprobs: true, top_logprobs: 2 });
     expect(text.logprobs).toEqual(chat.choices[0].logprobs?.content);
     // Streamed: each delta's tokens, together the whole answer's.
     const deltas: OpenAI.Responses.ResponseTextDeltaEvent['logprobs'] = [];
