@@ -12,7 +12,9 @@ import { ENCODERS, encoderOf } from './encoder.js';
 import { bestCandidates, Generation, type LoggedToken, originOf, type Piece, servedTier, Together, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs, promptLogprobsOf, shownBy } from './logprobs.js';
 import { ReasoningSplitter, splitReasoning } from './reasoning.js';
-import { type Background, backgroundResponse, backgroundRoutes, responses, responsesSchema } from './responses.js';
+import { responses } from './responses.js';
+import { responsesSchema } from './responses-input.js';
+import { type Background, backgroundResponse, backgroundRoutes } from './responses-kept.js';
 import {
   type ChatRequest,
   type CompletionRequest,

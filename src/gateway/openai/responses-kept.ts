@@ -1,0 +1,138 @@
+import { type Context, Hono } from 'hono';
+import { z } from 'zod';
+import { badInput, GatewayError } from '../../errors/index.js';
+import { parseQuery } from '../body.js';
+import { type Answer, type Call, type Calls, type Dispatch, startKeptCall } from '../calls.js';
+import type { GatewayEnv, ServedModel } from '../types.js';
+import { ResponseEvents } from './response-events.js';
+import { conversationOf, type InputItem, newId, previousOf, type ResponsesRequest, skeleton } from './responses-input.js';
+import type { Stored, StoredResponses } from './stored-responses.js';
+import { tokenStream } from './token-stream.js';
+
+// Responses kept and run in the background: OpenAI's background mode (a call through the gateway again; streamed,
+// its events kept to be followed again), and the routes that retrieve, list, cancel and forget kept responses.
+
+/** What background responses need of the gateway: where calls are kept, and how to send a request through it again. */
+export type Background = { calls: Calls; dispatch: Dispatch; stored: StoredResponses };
+
+/** Streamed background responses' events (the calls that run them), to be followed again after a dropped connection. */
+const streamed = new WeakMap<Call, ResponseEvents>();
+/** Background responses' conversations, listed while they run (their runs keep the same items once they end). */
+const conversations = new WeakMap<Call, InputItem[]>();
+
+/**
+ * POST /v1/responses with `background: true` (OpenAI's background mode): answered at once with the response
+ * `queued`; it runs as a call (through the gateway again, as its caller, nothing of this connection) and is
+ * retrieved by id until the calls' keep time after it ends. With `stream: true` the answer is its events, from
+ * the first, as they come — and the response goes on if the connection drops: its events are kept with it, for
+ * GET /v1/responses/{id}?stream=true&starting_after=N to send again.
+ */
+export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel, req: ResponsesRequest, background: Background): Promise<Response> {
+  if (req.store === false) throw badInput('a background response is stored until retrieved: store cannot be false', 'store');
+  const queued = { ...skeleton(req, m, newId('resp'), true), status: 'queued', incomplete_details: null, output: [], usage: null };
+  const conversation = conversationOf(req, previousOf(req, c.get('caller'), background.stored), queued.id); // (a 404 for a previous response not kept: at once)
+  const events = req.stream ? new ResponseEvents() : undefined;
+  const call = startKeptCall(background.calls, background.dispatch, {
+    caller: c.get('caller'),
+    path: '/v1/responses',
+    body: JSON.stringify({ ...req, model: m.name, background: false }),
+    id: queued.id,
+    requestId: c.get('requestId'),
+    read: events && ((res) => events.read(res)),
+  });
+  call.meta = queued;
+  conversations.set(call, conversation);
+  if (!events) return c.json(queued);
+  streamed.set(call, events);
+  // Refused before its first event (a full queue, a start that failed): that answer, with its status.
+  if (
+    !(await call.response.then(
+      (res) => res.ok,
+      () => false,
+    ))
+  ) {
+    const answer = (await call.done) as Answer;
+    return new Response(answer.body, { status: answer.status, headers: answer.headers });
+  }
+  return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, -1));
+}
+
+/** GET /v1/responses/{id}/input_items: OpenAI's list of a response's input items (its conversation's), a page at a time. */
+export const listQuery = z.object({
+  order: z.enum(['asc', 'desc']).default('desc').describe('desc (the default): the last item first'),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  after: z.string().optional().describe('the id of the item the page starts after (the last one of the page before)'),
+});
+
+/** GET /v1/responses/{id}: `stream=true` sends a streamed background response's events after `starting_after`. */
+export const retrieveQuery = z.object({
+  stream: z.enum(['true', 'false']).optional().describe('true: the events of a response created with background and stream, as they come'),
+  starting_after: z.coerce.number().int().min(0).optional().describe('with stream=true: only the events after this sequence_number (the last one had)'),
+});
+
+/** GET /v1/responses/{id} (and its input_items), POST /v1/responses/{id}/cancel, DELETE /v1/responses/{id}: kept and background responses. */
+export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+  const found = (c: Context<GatewayEnv>): Call => {
+    const call = calls.find(c.req.param('id') as string, c.get('caller'));
+    if (!call.meta) throw new GatewayError(404, 'not_found', `no response ${call.id}`);
+    return call;
+  };
+  /** A background response (its call); else one kept (store: true), which has ended; neither: the store's 404. */
+  const responseOf = (c: Context<GatewayEnv>): { call: Call } | { kept: Stored } => {
+    try {
+      return { call: found(c) };
+    } catch {
+      return { kept: stored.find(c.req.param('id') as string, c.get('caller')) };
+    }
+  };
+  app.get('/v1/responses/:id', (c) => {
+    const query = parseQuery(retrieveQuery, c);
+    const it = responseOf(c);
+    if (query.stream !== 'true') return c.json('call' in it ? state(it.call) : it.kept.response);
+    const events = 'call' in it ? streamed.get(it.call) : undefined;
+    if (!events)
+      throw badInput(
+        `response ${c.req.param('id')} was not streamed in the background: it has no events to send again (retrieve it without stream)`,
+        'stream',
+        'invalid_request_error',
+      );
+    return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, query.starting_after ?? -1));
+  });
+  app.get('/v1/responses/:id/input_items', (c) => {
+    const { order, limit, after } = parseQuery(listQuery, c);
+    const it = responseOf(c);
+    const input = ('call' in it ? conversations.get(it.call) : it.kept.input) as { id: string }[];
+    const ordered = order === 'asc' ? input : [...input].reverse();
+    const from = after === undefined ? 0 : ordered.findIndex((item) => item.id === after) + 1;
+    if (from === 0 && after !== undefined)
+      throw badInput(`no item ${after} among response ${c.req.param('id')}'s input items`, 'after', 'invalid_request_error');
+    const data = ordered.slice(from, from + limit);
+    return c.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < ordered.length });
+  });
+  app.post('/v1/responses/:id/cancel', (c) => {
+    const call = found(c);
+    if (call.answer && !call.cancelled) throw badInput(`response ${call.id} has ended: it cannot be cancelled`, undefined, 'invalid_request_error');
+    calls.stop(call);
+    return c.json(state(call));
+  });
+  app.delete('/v1/responses/:id', (c) => {
+    const id = c.req.param('id');
+    const it = responseOf(c);
+    if ('call' in it) calls.cancel(it.call);
+    stored.forget(id, c.get('caller'), { ifKept: true });
+    return c.json({ id, object: 'response.deleted', deleted: true });
+  });
+  return app;
+}
+
+/** A background response as it stands: queued/in progress, cancelled, its answer, or failed with its error. */
+function state(call: Call): object {
+  const queued = call.meta as Record<string, unknown>;
+  if (call.cancelled) return { ...queued, status: 'cancelled' };
+  if (!call.answer) return { ...queued, status: 'in_progress' };
+  const answer = JSON.parse(new TextDecoder().decode(call.answer.body));
+  if (call.answer.status === 200) return answer;
+  const error = (answer as { error?: { code?: string; message?: string } }).error;
+  return { ...queued, status: 'failed', error: { code: error?.code ?? 'server_error', message: error?.message ?? `failed with status ${call.answer.status}` } };
+}
