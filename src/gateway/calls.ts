@@ -6,7 +6,7 @@ import type { Telemetry } from '../telemetry/index.js';
 import type { Caller } from './auth/middleware.js';
 import { clientSignal, parseQuery, readBody, releaseBody } from './body.js';
 import type { IntakeRequest } from './intake.js';
-import type { BatchLineEnv } from './openai/batches.js';
+import type { BatchLineEnv } from './openai/batch-store.js';
 import type { GatewayEnv } from './types.js';
 
 /**

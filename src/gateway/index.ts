@@ -9,6 +9,6 @@ export { versionOf } from './kserve/submit.js';
 export { LoraAdapters } from './lora.js';
 export { listenForMetrics } from './observe.js';
 export { BatchDisk } from './openai/batch-disk.js';
-export { BatchControl } from './openai/batches.js';
+export { BatchControl } from './openai/batch-store.js';
 export { type Listening, listen } from './server.js';
 export type { Autoscaling, GatewayEnv, ModelControl, ServedModel } from './types.js';

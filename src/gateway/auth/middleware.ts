@@ -4,7 +4,7 @@ import type { Context, MiddlewareHandler, Next } from 'hono';
 import { GatewayError, unavailable } from '../../errors/index.js';
 import type { CallEnv } from '../calls.js';
 import { type IntakeRequest, peerAddress } from '../intake.js';
-import type { BatchLineEnv } from '../openai/batches.js';
+import type { BatchLineEnv } from '../openai/batch-store.js';
 import type { GatewayEnv } from '../types.js';
 import { KeysUnavailable, type TokenCaller, TokenError } from './jwt.js';
 import type { RateLimiter, Verdict } from './rate-limit.js';

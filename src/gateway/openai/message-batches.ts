@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { parseQuery, readJson } from '../body.js';
 import type { GatewayEnv } from '../types.js';
-import { type BatchStore, type Held, MESSAGE_BATCH_FILE, MESSAGES } from './batches.js';
+import { type BatchStore, type Held, MESSAGE_BATCH_FILE, MESSAGES } from './batch-store.js';
 import { parseBody } from './schema.js';
 
 /**
