@@ -1,3 +1,4 @@
+import { createParser } from 'eventsource-parser';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MODELS, startTestGateway, WEATHER_PARAMETERS } from './helpers.js';
@@ -424,6 +425,13 @@ describe('background responses (OpenAI’s background mode) with the official op
     // Sent again after the 10th: the rest, the same events.
     const again = await eventsOf(await client.responses.retrieve(end.response.id, { stream: true, starting_after: 9 }));
     expect(again).toEqual(whole.slice(10));
+    // As a browser's EventSource reconnects: each event's id is its sequence number, Last-Event-ID says where it was.
+    const sse = await fetch(`${gw.url}/v1/responses/${end.response.id}?stream=true`, { headers: { 'last-event-id': '9' } });
+    const parsed: { id?: string; data: string }[] = [];
+    const parser = createParser({ onEvent: (e) => parsed.push({ id: e.id, data: e.data }) });
+    parser.feed(await sse.text());
+    expect(parsed.map((e) => Number(e.id))).toEqual(whole.slice(10).map((e) => e.sequence_number));
+    expect(parsed.map((e) => JSON.parse(e.data))).toEqual(whole.slice(10));
     // A connection dropped after 6 events: the response runs to its end, and the rest come after the 6th.
     const first = await eventsOf(await client.responses.create({ ...ask, background: true, stream: true }), 6);
     const id = (first[0] as OpenAI.Responses.ResponseCreatedEvent).response.id;

@@ -57,7 +57,11 @@ export class ResponseEvents {
     return json(500, { error: { code: 'server_error', message: 'the response stopped before its end' } });
   }
 
-  /** Writes the events after sequence number `after` (all: -1), then each as it comes, until the last or the client goes. */
+  /**
+   * Writes the events after sequence number `after` (all: -1), then each as it comes, until the last or the client
+   * goes. Each carries its sequence number as its SSE `id`, so that a browser's EventSource reconnecting sends it
+   * back as Last-Event-ID.
+   */
   async follow(stream: SSEStreamingApi, after: number): Promise<void> {
     let gone = false;
     stream.onAbort(() => {
@@ -65,7 +69,7 @@ export class ResponseEvents {
       this.notify();
     });
     for (let next = after + 1; !gone; ) {
-      while (next < this.events.length && !gone) await stream.write(`${this.events[next++]}\n\n`);
+      for (; next < this.events.length && !gone; next++) await stream.write(`id: ${next}\n${this.events[next]}\n\n`);
       if (this.ended && next >= this.events.length) return;
       await new Promise<void>((resolve) => this.wake.push(resolve));
     }

@@ -97,7 +97,9 @@ export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv
         'stream',
         'invalid_request_error',
       );
-    return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, query.starting_after ?? -1));
+    // (a browser's EventSource, reconnecting, says where it was in Last-Event-ID)
+    const lastEventId = Number.parseInt(c.req.header('last-event-id') ?? '', 10);
+    return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, query.starting_after ?? (lastEventId >= 0 ? lastEventId : -1)));
   });
   app.get('/v1/responses/:id/input_items', (c) => {
     const { order, limit, after } = parseQuery(listQuery, c);
