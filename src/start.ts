@@ -184,6 +184,7 @@ export async function startGateway(
       maxBytes: config.server.async_max_mb * 2 ** 20,
       afterMs: config.server.async_after_s * 1000,
     },
+    conversationsKeepMs: config.server.conversations_keep_s * 1000,
     clientSharedMemory: config.server.client_shared_memory,
     adminApi: config.server.admin_api,
     adminGuard,

@@ -177,6 +177,10 @@ describe('GET /openapi.json', () => {
       await fits('/v1/files', 'get', fetch(`${all.url}/v1/files`));
       await fits('/v1/batches', 'post', post('/v1/batches', { input_file_id: uploaded.id, endpoint: '/v1/completions', completion_window: '24h' }));
       await fits('/v1/batches', 'get', fetch(`${all.url}/v1/batches`));
+      const conversation = await (await post('/v1/conversations', { items: [{ role: 'user', content: 'Hi' }] })).json();
+      await fits('/v1/conversations', 'post', Promise.resolve(Response.json(conversation)));
+      await fits('/v1/conversations/{id}/items', 'get', fetch(`${all.url}/v1/conversations/${conversation.id}/items`));
+      await fits('/v1/conversations/{id}', 'delete', fetch(`${all.url}/v1/conversations/${conversation.id}`, { method: 'DELETE' }));
       expect(doc.paths['/v1/messages/batches/{id}/results'].get.responses['200'].content).toEqual({ 'application/jsonl': { schema: { type: 'string' } } });
       // A wrong answer does not fit: the schemas say something.
       expect(ajv.validate(doc.paths['/v1/chat/completions'].post.responses['200'].content['application/json'].schema, { object: 'chat.completion' })).toBe(

@@ -195,9 +195,8 @@ describe('Responses API (POST /v1/responses) with the official openai client', (
     [{ input: 'x', text: { format: { type: 'xml' } } }, 'text.format.type', 'type must be'],
     [{ input: 'x', reasoning: { effort: 'high' } }, 'reasoning.effort', 'needs a reasoning model'],
     [{ input: 'x', reasoning: { effort: 'most' } }, 'reasoning.effort', ''],
-    // OpenAI's stored prompts and conversations are not kept here: refused, not ignored.
+    // OpenAI's stored prompts are not kept here: refused, not ignored.
     [{ input: 'x', prompt: { id: 'pmpt_1' } }, 'prompt', 'not supported'],
-    [{ input: 'x', conversation: 'conv_1' }, 'conversation', 'not supported'],
     [{ input: 'x', service_tier: 'cheap' }, 'service_tier', ''],
   ])('refuses %j with a 400 on its param', async (body, param, message) => {
     const res = await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ model: 'tiny-gpt', ...body }) });

@@ -487,6 +487,11 @@ export const serverSchema = z
     async_keep_s: positiveNumber.default(600),
     /** Most MiB of asynchronous answers kept (and requests running); past it, new ones get a 503. @default 256 */
     async_max_mb: positiveNumber.default(256),
+    /**
+     * How long a conversation (OpenAI's Conversations API, continued by the Responses API) is kept after its last
+     * use, in s; its items within async_max_mb of their own. @default 86400 (a day)
+     */
+    conversations_keep_s: positiveNumber.default(86_400),
     /** Cross-origin requests from browsers (CORS); without it, browsers keep pages of other origins out. */
     cors: corsSchema.optional(),
     /**

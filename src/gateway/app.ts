@@ -20,6 +20,7 @@ import { ocrRoutes } from './ocr.js';
 import { anthropicError } from './openai/anthropic.js';
 import { BATCH_PRIORITY, type BatchControl, type BatchLineEnv } from './openai/batch-store.js';
 import { batchRoutes } from './openai/batches.js';
+import { Conversations, conversationRoutes, measureConversations } from './openai/conversations.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
 import { measureStoredResponses, StoredResponses } from './openai/stored-responses.js';
@@ -83,6 +84,8 @@ export type AppOptions = {
   compressResponses?: boolean;
   /** Asynchronous inference (server.async_*): answers kept, and when a slow request is redirected to its own. @default 600 s, 256 MiB, never */
   calls?: CallsOptions;
+  /** How long a conversation (the Conversations API) is kept after its last use, in ms. @default one day */
+  conversationsKeepMs?: number;
 };
 
 /** vLLM's routes outside /v1: guarded like the built-in ones, answering OpenAI's error object. */
@@ -165,7 +168,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // Asynchronous inference: after every guard (auth, rate limits: a call spends its caller's turn once), before the routes.
   const calls = new Calls(opts.calls ?? { keepMs: 600_000, maxBytes: 256 * 2 ** 20, afterMs: 0 });
   measureCalls(telemetry, calls);
-  const nonInference = ['/v1/files', '/v1/batches', '/v1/messages/batches', '/v1/ws'];
+  const nonInference = ['/v1/files', '/v1/batches', '/v1/messages/batches', '/v1/conversations', '/v1/ws'];
   const isInference = (path: string) =>
     path.startsWith('/v2/models/') ||
     (path.startsWith('/v1/') && !nonInference.some((p) => path.startsWith(p))) ||
@@ -175,9 +178,17 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const dispatch: Dispatch = (path, init, env) => Promise.resolve(app.request(path, init, env));
   app.use('*', asyncCalls(calls, isInference, maxBodyBytes, dispatch));
   // (OpenAI's background responses are calls too; kept responses, store: true, share their keep time and room)
-  const background = { calls, dispatch, stored: new StoredResponses({ keepMs: calls.opts.keepMs, maxBytes: calls.opts.maxBytes }) };
+  // (conversations are kept longer, from their last use: server.conversations_keep_s; within a budget of their own too)
+  const background = {
+    calls,
+    dispatch,
+    stored: new StoredResponses({ keepMs: calls.opts.keepMs, maxBytes: calls.opts.maxBytes }),
+    conversations: new Conversations({ keepMs: opts.conversationsKeepMs ?? 86_400_000, maxBytes: calls.opts.maxBytes }),
+  };
   measureStoredResponses(telemetry, background.stored);
+  measureConversations(telemetry, background.conversations);
   app.route('/', callRoutes(calls));
+  app.route('/', conversationRoutes(background.conversations, maxBodyBytes));
   const regions = opts.clientSharedMemory ? new SharedMemoryRegions() : undefined;
   for (const e of opts.endpoints ?? []) {
     const model = () => opts.models.get(e.model) as ServedModel;

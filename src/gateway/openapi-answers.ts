@@ -207,6 +207,19 @@ const messageBatch = z.looseObject({
   cancel_initiated_at: z.string().nullable(),
   results_url: z.string().nullable(),
 });
+const conversation = z.looseObject({
+  id: z.string(),
+  object: z.literal('conversation'),
+  created_at: z.number().int(),
+  metadata: z.record(z.string(), z.string()),
+});
+const items = z.looseObject({
+  object: z.literal('list'),
+  data: z.array(z.looseObject({ id: z.string(), type: z.string() })),
+  first_id: z.string().nullable(),
+  last_id: z.string().nullable(),
+  has_more: z.boolean(),
+});
 const list = (item: z.ZodType) => z.looseObject({ object: z.literal('list'), data: z.array(item), has_more: z.boolean() });
 
 /**
@@ -218,13 +231,7 @@ export const ANSWERS: Record<string, z.ZodType> = {
   '/v1/chat/completions': chatCompletion,
   '/v1/responses': response,
   '/v1/responses/{id}': response,
-  '/v1/responses/{id}/input_items': z.looseObject({
-    object: z.literal('list'),
-    data: z.array(z.looseObject({ type: z.enum(['message', 'function_call', 'function_call_output', 'reasoning']), id: z.string() })),
-    first_id: z.string().nullable(),
-    last_id: z.string().nullable(),
-    has_more: z.boolean(),
-  }),
+  '/v1/responses/{id}/input_items': items,
   'delete /v1/responses/{id}': z.looseObject({ id: z.string(), object: z.literal('response.deleted'), deleted: z.literal(true) }),
   '/v1/embeddings': embeddings,
   '/v1/rerank': rerank,
@@ -241,6 +248,12 @@ export const ANSWERS: Record<string, z.ZodType> = {
   '/v2/models/{model}/ready': z.looseObject({ name: z.string(), ready: z.boolean() }),
   '/v2/models/{model}/generate': z.looseObject({ model_name: z.string(), model_version: z.string().optional(), text_output: z.string() }),
   '/v1/models/{model}:predict': z.looseObject({ predictions: z.array(z.unknown()) }),
+  '/v1/conversations': conversation,
+  '/v1/conversations/{id}': conversation,
+  'delete /v1/conversations/{id}': z.looseObject({ id: z.string(), object: z.literal('conversation.deleted'), deleted: z.literal(true) }),
+  '/v1/conversations/{id}/items': items,
+  '/v1/conversations/{id}/items/{item}': z.looseObject({ id: z.string(), type: z.string() }),
+  'delete /v1/conversations/{id}/items/{item}': conversation,
   '/v1/files': file,
   'get /v1/files': list(file),
   '/v1/files/{id}': file,

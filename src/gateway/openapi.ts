@@ -6,10 +6,11 @@ import { waitQuery } from './calls.js';
 import { tritonGenerateSchema } from './kserve/generate.js';
 import { countTokensSchema, messagesSchema } from './openai/anthropic.js';
 import { batchCreateSchema } from './openai/batches.js';
+import { conversationItemsSchema, conversationSchema, conversationUpdateSchema, itemsQuery } from './openai/conversations.js';
 import { embeddingsSchema } from './openai/embeddings.js';
 import { messageBatchesQuery, messageBatchSchema } from './openai/message-batches.js';
 import { responsesSchema } from './openai/responses-input.js';
-import { listQuery, retrieveQuery } from './openai/responses-kept.js';
+import { retrieveQuery } from './openai/responses-kept.js';
 import { chatSchema, completionSchema, detokenizeSchema, tokenizeChatSchema, tokenizeSchema } from './openai/schema.js';
 import { classifySchema, rerankSchema, scoreSchema } from './openai/scoring.js';
 import { answerSchema } from './openapi-answers.js';
@@ -79,6 +80,16 @@ const openai = (path: string, summary: string, serves: Kind[], body: z.ZodType, 
   events,
   errors: 'openai',
 });
+/** A Conversations API operation (for text models). */
+const conversations = (method: Operation['method'], path: string, summary: string, more: Partial<Operation> = {}): Operation => ({
+  method,
+  path,
+  summary,
+  tag: 'OpenAI',
+  serves: ['generative'],
+  errors: 'openai',
+  ...more,
+});
 /** A batch API's operation: Anthropic's (its errors; only with a text model to run) or OpenAI's. */
 const batches = (method: Operation['method'], path: string, summary: string, more: Partial<Operation> = {}): Operation => {
   const anthropic = path.startsWith('/v1/messages');
@@ -104,7 +115,7 @@ const OPERATIONS: Operation[] = [
     summary: 'A kept or background response’s input items: its conversation, a page at a time (OpenAI)',
     tag: 'OpenAI',
     serves: ['generative'],
-    query: listQuery,
+    query: itemsQuery,
     errors: 'openai',
   },
   {
@@ -218,6 +229,15 @@ const OPERATIONS: Operation[] = [
     body: kserveV1Schema,
     errors: 'kserve',
   },
+  // OpenAI's Conversations API (continued by the Responses API's `conversation`).
+  conversations('post', '/v1/conversations', 'A conversation, with items to begin with (OpenAI)', { body: conversationSchema }),
+  conversations('get', '/v1/conversations/{id}', 'A conversation (OpenAI)'),
+  conversations('post', '/v1/conversations/{id}', 'A conversation’s metadata replaced (OpenAI)', { body: conversationUpdateSchema }),
+  conversations('delete', '/v1/conversations/{id}', 'Forgets a conversation (OpenAI)'),
+  conversations('post', '/v1/conversations/{id}/items', 'Items added to a conversation (OpenAI)', { body: conversationItemsSchema }),
+  conversations('get', '/v1/conversations/{id}/items', 'A conversation’s items, a page at a time (OpenAI)', { query: itemsQuery }),
+  conversations('get', '/v1/conversations/{id}/items/{item}', 'An item of a conversation (OpenAI)'),
+  conversations('delete', '/v1/conversations/{id}/items/{item}', 'An item removed from a conversation (OpenAI)'),
   // OpenAI's Batch API and Anthropic's Message Batches (lines to any model), asynchronous calls' answers.
   batches('post', '/v1/files', 'A JSONL file of requests up, for a batch (OpenAI)', {
     form: { file: { type: 'string', contentMediaType: 'application/jsonl' }, purpose: { const: 'batch' } },

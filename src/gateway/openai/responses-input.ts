@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { badInput } from '../../errors/index.js';
 import type { Caller } from '../auth/middleware.js';
 import type { ServedModel } from '../types.js';
+import type { Conversations } from './conversations.js';
 import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS, unsupported } from './schema.js';
 import type { Stored, StoredResponses } from './stored-responses.js';
 import { chatPromptOf } from './tools.js';
@@ -14,7 +16,7 @@ const text = z.string();
 const contentParts = z.array(z.object({ type: z.enum(['input_text', 'output_text', 'text']), text })).min(1);
 /** An item's id (an earlier answer's items sent back carry theirs; listed as they came). */
 const itemId = z.string().optional();
-const inputItem = z.union([
+export const inputItem = z.union([
   z.object({
     type: z.literal('message').optional(),
     id: itemId,
@@ -78,9 +80,10 @@ export const responsesSchema = z.object({
   top_logprobs: z.number().int().min(0).max(20).nullish(),
   /** OpenAI's service tier, as in chat completions: flex runs below the caller's other requests. */
   service_tier: z.enum(['auto', 'default', 'flex', 'priority']).nullish(),
-  // (what would change the answer in a way not served here is refused, as chat's: prompts and conversations kept by OpenAI)
+  /** A conversation (POST /v1/conversations) this response continues: its items come first, and its input and output are added to them. */
+  conversation: z.union([z.string().min(1), z.object({ id: z.string().min(1) })]).nullish(),
+  // (what would change the answer in a way not served here is refused, as chat's: prompts kept by OpenAI)
   prompt: unsupported('prompt'),
-  conversation: unsupported('conversation'),
 });
 export type ResponsesRequest = z.infer<typeof responsesSchema>;
 
@@ -89,22 +92,47 @@ const partsText = (content: string | { text: string }[]) => (typeof content === 
 export type InputItem = z.infer<typeof inputItem>;
 
 /**
- * The conversation a request continues: a kept response's (its input, earlier turns' included, then its output
- * items), then the request's own input. Instructions are the request's alone, as OpenAI's are not carried over.
- * Its own items as kept and listed (GET /v1/responses/{id}/input_items): each with an id — its own, else one made of
- * the response's and its place (the same however often it is worked out) — and a message's text as a content part.
+ * Input items as kept and listed (GET /v1/responses/{id}/input_items, a conversation's items): each with an id —
+ * its own, else one made of `base` (hex) and its place, the same however often it is worked out — and a message's
+ * text as a content part.
  */
-export function conversationOf(req: ResponsesRequest, previous: Stored | undefined, responseId: string): InputItem[] {
-  const own = (typeof req.input === 'string' ? [{ role: 'user' as const, content: req.input }] : req.input).map((item, i): InputItem => {
+export function listedItems(input: InputItem[], base: string): InputItem[] {
+  return input.map((item, i): InputItem => {
     const prefix = 'role' in item ? 'msg' : { function_call: 'fc', function_call_output: 'fco', reasoning: 'rs' }[item.type];
-    const listed = item.id ?? `${prefix}_${responseId.slice('resp_'.length)}${i.toString(16).padStart(4, '0')}`;
+    const listed = item.id ?? `${prefix}_${base}${i.toString(16).padStart(4, '0')}`;
     if (!('role' in item)) return { ...item, id: listed };
     const part = item.role === 'assistant' ? ('output_text' as const) : ('input_text' as const);
     const content = typeof item.content === 'string' ? [{ type: part, text: item.content }] : item.content;
     return { type: 'message', id: listed, role: item.role, content, status: 'completed' };
   });
-  return previous ? [...(previous.input as InputItem[]), ...(previous.response.output as InputItem[]), ...own] : own;
 }
+
+/** A request's own input items, as listed (ids made of its response's). */
+export const ownItems = (req: ResponsesRequest, responseId: string) =>
+  listedItems(typeof req.input === 'string' ? [{ role: 'user', content: req.input }] : req.input, responseId.slice('resp_'.length));
+
+/** Where earlier turns are kept: responses (store: true, background ones) and conversations. */
+export type Keeping = { stored: StoredResponses; conversations: Conversations };
+
+/**
+ * What a request continues, before its own input: a kept response's conversation (its input, earlier turns'
+ * included, then its output items) or a conversation's items. Instructions are the request's alone, as OpenAI's
+ * are not carried over.
+ */
+export function earlierOf(req: ResponsesRequest, caller: Caller | undefined, keeping?: Keeping): InputItem[] {
+  const { previous_response_id: previous, conversation } = req;
+  if ((previous || conversation) && !keeping)
+    throw badInput(`${previous ? 'previous_response_id' : 'conversation'} is not served on this route`, previous ? 'previous_response_id' : 'conversation');
+  if (previous && conversation)
+    throw badInput('previous_response_id and conversation cannot both be given: a response continues one or the other', 'conversation');
+  if (previous) {
+    const kept = keeping?.stored.find(previous, caller, 'previous_response_id') as Stored;
+    return [...(kept.input as InputItem[]), ...(kept.response.output as InputItem[])];
+  }
+  return conversation ? (keeping?.conversations.find(conversationId(conversation), caller, 'conversation').items as InputItem[]) : [];
+}
+
+export const conversationId = (conversation: string | { id: string }) => (typeof conversation === 'string' ? conversation : conversation.id);
 
 /**
  * `truncation: auto` (OpenAI's): the conversation's earliest items dropped, as few as need be, until its prompt leaves
@@ -192,6 +220,7 @@ export function skeleton(req: ResponsesRequest, m: ServedModel, responseId: stri
     metadata: req.metadata ?? {},
     parallel_tool_calls: req.parallel_tool_calls ?? true,
     previous_response_id: req.previous_response_id ?? null,
+    conversation: req.conversation ? { id: conversationId(req.conversation) } : null,
     reasoning: { effort: req.reasoning?.effort ?? null, summary: req.reasoning?.summary ?? null },
     store: background || req.store === true,
     temperature: req.temperature ?? 1,
@@ -203,7 +232,3 @@ export function skeleton(req: ResponsesRequest, m: ServedModel, responseId: stri
     service_tier: req.service_tier ?? 'default',
   };
 }
-
-/** The kept response a request continues (previous_response_id), if it names one. */
-export const previousOf = (req: ResponsesRequest, caller: Caller | undefined, stored?: StoredResponses) =>
-  req.previous_response_id ? stored?.find(req.previous_response_id, caller, 'previous_response_id') : undefined;

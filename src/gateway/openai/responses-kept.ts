@@ -4,21 +4,22 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import { parseQuery } from '../body.js';
 import { type Answer, type Call, type Calls, type Dispatch, startKeptCall } from '../calls.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
+import { type Item, itemsPage, itemsQuery } from './conversations.js';
 import { ResponseEvents } from './response-events.js';
-import { conversationOf, type InputItem, newId, previousOf, type ResponsesRequest, skeleton } from './responses-input.js';
-import type { Stored, StoredResponses } from './stored-responses.js';
+import { earlierOf, type InputItem, type Keeping, newId, ownItems, type ResponsesRequest, skeleton } from './responses-input.js';
+import type { Stored } from './stored-responses.js';
 import { tokenStream } from './token-stream.js';
 
 // Responses kept and run in the background: OpenAI's background mode (a call through the gateway again; streamed,
 // its events kept to be followed again), and the routes that retrieve, list, cancel and forget kept responses.
 
 /** What background responses need of the gateway: where calls are kept, and how to send a request through it again. */
-export type Background = { calls: Calls; dispatch: Dispatch; stored: StoredResponses };
+export type Background = Keeping & { calls: Calls; dispatch: Dispatch };
 
 /** Streamed background responses' events (the calls that run them), to be followed again after a dropped connection. */
 const streamed = new WeakMap<Call, ResponseEvents>();
 /** Background responses' conversations, listed while they run (their runs keep the same items once they end). */
-const conversations = new WeakMap<Call, InputItem[]>();
+const inputs = new WeakMap<Call, InputItem[]>();
 
 /**
  * POST /v1/responses with `background: true` (OpenAI's background mode): answered at once with the response
@@ -30,7 +31,8 @@ const conversations = new WeakMap<Call, InputItem[]>();
 export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel, req: ResponsesRequest, background: Background): Promise<Response> {
   if (req.store === false) throw badInput('a background response is stored until retrieved: store cannot be false', 'store');
   const queued = { ...skeleton(req, m, newId('resp'), true), status: 'queued', incomplete_details: null, output: [], usage: null };
-  const conversation = conversationOf(req, previousOf(req, c.get('caller'), background.stored), queued.id); // (a 404 for a previous response not kept: at once)
+  // (a 404 for a previous response or conversation not kept: at once)
+  const conversation = [...earlierOf(req, c.get('caller'), background), ...ownItems(req, queued.id)];
   const events = req.stream ? new ResponseEvents() : undefined;
   const call = startKeptCall(background.calls, background.dispatch, {
     caller: c.get('caller'),
@@ -41,7 +43,7 @@ export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel,
     read: events && ((res) => events.read(res)),
   });
   call.meta = queued;
-  conversations.set(call, conversation);
+  inputs.set(call, conversation);
   if (!events) return c.json(queued);
   streamed.set(call, events);
   // Refused before its first event (a full queue, a start that failed): that answer, with its status.
@@ -56,13 +58,6 @@ export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel,
   }
   return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, -1));
 }
-
-/** GET /v1/responses/{id}/input_items: OpenAI's list of a response's input items (its conversation's), a page at a time. */
-export const listQuery = z.object({
-  order: z.enum(['asc', 'desc']).default('desc').describe('desc (the default): the last item first'),
-  limit: z.coerce.number().int().min(1).max(100).default(20),
-  after: z.string().optional().describe('the id of the item the page starts after (the last one of the page before)'),
-});
 
 /** GET /v1/responses/{id}: `stream=true` sends a streamed background response's events after `starting_after`. */
 export const retrieveQuery = z.object({
@@ -102,15 +97,9 @@ export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv
     return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, query.starting_after ?? (lastEventId >= 0 ? lastEventId : -1)));
   });
   app.get('/v1/responses/:id/input_items', (c) => {
-    const { order, limit, after } = parseQuery(listQuery, c);
     const it = responseOf(c);
-    const input = ('call' in it ? conversations.get(it.call) : it.kept.input) as { id: string }[];
-    const ordered = order === 'asc' ? input : [...input].reverse();
-    const from = after === undefined ? 0 : ordered.findIndex((item) => item.id === after) + 1;
-    if (from === 0 && after !== undefined)
-      throw badInput(`no item ${after} among response ${c.req.param('id')}'s input items`, 'after', 'invalid_request_error');
-    const data = ordered.slice(from, from + limit);
-    return c.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < ordered.length });
+    const input = 'call' in it ? (inputs.get(it.call) as Item[]) : (it.kept.input as Item[]);
+    return c.json(itemsPage(input, parseQuery(itemsQuery, c), `response ${c.req.param('id')}'s input items`));
   });
   app.post('/v1/responses/:id/cancel', (c) => {
     const call = found(c);

@@ -1,13 +1,13 @@
 import type { Context } from 'hono';
-import { badInput, GatewayError } from '../../errors/index.js';
+import { GatewayError } from '../../errors/index.js';
 import type { Caller } from '../auth/middleware.js';
 import type { CallEnv } from '../calls.js';
 import type { ServedModel } from '../types.js';
+import type { Item } from './conversations.js';
 import { type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs } from './logprobs.js';
 import { answerPieces } from './reasoning.js';
-import { asChat, conversationOf, newId, previousOf, type ResponsesRequest, skeleton, truncated } from './responses-input.js';
-import type { StoredResponses } from './stored-responses.js';
+import { asChat, conversationId, earlierOf, type Keeping, newId, ownItems, type ResponsesRequest, skeleton, truncated } from './responses-input.js';
 import { tokenStream } from './token-stream.js';
 import { chatGeneration, relay, type ToolCall, type ToolCallDelta, wholeChat } from './tools.js';
 
@@ -16,20 +16,28 @@ import { chatGeneration, relay, type ToolCall, type ToolCallDelta, wholeChat } f
 // back as output items, whole or as the Responses stream's typed events. A response is kept (for
 // `previous_response_id` and retrieval) only when asked, `store: true`, or run in the background.
 
-/** POST /v1/responses; `stored`: where responses are kept (store: true, background ones) and found to continue. */
-export async function responses(c: Context, m: ServedModel, req: ResponsesRequest, stored?: StoredResponses): Promise<Response> {
+/**
+ * POST /v1/responses; `keeping`: where responses are kept (store: true, background ones) and conversations, to be
+ * continued.
+ */
+export async function responses(c: Context, m: ServedModel, req: ResponsesRequest, keeping?: Keeping): Promise<Response> {
   const caller = c.get('caller') as Caller | undefined;
-  if (req.previous_response_id && !stored) throw badInput('previous_response_id is not served on this route', 'previous_response_id', 'invalid_request_error');
   // (a background response's own run: it answers under the id its creation gave)
   const called = (c.env as CallEnv | undefined)?.infergateCall?.id;
   const base = skeleton(req, m, called ?? newId('resp'), called !== undefined);
-  const whole = conversationOf(req, previousOf(req, caller, stored), base.id);
+  const own = ownItems(req, base.id);
+  const whole = [...earlierOf(req, caller, keeping), ...own];
   const items = req.truncation === 'auto' ? truncated(m, req, whole) : whole;
   const { generation, answer } = chatGeneration(c, m, asChat(req, items), req.max_output_tokens ?? undefined);
   const messageId = newId('msg');
-  /** A response asked to be kept (and a background one) is kept once whole, to be continued and retrieved. */
+  /**
+   * A response asked to be kept (and a background one) is kept once whole, to be continued and retrieved; one in a
+   * conversation adds its input and output to it.
+   */
   const kept = <T extends { output: object[] }>(response: T): T => {
-    if (base.store) stored?.keep(base.id, caller, items, response);
+    if (base.store) keeping?.stored.keep(base.id, caller, items, response);
+    if (req.conversation && keeping)
+      keeping.conversations.append(keeping.conversations.find(conversationId(req.conversation), caller), [...own, ...(response.output as Item[])]);
     return response;
   };
   const callItem = (call: ToolCall, status: string) => ({

@@ -212,7 +212,7 @@ export async function responsesRoute(c: Context, model: ModelOf, maxBodyBytes: n
     throw badInput(`reasoning.effort ${effort} needs a reasoning model (one with a reasoning_parser)`, 'reasoning.effort');
   if (req.background && background) return backgroundResponse(c, m, req, background);
   if (req.background) throw badInput('background responses are not served on this route', 'background', 'invalid_request_error');
-  return responses(c, m, req, background?.stored);
+  return responses(c, m, req, background);
 }
 
 /** A reasoning model's chats: their tokens before the answers, summed as usage counts them (others: undefined). */

@@ -1,0 +1,109 @@
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODELS, startTestGateway } from './helpers.js';
+
+// OpenAI's Conversations API with the official openai client: conversations the Responses API continues.
+const KEYS = { app: 'a-long-enough-shared-secret', other: 'another-long-enough-secret' };
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+let client: OpenAI;
+beforeAll(async () => {
+  gw = await startTestGateway({
+    auth: { default: 'key', keys: Object.entries(KEYS).map(([id, secret]) => ({ id, secret })) },
+    models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } } },
+  });
+  client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: KEYS.app, maxRetries: 0 });
+});
+afterAll(() => gw?.shutdown());
+
+const ask = { model: 'tiny-gpt', max_output_tokens: 4, temperature: 0 };
+const all = async (id: string) => {
+  const items = [];
+  for await (const item of client.conversations.items.list(id, { order: 'asc', limit: 2 })) items.push(item); // (paged by `after`)
+  return items;
+};
+const until = async (id: string) => {
+  for (let i = 0; i < 200; i++) {
+    const r = await client.responses.retrieve(id);
+    if (r.status !== 'queued' && r.status !== 'in_progress') return r;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`response ${id} did not end`);
+};
+
+describe("OpenAI's Conversations API (/v1/conversations) with the official openai client", () => {
+  it('is continued by responses as if its items were sent again, each turn adding its input and output', async () => {
+    const conversation = await client.conversations.create({ items: [{ role: 'developer', content: 'Be brief.' }], metadata: { topic: 'greeting' } });
+    expect(conversation).toMatchObject({ object: 'conversation', metadata: { topic: 'greeting' } });
+    expect(conversation.id).toMatch(/^conv_/);
+    const first = await client.responses.create({ ...ask, conversation: conversation.id, input: 'Hi' });
+    expect(first.conversation).toEqual({ id: conversation.id });
+    // The same answer as the items sent whole.
+    const sent = await client.responses.create({
+      ...ask,
+      input: [
+        { role: 'developer', content: 'Be brief.' },
+        { role: 'user', content: 'Hi' },
+      ],
+    });
+    expect([first.output_text, first.usage?.input_tokens]).toEqual([sent.output_text, sent.usage?.input_tokens]);
+    let items = await all(conversation.id);
+    expect(items.map((i) => (i as { role?: string }).role)).toEqual(['developer', 'user', 'assistant']);
+    expect(items[2]).toEqual(first.output[0]);
+    // A second turn, streamed; a third in the background: each adds its own.
+    const stream = await client.responses.create({ ...ask, conversation: { id: conversation.id }, input: 'And?', stream: true });
+    for await (const _ of stream);
+    const queued = await client.responses.create({ ...ask, conversation: conversation.id, input: 'More', background: true });
+    const third = await until(queued.id);
+    items = await all(conversation.id);
+    expect(items).toHaveLength(7);
+    expect(items.at(-1)).toEqual(third.output[0]);
+    const whole = await client.responses.create({ ...ask, input: items.slice(0, 6) as never });
+    expect(third.usage?.input_tokens).toBe(whole.usage?.input_tokens); // (the third saw the five before it and its own)
+  });
+
+  it('has its items added, listed, retrieved and removed by hand; its metadata updated; deleted, gone', async () => {
+    const conversation = await client.conversations.create({});
+    const added = await client.conversations.items.create(conversation.id, {
+      items: [
+        { type: 'message', role: 'user', content: 'One' },
+        { type: 'message', role: 'assistant', content: 'Two' },
+        { type: 'message', role: 'user', content: 'Three' },
+      ],
+    });
+    expect(added.data.map((i) => (i as { content: { text: string }[] }).content[0].text)).toEqual(['One', 'Two', 'Three']);
+    expect(added.data[1]).toMatchObject({ content: [{ type: 'output_text', text: 'Two' }] });
+    const newestFirst = await client.conversations.items.list(conversation.id);
+    expect(newestFirst.data.map((i) => i.id)).toEqual(added.data.map((i) => i.id).reverse());
+    const middle = added.data[1].id as string;
+    expect(await client.conversations.items.retrieve(middle, { conversation_id: conversation.id })).toEqual(added.data[1]);
+    expect((await client.conversations.items.delete(middle, { conversation_id: conversation.id })).id).toBe(conversation.id);
+    expect((await all(conversation.id)).map((i) => i.id)).toEqual([added.data[0].id, added.data[2].id]);
+    await expect(client.conversations.items.retrieve(middle, { conversation_id: conversation.id })).rejects.toMatchObject({ status: 404 });
+    expect((await client.conversations.update(conversation.id, { metadata: { a: 'b' } })).metadata).toEqual({ a: 'b' });
+    expect(await client.conversations.delete(conversation.id)).toEqual({ id: conversation.id, object: 'conversation.deleted', deleted: true });
+    await expect(client.conversations.retrieve(conversation.id)).rejects.toMatchObject({ status: 404 });
+    await expect(client.responses.create({ ...ask, conversation: conversation.id, input: 'Hi' })).rejects.toMatchObject({
+      status: 404,
+      error: { param: 'conversation' },
+    });
+  });
+
+  it("refuses what does not check out, and keeps each caller's conversations its own", async () => {
+    const conversation = await client.conversations.create({});
+    const kept = await client.responses.create({ ...ask, input: 'Hi', store: true });
+    await expect(client.responses.create({ ...ask, input: 'x', conversation: conversation.id, previous_response_id: kept.id })).rejects.toMatchObject({
+      status: 400,
+      error: { param: 'conversation' },
+    });
+    const many = Array.from({ length: 21 }, () => ({ type: 'message' as const, role: 'user' as const, content: 'x' }));
+    await expect(client.conversations.items.create(conversation.id, { items: many })).rejects.toMatchObject({ status: 400, error: { param: 'items' } });
+    await expect(client.conversations.items.create(conversation.id, { items: [{ role: 'robot', content: 'x' } as never] })).rejects.toMatchObject({
+      status: 400,
+    });
+    expect(await all(conversation.id)).toEqual([]); // (nothing added by the refused)
+    const other = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: KEYS.other, maxRetries: 0 });
+    await expect(other.conversations.retrieve(conversation.id)).rejects.toMatchObject({ status: 404 });
+    await expect(other.responses.create({ ...ask, conversation: conversation.id, input: 'Hi' })).rejects.toMatchObject({ status: 404 });
+    expect(await all(conversation.id)).toEqual([]);
+  });
+});
