@@ -80,7 +80,14 @@ describe("OpenAI's Conversations API (/v1/conversations) with the official opena
     expect((await all(conversation.id)).map((i) => i.id)).toEqual([added.data[0].id, added.data[2].id]);
     await expect(client.conversations.items.retrieve(middle, { conversation_id: conversation.id })).rejects.toMatchObject({ status: 404 });
     expect((await client.conversations.update(conversation.id, { metadata: { a: 'b' } })).metadata).toEqual({ a: 'b' });
-    expect(await client.conversations.delete(conversation.id)).toEqual({ id: conversation.id, object: 'conversation.deleted', deleted: true });
+    // Deleted while a response on it runs: the response still ends as it would, adding nothing.
+    const running = await client.responses.create({ ...ask, max_output_tokens: 60, conversation: conversation.id, input: 'Go on', stream: true });
+    let ended = '';
+    for await (const event of running) {
+      if (event.type === 'response.created') expect((await client.conversations.delete(conversation.id)).deleted).toBe(true);
+      ended = event.type;
+    }
+    expect(ended).toBe('response.incomplete');
     await expect(client.conversations.retrieve(conversation.id)).rejects.toMatchObject({ status: 404 });
     await expect(client.responses.create({ ...ask, conversation: conversation.id, input: 'Hi' })).rejects.toMatchObject({
       status: 404,

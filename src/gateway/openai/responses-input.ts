@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { badInput } from '../../errors/index.js';
 import type { Caller } from '../auth/middleware.js';
 import type { ServedModel } from '../types.js';
-import type { Conversations } from './conversations.js';
+import type { Conversation, Conversations } from './conversations.js';
 import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS, unsupported } from './schema.js';
 import type { Stored, StoredResponses } from './stored-responses.js';
 import { chatPromptOf } from './tools.js';
@@ -116,10 +116,10 @@ export type Keeping = { stored: StoredResponses; conversations: Conversations };
 
 /**
  * What a request continues, before its own input: a kept response's conversation (its input, earlier turns'
- * included, then its output items) or a conversation's items. Instructions are the request's alone, as OpenAI's
- * are not carried over.
+ * included, then its output items) or a conversation's items (and the conversation, for its turn to be added to).
+ * Instructions are the request's alone, as OpenAI's are not carried over.
  */
-export function earlierOf(req: ResponsesRequest, caller: Caller | undefined, keeping?: Keeping): InputItem[] {
+export function earlierOf(req: ResponsesRequest, caller: Caller | undefined, keeping?: Keeping): { items: InputItem[]; conversation?: Conversation } {
   const { previous_response_id: previous, conversation } = req;
   if ((previous || conversation) && !keeping)
     throw badInput(`${previous ? 'previous_response_id' : 'conversation'} is not served on this route`, previous ? 'previous_response_id' : 'conversation');
@@ -127,9 +127,11 @@ export function earlierOf(req: ResponsesRequest, caller: Caller | undefined, kee
     throw badInput('previous_response_id and conversation cannot both be given: a response continues one or the other', 'conversation');
   if (previous) {
     const kept = keeping?.stored.find(previous, caller, 'previous_response_id') as Stored;
-    return [...(kept.input as InputItem[]), ...(kept.response.output as InputItem[])];
+    return { items: [...(kept.input as InputItem[]), ...(kept.response.output as InputItem[])] };
   }
-  return conversation ? (keeping?.conversations.find(conversationId(conversation), caller, 'conversation').items as InputItem[]) : [];
+  if (!conversation) return { items: [] };
+  const found = keeping?.conversations.find(conversationId(conversation), caller, 'conversation') as Conversation;
+  return { items: [...(found.items as InputItem[])], conversation: found };
 }
 
 export const conversationId = (conversation: string | { id: string }) => (typeof conversation === 'string' ? conversation : conversation.id);

@@ -32,7 +32,7 @@ export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel,
   if (req.store === false) throw badInput('a background response is stored until retrieved: store cannot be false', 'store');
   const queued = { ...skeleton(req, m, newId('resp'), true), status: 'queued', incomplete_details: null, output: [], usage: null };
   // (a 404 for a previous response or conversation not kept: at once)
-  const conversation = [...earlierOf(req, c.get('caller'), background), ...ownItems(req, queued.id)];
+  const conversation = [...earlierOf(req, c.get('caller'), background).items, ...ownItems(req, queued.id)];
   const events = req.stream ? new ResponseEvents() : undefined;
   const call = startKeptCall(background.calls, background.dispatch, {
     caller: c.get('caller'),

@@ -7,7 +7,7 @@ import type { Item } from './conversations.js';
 import { type LoggedToken, type Piece, usage } from './generation.js';
 import { chatLogprobs } from './logprobs.js';
 import { answerPieces } from './reasoning.js';
-import { asChat, conversationId, earlierOf, type Keeping, newId, ownItems, type ResponsesRequest, skeleton, truncated } from './responses-input.js';
+import { asChat, earlierOf, type Keeping, newId, ownItems, type ResponsesRequest, skeleton, truncated } from './responses-input.js';
 import { tokenStream } from './token-stream.js';
 import { chatGeneration, relay, type ToolCall, type ToolCallDelta, wholeChat } from './tools.js';
 
@@ -26,7 +26,8 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
   const called = (c.env as CallEnv | undefined)?.infergateCall?.id;
   const base = skeleton(req, m, called ?? newId('resp'), called !== undefined);
   const own = ownItems(req, base.id);
-  const whole = [...earlierOf(req, caller, keeping), ...own];
+  const earlier = earlierOf(req, caller, keeping);
+  const whole = [...earlier.items, ...own];
   const items = req.truncation === 'auto' ? truncated(m, req, whole) : whole;
   const { generation, answer } = chatGeneration(c, m, asChat(req, items), req.max_output_tokens ?? undefined);
   const messageId = newId('msg');
@@ -36,8 +37,8 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
    */
   const kept = <T extends { output: object[] }>(response: T): T => {
     if (base.store) keeping?.stored.keep(base.id, caller, items, response);
-    if (req.conversation && keeping)
-      keeping.conversations.append(keeping.conversations.find(conversationId(req.conversation), caller), [...own, ...(response.output as Item[])]);
+    // (a conversation deleted meanwhile takes nothing)
+    if (earlier.conversation) keeping?.conversations.append(earlier.conversation, [...own, ...(response.output as Item[])]);
     return response;
   };
   const callItem = (call: ToolCall, status: string) => ({
