@@ -47,6 +47,14 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
     expect(m.usage.output_tokens).toBe(chat.usage?.completion_tokens);
   });
 
+  it("lists the models as Anthropic's SDK reads them (models.list, models.retrieve)", async () => {
+    const listed = [];
+    for await (const model of client.models.list()) listed.push(model);
+    expect(listed).toContainEqual(expect.objectContaining({ type: 'model', id: 'tiny-gpt', display_name: 'tiny-gpt' }));
+    expect(Number.isNaN(Date.parse(listed[0].created_at))).toBe(false);
+    expect(await client.models.retrieve('tiny-gpt')).toMatchObject({ type: 'model', id: 'tiny-gpt' });
+  });
+
   it('continues a final assistant message (a prefill), as Anthropic does: the answer is what follows it', async () => {
     const messages = [
       { role: 'user' as const, content: 'Hello' },

@@ -38,7 +38,8 @@ export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions
   const created = Math.floor(Date.now() / 1000);
   // Models OpenAI's clients may name: generative ones and text encoders.
   const openaiModels = () => [...models.values()].filter((m) => m.generation || m.embedding || m.classifier);
-  // vLLM's fields too: the context length clients (LiteLLM, evaluation harnesses) read from the list.
+  // vLLM's fields too: the context length clients (LiteLLM, evaluation harnesses) read from the list. And
+  // Anthropic's (type, display_name, created_at; the list's paging): its SDKs' models.list reads the same route.
   const listed = (m: ServedModel) => ({
     id: m.name,
     object: 'model',
@@ -46,11 +47,15 @@ export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions
     owned_by: 'infergate',
     root: m.name,
     max_model_len: (m.generation ?? m.embedding ?? m.classifier)?.context,
+    type: 'model',
+    display_name: m.name,
+    created_at: new Date(created * 1000).toISOString(),
   });
   // A LoRA adapter as vLLM lists one: its folder as root, its model as parent.
   const listedAdapter = ({ base, adapter }: { base: ServedModel; adapter: LoraAdapter }) => ({
     ...listed(base),
     id: adapter.name,
+    display_name: adapter.name,
     created: adapter.created,
     root: adapter.path,
     parent: base.name,
@@ -60,15 +65,19 @@ export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions
   const model = generativeModelOf(models);
   const text = textModelOf(models);
   // A model's aliases are listed as vLLM lists its served names: an entry each, its own name as root.
-  const withAliases = (m: ServedModel) => [listed(m), ...(m.aliases ?? []).map((alias) => ({ ...listed(m), id: alias }))];
-  app.get('/v1/models', (c) => c.json({ object: 'list', data: [...openaiModels().flatMap(withAliases), ...adapters().map(listedAdapter)] }));
+  const withAliases = (m: ServedModel) => [listed(m), ...(m.aliases ?? []).map((alias) => ({ ...listed(m), id: alias, display_name: alias }))];
+  app.get('/v1/models', (c) => {
+    const data = [...openaiModels().flatMap(withAliases), ...adapters().map(listedAdapter)];
+    return c.json({ object: 'list', data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null });
+  });
   app.get('/v1/models/:model', (c) => {
     // A tensor model here is KServe v1's model status (the same path), as KServe's v1 clients read it.
     const tensor = models.get(c.req.param('model'));
     if (tensor && !tensor.generation && !tensor.embedding && !tensor.classifier)
       return c.json({ name: tensor.name, ready: tensor.isReady() }, tensor.isReady() ? 200 : 503);
     const adapter = findAdapter(models, c.req.param('model'));
-    return c.json(adapter ? listedAdapter(adapter) : { ...listed(text(c.req.param('model')).model), id: c.req.param('model') });
+    const name = c.req.param('model');
+    return c.json(adapter ? listedAdapter(adapter) : { ...listed(text(name).model), id: name, display_name: name });
   });
   app.post('/v1/completions', (c) => completions(c, model, maxBodyBytes));
   app.post('/v1/chat/completions', (c) => chat(c, model, maxBodyBytes));
