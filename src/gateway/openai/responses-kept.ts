@@ -47,12 +47,11 @@ export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel,
   if (!events) return c.json(queued);
   streamed.set(call, events);
   // Refused before its first event (a full queue, a start that failed): that answer, with its status.
-  if (
-    !(await call.response.then(
-      (res) => res.ok,
-      () => false,
-    ))
-  ) {
+  const started = await call.response.then(
+    (res) => res.ok,
+    () => false,
+  );
+  if (!started) {
     const answer = (await call.done) as Answer;
     return new Response(answer.body, { status: answer.status, headers: answer.headers });
   }
