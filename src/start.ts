@@ -166,6 +166,11 @@ export async function startGateway(
       `batch ${b.id} goes on after the restart: ${b.answered} of ${b.total} requests were answered before`,
     ),
   );
+  for (const [what, kept] of [
+    ['a kept response', batches.disk?.responses],
+    ['a conversation', batches.disk?.conversations],
+  ] as const)
+    if (kept) kept.failed = (err) => log.warn({ err: err.message }, `could not write ${what} to server.batch_dir (kept in memory only)`);
   const all = [...models.values()];
   observePools(telemetry, models);
   let server: Listening | undefined;

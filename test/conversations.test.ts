@@ -1,15 +1,19 @@
+import { mkdtemp, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MODELS, startTestGateway } from './helpers.js';
 
 // OpenAI's Conversations API with the official openai client: conversations the Responses API continues.
 const KEYS = { app: 'a-long-enough-shared-secret', other: 'another-long-enough-secret' };
+const models = { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } } };
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 let client: OpenAI;
 beforeAll(async () => {
   gw = await startTestGateway({
     auth: { default: 'key', keys: Object.entries(KEYS).map(([id, secret]) => ({ id, secret })) },
-    models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } } },
+    models,
   });
   client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: KEYS.app, maxRetries: 0 });
 });
@@ -112,5 +116,50 @@ describe("OpenAI's Conversations API (/v1/conversations) with the official opena
     await expect(other.conversations.retrieve(conversation.id)).rejects.toMatchObject({ status: 404 });
     await expect(other.responses.create({ ...ask, conversation: conversation.id, input: 'Hi' })).rejects.toMatchObject({ status: 404 });
     expect(await all(conversation.id)).toEqual([]);
+  });
+});
+
+describe('conversations and kept responses across a restart (server.batch_dir)', () => {
+  /** Runs `use` with a client of a gateway on `dir` (its server settings beside), stopped after. */
+  const on = async <T>(dir: string, server: object, use: (c: OpenAI) => Promise<T>) => {
+    const g = await startTestGateway({ server: { batch_dir: dir, ...server }, models });
+    try {
+      return await use(new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'unused', maxRetries: 0 }));
+    } finally {
+      await g.shutdown();
+    }
+  };
+
+  it('a restarted gateway has them, to be continued; those past their keep time are gone, their files too', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-kept-'));
+    const before = await on(dir, {}, async (c) => {
+      const conversation = await c.conversations.create({ items: [{ role: 'developer', content: 'Be brief.' }] });
+      await c.responses.create({ ...ask, conversation: conversation.id, input: 'Hi' });
+      const kept = await c.responses.create({ ...ask, input: 'Hello', store: true });
+      const items = (await c.conversations.items.list(conversation.id, { order: 'asc' })).data;
+      return { conversation, kept, items };
+    });
+    await on(dir, {}, async (c) => {
+      expect((await c.conversations.items.list(before.conversation.id, { order: 'asc' })).data).toEqual(before.items);
+      expect(await c.responses.retrieve(before.kept.id)).toEqual(before.kept);
+      const next = await c.responses.create({ ...ask, input: 'And?', conversation: before.conversation.id });
+      const whole = await c.responses.create({ ...ask, input: [...before.items, { role: 'user', content: 'And?' }] as never });
+      expect(next.usage?.input_tokens).toBe(whole.usage?.input_tokens);
+      await c.responses.create({ ...ask, input: 'x', previous_response_id: before.kept.id });
+      await c.conversations.delete(before.conversation.id);
+    });
+    expect(await readdir(join(dir, 'conversations'))).toEqual([]); // (deleted: its file too)
+    // Kept half a second: gone after a restart a second later, and their files with them.
+    const short = await on(dir, { conversations_keep_s: 0.5, async_keep_s: 0.5 }, async (c) => ({
+      conversation: await c.conversations.create({}),
+      kept: await c.responses.create({ ...ask, input: 'Hello', store: true }),
+    }));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await on(dir, {}, async (c) => {
+      await expect(c.conversations.retrieve(short.conversation.id)).rejects.toMatchObject({ status: 404 });
+      await expect(c.responses.retrieve(short.kept.id)).rejects.toMatchObject({ status: 404 });
+    });
+    expect(await readdir(join(dir, 'conversations'))).toEqual([]);
+    expect((await readdir(join(dir, 'responses'))).filter((f) => f.includes(short.kept.id))).toEqual([]);
   });
 });

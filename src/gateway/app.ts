@@ -178,12 +178,17 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const dispatch: Dispatch = (path, init, env) => Promise.resolve(app.request(path, init, env));
   app.use('*', asyncCalls(calls, isInference, maxBodyBytes, dispatch));
   // (OpenAI's background responses are calls too; kept responses, store: true, share their keep time and room)
-  // (conversations are kept longer, from their last use: server.conversations_keep_s; within a budget of their own too)
+  // (conversations are kept longer, from their last use: server.conversations_keep_s; within a budget of their own too.
+  // With server.batch_dir, both on disk as well: a restart keeps them)
   const background = {
     calls,
     dispatch,
-    stored: new StoredResponses({ keepMs: calls.opts.keepMs, maxBytes: calls.opts.maxBytes }),
-    conversations: new Conversations({ keepMs: opts.conversationsKeepMs ?? 86_400_000, maxBytes: calls.opts.maxBytes }),
+    stored: new StoredResponses({ keepMs: calls.opts.keepMs, maxBytes: calls.opts.maxBytes, disk: opts.batches?.disk?.responses }),
+    conversations: new Conversations({
+      keepMs: opts.conversationsKeepMs ?? 86_400_000,
+      maxBytes: calls.opts.maxBytes,
+      disk: opts.batches?.disk?.conversations,
+    }),
   };
   measureStoredResponses(telemetry, background.stored);
   measureConversations(telemetry, background.conversations);

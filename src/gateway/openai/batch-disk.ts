@@ -1,6 +1,9 @@
 import { appendFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import type { SavedConversation } from './conversations.js';
+import { KeptDocuments } from './kept-documents.js';
+import type { SavedResponse } from './stored-responses.js';
 
 /** How often a gateway says it still holds its folder, and how long after its last word another may take it. */
 const HEARTBEAT_MS = 10_000;
@@ -11,15 +14,24 @@ const STALE_MS = 30_000;
  * `files/<id>.jsonl` with `files/<id>.json` (what the API shows, and whose it is), `batches/<id>.json`, and
  * while a batch runs `batches/<id>.done.jsonl`, one line per answered request, so that a restarted gateway
  * sends only the requests not yet answered. Each JSON document is replaced whole (written aside, then renamed).
+ * The Responses API's kept responses and the conversations are kept there too: `responses/`, `conversations/`.
  */
 export class BatchDisk {
   private constructor(
     private readonly dir: string,
     /** What was kept when the gateway started: the files (with their bytes) and the batches, as saved. */
     readonly kept: { files: { saved: unknown; data: Uint8Array }[]; batches: unknown[] },
-    /** Gives the folder up (see `claim`). */
-    readonly close: () => Promise<void>,
+    /** Kept responses (store: true, background ones) and conversations, a document each. */
+    readonly responses: KeptDocuments<SavedResponse>,
+    readonly conversations: KeptDocuments<SavedConversation>,
+    private readonly release: () => Promise<void>,
   ) {}
+
+  /** Writes what is still being written, then gives the folder up (see `claim`). */
+  async close(): Promise<void> {
+    await Promise.all([this.responses.flush(), this.conversations.flush()]);
+    await this.release();
+  }
 
   /** The folder's files and batches, after making its folders if they are new; the folder is this gateway's until `close`. */
   static async open(dir: string): Promise<BatchDisk> {
@@ -36,7 +48,11 @@ export class BatchDisk {
     const batches: unknown[] = [];
     for (const name of await readdir(join(dir, 'batches')))
       if (name.endsWith('.json')) batches.push(JSON.parse(await readFile(join(dir, 'batches', name), 'utf8')));
-    return new BatchDisk(dir, { files, batches }, close);
+    const [responses, conversations] = await Promise.all([
+      KeptDocuments.open<SavedResponse>(join(dir, 'responses')),
+      KeptDocuments.open<SavedConversation>(join(dir, 'conversations')),
+    ]);
+    return new BatchDisk(dir, { files, batches }, responses, conversations, close);
   }
 
   private path = (kind: 'files' | 'batches', name: string) => join(this.dir, kind, name);

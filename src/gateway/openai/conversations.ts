@@ -6,6 +6,7 @@ import type { Caller } from '../auth/middleware.js';
 import { parseQuery, readJson } from '../body.js';
 import { owner } from '../calls.js';
 import type { GatewayEnv } from '../types.js';
+import type { KeptDocuments } from './kept-documents.js';
 import { inputItem, listedItems, newId } from './responses-input.js';
 import { parseBody } from './schema.js';
 
@@ -23,16 +24,32 @@ export type Conversation = {
   expiry?: NodeJS.Timeout;
 };
 
+/** A conversation as kept on disk (server.batch_dir): when it last changed, for its keep time to go on after a restart. */
+export type SavedConversation = Pick<Conversation, 'id' | 'owner' | 'created_at' | 'metadata' | 'items'> & { changed_at: number };
+
 /**
  * Conversations the Responses API continues (`conversation`): the caller's own, in memory, each kept `keepMs`
  * after it was last used, within `maxBytes` of items together — past it, items are refused (a 507), never another
- * conversation's dropped.
+ * conversation's dropped. With `disk` (server.batch_dir) on disk too, written as each changes: a restarted gateway
+ * has those changed within their keep time.
  */
 export class Conversations {
   private readonly kept = new Map<string, Conversation>();
   private bytes = 0;
 
-  constructor(readonly opts: { keepMs: number; maxBytes: number }) {}
+  constructor(readonly opts: { keepMs: number; maxBytes: number; disk?: KeptDocuments<SavedConversation> }) {
+    for (const { changed_at: changedAt, ...saved } of opts.disk?.kept ?? []) {
+      const left = changedAt + opts.keepMs - Date.now();
+      if (left <= 0) {
+        opts.disk?.remove(saved.id);
+        continue;
+      }
+      const conversation: Conversation = { ...saved, bytes: 0 };
+      this.kept.set(saved.id, conversation);
+      this.resize(conversation, Buffer.byteLength(JSON.stringify(saved.items)));
+      this.touch(conversation, left);
+    }
+  }
 
   create(id: string, caller: Caller | undefined, metadata: Record<string, string> | undefined, items: Item[]): Conversation {
     const conversation: Conversation = { id, owner: owner(caller), created_at: Math.floor(Date.now() / 1000), metadata: metadata ?? {}, items: [], bytes: 0 };
@@ -44,7 +61,7 @@ export class Conversations {
       throw err;
     }
     this.touch(conversation);
-    return conversation;
+    return conversation; // (written by its append)
   }
 
   /** The caller's conversation (its keep time starts again); another's, or one forgotten, is a 404 naming `param`. */
@@ -70,6 +87,13 @@ export class Conversations {
       );
     conversation.items.push(...items);
     this.resize(conversation, conversation.bytes + bytes);
+    this.save(conversation);
+  }
+
+  /** Replaces its metadata. */
+  update(conversation: Conversation, metadata: Record<string, string>): void {
+    conversation.metadata = metadata;
+    this.save(conversation);
   }
 
   /** Removes an item (a 404 if it has none of that id). */
@@ -78,11 +102,15 @@ export class Conversations {
     if (at < 0) throw new GatewayError(404, 'not_found', `conversation ${conversation.id} has no item ${itemId}`);
     conversation.items.splice(at, 1);
     this.resize(conversation, Buffer.byteLength(JSON.stringify(conversation.items)));
+    this.save(conversation);
   }
 
   forget(conversation: Conversation): void {
     clearTimeout(conversation.expiry);
-    if (this.kept.delete(conversation.id)) this.bytes -= conversation.bytes;
+    if (this.kept.get(conversation.id) !== conversation) return;
+    this.kept.delete(conversation.id);
+    this.bytes -= conversation.bytes;
+    this.opts.disk?.remove(conversation.id);
   }
 
   /** Conversations kept and the bytes of their items (for /metrics). */
@@ -95,9 +123,14 @@ export class Conversations {
     conversation.bytes = bytes;
   }
 
-  private touch(conversation: Conversation): void {
+  private touch(conversation: Conversation, ms = this.opts.keepMs): void {
     clearTimeout(conversation.expiry);
-    conversation.expiry = setTimeout(() => this.forget(conversation), this.opts.keepMs).unref();
+    conversation.expiry = setTimeout(() => this.forget(conversation), ms).unref();
+  }
+
+  /** On disk as it is now (one not kept, or being made and refused, is not written). */
+  private save({ id, owner: keptFor, created_at, metadata, items }: Conversation): void {
+    if (this.kept.has(id)) this.opts.disk?.save(id, { id, owner: keptFor, created_at, metadata, items, changed_at: Date.now() });
   }
 }
 
@@ -154,7 +187,7 @@ export function conversationRoutes(conversations: Conversations, maxBodyBytes: n
   app.get('/v1/conversations/:id', (c) => c.json(shown(found(c))));
   app.post('/v1/conversations/:id', async (c) => {
     const conv = found(c);
-    conv.metadata = (await body(c, conversationUpdateSchema)).metadata;
+    conversations.update(conv, (await body(c, conversationUpdateSchema)).metadata);
     return c.json(shown(conv));
   });
   app.delete('/v1/conversations/:id', (c) => {

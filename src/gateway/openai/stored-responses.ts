@@ -2,30 +2,48 @@ import { GatewayError } from '../../errors/index.js';
 import type { Telemetry } from '../../telemetry/index.js';
 import type { Caller } from '../auth/middleware.js';
 import { owner } from '../calls.js';
+import type { KeptDocuments } from './kept-documents.js';
 
 /** A kept response: the conversation it answered (input items, earlier turns' included) and its answer. */
 export type Stored = { id: string; owner?: string; input: object[]; response: { output: object[] }; bytes: number; expiry: NodeJS.Timeout };
+/** A kept response as kept on disk (server.batch_dir): when it was kept, for its keep time to go on after a restart. */
+export type SavedResponse = { id: string; owner?: string; input: object[]; response: { output: object[] }; kept_at: number };
 
 /**
  * Responses kept for `previous_response_id` and GET /v1/responses/{id} (OpenAI's `store: true`): the caller's own,
- * `keepMs` after they end, within `maxBytes` (the oldest dropped first when a new one does not fit).
+ * `keepMs` after they end, within `maxBytes` (the oldest dropped first when a new one does not fit). With `disk`
+ * (server.batch_dir) on disk too: a restarted gateway has those whose keep time is not over.
  */
 export class StoredResponses {
   private readonly kept = new Map<string, Stored>();
   private bytes = 0;
 
-  constructor(private readonly opts: { keepMs: number; maxBytes: number }) {}
+  constructor(private readonly opts: { keepMs: number; maxBytes: number; disk?: KeptDocuments<SavedResponse> }) {
+    const saved = [...(opts.disk?.kept ?? [])].sort((a, b) => a.kept_at - b.kept_at);
+    for (const { id, owner: keptFor, input, response, kept_at: keptAt } of saved) {
+      const left = keptAt + opts.keepMs - Date.now();
+      if (left > 0) this.hold(id, keptFor, input, response, left);
+      else opts.disk?.remove(id);
+    }
+  }
 
   keep(id: string, caller: Caller | undefined, input: object[], response: { output: object[] }): void {
+    if (this.hold(id, owner(caller), input, response, this.opts.keepMs))
+      this.opts.disk?.save(id, { id, owner: owner(caller), input, response, kept_at: Date.now() });
+  }
+
+  /** Holds a response `ms` (the oldest dropped while it does not fit); whether it is held. */
+  private hold(id: string, keptFor: string | undefined, input: object[], response: { output: object[] }, ms: number): boolean {
     const bytes = Buffer.byteLength(JSON.stringify(input)) + Buffer.byteLength(JSON.stringify(response));
-    if (bytes > this.opts.maxBytes) return; // (one larger than all of the room is not kept: continuing it is a 404)
+    if (bytes > this.opts.maxBytes) return false; // (one larger than all of the room is not kept: continuing it is a 404)
     for (const [oldest] of this.kept) {
       if (this.bytes + bytes <= this.opts.maxBytes) break;
       this.drop(oldest);
     }
-    const expiry = setTimeout(() => this.drop(id), this.opts.keepMs).unref();
-    this.kept.set(id, { id, owner: owner(caller), input, response, bytes, expiry });
+    const expiry = setTimeout(() => this.drop(id), ms).unref();
+    this.kept.set(id, { id, owner: keptFor, input, response, bytes, expiry });
     this.bytes += bytes;
+    return true;
   }
 
   /** The caller's kept response; another's, one not kept, or one forgotten is a 404 (naming `param`, the field that asked). */
@@ -53,6 +71,7 @@ export class StoredResponses {
     clearTimeout(stored.expiry);
     this.kept.delete(id);
     this.bytes -= stored.bytes;
+    this.opts.disk?.remove(id);
   }
 }
 
