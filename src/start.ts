@@ -168,6 +168,7 @@ export async function startGateway(
   );
   for (const [what, kept] of [
     ['a kept response', batches.disk?.responses],
+    ['a background response', batches.disk?.background],
     ['a conversation', batches.disk?.conversations],
   ] as const)
     if (kept) kept.failed = (err) => log.warn({ err: err.message }, `could not write ${what} to server.batch_dir (kept in memory only)`);

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -161,5 +161,27 @@ describe('conversations and kept responses across a restart (server.batch_dir)',
     });
     expect(await readdir(join(dir, 'conversations'))).toEqual([]);
     expect((await readdir(join(dir, 'responses'))).filter((f) => f.includes(short.kept.id))).toEqual([]);
+  });
+
+  it('a background response the gateway stopped under runs again after the restart, under its id, drawing the same tokens', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-kept-'));
+    const long = { model: 'tiny-gpt', input: 'Tell a long story', max_output_tokens: 300, seed: 11 } as const;
+    const { id, unseeded } = await on(dir, {}, async (c) => {
+      const queued = await c.responses.create({ ...long, background: true } as never);
+      const other = await c.responses.create({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 300, background: true });
+      return { id: (queued as OpenAI.Responses.Response).id, unseeded: other.id };
+    }); // (stopped at once: both still running, on disk to run again)
+    const saved = JSON.parse(await readFile(join(dir, 'background', `${unseeded}.json`), 'utf8'));
+    expect(JSON.parse(saved.body).seed).toEqual(expect.any(Number)); // (fixed when it was made)
+    await on(dir, {}, async (c) => {
+      let done = await c.responses.retrieve(id);
+      for (let i = 0; i < 400 && ['queued', 'in_progress'].includes(done.status as string); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        done = await c.responses.retrieve(id);
+      }
+      expect(done).toMatchObject({ id, status: 'incomplete', background: true, usage: { output_tokens: 300 } });
+      expect(done.output_text).toBe((await c.responses.create(long as never)).output_text);
+    });
+    expect(await readdir(join(dir, 'background'))).not.toContain(`${id}.json`); // (ended: no longer to run again)
   });
 });

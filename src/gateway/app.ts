@@ -22,6 +22,7 @@ import { BATCH_PRIORITY, type BatchControl, type BatchLineEnv } from './openai/b
 import { batchRoutes } from './openai/batches.js';
 import { Conversations, conversationRoutes, measureConversations } from './openai/conversations.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
+import { resumeBackground } from './openai/responses-kept.js';
 import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, openaiError, openaiRoutes, responsesRoute } from './openai/routes.js';
 import { measureStoredResponses, StoredResponses } from './openai/stored-responses.js';
 import { openApiRoutes } from './openapi.js';
@@ -183,6 +184,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const background = {
     calls,
     dispatch,
+    disk: opts.batches?.disk?.background,
     stored: new StoredResponses({ keepMs: calls.opts.keepMs, maxBytes: calls.opts.maxBytes, disk: opts.batches?.disk?.responses }),
     conversations: new Conversations({
       keepMs: opts.conversationsKeepMs ?? 86_400_000,
@@ -190,6 +192,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       disk: opts.batches?.disk?.conversations,
     }),
   };
+  if (opts.batches) resumeBackground(background, opts.batches.started); // (with batch_dir: those a restart stopped)
   measureStoredResponses(telemetry, background.stored);
   measureConversations(telemetry, background.conversations);
   app.route('/', callRoutes(calls));

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { SavedConversation } from './conversations.js';
 import { KeptDocuments } from './kept-documents.js';
+import type { SavedBackground } from './responses-kept.js';
 import type { SavedResponse } from './stored-responses.js';
 
 /** How often a gateway says it still holds its folder, and how long after its last word another may take it. */
@@ -14,7 +15,8 @@ const STALE_MS = 30_000;
  * `files/<id>.jsonl` with `files/<id>.json` (what the API shows, and whose it is), `batches/<id>.json`, and
  * while a batch runs `batches/<id>.done.jsonl`, one line per answered request, so that a restarted gateway
  * sends only the requests not yet answered. Each JSON document is replaced whole (written aside, then renamed).
- * The Responses API's kept responses and the conversations are kept there too: `responses/`, `conversations/`.
+ * The Responses API's kept responses, its background responses not yet ended and the conversations are kept there
+ * too: `responses/`, `background/`, `conversations/`.
  */
 export class BatchDisk {
   private constructor(
@@ -23,13 +25,17 @@ export class BatchDisk {
     readonly kept: { files: { saved: unknown; data: Uint8Array }[]; batches: unknown[] },
     /** Kept responses (store: true, background ones) and conversations, a document each. */
     readonly responses: KeptDocuments<SavedResponse>,
+    readonly background: KeptDocuments<SavedBackground>,
     readonly conversations: KeptDocuments<SavedConversation>,
     private readonly release: () => Promise<void>,
   ) {}
 
-  /** Writes what is still being written, then gives the folder up (see `claim`). */
+  /**
+   * Writes what is still being written, then gives the folder up (see `claim`). Nothing is written after: a
+   * background response still running stays on disk, to run again after the restart.
+   */
   async close(): Promise<void> {
-    await Promise.all([this.responses.flush(), this.conversations.flush()]);
+    await Promise.all([this.responses.close(), this.background.close(), this.conversations.close()]);
     await this.release();
   }
 
@@ -48,11 +54,12 @@ export class BatchDisk {
     const batches: unknown[] = [];
     for (const name of await readdir(join(dir, 'batches')))
       if (name.endsWith('.json')) batches.push(JSON.parse(await readFile(join(dir, 'batches', name), 'utf8')));
-    const [responses, conversations] = await Promise.all([
+    const [responses, background, conversations] = await Promise.all([
       KeptDocuments.open<SavedResponse>(join(dir, 'responses')),
+      KeptDocuments.open<SavedBackground>(join(dir, 'background')),
       KeptDocuments.open<SavedConversation>(join(dir, 'conversations')),
     ]);
-    return new BatchDisk(dir, { files, batches }, responses, conversations, close);
+    return new BatchDisk(dir, { files, batches }, responses, background, conversations, close);
   }
 
   private path = (kind: 'files' | 'batches', name: string) => join(this.dir, kind, name);

@@ -4,10 +4,12 @@ import { join } from 'node:path';
 /**
  * A folder of JSON documents, one per id (`<id>.json`), kept across restarts: what was there when it was opened,
  * then each document replaced whole (written aside, then renamed) or removed as it changes. Writes of one id go
- * in order, each after the one before; a write that fails is reported to `failed` and the rest go on.
+ * in order, each after the one before; a write that fails is reported to `failed` and the rest go on. Once closed
+ * (the gateway stopping, its folder given up), nothing more is written: the folder stays as it was then.
  */
 export class KeptDocuments<T> {
   private readonly writes = new Map<string, Promise<void>>();
+  private closed = false;
   /** Told of a write that failed (the document is then as it was before it, or missing). */
   failed: (err: Error) => void = () => {};
 
@@ -44,12 +46,14 @@ export class KeptDocuments<T> {
     this.after(id, () => rm(join(this.dir, `${id}.json`), { force: true }));
   }
 
-  /** Resolves once every write asked for so far is done. */
-  async flush(): Promise<void> {
+  /** Writes what was asked for so far; nothing after. */
+  async close(): Promise<void> {
+    this.closed = true;
     await Promise.all(this.writes.values());
   }
 
   private after(id: string, write: () => Promise<void>): void {
+    if (this.closed) return;
     const next = (this.writes.get(id) ?? Promise.resolve()).then(write).catch((err: Error) => this.failed(err));
     this.writes.set(id, next);
     void next.then(() => {

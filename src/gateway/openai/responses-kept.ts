@@ -1,10 +1,13 @@
+import { randomInt } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
+import type { Caller } from '../auth/middleware.js';
 import { parseQuery } from '../body.js';
 import { type Answer, type Call, type Calls, type Dispatch, startKeptCall } from '../calls.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { type Item, itemsPage, itemsQuery } from './conversations.js';
+import type { KeptDocuments } from './kept-documents.js';
 import { ResponseEvents } from './response-events.js';
 import { earlierOf, type InputItem, type Keeping, newId, ownItems, type ResponsesRequest, skeleton } from './responses-input.js';
 import type { Stored } from './stored-responses.js';
@@ -13,8 +16,13 @@ import { tokenStream } from './token-stream.js';
 // Responses kept and run in the background: OpenAI's background mode (a call through the gateway again; streamed,
 // its events kept to be followed again), and the routes that retrieve, list, cancel and forget kept responses.
 
-/** What background responses need of the gateway: where calls are kept, and how to send a request through it again. */
-export type Background = Keeping & { calls: Calls; dispatch: Dispatch };
+/**
+ * What background responses need of the gateway: where calls are kept, and how to send a request through it again;
+ * with `disk` (server.batch_dir), where those not yet ended are written down, to run again after a restart.
+ */
+export type Background = Keeping & { calls: Calls; dispatch: Dispatch; disk?: KeptDocuments<SavedBackground> };
+/** A background response not yet ended, as kept on disk: what runs it again after a restart. */
+export type SavedBackground = { id: string; caller?: Caller; body: string; queued: Record<string, unknown>; input: InputItem[]; stream: boolean };
 
 /** Streamed background responses' events (the calls that run them), to be followed again after a dropped connection. */
 const streamed = new WeakMap<Call, ResponseEvents>();
@@ -32,20 +40,13 @@ export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel,
   if (req.store === false) throw badInput('a background response is stored until retrieved: store cannot be false', 'store');
   const queued = { ...skeleton(req, m, newId('resp'), true), status: 'queued', incomplete_details: null, output: [], usage: null };
   // (a 404 for a previous response or conversation not kept: at once)
-  const conversation = [...earlierOf(req, c.get('caller'), background).items, ...ownItems(req, queued.id)];
-  const events = req.stream ? new ResponseEvents() : undefined;
-  const call = startKeptCall(background.calls, background.dispatch, {
-    caller: c.get('caller'),
-    path: '/v1/responses',
-    body: JSON.stringify({ ...req, model: m.name, background: false }),
-    id: queued.id,
-    requestId: c.get('requestId'),
-    read: events && ((res) => events.read(res)),
-  });
-  call.meta = queued;
-  inputs.set(call, conversation);
+  const input = [...earlierOf(req, c.get('caller'), background).items, ...ownItems(req, queued.id)];
+  // Its seed is fixed now: run again after a restart, it draws the same tokens (its followers' events stay true).
+  const body = JSON.stringify({ ...req, model: m.name, background: false, seed: req.seed ?? randomInt(2 ** 31) });
+  const saved = { id: queued.id, caller: c.get('caller'), body, queued, input, stream: req.stream === true };
+  background.disk?.save(saved.id, saved);
+  const { call, events } = runInBackground(background, saved, c.get('requestId'));
   if (!events) return c.json(queued);
-  streamed.set(call, events);
   // Refused before its first event (a full queue, a start that failed): that answer, with its status.
   const started = await call.response.then(
     (res) => res.ok,
@@ -56,6 +57,32 @@ export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel,
     return new Response(answer.body, { status: answer.status, headers: answer.headers });
   }
   return tokenStream(c, Promise.resolve(), (stream) => events.follow(stream, -1));
+}
+
+/** Runs a background response as a call (streamed: its events kept); once it ends, it is no longer on disk to run again. */
+function runInBackground(background: Background, saved: SavedBackground, requestId?: string) {
+  const events = saved.stream ? new ResponseEvents() : undefined;
+  const call = startKeptCall(background.calls, background.dispatch, {
+    caller: saved.caller,
+    path: '/v1/responses',
+    body: saved.body,
+    id: saved.id,
+    requestId,
+    read: events && ((res) => events.read(res)),
+  });
+  call.meta = saved.queued;
+  inputs.set(call, saved.input);
+  if (events) streamed.set(call, events);
+  void call.done?.then(() => background.disk?.remove(saved.id));
+  return { call, events };
+}
+
+/**
+ * Background responses a gateway before a restart left running (server.batch_dir): run again, under their ids,
+ * once the gateway is up (`started`), their seeds as fixed when they were made.
+ */
+export function resumeBackground(background: Background, started: Promise<void>): void {
+  for (const saved of background.disk?.kept ?? []) void started.then(() => runInBackground(background, saved));
 }
 
 /** GET /v1/responses/{id}: `stream=true` sends a streamed background response's events after `starting_after`. */
