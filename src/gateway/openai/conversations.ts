@@ -24,8 +24,8 @@ export type Conversation = {
   expiry?: NodeJS.Timeout;
 };
 
-/** A conversation as kept on disk (server.batch_dir): when it last changed, for its keep time to go on after a restart. */
-export type SavedConversation = Pick<Conversation, 'id' | 'owner' | 'created_at' | 'metadata' | 'items'> & { changed_at: number };
+/** A conversation as kept on disk (server.batch_dir): when its keep time ends, counted from its last change (ms since the epoch). */
+export type SavedConversation = Pick<Conversation, 'id' | 'owner' | 'created_at' | 'metadata' | 'items'> & { expires_at: number };
 
 /**
  * Conversations the Responses API continues (`conversation`): the caller's own, in memory, each kept `keepMs`
@@ -38,8 +38,8 @@ export class Conversations {
   private bytes = 0;
 
   constructor(readonly opts: { keepMs: number; maxBytes: number; disk?: KeptDocuments<SavedConversation> }) {
-    for (const { changed_at: changedAt, ...saved } of opts.disk?.kept ?? []) {
-      const left = changedAt + opts.keepMs - Date.now();
+    for (const { expires_at: expiresAt, ...saved } of opts.disk?.kept ?? []) {
+      const left = expiresAt - Date.now();
       if (left <= 0) {
         opts.disk?.remove(saved.id);
         continue;
@@ -130,7 +130,7 @@ export class Conversations {
 
   /** On disk as it is now (one not kept, or being made and refused, is not written). */
   private save({ id, owner: keptFor, created_at, metadata, items }: Conversation): void {
-    if (this.kept.has(id)) this.opts.disk?.save(id, { id, owner: keptFor, created_at, metadata, items, changed_at: Date.now() });
+    if (this.kept.has(id)) this.opts.disk?.save(id, { id, owner: keptFor, created_at, metadata, items, expires_at: Date.now() + this.opts.keepMs });
   }
 }
 

@@ -6,8 +6,8 @@ import type { KeptDocuments } from './kept-documents.js';
 
 /** A kept response: the conversation it answered (input items, earlier turns' included) and its answer. */
 export type Stored = { id: string; owner?: string; input: object[]; response: { output: object[] }; bytes: number; expiry: NodeJS.Timeout };
-/** A kept response as kept on disk (server.batch_dir): when it was kept, for its keep time to go on after a restart. */
-export type SavedResponse = { id: string; owner?: string; input: object[]; response: { output: object[] }; kept_at: number };
+/** A kept response as kept on disk (server.batch_dir): when its keep time ends (ms since the epoch), after a restart too. */
+export type SavedResponse = { id: string; owner?: string; input: object[]; response: { output: object[] }; expires_at: number };
 
 /**
  * Responses kept for `previous_response_id` and GET /v1/responses/{id} (OpenAI's `store: true`): the caller's own,
@@ -19,9 +19,9 @@ export class StoredResponses {
   private bytes = 0;
 
   constructor(private readonly opts: { keepMs: number; maxBytes: number; disk?: KeptDocuments<SavedResponse> }) {
-    const saved = [...(opts.disk?.kept ?? [])].sort((a, b) => a.kept_at - b.kept_at);
-    for (const { id, owner: keptFor, input, response, kept_at: keptAt } of saved) {
-      const left = keptAt + opts.keepMs - Date.now();
+    const saved = [...(opts.disk?.kept ?? [])].sort((a, b) => a.expires_at - b.expires_at);
+    for (const { id, owner: keptFor, input, response, expires_at: expiresAt } of saved) {
+      const left = expiresAt - Date.now();
       if (left > 0) this.hold(id, keptFor, input, response, left);
       else opts.disk?.remove(id);
     }
@@ -29,7 +29,7 @@ export class StoredResponses {
 
   keep(id: string, caller: Caller | undefined, input: object[], response: { output: object[] }): void {
     if (this.hold(id, owner(caller), input, response, this.opts.keepMs))
-      this.opts.disk?.save(id, { id, owner: owner(caller), input, response, kept_at: Date.now() });
+      this.opts.disk?.save(id, { id, owner: owner(caller), input, response, expires_at: Date.now() + this.opts.keepMs });
   }
 
   /** Holds a response `ms` (the oldest dropped while it does not fit); whether it is held. */
