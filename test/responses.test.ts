@@ -417,6 +417,12 @@ describe('background responses (OpenAI’s background mode) with the official op
     // Followed to the end: the same answer as in the foreground, its events numbered from 0.
     const whole = await eventsOf(await client.responses.create({ ...ask, background: true, stream: true }));
     expect(whole.map((e) => e.sequence_number)).toEqual(whole.map((_, i) => i));
+    // Created queued, as OpenAI's background responses are, then in progress.
+    expect(whole.slice(0, 3).map((e) => [e.type, (e as OpenAI.Responses.ResponseCreatedEvent).response.status])).toEqual([
+      ['response.created', 'queued'],
+      ['response.queued', 'queued'],
+      ['response.in_progress', 'in_progress'],
+    ]);
     const end = whole.at(-1) as OpenAI.Responses.ResponseIncompleteEvent;
     expect(end).toMatchObject({ type: 'response.incomplete', response: { background: true, store: true, usage: { output_tokens: 40 } } });
     expect(end.response.output).toEqual(direct.output.map((item) => ({ ...item, id: expect.any(String) })));

@@ -107,7 +107,10 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
     let sequence = 0;
     const send = (type: string, event: object) => stream.writeSSE({ event: type, data: JSON.stringify({ type, sequence_number: sequence++, ...event }) });
     const pending = { ...base, status: 'in_progress', incomplete_details: null, output: [], usage: null };
-    await send('response.created', { response: pending });
+    // A background response is created queued, as OpenAI's are (its creation answered `queued` too), then runs.
+    const created = base.background ? { ...pending, status: 'queued' } : pending;
+    await send('response.created', { response: created });
+    if (base.background) await send('response.queued', { response: created });
     await send('response.in_progress', { response: pending });
     let all = '';
     let thinking = '';
