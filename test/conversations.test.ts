@@ -163,6 +163,36 @@ describe('conversations and kept responses across a restart (server.batch_dir)',
     expect((await readdir(join(dir, 'responses'))).filter((f) => f.includes(short.kept.id))).toEqual([]);
   });
 
+  it('a conversation only read is kept on disk from its last use, as in memory (not from its last change)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-kept-'));
+    const file = (id: string) => join(dir, 'conversations', `${id}.json`);
+    /** Its keep time's end as on disk, once `ready` says it is what is awaited (written in the background). */
+    const expiresAt = async (id: string, ready: (at: number) => boolean) => {
+      for (let i = 0; ; i++) {
+        const at = await readFile(file(id), 'utf8').then(
+          (text) => JSON.parse(text).expires_at as number,
+          () => Number.NaN,
+        );
+        if (ready(at) || i === 100) return at;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+    // Kept 100 s: written when made; read 1.5 s later (more than a hundredth of the keep time on), its keep time on
+    // disk moves on with it — a restart then keeps it 100 s from that read. Read again at once: not written again.
+    await on(dir, { conversations_keep_s: 100 }, async (c) => {
+      const conversation = await c.conversations.create({});
+      const made = await expiresAt(conversation.id, (at) => at > 0);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const before = Date.now();
+      await c.conversations.items.list(conversation.id);
+      const read = await expiresAt(conversation.id, (at) => at !== made);
+      expect(read).toBeGreaterThanOrEqual(before + 100_000);
+      await c.conversations.retrieve(conversation.id);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(await expiresAt(conversation.id, () => true)).toBe(read);
+    });
+  });
+
   it('a background response the gateway stopped under runs again after the restart, under its id, drawing the same tokens', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'infergate-kept-'));
     const long = { model: 'tiny-gpt', input: 'Tell a long story', max_output_tokens: 300, seed: 11 } as const;

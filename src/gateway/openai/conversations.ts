@@ -22,16 +22,18 @@ export type Conversation = {
   items: Item[];
   bytes: number;
   expiry?: NodeJS.Timeout;
+  /** When its keep time ends as last written on disk (ms since the epoch). */
+  writtenExpiry?: number;
 };
 
-/** A conversation as kept on disk (server.batch_dir): when its keep time ends, counted from its last change (ms since the epoch). */
+/** A conversation as kept on disk (server.batch_dir): when its keep time ends, counted from its last use (ms since the epoch). */
 export type SavedConversation = Pick<Conversation, 'id' | 'owner' | 'created_at' | 'metadata' | 'items'> & { expires_at: number };
 
 /**
  * Conversations the Responses API continues (`conversation`): the caller's own, in memory, each kept `keepMs`
  * after it was last used, within `maxBytes` of items together — past it, items are refused (a 507), never another
- * conversation's dropped. With `disk` (server.batch_dir) on disk too, written as each changes: a restarted gateway
- * has those changed within their keep time.
+ * conversation's dropped. With `disk` (server.batch_dir) on disk too, written as each changes (and as it is used,
+ * its keep time moved on): a restarted gateway has those used within their keep time.
  */
 export class Conversations {
   private readonly kept = new Map<string, Conversation>();
@@ -44,7 +46,7 @@ export class Conversations {
         opts.disk?.remove(saved.id);
         continue;
       }
-      const conversation: Conversation = { ...saved, bytes: 0 };
+      const conversation: Conversation = { ...saved, bytes: 0, writtenExpiry: expiresAt };
       this.kept.set(saved.id, conversation);
       this.resize(conversation, Buffer.byteLength(JSON.stringify(saved.items)));
       this.touch(conversation, left);
@@ -126,11 +128,18 @@ export class Conversations {
   private touch(conversation: Conversation, ms = this.opts.keepMs): void {
     clearTimeout(conversation.expiry);
     conversation.expiry = setTimeout(() => this.forget(conversation), ms).unref();
+    // Used, not changed: its keep time on disk moves on too — rewritten once it lags by a hundredth of the keep
+    // time (not at every read of a long conversation's pages), so a restart keeps it as long as memory would have.
+    const lag = Date.now() + ms - (conversation.writtenExpiry ?? 0);
+    if (this.opts.disk && lag > this.opts.keepMs / 100) this.save(conversation);
   }
 
   /** On disk as it is now (one not kept, or being made and refused, is not written). */
-  private save({ id, owner: keptFor, created_at, metadata, items }: Conversation): void {
-    if (this.kept.has(id)) this.opts.disk?.save(id, { id, owner: keptFor, created_at, metadata, items, expires_at: Date.now() + this.opts.keepMs });
+  private save(conversation: Conversation): void {
+    const { id, owner: keptFor, created_at, metadata, items } = conversation;
+    if (!this.opts.disk || !this.kept.has(id)) return;
+    conversation.writtenExpiry = Date.now() + this.opts.keepMs;
+    this.opts.disk.save(id, { id, owner: keptFor, created_at, metadata, items, expires_at: conversation.writtenExpiry });
   }
 }
 
