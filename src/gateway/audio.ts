@@ -16,7 +16,7 @@ type VadModel = ServedModel & { sequences: NonNullable<ServedModel['sequences']>
 const MAX_AHEAD_S = 30;
 
 const flag = z.enum(['true', 'false']).transform((v) => v === 'true');
-const querySchema = z
+export const vadQuerySchema = z
   .object({
     model: z.string({ error: 'missing required parameter: model' }),
     /** Raw audio's encoding (a WAV body says its own). */
@@ -30,7 +30,7 @@ const querySchema = z
     probabilities: flag.default(false),
   })
   .strict();
-type VadQuery = z.infer<typeof querySchema>;
+type VadQuery = z.infer<typeof vadQuerySchema>;
 
 /**
  * Voice activity detection (a `vad` model: silero VAD's inputs and outputs, its state kept per stream by the
@@ -48,7 +48,7 @@ type VadQuery = z.infer<typeof querySchema>;
 export function audioRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyBytes: number): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.post('/v1/audio/vad', async (c) => {
-    const q = parseQuery(querySchema, c);
+    const q = parseQuery(vadQuerySchema, c);
     const m = vadModel(models, q.model);
     c.set('model', m.name);
     const samples = recording(await readBody(c, maxBodyBytes), q, m);
@@ -72,13 +72,13 @@ export function audioRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyByt
     '/v1/audio/vad',
     // Checked before the upgrade: a wrong model or setting is an HTTP 4xx, not a socket that closes at once.
     async (c, next) => {
-      const q = parseQuery(querySchema, c);
+      const q = parseQuery(vadQuerySchema, c);
       vadModel(models, q.model);
       if (q.sample_rate !== undefined) checkRate(q.sample_rate, vadModel(models, q.model));
       await next();
     },
     upgradeWebSocket((c) => {
-      const q = parseQuery(querySchema, c);
+      const q = parseQuery(vadQuerySchema, c);
       const m = vadModel(models, q.model);
       const controller = new AbortController();
       let ws: WSContext | undefined;

@@ -109,7 +109,7 @@ export function findAdapter(models: ReadonlyMap<string, ServedModel>, name: stri
   return undefined;
 }
 
-const loadRequest = z.object({
+export const loadRequest = z.object({
   lora_name: z.string().regex(MODEL_NAME, 'expected an adapter name of letters, digits, _ . -'),
   lora_path: z.string().min(1),
   /** Replace an adapter of the name (vLLM's). */
@@ -117,7 +117,7 @@ const loadRequest = z.object({
   /** The model it is for, where several take adapters (an extension). */
   model: z.string().optional(),
 });
-const unloadRequest = z.object({ lora_name: z.string().min(1), lora_int_id: z.number().int().optional() });
+export const unloadRequest = z.object({ lora_name: z.string().min(1), lora_int_id: z.number().int().optional() });
 
 /**
  * vLLM's runtime adapter loading (VLLM_ALLOW_RUNTIME_LORA_UPDATING; here server.admin_api and its guard):

@@ -6,7 +6,7 @@ import { parseQuery, readBody } from './body.js';
 import { askerOf, runEach } from './openai/encoder.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
-const querySchema = z
+export const ocrQuerySchema = z
   .object({
     model: z.string({ error: 'missing required parameter: model' }),
     /** A detector pixel at or over this probability is text. */
@@ -26,7 +26,7 @@ const querySchema = z
 export function ocrRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyBytes: number): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.post('/v1/ocr', async (c) => {
-    const q = parseQuery(querySchema, c);
+    const q = parseQuery(ocrQuerySchema, c);
     const rec = models.get(q.model);
     if (!rec) throw notFound(`unknown model ${JSON.stringify(q.model)}; this gateway serves ${[...models.keys()].join(', ')}`);
     if (!rec.ocr || !rec.batcher) throw badInput(`model ${q.model} is not a text recogniser (a model with ocr in the config)`, 'model');

@@ -169,6 +169,48 @@ const metadata = z.looseObject({
   inputs: z.array(metadataTensor),
   outputs: z.array(metadataTensor),
 });
+// Triton's extensions and the admin API.
+const tritonStats = z.looseObject({
+  name: z.string(),
+  version: z.string(),
+  last_inference: z.number().int(),
+  inference_count: z.number().int(),
+  execution_count: z.number().int(),
+  inference_stats: z.looseObject({}),
+  batch_stats: z.array(z.looseObject({ batch_size: z.number().int() })),
+});
+const tritonTensor = z.looseObject({ name: z.string(), data_type: z.string(), dims: z.array(z.number().int()) });
+const tritonConfig = z.looseObject({
+  name: z.string(),
+  max_batch_size: z.number().int(),
+  input: z.array(tritonTensor),
+  output: z.array(tritonTensor),
+});
+const region = z.looseObject({ name: z.string(), key: z.string(), offset: z.number().int(), byte_size: z.number().int() });
+const autoscaler = z.looseObject({
+  model: z.string(),
+  min_containers: z.number().int(),
+  max_containers: z.number().int(),
+  buffer_containers: z.number().int(),
+  target_inputs: z.number().int(),
+  scaledown_window: z.number(),
+});
+const logSettings = z.looseObject({
+  log_file: z.string(),
+  log_info: z.boolean(),
+  log_warning: z.boolean(),
+  log_error: z.boolean(),
+  log_verbose_level: z.number().int(),
+  log_format: z.string(),
+});
+const traceSettings = z.looseObject({
+  trace_level: z.array(z.string()),
+  trace_rate: z.string(),
+  trace_count: z.string(),
+  log_frequency: z.string(),
+  trace_mode: z.string(),
+});
+const names = z.array(z.string());
 
 // The Batch API's and the Message Batches' objects.
 const file = z.looseObject({
@@ -273,6 +315,32 @@ export const ANSWERS: Record<string, z.ZodType> = {
   '/v1/messages/batches/{id}/cancel': messageBatch,
   'delete /v1/messages/batches/{id}': z.looseObject({ id: z.string(), type: z.literal('message_batch_deleted') }),
   'delete /v2/calls/{id}': z.looseObject({ id: z.string(), status: z.enum(['deleted', 'cancelled']) }),
+  '/v1/models/{model}': z.union([
+    z.looseObject({ id: z.string(), object: z.literal('model'), owned_by: z.string() }),
+    z.looseObject({ name: z.string(), ready: z.boolean() }).meta({ description: 'a tensor model: its status (KServe v1)' }),
+  ]),
+  '/info': z.looseObject({ model_id: z.string(), max_input_tokens: z.number().int(), max_total_tokens: z.number().int() }),
+  '/v2': z.looseObject({ name: z.string(), version: z.string(), extensions: names }),
+  '/v2/models/{model}/config': tritonConfig,
+  '/v2/models/{model}/stats': z.looseObject({ name: z.string(), model_stats: z.array(tritonStats) }),
+  '/v2/models/stats': z.looseObject({ model_stats: z.array(tritonStats) }),
+  '/v2/repository/index': z.array(
+    z.looseObject({ name: z.string(), version: z.string(), state: z.enum(['READY', 'UNAVAILABLE']), reason: z.string().optional() }),
+  ),
+  '/v2/systemsharedmemory/status': z.array(region),
+  '/v2/systemsharedmemory/region/{region}/status': z.array(region),
+  '/admin/pools': z.looseObject({ models: z.array(z.looseObject({ model: z.string() })) }),
+  '/admin/stats': z.looseObject({
+    at: z.string(),
+    gateway: z.looseObject({ eventLoopBusy: z.number() }),
+    models: z.array(z.looseObject({ model: z.string(), kind: z.string(), ready: z.boolean() })),
+  }),
+  '/admin/models/{model}/autoscaler': autoscaler,
+  '/admin/reload': z.looseObject({ added: names, replaced: names, removed: names, unchanged: names }),
+  '/v2/logging': logSettings,
+  '/v2/trace/setting': traceSettings,
+  '/v2/models/{model}/trace/setting': traceSettings,
+  '/version': z.looseObject({ version: z.string() }),
   '/v2/health/live': z.looseObject({ live: z.boolean() }),
   '/v2/health/ready': z.looseObject({ ready: z.boolean() }),
 };

@@ -61,7 +61,8 @@ export type OpenApiOptions = {
 export function openApiDocument(o: OpenApiOptions): object {
   const byKind = new Map<Kind, string[]>();
   for (const m of o.models.values()) byKind.set(kindOf(m), [...(byKind.get(kindOf(m)) ?? []), m.name]);
-  const namesFor = (kinds: Kind[]) => kinds.flatMap((k) => byKind.get(k) ?? []);
+  const namesFor = (serves: NonNullable<Operation['serves']>) =>
+    typeof serves === 'function' ? [...o.models.values()].filter(serves).map((m) => m.name) : serves.flatMap((k) => byKind.get(k) ?? []);
   const paths: Record<string, Record<string, object>> = {};
   const add = (path: string, op: Operation, security: object[], model?: string) => {
     const names = model ? [model] : namesFor(op.serves ?? []);
@@ -96,7 +97,12 @@ export function openApiDocument(o: OpenApiOptions): object {
 
 /** One operation: its body's schema (the model field naming the models it serves), its answers. */
 function operation(op: Operation, models: string[], security: object[], fixedModel: boolean): object {
-  const json = op.produces ? { [op.produces]: { schema: { type: 'string' } } } : { 'application/json': { schema: answerSchema(op.path, op.method) } };
+  const json =
+    op.produces === 'empty'
+      ? undefined
+      : op.produces
+        ? { [op.produces]: { schema: { type: 'string' } } }
+        : { 'application/json': { schema: answerSchema(op.path.replace('/versions/{version}', ''), op.method) } };
   const answers =
     op.events === 'always'
       ? { 'text/event-stream': { schema: { type: 'string' } } }
@@ -121,7 +127,13 @@ function operation(op: Operation, models: string[], security: object[], fixedMod
     security,
     ...(parameters.length > 0 && { parameters }),
     ...(op.body && {
-      requestBody: { required: true, content: { 'application/json': { schema: bodySchema(op.body, modelParam || fixedModel ? [] : models) } } },
+      requestBody: {
+        required: !op.bodyOptional,
+        content: { 'application/json': { schema: bodySchema(op.body, modelParam || fixedModel ? [] : models) } },
+      },
+    }),
+    ...(op.accepts && {
+      requestBody: { required: true, content: Object.fromEntries(op.accepts.map((type) => [type, { schema: { type: 'string', contentMediaType: type } }])) },
     }),
     ...(op.form && {
       requestBody: {
@@ -130,7 +142,9 @@ function operation(op: Operation, models: string[], security: object[], fixedMod
       },
     }),
     responses: {
-      '200': { description: op.events === 'always' ? 'Server-Sent Events' : 'the answer', content: answers },
+      ...(op.websocket
+        ? { '101': { description: `Switching Protocols: a WebSocket — ${op.websocket}` } }
+        : { '200': { description: op.events === 'always' ? 'Server-Sent Events' : 'the answer', ...(answers && { content: answers }) } }),
       '4XX': { description: 'the request refused: what was wrong, by name', content: { 'application/json': { schema: ERROR_SCHEMAS[op.errors] } } },
       '5XX': {
         description: 'no replica could take it (503 + Retry-After), or the model failed',
