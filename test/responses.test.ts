@@ -377,6 +377,27 @@ describe('background responses (OpenAI’s background mode) with the official op
     await expect(client.responses.retrieve(queued.id)).rejects.toMatchObject({ status: 404 });
   });
 
+  it('says queued while it waits its turn (here its replica starting), in progress once its first token came', async () => {
+    // Scaled to zero: the request waits for a replica (a process, a session) — hundreds of milliseconds.
+    const cold = await startTestGateway({ models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu' } } });
+    try {
+      const coldClient = new OpenAI({ baseURL: `${cold.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const made = await coldClient.responses.create({ model: 'tiny-gpt', input: 'Tell a long story', max_output_tokens: 200, background: true });
+      expect((await coldClient.responses.retrieve(made.id)).status).toBe('queued');
+      const seen: string[] = [];
+      for (let status = 'queued'; status === 'queued' || status === 'in_progress'; await new Promise((resolve) => setTimeout(resolve, 5))) {
+        status = (await coldClient.responses.retrieve(made.id)).status as string;
+        seen.push(status);
+      }
+      // Never queued again once in progress; ended whole (its 200 tokens).
+      const phases = ['queued', 'in_progress', 'incomplete'];
+      expect(seen.map((s) => phases.indexOf(s))).toEqual(seen.map((s) => phases.indexOf(s)).sort());
+      expect(seen.at(-1)).toBe('incomplete');
+    } finally {
+      await cold.shutdown();
+    }
+  });
+
   it('is cancelled while it runs, and says so; an endpoint of the Responses API takes background too', async () => {
     const shedCancelled = async () => (await (await fetch(`${gw.url}/v2/models/tiny-gpt/stats`)).json()).shed.cancelled as number;
     const before = await shedCancelled();

@@ -27,7 +27,8 @@ import type { GatewayEnv } from './types.js';
  * call's, or one /invocations forwards. It takes a place among the caller's requests at once, which the request
  * that sent it handed over.
  */
-export type CallEnv = { infergateCall?: { caller?: Caller; id?: string } };
+/** A request sent through the app again as a call; `started`: what its route calls once its work begins (a first token). */
+export type CallEnv = { infergateCall?: { caller?: Caller; id?: string; started?: () => void } };
 
 /** Sends a request through the app again (marked with CallEnv). */
 export type Dispatch = (path: string, init: RequestInit, env: CallEnv) => Promise<Response>;
@@ -49,6 +50,8 @@ export type Call = {
   cancelled?: boolean;
   /** What the route that started it keeps beside it (a background response's object while it runs). */
   meta?: Record<string, unknown>;
+  /** Its route said its work began (a background response: its first token came); until then it waits its turn. */
+  started?: boolean;
 };
 
 export type CallsOptions = {
@@ -270,9 +273,12 @@ export function startKeptCall(
   const call = calls.start(
     o.caller,
     body.byteLength,
-    (signal) => dispatch(o.path, { method: 'POST', headers, body, signal }, { infergateCall: { caller: o.caller, id: o.id } }),
+    (signal) => dispatch(o.path, { method: 'POST', headers, body, signal }, { infergateCall: { caller: o.caller, id: o.id, started } }),
     o.id,
   );
+  function started() {
+    call.started = true;
+  }
   calls.keep(call, o.read);
   return call;
 }

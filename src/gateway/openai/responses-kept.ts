@@ -143,11 +143,11 @@ export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv
   return app;
 }
 
-/** A background response as it stands: queued/in progress, cancelled, its answer, or failed with its error. */
+/** A background response as it stands: queued (until its first token), in progress, cancelled, its answer, or failed with its error. */
 function state(call: Call): object {
   const queued = call.meta as Record<string, unknown>;
   if (call.cancelled) return { ...queued, status: 'cancelled' };
-  if (!call.answer) return { ...queued, status: 'in_progress' };
+  if (!call.answer) return { ...queued, status: call.started ? 'in_progress' : 'queued' };
   const answer = JSON.parse(new TextDecoder().decode(call.answer.body));
   if (call.answer.status === 200) return answer;
   const error = (answer as { error?: { code?: string; message?: string } }).error;

@@ -23,13 +23,19 @@ import { chatGeneration, relay, type ToolCall, type ToolCallDelta, wholeChat } f
 export async function responses(c: Context, m: ServedModel, req: ResponsesRequest, keeping?: Keeping): Promise<Response> {
   const caller = c.get('caller') as Caller | undefined;
   // (a background response's own run: it answers under the id its creation gave)
-  const called = (c.env as CallEnv | undefined)?.infergateCall?.id;
+  const call = (c.env as CallEnv | undefined)?.infergateCall;
+  const called = call?.id;
   const base = skeleton(req, m, called ?? newId('resp'), called !== undefined);
   const own = ownItems(req, base.id);
   const earlier = earlierOf(req, caller, keeping);
   const whole = [...earlier.items, ...own];
   const items = req.truncation === 'auto' ? truncated(m, req, whole) : whole;
   const { generation, answer } = chatGeneration(c, m, asChat(req, items), req.max_output_tokens ?? undefined);
+  // (a background response is queued until its first token: then in progress)
+  generation.started.then(
+    () => call?.started?.(),
+    () => {}, // (failed before it: its answer says so)
+  );
   const messageId = newId('msg');
   /**
    * A response asked to be kept (and a background one) is kept once whole, to be continued and retrieved; one in a
