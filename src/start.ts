@@ -12,6 +12,7 @@ import {
   createApp,
   type EndpointRoute,
   ensembleModel,
+  Fleet,
   type GrpcListening,
   InFlight,
   jwtVerifier,
@@ -160,6 +161,7 @@ export async function startGateway(
   ensembles = new Map(plans.map((p) => [p.name, ensembleModel(p, served)]));
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
+  const fleet = fleetOf(config);
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
     log.info(
       { batch: b.id, answered: b.answered, total: b.total },
@@ -191,6 +193,7 @@ export async function startGateway(
       afterMs: config.server.async_after_s * 1000,
     },
     conversationsKeepMs: config.server.conversations_keep_s * 1000,
+    fleet,
     clientSharedMemory: config.server.client_shared_memory,
     adminApi: config.server.admin_api,
     adminGuard,
@@ -474,6 +477,14 @@ export async function startGateway(
 /** Each model's files stamp, by model name. */
 const stampsOf = async (config: Config): Promise<Map<string, string>> =>
   new Map(await Promise.all(Object.entries(config.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
+
+/** server.fleet: this gateway among the others (how they reach it, unsaid, is a config error). */
+function fleetOf(config: Config): Fleet | undefined {
+  const fleet = config.server.fleet;
+  if (!fleet) return undefined;
+  if (!fleet.self) throw new ConfigError('server.fleet.self: say how the other gateways reach this one (or set $INFERGATE_FLEET_SELF)');
+  return new Fleet(fleet.self, fleet.peers);
+}
 
 /** The Batch API's folder (server.batch_dir), with what it kept; one it cannot use is a config error. */
 async function batchDisk(dir: string): Promise<BatchDisk> {

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { type Config, configSchema } from './schema.js';
+import { baseUrl, type Config, configSchema } from './schema.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -29,6 +29,13 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     const port = Number(given);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`${name}: expected a port number, got ${JSON.stringify(given)}`);
     config.server.port = port;
+  }
+  // One config for every pod of a StatefulSet: each says who it is ($INFERGATE_FLEET_SELF=http://$(POD_NAME).gw:8080).
+  const fleet = config.server.fleet;
+  if (fleet && env.INFERGATE_FLEET_SELF !== undefined) {
+    if (!fleet.peers.map(baseUrl).includes(baseUrl(env.INFERGATE_FLEET_SELF)))
+      throw new ConfigError(`INFERGATE_FLEET_SELF: ${env.INFERGATE_FLEET_SELF} is not one of server.fleet.peers (${fleet.peers.join(', ')})`);
+    fleet.self = env.INFERGATE_FLEET_SELF;
   }
   const base = dirname(resolve(file));
   const within = (p: string) => (isAbsolute(p) ? p : resolve(base, p));

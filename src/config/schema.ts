@@ -378,6 +378,26 @@ const tlsSchema = z
   })
   .strict();
 
+const gatewayUrl = z.url({ protocol: /^https?$/, error: "expected a gateway's base URL, like http://gw-0.infergate:8080" });
+/** The fleet's URLs are told apart without a trailing slash. */
+export const baseUrl = (url: string) => url.replace(/\/+$/, '');
+/**
+ * Several gateways behind one load balancer, each keeping what it made: see Fleet (src/gateway/fleet.ts).
+ * `self` is one of `peers` ($INFERGATE_FLEET_SELF sets it: one config for a StatefulSet's pods).
+ */
+const fleetSchema = z
+  .object({
+    /** How the other gateways reach this one. */
+    self: gatewayUrl.optional(),
+    /** Every gateway of the fleet, this one too. */
+    peers: z.array(gatewayUrl).min(2),
+  })
+  .strict()
+  .refine((f) => f.self === undefined || f.peers.map(baseUrl).includes(baseUrl(f.self)), {
+    error: 'self must be one of peers',
+    path: ['self'],
+  });
+
 export const corsSchema = z
   .object({
     /** Origins whose pages may call the gateway (`https://app.example.com`), or `"*"` for any. */
@@ -494,6 +514,12 @@ export const serverSchema = z
     conversations_keep_s: positiveNumber.default(86_400),
     /** Cross-origin requests from browsers (CORS); without it, browsers keep pages of other origins out. */
     cors: corsSchema.optional(),
+    /**
+     * Several gateways behind one load balancer, each keeping its own kept and background responses,
+     * conversations, asynchronous calls, files and batches: a request about another's is sent there and answered
+     * from there. @default none: one gateway
+     */
+    fleet: fleetSchema.optional(),
     /**
      * Worker threads that accept connections, read request bodies and write answers, leaving the main
      * thread the routing, batching and replicas; for large tensors at rates that fill one event loop.

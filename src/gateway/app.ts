@@ -11,6 +11,7 @@ import type { Policy } from './auth/middleware.js';
 import { asyncCalls, Calls, type CallsOptions, callRoutes, type Dispatch, measureCalls } from './calls.js';
 import { compressAnswers } from './compress.js';
 import type { QuietWork } from './drain.js';
+import { type Fleet, forwardByPath, randomId } from './fleet.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { settingsRoutes } from './kserve/settings.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
@@ -83,6 +84,8 @@ export type AppOptions = {
   sseKeepAliveMs?: number;
   /** JSON and text answers compressed for clients that accept it (server.compress_responses). @default false */
   compressResponses?: boolean;
+  /** Other gateways behind the same load balancer (server.fleet), each keeping its own responses, calls and batches. */
+  fleet?: Fleet;
   /** Asynchronous inference (server.async_*): answers kept, and when a slow request is redirected to its own. @default 600 s, 256 MiB, never */
   calls?: CallsOptions;
   /** How long a conversation (the Conversations API) is kept after its last use, in ms. @default one day */
@@ -167,7 +170,10 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   });
   for (const e of opts.endpoints ?? []) if (e.guard.length) app.use(e.path, ...e.guard);
   // Asynchronous inference: after every guard (auth, rate limits: a call spends its caller's turn once), before the routes.
-  const calls = new Calls(opts.calls ?? { keepMs: 600_000, maxBytes: 256 * 2 ** 20, afterMs: 0 });
+  // Several gateways (server.fleet): a request about another's kept thing is answered there; ids here carry this one's token.
+  const fleet = opts.fleet;
+  if (fleet) app.use('*', forwardByPath(fleet, maxBodyBytes));
+  const calls = new Calls({ ...(opts.calls ?? { keepMs: 600_000, maxBytes: 256 * 2 ** 20, afterMs: 0 }), newId: fleet && (() => fleet.newUuid()) });
   measureCalls(telemetry, calls);
   const nonInference = ['/v1/files', '/v1/batches', '/v1/messages/batches', '/v1/conversations', '/v1/ws'];
   const isInference = (path: string) =>
@@ -181,14 +187,18 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // (OpenAI's background responses are calls too; kept responses, store: true, share their keep time and room)
   // (conversations are kept longer, from their last use: server.conversations_keep_s; within a budget of their own too.
   // With server.batch_dir, both on disk as well: a restart keeps them)
+  const newId = fleet?.newId ?? randomId;
   const background = {
     calls,
     dispatch,
+    fleet,
+    newId,
     disk: opts.batches?.disk?.background,
     stored: new StoredResponses({ keepMs: calls.opts.keepMs, maxBytes: calls.opts.maxBytes, disk: opts.batches?.disk?.responses }),
     conversations: new Conversations({
       keepMs: opts.conversationsKeepMs ?? 86_400_000,
       maxBytes: calls.opts.maxBytes,
+      newId,
       disk: opts.batches?.disk?.conversations,
     }),
   };
@@ -229,7 +239,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', sagemakerRoutes({ models: opts.models, maxBodyBytes, dispatch }));
   app.route('/', openApiRoutes({ models: opts.models, endpoints: opts.endpoints ?? [], policy: opts.policy ?? 'public', version: opts.version ?? '0.0.0' }));
   // Each line of a batch goes through this whole app again, as its own request.
-  app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches }));
+  app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches, fleet }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort }));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
   app.route('/', loraRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));

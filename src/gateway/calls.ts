@@ -61,6 +61,8 @@ export type CallsOptions = {
   maxBytes: number;
   /** A request still running this long (ms) is answered 303 to its call; 0: only with Prefer: respond-async. */
   afterMs: number;
+  /** Makes a call's id (a fleet's carry their gateway's token). @default a random UUID */
+  newId?: () => string;
 };
 
 /** A response's answer, read whole. */
@@ -79,7 +81,7 @@ export class Calls {
   constructor(readonly opts: CallsOptions) {}
 
   /** Starts a call running `run` (given its own signal: DELETE cancels it), for `caller`; its id a new UUID unless given. */
-  start(caller: Caller | undefined, requestBytes: number, run: (signal: AbortSignal) => Promise<Response>, id: string = randomUUID()): Call {
+  start(caller: Caller | undefined, requestBytes: number, run: (signal: AbortSignal) => Promise<Response>, id = (this.opts.newId ?? randomUUID)()): Call {
     if (this.bytes + requestBytes > this.opts.maxBytes)
       throw unavailable(
         'calls_full',

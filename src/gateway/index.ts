@@ -4,6 +4,7 @@ export { authenticate, type Caller, InFlight, type Policy, rateLimit } from './a
 export { RateLimiter } from './auth/rate-limit.js';
 export { QuietWork } from './drain.js';
 export { ensembleModel } from './ensemble.js';
+export { Fleet } from './fleet.js';
 export { type GrpcListening, listenGrpc } from './grpc/server.js';
 export { versionOf } from './kserve/submit.js';
 export { LoraAdapters } from './lora.js';

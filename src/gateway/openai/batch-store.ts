@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import type { Context } from 'hono';
 import PQueue from 'p-queue';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import type { Caller } from '../auth/middleware.js';
+import { type Fleet, randomId } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
 import type { BatchDisk } from './batch-disk.js';
 /**
@@ -66,7 +66,7 @@ const lineSchema = z.object({
 });
 
 const now = () => Math.floor(Date.now() / 1000);
-export const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
+
 export const notFound = (what: string, id: string) => new GatewayError(404, 'not_found', `No ${what} with id ${id}`, { param: `${what}_id` });
 
 /**
@@ -120,12 +120,15 @@ export type BatchOptions = {
   /** Sends one request through the whole gateway (Hono's app.request), `env` marking it a batch line. */
   dispatch: (path: string, init: RequestInit, env: BatchLineEnv) => Promise<Response>;
   control?: BatchControl;
+  /** Other gateways keeping their own (server.fleet): files' and batches' ids carry this one's token. */
+  fleet?: Fleet;
 };
 
 /** What the batch APIs share: files and batches, their owners, their runs (and, with a batch_dir, their disk). */
 export type BatchStore = ReturnType<typeof batchStore>;
 
-export function batchStore({ dispatch, control = new BatchControl() }: BatchOptions) {
+export function batchStore({ dispatch, control = new BatchControl(), fleet }: BatchOptions) {
+  const newId = fleet?.newId ?? randomId;
   const { disk } = control;
   const halted = control.halted.signal;
   const files = new Map<string, StoredFile>();
@@ -179,7 +182,7 @@ export function batchStore({ dispatch, control = new BatchControl() }: BatchOpti
       lines.map((line) =>
         queue.add(async () => {
           if (stop.aborted || halted.aborted) return;
-          const requestId = newId('batch_req');
+          const requestId = randomId('batch_req');
           let status = 0;
           let body: unknown;
           try {
@@ -221,7 +224,7 @@ export function batchStore({ dispatch, control = new BatchControl() }: BatchOpti
     if (expired)
       for (const line of lines.filter((l) => !done.has(l))) {
         const message = 'This request could not be executed before the completion window expired.';
-        failures.push(JSON.stringify({ id: newId('batch_req'), custom_id: line.custom_id, response: null, error: { code: 'batch_expired', message } }));
+        failures.push(JSON.stringify({ id: randomId('batch_req'), custom_id: line.custom_id, response: null, error: { code: 'batch_expired', message } }));
         batch.request_counts.failed++;
       }
     batch.status = 'finalizing';

@@ -1,6 +1,7 @@
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
+import { type Fleet, forwardByBody } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
 import { type BatchOptions, type BatchStore, batchStore, MESSAGE_BATCH_FILE, MESSAGES, notFound } from './batch-store.js';
 import { messageBatchRoutes } from './message-batches.js';
@@ -24,13 +25,13 @@ export const batchCreateSchema = z.object({
 export function batchRoutes(opts: BatchOptions): Hono<GatewayEnv> {
   const store = batchStore(opts);
   const app = new Hono<GatewayEnv>();
-  app.route('/', openaiBatchRoutes(store, opts.maxBodyBytes));
+  app.route('/', openaiBatchRoutes(store, opts.maxBodyBytes, opts.fleet));
   app.route('/', messageBatchRoutes(store, opts.maxBodyBytes));
   return app;
 }
 
 /** OpenAI's Batch API: files up (/v1/files), batches of them (/v1/batches), their answers as files down. */
-function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number): Hono<GatewayEnv> {
+function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fleet): Hono<GatewayEnv> {
   const { ownerOf, store, room, create, cancel, removeFile, batchOf, batchesOf, filesOf, shown } = batches;
   const app = new Hono<GatewayEnv>();
   // (a message batch's requests, kept as a file, are its own: not among these)
@@ -75,7 +76,11 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number): Hono<Gate
     return b;
   };
   app.post('/v1/batches', async (c) => {
-    const req = parseBody(batchCreateSchema, await c.req.json().catch(() => ({})));
+    const body = await c.req.json().catch(() => ({}));
+    const req = parseBody(batchCreateSchema, body);
+    // (another gateway's file: the batch is made there, beside it)
+    const there = forwardByBody(c, fleet, req.input_file_id, 'file', body);
+    if (there) return there;
     file(c, req.input_file_id);
     return c.json(shown(await create(c, { inputFileId: req.input_file_id, endpoint: req.endpoint, metadata: req.metadata })));
   });

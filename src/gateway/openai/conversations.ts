@@ -5,6 +5,7 @@ import type { Telemetry } from '../../telemetry/index.js';
 import type { Caller } from '../auth/middleware.js';
 import { parseQuery, readJson } from '../body.js';
 import { owner } from '../calls.js';
+import { type NewId, randomId } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
 import type { KeptDocuments } from './kept-documents.js';
 import { inputItem, listedItems, newId } from './responses-input.js';
@@ -39,7 +40,7 @@ export class Conversations {
   private readonly kept = new Map<string, Conversation>();
   private bytes = 0;
 
-  constructor(readonly opts: { keepMs: number; maxBytes: number; disk?: KeptDocuments<SavedConversation> }) {
+  constructor(readonly opts: { keepMs: number; maxBytes: number; newId?: NewId; disk?: KeptDocuments<SavedConversation> }) {
     for (const { expires_at: expiresAt, ...saved } of opts.disk?.kept ?? []) {
       const left = expiresAt - Date.now();
       if (left <= 0) {
@@ -190,7 +191,7 @@ export function conversationRoutes(conversations: Conversations, maxBodyBytes: n
 
   app.post('/v1/conversations', async (c) => {
     const req = await body(c, conversationSchema);
-    const id = newId('conv');
+    const id = (conversations.opts.newId ?? randomId)('conv');
     return c.json(shown(conversations.create(id, c.get('caller'), req.metadata ?? undefined, listed(req.items ?? []))));
   });
   app.get('/v1/conversations/:id', (c) => c.json(shown(found(c))));

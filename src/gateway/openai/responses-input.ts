@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { badInput } from '../../errors/index.js';
 import type { Caller } from '../auth/middleware.js';
+import type { Fleet, NewId } from '../fleet.js';
 import type { ServedModel } from '../types.js';
 import type { Conversation, Conversations } from './conversations.js';
 import { type ChatRequest, chatSchema, parseBody, REASONING_EFFORTS, unsupported } from './schema.js';
@@ -112,7 +112,14 @@ export const ownItems = (req: ResponsesRequest, responseId: string) =>
   listedItems(typeof req.input === 'string' ? [{ role: 'user', content: req.input }] : req.input, responseId.slice('resp_'.length));
 
 /** Where earlier turns are kept: responses (store: true, background ones) and conversations. */
-export type Keeping = { stored: StoredResponses; conversations: Conversations };
+export type Keeping = {
+  stored: StoredResponses;
+  conversations: Conversations;
+  /** Makes kept responses' ids (a fleet's carry their gateway's token). */
+  newId: NewId;
+  /** Other gateways keeping their own (server.fleet): a request continuing one of theirs is sent there. */
+  fleet?: Fleet;
+};
 
 /**
  * What a request continues, before its own input: a kept response's conversation (its input, earlier turns'
@@ -206,7 +213,7 @@ export function asChat(req: ResponsesRequest, items: InputItem[]): ChatRequest {
 
 const wantsLogprobs = (req: ResponsesRequest) => req.include?.includes('message.output_text.logprobs') || req.top_logprobs != null;
 
-export const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
+export { randomId as newId } from '../fleet.js';
 
 /** A response object's fields that do not depend on its output. `background`: a background response's (stored). */
 export function skeleton(req: ResponsesRequest, m: ServedModel, responseId: string, background: boolean) {

@@ -9,7 +9,7 @@ import type { GatewayEnv, ServedModel } from '../types.js';
 import { type Item, itemsPage, itemsQuery } from './conversations.js';
 import type { KeptDocuments } from './kept-documents.js';
 import { ResponseEvents } from './response-events.js';
-import { earlierOf, type InputItem, type Keeping, newId, ownItems, type ResponsesRequest, skeleton } from './responses-input.js';
+import { earlierOf, type InputItem, type Keeping, ownItems, type ResponsesRequest, skeleton } from './responses-input.js';
 import type { Stored } from './stored-responses.js';
 import { tokenStream } from './token-stream.js';
 
@@ -38,7 +38,7 @@ const inputs = new WeakMap<Call, InputItem[]>();
  */
 export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel, req: ResponsesRequest, background: Background): Promise<Response> {
   if (req.store === false) throw badInput('a background response is stored until retrieved: store cannot be false', 'store');
-  const queued = { ...skeleton(req, m, newId('resp'), true), status: 'queued', incomplete_details: null, output: [], usage: null };
+  const queued = { ...skeleton(req, m, background.newId('resp'), true), status: 'queued', incomplete_details: null, output: [], usage: null };
   // (a 404 for a previous response or conversation not kept: at once)
   const input = [...earlierOf(req, c.get('caller'), background).items, ...ownItems(req, queued.id)];
   // Its seed is fixed now: run again after a restart, it draws the same tokens (its followers' events stay true).

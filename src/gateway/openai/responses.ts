@@ -25,7 +25,7 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
   // (a background response's own run: it answers under the id its creation gave)
   const call = (c.env as CallEnv | undefined)?.infergateCall;
   const called = call?.id;
-  const base = skeleton(req, m, called ?? newId('resp'), called !== undefined);
+  const base = skeleton(req, m, called ?? (keeping?.newId ?? newId)('resp'), called !== undefined);
   const own = ownItems(req, base.id);
   const earlier = earlierOf(req, caller, keeping);
   const whole = [...earlier.items, ...own];

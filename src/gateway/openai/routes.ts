@@ -3,6 +3,7 @@ import { type Context, Hono } from 'hono';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { decode, type Tokenizer } from '../../models/index.js';
 import { readJson } from '../body.js';
+import { forwardByBody } from '../fleet.js';
 import { adapterNamed, findAdapter, type LoraAdapter } from '../lora.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { countTokens, countTokensSchema, messages, messagesSchema } from './anthropic.js';
@@ -13,7 +14,7 @@ import { bestCandidates, Generation, type LoggedToken, originOf, type Piece, ser
 import { chatLogprobs, completionLogprobs, promptLogprobsOf, shownBy } from './logprobs.js';
 import { ReasoningSplitter, splitReasoning } from './reasoning.js';
 import { responses } from './responses.js';
-import { responsesSchema } from './responses-input.js';
+import { conversationId, responsesSchema } from './responses-input.js';
 import { type Background, backgroundResponse, backgroundRoutes } from './responses-kept.js';
 import {
   type ChatRequest,
@@ -213,7 +214,12 @@ export async function messagesRoute(c: Context, model: ModelOf, maxBodyBytes: nu
 
 /** POST /v1/responses (and openai-responses endpoints, with `fixedModel`). */
 export async function responsesRoute(c: Context, model: ModelOf, maxBodyBytes: number, fixedModel?: string, background?: Background): Promise<Response> {
-  const req = parseBody(responsesSchema, await json(c, maxBodyBytes, fixedModel));
+  const body = await json(c, maxBodyBytes, fixedModel);
+  const req = parseBody(responsesSchema, body);
+  // (continuing another gateway's response or conversation: answered there, where they are kept)
+  const continued = req.previous_response_id ?? (req.conversation ? conversationId(req.conversation) : undefined);
+  const there = forwardByBody(c, background?.fleet, continued, req.previous_response_id ? 'response' : 'conversation', body);
+  if (there) return there;
   const m = model(req.model);
   const effort = req.reasoning?.effort;
   // (chat's check, said with this API's name for it; before a background response is queued)

@@ -1,0 +1,125 @@
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Context, MiddlewareHandler } from 'hono';
+import { GatewayError } from '../errors/index.js';
+import { clientSignal, readBody, releaseBody } from './body.js';
+import type { GatewayEnv } from './types.js';
+
+/** Marks a request one gateway of the fleet sent another: it is answered there, never sent on again. */
+export const FORWARDED = 'infergate-forwarded-by';
+
+/** Makes the id of something a gateway keeps (a response, a conversation, a file, a batch), `prefix_` then hex. */
+export type NewId = (prefix: string) => string;
+/** A random id, `prefix_` then 24 hex digits (what a gateway outside a fleet makes). */
+export const randomId: NewId = (prefix) => `${prefix}_${randomBytes(12).toString('hex')}`;
+
+/**
+ * Several gateways behind one load balancer (server.fleet), each keeping what it made in its own memory (and
+ * batch_dir): kept and background responses, conversations, asynchronous calls, files and batches. Every id one
+ * makes starts with its token (8 hex digits of its own URL's hash), so any gateway of the fleet knows whose it is,
+ * and a request about another's — by path (GET /v1/responses/{id}, /v2/calls/{id} …) or by body
+ * (`previous_response_id`, `conversation`, `input_file_id`) — is sent on to that gateway and answered from there,
+ * streams too. Only the fleet's own URLs are ever called: a token no peer has is this gateway's to answer (a 404).
+ */
+export class Fleet {
+  /** This gateway's token: the first hex digits of every id it makes. */
+  readonly token: string;
+  /** The other gateways by token. */
+  private readonly peers = new Map<string, string>();
+
+  constructor(
+    /** How the others reach this gateway. */
+    readonly self: string,
+    peers: readonly string[],
+  ) {
+    this.token = tokenOf(self);
+    for (const peer of peers) if (tokenOf(peer) !== this.token) this.peers.set(tokenOf(peer), base(peer));
+  }
+
+  readonly newId: NewId = (prefix) => `${prefix}_${this.token}${randomBytes(12).toString('hex')}`;
+
+  /** A call's id: a UUID whose first group is this gateway's token. */
+  newUuid(): string {
+    return this.token + randomUUID().slice(this.token.length);
+  }
+
+  /** The URL of the gateway that made `id`, when another of the fleet did. */
+  peerOf(id: unknown): string | undefined {
+    if (typeof id !== 'string') return undefined;
+    return this.peers.get(id.slice(id.lastIndexOf('_') + 1, id.lastIndexOf('_') + 1 + this.token.length));
+  }
+
+  /**
+   * Sends the request on to `peer` as it came (its method, path, query and credentials; `body`, or its own) and
+   * answers what the peer answers, a stream as it comes. A peer that cannot be reached: a 503 naming it.
+   */
+  async forward(c: Context<GatewayEnv>, peer: string, what: string, body?: Uint8Array<ArrayBuffer> | string): Promise<Response> {
+    const url = new URL(c.req.url);
+    const headers = new Headers(c.req.raw.headers);
+    for (const name of HOP_BY_HOP) headers.delete(name);
+    headers.set(FORWARDED, this.token);
+    headers.set('x-request-id', c.get('requestId'));
+    let res: Response;
+    try {
+      res = await fetch(`${peer}${url.pathname}${url.search}`, { method: c.req.method, headers, body, signal: clientSignal(c), redirect: 'manual' });
+    } catch (err) {
+      throw new GatewayError(503, 'peer_unavailable', `${what} is kept by the gateway at ${peer}, which did not answer: ${(err as Error).message}`, {
+        retryAfterS: 1,
+      });
+    }
+    const answer = new Headers(res.headers);
+    // (fetch has inflated a compressed answer: it goes on as plain bytes, of a length it no longer says)
+    for (const name of [...HOP_BY_HOP, 'content-encoding']) answer.delete(name);
+    return new Response(res.body, { status: res.status, headers: answer });
+  }
+}
+
+/** Headers of one connection, not of the request: not sent on. */
+const HOP_BY_HOP = ['host', 'connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'content-length', 'accept-encoding'];
+
+const base = (url: string) => url.replace(/\/+$/, '');
+const tokenOf = (url: string) => createHash('sha256').update(base(url)).digest('hex').slice(0, 8);
+
+/** Routes about one kept thing, by the id in their path, and what each names it in an error. */
+const BY_PATH: [RegExp, string][] = [
+  [/^\/v1\/responses\/([^/]+)/, 'response'],
+  [/^\/v1\/conversations\/([^/]+)/, 'conversation'],
+  [/^\/v2\/calls\/([^/]+)/, 'call'],
+  [/^\/v1\/files\/([^/]+)/, 'file'],
+  [/^\/v1\/batches\/([^/]+)/, 'batch'],
+  [/^\/v1\/messages\/batches\/([^/]+)/, 'message batch'],
+];
+
+/** The request's body, its own copy (the one read goes back to its pool). */
+async function bodyOf(c: Context, limit: number): Promise<Uint8Array<ArrayBuffer>> {
+  const body = await readBody(c, limit);
+  const bytes = body.slice();
+  releaseBody(body);
+  return bytes;
+}
+
+/** Whether this request came from another gateway of the fleet (it is answered here, whatever it names). */
+export const forwarded = (c: Context): boolean => c.req.header(FORWARDED) !== undefined;
+
+/** Sends a request about another gateway's kept thing, named in its path, on to that gateway. */
+export function forwardByPath(fleet: Fleet, maxBodyBytes: number): MiddlewareHandler<GatewayEnv> {
+  return async (c, next) => {
+    if (!forwarded(c))
+      for (const [pattern, what] of BY_PATH) {
+        const id = pattern.exec(c.req.path)?.[1];
+        const peer = fleet.peerOf(id);
+        if (peer) return fleet.forward(c, peer, `${what} ${id}`, c.req.method === 'POST' ? await bodyOf(c, maxBodyBytes) : undefined);
+      }
+    await next();
+  };
+}
+
+/**
+ * A request whose body names another gateway's kept thing (`id`): sent on to that gateway with `body` (the JSON
+ * as read), to be answered there; undefined when it is this gateway's to answer.
+ */
+export function forwardByBody(c: Context<GatewayEnv>, fleet: Fleet | undefined, id: unknown, what: string, body: unknown): Promise<Response> | undefined {
+  // (a Batch API line carries no credentials to send on — its caller is the batch's: answered here, a 404)
+  const batchLine = (c.env as { infergateBatch?: unknown } | undefined)?.infergateBatch !== undefined;
+  const peer = fleet && !forwarded(c) && !batchLine ? fleet.peerOf(id) : undefined;
+  return peer ? (fleet as Fleet).forward(c, peer, `${what} ${id}`, JSON.stringify(body)) : undefined;
+}

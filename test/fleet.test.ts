@@ -1,0 +1,142 @@
+import { createServer } from 'node:net';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/index.js';
+import { MODELS, startTestGateway } from './helpers.js';
+
+// Several gateways behind one load balancer (server.fleet), each keeping what it made: a request about another's
+// kept response, conversation, call, file or batch is sent to that gateway and answered from there. Two real
+// gateways here, each with its own replicas, the official openai client on each.
+const KEYS = { app: 'a-long-enough-shared-secret', other: 'another-long-enough-secret' };
+const models = { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } } };
+const ask = { model: 'tiny-gpt', max_output_tokens: 6, temperature: 0 };
+
+/** A port free now (the gateway binds it next). */
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+
+type Gateway = Awaited<ReturnType<typeof startTestGateway>>;
+let urls: string[];
+let a: Gateway;
+let b: Gateway;
+const start = (self: string) =>
+  startTestGateway({
+    server: { port: Number(new URL(self).port), fleet: { self, peers: urls } },
+    auth: { default: 'key', keys: Object.entries(KEYS).map(([id, secret]) => ({ id, secret })) },
+    models,
+  });
+const clientOf = (g: Gateway, key = KEYS.app) => new OpenAI({ baseURL: `${g.url}/v1`, apiKey: key, maxRetries: 0 });
+const auth = { authorization: `Bearer ${KEYS.app}` };
+
+beforeAll(async () => {
+  urls = [`http://127.0.0.1:${await freePort()}`, `http://127.0.0.1:${await freePort()}`];
+  [a, b] = await Promise.all(urls.map(start));
+});
+afterAll(async () => {
+  await a?.shutdown();
+  await b?.shutdown();
+});
+
+describe('a fleet of gateways (server.fleet)', () => {
+  it("continues, retrieves and forgets a response kept by the other gateway, as that gateway would; another caller's stays a 404", async () => {
+    const onA = clientOf(a);
+    const onB = clientOf(b);
+    const kept = await onA.responses.create({ ...ask, input: 'Hello', store: true });
+    // Its id names its gateway: A's token after resp_, B's ids B's.
+    const token = (id: string) => id.slice(id.indexOf('_') + 1, id.indexOf('_') + 9);
+    expect(token(kept.id)).not.toBe(token((await onB.responses.create({ ...ask, input: 'Hi', store: true })).id));
+    expect(await onB.responses.retrieve(kept.id)).toEqual(kept);
+    expect((await onB.responses.inputItems.list(kept.id)).data).toEqual((await onA.responses.inputItems.list(kept.id)).data);
+    // Continued on B: answered by A (which has the conversation), the same answer as there; kept there too.
+    const viaB = await onB.responses.create({ ...ask, input: 'And?', previous_response_id: kept.id, store: true });
+    const onAItself = await onA.responses.create({ ...ask, input: 'And?', previous_response_id: kept.id });
+    expect(viaB.output_text).toBe(onAItself.output_text);
+    expect(viaB.usage?.input_tokens).toBe(onAItself.usage?.input_tokens);
+    expect(token(viaB.id)).toBe(token(kept.id));
+    await expect(clientOf(b, KEYS.other).responses.retrieve(kept.id)).rejects.toMatchObject({ status: 404 });
+    await onB.responses.delete(kept.id);
+    await expect(onA.responses.retrieve(kept.id)).rejects.toMatchObject({ status: 404 });
+  });
+
+  it("adds a turn to the other gateway's conversation; its background responses are followed, streamed again and cancelled from here", async () => {
+    const onA = clientOf(a);
+    const onB = clientOf(b);
+    const conversation = await onB.conversations.create({ items: [{ role: 'developer', content: 'Be brief.' }] });
+    await onA.responses.create({ ...ask, input: 'Hi', conversation: conversation.id });
+    expect((await onA.conversations.items.list(conversation.id, { order: 'asc' })).data.map((i) => i.type)).toEqual(['message', 'message', 'message']);
+    // A streamed background response on A: its events again from B, after the 3rd.
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const e of await onA.responses.create({ ...ask, input: 'Tell me', background: true, stream: true })) events.push(e);
+    const id = (events[0] as OpenAI.Responses.ResponseCreatedEvent).response.id;
+    const again: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const e of await onB.responses.retrieve(id, { stream: true, starting_after: 2 })) again.push(e);
+    expect(again).toEqual(events.slice(3));
+    // A long one on A, cancelled from B.
+    const long = await onA.responses.create({ model: 'tiny-gpt', input: 'Tell a long story', max_output_tokens: 400, background: true });
+    expect(await onB.responses.cancel(long.id)).toMatchObject({ id: long.id, status: 'cancelled' });
+    expect((await onA.responses.retrieve(long.id)).status).toBe('cancelled');
+  });
+
+  it("collects the other gateway's asynchronous call, and makes a batch beside the other gateway's file", async () => {
+    const made = await fetch(`${a.url}/v2/models/tiny-gpt/generate`, {
+      method: 'POST',
+      headers: { ...auth, prefer: 'respond-async' },
+      body: JSON.stringify({ text_input: 'Hi', parameters: { max_tokens: 3, temperature: 0 } }),
+    });
+    expect(made.status).toBe(202);
+    const { id } = await made.json();
+    const answer = await fetch(`${b.url}/v2/calls/${id}?wait_s=10`, { headers: auth });
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toMatchObject({ model_name: 'tiny-gpt', text_output: expect.any(String) });
+    // A file on A, a batch of it asked of B: made on A, beside its file, and seen from B.
+    const line = { custom_id: 'x', method: 'POST', url: '/v1/completions', body: { model: 'tiny-gpt', prompt: 'Hi', max_tokens: 2 } };
+    const file = await clientOf(a).files.create({ file: new File([`${JSON.stringify(line)}\n`], 'in.jsonl'), purpose: 'batch' });
+    const batch = await clientOf(b).batches.create({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' });
+    expect((await clientOf(a).batches.retrieve(batch.id)).input_file_id).toBe(file.id);
+    let done = await clientOf(b).batches.retrieve(batch.id);
+    for (let i = 0; i < 200 && done.status !== 'completed'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      done = await clientOf(b).batches.retrieve(batch.id);
+    }
+    expect(done.request_counts).toMatchObject({ total: 1, completed: 1 });
+    expect(await (await clientOf(b).files.content(done.output_file_id as string)).text()).toContain('"custom_id":"x"');
+  });
+
+  it('answers itself what no peer made, and what a peer sent on; a peer down is a 503 naming it', async () => {
+    // A made-up token, and B's id sent to A as if by a peer: neither sent on (a 404 here, no loop).
+    await expect(clientOf(a).responses.retrieve('resp_00000000aaaaaaaaaaaaaaaaaaaaaaaa')).rejects.toMatchObject({ status: 404 });
+    const kept = await clientOf(b).responses.create({ ...ask, input: 'Hi', store: true });
+    const bounced = await fetch(`${a.url}/v1/responses/${kept.id}`, { headers: { ...auth, 'infergate-forwarded-by': 'x' } });
+    expect(bounced.status).toBe(404);
+    // B stops: what it kept cannot be reached from A — a 503 (not a 404: it may come back), Retry-After.
+    await b.shutdown();
+    const res = await fetch(`${a.url}/v1/responses/${kept.id}`, { headers: auth });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect((await res.json()).error.message).toContain(`kept by the gateway at ${urls[1]}`);
+    // (and the others go on)
+    expect((await clientOf(a).responses.create({ ...ask, input: 'Hi' })).status).toBe('incomplete');
+    b = await start(urls[1]);
+  });
+
+  it('is a config error where the gateway is not one of its peers; $INFERGATE_FLEET_SELF says which it is', async () => {
+    const { writeFile, mkdtemp } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const file = join(await mkdtemp(join(tmpdir(), 'infergate-fleet-')), 'fleet.yaml');
+    await writeFile(file, `server:\n  fleet:\n    peers: [http://gw-0.gw:8080, http://gw-1.gw:8080/]\nmodels: { m: { path: m.onnx } }\n`);
+    expect((await loadConfig(file, { INFERGATE_FLEET_SELF: 'http://gw-1.gw:8080' })).server.fleet?.self).toBe('http://gw-1.gw:8080');
+    await expect(loadConfig(file, { INFERGATE_FLEET_SELF: 'http://gw-2.gw:8080' })).rejects.toThrow(/not one of server.fleet.peers/);
+    await writeFile(
+      file,
+      `server:\n  fleet:\n    self: http://gw-9.gw:8080\n    peers: [http://gw-0.gw:8080, http://gw-1.gw:8080]\nmodels: { m: { path: m.onnx } }\n`,
+    );
+    await expect(loadConfig(file, {})).rejects.toThrow(/server.fleet.self: self must be one of peers/);
+    await expect(startTestGateway({ server: { fleet: { peers: urls } }, models })).rejects.toThrow(/server.fleet.self/);
+  });
+});
