@@ -161,7 +161,7 @@ export async function startGateway(
   ensembles = new Map(plans.map((p) => [p.name, ensembleModel(p, served)]));
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
-  const fleet = fleetOf(config);
+  const fleet = fleetOf(config, (peer, status) => telemetry.instruments.forwarded.add(1, { peer, status: String(status) }));
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
     log.info(
       { batch: b.id, answered: b.answered, total: b.total },
@@ -479,11 +479,11 @@ const stampsOf = async (config: Config): Promise<Map<string, string>> =>
   new Map(await Promise.all(Object.entries(config.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
 
 /** server.fleet: this gateway among the others (how they reach it, unsaid, is a config error). */
-function fleetOf(config: Config): Fleet | undefined {
+function fleetOf(config: Config, sent: ConstructorParameters<typeof Fleet>[2]): Fleet | undefined {
   const fleet = config.server.fleet;
   if (!fleet) return undefined;
   if (!fleet.self) throw new ConfigError('server.fleet.self: say how the other gateways reach this one (or set $INFERGATE_FLEET_SELF)');
-  return new Fleet(fleet.self, fleet.peers);
+  return new Fleet(fleet.self, fleet.peers, sent);
 }
 
 /** The Batch API's folder (server.batch_dir), with what it kept; one it cannot use is a config error. */

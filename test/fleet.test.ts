@@ -61,6 +61,11 @@ describe('a fleet of gateways (server.fleet)', () => {
     await expect(clientOf(b, KEYS.other).responses.retrieve(kept.id)).rejects.toMatchObject({ status: 404 });
     await onB.responses.delete(kept.id);
     await expect(onA.responses.retrieve(kept.id)).rejects.toMatchObject({ status: 404 });
+    // B's /metrics count what it sent on to A, by what A answered.
+    const metrics = await (await fetch(`${b.url}/metrics`, { headers: auth })).text();
+    const sent = (status: number) => Number(metrics.match(new RegExp(`infergate_fleet_forwarded_total\\{peer="${urls[0]}",status="${status}"\\} (\\d+)`))?.[1]);
+    expect(sent(200)).toBe(4); // (retrieved, listed, continued, deleted)
+    expect(sent(404)).toBe(1);
   });
 
   it("adds a turn to the other gateway's conversation; its background responses are followed, streamed again and cancelled from here", async () => {

@@ -30,6 +30,8 @@ export class Fleet {
     /** How the others reach this gateway. */
     readonly self: string,
     peers: readonly string[],
+    /** Told of each request sent on: to whom, and what it answered (`unreachable`: nothing). */
+    private readonly sent: (peer: string, status: number | 'unreachable') => void = () => {},
   ) {
     this.token = tokenOf(self);
     for (const peer of peers) if (tokenOf(peer) !== this.token) this.peers.set(tokenOf(peer), base(peer));
@@ -62,10 +64,12 @@ export class Fleet {
     try {
       res = await fetch(`${peer}${url.pathname}${url.search}`, { method: c.req.method, headers, body, signal: clientSignal(c), redirect: 'manual' });
     } catch (err) {
+      this.sent(peer, 'unreachable');
       throw new GatewayError(503, 'peer_unavailable', `${what} is kept by the gateway at ${peer}, which did not answer: ${(err as Error).message}`, {
         retryAfterS: 1,
       });
     }
+    this.sent(peer, res.status);
     const answer = new Headers(res.headers);
     // (fetch has inflated a compressed answer: it goes on as plain bytes, of a length it no longer says)
     for (const name of [...HOP_BY_HOP, 'content-encoding']) answer.delete(name);

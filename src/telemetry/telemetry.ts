@@ -116,6 +116,10 @@ export class Telemetry {
         unit: '{connection}',
         description: 'Answers and WebSockets the gateway ended because their client went silent, by reason (send_timeout, websocket_ping).',
       }),
+      forwarded: m.createCounter('infergate.fleet.forwarded', {
+        unit: '{request}',
+        description: 'Requests sent on to the gateway of the fleet that keeps what they name, by peer and its status (unreachable: none).',
+      }),
       coldStart: seconds('infergate.replica.cold_start.duration', 'Replica start to ready: process, session creation, warm-up.'),
       modelOpens: seconds(
         'infergate.multiplex.open.duration',
