@@ -58,13 +58,18 @@ describe('a fleet of gateways (server.fleet)', () => {
     expect(viaB.output_text).toBe(onAItself.output_text);
     expect(viaB.usage?.input_tokens).toBe(onAItself.usage?.input_tokens);
     expect(token(viaB.id)).toBe(token(kept.id));
+    // …streamed too: A's events, as they come.
+    let streamed = '';
+    for await (const e of await onB.responses.create({ ...ask, input: 'And?', previous_response_id: kept.id, stream: true }))
+      if (e.type === 'response.output_text.delta') streamed += e.delta;
+    expect(streamed).toBe(onAItself.output_text);
     await expect(clientOf(b, KEYS.other).responses.retrieve(kept.id)).rejects.toMatchObject({ status: 404 });
     await onB.responses.delete(kept.id);
     await expect(onA.responses.retrieve(kept.id)).rejects.toMatchObject({ status: 404 });
     // B's /metrics count what it sent on to A, by what A answered.
     const metrics = await (await fetch(`${b.url}/metrics`, { headers: auth })).text();
     const sent = (status: number) => Number(metrics.match(new RegExp(`infergate_fleet_forwarded_total\\{peer="${urls[0]}",status="${status}"\\} (\\d+)`))?.[1]);
-    expect(sent(200)).toBe(4); // (retrieved, listed, continued, deleted)
+    expect(sent(200)).toBe(5); // (retrieved, listed, continued whole and streamed, deleted)
     expect(sent(404)).toBe(1);
   });
 
