@@ -115,6 +115,32 @@ describe('a fleet of gateways (server.fleet)', () => {
     }
     expect(done.request_counts).toMatchObject({ total: 1, completed: 1 });
     expect(await (await clientOf(b).files.content(done.output_file_id as string)).text()).toContain('"custom_id":"x"');
+    // Listed from B: every gateway's, the newest first (B's own file last made).
+    const mine = await clientOf(b).files.create({ file: new File([`${JSON.stringify(line)}\n`], 'b.jsonl'), purpose: 'batch' });
+    const files = (await clientOf(b).files.list()).data.map((f) => f.id);
+    expect(files.slice(0, 3)).toEqual([mine.id, done.output_file_id, file.id]);
+    expect((await clientOf(b).batches.list()).data.map((x) => x.id)).toContain(batch.id);
+    expect((await clientOf(a, KEYS.other).files.list()).data).toEqual([]); // (another caller's: none, from either)
+    // Message batches, one on each, paged across both by after_id (Anthropic's way).
+    const messageBatch = async (g: Gateway) => {
+      const res = await fetch(`${g.url}/v1/messages/batches`, {
+        method: 'POST',
+        headers: { 'x-api-key': KEYS.app },
+        body: JSON.stringify({ requests: [{ custom_id: 'm', params: { model: 'tiny-gpt', max_tokens: 2, messages: [{ role: 'user', content: 'Hi' }] } }] }),
+      });
+      return ((await res.json()) as { id: string }).id;
+    };
+    const older = await messageBatch(a);
+    await new Promise((resolve) => setTimeout(resolve, 1100)); // (created_at to the second)
+    const newer = await messageBatch(b);
+    const page = async (query: string) =>
+      (await (await fetch(`${a.url}/v1/messages/batches?${query}`, { headers: { 'x-api-key': KEYS.app } })).json()) as {
+        data: { id: string }[];
+        has_more: boolean;
+      };
+    const first = await page('limit=1');
+    expect(first).toMatchObject({ data: [{ id: newer }], has_more: true });
+    expect(await page(`limit=1&after_id=${newer}`)).toMatchObject({ data: [{ id: older }], has_more: false });
   });
 
   it('answers itself what no peer made, and what a peer sent on; a peer down is a 503 naming it', async () => {

@@ -50,12 +50,27 @@ export class Fleet {
     return this.peers.get(id.slice(id.lastIndexOf('_') + 1, id.lastIndexOf('_') + 1 + this.token.length));
   }
 
+  /** The other gateways' answers to this list request (path and query as asked; every item, where it pages), their `data` together. */
+  async lists(c: Context<GatewayEnv>): Promise<unknown[]> {
+    const url = new URL(c.req.url);
+    url.searchParams.delete('after_id');
+    url.searchParams.delete('before_id');
+    url.searchParams.set('limit', '1000'); // (each gateway's newest: pages are cut from them all together)
+    const lists = [...this.peers.values()].map(async (peer) => {
+      const res = await this.forward(c, peer, 'a list', undefined, `${url.pathname}${url.search}`);
+      if (!res.ok)
+        throw new GatewayError(503, 'peer_unavailable', `the gateway at ${peer} answered ${res.status} for its part of this list`, { retryAfterS: 1 });
+      return ((await res.json()) as { data: unknown[] }).data;
+    });
+    return (await Promise.all(lists)).flat();
+  }
+
   /**
    * Sends the request on to `peer` as it came (its method, path, query and credentials; `body`, or its own) and
    * answers what the peer answers, a stream as it comes. A peer that cannot be reached: a 503 naming it.
    */
-  async forward(c: Context<GatewayEnv>, peer: string, what: string, body?: Uint8Array<ArrayBuffer> | string): Promise<Response> {
-    const url = new URL(c.req.url);
+  async forward(c: Context<GatewayEnv>, peer: string, what: string, body?: Uint8Array<ArrayBuffer> | string, path?: string): Promise<Response> {
+    const url = new URL(path ?? c.req.url, 'http://x');
     const headers = new Headers(c.req.raw.headers);
     for (const name of HOP_BY_HOP) headers.delete(name);
     headers.set(FORWARDED, this.token);
@@ -75,6 +90,17 @@ export class Fleet {
     for (const name of [...HOP_BY_HOP, 'content-encoding']) answer.delete(name);
     return new Response(res.body, { status: res.status, headers: answer });
   }
+}
+
+/**
+ * A list of what the caller has (its files, its batches): this gateway's `own` and every other's (the same
+ * request sent on: each answers its own), newest first. A gateway that cannot be reached fails it (a 503): a
+ * list without its part would look whole.
+ */
+export async function fleetList<T extends { created_at: number | string | null }>(c: Context<GatewayEnv>, fleet: Fleet | undefined, own: T[]): Promise<T[]> {
+  const theirs = fleet && !forwarded(c) ? await fleet.lists(c) : [];
+  const at = (x: T) => x.created_at ?? 0;
+  return [...own, ...(theirs as T[])].sort((a, b) => (at(a) < at(b) ? 1 : at(a) > at(b) ? -1 : 0));
 }
 
 /** Headers of one connection, not of the request: not sent on. */

@@ -1,7 +1,7 @@
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
-import { type Fleet, forwardByBody } from '../fleet.js';
+import { type Fleet, fleetList, forwardByBody } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
 import { type BatchOptions, type BatchStore, batchStore, MESSAGE_BATCH_FILE, MESSAGES, notFound } from './batch-store.js';
 import { messageBatchRoutes } from './message-batches.js';
@@ -26,7 +26,7 @@ export function batchRoutes(opts: BatchOptions): Hono<GatewayEnv> {
   const store = batchStore(opts);
   const app = new Hono<GatewayEnv>();
   app.route('/', openaiBatchRoutes(store, opts.maxBodyBytes, opts.fleet));
-  app.route('/', messageBatchRoutes(store, opts.maxBodyBytes));
+  app.route('/', messageBatchRoutes(store, opts.maxBodyBytes, opts.fleet));
   return app;
 }
 
@@ -52,15 +52,14 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fl
     room(upload.size);
     return c.json(await store(ownerOf(c), new Uint8Array(await upload.arrayBuffer()), upload.name, 'batch'));
   });
-  app.get('/v1/files', (c) =>
-    c.json({
-      object: 'list',
-      data: filesOf(c)
-        .filter((f) => f.meta.purpose !== MESSAGE_BATCH_FILE)
-        .map((f) => f.meta),
-      has_more: false,
-    }),
-  );
+  // (the newest first; in a fleet, every gateway's)
+  app.get('/v1/files', async (c) => {
+    const own = filesOf(c)
+      .filter((f) => f.meta.purpose !== MESSAGE_BATCH_FILE)
+      .map((f) => f.meta)
+      .reverse();
+    return c.json({ object: 'list', data: await fleetList(c, fleet, own), has_more: false });
+  });
   app.get('/v1/files/:id', (c) => c.json(file(c, c.req.param('id')).meta));
   app.get('/v1/files/:id/content', (c) => c.body(file(c, c.req.param('id')).data as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' }));
   app.delete('/v1/files/:id', async (c) => {
@@ -84,15 +83,12 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fl
     file(c, req.input_file_id);
     return c.json(shown(await create(c, { inputFileId: req.input_file_id, endpoint: req.endpoint, metadata: req.metadata })));
   });
-  app.get('/v1/batches', (c) =>
-    c.json({
-      object: 'list',
-      data: batchesOf(c)
-        .filter((b) => b.endpoint !== MESSAGES)
-        .map(shown),
-      has_more: false,
-    }),
-  );
+  app.get('/v1/batches', async (c) => {
+    const own = batchesOf(c)
+      .filter((b) => b.endpoint !== MESSAGES)
+      .map(shown);
+    return c.json({ object: 'list', data: await fleetList(c, fleet, own), has_more: false });
+  });
   app.get('/v1/batches/:id', (c) => c.json(shown(own(c, c.req.param('id')))));
   app.post('/v1/batches/:id/cancel', async (c) => {
     const b = own(c, c.req.param('id'));

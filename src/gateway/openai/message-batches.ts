@@ -2,6 +2,7 @@ import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { parseQuery, readJson } from '../body.js';
+import { type Fleet, fleetList } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
 import { type BatchStore, type Held, MESSAGE_BATCH_FILE, MESSAGES } from './batch-store.js';
 import { parseBody } from './schema.js';
@@ -46,7 +47,7 @@ const records = (data: Uint8Array | undefined): LineRecord[] =>
     .filter((line) => line.trim() !== '')
     .map((line) => JSON.parse(line));
 
-export function messageBatchRoutes(batches: BatchStore, maxBodyBytes: number): Hono<GatewayEnv> {
+export function messageBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fleet): Hono<GatewayEnv> {
   const { file, store, room, ownerOf, create, cancel, remove, batchOf, batchesOf } = batches;
   const app = new Hono<GatewayEnv>();
 
@@ -101,9 +102,16 @@ export function messageBatchRoutes(batches: BatchStore, maxBodyBytes: number): H
     return c.json(shown(c, await create(c, { inputFileId: input.id, endpoint: MESSAGES, idPrefix: 'msgbatch' })));
   });
 
-  app.get('/v1/messages/batches', (c) => {
+  app.get('/v1/messages/batches', async (c) => {
     const { limit, after_id: after, before_id: before } = parseQuery(messageBatchesQuery, c);
-    const all = batchesOf(c).filter((b) => b.endpoint === MESSAGES); // (the newest first)
+    // (the newest first; in a fleet, every gateway's)
+    const all = await fleetList(
+      c,
+      fleet,
+      batchesOf(c)
+        .filter((b) => b.endpoint === MESSAGES)
+        .map((b) => shown(c, b)),
+    );
     const at = (id: string, param: string) => {
       const i = all.findIndex((b) => b.id === id);
       if (i < 0) throw badInput(`no message batch ${id} to page from`, param);
@@ -118,7 +126,7 @@ export function messageBatchRoutes(batches: BatchStore, maxBodyBytes: number): H
       const to = at(before, 'before_id');
       page = { from: Math.max(0, to - limit), to, more: () => to - limit > 0 };
     }
-    const data = all.slice(page.from, page.to).map((b) => shown(c, b));
+    const data = all.slice(page.from, page.to);
     return c.json({ data, has_more: page.more(), first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null });
   });
 
