@@ -9,6 +9,7 @@ import {
   authenticate,
   BatchControl,
   BatchDisk,
+  Capture,
   createApp,
   type EndpointRoute,
   ensembleModel,
@@ -161,6 +162,7 @@ export async function startGateway(
   ensembles = new Map(plans.map((p) => [p.name, ensembleModel(p, served)]));
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
+  const capture = config.capture && new Capture(config.capture, (result) => telemetry.instruments.captured.add(1, { result }));
   const fleet = fleetOf(config, (peer, status) => telemetry.instruments.forwarded.add(1, { peer, status: String(status) }));
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
     log.info(
@@ -194,6 +196,7 @@ export async function startGateway(
     },
     conversationsKeepMs: config.server.conversations_keep_s * 1000,
     fleet,
+    capture,
     clientSharedMemory: config.server.client_shared_memory,
     adminApi: config.server.admin_api,
     adminGuard,
@@ -453,6 +456,7 @@ export async function startGateway(
         await Promise.all(all.map((m) => m.queue.idle()));
         for (const m of all) m.queue.close();
         await Promise.all([...all.map((m) => m.pool.stop()), ...retiring]);
+        await capture?.flush(); // (the last answers' captures sent and written)
         await metrics?.close();
         await telemetry.shutdown();
         log.info('shutdown complete');

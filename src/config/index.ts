@@ -2,6 +2,7 @@ export { ConfigError, loadConfig, parseConfig } from './load.js';
 export type {
   AuthConfig,
   BatchingConfig,
+  CaptureConfig,
   Config,
   EndpointConfig,
   EnsembleConfig,

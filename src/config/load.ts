@@ -47,6 +47,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     if (model.lora_adapters) model.lora_adapters = Object.fromEntries(Object.entries(model.lora_adapters).map(([name, p]) => [name, within(p)]));
   }
   if (config.server.batch_dir) config.server.batch_dir = within(config.server.batch_dir);
+  if (config.capture?.dir) config.capture.dir = within(config.capture.dir);
   if (config.server.tls) Object.assign(config.server.tls, { cert: within(config.server.tls.cert), key: within(config.server.tls.key) });
   return config;
 }

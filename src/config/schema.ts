@@ -664,6 +664,32 @@ export const telemetrySchema = z
   .strict();
 
 /**
+ * Data capture (KServe's payload logger, SageMaker's Data Capture): a sample of model requests and their answers,
+ * sent as CloudEvents and/or written as JSON lines, off the requests' path.
+ */
+export const captureSchema = z
+  .object({
+    /** CloudEvents over HTTP (binary mode, KServe's logger's event types): each request and each answer POSTed here. */
+    url: z.url({ protocol: /^https?$/ }).optional(),
+    /** A folder (relative to the config file): a JSON line a request (SageMaker's capture record), a file an hour. */
+    dir: z.string().min(1).optional(),
+    /** What is captured: requests and answers (all), requests, or answers. @default all */
+    mode: z.enum(['all', 'request', 'response']).default('all'),
+    /** Share of requests captured. @default 1 */
+    sample_rate: z.number().min(0).max(1).default(1),
+    /** The models (or ensembles) whose requests are captured. @default every one */
+    models: z.array(z.string()).min(1).optional(),
+    /** Request headers kept with each capture (KServe's metadataHeaders), e.g. x-request-id. @default none */
+    metadata_headers: z.array(z.string().min(1).toLowerCase()).default([]),
+    /** Most bytes of one payload kept; past it, cut (the capture says how long it was). @default 1 MiB */
+    max_payload_bytes: positiveInt.default(2 ** 20),
+    /** Most captures waiting at a sink; past it new ones are dropped (counted), never a request slowed. @default 1000 */
+    max_queue: positiveInt.default(1000),
+  })
+  .strict()
+  .refine((c) => c.url !== undefined || c.dir !== undefined, { error: 'capture needs a url or a dir (or both) to send captures to' });
+
+/**
  * A Triton-style ensemble: models run in turn on one request, each fed from the request's tensors or earlier
  * steps' outputs, each through its own batcher (so with its other callers). Served like a model.
  */
@@ -702,6 +728,7 @@ export const configSchema = z
       .record(z.string().regex(MODEL_NAME, 'expected a model name of letters, digits, _ . -'), modelSchema)
       .refine((m) => Object.keys(m).length > 0, 'expected at least one model'),
     ensembles: z.record(z.string().regex(MODEL_NAME, 'expected an ensemble name of letters, digits, _ . -'), ensembleSchema).default({}),
+    capture: captureSchema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -772,6 +799,7 @@ export type ModelConfig = z.infer<typeof modelSchema>;
 export type BatchingConfig = z.infer<typeof batchingSchema>;
 export type ScalingConfig = z.infer<typeof scalingSchema>;
 export type ServerConfig = z.infer<typeof serverSchema>;
+export type CaptureConfig = z.infer<typeof captureSchema>;
 export type AuthConfig = z.infer<typeof authSchema>;
 export type EndpointConfig = z.infer<typeof endpointSchema>;
 export type EnsembleConfig = z.infer<typeof ensembleSchema>;

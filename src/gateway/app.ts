@@ -9,6 +9,7 @@ import { adminRoutes } from './admin.js';
 import { audioRoutes } from './audio.js';
 import type { Policy } from './auth/middleware.js';
 import { asyncCalls, Calls, type CallsOptions, callRoutes, type Dispatch, measureCalls } from './calls.js';
+import type { Capture } from './capture.js';
 import { compressAnswers } from './compress.js';
 import type { QuietWork } from './drain.js';
 import { type Fleet, forwardByPath, randomId } from './fleet.js';
@@ -84,6 +85,8 @@ export type AppOptions = {
   sseKeepAliveMs?: number;
   /** JSON and text answers compressed for clients that accept it (server.compress_responses). @default false */
   compressResponses?: boolean;
+  /** Data capture (config `capture`): a sample of model requests and answers sent and/or written as they were. */
+  capture?: Capture;
   /** Other gateways behind the same load balancer (server.fleet), each keeping its own responses, calls and batches. */
   fleet?: Fleet;
   /** Asynchronous inference (server.async_*): answers kept, and when a slow request is redirected to its own. @default 600 s, 256 MiB, never */
@@ -139,6 +142,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   });
   app.use(observe({ telemetry, log: opts.log, windows }));
   if (opts.compressResponses) app.use(compressAnswers());
+  // (inside compression: what is captured is the answer itself)
+  if (opts.capture) app.use(opts.capture.middleware());
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
   // An endpoint of the config at one of vLLM's paths (a `/classify` of one's own) is that endpoint, guarded as it says.
   const endpointPaths = new Set((opts.endpoints ?? []).map((e) => e.path));

@@ -20,7 +20,9 @@ export const tooLarge = (limit: number) => new GatewayError(413, 'body_too_large
  * rest of a small inference request.
  */
 export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
-  return decoded(await rawBody(c, limit), c.req.header('content-encoding'), limit);
+  const body = await decoded(await rawBody(c, limit), c.req.header('content-encoding'), limit);
+  (c.get('captureBody') as ((body: Uint8Array) => void) | undefined)?.(body);
+  return body;
 }
 
 const DECODERS: Record<string, (body: Uint8Array, options: ZlibOptions) => Promise<Buffer>> = {

@@ -2,6 +2,7 @@ export { type AppOptions, createApp, type EndpointRoute } from './app.js';
 export { jwtVerifier } from './auth/jwt.js';
 export { authenticate, type Caller, InFlight, type Policy, rateLimit } from './auth/middleware.js';
 export { RateLimiter } from './auth/rate-limit.js';
+export { Capture } from './capture.js';
 export { QuietWork } from './drain.js';
 export { ensembleModel } from './ensemble.js';
 export { Fleet } from './fleet.js';

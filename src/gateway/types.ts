@@ -120,6 +120,8 @@ export type GatewayEnv = {
     loggedByCall?: boolean;
     queueMs?: number;
     batchSize?: number;
+    /** Data capture: told of the request's body once read (readBody), when this request is captured. */
+    captureBody?: (body: Uint8Array) => void;
     /** server.sse_keepalive_s, in ms (token streams: see `tokenStream`). */
     sseKeepAliveMs?: number;
   };

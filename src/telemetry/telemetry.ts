@@ -116,6 +116,10 @@ export class Telemetry {
         unit: '{connection}',
         description: 'Answers and WebSockets the gateway ended because their client went silent, by reason (send_timeout, websocket_ping).',
       }),
+      captured: m.createCounter('infergate.captured', {
+        unit: '{request}',
+        description: 'Requests captured (config capture), by what became of them at each sink: sent, written, dropped (too many waiting), failed.',
+      }),
       forwarded: m.createCounter('infergate.fleet.forwarded', {
         unit: '{request}',
         description: 'Requests sent on to the gateway of the fleet that keeps what they name, by peer and its status (unreachable: none).',

@@ -1,0 +1,217 @@
+import { appendFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Context, MiddlewareHandler } from 'hono';
+import PQueue from 'p-queue';
+import type { CaptureConfig } from '../config/index.js';
+import type { GatewayEnv } from './types.js';
+import { wholeBody } from './whole-body.js';
+
+/** One payload captured: what came in, or what went out. */
+type Payload = { contentType: string; data: Uint8Array; bytes: number };
+/** One request captured: its model, who asked, its payloads (by the config's mode) and how it was answered. */
+export type Captured = {
+  id: string;
+  time: Date;
+  model: string;
+  version?: string;
+  path: string;
+  caller?: string;
+  status: number;
+  /** Headers of the request the config names (KServe's metadataHeaders). */
+  headers: Record<string, string>;
+  request?: Payload;
+  response?: Payload;
+};
+
+/** What became of a captured request at a sink (the /metrics label). */
+export type CaptureResult = 'sent' | 'written' | 'dropped' | 'failed';
+
+/**
+ * Data capture (KServe's payload logger, SageMaker's Data Capture): a sample of the model requests and their answers,
+ * as they were — sent as CloudEvents to `url`, and/or written as JSON lines to `dir` — off the request's path: a
+ * request is never slowed or failed by it (past `max_queue` waiting, captures are dropped and counted).
+ */
+export class Capture {
+  private readonly queue = new PQueue({ concurrency: 8 });
+  private readonly writes = new PQueue({ concurrency: 1 });
+  private readonly models?: Set<string>;
+
+  constructor(
+    readonly config: CaptureConfig,
+    /** Told what became of each capture, at each sink. */
+    private readonly counted: (result: CaptureResult) => void = () => {},
+  ) {
+    if (config.models) this.models = new Set(config.models);
+  }
+
+  /** Samples requests, keeps a copy of their bodies as read (readBody) and of their answers as sent. */
+  middleware(): MiddlewareHandler<GatewayEnv> {
+    return async (c, next) => {
+      if (Math.random() >= this.config.sample_rate) return next();
+      let request: Payload | undefined;
+      if (this.config.mode !== 'response')
+        c.set('captureBody', (body) => {
+          request ??= { contentType: c.req.header('content-type') ?? '', data: body.slice(0, this.config.max_payload_bytes), bytes: body.byteLength };
+        });
+      await next();
+      const model = c.get('model');
+      // (a request an asynchronous call sent through the app again is captured there, not as its 202)
+      if (model === undefined || (this.models && !this.models.has(model)) || c.get('loggedByCall')) return;
+      const captured: Captured = {
+        id: c.get('requestId'),
+        time: new Date(),
+        model,
+        version: c.get('modelVersion'),
+        path: c.req.path,
+        caller: c.get('caller')?.id,
+        status: c.res.status,
+        headers: Object.fromEntries(
+          this.config.metadata_headers.flatMap((name) => {
+            const value = c.req.header(name);
+            return value === undefined ? [] : [[name, value]];
+          }),
+        ),
+        request,
+      };
+      if (this.config.mode === 'request') return this.add(captured);
+      const whole = wholeBody(c.res);
+      const contentType = c.res.headers.get('content-type') ?? '';
+      if (whole !== undefined && !(whole instanceof Blob)) {
+        const data = typeof whole === 'string' ? new TextEncoder().encode(whole) : (whole ?? new Uint8Array());
+        return this.add({ ...captured, response: { contentType, data: data.slice(0, this.config.max_payload_bytes), bytes: data.byteLength } });
+      }
+      // A stream (tokens as they come): what the client was sent, captured once it ends (or the client goes).
+      c.res = this.recorded(c, (data, bytes) => this.add({ ...captured, response: { contentType, data, bytes } }));
+    };
+  }
+
+  /** Sends and writes what was asked for so far. */
+  async flush(): Promise<void> {
+    await Promise.all([this.queue.onIdle(), this.writes.onIdle()]);
+  }
+
+  /** The answer as it is sent, its bytes kept (up to max_payload_bytes) for `done`; the client going cancels it as before. */
+  private recorded(c: Context<GatewayEnv>, done: (data: Uint8Array, bytes: number) => void): Response {
+    const res = c.res;
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const kept: Uint8Array[] = [];
+    let keptBytes = 0;
+    let bytes = 0;
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      done(Buffer.concat(kept), bytes);
+    };
+    const body = new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        const { done: last, value } = await reader.read();
+        if (last) {
+          controller.close();
+          return end();
+        }
+        bytes += value.byteLength;
+        if (keptBytes < this.config.max_payload_bytes) {
+          const part = value.subarray(0, this.config.max_payload_bytes - keptBytes);
+          kept.push(part.slice());
+          keptBytes += part.byteLength;
+        }
+        controller.enqueue(value);
+      },
+      cancel: (reason) => {
+        end();
+        return reader.cancel(reason);
+      },
+    });
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  }
+
+  /** To each sink, in the background; dropped when too many wait. */
+  private add(captured: Captured): void {
+    const { url, dir, max_queue: most } = this.config;
+    if (url) {
+      if (this.queue.size + this.queue.pending >= most) this.counted('dropped');
+      else void this.queue.add(() => this.send(url, captured));
+    }
+    if (dir) {
+      if (this.writes.size >= most) this.counted('dropped');
+      else void this.writes.add(() => this.write(dir, captured));
+    }
+  }
+
+  /** KServe's logger's events: the request's, then the response's, as CloudEvents in binary mode (the payload as the body). */
+  private async send(url: string, captured: Captured): Promise<void> {
+    try {
+      for (const [kind, payload] of [
+        ['request', captured.request],
+        ['response', captured.response],
+      ] as const) {
+        if (!payload) continue;
+        const res = await fetch(url, {
+          method: 'POST',
+          headers: {
+            'content-type': payload.contentType || 'application/octet-stream',
+            'ce-specversion': '1.0',
+            'ce-id': captured.id,
+            'ce-type': `org.kubeflow.serving.inference.${kind}`,
+            'ce-source': `infergate${captured.path}`,
+            'ce-time': captured.time.toISOString(),
+            'ce-inferenceservicename': captured.model,
+            'ce-endpoint': captured.path,
+            'ce-component': 'predictor',
+            ...(captured.version && { 'ce-modelversion': captured.version }),
+            ...(kind === 'response' && { 'ce-status': String(captured.status) }),
+            ...(payload.data.byteLength < payload.bytes && { 'ce-truncatedfrom': String(payload.bytes) }),
+            ...(Object.keys(captured.headers).length > 0 && { 'ce-metadata': JSON.stringify(captured.headers) }),
+          },
+          body: payload.data as Uint8Array<ArrayBuffer>,
+          signal: AbortSignal.timeout(10_000),
+        });
+        await res.body?.cancel();
+        if (!res.ok) throw new Error(`${url} answered ${res.status}`);
+      }
+      this.counted('sent');
+    } catch {
+      this.counted('failed');
+    }
+  }
+
+  /** SageMaker's Data Capture record, a line of the hour's file (UTC): `dir/2026-12-07T13.jsonl`. */
+  private async write(dir: string, captured: Captured): Promise<void> {
+    const record = {
+      captureData: {
+        ...(captured.request && { endpointInput: { ...shown(captured.request), mode: 'INPUT' } }),
+        ...(captured.response && { endpointOutput: { ...shown(captured.response), mode: 'OUTPUT' } }),
+      },
+      eventMetadata: {
+        eventId: captured.id,
+        inferenceTime: captured.time.toISOString(),
+        model: captured.model,
+        ...(captured.version && { modelVersion: captured.version }),
+        path: captured.path,
+        status: captured.status,
+        ...(captured.caller && { caller: captured.caller }),
+        ...(Object.keys(captured.headers).length > 0 && { headers: captured.headers }),
+      },
+      eventVersion: '0',
+    };
+    try {
+      await mkdir(dir, { recursive: true });
+      await appendFile(join(dir, `${captured.time.toISOString().slice(0, 13)}.jsonl`), `${JSON.stringify(record)}\n`);
+      this.counted('written');
+    } catch {
+      this.counted('failed');
+    }
+  }
+}
+
+/** A payload as SageMaker writes one: text as it is (JSON, CSV, event streams), anything else in base64; cut ones say so. */
+function shown({ contentType, data, bytes }: Payload) {
+  const text = /json|^text\/|csv/.test(contentType) && !data.includes(0);
+  return {
+    observedContentType: contentType,
+    encoding: text ? (contentType.includes('json') ? 'JSON' : contentType.includes('csv') ? 'CSV' : 'TEXT') : 'BASE64',
+    data: text ? new TextDecoder().decode(data) : Buffer.from(data).toString('base64'),
+    ...(data.byteLength < bytes && { truncatedFrom: bytes }),
+  };
+}
