@@ -49,6 +49,8 @@ describe('parseConfig', () => {
       'server.cors.origins.0: expected an origin such as https://app.example.com (no path',
     ],
     [{ server: { cors: { origins: 'any' } }, models: { m: model } }, 'server.cors.origins: expected "*" or a list of origins, got "any"'],
+    [{ capture: { sample_rate: 0.5 }, models: { m: model } }, 'capture: capture needs a url or a dir (or both)'],
+    [{ capture: { url: 'http://c/e', sample_rate: 2 }, models: { m: model } }, 'capture.sample_rate: expected number to be <=1, got 2'],
   ])('names the path, the value and what was expected: %j', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);
     expect(() => parseConfig(raw)).toThrow(message);
@@ -59,9 +61,10 @@ describe('loadConfig', () => {
   it('resolves model paths against the file and lets $PORT override the port', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'infergate-config-'));
     const file = join(dir, 'c.yaml');
-    await writeFile(file, 'server: { port: 9000 }\nmodels:\n  m: { path: models/m.onnx, labels: m.txt }\n');
+    await writeFile(file, 'server: { port: 9000 }\ncapture: { dir: captures }\nmodels:\n  m: { path: models/m.onnx, labels: m.txt }\n');
     const config = await loadConfig(file, { PORT: '1234' });
     expect(config.server.port).toBe(1234);
+    expect(config.capture?.dir).toBe(join(dir, 'captures'));
     expect(config.models.m.path).toBe(join(dir, 'models/m.onnx'));
     expect(config.models.m.labels).toBe(join(dir, 'm.txt'));
     // Vertex AI's port where there is no $PORT.
