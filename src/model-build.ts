@@ -22,6 +22,7 @@ import {
   modelVersions,
   multiplexChecker,
   PREFIX_BLOCK,
+  shadowVersion,
   toModelLayout,
   unnamedVersion,
 } from './models/index.js';
@@ -281,6 +282,7 @@ async function buildModel(
     versions: versions && {
       served: versions,
       unnamed: unnamedVersion(versions, model.version_traffic),
+      shadow: shadowVersion(model.version_shadow),
       onDisk: () => modelVersions(model.path).map(String),
     },
   };

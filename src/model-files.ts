@@ -65,6 +65,9 @@ function versionsOf(name: string, model: ModelConfig): string[] | undefined {
   const unserved = Object.keys(model.version_traffic ?? {}).filter((v) => !served.includes(v));
   if (unserved.length)
     throw new ConfigError(`models.${name}.version_traffic: version ${unserved.join(', ')} is not served (the policy serves ${served.join(', ')})`);
+  const shadow = model.version_shadow && String(model.version_shadow.version);
+  if (shadow && !served.includes(shadow))
+    throw new ConfigError(`models.${name}.version_shadow: version ${shadow} is not served (the policy serves ${served.join(', ')})`);
   return served;
 }
 

@@ -29,7 +29,7 @@ import {
 } from './gateway/index.js';
 import { type ModelEntry, readModels } from './model-build.js';
 import { filesStamp } from './model-files.js';
-import { unnamedVersion } from './models/index.js';
+import { shadowVersion, unnamedVersion } from './models/index.js';
 import { checkDevices, cpuThreadsFor, maxContainers } from './replica-plan.js';
 import { pollRepository } from './repository-poll.js';
 import { observePools, Telemetry } from './telemetry/index.js';
@@ -71,7 +71,7 @@ type Changes = { added: string[]; replaced: string[]; removed: string[]; unchang
 export type ReloadReport = Changes & {
   restart_required: string[];
   ensembles?: Changes;
-  /** Versioned models among `unchanged` whose version_traffic split moved (in place, nothing restarted). */
+  /** Versioned models among `unchanged` whose version_traffic split or version_shadow moved (in place, nothing restarted). */
   version_traffic?: string[];
   /** Generative models among `unchanged` whose lora_adapters changed (in place, nothing restarted). */
   lora_adapters?: string[];
@@ -327,14 +327,15 @@ export async function startGateway(
     const nextStamps = await stampsOf(next);
     // (a versioned model whose version_traffic alone changed keeps running: its split moves in place, as KServe's
     // canary percent moves without new pods; so do a generative model's LoRA adapters, which replicas read by path)
-    const apart = (m: ModelConfig | undefined) => JSON.stringify(m && { ...m, version_traffic: undefined, lora_adapters: undefined, aliases: undefined });
+    const apart = (m: ModelConfig | undefined) =>
+      JSON.stringify(m && { ...m, version_traffic: undefined, version_shadow: undefined, lora_adapters: undefined, aliases: undefined });
     const same = (name: string) =>
       (only !== undefined && name !== only) || (apart(running.models[name]) === apart(next.models[name]) && stamps.get(name) === nextStamps.get(name));
     const names = Object.keys(next.models);
     // Models kept running whose setting `key` changed: it is applied in place.
-    const changedInPlace = (key: 'version_traffic' | 'lora_adapters' | 'aliases') =>
+    const changedInPlace = (key: 'version_traffic' | 'version_shadow' | 'lora_adapters' | 'aliases') =>
       names.filter((n) => models.has(n) && same(n) && JSON.stringify(running.models[n]?.[key]) !== JSON.stringify(next.models[n][key]));
-    const retuned = changedInPlace('version_traffic');
+    const retuned = [...new Set([...changedInPlace('version_traffic'), ...changedInPlace('version_shadow')])];
     const adapted = changedInPlace('lora_adapters');
     const renamed = changedInPlace('aliases');
     const report: ReloadReport = {
@@ -342,7 +343,7 @@ export async function startGateway(
       replaced: names.filter((n) => models.has(n) && !same(n)),
       removed: [...models.keys()].filter((n) => !next.models[n]),
       unchanged: names.filter((n) => models.has(n) && same(n)),
-      restart_required: (['server', 'auth', 'endpoints', 'telemetry'] as const).filter((k) => JSON.stringify(config[k]) !== JSON.stringify(next[k])),
+      restart_required: (['server', 'auth', 'endpoints', 'telemetry', 'capture'] as const).filter((k) => JSON.stringify(config[k]) !== JSON.stringify(next[k])),
       ...(retuned.length > 0 && { version_traffic: retuned }),
       ...(adapted.length > 0 && { lora_adapters: adapted }),
       ...(renamed.length > 0 && { aliases: renamed }),
@@ -403,7 +404,10 @@ export async function startGateway(
     for (const name of renamed) (models.get(name) as ModelEntry).aliases = next.models[name].aliases;
     for (const name of retuned) {
       const versions = models.get(name)?.versions;
-      if (versions) versions.unnamed = unnamedVersion(versions.served, next.models[name].version_traffic);
+      if (versions) {
+        versions.unnamed = unnamedVersion(versions.served, next.models[name].version_traffic);
+        versions.shadow = shadowVersion(next.models[name].version_shadow);
+      }
     }
     running = next;
     if (only === undefined) stamps = nextStamps;

@@ -149,8 +149,8 @@ describe('reloading the config without a restart', () => {
     expect((await reload()).body.error).toMatch(/models.more.batching.max_batch_size/);
     expect((await infer(url, 'mlp', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: row }])).status).toBe(200);
     // Sections that apply only at start are reported, not applied.
-    await write({ mlp: mlp(8) }, { server: { host: '127.0.0.1', admin_api: true, max_body_bytes: 1024 } });
-    expect((await reload()).body).toEqual({ added: [], replaced: [], removed: [], unchanged: ['mlp'], restart_required: ['server'] });
+    await write({ mlp: mlp(8) }, { server: { host: '127.0.0.1', admin_api: true, max_body_bytes: 1024 }, capture: { url: 'http://127.0.0.1:1/' } });
+    expect((await reload()).body).toEqual({ added: [], replaced: [], removed: [], unchanged: ['mlp'], restart_required: ['server', 'capture'] });
   });
 
   it('replaces a model whose file changed at the same path (new weights)', async () => {

@@ -1,4 +1,4 @@
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -208,6 +208,52 @@ describe('a versioned model', () => {
     } finally {
       rmSync(join(dir, '4'), { recursive: true });
     }
+  });
+
+  it('runs a shadow version on live traffic (version_shadow): answers unchanged, its runs counted apart and captured beside them', async () => {
+    const captures = mkdtempSync(join(tmpdir(), 'infergate-shadow-'));
+    const shadowed = await startTestGateway({
+      models: { scorer: { ...models.scorer, version_traffic: { 2: 100 }, version_shadow: { version: 3 } } },
+      capture: { dir: captures },
+    });
+    try {
+      const count = async (version: string) =>
+        (await (await fetch(`${shadowed.url}/v2/models/scorer/versions/${version}/stats`)).json()).model_stats[0].inference_count as number;
+      const answers = await Promise.all([0, 1, 2, 3, 4].map(async (seed) => (await infer(shadowed.url, 'scorer', x(seed))).body));
+      // The clients get version 2's answers; version 3 ran every request too.
+      for (const [seed, body] of answers.entries()) {
+        expect(body).toMatchObject({ model_version: '2' });
+        expect(body.outputs?.[0].data).toEqual(await expected('v2', seed));
+      }
+      await expect.poll(() => count('3')).toBe(5);
+      expect(await count('2')).toBe(5);
+      // Captured beside each answer, under its request's id: version 3's answer, marked a shadow's.
+      const records = async () =>
+        readdirSync(captures).flatMap((f) =>
+          readFileSync(join(captures, f), 'utf8')
+            .trim()
+            .split('\n')
+            .map((line) => JSON.parse(line)),
+        );
+      await expect.poll(async () => (await records()).filter((r) => r.eventMetadata.shadow).length).toBe(5);
+      const all = await records();
+      for (const shadow of all.filter((r) => r.eventMetadata.shadow)) {
+        expect(shadow.eventMetadata).toMatchObject({ model: 'scorer', modelVersion: '3', status: 200 });
+        const answered = all.find((r) => r.eventMetadata.eventId === shadow.eventMetadata.eventId && !r.eventMetadata.shadow);
+        const seed = answers.findIndex((b) => JSON.stringify(b) === answered.captureData.endpointOutput.data);
+        expect(JSON.parse(shadow.captureData.endpointOutput.data).outputs[0].data).toEqual(await expected('v3', seed));
+      }
+      // A request naming version 3 is not run twice.
+      await infer(shadowed.url, 'scorer/versions/3', x(7)); // (an input not seen: the response cache would answer it)
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(await count('3')).toBe(6);
+    } finally {
+      await shadowed.shutdown();
+    }
+    const path = join(dir, '{version}', 'model.onnx');
+    await expect(
+      startTestGateway({ models: { t: { path, device: 'cpu', version_policy: { latest: { num_versions: 2 } }, version_shadow: { version: 1 } } } }),
+    ).rejects.toThrow(/models\.t\.version_shadow: version 1 is not served \(the policy serves 2, 3\)/);
   });
 
   it('splits requests naming no version by version_traffic (KServe’s canary), each answered by the version it names', async () => {

@@ -325,6 +325,19 @@ export const modelSchema = z
      * `{"2": 90, "3": 10}` sends a tenth to version 3); a request naming one gets it. @default all to the latest
      */
     version_traffic: z.record(z.string().regex(/^[1-9]\d*$/, 'expected a version: a positive integer'), nonNegative).optional(),
+    /**
+     * A version that also runs a share of the requests other versions answer, its answers discarded (a shadow
+     * deployment: a new version tried on live traffic, compared on /metrics, its stats and data capture).
+     */
+    version_shadow: z
+      .object({
+        /** The version (served: in the version_policy). */
+        version: positiveInt,
+        /** Percent of the requests another version answers that it runs too. @default 100 */
+        percent: z.number().min(0).max(100).default(100),
+      })
+      .strict()
+      .optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })
@@ -340,6 +353,10 @@ export const modelSchema = z
   .refine((m) => !m.version_policy || m.path.includes('{version}'), {
     message: 'a versioned model names its files with {version} in its path (models/classifier/{version}/model.onnx)',
     path: ['version_policy'],
+  })
+  .refine((m) => !m.version_shadow || m.path.includes('{version}'), {
+    message: "version_shadow runs a versioned model's version beside the others: its path names its files with {version}",
+    path: ['version_shadow'],
   })
   .refine((m) => !m.version_traffic || m.path.includes('{version}'), {
     message: "version_traffic splits a versioned model's requests: its path names its files with {version}",

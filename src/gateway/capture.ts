@@ -21,6 +21,8 @@ export type Captured = {
   headers: Record<string, string>;
   request?: Payload;
   response?: Payload;
+  /** A shadow version's answer (config version_shadow), not the one the client got. */
+  shadow?: boolean;
 };
 
 /** What became of a captured request at a sink (the /metrics label). */
@@ -53,26 +55,16 @@ export class Capture {
         c.set('captureBody', (body) => {
           request ??= { contentType: c.req.header('content-type') ?? '', data: body.slice(0, this.config.max_payload_bytes), bytes: body.byteLength };
         });
+      if (this.config.mode !== 'request')
+        c.set('captureShadow', (version, status, contentType, data) => {
+          const captured = this.captured(c, status);
+          const response = { contentType, data: data.slice(0, this.config.max_payload_bytes), bytes: data.byteLength };
+          if (captured) this.add({ ...captured, version, status, response, shadow: true });
+        });
       await next();
-      const model = c.get('model');
       // (a request an asynchronous call sent through the app again is captured there, not as its 202)
-      if (model === undefined || (this.models && !this.models.has(model)) || c.get('loggedByCall')) return;
-      const captured: Captured = {
-        id: c.get('requestId'),
-        time: new Date(),
-        model,
-        version: c.get('modelVersion'),
-        path: c.req.path,
-        caller: c.get('caller')?.id,
-        status: c.res.status,
-        headers: Object.fromEntries(
-          this.config.metadata_headers.flatMap((name) => {
-            const value = c.req.header(name);
-            return value === undefined ? [] : [[name, value]];
-          }),
-        ),
-        request,
-      };
+      const captured = c.get('loggedByCall') ? undefined : this.captured(c, c.res.status, request);
+      if (!captured) return;
       if (this.config.mode === 'request') return this.add(captured);
       const whole = wholeBody(c.res);
       const contentType = c.res.headers.get('content-type') ?? '';
@@ -82,6 +74,28 @@ export class Capture {
       }
       // A stream (tokens as they come): what the client was sent, captured once it ends (or the client goes).
       c.res = this.recorded(c, (data, bytes) => this.add({ ...captured, response: { contentType, data, bytes } }));
+    };
+  }
+
+  /** What is captured of a request to a model this capture is for (others: undefined). */
+  private captured(c: Context<GatewayEnv>, status: number, request?: Payload): Captured | undefined {
+    const model = c.get('model');
+    if (model === undefined || (this.models && !this.models.has(model))) return undefined;
+    return {
+      id: c.get('requestId'),
+      time: new Date(),
+      model,
+      version: c.get('modelVersion'),
+      path: c.req.path,
+      caller: c.get('caller')?.id,
+      status,
+      headers: Object.fromEntries(
+        this.config.metadata_headers.flatMap((name) => {
+          const value = c.req.header(name);
+          return value === undefined ? [] : [[name, value]];
+        }),
+      ),
+      request,
     };
   }
 
@@ -161,6 +175,7 @@ export class Capture {
             'ce-component': 'predictor',
             ...(captured.version && { 'ce-modelversion': captured.version }),
             ...(kind === 'response' && { 'ce-status': String(captured.status) }),
+            ...(captured.shadow && { 'ce-shadow': 'true' }),
             ...(payload.data.byteLength < payload.bytes && { 'ce-truncatedfrom': String(payload.bytes) }),
             ...(Object.keys(captured.headers).length > 0 && { 'ce-metadata': JSON.stringify(captured.headers) }),
           },
@@ -190,6 +205,7 @@ export class Capture {
         ...(captured.version && { modelVersion: captured.version }),
         path: captured.path,
         status: captured.status,
+        ...(captured.shadow && { shadow: true }),
         ...(captured.caller && { caller: captured.caller }),
         ...(Object.keys(captured.headers).length > 0 && { headers: captured.headers }),
       },

@@ -65,7 +65,14 @@ export interface ServedModel {
    * names one (SubmitOptions.modelId, from the URL's /versions/{v}) or gets `unnamed()` — the latest, or one drawn
    * by the config's `version_traffic` (a canary split). Another model has one version, "1".
    */
-  versions?: { served: readonly string[]; unnamed(): string /** Every version whose file is there now, served or not. */; onDisk(): string[] };
+  versions?: {
+    served: readonly string[];
+    unnamed(): string;
+    /** The version a request answered by `answered` also runs on, its answer discarded (config `version_shadow`), if drawn. */
+    shadow(answered: string): string | undefined;
+    /** Every version whose file is there now, served or not. */
+    onDisk(): string[];
+  };
   /** Ensembles (config `ensembles`): the steps its `batcher` runs, as Triton's ensemble_scheduling shows them. */
   ensemble?: { steps: { model: string; version?: number; inputs: Record<string, string>; outputs: Record<string, string> }[] };
   /** Sequence classifiers (/classify; with one class, a cross-encoder: /v1/rerank, /v1/score), through `batcher`. */
@@ -122,6 +129,8 @@ export type GatewayEnv = {
     batchSize?: number;
     /** Data capture: told of the request's body once read (readBody), when this request is captured. */
     captureBody?: (body: Uint8Array) => void;
+    /** Data capture: told of a shadow version's answer to this request (config version_shadow), when it is captured. */
+    captureShadow?: (version: string, status: number, contentType: string, body: Uint8Array) => void;
     /** server.sse_keepalive_s, in ms (token streams: see `tokenStream`). */
     sseKeepAliveMs?: number;
   };

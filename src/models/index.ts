@@ -34,4 +34,4 @@ export {
 } from './stateful.js';
 export { type ChatLayout, type ChatMessage, chatPrompt, decode, loadTokenizer, TextStream, type Tokenizer } from './text.js';
 export { Framer, type PcmFormat, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadFraming, type VadSettings } from './vad.js';
-export { modelVersions, servedVersions, unnamedVersion, type VersionPolicy, versionsServed } from './versions.js';
+export { modelVersions, servedVersions, shadowVersion, unnamedVersion, type VersionPolicy, versionsServed } from './versions.js';

@@ -52,3 +52,13 @@ export function unnamedVersion(served: readonly string[], traffic?: Record<strin
     return shares[shares.length - 1][0]; // (rounding at the top end)
   };
 }
+
+/**
+ * The shadow version a request also runs on, given the version that answers it: drawn at `percent`, never the
+ * answering version itself (a shadow deployment's share of live traffic).
+ */
+export function shadowVersion(shadow?: { version: number; percent: number }, random = Math.random): (answered: string) => string | undefined {
+  if (!shadow || shadow.percent <= 0) return () => undefined;
+  const version = String(shadow.version);
+  return (answered) => (answered !== version && random() * 100 < shadow.percent ? version : undefined);
+}

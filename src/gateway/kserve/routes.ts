@@ -151,7 +151,10 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
   const trace = c.get('span')?.spanContext();
   const deadline = request.timeoutMs === undefined ? undefined : performance.now() + request.timeoutMs;
   const caller = c.get('caller');
-  const result = await submitInfer(m, { ...request.inputs, ...shared.inputs }, request.sequence, caller, {
+  const inputs = { ...request.inputs, ...shared.inputs };
+  const shadow = request.sequence ? undefined : m.versions?.shadow(version);
+  if (shadow) shadowRun(c, m, shadow, inputs, request);
+  const result = await submitInfer(m, inputs, request.sequence, caller, {
     signal: clientSignal(c),
     trace,
     deadline,
@@ -172,6 +175,39 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
     'x-queue-ms': result.queueMs.toFixed(2),
     'x-batch-size': String(result.batchSize),
   });
+}
+
+/** A shadow version's run (config version_shadow) waits behind every request, Batch API lines too. */
+const SHADOW_PRIORITY = -2_000_000;
+
+/**
+ * The request run on a shadow version as well (config `version_shadow`), its answer discarded — or, where the request
+ * is captured (data capture), captured beside the answer's. Its inputs are copied: the request's buffers go back to
+ * their pools once it is answered. It waits behind everyone and fails alone (counted in that version's stats).
+ */
+function shadowRun(c: Context<GatewayEnv>, m: ServedModel, version: string, inputs: Inputs, request: InferRequest): void {
+  const copied = Object.fromEntries(
+    Object.entries(inputs).map(([name, t]) => [
+      name,
+      { ...t, shape: [...t.shape], data: t.data.slice(), ...(t.parts && { parts: t.parts.map((p) => p.slice()) }) },
+    ]),
+  );
+  const told = c.get('captureShadow');
+  submitInfer(m, copied, undefined, c.get('caller'), { version, priority: SHADOW_PRIORITY, trace: c.get('span')?.spanContext() }).then(
+    (result) => {
+      const { body, headers } = encodeInferResponse(
+        { name: m.name, version },
+        { ...request, outputs: request.outputs.filter((o) => !o.shm) },
+        result.outputs,
+        m.labels,
+      );
+      told?.(version, 200, headers['content-type'] ?? 'application/json', typeof body === 'string' ? new TextEncoder().encode(body) : body);
+    },
+    (err: Error) => {
+      const status = err instanceof GatewayError ? err.status : 500;
+      told?.(version, status, 'application/json', new TextEncoder().encode(JSON.stringify({ error: err.message })));
+    },
+  );
 }
 
 /** Inputs given by shared-memory region, read (on the thread pool) into pooled buffers; output regions checked. */

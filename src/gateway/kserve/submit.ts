@@ -20,7 +20,7 @@ export function submitInfer(
   // A versioned model's version goes as its model id; a multiplexed model's model id is its own (another model
   // ignores the header, as a proxy in front may add it).
   const modelId = m.versions ? versionOf(m, opts.version) : m.multiplexed ? opts.modelId : undefined;
-  const withCaller = { ...opts, priority: caller?.priority, caller: caller?.id, modelId };
+  const withCaller = { ...opts, priority: opts.priority ?? caller?.priority, caller: caller?.id, modelId };
   if (m.sequences) {
     if (!sequence)
       throw badInput(
