@@ -68,8 +68,8 @@ export class Capture {
       if (this.config.mode === 'request') return this.add(captured);
       const whole = wholeBody(c.res);
       const contentType = c.res.headers.get('content-type') ?? '';
-      if (whole !== undefined && !(whole instanceof Blob)) {
-        const data = typeof whole === 'string' ? new TextEncoder().encode(whole) : (whole ?? new Uint8Array());
+      if ((whole !== undefined && !(whole instanceof Blob)) || !c.res.body) {
+        const data = typeof whole === 'string' ? new TextEncoder().encode(whole) : whole instanceof Uint8Array ? whole : new Uint8Array();
         return this.add({ ...captured, response: { contentType, data: data.slice(0, this.config.max_payload_bytes), bytes: data.byteLength } });
       }
       // A stream (tokens as they come): what the client was sent, captured once it ends (or the client goes).

@@ -57,9 +57,11 @@ export class Fleet {
     url.searchParams.delete('before_id');
     url.searchParams.set('limit', '1000'); // (each gateway's newest: pages are cut from them all together)
     const lists = [...this.peers.values()].map(async (peer) => {
-      const res = await this.forward(c, peer, 'a list', undefined, `${url.pathname}${url.search}`);
-      if (!res.ok)
+      const res = await this.forward(c, peer, 'part of this list', undefined, `${url.pathname}${url.search}`);
+      if (!res.ok) {
+        await res.body?.cancel();
         throw new GatewayError(503, 'peer_unavailable', `the gateway at ${peer} answered ${res.status} for its part of this list`, { retryAfterS: 1 });
+      }
       return ((await res.json()) as { data: unknown[] }).data;
     });
     return (await Promise.all(lists)).flat();
