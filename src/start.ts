@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { type Autoscaler, GpuPlacement, LocalProcessProvider, type ReplicaPool, type ReplicaProvider, visibleGpus } from './autoscaler/index.js';
 import type { Batcher, EnsemblePlan, GenerationScheduler, Sequences } from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
-import { ConfigError } from './config/index.js';
+import { ConfigError, fleetSelf } from './config/index.js';
 import { planEnsembles, servedView, stepView } from './ensemble-plan.js';
 import {
   authenticate,
@@ -490,8 +490,7 @@ const stampsOf = async (config: Config): Promise<Map<string, string>> =>
 function fleetOf(config: Config, sent: ConstructorParameters<typeof Fleet>[2]): Fleet | undefined {
   const fleet = config.server.fleet;
   if (!fleet) return undefined;
-  if (!fleet.self) throw new ConfigError('server.fleet.self: say how the other gateways reach this one (or set $INFERGATE_FLEET_SELF)');
-  return new Fleet(fleet.self, fleet.peers, sent);
+  return new Fleet(fleetSelf(config) as string, fleet.peers, sent);
 }
 
 /** The Batch API's folder (server.batch_dir), with what it kept; one it cannot use is a config error. */

@@ -167,6 +167,7 @@ describe('a fleet of gateways (server.fleet)', () => {
     const file = join(await mkdtemp(join(tmpdir(), 'infergate-fleet-')), 'fleet.yaml');
     await writeFile(file, `server:\n  fleet:\n    peers: [http://gw-0.gw:8080, http://gw-1.gw:8080/]\nmodels: { m: { path: m.onnx } }\n`);
     expect((await loadConfig(file, { INFERGATE_FLEET_SELF: 'http://gw-1.gw:8080' })).server.fleet?.self).toBe('http://gw-1.gw:8080');
+    await expect(loadConfig(file, {})).rejects.toThrow(/server.fleet.self: say how the other gateways reach this one/); // (infergate validate too)
     await expect(loadConfig(file, { INFERGATE_FLEET_SELF: 'http://gw-2.gw:8080' })).rejects.toThrow(/not one of server.fleet.peers/);
     await writeFile(
       file,

@@ -37,6 +37,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
       throw new ConfigError(`INFERGATE_FLEET_SELF: ${env.INFERGATE_FLEET_SELF} is not one of server.fleet.peers (${fleet.peers.join(', ')})`);
     fleet.self = env.INFERGATE_FLEET_SELF;
   }
+  fleetSelf(config); // (validate says so too)
   const base = dirname(resolve(file));
   const within = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
   for (const model of Object.values(config.models)) {
@@ -50,6 +51,13 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   if (config.capture?.dir) config.capture.dir = within(config.capture.dir);
   if (config.server.tls) Object.assign(config.server.tls, { cert: within(config.server.tls.cert), key: within(config.server.tls.key) });
   return config;
+}
+
+/** server.fleet's own URL, which a fleet must say (in the file or $INFERGATE_FLEET_SELF); no fleet: undefined. */
+export function fleetSelf(config: Config): string | undefined {
+  const fleet = config.server.fleet;
+  if (fleet && !fleet.self) throw new ConfigError('server.fleet.self: say how the other gateways reach this one (or set $INFERGATE_FLEET_SELF)');
+  return fleet?.self;
 }
 
 export function parseConfig(raw: unknown, source = 'config'): Config {
