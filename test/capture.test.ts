@@ -106,6 +106,13 @@ describe('data capture', () => {
     expect(bad.status).toBe(400);
     const [, refused] = await eventsOf(bad.headers.get('x-request-id') as string);
     expect(refused.headers['ce-status']).toBe('400');
+    // (sent as text/plain, as fetch and curl -d send a string: JSON all the same, written as JSON)
+    const badId = bad.headers.get('x-request-id');
+    await expect.poll(async () => (await records()).find((r) => r.eventMetadata.eventId === badId)).toBeDefined();
+    expect((await records()).find((r) => r.eventMetadata.eventId === badId).captureData.endpointInput).toMatchObject({
+      observedContentType: 'text/plain;charset=UTF-8',
+      encoding: 'JSON',
+    });
     // identity is not among capture.models: nothing of it.
     const other = await fetch(`${gw.url}/v2/models/identity/infer`, {
       method: 'POST',

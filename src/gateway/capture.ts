@@ -221,13 +221,37 @@ export class Capture {
   }
 }
 
-/** A payload as SageMaker writes one: text as it is (JSON, CSV, event streams), anything else in base64; cut ones say so. */
+/**
+ * A payload as SageMaker writes one: text as it is (JSON — by its content type, or JSON sent as a form, as curl -d
+ * does —, CSV, event streams), bytes (binary tensors, images, audio) in base64; cut ones say how long they were.
+ */
 function shown({ contentType, data, bytes }: Payload) {
-  const text = /json|^text\/|csv/.test(contentType) && !data.includes(0);
+  const text = /octet-stream|^image\/|^audio\//.test(contentType) ? undefined : utf8(data);
+  const json = text !== undefined && (contentType.includes('json') || parsesAsJson(text));
   return {
     observedContentType: contentType,
-    encoding: text ? (contentType.includes('json') ? 'JSON' : contentType.includes('csv') ? 'CSV' : 'TEXT') : 'BASE64',
-    data: text ? new TextDecoder().decode(data) : Buffer.from(data).toString('base64'),
+    encoding: text === undefined ? 'BASE64' : json ? 'JSON' : contentType.includes('csv') ? 'CSV' : 'TEXT',
+    data: text ?? Buffer.from(data).toString('base64'),
     ...(data.byteLength < bytes && { truncatedFrom: bytes }),
   };
+}
+
+/** The bytes as text, when they are UTF-8 without NULs (else undefined: they go as base64). */
+function utf8(data: Uint8Array): string | undefined {
+  if (data.includes(0)) return undefined;
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(data);
+  } catch {
+    return undefined;
+  }
+}
+
+function parsesAsJson(text: string): boolean {
+  if (!/^\s*[[{]/.test(text)) return false;
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
