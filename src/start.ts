@@ -1,3 +1,4 @@
+import { lookup } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { type Autoscaler, GpuPlacement, LocalProcessProvider, type ReplicaPool, type ReplicaProvider, visibleGpus } from './autoscaler/index.js';
@@ -164,6 +165,7 @@ export async function startGateway(
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
   const capture = config.capture && new Capture(config.capture, (result) => telemetry.instruments.captured.add(1, { result }));
   const fleet = fleetOf(config, (peer, status) => telemetry.instruments.forwarded.add(1, { peer, status: String(status) }));
+  await fleet?.start((err) => log.warn({ err: err.message }, 'server.fleet.discover: the lookup failed; the gateways known before are kept'));
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
     log.info(
       { batch: b.id, answered: b.answered, total: b.total },
@@ -444,6 +446,7 @@ export async function startGateway(
       stopping ??= (async () => {
         shuttingDown = true;
         stopPolling?.();
+        fleet?.stop();
         server.leave(); // answers from now on send their connections to other replicas
         const delayS = now ? 0 : config.server.shutdown_delay_s;
         if (delayS > 0) {
@@ -490,7 +493,16 @@ const stampsOf = async (config: Config): Promise<Map<string, string>> =>
 function fleetOf(config: Config, sent: ConstructorParameters<typeof Fleet>[2]): Fleet | undefined {
   const fleet = config.server.fleet;
   if (!fleet) return undefined;
-  return new Fleet(fleetSelf(config) as string, fleet.peers, sent);
+  const found = fleet.discover;
+  // Found by DNS (a headless Service: every ready pod's address), each address a gateway at the port.
+  const peers = found
+    ? {
+        find: async () =>
+          (await lookup(found.dns, { all: true })).map(({ address, family }) => `${found.scheme}://${family === 6 ? `[${address}]` : address}:${found.port}`),
+        everyMs: found.every_s * 1000,
+      }
+    : (fleet.peers as string[]);
+  return new Fleet(fleetSelf(config) as string, peers, sent);
 }
 
 /** The Batch API's folder (server.batch_dir), with what it kept; one it cannot use is a config error. */

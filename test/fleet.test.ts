@@ -1,7 +1,7 @@
 import { createServer } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../src/config/index.js';
+import { loadConfig, parseConfig } from '../src/config/index.js';
 import { MODELS, startTestGateway } from './helpers.js';
 
 // Several gateways behind one load balancer (server.fleet), each keeping what it made: a request about another's
@@ -158,6 +158,23 @@ describe('a fleet of gateways (server.fleet)', () => {
     // (and the others go on)
     expect((await clientOf(a).responses.create({ ...ask, input: 'Hi' })).status).toBe('incomplete');
     b = await start(urls[1]);
+  });
+
+  it('finds the gateways by DNS (discover): a headless Service name resolving to the pods', async () => {
+    // "localhost" resolves to this machine: every address it has is taken for a gateway at B's port (B, here).
+    const self = `http://127.0.0.1:${await freePort()}`;
+    const c = await startTestGateway({
+      server: { port: Number(new URL(self).port), fleet: { self, discover: { dns: 'localhost', port: Number(new URL(urls[1]).port) } } },
+      auth: { default: 'key', keys: Object.entries(KEYS).map(([id, secret]) => ({ id, secret })) },
+      models,
+    });
+    try {
+      const kept = await clientOf(b).responses.create({ ...ask, input: 'Hello', store: true });
+      expect(await clientOf(c).responses.retrieve(kept.id)).toEqual(kept);
+    } finally {
+      await c.shutdown();
+    }
+    expect(() => parseConfig({ server: { fleet: { self, peers: urls, discover: { dns: 'gw', port: 8080 } } }, models })).toThrow(/one of the two/);
   });
 
   it('is a config error where the gateway is not one of its peers; $INFERGATE_FLEET_SELF says which it is', async () => {

@@ -33,7 +33,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   // One config for every pod of a StatefulSet: each says who it is ($INFERGATE_FLEET_SELF=http://$(POD_NAME).gw:8080).
   const fleet = config.server.fleet;
   if (fleet && env.INFERGATE_FLEET_SELF !== undefined) {
-    if (!fleet.peers.map(baseUrl).includes(baseUrl(env.INFERGATE_FLEET_SELF)))
+    if (fleet.peers && !fleet.peers.map(baseUrl).includes(baseUrl(env.INFERGATE_FLEET_SELF)))
       throw new ConfigError(`INFERGATE_FLEET_SELF: ${env.INFERGATE_FLEET_SELF} is not one of server.fleet.peers (${fleet.peers.join(', ')})`);
     fleet.self = env.INFERGATE_FLEET_SELF;
   }

@@ -399,18 +399,30 @@ const gatewayUrl = z.url({ protocol: /^https?$/, error: "expected a gateway's ba
 /** The fleet's URLs are told apart without a trailing slash. */
 export const baseUrl = (url: string) => url.replace(/\/+$/, '');
 /**
- * Several gateways behind one load balancer, each keeping what it made: see Fleet (src/gateway/fleet.ts).
- * `self` is one of `peers` ($INFERGATE_FLEET_SELF sets it: one config for a StatefulSet's pods).
+ * Several gateways behind one load balancer, each keeping what it made: see Fleet (src/gateway/fleet.ts). The
+ * gateways are listed (`peers`, `self` one of them) or found by DNS (`discover`: a headless Service's name, its
+ * addresses the pods'); $INFERGATE_FLEET_SELF sets `self` (one config for every pod).
  */
 const fleetSchema = z
   .object({
     /** How the other gateways reach this one. */
     self: gatewayUrl.optional(),
     /** Every gateway of the fleet, this one too. */
-    peers: z.array(gatewayUrl).min(2),
+    peers: z.array(gatewayUrl).min(2).optional(),
+    /** The gateways found by DNS: every address `dns` resolves to is a gateway at `port`, looked up again every `every_s`. */
+    discover: z
+      .object({
+        dns: z.string().min(1),
+        port: z.number().int().min(1).max(65535),
+        scheme: z.enum(['http', 'https']).default('http'),
+        every_s: positiveNumber.default(10),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
-  .refine((f) => f.self === undefined || f.peers.map(baseUrl).includes(baseUrl(f.self)), {
+  .refine((f) => (f.peers === undefined) !== (f.discover === undefined), { error: 'a fleet lists its peers or discovers them (one of the two)' })
+  .refine((f) => f.self === undefined || f.peers === undefined || f.peers.map(baseUrl).includes(baseUrl(f.self)), {
     error: 'self must be one of peers',
     path: ['self'],
   });

@@ -24,17 +24,67 @@ export class Fleet {
   /** This gateway's token: the first hex digits of every id it makes. */
   readonly token: string;
   /** The other gateways by token. */
-  private readonly peers = new Map<string, string>();
+  private peers = new Map<string, string>();
+  private looked = 0;
+  private looking?: Promise<void>;
+  private timer?: NodeJS.Timeout;
+  private readonly discovery?: { find: () => Promise<string[]>; everyMs: number };
 
   constructor(
     /** How the others reach this gateway. */
     readonly self: string,
-    peers: readonly string[],
+    /** The gateways of the fleet (this one too), or how to find them now (by DNS), then every `everyMs`. */
+    peers: readonly string[] | { find: () => Promise<string[]>; everyMs: number },
     /** Told of each request sent on: to whom, and what it answered (`unreachable`: nothing). */
     private readonly sent: (peer: string, status: number | 'unreachable') => void = () => {},
   ) {
     this.token = tokenOf(self);
-    for (const peer of peers) if (tokenOf(peer) !== this.token) this.peers.set(tokenOf(peer), base(peer));
+    if (isDiscovery(peers)) this.discovery = peers;
+    else this.know(peers);
+  }
+
+  /** With discovery: finds the gateways now, then again every everyMs (a lookup that fails keeps those known). */
+  async start(failed: (err: Error) => void = () => {}): Promise<void> {
+    if (!this.discovery) return;
+    const look = () => this.lookAgain().catch(failed);
+    await look();
+    this.timer = setInterval(look, this.discovery.everyMs).unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** The gateways known now, this one left out. */
+  known(): string[] {
+    return [...this.peers.values()];
+  }
+
+  private know(peers: readonly string[]): void {
+    this.peers = new Map(peers.filter((peer) => tokenOf(peer) !== this.token).map((peer) => [tokenOf(peer), base(peer)]));
+  }
+
+  private lookAgain(): Promise<void> {
+    this.looking ??= (async () => {
+      try {
+        this.know(await (this.discovery as NonNullable<Fleet['discovery']>).find());
+        this.looked = Date.now();
+      } finally {
+        this.looking = undefined;
+      }
+    })();
+    return this.looking;
+  }
+
+  /**
+   * peerOf, where a gateway found by DNS may be newer than the last lookup: an id of a token not known sends the
+   * fleet looking again first (at most once a second).
+   */
+  async peerOfNow(id: unknown): Promise<string | undefined> {
+    const known = this.peerOf(id);
+    if (known || !this.discovery || typeof id !== 'string' || Date.now() - this.looked < 1000) return known;
+    await this.lookAgain().catch(() => {});
+    return this.peerOf(id);
   }
 
   readonly newId: NewId = (prefix) => `${prefix}_${this.token}${randomBytes(12).toString('hex')}`;
@@ -56,7 +106,7 @@ export class Fleet {
     url.searchParams.delete('after_id');
     url.searchParams.delete('before_id');
     url.searchParams.set('limit', '1000'); // (each gateway's newest: pages are cut from them all together)
-    const lists = [...this.peers.values()].map(async (peer) => {
+    const lists = this.known().map(async (peer) => {
       const res = await this.forward(c, peer, 'part of this list', undefined, `${url.pathname}${url.search}`);
       if (!res.ok) {
         await res.body?.cancel();
@@ -105,6 +155,9 @@ export async function fleetList<T extends { created_at: number | string | null }
   return [...own, ...(theirs as T[])].sort((a, b) => (at(a) < at(b) ? 1 : at(a) > at(b) ? -1 : 0));
 }
 
+const isDiscovery = (peers: readonly string[] | { find: () => Promise<string[]> }): peers is { find: () => Promise<string[]>; everyMs: number } =>
+  !Array.isArray(peers);
+
 /** Headers of one connection, not of the request: not sent on. */
 const HOP_BY_HOP = ['host', 'connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'content-length', 'accept-encoding'];
 
@@ -138,7 +191,7 @@ export function forwardByPath(fleet: Fleet, maxBodyBytes: number): MiddlewareHan
     if (!forwarded(c))
       for (const [pattern, what] of BY_PATH) {
         const id = pattern.exec(c.req.path)?.[1];
-        const peer = fleet.peerOf(id);
+        const peer = id === undefined ? undefined : await fleet.peerOfNow(id);
         if (peer) return fleet.forward(c, peer, `${what} ${id}`, c.req.method === 'POST' ? await bodyOf(c, maxBodyBytes) : undefined);
       }
     await next();
@@ -149,9 +202,9 @@ export function forwardByPath(fleet: Fleet, maxBodyBytes: number): MiddlewareHan
  * A request whose body names another gateway's kept thing (`id`): sent on to that gateway with `body` (the JSON
  * as read), to be answered there; undefined when it is this gateway's to answer.
  */
-export function forwardByBody(c: Context<GatewayEnv>, fleet: Fleet | undefined, id: unknown, what: string, body: unknown): Promise<Response> | undefined {
+export async function forwardByBody(c: Context<GatewayEnv>, fleet: Fleet | undefined, id: unknown, what: string, body: unknown): Promise<Response | undefined> {
   // (a Batch API line carries no credentials to send on — its caller is the batch's: answered here, a 404)
   const batchLine = (c.env as { infergateBatch?: unknown } | undefined)?.infergateBatch !== undefined;
-  const peer = fleet && !forwarded(c) && !batchLine ? fleet.peerOf(id) : undefined;
+  const peer = fleet && id !== undefined && !forwarded(c) && !batchLine ? await fleet.peerOfNow(id) : undefined;
   return peer ? (fleet as Fleet).forward(c, peer, `${what} ${id}`, JSON.stringify(body)) : undefined;
 }

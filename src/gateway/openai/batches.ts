@@ -78,7 +78,7 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fl
     const body = await c.req.json().catch(() => ({}));
     const req = parseBody(batchCreateSchema, body);
     // (another gateway's file: the batch is made there, beside it)
-    const there = forwardByBody(c, fleet, req.input_file_id, 'file', body);
+    const there = await forwardByBody(c, fleet, req.input_file_id, 'file', body);
     if (there) return there;
     file(c, req.input_file_id);
     return c.json(shown(await create(c, { inputFileId: req.input_file_id, endpoint: req.endpoint, metadata: req.metadata })));

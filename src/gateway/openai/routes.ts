@@ -218,7 +218,7 @@ export async function responsesRoute(c: Context, model: ModelOf, maxBodyBytes: n
   const req = parseBody(responsesSchema, body);
   // (continuing another gateway's response or conversation: answered there, where they are kept)
   const continued = req.previous_response_id ?? (req.conversation ? conversationId(req.conversation) : undefined);
-  const there = forwardByBody(c, background?.fleet, continued, req.previous_response_id ? 'response' : 'conversation', body);
+  const there = await forwardByBody(c, background?.fleet, continued, req.previous_response_id ? 'response' : 'conversation', body);
   if (there) return there;
   const m = model(req.model);
   const effort = req.reasoning?.effort;
