@@ -149,8 +149,12 @@ describe('a fleet of gateways (server.fleet)', () => {
     const kept = await clientOf(b).responses.create({ ...ask, input: 'Hi', store: true });
     const bounced = await fetch(`${a.url}/v1/responses/${kept.id}`, { headers: { ...auth, 'infergate-forwarded-by': 'x' } });
     expect(bounced.status).toBe(404);
+    // /admin/fleet: A, and B answering ready.
+    const fleetOfA = async () => (await (await fetch(`${a.url}/admin/fleet`, { headers: auth })).json()) as { self: string; peers: object[] };
+    expect(await fleetOfA()).toMatchObject({ self: urls[0], discovered: false, peers: [{ url: urls[1], ready: true }] });
     // B stops: what it kept cannot be reached from A — a 503 (not a 404: it may come back), Retry-After.
     await b.shutdown();
+    expect((await fleetOfA()).peers).toMatchObject([{ url: urls[1], ready: false }]);
     const res = await fetch(`${a.url}/v1/responses/${kept.id}`, { headers: auth });
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('1');

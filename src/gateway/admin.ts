@@ -2,6 +2,7 @@ import { Hono, type MiddlewareHandler } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError, notFound } from '../errors/index.js';
 import { readJson } from './body.js';
+import type { Fleet } from './fleet.js';
 import type { Autoscaling, GatewayEnv, ServedModel } from './types.js';
 
 /** What a runtime change is answered without server.admin_api. */
@@ -15,6 +16,8 @@ export type AdminOptions = {
   writeGuard: MiddlewareHandler<GatewayEnv>[];
   /** Re-reads the config file and applies its models (POST /admin/reload); absent when the gateway has no file. */
   reload?: () => Promise<object>;
+  /** The other gateways behind the same load balancer (server.fleet), for GET /admin/fleet. */
+  fleet?: Fleet;
 };
 
 /** A change to a pool's autoscaling: any of the config's own fields (src/config/schema.ts), nothing else. */
@@ -34,13 +37,17 @@ export const autoscalingPatch = z
  * min/max/buffer containers, target inputs and scaledown window changed while it serves, in effect at once
  * (the pool scales to the new bounds on the spot) and until the gateway restarts (the config is not written).
  */
-export function adminRoutes({ models, writable, writeGuard, reload }: AdminOptions): Hono<GatewayEnv> {
+export function adminRoutes({ models, writable, writeGuard, reload, fleet }: AdminOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const autoscalingOf = (name: string): Autoscaling => {
     const m = models.get(name);
     if (!m?.autoscaling) throw notFound(`no model named ${name}`);
     return m.autoscaling;
   };
+  app.get('/admin/fleet', async (c) => {
+    if (!fleet) throw new GatewayError(404, 'not_found', 'this gateway is in no fleet (server.fleet)');
+    return c.json(await fleet.status());
+  });
   app.get('/admin/pools', (c) => c.json({ models: [...models.values()].map((m) => m.admin?.() ?? { model: m.name, replicas: m.replicas() }) }));
   app.get('/admin/models/:model/autoscaler', (c) => c.json({ model: c.req.param('model'), ...autoscalingOf(c.req.param('model')).get() }));
   for (const guard of writeGuard) app.post('/admin/models/:model/autoscaler', guard);

@@ -246,7 +246,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // Each line of a batch goes through this whole app again, as its own request.
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches, fleet }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort }));
-  app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload }));
+  app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload, fleet }));
   app.route('/', loraRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.route('/', settingsRoutes({ log: opts.log, telemetry, models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));

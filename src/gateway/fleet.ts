@@ -55,6 +55,27 @@ export class Fleet {
     clearInterval(this.timer);
   }
 
+  /**
+   * GET /admin/fleet: this gateway, and each other known now with whether it answers ready (its /v2/health/ready
+   * within 2 s) and how long that took — what an operator checks when ids of one gateway are not found from another.
+   */
+  async status(): Promise<object> {
+    const peers = await Promise.all(
+      this.known().map(async (url) => {
+        const start = performance.now();
+        const ready = await fetch(`${url}/v2/health/ready`, { signal: AbortSignal.timeout(2000) }).then(
+          async (res) => {
+            await res.body?.cancel();
+            return res.ok;
+          },
+          () => false,
+        );
+        return { url, token: tokenOf(url), ready, ms: Math.round((performance.now() - start) * 10) / 10 };
+      }),
+    );
+    return { self: base(this.self), token: this.token, discovered: this.discovery !== undefined, peers };
+  }
+
   /** The gateways known now, this one left out. */
   known(): string[] {
     return [...this.peers.values()];

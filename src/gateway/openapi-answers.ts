@@ -336,6 +336,12 @@ export const ANSWERS: Record<string, z.ZodType> = {
     models: z.array(z.looseObject({ model: z.string(), kind: z.string(), ready: z.boolean() })),
   }),
   '/admin/models/{model}/autoscaler': autoscaler,
+  '/admin/fleet': z.looseObject({
+    self: z.string(),
+    token: z.string(),
+    discovered: z.boolean(),
+    peers: z.array(z.looseObject({ url: z.string(), token: z.string(), ready: z.boolean(), ms: z.number() })),
+  }),
   '/admin/reload': z.looseObject({ added: names, replaced: names, removed: names, unchanged: names }),
   '/v2/logging': logSettings,
   '/v2/trace/setting': traceSettings,
