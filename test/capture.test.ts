@@ -160,12 +160,17 @@ describe('data capture', () => {
   it('never holds a request up: a collector that is down fails the captures (counted), not the requests; sample_rate 0 captures none', async () => {
     const down = await startTestGateway({ capture: { url: 'http://127.0.0.1:1/events' }, models: { mlp: models.mlp } });
     const none = await startTestGateway({ capture: { url: collectorUrl, sample_rate: 0 }, models: { mlp: models.mlp } });
+    // Room for 100 bytes of payloads waiting: a request's capture does not fit, and is dropped (counted).
+    const tight = await startTestGateway({ capture: { url: collectorUrl, max_queue_mb: 100 / 2 ** 20 }, models: { mlp: models.mlp } });
     try {
       const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: x }] });
       for (let i = 0; i < 3; i++) expect((await fetch(`${down.url}/v2/models/mlp/infer`, { method: 'POST', body })).status).toBe(200);
       const failed = async () =>
         Number((await (await fetch(`${down.url}/metrics`)).text()).match(/infergate_captured_total\{result="failed"\} (\d+)/)?.[1] ?? 0);
       await expect.poll(failed).toBe(3);
+      for (let i = 0; i < 2; i++) expect((await fetch(`${tight.url}/v2/models/mlp/infer`, { method: 'POST', body })).status).toBe(200);
+      const dropped = Number((await (await fetch(`${tight.url}/metrics`)).text()).match(/infergate_captured_total\{result="dropped"\} (\d+)/)?.[1] ?? 0);
+      expect(dropped).toBe(2);
       const res = await fetch(`${none.url}/v2/models/mlp/infer`, { method: 'POST', body });
       expect(res.status).toBe(200);
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -173,6 +178,7 @@ describe('data capture', () => {
     } finally {
       await down.shutdown();
       await none.shutdown();
+      await tight.shutdown();
     }
   });
 });

@@ -714,6 +714,8 @@ export const captureSchema = z
     max_payload_bytes: positiveInt.default(2 ** 20),
     /** Most captures waiting at a sink; past it new ones are dropped (counted), never a request slowed. @default 1000 */
     max_queue: positiveInt.default(1000),
+    /** Most MiB their payloads may hold waiting (a collector down, payloads large): past it new ones are dropped. @default 64 */
+    max_queue_mb: positiveNumber.default(64),
   })
   .strict()
   .refine((c) => c.url !== undefined || c.dir !== undefined, { error: 'capture needs a url or a dir (or both) to send captures to' });

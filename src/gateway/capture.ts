@@ -37,6 +37,8 @@ export class Capture {
   private readonly queue = new PQueue({ concurrency: 8 });
   private readonly writes = new PQueue({ concurrency: 1 });
   private readonly models?: Set<string>;
+  /** Bytes of the payloads waiting at the sinks. */
+  private held = 0;
 
   constructor(
     readonly config: CaptureConfig,
@@ -142,15 +144,19 @@ export class Capture {
 
   /** To each sink, in the background; dropped when too many wait. */
   private add(captured: Captured): void {
-    const { url, dir, max_queue: most } = this.config;
-    if (url) {
-      if (this.queue.size + this.queue.pending >= most) this.counted('dropped');
-      else void this.queue.add(() => this.send(url, captured));
-    }
-    if (dir) {
-      if (this.writes.size >= most) this.counted('dropped');
-      else void this.writes.add(() => this.write(dir, captured));
-    }
+    const { url, dir, max_queue: most, max_queue_mb: mb } = this.config;
+    const bytes = (captured.request?.data.byteLength ?? 0) + (captured.response?.data.byteLength ?? 0);
+    // Bounded in number and in bytes (a collector down with large payloads must not fill the gateway's memory).
+    const room = (queue: PQueue) => queue.size + queue.pending < most && this.held + bytes <= mb * 2 ** 20;
+    const hold = (queue: PQueue, work: () => Promise<void>) => {
+      if (!room(queue)) return this.counted('dropped');
+      this.held += bytes;
+      void queue.add(work).finally(() => {
+        this.held -= bytes;
+      });
+    };
+    if (url) hold(this.queue, () => this.send(url, captured));
+    if (dir) hold(this.writes, () => this.write(dir, captured));
   }
 
   /** KServe's logger's events: the request's, then the response's, as CloudEvents in binary mode (the payload as the body). */
