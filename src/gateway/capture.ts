@@ -167,10 +167,12 @@ export class Capture {
       }
     }
     if (dir) {
-      if (!room(this.lines.length)) return this.counted('dropped');
-      this.held += bytes;
-      this.lines.push({ file: `${captured.time.toISOString().slice(0, 13)}.jsonl`, text: `${JSON.stringify(record(captured))}\n`, bytes });
-      this.writing ??= this.write(dir);
+      if (!room(this.lines.length)) this.counted('dropped');
+      else {
+        this.held += bytes;
+        this.lines.push({ file: `${captured.time.toISOString().slice(0, 13)}.jsonl`, text: `${JSON.stringify(record(captured))}\n`, bytes });
+        this.writing ??= this.write(dir);
+      }
     }
   }
 
