@@ -151,6 +151,15 @@ program
       const io = (ts: typeof e.signature.inputs) => ts.map((t) => `${t.name} ${t.dtype} ${formatShape(t.shape)}`).join(', ');
       console.log(`${e.name}: ${io(e.signature.inputs)} -> ${io(e.signature.outputs)} (ensemble: ${e.steps.map((s) => s.model).join(' → ')})`);
     }
+    const { fleet, capture } = { fleet: config.server.fleet, capture: config.capture };
+    if (fleet)
+      console.log(
+        `fleet: this gateway ${fleet.self}, ${fleet.discover ? `the others found by DNS (${fleet.discover.dns}, port ${fleet.discover.port})` : `${fleet.peers?.length} listed`}`,
+      );
+    if (capture)
+      console.log(
+        `capture: ${capture.sample_rate === 1 ? 'every request' : `${capture.sample_rate * 100}% of requests`} (${capture.mode}) of ${capture.models?.join(', ') ?? 'every model'} to ${[capture.url, capture.dir].filter(Boolean).join(' and ')}`,
+      );
     const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
     console.log(`${file}: ok (${count(signatures.size, 'model')}${ensembles.length ? `, ${count(ensembles.length, 'ensemble')}` : ''})`);
   });

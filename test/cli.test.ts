@@ -71,6 +71,16 @@ describe('infergate validate', () => {
     expect(run.output()).toMatch(/ok \(11 models, 1 ensemble\)/);
   });
 
+  it('says how a fleet finds its gateways and what is captured', async () => {
+    const fleet = 'server:\n  fleet: { self: http://gw-0.gw:8080, discover: { dns: gw, port: 8080 } }\n';
+    const capture = 'capture: { url: http://collector/events, dir: captures, sample_rate: 0.1, models: [mlp] }\n';
+    const file = await configFile(`${fleet}${capture}models:\n  mlp: { path: ${MODELS}mlp.onnx }\n`);
+    const run = cli(['validate', '-c', file]);
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toContain('fleet: this gateway http://gw-0.gw:8080, the others found by DNS (gw, port 8080)');
+    expect(run.output()).toMatch(/capture: 10% of requests \(all\) of mlp to http:\/\/collector\/events and \/.*\/captures/);
+  });
+
   it('checks ensembles against the models, naming the step at fault', async () => {
     const ensemble = `ensembles:\n  e:\n    steps:\n      - { model: mlp, inputs: { x: a }, outputs: { probs: b } }\n      - { model: mlp, inputs: { x: b }, outputs: { probs: c } }\n`;
     const file = await configFile(`models:\n  mlp: { path: ${MODELS}mlp.onnx }\n${ensemble}`);

@@ -51,6 +51,7 @@ describe('parseConfig', () => {
     [{ server: { cors: { origins: 'any' } }, models: { m: model } }, 'server.cors.origins: expected "*" or a list of origins, got "any"'],
     [{ capture: { sample_rate: 0.5 }, models: { m: model } }, 'capture: capture needs a url or a dir (or both)'],
     [{ capture: { url: 'http://c/e', sample_rate: 2 }, models: { m: model } }, 'capture.sample_rate: expected number to be <=1, got 2'],
+    [{ capture: { url: 'http://c/e', models: ['mpl'] }, models: { m: model } }, 'capture.models.0: no model or ensemble named mpl'],
   ])('names the path, the value and what was expected: %j', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);
     expect(() => parseConfig(raw)).toThrow(message);

@@ -775,6 +775,11 @@ export const configSchema = z
           });
       });
     }
+    // (a name mistyped would capture nothing, silently)
+    c.capture?.models?.forEach((name, i) => {
+      if (!c.models[name] && !c.ensembles[name])
+        ctx.addIssue({ code: 'custom', path: ['capture', 'models', i], message: `no model or ensemble named ${name}`, input: name });
+    });
     const policies = [c.auth.default, ...c.endpoints.map((e) => e.auth)];
     if (policies.includes('jwt') && !c.auth.jwt)
       ctx.addIssue({ code: 'custom', path: ['auth', 'jwt'], message: 'a jwt policy is used but auth.jwt is not configured' });
