@@ -1,8 +1,10 @@
 import { createServer } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../src/config/index.js';
 import { Fleet } from '../src/gateway/fleet.js';
+import { loadService } from '../src/gateway/grpc/proto.js';
 import { MODELS, startTestGateway } from './helpers.js';
 
 // Several gateways behind one load balancer (server.fleet), each keeping what it made: a request about another's
@@ -37,7 +39,7 @@ let a: Gateway;
 let b: Gateway;
 const start = (self: string) =>
   startTestGateway({
-    server: { port: Number(new URL(self).port), fleet: { self, peers: urls } },
+    server: { port: Number(new URL(self).port), grpc_port: 0, fleet: { self, peers: urls } },
     auth: { default: 'key', keys: Object.entries(KEYS).map(([id, secret]) => ({ id, secret })) },
     models,
   });
@@ -178,6 +180,34 @@ describe('a fleet of gateways (server.fleet)', () => {
       const alternating = [];
       for (const i of [0, 1, 2, 3]) alternating.push(await step(i % 2 === 0 ? a : b, id, i));
       expect(alternating).toEqual(straight);
+    }
+    // Over gRPC too (KServe v2's ModelInfer with Triton's sequence parameters), alternating between the two gateways.
+    const Service = loadService('inference.proto', 'inference.GRPCInferenceService', { enums: String });
+    const clients = [a, b].map((g) => new Service(`127.0.0.1:${g.grpcPort}`, grpc.credentials.createInsecure()));
+    try {
+      const rpc = (client: grpc.Client, id: string, i: number) =>
+        new Promise<{ raw_output_contents: Buffer[] }>((resolve, reject) => {
+          const meta = new grpc.Metadata();
+          meta.set('authorization', auth.authorization);
+          const request = {
+            model_name: 'vad',
+            inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 576] }],
+            raw_input_contents: [Buffer.from(new Float32Array(windows[i]).buffer)],
+            parameters: { sequence_id: { string_param: id }, sequence_start: { bool_param: i === 0 } },
+          };
+          (client as unknown as Record<string, (...args: unknown[]) => void>).ModelInfer(request, meta, (err: Error | null, reply: never) =>
+            err ? reject(err) : resolve(reply),
+          );
+        });
+      const id = ids.find((x) => holder(`grpc-${x}`) === urls[1]) as string;
+      const overGrpc = [];
+      for (const i of [0, 1, 2, 3]) {
+        const raw = (await rpc(clients[i % 2], `grpc-${id}`, i)).raw_output_contents[0];
+        overGrpc.push(new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength))[0]);
+      }
+      expect(overGrpc).toEqual(straight);
+    } finally {
+      for (const client of clients) client.close();
     }
   });
 
