@@ -1,10 +1,10 @@
+import { once } from 'node:events';
 import { appendFile, mkdir } from 'node:fs/promises';
-import { Agent as HttpAgent, request as httpRequest } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import type { Context, MiddlewareHandler } from 'hono';
 import PQueue from 'p-queue';
 import type { CaptureConfig } from '../config/index.js';
+import { KeptAlive } from './kept-alive.js';
 import type { GatewayEnv } from './types.js';
 import { wholeBody } from './whole-body.js';
 
@@ -40,7 +40,7 @@ export class Capture {
   /** Records waiting to be written, appended together (one write for all that came meanwhile). */
   private lines: { file: string; text: string; bytes: number }[] = [];
   private writing?: Promise<void>;
-  private readonly agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+  private readonly connections = new KeptAlive();
   private readonly models?: Set<string>;
   /** Bytes of the payloads waiting at the sinks. */
   private held = 0;
@@ -109,8 +109,7 @@ export class Capture {
   /** Sends and writes what was asked for so far, then closes the collector's connections (the gateway stopping). */
   async flush(): Promise<void> {
     await Promise.all([this.queue.onIdle(), this.writing]);
-    this.agents.http.destroy();
-    this.agents.https.destroy();
+    this.connections.close();
   }
 
   /** The answer as it is sent, its bytes kept (up to max_payload_bytes) for `done`; the client going cancels it as before. */
@@ -212,29 +211,13 @@ export class Capture {
     }
   }
 
-  /** POSTs one event on a kept-alive connection (Node's fetch costs twice the CPU); its status, or a failure. */
-  private post(url: string, headers: Record<string, string>, body: Uint8Array): Promise<number> {
-    const target = new URL(url);
-    const secure = target.protocol === 'https:';
-    return new Promise((resolve, reject) => {
-      const req = (secure ? httpsRequest : httpRequest)(
-        target,
-        {
-          method: 'POST',
-          headers: { ...headers, 'content-length': String(body.byteLength) },
-          agent: secure ? this.agents.https : this.agents.http,
-          timeout: 10_000,
-        },
-        (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-          res.on('error', reject);
-        },
-      );
-      req.on('timeout', () => req.destroy(new Error(`${url} did not answer within 10 s`)));
-      req.on('error', reject);
-      req.end(body);
-    });
+  /** POSTs one event; its answer's status, or a failure. */
+  private async post(url: string, headers: Record<string, string>, body: Uint8Array): Promise<number> {
+    const options = { method: 'POST', headers: { ...headers, 'content-length': String(body.byteLength) }, timeout: 10_000 };
+    const res = await this.connections.send(new URL(url), options, body);
+    res.resume();
+    await once(res, 'end');
+    return res.statusCode ?? 0;
   }
 
   /** Writes the records waiting, a write per file for all that came meanwhile, until none waits. */

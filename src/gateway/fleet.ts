@@ -1,10 +1,10 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type { Context, MiddlewareHandler } from 'hono';
 import { GatewayError } from '../errors/index.js';
 import { clientSignal, readBody, releaseBody } from './body.js';
+import { KeptAlive } from './kept-alive.js';
 import type { GatewayEnv } from './types.js';
 
 /** Marks a request one gateway of the fleet sent another: it is answered there, never sent on again. */
@@ -32,7 +32,7 @@ export class Fleet {
   private looking?: Promise<void>;
   private timer?: NodeJS.Timeout;
   private readonly discovery?: { find: () => Promise<string[]>; everyMs: number };
-  private readonly agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+  private readonly connections = new KeptAlive();
 
   constructor(
     /** How the others reach this gateway. */
@@ -57,8 +57,7 @@ export class Fleet {
 
   stop(): void {
     clearInterval(this.timer);
-    this.agents.http.destroy();
-    this.agents.https.destroy();
+    this.connections.close();
   }
 
   /**
@@ -175,14 +174,7 @@ export class Fleet {
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
     let res: IncomingMessage;
     try {
-      // (node:http on kept-alive connections: Node's fetch costs the forwarding gateway twice the CPU)
-      res = await new Promise<IncomingMessage>((resolve, reject) => {
-        const secure = target.protocol === 'https:';
-        const agent = secure ? this.agents.https : this.agents.http;
-        const req = (secure ? httpsRequest : httpRequest)(target, { method: c.req.method, headers, agent, signal: clientSignal(c) }, resolve);
-        req.on('error', reject);
-        req.end(body);
-      });
+      res = await this.connections.send(target, { method: c.req.method, headers, signal: clientSignal(c) }, body);
     } catch (err) {
       this.sent(peer, 'unreachable');
       throw new GatewayError(503, 'peer_unavailable', `${what} is kept by the gateway at ${peer}, which did not answer: ${(err as Error).message}`, {
