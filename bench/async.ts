@@ -1,16 +1,4 @@
-/**
- * Asynchronous inference's cost: the same request (mlp, one [1, 64] FP32 row, JSON) answered in place, through a
- * gateway with server.async_after_s set (every inference request then runs through the app twice, its body copied
- * once), and sent with Prefer: respond-async then collected (POST → 202, GET /v2/calls/{id}?wait_s=30 → 200: two
- * round trips). 16 clients in this process, two gateways (one with async_after_s) on the same machine; interleaved
- * rounds, medians: requests/s, p50, p99 and the gateway's CPU per answered request.
- * Writes bench/results/async-cpu.{json,md}.
- *   npm run bench:async [-- --duration 5 --rounds 3]
- */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { clientsLoad, type GatewayRun, gatewayRounds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
+import { clientsLoad, type GatewayRun, gatewayRounds, machine, medianRound, SMALL_MLP, serveConfig, stopServer, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -48,18 +36,7 @@ const variants = {
 const load = (run: (c: number) => Promise<void>, seconds: number) => clientsLoad(CLIENTS, seconds, run);
 
 async function main() {
-  const model = {
-    path: join(ROOT, 'examples/models/mlp.onnx'),
-    device: 'cpu',
-    threads: 1,
-    batching: { max_batch_size: 32, wait_ms: 0, max_queue_size: 4096 },
-    scaling: { min_containers: 1 },
-  };
-  const start = async (port: number, server: object) => {
-    const config = join(ROOT, `bench/.gateway-${port}.yaml`);
-    writeFileSync(config, stringify({ server: { port, host: '127.0.0.1', ...server }, models: { mlp: model } }));
-    return startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${port}/v2/health/ready`);
-  };
+  const start = (port: number, server: object) => serveConfig(port, { server, models: { mlp: SMALL_MLP } });
   const gateways = { [PLAIN]: await start(PLAIN, {}), [REDIRECTING]: await start(REDIRECTING, { async_after_s: 150 }) };
   let runs: Record<string, GatewayRun[]>;
   try {

@@ -6,12 +6,11 @@
  * Writes bench/results/capture-cpu.{json,md}.
  *   npm run bench:capture [-- --duration 5 --rounds 3]
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { clientsLoad, type GatewayRun, gatewayRounds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
+import { clientsLoad, type GatewayRun, gatewayRounds, machine, medianRound, SMALL_MLP, serveConfig, stopServer, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -38,18 +37,7 @@ async function main() {
   });
   await new Promise<void>((resolve) => collector.listen(COLLECTOR, '127.0.0.1', resolve));
   const dir = mkdtempSync(join(tmpdir(), 'infergate-capture-bench-'));
-  const model = {
-    path: join(ROOT, 'examples/models/mlp.onnx'),
-    device: 'cpu',
-    threads: 1,
-    batching: { max_batch_size: 32, wait_ms: 0, max_queue_size: 4096 },
-    scaling: { min_containers: 1 },
-  };
-  const start = async (port: number, capture?: object) => {
-    const config = join(ROOT, `bench/.gateway-${port}.yaml`);
-    writeFileSync(config, stringify({ server: { port, host: '127.0.0.1' }, models: { mlp: model }, ...(capture && { capture }) }));
-    return startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `http://127.0.0.1:${port}/v2/health/ready`);
-  };
+  const start = (port: number, capture?: object) => serveConfig(port, { models: { mlp: SMALL_MLP }, ...(capture && { capture }) });
   const gateways = {
     [PLAIN]: await start(PLAIN),
     [SENDING]: await start(SENDING, { url: `http://127.0.0.1:${COLLECTOR}/events` }),

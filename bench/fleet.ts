@@ -1,17 +1,5 @@
-/**
- * A fleet's cost (server.fleet): what a request about another gateway's kept response pays for being sent on. Two
- * gateways (A, B) of one fleet on this machine, tiny-gpt on each; 16 responses kept on A. Each variant side by side
- * with its baseline: retrieving a kept response (GET /v1/responses/{id}) from A itself vs through B, and continuing
- * one (previous_response_id, one token) on A vs through B. 16 clients in this process; interleaved rounds, medians:
- * requests/s, p50, p99 and the CPU of the gateway the client called per answered request (through B: B's, the
- * forwarding's cost; A's work is the same either way).
- * Writes bench/results/fleet-cpu.{json,md}.
- *   npm run bench:fleet [-- --duration 5 --rounds 3]
- */
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { clientsLoad, type GatewayRun, gatewayRounds, machine, medianRound, ROOT, startServer, stopServer, writeResults } from './lib.js';
+import { clientsLoad, type GatewayRun, gatewayRounds, machine, medianRound, ROOT, serveConfig, stopServer, writeResults } from './lib.js';
 
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
@@ -40,12 +28,7 @@ async function main() {
     batching: { max_batch_size: 16 },
     scaling: { min_containers: 1 },
   };
-  const start = async (port: number) => {
-    const config = join(ROOT, `bench/.gateway-${port}.yaml`);
-    const fleet = { self: url(port), peers: [url(A), url(B)] };
-    writeFileSync(config, stringify({ server: { port, host: '127.0.0.1', fleet }, models: { 'tiny-gpt': model } }));
-    return startServer(['src/cli.ts', 'serve', '-c', config, '--log-level', 'warn'], `${url(port)}/v2/health/ready`);
-  };
+  const start = (port: number) => serveConfig(port, { server: { fleet: { self: url(port), peers: [url(A), url(B)] } }, models: { 'tiny-gpt': model } });
   const gateways = { [A]: await start(A), [B]: await start(B) };
   let runs: Record<string, GatewayRun[]>;
   try {

@@ -34,6 +34,25 @@ export async function startServer(args: string[], readyUrl: string, env: Record<
   throw new Error(`${readyUrl} not ready`);
 }
 
+/**
+ * `infergate serve` of `config` (written to bench/.gateway-PORT.yaml) on 127.0.0.1:`port`, as a user starts it;
+ * ready once /v2/health/ready answers.
+ */
+export function serveConfig(port: number, config: { server?: object; models: object; [section: string]: unknown }): Promise<ChildProcess> {
+  const file = join(ROOT, `bench/.gateway-${port}.yaml`);
+  writeFileSync(file, stringify({ ...config, server: { port, host: '127.0.0.1', ...config.server } }));
+  return startServer(['src/cli.ts', 'serve', '-c', file, '--log-level', 'warn'], `http://127.0.0.1:${port}/v2/health/ready`);
+}
+
+/** mlp on one replica of one thread, batches of up to 32 sent at once: the gateway-overhead benches' small model. */
+export const SMALL_MLP = {
+  path: join(ROOT, 'examples/models/mlp.onnx'),
+  device: 'cpu',
+  threads: 1,
+  batching: { max_batch_size: 32, wait_ms: 0, max_queue_size: 4096 },
+  scaling: { min_containers: 1 },
+};
+
 /** `infergate replica` serving one model file on a TCP port of this machine (one ONNX Runtime thread). */
 export async function startRemoteReplica(path: string, port: number): Promise<ChildProcess> {
   const config = join(tmpdir(), `infergate-bench-remote-${port}.yaml`);
