@@ -33,7 +33,7 @@ import { filesStamp } from './model-files.js';
 import { shadowVersion, unnamedVersion } from './models/index.js';
 import { checkDevices, cpuThreadsFor, maxContainers } from './replica-plan.js';
 import { pollRepository } from './repository-poll.js';
-import { observePools, Telemetry } from './telemetry/index.js';
+import { GpuMonitor, observeGpus, observePools, Telemetry } from './telemetry/index.js';
 import { VERSION } from './version.js';
 
 export type Gateway = {
@@ -180,6 +180,13 @@ export async function startGateway(
     if (kept) kept.failed = (err) => log.warn({ err: err.message }, `could not write ${what} to server.batch_dir (kept in memory only)`);
   const all = [...models.values()];
   observePools(telemetry, models);
+  const gpuMonitor = t.gpu_metrics
+    ? new GpuMonitor({
+        maxAgeMs: t.gpu_metrics_interval_ms,
+        onError: (err) => log.warn({ err: err.message }, 'nvidia-smi failed: no GPU metrics until it answers again'),
+      })
+    : undefined;
+  if (gpuMonitor) observeGpus(telemetry, gpuMonitor, models);
   let server: Listening | undefined;
   let shuttingDown = false;
   const webSocketWork = new QuietWork(); // requests on /v1/ws: the shutdown waits for them as for HTTP requests
@@ -215,6 +222,7 @@ export async function startGateway(
     batches,
     webSocketWork,
     metricsPort: config.telemetry.metrics_port,
+    gpus: gpuMonitor,
   });
   const tlsConfig = config.server.tls;
   const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };

@@ -68,6 +68,11 @@ async function main() {
     const warmMs = performance.now() - t1;
     const up = (await (await fetch(`${base}/admin/pools`)).json()).models[0].replicas[0];
     const during = gpuMemoryMiB();
+    const replicaMetricMiB = async () => {
+      const line = (await (await fetch(`${base}/metrics`)).text()).split('\n').find((l) => l.startsWith('infergate_replica_gpu_memory_bytes{'));
+      return line === undefined ? null : Math.round(Number(line.split(' ').at(-1)) / 2 ** 20);
+    };
+    const duringMetric = await replicaMetricMiB(); // the gateway's own reading of what its replica holds
     const t2 = performance.now();
     for (let i = 0; i < 600; i++) {
       if ((await (await fetch(`${base}/admin/pools`)).json()).models[0].replicas.length === 0) break;
@@ -76,6 +81,7 @@ async function main() {
     const scaledToZeroS = (performance.now() - t2) / 1000;
     await sleep(500);
     const after = gpuMemoryMiB();
+    const afterMetric = await replicaMetricMiB();
     const results = {
       machine: machine(),
       model: modelPath.split('/').at(-1),
@@ -88,6 +94,7 @@ async function main() {
       replica: { device: up.device, provider: up.provider, coldStart: up.coldStart },
       scaledToZeroAfterS: Math.round(scaledToZeroS * 10) / 10,
       gpuMemoryMiB: { before, whileUp: during, afterScaleToZero: after },
+      replicaGpuMemoryMetricMiB: { whileUp: duringMetric, afterScaleToZero: afterMetric },
     };
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, `gpu-${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
@@ -98,6 +105,7 @@ First request (cold start included): ${results.firstRequestMs} ms; next request:
 Replica cold start ${Math.round(c.totalMs)} ms = spawn + module load ${Math.round(c.spawnMs)} ms + session ${Math.round(c.sessionMs)} ms + warm-up ${Math.round(c.warmupMs)} ms (provider ${up.provider}).
 Scaled to zero ${results.scaledToZeroAfterS} s after the last request (scaledown_window 2 s).
 GPU memory used: ${before ?? '–'} MiB before, ${during ?? '–'} MiB with the replica up, ${after ?? '–'} MiB after scale to zero.
+On /metrics, infergate_replica_gpu_memory_bytes: ${duringMetric ?? 'none'} MiB with the replica up, ${afterMetric ?? 'no series'} after scale to zero.
 `;
     writeFileSync(join(out, `gpu-${name}.md`), md);
     console.log(md);

@@ -678,6 +678,13 @@ export const telemetrySchema = z
      * network, and the public port does not tell what runs or how busy it is. @default the gateway's own port
      */
     metrics_port: z.number().int().min(0).max(65535).optional(),
+    /**
+     * The GPUs' utilization, memory and power on /metrics and /admin/stats, and the GPU memory each replica holds,
+     * read with nvidia-smi when asked (Triton's --allow-gpu-metrics). Nothing where nvidia-smi is missing. @default true
+     */
+    gpu_metrics: z.boolean().default(true),
+    /** A GPU reading is reused for this long, however many ask (Triton's --metrics-interval-ms). @default 2000 */
+    gpu_metrics_interval_ms: positiveInt.default(2000),
     traces: z
       .object({
         /** none (default: no spans at all), console, or otlp (OTLP/HTTP). */

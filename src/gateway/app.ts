@@ -4,7 +4,7 @@ import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors/index.js';
-import { type LatencyWindow, Telemetry } from '../telemetry/index.js';
+import { type GpuMonitor, type LatencyWindow, Telemetry } from '../telemetry/index.js';
 import { adminRoutes } from './admin.js';
 import { audioRoutes } from './audio.js';
 import type { Policy } from './auth/middleware.js';
@@ -79,6 +79,8 @@ export type AppOptions = {
   webSocketWork?: QuietWork;
   /** telemetry.metrics_port: GET /metrics is served there (start.ts), and a 404 here. */
   metricsPort?: number;
+  /** The GPUs for /admin/stats (telemetry.gpu_metrics). @default none */
+  gpus?: GpuMonitor;
   /** Ping interval on /v1/ws sockets (server.websocket_ping_s). @default 30000 */
   websocketPingMs?: number;
   /** Token streams opened without a first token after this long, and kept alive by a comment this often (0: neither). @default 15000 */
@@ -245,7 +247,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', openApiRoutes({ models: opts.models, endpoints: opts.endpoints ?? [], policy: opts.policy ?? 'public', version: opts.version ?? '0.0.0' }));
   // Each line of a batch goes through this whole app again, as its own request.
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches, fleet }));
-  app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort }));
+  app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort, gpus: opts.gpus }));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload, fleet }));
   app.route('/', loraRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.route('/', settingsRoutes({ log: opts.log, telemetry, models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));

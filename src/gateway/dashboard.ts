@@ -67,7 +67,7 @@ function card(m) {
     '<h2>' + esc(m.model) + ' <span class="kind">' + m.kind + '</span> <span class="kind">' + (m.ready ? 'ready' : 'not ready') + '</span>' +
     (m.versions ? ' <span class="kind" data-stat="versions">versions ' + m.versions.map(esc).join(', ') + '</span>' : '') +
     (m.adapters && m.adapters.length ? ' <span class="kind" data-stat="adapters">LoRA ' + m.adapters.map(esc).join(', ') + '</span>' : '') + '</h2>' +
-    '<div class="replicas">' + (m.kind === 'ensemble' ? '<span class="muted">steps: ' + s.steps.map(esc).join(' → ') + '</span>' : m.replicas.length ? m.replicas.map((r) => '<span class="replica ' + r.state + '" title="pid ' + r.pid + ', ' + esc(r.device) + '">' + esc(r.id) + ' · ' + r.state + (r.models ? ' · ' + r.models.map(esc).join(', ') : '') + '</span>').join('') : '<span class="muted">scaled to zero</span>') + '</div>' +
+    '<div class="replicas">' + (m.kind === 'ensemble' ? '<span class="muted">steps: ' + s.steps.map(esc).join(' → ') + '</span>' : m.replicas.length ? m.replicas.map((r) => '<span class="replica ' + r.state + '" title="pid ' + r.pid + ', ' + esc(r.device) + '">' + esc(r.id) + ' · ' + r.state + (r.models ? ' · ' + r.models.map(esc).join(', ') : '') + (r.gpuMemoryBytes ? ' · ' + Math.round(r.gpuMemoryBytes / 2 ** 20) + ' MiB GPU' : '') + '</span>').join('') : '<span class="muted">scaled to zero</span>') + '</div>' +
     '<div class="numbers">' +
       '<div><b data-stat="throughput">' + m.latency.perSecond + '</b><span>req/s (10 s)</span></div>' +
       '<div><b data-stat="p50">' + m.latency.p50Ms + '</b><span>p50 ms</span></div>' +
@@ -89,7 +89,10 @@ async function refresh() {
     document.getElementById('models').innerHTML = data.models.map(card).join('');
     const pct = (x) => Math.round(x * 100) + '%';
     const intake = data.gateway.intakeBusy ? ' · intake threads ' + data.gateway.intakeBusy.map(pct).join(', ') : '';
-    document.getElementById('gateway').textContent = 'event loop busy ' + pct(data.gateway.eventLoopBusy) + intake + ' ·';
+    // nvidia-smi's readings, where it answers (telemetry.gpu_metrics): each card's utilization and memory.
+    const gib = (bytes) => (bytes / 2 ** 30).toFixed(1);
+    const gpus = (data.gpus || []).map((g) => ' · GPU ' + g.index + (g.utilization === undefined ? '' : ' ' + pct(g.utilization)) + (g.memoryUsedBytes === undefined ? '' : ' ' + gib(g.memoryUsedBytes) + '/' + gib(g.memoryTotalBytes) + ' GiB')).join('');
+    document.getElementById('gateway').textContent = 'event loop busy ' + pct(data.gateway.eventLoopBusy) + intake + gpus + ' ·';
     document.getElementById('updated').textContent = 'updated ' + new Date(data.at).toLocaleTimeString();
   } catch (err) {
     document.getElementById('updated').textContent = 'cannot reach the gateway: ' + err.message;

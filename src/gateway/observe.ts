@@ -4,7 +4,7 @@ import { SpanStatusCode } from '@opentelemetry/api';
 import { Hono, type MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
-import { EventLoopWindow, LatencyWindow, type Telemetry } from '../telemetry/index.js';
+import { EventLoopWindow, type GpuMonitor, type GpuSnapshot, LatencyWindow, type Telemetry } from '../telemetry/index.js';
 import { dashboardHtml } from './dashboard.js';
 import type { IntakeRequest } from './intake.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -83,6 +83,8 @@ export function observeRoutes(opts: {
   intakeBusy?: () => number[] | undefined;
   /** telemetry.metrics_port: /metrics is served there, not here. */
   metricsPort?: number;
+  /** The GPUs (telemetry.gpu_metrics): each one's readings, and each replica's memory on them. */
+  gpus?: GpuMonitor;
 }): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const eventLoop = new EventLoopWindow();
@@ -91,10 +93,12 @@ export function observeRoutes(opts: {
     if (opts.metricsPort !== undefined) return c.json({ error: 'metrics are served on their own port (telemetry.metrics_port)' }, 404);
     return c.body(await opts.telemetry.metricsText(), 200, { 'content-type': METRICS_TYPE });
   });
-  app.get('/admin/stats', (c) =>
-    c.json({
+  app.get('/admin/stats', async (c) => {
+    const gpus = await opts.gpus?.read();
+    return c.json({
       at: new Date().toISOString(),
       gateway: { eventLoopBusy: share(eventLoop.read()), ...intakeBusy(opts.intakeBusy?.()) },
+      ...(gpus && { gpus: gpus.gpus }),
       models: [...opts.models.values()].map((m) => ({
         model: m.name,
         kind: m.generation ? 'generative' : m.ensemble ? 'ensemble' : 'tensor',
@@ -103,12 +107,19 @@ export function observeRoutes(opts: {
         ready: m.isReady(),
         latency: opts.windows.get(m.name)?.read(10) ?? { perSecond: 0, p50Ms: 0, p99Ms: 0, count: 0 },
         stats: m.stats(),
-        replicas: m.replicas(),
+        replicas: gpus ? m.replicas().map((r) => withGpuMemory(r, gpus)) : m.replicas(),
       })),
-    }),
-  );
+    });
+  });
   app.get('/dashboard', (c) => c.html(dashboardHtml));
   return app;
+}
+
+/** A replica's view with the GPU memory its process holds, where nvidia-smi lists its pid. */
+function withGpuMemory(replica: object, gpus: GpuSnapshot): object {
+  const pid = (replica as { pid?: number }).pid;
+  const held = gpus.processes.filter((p) => p.pid === pid);
+  return held.length === 0 ? replica : { ...replica, gpuMemoryBytes: held.reduce((sum, p) => sum + p.memoryBytes, 0) };
 }
 
 /** GET /metrics alone, on a port of its own (telemetry.metrics_port). */

@@ -333,6 +333,21 @@ export const ANSWERS: Record<string, z.ZodType> = {
   '/admin/stats': z.looseObject({
     at: z.string(),
     gateway: z.looseObject({ eventLoopBusy: z.number() }),
+    gpus: z
+      .array(
+        z.looseObject({
+          index: z.number().int(),
+          uuid: z.string(),
+          name: z.string(),
+          utilization: z.number().optional(),
+          memoryUsedBytes: z.number().optional(),
+          memoryTotalBytes: z.number().optional(),
+          powerWatts: z.number().optional(),
+          powerLimitWatts: z.number().optional(),
+        }),
+      )
+      .optional()
+      .meta({ description: "nvidia-smi's readings (telemetry.gpu_metrics), where it answers; each replica then has gpuMemoryBytes" }),
     models: z.array(z.looseObject({ model: z.string(), kind: z.string(), ready: z.boolean() })),
   }),
   '/admin/models/{model}/autoscaler': autoscaler,

@@ -1,6 +1,8 @@
 import type { SpanContext } from '@opentelemetry/api';
 import type { ReplicaPool } from '../autoscaler/index.js';
 import type { Batcher, GenerationScheduler } from '../batcher/index.js';
+import { gaugeText } from './gauge-text.js';
+import type { GpuMonitor, GpuReading } from './gpu.js';
 import type { Telemetry } from './telemetry.js';
 
 /** Turns the queues' and the pool's events into metrics and spans (nothing is attached when both are off). */
@@ -130,5 +132,48 @@ export function observePools(
       const s = m.queue.stats();
       r.observe('queuedRequests' in s ? s.queuedRequests : s.queued, { 'infergate.model': name });
     }
+  });
+}
+
+/**
+ * Gauges of the GPUs, read from nvidia-smi when /metrics is scraped (Triton's nv_gpu_* metrics), and the GPU memory each
+ * replica process holds (its pid as nvidia-smi lists it): a model's share of a card, which Triton only estimates at load.
+ * Written as Prometheus text at each scrape: OpenTelemetry's gauges repeat a series' last value once it is no longer
+ * observed, and a replica that stopped (scale to zero) must stop holding memory on /metrics too.
+ */
+export function observeGpus(telemetry: Telemetry, monitor: GpuMonitor, models: ReadonlyMap<string, { pool: ReplicaPool }>): void {
+  telemetry.addScrapeText(async () => {
+    const snapshot = await monitor.read();
+    if (!snapshot) return '';
+    const gpu = (g: GpuReading) => ({ gpu: String(g.index), gpu_uuid: g.uuid });
+    const per = (pick: (g: GpuReading) => number | undefined) =>
+      snapshot.gpus.flatMap((g) => (pick(g) === undefined ? [] : [{ labels: gpu(g), value: pick(g) as number }]));
+    const indexOf = new Map(snapshot.gpus.map((g) => [g.uuid, String(g.index)]));
+    const replicas = [...models].flatMap(([name, m]) =>
+      m.pool.describe().flatMap((replica) =>
+        snapshot.processes
+          .filter((p) => p.pid === replica.pid)
+          .map((p) => ({
+            labels: { infergate_model: name, replica: replica.id, gpu: indexOf.get(p.gpuUuid) ?? '', gpu_uuid: p.gpuUuid },
+            value: p.memoryBytes,
+          })),
+      ),
+    );
+    return gaugeText([
+      {
+        name: 'infergate_gpu_utilization',
+        help: 'Share of the last sample period in which a kernel ran on the GPU (0-1).',
+        samples: per((g) => g.utilization),
+      },
+      {
+        name: 'infergate_gpu_memory_used_bytes',
+        help: "GPU memory in use by every process on the card (the replicas' and others').",
+        samples: per((g) => g.memoryUsedBytes),
+      },
+      { name: 'infergate_gpu_memory_total_bytes', help: 'GPU memory in all.', samples: per((g) => g.memoryTotalBytes) },
+      { name: 'infergate_gpu_power_usage_watts', help: 'Power the GPU draws.', samples: per((g) => g.powerWatts) },
+      { name: 'infergate_gpu_power_limit_watts', help: 'Most power the GPU may draw.', samples: per((g) => g.powerLimitWatts) },
+      { name: 'infergate_replica_gpu_memory_bytes', help: 'GPU memory a replica process holds, by GPU.', samples: replicas },
+    ]);
   });
 }

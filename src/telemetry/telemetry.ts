@@ -46,6 +46,8 @@ export class Telemetry {
   private readonly serializer = new PrometheusSerializer(undefined, false, undefined, true, true);
   private readonly propagator = new W3CTraceContextPropagator();
   private readonly shutdowns: (() => Promise<void>)[] = [];
+  /** Prometheus text written at each scrape beside OpenTelemetry's (series that must vanish when their thing does). */
+  private readonly scrapeTexts: (() => Promise<string>)[] = [];
   readonly instruments;
 
   constructor(readonly config: TelemetryConfig) {
@@ -185,8 +187,13 @@ export class Telemetry {
 
   async metricsText(): Promise<string> {
     if (!this.prometheus) return '';
-    const { resourceMetrics } = await this.prometheus.collect();
-    return this.serializer.serialize(resourceMetrics);
+    const [{ resourceMetrics }, ...texts] = await Promise.all([this.prometheus.collect(), ...this.scrapeTexts.map((text) => text())]);
+    return this.serializer.serialize(resourceMetrics) + texts.join('');
+  }
+
+  /** Adds Prometheus text (whole lines) to each scrape; nothing when metrics are off. */
+  addScrapeText(text: () => Promise<string>): void {
+    if (this.prometheus) this.scrapeTexts.push(text);
   }
 
   async shutdown(): Promise<void> {
