@@ -49,6 +49,9 @@ describe('reloading the config without a restart', () => {
   it('starts added models, replaces changed ones, drains removed ones, and leaves the rest alone', async () => {
     const { url, write, reload } = await fromFile({ mlp: mlp(8), identity, dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu' } });
     const [oldMlp] = await pids(url, 'mlp');
+    const replicasOn = async (model: string) =>
+      (await (await fetch(`${url}/metrics`)).text()).split('\n').filter((l) => l.startsWith(`infergate_replicas{infergate_model="${model}",`));
+    expect(await replicasOn('identity')).toContain('infergate_replicas{infergate_model="identity",state="ready"} 1');
     await write({ mlp: mlp(4), dtypes: { path: `${MODELS}dtypes.onnx`, device: 'cpu' }, echo: identity });
     const r = await reload();
     expect(r).toEqual({ status: 200, body: { added: ['echo'], replaced: ['mlp'], removed: ['identity'], unchanged: ['dtypes'], restart_required: [] } });
@@ -59,6 +62,9 @@ describe('reloading the config without a restart', () => {
     const [newMlp] = await pids(url, 'mlp');
     expect(newMlp).not.toBe(oldMlp);
     await expect.poll(() => alive(oldMlp)).toBe(false); // the old replica drained and exited
+    // The removed model leaves /metrics (it stayed there with a ready replica, forever), the added one is there.
+    expect(await replicasOn('identity')).toEqual([]);
+    expect(await replicasOn('echo')).toContain('infergate_replicas{infergate_model="echo",state="ready"} 1');
   });
 
   it('answers every request while a model is replaced under load', async () => {

@@ -1,4 +1,5 @@
-export type GaugeFamily = { name: string; help: string; samples: { labels: Record<string, string>; value: number }[] };
+export type GaugeSample = { labels: Record<string, string>; value: number };
+export type GaugeFamily = { name: string; help: string; samples: GaugeSample[] };
 
 /** Label values as Prometheus' text format wants them: backslash, quote and newline escaped. */
 const escapeLabel = (value: string) => value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');

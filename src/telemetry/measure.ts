@@ -1,7 +1,7 @@
 import type { SpanContext } from '@opentelemetry/api';
 import type { ReplicaPool } from '../autoscaler/index.js';
 import type { Batcher, GenerationScheduler } from '../batcher/index.js';
-import { gaugeText } from './gauge-text.js';
+import { type GaugeSample, gaugeText } from './gauge-text.js';
 import type { GpuMonitor, GpuReading } from './gpu.js';
 import type { Telemetry } from './telemetry.js';
 
@@ -84,54 +84,58 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
   });
 }
 
-/** Gauges read when /metrics is scraped: replicas by state, and requests pending per model. */
+/**
+ * Gauges of each model, written as Prometheus text when /metrics is scraped: replicas by state, requests pending, and
+ * generative models' running sequences and cache bytes. Not OpenTelemetry's gauges: those repeat a series' last value
+ * once it is no longer observed, so a model removed by a reload kept its replicas "ready" on /metrics forever.
+ */
 export function observePools(
   telemetry: Telemetry,
   models: ReadonlyMap<string, { pool: ReplicaPool; queue: Batcher | GenerationScheduler; sequences?: { active(): number } }>,
 ): void {
-  const replicas = telemetry.meter.createObservableGauge('infergate.replicas', { unit: '{replica}', description: 'Replicas by state.' });
-  const pending = telemetry.meter.createObservableGauge('infergate.queue.pending', {
-    unit: '{request}',
-    description: 'Requests (or sequences) waiting in the queue.',
-  });
-  replicas.addCallback((r) => {
-    for (const [name, m] of models) {
-      const counts = m.pool.metrics();
-      for (const state of ['starting', 'ready', 'draining'] as const) r.observe(counts[state], { 'infergate.model': name, state });
-    }
-  });
-  const sequences = telemetry.meter.createObservableGauge('infergate.sequences.active', {
-    unit: '{sequence}',
-    description: "Stateful models' sequences whose state the gateway keeps.",
-  });
-  sequences.addCallback((r) => {
-    for (const [name, m] of models) if (m.sequences) r.observe(m.sequences.active(), { 'infergate.model': name });
-  });
-  const running = telemetry.meter.createObservableGauge('infergate.generation.running', {
-    unit: '{sequence}',
-    description: "Generative models' sequences holding a slot on a replica (generating, or their prompt being computed).",
-  });
-  const cacheBytes = telemetry.meter.createObservableGauge('infergate.generation.cache.bytes', {
-    unit: 'By',
-    description: "Bytes generative models' replicas hold, by cache: kv (the sequences' keys and values), prefix (stored prompts).",
-  });
-  telemetry.meter.addBatchObservableCallback(
-    (r) => {
-      for (const [name, m] of models) {
+  telemetry.addScrapeText(async () => {
+    const all = [...models];
+    const each = (sample: (name: string, m: (typeof all)[number][1]) => GaugeSample[]) => all.flatMap(([name, m]) => sample(name, m));
+    const generative = (sample: (name: string, s: { active: number; cacheBytes: Record<string, number> }) => GaugeSample[]) =>
+      each((name, m) => {
         const s = m.queue.stats();
-        if (!('cacheBytes' in s)) continue;
-        const g = { 'gen_ai.request.model': name };
-        r.observe(running, s.active, g);
-        for (const [cache, bytes] of Object.entries(s.cacheBytes)) r.observe(cacheBytes, bytes, { ...g, cache });
-      }
-    },
-    [running, cacheBytes],
-  );
-  pending.addCallback((r) => {
-    for (const [name, m] of models) {
-      const s = m.queue.stats();
-      r.observe('queuedRequests' in s ? s.queuedRequests : s.queued, { 'infergate.model': name });
-    }
+        return 'cacheBytes' in s ? sample(name, s) : [];
+      });
+    return gaugeText([
+      {
+        name: 'infergate_replicas',
+        help: 'Replicas by state.',
+        samples: each((name, m) => {
+          const counts = m.pool.metrics();
+          return (['starting', 'ready', 'draining'] as const).map((state) => ({ labels: { infergate_model: name, state }, value: counts[state] }));
+        }),
+      },
+      {
+        name: 'infergate_queue_pending',
+        help: 'Requests (or sequences) waiting in the queue.',
+        samples: each((name, m) => {
+          const s = m.queue.stats();
+          return [{ labels: { infergate_model: name }, value: 'queuedRequests' in s ? s.queuedRequests : s.queued }];
+        }),
+      },
+      {
+        name: 'infergate_sequences_active',
+        help: "Stateful models' sequences whose state the gateway keeps.",
+        samples: each((name, m) => (m.sequences ? [{ labels: { infergate_model: name }, value: m.sequences.active() }] : [])),
+      },
+      {
+        name: 'infergate_generation_running',
+        help: "Generative models' sequences holding a slot on a replica (generating, or their prompt being computed).",
+        samples: generative((name, s) => [{ labels: { gen_ai_request_model: name }, value: s.active }]),
+      },
+      {
+        name: 'infergate_generation_cache_bytes',
+        help: "Bytes generative models' replicas hold, by cache: kv (the sequences' keys and values), prefix (stored prompts).",
+        samples: generative((name, s) =>
+          Object.entries(s.cacheBytes).map(([cache, bytes]) => ({ labels: { gen_ai_request_model: name, cache }, value: bytes })),
+        ),
+      },
+    ]);
   });
 }
 
