@@ -94,3 +94,21 @@ describe.skipIf(!available)('/dashboard in headless Chromium', () => {
     await page.screenshot({ path: shot, fullPage: true });
   });
 });
+
+describe.skipIf(!available)('/docs in headless Chromium', () => {
+  it('renders Swagger UI with every operation while nothing but the gateway can be reached', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const outside: string[] = [];
+    await page.route('**/*', (route) => {
+      if (route.request().url().startsWith(url)) return route.continue();
+      outside.push(route.request().url()); // a CDN, say: a firewalled user's browser cannot reach it
+      return route.abort();
+    });
+    await page.goto(`${url}/docs`);
+    await page.waitForSelector('.opblock', { timeout: 15_000 });
+    const paths = await page.$$eval('.opblock .opblock-summary-path', (els) => els.map((e) => e.getAttribute('data-path')));
+    const doc = (await (await fetch(`${url}/openapi.json`)).json()) as { paths: Record<string, object> };
+    expect(new Set(paths)).toEqual(new Set(Object.keys(doc.paths)));
+    expect(outside).toEqual([]);
+  });
+});

@@ -1,9 +1,11 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { validate } from '@readme/openapi-parser';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../src/gateway/app.js';
 import { OPERATIONS } from '../src/gateway/openapi-operations.js';
-import { MODELS, startTestGateway } from './helpers.js';
+import { MODELS, ROOT, startTestGateway } from './helpers.js';
 
 // GET /openapi.json describes what this gateway serves with its config; its request bodies are the routes' own
 // validators, so a body the document allows is served and one it refuses is a 400.
@@ -269,7 +271,22 @@ describe('GET /openapi.json', () => {
       // was opened with (/docs?access_token=…: a token, or here a key's secret).
       const page = await fetch(`${keyed.url}/docs`);
       expect(page.status).toBe(200);
-      expect(await page.text()).toContain("url: 'openapi.json' + location.search");
+      const html = await page.text();
+      expect(html).toContain("url: 'openapi.json' + location.search");
+      expect(html).not.toMatch(/https?:/); // nothing from a CDN: a firewalled browser shows it all
+      // Swagger UI's files, open as the page is, from the installed swagger-ui-dist; cached, and not sent again.
+      for (const [file, type] of [
+        ['swagger-ui-bundle.js', 'text/javascript'],
+        ['swagger-ui.css', 'text/css'],
+      ]) {
+        const res = await fetch(`${keyed.url}/docs/${file}`);
+        expect(res.status).toBe(200);
+        expect(res.headers.get('content-type')).toContain(type);
+        expect(Buffer.from(await res.arrayBuffer()).equals(await readFile(join(ROOT, 'node_modules/swagger-ui-dist', file)))).toBe(true);
+        const again = await fetch(`${keyed.url}/docs/${file}`, { headers: { 'if-none-match': res.headers.get('etag') as string } });
+        expect(again.status).toBe(304);
+        expect(await again.text()).toBe('');
+      }
       expect((await fetch(`${keyed.url}/openapi.json?access_token=${SECRET}`)).status).toBe(200);
       expect((await fetch(`${keyed.url}/openapi.json?access_token=not-the-secret`)).status).toBe(401);
     } finally {

@@ -93,7 +93,7 @@ export type Operation = {
   /** Its body as multipart/form-data fields (their JSON Schemas), instead of JSON. */
   form?: Record<string, object>;
   /** Its answer's content type, when not JSON (text: no schema); `empty`: a status alone. */
-  produces?: 'text/plain' | 'text/html' | 'application/jsonl' | 'empty';
+  produces?: 'text/plain' | 'text/html' | 'text/css' | 'text/javascript' | 'application/jsonl' | 'empty';
   /** A WebSocket (GET with Upgrade): what its messages are. */
   websocket?: string;
   /** Its answer is a stream of Server-Sent Events (always, or when the body says `stream: true`). */
@@ -462,6 +462,15 @@ const UNVERSIONED: Operation[] = [
   { method: 'get', path: '/version', summary: 'The gateway’s version', tag: 'Health', errors: 'kserve' },
   { method: 'get', path: '/openapi.json', summary: 'This document', tag: 'Health', errors: 'kserve' },
   { method: 'get', path: '/docs', summary: 'Swagger UI reading this document', tag: 'Health', produces: 'text/html', errors: 'kserve' },
+  { method: 'get', path: '/docs/swagger-ui.css', summary: 'Swagger UI’s styles, served here', tag: 'Health', produces: 'text/css', errors: 'kserve' },
+  {
+    method: 'get',
+    path: '/docs/swagger-ui-bundle.js',
+    summary: 'Swagger UI’s script, served here',
+    tag: 'Health',
+    produces: 'text/javascript',
+    errors: 'kserve',
+  },
   { method: 'get', path: '/metrics', summary: 'Prometheus metrics', tag: 'Health', produces: 'text/plain', errors: 'kserve' },
 ];
 
