@@ -190,6 +190,27 @@ program
   });
 
 program
+  .command('doctor')
+  .description(
+    'check this machine for serving: a real CPU replica, the NVIDIA driver, the CUDA provider and the libraries it loads, a real CUDA replica, and each model of a config on its device',
+  )
+  .option('-c, --config <file>', 'also check the models of this config (each on its device)')
+  .option('--json', 'print the findings as JSON')
+  .action(async ({ config: file, json }: { config?: string; json?: boolean }) => {
+    const { doctor } = await import('./doctor.js');
+    const findings = await doctor(file ? await loadConfig(file) : undefined);
+    const failed = findings.filter((f) => f.status === 'fail').length;
+    if (json) console.log(JSON.stringify({ ok: failed === 0, findings }, null, 2));
+    else {
+      const width = Math.max(...findings.map((f) => f.check.length));
+      for (const f of findings) console.log(`${f.status.padEnd(4)}  ${f.check.padEnd(width)}  ${f.detail}`);
+      console.log(failed === 0 ? 'infergate doctor: nothing stands in the way' : `infergate doctor: ${failed} problem${failed === 1 ? '' : 's'}`);
+    }
+    // Its gateways' replicas are stopped; the process need not wait for their sockets' last timers.
+    process.exit(failed === 0 ? 0 : 1);
+  });
+
+program
   .command('perf')
   .description("load on a running gateway, as Triton's perf_analyzer and genai-perf: throughput and latency at each concurrency")
   .requiredOption('-m, --model <name>', 'the model to load (a generative one gets completion streams: time to first token, tokens/s)')

@@ -346,3 +346,49 @@ describe('infergate serve', () => {
     expect(await run.exited).toBe(0);
   });
 });
+
+describe('infergate doctor', () => {
+  it('starts a real CPU replica and, on a machine without NVIDIA’s driver, finds nothing in the way', async () => {
+    // A machine without NVIDIA's driver, even where the tests run on a GPU machine.
+    const run = cli(['doctor', '--json'], { INFERGATE_NVIDIA_SMI: '/nonexistent/nvidia-smi' });
+    expect(await run.exited).toBe(0);
+    const { ok, findings } = JSON.parse(run.output()) as { ok: boolean; findings: { check: string; status: string; detail: string }[] };
+    expect(ok).toBe(true);
+    const found = Object.fromEntries(findings.map((f) => [f.check, f]));
+    expect(found['CPU replica']).toMatchObject({
+      status: 'ok',
+      detail: expect.stringMatching(/^onnxruntime-node 1\.29\.0: a replica started on cpu and answered/),
+    });
+    expect(found.GPUs).toMatchObject({ status: 'skip', detail: expect.stringContaining('nvidia-smi is not installed') });
+    expect(found['CUDA provider'].status).toBe('skip');
+  });
+
+  it("names what keeps a config's models off their GPUs: an old driver, the missing CUDA provider — and exits 1", async () => {
+    // No GPU here: nvidia-smi is a script listing an H100 on a driver too old for CUDA 13.
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-doctor-'));
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
+    await writeFile(
+      join(dir, 'nvidia-smi'),
+      '#!/bin/sh\ncase "$1" in --query-gpu=*) echo "0, GPU-7a1c, 0, 0, 81559, 70.00, 700.00, 535.104.05, NVIDIA H100 80GB HBM3" ;; --query-compute-apps=*) ;; *) exit 9 ;; esac\n',
+      { mode: 0o755 },
+    );
+    const config = join(dir, 'config.yaml');
+    await writeFile(
+      config,
+      `models:\n  big: { path: ${MODELS}mlp.onnx, device: cuda }\n  small: { path: ${MODELS}identity.onnx, device: auto }\n  tiny: { path: ${MODELS}identity.onnx, device: cpu }\n`,
+    );
+    const run = cli(['doctor', '-c', config], { INFERGATE_NVIDIA_SMI: join(dir, 'nvidia-smi') });
+    expect(await run.exited).toBe(1);
+    const lines = run.output().split('\n');
+    const line = (check: string) => lines.find((l) => l.slice(6).startsWith(check)) ?? '';
+    expect(line('GPUs')).toMatch(/^ok +GPUs +0: NVIDIA H100 80GB HBM3, 80 GiB$/);
+    expect(line('NVIDIA driver')).toMatch(/^fail +NVIDIA driver +535\.104\.05: the CUDA provider is built for CUDA 13, which needs the 580 drivers or later$/);
+    expect(line('CUDA provider')).toMatch(
+      /^fail +CUDA provider +the CUDA execution provider is not installed \(.*libonnxruntime_providers_cuda\.so is missing/,
+    );
+    expect(line('model big')).toMatch(/^fail +model big +device cuda cannot run here: driver 535\.104\.05 is older than CUDA 13 allows$/);
+    expect(line('model small')).toMatch(/^warn +model small +device auto runs on the CPU here/);
+    expect(line('model tiny')).toMatch(/^ok +model tiny +runs on the CPU$/);
+    expect(lines).toContain('infergate doctor: 3 problems');
+  });
+});

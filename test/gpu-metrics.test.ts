@@ -30,7 +30,7 @@ beforeAll(async () => {
   process.env.PATH = `${dir}:${process.env.PATH}`;
   await writeFile(
     join(dir, 'gpus.csv'),
-    '0, GPU-7a1c, 37, 20480, 81559, 312.45, 700.00, NVIDIA H100 80GB HBM3\n1, GPU-9f02, [N/A], 1024, 81559, [N/A], [N/A], NVIDIA H100 80GB HBM3, MIG 3g.40gb\n',
+    '0, GPU-7a1c, 37, 20480, 81559, 312.45, 700.00, 580.159.04, NVIDIA H100 80GB HBM3\n1, GPU-9f02, [N/A], 1024, 81559, [N/A], [N/A], 580.159.04, NVIDIA H100 80GB HBM3, MIG 3g.40gb\n',
   );
   await writeFile(join(dir, 'apps.csv'), ''); // no process on the GPUs yet
   gw = await startTestGateway(

@@ -68,6 +68,8 @@ mkdir -p "$OUT" "$MODELS"
 # The CUDA options shim (dist/ is not in the tree the device gets: carry dist/native, or build it here)
 [ -f dist/native/cuda-options.so ] || node native/build.mjs || true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu-device.txt"
+# What infergate itself finds here: the driver, the CUDA provider's libraries, a real replica on cuda:0 (seconds).
+node --import tsx src/cli.ts doctor | tee "$OUT/gpu-doctor.txt"
 
 if [ -n "${CLOCKS:-}" ]; then
   nvidia-smi dmon -s puc -o T > "$OUT/gpu-dmon.txt" 2>&1 &

@@ -3,13 +3,13 @@ import { availableParallelism } from 'node:os';
 
 /**
  * GPUs this process may use: CUDA_VISIBLE_DEVICES when set (CUDA renumbers those from 0), otherwise
- * what `nvidia-smi -L` lists, otherwise none.
+ * what `nvidia-smi -L` lists ($INFERGATE_NVIDIA_SMI: where it is), otherwise none.
  */
 export function visibleGpus(env: NodeJS.ProcessEnv = process.env): number {
   const visible = env.CUDA_VISIBLE_DEVICES;
   if (visible !== undefined) return visible.trim() === '' || visible.trim() === '-1' ? 0 : visible.split(',').length;
   try {
-    return execFileSync('nvidia-smi', ['-L'], { timeout: 5000, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+    return execFileSync(env.INFERGATE_NVIDIA_SMI || 'nvidia-smi', ['-L'], { timeout: 5000, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
       .split('\n')
       .filter((l) => l.startsWith('GPU ')).length;
   } catch {

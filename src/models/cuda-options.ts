@@ -42,9 +42,14 @@ export function hasCudaOptions(options: CudaOptions | undefined): options is Cud
   return Object.values(options ?? {}).some((v) => v !== undefined);
 }
 
+/** Where onnxruntime-node's CUDA provider library belongs: next to its binding's libonnxruntime. */
+export function providerLibrary(): string {
+  const binding = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
+  return join(binding, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so');
+}
+
 /** Checked before trying CUDA so that `auto` on a CPU-only machine falls back quietly and says why. */
 export function missingCudaProvider(): string | undefined {
-  const binding = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
-  const lib = join(binding, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so');
+  const lib = providerLibrary();
   return existsSync(lib) ? undefined : `the CUDA execution provider is not installed (${lib} is missing; see the README's GPU section)`;
 }

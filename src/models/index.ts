@@ -1,4 +1,4 @@
-export { type CudaOptions, cudaOptionsEnv } from './cuda-options.js';
+export { type CudaOptions, cudaOptionsEnv, cudaOptionsUnavailable, hasCudaOptions, missingCudaProvider, providerLibrary } from './cuda-options.js';
 export {
   type ClassifierSpec,
   classifierSpec,

@@ -7,8 +7,19 @@ import { GpuMonitor, parseGpus, parseProcesses } from './gpu.js';
 
 describe('nvidia-smi readings', () => {
   it('take numbers in MiB, percent and watts, and leave out a field it cannot read rather than reading it as 0', () => {
-    expect(parseGpus('0, GPU-a, 100, 1, 2, 71.5, [N/A], NVIDIA A100-SXM4-40GB\n\n3, GPU-b, [Not Supported], 0, 4096, [N/A], 300.00, Tesla T4\n')).toEqual([
-      { index: 0, uuid: 'GPU-a', name: 'NVIDIA A100-SXM4-40GB', utilization: 1, memoryUsedBytes: 2 ** 20, memoryTotalBytes: 2 ** 21, powerWatts: 71.5 },
+    expect(
+      parseGpus('0, GPU-a, 100, 1, 2, 71.5, [N/A], 535.104.05, NVIDIA A100-SXM4-40GB\n\n3, GPU-b, [Not Supported], 0, 4096, [N/A], 300.00, [N/A], Tesla T4\n'),
+    ).toEqual([
+      {
+        index: 0,
+        uuid: 'GPU-a',
+        name: 'NVIDIA A100-SXM4-40GB',
+        driver: '535.104.05',
+        utilization: 1,
+        memoryUsedBytes: 2 ** 20,
+        memoryTotalBytes: 2 ** 21,
+        powerWatts: 71.5,
+      },
       { index: 3, uuid: 'GPU-b', name: 'Tesla T4', memoryUsedBytes: 0, memoryTotalBytes: 4096 * 2 ** 20, powerLimitWatts: 300 },
     ]);
     expect(parseProcesses('4242, GPU-a, 512\n77, GPU-b, [N/A]\n')).toEqual([{ pid: 4242, gpuUuid: 'GPU-a', memoryBytes: 512 * 2 ** 20 }]);

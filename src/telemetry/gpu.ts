@@ -11,16 +11,20 @@ export type GpuReading = {
   memoryTotalBytes?: number;
   powerWatts?: number;
   powerLimitWatts?: number;
+  /** The NVIDIA driver's version, e.g. 580.159.04. */
+  driver?: string;
 };
 /** A process holding memory on a GPU (a process on two GPUs is two of these). */
 export type GpuProcess = { pid: number; gpuUuid: string; memoryBytes: number };
 export type GpuSnapshot = { gpus: GpuReading[]; processes: GpuProcess[] };
 
 // name last: the one field that could hold a comma.
-const GPU_QUERY = '--query-gpu=index,uuid,utilization.gpu,memory.used,memory.total,power.draw,power.limit,name';
+const GPU_QUERY = '--query-gpu=index,uuid,utilization.gpu,memory.used,memory.total,power.draw,power.limit,driver_version,name';
 const PROCESS_QUERY = '--query-compute-apps=pid,gpu_uuid,used_memory';
 const CSV = '--format=csv,noheader,nounits';
 const MIB = 2 ** 20;
+/** nvidia-smi, or where $INFERGATE_NVIDIA_SMI says it is (GKE's nodes put it in /usr/local/nvidia/bin, off the PATH). */
+export const nvidiaSmi = (env: NodeJS.ProcessEnv = process.env) => env.INFERGATE_NVIDIA_SMI || 'nvidia-smi';
 
 /** nvidia-smi's CSV lines, split and trimmed; the last field keeps any commas. */
 function rows(csv: string, fields: number): string[][] {
@@ -40,10 +44,10 @@ function num(field: string | undefined, scale = 1): number | undefined {
 }
 
 export function parseGpus(csv: string): GpuReading[] {
-  return rows(csv, 8).flatMap(([index, uuid, utilization, used, total, power, limit, name]) => {
+  return rows(csv, 9).flatMap(([index, uuid, utilization, used, total, power, limit, driver, name]) => {
     const i = num(index);
     if (i === undefined || !uuid) return [];
-    const reading: GpuReading = { index: i, uuid, name };
+    const reading: GpuReading = { index: i, uuid, name, ...(/^\d/.test(driver) && { driver }) };
     const set = (key: keyof GpuReading, value: number | undefined) => value !== undefined && Object.assign(reading, { [key]: value });
     set('utilization', num(utilization, 1 / 100));
     set('memoryUsedBytes', num(used, MIB));
@@ -69,7 +73,8 @@ export function parseProcesses(csv: string): GpuProcess[] {
  * a read succeeds again.
  */
 export class GpuMonitor {
-  private missing = false;
+  /** nvidia-smi is not installed (no NVIDIA driver): nothing is read, ever. */
+  missing = false;
   private failing = false;
   private last?: { at: number; snapshot: Promise<GpuSnapshot | undefined> };
 
@@ -99,7 +104,7 @@ export class GpuMonitor {
 
   private query(what: string): Promise<string> {
     return new Promise((resolve, reject) =>
-      execFile(this.opts.command ?? 'nvidia-smi', [what, CSV], { timeout: this.opts.timeoutMs ?? 3000, encoding: 'utf8' }, (err, stdout) =>
+      execFile(this.opts.command ?? nvidiaSmi(), [what, CSV], { timeout: this.opts.timeoutMs ?? 3000, encoding: 'utf8' }, (err, stdout) =>
         err ? reject(err) : resolve(stdout),
       ),
     );

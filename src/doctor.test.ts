@@ -1,0 +1,24 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { unresolvedLibraries } from './doctor.js';
+
+describe("the CUDA provider's libraries", () => {
+  it('names those the loader cannot find, as ldd reports them', async () => {
+    // A library built against a libcudnn.so.9 that is then taken away: what a provider without cuDNN looks like.
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-ldd-'));
+    try {
+      await writeFile(join(dir, 'stub.c'), 'int cudnn_stub(void) { return 9; }\n');
+      await writeFile(join(dir, 'provider.c'), 'int cudnn_stub(void);\nint provider(void) { return cudnn_stub(); }\n');
+      execFileSync('cc', ['-shared', '-fPIC', '-Wl,-soname,libcudnn.so.9', '-o', join(dir, 'libcudnn.so.9'), join(dir, 'stub.c')]);
+      execFileSync('cc', ['-shared', '-fPIC', '-o', join(dir, 'libprovider.so'), join(dir, 'provider.c'), join(dir, 'libcudnn.so.9')]);
+      await rm(join(dir, 'libcudnn.so.9'));
+      expect(await unresolvedLibraries(join(dir, 'libprovider.so'))).toEqual(['libcudnn.so.9']);
+      expect(await unresolvedLibraries('/bin/sh')).toEqual([]); // everything found
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
