@@ -126,7 +126,8 @@ program
                       ? ''
                       : ' (not batchable)';
       const aliases = model.aliases.length > 0 ? ` (also named ${model.aliases.join(', ')})` : '';
-      console.log(`${name}${aliases}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}`);
+      const shadow = model.shadow ? ` (${model.shadow.percent}% of its requests also to ${model.shadow.model}, its shadow)` : '';
+      console.log(`${name}${aliases}: ${io(sig.inputs)} -> ${io(sig.outputs)}${kind}${shadow}`);
     }
     // Every file of a multiplexed model, as a request naming it would be checked: a bad one found before deploying.
     const unfit: string[] = [];

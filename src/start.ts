@@ -27,6 +27,7 @@ import {
   RateLimiter,
   rateLimit,
   type ServedModel,
+  shadowMismatch,
 } from './gateway/index.js';
 import { type ModelEntry, readModels } from './model-build.js';
 import { filesStamp } from './model-files.js';
@@ -78,7 +79,18 @@ export type ReloadReport = Changes & {
   lora_adapters?: string[];
   /** Models among `unchanged` whose aliases changed (in place). */
   aliases?: string[];
+  /** Models among `unchanged` whose shadow changed (in place). */
+  shadow?: string[];
 };
+
+/** Each model's shadow (config shadow) can answer its requests, or the config is refused. */
+function checkShadows(config: Config, get: (name: string) => ServedModel | undefined): void {
+  for (const [name, m] of Object.entries(config.models)) {
+    const [model, shadow] = [get(name), m.shadow && get(m.shadow.model)];
+    const why = model && shadow && shadowMismatch(model, shadow);
+    if (why) throw new ConfigError(`models.${name}.shadow: ${why}`);
+  }
+}
 
 /** A port that cannot be bound, said as the setting to change (the socket error's stack says nothing more). */
 function cannotListen(err: NodeJS.ErrnoException, server: Config['server']): Error {
@@ -161,6 +173,7 @@ export async function startGateway(
   let ensembles = new Map<string, ServedModel>();
   const served = servedView(models, () => ensembles);
   ensembles = new Map(plans.map((p) => [p.name, ensembleModel(p, served)]));
+  checkShadows(config, (name) => models.get(name));
 
   const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
   const capture = config.capture && new Capture(config.capture, (result) => telemetry.instruments.captured.add(1, { result }));
@@ -190,7 +203,9 @@ export async function startGateway(
   let server: Listening | undefined;
   let shuttingDown = false;
   const webSocketWork = new QuietWork(); // requests on /v1/ws: the shutdown waits for them as for HTTP requests
+  let running = config; // (a reload's config once it has applied it)
   const app = createApp({
+    shadowOf: (name) => running.models[name]?.shadow,
     telemetry,
     log,
     models: served,
@@ -319,7 +334,6 @@ export async function startGateway(
     retiring.add(done);
     void done.finally(() => retiring.delete(done));
   };
-  let running = config;
   let stamps = await stampsOf(config);
   let generation = 0;
   let reloads = Promise.resolve() as Promise<unknown>;
@@ -338,16 +352,17 @@ export async function startGateway(
     // (a versioned model whose version_traffic alone changed keeps running: its split moves in place, as KServe's
     // canary percent moves without new pods; so do a generative model's LoRA adapters, which replicas read by path)
     const apart = (m: ModelConfig | undefined) =>
-      JSON.stringify(m && { ...m, version_traffic: undefined, version_shadow: undefined, lora_adapters: undefined, aliases: undefined });
+      JSON.stringify(m && { ...m, version_traffic: undefined, version_shadow: undefined, shadow: undefined, lora_adapters: undefined, aliases: undefined });
     const same = (name: string) =>
       (only !== undefined && name !== only) || (apart(running.models[name]) === apart(next.models[name]) && stamps.get(name) === nextStamps.get(name));
     const names = Object.keys(next.models);
     // Models kept running whose setting `key` changed: it is applied in place.
-    const changedInPlace = (key: 'version_traffic' | 'version_shadow' | 'lora_adapters' | 'aliases') =>
+    const changedInPlace = (key: 'version_traffic' | 'version_shadow' | 'shadow' | 'lora_adapters' | 'aliases') =>
       names.filter((n) => models.has(n) && same(n) && JSON.stringify(running.models[n]?.[key]) !== JSON.stringify(next.models[n][key]));
     const retuned = [...new Set([...changedInPlace('version_traffic'), ...changedInPlace('version_shadow')])];
     const adapted = changedInPlace('lora_adapters');
     const renamed = changedInPlace('aliases');
+    const reshadowed = changedInPlace('shadow'); // (read from the running config per request: nothing to apply)
     const report: ReloadReport = {
       added: names.filter((n) => !models.has(n)),
       replaced: names.filter((n) => models.has(n) && !same(n)),
@@ -357,6 +372,7 @@ export async function startGateway(
       ...(retuned.length > 0 && { version_traffic: retuned }),
       ...(adapted.length > 0 && { lora_adapters: adapted }),
       ...(renamed.length > 0 && { aliases: renamed }),
+      ...(reshadowed.length > 0 && { shadow: reshadowed }),
     };
     // Every new model is built and warm before any is swapped in: a failure leaves the running ones as they were.
     const fresh = new Map<string, ModelEntry>();
@@ -375,6 +391,7 @@ export async function startGateway(
     try {
       for (const name of [...report.added, ...report.replaced]) fresh.set(name, await build(name, { ...nextShared, placeKey: `${name}#${++generation}` }));
       nextPlans = planEnsembles(next, (name) => stepView(fresh.get(name) ?? (next.models[name] ? models.get(name) : undefined)));
+      checkShadows(next, (name) => fresh.get(name) ?? (next.models[name] ? models.get(name) : undefined));
       await Promise.all(
         [...fresh].map(([name, m]) => {
           const { min_containers } = next.models[name].scaling;

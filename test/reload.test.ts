@@ -145,6 +145,25 @@ describe('reloading the config without a restart', () => {
     expect(across).toEqual(straight);
   });
 
+  it("moves a model's shadow in place, and refuses one that could not answer its requests", async () => {
+    const { url, write, reload } = await fromFile({ mlp: mlp(8), next: mlp(8), identity });
+    const [pid] = await pids(url, 'mlp');
+    const shadowRuns = async () =>
+      ((await (await fetch(`${url}/v2/models/next/stats`)).json()) as { model_stats: { inference_count: number }[] }).model_stats[0].inference_count;
+    await write({ mlp: { ...mlp(8), shadow: { model: 'next' } }, next: mlp(8), identity });
+    expect((await reload()).body).toMatchObject({ replaced: [], unchanged: ['mlp', 'next', 'identity'], shadow: ['mlp'] });
+    expect((await infer(url, 'mlp', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: row }])).status).toBe(200);
+    await expect.poll(shadowRuns).toBe(1);
+    expect(await pids(url, 'mlp')).toEqual([pid]); // kept running
+    await write({ mlp: { ...mlp(8), shadow: { model: 'identity' } }, next: mlp(8), identity });
+    const bad = await reload();
+    expect(bad.status).toBe(400);
+    expect(bad.body.error).toContain("models.mlp.shadow: identity gives y FP32 [N, D], not mlp's probs FP32 [N, 10]");
+    // Nothing changed: the shadow is still next.
+    expect((await infer(url, 'mlp', [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: row }])).status).toBe(200);
+    await expect.poll(shadowRuns).toBe(2);
+  });
+
   it('changes nothing when the new config does not check out, and says why', async () => {
     const { url, write, reload } = await fromFile({ mlp: mlp(8) });
     await write({ mlp: { ...mlp(8), path: `${MODELS}missing.onnx` } });

@@ -338,10 +338,28 @@ export const modelSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Another model that also gets a share of the requests this one answers, the same request with the model renamed,
+     * its answers discarded (captured beside this one's with data capture): a candidate tried on live traffic (Istio's
+     * mirroring; Envoy AI Gateway's shadow traffic with the model rewritten). At the lowest priority, outside the
+     * caller's rate limits. Of the same kind (generative, text encoder, tensor model with the same inputs).
+     */
+    shadow: z
+      .object({
+        model: z.string().min(1),
+        /** Percent of this model's requests it gets too. @default 100 */
+        percent: z.number().min(0).max(100).default(100),
+      })
+      .strict()
+      .optional(),
     batching: batchingSchema.default(() => batchingSchema.parse({})),
     scaling: scalingSchema.default(() => scalingSchema.parse({})),
   })
   .strict()
+  .refine((m) => !(m.shadow && m.sequence), {
+    message: "a stateful model's sequences cannot be shadowed: a share of their requests would reach the shadow, not whole sequences",
+    path: ['shadow'],
+  })
   .refine((m) => Boolean(m.multiplex) === m.path.includes('{model_id}'), {
     message: 'a multiplexed model names its files with {model_id} in its path (models/tenants/{model_id}.onnx), and only a multiplexed one does',
     path: ['path'],
@@ -781,6 +799,16 @@ export const configSchema = z
             input: step.model,
           });
       });
+    }
+    for (const [name, m] of Object.entries(c.models)) {
+      const shadow = m.shadow?.model;
+      if (shadow !== undefined && (shadow === name || !c.models[shadow]))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['models', name, 'shadow', 'model'],
+          message: shadow === name ? 'a model cannot shadow itself' : `no model named ${shadow}`,
+          input: shadow,
+        });
     }
     // (a name mistyped would capture nothing, silently)
     c.capture?.models?.forEach((name, i) => {

@@ -29,6 +29,7 @@ import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, o
 import { measureStoredResponses, StoredResponses } from './openai/stored-responses.js';
 import { openApiRoutes } from './openapi.js';
 import { sagemakerRoutes } from './sagemaker.js';
+import { shadowTraffic } from './shadow.js';
 import { TGI_ROUTES, tgiError, tgiRoutes } from './tgi.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
@@ -89,6 +90,8 @@ export type AppOptions = {
   compressResponses?: boolean;
   /** Data capture (config `capture`): a sample of model requests and answers sent and/or written as they were. */
   capture?: Capture;
+  /** Shadow traffic (config `shadow`): the running config's shadow of a model. @default none */
+  shadowOf?: (model: string) => { model: string; percent: number } | undefined;
   /** Other gateways behind the same load balancer (server.fleet), each keeping its own responses, calls and batches. */
   fleet?: Fleet;
   /** Asynchronous inference (server.async_*): answers kept, and when a slow request is redirected to its own. @default 600 s, 256 MiB, never */
@@ -146,6 +149,16 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   if (opts.compressResponses) app.use(compressAnswers());
   // (inside compression: what is captured is the answer itself)
   if (opts.capture) app.use(opts.capture.middleware());
+  // Shadow traffic: inside capture (a shadow's request is captured where its client's was), outside auth (the caller is known after).
+  if (opts.shadowOf)
+    app.use(
+      shadowTraffic({
+        shadowOf: opts.shadowOf,
+        models: opts.models,
+        dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)),
+        answered: (model, shadow, status) => telemetry.instruments.shadowed.add(1, { 'infergate.model': model, shadow, status: String(status) }),
+      }),
+    );
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
   // An endpoint of the config at one of vLLM's paths (a `/classify` of one's own) is that endpoint, guarded as it says.
   const endpointPaths = new Set((opts.endpoints ?? []).map((e) => e.path));

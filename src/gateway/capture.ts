@@ -5,6 +5,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import PQueue from 'p-queue';
 import type { CaptureConfig } from '../config/index.js';
 import { KeptAlive } from './kept-alive.js';
+import { shadowOfEnv } from './shadow.js';
 import type { GatewayEnv } from './types.js';
 import { wholeBody } from './whole-body.js';
 
@@ -23,7 +24,7 @@ export type Captured = {
   headers: Record<string, string>;
   request?: Payload;
   response?: Payload;
-  /** A shadow version's answer (config version_shadow), not the one the client got. */
+  /** A shadow's answer (config shadow, version_shadow), not the one the client got. */
   shadow?: boolean;
 };
 
@@ -56,7 +57,10 @@ export class Capture {
   /** Samples requests, keeps a copy of their bodies as read (readBody) and of their answers as sent. */
   middleware(): MiddlewareHandler<GatewayEnv> {
     return async (c, next) => {
-      if (Math.random() >= this.config.sample_rate) return next();
+      // A shadow model's request (config shadow) is captured where the client's was, beside it.
+      const shadow = shadowOfEnv(c);
+      if (shadow ? !shadow.captured : Math.random() >= this.config.sample_rate) return next();
+      c.set('captureSampled', true);
       let request: Payload | undefined;
       if (this.config.mode !== 'response')
         c.set('captureBody', (body) => {
@@ -87,8 +91,10 @@ export class Capture {
   /** What is captured of a request to a model this capture is for (others: undefined). */
   private captured(c: Context<GatewayEnv>, status: number, request?: Payload): Captured | undefined {
     const model = c.get('model');
-    if (model === undefined || (this.models && !this.models.has(model))) return undefined;
+    const shadowOf = shadowOfEnv(c)?.of;
+    if (model === undefined || (this.models && !this.models.has(shadowOf ?? model))) return undefined;
     return {
+      ...(shadowOf !== undefined && { shadow: true }),
       id: c.get('requestId'),
       time: new Date(),
       model,

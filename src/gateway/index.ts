@@ -13,4 +13,5 @@ export { listenForMetrics } from './observe.js';
 export { BatchDisk } from './openai/batch-disk.js';
 export { BatchControl } from './openai/batch-store.js';
 export { type Listening, listen } from './server.js';
+export { shadowMismatch } from './shadow.js';
 export type { Autoscaling, GatewayEnv, ModelControl, ServedModel } from './types.js';

@@ -127,8 +127,10 @@ export type GatewayEnv = {
     loggedByCall?: boolean;
     queueMs?: number;
     batchSize?: number;
-    /** Data capture: told of the request's body once read (readBody), when this request is captured. */
+    /** Told of the request's body once read (readBody): data capture, when this request is captured; shadow traffic. */
     captureBody?: (body: Uint8Array) => void;
+    /** Data capture drew this request (its shadow's request is captured too). */
+    captureSampled?: boolean;
     /** Data capture: told of a shadow version's answer to this request (config version_shadow), when it is captured. */
     captureShadow?: (version: string, status: number, contentType: string, body: Uint8Array) => void;
     /** server.sse_keepalive_s, in ms (token streams: see `tokenStream`). */

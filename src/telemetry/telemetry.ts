@@ -122,6 +122,10 @@ export class Telemetry {
         unit: '{request}',
         description: 'Requests captured (config capture), by what became of them at each sink: sent, written, dropped (too many waiting), failed.',
       }),
+      shadowed: m.createCounter('infergate.shadow.requests', {
+        unit: '{request}',
+        description: "Requests sent again to a model's shadow (config shadow), by the shadow and the status it answered (0: none).",
+      }),
       forwarded: m.createCounter('infergate.fleet.forwarded', {
         unit: '{request}',
         description: 'Requests sent on to the gateway of the fleet that keeps what they name, by peer and its status (unreachable: none).',

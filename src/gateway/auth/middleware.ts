@@ -5,6 +5,7 @@ import { GatewayError, unavailable } from '../../errors/index.js';
 import type { CallEnv } from '../calls.js';
 import { type IntakeRequest, peerAddress } from '../intake.js';
 import type { BatchLineEnv } from '../openai/batch-store.js';
+import { shadowOfEnv } from '../shadow.js';
 import type { GatewayEnv } from '../types.js';
 import { KeysUnavailable, type TokenCaller, TokenError } from './jwt.js';
 import type { RateLimiter, Verdict } from './rate-limit.js';
@@ -50,8 +51,9 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
     // an asynchronous call's request as the caller who sent it, let in then.
     const batch = batchLine(c);
     const call = (c.env as CallEnv | undefined)?.infergateCall;
-    if (batch || call) {
-      const caller = batch?.caller ?? call?.caller;
+    const shadow = shadowOfEnv(c); // (a shadow model's request: the client's, let in already)
+    if (batch || call || shadow) {
+      const caller = batch?.caller ?? call?.caller ?? shadow?.caller;
       if (caller) c.set('caller', caller);
       return next();
     }
@@ -97,8 +99,8 @@ export type Limits = { requests?: RateLimiter; tokens?: RateLimiter; concurrent?
  */
 export function rateLimit({ requests, tokens, concurrent }: Limits): MiddlewareHandler<GatewayEnv> {
   return async function rateLimit(c, next) {
-    // A batch is throttled by itself (a few lines at a time, behind everyone).
-    if (batchLine(c)) return next();
+    // A batch is throttled by itself (a few lines at a time, behind everyone); shadow traffic is not the caller's.
+    if (batchLine(c) || shadowOfEnv(c)) return next();
     const key = c.get('caller')?.id ?? `ip:${clientIp(c)}`;
     // An asynchronous call spent its turn when it was sent, but runs at once with the caller's other requests.
     if ((c.env as CallEnv | undefined)?.infergateCall) return concurrent ? concurrent.around(key, c, next) : next();

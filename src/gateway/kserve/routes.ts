@@ -6,6 +6,7 @@ import { bytesOf, viewBytes } from '../../tensor/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { requestBuffers } from '../buffer-pool.js';
 import { type Fleet, forwarded } from '../fleet.js';
+import { SHADOW_PRIORITY } from '../shadow.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { generate, inferText } from './generate.js';
 import { tritonConfig } from './model-config.js';
@@ -189,9 +190,6 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
 
 /** What places a sequence in a fleet: its model, its caller (sequences are the caller's own) and its id. */
 const sequenceKey = (m: ServedModel, c: Context<GatewayEnv>, id: string) => `${m.name}\0${c.get('caller')?.id ?? ''}\0${id}`;
-
-/** A shadow version's run (config version_shadow) waits behind every request, Batch API lines too. */
-const SHADOW_PRIORITY = -2_000_000;
 
 /**
  * The request run on a shadow version as well (config `version_shadow`), its answer discarded — or, where the request

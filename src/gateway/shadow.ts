@@ -1,0 +1,159 @@
+import type { Context, MiddlewareHandler } from 'hono';
+import { formatShape } from '../tensor/index.js';
+import type { Caller } from './auth/middleware.js';
+import type { GatewayEnv, ServedModel } from './types.js';
+
+/** A shadow's run (config shadow, version_shadow) waits behind every request, Batch API lines too. */
+export const SHADOW_PRIORITY = -2_000_000;
+
+/** A request sent to a shadow model, marked in Hono's env (which no client can set): who asked, for which model. */
+export type ShadowEnv = { infergateShadow?: { caller?: Caller; of: string; captured: boolean } };
+export const shadowOfEnv = (c: { env: unknown }) => (c.env as ShadowEnv | undefined)?.infergateShadow;
+
+type Shadow = { model: string; percent: number };
+export type ShadowOptions = {
+  /** The running config's `shadow` of a model (a reload changes it in place). */
+  shadowOf: (model: string) => Shadow | undefined;
+  models: ReadonlyMap<string, ServedModel>;
+  /** Sends a request through the gateway's app again. */
+  dispatch: (path: string, init: RequestInit, env: ShadowEnv) => Promise<Response>;
+  /** Told how each shadow request was answered (its status; 0: it failed to be sent). */
+  answered?: (model: string, shadow: string, status: number) => void;
+};
+
+// Routes whose JSON body names the model: the shadow gets the body with its own name.
+const BODY_NAMED = new Set([
+  '/v1/completions',
+  '/v1/chat/completions',
+  '/v1/responses',
+  '/v1/messages',
+  '/v1/embeddings',
+  '/v1/rerank',
+  '/rerank',
+  '/v1/score',
+  '/score',
+  '/classify',
+]);
+// A KServe path naming the model (a version of it too: the shadow answers with its own).
+const KSERVE_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/[^/]+)?\/(infer|generate|generate_stream)$/;
+const KSERVE_V1_PATH = /^\/v1\/models\/([^/:]+):predict$/;
+// Not sent on: the shadow's request is let in by its env, not credentials; its body is the one read, inflated.
+const DROPPED_HEADERS = [
+  'content-length',
+  'content-encoding',
+  'transfer-encoding',
+  'prefer',
+  'authorization',
+  'x-api-key',
+  'infergate-key',
+  'infergate-secret',
+  'cookie',
+  'connection',
+  'host',
+];
+
+/**
+ * The request as the shadow gets it: the path or the body naming `to` instead, or undefined where it cannot be
+ * mirrored without touching what the client has — a Responses API turn of a conversation (its items would be added
+ * twice), client shared memory (the shadow would write the client's output regions). A Responses API request is not
+ * stored or run in the background for the shadow.
+ */
+export function mirrored(path: string, body: Uint8Array, to: string): { path: string; body: Uint8Array } | undefined {
+  const kserve = KSERVE_PATH.exec(path);
+  const v1 = KSERVE_V1_PATH.exec(path);
+  if (kserve || v1) {
+    // (the JSON header of a binary body, or the whole JSON body: shared memory is named there)
+    const head = new TextDecoder().decode(body.subarray(0, 65536));
+    if (head.includes('shared_memory_region')) return undefined;
+    return { path: kserve ? `/v2/models/${to}/${kserve[2]}` : `/v1/models/${to}:predict`, body };
+  }
+  if (!BODY_NAMED.has(path)) return undefined;
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(new TextDecoder().decode(body));
+  } catch {
+    return undefined;
+  }
+  if (path === '/v1/responses') {
+    if (json.conversation != null) return undefined;
+    json = { ...json, store: false, background: false };
+  }
+  return { path, body: new TextEncoder().encode(JSON.stringify({ ...json, model: to })) };
+}
+
+/** The model a KServe path names, before its route resolves it (a binary body is copied only when it will be mirrored). */
+const pathModel = (path: string) => (KSERVE_PATH.exec(path) ?? KSERVE_V1_PATH.exec(path))?.[1];
+
+/**
+ * Shadow traffic (config `shadow`): a share of the requests a model answers sent again to its shadow model, once the
+ * client's answer is on its way — through this whole app, as its own request: the shadow's queue, its stats, its
+ * capture (beside the client's, under the same request id, when that one is captured). Fire and forget: its answer
+ * is read to the end (a stream too) and discarded, its failure is the shadow's alone.
+ */
+export function shadowTraffic(opts: ShadowOptions): MiddlewareHandler<GatewayEnv> {
+  const draw = (s: Shadow) => Math.random() * 100 < s.percent;
+  return async (c, next) => {
+    if (shadowOfEnv(c)) return next(); // (a shadow's request is not shadowed again)
+    let body: Uint8Array | undefined;
+    let drawn: boolean | undefined;
+    const before = c.get('captureBody');
+    c.set('captureBody', (read) => {
+      before?.(read);
+      const named = pathModel(c.req.path);
+      if (named !== undefined) {
+        const shadow = opts.shadowOf(opts.models.get(named)?.name ?? named);
+        drawn = shadow !== undefined && draw(shadow);
+        if (!drawn) return;
+      }
+      body = read.slice(); // (the request's buffer goes back to its pool once answered)
+    });
+    await next();
+    const model = c.get('model');
+    const shadow = model === undefined ? undefined : opts.shadowOf(model);
+    if (!shadow || !body || c.res.status >= 400 || (drawn === undefined && !draw(shadow))) return;
+    const request = mirrored(c.req.path, body, shadow.model);
+    if (request) send(c, opts, model as string, shadow.model, request);
+  };
+}
+
+function send(c: Context<GatewayEnv>, opts: ShadowOptions, model: string, to: string, request: { path: string; body: Uint8Array }): void {
+  const headers = new Headers(c.req.raw.headers);
+  for (const name of DROPPED_HEADERS) headers.delete(name);
+  headers.set('x-request-id', c.get('requestId'));
+  const caller = c.get('caller');
+  const env: ShadowEnv = {
+    infergateShadow: {
+      // Its own turns, apart from the caller's requests, behind everyone.
+      caller: caller && { ...caller, id: `${caller.id}/shadow`, priority: SHADOW_PRIORITY, tokens: undefined },
+      of: model,
+      captured: c.get('captureSampled') === true,
+    },
+  };
+  opts
+    .dispatch(request.path, { method: 'POST', headers, body: request.body as Uint8Array<ArrayBuffer> }, env)
+    .then(async (res) => {
+      await res.arrayBuffer(); // to its end: a stream's generation runs on, as the client's does
+      opts.answered?.(model, to, res.status);
+    })
+    .catch(() => opts.answered?.(model, to, 0));
+}
+
+/** Why `shadow` cannot take `model`'s requests, if it cannot: another kind of model, or a tensor model with other tensors. */
+export function shadowMismatch(model: ServedModel, shadow: ServedModel): string | undefined {
+  const kind = (m: ServedModel) =>
+    m.generation ? 'generative' : m.embedding ? 'a text encoder' : m.classifier ? 'a sequence classifier' : m.ensemble ? 'an ensemble' : 'a tensor model';
+  if (kind(model) !== kind(shadow)) return `${shadow.name} is ${kind(shadow)} and ${model.name} ${kind(model)}: it could not answer its requests`;
+  if (kind(model) !== 'a tensor model') return undefined;
+  type Tensors = ServedModel['signature']['inputs'];
+  const said = (ts: Tensors) => ts.map((t) => `${t.name} ${t.dtype} ${formatShape(t.shape)}`).join(', ');
+  // Its inputs by name, dtype and every dimension either fixes; its outputs by name and dtype (requests name them).
+  const dimsFit = (a: Tensors[number], b: Tensors[number]) =>
+    a.shape.length === b.shape.length && a.shape.every((d, i) => typeof d !== 'number' || typeof b.shape[i] !== 'number' || d === b.shape[i]);
+  const same = (a: Tensors, b: Tensors, dims: boolean) =>
+    a.length === b.length && a.every((t) => b.some((u) => u.name === t.name && u.dtype === t.dtype && (!dims || dimsFit(t, u))));
+  if (!same(model.signature.inputs, shadow.signature.inputs, true))
+    return `${shadow.name} takes ${said(shadow.signature.inputs)}, not ${model.name}'s ${said(model.signature.inputs)}`;
+  if (!same(model.signature.outputs, shadow.signature.outputs, false))
+    return `${shadow.name} gives ${said(shadow.signature.outputs)}, not ${model.name}'s ${said(model.signature.outputs)}`;
+  return undefined;
+}

@@ -1,0 +1,129 @@
+import { mkdtemp, readdir, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/index.js';
+import { binaryBody, MODELS, startTestGateway } from './helpers.js';
+
+// Shadow traffic (config `shadow`): a model's requests sent again to a candidate model, answers discarded, captured
+// beside the client's. The candidates here are the same files under other names: their answers must be the same.
+const SECRET = 'shadow-secret-0123456789';
+let dir: string;
+let gw: Awaited<ReturnType<typeof startTestGateway>>;
+const one = { device: 'cpu', scaling: { min_containers: 1, max_containers: 1 } };
+const models = {
+  'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, ...one, shadow: { model: 'tiny-gpt-next' } },
+  'tiny-gpt-next': { path: `${MODELS}tiny-gpt.onnx`, ...one },
+  mlp: { path: `${MODELS}mlp.onnx`, ...one, aliases: ['classifier'], shadow: { model: 'mlp-next', percent: 100 } },
+  'mlp-next': { path: `${MODELS}mlp.onnx`, ...one },
+  identity: { path: `${MODELS}identity.onnx`, device: 'cpu' },
+};
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'infergate-shadow-'));
+  gw = await startTestGateway({
+    // Five requests a caller, then 429: the shadows' requests must not spend them.
+    auth: { default: 'key', keys: [{ id: 'svc', secret: SECRET }], rate_limit: { per_second: 0.001, burst: 5 } },
+    capture: { dir, models: ['tiny-gpt', 'mlp'] },
+    models,
+  });
+});
+afterAll(() => gw?.shutdown());
+
+const auth = { authorization: `Bearer ${SECRET}` };
+const records = async () => {
+  const lines: string[] = [];
+  for (const file of await readdir(dir)) lines.push(...(await readFile(join(dir, file), 'utf8')).trim().split('\n'));
+  return lines.filter(Boolean).map((l) => JSON.parse(l));
+};
+/** The client's capture record and its shadow's, under one request id. */
+const pairOf = async (id: string) => {
+  await expect.poll(async () => (await records()).filter((r) => r.eventMetadata.eventId === id).length, { timeout: 15_000 }).toBe(2);
+  const both = (await records()).filter((r) => r.eventMetadata.eventId === id);
+  return { client: both.find((r) => !r.eventMetadata.shadow), shadow: both.find((r) => r.eventMetadata.shadow) };
+};
+const metric = async (labels: string) => {
+  const text = await (await fetch(`${gw.url}/metrics`, { headers: auth })).text();
+  const line = text.split('\n').find((l) => l.startsWith('infergate_shadow_requests_total{') && l.includes(labels));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+};
+
+describe('shadow traffic', () => {
+  it("sends a chat to the shadow model too: the client's answer unchanged, the shadow's captured beside it, outside the caller's rate limit", async () => {
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: SECRET });
+    const { data, response } = await client.chat.completions
+      .create({ model: 'tiny-gpt', messages: [{ role: 'user', content: 'Shall I compare thee' }], max_tokens: 8, temperature: 0 })
+      .withResponse();
+    expect(data.model).toBe('tiny-gpt');
+    const { client: mine, shadow } = await pairOf(response.headers.get('x-request-id') as string);
+    expect(mine.eventMetadata.model).toBe('tiny-gpt');
+    expect(shadow.eventMetadata).toMatchObject({ model: 'tiny-gpt-next', path: '/v1/chat/completions', status: 200, caller: 'key:svc/shadow' });
+    // The same request with the model renamed; the same weights, greedy: the same words.
+    expect(JSON.parse(shadow.captureData.endpointInput.data)).toEqual({ ...JSON.parse(mine.captureData.endpointInput.data), model: 'tiny-gpt-next' });
+    const theirs = JSON.parse(shadow.captureData.endpointOutput.data);
+    expect(theirs.model).toBe('tiny-gpt-next');
+    expect(theirs.choices[0].message.content).toBe(data.choices[0].message.content);
+    await expect.poll(() => metric('shadow="tiny-gpt-next",status="200"')).toBe(1);
+  });
+
+  it('sends a KServe binary request, by an alias, to the shadow: its tensors as sent, its answer the same', async () => {
+    const x = new Float32Array(64).map((_, i) => i / 64);
+    const { body, headers } = binaryBody(
+      { inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', parameters: { binary_data_size: 256 } }], outputs: [{ name: 'probs' }] },
+      x,
+    );
+    const res = await fetch(`${gw.url}/v2/models/classifier/infer`, { method: 'POST', body, headers: { ...headers, ...auth } });
+    expect(res.status).toBe(200);
+    const answer = await res.json();
+    const { client: mine, shadow } = await pairOf(res.headers.get('x-request-id') as string);
+    expect(shadow.eventMetadata).toMatchObject({ model: 'mlp-next', path: '/v2/models/mlp-next/infer' });
+    expect(shadow.captureData.endpointInput.data).toBe(mine.captureData.endpointInput.data); // the bytes as sent (base64)
+    expect(JSON.parse(shadow.captureData.endpointOutput.data).outputs[0].data).toEqual(answer.outputs[0].data);
+  });
+
+  it("runs a Responses API turn on the shadow without keeping it (nor a conversation's turn at all)", async () => {
+    const kept = async () => {
+      const text = await (await fetch(`${gw.url}/metrics`, { headers: auth })).text();
+      return Number(
+        text
+          .split('\n')
+          .find((l) => l.startsWith('infergate_responses_kept '))
+          ?.split(' ')[1] ?? 0,
+      );
+    };
+    const before = await metric('shadow="tiny-gpt-next",status="200"');
+    const res = await fetch(`${gw.url}/v1/responses`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tiny-gpt', input: 'Hello', max_output_tokens: 4, store: true }),
+    });
+    expect(res.status).toBe(200);
+    await expect.poll(() => metric('shadow="tiny-gpt-next",status="200"')).toBe(before + 1);
+    expect(await kept()).toBe(1); // the client's response only
+    const conversation = await (
+      await fetch(`${gw.url}/v1/conversations`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })
+    ).json();
+    const turn = await fetch(`${gw.url}/v1/responses`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 4, conversation: conversation.id }),
+    });
+    expect(turn.status).toBe(200);
+    // Five requests spent; the sixth is refused: the shadows' did not count.
+    expect((await fetch(`${gw.url}/v2/models/identity`, { headers: auth })).status).toBe(429);
+    expect(await metric('shadow="tiny-gpt-next",status="200"')).toBe(before + 1); // no shadow of the conversation's turn
+  });
+
+  it('refuses a shadow that could not answer the model’s requests', async () => {
+    const start = (m: Record<string, object>) => startTestGateway({ models: m });
+    await expect(start({ mlp: { ...models.mlp, aliases: [], shadow: { model: 'identity' } }, identity: models.identity })).rejects.toThrow(
+      "models.mlp.shadow: identity gives y FP32 [N, D], not mlp's probs FP32 [N, 10]",
+    );
+    await expect(start({ 'tiny-gpt': { ...models['tiny-gpt'], shadow: { model: 'mlp' } }, mlp: { ...models['mlp-next'] } })).rejects.toThrow(
+      'models.tiny-gpt.shadow: mlp is a tensor model and tiny-gpt generative: it could not answer its requests',
+    );
+    expect(() => parseConfig({ models: { m: { path: 'm.onnx', shadow: { model: 'm' } } } })).toThrow('models.m.shadow.model: a model cannot shadow itself');
+    expect(() => parseConfig({ models: { m: { path: 'm.onnx', shadow: { model: 'n' } } } })).toThrow('models.m.shadow.model: no model named n');
+  });
+});
