@@ -205,7 +205,7 @@ export async function startGateway(
   const webSocketWork = new QuietWork(); // requests on /v1/ws: the shutdown waits for them as for HTTP requests
   let running = config; // (a reload's config once it has applied it)
   const app = createApp({
-    shadowOf: (name) => running.models[name]?.shadow,
+    shadows: { of: (name) => running.models[name]?.shadow, active: () => Object.values(running.models).some((m) => m.shadow) },
     telemetry,
     log,
     models: served,

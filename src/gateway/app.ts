@@ -90,8 +90,8 @@ export type AppOptions = {
   compressResponses?: boolean;
   /** Data capture (config `capture`): a sample of model requests and answers sent and/or written as they were. */
   capture?: Capture;
-  /** Shadow traffic (config `shadow`): the running config's shadow of a model. @default none */
-  shadowOf?: (model: string) => { model: string; percent: number } | undefined;
+  /** Shadow traffic (config `shadow`): the running config's shadow of a model, and whether any has one. @default none */
+  shadows?: { of: (model: string) => { model: string; percent: number } | undefined; active: () => boolean };
   /** Other gateways behind the same load balancer (server.fleet), each keeping its own responses, calls and batches. */
   fleet?: Fleet;
   /** Asynchronous inference (server.async_*): answers kept, and when a slow request is redirected to its own. @default 600 s, 256 MiB, never */
@@ -150,10 +150,11 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // (inside compression: what is captured is the answer itself)
   if (opts.capture) app.use(opts.capture.middleware());
   // Shadow traffic: inside capture (a shadow's request is captured where its client's was), outside auth (the caller is known after).
-  if (opts.shadowOf)
+  if (opts.shadows)
     app.use(
       shadowTraffic({
-        shadowOf: opts.shadowOf,
+        shadowOf: opts.shadows.of,
+        active: opts.shadows.active,
         models: opts.models,
         dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)),
         answered: (model, shadow, status) => telemetry.instruments.shadowed.add(1, { 'infergate.model': model, shadow, status: String(status) }),

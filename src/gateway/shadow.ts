@@ -14,6 +14,8 @@ type Shadow = { model: string; percent: number };
 export type ShadowOptions = {
   /** The running config's `shadow` of a model (a reload changes it in place). */
   shadowOf: (model: string) => Shadow | undefined;
+  /** Whether any model has a shadow now. */
+  active: () => boolean;
   models: ReadonlyMap<string, ServedModel>;
   /** Sends a request through the gateway's app again. */
   dispatch: (path: string, init: RequestInit, env: ShadowEnv) => Promise<Response>;
@@ -96,10 +98,13 @@ export function shadowTraffic(opts: ShadowOptions): MiddlewareHandler<GatewayEnv
     if (shadowOfEnv(c)) return next(); // (a shadow's request is not shadowed again)
     let body: Uint8Array | undefined;
     let drawn: boolean | undefined;
+    const named = pathModel(c.req.path);
+    // (no body is copied where nothing could be mirrored: most gateways shadow no model, most routes name none)
+    if (named === undefined && !BODY_NAMED.has(c.req.path)) return next();
     const before = c.get('captureBody');
     c.set('captureBody', (read) => {
       before?.(read);
-      const named = pathModel(c.req.path);
+      if (!opts.active()) return;
       if (named !== undefined) {
         const shadow = opts.shadowOf(opts.models.get(named)?.name ?? named);
         drawn = shadow !== undefined && draw(shadow);
