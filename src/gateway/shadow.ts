@@ -39,10 +39,12 @@ const BODY_NAMED = new Set([
 // A KServe path naming the model (a version of it too: the shadow answers with its own).
 const KSERVE_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/[^/]+)?\/(infer|generate|generate_stream)$/;
 const KSERVE_V1_PATH = /^\/v1\/models\/([^/:]+):predict$/;
-// Not sent on: the shadow's request is let in by its env, not credentials; its body is the one read, inflated.
+// Not sent on: the shadow's request is let in by its env, not credentials; its body is the one read, inflated; its
+// answer is discarded (not worth compressing).
 const DROPPED_HEADERS = [
   'content-length',
   'content-encoding',
+  'accept-encoding',
   'transfer-encoding',
   'prefer',
   'authorization',
