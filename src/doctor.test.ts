@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { unresolvedLibraries } from './doctor.js';
+import { sharedMemoryFinding, unresolvedLibraries } from './doctor.js';
 
 describe("the CUDA provider's libraries", () => {
   it('names those the loader cannot find, as ldd reports them', async () => {
@@ -20,5 +20,15 @@ describe("the CUDA provider's libraries", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('/dev/shm', () => {
+  it("warns of Docker's 64 MB default, which large batches do not fit, and says how to give more", () => {
+    expect(sharedMemoryFinding('/dev/shm', 64 * 2 ** 20, 60 * 2 ** 20)).toEqual([
+      'warn',
+      "/dev/shm: 64 MiB (60 MiB free): large batches (images) will not fit and go through the replicas’ sockets — docker run --shm-size=2g (Docker's default is 64 MB) or --ipc=host",
+    ]);
+    expect(sharedMemoryFinding('/dev/shm', 24 * 2 ** 30, 20 * 2 ** 30)).toEqual(['ok', '/dev/shm: 24.0 GiB (20.0 GiB free)']);
   });
 });

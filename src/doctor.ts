@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
+import { statfs } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { type Config, parseConfig } from './config/index.js';
-import { cudaOptionsUnavailable, hasCudaOptions, missingCudaProvider, providerLibrary } from './models/index.js';
+import { cudaOptionsUnavailable, hasCudaOptions, missingCudaProvider, providerLibrary, sharedMemoryDir } from './models/index.js';
 import { type Gateway, startGateway } from './start.js';
 import { GpuMonitor, type GpuReading } from './telemetry/index.js';
 
@@ -65,6 +66,13 @@ export async function doctor(config?: Config, opts: { nvidiaSmi?: string } = {})
     if (status !== 'ok') cuda = detail;
   }
 
+  const shm = sharedMemoryDir();
+  if (!shm) add('Shared memory', 'warn', 'no writable /dev/shm ($INFERGATE_SHM_DIR): batches go through the replicas’ sockets, slower past 128 KiB');
+  else {
+    const fs = await statfs(shm);
+    add('Shared memory', ...sharedMemoryFinding(shm, fs.blocks * fs.bsize, fs.bavail * fs.bsize));
+  }
+
   const shim = cudaOptionsUnavailable();
   const withOptions = Object.entries(config?.models ?? {}).filter(([, m]) => !m.remote && m.device !== 'cpu' && hasCudaOptions(m.cuda));
   if (shim)
@@ -89,6 +97,20 @@ export async function doctor(config?: Config, opts: { nvidiaSmi?: string } = {})
   }
   return findings;
 }
+
+/**
+ * /dev/shm as replicas need it: each holds 4 slots of a batch's bytes there (a batch of 256 fp16 images is 77 MB).
+ * Docker gives a container 64 MB unless told otherwise: a batch that does not fit goes through the socket, slower.
+ */
+export function sharedMemoryFinding(dir: string, total: number, free: number): [Finding['status'], string] {
+  const size = `${dir}: ${mib(total)} (${mib(free)} free)`;
+  if (total >= 2 ** 30) return ['ok', size];
+  return [
+    'warn',
+    `${size}: large batches (images) will not fit and go through the replicas’ sockets — docker run --shm-size=2g (Docker's default is 64 MB) or --ipc=host`,
+  ];
+}
+const mib = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${Math.round(bytes / 2 ** 20)} MiB`);
 
 /** A gateway with one replica of a one-input model on `device`, started and asked once, then stopped. */
 async function probe(device: string, what: string): Promise<[Finding['status'], string]> {

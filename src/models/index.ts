@@ -19,7 +19,7 @@ export { type Box, ctcText, decodeImage, detectorInput, LINE_HEIGHT, lineInput, 
 export { PREFIX_BLOCK } from './prefix-cache.js';
 export { encodeFrame, type Frame, type FrameHeader, FrameReader, writeFrame } from './protocol.js';
 export { type FailedMessage, type ModelOpened, multiplexedPath, type ReadyMessage, type ReplicaSpec, replicaEntry } from './replica-spec.js';
-export { TensorSlots } from './shm.js';
+export { sharedMemoryDir, TensorSlots } from './shm.js';
 export { type Dim, type ModelSignature, parseSignature, readSignature, type TensorSpec } from './signature.js';
 export {
   batchSignature,
