@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { binaryBody, MODELS, startTestGateway } from './helpers.js';
 
 // Data capture (config `capture`): KServe's payload logger (CloudEvents to a URL) and SageMaker's Data Capture (JSON
@@ -155,6 +156,41 @@ describe('data capture', () => {
     await expect.poll(shedCancelled).toBe(before + 1);
     const [, cut] = await eventsOf(long.headers.get('x-request-id') as string);
     expect(cut.body.toString()).not.toContain('[DONE]');
+  });
+
+  it("captures a WebSocket's messages: each request with what was answered for it (a stream's tokens, an error), a model not named left out", async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`, { headers: { 'x-tenant': 'acme' } });
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const got = new Map<string, object[]>();
+    ws.on('message', (data) => {
+      const msg = JSON.parse(String(data));
+      got.set(msg.id, [...(got.get(msg.id) ?? []), msg]);
+    });
+    const asked = [
+      { id: 'a', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: x }] },
+      { id: 'b', type: 'chat', model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 },
+      { id: 'c', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data: [1, 2, 3] }] },
+      { id: 'd', type: 'infer', model: 'identity', inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] },
+    ];
+    for (const m of asked) ws.send(JSON.stringify(m));
+    const last = (id: string) => (got.get(id) ?? []).at(-1) as { type?: string } | undefined;
+    await expect.poll(() => asked.every((m) => ['result', 'done', 'error'].includes(last(m.id)?.type ?? ''))).toBe(true);
+    ws.close();
+    const fromSocket = async () => (await records()).filter((r) => r.eventMetadata.path === '/v1/ws');
+    await expect.poll(async () => (await fromSocket()).length).toBe(3); // identity's is not captured (capture.models)
+    for (const m of asked.slice(0, 3)) {
+      const record = (await fromSocket()).find((r) => JSON.parse(r.captureData.endpointInput.data).id === m.id);
+      expect(JSON.parse(record.captureData.endpointInput.data)).toEqual(m);
+      // What the client got for this id, a JSON line each (in the file as text: SageMaker's TEXT encoding).
+      const answered = record.captureData.endpointOutput.data
+        .trim()
+        .split('\n')
+        .map((l: string) => JSON.parse(l));
+      expect(answered).toEqual(got.get(m.id));
+      expect(record.eventMetadata).toMatchObject({ model: m.model, status: m.id === 'c' ? 400 : 200, headers: { 'x-tenant': 'acme' } });
+    }
+    const ids = (await fromSocket()).map((r) => r.eventMetadata.eventId);
+    expect(new Set(ids).size).toBe(3); // the socket's request id and each message's number
   });
 
   it('never holds a request up: a collector that is down fails the captures (counted), not the requests; sample_rate 0 captures none', async () => {

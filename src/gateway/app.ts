@@ -252,6 +252,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       pingMs: opts.websocketPingMs ?? 30_000,
       onSilent: () => telemetry.instruments.connectionsEnded.add(1, { reason: 'websocket_ping' }),
       work: opts.webSocketWork,
+      capture: opts.capture,
     }),
   );
   app.route('/', audioRoutes(opts.models, maxBodyBytes));

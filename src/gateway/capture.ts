@@ -102,13 +102,60 @@ export class Capture {
       path: c.req.path,
       caller: c.get('caller')?.id,
       status,
-      headers: Object.fromEntries(
-        this.config.metadata_headers.flatMap((name) => {
-          const value = c.req.header(name);
-          return value === undefined ? [] : [[name, value]];
-        }),
-      ),
+      headers: this.metadataOf((name) => c.req.header(name)),
       request,
+    };
+  }
+
+  /** The request headers the config names (KServe's metadataHeaders), of those it has. */
+  metadataOf(header: (name: string) => string | undefined): Record<string, string> {
+    return Object.fromEntries(
+      this.config.metadata_headers.flatMap((name) => {
+        const value = header(name);
+        return value === undefined ? [] : [[name, value]];
+      }),
+    );
+  }
+
+  /**
+   * A WebSocket message's request to `model`, sampled as an HTTP request is: `sent` keeps each message answered for it
+   * (JSON lines: a stream's tokens, a result, an error), and `end` captures the two once its answer is whole.
+   * Undefined when it is not captured.
+   */
+  message(m: {
+    id: string;
+    model: string;
+    caller?: string;
+    headers: Record<string, string>;
+    text: string;
+  }): { sent(msg: object): void; end(status: number): void } | undefined {
+    const { mode, max_payload_bytes: most } = this.config;
+    if (Math.random() >= this.config.sample_rate || (this.models && !this.models.has(m.model))) return undefined;
+    const asked = new TextEncoder().encode(m.text);
+    const lines: string[] = [];
+    let kept = 0;
+    let bytes = 0;
+    return {
+      sent: (msg) => {
+        const line = `${JSON.stringify(msg)}\n`;
+        bytes += Buffer.byteLength(line);
+        if (kept < most) lines.push(line);
+        kept = Math.min(bytes, most);
+      },
+      end: (status) => {
+        const answer = new TextEncoder().encode(lines.join(''));
+        this.add({
+          id: m.id,
+          time: new Date(),
+          model: m.model,
+          path: '/v1/ws',
+          caller: m.caller,
+          status,
+          headers: m.headers,
+          ...(mode !== 'response' && { request: { contentType: 'application/json', data: asked.subarray(0, most), bytes: asked.byteLength } }),
+          ...(mode !== 'request' && { response: { contentType: 'application/x-ndjson', data: answer.subarray(0, most), bytes } }),
+        });
+      },
     };
   }
 

@@ -5,6 +5,7 @@ import type { WebSocket } from 'ws';
 import type { z } from 'zod';
 import { badInput, GatewayError, notFound, unavailable } from '../errors/index.js';
 import type { Caller } from './auth/middleware.js';
+import type { Capture } from './capture.js';
 import type { QuietWork } from './drain.js';
 import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
@@ -36,8 +37,11 @@ type SocketContext = {
   spendRequest?: () => void;
   /** Requests in flight on every socket, which the gateway's shutdown waits for. */
   gatewayWork?: QuietWork;
+  /** Data capture (config capture): a message's request to a model, if it is captured. */
+  captureMessage?: (model: string, text: string) => MessageCapture | undefined;
   send(msg: object): void;
 };
+type MessageCapture = NonNullable<ReturnType<Capture['message']>>;
 
 /**
  * One WebSocket, many requests: JSON messages with an `id` multiplex KServe-style `infer` requests and
@@ -56,13 +60,21 @@ type SocketContext = {
  */
 export function wsRoutes(
   models: ReadonlyMap<string, ServedModel>,
-  { pingMs, onSilent, work }: { pingMs: number; onSilent?: () => void; work?: QuietWork },
+  { pingMs, onSilent, work, capture }: { pingMs: number; onSilent?: () => void; work?: QuietWork; capture?: Capture },
 ): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.get(
     '/v1/ws',
     upgradeWebSocket((c) => {
       const requests = new Map<string, AbortController>();
+      // Each message captured under the socket's request id and its number on the socket (ids may be reused).
+      let messages = 0;
+      const headers = capture?.metadataOf((name) => c.req.header(name)) ?? {};
+      const captureMessage = (model: string, text: string) => {
+        const m = models.get(model);
+        const id = `${c.get('requestId')}:${++messages}`;
+        return m && capture?.message({ id, model: m.name, caller: c.get('caller')?.id, headers, text });
+      };
       const socket = (ws: WSContext): SocketContext => ({
         ws,
         models,
@@ -70,6 +82,7 @@ export function wsRoutes(
         requests,
         spendRequest: c.get('spendRequest'),
         gatewayWork: work,
+        ...(capture && { captureMessage }),
         send: (msg) => ws.readyState === 1 && ws.send(JSON.stringify(msg)),
       });
       let stopPinging = () => {};
@@ -118,8 +131,11 @@ function pingUntilSilent(socket: WebSocket, ms: number, onSilent?: () => void): 
 }
 
 async function handle(data: unknown, socket: SocketContext): Promise<void> {
-  const { requests, gatewayWork, send } = socket;
+  const { requests, gatewayWork } = socket;
+  let { send } = socket; // (what is sent for a captured message is kept too)
   let id: string | null = null;
+  let captured: MessageCapture | undefined;
+  let status = 200;
   try {
     if (typeof data !== 'string') throw badInput('send JSON text messages (binary messages are not supported)');
     let msg: Message;
@@ -139,10 +155,19 @@ async function handle(data: unknown, socket: SocketContext): Promise<void> {
     const controller = new AbortController();
     requests.set(id, controller);
     const done = gatewayWork?.begin();
+    captured = typeof msg.model === 'string' ? socket.captureMessage?.(msg.model, data) : undefined;
+    if (captured) {
+      const [plain, keep] = [send, captured.sent];
+      send = (m) => {
+        plain(m);
+        keep(m);
+      };
+    }
+    const each = captured ? { ...socket, send } : socket;
     try {
-      if (msg.type === 'infer') await infer(msg, id, controller.signal, socket);
-      else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, controller.signal, socket);
-      else if (msg.type === 'embeddings') await embed(msg, id, controller.signal, socket);
+      if (msg.type === 'infer') await infer(msg, id, controller.signal, each);
+      else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, controller.signal, each);
+      else if (msg.type === 'embeddings') await embed(msg, id, controller.signal, each);
       else throw badInput(`unknown message type ${JSON.stringify(msg.type)} (expected infer, completion, chat, embeddings or cancel)`);
     } finally {
       requests.delete(id);
@@ -150,6 +175,7 @@ async function handle(data: unknown, socket: SocketContext): Promise<void> {
     }
   } catch (err) {
     const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
+    status = e.status;
     if (e.status === 499) return void send({ id, type: 'done', finish_reason: 'cancelled' });
     const { param, retryAfterS } = e.options;
     send({
@@ -157,6 +183,8 @@ async function handle(data: unknown, socket: SocketContext): Promise<void> {
       type: 'error',
       error: { status: e.status, code: e.code, message: e.message, ...(param && { param }), ...(retryAfterS !== undefined && { retry_after_s: retryAfterS }) },
     });
+  } finally {
+    captured?.end(status);
   }
 }
 
