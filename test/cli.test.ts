@@ -89,6 +89,17 @@ describe('infergate validate', () => {
     expect(run.output()).toContain('ensembles.e: tensor b is FP32 [N, 10] but step 1 reads it as FP32 [N, 64]');
   });
 
+  it('says where a model shadows another, and refuses a shadow that could not answer its requests', async () => {
+    const models = (shadow: string) =>
+      `models:\n  mlp: { path: ${MODELS}mlp.onnx, shadow: { model: ${shadow}, percent: 5 } }\n  next: { path: ${MODELS}mlp.onnx }\n  identity: { path: ${MODELS}identity.onnx }\n`;
+    const ok = cli(['validate', '-c', await configFile(models('next'))]);
+    expect(await ok.exited).toBe(0);
+    expect(ok.output()).toContain('(5% of its requests also to next, its shadow)');
+    const bad = cli(['validate', '-c', await configFile(models('identity'))]);
+    expect(await bad.exited).toBe(1);
+    expect(bad.output()).toContain("models.mlp.shadow: identity gives y FP32 [N, D], not mlp's probs FP32 [N, 10]");
+  });
+
   it("checks every file of a multiplexed model against the first one's tensors", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'infergate-validate-'));
     await copyFile(`${MODELS}tenants/alpha.onnx`, join(dir, 'alpha.onnx'));

@@ -1,4 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
+import { classifierSpec, embeddingSpec, generativeSpec, type ModelSignature } from '../models/index.js';
 import { formatShape } from '../tensor/index.js';
 import type { Caller } from './auth/middleware.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -145,13 +146,25 @@ function send(c: Context<GatewayEnv>, opts: ShadowOptions, model: string, to: st
     .catch(() => opts.answered?.(model, to, 0));
 }
 
-/** Why `shadow` cannot take `model`'s requests, if it cannot: another kind of model, or a tensor model with other tensors. */
-export function shadowMismatch(model: ServedModel, shadow: ServedModel): string | undefined {
-  const kind = (m: ServedModel) =>
-    m.generation ? 'generative' : m.embedding ? 'a text encoder' : m.classifier ? 'a sequence classifier' : m.ensemble ? 'an ensemble' : 'a tensor model';
-  if (kind(model) !== kind(shadow)) return `${shadow.name} is ${kind(shadow)} and ${model.name} ${kind(model)}: it could not answer its requests`;
-  if (kind(model) !== 'a tensor model') return undefined;
-  type Tensors = ServedModel['signature']['inputs'];
+/** What kind of model a signature makes (as the gateway serves it): a shadow must be of its model's kind. */
+const kindOf = (signature: ModelSignature) =>
+  generativeSpec(signature)
+    ? 'generative'
+    : embeddingSpec(signature)
+      ? 'a text encoder'
+      : classifierSpec(signature)
+        ? 'a sequence classifier'
+        : 'a tensor model';
+
+/**
+ * Why `shadow` cannot take `model`'s requests, if it cannot: another kind of model, or a tensor model with other tensors.
+ * (From signatures alone: `infergate validate` says it before anything starts, as the gateway's start does.)
+ */
+export function shadowMismatch(model: { name: string; signature: ModelSignature }, shadow: { name: string; signature: ModelSignature }): string | undefined {
+  const [kind, theirs] = [kindOf(model.signature), kindOf(shadow.signature)];
+  if (kind !== theirs) return `${shadow.name} is ${theirs} and ${model.name} ${kind}: it could not answer its requests`;
+  if (kind !== 'a tensor model') return undefined;
+  type Tensors = ModelSignature['inputs'];
   const said = (ts: Tensors) => ts.map((t) => `${t.name} ${t.dtype} ${formatShape(t.shape)}`).join(', ');
   // Its inputs by name, dtype and every dimension either fixes; its outputs by name and dtype (requests name them).
   const dimsFit = (a: Tensors[number], b: Tensors[number]) =>
