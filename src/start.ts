@@ -27,6 +27,7 @@ import {
   RateLimiter,
   rateLimit,
   type ServedModel,
+  SharedLimits,
   shadowMismatch,
 } from './gateway/index.js';
 import { type ModelEntry, readModels } from './model-build.js';
@@ -83,6 +84,28 @@ export type ReloadReport = Changes & {
   shadow?: string[];
 };
 
+/** server.fleet.shared_limits: every rate limiter's spends told to the fleet's other gateways, and theirs taken here. */
+function sharedLimitsOf(config: Config, fleet: Fleet, limiters: Map<string, RateLimiter>, log: Logger): SharedLimits | undefined {
+  const shared = config.server.fleet?.shared_limits;
+  if (!shared) return undefined;
+  if (!shared.secret) throw new ConfigError('server.fleet.shared_limits: give it the secret the fleet shares (secret, or $INFERGATE_FLEET_SECRET)');
+  let warned = 0;
+  const limits = new SharedLimits(
+    shared.secret,
+    shared.every_ms,
+    () => fleet.known(),
+    (peer, err) => {
+      // (a gateway down is said once a minute at most: its limits run loose by what it misses)
+      if (Date.now() - warned < 60_000) return;
+      warned = Date.now();
+      log.warn({ peer, err: err.message }, 'server.fleet.shared_limits: a gateway could not be told what callers spent here');
+    },
+  );
+  for (const [name, limiter] of limiters) limits.share(name, limiter);
+  limits.start();
+  return limits;
+}
+
 /** Each model's shadow (config shadow) can answer its requests, or the config is refused. */
 function checkShadows(config: Config, get: (name: string) => ServedModel | undefined): void {
   for (const [name, m] of Object.entries(config.models)) {
@@ -104,12 +127,18 @@ function cannotListen(err: NodeJS.ErrnoException, server: Config['server']): Err
 }
 
 /** The auth and rate-limit middleware of the built-in routes and of each configured endpoint. */
-async function security(
-  config: Config,
-): Promise<{ guard: ReturnType<typeof authenticate>[]; adminGuard: ReturnType<typeof authenticate>[]; endpoints: EndpointRoute[] }> {
+async function security(config: Config): Promise<{
+  guard: ReturnType<typeof authenticate>[];
+  adminGuard: ReturnType<typeof authenticate>[];
+  endpoints: EndpointRoute[];
+  /** Every rate limiter, by a name each gateway of a fleet gives it alike (they share one config). */
+  limiters: Map<string, RateLimiter>;
+}> {
   const verify = config.auth.jwt ? await jwtVerifier(config.auth.jwt) : undefined;
   const keys = new Map(config.auth.keys.map((k) => [k.id, { secret: k.secret, priority: k.priority }]));
-  const guardFor = (policy: Policy, scopes: string[], limit?: RateLimitConfig) => [
+  const limiters = new Map<string, RateLimiter>();
+  const limiter = (name: string, perSecond: number, burst: number) => limiters.set(name, new RateLimiter({ perSecond, burst })).get(name);
+  const guardFor = (where: string, policy: Policy, scopes: string[], limit?: RateLimitConfig) => [
     authenticate({ policy, scopes, verify, keys }),
     ...(limit
       ? [
@@ -117,9 +146,8 @@ async function security(
             requests:
               limit.per_second === undefined
                 ? undefined
-                : new RateLimiter({ perSecond: limit.per_second, burst: limit.burst ?? Math.max(1, Math.ceil(limit.per_second)) }),
-            tokens:
-              limit.tokens_per_minute === undefined ? undefined : new RateLimiter({ perSecond: limit.tokens_per_minute / 60, burst: limit.tokens_per_minute }),
+                : limiter(`${where}.requests`, limit.per_second, limit.burst ?? Math.max(1, Math.ceil(limit.per_second))),
+            tokens: limit.tokens_per_minute === undefined ? undefined : limiter(`${where}.tokens`, limit.tokens_per_minute / 60, limit.tokens_per_minute),
             concurrent: limit.max_concurrent === undefined ? undefined : new InFlight(limit.max_concurrent),
           }),
         ]
@@ -128,17 +156,18 @@ async function security(
   const a = config.auth;
   const open = a.default === 'public' && !a.rate_limit;
   return {
-    guard: open ? [] : guardFor(a.default, a.scopes, a.rate_limit),
+    guard: open ? [] : guardFor('auth', a.default, a.scopes, a.rate_limit),
     // Runtime changes also need the admin scopes (under jwt; the guard above has authenticated already).
     adminGuard: a.default === 'jwt' && a.admin_scopes.length > 0 ? [authenticate({ policy: 'jwt', scopes: a.admin_scopes, verify, keys })] : [],
     endpoints: config.endpoints.map((e) => ({
       path: e.path,
       model: e.model,
       protocol: e.protocol,
-      guard: guardFor(e.auth ?? a.default, e.scopes, e.rate_limit ?? a.rate_limit),
+      guard: guardFor(`endpoints.${e.path}`, e.auth ?? a.default, e.scopes, e.rate_limit ?? a.rate_limit),
       policy: e.auth ?? a.default,
       maxBodyBytes: e.max_body_bytes,
     })),
+    limiters,
   };
 }
 
@@ -175,10 +204,11 @@ export async function startGateway(
   ensembles = new Map(plans.map((p) => [p.name, ensembleModel(p, served)]));
   checkShadows(config, (name) => models.get(name));
 
-  const { guard, adminGuard, endpoints } = await security(config); // key material checked before anything starts
+  const { guard, adminGuard, endpoints, limiters } = await security(config); // key material checked before anything starts
   const capture = config.capture && new Capture(config.capture, (result) => telemetry.instruments.captured.add(1, { result }));
   const fleet = fleetOf(config, (peer, status) => telemetry.instruments.forwarded.add(1, { peer, status: String(status) }));
   await fleet?.start((err) => log.warn({ err: err.message }, 'server.fleet.discover: the lookup failed; the gateways known before are kept'));
+  const sharedLimits = fleet && sharedLimitsOf(config, fleet, limiters, log);
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
     log.info(
       { batch: b.id, answered: b.answered, total: b.total },
@@ -220,6 +250,7 @@ export async function startGateway(
     },
     conversationsKeepMs: config.server.conversations_keep_s * 1000,
     fleet,
+    sharedLimits,
     capture,
     clientSharedMemory: config.server.client_shared_memory,
     adminApi: config.server.admin_api,
@@ -481,6 +512,7 @@ export async function startGateway(
         log.info('shutting down: finishing accepted requests');
         // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
         await Promise.all([server.close(config.server.shutdown_timeout_s * 1000), grpc?.close(config.server.shutdown_timeout_s * 1000)]);
+        await sharedLimits?.stop(); // (the last requests' spends told to the fleet)
         await batches.halt(); // lines in flight are answered and written down; with batch_dir the rest after a restart
         await reloads;
         const all = [...models.values()];

@@ -1,11 +1,10 @@
-import { createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../src/config/index.js';
 import { Fleet } from '../src/gateway/fleet.js';
 import { loadService } from '../src/gateway/grpc/proto.js';
-import { MODELS, startTestGateway } from './helpers.js';
+import { freePort, MODELS, startTestGateway } from './helpers.js';
 
 // Several gateways behind one load balancer (server.fleet), each keeping what it made: a request about another's
 // kept response, conversation, call, file or batch is sent to that gateway and answered from there. Two real
@@ -23,15 +22,6 @@ const models = {
   },
 };
 const ask = { model: 'tiny-gpt', max_output_tokens: 6, temperature: 0 };
-
-/** A port free now (the gateway binds it next). */
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 
 type Gateway = Awaited<ReturnType<typeof startTestGateway>>;
 let urls: string[];

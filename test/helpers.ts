@@ -1,6 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { connect } from 'node:http2';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -40,6 +41,21 @@ export async function startTestGateway(
   const log = opts.log ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const gateway = await startGateway(config, { log, telemetry: opts.telemetry });
   return Object.assign(gateway, { url: `http://127.0.0.1:${gateway.port}` });
+}
+
+/** A port free now (the gateway binds it next). */
+export const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+
+/** Gateways of one fleet (server.fleet), each on a port of its own and started from `raw(its URL, every URL)`. */
+export async function startFleet(n: number, raw: (self: string, urls: string[]) => Parameters<typeof startTestGateway>[0]) {
+  const urls = await Promise.all(Array.from({ length: n }, async () => `http://127.0.0.1:${await freePort()}`));
+  return { urls, gateways: await Promise.all(urls.map((self) => startTestGateway(raw(self, urls)))) };
 }
 
 export type Tensor = { name: string; shape: number[]; datatype: string; data: unknown[] };

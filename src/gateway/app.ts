@@ -30,6 +30,7 @@ import { measureStoredResponses, StoredResponses } from './openai/stored-respons
 import { openApiRoutes } from './openapi.js';
 import { sagemakerRoutes } from './sagemaker.js';
 import { shadowTraffic } from './shadow.js';
+import { SharedLimits } from './shared-limits.js';
 import { TGI_ROUTES, tgiError, tgiRoutes } from './tgi.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 import { wsRoutes } from './ws.js';
@@ -90,6 +91,8 @@ export type AppOptions = {
   compressResponses?: boolean;
   /** Data capture (config `capture`): a sample of model requests and answers sent and/or written as they were. */
   capture?: Capture;
+  /** server.fleet.shared_limits: the callers' spends the other gateways tell (POST /fleet/limits). @default none */
+  sharedLimits?: SharedLimits;
   /** Shadow traffic (config `shadow`): the running config's shadow of a model, and whether any has one. @default none */
   shadows?: { of: (model: string) => { model: string; percent: number } | undefined; active: () => boolean };
   /** Other gateways behind the same load balancer (server.fleet), each keeping its own responses, calls and batches. */
@@ -263,6 +266,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // Each line of a batch goes through this whole app again, as its own request.
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches, fleet }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort, gpus: opts.gpus }));
+  app.route('/', SharedLimits.routes(opts.sharedLimits));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload, fleet }));
   app.route('/', loraRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.route('/', settingsRoutes({ log: opts.log, telemetry, models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));

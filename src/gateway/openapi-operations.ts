@@ -418,6 +418,14 @@ const UNVERSIONED: Operation[] = [
   // Runtime changes and what the autoscaler sees (reading always; changes with server.admin_api).
   admin('get', '/admin/pools', 'Each model’s replicas as the autoscaler sees them'),
   admin('get', '/admin/fleet', 'This gateway’s fleet (server.fleet): each other gateway known, whether it answers ready'),
+  {
+    method: 'post',
+    path: '/fleet/limits',
+    summary: 'What callers spent from their rate limits on another gateway of the fleet (server.fleet.shared_limits; the fleet’s secret, no client’s)',
+    tag: 'Admin',
+    produces: 'empty',
+    errors: 'kserve',
+  },
   admin('get', '/admin/stats', 'Each model’s latency, queue and replicas now; the gateway’s event loop'),
   admin('get', '/admin/models/{model}/autoscaler', 'A model’s autoscaling settings now', { serves: ALL_KINDS }),
   admin('post', '/admin/models/{model}/autoscaler', 'A model’s autoscaling changed at once, until restart (Modal’s update_autoscaler)', {

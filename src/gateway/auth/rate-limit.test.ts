@@ -32,6 +32,27 @@ describe('RateLimiter', () => {
     expect(limiter.check('a').allowed).toBe(true);
   });
 
+  it("tells what each key spends and gives back, and takes what it spent elsewhere, below empty if so (a fleet's other gateways)", () => {
+    let now = 0;
+    const limiter = new RateLimiter(limit, () => now);
+    const told: [string, number][] = [];
+    limiter.onSpend = (key, n) => told.push([key, n]);
+    limiter.check('a', 2);
+    limiter.giveBack('a', 1);
+    expect(limiter.check('a', 5).allowed).toBe(false); // refused: nothing spent
+    expect(told).toEqual([
+      ['a', 2],
+      ['a', -1],
+    ]);
+    limiter.charge('b', limit.burst + 2); // spent elsewhere: two below empty
+    expect(limiter.check('b').allowed).toBe(false);
+    now = (3 / limit.perSecond) * 1000; // three refilled: one above empty
+    expect(limiter.check('b').allowed).toBe(true);
+    expect(limiter.check('b').allowed).toBe(false);
+    limiter.charge('b', -100); // given back elsewhere: full, no more
+    expect([1, 2, 3, 4].map(() => limiter.check('b').allowed)).toEqual([true, true, true, false]);
+  });
+
   it('forgets full buckets past its key budget', () => {
     let now = 0;
     const limiter = new RateLimiter(limit, () => now, 10);

@@ -20,6 +20,8 @@ export function take(bucket: Bucket | undefined, limit: Limit, nowMs: number, n 
 
 export class RateLimiter {
   private buckets = new Map<string, Bucket>();
+  /** Told of what each key spends here (given back: negative), for the fleet's other gateways (SharedLimits). */
+  onSpend?: (key: string, n: number) => void;
 
   constructor(
     readonly limit: Limit,
@@ -32,13 +34,27 @@ export class RateLimiter {
     const verdict = take(this.buckets.get(key), this.limit, this.now(), n);
     this.buckets.set(key, verdict.bucket);
     if (this.buckets.size > this.maxKeys) this.forgetFull();
+    if (verdict.allowed) this.onSpend?.(key, n);
     return verdict;
   }
 
   /** Puts back `n` taken but not used (up to the bucket's size). */
   giveBack(key: string, n: number): void {
     const bucket = this.buckets.get(key);
-    if (bucket && n > 0) bucket.tokens = Math.min(this.limit.burst, bucket.tokens + n);
+    if (bucket && n > 0) {
+      bucket.tokens = Math.min(this.limit.burst, bucket.tokens + n);
+      this.onSpend?.(key, -n);
+    }
+  }
+
+  /**
+   * Takes `n` that `key` spent elsewhere (another gateway of the fleet; negative: given back there): its bucket may go
+   * below empty, and refills from there as ever.
+   */
+  charge(key: string, n: number): void {
+    const now = this.now();
+    const { tokens } = take(this.buckets.get(key), this.limit, now, 0).bucket; // (refilled up to now)
+    this.buckets.set(key, { tokens: Math.min(this.limit.burst, tokens - n), at: now });
   }
 
   private forgetFull(): void {
