@@ -162,7 +162,7 @@ program
     const { fleet, capture } = { fleet: config.server.fleet, capture: config.capture };
     if (fleet)
       console.log(
-        `fleet: this gateway ${fleet.self}, ${fleet.discover ? `the others found by DNS (${fleet.discover.dns}, port ${fleet.discover.port})` : `${fleet.peers?.length} listed`}`,
+        `fleet: this gateway ${fleet.self}, ${fleet.discover ? `the others found by DNS (${fleet.discover.dns}, port ${fleet.discover.port})` : `${fleet.peers?.length} listed`}${fleet.shared_limits ? `; per-caller limits shared every ${fleet.shared_limits.every_ms} ms` : ''}`,
       );
     if (capture)
       console.log(
