@@ -86,12 +86,13 @@ export type ReloadReport = Changes & {
 
 /** server.fleet.shared_limits: every rate limiter's spends told to the fleet's other gateways, and theirs taken here. */
 function sharedLimitsOf(config: Config, fleet: Fleet, limiters: Map<string, RateLimiter>, log: Logger): SharedLimits | undefined {
-  const shared = config.server.fleet?.shared_limits;
+  const { shared_limits: shared, secret } = config.server.fleet ?? {};
   if (!shared) return undefined;
-  if (!shared.secret) throw new ConfigError('server.fleet.shared_limits: give it the secret the fleet shares (secret, or $INFERGATE_FLEET_SECRET)');
+  if (!secret)
+    throw new ConfigError('server.fleet.shared_limits: the gateways need the secret the fleet shares (server.fleet.secret, or $INFERGATE_FLEET_SECRET)');
   let warned = 0;
   const limits = new SharedLimits(
-    shared.secret,
+    secret,
     shared.every_ms,
     () => fleet.known(),
     (peer, err) => {

@@ -14,7 +14,7 @@ let a: Gateway;
 let b: Gateway;
 beforeAll(async () => {
   const { gateways } = await startFleet(2, (self, urls) => ({
-    server: { port: Number(new URL(self).port), fleet: { self, peers: urls, shared_limits: { secret: FLEET_SECRET, every_ms: 50 } } },
+    server: { port: Number(new URL(self).port), fleet: { self, peers: urls, secret: FLEET_SECRET, shared_limits: { every_ms: 50 } } },
     auth: { default: 'key', keys: Object.entries(KEYS).map(([id, secret]) => ({ id, secret })), rate_limit: { per_second: 0.006, burst: 6 } },
     models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
   }));
@@ -61,15 +61,15 @@ describe('per-caller limits shared by a fleet (server.fleet.shared_limits)', () 
     expect(await infer(a, KEYS.other)).toBe(429);
   });
 
-  it('needs the secret the fleet shares: in the config or $INFERGATE_FLEET_SECRET', async () => {
+  it('needs the secret the fleet shares: server.fleet.secret or $INFERGATE_FLEET_SECRET', async () => {
     const file = join(await mkdtemp(join(tmpdir(), 'infergate-fleet-')), 'config.yaml');
     await writeFile(
       file,
       `server:\n  fleet: { self: http://gw-0:8080, peers: [http://gw-0:8080, http://gw-1:8080], shared_limits: {} }\nmodels:\n  m: { path: ${MODELS}identity.onnx }\n`,
     );
-    await expect(loadConfig(file, {})).rejects.toThrow('server.fleet.shared_limits: give it the secret the fleet shares');
+    await expect(loadConfig(file, {})).rejects.toThrow('server.fleet.shared_limits: the gateways need the secret the fleet shares');
     const config = await loadConfig(file, { INFERGATE_FLEET_SECRET: FLEET_SECRET });
-    expect(config.server.fleet?.shared_limits).toEqual({ secret: FLEET_SECRET, every_ms: 250 });
+    expect(config.server.fleet).toMatchObject({ secret: FLEET_SECRET, shared_limits: { every_ms: 250 } });
     await expect(loadConfig(file, { INFERGATE_FLEET_SECRET: 'short' })).rejects.toThrow('at least 16 characters');
   });
 });

@@ -37,12 +37,12 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
       throw new ConfigError(`INFERGATE_FLEET_SELF: ${env.INFERGATE_FLEET_SELF} is not one of server.fleet.peers (${fleet.peers.join(', ')})`);
     fleet.self = env.INFERGATE_FLEET_SELF;
   }
-  const shared = fleet?.shared_limits;
-  if (shared && env.INFERGATE_FLEET_SECRET !== undefined) {
+  if (fleet && env.INFERGATE_FLEET_SECRET !== undefined) {
     if (env.INFERGATE_FLEET_SECRET.length < 16) throw new ConfigError('INFERGATE_FLEET_SECRET: secrets must be at least 16 characters');
-    shared.secret = env.INFERGATE_FLEET_SECRET;
+    fleet.secret = env.INFERGATE_FLEET_SECRET;
   }
-  if (shared && !shared.secret) throw new ConfigError('server.fleet.shared_limits: give it the secret the fleet shares (secret, or $INFERGATE_FLEET_SECRET)');
+  if (fleet?.shared_limits && !fleet.secret)
+    throw new ConfigError('server.fleet.shared_limits: the gateways need the secret the fleet shares (server.fleet.secret, or $INFERGATE_FLEET_SECRET)');
   fleetSelf(config); // (validate says so too)
   const base = dirname(resolve(file));
   const within = (p: string) => (isAbsolute(p) ? p : resolve(base, p));

@@ -425,15 +425,14 @@ const fleetSchema = z
   .object({
     /** How the other gateways reach this one. */
     self: gatewayUrl.optional(),
+    /** What the gateways prove themselves to each other with (shared_limits needs it); or $INFERGATE_FLEET_SECRET. */
+    secret: z.string().min(16, 'secrets must be at least 16 characters').optional(),
     /**
      * Per-caller rate limits kept fleet-wide: each gateway tells the others what each caller spent, every `every_ms`.
-     * The gateways prove themselves with `secret` (or $INFERGATE_FLEET_SECRET). @default each gateway's own limits
+     * @default each gateway's own limits
      */
     shared_limits: z
-      .object({
-        secret: z.string().min(16, 'secrets must be at least 16 characters').optional(),
-        every_ms: positiveInt.default(250),
-      })
+      .object({ every_ms: positiveInt.default(250) })
       .strict()
       .optional(),
     /** Every gateway of the fleet, this one too. */

@@ -6,7 +6,7 @@ import { readJson } from './body.js';
 import { KeptAlive } from './kept-alive.js';
 import type { GatewayEnv } from './types.js';
 
-/** The header a gateway of the fleet proves itself with (server.fleet.shared_limits.secret). */
+/** The header a gateway of the fleet proves itself with (server.fleet.secret). */
 export const FLEET_SECRET = 'infergate-fleet-secret';
 
 type Spent = Record<string, Record<string, number>>; // limiter's name → caller → tokens (given back: negative)
