@@ -560,7 +560,7 @@ function fleetOf(config: Config, sent: ConstructorParameters<typeof Fleet>[2]): 
         everyMs: found.every_s * 1000,
       }
     : (fleet.peers as string[]);
-  return new Fleet(fleetSelf(config) as string, peers, sent);
+  return new Fleet(fleetSelf(config) as string, peers, sent, config.server.fleet?.secret);
 }
 
 /** The Batch API's folder (server.batch_dir), with what it kept; one it cannot use is a config error. */

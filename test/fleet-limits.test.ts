@@ -8,7 +8,7 @@ import { MODELS, startFleet, type startTestGateway } from './helpers.js';
 // Per-caller limits kept fleet-wide (server.fleet.shared_limits): two real gateways, each telling the other what
 // each caller spent. A caller with six requests (bursts of 6, refilling once in ~17 minutes) gets six in all.
 const FLEET_SECRET = 'the-fleet-shares-this-secret';
-const KEYS = { app: 'a-long-enough-shared-secret', other: 'another-long-enough-secret' };
+const KEYS = { app: 'a-long-enough-shared-secret', other: 'another-long-enough-secret', third: 'a-third-long-enough-secret' };
 type Gateway = Awaited<ReturnType<typeof startTestGateway>>;
 let a: Gateway;
 let b: Gateway;
@@ -59,6 +59,32 @@ describe('per-caller limits shared by a fleet (server.fleet.shared_limits)', () 
     expect(await infer(a, KEYS.other)).toBe(200);
     expect((await spend(FLEET_SECRET)).status).toBe(204);
     expect(await infer(a, KEYS.other)).toBe(429);
+  });
+
+  it('counts a request one gateway sends on to another once: there it was let in by the fleet, not the client', async () => {
+    const headers = { authorization: `Bearer ${KEYS.third}` };
+    const sent = await fetch(`${a.url}/v2/models/identity/infer`, {
+      method: 'POST',
+      headers: { ...headers, prefer: 'respond-async' },
+      body: JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] }),
+    });
+    expect(sent.status).toBe(202);
+    const { id } = (await sent.json()) as { id: string };
+    await told(); // (its answer ready by then: identity answers at once)
+    const collected = await fetch(`${b.url}/v2/calls/${id}`, { headers }); // A's call: B sends it on to A
+    expect(collected.status).toBe(200);
+    await told();
+    // Two of six spent (the call on A, its collection on B, not again on A): four are left.
+    const five = [];
+    for (let i = 0; i < 5; i++) five.push(await infer(a, KEYS.third));
+    expect(five).toEqual([200, 200, 200, 200, 429]);
+    // A client claiming to be the fleet is counted as any client.
+    const forged = await fetch(`${a.url}/v2/models/identity/infer`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEYS.third}`, 'infergate-forwarded-by': 'ffffffff', 'infergate-fleet-secret': 'not-the-fleets-secret-at-all' },
+      body: JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] }),
+    });
+    expect(forged.status).toBe(429);
   });
 
   it('needs the secret the fleet shares: server.fleet.secret or $INFERGATE_FLEET_SECRET', async () => {

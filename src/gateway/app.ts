@@ -163,6 +163,13 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
         answered: (model, shadow, status) => telemetry.instruments.shadowed.add(1, { 'infergate.model': model, shadow, status: String(status) }),
       }),
     );
+  // A request another gateway of the fleet let in and sent on (its secret proves it): its limits were spent there.
+  const fleet = opts.fleet;
+  if (fleet)
+    app.use(async (c, next) => {
+      if (fleet.vouchedFor(c)) c.set('fromFleet', true);
+      await next();
+    });
   // Auth and limits come first: a refused caller never reaches a body, a queue or a replica.
   // An endpoint of the config at one of vLLM's paths (a `/classify` of one's own) is that endpoint, guarded as it says.
   const endpointPaths = new Set((opts.endpoints ?? []).map((e) => e.path));
@@ -195,7 +202,6 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   for (const e of opts.endpoints ?? []) if (e.guard.length) app.use(e.path, ...e.guard);
   // Asynchronous inference: after every guard (auth, rate limits: a call spends its caller's turn once), before the routes.
   // Several gateways (server.fleet): a request about another's kept thing is answered there; ids here carry this one's token.
-  const fleet = opts.fleet;
   if (fleet) app.use('*', forwardByPath(fleet, maxBodyBytes));
   const calls = new Calls({ ...(opts.calls ?? { keepMs: 600_000, maxBytes: 256 * 2 ** 20, afterMs: 0 }), newId: fleet && (() => fleet.newUuid()) });
   measureCalls(telemetry, calls);

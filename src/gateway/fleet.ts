@@ -3,12 +3,15 @@ import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type { Context, MiddlewareHandler } from 'hono';
 import { GatewayError } from '../errors/index.js';
+import { sameSecret } from './auth/middleware.js';
 import { clientSignal, readBody, releaseBody } from './body.js';
 import { KeptAlive } from './kept-alive.js';
 import type { GatewayEnv } from './types.js';
 
 /** Marks a request one gateway of the fleet sent another: it is answered there, never sent on again. */
 export const FORWARDED = 'infergate-forwarded-by';
+/** The header a gateway of the fleet proves itself with (server.fleet.secret). */
+export const FLEET_SECRET = 'infergate-fleet-secret';
 
 /** Makes the id of something a gateway keeps (a response, a conversation, a file, a batch), `prefix_` then hex. */
 export type NewId = (prefix: string) => string;
@@ -41,6 +44,8 @@ export class Fleet {
     peers: readonly string[] | { find: () => Promise<string[]>; everyMs: number },
     /** Told of each request sent on: to whom, and what it answered (`unreachable`: nothing). */
     private readonly sent: (peer: string, status: number | 'unreachable') => void = () => {},
+    /** What the gateways prove themselves to each other with (server.fleet.secret). */
+    private readonly secret?: string,
   ) {
     this.token = tokenOf(self);
     if (isDiscovery(peers)) this.discovery = peers;
@@ -128,6 +133,12 @@ export class Fleet {
     return this.peerOf(id);
   }
 
+  /** A request another gateway of the fleet sent on, proven by the fleet's secret (a client's claim to be one is not). */
+  vouchedFor(c: Context): boolean {
+    const given = c.req.header(FLEET_SECRET);
+    return this.secret !== undefined && given !== undefined && forwarded(c) && sameSecret(this.secret, given);
+  }
+
   readonly newId: NewId = (prefix) => `${prefix}_${this.token}${randomBytes(12).toString('hex')}`;
 
   /** A call's id: a UUID whose first group is this gateway's token. */
@@ -171,6 +182,9 @@ export class Fleet {
     });
     headers[FORWARDED] = this.token;
     headers['x-request-id'] = c.get('requestId');
+    // (with the fleet's secret the peer knows the request was let in here: its request was spent here, not again there)
+    if (this.secret) headers[FLEET_SECRET] = this.secret;
+    else delete headers[FLEET_SECRET];
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
     let res: IncomingMessage;
     try {

@@ -14,5 +14,5 @@ export { BatchDisk } from './openai/batch-disk.js';
 export { BatchControl } from './openai/batch-store.js';
 export { type Listening, listen } from './server.js';
 export { shadowMismatch } from './shadow.js';
-export { FLEET_SECRET, SharedLimits } from './shared-limits.js';
+export { SharedLimits } from './shared-limits.js';
 export type { Autoscaling, GatewayEnv, ModelControl, ServedModel } from './types.js';

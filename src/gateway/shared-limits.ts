@@ -1,13 +1,11 @@
-import { timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
 import { badInput, GatewayError } from '../errors/index.js';
+import { sameSecret } from './auth/middleware.js';
 import type { RateLimiter } from './auth/rate-limit.js';
 import { readJson } from './body.js';
+import { FLEET_SECRET } from './fleet.js';
 import { KeptAlive } from './kept-alive.js';
 import type { GatewayEnv } from './types.js';
-
-/** The header a gateway of the fleet proves itself with (server.fleet.secret). */
-export const FLEET_SECRET = 'infergate-fleet-secret';
 
 type Spent = Record<string, Record<string, number>>; // limiter's name → caller → tokens (given back: negative)
 
@@ -23,18 +21,15 @@ export class SharedLimits {
   private spent = new Map<string, Map<string, number>>();
   private timer?: NodeJS.Timeout;
   private readonly connections = new KeptAlive();
-  private readonly secret: Buffer;
 
   constructor(
-    secret: string,
+    private readonly secret: string,
     private readonly everyMs: number,
     /** The other gateways now. */
     private readonly peers: () => string[],
     /** Told of a gateway that could not be told (it misses this interval's spends: its limits run loose by as much). */
     private readonly failed: (peer: string, err: Error) => void = () => {},
-  ) {
-    this.secret = Buffer.from(secret);
-  }
+  ) {}
 
   /** A limiter whose spends the fleet hears of, under the name every gateway gives it (they share one config). */
   share(name: string, limiter: RateLimiter): void {
@@ -65,7 +60,7 @@ export class SharedLimits {
     await Promise.all(
       this.peers().map(async (peer) => {
         try {
-          const headers = { 'content-type': 'application/json', [FLEET_SECRET]: this.secret.toString() };
+          const headers = { 'content-type': 'application/json', [FLEET_SECRET]: this.secret };
           const res = await this.connections.send(new URL('/fleet/limits', peer), { method: 'POST', headers, timeout: 5000 }, body);
           res.resume();
           if (res.statusCode !== 204) throw new Error(`it answered ${res.statusCode}`);
@@ -78,8 +73,7 @@ export class SharedLimits {
 
   /** Whether `secret` is the fleet's (compared in constant time). */
   private trusts(secret: string | undefined): boolean {
-    const given = Buffer.from(secret ?? '');
-    return given.length === this.secret.length && timingSafeEqual(given, this.secret);
+    return sameSecret(this.secret, secret ?? '');
   }
 
   /** What another gateway spent, taken here. */

@@ -131,6 +131,8 @@ export type GatewayEnv = {
     captureBody?: (body: Uint8Array) => void;
     /** Data capture drew this request (its shadow's request is captured too). */
     captureSampled?: boolean;
+    /** Sent on by another gateway of the fleet, proven by its secret: the request was spent there (rate limits). */
+    fromFleet?: boolean;
     /** Data capture: told of a shadow version's answer to this request (config version_shadow), when it is captured. */
     captureShadow?: (version: string, status: number, contentType: string, body: Uint8Array) => void;
     /** server.sse_keepalive_s, in ms (token streams: see `tokenStream`). */

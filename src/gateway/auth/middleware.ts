@@ -102,6 +102,13 @@ export function rateLimit({ requests, tokens, concurrent }: Limits): MiddlewareH
     // A batch is throttled by itself (a few lines at a time, behind everyone); shadow traffic is not the caller's.
     if (batchLine(c) || shadowOfEnv(c)) return next();
     const key = c.get('caller')?.id ?? `ip:${clientIp(c)}`;
+    // Sent on by another gateway of the fleet, which spent its request and holds its turn: only its tokens are drawn here.
+    if (c.get('fromFleet')) {
+      const budget = tokens && tokenBudget(tokens, key);
+      const caller = c.get('caller');
+      if (budget && caller) c.set('caller', { ...caller, tokens: budget });
+      return next();
+    }
     // An asynchronous call spent its turn when it was sent, but runs at once with the caller's other requests.
     if ((c.env as CallEnv | undefined)?.infergateCall) return concurrent ? concurrent.around(key, c, next) : next();
     const headers = requests ? spend(requests, key) : {};
@@ -244,7 +251,8 @@ function keyOf(id: string | undefined, secret: string | undefined, alone: string
   throw unauthorized('Infergate-Key', 'the key or secret is not valid');
 }
 
-function sameSecret(expected: string, given: string): boolean {
+/** Two secrets compared in constant time (how long it takes says nothing of where they differ). */
+export function sameSecret(expected: string, given: string): boolean {
   const a = Buffer.from(expected);
   const b = Buffer.from(given);
   return a.length === b.length && timingSafeEqual(a, b);
