@@ -124,7 +124,8 @@ async function stallThenRead(url: string, pauseMs: number, { mib = 16, nap = 0 }
     const declared = Number(/^content-length: (\d+)/im.exec(text)?.[1] ?? Number.NaN);
     return end >= 0 && size - end - 4 >= declared;
   };
-  for (let i = 0; i < 500 && !socket.destroyed && !socket.readableEnded && !whole(); i++) await sleep(20);
+  // (up to 25 s: a napping reader on CI's loaded 2 cores took over 10 s for 8 MiB, and was cut here, not by the gateway)
+  for (let i = 0; i < 1250 && !socket.destroyed && !socket.readableEnded && !whole(); i++) await sleep(20);
   socket.destroy();
   const all = Buffer.concat(chunks);
   const end = all.indexOf('\r\n\r\n');
@@ -158,9 +159,9 @@ describe('answers whose client stops reading (server.send_timeout_s)', () => {
     // A client that paused for less than the limit gets every byte.
     expect(slow.received).toBe(slow.declared);
     // One that keeps taking bytes, with naps shorter than the limit, is never cut, however long the answer takes.
-    const napper = await stallThenRead(gw.url, 0, { mib: 8, nap: 25 }); // ~4 s here
+    const napper = await stallThenRead(gw.url, 0, { mib: 4, nap: 25 }); // ~2 s here: twice the limit
     expect(napper.received).toBe(napper.declared);
-  });
+  }, 60_000);
 
   it('on HTTP/2 cancel the stalled stream and send its client to a new connection', async () => {
     const { gw: h2, origin, tls } = await tlsGateway({ send_timeout_s: 1 });
