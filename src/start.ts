@@ -85,7 +85,7 @@ export type ReloadReport = Changes & {
 };
 
 /** server.fleet.shared_limits: every rate limiter's spends told to the fleet's other gateways, and theirs taken here. */
-function sharedLimitsOf(config: Config, fleet: Fleet, limiters: Map<string, RateLimiter>, log: Logger): SharedLimits | undefined {
+function sharedLimitsOf(config: Config, fleet: Fleet, limiters: Map<string, RateLimiter>, log: Logger, telemetry: Telemetry): SharedLimits | undefined {
   const { shared_limits: shared, secret } = config.server.fleet ?? {};
   if (!shared) return undefined;
   if (!secret)
@@ -96,8 +96,9 @@ function sharedLimitsOf(config: Config, fleet: Fleet, limiters: Map<string, Rate
     shared.every_ms,
     () => fleet.known(),
     (peer, err) => {
+      telemetry.instruments.limitsTold.add(1, { peer, result: err ? 'failed' : 'told' });
       // (a gateway down is said once a minute at most: its limits run loose by what it misses)
-      if (Date.now() - warned < 60_000) return;
+      if (!err || Date.now() - warned < 60_000) return;
       warned = Date.now();
       log.warn({ peer, err: err.message }, 'server.fleet.shared_limits: a gateway could not be told what callers spent here');
     },
@@ -209,7 +210,7 @@ export async function startGateway(
   const capture = config.capture && new Capture(config.capture, (result) => telemetry.instruments.captured.add(1, { result }));
   const fleet = fleetOf(config, (peer, status) => telemetry.instruments.forwarded.add(1, { peer, status: String(status) }));
   await fleet?.start((err) => log.warn({ err: err.message }, 'server.fleet.discover: the lookup failed; the gateways known before are kept'));
-  const sharedLimits = fleet && sharedLimitsOf(config, fleet, limiters, log);
+  const sharedLimits = fleet && sharedLimitsOf(config, fleet, limiters, log, telemetry);
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
     log.info(
       { batch: b.id, answered: b.answered, total: b.total },

@@ -46,6 +46,12 @@ describe('per-caller limits shared by a fleet (server.fleet.shared_limits)', () 
     expect(await infer(a)).toBe(429); // and A of B's two
     // Another caller's bucket is its own.
     expect(await infer(b, KEYS.other)).toBe(200);
+    // /metrics counts the tellings: A told B, none failed.
+    const metrics = await (await fetch(`${a.url}/metrics`)).text();
+    const tellings = (result: string) =>
+      Number(metrics.match(new RegExp(`^infergate_fleet_limits_told_total\\{[^}]*result="${result}"[^}]*\\} (\\d+)$`, 'm'))?.[1] ?? 0);
+    expect(tellings('told')).toBeGreaterThan(0);
+    expect(tellings('failed')).toBe(0);
   });
 
   it('takes spends only from the fleet: a request without its secret is refused (401) and changes nothing', async () => {

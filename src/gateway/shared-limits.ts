@@ -27,8 +27,8 @@ export class SharedLimits {
     private readonly everyMs: number,
     /** The other gateways now. */
     private readonly peers: () => string[],
-    /** Told of a gateway that could not be told (it misses this interval's spends: its limits run loose by as much). */
-    private readonly failed: (peer: string, err: Error) => void = () => {},
+    /** Told how each telling went: a gateway not told misses this interval's spends (its limits run loose by as much). */
+    private readonly told: (peer: string, err?: Error) => void = () => {},
   ) {}
 
   /** A limiter whose spends the fleet hears of, under the name every gateway gives it (they share one config). */
@@ -64,8 +64,9 @@ export class SharedLimits {
           const res = await this.connections.send(new URL('/fleet/limits', peer), { method: 'POST', headers, timeout: 5000 }, body);
           res.resume();
           if (res.statusCode !== 204) throw new Error(`it answered ${res.statusCode}`);
+          this.told(peer);
         } catch (err) {
-          this.failed(peer, err as Error);
+          this.told(peer, err as Error);
         }
       }),
     );

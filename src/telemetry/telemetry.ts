@@ -126,6 +126,10 @@ export class Telemetry {
         unit: '{request}',
         description: "Requests sent again to a model's shadow (config shadow), by the shadow and the status it answered (0: none).",
       }),
+      limitsTold: m.createCounter('infergate.fleet.limits_told', {
+        unit: '{message}',
+        description: 'server.fleet.shared_limits: what callers spent here, told to each other gateway, by whether it was (told, failed).',
+      }),
       forwarded: m.createCounter('infergate.fleet.forwarded', {
         unit: '{request}',
         description: 'Requests sent on to the gateway of the fleet that keeps what they name, by peer and its status (unreachable: none).',
