@@ -5,7 +5,7 @@ import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
 import { checkEnsembles } from './ensemble-plan.js';
-import { shadowMismatch } from './gateway/index.js';
+import { shadowProblems } from './gateway/index.js';
 import { layoutOf, loadSignatures } from './model-files.js';
 import {
   batchSignature,
@@ -148,11 +148,7 @@ program
         unfit.push(`models.${name}.reasoning_parser: the model is not generative (a decoder with a KV cache): it has no answers to split`);
     }
     // Each shadow (config shadow) able to answer its model's requests, as the gateway checks at start.
-    for (const [name, model] of Object.entries(config.models)) {
-      const [mine, theirs] = [signatures.get(name), model.shadow && signatures.get(model.shadow.model)];
-      const why = mine && theirs && shadowMismatch({ name, signature: mine }, { name: model.shadow?.model as string, signature: theirs });
-      if (why) unfit.push(`models.${name}.shadow: ${why}`);
-    }
+    unfit.push(...shadowProblems(config.models, (name) => (signatures.has(name) ? { name, signature: signatures.get(name) as ModelSignature } : undefined)));
     if (unfit.length) throw new ConfigError(unfit.join('\n'));
     const ensembles = checkEnsembles(config, signatures);
     for (const e of ensembles) {

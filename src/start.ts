@@ -28,7 +28,7 @@ import {
   rateLimit,
   type ServedModel,
   SharedLimits,
-  shadowMismatch,
+  shadowProblems,
 } from './gateway/index.js';
 import { type ModelEntry, readModels } from './model-build.js';
 import { filesStamp } from './model-files.js';
@@ -91,18 +91,13 @@ function sharedLimitsOf(config: Config, fleet: Fleet, limiters: Map<string, Rate
   if (!secret)
     throw new ConfigError('server.fleet.shared_limits: the gateways need the secret the fleet shares (server.fleet.secret, or $INFERGATE_FLEET_SECRET)');
   let warned = 0;
-  const limits = new SharedLimits(
-    secret,
-    shared.every_ms,
-    () => fleet.known(),
-    (peer, err) => {
-      telemetry.instruments.limitsTold.add(1, { peer, result: err ? 'failed' : 'told' });
-      // (a gateway down is said once a minute at most: its limits run loose by what it misses)
-      if (!err || Date.now() - warned < 60_000) return;
-      warned = Date.now();
-      log.warn({ peer, err: err.message }, 'server.fleet.shared_limits: a gateway could not be told what callers spent here');
-    },
-  );
+  const limits = new SharedLimits(fleet, shared.every_ms, (peer, err) => {
+    telemetry.instruments.limitsTold.add(1, { peer, result: err ? 'failed' : 'told' });
+    // (a gateway down is said once a minute at most: its limits run loose by what it misses)
+    if (!err || Date.now() - warned < 60_000) return;
+    warned = Date.now();
+    log.warn({ peer, err: err.message }, 'server.fleet.shared_limits: a gateway could not be told what callers spent here');
+  });
   for (const [name, limiter] of limiters) limits.share(name, limiter);
   limits.start();
   return limits;
@@ -110,11 +105,8 @@ function sharedLimitsOf(config: Config, fleet: Fleet, limiters: Map<string, Rate
 
 /** Each model's shadow (config shadow) can answer its requests, or the config is refused. */
 function checkShadows(config: Config, get: (name: string) => ServedModel | undefined): void {
-  for (const [name, m] of Object.entries(config.models)) {
-    const [model, shadow] = [get(name), m.shadow && get(m.shadow.model)];
-    const why = model && shadow && shadowMismatch(model, shadow);
-    if (why) throw new ConfigError(`models.${name}.shadow: ${why}`);
-  }
+  const problems = shadowProblems(config.models, get);
+  if (problems.length > 0) throw new ConfigError(problems.join('\n'));
 }
 
 /** A port that cannot be bound, said as the setting to change (the socket error's stack says nothing more). */
@@ -504,7 +496,6 @@ export async function startGateway(
       stopping ??= (async () => {
         shuttingDown = true;
         stopPolling?.();
-        fleet?.stop();
         server.leave(); // answers from now on send their connections to other replicas
         const delayS = now ? 0 : config.server.shutdown_delay_s;
         if (delayS > 0) {
@@ -515,6 +506,7 @@ export async function startGateway(
         // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
         await Promise.all([server.close(config.server.shutdown_timeout_s * 1000), grpc?.close(config.server.shutdown_timeout_s * 1000)]);
         await sharedLimits?.stop(); // (the last requests' spends told to the fleet)
+        fleet?.stop(); // (its connections served the drain's forwarded requests and that last telling)
         await batches.halt(); // lines in flight are answered and written down; with batch_dir the rest after a restart
         await reloads;
         const all = [...models.values()];

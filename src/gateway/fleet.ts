@@ -133,10 +133,23 @@ export class Fleet {
     return this.peerOf(id);
   }
 
-  /** A request another gateway of the fleet sent on, proven by the fleet's secret (a client's claim to be one is not). */
-  vouchedFor(c: Context): boolean {
+  /** A request from another gateway of the fleet, proven by the fleet's secret (a client's claim to be one is not). */
+  fromPeer(c: Context): boolean {
     const given = c.req.header(FLEET_SECRET);
-    return this.secret !== undefined && given !== undefined && forwarded(c) && sameSecret(this.secret, given);
+    return this.secret !== undefined && given !== undefined && sameSecret(this.secret, given);
+  }
+
+  /** A request another gateway of the fleet let in and sent on (its limits were spent there). */
+  vouchedFor(c: Context): boolean {
+    return forwarded(c) && this.fromPeer(c);
+  }
+
+  /** POSTs JSON to another gateway of the fleet, with the fleet's secret: the status it answered. */
+  async post(peer: string, path: string, body: string): Promise<number> {
+    const headers = { 'content-type': 'application/json', ...(this.secret && { [FLEET_SECRET]: this.secret }) };
+    const res = await this.connections.send(new URL(path, peer), { method: 'POST', headers, timeout: 5000 }, body);
+    res.resume();
+    return res.statusCode ?? 0;
   }
 
   readonly newId: NewId = (prefix) => `${prefix}_${this.token}${randomBytes(12).toString('hex')}`;

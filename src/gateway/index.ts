@@ -13,6 +13,6 @@ export { listenForMetrics } from './observe.js';
 export { BatchDisk } from './openai/batch-disk.js';
 export { BatchControl } from './openai/batch-store.js';
 export { type Listening, listen } from './server.js';
-export { shadowMismatch } from './shadow.js';
+export { shadowProblems } from './shadow.js';
 export { SharedLimits } from './shared-limits.js';
 export type { Autoscaling, GatewayEnv, ModelControl, ServedModel } from './types.js';

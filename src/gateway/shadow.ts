@@ -1,4 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
+import type { Config } from '../config/index.js';
 import { classifierSpec, embeddingSpec, generativeSpec, type ModelSignature } from '../models/index.js';
 import { formatShape } from '../tensor/index.js';
 import type { Caller } from './auth/middleware.js';
@@ -146,6 +147,20 @@ function send(c: Context<GatewayEnv>, opts: ShadowOptions, model: string, to: st
     .catch(() => opts.answered?.(model, to, 0));
 }
 
+type Signed = { name: string; signature: ModelSignature };
+
+/**
+ * What keeps each model's shadow (config shadow) from answering its requests, a `models.X.shadow: why` line each: the
+ * gateway's start and reload refuse such a config, `infergate validate` says it first (`get`: a model by name).
+ */
+export function shadowProblems(models: Config['models'], get: (name: string) => Signed | undefined): string[] {
+  return Object.entries(models).flatMap(([name, m]) => {
+    const [model, shadow] = [get(name), m.shadow && get(m.shadow.model)];
+    const why = model && shadow && shadowMismatch(model, shadow);
+    return why ? [`models.${name}.shadow: ${why}`] : [];
+  });
+}
+
 /** What kind of model a signature makes (as the gateway serves it): a shadow must be of its model's kind. */
 const kindOf = (signature: ModelSignature) =>
   generativeSpec(signature)
@@ -160,7 +175,7 @@ const kindOf = (signature: ModelSignature) =>
  * Why `shadow` cannot take `model`'s requests, if it cannot: another kind of model, or a tensor model with other tensors.
  * (From signatures alone: `infergate validate` says it before anything starts, as the gateway's start does.)
  */
-export function shadowMismatch(model: { name: string; signature: ModelSignature }, shadow: { name: string; signature: ModelSignature }): string | undefined {
+function shadowMismatch(model: Signed, shadow: Signed): string | undefined {
   const [kind, theirs] = [kindOf(model.signature), kindOf(shadow.signature)];
   if (kind !== theirs) return `${shadow.name} is ${theirs} and ${model.name} ${kind}: it could not answer its requests`;
   if (kind !== 'a tensor model') return undefined;

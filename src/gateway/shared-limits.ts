@@ -1,10 +1,8 @@
 import { Hono } from 'hono';
 import { badInput, GatewayError } from '../errors/index.js';
-import { sameSecret } from './auth/middleware.js';
 import type { RateLimiter } from './auth/rate-limit.js';
 import { readJson } from './body.js';
-import { FLEET_SECRET } from './fleet.js';
-import { KeptAlive } from './kept-alive.js';
+import { FLEET_SECRET, type Fleet } from './fleet.js';
 import type { GatewayEnv } from './types.js';
 
 type Spent = Record<string, Record<string, number>>; // limiter's name → caller → tokens (given back: negative)
@@ -20,13 +18,11 @@ export class SharedLimits {
   private readonly limiters = new Map<string, RateLimiter>();
   private spent = new Map<string, Map<string, number>>();
   private timer?: NodeJS.Timeout;
-  private readonly connections = new KeptAlive();
 
   constructor(
-    private readonly secret: string,
+    /** The gateways told, over its connections and with its secret (server.fleet.secret). */
+    private readonly fleet: Fleet,
     private readonly everyMs: number,
-    /** The other gateways now. */
-    private readonly peers: () => string[],
     /** Told how each telling went: a gateway not told misses this interval's spends (its limits run loose by as much). */
     private readonly told: (peer: string, err?: Error) => void = () => {},
   ) {}
@@ -48,7 +44,6 @@ export class SharedLimits {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.tell();
-    this.connections.close();
   }
 
   /** Sends what was spent since the last time to every other gateway. */
@@ -58,23 +53,16 @@ export class SharedLimits {
     this.spent = new Map();
     const body = JSON.stringify({ spent });
     await Promise.all(
-      this.peers().map(async (peer) => {
+      this.fleet.known().map(async (peer) => {
         try {
-          const headers = { 'content-type': 'application/json', [FLEET_SECRET]: this.secret };
-          const res = await this.connections.send(new URL('/fleet/limits', peer), { method: 'POST', headers, timeout: 5000 }, body);
-          res.resume();
-          if (res.statusCode !== 204) throw new Error(`it answered ${res.statusCode}`);
+          const status = await this.fleet.post(peer, '/fleet/limits', body);
+          if (status !== 204) throw new Error(`it answered ${status}`);
           this.told(peer);
         } catch (err) {
           this.told(peer, err as Error);
         }
       }),
     );
-  }
-
-  /** Whether `secret` is the fleet's (compared in constant time). */
-  private trusts(secret: string | undefined): boolean {
-    return sameSecret(this.secret, secret ?? '');
   }
 
   /** What another gateway spent, taken here. */
@@ -92,7 +80,7 @@ export class SharedLimits {
     app.post('/fleet/limits', async (c) => {
       if (!shared) throw new GatewayError(404, 'not_found', 'this gateway shares no limits with a fleet (server.fleet.shared_limits)');
       // (the secret first: a body is read only from a gateway of the fleet)
-      if (!shared.trusts(c.req.header(FLEET_SECRET))) throw new GatewayError(401, 'unauthorized', `unauthorized: send this fleet's ${FLEET_SECRET}`);
+      if (!shared.fleet.fromPeer(c)) throw new GatewayError(401, 'unauthorized', `unauthorized: send this fleet's ${FLEET_SECRET}`);
       const body = (await readJson(c, 16 * 2 ** 20)) as { spent?: unknown };
       if (typeof body?.spent !== 'object' || body.spent === null) throw badInput('expected {"spent": {limit: {caller: n}}}');
       shared.charge(body.spent as Spent);
