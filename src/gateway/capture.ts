@@ -64,13 +64,12 @@ export class Capture {
       let request: Payload | undefined;
       if (this.config.mode !== 'response')
         c.set('captureBody', (body) => {
-          request ??= { contentType: c.req.header('content-type') ?? '', data: body.slice(0, this.config.max_payload_bytes), bytes: body.byteLength };
+          request ??= this.payload(c.req.header('content-type') ?? '', body);
         });
       if (this.config.mode !== 'request')
         c.set('captureShadow', (version, status, contentType, data) => {
           const captured = this.captured(c, status);
-          const response = { contentType, data: data.slice(0, this.config.max_payload_bytes), bytes: data.byteLength };
-          if (captured) this.add({ ...captured, version, status, response, shadow: true });
+          if (captured) this.add({ ...captured, version, status, response: this.payload(contentType, data), shadow: true });
         });
       await next();
       // (a request an asynchronous call sent through the app again is captured there, not as its 202)
@@ -81,7 +80,7 @@ export class Capture {
       const contentType = c.res.headers.get('content-type') ?? '';
       if ((whole !== undefined && !(whole instanceof Blob)) || !c.res.body) {
         const data = typeof whole === 'string' ? new TextEncoder().encode(whole) : whole instanceof Uint8Array ? whole : new Uint8Array();
-        return this.add({ ...captured, response: { contentType, data: data.slice(0, this.config.max_payload_bytes), bytes: data.byteLength } });
+        return this.add({ ...captured, response: this.payload(contentType, data) });
       }
       // A stream (tokens as they come): what the client was sent, captured once it ends (or the client goes).
       c.res = this.recorded(c, (data, bytes) => this.add({ ...captured, response: { contentType, data, bytes } }));
@@ -131,19 +130,15 @@ export class Capture {
   }): { sent(msg: object): void; end(status: number): void } | undefined {
     const { mode, max_payload_bytes: most } = this.config;
     if (Math.random() >= this.config.sample_rate || (this.models && !this.models.has(m.model))) return undefined;
-    const asked = new TextEncoder().encode(m.text);
     const lines: string[] = [];
-    let kept = 0;
     let bytes = 0;
     return {
       sent: (msg) => {
         const line = `${JSON.stringify(msg)}\n`;
+        if (bytes < most) lines.push(line); // (past max_payload_bytes only counted)
         bytes += Buffer.byteLength(line);
-        if (kept < most) lines.push(line);
-        kept = Math.min(bytes, most);
       },
       end: (status) => {
-        const answer = new TextEncoder().encode(lines.join(''));
         this.add({
           id: m.id,
           time: new Date(),
@@ -152,11 +147,16 @@ export class Capture {
           caller: m.caller,
           status,
           headers: m.headers,
-          ...(mode !== 'response' && { request: { contentType: 'application/json', data: asked.subarray(0, most), bytes: asked.byteLength } }),
-          ...(mode !== 'request' && { response: { contentType: 'application/x-ndjson', data: answer.subarray(0, most), bytes } }),
+          ...(mode !== 'response' && { request: this.payload('application/json', new TextEncoder().encode(m.text)) }),
+          ...(mode !== 'request' && { response: this.payload('application/x-ndjson', new TextEncoder().encode(lines.join('')), bytes) }),
         });
       },
     };
+  }
+
+  /** A payload as kept: its first max_payload_bytes, copied (a request's buffer goes back to its pool), and its length. */
+  private payload(contentType: string, data: Uint8Array, bytes = data.byteLength): Payload {
+    return { contentType, data: data.slice(0, this.config.max_payload_bytes), bytes };
   }
 
   /** Sends and writes what was asked for so far, then closes the collector's connections (the gateway stopping). */
