@@ -317,6 +317,10 @@ async function buildModel(
       idleMs: (model.sequence?.idle_timeout_s ?? 0) * 1000,
       states: layout.states,
       release: (seq) => sequences.release(seq),
+      has: (seq) => sequences.has(seq),
+      handOver: (seq) => sequences.handOver(seq),
+      takeOver: (held) => sequences.takeOver(held),
+      handAll: () => sequences.handAll(),
       vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context, ...vadTensors(name, signature) },
     },
     generation:

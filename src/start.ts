@@ -15,6 +15,7 @@ import {
   type EndpointRoute,
   ensembleModel,
   Fleet,
+  FleetSequences,
   type GrpcListening,
   InFlight,
   jwtVerifier,
@@ -203,6 +204,14 @@ export async function startGateway(
   const fleet = fleetOf(config, (peer, status) => telemetry.instruments.forwarded.add(1, { peer, status: String(status) }));
   await fleet?.start((err) => log.warn({ err: err.message }, 'server.fleet.discover: the lookup failed; the gateways known before are kept'));
   const sharedLimits = fleet && sharedLimitsOf(config, fleet, limiters, log, telemetry);
+  // (with the fleet's secret, a sequence moves with its state between gateways; ensembles keep none)
+  const fleetSequences =
+    fleet?.hasSecret &&
+    new FleetSequences(
+      fleet,
+      (name) => models.get(name),
+      (peer, how) => telemetry.instruments.sequencesTaken.add(1, { peer, how }),
+    );
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
     log.info(
       { batch: b.id, answered: b.answered, total: b.total },
@@ -245,6 +254,7 @@ export async function startGateway(
     conversationsKeepMs: config.server.conversations_keep_s * 1000,
     fleet,
     sharedLimits,
+    fleetSequences: fleetSequences || undefined,
     capture,
     clientSharedMemory: config.server.client_shared_memory,
     adminApi: config.server.admin_api,
@@ -506,6 +516,10 @@ export async function startGateway(
         // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
         await Promise.all([server.close(config.server.shutdown_timeout_s * 1000), grpc?.close(config.server.shutdown_timeout_s * 1000)]);
         await sharedLimits?.stop(); // (the last requests' spends told to the fleet)
+        if (fleetSequences) {
+          const { handed, lost } = await fleetSequences.handAll(models.values());
+          if (handed + lost > 0) log.info({ handed, lost }, `${handed} sequence(s) handed to the fleet's other gateways with their state (${lost} lost)`);
+        }
         fleet?.stop(); // (its connections served the drain's forwarded requests and that last telling)
         await batches.halt(); // lines in flight are answered and written down; with batch_dir the rest after a restart
         await reloads;

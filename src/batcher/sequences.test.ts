@@ -153,4 +153,39 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     // The first may already be running; whatever had not started fails.
     expect(results.filter((r) => r.status === 'fulfilled' && (r.value as GatewayError).code === 'sequence_not_active').length).toBeGreaterThanOrEqual(1);
   });
+
+  it('hands a sequence over after what it had queued (a fleet moving it); what is queued behind fails; another store goes on from its state', async () => {
+    const one = await started();
+    const other = await started();
+    await one.step('a', 1, { start: true, owner: 'key:alice' });
+    const before = one.step('a', 2, { owner: 'key:alice' }); // queued before the handing over: answered here
+    const handed = one.sequences.handOver({ id: 'a', owner: 'key:alice' });
+    const after = failure(one.step('a', 3, { owner: 'key:alice' }));
+    expect(await before).toBe(3);
+    const states = await handed;
+    expect((await after).code).toBe('sequence_not_active');
+    expect(one.sequences.has({ id: 'a', owner: 'key:alice' })).toBe(false);
+    expect(await one.sequences.handOver({ id: 'a', owner: 'key:alice' })).toBeUndefined();
+    expect(other.sequences.takeOver({ id: 'a', owner: 'key:alice', states: states as Inputs })).toBe(true);
+    expect(await other.step('a', 4, { owner: 'key:alice' })).toBe(7);
+    // One kept already is not replaced; a full store takes none.
+    expect(other.sequences.takeOver({ id: 'a', owner: 'key:alice', states: states as Inputs })).toBe(false);
+    for (const id of ['b', 'c', 'd']) await other.step(id, 1, { start: true });
+    expect(other.sequences.takeOver({ id: 'e', states: states as Inputs })).toBe(false);
+  });
+
+  it('handAll gives every sequence with nothing under way, and keeps none of them', async () => {
+    const { step, sequences } = await started();
+    await step('a', 1, { start: true });
+    await step('b', 5, { start: true, owner: 'key:bob' });
+    await step('c', 1, { start: true });
+    await step('c', 1, { end: true }); // (ended: not given)
+    const all = sequences.handAll();
+    expect(all.map(({ id, owner, states }) => [id, owner, (states.s.data as Float32Array)[0]])).toEqual([
+      ['a', undefined, 1],
+      ['b', 'key:bob', 5],
+    ]);
+    expect(sequences.size).toBe(0);
+    expect((await failure(step('a', 1))).code).toBe('sequence_not_active');
+  });
 });

@@ -30,7 +30,18 @@ export type SequencesOptions = {
 /** Sequences are kept by owner and id: another owner's equal id is another sequence. */
 const keyOf = (seq: Pick<SequenceRequest, 'id' | 'owner'>) => `${seq.owner ?? ''}\u0000${seq.id}`;
 
-type Live = { states: Inputs; tail: Promise<unknown>; pending: number; lastUsed: number; ended: boolean; released: boolean };
+type Live = {
+  seq: Pick<SequenceRequest, 'id' | 'owner'>;
+  states: Inputs;
+  tail: Promise<unknown>;
+  pending: number;
+  lastUsed: number;
+  ended: boolean;
+  released: boolean;
+};
+
+/** A sequence as one gateway of a fleet hands it to another: whose and which it is, and its states. */
+export type HeldSequence = Pick<SequenceRequest, 'id' | 'owner'> & { states: Inputs };
 
 /**
  * Triton's sequence batcher with implicit state, for models that carry state between requests (an RNN, a
@@ -83,8 +94,7 @@ export class Sequences {
       if (this.live.size >= this.opts.maxSequences) this.sweep(true);
       if (this.live.size >= this.opts.maxSequences)
         return Promise.reject(unavailable('sequences_full', `model ${this.opts.model} holds its most sequences (${this.opts.maxSequences}); end one or retry`));
-      entry = { states: {}, tail: Promise.resolve(), pending: 0, lastUsed: this.now(), ended: false, released: false };
-      this.live.set(key, entry);
+      entry = this.keep(seq, {});
     }
     const live = entry;
     const step = live.tail.then(async () => {
@@ -126,6 +136,57 @@ export class Sequences {
    */
   adopt(other: Sequences): void {
     this.live = other.live;
+  }
+
+  /** Whether a sequence is kept here (ended ones are not). */
+  has(seq: Pick<SequenceRequest, 'id' | 'owner'>): boolean {
+    const live = this.live.get(keyOf(seq));
+    return live !== undefined && !live.ended;
+  }
+
+  /**
+   * Hands a sequence to another gateway of the fleet (which holds it now): once the requests it had queued are
+   * answered, it is gone from here and its states are returned — undefined when it is not kept (or ended). A
+   * request queued behind the handing over finds it ended.
+   */
+  handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>): Promise<Inputs | undefined> {
+    const key = keyOf(seq);
+    const live = this.live.get(key);
+    if (!live) return Promise.resolve(undefined);
+    const handed = live.tail.then(() => {
+      if (live.released || live.ended || this.live.get(key) !== live) return undefined;
+      live.released = true;
+      this.live.delete(key);
+      return live.states;
+    });
+    live.tail = handed;
+    return handed;
+  }
+
+  /** Keeps a sequence another gateway handed over: it goes on here from its states. False when one is kept already or there is no room. */
+  takeOver(held: HeldSequence): boolean {
+    this.sweep();
+    if (this.live.has(keyOf(held))) return false;
+    if (this.live.size >= this.opts.maxSequences) this.sweep(true);
+    if (this.live.size >= this.opts.maxSequences) return false;
+    this.keep(held, held.states);
+    return true;
+  }
+
+  /** Every sequence kept with no request under way, handed over (the gateway stopping): gone from here. */
+  handAll(): HeldSequence[] {
+    const idle = [...this.live].filter(([, live]) => live.pending === 0 && !live.ended && !live.released);
+    for (const [key, live] of idle) {
+      live.released = true;
+      this.live.delete(key);
+    }
+    return idle.map(([, { seq, states }]) => ({ ...seq, states }));
+  }
+
+  private keep(seq: Pick<SequenceRequest, 'id' | 'owner'>, states: Inputs): Live {
+    const live = { seq: { id: seq.id, owner: seq.owner }, states, tail: Promise.resolve(), pending: 0, lastUsed: this.now(), ended: false, released: false };
+    this.live.set(keyOf(seq), live);
+    return live;
   }
 
   /** Ends a sequence now, whatever it has queued (its caller went away): what is queued fails, its slot is free. */

@@ -425,7 +425,7 @@ const fleetSchema = z
   .object({
     /** How the other gateways reach this one. */
     self: gatewayUrl.optional(),
-    /** What the gateways prove themselves to each other with (shared_limits needs it); or $INFERGATE_FLEET_SECRET. */
+    /** What the gateways prove themselves to each other with (shared_limits needs it; sequences move with their state only with it); or $INFERGATE_FLEET_SECRET. */
     secret: z.string().min(16, 'secrets must be at least 16 characters').optional(),
     /**
      * Per-caller rate limits kept fleet-wide: each gateway tells the others what each caller spent, every `every_ms`.

@@ -13,6 +13,7 @@ import type { Capture } from './capture.js';
 import { compressAnswers } from './compress.js';
 import type { QuietWork } from './drain.js';
 import { type Fleet, forwardByPath, randomId } from './fleet.js';
+import { FleetSequences } from './fleet-sequences.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
 import { settingsRoutes } from './kserve/settings.js';
 import { SharedMemoryRegions } from './kserve/shared-memory.js';
@@ -93,6 +94,8 @@ export type AppOptions = {
   capture?: Capture;
   /** server.fleet.shared_limits: the callers' spends the other gateways tell (POST /fleet/limits). @default none */
   sharedLimits?: SharedLimits;
+  /** With the fleet's secret: sequences handed between its gateways (see FleetSequences). */
+  fleetSequences?: FleetSequences;
   /** Shadow traffic (config `shadow`): the running config's shadow of a model, and whether any has one. @default none */
   shadows?: { of: (model: string) => { model: string; percent: number } | undefined; active: () => boolean };
   /** Other gateways behind the same load balancer (server.fleet), each keeping its own responses, calls and batches. */
@@ -242,7 +245,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     const model = () => opts.models.get(e.model) as ServedModel;
     const limit = e.maxBodyBytes ?? maxBodyBytes;
     if (e.protocol === 'kserve') {
-      app.post(e.path, (c) => infer(c, model(), limit, regions, fleet));
+      app.post(e.path, (c) => infer(c, model(), limit, { regions, fleet, fleetSequences: opts.fleetSequences }));
       app.get(e.path, (c) => c.json(metadata(model())));
     } else if (e.protocol === 'openai-embeddings') {
       app.post(e.path, (c) => embeddingsRoute(c, encoderOf(opts.models, ENCODERS.embedding), limit, e.model));
@@ -253,7 +256,18 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       app.post(e.path, (c) => handler(c, generativeModelOf(opts.models), limit, e.model));
     }
   }
-  app.route('/', kserveRoutes({ models: opts.models, maxBodyBytes, version: opts.version ?? '0.0.0', regions, shuttingDown: opts.shuttingDown, fleet }));
+  app.route(
+    '/',
+    kserveRoutes({
+      models: opts.models,
+      maxBodyBytes,
+      version: opts.version ?? '0.0.0',
+      regions,
+      shuttingDown: opts.shuttingDown,
+      fleet,
+      fleetSequences: opts.fleetSequences,
+    }),
+  );
   app.route('/', openaiRoutes({ models: opts.models, maxBodyBytes, background }));
   app.route(
     '/',
@@ -273,6 +287,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', batchRoutes({ maxBodyBytes, dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)), control: opts.batches, fleet }));
   app.route('/', observeRoutes({ telemetry, models: opts.models, windows, intakeBusy: opts.intakeBusy, metricsPort: opts.metricsPort, gpus: opts.gpus }));
   app.route('/', SharedLimits.routes(opts.sharedLimits));
+  app.route('/', FleetSequences.routes(opts.fleetSequences));
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload, fleet }));
   app.route('/', loraRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.route('/', settingsRoutes({ log: opts.log, telemetry, models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));

@@ -92,13 +92,42 @@ export class Fleet {
    * share). Undefined when it is this one.
    */
   holderOf(key: string): string | undefined {
+    const first = this.ranked(key)[0];
+    return first === base(this.self) ? undefined : first;
+  }
+
+  /**
+   * This gateway and those known, by how `key`'s hash ranks them: who holds it, then who would were that one gone,
+   * and so on (`others`: this one left out).
+   */
+  ranked(key: string, { others = false } = {}): string[] {
     const rank = (url: string) => createHash('sha256').update(key).update('\0').update(url).digest().readBigUInt64BE();
-    let best = { url: base(this.self), rank: rank(base(this.self)) };
-    for (const url of this.known()) {
-      const r = rank(url);
-      if (r > best.rank) best = { url, rank: r };
+    return [...(others ? [] : [base(this.self)]), ...this.known()]
+      .map((url) => ({ url, rank: rank(url) }))
+      .sort((x, y) => (x.rank > y.rank ? -1 : x.rank < y.rank ? 1 : 0))
+      .map(({ url }) => url);
+  }
+
+  /**
+   * A request of `key` (a sequence) sent on to the gateway that holds it: its answer, or undefined where that is this
+   * one. With the fleet's secret, a gateway that cannot be connected to (stopped, restarting) is passed over for the
+   * next in the key's ranking — where a stopping gateway hands its sequences; without it, a 503 naming it.
+   */
+  async toHolder(c: Context<GatewayEnv>, key: string, what: string, body: Uint8Array<ArrayBuffer>): Promise<Response | undefined> {
+    for (const url of this.ranked(key)) {
+      if (url === base(this.self)) return undefined;
+      try {
+        return await this.forward(c, url, what, body);
+      } catch (err) {
+        if (!this.secret || !NOT_CONNECTED.includes(((err as Error).cause as { code?: string } | undefined)?.code ?? '')) throw err;
+      }
     }
-    return best.url === base(this.self) ? undefined : best.url;
+    return undefined;
+  }
+
+  /** Whether the gateways prove themselves to each other (server.fleet.secret): what they hand each other needs it. */
+  get hasSecret(): boolean {
+    return this.secret !== undefined;
   }
 
   /** The gateways known now, this one left out. */
@@ -146,10 +175,17 @@ export class Fleet {
 
   /** POSTs JSON to another gateway of the fleet, with the fleet's secret: the status it answered. */
   async post(peer: string, path: string, body: string): Promise<number> {
+    return (await this.exchange(peer, path, body)).status;
+  }
+
+  /** POSTs JSON to another gateway of the fleet, with the fleet's secret: the status and body it answered. */
+  async exchange(peer: string, path: string, body: string): Promise<{ status: number; body: string }> {
     const headers = { 'content-type': 'application/json', ...(this.secret && { [FLEET_SECRET]: this.secret }) };
     const res = await this.connections.send(new URL(path, peer), { method: 'POST', headers, timeout: 5000 }, body);
-    res.resume();
-    return res.statusCode ?? 0;
+    res.setEncoding('utf8');
+    let text = '';
+    for await (const chunk of res) text += chunk;
+    return { status: res.statusCode ?? 0, body: text };
   }
 
   readonly newId: NewId = (prefix) => `${prefix}_${this.token}${randomBytes(12).toString('hex')}`;
@@ -206,6 +242,7 @@ export class Fleet {
       this.sent(peer, 'unreachable');
       throw new GatewayError(503, 'peer_unavailable', `${what} is kept by the gateway at ${peer}, which did not answer: ${(err as Error).message}`, {
         retryAfterS: 1,
+        cause: err,
       });
     }
     const status = res.statusCode ?? 502;
@@ -238,6 +275,9 @@ export async function fleetList<T extends { created_at: number | string | null }
 
 const isDiscovery = (peers: readonly string[] | { find: () => Promise<string[]> }): peers is { find: () => Promise<string[]>; everyMs: number } =>
   !Array.isArray(peers);
+
+/** Errors of a connection never made: the request cannot have reached the gateway (and may go to another). */
+const NOT_CONNECTED = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'];
 
 /** Answers up to this size (by their Content-Length) are read whole before they go on. */
 const WHOLE_MAX_BYTES = 1 << 20;

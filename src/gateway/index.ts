@@ -6,6 +6,7 @@ export { Capture } from './capture.js';
 export { QuietWork } from './drain.js';
 export { ensembleModel } from './ensemble.js';
 export { Fleet } from './fleet.js';
+export { FleetSequences } from './fleet-sequences.js';
 export { type GrpcListening, listenGrpc } from './grpc/server.js';
 export { versionOf } from './kserve/submit.js';
 export { LoraAdapters } from './lora.js';

@@ -426,6 +426,20 @@ const UNVERSIONED: Operation[] = [
     produces: 'empty',
     errors: 'kserve',
   },
+  {
+    method: 'post',
+    path: '/fleet/sequences/take',
+    summary: 'A stateful model’s sequence kept here, handed with its state to the gateway of the fleet that holds it now (the fleet’s secret, no client’s)',
+    tag: 'Admin',
+    errors: 'kserve',
+  },
+  {
+    method: 'post',
+    path: '/fleet/sequences',
+    summary: 'Sequences a stopping gateway of the fleet hands over with their state, kept here (the fleet’s secret, no client’s)',
+    tag: 'Admin',
+    errors: 'kserve',
+  },
   admin('get', '/admin/stats', 'Each model’s latency, queue and replicas now; the gateway’s event loop'),
   admin('get', '/admin/models/{model}/autoscaler', 'A model’s autoscaling settings now', { serves: ALL_KINDS }),
   admin('post', '/admin/models/{model}/autoscaler', 'A model’s autoscaling changed at once, until restart (Modal’s update_autoscaler)', {

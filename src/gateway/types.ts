@@ -1,4 +1,13 @@
-import type { GenerateHooks, GenerateRequest, GenerateResult, SequenceRequest, SubmitOptions, Submitted, TritonModelStat } from '../batcher/index.js';
+import type {
+  GenerateHooks,
+  GenerateRequest,
+  GenerateResult,
+  HeldSequence,
+  SequenceRequest,
+  SubmitOptions,
+  Submitted,
+  TritonModelStat,
+} from '../batcher/index.js';
 import type { ClassifierSpec, EmbeddingSpec, ModelSignature, Pooling, SequenceState, Tokenizer } from '../models/index.js';
 import type { Inputs } from '../tensor/index.js';
 
@@ -29,6 +38,11 @@ export interface ServedModel {
     idleMs: number;
     states: readonly SequenceState[];
     release(seq: Pick<SequenceRequest, 'id' | 'owner'>): void;
+    /** A fleet's gateways hand sequences to each other as which of them holds one changes (see FleetSequences). */
+    has(seq: Pick<SequenceRequest, 'id' | 'owner'>): boolean;
+    handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>): Promise<Inputs | undefined>;
+    takeOver(held: HeldSequence): boolean;
+    handAll(): HeldSequence[];
     /** A voice activity detector: its framing, and its audio input and probability output. */
     vad?: { sampleRate: number; window: number; context: number; input: string; output: string };
   };

@@ -130,6 +130,11 @@ export class Telemetry {
         unit: '{message}',
         description: 'server.fleet.shared_limits: what callers spent here, told to each other gateway, by whether it was (told, failed).',
       }),
+      sequencesTaken: m.createCounter('infergate.fleet.sequences_taken', {
+        unit: '{sequence}',
+        description:
+          "Stateful models' sequences taken here with their state from another gateway of the fleet, by it and how: asked (a request of one reached this gateway), handed (that gateway stopped).",
+      }),
       forwarded: m.createCounter('infergate.fleet.forwarded', {
         unit: '{request}',
         description: 'Requests sent on to the gateway of the fleet that keeps what they name, by peer and its status (unreachable: none).',

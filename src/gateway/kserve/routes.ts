@@ -6,6 +6,7 @@ import { bytesOf, viewBytes } from '../../tensor/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { requestBuffers } from '../buffer-pool.js';
 import { type Fleet, forwarded } from '../fleet.js';
+import { type FleetSequences, sequenceKey } from '../fleet-sequences.js';
 import { SHADOW_PRIORITY } from '../shadow.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { generate, inferText } from './generate.js';
@@ -13,7 +14,7 @@ import { tritonConfig } from './model-config.js';
 import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
 import type { SharedMemoryRegions } from './shared-memory.js';
-import { submitInfer, versionOf } from './submit.js';
+import { sequenceOwner, submitInfer, versionOf } from './submit.js';
 import { textInterface } from './text-tensors.js';
 import { predict } from './v1.js';
 
@@ -28,10 +29,12 @@ export type KServeOptions = {
   shuttingDown?: () => boolean;
   /** Other gateways (server.fleet): a stateful model's sequence is served by one of them, the same for all its requests. */
   fleet?: Fleet;
+  /** With the fleet's secret: a sequence moves with its state as which gateway holds it changes. */
+  fleetSequences?: FleetSequences;
 };
 
 /** The KServe v2 / Open Inference Protocol REST routes, with the binary tensor data extension. */
-export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingDown, fleet }: KServeOptions): Hono<GatewayEnv> {
+export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingDown, fleet, fleetSequences }: KServeOptions): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const named = (name: string): ServedModel => {
     const m = models.get(name);
@@ -100,7 +103,7 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
         model_stats: m.statistics().filter((s) => [undefined, s.version].includes(c.req.param('version'))),
       });
     });
-    app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes, regions, fleet));
+    app.post(`${prefix}/infer`, (c) => infer(c, model(c), maxBodyBytes, { regions, fleet, fleetSequences }));
     app.post(`${prefix}/generate`, (c) => generate(c, model(c), maxBodyBytes, false));
     app.post(`${prefix}/generate_stream`, (c) => generate(c, model(c), maxBodyBytes, true));
   }
@@ -137,27 +140,41 @@ export function kserveRoutes({ models, maxBodyBytes, version, regions, shuttingD
   return app;
 }
 
+/** Where a tensor request may be served besides its model: client shared memory, and the fleet's other gateways. */
+export type InferAround = { regions?: SharedMemoryRegions; fleet?: Fleet; fleetSequences?: FleetSequences };
+
 /** POST infer for one model: the built-in route and every kserve endpoint of the config. */
-export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, regions?: SharedMemoryRegions, fleet?: Fleet): Promise<Response> {
+export async function infer(
+  c: Context<GatewayEnv>,
+  m: ServedModel,
+  maxBodyBytes: number,
+  { regions, fleet, fleetSequences }: InferAround = {},
+): Promise<Response> {
   c.set('model', m.name);
   if (!m.batcher) return inferText(c, m, maxBodyBytes); // a generative model: text_input in, text_output out
   const version = versionOf(m, c.req.param('version'));
   if (m.versions) c.set('modelVersion', version);
-  const body = await readBody(c, maxBodyBytes);
+  let body = await readBody(c, maxBodyBytes);
+  const parse = () => parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
   let request: ReturnType<typeof parseInferRequest>;
   try {
-    request = parseInferRequest(body, c.req.header('inference-header-content-length'), m.signature);
+    request = parse();
   } catch (err) {
     releaseBody(body);
     throw err;
   }
   // In a fleet, a sequence's state lives on one gateway: every request of it goes there (whichever took it).
-  const holder = request.sequence && m.sequences && fleet && !forwarded(c) ? fleet.holderOf(sequenceKey(m, c, request.sequence.id)) : undefined;
-  if (holder) {
+  const sequence = request.sequence && m.sequences && { id: request.sequence.id, owner: sequenceOwner(c.get('caller')) };
+  if (sequence && fleet && !forwarded(c) && fleet.holderOf(sequenceKey(m.name, sequence))) {
     const bytes = body.slice();
     releaseBody(body);
-    return (fleet as Fleet).forward(c, holder, `sequence ${request.sequence?.id} of model ${m.name}`, bytes);
+    const answer = await fleet.toHolder(c, sequenceKey(m.name, sequence), `sequence ${sequence.id} of model ${m.name}`, bytes);
+    if (answer) return answer;
+    body = bytes; // (its holder could not be reached: this gateway is next, with its own copy of the body)
+    request = parse();
   }
+  // One not kept here may be kept by another gateway of the fleet (which changed since it started): handed over first.
+  if (sequence && !request.sequence?.start) await fleetSequences?.fetch(m, sequence);
   const shared = await readSharedInputs(request, regions);
   const trace = c.get('span')?.spanContext();
   const deadline = request.timeoutMs === undefined ? undefined : performance.now() + request.timeoutMs;
@@ -187,9 +204,6 @@ export async function infer(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes
     'x-batch-size': String(result.batchSize),
   });
 }
-
-/** What places a sequence in a fleet: its model, its caller (sequences are the caller's own) and its id. */
-const sequenceKey = (m: ServedModel, c: Context<GatewayEnv>, id: string) => `${m.name}\0${c.get('caller')?.id ?? ''}\0${id}`;
 
 /**
  * The request run on a shadow version as well (config `version_shadow`), its answer discarded — or, where the request

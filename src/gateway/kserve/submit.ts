@@ -28,12 +28,15 @@ export function submitInfer(
         undefined,
         'sequence_id_missing',
       );
-    return m.sequences.submit({ ...sequence, owner: caller && caller.kind !== 'public' ? caller.id : undefined }, inputs, withCaller);
+    return m.sequences.submit({ ...sequence, owner: sequenceOwner(caller) }, inputs, withCaller);
   }
   if (sequence) throw badInput(`model ${m.name} keeps no state between requests: sequence_id is for stateful models (a model's sequence in the config)`);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: use POST /v1/completions or /v1/chat/completions`);
   return m.batcher.submit(inputs, withCaller);
 }
+
+/** Whose a sequence is: its caller's, under a key or a token; the public's sequences are everyone's. */
+export const sequenceOwner = (caller: Caller | undefined): string | undefined => (caller && caller.kind !== 'public' ? caller.id : undefined);
 
 /**
  * The version a request gets (Triton's): the one it names, a 404 if that one is not served, else the latest

