@@ -156,10 +156,17 @@ program
       console.log(`${e.name}: ${io(e.signature.inputs)} -> ${io(e.signature.outputs)} (ensemble: ${e.steps.map((s) => s.model).join(' → ')})`);
     }
     const { fleet, capture } = { fleet: config.server.fleet, capture: config.capture };
-    if (fleet)
+    if (fleet) {
+      const stateful = Object.values(config.models).some((m) => m.sequence);
+      const sequences = !stateful
+        ? ''
+        : fleet.secret
+          ? '; sequences move with their state'
+          : "; sequences moved lose their state (it moves with the fleet's secret)";
       console.log(
-        `fleet: this gateway ${fleet.self}, ${fleet.discover ? `the others found by DNS (${fleet.discover.dns}, port ${fleet.discover.port})` : `${fleet.peers?.length} listed`}${fleet.shared_limits ? `; per-caller limits shared every ${fleet.shared_limits.every_ms} ms` : ''}`,
+        `fleet: this gateway ${fleet.self}, ${fleet.discover ? `the others found by DNS (${fleet.discover.dns}, port ${fleet.discover.port})` : `${fleet.peers?.length} listed`}${fleet.shared_limits ? `; per-caller limits shared every ${fleet.shared_limits.every_ms} ms` : ''}${sequences}`,
       );
+    }
     if (capture)
       console.log(
         `capture: ${capture.sample_rate === 1 ? 'every request' : `${capture.sample_rate * 100}% of requests`} (${capture.mode}) of ${capture.models?.join(', ') ?? 'every model'} to ${[capture.url, capture.dir].filter(Boolean).join(' and ')}`,

