@@ -9,7 +9,10 @@ import { MODELS, ROOT } from './helpers.js';
 
 /** The real CLI from source, as a separate process. */
 function cli(args: string[], env: Record<string, string> = {}): ChildProcess & { output: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+  // (the tree compiled for this run, test/global-setup.ts; under tsx when run without it)
+  const compiled = process.env.INFERGATE_TEST_CLI;
+  const command = compiled ? [compiled] : ['--import', 'tsx', join(ROOT, 'src/cli.ts')];
+  const child = spawn(process.execPath, [...command, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
   let output = '';
   child.stdout?.on('data', (d) => (output += d));
   child.stderr?.on('data', (d) => (output += d));

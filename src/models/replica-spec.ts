@@ -68,10 +68,16 @@ export type ReadyMessage = {
 };
 export type FailedMessage = { type: 'failed'; message: string };
 
-/** The replica entry point beside this file: `.ts` under tsx/vitest, `.js` once built. */
+/**
+ * The replica entry point beside this file: `.ts` under tsx/vitest, `.js` once built. Run from source,
+ * $INFERGATE_REPLICA_MAIN may name a compiled one instead (the tests compile the tree once, test/global-setup.ts:
+ * a replica started under tsx spent most of its start transforming modules).
+ */
 export function replicaEntry(): { file: string; execArgv: string[] } {
   const self = fileURLToPath(import.meta.url);
   const isSource = self.endsWith('.ts');
+  const compiled = isSource ? process.env.INFERGATE_REPLICA_MAIN : undefined;
+  if (compiled) return { file: compiled, execArgv: [] };
   return {
     file: self.replace(/replica-spec\.(ts|js)$/, `replica-main.${isSource ? 'ts' : 'js'}`),
     execArgv: isSource ? ['--import', 'tsx'] : [],
