@@ -5,12 +5,13 @@ import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { compiledFromSource } from '../src/models/thread.js';
 import { MODELS, ROOT } from './helpers.js';
 
 /** The real CLI from source, as a separate process. */
 function cli(args: string[], env: Record<string, string> = {}): ChildProcess & { output: () => string; exited: Promise<number | null> } {
   // (the tree compiled for this run, test/global-setup.ts; under tsx when run without it)
-  const compiled = process.env.INFERGATE_TEST_CLI;
+  const compiled = compiledFromSource(join(ROOT, 'src/cli.ts'));
   const command = compiled ? [compiled] : ['--import', 'tsx', join(ROOT, 'src/cli.ts')];
   const child = spawn(process.execPath, [...command, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
   let output = '';

@@ -4,8 +4,8 @@ import { build } from 'esbuild';
 import { ROOT } from './helpers.js';
 
 /**
- * The source tree compiled once for this run (esbuild, as tsx would each file): the replica processes the tests
- * start, and the CLI's, run it instead of transforming every module under tsx at each start — which took about a
+ * The source tree compiled once for this run (esbuild, as tsx would each file): the replica processes and worker
+ * threads the tests start, and the CLI's, run it instead of transforming every module under tsx at each start — which took about a
  * third of the integration tests' time. Beside src/ (its files find ../models, ../package.json as from there), and
  * its own for each run; removed at the end.
  */
@@ -23,7 +23,6 @@ export default async function compileOnce(): Promise<() => Promise<void>> {
     logLevel: 'warning',
   });
   for (const f of (await readdir(src, { recursive: true })).filter((f) => f.endsWith('.proto'))) await copyFile(join(src, f), join(out, f));
-  process.env.INFERGATE_REPLICA_MAIN = join(out, 'models/replica-main.js');
-  process.env.INFERGATE_TEST_CLI = join(out, 'cli.js');
+  process.env.INFERGATE_COMPILED_SRC = out; // (see compiledFromSource)
   return () => rm(out, { recursive: true, force: true });
 }

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import type { CudaOptions } from './cuda-options.js';
 import type { Provider } from './session.js';
 import type { LayoutConfig } from './stateful.js';
+import { compiledFromSource } from './thread.js';
 
 /** What a replica process is told to serve. */
 export type ReplicaSpec = {
@@ -68,15 +69,11 @@ export type ReadyMessage = {
 };
 export type FailedMessage = { type: 'failed'; message: string };
 
-/**
- * The replica entry point beside this file: `.ts` under tsx/vitest, `.js` once built. Run from source,
- * $INFERGATE_REPLICA_MAIN may name a compiled one instead (the tests compile the tree once, test/global-setup.ts:
- * a replica started under tsx spent most of its start transforming modules).
- */
+/** The replica entry point beside this file: `.ts` under tsx/vitest (or as compiled for the run: compiledFromSource), `.js` once built. */
 export function replicaEntry(): { file: string; execArgv: string[] } {
   const self = fileURLToPath(import.meta.url);
   const isSource = self.endsWith('.ts');
-  const compiled = isSource ? process.env.INFERGATE_REPLICA_MAIN : undefined;
+  const compiled = compiledFromSource(self.replace(/replica-spec\.ts$/, 'replica-main.ts'));
   if (compiled) return { file: compiled, execArgv: [] };
   return {
     file: self.replace(/replica-spec\.(ts|js)$/, `replica-main.${isSource ? 'ts' : 'js'}`),
