@@ -9,6 +9,7 @@ import { binaryBody, MODELS, startTestGateway } from './helpers.js';
 // Shadow traffic (config `shadow`): a model's requests sent again to a candidate model, answers discarded, captured
 // beside the client's. The candidates here are the same files under other names: their answers must be the same.
 const SECRET = 'shadow-secret-0123456789';
+const EDGE_SECRET = 'shadow-edge-secret-0123456789'; // (another caller: its own five requests)
 let dir: string;
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 const one = { device: 'cpu', scaling: { min_containers: 1, max_containers: 1 } };
@@ -24,9 +25,21 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'infergate-shadow-'));
   gw = await startTestGateway({
     // Five requests a caller, then 429: the shadows' requests must not spend them.
-    auth: { default: 'key', keys: [{ id: 'svc', secret: SECRET }], rate_limit: { per_second: 0.001, burst: 5 } },
+    auth: {
+      default: 'key',
+      keys: [
+        { id: 'svc', secret: SECRET },
+        { id: 'edge', secret: EDGE_SECRET },
+      ],
+      rate_limit: { per_second: 0.001, burst: 5 },
+    },
     capture: { dir, models: ['tiny-gpt', 'mlp'] },
     models,
+    // Public paths bound to a shadowed model: shadowed through their protocol's own route.
+    endpoints: [
+      { path: '/score', model: 'mlp', protocol: 'kserve' },
+      { path: '/talk', model: 'tiny-gpt', protocol: 'openai-chat' },
+    ],
   });
 });
 afterAll(() => gw?.shutdown());
@@ -80,6 +93,34 @@ describe('shadow traffic', () => {
     expect(shadow.eventMetadata).toMatchObject({ model: 'mlp-next', path: '/v2/models/mlp-next/infer' });
     expect(shadow.captureData.endpointInput.data).toBe(mine.captureData.endpointInput.data); // the bytes as sent (base64)
     expect(JSON.parse(shadow.captureData.endpointOutput.data).outputs[0].data).toEqual(answer.outputs[0].data);
+  });
+
+  it("shadows a configured endpoint's requests (through its protocol's route) and SageMaker's /invocations", async () => {
+    const post = async (path: string, body: object) => {
+      const headers = { authorization: `Bearer ${EDGE_SECRET}`, 'content-type': 'application/json' };
+      const res = await fetch(`${gw.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
+      expect(res.status).toBe(200);
+      return { answer: await res.json(), ...(await pairOf(res.headers.get('x-request-id') as string)) };
+    };
+    const x = { inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: Array.from({ length: 64 }, (_, i) => i / 64) }] };
+    const scored = await post('/score', x);
+    expect(scored.shadow.eventMetadata).toMatchObject({ model: 'mlp-next', path: '/v2/models/mlp-next/infer', status: 200 });
+    expect(JSON.parse(scored.shadow.captureData.endpointOutput.data).outputs[0].data).toEqual(scored.answer.outputs[0].data);
+    // An OpenAI endpoint's body may name no model (the path's is fixed): the shadow's names its own.
+    const chat = { messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4, temperature: 0 };
+    const talked = await post('/talk', chat);
+    expect(talked.shadow.eventMetadata).toMatchObject({ model: 'tiny-gpt-next', path: '/v1/chat/completions', status: 200 });
+    expect(JSON.parse(talked.shadow.captureData.endpointInput.data)).toEqual({ ...chat, model: 'tiny-gpt-next' });
+    expect(JSON.parse(talked.shadow.captureData.endpointOutput.data).choices[0].message.content).toBe(talked.answer.choices[0].message.content);
+    // SageMaker's /invocations goes on to the body's API route, and is shadowed there.
+    const before = await metric('shadow="mlp-next",status="200"');
+    const invoked = await fetch(`${gw.url}/invocations`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${EDGE_SECRET}`, 'content-type': 'application/json', 'x-amzn-sagemaker-target-model': 'mlp' },
+      body: JSON.stringify(x),
+    });
+    expect(invoked.status).toBe(200);
+    await expect.poll(() => metric('shadow="mlp-next",status="200"')).toBe(before + 1);
   });
 
   it("runs a Responses API turn on the shadow without keeping it (nor a conversation's turn at all)", async () => {

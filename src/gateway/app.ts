@@ -162,6 +162,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
         shadowOf: opts.shadows.of,
         active: opts.shadows.active,
         models: opts.models,
+        endpoints: opts.endpoints,
         dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)),
         answered: (model, shadow, status) => telemetry.instruments.shadowed.add(1, { 'infergate.model': model, shadow, status: String(status) }),
       }),

@@ -23,6 +23,18 @@ export type ShadowOptions = {
   dispatch: (path: string, init: RequestInit, env: ShadowEnv) => Promise<Response>;
   /** Told how each shadow request was answered (its status; 0: it failed to be sent). */
   answered?: (model: string, shadow: string, status: number) => void;
+  /** The config's `endpoints`: a path bound to a model and a protocol, shadowed through that protocol's own route. */
+  endpoints?: readonly { path: string; model: string; protocol: keyof typeof ENDPOINT_ROUTES }[];
+};
+
+/** The built-in route of each protocol an endpoint path may speak: where its shadow's request goes. */
+const ENDPOINT_ROUTES = {
+  kserve: (model: string) => `/v2/models/${model}/infer`,
+  'openai-chat': () => '/v1/chat/completions',
+  'openai-completions': () => '/v1/completions',
+  'openai-responses': () => '/v1/responses',
+  'openai-embeddings': () => '/v1/embeddings',
+  'anthropic-messages': () => '/v1/messages',
 };
 
 // Routes whose JSON body names the model: the shadow gets the body with its own name.
@@ -98,13 +110,16 @@ const pathModel = (path: string) => (KSERVE_PATH.exec(path) ?? KSERVE_V1_PATH.ex
  */
 export function shadowTraffic(opts: ShadowOptions): MiddlewareHandler<GatewayEnv> {
   const draw = (s: Shadow) => Math.random() * 100 < s.percent;
+  // (an endpoint's request is mirrored as if sent to its protocol's own route, naming its model)
+  const endpoints = new Map(opts.endpoints?.map((e) => [e.path, ENDPOINT_ROUTES[e.protocol](e.model)]));
   return async (c, next) => {
     if (shadowOfEnv(c)) return next(); // (a shadow's request is not shadowed again)
     let body: Uint8Array | undefined;
     let drawn: boolean | undefined;
-    const named = pathModel(c.req.path);
+    const path = endpoints.get(c.req.path) ?? c.req.path;
+    const named = pathModel(path);
     // (no body is copied where nothing could be mirrored: most gateways shadow no model, most routes name none)
-    if (named === undefined && !BODY_NAMED.has(c.req.path)) return next();
+    if (named === undefined && !BODY_NAMED.has(path)) return next();
     const before = c.get('captureBody');
     c.set('captureBody', (read) => {
       before?.(read);
@@ -120,7 +135,7 @@ export function shadowTraffic(opts: ShadowOptions): MiddlewareHandler<GatewayEnv
     const model = c.get('model');
     const shadow = model === undefined ? undefined : opts.shadowOf(model);
     if (!shadow || !body || c.res.status >= 400 || (drawn === undefined && !draw(shadow))) return;
-    const request = mirrored(c.req.path, body, shadow.model);
+    const request = mirrored(path, body, shadow.model);
     if (request) send(c, opts, model as string, shadow.model, request);
   };
 }
