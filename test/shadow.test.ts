@@ -3,13 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { parseConfig } from '../src/config/index.js';
 import { binaryBody, MODELS, startTestGateway } from './helpers.js';
 
 // Shadow traffic (config `shadow`): a model's requests sent again to a candidate model, answers discarded, captured
 // beside the client's. The candidates here are the same files under other names: their answers must be the same.
 const SECRET = 'shadow-secret-0123456789';
-const EDGE_SECRET = 'shadow-edge-secret-0123456789'; // (another caller: its own five requests)
+const EDGE_SECRET = 'shadow-edge-secret-0123456789'; // (other callers: their own five requests each)
+const SOCKET_SECRET = 'shadow-socket-secret-0123456789';
 let dir: string;
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
 const one = { device: 'cpu', scaling: { min_containers: 1, max_containers: 1 } };
@@ -30,6 +32,7 @@ beforeAll(async () => {
       keys: [
         { id: 'svc', secret: SECRET },
         { id: 'edge', secret: EDGE_SECRET },
+        { id: 'socket', secret: SOCKET_SECRET },
       ],
       rate_limit: { per_second: 0.001, burst: 5 },
     },
@@ -121,6 +124,37 @@ describe('shadow traffic', () => {
     });
     expect(invoked.status).toBe(200);
     await expect.poll(() => metric('shadow="mlp-next",status="200"')).toBe(before + 1);
+  });
+
+  it('shadows WebSocket messages as their HTTP requests: an infer and a chat, each captured beside the message', async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${SOCKET_SECRET}` } });
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const got = new Map<string, { type: string; outputs?: { data: number[] }[]; text?: string }[]>();
+    ws.on('message', (data) => {
+      const msg = JSON.parse(String(data));
+      got.set(msg.id, [...(got.get(msg.id) ?? []), msg]);
+    });
+    const x = Array.from({ length: 64 }, (_, i) => i / 64);
+    const chat = { messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4, temperature: 0 };
+    ws.send(JSON.stringify({ id: 'i', type: 'infer', model: 'classifier', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: x }] }));
+    ws.send(JSON.stringify({ id: 'c', type: 'chat', model: 'tiny-gpt', ...chat }));
+    await expect.poll(() => ['result', 'done'].every((type) => [...got.values()].some((msgs) => msgs.at(-1)?.type === type))).toBe(true);
+    ws.close();
+    const shadowOf = async (id: string) => {
+      const client = (await records()).find((r) => r.eventMetadata.path === '/v1/ws' && JSON.parse(r.captureData.endpointInput.data).id === id);
+      return (await pairOf(client.eventMetadata.eventId)).shadow;
+    };
+    const inferred = await shadowOf('i');
+    expect(inferred.eventMetadata).toMatchObject({ model: 'mlp-next', path: '/v2/models/mlp-next/infer', status: 200, caller: 'key:socket/shadow' });
+    expect(JSON.parse(inferred.captureData.endpointOutput.data).outputs[0].data).toEqual(got.get('i')?.at(-1)?.outputs?.[0].data);
+    const chatted = await shadowOf('c');
+    expect(chatted.eventMetadata).toMatchObject({ model: 'tiny-gpt-next', path: '/v1/chat/completions', status: 200 });
+    expect(JSON.parse(chatted.captureData.endpointInput.data)).toEqual({ ...chat, model: 'tiny-gpt-next' });
+    const streamed = got
+      .get('c')
+      ?.map((m) => m.text ?? '')
+      .join('');
+    expect(JSON.parse(chatted.captureData.endpointOutput.data).choices[0].message.content).toBe(streamed);
   });
 
   it("runs a Responses API turn on the shadow without keeping it (nor a conversation's turn at all)", async () => {

@@ -30,7 +30,7 @@ import { chat, completions, embeddingsRoute, generativeModelOf, messagesRoute, o
 import { measureStoredResponses, StoredResponses } from './openai/stored-responses.js';
 import { openApiRoutes } from './openapi.js';
 import { sagemakerRoutes } from './sagemaker.js';
-import { shadowTraffic } from './shadow.js';
+import { type ShadowOptions, shadowMessage, shadowTraffic } from './shadow.js';
 import { SharedLimits } from './shared-limits.js';
 import { TGI_ROUTES, tgiError, tgiRoutes } from './tgi.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -156,17 +156,15 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // (inside compression: what is captured is the answer itself)
   if (opts.capture) app.use(opts.capture.middleware());
   // Shadow traffic: inside capture (a shadow's request is captured where its client's was), outside auth (the caller is known after).
-  if (opts.shadows)
-    app.use(
-      shadowTraffic({
-        shadowOf: opts.shadows.of,
-        active: opts.shadows.active,
-        models: opts.models,
-        endpoints: opts.endpoints,
-        dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)),
-        answered: (model, shadow, status) => telemetry.instruments.shadowed.add(1, { 'infergate.model': model, shadow, status: String(status) }),
-      }),
-    );
+  const shadows: ShadowOptions | undefined = opts.shadows && {
+    shadowOf: opts.shadows.of,
+    active: opts.shadows.active,
+    models: opts.models,
+    endpoints: opts.endpoints,
+    dispatch: (path, init, env) => Promise.resolve(app.request(path, init, env)),
+    answered: (model, shadow, status) => telemetry.instruments.shadowed.add(1, { 'infergate.model': model, shadow, status: String(status) }),
+  };
+  if (shadows) app.use(shadowTraffic(shadows));
   // A request another gateway of the fleet let in and sent on (its secret proves it): its limits were spent there.
   const fleet = opts.fleet;
   if (fleet)
@@ -277,6 +275,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       onSilent: () => telemetry.instruments.connectionsEnded.add(1, { reason: 'websocket_ping' }),
       work: opts.webSocketWork,
       capture: opts.capture,
+      shadow: shadows && ((origin, msg) => shadowMessage(shadows, origin, msg)),
     }),
   );
   app.route('/', audioRoutes(opts.models, maxBodyBytes));

@@ -136,21 +136,53 @@ export function shadowTraffic(opts: ShadowOptions): MiddlewareHandler<GatewayEnv
     const shadow = model === undefined ? undefined : opts.shadowOf(model);
     if (!shadow || !body || c.res.status >= 400 || (drawn === undefined && !draw(shadow))) return;
     const request = mirrored(path, body, shadow.model);
-    if (request) send(c, opts, model as string, shadow.model, request);
+    if (request) send(opts, originOf(c), model as string, shadow.model, request);
   };
 }
 
-function send(c: Context<GatewayEnv>, opts: ShadowOptions, model: string, to: string, request: { path: string; body: Uint8Array }): void {
-  const headers = new Headers(c.req.raw.headers);
+/** Whose request a shadow's mirrors: its headers, its request id (the shadow's, to pair them), its caller, whether it was captured. */
+export type ShadowOrigin = { headers: Headers; requestId: string; caller?: Caller; captured: boolean };
+const originOf = (c: Context<GatewayEnv>): ShadowOrigin => ({
+  headers: new Headers(c.req.raw.headers),
+  requestId: c.get('requestId'),
+  caller: c.get('caller'),
+  captured: c.get('captureSampled') === true,
+});
+
+/** The HTTP route each WebSocket message type's request has (an infer message's: its model's infer route). */
+const MESSAGE_ROUTES: Record<string, (model: string) => string> = {
+  infer: (model) => `/v2/models/${model}/infer`,
+  completion: () => '/v1/completions',
+  chat: () => '/v1/chat/completions',
+  embeddings: () => '/v1/embeddings',
+};
+
+/**
+ * A WebSocket message answered without error (/v1/ws), drawn for its model's shadow: the same request sent to the
+ * shadow as over HTTP, on its message type's route (a stream's as one answer: the shadow's is discarded).
+ */
+export function shadowMessage(opts: ShadowOptions, origin: ShadowOrigin, msg: Record<string, unknown>): void {
+  const m = typeof msg.model === 'string' ? opts.models.get(msg.model) : undefined;
+  const shadow = m && opts.shadowOf(m.name);
+  const route = MESSAGE_ROUTES[String(msg.type)];
+  if (!m || !shadow || !route || !(Math.random() * 100 < shadow.percent)) return;
+  const { id: _id, type: _type, model: _model, model_id: _modelId, model_version: _version, ...fields } = msg;
+  const body = msg.type === 'infer' ? { inputs: fields.inputs, outputs: fields.outputs, parameters: fields.parameters } : { ...fields, model: m.name };
+  const request = mirrored(route(m.name), new TextEncoder().encode(JSON.stringify(body)), shadow.model);
+  if (request) send(opts, origin, m.name, shadow.model, request);
+}
+
+function send(opts: ShadowOptions, origin: ShadowOrigin, model: string, to: string, request: { path: string; body: Uint8Array }): void {
+  const headers = origin.headers;
   for (const name of DROPPED_HEADERS) headers.delete(name);
-  headers.set('x-request-id', c.get('requestId'));
-  const caller = c.get('caller');
+  headers.set('x-request-id', origin.requestId);
+  const caller = origin.caller;
   const env: ShadowEnv = {
     infergateShadow: {
       // Its own turns, apart from the caller's requests, behind everyone.
       caller: caller && { ...caller, id: `${caller.id}/shadow`, priority: SHADOW_PRIORITY, tokens: undefined },
       of: model,
-      captured: c.get('captureSampled') === true,
+      captured: origin.captured,
     },
   };
   opts

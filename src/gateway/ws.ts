@@ -19,6 +19,7 @@ import { ReasoningSplitter } from './openai/reasoning.js';
 import { completionPrompts } from './openai/routes.js';
 import { chatSchema, completionSchema, parseBody } from './openai/schema.js';
 import { chatTokens, layoutOf } from './openai/tools.js';
+import type { ShadowOrigin } from './shadow.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
 /** Bytes a socket may have unsent before its streams wait (their sequences then pause in the scheduler). */
@@ -37,8 +38,12 @@ type SocketContext = {
   spendRequest?: () => void;
   /** Requests in flight on every socket, which the gateway's shutdown waits for. */
   gatewayWork?: QuietWork;
+  /** A message's request id: the socket's, and the message's number on it. */
+  nextRequestId: () => string;
   /** Data capture (config capture): a message's request to a model, if it is captured. */
-  captureMessage?: (model: string, text: string) => MessageCapture | undefined;
+  captureMessage?: (requestId: string, model: string, text: string) => MessageCapture | undefined;
+  /** Shadow traffic: a message answered without error, to its model's shadow if drawn. */
+  shadowMessage?: (requestId: string, msg: Message, captured: boolean) => void;
   send(msg: object): void;
 };
 type MessageCapture = NonNullable<ReturnType<Capture['message']>>;
@@ -60,20 +65,39 @@ type MessageCapture = NonNullable<ReturnType<Capture['message']>>;
  */
 export function wsRoutes(
   models: ReadonlyMap<string, ServedModel>,
-  { pingMs, onSilent, work, capture }: { pingMs: number; onSilent?: () => void; work?: QuietWork; capture?: Capture },
+  {
+    pingMs,
+    onSilent,
+    work,
+    capture,
+    shadow,
+  }: {
+    pingMs: number;
+    onSilent?: () => void;
+    work?: QuietWork;
+    capture?: Capture;
+    /** Shadow traffic (config shadow): a message answered without error, sent to its model's shadow if drawn. */
+    shadow?: (origin: ShadowOrigin, msg: Message) => void;
+  },
 ): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   app.get(
     '/v1/ws',
     upgradeWebSocket((c) => {
       const requests = new Map<string, AbortController>();
-      // Each message captured under the socket's request id and its number on the socket (ids may be reused).
+      // Each message's request id: the socket's and its number on the socket (ids may be reused); capture and shadow use it.
       let messages = 0;
       const headers = capture?.metadataOf((name) => c.req.header(name)) ?? {};
-      const captureMessage = (model: string, text: string) => {
+      const captureMessage = (requestId: string, model: string, text: string) => {
         const m = models.get(model);
-        const id = `${c.get('requestId')}:${++messages}`;
-        return m && capture?.message({ id, model: m.name, caller: c.get('caller')?.id, headers, text });
+        return m && capture?.message({ id: requestId, model: m.name, caller: c.get('caller')?.id, headers, text });
+      };
+      const shadowMessage = (requestId: string, msg: Message, captured: boolean) => {
+        // (the upgrade's headers, less the WebSocket's own: the shadow's request is a POST)
+        const sent = new Headers(c.req.raw.headers);
+        for (const name of [...sent.keys()]) if (name === 'upgrade' || name.startsWith('sec-websocket-')) sent.delete(name);
+        sent.set('content-type', 'application/json');
+        shadow?.({ headers: sent, requestId, caller: c.get('caller'), captured }, msg);
       };
       const socket = (ws: WSContext): SocketContext => ({
         ws,
@@ -82,7 +106,9 @@ export function wsRoutes(
         requests,
         spendRequest: c.get('spendRequest'),
         gatewayWork: work,
+        nextRequestId: () => `${c.get('requestId')}-${++messages}`, // (a request id as the gateway takes one: letters, digits, - and _)
         ...(capture && { captureMessage }),
+        ...(shadow && { shadowMessage }),
         send: (msg) => ws.readyState === 1 && ws.send(JSON.stringify(msg)),
       });
       let stopPinging = () => {};
@@ -155,7 +181,8 @@ async function handle(data: unknown, socket: SocketContext): Promise<void> {
     const controller = new AbortController();
     requests.set(id, controller);
     const done = gatewayWork?.begin();
-    captured = typeof msg.model === 'string' ? socket.captureMessage?.(msg.model, data) : undefined;
+    const requestId = socket.nextRequestId();
+    captured = typeof msg.model === 'string' ? socket.captureMessage?.(requestId, msg.model, data) : undefined;
     if (captured) {
       const [plain, keep] = [send, captured.sent];
       send = (m) => {
@@ -169,6 +196,7 @@ async function handle(data: unknown, socket: SocketContext): Promise<void> {
       else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, controller.signal, each);
       else if (msg.type === 'embeddings') await embed(msg, id, controller.signal, each);
       else throw badInput(`unknown message type ${JSON.stringify(msg.type)} (expected infer, completion, chat, embeddings or cancel)`);
+      if (!controller.signal.aborted) socket.shadowMessage?.(requestId, msg, captured !== undefined);
     } finally {
       requests.delete(id);
       done?.();
