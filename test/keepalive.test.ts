@@ -1,3 +1,4 @@
+import { type AddressInfo, createServer } from 'node:net';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,18 +7,24 @@ import { MODELS, startTestGateway } from './helpers.js';
 // server.sse_keepalive_s: a token stream whose first token is slow to come (here: a queue behind a sequence that
 // takes the model's only slot, or a cold start) is opened anyway and kept alive by comment lines, which clients skip.
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
+// A remote replica's address that takes connections and never says it is ready: a replica forever starting.
+const silent = createServer(() => {});
 beforeAll(async () => {
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
   const one = { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } };
   gw = await startTestGateway({
     server: { sse_keepalive_s: 0.1 },
     models: {
       'one-slot': { ...one, batching: { max_batch_size: 1 } },
-      // (scaled to zero: its first request waits for a replica to start — longer than it may wait in the queue)
-      cold: { ...one, batching: { timeout_ms: 250 }, scaling: { min_containers: 0 } },
+      // (scaled to zero: its first request waits for a replica to start — here, for ever — past its queue deadline)
+      cold: { ...one, batching: { timeout_ms: 250 }, scaling: { min_containers: 0 }, remote: [`127.0.0.1:${(silent.address() as AddressInfo).port}`] },
     },
   });
 });
-afterAll(() => gw?.shutdown());
+afterAll(async () => {
+  await gw?.shutdown();
+  silent.close();
+});
 
 const post = (path: string, body: object, signal?: AbortSignal) =>
   fetch(`${gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal });

@@ -99,6 +99,9 @@ export function mirrored(path: string, body: Uint8Array, to: string): { path: st
   return { path, body: new TextEncoder().encode(JSON.stringify({ ...json, model: to })) };
 }
 
+/** Whether a request is one of its shadow's share. */
+const draw = (s: Shadow) => Math.random() * 100 < s.percent;
+
 /** The model a KServe path names, before its route resolves it (a binary body is copied only when it will be mirrored). */
 const pathModel = (path: string) => (KSERVE_PATH.exec(path) ?? KSERVE_V1_PATH.exec(path))?.[1];
 
@@ -109,7 +112,6 @@ const pathModel = (path: string) => (KSERVE_PATH.exec(path) ?? KSERVE_V1_PATH.ex
  * is read to the end (a stream too) and discarded, its failure is the shadow's alone.
  */
 export function shadowTraffic(opts: ShadowOptions): MiddlewareHandler<GatewayEnv> {
-  const draw = (s: Shadow) => Math.random() * 100 < s.percent;
   // (an endpoint's request is mirrored as if sent to its protocol's own route, naming its model)
   const endpoints = new Map(opts.endpoints?.map((e) => [e.path, ENDPOINT_ROUTES[e.protocol](e.model)]));
   return async (c, next) => {
@@ -165,7 +167,7 @@ export function shadowMessage(opts: ShadowOptions, origin: ShadowOrigin, msg: Re
   const m = typeof msg.model === 'string' ? opts.models.get(msg.model) : undefined;
   const shadow = m && opts.shadowOf(m.name);
   const route = MESSAGE_ROUTES[String(msg.type)];
-  if (!m || !shadow || !route || !(Math.random() * 100 < shadow.percent)) return;
+  if (!m || !shadow || !route || !draw(shadow)) return;
   const { id: _id, type: _type, model: _model, model_id: _modelId, model_version: _version, ...fields } = msg;
   const body = msg.type === 'infer' ? { inputs: fields.inputs, outputs: fields.outputs, parameters: fields.parameters } : { ...fields, model: m.name };
   const request = mirrored(route(m.name), new TextEncoder().encode(JSON.stringify(body)), shadow.model);

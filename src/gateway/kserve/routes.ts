@@ -165,10 +165,11 @@ export async function infer(
   }
   // In a fleet, a sequence's state lives on one gateway: every request of it goes there (whichever took it).
   const sequence = request.sequence && m.sequences && { id: request.sequence.id, owner: sequenceOwner(c.get('caller')) };
-  if (sequence && fleet && !forwarded(c) && fleet.holderOf(sequenceKey(m.name, sequence))) {
+  const key = sequence && sequenceKey(m.name, sequence);
+  if (sequence && key && fleet && !forwarded(c) && fleet.holderOf(key)) {
     const bytes = body.slice();
     releaseBody(body);
-    const answer = await fleet.toHolder(c, sequenceKey(m.name, sequence), `sequence ${sequence.id} of model ${m.name}`, bytes);
+    const answer = await fleet.toHolder(c, key, `sequence ${sequence.id} of model ${m.name}`, bytes);
     if (answer) return answer;
     body = bytes; // (its holder could not be reached: this gateway is next, with its own copy of the body)
     request = parse();
