@@ -15,7 +15,7 @@ import { clientsLoad, type GatewayRun, gatewayRounds, machine, medianRound, SMAL
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const durationS = arg('--duration') ?? 5;
 const rounds = arg('--rounds') ?? 3;
-const [PLAIN, SENDING, WRITING, COLLECTOR] = [18746, 18747, 18748, 18749];
+const [PLAIN, SENDING, BATCHING, WRITING, COLLECTOR] = [18746, 18747, 18750, 18748, 18749];
 const CLIENTS = 16;
 
 const body = (c: number) =>
@@ -28,10 +28,18 @@ const infer = async (port: number, c: number) => {
 
 async function main() {
   let events = 0;
+  let posts = 0;
+  let batchedEvents = 0;
   const collector = createServer((req, res) => {
-    req.resume();
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk) => chunks.push(chunk));
     req.on('end', () => {
-      events++;
+      // (a CloudEvents batch is read for its events)
+      const batch = req.headers['content-type'] === 'application/cloudevents-batch+json';
+      const n = batch ? JSON.parse(Buffer.concat(chunks).toString()).length : 1;
+      events += n;
+      posts++;
+      if (batch) batchedEvents += n;
       res.end();
     });
   });
@@ -41,9 +49,15 @@ async function main() {
   const gateways = {
     [PLAIN]: await start(PLAIN),
     [SENDING]: await start(SENDING, { url: `http://127.0.0.1:${COLLECTOR}/events` }),
+    [BATCHING]: await start(BATCHING, { url: `http://127.0.0.1:${COLLECTOR}/events`, batch_events: 100 }),
     [WRITING]: await start(WRITING, { dir }),
   };
-  const variants = { 'no capture': PLAIN, 'every request sent (CloudEvents)': SENDING, 'every request written (JSON lines)': WRITING };
+  const variants = {
+    'no capture': PLAIN,
+    'every request sent (CloudEvents)': SENDING,
+    'every request sent (CloudEvents batches, batch_events 100)': BATCHING,
+    'every request written (JSON lines)': WRITING,
+  };
   let runs: Record<string, GatewayRun[]>;
   try {
     const measured = Object.entries(variants).map(([name, port]) => [
@@ -63,6 +77,8 @@ async function main() {
     durationS,
     rounds,
     collectorEvents: events,
+    collectorPosts: posts,
+    batchedEvents,
     ...Object.fromEntries(names.map((name) => [name, medianRound(runs[name])])),
   };
   const row = (name: string) => {
@@ -81,7 +97,9 @@ The clients and the collector run in the benchmark's process, on the same 2 core
 ${names.map(row).join('\n')}
 
 - sent: \`capture.url\` — two CloudEvents a request (its body, its answer) POSTed to a collector that answers at once
-  (${events} events received in all).
+  (${events} events received in all, in ${posts} POSTs).
+- batches: \`batch_events: 100\` — the events waiting POSTed together as one \`application/cloudevents-batch+json\`
+  array (${batchedEvents} of the events, ${(batchedEvents / Math.max(1, posts - (events - batchedEvents))).toFixed(1)} a POST on average).
 - written: \`capture.dir\` — one SageMaker capture record a request appended to the hour's file.
 - The gateway CPU column includes the capture's own work (copies, the events' requests, the file's writes).
 `;

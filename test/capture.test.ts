@@ -27,7 +27,9 @@ beforeAll(async () => {
     req.on('data', (chunk) => chunks.push(chunk));
     req.on('end', () => {
       events.push({ headers: req.headers, body: Buffer.concat(chunks) });
-      res.end();
+      // (a batch is answered after 50 ms: the captures coming meanwhile wait for the next POST)
+      if (req.headers['content-type'] === 'application/cloudevents-batch+json') setTimeout(() => res.end(), 50);
+      else res.end();
     });
   });
   await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve));
@@ -216,5 +218,44 @@ describe('data capture', () => {
       await none.shutdown();
       await tight.shutdown();
     }
+  });
+
+  it('POSTs events together as CloudEvents batches with batch_events: every capture once, none lost at shutdown', async () => {
+    const batched = await startTestGateway({ capture: { url: collectorUrl, batch_events: 10 }, models: { mlp: models.mlp } });
+    const bodies = Array.from({ length: 30 }, (_, k) =>
+      JSON.stringify({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: x.map((v) => v * k) }] }),
+    );
+    const answered = await Promise.all(
+      bodies.map(async (body) => {
+        const res = await fetch(`${batched.url}/v2/models/mlp/infer`, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+        return { id: res.headers.get('x-request-id') as string, body, answer: await res.json() };
+      }),
+    );
+    const bytes = new Float32Array(64).fill(0.5);
+    const binary = binaryBody({ inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', parameters: { binary_data_size: 256 } }] }, bytes);
+    const res = await fetch(`${batched.url}/v2/models/mlp/infer`, { method: 'POST', ...binary });
+    expect(res.status).toBe(200);
+    await batched.shutdown(); // (what waits is sent before it stops)
+    const posts = events.filter((e) => e.headers['content-type'] === 'application/cloudevents-batch+json');
+    const sent = posts.flatMap((e) => JSON.parse(e.body.toString()) as Record<string, unknown>[]);
+    expect(posts.every((e) => JSON.parse(e.body.toString()).length <= 10)).toBe(true);
+    expect(posts.length).toBeLessThan(sent.length / 2); // (batches formed while the POSTs before were answered)
+    expect(sent.length).toBe(62);
+    for (const { id, body, answer } of answered) {
+      const [request, response] = ['request', 'response'].map((kind) => sent.filter((e) => e.id === id && e.type === `org.kubeflow.serving.inference.${kind}`));
+      expect([request.length, response.length]).toEqual([1, 1]);
+      expect(request[0]).toMatchObject({
+        specversion: '1.0',
+        inferenceservicename: 'mlp',
+        endpoint: '/v2/models/mlp/infer',
+        datacontenttype: 'application/json',
+      });
+      expect(request[0].data).toEqual(JSON.parse(body)); // JSON as itself
+      expect(response[0]).toMatchObject({ status: '200', data: answer });
+    }
+    // Bytes in base64.
+    const binaryRequest = sent.find((e) => e.id === res.headers.get('x-request-id') && e.type === 'org.kubeflow.serving.inference.request');
+    expect(Buffer.from(binaryRequest?.data_base64 as string, 'base64')).toEqual(Buffer.from(binary.body));
+    await expect(startTestGateway({ capture: { url: collectorUrl, batch_events: 0 }, models })).rejects.toThrow(/batch_events/);
   });
 });

@@ -751,6 +751,11 @@ export const captureSchema = z
     max_queue: positiveInt.default(1000),
     /** Most MiB their payloads may hold waiting (a collector down, payloads large): past it new ones are dropped. @default 64 */
     max_queue_mb: positiveNumber.default(64),
+    /**
+     * Most events POSTed together to `url` as one CloudEvents batch (application/cloudevents-batch+json, structured
+     * events); 1: each alone in binary mode, as KServe's logger sends them. @default 1
+     */
+    batch_events: positiveInt.default(1),
   })
   .strict()
   .refine((c) => c.url !== undefined || c.dir !== undefined, { error: 'capture needs a url or a dir (or both) to send captures to' });

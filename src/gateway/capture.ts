@@ -37,7 +37,15 @@ export type CaptureResult = 'sent' | 'written' | 'dropped' | 'failed';
  * request is never slowed or failed by it (past `max_queue` waiting, captures are dropped and counted).
  */
 export class Capture {
-  private readonly queue = new PQueue({ concurrency: 8 });
+  /**
+   * POSTs to the collector in flight at most. Events POSTed together (batch_events) form while the POSTs before are
+   * under way: two leave room for batches to form, as events come faster than one POST goes.
+   */
+  private readonly queue: PQueue;
+  /** Captures accepted for the collector, not yet sent (or failed): what max_queue bounds. */
+  private sending = 0;
+  /** With batch_events: captures waiting for the next POST, which takes every one there is room for. */
+  private waiting: Captured[] = [];
   /** Records waiting to be written, appended together (one write for all that came meanwhile). */
   private lines: { file: string; text: string; bytes: number }[] = [];
   private writing?: Promise<void>;
@@ -52,6 +60,7 @@ export class Capture {
     private readonly counted: (result: CaptureResult) => void = () => {},
   ) {
     if (config.models) this.models = new Set(config.models);
+    this.queue = new PQueue({ concurrency: config.batch_events > 1 ? 2 : 8 });
   }
 
   /** Samples requests, keeps a copy of their bodies as read (readBody) and of their answers as sent. */
@@ -208,14 +217,20 @@ export class Capture {
     // Bounded in number and in bytes (a collector down with large payloads must not fill the gateway's memory).
     const room = (waiting: number) => waiting < most && this.held + bytes <= mb * 2 ** 20;
     if (url) {
-      if (!room(this.queue.size + this.queue.pending)) this.counted('dropped');
+      if (!room(this.sending)) this.counted('dropped');
       else {
         this.held += bytes;
-        void this.queue
-          .add(() => this.send(url, captured))
-          .finally(() => {
-            this.held -= bytes;
-          });
+        this.sending++;
+        const done = () => {
+          this.held -= bytes;
+          this.sending--;
+        };
+        if (this.config.batch_events === 1) void this.queue.add(() => this.send(url, captured)).finally(done);
+        else {
+          this.waiting.push(Object.assign(captured, { done }));
+          // (a POST not yet begun takes every capture waiting when it begins)
+          if (this.queue.size === 0) void this.queue.add(() => this.sendWaiting(url));
+        }
       }
     }
     if (dir) {
@@ -231,36 +246,44 @@ export class Capture {
   /** KServe's logger's events: the request's, then the response's, as CloudEvents in binary mode (the payload as the body). */
   private async send(url: string, captured: Captured): Promise<void> {
     try {
-      for (const [kind, payload] of [
-        ['request', captured.request],
-        ['response', captured.response],
-      ] as const) {
-        if (!payload) continue;
-        const status = await this.post(
-          url,
-          {
-            'content-type': payload.contentType || 'application/octet-stream',
-            'ce-specversion': '1.0',
-            'ce-id': captured.id,
-            'ce-type': `org.kubeflow.serving.inference.${kind}`,
-            'ce-source': `infergate${captured.path}`,
-            'ce-time': captured.time.toISOString(),
-            'ce-inferenceservicename': captured.model,
-            'ce-endpoint': captured.path,
-            'ce-component': 'predictor',
-            ...(captured.version && { 'ce-modelversion': captured.version }),
-            ...(kind === 'response' && { 'ce-status': String(captured.status) }),
-            ...(captured.shadow && { 'ce-shadow': 'true' }),
-            ...(payload.data.byteLength < payload.bytes && { 'ce-truncatedfrom': String(payload.bytes) }),
-            ...(Object.keys(captured.headers).length > 0 && { 'ce-metadata': JSON.stringify(captured.headers) }),
-          },
-          payload.data,
-        );
+      for (const [kind, payload] of eventsOf(captured)) {
+        const attributes = Object.entries(attributesOf(captured, kind, payload)).map(([name, value]) => [`ce-${name}`, value]);
+        const headers = { 'content-type': payload.contentType || 'application/octet-stream', ...Object.fromEntries(attributes) };
+        const status = await this.post(url, headers, payload.data);
         if (status < 200 || status > 299) throw new Error(`${url} answered ${status}`);
       }
       this.counted('sent');
     } catch {
       this.counted('failed');
+    }
+  }
+
+  /**
+   * The captures waiting, up to batch_events events, POSTed as one CloudEvents batch (structured mode: each event
+   * a JSON object, its payload its `data`, or `data_base64` for bytes); what is left waits for the next POST.
+   */
+  private async sendWaiting(url: string): Promise<void> {
+    const batch: (Captured & { done?: () => void })[] = [];
+    let events = 0;
+    while (this.waiting.length > 0 && (batch.length === 0 || events + eventsOf(this.waiting[0]).length <= this.config.batch_events)) {
+      const captured = this.waiting.shift() as Captured;
+      batch.push(captured);
+      events += eventsOf(captured).length;
+    }
+    if (this.waiting.length > 0 && this.queue.size === 0) void this.queue.add(() => this.sendWaiting(url));
+    const structured = batch.flatMap((captured) =>
+      eventsOf(captured).map(([kind, payload]) => ({ ...attributesOf(captured, kind, payload), ...dataOf(payload) })),
+    );
+    let result: CaptureResult = 'sent';
+    try {
+      const status = await this.post(url, { 'content-type': 'application/cloudevents-batch+json' }, new TextEncoder().encode(JSON.stringify(structured)));
+      if (status < 200 || status > 299) result = 'failed';
+    } catch {
+      result = 'failed';
+    }
+    for (const captured of batch) {
+      this.counted(result);
+      captured.done?.();
     }
   }
 
@@ -295,6 +318,47 @@ export class Capture {
       this.writing = undefined;
     }
   }
+}
+
+/** A capture's CloudEvents: its request's, then its answer's (those its mode keeps). */
+const eventsOf = (captured: Captured) =>
+  (
+    [
+      ['request', captured.request],
+      ['response', captured.response],
+    ] as const
+  ).filter((event): event is ['request' | 'response', Payload] => event[1] !== undefined);
+
+/** A CloudEvent's attributes as KServe's logger gives them (`ce-` headers in binary mode, fields in a batch's events). */
+function attributesOf(captured: Captured, kind: 'request' | 'response', payload: Payload): Record<string, string> {
+  return {
+    specversion: '1.0',
+    id: captured.id,
+    type: `org.kubeflow.serving.inference.${kind}`,
+    source: `infergate${captured.path}`,
+    time: captured.time.toISOString(),
+    inferenceservicename: captured.model,
+    endpoint: captured.path,
+    component: 'predictor',
+    ...(captured.version && { modelversion: captured.version }),
+    ...(kind === 'response' && { status: String(captured.status) }),
+    ...(captured.shadow && { shadow: 'true' }),
+    ...(payload.data.byteLength < payload.bytes && { truncatedfrom: String(payload.bytes) }),
+    ...(Object.keys(captured.headers).length > 0 && { metadata: JSON.stringify(captured.headers) }),
+  };
+}
+
+/** A payload as a structured CloudEvent's data: JSON as itself, other text as a string, bytes (or cut JSON) in base64. */
+function dataOf({ contentType, data }: Payload): object {
+  const datacontenttype = contentType || 'application/octet-stream';
+  if (datacontenttype.includes('json'))
+    try {
+      return { datacontenttype, data: JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8')) };
+    } catch {} // (cut short, or not JSON after all: its bytes)
+  const text = /octet-stream|json|^image\/|^audio\//.test(datacontenttype) ? undefined : utf8(data);
+  return text === undefined
+    ? { datacontenttype, data_base64: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('base64') }
+    : { datacontenttype, data: text };
 }
 
 /** SageMaker's Data Capture record (a line of the hour's file, UTC: `dir/2026-12-07T13.jsonl`). */
