@@ -1,7 +1,10 @@
+import { once } from 'node:events';
 import { request } from 'node:http';
+import { connect } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Fleet } from '../src/gateway/fleet.js';
-import { MODELS, startFleet, startTestGateway } from './helpers.js';
+import { freePort, MODELS, startFleet, startTestGateway } from './helpers.js';
 
 // A stateful model's sequences in a fleet whose gateways share a secret: a sequence moves with its state when the
 // gateway holding it stops, and back when it returns — where, without the secret, its state was lost. Two real
@@ -122,6 +125,35 @@ describe("a fleet's sequences moved with their state (server.fleet with its secr
       expect((await fetch(`${alone.url}/fleet/sequences/take`, { method: 'POST', body: '{}' })).status).toBe(404);
     } finally {
       await alone.shutdown();
+    }
+  });
+
+  it("passes over a sequence's gateway whose machine is gone (its address takes no connection): served by the next", async () => {
+    // An address whose backlog is full and whose process never accepts: connections to it hang, as to a machine gone.
+    const blackhole = new Worker(
+      `const { createServer } = require('node:net');
+      const server = createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+        require('node:worker_threads').parentPort.postMessage(server.address().port);
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+      });`,
+      { eval: true },
+    );
+    const port = await new Promise<number>((resolve) => blackhole.once('message', resolve));
+    const filling = [connect(port, '127.0.0.1'), connect(port, '127.0.0.1')];
+    await Promise.all(filling.map((socket) => once(socket, 'connect')));
+    const gone = `http://127.0.0.1:${port}`;
+    const self = `http://127.0.0.1:${await freePort()}`;
+    const c = await startTestGateway(raw(self, [self, gone]));
+    try {
+      const id = Array.from({ length: 40 }, (_, i) => `gone-${i}`).find((x) => new Fleet(self, [self, gone]).holderOf(`vad\0\0${x}`) === gone) as string;
+      const expected = await straight('straight-gone-');
+      const steps = [];
+      for (const i of [0, 1]) steps.push(await step(c, id, i)); // (each after the 2 s a connection may take)
+      expect(steps).toEqual(expected.slice(0, 2));
+    } finally {
+      await c.shutdown();
+      for (const socket of filling) socket.destroy();
+      await blackhole.terminate();
     }
   });
 });

@@ -5,7 +5,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { GatewayError } from '../errors/index.js';
 import { sameSecret } from './auth/middleware.js';
 import { clientSignal, readBody, releaseBody } from './body.js';
-import { KeptAlive } from './kept-alive.js';
+import { CONNECT_TIMEOUT, KeptAlive } from './kept-alive.js';
 import type { GatewayEnv } from './types.js';
 
 /** Marks a request one gateway of the fleet sent another: it is answered there, never sent on again. */
@@ -181,7 +181,7 @@ export class Fleet {
   /** POSTs JSON to another gateway of the fleet, with the fleet's secret: the status and body it answered. */
   async exchange(peer: string, path: string, body: string): Promise<{ status: number; body: string }> {
     const headers = { 'content-type': 'application/json', ...(this.secret && { [FLEET_SECRET]: this.secret }) };
-    const res = await this.connections.send(new URL(path, peer), { method: 'POST', headers, timeout: 5000 }, body);
+    const res = await this.connections.send(new URL(path, peer), { method: 'POST', headers, timeout: 5000, connectTimeoutMs: CONNECT_MS }, body);
     res.setEncoding('utf8');
     let text = '';
     for await (const chunk of res) text += chunk;
@@ -237,7 +237,7 @@ export class Fleet {
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
     let res: IncomingMessage;
     try {
-      res = await this.connections.send(target, { method: c.req.method, headers, signal: clientSignal(c) }, body);
+      res = await this.connections.send(target, { method: c.req.method, headers, signal: clientSignal(c), connectTimeoutMs: CONNECT_MS }, body);
     } catch (err) {
       this.sent(peer, 'unreachable');
       throw new GatewayError(503, 'peer_unavailable', `${what} is kept by the gateway at ${peer}, which did not answer: ${(err as Error).message}`, {
@@ -277,7 +277,9 @@ const isDiscovery = (peers: readonly string[] | { find: () => Promise<string[]> 
   !Array.isArray(peers);
 
 /** Errors of a connection never made: the request cannot have reached the gateway (and may go to another). */
-const NOT_CONNECTED = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'];
+const NOT_CONNECTED = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', CONNECT_TIMEOUT];
+/** A gateway of the fleet that does not take a connection within this is unreachable (a machine gone, its address blackholed). */
+const CONNECT_MS = 2000;
 
 /** Answers up to this size (by their Content-Length) are read whole before they go on. */
 const WHOLE_MAX_BYTES = 1 << 20;
