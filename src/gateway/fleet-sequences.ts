@@ -55,7 +55,11 @@ export class FleetSequences {
     const found = await Promise.all(
       this.fleet.known().map(async (peer) => {
         const res = await this.fleet.exchange(peer, '/fleet/sequences/take', body).catch(() => undefined);
-        return res?.status === 200 ? { peer, states: JSON.parse(res.body).states as WireStates } : undefined;
+        try {
+          return res?.status === 200 ? { peer, states: JSON.parse(res.body).states as WireStates } : undefined;
+        } catch {
+          return undefined; // (not the answer a gateway of this version gives)
+        }
       }),
     );
     for (const hit of found) if (hit && this.take(m, { ...seq, states: hit.states })) return this.taken(hit.peer, 'asked');
@@ -85,8 +89,9 @@ export class FleetSequences {
       const to = new Map<string, typeof left>();
       for (const one of left) {
         const peer = one.next.shift();
-        if (peer) to.set(peer, [...(to.get(peer) ?? []), one]);
-        else lost++;
+        if (!peer) lost++;
+        else if (to.has(peer)) to.get(peer)?.push(one);
+        else to.set(peer, [one]);
       }
       left = [];
       await Promise.all(
@@ -95,7 +100,7 @@ export class FleetSequences {
             .exchange(peer, '/fleet/sequences', JSON.stringify({ from: this.fleet.self, sequences: some.map((s) => s.wire) }))
             .catch(() => undefined);
           if (res?.status !== 200) return left.push(...some); // (that gateway cannot take them: the next one in each's ranking)
-          const { refused } = JSON.parse(res.body) as { refused: number };
+          const refused = refusedIn(res.body);
           handed += some.length - refused;
           lost += refused;
         }),
@@ -137,6 +142,15 @@ export class FleetSequences {
       return c.json({ refused: sequences?.takeHanded(body.from, body.sequences as WireSequence[]) });
     });
     return app;
+  }
+}
+
+/** How many sequences a gateway's answer to a handing over says it refused (an answer not understood: none). */
+function refusedIn(body: string): number {
+  try {
+    return Number((JSON.parse(body) as { refused?: unknown }).refused) || 0;
+  } catch {
+    return 0;
   }
 }
 
