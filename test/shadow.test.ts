@@ -1,10 +1,12 @@
 import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { parseConfig } from '../src/config/index.js';
+import { loadService } from '../src/gateway/grpc/proto.js';
 import { binaryBody, MODELS, startTestGateway } from './helpers.js';
 
 // Shadow traffic (config `shadow`): a model's requests sent again to a candidate model, answers discarded, captured
@@ -36,6 +38,7 @@ beforeAll(async () => {
       ],
       rate_limit: { per_second: 0.001, burst: 5 },
     },
+    server: { grpc_port: 0 },
     capture: { dir, models: ['tiny-gpt', 'mlp'] },
     models,
     // Public paths bound to a shadowed model: shadowed through their protocol's own route.
@@ -48,6 +51,7 @@ beforeAll(async () => {
 afterAll(() => gw?.shutdown());
 
 const auth = { authorization: `Bearer ${SECRET}` };
+const Service = loadService('inference.proto', 'inference.GRPCInferenceService', { enums: String });
 const records = async () => {
   const lines: string[] = [];
   for (const file of await readdir(dir)) lines.push(...(await readFile(join(dir, file), 'utf8')).trim().split('\n'));
@@ -155,6 +159,32 @@ describe('shadow traffic', () => {
       ?.map((m) => m.text ?? '')
       .join('');
     expect(JSON.parse(chatted.captureData.endpointOutput.data).choices[0].message.content).toBe(streamed);
+  });
+
+  it("shadows a gRPC ModelInfer as its KServe HTTP request: the shadow's answer the same", async () => {
+    const client = new Service(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
+    try {
+      const before = await metric('shadow="mlp-next",status="200"');
+      const meta = new grpc.Metadata();
+      meta.set('authorization', `Bearer ${EDGE_SECRET}`);
+      const x = new Float32Array(64).map((_, i) => i / 64);
+      const request = { model_name: 'mlp', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 64] }], raw_input_contents: [Buffer.from(x.buffer)] };
+      const reply = await new Promise<{ id: string }>((resolve, reject) =>
+        (client as unknown as Record<string, (...args: unknown[]) => void>).ModelInfer(request, meta, (err: Error | null, r: { id: string }) =>
+          err ? reject(err) : resolve(r),
+        ),
+      );
+      await expect.poll(() => metric('shadow="mlp-next",status="200"')).toBe(before + 1);
+      // (the last of key:edge's requests over KServe's path to mlp: this one, after /invocations')
+      const mine = (await records()).filter(
+        (r) => r.eventMetadata.caller === 'key:edge' && !r.eventMetadata.shadow && r.eventMetadata.path === '/v2/models/mlp/infer',
+      );
+      const { shadow } = await pairOf(mine.at(-1)?.eventMetadata.eventId);
+      expect(shadow.eventMetadata).toMatchObject({ model: 'mlp-next', path: '/v2/models/mlp-next/infer', status: 200 });
+      expect(reply).toBeDefined();
+    } finally {
+      client.close();
+    }
   });
 
   it("runs a Responses API turn on the shadow without keeping it (nor a conversation's turn at all)", async () => {
