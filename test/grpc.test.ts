@@ -33,6 +33,7 @@ afterAll(async () => {
   await gw?.shutdown();
 });
 
+// biome-ignore lint/suspicious/noExplicitAny: a reply is read field by field as inference.proto says (loaded at run time, no generated types)
 type Reply = Record<string, any>;
 const KEY = { 'infergate-key': 'svc', 'infergate-secret': SECRET }; // the HTTP headers, as metadata
 function rpc(method: string, request: object, metadata: Record<string, string> = KEY, options: grpc.CallOptions = {}): Promise<Reply> {
