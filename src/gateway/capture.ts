@@ -263,20 +263,19 @@ export class Capture {
    * a JSON object, its payload its `data`, or `data_base64` for bytes); what is left waits for the next POST.
    */
   private async sendWaiting(url: string): Promise<void> {
-    const batch: (Captured & { done?: () => void })[] = [];
-    let events = 0;
-    while (this.waiting.length > 0 && (batch.length === 0 || events + eventsOf(this.waiting[0]).length <= this.config.batch_events)) {
-      const captured = this.waiting.shift() as Captured;
-      batch.push(captured);
-      events += eventsOf(captured).length;
+    const structured: object[] = [];
+    let taken = 0;
+    for (const captured of this.waiting) {
+      const events = eventsOf(captured);
+      if (taken > 0 && structured.length + events.length > this.config.batch_events) break;
+      for (const [kind, payload] of events) structured.push({ ...attributesOf(captured, kind, payload), ...dataOf(payload) });
+      taken++;
     }
+    const batch: (Captured & { done?: () => void })[] = this.waiting.splice(0, taken);
     if (this.waiting.length > 0 && this.queue.size === 0) void this.queue.add(() => this.sendWaiting(url));
-    const structured = batch.flatMap((captured) =>
-      eventsOf(captured).map(([kind, payload]) => ({ ...attributesOf(captured, kind, payload), ...dataOf(payload) })),
-    );
     let result: CaptureResult = 'sent';
     try {
-      const status = await this.post(url, { 'content-type': 'application/cloudevents-batch+json' }, new TextEncoder().encode(JSON.stringify(structured)));
+      const status = await this.post(url, { 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify(structured));
       if (status < 200 || status > 299) result = 'failed';
     } catch {
       result = 'failed';
@@ -288,8 +287,8 @@ export class Capture {
   }
 
   /** POSTs one event; its answer's status, or a failure. */
-  private async post(url: string, headers: Record<string, string>, body: Uint8Array): Promise<number> {
-    const options = { method: 'POST', headers: { ...headers, 'content-length': String(body.byteLength) }, timeout: 10_000 };
+  private async post(url: string, headers: Record<string, string>, body: Uint8Array | string): Promise<number> {
+    const options = { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) }, timeout: 10_000 };
     const res = await this.connections.send(new URL(url), options, body);
     res.resume();
     await once(res, 'end');
