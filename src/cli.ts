@@ -203,7 +203,7 @@ program
 program
   .command('doctor')
   .description(
-    'check this machine for serving: a real CPU replica, the NVIDIA driver, the CUDA provider and the libraries it loads, a real CUDA replica, and each model of a config on its device',
+    "check this machine for serving: a real CPU replica, the NVIDIA driver, the CUDA provider and the libraries it loads, a real CUDA replica, and each model of a config on its device (and its fleet's other gateways: ready, and taking the fleet's secret)",
   )
   .option('-c, --config <file>', 'also check the models of this config (each on its device)')
   .option('--json', 'print the findings as JSON')

@@ -5,8 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { type Config, parseConfig } from './config/index.js';
+import type { Fleet } from './gateway/index.js';
 import { cudaOptionsUnavailable, hasCudaOptions, missingCudaProvider, providerLibrary, sharedMemoryDir } from './models/index.js';
-import { type Gateway, startGateway } from './start.js';
+import { fleetOf, type Gateway, startGateway } from './start.js';
 import { GpuMonitor, type GpuReading } from './telemetry/index.js';
 
 export type Finding = { check: string; status: 'ok' | 'warn' | 'fail' | 'skip'; detail: string };
@@ -83,6 +84,8 @@ export async function doctor(config?: Config, opts: { nvidiaSmi?: string } = {})
     );
   else add('CUDA options', 'ok', 'the shim that applies models’ cuda: options is built');
 
+  if (config?.server.fleet) findings.push(...(await fleetFindings(config)));
+
   for (const [name, m] of Object.entries(config?.models ?? {})) {
     const check = `model ${name}`;
     const n = m.device.startsWith('cuda:') ? Number(m.device.slice(5)) : 0;
@@ -96,6 +99,40 @@ export async function doctor(config?: Config, opts: { nvidiaSmi?: string } = {})
     else add(check, 'ok', `runs on ${m.device === 'cuda' ? 'the GPUs' : `GPU ${n}`}`);
   }
   return findings;
+}
+
+/**
+ * The fleet's other gateways (server.fleet) as this one would reach them: each answering ready, and — with the
+ * fleet's secret — taking it (a gateway whose secret differs refuses what the others tell it: their rate limits'
+ * spends, their sequences; only its counters and logs said so).
+ */
+export async function fleetFindings(config: Config): Promise<Finding[]> {
+  const fleet = fleetOf(config) as Fleet;
+  let lookup = '';
+  await fleet.start((err) => (lookup = err.message));
+  fleet.stop();
+  if (lookup) return [{ check: 'fleet', status: 'fail', detail: `server.fleet.discover: the lookup failed: ${lookup}` }];
+  const peers = fleet.known();
+  if (peers.length === 0) return [{ check: 'fleet', status: 'warn', detail: 'no other gateway found (DNS gives this one alone, or none yet)' }];
+  return Promise.all(
+    peers.map(async (peer): Promise<Finding> => {
+      const check = `fleet ${peer}`;
+      const ready = await fetch(`${peer}/v2/health/ready`, { signal: AbortSignal.timeout(2000) }).then(
+        (res) => res.status,
+        (err: Error) => err.message,
+      );
+      if (ready !== 200) return { check, status: 'warn', detail: `not ready (${ready}): down, or still starting — what it keeps cannot be reached from here` };
+      if (!fleet.hasSecret) return { check, status: 'ok', detail: 'ready (no fleet secret: sequences moved lose their state, limits are per gateway)' };
+      // (a body no route takes: with the secret accepted, a 400; refused, a 401; a gateway without a secret, a 404)
+      const status = await fleet.exchange(peer, '/fleet/sequences/take', '{}').then(
+        (res) => res.status,
+        () => 0,
+      );
+      if (status === 401) return { check, status: 'fail', detail: "ready, but refuses this fleet's secret: the gateways' secrets differ" };
+      if (status === 404) return { check, status: 'fail', detail: 'ready, but has no fleet secret: give every gateway the same server.fleet.secret' };
+      return { check, status: 'ok', detail: "ready, and takes this fleet's secret" };
+    }),
+  );
 }
 
 /**

@@ -555,7 +555,8 @@ const stampsOf = async (config: Config): Promise<Map<string, string>> =>
   new Map(await Promise.all(Object.entries(config.models).map(async ([n, m]) => [n, await filesStamp(m)] as const)));
 
 /** server.fleet: this gateway among the others (how they reach it, unsaid, is a config error). */
-function fleetOf(config: Config, sent: ConstructorParameters<typeof Fleet>[2]): Fleet | undefined {
+/** server.fleet's gateways (found by DNS when it says so), or undefined without a fleet. */
+export function fleetOf(config: Config, sent?: ConstructorParameters<typeof Fleet>[2]): Fleet | undefined {
   const fleet = config.server.fleet;
   if (!fleet) return undefined;
   const found = fleet.discover;

@@ -3,6 +3,8 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/index.js';
+import { fleetFindings } from '../src/doctor.js';
 import { Fleet } from '../src/gateway/fleet.js';
 import { freePort, MODELS, startFleet, startTestGateway } from './helpers.js';
 
@@ -155,5 +157,21 @@ describe("a fleet's sequences moved with their state (server.fleet with its secr
       for (const socket of filling) socket.destroy();
       await blackhole.terminate();
     }
+  });
+
+  it("infergate doctor checks the fleet's other gateways: ready, and taking this fleet's secret", async () => {
+    const self = `http://127.0.0.1:${await freePort()}`;
+    const down = `http://127.0.0.1:${await freePort()}`;
+    const findings = (secret: string) =>
+      fleetFindings(parseConfig({ ...raw(self, [self, ...urls, down]), server: { fleet: { self, peers: [self, ...urls, down], secret } } }));
+    const byPeer = (found: Awaited<ReturnType<typeof fleetFindings>>) => Object.fromEntries(found.map((f) => [f.check, [f.status, f.detail]]));
+    expect(byPeer(await findings(SECRET))).toMatchObject({
+      [`fleet ${urls[0]}`]: ['ok', "ready, and takes this fleet's secret"],
+      [`fleet ${urls[1]}`]: ['ok', "ready, and takes this fleet's secret"],
+      [`fleet ${down}`]: ['warn', expect.stringMatching(/^not ready/)],
+    });
+    expect(byPeer(await findings('a-secret-the-others-do-not-have'))).toMatchObject({
+      [`fleet ${urls[0]}`]: ['fail', "ready, but refuses this fleet's secret: the gateways' secrets differ"],
+    });
   });
 });
