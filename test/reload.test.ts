@@ -1,4 +1,4 @@
-import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rename, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -206,9 +206,14 @@ describe('reloading the config without a restart', () => {
     };
     await addVersion(2);
     const file = join(dir, 'config.yaml');
+    // (written whole, as an editor or a ConfigMap does: a look in the middle of a write would read half a file)
+    const replace = async (path: string, text: string) => {
+      await writeFile(`${path}.new`, text);
+      await rename(`${path}.new`, path);
+    };
     const server = { host: '127.0.0.1', repository_poll_s: 0.1 };
     const scorer = { path: join(dir, '{version}', 'model.onnx'), device: 'cpu', scaling: { min_containers: 1 } };
-    await writeFile(file, stringify({ server, models: { scorer } }));
+    await replace(file, stringify({ server, models: { scorer } }));
     const { log: captured, lines } = capturedLog();
     const reread = () => loadConfig(file, { PORT: '0' });
     gw = await startGateway(await reread(), { log: captured, rereadConfig: reread });
@@ -223,13 +228,13 @@ describe('reloading the config without a restart', () => {
     await expect.poll(async () => (await version()).model_version, { timeout: 10_000 }).toBe('3');
     expect(said('config reloaded')).toBe(1);
     // A config that does not check out: said once, however many looks, and nothing changes.
-    await writeFile(file, stringify({ server, models: { scorer: { ...scorer, batching: { wait_ms: 'soon' } } } }));
+    await replace(file, stringify({ server, models: { scorer: { ...scorer, batching: { wait_ms: 'soon' } } } }));
     await expect.poll(() => said('config not reloaded'), { timeout: 10_000 }).toBe(1);
     await new Promise((r) => setTimeout(r, 500));
     expect(said('config not reloaded')).toBe(1);
     expect((await version()).model_version).toBe('3');
     // Fixed, with a model added: applied.
-    await writeFile(file, stringify({ server, models: { scorer, mlp: mlp(8) } }));
+    await replace(file, stringify({ server, models: { scorer, mlp: mlp(8) } }));
     await expect.poll(async () => (await fetch(`${url}/v2/models/mlp`)).status, { timeout: 10_000 }).toBe(200);
     expect(said('config reloaded')).toBe(2);
   });
