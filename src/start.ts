@@ -205,13 +205,13 @@ export async function startGateway(
   await fleet?.start((err) => log.warn({ err: err.message }, 'server.fleet.discover: the lookup failed; the gateways known before are kept'));
   const sharedLimits = fleet && sharedLimitsOf(config, fleet, limiters, log, telemetry);
   // (with the fleet's secret, a sequence moves with its state between gateways; ensembles keep none)
-  const fleetSequences =
-    fleet?.hasSecret &&
-    new FleetSequences(
-      fleet,
-      (name) => models.get(name),
-      (peer, how) => telemetry.instruments.sequencesTaken.add(1, { peer, how }),
-    );
+  const fleetSequences = fleet?.hasSecret
+    ? new FleetSequences(
+        fleet,
+        (name) => models.get(name),
+        (peer, how) => telemetry.instruments.sequencesTaken.add(1, { peer, how }),
+      )
+    : undefined;
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>
     log.info(
       { batch: b.id, answered: b.answered, total: b.total },
@@ -254,7 +254,7 @@ export async function startGateway(
     conversationsKeepMs: config.server.conversations_keep_s * 1000,
     fleet,
     sharedLimits,
-    fleetSequences: fleetSequences || undefined,
+    fleetSequences,
     capture,
     clientSharedMemory: config.server.client_shared_memory,
     adminApi: config.server.admin_api,

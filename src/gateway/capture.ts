@@ -45,7 +45,7 @@ export class Capture {
   /** Captures accepted for the collector, not yet sent (or failed): what max_queue bounds. */
   private sending = 0;
   /** With batch_events: captures waiting for the next POST, which takes every one there is room for. */
-  private waiting: Captured[] = [];
+  private waiting: (Captured & { done: () => void })[] = [];
   /** Records waiting to be written, appended together (one write for all that came meanwhile). */
   private lines: { file: string; text: string; bytes: number }[] = [];
   private writing?: Promise<void>;
@@ -227,7 +227,7 @@ export class Capture {
         };
         if (this.config.batch_events === 1) void this.queue.add(() => this.send(url, captured)).finally(done);
         else {
-          this.waiting.push(Object.assign(captured, { done }));
+          this.waiting.push({ ...captured, done });
           // (a POST not yet begun takes every capture waiting when it begins)
           if (this.queue.size === 0) void this.queue.add(() => this.sendWaiting(url));
         }
@@ -271,7 +271,7 @@ export class Capture {
       for (const [kind, payload] of events) structured.push({ ...attributesOf(captured, kind, payload), ...dataOf(payload) });
       taken++;
     }
-    const batch: (Captured & { done?: () => void })[] = this.waiting.splice(0, taken);
+    const batch = this.waiting.splice(0, taken);
     if (this.waiting.length > 0 && this.queue.size === 0) void this.queue.add(() => this.sendWaiting(url));
     let result: CaptureResult = 'sent';
     try {
@@ -282,7 +282,7 @@ export class Capture {
     }
     for (const captured of batch) {
       this.counted(result);
-      captured.done?.();
+      captured.done();
     }
   }
 
