@@ -125,11 +125,11 @@ describe('GET /openapi.json', () => {
         ['/v1/completions', { model: 'tiny-gpt', prompt: 'Hi', max_tokens: 3 }],
         ['/v1/completions', { model: 'tiny-gpt', prompt: ['Hi', 'Yo'], max_tokens: 3, logprobs: 2, echo: true, n: 2 }],
         ['/v1/chat/completions', { model: 'tiny-gpt', messages: hi, max_tokens: 3, logprobs: true, top_logprobs: 2 }],
-        ['/v1/chat/completions', { model: 'tiny-gpt', messages: hi, max_tokens: 30, tools: [tool], tool_choice: 'required' }],
+        ['/v1/chat/completions', { model: 'tiny-gpt', messages: hi, max_tokens: 60, tools: [tool], tool_choice: 'required' }],
         ['/v1/chat/completions', { model: 'r1', messages: hi, max_tokens: 8, thinking_token_budget: 2 }],
         ['/v1/responses', { model: 'tiny-gpt', input: 'Hi', max_output_tokens: 3 }],
         ['/v1/responses', { model: 'r1', input: 'Hi', max_output_tokens: 8 }],
-        ['/v1/responses', { model: 'tiny-gpt', input: 'Hi', max_output_tokens: 30, tools: [{ type: 'function', name: 'lookup' }], tool_choice: 'required' }],
+        ['/v1/responses', { model: 'tiny-gpt', input: 'Hi', max_output_tokens: 60, tools: [{ type: 'function', name: 'lookup' }], tool_choice: 'required' }],
         ['/v1/embeddings', { model: 'tiny-embed', input: ['Hi', 'Yo'] }],
         ['/v1/embeddings', { model: 'tiny-embed', input: 'Hi', encoding_format: 'base64' }],
         ['/v1/rerank', { model: 'tiny-rerank', query: 'q', documents: ['a', 'b'] }],
@@ -143,7 +143,7 @@ describe('GET /openapi.json', () => {
         ['/v1/messages', { model: 'r1', max_tokens: 8, messages: hi, thinking: { type: 'enabled', budget_tokens: 2 } }],
         [
           '/v1/messages',
-          { model: 'tiny-gpt', max_tokens: 30, messages: hi, tools: [{ name: 'lookup', input_schema: { type: 'object' } }], tool_choice: { type: 'any' } },
+          { model: 'tiny-gpt', max_tokens: 60, messages: hi, tools: [{ name: 'lookup', input_schema: { type: 'object' } }], tool_choice: { type: 'any' } },
         ],
         ['/v1/messages/count_tokens', { model: 'tiny-gpt', messages: hi }],
         ['/generate', { model: 'tiny-gpt', inputs: 'Hi', parameters: { max_new_tokens: 3, details: true } }],
@@ -165,7 +165,8 @@ describe('GET /openapi.json', () => {
         for (const item of [...(answer.output ?? []), ...(answer.content ?? [])]) kinds.add(item.type);
         if (answer.choices?.[0]?.message?.tool_calls) kinds.add('tool_calls');
       }
-      // (the variants above happened: calls, thinking and reasoning items among them)
+      // (the variants above happened: calls, thinking and reasoning items among them — a forced call has 60 tokens to
+      // close its sampled JSON: in 30, 3 of 300 ran out unfinished and the answer held no call)
       expect([...kinds].sort()).toEqual(['function_call', 'message', 'reasoning', 'text', 'thinking', 'tool_calls', 'tool_use']);
       const triton = await fetch(`${all.url}/v2/models/tiny-gpt/generate`, {
         method: 'POST',
