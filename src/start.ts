@@ -495,6 +495,9 @@ export async function startGateway(
   };
 
   let stopping: Promise<void> | undefined;
+  const saidHanded = ({ handed, lost }: { handed: number; lost: number }) => {
+    if (handed + lost > 0) log.info({ handed, lost }, `${handed} sequence(s) handed to the fleet's other gateways with their state (${lost} lost)`);
+  };
   const gateway: Gateway = {
     port: server.port,
     metricsPort: metrics?.port,
@@ -512,14 +515,13 @@ export async function startGateway(
           log.info(`shutting down: not ready, still serving for ${delayS} s (server.shutdown_delay_s)`);
           await new Promise((r) => setTimeout(r, delayS * 1000));
         }
+        // A fleet's sequences go to their next holders before the drain (its listener closed, none could ask for them).
+        if (fleetSequences) saidHanded(await fleetSequences.leave(models.values()));
         log.info('shutting down: finishing accepted requests');
         // Accepted requests may still need a cold start: the autoscalers keep running until they are answered.
         await Promise.all([server.close(config.server.shutdown_timeout_s * 1000), grpc?.close(config.server.shutdown_timeout_s * 1000)]);
         await sharedLimits?.stop(); // (the last requests' spends told to the fleet)
-        if (fleetSequences) {
-          const { handed, lost } = await fleetSequences.handAll(models.values());
-          if (handed + lost > 0) log.info({ handed, lost }, `${handed} sequence(s) handed to the fleet's other gateways with their state (${lost} lost)`);
-        }
+        if (fleetSequences) saidHanded(await fleetSequences.handAll(models.values())); // (any the drain's requests started)
         fleet?.stop(); // (its connections served the drain's forwarded requests and that last telling)
         await batches.halt(); // lines in flight are answered and written down; with batch_dir the rest after a restart
         await reloads;

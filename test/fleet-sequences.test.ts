@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { request } from 'node:http';
+import { type IncomingMessage, request } from 'node:http';
 import { connect } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -35,29 +35,44 @@ afterAll(async () => {
 });
 
 const windows = [1, 2, 3, 4].map((k) => Array.from({ length: 576 }, (_, i) => Math.sin(i * k * 0.05) * 0.3));
-/** Step `i` of sequence `id` sent to gateway `g` (from the client address `from`): the speech probability answered. */
-const step = (g: Gateway, id: string, i: number, from = '127.0.0.1') =>
-  new Promise<number>((resolve, reject) => {
-    const body = JSON.stringify({
-      inputs: [{ name: 'input', shape: [1, 576], datatype: 'FP32', data: windows[i] }],
-      parameters: { sequence_id: id, sequence_start: i === 0 },
-    });
-    const url = new URL(`${g.url}/v2/models/vad/infer`);
-    const req = request(url, { method: 'POST', localAddress: from }, (res) => {
+/** Step `i` of sequence `id` to gateway `g` (from the client address `from`), its body not sent yet: the speech probability answered. */
+const stepRequest = (g: Gateway, id: string, i: number, from = '127.0.0.1', headers: Record<string, string> = {}) => {
+  const body = JSON.stringify({
+    inputs: [{ name: 'input', shape: [1, 576], datatype: 'FP32', data: windows[i] }],
+    parameters: { sequence_id: id, sequence_start: i === 0 },
+  });
+  const req = request(new URL(`${g.url}/v2/models/vad/infer`), { method: 'POST', localAddress: from, headers });
+  const answer = new Promise<number>((resolve, reject) => {
+    req.on('response', (res) => {
       let text = '';
       res.setEncoding('utf8').on('data', (chunk) => (text += chunk));
       res.on('end', () =>
         res.statusCode === 200 ? resolve(JSON.parse(text).outputs[0].data[0]) : reject(new Error(`${id} step ${i}: ${res.statusCode} ${text}`)),
       );
     });
-    req.on('error', reject).end(body);
+    req.on('error', reject);
   });
+  return { req, body, answer };
+};
+/** Step `i` of sequence `id` sent to gateway `g` (from the client address `from`): the speech probability answered. */
+const step = (g: Gateway, id: string, i: number, from = '127.0.0.1') => {
+  const { req, body, answer } = stepRequest(g, id, i, from);
+  req.end(body);
+  return answer;
+};
 /** A sequence's four steps on one gateway, which holds it. */
 const straight = async (prefix: string) => {
   const out = [];
   for (const i of [0, 1, 2, 3]) out.push(await step(a, heldBy(urls[0], prefix), i));
   return out;
 };
+/** Whether a gateway takes a connection now. */
+const connects = (url: string) =>
+  new Promise<boolean>((resolve) => {
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    socket.once('connect', () => resolve(true)).once('error', () => resolve(false));
+    socket.once('connect', () => socket.destroy());
+  });
 /** Which gateway holds a public sequence (every gateway ranks them alike). */
 const holder = (id: string) => new Fleet(urls[0], urls).holderOf(`vad\0\0${id}`) ?? urls[0];
 const heldBy = (url: string, prefix: string) => Array.from({ length: 40 }, (_, i) => `${prefix}${i}`).find((id) => holder(id) === url) as string;
@@ -94,6 +109,36 @@ describe("a fleet's sequences moved with their state (server.fleet with its secr
     steps.push(await step(a, id, 3)); // B holds it again: it asks A for it, and goes on from A's state
     expect(steps).toEqual(expected);
     expect(await taken(b, urls[0], 'asked')).toBe(1);
+  });
+
+  it("keeps a stopping gateway's sequences going through its drain: handed on before its listener closes", async () => {
+    const expected = await straight('straight-drain-');
+    const id = heldBy(urls[1], 'drain-');
+    const steps = [await step(a, id, 0), await step(a, id, 1)]; // (sent on to B, which holds it)
+    // Its next step sent to B itself and held there (B reading its body), and another request held to the end: B's
+    // drain lasts until both are answered.
+    const held = stepRequest(b, id, 2, '127.0.0.1', { expect: '100-continue' });
+    const holding = stepRequest(b, 'another', 0, '127.0.0.1', { expect: '100-continue' });
+    // (and a gateway handing B sequences: a gateway stopping takes none, or they would wait out its drain there)
+    const handing = request(new URL(`${b.url}/fleet/sequences`), { method: 'POST', headers: { expect: '100-continue', 'infergate-fleet-secret': SECRET } });
+    for (const req of [held.req, holding.req, handing]) req.flushHeaders();
+    await Promise.all([held.req, holding.req, handing].map((req) => once(req, 'continue')));
+    holding.answer.catch(() => {}); // (never answered: cut at the end)
+    const stopping = b.shutdown();
+    try {
+      while (await connects(b.url)) await new Promise((r) => setTimeout(r, 10)); // B drains: it takes no connection
+      held.req.end(held.body); // B, stopping, sends it on to A, which B handed the sequence to…
+      steps.push(await held.answer);
+      steps.push(await step(a, id, 3)); // …and A has it still
+      expect(steps).toEqual(expected);
+      handing.end(JSON.stringify({ from: urls[0], sequences: [] }));
+      const [refused] = (await once(handing, 'response')) as [IncomingMessage];
+      expect(refused.statusCode).toBe(503);
+    } finally {
+      for (const req of [held.req, holding.req, handing]) req.destroy();
+      await stopping;
+      b = await startTestGateway(raw(urls[1], urls));
+    }
   });
 
   it('hands a sequence only to a gateway of the fleet: without its secret a 401, and the sequence goes on; states unlike the model refused', async () => {

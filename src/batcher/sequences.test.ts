@@ -174,17 +174,22 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     expect(other.sequences.takeOver({ id: 'e', states: states as Inputs })).toBe(false);
   });
 
-  it('handAll gives every sequence with nothing under way, and keeps none of them', async () => {
+  it('handAll gives every sequence once the requests it had queued are answered, and keeps none of them', async () => {
     const { step, sequences } = await started();
     await step('a', 1, { start: true });
     await step('b', 5, { start: true, owner: 'key:bob' });
     await step('c', 1, { start: true });
     await step('c', 1, { end: true }); // (ended: not given)
+    const underWay = step('a', 2); // (queued before the handing: answered, and its state is the one given)
     const all = sequences.handAll();
-    expect(all.map(({ id, owner, states }) => [id, owner, (states.s.data as Float32Array)[0]])).toEqual([
-      ['a', undefined, 1],
+    const after = failure(step('b', 1, { owner: 'key:bob' })); // (queued after: the sequence is gone)
+    expect(await underWay).toBe(3);
+    const given = await Promise.all(all.map(async ({ seq, states }) => [seq.id, seq.owner, ((await states)?.s.data as Float32Array | undefined)?.[0]]));
+    expect(given).toEqual([
+      ['a', undefined, 3],
       ['b', 'key:bob', 5],
     ]);
+    expect((await after).code).toBe('sequence_not_active');
     expect(sequences.size).toBe(0);
     expect((await failure(step('a', 1))).code).toBe('sequence_not_active');
   });

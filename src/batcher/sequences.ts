@@ -42,6 +42,8 @@ type Live = {
 
 /** A sequence as one gateway of a fleet hands it to another: whose and which it is, and its states. */
 export type HeldSequence = Pick<SequenceRequest, 'id' | 'owner'> & { states: Inputs };
+/** A sequence being handed over: which it is, and its states once the requests it had queued are answered (undefined: it ended meanwhile). */
+export type HandingSequence = { seq: Pick<SequenceRequest, 'id' | 'owner'>; states: Promise<Inputs | undefined> };
 
 /**
  * Triton's sequence batcher with implicit state, for models that carry state between requests (an RNN, a
@@ -173,14 +175,12 @@ export class Sequences {
     return true;
   }
 
-  /** Every sequence kept with no request under way, handed over (the gateway stopping): gone from here. */
-  handAll(): HeldSequence[] {
-    const idle = [...this.live].filter(([, live]) => live.pending === 0 && !live.ended && !live.released);
-    for (const [key, live] of idle) {
-      live.released = true;
-      this.live.delete(key);
-    }
-    return idle.map(([, { seq, states }]) => ({ ...seq, states }));
+  /**
+   * Every sequence kept, each handed over once the requests it had queued are answered (the gateway stopping).
+   * None is kept here after.
+   */
+  handAll(): HandingSequence[] {
+    return [...this.live.values()].filter((live) => !live.ended && !live.released).map(({ seq }) => ({ seq, states: this.handOver(seq) }));
   }
 
   private keep(seq: Pick<SequenceRequest, 'id' | 'owner'>, states: Inputs): Live {

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import type { HeldSequence } from '../batcher/index.js';
-import { badInput, GatewayError } from '../errors/index.js';
+import { badInput, GatewayError, unavailable } from '../errors/index.js';
 import { bytesOf, bytesPerElement, elementCount, type Inputs, isDType, viewBytes } from '../tensor/index.js';
 import { readJson } from './body.js';
 import { FLEET_SECRET, type Fleet } from './fleet.js';
@@ -23,12 +23,15 @@ export const sequenceKey = (model: string, seq: Whose): string => `${model}\0${s
  *   hands it over once the requests it had queued are answered, and it goes on here (a gateway joined, or came back);
  * - a gateway stopping hands each sequence it keeps to the gateway that holds it once this one is gone: the next in
  *   its key's ranking that takes it — where the others send its requests while this one cannot be connected to
- *   (Fleet.toHolder).
+ *   (Fleet.toHolder). It does so before its drain (its listener closed then, for as long as its longest request),
+ *   and ranks itself last from then on: a request that reaches it still is sent on to the new holder.
  * Only a gateway of the fleet may take or hand over a sequence: the fleet's secret proves it.
  */
 export class FleetSequences {
   /** Sequences being asked for, by key: a second request of one waits for the first's asking. */
   private readonly asking = new Map<string, Promise<void>>();
+  /** Sequences being handed on from here (this gateway stopping), by key: until their next holders have them. */
+  private readonly handingOn = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly fleet: Fleet,
@@ -74,15 +77,47 @@ export class FleetSequences {
     }
   }
 
-  /** The gateway stopping (its requests answered): every sequence it keeps, to the gateway that holds it next. */
+  /** Until a sequence being handed on from here (this gateway stopping) has reached its next holder; undefined when none is. */
+  handing(key: string): Promise<unknown> | undefined {
+    return this.handingOn.get(key);
+  }
+
+  /**
+   * The gateway stopping, before its drain: it ranks itself last from now on (the requests of its sequences go on to
+   * their next holders), and hands them there (see handAll).
+   */
+  leave(models: Iterable<ServedModel>): Promise<{ handed: number; lost: number }> {
+    this.fleet.leave();
+    return this.handAll(models);
+  }
+
+  /**
+   * Every sequence kept here, once the requests it had queued are answered, to the gateway that holds it next: the
+   * next in its key's ranking that takes it (one stopping too refuses). Until it has, its requests wait (handing).
+   */
   async handAll(models: Iterable<ServedModel>): Promise<{ handed: number; lost: number }> {
+    const handing: { model: string; seq: Whose; states: Promise<Inputs | undefined> }[] = [];
+    for (const m of models) for (const one of m.sequences?.handAll() ?? []) handing.push({ model: m.name, ...one });
+    const done = this.handEach(handing);
+    const keys = handing.map(({ model, seq }) => sequenceKey(model, seq));
+    for (const key of keys) this.handingOn.set(key, done);
+    try {
+      return await done;
+    } finally {
+      for (const key of keys) if (this.handingOn.get(key) === done) this.handingOn.delete(key);
+    }
+  }
+
+  private async handEach(handing: { model: string; seq: Whose; states: Promise<Inputs | undefined> }[]): Promise<{ handed: number; lost: number }> {
     let left: { wire: WireSequence; next: string[] }[] = [];
-    for (const m of models)
-      for (const held of m.sequences?.handAll() ?? [])
+    for (const { model, seq, states } of handing) {
+      const now = await states;
+      if (now)
         left.push({
-          wire: { model: m.name, id: held.id, owner: held.owner, states: wireOf(held.states) },
-          next: this.fleet.ranked(sequenceKey(m.name, held), { others: true }),
+          wire: { model, id: seq.id, owner: seq.owner, states: wireOf(now) },
+          next: this.fleet.ranked(sequenceKey(model, seq), { others: true }),
         });
+    }
     let handed = 0;
     let lost = 0;
     while (left.length > 0) {
@@ -131,6 +166,7 @@ export class FleetSequences {
       const { model, id, owner } = (await readJson(c, 2 ** 16)) as Partial<WireSequence>;
       if (typeof model !== 'string' || typeof id !== 'string' || !(owner === undefined || typeof owner === 'string'))
         throw badInput('expected {"model", "id", "owner"?}');
+      await sequences?.handing(sequenceKey(model, { id, owner })); // (being handed on: to the one asking, most likely)
       const states = await sequences?.modelNamed(model)?.sequences?.handOver({ id, owner });
       if (!states) throw new GatewayError(404, 'not_found', `sequence ${id} of model ${model} is not kept here`);
       return c.json({ states: wireOf(states) });
@@ -139,6 +175,8 @@ export class FleetSequences {
       const body = (await readJson(c, 256 * 2 ** 20)) as { from?: unknown; sequences?: unknown };
       if (typeof body?.from !== 'string' || !Array.isArray(body.sequences))
         throw badInput('expected {"from", "sequences": [{"model", "id", "owner"?, "states"}]}');
+      // (stopping too, after its own handing on: what it took now would be lost — the next in their ranking takes them)
+      if (sequences?.fleet.isLeaving) throw unavailable('stopping', 'this gateway is stopping: it takes no sequences');
       return c.json({ refused: sequences?.takeHanded(body.from, body.sequences as WireSequence[]) });
     });
     return app;

@@ -10,6 +10,8 @@ import type { GatewayEnv } from './types.js';
 
 /** Marks a request one gateway of the fleet sent another: it is answered there, never sent on again. */
 export const FORWARDED = 'infergate-forwarded-by';
+/** Marks a request a stopping gateway sent on again (another had sent it there): it is answered where it lands. */
+const PASSED_ON = 'infergate-passed-on-by';
 /** The header a gateway of the fleet proves itself with (server.fleet.secret). */
 export const FLEET_SECRET = 'infergate-fleet-secret';
 
@@ -36,6 +38,8 @@ export class Fleet {
   private timer?: NodeJS.Timeout;
   private readonly discovery?: { find: () => Promise<string[]>; everyMs: number };
   private readonly connections = new KeptAlive();
+  /** This gateway is stopping: the sequences it held are handed on, and their requests go to their next holders. */
+  private leaving = false;
 
   constructor(
     /** How the others reach this gateway. */
@@ -87,6 +91,27 @@ export class Fleet {
   }
 
   /**
+   * This gateway is stopping (before its drain): it ranks itself last for every sequence, and a request of one sent
+   * here by a gateway that does not know yet goes on to the next holder (see passesOn).
+   */
+  leave(): void {
+    this.leaving = true;
+  }
+
+  /** Whether this gateway is stopping (see leave). */
+  get isLeaving(): boolean {
+    return this.leaving;
+  }
+
+  /**
+   * Whether a request of a sequence may be sent on from here: a client's, or — this gateway stopping — one another
+   * gateway sent here before it knew (once: a request sent on twice is answered where it lands).
+   */
+  passesOn(c: Context): boolean {
+    return !forwarded(c) || (this.leaving && c.req.header(PASSED_ON) === undefined);
+  }
+
+  /**
    * The gateway that holds `key` (a stateful model's sequence): of this one and those known, the one the key's hash
    * ranks first (rendezvous hashing: every gateway of the fleet picks the same; one joining or leaving moves only its
    * share). Undefined when it is this one.
@@ -98,14 +123,16 @@ export class Fleet {
 
   /**
    * This gateway and those known, by how `key`'s hash ranks them: who holds it, then who would were that one gone,
-   * and so on (`others`: this one left out).
+   * and so on (`others`: this one left out). A stopping gateway ranks itself last.
    */
   ranked(key: string, { others = false } = {}): string[] {
     const rank = (url: string) => createHash('sha256').update(key).update('\0').update(url).digest().readBigUInt64BE();
-    return [...(others ? [] : [base(this.self)]), ...this.known()]
+    const self = base(this.self);
+    const all = [...(others || this.leaving ? [] : [self]), ...this.known()]
       .map((url) => ({ url, rank: rank(url) }))
       .sort((x, y) => (x.rank > y.rank ? -1 : x.rank < y.rank ? 1 : 0))
       .map(({ url }) => url);
+    return this.leaving && !others ? [...all, self] : all;
   }
 
   /**
@@ -229,6 +256,7 @@ export class Fleet {
     c.req.raw.headers.forEach((value, name) => {
       if (!HOP_BY_HOP.includes(name)) headers[name] = value;
     });
+    if (forwarded(c)) headers[PASSED_ON] = this.token; // (sent on a second time, by a stopping gateway)
     headers[FORWARDED] = this.token;
     headers['x-request-id'] = c.get('requestId');
     // (with the fleet's secret the peer knows the request was let in here: its request was spent here, not again there)

@@ -2,6 +2,7 @@ import type {
   GenerateHooks,
   GenerateRequest,
   GenerateResult,
+  HandingSequence,
   HeldSequence,
   SequenceRequest,
   SubmitOptions,
@@ -42,7 +43,7 @@ export interface ServedModel {
     has(seq: Pick<SequenceRequest, 'id' | 'owner'>): boolean;
     handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>): Promise<Inputs | undefined>;
     takeOver(held: HeldSequence): boolean;
-    handAll(): HeldSequence[];
+    handAll(): HandingSequence[];
     /** A voice activity detector: its framing, and its audio input and probability output. */
     vad?: { sampleRate: number; window: number; context: number; input: string; output: string };
   };

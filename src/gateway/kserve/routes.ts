@@ -5,7 +5,7 @@ import type { Inputs } from '../../tensor/index.js';
 import { bytesOf, viewBytes } from '../../tensor/index.js';
 import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { requestBuffers } from '../buffer-pool.js';
-import { type Fleet, forwarded } from '../fleet.js';
+import type { Fleet } from '../fleet.js';
 import { type FleetSequences, sequenceKey } from '../fleet-sequences.js';
 import { SHADOW_PRIORITY } from '../shadow.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
@@ -166,7 +166,8 @@ export async function infer(
   // In a fleet, a sequence's state lives on one gateway: every request of it goes there (whichever took it).
   const sequence = request.sequence && m.sequences && { id: request.sequence.id, owner: sequenceOwner(c.get('caller')) };
   const key = sequence && sequenceKey(m.name, sequence);
-  if (sequence && key && fleet && !forwarded(c) && fleet.holderOf(key)) {
+  if (sequence && key && fleet?.passesOn(c) && fleet.holderOf(key)) {
+    await fleetSequences?.handing(key); // (this gateway stopping, handing it on: its next holder has it first)
     const bytes = body.slice();
     releaseBody(body);
     const answer = await fleet.toHolder(c, key, `sequence ${sequence.id} of model ${m.name}`, bytes);
