@@ -141,6 +141,19 @@ describe("a fleet's sequences moved with their state (server.fleet with its secr
     }
   });
 
+  it('a copy left on a gateway from before its sequence started again elsewhere gives way to the one handed to it', async () => {
+    const expected = await straight('straight-stale-');
+    const id = heldBy(urls[1], 'stale-');
+    await b.shutdown();
+    for (const i of [0, 1, 2, 3]) await step(a, id, i); // (A holds it while B is gone)
+    b = await startTestGateway(raw(urls[1], urls));
+    const steps = [await step(a, id, 0), await step(a, id, 1)]; // started again: on B now, A's copy left behind
+    await b.shutdown(); // B hands it to A, where the older copy gives way
+    steps.push(await step(a, id, 2), await step(a, id, 3));
+    expect(steps).toEqual(expected);
+    b = await startTestGateway(raw(urls[1], urls));
+  });
+
   it('hands a sequence only to a gateway of the fleet: without its secret a 401, and the sequence goes on; states unlike the model refused', async () => {
     const id = heldBy(urls[0], 'guarded-');
     await step(a, id, 0);

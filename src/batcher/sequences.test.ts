@@ -3,7 +3,7 @@ import { InMemoryProvider, ReplicaPool } from '../autoscaler/index.js';
 import type { GatewayError } from '../errors/index.js';
 import type { Inputs } from '../tensor/index.js';
 import { Batcher } from './batcher.js';
-import { Sequences, type SequencesOptions } from './sequences.js';
+import { type HeldSequence, Sequences, type SequencesOptions } from './sequences.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const x = (v: number): Inputs => ({ x: { dtype: 'FP32', shape: [1, 1], data: Float32Array.from([v]) } });
@@ -162,16 +162,30 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     const handed = one.sequences.handOver({ id: 'a', owner: 'key:alice' });
     const after = failure(one.step('a', 3, { owner: 'key:alice' }));
     expect(await before).toBe(3);
-    const states = await handed;
+    const held = (await handed) as HeldSequence;
     expect((await after).code).toBe('sequence_not_active');
     expect(one.sequences.has({ id: 'a', owner: 'key:alice' })).toBe(false);
     expect(await one.sequences.handOver({ id: 'a', owner: 'key:alice' })).toBeUndefined();
-    expect(other.sequences.takeOver({ id: 'a', owner: 'key:alice', states: states as Inputs })).toBe(true);
+    expect(other.sequences.takeOver(held)).toBe(true);
     expect(await other.step('a', 4, { owner: 'key:alice' })).toBe(7);
-    // One kept already is not replaced; a full store takes none.
-    expect(other.sequences.takeOver({ id: 'a', owner: 'key:alice', states: states as Inputs })).toBe(false);
+    // A copy kept already is not replaced by one that started earlier; a full store takes none.
+    expect(other.sequences.takeOver({ ...held, startedAt: held.startedAt - 1 })).toBe(false);
     for (const id of ['b', 'c', 'd']) await other.step(id, 1, { start: true });
-    expect(other.sequences.takeOver({ id: 'e', states: states as Inputs })).toBe(false);
+    expect(other.sequences.takeOver({ ...held, id: 'e' })).toBe(false);
+  });
+
+  it('a copy left from before its sequence started again elsewhere gives way to the one handed over (not while a request of it runs)', async () => {
+    const here = await started();
+    const there = await started();
+    await here.step('a', 10, { start: true }); // (left here: its requests went elsewhere since)
+    await new Promise((r) => setTimeout(r, 2));
+    await there.step('a', 1, { start: true }); // (started again there, later)
+    const later = (await there.sequences.handOver({ id: 'a' })) as HeldSequence;
+    const running = here.step('a', 100); // (under way here: the copy does not give way)
+    expect(here.sequences.takeOver(later)).toBe(false);
+    await running;
+    expect(here.sequences.takeOver(later)).toBe(true);
+    expect(await here.step('a', 2)).toBe(3); // (from the later start's state, not the copy's 110)
   });
 
   it('handAll gives every sequence once the requests it had queued are answered, and keeps none of them', async () => {
@@ -184,7 +198,7 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     const all = sequences.handAll();
     const after = failure(step('b', 1, { owner: 'key:bob' })); // (queued after: the sequence is gone)
     expect(await underWay).toBe(3);
-    const given = await Promise.all(all.map(async ({ seq, states }) => [seq.id, seq.owner, ((await states)?.s.data as Float32Array | undefined)?.[0]]));
+    const given = await Promise.all(all.map(async ({ seq, held }) => [seq.id, seq.owner, ((await held)?.states.s.data as Float32Array | undefined)?.[0]]));
     expect(given).toEqual([
       ['a', undefined, 3],
       ['b', 'key:bob', 5],

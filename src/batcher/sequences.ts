@@ -36,14 +36,16 @@ type Live = {
   tail: Promise<unknown>;
   pending: number;
   lastUsed: number;
+  /** When it started (ms since the epoch, this gateway's clock): of two copies of one sequence, the later start is the one going on. */
+  startedAt: number;
   ended: boolean;
   released: boolean;
 };
 
 /** A sequence as one gateway of a fleet hands it to another: whose and which it is, and its states. */
-export type HeldSequence = Pick<SequenceRequest, 'id' | 'owner'> & { states: Inputs };
-/** A sequence being handed over: which it is, and its states once the requests it had queued are answered (undefined: it ended meanwhile). */
-export type HandingSequence = { seq: Pick<SequenceRequest, 'id' | 'owner'>; states: Promise<Inputs | undefined> };
+export type HeldSequence = Pick<SequenceRequest, 'id' | 'owner'> & { states: Inputs; startedAt: number };
+/** A sequence being handed over: which it is, and itself once the requests it had queued are answered (undefined: it ended meanwhile). */
+export type HandingSequence = { seq: Pick<SequenceRequest, 'id' | 'owner'>; held: Promise<HeldSequence | undefined> };
 
 /**
  * Triton's sequence batcher with implicit state, for models that carry state between requests (an RNN, a
@@ -96,7 +98,7 @@ export class Sequences {
       if (this.live.size >= this.opts.maxSequences) this.sweep(true);
       if (this.live.size >= this.opts.maxSequences)
         return Promise.reject(unavailable('sequences_full', `model ${this.opts.model} holds its most sequences (${this.opts.maxSequences}); end one or retry`));
-      entry = this.keep(seq, {});
+      entry = this.keep(seq, {}, Date.now());
     }
     const live = entry;
     const step = live.tail.then(async () => {
@@ -106,6 +108,7 @@ export class Sequences {
         // A start on a live sequence begins it afresh, after the requests it had queued.
         live.states = Object.fromEntries(this.opts.states.map((s) => [s.input, s.initial()]));
         live.ended = false;
+        live.startedAt = Date.now();
       }
       this.inBatcher++;
       const result = await this.opts.submit({ ...inputs, ...live.states }, opts).finally(() => this.inBatcher--);
@@ -148,10 +151,10 @@ export class Sequences {
 
   /**
    * Hands a sequence to another gateway of the fleet (which holds it now): once the requests it had queued are
-   * answered, it is gone from here and its states are returned — undefined when it is not kept (or ended). A
+   * answered, it is gone from here and returned with its states — undefined when it is not kept (or ended). A
    * request queued behind the handing over finds it ended.
    */
-  handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>): Promise<Inputs | undefined> {
+  handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>): Promise<HeldSequence | undefined> {
     const key = keyOf(seq);
     const live = this.live.get(key);
     if (!live) return Promise.resolve(undefined);
@@ -159,19 +162,28 @@ export class Sequences {
       if (live.released || live.ended || this.live.get(key) !== live) return undefined;
       live.released = true;
       this.live.delete(key);
-      return live.states;
+      return { ...live.seq, states: live.states, startedAt: live.startedAt };
     });
     live.tail = handed;
     return handed;
   }
 
-  /** Keeps a sequence another gateway handed over: it goes on here from its states. False when one is kept already or there is no room. */
+  /**
+   * Keeps a sequence another gateway handed over: it goes on here from its states. A copy kept here already gives way
+   * when it started earlier and has no request under way — left from before the sequence started again elsewhere
+   * (the one handed is the one its requests went to). False when one is kept that does not, or there is no room.
+   */
   takeOver(held: HeldSequence): boolean {
     this.sweep();
-    if (this.live.has(keyOf(held))) return false;
+    const kept = this.live.get(keyOf(held));
+    if (kept && (kept.pending > 0 || kept.startedAt > held.startedAt)) return false;
+    if (kept) {
+      kept.released = true;
+      this.live.delete(keyOf(held));
+    }
     if (this.live.size >= this.opts.maxSequences) this.sweep(true);
     if (this.live.size >= this.opts.maxSequences) return false;
-    this.keep(held, held.states);
+    this.keep(held, held.states, held.startedAt);
     return true;
   }
 
@@ -180,11 +192,20 @@ export class Sequences {
    * None is kept here after.
    */
   handAll(): HandingSequence[] {
-    return [...this.live.values()].filter((live) => !live.ended && !live.released).map(({ seq }) => ({ seq, states: this.handOver(seq) }));
+    return [...this.live.values()].filter((live) => !live.ended && !live.released).map(({ seq }) => ({ seq, held: this.handOver(seq) }));
   }
 
-  private keep(seq: Pick<SequenceRequest, 'id' | 'owner'>, states: Inputs): Live {
-    const live = { seq: { id: seq.id, owner: seq.owner }, states, tail: Promise.resolve(), pending: 0, lastUsed: this.now(), ended: false, released: false };
+  private keep(seq: Pick<SequenceRequest, 'id' | 'owner'>, states: Inputs, startedAt: number): Live {
+    const live = {
+      seq: { id: seq.id, owner: seq.owner },
+      states,
+      tail: Promise.resolve(),
+      pending: 0,
+      lastUsed: this.now(),
+      startedAt,
+      ended: false,
+      released: false,
+    };
     this.live.set(keyOf(seq), live);
     return live;
   }

@@ -1,5 +1,5 @@
 import { Hono } from 'hono';
-import type { HeldSequence } from '../batcher/index.js';
+import type { HandingSequence, HeldSequence } from '../batcher/index.js';
 import { badInput, GatewayError, unavailable } from '../errors/index.js';
 import { bytesOf, bytesPerElement, elementCount, type Inputs, isDType, viewBytes } from '../tensor/index.js';
 import { readJson } from './body.js';
@@ -9,7 +9,8 @@ import type { GatewayEnv, ServedModel } from './types.js';
 type Whose = Pick<HeldSequence, 'id' | 'owner'>;
 /** A state as it travels between gateways: its bytes in base64 (a state is small: silero VAD's is 1 KB). */
 type WireStates = Record<string, { datatype: string; shape: number[]; data: string }>;
-type WireSequence = { model: string; id: string; owner?: string; states: WireStates };
+/** `started_at`: when it (last) started, ms since the epoch — of two copies, the later start goes on (missing: the earliest). */
+type WireSequence = { model: string; id: string; owner?: string; states: WireStates; started_at?: number };
 
 /** What places a sequence in a fleet: its model, its owner (sequences are their caller's own) and its id. */
 export const sequenceKey = (model: string, seq: Whose): string => `${model}\0${seq.owner ?? ''}\0${seq.id}`;
@@ -52,26 +53,35 @@ export class FleetSequences {
     await asking;
   }
 
-  /** Asks every other gateway at once: at most one keeps it. One that does not answer has none to give. */
+  /**
+   * Asks every other gateway at once. One keeps it — or, where it started again elsewhere, an older copy is left
+   * too: the latest start is the one going on (the others, handed over too, are gone). One that does not answer
+   * has none to give.
+   */
   private async ask(m: ServedModel, seq: Whose): Promise<void> {
     const body = JSON.stringify({ model: m.name, id: seq.id, owner: seq.owner });
     const found = await Promise.all(
       this.fleet.known().map(async (peer) => {
         const res = await this.fleet.exchange(peer, '/fleet/sequences/take', body).catch(() => undefined);
         try {
-          return res?.status === 200 ? { peer, states: JSON.parse(res.body).states as WireStates } : undefined;
+          return res?.status === 200 ? { peer, wire: JSON.parse(res.body) as WireSequence } : undefined;
         } catch {
           return undefined; // (not the answer a gateway of this version gives)
         }
       }),
     );
-    for (const hit of found) if (hit && this.take(m, { ...seq, states: hit.states })) return this.taken(hit.peer, 'asked');
+    const latest = found.reduce((x, y) => (y && (!x || startOf(y.wire) > startOf(x.wire)) ? y : x), undefined);
+    if (latest && this.take(m, { ...latest.wire, ...seq })) this.taken(latest.peer, 'asked');
   }
 
-  /** Keeps a sequence another gateway gave: false where one is kept here already, there is no room, or its states are unlike this model's. */
-  private take(m: ServedModel | undefined, { id, owner, states }: Whose & { states: WireStates }): boolean {
+  /**
+   * Keeps a sequence another gateway gave: false where its states are unlike this model's, there is no room, or a
+   * copy is kept here that does not give way (see Sequences.takeOver).
+   */
+  private take(m: ServedModel | undefined, wire: Omit<WireSequence, 'model'>): boolean {
     try {
-      return m?.sequences?.takeOver({ id, owner, states: statesOf(m, states) }) ?? false;
+      const { id, owner, states } = wire;
+      return m?.sequences?.takeOver({ id, owner, states: statesOf(m, states), startedAt: startOf(wire) }) ?? false;
     } catch {
       return false; // (the gateways' configs differ: a rolling update changed the model)
     }
@@ -96,7 +106,7 @@ export class FleetSequences {
    * next in its key's ranking that takes it (one stopping too refuses). Until it has, its requests wait (handing).
    */
   async handAll(models: Iterable<ServedModel>): Promise<{ handed: number; lost: number }> {
-    const handing: { model: string; seq: Whose; states: Promise<Inputs | undefined> }[] = [];
+    const handing: (HandingSequence & { model: string })[] = [];
     for (const m of models) for (const one of m.sequences?.handAll() ?? []) handing.push({ model: m.name, ...one });
     const done = this.handEach(handing);
     const keys = handing.map(({ model, seq }) => sequenceKey(model, seq));
@@ -108,15 +118,11 @@ export class FleetSequences {
     }
   }
 
-  private async handEach(handing: { model: string; seq: Whose; states: Promise<Inputs | undefined> }[]): Promise<{ handed: number; lost: number }> {
+  private async handEach(handing: (HandingSequence & { model: string })[]): Promise<{ handed: number; lost: number }> {
     let left: { wire: WireSequence; next: string[] }[] = [];
-    for (const { model, seq, states } of handing) {
-      const now = await states;
-      if (now)
-        left.push({
-          wire: { model, id: seq.id, owner: seq.owner, states: wireOf(now) },
-          next: this.fleet.ranked(sequenceKey(model, seq), { others: true }),
-        });
+    for (const { model, seq, held } of handing) {
+      const now = await held;
+      if (now) left.push({ wire: wireOf(model, now), next: this.fleet.ranked(sequenceKey(model, seq), { others: true }) });
     }
     let handed = 0;
     let lost = 0;
@@ -167,9 +173,9 @@ export class FleetSequences {
       if (typeof model !== 'string' || typeof id !== 'string' || !(owner === undefined || typeof owner === 'string'))
         throw badInput('expected {"model", "id", "owner"?}');
       await sequences?.handing(sequenceKey(model, { id, owner })); // (being handed on: to the one asking, most likely)
-      const states = await sequences?.modelNamed(model)?.sequences?.handOver({ id, owner });
-      if (!states) throw new GatewayError(404, 'not_found', `sequence ${id} of model ${model} is not kept here`);
-      return c.json({ states: wireOf(states) });
+      const held = await sequences?.modelNamed(model)?.sequences?.handOver({ id, owner });
+      if (!held) throw new GatewayError(404, 'not_found', `sequence ${id} of model ${model} is not kept here`);
+      return c.json(wireOf(model, held));
     });
     app.post('/fleet/sequences', async (c) => {
       const body = (await readJson(c, 256 * 2 ** 20)) as { from?: unknown; sequences?: unknown };
@@ -192,10 +198,18 @@ function refusedIn(body: string): number {
   }
 }
 
-const wireOf = (states: Inputs): WireStates =>
-  Object.fromEntries(
+const wireOf = (model: string, { id, owner, states, startedAt }: HeldSequence): WireSequence => ({
+  model,
+  id,
+  owner,
+  started_at: startedAt,
+  states: Object.fromEntries(
     Object.entries(states).map(([name, t]) => [name, { datatype: t.dtype, shape: t.shape, data: Buffer.from(bytesOf(t.data)).toString('base64') }]),
-  );
+  ),
+});
+
+/** When a sequence handed over started (one from a gateway that does not say: the earliest). */
+const startOf = (wire: Pick<WireSequence, 'started_at'>): number => (typeof wire.started_at === 'number' ? wire.started_at : 0);
 
 /** A sequence's states from another gateway, checked against this model's: each of its states, of its dtype and shape. */
 function statesOf(m: ServedModel, wire: WireStates): Inputs {

@@ -1,0 +1,83 @@
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Sequences } from '../batcher/index.js';
+import { Fleet } from './fleet.js';
+import { FleetSequences } from './fleet-sequences.js';
+import type { ServedModel } from './types.js';
+
+const SECRET = 'the-fleet-shares-this-secret';
+/** A model whose one state is a number, kept by a real store (a running sum's). */
+function model() {
+  const store = new Sequences({
+    model: 'm',
+    states: [{ input: 's', output: 's_out', initial: () => ({ dtype: 'FP32', shape: [1, 1], data: new Float32Array(1) }) }],
+    submit: () => Promise.reject(new Error('not run here')),
+    idleMs: 60_000,
+    maxSequences: 8,
+  });
+  const sequences = {
+    states: [{ input: 's', output: 's_out', dtype: 'FP32', axis: 0, shape: [1, 1] }],
+    has: (seq) => store.has(seq),
+    handOver: (seq) => store.handOver(seq),
+    takeOver: (held) => store.takeOver(held),
+    handAll: () => store.handAll(),
+  } as Partial<NonNullable<ServedModel['sequences']>>;
+  return { store, served: { name: 'm', sequences } as ServedModel };
+}
+const copy = (value: number, startedAt: number) => ({
+  id: 'a',
+  states: { s: { dtype: 'FP32' as const, shape: [1, 1], data: Float32Array.from([value]) } },
+  startedAt,
+});
+
+let closing: (() => void)[] = [];
+afterEach(() => {
+  for (const close of closing) close();
+  closing = [];
+});
+
+/** Gateways of one fleet serving only the routes that hand sequences over (real sockets, the fleet's own protocol). */
+async function fleetOf(n: number) {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => {
+      const { store, served } = model();
+      let routes: ReturnType<typeof FleetSequences.routes> | undefined;
+      const server = serve({ fetch: (req) => (routes as NonNullable<typeof routes>).fetch(req), port: 0, hostname: '127.0.0.1' });
+      closing.push(() => server.close());
+      return new Promise<{ url: string; store: Sequences; served: ServedModel; serve(fs: FleetSequences): void }>((resolve) =>
+        server.once('listening', () =>
+          resolve({
+            url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+            store,
+            served,
+            serve: (fs) => {
+              routes = FleetSequences.routes(fs);
+            },
+          }),
+        ),
+      );
+    }),
+  );
+  const urls = servers.map((s) => s.url);
+  return servers.map((s) => {
+    const fleet = new Fleet(s.url, urls, undefined, SECRET);
+    closing.push(() => fleet.stop());
+    const fs = new FleetSequences(fleet, () => s.served);
+    s.serve(fs);
+    return { ...s, fs };
+  });
+}
+
+describe('FleetSequences', () => {
+  it('asked for a sequence two gateways keep (one a copy left from before it started again), takes the later start', async () => {
+    const [here, older, later] = await fleetOf(3);
+    older.store.takeOver(copy(10, 1000));
+    later.store.takeOver(copy(1, 2000));
+    await here.fs.fetch(here.served, { id: 'a' });
+    const held = await here.store.handOver({ id: 'a' });
+    expect(held?.startedAt).toBe(2000);
+    expect((held?.states.s.data as Float32Array)[0]).toBe(1);
+    for (const other of [older, later]) expect(other.store.has({ id: 'a' })).toBe(false); // (both handed theirs: the copy is gone too)
+  });
+});
