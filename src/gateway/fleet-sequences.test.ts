@@ -77,7 +77,7 @@ describe('FleetSequences', () => {
     await here.fs.fetch(here.served, { id: 'a' });
     const held = await here.store.handOver({ id: 'a' });
     expect(held?.startedAt).toBe(2000);
-    expect((held?.states.s.data as Float32Array)[0]).toBe(1);
+    expect(held && (held.states.s.data as Float32Array)[0]).toBe(1);
     for (const other of [older, later]) expect(other.store.has({ id: 'a' })).toBe(false); // (both handed theirs: the copy is gone too)
   });
 });
