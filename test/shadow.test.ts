@@ -23,6 +23,9 @@ const models = {
   mlp: { path: `${MODELS}mlp.onnx`, ...one, aliases: ['classifier'], shadow: { model: 'mlp-next', percent: 100 } },
   'mlp-next': { path: `${MODELS}mlp.onnx`, ...one },
   identity: { path: `${MODELS}identity.onnx`, device: 'cpu' },
+  // (multiplexed: each request names its model by model_id)
+  tenants: { path: `${MODELS}tenants/{model_id}.onnx`, ...one, multiplex: {}, shadow: { model: 'tenants-next', percent: 100 } },
+  'tenants-next': { path: `${MODELS}tenants/{model_id}.onnx`, ...one, multiplex: {} },
 };
 
 beforeAll(async () => {
@@ -39,7 +42,7 @@ beforeAll(async () => {
       rate_limit: { per_second: 0.001, burst: 5 },
     },
     server: { grpc_port: 0 },
-    capture: { dir, models: ['tiny-gpt', 'mlp'] },
+    capture: { dir, models: ['tiny-gpt', 'mlp', 'tenants'] },
     models,
     // Public paths bound to a shadowed model: shadowed through their protocol's own route.
     endpoints: [
@@ -142,7 +145,8 @@ describe('shadow traffic', () => {
     const chat = { messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4, temperature: 0 };
     ws.send(JSON.stringify({ id: 'i', type: 'infer', model: 'classifier', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: x }] }));
     ws.send(JSON.stringify({ id: 'c', type: 'chat', model: 'tiny-gpt', ...chat }));
-    await expect.poll(() => ['result', 'done'].every((type) => [...got.values()].some((msgs) => msgs.at(-1)?.type === type))).toBe(true);
+    ws.send(JSON.stringify({ id: 't', type: 'infer', model: 'tenants', model_id: 'beta', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: x }] }));
+    await expect.poll(() => ['i', 'c', 't'].every((id) => ['result', 'done'].includes(got.get(id)?.at(-1)?.type as string))).toBe(true);
     ws.close();
     const shadowOf = async (id: string) => {
       const client = (await records()).find((r) => r.eventMetadata.path === '/v1/ws' && JSON.parse(r.captureData.endpointInput.data).id === id);
@@ -159,6 +163,10 @@ describe('shadow traffic', () => {
       ?.map((m) => m.text ?? '')
       .join('');
     expect(JSON.parse(chatted.captureData.endpointOutput.data).choices[0].message.content).toBe(streamed);
+    // A multiplexed model's message: its shadow runs the message's model_id (beta's answer, not alpha's, not a 400).
+    const multiplexed = await shadowOf('t');
+    expect(multiplexed.eventMetadata).toMatchObject({ model: 'tenants-next', status: 200 });
+    expect(JSON.parse(multiplexed.captureData.endpointOutput.data).outputs[0].data).toEqual(got.get('t')?.at(-1)?.outputs?.[0].data);
   });
 
   it("shadows a gRPC ModelInfer as its KServe HTTP request: the shadow's answer the same", async () => {

@@ -1,6 +1,6 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import type { Config } from '../config/index.js';
-import { classifierSpec, embeddingSpec, generativeSpec, type ModelSignature } from '../models/index.js';
+import { classifierSpec, embeddingSpec, generativeSpec, MODEL_ID_HEADER, type ModelSignature } from '../models/index.js';
 import { formatShape } from '../tensor/index.js';
 import type { Caller } from './auth/middleware.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -171,6 +171,9 @@ export function shadowMessage(opts: ShadowOptions, origin: ShadowOrigin, msg: Re
   const { id: _id, type: _type, model: _model, model_id: _modelId, model_version: _version, ...fields } = msg;
   const body = msg.type === 'infer' ? { inputs: fields.inputs, outputs: fields.outputs, parameters: fields.parameters } : { ...fields, model: m.name };
   const request = mirrored(route(m.name), new TextEncoder().encode(JSON.stringify(body)), shadow.model);
+  // (a multiplexed model's model: the message's `model_id`, which HTTP sends as a header; the upgrade's is not the message's)
+  origin.headers.delete(MODEL_ID_HEADER);
+  if (typeof msg.model_id === 'string') origin.headers.set(MODEL_ID_HEADER, msg.model_id);
   if (request) send(opts, origin, m.name, shadow.model, request);
 }
 
