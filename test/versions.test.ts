@@ -243,10 +243,23 @@ describe('a versioned model', () => {
         const seed = answers.findIndex((b) => JSON.stringify(b) === answered.captureData.endpointOutput.data);
         expect(JSON.parse(shadow.captureData.endpointOutput.data).outputs[0].data).toEqual(await expected('v3', seed));
       }
+      // A WebSocket infer message too: version 3 runs it, captured beside the message under its request id.
+      const ws = new WebSocket(`${shadowed.url.replace('http', 'ws')}/v1/ws`);
+      await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+      const message = new Promise<string>((resolve) => ws.once('message', (data) => resolve(String(data))));
+      ws.send(JSON.stringify({ id: 'w', type: 'infer', model: 'scorer', inputs: x(5) }));
+      expect(JSON.parse(await message)).toMatchObject({ model_version: '2', outputs: [{ data: await expected('v2', 5) }] });
+      ws.close();
+      const overSocket = async () => (await records()).filter((r) => r.eventMetadata.path === '/v1/ws');
+      await expect.poll(async () => (await overSocket()).length).toBe(2);
+      const [socketShadow, socketClient] = [true, false].map((shadow) => overSocket().then((all) => all.find((r) => !!r.eventMetadata.shadow === shadow)));
+      expect((await socketShadow).eventMetadata).toMatchObject({ modelVersion: '3', status: 200, eventId: (await socketClient).eventMetadata.eventId });
+      expect(JSON.parse((await socketShadow).captureData.endpointOutput.data).outputs[0].data).toEqual(await expected('v3', 5));
+      expect(await count('3')).toBe(6);
       // A request naming version 3 is not run twice.
       await infer(shadowed.url, 'scorer/versions/3', x(7)); // (an input not seen: the response cache would answer it)
       await new Promise((resolve) => setTimeout(resolve, 100));
-      expect(await count('3')).toBe(6);
+      expect(await count('3')).toBe(7);
     } finally {
       await shadowed.shutdown();
     }

@@ -136,11 +136,12 @@ export class Capture {
     caller?: string;
     headers: Record<string, string>;
     text: string;
-  }): { sent(msg: object): void; end(status: number): void } | undefined {
+  }): { sent(msg: object): void; end(status: number): void; shadow(version: string, status: number, contentType: string, data: Uint8Array): void } | undefined {
     const { mode, max_payload_bytes: most } = this.config;
     if (Math.random() >= this.config.sample_rate || (this.models && !this.models.has(m.model))) return undefined;
     const lines: string[] = [];
     let bytes = 0;
+    const about = { id: m.id, model: m.model, path: '/v1/ws', caller: m.caller, headers: m.headers };
     return {
       sent: (msg) => {
         const line = `${JSON.stringify(msg)}\n`;
@@ -149,16 +150,16 @@ export class Capture {
       },
       end: (status) => {
         this.add({
-          id: m.id,
+          ...about,
           time: new Date(),
-          model: m.model,
-          path: '/v1/ws',
-          caller: m.caller,
           status,
-          headers: m.headers,
           ...(mode !== 'response' && { request: this.payload('application/json', new TextEncoder().encode(m.text)) }),
           ...(mode !== 'request' && { response: this.payload('application/x-ndjson', new TextEncoder().encode(lines.join('')), bytes) }),
         });
+      },
+      // (a shadow version's answer to the message's request, beside it: version_shadow)
+      shadow: (version, status, contentType, data) => {
+        if (mode !== 'request') this.add({ ...about, time: new Date(), version, status, response: this.payload(contentType, data), shadow: true });
       },
     };
   }

@@ -9,7 +9,7 @@ import type { Capture } from './capture.js';
 import type { QuietWork } from './drain.js';
 import { inferRequestFromJson } from './kserve/request.js';
 import { encodeInferResponse } from './kserve/response.js';
-import { submitInfer, versionOf } from './kserve/submit.js';
+import { shadowRun, submitInfer, versionOf } from './kserve/submit.js';
 import { adapterNamed } from './lora.js';
 import { embeddingsAnswer, embeddingsSchema } from './openai/embeddings.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
@@ -44,6 +44,8 @@ type SocketContext = {
   captureMessage?: (requestId: string, model: string, text: string) => MessageCapture | undefined;
   /** Shadow traffic: a message answered without error, to its model's shadow if drawn. */
   shadowMessage?: (requestId: string, msg: Message, captured: boolean) => void;
+  /** A captured message's shadow version's answer (version_shadow), captured beside it. */
+  captureShadow?: MessageCapture['shadow'];
   send(msg: object): void;
 };
 type MessageCapture = NonNullable<ReturnType<Capture['message']>>;
@@ -190,7 +192,7 @@ async function handle(data: unknown, socket: SocketContext): Promise<void> {
         keep(m);
       };
     }
-    const each = captured ? { ...socket, send } : socket;
+    const each = captured ? { ...socket, send, captureShadow: captured.shadow } : socket;
     try {
       if (msg.type === 'infer') await infer(msg, id, controller.signal, each);
       else if (msg.type === 'completion' || msg.type === 'chat') await generate(msg, id, controller.signal, each);
@@ -229,7 +231,7 @@ function lookup(models: ReadonlyMap<string, ServedModel>, name: unknown): Served
   return m;
 }
 
-async function infer(msg: Message, id: string, signal: AbortSignal, { models, caller, send }: SocketContext) {
+async function infer(msg: Message, id: string, signal: AbortSignal, { models, caller, send, captureShadow }: SocketContext) {
   const m = lookup(models, msg.model);
   if (!m.batcher) throw badInput(`model ${m.name} is generative: send a "completion" or "chat" message`);
   const request = inferRequestFromJson({ inputs: msg.inputs, outputs: msg.outputs, parameters: msg.parameters }, new Uint8Array(0), m.signature);
@@ -240,6 +242,9 @@ async function infer(msg: Message, id: string, signal: AbortSignal, { models, ca
   // (a versioned model's version: `model_version`, as KServe's URL names it; the latest if none)
   const modelId = typeof msg.model_id === 'string' ? msg.model_id : undefined;
   const version = versionOf(m, msg.model_version === undefined ? undefined : String(msg.model_version));
+  // (a shadow version runs it too, as over HTTP: version_shadow)
+  const shadow = request.sequence ? undefined : m.versions?.shadow(version);
+  if (shadow) shadowRun(m, shadow, request.inputs, request, { caller, told: captureShadow });
   const result = await submitInfer(m, request.inputs, request.sequence, caller, { signal, deadline, modelId, version });
   const body = JSON.parse(encodeInferResponse({ name: m.name, version }, request, result.outputs, m.labels).body as string);
   send({ id, type: 'result', ...body, queue_ms: Math.round(result.queueMs * 100) / 100, batch_size: result.batchSize });

@@ -7,14 +7,13 @@ import { clientSignal, readBody, readJson, releaseBody } from '../body.js';
 import { requestBuffers } from '../buffer-pool.js';
 import type { Fleet } from '../fleet.js';
 import { type FleetSequences, sequenceKey } from '../fleet-sequences.js';
-import { SHADOW_PRIORITY } from '../shadow.js';
 import type { GatewayEnv, ServedModel } from '../types.js';
 import { generate, inferText } from './generate.js';
 import { tritonConfig } from './model-config.js';
 import { type InferRequest, parseInferRequest } from './request.js';
 import { encodeInferResponse } from './response.js';
 import type { SharedMemoryRegions } from './shared-memory.js';
-import { sequenceOwner, submitInfer, versionOf } from './submit.js';
+import { sequenceOwner, shadowRun, submitInfer, versionOf } from './submit.js';
 import { textInterface } from './text-tensors.js';
 import { predict } from './v1.js';
 
@@ -183,7 +182,7 @@ export async function infer(
   const caller = c.get('caller');
   const inputs = { ...request.inputs, ...shared.inputs };
   const shadow = request.sequence ? undefined : m.versions?.shadow(version);
-  if (shadow) shadowRun(c, m, shadow, inputs, request);
+  if (shadow) shadowRun(m, shadow, inputs, request, { caller, trace, told: c.get('captureShadow') });
   const result = await submitInfer(m, inputs, request.sequence, caller, {
     signal: clientSignal(c),
     trace,
@@ -205,36 +204,6 @@ export async function infer(
     'x-queue-ms': result.queueMs.toFixed(2),
     'x-batch-size': String(result.batchSize),
   });
-}
-
-/**
- * The request run on a shadow version as well (config `version_shadow`), its answer discarded — or, where the request
- * is captured (data capture), captured beside the answer's. Its inputs are copied: the request's buffers go back to
- * their pools once it is answered. It waits behind everyone and fails alone (counted in that version's stats).
- */
-function shadowRun(c: Context<GatewayEnv>, m: ServedModel, version: string, inputs: Inputs, request: InferRequest): void {
-  const copied = Object.fromEntries(
-    Object.entries(inputs).map(([name, t]) => [
-      name,
-      { ...t, shape: [...t.shape], data: t.data.slice(), ...(t.parts && { parts: t.parts.map((p) => p.slice()) }) },
-    ]),
-  );
-  const told = c.get('captureShadow');
-  submitInfer(m, copied, undefined, c.get('caller'), { version, priority: SHADOW_PRIORITY, trace: c.get('span')?.spanContext() }).then(
-    (result) => {
-      const { body, headers } = encodeInferResponse(
-        { name: m.name, version },
-        { ...request, outputs: request.outputs.filter((o) => !o.shm) },
-        result.outputs,
-        m.labels,
-      );
-      told?.(version, 200, headers['content-type'] ?? 'application/json', typeof body === 'string' ? new TextEncoder().encode(body) : body);
-    },
-    (err: Error) => {
-      const status = err instanceof GatewayError ? err.status : 500;
-      told?.(version, status, 'application/json', new TextEncoder().encode(JSON.stringify({ error: err.message })));
-    },
-  );
 }
 
 /** Inputs given by shared-memory region, read (on the thread pool) into pooled buffers; output regions checked. */

@@ -1,9 +1,12 @@
+import type { SpanContext } from '@opentelemetry/api';
 import type { SubmitOptions, Submitted } from '../../batcher/index.js';
-import { badInput, notFound } from '../../errors/index.js';
+import { badInput, GatewayError, notFound } from '../../errors/index.js';
 import type { Inputs } from '../../tensor/index.js';
 import type { Caller } from '../auth/middleware.js';
+import { SHADOW_PRIORITY } from '../shadow.js';
 import type { ServedModel } from '../types.js';
 import type { InferRequest } from './request.js';
+import { encodeInferResponse } from './response.js';
 
 /**
  * A tensor request to its model, with its caller's priority and identity (callers take turns in the queue):
@@ -50,4 +53,39 @@ export function versionOf(m: Pick<ServedModel, 'name' | 'versions'>, requested: 
       `model ${m.name} has no version ${JSON.stringify(requested)} served; it serves ${served.length > 1 ? 'versions' : 'version'} ${served.join(', ')}`,
     );
   return requested;
+}
+
+/**
+ * The request run on a shadow version as well (config `version_shadow`), its answer discarded — or, where the request
+ * is captured (data capture), told (`told`) to be captured beside the answer's: over HTTP and as a WebSocket message. Its inputs are copied: the request's buffers go back to
+ * their pools once it is answered. It waits behind everyone and fails alone (counted in that version's stats).
+ */
+export function shadowRun(
+  m: ServedModel,
+  version: string,
+  inputs: Inputs,
+  request: InferRequest,
+  { caller, trace, told }: { caller?: Caller; trace?: SpanContext; told?: (version: string, status: number, contentType: string, body: Uint8Array) => void },
+): void {
+  const copied = Object.fromEntries(
+    Object.entries(inputs).map(([name, t]) => [
+      name,
+      { ...t, shape: [...t.shape], data: t.data.slice(), ...(t.parts && { parts: t.parts.map((p) => p.slice()) }) },
+    ]),
+  );
+  submitInfer(m, copied, undefined, caller, { version, priority: SHADOW_PRIORITY, trace }).then(
+    (result) => {
+      const { body, headers } = encodeInferResponse(
+        { name: m.name, version },
+        { ...request, outputs: request.outputs.filter((o) => !o.shm) },
+        result.outputs,
+        m.labels,
+      );
+      told?.(version, 200, headers['content-type'] ?? 'application/json', typeof body === 'string' ? new TextEncoder().encode(body) : body);
+    },
+    (err: Error) => {
+      const status = err instanceof GatewayError ? err.status : 500;
+      told?.(version, status, 'application/json', new TextEncoder().encode(JSON.stringify({ error: err.message })));
+    },
+  );
 }
