@@ -318,7 +318,7 @@ async function buildModel(
       states: layout.states,
       release: (seq) => sequences.release(seq),
       has: (seq) => sequences.has(seq),
-      handOver: (seq) => sequences.handOver(seq),
+      handOver: (seq, signal) => sequences.handOver(seq, signal),
       takeOver: (held) => sequences.takeOver(held),
       handAll: () => sequences.handAll(),
       vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context, ...vadTensors(name, signature) },

@@ -174,6 +174,20 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     expect(other.sequences.takeOver({ ...held, id: 'e' })).toBe(false);
   });
 
+  it('keeps a sequence whose handing over was given up (the gateway asking went away) before its queued requests were answered', async () => {
+    const { step, sequences } = await started();
+    await step('a', 1, { start: true });
+    const before = step('a', 2);
+    const gaveUp = new AbortController();
+    const handed = sequences.handOver({ id: 'a' }, gaveUp.signal);
+    const after = step('a', 4); // (queued behind the handing over: runs, since it stays)
+    gaveUp.abort();
+    expect(await before).toBe(3);
+    expect(await handed).toBeUndefined();
+    expect(await after).toBe(7);
+    expect(sequences.has({ id: 'a' })).toBe(true);
+  });
+
   it('a copy left from before its sequence started again elsewhere gives way to the one handed over (not while a request of it runs)', async () => {
     const here = await started();
     const there = await started();

@@ -152,14 +152,15 @@ export class Sequences {
   /**
    * Hands a sequence to another gateway of the fleet (which holds it now): once the requests it had queued are
    * answered, it is gone from here and returned with its states — undefined when it is not kept (or ended). A
-   * request queued behind the handing over finds it ended.
+   * request queued behind the handing over finds it ended. `signal` aborted by then (the gateway asking gave up
+   * waiting): it stays here, nothing handed — rather than gone from both.
    */
-  handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>): Promise<HeldSequence | undefined> {
+  handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>, signal?: AbortSignal): Promise<HeldSequence | undefined> {
     const key = keyOf(seq);
     const live = this.live.get(key);
     if (!live) return Promise.resolve(undefined);
     const handed = live.tail.then(() => {
-      if (live.released || live.ended || this.live.get(key) !== live) return undefined;
+      if (signal?.aborted || live.released || live.ended || this.live.get(key) !== live) return undefined;
       live.released = true;
       this.live.delete(key);
       return { ...live.seq, states: live.states, startedAt: live.startedAt };

@@ -1,25 +1,27 @@
+import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Sequences } from '../batcher/index.js';
+import { type HeldSequence, Sequences, type SequencesOptions } from '../batcher/index.js';
+import type { GatewayError } from '../errors/index.js';
 import { Fleet } from './fleet.js';
 import { FleetSequences } from './fleet-sequences.js';
 import type { ServedModel } from './types.js';
 
 const SECRET = 'the-fleet-shares-this-secret';
 /** A model whose one state is a number, kept by a real store (a running sum's). */
-function model() {
+function model(submit: SequencesOptions['submit'] = () => Promise.reject(new Error('not run here'))) {
   const store = new Sequences({
     model: 'm',
     states: [{ input: 's', output: 's_out', initial: () => ({ dtype: 'FP32', shape: [1, 1], data: new Float32Array(1) }) }],
-    submit: () => Promise.reject(new Error('not run here')),
+    submit,
     idleMs: 60_000,
     maxSequences: 8,
   });
   const sequences = {
     states: [{ input: 's', output: 's_out', dtype: 'FP32', axis: 0, shape: [1, 1] }],
     has: (seq) => store.has(seq),
-    handOver: (seq) => store.handOver(seq),
+    handOver: (seq, signal) => store.handOver(seq, signal),
     takeOver: (held) => store.takeOver(held),
     handAll: () => store.handAll(),
   } as Partial<NonNullable<ServedModel['sequences']>>;
@@ -38,10 +40,10 @@ afterEach(() => {
 });
 
 /** Gateways of one fleet serving only the routes that hand sequences over (real sockets, the fleet's own protocol). */
-async function fleetOf(n: number) {
+async function fleetOf(n: number, submit?: SequencesOptions['submit']) {
   const servers = await Promise.all(
     Array.from({ length: n }, () => {
-      const { store, served } = model();
+      const { store, served } = model(submit);
       let routes: ReturnType<typeof FleetSequences.routes> | undefined;
       const server = serve({ fetch: (req) => (routes as NonNullable<typeof routes>).fetch(req), port: 0, hostname: '127.0.0.1' });
       closing.push(() => server.close());
@@ -53,6 +55,7 @@ async function fleetOf(n: number) {
             served,
             serve: (fs) => {
               routes = FleetSequences.routes(fs);
+              routes.onError((err, c) => c.json({ error: err.message }, ((err as GatewayError).status ?? 500) as 400));
             },
           }),
         ),
@@ -79,5 +82,27 @@ describe('FleetSequences', () => {
     expect(held?.startedAt).toBe(2000);
     expect(held && (held.states.s.data as Float32Array)[0]).toBe(1);
     for (const other of [older, later]) expect(other.store.has({ id: 'a' })).toBe(false); // (both handed theirs: the copy is gone too)
+  });
+
+  it('keeps a sequence the gateway asking for it gave up waiting for (its queued step slow): not lost from both', async () => {
+    let answer = () => {};
+    const slow: SequencesOptions['submit'] = (inputs) =>
+      new Promise((resolve) => {
+        const s = inputs.s as { dtype: 'FP32'; shape: number[]; data: Float32Array };
+        answer = () => resolve({ outputs: { s_out: { ...s, data: s.data.map((v) => v + 1) } }, queueMs: 0, batchSize: 1 } as never);
+      });
+    const [keeper] = await fleetOf(1, slow);
+    keeper.store.takeOver(copy(1, 1000));
+    const step = keeper.store.submit({ id: 'a', start: false, end: false }, {}); // (under way: the handing over waits for it)
+    const req = request(new URL(`${keeper.url}/fleet/sequences/take`), { method: 'POST', headers: { 'infergate-fleet-secret': SECRET } });
+    req.on('error', () => {});
+    req.end(JSON.stringify({ model: 'm', id: 'a' }));
+    await new Promise((r) => setTimeout(r, 50));
+    req.destroy(); // (the asking gateway's wait ran out)
+    await new Promise((r) => setTimeout(r, 50));
+    answer();
+    await step;
+    expect(keeper.store.has({ id: 'a' })).toBe(true);
+    expect((((await keeper.store.handOver({ id: 'a' })) as HeldSequence).states.s.data as Float32Array)[0]).toBe(2);
   });
 });

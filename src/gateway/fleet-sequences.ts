@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import type { HandingSequence, HeldSequence } from '../batcher/index.js';
 import { badInput, GatewayError, unavailable } from '../errors/index.js';
 import { bytesOf, bytesPerElement, elementCount, type Inputs, isDType, viewBytes } from '../tensor/index.js';
-import { readJson } from './body.js';
+import { clientSignal, readJson } from './body.js';
 import { FLEET_SECRET, type Fleet } from './fleet.js';
 import type { GatewayEnv, ServedModel } from './types.js';
 
@@ -173,7 +173,8 @@ export class FleetSequences {
       if (typeof model !== 'string' || typeof id !== 'string' || !(owner === undefined || typeof owner === 'string'))
         throw badInput('expected {"model", "id", "owner"?}');
       await sequences?.handing(sequenceKey(model, { id, owner })); // (being handed on: to the one asking, most likely)
-      const held = await sequences?.modelNamed(model)?.sequences?.handOver({ id, owner });
+      // (the asking gateway gone by the time it is: kept here)
+      const held = await sequences?.modelNamed(model)?.sequences?.handOver({ id, owner }, clientSignal(c));
       if (!held) throw new GatewayError(404, 'not_found', `sequence ${id} of model ${model} is not kept here`);
       return c.json(wireOf(model, held));
     });

@@ -41,7 +41,7 @@ export interface ServedModel {
     release(seq: Pick<SequenceRequest, 'id' | 'owner'>): void;
     /** A fleet's gateways hand sequences to each other as which of them holds one changes (see FleetSequences). */
     has(seq: Pick<SequenceRequest, 'id' | 'owner'>): boolean;
-    handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>): Promise<HeldSequence | undefined>;
+    handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>, signal?: AbortSignal): Promise<HeldSequence | undefined>;
     takeOver(held: HeldSequence): boolean;
     handAll(): HandingSequence[];
     /** A voice activity detector: its framing, and its audio input and probability output. */
