@@ -50,6 +50,24 @@ const answer = async (res: Response) => {
   expect(res.status, JSON.stringify(body)).toBe(200);
   return { version: body.model_version as string, probs: body.outputs[0].data as number[] };
 };
+/** A gRPC client of a gateway: any method, and ModelInfer of scorer on `x(seed)`'s data. */
+const grpcOf = (port: number) => {
+  const client = new (loadService('inference.proto', 'inference.GRPCInferenceService'))(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  const rpc = (method: string, request: object) =>
+    new Promise<Record<string, unknown>>((resolve, reject) =>
+      (client as unknown as Record<string, (r: object, cb: (e: Error | null, r: Record<string, unknown>) => void) => void>)[method](request, (e, r) =>
+        e ? reject(e) : resolve(r),
+      ),
+    );
+  const modelInfer = (model_version: string, seed: number) =>
+    rpc('ModelInfer', {
+      model_name: 'scorer',
+      model_version,
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 64] }],
+      raw_input_contents: [Buffer.from(Float32Array.from(random(64, seed)).buffer)],
+    });
+  return { client, rpc, modelInfer };
+};
 const expected = async (model: string, seed: number) => (await infer(gw.url, model, x(seed))).body.outputs?.[0].data;
 const get = async (path: string) => (await fetch(`${gw.url}${path}`)).json();
 
@@ -118,21 +136,8 @@ describe('a versioned model', () => {
   });
 
   it('takes the version over gRPC (model_version) and a WebSocket infer message (model_version), KServe v1 the latest', async () => {
-    const client = new (loadService('inference.proto', 'inference.GRPCInferenceService'))(`127.0.0.1:${gw.grpcPort}`, grpc.credentials.createInsecure());
-    const rpc = (method: string, request: object) =>
-      new Promise<Record<string, unknown>>((resolve, reject) =>
-        (client as unknown as Record<string, (r: object, cb: (e: Error | null, r: Record<string, unknown>) => void) => void>)[method](request, (e, r) =>
-          e ? reject(e) : resolve(r),
-        ),
-      );
-    const data = random(64, 5);
-    const modelInfer = (model_version: string) =>
-      rpc('ModelInfer', {
-        model_name: 'scorer',
-        model_version,
-        inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 64] }],
-        raw_input_contents: [Buffer.from(Float32Array.from(data).buffer)],
-      });
+    const { client, rpc, modelInfer: inferSeed } = grpcOf(gw.grpcPort as number);
+    const modelInfer = (model_version: string) => inferSeed(model_version, 5);
     try {
       const reply = (await modelInfer('2')) as { model_version: string; raw_output_contents: Buffer[] };
       expect(reply.model_version).toBe('2');
@@ -215,6 +220,7 @@ describe('a versioned model', () => {
     const shadowed = await startTestGateway({
       models: { scorer: { ...models.scorer, version_traffic: { 2: 100 }, version_shadow: { version: 3 } } },
       capture: { dir: captures },
+      server: { grpc_port: 0 },
     });
     try {
       const count = async (version: string) =>
@@ -237,6 +243,7 @@ describe('a versioned model', () => {
         );
       await expect.poll(async () => (await records()).filter((r) => r.eventMetadata.shadow).length).toBe(5);
       const all = await records();
+      const answeredIds = new Set(all.map((r) => r.eventMetadata.eventId));
       for (const shadow of all.filter((r) => r.eventMetadata.shadow)) {
         expect(shadow.eventMetadata).toMatchObject({ model: 'scorer', modelVersion: '3', status: 200 });
         const answered = all.find((r) => r.eventMetadata.eventId === shadow.eventMetadata.eventId && !r.eventMetadata.shadow);
@@ -256,10 +263,30 @@ describe('a versioned model', () => {
       expect((await socketShadow).eventMetadata).toMatchObject({ modelVersion: '3', status: 200, eventId: (await socketClient).eventMetadata.eventId });
       expect(JSON.parse((await socketShadow).captureData.endpointOutput.data).outputs[0].data).toEqual(await expected('v3', 5));
       expect(await count('3')).toBe(6);
+      // A gRPC ModelInfer too (it takes the HTTP route): version 3 runs it, captured beside it.
+      const { client, modelInfer } = grpcOf(shadowed.grpcPort as number);
+      try {
+        const reply = (await modelInfer('', 6)) as { model_version: string; raw_output_contents: Buffer[] };
+        expect(reply.model_version).toBe('2');
+      } finally {
+        client.close();
+      }
+      await expect.poll(async () => (await records()).filter((r) => r.eventMetadata.shadow).length).toBe(7);
+      const grpcShadow = (await records())
+        .filter((r) => r.eventMetadata.shadow)
+        .find((r) => r.eventMetadata.path !== '/v1/ws' && !answeredIds.has(r.eventMetadata.eventId));
+      expect(grpcShadow.eventMetadata).toMatchObject({ modelVersion: '3', status: 200 });
+      // (captured as gRPC's answer goes: the binary extension, its JSON header then the outputs' bytes)
+      const want = (await expected('v3', 6)) as number[];
+      const bytes = Buffer.from(grpcShadow.captureData.endpointOutput.data, 'base64');
+      expect(Array.from(new Float32Array(bytes.buffer.slice(bytes.byteOffset + bytes.length - 4 * want.length, bytes.byteOffset + bytes.length)))).toEqual(
+        want,
+      );
+      expect(await count('3')).toBe(7);
       // A request naming version 3 is not run twice.
       await infer(shadowed.url, 'scorer/versions/3', x(7)); // (an input not seen: the response cache would answer it)
       await new Promise((resolve) => setTimeout(resolve, 100));
-      expect(await count('3')).toBe(7);
+      expect(await count('3')).toBe(8);
     } finally {
       await shadowed.shutdown();
     }
