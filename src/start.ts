@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { type Autoscaler, GpuPlacement, LocalProcessProvider, type ReplicaPool, type ReplicaProvider, visibleGpus } from './autoscaler/index.js';
 import type { Batcher, EnsemblePlan, GenerationScheduler, Sequences } from './batcher/index.js';
 import type { Config, ModelConfig, RateLimitConfig } from './config/index.js';
-import { ConfigError, fleetSelf } from './config/index.js';
+import { ConfigError, fleetSecretNeeded, fleetSelf } from './config/index.js';
 import { planEnsembles, servedView, stepView } from './ensemble-plan.js';
 import {
   authenticate,
@@ -87,10 +87,8 @@ export type ReloadReport = Changes & {
 
 /** server.fleet.shared_limits: every rate limiter's spends told to the fleet's other gateways, and theirs taken here. */
 function sharedLimitsOf(config: Config, fleet: Fleet, limiters: Map<string, RateLimiter>, log: Logger, telemetry: Telemetry): SharedLimits | undefined {
-  const { shared_limits: shared, secret } = config.server.fleet ?? {};
+  const shared = config.server.fleet?.shared_limits;
   if (!shared) return undefined;
-  if (!secret)
-    throw new ConfigError('server.fleet.shared_limits: the gateways need the secret the fleet shares (server.fleet.secret, or $INFERGATE_FLEET_SECRET)');
   let warned = 0;
   const limits = new SharedLimits(fleet, shared.every_ms, (peer, err) => {
     telemetry.instruments.limitsTold.add(1, { peer, result: err ? 'failed' : 'told' });
@@ -201,6 +199,7 @@ export async function startGateway(
 
   const { guard, adminGuard, endpoints, limiters } = await security(config); // key material checked before anything starts
   const capture = config.capture && new Capture(config.capture, (result) => telemetry.instruments.captured.add(1, { result }));
+  fleetSecretNeeded(config); // (a config given directly, not loaded from its file)
   const fleet = fleetOf(config, (peer, status) => telemetry.instruments.forwarded.add(1, { peer, status: String(status) }));
   await fleet?.start((err) => log.warn({ err: err.message }, 'server.fleet.discover: the lookup failed; the gateways known before are kept'));
   const sharedLimits = fleet && sharedLimitsOf(config, fleet, limiters, log, telemetry);
@@ -210,6 +209,7 @@ export async function startGateway(
         fleet,
         (name) => models.get(name),
         (peer, how) => telemetry.instruments.sequencesTaken.add(1, { peer, how }),
+        config.server.fleet?.sequence_backup ? (peer, result) => telemetry.instruments.sequenceBackups.add(1, { peer, result }) : undefined,
       )
     : undefined;
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>

@@ -1,25 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { compiledFromSource } from '../src/models/thread.js';
-import { MODELS, ROOT } from './helpers.js';
-
-/** The real CLI from source, as a separate process. */
-function cli(args: string[], env: Record<string, string> = {}): ChildProcess & { output: () => string; exited: Promise<number | null> } {
-  // (the tree compiled for this run, test/global-setup.ts; under tsx when run without it)
-  const compiled = compiledFromSource(join(ROOT, 'src/cli.ts'));
-  const command = compiled ? [compiled] : ['--import', 'tsx', join(ROOT, 'src/cli.ts')];
-  const child = spawn(process.execPath, [...command, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
-  let output = '';
-  child.stdout?.on('data', (d) => (output += d));
-  child.stderr?.on('data', (d) => (output += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return Object.assign(child, { output: () => output, exited });
-}
+import { cli, MODELS, ROOT } from './helpers.js';
 
 /** `infergate serve` on a random port, once /v2/health/ready answers. */
 async function serveUntilReady(file: string) {

@@ -1,12 +1,15 @@
 import { once } from 'node:events';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, request } from 'node:http';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../src/config/index.js';
+import { loadConfig, parseConfig } from '../src/config/index.js';
 import { fleetFindings } from '../src/doctor.js';
 import { Fleet } from '../src/gateway/fleet.js';
-import { freePort, MODELS, SILERO_VAD, startFleet, startTestGateway } from './helpers.js';
+import { cli, freePort, MODELS, SILERO_VAD, startFleet, startTestGateway } from './helpers.js';
 
 // A stateful model's sequences in a fleet whose gateways share a secret: a sequence moves with its state when the
 // gateway holding it stops, and back when it returns — where, without the secret, its state was lost. Two real
@@ -225,5 +228,54 @@ describe("a fleet's sequences moved with their state (server.fleet with its secr
     expect(byPeer(await findings('a-secret-the-others-do-not-have'))).toMatchObject({
       [`fleet ${urls[0]}`]: ['fail', "ready, but refuses this fleet's secret: the gateways' secrets differ"],
     });
+  });
+});
+
+describe('a fleet with sequence_backup', () => {
+  it('a sequence whose gateway is killed (nothing handed over) goes on from its last answered request on the next gateway', async () => {
+    const all = await Promise.all([freePort(), freePort()]).then((ports) => ports.map((p) => `http://127.0.0.1:${p}`));
+    const backed = (self: string) => {
+      const config = raw(self, all);
+      return { ...config, server: { ...config.server, host: '127.0.0.1', fleet: { ...config.server.fleet, sequence_backup: true } } };
+    };
+    // B a process of its own, to be killed; A here.
+    const file = join(await mkdtemp(join(tmpdir(), 'infergate-backup-')), 'b.json');
+    await writeFile(file, JSON.stringify(backed(all[1])));
+    const killed = cli(['serve', '-c', file]);
+    const c = await startTestGateway(backed(all[0]));
+    try {
+      await expect
+        .poll(
+          () =>
+            fetch(`${all[1]}/v2/health/ready`).then(
+              (r) => r.ok,
+              () => false,
+            ),
+          { timeout: 30_000, interval: 100 },
+        )
+        .toBe(true);
+      const id = Array.from({ length: 40 }, (_, i) => `backed-${i}`).find((x) => new Fleet(all[0], all).holderOf(`vad\0\0${x}`) === all[1]) as string;
+      const expected = await straight('straight-backed-');
+      const steps = [await step(c, id, 0), await step(c, id, 1)]; // (answered by B, each backed up on A first)
+      killed.kill('SIGKILL');
+      await killed.exited;
+      steps.push(await step(c, id, 2), await step(c, id, 3)); // (B refuses connections: A goes on from its copy)
+      expect(steps).toEqual(expected);
+      const metrics = await (await fetch(`${c.url}/metrics`)).text();
+      expect(metrics).toMatch(new RegExp(`^infergate_fleet_sequence_backups_total\\{(?=[^}]*result="failed")(?=[^}]*peer="${all[1]}")[^}]*\\} [1-9]`, 'm'));
+    } finally {
+      killed.kill('SIGKILL');
+      await c.shutdown();
+    }
+  });
+
+  it("needs the fleet's secret: a config without it refused, loaded or given directly", async () => {
+    const file = join(await mkdtemp(join(tmpdir(), 'infergate-backup-')), 'config.yaml');
+    const fleet = { self: 'http://gw-0:8080', peers: ['http://gw-0:8080', 'http://gw-1:8080'], sequence_backup: true };
+    await writeFile(file, JSON.stringify({ server: { fleet }, models: { vad } }));
+    const refused = 'server.fleet.sequence_backup: the gateways need the secret the fleet shares';
+    await expect(loadConfig(file, {})).rejects.toThrow(refused);
+    expect((await loadConfig(file, { INFERGATE_FLEET_SECRET: SECRET })).server.fleet).toMatchObject({ sequence_backup: true });
+    await expect(startTestGateway({ server: { fleet }, models: { vad } })).rejects.toThrow(refused);
   });
 });

@@ -1,3 +1,4 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { connect } from 'node:http2';
@@ -10,6 +11,7 @@ import jwt from 'jsonwebtoken';
 import { type Logger, pino } from 'pino';
 import { generate } from 'selfsigned';
 import { parseConfig } from '../src/config/index.js';
+import { compiledFromSource } from '../src/models/thread.js';
 import { type Gateway, startGateway } from '../src/start.js';
 import type { Telemetry } from '../src/telemetry/index.js';
 
@@ -36,6 +38,19 @@ export const SILERO_VAD = {
   sequence: { state: { state: 'stateN' } },
   vad: {},
 };
+
+/** The real CLI from source, as a separate process. */
+export function cli(args: string[], env: Record<string, string> = {}): ChildProcess & { output: () => string; exited: Promise<number | null> } {
+  // (the tree compiled for this run, test/global-setup.ts; under tsx when run without it)
+  const compiled = compiledFromSource(join(ROOT, 'src/cli.ts'));
+  const command = compiled ? [compiled] : ['--import', 'tsx', join(ROOT, 'src/cli.ts')];
+  const child = spawn(process.execPath, [...command, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+  let output = '';
+  child.stdout?.on('data', (d) => (output += d));
+  child.stderr?.on('data', (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return Object.assign(child, { output: () => output, exited });
+}
 
 /** A gateway on a free port with real replica processes, from a config object (model paths absolute). */
 export async function startTestGateway(

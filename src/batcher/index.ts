@@ -15,6 +15,6 @@ export {
   type TokenLogprobs,
 } from './generation.js';
 export { ResponseCache } from './response-cache.js';
-export { type CarriedState, type HandingSequence, type HeldSequence, type SequenceRequest, Sequences, type SequencesOptions } from './sequences.js';
+export { type CarriedState, furtherOn, type HandingSequence, type HeldSequence, type SequenceRequest, Sequences, type SequencesOptions } from './sequences.js';
 export { groupKey, lengthBucket, type PadRule, splitOutputs, stackInputs } from './stack.js';
 export { type DurationStat, ModelStatistics, type TritonModelStat } from './statistics.js';

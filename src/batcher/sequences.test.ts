@@ -200,6 +200,10 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     await running;
     expect(here.sequences.takeOver(later)).toBe(true);
     expect(await here.step('a', 2)).toBe(3); // (from the later start's state, not the copy's 110)
+    // Of one start, the copy further on (more requests answered) stays: a backup a request behind gives way.
+    expect(here.sequences.takeOver(later)).toBe(false);
+    expect(here.sequences.takeOver({ ...later, steps: 3, states: { s: x(50).x } })).toBe(true);
+    expect(await here.step('a', 1)).toBe(51);
   });
 
   it('handAll gives every sequence once the requests it had queued are answered, and keeps none of them', async () => {

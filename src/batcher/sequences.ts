@@ -38,12 +38,14 @@ type Live = {
   lastUsed: number;
   /** When it started (ms since the epoch, this gateway's clock): of two copies of one sequence, the later start is the one going on. */
   startedAt: number;
+  /** Requests answered since it started: of two copies of one start, the one further on is the one going on. */
+  steps: number;
   ended: boolean;
   released: boolean;
 };
 
 /** A sequence as one gateway of a fleet hands it to another: whose and which it is, and its states. */
-export type HeldSequence = Pick<SequenceRequest, 'id' | 'owner'> & { states: Inputs; startedAt: number };
+export type HeldSequence = Pick<SequenceRequest, 'id' | 'owner'> & { states: Inputs; startedAt: number; steps: number };
 /** A sequence being handed over: which it is, and itself once the requests it had queued are answered (undefined: it ended meanwhile). */
 export type HandingSequence = { seq: Pick<SequenceRequest, 'id' | 'owner'>; held: Promise<HeldSequence | undefined> };
 
@@ -109,6 +111,7 @@ export class Sequences {
         live.states = Object.fromEntries(this.opts.states.map((s) => [s.input, s.initial()]));
         live.ended = false;
         live.startedAt = Date.now();
+        live.steps = 0;
       }
       this.inBatcher++;
       const result = await this.opts.submit({ ...inputs, ...live.states }, opts).finally(() => this.inBatcher--);
@@ -120,6 +123,7 @@ export class Sequences {
         delete outputs[s.output];
       }
       if (seq.end) live.ended = true;
+      live.steps++;
       return { ...result, outputs };
     });
     // A failed request leaves the state as it was: the sequence's next request carries on from the last good one.
@@ -163,7 +167,7 @@ export class Sequences {
       if (signal?.aborted || live.released || live.ended || this.live.get(key) !== live) return undefined;
       live.released = true;
       this.live.delete(key);
-      return { ...live.seq, states: live.states, startedAt: live.startedAt };
+      return heldOf(live);
     });
     live.tail = handed;
     return handed;
@@ -171,20 +175,21 @@ export class Sequences {
 
   /**
    * Keeps a sequence another gateway handed over: it goes on here from its states. A copy kept here already gives way
-   * when it started earlier and has no request under way — left from before the sequence started again elsewhere
-   * (the one handed is the one its requests went to). False when one is kept that does not, or there is no room.
+   * when it has no request under way and is not further on (it started earlier — left from before the sequence
+   * started again elsewhere —, or answered no more of the same start: a backup). False when one is kept that does
+   * not, or there is no room.
    */
   takeOver(held: HeldSequence): boolean {
     this.sweep();
     const kept = this.live.get(keyOf(held));
-    if (kept && (kept.pending > 0 || kept.startedAt > held.startedAt)) return false;
+    if (kept && (kept.pending > 0 || furtherOn(kept, held))) return false;
     if (kept) {
       kept.released = true;
       this.live.delete(keyOf(held));
     }
     if (this.live.size >= this.opts.maxSequences) this.sweep(true);
     if (this.live.size >= this.opts.maxSequences) return false;
-    this.keep(held, held.states, held.startedAt);
+    this.keep(held, held.states, held.startedAt, held.steps);
     return true;
   }
 
@@ -196,7 +201,13 @@ export class Sequences {
     return [...this.live.values()].filter((live) => !live.ended && !live.released).map(({ seq }) => ({ seq, held: this.handOver(seq) }));
   }
 
-  private keep(seq: Pick<SequenceRequest, 'id' | 'owner'>, states: Inputs, startedAt: number): Live {
+  /** A kept sequence as it is now (its last answered request's state), to be copied elsewhere; undefined when not kept. */
+  snapshot(seq: Pick<SequenceRequest, 'id' | 'owner'>): HeldSequence | undefined {
+    const live = this.live.get(keyOf(seq));
+    return live && !live.ended && !live.released ? heldOf(live) : undefined;
+  }
+
+  private keep(seq: Pick<SequenceRequest, 'id' | 'owner'>, states: Inputs, startedAt: number, steps = 0): Live {
     const live = {
       seq: { id: seq.id, owner: seq.owner },
       states,
@@ -204,6 +215,7 @@ export class Sequences {
       pending: 0,
       lastUsed: this.now(),
       startedAt,
+      steps,
       ended: false,
       released: false,
     };
@@ -231,3 +243,9 @@ export class Sequences {
     for (const [key, s] of this.live) if (s.pending === 0 && now - s.lastUsed > this.opts.idleMs) this.live.delete(key);
   }
 }
+
+const heldOf = (live: Live): HeldSequence => ({ ...live.seq, states: live.states, startedAt: live.startedAt, steps: live.steps });
+
+/** Whether one copy of a sequence is further on than another: a later start, or more of the same start answered. */
+export const furtherOn = (a: Pick<HeldSequence, 'startedAt' | 'steps'>, b: Pick<HeldSequence, 'startedAt' | 'steps'>): boolean =>
+  a.startedAt > b.startedAt || (a.startedAt === b.startedAt && a.steps > b.steps);

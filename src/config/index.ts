@@ -1,4 +1,4 @@
-export { ConfigError, fleetSelf, loadConfig, parseConfig } from './load.js';
+export { ConfigError, fleetSecretNeeded, fleetSelf, loadConfig, parseConfig } from './load.js';
 export type {
   AuthConfig,
   BatchingConfig,

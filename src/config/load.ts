@@ -8,6 +8,14 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** What a fleet's gateways do only with the secret they share (shared_limits, sequence_backup): a config error without it. */
+export function fleetSecretNeeded(config: Config): void {
+  const fleet = config.server.fleet;
+  const needing = fleet && !fleet.secret && (['shared_limits', 'sequence_backup'] as const).find((option) => fleet[option]);
+  if (needing)
+    throw new ConfigError(`server.fleet.${needing}: the gateways need the secret the fleet shares (server.fleet.secret, or $INFERGATE_FLEET_SECRET)`);
+}
+
 /** Reads, validates and resolves a config file: model paths become absolute, relative to the file. */
 export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
   let text: string;
@@ -41,8 +49,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     if (env.INFERGATE_FLEET_SECRET.length < 16) throw new ConfigError('INFERGATE_FLEET_SECRET: secrets must be at least 16 characters');
     fleet.secret = env.INFERGATE_FLEET_SECRET;
   }
-  if (fleet?.shared_limits && !fleet.secret)
-    throw new ConfigError('server.fleet.shared_limits: the gateways need the secret the fleet shares (server.fleet.secret, or $INFERGATE_FLEET_SECRET)');
+  fleetSecretNeeded(config); // (the secret may come from $INFERGATE_FLEET_SECRET, after parsing: not the schema's to say)
   fleetSelf(config); // (validate says so too)
   const base = dirname(resolve(file));
   const within = (p: string) => (isAbsolute(p) ? p : resolve(base, p));

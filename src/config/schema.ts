@@ -435,6 +435,12 @@ const fleetSchema = z
       .object({ every_ms: positiveInt.default(250) })
       .strict()
       .optional(),
+    /**
+     * Each answered request of a stateful model's sequence has its state copied to the gateway next in the sequence's
+     * ranking before the answer goes: a gateway that dies (killed, out of memory) loses no answered step. Needs the
+     * secret. A round trip a request.
+     */
+    sequence_backup: z.boolean().default(false),
     /** Every gateway of the fleet, this one too. */
     peers: z.array(gatewayUrl).min(2).optional(),
     /** The gateways found by DNS: every address `dns` resolves to is a gateway at `port`, looked up again every `every_s`. */

@@ -24,13 +24,16 @@ function model(submit: SequencesOptions['submit'] = () => Promise.reject(new Err
     handOver: (seq, signal) => store.handOver(seq, signal),
     takeOver: (held) => store.takeOver(held),
     handAll: () => store.handAll(),
+    snapshot: (seq) => store.snapshot(seq),
+    release: (seq) => store.release(seq),
   } as Partial<NonNullable<ServedModel['sequences']>>;
   return { store, served: { name: 'm', sequences } as ServedModel };
 }
-const copy = (value: number, startedAt: number) => ({
+const copy = (value: number, startedAt: number, steps = 0) => ({
   id: 'a',
   states: { s: { dtype: 'FP32' as const, shape: [1, 1], data: Float32Array.from([value]) } },
   startedAt,
+  steps,
 });
 
 let closing: (() => void)[] = [];
@@ -40,7 +43,7 @@ afterEach(() => {
 });
 
 /** Gateways of one fleet serving only the routes that hand sequences over (real sockets, the fleet's own protocol). */
-async function fleetOf(n: number, submit?: SequencesOptions['submit']) {
+async function fleetOf(n: number, submit?: SequencesOptions['submit'], backedUp?: ConstructorParameters<typeof FleetSequences>[3]) {
   const servers = await Promise.all(
     Array.from({ length: n }, () => {
       const { store, served } = model(submit);
@@ -66,7 +69,7 @@ async function fleetOf(n: number, submit?: SequencesOptions['submit']) {
   return servers.map((s) => {
     const fleet = new Fleet(s.url, urls, undefined, SECRET);
     closing.push(() => fleet.stop());
-    const fs = new FleetSequences(fleet, () => s.served);
+    const fs = new FleetSequences(fleet, () => s.served, undefined, backedUp);
     s.serve(fs);
     return { ...s, fs };
   });
@@ -104,5 +107,27 @@ describe('FleetSequences', () => {
     await step;
     expect(keeper.store.has({ id: 'a' })).toBe(true);
     expect((((await keeper.store.handOver({ id: 'a' })) as HeldSequence).states.s.data as Float32Array)[0]).toBe(2);
+  });
+
+  it('backs a sequence up on the next gateway of its ranking (further on only), drops it there once ended; one stopping keeps none', async () => {
+    const results: string[] = [];
+    const [one, two] = await fleetOf(2, undefined, (peer, result) => results.push(`${peer === one.url ? 'one' : 'two'} ${result}`));
+    const value = () => ((two.store.snapshot({ id: 'a' }) as HeldSequence).states.s.data as Float32Array)[0];
+    one.store.takeOver(copy(3, 1000, 4));
+    await one.fs.backUp(one.served, { id: 'a' });
+    expect(two.store.snapshot({ id: 'a' })).toMatchObject({ startedAt: 1000, steps: 4 });
+    expect(value()).toBe(3);
+    one.store.release({ id: 'a' });
+    one.store.takeOver(copy(2, 1000, 3)); // (one not as far on as the backup: refused there)
+    await one.fs.backUp(one.served, { id: 'a' });
+    expect(value()).toBe(3);
+    one.store.release({ id: 'a' }); // (ended here: dropped there)
+    await one.fs.backUp(one.served, { id: 'a' });
+    expect(two.store.has({ id: 'a' })).toBe(false);
+    await two.fs.leave([]); // (stopping: it keeps none)
+    one.store.takeOver(copy(5, 2000, 1));
+    await one.fs.backUp(one.served, { id: 'a' });
+    expect(two.store.has({ id: 'a' })).toBe(false);
+    expect(results).toEqual(['two ok', 'two refused', 'two ok', 'two failed']);
   });
 });

@@ -1,5 +1,5 @@
 import { Hono } from 'hono';
-import type { HandingSequence, HeldSequence } from '../batcher/index.js';
+import { furtherOn, type HandingSequence, type HeldSequence } from '../batcher/index.js';
 import { badInput, GatewayError, unavailable } from '../errors/index.js';
 import { bytesOf, bytesPerElement, elementCount, type Inputs, isDType, viewBytes } from '../tensor/index.js';
 import { clientSignal, readJson } from './body.js';
@@ -9,8 +9,13 @@ import type { GatewayEnv, ServedModel } from './types.js';
 type Whose = Pick<HeldSequence, 'id' | 'owner'>;
 /** A state as it travels between gateways: its bytes in base64 (a state is small: silero VAD's is 1 KB). */
 type WireStates = Record<string, { datatype: string; shape: number[]; data: string }>;
-/** `started_at`: when it (last) started, ms since the epoch — of two copies, the later start goes on (missing: the earliest). */
-type WireSequence = { model: string; id: string; owner?: string; states: WireStates; started_at?: number };
+/**
+ * `started_at`: when it (last) started, ms since the epoch, and `steps`: requests answered since — of two copies, the
+ * one further on goes on (missing: the earliest, none).
+ */
+type WireSequence = { model: string; id: string; owner?: string; states: WireStates; started_at?: number; steps?: number };
+/** How a sequence's copy to its backup went (server.fleet.sequence_backup). */
+export type BackupResult = 'ok' | 'refused' | 'failed';
 
 /** What places a sequence in a fleet: its model, its owner (sequences are their caller's own) and its id. */
 export const sequenceKey = (model: string, seq: Whose): string => `${model}\0${seq.owner ?? ''}\0${seq.id}`;
@@ -26,6 +31,8 @@ export const sequenceKey = (model: string, seq: Whose): string => `${model}\0${s
  *   its key's ranking that takes it — where the others send its requests while this one cannot be connected to
  *   (Fleet.toHolder). It does so before its drain (its listener closed then, for as long as its longest request),
  *   and ranks itself last from then on: a request that reaches it still is sent on to the new holder.
+ * - with `sequence_backup`, a gateway that dies (killed, out of memory) loses no answered step either: each request's
+ *   state is copied to the gateway next in its key's ranking before the answer goes (backUp).
  * Only a gateway of the fleet may take or hand over a sequence: the fleet's secret proves it.
  */
 export class FleetSequences {
@@ -33,13 +40,42 @@ export class FleetSequences {
   private readonly asking = new Map<string, Promise<void>>();
   /** Sequences being handed on from here (this gateway stopping), by key: until their next holders have them. */
   private readonly handingOn = new Map<string, Promise<unknown>>();
+  /** Backups that failed lately, by gateway: passed over for a second (a gateway gone must not cost every step a try). */
+  private readonly failedAt = new Map<string, number>();
 
   constructor(
     private readonly fleet: Fleet,
     private readonly modelNamed: (name: string) => ServedModel | undefined,
     /** Told of each sequence taken here from another gateway: which, and whether asked for (`asked`) or handed at its stopping (`handed`). */
     private readonly taken: (peer: string, how: 'asked' | 'handed') => void = () => {},
+    /** server.fleet.sequence_backup: told how each copy to a backup went (absent: none is made). */
+    private readonly backedUp?: (peer: string, result: BackupResult) => void,
   ) {}
+
+  /** Whether each request's state is copied to its sequence's backup (server.fleet.sequence_backup). */
+  get backsUp(): boolean {
+    return this.backedUp !== undefined;
+  }
+
+  /**
+   * A request of a sequence answered here (not sent yet): its state copied to the gateway that would hold it were this
+   * one gone — the next in its key's ranking that takes it — and an ended one dropped there. A gateway that then
+   * dies without handing it over (killed, out of memory) loses none of the answered requests: the next request goes
+   * there (Fleet.toHolder passes this one over), from the last answered state. One copy at a time per gateway; a
+   * gateway that failed is passed over for a second, and where none takes it the answer goes anyway (counted failed).
+   */
+  async backUp(m: ServedModel, seq: Whose): Promise<void> {
+    const held = m.sequences?.snapshot(seq);
+    const body = JSON.stringify(held ? { sequences: [wireOf(m.name, held)] } : { dropped: [{ model: m.name, id: seq.id, owner: seq.owner }] });
+    const now = performance.now();
+    for (const peer of this.fleet.ranked(sequenceKey(m.name, seq), { others: true })) {
+      if (now - (this.failedAt.get(peer) ?? Number.NEGATIVE_INFINITY) < 1000) continue;
+      const res = await this.fleet.exchange(peer, '/fleet/sequences/backup', body).catch(() => undefined);
+      if (res?.status === 200) return this.backedUp?.(peer, refusedIn(res.body) > 0 ? 'refused' : 'ok');
+      this.failedAt.set(peer, performance.now());
+      this.backedUp?.(peer, 'failed');
+    }
+  }
 
   /** Before a request of a sequence not kept here: the gateway keeping it (if any) hands it over. */
   async fetch(m: ServedModel, seq: Whose): Promise<void> {
@@ -70,7 +106,7 @@ export class FleetSequences {
         }
       }),
     );
-    const latest = found.reduce((x, y) => (y && (!x || startOf(y.wire) > startOf(x.wire)) ? y : x), undefined);
+    const latest = found.reduce((x, y) => (y && (!x || furtherOn(heldAt(y.wire), heldAt(x.wire))) ? y : x), undefined);
     if (latest && this.take(m, { ...latest.wire, ...seq })) this.taken(latest.peer, 'asked');
   }
 
@@ -81,7 +117,7 @@ export class FleetSequences {
   private take(m: ServedModel | undefined, wire: Omit<WireSequence, 'model'>): boolean {
     try {
       const { id, owner, states } = wire;
-      return m?.sequences?.takeOver({ id, owner, states: statesOf(m, states), startedAt: startOf(wire) }) ?? false;
+      return m?.sequences?.takeOver({ id, owner, states: statesOf(m, states), ...heldAt(wire) }) ?? false;
     } catch {
       return false; // (the gateways' configs differ: a rolling update changed the model)
     }
@@ -178,6 +214,20 @@ export class FleetSequences {
       if (!held) throw new GatewayError(404, 'not_found', `sequence ${id} of model ${model} is not kept here`);
       return c.json(wireOf(model, held));
     });
+    app.post('/fleet/sequences/backup', async (c) => {
+      const body = (await readJson(c, 256 * 2 ** 20)) as { sequences?: unknown; dropped?: unknown };
+      const copies = (body?.sequences ?? []) as WireSequence[];
+      const dropped = (body?.dropped ?? []) as Partial<WireSequence>[];
+      if (!Array.isArray(copies) || !Array.isArray(dropped))
+        throw badInput('expected {"sequences": [{"model", "id", "owner"?, "states", "started_at", "steps"}], "dropped": [{"model", "id", "owner"?}]}');
+      // (stopping: what it kept now would go with it — the next in their ranking keeps them)
+      if (sequences?.fleet.isLeaving) throw unavailable('stopping', 'this gateway is stopping: it keeps no backups');
+      let refused = 0;
+      for (const copy of copies) if (!sequences?.take(sequences.modelNamed(copy.model), copy)) refused++;
+      for (const { model, id, owner } of dropped)
+        if (typeof model === 'string' && typeof id === 'string') sequences?.modelNamed(model)?.sequences?.release({ id, owner });
+      return c.json({ refused });
+    });
     app.post('/fleet/sequences', async (c) => {
       const body = (await readJson(c, 256 * 2 ** 20)) as { from?: unknown; sequences?: unknown };
       if (typeof body?.from !== 'string' || !Array.isArray(body.sequences))
@@ -199,18 +249,22 @@ function refusedIn(body: string): number {
   }
 }
 
-const wireOf = (model: string, { id, owner, states, startedAt }: HeldSequence): WireSequence => ({
+const wireOf = (model: string, { id, owner, states, startedAt, steps }: HeldSequence): WireSequence => ({
   model,
   id,
   owner,
   started_at: startedAt,
+  steps,
   states: Object.fromEntries(
     Object.entries(states).map(([name, t]) => [name, { datatype: t.dtype, shape: t.shape, data: Buffer.from(bytesOf(t.data)).toString('base64') }]),
   ),
 });
 
-/** When a sequence handed over started (one from a gateway that does not say: the earliest). */
-const startOf = (wire: Pick<WireSequence, 'started_at'>): number => (typeof wire.started_at === 'number' ? wire.started_at : 0);
+/** How far on a sequence handed over is: when it started, and its requests answered since (one from a gateway that does not say: the earliest, none). */
+const heldAt = (wire: Pick<WireSequence, 'started_at' | 'steps'>) => ({
+  startedAt: typeof wire.started_at === 'number' ? wire.started_at : 0,
+  steps: typeof wire.steps === 'number' ? wire.steps : 0,
+});
 
 /** A sequence's states from another gateway, checked against this model's: each of its states, of its dtype and shape. */
 function statesOf(m: ServedModel, wire: WireStates): Inputs {

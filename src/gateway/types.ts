@@ -43,6 +43,7 @@ export interface ServedModel {
     has(seq: Pick<SequenceRequest, 'id' | 'owner'>): boolean;
     handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>, signal?: AbortSignal): Promise<HeldSequence | undefined>;
     takeOver(held: HeldSequence): boolean;
+    snapshot(seq: Pick<SequenceRequest, 'id' | 'owner'>): HeldSequence | undefined;
     handAll(): HandingSequence[];
     /** A voice activity detector: its framing, and its audio input and probability output. */
     vad?: { sampleRate: number; window: number; context: number; input: string; output: string };

@@ -135,6 +135,11 @@ export class Telemetry {
         description:
           "Stateful models' sequences taken here with their state from another gateway of the fleet, by it and how: asked (a request of one reached this gateway), handed (that gateway stopped).",
       }),
+      sequenceBackups: m.createCounter('infergate.fleet.sequence_backups', {
+        unit: '{request}',
+        description:
+          "server.fleet.sequence_backup: answered requests of stateful models' sequences whose state was copied to another gateway of the fleet, by it and result: ok, refused (it keeps one further on, or has no room), failed (not answered).",
+      }),
       forwarded: m.createCounter('infergate.fleet.forwarded', {
         unit: '{request}',
         description: 'Requests sent on to the gateway of the fleet that keeps what they name, by peer and its status (unreachable: none).',

@@ -190,6 +190,8 @@ export async function infer(
     modelId: c.req.header(MODEL_ID_HEADER),
     version,
   });
+  // (with server.fleet.sequence_backup: its state at another gateway before the answer goes)
+  if (sequence && fleetSequences?.backsUp) await fleetSequences.backUp(m, sequence);
   c.set('queueMs', result.queueMs);
   c.set('batchSize', result.batchSize);
   await writeSharedOutputs(request, result.outputs, regions);
