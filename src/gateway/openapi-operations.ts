@@ -440,6 +440,13 @@ const UNVERSIONED: Operation[] = [
     tag: 'Admin',
     errors: 'kserve',
   },
+  {
+    method: 'post',
+    path: '/fleet/sequences/backup',
+    summary: 'Copies of sequences another gateway of the fleet answered, kept here should it die (server.fleet.sequence_backup; the fleet’s secret, no client’s)',
+    tag: 'Admin',
+    errors: 'kserve',
+  },
   admin('get', '/admin/stats', 'Each model’s latency, queue and replicas now; the gateway’s event loop'),
   admin('get', '/admin/models/{model}/autoscaler', 'A model’s autoscaling settings now', { serves: ALL_KINDS }),
   admin('post', '/admin/models/{model}/autoscaler', 'A model’s autoscaling changed at once, until restart (Modal’s update_autoscaler)', {
