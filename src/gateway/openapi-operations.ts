@@ -443,7 +443,8 @@ const UNVERSIONED: Operation[] = [
   {
     method: 'post',
     path: '/fleet/sequences/backup',
-    summary: 'Copies of sequences another gateway of the fleet answered, kept here should it die (server.fleet.sequence_backup; the fleet’s secret, no client’s)',
+    summary:
+      'Copies of sequences another gateway of the fleet answered, kept here should it die (server.fleet.sequence_backup; the fleet’s secret, no client’s)',
     tag: 'Admin',
     errors: 'kserve',
   },
