@@ -8,19 +8,22 @@ import { machine, ROOT, serveConfig, stopServer, writeResults } from './lib.js';
 // checked against the same windows run on one gateway alone: a step that lost its state would differ.
 const arg = (name: string) => Number(process.argv[process.argv.indexOf(name) + 1]) || undefined;
 const N = arg('--sequences') ?? 200;
+/** Streams stepped at once (each its own sequence), and the steps each. */
+const STREAMS = arg('--streams') ?? 64;
+const STREAM_STEPS = 30;
 const [A, B] = [18738, 18739];
 const url = (port: number) => `http://127.0.0.1:${port}`;
 const urls = [url(A), url(B)];
 const SECRET = 'the-bench-fleet-shares-this-secret';
 
 const windows = Array.from({ length: 6 }, (_, k) => Array.from({ length: 576 }, (_, i) => Math.sin(i * (k + 1) * 0.05) * 0.3));
-async function step(port: number, id: string, i: number): Promise<{ ms: number; p: number }> {
+async function step(port: number, id: string, i: number, first = i === 0): Promise<{ ms: number; p: number }> {
   const start = performance.now();
   const res = await fetch(`${url(port)}/v2/models/vad/infer`, {
     method: 'POST',
     body: JSON.stringify({
       inputs: [{ name: 'input', shape: [1, 576], datatype: 'FP32', data: windows[i] }],
-      parameters: { sequence_id: id, sequence_start: i === 0 },
+      parameters: { sequence_id: id, sequence_start: first },
     }),
   });
   if (res.status !== 200) throw new Error(`${id} step ${i}: ${res.status} ${await res.text()}`);
@@ -31,7 +34,28 @@ async function step(port: number, id: string, i: number): Promise<{ ms: number; 
 const percentile = (ms: number[], q: number) => [...ms].sort((x, y) => x - y)[Math.min(ms.length - 1, Math.floor(q * ms.length))];
 const round = (v: number) => Math.round(v * 100) / 100;
 
-type Scenario = { phases: Record<string, number[]>; stopMs: number; handed: number };
+type Scenario = { phases: Record<string, number[]>; stopMs: number; handed: number; concurrent: { stepsPerS: number; p50Ms: number } };
+
+/**
+ * `streams` sequences held by B stepped at once on B, each `steps` windows one after another (a VAD service's
+ * streams): steps answered a second. Each stream's answers are checked against one run alone.
+ */
+async function concurrently(ids: string[], steps: number, alone: number[]): Promise<{ stepsPerS: number; p50Ms: number }> {
+  const ms: number[] = [];
+  const start = performance.now();
+  await Promise.all(
+    ids.map(async (id) => {
+      const answers = [];
+      for (let i = 0; i < steps; i++) {
+        const { ms: took, p } = await step(B, id, i % windows.length, i === 0);
+        ms.push(took);
+        answers.push(p);
+      }
+      if (JSON.stringify(answers) !== JSON.stringify(alone)) throw new Error(`stream ${id} answered unlike one run alone`);
+    }),
+  );
+  return { stepsPerS: Math.round((ids.length * steps) / ((performance.now() - start) / 1000)), p50Ms: round(percentile(ms, 0.5)) };
+}
 
 /**
  * One fleet's run: `backup` off, B stopped (SIGTERM: it hands its sequences to A); on (server.fleet.sequence_backup),
@@ -53,6 +77,8 @@ async function scenario(backup: boolean): Promise<Scenario> {
   const holder = (id: string) => new Fleet(urls[0], urls).holderOf(`vad\0\0${id}`) ?? urls[0];
   const ids: string[] = [];
   for (let k = 0; ids.length < N; k++) if (holder(`s${k}`) === urls[1]) ids.push(`s${k}`);
+  const streams: string[] = [];
+  for (let k = 0; streams.length < STREAMS; k++) if (holder(`c${k}`) === urls[1]) streams.push(`c${k}`);
   const gateways = { a: await start(A), b: await start(B) };
   const phases: Record<string, number[]> = {};
   const answers = new Map<string, number[]>(ids.map((id) => [id, []]));
@@ -67,9 +93,13 @@ async function scenario(backup: boolean): Promise<Scenario> {
   let stopMs: number;
   let handed: number;
   let reference: number[];
+  let concurrent: Scenario['concurrent'];
   try {
     reference = [];
     for (let i = 0; i < windows.length; i++) reference.push((await step(B, 'reference', i)).p);
+    const alone: number[] = [];
+    for (let i = 0; i < STREAM_STEPS; i++) alone.push((await step(B, 'alone', i % windows.length, i === 0)).p);
+    concurrent = await concurrently(streams, STREAM_STEPS, alone);
     await run('start, through A', A, 0);
     await run('next step, on B (which keeps it)', B, 1);
     await run('next step, through A (sent on to B)', A, 2);
@@ -91,7 +121,7 @@ async function scenario(backup: boolean): Promise<Scenario> {
   }
   const wrong = ids.filter((id) => JSON.stringify(answers.get(id)) !== JSON.stringify(reference));
   if (wrong.length > 0) throw new Error(`${wrong.length} sequences answered unlike the reference (their state was lost): ${wrong.slice(0, 3)}`);
-  return { phases, stopMs, handed };
+  return { phases, stopMs, handed, concurrent };
 }
 
 async function main() {
@@ -107,7 +137,8 @@ async function main() {
     bStopMs: Math.round(moved.stopMs),
     sameAnswersAsOneGateway: true,
     phases: summary(moved),
-    sequenceBackup: { handedAtKill: backedUp.handed, phases: summary(backedUp) },
+    sequenceBackup: { handedAtKill: backedUp.handed, phases: summary(backedUp), concurrent: backedUp.concurrent },
+    concurrent: { streams: STREAMS, stepsEach: STREAM_STEPS, ...moved.concurrent },
   };
   const md = `# A fleet's sequences moved with their state (CPU)
 
@@ -127,7 +158,11 @@ ${Object.entries(results.phases)
   })
   .join('\n')}
 
-B's stop (SIGTERM to exit, its replica stopped too) took ${results.bStopMs} ms, ${moved.handed} sequences handed to A (the ${N} and the reference's);
+${STREAMS} streams stepped at once on B (each its own sequence, ${STREAM_STEPS} steps one after another, answers checked against one
+stream alone): ${results.concurrent.stepsPerS} steps/s (p50 ${results.concurrent.p50Ms} ms) without backup,
+${backedUp.concurrent.stepsPerS} steps/s (p50 ${backedUp.concurrent.p50Ms} ms) with \`sequence_backup\`.
+
+B's stop (SIGTERM to exit, its replica stopped too) took ${results.bStopMs} ms, ${moved.handed} sequences handed to A (every one B kept: the ${N}, the streams', the reference's);
 killed, it handed none (${backedUp.handed}).
 - While B is gone, A tries B first (a refused connection) and serves the sequence itself, from what B handed it —
   or, killed, from B's last copy.

@@ -209,7 +209,7 @@ export async function startGateway(
         fleet,
         (name) => models.get(name),
         (peer, how) => telemetry.instruments.sequencesTaken.add(1, { peer, how }),
-        config.server.fleet?.sequence_backup ? (peer, result) => telemetry.instruments.sequenceBackups.add(1, { peer, result }) : undefined,
+        config.server.fleet?.sequence_backup ? (peer, result, copies) => telemetry.instruments.sequenceBackups.add(copies, { peer, result }) : undefined,
       )
     : undefined;
   const batches = new BatchControl(config.server.batch_dir ? await batchDisk(config.server.batch_dir) : undefined, (b) =>

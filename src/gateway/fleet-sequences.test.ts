@@ -48,14 +48,20 @@ async function fleetOf(n: number, submit?: SequencesOptions['submit'], backedUp?
     Array.from({ length: n }, () => {
       const { store, served } = model(submit);
       let routes: ReturnType<typeof FleetSequences.routes> | undefined;
-      const server = serve({ fetch: (req) => (routes as NonNullable<typeof routes>).fetch(req), port: 0, hostname: '127.0.0.1' });
+      const posts: string[] = []; // (the paths POSTed to it)
+      const fetch = (req: Request) => {
+        posts.push(new URL(req.url).pathname);
+        return (routes as NonNullable<typeof routes>).fetch(req);
+      };
+      const server = serve({ fetch, port: 0, hostname: '127.0.0.1' });
       closing.push(() => server.close());
-      return new Promise<{ url: string; store: Sequences; served: ServedModel; serve(fs: FleetSequences): void }>((resolve) =>
+      return new Promise<{ url: string; store: Sequences; served: ServedModel; posts: string[]; serve(fs: FleetSequences): void }>((resolve) =>
         server.once('listening', () =>
           resolve({
             url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
             store,
             served,
+            posts,
             serve: (fs) => {
               routes = FleetSequences.routes(fs);
               routes.onError((err, c) => c.json({ error: err.message }, ((err as GatewayError).status ?? 500) as 400));
@@ -129,5 +135,16 @@ describe('FleetSequences', () => {
     await one.fs.backUp(one.served, { id: 'a' });
     expect(two.store.has({ id: 'a' })).toBe(false);
     expect(results).toEqual(['two ok', 'two refused', 'two ok', 'two failed']);
+  });
+
+  it('sends one copy at a time to a gateway: those that come meanwhile go together, each as it is when they go', async () => {
+    const results: number[] = [];
+    const [one, two] = await fleetOf(2, undefined, (_peer, _result, copies) => results.push(copies));
+    const ids = Array.from({ length: 6 }, (_, i) => `s${i}`);
+    for (const [i, id] of ids.entries()) one.store.takeOver({ ...copy(i, 1000, 1), id });
+    await Promise.all(ids.map((id) => one.fs.backUp(one.served, { id })));
+    expect(two.posts.filter((path) => path === '/fleet/sequences/backup')).toHaveLength(2); // (the first alone, the other 5 together)
+    expect(results).toEqual([1, 5]);
+    for (const [i, id] of ids.entries()) expect(((two.store.snapshot({ id }) as HeldSequence).states.s.data as Float32Array)[0]).toBe(i);
   });
 });

@@ -16,6 +16,10 @@ type WireStates = Record<string, { datatype: string; shape: number[]; data: stri
 type WireSequence = { model: string; id: string; owner?: string; states: WireStates; started_at?: number; steps?: number };
 /** How a sequence's copy to its backup went (server.fleet.sequence_backup). */
 export type BackupResult = 'ok' | 'refused' | 'failed';
+/** A sequence to copy to its backup, as it is when the copies go. */
+type Copy = { m: ServedModel; seq: Whose };
+/** The copies waiting for a gateway (`next`: they go together once the one in flight is answered). */
+type CopyLine = { sending: boolean; next?: { copies: Map<string, Copy>; answered: Promise<boolean>; answer(ok: boolean): void } };
 
 /** What places a sequence in a fleet: its model, its owner (sequences are their caller's own) and its id. */
 export const sequenceKey = (model: string, seq: Whose): string => `${model}\0${seq.owner ?? ''}\0${seq.id}`;
@@ -42,14 +46,16 @@ export class FleetSequences {
   private readonly handingOn = new Map<string, Promise<unknown>>();
   /** Backups that failed lately, by gateway: passed over for a second (a gateway gone must not cost every step a try). */
   private readonly failedAt = new Map<string, number>();
+  /** Copies on their way to each gateway (see copyTo). */
+  private readonly copying = new Map<string, CopyLine>();
 
   constructor(
     private readonly fleet: Fleet,
     private readonly modelNamed: (name: string) => ServedModel | undefined,
     /** Told of each sequence taken here from another gateway: which, and whether asked for (`asked`) or handed at its stopping (`handed`). */
     private readonly taken: (peer: string, how: 'asked' | 'handed') => void = () => {},
-    /** server.fleet.sequence_backup: told how each copy to a backup went (absent: none is made). */
-    private readonly backedUp?: (peer: string, result: BackupResult) => void,
+    /** server.fleet.sequence_backup: told how copies to a backup went, and how many (absent: none is made). */
+    private readonly backedUp?: (peer: string, result: BackupResult, copies: number) => void,
   ) {}
 
   /** Whether each request's state is copied to its sequence's backup (server.fleet.sequence_backup). */
@@ -61,20 +67,58 @@ export class FleetSequences {
    * A request of a sequence answered here (not sent yet): its state copied to the gateway that would hold it were this
    * one gone — the next in its key's ranking that takes it — and an ended one dropped there. A gateway that then
    * dies without handing it over (killed, out of memory) loses none of the answered requests: the next request goes
-   * there (Fleet.toHolder passes this one over), from the last answered state. One copy at a time per gateway; a
-   * gateway that failed is passed over for a second, and where none takes it the answer goes anyway (counted failed).
+   * there (Fleet.toHolder passes this one over), from the last answered state. A gateway that failed is passed over
+   * for a second, and where none takes it the answer goes anyway (counted failed).
    */
   async backUp(m: ServedModel, seq: Whose): Promise<void> {
-    const held = m.sequences?.snapshot(seq);
-    const body = JSON.stringify(held ? { sequences: [wireOf(m.name, held)] } : { dropped: [{ model: m.name, id: seq.id, owner: seq.owner }] });
+    const key = sequenceKey(m.name, seq);
     const now = performance.now();
-    for (const peer of this.fleet.ranked(sequenceKey(m.name, seq), { others: true })) {
-      if (now - (this.failedAt.get(peer) ?? Number.NEGATIVE_INFINITY) < 1000) continue;
-      const res = await this.fleet.exchange(peer, '/fleet/sequences/backup', body).catch(() => undefined);
-      if (res?.status === 200) return this.backedUp?.(peer, refusedIn(res.body) > 0 ? 'refused' : 'ok');
-      this.failedAt.set(peer, performance.now());
-      this.backedUp?.(peer, 'failed');
+    for (const peer of this.fleet.ranked(key, { others: true }))
+      if (now - (this.failedAt.get(peer) ?? Number.NEGATIVE_INFINITY) >= 1000 && (await this.copyTo(peer, key, { m, seq }))) return;
+  }
+
+  /**
+   * One request in flight to each gateway: the copies that come meanwhile wait and go together next, each as it is
+   * when they go (a sequence's later request's state, where one was answered since) — many streams, few requests.
+   * True once that gateway has answered.
+   */
+  private copyTo(peer: string, key: string, copy: Copy): Promise<boolean> {
+    const line = this.copying.get(peer) ?? { sending: false };
+    this.copying.set(peer, line);
+    if (!line.next) {
+      let answer = (_: boolean) => {};
+      const answered = new Promise<boolean>((resolve) => (answer = resolve));
+      line.next = { copies: new Map(), answered, answer };
     }
+    line.next.copies.set(key, copy);
+    const { answered } = line.next;
+    if (!line.sending) void this.sendCopies(peer, line);
+    return answered;
+  }
+
+  private async sendCopies(peer: string, line: CopyLine): Promise<void> {
+    line.sending = true;
+    for (let batch = line.next; batch; batch = line.next) {
+      line.next = undefined;
+      const sequences: WireSequence[] = [];
+      const dropped: Omit<WireSequence, 'states'>[] = [];
+      for (const { m, seq } of batch.copies.values()) {
+        const held = m.sequences?.snapshot(seq);
+        if (held) sequences.push(wireOf(m.name, held));
+        else dropped.push({ model: m.name, id: seq.id, owner: seq.owner });
+      }
+      const res = await this.fleet.exchange(peer, '/fleet/sequences/backup', JSON.stringify({ sequences, dropped })).catch(() => undefined);
+      if (res?.status === 200) {
+        const refused = refusedIn(res.body);
+        if (batch.copies.size > refused) this.backedUp?.(peer, 'ok', batch.copies.size - refused);
+        if (refused > 0) this.backedUp?.(peer, 'refused', refused);
+      } else {
+        this.failedAt.set(peer, performance.now());
+        this.backedUp?.(peer, 'failed', batch.copies.size);
+      }
+      batch.answer(res?.status === 200);
+    }
+    line.sending = false;
   }
 
   /** Before a request of a sequence not kept here: the gateway keeping it (if any) hands it over. */
