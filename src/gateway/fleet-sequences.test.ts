@@ -147,4 +147,16 @@ describe('FleetSequences', () => {
     expect(results).toEqual([1, 5]);
     for (const [i, id] of ids.entries()) expect(((two.store.snapshot({ id }) as HeldSequence).states.s.data as Float32Array)[0]).toBe(i);
   });
+
+  it('refuses what is not a sequence among those sent (a 200 counting it refused, not a 500), and bodies of the wrong shape (400)', async () => {
+    const [one] = await fleetOf(1);
+    const post = async (path: string, body: unknown) => {
+      const res = await fetch(`${one.url}${path}`, { method: 'POST', headers: { 'infergate-fleet-secret': SECRET }, body: JSON.stringify(body) });
+      return [res.status, await res.json()];
+    };
+    expect(await post('/fleet/sequences/backup', { sequences: [null, 5, { model: 'm' }], dropped: [null, 7] })).toEqual([200, { refused: 3 }]);
+    expect(await post('/fleet/sequences', { from: 'x', sequences: [null, { id: 'a' }] })).toEqual([200, { refused: 2 }]);
+    expect((await post('/fleet/sequences/backup', { sequences: 'no' }))[0]).toBe(400);
+    for (const path of ['/fleet/sequences/take', '/fleet/sequences', '/fleet/sequences/backup']) expect((await post(path, null))[0]).toBe(400);
+  });
 });

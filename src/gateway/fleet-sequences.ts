@@ -231,12 +231,19 @@ export class FleetSequences {
   }
 
   /** Takes sequences a stopping gateway handed over: how many it could not (one kept here already, no room, states unlike this model's). */
-  private takeHanded(from: string, sequences: WireSequence[]): number {
+  private takeHanded(from: string, sequences: unknown[]): number {
     let refused = 0;
     for (const s of sequences)
-      if (this.take(this.modelNamed(s.model), s)) this.taken(from, 'handed');
+      if (this.takeSent(s)) this.taken(from, 'handed');
       else refused++;
     return refused;
+  }
+
+  /** A sequence another gateway sent (handed over, or a backup's copy), of the model it names: false where it is not one. */
+  private takeSent(sent: unknown): boolean {
+    const wire = sent as WireSequence | null;
+    if (typeof wire !== 'object' || wire === null || typeof wire.model !== 'string' || typeof wire.id !== 'string') return false;
+    return this.take(this.modelNamed(wire.model), wire);
   }
 
   /** POST /fleet/sequences/take (a sequence asked for) and /fleet/sequences (sequences handed over): the fleet's secret, no client's credentials. */
@@ -249,7 +256,7 @@ export class FleetSequences {
       await next();
     });
     app.post('/fleet/sequences/take', async (c) => {
-      const { model, id, owner } = (await readJson(c, 2 ** 16)) as Partial<WireSequence>;
+      const { model, id, owner } = ((await readJson(c, 2 ** 16)) ?? {}) as Partial<WireSequence>;
       if (typeof model !== 'string' || typeof id !== 'string' || !(owner === undefined || typeof owner === 'string'))
         throw badInput('expected {"model", "id", "owner"?}');
       await sequences?.handing(sequenceKey(model, { id, owner })); // (being handed on: to the one asking, most likely)
@@ -260,16 +267,17 @@ export class FleetSequences {
     });
     app.post('/fleet/sequences/backup', async (c) => {
       const body = (await readJson(c, 256 * 2 ** 20)) as { sequences?: unknown; dropped?: unknown };
-      const copies = (body?.sequences ?? []) as WireSequence[];
-      const dropped = (body?.dropped ?? []) as Partial<WireSequence>[];
-      if (!Array.isArray(copies) || !Array.isArray(dropped))
+      const copies = body?.sequences ?? [];
+      const dropped = (body?.dropped ?? []) as (Partial<WireSequence> | null)[];
+      if (typeof body !== 'object' || body === null || !Array.isArray(copies) || !Array.isArray(dropped))
         throw badInput('expected {"sequences": [{"model", "id", "owner"?, "states", "started_at", "steps"}], "dropped": [{"model", "id", "owner"?}]}');
       // (stopping: what it kept now would go with it — the next in their ranking keeps them)
       if (sequences?.fleet.isLeaving) throw unavailable('stopping', 'this gateway is stopping: it keeps no backups');
       let refused = 0;
-      for (const copy of copies) if (!sequences?.take(sequences.modelNamed(copy.model), copy)) refused++;
-      for (const { model, id, owner } of dropped)
-        if (typeof model === 'string' && typeof id === 'string') sequences?.modelNamed(model)?.sequences?.release({ id, owner });
+      for (const copy of copies) if (!sequences?.takeSent(copy)) refused++;
+      for (const gone of dropped)
+        if (typeof gone?.model === 'string' && typeof gone.id === 'string')
+          sequences?.modelNamed(gone.model)?.sequences?.release({ id: gone.id, owner: typeof gone.owner === 'string' ? gone.owner : undefined });
       return c.json({ refused });
     });
     app.post('/fleet/sequences', async (c) => {
@@ -278,7 +286,7 @@ export class FleetSequences {
         throw badInput('expected {"from", "sequences": [{"model", "id", "owner"?, "states"}]}');
       // (stopping too, after its own handing on: what it took now would be lost — the next in their ranking takes them)
       if (sequences?.fleet.isLeaving) throw unavailable('stopping', 'this gateway is stopping: it takes no sequences');
-      return c.json({ refused: sequences?.takeHanded(body.from, body.sequences as WireSequence[]) });
+      return c.json({ refused: sequences?.takeHanded(body.from, body.sequences) });
     });
     return app;
   }
