@@ -166,12 +166,12 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     expect((await after).code).toBe('sequence_not_active');
     expect(one.sequences.has({ id: 'a', owner: 'key:alice' })).toBe(false);
     expect(await one.sequences.handOver({ id: 'a', owner: 'key:alice' })).toBeUndefined();
-    expect(other.sequences.takeOver(held)).toBe(true);
+    expect(other.sequences.takeOver(held)).toBe('taken');
     expect(await other.step('a', 4, { owner: 'key:alice' })).toBe(7);
     // A copy kept already is not replaced by one that started earlier; a full store takes none.
-    expect(other.sequences.takeOver({ ...held, startedAt: held.startedAt - 1 })).toBe(false);
+    expect(other.sequences.takeOver({ ...held, startedAt: held.startedAt - 1 })).toBe('has');
     for (const id of ['b', 'c', 'd']) await other.step(id, 1, { start: true });
-    expect(other.sequences.takeOver({ ...held, id: 'e' })).toBe(false);
+    expect(other.sequences.takeOver({ ...held, id: 'e' })).toBe('refused');
   });
 
   it('keeps a sequence whose handing over was given up (the gateway asking went away) before its queued requests were answered', async () => {
@@ -196,13 +196,13 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     await there.step('a', 1, { start: true }); // (started again there, later)
     const later = (await there.sequences.handOver({ id: 'a' })) as HeldSequence;
     const running = here.step('a', 100); // (under way here: the copy does not give way)
-    expect(here.sequences.takeOver(later)).toBe(false);
+    expect(here.sequences.takeOver(later)).toBe('refused');
     await running;
-    expect(here.sequences.takeOver(later)).toBe(true);
+    expect(here.sequences.takeOver(later)).toBe('taken');
     expect(await here.step('a', 2)).toBe(3); // (from the later start's state, not the copy's 110)
     // Of one start, the copy further on (more requests answered) stays: a backup a request behind gives way.
-    expect(here.sequences.takeOver(later)).toBe(false);
-    expect(here.sequences.takeOver({ ...later, steps: 3, states: { s: x(50).x } })).toBe(true);
+    expect(here.sequences.takeOver(later)).toBe('has');
+    expect(here.sequences.takeOver({ ...later, steps: 3, states: { s: x(50).x } })).toBe('taken');
     expect(await here.step('a', 1)).toBe(51);
   });
 

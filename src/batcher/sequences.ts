@@ -174,23 +174,24 @@ export class Sequences {
   }
 
   /**
-   * Keeps a sequence another gateway handed over: it goes on here from its states. A copy kept here already gives way
-   * when it has no request under way and is not further on (it started earlier — left from before the sequence
-   * started again elsewhere —, or answered no more of the same start: a backup). False when one is kept that does
-   * not, or there is no room.
+   * Keeps a sequence another gateway handed over: it goes on here from its states (`taken`). A copy kept here already
+   * gives way when it has no request under way and is behind it (it started earlier — left from before the sequence
+   * started again elsewhere —, or answered fewer requests of the same start: a backup's); one as far on or further
+   * stays (`has`: the sequence is here). `refused`: one behind it is running a request, or there is no room.
    */
-  takeOver(held: HeldSequence): boolean {
+  takeOver(held: HeldSequence): 'taken' | 'has' | 'refused' {
     this.sweep();
     const kept = this.live.get(keyOf(held));
-    if (kept && (kept.pending > 0 || furtherOn(kept, held))) return false;
+    if (kept && !furtherOn(held, kept)) return 'has';
+    if (kept?.pending) return 'refused';
     if (kept) {
       kept.released = true;
       this.live.delete(keyOf(held));
     }
     if (this.live.size >= this.opts.maxSequences) this.sweep(true);
-    if (this.live.size >= this.opts.maxSequences) return false;
+    if (this.live.size >= this.opts.maxSequences) return 'refused';
     this.keep(held, held.states, held.startedAt, held.steps);
-    return true;
+    return 'taken';
   }
 
   /**

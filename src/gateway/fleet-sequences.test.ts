@@ -124,17 +124,21 @@ describe('FleetSequences', () => {
     expect(two.store.snapshot({ id: 'a' })).toMatchObject({ startedAt: 1000, steps: 4 });
     expect(value()).toBe(3);
     one.store.release({ id: 'a' });
-    one.store.takeOver(copy(2, 1000, 3)); // (one not as far on as the backup: refused there)
+    one.store.takeOver(copy(2, 1000, 3)); // (one not as far on as the backup's: that one stays)
     await one.fs.backUp(one.served, { id: 'a' });
     expect(value()).toBe(3);
     one.store.release({ id: 'a' }); // (ended here: dropped there)
     await one.fs.backUp(one.served, { id: 'a' });
     expect(two.store.has({ id: 'a' })).toBe(false);
-    await two.fs.leave([]); // (stopping: it keeps none)
-    one.store.takeOver(copy(5, 2000, 1));
+    for (let i = 0; i < 8; i++) two.store.takeOver({ ...copy(0, 1000), id: `full-${i}` }); // (no room left there: refused)
+    one.store.takeOver(copy(4, 1000, 1));
     await one.fs.backUp(one.served, { id: 'a' });
     expect(two.store.has({ id: 'a' })).toBe(false);
-    expect(results).toEqual(['two ok', 'two refused', 'two ok', 'two failed']);
+    for (let i = 0; i < 8; i++) two.store.release({ id: `full-${i}` });
+    await two.fs.leave([]); // (stopping: it keeps none)
+    await one.fs.backUp(one.served, { id: 'a' });
+    expect(two.store.has({ id: 'a' })).toBe(false);
+    expect(results).toEqual(['two ok', 'two ok', 'two ok', 'two refused', 'two failed']);
   });
 
   it('sends one copy at a time to a gateway: those that come meanwhile go together, each as it is when they go', async () => {

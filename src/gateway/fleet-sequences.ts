@@ -151,19 +151,19 @@ export class FleetSequences {
       }),
     );
     const latest = found.reduce((x, y) => (y && (!x || furtherOn(heldAt(y.wire), heldAt(x.wire))) ? y : x), undefined);
-    if (latest && this.take(m, { ...latest.wire, ...seq })) this.taken(latest.peer, 'asked');
+    if (latest && this.take(m, { ...latest.wire, ...seq }) === 'taken') this.taken(latest.peer, 'asked');
   }
 
   /**
-   * Keeps a sequence another gateway gave: false where its states are unlike this model's, there is no room, or a
-   * copy is kept here that does not give way (see Sequences.takeOver).
+   * Keeps a sequence another gateway gave (see Sequences.takeOver: `has` where one as far on is kept here); refused
+   * too where this gateway has no such model or its states are unlike the model's.
    */
-  private take(m: ServedModel | undefined, wire: Omit<WireSequence, 'model'>): boolean {
+  private take(m: ServedModel | undefined, wire: Omit<WireSequence, 'model'>): 'taken' | 'has' | 'refused' {
     try {
       const { id, owner, states } = wire;
-      return m?.sequences?.takeOver({ id, owner, states: statesOf(m, states), ...heldAt(wire) }) ?? false;
+      return m?.sequences?.takeOver({ id, owner, states: statesOf(m, states), ...heldAt(wire) }) ?? 'refused';
     } catch {
-      return false; // (the gateways' configs differ: a rolling update changed the model)
+      return 'refused'; // (the gateways' configs differ: a rolling update changed the model)
     }
   }
 
@@ -230,19 +230,24 @@ export class FleetSequences {
     return { handed, lost };
   }
 
-  /** Takes sequences a stopping gateway handed over: how many it could not (one kept here already, no room, states unlike this model's). */
+  /**
+   * Takes sequences a stopping gateway handed over: how many it could not (no room, states unlike this model's, one
+   * behind it running here). One kept here as far on (a backup's copy handed back to its holder) is not refused.
+   */
   private takeHanded(from: string, sequences: unknown[]): number {
     let refused = 0;
-    for (const s of sequences)
-      if (this.takeSent(s)) this.taken(from, 'handed');
-      else refused++;
+    for (const s of sequences) {
+      const took = this.takeSent(s);
+      if (took === 'taken') this.taken(from, 'handed');
+      else if (took === 'refused') refused++;
+    }
     return refused;
   }
 
-  /** A sequence another gateway sent (handed over, or a backup's copy), of the model it names: false where it is not one. */
-  private takeSent(sent: unknown): boolean {
+  /** A sequence another gateway sent (handed over, or a backup's copy), of the model it names: refused where it is not one. */
+  private takeSent(sent: unknown): 'taken' | 'has' | 'refused' {
     const wire = sent as WireSequence | null;
-    if (typeof wire !== 'object' || wire === null || typeof wire.model !== 'string' || typeof wire.id !== 'string') return false;
+    if (typeof wire !== 'object' || wire === null || typeof wire.model !== 'string' || typeof wire.id !== 'string') return 'refused';
     return this.take(this.modelNamed(wire.model), wire);
   }
 
@@ -274,7 +279,7 @@ export class FleetSequences {
       // (stopping: what it kept now would go with it — the next in their ranking keeps them)
       if (sequences?.fleet.isLeaving) throw unavailable('stopping', 'this gateway is stopping: it keeps no backups');
       let refused = 0;
-      for (const copy of copies) if (!sequences?.takeSent(copy)) refused++;
+      for (const copy of copies) if (sequences?.takeSent(copy) === 'refused') refused++;
       for (const gone of dropped)
         if (typeof gone?.model === 'string' && typeof gone.id === 'string')
           sequences?.modelNamed(gone.model)?.sequences?.release({ id: gone.id, owner: typeof gone.owner === 'string' ? gone.owner : undefined });

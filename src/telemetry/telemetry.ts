@@ -138,7 +138,7 @@ export class Telemetry {
       sequenceBackups: m.createCounter('infergate.fleet.sequence_backups', {
         unit: '{request}',
         description:
-          "server.fleet.sequence_backup: answered requests of stateful models' sequences whose state was copied to another gateway of the fleet, by it and result: ok, refused (it keeps one further on, or has no room), failed (not answered).",
+          "server.fleet.sequence_backup: answered requests of stateful models' sequences whose state was copied to another gateway of the fleet, by it and result: ok, refused (no room there, or an older copy of it running a request there), failed (not answered).",
       }),
       forwarded: m.createCounter('infergate.fleet.forwarded', {
         unit: '{request}',
