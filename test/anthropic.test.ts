@@ -125,6 +125,22 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
     expect(next.usage.input_tokens).toBeGreaterThan(m.usage.input_tokens); // the call and its result are in the prompt
   });
 
+  it('answers in the JSON of output_config.format (structured outputs), streamed the same; effort and adaptive thinking taken', async () => {
+    const schema = { type: 'object', properties: { answer: { type: 'string', enum: ['yes', 'no'] } }, required: ['answer'], additionalProperties: false };
+    // (the random model, greedy, pads the JSON with all the whitespace it may: room for it)
+    const request = { ...ask, max_tokens: 300, output_config: { format: { type: 'json_schema' as const, schema }, effort: 'max' as const } };
+    const m = await client.messages.create(request);
+    expect(m.content).toHaveLength(1);
+    expect(['yes', 'no']).toContain(JSON.parse((m.content[0] as Anthropic.TextBlock).text).answer);
+    expect((await client.messages.stream(request).finalMessage()).content).toEqual(m.content);
+    // Without the format: free text (the format shaped it).
+    expect((await client.messages.create({ ...request, output_config: { effort: 'max' } })).content).not.toEqual(m.content);
+    // Adaptive thinking on a model that does not think: no thinking block, no error.
+    expect((await client.messages.create({ ...ask, thinking: { type: 'adaptive' } })).content.map((b) => b.type)).toEqual(['text']);
+    const refused = await fetch(`${gw.url}/v1/messages`, { method: 'POST', body: JSON.stringify({ ...ask, output_config: { format: { type: 'xml' } } }) });
+    expect(refused.status).toBe(400);
+  });
+
   it("counts a request's input tokens (messages.countTokens) as usage will count them", async () => {
     const request = { model: 'tiny-gpt', system: 'Be brief.', messages: [{ role: 'user' as const, content: 'Weather?' }], tools: [weather] };
     const { input_tokens } = await client.messages.countTokens(request);

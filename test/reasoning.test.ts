@@ -137,6 +137,22 @@ describe('reasoning parsers', () => {
     expect(off.content).toEqual([{ type: 'text', text: expect.stringMatching(/\S/) }]);
     expect(off.usage.output_tokens).toBe(12);
     await expect(anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 12 } })).rejects.toMatchObject({ status: 400 });
+    // Adaptive: the model thinks as it will (no budget), its thinking in the block; `omitted` keeps the block, not its text.
+    const adaptive = await anthropic.messages.create({ ...ask, thinking: { type: 'adaptive' } });
+    expect(adaptive.content).toEqual([
+      { type: 'thinking', thinking, signature: '' },
+      { type: 'text', text: '' },
+    ]);
+    expect(adaptive.usage).toMatchObject({ output_tokens: 12, output_tokens_details: { thinking_tokens: 12 } }); // (all of it thinking)
+    const omitted = { ...ask, thinking: { type: 'adaptive' as const, display: 'omitted' as const } };
+    const hidden = await anthropic.messages.create(omitted);
+    expect(hidden.content).toEqual([
+      { type: 'thinking', thinking: '', signature: '' },
+      { type: 'text', text: '' },
+    ]);
+    expect((await anthropic.messages.stream(omitted).finalMessage()).content).toEqual(hidden.content);
+    // An effort (output_config) is the reasoning model's reasoning_effort: taken.
+    expect((await anthropic.messages.create({ ...ask, output_config: { effort: 'max' } })).content.length).toBeGreaterThan(0);
   });
 
   it("end the thinking at thinking_token_budget, so that the model answers (vLLM's; Anthropic's budget_tokens)", async () => {

@@ -42,6 +42,8 @@ const tool = z.object({
   cache_control: z.unknown().optional(),
 });
 
+const thinkingDisplay = z.enum(['summarized', 'omitted']).nullish();
+
 export const messagesSchema = z.object({
   model: z.string({ error: 'model: field required' }).min(1),
   max_tokens: z.number({ error: 'max_tokens: field required' }).int().min(1),
@@ -62,10 +64,28 @@ export const messagesSchema = z.object({
       z.object({ type: z.literal('none') }),
     ])
     .optional(),
-  /** Extended thinking: a reasoning model's (reasoning_parser) thinking as a thinking block before the answer. */
+  /**
+   * Extended thinking: a reasoning model's (reasoning_parser) thinking as a thinking block before the answer —
+   * `enabled` within its budget, `adaptive` as the model thinks (a model that does not: no block); `display: omitted`
+   * keeps the block, its text left out.
+   */
   thinking: z
-    .discriminatedUnion('type', [z.object({ type: z.literal('enabled'), budget_tokens: z.number().int().min(1) }), z.object({ type: z.literal('disabled') })])
+    .discriminatedUnion('type', [
+      z.object({ type: z.literal('enabled'), budget_tokens: z.number().int().min(1), display: thinkingDisplay }),
+      z.object({ type: z.literal('adaptive'), display: thinkingDisplay }),
+      z.object({ type: z.literal('disabled') }),
+    ])
     .optional(),
+  /**
+   * `format`: the answer as JSON of this schema (chat's response_format json_schema); `effort`: a reasoning model's
+   * reasoning_effort (Anthropic's `max` past OpenAI's efforts: their highest), taken and unused by one that does not think.
+   */
+  output_config: z
+    .object({
+      effort: z.enum(['low', 'medium', 'high', 'xhigh', 'max']).nullish(),
+      format: z.object({ type: z.literal('json_schema'), schema: z.record(z.string(), z.unknown()) }).nullish(),
+    })
+    .nullish(),
 });
 export type MessagesRequest = z.infer<typeof messagesSchema>;
 /** POST /v1/messages/count_tokens: a Messages request without max_tokens. */
@@ -96,6 +116,7 @@ function asChat(req: Omit<MessagesRequest, 'max_tokens'> & { max_tokens?: number
       messages.push({ role: m.role, content: words || null, ...(calls.length > 0 && { tool_calls: calls }), ...(thought && { reasoning_content: thought }) });
   }
   const choice = req.tool_choice;
+  const format = req.output_config?.format;
   // A final assistant message (of words) is a prefill: Anthropic's answer continues it.
   const last = messages.at(-1) as { role: string; content?: string | null; tool_calls?: unknown[] } | undefined;
   const prefill = last?.role === 'assistant' && Boolean(last.content) && !last.tool_calls;
@@ -119,6 +140,7 @@ function asChat(req: Omit<MessagesRequest, 'max_tokens'> & { max_tokens?: number
           ? { type: 'function', function: { name: choice.name } }
           : choice.type,
     parallel_tool_calls: choice && 'disable_parallel_tool_use' in choice && choice.disable_parallel_tool_use ? false : undefined,
+    ...(format && { response_format: { type: 'json_schema', json_schema: { name: 'output', schema: format.schema, strict: true } } }),
   });
 }
 
@@ -134,14 +156,18 @@ const inputOf = (call: ToolCall) => {
 
 /** POST /v1/messages. */
 export async function messages(c: Context, m: ServedModel, req: MessagesRequest): Promise<Response> {
-  // A reasoning model's thinking: a thinking block first where asked for, else left out of the answer.
+  // A reasoning model's thinking: a thinking block first where asked for (its text too, unless `omitted`), else left
+  // out of the answer. Adaptive thinking on a model that does not think: no block.
   const parser = m.generation?.reasoningParser;
-  const thinks = req.thinking?.type === 'enabled';
-  if (thinks && !parser)
+  if (req.thinking?.type === 'enabled' && !parser)
     throw badInput(`extended thinking needs a reasoning model: model ${m.name} has no reasoning_parser`, 'thinking', 'invalid_request_error');
+  const thinks = parser !== undefined && (req.thinking?.type === 'enabled' || req.thinking?.type === 'adaptive');
+  const shown = thinks && req.thinking?.type !== 'disabled' && req.thinking?.display !== 'omitted'; // ('disabled' has no display)
   if (req.thinking?.type === 'enabled' && req.thinking.budget_tokens >= req.max_tokens)
     throw badInput('thinking.budget_tokens must be less than max_tokens', 'thinking.budget_tokens', 'invalid_request_error');
   const chat = asChat(req);
+  const effort = req.output_config?.effort;
+  if (effort && parser) chat.reasoning_effort = effort === 'max' ? 'xhigh' : effort;
   // Thinking turned off in so many words, on a reasoning model: it is ended before it starts (a budget of 0), so the
   // answer comes at once (left out, the model thinks, unshown). A forced tool's format holds the answer after it.
   if (req.thinking?.type === 'disabled' && parser) chat.thinking_token_budget = 0;
@@ -155,13 +181,19 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   };
   const usageOf = (result: Awaited<typeof generation.result>) => {
     const u = usage(generation.promptTokens, [result]);
-    return { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens, cache_read_input_tokens: result.cachedTokens };
+    const thinking = generation.reasoningTokens; // (a reasoning model's: its tokens before the answer, tags included)
+    return {
+      input_tokens: u.prompt_tokens,
+      output_tokens: u.completion_tokens,
+      cache_read_input_tokens: result.cachedTokens,
+      ...(thinking !== undefined && { output_tokens_details: { thinking_tokens: thinking } }),
+    };
   };
 
   if (!req.stream) {
     const { result, reasoning, content: all } = await wholeChat(generation, parser, answer);
     const said = answer?.isCalls ? answer.reader.calls.map((call) => ({ ...toolBlock(call), input: inputOf(call) })) : [{ type: 'text', text: all }];
-    const content = thinks ? [{ type: 'thinking', thinking: reasoning, signature: '' }, ...said] : said;
+    const content = thinks ? [{ type: 'thinking', thinking: shown ? reasoning : '', signature: '' }, ...said] : said;
     return c.json({ ...base, content, ...stopOf(result), usage: usageOf(result) });
   }
 
@@ -193,7 +225,7 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
       };
       const thought = async (text: string) => {
         if (open < 0) await start(0, { type: 'thinking', thinking: '', signature: '' });
-        if (text) await send('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: text } });
+        if (text && shown) await send('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: text } });
       };
       if (thinks) await thought('');
       // (a reasoning model's pieces split: thinking to the thinking block where asked for, the answer as ever)
