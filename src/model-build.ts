@@ -319,7 +319,7 @@ async function buildModel(
       release: (seq) => sequences.release(seq),
       has: (seq) => sequences.has(seq),
       handOver: (seq, signal) => sequences.handOver(seq, signal),
-      takeOver: (held) => sequences.takeOver(held),
+      takeOver: (held, opts) => sequences.takeOver(held, opts),
       snapshot: (seq) => sequences.snapshot(seq),
       handAll: () => sequences.handAll(),
       vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context, ...vadTensors(name, signature) },

@@ -206,6 +206,17 @@ describe('Sequences (implicit state, Triton sequence batcher)', () => {
     expect(await here.step('a', 1)).toBe(51);
   });
 
+  it("gives up a backup's copy (the one used least lately) for a sequence that needs its room — not one served here since", async () => {
+    const { step, sequences } = await started({ maxSequences: 2 });
+    const copyOf = (id: string, v: number) => sequences.takeOver({ id, states: { s: x(v).x }, startedAt: 1, steps: 1 }, { copy: true });
+    expect(copyOf('c1', 1)).toBe('taken');
+    expect(copyOf('c2', 2)).toBe('taken');
+    expect(await step('c2', 1)).toBe(3); // (served here: no longer a copy)
+    expect(await step('new', 5, { start: true })).toBe(5); // (c1 given up for it)
+    expect(sequences.has({ id: 'c1' })).toBe(false);
+    expect((await failure(step('more', 1, { start: true }))).code).toBe('sequences_full'); // (no copy left to give up)
+  });
+
   it('handAll gives every sequence once the requests it had queued are answered, and keeps none of them', async () => {
     const { step, sequences } = await started();
     await step('a', 1, { start: true });

@@ -40,6 +40,11 @@ type Live = {
   startedAt: number;
   /** Requests answered since it started: of two copies of one start, the one further on is the one going on. */
   steps: number;
+  /**
+   * A backup's copy of another gateway's sequence (server.fleet.sequence_backup), no request of it served here yet:
+   * given up first when a sequence needs its room.
+   */
+  copy: boolean;
   ended: boolean;
   released: boolean;
 };
@@ -97,11 +102,11 @@ export class Sequences {
             'sequence_not_active',
           ),
         );
-      if (this.live.size >= this.opts.maxSequences) this.sweep(true);
-      if (this.live.size >= this.opts.maxSequences)
+      if (!this.roomForOne())
         return Promise.reject(unavailable('sequences_full', `model ${this.opts.model} holds its most sequences (${this.opts.maxSequences}); end one or retry`));
       entry = this.keep(seq, {}, Date.now());
     }
+    entry.copy = false; // (served here now)
     const live = entry;
     const step = live.tail.then(async () => {
       if (live.released || (live.ended && !seq.start))
@@ -179,7 +184,7 @@ export class Sequences {
    * started again elsewhere —, or answered fewer requests of the same start: a backup's); one as far on or further
    * stays (`has`: the sequence is here). `refused`: one behind it is running a request, or there is no room.
    */
-  takeOver(held: HeldSequence): 'taken' | 'has' | 'refused' {
+  takeOver(held: HeldSequence, { copy = false } = {}): 'taken' | 'has' | 'refused' {
     this.sweep();
     const kept = this.live.get(keyOf(held));
     if (kept && !furtherOn(held, kept)) return 'has';
@@ -188,9 +193,8 @@ export class Sequences {
       kept.released = true;
       this.live.delete(keyOf(held));
     }
-    if (this.live.size >= this.opts.maxSequences) this.sweep(true);
-    if (this.live.size >= this.opts.maxSequences) return 'refused';
-    this.keep(held, held.states, held.startedAt, held.steps);
+    if (!this.roomForOne()) return 'refused';
+    this.keep(held, held.states, held.startedAt, held.steps).copy = copy;
     return 'taken';
   }
 
@@ -208,6 +212,19 @@ export class Sequences {
     return live && !live.ended && !live.released ? heldOf(live) : undefined;
   }
 
+  /** Whether one more sequence fits: past maxSequences, those idle too long are dropped, then the copy used least lately. */
+  private roomForOne(): boolean {
+    if (this.live.size < this.opts.maxSequences) return true;
+    this.sweep(true);
+    if (this.live.size < this.opts.maxSequences) return true;
+    let oldest: [string, Live] | undefined;
+    for (const entry of this.live) if (entry[1].copy && entry[1].pending === 0 && (!oldest || entry[1].lastUsed < oldest[1].lastUsed)) oldest = entry;
+    if (!oldest) return false;
+    oldest[1].released = true;
+    this.live.delete(oldest[0]);
+    return true;
+  }
+
   private keep(seq: Pick<SequenceRequest, 'id' | 'owner'>, states: Inputs, startedAt: number, steps = 0): Live {
     const live = {
       seq: { id: seq.id, owner: seq.owner },
@@ -217,6 +234,7 @@ export class Sequences {
       lastUsed: this.now(),
       startedAt,
       steps,
+      copy: false,
       ended: false,
       released: false,
     };

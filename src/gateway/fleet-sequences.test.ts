@@ -22,7 +22,7 @@ function model(submit: SequencesOptions['submit'] = () => Promise.reject(new Err
     states: [{ input: 's', output: 's_out', dtype: 'FP32', axis: 0, shape: [1, 1] }],
     has: (seq) => store.has(seq),
     handOver: (seq, signal) => store.handOver(seq, signal),
-    takeOver: (held) => store.takeOver(held),
+    takeOver: (held, opts) => store.takeOver(held, opts),
     handAll: () => store.handAll(),
     snapshot: (seq) => store.snapshot(seq),
     release: (seq) => store.release(seq),

@@ -158,10 +158,10 @@ export class FleetSequences {
    * Keeps a sequence another gateway gave (see Sequences.takeOver: `has` where one as far on is kept here); refused
    * too where this gateway has no such model or its states are unlike the model's.
    */
-  private take(m: ServedModel | undefined, wire: Omit<WireSequence, 'model'>): 'taken' | 'has' | 'refused' {
+  private take(m: ServedModel | undefined, wire: Omit<WireSequence, 'model'>, copy = false): 'taken' | 'has' | 'refused' {
     try {
       const { id, owner, states } = wire;
-      return m?.sequences?.takeOver({ id, owner, states: statesOf(m, states), ...heldAt(wire) }) ?? 'refused';
+      return m?.sequences?.takeOver({ id, owner, states: statesOf(m, states), ...heldAt(wire) }, { copy }) ?? 'refused';
     } catch {
       return 'refused'; // (the gateways' configs differ: a rolling update changed the model)
     }
@@ -244,11 +244,11 @@ export class FleetSequences {
     return refused;
   }
 
-  /** A sequence another gateway sent (handed over, or a backup's copy), of the model it names: refused where it is not one. */
-  private takeSent(sent: unknown): 'taken' | 'has' | 'refused' {
+  /** A sequence another gateway sent (handed over, or a backup's `copy`), of the model it names: refused where it is not one. */
+  private takeSent(sent: unknown, copy = false): 'taken' | 'has' | 'refused' {
     const wire = sent as WireSequence | null;
     if (typeof wire !== 'object' || wire === null || typeof wire.model !== 'string' || typeof wire.id !== 'string') return 'refused';
-    return this.take(this.modelNamed(wire.model), wire);
+    return this.take(this.modelNamed(wire.model), wire, copy);
   }
 
   /** POST /fleet/sequences/take (a sequence asked for) and /fleet/sequences (sequences handed over): the fleet's secret, no client's credentials. */
@@ -279,7 +279,7 @@ export class FleetSequences {
       // (stopping: what it kept now would go with it — the next in their ranking keeps them)
       if (sequences?.fleet.isLeaving) throw unavailable('stopping', 'this gateway is stopping: it keeps no backups');
       let refused = 0;
-      for (const copy of copies) if (sequences?.takeSent(copy) === 'refused') refused++;
+      for (const copy of copies) if (sequences?.takeSent(copy, true) === 'refused') refused++;
       for (const gone of dropped)
         if (typeof gone?.model === 'string' && typeof gone.id === 'string')
           sequences?.modelNamed(gone.model)?.sequences?.release({ id: gone.id, owner: typeof gone.owner === 'string' ? gone.owner : undefined });

@@ -42,7 +42,7 @@ export interface ServedModel {
     /** A fleet's gateways hand sequences to each other as which of them holds one changes (see FleetSequences). */
     has(seq: Pick<SequenceRequest, 'id' | 'owner'>): boolean;
     handOver(seq: Pick<SequenceRequest, 'id' | 'owner'>, signal?: AbortSignal): Promise<HeldSequence | undefined>;
-    takeOver(held: HeldSequence): 'taken' | 'has' | 'refused';
+    takeOver(held: HeldSequence, opts?: { copy?: boolean }): 'taken' | 'has' | 'refused';
     snapshot(seq: Pick<SequenceRequest, 'id' | 'owner'>): HeldSequence | undefined;
     handAll(): HandingSequence[];
     /** A voice activity detector: its framing, and its audio input and probability output. */
