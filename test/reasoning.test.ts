@@ -136,6 +136,8 @@ describe('reasoning parsers', () => {
     const off = await anthropic.messages.create({ ...ask, thinking: { type: 'disabled' } });
     expect(off.content).toEqual([{ type: 'text', text: expect.stringMatching(/\S/) }]);
     expect(off.usage.output_tokens).toBe(12);
+    // `between_tools` is thinking off too (what a model writes between tool calls as thinking: none here).
+    expect((await anthropic.messages.create({ ...ask, thinking: { type: 'between_tools' } })).content).toEqual(off.content);
     await expect(anthropic.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 12 } })).rejects.toMatchObject({ status: 400 });
     // Adaptive: the model thinks as it will (no budget), its thinking in the block; `omitted` keeps the block, not its text.
     const adaptive = await anthropic.messages.create({ ...ask, thinking: { type: 'adaptive' } });

@@ -74,6 +74,8 @@ export const messagesSchema = z.object({
       z.object({ type: z.literal('enabled'), budget_tokens: z.number().int().min(1), display: thinkingDisplay }),
       z.object({ type: z.literal('adaptive'), display: thinkingDisplay }),
       z.object({ type: z.literal('disabled') }),
+      // (thinking off; what a model writes between tool calls comes back as thinking — a model here writes none)
+      z.object({ type: z.literal('between_tools') }),
     ])
     .optional(),
   /**
@@ -162,7 +164,7 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   if (req.thinking?.type === 'enabled' && !parser)
     throw badInput(`extended thinking needs a reasoning model: model ${m.name} has no reasoning_parser`, 'thinking', 'invalid_request_error');
   const thinks = parser !== undefined && (req.thinking?.type === 'enabled' || req.thinking?.type === 'adaptive');
-  const shown = thinks && req.thinking?.type !== 'disabled' && req.thinking?.display !== 'omitted'; // ('disabled' has no display)
+  const shown = thinks && (req.thinking?.type === 'enabled' || req.thinking?.type === 'adaptive') && req.thinking.display !== 'omitted';
   if (req.thinking?.type === 'enabled' && req.thinking.budget_tokens >= req.max_tokens)
     throw badInput('thinking.budget_tokens must be less than max_tokens', 'thinking.budget_tokens', 'invalid_request_error');
   const chat = asChat(req);
@@ -170,7 +172,7 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   if (effort && parser) chat.reasoning_effort = effort === 'max' ? 'xhigh' : effort;
   // Thinking turned off in so many words, on a reasoning model: it is ended before it starts (a budget of 0), so the
   // answer comes at once (left out, the model thinks, unshown). A forced tool's format holds the answer after it.
-  if (req.thinking?.type === 'disabled' && parser) chat.thinking_token_budget = 0;
+  if ((req.thinking?.type === 'disabled' || req.thinking?.type === 'between_tools') && parser) chat.thinking_token_budget = 0;
   const { generation, answer } = chatGeneration(c, m, chat, req.max_tokens);
   const base = { id: id('msg'), type: 'message', role: 'assistant', model: m.name };
   const toolBlock = (call: ToolCall) => ({ type: 'tool_use', id: `toolu_${call.id.slice('call_'.length)}`, name: call.function.name });
