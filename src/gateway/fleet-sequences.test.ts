@@ -163,4 +163,24 @@ describe('FleetSequences', () => {
     expect((await post('/fleet/sequences/backup', { sequences: 'no' }))[0]).toBe(400);
     for (const path of ['/fleet/sequences/take', '/fleet/sequences', '/fleet/sequences/backup']) expect((await post(path, null))[0]).toBe(400);
   });
+
+  it('a stopping gateway hands each sequence on once its own queue is answered, not the slowest one', async () => {
+    let answer = () => {};
+    const slow: SequencesOptions['submit'] = (inputs) =>
+      new Promise((resolve) => {
+        const s = inputs.s as { dtype: 'FP32'; shape: number[]; data: Float32Array };
+        answer = () => resolve({ outputs: { s_out: { ...s, data: s.data.map((v) => v + 1) } }, queueMs: 0, batchSize: 1 } as never);
+      });
+    const [one, two] = await fleetOf(2, slow);
+    one.store.takeOver({ ...copy(1, 1000), id: 'busy' });
+    one.store.takeOver({ ...copy(7, 1000), id: 'idle' });
+    const step = one.store.submit({ id: 'busy', start: false, end: false }, {}); // (queued: its hand-over waits for it)
+    const leaving = one.fs.leave([one.served]);
+    await expect.poll(() => two.store.has({ id: 'idle' })).toBe(true); // (gone while busy's step is still under way)
+    expect(two.store.has({ id: 'busy' })).toBe(false);
+    answer();
+    await step;
+    expect(await leaving).toEqual({ handed: 2, lost: 0 });
+    expect(((two.store.snapshot({ id: 'busy' }) as HeldSequence).states.s.data as Float32Array)[0]).toBe(2);
+  });
 });

@@ -1,5 +1,5 @@
 import { Hono } from 'hono';
-import { furtherOn, type HandingSequence, type HeldSequence } from '../batcher/index.js';
+import { furtherOn, type HeldSequence } from '../batcher/index.js';
 import { badInput, GatewayError, unavailable } from '../errors/index.js';
 import { bytesOf, bytesPerElement, elementCount, type Inputs, isDType, viewBytes } from '../tensor/index.js';
 import { clientSignal, readJson } from './body.js';
@@ -18,6 +18,8 @@ type WireSequence = { model: string; id: string; owner?: string; states: WireSta
 export type BackupResult = 'ok' | 'refused' | 'failed';
 /** A sequence to copy to its backup, as it is when the copies go. */
 type Copy = { m: ServedModel; seq: Whose };
+/** A sequence of a stopping gateway ready to go: itself, the gateways to try in turn, and what to do once it has gone. */
+type Handed = { wire: WireSequence; next: string[]; done(): void };
 /** The copies waiting for a gateway (`next`: they go together once the one in flight is answered). */
 type CopyLine = { sending: boolean; next?: { copies: Map<string, Copy>; answered: Promise<boolean>; answer(ok: boolean): void } };
 
@@ -183,31 +185,51 @@ export class FleetSequences {
 
   /**
    * Every sequence kept here, once the requests it had queued are answered, to the gateway that holds it next: the
-   * next in its key's ranking that takes it (one stopping too refuses). Until it has, its requests wait (handing).
+   * next in its key's ranking that takes it (one stopping too refuses). They go in waves — those ready together, one
+   * request per gateway — so a sequence waits for its own queue, not the slowest one's. Until it has gone, its
+   * requests wait (handing).
    */
   async handAll(models: Iterable<ServedModel>): Promise<{ handed: number; lost: number }> {
-    const handing: (HandingSequence & { model: string })[] = [];
-    for (const m of models) for (const one of m.sequences?.handAll() ?? []) handing.push({ model: m.name, ...one });
-    const done = this.handEach(handing);
-    const keys = handing.map(({ model, seq }) => sequenceKey(model, seq));
-    for (const key of keys) this.handingOn.set(key, done);
-    try {
-      return await done;
-    } finally {
-      for (const key of keys) if (this.handingOn.get(key) === done) this.handingOn.delete(key);
+    const total = { handed: 0, lost: 0 };
+    const ready: Handed[] = [];
+    let pending = 0;
+    let wake = () => {};
+    for (const m of models)
+      for (const { seq, held } of m.sequences?.handAll() ?? []) {
+        const key = sequenceKey(m.name, seq);
+        let gone = () => {};
+        const handing = new Promise<void>((resolve) => (gone = resolve));
+        this.handingOn.set(key, handing);
+        const done = () => {
+          if (this.handingOn.get(key) === handing) this.handingOn.delete(key);
+          gone();
+        };
+        pending++;
+        void held.then((now) => {
+          pending--;
+          if (now) ready.push({ wire: wireOf(m.name, now), next: this.fleet.ranked(key, { others: true }), done });
+          else done();
+          wake();
+        });
+      }
+    while (pending > 0 || ready.length > 0) {
+      if (ready.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+      const wave = ready.splice(0);
+      const { handed, lost } = await this.handWave(wave);
+      total.handed += handed;
+      total.lost += lost;
+      for (const one of wave) one.done();
     }
+    return total;
   }
 
-  private async handEach(handing: (HandingSequence & { model: string })[]): Promise<{ handed: number; lost: number }> {
-    let left: { wire: WireSequence; next: string[] }[] = [];
-    for (const { model, seq, held } of handing) {
-      const now = await held;
-      if (now) left.push({ wire: wireOf(model, now), next: this.fleet.ranked(sequenceKey(model, seq), { others: true }) });
-    }
+  /** Sequences ready to go, each to the next gateway of its ranking that takes it: one request per gateway a round. */
+  private async handWave(wave: Handed[]): Promise<{ handed: number; lost: number }> {
+    let left = wave;
     let handed = 0;
     let lost = 0;
     while (left.length > 0) {
-      const to = new Map<string, typeof left>();
+      const to = new Map<string, Handed[]>();
       for (const one of left) {
         const peer = one.next.shift();
         if (!peer) lost++;
