@@ -36,6 +36,17 @@ const copy = (value: number, startedAt: number, steps = 0) => ({
   steps,
 });
 
+/** A model's steps held until `answer()`: each adds 1 to the state (the last one submitted is the one answered). */
+function heldSteps() {
+  let release = () => {};
+  const slow: SequencesOptions['submit'] = (inputs) =>
+    new Promise((resolve) => {
+      const s = inputs.s as { dtype: 'FP32'; shape: number[]; data: Float32Array };
+      release = () => resolve({ outputs: { s_out: { ...s, data: s.data.map((v) => v + 1) } }, queueMs: 0, batchSize: 1 } as never);
+    });
+  return { slow, answer: () => release() };
+}
+
 let closing: (() => void)[] = [];
 afterEach(() => {
   for (const close of closing) close();
@@ -94,12 +105,7 @@ describe('FleetSequences', () => {
   });
 
   it('keeps a sequence the gateway asking for it gave up waiting for (its queued step slow): not lost from both', async () => {
-    let answer = () => {};
-    const slow: SequencesOptions['submit'] = (inputs) =>
-      new Promise((resolve) => {
-        const s = inputs.s as { dtype: 'FP32'; shape: number[]; data: Float32Array };
-        answer = () => resolve({ outputs: { s_out: { ...s, data: s.data.map((v) => v + 1) } }, queueMs: 0, batchSize: 1 } as never);
-      });
+    const { slow, answer } = heldSteps();
     const [keeper] = await fleetOf(1, slow);
     keeper.store.takeOver(copy(1, 1000));
     const step = keeper.store.submit({ id: 'a', start: false, end: false }, {}); // (under way: the handing over waits for it)
@@ -165,12 +171,7 @@ describe('FleetSequences', () => {
   });
 
   it('a stopping gateway hands each sequence on once its own queue is answered, not the slowest one', async () => {
-    let answer = () => {};
-    const slow: SequencesOptions['submit'] = (inputs) =>
-      new Promise((resolve) => {
-        const s = inputs.s as { dtype: 'FP32'; shape: number[]; data: Float32Array };
-        answer = () => resolve({ outputs: { s_out: { ...s, data: s.data.map((v) => v + 1) } }, queueMs: 0, batchSize: 1 } as never);
-      });
+    const { slow, answer } = heldSteps();
     const [one, two] = await fleetOf(2, slow);
     one.store.takeOver({ ...copy(1, 1000), id: 'busy' });
     one.store.takeOver({ ...copy(7, 1000), id: 'idle' });

@@ -163,8 +163,9 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   const parser = m.generation?.reasoningParser;
   if (req.thinking?.type === 'enabled' && !parser)
     throw badInput(`extended thinking needs a reasoning model: model ${m.name} has no reasoning_parser`, 'thinking', 'invalid_request_error');
-  const thinks = parser !== undefined && (req.thinking?.type === 'enabled' || req.thinking?.type === 'adaptive');
-  const shown = thinks && (req.thinking?.type === 'enabled' || req.thinking?.type === 'adaptive') && req.thinking.display !== 'omitted';
+  const block = req.thinking?.type === 'enabled' || req.thinking?.type === 'adaptive' ? req.thinking : undefined;
+  const thinks = parser !== undefined && block !== undefined;
+  const shown = thinks && block.display !== 'omitted';
   if (req.thinking?.type === 'enabled' && req.thinking.budget_tokens >= req.max_tokens)
     throw badInput('thinking.budget_tokens must be less than max_tokens', 'thinking.budget_tokens', 'invalid_request_error');
   const chat = asChat(req);
