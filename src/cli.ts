@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
 import { checkEnsembles } from './ensemble-plan.js';
 import { shadowProblems } from './gateway/index.js';
+import { modelProblems, readModelFiles } from './model-build.js';
 import { layoutOf, loadSignatures } from './model-files.js';
 import {
   batchSignature,
@@ -102,7 +103,7 @@ program
   .requiredOption('-c, --config <file>', 'YAML config file')
   .action(async ({ config: file }: { config: string }) => {
     const config = await loadConfig(file);
-    const signatures = await loadSignatures(config);
+    const { signatures } = await readModelFiles(config);
     for (const [name, sig] of signatures) {
       const io = (ts: typeof sig.inputs) => ts.map((t) => `${t.name} ${t.dtype} ${formatShape(t.shape)}`).join(', ');
       const model = config.models[name];
@@ -137,15 +138,14 @@ program
       const check = multiplexChecker(name, model.path, signatures.get(name) as ModelSignature);
       for (const id of multiplexedIds(model.path)) await check(id).catch((err: Error) => unfit.push(`models.${name}: ${err.message}`));
     }
-    // Every LoRA adapter, read as the gateway reads it at start.
     for (const [name, model] of Object.entries(config.models)) {
-      const targets = generativeSpec(signatures.get(name) as ModelSignature)?.lora;
-      for (const [adapter, path] of Object.entries(model.lora_adapters ?? {})) {
-        if (!targets) unfit.push(`models.${name}.lora_adapters: the model takes no LoRA adapters (models/gpt.py --lora)`);
-        else await readAdapter(path, targets).catch((err: Error) => unfit.push(`models.${name}.lora_adapters.${adapter}: ${err.message}`));
-      }
-      if (model.reasoning_parser && !generativeSpec(signatures.get(name) as ModelSignature))
-        unfit.push(`models.${name}.reasoning_parser: the model is not generative (a decoder with a KV cache): it has no answers to split`);
+      const signature = signatures.get(name) as ModelSignature;
+      unfit.push(...modelProblems(name, model, signature));
+      // Every LoRA adapter, read as the gateway reads it at start.
+      const targets = generativeSpec(signature)?.lora;
+      if (targets)
+        for (const [adapter, path] of Object.entries(model.lora_adapters ?? {}))
+          await readAdapter(path, targets).catch((err: Error) => unfit.push(`models.${name}.lora_adapters.${adapter}: ${err.message}`));
     }
     // Each shadow (config shadow) able to answer its model's requests, as the gateway checks at start.
     unfit.push(...shadowProblems(config.models, (name) => (signatures.has(name) ? { name, signature: signatures.get(name) as ModelSignature } : undefined)));

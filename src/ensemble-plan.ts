@@ -2,8 +2,8 @@ import { type EnsemblePlan, planEnsemble } from './batcher/index.js';
 import type { Config } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import type { ServedModel } from './gateway/index.js';
-import { layoutOf, vadSized } from './model-files.js';
-import { callerSignature, generativeSpec, type ModelSignature, versionsServed } from './models/index.js';
+import { callerSignatureOf } from './model-files.js';
+import { generativeSpec, type ModelSignature, versionsServed } from './models/index.js';
 
 // Ensembles planned against the models they compose (at start, on a reload, and by `infergate validate`).
 
@@ -61,7 +61,7 @@ export function checkEnsembles(config: Config, signatures: ReadonlyMap<string, M
   return planEnsembles(config, (name) => {
     const [model, own] = [config.models[name], signatures.get(name)];
     if (!model || !own) return undefined;
-    const signature = vadSized(model, callerSignature(own, layoutOf(name, model, own)));
+    const signature = callerSignatureOf(name, model, own);
     return {
       signature,
       generative: Boolean(generativeSpec(signature)),

@@ -5,10 +5,9 @@ import type { Config, ModelConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import { badInput, unavailable } from './errors/index.js';
 import { type Autoscaling, LoraAdapters, type ModelControl, versionOf } from './gateway/index.js';
-import { checkTokenizers, encoderText, layoutOf, loadDictionaries, loadLabels, loadSignatures, vadSized } from './model-files.js';
+import { callerSignatureOf, checkTokenizers, encoderText, layoutOf, loadDictionaries, loadLabels, loadSignatures } from './model-files.js';
 import {
   batchSignature,
-  callerSignature,
   classifierSpec,
   embeddingPadding,
   embeddingSpec,
@@ -52,14 +51,7 @@ function laidOut(pool: ReplicaPool, layout: ModelLayout): BatchTarget {
 
 /** A generative model's adapters (config `lora_adapters`), each read now: one that does not fit is a config error. */
 async function loraAdapters(name: string, model: ModelConfig, generative: GenerativeSpec | null): Promise<LoraAdapters | undefined> {
-  if (!generative?.lora) {
-    const set = model.lora_adapters ? 'lora_adapters' : model.max_loras !== undefined ? 'max_loras' : undefined;
-    if (set)
-      throw new ConfigError(
-        `models.${name}.${set}: the model takes no LoRA adapters (it has no lora_slot and lora.{layer}.{module}.a/.b inputs: models/gpt.py --lora)`,
-      );
-    return undefined;
-  }
+  if (!generative?.lora) return undefined; // (adapters for a model without LoRA inputs: one of modelProblems)
   const adapters = new LoraAdapters(generative.lora);
   for (const [adapter, path] of Object.entries(model.lora_adapters ?? {}))
     await adapters.add(adapter, path).catch((err: Error) => {
@@ -68,16 +60,38 @@ async function loraAdapters(name: string, model: ModelConfig, generative: Genera
   return adapters;
 }
 
-/** A VAD takes one FP32 input of audio windows and gives one probability per window (its state aside). */
-function vadTensors(name: string, callerSig: ModelSignature): { input: string; output: string } {
+/** A VAD takes one FP32 input of audio windows and gives one probability per window (its state aside); undefined if not. */
+function vadTensors(callerSig: ModelSignature): { input: string; output: string } | undefined {
   const [input, ...more] = callerSig.inputs;
   const [output, ...others] = callerSig.outputs;
   const fits = input && output && !more.length && !others.length && input.dtype === 'FP32' && input.shape.length === 2 && output.dtype === 'FP32';
-  if (!fits)
-    throw new ConfigError(
-      `models.${name}.vad: a VAD model takes one FP32 [batch, samples] input and gives one FP32 probability per row, besides its state and constants; this one takes ${callerSig.inputs.map((t) => t.name).join(', ')} and gives ${callerSig.outputs.map((t) => t.name).join(', ')}`,
+  return fits ? { input: input.name, output: output.name } : undefined;
+}
+
+/**
+ * What a model's config asks of its tensors that they cannot give, each naming the key: checked when the model is
+ * built and by `infergate validate` (which so passes no config that serve then refuses).
+ */
+export function modelProblems(name: string, model: ModelConfig, own: ModelSignature): string[] {
+  const signature = callerSignatureOf(name, model, own);
+  const generative = generativeSpec(signature);
+  const at = `models.${name}`;
+  const problems: string[] = [];
+  if (generative && model.multiplex)
+    problems.push(`${at}.multiplex: the model is generative (its replicas keep sequences' KV caches): multiplexing is for tensor models`);
+  if (generative && model.path.includes('{version}')) problems.push(`${at}.path: the model is generative: versions ({version}) are for tensor models`);
+  if (generative && model.response_cache_mb > 0)
+    problems.push(`${at}.response_cache_mb: a generative model draws its tokens, its answers are not kept (prefix_cache_mb keeps its prompts' work)`);
+  if (!generative && model.reasoning_parser)
+    problems.push(`${at}.reasoning_parser: the model is not generative (a decoder with a KV cache): it has no answers to split`);
+  const lora = model.lora_adapters ? 'lora_adapters' : model.max_loras !== undefined ? 'max_loras' : undefined;
+  if (lora && !generative?.lora)
+    problems.push(`${at}.${lora}: the model takes no LoRA adapters (it has no lora_slot and lora.{layer}.{module}.a/.b inputs: models/gpt.py --lora)`);
+  if (model.vad && !vadTensors(signature))
+    problems.push(
+      `${at}.vad: a VAD model takes one FP32 [batch, samples] input and gives one FP32 probability per row, besides its state and constants; this one takes ${signature.inputs.map((t) => t.name).join(', ')} and gives ${signature.outputs.map((t) => t.name).join(', ')}`,
     );
-  return { input: input.name, output: output.name };
+  return problems;
 }
 
 /**
@@ -85,12 +99,18 @@ function vadTensors(name: string, callerSig: ModelSignature): { input: string; o
  * before anything starts (or, on a reload, is swapped in); then a builder of each model.
  */
 export async function readModels(config: Config): Promise<(name: string, shared: Shared) => Promise<ModelEntry>> {
+  const { signatures, labels, dictionaries } = await readModelFiles(config);
+  return (name, shared) =>
+    buildModel(name, config.models[name], signatures.get(name) as ModelSignature, { labels: labels.get(name), dictionary: dictionaries.get(name) }, shared);
+}
+
+/** The config's model files read and checked (what `infergate validate` reads too). */
+export async function readModelFiles(config: Config) {
   const signatures = await loadSignatures(config);
   await checkTokenizers(config);
   const labels = await loadLabels(config);
   const dictionaries = await loadDictionaries(config, signatures);
-  return (name, shared) =>
-    buildModel(name, config.models[name], signatures.get(name) as ModelSignature, { labels: labels.get(name), dictionary: dictionaries.get(name) }, shared);
+  return { signatures, labels, dictionaries };
 }
 
 /** What every model's set-up shares. `placeKey` tells a model's replicas from its replacement's on the GPUs. */
@@ -120,7 +140,9 @@ async function buildModel(
   // What the batcher stacks (states batch first, constants left out) and what callers send (no states either).
   const layout = layoutOf(name, model, ownSignature);
   const batchable = batchSignature(ownSignature, layout).batchAxis === 0;
-  const signature = vadSized(model, callerSignature(ownSignature, layout));
+  const problems = modelProblems(name, model, ownSignature);
+  if (problems.length) throw new ConfigError(problems.join('\n'));
+  const signature = callerSignatureOf(name, model, ownSignature);
   const b = model.batching;
   const s = model.scaling;
   // A decoder with a KV cache gets continuous batching (max_batch_size sequences per replica);
@@ -130,20 +152,10 @@ async function buildModel(
   const embedding = generative ? null : embeddingSpec(signature);
   const classifier = generative ? null : classifierSpec(signature);
   const encoder = embedding ?? classifier;
-  if (generative && model.multiplex)
-    throw new ConfigError(`models.${name}.multiplex: the model is generative (its replicas keep sequences' KV caches): multiplexing is for tensor models`);
-  if (!generative && model.reasoning_parser)
-    throw new ConfigError(`models.${name}.reasoning_parser: the model is not generative (a decoder with a KV cache): it has no answers to split`);
-  if (generative && model.path.includes('{version}'))
-    throw new ConfigError(`models.${name}.path: the model is generative: versions ({version}) are for tensor models`);
   const generativeTokenizer = generative ? await loadTokenizer(model.tokenizer ?? generative.tokenizer) : undefined;
   const adapters = await loraAdapters(name, model, generative);
   const text = encoder ? await encoderText(name, { ...encoder, tokenizer: model.tokenizer ?? encoder.tokenizer }, log) : undefined;
   if (model.embeddings && !embedding) log.warn({ model: name }, 'embeddings is ignored: the model is not a text encoder (input_ids in, hidden states out)');
-  if (generative && model.response_cache_mb > 0)
-    throw new ConfigError(
-      `models.${name}.response_cache_mb: a generative model draws its tokens, its answers are not kept (prefix_cache_mb keeps its prompts' work)`,
-    );
   if (!batchable && b.max_batch_size > 1 && !generative) {
     log.warn({ model: name }, 'the model has no dynamic first dimension on every input and output: each request runs as its own batch');
   }
@@ -322,7 +334,12 @@ async function buildModel(
       takeOver: (held, opts) => sequences.takeOver(held, opts),
       snapshot: (seq) => sequences.snapshot(seq),
       handAll: () => sequences.handAll(),
-      vad: model.vad && { sampleRate: model.vad.sample_rate, window: model.vad.window, context: model.vad.context, ...vadTensors(name, signature) },
+      vad: model.vad && {
+        sampleRate: model.vad.sample_rate,
+        window: model.vad.window,
+        context: model.vad.context,
+        ...(vadTensors(signature) as { input: string; output: string }),
+      },
     },
     generation:
       generative && scheduler && generativeTokenizer

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Config, ModelConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import {
+  callerSignature,
   describeTensors,
   type EncoderInputs,
   loadTokenizer,
@@ -163,6 +164,11 @@ function firstModelId(name: string, template: string): string {
   const [first] = multiplexedIds(template);
   if (first === undefined) throw new ConfigError(`models.${name}.path: no file matches ${template} (a multiplexed model needs one to start with)`);
   return first;
+}
+
+/** The tensors a model's callers send and get: its states and constants left out, a VAD's window length filled in. */
+export function callerSignatureOf(name: string, model: ModelConfig, own: ModelSignature): ModelSignature {
+  return vadSized(model, callerSignature(own, layoutOf(name, model, own)));
 }
 
 /** A VAD's windows have one length (context + window samples): callers are told, and any other is a 400, not the model's error. */

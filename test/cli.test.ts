@@ -104,6 +104,20 @@ describe('infergate validate', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('refuses what serve would refuse of a model: options its tensors cannot serve, all named at once', async () => {
+    const file = await configFile(
+      `models:\n  gpt: { path: ${MODELS}tiny-gpt.onnx, response_cache_mb: 8, max_loras: 2 }\n  mlp: { path: ${MODELS}mlp.onnx, reasoning_parser: deepseek_r1 }\n`,
+    );
+    const run = cli(['validate', '-c', file]);
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toContain('models.gpt.response_cache_mb: a generative model draws its tokens, its answers are not kept');
+    expect(run.output()).toContain('models.gpt.max_loras: the model takes no LoRA adapters');
+    expect(run.output()).toContain('models.mlp.reasoning_parser: the model is not generative');
+    const serve = cli(['serve', '-c', file]);
+    expect(await serve.exited).toBe(1);
+    expect(serve.output()).toContain('models.gpt.response_cache_mb: a generative model draws its tokens');
+  });
+
   it('names the bad option, its value and what was expected, and exits non-zero', async () => {
     const file = await configFile(`models:\n  resnet:\n    path: ${MODELS}mlp.onnx\n    batching: { wait_ms: soon }\n`);
     const run = cli(['validate', '-c', file]);

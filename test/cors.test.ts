@@ -99,7 +99,9 @@ describe('cross-origin requests (server.cors)', () => {
           async ({ url, body, key }) => {
             try {
               const r = await fetch(`${url}/v2/models/mlp/infer`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...key } });
-              return { status: r.status, requestId: r.headers.get('x-request-id'), outputs: (await r.json()).outputs?.length };
+              // A DELETE (preflighted like the POST): a call this caller does not have, so the page reads a 404.
+              const gone = await fetch(`${url}/v2/calls/no-such-call`, { method: 'DELETE', headers: key });
+              return { status: r.status, requestId: r.headers.get('x-request-id'), outputs: (await r.json()).outputs?.length, deleteStatus: gone.status };
             } catch (e) {
               return { error: String(e) };
             }
@@ -108,7 +110,7 @@ describe('cross-origin requests (server.cors)', () => {
         );
       };
       const fromApp = await call(allowed);
-      expect(fromApp).toMatchObject({ status: 200, outputs: 1 });
+      expect(fromApp).toMatchObject({ status: 200, outputs: 1, deleteStatus: 404 });
       expect(fromApp.requestId).toBeTruthy();
       expect(await call(other)).toEqual({ error: expect.stringMatching(/Failed to fetch/) });
     } finally {

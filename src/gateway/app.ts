@@ -136,7 +136,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   // answer, errors too, says which origin may read it.
   if (opts.cors) {
     const { origins, maxAgeS } = opts.cors;
-    app.use(cors({ origin: origins, maxAge: maxAgeS, exposeHeaders: EXPOSED_HEADERS, allowMethods: ['GET', 'HEAD', 'POST'] }));
+    // DELETE too: a page removes its stored responses, conversations, files and calls.
+    app.use(cors({ origin: origins, maxAge: maxAgeS, exposeHeaders: EXPOSED_HEADERS, allowMethods: ['GET', 'HEAD', 'POST', 'DELETE'] }));
     // Browsers do not apply CORS to WebSockets: a page of another origin is refused here instead.
     app.use('/v1/ws', async (c, next) => {
       const origin = c.req.header('origin');

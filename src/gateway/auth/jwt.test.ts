@@ -27,6 +27,12 @@ describe('jwtVerifier with a static PEM key', () => {
     expect(who).toEqual({ subject: 'bob', scopes: ['classify', 'chat'], claims: { tenant: 'acme' }, priority: 10 });
   });
 
+  it('reads scopes from scope, or scp as a list or a space-separated string (as Entra ID writes it)', async () => {
+    const verify = await jwtVerifier(config);
+    for (const claims of [{ scope: 'classify chat' }, { scp: ['classify', 'chat'] }, { scp: 'classify  chat' }])
+      expect((await verify(await token({ sub: 'bob', ...claims }))).scopes).toEqual(['classify', 'chat']);
+  });
+
   it('requires an expiry', async () => {
     const verify = await jwtVerifier(config);
     const noExp = await new SignJWT({ sub: 'bob' }).setProtectedHeader({ alg: 'ES256' }).setIssuer(config.issuer).setAudience(config.audience).sign(privateKey);

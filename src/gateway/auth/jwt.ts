@@ -86,7 +86,7 @@ export async function jwtVerifier(config: JwtConfig): Promise<(token: string) =>
     }
     if (!payload && unavailable && (last === unavailable || last instanceof errors.JWKSNoMatchingKey)) throw unavailable;
     if (!payload) throw new TokenError(describe(last));
-    const scopes = typeof payload.scope === 'string' ? payload.scope.split(' ').filter(Boolean) : Array.isArray(payload.scp) ? payload.scp.map(String) : [];
+    const scopes = scopeList(payload.scope) ?? scopeList(payload.scp) ?? [];
     const claims = Object.fromEntries(config.claims.filter((c) => c in payload).map((c) => [c, payload[c]]));
     const tier = config.priority_claim ? payload[config.priority_claim] : undefined;
     const priority = typeof tier === 'string' || typeof tier === 'number' ? config.priorities[String(tier)] : undefined;
@@ -139,4 +139,11 @@ function describe(err: unknown): string {
   if (err instanceof errors.JWTInvalid || err instanceof errors.JWSInvalid) return 'the token is malformed';
   if (err instanceof errors.JOSEError) return `the token is not accepted (${err.code})`;
   return 'the token could not be verified';
+}
+
+/** OAuth's `scope` is a space-separated string; `scp` is a list (Okta) or such a string (Microsoft Entra ID). */
+function scopeList(claim: unknown): string[] | undefined {
+  if (typeof claim === 'string') return claim.split(' ').filter(Boolean);
+  if (Array.isArray(claim)) return claim.map(String);
+  return undefined;
 }
