@@ -301,7 +301,10 @@ describe('a JWKS server that cannot be reached', () => {
       const res = await ask(sign(fresh));
       expect(res.status, mode).toBe(503);
       expect(res.headers.get('retry-after'), mode).toBe('5');
-      expect((await res.json()).error, mode).toMatch(/^the signing keys at auth\.jwt\.jwks_url could not be fetched \(.+\)$/);
+      expect(await res.json(), mode).toEqual({
+        error: expect.stringMatching(/^the signing keys at auth\.jwt\.jwks_url could not be fetched \(.+\)$/),
+        code: 'auth_unavailable',
+      });
 
       // What it can judge it still refuses: a signature that does not verify, a token that is not one.
       const [h, p] = sign(ec).split('.');

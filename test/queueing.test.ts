@@ -58,7 +58,7 @@ describe('queue limits and deadlines', () => {
       const refused = await fetch(`${gw.url}/v2/models/short/infer`, { method: 'POST', body: JSON.stringify({ inputs: x }) });
       expect(refused.status).toBe(503);
       expect(refused.headers.get('retry-after')).toBe('1');
-      expect((await refused.json()).error).toMatch(/queue of model short is full \(2 of 2 rows\)/);
+      expect(await refused.json()).toEqual({ error: expect.stringMatching(/queue of model short is full \(2 of 2 rows\)/), code: 'queue_full' });
 
       // The replica is still stopped: only a timer can fail these.
       queued = await Promise.all(waiting);

@@ -56,6 +56,12 @@ describe('parseConfig', () => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);
     expect(() => parseConfig(raw)).toThrow(message);
   });
+
+  it('says a rule across options without the object holding them (its message names them)', () => {
+    const remote = { ...model, remote: ['gpu-1:9000'], scaling: { max_containers: 2 } };
+    for (const m of [remote, { ...model, vad: { sample_rate: 16000 } }, { ...model, scaling: { min_containers: 3, max_containers: 2 } }])
+      expect(() => parseConfig({ models: { m } })).toThrow(/^ {2}models\.m\.\w+(\.\w+)?: [^{]*[a-z]$/m);
+  });
 });
 
 describe('loadConfig', () => {

@@ -87,6 +87,9 @@ function describeIssue(issue: z.core.$ZodIssue): string {
     return `${issue.keys.map((k) => at + k).join(', ')}: unknown option`;
   }
   const expected = issue.message.replace(/^(Invalid input|Too small|Too big|Invalid string): /, '').replace(/, received \w+$/, '');
-  const got = 'input' in issue && issue.input !== undefined ? `, got ${JSON.stringify(issue.input)}` : ', but it is missing';
+  const input = 'input' in issue ? issue.input : undefined;
+  // A rule across options (a refine) is checked on the object holding them: its message names them, the object is noise.
+  if (issue.code === 'custom' && typeof input === 'object' && input !== null && !Array.isArray(input)) return `${path}: ${expected}`;
+  const got = input !== undefined ? `, got ${JSON.stringify(input)}` : ', but it is missing';
   return `${path}: ${expected}${got}`;
 }

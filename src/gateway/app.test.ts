@@ -55,7 +55,7 @@ describe('gateway app', () => {
     expect((await app.request('/nope')).status).toBe(404);
     const res = await app.request('/v2/models/other');
     expect(res.status).toBe(404);
-    expect(await res.json()).toEqual({ error: 'unknown model "other"; this gateway serves neg' });
+    expect(await res.json()).toEqual({ error: 'unknown model "other"; this gateway serves neg', code: 'not_found' });
   });
 
   it('refuses a body over the limit with 413 and closes the connection', async () => {

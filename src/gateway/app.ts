@@ -300,7 +300,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     for (const [name, value] of Object.entries(e.options.headers ?? {})) c.header(name, value);
     // The unread rest of an oversized body would otherwise be parsed as the next request: close instead.
     if (e.status === 413) c.header('Connection', 'close');
-    // OpenAI routes answer OpenAI's error object; KServe routes (and the rest) answer {"error": "..."}.
+    // OpenAI routes answer OpenAI's error object; KServe routes (and the rest) answer {"error": "...", "code": "..."}.
     const endpoint = opts.endpoints?.find((x) => x.path === c.req.path);
     const kserveV1 = /^\/v1\/models\/[^/]+:\w+$/.test(c.req.path); // KServe v1's /v1/models/{m}:predict answers KServe's errors
     const openai = (c.req.path.startsWith('/v1/') && !kserveV1) || vllmRoutes.includes(c.req.path);
@@ -311,7 +311,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
       return c.json(body, status as 400);
     }
     if (endpoint ? endpoint.protocol !== 'kserve' : openai) return c.json(openaiError(e).body, e.status as 400);
-    return c.json({ error: e.message }, e.status as 400);
+    return c.json({ error: e.message, code: e.code }, e.status as 400);
   });
   return app;
 }

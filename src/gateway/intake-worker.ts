@@ -169,7 +169,7 @@ parent.on('message', (m: ToIntake) => {
       const res = open.get(m.id)?.res;
       if (!res) return;
       if (!m.failed) res.end();
-      else if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal error"}');
+      else if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal error","code":"internal"}');
       else res.destroy();
       return;
     }

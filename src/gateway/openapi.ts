@@ -37,7 +37,7 @@ const ERROR_SCHEMAS: Record<ErrorShape, object> = {
       },
     },
   },
-  kserve: { type: 'object', properties: { error: { type: 'string' } } },
+  kserve: { type: 'object', properties: { error: { type: 'string' }, code: { type: 'string' } } },
   anthropic: {
     type: 'object',
     properties: { type: { const: 'error' }, error: { type: 'object', properties: { type: { type: 'string' }, message: { type: 'string' } } } },
