@@ -94,6 +94,9 @@ describe('asynchronous inference', () => {
     expect(await answered()).toBe(before + 1);
     const slow = await post('/v2/models/waits/infer', x(3));
     expect(slow.status).toBe(303);
+    // (measured under its route, as the request it was: not under the middleware that redirected it)
+    const redirects = (await (await fetch(`${gw.url}/metrics`)).text()).split('\n').filter((l) => /^http_server_request_duration_count\{.*303/.test(l));
+    expect(redirects).toEqual([expect.stringContaining('http_route="/v2/models/:model/infer"')]);
     const location = slow.headers.get('location') as string;
     expect(location).toMatch(/^\/v2\/calls\/[0-9a-f-]{36}\?wait_s=0\.4$/);
     // Still running after the wait: sent to wait again, as Modal's result URLs chain.

@@ -41,7 +41,8 @@ beforeAll(async () => {
       ],
       rate_limit: { per_second: 0.001, burst: 5 },
     },
-    server: { grpc_port: 0 },
+    // (async_after_s: every request runs as an asynchronous call answered in time, its shadow's request not)
+    server: { grpc_port: 0, async_after_s: 30 },
     capture: { dir, models: ['tiny-gpt', 'mlp', 'tenants'] },
     models,
     // Public paths bound to a shadowed model: shadowed through their protocol's own route.

@@ -7,6 +7,7 @@ import type { Caller } from './auth/middleware.js';
 import { clientSignal, parseQuery, readBody, releaseBody } from './body.js';
 import type { IntakeRequest } from './intake.js';
 import type { BatchLineEnv } from './openai/batch-store.js';
+import { shadowOfEnv } from './shadow.js';
 import type { GatewayEnv } from './types.js';
 
 /**
@@ -175,9 +176,10 @@ export type IsInference = (path: string) => boolean;
  */
 export function asyncCalls(calls: Calls, isInference: IsInference, maxBodyBytes: number, dispatch: Dispatch): MiddlewareHandler<GatewayEnv> {
   return async function asyncCalls(c, next) {
-    // Not a call's own request, a Batch API line or a gRPC call (they wait for their answers, whatever it takes).
+    // Not a call's own request, a Batch API line, a gRPC call (they wait for their answers, whatever it takes) or a
+    // shadow's request (its answer is discarded; as a call it would lose its mark, so its capture beside the client's).
     const env = c.env as (CallEnv & BatchLineEnv & { intake?: IntakeRequest }) | undefined;
-    const answeredInPlace = env?.infergateCall !== undefined || env?.infergateBatch !== undefined || env?.intake?.grpc === true;
+    const answeredInPlace = env?.infergateCall !== undefined || env?.infergateBatch !== undefined || env?.intake?.grpc === true || shadowOfEnv(c) !== undefined;
     const preferAsync = /(^|[,\s])respond-async([,;\s]|$)/i.test(c.req.header('prefer') ?? '');
     if (answeredInPlace || c.req.method !== 'POST' || !isInference(c.req.path) || (!preferAsync && calls.opts.afterMs <= 0)) return next();
     const body = await readBody(c, maxBodyBytes);
@@ -198,6 +200,7 @@ export function asyncCalls(calls: Calls, isInference: IsInference, maxBodyBytes:
       gone.addEventListener('abort', () => detached || both.abort(), { once: true });
       return dispatch(url.pathname + url.search, { method: 'POST', headers, body: bytes, signal: both.signal }, { infergateCall: { caller } });
     });
+    c.set('sentToCall', true);
     if (preferAsync) {
       calls.keep(call);
       c.header('Preference-Applied', 'respond-async');
@@ -208,6 +211,7 @@ export function asyncCalls(calls: Calls, isInference: IsInference, maxBodyBytes:
     const timer = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), calls.opts.afterMs).unref());
     const first = await Promise.race([call.response, timer]);
     if (first !== 'late') {
+      c.set('sentToCall', false);
       calls.release(call);
       c.set('loggedByCall', true); // (its call's request, which ran it, has the request's log line and metrics)
       return first;

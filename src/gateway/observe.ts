@@ -23,7 +23,8 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
     await next();
     if (c.get('loggedByCall')) return span.end();
     const status = c.res.status;
-    const route = routePath(c);
+    // (a request answered 202/303 by an asynchronous call stopped in its middleware: the route it was for, the last matched)
+    const route = c.get('sentToCall') ? routePath(c, -1) : routePath(c);
     const model = c.get('model');
     const version = c.get('modelVersion');
     const seconds = (performance.now() - start) / 1000;

@@ -141,6 +141,8 @@ export type GatewayEnv = {
     modelVersion?: string;
     /** Answered by the request an asynchronous call sent through the app again, which is logged and measured instead. */
     loggedByCall?: boolean;
+    /** Answered 202 or 303 by an asynchronous call before its route ran: logged and measured under that route. */
+    sentToCall?: boolean;
     queueMs?: number;
     batchSize?: number;
     /** Told of the request's body once read (readBody): data capture, when this request is captured; shadow traffic. */
