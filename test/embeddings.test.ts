@@ -225,6 +225,8 @@ describe('a request whose inputs the model cannot take, batched with others', ()
 
     const [good, bad, other] = await Promise.all([infer([464, 2068, 7586]), infer([464, 1_000_000_000, 7586]), infer([40, 588, 340])]);
     expect(bad.status).toBe(500);
+    // (the same inputs would fail again: clients are told not to retry it; the others are not marked)
+    expect([bad, good, other].map((r) => r.headers.get('x-should-retry'))).toEqual(['false', null, null]);
     expect(((await bad.json()) as { error: string }).error).toMatch(/out of (data )?bounds/);
     expect([good.status, other.status]).toEqual([200, 200]);
     const hidden = (await good.json()) as { outputs: { data: number[] }[] };

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { badInput, cancelled, deadlineExceeded, GatewayError, internal, unavailable } from '../errors/index.js';
+import { badInput, cancelled, deadlineExceeded, GatewayError, internal, modelFailed, unavailable } from '../errors/index.js';
 import type { Inputs } from '../tensor/index.js';
 import { type BatchRule, decideBatch, type QueuedView } from './decide.js';
 import { FairShare } from './fair-share.js';
@@ -398,7 +398,8 @@ export class Batcher extends EventEmitter<{
       })
       .catch((err: Error) => {
         report(false);
-        const error = err instanceof GatewayError ? err : internal(`model ${this.opts.model} failed: ${err.message}`, err);
+        // (settled only on a request that ran alone: of several, each runs again alone first)
+        const error = err instanceof GatewayError ? err : modelFailed(`model ${this.opts.model} failed: ${err.message}`, err);
         // The model's own error on a batch of several requests may come of one request's inputs (a token id past an
         // embedding table, values it cannot take): each is run again alone, so that only the one causing it fails.
         const isolate = !(err instanceof GatewayError) && items.filter((i) => !i.settled).length > 1;

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { cancelled, deadlineExceeded, GatewayError, internal, unavailable } from '../errors/index.js';
+import { cancelled, deadlineExceeded, GatewayError, internal, modelFailed, unavailable } from '../errors/index.js';
 
 // What a replica draws tokens with, and reports of them: the replica's own types (only types cross over).
 export type { Sampling as SamplingParams, TokenLogprobs } from '../models/sampling.js';
@@ -507,7 +507,7 @@ export class GenerationScheduler extends EventEmitter<{
         for (const [id, why] of Object.entries(step.failed ?? {})) {
           const seq = loop.active.get(id);
           this.leave(loop, id);
-          if (seq) this.settle(seq, internal(`model ${this.opts.model}: ${why}`));
+          if (seq) this.settle(seq, modelFailed(`model ${this.opts.model}: ${why}`));
         }
         for (const [id, cached] of Object.entries(step.cached ?? {})) {
           const seq = loop.active.get(id);

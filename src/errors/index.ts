@@ -31,5 +31,11 @@ export const unavailable = (code: string, message: string, retryAfterS = 1) => n
 export const deadlineExceeded = (message: string) => new GatewayError(504, 'deadline_exceeded', message);
 /** 499 (nginx's "client closed request"): nobody is left to answer; only logs and metrics see it. */
 export const cancelled = (message = 'the client went away') => new GatewayError(499, 'cancelled', message);
+/**
+ * 500: the model failed on this request's own inputs, run alone: sent again it fails again (and costs the requests it
+ * would share a batch with a run each), so clients are told not to retry it — `x-should-retry: false`, which the
+ * OpenAI and Anthropic SDKs honour (they retry a 500 twice by default).
+ */
+export const modelFailed = (message: string, cause?: unknown) => new GatewayError(500, 'internal', message, { cause, headers: { 'x-should-retry': 'false' } });
 /** 500: the model or a replica failed in a way the caller cannot fix. */
 export const internal = (message: string, cause?: unknown) => new GatewayError(500, 'internal', message, { cause });

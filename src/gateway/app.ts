@@ -124,6 +124,7 @@ const EXPOSED_HEADERS = [
   'www-authenticate',
   'location',
   'preference-applied',
+  'x-should-retry',
 ];
 
 /** The gateway as a Hono app; only server.ts binds it to a socket. */
