@@ -235,5 +235,17 @@ describe('a request whose inputs the model cannot take, batched with others', ()
     expect(stats).toMatchObject({ isolated: 3, batchSizes: { 3: 1, 1: 3 } }); // the batch of three, then each alone
     const metrics = await (await fetch(`${gw.url}/metrics`)).text();
     expect(metrics).toMatch(/^infergate_isolated_total\{[^}]*infergate_model="embed-together"[^}]*\} 3$/m);
+
+    // The OpenAI SDK (which retries a 500 twice by default) sends the failing request once.
+    const requests = async () => (await (await fetch(`${gw.url}/v2/models/embed-together/stats`)).json()).requests as number;
+    const before = await requests();
+    const client = new OpenAI({ baseURL: gw.url, apiKey: 'unused', maxRetries: 2 });
+    const ids = [464, 1_000_000_000, 7586];
+    const inputs = [
+      { name: 'input_ids', shape: [1, 3], datatype: 'INT64', data: ids },
+      { name: 'attention_mask', shape: [1, 3], datatype: 'INT64', data: [1, 1, 1] },
+    ];
+    await expect(client.post('/v2/models/embed-together/infer', { body: { inputs } })).rejects.toMatchObject({ status: 500 });
+    expect(await requests()).toBe(before + 1);
   });
 });
