@@ -17,6 +17,8 @@ beforeAll(async () => {
       // A lone request waits 1.5 s for company: slow enough to be collected later.
       waits: { path: `${MODELS}mlp.onnx`, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 1500 }, scaling: { min_containers: 1 } },
       tiny: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } },
+      // One sequence at a time: a second one's first token waits for the first to end.
+      single: { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 1 }, scaling: { min_containers: 1 } },
     },
   } as never);
 });
@@ -139,6 +141,15 @@ describe('asynchronous inference', () => {
     expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
     const text = await res.text();
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+
+    // A stream whose first token waits in the queue past async_after_s (the one slot busy) starts when it comes.
+    const busy = post('/v1/completions', { model: 'single', prompt: 'Once', max_tokens: 500, ignore_eos: true });
+    await expect.poll(async () => (await (await fetch(`${gw.url}/v2/models/single/stats`, { headers: as('alice') })).json()).active).toBe(1);
+    const waited = await post('/v1/completions', { model: 'single', prompt: 'Twice', max_tokens: 2, stream: true });
+    expect(waited.status).toBe(200);
+    expect(waited.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    expect((await waited.text()).trimEnd().endsWith('data: [DONE]')).toBe(true);
+    expect((await busy).status).toBe(303); // (the whole answer, still running, was redirected)
   });
 
   it('is the caller’s own: another caller’s id is unknown to them, and a call can be cancelled', async () => {

@@ -15,7 +15,9 @@ const models = {
   'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu' },
 };
 beforeAll(async () => {
-  gw = await startTestGateway({ server: { compress_responses: true }, models });
+  // (limits per client address: they set headers on the answer made, which must not make it a stream)
+  const limits = { rate_limit: { per_second: 1000, burst: 1000, max_concurrent: 100 } };
+  gw = await startTestGateway({ server: { compress_responses: true }, auth: { default: 'public', ...limits }, models });
   plain = await startTestGateway({ models: { identity: models.identity } });
 });
 afterAll(async () => {

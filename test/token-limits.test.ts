@@ -116,8 +116,31 @@ describe('requests at once (rate_limit.max_concurrent)', () => {
       // The call runs on, holding the caller's one place: another request waits for it to be done.
       expect((await post()).status).toBe(429);
       const status = (await detached.json()).status_url;
+      // ...but its caller may look at it meanwhile: collecting and cancelling take no place.
+      expect((await fetch(`${calls.url}${status}`, { headers: as('alice') })).status).toBe(202);
       await expect.poll(async () => (await fetch(`${calls.url}${status}`, { headers: as('alice') })).status, { timeout: 20_000 }).toBe(200);
       await expect.poll(async () => (await post()).status, { timeout: 10_000 }).toBe(200);
+
+      // A background response (OpenAI's background mode) is a call too: its request hands its place over, so it runs
+      // (it failed rate_limited), is looked at and cancelled while it holds the place, and a streamed one starts.
+      const respond = (body: object) =>
+        fetch(`${calls.url}/v1/responses`, { method: 'POST', headers: as('alice'), body: JSON.stringify({ model: 'tiny-gpt', input: 'Hello', ...body }) });
+      const { id } = await (await respond({ max_output_tokens: 300, background: true })).json();
+      const look = async () => (await (await fetch(`${calls.url}/v1/responses/${id}`, { headers: as('alice') })).json()).status;
+      await expect.poll(look, { timeout: 10_000 }).not.toBe('queued');
+      expect(['in_progress', 'completed']).toContain(await look());
+      expect((await fetch(`${calls.url}/v1/responses/${id}/cancel`, { method: 'POST', headers: as('alice') })).status).toBe(200);
+      await expect.poll(async () => (await post()).status, { timeout: 10_000 }).toBe(200);
+      const streamed = new AbortController();
+      const events = await fetch(`${calls.url}/v1/responses`, {
+        method: 'POST',
+        headers: as('alice'),
+        body: JSON.stringify({ model: 'tiny-gpt', input: 'Hello', max_output_tokens: 300, background: true, stream: true }),
+        signal: streamed.signal,
+      });
+      expect(events.status).toBe(200);
+      expect(events.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      streamed.abort();
     } finally {
       await calls.shutdown();
     }

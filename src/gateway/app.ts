@@ -212,7 +212,7 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const nonInference = ['/v1/files', '/v1/batches', '/v1/messages/batches', '/v1/conversations', '/v1/ws'];
   const isInference = (path: string) =>
     path.startsWith('/v2/models/') ||
-    (path.startsWith('/v1/') && !nonInference.some((p) => path.startsWith(p))) ||
+    (path.startsWith('/v1/') && !nonInference.some((p) => path.startsWith(p)) && !path.endsWith('/cancel')) ||
     vllmRoutes.includes(path) ||
     TGI_ROUTES.includes(path) ||
     endpointPaths.has(path);

@@ -207,9 +207,10 @@ export function asyncCalls(calls: Calls, isInference: IsInference, maxBodyBytes:
       return accepted(c, call.id);
     }
     // Modal's way: a request taking longer than afterMs is redirected to its answer, which waits as long again.
-    // One answered in time (a stream as soon as it starts) goes to its client as it is.
+    // One answered in time goes to its client as it is; a stream whenever it starts (its first token may wait in a
+    // queue past afterMs, and its client reads events, not a redirect).
     const timer = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), calls.opts.afterMs).unref());
-    const first = await Promise.race([call.response, timer]);
+    const first = await (asksToStream(url.pathname, bytes) ? call.response : Promise.race([call.response, timer]));
     if (first !== 'late') {
       c.set('sentToCall', false);
       calls.release(call);
@@ -220,6 +221,16 @@ export function asyncCalls(calls: Calls, isInference: IsInference, maxBodyBytes:
     calls.keep(call);
     return c.body(null, 303, { Location: statusUrl(call.id, calls.opts.afterMs / 1000) });
   };
+}
+
+/**
+ * Whether a request asks for its answer streamed: Triton's generate_stream, or a JSON body's `"stream": true` (found by
+ * its text: a prompt quoting it merely goes unredirected). Tensors (KServe's infer, binary too) never stream.
+ */
+function asksToStream(path: string, body: Uint8Array): boolean {
+  if (path.endsWith('/generate_stream')) return true;
+  if (path.endsWith('/infer') || path.endsWith(':predict')) return false;
+  return /"stream"\s*:\s*true/.test(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
 }
 
 const accepted = (c: Context<GatewayEnv>, id: string) =>

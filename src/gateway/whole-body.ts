@@ -12,3 +12,13 @@ export function wholeBody(res: Response): string | Uint8Array | Blob | null | un
   const body = cached?.[1];
   return body === null || typeof body === 'string' || body instanceof Uint8Array || body instanceof Blob ? body : undefined;
 }
+
+/**
+ * Sets a header of an answer already made (a middleware, after `next`) without touching its body: Hono's `c.header`
+ * would make it a web Response first, so that compression, capture and the intake threads no longer find it whole.
+ */
+export function setAnswerHeader(c: { res: Response; header: (name: string, value: string) => void }, name: string, value: string): void {
+  if (wholeBody(c.res) !== undefined)
+    c.res.headers.set(name, value); // (a lightweight Response's headers are its own)
+  else c.header(name, value);
+}

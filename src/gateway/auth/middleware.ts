@@ -7,6 +7,7 @@ import { type IntakeRequest, peerAddress } from '../intake.js';
 import type { BatchLineEnv } from '../openai/batch-store.js';
 import { shadowOfEnv } from '../shadow.js';
 import type { GatewayEnv } from '../types.js';
+import { setAnswerHeader } from '../whole-body.js';
 import { KeysUnavailable, type TokenCaller, TokenError } from './jwt.js';
 import type { RateLimiter, Verdict } from './rate-limit.js';
 
@@ -110,17 +111,24 @@ export function rateLimit({ requests, tokens, concurrent }: Limits): MiddlewareH
       return next();
     }
     // An asynchronous call spent its turn when it was sent, but runs at once with the caller's other requests.
-    if ((c.env as CallEnv | undefined)?.infergateCall) return concurrent ? concurrent.around(key, c, next) : next();
+    if ((c.env as CallEnv | undefined)?.infergateCall) return concurrent && runsWork(c) ? concurrent.around(key, c, next) : next();
     const headers = requests ? spend(requests, key) : {};
     // A WebSocket's messages are requests too: each one spends from the same bucket (ws.ts).
     if (requests) c.set('spendRequest', () => void spend(requests, key));
     const budget = tokens && tokenBudget(tokens, key);
     const caller = c.get('caller');
     if (budget && caller) c.set('caller', { ...caller, tokens: budget });
-    await (concurrent ? concurrent.around(key, c, next) : next());
-    for (const [name, value] of Object.entries({ ...headers, ...budget?.headers() })) c.header(name, value);
+    await (concurrent && runsWork(c) ? concurrent.around(key, c, next) : next());
+    for (const [name, value] of Object.entries({ ...headers, ...budget?.headers() })) setAnswerHeader(c, name, value);
   };
 }
+
+/**
+ * Whether a request runs work, so takes one of its caller's places (max_concurrent): a POST, not a cancel. Collecting
+ * a call or a response, listing, reading a stream again, cancelling and deleting do not — a caller at its limit, its
+ * asynchronous call holding its one place, must still be able to collect or cancel that call.
+ */
+const runsWork = (c: Context) => c.req.method === 'POST' && !c.req.path.endsWith('/cancel');
 
 /**
  * Requests in flight per caller, at most `max` (LiteLLM's max_parallel_requests): one more is a 429 before it runs.
@@ -151,9 +159,11 @@ export class InFlight {
       release();
       throw err;
     }
-    // A whole answer is done; a stream (Server-Sent Events) counts until it ends, or its client goes.
+    // A whole answer is done; a stream (Server-Sent Events) counts until it ends, or its client goes. (Its headers
+    // first: touching a whole answer's body would make it a stream, which compression and capture pass by.)
+    if (!c.res.headers.get('content-type')?.startsWith('text/event-stream')) return release();
     const body = c.res.body;
-    if (!body || !c.res.headers.get('content-type')?.startsWith('text/event-stream')) return release();
+    if (!body) return release();
     const reader = body.getReader();
     const watched = new ReadableStream<Uint8Array>({
       async pull(controller) {

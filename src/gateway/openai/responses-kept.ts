@@ -45,6 +45,7 @@ export async function backgroundResponse(c: Context<GatewayEnv>, m: ServedModel,
   const body = JSON.stringify({ ...req, model: m.name, background: false, seed: req.seed ?? randomInt(2 ** 31) });
   const saved = { id: queued.id, caller: c.get('caller'), body, queued, input, stream: req.stream === true };
   background.disk?.save(saved.id, saved);
+  c.get('handOver')?.(); // (its call's request takes the caller's place at once: one place however long it runs, as a call's)
   const { call, events } = runInBackground(background, saved, c.get('requestId'));
   if (!events) return c.json(queued);
   // Refused before its first event (a full queue, a start that failed): that answer, with its status.
