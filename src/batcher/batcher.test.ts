@@ -260,6 +260,13 @@ describe('Batcher with a response cache', () => {
     expect(h.batches()).toEqual([1]);
   });
 
+  it('refuses a request of more rows than a batch takes before looking it up: no miss counted', async () => {
+    const h = await cached();
+    const five: Inputs = { x: { dtype: 'FP32', shape: [5, 1], data: Float32Array.from([1, 2, 3, 4, 5]) } };
+    await expect(h.batcher.submit(five)).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/5 rows; .* at most max_batch_size 4/) });
+    expect(h.batcher.statistics.toTriton('m').inference_stats.cache_miss.count).toBe(0);
+  });
+
   it('answers the others when the first of them is cancelled, and cancels only the one whose client left', async () => {
     const h = await cached();
     h.hold();

@@ -177,6 +177,12 @@ export class Batcher extends EventEmitter<{
   }
 
   submit(inputs: Inputs, opts: SubmitOptions = {}): Promise<Submitted> {
+    // A request no batch could take is a 400 before anything is counted (a cache lookup included).
+    const rows = this.rowsOf(inputs);
+    if (rows > this.rule.maxBatchSize)
+      return Promise.reject(
+        badInput(`the request has ${rows} rows; model ${this.opts.model} takes at most max_batch_size ${this.rule.maxBatchSize} per batch`),
+      );
     const cache = this.opts.cache;
     if (!cache) return this.enqueue(inputs, opts);
     const start = this.now();
@@ -202,16 +208,16 @@ export class Batcher extends EventEmitter<{
     return answer;
   }
 
+  /** A request's rows: its first dimension where the model batches, else one. */
+  private rowsOf(inputs: Inputs): number {
+    const first = Object.values(inputs)[0];
+    return this.opts.batchable && first ? first.shape[0] : 1;
+  }
+
   private enqueue(inputs: Inputs, opts: SubmitOptions): Promise<Submitted> {
     const { signal } = opts;
     if (signal?.aborted) return Promise.reject(cancelled());
-    const first = Object.values(inputs)[0];
-    const rows = this.opts.batchable && first ? first.shape[0] : 1;
-    if (rows > this.rule.maxBatchSize) {
-      return Promise.reject(
-        badInput(`the request has ${rows} rows; model ${this.opts.model} takes at most max_batch_size ${this.rule.maxBatchSize} per batch`),
-      );
-    }
+    const rows = this.rowsOf(inputs);
     if (this.queuedRows + rows > this.opts.maxQueueSize) {
       this.shed('queue_full');
       this.statisticsOf(opts.modelId).failed(0);
