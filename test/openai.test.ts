@@ -262,6 +262,18 @@ describe('OpenAI-compatible API with the official openai client', () => {
     } as never);
     expect(chat.choices.map((c) => c.message.role)).toEqual(['assistant', 'assistant']);
     expect(chat.choices[0].message.content).not.toBe(chat.choices[1].message.content);
+    // Tools hold each token to a grammar, which a search cannot follow: refused, naming them (they were ignored).
+    const tools = [{ type: 'function' as const, function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+    for (const tool_choice of ['required', 'auto'] as const)
+      await expect(
+        client.chat.completions.create({
+          model: 'tiny-gpt',
+          messages: [{ role: 'user', content: 'Weather?' }],
+          tools,
+          tool_choice,
+          use_beam_search: true,
+        } as never),
+      ).rejects.toMatchObject({ status: 400, param: 'tools' });
   });
 
   it("takes vLLM's include_stop_str_in_output, allowed_token_ids, truncate_prompt_tokens and return_tokens_as_token_ids", async () => {

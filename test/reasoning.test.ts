@@ -358,6 +358,19 @@ describe('reasoning parsers', () => {
     expect(plain.usage?.completion_tokens_details).toBeUndefined();
   });
 
+  it('split a beam search’s texts as sampled ones: the thinking as reasoning_content, counted as reasoning_tokens', async () => {
+    const ask = { model: 'r1', messages: [{ role: 'user' as const, content: 'Hello' }], max_tokens: 12 };
+    // (one beam is greedy: the same text as temperature 0)
+    const greedy = await client.chat.completions.create({ ...ask, temperature: 0 });
+    const beam = await client.chat.completions.create({ ...ask, use_beam_search: true } as never);
+    expect(beam.choices[0].message).toMatchObject({
+      content: greedy.choices[0].message.content,
+      reasoning_content: (greedy.choices[0].message as unknown as Message).reasoning_content,
+    });
+    expect(beam.usage?.completion_tokens_details?.reasoning_tokens).toBe(greedy.usage?.completion_tokens_details?.reasoning_tokens);
+    expect(beam.usage?.completion_tokens_details?.reasoning_tokens).toBeGreaterThan(0);
+  });
+
   it("take OpenAI's reasoning effort: none answers at once (a budget of 0); others need a reasoning model", async () => {
     const messages = [{ role: 'user' as const, content: 'Hello' }];
     const ask = { model: 'r1', messages, max_tokens: 12, temperature: 0 };

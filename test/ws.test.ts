@@ -94,6 +94,7 @@ describe('WebSocket /v1/ws', () => {
     c.send({ id: 'p', type: 'completion', model: 'tiny-gpt', prompt: ['x', 'y'] });
     c.send({ id: 'b', type: 'completion', model: 'tiny-gpt', prompt: 'x', use_beam_search: true });
     c.send({ id: 'w', type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] });
+    c.send({ id: 'o', type: 'completion', model: 'tiny-gpt', prompt: 'x', best_of: 3 });
     const errors = await Promise.all([
       c.next((m) => m.type === 'error' && /malformed JSON/.test(String((m.error as { message: string }).message))),
       c.next((m) => m.type === 'error' && /needs an "id"/.test(String((m.error as { message: string }).message))),
@@ -104,8 +105,10 @@ describe('WebSocket /v1/ws', () => {
       c.next((m) => m.id === 'n' && m.type === 'error'),
       c.next((m) => m.id === 'p' && m.type === 'error'),
       c.next((m) => m.id === 'b' && m.type === 'error'),
+      c.next((m) => m.id === 'o' && m.type === 'error'),
     ]);
-    expect(errors.map((e) => (e.error as { status: number }).status)).toEqual([400, 400, 400, 404, 400, 400, 400, 400, 400]);
+    expect(errors.map((e) => (e.error as { status: number }).status)).toEqual([400, 400, 400, 404, 400, 400, 400, 400, 400, 400]);
+    expect((errors[9].error as { param: string }).param).toBe('best_of');
     expect((errors[8].error as { param: string }).param).toBe('use_beam_search');
     expect((errors[4].error as { param: string }).param).toBe('max_tokens');
     expect((errors[6].error as { param: string }).param).toBe('n');

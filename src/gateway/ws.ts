@@ -273,6 +273,8 @@ async function generate(msg: Message, id: string, signal: AbortSignal, { models,
     prompt = prompts[0];
   }
   if ((req.n ?? 1) > 1) throw badInput('n > 1 is not served over the WebSocket: send a message per choice', 'n');
+  // (candidates ranked at the end are a whole answer: not a socket's stream; it was ignored)
+  if ('best_of' in req && (req.best_of ?? 1) > 1) throw badInput('best_of is not served over the WebSocket: POST /v1/completions', 'best_of');
   const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);
   const reasoningParser = msg.type === 'chat' ? gen.reasoningParser : undefined;
   const generation = new Generation(m, { ...req, reasoningParser }, prompt, maxTokens, signal, { caller });

@@ -87,8 +87,8 @@ export const tritonGenerateSchema = request.extend(settings.shape);
 /** POST /v2/models/{m}/generate (`stream`: generate_stream, Server-Sent Events). */
 export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBytes: number, stream: boolean): Promise<Response> {
   c.set('model', m.name);
-  const { id, generation, returns, scores } = startGeneration(c, m, await readJson(c, maxBodyBytes));
-  const answer = (text: string) => ({ ...(id !== undefined && { id }), model_name: m.name, model_version: '1', text_output: text });
+  const { id, generation, returns, scores, model } = startGeneration(c, m, await readJson(c, maxBodyBytes));
+  const answer = (text: string) => ({ ...(id !== undefined && { id }), model_name: model, model_version: '1', text_output: text });
   const asked = Object.values(returns).some(Boolean);
 
   if (!stream) {
@@ -128,13 +128,14 @@ export async function generate(c: Context<GatewayEnv>, m: ServedModel, maxBodyBy
 
 /**
  * A generate request's fields (the JSON body: `text_input`, settings at the top or in `parameters`) checked
- * and started as a generation (400 for a bad setting), with the request's `id`.
+ * and started as a generation (400 for a bad setting), with the request's `id` and the model that answers (a LoRA
+ * adapter named by `lora_name`: its name, in the answer, the request log and metrics, as the other routes' adapters).
  */
 export function startGeneration(
   c: Context<GatewayEnv>,
   m: ServedModel,
   body: unknown,
-): { id?: string; generation: Generation; returns: Returns; scores: ReturnType<typeof scoring> } {
+): { id?: string; generation: Generation; returns: Returns; scores: ReturnType<typeof scoring>; model: string } {
   const parsed = request.safeParse(body);
   if (!parsed.success) throw badInput(parsed.error.issues[0].message, parsed.error.issues[0].path.join('.'));
   const { id, text_input, parameters, ...inputs } = parsed.data as z.infer<typeof request> & Record<string, unknown>;
@@ -149,6 +150,7 @@ export function startGeneration(
     throw badInput('beam_width above 1 is not served here: beam search is on POST /v1/completions and /v1/chat/completions (use_beam_search)', 'beam_width');
   if (!m.generation) throw badInput(`model ${m.name} is not generative: send tensors to /v2/models/${m.name}/infer`);
   m = withAdapter(m, s.lora_name, 'lora_name');
+  c.set('model', m.name);
   const gen = m.generation as NonNullable<ServedModel['generation']>;
   const guide = (): { guided_json?: string; response_format?: { type: 'json_object' }; guided_regex?: string; guided_grammar?: string } => {
     const type = s.guided_decoding_guide_type;
@@ -194,7 +196,7 @@ export function startGeneration(
     clientSignal(c),
     originOf(c),
   );
-  return { id, generation, returns, scores: scoring(returns, gen.tokenizer) };
+  return { id, generation, returns, scores: scoring(returns, gen.tokenizer), model: m.name };
 }
 
 /** The known settings among some fields (a setting may come as a top-level input or a parameter). */
@@ -213,7 +215,7 @@ export async function inferText(c: Context<GatewayEnv>, m: ServedModel, maxBodyB
     releaseBody(body); // (the values were copied out)
   }
   if (request.stream) throw badInput(`stream: true needs a streaming call: POST /v2/models/${m.name}/generate_stream, or gRPC's ModelStreamInfer`, 'stream');
-  const { generation, scores } = startGeneration(c, m, request.fields);
+  const { generation, scores, model } = startGeneration(c, m, request.fields);
   const { text, logged, result } = await generation.whole();
   c.set('queueMs', result.queueMs);
   const scored = scores(logged);
@@ -235,6 +237,6 @@ export async function inferText(c: Context<GatewayEnv>, m: ServedModel, maxBodyB
     binaries.push(bytes);
     return { name, datatype, shape, parameters: { binary_data_size: bytes.byteLength } };
   });
-  const response = inferBody({ name: m.name, version: '1' }, request.id, outputs, binaries);
+  const response = inferBody({ name: model, version: '1' }, request.id, outputs, binaries);
   return c.body(response.body as string, 200, response.headers);
 }

@@ -267,7 +267,7 @@ async function generate(
     model: m.name,
     ...(req.service_tier && { service_tier: servedTier(req.service_tier) }),
   };
-  if (req.use_beam_search) return beamSearchAnswer(c, m, req, prompts, maxTokens, kind, bestOf, base);
+  if (req.use_beam_search) return beamSearchAnswer(c, m, req, prompts, maxTokens, kind, bestOf, base, tools);
   if (req.stream && req.prompt_logprobs != null)
     throw badInput('prompt_logprobs is answered in whole answers only (stream: false)', 'prompt_logprobs', 'invalid_request_error');
   // One sequence per choice (prompt p's i-th: p * bestOf + i); when one fails, the others stop too.
