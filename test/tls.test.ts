@@ -32,6 +32,18 @@ describe('HTTPS', () => {
     expect(JSON.parse(answer.body).outputs[0].shape).toEqual([1, 10]);
   });
 
+  it('streams tokens over HTTP/2 (SSE without HTTP/1 connection headers: one crashed the gateway)', async () => {
+    for (const [path, body] of [
+      ['/v1/completions', { model: 'tiny-gpt', prompt: 'Hi', max_tokens: 5, stream: true }],
+      ['/v2/models/tiny-gpt/generate_stream', { text_input: 'Hi', parameters: { max_tokens: 5 } }],
+    ] as const) {
+      const answer = await http2Post(origin, ca, path, JSON.stringify(body));
+      expect(answer).toMatchObject({ alpn: 'h2', status: 200 });
+      expect(answer.body.match(/^data: /gm)?.length).toBeGreaterThan(3);
+    }
+    expect((await http2Post(origin, ca, '/v2/models/mlp/infer', inferBody)).status).toBe(200); // still serving
+  });
+
   it('serves HTTP/1.1 over TLS, including an SSE stream', async () => {
     const body = JSON.stringify({ model: 'tiny-gpt', prompt: 'Hi', max_tokens: 5, stream: true });
     const events = await new Promise<string[]>((resolve, reject) => {

@@ -1,4 +1,4 @@
-import { Hono, type MiddlewareHandler } from 'hono';
+import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import { cors } from 'hono/cors';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
@@ -133,6 +133,12 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024 * 1024;
   const telemetry = opts.telemetry ?? new Telemetry({ metrics: true, traces: { exporter: 'none' } });
   const windows = new Map<string, LatencyWindow>();
+  // Outermost: HTTP/2 forbids HTTP/1's connection headers — Node throws writing one, and that throw took the whole
+  // process down — which Hono's SSE helper sets (Transfer-Encoding, Connection) and a 413 answer too.
+  app.use(async (c, next) => {
+    await next();
+    if ((c.env as { incoming?: { httpVersionMajor?: number } } | undefined)?.incoming?.httpVersionMajor === 2) withoutConnectionHeaders(c);
+  });
   // First: a preflight (OPTIONS) is answered before auth — browsers send it without credentials — and every
   // answer, errors too, says which origin may read it.
   if (opts.cors) {
@@ -315,6 +321,23 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     return c.json({ error: e.message, code: e.code }, e.status as 400);
   });
   return app;
+}
+
+const CONNECTION_HEADERS = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'];
+
+function withoutConnectionHeaders(c: Context<GatewayEnv>): void {
+  const present = CONNECTION_HEADERS.filter((name) => c.res.headers.has(name));
+  if (present.length === 0) return;
+  try {
+    for (const name of present) c.res.headers.delete(name);
+  } catch {
+    // (an answer fetched from elsewhere has immutable headers: a copy without them)
+    const headers = new Headers(c.res.headers);
+    for (const name of present) headers.delete(name);
+    const res = new Response(c.res.body, { status: c.res.status, statusText: c.res.statusText, headers });
+    c.res = undefined; // (Hono merges the old answer's headers into a new one otherwise)
+    c.res = res;
+  }
 }
 
 function toGatewayError(err: Error): GatewayError {
