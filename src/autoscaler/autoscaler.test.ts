@@ -50,6 +50,18 @@ function system(opts: { min?: number; max?: number; windowMs?: number; runMs?: n
 }
 
 describe('Autoscaler with a pool and a batcher', () => {
+  it('holds a max_containers lowered while serving at once, busy replicas too, with every request answered', async () => {
+    const s = system({ min: 3, max: 3, windowMs: 60_000, runMs: 50 });
+    await s.pool.startReplicas(3);
+    const work = Array.from({ length: 12 }, (_, i) => s.batcher.submit(row(i)));
+    await sleep(30); // (every replica busy)
+    s.autoscaler.update({ minContainers: 0, maxContainers: 1 });
+    for (let i = 0; i < 50 && s.pool.liveCount() > 1; i++) await sleep(10);
+    expect(s.pool.liveCount()).toBe(1); // not one replica a scaledown window
+    const answers = await Promise.all(work);
+    expect(answers.map((a) => (a.outputs.y.data as Float32Array)[0])).toEqual(Array.from({ length: 12 }, (_, i) => i));
+  });
+
   it('cold-starts from zero for the first request, then returns to zero after the window', async () => {
     const s = system({ windowMs: 100 });
     expect(s.pool.liveCount()).toBe(0);

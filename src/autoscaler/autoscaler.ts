@@ -68,7 +68,7 @@ export class Autoscaler {
     });
     this.state = decision.state;
     this.last = { ...decision, at: now };
-    if (decision.desired !== this.opts.pool.liveCount()) this.opts.pool.scaleTo(decision.desired, decision.reason);
+    if (decision.desired !== this.opts.pool.liveCount()) this.opts.pool.scaleTo(decision.desired, decision.reason, decision.overMax);
     return decision;
   }
 
@@ -83,6 +83,7 @@ export class Autoscaler {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    this.last = undefined; // (a model unloaded: no decision stands, /admin/pools says so)
     this.opts.pool.off('change', this.poke);
   }
 

@@ -25,6 +25,7 @@ describe('decide', () => {
     ['busy replicas are not idle: hold', { ready: 3, inFlightBatches: 2, idleSince: [] }, {}, { belowSince: 0 }, 100_000, 3],
     ['never below min_containers', { ready: 1, idleSince: [0] }, { minContainers: 1 }, { belowSince: 0 }, 100_000, 1],
     ['scale to zero after the window', { ready: 1, idleSince: [0] }, {}, { belowSince: 0 }, 60_000, 0],
+    ['above max_containers (lowered while serving): down to it at once, busy or not', { ready: 3, inFlightBatches: 3 }, { maxContainers: 1 }, {}, 0, 1],
   ];
   it.each(rows)('%s', (_name, metrics, policy, state, now, desired) => {
     expect(decide({ metrics: at(metrics), config: { ...config, ...policy }, state, now }).desired).toBe(desired);

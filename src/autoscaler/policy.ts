@@ -34,7 +34,8 @@ export type PolicyState = {
   belowSince?: number;
 };
 
-export type Decision = { desired: number; state: PolicyState; reason: string };
+/** `overMax`: the pool is above max_containers (lowered while serving): the pool drains the excess at once, busy or not. */
+export type Decision = { desired: number; state: PolicyState; reason: string; overMax?: boolean };
 
 export function decide({ metrics: m, config: c, state, now }: { metrics: PoolMetrics; config: ScalingPolicy; state: PolicyState; now: number }): Decision {
   const current = m.starting + m.ready;
@@ -46,6 +47,9 @@ export function decide({ metrics: m, config: c, state, now }: { metrics: PoolMet
   const load = `${outstanding} batch${outstanding === 1 ? '' : 'es'} outstanding (${m.queuedRows} rows queued), ${m.arrivalRate.toFixed(1)} rows/s`;
 
   if (target > current) return { desired: target, state: {}, reason: `scale up to ${target}: ${load}` };
+  // max_containers is "never more": one lowered while serving holds at once, not one replica a window.
+  if (current > c.maxContainers)
+    return { desired: c.maxContainers, state: {}, reason: `scale down to ${c.maxContainers}: above max_containers, ${load}`, overMax: true };
   if (target === current) return { desired: current, state: {}, reason: `steady at ${current}: ${load}` };
 
   // Fewer are needed. Stop one at a time, only once the load has stayed low for a whole window and a

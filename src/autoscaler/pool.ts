@@ -168,14 +168,24 @@ export class ReplicaPool extends EventEmitter<{
   /**
    * Moves toward `desired` replicas: starts the missing ones at once (unless backing off after failed
    * starts), or drains one idle ready replica — the one idle longest; a starting replica is never stopped.
+   * `overMax` (above max_containers): drains every replica past `desired` now — starting ones first, then the
+   * idle, then busy ones (each finishes what it has in flight).
    */
-  scaleTo(desired: number, reason: string): void {
+  scaleTo(desired: number, reason: string, overMax = false): void {
     if (this.stopped) return;
     const live = this.liveCount();
     if (desired > live) {
       if (this.now() < this.retryAt) return;
       this.opts.log?.info({ model: this.opts.model, from: live, to: desired, reason }, 'scaling up');
       for (let i = live; i < desired; i++) this.startOne().catch(() => {});
+    } else if (desired < live && overMax) {
+      const rank = (m: Member) => (m.state === 'starting' ? 0 : m.idleSince !== undefined ? 1 : 2);
+      const excess = this.members
+        .filter((m) => m.state !== 'draining')
+        .sort((a, b) => rank(a) - rank(b) || (a.idleSince ?? Number.POSITIVE_INFINITY) - (b.idleSince ?? Number.POSITIVE_INFINITY))
+        .slice(0, live - desired);
+      this.opts.log?.info({ model: this.opts.model, from: live, to: desired, replicas: excess.map((m) => m.id), reason }, 'scaling down');
+      for (const m of excess) this.drain(m);
     } else if (desired < live) {
       const idle = this.members
         .filter((m) => m.state === 'ready' && m.idleSince !== undefined)
