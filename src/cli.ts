@@ -47,6 +47,9 @@ program
     // One info line per request: write them asynchronously in 4 KB chunks, not a syscall per line.
     const destination = pino.destination({ sync: false, minLength: 4096 });
     const log = pino({ level: logLevel, base: { service: 'infergate' } }, destination);
+    // ...and at least every second: on a quiet gateway a replica's death or a scale-down otherwise waited unwritten
+    // (lost if the process was killed) until 4 KB of lines came.
+    setInterval(() => destination.flush((err) => err && undefined), 1000).unref();
     // Signals are taken from the first moment: the port answers (and a probe may see the gateway ready) a little
     // before startGateway returns, and a SIGTERM or SIGHUP then must not kill the process by their default action.
     const early: string[] = [];

@@ -156,6 +156,8 @@ describe('infergate serve', () => {
       if (status !== 200) await new Promise((r) => setTimeout(r, 100));
     }
     expect(status, run.output()).toBe(200);
+    // Its log lines are written within a second, however quiet it is (they waited for 4 KB of them).
+    await expect.poll(() => run.output(), { timeout: 3000 }).toMatch(/"msg":"infergate listening on port/);
     const bare = cli(['serve'], { INFERGATE_CONFIG: '' });
     expect(await bare.exited).toBe(1);
     expect(bare.output()).toContain('infergate: no config: give -c/--config, or set INFERGATE_CONFIG');
