@@ -105,7 +105,7 @@ export function binaryRequest(req: InferRequest): { body: Uint8Array; headerLeng
       t.datatype === 'BYTES'
         ? values.map((b) => Buffer.from(b as Buffer).toString('utf8'))
         : field.startsWith('int64') || field.startsWith('uint64')
-          ? values.map(Number)
+          ? values.map(String) // (exact digits: JSON data takes 64-bit integers as strings; a Number rounds past 2^53)
           : values;
     return { ...tensor, data };
   });

@@ -99,7 +99,7 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
       inputs[name] = { dtype: datatype, shape, data: viewBytes(datatype, binary.subarray(offset, offset + want)) };
       offset += want;
     } else {
-      inputs[name] = { dtype: datatype, shape, data: fromJsonData(name, datatype, raw.data, count) };
+      inputs[name] = { dtype: datatype, shape, data: fromJsonData(name, datatype, raw.data, count, shape) };
     }
   }
   if (offset !== binary.byteLength) throw badInput(`the body has ${binary.byteLength - offset} bytes of binary data that no input claims`);
