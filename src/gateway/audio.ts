@@ -5,7 +5,7 @@ import type { WSContext } from 'hono/ws';
 import { z } from 'zod';
 import type { SubmitOptions } from '../batcher/index.js';
 import { badInput, cancelled, GatewayError, notFound } from '../errors/index.js';
-import { Framer, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadSettings } from '../models/index.js';
+import { Framer, PcmReader, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadSettings } from '../models/index.js';
 import type { Caller } from './auth/middleware.js';
 import { clientSignal, parseQuery, readBody } from './body.js';
 import type { GatewayEnv, ServedModel } from './types.js';
@@ -92,6 +92,7 @@ export function audioRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyByt
       );
       let chain = Promise.resolve();
       let ahead = 0;
+      const pcm = new PcmReader(q.format);
       const fail = (err: unknown) => {
         const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
         send({ type: 'error', error: { status: e.status, code: e.code, message: e.message } });
@@ -124,12 +125,7 @@ export function audioRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyByt
             chain = chain.catch(fail).then(() => {});
             return;
           }
-          let samples: Float32Array;
-          try {
-            samples = pcmSamples(bytesOf(data), q.format);
-          } catch (err) {
-            return void fail(badInput((err as Error).message));
-          }
+          const samples = pcm.push(bytesOf(data));
           ahead += samples.length;
           if (ahead > MAX_AHEAD_S * m.sequences.vad.sampleRate) {
             fail(

@@ -33,5 +33,5 @@ export {
   toModelLayout,
 } from './stateful.js';
 export { type ChatLayout, type ChatMessage, chatPrompt, decode, loadTokenizer, TextStream, type Tokenizer } from './text.js';
-export { Framer, type PcmFormat, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadFraming, type VadSettings } from './vad.js';
+export { Framer, type PcmFormat, PcmReader, parseWav, pcmSamples, Segmenter, VAD_DEFAULTS, type VadEvent, type VadFraming, type VadSettings } from './vad.js';
 export { modelVersions, servedVersions, shadowVersion, unnamedVersion, type VersionPolicy, versionsServed } from './versions.js';

@@ -132,6 +132,26 @@ export function pcmSamples(bytes: Uint8Array, format: PcmFormat): Float32Array {
   return out;
 }
 
+/**
+ * Raw PCM as it comes in messages of any size: each message's whole samples, a sample cut between two messages
+ * carried over to the next (a client chunking a stream by bytes must not shift every sample after an odd cut).
+ */
+export class PcmReader {
+  private rest = new Uint8Array(0);
+  private readonly size: number;
+
+  constructor(private readonly format: PcmFormat) {
+    this.size = format === 's16le' ? 2 : 4;
+  }
+
+  push(bytes: Uint8Array): Float32Array {
+    const all = this.rest.byteLength === 0 ? bytes : Buffer.concat([this.rest, bytes]);
+    const whole = all.byteLength - (all.byteLength % this.size);
+    this.rest = all.slice(whole); // (a copy: the message's buffer is not kept)
+    return pcmSamples(all.subarray(0, whole), this.format);
+  }
+}
+
 export type Wav = { sampleRate: number; channels: number; format: PcmFormat; data: Uint8Array };
 
 /** A RIFF WAVE file's format and sample bytes (16-bit integer or 32-bit float PCM); anything else throws, saying what it is. */
