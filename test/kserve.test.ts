@@ -417,6 +417,7 @@ describe("KServe's v1 protocol (POST /v1/models/{m}:predict)", () => {
     ['mlp:explain', { instances: [[1]] }, 400, /only :predict/],
     ['dtypes:predict', { instances: [[1, 2, 3, 4]] }, 400, /must be an object of fp32, fp16/],
     ['nope:predict', { instances: [[1]] }, 404, /unknown model/],
+    ['mlp:predict', { instances: [{ x: new Array(64).fill(0), extra: [1] }] }, 400, /instances\[0\] has unknown input "extra"; the model takes x/],
   ])('refuses %s %j with %i and a KServe {"error"}', async (target, body, status, message) => {
     const res = await predict(target, body);
     expect(res.status).toBe(status);

@@ -273,7 +273,11 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
         if (final)
           send({ infer_response: { model_name: req.model_name, id: req.id, outputs: [], parameters: { triton_final_response: { bool_param: true } } } });
       } catch (err) {
-        send({ error_message: (err as Error).message });
+        // (with the request's id and model, as Triton's: several requests may be in flight on one stream)
+        send({
+          error_message: (err as Error).message,
+          infer_response: { model_name: req.model_name, model_version: req.model_version ?? '', id: req.id ?? '' },
+        });
       }
     };
     call.on('data', (req: InferRequest) => {

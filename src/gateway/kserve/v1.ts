@@ -42,6 +42,11 @@ export async function predict(c: Context<GatewayEnv>, m: ServedModel, maxBodyByt
   const instances = isObject(body) ? body.instances : undefined;
   if (!Array.isArray(instances) || instances.length === 0) throw badInput('the body must be {"instances": [...]} with at least one instance');
   const specs = m.signature.inputs;
+  // (an input the model does not take is a 400, as v2's: not dropped unsaid)
+  instances.forEach((instance, i) => {
+    const unknown = isObject(instance) ? Object.keys(instance).find((k) => !specs.some((s) => s.name === k)) : undefined;
+    if (unknown !== undefined) throw badInput(`instances[${i}] has unknown input "${unknown}"; the model takes ${specs.map((s) => s.name).join(', ')}`);
+  });
   const inputs = specs.map((spec) => {
     const rows = instances.map((instance, i) => {
       if (specs.length === 1 && !isObject(instance)) return instance;
