@@ -1,7 +1,8 @@
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { cli, MODELS, ROOT } from './helpers.js';
@@ -344,6 +345,16 @@ describe('infergate serve', () => {
     expect((await fetch(`${fourth.url}/v1/batches`)).status).toBe(200);
     fourth.run.kill('SIGTERM');
     expect(await fourth.run.exited).toBe(0);
+    // An owner killed but not reaped (a zombie: no init reaps it) is gone too. (Its parent never waits for it.)
+    const parent = spawn('sh', ['-c', 'sleep 60 & echo $!; exec sleep 60']);
+    onTestFinished(() => void parent.kill('SIGKILL'));
+    const zombie = Number(await new Promise<string>((r) => parent.stdout.once('data', (d) => r(String(d)))));
+    process.kill(zombie, 'SIGKILL');
+    await expect.poll(() => readFileSync(`/proc/${zombie}/stat`, 'utf8').split(') ')[1][0]).toBe('Z');
+    await writeFile(join(file, '..', 'kept', 'owner.json'), JSON.stringify({ host: hostname(), pid: zombie, at: Date.now() }));
+    const fifth = await serveUntilReady(file);
+    fifth.run.kill('SIGTERM');
+    expect(await fifth.run.exited).toBe(0);
   });
 
   it('on SIGHUP applies the config file again: a model added, a bad file changing nothing', async () => {

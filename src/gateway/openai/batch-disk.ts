@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -142,8 +143,17 @@ async function claim(path: string): Promise<() => Promise<void>> {
 
 const alive = (pid: number | undefined) => {
   try {
-    return pid !== undefined && process.kill(pid, 0);
+    return pid !== undefined && process.kill(pid, 0) && !zombie(pid);
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM'; // someone else's process: alive
+  }
+};
+
+/** A process killed and not yet reaped (where no init reaps: signals still reach it, but it runs nothing). */
+const zombie = (pid: number) => {
+  try {
+    return / Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\)/s, ')'));
+  } catch {
+    return false; // (no /proc: not Linux)
   }
 };
