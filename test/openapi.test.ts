@@ -61,6 +61,13 @@ describe('GET /openapi.json', () => {
     });
     expect(doc.paths['/admin/reload'].post.summary).toContain('server.admin_api');
     expect(doc.paths['/v2/models/{model}/versions/{version}/infer'].post).toBeDefined();
+    // KServe's binary extension: octet-stream bodies and answers beside JSON, the header's length a parameter.
+    for (const path of ['/v2/models/{model}/infer', '/v2/models/{model}/versions/{version}/infer']) {
+      const infer = doc.paths[path].post as unknown as { parameters: { name: string }[]; responses: { 200: { content: object } } };
+      expect(Object.keys(doc.paths[path].post.requestBody?.content ?? {})).toEqual(['application/json', 'application/octet-stream']);
+      expect(Object.keys(infer.responses[200].content)).toEqual(['application/json', 'application/octet-stream']);
+      expect(infer.parameters.map((p) => p.name)).toContain('Inference-Header-Content-Length');
+    }
     // No voice activity, text recognition or LoRA model here: their routes would only refuse.
     for (const path of ['/v1/audio/vad', '/v1/ocr', '/v1/load_lora_adapter']) expect(doc.paths[path]).toBeUndefined();
     const vad = await startTestGateway({ models: { vad: SILERO_VAD } });

@@ -88,6 +88,11 @@ export type Operation = {
   bodyOptional?: boolean;
   /** Its body as bytes of these media types (audio, an image), instead of JSON. */
   accepts?: string[];
+  /**
+   * KServe's binary tensor extension: its body and answer may also be `application/octet-stream` — a JSON header of
+   * `Inference-Header-Content-Length` bytes, then the tensors' raw bytes.
+   */
+  binary?: boolean;
   /** Its query parameters (a validator's, as the route reads them). */
   query?: z.ZodObject;
   /** Its body as multipart/form-data fields (their JSON Schemas), instead of JSON. */
@@ -270,6 +275,7 @@ const UNVERSIONED: Operation[] = [
     tag: 'KServe v2',
     serves: ['tensor', 'embedding', 'classifier', 'generative'],
     body: kserveInferSchema,
+    binary: true,
     errors: 'kserve',
   },
   {

@@ -106,16 +106,31 @@ function operation(op: Operation, models: string[], security: object[], fixedMod
       : op.produces
         ? { [op.produces]: { schema: { type: 'string' } } }
         : { 'application/json': { schema: answerSchema(op.path.replace('/versions/{version}', ''), op.method) } };
+  // (the binary extension's: a JSON header, then raw tensor bytes; its length in Inference-Header-Content-Length)
+  const binary = op.binary ? { 'application/octet-stream': { schema: { type: 'string', contentMediaType: 'application/octet-stream' } } } : {};
   const answers =
-    op.events === 'always'
-      ? { 'text/event-stream': { schema: { type: 'string' } } }
-      : op.events
-        ? { ...json, 'text/event-stream': { schema: { type: 'string' } } }
-        : json;
+    op.binary && json
+      ? { ...json, ...binary }
+      : op.events === 'always'
+        ? { 'text/event-stream': { schema: { type: 'string' } } }
+        : op.events
+          ? { ...json, 'text/event-stream': { schema: { type: 'string' } } }
+          : json;
   const modelParam = op.path.includes('{model}') && !fixedModel;
   // (a path's other parameters: a response's id)
   const ids = [...op.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).filter((name) => name !== 'model');
   const parameters = [
+    ...(op.binary
+      ? [
+          {
+            name: 'Inference-Header-Content-Length',
+            in: 'header',
+            required: false,
+            schema: { type: 'integer', minimum: 0 },
+            description: 'binary extension: the JSON header’s length in bytes',
+          },
+        ]
+      : []),
     ...(modelParam ? [{ name: 'model', in: 'path', required: true, schema: { type: 'string', ...(models.length > 0 && { examples: models }) } }] : []),
     ...ids.map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
     ...Object.entries((op.query && (z.toJSONSchema(op.query, { io: 'input' }) as { properties: object }).properties) ?? {}).map(([name, schema]) => ({
@@ -132,7 +147,7 @@ function operation(op: Operation, models: string[], security: object[], fixedMod
     ...(op.body && {
       requestBody: {
         required: !op.bodyOptional,
-        content: { 'application/json': { schema: bodySchema(op.body, modelParam || fixedModel ? [] : models) } },
+        content: { 'application/json': { schema: bodySchema(op.body, modelParam || fixedModel ? [] : models) }, ...binary },
       },
     }),
     ...(op.accepts && {
