@@ -122,6 +122,41 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
     await expect(client.batches.retrieve('batch_nope')).rejects.toMatchObject({ status: 404 });
   });
 
+  it('holds uploads and batch requests to server.max_body_bytes as they are read, a chunked upload too', async () => {
+    const small = await startTestGateway({
+      server: { max_body_bytes: 100_000 },
+      models: { 'tiny-embed': { path: `${MODELS}tiny-embed.onnx`, device: 'cpu' } },
+    });
+    try {
+      const form = (bytes: number) => {
+        const f = new FormData();
+        f.append('purpose', 'batch');
+        f.append('file', new Blob([Buffer.alloc(bytes, 'x')]), 'big.jsonl');
+        return new Response(f);
+      };
+      // Chunked (no Content-Length) and endless: refused once the limit is passed while reading (it was all held first).
+      const endless = new ReadableStream({ pull: (c) => c.enqueue(new Uint8Array(16_384).fill(120)) });
+      const chunked = await fetch(`${small.url}/v1/files`, {
+        method: 'POST',
+        body: endless,
+        headers: { 'content-type': 'multipart/form-data; boundary=x' },
+        duplex: 'half',
+      } as RequestInit);
+      expect(chunked.status).toBe(413);
+      const huge = await fetch(`${small.url}/v1/batches`, { method: 'POST', body: JSON.stringify({ input_file_id: 'x'.repeat(200_000) }) });
+      expect(huge.status).toBe(413); // (it was read whole, then a 404 for the file)
+      const fits = form(1_000);
+      const ok = await fetch(`${small.url}/v1/files`, {
+        method: 'POST',
+        body: await fits.arrayBuffer(),
+        headers: { 'content-type': fits.headers.get('content-type') as string },
+      });
+      expect(ok.status, await ok.clone().text()).toBe(200);
+    } finally {
+      await small.shutdown();
+    }
+  });
+
   it("keeps each caller's files and batches its own: another caller finds none of them", async () => {
     expect((await fetch(`${gw.url}/v1/batches`)).status).toBe(401);
     const mine = await client.batches.list();

@@ -1,11 +1,15 @@
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
+import { readBody, readJson, releaseBody } from '../body.js';
 import { type Fleet, fleetList, forwardByBody } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
 import { type BatchOptions, type BatchStore, batchStore, MESSAGE_BATCH_FILE, MESSAGES, notFound } from './batch-store.js';
 import { messageBatchRoutes } from './message-batches.js';
 import { parseBody } from './schema.js';
+
+/** An upload's multipart lines (boundaries, the file's name and type, `purpose`) beside its file's bytes. */
+const FORM_ROOM = 64 * 1024;
 
 /**
  * OpenAI's Batch API: a JSONL file of requests uploaded with `POST /v1/files`, run by `POST /v1/batches` in the
@@ -41,13 +45,17 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fl
     return f;
   };
   app.post('/v1/files', async (c) => {
-    if (Number(c.req.header('content-length') ?? 0) > maxBodyBytes) throw new GatewayError(413, 'payload_too_large', `the file is over ${maxBodyBytes} bytes`);
-    const form = await c.req.parseBody().catch(() => {
+    // Read with the body limit enforced as it comes (a chunked upload of any size was held whole first), with room
+    // for the form's own lines beside a file of max_body_bytes.
+    const body = await readBody(c, maxBodyBytes + FORM_ROOM);
+    const form = await new Response(body.slice(), { headers: { 'content-type': c.req.header('content-type') ?? '' } }).formData().catch(() => {
       throw badInput('upload the file as multipart/form-data with fields "file" and "purpose"');
     });
-    const upload = form.file;
+    releaseBody(body);
+    const upload = form.get('file');
     if (!(upload instanceof File)) throw badInput('missing the "file" field (multipart/form-data)', 'file');
-    if (form.purpose !== 'batch') throw badInput(`purpose must be "batch" (files here feed the Batch API); got ${JSON.stringify(form.purpose)}`, 'purpose');
+    const purpose = form.get('purpose');
+    if (purpose !== 'batch') throw badInput(`purpose must be "batch" (files here feed the Batch API); got ${JSON.stringify(purpose)}`, 'purpose');
     if (upload.size > maxBodyBytes) throw new GatewayError(413, 'payload_too_large', `the file is over ${maxBodyBytes} bytes`);
     room(upload.size);
     return c.json(await store(ownerOf(c), new Uint8Array(await upload.arrayBuffer()), upload.name, 'batch'));
@@ -75,7 +83,7 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fl
     return b;
   };
   app.post('/v1/batches', async (c) => {
-    const body = await c.req.json().catch(() => ({}));
+    const body = (await readJson(c, maxBodyBytes, { emptyAllowed: true })) ?? {};
     const req = parseBody(batchCreateSchema, body);
     // (another gateway's file: the batch is made there, beside it)
     const there = await forwardByBody(c, fleet, req.input_file_id, 'file', body);
