@@ -172,6 +172,15 @@ describe('JWT-authenticated endpoints', () => {
     expect(lacking.headers.get('www-authenticate')).toMatch(/scope="admin"/);
     expect((await change(bearer(sign(rsa, { scope: 'admin' })))).status).toBe(200);
     expect((await fetch(`${gw.url}/admin/models/mlp/autoscaler`, { headers: bearer(sign(rsa)) })).status).toBe(200);
+    // Asked as an asynchronous call (Prefer: respond-async), a runtime change is no call: still the admin scopes.
+    const trace = (token: string) =>
+      fetch(`${gw.url}/v2/models/mlp/trace/setting`, {
+        method: 'POST',
+        body: JSON.stringify({ trace_rate: '1' }),
+        headers: { ...bearer(token), prefer: 'respond-async' },
+      });
+    expect((await trace(sign(rsa))).status).toBe(403); // (it was a 202, and the change was made)
+    expect((await trace(sign(rsa, { scope: 'admin' }))).status).toBe(200);
   });
 
   it('guards the WebSocket: refused without a token, open with ?access_token=', async () => {

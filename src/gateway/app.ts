@@ -215,9 +215,10 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   if (fleet) app.use('*', forwardByPath(fleet, maxBodyBytes));
   const calls = new Calls({ ...(opts.calls ?? { keepMs: 600_000, maxBytes: 256 * 2 ** 20, afterMs: 0 }), newId: fleet && (() => fleet.newUuid()) });
   measureCalls(telemetry, calls);
-  const nonInference = ['/v1/files', '/v1/batches', '/v1/messages/batches', '/v1/conversations', '/v1/ws'];
+  // (runtime changes — LoRA adapters, trace settings, model control — are not inference: never run as calls)
+  const nonInference = ['/v1/files', '/v1/batches', '/v1/messages/batches', '/v1/conversations', '/v1/ws', '/v1/load_lora_adapter', '/v1/unload_lora_adapter'];
   const isInference = (path: string) =>
-    path.startsWith('/v2/models/') ||
+    (path.startsWith('/v2/models/') && !path.endsWith('/trace/setting')) ||
     (path.startsWith('/v1/') && !nonInference.some((p) => path.startsWith(p)) && !path.endsWith('/cancel')) ||
     vllmRoutes.includes(path) ||
     TGI_ROUTES.includes(path) ||

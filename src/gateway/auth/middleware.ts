@@ -20,6 +20,8 @@ export type Caller = {
   subject?: string;
   claims?: Record<string, unknown>;
   priority?: number;
+  /** A token's scopes: a request sent on as the caller (an asynchronous call's) is held to a route's scopes again. */
+  scopes?: string[];
   /** Under a rate limit with tokens_per_minute: the caller's bucket of generated tokens (see tokenBudget). */
   tokens?: TokenBudget;
 };
@@ -41,6 +43,11 @@ const unauthorized = (scheme: string, description: string) =>
     headers: { 'WWW-Authenticate': `${scheme} realm="infergate", error="invalid_token", error_description="${description.replace(/"/g, "'")}"` },
   });
 
+const forbidden = (scopes: string[], missing: string[]) =>
+  new GatewayError(403, 'forbidden', `forbidden: the token lacks the scope${missing.length > 1 ? 's' : ''} ${missing.join(' ')}`, {
+    headers: { 'WWW-Authenticate': `Bearer realm="infergate", error="insufficient_scope", scope="${scopes.join(' ')}"` },
+  });
+
 /**
  * Authenticates the caller before anything else happens: a refused caller never reaches the body, the
  * queue or a replica. 401 with WWW-Authenticate for a missing or bad credential, 403 for a valid one
@@ -55,6 +62,9 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
     const shadow = shadowOfEnv(c); // (a shadow model's request: the client's, let in already)
     if (batch || call || shadow) {
       const caller = batch?.caller ?? call?.caller ?? shadow?.caller;
+      // (a route needing more scopes than the one it was let in by — an admin route — checks them again)
+      const missing = caller?.scopes ? (opts.scopes ?? []).filter((s) => !caller.scopes?.includes(s)) : [];
+      if (missing.length) throw forbidden(opts.scopes ?? [], missing);
       if (caller) c.set('caller', caller);
       return next();
     }
@@ -79,12 +89,8 @@ export function authenticate(opts: AuthOptions): MiddlewareHandler<GatewayEnv> {
       throw unauthorized('Bearer', err instanceof TokenError ? err.message : 'the token could not be verified');
     }
     const missing = (opts.scopes ?? []).filter((s) => !who.scopes.includes(s));
-    if (missing.length) {
-      throw new GatewayError(403, 'forbidden', `forbidden: the token lacks the scope${missing.length > 1 ? 's' : ''} ${missing.join(' ')}`, {
-        headers: { 'WWW-Authenticate': `Bearer realm="infergate", error="insufficient_scope", scope="${(opts.scopes ?? []).join(' ')}"` },
-      });
-    }
-    c.set('caller', { kind: 'jwt', id: `sub:${who.subject}`, subject: who.subject, claims: who.claims, priority: who.priority });
+    if (missing.length) throw forbidden(opts.scopes ?? [], missing);
+    c.set('caller', { kind: 'jwt', id: `sub:${who.subject}`, subject: who.subject, claims: who.claims, priority: who.priority, scopes: who.scopes });
     return next();
   };
 }
