@@ -33,6 +33,14 @@ describe('jwtVerifier with a static PEM key', () => {
       expect((await verify(await token({ sub: 'bob', ...claims }))).scopes).toEqual(['classify', 'chat']);
   });
 
+  it('tells callers apart by sub, else a client-credentials token’s azp or client_id; refuses a token naming no one', async () => {
+    const verify = await jwtVerifier(config);
+    expect((await verify(await token({ sub: 'bob', client_id: 'app' }))).subject).toBe('bob');
+    expect((await verify(await token({ azp: 'service-a' }))).subject).toBe('service-a');
+    expect((await verify(await token({ client_id: 'service-b' }))).subject).toBe('service-b');
+    await expect(verify(await token({ scope: 'classify' }))).rejects.toThrow(/names no caller/); // (all were one, "anonymous")
+  });
+
   it('requires an expiry', async () => {
     const verify = await jwtVerifier(config);
     const noExp = await new SignJWT({ sub: 'bob' }).setProtectedHeader({ alg: 'ES256' }).setIssuer(config.issuer).setAudience(config.audience).sign(privateKey);

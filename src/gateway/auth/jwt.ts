@@ -90,7 +90,12 @@ export async function jwtVerifier(config: JwtConfig): Promise<(token: string) =>
     const claims = Object.fromEntries(config.claims.filter((c) => c in payload).map((c) => [c, payload[c]]));
     const tier = config.priority_claim ? payload[config.priority_claim] : undefined;
     const priority = typeof tier === 'string' || typeof tier === 'number' ? config.priorities[String(tier)] : undefined;
-    return { subject: String(payload.sub ?? 'anonymous'), scopes, claims, priority };
+    // Callers are told apart by whom a token names — what they keep, their limits, their caches are theirs alone: a
+    // token naming no one is refused (they all were one caller, "anonymous", sharing each other's conversations).
+    // A client-credentials token without `sub` names its client (azp, client_id).
+    const subject = [payload.sub, payload.azp, payload.client_id].find((v) => typeof v === 'string' && v !== '');
+    if (subject === undefined) throw new TokenError('the token names no caller (sub, azp or client_id)');
+    return { subject: subject as string, scopes, claims, priority };
   };
 }
 
