@@ -116,6 +116,14 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
         message: expect.stringMatching(message),
       });
     }
+    const background = await client.files.create({
+      file: await jsonl([{ custom_id: 'a', method: 'POST', url: '/v1/responses', body: { model: 'tiny-gpt', input: 'Hi', background: true } }]),
+      purpose: 'batch',
+    });
+    await expect(client.batches.create({ input_file_id: background.id, endpoint: '/v1/responses', completion_window: '24h' })).rejects.toMatchObject({
+      status: 400,
+      message: expect.stringMatching(/line 1: background cannot be used in a batch/),
+    });
     await expect(client.batches.create({ input_file_id: 'file_nope', endpoint: '/v1/embeddings', completion_window: '24h' })).rejects.toMatchObject({
       status: 404,
     });

@@ -378,6 +378,10 @@ function parseLines(data: Uint8Array, endpoint: string): Line[] {
     const line = parsed.data as Line;
     if (line.url !== endpoint) throw badInput(`${where}: url ${line.url} is not the batch's endpoint ${endpoint}`, 'input_file_id');
     if (seen.has(line.custom_id)) throw badInput(`${where}: custom_id ${line.custom_id} is used twice`, 'input_file_id');
+    // (a line's answer is its own, in the output file: one run in the background would outlive the batch, unpaced,
+    // kept for a caller no one is — the batch's — and beyond its cancel)
+    if ((line.body as { background?: unknown } | undefined)?.background === true)
+      throw badInput(`${where}: background cannot be used in a batch (each line is answered in the output file)`, 'input_file_id');
     seen.add(line.custom_id);
     return line;
   });
