@@ -210,6 +210,23 @@ async function stats(): Promise<{ inference_count: number; execution_count: numb
 }
 
 describe('a request whose inputs the model cannot take, batched with others', () => {
+  it('is a 400 when its inputs disagree on a dimension they share (seq), alone or among others', async () => {
+    const infer = (ids: number[], mask: number[]) =>
+      fetch(`${gw.url}/v2/models/embed-together/infer`, {
+        method: 'POST',
+        body: JSON.stringify({
+          inputs: [
+            { name: 'input_ids', shape: [1, ids.length], datatype: 'INT64', data: ids },
+            { name: 'attention_mask', shape: [1, mask.length], datatype: 'INT64', data: mask },
+          ],
+        }),
+      });
+    // (alone it was ONNX Runtime's 500; beside others, padded to their length, a 200 of other numbers)
+    const [good, bad, other] = await Promise.all([infer([5, 6, 7, 8], [1, 1, 1, 1]), infer([1, 2, 3], [1, 1]), infer([9, 10, 11, 12], [1, 1, 1, 1])]);
+    expect([good.status, bad.status, other.status]).toEqual([200, 400, 200]);
+    expect((await bad.json()).error).toBe('inputs disagree on dimension "seq": input_ids has 3, attention_mask has 2');
+  });
+
   it('fails alone: the requests it shared a batch with are run again without it and answered', async () => {
     // Through KServe: token ids the gateway does not check as /v1/embeddings does — one past the embedding table.
     const infer = (ids: number[]) =>

@@ -57,6 +57,26 @@ export function splitInferBody(body: Uint8Array, headerLength: string | undefine
   }
 }
 
+/**
+ * Inputs the model gives one named dimension (`input_ids` and `attention_mask`: [batch, seq]) must agree on it: ONNX
+ * Runtime fails a run that does not (a 500), and in a batch padded to one length the mismatch was hidden (a 200 of
+ * other numbers) — which of the two depended on who else was queued.
+ */
+function checkNamedDims(signature: ModelSignature, shapes: Map<string, number[]>): void {
+  const seen = new Map<string, { input: string; size: number }>();
+  for (const spec of signature.inputs) {
+    const shape = shapes.get(spec.name);
+    if (!shape) continue;
+    spec.shape.forEach((dim, axis) => {
+      if (typeof dim !== 'string' || dim === '') return;
+      const first = seen.get(dim);
+      if (!first) return void seen.set(dim, { input: spec.name, size: shape[axis] });
+      if (first.size !== shape[axis])
+        throw badInput(`inputs disagree on dimension "${dim}": ${first.input} has ${first.size}, ${spec.name} has ${shape[axis]}`);
+    });
+  }
+}
+
 type InferJson = { id?: unknown; inputs?: unknown; outputs?: unknown; parameters?: Record<string, unknown> };
 
 /** The same checks for a request that arrived as parsed JSON (a WebSocket message), with its binary section if any. */
@@ -110,6 +130,7 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
     if (rows.size > 1) throw badInput(`inputs disagree on the batch dimension: ${[...rows].join(' vs ')}`);
     if (rows.has(0)) throw badInput('the batch dimension must be at least 1');
   }
+  checkNamedDims(signature, shapes);
 
   const binaryAll = json.parameters?.binary_data_output === true;
   const known = new Set(signature.outputs.map((o) => o.name));
