@@ -67,13 +67,13 @@ function checkNamedDims(signature: ModelSignature, shapes: Map<string, number[]>
   for (const spec of signature.inputs) {
     const shape = shapes.get(spec.name);
     if (!shape) continue;
-    spec.shape.forEach((dim, axis) => {
-      if (typeof dim !== 'string' || dim === '') return;
+    for (const [axis, dim] of spec.shape.entries()) {
+      if (typeof dim !== 'string' || dim === '') continue;
       const first = seen.get(dim);
-      if (!first) return void seen.set(dim, { input: spec.name, size: shape[axis] });
-      if (first.size !== shape[axis])
+      if (!first) seen.set(dim, { input: spec.name, size: shape[axis] });
+      else if (first.size !== shape[axis])
         throw badInput(`inputs disagree on dimension "${dim}": ${first.input} has ${first.size}, ${spec.name} has ${shape[axis]}`);
-    });
+    }
   }
 }
 
