@@ -15,6 +15,8 @@ beforeAll(async () => {
       'tiny-embed': { path: ENCODER, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 20, max_queue_size: 64 }, scaling: { min_containers: 1 } },
       // (a long wait: requests sent together surely share a batch)
       'embed-together': { path: ENCODER, device: 'cpu', batching: { max_batch_size: 8, wait_ms: 300 }, scaling: { min_containers: 1 } },
+      // (a queue shorter than two batches: a request of many texts must still fit it)
+      'embed-short-queue': { path: ENCODER, device: 'cpu', batching: { max_batch_size: 8, max_queue_size: 4 } },
       'embed-cls': { path: ENCODER, device: 'cpu', embeddings: { pooling: 'cls', normalize: false }, scaling: { min_containers: 1 } },
       'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu' },
     },
@@ -208,6 +210,14 @@ async function stats(): Promise<{ inference_count: number; execution_count: numb
   const res = (await (await fetch(`${gw.url}/v2/models/tiny-embed/stats`)).json()) as { model_stats: { inference_count: number; execution_count: number }[] };
   return res.model_stats[0];
 }
+
+describe('a request of many texts', () => {
+  it('keeps within the model’s max_queue_size, however short (it was a 503 queue_full on an idle gateway)', async () => {
+    const texts = Array.from({ length: 40 }, (_, i) => `text number ${i}`);
+    const res = await client.embeddings.create({ model: 'embed-short-queue', input: texts });
+    expect(res.data.map((d) => d.index)).toEqual(texts.map((_, i) => i));
+  });
+});
 
 describe('a request whose inputs the model cannot take, batched with others', () => {
   it('is a 400 when its inputs disagree on a dimension they share (seq), alone or among others', async () => {

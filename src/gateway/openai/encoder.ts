@@ -103,7 +103,8 @@ export function askerOf(c: Context<GatewayEnv>, m: ServedModel): Asker {
 
 /**
  * Runs every input as a request of its own through the model's dynamic batcher, so they batch with other
- * callers' inputs, and reads each answer with `read`. At most two batches' worth are queued at a time: a
+ * callers' inputs, and reads each answer with `read`. At most two batches' worth are queued at a time (and never
+ * more than the model's max_queue_size, which it would overflow on an idle gateway): a
  * request of thousands of inputs neither overflows the queue nor makes everyone behind it wait for all of it.
  * A failure (or the asker going away) stops the rest.
  */
@@ -111,7 +112,7 @@ export async function runEach<T>(asker: Asker, m: ServedModel, inputs: Inputs[],
   const batcher = m.batcher as NonNullable<ServedModel['batcher']>;
   const failed = new AbortController();
   const opts = { priority: asker.priority, caller: asker.caller, trace: asker.trace, signal: AbortSignal.any([asker.signal, failed.signal]) };
-  const queue = new PQueue({ concurrency: Math.max(1, 2 * m.maxBatchSize) });
+  const queue = new PQueue({ concurrency: Math.max(1, Math.min(2 * m.maxBatchSize, m.batching?.maxQueueSize ?? Number.POSITIVE_INFINITY)) });
   return Promise.all(
     inputs.map((input, i) =>
       queue.add(async () => {
