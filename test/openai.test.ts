@@ -433,6 +433,10 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(counted).toEqual({ status: 200, body: { count: 4, max_model_len: 512, tokens: [464, 2068, 7586, 21831] } });
     const completion = await client.completions.create({ model: 'tiny-gpt', prompt: 'The quick brown fox', max_tokens: 1 });
     expect(completion.usage?.prompt_tokens).toBe(counted.body.count);
+    // An empty prompt is generated from end-of-text: one token, counted so by both.
+    const empty = await post('/tokenize', { model: 'tiny-gpt', prompt: '' });
+    expect(empty.body).toMatchObject({ count: 1, tokens: [50256] });
+    expect((await client.completions.create({ model: 'tiny-gpt', prompt: '', max_tokens: 1 })).usage?.prompt_tokens).toBe(1);
     const chat = await post('/tokenize', { model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }] });
     const answered = await client.chat.completions.create({ model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1 });
     expect(chat.body.count).toBe(answered.usage?.prompt_tokens);
