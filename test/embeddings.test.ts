@@ -180,7 +180,13 @@ describe('bad embedding requests: a precise 400/404 in OpenAI’s error shape, n
       'encoding_format',
     ],
     ['more than 2048 inputs', { model: 'tiny-embed', input: Array(2049).fill('a') }, 400, /at most 2048 inputs/, 'input'],
-    ['a generative model', { model: 'tiny-gpt', input: 'a' }, 404, /not an embedding model \(these are: tiny-embed, embed-together, embed-cls\)/, 'model'],
+    [
+      'a generative model',
+      { model: 'tiny-gpt', input: 'a' },
+      404,
+      /not an embedding model \(these are: tiny-embed, embed-together, embed-short-queue, embed-cls\)/,
+      'model',
+    ],
     ['an unknown model', { model: 'nope', input: 'a' }, 404, /`nope` does not exist/, 'model'],
   ];
   it.each(cases)('%s', async (_, body, status, message, param) => {
