@@ -349,6 +349,8 @@ describe('infergate serve', () => {
     const parent = spawn('sh', ['-c', 'sleep 60 & echo $!; exec sleep 60']);
     onTestFinished(() => void parent.kill('SIGKILL'));
     const zombie = Number(await new Promise<string>((r) => parent.stdout.once('data', (d) => r(String(d)))));
+    // (killed only once the shell has become `sleep`, which never reaps: a shell still there would reap it)
+    await expect.poll(() => readFileSync(`/proc/${parent.pid}/comm`, 'utf8').trim()).toBe('sleep');
     process.kill(zombie, 'SIGKILL');
     await expect.poll(() => readFileSync(`/proc/${zombie}/stat`, 'utf8').split(') ')[1][0]).toBe('Z');
     await writeFile(join(file, '..', 'kept', 'owner.json'), JSON.stringify({ host: hostname(), pid: zombie, at: Date.now() }));
