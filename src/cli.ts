@@ -5,7 +5,7 @@ import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
 import { checkEnsembles } from './ensemble-plan.js';
-import { shadowProblems } from './gateway/index.js';
+import { endpointProblems, shadowProblems } from './gateway/index.js';
 import { modelProblems, readModelFiles } from './model-build.js';
 import { layoutOf, loadSignatures } from './model-files.js';
 import {
@@ -151,7 +151,8 @@ program
           await readAdapter(path, targets).catch((err: Error) => unfit.push(`models.${name}.lora_adapters.${adapter}: ${err.message}`));
     }
     // Each shadow (config shadow) able to answer its model's requests, as the gateway checks at start.
-    unfit.push(...shadowProblems(config.models, (name) => (signatures.has(name) ? { name, signature: signatures.get(name) as ModelSignature } : undefined)));
+    const signed = (name: string) => (signatures.has(name) ? { name, signature: signatures.get(name) as ModelSignature } : undefined);
+    unfit.push(...shadowProblems(config.models, signed), ...endpointProblems(config, signed));
     if (unfit.length) throw new ConfigError(unfit.join('\n'));
     const ensembles = checkEnsembles(config, signatures);
     for (const e of ensembles) {

@@ -13,6 +13,7 @@ import {
   Capture,
   createApp,
   type EndpointRoute,
+  endpointProblems,
   ensembleModel,
   Fleet,
   FleetSequences,
@@ -102,9 +103,9 @@ function sharedLimitsOf(config: Config, fleet: Fleet, limiters: Map<string, Rate
   return limits;
 }
 
-/** Each model's shadow (config shadow) can answer its requests, or the config is refused. */
+/** Each model's shadow (config shadow) can answer its requests, and each endpoint's protocol serve its model, or the config is refused. */
 function checkShadows(config: Config, get: (name: string) => ServedModel | undefined): void {
-  const problems = shadowProblems(config.models, get);
+  const problems = [...shadowProblems(config.models, get), ...endpointProblems(config, get)];
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));
 }
 

@@ -119,6 +119,22 @@ describe('infergate validate', () => {
     expect(serve.output()).toContain('models.gpt.response_cache_mb: a generative model draws its tokens');
   });
 
+  it('refuses an endpoint whose protocol cannot serve its model (every request a 404 otherwise), validate and serve alike', async () => {
+    const endpoints =
+      'endpoints:\n  - { path: /emb, model: gpt, protocol: openai-embeddings }\n  - { path: /chat, model: words, protocol: openai-chat }\n  - { path: /raw, model: words, protocol: kserve }\n';
+    const file = await configFile(
+      `models:\n  gpt: { path: ${MODELS}tiny-gpt.onnx }\n  words: { path: ${MODELS}tiny-embed.onnx, aliases: [enc] }\n${endpoints}`,
+    );
+    const run = cli(['validate', '-c', file]);
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toContain('endpoints.0.protocol: openai-embeddings serves a model that is a text encoder; gpt is generative');
+    expect(run.output()).toContain('endpoints.1.protocol: openai-chat serves a model that is generative; words is a text encoder');
+    expect(run.output()).not.toContain('endpoints.2');
+    const serve = cli(['serve', '-c', file], { PORT: '0' });
+    expect(await serve.exited).toBe(1);
+    expect(serve.output()).toContain('endpoints.1.protocol: openai-chat serves a model that is generative');
+  });
+
   it('names the bad option, its value and what was expected, and exits non-zero', async () => {
     const file = await configFile(`models:\n  resnet:\n    path: ${MODELS}mlp.onnx\n    batching: { wait_ms: soon }\n`);
     const run = cli(['validate', '-c', file]);

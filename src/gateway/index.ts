@@ -14,6 +14,6 @@ export { listenForMetrics } from './observe.js';
 export { BatchDisk } from './openai/batch-disk.js';
 export { BatchControl } from './openai/batch-store.js';
 export { type Listening, listen } from './server.js';
-export { shadowProblems } from './shadow.js';
+export { endpointProblems, shadowProblems } from './shadow.js';
 export { SharedLimits } from './shared-limits.js';
 export type { Autoscaling, GatewayEnv, ModelControl, ServedModel } from './types.js';

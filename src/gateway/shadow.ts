@@ -213,6 +213,29 @@ export function shadowProblems(models: Config['models'], get: (name: string) => 
   });
 }
 
+/** The kind of model each endpoint protocol serves (kserve: any). */
+const ENDPOINT_KINDS: Partial<Record<keyof typeof ENDPOINT_ROUTES, string>> = {
+  'openai-chat': 'generative',
+  'openai-completions': 'generative',
+  'openai-responses': 'generative',
+  'anthropic-messages': 'generative',
+  'openai-embeddings': 'a text encoder',
+};
+
+/**
+ * Config `endpoints` bound to a model their protocol cannot serve (a chat endpoint on a text encoder: every request
+ * a 404), by the models' signatures — at start and by `infergate validate`. (Adapters and ensembles: the schema's.)
+ */
+export function endpointProblems(config: Pick<Config, 'models' | 'endpoints'>, get: (name: string) => Signed | undefined): string[] {
+  return config.endpoints.flatMap((e, i) => {
+    const name = config.models[e.model] ? e.model : Object.entries(config.models).find(([, m]) => m.aliases.includes(e.model))?.[0];
+    const model = name === undefined ? undefined : get(name);
+    const kind = model && kindOf(model.signature);
+    const wanted = ENDPOINT_KINDS[e.protocol];
+    return kind && wanted && kind !== wanted ? [`endpoints.${i}.protocol: ${e.protocol} serves a model that is ${wanted}; ${e.model} is ${kind}`] : [];
+  });
+}
+
 /** What kind of model a signature makes (as the gateway serves it): a shadow must be of its model's kind. */
 const kindOf = (signature: ModelSignature) =>
   generativeSpec(signature)
