@@ -80,6 +80,18 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
     }
   });
 
+  it('keeps a Responses line stored with store: true as its creator’s: continued by previous_response_id', async () => {
+    const rows = [{ custom_id: 'r', method: 'POST', url: '/v1/responses', body: { model: 'tiny-gpt', input: 'Hello', max_output_tokens: 4, store: true } }];
+    const input = await client.files.create({ file: await jsonl(rows), purpose: 'batch' });
+    const done = await finished((await client.batches.create({ input_file_id: input.id, endpoint: '/v1/responses', completion_window: '24h' })).id);
+    const [line] = await lines(done.output_file_id);
+    expect(line.response.status_code).toBe(200);
+    // (it was kept for the batch's own caller: not found for the one who made the batch)
+    const next = await client.responses.create({ model: 'tiny-gpt', input: 'More', max_output_tokens: 2, previous_response_id: line.response.body.id });
+    expect(next.previous_response_id).toBe(line.response.body.id);
+    expect((await client.responses.retrieve(line.response.body.id)).id).toBe(line.response.body.id);
+  });
+
   it('puts failed lines in the error file, with their status and message', async () => {
     const rows = [
       { custom_id: 'ok', method: 'POST', url: '/v1/embeddings', body: { model: 'tiny-embed', input: 'a text', encoding_format: 'float' } },

@@ -206,7 +206,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.use('/v1/*', async (c, next) => {
     const batch = (c.env as BatchLineEnv | undefined)?.infergateBatch;
     // (its lines are not counted against its creator's tokens a minute: a batch is paced by itself)
-    if (batch) c.set('caller', { ...batch.caller, id: `${batch.caller.id}/${batch.id}`, priority: BATCH_PRIORITY, tokens: undefined });
+    // (what a line keeps — a stored response — is the creator's: continued by previous_response_id like its own)
+    if (batch) c.set('caller', { ...batch.caller, id: `${batch.caller.id}/${batch.id}`, owner: batch.caller.id, priority: BATCH_PRIORITY, tokens: undefined });
     await next();
   });
   for (const e of opts.endpoints ?? []) if (e.guard.length) app.use(e.path, ...e.guard);

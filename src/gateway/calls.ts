@@ -164,7 +164,7 @@ export class Calls {
 }
 
 /** Whose a kept thing is: an authenticated caller's id (a public one's are anyone's who has the id). */
-export const owner = (caller: Caller | undefined) => (caller && caller.kind !== 'public' ? caller.id : undefined);
+export const owner = (caller: Caller | undefined) => (caller && caller.kind !== 'public' ? (caller.owner ?? caller.id) : undefined);
 const statusUrl = (id: string, waitS?: number) => `/v2/calls/${id}${waitS ? `?wait_s=${waitS}` : ''}`;
 
 /** What a call's request is: an inference request (model, OpenAI, vLLM and the config's endpoints' routes). */

@@ -20,6 +20,8 @@ export type Caller = {
   subject?: string;
   claims?: Record<string, unknown>;
   priority?: number;
+  /** Whose things its requests keep, where not its own id: a Batch API line's are its batch's creator's. */
+  owner?: string;
   /** A token's scopes: a request sent on as the caller (an asynchronous call's) is held to a route's scopes again. */
   scopes?: string[];
   /** Under a rate limit with tokens_per_minute: the caller's bucket of generated tokens (see tokenBudget). */
