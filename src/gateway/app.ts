@@ -11,7 +11,7 @@ import type { Policy } from './auth/middleware.js';
 import { asyncCalls, Calls, type CallsOptions, callRoutes, type Dispatch, measureCalls } from './calls.js';
 import type { Capture } from './capture.js';
 import { compressAnswers } from './compress.js';
-import type { QuietWork } from './drain.js';
+import { CONNECTION_HEADERS, type QuietWork } from './drain.js';
 import { type Fleet, forwardByPath, randomId } from './fleet.js';
 import { FleetSequences } from './fleet-sequences.js';
 import { infer, kserveRoutes, metadata } from './kserve/routes.js';
@@ -325,10 +325,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   return app;
 }
 
-const CONNECTION_HEADERS = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'];
-
 function withoutConnectionHeaders(c: Context<GatewayEnv>): void {
-  const present = CONNECTION_HEADERS.filter((name) => c.res.headers.has(name));
+  const present = [...CONNECTION_HEADERS].filter((name) => c.res.headers.has(name));
   if (present.length === 0) return;
   try {
     for (const name of present) c.res.headers.delete(name);

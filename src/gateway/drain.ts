@@ -1,6 +1,9 @@
 import { constants } from 'node:http2';
 import type { Server, Socket } from 'node:net';
 
+/** Headers HTTP/2 forbids (RFC 9113 §8.2.2): Node's compatibility layer throws on them. */
+export const CONNECTION_HEADERS: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
 /**
  * Keeps idle HTTP/1.1 connections open `ms` (said to clients in `Keep-Alive: timeout=`); the time to a request's
  * headers must outlast it, or a connection reused just before the idle limit could time out mid-headers. HTTP/2

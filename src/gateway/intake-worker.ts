@@ -12,7 +12,7 @@ import { GatewayError } from '../errors/index.js';
 import { readIncoming } from './body.js';
 import { requestBuffers } from './buffer-pool.js';
 import { compressWhole } from './compress.js';
-import { continueWhenRead, drainable, endStalledAnswers, keepIdleConnections, STREAM_ACK_BYTES } from './drain.js';
+import { CONNECTION_HEADERS, continueWhenRead, drainable, endStalledAnswers, keepIdleConnections, STREAM_ACK_BYTES } from './drain.js';
 import type { CallRequest } from './grpc/server.js';
 import type { FromIntake, IntakeWorkerData, ToIntake } from './intake.js';
 
@@ -89,9 +89,6 @@ async function sendBody(id: number, limit: number) {
     post({ t: 'body', id, error: { status: e.status, code: e.code, message: e.message } });
   }
 }
-
-/** Headers HTTP/2 forbids (RFC 9113 §8.2.2): Node's compatibility layer throws on them. */
-const CONNECTION_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
 function writeHead(res: Res, status: number, pairs: [string, string][], length?: number) {
   const http2 = 'stream' in res;
