@@ -41,6 +41,9 @@ describe('a model with its own tokenizer.json', () => {
   it("embeds the text as BERT's tokenizer splits it: [CLS] i like straw ##berries [SEP]", async () => {
     const ids = [101, 1045, 2066, 13137, 20968, 102];
     expect((await post('/tokenize', { model: 'bert-embed', prompt: 'I like strawberries' })).body).toMatchObject({ tokens: ids });
+    // vLLM's add_special_tokens: false leaves [CLS] and [SEP] out.
+    const bare = await post('/tokenize', { model: 'bert-embed', prompt: 'I like strawberries', add_special_tokens: false });
+    expect(bare.body).toMatchObject({ count: 4, tokens: ids.slice(1, -1) });
     const hidden = await run('tiny-embed.onnx', ids, 'last_hidden_state');
     const mean = Array.from({ length: 32 }, (_, i) => ids.reduce((s, _, t) => s + hidden[t * 32 + i], 0) / ids.length);
     const norm = Math.hypot(...mean);

@@ -116,7 +116,9 @@ export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions
     // As chat lays the prompt out: tools listed unless tool_choice is "none" (auto, their default, lists them).
     const listsTools = 'messages' in req && (req.tools?.length ?? 0) > 0 && req.tool_choice !== 'none';
     const encoded =
-      'prompt' in req ? gen.tokenizer.encode(req.prompt) : chatTokens(gen.tokenizer, req.messages, listsTools ? req.tools : undefined, layoutOf(req));
+      'prompt' in req
+        ? gen.tokenizer.encode(req.prompt, { special: req.add_special_tokens ?? true })
+        : chatTokens(gen.tokenizer, req.messages, listsTools ? req.tools : undefined, layoutOf(req));
     // (an empty prompt is generated from end-of-text, one token, as usage.prompt_tokens counts it)
     const tokens = encoded.length === 0 ? [gen.tokenizer.eos] : encoded;
     return c.json({ count: tokens.length, max_model_len: gen.context, tokens });

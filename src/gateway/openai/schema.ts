@@ -230,7 +230,7 @@ export const chatSchema = z
   .refine((r) => !r.top_logprobs || r.logprobs === true, { message: 'top_logprobs requires logprobs to be true', path: ['top_logprobs'] });
 
 /** vLLM's /tokenize: a prompt, or chat messages laid out as chat completions do. */
-export const tokenizeSchema = z.object({ model: sampling.model, prompt: z.string() });
+export const tokenizeSchema = z.object({ model: sampling.model, prompt: z.string(), add_special_tokens: z.boolean().nullish() });
 /** vLLM's /tokenize of a chat, with the tools a chat request would list (tool_choice "required" or named), as its prompt would hold them. */
 export const tokenizeChatSchema = z
   .object({ model: sampling.model, messages: chatMessages, tools: tools.nullish(), tool_choice: toolChoice.nullish(), ...chatLayout })
