@@ -45,6 +45,19 @@ describe('decideBatch', () => {
       { freeSlots: 1, now: 20 },
       { expire: [], dispatch: [0, 3, 1, 2], wakeAt: null },
     ],
+    [
+      "a full batch of another shape does not wait behind the head's wait_ms",
+      [q(1, 0), q(4, 2, { group: 'b' })],
+      { freeSlots: 1, now: 2 },
+      { expire: [], dispatch: [1], wakeAt: null },
+    ],
+    ['each shape waits by its own oldest request', [q(1, 0), q(1, 2, { group: 'b' })], { freeSlots: 1, now: 3 }, { expire: [], dispatch: [], wakeAt: 10 }],
+    [
+      'a request overtaken by a higher priority still waits only its own wait_ms',
+      [q(1, 0), q(1, 8, { priority: 1 })],
+      { freeSlots: 1, now: 10 },
+      { expire: [], dispatch: [1, 0], wakeAt: null },
+    ],
     ['wake for the nearer of wait_ms and a deadline', [q(1, 0, { deadline: 4 })], { freeSlots: 1, now: 1 }, { expire: [], dispatch: [], wakeAt: 4 }],
   ];
   it.each(cases)('%s', (_name, queue, ctx, expected) => {

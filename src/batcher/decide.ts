@@ -42,19 +42,25 @@ export function decideBatch(queue: readonly QueuedView[], ctx: { freeSlots: numb
 
   // Highest priority first, then callers' turns, then arrival order (the sort is stable).
   const order = [...live].sort((a, b) => queue[b].priority - queue[a].priority || (queue[a].turn ?? 0) - (queue[b].turn ?? 0));
-  const head = queue[order[0]];
-  const dispatch: number[] = [];
-  let rows = 0;
-  let leftOver = false;
+  // A batch per group (first fit in that order), groups in the order of their first request. The first that is
+  // ready goes: full, or its oldest request has waited wait_ms — a full batch of another shape does not wait
+  // behind the head's timer, and a request's wait is its own, not that of a later one ahead of it by priority.
+  const batches = new Map<string, { dispatch: number[]; rows: number; leftOver: boolean; since: number }>();
   for (const i of order) {
-    if (queue[i].group !== head.group) continue;
-    if (rows + queue[i].rows <= rule.maxBatchSize) {
-      dispatch.push(i);
-      rows += queue[i].rows;
-    } else leftOver = true;
+    const { group, rows, enqueuedAt } = queue[i];
+    let batch = batches.get(group);
+    if (!batch) batches.set(group, (batch = { dispatch: [], rows: 0, leftOver: false, since: enqueuedAt }));
+    if (batch.rows + rows <= rule.maxBatchSize) {
+      batch.dispatch.push(i);
+      batch.rows += rows;
+      batch.since = Math.min(batch.since, enqueuedAt);
+    } else batch.leftOver = true;
   }
-  const full = rows >= rule.maxBatchSize || leftOver;
-  const due = head.enqueuedAt + rule.waitMs;
-  if (full || now >= due) return { expire, dispatch, wakeAt: null };
-  return { expire, dispatch: [], wakeAt: Math.min(due, nextDeadline) };
+  let wakeAt = nextDeadline;
+  for (const { dispatch, rows, leftOver, since } of batches.values()) {
+    const due = since + rule.waitMs;
+    if (rows >= rule.maxBatchSize || leftOver || now >= due) return { expire, dispatch, wakeAt: null };
+    wakeAt = Math.min(wakeAt, due);
+  }
+  return { expire, dispatch: [], wakeAt };
 }
