@@ -256,6 +256,13 @@ describe('a request whose inputs the model cannot take, batched with others', ()
         }),
       });
 
+    const counted = async () => {
+      const { batches, rows } = await (await fetch(`${gw.url}/v2/models/embed-together/stats`)).json();
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      const sample = (name: string) => Number(new RegExp(`^${name}\\{[^}]*infergate_model="embed-together"[^}]*\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0);
+      return [batches, rows, sample('infergate_batches_total'), sample('infergate_rows_total'), sample('infergate_queue_duration_count')];
+    };
+    const countedBefore = await counted();
     const [good, bad, other] = await Promise.all([infer([464, 2068, 7586]), infer([464, 1_000_000_000, 7586]), infer([40, 588, 340])]);
     expect(bad.status).toBe(500);
     // (the same inputs would fail again: clients are told not to retry it; the others are not marked)
@@ -265,7 +272,11 @@ describe('a request whose inputs the model cannot take, batched with others', ()
     const hidden = (await good.json()) as { outputs: { data: number[] }[] };
     expectClose(hidden.outputs[0].data, (await hiddenStates([464, 2068, 7586])).flat());
     const stats = await (await fetch(`${gw.url}/v2/models/embed-together/stats`)).json();
-    expect(stats).toMatchObject({ isolated: 3, batchSizes: { 3: 1, 1: 3 } }); // the batch of three, then each alone
+    expect(stats).toMatchObject({ isolated: 3, batchSizes: { 1: 2 } });
+    expect(stats.batchSizes[3]).toBeUndefined();
+    // The batch of three failed and each ran again alone: the two runs that answered count (batches and rows, in the
+    // stats and /metrics), and each answered request's wait once.
+    expect((await counted()).map((n, i) => n - countedBefore[i])).toEqual([2, 2, 2, 2, 2]);
     const metrics = await (await fetch(`${gw.url}/metrics`)).text();
     expect(metrics).toMatch(/^infergate_isolated_total\{[^}]*infergate_model="embed-together"[^}]*\} 3$/m);
 

@@ -347,9 +347,6 @@ export class Batcher extends EventEmitter<{
     const rows = items.map((i) => i.rows);
     const batchSize = rows.reduce((a, b) => a + b, 0);
     this.inFlight++;
-    this.counts.batches++;
-    this.counts.rows += batchSize;
-    this.counts.batchSizes[batchSize] = (this.counts.batchSizes[batchSize] ?? 0) + 1;
     const startedAt = Date.now();
     const sentAt = performance.now();
     const report = (ok: boolean) => {
@@ -374,10 +371,7 @@ export class Batcher extends EventEmitter<{
             this.opts.pad ?? {},
           )
         : items[0].inputs;
-      if (sent > batchSize) {
-        batch = padRows(batch, sent);
-        this.counts.paddingRows += sent - batchSize;
-      }
+      if (sent > batchSize) batch = padRows(batch, sent);
     } catch (err) {
       this.inFlight--;
       for (const item of items) this.settle(item, internal(`could not form a batch: ${(err as Error).message}`, err));
@@ -390,6 +384,11 @@ export class Batcher extends EventEmitter<{
     this.opts.pool
       .dispatch(batch, { signal: allGone.signal, modelId: items[0].modelId })
       .then(({ outputs, computeMs }) => {
+        // Counted once run (as Triton's inference and execution counts): a failed batch's requests run again.
+        this.counts.batches++;
+        this.counts.rows += batchSize;
+        this.counts.batchSizes[batchSize] = (this.counts.batchSizes[batchSize] ?? 0) + 1;
+        this.counts.paddingRows += sent - batchSize;
         report(true);
         const answered = performance.now();
         const parts = this.opts.batchable ? splitOutputs(sent > batchSize ? firstRows(outputs, batchSize) : outputs, rows) : [outputs];

@@ -13,11 +13,15 @@ export function measureModel(telemetry: Telemetry, model: string, pool: ReplicaP
   const shed = ({ reason }: { reason: string }) => i.shed.add(1, { ...m, reason });
   batcher?.on('shed', shed);
   batcher?.on('batch', (e) => {
-    i.batches.add(1, m);
-    i.rows.add(e.rows, m);
-    i.batchSize.record(e.rows, m);
     i.batchDuration.record(e.durationMs / 1000, m);
-    for (const q of e.queueMs) i.queueDuration.record(q / 1000, m);
+    // A failed batch's requests run again (alone, or on another replica) or fail: rows, batches and each request's
+    // wait are counted once, on the run that answers them — as Triton counts successful executions.
+    if (e.ok) {
+      i.batches.add(1, m);
+      i.rows.add(e.rows, m);
+      i.batchSize.record(e.rows, m);
+      for (const q of e.queueMs) i.queueDuration.record(q / 1000, m);
+    }
     const attributes = { ...m, 'infergate.batch.rows': e.rows, 'infergate.batch.requests': e.requests, 'infergate.batch.ok': e.ok };
     telemetry.recordSpan('infergate.batch', e.startedAt, e.startedAt + e.durationMs, attributes, e.traces as SpanContext[]);
   });
