@@ -48,8 +48,8 @@ export function decideBatch(queue: readonly QueuedView[], ctx: { freeSlots: numb
   const batches = new Map<string, { dispatch: number[]; rows: number; leftOver: boolean; since: number }>();
   for (const i of order) {
     const { group, rows, enqueuedAt } = queue[i];
-    let batch = batches.get(group);
-    if (!batch) batches.set(group, (batch = { dispatch: [], rows: 0, leftOver: false, since: enqueuedAt }));
+    const batch = batches.get(group) ?? { dispatch: [], rows: 0, leftOver: false, since: enqueuedAt };
+    batches.set(group, batch);
     if (batch.rows + rows <= rule.maxBatchSize) {
       batch.dispatch.push(i);
       batch.rows += rows;
