@@ -223,6 +223,22 @@ describe('a request of many texts', () => {
     const res = await client.embeddings.create({ model: 'embed-short-queue', input: texts });
     expect(res.data.map((d) => d.index)).toEqual(texts.map((_, i) => i));
   });
+
+  it('of more rows than max_queue_size (within max_batch_size) is taken by an empty queue: it was a 503 queue_full, to retry forever', async () => {
+    const ids = [464, 2068, 7586];
+    const rows = 6; // max_queue_size 4, max_batch_size 8
+    const res = await fetch(`${gw.url}/v2/models/embed-short-queue/infer`, {
+      method: 'POST',
+      body: JSON.stringify({
+        inputs: [
+          { name: 'input_ids', shape: [rows, 3], datatype: 'INT64', data: Array.from({ length: rows }, () => ids).flat() },
+          { name: 'attention_mask', shape: [rows, 3], datatype: 'INT64', data: new Array(rows * 3).fill(1) },
+        ],
+      }),
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { outputs: { shape: number[] }[] }).outputs[0].shape).toEqual([rows, 3, 32]);
+  });
 });
 
 describe('a request whose inputs the model cannot take, batched with others', () => {

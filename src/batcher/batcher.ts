@@ -218,7 +218,8 @@ export class Batcher extends EventEmitter<{
     const { signal } = opts;
     if (signal?.aborted) return Promise.reject(cancelled());
     const rows = this.rowsOf(inputs);
-    if (this.queuedRows + rows > this.opts.maxQueueSize) {
+    // (an empty queue takes any request a batch can hold: one of more rows than max_queue_size would never fit)
+    if (this.queuedRows > 0 && this.queuedRows + rows > this.opts.maxQueueSize) {
       this.shed('queue_full');
       this.statisticsOf(opts.modelId).failed(0);
       return Promise.reject(unavailable('queue_full', `the queue of model ${this.opts.model} is full (${this.queuedRows} of ${this.opts.maxQueueSize} rows)`));

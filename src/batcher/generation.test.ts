@@ -305,10 +305,12 @@ describe('GenerationScheduler', () => {
   });
 
   it('answers 503 when the queue is full and 503 (no replica) or 504 at the deadline', async () => {
-    const { pool, run } = setup({ maxSequences: 1, maxQueue: 1, timeoutMs: 50, stepMs: 20 });
+    const { pool, scheduler, run } = setup({ maxSequences: 1, maxQueue: 1, timeoutMs: 50, stepMs: 20 });
     const busy = run(10);
     const waiting = run(1);
     await expect(run(1).done).rejects.toMatchObject({ status: 503, code: 'queue_full' });
+    // (a refusal is a failed inference in Triton's statistics, as a tensor model's)
+    expect(scheduler.statistics.toTriton('g').inference_stats.fail.count).toBe(1);
     await expect(waiting.done).rejects.toMatchObject({ status: 504 });
     await busy.done;
     pool.replicas = [];

@@ -248,6 +248,7 @@ export class GenerationScheduler extends EventEmitter<{
     if (hooks.signal?.aborted) return Promise.reject(cancelled());
     if (this.queue.length >= this.opts.maxQueue) {
       this.shed('queue_full');
+      this.statistics.failed(0);
       return Promise.reject(unavailable('queue_full', `the queue of model ${this.opts.model} is full (${this.queue.length} sequences waiting)`));
     }
     const startFailure = this.opts.pool.startFailure();
