@@ -16,7 +16,8 @@ beforeAll(async () => {
 afterAll(() => gw?.shutdown());
 
 const x = (seed: number) => [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: Array.from({ length: 64 }, (_, i) => Math.sin(seed * 64 + i)) }];
-type Stats = { execution_count: number; inference_stats: { cache_hit: { count: number }; cache_miss: { count: number }; success: { count: number } } };
+type Count = { count: number };
+type Stats = { execution_count: number; inference_stats: { cache_hit: Count; cache_miss: Count; success: Count; queue: Count } };
 const all = async (model: string) => (await fetch(`${gw.url}/v2/models/${model}/stats`)).json();
 const stats = async (model: string) => (await all(model)).model_stats[0] as Stats;
 
@@ -35,6 +36,7 @@ describe('response cache', () => {
     expect(s.inference_stats.cache_hit.count).toBe(1);
     expect(s.inference_stats.cache_miss.count).toBe(2);
     expect(s.inference_stats.success.count).toBe(3);
+    expect(s.inference_stats.queue.count).toBe(3); // (Triton's queue counts cache hits too)
     expect(await all('mlp')).toMatchObject({ requests: 3, cacheHits: 1, batches: 2 });
     const metrics = await (await fetch(`${gw.url}/metrics`)).text();
     expect(metrics).toMatch(/^infergate_cache_lookups_total\{[^}]*infergate_model="mlp"[^}]*result="hit"[^}]*\} 1$/m);

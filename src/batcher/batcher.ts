@@ -187,19 +187,22 @@ export class Batcher extends EventEmitter<{
     if (!cache) return this.enqueue(inputs, opts);
     const start = this.now();
     const key = cache.key(inputs, opts.modelId); // now: the inputs may be views of a body given back once answered
+    const kept = cache.get(key);
+    const flying = kept ? undefined : cache.flying(key);
+    const lookupMs = this.now() - start;
     const hit = (outputs: Inputs): Submitted => {
       this.counts.requests++;
       this.counts.cacheHits++;
-      this.statisticsOf(opts.modelId).cacheHit(this.now() - start);
-      return { outputs, queueMs: 0, batchSize: 0 };
+      // (waiting for the same request on its way is queueing, as Triton counts a hit's wait in `queue`)
+      const waitMs = this.now() - start - lookupMs;
+      this.statisticsOf(opts.modelId).cacheHit(lookupMs, waitMs);
+      return { outputs, queueMs: waitMs, batchSize: 0 };
     };
-    const kept = cache.get(key);
-    const flying = kept ? undefined : cache.flying(key);
     this.emit('cache', { hit: kept !== undefined || flying !== undefined });
     if (kept) return Promise.resolve(hit(kept));
     // The same request is on its way: its answer is this one's too (if it fails, this one runs itself).
     if (flying) return whileWanted(flying, opts.signal).then(hit, (err) => (opts.signal?.aborted ? Promise.reject(err) : this.enqueue(inputs, opts)));
-    this.statisticsOf(opts.modelId).cacheMiss(this.now() - start);
+    this.statisticsOf(opts.modelId).cacheMiss(lookupMs);
     const answer = this.enqueue(inputs, opts);
     cache.fly(
       key,

@@ -55,11 +55,15 @@ export class ModelStatistics {
     add(this.inference.fail, ms);
   }
 
-  /** A request answered from the response cache, `ms` to find and copy its answer (Triton counts it a success). */
-  cacheHit(ms: number): void {
+  /**
+   * A request answered from the response cache: `lookupMs` to find its answer, `waitMs` waiting for it (the same
+   * request on its way). Triton counts it a success, and in `queue`.
+   */
+  cacheHit(lookupMs: number, waitMs: number): void {
     this.lastInference = Date.now();
-    add(this.inference.cache_hit, ms);
-    add(this.inference.success, ms);
+    add(this.inference.cache_hit, lookupMs);
+    add(this.inference.queue, waitMs);
+    add(this.inference.success, lookupMs + waitMs);
   }
 
   /** A request not in the response cache: `ms` to look for it and to keep its answer. */
