@@ -590,6 +590,27 @@ describe('OpenAI-compatible API with the official openai client', () => {
   });
 });
 
+describe('a chat without max_tokens', () => {
+  const words = (n: number) => ' hello'.repeat(n); // (one token each; the chat's layout adds 6)
+  it('whose messages fill the context is refused as too long, naming them (it was a 400 of min_tokens > max_tokens -94, or a 200 of nothing)', async () => {
+    for (const n of [600, 506]) {
+      const err = await client.chat.completions.create({ model: 'tiny-gpt', messages: [{ role: 'user', content: words(n) }] }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ status: 400, param: 'messages', code: 'context_length_exceeded' });
+    }
+  });
+
+  it('gets its default room after truncate_prompt_tokens has cut the prompt', async () => {
+    const res = await client.chat.completions.create({
+      model: 'tiny-gpt',
+      messages: [{ role: 'user', content: words(600) }],
+      truncate_prompt_tokens: 100,
+      seed: 1,
+    } as never);
+    expect(res.usage?.prompt_tokens).toBe(100);
+    expect(res.usage?.completion_tokens).toBeGreaterThan(0);
+  });
+});
+
 describe('a prompt of token ids outside the vocabulary', () => {
   it('is refused before it reaches a replica: the streams sharing its steps go on', async () => {
     const running = sse('/v1/completions', { model: 'tiny-gpt', prompt: 'Beside it', max_tokens: 80, ignore_eos: true, stream: true, seed: 4 });

@@ -306,7 +306,15 @@ describe('kept responses (store: true) continued by previous_response_id, with t
     const input = Array.from({ length: 12 }, (_, i) => ({ role: i % 2 ? ('assistant' as const) : ('user' as const), content: `${i}: ${'word '.repeat(120)}` }));
     const short = { ...ask, max_output_tokens: 8 };
     // Disabled (the default): the context's 400.
-    await expect(client.responses.create({ ...short, input })).rejects.toMatchObject({ status: 400, error: { code: 'context_length_exceeded' } });
+    await expect(client.responses.create({ ...short, input })).rejects.toMatchObject({
+      status: 400,
+      error: { code: 'context_length_exceeded', param: 'max_output_tokens' }, // (this API's name for it; it said max_tokens)
+    });
+    // Without max_output_tokens, an input that leaves no room is the input's fault.
+    await expect(client.responses.create({ ...ask, max_output_tokens: undefined, input })).rejects.toMatchObject({
+      status: 400,
+      error: { code: 'context_length_exceeded', param: 'input' },
+    });
     const r = await client.responses.create({ ...short, input, truncation: 'auto', store: true });
     expect(r.truncation).toBe('auto');
     expect((r.usage?.input_tokens as number) + 8).toBeLessThanOrEqual(context);

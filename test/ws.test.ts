@@ -46,7 +46,8 @@ describe('WebSocket /v1/ws', () => {
   it('multiplexes an infer request and two generation streams on one socket, each answer tagged with its id', async () => {
     const c = await connect();
     c.send({ id: 'a', type: 'completion', model: 'tiny-gpt', prompt: 'Hello', max_tokens: 10, seed: 1 });
-    c.send({ id: 'b', type: 'chat', model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, seed: 2, logprobs: true });
+    // (chat's max_completion_tokens, as over HTTP: it was ignored here, and the chat ran to its default 256)
+    c.send({ id: 'b', type: 'chat', model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_completion_tokens: 6, seed: 2, logprobs: true });
     c.send({ id: 7, type: 'infer', model: 'mlp', inputs: [{ name: 'x', shape: [1, 64], datatype: 'FP32', data: new Array(64).fill(0.1) }] });
     const [doneA, doneB, result] = await Promise.all([
       c.next((m) => m.id === 'a' && m.type === 'done'),

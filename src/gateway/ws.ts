@@ -13,7 +13,7 @@ import { shadowRun, submitInfer, versionOf } from './kserve/submit.js';
 import { adapterNamed } from './lora.js';
 import { embeddingsAnswer, embeddingsSchema } from './openai/embeddings.js';
 import { ENCODERS, encoderOf } from './openai/encoder.js';
-import { Generation, type LoggedToken } from './openai/generation.js';
+import { chatRoom, Generation, type LoggedToken } from './openai/generation.js';
 import { chatLogprobs } from './openai/logprobs.js';
 import { ReasoningSplitter } from './openai/reasoning.js';
 import { completionPrompts } from './openai/routes.js';
@@ -275,7 +275,8 @@ async function generate(msg: Message, id: string, signal: AbortSignal, { models,
   if ((req.n ?? 1) > 1) throw badInput('n > 1 is not served over the WebSocket: send a message per choice', 'n');
   // (candidates ranked at the end are a whole answer: not a socket's stream; it was ignored)
   if ('best_of' in req && (req.best_of ?? 1) > 1) throw badInput('best_of is not served over the WebSocket: POST /v1/completions', 'best_of');
-  const maxTokens = req.max_tokens ?? (msg.type === 'chat' ? Math.min(256, gen.context - prompt.length) : 16);
+  const maxTokens =
+    'messages' in req ? (req.max_completion_tokens ?? req.max_tokens ?? chatRoom(gen, prompt, req.truncate_prompt_tokens)) : (req.max_tokens ?? 16);
   const reasoningParser = msg.type === 'chat' ? gen.reasoningParser : undefined;
   const generation = new Generation(m, { ...req, reasoningParser }, prompt, maxTokens, signal, { caller });
   const raw = ws.raw as { bufferedAmount?: number } | undefined;

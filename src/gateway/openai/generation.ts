@@ -14,7 +14,26 @@ import { type ReasoningParser, thinkingParams } from './reasoning.js';
 /** Text pieces a reader may leave unread before its sequence is paused (it keeps its slot, not the batch). */
 const MAX_BUFFERED_PIECES = 64;
 
+/**
+ * The tokens a chat's answer may take when its request does not say: up to 256 after its prompt (as
+ * `truncate_prompt_tokens` leaves it; an empty prompt is end-of-text, one token). No room at all is the prompt's
+ * fault: a context_length_exceeded 400 naming it (`messages`; the Responses API's `input`).
+ */
+export function chatRoom(gen: Generative, prompt: number[], truncate?: number | null, promptParam = 'messages'): number {
+  const length = Math.max(1, truncate ? Math.min(truncate, prompt.length) : prompt.length);
+  const room = Math.min(256, gen.context - length);
+  if (room < 1)
+    throw badInput(
+      `This model's maximum context length is ${gen.context} tokens. However, your ${promptParam} resulted in ${length} tokens, which leaves no room for an answer. Please reduce the length of the ${promptParam}.`,
+      promptParam,
+      'context_length_exceeded',
+    );
+  return room;
+}
+
 export type GenerationParams = {
+  /** What the request calls max_tokens, for its errors (the Responses API's max_output_tokens). @default max_tokens */
+  max_tokens_param?: string;
   max_tokens?: number | null;
   temperature?: number | null;
   top_p?: number | null;
@@ -380,7 +399,7 @@ export class Generation {
     if (prompt.length + maxTokens > gen.context) {
       throw badInput(
         `This model's maximum context length is ${gen.context} tokens. However, you requested ${prompt.length + maxTokens} tokens (${prompt.length} in the prompt, ${maxTokens} for the completion).`,
-        'max_tokens',
+        params.max_tokens_param ?? 'max_tokens',
         'context_length_exceeded',
       );
     }

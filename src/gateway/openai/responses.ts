@@ -30,7 +30,10 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
   const earlier = earlierOf(req, caller, keeping);
   const whole = [...earlier.items, ...own];
   const items = req.truncation === 'auto' ? truncated(m, req, whole) : whole;
-  const { generation, answer } = chatGeneration(c, m, asChat(req, items), req.max_output_tokens ?? undefined);
+  const { generation, answer } = chatGeneration(c, m, asChat(req, items), req.max_output_tokens ?? undefined, {
+    prompt: 'input',
+    maxTokens: 'max_output_tokens',
+  });
   // (a background response is queued until its first token: then in progress)
   generation.started.then(
     () => call?.started?.(),

@@ -10,7 +10,7 @@ import { countTokens, countTokensSchema, messages, messagesSchema } from './anth
 import { beamSearchAnswer } from './beams.js';
 import { embeddings, embeddingsSchema } from './embeddings.js';
 import { ENCODERS, encoderOf } from './encoder.js';
-import { bestCandidates, Generation, type LoggedToken, originOf, type Piece, servedTier, Together, usage } from './generation.js';
+import { bestCandidates, chatRoom, Generation, type LoggedToken, originOf, type Piece, servedTier, Together, usage } from './generation.js';
 import { chatLogprobs, completionLogprobs, promptLogprobsOf, shownBy } from './logprobs.js';
 import { ReasoningSplitter, splitReasoning } from './reasoning.js';
 import { responses } from './responses.js';
@@ -242,8 +242,8 @@ export async function chat(c: Context, model: ModelOf, maxBodyBytes: number, fix
   const req = parseBody(chatSchema, await json(c, maxBodyBytes, fixedModel));
   const m = model(req.model);
   const { prompt: tokens, tools } = chatPromptOf(m, req);
-  const context = m.generation?.context ?? 0;
-  const maxTokens = req.max_completion_tokens ?? req.max_tokens ?? Math.min(256, context - tokens.length);
+  const maxTokens =
+    req.max_completion_tokens ?? req.max_tokens ?? chatRoom(m.generation as NonNullable<ServedModel['generation']>, tokens, req.truncate_prompt_tokens);
   return generate(c, m, req, [tokens], maxTokens, 'chat.completion', tools);
 }
 

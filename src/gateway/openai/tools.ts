@@ -13,7 +13,7 @@ import {
 } from '../../models/index.js';
 import { clientSignal } from '../body.js';
 import type { ServedModel } from '../types.js';
-import { Generation, originOf } from './generation.js';
+import { chatRoom, Generation, originOf } from './generation.js';
 import { type ReasoningParser, splitReasoning } from './reasoning.js';
 import type { ChatRequest } from './schema.js';
 
@@ -271,12 +271,19 @@ function templateMessage(msg: ChatRequest['messages'][number]): ChatMessage {
  * The one generation a chat request amounts to (what the Responses and Messages APIs answer from), and its
  * answer read as its tools ask (calls, or under "auto" perhaps words; none without tools).
  */
-export function chatGeneration(c: Context, m: ServedModel, chat: ChatRequest, maxTokens?: number): { generation: Generation; answer?: ToolAnswer } {
+export function chatGeneration(
+  c: Context,
+  m: ServedModel,
+  chat: ChatRequest,
+  maxTokens?: number,
+  names: { prompt: string; maxTokens: string } = { prompt: 'messages', maxTokens: 'max_tokens' },
+): { generation: Generation; answer?: ToolAnswer } {
   c.set('model', m.name);
   const { prompt, tools } = chatPromptOf(m, chat);
   const gen = m.generation as NonNullable<ServedModel['generation']>;
-  const max = maxTokens ?? Math.min(256, gen.context - prompt.length);
-  const generation = new Generation(m, { ...chat, format: tools?.format, reasoningParser: gen.reasoningParser }, prompt, max, clientSignal(c), originOf(c));
+  const max = maxTokens ?? chatRoom(gen, prompt, chat.truncate_prompt_tokens, names.prompt);
+  const params = { ...chat, format: tools?.format, reasoningParser: gen.reasoningParser, max_tokens_param: names.maxTokens };
+  const generation = new Generation(m, params, prompt, max, clientSignal(c), originOf(c));
   return { generation, answer: tools && new ToolAnswer(tools) };
 }
 
