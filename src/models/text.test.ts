@@ -48,6 +48,13 @@ describe('TextStream', () => {
     expect(run('alpha\n\nbeta', ['\n\n'])).toMatchObject({ text: 'alpha', stopped: true });
   });
 
+  it('ends at the stop sequence that comes first in the text, whatever their order in the list', () => {
+    // "Starts" arrives in one token: both stops are found at once, and the text must hold neither.
+    const stream = new TextStream(gpt2, ['rts', 'Sta']);
+    const shown = gpt2.encode(' Starts here').map((t) => stream.push(t));
+    expect([shown.join('') + stream.flush(), stream.stoppedBy]).toEqual([' ', 'Sta']);
+  });
+
   it('holds back only what could still become a stop sequence', () => {
     const stream = new TextStream(gpt2, ['STOP']);
     const [hello, world] = gpt2.encode('Hello world');

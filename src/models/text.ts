@@ -115,15 +115,18 @@ export class TextStream {
     if (token === this.tokenizer.eos) return ''; // ignore_eos: a special token, no text
     // A streaming decoder keeps the bytes of a character split across tokens until it is whole.
     this.pending += this.decoder.decode(this.tokenizer.bytes(token), { stream: true });
+    // The stop that occurs first in the text (not in the list): the text shown contains none of them.
+    let found: { stop: string; at: number } | undefined;
     for (const stop of this.stops) {
       const at = this.pending.indexOf(stop);
-      if (at >= 0) {
-        this.stopped = true;
-        this.stoppedBy = stop;
-        const out = this.take(at + (this.includeStop ? stop.length : 0));
-        this.pending = ''; // the stop sequence and anything after it are never shown
-        return out;
-      }
+      if (at >= 0 && (!found || at < found.at)) found = { stop, at };
+    }
+    if (found) {
+      this.stopped = true;
+      this.stoppedBy = found.stop;
+      const out = this.take(found.at + (this.includeStop ? found.stop.length : 0));
+      this.pending = ''; // the stop sequence and anything after it are never shown
+      return out;
     }
     return this.take(Math.max(0, this.pending.length - this.holdBack));
   }
