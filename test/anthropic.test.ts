@@ -111,6 +111,9 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
     expect(['celsius', 'fahrenheit']).toContain((use.input as { unit: string }).unit);
     const streamed = await client.messages.stream(request).finalMessage();
     expect(streamed.stop_reason).toBe('tool_use');
+    // A stop sequence the call's JSON must hold cuts it: said so (stop_sequence), not tool_use of an empty input.
+    const cut = await client.messages.create({ ...request, stop_sequences: ['unit'] });
+    expect([cut.stop_reason, cut.stop_sequence]).toEqual(['stop_sequence', 'unit']);
     expect((streamed.content[0] as Anthropic.ToolUseBlock).input).toEqual(use.input); // input_json_delta pieces add up
     // The next turn: the call and its result go back as blocks.
     const next = await client.messages.create({

@@ -293,6 +293,23 @@ describe('tool calling (tool_choice required or named: the calls are enforced JS
     expectWeatherArguments(call.function.arguments);
   });
 
+  it('cut by a stop sequence (inside its enforced JSON) is not a whole call: finish_reason stop, not tool_calls, whole and streamed', async () => {
+    const body = {
+      model: 'tiny-gpt',
+      messages: [...ask],
+      tools: [weather],
+      tool_choice: { type: 'function', function: { name: 'get_weather' } },
+      max_tokens: 100,
+      seed: 5,
+      stop: ['city'], // the arguments must name it
+    } as const;
+    const answer = await client.chat.completions.create(body);
+    expect(answer.choices[0]).toMatchObject({ finish_reason: 'stop', stop_reason: 'city' });
+    let finish: string | null = null;
+    for await (const chunk of await client.chat.completions.create({ ...body, stream: true })) finish = chunk.choices[0]?.finish_reason ?? finish;
+    expect(finish).toBe('stop');
+  });
+
   it('with "required" and parallel_tool_calls false, makes exactly one call of one of the tools', async () => {
     const names = new Set<string>();
     for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {

@@ -179,7 +179,8 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   const toolBlock = (call: ToolCall) => ({ type: 'tool_use', id: `toolu_${call.id.slice('call_'.length)}`, name: call.function.name });
   const stopOf = (result: Awaited<typeof generation.result>) => {
     const stopSequence = typeof generation.stopReason === 'string' ? generation.stopReason : null;
-    const reason = result.finishReason === 'length' ? 'max_tokens' : answer?.isCalls ? 'tool_use' : stopSequence ? 'stop_sequence' : 'end_turn';
+    // (a stop sequence inside a tool call cuts it: not a whole call to run)
+    const reason = result.finishReason === 'length' ? 'max_tokens' : stopSequence ? 'stop_sequence' : answer?.isCalls ? 'tool_use' : 'end_turn';
     return { stop_reason: reason, stop_sequence: stopSequence };
   };
   const usageOf = (result: Awaited<typeof generation.result>) => {

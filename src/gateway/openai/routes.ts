@@ -302,7 +302,7 @@ async function generate(
           const message = answer?.isCalls
             ? { role: 'assistant', content: null, ...thought, tool_calls: answer.reader.calls }
             : { role: 'assistant', content: text, ...thought };
-          const finish = finishReason(r.finishReason, answer);
+          const finish = finishReason(r.finishReason, gen, answer);
           // vLLM's stop_reason: the stop sequence or stop token that ended the choice (null: end-of-text or length).
           const ended = { finish_reason: finish, stop_reason: gen.stopReason ?? null };
           // vLLM's prompt_logprobs: per choice on completions (the first token's null)
@@ -383,7 +383,7 @@ async function generate(
             if (said !== undefined) await send(said);
           }
           const r = await gen.result;
-          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, finishReason(r.finishReason, answers[index])) as string);
+          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, finishReason(r.finishReason, gen, answers[index])) as string);
           return r;
         }),
       );
@@ -398,8 +398,12 @@ async function generate(
   });
 }
 
-/** A choice that ended with its calls whole says so (OpenAI's `tool_calls`); one cut short is `length`. */
-const finishReason = (reason: string, answer?: ToolAnswer) => (answer?.isCalls && reason === 'stop' ? 'tool_calls' : reason);
+/**
+ * A choice that ended with its calls whole says so (OpenAI's `tool_calls`); one cut short is `length`, or `stop`
+ * where a stop sequence or stop token cut it (`stop_reason` says which): its calls are not whole either.
+ */
+const finishReason = (reason: string, gen: Generation, answer?: ToolAnswer) =>
+  answer?.isCalls && reason === 'stop' && gen.stopReason === undefined ? 'tool_calls' : reason;
 
 /**
  * A choice's log-probabilities of some of its tokens, in its kind's shape (null when not asked for).
