@@ -294,7 +294,7 @@ describe('tool calling (tool_choice required or named: the calls are enforced JS
   });
 
   it('cut by a stop sequence (inside its enforced JSON) is not a whole call: finish_reason stop, not tool_calls, whole and streamed', async () => {
-    const body = {
+    const body: OpenAI.ChatCompletionCreateParamsNonStreaming = {
       model: 'tiny-gpt',
       messages: [...ask],
       tools: [weather],
@@ -302,7 +302,7 @@ describe('tool calling (tool_choice required or named: the calls are enforced JS
       max_tokens: 100,
       seed: 5,
       stop: ['city'], // the arguments must name it
-    } as const;
+    };
     const answer = await client.chat.completions.create(body);
     expect(answer.choices[0]).toMatchObject({ finish_reason: 'stop', stop_reason: 'city' });
     let finish: string | null = null;
