@@ -302,6 +302,13 @@ describe('OpenAI-compatible API with the official openai client', () => {
     expect(ids(drawn)).toHaveLength(12);
     expect(ids(drawn).every((id) => allowed.includes(id))).toBe(true);
     expect(new Set(ids(drawn)).size).toBeGreaterThan(1);
+    // Asked for more alternatives than are allowed: the impossible ones are -9999, as vLLM has it (JSON's null for
+    // -Infinity read as probability 1 by exp(null)).
+    const wide = await client.completions.create({ ...params, temperature: 1, seed: 4, logprobs: 5, allowed_token_ids: allowed } as never);
+    const alternatives = (wide.choices[0].logprobs?.top_logprobs ?? []).flatMap((top) => Object.values(top ?? {}));
+    expect(alternatives.length).toBeGreaterThan(0);
+    expect(alternatives.every((x) => typeof x === 'number')).toBe(true);
+    expect(alternatives.filter((x) => x === -9999).length).toBeGreaterThan(0);
     const outside = await client.completions.create({ ...params, allowed_token_ids: [50257] } as never).catch((e) => e);
     expect(outside).toMatchObject({ status: 400, param: 'allowed_token_ids' });
     const formatted = await client.completions

@@ -254,6 +254,12 @@ function medianOf(a: number, b: number, c: number): number {
 }
 
 /**
+ * A probability's log, at least -9999 (as vLLM answers it): a token masked out, or below float32's least
+ * probability, is -Infinity, which JSON cannot hold — it went out as `null`, and a client's exp(null) is 1.
+ */
+const logOf = (p: number) => Math.max(-9999, Math.log(p));
+
+/**
  * The `n` highest of a row of scores (probabilities, logits), as [token, score], highest first (ties: the lower
  * token first). One pass; a score at or below the n-th highest so far costs one comparison (insertions go into
  * typed arrays: an array of pairs spliced per insertion cost ~0.25 ms a row of 50,257 at n = 8).
@@ -408,9 +414,9 @@ export class Sampler {
       r.sampling.logprobs === undefined
         ? undefined
         : {
-            logprob: Math.log(row(i)[tokens[i]]),
+            logprob: logOf(row(i)[tokens[i]]),
             rank: greedy[i] ? 1 : rankOf(row(i), tokens[i]), // (a greedy row's token is its most likely: nothing ranks above it)
-            top: mostLikely(row(i), r.sampling.logprobs).map(([t, p]): [number, number] => [t, Math.log(p)]),
+            top: mostLikely(row(i), r.sampling.logprobs).map(([t, p]): [number, number] => [t, logOf(p)]),
           },
     );
     return { tokens, logprobs, maskMs };
