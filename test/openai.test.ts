@@ -276,6 +276,13 @@ describe('OpenAI-compatible API with the official openai client', () => {
       ).rejects.toMatchObject({ status: 400, param: 'tools' });
   });
 
+  it("takes vLLM's top_k -1 as every token (as leaving it out; it was a 400)", async () => {
+    const params = { model: 'tiny-gpt', prompt: 'Once upon a time', max_tokens: 8, seed: 11 };
+    const plain = await client.completions.create(params);
+    const off = await client.completions.create({ ...params, top_k: -1 } as never);
+    expect(off.choices[0].text).toBe(plain.choices[0].text);
+  });
+
   it("takes vLLM's include_stop_str_in_output, allowed_token_ids, truncate_prompt_tokens and return_tokens_as_token_ids", async () => {
     const params = { model: 'tiny-gpt', prompt: 'Once upon a time there was', max_tokens: 12, temperature: 0, ignore_eos: true };
     const plain = (await client.completions.create(params)).choices[0].text;

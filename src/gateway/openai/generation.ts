@@ -172,7 +172,7 @@ function samplingFor(params: GenerationParams, gen: Generative, maxTokens: numbe
   return {
     temperature: params.temperature ?? 1,
     topP: params.top_p ?? 1,
-    topK: params.top_k ?? 0,
+    topK: Math.max(0, params.top_k ?? 0),
     seed: params.seed ?? randomInt(2 ** 31),
     frequencyPenalty: params.frequency_penalty ?? 0,
     presencePenalty: params.presence_penalty ?? 0,

@@ -24,7 +24,7 @@ const sampling = {
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   /** Not OpenAI's, but vLLM's and TGI's: only the k most likely tokens. */
-  top_k: z.number().int().min(0).nullish(),
+  top_k: z.number().int().min(-1).nullish(), // (vLLM's -1, as 0: every token)
   /** OpenAI's service tier: flex runs below the caller's other requests (see GenerationParams). */
   service_tier: z.enum(['auto', 'default', 'flex', 'priority']).nullish(),
   /** vLLM's sampling extras: a repetition penalty over the prompt's and generated tokens, and min_p. */
