@@ -125,7 +125,8 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
         { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: '21 degrees' }] },
       ],
     });
-    expect(next.usage.input_tokens).toBeGreaterThan(m.usage.input_tokens); // the call and its result are in the prompt
+    const prompt = (u: Anthropic.Usage) => u.input_tokens + (u.cache_read_input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0);
+    expect(prompt(next.usage)).toBeGreaterThan(prompt(m.usage)); // the call and its result are in the prompt
   });
 
   it('answers in the JSON of output_config.format (structured outputs), streamed the same; effort and adaptive thinking taken', async () => {
@@ -148,7 +149,14 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
     const request = { model: 'tiny-gpt', system: 'Be brief.', messages: [{ role: 'user' as const, content: 'Weather?' }], tools: [weather] };
     const { input_tokens } = await client.messages.countTokens(request);
     const m = await client.messages.create({ ...request, max_tokens: 2, ...greedy });
-    expect(input_tokens).toBe(m.usage.input_tokens);
+    // The prompt is input_tokens and what the cache read (an earlier test asked the same): Anthropic's usage sums them.
+    const again = await client.messages.create({ ...request, max_tokens: 2, ...greedy });
+    for (const { usage } of [m, again]) expect(usage.input_tokens + (usage.cache_read_input_tokens ?? 0)).toBe(input_tokens);
+    expect(again.usage.cache_read_input_tokens).toBeGreaterThan(0);
+    expect(again.usage.input_tokens).toBe(input_tokens - (again.usage.cache_read_input_tokens ?? 0)); // (it counted them twice)
+    // Streamed: message_delta carries the whole usage (message_start's could not know the cache's part).
+    const streamed = await client.messages.stream({ ...request, max_tokens: 2, ...greedy }).finalMessage();
+    expect(streamed.usage).toMatchObject({ input_tokens: again.usage.input_tokens, cache_read_input_tokens: again.usage.cache_read_input_tokens });
     expect(input_tokens).toBeGreaterThan((await client.messages.countTokens({ ...request, tools: undefined })).input_tokens); // tools are listed
   });
 

@@ -186,10 +186,12 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   const usageOf = (result: Awaited<typeof generation.result>) => {
     const u = usage(generation.promptTokens, [result]);
     const thinking = generation.reasoningTokens; // (a reasoning model's: its tokens before the answer, tags included)
+    // (Anthropic's input_tokens are those after the last cache read: the prompt is all three fields summed)
     return {
-      input_tokens: u.prompt_tokens,
+      input_tokens: u.prompt_tokens - result.cachedTokens,
       output_tokens: u.completion_tokens,
       cache_read_input_tokens: result.cachedTokens,
+      cache_creation_input_tokens: 0,
       ...(thinking !== undefined && { output_tokens_details: { thinking_tokens: thinking } }),
     };
   };
@@ -238,7 +240,8 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
       if (!answer?.isCalls && open < first) await start(first, { type: 'text', text: '' }); // (an empty answer's block)
       if (open >= 0) await send('content_block_stop', { index: open });
       const result = await generation.result;
-      await send('message_delta', { delta: stopOf(result), usage: { output_tokens: usageOf(result).output_tokens } });
+      // (the whole usage: message_start's input_tokens did not yet know what the prefix cache held)
+      await send('message_delta', { delta: stopOf(result), usage: usageOf(result) });
       await send('message_stop', {});
     } catch (err) {
       if (stream.aborted) return;
