@@ -1,6 +1,8 @@
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deadlineExceeded } from '../src/errors/index.js';
+import { anthropicError } from '../src/gateway/openai/anthropic.js';
 import { MODELS, startTestGateway } from './helpers.js';
 
 let gw: Awaited<ReturnType<typeof startTestGateway>>;
@@ -178,8 +180,17 @@ describe("Anthropic's Messages API (POST /v1/messages) with the official @anthro
       /extended thinking needs a reasoning model: model tiny-gpt has no reasoning_parser/,
     );
     expect(await status({ ...ask, model: 'claude-nope' })).toMatchObject({ status: 404, body: { error: { type: 'not_found_error' } } });
-    // Through the client: its typed error.
-    await expect(client.messages.create({ ...ask, max_tokens: 0 })).rejects.toBeInstanceOf(Anthropic.BadRequestError);
+    // Through the client: its typed error, and the request's id read from request-id (as on every answer).
+    const err = await client.messages.create({ ...ask, max_tokens: 0 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((err as InstanceType<typeof Anthropic.BadRequestError>).requestID).toMatch(/^[\w-]{8,}$/);
+    expect((err as { error: { request_id: string } }).error.request_id).toBe((err as InstanceType<typeof Anthropic.BadRequestError>).requestID);
+    expect((await client.messages.create(ask).withResponse()).request_id).toMatch(/^[\w-]{8,}$/);
+    // A request past its deadline (a 504) is Anthropic's timeout_error (it was api_error).
+    expect(anthropicError(deadlineExceeded('waited 300 ms')).error.type).toBe('timeout_error');
+    // A path under /v1/messages that is no route: Anthropic's error object too (it was a bare {"error": "..."}).
+    const nowhere = await fetch(`${gw.url}/v1/messages/nowhere`);
+    expect([nowhere.status, await nowhere.json()]).toMatchObject([404, { type: 'error', error: { type: 'not_found_error' } }]);
   });
 
   it('binds a path to a model (endpoints protocol anthropic-messages)', async () => {

@@ -112,6 +112,7 @@ const VLLM_ROUTES = ['/tokenize', '/detokenize', '/rerank', '/score', '/classify
 /** Headers a browser page may read from an answer (besides the CORS-safelisted ones). */
 const EXPOSED_HEADERS = [
   'x-request-id',
+  'request-id',
   'inference-header-content-length',
   'retry-after',
   'ratelimit-limit',
@@ -154,6 +155,13 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     });
   }
   app.use(requestId());
+  // Anthropic's SDKs read a request's id from `request-id` (msg._request_id, err.requestID).
+  const anthropicRoute = (c: Context<GatewayEnv>) =>
+    c.req.path.startsWith('/v1/messages') || opts.endpoints?.some((x) => x.path === c.req.path && x.protocol === 'anthropic-messages');
+  app.use(async (c, next) => {
+    if (anthropicRoute(c)) c.header('request-id', c.get('requestId'));
+    await next();
+  });
   const sseKeepAliveMs = opts.sseKeepAliveMs ?? 15_000;
   app.use(async (c, next) => {
     c.set('sseKeepAliveMs', sseKeepAliveMs);
@@ -301,9 +309,10 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   app.route('/', adminRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [], reload: opts.reload, fleet }));
   app.route('/', loraRoutes({ models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
   app.route('/', settingsRoutes({ log: opts.log, telemetry, models: opts.models, writable: opts.adminApi ?? false, writeGuard: opts.adminGuard ?? [] }));
-  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
-  app.onError((err, c) => {
-    const e = toGatewayError(err);
+  // (in the error object of the protocol its path is of)
+  app.notFound((c) => errorAnswer(new GatewayError(404, 'not_found', `no route for ${c.req.method} ${c.req.path}`), c));
+  app.onError((err, c) => errorAnswer(toGatewayError(err), c));
+  function errorAnswer(e: GatewayError, c: Context<GatewayEnv>): Response {
     if (e.status >= 500) opts.onServerError?.(e, c.req.path);
     if (e.options.retryAfterS !== undefined) c.header('Retry-After', String(e.options.retryAfterS));
     for (const [name, value] of Object.entries(e.options.headers ?? {})) c.header(name, value);
@@ -314,14 +323,14 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
     const kserveV1 = /^\/v1\/models\/[^/]+:\w+$/.test(c.req.path); // KServe v1's /v1/models/{m}:predict answers KServe's errors
     const openai = (c.req.path.startsWith('/v1/') && !kserveV1) || vllmRoutes.includes(c.req.path);
     // Anthropic's Messages API answers Anthropic's error object; TGI's routes TGI's.
-    if (c.req.path.startsWith('/v1/messages') || endpoint?.protocol === 'anthropic-messages') return c.json(anthropicError(e), e.status as 400);
+    if (anthropicRoute(c)) return c.json(anthropicError(e, c.get('requestId')), e.status as 400);
     if (!endpoint && TGI_ROUTES.includes(c.req.path)) {
       const { status, body } = tgiError(e);
       return c.json(body, status as 400);
     }
     if (endpoint ? endpoint.protocol !== 'kserve' : openai) return c.json(openaiError(e).body, e.status as 400);
     return c.json({ error: e.message, code: e.code }, e.status as 400);
-  });
+  }
   return app;
 }
 

@@ -246,7 +246,7 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
     } catch (err) {
       if (stream.aborted) return;
       const e = err instanceof GatewayError ? err : new GatewayError(500, 'internal', (err as Error).message);
-      await send('error', anthropicError(e));
+      await send('error', anthropicError(e, c.get('requestId')));
     }
   });
 }
@@ -258,7 +258,7 @@ export function countTokens(c: Context, m: ServedModel, req: z.infer<typeof coun
 }
 
 /** An error as Anthropic's API answers it: `{"type": "error", "error": {type, message}}`. */
-export function anthropicError(e: GatewayError): { type: 'error'; error: { type: string; message: string } } {
+export function anthropicError(e: GatewayError, requestId?: string): { type: 'error'; error: { type: string; message: string }; request_id?: string } {
   const types: Record<number, string> = {
     400: 'invalid_request_error',
     401: 'authentication_error',
@@ -267,6 +267,8 @@ export function anthropicError(e: GatewayError): { type: 'error'; error: { type:
     413: 'request_too_large',
     429: 'rate_limit_error',
     503: 'overloaded_error',
+    504: 'timeout_error',
   };
-  return { type: 'error', error: { type: types[e.status] ?? (e.status < 500 ? 'invalid_request_error' : 'api_error'), message: e.message } };
+  const type = types[e.status] ?? (e.status < 500 ? 'invalid_request_error' : 'api_error');
+  return { type: 'error', error: { type, message: e.message }, ...(requestId && { request_id: requestId }) };
 }
