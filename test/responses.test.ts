@@ -427,6 +427,9 @@ describe('background responses (OpenAI’s background mode) with the official op
     // A response not in the background (nor store: true) is not kept.
     const plain = await client.responses.create({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 2 });
     await expect(client.responses.retrieve(plain.id)).rejects.toMatchObject({ status: 404 });
+    // One kept but not in the background is not cancelled: a 400 saying why (it was a 404, as if it did not exist).
+    const kept = await client.responses.create({ model: 'tiny-gpt', input: 'Hi', max_output_tokens: 2, store: true });
+    await expect(client.responses.cancel(kept.id)).rejects.toMatchObject({ status: 400, message: /only background responses can be cancelled/ });
   });
 
   /** A stream's events, read to its end (or `stopAfter` of them, the connection then dropped). */

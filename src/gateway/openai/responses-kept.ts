@@ -129,7 +129,14 @@ export function backgroundRoutes({ calls, stored }: Background): Hono<GatewayEnv
     return c.json(itemsPage(input, parseQuery(itemsQuery, c), `response ${c.req.param('id')}'s input items`));
   });
   app.post('/v1/responses/:id/cancel', (c) => {
-    const call = found(c);
+    const it = responseOf(c); // (one kept but not in the background ended with its request: only background ones can be)
+    if (!('call' in it))
+      throw badInput(
+        `response ${c.req.param('id')} was not created with background: true: only background responses can be cancelled`,
+        undefined,
+        'invalid_request_error',
+      );
+    const { call } = it;
     if (call.answer && !call.cancelled) throw badInput(`response ${call.id} has ended: it cannot be cancelled`, undefined, 'invalid_request_error');
     calls.stop(call);
     return c.json(state(call));
