@@ -432,6 +432,21 @@ describe('reasoning parsers', () => {
     const done = events.at(-1);
     expect(done.response.output.map((i: { type: string }) => i.type)).toEqual(['reasoning', 'message']);
     expect(done.response.output[0].content).toEqual(items[0].content);
+
+    // Thinking cut by max_output_tokens is an incomplete item, whole and streamed (both said completed).
+    const cut = { ...body, max_output_tokens: 3 };
+    const short = await (await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify(cut) })).json();
+    expect(short.status).toBe('incomplete');
+    expect(short.output[0]).toMatchObject({ type: 'reasoning', status: 'incomplete' });
+    const shortStream = await fetch(`${gw.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ ...cut, stream: true }) });
+    const shortEvents = (await shortStream.text())
+      .split('\n')
+      .filter((l) => l.startsWith('data: '))
+      .map((l) => JSON.parse(l.slice(6)));
+    const itemDone = shortEvents.find((e) => e.type === 'response.output_item.done');
+    expect([itemDone.item.type, itemDone.item.status]).toEqual(['reasoning', 'incomplete']);
+    expect(shortEvents.at(-1).type).toBe('response.incomplete');
+    expect(shortEvents.at(-1).response.output).toEqual(short.output.map((i: object) => ({ ...i, id: expect.any(String) })));
   });
 
   it('is refused on a model that does not generate, and by a name it does not know', async () => {

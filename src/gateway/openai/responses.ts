@@ -101,7 +101,9 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
   /** The output items: whole ones `completed`, the last `incomplete` if max_output_tokens cut it. */
   const outputOf = (result: Awaited<typeof generation.result>, all: string, thinking: string, logged: LoggedToken[]) => {
     const last = result.finishReason === 'length' ? 'incomplete' : 'completed';
-    const thought = thinking ? [reasoningItem(thinking, all || answer?.isCalls ? 'completed' : last)] : [];
+    // (thinking is whole once an answer began; else max_output_tokens cut it, or it ended without an answer)
+    const answered = all !== '' || (answer?.isCalls && answer.reader.calls.length > 0);
+    const thought = thinking ? [reasoningItem(thinking, answered ? 'completed' : last)] : [];
     if (!answer?.isCalls) return [...thought, messageItem(all, last, answerTokens(logged))];
     const calls = answer.reader.calls;
     return [...thought, ...calls.map((call, i) => callItem(call, i === calls.length - 1 ? last : 'completed'))];
@@ -148,11 +150,11 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
         await send('response.reasoning_text.delta', { ...thinkingAt, delta: text });
       };
       let thoughtDone = false;
-      const endThinking = async () => {
+      const endThinking = async (status = 'completed') => {
         if (!thinking || thoughtDone) return;
         thoughtDone = true;
         await send('response.reasoning_text.done', { ...thinkingAt, text: thinking });
-        await send('response.output_item.done', { output_index: 0, item: reasoningItem(thinking, 'completed') });
+        await send('response.output_item.done', { output_index: 0, item: reasoningItem(thinking, status) });
       };
       const at = { item_id: messageId, output_index: 0, content_index: 0 };
       let opened = false;
@@ -195,7 +197,8 @@ export async function responses(c: Context, m: ServedModel, req: ResponsesReques
         }
       };
       await relay(parser ? answerPieces(noting(generation), parser, thought) : noting(generation), answer, words, calls);
-      await endThinking();
+      // (no answer began: the thinking ended the generation — cut by max_output_tokens, it is incomplete)
+      await endThinking((await generation.result).finishReason === 'length' ? 'incomplete' : 'completed');
       logged.push(...generation.takeLogprobs()); // (tokens whose text never came: an unfinished character's)
       const items = outputOf(await generation.result, all, '', logged); // (the answer's items: the thinking's is not among them)
       if (answer?.isCalls) {
