@@ -5,9 +5,9 @@ import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config/index.js';
 import { checkEnsembles } from './ensemble-plan.js';
-import { endpointProblems, shadowProblems } from './gateway/index.js';
+import { endpointProblems, jwtVerifier, shadowProblems } from './gateway/index.js';
 import { modelProblems, readModelFiles } from './model-build.js';
-import { layoutOf, loadSignatures } from './model-files.js';
+import { callerSignatureOf, layoutOf, loadSignatures } from './model-files.js';
 import {
   batchSignature,
   classifierSpec,
@@ -23,7 +23,7 @@ import {
   versionsServed,
 } from './models/index.js';
 import { replicaSpecOf } from './replica-plan.js';
-import { startGateway } from './start.js';
+import { readTls, startGateway } from './start.js';
 import { formatShape } from './tensor/index.js';
 import { VERSION } from './version.js';
 
@@ -44,6 +44,8 @@ program
     const file = options.config ?? (process.env.INFERGATE_CONFIG || undefined) ?? (existsSync(SAGEMAKER_CONFIG) ? SAGEMAKER_CONFIG : undefined);
     if (file === undefined) throw new ConfigError(`no config: give -c/--config, or set INFERGATE_CONFIG (on SageMaker: ship ${SAGEMAKER_CONFIG})`);
     const { logLevel } = options;
+    const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+    if (!levels.includes(logLevel)) throw new ConfigError(`--log-level (or $LOG_LEVEL): expected one of ${levels.join(', ')}, got ${JSON.stringify(logLevel)}`);
     // One info line per request: write them asynchronously in 4 KB chunks, not a syscall per line.
     const destination = pino.destination({ sync: false, minLength: 4096 });
     const log = pino({ level: logLevel, base: { service: 'infergate' } }, destination);
@@ -151,8 +153,13 @@ program
           await readAdapter(path, targets).catch((err: Error) => unfit.push(`models.${name}.lora_adapters.${adapter}: ${err.message}`));
     }
     // Each shadow (config shadow) able to answer its model's requests, as the gateway checks at start.
-    const signed = (name: string) => (signatures.has(name) ? { name, signature: signatures.get(name) as ModelSignature } : undefined);
+    // (with the signatures callers see, as the gateway checks them: constants and states are not the caller's)
+    const signed = (name: string) =>
+      signatures.has(name) ? { name, signature: callerSignatureOf(name, config.models[name], signatures.get(name) as ModelSignature) } : undefined;
     unfit.push(...shadowProblems(config.models, signed), ...endpointProblems(config, signed));
+    // Key material, read as serve reads it before anything starts.
+    await readTls(config).catch((err: Error) => unfit.push(err.message));
+    if (config.auth.jwt) await jwtVerifier(config.auth.jwt).catch((err: Error) => unfit.push(err.message));
     if (unfit.length) throw new ConfigError(unfit.join('\n'));
     const ensembles = checkEnsembles(config, signatures);
     for (const e of ensembles) {
@@ -173,7 +180,7 @@ program
     }
     if (capture)
       console.log(
-        `capture: ${capture.sample_rate === 1 ? 'every request' : `${capture.sample_rate * 100}% of requests`} (${capture.mode}) of ${capture.models?.join(', ') ?? 'every model'} to ${[capture.url, capture.dir].filter(Boolean).join(' and ')}`,
+        `capture: ${capture.sample_rate === 1 ? 'every request' : `${Number((capture.sample_rate * 100).toPrecision(6))}% of requests`} (${capture.mode}) of ${capture.models?.join(', ') ?? 'every model'} to ${[capture.url, capture.dir].filter(Boolean).join(' and ')}`,
       );
     const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
     console.log(`${file}: ok (${count(signatures.size, 'model')}${ensembles.length ? `, ${count(ensembles.length, 'ensemble')}` : ''})`);
@@ -191,7 +198,8 @@ program
     if (!model) throw new ConfigError(`--model: no model named ${name} (the config has ${Object.keys(config.models).join(', ')})`);
     const at = listen.lastIndexOf(':');
     const port = Number(listen.slice(at + 1));
-    if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`--listen: expected host:port, got ${JSON.stringify(listen)}`);
+    if (at < 0 || at === listen.length - 1 || !Number.isInteger(port) || port < 0 || port > 65535)
+      throw new ConfigError(`--listen: expected host:port, got ${JSON.stringify(listen)}`);
     const signature = (await loadSignatures({ ...config, models: { [name]: model } })).get(name) as ModelSignature;
     // A machine of its own: ONNX Runtime's thread choice unless the config sets one; the device as the config says.
     const spec: ReplicaSpec = {

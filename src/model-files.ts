@@ -144,8 +144,12 @@ function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSigna
     if (bad !== undefined)
       throw new ConfigError(`models.${name}.batching.pad.${input}.axes: axis ${bad} is not a dynamic axis of ${input} [${spec.shape.join(', ')}]`);
   }
-  for (const input of Object.keys(model.warmup_shapes)) {
-    if (!inputs.has(input)) throw new ConfigError(`models.${name}.warmup_shapes.${input}: the model has no input ${input}`);
+  // A warm-up shape the model cannot take failed every replica's start (validate passed it).
+  for (const [input, shape] of Object.entries(model.warmup_shapes)) {
+    const spec = inputs.get(input);
+    if (!spec) throw new ConfigError(`models.${name}.warmup_shapes.${input}: the model has no input ${input}`);
+    const fits = shape.length === spec.shape.length && spec.shape.every((d, i) => typeof d !== 'number' || d < 0 || d === shape[i]);
+    if (!fits) throw new ConfigError(`models.${name}.warmup_shapes.${input}: [${shape.join(', ')}] is not a shape of ${input} [${spec.shape.join(', ')}]`);
   }
   layoutOf(name, model, sig);
 }

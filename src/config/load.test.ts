@@ -52,6 +52,14 @@ describe('parseConfig', () => {
     [{ capture: { sample_rate: 0.5 }, models: { m: model } }, 'capture: capture needs a url or a dir (or both)'],
     [{ capture: { url: 'http://c/e', sample_rate: 2 }, models: { m: model } }, 'capture.sample_rate: expected number to be <=1, got 2'],
     [{ capture: { url: 'http://c/e', models: ['mpl'] }, models: { m: model } }, 'capture.models.0: no model or ensemble named mpl'],
+    // A name's rule in its own words; the forms a union takes; a typo in one form's options; YAML's .inf
+    [{ models: { 'my model': model } }, 'models.my model: expected a model name of letters, digits, _ . -, got "my model"'],
+    [{ models: { m: model }, auth: { jwt: { issuer: 'i', audience: 5 } } }, 'auth.jwt.audience: expected string or array, got 5'],
+    [
+      { models: { m: model }, auth: { jwt: { issuer: 'i', audience: 'a', keys: [{ pem: 'k', alg: 'RS256', kidd: 'x' }] } } },
+      'auth.jwt.keys.0.kidd: unknown option',
+    ],
+    [{ models: { m: { ...model, batching: { wait_ms: Number.POSITIVE_INFINITY } } } }, 'models.m.batching.wait_ms: expected number, got Infinity'],
   ])('names the path, the value and what was expected: %j', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);
     expect(() => parseConfig(raw)).toThrow(message);
@@ -78,6 +86,8 @@ describe('loadConfig', () => {
     expect((await loadConfig(file, { AIP_HTTP_PORT: '8090' })).server.port).toBe(8090);
     expect((await loadConfig(file, { PORT: '1234', AIP_HTTP_PORT: '8090' })).server.port).toBe(1234);
     await expect(loadConfig(file, { AIP_HTTP_PORT: 'x' })).rejects.toThrow(/AIP_HTTP_PORT: expected a port number/);
+    // Set but empty (Compose's PORT=${PORT} with PORT unset) is unset: it was port 0, a random one.
+    expect((await loadConfig(file, { PORT: '' })).server.port).toBe(9000);
   });
 
   it('rejects YAML that does not parse', async () => {

@@ -32,7 +32,8 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   }
   const config = parseConfig(raw, file);
   // $PORT (Cloud Run's, Heroku's, ours), else Vertex AI's $AIP_HTTP_PORT for its custom containers.
-  const [name, given] = env.PORT !== undefined ? ['PORT', env.PORT] : ['AIP_HTTP_PORT', env.AIP_HTTP_PORT];
+  // (set but empty — Compose's PORT=${PORT} with PORT unset — is unset: Number('') is 0, a random port)
+  const [name, given] = env.PORT ? ['PORT', env.PORT] : ['AIP_HTTP_PORT', env.AIP_HTTP_PORT || undefined];
   if (given !== undefined) {
     const port = Number(given);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`${name}: expected a port number, got ${JSON.stringify(given)}`);
@@ -86,10 +87,27 @@ function describeIssue(issue: z.core.$ZodIssue): string {
     const at = issue.path.length ? `${path}.` : '';
     return `${issue.keys.map((k) => at + k).join(', ')}: unknown option`;
   }
-  const expected = issue.message.replace(/^(Invalid input|Too small|Too big|Invalid string): /, '').replace(/, received \w+$/, '');
   const input = 'input' in issue ? issue.input : undefined;
+  const got = input !== undefined ? `, got ${shown(input)}` : ', but it is missing';
+  // A name refused (a model's, an adapter's): the name rule's own words, not zod's "Invalid key in record".
+  if (issue.code === 'invalid_key' && issue.issues.length > 0) return `${path}: ${issue.issues[0].message}${got}`;
+  // One of several forms (unless the union says it in words of its own): the value is of none of their types — say which they are — or it is of one form's type
+  // and that form says what is wrong (the form with the fewest complaints: a typo'd key, not "missing kty").
+  if (issue.code === 'invalid_union' && issue.errors.length > 0 && issue.message === 'Invalid input') {
+    const typeOnly = (branch: z.core.$ZodIssue[]) => branch.length === 1 && branch[0].code === 'invalid_type' && branch[0].path.length === 0;
+    const forms = issue.errors.filter((branch) => branch.length > 0 && !typeOnly(branch));
+    if (forms.length === 0) {
+      const types = [...new Set(issue.errors.flatMap((branch) => branch.map((i) => (i as { expected?: string }).expected ?? [])))];
+      return `${path}: expected ${types.join(' or ')}${got}`;
+    }
+    const closest = forms.reduce((a, b) => (b.length < a.length ? b : a));
+    return closest.map((i) => describeIssue({ ...i, path: [...issue.path, ...i.path] } as z.core.$ZodIssue)).join('\n  ');
+  }
+  const expected = issue.message.replace(/^(Invalid input|Too small|Too big|Invalid string): /, '').replace(/, received \w+$/, '');
   // A rule across options (a refine) is checked on the object holding them: its message names them, the object is noise.
   if (issue.code === 'custom' && typeof input === 'object' && input !== null && !Array.isArray(input)) return `${path}: ${expected}`;
-  const got = input !== undefined ? `, got ${JSON.stringify(input)}` : ', but it is missing';
   return `${path}: ${expected}${got}`;
 }
+
+/** A value as the config wrote it (JSON, but YAML's .inf and .nan as themselves: JSON says null). */
+const shown = (value: unknown) => (typeof value === 'number' && !Number.isFinite(value) ? String(value) : JSON.stringify(value));

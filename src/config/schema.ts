@@ -612,7 +612,16 @@ const jwtSchema = z
     jwks_url: z.url().optional(),
     /** Static public keys: PEM (SPKI) with its algorithm, or a public JWK (with `alg` and `kid`). */
     keys: z
-      .array(z.union([z.object({ pem: z.string().min(1), alg: z.enum(ASYMMETRIC), kid: z.string().optional() }).strict(), z.record(z.string(), z.unknown())]))
+      .array(
+        z.union([
+          z.object({ pem: z.string().min(1), alg: z.enum(ASYMMETRIC), kid: z.string().optional() }).strict(),
+          // (a JWK has a kty; one with a pem is a PEM key whose other options are wrong: said as such, not taken as a JWK)
+          z
+            .object({ kty: z.string() })
+            .catchall(z.unknown())
+            .refine((k) => !('pem' in k), 'a PEM key takes pem, alg and kid'),
+        ]),
+      )
       .optional(),
     /** Accepted algorithms; asymmetric only (never `none`, never HMAC: a public key must not verify a MAC). @default [RS256, ES256, EdDSA] */
     algorithms: z

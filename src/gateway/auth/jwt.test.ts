@@ -49,6 +49,6 @@ describe('jwtVerifier with a static PEM key', () => {
 
   it('refuses a JWK that holds a private part', async () => {
     const jwk = privateKey.export({ format: 'jwk' });
-    await expect(jwtVerifier({ ...config, keys: [{ ...jwk, alg: 'ES256' }] })).rejects.toThrow(/public keys only/);
+    await expect(jwtVerifier({ ...config, keys: [{ ...jwk, kty: jwk.kty as string, alg: 'ES256' }] })).rejects.toThrow(/public keys only/);
   });
 });

@@ -10,7 +10,7 @@ import {
   type JWTVerifyGetKey,
   jwtVerify,
 } from 'jose';
-import type { AuthConfig } from '../../config/index.js';
+import { type AuthConfig, ConfigError } from '../../config/index.js';
 
 type JwtConfig = NonNullable<AuthConfig['jwt']>;
 
@@ -41,13 +41,20 @@ export async function jwtVerifier(config: JwtConfig): Promise<(token: string) =>
     keySources.push(remoteKeys(new URL(config.jwks_url), { cooldownDuration: config.jwks_cooldown_s * 1000, cacheMaxAge: config.jwks_max_age_s * 1000 }));
   const staticJwks: JWK[] = [];
   const pems: { kid?: string; alg: string; key: CryptoKey | Uint8Array }[] = [];
-  for (const k of config.keys ?? []) {
+  // (each read at start, and by validate: a key that cannot be read is a config error naming it)
+  for (const [i, k] of (config.keys ?? []).entries()) {
+    const unreadable = (err: Error) =>
+      new ConfigError(`auth.jwt.keys.${i}: cannot be read as a ${'pem' in k ? `PEM (SPKI) ${k.alg} public key` : 'JWK'}: ${err.message}`);
     if ('pem' in k && typeof k.pem === 'string')
-      pems.push({ kid: k.kid as string | undefined, alg: k.alg as string, key: await importSPKI(k.pem, k.alg as string) });
+      pems.push({
+        kid: k.kid as string | undefined,
+        alg: k.alg as string,
+        key: await importSPKI(k.pem, k.alg as string).catch((err) => Promise.reject(unreadable(err))),
+      });
     else {
       const jwk = k as JWK;
-      if (jwk.d || jwk.k) throw new Error('auth.jwt.keys: give public keys only (a JWK with "d" or "k" holds a secret)');
-      await importJWK(jwk, jwk.alg); // fails early on a malformed key
+      if (jwk.d || jwk.k) throw new ConfigError(`auth.jwt.keys.${i}: give public keys only (a JWK with "d" or "k" holds a secret)`);
+      await importJWK(jwk, jwk.alg).catch((err) => Promise.reject(unreadable(err))); // fails early on a malformed key
       staticJwks.push(jwk);
     }
   }
