@@ -237,6 +237,59 @@ describe('Expect: 100-continue (curl sends it with bodies over 1 MB)', () => {
   });
 });
 
+describe('token streams (SSE) and their connections', () => {
+  it("close when the client said Connection: close (the SSE helper's keep-alive kept them open), and a reset HTTP/2 stream stops its generation", async () => {
+    const tls = await selfSignedTls();
+    const gen = await startTestGateway({
+      server: { tls: { cert: tls.cert, key: tls.key, http2: true } },
+      models: { 'tiny-gpt': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', scaling: { min_containers: 1 } } },
+    });
+    const origin = gen.url.replace('http:', 'https:');
+    try {
+      const body = JSON.stringify({ model: 'tiny-gpt', prompt: 'Hi', max_tokens: 4, stream: true });
+      const socket = await new Promise<Socket>((resolve) => {
+        const s = connectTls({ port: gen.port, host: '127.0.0.1', ca: tls.ca, ALPNProtocols: ['http/1.1'] }, () => resolve(s));
+      });
+      let text = '';
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+      });
+      const closed = new Promise((resolve) => socket.once('close', () => resolve('closed')));
+      socket.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      expect(await Promise.race([closed, sleep(5000).then(() => 'still open')])).toBe('closed');
+      expect(text).toMatch(/^HTTP\/1\.1 200/);
+      expect(text).toContain('data: [DONE]');
+      expect(text).not.toMatch(/\r\nconnection: keep-alive/i);
+
+      // HTTP/2: the client resets a long stream after its first token; its generation is cancelled, not run out.
+      const session = connectHttp2(origin, { ca: tls.ca });
+      const stats = () =>
+        new Promise<{ shed: { cancelled: number } }>((resolve) => {
+          const req = session.request({ ':path': '/v2/models/tiny-gpt/stats' });
+          let json = '';
+          req.on('data', (d: Buffer) => {
+            json += d;
+          });
+          req.on('end', () => resolve(JSON.parse(json)));
+        });
+      const before = (await stats()).shed.cancelled;
+      const long = session.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' });
+      long.end(JSON.stringify({ model: 'tiny-gpt', prompt: 'Hi', max_tokens: 400, ignore_eos: true, stream: true }));
+      await new Promise((resolve) => long.once('data', resolve));
+      long.close(8); // NGHTTP2_CANCEL
+      let after = before;
+      for (let i = 0; i < 100 && after === before; i++) {
+        await sleep(50);
+        after = (await stats()).shed.cancelled;
+      }
+      expect(after).toBe(before + 1);
+      session.close();
+    } finally {
+      await gen.shutdown();
+    }
+  });
+});
+
 describe('connections during server.shutdown_delay_s', () => {
   it('are served, and each answer sends its connection away: Connection: close, or GOAWAY on HTTP/2', async () => {
     const { gw: leaving, origin, tls } = await tlsGateway({ shutdown_delay_s: 2 });

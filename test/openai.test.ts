@@ -18,6 +18,8 @@ beforeAll(async () => {
         scaling: { min_containers: 1 },
       },
       mlp: { path: `${MODELS}mlp.onnx`, device: 'cpu' },
+      // Two sequences at a time, a request waiting at most 3 s for a slot.
+      'tiny-gpt-two': { path: `${MODELS}tiny-gpt.onnx`, device: 'cpu', batching: { max_batch_size: 2, timeout_ms: 3000 }, scaling: { min_containers: 1 } },
     },
   });
   client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'not-needed', maxRetries: 0 });
@@ -54,7 +56,7 @@ async function sse(path: string, body: object, onEvent?: (data: string) => void 
 describe('OpenAI-compatible API with the official openai client', () => {
   it('lists the generative models only', async () => {
     const models = await client.models.list();
-    expect(models.data.map((m) => m.id)).toEqual(['tiny-gpt', 'tiny-gpt-chunked']);
+    expect(models.data.map((m) => m.id)).toEqual(['tiny-gpt', 'tiny-gpt-chunked', 'tiny-gpt-two']);
     expect(models.data[0]).toMatchObject({ object: 'model', root: 'tiny-gpt', max_model_len: 512 }); // vLLM's fields (tiny-gpt's n_ctx)
     // vLLM's probes: /health (no body) and /version.
     expect((await fetch(`${gw.url}/health`)).status).toBe(200);
@@ -601,6 +603,20 @@ describe('OpenAI-compatible API with the official openai client', () => {
     );
     expect(err).toBeInstanceOf(OpenAI.APIError);
     expect(err).toMatchObject({ status, param, code, type: status === 404 || status === 400 ? 'invalid_request_error' : expect.any(String) });
+  });
+});
+
+describe('a streamed request of more choices than the model has slots', () => {
+  it('streams them all, the later ones starting as earlier ones finish (it waited for all to start: a 504 here)', async () => {
+    const choices = new Map<number, string | null>();
+    const body = { model: 'tiny-gpt-two', prompt: 'Hello', max_tokens: 120, ignore_eos: true, stream: true as const, n: 3, seed: 1 };
+    for await (const chunk of await client.completions.create(body))
+      for (const c of chunk.choices) if (c.finish_reason || !choices.has(c.index)) choices.set(c.index, c.finish_reason);
+    expect([...choices.entries()].sort()).toEqual([
+      [0, 'length'],
+      [1, 'length'],
+      [2, 'length'],
+    ]);
   });
 });
 

@@ -135,10 +135,13 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   const telemetry = opts.telemetry ?? new Telemetry({ metrics: true, traces: { exporter: 'none' } });
   const windows = new Map<string, LatencyWindow>();
   // Outermost: HTTP/2 forbids HTTP/1's connection headers — Node throws writing one, and that throw took the whole
-  // process down — which Hono's SSE helper sets (Transfer-Encoding, Connection) and a 413 answer too.
+  // process down — which Hono's SSE helper sets (Transfer-Encoding, Connection) and a 413 answer too. Over HTTP/1
+  // an event stream's are left to Node too: the helper's `Connection: keep-alive` overrode a client's close, a
+  // draining gateway's close and HTTP/1.0 (each kept its socket open after the stream, until the idle timeout).
   app.use(async (c, next) => {
     await next();
-    if ((c.env as { incoming?: { httpVersionMajor?: number } } | undefined)?.incoming?.httpVersionMajor === 2) withoutConnectionHeaders(c);
+    const http2 = (c.env as { incoming?: { httpVersionMajor?: number } } | undefined)?.incoming?.httpVersionMajor === 2;
+    if (http2 || c.res.headers.get('content-type')?.startsWith('text/event-stream')) withoutConnectionHeaders(c);
   });
   // First: a preflight (OPTIONS) is answered before auth — browsers send it without credentials — and every
   // answer, errors too, says which origin may read it.

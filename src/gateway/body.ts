@@ -157,8 +157,9 @@ export function clientSignal(c: Context): AbortSignal {
   const outgoing = env?.outgoing;
   if (!outgoing) return c.req.raw.signal;
   const controller = new AbortController();
+  // (an HTTP/2 stream the client reset reads writableFinished, though never ended: both are asked)
   outgoing.once('close', () => {
-    if (!outgoing.writableFinished) controller.abort();
+    if (!outgoing.writableEnded || !outgoing.writableFinished) controller.abort();
   });
   return controller.signal;
 }

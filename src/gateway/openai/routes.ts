@@ -333,8 +333,15 @@ async function generate(
     });
   }
 
-  // Errors before the first token still get a status code; after it they travel in the stream.
-  const started = together.wait(Promise.all(gens.map((gen) => gen.started)));
+  // Errors before the first token still get a status code; after it they travel in the stream. The stream opens
+  // with its first choice's first token: choices beyond the model's free slots start only as others finish, which
+  // they do only while read (waiting for every choice to start deadlocked n above the slots: the 15 s keep-alive
+  // opened it, or with none, a 504 for it and a stall for everyone).
+  const started = together.wait(
+    new Promise((resolve, reject) => {
+      for (const gen of gens) gen.started.then(resolve, reject);
+    }),
+  );
   const includeUsage = req.stream_options?.include_usage === true;
   const continuous = includeUsage && req.stream_options?.continuous_usage_stats === true;
   const object = kind === 'chat.completion' ? 'chat.completion.chunk' : 'text_completion';
