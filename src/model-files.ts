@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Config, ModelConfig } from './config/index.js';
 import { ConfigError } from './config/index.js';
 import {
+  batchSignature,
   callerSignature,
   describeTensors,
   type EncoderInputs,
@@ -144,14 +145,15 @@ function checkAgainstSignature(name: string, model: ModelConfig, sig: ModelSigna
     if (bad !== undefined)
       throw new ConfigError(`models.${name}.batching.pad.${input}.axes: axis ${bad} is not a dynamic axis of ${input} [${spec.shape.join(', ')}]`);
   }
-  // A warm-up shape the model cannot take failed every replica's start (validate passed it).
+  // A warm-up shape the model cannot take failed every replica's start (validate passed it). Shapes are given as
+  // the replica's batches are laid out (a state batch first; a constant is the gateway's, its shape ignored).
+  const batched = new Map(batchSignature(sig, layoutOf(name, model, sig)).inputs.map((i) => [i.name, i]));
   for (const [input, shape] of Object.entries(model.warmup_shapes)) {
-    const spec = inputs.get(input);
-    if (!spec) throw new ConfigError(`models.${name}.warmup_shapes.${input}: the model has no input ${input}`);
-    const fits = shape.length === spec.shape.length && spec.shape.every((d, i) => typeof d !== 'number' || d < 0 || d === shape[i]);
+    if (!inputs.has(input)) throw new ConfigError(`models.${name}.warmup_shapes.${input}: the model has no input ${input}`);
+    const spec = batched.get(input);
+    const fits = !spec || (shape.length === spec.shape.length && spec.shape.every((d, i) => typeof d !== 'number' || d < 0 || d === shape[i]));
     if (!fits) throw new ConfigError(`models.${name}.warmup_shapes.${input}: [${shape.join(', ')}] is not a shape of ${input} [${spec.shape.join(', ')}]`);
   }
-  layoutOf(name, model, sig);
 }
 
 /** A model's states and constants, checked against it (a mistake is a config error naming the key). */

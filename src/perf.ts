@@ -39,7 +39,7 @@ export type PerfOptions = {
   texts?: number;
   /** Sent with every request (auth: `Authorization`, or `Infergate-Key` / `Infergate-Secret`); over gRPC as metadata. */
   headers?: Record<string, string>;
-  /** Certificates (PEM) an HTTPS gateway's is trusted by, besides the system's: a self-signed gateway's own. */
+  /** Certificates (PEM) an HTTPS gateway's is trusted by, instead of the system's: a self-signed gateway's own. */
   ca?: string;
   /** A tensor model over KServe v2 gRPC at this address (host:port: the gateway's server.grpc_port) instead of HTTP. */
   grpc?: string;
@@ -491,7 +491,7 @@ class GrpcChannels {
   private next = 0;
   private metadata = new grpc.Metadata();
 
-  /** `tls`: the gateway's gRPC port speaks TLS (it does where its server.tls is set), trusting `ca` besides the system's. */
+  /** `tls`: the gateway's gRPC port speaks TLS (it does where its server.tls is set), trusting `ca` (else the system's roots). */
   constructor(address: string, connections: number, headers: Record<string, string>, tls?: { ca?: string }) {
     const Service = loadService('inference.proto', 'inference.GRPCInferenceService');
     const credentials = tls ? grpc.credentials.createSsl(tls.ca ? Buffer.from(tls.ca) : null) : grpc.credentials.createInsecure();

@@ -629,6 +629,13 @@ describe('a chat without max_tokens', () => {
     }
   });
 
+  it('whose max_completion_tokens overflows the context hears of max_completion_tokens (it was named max_tokens)', async () => {
+    const err = await client.chat.completions
+      .create({ model: 'tiny-gpt', messages: [{ role: 'user', content: 'Hi' }], max_completion_tokens: 600 })
+      .catch((e) => e);
+    expect(err).toMatchObject({ status: 400, param: 'max_completion_tokens', code: 'context_length_exceeded' });
+  });
+
   it('gets its default room after truncate_prompt_tokens has cut the prompt', async () => {
     const res = await client.chat.completions.create({
       model: 'tiny-gpt',

@@ -39,6 +39,9 @@ describe("Triton's generate extension (POST /v2/models/{m}/generate, generate_st
     expect(events.length).toBeGreaterThan(1);
     expect(events.every((e) => e.model_name === 'tiny-gpt')).toBe(true);
     expect(events.map((e) => e.text_output).join('')).toBe(whole.text_output);
+    // vLLM's top_k -1 (every token) is as leaving it out (it was a 400).
+    const everyToken = await (await post('/v2/models/tiny-gpt/versions/1/generate', { ...body, parameters: { ...body.parameters, top_k: -1 } })).json();
+    expect(everyToken.text_output).toBe(whole.text_output);
   });
 
   it("answers the outputs vLLM's backend adds when asked (return_finish_reason, return_num_*_tokens), streamed too", async () => {

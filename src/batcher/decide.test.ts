@@ -51,7 +51,18 @@ describe('decideBatch', () => {
       { freeSlots: 1, now: 2 },
       { expire: [], dispatch: [1], wakeAt: null },
     ],
-    ['each shape waits by its own oldest request', [q(1, 0), q(1, 2, { group: 'b' })], { freeSlots: 1, now: 3 }, { expire: [], dispatch: [], wakeAt: 10 }],
+    [
+      'each shape waits by its own oldest request (one run again keeps its arrival)',
+      [q(1, 5), q(1, 0, { group: 'b' })],
+      { freeSlots: 1, now: 11 },
+      { expire: [], dispatch: [1], wakeAt: null },
+    ],
+    [
+      'a ready batch of a lower priority does not take the slot a waiting higher one will want',
+      [q(1, 0, { group: 'b', priority: -1000 }), q(1, 95, { priority: 10 })],
+      { freeSlots: 1, now: 100 },
+      { expire: [], dispatch: [], wakeAt: 105 },
+    ],
     [
       'a request overtaken by a higher priority still waits only its own wait_ms',
       [q(1, 0), q(1, 8, { priority: 1 })],

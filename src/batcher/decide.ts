@@ -56,11 +56,18 @@ export function decideBatch(queue: readonly QueuedView[], ctx: { freeSlots: numb
       batch.since = Math.min(batch.since, enqueuedAt);
     } else batch.leftOver = true;
   }
+  // A ready batch goes ahead of one still waiting for company only if it ranks with it (priority and turn): a
+  // lower priority's, or a later turn's, does not take the slot the waiting one will want.
   let wakeAt = nextDeadline;
+  let waiting: QueuedView | undefined;
   for (const { dispatch, rows, leftOver, since } of batches.values()) {
     const due = since + rule.waitMs;
-    if (rows >= rule.maxBatchSize || leftOver || now >= due) return { expire, dispatch, wakeAt: null };
-    wakeAt = Math.min(wakeAt, due);
+    const first = queue[dispatch[0]];
+    const ranks = !waiting || (first.priority === waiting.priority && (first.turn ?? 0) === (waiting.turn ?? 0));
+    const ready = rows >= rule.maxBatchSize || leftOver || now >= due;
+    if (ready && ranks) return { expire, dispatch, wakeAt: null };
+    waiting ??= first;
+    if (!ready) wakeAt = Math.min(wakeAt, due); // (one ready but held goes after the waiting one: no timer of its own)
   }
   return { expire, dispatch: [], wakeAt };
 }

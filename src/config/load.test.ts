@@ -59,6 +59,10 @@ describe('parseConfig', () => {
       { models: { m: model }, auth: { jwt: { issuer: 'i', audience: 'a', keys: [{ pem: 'k', alg: 'RS256', kidd: 'x' }] } } },
       'auth.jwt.keys.0.kidd: unknown option',
     ],
+    [
+      { models: { m: model }, auth: { jwt: { issuer: 'i', audience: 'a', keys: [{ pem: 'k', alg: 'RS265', kidd: 'x' }] } } },
+      'auth.jwt.keys.0.alg: Invalid option: expected one of',
+    ],
     [{ models: { m: { ...model, batching: { wait_ms: Number.POSITIVE_INFINITY } } } }, 'models.m.batching.wait_ms: expected number, got Infinity'],
   ])('names the path, the value and what was expected: %j', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);

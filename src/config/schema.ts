@@ -615,11 +615,8 @@ const jwtSchema = z
       .array(
         z.union([
           z.object({ pem: z.string().min(1), alg: z.enum(ASYMMETRIC), kid: z.string().optional() }).strict(),
-          // (a JWK has a kty; one with a pem is a PEM key whose other options are wrong: said as such, not taken as a JWK)
-          z
-            .object({ kty: z.string() })
-            .catchall(z.unknown())
-            .refine((k) => !('pem' in k), 'a PEM key takes pem, alg and kid'),
+          // (a JWK has a kty and no pem: one with a pem is a PEM key whose other options are wrong, said as such)
+          z.object({ kty: z.string(), pem: z.never().optional() }).catchall(z.unknown()),
         ]),
       )
       .optional(),

@@ -82,6 +82,8 @@ describe('beam search selection', () => {
     expect(stopOf({ tokens: [4], logprob: 0 }, 1)).toBeUndefined(); // in the text before the token: not this token's
     expect(stopOf({ tokens: [], logprob: 0 }, 4)).toBe('\n\n'); // inside the token
     expect(stopOf({ tokens: [1, 1], logprob: 0 }, 5)).toBeUndefined();
+    // Of two in one token, the one that comes first in the text (it was the first listed).
+    expect(stopMatcher(['rts', 'Sta'], () => Buffer.from(' Starts'))({ tokens: [], logprob: 0 }, 9)).toBe('Sta');
     const finished: Hypothesis[] = [];
     const live: Beam[] = [
       {

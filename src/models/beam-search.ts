@@ -132,7 +132,12 @@ export function stopMatcher(stops: readonly string[], bytesOf: (token: number) =
       tailBytes += tail[0].length;
     }
     const text = Buffer.concat([...tail, bytesOf(token)]);
-    const at = encoded.findIndex((stop) => text.indexOf(stop, Math.max(0, tailBytes - stop.length + 1)) >= 0);
-    return at < 0 ? undefined : stops[at];
+    // (the one that occurs first in the text, as TextStream ends sampled text)
+    let found: { stop: string; at: number } | undefined;
+    for (const [i, stop] of encoded.entries()) {
+      const at = text.indexOf(stop, Math.max(0, tailBytes - stop.length + 1));
+      if (at >= 0 && (!found || at < found.at)) found = { stop: stops[i], at };
+    }
+    return found?.stop;
   };
 }

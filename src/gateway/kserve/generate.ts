@@ -22,7 +22,7 @@ const settings = z.object({
   max_tokens: z.number().int().min(1).optional(),
   temperature: z.number().min(0).max(2).optional(),
   top_p: z.number().gt(0).max(1).optional(),
-  top_k: z.number().int().min(0).optional(),
+  top_k: z.number().int().min(-1).optional(), // (vLLM's -1: every token)
   seed: z.number().int().optional(),
   /** TensorRT-LLM's name for the seed. */
   random_seed: z.number().int().optional(),

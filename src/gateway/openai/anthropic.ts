@@ -179,9 +179,11 @@ export async function messages(c: Context, m: ServedModel, req: MessagesRequest)
   const toolBlock = (call: ToolCall) => ({ type: 'tool_use', id: `toolu_${call.id.slice('call_'.length)}`, name: call.function.name });
   const stopOf = (result: Awaited<typeof generation.result>) => {
     const stopSequence = typeof generation.stopReason === 'string' ? generation.stopReason : null;
-    // (a stop sequence inside a tool call cuts it: not a whole call to run)
-    const reason = result.finishReason === 'length' ? 'max_tokens' : stopSequence ? 'stop_sequence' : answer?.isCalls ? 'tool_use' : 'end_turn';
-    return { stop_reason: reason, stop_sequence: stopSequence };
+    // (a stop sequence inside a tool call cuts it: not a whole call to run; after whole calls it changes nothing)
+    const whole = answer?.isCalls && answer.reader.whole;
+    const reason =
+      result.finishReason === 'length' ? 'max_tokens' : whole ? 'tool_use' : stopSequence ? 'stop_sequence' : answer?.isCalls ? 'tool_use' : 'end_turn';
+    return { stop_reason: reason, stop_sequence: reason === 'stop_sequence' ? stopSequence : null };
   };
   const usageOf = (result: Awaited<typeof generation.result>) => {
     const u = usage(generation.promptTokens, [result]);

@@ -279,7 +279,9 @@ async function generate(
   const n = req.n ?? 1;
   // A reasoning model's chat answers: its thinking as reasoning_content, the rest as content (vLLM's reasoning parsers).
   const parser = kind === 'chat.completion' ? m.generation?.reasoningParser : undefined;
-  const params = { ...req, format: tools?.format, scoreTokens: bestOf > n, reasoningParser: parser };
+  // (errors name the request's own max: chat's max_completion_tokens where it gave that)
+  const max_tokens_param = 'max_completion_tokens' in req && req.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+  const params = { ...req, format: tools?.format, scoreTokens: bestOf > n, reasoningParser: parser, max_tokens_param };
   const gens = together.start(prompts.length * bestOf, (k) => {
     const seed = req.seed == null ? null : req.seed + (k % bestOf);
     return new Generation(m, { ...params, seed }, prompts[Math.floor(k / bestOf)], maxTokens, together.signal, originOf(c));
@@ -302,7 +304,7 @@ async function generate(
           const message = answer?.isCalls
             ? { role: 'assistant', content: null, ...thought, tool_calls: answer.reader.calls }
             : { role: 'assistant', content: text, ...thought };
-          const finish = finishReason(r.finishReason, gen, answer);
+          const finish = finishReason(r.finishReason, answer);
           // vLLM's stop_reason: the stop sequence or stop token that ended the choice (null: end-of-text or length).
           const ended = { finish_reason: finish, stop_reason: gen.stopReason ?? null };
           // vLLM's prompt_logprobs: per choice on completions (the first token's null)
@@ -390,7 +392,7 @@ async function generate(
             if (said !== undefined) await send(said);
           }
           const r = await gen.result;
-          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, finishReason(r.finishReason, gen, answers[index])) as string);
+          await send(delta(index, { text: '', logged: gen.takeLogprobs() }, finishReason(r.finishReason, answers[index])) as string);
           return r;
         }),
       );
@@ -407,10 +409,9 @@ async function generate(
 
 /**
  * A choice that ended with its calls whole says so (OpenAI's `tool_calls`); one cut short is `length`, or `stop`
- * where a stop sequence or stop token cut it (`stop_reason` says which): its calls are not whole either.
+ * where a stop sequence or stop token cut a call (`stop_reason` says which).
  */
-const finishReason = (reason: string, gen: Generation, answer?: ToolAnswer) =>
-  answer?.isCalls && reason === 'stop' && gen.stopReason === undefined ? 'tool_calls' : reason;
+const finishReason = (reason: string, answer?: ToolAnswer) => (answer?.isCalls && reason === 'stop' && answer.reader.whole ? 'tool_calls' : reason);
 
 /**
  * A choice's log-probabilities of some of its tokens, in its kind's shape (null when not asked for).

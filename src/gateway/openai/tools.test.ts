@@ -55,6 +55,22 @@ describe('ToolCallReader', () => {
     expect(reader.calls[0].function.arguments).toBe('{"k": 1}');
   });
 
+  it('says whether its calls are whole: a stop sequence may cut one short (then not tool_calls)', () => {
+    const required = new ToolCallReader();
+    required.push('[{"name": "f", "arguments": {"a": "}"');
+    expect(required.whole).toBe(false);
+    required.push('}');
+    expect(required.whole).toBe(false); // (the arguments' object, not yet the call)
+    required.push('}');
+    expect(required.whole).toBe(true);
+    const named = new ToolCallReader('f');
+    expect(named.whole).toBe(false);
+    named.push('{"a": {"b": 1}');
+    expect(named.whole).toBe(false);
+    named.push(' }');
+    expect(named.whole).toBe(true);
+  });
+
   it('under auto, holds whitespace until the first character says words or calls', () => {
     const auto = { format: { type: 'json_object' as const }, reader: () => new ToolCallReader(), auto: true };
     const words = new ToolAnswer(auto);

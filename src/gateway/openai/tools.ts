@@ -151,8 +151,14 @@ export class ToolCallReader {
   private inString = false;
   private escaped = false;
 
-  constructor(name?: string) {
+  constructor(private readonly name?: string) {
     if (name) this.unsent = this.start(name);
+  }
+
+  /** Whether the calls read so far are whole: none left open (a stop sequence may cut one short). */
+  get whole(): boolean {
+    if (this.name) return this.calls[0].function.arguments !== '' && this.depth === 0 && !this.inString;
+    return this.calls.length > 0 && !this.inArguments;
   }
 
   /** The deltas this text adds (a new call's head, more of a call's arguments). */
