@@ -17,7 +17,7 @@ beforeAll(async () => {
     models: {
       'one-slot': { ...one, batching: { max_batch_size: 1 } },
       // (scaled to zero: its first request waits for a replica to start — here, for ever — past its queue deadline)
-      cold: { ...one, batching: { timeout_ms: 250 }, scaling: { min_containers: 0 }, remote: [`127.0.0.1:${(silent.address() as AddressInfo).port}`] },
+      cold: { ...one, batching: { timeout_ms: 1000 }, scaling: { min_containers: 0 }, remote: [`127.0.0.1:${(silent.address() as AddressInfo).port}`] },
     },
   });
 });

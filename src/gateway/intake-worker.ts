@@ -48,7 +48,7 @@ function onRequest(req: Req, res: Res) {
   open.set(id, { req, res });
   res.once('close', () => {
     unacked.delete(id);
-    if (open.delete(id) && !res.writableFinished) post({ t: 'gone', id });
+    if (open.delete(id) && (!res.writableEnded || !res.writableFinished)) post({ t: 'gone', id });
   });
   const host = (req as Http2ServerRequest).authority ?? req.headers.host ?? data.host;
   const headers: [string, string][] = [];
