@@ -60,7 +60,7 @@ describe('Batcher', () => {
   });
 
   it('batches concurrent requests and splits results back in order', async () => {
-    const h = await started();
+    const h = await started({ waitMs: 100 }); // (wide: a loaded CI machine once paused 5 ms between two submits)
     const results = await Promise.all([1, 2, 3].map((v) => h.batcher.submit(row(v, v + 10))));
     expect(results.map((r) => values(r.outputs))).toEqual([
       [2, 22],
