@@ -84,7 +84,7 @@ describe('Batcher', () => {
   });
 
   it('waits wait_ms for company, then sends a partial batch', async () => {
-    const h = await started({ waitMs: 30 });
+    const h = await started({ waitMs: 200 });
     const a = h.batcher.submit(row(1));
     await sleep(10);
     const b = h.batcher.submit(row(2));
@@ -93,7 +93,7 @@ describe('Batcher', () => {
   });
 
   it('batches different non-batch shapes separately', async () => {
-    const h = await started();
+    const h = await started({ waitMs: 100 });
     const out = await Promise.all([h.batcher.submit(row(1, 1)), h.batcher.submit(row(2, 2, 2)), h.batcher.submit(row(3, 3))]);
     expect(out.map((r) => values(r.outputs))).toEqual([
       [2, 2],
