@@ -136,6 +136,15 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
       status: 400,
       message: expect.stringMatching(/line 1: background cannot be used in a batch/),
     });
+    // A streamed line's events are no answer: it was run, counted a success, its body null.
+    const streamed = await client.files.create({
+      file: await jsonl([{ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'tiny-gpt', prompt: 'Hi', stream: true } }]),
+      purpose: 'batch',
+    });
+    await expect(client.batches.create({ input_file_id: streamed.id, endpoint: '/v1/completions', completion_window: '24h' })).rejects.toMatchObject({
+      status: 400,
+      message: expect.stringMatching(/line 1: stream cannot be used in a batch/),
+    });
     await expect(client.batches.create({ input_file_id: 'file_nope', endpoint: '/v1/embeddings', completion_window: '24h' })).rejects.toMatchObject({
       status: 404,
     });
@@ -246,6 +255,35 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
   });
 });
 
+describe('listing files and batches', () => {
+  it("pages as OpenAI's lists do: limit, after, order, purpose; first_id, last_id and has_more (every one came, newest first)", async () => {
+    const key = { 'infergate-key': 'other', 'infergate-secret': SECRET };
+    const own = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0, defaultHeaders: key });
+    const row = { custom_id: 'a', method: 'POST', url: '/v1/embeddings', body: { model: 'tiny-embed', input: 'x' } };
+    const made: string[] = [];
+    for (let i = 0; i < 3; i++) made.push((await own.files.create({ file: await jsonl([row]), purpose: 'batch' })).id);
+    const list = async (query: string) => (await fetch(`${gw.url}/v1/files?${query}`, { headers: key })).json();
+    const page = await list('limit=2');
+    expect(page.data.map((f: { id: string }) => f.id)).toEqual([made[2], made[1]]);
+    expect(page).toMatchObject({ first_id: made[2], last_id: made[1], has_more: true });
+    expect((await list(`limit=2&after=${made[1]}`)).data.map((f: { id: string }) => f.id)).toEqual([made[0]]);
+    expect((await list('order=asc&limit=1')).data[0].id).toBe(made[0]);
+    const batch = await own.batches.create({ input_file_id: made[0], endpoint: '/v1/embeddings', completion_window: '24h' });
+    await new Promise((r) => setTimeout(r, 50));
+    while (!['completed', 'failed'].includes((await own.batches.retrieve(batch.id)).status)) await new Promise((r) => setTimeout(r, 20));
+    expect((await list('purpose=batch_output')).data.map((f: { purpose: string }) => f.purpose)).toEqual(['batch_output']);
+    const second = await own.batches.create({ input_file_id: made[1], endpoint: '/v1/embeddings', completion_window: '24h' });
+    const batches = async (query: string) => (await fetch(`${gw.url}/v1/batches?${query}`, { headers: key })).json();
+    expect(await batches('limit=1')).toMatchObject({ data: [{ id: second.id }], has_more: true });
+    expect((await batches(`after=${second.id}`)).data.map((b: { id: string }) => b.id)).toEqual([batch.id]);
+    // Through the client's auto-paging: each once.
+    const seen: string[] = [];
+    for await (const f of own.files.list({ limit: 1 } as never)) seen.push(f.id);
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen).toEqual(expect.arrayContaining(made));
+  });
+});
+
 describe('a batch under JWT auth and a rate limit', () => {
   // Lines run as the caller who created the batch, as authorised then: a 24 h batch outlives its creator's token
   // (an hour, typically), and its lines are throttled by the batch itself, not by the caller's rate limit.
@@ -332,6 +370,42 @@ describe('a batch kept on disk (server.batch_dir)', () => {
     const answeredBefore = (await readFile(join(dir, 'batches', `${batchId}.done.jsonl`), 'utf8')).trim().split('\n').length;
     return { dir, batchId, inputId, rows, answeredBefore };
   }
+
+  it('is cancelled as any batch is: cancelling, then cancelled (saves racing made it failed, or broke its file), and its files go once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'infergate-batches-'));
+    const gateway = await startTestGateway({ server: { batch_dir: dir }, models });
+    try {
+      const client = clientOf(gateway.url);
+      const rows = Array.from({ length: 60 }, (_, i) => ({
+        custom_id: `r-${i}`,
+        method: 'POST',
+        url: '/v1/embeddings',
+        body: { model: 'embed-one', input: `t ${i}` },
+      }));
+      for (let round = 0; round < 4; round++) {
+        const input = (await client.files.create({ file: await jsonl(rows), purpose: 'batch' })).id;
+        const batch = await client.batches.create({ input_file_id: input, endpoint: '/v1/embeddings', completion_window: '24h' });
+        await new Promise((r) => setTimeout(r, round * 30));
+        expect(['cancelling', 'cancelled']).toContain((await client.batches.cancel(batch.id)).status); // (it said finalizing)
+        let done = await client.batches.retrieve(batch.id);
+        while (!['completed', 'failed', 'cancelled'].includes(done.status)) done = await client.batches.retrieve(batch.id);
+        expect([done.status, done.errors]).toEqual(['cancelled', null]);
+        JSON.parse(await readFile(join(dir, 'batches', `${batch.id}.json`), 'utf8')); // whole
+        // Deleted by several requests at once: one deletes it, the others find none (they were 500s).
+        const statuses = await Promise.all(
+          [1, 2, 3].map(() =>
+            client.files.delete(input).then(
+              () => 200,
+              (e: { status: number }) => e.status,
+            ),
+          ),
+        );
+        expect(statuses.sort()).toEqual([200, 404, 404]);
+      }
+    } finally {
+      await gateway.shutdown();
+    }
+  });
 
   it('survives a restart: files and batches are there, and a running batch goes on with only the lines not yet answered', async () => {
     const total = 300;

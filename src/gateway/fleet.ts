@@ -231,8 +231,7 @@ export class Fleet {
   /** The other gateways' answers to this list request (path and query as asked; every item, where it pages), their `data` together. */
   async lists(c: Context<GatewayEnv>): Promise<unknown[]> {
     const url = new URL(c.req.url);
-    url.searchParams.delete('after_id');
-    url.searchParams.delete('before_id');
+    for (const cursor of ['after_id', 'before_id', 'after', 'order']) url.searchParams.delete(cursor);
     url.searchParams.set('limit', '1000'); // (each gateway's newest: pages are cut from them all together)
     const lists = this.known().map(async (peer) => {
       const res = await this.forward(c, peer, 'part of this list', undefined, `${url.pathname}${url.search}`);

@@ -6,7 +6,7 @@ import { tritonGenerateSchema } from './kserve/generate.js';
 import { loadRequest, unloadRequest } from './lora.js';
 import { ocrQuerySchema } from './ocr.js';
 import { countTokensSchema, messagesSchema } from './openai/anthropic.js';
-import { batchCreateSchema } from './openai/batches.js';
+import { batchCreateSchema, batchesQuery, filesQuery } from './openai/batches.js';
 import { conversationItemsSchema, conversationSchema, conversationUpdateSchema, itemsQuery } from './openai/conversations.js';
 import { embeddingsSchema } from './openai/embeddings.js';
 import { messageBatchesQuery, messageBatchSchema } from './openai/message-batches.js';
@@ -347,12 +347,12 @@ const UNVERSIONED: Operation[] = [
   batches('post', '/v1/files', 'A JSONL file of requests up, for a batch (OpenAI)', {
     form: { file: { type: 'string', contentMediaType: 'application/jsonl' }, purpose: { const: 'batch' } },
   }),
-  batches('get', '/v1/files', 'The caller’s files (OpenAI)'),
+  batches('get', '/v1/files', 'The caller’s files, a page at a time (OpenAI)', { query: filesQuery }),
   batches('get', '/v1/files/{id}', 'A file (OpenAI)'),
   batches('get', '/v1/files/{id}/content', 'A file’s lines (OpenAI)', { produces: 'application/jsonl' }),
   batches('delete', '/v1/files/{id}', 'Deletes a file (OpenAI)'),
   batches('post', '/v1/batches', 'Runs a file’s requests in the background (OpenAI)', { body: batchCreateSchema }),
-  batches('get', '/v1/batches', 'The caller’s batches, the newest first (OpenAI)'),
+  batches('get', '/v1/batches', 'The caller’s batches, the newest first, a page at a time (OpenAI)', { query: batchesQuery }),
   batches('get', '/v1/batches/{id}', 'A batch: its status, counts and files (OpenAI)'),
   batches('post', '/v1/batches/{id}/cancel', 'Stops a batch: lines not yet sent are not run (OpenAI)'),
   batches('post', '/v1/messages/batches', 'Messages requests run in the background (Anthropic)', { body: messageBatchSchema }),

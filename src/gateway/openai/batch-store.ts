@@ -22,8 +22,9 @@ export const MESSAGE_BATCH_FILE = 'message_batch';
 const CONCURRENCY = 16;
 /** Most bytes of files the gateway keeps (inputs and outputs together). */
 const MAX_STORED_BYTES = 1 << 30;
-/** Most lines in a batch file (OpenAI's limit). */
+/** Most lines in a batch file (OpenAI's limit; a message batch's is Anthropic's, 100,000 requests). */
 const MAX_LINES = 50_000;
+const MAX_MESSAGE_LINES = 100_000;
 
 type StoredFile = { meta: FileObject; data: Uint8Array; owner: string };
 type FileObject = { id: string; object: 'file'; bytes: number; created_at: number; filename: string; purpose: string; status: 'processed' };
@@ -159,7 +160,17 @@ export function batchStore({ dispatch, control = new BatchControl(), fleet }: Ba
     keep({ meta, data, owner });
     return meta;
   };
-  const save = (b: Held) => disk?.saveBatch(b.id, saved(b));
+  // A batch's saves one after another, each of it as it then stands: a cancel's save and the run's last one raced —
+  // one's rename took the other's file away (the batch failed on ENOENT), or a shorter write left a longer one's tail.
+  const saving = new Map<string, Promise<void>>();
+  const save = (b: Held): Promise<void> | undefined => {
+    if (!disk) return undefined;
+    const next = (saving.get(b.id) ?? Promise.resolve()).catch(() => {}).then(() => disk.saveBatch(b.id, saved(b)));
+    saving.set(b.id, next);
+    const forget = () => saving.get(b.id) === next && saving.delete(b.id);
+    next.then(forget, forget);
+    return next;
+  };
   const saved = ({ stop: _stop, ...b }: Held): Saved => b;
   const shown = ({ stop: _stop, owner: _owner, caller: _caller, ...b }: Held): Batch => b;
 
@@ -227,7 +238,8 @@ export function batchStore({ dispatch, control = new BatchControl(), fleet }: Ba
         failures.push(JSON.stringify({ id: randomId('batch_req'), custom_id: line.custom_id, response: null, error: { code: 'batch_expired', message } }));
         batch.request_counts.failed++;
       }
-    batch.status = 'finalizing';
+    // (a cancelled batch says cancelling until it is cancelled: it was finalizing, even in the cancel's own answer)
+    if (batch.status !== 'cancelling') batch.status = 'finalizing';
     batch.finalizing_at = now();
     const jsonl = (records: string[]) => new TextEncoder().encode(records.map((r) => `${r}\n`).join(''));
     const purpose = batch.endpoint === MESSAGES ? MESSAGE_BATCH_FILE : 'batch_output'; // (a message batch's files are its own)
@@ -326,9 +338,11 @@ export function batchStore({ dispatch, control = new BatchControl(), fleet }: Ba
   }
 
   async function removeFile(id: string) {
-    await disk?.deleteFile(id);
-    storedBytes -= (files.get(id) as StoredFile).data.byteLength;
+    const f = files.get(id);
+    if (!f) throw notFound('file', id); // (deleted meanwhile: by a request beside this one)
     files.delete(id);
+    storedBytes -= f.data.byteLength;
+    await disk?.deleteFile(id);
   }
 
   /** Whether `bytes` more fit among the files kept (a 507 if not). */
@@ -362,8 +376,9 @@ export function batchStore({ dispatch, control = new BatchControl(), fleet }: Ba
 function parseLines(data: Uint8Array, endpoint: string): Line[] {
   const text = new TextDecoder().decode(data);
   const rows = text.split('\n').filter((l) => l.trim() !== '');
+  const most = endpoint === MESSAGES ? MAX_MESSAGE_LINES : MAX_LINES;
   if (rows.length === 0) throw badInput('the input file has no requests', 'input_file_id');
-  if (rows.length > MAX_LINES) throw badInput(`the input file has ${rows.length} requests; at most ${MAX_LINES}`, 'input_file_id');
+  if (rows.length > most) throw badInput(`the input file has ${rows.length} requests; at most ${most}`, 'input_file_id');
   const seen = new Set<string>();
   return rows.map((row, i) => {
     const where = `input file line ${i + 1}`;
@@ -382,6 +397,9 @@ function parseLines(data: Uint8Array, endpoint: string): Line[] {
     // kept for a caller no one is — the batch's — and beyond its cancel)
     if ((line.body as { background?: unknown } | undefined)?.background === true)
       throw badInput(`${where}: background cannot be used in a batch (each line is answered in the output file)`, 'input_file_id');
+    // (a stream's events are no JSON answer: its text was generated and lost, the line counted a success)
+    if ((line.body as { stream?: unknown } | undefined)?.stream === true)
+      throw badInput(`${where}: stream cannot be used in a batch (each line is answered whole in the output file)`, 'input_file_id');
     seen.add(line.custom_id);
     return line;
   });

@@ -1,10 +1,11 @@
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
-import { readBody, readJson, releaseBody } from '../body.js';
+import { parseQuery, readBody, readJson, releaseBody } from '../body.js';
 import { type Fleet, fleetList, forwardByBody } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
 import { type BatchOptions, type BatchStore, batchStore, MESSAGE_BATCH_FILE, MESSAGES, notFound } from './batch-store.js';
+import { itemsPage, itemsQuery } from './conversations.js';
 import { messageBatchRoutes } from './message-batches.js';
 import { parseBody } from './schema.js';
 
@@ -24,6 +25,10 @@ export const batchCreateSchema = z.object({
   completion_window: z.literal('24h', { error: 'completion_window must be 24h' }),
   metadata: z.record(z.string(), z.string()).nullish(),
 });
+
+/** OpenAI's list parameters: files (all by default, newest first, of one purpose if asked) and batches (20, newest first). */
+export const filesQuery = itemsQuery.extend({ limit: z.coerce.number().int().min(1).max(10_000).default(10_000), purpose: z.string().optional() });
+export const batchesQuery = itemsQuery.omit({ order: true }).extend({ limit: z.coerce.number().int().min(1).max(1000).default(20) }); // (a fleet asks its gateways for 1000)
 
 /** The Batch API's routes (OpenAI's), and Anthropic's Message Batches on the same batches. */
 export function batchRoutes(opts: BatchOptions): Hono<GatewayEnv> {
@@ -60,13 +65,14 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fl
     room(upload.size);
     return c.json(await store(ownerOf(c), new Uint8Array(await upload.arrayBuffer()), upload.name, 'batch'));
   });
-  // (the newest first; in a fleet, every gateway's)
+  // (the newest first unless order=asc, paged by after/limit, of a purpose if asked; in a fleet, every gateway's)
   app.get('/v1/files', async (c) => {
+    const query = parseQuery(filesQuery, c);
     const own = filesOf(c)
-      .filter((f) => f.meta.purpose !== MESSAGE_BATCH_FILE)
+      .filter((f) => f.meta.purpose !== MESSAGE_BATCH_FILE && (query.purpose === undefined || f.meta.purpose === query.purpose))
       .map((f) => f.meta)
       .reverse();
-    return c.json({ object: 'list', data: await fleetList(c, fleet, own), has_more: false });
+    return c.json(itemsPage((await fleetList(c, fleet, own)).reverse(), query, 'the files'));
   });
   app.get('/v1/files/:id', (c) => c.json(file(c, c.req.param('id')).meta));
   app.get('/v1/files/:id/content', (c) => c.body(file(c, c.req.param('id')).data as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' }));
@@ -92,10 +98,11 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fl
     return c.json(shown(await create(c, { inputFileId: req.input_file_id, endpoint: req.endpoint, metadata: req.metadata })));
   });
   app.get('/v1/batches', async (c) => {
+    const query = parseQuery(batchesQuery, c);
     const own = batchesOf(c)
       .filter((b) => b.endpoint !== MESSAGES)
       .map(shown);
-    return c.json({ object: 'list', data: await fleetList(c, fleet, own), has_more: false });
+    return c.json(itemsPage((await fleetList(c, fleet, own)).reverse(), { ...query, order: 'desc' }, 'the batches'));
   });
   app.get('/v1/batches/:id', (c) => c.json(shown(own(c, c.req.param('id')))));
   app.post('/v1/batches/:id/cancel', async (c) => {

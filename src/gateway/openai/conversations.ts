@@ -162,7 +162,7 @@ export const itemsQuery = z.object({
 });
 
 /** The page of `items` (oldest first) the query asks for; `what` names them in a 400 for an `after` not among them. */
-export function itemsPage(items: Item[], { order, limit, after }: z.output<typeof itemsQuery>, what: string) {
+export function itemsPage<T extends { id?: string }>(items: T[], { order, limit, after }: z.output<typeof itemsQuery>, what: string) {
   const ordered = order === 'asc' ? items : [...items].reverse();
   const from = after === undefined ? 0 : ordered.findIndex((item) => item.id === after) + 1;
   if (from === 0 && after !== undefined) throw badInput(`no item ${after} among ${what}`, 'after', 'invalid_request_error');

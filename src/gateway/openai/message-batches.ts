@@ -48,7 +48,7 @@ const records = (data: Uint8Array | undefined): LineRecord[] =>
     .map((line) => JSON.parse(line));
 
 export function messageBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fleet): Hono<GatewayEnv> {
-  const { file, store, room, ownerOf, create, cancel, remove, batchOf, batchesOf } = batches;
+  const { file, store, room, ownerOf, create, cancel, remove, removeFile, batchOf, batchesOf } = batches;
   const app = new Hono<GatewayEnv>();
 
   /** The caller's message batch (another's, or an OpenAI batch: not found). */
@@ -99,7 +99,12 @@ export function messageBatchRoutes(batches: BatchStore, maxBodyBytes: number, fl
     const data = new TextEncoder().encode(lines);
     room(data.byteLength);
     const input = await store(ownerOf(c), data, 'message_batch_requests.jsonl', MESSAGE_BATCH_FILE);
-    return c.json(shown(c, await create(c, { inputFileId: input.id, endpoint: MESSAGES, idPrefix: 'msgbatch' })));
+    // (a batch refused leaves no file behind: no route lists or deletes a message batch's own)
+    const batch = await create(c, { inputFileId: input.id, endpoint: MESSAGES, idPrefix: 'msgbatch' }).catch(async (err) => {
+      await removeFile(input.id);
+      throw err;
+    });
+    return c.json(shown(c, batch));
   });
 
   app.get('/v1/messages/batches', async (c) => {
