@@ -237,10 +237,20 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
       });
       expect(text(id)).toBe((await http.json()).text_output);
       expect(got.filter((r) => r.infer_response?.id === id).length).toBeGreaterThan(2);
-      const last = got.filter((r) => r.infer_response?.id === id).at(-1);
-      expect(last?.infer_response.parameters.triton_final_response).toMatchObject({ bool_param: true }); // then nothing more for it
+      // Every response says whether it is the last (tritonclient takes one that does not for the last): the pieces
+      // not, the empty final response asked for is.
+      const finals = got.filter((r) => r.infer_response?.id === id).map((r) => r.infer_response.parameters.triton_final_response?.bool_param);
+      expect(finals.at(-1)).toBe(true);
+      expect(finals.slice(0, -1).every((f) => f === false)).toBe(true);
     }
-    expect(floats(got.find((r) => r.infer_response?.id === 't')?.infer_response.raw_output_contents[0])).toEqual([7, 8]);
+    // A tensor request's one response is its last, and no empty one follows it (Triton's: for decoupled models only).
+    const tensor = got.filter((r) => r.infer_response?.id === 't');
+    expect(tensor.map((r) => r.infer_response.parameters.triton_final_response?.bool_param)).toEqual([true]);
+    expect(floats(tensor[0].infer_response.raw_output_contents[0])).toEqual([7, 8]);
+    // Without the empty final response, the last piece is the final one, and says so as it comes.
+    const [alone] = [await streamInfer([{ ...generative('c', 'Hello'), parameters: {} }])];
+    const flags = alone.map((r) => r.infer_response.parameters.triton_final_response?.bool_param);
+    expect([flags.at(-1), flags.slice(0, -1).every((f) => f === false), alone.at(-1)?.infer_response.raw_output_contents.length]).toEqual([true, true, 1]);
     // Each error with its request's id (several are in flight on one stream), in whichever order they failed.
     const errors = Object.fromEntries(got.filter((r) => r.error_message).map((r) => [r.infer_response?.id, r.error_message]));
     expect(errors).toEqual({ z: expect.stringMatching(/nope/), y: expect.stringMatching(/text_input: a BYTES element is a 4-byte little-endian length/) });
@@ -324,7 +334,7 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
   it("serves Triton's repository calls: the index, and unloading and loading a model", async () => {
     const index = await rpc('RepositoryIndex', {});
     expect(index.models).toContainEqual({ name: 'spare', version: '1', state: 'READY', reason: '' });
-    expect(await rpc('RepositoryModelUnload', { model_name: 'spare' })).toEqual({});
+    expect(await rpc('RepositoryModelUnload', { model_name: 'spare', parameters: { unload_dependents: { bool_param: false } } })).toEqual({}); // (as tritonclient sends it)
     expect(await rpc('ModelReady', { name: 'spare' })).toEqual({ ready: false });
     expect((await rpc('RepositoryIndex', {})).models).toContainEqual(expect.objectContaining({ name: 'spare', state: 'UNAVAILABLE' }));
     expect((await rpc('RepositoryIndex', { ready: true })).models.map((m: Reply) => m.name)).not.toContain('spare');
@@ -364,9 +374,28 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
           inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], parameters: region(0) }],
           outputs: [{ name: 'y', parameters: region(16) }],
         });
-        expect(answer.raw_output_contents).toEqual([]);
+        expect(answer.raw_output_contents).toEqual([Buffer.alloc(0)]); // (one entry per output, as Triton's: empty here)
         expect(answer.outputs[0].parameters.shared_memory_region).toMatchObject({ string_param: 'io' });
         expect(floats(readFileSync(`/dev/shm/${key}`).subarray(16))).toEqual([1, 2, 3, 4]);
+        // Some inputs and outputs in the region, the others raw, as tritonclient sends them: raw entries only for the
+        // inputs not in shared memory (it was a 400), and an (empty) entry for every output (the others' shifted).
+        const mixed = await rpc('ModelInfer', {
+          model_name: 'dtypes',
+          inputs: [
+            { name: 'fp32', datatype: 'FP32', shape: [1, 4], parameters: region(0) },
+            { name: 'i32', datatype: 'INT32', shape: [1, 4] },
+            ...['fp16', 'i64', 'u8', 'flag'].map((name) => ({
+              name,
+              datatype: { fp16: 'FP16', i64: 'INT64', u8: 'UINT8', flag: 'BOOL' }[name],
+              shape: [1, 4],
+            })),
+          ],
+          raw_input_contents: [Buffer.from(new Int32Array([1, 2, 3, 4]).buffer), Buffer.alloc(8), Buffer.alloc(32), Buffer.alloc(4), Buffer.alloc(4)],
+          outputs: [{ name: 'fp32_out', parameters: region(16) }, { name: 'i32_out' }],
+        });
+        expect(mixed.raw_output_contents.map((b: Buffer) => b.byteLength)).toEqual([0, 16]);
+        expect(Array.from(new Int32Array(new Uint8Array(mixed.raw_output_contents[1]).buffer))).toEqual([2, 4, 6, 8]);
+        expect(floats(readFileSync(`/dev/shm/${key}`).subarray(16))).toEqual([2, 4, 6, 8]);
         const [unknown, noName] = await Promise.all([
           failure(rpc('SystemSharedMemoryStatus', { name: 'nope' })),
           failure(rpc('SystemSharedMemoryRegister', { key: `/${key}`, byte_size: 4 })),

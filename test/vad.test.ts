@@ -105,7 +105,7 @@ describe('stateful models over KServe (Triton sequence parameters)', () => {
     const cases: [object, RegExp][] = [
       [{}, /model vad is stateful: each request needs parameters.sequence_id/],
       [{ sequence_id: 'never-started' }, /sequence never-started of model vad is not active .* needs sequence_start/],
-      [{ sequence_id: 0 }, /sequence_id is a non-zero integer or a non-empty string/],
+      [{ sequence_id: 0 }, /model vad is stateful: each request needs parameters.sequence_id/], // (0 is Triton's "no sequence")
       [{ sequence_id: true }, /sequence_id is a non-zero integer or a non-empty string/],
       [{ sequence_start: true }, /sequence_start and sequence_end need a sequence_id/],
       [{ sequence_id: 'x', sequence_end: 'yes' }, /are booleans/],

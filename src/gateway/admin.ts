@@ -79,7 +79,9 @@ export function adminRoutes({ models, writable, writeGuard, reload, fleet }: Adm
       const control = models.get(name)?.control;
       if (!control) throw notFound(`no model named ${name}`);
       const body = (await readJson(c, 64 * 1024, { emptyAllowed: true })) as { parameters?: Record<string, unknown> } | undefined;
-      const given = Object.keys(body?.parameters ?? {});
+      // (tritonclient's unload always sends unload_dependents: an ensemble over the model fails its requests while
+      // the model is unloaded, dependents unloaded or not)
+      const given = Object.keys(body?.parameters ?? {}).filter((k) => !(action === 'unload' && k === 'unload_dependents'));
       if (given.length > 0) throw badInput(`parameters ${given.join(', ')} are not supported: a model is loaded as the config has it`, 'parameters');
       try {
         await control[action]();

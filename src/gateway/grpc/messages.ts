@@ -63,12 +63,16 @@ export class CallError extends Error {
 export const invalid = (message: string) => new CallError(grpc.status.INVALID_ARGUMENT, message);
 export const jsonBody = (value: unknown) => ({ bytes: Buffer.from(JSON.stringify(value)), headers: { 'content-type': 'application/json' } });
 
-/** InferParameters as the JSON protocol's parameters (an int64 as a number). */
+/**
+ * InferParameters as the JSON protocol's parameters: an int64 as a number — or, past 2^53, as its exact digits (a
+ * 64-bit sequence_id rounded to a Number was refused, and two such ids could be one sequence).
+ */
 export function plainParameters(parameters: Parameters): Record<string, unknown> {
   const plain: Record<string, unknown> = {};
   for (const [key, p] of Object.entries(parameters ?? {})) {
     const value = p.parameter_choice ? p[p.parameter_choice] : undefined;
-    plain[key] = p.parameter_choice === 'int64_param' || p.parameter_choice === 'uint64_param' ? Number(value) : value;
+    const integer = p.parameter_choice === 'int64_param' || p.parameter_choice === 'uint64_param';
+    plain[key] = integer && Number.isSafeInteger(Number(value)) ? Number(value) : integer ? String(value) : value;
   }
   return plain;
 }
@@ -85,18 +89,33 @@ function grpcParameters(plain: Record<string, unknown> | undefined): Record<stri
   return parameters;
 }
 
+/**
+ * Each input's entry in raw_input_contents (undefined: in shared memory, or none are raw). As Triton and
+ * tritonclient count them, inputs in shared memory have none: the entries are those of the others, in order.
+ */
+function rawOf(req: InferRequest): (i: number) => Buffer | undefined {
+  const raw = req.raw_input_contents ?? [];
+  if (raw.length === 0) return () => undefined;
+  const own = req.inputs.map((t) => !('shared_memory_region' in (t.parameters ?? {})));
+  const count = own.filter(Boolean).length;
+  if (raw.length !== count)
+    throw invalid(`raw_input_contents has ${raw.length} entries for ${count} inputs not in shared memory: give one per input, in order`);
+  const at = own.map((has, i) => (has ? own.slice(0, i).filter(Boolean).length : -1));
+  return (i) => (at[i] < 0 ? undefined : raw[at[i]]);
+}
+
 /** ModelInfer's request as the KServe binary-extension body: a JSON header, then each raw input's bytes. */
 export function binaryRequest(req: InferRequest): { body: Uint8Array; headerLength: number } {
   const raw = req.raw_input_contents ?? [];
-  if (raw.length > 0 && raw.length !== req.inputs.length)
-    throw invalid(`raw_input_contents has ${raw.length} entries for ${req.inputs.length} inputs: give one per input, in order`);
+  const rawAt = rawOf(req);
   const inputs = req.inputs.map((t, i): HeaderTensor => {
     const tensor = { name: t.name, datatype: t.datatype, shape: t.shape.map(Number), parameters: plainParameters(t.parameters) };
-    if (raw.length > 0) {
-      if (t.contents && Object.values(t.contents).some((v) => v?.length)) throw invalid(`input ${t.name}: give raw_input_contents or contents, not both`);
-      return { ...tensor, parameters: { ...tensor.parameters, binary_data_size: raw[i].byteLength } };
-    }
     if ('shared_memory_region' in tensor.parameters) return tensor;
+    const bytes = rawAt(i);
+    if (bytes) {
+      if (t.contents && Object.values(t.contents).some((v) => v?.length)) throw invalid(`input ${t.name}: give raw_input_contents or contents, not both`);
+      return { ...tensor, parameters: { ...tensor.parameters, binary_data_size: bytes.byteLength } };
+    }
     const field = CONTENTS[t.datatype];
     const values = field ? t.contents?.[field] : undefined;
     if (!values?.length)
@@ -125,7 +144,7 @@ export function binaryRequest(req: InferRequest): { body: Uint8Array; headerLeng
 export function streamed(req: InferRequest): boolean {
   const i = req.inputs.findIndex((t) => t.name === 'stream');
   if (i < 0 || req.inputs[i].datatype !== 'BOOL' || !req.inputs.some((t) => t.name === 'text_input')) return false;
-  const raw = req.raw_input_contents?.[i];
+  const raw = rawOf(req)(i);
   return raw?.length ? raw[0] !== 0 : req.inputs[i].contents?.bool_contents?.[0] === true;
 }
 
@@ -140,12 +159,12 @@ export function inferResponse(answer: Buffer, headerLength: number) {
   };
   let offset = headerLength;
   const raw: Buffer[] = [];
+  // One entry per output, in order — an empty one for an output written to shared memory — as Triton answers and
+  // tritonclient reads them by the output's index (an entry left out shifted every later output's bytes).
   const outputs = header.outputs.map((o) => {
     const size = o.parameters?.binary_data_size;
-    if (typeof size === 'number') {
-      raw.push(answer.subarray(offset, offset + size));
-      offset += size;
-    }
+    raw.push(typeof size === 'number' ? answer.subarray(offset, offset + size) : Buffer.alloc(0));
+    if (typeof size === 'number') offset += size;
     return { name: o.name, datatype: o.datatype, shape: o.shape.map(String), parameters: grpcParameters(o.parameters) };
   });
   return {

@@ -162,7 +162,9 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
 
 /** Triton's sequence parameters: a correlation id (a non-zero integer or a non-empty string) and the START / END flags. */
 function sequenceOf(params: Record<string, unknown> | undefined): InferRequest['sequence'] {
-  const { sequence_id: id, sequence_start: start = false, sequence_end: end = false } = params ?? {};
+  const { sequence_id: given, sequence_start: start = false, sequence_end: end = false } = params ?? {};
+  // (0 and "" say "not part of a sequence", as Triton's sequence extension has them)
+  const id = given === 0 || given === '' ? undefined : given;
   if (id === undefined) {
     if (start !== false || end !== false) throw badInput('sequence_start and sequence_end need a sequence_id');
     return undefined;

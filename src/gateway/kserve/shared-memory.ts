@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, read, write } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { badInput, notFound } from '../../errors/index.js';
+import { badInput, GatewayError, notFound } from '../../errors/index.js';
 import { requestBuffers } from '../buffer-pool.js';
 
 const readAt = promisify(read);
@@ -34,7 +34,7 @@ export class SharedMemoryRegions {
     if (!Number.isSafeInteger(offset) || (offset as number) < 0) throw badInput(`"offset" must be a byte offset, got ${JSON.stringify(offset)}`, 'offset');
     if (!Number.isSafeInteger(size) || (size as number) <= 0)
       throw badInput(`"byte_size" must be a positive byte count, got ${JSON.stringify(size)}`, 'byte_size');
-    if (this.regions.has(name)) throw badInput(`shared-memory region ${JSON.stringify(name)} is already registered`);
+    if (this.regions.has(name)) throw new GatewayError(409, 'already_exists', `shared-memory region ${JSON.stringify(name)} is already registered`);
     if (this.regions.size >= MAX_REGIONS) throw badInput(`at most ${MAX_REGIONS} shared-memory regions may be registered; unregister some first`);
     let fd: number;
     try {
@@ -50,9 +50,10 @@ export class SharedMemoryRegions {
     this.regions.set(name, { name, key, offset: offset as number, byte_size: size as number, fd, busy: 0, closing: false });
   }
 
-  /** One region, or all when no name is given. */
+  /** One region, or all when no name is given; one not registered is nothing to do (as Triton's: clients clean up so). */
   unregister(name?: string): void {
-    for (const region of name === undefined ? [...this.regions.values()] : [this.get(name)]) {
+    const regions = name === undefined ? [...this.regions.values()] : [this.regions.get(name)].filter((r) => r !== undefined);
+    for (const region of regions) {
       this.regions.delete(region.name);
       // A descriptor closed under a read on the thread pool could be reused by another open().
       region.closing = true;
