@@ -151,6 +151,10 @@ describe('answers whose client stops reading (server.send_timeout_s)', () => {
     expect(stalled.declared).toBeGreaterThan(mib * 2 ** 20);
     expect(stalled.received).toBeGreaterThan(0); // what the kernel's buffers held when the gateway gave up
     expect(stalled.received).toBeLessThan(stalled.declared); // then closed: not sent whole
+    // (this gateway traces nothing: its request lines name no trace — it was the all-zero id on every line)
+    const requestLines = logLines.filter((l) => l.msg === 'request');
+    expect(requestLines.length).toBeGreaterThan(0);
+    expect(requestLines.every((l) => l.traceId === undefined)).toBe(true);
     const said = logLines.filter((l) => l.msg.includes('server.send_timeout_s'));
     expect(said).toHaveLength(1);
     expect(said[0]).toMatchObject({ method: 'POST', path: '/v2/models/identity/infer', client: '127.0.0.1' });

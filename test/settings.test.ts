@@ -39,6 +39,8 @@ describe("Triton's logging extension (GET/POST /v2/logging)", () => {
     expect(await get('/v2/logging')).toEqual({ log_file: '', log_info: true, log_warning: true, log_error: true, log_verbose_level: 0, log_format: 'default' });
     // Info off: requests no longer write their line; warnings still would.
     expect(await (await post('/v2/logging', { log_info: false })).json()).toMatchObject({ log_info: false, log_warning: true, log_verbose_level: 0 });
+    // Said at warn, its pino level one key (a second `level` key read as the line's: "warn", not 40).
+    expect(lines.find((l) => l.msg === 'log level changed at runtime (until restart)')).toMatchObject({ level: 40, logLevel: 'warn' });
     const before = lines.length;
     expect((await infer(gw.url, 'mlp', x)).status).toBe(200);
     expect(lines.slice(before).filter((l) => l.msg === 'request')).toEqual([]);

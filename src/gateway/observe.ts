@@ -1,6 +1,6 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { SpanStatusCode } from '@opentelemetry/api';
+import { isSpanContextValid, SpanStatusCode } from '@opentelemetry/api';
 import { Hono, type MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
@@ -52,7 +52,8 @@ export function observe(opts: { telemetry: Telemetry; log?: Logger; windows: Map
       log.info(
         {
           requestId: c.get('requestId'),
-          traceId: span.spanContext().traceId,
+          // (none where nothing traces it: the no-op span's all-zero id named one nonexistent trace on every line)
+          traceId: isSpanContextValid(span.spanContext()) ? span.spanContext().traceId : undefined,
           method,
           route,
           ...((c.env as { intake?: IntakeRequest } | undefined)?.intake?.grpc && { protocol: 'grpc' }),

@@ -140,7 +140,7 @@ export function settingsRoutes({ log, telemetry, models, writable, writeGuard }:
     const level = logLevel({ ...logSettings(log), ...change }); // (checked whole before anything changes)
     if (log && log.level !== level) {
       log.level = level;
-      log.warn({ level }, 'log level changed at runtime (until restart)');
+      log.warn({ logLevel: level }, 'log level changed at runtime (until restart)'); // (`level` is pino's own: a second one overrode it)
     }
     return c.json(logSettings(log));
   });
@@ -160,7 +160,7 @@ export function settingsRoutes({ log, telemetry, models, writable, writeGuard }:
       if (level !== 'OFF' && telemetry.config.traces.exporter === 'none')
         throw badInput('traces are off (telemetry.traces.exporter: none): start the gateway with an exporter (otlp, console) to trace', 'trace_level');
       const settings = telemetry.traceSettings.update(change, model);
-      log?.info({ ...(model !== undefined && { model }), ...settings }, 'trace settings changed at runtime (until restart)');
+      log?.info({ ...(model !== undefined && { model }), traceSettings: settings }, 'trace settings changed at runtime (until restart)');
       return c.json(traceAnswer(settings));
     });
   }
