@@ -87,6 +87,11 @@ describe("Triton's trace extension (GET/POST /v2[/models/{m}]/trace/setting)", (
     for (let i = 0; i < 4; i++) expect((await infer(gw.url, 'mlp', x)).status).toBe(200);
     expect(tracedRequests('mlp', from)).toHaveLength(2);
     expect((await get('/v2/trace/setting')).trace_count).toBe('0');
+    // ...each with its batch's span, linked to it (the batch span, ending after the count was spent, was dropped).
+    const batchSpans = (telemetry.memory?.getFinishedSpans() ?? []).slice(from).filter((s) => s.name === 'infergate.batch');
+    const linked = batchSpans.flatMap((b) => b.links.map((l) => l.context.spanId));
+    for (const request of tracedRequests('mlp', from)) expect(linked).toContain(request.spanContext().spanId);
+    expect(batchSpans).toHaveLength(2);
 
     // Unlimited again, but one model's tracing off: its requests go untraced, the other model's are traced.
     await post('/v2/trace/setting', { trace_count: '-1' });
@@ -109,6 +114,9 @@ describe("Triton's trace extension (GET/POST /v2[/models/{m}]/trace/setting)", (
     await infer(gw.url, 'mlp', x);
     await fetch(`${gw.url}/v2/models/mlp/infer`, { method: 'POST', headers: { traceparent }, body: JSON.stringify({ inputs: x }) });
     expect(tracedRequests('mlp', from).map((s) => s.spanContext().traceId)).toEqual(['0af7651916cd43dd8448eb211c80319c']);
+    // ...its batch's span too (sampled at rate 0 on a trace of its own, it was dropped), linked to it.
+    const followed = (telemetry.memory?.getFinishedSpans() ?? []).slice(from).filter((s) => s.name === 'infergate.batch');
+    expect(followed.flatMap((b) => b.links.map((l) => l.context.traceId))).toEqual(['0af7651916cd43dd8448eb211c80319c']);
     await post('/v2/trace/setting', { trace_rate: 1 }); // numbers as well as Triton's strings
     expect((await get('/v2/trace/setting')).trace_rate).toBe('1');
   });

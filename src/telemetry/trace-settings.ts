@@ -1,4 +1,4 @@
-import { type Attributes, type Context, isSpanContextValid, SpanKind, TraceFlags, trace } from '@opentelemetry/api';
+import { type Attributes, type Context, isSpanContextValid, type Link, type SpanContext, SpanKind, TraceFlags, trace } from '@opentelemetry/api';
 import { type Sampler, SamplingDecision, type SamplingResult, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
 
 /**
@@ -13,7 +13,7 @@ export type TraceScope = { level: TraceLevel; rate: number; count: number };
 
 /** A request's model, from its span's attributes: a model route's path, or the model a batch or cold start was for. */
 function modelOf(attributes: Attributes): string | undefined {
-  const model = attributes['infergate.model'];
+  const model = attributes['infergate.model'] ?? attributes['gen_ai.request.model']; // (a generation's span names it so)
   if (typeof model === 'string') return model;
   const path = attributes['url.path'];
   const match = typeof path === 'string' ? /^\/v2\/models\/([^/]+)/.exec(path) : null;
@@ -55,14 +55,23 @@ export class TraceSettings implements Sampler {
     return this.get(model);
   }
 
-  shouldSample(context: Context, traceId: string, _name: string, kind: SpanKind, attributes: Attributes): SamplingResult {
+  shouldSample(context: Context, traceId: string, _name: string, kind: SpanKind, attributes: Attributes, links: Link[] = []): SamplingResult {
     const model = modelOf(attributes);
     const settings = this.get(model);
-    if (settings.level === 'OFF' || settings.count === 0) return { decision: SamplingDecision.NOT_RECORD };
+    if (settings.level === 'OFF') return { decision: SamplingDecision.NOT_RECORD };
     const parent = trace.getSpanContext(context);
+    const sampled = (c: SpanContext) => (c.traceFlags & TraceFlags.SAMPLED) !== 0;
+    // A request's own spans (a generation's) follow it, and a batch's span (a trace of its own, linked to each request
+    // it carried) is kept where one of them is: both were sampled again — by the count left, by the ratio on their
+    // own trace id — so a traced request lost them.
+    if (kind !== SpanKind.SERVER && parent && isSpanContextValid(parent))
+      return { decision: sampled(parent) ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.NOT_RECORD };
+    if (kind !== SpanKind.SERVER && links.length > 0)
+      return { decision: links.some((l) => sampled(l.context)) ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.NOT_RECORD };
+    if (settings.count === 0) return { decision: SamplingDecision.NOT_RECORD };
     const keep =
       parent && isSpanContextValid(parent)
-        ? (parent.traceFlags & TraceFlags.SAMPLED) !== 0
+        ? sampled(parent)
         : this.ratio(settings.rate).shouldSample(context, traceId).decision === SamplingDecision.RECORD_AND_SAMPLED;
     if (!keep) return { decision: SamplingDecision.NOT_RECORD };
     // A request's span is a trace counted (a batch's or a cold start's spans belong to requests already counted).
