@@ -1,4 +1,16 @@
-import { type Attributes, type Context, context, type Meter, metrics, ROOT_CONTEXT, type SpanContext, SpanKind, type Tracer, trace } from '@opentelemetry/api';
+import {
+  type Attributes,
+  type Context,
+  context,
+  type Meter,
+  metrics,
+  ROOT_CONTEXT,
+  type SpanContext,
+  SpanKind,
+  SpanStatusCode,
+  type Tracer,
+  trace,
+} from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -200,6 +212,8 @@ export class Telemetry {
       { kind: SpanKind.INTERNAL, startTime: startMs, attributes, links: links.map((c) => ({ context: c })) },
       parent ? trace.setSpanContext(ROOT_CONTEXT, parent) : context.active(),
     );
+    // (an operation that failed says so in its status, as OpenTelemetry's conventions ask, beside its error.type)
+    if (attributes['error.type'] !== undefined) span.setStatus({ code: SpanStatusCode.ERROR });
     span.end(endMs);
   }
 
