@@ -160,7 +160,8 @@ describe('JWT-authenticated endpoints', () => {
     expect((await call('/v2/models/mlp/infer', bearer(sign(ec)))).status).toBe(200);
     expect((await fetch(`${gw.url}/v2/health/ready`)).status).toBe(200);
     // vLLM's routes outside /v1 too, before their bodies are read.
-    for (const path of ['/v1/embeddings', '/rerank', '/score', '/classify', '/tokenize', '/detokenize']) expect((await call(path)).status).toBe(401);
+    for (const path of ['/v1/embeddings', '/rerank', '/v2/rerank', '/score', '/classify', '/tokenize', '/detokenize'])
+      expect((await call(path)).status).toBe(401);
   });
 
   it('asks a runtime change through the admin API for the admin scopes too; reading it, the built-in ones', async () => {

@@ -238,7 +238,7 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
       expect(text(id)).toBe((await http.json()).text_output);
       expect(got.filter((r) => r.infer_response?.id === id).length).toBeGreaterThan(2);
       // Every response says whether it is the last (tritonclient takes one that does not for the last): the pieces
-      // not, the empty final response asked for is.
+      // not, the empty final response is.
       const finals = got.filter((r) => r.infer_response?.id === id).map((r) => r.infer_response.parameters.triton_final_response?.bool_param);
       expect(finals.at(-1)).toBe(true);
       expect(finals.slice(0, -1).every((f) => f === false)).toBe(true);
@@ -247,10 +247,10 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
     const tensor = got.filter((r) => r.infer_response?.id === 't');
     expect(tensor.map((r) => r.infer_response.parameters.triton_final_response?.bool_param)).toEqual([true]);
     expect(floats(tensor[0].infer_response.raw_output_contents[0])).toEqual([7, 8]);
-    // Without the empty final response, the last piece is the final one, and says so as it comes.
-    const [alone] = [await streamInfer([{ ...generative('c', 'Hello'), parameters: {} }])];
+    // Not asked for, the stream still ends with it: the last piece is known only once sent (and one final flag, not two).
+    const alone = await streamInfer([{ ...generative('c', 'Hello'), parameters: {} }]);
     const flags = alone.map((r) => r.infer_response.parameters.triton_final_response?.bool_param);
-    expect([flags.at(-1), flags.slice(0, -1).every((f) => f === false), alone.at(-1)?.infer_response.raw_output_contents.length]).toEqual([true, true, 1]);
+    expect([flags.filter((f) => f === true).length, flags.at(-1), alone.at(-1)?.infer_response.outputs]).toEqual([1, true, []]);
     // Each error with its request's id (several are in flight on one stream), in whichever order they failed.
     const errors = Object.fromEntries(got.filter((r) => r.error_message).map((r) => [r.infer_response?.id, r.error_message]));
     expect(errors).toEqual({ z: expect.stringMatching(/nope/), y: expect.stringMatching(/text_input: a BYTES element is a 4-byte little-endian length/) });
@@ -299,7 +299,8 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
 
     // ModelStreamInfer: stream false (or absent) is one response with the whole text; stream true leaves the prompt out unless asked.
     const got = await streamInfer([request('Once upon', false), request('The capital', true)]);
-    const responses = (id: string) => got.filter((r) => r.infer_response?.id === id).map((r) => r.infer_response);
+    // (a generation's stream ends with an empty response marked final: the pieces are those with outputs)
+    const responses = (id: string) => got.filter((r) => r.infer_response?.id === id && r.infer_response.outputs.length).map((r) => r.infer_response);
     expect(responses('Once upon')).toHaveLength(1);
     expect(textOf(responses('Once upon')[0])).toBe(await http('Once upon', false));
     expect(responses('The capital').length).toBeGreaterThan(2);
@@ -313,7 +314,7 @@ describe('KServe v2 gRPC (server.grpc_port)', () => {
       { name: 'return_cumulative_logprob', datatype: 'BOOL', shape: [1] },
     );
     flagged.raw_input_contents.push(Buffer.from([1]), Buffer.from([1]), Buffer.from([1]), Buffer.from([1]));
-    const counted = (await streamInfer([flagged])).map((r) => r.infer_response);
+    const counted = (await streamInfer([flagged])).map((r) => r.infer_response).filter((r) => r.outputs.length);
     const output = (r: Reply, name: string) => r.raw_output_contents[r.outputs.findIndex((o: Reply) => o.name === name)] as Buffer | undefined;
     expect(counted.reduce((n, r) => n + (output(r, 'num_output_tokens')?.readUInt32LE(0) ?? 0), 0)).toBe(10);
     expect(output(counted.at(-1), 'finish_reason')?.subarray(4).toString()).toBe('length');

@@ -41,6 +41,9 @@ describe('a model with its own tokenizer.json', () => {
   it("embeds the text as BERT's tokenizer splits it: [CLS] i like straw ##berries [SEP]", async () => {
     const ids = [101, 1045, 2066, 13137, 20968, 102];
     expect((await post('/tokenize', { model: 'bert-embed', prompt: 'I like strawberries' })).body).toMatchObject({ tokens: ids });
+    // An empty text is refused whatever the tokenizer (BERT's made it [CLS] [SEP], and embedded it).
+    expect(await post('/v1/embeddings', { model: 'bert-embed', input: ['a', ''] })).toMatchObject({ status: 400, body: { error: { param: 'input.1' } } });
+    expect(await post('/classify', { model: 'bert-rerank', input: [''] })).toMatchObject({ status: 400 });
     // vLLM's add_special_tokens: false leaves [CLS] and [SEP] out.
     const bare = await post('/tokenize', { model: 'bert-embed', prompt: 'I like strawberries', add_special_tokens: false });
     expect(bare.body).toMatchObject({ count: 4, tokens: ids.slice(1, -1) });

@@ -66,6 +66,9 @@ describe('reranking with a cross-encoder (Jina’s API, as vLLM serves it)', () 
     const top = (await post('/rerank', { model: 'tiny-rerank', query: QUERY, documents: DOCUMENTS, top_n: 2, return_documents: false })).body
       .results as Ranked[];
     expect(top).toEqual(all.slice(0, 2).map(({ index, relevance_score }) => ({ index, relevance_score })));
+    // Cohere's v2 client's path, as vLLM serves it (it was a 404).
+    const v2 = (await post('/v2/rerank', { model: 'tiny-rerank', query: QUERY, documents: DOCUMENTS, top_n: 2, return_documents: false })).body;
+    expect(v2.results).toEqual(top);
   });
 });
 

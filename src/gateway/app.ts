@@ -107,7 +107,7 @@ export type AppOptions = {
 };
 
 /** vLLM's routes outside /v1: guarded like the built-in ones, answering OpenAI's error object. */
-const VLLM_ROUTES = ['/tokenize', '/detokenize', '/rerank', '/score', '/classify'];
+const VLLM_ROUTES = ['/tokenize', '/detokenize', '/rerank', '/v2/rerank', '/score', '/classify'];
 
 /** Headers a browser page may read from an answer (besides the CORS-safelisted ones). */
 const EXPOSED_HEADERS = [

@@ -232,7 +232,7 @@ export class Fleet {
   async lists(c: Context<GatewayEnv>): Promise<unknown[]> {
     const url = new URL(c.req.url);
     for (const cursor of ['after_id', 'before_id', 'after', 'order']) url.searchParams.delete(cursor);
-    url.searchParams.set('limit', '1000'); // (each gateway's newest: pages are cut from them all together)
+    url.searchParams.set('limit', '1000'); // (a gateway answers a fleet's ask whole — see pageSize — this for older ones)
     const lists = this.known().map(async (peer) => {
       const res = await this.forward(c, peer, 'part of this list', undefined, `${url.pathname}${url.search}`);
       if (!res.ok) {
@@ -337,6 +337,9 @@ async function bodyOf(c: Context, limit: number): Promise<Uint8Array<ArrayBuffer
 
 /** Whether this request came from another gateway of the fleet (it is answered here, whatever it names). */
 export const forwarded = (c: Context): boolean => c.req.header(FORWARDED) !== undefined;
+
+/** A list page's size: the caller's, or for another gateway of the fleet asking for its part, all of it (it pages). */
+export const pageSize = (c: Context, limit: number): number => (forwarded(c) ? Number.MAX_SAFE_INTEGER : limit);
 
 /** Sends a request about another gateway's kept thing, named in its path, on to that gateway. */
 export function forwardByPath(fleet: Fleet, maxBodyBytes: number): MiddlewareHandler<GatewayEnv> {

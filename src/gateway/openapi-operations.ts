@@ -192,6 +192,7 @@ const UNVERSIONED: Operation[] = [
   openai('/v1/embeddings', 'Embeddings (OpenAI)', ['embedding'], embeddingsSchema),
   openai('/v1/rerank', 'Documents ranked by a query (Jina’s and vLLM’s rerank)', ['classifier'], rerankSchema),
   openai('/rerank', 'Documents ranked by a query (vLLM’s path)', ['classifier'], rerankSchema),
+  openai('/v2/rerank', 'Documents ranked by a query (Cohere’s v2 path, as vLLM serves it)', ['classifier'], rerankSchema),
   openai('/v1/score', 'Text pairs scored (vLLM)', ['classifier'], scoreSchema),
   openai('/score', 'Text pairs scored (vLLM’s path)', ['classifier'], scoreSchema),
   openai('/classify', 'Texts classified (vLLM)', ['classifier'], classifySchema),

@@ -251,8 +251,8 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
    * Triton's ModelStreamInfer: each request on the stream is answered on it, those of a generative model that
    * ask for `stream` (a `text_input`, as Triton's vLLM and TensorRT-LLM backends take) with a response per piece
    * of text, through the generate extension's stream; others with one response, as ModelInfer. A failed request is an
-   * `error_message`, and the stream goes on. `triton_enable_empty_final_response` asks for a last, empty
-   * response marked `triton_final_response`, as Triton's decoupled models send.
+   * `error_message`, and the stream goes on. A generation ends with an empty response marked
+   * `triton_final_response` (see `answer`).
    */
   function streamInfer(call: grpc.ServerDuplexStream<InferRequest, object>) {
     const pending = new Set<Promise<void>>();
@@ -266,15 +266,14 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
       if (!call.cancelled && !call.destroyed) call.write(message);
     };
     // Every response says whether it is its request's last (triton_final_response, as Triton's: tritonclient reads a
-    // response without it as the last). A streamed generation's last piece says so — or, where the request asks for
-    // an empty final response (as Triton's decoupled models send), that empty response after the pieces.
+    // response without it as the last). A streamed generation's pieces say not, and an empty response marked final
+    // ends it, as Triton's decoupled models end theirs (the last piece is known only after it is sent).
     const finalFlag = (final: boolean) => ({ triton_final_response: { bool_param: final } });
     const answer = async (req: InferRequest) => {
-      const emptyFinal = plainParameters(req.parameters).triton_enable_empty_final_response === true;
       try {
         if (streamed(req)) {
-          await generateStream(call, req, signal, (r, last) => send({ infer_response: { ...r, parameters: finalFlag(last && !emptyFinal) } }));
-          if (emptyFinal) send({ infer_response: { model_name: req.model_name, id: req.id, outputs: [], parameters: finalFlag(true) } });
+          await generateStream(call, req, signal, (r) => send({ infer_response: { ...r, parameters: finalFlag(false) } }));
+          send({ infer_response: { model_name: req.model_name, id: req.id, outputs: [], parameters: finalFlag(true) } });
         } else {
           const response = await infer(call, req, signal);
           send({ infer_response: { ...response, parameters: { ...response.parameters, ...finalFlag(true) } } });
@@ -301,22 +300,19 @@ export function grpcServer(dispatch: Dispatch, maxBodyBytes: number): grpc.Serve
   }
 
   /** A generative model's request as a generate_stream POST: each event's text_output as a response. */
-  async function generateStream(call: SurfaceCall, req: InferRequest, signal: AbortSignal, respond: (r: object, last: boolean) => void) {
+  async function generateStream(call: SurfaceCall, req: InferRequest, signal: AbortSignal, respond: (r: object) => void) {
     if (!req.model_name) throw invalid('model_name is required');
     const { body, headerLength } = binaryRequest(req);
     const { json: header, binary } = splitInferBody(body, String(headerLength));
     const { fields } = parseTextRequest(header, binary);
-    // (the last event says why the text ended: so the last piece is known as it comes, not one piece late)
-    const asked = fields.return_finish_reason === true;
-    const res = await through(call, `${model(req.model_name, req.model_version)}/generate_stream`, jsonBody({ ...fields, return_finish_reason: true }), signal);
+    const res = await through(call, `${model(req.model_name, req.model_version)}/generate_stream`, jsonBody(fields), signal);
     if (res.status !== 200) await json(res, []);
     // (typed as TextDecoderStream takes them: the body is bytes)
     const events = (res.body as ReadableStream<BufferSource>).pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
     for await (const { data } of events) {
       const event = JSON.parse(data) as StreamEvent;
       if (event.error !== undefined) throw new CallError(grpc.status.INTERNAL, event.error);
-      const last = event.finish_reason !== undefined;
-      respond(streamResponse(asked ? event : { ...event, finish_reason: undefined }, req.id), last);
+      respond(streamResponse(event, req.id));
     }
   }
   return server;

@@ -151,7 +151,9 @@ export function inferRequestFromJson(body: unknown, binary: Uint8Array, signatur
     });
   }
   const id = typeof json.id === 'string' ? json.id : undefined;
-  const timeout = json.parameters?.timeout;
+  // (a 64-bit timeout over gRPC arrives as its digits)
+  const given = json.parameters?.timeout;
+  const timeout = typeof given === 'string' && /^\d+$/.test(given) ? Number(given) : given;
   if (timeout !== undefined && !(Number.isInteger(timeout) && (timeout as number) >= 0))
     throw badInput(`parameters.timeout is the request's timeout in microseconds, a non-negative integer; got ${JSON.stringify(timeout)}`);
   // Triton's 0 is "no timeout of its own": the model's timeout_ms still applies.

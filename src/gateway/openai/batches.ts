@@ -2,7 +2,7 @@ import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { parseQuery, readBody, readJson, releaseBody } from '../body.js';
-import { type Fleet, fleetList, forwardByBody } from '../fleet.js';
+import { type Fleet, fleetList, forwardByBody, pageSize } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
 import { type BatchOptions, type BatchStore, batchStore, MESSAGE_BATCH_FILE, MESSAGES, notFound } from './batch-store.js';
 import { itemsPage, itemsQuery } from './conversations.js';
@@ -72,7 +72,7 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fl
       .filter((f) => f.meta.purpose !== MESSAGE_BATCH_FILE && (query.purpose === undefined || f.meta.purpose === query.purpose))
       .map((f) => f.meta)
       .reverse();
-    return c.json(itemsPage((await fleetList(c, fleet, own)).reverse(), query, 'the files'));
+    return c.json(itemsPage((await fleetList(c, fleet, own)).reverse(), { ...query, limit: pageSize(c, query.limit) }, 'the files'));
   });
   app.get('/v1/files/:id', (c) => c.json(file(c, c.req.param('id')).meta));
   app.get('/v1/files/:id/content', (c) => c.body(file(c, c.req.param('id')).data as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' }));
@@ -102,7 +102,7 @@ function openaiBatchRoutes(batches: BatchStore, maxBodyBytes: number, fleet?: Fl
     const own = batchesOf(c)
       .filter((b) => b.endpoint !== MESSAGES)
       .map(shown);
-    return c.json(itemsPage((await fleetList(c, fleet, own)).reverse(), { ...query, order: 'desc' }, 'the batches'));
+    return c.json(itemsPage((await fleetList(c, fleet, own)).reverse(), { ...query, order: 'desc', limit: pageSize(c, query.limit) }, 'the batches'));
   });
   app.get('/v1/batches/:id', (c) => c.json(shown(own(c, c.req.param('id')))));
   app.post('/v1/batches/:id/cancel', async (c) => {

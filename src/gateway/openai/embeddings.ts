@@ -69,6 +69,6 @@ function inputTokens(e: TextLimits, input: EmbeddingsRequest['input'], truncate:
   const one = typeof input === 'string' || typeof input[0] === 'number';
   return list.map((item, i) => {
     const param = one ? 'input' : `input.${i}`;
-    return checkedTokens(e, typeof item === 'string' ? textTokens(e, item, truncate) : idTokens(e, item, truncate), param);
+    return checkedTokens(e, typeof item === 'string' ? textTokens(e, item, truncate, param) : idTokens(e, item, truncate), param);
   });
 }

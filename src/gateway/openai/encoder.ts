@@ -45,7 +45,9 @@ export const truncateField = z
  * A text's tokens (with the tokenizer's special tokens), cut to `truncate` tokens where asked: from the end the
  * tokenizer's truncation_side says (the end by default, as transformers does), its special tokens kept.
  */
-export function textTokens(limits: TextLimits, text: string, truncate: number | null | undefined): number[] {
+export function textTokens(limits: TextLimits, text: string, truncate: number | null | undefined, param: string): number[] {
+  // (empty whatever the tokenizer: BERT's makes "" [CLS] [SEP], which passed as a text)
+  if (text === '') throw badInput(`${param}: must not be empty`, param, 'invalid_request_error');
   const full = limits.tokenizer.encode(text);
   const k = truncate === -1 ? limits.context : truncate;
   if (k == null || full.length <= k) return full;

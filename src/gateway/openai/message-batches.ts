@@ -2,7 +2,7 @@ import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badInput, GatewayError } from '../../errors/index.js';
 import { parseQuery, readJson } from '../body.js';
-import { type Fleet, fleetList } from '../fleet.js';
+import { type Fleet, fleetList, pageSize } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
 import { type BatchStore, type Held, MESSAGE_BATCH_FILE, MESSAGES } from './batch-store.js';
 import { parseBody } from './schema.js';
@@ -108,7 +108,9 @@ export function messageBatchRoutes(batches: BatchStore, maxBodyBytes: number, fl
   });
 
   app.get('/v1/messages/batches', async (c) => {
-    const { limit, after_id: after, before_id: before } = parseQuery(messageBatchesQuery, c);
+    const query = parseQuery(messageBatchesQuery, c);
+    const { after_id: after, before_id: before } = query;
+    const limit = pageSize(c, query.limit);
     // (the newest first; in a fleet, every gateway's)
     const all = await fleetList(
       c,

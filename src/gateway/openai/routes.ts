@@ -88,7 +88,7 @@ export function openaiRoutes({ models, maxBodyBytes, background }: OpenAIOptions
   app.post('/v1/embeddings', (c) => embeddingsRoute(c, encoderOf(models, ENCODERS.embedding), maxBodyBytes));
   // Cross-encoders and classifiers, by vLLM's routes (Jina's rerank API with and without /v1).
   const crossEncoder = encoderOf(models, ENCODERS.crossEncoder);
-  for (const path of ['/v1/rerank', '/rerank'])
+  for (const path of ['/v1/rerank', '/rerank', '/v2/rerank']) // (/v2: Cohere's v2 client's, as vLLM serves it)
     app.post(path, async (c) => {
       const req = parseBody(rerankSchema, await json(c, maxBodyBytes));
       return rerank(c, crossEncoder(req.model), req);

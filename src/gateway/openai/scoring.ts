@@ -83,7 +83,7 @@ export async function classify(c: Context<GatewayEnv>, m: ServedModel, req: z.in
   const list = typeof req.input === 'string' ? [req.input] : req.input;
   const tokens = list.map((t, i) => {
     const param = typeof req.input === 'string' ? 'input' : `input.${i}`;
-    return checkedTokens(cl, textTokens(cl, t, req.truncate_prompt_tokens), param);
+    return checkedTokens(cl, textTokens(cl, t, req.truncate_prompt_tokens, param), param);
   });
   const probs = await runEach(
     askerOf(c, m),
