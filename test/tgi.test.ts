@@ -68,13 +68,18 @@ describe('TGI’s API', () => {
     const last = got[got.length - 1];
     expect(last.generated_text).toBe(whole.body.generated_text);
     expect(got.map((e) => e.token.text).join('')).toBe(whole.body.generated_text);
-    expect(last.details).toEqual({ finish_reason: 'length', generated_tokens: 5, seed: null, input_length: expect.any(Number) });
+    expect(last.details).toBeNull(); // (details only when asked, as TGI's: it sent them always)
+    const detailed = await events('/generate_stream', { inputs: 'Once upon', parameters: { max_new_tokens: 5, details: true } });
+    expect(detailed.at(-1)?.details).toEqual({ finish_reason: 'length', generated_tokens: 5, seed: null, input_length: expect.any(Number) });
     // POST / is either, by `stream`.
     expect((await events('/', { inputs: 'Once upon', stream: true, parameters: { max_new_tokens: 5 } })).map((e) => e.token.id)).toEqual(
       got.map((e) => e.token.id),
     );
+    // ...a whole answer there in TGI's compat form (the Inference API's, SageMaker's): an array of one, the prompt included.
     const compat = await post('/', { model: 'tiny-gpt', inputs: 'Once upon', parameters: { max_new_tokens: 5 } });
-    expect(await compat.json()).toEqual(whole.body);
+    expect(await compat.json()).toEqual([{ generated_text: `Once upon${whole.body.generated_text}` }]);
+    const bare = await post('/', { model: 'tiny-gpt', inputs: 'Once upon', parameters: { max_new_tokens: 5, return_full_text: false } });
+    expect(await bare.json()).toEqual([whole.body]);
   });
 
   it('samples with a seed it reports, stops at a stop sequence, lists top_n_tokens, follows a grammar', async () => {
@@ -89,8 +94,10 @@ describe('TGI’s API', () => {
     const stop = tokens[2].text;
     const stopped = await generate({ inputs: 'Hi', parameters: { max_new_tokens: 8, stop: [stop], details: true } });
     expect(stopped.body.details.finish_reason).toBe('stop_sequence');
+    // (the text ends with the stop sequence, as TGI's: it was cut out, unlike the tokens in details)
     expect(greedy.body.generated_text.startsWith(stopped.body.generated_text)).toBe(true);
-    expect(stopped.body.generated_text.includes(stop)).toBe(false);
+    expect(stopped.body.generated_text.endsWith(stop)).toBe(true);
+    expect(stopped.body.details.tokens.map((t: Token) => t.text).join('')).toBe(stopped.body.generated_text);
     const top = await generate({ inputs: 'Hi', parameters: { max_new_tokens: 3, details: true, top_n_tokens: 2 } });
     expect(top.body.details.top_tokens.map((alts: Token[]) => alts.length)).toEqual([2, 2, 2]);
     const digits = await generate({ inputs: 'Hi', parameters: { max_new_tokens: 10, grammar: { type: 'regex', value: '[0-9]{3}' } } });
@@ -110,6 +117,10 @@ describe('TGI’s API', () => {
     expect(prefill.map((t) => t.logprob)).toEqual(token_logprobs.slice(0, prefill.length));
     expect(prefill[0].logprob).toBeNull();
     expect(scored.body.details.tokens).toHaveLength(3);
+    // Asking for the prompt's details asks for details (TGI's: details || decoder_input_details); refused streamed.
+    const implied = await generate({ inputs: 'The cat sat on', parameters: { max_new_tokens: 3, decoder_input_details: true } });
+    expect(implied.body.details.prefill).toEqual(prefill);
+    expect((await post('/generate_stream', { inputs: 'x', parameters: { decoder_input_details: true } })).status).toBe(422);
   });
 
   it('answers best_of with the sequence of highest mean log-probability per token, the others in best_of_sequences', async () => {

@@ -67,7 +67,8 @@ function routeOf(body: Record<string, unknown>, model: (fromBody?: unknown) => s
   if ('messages' in body) return { path: '/v1/chat/completions', named: true };
   if ('prompt' in body) return { path: '/v1/completions', named: true };
   if ('text_input' in body) return { path: `/v2/models/${model(body.model)}/generate${body.stream === true ? '_stream' : ''}` };
-  if (typeof body.inputs === 'string') return { path: body.stream === true ? '/generate_stream' : '/generate', named: true };
+  // (TGI's own /invocations is its POST /: a whole answer an array of one, as SageMaker's Hugging Face containers give)
+  if (typeof body.inputs === 'string') return { path: body.stream === true ? '/generate_stream' : '/', named: true };
   if (Array.isArray(body.inputs)) return { path: `/v2/models/${model(body.model)}/infer` };
   if ('instances' in body) return { path: `/v1/models/${model(body.model)}:predict` };
   if ('input' in body) return { path: '/v1/embeddings', named: true };

@@ -78,6 +78,7 @@ export function tgiRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyBytes
       withAdapter(modelOf(body.model), body.parameters?.adapter_id, 'parameters.adapter_id'),
       body,
       stream === 'by body' ? (body.stream ?? false) : stream,
+      stream === 'by body',
     );
   };
   app.post('/', route('by body'));
@@ -109,9 +110,15 @@ export function tgiRoutes(models: ReadonlyMap<string, ServedModel>, maxBodyBytes
 
 type Request = z.infer<typeof request>;
 
-async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, stream: boolean): Promise<Response> {
+/**
+ * `compat`: TGI's `POST /` (compat_generate, as the Inference API and SageMaker's Hugging Face containers answer):
+ * a whole answer is an array of one, and its text the prompt and the completion unless return_full_text says not.
+ */
+async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, stream: boolean, compat = false): Promise<Response> {
   c.set('model', m.name);
   const p = body.parameters ?? {};
+  if (stream && p.decoder_input_details === true)
+    throw badInput('parameters.decoder_input_details is not served when streaming tokens', 'decoder_input_details');
   const refused = (
     [
       ['typical_p', p.typical_p != null && p.typical_p !== 1, 'use top_p'],
@@ -135,7 +142,9 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
   // (the default fits the context; a max_new_tokens given that does not is a 422, as TGI's)
   const maxTokens = p.max_new_tokens ?? Math.min(DEFAULT_MAX_NEW_TOKENS, Math.max(1, gen.context - prompt.length));
   // The prompt scored comes back as the generation's first piece (its echo), taken apart below: whole answers only.
-  const prefill = !stream && p.details === true && p.decoder_input_details === true;
+  // (asking for the prompt's details asks for details, as TGI's)
+  const details = p.details === true || p.decoder_input_details === true;
+  const prefill = !stream && p.decoder_input_details === true;
   // One sequence per best_of; when one fails, the others stop too.
   const together = new Together(c);
   const seeds = Array.from({ length: bestOf }, (_, i) => (seed === undefined ? undefined : seed + i));
@@ -150,6 +159,7 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
           top_p: p.top_p,
           seed: seeds[i],
           stop: p.stop ?? [],
+          include_stop_str_in_output: true, // (TGI's text ends with the stop sequence that ended it)
           frequency_penalty: p.frequency_penalty,
           repetition_penalty: p.repetition_penalty,
           // every token's log-probability (TGI's details and stream events carry it; best_of ranks by them), and top_n_tokens alternatives
@@ -165,7 +175,7 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
       ),
   );
   const [generation] = generations;
-  const full = (text: string) => (p.return_full_text ? body.inputs + text : text);
+  const full = (text: string) => ((p.return_full_text ?? compat) ? body.inputs + text : text);
   const token = (t: LoggedToken) => ({ id: t.token, text: decode(gen.tokenizer, [t.token]), logprob: t.logprob, special: t.token === gen.tokenizer.eos });
   const topTokens = (t: LoggedToken) => (t.top ?? []).map(([id, logprob]) => token({ token: id, logprob, rank: null, top: null }));
   const finishReason = (reason: string, g = generation) => (reason === 'length' ? 'length' : g.stopReason === undefined ? 'eos_token' : 'stop_sequence');
@@ -190,10 +200,11 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
     const [best] = bestCandidates(sequences, 1);
     c.set('queueMs', best.queueMs);
     const others = sequences.filter((s) => s !== best).map(({ generated_text, details }) => ({ generated_text, ...details }));
-    return c.json({
+    const answer = {
       generated_text: best.generated_text,
-      ...(p.details && { details: { ...best.details, ...(bestOf > 1 && { best_of_sequences: others }) } }),
-    });
+      ...(details && { details: { ...best.details, ...(bestOf > 1 && { best_of_sequences: others }) } }),
+    };
+    return c.json(compat ? [answer] : answer);
   }
   return tokenStream(c, generation.started, async (sse) => {
     // One event a token, as TGI sends them; the last one (held back until the end is known) has the whole text.
@@ -207,7 +218,7 @@ async function generate(c: Context<GatewayEnv>, m: ServedModel, body: Request, s
           token: token(t),
           ...(p.top_n_tokens && { top_tokens: topTokens(t) }),
           generated_text: last ? full(text) : null,
-          details: last ? { ...last, seed: seed ?? null, input_length: generation.promptTokens } : null,
+          details: last && details ? { ...last, seed: seed ?? null, input_length: generation.promptTokens } : null,
         }),
       });
     try {
