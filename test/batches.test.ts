@@ -376,7 +376,8 @@ describe('a batch kept on disk (server.batch_dir)', () => {
     const gateway = await startTestGateway({ server: { batch_dir: dir }, models });
     try {
       const client = clientOf(gateway.url);
-      const rows = Array.from({ length: 60 }, (_, i) => ({
+      // (long enough to be running when cancelled: 60 lines were once all answered within the 90 ms before a cancel)
+      const rows = Array.from({ length: 400 }, (_, i) => ({
         custom_id: `r-${i}`,
         method: 'POST',
         url: '/v1/embeddings',
@@ -385,7 +386,7 @@ describe('a batch kept on disk (server.batch_dir)', () => {
       for (let round = 0; round < 4; round++) {
         const input = (await client.files.create({ file: await jsonl(rows), purpose: 'batch' })).id;
         const batch = await client.batches.create({ input_file_id: input, endpoint: '/v1/embeddings', completion_window: '24h' });
-        await new Promise((r) => setTimeout(r, round * 30));
+        await new Promise((r) => setTimeout(r, round * 10));
         expect(['cancelling', 'cancelled']).toContain((await client.batches.cancel(batch.id)).status); // (it said finalizing)
         let done = await client.batches.retrieve(batch.id);
         while (!['completed', 'failed', 'cancelled'].includes(done.status)) done = await client.batches.retrieve(batch.id);
