@@ -128,23 +128,16 @@ describe('Batch API (/v1/files, /v1/batches)', () => {
         message: expect.stringMatching(message),
       });
     }
-    const background = await client.files.create({
-      file: await jsonl([{ custom_id: 'a', method: 'POST', url: '/v1/responses', body: { model: 'tiny-gpt', input: 'Hi', background: true } }]),
-      purpose: 'batch',
-    });
-    await expect(client.batches.create({ input_file_id: background.id, endpoint: '/v1/responses', completion_window: '24h' })).rejects.toMatchObject({
-      status: 400,
-      message: expect.stringMatching(/line 1: background cannot be used in a batch/),
-    });
-    // A streamed line's events are no answer: it was run, counted a success, its body null.
-    const streamed = await client.files.create({
-      file: await jsonl([{ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'tiny-gpt', prompt: 'Hi', stream: true } }]),
-      purpose: 'batch',
-    });
-    await expect(client.batches.create({ input_file_id: streamed.id, endpoint: '/v1/completions', completion_window: '24h' })).rejects.toMatchObject({
-      status: 400,
-      message: expect.stringMatching(/line 1: stream cannot be used in a batch/),
-    });
+    // A line in the background, or streamed (its events are no answer: it was run, counted a success, its body null).
+    const refusedLine = async (url: '/v1/responses' | '/v1/completions', body: object, message: RegExp) => {
+      const input = await client.files.create({ file: await jsonl([{ custom_id: 'a', method: 'POST', url, body }]), purpose: 'batch' });
+      await expect(client.batches.create({ input_file_id: input.id, endpoint: url, completion_window: '24h' })).rejects.toMatchObject({
+        status: 400,
+        message: expect.stringMatching(message),
+      });
+    };
+    await refusedLine('/v1/responses', { model: 'tiny-gpt', input: 'Hi', background: true }, /line 1: background cannot be used in a batch/);
+    await refusedLine('/v1/completions', { model: 'tiny-gpt', prompt: 'Hi', stream: true }, /line 1: stream cannot be used in a batch/);
     await expect(client.batches.create({ input_file_id: 'file_nope', endpoint: '/v1/embeddings', completion_window: '24h' })).rejects.toMatchObject({
       status: 404,
     });

@@ -159,8 +159,8 @@ export function createApp(opts: AppOptions): Hono<GatewayEnv> {
   }
   app.use(requestId());
   // Anthropic's SDKs read a request's id from `request-id` (msg._request_id, err.requestID).
-  const anthropicRoute = (c: Context<GatewayEnv>) =>
-    c.req.path.startsWith('/v1/messages') || opts.endpoints?.some((x) => x.path === c.req.path && x.protocol === 'anthropic-messages');
+  const anthropicPaths = new Set((opts.endpoints ?? []).filter((x) => x.protocol === 'anthropic-messages').map((x) => x.path));
+  const anthropicRoute = (c: Context<GatewayEnv>) => c.req.path.startsWith('/v1/messages') || anthropicPaths.has(c.req.path);
   app.use(async (c, next) => {
     if (anthropicRoute(c)) c.header('request-id', c.get('requestId'));
     await next();

@@ -72,7 +72,7 @@ export function plainParameters(parameters: Parameters): Record<string, unknown>
   for (const [key, p] of Object.entries(parameters ?? {})) {
     const value = p.parameter_choice ? p[p.parameter_choice] : undefined;
     const integer = p.parameter_choice === 'int64_param' || p.parameter_choice === 'uint64_param';
-    plain[key] = integer && Number.isSafeInteger(Number(value)) ? Number(value) : integer ? String(value) : value;
+    plain[key] = integer && !Number.isSafeInteger(Number(value)) ? String(value) : integer ? Number(value) : value;
   }
   return plain;
 }
@@ -96,11 +96,10 @@ function grpcParameters(plain: Record<string, unknown> | undefined): Record<stri
 function rawOf(req: InferRequest): (i: number) => Buffer | undefined {
   const raw = req.raw_input_contents ?? [];
   if (raw.length === 0) return () => undefined;
-  const own = req.inputs.map((t) => !('shared_memory_region' in (t.parameters ?? {})));
-  const count = own.filter(Boolean).length;
+  let count = 0;
+  const at = req.inputs.map((t) => ('shared_memory_region' in (t.parameters ?? {}) ? -1 : count++));
   if (raw.length !== count)
     throw invalid(`raw_input_contents has ${raw.length} entries for ${count} inputs not in shared memory: give one per input, in order`);
-  const at = own.map((has, i) => (has ? own.slice(0, i).filter(Boolean).length : -1));
   return (i) => (at[i] < 0 ? undefined : raw[at[i]]);
 }
 

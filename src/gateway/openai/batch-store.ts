@@ -22,9 +22,10 @@ export const MESSAGE_BATCH_FILE = 'message_batch';
 const CONCURRENCY = 16;
 /** Most bytes of files the gateway keeps (inputs and outputs together). */
 const MAX_STORED_BYTES = 1 << 30;
-/** Most lines in a batch file (OpenAI's limit; a message batch's is Anthropic's, 100,000 requests). */
+/** Most lines in a batch file (OpenAI's limit). */
 const MAX_LINES = 50_000;
-const MAX_MESSAGE_LINES = 100_000;
+/** Most requests in a message batch (Anthropic's limit). */
+export const MAX_MESSAGE_REQUESTS = 100_000;
 
 type StoredFile = { meta: FileObject; data: Uint8Array; owner: string };
 type FileObject = { id: string; object: 'file'; bytes: number; created_at: number; filename: string; purpose: string; status: 'processed' };
@@ -376,7 +377,7 @@ export function batchStore({ dispatch, control = new BatchControl(), fleet }: Ba
 function parseLines(data: Uint8Array, endpoint: string): Line[] {
   const text = new TextDecoder().decode(data);
   const rows = text.split('\n').filter((l) => l.trim() !== '');
-  const most = endpoint === MESSAGES ? MAX_MESSAGE_LINES : MAX_LINES;
+  const most = endpoint === MESSAGES ? MAX_MESSAGE_REQUESTS : MAX_LINES;
   if (rows.length === 0) throw badInput('the input file has no requests', 'input_file_id');
   if (rows.length > most) throw badInput(`the input file has ${rows.length} requests; at most ${most}`, 'input_file_id');
   const seen = new Set<string>();
@@ -393,13 +394,11 @@ function parseLines(data: Uint8Array, endpoint: string): Line[] {
     const line = parsed.data as Line;
     if (line.url !== endpoint) throw badInput(`${where}: url ${line.url} is not the batch's endpoint ${endpoint}`, 'input_file_id');
     if (seen.has(line.custom_id)) throw badInput(`${where}: custom_id ${line.custom_id} is used twice`, 'input_file_id');
-    // (a line's answer is its own, in the output file: one run in the background would outlive the batch, unpaced,
-    // kept for a caller no one is — the batch's — and beyond its cancel)
-    if ((line.body as { background?: unknown } | undefined)?.background === true)
-      throw badInput(`${where}: background cannot be used in a batch (each line is answered in the output file)`, 'input_file_id');
-    // (a stream's events are no JSON answer: its text was generated and lost, the line counted a success)
-    if ((line.body as { stream?: unknown } | undefined)?.stream === true)
-      throw badInput(`${where}: stream cannot be used in a batch (each line is answered whole in the output file)`, 'input_file_id');
+    // A line's answer is its own, whole, in the output file: one run in the background would outlive the batch,
+    // unpaced, kept for a caller no one is — the batch's — and beyond its cancel; a stream's events are no JSON
+    // answer (its text was generated and lost, the line counted a success).
+    const refused = (['background', 'stream'] as const).find((option) => (line.body as Record<string, unknown> | undefined)?.[option] === true);
+    if (refused) throw badInput(`${where}: ${refused} cannot be used in a batch (each line is answered whole in the output file)`, 'input_file_id');
     seen.add(line.custom_id);
     return line;
   });

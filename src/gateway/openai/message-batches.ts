@@ -4,7 +4,7 @@ import { badInput, GatewayError } from '../../errors/index.js';
 import { parseQuery, readJson } from '../body.js';
 import { type Fleet, fleetList, pageSize } from '../fleet.js';
 import type { GatewayEnv } from '../types.js';
-import { type BatchStore, type Held, MESSAGE_BATCH_FILE, MESSAGES } from './batch-store.js';
+import { type BatchStore, type Held, MAX_MESSAGE_REQUESTS, MESSAGE_BATCH_FILE, MESSAGES } from './batch-store.js';
 import { parseBody } from './schema.js';
 
 /**
@@ -13,9 +13,6 @@ import { parseBody } from './schema.js';
  * /v1/messages through the gateway again, as its creator, behind interactive requests, kept on disk with
  * server.batch_dir. Only the shapes are Anthropic's: its batch object, request counts and results.
  */
-
-/** Most requests in one batch (Anthropic's limit). */
-const MAX_REQUESTS = 100_000;
 
 export const messageBatchSchema = z.object({
   requests: z
@@ -27,7 +24,7 @@ export const messageBatchSchema = z.object({
       }),
     )
     .min(1, 'a batch has at least one request')
-    .max(MAX_REQUESTS, `a batch has at most ${MAX_REQUESTS} requests`),
+    .max(MAX_MESSAGE_REQUESTS, `a batch has at most ${MAX_MESSAGE_REQUESTS} requests`),
 });
 
 export const messageBatchesQuery = z.object({
